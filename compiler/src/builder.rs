@@ -1,0 +1,220 @@
+//! [`Builder`]: compile one model with options, as `build.rs`, the CLI and the macro do.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use proc_macro2::TokenStream;
+
+use crate::codegen::{self, names::sanitize, CodegenOptions, WeightsMode};
+use crate::error::{CompileError, ErrorKind, Result};
+use crate::ir::Graph;
+use crate::passes::{self, OptLevel, PassCx, PassStat};
+use crate::plan::{self, Plan};
+
+/// Compiles an ONNX model into a Rust module.
+///
+/// ```no_run
+/// # fn main() -> Result<(), sinter::CompileError> {
+/// sinter::Builder::new("models/resnet50.onnx")
+///     .dim("N", 1)
+///     .opt_level(sinter::OptLevel::O3)
+///     .write_to("src/generated/resnet50.rs")?; // and resnet50.weights.bin beside it
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    path: PathBuf,
+    module_name: Option<String>,
+    cx: PassCx,
+    track_model: bool,
+}
+
+/// The result of compiling: the optimized graph, its memory plan, per-pass statistics.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The graph after all passes.
+    pub graph: Graph,
+    /// Where every buffer lives.
+    pub plan: Plan,
+    /// Node counts per pass.
+    pub stats: Vec<PassStat>,
+    /// The generated module's name.
+    pub module_name: String,
+}
+
+impl Builder {
+    /// Starts compiling the model at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            module_name: None,
+            cx: PassCx::default(),
+            track_model: false,
+        }
+    }
+
+    /// Binds a symbolic dimension (a `dim_param`, or `input.axis` for unnamed ones).
+    pub fn dim(mut self, name: impl Into<String>, value: usize) -> Self {
+        self.cx.dims.insert(name.into(), value);
+        self
+    }
+
+    /// Binds several symbolic dimensions.
+    pub fn dims(mut self, dims: impl IntoIterator<Item = (String, usize)>) -> Self {
+        self.cx.dims.extend(dims);
+        self
+    }
+
+    /// Binds every input's shape directly, in graph-input order (what `sinter verify` does
+    /// with test data).
+    pub fn input_shapes(mut self, shapes: Vec<Vec<usize>>) -> Self {
+        self.cx.input_shapes = Some(shapes);
+        self
+    }
+
+    /// Sets the optimization level (default: the highest).
+    pub fn opt_level(mut self, level: OptLevel) -> Self {
+        self.cx.opt_level = level;
+        self
+    }
+
+    /// Names the generated module (default: the model file's stem, or its folder's name for
+    /// `model.onnx`).
+    pub fn module_name(mut self, name: impl Into<String>) -> Self {
+        self.module_name = Some(name.into());
+        self
+    }
+
+    /// Makes the generated code `include_bytes!` the model file, so that Cargo rebuilds when
+    /// the model changes (for the proc macro; `build.rs` uses `cargo:rerun-if-changed`).
+    pub fn track_model(mut self, track: bool) -> Self {
+        self.track_model = track;
+        self
+    }
+
+    /// The model path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn default_module_name(&self) -> String {
+        let stem = self
+            .path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model");
+        let base = if stem == "model" {
+            self.path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|s| s.to_str())
+                .unwrap_or(stem)
+        } else {
+            stem
+        };
+        sanitize(base, 60)
+    }
+
+    /// Loads the model into the IR without running any pass.
+    pub fn load(&self) -> Result<Graph> {
+        let model = crate::onnx::read_model(&self.path)?;
+        let name = self
+            .module_name
+            .clone()
+            .unwrap_or_else(|| self.default_module_name());
+        crate::onnx::import_model(&model, &name, self.path.parent())
+    }
+
+    /// Runs the passes and the planner.
+    pub fn compile(&self) -> Result<Compiled> {
+        let graph = self.load()?;
+        let module_name = graph.name.clone();
+        let (graph, stats) = passes::run_passes(graph, &self.cx)?;
+        let plan = plan::plan(&graph)?;
+        Ok(Compiled {
+            graph,
+            plan,
+            stats,
+            module_name,
+        })
+    }
+
+    /// The generated module's tokens, with the weights inline (the proc macro's form).
+    pub fn tokens(&self) -> Result<TokenStream> {
+        let compiled = self.compile()?;
+        self.emit(&compiled, WeightsMode::Inline)
+    }
+
+    fn emit(&self, compiled: &Compiled, weights: WeightsMode) -> Result<TokenStream> {
+        let track_model = if self.track_model {
+            let abs = std::fs::canonicalize(&self.path).map_err(|source| {
+                CompileError::new(ErrorKind::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?;
+            Some(abs.display().to_string())
+        } else {
+            None
+        };
+        let opts = CodegenOptions {
+            module_name: compiled.module_name.clone(),
+            weights,
+            track_model,
+            source: self
+                .path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+        };
+        codegen::generate(&compiled.graph, &compiled.plan, &opts)
+    }
+
+    /// Compiles and returns the formatted source, which `include_bytes!`s `weights_path`
+    /// (as written: relative to the source file, or absolute), and the weights to write there.
+    pub fn generate(&self, weights_path: &str) -> Result<(String, Vec<u8>, Compiled)> {
+        let compiled = self.compile()?;
+        let tokens = self.emit(&compiled, WeightsMode::File(weights_path.to_string()))?;
+        let source = codegen::format_tokens(tokens)?;
+        let weights = compiled.plan.weights.clone();
+        Ok((source, weights, compiled))
+    }
+
+    /// Compiles and writes `out` (the Rust module) and, beside it, `<stem>.weights.bin`.
+    pub fn write_to(&self, out: impl AsRef<Path>) -> Result<Compiled> {
+        let out = out.as_ref();
+        let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+        let weights_name = format!("{stem}.weights.bin");
+        let (source, weights, compiled) = self.generate(&weights_name)?;
+        let weights_path = out.with_file_name(&weights_name);
+        let write = |path: &Path, bytes: &[u8]| {
+            std::fs::write(path, bytes).map_err(|source| {
+                CompileError::new(ErrorKind::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+        };
+        write(&weights_path, &weights)?;
+        write(out, source.as_bytes())?;
+        Ok(compiled)
+    }
+}
+
+/// Parses `NAME=VALUE` dim bindings (the CLI's and the macro's syntax).
+pub fn parse_dims(items: &[String]) -> Result<BTreeMap<String, usize>> {
+    let mut dims = BTreeMap::new();
+    for item in items {
+        let (name, value) = item.split_once('=').ok_or_else(|| {
+            CompileError::new(ErrorKind::Option(format!(
+                "expected NAME=VALUE, found {item:?}"
+            )))
+        })?;
+        let value = value.trim().parse::<usize>().map_err(|_| {
+            CompileError::new(ErrorKind::Option(format!(
+                "dim {name}: {value:?} is not a non-negative integer"
+            )))
+        })?;
+        dims.insert(name.trim().to_string(), value);
+    }
+    Ok(dims)
+}

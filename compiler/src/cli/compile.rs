@@ -1,0 +1,44 @@
+//! `sinter compile model.onnx -o out.rs [--dim NAME=VALUE]... [-O N]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::{parse_dims, Builder, Result};
+
+/// Arguments of `sinter compile`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// The Rust file to write; `<stem>.weights.bin` is written beside it.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Bind a symbolic dimension, e.g. `--dim N=1`.
+    #[arg(long = "dim", value_name = "NAME=VALUE")]
+    dims: Vec<String>,
+    /// The generated module's name (default: from the file name).
+    #[arg(long)]
+    module: Option<String>,
+    /// Optimization level, 0 to 3.
+    #[arg(short = 'O', default_value_t = 3)]
+    opt: u8,
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    let mut builder = Builder::new(&args.model)
+        .dims(parse_dims(&args.dims)?)
+        .opt_level(super::opt_level(args.opt)?);
+    if let Some(m) = args.module {
+        builder = builder.module_name(m);
+    }
+    let compiled = builder.write_to(&args.output)?;
+    eprintln!(
+        "wrote {} (module `{}`: {} nodes, arena {} bytes, weights {} bytes)",
+        args.output.display(),
+        compiled.module_name,
+        compiled.graph.nodes.len(),
+        compiled.plan.arena_bytes,
+        compiled.plan.weights.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,615 @@
+//! `sinter verify CASE_DIR...`: compiles test cases in the ONNX backend layout
+//! (`model.onnx`, `test_data_set_N/input_K.pb`, `output_K.pb`) into one generated crate,
+//! builds it once in release, runs every data set and compares the outputs.
+//!
+//! Each case prints `PASS <case>`, `FAIL <case>: <why>` or `UNSUPPORTED <case>: <reason>`;
+//! the last line is `N passed, M failed, K unsupported`. A compile error that says the model
+//! uses something sinter lacks is UNSUPPORTED; any other compile error, a panic, a shape or
+//! type mismatch, or a value out of tolerance is FAIL.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
+use crate::error::{CompileError, ErrorKind};
+use crate::ir::{DType, Tensor};
+use crate::{parse_dims, Builder, Compiled, Result};
+
+/// Arguments of `sinter verify`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// Case directories.
+    #[arg(required = true)]
+    cases: Vec<PathBuf>,
+    /// Bind a symbolic dimension (otherwise bound from each case's input data).
+    #[arg(long = "dim", value_name = "NAME=VALUE")]
+    dims: Vec<String>,
+    /// Relative tolerance for float outputs.
+    #[arg(long, default_value_t = 1e-3)]
+    rtol: f64,
+    /// Absolute tolerance for float outputs.
+    #[arg(long, default_value_t = 1e-5)]
+    atol: f64,
+    /// Also exit with status 1 when a case is unsupported.
+    #[arg(long)]
+    strict: bool,
+    /// Optimization level, 0 to 3.
+    #[arg(short = 'O', default_value_t = 3)]
+    opt: u8,
+    /// Where the generated crate is built (kept between runs so rebuilds are incremental).
+    #[arg(long, default_value = "target/sinter-verify")]
+    cache_dir: PathBuf,
+}
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    Unsupported(String),
+}
+
+struct DataSet {
+    dir: PathBuf,
+    inputs: Vec<(String, Tensor)>,
+    outputs: Vec<(String, Tensor)>,
+}
+
+struct Case {
+    name: String,
+    data: Vec<DataSet>,
+    compiled: Option<Compiled>,
+    outcome: Option<Outcome>,
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn numbered(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name
+                .strip_prefix(prefix)?
+                .strip_suffix(suffix)?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+fn read_data(dir: &Path) -> Result<Vec<DataSet>> {
+    let mut sets = Vec::new();
+    for set_dir in numbered(dir, "test_data_set_", "") {
+        let read = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
+            numbered(&set_dir, prefix, ".pb")
+                .iter()
+                .map(|p| crate::onnx::read_tensor_file(p))
+                .collect()
+        };
+        sets.push(DataSet {
+            inputs: read("input_")?,
+            outputs: read("output_")?,
+            dir: set_dir.clone(),
+        });
+    }
+    Ok(sets)
+}
+
+fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut case = Case {
+        name,
+        data: Vec::new(),
+        compiled: None,
+        outcome: None,
+    };
+    let result = (|| -> Result<Option<Outcome>> {
+        case.data = read_data(dir)?;
+        let Some(first) = case.data.first() else {
+            return Ok(Some(Outcome::Fail("no test_data_set_N folder".into())));
+        };
+        let shapes: Vec<Vec<usize>> = first.inputs.iter().map(|(_, t)| t.shape.clone()).collect();
+        if case
+            .data
+            .iter()
+            .any(|d| d.inputs.iter().map(|(_, t)| &t.shape).ne(shapes.iter()))
+        {
+            return Ok(Some(Outcome::Unsupported(
+                "data sets have different input shapes; a compiled model has one".into(),
+            )));
+        }
+        let builder = Builder::new(dir.join("model.onnx"))
+            .module_name(format!("case_{index}"))
+            .dims(parse_dims(&args.dims)?)
+            .input_shapes(shapes)
+            .opt_level(super::opt_level(args.opt)?);
+        let compiled = builder.compile()?;
+        let graph = &compiled.graph;
+        if graph.inputs.len() != first.inputs.len() || graph.outputs.len() != first.outputs.len() {
+            return Ok(Some(Outcome::Fail(format!(
+                "the model has {} inputs and {} outputs, the data {} and {}",
+                graph.inputs.len(),
+                graph.outputs.len(),
+                first.inputs.len(),
+                first.outputs.len()
+            ))));
+        }
+        for (k, (&id, (_, t))) in graph.inputs.iter().zip(&first.inputs).enumerate() {
+            if graph.value(id).dtype != Some(t.dtype) {
+                return Ok(Some(Outcome::Fail(format!(
+                    "input {k} is {} in the data, {:?} in the model",
+                    t.dtype,
+                    graph.value(id).dtype
+                ))));
+            }
+        }
+        case.compiled = Some(compiled);
+        Ok(None)
+    })();
+    case.outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_unsupported() => Some(Outcome::Unsupported(one_line(&e.to_string()))),
+        Err(e) => Some(Outcome::Fail(format!(
+            "compile error: {}",
+            one_line(&e.to_string())
+        ))),
+    };
+    case
+}
+
+/// The harness's per-case function: read inputs, run, write outputs.
+fn case_runner(index: usize, compiled: &Compiled) -> TokenStream {
+    let module = format_ident!("case_{}", index);
+    let runner = format_ident!("run_case_{}", index);
+    let graph = &compiled.graph;
+    let reads = graph.inputs.iter().enumerate().map(|(k, &id)| {
+        let var = format_ident!("in{}", k);
+        let t = api_type(graph.value(id).dtype.unwrap_or(DType::F32));
+        quote!(let #var: Vec<#t> = read_input(dir, #k)?;)
+    });
+    let args = (0..graph.inputs.len()).map(|k| format_ident!("in{}", k));
+    let n_out = graph.outputs.len();
+    let writes = (0..n_out).map(|k| {
+        if n_out == 1 {
+            quote!(write_output(dir, #k, &out[..])?;)
+        } else {
+            let idx = syn::Index::from(k);
+            quote!(write_output(dir, #k, &out.#idx[..])?;)
+        }
+    });
+    quote! {
+        fn #runner(dir: &Path) -> Result<(), String> {
+            #(#reads)*
+            let mut model = #module::Model::new();
+            let out = model.run_slices(#(&#args),*).map_err(|e| e.to_string())?;
+            #(#writes)*
+            Ok(())
+        }
+    }
+}
+
+fn api_type(dtype: DType) -> TokenStream {
+    if dtype == DType::Bool {
+        quote!(bool)
+    } else {
+        crate::ops::rust_type(dtype)
+    }
+}
+
+/// The harness `main`: runs the jobs listed in the file named by its argument.
+fn harness_main(cases: &[(usize, &Compiled)]) -> TokenStream {
+    let runners = cases.iter().map(|(i, c)| case_runner(*i, c));
+    let arms = cases.iter().map(|(i, _)| {
+        let runner = format_ident!("run_case_{}", i);
+        quote!(#i => #runner(dir),)
+    });
+    quote! {
+        use std::path::Path;
+
+        trait Elem: Sized + Copy {
+            const SIZE: usize;
+            fn from_le(bytes: &[u8]) -> Self;
+            fn to_le(self, out: &mut Vec<u8>);
+        }
+        macro_rules! elem {
+            ($($t:ty),*) => {$(
+                impl Elem for $t {
+                    const SIZE: usize = std::mem::size_of::<$t>();
+                    fn from_le(bytes: &[u8]) -> Self {
+                        <$t>::from_le_bytes(bytes.try_into().expect("element size"))
+                    }
+                    fn to_le(self, out: &mut Vec<u8>) {
+                        out.extend_from_slice(&self.to_le_bytes());
+                    }
+                }
+            )*};
+        }
+        elem!(f32, f64, i8, i16, i32, i64, u8, u16, u32, u64);
+        impl Elem for bool {
+            const SIZE: usize = 1;
+            fn from_le(bytes: &[u8]) -> Self {
+                bytes[0] != 0
+            }
+            fn to_le(self, out: &mut Vec<u8>) {
+                out.push(u8::from(self));
+            }
+        }
+
+        fn read_input<T: Elem>(dir: &Path, k: usize) -> Result<Vec<T>, String> {
+            let path = dir.join(format!("in_{k}.bin"));
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
+        }
+
+        fn write_output<T: Elem>(dir: &Path, k: usize, values: &[T]) -> Result<(), String> {
+            let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
+            for &v in values {
+                v.to_le(&mut bytes);
+            }
+            let path = dir.join(format!("out_{k}.bin"));
+            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+        }
+
+        #(#runners)*
+
+        fn run_job(case: usize, dir: &Path) -> Result<(), String> {
+            match case {
+                #(#arms)*
+                _ => Err(format!("no case {case}")),
+            }
+        }
+
+        fn main() {
+            let jobs_file = std::env::args().nth(1).expect("usage: harness JOBS_FILE");
+            let jobs = std::fs::read_to_string(&jobs_file).expect("jobs file");
+            std::panic::set_hook(Box::new(|_| {}));
+            for line in jobs.lines() {
+                let Some((case, dir)) = line.split_once('\t') else { continue };
+                let case: usize = case.parse().expect("case number");
+                let dir = Path::new(dir);
+                let result = std::panic::catch_unwind(|| run_job(case, dir));
+                match result {
+                    Ok(Ok(())) => println!("OK\t{}", dir.display()),
+                    Ok(Err(e)) => println!("ERR\t{}\t{}", dir.display(), e),
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".to_string());
+                        println!("ERR\t{}\tpanicked: {}", dir.display(), msg.replace('\n', " "));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CompileError + '_ {
+    move |source| {
+        CompileError::new(ErrorKind::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` unless the file already holds exactly them (keeps mtimes, and so
+/// Cargo's incremental rebuilds, stable).
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    std::fs::write(path, bytes).map_err(io_err(path))
+}
+
+/// Where the `sinter-rt` sources are: `$SINTER_RT_PATH`, else this source tree's copy.
+fn runtime_dependency() -> String {
+    if let Ok(p) = std::env::var("SINTER_RT_PATH") {
+        return format!("{{ path = {:?}, features = [\"std\"] }}", p);
+    }
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime-lite");
+    match tree.canonicalize() {
+        Ok(p) => format!(
+            "{{ path = {:?}, features = [\"std\"] }}",
+            p.display().to_string()
+        ),
+        Err(_) => format!(
+            "{{ version = \"{}\", features = [\"std\"] }}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+}
+
+fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<PathBuf, String>> {
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).map_err(io_err(&src))?;
+    let manifest = format!(
+        "[package]\nname = \"sinter-verify-harness\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\nsinter-rt = {}\n\n[profile.release]\nopt-level = 3\ndebug = false\nincremental = true\n\n[workspace]\n",
+        runtime_dependency()
+    );
+    write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
+
+    let mut main = String::from("// @generated by `sinter verify`.\n#![allow(clippy::all)]\n");
+    let mut ready: Vec<(usize, &Compiled)> = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let Some(compiled) = &case.compiled else {
+            continue;
+        };
+        let weights_path = src.join(format!("case_{i}.weights.bin"));
+        write_if_changed(&weights_path, &compiled.plan.weights)?;
+        let opts = CodegenOptions {
+            module_name: format!("case_{i}"),
+            weights: WeightsMode::File(weights_path.display().to_string()),
+            track_model: None,
+            source: case.name.clone(),
+        };
+        let source = format_tokens(generate(&compiled.graph, &compiled.plan, &opts)?)?;
+        write_if_changed(&src.join(format!("case_{i}.rs")), source.as_bytes())?;
+        let _ = writeln!(main, "include!(\"case_{i}.rs\");");
+        ready.push((i, compiled));
+    }
+    main.push_str(&format_tokens(harness_main(&ready))?);
+    write_if_changed(&src.join("main.rs"), main.as_bytes())?;
+
+    eprintln!("building {} case(s) in {} ...", ready.len(), root.display());
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env("RUSTFLAGS", "-C target-cpu=native")
+        .output()
+        .map_err(io_err(root))?;
+    if !output.status.success() {
+        return Ok(Err(String::from_utf8_lossy(&output.stderr).into_owned()));
+    }
+    Ok(Ok(root.join("target/release/sinter-verify-harness")))
+}
+
+/// Writes a tensor's elements as raw little-endian bytes (booleans as one byte each).
+fn raw_bytes(t: &Tensor) -> &[u8] {
+    &t.bytes
+}
+
+fn compare(
+    expected: &Tensor,
+    got: &[u8],
+    dtype: DType,
+    rtol: f64,
+    atol: f64,
+) -> std::result::Result<(), String> {
+    if expected.dtype != dtype {
+        return Err(format!(
+            "type {} where {} is expected",
+            dtype, expected.dtype
+        ));
+    }
+    if got.len() != expected.bytes.len() {
+        return Err(format!(
+            "{} bytes where {} are expected",
+            got.len(),
+            expected.bytes.len()
+        ));
+    }
+    let got_t = Tensor {
+        dtype,
+        shape: expected.shape.clone(),
+        bytes: got.to_vec(),
+    };
+    if dtype.is_float() {
+        let (want, have) = (expected.to_f64s(), got_t.to_f64s());
+        let (mut max_abs, mut max_rel, mut bad, mut first_bad) = (0.0f64, 0.0f64, 0usize, None);
+        for (i, (&w, &h)) in want.iter().zip(&have).enumerate() {
+            let ok = if w.is_nan() || h.is_nan() {
+                w.is_nan() && h.is_nan()
+            } else if w.is_infinite() || h.is_infinite() {
+                w == h
+            } else {
+                (w - h).abs() <= atol + rtol * w.abs()
+            };
+            if !ok {
+                bad += 1;
+                first_bad.get_or_insert((i, w, h));
+            }
+            if w.is_finite() && h.is_finite() {
+                max_abs = max_abs.max((w - h).abs());
+                if w != 0.0 {
+                    max_rel = max_rel.max((w - h).abs() / w.abs());
+                }
+            }
+        }
+        if let Some((i, w, h)) = first_bad {
+            return Err(format!(
+                "{bad} of {} values out of tolerance (max abs err {max_abs:.3e}, max rel err {max_rel:.3e}; first at {i}: expected {w}, got {h})",
+                want.len()
+            ));
+        }
+    } else if got != raw_bytes(expected) {
+        let (want, have) = (
+            expected.to_i64s().unwrap_or_default(),
+            got_t.to_i64s().unwrap_or_default(),
+        );
+        let bad = want.iter().zip(&have).filter(|(a, b)| a != b).count();
+        let first = want
+            .iter()
+            .zip(&have)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "{bad} of {} values differ (first at {first}: expected {}, got {})",
+            want.len(),
+            want.get(first).copied().unwrap_or(0),
+            have.get(first).copied().unwrap_or(0)
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    let root = &args.cache_dir;
+    let mut cases: Vec<Case> = args
+        .cases
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| prepare(dir, i, &args))
+        .collect();
+
+    let harness = build_harness(root, &cases)?;
+    let data_root = root.join("data");
+    let _ = std::fs::remove_dir_all(&data_root);
+    let mut jobs = String::new();
+    match &harness {
+        Ok(_) => {
+            for (i, case) in cases.iter().enumerate() {
+                if case.compiled.is_none() {
+                    continue;
+                }
+                for (j, set) in case.data.iter().enumerate() {
+                    let dir = data_root.join(format!("case_{i}/set_{j}"));
+                    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                    for (k, (_, t)) in set.inputs.iter().enumerate() {
+                        let path = dir.join(format!("in_{k}.bin"));
+                        std::fs::write(&path, raw_bytes(t)).map_err(io_err(&path))?;
+                    }
+                    let _ = writeln!(jobs, "{i}\t{}", dir.display());
+                }
+            }
+        }
+        Err(build_error) => {
+            eprintln!("the generated crate failed to build:\n{build_error}");
+            for case in cases.iter_mut().filter(|c| c.compiled.is_some()) {
+                case.outcome = Some(Outcome::Fail(
+                    "generated code failed to build (see the compiler output above)".into(),
+                ));
+            }
+        }
+    }
+    let mut errors: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    if let Ok(exe) = &harness {
+        let jobs_path = root.join("jobs.tsv");
+        std::fs::write(&jobs_path, &jobs).map_err(io_err(&jobs_path))?;
+        let output = Command::new(exe)
+            .arg(&jobs_path)
+            .output()
+            .map_err(io_err(exe))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        for line in stdout.lines() {
+            let mut parts = line.splitn(3, '\t');
+            if let (Some("ERR"), Some(dir), Some(msg)) = (parts.next(), parts.next(), parts.next())
+            {
+                errors.insert(dir.to_string(), msg.to_string());
+            }
+        }
+        if !output.status.success() {
+            eprintln!(
+                "the harness exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+
+    let (mut passed, mut failed, mut unsupported) = (0, 0, 0);
+    for (i, case) in cases.iter_mut().enumerate() {
+        if case.outcome.is_none() {
+            case.outcome = Some(check_case(i, case, &data_root, &errors, &args));
+        }
+        match case.outcome.as_ref() {
+            Some(Outcome::Pass) => {
+                passed += 1;
+                println!("PASS {}", case.name);
+            }
+            Some(Outcome::Fail(why)) => {
+                failed += 1;
+                println!("FAIL {}: {}", case.name, why);
+            }
+            Some(Outcome::Unsupported(why)) => {
+                unsupported += 1;
+                println!("UNSUPPORTED {}: {}", case.name, why);
+            }
+            None => {}
+        }
+    }
+    println!("{passed} passed, {failed} failed, {unsupported} unsupported");
+    Ok(if failed > 0 || (args.strict && unsupported > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_case(
+    i: usize,
+    case: &Case,
+    data_root: &Path,
+    errors: &std::collections::HashMap<String, String>,
+    args: &Args,
+) -> Outcome {
+    let Some(compiled) = &case.compiled else {
+        return Outcome::Fail("internal: no compiled model".into());
+    };
+    let graph = &compiled.graph;
+    for (j, set) in case.data.iter().enumerate() {
+        let dir = data_root.join(format!("case_{i}/set_{j}"));
+        if let Some(e) = errors.get(&dir.display().to_string()) {
+            return Outcome::Fail(format!("{}: {e}", set_name(set)));
+        }
+        for (k, (&id, (name, expected))) in graph.outputs.iter().zip(&set.outputs).enumerate() {
+            let value = graph.value(id);
+            let label = if name.is_empty() {
+                format!("output {k}")
+            } else {
+                format!("output {k} ({name})")
+            };
+            if value.shape.as_deref() != Some(expected.shape.as_slice()) {
+                return Outcome::Fail(format!(
+                    "{}: {label} has shape {:?}, expected {:?}",
+                    set_name(set),
+                    value.shape.clone().unwrap_or_default(),
+                    expected.shape
+                ));
+            }
+            let path = dir.join(format!("out_{k}.bin"));
+            let Ok(got) = std::fs::read(&path) else {
+                return Outcome::Fail(format!(
+                    "{}: the harness did not write {label}",
+                    set_name(set)
+                ));
+            };
+            if let Err(why) = compare(
+                expected,
+                &got,
+                value.dtype.unwrap_or(DType::F32),
+                args.rtol,
+                args.atol,
+            ) {
+                return Outcome::Fail(format!("{}: {label}: {why}", set_name(set)));
+            }
+        }
+    }
+    Outcome::Pass
+}
+
+fn set_name(set: &DataSet) -> String {
+    set.dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}

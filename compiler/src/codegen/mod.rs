@@ -1,0 +1,7 @@
+//! Code generation: the Rust module of a planned graph, built with `quote` and formatted with
+//! `prettyplease`.
+
+mod module;
+pub mod names;
+
+pub use module::{format_tokens, generate, CodegenOptions, WeightsMode};

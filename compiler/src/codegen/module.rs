@@ -1,0 +1,407 @@
+//! The generated module: `Model` with `new`, `run` (fixed-size arrays) and `run_slices`
+//! (checked slices), one private function per node (its doc comment names the ONNX node and
+//! op), the weights blob and the arena size.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use super::names::Names;
+use crate::error::{CompileError, Result};
+use crate::ir::{DType, Graph, ValueId};
+use crate::ops::{lit, rust_type, EmitNames};
+use crate::passes::infer_shapes_cx;
+use crate::plan::{Location, Plan};
+
+/// How the weights blob reaches the binary.
+#[derive(Debug, Clone)]
+pub enum WeightsMode {
+    /// A byte-string literal in the generated code (the proc macro's choice: one token, no
+    /// file to manage).
+    Inline,
+    /// `include_bytes!` of a file the caller writes; the path as `include_bytes!` should see
+    /// it (relative to the generated file, or absolute).
+    File(String),
+}
+
+/// What code generation needs besides the graph and plan.
+#[derive(Debug, Clone)]
+pub struct CodegenOptions {
+    /// The module's name (a valid identifier).
+    pub module_name: String,
+    /// Where the weights go.
+    pub weights: WeightsMode,
+    /// An absolute model path to `include_bytes!` so that Cargo rebuilds when the model
+    /// changes (the proc macro sets it).
+    pub track_model: Option<String>,
+    /// Where the model came from, for the module docs.
+    pub source: String,
+}
+
+/// Formats a token stream of items as Rust source.
+pub fn format_tokens(tokens: TokenStream) -> Result<String> {
+    let file: syn::File = syn::parse2(tokens).map_err(|e| {
+        CompileError::shape(format!("internal: generated code does not parse: {e}"))
+    })?;
+    Ok(prettyplease::unparse(&file))
+}
+
+fn shape_text(shape: &[usize]) -> String {
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Everything about one graph input or output as the public API shows it.
+struct Port {
+    id: ValueId,
+    onnx_name: String,
+    ident: proc_macro2::Ident,
+    dtype: DType,
+    len: usize,
+    shape: Vec<usize>,
+}
+
+impl Port {
+    /// The element type in the public API (`bool` for booleans).
+    fn api_type(&self) -> TokenStream {
+        if self.dtype == DType::Bool {
+            quote!(bool)
+        } else {
+            rust_type(self.dtype)
+        }
+    }
+    fn array_type(&self) -> TokenStream {
+        let t = self.api_type();
+        let n = lit(self.len);
+        quote!([#t; #n])
+    }
+}
+
+/// Generates the module for a shape-inferred, planned graph.
+pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<TokenStream> {
+    let mut names =
+        Names::with_reserved(&["self", "arena", "sp", "rd", "scratch", "weights", "model"]);
+    let port = |id: ValueId, names: &mut Names| -> Result<Port> {
+        let v = graph.value(id);
+        let (dtype, shape) = match (v.dtype, &v.shape) {
+            (Some(d), Some(s)) => (d, s.clone()),
+            _ => {
+                return Err(CompileError::shape(format!(
+                    "internal: value \"{}\" has no type",
+                    v.name
+                )))
+            }
+        };
+        Ok(Port {
+            id,
+            onnx_name: v.name.clone(),
+            ident: format_ident!("{}", names.fresh(&v.name)),
+            dtype,
+            len: v.len(),
+            shape,
+        })
+    };
+    let inputs: Vec<Port> = graph
+        .inputs
+        .iter()
+        .map(|&id| port(id, &mut names))
+        .collect::<Result<_>>()?;
+    let outputs: Vec<Port> = graph
+        .outputs
+        .iter()
+        .map(|&id| port(id, &mut names))
+        .collect::<Result<_>>()?;
+
+    let weights_len = plan.weights.len();
+    let mut uses_weights = false;
+    let mut node_fns = Vec::new();
+    let mut node_calls = Vec::new();
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let op = node
+            .op
+            .as_ref()
+            .ok_or_else(|| CompileError::shape("internal: op not resolved").at(node.node_ref()))?;
+        let cx = infer_shapes_cx(graph, node, true).map_err(|e| e.at(node.node_ref()))?;
+        let mut emit_names = EmitNames::default();
+        let body = op
+            .emit(&cx, &mut emit_names)
+            .map_err(|e| e.at(node.node_ref()))?;
+
+        let mut prelude = quote!(let mut sp = arena.splitter(););
+        for (i, out) in node.outputs.iter().enumerate() {
+            let Some(id) = out else { continue };
+            let v = graph.value(*id);
+            let (t, len) = (rust_type(v.dtype.unwrap_or(DType::F32)), lit(v.len()));
+            let Some(Location::Arena(offset)) = plan.locations[id.index()] else {
+                return Err(
+                    CompileError::shape("internal: node output not in the arena")
+                        .at(node.node_ref()),
+                );
+            };
+            let (o, offset) = (format_ident!("o{}", i), lit(offset));
+            prelude.extend(quote!(let #o: &mut [#t] = sp.take::<#t>(#offset, #len);));
+        }
+        if emit_names.used_scratch {
+            let (offset, ts) = plan.scratch[index].clone().ok_or_else(|| {
+                CompileError::shape("internal: no scratch planned").at(node.node_ref())
+            })?;
+            let (t, len, offset) = (rust_type(ts.dtype), lit(ts.len()), lit(offset));
+            prelude.extend(quote!(let scratch: &mut [#t] = sp.take::<#t>(#offset, #len);));
+        }
+        let mut params = vec![quote!(arena: &mut Arena)];
+        let mut args = vec![quote!(&mut self.arena)];
+        let mut bindings = TokenStream::new();
+        let mut reads_arena = false;
+        let mut passed_inputs: Vec<usize> = Vec::new();
+        for (i, input) in node.inputs.iter().enumerate() {
+            let (Some(id), true) = (
+                input,
+                emit_names.used_inputs.get(i).copied().unwrap_or(false),
+            ) else {
+                continue;
+            };
+            let v = graph.value(*id);
+            let dtype = v.dtype.unwrap_or(DType::F32);
+            let (t, len) = (rust_type(dtype), lit(v.len()));
+            let ident = format_ident!("i{}", i);
+            let source = match plan.locations[id.index()] {
+                Some(Location::Arena(offset)) => {
+                    reads_arena = true;
+                    let offset = lit(offset);
+                    quote!(rd.get::<#t>(#offset, #len))
+                }
+                Some(Location::Weights(offset)) => {
+                    uses_weights = true;
+                    let offset = lit(offset);
+                    quote!(WEIGHTS.get::<#t>(#offset, #len))
+                }
+                Some(Location::Input(k)) => {
+                    let p = &inputs[k].ident;
+                    if !passed_inputs.contains(&k) {
+                        passed_inputs.push(k);
+                        params.push(quote!(#p: &[#t]));
+                        args.push(quote!(#p));
+                    }
+                    quote!(#p)
+                }
+                None => {
+                    return Err(CompileError::shape(format!(
+                        "internal: input \"{}\" has no location",
+                        v.name
+                    ))
+                    .at(node.node_ref()))
+                }
+            };
+            bindings.extend(quote!(let #ident: &[#t] = #source;));
+        }
+        if reads_arena {
+            prelude.extend(quote!(let rd = sp.reader();));
+        }
+        let fn_name = format_ident!("node_{}_{}", index, super::names::sanitize(&node.name, 32));
+        let doc = format!(" Node \"{}\" ({}).", node.name, node.node_ref().op_type);
+        node_fns.push(quote! {
+            #[doc = #doc]
+            fn #fn_name(#(#params),*) {
+                #prelude
+                #bindings
+                #body
+            }
+        });
+        node_calls.push(quote!(#fn_name(#(#args),*);));
+    }
+
+    // Inputs as slices for the node functions (booleans as bytes).
+    let input_slices = inputs.iter().map(|p| {
+        let ident = &p.ident;
+        if p.dtype == DType::Bool {
+            quote!(let #ident: &[u8] = ::sinter_rt::elem::bools_as_bytes(#ident);)
+        } else {
+            quote!(let #ident: &[_] = #ident;)
+        }
+    });
+    let output_values = outputs
+        .iter()
+        .map(|p| {
+            let t = rust_type(p.dtype);
+            let len = lit(p.len);
+            let slice = match plan.locations[p.id.index()] {
+                Some(Location::Arena(offset)) => {
+                    let offset = lit(offset);
+                    quote!(self.arena.get::<#t>(#offset, #len))
+                }
+                Some(Location::Weights(offset)) => {
+                    uses_weights = true;
+                    let offset = lit(offset);
+                    quote!(WEIGHTS.get::<#t>(#offset, #len))
+                }
+                Some(Location::Input(k)) => {
+                    let ident = &inputs[k].ident;
+                    quote!(#ident)
+                }
+                None => {
+                    return Err(CompileError::shape(format!(
+                        "internal: output \"{}\" has no location",
+                        p.onnx_name
+                    )))
+                }
+            };
+            Ok(if p.dtype == DType::Bool {
+                quote!(::sinter_rt::elem::bytes_to_bools::<#len>(#slice))
+            } else {
+                quote!(::sinter_rt::elem::to_array::<#t, #len>(#slice))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let run_params: Vec<TokenStream> = inputs
+        .iter()
+        .map(|p| {
+            let (ident, ty) = (&p.ident, p.array_type());
+            quote!(#ident: &#ty)
+        })
+        .collect();
+    let slice_params: Vec<TokenStream> = inputs
+        .iter()
+        .map(|p| {
+            let (ident, t) = (&p.ident, p.api_type());
+            quote!(#ident: &[#t])
+        })
+        .collect();
+    let checks = inputs.iter().map(|p| {
+        let (ident, name) = (&p.ident, &p.onnx_name);
+        quote!(let #ident = ::sinter_rt::error::check_input(#name, #ident)?;)
+    });
+    let input_idents: Vec<&proc_macro2::Ident> = inputs.iter().map(|p| &p.ident).collect();
+    let (ret_type, ret_value) = if outputs.len() == 1 {
+        let t = outputs[0].array_type();
+        let v = &output_values[0];
+        (quote!(#t), quote!(#v))
+    } else {
+        let ts = outputs.iter().map(Port::array_type);
+        (quote!((#(#ts,)*)), quote!((#(#output_values,)*)))
+    };
+
+    let describe = |ports: &[Port]| {
+        ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "`{}` ({}: {} {})",
+                    p.ident,
+                    p.onnx_name,
+                    p.dtype,
+                    shape_text(&p.shape)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let module_doc = format!(
+        " Generated by sinter from `{}`: inputs {}; outputs {}.",
+        opts.source,
+        describe(&inputs),
+        describe(&outputs)
+    );
+    let run_doc = format!(
+        " Runs the model. Inputs: {}. Returns {}.",
+        describe(&inputs),
+        if outputs.len() == 1 {
+            describe(&outputs)
+        } else {
+            format!("a tuple of {}", describe(&outputs))
+        }
+    );
+
+    let arena_bytes = plan.arena_bytes;
+    let blocks = lit(arena_bytes.div_ceil(crate::plan::ALIGN));
+    let (arena_lit, weights_lit) = (lit(arena_bytes), lit(weights_len));
+    let weights_static = if uses_weights {
+        let n = lit(weights_len);
+        let bytes = match &opts.weights {
+            WeightsMode::Inline => {
+                let l = Literal::byte_string(&plan.weights);
+                quote!(*#l)
+            }
+            WeightsMode::File(path) => quote!(*include_bytes!(#path)),
+        };
+        quote! {
+            /// The model's constant tensors, 64-byte aligned, read in place.
+            static WEIGHTS: ::sinter_rt::Weights<#n> = ::sinter_rt::Weights(#bytes);
+        }
+    } else {
+        TokenStream::new()
+    };
+    let track = opts.track_model.as_ref().map(|path| {
+        quote!(
+            const _: &[u8] = include_bytes!(#path);
+        )
+    });
+    let module = format_ident!("{}", opts.module_name);
+    let unused_inputs = inputs
+        .iter()
+        .filter(|p| {
+            !graph.nodes.iter().any(|n| n.inputs.contains(&Some(p.id)))
+                && !graph.outputs.contains(&p.id)
+        })
+        .map(|p| {
+            let ident = &p.ident;
+            quote!(let _ = #ident;)
+        });
+
+    Ok(quote! {
+        #[doc = #module_doc]
+        pub mod #module {
+            #track
+            #weights_static
+            type Arena = ::sinter_rt::Arena<#blocks>;
+
+            /// The compiled model: its working memory, planned at compile time.
+            pub struct Model {
+                arena: Arena,
+            }
+
+            impl Default for Model {
+                fn default() -> Self {
+                    Self::new()
+                }
+            }
+
+            impl Model {
+                /// Bytes of working memory (the arena) one model instance holds.
+                pub const ARENA_BYTES: usize = #arena_lit;
+                /// Bytes of constant data in the binary's read-only data.
+                pub const WEIGHTS_BYTES: usize = #weights_lit;
+
+                /// A model ready to run; allocates its arena once (on the heap with
+                /// `sinter-rt`'s `std` feature, inline otherwise).
+                pub fn new() -> Self {
+                    Self { arena: Arena::new() }
+                }
+
+                #[doc = #run_doc]
+                pub fn run(&mut self, #(#run_params),*) -> #ret_type {
+                    #(#input_slices)*
+                    #(#unused_inputs)*
+                    #(#node_calls)*
+                    #ret_value
+                }
+
+                /// Like [`Model::run`], with slices whose lengths are checked.
+                ///
+                /// # Errors
+                /// [`sinter_rt::Error::InputLength`] when an input has the wrong number of elements.
+                pub fn run_slices(&mut self, #(#slice_params),*) -> ::core::result::Result<#ret_type, ::sinter_rt::Error> {
+                    #(#checks)*
+                    Ok(self.run(#(#input_idents),*))
+                }
+            }
+
+            #(#node_fns)*
+        }
+    })
+}

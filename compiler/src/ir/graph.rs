@@ -1,0 +1,164 @@
+//! The graph: values (typed, shaped, possibly constant) and the nodes that compute them.
+
+use super::{DType, Tensor};
+use crate::error::NodeRef;
+use crate::onnx::proto::AttributeProto;
+use crate::ops::Op;
+
+/// Index of a [`Value`] in [`Graph::values`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+/// Index of a [`Node`] in [`Graph::nodes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl ValueId {
+    /// The index into `Graph::values`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl NodeId {
+    /// The index into `Graph::nodes`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A declared dimension of a graph input: fixed, or symbolic until bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    /// A known size.
+    Fixed(usize),
+    /// A named size (`dim_param`, or a generated `input.axis` name for unnamed and `-1` dims).
+    Sym(String),
+}
+
+/// A tensor flowing through the graph.
+#[derive(Debug, Clone)]
+pub struct Value {
+    /// The ONNX name.
+    pub name: String,
+    /// Element type, once known.
+    pub dtype: Option<DType>,
+    /// Concrete shape, once inferred.
+    pub shape: Option<Vec<usize>>,
+    /// The shape a graph input declares, before binding.
+    pub declared: Option<Vec<Dim>>,
+    /// The data, for constants.
+    pub constant: Option<Tensor>,
+}
+
+impl Value {
+    /// Elements in the value (0 until its shape is known).
+    pub fn len(&self) -> usize {
+        self.shape.as_ref().map_or(0, |s| s.iter().product())
+    }
+
+    /// Whether the value has no elements or no known shape.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes in the value (0 until type and shape are known).
+    pub fn bytes(&self) -> usize {
+        self.len() * self.dtype.map_or(0, DType::size)
+    }
+}
+
+/// One operation.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The ONNX node name (`#index` when empty).
+    pub name: String,
+    /// The ONNX op type.
+    pub op_type: String,
+    /// The op's domain (empty for `ai.onnx`).
+    pub domain: String,
+    /// The opset version of the node's domain.
+    pub opset: i64,
+    /// Inputs; `None` for an omitted optional input.
+    pub inputs: Vec<Option<ValueId>>,
+    /// Outputs; `None` for an omitted optional output.
+    pub outputs: Vec<Option<ValueId>>,
+    /// Attributes as the model wrote them.
+    pub attributes: Vec<AttributeProto>,
+    /// The parsed op, once resolved.
+    pub op: Option<Op>,
+}
+
+impl Node {
+    /// The reference used in error messages.
+    pub fn node_ref(&self) -> NodeRef {
+        let op_type = if self.domain.is_empty() || self.domain == "ai.onnx" {
+            self.op_type.clone()
+        } else {
+            format!("{}:{}", self.domain, self.op_type)
+        };
+        NodeRef {
+            name: self.name.clone(),
+            op_type,
+        }
+    }
+}
+
+/// A model graph: nodes in topological order, values, and the graph's inputs and outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// The model's name (from the file name), used for the generated module.
+    pub name: String,
+    /// Every value; indexed by [`ValueId`].
+    pub values: Vec<Value>,
+    /// Every node, in an order where producers precede consumers; indexed by [`NodeId`].
+    pub nodes: Vec<Node>,
+    /// Graph inputs that are not constants, in model order.
+    pub inputs: Vec<ValueId>,
+    /// Graph outputs, in model order.
+    pub outputs: Vec<ValueId>,
+    /// The `ai.onnx` opset version.
+    pub opset: i64,
+}
+
+impl Graph {
+    /// The value with this id.
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.index()]
+    }
+
+    /// The value with this id, mutably.
+    pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
+        &mut self.values[id.index()]
+    }
+
+    /// Adds a value and returns its id.
+    pub fn add_value(&mut self, value: Value) -> ValueId {
+        let id = ValueId(u32::try_from(self.values.len()).expect("fewer than 2^32 values"));
+        self.values.push(value);
+        id
+    }
+
+    /// How many times each value is read by a node or is a graph output.
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.values.len()];
+        for node in &self.nodes {
+            for input in node.inputs.iter().flatten() {
+                counts[input.index()] += 1;
+            }
+        }
+        for output in &self.outputs {
+            counts[output.index()] += 1;
+        }
+        counts
+    }
+
+    /// The op histogram, sorted by op type.
+    pub fn op_histogram(&self) -> Vec<(String, usize)> {
+        let mut map = std::collections::BTreeMap::new();
+        for node in &self.nodes {
+            *map.entry(node.node_ref().op_type).or_insert(0) += 1;
+        }
+        map.into_iter().collect()
+    }
+}

@@ -1,0 +1,138 @@
+//! Constant tensors: a type, a shape and little-endian bytes.
+
+use super::DType;
+
+/// A constant tensor. `bytes` holds `shape.product() * dtype.size()` little-endian bytes,
+/// the layout of ONNX `raw_data` and of the generated weights blob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions; empty for a scalar.
+    pub shape: Vec<usize>,
+    /// The data.
+    pub bytes: Vec<u8>,
+}
+
+macro_rules! typed_constructors {
+    ($($from:ident, $to:ident, $t:ty, $dt:expr;)*) => {$(
+        /// A tensor from typed values; `values.len()` must equal the shape's product.
+        pub fn $from(shape: Vec<usize>, values: &[$t]) -> Tensor {
+            debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Tensor { dtype: $dt, shape, bytes }
+        }
+        /// The elements, if the tensor has exactly this type.
+        pub fn $to(&self) -> Option<Vec<$t>> {
+            if self.dtype != $dt {
+                return None;
+            }
+            const N: usize = std::mem::size_of::<$t>();
+            Some(self.bytes.chunks_exact(N).map(|c| {
+                let mut b = [0u8; N];
+                b.copy_from_slice(c);
+                <$t>::from_le_bytes(b)
+            }).collect())
+        }
+    )*};
+}
+
+impl Tensor {
+    typed_constructors! {
+        from_f32, as_f32, f32, DType::F32;
+        from_f64, as_f64, f64, DType::F64;
+        from_i64, as_i64, i64, DType::I64;
+        from_i32, as_i32, i32, DType::I32;
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements as i64, for integer tensors that carry shapes, axes and indices.
+    pub fn to_i64s(&self) -> Option<Vec<i64>> {
+        let n = self.dtype.size();
+        let iter = self.bytes.chunks_exact(n);
+        Some(match self.dtype {
+            DType::I64 => iter
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+            DType::I32 => iter
+                .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
+                .collect(),
+            DType::I16 => iter
+                .map(|c| i64::from(i16::from_le_bytes(c.try_into().unwrap_or([0; 2]))))
+                .collect(),
+            DType::I8 => iter.map(|c| i64::from(c[0] as i8)).collect(),
+            DType::U8 | DType::Bool => iter.map(|c| i64::from(c[0])).collect(),
+            DType::U16 => iter
+                .map(|c| i64::from(u16::from_le_bytes(c.try_into().unwrap_or([0; 2]))))
+                .collect(),
+            DType::U32 => iter
+                .map(|c| i64::from(u32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
+                .collect(),
+            DType::U64 => iter
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i64)
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    /// The elements as f64 (exact for every type but u64/i64 beyond 2^53).
+    pub fn to_f64s(&self) -> Vec<f64> {
+        let n = self.dtype.size();
+        let iter = self.bytes.chunks_exact(n);
+        match self.dtype {
+            DType::F32 => iter
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
+                .collect(),
+            DType::F64 => iter
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+            DType::F16 => iter
+                .map(|c| f16_to_f64(u16::from_le_bytes(c.try_into().unwrap_or([0; 2]))))
+                .collect(),
+            DType::BF16 => iter
+                .map(|c| {
+                    f64::from(f32::from_bits(
+                        u32::from(u16::from_le_bytes(c.try_into().unwrap_or([0; 2]))) << 16,
+                    ))
+                })
+                .collect(),
+            _ => self
+                .to_i64s()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+        }
+    }
+
+    /// The same data with another shape of equal element count.
+    pub fn reshaped(&self, shape: Vec<usize>) -> Tensor {
+        Tensor {
+            dtype: self.dtype,
+            shape,
+            bytes: self.bytes.clone(),
+        }
+    }
+}
+
+/// Converts IEEE binary16 bits to f64.
+pub(crate) fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((bits >> 10) & 0x1f);
+    let frac = f64::from(bits & 0x3ff);
+    match exp {
+        0 => sign * frac * 2f64.powi(-24),
+        31 if frac == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        _ => sign * (1.0 + frac / 1024.0) * 2f64.powi(exp - 15),
+    }
+}

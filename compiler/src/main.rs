@@ -1,0 +1,5 @@
+//! The `sinter` command: compile, inspect and verify ONNX models.
+
+fn main() -> std::process::ExitCode {
+    sinter::cli::main()
+}

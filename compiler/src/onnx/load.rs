@@ -1,0 +1,316 @@
+//! `ModelProto` bytes -> IR [`Graph`]: decoding, opset resolution, name binding and a
+//! topological order, with a typed error for every malformed input.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use prost::Message;
+
+use super::proto::{type_proto, ModelProto, ValueInfoProto};
+use super::tensor::tensor_from_proto;
+use crate::error::{CompileError, ErrorKind, Result};
+use crate::ir::{DType, Dim, Graph, Node, Value, ValueId};
+
+/// Op domains the compiler knows by name. Nodes in other domains are an
+/// [`ErrorKind::UnknownDomain`] error.
+const KNOWN_DOMAINS: &[&str] = &[
+    "",
+    "ai.onnx",
+    "ai.onnx.ml",
+    "ai.onnx.preview",
+    "ai.onnx.preview.training",
+    "com.microsoft",
+];
+
+/// Reads and decodes an ONNX model file.
+pub fn read_model(path: &Path) -> Result<ModelProto> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        CompileError::new(ErrorKind::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    decode_model(&bytes, &path.display().to_string())
+}
+
+/// Decodes ONNX model bytes; `what` names them in errors.
+pub fn decode_model(bytes: &[u8], what: &str) -> Result<ModelProto> {
+    if bytes.is_empty() {
+        return Err(CompileError::malformed(format!("{what} is empty")));
+    }
+    let model = ModelProto::decode(bytes).map_err(|source| {
+        CompileError::new(ErrorKind::Decode {
+            what: format!("model {what}"),
+            source,
+        })
+    })?;
+    if model.graph.is_none() {
+        return Err(CompileError::malformed(format!(
+            "{what} has no graph (is it an ONNX model?)"
+        )));
+    }
+    Ok(model)
+}
+
+/// Builds the IR graph of a decoded model. `model_dir` is where external data lives.
+pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) -> Result<Graph> {
+    let proto = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| CompileError::malformed("the model has no graph"))?;
+
+    let mut opsets = BTreeMap::new();
+    for import in &model.opset_import {
+        let domain = match import.domain() {
+            "ai.onnx" => "",
+            d => d,
+        };
+        opsets.insert(domain.to_string(), import.version());
+    }
+    let local_functions: Vec<&str> = model.functions.iter().map(|f| f.domain()).collect();
+
+    let mut graph = Graph {
+        name: name.to_string(),
+        opset: opsets.get("").copied().unwrap_or(0),
+        ..Graph::default()
+    };
+    let mut by_name: HashMap<String, ValueId> = HashMap::new();
+
+    for init in &proto.initializer {
+        let tensor = tensor_from_proto(init, model_dir)?;
+        let id = graph.add_value(Value {
+            name: init.name().to_string(),
+            dtype: Some(tensor.dtype),
+            shape: Some(tensor.shape.clone()),
+            declared: None,
+            constant: Some(tensor),
+        });
+        if by_name.insert(init.name().to_string(), id).is_some() {
+            return Err(CompileError::malformed(format!(
+                "initializer \"{}\" is defined twice",
+                init.name()
+            )));
+        }
+    }
+    if !proto.sparse_initializer.is_empty() {
+        return Err(CompileError::unsupported("sparse initializers"));
+    }
+
+    for input in &proto.input {
+        if by_name.contains_key(input.name()) {
+            // A graph input with an initializer of the same name: the initializer is its value.
+            continue;
+        }
+        let (dtype, declared) = declared_type(input)?;
+        let id = graph.add_value(Value {
+            name: input.name().to_string(),
+            dtype: Some(dtype),
+            shape: None,
+            declared: Some(declared),
+            constant: None,
+        });
+        by_name.insert(input.name().to_string(), id);
+        graph.inputs.push(id);
+    }
+
+    // Create every node output first, so that inputs may name values produced later in the
+    // file (the order is fixed below).
+    let mut nodes = Vec::with_capacity(proto.node.len());
+    for (index, node) in proto.node.iter().enumerate() {
+        let node_name = if node.name().is_empty() {
+            format!("#{index}")
+        } else {
+            node.name().to_string()
+        };
+        let domain = match node.domain() {
+            "ai.onnx" => "",
+            d => d,
+        };
+        let mut outputs = Vec::with_capacity(node.output.len());
+        for output in &node.output {
+            if output.is_empty() {
+                outputs.push(None);
+                continue;
+            }
+            if by_name.contains_key(output) {
+                return Err(CompileError::malformed(format!(
+                    "tensor \"{output}\" is defined twice (again by node \"{node_name}\")"
+                )));
+            }
+            let id = graph.add_value(Value {
+                name: output.clone(),
+                dtype: None,
+                shape: None,
+                declared: None,
+                constant: None,
+            });
+            by_name.insert(output.clone(), id);
+            outputs.push(Some(id));
+        }
+        let opset = match opsets.get(domain) {
+            Some(&v) => v,
+            None if local_functions.contains(&domain) => 1,
+            None => {
+                let kind = if KNOWN_DOMAINS.contains(&domain) {
+                    ErrorKind::Malformed(format!(
+                        "the model does not import an opset for domain \"{domain}\""
+                    ))
+                } else {
+                    ErrorKind::UnknownDomain {
+                        domain: domain.to_string(),
+                    }
+                };
+                return Err(CompileError::new(kind).at(crate::error::NodeRef {
+                    name: node_name,
+                    op_type: node.op_type().to_string(),
+                }));
+            }
+        };
+        if !KNOWN_DOMAINS.contains(&domain) && !local_functions.contains(&domain) {
+            return Err(CompileError::new(ErrorKind::UnknownDomain {
+                domain: domain.to_string(),
+            })
+            .at(crate::error::NodeRef {
+                name: node_name,
+                op_type: node.op_type().to_string(),
+            }));
+        }
+        nodes.push(Node {
+            name: node_name,
+            op_type: node.op_type().to_string(),
+            domain: domain.to_string(),
+            opset,
+            inputs: Vec::new(),
+            outputs,
+            attributes: node.attribute.clone(),
+            op: None,
+        });
+    }
+    for (node, proto_node) in nodes.iter_mut().zip(&proto.node) {
+        for input in &proto_node.input {
+            if input.is_empty() {
+                node.inputs.push(None);
+                continue;
+            }
+            let id = by_name.get(input).copied().ok_or_else(|| {
+                CompileError::new(ErrorKind::DanglingName {
+                    name: input.clone(),
+                })
+                .at(node.node_ref())
+            })?;
+            node.inputs.push(Some(id));
+        }
+    }
+    graph.nodes = topological_order(nodes, graph.values.len())?;
+
+    for output in &proto.output {
+        let id = by_name.get(output.name()).copied().ok_or_else(|| {
+            CompileError::new(ErrorKind::DanglingName {
+                name: output.name().to_string(),
+            })
+        })?;
+        graph.outputs.push(id);
+    }
+    if graph.outputs.is_empty() {
+        return Err(CompileError::malformed("the graph has no outputs"));
+    }
+    Ok(graph)
+}
+
+/// The element type and declared dims of a graph input.
+fn declared_type(info: &ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
+    let name = info.name();
+    let tensor = match info.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t,
+        Some(_) => {
+            return Err(CompileError::unsupported(format!(
+                "graph input \"{name}\" is not a tensor"
+            )))
+        }
+        None => {
+            return Err(CompileError::malformed(format!(
+                "graph input \"{name}\" has no type"
+            )))
+        }
+    };
+    let code = tensor.elem_type();
+    let dtype = DType::from_onnx(code).ok_or_else(|| {
+        CompileError::unsupported(format!(
+            "graph input \"{name}\" has element type {}",
+            DType::onnx_name(code)
+        ))
+    })?;
+    let shape = tensor.shape.as_ref().ok_or_else(|| {
+        CompileError::unsupported(format!(
+            "graph input \"{name}\" has no declared shape (its rank is unknown)"
+        ))
+    })?;
+    let dims = shape
+        .dim
+        .iter()
+        .enumerate()
+        .map(|(axis, d)| {
+            use super::proto::tensor_shape_proto::dimension::Value;
+            match &d.value {
+                Some(Value::DimValue(v)) if *v >= 0 => {
+                    Dim::Fixed(usize::try_from(*v).unwrap_or(usize::MAX))
+                }
+                Some(Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                _ => Dim::Sym(format!("{name}.{axis}")),
+            }
+        })
+        .collect();
+    Ok((dtype, dims))
+}
+
+/// Orders nodes so that every producer precedes its consumers (Kahn's algorithm, keeping the
+/// file order among ready nodes); a cycle is an error naming the nodes left over.
+fn topological_order(nodes: Vec<Node>, n_values: usize) -> Result<Vec<Node>> {
+    let mut producer = vec![usize::MAX; n_values];
+    for (i, node) in nodes.iter().enumerate() {
+        for out in node.outputs.iter().flatten() {
+            producer[out.index()] = i;
+        }
+    }
+    let mut pending: Vec<usize> = nodes
+        .iter()
+        .map(|n| {
+            n.inputs
+                .iter()
+                .flatten()
+                .filter(|v| producer[v.index()] != usize::MAX)
+                .count()
+        })
+        .collect();
+    let mut consumers = vec![Vec::new(); nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for v in node.inputs.iter().flatten() {
+            if let Some(&p) = producer.get(v.index()).filter(|&&p| p != usize::MAX) {
+                consumers[p].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..nodes.len())
+        .filter(|&i| pending[i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &c in &consumers[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.push(std::cmp::Reverse(c));
+            }
+        }
+    }
+    if order.len() != nodes.len() {
+        let names = (0..nodes.len())
+            .filter(|&i| pending[i] > 0)
+            .map(|i| nodes[i].name.clone())
+            .collect();
+        return Err(CompileError::new(ErrorKind::Cycle { nodes: names }));
+    }
+    let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}

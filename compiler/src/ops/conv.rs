@@ -1,0 +1,336 @@
+//! `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations), and the window
+//! geometry it shares with pooling.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Conv.html> (Conv-1/11). float32.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{lit, require_dtype, usize3, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
+
+/// How padding is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoPad {
+    /// Use the `pads` attribute.
+    NotSet,
+    /// Pad so that `output = ceil(input / stride)`, the odd pixel at the end.
+    SameUpper,
+    /// As `SameUpper`, the odd pixel at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+/// Window attributes shared by Conv and the pools.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Kernel sizes, if given as an attribute.
+    pub kernel: Option<Vec<usize>>,
+    /// Strides (empty: all 1).
+    pub strides: Vec<usize>,
+    /// Dilations (empty: all 1).
+    pub dilations: Vec<usize>,
+    /// Explicit pads, begins then ends (empty: all 0).
+    pub pads: Vec<usize>,
+    /// Padding mode.
+    pub auto_pad: AutoPad,
+    /// Round output sizes up (pools only).
+    pub ceil_mode: bool,
+}
+
+/// A window resolved against an input shape.
+#[derive(Debug, Clone)]
+pub struct Geometry {
+    /// Kernel sizes.
+    pub kernel: Vec<usize>,
+    /// Strides.
+    pub strides: Vec<usize>,
+    /// Dilations.
+    pub dilations: Vec<usize>,
+    /// Padding before each axis.
+    pub pads_begin: Vec<usize>,
+    /// Padding after each axis.
+    pub pads_end: Vec<usize>,
+    /// Output sizes.
+    pub output: Vec<usize>,
+}
+
+fn usizes(node: &NodeCx<'_>, name: &str) -> Result<Option<Vec<usize>>> {
+    node.ints(name)?
+        .map(|v| {
+            v.iter()
+                .map(|&x| {
+                    usize::try_from(x).map_err(|_| {
+                        CompileError::attribute(
+                            name,
+                            format!("expected non-negative values, found {x}"),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .transpose()
+}
+
+impl Window {
+    /// Parses the window attributes.
+    pub fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let auto_pad = match node.string_or("auto_pad", "NOTSET")?.as_str() {
+            "NOTSET" | "" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            other => {
+                return Err(CompileError::attribute(
+                    "auto_pad",
+                    format!("unknown mode {other:?}"),
+                ))
+            }
+        };
+        Ok(Self {
+            kernel: usizes(node, "kernel_shape")?,
+            strides: usizes(node, "strides")?.unwrap_or_default(),
+            dilations: usizes(node, "dilations")?.unwrap_or_default(),
+            pads: usizes(node, "pads")?.unwrap_or_default(),
+            auto_pad,
+            ceil_mode: node.i64_or("ceil_mode", 0)? != 0,
+        })
+    }
+
+    /// Resolves the window for `input` spatial sizes; `kernel` overrides the attribute.
+    pub fn resolve(&self, input: &[usize], kernel: Option<&[usize]>) -> Result<Geometry> {
+        let d = input.len();
+        if d == 0 || d > 3 {
+            return Err(CompileError::unsupported(format!(
+                "{d} spatial dimensions (1 to 3 are supported)"
+            )));
+        }
+        let kernel = kernel
+            .map(<[usize]>::to_vec)
+            .or_else(|| self.kernel.clone())
+            .ok_or_else(|| CompileError::attribute("kernel_shape", "required"))?;
+        let fill = |v: &Vec<usize>, name: &str, len: usize| -> Result<Vec<usize>> {
+            if v.is_empty() {
+                Ok(vec![if name == "pads" { 0 } else { 1 }; len])
+            } else if v.len() == len {
+                Ok(v.clone())
+            } else {
+                Err(CompileError::attribute(
+                    name,
+                    format!("expected {len} values, found {}", v.len()),
+                ))
+            }
+        };
+        if kernel.len() != d {
+            return Err(CompileError::attribute(
+                "kernel_shape",
+                format!("has {} dims, input has {d} spatial dims", kernel.len()),
+            ));
+        }
+        let strides = fill(&self.strides, "strides", d)?;
+        let dilations = fill(&self.dilations, "dilations", d)?;
+        let pads = fill(&self.pads, "pads", 2 * d)?;
+        if strides.contains(&0) || dilations.contains(&0) {
+            return Err(CompileError::attribute(
+                "strides",
+                "strides and dilations must be positive",
+            ));
+        }
+        let (mut pads_begin, mut pads_end) = (pads[..d].to_vec(), pads[d..].to_vec());
+        let mut output = Vec::with_capacity(d);
+        for i in 0..d {
+            let span = dilations[i] * (kernel[i].max(1) - 1) + 1;
+            let o = match self.auto_pad {
+                AutoPad::NotSet => {
+                    let padded = input[i] + pads_begin[i] + pads_end[i];
+                    if padded < span {
+                        return Err(CompileError::shape(format!(
+                            "window {span} exceeds padded input {padded}"
+                        )));
+                    }
+                    if self.ceil_mode {
+                        let mut o = (padded - span).div_ceil(strides[i]) + 1;
+                        // The last window must start inside the input or its leading padding.
+                        if (o - 1) * strides[i] >= input[i] + pads_begin[i] {
+                            o -= 1;
+                        }
+                        o
+                    } else {
+                        (padded - span) / strides[i] + 1
+                    }
+                }
+                AutoPad::Valid => {
+                    pads_begin[i] = 0;
+                    pads_end[i] = 0;
+                    if input[i] < span {
+                        return Err(CompileError::shape(format!(
+                            "window {span} exceeds input {}",
+                            input[i]
+                        )));
+                    }
+                    (input[i] - span) / strides[i] + 1
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let o = input[i].div_ceil(strides[i]);
+                    let total = ((o.max(1) - 1) * strides[i] + span).saturating_sub(input[i]);
+                    let small = total / 2;
+                    let (b, e) = if self.auto_pad == AutoPad::SameUpper {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
+                    pads_begin[i] = b;
+                    pads_end[i] = e;
+                    o
+                }
+            };
+            output.push(o);
+        }
+        Ok(Geometry {
+            kernel,
+            strides,
+            dilations,
+            pads_begin,
+            pads_end,
+            output,
+        })
+    }
+}
+
+/// `Conv`: `Y = conv(X, W) + B`.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// The window.
+    pub window: Window,
+    /// Channel groups.
+    pub group: usize,
+}
+
+impl Conv {
+    fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        if x.shape.len() < 3 || w.shape.len() != x.shape.len() {
+            return Err(CompileError::shape(format!(
+                "X {:?} and W {:?} must have equal rank >= 3",
+                x.shape, w.shape
+            )));
+        }
+        let g = self.window.resolve(&x.shape[2..], Some(&w.shape[2..]))?;
+        if let Some(k) = &self.window.kernel {
+            if k != &g.kernel {
+                return Err(CompileError::attribute(
+                    "kernel_shape",
+                    format!("{k:?} differs from the weights' {:?}", g.kernel),
+                ));
+            }
+        }
+        Ok(g)
+    }
+
+    fn params(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let g = self.geometry(cx)?;
+        let (batch, cin, cout, groups) = (
+            lit(x.shape[0]),
+            lit(x.shape[1]),
+            lit(w.shape[0]),
+            lit(self.group),
+        );
+        let input = usize3(&x.shape[2..], 1);
+        let output = usize3(&g.output, 1);
+        let kernel = usize3(&g.kernel, 1);
+        let strides = usize3(&g.strides, 1);
+        let dilations = usize3(&g.dilations, 1);
+        let pads = usize3(&g.pads_begin, 0);
+        Ok(quote! {
+            ::sinter_rt::conv::ConvParams {
+                batch: #batch, in_channels: #cin, out_channels: #cout, groups: #groups,
+                input: #input, output: #output, kernel: #kernel,
+                strides: #strides, dilations: #dilations, pads: #pads,
+            }
+        })
+    }
+
+    fn scratch_len(&self, cx: &OpCx<'_>) -> Result<usize> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let g = self.geometry(cx)?;
+        let d = g.kernel.len();
+        let pointwise = (0..d).all(|i| {
+            g.kernel[i] == 1
+                && g.strides[i] == 1
+                && g.pads_begin[i] == 0
+                && x.shape[2 + i] == g.output[i]
+        });
+        if pointwise {
+            return Ok(0);
+        }
+        Ok(w.shape[1] * g.kernel.iter().product::<usize>() * g.output.iter().product::<usize>())
+    }
+}
+
+impl OpDef for Conv {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let group = node.usize_or("group", 1)?;
+        if group == 0 {
+            return Err(CompileError::attribute("group", "must be positive"));
+        }
+        Ok(Self {
+            window: Window::parse(node)?,
+            group,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(x.dtype, &[DType::F32], "X")?;
+        let g = self.geometry(cx)?;
+        let (cin, cout) = (x.shape[1], w.shape[0]);
+        if cin % self.group != 0 || cout % self.group != 0 || w.shape[1] * self.group != cin {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {}: X has {cin}, W is {:?}",
+                self.group, w.shape
+            )));
+        }
+        if let Some(b) = cx.opt_input(2) {
+            if b.shape != [cout] {
+                return Err(CompileError::shape(format!(
+                    "B has shape {:?}, expected [{cout}]",
+                    b.shape
+                )));
+            }
+        }
+        let mut shape = vec![x.shape[0], cout];
+        shape.extend(&g.output);
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        match self.scratch_len(cx) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(TypeShape::new(DType::F32, vec![n])),
+        }
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let params = self.params(cx)?;
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let bias = if cx.opt_input(2).is_some() {
+            let i2 = names.input(2);
+            quote!(Some(#i2))
+        } else {
+            quote!(None)
+        };
+        let scratch = if self.scratch_len(cx)? > 0 {
+            let s = names.scratch();
+            quote!(#s)
+        } else {
+            quote!(&mut [])
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            ::sinter_rt::conv::conv_f32(&PARAMS, #i0, #i1, #bias, #o0, #scratch);
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Matrix products: `Gemm` (opset 7..=13) and `MatMul` (numpy semantics, opset 1..=13).
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Gemm.html>,
+//! <https://onnx.ai/onnx/operators/onnx__MatMul.html>. float32.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{
+    broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, usize_slice, EmitNames,
+    NodeCx, OpCx, OpDef, TypeShape,
+};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
+
+/// `Y = alpha * op(A) * op(B) + beta * C`.
+#[derive(Debug, Clone)]
+pub struct Gemm {
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of C.
+    pub beta: f32,
+    /// A is stored transposed (`[K, M]`).
+    pub trans_a: bool,
+    /// B is stored transposed (`[N, K]`).
+    pub trans_b: bool,
+}
+
+impl Gemm {
+    fn dims(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize)> {
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        if a.shape.len() != 2 || b.shape.len() != 2 {
+            return Err(CompileError::shape(format!(
+                "A and B must be matrices, found shapes {:?} and {:?}",
+                a.shape, b.shape
+            )));
+        }
+        let (m, k) = if self.trans_a {
+            (a.shape[1], a.shape[0])
+        } else {
+            (a.shape[0], a.shape[1])
+        };
+        let (kb, n) = if self.trans_b {
+            (b.shape[1], b.shape[0])
+        } else {
+            (b.shape[0], b.shape[1])
+        };
+        if k != kb {
+            return Err(CompileError::shape(format!(
+                "inner dimensions differ: A gives {k}, B gives {kb}"
+            )));
+        }
+        Ok((m, n, k))
+    }
+}
+
+impl OpDef for Gemm {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        if node.opset() < 7 && node.i64_or("broadcast", 0)? == 0 && node.n_inputs() > 2 {
+            return Err(CompileError::unsupported(
+                "Gemm without broadcast (opset < 7)",
+            ));
+        }
+        Ok(Self {
+            alpha: node.f32_or("alpha", 1.0)?,
+            beta: node.f32_or("beta", 1.0)?,
+            trans_a: node.i64_or("transA", 0)? != 0,
+            trans_b: node.i64_or("transB", 0)? != 0,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let a = cx.input(0)?;
+        require_dtype(a.dtype, &[DType::F32], "A")?;
+        let (m, n, _) = self.dims(cx)?;
+        if let Some(c) = cx.opt_input(2) {
+            let b = broadcast_shapes(c.shape, &[m, n])?;
+            if b != [m, n] {
+                return Err(CompileError::shape(format!(
+                    "C of shape {:?} does not broadcast to [{m}, {n}]",
+                    c.shape
+                )));
+            }
+        }
+        Ok(vec![TypeShape::new(a.dtype, vec![m, n])])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (m, n, k) = self.dims(cx)?;
+        let o0 = names.output(0);
+        let mut code = TokenStream::new();
+        let accumulate = match cx.opt_input(2) {
+            Some(c) if self.beta != 0.0 => {
+                let i2 = names.input(2);
+                let strides = usize_slice(&broadcast_strides(c.shape, &[m, n]));
+                let shape = usize_slice(&[m, n]);
+                code.extend(
+                    quote!(::sinter_rt::elementwise::broadcast_copy(#i2, #strides, #o0, #shape);),
+                );
+                if self.beta != 1.0 {
+                    let beta = f32_lit(self.beta);
+                    code.extend(
+                        quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: f32| v * #beta);),
+                    );
+                }
+                true
+            }
+            _ => false,
+        };
+        let (sa_rows, sa_cols) = if self.trans_a { (1, m) } else { (k, 1) };
+        let (sb_rows, sb_cols) = if self.trans_b { (1, k) } else { (n, 1) };
+        let (i0, i1) = (names.input(0), names.input(1));
+        let (m, n, k) = (lit(m), lit(n), lit(k));
+        let (sa_rows, sa_cols, sb_rows, sb_cols) =
+            (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
+        let alpha = f32_lit(self.alpha);
+        code.extend(quote! {
+            ::sinter_rt::gemm::gemm_f32(
+                #m, #n, #k, #alpha,
+                #i0, ::sinter_rt::gemm::Strides { rows: #sa_rows, cols: #sa_cols },
+                #i1, ::sinter_rt::gemm::Strides { rows: #sb_rows, cols: #sb_cols },
+                #accumulate, #o0,
+            );
+        });
+        Ok(code)
+    }
+}
+
+/// `MatMul` with numpy semantics: 1-D operands are promoted, batch dims broadcast.
+#[derive(Debug, Clone)]
+pub struct MatMul;
+
+/// The geometry of one MatMul.
+struct MatMulDims {
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: Vec<usize>,
+    a_batch: Vec<usize>,
+    b_batch: Vec<usize>,
+    out: Vec<usize>,
+}
+
+fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatMulDims> {
+    if a.is_empty() || b.is_empty() {
+        return Err(CompileError::shape("MatMul operands must have rank >= 1"));
+    }
+    let (a2, a_vec) = if a.len() == 1 {
+        (vec![1, a[0]], true)
+    } else {
+        (a.to_vec(), false)
+    };
+    let (b2, b_vec) = if b.len() == 1 {
+        (vec![b[0], 1], true)
+    } else {
+        (b.to_vec(), false)
+    };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != kb {
+        return Err(CompileError::shape(format!(
+            "inner dimensions differ: {a:?} x {b:?}"
+        )));
+    }
+    let a_batch = a2[..a2.len() - 2].to_vec();
+    let b_batch = b2[..b2.len() - 2].to_vec();
+    let batch = broadcast_shapes(&a_batch, &b_batch)?;
+    let mut out = batch.clone();
+    if !a_vec {
+        out.push(m);
+    }
+    if !b_vec {
+        out.push(n);
+    }
+    Ok(MatMulDims {
+        m,
+        n,
+        k,
+        batch,
+        a_batch,
+        b_batch,
+        out,
+    })
+}
+
+impl OpDef for MatMul {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(MatMul)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(a.dtype, &[DType::F32], "A")?;
+        if a.dtype != b.dtype {
+            return Err(CompileError::shape(format!(
+                "input types differ: {} and {}",
+                a.dtype, b.dtype
+            )));
+        }
+        Ok(vec![TypeShape::new(
+            a.dtype,
+            matmul_dims(a.shape, b.shape)?.out,
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let d = matmul_dims(cx.input(0)?.shape, cx.input(1)?.shape)?;
+        let scale = |strides: Vec<usize>, size: usize| {
+            strides.into_iter().map(|s| s * size).collect::<Vec<_>>()
+        };
+        let sa = usize_slice(&scale(broadcast_strides(&d.a_batch, &d.batch), d.m * d.k));
+        let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
+        let batch = usize_slice(&d.batch);
+        let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        Ok(
+            quote!(::sinter_rt::gemm::batched_gemm_f32(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
+        )
+    }
+}

@@ -1,0 +1,415 @@
+//! The op table: every ONNX op the compiler supports, one line each in [`ops!`], and the
+//! [`OpDef`] hooks each family file implements (attribute parsing, shape inference, constant
+//! evaluation, code emission).
+
+use proc_macro2::{Ident, Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::error::{CompileError, Result};
+use crate::ir::{DType, Node, Tensor};
+use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
+
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod movement;
+pub mod norm;
+pub mod pool;
+pub mod softmax;
+
+/// A value's element type and concrete shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeShape {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+}
+
+impl TypeShape {
+    /// Builds one.
+    pub fn new(dtype: DType, shape: Vec<usize>) -> Self {
+        Self { dtype, shape }
+    }
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One input or output of a node as its hooks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Operand<'a> {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: &'a [usize],
+    /// The data, when the value is a constant.
+    pub constant: Option<&'a Tensor>,
+}
+
+/// What inference, evaluation and emission see of a node: its operands (`None` where an
+/// optional one is omitted), and for emission also its outputs.
+#[derive(Debug, Clone)]
+pub struct OpCx<'a> {
+    /// The node's inputs.
+    pub inputs: Vec<Option<Operand<'a>>>,
+    /// The node's outputs (empty during inference).
+    pub outputs: Vec<Option<Operand<'a>>>,
+}
+
+impl<'a> OpCx<'a> {
+    /// Input `i`, which must be present.
+    pub fn input(&self, i: usize) -> Result<Operand<'a>> {
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| CompileError::malformed(format!("input {i} is required but missing")))
+    }
+    /// Input `i` if present.
+    pub fn opt_input(&self, i: usize) -> Option<Operand<'a>> {
+        self.inputs.get(i).copied().flatten()
+    }
+    /// Output `i`, which must be present (emission only).
+    pub fn output(&self, i: usize) -> Result<Operand<'a>> {
+        self.outputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| CompileError::malformed(format!("output {i} is required but missing")))
+    }
+    /// Whether every present input is a constant.
+    pub fn all_constant(&self) -> bool {
+        self.inputs.iter().flatten().all(|o| o.constant.is_some())
+    }
+    /// The integer contents of constant input `i`, for shape/axes operands.
+    pub fn const_ints(&self, i: usize, what: &str) -> Result<Vec<i64>> {
+        let operand = self.input(i)?;
+        let tensor = operand.constant.ok_or_else(|| {
+            CompileError::unsupported(format!(
+                "{what} (input {i}) must be a compile-time constant"
+            ))
+        })?;
+        tensor.to_i64s().ok_or_else(|| {
+            CompileError::shape(format!(
+                "{what} (input {i}) must be integers, found {}",
+                tensor.dtype
+            ))
+        })
+    }
+}
+
+/// The hooks of one op family. Each op struct holds its parsed, validated attributes.
+pub trait OpDef: Sized {
+    /// Parses and validates attributes (and input/output counts).
+    fn parse(node: &NodeCx<'_>) -> Result<Self>;
+    /// The output types and shapes, given the inputs'.
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>>;
+    /// The outputs when every input is constant; `None` when the op is not folded.
+    fn eval(&self, _cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        None
+    }
+    /// Working memory the emitted code needs in the arena, beyond its outputs.
+    fn scratch(&self, _cx: &OpCx<'_>) -> Option<TypeShape> {
+        None
+    }
+    /// The code computing the outputs (see [`EmitCx`] for the names it may use).
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream>;
+}
+
+/// Hands out the local names emitted code uses for inputs (`i0` ...), outputs (`o0` ...) and
+/// scratch, and records which inputs were used so that only those are bound.
+#[derive(Debug, Default)]
+pub struct EmitNames {
+    /// Which inputs the emitted code reads.
+    pub used_inputs: Vec<bool>,
+    /// Whether the emitted code uses the scratch buffer.
+    pub used_scratch: bool,
+}
+
+impl EmitNames {
+    /// The slice holding input `i` (`&[T]`).
+    pub fn input(&mut self, i: usize) -> Ident {
+        if self.used_inputs.len() <= i {
+            self.used_inputs.resize(i + 1, false);
+        }
+        self.used_inputs[i] = true;
+        format_ident!("i{}", i)
+    }
+    /// The slice receiving output `i` (`&mut [T]`).
+    pub fn output(&self, i: usize) -> Ident {
+        format_ident!("o{}", i)
+    }
+    /// The scratch slice.
+    pub fn scratch(&mut self) -> Ident {
+        self.used_scratch = true;
+        format_ident!("scratch")
+    }
+}
+
+/// A node being parsed: its attributes and the opset version in force.
+pub struct NodeCx<'a> {
+    /// The node.
+    pub node: &'a Node,
+}
+
+impl<'a> NodeCx<'a> {
+    /// The opset version of the node's domain.
+    pub fn opset(&self) -> i64 {
+        self.node.opset
+    }
+    /// The op type.
+    pub fn op_type(&self) -> &str {
+        &self.node.op_type
+    }
+    /// How many inputs the node lists (omitted optional ones included).
+    pub fn n_inputs(&self) -> usize {
+        self.node.inputs.len()
+    }
+    /// The attribute, if present.
+    pub fn attr(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.node.attributes.iter().find(|a| a.name() == name)
+    }
+    fn typed(&self, name: &str, want: AttributeType) -> Result<Option<&'a AttributeProto>> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(a) if a.r#type.is_none() || a.r#type() == want => Ok(Some(a)),
+            Some(a) => Err(CompileError::attribute(
+                name,
+                format!(
+                    "expected {}, found {}",
+                    want.as_str_name(),
+                    a.r#type().as_str_name()
+                ),
+            )),
+        }
+    }
+    /// A float attribute, or `default`.
+    pub fn f32_or(&self, name: &str, default: f32) -> Result<f32> {
+        Ok(self
+            .typed(name, AttributeType::Float)?
+            .map_or(default, |a| a.f()))
+    }
+    /// An int attribute, or `default`.
+    pub fn i64_or(&self, name: &str, default: i64) -> Result<i64> {
+        Ok(self
+            .typed(name, AttributeType::Int)?
+            .map_or(default, |a| a.i()))
+    }
+    /// An optional int attribute.
+    pub fn i64_opt(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.typed(name, AttributeType::Int)?.map(|a| a.i()))
+    }
+    /// An ints attribute, if present.
+    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        Ok(self
+            .typed(name, AttributeType::Ints)?
+            .map(|a| a.ints.clone()))
+    }
+    /// A floats attribute, if present.
+    pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        Ok(self
+            .typed(name, AttributeType::Floats)?
+            .map(|a| a.floats.clone()))
+    }
+    /// A string attribute, or `default`.
+    pub fn string_or(&self, name: &str, default: &str) -> Result<String> {
+        Ok(self.typed(name, AttributeType::String)?.map_or_else(
+            || default.to_string(),
+            |a| String::from_utf8_lossy(a.s()).into_owned(),
+        ))
+    }
+    /// A tensor attribute, if present.
+    pub fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        match self.typed(name, AttributeType::Tensor)? {
+            None => Ok(None),
+            Some(a) => {
+                let proto = a.t.as_ref().ok_or_else(|| {
+                    CompileError::attribute(name, "tensor attribute without a tensor")
+                })?;
+                crate::onnx::tensor_from_proto(proto, None).map(Some)
+            }
+        }
+    }
+    /// A non-negative int attribute as usize.
+    pub fn usize_or(&self, name: &str, default: usize) -> Result<usize> {
+        let v = self.i64_or(name, i64::try_from(default).unwrap_or(i64::MAX))?;
+        usize::try_from(v).map_err(|_| {
+            CompileError::attribute(name, format!("expected a non-negative integer, found {v}"))
+        })
+    }
+}
+
+macro_rules! ops {
+    ($($variant:ident($ty:ty) => [$($name:literal),+ $(,)?];)*) => {
+        /// A parsed op: one variant per op struct (several ONNX op types may share one).
+        #[derive(Debug, Clone)]
+        pub enum Op {
+            $(
+                #[allow(missing_docs, reason = "the variant is named after its op struct")]
+                $variant($ty),
+            )*
+        }
+
+        /// Every ONNX op type (default domain) the compiler supports.
+        pub const SUPPORTED: &[&str] = &[$($($name,)+)*];
+
+        /// Parses a node into its op; an op type not in the table is `None`.
+        pub fn parse(cx: &NodeCx<'_>) -> Option<Result<Op>> {
+            if !cx.node.domain.is_empty() {
+                return None;
+            }
+            match cx.op_type() {
+                $($($name)|+ => Some(<$ty as OpDef>::parse(cx).map(Op::$variant)),)*
+                _ => None,
+            }
+        }
+
+        impl Op {
+            /// Output types and shapes.
+            pub fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+                match self { $(Op::$variant(op) => op.infer(cx),)* }
+            }
+            /// Constant evaluation.
+            pub fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+                match self { $(Op::$variant(op) => op.eval(cx),)* }
+            }
+            /// Scratch space.
+            pub fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+                match self { $(Op::$variant(op) => op.scratch(cx),)* }
+            }
+            /// Emitted code.
+            pub fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+                match self { $(Op::$variant(op) => op.emit(cx, names),)* }
+            }
+        }
+    };
+}
+
+ops! {
+    Binary(elementwise::Binary) => ["Add", "Sub", "Mul", "Div"];
+    Unary(elementwise::Unary) => ["Relu", "Sigmoid", "Tanh"];
+    Clip(elementwise::Clip) => ["Clip"];
+    Gemm(gemm::Gemm) => ["Gemm"];
+    MatMul(gemm::MatMul) => ["MatMul"];
+    Conv(conv::Conv) => ["Conv"];
+    Pool(pool::Pool) => ["MaxPool", "AveragePool"];
+    GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool"];
+    BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
+    Softmax(softmax::Softmax) => ["Softmax"];
+    Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
+    Transpose(movement::Transpose) => ["Transpose"];
+    Concat(movement::Concat) => ["Concat"];
+    Constant(movement::Constant) => ["Constant"];
+}
+
+// ---- shared helpers for the family files ----
+
+/// Resolves a possibly negative axis against `rank` (`-1` is the last axis).
+pub fn normalize_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
+    let r = i64::try_from(rank).unwrap_or(i64::MAX);
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(CompileError::shape(format!(
+            "{what} {axis} is out of range for rank {rank}"
+        )));
+    }
+    usize::try_from(a).map_err(|_| CompileError::shape(format!("{what} {axis} is out of range")))
+}
+
+/// The numpy broadcast of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(CompileError::shape(format!(
+                    "shapes {a:?} and {b:?} do not broadcast"
+                )))
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Strides (in elements) for reading a tensor of shape `shape` broadcast to `out`: one per
+/// output axis, 0 where the input has size 1 or lacks the axis.
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let offset = out.len() - shape.len();
+    let mut strides = vec![0; out.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[i + offset] = if shape[i] == 1 && out[i + offset] != 1 {
+            0
+        } else {
+            acc
+        };
+        acc *= shape[i];
+    }
+    strides
+}
+
+/// A `usize` literal.
+pub fn lit(v: usize) -> Literal {
+    Literal::usize_unsuffixed(v)
+}
+
+/// A `&[usize]` constant expression.
+pub fn usize_slice(values: &[usize]) -> TokenStream {
+    let items = values.iter().map(|&v| lit(v));
+    quote!(&[#(#items),*])
+}
+
+/// A `[usize; 3]` padded with `fill` after the given values.
+pub fn usize3(values: &[usize], fill: usize) -> TokenStream {
+    let items = (0..3).map(|i| lit(values.get(i).copied().unwrap_or(fill)));
+    quote!([#(#items),*])
+}
+
+/// An f32 literal that round-trips exactly (infinities and NaN as constants).
+pub fn f32_lit(v: f32) -> TokenStream {
+    if v.is_nan() {
+        quote!(f32::NAN)
+    } else if v == f32::INFINITY {
+        quote!(f32::INFINITY)
+    } else if v == f32::NEG_INFINITY {
+        quote!(f32::NEG_INFINITY)
+    } else {
+        let l = Literal::f32_suffixed(v);
+        quote!(#l)
+    }
+}
+
+/// The Rust storage type of a dtype as tokens.
+pub fn rust_type(dtype: DType) -> TokenStream {
+    let ident = format_ident!("{}", dtype.storage_type());
+    quote!(#ident)
+}
+
+/// Checks that `dtype` is one the op's kernels handle.
+pub fn require_dtype(dtype: DType, allowed: &[DType], what: &str) -> Result<()> {
+    if allowed.contains(&dtype) {
+        Ok(())
+    } else {
+        Err(CompileError::unsupported(format!("{what} of type {dtype}")))
+    }
+}

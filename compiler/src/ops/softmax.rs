@@ -1,0 +1,59 @@
+//! `Softmax` (opset 1..=13: before 13 over the flattened trailing axes, from 13 over one axis).
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Softmax.html>. float32.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{lit, normalize_axis, require_dtype, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::Result;
+use crate::ir::DType;
+
+/// `Softmax` along `axis`.
+#[derive(Debug, Clone)]
+pub struct Softmax {
+    /// The axis (possibly negative).
+    pub axis: i64,
+    /// Opset < 13: the input is viewed as 2-D `[prod(..axis), prod(axis..)]`.
+    pub flatten: bool,
+}
+
+impl Softmax {
+    /// `(outer, axis_len, inner)`.
+    fn split(&self, shape: &[usize]) -> Result<(usize, usize, usize)> {
+        if shape.is_empty() {
+            return Ok((1, 1, 1));
+        }
+        let axis = normalize_axis(self.axis, shape.len(), "axis")?;
+        let outer = shape[..axis].iter().product();
+        Ok(if self.flatten {
+            (outer, shape[axis..].iter().product(), 1)
+        } else {
+            (outer, shape[axis], shape[axis + 1..].iter().product())
+        })
+    }
+}
+
+impl OpDef for Softmax {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let flatten = node.opset() < 13;
+        Ok(Self {
+            axis: node.i64_or("axis", if flatten { 1 } else { -1 })?,
+            flatten,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &[DType::F32], "input")?;
+        self.split(x.shape)?;
+        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (outer, len, inner) = self.split(cx.input(0)?.shape)?;
+        let (outer, len, inner) = (lit(outer), lit(len), lit(inner));
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(::sinter_rt::softmax::softmax_f32(#i0, #o0, #outer, #len, #inner);))
+    }
+}

@@ -1,0 +1,88 @@
+//! Gives every graph input a concrete shape: fixed dims stay, symbolic ones take the value the
+//! user bound (`--dim NAME=VALUE`) or, for `sinter verify`, the test data's shape. Unbound
+//! names are one error listing each with where it appears.
+
+use std::collections::BTreeMap;
+
+use super::PassCx;
+use crate::error::{CompileError, ErrorKind, Result};
+use crate::ir::{Dim, Graph};
+
+/// Binds the inputs' symbolic dims.
+pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
+    let mut bound: BTreeMap<String, usize> = cx.dims.clone();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut unbound: Vec<(String, String)> = Vec::new();
+    if let Some(shapes) = &cx.input_shapes {
+        if shapes.len() != graph.inputs.len() {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "{} input shapes given, the model has {} inputs",
+                shapes.len(),
+                graph.inputs.len()
+            ))));
+        }
+    }
+    for (index, &id) in graph.inputs.clone().iter().enumerate() {
+        let value = graph.value(id);
+        let name = value.name.clone();
+        let declared = value.declared.clone().unwrap_or_default();
+        let given = cx.input_shapes.as_ref().and_then(|s| s.get(index));
+        if let Some(given) = given {
+            if given.len() != declared.len() {
+                return Err(CompileError::new(ErrorKind::Option(format!(
+                    "input \"{name}\" is declared with rank {}, the data has shape {given:?}",
+                    declared.len()
+                ))));
+            }
+        }
+        let mut shape = Vec::with_capacity(declared.len());
+        for (axis, dim) in declared.iter().enumerate() {
+            let from_data = given.map(|g| g[axis]);
+            match dim {
+                Dim::Fixed(n) => {
+                    if let Some(d) = from_data.filter(|d| d != n) {
+                        return Err(CompileError::new(ErrorKind::Option(format!(
+                            "input \"{name}\" axis {axis} is declared {n}, the data has {d}"
+                        ))));
+                    }
+                    shape.push(*n);
+                }
+                Dim::Sym(sym) => {
+                    seen.insert(sym.clone());
+                    if let Some(&v) = cx.dims.get(sym) {
+                        shape.push(v);
+                    } else if let Some(d) = from_data {
+                        match bound.get(sym) {
+                            Some(&v) if v != d => {
+                                return Err(CompileError::new(ErrorKind::Option(format!(
+                                    "dim {sym} is {v} elsewhere but input \"{name}\" axis {axis} has {d}"
+                                ))))
+                            }
+                            _ => {
+                                bound.insert(sym.clone(), d);
+                                shape.push(d);
+                            }
+                        }
+                    } else if let Some(&v) = bound.get(sym) {
+                        shape.push(v);
+                    } else {
+                        unbound.push((sym.clone(), format!("input \"{name}\" axis {axis}")));
+                        shape.push(0);
+                    }
+                }
+            }
+        }
+        graph.value_mut(id).shape = Some(shape);
+    }
+    if !unbound.is_empty() {
+        return Err(CompileError::new(ErrorKind::UnboundDims { names: unbound }));
+    }
+    let unknown: Vec<&String> = cx.dims.keys().filter(|k| !seen.contains(*k)).collect();
+    if !unknown.is_empty() {
+        let known: Vec<&String> = seen.iter().collect();
+        return Err(CompileError::new(ErrorKind::Option(format!(
+            "unknown dim name(s) {unknown:?}; the model's symbolic dims are {known:?}"
+        ))));
+    }
+    Ok(graph)
+}

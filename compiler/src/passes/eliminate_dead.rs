@@ -1,0 +1,28 @@
+//! Removes nodes none of whose outputs reaches a graph output.
+
+use super::PassCx;
+use crate::error::Result;
+use crate::ir::Graph;
+
+/// Drops dead nodes (walking backwards so that chains of dead nodes go at once).
+pub fn eliminate_dead(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    let mut live = vec![false; graph.values.len()];
+    for o in &graph.outputs {
+        live[o.index()] = true;
+    }
+    let mut keep = vec![false; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate().rev() {
+        if node.outputs.iter().flatten().any(|o| live[o.index()]) {
+            keep[i] = true;
+            for input in node.inputs.iter().flatten() {
+                live[input.index()] = true;
+            }
+        }
+    }
+    let mut index = 0;
+    graph.nodes.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
+    Ok(graph)
+}

@@ -1,0 +1,116 @@
+//! The pass pipeline: each pass is a `Graph -> Graph` function in its own file, listed here
+//! in order with the lowest [`OptLevel`] that runs it.
+
+mod bind_dims;
+mod eliminate_dead;
+mod infer_shapes;
+mod resolve_ops;
+
+pub use bind_dims::bind_dims;
+pub use eliminate_dead::eliminate_dead;
+pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
+pub use resolve_ops::{resolve_ops, unsupported_ops};
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::ir::Graph;
+
+/// How hard the compiler optimizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum OptLevel {
+    /// Only what compilation needs: resolving ops, binding dims, shape inference with the
+    /// constant folding it requires.
+    O0,
+    /// Plus dead-node removal.
+    O1,
+    /// Reserved for fusions.
+    O2,
+    /// Everything.
+    #[default]
+    O3,
+}
+
+impl OptLevel {
+    /// Parses `0` to `3`.
+    pub fn from_number(n: u8) -> Option<OptLevel> {
+        Some(match n {
+            0 => OptLevel::O0,
+            1 => OptLevel::O1,
+            2 => OptLevel::O2,
+            3 => OptLevel::O3,
+            _ => return None,
+        })
+    }
+}
+
+/// What passes may read besides the graph.
+#[derive(Debug, Clone, Default)]
+pub struct PassCx {
+    /// User-bound symbolic dims.
+    pub dims: BTreeMap<String, usize>,
+    /// Concrete input shapes (from test data), which bind symbolic dims directly.
+    pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// The optimization level.
+    pub opt_level: OptLevel,
+}
+
+/// One pass of the pipeline.
+pub struct PassInfo {
+    /// Its name, as `sinter inspect --passes` prints it.
+    pub name: &'static str,
+    /// The lowest level that runs it.
+    pub min_level: OptLevel,
+    /// The pass.
+    pub run: fn(Graph, &PassCx) -> Result<Graph>,
+}
+
+/// The passes, in order.
+pub const PASSES: &[PassInfo] = &[
+    PassInfo {
+        name: "resolve_ops",
+        min_level: OptLevel::O0,
+        run: resolve_ops,
+    },
+    PassInfo {
+        name: "bind_dims",
+        min_level: OptLevel::O0,
+        run: bind_dims,
+    },
+    PassInfo {
+        name: "infer_shapes",
+        min_level: OptLevel::O0,
+        run: infer_shapes,
+    },
+    PassInfo {
+        name: "eliminate_dead",
+        min_level: OptLevel::O1,
+        run: eliminate_dead,
+    },
+];
+
+/// Node counts before and after one pass.
+#[derive(Debug, Clone)]
+pub struct PassStat {
+    /// The pass.
+    pub name: &'static str,
+    /// Nodes before.
+    pub nodes_before: usize,
+    /// Nodes after.
+    pub nodes_after: usize,
+}
+
+/// Runs every pass enabled at `cx.opt_level`.
+pub fn run_passes(mut graph: Graph, cx: &PassCx) -> Result<(Graph, Vec<PassStat>)> {
+    let mut stats = Vec::new();
+    for pass in PASSES.iter().filter(|p| p.min_level <= cx.opt_level) {
+        let nodes_before = graph.nodes.len();
+        graph = (pass.run)(graph, cx)?;
+        stats.push(PassStat {
+            name: pass.name,
+            nodes_before,
+            nodes_after: graph.nodes.len(),
+        });
+    }
+    Ok((graph, stats))
+}

@@ -1,0 +1,187 @@
+//! The static memory plan: where every constant sits in the weights blob and every
+//! intermediate (and scratch buffer) in the arena.
+//!
+//! Liveness is an interval of node indices over the final schedule: from the producing node to
+//! the last consumer (graph outputs live to the end). Offsets come from greedy-by-size
+//! placement: largest buffers first, each at the lowest 64-byte-aligned offset that does not
+//! collide with a placed buffer whose interval overlaps. A node's outputs never share bytes
+//! with its inputs (their intervals meet at the node).
+
+use crate::error::{CompileError, Result};
+use crate::ir::Graph;
+use crate::ops::TypeShape;
+use crate::passes::infer_shapes_cx;
+
+/// Every region is aligned to (and padded to a multiple of) this many bytes.
+pub const ALIGN: usize = 64;
+
+/// Where a value lives at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Byte offset in the weights blob.
+    Weights(usize),
+    /// Byte offset in the arena.
+    Arena(usize),
+    /// Graph input number `i` (read straight from the caller's array).
+    Input(usize),
+}
+
+/// The memory plan of a graph.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Per value (by `ValueId` index): where it lives, if anywhere.
+    pub locations: Vec<Option<Location>>,
+    /// Per node: the arena offset and type of its scratch buffer, if it has one.
+    pub scratch: Vec<Option<(usize, TypeShape)>>,
+    /// Arena size in bytes.
+    pub arena_bytes: usize,
+    /// The peak of bytes live at once over the schedule: no plan can use less.
+    pub arena_lower_bound: usize,
+    /// The weights blob.
+    pub weights: Vec<u8>,
+}
+
+struct Buffer {
+    size: usize,
+    first: usize,
+    last: usize,
+    offset: usize,
+}
+
+fn padded(bytes: usize) -> usize {
+    bytes.div_ceil(ALIGN).max(1) * ALIGN
+}
+
+/// Plans the graph's memory.
+pub fn plan(graph: &Graph) -> Result<Plan> {
+    let n_nodes = graph.nodes.len();
+    let mut locations = vec![None; graph.values.len()];
+    for (i, &id) in graph.inputs.iter().enumerate() {
+        locations[id.index()] = Some(Location::Input(i));
+    }
+
+    // Constants that code reads: in node inputs and graph outputs, in first-use order.
+    let mut weights = Vec::new();
+    let mut place_constant = |id: crate::ir::ValueId, locations: &mut Vec<Option<Location>>| {
+        if locations[id.index()].is_none() {
+            if let Some(t) = &graph.value(id).constant {
+                let offset = weights.len();
+                weights.extend_from_slice(&t.bytes);
+                weights.resize(offset + padded(t.bytes.len()), 0);
+                locations[id.index()] = Some(Location::Weights(offset));
+            }
+        }
+    };
+    for node in &graph.nodes {
+        for &id in node.inputs.iter().flatten() {
+            place_constant(id, &mut locations);
+        }
+    }
+    for &id in &graph.outputs {
+        place_constant(id, &mut locations);
+    }
+
+    // Arena buffers: node outputs, then scratch.
+    let mut last_use = vec![0usize; graph.values.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for id in node.inputs.iter().flatten() {
+            last_use[id.index()] = i;
+        }
+    }
+    for id in &graph.outputs {
+        last_use[id.index()] = n_nodes;
+    }
+    let mut buffers: Vec<Buffer> = Vec::new();
+    let mut owners: Vec<Owner> = Vec::new();
+    let mut scratch = vec![None; n_nodes];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &id in node.outputs.iter().flatten() {
+            let value = graph.value(id);
+            if value.constant.is_some() {
+                continue;
+            }
+            buffers.push(Buffer {
+                size: padded(value.bytes()),
+                first: i,
+                last: last_use[id.index()].max(i),
+                offset: 0,
+            });
+            owners.push(Owner::Value(id.index()));
+        }
+        if let Some(op) = &node.op {
+            let cx = infer_shapes_cx(graph, node, true).map_err(|e| e.at(node.node_ref()))?;
+            if let Some(t) = op.scratch(&cx) {
+                let bytes = t
+                    .len()
+                    .checked_mul(t.dtype.size())
+                    .ok_or_else(|| CompileError::shape("scratch size overflows"))?;
+                buffers.push(Buffer {
+                    size: padded(bytes),
+                    first: i,
+                    last: i,
+                    offset: 0,
+                });
+                owners.push(Owner::Scratch(i, t));
+            }
+        }
+    }
+
+    let arena_lower_bound = (0..=n_nodes)
+        .map(|t| {
+            buffers
+                .iter()
+                .filter(|b| b.first <= t && t <= b.last)
+                .map(|b| b.size)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+
+    let mut order: Vec<usize> = (0..buffers.len()).collect();
+    order.sort_by(|&a, &b| {
+        buffers[b]
+            .size
+            .cmp(&buffers[a].size)
+            .then(buffers[a].first.cmp(&buffers[b].first))
+    });
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena_bytes = 0;
+    for &b in &order {
+        let mut taken: Vec<(usize, usize)> = placed
+            .iter()
+            .map(|&p| &buffers[p])
+            .filter(|p| p.first <= buffers[b].last && buffers[b].first <= p.last)
+            .map(|p| (p.offset, p.offset + p.size))
+            .collect();
+        taken.sort_unstable();
+        let size = buffers[b].size;
+        let mut offset = 0;
+        for (start, end) in taken {
+            if offset + size <= start {
+                break;
+            }
+            offset = offset.max(end);
+        }
+        buffers[b].offset = offset;
+        arena_bytes = arena_bytes.max(offset + size);
+        placed.push(b);
+    }
+    for (buffer, owner) in buffers.iter().zip(owners) {
+        match owner {
+            Owner::Value(v) => locations[v] = Some(Location::Arena(buffer.offset)),
+            Owner::Scratch(node, t) => scratch[node] = Some((buffer.offset, t)),
+        }
+    }
+    Ok(Plan {
+        locations,
+        scratch,
+        arena_bytes,
+        arena_lower_bound,
+        weights,
+    })
+}
+
+enum Owner {
+    Value(usize),
+    Scratch(usize, TypeShape),
+}

@@ -1,0 +1,261 @@
+//! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts): im2col + GEMM, with 1x1
+//! unit-stride unpadded kernels fed to GEMM directly.
+
+use crate::gemm::{gemm_f32, Strides};
+
+/// The geometry of one convolution, fixed at compile time. Spatial arrays hold the used
+/// dimensions first and 1 (with zero padding, unit stride and dilation) after them.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvParams {
+    /// N.
+    pub batch: usize,
+    /// C, input channels over all groups.
+    pub in_channels: usize,
+    /// M, output channels over all groups.
+    pub out_channels: usize,
+    /// Groups; both channel counts are multiples of it.
+    pub groups: usize,
+    /// Input spatial sizes.
+    pub input: [usize; 3],
+    /// Output spatial sizes.
+    pub output: [usize; 3],
+    /// Kernel spatial sizes.
+    pub kernel: [usize; 3],
+    /// Strides.
+    pub strides: [usize; 3],
+    /// Dilations.
+    pub dilations: [usize; 3],
+    /// Padding before each spatial axis (padding after is implied by the output size).
+    pub pads: [usize; 3],
+}
+
+impl ConvParams {
+    fn kernel_len(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    fn input_len(&self) -> usize {
+        self.input.iter().product()
+    }
+    fn output_len(&self) -> usize {
+        self.output.iter().product()
+    }
+    /// Whether the kernel reads exactly one input pixel per output pixel, in order, so the
+    /// input itself is the im2col matrix.
+    pub const fn is_pointwise(&self) -> bool {
+        let mut i = 0;
+        while i < 3 {
+            if self.kernel[i] != 1
+                || self.strides[i] != 1
+                || self.pads[i] != 0
+                || self.input[i] != self.output[i]
+            {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    /// Elements of scratch space [`conv_f32`] needs: the im2col matrix of one group.
+    pub const fn scratch_len(&self) -> usize {
+        if self.is_pointwise() {
+            return 0;
+        }
+        let k = self.kernel[0] * self.kernel[1] * self.kernel[2];
+        let o = self.output[0] * self.output[1] * self.output[2];
+        self.in_channels / self.groups * k * o
+    }
+}
+
+/// `out = conv(x, w) + bias`, with `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`,
+/// `bias: [M]`, `out: [N, M, *output]`, and `scratch` at least `p.scratch_len()` long.
+pub fn conv_f32(
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
+    let rows = cin_g * k_len;
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len,
+        "conv input too short"
+    );
+    assert!(w.len() >= p.out_channels * rows, "conv weights too short");
+    assert!(
+        out.len() >= p.batch * p.out_channels * out_len,
+        "conv output too short"
+    );
+    let pointwise = p.is_pointwise();
+    assert!(
+        pointwise || scratch.len() >= rows * out_len,
+        "conv scratch too short"
+    );
+    for n in 0..p.batch {
+        for g in 0..p.groups {
+            let x_group = &x[(n * p.in_channels + g * cin_g) * in_len..][..cin_g * in_len];
+            let out_group =
+                &mut out[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len];
+            if let Some(bias) = bias {
+                for (m, row) in out_group.chunks_exact_mut(out_len.max(1)).enumerate() {
+                    row.fill(bias[g * cout_g + m]);
+                }
+            }
+            let cols: &[f32] = if pointwise {
+                x_group
+            } else {
+                im2col(p, x_group, &mut scratch[..rows * out_len]);
+                &scratch[..rows * out_len]
+            };
+            gemm_f32(
+                cout_g,
+                out_len,
+                rows,
+                1.0,
+                &w[g * cout_g * rows..],
+                Strides { rows, cols: 1 },
+                cols,
+                Strides {
+                    rows: out_len,
+                    cols: 1,
+                },
+                bias.is_some(),
+                out_group,
+            );
+        }
+    }
+}
+
+/// Writes the im2col matrix of one group: row `c * K + kernel_offset`, column `output_pixel`.
+fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [pd, ph, pw] = p.pads;
+    let out_len = od * oh * ow;
+    let in_len = id * ih * iw;
+    let mut row = 0;
+    for channel in x.chunks_exact(in_len.max(1)).take(p.in_channels / p.groups) {
+        for a in 0..kd {
+            for b in 0..kh {
+                for c in 0..kw {
+                    let dst = &mut cols[row * out_len..][..out_len];
+                    let mut idx = 0;
+                    for z in 0..od {
+                        let zi = (z * sd + a * dd).wrapping_sub(pd);
+                        for y in 0..oh {
+                            let yi = (y * sh + b * dh).wrapping_sub(ph);
+                            let inside_zy = zi < id && yi < ih;
+                            let base = zi.wrapping_mul(ih).wrapping_add(yi).wrapping_mul(iw);
+                            for xo in 0..ow {
+                                let xi = (xo * sw + c * dw).wrapping_sub(pw);
+                                dst[idx] = if inside_zy && xi < iw {
+                                    channel[base + xi]
+                                } else {
+                                    0.0
+                                };
+                                idx += 1;
+                            }
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Direct 2-D convolution, the reference.
+    fn reference(p: &ConvParams, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+        let cin_g = p.in_channels / p.groups;
+        let cout_g = p.out_channels / p.groups;
+        let (ih, iw) = (p.input[0], p.input[1]);
+        let (oh, ow) = (p.output[0], p.output[1]);
+        let (kh, kw) = (p.kernel[0], p.kernel[1]);
+        let mut out = std::vec![0.0f32; p.batch * p.out_channels * oh * ow];
+        for n in 0..p.batch {
+            for m in 0..p.out_channels {
+                let g = m / cout_g;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut s = bias[m];
+                        for c in 0..cin_g {
+                            for a in 0..kh {
+                                for b in 0..kw {
+                                    let yi = (y * p.strides[0] + a * p.dilations[0]) as isize
+                                        - p.pads[0] as isize;
+                                    let xi = (xo * p.strides[1] + b * p.dilations[1]) as isize
+                                        - p.pads[1] as isize;
+                                    if yi >= 0
+                                        && xi >= 0
+                                        && (yi as usize) < ih
+                                        && (xi as usize) < iw
+                                    {
+                                        let xv = x[((n * p.in_channels + g * cin_g + c) * ih
+                                            + yi as usize)
+                                            * iw
+                                            + xi as usize];
+                                        let wv = w[((m * cin_g + c) * kh + a) * kw + b];
+                                        s += xv * wv;
+                                    }
+                                }
+                            }
+                        }
+                        out[((n * p.out_channels + m) * oh + y) * ow + xo] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn conv_matches_direct_reference() {
+        // (groups, cin, cout, in, kernel, stride, dilation, pad)
+        let cases = [
+            (1, 3, 4, 7, 3, 1, 1, 1),
+            (2, 4, 6, 6, 3, 2, 1, 0),
+            (3, 3, 3, 5, 3, 1, 2, 2),
+            (1, 5, 2, 4, 1, 1, 1, 0),
+        ];
+        for &(groups, cin, cout, size, k, s, d, pad) in &cases {
+            let out_size = (size + 2 * pad - d * (k - 1) - 1) / s + 1;
+            let p = ConvParams {
+                batch: 2,
+                in_channels: cin,
+                out_channels: cout,
+                groups,
+                input: [size, size, 1],
+                output: [out_size, out_size, 1],
+                kernel: [k, k, 1],
+                strides: [s, s, 1],
+                dilations: [d, d, 1],
+                pads: [pad, pad, 0],
+            };
+            let x: Vec<f32> = (0..2 * cin * size * size)
+                .map(|i| ((i * 7 % 17) as f32 - 8.0) * 0.125)
+                .collect();
+            let w: Vec<f32> = (0..cout * cin / groups * k * k)
+                .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.25)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.5).collect();
+            let want = reference(&p, &x, &w, &bias);
+            let mut out = std::vec![0.0; want.len()];
+            let mut scratch = std::vec![0.0; p.scratch_len()];
+            conv_f32(&p, &x, &w, Some(&bias), &mut out, &mut scratch);
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Elementwise kernels: unary maps and numpy-broadcasting n-ary zips.
+//!
+//! Broadcasting is described by strides: for each input, one stride per output axis, in
+//! elements, 0 on an axis the input broadcasts along. The compiler computes them as constants,
+//! so these kernels do no shape arithmetic beyond walking the output index.
+
+/// `out[i] = f(x[i])`. The slices have equal lengths (the compiler guarantees it).
+#[inline]
+pub fn map<T: Copy, U>(x: &[T], out: &mut [U], f: impl Fn(T) -> U) {
+    debug_assert_eq!(x.len(), out.len());
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
+    }
+}
+
+/// `out[i] = f(out[i])`, in place.
+#[inline]
+pub fn map_in_place<T: Copy>(out: &mut [T], f: impl Fn(T) -> T) {
+    for o in out.iter_mut() {
+        *o = f(*o);
+    }
+}
+
+/// Calls `f(out_index, offsets)` for every element of `out_shape`, in row-major order, where
+/// `offsets[k]` is the element offset into input `k` given its `strides[k]`.
+#[inline]
+pub fn for_each_index<const K: usize>(
+    out_shape: &[usize],
+    strides: [&[usize]; K],
+    mut f: impl FnMut(usize, [usize; K]),
+) {
+    let rank = out_shape.len();
+    if out_shape.contains(&0) {
+        return;
+    }
+    if rank == 0 {
+        f(0, [0; K]);
+        return;
+    }
+    let inner = out_shape[rank - 1];
+    let inner_strides: [usize; K] = core::array::from_fn(|k| strides[k][rank - 1]);
+    let outer: usize = out_shape[..rank - 1].iter().product();
+    // The odometer over the outer axes, at most 8 of them inline.
+    let mut index = [0usize; 16];
+    assert!(rank <= 16, "broadcast of rank {rank} exceeds 16");
+    let mut base = [0usize; K];
+    let mut out_index = 0;
+    for _ in 0..outer {
+        let mut offsets = base;
+        for _ in 0..inner {
+            f(out_index, offsets);
+            out_index += 1;
+            for k in 0..K {
+                offsets[k] += inner_strides[k];
+            }
+        }
+        // Advance the odometer over axes rank-2 down to 0.
+        let mut axis = rank - 1;
+        while axis > 0 {
+            axis -= 1;
+            index[axis] += 1;
+            for k in 0..K {
+                base[k] += strides[k][axis];
+            }
+            if index[axis] < out_shape[axis] {
+                break;
+            }
+            for k in 0..K {
+                base[k] -= strides[k][axis] * out_shape[axis];
+            }
+            index[axis] = 0;
+        }
+    }
+}
+
+/// `out = f(a, b)` with numpy broadcasting (see the module docs for the stride convention).
+#[inline]
+pub fn zip<A: Copy, B: Copy, O>(
+    a: &[A],
+    a_strides: &[usize],
+    b: &[B],
+    b_strides: &[usize],
+    out: &mut [O],
+    out_shape: &[usize],
+    f: impl Fn(A, B) -> O,
+) {
+    let n = out.len();
+    if a.len() == n && b.len() == n {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    } else if a.len() == n && b.len() == 1 {
+        let y = b[0];
+        for (o, &x) in out.iter_mut().zip(a) {
+            *o = f(x, y);
+        }
+    } else if a.len() == 1 && b.len() == n {
+        let x = a[0];
+        for (o, &y) in out.iter_mut().zip(b) {
+            *o = f(x, y);
+        }
+    } else {
+        for_each_index(out_shape, [a_strides, b_strides], |i, [ia, ib]| {
+            out[i] = f(a[ia], b[ib]);
+        });
+    }
+}
+
+/// `out = f(out, b)` in place, `b` broadcast to `out`'s shape: the step that folds the third
+/// and later inputs of a variadic op (Sum, Max, ...) into the output.
+#[inline]
+pub fn zip_assign<T: Copy, B: Copy>(
+    out: &mut [T],
+    out_shape: &[usize],
+    b: &[B],
+    b_strides: &[usize],
+    f: impl Fn(T, B) -> T,
+) {
+    if b.len() == out.len() {
+        for (o, &y) in out.iter_mut().zip(b) {
+            *o = f(*o, y);
+        }
+    } else {
+        for_each_index(out_shape, [b_strides], |i, [ib]| {
+            out[i] = f(out[i], b[ib]);
+        });
+    }
+}
+
+/// `out = f(a, b, c)` with numpy broadcasting (Where, Clip with tensor bounds, ...).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "three strided inputs, one output and the function"
+)]
+#[inline]
+pub fn zip3<A: Copy, B: Copy, C: Copy, O>(
+    a: &[A],
+    a_strides: &[usize],
+    b: &[B],
+    b_strides: &[usize],
+    c: &[C],
+    c_strides: &[usize],
+    out: &mut [O],
+    out_shape: &[usize],
+    f: impl Fn(A, B, C) -> O,
+) {
+    for_each_index(
+        out_shape,
+        [a_strides, b_strides, c_strides],
+        |i, [ia, ib, ic]| {
+            out[i] = f(a[ia], b[ib], c[ic]);
+        },
+    );
+}
+
+/// Copies `src` into `out`, broadcast to `out_shape` (Expand, and graph outputs that alias a
+/// broadcast value).
+#[inline]
+pub fn broadcast_copy<T: Copy>(
+    src: &[T],
+    src_strides: &[usize],
+    out: &mut [T],
+    out_shape: &[usize],
+) {
+    if src.len() == out.len() {
+        out.copy_from_slice(src);
+    } else {
+        for_each_index(out_shape, [src_strides], |i, [is]| out[i] = src[is]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_broadcasts_rows_and_columns() {
+        // a: [2, 1] = [1, 2]; b: [3] = [10, 20, 30]; out: [2, 3].
+        let a = [1.0f32, 2.0];
+        let b = [10.0f32, 20.0, 30.0];
+        let mut out = [0.0f32; 6];
+        zip(&a, &[1, 0], &b, &[0, 1], &mut out, &[2, 3], |x, y| x + y);
+        assert_eq!(out, [11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+    }
+
+    #[test]
+    fn odometer_covers_rank_three() {
+        let shape = [2, 3, 2];
+        let strides = [6, 2, 1];
+        let mut seen = std::vec::Vec::new();
+        for_each_index(&shape, [&strides[..]], |i, [o]| seen.push((i, o)));
+        assert_eq!(seen.len(), 12);
+        assert!(seen.iter().all(|&(i, o)| i == o));
+        // Broadcast along the middle axis.
+        let mut offsets = std::vec::Vec::new();
+        for_each_index(&shape, [&[2usize, 0, 1][..]], |_, [o]| offsets.push(o));
+        assert_eq!(offsets, [0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3]);
+    }
+
+    #[test]
+    fn empty_and_scalar_shapes() {
+        let mut out: [f32; 0] = [];
+        zip(
+            &[1.0f32],
+            &[0],
+            &[],
+            &[1],
+            &mut out,
+            &[0],
+            |x: f32, y: f32| x + y,
+        );
+        let mut scalar = [0i64];
+        zip3(
+            &[1u8],
+            &[],
+            &[5i64],
+            &[],
+            &[7i64],
+            &[],
+            &mut scalar,
+            &[],
+            |c, x, y| if c != 0 { x } else { y },
+        );
+        assert_eq!(scalar, [5]);
+    }
+}

@@ -1,0 +1,46 @@
+//! The error type of generated `run_slices` functions.
+
+use core::fmt;
+
+/// What a generated model's slice API rejects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// An input slice does not have the element count the model was compiled for.
+    InputLength {
+        /// The ONNX name of the graph input.
+        input: &'static str,
+        /// Elements the compiled model expects (the product of the input's bound shape).
+        expected: usize,
+        /// Elements that were passed.
+        found: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InputLength {
+                input,
+                expected,
+                found,
+            } => write!(
+                f,
+                "input `{input}` has {found} elements, expected {expected}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Checks a slice's length and views it as a fixed-size array reference.
+pub fn check_input<'a, T, const N: usize>(
+    input: &'static str,
+    values: &'a [T],
+) -> Result<&'a [T; N], Error> {
+    values.try_into().map_err(|_| Error::InputLength {
+        input,
+        expected: N,
+        found: values.len(),
+    })
+}

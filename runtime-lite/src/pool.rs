@@ -1,0 +1,157 @@
+//! Pooling over 1 to 3 spatial dimensions: max, average, and the global variants.
+
+/// The geometry of one pooling window sweep; spatial arrays as in
+/// [`ConvParams`](crate::conv::ConvParams) (unused trailing axes are 1 with zero padding).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolParams {
+    /// N x C: the planes pooled independently.
+    pub planes: usize,
+    /// Input spatial sizes.
+    pub input: [usize; 3],
+    /// Output spatial sizes.
+    pub output: [usize; 3],
+    /// Window sizes.
+    pub kernel: [usize; 3],
+    /// Strides.
+    pub strides: [usize; 3],
+    /// Dilations.
+    pub dilations: [usize; 3],
+    /// Padding before each axis.
+    pub pads_begin: [usize; 3],
+    /// Padding after each axis (only the average's `count_include_pad` divisor reads it).
+    pub pads_end: [usize; 3],
+}
+
+/// What a window reduces to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The maximum of the input pixels in the window (padding never wins).
+    Max,
+    /// The mean of the input pixels in the window.
+    Average,
+    /// The sum of the input pixels divided by the window's size within the padded input.
+    AverageIncludePad,
+}
+
+/// Pools `x: [planes, *input]` into `out: [planes, *output]`.
+pub fn pool_f32(p: &PoolParams, kind: PoolKind, x: &[f32], out: &mut [f32]) {
+    let in_len: usize = p.input.iter().product();
+    let out_len: usize = p.output.iter().product();
+    assert!(
+        x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+        "pool buffers too short"
+    );
+    for plane in 0..p.planes {
+        let src = &x[plane * in_len..][..in_len];
+        let dst = &mut out[plane * out_len..][..out_len];
+        let mut idx = 0;
+        for z in 0..p.output[0] {
+            for y in 0..p.output[1] {
+                for xo in 0..p.output[2] {
+                    dst[idx] = window(p, kind, src, [z, y, xo]);
+                    idx += 1;
+                }
+            }
+        }
+    }
+}
+
+fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
+    let mut acc = if kind == PoolKind::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
+    let mut valid = 0usize;
+    let mut padded = 0usize;
+    for a in 0..p.kernel[0] {
+        let zp = o[0] * p.strides[0] + a * p.dilations[0];
+        if zp >= p.input[0] + p.pads_begin[0] + p.pads_end[0] {
+            continue;
+        }
+        for b in 0..p.kernel[1] {
+            let yp = o[1] * p.strides[1] + b * p.dilations[1];
+            if yp >= p.input[1] + p.pads_begin[1] + p.pads_end[1] {
+                continue;
+            }
+            for c in 0..p.kernel[2] {
+                let xp = o[2] * p.strides[2] + c * p.dilations[2];
+                if xp >= p.input[2] + p.pads_begin[2] + p.pads_end[2] {
+                    continue;
+                }
+                padded += 1;
+                let (zi, yi, xi) = (
+                    zp.wrapping_sub(p.pads_begin[0]),
+                    yp.wrapping_sub(p.pads_begin[1]),
+                    xp.wrapping_sub(p.pads_begin[2]),
+                );
+                if zi < p.input[0] && yi < p.input[1] && xi < p.input[2] {
+                    let v = src[(zi * p.input[1] + yi) * p.input[2] + xi];
+                    valid += 1;
+                    acc = match kind {
+                        // NaN propagates, as in ONNX Runtime's max pooling.
+                        PoolKind::Max => {
+                            if v > acc || v.is_nan() {
+                                v
+                            } else {
+                                acc
+                            }
+                        }
+                        _ => acc + v,
+                    };
+                }
+            }
+        }
+    }
+    match kind {
+        PoolKind::Max => acc,
+        PoolKind::Average => acc / valid as f32,
+        PoolKind::AverageIncludePad => acc / padded as f32,
+    }
+}
+
+/// Global average pooling: `out[plane] = mean(x[plane, ..])`.
+pub fn global_average_f32(x: &[f32], out: &mut [f32], spatial: usize) {
+    for (o, plane) in out.iter_mut().zip(x.chunks_exact(spatial.max(1))) {
+        *o = plane.iter().sum::<f32>() / spatial as f32;
+    }
+}
+
+/// Global max pooling: `out[plane] = max(x[plane, ..])`.
+pub fn global_max_f32(x: &[f32], out: &mut [f32], spatial: usize) {
+    for (o, plane) in out.iter_mut().zip(x.chunks_exact(spatial.max(1))) {
+        *o = plane.iter().fold(
+            f32::NEG_INFINITY,
+            |m, &v| if v > m || v.is_nan() { v } else { m },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_and_average_with_padding() {
+        // 1 plane, 3x3 input, 2x2 window, stride 1, pad 1 begin/end -> 4x4 output.
+        let p = PoolParams {
+            planes: 1,
+            input: [1, 3, 3],
+            output: [1, 4, 4],
+            kernel: [1, 2, 2],
+            strides: [1, 1, 1],
+            dilations: [1, 1, 1],
+            pads_begin: [0, 1, 1],
+            pads_end: [0, 1, 1],
+        };
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        let mut out = [0.0; 16];
+        pool_f32(&p, PoolKind::Max, &x, &mut out);
+        assert_eq!(out[..4], [1.0, 2.0, 3.0, 3.0]);
+        pool_f32(&p, PoolKind::Average, &x, &mut out);
+        assert_eq!(out[5], 3.0);
+        assert_eq!(out[0], 1.0);
+        pool_f32(&p, PoolKind::AverageIncludePad, &x, &mut out);
+        assert_eq!(out[0], 0.25);
+    }
+}

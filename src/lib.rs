@@ -1,0 +1,1 @@
+//! End-to-end tests and examples for sinter (not published).
