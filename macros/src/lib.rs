@@ -1,14 +1,141 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! `include_onnx!`: compiles an ONNX model into a Rust module while the crate compiles.
+//!
+//! ```text
+//! sinter_rt::include_onnx!("models/mlp.onnx", dims(N = 1));
+//! let mut model = mlp::Model::new();
+//! let probs = model.run(&input);
+//! ```
+//!
+//! Arguments: the model path (relative to the crate's `CARGO_MANIFEST_DIR`), then optionally
+//! `dims(NAME = VALUE, ...)` (a name that is not an identifier, such as `"x.0"`, is written as
+//! a string), `opt_level = N` (0 to 3) and `name = ident` (the module's name; default: the
+//! file stem). Errors from the compiler point at the path literal.
+#![forbid(unsafe_code)]
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::{Parse, ParseStream};
+use syn::{Ident, LitInt, LitStr, Token};
+
+/// Compiles an ONNX model into a module: `include_onnx!("model.onnx", dims(N = 1))`.
+///
+/// See the crate docs for the arguments.
+#[proc_macro]
+pub fn include_onnx(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    expand(input.into(), std::path::Path::new(&manifest_dir)).into()
+}
+
+/// The parsed arguments.
+struct Args {
+    path: LitStr,
+    dims: Vec<(String, usize)>,
+    opt_level: Option<(u8, Span)>,
+    name: Option<Ident>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let path: LitStr = input.parse()?;
+        let mut args = Args {
+            path,
+            dims: Vec::new(),
+            opt_level: None,
+            name: None,
+        };
+        while input.peek(Token![,]) {
+            input.parse::<Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            let key: Ident = input.parse()?;
+            match key.to_string().as_str() {
+                "dims" => {
+                    let content;
+                    syn::parenthesized!(content in input);
+                    while !content.is_empty() {
+                        let name = if content.peek(LitStr) {
+                            content.parse::<LitStr>()?.value()
+                        } else {
+                            content.parse::<Ident>()?.to_string()
+                        };
+                        content.parse::<Token![=]>()?;
+                        let value: LitInt = content.parse()?;
+                        args.dims.push((name, value.base10_parse()?));
+                        if !content.is_empty() {
+                            content.parse::<Token![,]>()?;
+                        }
+                    }
+                }
+                "opt_level" => {
+                    input.parse::<Token![=]>()?;
+                    let value: LitInt = input.parse()?;
+                    args.opt_level = Some((value.base10_parse()?, value.span()));
+                }
+                "name" => {
+                    input.parse::<Token![=]>()?;
+                    args.name = Some(input.parse()?);
+                }
+                other => {
+                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), opt_level = N or name = ident")))
+                }
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Expands the macro for arguments `input`, resolving the path against `manifest_dir`.
+fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
+    let args = match syn::parse2::<Args>(input) {
+        Ok(args) => args,
+        Err(e) => return e.to_compile_error(),
+    };
+    let path = manifest_dir.join(args.path.value());
+    let mut builder = sinter::Builder::new(&path)
+        .dims(args.dims)
+        .track_model(true);
+    if let Some((level, span)) = args.opt_level {
+        match sinter::OptLevel::from_number(level) {
+            Some(level) => builder = builder.opt_level(level),
+            None => return syn::Error::new(span, "opt_level is 0 to 3").to_compile_error(),
+        }
+    }
+    if let Some(name) = &args.name {
+        builder = builder.module_name(name.to_string());
+    }
+    match builder.tokens() {
+        Ok(tokens) => tokens,
+        Err(e) => syn::Error::new(args.path.span(), format!("sinter: {}: {e}", path.display()))
+            .to_compile_error(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quote::quote;
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn bad_arguments_are_compile_errors() {
+        let out = expand(quote!("m.onnx", shapes(N = 1)), std::path::Path::new("."));
+        assert!(
+            out.to_string().contains("unknown argument `shapes`"),
+            "{out}"
+        );
+        let out = expand(quote!(42), std::path::Path::new("."));
+        assert!(out.to_string().contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn missing_model_names_the_path() {
+        let out = expand(
+            quote!("no/such/model.onnx", dims(N = 1)),
+            std::path::Path::new("/nowhere"),
+        );
+        let text = out.to_string();
+        assert!(
+            text.contains("compile_error") && text.contains("no/such/model.onnx"),
+            "{text}"
+        );
     }
 }

@@ -165,6 +165,20 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
     })();
     case.outcome = match result {
         Ok(outcome) => outcome,
+        Err(CompileError {
+            kind: ErrorKind::UnsupportedOps(list),
+            ..
+        }) => Some(Outcome::Unsupported(
+            list.iter()
+                .map(|u| {
+                    format!(
+                        "op {} (opset {}) at {}: {}",
+                        u.node.op_type, u.opset, u.node, u.reason
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
         Err(e) if e.is_unsupported() => Some(Outcome::Unsupported(one_line(&e.to_string()))),
         Err(e) => Some(Outcome::Fail(format!(
             "compile error: {}",

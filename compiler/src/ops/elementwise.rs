@@ -255,7 +255,8 @@ impl OpDef for Clip {
         let (i0, o0) = (names.input(0), names.output(0));
         Ok(quote! {
             let (lo, hi): (f32, f32) = (#lo, #hi);
-            ::sinter_rt::elementwise::map(#i0, #o0, |x: f32| if x < lo { lo } else if x > hi { hi } else { x });
+            // min(max(x, lo), hi): when lo > hi every element becomes hi, as the spec says.
+            ::sinter_rt::elementwise::map(#i0, #o0, |x: f32| { let v = if x < lo { lo } else { x }; if v > hi { hi } else { v } });
         })
     }
 }
