@@ -23,6 +23,7 @@ pub mod elem;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;
+pub mod half;
 pub mod math;
 pub mod norm;
 pub mod pool;
