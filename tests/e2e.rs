@@ -1,0 +1,81 @@
+//! The bundled models through all three doors, against ONNX Runtime's reference outputs.
+
+use std::path::Path;
+
+sinter_rt::include_onnx!("tests/data/tiny_mlp/model.onnx", dims(N = 2));
+sinter_rt::include_onnx!("tests/data/tiny_cnn/model.onnx", name = tiny_cnn_macro);
+
+fn reference(case: &str, file: &str) -> Vec<f32> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(case)
+        .join("test_data_set_0")
+        .join(file);
+    let (_, tensor) = sinter::onnx::read_tensor_file(&path).expect("reference tensor");
+    tensor.as_f32().expect("float32 tensor")
+}
+
+/// numpy's `allclose` with the README's tolerances for these models.
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 + 1e-3 * w.abs(),
+            "element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn mlp_through_the_macro_matches_reference() {
+    let input = reference("tiny_mlp", "input_0.pb");
+    let mut model = tiny_mlp::Model::new();
+    let probs = model.run(input.as_slice().try_into().expect("2 x 64 inputs"));
+    assert_close(&probs, &reference("tiny_mlp", "output_0.pb"));
+    // Running again gives the same answer: no state leaks between runs.
+    let again = model.run_slices(&input).expect("right length");
+    assert_eq!(probs, again);
+}
+
+#[test]
+fn cnn_through_macro_and_build_rs_match_reference() {
+    let input = reference("tiny_cnn", "input_0.pb");
+    let want = reference("tiny_cnn", "output_0.pb");
+    let mut from_macro = tiny_cnn_macro::Model::new();
+    assert_close(&from_macro.run_slices(&input).expect("right length"), &want);
+    let mut from_build_rs = sinter_examples::tiny_cnn::Model::new();
+    assert_close(
+        &from_build_rs.run_slices(&input).expect("right length"),
+        &want,
+    );
+}
+
+#[test]
+fn wrong_input_lengths_are_errors() {
+    let mut model = tiny_mlp::Model::new();
+    for len in [0, 127, 129, 1000] {
+        let input = vec![0.0f32; len];
+        let err = model.run_slices(&input).expect_err("wrong length");
+        assert_eq!(
+            err,
+            sinter_rt::Error::InputLength {
+                input: "x",
+                expected: 128,
+                found: len
+            }
+        );
+    }
+    let mut cnn = sinter_examples::tiny_cnn::Model::new();
+    assert!(cnn.run_slices(&[1.0; 5]).is_err());
+}
+
+#[test]
+fn sizes_are_published_as_constants() {
+    // The constants a firmware author sizes memory from are the compiler's plan.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_mlp/model.onnx");
+    let compiled = sinter::Builder::new(model).dim("N", 2).compile().expect("compiles");
+    assert_eq!(tiny_mlp::Model::ARENA_BYTES, compiled.plan.arena_bytes);
+    assert_eq!(tiny_mlp::Model::WEIGHTS_BYTES, compiled.plan.weights.len());
+    let params: usize = compiled.graph.values.iter().filter_map(|v| v.constant.as_ref()).map(|t| t.bytes.len()).sum();
+    assert!(compiled.plan.weights.len() >= params, "every weight is in the blob");
+}
