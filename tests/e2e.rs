@@ -73,9 +73,21 @@ fn wrong_input_lengths_are_errors() {
 fn sizes_are_published_as_constants() {
     // The constants a firmware author sizes memory from are the compiler's plan.
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_mlp/model.onnx");
-    let compiled = sinter::Builder::new(model).dim("N", 2).compile().expect("compiles");
+    let compiled = sinter::Builder::new(model)
+        .dim("N", 2)
+        .compile()
+        .expect("compiles");
     assert_eq!(tiny_mlp::Model::ARENA_BYTES, compiled.plan.arena_bytes);
     assert_eq!(tiny_mlp::Model::WEIGHTS_BYTES, compiled.plan.weights.len());
-    let params: usize = compiled.graph.values.iter().filter_map(|v| v.constant.as_ref()).map(|t| t.bytes.len()).sum();
-    assert!(compiled.plan.weights.len() >= params, "every weight is in the blob");
+    let params: usize = compiled
+        .graph
+        .values
+        .iter()
+        .filter_map(|v| v.constant.as_ref())
+        .map(|t| t.bytes.len())
+        .sum();
+    assert!(
+        compiled.plan.weights.len() >= params,
+        "every weight is in the blob"
+    );
 }
