@@ -212,7 +212,39 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 #body
             }
         });
-        node_calls.push(quote!(#fn_name(#(#args),*);));
+        let call = quote!(#fn_name(#(#args),*););
+        if node.guards.is_empty() {
+            node_calls.push(call);
+        } else {
+            let mut conditions = Vec::new();
+            for &(cond, polarity) in &node.guards {
+                let slice = match plan.locations[cond.index()] {
+                    Some(Location::Arena(offset)) => {
+                        let offset = lit(offset);
+                        quote!(self.arena.get::<u8>(#offset, 1))
+                    }
+                    Some(Location::Weights(offset)) => {
+                        uses_weights = true;
+                        let offset = lit(offset);
+                        quote!(WEIGHTS.get::<u8>(#offset, 1))
+                    }
+                    Some(Location::Input(k)) => {
+                        let ident = &inputs[k].ident;
+                        quote!(#ident)
+                    }
+                    None => {
+                        return Err(CompileError::shape("internal: guard has no location")
+                            .at(node.node_ref()))
+                    }
+                };
+                conditions.push(if polarity {
+                    quote!(#slice[0] != 0)
+                } else {
+                    quote!(#slice[0] == 0)
+                });
+            }
+            node_calls.push(quote!(if #(#conditions)&&* { #call }));
+        }
     }
 
     // Inputs as slices for the node functions (booleans as bytes).

@@ -87,6 +87,10 @@ pub struct Node {
     pub attributes: Vec<AttributeProto>,
     /// The parsed op, once resolved.
     pub op: Option<Op>,
+    /// Conditions under which the node runs (all must hold): a boolean scalar value and the
+    /// polarity it must have. Set on the nodes of both branches of an `If` whose condition is
+    /// only known at run time.
+    pub guards: Vec<(ValueId, bool)>,
 }
 
 impl Node {
@@ -119,6 +123,14 @@ pub struct Graph {
     pub outputs: Vec<ValueId>,
     /// The `ai.onnx` opset version.
     pub opset: i64,
+    /// Every opset the model imports, by domain (`""` for `ai.onnx`).
+    pub opsets: std::collections::BTreeMap<String, i64>,
+    /// The domains of the model's local functions.
+    pub function_domains: Vec<String>,
+    /// Value names to ids; subgraphs imported later (If branches) resolve outer names here.
+    pub names: std::collections::HashMap<String, ValueId>,
+    /// Where the model file is, for external data of subgraph initializers.
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 impl Graph {

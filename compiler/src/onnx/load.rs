@@ -6,9 +6,9 @@ use std::path::Path;
 
 use prost::Message;
 
-use super::proto::{type_proto, ModelProto, ValueInfoProto};
+use super::proto::{type_proto, GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use super::tensor::tensor_from_proto;
-use crate::error::{CompileError, ErrorKind, Result};
+use crate::error::{CompileError, ErrorKind, NodeRef, Result};
 use crate::ir::{DType, Dim, Graph, Node, Value, ValueId};
 
 /// Op domains the compiler knows by name. Nodes in other domains are an
@@ -67,37 +67,22 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
         };
         opsets.insert(domain.to_string(), import.version());
     }
-    let local_functions: Vec<&str> = model.functions.iter().map(|f| f.domain()).collect();
-
     let mut graph = Graph {
         name: name.to_string(),
         opset: opsets.get("").copied().unwrap_or(0),
+        opsets,
+        function_domains: model
+            .functions
+            .iter()
+            .map(|f| f.domain().to_string())
+            .collect(),
+        model_dir: model_dir.map(Path::to_path_buf),
         ..Graph::default()
     };
-    let mut by_name: HashMap<String, ValueId> = HashMap::new();
 
-    for init in &proto.initializer {
-        let tensor = tensor_from_proto(init, model_dir)?;
-        let id = graph.add_value(Value {
-            name: init.name().to_string(),
-            dtype: Some(tensor.dtype),
-            shape: Some(tensor.shape.clone()),
-            declared: None,
-            constant: Some(tensor),
-        });
-        if by_name.insert(init.name().to_string(), id).is_some() {
-            return Err(CompileError::malformed(format!(
-                "initializer \"{}\" is defined twice",
-                init.name()
-            )));
-        }
-    }
-    if !proto.sparse_initializer.is_empty() {
-        return Err(CompileError::unsupported("sparse initializers"));
-    }
-
+    import_initializers(&mut graph, proto, false)?;
     for input in &proto.input {
-        if by_name.contains_key(input.name()) {
+        if graph.names.contains_key(input.name()) {
             // A graph input with an initializer of the same name: the initializer is its value.
             continue;
         }
@@ -109,30 +94,124 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
             declared: Some(declared),
             constant: None,
         });
-        by_name.insert(input.name().to_string(), id);
+        graph.names.insert(input.name().to_string(), id);
         graph.inputs.push(id);
     }
+    graph.nodes = import_nodes(&mut graph, &proto.node, false)?;
+    for output in &proto.output {
+        let id = graph.names.get(output.name()).copied().ok_or_else(|| {
+            CompileError::new(ErrorKind::DanglingName {
+                name: output.name().to_string(),
+            })
+        })?;
+        graph.outputs.push(id);
+    }
+    if graph.outputs.is_empty() {
+        return Err(CompileError::malformed("the graph has no outputs"));
+    }
+    Ok(graph)
+}
 
-    // Create every node output first, so that inputs may name values produced later in the
-    // file (the order is fixed below).
-    let mut nodes = Vec::with_capacity(proto.node.len());
-    for (index, node) in proto.node.iter().enumerate() {
+/// Imports a subgraph (an `If` branch) into `graph`: its initializers become constants, its
+/// nodes are returned in topological order (names resolve to the subgraph's own values first,
+/// then to the enclosing graph's), and its outputs are returned as value ids. The subgraph
+/// may not have inputs.
+pub fn import_subgraph(graph: &mut Graph, proto: &GraphProto) -> Result<(Vec<Node>, Vec<ValueId>)> {
+    if !proto.input.is_empty() {
+        return Err(CompileError::unsupported(format!(
+            "subgraph \"{}\" with inputs",
+            proto.name()
+        )));
+    }
+    import_initializers(graph, proto, true)?;
+    let nodes = import_nodes(graph, &proto.node, true)?;
+    let outputs = proto
+        .output
+        .iter()
+        .map(|o| {
+            graph.names.get(o.name()).copied().ok_or_else(|| {
+                CompileError::new(ErrorKind::DanglingName {
+                    name: o.name().to_string(),
+                })
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((nodes, outputs))
+}
+
+fn import_initializers(graph: &mut Graph, proto: &GraphProto, shadowing: bool) -> Result<()> {
+    for init in &proto.initializer {
+        let tensor = tensor_from_proto(init, graph.model_dir.as_deref())?;
+        let id = graph.add_value(Value {
+            name: init.name().to_string(),
+            dtype: Some(tensor.dtype),
+            shape: Some(tensor.shape.clone()),
+            declared: None,
+            constant: Some(tensor),
+        });
+        if graph.names.insert(init.name().to_string(), id).is_some() && !shadowing {
+            return Err(CompileError::malformed(format!(
+                "initializer \"{}\" is defined twice",
+                init.name()
+            )));
+        }
+    }
+    if !proto.sparse_initializer.is_empty() {
+        return Err(CompileError::unsupported("sparse initializers"));
+    }
+    Ok(())
+}
+
+/// Creates the nodes' output values and resolves their inputs by name; returns the nodes in
+/// topological order. With `shadowing` (subgraphs), a name may redefine an outer one.
+fn import_nodes(graph: &mut Graph, protos: &[NodeProto], shadowing: bool) -> Result<Vec<Node>> {
+    let mut local: HashMap<String, ValueId> = HashMap::new();
+    let mut nodes = Vec::with_capacity(protos.len());
+    for node in protos {
+        let index = graph.nodes.len() + nodes.len();
         let node_name = if node.name().is_empty() {
             format!("#{index}")
         } else {
             node.name().to_string()
         };
+        let node_ref = || NodeRef {
+            name: node_name.clone(),
+            op_type: node.op_type().to_string(),
+        };
         let domain = match node.domain() {
             "ai.onnx" => "",
             d => d,
         };
+        let is_local_function = graph.function_domains.iter().any(|d| d == domain);
+        let opset = match graph.opsets.get(domain) {
+            Some(&v) => v,
+            None if is_local_function => 1,
+            None => {
+                let kind = if KNOWN_DOMAINS.contains(&domain) {
+                    ErrorKind::Malformed(format!(
+                        "the model does not import an opset for domain \"{domain}\""
+                    ))
+                } else {
+                    ErrorKind::UnknownDomain {
+                        domain: domain.to_string(),
+                    }
+                };
+                return Err(CompileError::new(kind).at(node_ref()));
+            }
+        };
+        if !KNOWN_DOMAINS.contains(&domain) && !is_local_function {
+            return Err(CompileError::new(ErrorKind::UnknownDomain {
+                domain: domain.to_string(),
+            })
+            .at(node_ref()));
+        }
         let mut outputs = Vec::with_capacity(node.output.len());
         for output in &node.output {
             if output.is_empty() {
                 outputs.push(None);
                 continue;
             }
-            if by_name.contains_key(output) {
+            if local.contains_key(output) {
                 return Err(CompileError::malformed(format!(
                     "tensor \"{output}\" is defined twice (again by node \"{node_name}\")"
                 )));
@@ -144,36 +223,8 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
                 declared: None,
                 constant: None,
             });
-            by_name.insert(output.clone(), id);
+            local.insert(output.clone(), id);
             outputs.push(Some(id));
-        }
-        let opset = match opsets.get(domain) {
-            Some(&v) => v,
-            None if local_functions.contains(&domain) => 1,
-            None => {
-                let kind = if KNOWN_DOMAINS.contains(&domain) {
-                    ErrorKind::Malformed(format!(
-                        "the model does not import an opset for domain \"{domain}\""
-                    ))
-                } else {
-                    ErrorKind::UnknownDomain {
-                        domain: domain.to_string(),
-                    }
-                };
-                return Err(CompileError::new(kind).at(crate::error::NodeRef {
-                    name: node_name,
-                    op_type: node.op_type().to_string(),
-                }));
-            }
-        };
-        if !KNOWN_DOMAINS.contains(&domain) && !local_functions.contains(&domain) {
-            return Err(CompileError::new(ErrorKind::UnknownDomain {
-                domain: domain.to_string(),
-            })
-            .at(crate::error::NodeRef {
-                name: node_name,
-                op_type: node.op_type().to_string(),
-            }));
         }
         nodes.push(Node {
             name: node_name,
@@ -184,15 +235,29 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
             outputs,
             attributes: node.attribute.clone(),
             op: None,
+            guards: Vec::new(),
         });
     }
-    for (node, proto_node) in nodes.iter_mut().zip(&proto.node) {
+    for (name, id) in &local {
+        if graph.names.insert(name.clone(), *id).is_some() && !shadowing {
+            let node = nodes
+                .iter()
+                .find(|n| n.outputs.contains(&Some(*id)))
+                .map(Node::node_ref);
+            let err = CompileError::malformed(format!("tensor \"{name}\" is defined twice"));
+            return Err(match node {
+                Some(n) => err.at(n),
+                None => err,
+            });
+        }
+    }
+    for (node, proto_node) in nodes.iter_mut().zip(protos) {
         for input in &proto_node.input {
             if input.is_empty() {
                 node.inputs.push(None);
                 continue;
             }
-            let id = by_name.get(input).copied().ok_or_else(|| {
+            let id = graph.names.get(input).copied().ok_or_else(|| {
                 CompileError::new(ErrorKind::DanglingName {
                     name: input.clone(),
                 })
@@ -201,20 +266,7 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
             node.inputs.push(Some(id));
         }
     }
-    graph.nodes = topological_order(nodes, graph.values.len())?;
-
-    for output in &proto.output {
-        let id = by_name.get(output.name()).copied().ok_or_else(|| {
-            CompileError::new(ErrorKind::DanglingName {
-                name: output.name().to_string(),
-            })
-        })?;
-        graph.outputs.push(id);
-    }
-    if graph.outputs.is_empty() {
-        return Err(CompileError::malformed("the graph has no outputs"));
-    }
-    Ok(graph)
+    topological_order(nodes, graph.values.len())
 }
 
 /// The element type and declared dims of a graph input.

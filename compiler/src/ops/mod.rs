@@ -9,6 +9,7 @@ use crate::error::{CompileError, Result};
 use crate::ir::{DType, Node, Tensor};
 use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
+pub mod control;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
@@ -306,6 +307,8 @@ ops! {
     Transpose(movement::Transpose) => ["Transpose"];
     Concat(movement::Concat) => ["Concat"];
     Constant(movement::Constant) => ["Constant"];
+    If(control::If) => ["If"];
+    IfSelect(control::IfSelect) => ["sinter::IfSelect"];
 }
 
 // ---- shared helpers for the family files ----

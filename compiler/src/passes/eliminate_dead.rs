@@ -14,7 +14,12 @@ pub fn eliminate_dead(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     for (i, node) in graph.nodes.iter().enumerate().rev() {
         if node.outputs.iter().flatten().any(|o| live[o.index()]) {
             keep[i] = true;
-            for input in node.inputs.iter().flatten() {
+            for input in node
+                .inputs
+                .iter()
+                .flatten()
+                .chain(node.guards.iter().map(|(g, _)| g))
+            {
                 live[input.index()] = true;
             }
         }

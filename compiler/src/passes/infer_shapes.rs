@@ -1,10 +1,16 @@
 //! Infers every value's type and shape in topological order, and folds nodes whose inputs
 //! are all constant (Constant nodes, shape arithmetic) into constant values, removing them.
 
+use std::collections::VecDeque;
+
 use super::PassCx;
-use crate::error::{CompileError, Result};
-use crate::ir::{Graph, Node, Value};
-use crate::ops::{OpCx, Operand};
+use crate::error::{CompileError, ErrorKind, Result, Unsupported};
+use crate::ir::{DType, Graph, Node, Value, ValueId};
+use crate::onnx::import_subgraph;
+use crate::onnx::proto::GraphProto;
+use crate::ops::control::{If, IfSelect};
+use crate::ops::movement::{Reshape, ReshapeKind};
+use crate::ops::{self, NodeCx, Op, OpCx, Operand};
 
 /// Builds the hooks' view of a node's operands.
 pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<OpCx<'a>> {
@@ -37,15 +43,23 @@ pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<Op
     Ok(OpCx { inputs, outputs })
 }
 
-/// Infers shapes and folds constant nodes.
+/// Infers shapes and folds constant nodes; expands `If` nodes (see [`crate::ops::control`]).
 pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
-    let nodes = std::mem::take(&mut graph.nodes);
-    let mut kept = Vec::with_capacity(nodes.len());
-    for node in nodes {
+    let mut work: VecDeque<Node> = std::mem::take(&mut graph.nodes).into();
+    let mut kept = Vec::with_capacity(work.len());
+    while let Some(node) = work.pop_front() {
         let op = node
             .op
             .as_ref()
             .ok_or_else(|| CompileError::shape("internal: op not resolved").at(node.node_ref()))?;
+        if let Op::If(branches) = op {
+            let expanded =
+                expand_if(&mut graph, &node, branches).map_err(|e| e.at(node.node_ref()))?;
+            for n in expanded.into_iter().rev() {
+                work.push_front(n);
+            }
+            continue;
+        }
         let cx = op_cx(&graph, &node, false).map_err(|e| e.at(node.node_ref()))?;
         let types = op.infer(&cx).map_err(|e| e.at(node.node_ref()))?;
         let needed = node
@@ -82,4 +96,135 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     }
     graph.nodes = kept;
     Ok(graph)
+}
+
+/// Imports a branch and resolves its ops; every node inherits `guards`.
+fn import_branch(
+    graph: &mut Graph,
+    proto: &GraphProto,
+    guards: &[(ValueId, bool)],
+) -> Result<(Vec<Node>, Vec<ValueId>)> {
+    let (mut nodes, outputs) = import_subgraph(graph, proto)?;
+    let mut unsupported = Vec::new();
+    for node in &mut nodes {
+        match ops::parse(&NodeCx { node }) {
+            Some(Ok(op)) => node.op = Some(op),
+            Some(Err(e)) if e.is_unsupported() => unsupported.push(Unsupported {
+                node: node.node_ref(),
+                opset: node.opset,
+                reason: e.to_string(),
+            }),
+            Some(Err(e)) => return Err(e.at(node.node_ref())),
+            None => unsupported.push(Unsupported {
+                node: node.node_ref(),
+                opset: node.opset,
+                reason: "no such op in sinter's op table".into(),
+            }),
+        }
+        node.guards = guards.to_vec();
+    }
+    if !unsupported.is_empty() {
+        return Err(CompileError::new(ErrorKind::UnsupportedOps(unsupported)));
+    }
+    Ok((nodes, outputs))
+}
+
+/// The nodes that replace an `If`: the taken branch when the condition is a constant, else
+/// both branches under guards plus one [`IfSelect`](crate::ops::control::IfSelect) per output.
+fn expand_if(graph: &mut Graph, node: &Node, branches: &If) -> Result<Vec<Node>> {
+    let cond = node
+        .inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| CompileError::malformed("If without a condition"))?;
+    let cond_value = graph.value(cond);
+    if cond_value.dtype != Some(DType::Bool) || cond_value.len() != 1 {
+        return Err(CompileError::shape(format!(
+            "the condition must be one bool, found {:?}{:?}",
+            cond_value.dtype, cond_value.shape
+        )));
+    }
+    let alias = |name: String,
+                 from: ValueId,
+                 to: ValueId,
+                 guards: Vec<(ValueId, bool)>,
+                 op: Op,
+                 inputs: Vec<Option<ValueId>>| Node {
+        name,
+        op_type: "Identity".into(),
+        domain: String::new(),
+        opset: node.opset,
+        inputs: if inputs.is_empty() {
+            vec![Some(from)]
+        } else {
+            inputs
+        },
+        outputs: vec![Some(to)],
+        attributes: Vec::new(),
+        op: Some(op),
+        guards,
+    };
+    let identity = || {
+        Op::Reshape(Reshape {
+            kind: ReshapeKind::Identity,
+        })
+    };
+    let check_count = |outs: &[ValueId]| {
+        if outs.len() == node.outputs.len() {
+            Ok(())
+        } else {
+            Err(CompileError::malformed(format!(
+                "a branch has {} outputs, the If has {}",
+                outs.len(),
+                node.outputs.len()
+            )))
+        }
+    };
+    if let Some(t) = &cond_value.constant {
+        let taken = t.bytes.first().copied().unwrap_or(0) != 0;
+        let branch = if taken {
+            &branches.then_branch
+        } else {
+            &branches.else_branch
+        };
+        let (mut nodes, outs) = import_branch(graph, branch, &node.guards)?;
+        check_count(&outs)?;
+        for (k, (out, from)) in node.outputs.iter().zip(outs).enumerate() {
+            if let Some(to) = out {
+                nodes.push(alias(
+                    format!("{}/output_{k}", node.name),
+                    from,
+                    *to,
+                    node.guards.clone(),
+                    identity(),
+                    Vec::new(),
+                ));
+            }
+        }
+        return Ok(nodes);
+    }
+    let mut then_guards = node.guards.clone();
+    then_guards.push((cond, true));
+    let mut else_guards = node.guards.clone();
+    else_guards.push((cond, false));
+    let (mut nodes, then_outs) = import_branch(graph, &branches.then_branch, &then_guards)?;
+    let (else_nodes, else_outs) = import_branch(graph, &branches.else_branch, &else_guards)?;
+    check_count(&then_outs)?;
+    check_count(&else_outs)?;
+    nodes.extend(else_nodes);
+    for (k, out) in node.outputs.iter().enumerate() {
+        if let Some(to) = out {
+            let inputs = vec![Some(cond), Some(then_outs[k]), Some(else_outs[k])];
+            nodes.push(alias(
+                format!("{}/select_{k}", node.name),
+                cond,
+                *to,
+                node.guards.clone(),
+                Op::IfSelect(IfSelect),
+                inputs,
+            ));
+        }
+    }
+    Ok(nodes)
 }

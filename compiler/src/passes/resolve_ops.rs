@@ -10,7 +10,28 @@ use crate::ops::{self, NodeCx};
 /// Attribute errors of supported ops are returned as errors, not listed.
 pub fn unsupported_ops(graph: &Graph) -> Result<Vec<Unsupported>> {
     let mut list = Vec::new();
-    for node in &graph.nodes {
+    collect_unsupported(graph, &graph.nodes, &mut list)?;
+    Ok(list)
+}
+
+/// Lists the unsupported ops of `nodes` and, recursively, of their subgraphs.
+fn collect_unsupported(
+    graph: &Graph,
+    nodes: &[crate::ir::Node],
+    list: &mut Vec<Unsupported>,
+) -> Result<()> {
+    for node in nodes {
+        for attr in &node.attributes {
+            for sub in attr.g.iter().chain(&attr.graphs) {
+                let sub_nodes: Vec<crate::ir::Node> = sub
+                    .node
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| stub_node(graph, n, i))
+                    .collect();
+                collect_unsupported(graph, &sub_nodes, list)?;
+            }
+        }
         match ops::parse(&NodeCx { node }) {
             Some(Ok(_)) => {}
             Some(Err(e)) if e.is_unsupported() => list.push(Unsupported {
@@ -26,7 +47,35 @@ pub fn unsupported_ops(graph: &Graph) -> Result<Vec<Unsupported>> {
             }),
         }
     }
-    Ok(list)
+    Ok(())
+}
+
+/// A node of a subgraph with its attributes but no values, enough to parse its op.
+fn stub_node(
+    graph: &Graph,
+    proto: &crate::onnx::proto::NodeProto,
+    index: usize,
+) -> crate::ir::Node {
+    let domain = if proto.domain() == "ai.onnx" {
+        ""
+    } else {
+        proto.domain()
+    };
+    crate::ir::Node {
+        name: if proto.name().is_empty() {
+            format!("#{index}")
+        } else {
+            proto.name().to_string()
+        },
+        op_type: proto.op_type().to_string(),
+        domain: domain.to_string(),
+        opset: graph.opsets.get(domain).copied().unwrap_or(0),
+        inputs: proto.input.iter().map(|_| None).collect(),
+        outputs: proto.output.iter().map(|_| None).collect(),
+        attributes: proto.attribute.clone(),
+        op: None,
+        guards: Vec::new(),
+    }
 }
 
 /// Sets `Node::op` on every node, or fails listing every unsupported op.

@@ -73,7 +73,12 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         }
     };
     for node in &graph.nodes {
-        for &id in node.inputs.iter().flatten() {
+        for &id in node
+            .inputs
+            .iter()
+            .flatten()
+            .chain(node.guards.iter().map(|(g, _)| g))
+        {
             place_constant(id, &mut locations);
         }
     }
@@ -84,7 +89,12 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     // Arena buffers: node outputs, then scratch.
     let mut last_use = vec![0usize; graph.values.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
-        for id in node.inputs.iter().flatten() {
+        for id in node
+            .inputs
+            .iter()
+            .flatten()
+            .chain(node.guards.iter().map(|(g, _)| g))
+        {
             last_use[id.index()] = i;
         }
     }

@@ -1,0 +1,93 @@
+//! Control flow: `If` (opset 1..=21). An `If` is expanded during shape inference: with a
+//! compile-time condition only the taken branch is imported; otherwise both branches are
+//! imported with guards (each node runs only when the condition has its branch's value) and
+//! an [`IfSelect`] per output picks the result. `Loop` and `Scan` are not supported yet.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__If.html>.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
+use crate::onnx::proto::GraphProto;
+
+/// `If` with its two branches, still in protobuf form until expanded.
+#[derive(Debug, Clone)]
+pub struct If {
+    /// Run when the condition is true.
+    pub then_branch: GraphProto,
+    /// Run when the condition is false.
+    pub else_branch: GraphProto,
+}
+
+impl OpDef for If {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let branch = |name: &str| {
+            node.attr(name)
+                .and_then(|a| a.g.clone())
+                .ok_or_else(|| CompileError::attribute(name, "required graph attribute is missing"))
+        };
+        Ok(Self {
+            then_branch: branch("then_branch")?,
+            else_branch: branch("else_branch")?,
+        })
+    }
+
+    fn infer(&self, _cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Err(CompileError::shape(
+            "internal: If must be expanded before shape inference",
+        ))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: If must be expanded before code generation",
+        ))
+    }
+}
+
+/// `out = cond ? then_value : else_value` for a scalar boolean `cond`: joins the two branches
+/// of a run-time `If` (only the taken branch's value was computed).
+#[derive(Debug, Clone)]
+pub struct IfSelect;
+
+impl OpDef for IfSelect {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(IfSelect)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (cond, a, b) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        if cond.dtype != DType::Bool || cond.shape.iter().product::<usize>() != 1 {
+            return Err(CompileError::shape(format!(
+                "If condition must be one bool, found {}{:?}",
+                cond.dtype, cond.shape
+            )));
+        }
+        if a.dtype != b.dtype || a.shape != b.shape {
+            return Err(CompileError::unsupported(format!(
+                "If branches whose outputs differ in type or shape ({}{:?} vs {}{:?}) with a run-time condition",
+                a.dtype, a.shape, b.dtype, b.shape
+            )));
+        }
+        Ok(vec![TypeShape::new(a.dtype, a.shape.to_vec())])
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        Ok(quote! {
+            if #i0[0] != 0 {
+                #o0.copy_from_slice(#i1);
+            } else {
+                #o0.copy_from_slice(#i2);
+            }
+        })
+    }
+}
