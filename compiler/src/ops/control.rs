@@ -17,9 +17,9 @@ use crate::onnx::proto::GraphProto;
 #[derive(Debug, Clone)]
 pub struct If {
     /// Run when the condition is true.
-    pub then_branch: GraphProto,
+    pub then_branch: Box<GraphProto>,
     /// Run when the condition is false.
-    pub else_branch: GraphProto,
+    pub else_branch: Box<GraphProto>,
 }
 
 impl OpDef for If {
@@ -27,6 +27,7 @@ impl OpDef for If {
         let branch = |name: &str| {
             node.attr(name)
                 .and_then(|a| a.g.clone())
+                .map(Box::new)
                 .ok_or_else(|| CompileError::attribute(name, "required graph attribute is missing"))
         };
         Ok(Self {
