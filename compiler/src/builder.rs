@@ -65,6 +65,20 @@ impl Builder {
         self
     }
 
+    /// Turns graph input `name` into a constant: one value fills it, or one value per element
+    /// (`--const sr=16000`). Everything computed from it folds at compile time, an `If` on it
+    /// keeps only the taken branch, and `run` no longer takes it.
+    pub fn constant(mut self, name: impl Into<String>, values: Vec<f64>) -> Self {
+        self.cx.consts.insert(name.into(), values);
+        self
+    }
+
+    /// Several constants (see [`Builder::constant`]).
+    pub fn constants(mut self, consts: impl IntoIterator<Item = (String, Vec<f64>)>) -> Self {
+        self.cx.consts.extend(consts);
+        self
+    }
+
     /// Binds every input's shape directly, in graph-input order (what `sinter verify` does
     /// with test data).
     pub fn input_shapes(mut self, shapes: Vec<Vec<usize>>) -> Self {
@@ -217,4 +231,28 @@ pub fn parse_dims(items: &[String]) -> Result<BTreeMap<String, usize>> {
         dims.insert(name.trim().to_string(), value);
     }
     Ok(dims)
+}
+
+/// Parses `NAME=VALUE[,VALUE...]` constant bindings (the CLI's `--const`).
+pub fn parse_consts(items: &[String]) -> Result<BTreeMap<String, Vec<f64>>> {
+    let mut consts = BTreeMap::new();
+    for item in items {
+        let (name, values) = item.split_once('=').ok_or_else(|| {
+            CompileError::new(ErrorKind::Option(format!(
+                "expected NAME=VALUE, found {item:?}"
+            )))
+        })?;
+        let values = values
+            .split(',')
+            .map(|v| {
+                v.trim().parse::<f64>().map_err(|_| {
+                    CompileError::new(ErrorKind::Option(format!(
+                        "--const {name}: {v:?} is not a number"
+                    )))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        consts.insert(name.trim().to_string(), values);
+    }
+    Ok(consts)
 }

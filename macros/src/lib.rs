@@ -8,7 +8,8 @@
 //!
 //! Arguments: the model path (relative to the crate's `CARGO_MANIFEST_DIR`), then optionally
 //! `dims(NAME = VALUE, ...)` (a name that is not an identifier, such as `"x.0"`, is written as
-//! a string), `opt_level = N` (0 to 3) and `name = ident` (the module's name; default: the
+//! a string), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
+//! it, so that everything computed from it folds), `opt_level = N` (0 to 3) and `name = ident` (the module's name; default: the
 //! file stem). Errors from the compiler point at the path literal.
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub fn include_onnx(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
 struct Args {
     path: LitStr,
     dims: Vec<(String, usize)>,
+    consts: Vec<(String, f64)>,
     opt_level: Option<(u8, Span)>,
     name: Option<Ident>,
 }
@@ -66,6 +68,28 @@ impl Parse for Args {
                         }
                     }
                 }
+                "consts" => {
+                    let content;
+                    syn::parenthesized!(content in input);
+                    while !content.is_empty() {
+                        let name = if content.peek(LitStr) {
+                            content.parse::<LitStr>()?.value()
+                        } else {
+                            content.parse::<Ident>()?.to_string()
+                        };
+                        content.parse::<Token![=]>()?;
+                        let negative = content.parse::<Option<Token![-]>>()?.is_some();
+                        let value: f64 = match content.parse::<syn::Lit>()? {
+                            syn::Lit::Int(i) => i.base10_parse::<i64>()? as f64,
+                            syn::Lit::Float(f) => f.base10_parse()?,
+                            other => return Err(syn::Error::new(other.span(), "expected a number")),
+                        };
+                        args.consts.push((name, if negative { -value } else { value }));
+                        if !content.is_empty() {
+                            content.parse::<Token![,]>()?;
+                        }
+                    }
+                }
                 "opt_level" => {
                     input.parse::<Token![=]>()?;
                     let value: LitInt = input.parse()?;
@@ -76,7 +100,7 @@ impl Parse for Args {
                     args.name = Some(input.parse()?);
                 }
                 other => {
-                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), opt_level = N or name = ident")))
+                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N or name = ident")))
                 }
             }
         }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::{parse_dims, Builder, Result};
+use crate::{parse_consts, parse_dims, Builder, Result};
 
 /// Arguments of `sinter compile`.
 #[derive(Debug, clap::Args)]
@@ -16,6 +16,9 @@ pub(super) struct Args {
     /// Bind a symbolic dimension, e.g. `--dim N=1`.
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
+    /// Turn a graph input into a constant, e.g. `--const sr=16000` (comma-separate several values).
+    #[arg(long = "const", value_name = "NAME=VALUE")]
+    consts: Vec<String>,
     /// The generated module's name (default: from the file name).
     #[arg(long)]
     module: Option<String>,
@@ -27,6 +30,7 @@ pub(super) struct Args {
 pub(super) fn run(args: Args) -> Result<ExitCode> {
     let mut builder = Builder::new(&args.model)
         .dims(parse_dims(&args.dims)?)
+        .constants(parse_consts(&args.consts)?)
         .opt_level(super::opt_level(args.opt)?);
     if let Some(m) = args.module {
         builder = builder.module_name(m);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::ir::Dim;
 use crate::passes::unsupported_ops;
-use crate::{parse_dims, Builder, Result};
+use crate::{parse_consts, parse_dims, Builder, Result};
 
 /// Arguments of `sinter inspect`.
 #[derive(Debug, clap::Args)]
@@ -16,6 +16,9 @@ pub(super) struct Args {
     /// Bind a symbolic dimension, e.g. `--dim N=1`.
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
+    /// Turn a graph input into a constant, e.g. `--const sr=16000` (comma-separate several values).
+    #[arg(long = "const", value_name = "NAME=VALUE")]
+    consts: Vec<String>,
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
@@ -42,6 +45,7 @@ fn histogram_text(hist: &[(String, usize)]) -> String {
 pub(super) fn run(args: Args) -> Result<ExitCode> {
     let builder = Builder::new(&args.model)
         .dims(parse_dims(&args.dims)?)
+        .constants(parse_consts(&args.consts)?)
         .opt_level(super::opt_level(args.opt)?);
     let model = crate::onnx::read_model(&args.model)?;
     let graph = builder.load()?;

@@ -17,7 +17,7 @@ use quote::{format_ident, quote};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind};
 use crate::ir::{DType, Tensor};
-use crate::{parse_dims, Builder, Compiled, Result};
+use crate::{parse_consts, parse_dims, Builder, Compiled, Result};
 
 /// Arguments of `sinter verify`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +28,9 @@ pub(super) struct Args {
     /// Bind a symbolic dimension (otherwise bound from each case's input data).
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
+    /// Turn a graph input into a constant, e.g. `--const sr=16000` (comma-separate several values).
+    #[arg(long = "const", value_name = "NAME=VALUE")]
+    consts: Vec<String>,
     /// Relative tolerance for float outputs.
     #[arg(long, default_value_t = 1e-3)]
     rtol: f64,
@@ -59,6 +62,9 @@ struct DataSet {
 
 struct Case {
     name: String,
+    /// For each input of the compiled model, its index among the data's inputs (inputs bound
+    /// with `--const` are not passed).
+    input_map: Vec<usize>,
     data: Vec<DataSet>,
     compiled: Option<Compiled>,
     outcome: Option<Outcome>,
@@ -116,6 +122,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
     );
     let mut case = Case {
         name,
+        input_map: Vec::new(),
         data: Vec::new(),
         compiled: None,
         outcome: None,
@@ -138,11 +145,27 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
         let builder = Builder::new(dir.join("model.onnx"))
             .module_name(format!("case_{index}"))
             .dims(parse_dims(&args.dims)?)
+            .constants(parse_consts(&args.consts)?)
             .input_shapes(shapes)
             .opt_level(super::opt_level(args.opt)?);
+        let original: Vec<String> = {
+            let g = builder.load()?;
+            g.inputs
+                .iter()
+                .map(|&id| g.value(id).name.clone())
+                .collect()
+        };
         let compiled = builder.compile()?;
         let graph = &compiled.graph;
-        if graph.inputs.len() != first.inputs.len() || graph.outputs.len() != first.outputs.len() {
+        case.input_map = graph
+            .inputs
+            .iter()
+            .filter_map(|&id| original.iter().position(|n| *n == graph.value(id).name))
+            .collect();
+        if original.len() != first.inputs.len()
+            || case.input_map.len() != graph.inputs.len()
+            || graph.outputs.len() != first.outputs.len()
+        {
             return Ok(Some(Outcome::Fail(format!(
                 "the model has {} inputs and {} outputs, the data {} and {}",
                 graph.inputs.len(),
@@ -151,7 +174,8 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                 first.outputs.len()
             ))));
         }
-        for (k, (&id, (_, t))) in graph.inputs.iter().zip(&first.inputs).enumerate() {
+        for (k, &id) in graph.inputs.iter().enumerate() {
+            let t = &first.inputs[case.input_map[k]].1;
             if graph.value(id).dtype != Some(t.dtype) {
                 return Ok(Some(Outcome::Fail(format!(
                     "input {k} is {} in the data, {:?} in the model",
@@ -189,14 +213,15 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
 }
 
 /// The harness's per-case function: read inputs, run, write outputs.
-fn case_runner(index: usize, compiled: &Compiled) -> TokenStream {
+fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenStream {
     let module = format_ident!("case_{}", index);
     let runner = format_ident!("run_case_{}", index);
     let graph = &compiled.graph;
     let reads = graph.inputs.iter().enumerate().map(|(k, &id)| {
         let var = format_ident!("in{}", k);
         let t = api_type(graph.value(id).dtype.unwrap_or(DType::F32));
-        quote!(let #var: Vec<#t> = read_input(dir, #k)?;)
+        let file = input_map.get(k).copied().unwrap_or(k);
+        quote!(let #var: Vec<#t> = read_input(dir, #file)?;)
     });
     let args = (0..graph.inputs.len()).map(|k| format_ident!("in{}", k));
     let n_out = graph.outputs.len();
@@ -228,9 +253,9 @@ fn api_type(dtype: DType) -> TokenStream {
 }
 
 /// The harness `main`: runs the jobs listed in the file named by its argument.
-fn harness_main(cases: &[(usize, &Compiled)]) -> TokenStream {
-    let runners = cases.iter().map(|(i, c)| case_runner(*i, c));
-    let arms = cases.iter().map(|(i, _)| {
+fn harness_main(cases: &[(usize, &Compiled, &[usize])]) -> TokenStream {
+    let runners = cases.iter().map(|(i, c, map)| case_runner(*i, c, map));
+    let arms = cases.iter().map(|(i, _, _)| {
         let runner = format_ident!("run_case_{}", i);
         quote!(#i => #runner(dir),)
     });
@@ -363,7 +388,7 @@ fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<Path
     write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
 
     let mut main = String::from("// @generated by `sinter verify`.\n#![allow(clippy::all)]\n");
-    let mut ready: Vec<(usize, &Compiled)> = Vec::new();
+    let mut ready: Vec<(usize, &Compiled, &[usize])> = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let Some(compiled) = &case.compiled else {
             continue;
@@ -379,7 +404,7 @@ fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<Path
         let source = format_tokens(generate(&compiled.graph, &compiled.plan, &opts)?)?;
         write_if_changed(&src.join(format!("case_{i}.rs")), source.as_bytes())?;
         let _ = writeln!(main, "include!(\"case_{i}.rs\");");
-        ready.push((i, compiled));
+        ready.push((i, compiled, &case.input_map));
     }
     main.push_str(&format_tokens(harness_main(&ready))?);
     write_if_changed(&src.join("main.rs"), main.as_bytes())?;

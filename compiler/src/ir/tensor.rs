@@ -45,6 +45,39 @@ impl Tensor {
         from_i32, as_i32, i32, DType::I32;
     }
 
+    /// A tensor of `dtype` from numbers (rounded toward zero and wrapped for integer types,
+    /// `!= 0` for booleans, rounded to nearest for float16/bfloat16).
+    pub fn from_numbers(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Tensor {
+        let mut bytes = Vec::with_capacity(values.len() * dtype.size());
+        for &v in values {
+            match dtype {
+                DType::F32 => bytes.extend_from_slice(&(v as f32).to_le_bytes()),
+                DType::F64 => bytes.extend_from_slice(&v.to_le_bytes()),
+                DType::F16 => bytes.extend_from_slice(&f64_to_f16(v).to_le_bytes()),
+                DType::BF16 => {
+                    let bits = (v as f32).to_bits();
+                    let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+                    bytes.extend_from_slice(&rounded.to_le_bytes());
+                }
+                DType::I8 | DType::U8 => bytes.push(v as i64 as u8),
+                DType::Bool => bytes.push(u8::from(v != 0.0)),
+                DType::I16 | DType::U16 => {
+                    bytes.extend_from_slice(&(v as i64 as u16).to_le_bytes())
+                }
+                DType::I32 | DType::U32 => {
+                    bytes.extend_from_slice(&(v as i64 as u32).to_le_bytes())
+                }
+                DType::I64 => bytes.extend_from_slice(&(v as i64).to_le_bytes()),
+                DType::U64 => bytes.extend_from_slice(&(v as u64).to_le_bytes()),
+            }
+        }
+        Tensor {
+            dtype,
+            shape,
+            bytes,
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -135,4 +168,39 @@ pub(crate) fn f16_to_f64(bits: u16) -> f64 {
         31 => f64::NAN,
         _ => sign * (1.0 + frac / 1024.0) * 2f64.powi(exp - 15),
     }
+}
+
+/// Converts f64 to IEEE binary16 bits, rounding to nearest even.
+fn f64_to_f16(v: f64) -> u16 {
+    let f = v as f32;
+    let bits = f.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    if f.is_nan() {
+        return sign | 0x7e00;
+    }
+    let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+    let frac = bits & 0x007f_ffff;
+    if exp >= 31 {
+        return sign | 0x7c00;
+    }
+    if exp <= 0 {
+        if exp < -10 {
+            return sign;
+        }
+        let m = frac | 0x0080_0000;
+        let shift = (14 - exp) as u32;
+        let half = 1u32 << (shift - 1);
+        let rem = m & ((1u32 << shift) - 1);
+        let mut out = m >> shift;
+        if rem > half || (rem == half && out & 1 == 1) {
+            out += 1;
+        }
+        return sign | out as u16;
+    }
+    let mut out = ((exp as u32) << 10) | (frac >> 13);
+    let rem = frac & 0x1fff;
+    if rem > 0x1000 || (rem == 0x1000 && out & 1 == 1) {
+        out += 1;
+    }
+    sign | out as u16
 }

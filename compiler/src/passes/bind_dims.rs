@@ -1,6 +1,7 @@
 //! Gives every graph input a concrete shape: fixed dims stay, symbolic ones take the value the
 //! user bound (`--dim NAME=VALUE`) or, for `sinter verify`, the test data's shape. Unbound
-//! names are one error listing each with where it appears.
+//! names are one error listing each with where it appears. Inputs the user fixed with
+//! `--const NAME=VALUE` become constants here, so everything downstream of them folds.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,7 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     if !unbound.is_empty() {
         return Err(CompileError::new(ErrorKind::UnboundDims { names: unbound }));
     }
+    bind_consts(&mut graph, cx)?;
     let unknown: Vec<&String> = cx.dims.keys().filter(|k| !seen.contains(*k)).collect();
     if !unknown.is_empty() {
         let known: Vec<&String> = seen.iter().collect();
@@ -85,4 +87,44 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         ))));
     }
     Ok(graph)
+}
+
+/// Turns the inputs named in `cx.consts` into constants.
+fn bind_consts(graph: &mut Graph, cx: &PassCx) -> Result<()> {
+    for (name, values) in &cx.consts {
+        let position = graph
+            .inputs
+            .iter()
+            .position(|&id| &graph.value(id).name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = graph
+                    .inputs
+                    .iter()
+                    .map(|&id| graph.value(id).name.as_str())
+                    .collect();
+                CompileError::new(ErrorKind::Option(format!(
+                    "--const {name}: no graph input of that name; inputs are {names:?}"
+                )))
+            })?;
+        let id = graph.inputs[position];
+        let value = graph.value(id);
+        let (Some(dtype), Some(shape)) = (value.dtype, value.shape.clone()) else {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "--const {name}: the input has no shape"
+            ))));
+        };
+        let len: usize = shape.iter().product();
+        let data = match values.len() {
+            1 => vec![values[0]; len],
+            n if n == len => values.clone(),
+            n => {
+                return Err(CompileError::new(ErrorKind::Option(format!(
+                    "--const {name}: {n} values given, the input {shape:?} has {len} elements"
+                ))))
+            }
+        };
+        graph.value_mut(id).constant = Some(crate::ir::Tensor::from_numbers(dtype, shape, &data));
+        graph.inputs.remove(position);
+    }
+    Ok(())
 }

@@ -53,6 +53,9 @@ pub struct PassCx {
     pub input_shapes: Option<Vec<Vec<usize>>>,
     /// The optimization level.
     pub opt_level: OptLevel,
+    /// Graph inputs turned into constants (`--const NAME=VALUE`): the values, one number to
+    /// fill the whole input or one per element.
+    pub consts: BTreeMap<String, Vec<f64>>,
 }
 
 /// One pass of the pipeline.
