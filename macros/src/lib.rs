@@ -41,6 +41,7 @@ impl Parse for Args {
         let mut args = Args {
             path,
             dims: Vec::new(),
+            consts: Vec::new(),
             opt_level: None,
             name: None,
         };
