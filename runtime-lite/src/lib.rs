@@ -27,6 +27,7 @@ pub mod half;
 pub mod math;
 pub mod norm;
 pub mod pool;
+pub mod rnn;
 pub mod shape;
 pub mod softmax;
 

@@ -16,6 +16,7 @@ pub mod gemm;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod recurrent;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -307,6 +308,7 @@ ops! {
     Transpose(movement::Transpose) => ["Transpose"];
     Concat(movement::Concat) => ["Concat"];
     Constant(movement::Constant) => ["Constant"];
+    Recurrent(recurrent::Recurrent) => ["LSTM", "GRU", "RNN"];
     If(control::If) => ["If"];
     IfSelect(control::IfSelect) => ["sinter::IfSelect"];
 }
