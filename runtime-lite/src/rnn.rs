@@ -312,7 +312,7 @@ pub fn rnn_f32(
             for b in 0..batch {
                 let active = inputs
                     .sequence_lens
-                    .map_or(true, |l| usize::try_from(l[b]).map_or(false, |len| t < len));
+                    .is_none_or(|l| usize::try_from(l[b]).is_ok_and(|len| t < len));
                 let y_at = |k: usize| {
                     if p.batch_first {
                         ((b * seq + t) * p.directions + d) * hidden + k
