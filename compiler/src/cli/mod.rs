@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod compile;
+mod harness;
 mod inspect;
 mod verify;
 
@@ -24,6 +26,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Compile test cases (ONNX backend test layout) into one crate, run them, compare.
     Verify(verify::Args),
+    /// Measure a compiled model: latency, load time, first run, peak memory, binary size.
+    Bench(bench::Args),
 }
 
 /// Runs the command line.
@@ -33,6 +37,7 @@ pub fn main() -> ExitCode {
         Command::Compile(args) => compile::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+use super::harness::{self, io_err, read_data, write_if_changed, DataSet};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind};
 use crate::ir::{DType, Tensor};
@@ -54,12 +55,6 @@ enum Outcome {
     Unsupported(String),
 }
 
-struct DataSet {
-    dir: PathBuf,
-    inputs: Vec<(String, Tensor)>,
-    outputs: Vec<(String, Tensor)>,
-}
-
 struct Case {
     name: String,
     /// For each input of the compiled model, its index among the data's inputs (inputs bound
@@ -76,43 +71,6 @@ fn one_line(text: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn numbered(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = name
-                .strip_prefix(prefix)?
-                .strip_suffix(suffix)?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
-}
-
-fn read_data(dir: &Path) -> Result<Vec<DataSet>> {
-    let mut sets = Vec::new();
-    for set_dir in numbered(dir, "test_data_set_", "") {
-        let read = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
-            numbered(&set_dir, prefix, ".pb")
-                .iter()
-                .map(|p| crate::onnx::read_tensor_file(p))
-                .collect()
-        };
-        sets.push(DataSet {
-            inputs: read("input_")?,
-            outputs: read("output_")?,
-            dir: set_dir.clone(),
-        });
-    }
-    Ok(sets)
 }
 
 fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
@@ -259,52 +217,11 @@ fn harness_main(cases: &[(usize, &Compiled, &[usize])]) -> TokenStream {
         let runner = format_ident!("run_case_{}", i);
         quote!(#i => #runner(dir),)
     });
+    let elem_io = harness::elem_io();
     quote! {
         use std::path::Path;
 
-        trait Elem: Sized + Copy {
-            const SIZE: usize;
-            fn from_le(bytes: &[u8]) -> Self;
-            fn to_le(self, out: &mut Vec<u8>);
-        }
-        macro_rules! elem {
-            ($($t:ty),*) => {$(
-                impl Elem for $t {
-                    const SIZE: usize = std::mem::size_of::<$t>();
-                    fn from_le(bytes: &[u8]) -> Self {
-                        <$t>::from_le_bytes(bytes.try_into().expect("element size"))
-                    }
-                    fn to_le(self, out: &mut Vec<u8>) {
-                        out.extend_from_slice(&self.to_le_bytes());
-                    }
-                }
-            )*};
-        }
-        elem!(f32, f64, i8, i16, i32, i64, u8, u16, u32, u64);
-        impl Elem for bool {
-            const SIZE: usize = 1;
-            fn from_le(bytes: &[u8]) -> Self {
-                bytes[0] != 0
-            }
-            fn to_le(self, out: &mut Vec<u8>) {
-                out.push(u8::from(self));
-            }
-        }
-
-        fn read_input<T: Elem>(dir: &Path, k: usize) -> Result<Vec<T>, String> {
-            let path = dir.join(format!("in_{k}.bin"));
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
-        }
-
-        fn write_output<T: Elem>(dir: &Path, k: usize, values: &[T]) -> Result<(), String> {
-            let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
-            for &v in values {
-                v.to_le(&mut bytes);
-            }
-            let path = dir.join(format!("out_{k}.bin"));
-            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
-        }
+        #elem_io
 
         #(#runners)*
 
@@ -341,52 +258,9 @@ fn harness_main(cases: &[(usize, &Compiled, &[usize])]) -> TokenStream {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CompileError + '_ {
-    move |source| {
-        CompileError::new(ErrorKind::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
-/// Writes `bytes` to `path` unless the file already holds exactly them (keeps mtimes, and so
-/// Cargo's incremental rebuilds, stable).
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::read(path).ok().as_deref() == Some(bytes) {
-        return Ok(());
-    }
-    std::fs::write(path, bytes).map_err(io_err(path))
-}
-
-/// Where the `sinter-rt` sources are: `$SINTER_RT_PATH`, else this source tree's copy.
-fn runtime_dependency() -> String {
-    if let Ok(p) = std::env::var("SINTER_RT_PATH") {
-        return format!("{{ path = {:?}, features = [\"std\"] }}", p);
-    }
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime-lite");
-    match tree.canonicalize() {
-        Ok(p) => format!(
-            "{{ path = {:?}, features = [\"std\"] }}",
-            p.display().to_string()
-        ),
-        Err(_) => format!(
-            "{{ version = \"{}\", features = [\"std\"] }}",
-            env!("CARGO_PKG_VERSION")
-        ),
-    }
-}
-
 fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<PathBuf, String>> {
     let src = root.join("src");
     std::fs::create_dir_all(&src).map_err(io_err(&src))?;
-    let manifest = format!(
-        "[package]\nname = \"sinter-verify-harness\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
-         [dependencies]\nsinter-rt = {}\n\n[profile.release]\nopt-level = 3\ndebug = false\nincremental = true\n\n[workspace]\n",
-        runtime_dependency()
-    );
-    write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
-
     let mut main = String::from("// @generated by `sinter verify`.\n#![allow(clippy::all)]\n");
     let mut ready: Vec<(usize, &Compiled, &[usize])> = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -410,17 +284,7 @@ fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<Path
     write_if_changed(&src.join("main.rs"), main.as_bytes())?;
 
     eprintln!("building {} case(s) in {} ...", ready.len(), root.display());
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", root.join("target"))
-        .env("RUSTFLAGS", "-C target-cpu=native")
-        .output()
-        .map_err(io_err(root))?;
-    if !output.status.success() {
-        return Ok(Err(String::from_utf8_lossy(&output.stderr).into_owned()));
-    }
-    Ok(Ok(root.join("target/release/sinter-verify-harness")))
+    harness::build_crate(root, "sinter-verify-harness")
 }
 
 /// Writes a tensor's elements as raw little-endian bytes (booleans as one byte each).

@@ -1,0 +1,266 @@
+//! `sinter bench MODEL_OR_CASE_DIR`: compiles a model into a release binary for the host CPU
+//! and measures it: median/p10/p90 latency, load time (`Model::new()`), the first run, peak
+//! RSS of the process, arena, weights and binary sizes, and the build time.
+//!
+//! Inputs come from the case's `test_data_set_0` when there is one, else deterministic
+//! pseudo-random values.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use quote::{format_ident, quote};
+
+use super::harness::{self, io_err, read_data, write_if_changed};
+use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
+use crate::error::{CompileError, ErrorKind};
+use crate::ir::{DType, Tensor};
+use crate::{parse_consts, parse_dims, Builder, Result};
+
+/// Arguments of `sinter bench`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// An `.onnx` file, or a case folder with `model.onnx` and `test_data_set_0/`.
+    model: PathBuf,
+    /// Bind a symbolic dimension, e.g. `--dim N=1`.
+    #[arg(long = "dim", value_name = "NAME=VALUE")]
+    dims: Vec<String>,
+    /// Turn a graph input into a constant, e.g. `--const sr=16000`.
+    #[arg(long = "const", value_name = "NAME=VALUE")]
+    consts: Vec<String>,
+    /// Worker threads (only 1 is implemented so far).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Optimization level, 0 to 3.
+    #[arg(short = 'O', default_value_t = 3)]
+    opt: u8,
+    /// Where the benchmark crate is built.
+    #[arg(long, default_value = "target/sinter-bench")]
+    cache_dir: PathBuf,
+}
+
+/// Deterministic inputs in [-1, 1) for floats, small values for integers, alternating bools.
+fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let values: Vec<f64> = (0..n)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            match dtype {
+                DType::Bool => (i % 2) as f64,
+                d if d.is_float() => unit * 2.0 - 1.0,
+                _ => (unit * 4.0).floor(),
+            }
+        })
+        .collect();
+    Tensor::from_numbers(dtype, shape.to_vec(), &values)
+}
+
+pub(super) fn run(args: Args) -> Result<ExitCode> {
+    if args.threads != 1 {
+        return Err(CompileError::new(ErrorKind::Option(format!(
+            "--threads {}: the thread pool is not implemented yet; only 1 thread is measured",
+            args.threads
+        ))));
+    }
+    let (model_path, case_dir) = if args.model.is_dir() {
+        (args.model.join("model.onnx"), Some(args.model.clone()))
+    } else {
+        (args.model.clone(), None)
+    };
+    let data = match &case_dir {
+        Some(dir) => read_data(dir)?.into_iter().next(),
+        None => None,
+    };
+    let mut builder = Builder::new(&model_path)
+        .module_name("bench_model")
+        .dims(parse_dims(&args.dims)?)
+        .constants(parse_consts(&args.consts)?)
+        .opt_level(super::opt_level(args.opt)?);
+    let original: Vec<String> = {
+        let g = builder.load()?;
+        g.inputs
+            .iter()
+            .map(|&id| g.value(id).name.clone())
+            .collect()
+    };
+    if let Some(set) = &data {
+        if args.dims.is_empty() && set.inputs.len() == original.len() {
+            builder =
+                builder.input_shapes(set.inputs.iter().map(|(_, t)| t.shape.clone()).collect());
+        }
+    }
+    let compiled = builder.compile()?;
+    let graph = &compiled.graph;
+
+    let root = &args.cache_dir;
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).map_err(io_err(&src))?;
+    let weights_path = src.join("model.weights.bin");
+    write_if_changed(&weights_path, &compiled.plan.weights)?;
+    let opts = CodegenOptions {
+        module_name: "bench_model".into(),
+        weights: WeightsMode::File(weights_path.display().to_string()),
+        track_model: None,
+        source: model_path.display().to_string(),
+    };
+    write_if_changed(
+        &src.join("model.rs"),
+        format_tokens(generate(graph, &compiled.plan, &opts)?)?.as_bytes(),
+    )?;
+
+    // Inputs: the data set's (matched by name), or synthetic.
+    let input_dir = root.join("inputs");
+    std::fs::create_dir_all(&input_dir).map_err(io_err(&input_dir))?;
+    let mut reads = Vec::new();
+    let mut arg_idents = Vec::new();
+    for (k, &id) in graph.inputs.iter().enumerate() {
+        let value = graph.value(id);
+        let (dtype, shape) = (
+            value.dtype.unwrap_or(DType::F32),
+            value.shape.clone().unwrap_or_default(),
+        );
+        let from_data = data.as_ref().and_then(|set| {
+            let j = original.iter().position(|n| *n == value.name)?;
+            set.inputs
+                .get(j)
+                .map(|(_, t)| t.clone())
+                .filter(|t| t.dtype == dtype && t.shape == shape)
+        });
+        let tensor = from_data.unwrap_or_else(|| synthetic(dtype, &shape));
+        let path = input_dir.join(format!("in_{k}.bin"));
+        std::fs::write(&path, &tensor.bytes).map_err(io_err(&path))?;
+        let var = format_ident!("in{}", k);
+        let t = if dtype == DType::Bool {
+            quote!(bool)
+        } else {
+            crate::ops::rust_type(dtype)
+        };
+        reads.push(quote!(let #var: Vec<#t> = read_input(&dir, #k).expect("input file");));
+        arg_idents.push(var);
+    }
+    let elem_io = harness::elem_io();
+    let call =
+        quote!(model.run_slices(#(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));
+    let main = quote! {
+        use std::path::Path;
+        use std::time::Instant;
+
+        #elem_io
+
+        fn peak_rss_kb() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        }
+
+        fn main() {
+            let mut args = std::env::args().skip(1);
+            let dir = std::path::PathBuf::from(args.next().expect("input dir"));
+            let iters: usize = args.next().and_then(|v| v.parse().ok()).expect("iters");
+            let warmup: usize = args.next().and_then(|v| v.parse().ok()).expect("warmup");
+            #(#reads)*
+            let start = Instant::now();
+            let mut model = bench_model::Model::new();
+            let load_us = start.elapsed().as_secs_f64() * 1e6;
+            let start = Instant::now();
+            std::hint::black_box(#call);
+            let first_run_us = start.elapsed().as_secs_f64() * 1e6;
+            for _ in 0..warmup {
+                std::hint::black_box(#call);
+            }
+            let mut times: Vec<f64> = Vec::with_capacity(iters.max(1));
+            for _ in 0..iters.max(1) {
+                let start = Instant::now();
+                std::hint::black_box(#call);
+                times.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            times.sort_by(f64::total_cmp);
+            let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "{} {} {} {} {} {}",
+                at(0.5), at(0.1), at(0.9), load_us, first_run_us, peak_rss_kb()
+            );
+        }
+    };
+    let source = format!(
+        "// @generated by `sinter bench`.\n#![allow(clippy::all)]\ninclude!(\"model.rs\");\n{}",
+        format_tokens(main)?
+    );
+    write_if_changed(&src.join("main.rs"), source.as_bytes())?;
+
+    eprintln!("building the benchmark in {} ...", root.display());
+    let build_start = Instant::now();
+    let exe = match harness::build_crate(root, "sinter-bench-harness")? {
+        Ok(exe) => exe,
+        Err(output) => {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "the benchmark failed to build:\n{output}"
+            ))))
+        }
+    };
+    let build_s = build_start.elapsed().as_secs_f64();
+    let output = Command::new(&exe)
+        .arg(&input_dir)
+        .arg(args.iters.to_string())
+        .arg(args.warmup.to_string())
+        .output()
+        .map_err(io_err(&exe))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let fields: Vec<f64> = stdout
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [median, p10, p90, load, first, rss] = fields[..] else {
+        return Err(CompileError::new(ErrorKind::Option(format!(
+            "the benchmark failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        ))));
+    };
+    let binary_bytes = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(0);
+    let name = model_path.display();
+    if args.json {
+        let mut json = String::from("{");
+        let _ = write!(
+            json,
+            "\"model\":{:?},\"median_us\":{median:.3},\"p10_us\":{p10:.3},\"p90_us\":{p90:.3},\"iters\":{},\"threads\":{},\
+             \"load_us\":{load:.3},\"first_run_us\":{first:.3},\"peak_rss_kb\":{rss},\"arena_bytes\":{},\"weights_bytes\":{},\
+             \"binary_bytes\":{binary_bytes},\"build_s\":{build_s:.2}",
+            name.to_string(),
+            args.iters.max(1),
+            args.threads,
+            compiled.plan.arena_bytes,
+            compiled.plan.weights.len()
+        );
+        json.push('}');
+        println!("{json}");
+    } else {
+        println!("model:       {name}");
+        println!("latency:     median {median:.1} us (p10 {p10:.1}, p90 {p90:.1}) over {} runs, {} thread", args.iters.max(1), args.threads);
+        println!("load:        {load:.1} us (Model::new); first run {first:.1} us");
+        println!(
+            "memory:      peak RSS {rss} kB; arena {} bytes; weights {} bytes",
+            compiled.plan.arena_bytes,
+            compiled.plan.weights.len()
+        );
+        println!("binary:      {binary_bytes} bytes; build {build_s:.1} s");
+    }
+    Ok(ExitCode::SUCCESS)
+}

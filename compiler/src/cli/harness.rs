@@ -1,0 +1,167 @@
+//! What `verify` and `bench` share: a generated crate that depends on `sinter-rt`, built
+//! in release for the host CPU in a cache folder, and test data in the ONNX backend layout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::error::{CompileError, ErrorKind};
+use crate::ir::Tensor;
+use crate::Result;
+
+/// One `test_data_set_N` folder.
+pub(super) struct DataSet {
+    pub(super) dir: PathBuf,
+    pub(super) inputs: Vec<(String, Tensor)>,
+    pub(super) outputs: Vec<(String, Tensor)>,
+}
+
+fn numbered(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name
+                .strip_prefix(prefix)?
+                .strip_suffix(suffix)?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+pub(super) fn read_data(dir: &Path) -> Result<Vec<DataSet>> {
+    let mut sets = Vec::new();
+    for set_dir in numbered(dir, "test_data_set_", "") {
+        let read = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
+            numbered(&set_dir, prefix, ".pb")
+                .iter()
+                .map(|p| crate::onnx::read_tensor_file(p))
+                .collect()
+        };
+        sets.push(DataSet {
+            inputs: read("input_")?,
+            outputs: read("output_")?,
+            dir: set_dir.clone(),
+        });
+    }
+    Ok(sets)
+}
+
+/// Maps an io error on `path` to a compile error.
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CompileError + '_ {
+    move |source| {
+        CompileError::new(ErrorKind::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` unless the file already holds exactly them (keeps mtimes, and so
+/// Cargo's incremental rebuilds, stable).
+pub(super) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    std::fs::write(path, bytes).map_err(io_err(path))
+}
+
+/// Where the `sinter-rt` sources are: `$SINTER_RT_PATH`, else this source tree's copy, else
+/// the published crate of the same version.
+fn runtime_dependency() -> String {
+    if let Ok(p) = std::env::var("SINTER_RT_PATH") {
+        return format!("{{ path = {p:?}, features = [\"std\"] }}");
+    }
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime-lite");
+    match tree.canonicalize() {
+        Ok(p) => format!(
+            "{{ path = {:?}, features = [\"std\"] }}",
+            p.display().to_string()
+        ),
+        Err(_) => format!(
+            "{{ version = \"{}\", features = [\"std\"] }}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+}
+
+/// Writes the crate manifest for `name` in `root` (whose `src/main.rs` the caller wrote) and
+/// builds it in release for the host CPU. Returns the executable, or the compiler's output.
+pub(super) fn build_crate(root: &Path, name: &str) -> Result<std::result::Result<PathBuf, String>> {
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\nsinter-rt = {}\n\n[profile.release]\nopt-level = 3\ndebug = false\nincremental = true\n\n[workspace]\n",
+        runtime_dependency()
+    );
+    write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env("RUSTFLAGS", "-C target-cpu=native")
+        .output()
+        .map_err(io_err(root))?;
+    if !output.status.success() {
+        return Ok(Err(String::from_utf8_lossy(&output.stderr).into_owned()));
+    }
+    Ok(Ok(root.join("target/release").join(name)))
+}
+
+/// Harness code that reads and writes raw little-endian element files (`in_K.bin`,
+/// `out_K.bin`): the `Elem` trait, `read_input`, `write_output`.
+pub(super) fn elem_io() -> TokenStream {
+    quote! {
+        trait Elem: Sized + Copy {
+            const SIZE: usize;
+            fn from_le(bytes: &[u8]) -> Self;
+            fn to_le(self, out: &mut Vec<u8>);
+        }
+        macro_rules! elem {
+            ($($t:ty),*) => {$(
+                impl Elem for $t {
+                    const SIZE: usize = std::mem::size_of::<$t>();
+                    fn from_le(bytes: &[u8]) -> Self {
+                        <$t>::from_le_bytes(bytes.try_into().expect("element size"))
+                    }
+                    fn to_le(self, out: &mut Vec<u8>) {
+                        out.extend_from_slice(&self.to_le_bytes());
+                    }
+                }
+            )*};
+        }
+        elem!(f32, f64, i8, i16, i32, i64, u8, u16, u32, u64);
+        impl Elem for bool {
+            const SIZE: usize = 1;
+            fn from_le(bytes: &[u8]) -> Self {
+                bytes[0] != 0
+            }
+            fn to_le(self, out: &mut Vec<u8>) {
+                out.push(u8::from(self));
+            }
+        }
+
+        fn read_input<T: Elem>(dir: &Path, k: usize) -> Result<Vec<T>, String> {
+            let path = dir.join(format!("in_{k}.bin"));
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
+        }
+
+        fn write_output<T: Elem>(dir: &Path, k: usize, values: &[T]) -> Result<(), String> {
+            let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
+            for &v in values {
+                v.to_le(&mut bytes);
+            }
+            let path = dir.join(format!("out_{k}.bin"));
+            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+        }
+
+    }
+}
