@@ -106,7 +106,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
     let compiled = builder.compile()?;
     let graph = &compiled.graph;
 
-    let root = &args.cache_dir;
+    // Absolute, so that `include_bytes!` paths in the generated code resolve from anywhere.
+    let root = &std::path::absolute(&args.cache_dir).map_err(harness::io_err(&args.cache_dir))?;
     let src = root.join("src");
     std::fs::create_dir_all(&src).map_err(io_err(&src))?;
     let weights_path = src.join("model.weights.bin");

@@ -367,7 +367,8 @@ fn compare(
 }
 
 pub(super) fn run(args: Args) -> Result<ExitCode> {
-    let root = &args.cache_dir;
+    // Absolute, so that `include_bytes!` paths in the generated code resolve from anywhere.
+    let root = &std::path::absolute(&args.cache_dir).map_err(harness::io_err(&args.cache_dir))?;
     let mut cases: Vec<Case> = args
         .cases
         .iter()
