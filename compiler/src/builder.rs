@@ -73,6 +73,13 @@ impl Builder {
         self
     }
 
+    /// Turns graph input `name` into exactly this tensor (type and shape must match the
+    /// input's bound ones).
+    pub fn constant_tensor(mut self, name: impl Into<String>, tensor: crate::ir::Tensor) -> Self {
+        self.cx.const_tensors.insert(name.into(), tensor);
+        self
+    }
+
     /// Several constants (see [`Builder::constant`]).
     pub fn constants(mut self, consts: impl IntoIterator<Item = (String, Vec<f64>)>) -> Self {
         self.cx.consts.extend(consts);

@@ -77,6 +77,9 @@ pub enum ErrorKind {
     UnsupportedOps(Vec<Unsupported>),
     /// A known op used in a way the compiler does not support yet.
     Unsupported(String),
+    /// An operand that decides shapes (a Reshape target, Slice bounds, ...) is only known at
+    /// run time; bind the graph input it comes from with `--const`.
+    NotConstant(String),
     /// Symbolic dimensions without a value; bind them with `--dim NAME=VALUE`.
     UnboundDims {
         /// Each name with where it appears (`input "x" axis 0`).
@@ -148,6 +151,7 @@ impl CompileError {
             self.kind,
             ErrorKind::UnsupportedOps(_)
                 | ErrorKind::Unsupported(_)
+                | ErrorKind::NotConstant(_)
                 | ErrorKind::UnknownDomain { .. }
         )
     }
@@ -192,6 +196,10 @@ impl fmt::Display for CompileError {
                 Ok(())
             }
             ErrorKind::Unsupported(message) => write!(f, "unsupported: {message}"),
+            ErrorKind::NotConstant(what) => write!(
+                f,
+                "unsupported: {what} must be known at compile time (bind the graph input it comes from with --const)"
+            ),
             ErrorKind::UnboundDims { names } => {
                 write!(
                     f,

@@ -151,7 +151,12 @@ fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
                     // Output columns whose input column is inside: xo in [x_lo, x_hi).
                     let offset = c * dw;
                     let x_lo = pw.saturating_sub(offset).div_ceil(sw).min(ow);
-                    let x_hi = if iw + pw > offset { ((iw + pw - offset - 1) / sw + 1).min(ow) } else { 0 }.max(x_lo);
+                    let x_hi = if iw + pw > offset {
+                        ((iw + pw - offset - 1) / sw + 1).min(ow)
+                    } else {
+                        0
+                    }
+                    .max(x_lo);
                     for z in 0..od {
                         let zi = (z * sd + a * dd).wrapping_sub(pd);
                         for y in 0..oh {
@@ -166,7 +171,8 @@ fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
                             out_row[x_hi..].fill(0.0);
                             let first = x_lo * sw + offset - pw;
                             if sw == 1 {
-                                out_row[x_lo..x_hi].copy_from_slice(&in_row[first..first + (x_hi - x_lo)]);
+                                out_row[x_lo..x_hi]
+                                    .copy_from_slice(&in_row[first..first + (x_hi - x_lo)]);
                             } else {
                                 for (k, o) in out_row[x_lo..x_hi].iter_mut().enumerate() {
                                     *o = in_row[first + k * sw];

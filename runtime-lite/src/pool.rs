@@ -60,12 +60,31 @@ pub fn pool_f32(p: &PoolParams, kind: PoolKind, x: &[f32], out: &mut [f32]) {
 /// inside the padded input (the include-pad divisor), for the window starting at padded
 /// coordinate `start`.
 #[inline]
-fn taps(start: usize, kernel: usize, dilation: usize, input: usize, pad_begin: usize, pad_end: usize) -> (usize, usize, usize) {
-    let lo = pad_begin.saturating_sub(start).div_ceil(dilation).min(kernel);
+fn taps(
+    start: usize,
+    kernel: usize,
+    dilation: usize,
+    input: usize,
+    pad_begin: usize,
+    pad_end: usize,
+) -> (usize, usize, usize) {
+    let lo = pad_begin
+        .saturating_sub(start)
+        .div_ceil(dilation)
+        .min(kernel);
     let end = input + pad_begin;
-    let hi = if end > start { ((end - start - 1) / dilation + 1).min(kernel) } else { 0 }.max(lo);
+    let hi = if end > start {
+        ((end - start - 1) / dilation + 1).min(kernel)
+    } else {
+        0
+    }
+    .max(lo);
     let padded_end = end + pad_end;
-    let padded = if padded_end > start { ((padded_end - start - 1) / dilation + 1).min(kernel) } else { 0 };
+    let padded = if padded_end > start {
+        ((padded_end - start - 1) / dilation + 1).min(kernel)
+    } else {
+        0
+    };
     (lo, hi, padded)
 }
 
@@ -74,12 +93,23 @@ fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
     let mut base = [0usize; 3];
     for axis in 0..3 {
         let start = o[axis] * p.strides[axis];
-        range[axis] = taps(start, p.kernel[axis], p.dilations[axis], p.input[axis], p.pads_begin[axis], p.pads_end[axis]);
+        range[axis] = taps(
+            start,
+            p.kernel[axis],
+            p.dilations[axis],
+            p.input[axis],
+            p.pads_begin[axis],
+            p.pads_end[axis],
+        );
         // Input coordinate of tap 0 (may be "negative": only taps >= lo are read).
         base[axis] = start.wrapping_sub(p.pads_begin[axis]);
     }
     let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
-    let mut acc = if kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
+    let mut acc = if kind == PoolKind::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
     for a in z_lo..z_hi {
         let zi = base[0].wrapping_add(a * p.dilations[0]);
         for b in y_lo..y_hi {

@@ -6,6 +6,11 @@
 //! the last line is `N passed, M failed, K unsupported`. A compile error that says the model
 //! uses something sinter lacks is UNSUPPORTED; any other compile error, a panic, a shape or
 //! type mismatch, or a value out of tolerance is FAIL.
+//!
+//! Shapes are static: when an op needs, at compile time, an operand that a graph input gives
+//! (a Reshape target, Slice bounds, ...), the case is compiled specialized to its data's
+//! integer inputs, exactly as `--const` would; if the data sets disagree on those values the
+//! case is UNSUPPORTED.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -113,7 +118,39 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                 .map(|&id| g.value(id).name.clone())
                 .collect()
         };
-        let compiled = builder.compile()?;
+        let compiled = match builder.compile() {
+            Err(CompileError {
+                kind: ErrorKind::NotConstant(what),
+                ..
+            }) => {
+                // Shapes depend on an input's values: compile the model specialized to the
+                // data's integer inputs, as `--const` would.
+                let mut specialized = builder.clone();
+                let mut any = false;
+                for (k, (_, t)) in first.inputs.iter().enumerate() {
+                    let integer = matches!(t.dtype, DType::I64 | DType::I32);
+                    let Some(name) = original.get(k).filter(|_| integer) else {
+                        continue;
+                    };
+                    if case
+                        .data
+                        .iter()
+                        .any(|d| d.inputs.get(k).map(|(_, u)| u) != Some(t))
+                    {
+                        return Ok(Some(Outcome::Unsupported(format!(
+                            "{what} must be known at compile time, and input \"{name}\" that gives it differs between data sets"
+                        ))));
+                    }
+                    specialized = specialized.constant_tensor(name.clone(), t.clone());
+                    any = true;
+                }
+                if !any {
+                    return Err(CompileError::new(ErrorKind::NotConstant(what)));
+                }
+                specialized.compile()?
+            }
+            other => other?,
+        };
         let graph = &compiled.graph;
         case.input_map = graph
             .inputs

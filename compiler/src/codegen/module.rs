@@ -122,6 +122,9 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     let mut node_fns = Vec::new();
     let mut node_calls = Vec::new();
     for (index, node) in graph.nodes.iter().enumerate() {
+        if plan.skip[index] {
+            continue;
+        }
         let op = node
             .op
             .as_ref()

@@ -93,9 +93,9 @@ impl<'a> OpCx<'a> {
     pub fn const_ints(&self, i: usize, what: &str) -> Result<Vec<i64>> {
         let operand = self.input(i)?;
         let tensor = operand.constant.ok_or_else(|| {
-            CompileError::unsupported(format!(
-                "{what} (input {i}) must be a compile-time constant"
-            ))
+            CompileError::new(crate::error::ErrorKind::NotConstant(format!(
+                "{what} (input {i})"
+            )))
         })?;
         tensor.to_i64s().ok_or_else(|| {
             CompileError::shape(format!(

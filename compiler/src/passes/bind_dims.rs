@@ -126,5 +126,26 @@ fn bind_consts(graph: &mut Graph, cx: &PassCx) -> Result<()> {
         graph.value_mut(id).constant = Some(crate::ir::Tensor::from_numbers(dtype, shape, &data));
         graph.inputs.remove(position);
     }
+    for (name, tensor) in &cx.const_tensors {
+        let Some(position) = graph
+            .inputs
+            .iter()
+            .position(|&id| &graph.value(id).name == name)
+        else {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "constant {name}: no graph input of that name"
+            ))));
+        };
+        let id = graph.inputs[position];
+        let value = graph.value(id);
+        if value.dtype != Some(tensor.dtype) || value.shape.as_ref() != Some(&tensor.shape) {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "constant {name}: {}{:?} does not fit the input's {:?}{:?}",
+                tensor.dtype, tensor.shape, value.dtype, value.shape
+            ))));
+        }
+        graph.value_mut(id).constant = Some(tensor.clone());
+        graph.inputs.remove(position);
+    }
     Ok(())
 }

@@ -56,6 +56,8 @@ pub struct PassCx {
     /// Graph inputs turned into constants (`--const NAME=VALUE`): the values, one number to
     /// fill the whole input or one per element.
     pub consts: BTreeMap<String, Vec<f64>>,
+    /// Graph inputs turned into constants with exact tensors (their shape must match).
+    pub const_tensors: BTreeMap<String, crate::ir::Tensor>,
 }
 
 /// One pass of the pipeline.

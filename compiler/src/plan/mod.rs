@@ -33,6 +33,9 @@ pub struct Plan {
     pub locations: Vec<Option<Location>>,
     /// Per node: the arena offset and type of its scratch buffer, if it has one.
     pub scratch: Vec<Option<(usize, TypeShape)>>,
+    /// Per node: true when the node is a view (its output shares its input's bytes) and
+    /// emits no code.
+    pub skip: Vec<bool>,
     /// Arena size in bytes.
     pub arena_bytes: usize,
     /// The peak of bytes live at once over the schedule: no plan can use less.
@@ -86,6 +89,21 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         place_constant(id, &mut locations);
     }
 
+    // Views: the output of a Reshape-like node is its input's bytes; it shares the input's
+    // location and the node emits no code.
+    let mut root: Vec<usize> = (0..graph.values.len()).collect();
+    let mut skip = vec![false; n_nodes];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if let (true, Some(Some(input)), Some(Some(output))) = (
+            is_view(graph, node),
+            node.inputs.first(),
+            node.outputs.first(),
+        ) {
+            root[output.index()] = root[input.index()];
+            skip[i] = true;
+        }
+    }
+
     // Arena buffers: node outputs, then scratch.
     let mut last_use = vec![0usize; graph.values.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -101,13 +119,20 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     for id in &graph.outputs {
         last_use[id.index()] = n_nodes;
     }
+    // A buffer lives until the last use of any value that views it.
+    for v in 0..graph.values.len() {
+        let r = root[v];
+        if r != v {
+            last_use[r] = last_use[r].max(last_use[v]);
+        }
+    }
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut owners: Vec<Owner> = Vec::new();
     let mut scratch = vec![None; n_nodes];
     for (i, node) in graph.nodes.iter().enumerate() {
         for &id in node.outputs.iter().flatten() {
             let value = graph.value(id);
-            if value.constant.is_some() {
+            if value.constant.is_some() || root[id.index()] != id.index() {
                 continue;
             }
             buffers.push(Buffer {
@@ -182,13 +207,44 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             Owner::Scratch(node, t) => scratch[node] = Some((buffer.offset, t)),
         }
     }
+    for v in 0..graph.values.len() {
+        if root[v] != v {
+            locations[v] = locations[root[v]];
+        }
+    }
     Ok(Plan {
         locations,
         scratch,
+        skip,
         arena_bytes,
         arena_lower_bound,
         weights,
     })
+}
+
+/// Ops whose first output holds their first input's elements unchanged, in order.
+const VIEW_OPS: &[&str] = &[
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+];
+
+/// Whether `node` can be planned as a view: a view op, in the default domain, with only its
+/// first output used and the same element type in and out.
+fn is_view(graph: &Graph, node: &crate::ir::Node) -> bool {
+    let (Some(Some(input)), Some(Some(output))) = (node.inputs.first(), node.outputs.first())
+    else {
+        return false;
+    };
+    node.domain.is_empty()
+        && VIEW_OPS.contains(&node.op_type.as_str())
+        && node.outputs.iter().skip(1).all(Option::is_none)
+        && graph.value(*input).dtype == graph.value(*output).dtype
+        && graph.value(*input).len() == graph.value(*output).len()
+        && graph.value(*output).constant.is_none()
 }
 
 enum Owner {
