@@ -31,19 +31,26 @@ pub fn bools_as_bytes(values: &[bool]) -> &[u8] {
     unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len()) }
 }
 
-/// Turns stored bytes back into booleans (`0` is false, anything else true).
-pub fn bytes_to_bools<const N: usize>(bytes: &[u8]) -> [bool; N] {
-    let mut out = [false; N];
-    for (o, &b) in out.iter_mut().zip(bytes) {
-        *o = b != 0;
-    }
-    out
+/// Views stored booleans (bytes 0 or 1) as `bool`s.
+///
+/// Panics if a byte is neither 0 nor 1, which would mean a kernel wrote a non-boolean into a
+/// boolean value (a bug), rather than hand out an invalid `bool`.
+pub fn bytes_as_bools<const N: usize>(bytes: &[u8]) -> &[bool; N] {
+    assert!(
+        bytes.len() == N && bytes.iter().all(|&b| b <= 1),
+        "boolean output holds a byte other than 0 or 1"
+    );
+    // SAFETY: exactly N bytes, each 0 or 1 (checked), which are valid `bool`s of the same size
+    // and alignment; the result borrows `bytes`.
+    unsafe { &*bytes.as_ptr().cast::<[bool; N]>() }
 }
 
-/// Copies a slice into a fixed-size array; the lengths must match (checked by the caller,
-/// generated code, which knows both at compile time).
-pub fn to_array<T: Copy + Default, const N: usize>(values: &[T]) -> [T; N] {
-    let mut out = [T::default(); N];
-    out.copy_from_slice(values);
-    out
+/// Views a slice of exactly `N` elements as an array reference.
+///
+/// Panics on another length (generated code passes lengths it knows at compile time).
+pub fn as_array<T, const N: usize>(values: &[T]) -> &[T; N] {
+    match values.try_into() {
+        Ok(array) => array,
+        Err(_) => panic!("expected {N} elements, found {}", values.len()),
+    }
 }

@@ -23,6 +23,8 @@ pub mod elem;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_x86_64;
 pub mod half;
 pub mod math;
 pub mod norm;

@@ -80,6 +80,10 @@ impl Port {
         let n = lit(self.len);
         quote!([#t; #n])
     }
+    fn output_type(&self) -> TokenStream {
+        let a = self.array_type();
+        quote!(&#a)
+    }
 }
 
 /// Generates the module for a shape-inferred, planned graph.
@@ -259,39 +263,57 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             quote!(let #ident: &[_] = #ident;)
         }
     });
-    let output_values = outputs
-        .iter()
-        .map(|p| {
-            let t = rust_type(p.dtype);
-            let len = lit(p.len);
-            let slice = match plan.locations[p.id.index()] {
-                Some(Location::Arena(offset)) => {
-                    let offset = lit(offset);
-                    quote!(self.arena.get::<#t>(#offset, #len))
-                }
-                Some(Location::Weights(offset)) => {
-                    uses_weights = true;
-                    let offset = lit(offset);
-                    quote!(WEIGHTS.get::<#t>(#offset, #len))
-                }
-                Some(Location::Input(k)) => {
-                    let ident = &inputs[k].ident;
-                    quote!(#ident)
-                }
-                None => {
-                    return Err(CompileError::shape(format!(
-                        "internal: output \"{}\" has no location",
-                        p.onnx_name
-                    )))
-                }
-            };
-            Ok(if p.dtype == DType::Bool {
-                quote!(::sinter_rt::elem::bytes_to_bools::<#len>(#slice))
-            } else {
-                quote!(::sinter_rt::elem::to_array::<#t, #len>(#slice))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // Outputs not already in the arena are copied there; `run` returns references to arena
+    // regions, so big outputs never travel over the stack.
+    let mut output_copies = Vec::new();
+    let mut output_values = Vec::new();
+    for (k, p) in outputs.iter().enumerate() {
+        let t = rust_type(p.dtype);
+        let len = lit(p.len);
+        let offset = match (
+            plan.output_copy.get(k).copied().flatten(),
+            plan.locations[p.id.index()],
+        ) {
+            (Some(copy), location) => {
+                let source = match location {
+                    Some(Location::Weights(offset)) => {
+                        uses_weights = true;
+                        let offset = lit(offset);
+                        quote!(WEIGHTS.get::<#t>(#offset, #len))
+                    }
+                    Some(Location::Input(i)) => {
+                        let ident = &inputs[i].ident;
+                        quote!(#ident)
+                    }
+                    _ => {
+                        return Err(CompileError::shape(format!(
+                            "internal: output \"{}\" copy without a source",
+                            p.onnx_name
+                        )))
+                    }
+                };
+                let dst = lit(copy);
+                output_copies.push(quote! {
+                    let mut sp = self.arena.splitter();
+                    sp.take::<#t>(#dst, #len).copy_from_slice(#source);
+                });
+                copy
+            }
+            (None, Some(Location::Arena(offset))) => offset,
+            _ => {
+                return Err(CompileError::shape(format!(
+                    "internal: output \"{}\" has no arena location",
+                    p.onnx_name
+                )))
+            }
+        };
+        let offset = lit(offset);
+        output_values.push(if p.dtype == DType::Bool {
+            quote!(::sinter_rt::elem::bytes_as_bools::<#len>(self.arena.get::<u8>(#offset, #len)))
+        } else {
+            quote!(::sinter_rt::elem::as_array::<#t, #len>(self.arena.get::<#t>(#offset, #len)))
+        });
+    }
 
     let run_params: Vec<TokenStream> = inputs
         .iter()
@@ -313,11 +335,11 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     });
     let input_idents: Vec<&proc_macro2::Ident> = inputs.iter().map(|p| &p.ident).collect();
     let (ret_type, ret_value) = if outputs.len() == 1 {
-        let t = outputs[0].array_type();
+        let t = outputs[0].output_type();
         let v = &output_values[0];
         (quote!(#t), quote!(#v))
     } else {
-        let ts = outputs.iter().map(Port::array_type);
+        let ts = outputs.iter().map(Port::output_type);
         (quote!((#(#ts,)*)), quote!((#(#output_values,)*)))
     };
 
@@ -343,7 +365,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         describe(&outputs)
     );
     let run_doc = format!(
-        " Runs the model. Inputs: {}. Returns {}.",
+        " Runs the model. Inputs: {}. Returns {} (borrowed from the model until the next run).",
         describe(&inputs),
         if outputs.len() == 1 {
             describe(&outputs)
@@ -423,6 +445,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     #(#input_slices)*
                     #(#unused_inputs)*
                     #(#node_calls)*
+                    #(#output_copies)*
                     #ret_value
                 }
 

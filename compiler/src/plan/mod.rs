@@ -36,6 +36,9 @@ pub struct Plan {
     /// Per node: true when the node is a view (its output shares its input's bytes) and
     /// emits no code.
     pub skip: Vec<bool>,
+    /// Per graph output: the arena region its value is copied into at the end of `run`, for
+    /// outputs whose value lives elsewhere (a constant or a graph input).
+    pub output_copy: Vec<Option<usize>>,
     /// Arena size in bytes.
     pub arena_bytes: usize,
     /// The peak of bytes live at once over the schedule: no plan can use less.
@@ -161,6 +164,28 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         }
     }
 
+    // Graph outputs whose bytes are not in the arena (constants, graph inputs, views of
+    // them) get a region there, filled by a copy at the end of `run`, so that `run` can
+    // return references into the arena.
+    let mut output_copy = vec![None; graph.outputs.len()];
+    for (k, &id) in graph.outputs.iter().enumerate() {
+        let r = root[id.index()];
+        let in_arena = graph
+            .value(crate::ir::ValueId(u32::try_from(r).unwrap_or(u32::MAX)))
+            .constant
+            .is_none()
+            && !graph.inputs.iter().any(|i| i.index() == r);
+        if !in_arena {
+            buffers.push(Buffer {
+                size: padded(graph.value(id).bytes()),
+                first: n_nodes,
+                last: n_nodes,
+                offset: 0,
+            });
+            owners.push(Owner::OutputCopy(k));
+        }
+    }
+
     let arena_lower_bound = (0..=n_nodes)
         .map(|t| {
             buffers
@@ -205,6 +230,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         match owner {
             Owner::Value(v) => locations[v] = Some(Location::Arena(buffer.offset)),
             Owner::Scratch(node, t) => scratch[node] = Some((buffer.offset, t)),
+            Owner::OutputCopy(k) => output_copy[k] = Some(buffer.offset),
         }
     }
     for v in 0..graph.values.len() {
@@ -216,6 +242,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         locations,
         scratch,
         skip,
+        output_copy,
         arena_bytes,
         arena_lower_bound,
         weights,
@@ -248,6 +275,7 @@ fn is_view(graph: &Graph, node: &crate::ir::Node) -> bool {
 }
 
 enum Owner {
+    OutputCopy(usize),
     Value(usize),
     Scratch(usize, TypeShape),
 }
