@@ -324,6 +324,7 @@ fn pack_b<const NR: usize>(
 ///
 /// # Safety
 /// As for [`Kernel`].
+#[allow(clippy::too_many_arguments, reason = "the Kernel signature")]
 unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     kc: usize,
     a: *const f32,
