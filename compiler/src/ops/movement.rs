@@ -95,7 +95,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> Result
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(CompileError::shape(format!(
                 "cannot reshape {input:?} to {spec:?}"
             )));
