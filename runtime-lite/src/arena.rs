@@ -53,7 +53,7 @@ fn region_bytes<T>(offset: usize, len: usize, total: usize, what: &str) -> usize
 
 fn check_align<T>(address: usize, offset: usize) {
     assert!(
-        address % align_of::<T>() == 0,
+        address.is_multiple_of(align_of::<T>()),
         "region at byte {offset} is not aligned for its element type"
     );
 }
