@@ -426,14 +426,11 @@ mod tests {
     }
 
     /// Every kernel path this CPU can run, by name.
-    fn paths() -> Vec<(
-        &'static str,
-        Box<dyn Fn(usize, usize, usize, &[f32], Strides, &[f32], Strides, &mut [f32])>,
-    )> {
-        let mut paths: Vec<(
-            &'static str,
-            Box<dyn Fn(usize, usize, usize, &[f32], Strides, &[f32], Strides, &mut [f32])>,
-        )> = vec![
+    /// A GEMM path under test: `(m, n, k, a, a_strides, b, b_strides, out)`.
+    type Path = Box<dyn Fn(usize, usize, usize, &[f32], Strides, &[f32], Strides, &mut [f32])>;
+
+    fn paths() -> Vec<(&'static str, Path)> {
+        let mut paths: Vec<(&'static str, Path)> = vec![
             (
                 "dispatch",
                 Box::new(|m, n, k, a, sa, b, sb, out| {
@@ -546,10 +543,8 @@ mod tests {
                     };
                     let want = reference(m, n, k, &a, sa, &b, sb);
                     let mut out = std::vec![f32::NAN; m * n];
-                    if k == 0 || m == 0 || n == 0 {
-                        if name != "dispatch" {
-                            continue;
-                        }
+                    if (k == 0 || m == 0 || n == 0) && name != "dispatch" {
+                        continue;
                     }
                     path(m, n, k, &a, sa, &b, sb, &mut out);
                     for (x, y) in out.iter().zip(&want) {
