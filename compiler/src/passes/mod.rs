@@ -3,11 +3,13 @@
 
 mod bind_dims;
 mod eliminate_dead;
+mod fuse_conv_bn;
 mod infer_shapes;
 mod resolve_ops;
 
 pub use bind_dims::bind_dims;
 pub use eliminate_dead::eliminate_dead;
+pub use fuse_conv_bn::fuse_conv_bn;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 
@@ -24,7 +26,7 @@ pub enum OptLevel {
     O0,
     /// Plus dead-node removal.
     O1,
-    /// Reserved for fusions.
+    /// Plus fusions that fold constants into weights (Conv + BatchNormalization).
     O2,
     /// Everything.
     #[default]
@@ -92,6 +94,12 @@ pub const PASSES: &[PassInfo] = &[
         min_level: OptLevel::O1,
         run: eliminate_dead,
     },
+    PassInfo {
+        name: "fuse_conv_bn",
+        min_level: OptLevel::O2,
+        run: fuse_conv_bn,
+    },
+    // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
 
 /// Node counts before and after one pass.
