@@ -25,6 +25,7 @@ pub mod error;
 pub mod gemm;
 pub mod half;
 pub mod math;
+pub mod math64;
 pub mod norm;
 pub mod pool;
 pub mod shape;

@@ -306,6 +306,11 @@ ops! {
     Transpose(movement::Transpose) => ["Transpose"];
     Concat(movement::Concat) => ["Concat"];
     Constant(movement::Constant) => ["Constant"];
+    LayerNorm(norm::LayerNorm) => ["LayerNormalization", "RMSNormalization"];
+    GroupNorm(norm::GroupNorm) => ["InstanceNormalization", "GroupNormalization"];
+    Mvn(norm::Mvn) => ["MeanVarianceNormalization"];
+    LpNorm(norm::LpNorm) => ["LpNormalization"];
+    Lrn(norm::Lrn) => ["LRN"];
 }
 
 // ---- shared helpers for the family files ----
