@@ -311,6 +311,7 @@ ops! {
     Mvn(norm::Mvn) => ["MeanVarianceNormalization"];
     LpNorm(norm::LpNorm) => ["LpNormalization"];
     Lrn(norm::Lrn) => ["LRN"];
+    ConvTranspose(conv::ConvTranspose) => ["ConvTranspose"];
 }
 
 // ---- shared helpers for the family files ----
