@@ -130,6 +130,9 @@ pub fn conv_f32(
 }
 
 /// Writes the im2col matrix of one group: row `c * K + kernel_offset`, column `output_pixel`.
+///
+/// Each output row is split once into its padded head, valid middle and padded tail, so the
+/// inner loop is a copy (unit stride) or a strided gather with no bounds checks per element.
 fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
     let [id, ih, iw] = p.input;
     let [od, oh, ow] = p.output;
@@ -145,21 +148,35 @@ fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
             for b in 0..kh {
                 for c in 0..kw {
                     let dst = &mut cols[row * out_len..][..out_len];
-                    let mut idx = 0;
+                    // Output columns whose input column is inside: xo in [x_lo, x_hi).
+                    let offset = c * dw;
+                    let x_lo = pw.saturating_sub(offset).div_ceil(sw).min(ow);
+                    let x_hi = if iw + pw > offset {
+                        ((iw + pw - offset - 1) / sw + 1).min(ow)
+                    } else {
+                        0
+                    }
+                    .max(x_lo);
                     for z in 0..od {
                         let zi = (z * sd + a * dd).wrapping_sub(pd);
                         for y in 0..oh {
                             let yi = (y * sh + b * dh).wrapping_sub(ph);
-                            let inside_zy = zi < id && yi < ih;
-                            let base = zi.wrapping_mul(ih).wrapping_add(yi).wrapping_mul(iw);
-                            for xo in 0..ow {
-                                let xi = (xo * sw + c * dw).wrapping_sub(pw);
-                                dst[idx] = if inside_zy && xi < iw {
-                                    channel[base + xi]
-                                } else {
-                                    0.0
-                                };
-                                idx += 1;
+                            let out_row = &mut dst[(z * oh + y) * ow..][..ow];
+                            if zi >= id || yi >= ih {
+                                out_row.fill(0.0);
+                                continue;
+                            }
+                            let in_row = &channel[(zi * ih + yi) * iw..][..iw];
+                            out_row[..x_lo].fill(0.0);
+                            out_row[x_hi..].fill(0.0);
+                            let first = x_lo * sw + offset - pw;
+                            if sw == 1 {
+                                out_row[x_lo..x_hi]
+                                    .copy_from_slice(&in_row[first..first + (x_hi - x_lo)]);
+                            } else {
+                                for (k, o) in out_row[x_lo..x_hi].iter_mut().enumerate() {
+                                    *o = in_row[first + k * sw];
+                                }
                             }
                         }
                     }

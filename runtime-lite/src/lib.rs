@@ -28,6 +28,7 @@ pub mod math;
 pub mod math64;
 pub mod norm;
 pub mod pool;
+pub mod resize;
 pub mod shape;
 pub mod softmax;
 

@@ -42,7 +42,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * r2 + r + 1.0;
     let n = n as i32;
     // Split the scale so that results in the subnormal range and up to 2^128 stay exact.
@@ -90,7 +90,7 @@ pub fn ln(x: f32) -> f32 {
     let p = p * m - 1.666_805_8e-1;
     let p = p * m + 2.000_071_5e-1;
     let p = p * m - 2.499_999_4e-1;
-    let p = p * m + 3.333_333_1e-1;
+    let p = p * m + 0.333_333_3;
     let ef = e as f32;
     let mut y = m * z * p;
     y += ef * LN2_LO;
@@ -125,10 +125,10 @@ pub fn tanh(x: f32) -> f32 {
     if a < 0.625 {
         let z = x * x;
         let p = -5.704_988_7e-3f32;
-        let p = p * z + 2.063_908_9e-2;
+        let p = p * z + 0.020_639_09;
         let p = p * z - 5.373_971_6e-2;
         let p = p * z + 1.333_144_2e-1;
-        let p = p * z - 3.333_328_2e-1;
+        let p = p * z - 0.333_332_8;
         x + x * z * p
     } else if a > 9.010_913 {
         1.0f32.copysign(x)

@@ -56,57 +56,86 @@ pub fn pool_f32(p: &PoolParams, kind: PoolKind, x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The kernel taps `[lo, hi)` of one axis that land inside the input, and the number of taps
+/// inside the padded input (the include-pad divisor), for the window starting at padded
+/// coordinate `start`.
+#[inline]
+fn taps(
+    start: usize,
+    kernel: usize,
+    dilation: usize,
+    input: usize,
+    pad_begin: usize,
+    pad_end: usize,
+) -> (usize, usize, usize) {
+    let lo = pad_begin
+        .saturating_sub(start)
+        .div_ceil(dilation)
+        .min(kernel);
+    let end = input + pad_begin;
+    let hi = if end > start {
+        ((end - start - 1) / dilation + 1).min(kernel)
+    } else {
+        0
+    }
+    .max(lo);
+    let padded_end = end + pad_end;
+    let padded = if padded_end > start {
+        ((padded_end - start - 1) / dilation + 1).min(kernel)
+    } else {
+        0
+    };
+    (lo, hi, padded)
+}
+
 fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
+    let mut range = [(0, 0, 0); 3];
+    let mut base = [0usize; 3];
+    for axis in 0..3 {
+        let start = o[axis] * p.strides[axis];
+        range[axis] = taps(
+            start,
+            p.kernel[axis],
+            p.dilations[axis],
+            p.input[axis],
+            p.pads_begin[axis],
+            p.pads_end[axis],
+        );
+        // Input coordinate of tap 0 (may be "negative": only taps >= lo are read).
+        base[axis] = start.wrapping_sub(p.pads_begin[axis]);
+    }
+    let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
     let mut acc = if kind == PoolKind::Max {
         f32::NEG_INFINITY
     } else {
         0.0
     };
-    let mut valid = 0usize;
-    let mut padded = 0usize;
-    for a in 0..p.kernel[0] {
-        let zp = o[0] * p.strides[0] + a * p.dilations[0];
-        if zp >= p.input[0] + p.pads_begin[0] + p.pads_end[0] {
-            continue;
-        }
-        for b in 0..p.kernel[1] {
-            let yp = o[1] * p.strides[1] + b * p.dilations[1];
-            if yp >= p.input[1] + p.pads_begin[1] + p.pads_end[1] {
-                continue;
-            }
-            for c in 0..p.kernel[2] {
-                let xp = o[2] * p.strides[2] + c * p.dilations[2];
-                if xp >= p.input[2] + p.pads_begin[2] + p.pads_end[2] {
-                    continue;
-                }
-                padded += 1;
-                let (zi, yi, xi) = (
-                    zp.wrapping_sub(p.pads_begin[0]),
-                    yp.wrapping_sub(p.pads_begin[1]),
-                    xp.wrapping_sub(p.pads_begin[2]),
-                );
-                if zi < p.input[0] && yi < p.input[1] && xi < p.input[2] {
-                    let v = src[(zi * p.input[1] + yi) * p.input[2] + xi];
-                    valid += 1;
-                    acc = match kind {
-                        // NaN propagates, as in ONNX Runtime's max pooling.
-                        PoolKind::Max => {
-                            if v > acc || v.is_nan() {
-                                v
-                            } else {
-                                acc
-                            }
+    for a in z_lo..z_hi {
+        let zi = base[0].wrapping_add(a * p.dilations[0]);
+        for b in y_lo..y_hi {
+            let yi = base[1].wrapping_add(b * p.dilations[1]);
+            let row = &src[(zi * p.input[1] + yi) * p.input[2]..][..p.input[2]];
+            for c in x_lo..x_hi {
+                let v = row[base[2].wrapping_add(c * p.dilations[2])];
+                acc = match kind {
+                    // NaN propagates, as in ONNX Runtime's max pooling.
+                    PoolKind::Max => {
+                        if v > acc || v.is_nan() {
+                            v
+                        } else {
+                            acc
                         }
-                        _ => acc + v,
-                    };
-                }
+                    }
+                    _ => acc + v,
+                };
             }
         }
     }
+    let valid = (z_hi - z_lo) * (y_hi - y_lo) * (x_hi - x_lo);
     match kind {
         PoolKind::Max => acc,
         PoolKind::Average => acc / valid as f32,
-        PoolKind::AverageIncludePad => acc / padded as f32,
+        PoolKind::AverageIncludePad => acc / (z_pad * y_pad * x_pad) as f32,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod resize;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -312,6 +313,7 @@ ops! {
     LpNorm(norm::LpNorm) => ["LpNormalization"];
     Lrn(norm::Lrn) => ["LRN"];
     ConvTranspose(conv::ConvTranspose) => ["ConvTranspose"];
+    Resize(resize::Resize) => ["Resize", "Upsample"];
 }
 
 // ---- shared helpers for the family files ----
