@@ -299,8 +299,8 @@ ops! {
     Gemm(gemm::Gemm) => ["Gemm"];
     MatMul(gemm::MatMul) => ["MatMul"];
     Conv(conv::Conv) => ["Conv"];
-    Pool(pool::Pool) => ["MaxPool", "AveragePool"];
-    GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool"];
+    Pool(pool::Pool) => ["MaxPool", "AveragePool", "LpPool"];
+    GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
     Softmax(softmax::Softmax) => ["Softmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
