@@ -19,6 +19,7 @@ extern crate alloc;
 
 pub mod arena;
 pub mod conv;
+pub mod einsum;
 pub mod elem;
 pub mod elementwise;
 pub mod error;

@@ -10,6 +10,7 @@ use crate::ir::{DType, Node, Tensor};
 use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
 pub mod movement;
@@ -314,6 +315,7 @@ ops! {
     Lrn(norm::Lrn) => ["LRN"];
     ConvTranspose(conv::ConvTranspose) => ["ConvTranspose"];
     Resize(resize::Resize) => ["Resize", "Upsample"];
+    Einsum(einsum::Einsum) => ["Einsum"];
 }
 
 // ---- shared helpers for the family files ----
