@@ -1,5 +1,5 @@
 //! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts): im2col + GEMM, with 1x1
-//! unit-stride unpadded kernels fed to GEMM directly.
+//! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im.
 
 use crate::gemm::{gemm_f32, Strides};
 
@@ -187,6 +187,136 @@ fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
     }
 }
 
+/// The geometry of one transposed convolution, fixed at compile time. Spatial arrays as in
+/// [`ConvParams`]; `pads` may be negative (an `output_shape` larger than the full result).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTransposeParams {
+    /// N.
+    pub batch: usize,
+    /// C, input channels over all groups.
+    pub in_channels: usize,
+    /// M, output channels over all groups.
+    pub out_channels: usize,
+    /// Groups; both channel counts are multiples of it.
+    pub groups: usize,
+    /// Input spatial sizes.
+    pub input: [usize; 3],
+    /// Output spatial sizes.
+    pub output: [usize; 3],
+    /// Kernel spatial sizes.
+    pub kernel: [usize; 3],
+    /// Strides.
+    pub strides: [usize; 3],
+    /// Dilations.
+    pub dilations: [usize; 3],
+    /// Output positions cropped at the start of each axis (negative: blank rows added).
+    pub pads: [isize; 3],
+}
+
+impl ConvTransposeParams {
+    /// Elements of scratch space [`conv_transpose_f32`] needs: the column matrix of one group.
+    pub const fn scratch_len(&self) -> usize {
+        let k = self.kernel[0] * self.kernel[1] * self.kernel[2];
+        let i = self.input[0] * self.input[1] * self.input[2];
+        self.out_channels / self.groups * k * i
+    }
+}
+
+/// `out = conv_transpose(x, w) + bias`, with `x: [N, C, *input]`, `w: [C, M/groups, *kernel]`,
+/// `bias: [M]`, `out: [N, M, *output]`, and `scratch` at least `p.scratch_len()` long.
+pub fn conv_transpose_f32(
+    p: &ConvTransposeParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let in_len: usize = p.input.iter().product();
+    let out_len: usize = p.output.iter().product();
+    let k_len: usize = p.kernel.iter().product();
+    let rows = cout_g * k_len;
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len
+            && w.len() >= p.in_channels * rows
+            && out.len() >= p.batch * p.out_channels * out_len
+            && scratch.len() >= rows * in_len,
+        "conv_transpose buffers too short"
+    );
+    for n in 0..p.batch {
+        for g in 0..p.groups {
+            let out_group =
+                &mut out[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len];
+            for (m, row) in out_group.chunks_exact_mut(out_len.max(1)).enumerate() {
+                row.fill(bias.map_or(0.0, |b| b[g * cout_g + m]));
+            }
+            if in_len == 0 || rows == 0 {
+                continue;
+            }
+            // cols[oc * K + k][pixel] = sum_c w[c][oc * K + k] * x[c][pixel]
+            let cols = &mut scratch[..rows * in_len];
+            gemm_f32(
+                rows,
+                in_len,
+                cin_g,
+                1.0,
+                &w[g * cin_g * rows..],
+                Strides {
+                    rows: 1,
+                    cols: rows,
+                },
+                &x[(n * p.in_channels + g * cin_g) * in_len..],
+                Strides {
+                    rows: in_len,
+                    cols: 1,
+                },
+                false,
+                cols,
+            );
+            col2im(p, cols, out_group);
+        }
+    }
+}
+
+/// Scatter-adds the column matrix of one group into its output channels.
+fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let in_len = id * ih * iw;
+    let out_len = od * oh * ow;
+    // Output coordinate of input position `i`, kernel tap `k` on `axis`, if inside.
+    let pos = |axis: usize, i: usize, k: usize| -> Option<usize> {
+        let full = (i * p.strides[axis] + k * p.dilations[axis]) as isize - p.pads[axis];
+        usize::try_from(full).ok().filter(|&v| v < p.output[axis])
+    };
+    let mut row = 0;
+    for channel in out.chunks_exact_mut(out_len.max(1)) {
+        for a in 0..kd {
+            for b in 0..kh {
+                for c in 0..kw {
+                    let src = &cols[row * in_len..][..in_len];
+                    row += 1;
+                    for z in 0..id {
+                        let Some(zo) = pos(0, z, a) else { continue };
+                        for y in 0..ih {
+                            let Some(yo) = pos(1, y, b) else { continue };
+                            let (sbase, obase) = ((z * ih + y) * iw, (zo * oh + yo) * ow);
+                            for xi in 0..iw {
+                                if let Some(xo) = pos(2, xi, c) {
+                                    channel[obase + xo] += src[sbase + xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +364,39 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn conv_transpose_1d_matches_direct_reference() {
+        // x: [1, 2, 3], w: [2, 1, 2] (groups 1, M = 1), stride 2, pad 1 at the start.
+        let p = ConvTransposeParams {
+            batch: 1,
+            in_channels: 2,
+            out_channels: 1,
+            groups: 1,
+            input: [3, 1, 1],
+            output: [5, 1, 1],
+            kernel: [2, 1, 1],
+            strides: [2, 1, 1],
+            dilations: [1, 1, 1],
+            pads: [1, 0, 0],
+        };
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let w = [1.0f32, 10.0, 100.0, 1000.0];
+        let mut full = [0.0f32; 6];
+        for c in 0..2 {
+            for i in 0..3 {
+                for k in 0..2 {
+                    full[i * 2 + k] += x[c * 3 + i] * w[c * 2 + k];
+                }
+            }
+        }
+        let mut out = [0.0f32; 5];
+        let mut scratch = std::vec![0.0f32; p.scratch_len()];
+        conv_transpose_f32(&p, &x, &w, Some(&[0.5]), &mut out, &mut scratch);
+        for (o, f) in out.iter().zip(&full[1..]) {
+            assert_eq!(*o, f + 0.5);
+        }
     }
 
     #[test]

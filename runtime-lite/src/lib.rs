@@ -19,6 +19,7 @@ extern crate alloc;
 
 pub mod arena;
 pub mod conv;
+pub mod einsum;
 pub mod elem;
 pub mod elementwise;
 pub mod error;
@@ -27,9 +28,11 @@ pub mod gemm;
 mod gemm_x86_64;
 pub mod half;
 pub mod math;
+pub mod math64;
 pub mod norm;
 pub mod pool;
 pub mod rnn;
+pub mod resize;
 pub mod shape;
 pub mod softmax;
 

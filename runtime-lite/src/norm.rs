@@ -1,6 +1,11 @@
-//! Normalization kernels: batch normalization in inference mode.
+//! Normalization kernels: batch normalization in inference mode, row normalization (layer,
+//! RMS, instance and group normalization), mean-variance normalization over arbitrary axes,
+//! Lp normalization along an axis, and local response normalization.
+//!
+//! Statistics are accumulated in f64 and applied in f32.
 
-use crate::math;
+use crate::elementwise::for_each_index;
+use crate::{math, math64};
 
 /// `out = (x - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + bias[c]` over `x: [N, C, inner]`.
 #[allow(
@@ -31,5 +36,238 @@ pub fn batch_norm_f32(
                 *o = v * k + shift;
             }
         }
+    }
+}
+
+/// Where the scale and bias of one element of a normalized row come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Affine<'a> {
+    /// No scale or bias.
+    None,
+    /// `scale[j]` (and `bias[j]`) for element `j` of every row (layer and RMS normalization).
+    PerElement {
+        /// One per row element.
+        scale: &'a [f32],
+        /// One per row element, if present.
+        bias: Option<&'a [f32]>,
+    },
+    /// Element `e` of the whole tensor uses channel `(e / channel_len) % channels` (instance
+    /// and group normalization).
+    PerChannel {
+        /// One per channel.
+        scale: &'a [f32],
+        /// One per channel.
+        bias: &'a [f32],
+        /// Elements per channel run.
+        channel_len: usize,
+        /// Channels.
+        channels: usize,
+    },
+}
+
+/// Normalizes each of the `rows` contiguous rows of `inner` elements of `x` into `out`:
+/// `(v - mean) / sqrt(var + epsilon)`, or with `rms` `v / sqrt(mean(v^2) + epsilon)`; then
+/// applies `affine`. Writes each row's mean and `1 / sqrt(var + epsilon)` to `mean_out` and
+/// `inv_std_out` when given (layer normalization's optional outputs).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "operands, layout, epsilon and the optional statistics outputs"
+)]
+pub fn row_norm_f32(
+    x: &[f32],
+    out: &mut [f32],
+    rows: usize,
+    inner: usize,
+    epsilon: f32,
+    rms: bool,
+    affine: Affine<'_>,
+    mut mean_out: Option<&mut [f32]>,
+    mut inv_std_out: Option<&mut [f32]>,
+) {
+    assert!(
+        x.len() >= rows * inner && out.len() >= rows * inner,
+        "norm buffers too short"
+    );
+    for r in 0..rows {
+        let src = &x[r * inner..][..inner];
+        let n = inner as f64;
+        let mean = if rms || inner == 0 {
+            0.0
+        } else {
+            src.iter().map(|&v| f64::from(v)).sum::<f64>() / n
+        };
+        let var = if inner == 0 {
+            0.0
+        } else {
+            src.iter()
+                .map(|&v| {
+                    let d = f64::from(v) - mean;
+                    d * d
+                })
+                .sum::<f64>()
+                / n
+        };
+        let inv = 1.0 / math64::sqrt_f64(var + f64::from(epsilon));
+        if let Some(m) = mean_out.as_deref_mut() {
+            m[r] = mean as f32;
+        }
+        if let Some(s) = inv_std_out.as_deref_mut() {
+            s[r] = inv as f32;
+        }
+        let dst = &mut out[r * inner..][..inner];
+        for (j, (o, &v)) in dst.iter_mut().zip(src).enumerate() {
+            let normed = ((f64::from(v) - mean) * inv) as f32;
+            *o = match affine {
+                Affine::None => normed,
+                Affine::PerElement { scale, bias } => {
+                    normed * scale[j] + bias.map_or(0.0, |b| b[j])
+                }
+                Affine::PerChannel {
+                    scale,
+                    bias,
+                    channel_len,
+                    channels,
+                } => {
+                    let c = ((r * inner + j) / channel_len) % channels;
+                    normed * scale[c] + bias[c]
+                }
+            };
+        }
+    }
+}
+
+/// Mean-variance normalization: for every index of `kept_shape` (element offset from
+/// `kept_strides`), the elements reached from it over `red_shape` / `red_strides` become
+/// `(v - mean) / (sqrt(var) + 1e-9)` (ONNX's MeanVarianceNormalization definition).
+pub fn mvn_f32(
+    x: &[f32],
+    out: &mut [f32],
+    kept_shape: &[usize],
+    kept_strides: &[usize],
+    red_shape: &[usize],
+    red_strides: &[usize],
+) {
+    let n = red_shape.iter().product::<usize>() as f64;
+    for_each_index(kept_shape, [kept_strides], |_, [base]| {
+        let mut sum = 0.0f64;
+        let mut sq = 0.0f64;
+        for_each_index(red_shape, [red_strides], |_, [off]| {
+            let v = f64::from(x[base + off]);
+            sum += v;
+            sq += v * v;
+        });
+        let mean = sum / n;
+        let var = (sq / n - mean * mean).max(0.0);
+        let denom = math64::sqrt_f64(var) + 1e-9;
+        for_each_index(red_shape, [red_strides], |_, [off]| {
+            out[base + off] = ((f64::from(x[base + off]) - mean) / denom) as f32;
+        });
+    });
+}
+
+/// Lp normalization along the middle axis of `x: [outer, len, inner]`: each vector is
+/// divided by its L1 (`p == 1`) or L2 norm.
+pub fn lp_norm_f32(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, p: u32) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * len * inner + i;
+            let mut acc = 0.0f64;
+            for k in 0..len {
+                let v = f64::from(x[base + k * inner]);
+                acc += if p == 1 { v.abs() } else { v * v };
+            }
+            let norm = if p == 1 { acc } else { math64::sqrt_f64(acc) };
+            for k in 0..len {
+                out[base + k * inner] = (f64::from(x[base + k * inner]) / norm) as f32;
+            }
+        }
+    }
+}
+
+/// Local response normalization across channels of `x: [N, C, inner]`:
+/// `out = x / (bias + alpha / size * sum(x^2 over the channel window))^beta`, the window
+/// spanning channels `c - (size - 1) / 2 ..= c + size / 2`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "operands, layout and the four LRN attributes"
+)]
+pub fn lrn_f32(
+    x: &[f32],
+    out: &mut [f32],
+    batch: usize,
+    channels: usize,
+    inner: usize,
+    size: usize,
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+) {
+    let before = (size.max(1) - 1) / 2;
+    let after = size / 2;
+    for n in 0..batch {
+        for c in 0..channels {
+            let lo = c.saturating_sub(before);
+            let hi = (c + after).min(channels.max(1) - 1);
+            for i in 0..inner {
+                let mut sq = 0.0f64;
+                for k in lo..=hi {
+                    let v = f64::from(x[(n * channels + k) * inner + i]);
+                    sq += v * v;
+                }
+                let base = f64::from(bias) + f64::from(alpha) / size as f64 * sq;
+                let idx = (n * channels + c) * inner + i;
+                out[idx] = (f64::from(x[idx]) / math64::pow_f64(base, f64::from(beta))) as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_norm_rows() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, -1.0, 1.0];
+        let mut out = [0.0f32; 6];
+        let (mut m, mut s) = ([0.0f32; 2], [0.0f32; 2]);
+        let scale = [1.0f32, 2.0, 1.0];
+        row_norm_f32(
+            &x,
+            &mut out,
+            2,
+            3,
+            0.0,
+            false,
+            Affine::PerElement {
+                scale: &scale,
+                bias: None,
+            },
+            Some(&mut m),
+            Some(&mut s),
+        );
+        assert_eq!(m, [2.0, 4.0 / 3.0]);
+        let inv = 1.0 / (2.0f64 / 3.0).sqrt();
+        assert!((out[0] as f64 + inv).abs() < 1e-6);
+        assert!(out[1].abs() < 1e-6);
+        assert!((s[0] as f64 - inv).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lp_and_mvn() {
+        let x = [3.0f32, 4.0];
+        let mut out = [0.0f32; 2];
+        lp_norm_f32(&x, &mut out, 1, 2, 1, 2);
+        assert_eq!(out, [0.6, 0.8]);
+        mvn_f32(&x, &mut out, &[], &[], &[2], &[1]);
+        assert!((out[0] + 1.0).abs() < 1e-6 && (out[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lrn_single_channel_window() {
+        let x = [2.0f32];
+        let mut out = [0.0f32];
+        lrn_f32(&x, &mut out, 1, 1, 1, 1, 1.0, 1.0, 0.0);
+        assert!((out[0] - 0.5).abs() < 1e-6);
     }
 }

@@ -156,6 +156,136 @@ pub fn global_max_f32(x: &[f32], out: &mut [f32], spatial: usize) {
     }
 }
 
+/// Calls `f(offset)` for every input pixel (offset within its plane) of the window at output
+/// position `o`; padding is skipped.
+#[inline]
+fn for_window(p: &PoolParams, o: [usize; 3], mut f: impl FnMut(usize)) {
+    let mut range = [(0, 0); 3];
+    let mut base = [0usize; 3];
+    for axis in 0..3 {
+        let start = o[axis] * p.strides[axis];
+        let (lo, hi, _) = taps(
+            start,
+            p.kernel[axis],
+            p.dilations[axis],
+            p.input[axis],
+            p.pads_begin[axis],
+            p.pads_end[axis],
+        );
+        range[axis] = (lo, hi);
+        base[axis] = start.wrapping_sub(p.pads_begin[axis]);
+    }
+    for a in range[0].0..range[0].1 {
+        let zi = base[0].wrapping_add(a * p.dilations[0]);
+        for b in range[1].0..range[1].1 {
+            let yi = base[1].wrapping_add(b * p.dilations[1]);
+            let row = (zi * p.input[1] + yi) * p.input[2];
+            for c in range[2].0..range[2].1 {
+                f(row + base[2].wrapping_add(c * p.dilations[2]));
+            }
+        }
+    }
+}
+
+/// Calls `f(plane, out_index, output_position)` for every output pixel.
+#[inline]
+fn for_outputs(p: &PoolParams, mut f: impl FnMut(usize, usize, [usize; 3])) {
+    let mut idx = 0;
+    for plane in 0..p.planes {
+        for z in 0..p.output[0] {
+            for y in 0..p.output[1] {
+                for xo in 0..p.output[2] {
+                    f(plane, idx, [z, y, xo]);
+                    idx += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Lp pooling: `out = (sum over the window of |x|^order)^(1 / order)` (padding adds 0).
+pub fn lp_pool_f32(p: &PoolParams, order: u32, x: &[f32], out: &mut [f32]) {
+    let in_len: usize = p.input.iter().product();
+    let out_len: usize = p.output.iter().product();
+    assert!(
+        x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+        "pool buffers too short"
+    );
+    let e = f64::from(order);
+    for_outputs(p, |plane, idx, o| {
+        let src = &x[plane * in_len..][..in_len];
+        let mut acc = 0.0f64;
+        for_window(p, o, |off| {
+            acc += crate::math64::pow_f64(f64::from(src[off]).abs(), e);
+        });
+        out[idx] = crate::math64::pow_f64(acc, 1.0 / e) as f32;
+    });
+}
+
+/// Global Lp pooling: `out[plane] = (sum |x|^order)^(1 / order)` over each plane.
+pub fn global_lp_f32(x: &[f32], out: &mut [f32], spatial: usize, order: u32) {
+    let e = f64::from(order);
+    for (o, plane) in out.iter_mut().zip(x.chunks_exact(spatial.max(1))) {
+        let acc: f64 = plane
+            .iter()
+            .map(|&v| crate::math64::pow_f64(f64::from(v).abs(), e))
+            .sum();
+        *o = crate::math64::pow_f64(acc, 1.0 / e) as f32;
+    }
+}
+
+/// Max pooling for any ordered element type, optionally writing each maximum's index into
+/// the whole input tensor (`[N, C, *input]` flattened; with `column_major`, the spatial part
+/// of the index counts the first spatial axis fastest). The first maximum wins; a NaN
+/// propagates.
+pub fn max_pool_indexed<T: Copy + PartialOrd>(
+    p: &PoolParams,
+    x: &[T],
+    out: &mut [T],
+    mut indices: Option<&mut [i64]>,
+    column_major: bool,
+) {
+    let in_len: usize = p.input.iter().product();
+    let out_len: usize = p.output.iter().product();
+    assert!(
+        x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+        "pool buffers too short"
+    );
+    for_outputs(p, |plane, idx, o| {
+        let src = &x[plane * in_len..][..in_len];
+        let mut best: Option<(T, usize)> = None;
+        for_window(p, o, |off| {
+            let v = src[off];
+            best = match best {
+                None => Some((v, off)),
+                // `v != v` is a NaN: it wins, as in the f32 kernel.
+                #[allow(clippy::eq_op, reason = "NaN test for a generic element")]
+                Some((b, _)) if v > b || (v != v && b == b) => Some((v, off)),
+                keep => keep,
+            };
+        });
+        let (v, off) = best.unwrap_or((src[0], 0));
+        out[idx] = v;
+        if let Some(ind) = indices.as_deref_mut() {
+            let spatial = if column_major {
+                let (w, h) = (p.input[2], p.input[1]);
+                let (zi, yi, xi) = (off / (h * w), off / w % h, off % w);
+                // The used axes are the leading ones; count the first fastest.
+                let dims = p.input;
+                let used = dims.iter().rposition(|&d| d != 1).map_or(1, |u| u + 1);
+                match used {
+                    3 => zi + yi * dims[0] + xi * dims[0] * dims[1],
+                    2 => zi + yi * dims[0],
+                    _ => zi,
+                }
+            } else {
+                off
+            };
+            ind[idx] = (plane * in_len + spatial) as i64;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
-//! `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations), and the window
-//! geometry it shares with pooling.
+//! `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations), `ConvTranspose`
+//! (the same plus `output_padding` and `output_shape`), and the window geometry they share
+//! with pooling.
 //!
-//! Spec: <https://onnx.ai/onnx/operators/onnx__Conv.html> (Conv-1/11). float32.
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Conv.html> (Conv-1/11/22),
+//! <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html> (ConvTranspose-1/11/22). float32.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -331,6 +333,230 @@ impl OpDef for Conv {
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
             ::sinter_rt::conv::conv_f32(&PARAMS, #i0, #i1, #bias, #o0, #scratch);
+        })
+    }
+}
+
+/// `ConvTranspose` (opset 1/11/22): the gradient of `Conv`, with `output_padding`,
+/// `output_shape` and `auto_pad`.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose {
+    /// Strides, dilations, pads, auto_pad and kernel_shape.
+    pub window: Window,
+    /// Channel groups.
+    pub group: usize,
+    /// Extra output positions at the end of each axis (empty: 0).
+    pub output_padding: Vec<usize>,
+    /// Explicit output spatial shape, if given.
+    pub output_shape: Option<Vec<usize>>,
+}
+
+/// A transposed convolution resolved against its operands.
+struct TransposeGeometry {
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    pads: Vec<isize>,
+    output: Vec<usize>,
+}
+
+impl ConvTranspose {
+    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<TransposeGeometry> {
+        if x.len() < 3 || w.len() != x.len() {
+            return Err(CompileError::shape(format!(
+                "X {x:?} and W {w:?} must have equal rank >= 3"
+            )));
+        }
+        let d = x.len() - 2;
+        if d > 3 {
+            return Err(CompileError::unsupported(format!(
+                "{d} spatial dimensions (1 to 3 are supported)"
+            )));
+        }
+        let kernel = w[2..].to_vec();
+        if let Some(k) = &self.window.kernel {
+            if k != &kernel {
+                return Err(CompileError::attribute(
+                    "kernel_shape",
+                    format!("{k:?} differs from the weights' {kernel:?}"),
+                ));
+            }
+        }
+        let fill = |v: &[usize], name: &str, len: usize, default: usize| -> Result<Vec<usize>> {
+            if v.is_empty() {
+                Ok(vec![default; len])
+            } else if v.len() == len {
+                Ok(v.to_vec())
+            } else {
+                Err(CompileError::attribute(
+                    name,
+                    format!("expected {len} values, found {}", v.len()),
+                ))
+            }
+        };
+        let strides = fill(&self.window.strides, "strides", d, 1)?;
+        let dilations = fill(&self.window.dilations, "dilations", d, 1)?;
+        let output_padding = fill(&self.output_padding, "output_padding", d, 0)?;
+        let pads = fill(&self.window.pads, "pads", 2 * d, 0)?;
+        if strides.contains(&0) || dilations.contains(&0) {
+            return Err(CompileError::attribute(
+                "strides",
+                "strides and dilations must be positive",
+            ));
+        }
+        let to_i =
+            |v: usize| i64::try_from(v).map_err(|_| CompileError::shape("dimension exceeds i64"));
+        let mut out_pads = Vec::with_capacity(d);
+        let mut output = Vec::with_capacity(d);
+        for i in 0..d {
+            let span = dilations[i]
+                .checked_mul(kernel[i].saturating_sub(1))
+                .map(|v| v + 1)
+                .ok_or_else(|| CompileError::shape("kernel span overflows"))?;
+            let full = to_i(strides[i])? * (to_i(x[2 + i])? - 1).max(0)
+                + to_i(output_padding[i])?
+                + to_i(span)?;
+            let target = match (&self.output_shape, self.window.auto_pad) {
+                (Some(shape), _) => Some(to_i(*shape.get(i).ok_or_else(|| {
+                    CompileError::attribute("output_shape", format!("needs {d} values"))
+                })?)?),
+                (None, AutoPad::SameUpper | AutoPad::SameLower) => {
+                    Some(to_i(x[2 + i])? * to_i(strides[i])?)
+                }
+                _ => None,
+            };
+            let (begin, size) = match target {
+                Some(t) => {
+                    let total = full - t;
+                    let half = total.div_euclid(2);
+                    let begin = if self.window.auto_pad == AutoPad::SameUpper {
+                        half
+                    } else {
+                        total - half
+                    };
+                    (begin, t)
+                }
+                None => {
+                    if self.window.auto_pad == AutoPad::Valid {
+                        (0, full)
+                    } else {
+                        let (b, e) = (to_i(pads[i])?, to_i(pads[d + i])?);
+                        (b, full - b - e)
+                    }
+                }
+            };
+            let size = usize::try_from(size).map_err(|_| {
+                CompileError::shape(format!("output size {size} on spatial axis {i}"))
+            })?;
+            let begin =
+                isize::try_from(begin).map_err(|_| CompileError::shape("padding exceeds isize"))?;
+            out_pads.push(begin);
+            output.push(size);
+        }
+        Ok(TransposeGeometry {
+            kernel,
+            strides,
+            dilations,
+            pads: out_pads,
+            output,
+        })
+    }
+
+    fn params(&self, cx: &OpCx<'_>) -> Result<(TokenStream, usize)> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let g = self.geometry(x.shape, w.shape)?;
+        let cout = w.shape[1] * self.group;
+        let scratch = cout / self.group
+            * g.kernel.iter().product::<usize>()
+            * x.shape[2..].iter().product::<usize>();
+        let (batch, cin, cout, groups) =
+            (lit(x.shape[0]), lit(x.shape[1]), lit(cout), lit(self.group));
+        let input = usize3(&x.shape[2..], 1);
+        let output = usize3(&g.output, 1);
+        let kernel = usize3(&g.kernel, 1);
+        let strides = usize3(&g.strides, 1);
+        let dilations = usize3(&g.dilations, 1);
+        let pads = (0..3)
+            .map(|i| proc_macro2::Literal::isize_unsuffixed(g.pads.get(i).copied().unwrap_or(0)));
+        Ok((
+            quote! {
+                ::sinter_rt::conv::ConvTransposeParams {
+                    batch: #batch, in_channels: #cin, out_channels: #cout, groups: #groups,
+                    input: #input, output: #output, kernel: #kernel,
+                    strides: #strides, dilations: #dilations, pads: [#(#pads),*],
+                }
+            },
+            scratch,
+        ))
+    }
+}
+
+impl OpDef for ConvTranspose {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let group = node.usize_or("group", 1)?;
+        if group == 0 {
+            return Err(CompileError::attribute("group", "must be positive"));
+        }
+        Ok(Self {
+            window: Window::parse(node)?,
+            group,
+            output_padding: usizes(node, "output_padding")?.unwrap_or_default(),
+            output_shape: usizes(node, "output_shape")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(x.dtype, &[DType::F32], "X")?;
+        if w.dtype != x.dtype {
+            return Err(CompileError::shape("W must have X's type"));
+        }
+        let g = self.geometry(x.shape, w.shape)?;
+        if x.shape[1] != w.shape[0] || x.shape[1] % self.group != 0 {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {}: X has {}, W is {:?}",
+                self.group, x.shape[1], w.shape
+            )));
+        }
+        let cout = w.shape[1] * self.group;
+        if let Some(b) = cx.opt_input(2) {
+            if b.shape != [cout] {
+                return Err(CompileError::shape(format!(
+                    "B has shape {:?}, expected [{cout}]",
+                    b.shape
+                )));
+            }
+        }
+        let mut shape = vec![x.shape[0], cout];
+        shape.extend(&g.output);
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        match self.params(cx) {
+            Ok((_, 0)) | Err(_) => None,
+            Ok((_, n)) => Some(TypeShape::new(DType::F32, vec![n])),
+        }
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (params, scratch_len) = self.params(cx)?;
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let bias = if cx.opt_input(2).is_some() {
+            let i2 = names.input(2);
+            quote!(Some(#i2))
+        } else {
+            quote!(None)
+        };
+        let scratch = if scratch_len > 0 {
+            let s = names.scratch();
+            quote!(#s)
+        } else {
+            quote!(&mut [])
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
+            ::sinter_rt::conv::conv_transpose_f32(&PARAMS, #i0, #i1, #bias, #o0, #scratch);
         })
     }
 }

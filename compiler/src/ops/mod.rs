@@ -11,12 +11,14 @@ use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
 pub mod control;
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
 pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod recurrent;
+pub mod resize;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -300,8 +302,8 @@ ops! {
     Gemm(gemm::Gemm) => ["Gemm"];
     MatMul(gemm::MatMul) => ["MatMul"];
     Conv(conv::Conv) => ["Conv"];
-    Pool(pool::Pool) => ["MaxPool", "AveragePool"];
-    GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool"];
+    Pool(pool::Pool) => ["MaxPool", "AveragePool", "LpPool"];
+    GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
     Softmax(softmax::Softmax) => ["Softmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
@@ -311,6 +313,14 @@ ops! {
     Recurrent(recurrent::Recurrent) => ["LSTM", "GRU", "RNN"];
     If(control::If) => ["If"];
     IfSelect(control::IfSelect) => ["sinter::IfSelect"];
+    LayerNorm(norm::LayerNorm) => ["LayerNormalization", "RMSNormalization"];
+    GroupNorm(norm::GroupNorm) => ["InstanceNormalization", "GroupNormalization"];
+    Mvn(norm::Mvn) => ["MeanVarianceNormalization"];
+    LpNorm(norm::LpNorm) => ["LpNormalization"];
+    Lrn(norm::Lrn) => ["LRN"];
+    ConvTranspose(conv::ConvTranspose) => ["ConvTranspose"];
+    Resize(resize::Resize) => ["Resize", "Upsample"];
+    Einsum(einsum::Einsum) => ["Einsum"];
 }
 
 // ---- shared helpers for the family files ----

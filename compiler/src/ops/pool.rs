@@ -1,22 +1,36 @@
-//! Pooling: `MaxPool`, `AveragePool` (opset 7..=22: pads, `auto_pad`, `ceil_mode`,
-//! `count_include_pad`, dilations), `GlobalAveragePool`, `GlobalMaxPool`.
+//! Pooling: `MaxPool`, `AveragePool`, `LpPool` (opset 7..=22: pads, `auto_pad`, `ceil_mode`,
+//! `count_include_pad`, dilations), `GlobalAveragePool`, `GlobalMaxPool`, `GlobalLpPool`.
 //!
-//! Spec: <https://onnx.ai/onnx/operators/onnx__MaxPool.html>. float32. MaxPool's optional
-//! `Indices` output and `storage_order` are not supported yet.
+//! Spec: <https://onnx.ai/onnx/operators/onnx__MaxPool.html>,
+//! <https://onnx.ai/onnx/operators/onnx__LpPool.html>. float32; MaxPool also float64, int8
+//! and uint8, with its optional `Indices` output in either `storage_order`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::conv::Window;
-use super::{lit, require_dtype, usize3, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use super::{lit, require_dtype, rust_type, usize3, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
 
-/// `MaxPool` or `AveragePool`.
+/// The exponent of an Lp pool (`p`, default 2).
+fn lp_order(node: &NodeCx<'_>) -> Result<u32> {
+    let p = node.i64_or("p", 2)?;
+    u32::try_from(p)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| CompileError::attribute("p", format!("must be positive, found {p}")))
+}
+
+/// `MaxPool`, `AveragePool` or `LpPool`.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    /// Max (else average).
+    /// Max (else average or Lp).
     pub max: bool,
+    /// LpPool's exponent.
+    pub lp: Option<u32>,
+    /// MaxPool's Indices count the spatial axes column-major.
+    pub storage_order: bool,
     /// Average: divide by the window size within the padded input, not the valid count.
     pub count_include_pad: bool,
     /// The window.
@@ -26,18 +40,19 @@ pub struct Pool {
 impl OpDef for Pool {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         let max = node.op_type() == "MaxPool";
-        if max && node.node.outputs.get(1).is_some_and(Option::is_some) {
-            return Err(CompileError::unsupported("MaxPool with the Indices output"));
-        }
-        if max && node.i64_or("storage_order", 0)? != 0 {
-            return Err(CompileError::unsupported("MaxPool storage_order = 1"));
-        }
+        let lp = if node.op_type() == "LpPool" {
+            Some(lp_order(node)?)
+        } else {
+            None
+        };
         let window = Window::parse(node)?;
         if window.kernel.is_none() {
             return Err(CompileError::attribute("kernel_shape", "required"));
         }
         Ok(Self {
             max,
+            lp,
+            storage_order: max && node.i64_or("storage_order", 0)? != 0,
             count_include_pad: node.i64_or("count_include_pad", 0)? != 0,
             window,
         })
@@ -45,7 +60,15 @@ impl OpDef for Pool {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &[DType::F32], "X")?;
+        if self.max {
+            require_dtype(
+                x.dtype,
+                &[DType::F32, DType::F64, DType::I8, DType::U8],
+                "X",
+            )?;
+        } else {
+            require_dtype(x.dtype, &[DType::F32], "X")?;
+        }
         if x.shape.len() < 3 {
             return Err(CompileError::shape(format!(
                 "X must have rank >= 3, found {:?}",
@@ -55,7 +78,11 @@ impl OpDef for Pool {
         let g = self.window.resolve(&x.shape[2..], None)?;
         let mut shape = x.shape[..2].to_vec();
         shape.extend(&g.output);
-        Ok(vec![TypeShape::new(x.dtype, shape)])
+        let mut out = vec![TypeShape::new(x.dtype, shape.clone())];
+        if self.max {
+            out.push(TypeShape::new(DType::I64, shape));
+        }
+        Ok(out)
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -75,27 +102,50 @@ impl OpDef for Pool {
             (false, true) => quote!(AverageIncludePad),
         };
         let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote! {
+        let params = quote! {
             const PARAMS: ::sinter_rt::pool::PoolParams = ::sinter_rt::pool::PoolParams {
                 planes: #planes, input: #input, output: #output, kernel: #kernel,
                 strides: #strides, dilations: #dilations, pads_begin: #pads_begin, pads_end: #pads_end,
             };
-            ::sinter_rt::pool::pool_f32(&PARAMS, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);
-        })
+        };
+        let with_indices = cx.outputs.get(1).copied().flatten().is_some();
+        let call = if let Some(order) = self.lp {
+            quote!(::sinter_rt::pool::lp_pool_f32(&PARAMS, #order, #i0, #o0);)
+        } else if self.max && (with_indices || x.dtype != DType::F32) {
+            let t = rust_type(x.dtype);
+            let indices = if with_indices {
+                let o1 = names.output(1);
+                quote!(Some(#o1))
+            } else {
+                quote!(None)
+            };
+            let column_major = self.storage_order;
+            quote!(::sinter_rt::pool::max_pool_indexed::<#t>(&PARAMS, #i0, #o0, #indices, #column_major);)
+        } else {
+            quote!(::sinter_rt::pool::pool_f32(&PARAMS, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);)
+        };
+        Ok(quote!(#params #call))
     }
 }
 
-/// `GlobalAveragePool` or `GlobalMaxPool`.
+/// `GlobalAveragePool`, `GlobalMaxPool` or `GlobalLpPool`.
 #[derive(Debug, Clone)]
 pub struct GlobalPool {
-    /// Max (else average).
+    /// Max (else average or Lp).
     pub max: bool,
+    /// GlobalLpPool's exponent.
+    pub lp: Option<u32>,
 }
 
 impl OpDef for GlobalPool {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         Ok(Self {
             max: node.op_type() == "GlobalMaxPool",
+            lp: if node.op_type() == "GlobalLpPool" {
+                Some(lp_order(node)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -117,6 +167,9 @@ impl OpDef for GlobalPool {
         let x = cx.input(0)?;
         let spatial = lit(x.shape[2..].iter().product());
         let (i0, o0) = (names.input(0), names.output(0));
+        if let Some(order) = self.lp {
+            return Ok(quote!(::sinter_rt::pool::global_lp_f32(#i0, #o0, #spatial, #order);));
+        }
         let f = if self.max {
             quote!(global_max_f32)
         } else {

@@ -1,0 +1,176 @@
+//! f64 scalar math for `no_std` kernels that accumulate in double precision (normalization,
+//! Lp pooling, resizing): `sqrt_f64`, `exp_f64`, `ln_f64`, `pow_f64`, `floor_f64`.
+//!
+//! Accurate to a few ulp of f64, far below the f32 rounding the results go through.
+
+const LN2: f64 = core::f64::consts::LN_2;
+
+/// Rounds toward negative infinity (no `std` needed); values beyond 2^52 are already whole.
+#[inline]
+pub fn floor_f64(x: f64) -> f64 {
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    let t = x as i64 as f64;
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// Rounds toward positive infinity.
+#[inline]
+pub fn ceil_f64(x: f64) -> f64 {
+    -floor_f64(-x)
+}
+
+/// The square root by Newton's method from an exponent-halving guess.
+#[inline]
+pub fn sqrt_f64(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 || x == f64::INFINITY {
+        return x;
+    }
+    let (scaled, shift) = if x < 1e-300 {
+        (x * 4_503_599_627_370_496.0 * 4_503_599_627_370_496.0, true) // * 2^104
+    } else {
+        (x, false)
+    };
+    let mut g = f64::from_bits((scaled.to_bits() >> 1) + (1023u64 << 51));
+    for _ in 0..6 {
+        g = 0.5 * (g + scaled / g);
+    }
+    if shift {
+        g / 4_503_599_627_370_496.0 // 2^52
+    } else {
+        g
+    }
+}
+
+/// e^x.
+pub fn exp_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 709.782_712_893_384 {
+        return f64::INFINITY;
+    }
+    if x < -745.2 {
+        return 0.0;
+    }
+    let n = floor_f64(x / LN2 + 0.5);
+    // ln 2 split so that n * LN2_HI is exact.
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Taylor series; |r| <= 0.35 so 18 terms are well past f64 precision.
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 1..20 {
+        term *= r / f64::from(k);
+        sum += term;
+    }
+    let n = n as i64;
+    let scale = |e: i64| f64::from_bits(((e + 1023) as u64) << 52);
+    if n < -1000 {
+        sum * scale(n + 1000) * scale(-1000)
+    } else if n > 1000 {
+        sum * scale(n - 1000) * scale(1000)
+    } else {
+        sum * scale(n)
+    }
+}
+
+/// The natural logarithm; `ln(0) = -inf`, `ln(x < 0) = NaN`.
+pub fn ln_f64(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if x == f64::INFINITY {
+        return x;
+    }
+    let (mut x, mut e) = (x, 0i64);
+    if x < f64::MIN_POSITIVE {
+        x *= 4_503_599_627_370_496.0; // 2^52
+        e -= 52;
+    }
+    let bits = x.to_bits();
+    e += ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000); // [1, 2)
+    if m > core::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172.
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut term = s;
+    let mut sum = 0.0;
+    let mut k = 1.0;
+    while k < 40.0 {
+        sum += term / k;
+        term *= s2;
+        k += 2.0;
+    }
+    2.0 * sum + e as f64 * LN2
+}
+
+/// `base^exponent` for the cases normalization and pooling need: a negative base only with
+/// an integer exponent (NaN otherwise).
+pub fn pow_f64(base: f64, exponent: f64) -> f64 {
+    if exponent == 0.0 {
+        return 1.0;
+    }
+    if exponent == 1.0 {
+        return base;
+    }
+    if exponent == 2.0 {
+        return base * base;
+    }
+    if base == 0.0 {
+        return if exponent > 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    if base < 0.0 {
+        if floor_f64(exponent) != exponent {
+            return f64::NAN;
+        }
+        let magnitude = exp_f64(exponent * ln_f64(-base));
+        let odd = floor_f64(exponent * 0.5) * 2.0 != exponent;
+        return if odd { -magnitude } else { magnitude };
+    }
+    exp_f64(exponent * ln_f64(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-14 * b.abs().max(1e-300)
+    }
+
+    #[test]
+    fn matches_std() {
+        for i in 0..20_000 {
+            let x = (i as f64 - 10_000.0) * 0.07;
+            assert!(close(exp_f64(x), x.exp()), "exp({x})");
+            let y = (i as f64 + 0.5) * 1.37e-3;
+            assert!(
+                close(ln_f64(y), y.ln()) || (ln_f64(y) - y.ln()).abs() < 1e-15,
+                "ln({y})"
+            );
+            assert!(close(sqrt_f64(y), y.sqrt()), "sqrt({y})");
+            assert!(close(pow_f64(y, 0.75), y.powf(0.75)), "pow({y})");
+            assert_eq!(floor_f64(x), x.floor());
+            assert_eq!(ceil_f64(x), x.ceil());
+        }
+        assert!(close(sqrt_f64(1e-310), 1e-310f64.sqrt()));
+        assert!((pow_f64(-2.0, 3.0) + 8.0).abs() < 1e-12);
+    }
+}
