@@ -1,7 +1,7 @@
 //! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts): im2col + GEMM, with 1x1
 //! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im.
 
-use crate::gemm::{gemm_f32, Strides};
+use crate::gemm::{gemm_f32, gemm_f32_exec, Strides};
 
 /// The geometry of one convolution, fixed at compile time. Spatial arrays hold the used
 /// dimensions first and 1 (with zero padding, unit stride and dilation) after them.
@@ -55,9 +55,14 @@ impl ConvParams {
         }
         true
     }
+    /// Whether each channel is convolved alone (`groups == in_channels == out_channels`), which
+    /// runs as a direct kernel without im2col.
+    pub const fn is_depthwise(&self) -> bool {
+        self.groups == self.in_channels && self.groups == self.out_channels
+    }
     /// Elements of scratch space [`conv_f32`] needs: the im2col matrix of one group.
     pub const fn scratch_len(&self) -> usize {
-        if self.is_pointwise() {
+        if self.is_pointwise() || self.is_depthwise() {
             return 0;
         }
         let k = self.kernel[0] * self.kernel[1] * self.kernel[2];
@@ -66,9 +71,10 @@ impl ConvParams {
     }
 }
 
-/// `out = conv(x, w) + bias`, with `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`,
+/// `out = conv(x, w) + bias` on `exec`'s threads, with `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`,
 /// `bias: [M]`, `out: [N, M, *output]`, and `scratch` at least `p.scratch_len()` long.
-pub fn conv_f32(
+pub fn conv_f32_exec(
+    exec: &crate::threads::Exec,
     p: &ConvParams,
     x: &[f32],
     w: &[f32],
@@ -89,6 +95,9 @@ pub fn conv_f32(
         out.len() >= p.batch * p.out_channels * out_len,
         "conv output too short"
     );
+    if p.is_depthwise() {
+        return depthwise_f32(exec, p, x, w, bias, out);
+    }
     let pointwise = p.is_pointwise();
     assert!(
         pointwise || scratch.len() >= rows * out_len,
@@ -110,7 +119,8 @@ pub fn conv_f32(
                 im2col(p, x_group, &mut scratch[..rows * out_len]);
                 &scratch[..rows * out_len]
             };
-            gemm_f32(
+            gemm_f32_exec(
+                exec,
                 cout_g,
                 out_len,
                 rows,
@@ -125,6 +135,103 @@ pub fn conv_f32(
                 bias.is_some(),
                 out_group,
             );
+        }
+    }
+}
+
+/// [`conv_f32_exec`] on the calling thread alone.
+pub fn conv_f32(
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    conv_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, scratch);
+}
+
+/// Depthwise convolution, one task per `(batch, channel)` plane: each kernel tap adds a
+/// shifted, scaled copy of the input plane into the output plane (unit-stride inner loops).
+fn depthwise_f32(
+    exec: &crate::threads::Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
+    let planes = p.batch * p.in_channels;
+    assert!(
+        x.len() >= planes * in_len
+            && out.len() >= planes * out_len
+            && w.len() >= p.in_channels * k_len,
+        "depthwise buffers too short"
+    );
+    let shared = crate::threads::SharedMut::new(out);
+    exec.for_each(planes, &|plane| {
+        let channel = plane % p.in_channels;
+        // SAFETY: each task writes only its own output plane, inside `out` (asserted above).
+        let dst = unsafe { shared.slice(plane * out_len, out_len) };
+        depthwise_plane(
+            p,
+            &x[plane * in_len..][..in_len],
+            &w[channel * k_len..][..k_len],
+            bias.map_or(0.0, |b| b[channel]),
+            dst,
+        );
+    });
+}
+
+fn depthwise_plane(p: &ConvParams, src: &[f32], w: &[f32], bias: f32, dst: &mut [f32]) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [pd, ph, pw] = p.pads;
+    dst.fill(bias);
+    for a in 0..kd {
+        for b in 0..kh {
+            for c in 0..kw {
+                let wv = w[(a * kh + b) * kw + c];
+                let offset = c * dw;
+                let x_lo = pw.saturating_sub(offset).div_ceil(sw).min(ow);
+                let x_hi = if iw + pw > offset {
+                    ((iw + pw - offset - 1) / sw + 1).min(ow)
+                } else {
+                    0
+                }
+                .max(x_lo);
+                if x_lo == x_hi {
+                    continue;
+                }
+                let first = x_lo * sw + offset - pw;
+                for z in 0..od {
+                    let zi = (z * sd + a * dd).wrapping_sub(pd);
+                    if zi >= id {
+                        continue;
+                    }
+                    for y in 0..oh {
+                        let yi = (y * sh + b * dh).wrapping_sub(ph);
+                        if yi >= ih {
+                            continue;
+                        }
+                        let in_row = &src[(zi * ih + yi) * iw..][..iw];
+                        let out_row = &mut dst[(z * oh + y) * ow..][x_lo..x_hi];
+                        if sw == 1 {
+                            for (o, &v) in out_row.iter_mut().zip(&in_row[first..]) {
+                                *o += wv * v;
+                            }
+                        } else {
+                            for (k, o) in out_row.iter_mut().enumerate() {
+                                *o += wv * in_row[first + k * sw];
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -433,6 +540,20 @@ mod tests {
             let mut out = std::vec![0.0; want.len()];
             let mut scratch = std::vec![0.0; p.scratch_len()];
             conv_f32(&p, &x, &w, Some(&bias), &mut out, &mut scratch);
+            #[cfg(feature = "std")]
+            {
+                let mut parallel = std::vec![0.0; want.len()];
+                conv_f32_exec(
+                    &crate::threads::Exec::with_threads(2),
+                    &p,
+                    &x,
+                    &w,
+                    Some(&bias),
+                    &mut parallel,
+                    &mut scratch,
+                );
+                assert_eq!(out, parallel, "threads change nothing");
+            }
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }

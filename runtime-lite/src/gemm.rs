@@ -122,6 +122,54 @@ pub fn gemm_f32(
     )
 }
 
+/// [`gemm_f32`] with the rows of `out` split across `exec`'s threads when the product is big
+/// enough to pay for it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "gemm_f32's operands plus the executor"
+)]
+pub fn gemm_f32_exec(
+    exec: &crate::threads::Exec,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: Strides,
+    b: &[f32],
+    b_strides: Strides,
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    let threads = exec.threads();
+    if threads == 1 || m < 16 || m * n * k < (1 << 18) {
+        return gemm_f32(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+    }
+    assert!(out.len() >= m * n, "gemm output too short");
+    let chunk = m.div_ceil(threads).next_multiple_of(8);
+    let tasks = m.div_ceil(chunk);
+    let shared = crate::threads::SharedMut::new(out);
+    exec.for_each(tasks, &|t| {
+        let r0 = t * chunk;
+        let rows = chunk.min(m - r0);
+        // SAFETY: task t writes only rows [r0, r0 + rows) of `out`, disjoint from every other
+        // task's rows and inside `out` (asserted above); `out` outlives `for_each`.
+        let part = unsafe { shared.slice(r0 * n, rows * n) };
+        gemm_f32(
+            rows,
+            n,
+            k,
+            alpha,
+            &a[r0 * a_strides.rows..],
+            a_strides,
+            b,
+            b_strides,
+            accumulate,
+            part,
+        );
+    });
+}
+
 /// Few rows: each output row is a sum of B rows scaled by A (row-major B) or of dot products
 /// (column-major B), with no packing.
 #[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
@@ -369,6 +417,7 @@ unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     reason = "batch geometry, matrix shape and the operands"
 )]
 pub fn batched_gemm_f32(
+    exec: &crate::threads::Exec,
     batch_shape: &[usize],
     a_strides: &[usize],
     b_strides: &[usize],
@@ -381,7 +430,8 @@ pub fn batched_gemm_f32(
 ) {
     let (sa, sb) = (Strides { rows: k, cols: 1 }, Strides { rows: n, cols: 1 });
     crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |i, [ia, ib]| {
-        gemm_f32(
+        gemm_f32_exec(
+            exec,
             m,
             n,
             k,

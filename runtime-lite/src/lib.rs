@@ -31,10 +31,11 @@ pub mod math;
 pub mod math64;
 pub mod norm;
 pub mod pool;
-pub mod rnn;
 pub mod resize;
+pub mod rnn;
 pub mod shape;
 pub mod softmax;
+pub mod threads;
 
 pub use arena::{Arena, Reader, Splitter, Weights};
 pub use elem::Elem;

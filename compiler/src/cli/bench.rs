@@ -29,7 +29,7 @@ pub(super) struct Args {
     /// Turn a graph input into a constant, e.g. `--const sr=16000`.
     #[arg(long = "const", value_name = "NAME=VALUE")]
     consts: Vec<String>,
-    /// Worker threads (only 1 is implemented so far).
+    /// Threads for the big kernels (the caller's plus `threads - 1` workers).
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Timed runs.
@@ -70,11 +70,10 @@ fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
 }
 
 pub(super) fn run(args: Args) -> Result<ExitCode> {
-    if args.threads != 1 {
-        return Err(CompileError::new(ErrorKind::Option(format!(
-            "--threads {}: the thread pool is not implemented yet; only 1 thread is measured",
-            args.threads
-        ))));
+    if args.threads == 0 {
+        return Err(CompileError::new(ErrorKind::Option(
+            "--threads must be at least 1".into(),
+        )));
     }
     let (model_path, case_dir) = if args.model.is_dir() {
         (args.model.join("model.onnx"), Some(args.model.clone()))
@@ -176,9 +175,10 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             let dir = std::path::PathBuf::from(args.next().expect("input dir"));
             let iters: usize = args.next().and_then(|v| v.parse().ok()).expect("iters");
             let warmup: usize = args.next().and_then(|v| v.parse().ok()).expect("warmup");
+            let threads: usize = args.next().and_then(|v| v.parse().ok()).expect("threads");
             #(#reads)*
             let start = Instant::now();
-            let mut model = bench_model::Model::new();
+            let mut model = bench_model::Model::with_threads(threads);
             let load_us = start.elapsed().as_secs_f64() * 1e6;
             let start = Instant::now();
             std::hint::black_box(#call);
@@ -221,6 +221,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         .arg(&input_dir)
         .arg(args.iters.to_string())
         .arg(args.warmup.to_string())
+        .arg(args.threads.to_string())
         .output()
         .map_err(io_err(&exe))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -254,7 +255,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         println!("{json}");
     } else {
         println!("model:       {name}");
-        println!("latency:     median {median:.1} us (p10 {p10:.1}, p90 {p90:.1}) over {} runs, {} thread", args.iters.max(1), args.threads);
+        println!("latency:     median {median:.1} us (p10 {p10:.1}, p90 {p90:.1}) over {} runs, {} thread(s)", args.iters.max(1), args.threads);
         println!("load:        {load:.1} us (Model::new); first run {first:.1} us");
         println!(
             "memory:      peak RSS {rss} kB; arena {} bytes; weights {} bytes",

@@ -162,6 +162,10 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         }
         let mut params = vec![quote!(arena: &mut Arena)];
         let mut args = vec![quote!(&mut self.arena)];
+        if emit_names.used_exec {
+            params.push(quote!(exec: &::sinter_rt::threads::Exec));
+            args.push(quote!(&self.exec));
+        }
         let mut bindings = TokenStream::new();
         let mut reads_arena = false;
         let mut passed_inputs: Vec<usize> = Vec::new();
@@ -420,6 +424,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             /// The compiled model: its working memory, planned at compile time.
             pub struct Model {
                 arena: Arena,
+                exec: ::sinter_rt::threads::Exec,
             }
 
             impl Default for Model {
@@ -437,7 +442,15 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 /// A model ready to run; allocates its arena once (on the heap with
                 /// `sinter-rt`'s `std` feature, inline otherwise).
                 pub fn new() -> Self {
-                    Self { arena: Arena::new() }
+                    Self { arena: Arena::new(), exec: ::sinter_rt::threads::Exec::single() }
+                }
+
+                /// A model whose big kernels (GEMM, convolution) split their work over
+                /// `threads` threads: the caller's and `threads - 1` persistent workers,
+                /// started here (needs `sinter-rt`'s `std` feature; without it this is
+                /// [`Model::new`]).
+                pub fn with_threads(threads: usize) -> Self {
+                    Self { arena: Arena::new(), exec: ::sinter_rt::threads::Exec::with_threads(threads) }
                 }
 
                 #[doc = #run_doc]

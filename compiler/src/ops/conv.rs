@@ -265,7 +265,9 @@ impl Conv {
                 && g.pads_begin[i] == 0
                 && x.shape[2 + i] == g.output[i]
         });
-        if pointwise {
+        // Depthwise convolutions run a direct kernel (see `sinter_rt::conv::ConvParams`).
+        let depthwise = self.group == x.shape[1] && self.group == w.shape[0];
+        if pointwise || depthwise {
             return Ok(0);
         }
         Ok(w.shape[1] * g.kernel.iter().product::<usize>() * g.output.iter().product::<usize>())
@@ -317,7 +319,12 @@ impl OpDef for Conv {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let params = self.params(cx)?;
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (i0, i1, o0, exec) = (
+            names.input(0),
+            names.input(1),
+            names.output(0),
+            names.exec(),
+        );
         let bias = if cx.opt_input(2).is_some() {
             let i2 = names.input(2);
             quote!(Some(#i2))
@@ -332,7 +339,7 @@ impl OpDef for Conv {
         };
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
-            ::sinter_rt::conv::conv_f32(&PARAMS, #i0, #i1, #bias, #o0, #scratch);
+            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch);
         })
     }
 }

@@ -114,9 +114,10 @@ impl OpDef for Gemm {
         let (sa_rows, sa_cols, sb_rows, sb_cols) =
             (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
         let alpha = f32_lit(self.alpha);
+        let exec = names.exec();
         code.extend(quote! {
-            ::sinter_rt::gemm::gemm_f32(
-                #m, #n, #k, #alpha,
+            ::sinter_rt::gemm::gemm_f32_exec(
+                #exec, #m, #n, #k, #alpha,
                 #i0, ::sinter_rt::gemm::Strides { rows: #sa_rows, cols: #sa_cols },
                 #i1, ::sinter_rt::gemm::Strides { rows: #sb_rows, cols: #sb_cols },
                 #accumulate, #o0,
@@ -212,9 +213,14 @@ impl OpDef for MatMul {
         let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
         let batch = usize_slice(&d.batch);
         let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (i0, i1, o0, exec) = (
+            names.input(0),
+            names.input(1),
+            names.output(0),
+            names.exec(),
+        );
         Ok(
-            quote!(::sinter_rt::gemm::batched_gemm_f32(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
+            quote!(::sinter_rt::gemm::batched_gemm_f32(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
         )
     }
 }

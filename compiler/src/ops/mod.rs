@@ -134,6 +134,8 @@ pub struct EmitNames {
     pub used_inputs: Vec<bool>,
     /// Whether the emitted code uses the scratch buffer.
     pub used_scratch: bool,
+    /// Whether the emitted code uses the model's executor (threads).
+    pub used_exec: bool,
 }
 
 impl EmitNames {
@@ -148,6 +150,11 @@ impl EmitNames {
     /// The slice receiving output `i` (`&mut [T]`).
     pub fn output(&self, i: usize) -> Ident {
         format_ident!("o{}", i)
+    }
+    /// The model's `&sinter_rt::threads::Exec`, for kernels that split work across threads.
+    pub fn exec(&mut self) -> Ident {
+        self.used_exec = true;
+        format_ident!("exec")
     }
     /// The scratch slice.
     pub fn scratch(&mut self) -> Ident {
