@@ -18,6 +18,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod arena;
+pub mod cast;
 pub mod conv;
 pub mod elem;
 pub mod elementwise;
@@ -27,6 +28,7 @@ pub mod half;
 pub mod math;
 pub mod norm;
 pub mod pool;
+pub mod reduce;
 pub mod shape;
 pub mod softmax;
 

@@ -1,4 +1,9 @@
-//! Data movement: transpose and concatenation.
+//! Data movement: transpose, concatenation, split, slice, pad, tile, the gathers and
+//! scatters, Trilu, EyeLike, CumSum, ReverseSequence and OneHot.
+//!
+//! Index data read at run time (Gather*, Scatter*, OneHot, ReverseSequence) never panics or
+//! reads out of bounds: negative indices count from the end as the ONNX spec says, and an
+//! index still out of range yields zeros (gathers, OneHot) or is skipped (scatters).
 
 /// Permutes the axes of `x` (shape `in_shape`) into `out`: output axis `i` is input axis
 /// `perm[i]`.
@@ -34,6 +39,443 @@ pub fn concat_part<T: Copy>(
 ) {
     for o in 0..outer {
         out[o * out_block + offset..][..in_block].copy_from_slice(&x[o * in_block..][..in_block]);
+    }
+}
+
+/// An integer (or float, for `OneHot`) element used as an index; kernels read every index
+/// through this, so one kernel serves `int32` and `int64` index tensors.
+pub trait IndexValue: Copy {
+    /// The value as `i64` (floats truncate toward zero, saturating).
+    fn to_i64(self) -> i64;
+}
+
+macro_rules! index_values {
+    ($($t:ty),*) => {$(
+        impl IndexValue for $t {
+            #[inline]
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+        }
+    )*};
+}
+index_values!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+/// Resolves a run-time index against a dimension: negative values count from the end.
+/// Returns `None` when the index is still out of `[0, dim)`: the kernels then write the
+/// element type's default (zero) for gathers and skip the update for scatters, so that bad
+/// index data never panics or reads out of bounds.
+#[inline]
+pub fn resolve_index(index: i64, dim: usize) -> Option<usize> {
+    let d = i64::try_from(dim).ok()?;
+    let i = if index < 0 {
+        index.checked_add(d)?
+    } else {
+        index
+    };
+    if (0..d).contains(&i) {
+        usize::try_from(i).ok()
+    } else {
+        None
+    }
+}
+
+/// Row-major strides of `shape` into a fixed array (rank at most 16).
+#[inline]
+fn strides_of(shape: &[usize]) -> [usize; 16] {
+    assert!(shape.len() <= 16, "rank exceeds 16");
+    let mut strides = [0usize; 16];
+    let mut acc = 1;
+    for axis in (0..shape.len()).rev() {
+        strides[axis] = acc;
+        acc *= shape[axis];
+    }
+    strides
+}
+
+/// Calls `f(flat_index, coords)` for every position of `shape` in row-major order.
+#[inline]
+pub fn for_each_coord(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let rank = shape.len();
+    assert!(rank <= 16, "rank exceeds 16");
+    if shape.contains(&0) {
+        return;
+    }
+    let n: usize = shape.iter().product();
+    let mut coords = [0usize; 16];
+    for i in 0..n {
+        f(i, &coords[..rank]);
+        let mut axis = rank;
+        while axis > 0 {
+            axis -= 1;
+            coords[axis] += 1;
+            if coords[axis] < shape[axis] {
+                break;
+            }
+            coords[axis] = 0;
+        }
+    }
+}
+
+/// Copies a strided view of `x` into `out` (Slice, with possibly negative steps):
+/// element `c` of the output (shape `out_shape`) is `x[base + sum(c[a] * strides[a])]`.
+pub fn strided_copy<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    out_shape: &[usize],
+    base: usize,
+    strides: &[isize],
+) {
+    for_each_coord(out_shape, |i, c| {
+        let mut off = base as isize;
+        for (&ci, &s) in c.iter().zip(strides) {
+            off += ci as isize * s;
+        }
+        out[i] = x[off as usize];
+    });
+}
+
+/// Copies the column range `[offset, offset + out_block)` of `x` viewed as
+/// `[outer, in_block]` into `out` viewed as `[outer, out_block]` (one output of Split).
+pub fn split_part<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    outer: usize,
+    in_block: usize,
+    out_block: usize,
+    offset: usize,
+) {
+    for o in 0..outer {
+        out[o * out_block..][..out_block].copy_from_slice(&x[o * in_block + offset..][..out_block]);
+    }
+}
+
+/// How `pad` fills positions outside the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge element.
+    Reflect,
+    /// Repeat the edge element.
+    Edge,
+    /// Wrap around (periodic).
+    Wrap,
+}
+
+/// Pads (or crops, with negative pads) `x` of shape `in_shape` into `out` of shape
+/// `out_shape`; `begin[a]` is the (signed) number of positions added before axis `a`.
+/// Non-constant modes need every input dimension non-empty (the compiler checks).
+pub fn pad<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    in_shape: &[usize],
+    out_shape: &[usize],
+    begin: &[isize],
+    mode: PadMode,
+    value: T,
+) {
+    let strides = strides_of(in_shape);
+    for_each_coord(out_shape, |i, c| {
+        let mut off = 0usize;
+        for (a, &ci) in c.iter().enumerate() {
+            let n = in_shape[a] as isize;
+            let mut p = ci as isize - begin[a];
+            if p < 0 || p >= n {
+                p = match mode {
+                    PadMode::Constant => {
+                        out[i] = value;
+                        return;
+                    }
+                    PadMode::Edge => p.clamp(0, n - 1),
+                    PadMode::Wrap => p.rem_euclid(n),
+                    PadMode::Reflect => {
+                        if n == 1 {
+                            0
+                        } else {
+                            let period = 2 * (n - 1);
+                            let q = p.rem_euclid(period);
+                            if q >= n {
+                                period - q
+                            } else {
+                                q
+                            }
+                        }
+                    }
+                };
+            }
+            off += p as usize * strides[a];
+        }
+        out[i] = x[off];
+    });
+}
+
+/// Repeats `x` (shape `in_shape`) into `out` (shape `out_shape`, each dim a multiple).
+pub fn tile<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], out_shape: &[usize]) {
+    let strides = strides_of(in_shape);
+    for_each_coord(out_shape, |i, c| {
+        let off: usize = c
+            .iter()
+            .enumerate()
+            .map(|(a, &ci)| (ci % in_shape[a]) * strides[a])
+            .sum();
+        out[i] = x[off];
+    });
+}
+
+/// Gather along one axis: `x` viewed as `[outer, axis_dim, inner]`, `out` as
+/// `[outer, indices.len(), inner]`. Negative indices count from the end; an index still out
+/// of range yields zeros (the type's default) for its slice.
+pub fn gather<T: Copy + Default, I: IndexValue>(
+    x: &[T],
+    indices: &[I],
+    out: &mut [T],
+    outer: usize,
+    axis_dim: usize,
+    inner: usize,
+) {
+    let n = indices.len();
+    for o in 0..outer {
+        for (j, &idx) in indices.iter().enumerate() {
+            let dst = &mut out[(o * n + j) * inner..][..inner];
+            match resolve_index(idx.to_i64(), axis_dim) {
+                Some(k) => dst.copy_from_slice(&x[(o * axis_dim + k) * inner..][..inner]),
+                None => dst.fill(T::default()),
+            }
+        }
+    }
+}
+
+/// GatherElements: `out` has the shape of `indices` (`idx_shape`); each element reads `x`
+/// (shape `x_shape`) at its own coordinates with the `axis` coordinate replaced by the index.
+/// Out-of-range indices yield zero.
+pub fn gather_elements<T: Copy + Default, I: IndexValue>(
+    x: &[T],
+    indices: &[I],
+    out: &mut [T],
+    x_shape: &[usize],
+    idx_shape: &[usize],
+    axis: usize,
+) {
+    let strides = strides_of(x_shape);
+    for_each_coord(idx_shape, |i, c| {
+        let mut off = 0;
+        for (a, &ci) in c.iter().enumerate() {
+            if a != axis {
+                off += ci * strides[a];
+            }
+        }
+        out[i] = match resolve_index(indices[i].to_i64(), x_shape[axis]) {
+            Some(k) => x[off + k * strides[axis]],
+            None => T::default(),
+        };
+    });
+}
+
+/// ScatterElements: `out` (already holding a copy of the data, shape `out_shape`) gets
+/// `out[pos] = f(out[pos], updates[i])` where `pos` is the coordinates of index element `i`
+/// with the `axis` coordinate replaced by the index. Out-of-range indices are skipped.
+pub fn scatter_elements<T: Copy, I: IndexValue>(
+    out: &mut [T],
+    indices: &[I],
+    updates: &[T],
+    out_shape: &[usize],
+    idx_shape: &[usize],
+    axis: usize,
+    f: impl Fn(T, T) -> T,
+) {
+    let strides = strides_of(out_shape);
+    for_each_coord(idx_shape, |i, c| {
+        let mut off = 0;
+        for (a, &ci) in c.iter().enumerate() {
+            if a != axis {
+                off += ci * strides[a];
+            }
+        }
+        if let Some(k) = resolve_index(indices[i].to_i64(), out_shape[axis]) {
+            let p = off + k * strides[axis];
+            out[p] = f(out[p], updates[i]);
+        }
+    });
+}
+
+/// GatherND: `batch` is the product of the batch dims; each batch has `tuples` index tuples
+/// of `x_dims.len()` integers addressing the dims `x_dims` of `x` that follow the batch dims,
+/// and each tuple selects a contiguous slice of `slice` elements. Tuples with an
+/// out-of-range component yield zeros.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the layout of the gather, all compile-time constants"
+)]
+pub fn gather_nd<T: Copy + Default, I: IndexValue>(
+    x: &[T],
+    indices: &[I],
+    out: &mut [T],
+    batch: usize,
+    tuples: usize,
+    x_dims: &[usize],
+    slice: usize,
+) {
+    let k = x_dims.len();
+    let batch_block: usize = x_dims.iter().product::<usize>() * slice;
+    for b in 0..batch {
+        for t in 0..tuples {
+            let tuple = &indices[(b * tuples + t) * k..][..k];
+            let dst = &mut out[(b * tuples + t) * slice..][..slice];
+            match nd_offset(tuple, x_dims, slice) {
+                Some(off) => dst.copy_from_slice(&x[b * batch_block + off..][..slice]),
+                None => dst.fill(T::default()),
+            }
+        }
+    }
+}
+
+/// The element offset of an index tuple into dims `dims` whose elements are `slice` long.
+fn nd_offset<I: IndexValue>(tuple: &[I], dims: &[usize], slice: usize) -> Option<usize> {
+    let mut off = 0;
+    for (&v, &d) in tuple.iter().zip(dims) {
+        off = off * d + resolve_index(v.to_i64(), d)?;
+    }
+    Some(off * slice)
+}
+
+/// ScatterND: `out` (a copy of the data) gets, for each of the `tuples` index tuples of
+/// `x_dims.len()` integers, its slice of `slice` elements combined with the matching update
+/// slice by `f(old, update)`. Tuples with an out-of-range component are skipped.
+pub fn scatter_nd<T: Copy, I: IndexValue>(
+    out: &mut [T],
+    indices: &[I],
+    updates: &[T],
+    tuples: usize,
+    x_dims: &[usize],
+    slice: usize,
+    f: impl Fn(T, T) -> T,
+) {
+    let k = x_dims.len();
+    for t in 0..tuples {
+        if let Some(off) = nd_offset(&indices[t * k..][..k], x_dims, slice) {
+            for (o, &u) in out[off..][..slice]
+                .iter_mut()
+                .zip(&updates[t * slice..][..slice])
+            {
+                *o = f(*o, u);
+            }
+        }
+    }
+}
+
+/// Trilu on `batch` matrices of `rows x cols`: keeps the upper (`j - i >= k`) or lower
+/// (`j - i <= k`) triangle and zeroes the rest.
+pub fn trilu<T: Copy + Default>(
+    x: &[T],
+    out: &mut [T],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    k: i64,
+    upper: bool,
+) {
+    for b in 0..batch {
+        for i in 0..rows {
+            for j in 0..cols {
+                let p = (b * rows + i) * cols + j;
+                let d = j as i64 - i as i64;
+                let keep = if upper { d >= k } else { d <= k };
+                out[p] = if keep { x[p] } else { T::default() };
+            }
+        }
+    }
+}
+
+/// EyeLike: ones on the diagonal `j - i == k` of a `rows x cols` matrix, zeros elsewhere.
+pub fn eye<T: Copy>(out: &mut [T], rows: usize, cols: usize, k: i64, zero: T, one: T) {
+    for i in 0..rows {
+        for j in 0..cols {
+            out[i * cols + j] = if j as i64 - i as i64 == k { one } else { zero };
+        }
+    }
+}
+
+/// CumSum of `x` (shape `shape`) along the run-time `axis` (negative counts from the end);
+/// `add` is the type's addition. An axis out of range leaves the output zeroed.
+pub fn cumsum<T: Copy + Default>(
+    x: &[T],
+    out: &mut [T],
+    shape: &[usize],
+    axis: i64,
+    exclusive: bool,
+    reverse: bool,
+    add: impl Fn(T, T) -> T,
+) {
+    let Some(axis) = resolve_index(axis, shape.len()) else {
+        out.fill(T::default());
+        return;
+    };
+    let outer: usize = shape[..axis].iter().product();
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    for o in 0..outer {
+        for r in 0..inner {
+            let mut acc = T::default();
+            for step in 0..n {
+                let j = if reverse { n - 1 - step } else { step };
+                let p = (o * n + j) * inner + r;
+                if exclusive {
+                    out[p] = acc;
+                    acc = add(acc, x[p]);
+                } else {
+                    acc = add(acc, x[p]);
+                    out[p] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// ReverseSequence: for each batch entry `b` (along `batch_axis`), reverses the first
+/// `lens[b]` elements along `time_axis` (lengths clamped to `[0, time_dim]`).
+pub fn reverse_sequence<T: Copy, I: IndexValue>(
+    x: &[T],
+    lens: &[I],
+    out: &mut [T],
+    shape: &[usize],
+    batch_axis: usize,
+    time_axis: usize,
+) {
+    let strides = strides_of(shape);
+    let steps = shape[time_axis];
+    for_each_coord(shape, |i, c| {
+        let len = usize::try_from(lens[c[batch_axis]].to_i64().max(0))
+            .unwrap_or(0)
+            .min(steps);
+        let t = c[time_axis];
+        out[i] = if t < len {
+            x[i - t * strides[time_axis] + (len - 1 - t) * strides[time_axis]]
+        } else {
+            x[i]
+        };
+    });
+}
+
+/// OneHot: `out` viewed as `[outer, depth, inner]`, `indices` as `[outer, inner]`; the
+/// position of each index (negative ones count from the end) gets `on`, the rest `off`.
+#[allow(clippy::too_many_arguments, reason = "layout constants and two values")]
+pub fn one_hot<T: Copy, I: IndexValue>(
+    indices: &[I],
+    out: &mut [T],
+    outer: usize,
+    depth: usize,
+    inner: usize,
+    off: T,
+    on: T,
+) {
+    out.fill(off);
+    for o in 0..outer {
+        for r in 0..inner {
+            if let Some(k) = resolve_index(indices[o * inner + r].to_i64(), depth) {
+                out[(o * depth + k) * inner + r] = on;
+            }
+        }
     }
 }
 

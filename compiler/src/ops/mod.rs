@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod reduce;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -306,6 +307,22 @@ ops! {
     Transpose(movement::Transpose) => ["Transpose"];
     Concat(movement::Concat) => ["Concat"];
     Constant(movement::Constant) => ["Constant"];
+    Squeeze(movement::Squeeze) => ["Squeeze", "Unsqueeze"];
+    Split(movement::Split) => ["Split"];
+    Slice(movement::Slice) => ["Slice"];
+    Indexing(movement::Indexing) => ["Gather", "GatherElements", "GatherND", "ScatterElements", "Scatter", "ScatterND"];
+    Repeat(movement::Repeat) => ["Expand", "Tile"];
+    Pad(movement::Pad) => ["Pad"];
+    ShapeOf(movement::ShapeOf) => ["Shape", "Size"];
+    Generate(movement::Generate) => ["ConstantOfShape", "Range"];
+    Cast(movement::Cast) => ["Cast", "CastLike"];
+    SpaceDepth(movement::SpaceDepth) => ["DepthToSpace", "SpaceToDepth"];
+    Triangle(movement::Triangle) => ["Trilu", "EyeLike"];
+    OneHot(movement::OneHot) => ["OneHot"];
+    Scan(movement::Scan) => ["CumSum", "ReverseSequence"];
+    Reduce(reduce::Reduce) => ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
+    ArgReduce(reduce::ArgReduce) => ["ArgMax", "ArgMin"];
+    TopK(reduce::TopK) => ["TopK"];
 }
 
 // ---- shared helpers for the family files ----

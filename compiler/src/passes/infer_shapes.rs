@@ -4,7 +4,7 @@
 use super::PassCx;
 use crate::error::{CompileError, Result};
 use crate::ir::{Graph, Node, Value};
-use crate::ops::{OpCx, Operand};
+use crate::ops::{Op, OpCx, Operand};
 
 /// Builds the hooks' view of a node's operands.
 pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<OpCx<'a>> {
@@ -59,7 +59,9 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                     .at(node.node_ref()),
             );
         }
-        let folded = if cx.all_constant() {
+        // Shape/Size (and ConstantOfShape/Range, whose shapes need constants anyway) fold
+        // even when an input is a run-time value.
+        let folded = if cx.all_constant() || matches!(op, Op::ShapeOf(_) | Op::Generate(_)) {
             op.eval(&cx)
                 .transpose()
                 .map_err(|e| e.at(node.node_ref()))?
