@@ -91,7 +91,7 @@ pub fn top_k<T: Copy>(
                             continue;
                         }
                     }
-                    if best.is_none_or(|b| precedes(v, j, at(b), b)) {
+                    if best.map_or(true, |b| precedes(v, j, at(b), b)) {
                         best = Some(j);
                     }
                 }

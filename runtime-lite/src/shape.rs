@@ -498,4 +498,120 @@ mod tests {
         concat_part(&[3, 4, 5, 6], &mut out, 2, 2, 3, 1);
         assert_eq!(out, [1, 3, 4, 2, 5, 6]);
     }
+
+    #[test]
+    fn slice_with_negative_steps() {
+        // x: [3, 4]; rows 2..0 step -1, columns 3..0 step -2 -> [[11, 9], [7, 5]].
+        let x: [i32; 12] = core::array::from_fn(|i| i as i32);
+        let mut out = [0; 4];
+        strided_copy(&x, &mut out, &[2, 2], 2 * 4 + 3, &[-4, -2]);
+        assert_eq!(out, [11, 9, 7, 5]);
+    }
+
+    #[test]
+    fn split_inverts_concat() {
+        let x = [1, 3, 4, 2, 5, 6];
+        let (mut a, mut b) = ([0; 2], [0; 4]);
+        split_part(&x, &mut a, 2, 3, 1, 0);
+        split_part(&x, &mut b, 2, 3, 2, 1);
+        assert_eq!((a, b), ([1, 2], [3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn pad_modes_match_numpy() {
+        let x = [1, 2, 3];
+        let mut out = [0; 9];
+        let run = |mode, out: &mut [i32]| pad(&x, out, &[3], &[9], &[3], mode, -1);
+        run(PadMode::Constant, &mut out);
+        assert_eq!(out, [-1, -1, -1, 1, 2, 3, -1, -1, -1]);
+        run(PadMode::Edge, &mut out);
+        assert_eq!(out, [1, 1, 1, 1, 2, 3, 3, 3, 3]);
+        run(PadMode::Reflect, &mut out);
+        assert_eq!(out, [2, 3, 2, 1, 2, 3, 2, 1, 2]);
+        run(PadMode::Wrap, &mut out);
+        assert_eq!(out, [1, 2, 3, 1, 2, 3, 1, 2, 3]);
+        // Negative pads crop.
+        let mut small = [0; 1];
+        pad(&x, &mut small, &[3], &[1], &[-1], PadMode::Constant, 0);
+        assert_eq!(small, [2]);
+    }
+
+    #[test]
+    fn tile_repeats() {
+        let mut out = [0; 8];
+        tile(&[1, 2], &mut out, &[1, 2], &[2, 4]);
+        assert_eq!(out, [1, 2, 1, 2, 1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn gathers_wrap_negative_and_zero_out_of_range() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+        let mut out = [9.0f32; 6];
+        gather(&x, &[-1i64, 7, 0], &mut out, 1, 3, 2);
+        assert_eq!(out, [5.0, 6.0, 0.0, 0.0, 1.0, 2.0]);
+        let mut out = [0.0f32; 2];
+        gather_elements(&x, &[1i32, -1], &mut out, &[3, 2], &[1, 2], 0);
+        assert_eq!(out, [3.0, 6.0]);
+        let mut out = [0.0f32; 4];
+        gather_nd(&x, &[2i64, 1, 5, 0], &mut out, 1, 2, &[3, 2], 1);
+        assert_eq!(out[..2], [6.0, 0.0]);
+    }
+
+    #[test]
+    fn scatters_skip_out_of_range() {
+        let mut out = [0i64; 4];
+        scatter_elements(
+            &mut out,
+            &[1i64, 9, -1],
+            &[5, 6, 7],
+            &[4],
+            &[3],
+            0,
+            |a, u| a + u,
+        );
+        assert_eq!(out, [0, 5, 0, 7]);
+        let mut out = [1i64; 4]; // [2, 2]
+        scatter_nd(&mut out, &[1i64, 3], &[8, 9, 4, 4], 2, &[2], 2, |_, u| u);
+        assert_eq!(out, [1, 1, 8, 9]);
+    }
+
+    #[test]
+    fn triangles_and_eye() {
+        let x = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut out = [0; 9];
+        trilu(&x, &mut out, 1, 3, 3, 0, true);
+        assert_eq!(out, [1, 2, 3, 0, 5, 6, 0, 0, 9]);
+        trilu(&x, &mut out, 1, 3, 3, -1, false);
+        assert_eq!(out, [0, 0, 0, 4, 0, 0, 7, 8, 0]);
+        let mut e = [0; 6];
+        eye(&mut e, 2, 3, 1, 0, 1);
+        assert_eq!(e, [0, 1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn cumsum_variants() {
+        let x = [1.0f64, 2.0, 3.0];
+        let mut out = [0.0; 3];
+        let add = |a: f64, b: f64| a + b;
+        cumsum(&x, &mut out, &[3], 0, false, false, add);
+        assert_eq!(out, [1.0, 3.0, 6.0]);
+        cumsum(&x, &mut out, &[3], -1, true, true, add);
+        assert_eq!(out, [5.0, 3.0, 0.0]);
+        cumsum(&x, &mut out, &[3], 4, false, false, add);
+        assert_eq!(out, [0.0; 3]);
+    }
+
+    #[test]
+    fn reverse_sequence_and_one_hot() {
+        // x: [time 3, batch 2].
+        let x = [1, 2, 3, 4, 5, 6];
+        let mut out = [0; 6];
+        reverse_sequence(&x, &[3i64, 9], &mut out, &[3, 2], 1, 0);
+        assert_eq!(out, [5, 6, 3, 4, 1, 2]);
+        reverse_sequence(&x, &[2i64, -1], &mut out, &[3, 2], 1, 0);
+        assert_eq!(out, [3, 2, 1, 4, 5, 6]);
+        let mut hot = [0; 6];
+        one_hot(&[-1i64, 5], &mut hot, 2, 3, 1, 0, 1);
+        assert_eq!(hot, [0, 0, 1, 0, 0, 0]);
+    }
 }

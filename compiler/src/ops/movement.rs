@@ -473,7 +473,7 @@ fn pick(t: &Tensor, shape: Vec<usize>, src: impl Fn(usize) -> Option<usize>) -> 
     for i in 0..n {
         match src(i).and_then(|s| t.bytes.get(s * size..(s + 1) * size)) {
             Some(b) => bytes.extend_from_slice(b),
-            None => bytes.extend(std::iter::repeat_n(0u8, size)),
+            None => bytes.resize(bytes.len() + size, 0),
         }
     }
     Tensor {
@@ -751,16 +751,22 @@ impl OpDef for Split {
 
 // ---- Slice ----
 
+/// The `starts`, `ends` and optional `axes` attributes of Slice before opset 10.
+pub type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
+/// A slice's output shape, and per input axis its start and step.
+type SlicePlan = (Vec<usize>, Vec<(i64, i64)>);
+
 /// `Slice` (starts/ends/axes as attributes before opset 10, inputs from 10 with steps).
 #[derive(Debug, Clone)]
 pub struct Slice {
     /// Attributes of opset < 10: starts, ends, axes.
-    pub attrs: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    pub attrs: Option<SliceAttrs>,
 }
 
 impl Slice {
     /// Output shape, and per input axis the start and step.
-    fn plan(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Vec<(i64, i64)>)> {
+    fn plan(&self, cx: &OpCx<'_>) -> Result<SlicePlan> {
         let x = cx.input(0)?;
         let (starts, ends, axes, steps) = match &self.attrs {
             Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
@@ -1897,7 +1903,7 @@ impl OpDef for Triangle {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        if self.eye && x.shape.len() != 2 || !self.eye && x.shape.len() < 2 {
+        if (self.eye && x.shape.len() != 2) || (!self.eye && x.shape.len() < 2) {
             return Err(CompileError::shape("input rank"));
         }
         Ok(vec![TypeShape::new(
@@ -1963,7 +1969,7 @@ impl OneHot {
             .first()
             .copied()
             .ok_or_else(|| CompileError::shape("empty depth"))?;
-        if !(depth >= 1.0 && depth < 1e9) {
+        if !(1.0..1e9).contains(&depth) {
             return Err(CompileError::shape(format!("OneHot depth {depth}")));
         }
         let depth = depth as usize;

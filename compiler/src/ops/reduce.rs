@@ -440,21 +440,14 @@ impl OpDef for TopK {
             (false, false) => quote!(|a: #t, b: #t| a < b),
         };
         let kl = lit(k);
-        let i0 = names.input(0);
-        let o0 = names.output(0);
-        let o1 = names.output(1);
-        let has_values = cx.outputs.first().is_some_and(Option::is_some);
-        let has_indices = cx.outputs.get(1).is_some_and(Option::is_some);
-        let values = if has_values {
-            quote!(#o0)
-        } else {
-            quote!(&mut [<#t>::default(); 0][..])
-        };
-        if !has_values || !has_indices {
+        if !cx.outputs.first().is_some_and(Option::is_some)
+            || !cx.outputs.get(1).is_some_and(Option::is_some)
+        {
             return Err(CompileError::unsupported(
                 "TopK with one of its outputs unused",
             ));
         }
-        Ok(quote!(::sinter_rt::reduce::top_k(#i0, #values, #o1, #outer, #n, #inner, #kl, #before);))
+        let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
+        Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
     }
 }
