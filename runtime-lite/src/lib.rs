@@ -18,6 +18,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod arena;
+pub mod cast;
 pub mod conv;
 pub mod einsum;
 pub mod elem;
@@ -31,6 +32,7 @@ pub mod math;
 pub mod math64;
 pub mod norm;
 pub mod pool;
+pub mod reduce;
 pub mod resize;
 pub mod rnn;
 pub mod shape;

@@ -1,4 +1,9 @@
-//! Data movement: transpose and concatenation.
+//! Data movement: transpose, concatenation, split, slice, pad, tile, the gathers and
+//! scatters, Trilu, EyeLike, CumSum, ReverseSequence and OneHot.
+//!
+//! Index data read at run time (Gather*, Scatter*, OneHot, ReverseSequence) never panics or
+//! reads out of bounds: negative indices count from the end as the ONNX spec says, and an
+//! index still out of range yields zeros (gathers, OneHot) or is skipped (scatters).
 
 /// Permutes the axes of `x` (shape `in_shape`) into `out`: output axis `i` is input axis
 /// `perm[i]`.
@@ -37,6 +42,443 @@ pub fn concat_part<T: Copy>(
     }
 }
 
+/// An integer (or float, for `OneHot`) element used as an index; kernels read every index
+/// through this, so one kernel serves `int32` and `int64` index tensors.
+pub trait IndexValue: Copy {
+    /// The value as `i64` (floats truncate toward zero, saturating).
+    fn to_i64(self) -> i64;
+}
+
+macro_rules! index_values {
+    ($($t:ty),*) => {$(
+        impl IndexValue for $t {
+            #[inline]
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+        }
+    )*};
+}
+index_values!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+/// Resolves a run-time index against a dimension: negative values count from the end.
+/// Returns `None` when the index is still out of `[0, dim)`: the kernels then write the
+/// element type's default (zero) for gathers and skip the update for scatters, so that bad
+/// index data never panics or reads out of bounds.
+#[inline]
+pub fn resolve_index(index: i64, dim: usize) -> Option<usize> {
+    let d = i64::try_from(dim).ok()?;
+    let i = if index < 0 {
+        index.checked_add(d)?
+    } else {
+        index
+    };
+    if (0..d).contains(&i) {
+        usize::try_from(i).ok()
+    } else {
+        None
+    }
+}
+
+/// Row-major strides of `shape` into a fixed array (rank at most 16).
+#[inline]
+fn strides_of(shape: &[usize]) -> [usize; 16] {
+    assert!(shape.len() <= 16, "rank exceeds 16");
+    let mut strides = [0usize; 16];
+    let mut acc = 1;
+    for axis in (0..shape.len()).rev() {
+        strides[axis] = acc;
+        acc *= shape[axis];
+    }
+    strides
+}
+
+/// Calls `f(flat_index, coords)` for every position of `shape` in row-major order.
+#[inline]
+pub fn for_each_coord(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let rank = shape.len();
+    assert!(rank <= 16, "rank exceeds 16");
+    if shape.contains(&0) {
+        return;
+    }
+    let n: usize = shape.iter().product();
+    let mut coords = [0usize; 16];
+    for i in 0..n {
+        f(i, &coords[..rank]);
+        let mut axis = rank;
+        while axis > 0 {
+            axis -= 1;
+            coords[axis] += 1;
+            if coords[axis] < shape[axis] {
+                break;
+            }
+            coords[axis] = 0;
+        }
+    }
+}
+
+/// Copies a strided view of `x` into `out` (Slice, with possibly negative steps):
+/// element `c` of the output (shape `out_shape`) is `x[base + sum(c[a] * strides[a])]`.
+pub fn strided_copy<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    out_shape: &[usize],
+    base: usize,
+    strides: &[isize],
+) {
+    for_each_coord(out_shape, |i, c| {
+        let mut off = base as isize;
+        for (&ci, &s) in c.iter().zip(strides) {
+            off += ci as isize * s;
+        }
+        out[i] = x[off as usize];
+    });
+}
+
+/// Copies the column range `[offset, offset + out_block)` of `x` viewed as
+/// `[outer, in_block]` into `out` viewed as `[outer, out_block]` (one output of Split).
+pub fn split_part<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    outer: usize,
+    in_block: usize,
+    out_block: usize,
+    offset: usize,
+) {
+    for o in 0..outer {
+        out[o * out_block..][..out_block].copy_from_slice(&x[o * in_block + offset..][..out_block]);
+    }
+}
+
+/// How `pad` fills positions outside the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge element.
+    Reflect,
+    /// Repeat the edge element.
+    Edge,
+    /// Wrap around (periodic).
+    Wrap,
+}
+
+/// Pads (or crops, with negative pads) `x` of shape `in_shape` into `out` of shape
+/// `out_shape`; `begin[a]` is the (signed) number of positions added before axis `a`.
+/// Non-constant modes need every input dimension non-empty (the compiler checks).
+pub fn pad<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    in_shape: &[usize],
+    out_shape: &[usize],
+    begin: &[isize],
+    mode: PadMode,
+    value: T,
+) {
+    let strides = strides_of(in_shape);
+    for_each_coord(out_shape, |i, c| {
+        let mut off = 0usize;
+        for (a, &ci) in c.iter().enumerate() {
+            let n = in_shape[a] as isize;
+            let mut p = ci as isize - begin[a];
+            if p < 0 || p >= n {
+                p = match mode {
+                    PadMode::Constant => {
+                        out[i] = value;
+                        return;
+                    }
+                    PadMode::Edge => p.clamp(0, n - 1),
+                    PadMode::Wrap => p.rem_euclid(n),
+                    PadMode::Reflect => {
+                        if n == 1 {
+                            0
+                        } else {
+                            let period = 2 * (n - 1);
+                            let q = p.rem_euclid(period);
+                            if q >= n {
+                                period - q
+                            } else {
+                                q
+                            }
+                        }
+                    }
+                };
+            }
+            off += p as usize * strides[a];
+        }
+        out[i] = x[off];
+    });
+}
+
+/// Repeats `x` (shape `in_shape`) into `out` (shape `out_shape`, each dim a multiple).
+pub fn tile<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], out_shape: &[usize]) {
+    let strides = strides_of(in_shape);
+    for_each_coord(out_shape, |i, c| {
+        let off: usize = c
+            .iter()
+            .enumerate()
+            .map(|(a, &ci)| (ci % in_shape[a]) * strides[a])
+            .sum();
+        out[i] = x[off];
+    });
+}
+
+/// Gather along one axis: `x` viewed as `[outer, axis_dim, inner]`, `out` as
+/// `[outer, indices.len(), inner]`. Negative indices count from the end; an index still out
+/// of range yields zeros (the type's default) for its slice.
+pub fn gather<T: Copy + Default, I: IndexValue>(
+    x: &[T],
+    indices: &[I],
+    out: &mut [T],
+    outer: usize,
+    axis_dim: usize,
+    inner: usize,
+) {
+    let n = indices.len();
+    for o in 0..outer {
+        for (j, &idx) in indices.iter().enumerate() {
+            let dst = &mut out[(o * n + j) * inner..][..inner];
+            match resolve_index(idx.to_i64(), axis_dim) {
+                Some(k) => dst.copy_from_slice(&x[(o * axis_dim + k) * inner..][..inner]),
+                None => dst.fill(T::default()),
+            }
+        }
+    }
+}
+
+/// GatherElements: `out` has the shape of `indices` (`idx_shape`); each element reads `x`
+/// (shape `x_shape`) at its own coordinates with the `axis` coordinate replaced by the index.
+/// Out-of-range indices yield zero.
+pub fn gather_elements<T: Copy + Default, I: IndexValue>(
+    x: &[T],
+    indices: &[I],
+    out: &mut [T],
+    x_shape: &[usize],
+    idx_shape: &[usize],
+    axis: usize,
+) {
+    let strides = strides_of(x_shape);
+    for_each_coord(idx_shape, |i, c| {
+        let mut off = 0;
+        for (a, &ci) in c.iter().enumerate() {
+            if a != axis {
+                off += ci * strides[a];
+            }
+        }
+        out[i] = match resolve_index(indices[i].to_i64(), x_shape[axis]) {
+            Some(k) => x[off + k * strides[axis]],
+            None => T::default(),
+        };
+    });
+}
+
+/// ScatterElements: `out` (already holding a copy of the data, shape `out_shape`) gets
+/// `out[pos] = f(out[pos], updates[i])` where `pos` is the coordinates of index element `i`
+/// with the `axis` coordinate replaced by the index. Out-of-range indices are skipped.
+pub fn scatter_elements<T: Copy, I: IndexValue>(
+    out: &mut [T],
+    indices: &[I],
+    updates: &[T],
+    out_shape: &[usize],
+    idx_shape: &[usize],
+    axis: usize,
+    f: impl Fn(T, T) -> T,
+) {
+    let strides = strides_of(out_shape);
+    for_each_coord(idx_shape, |i, c| {
+        let mut off = 0;
+        for (a, &ci) in c.iter().enumerate() {
+            if a != axis {
+                off += ci * strides[a];
+            }
+        }
+        if let Some(k) = resolve_index(indices[i].to_i64(), out_shape[axis]) {
+            let p = off + k * strides[axis];
+            out[p] = f(out[p], updates[i]);
+        }
+    });
+}
+
+/// GatherND: `batch` is the product of the batch dims; each batch has `tuples` index tuples
+/// of `x_dims.len()` integers addressing the dims `x_dims` of `x` that follow the batch dims,
+/// and each tuple selects a contiguous slice of `slice` elements. Tuples with an
+/// out-of-range component yield zeros.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the layout of the gather, all compile-time constants"
+)]
+pub fn gather_nd<T: Copy + Default, I: IndexValue>(
+    x: &[T],
+    indices: &[I],
+    out: &mut [T],
+    batch: usize,
+    tuples: usize,
+    x_dims: &[usize],
+    slice: usize,
+) {
+    let k = x_dims.len();
+    let batch_block: usize = x_dims.iter().product::<usize>() * slice;
+    for b in 0..batch {
+        for t in 0..tuples {
+            let tuple = &indices[(b * tuples + t) * k..][..k];
+            let dst = &mut out[(b * tuples + t) * slice..][..slice];
+            match nd_offset(tuple, x_dims, slice) {
+                Some(off) => dst.copy_from_slice(&x[b * batch_block + off..][..slice]),
+                None => dst.fill(T::default()),
+            }
+        }
+    }
+}
+
+/// The element offset of an index tuple into dims `dims` whose elements are `slice` long.
+fn nd_offset<I: IndexValue>(tuple: &[I], dims: &[usize], slice: usize) -> Option<usize> {
+    let mut off = 0;
+    for (&v, &d) in tuple.iter().zip(dims) {
+        off = off * d + resolve_index(v.to_i64(), d)?;
+    }
+    Some(off * slice)
+}
+
+/// ScatterND: `out` (a copy of the data) gets, for each of the `tuples` index tuples of
+/// `x_dims.len()` integers, its slice of `slice` elements combined with the matching update
+/// slice by `f(old, update)`. Tuples with an out-of-range component are skipped.
+pub fn scatter_nd<T: Copy, I: IndexValue>(
+    out: &mut [T],
+    indices: &[I],
+    updates: &[T],
+    tuples: usize,
+    x_dims: &[usize],
+    slice: usize,
+    f: impl Fn(T, T) -> T,
+) {
+    let k = x_dims.len();
+    for t in 0..tuples {
+        if let Some(off) = nd_offset(&indices[t * k..][..k], x_dims, slice) {
+            for (o, &u) in out[off..][..slice]
+                .iter_mut()
+                .zip(&updates[t * slice..][..slice])
+            {
+                *o = f(*o, u);
+            }
+        }
+    }
+}
+
+/// Trilu on `batch` matrices of `rows x cols`: keeps the upper (`j - i >= k`) or lower
+/// (`j - i <= k`) triangle and zeroes the rest.
+pub fn trilu<T: Copy + Default>(
+    x: &[T],
+    out: &mut [T],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    k: i64,
+    upper: bool,
+) {
+    for b in 0..batch {
+        for i in 0..rows {
+            for j in 0..cols {
+                let p = (b * rows + i) * cols + j;
+                let d = j as i64 - i as i64;
+                let keep = if upper { d >= k } else { d <= k };
+                out[p] = if keep { x[p] } else { T::default() };
+            }
+        }
+    }
+}
+
+/// EyeLike: ones on the diagonal `j - i == k` of a `rows x cols` matrix, zeros elsewhere.
+pub fn eye<T: Copy>(out: &mut [T], rows: usize, cols: usize, k: i64, zero: T, one: T) {
+    for i in 0..rows {
+        for j in 0..cols {
+            out[i * cols + j] = if j as i64 - i as i64 == k { one } else { zero };
+        }
+    }
+}
+
+/// CumSum of `x` (shape `shape`) along the run-time `axis` (negative counts from the end);
+/// `add` is the type's addition. An axis out of range leaves the output zeroed.
+pub fn cumsum<T: Copy + Default>(
+    x: &[T],
+    out: &mut [T],
+    shape: &[usize],
+    axis: i64,
+    exclusive: bool,
+    reverse: bool,
+    add: impl Fn(T, T) -> T,
+) {
+    let Some(axis) = resolve_index(axis, shape.len()) else {
+        out.fill(T::default());
+        return;
+    };
+    let outer: usize = shape[..axis].iter().product();
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    for o in 0..outer {
+        for r in 0..inner {
+            let mut acc = T::default();
+            for step in 0..n {
+                let j = if reverse { n - 1 - step } else { step };
+                let p = (o * n + j) * inner + r;
+                if exclusive {
+                    out[p] = acc;
+                    acc = add(acc, x[p]);
+                } else {
+                    acc = add(acc, x[p]);
+                    out[p] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// ReverseSequence: for each batch entry `b` (along `batch_axis`), reverses the first
+/// `lens[b]` elements along `time_axis` (lengths clamped to `[0, time_dim]`).
+pub fn reverse_sequence<T: Copy, I: IndexValue>(
+    x: &[T],
+    lens: &[I],
+    out: &mut [T],
+    shape: &[usize],
+    batch_axis: usize,
+    time_axis: usize,
+) {
+    let strides = strides_of(shape);
+    let steps = shape[time_axis];
+    for_each_coord(shape, |i, c| {
+        let len = usize::try_from(lens[c[batch_axis]].to_i64().max(0))
+            .unwrap_or(0)
+            .min(steps);
+        let t = c[time_axis];
+        out[i] = if t < len {
+            x[i - t * strides[time_axis] + (len - 1 - t) * strides[time_axis]]
+        } else {
+            x[i]
+        };
+    });
+}
+
+/// OneHot: `out` viewed as `[outer, depth, inner]`, `indices` as `[outer, inner]`; the
+/// position of each index (negative ones count from the end) gets `on`, the rest `off`.
+#[allow(clippy::too_many_arguments, reason = "layout constants and two values")]
+pub fn one_hot<T: Copy, I: IndexValue>(
+    indices: &[I],
+    out: &mut [T],
+    outer: usize,
+    depth: usize,
+    inner: usize,
+    off: T,
+    on: T,
+) {
+    out.fill(off);
+    for o in 0..outer {
+        for r in 0..inner {
+            if let Some(k) = resolve_index(indices[o * inner + r].to_i64(), depth) {
+                out[(o * depth + k) * inner + r] = on;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +497,121 @@ mod tests {
         concat_part(&[1, 2], &mut out, 2, 1, 3, 0);
         concat_part(&[3, 4, 5, 6], &mut out, 2, 2, 3, 1);
         assert_eq!(out, [1, 3, 4, 2, 5, 6]);
+    }
+
+    #[test]
+    fn slice_with_negative_steps() {
+        // x: [3, 4]; rows 2..0 step -1, columns 3..0 step -2 -> [[11, 9], [7, 5]].
+        let x: [i32; 12] = core::array::from_fn(|i| i as i32);
+        let mut out = [0; 4];
+        strided_copy(&x, &mut out, &[2, 2], 2 * 4 + 3, &[-4, -2]);
+        assert_eq!(out, [11, 9, 7, 5]);
+    }
+
+    #[test]
+    fn split_inverts_concat() {
+        let x = [1, 3, 4, 2, 5, 6];
+        let (mut a, mut b) = ([0; 2], [0; 4]);
+        split_part(&x, &mut a, 2, 3, 1, 0);
+        split_part(&x, &mut b, 2, 3, 2, 1);
+        assert_eq!((a, b), ([1, 2], [3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn pad_modes_match_numpy() {
+        let x = [1, 2, 3];
+        let mut out = [0; 9];
+        let run = |mode, out: &mut [i32]| pad(&x, out, &[3], &[9], &[3], mode, -1);
+        run(PadMode::Constant, &mut out);
+        assert_eq!(out, [-1, -1, -1, 1, 2, 3, -1, -1, -1]);
+        run(PadMode::Edge, &mut out);
+        assert_eq!(out, [1, 1, 1, 1, 2, 3, 3, 3, 3]);
+        run(PadMode::Reflect, &mut out);
+        assert_eq!(out, [2, 3, 2, 1, 2, 3, 2, 1, 2]);
+        run(PadMode::Wrap, &mut out);
+        assert_eq!(out, [1, 2, 3, 1, 2, 3, 1, 2, 3]);
+        // Negative pads crop.
+        let mut small = [0; 1];
+        pad(&x, &mut small, &[3], &[1], &[-1], PadMode::Constant, 0);
+        assert_eq!(small, [2]);
+    }
+
+    #[test]
+    fn tile_repeats() {
+        let mut out = [0; 8];
+        tile(&[1, 2], &mut out, &[1, 2], &[2, 4]);
+        assert_eq!(out, [1, 2, 1, 2, 1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn gathers_wrap_negative_and_zero_out_of_range() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+        let mut out = [9.0f32; 6];
+        gather(&x, &[-1i64, 7, 0], &mut out, 1, 3, 2);
+        assert_eq!(out, [5.0, 6.0, 0.0, 0.0, 1.0, 2.0]);
+        let mut out = [0.0f32; 2];
+        gather_elements(&x, &[1i32, -1], &mut out, &[3, 2], &[1, 2], 0);
+        assert_eq!(out, [3.0, 6.0]);
+        let mut out = [0.0f32; 4];
+        gather_nd(&x, &[2i64, 1, 5, 0], &mut out, 1, 2, &[3, 2], 1);
+        assert_eq!(out[..2], [6.0, 0.0]);
+    }
+
+    #[test]
+    fn scatters_skip_out_of_range() {
+        let mut out = [0i64; 4];
+        scatter_elements(
+            &mut out,
+            &[1i64, 9, -1],
+            &[5, 6, 7],
+            &[4],
+            &[3],
+            0,
+            |a, u| a + u,
+        );
+        assert_eq!(out, [0, 5, 0, 7]);
+        let mut out = [1i64; 4]; // [2, 2]
+        scatter_nd(&mut out, &[1i64, 3], &[8, 9, 4, 4], 2, &[2], 2, |_, u| u);
+        assert_eq!(out, [1, 1, 8, 9]);
+    }
+
+    #[test]
+    fn triangles_and_eye() {
+        let x = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut out = [0; 9];
+        trilu(&x, &mut out, 1, 3, 3, 0, true);
+        assert_eq!(out, [1, 2, 3, 0, 5, 6, 0, 0, 9]);
+        trilu(&x, &mut out, 1, 3, 3, -1, false);
+        assert_eq!(out, [0, 0, 0, 4, 0, 0, 7, 8, 0]);
+        let mut e = [0; 6];
+        eye(&mut e, 2, 3, 1, 0, 1);
+        assert_eq!(e, [0, 1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn cumsum_variants() {
+        let x = [1.0f64, 2.0, 3.0];
+        let mut out = [0.0; 3];
+        let add = |a: f64, b: f64| a + b;
+        cumsum(&x, &mut out, &[3], 0, false, false, add);
+        assert_eq!(out, [1.0, 3.0, 6.0]);
+        cumsum(&x, &mut out, &[3], -1, true, true, add);
+        assert_eq!(out, [5.0, 3.0, 0.0]);
+        cumsum(&x, &mut out, &[3], 4, false, false, add);
+        assert_eq!(out, [0.0; 3]);
+    }
+
+    #[test]
+    fn reverse_sequence_and_one_hot() {
+        // x: [time 3, batch 2].
+        let x = [1, 2, 3, 4, 5, 6];
+        let mut out = [0; 6];
+        reverse_sequence(&x, &[3i64, 9], &mut out, &[3, 2], 1, 0);
+        assert_eq!(out, [5, 6, 3, 4, 1, 2]);
+        reverse_sequence(&x, &[2i64, -1], &mut out, &[3, 2], 1, 0);
+        assert_eq!(out, [3, 2, 1, 4, 5, 6]);
+        let mut hot = [0; 6];
+        one_hot(&[-1i64, 5], &mut hot, 2, 3, 1, 0, 1);
+        assert_eq!(hot, [0, 0, 1, 0, 0, 0]);
     }
 }

@@ -18,6 +18,7 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod recurrent;
+pub mod reduce;
 pub mod resize;
 pub mod softmax;
 
@@ -328,6 +329,22 @@ ops! {
     ConvTranspose(conv::ConvTranspose) => ["ConvTranspose"];
     Resize(resize::Resize) => ["Resize", "Upsample"];
     Einsum(einsum::Einsum) => ["Einsum"];
+    Squeeze(movement::Squeeze) => ["Squeeze", "Unsqueeze"];
+    Split(movement::Split) => ["Split"];
+    Slice(movement::Slice) => ["Slice"];
+    Indexing(movement::Indexing) => ["Gather", "GatherElements", "GatherND", "ScatterElements", "Scatter", "ScatterND"];
+    Repeat(movement::Repeat) => ["Expand", "Tile"];
+    Pad(movement::Pad) => ["Pad"];
+    ShapeOf(movement::ShapeOf) => ["Shape", "Size"];
+    Generate(movement::Generate) => ["ConstantOfShape", "Range"];
+    Cast(movement::Cast) => ["Cast", "CastLike"];
+    SpaceDepth(movement::SpaceDepth) => ["DepthToSpace", "SpaceToDepth"];
+    Triangle(movement::Triangle) => ["Trilu", "EyeLike"];
+    OneHot(movement::OneHot) => ["OneHot"];
+    Scan(movement::Scan) => ["CumSum", "ReverseSequence"];
+    Reduce(reduce::Reduce) => ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
+    ArgReduce(reduce::ArgReduce) => ["ArgMax", "ArgMin"];
+    TopK(reduce::TopK) => ["TopK"];
 }
 
 // ---- shared helpers for the family files ----

@@ -7,7 +7,10 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{lit, normalize_axis, usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use super::{
+    broadcast_shapes, broadcast_strides, f32_lit, lit, normalize_axis, require_dtype, rust_type,
+    usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
+};
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Tensor};
 
@@ -425,5 +428,1679 @@ impl OpDef for Constant {
         Err(CompileError::shape(format!(
             "internal: unfolded Constant ({n} elements into {o0})"
         )))
+    }
+}
+
+// ---- shared helpers of the shape ops below ----
+
+/// The integers of constant input `i`, or none at all when the input has no elements (its
+/// contents are then known even if it is a run-time value).
+fn const_ints_or_empty(cx: &OpCx<'_>, i: usize, what: &str) -> Result<Vec<i64>> {
+    let x = cx.input(i)?;
+    if x.shape.contains(&0) {
+        return Ok(Vec::new());
+    }
+    cx.const_ints(i, what)
+}
+
+/// Row-major strides of a shape.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut out = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        out[i] = out[i + 1] * shape[i + 1];
+    }
+    out
+}
+
+/// The coordinates of flat index `i` in `shape`.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut c = vec![0; shape.len()];
+    for a in (0..shape.len()).rev() {
+        if shape[a] > 0 {
+            c[a] = i % shape[a];
+            i /= shape[a];
+        }
+    }
+    c
+}
+
+/// A tensor of `shape` whose element `i` is element `src(i)` of `t` (zero where `None` or
+/// out of range): the constant evaluation of every pure data-movement op.
+fn pick(t: &Tensor, shape: Vec<usize>, src: impl Fn(usize) -> Option<usize>) -> Tensor {
+    let size = t.dtype.size();
+    let n: usize = shape.iter().product();
+    let mut bytes = Vec::with_capacity(n * size);
+    for i in 0..n {
+        match src(i).and_then(|s| t.bytes.get(s * size..(s + 1) * size)) {
+            Some(b) => bytes.extend_from_slice(b),
+            None => bytes.resize(bytes.len() + size, 0),
+        }
+    }
+    Tensor {
+        dtype: t.dtype,
+        shape,
+        bytes,
+    }
+}
+
+/// Resolves an index against a dimension (negative counts from the end).
+fn resolve(index: i64, dim: usize) -> Option<usize> {
+    let d = i64::try_from(dim).ok()?;
+    let i = if index < 0 {
+        index.checked_add(d)?
+    } else {
+        index
+    };
+    if (0..d).contains(&i) {
+        usize::try_from(i).ok()
+    } else {
+        None
+    }
+}
+
+/// An i64 from a usize dimension (saturating; dimensions fit in practice).
+fn i64_of(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A dimension from a non-negative i64.
+fn dim_of(v: i64, what: &str) -> Result<usize> {
+    usize::try_from(v).map_err(|_| CompileError::shape(format!("{what} {v} is negative")))
+}
+
+/// The types the index inputs of Gather/Scatter take.
+const INDEX_TYPES: &[DType] = &[DType::I32, DType::I64];
+
+/// An i64 literal.
+fn i64_lit(v: i64) -> TokenStream {
+    let l = proc_macro2::Literal::i64_suffixed(v);
+    quote!(#l)
+}
+
+/// An isize slice constant.
+fn isize_slice(values: &[i64]) -> TokenStream {
+    let items = values
+        .iter()
+        .map(|&v| proc_macro2::Literal::i64_unsuffixed(v));
+    quote!(&[#(#items),*])
+}
+
+// ---- Squeeze, Unsqueeze ----
+
+/// `Squeeze` and `Unsqueeze` (axes as an attribute before opset 13, an input from 13).
+#[derive(Debug, Clone)]
+pub struct Squeeze {
+    /// `Unsqueeze` rather than `Squeeze`.
+    pub unsqueeze: bool,
+    /// The `axes` attribute (opset < 13).
+    pub attr_axes: Option<Vec<i64>>,
+}
+
+impl Squeeze {
+    fn out_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        let x = cx.input(0)?;
+        let axes = match (&self.attr_axes, cx.opt_input(1)) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(_)) => Some(const_ints_or_empty(cx, 1, "axes")?),
+            (None, None) => None,
+        };
+        if self.unsqueeze {
+            let axes = axes.ok_or_else(|| CompileError::attribute("axes", "required"))?;
+            let rank = x.shape.len() + axes.len();
+            let mut mark = vec![false; rank];
+            for &a in &axes {
+                let a = normalize_axis(a, rank, "axis")?;
+                if std::mem::replace(&mut mark[a], true) {
+                    return Err(CompileError::attribute("axes", "repeated axis"));
+                }
+            }
+            let mut dims = x.shape.iter();
+            Ok(mark
+                .iter()
+                .map(|&m| {
+                    if m {
+                        1
+                    } else {
+                        dims.next().copied().unwrap_or(1)
+                    }
+                })
+                .collect())
+        } else {
+            let rank = x.shape.len();
+            let mut drop = vec![false; rank];
+            match axes {
+                Some(axes) if !axes.is_empty() => {
+                    for &a in &axes {
+                        let a = normalize_axis(a, rank, "axis")?;
+                        if x.shape[a] != 1 {
+                            return Err(CompileError::shape(format!(
+                                "cannot squeeze axis {a} of size {}",
+                                x.shape[a]
+                            )));
+                        }
+                        drop[a] = true;
+                    }
+                }
+                _ => {
+                    for (d, &s) in drop.iter_mut().zip(x.shape) {
+                        *d = s == 1;
+                    }
+                }
+            }
+            Ok(x.shape
+                .iter()
+                .zip(&drop)
+                .filter(|(_, &d)| !d)
+                .map(|(&s, _)| s)
+                .collect())
+        }
+    }
+}
+
+impl OpDef for Squeeze {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            unsqueeze: node.op_type() == "Unsqueeze",
+            attr_axes: if node.opset() < 13 {
+                node.ints("axes")?
+            } else {
+                None
+            },
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Ok(vec![TypeShape::new(
+            cx.input(0)?.dtype,
+            self.out_shape(cx)?,
+        )])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?.constant?;
+        Some(self.out_shape(cx).map(|s| vec![x.reshaped(s)]))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(#o0.copy_from_slice(#i0);))
+    }
+}
+
+// ---- Split ----
+
+/// `Split` (sizes from the `split` attribute before opset 13, an input from 13, or equal
+/// parts; `num_outputs` from opset 18).
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// The axis.
+    pub axis: i64,
+    /// The `split` attribute (opset < 13).
+    pub attr_split: Option<Vec<i64>>,
+    /// How many outputs the node has.
+    pub n_outputs: usize,
+}
+
+impl Split {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, Vec<usize>)> {
+        let x = cx.input(0)?;
+        let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+        let dim = x.shape[axis];
+        let given = match (&self.attr_split, cx.opt_input(1)) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(_)) => Some(const_ints_or_empty(cx, 1, "split")?),
+            _ => None,
+        };
+        let sizes: Vec<usize> = match given {
+            Some(s) if !s.is_empty() => s
+                .iter()
+                .map(|&v| dim_of(v, "split size"))
+                .collect::<Result<_>>()?,
+            _ => {
+                let n = self.n_outputs.max(1);
+                let chunk = dim.div_ceil(n);
+                if dim % n != 0 && cx.opt_input(1).is_none() && self.attr_split.is_none() {
+                    // Opset 18 `num_outputs`: equal chunks, the last one smaller.
+                    (0..n)
+                        .map(|k| chunk.min(dim.saturating_sub(k * chunk)))
+                        .collect()
+                } else {
+                    vec![chunk; n]
+                }
+            }
+        };
+        if sizes.iter().sum::<usize>() != dim || sizes.len() != self.n_outputs {
+            return Err(CompileError::shape(format!(
+                "split sizes {sizes:?} do not cover dim {dim} with {} outputs",
+                self.n_outputs
+            )));
+        }
+        Ok((axis, sizes))
+    }
+}
+
+impl OpDef for Split {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            axis: node.i64_or("axis", 0)?,
+            attr_split: if node.opset() < 13 {
+                node.ints("split")?
+            } else {
+                None
+            },
+            n_outputs: node.node.outputs.len(),
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        let (axis, sizes) = self.layout(cx)?;
+        Ok(sizes
+            .iter()
+            .map(|&s| {
+                let mut shape = x.shape.to_vec();
+                shape[axis] = s;
+                TypeShape::new(x.dtype, shape)
+            })
+            .collect())
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let t = x.constant?;
+        let (axis, sizes) = match self.layout(cx) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let inner: usize = x.shape[axis + 1..].iter().product();
+        let dim = x.shape[axis];
+        let mut offset = 0;
+        let mut outs = Vec::new();
+        for &s in &sizes {
+            let mut shape = x.shape.to_vec();
+            shape[axis] = s;
+            let off = offset;
+            outs.push(pick(t, shape, |i| {
+                let (o, rest) = (i / (s * inner), i % (s * inner));
+                Some(o * dim * inner + off * inner + rest)
+            }));
+            offset += s;
+        }
+        Some(Ok(outs))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (axis, sizes) = self.layout(cx)?;
+        let outer: usize = x.shape[..axis].iter().product();
+        let inner: usize = x.shape[axis + 1..].iter().product();
+        let in_block = x.shape[axis] * inner;
+        let mut code = TokenStream::new();
+        let mut offset = 0;
+        for (k, &s) in sizes.iter().enumerate() {
+            if cx.outputs.get(k).is_some_and(Option::is_some) && s * inner * outer > 0 {
+                let (i0, o) = (names.input(0), names.output(k));
+                let (ol, ib, ob, off) = (lit(outer), lit(in_block), lit(s * inner), lit(offset));
+                code.extend(quote!(::sinter_rt::shape::split_part(#i0, #o, #ol, #ib, #ob, #off);));
+            }
+            offset += s * inner;
+        }
+        Ok(code)
+    }
+}
+
+// ---- Slice ----
+
+/// The `starts`, `ends` and optional `axes` attributes of Slice before opset 10.
+pub type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
+/// A slice's output shape, and per input axis its start and step.
+type SlicePlan = (Vec<usize>, Vec<(i64, i64)>);
+
+/// `Slice` (starts/ends/axes as attributes before opset 10, inputs from 10 with steps).
+#[derive(Debug, Clone)]
+pub struct Slice {
+    /// Attributes of opset < 10: starts, ends, axes.
+    pub attrs: Option<SliceAttrs>,
+}
+
+impl Slice {
+    /// Output shape, and per input axis the start and step.
+    fn plan(&self, cx: &OpCx<'_>) -> Result<SlicePlan> {
+        let x = cx.input(0)?;
+        let (starts, ends, axes, steps) = match &self.attrs {
+            Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
+            None => (
+                cx.const_ints(1, "starts")?,
+                cx.const_ints(2, "ends")?,
+                match cx.opt_input(3) {
+                    Some(_) => Some(const_ints_or_empty(cx, 3, "axes")?),
+                    None => None,
+                },
+                match cx.opt_input(4) {
+                    Some(_) => Some(const_ints_or_empty(cx, 4, "steps")?),
+                    None => None,
+                },
+            ),
+        };
+        let rank = x.shape.len();
+        let axes: Vec<i64> = match axes {
+            Some(a) if !a.is_empty() => a,
+            _ => (0..i64_of(starts.len())).collect(),
+        };
+        let steps = steps
+            .filter(|s| !s.is_empty())
+            .unwrap_or(vec![1; axes.len()]);
+        if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
+            return Err(CompileError::shape(
+                "starts, ends, axes and steps differ in length",
+            ));
+        }
+        let mut shape = x.shape.to_vec();
+        let mut plan: Vec<(i64, i64)> = vec![(0, 1); rank];
+        let mut seen = vec![false; rank];
+        for k in 0..axes.len() {
+            let a = normalize_axis(axes[k], rank, "axis")?;
+            if std::mem::replace(&mut seen[a], true) {
+                return Err(CompileError::shape("repeated slice axis"));
+            }
+            let d = i64_of(x.shape[a]);
+            let step = steps[k];
+            if step == 0 {
+                return Err(CompileError::shape("slice step 0"));
+            }
+            let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+            let (mut s, mut e) = (fix(starts[k]), fix(ends[k]));
+            let count: i128 = if d == 0 {
+                s = 0;
+                0
+            } else if step > 0 {
+                s = s.clamp(0, d);
+                e = e.clamp(0, d);
+                if e > s {
+                    (i128::from(e) - i128::from(s) + i128::from(step) - 1) / i128::from(step)
+                } else {
+                    0
+                }
+            } else {
+                s = s.clamp(0, d - 1);
+                e = e.clamp(-1, d - 1);
+                if s > e {
+                    (i128::from(s) - i128::from(e) - i128::from(step) - 1) / -i128::from(step)
+                } else {
+                    0
+                }
+            };
+            shape[a] = usize::try_from(count).unwrap_or(0);
+            plan[a] = (if shape[a] == 0 { 0 } else { s }, step);
+        }
+        Ok((shape, plan))
+    }
+
+    /// The base offset and signed strides of the view.
+    fn view(x_shape: &[usize], plan: &[(i64, i64)]) -> (i64, Vec<i64>) {
+        let st = strides(x_shape);
+        let base = plan
+            .iter()
+            .zip(&st)
+            .map(|(&(s, _), &t)| s * i64_of(t))
+            .sum();
+        let steps = plan
+            .iter()
+            .zip(&st)
+            .map(|(&(_, p), &t)| p.saturating_mul(i64_of(t)))
+            .collect();
+        (base, steps)
+    }
+}
+
+impl OpDef for Slice {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let attrs = if node.opset() < 10 {
+            Some((
+                node.ints("starts")?
+                    .ok_or_else(|| CompileError::attribute("starts", "required"))?,
+                node.ints("ends")?
+                    .ok_or_else(|| CompileError::attribute("ends", "required"))?,
+                node.ints("axes")?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self { attrs })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Ok(vec![TypeShape::new(cx.input(0)?.dtype, self.plan(cx)?.0)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let t = x.constant?;
+        let (shape, plan) = match self.plan(cx) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let (base, steps) = Self::view(x.shape, &plan);
+        let out_shape = shape.clone();
+        Some(Ok(vec![pick(t, shape, |i| {
+            let c = unravel(i, &out_shape);
+            let off: i64 = base
+                + c.iter()
+                    .zip(&steps)
+                    .map(|(&ci, &s)| i64_of(ci) * s)
+                    .sum::<i64>();
+            usize::try_from(off).ok()
+        })]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (shape, plan) = self.plan(cx)?;
+        if shape.contains(&0) {
+            return Ok(TokenStream::new());
+        }
+        let (base, steps) = Self::view(x.shape, &plan);
+        let base = lit(usize::try_from(base).unwrap_or(0));
+        let (st, sh) = (isize_slice(&steps), usize_slice(&shape));
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(::sinter_rt::shape::strided_copy(#i0, #o0, #sh, #base, #st);))
+    }
+}
+
+// ---- Gather, GatherElements, GatherND, ScatterElements, ScatterND ----
+
+/// Which indexing op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    /// `Gather`.
+    Gather,
+    /// `GatherElements`.
+    GatherElements,
+    /// `GatherND`.
+    GatherNd,
+    /// `ScatterElements` (and the deprecated `Scatter`).
+    ScatterElements,
+    /// `ScatterND`.
+    ScatterNd,
+}
+
+/// How a scatter combines an update with the existing element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScatterReduction {
+    /// Replace.
+    None,
+    /// Add.
+    Add,
+    /// Multiply.
+    Mul,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+}
+
+/// The gathers and scatters. Indices may be run-time values: negative ones count from the
+/// end; out-of-range ones yield zeros (gathers) or are skipped (scatters) instead of failing.
+#[derive(Debug, Clone)]
+pub struct Indexing {
+    /// Which op.
+    pub kind: IndexKind,
+    /// The axis (Gather/Elements) or `batch_dims` (GatherND).
+    pub axis: i64,
+    /// The scatter reduction.
+    pub reduction: ScatterReduction,
+}
+
+impl Indexing {
+    /// Output shape and the normalized axis / batch dims.
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, usize)> {
+        let (x, idx) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(idx.dtype, INDEX_TYPES, "indices")?;
+        let rank = x.shape.len();
+        match self.kind {
+            IndexKind::Gather => {
+                let axis = normalize_axis(self.axis, rank, "axis")?;
+                let mut shape = x.shape[..axis].to_vec();
+                shape.extend_from_slice(idx.shape);
+                shape.extend_from_slice(&x.shape[axis + 1..]);
+                Ok((shape, axis))
+            }
+            IndexKind::GatherElements | IndexKind::ScatterElements => {
+                let axis = normalize_axis(self.axis, rank, "axis")?;
+                if idx.shape.len() != rank {
+                    return Err(CompileError::shape("indices rank differs from data rank"));
+                }
+                if self.kind == IndexKind::ScatterElements {
+                    let u = cx.input(2)?;
+                    if u.shape != idx.shape || u.dtype != x.dtype {
+                        return Err(CompileError::shape("updates do not match indices"));
+                    }
+                    if (0..rank).any(|a| a != axis && idx.shape[a] > x.shape[a]) {
+                        return Err(CompileError::shape("indices exceed the data shape"));
+                    }
+                    return Ok((x.shape.to_vec(), axis));
+                }
+                if (0..rank).any(|a| a != axis && idx.shape[a] > x.shape[a]) {
+                    return Err(CompileError::shape("indices exceed the data shape"));
+                }
+                Ok((idx.shape.to_vec(), axis))
+            }
+            IndexKind::GatherNd => {
+                let b = dim_of(self.axis, "batch_dims")?;
+                let q = idx.shape.len();
+                let k = idx.shape.last().copied().unwrap_or(0);
+                if q == 0 || b >= q || b + k > rank || x.shape.get(..b) != idx.shape.get(..b) {
+                    return Err(CompileError::shape(format!(
+                        "GatherND indices {:?} do not fit data {:?} with batch_dims {b}",
+                        idx.shape, x.shape
+                    )));
+                }
+                let mut shape = idx.shape[..q - 1].to_vec();
+                shape.extend_from_slice(&x.shape[b + k..]);
+                Ok((shape, b))
+            }
+            IndexKind::ScatterNd => {
+                let u = cx.input(2)?;
+                let q = idx.shape.len();
+                let k = idx.shape.last().copied().unwrap_or(0);
+                let mut want = idx.shape[..q.saturating_sub(1)].to_vec();
+                if q == 0 || k > rank {
+                    return Err(CompileError::shape("ScatterND indices do not fit the data"));
+                }
+                want.extend_from_slice(&x.shape[k..]);
+                if u.shape != want.as_slice() || u.dtype != x.dtype {
+                    return Err(CompileError::shape(format!(
+                        "ScatterND updates {:?} should be {want:?}",
+                        u.shape
+                    )));
+                }
+                Ok((x.shape.to_vec(), 0))
+            }
+        }
+    }
+
+    fn combine(&self, dtype: DType) -> Result<TokenStream> {
+        let t = rust_type(dtype);
+        let float = matches!(dtype, DType::F32 | DType::F64);
+        let int = !dtype.is_float() && dtype != DType::Bool;
+        Ok(match self.reduction {
+            ScatterReduction::None => quote!(|_: #t, u: #t| u),
+            ScatterReduction::Add if float => quote!(|a: #t, u: #t| a + u),
+            ScatterReduction::Mul if float => quote!(|a: #t, u: #t| a * u),
+            ScatterReduction::Add if int => quote!(|a: #t, u: #t| a.wrapping_add(u)),
+            ScatterReduction::Mul if int => quote!(|a: #t, u: #t| a.wrapping_mul(u)),
+            ScatterReduction::Max if float || int => {
+                quote!(|a: #t, u: #t| if u > a { u } else { a })
+            }
+            ScatterReduction::Min if float || int => {
+                quote!(|a: #t, u: #t| if u < a { u } else { a })
+            }
+            _ => {
+                return Err(CompileError::unsupported(format!(
+                    "scatter reduction {:?} on {dtype}",
+                    self.reduction
+                )))
+            }
+        })
+    }
+}
+
+impl OpDef for Indexing {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let kind = match node.op_type() {
+            "Gather" => IndexKind::Gather,
+            "GatherElements" => IndexKind::GatherElements,
+            "GatherND" => IndexKind::GatherNd,
+            "ScatterND" => IndexKind::ScatterNd,
+            _ => IndexKind::ScatterElements,
+        };
+        let axis = if kind == IndexKind::GatherNd {
+            node.i64_or("batch_dims", 0)?
+        } else {
+            node.i64_or("axis", 0)?
+        };
+        let reduction = match node.string_or("reduction", "none")?.as_str() {
+            "none" => ScatterReduction::None,
+            "add" => ScatterReduction::Add,
+            "mul" => ScatterReduction::Mul,
+            "max" => ScatterReduction::Max,
+            "min" => ScatterReduction::Min,
+            other => {
+                return Err(CompileError::attribute(
+                    "reduction",
+                    format!("unknown value {other:?}"),
+                ))
+            }
+        };
+        Ok(Self {
+            kind,
+            axis,
+            reduction,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        Ok(vec![TypeShape::new(x.dtype, self.layout(cx)?.0)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let (x, idx) = (cx.input(0).ok()?, cx.input(1).ok()?);
+        let (t, it) = (x.constant?, idx.constant?);
+        let (shape, axis) = match self.layout(cx) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let indices = it.to_i64s()?;
+        match self.kind {
+            IndexKind::Gather => {
+                let inner: usize = x.shape[axis + 1..].iter().product();
+                let dim = x.shape[axis];
+                let n = indices.len();
+                Some(Ok(vec![pick(t, shape, |i| {
+                    let (o, rest) = (i / (n * inner).max(1), i % (n * inner).max(1));
+                    let (j, r) = (rest / inner.max(1), rest % inner.max(1));
+                    let k = resolve(*indices.get(j)?, dim)?;
+                    Some((o * dim + k) * inner + r)
+                })]))
+            }
+            IndexKind::GatherElements => {
+                let st = strides(x.shape);
+                let out_shape = shape.clone();
+                Some(Ok(vec![pick(t, shape, |i| {
+                    let c = unravel(i, &out_shape);
+                    let k = resolve(*indices.get(i)?, x.shape[axis])?;
+                    Some(
+                        c.iter()
+                            .enumerate()
+                            .map(|(a, &ci)| if a == axis { k } else { ci } * st[a])
+                            .sum(),
+                    )
+                })]))
+            }
+            _ => None,
+        }
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (x, idx) = (cx.input(0)?, cx.input(1)?);
+        let (shape, axis) = self.layout(cx)?;
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        Ok(match self.kind {
+            IndexKind::Gather => {
+                let outer = lit(x.shape[..axis].iter().product());
+                let dim = lit(x.shape[axis]);
+                let inner = lit(x.shape[axis + 1..].iter().product());
+                quote!(::sinter_rt::shape::gather(#i0, #i1, #o0, #outer, #dim, #inner);)
+            }
+            IndexKind::GatherElements => {
+                let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
+                quote!(::sinter_rt::shape::gather_elements(#i0, #i1, #o0, #xs, #is, #a);)
+            }
+            IndexKind::GatherNd => {
+                let q = idx.shape.len();
+                let k = idx.shape[q - 1];
+                let batch: usize = x.shape[..axis].iter().product();
+                let tuples: usize = idx.shape[axis..q - 1].iter().product();
+                let dims = usize_slice(&x.shape[axis..axis + k]);
+                let slice: usize = x.shape[axis + k..].iter().product();
+                let (b, t, s) = (lit(batch), lit(tuples), lit(slice));
+                let _ = shape;
+                quote!(::sinter_rt::shape::gather_nd(#i0, #i1, #o0, #b, #t, #dims, #s);)
+            }
+            IndexKind::ScatterElements => {
+                let i2 = names.input(2);
+                let f = self.combine(x.dtype)?;
+                let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
+                quote! {
+                    #o0.copy_from_slice(#i0);
+                    ::sinter_rt::shape::scatter_elements(#o0, #i1, #i2, #xs, #is, #a, #f);
+                }
+            }
+            IndexKind::ScatterNd => {
+                let i2 = names.input(2);
+                let f = self.combine(x.dtype)?;
+                let q = idx.shape.len();
+                let k = idx.shape[q - 1];
+                let tuples = lit(idx.shape[..q - 1].iter().product());
+                let dims = usize_slice(&x.shape[..k]);
+                let slice = lit(x.shape[k..].iter().product());
+                quote! {
+                    #o0.copy_from_slice(#i0);
+                    ::sinter_rt::shape::scatter_nd(#o0, #i1, #i2, #tuples, #dims, #slice, #f);
+                }
+            }
+        })
+    }
+}
+
+// ---- Expand, Tile ----
+
+/// `Expand` (numpy broadcast to a constant shape) and `Tile` (constant repeats).
+#[derive(Debug, Clone)]
+pub struct Repeat {
+    /// `Tile` rather than `Expand`.
+    pub tile: bool,
+}
+
+impl Repeat {
+    fn out_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        let x = cx.input(0)?;
+        let v = const_ints_or_empty(cx, 1, if self.tile { "repeats" } else { "shape" })?;
+        let v: Vec<usize> = v
+            .iter()
+            .map(|&d| dim_of(d, "dimension"))
+            .collect::<Result<_>>()?;
+        if self.tile {
+            if v.len() != x.shape.len() {
+                return Err(CompileError::shape("repeats length differs from the rank"));
+            }
+            Ok(x.shape.iter().zip(&v).map(|(&a, &b)| a * b).collect())
+        } else {
+            broadcast_shapes(x.shape, &v)
+        }
+    }
+}
+
+impl OpDef for Repeat {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            tile: node.op_type() == "Tile",
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Ok(vec![TypeShape::new(
+            cx.input(0)?.dtype,
+            self.out_shape(cx)?,
+        )])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let t = x.constant?;
+        let shape = match self.out_shape(cx) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        let out_shape = shape.clone();
+        let tile = self.tile;
+        let st = if tile {
+            strides(x.shape)
+        } else {
+            broadcast_strides(x.shape, &shape)
+        };
+        let off = out_shape.len() - st.len();
+        Some(Ok(vec![pick(t, shape, |i| {
+            let c = unravel(i, &out_shape);
+            Some(if tile {
+                c.iter()
+                    .zip(x.shape)
+                    .zip(&st)
+                    .map(|((&ci, &d), &s)| (ci % d.max(1)) * s)
+                    .sum()
+            } else {
+                c[off..].iter().zip(&st).map(|(&ci, &s)| ci * s).sum()
+            })
+        })]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let shape = self.out_shape(cx)?;
+        if shape.contains(&0) {
+            return Ok(TokenStream::new());
+        }
+        let (i0, o0) = (names.input(0), names.output(0));
+        let sh = usize_slice(&shape);
+        Ok(if self.tile {
+            let xs = usize_slice(x.shape);
+            quote!(::sinter_rt::shape::tile(#i0, #o0, #xs, #sh);)
+        } else {
+            let st = usize_slice(&broadcast_strides(x.shape, &shape));
+            quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #st, #o0, #sh);)
+        })
+    }
+}
+
+// ---- Pad ----
+
+/// `Pad`: constant, reflect, edge or wrap; pads (and value) as attributes before opset 11,
+/// inputs from 11, `axes` from 18. The constant value may be a run-time input.
+#[derive(Debug, Clone)]
+pub struct Pad {
+    /// `constant`, `reflect`, `edge` or `wrap`.
+    pub mode: String,
+    /// Attributes of opset < 11: pads and value.
+    pub attrs: Option<(Vec<i64>, f32)>,
+}
+
+impl Pad {
+    /// The output shape and the signed begin pads per axis.
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Vec<i64>)> {
+        let x = cx.input(0)?;
+        let rank = x.shape.len();
+        let pads = match &self.attrs {
+            Some((p, _)) => p.clone(),
+            None => cx.const_ints(1, "pads")?,
+        };
+        let axes: Vec<usize> = match cx.opt_input(3) {
+            Some(_) if self.attrs.is_none() => const_ints_or_empty(cx, 3, "axes")?
+                .iter()
+                .map(|&a| normalize_axis(a, rank, "axis"))
+                .collect::<Result<_>>()?,
+            _ => (0..rank).collect(),
+        };
+        let n = axes.len();
+        if pads.len() != 2 * n {
+            return Err(CompileError::shape(format!(
+                "pads has {} values for {n} axes",
+                pads.len()
+            )));
+        }
+        let mut begin = vec![0i64; rank];
+        let mut shape = x.shape.to_vec();
+        for (k, &a) in axes.iter().enumerate() {
+            let (b, e) = (pads[k], pads[k + n]);
+            begin[a] = b;
+            let d = i64_of(x.shape[a]).saturating_add(b).saturating_add(e);
+            shape[a] = dim_of(d, "padded dimension")?;
+            if self.mode != "constant" && x.shape[a] == 0 && shape[a] > 0 {
+                return Err(CompileError::shape(format!(
+                    "{} padding of an empty axis",
+                    self.mode
+                )));
+            }
+        }
+        Ok((shape, begin))
+    }
+}
+
+impl OpDef for Pad {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let mode = node.string_or("mode", "constant")?;
+        if !matches!(mode.as_str(), "constant" | "reflect" | "edge" | "wrap") {
+            return Err(CompileError::unsupported(format!("Pad mode {mode:?}")));
+        }
+        let attrs = if node.opset() < 11 {
+            let pads = node
+                .ints(if node.opset() < 2 { "paddings" } else { "pads" })?
+                .ok_or_else(|| CompileError::attribute("pads", "required"))?;
+            Some((pads, node.f32_or("value", 0.0)?))
+        } else {
+            None
+        };
+        Ok(Self { mode, attrs })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        if let Some((_, v)) = self.attrs {
+            if v != 0.0 && x.dtype != DType::F32 {
+                return Err(CompileError::unsupported(
+                    "a non-zero pad value attribute on a non-float32 tensor",
+                ));
+            }
+        }
+        Ok(vec![TypeShape::new(x.dtype, self.plan(cx)?.0)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (shape, begin) = self.plan(cx)?;
+        if shape.contains(&0) {
+            return Ok(TokenStream::new());
+        }
+        let t = rust_type(x.dtype);
+        let value = match (&self.attrs, cx.opt_input(2)) {
+            (Some((_, v)), _) if x.dtype == DType::F32 => f32_lit(*v),
+            (None, Some(_)) if self.mode == "constant" => {
+                let i2 = names.input(2);
+                quote!(#i2.first().copied().unwrap_or_default())
+            }
+            _ => quote!(<#t>::default()),
+        };
+        let mode = match self.mode.as_str() {
+            "reflect" => quote!(Reflect),
+            "edge" => quote!(Edge),
+            "wrap" => quote!(Wrap),
+            _ => quote!(Constant),
+        };
+        let (xs, sh, b) = (
+            usize_slice(x.shape),
+            usize_slice(&shape),
+            isize_slice(&begin),
+        );
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote! {
+            let value: #t = #value;
+            ::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::#mode, value);
+        })
+    }
+}
+
+// ---- Shape, Size ----
+
+/// `Shape` (with `start`/`end` from opset 15) and `Size`: always known at compile time, so
+/// they fold even when their input is a run-time value.
+#[derive(Debug, Clone)]
+pub struct ShapeOf {
+    /// `Size` rather than `Shape`.
+    pub size: bool,
+    /// `start`.
+    pub start: i64,
+    /// `end`.
+    pub end: Option<i64>,
+}
+
+impl ShapeOf {
+    fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+        let x = cx.input(0)?;
+        if self.size {
+            return Ok(Tensor::from_i64(
+                vec![],
+                &[i64_of(x.shape.iter().product())],
+            ));
+        }
+        let r = i64_of(x.shape.len());
+        let fix = |v: i64| (if v < 0 { v.saturating_add(r) } else { v }).clamp(0, r);
+        let s = usize::try_from(fix(self.start)).unwrap_or(0);
+        let e = usize::try_from(fix(self.end.unwrap_or(r))).unwrap_or(0);
+        let dims: Vec<i64> = x
+            .shape
+            .get(s..e.max(s))
+            .unwrap_or(&[])
+            .iter()
+            .map(|&d| i64_of(d))
+            .collect();
+        Ok(Tensor::from_i64(vec![dims.len()], &dims))
+    }
+}
+
+impl OpDef for ShapeOf {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            size: node.op_type() == "Size",
+            start: node.i64_or("start", 0)?,
+            end: node.i64_opt("end")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let v = self.value(cx)?;
+        Ok(vec![TypeShape::new(DType::I64, v.shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        Some(self.value(cx).map(|v| vec![v]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let v = self.value(cx)?.as_i64().unwrap_or_default();
+        let o0 = names.output(0);
+        let items = v.iter().map(|&d| i64_lit(d));
+        Ok(quote!(#o0.copy_from_slice(&[#(#items),*]);))
+    }
+}
+
+// ---- ConstantOfShape, Range ----
+
+/// `ConstantOfShape` (value attribute, default float32 0) and `Range` (constant inputs only:
+/// the output length depends on them).
+#[derive(Debug, Clone)]
+pub struct Generate {
+    /// The fill value of `ConstantOfShape`; `None` for `Range`.
+    pub value: Option<Tensor>,
+}
+
+impl Generate {
+    fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+        match &self.value {
+            Some(v) => {
+                let shape: Vec<usize> = const_ints_or_empty(cx, 0, "shape")?
+                    .iter()
+                    .map(|&d| dim_of(d, "dimension"))
+                    .collect::<Result<_>>()?;
+                let n: usize = shape.iter().product();
+                if v.len() != 1 {
+                    return Err(CompileError::attribute("value", "must hold one element"));
+                }
+                Ok(Tensor {
+                    dtype: v.dtype,
+                    bytes: v.bytes.repeat(n),
+                    shape,
+                })
+            }
+            None => range(cx),
+        }
+    }
+}
+
+/// `Range` on constant scalars.
+fn range(cx: &OpCx<'_>) -> Result<Tensor> {
+    let dtype = cx.input(0)?.dtype;
+    let scalar = |i: usize| -> Result<Tensor> {
+        let op = cx.input(i)?;
+        let t = op.constant.ok_or_else(|| {
+            CompileError::unsupported(format!(
+                "Range input {i} must be a compile-time constant (it sets the output length)"
+            ))
+        })?;
+        if t.len() != 1 || op.dtype != dtype {
+            return Err(CompileError::shape(
+                "Range inputs must be scalars of one type",
+            ));
+        }
+        Ok(t.clone())
+    };
+    let (s, l, d) = (scalar(0)?, scalar(1)?, scalar(2)?);
+    let count = |n: f64| -> Result<usize> {
+        if !n.is_finite() {
+            return Err(CompileError::shape("Range with a non-finite length"));
+        }
+        let c = n.ceil().max(0.0);
+        if c > 1e9 {
+            return Err(CompileError::shape("Range output too long"));
+        }
+        Ok(c as usize)
+    };
+    match dtype {
+        DType::F32 | DType::F64 => {
+            let (s, l, d) = (s.to_f64s()[0], l.to_f64s()[0], d.to_f64s()[0]);
+            if dtype == DType::F32 {
+                let (s, l, d) = (s as f32, l as f32, d as f32);
+                let n = count(f64::from((l - s) / d))?;
+                let v: Vec<f32> = (0..n).map(|k| s + k as f32 * d).collect();
+                Ok(Tensor::from_f32(vec![n], &v))
+            } else {
+                let n = count((l - s) / d)?;
+                let v: Vec<f64> = (0..n).map(|k| s + k as f64 * d).collect();
+                Ok(Tensor::from_f64(vec![n], &v))
+            }
+        }
+        DType::I16 | DType::I32 | DType::I64 => {
+            let get = |t: &Tensor| t.to_i64s().and_then(|v| v.first().copied()).unwrap_or(0);
+            let (s, l, d) = (get(&s), get(&l), get(&d));
+            if d == 0 {
+                return Err(CompileError::shape("Range delta 0"));
+            }
+            let span = i128::from(l) - i128::from(s);
+            let n = if (span > 0) == (d > 0) && span != 0 {
+                (span.abs() + i128::from(d).abs() - 1) / i128::from(d).abs()
+            } else {
+                0
+            };
+            if n > 1_000_000_000 {
+                return Err(CompileError::shape("Range output too long"));
+            }
+            let n = usize::try_from(n).unwrap_or(0);
+            let v: Vec<i64> = (0..n)
+                .map(|k| s.wrapping_add(d.wrapping_mul(i64_of(k))))
+                .collect();
+            Ok(match dtype {
+                DType::I64 => Tensor::from_i64(vec![n], &v),
+                DType::I32 => {
+                    Tensor::from_i32(vec![n], &v.iter().map(|&x| x as i32).collect::<Vec<_>>())
+                }
+                _ => Tensor {
+                    dtype,
+                    shape: vec![n],
+                    bytes: v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+                },
+            })
+        }
+        other => Err(CompileError::unsupported(format!("Range on {other}"))),
+    }
+}
+
+impl OpDef for Generate {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let value = if node.op_type() == "ConstantOfShape" {
+            Some(
+                node.tensor("value")?
+                    .unwrap_or_else(|| Tensor::from_f32(vec![1], &[0.0])),
+            )
+        } else {
+            None
+        };
+        Ok(Self { value })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let v = self.value(cx)?;
+        Ok(vec![TypeShape::new(v.dtype, v.shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        Some(self.value(cx).map(|v| vec![v]))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: ConstantOfShape/Range should have been folded",
+        ))
+    }
+}
+
+// ---- Cast, CastLike ----
+
+/// `Cast` (target from `to`) and `CastLike` (target type of input 1), among float32/64,
+/// float16, bfloat16, the integer types and bool. Floats convert to integers by truncation
+/// toward zero, saturating at the target's range (NaN gives 0); integers convert to narrower
+/// integers by wrapping (two's complement), as numpy's `astype` does.
+#[derive(Debug, Clone)]
+pub struct Cast {
+    /// The target type (`None` for CastLike: input 1's type).
+    pub to: Option<DType>,
+}
+
+impl Cast {
+    fn target(&self, cx: &OpCx<'_>) -> Result<DType> {
+        match self.to {
+            Some(t) => Ok(t),
+            None => Ok(cx.input(1)?.dtype),
+        }
+    }
+}
+
+/// The closure converting one stored element of `src` into one of `dst`.
+fn convert_fn(src: DType, dst: DType) -> TokenStream {
+    let (ts, td) = (rust_type(src), rust_type(dst));
+    let half = quote!(::sinter_rt::half);
+    // The value as f32 for the 16-bit float types.
+    let widen = match src {
+        DType::F16 => Some(quote!(#half::f16_to_f32(v))),
+        DType::BF16 => Some(quote!(#half::bf16_to_f32(v))),
+        _ => None,
+    };
+    let as_f64 = match src {
+        DType::F16 | DType::BF16 => {
+            let w = widen.clone().unwrap_or_default();
+            quote!(f64::from(#w))
+        }
+        DType::F64 => quote!(v),
+        DType::I64 | DType::U64 => quote!(v as f64),
+        _ => quote!(f64::from(v)),
+    };
+    let body = match dst {
+        DType::F32 => match src {
+            DType::F16 | DType::BF16 => widen.unwrap_or_default(),
+            DType::Bool | DType::U8 | DType::I8 | DType::I16 | DType::U16 => quote!(f32::from(v)),
+            _ => quote!(v as f32),
+        },
+        DType::F64 => as_f64,
+        DType::F16 | DType::BF16 => {
+            let (from32, from64) = if dst == DType::F16 {
+                (
+                    quote!(#half::f32_to_f16),
+                    quote!(::sinter_rt::cast::f64_to_f16),
+                )
+            } else {
+                (
+                    quote!(#half::f32_to_bf16),
+                    quote!(::sinter_rt::cast::f64_to_bf16),
+                )
+            };
+            match src {
+                DType::F32 => quote!(#from32(v)),
+                DType::F16 | DType::BF16 => {
+                    let w = widen.unwrap_or_default();
+                    quote!(#from32(#w))
+                }
+                _ => quote!(#from64(#as_f64)),
+            }
+        }
+        DType::Bool => match src {
+            DType::F32 | DType::F64 => quote!(u8::from(v != 0.0)),
+            DType::F16 | DType::BF16 => {
+                let w = widen.unwrap_or_default();
+                quote!(u8::from(#w != 0.0))
+            }
+            _ => quote!(u8::from(v != 0)),
+        },
+        _ => match src {
+            DType::F16 | DType::BF16 => {
+                let w = widen.unwrap_or_default();
+                quote!(#w as #td)
+            }
+            _ => quote!(v as #td),
+        },
+    };
+    quote!(|v: #ts| -> #td { #body })
+}
+
+/// Constant evaluation of a cast among the non-16-bit-float types, matching the kernels.
+fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
+    macro_rules! enc {
+        ($vals:expr, $t:ty) => {
+            $vals
+                .flat_map(|v| (v as $t).to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+    }
+    let bytes = if t.dtype.is_float() {
+        if !matches!(t.dtype, DType::F32 | DType::F64) {
+            return None;
+        }
+        let v = t.to_f64s();
+        let it = v.iter().copied();
+        match dst {
+            DType::F32 => enc!(it, f32),
+            DType::F64 => enc!(it, f64),
+            DType::I8 => enc!(it, i8),
+            DType::I16 => enc!(it, i16),
+            DType::I32 => enc!(it, i32),
+            DType::I64 => enc!(it, i64),
+            DType::U8 => enc!(it, u8),
+            DType::U16 => enc!(it, u16),
+            DType::U32 => enc!(it, u32),
+            DType::U64 => enc!(it, u64),
+            DType::Bool => it.map(|x| u8::from(x != 0.0)).collect(),
+            _ => return None,
+        }
+    } else {
+        if t.dtype == DType::U64 && matches!(dst, DType::F32 | DType::F64) {
+            return None;
+        }
+        let v = t.to_i64s()?;
+        let it = v.iter().copied();
+        match dst {
+            DType::F32 => enc!(it, f32),
+            DType::F64 => enc!(it, f64),
+            DType::I8 => enc!(it, i8),
+            DType::I16 => enc!(it, i16),
+            DType::I32 => enc!(it, i32),
+            DType::I64 => enc!(it, i64),
+            DType::U8 => enc!(it, u8),
+            DType::U16 => enc!(it, u16),
+            DType::U32 => enc!(it, u32),
+            DType::U64 => enc!(it, u64),
+            DType::Bool => it.map(|x| u8::from(x != 0)).collect(),
+            _ => return None,
+        }
+    };
+    Some(Tensor {
+        dtype: dst,
+        shape: t.shape.clone(),
+        bytes,
+    })
+}
+
+impl OpDef for Cast {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let to = if node.op_type() == "Cast" {
+            let code = node
+                .i64_opt("to")?
+                .ok_or_else(|| CompileError::attribute("to", "required"))?;
+            let dt = i32::try_from(code)
+                .ok()
+                .and_then(DType::from_onnx)
+                .ok_or_else(|| {
+                    CompileError::unsupported(format!(
+                        "Cast to {}",
+                        DType::onnx_name(i32::try_from(code).unwrap_or(0))
+                    ))
+                })?;
+            Some(dt)
+        } else {
+            None
+        };
+        Ok(Self { to })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        Ok(vec![TypeShape::new(self.target(cx)?, x.shape.to_vec())])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?.constant?;
+        let dst = self.target(cx).ok()?;
+        if dst == x.dtype {
+            return Some(Ok(vec![x.clone()]));
+        }
+        cast_tensor(x, dst).map(|t| Ok(vec![t]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (src, dst) = (cx.input(0)?.dtype, self.target(cx)?);
+        let (i0, o0) = (names.input(0), names.output(0));
+        if src == dst {
+            return Ok(quote!(#o0.copy_from_slice(#i0);));
+        }
+        let f = convert_fn(src, dst);
+        Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+    }
+}
+
+// ---- DepthToSpace, SpaceToDepth ----
+
+/// `DepthToSpace` (DCR or CRD) and `SpaceToDepth` on NCHW: a reshape to 6-D, a transpose
+/// and a reshape back.
+#[derive(Debug, Clone)]
+pub struct SpaceDepth {
+    /// `DepthToSpace` rather than `SpaceToDepth`.
+    pub to_space: bool,
+    /// The block size.
+    pub block: usize,
+    /// CRD mode (DepthToSpace only).
+    pub crd: bool,
+}
+
+impl SpaceDepth {
+    /// The 6-D input view, the permutation and the output shape.
+    fn plan(&self, shape: &[usize]) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+        let &[n, c, h, w] = shape else {
+            return Err(CompileError::shape("input must be 4-D (NCHW)"));
+        };
+        let b = self.block;
+        if b == 0 {
+            return Err(CompileError::attribute("blocksize", "must be positive"));
+        }
+        if self.to_space {
+            if c % (b * b) != 0 {
+                return Err(CompileError::shape("channels not divisible by blocksize²"));
+            }
+            let c2 = c / (b * b);
+            let out = vec![n, c2, h * b, w * b];
+            Ok(if self.crd {
+                (vec![n, c2, b, b, h, w], vec![0, 1, 4, 2, 5, 3], out)
+            } else {
+                (vec![n, b, b, c2, h, w], vec![0, 3, 4, 1, 5, 2], out)
+            })
+        } else {
+            if h % b != 0 || w % b != 0 {
+                return Err(CompileError::shape(
+                    "spatial dims not divisible by blocksize",
+                ));
+            }
+            let perm = if self.crd {
+                vec![0, 1, 3, 5, 2, 4]
+            } else {
+                vec![0, 3, 5, 1, 2, 4]
+            };
+            Ok((
+                vec![n, c, h / b, b, w / b, b],
+                perm,
+                vec![n, c * b * b, h / b, w / b],
+            ))
+        }
+    }
+}
+
+impl OpDef for SpaceDepth {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let mode = node.string_or("mode", "DCR")?;
+        if mode != "DCR" && mode != "CRD" {
+            return Err(CompileError::attribute("mode", format!("unknown {mode:?}")));
+        }
+        Ok(Self {
+            to_space: node.op_type() == "DepthToSpace",
+            block: node.usize_or("blocksize", 0)?,
+            crd: mode == "CRD",
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        Ok(vec![TypeShape::new(x.dtype, self.plan(x.shape)?.2)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let t = x.constant?;
+        Some(self.plan(x.shape).map(|(view, perm, out)| {
+            vec![Tensor {
+                dtype: t.dtype,
+                shape: out,
+                bytes: permute(&t.bytes, t.dtype.size(), &view, &perm),
+            }]
+        }))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (view, perm, _) = self.plan(cx.input(0)?.shape)?;
+        let (v, p) = (usize_slice(&view), usize_slice(&perm));
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #v, #p);))
+    }
+}
+
+// ---- Trilu, EyeLike ----
+
+/// `Trilu` (k may be a run-time input) and `EyeLike`.
+#[derive(Debug, Clone)]
+pub struct Triangle {
+    /// `EyeLike` rather than `Trilu`.
+    pub eye: bool,
+    /// `upper` (Trilu).
+    pub upper: bool,
+    /// `k` (EyeLike).
+    pub k: i64,
+    /// The output type (EyeLike `dtype`).
+    pub dtype: Option<DType>,
+}
+
+impl OpDef for Triangle {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let dtype = match node.i64_opt("dtype")? {
+            None => None,
+            Some(code) => Some(
+                i32::try_from(code)
+                    .ok()
+                    .and_then(DType::from_onnx)
+                    .ok_or_else(|| CompileError::unsupported("EyeLike dtype"))?,
+            ),
+        };
+        Ok(Self {
+            eye: node.op_type() == "EyeLike",
+            upper: node.i64_or("upper", 1)? != 0,
+            k: node.i64_or("k", 0)?,
+            dtype,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        if (self.eye && x.shape.len() != 2) || (!self.eye && x.shape.len() < 2) {
+            return Err(CompileError::shape("input rank"));
+        }
+        Ok(vec![TypeShape::new(
+            self.dtype.unwrap_or(x.dtype),
+            x.shape.to_vec(),
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let r = x.shape.len();
+        let (rows, cols) = (lit(x.shape[r - 2]), lit(x.shape[r - 1]));
+        let o0 = names.output(0);
+        if self.eye {
+            let dt = self.dtype.unwrap_or(x.dtype);
+            let t = rust_type(dt);
+            let one = match dt {
+                DType::F32 => quote!(1.0f32),
+                DType::F64 => quote!(1.0f64),
+                DType::F16 => quote!(0x3c00u16),
+                DType::BF16 => quote!(0x3f80u16),
+                _ => quote!(1 as #t),
+            };
+            let k = i64_lit(self.k);
+            return Ok(
+                quote!(::sinter_rt::shape::eye(#o0, #rows, #cols, #k, <#t>::default(), #one);),
+            );
+        }
+        let batch = lit(x.shape[..r - 2].iter().product());
+        let k = match cx.opt_input(1) {
+            Some(op) if op.shape.iter().product::<usize>() == 1 => {
+                require_dtype(op.dtype, &[DType::I64], "k")?;
+                let i1 = names.input(1);
+                quote!(#i1[0])
+            }
+            Some(_) => return Err(CompileError::shape("k must be a scalar")),
+            None => quote!(0i64),
+        };
+        let upper = self.upper;
+        let i0 = names.input(0);
+        Ok(quote!(::sinter_rt::shape::trilu(#i0, #o0, #batch, #rows, #cols, #k, #upper);))
+    }
+}
+
+// ---- OneHot ----
+
+/// `OneHot`: depth must be a compile-time constant (it sets the output shape); the indices
+/// and the off/on values may be run-time values.
+#[derive(Debug, Clone)]
+pub struct OneHot {
+    /// The axis of the new dimension.
+    pub axis: i64,
+}
+
+impl OneHot {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, Vec<usize>)> {
+        let idx = cx.input(0)?;
+        let depth_t = cx.input(1)?.constant.ok_or_else(|| {
+            CompileError::unsupported("OneHot depth must be a compile-time constant")
+        })?;
+        let depth = depth_t
+            .to_f64s()
+            .first()
+            .copied()
+            .ok_or_else(|| CompileError::shape("empty depth"))?;
+        if !(1.0..1e9).contains(&depth) {
+            return Err(CompileError::shape(format!("OneHot depth {depth}")));
+        }
+        let depth = depth as usize;
+        let rank = idx.shape.len() + 1;
+        let axis = normalize_axis(self.axis, rank, "axis")?;
+        let mut shape = idx.shape[..axis].to_vec();
+        shape.push(depth);
+        shape.extend_from_slice(&idx.shape[axis..]);
+        Ok((axis, depth, shape))
+    }
+}
+
+impl OpDef for OneHot {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            axis: node.i64_or("axis", -1)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let values = cx.input(2)?;
+        let idx = cx.input(0)?;
+        require_dtype(
+            idx.dtype,
+            &[
+                DType::F32,
+                DType::F64,
+                DType::I32,
+                DType::I64,
+                DType::I8,
+                DType::U8,
+                DType::I16,
+                DType::U16,
+                DType::U32,
+                DType::U64,
+            ],
+            "indices",
+        )?;
+        if values.shape.iter().product::<usize>() != 2 {
+            return Err(CompileError::shape("values must hold [off, on]"));
+        }
+        Ok(vec![TypeShape::new(values.dtype, self.layout(cx)?.2)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let idx = cx.input(0)?;
+        let (axis, depth, _) = self.layout(cx)?;
+        let outer = lit(idx.shape[..axis].iter().product());
+        let inner = lit(idx.shape[axis..].iter().product());
+        let (i0, i2, o0) = (names.input(0), names.input(2), names.output(0));
+        let d = lit(depth);
+        Ok(quote!(::sinter_rt::shape::one_hot(#i0, #o0, #outer, #d, #inner, #i2[0], #i2[1]);))
+    }
+}
+
+// ---- CumSum, ReverseSequence ----
+
+/// `CumSum` (axis may be a run-time input) and `ReverseSequence` (lengths at run time).
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// `ReverseSequence` rather than `CumSum`.
+    pub reverse_sequence: bool,
+    /// CumSum `exclusive` / ReverseSequence `batch_axis`.
+    pub a: i64,
+    /// CumSum `reverse` / ReverseSequence `time_axis`.
+    pub b: i64,
+}
+
+impl OpDef for Scan {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let rs = node.op_type() == "ReverseSequence";
+        Ok(Self {
+            reverse_sequence: rs,
+            a: node.i64_or(if rs { "batch_axis" } else { "exclusive" }, i64::from(rs))?,
+            b: node.i64_or(if rs { "time_axis" } else { "reverse" }, 0)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        let i1 = cx.input(1)?;
+        require_dtype(i1.dtype, INDEX_TYPES, "input 1")?;
+        if self.reverse_sequence {
+            let (ba, ta) = (
+                normalize_axis(self.a, x.shape.len(), "batch_axis")?,
+                normalize_axis(self.b, x.shape.len(), "time_axis")?,
+            );
+            if ba == ta || i1.shape != [x.shape[ba]] {
+                return Err(CompileError::shape("sequence_lens / axes do not fit"));
+            }
+        } else {
+            require_dtype(
+                x.dtype,
+                &[
+                    DType::F32,
+                    DType::F64,
+                    DType::I32,
+                    DType::I64,
+                    DType::U32,
+                    DType::U64,
+                ],
+                "input",
+            )?;
+            if i1.shape.iter().product::<usize>() != 1 {
+                return Err(CompileError::shape("axis must be a scalar"));
+            }
+        }
+        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let shape = usize_slice(x.shape);
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        if self.reverse_sequence {
+            let ba = lit(normalize_axis(self.a, x.shape.len(), "batch_axis")?);
+            let ta = lit(normalize_axis(self.b, x.shape.len(), "time_axis")?);
+            return Ok(
+                quote!(::sinter_rt::shape::reverse_sequence(#i0, #i1, #o0, #shape, #ba, #ta);),
+            );
+        }
+        let t = rust_type(x.dtype);
+        let add = if x.dtype.is_float() {
+            quote!(|a: #t, b: #t| a + b)
+        } else {
+            quote!(|a: #t, b: #t| a.wrapping_add(b))
+        };
+        let (ex, rev) = (self.a != 0, self.b != 0);
+        Ok(quote! {
+            let axis = ::sinter_rt::shape::IndexValue::to_i64(#i1[0]);
+            ::sinter_rt::shape::cumsum(#i0, #o0, #shape, axis, #ex, #rev, #add);
+        })
     }
 }

@@ -73,7 +73,9 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                     .at(node.node_ref()),
             );
         }
-        let folded = if cx.all_constant() {
+        // Shape/Size (and ConstantOfShape/Range, whose shapes need constants anyway) fold
+        // even when an input is a run-time value.
+        let folded = if cx.all_constant() || matches!(op, Op::ShapeOf(_) | Op::Generate(_)) {
             op.eval(&cx)
                 .transpose()
                 .map_err(|e| e.at(node.node_ref()))?

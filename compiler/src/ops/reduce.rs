@@ -1,0 +1,453 @@
+//! Reductions: `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceProd`,
+//! `ReduceL1`, `ReduceL2`, `ReduceLogSum`, `ReduceLogSumExp`, `ReduceSumSquare`, `ArgMax`,
+//! `ArgMin` and `TopK`.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/> (ReduceSum-1/11/13: axes an input from 13; the other
+//! reductions -1/11/13/18/20: axes an input from 18; ArgMax/ArgMin-1/11/12/13; TopK-1/10/11/24).
+//! Float reductions accumulate in f64. Integer sums and products wrap; integer means divide
+//! with truncation. `ReduceSum`/`ReduceProd` on int64 fold when their inputs are constant.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{
+    lit, normalize_axis, require_dtype, rust_type, usize_slice, EmitNames, NodeCx, OpCx, OpDef,
+    TypeShape,
+};
+use crate::error::{CompileError, Result};
+use crate::ir::{DType, Tensor};
+
+/// Which reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// Sum.
+    Sum,
+    /// Mean.
+    Mean,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+    /// Product.
+    Prod,
+    /// Sum of absolute values.
+    L1,
+    /// Square root of the sum of squares.
+    L2,
+    /// Log of the sum.
+    LogSum,
+    /// Log of the sum of exponentials.
+    LogSumExp,
+    /// Sum of squares.
+    SumSquare,
+}
+
+/// The `Reduce*` ops.
+#[derive(Debug, Clone)]
+pub struct Reduce {
+    /// Which reduction.
+    pub kind: ReduceKind,
+    /// Keep reduced axes as size 1.
+    pub keepdims: bool,
+    /// Empty axes mean "no reduction" rather than "all axes".
+    pub noop_with_empty_axes: bool,
+    /// The `axes` attribute (when axes are not an input at this opset).
+    pub attr_axes: Option<Vec<i64>>,
+}
+
+/// The reduction's layout: which input axes are reduced, and the output shape.
+struct Layout {
+    reduced: Vec<bool>,
+    out_shape: Vec<usize>,
+}
+
+impl Reduce {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<Layout> {
+        let x = cx.input(0)?;
+        let rank = x.shape.len();
+        let axes = match (&self.attr_axes, cx.opt_input(1)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(op)) if op.shape.contains(&0) => Vec::new(),
+            (None, Some(_)) => cx.const_ints(1, "axes")?,
+            (None, None) => Vec::new(),
+        };
+        let mut reduced = vec![axes.is_empty() && !self.noop_with_empty_axes; rank];
+        for &a in &axes {
+            reduced[normalize_axis(a, rank, "axis")?] = true;
+        }
+        let mut out_shape = Vec::new();
+        for (&d, &r) in x.shape.iter().zip(&reduced) {
+            if !r {
+                out_shape.push(d);
+            } else if self.keepdims {
+                out_shape.push(1);
+            }
+        }
+        Ok(Layout { reduced, out_shape })
+    }
+}
+
+const REDUCE_TYPES: &[DType] = &[
+    DType::F32,
+    DType::F64,
+    DType::I8,
+    DType::I16,
+    DType::I32,
+    DType::I64,
+    DType::U8,
+    DType::U16,
+    DType::U32,
+    DType::U64,
+    DType::Bool,
+];
+
+impl OpDef for Reduce {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let kind = match node.op_type() {
+            "ReduceSum" => ReduceKind::Sum,
+            "ReduceMean" => ReduceKind::Mean,
+            "ReduceMax" => ReduceKind::Max,
+            "ReduceMin" => ReduceKind::Min,
+            "ReduceProd" => ReduceKind::Prod,
+            "ReduceL1" => ReduceKind::L1,
+            "ReduceL2" => ReduceKind::L2,
+            "ReduceLogSum" => ReduceKind::LogSum,
+            "ReduceLogSumExp" => ReduceKind::LogSumExp,
+            _ => ReduceKind::SumSquare,
+        };
+        let axes_input = if kind == ReduceKind::Sum {
+            node.opset() >= 13
+        } else {
+            node.opset() >= 18
+        };
+        Ok(Self {
+            kind,
+            keepdims: node.i64_or("keepdims", 1)? != 0,
+            noop_with_empty_axes: node.i64_or("noop_with_empty_axes", 0)? != 0,
+            attr_axes: if axes_input {
+                None
+            } else {
+                Some(node.ints("axes")?.unwrap_or_default())
+            },
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, REDUCE_TYPES, "input")?;
+        let float = x.dtype.is_float();
+        let ok = match self.kind {
+            ReduceKind::Max | ReduceKind::Min => true,
+            ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp => float,
+            _ => x.dtype != DType::Bool,
+        };
+        if !ok {
+            return Err(CompileError::unsupported(format!(
+                "{:?} reduction of {}",
+                self.kind, x.dtype
+            )));
+        }
+        Ok(vec![TypeShape::new(x.dtype, self.layout(cx)?.out_shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let t = x.constant?;
+        if x.dtype != DType::I64 || !matches!(self.kind, ReduceKind::Sum | ReduceKind::Prod) {
+            return None;
+        }
+        let layout = match self.layout(cx) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        let values = t.as_i64()?;
+        let rank = x.shape.len();
+        // Output coordinates of each input element, flattened.
+        let kept: Vec<usize> = (0..rank).filter(|&a| !layout.reduced[a]).collect();
+        let n_out: usize = kept.iter().map(|&a| x.shape[a]).product();
+        let prod = self.kind == ReduceKind::Prod;
+        let mut out = vec![i64::from(prod); n_out];
+        for (i, &v) in values.iter().enumerate() {
+            let mut rem = i;
+            let mut coords = vec![0; rank];
+            for a in (0..rank).rev() {
+                coords[a] = rem % x.shape[a].max(1);
+                rem /= x.shape[a].max(1);
+            }
+            let o = kept.iter().fold(0, |acc, &a| acc * x.shape[a] + coords[a]);
+            if let Some(slot) = out.get_mut(o) {
+                *slot = if prod {
+                    slot.wrapping_mul(v)
+                } else {
+                    slot.wrapping_add(v)
+                };
+            }
+        }
+        Some(Ok(vec![Tensor::from_i64(layout.out_shape, &out)]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let layout = self.layout(cx)?;
+        let n_out: usize = layout.out_shape.iter().product();
+        if n_out == 0 {
+            return Ok(TokenStream::new());
+        }
+        let mut st = vec![1usize; x.shape.len()];
+        for a in (0..x.shape.len().saturating_sub(1)).rev() {
+            st[a] = st[a + 1] * x.shape[a + 1];
+        }
+        let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
+        for (a, &r) in layout.reduced.iter().enumerate() {
+            if r {
+                rs.push(x.shape[a]);
+                rst.push(st[a]);
+            } else {
+                ks.push(x.shape[a]);
+                kst.push(st[a]);
+            }
+        }
+        let count: usize = rs.iter().product();
+        let t = rust_type(x.dtype);
+        let float = x.dtype.is_float();
+        let rt = quote!(::sinter_rt::reduce);
+        let (init, fold, finish) = if float {
+            let n = proc_macro2::Literal::f64_suffixed(count as f64);
+            match self.kind {
+                ReduceKind::Max => (
+                    quote!(<#t>::NEG_INFINITY),
+                    quote!(|a: #t, v: #t| if v > a || v.is_nan() { v } else { a }),
+                    quote!(|a: #t| a),
+                ),
+                ReduceKind::Min => (
+                    quote!(<#t>::INFINITY),
+                    quote!(|a: #t, v: #t| if v < a || v.is_nan() { v } else { a }),
+                    quote!(|a: #t| a),
+                ),
+                kind => {
+                    let fold = match kind {
+                        ReduceKind::Prod => quote!(|a: f64, v: #t| a * v as f64),
+                        ReduceKind::L1 => quote!(|a: f64, v: #t| a + (v as f64).abs()),
+                        ReduceKind::L2 | ReduceKind::SumSquare => {
+                            quote!(|a: f64, v: #t| a + v as f64 * v as f64)
+                        }
+                        ReduceKind::LogSumExp => quote!(|a: f64, v: #t| a + #rt::exp_f64(v as f64)),
+                        _ => quote!(|a: f64, v: #t| a + v as f64),
+                    };
+                    let finish = match kind {
+                        ReduceKind::Mean => quote!(|a: f64| (a / #n) as #t),
+                        ReduceKind::L2 => quote!(|a: f64| #rt::sqrt_f64(a) as #t),
+                        ReduceKind::LogSum | ReduceKind::LogSumExp => {
+                            quote!(|a: f64| #rt::ln_f64(a) as #t)
+                        }
+                        _ => quote!(|a: f64| a as #t),
+                    };
+                    let init = if kind == ReduceKind::Prod {
+                        quote!(1.0f64)
+                    } else {
+                        quote!(0.0f64)
+                    };
+                    (init, fold, finish)
+                }
+            }
+        } else {
+            let n = proc_macro2::Literal::usize_unsuffixed(count.max(1));
+            match self.kind {
+                ReduceKind::Max => (
+                    quote!(<#t>::MIN),
+                    quote!(|a: #t, v: #t| if v > a { v } else { a }),
+                    quote!(|a: #t| a),
+                ),
+                ReduceKind::Min => (
+                    if x.dtype == DType::Bool {
+                        quote!(1u8)
+                    } else {
+                        quote!(<#t>::MAX)
+                    },
+                    quote!(|a: #t, v: #t| if v < a { v } else { a }),
+                    quote!(|a: #t| a),
+                ),
+                kind => {
+                    let fold = match kind {
+                        ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
+                        ReduceKind::L1 => quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs())),
+                        ReduceKind::SumSquare => {
+                            quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
+                        }
+                        _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
+                    };
+                    let fold =
+                        if matches!(x.dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
+                            && kind == ReduceKind::L1
+                        {
+                            quote!(|a: #t, v: #t| a.wrapping_add(v))
+                        } else {
+                            fold
+                        };
+                    let finish = if kind == ReduceKind::Mean {
+                        quote!(|a: #t| a / (#n as #t))
+                    } else {
+                        quote!(|a: #t| a)
+                    };
+                    let init = if kind == ReduceKind::Prod {
+                        quote!(1 as #t)
+                    } else {
+                        quote!(0 as #t)
+                    };
+                    (init, fold, finish)
+                }
+            }
+        };
+        let (ks, kst, rs, rst) = (
+            usize_slice(&ks),
+            usize_slice(&kst),
+            usize_slice(&rs),
+            usize_slice(&rst),
+        );
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(#rt::reduce(#i0, #o0, #ks, #kst, #rs, #rst, #init, #fold, #finish);))
+    }
+}
+
+/// `ArgMax` and `ArgMin`.
+#[derive(Debug, Clone)]
+pub struct ArgReduce {
+    /// `ArgMax` rather than `ArgMin`.
+    pub max: bool,
+    /// The axis.
+    pub axis: i64,
+    /// Keep the axis as size 1.
+    pub keepdims: bool,
+    /// Ties go to the last index.
+    pub select_last_index: bool,
+}
+
+impl OpDef for ArgReduce {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            max: node.op_type() == "ArgMax",
+            axis: node.i64_or("axis", 0)?,
+            keepdims: node.i64_or("keepdims", 1)? != 0,
+            select_last_index: node.i64_or("select_last_index", 0)? != 0,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &REDUCE_TYPES[..10], "input")?;
+        let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+        if x.shape[axis] == 0 {
+            return Err(CompileError::shape("ArgMax/ArgMin over an empty axis"));
+        }
+        let mut shape = x.shape.to_vec();
+        if self.keepdims {
+            shape[axis] = 1;
+        } else {
+            shape.remove(axis);
+        }
+        Ok(vec![TypeShape::new(DType::I64, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+        let outer = lit(x.shape[..axis].iter().product());
+        let n = lit(x.shape[axis]);
+        let inner = lit(x.shape[axis + 1..].iter().product());
+        let t = rust_type(x.dtype);
+        let better = if self.max {
+            quote!(|a: #t, b: #t| a > b)
+        } else {
+            quote!(|a: #t, b: #t| a < b)
+        };
+        let last = self.select_last_index;
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);))
+    }
+}
+
+/// `TopK` (k an attribute before opset 10, a constant input from 10; ties by lower index).
+#[derive(Debug, Clone)]
+pub struct TopK {
+    /// The axis.
+    pub axis: i64,
+    /// Largest rather than smallest.
+    pub largest: bool,
+    /// The `k` attribute (opset < 10).
+    pub attr_k: Option<i64>,
+}
+
+impl TopK {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, Vec<usize>)> {
+        let x = cx.input(0)?;
+        let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+        let k = match self.attr_k {
+            Some(k) => k,
+            None => cx
+                .const_ints(1, "k")?
+                .first()
+                .copied()
+                .ok_or_else(|| CompileError::shape("empty k"))?,
+        };
+        let k = usize::try_from(k)
+            .ok()
+            .filter(|&k| k <= x.shape[axis])
+            .ok_or_else(|| CompileError::shape(format!("k {k} out of range")))?;
+        let mut shape = x.shape.to_vec();
+        shape[axis] = k;
+        Ok((axis, k, shape))
+    }
+}
+
+impl OpDef for TopK {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            axis: node.i64_or("axis", -1)?,
+            largest: node.i64_or("largest", 1)? != 0,
+            attr_k: if node.opset() < 10 {
+                Some(
+                    node.i64_opt("k")?
+                        .ok_or_else(|| CompileError::attribute("k", "required"))?,
+                )
+            } else {
+                None
+            },
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &REDUCE_TYPES[..10], "input")?;
+        let (_, _, shape) = self.layout(cx)?;
+        Ok(vec![
+            TypeShape::new(x.dtype, shape.clone()),
+            TypeShape::new(DType::I64, shape),
+        ])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (axis, k, _) = self.layout(cx)?;
+        let outer = lit(x.shape[..axis].iter().product());
+        let n = lit(x.shape[axis]);
+        let inner = lit(x.shape[axis + 1..].iter().product());
+        let t = rust_type(x.dtype);
+        // NaN ranks as the largest value, as in numpy's sort.
+        let before = match (self.largest, x.dtype.is_float()) {
+            (true, true) => quote!(|a: #t, b: #t| a > b || (a.is_nan() && !b.is_nan())),
+            (false, true) => quote!(|a: #t, b: #t| a < b || (b.is_nan() && !a.is_nan())),
+            (true, false) => quote!(|a: #t, b: #t| a > b),
+            (false, false) => quote!(|a: #t, b: #t| a < b),
+        };
+        let kl = lit(k);
+        if !cx.outputs.first().is_some_and(Option::is_some)
+            || !cx.outputs.get(1).is_some_and(Option::is_some)
+        {
+            return Err(CompileError::unsupported(
+                "TopK with one of its outputs unused",
+            ));
+        }
+        let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
+        Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
+    }
+}

@@ -1,0 +1,51 @@
+//! Conversions for `Cast`/`CastLike` that plain `as` casts do not cover: f64 to binary16 and
+//! bfloat16 with a single rounding (through f32 rounded to odd, which makes the second
+//! rounding exact).
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Cast.html> (Cast-1/6/9/13/19/21/23/24/25).
+
+use crate::half::{f32_to_bf16, f32_to_f16};
+
+/// f64 to f32 rounded to odd: truncate toward zero, and set the lowest mantissa bit when the
+/// conversion was inexact. Rounding that value again to a narrower format (≤ 22 mantissa
+/// bits) gives the correctly rounded result of the f64.
+#[inline]
+pub fn f64_to_f32_odd(v: f64) -> f32 {
+    let f = v as f32;
+    if !f.is_finite() || f64::from(f) == v {
+        return f;
+    }
+    let mut bits = f.to_bits();
+    if f64::from(f).abs() > v.abs() {
+        // Rounded away from zero: step back toward zero.
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
+}
+
+/// f64 to binary16 bits, rounding once to nearest even.
+#[inline]
+pub fn f64_to_f16(v: f64) -> u16 {
+    f32_to_f16(f64_to_f32_odd(v))
+}
+
+/// f64 to bfloat16 bits, rounding once to nearest even.
+#[inline]
+pub fn f64_to_bf16(v: f64) -> u16 {
+    f32_to_bf16(f64_to_f32_odd(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_double_rounding() {
+        // 1 + 2^-11 + 2^-40 lies just above the f16 tie between 1 and 1 + 2^-10: it must
+        // round up, though rounding to f32 first would land on the tie and round to even.
+        let v = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(f64_to_f16(v), 0x3c01);
+        assert_eq!(f64_to_f16(1.0), 0x3c00);
+        assert_eq!(f64_to_bf16(-2.0), 0xc000);
+    }
+}

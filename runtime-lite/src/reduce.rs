@@ -1,0 +1,205 @@
+//! Reductions: ReduceSum/Mean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare (one generic
+//! kernel with the op's fold and finish as closures), ArgMax/ArgMin and TopK.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/> (ReduceSum-1/11/13, the other reductions
+//! -1/11/13/18/20, ArgMax/ArgMin-1/11/12/13, TopK-1/10/11/24).
+
+use crate::elementwise::for_each_index;
+
+/// Reduces `x` into `out`: output element `i` (walking `kept_shape`, whose strides into `x`
+/// are `kept_strides`) folds, starting from `init`, every input element of the reduced
+/// sub-box (`red_shape`, strides `red_strides`), then applies `finish`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the layout and the three closures"
+)]
+pub fn reduce<T: Copy, A: Copy>(
+    x: &[T],
+    out: &mut [T],
+    kept_shape: &[usize],
+    kept_strides: &[usize],
+    red_shape: &[usize],
+    red_strides: &[usize],
+    init: A,
+    fold: impl Fn(A, T) -> A,
+    finish: impl Fn(A) -> T,
+) {
+    for_each_index(kept_shape, [kept_strides], |i, [base]| {
+        let mut acc = init;
+        for_each_index(red_shape, [red_strides], |_, [off]| {
+            acc = fold(acc, x[base + off]);
+        });
+        out[i] = finish(acc);
+    });
+}
+
+/// ArgMax/ArgMin over the middle axis of `x` viewed as `[outer, n, inner]`: `better(a, b)`
+/// says `a` beats `b` strictly; ties go to the first index, or the last with `last`.
+pub fn arg_reduce<T: Copy>(
+    x: &[T],
+    out: &mut [i64],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    last: bool,
+    better: impl Fn(T, T) -> bool,
+) {
+    for o in 0..outer {
+        for r in 0..inner {
+            let mut best = 0usize;
+            for j in 1..n {
+                let (v, b) = (x[(o * n + j) * inner + r], x[(o * n + best) * inner + r]);
+                if better(v, b) || (last && !better(b, v)) {
+                    best = j;
+                }
+            }
+            out[o * inner + r] = best as i64;
+        }
+    }
+}
+
+/// TopK over the middle axis of `x` viewed as `[outer, n, inner]`, writing `k` values and
+/// their indices per lane (outputs viewed as `[outer, k, inner]`), best first. `before(a, b)`
+/// says `a` ranks strictly before `b`; equal values rank by lower index. Selection is by
+/// repeated scans (no scratch memory), `O(k * n)` per lane.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "layout constants, two outputs and the order"
+)]
+pub fn top_k<T: Copy>(
+    x: &[T],
+    values: &mut [T],
+    indices: &mut [i64],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    k: usize,
+    before: impl Fn(T, T) -> bool,
+) {
+    // (a, i) precedes (b, j) in the total order.
+    let precedes = |a: T, i: usize, b: T, j: usize| before(a, b) || (!before(b, a) && i < j);
+    for o in 0..outer {
+        for r in 0..inner {
+            let at = |j: usize| x[(o * n + j) * inner + r];
+            let mut prev: Option<usize> = None;
+            for slot in 0..k.min(n) {
+                let mut best: Option<usize> = None;
+                for j in 0..n {
+                    let v = at(j);
+                    if let Some(p) = prev {
+                        if !precedes(at(p), p, v, j) {
+                            continue;
+                        }
+                    }
+                    if best.is_none_or(|b| precedes(v, j, at(b), b)) {
+                        best = Some(j);
+                    }
+                }
+                let Some(b) = best else { break };
+                values[(o * k + slot) * inner + r] = at(b);
+                indices[(o * k + slot) * inner + r] = b as i64;
+                prev = Some(b);
+            }
+        }
+    }
+}
+
+/// `e^x` in f64 (the standard library's with `std`, otherwise through f32).
+#[inline]
+pub fn exp_f64(x: f64) -> f64 {
+    #[cfg(feature = "std")]
+    {
+        std::primitive::f64::exp(x)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        f64::from(crate::math::exp(x as f32))
+    }
+}
+
+/// `ln x` in f64 (the standard library's with `std`, otherwise through f32).
+#[inline]
+pub fn ln_f64(x: f64) -> f64 {
+    #[cfg(feature = "std")]
+    {
+        std::primitive::f64::ln(x)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        f64::from(crate::math::ln(x as f32))
+    }
+}
+
+/// `sqrt x` in f64 (the standard library's with `std`, otherwise through f32).
+#[inline]
+pub fn sqrt_f64(x: f64) -> f64 {
+    #[cfg(feature = "std")]
+    {
+        std::primitive::f64::sqrt(x)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        f64::from(crate::math::sqrt(x as f32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_over_middle_axis() {
+        // x: [2, 3, 2]; reduce axis 1 keeping [2, 1, 2].
+        let x: [i64; 12] = core::array::from_fn(|i| i as i64);
+        let mut out = [0i64; 4];
+        reduce(
+            &x,
+            &mut out,
+            &[2, 2],
+            &[6, 1],
+            &[3],
+            &[2],
+            0i64,
+            |a, v| a + v,
+            |a| a,
+        );
+        assert_eq!(out, [6, 9, 24, 27]);
+    }
+
+    #[test]
+    fn empty_reduction_gives_init() {
+        let mut out = [1.0f32; 2];
+        reduce(
+            &[],
+            &mut out,
+            &[2],
+            &[0],
+            &[0],
+            &[1],
+            f32::NEG_INFINITY,
+            f32::max,
+            |a| a,
+        );
+        assert_eq!(out, [f32::NEG_INFINITY; 2]);
+    }
+
+    #[test]
+    fn argmax_ties() {
+        let x = [1, 3, 3, 0];
+        let mut out = [0i64];
+        arg_reduce(&x, &mut out, 1, 4, 1, false, |a, b| a > b);
+        assert_eq!(out, [1]);
+        arg_reduce(&x, &mut out, 1, 4, 1, true, |a, b| a > b);
+        assert_eq!(out, [2]);
+    }
+
+    #[test]
+    fn topk_ties_by_index() {
+        let x = [1, 5, 3, 5, 3];
+        let (mut v, mut i) = ([0; 3], [0i64; 3]);
+        top_k(&x, &mut v, &mut i, 1, 5, 1, 3, |a, b| a > b);
+        assert_eq!((v, i), ([5, 5, 3], [1, 3, 2]));
+        top_k(&x, &mut v, &mut i, 1, 5, 1, 3, |a, b| a < b);
+        assert_eq!((v, i), ([1, 3, 3], [0, 2, 4]));
+    }
+}
