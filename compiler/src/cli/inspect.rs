@@ -22,6 +22,37 @@ pub(super) struct Args {
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    /// Show what each pass did: nodes before and after, and the ops it removed or added.
+    #[arg(long)]
+    passes: bool,
+    /// Print one JSON object (nodes_before, nodes_after, ops_before, ops_after, passes,
+    /// arena_bytes, arena_lower_bound_bytes, weights_bytes, parameters, unsupported).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_histogram(hist: &[(String, usize)]) -> String {
+    let items: Vec<String> = hist
+        .iter()
+        .map(|(op, n)| format!("{}:{n}", json_str(op)))
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 fn dims_text(dims: &[Dim]) -> String {
@@ -43,6 +74,12 @@ fn histogram_text(hist: &[(String, usize)]) -> String {
 }
 
 pub(super) fn run(args: Args) -> Result<ExitCode> {
+    if args.json {
+        return run_json(&args);
+    }
+    if args.passes {
+        return run_passes_report(&args);
+    }
     let builder = Builder::new(&args.model)
         .dims(parse_dims(&args.dims)?)
         .constants(parse_consts(&args.consts)?)
@@ -146,5 +183,113 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         }
         Err(e) => println!("cannot compile yet: {e}"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn builder(args: &Args) -> Result<Builder> {
+    Ok(Builder::new(&args.model)
+        .dims(parse_dims(&args.dims)?)
+        .constants(parse_consts(&args.consts)?)
+        .opt_level(super::opt_level(args.opt)?))
+}
+
+/// `--passes`: one line per pass with node counts and the op-count changes it made.
+fn run_passes_report(args: &Args) -> Result<ExitCode> {
+    let builder = builder(args)?;
+    let graph = builder.load()?;
+    let cx = crate::passes::PassCx {
+        dims: parse_dims(&args.dims)?,
+        consts: parse_consts(&args.consts)?,
+        opt_level: super::opt_level(args.opt)?,
+        ..Default::default()
+    };
+    let mut graph = graph;
+    println!("{:<16} {:>8} {:>8}  changes", "pass", "before", "after");
+    for pass in crate::passes::PASSES
+        .iter()
+        .filter(|p| p.min_level <= cx.opt_level)
+    {
+        let before = graph.op_histogram();
+        let n_before = graph.nodes.len();
+        graph = (pass.run)(graph, &cx)?;
+        let after = graph.op_histogram();
+        let mut changes = Vec::new();
+        let ops: std::collections::BTreeSet<&String> =
+            before.iter().chain(&after).map(|(op, _)| op).collect();
+        for op in ops {
+            let count =
+                |h: &[(String, usize)]| h.iter().find(|(o, _)| o == op).map_or(0, |(_, n)| *n);
+            let (b, a) = (count(&before), count(&after));
+            if a != b {
+                changes.push(format!("{op} {b}->{a}"));
+            }
+        }
+        println!(
+            "{:<16} {:>8} {:>8}  {}",
+            pass.name,
+            n_before,
+            graph.nodes.len(),
+            changes.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--json`: the figures scripts compare.
+fn run_json(args: &Args) -> Result<ExitCode> {
+    let builder = builder(args)?;
+    let graph = builder.load()?;
+    let unsupported = unsupported_ops(&graph)?;
+    let params: usize = graph
+        .values
+        .iter()
+        .filter_map(|v| v.constant.as_ref())
+        .map(crate::ir::Tensor::len)
+        .sum();
+    let mut fields = vec![
+        format!("\"model\":{}", json_str(&args.model.display().to_string())),
+        format!("\"opset\":{}", graph.opset),
+        format!("\"nodes_before\":{}", graph.nodes.len()),
+        format!("\"ops_before\":{}", json_histogram(&graph.op_histogram())),
+        format!("\"initializer_parameters\":{params}"),
+        format!(
+            "\"unsupported\":[{}]",
+            unsupported
+                .iter()
+                .map(|u| json_str(&format!("{} at {}: {}", u.node.op_type, u.node, u.reason)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    ];
+    match builder.compile() {
+        Ok(compiled) => {
+            fields.push(format!("\"nodes_after\":{}", compiled.graph.nodes.len()));
+            fields.push(format!(
+                "\"ops_after\":{}",
+                json_histogram(&compiled.graph.op_histogram())
+            ));
+            let passes: Vec<String> = compiled
+                .stats
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{{\"name\":{},\"nodes_before\":{},\"nodes_after\":{}}}",
+                        json_str(s.name),
+                        s.nodes_before,
+                        s.nodes_after
+                    )
+                })
+                .collect();
+            fields.push(format!("\"passes\":[{}]", passes.join(",")));
+            fields.push(format!("\"arena_bytes\":{}", compiled.plan.arena_bytes));
+            fields.push(format!(
+                "\"arena_lower_bound_bytes\":{}",
+                compiled.plan.arena_lower_bound
+            ));
+            fields.push(format!("\"weights_bytes\":{}", compiled.plan.weights.len()));
+        }
+        Err(e) => fields.push(format!("\"error\":{}", json_str(&e.to_string()))),
+    }
+    println!("{{{}}}", fields.join(","));
     Ok(ExitCode::SUCCESS)
 }
