@@ -34,7 +34,7 @@ impl<const N: usize> Weights<N> {
     ///
     /// Panics if the region is out of bounds or misaligned: offsets come from the compiler.
     pub fn get<T: Elem>(&self, offset: usize, len: usize) -> &[T] {
-        let bytes = region_bytes::<T>(offset, len, N, "weights");
+        let _bytes = region_bytes::<T>(offset, len, N, "weights");
         check_align::<T>(self.0.as_ptr() as usize + offset, offset);
         // SAFETY: the region [offset, offset + bytes) is inside `self.0` (checked above), its
         // start is aligned for `T` (checked), `T: Elem` accepts any initialized bytes, and the
