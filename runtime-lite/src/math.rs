@@ -1,4 +1,6 @@
-//! Scalar math for `no_std`: `exp`, `ln`, `sqrt`, `tanh`, `sigmoid` in f32.
+//! Scalar math for `no_std`: `exp`, `ln`, `sqrt`, `tanh`, `sigmoid` in f32 (fast polynomials),
+//! and f64 kernels (`exp_f64`, `sin_f64`, `erf_f64`, `pow_f64`, ...) that also back the
+//! remaining f32 functions (`sin`, `erf`, `pow`, ...) by rounding their f64 results.
 //!
 //! `core` has no transcendental functions, so these are written here (range reduction plus
 //! minimax polynomials of the Cephes kind); each stays within a few ulp of the correctly
@@ -149,6 +151,611 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+// ---- f64 kernels (also the accurate path for the f32 functions below) ----
+//
+// Series and continued fractions evaluated in f64, with enough terms for close to full f64
+// precision on the reduced ranges; the f32 functions round their results.
+
+const LN2_F64: f64 = core::f64::consts::LN_2;
+
+/// 2^n as f64 for n in [-1022, 1023].
+#[inline]
+fn pow2i_f64(n: i64) -> f64 {
+    f64::from_bits(((n + 1023) as u64) << 52)
+}
+
+/// Rounds toward zero (no `std` needed).
+#[inline]
+pub fn trunc_f64(x: f64) -> f64 {
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    (x as i64 as f64).copysign(x)
+}
+
+/// The largest integer not above `x`.
+#[inline]
+pub fn floor_f64(x: f64) -> f64 {
+    let t = trunc_f64(x);
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// The smallest integer not below `x`.
+#[inline]
+pub fn ceil_f64(x: f64) -> f64 {
+    let t = trunc_f64(x);
+    if t < x {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
+/// Rounds to the nearest integer, ties to even (numpy's `round`).
+#[inline]
+pub fn round_even_f64(x: f64) -> f64 {
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    let f = floor_f64(x);
+    let d = x - f;
+    let r = if d > 0.5 || (d == 0.5 && floor_f64(f * 0.5) * 2.0 != f) {
+        f + 1.0
+    } else {
+        f
+    };
+    r.copysign(x)
+}
+
+/// The square root (Newton's method; within an ulp).
+#[inline]
+pub fn sqrt_f64(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 || x == f64::INFINITY {
+        return x;
+    }
+    // Scale subnormals into the normal range so the exponent-halving guess works.
+    let (v, scale) = if x < f64::MIN_POSITIVE {
+        (x * 18_014_398_509_481_984.0, 1.0 / 134_217_728.0) // 2^54, 2^-27
+    } else {
+        (x, 1.0)
+    };
+    let mut g = f64::from_bits((v.to_bits() >> 1) + (1023u64 << 51));
+    for _ in 0..6 {
+        g = 0.5 * (g + v / g);
+    }
+    g * scale
+}
+
+/// e^x.
+#[inline]
+pub fn exp_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 709.782_712_893_384 {
+        return f64::INFINITY;
+    }
+    if x < -745.2 {
+        return 0.0;
+    }
+    let n = round_even_f64(x * core::f64::consts::LOG2_E);
+    // ln 2 split so that n * LN2_HI is exact.
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 1..=14 {
+        term *= r / f64::from(k);
+        sum += term;
+    }
+    let n = n as i64;
+    if n < -1022 {
+        sum * pow2i_f64(n + 600) * pow2i_f64(-600)
+    } else if n > 1023 {
+        sum * pow2i_f64(n - 1) * 2.0
+    } else {
+        sum * pow2i_f64(n)
+    }
+}
+
+/// e^x - 1, accurate near 0.
+#[inline]
+pub fn expm1_f64(x: f64) -> f64 {
+    if x.abs() < 0.5 {
+        let mut term = x;
+        let mut sum = x;
+        for k in 2..=20 {
+            term *= x / f64::from(k);
+            sum += term;
+        }
+        sum
+    } else {
+        exp_f64(x) - 1.0
+    }
+}
+
+/// The natural logarithm; `ln(0) = -inf`, `ln(x < 0) = NaN`.
+#[inline]
+pub fn ln_f64(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if x == f64::INFINITY {
+        return x;
+    }
+    let (mut x, mut e) = (x, 0i64);
+    if x < f64::MIN_POSITIVE {
+        x *= 18_014_398_509_481_984.0; // 2^54
+        e -= 54;
+    }
+    let bits = x.to_bits();
+    e += ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000); // [1, 2)
+    if m > core::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172.
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut term = s;
+    let mut sum = s;
+    for k in 1..=12 {
+        term *= s2;
+        sum += term / f64::from(2 * k + 1);
+    }
+    2.0 * sum + e as f64 * LN2_F64
+}
+
+/// ln(1 + x), accurate near 0.
+#[inline]
+pub fn log1p_f64(x: f64) -> f64 {
+    let w = 1.0 + x;
+    if w == 1.0 {
+        x
+    } else if w == f64::INFINITY || w <= 0.0 || w.is_nan() {
+        ln_f64(w)
+    } else {
+        // The rounding error of 1 + x cancels in the ratio (Goldberg's trick).
+        ln_f64(w) * x / (w - 1.0)
+    }
+}
+
+/// sin and cos of `x` reduced by multiples of pi/2: returns `(sin r, cos r, quadrant)`.
+#[inline]
+fn sincos_reduced(x: f64) -> (f64, f64, i64) {
+    const PIO2_1: f64 = 1.570_796_326_734_125_6;
+    const PIO2_2: f64 = 6.077_100_506_303_966e-11;
+    const PIO2_3: f64 = 2.022_266_248_711_166_5e-21;
+    let n = round_even_f64(x * core::f64::consts::FRAC_2_PI);
+    let r = ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3;
+    let r2 = r * r;
+    let (mut st, mut ct) = (r, 1.0);
+    let (mut s, mut c) = (r, 1.0);
+    for k in 1..=10 {
+        let k = f64::from(k);
+        st *= -r2 / ((2.0 * k) * (2.0 * k + 1.0));
+        ct *= -r2 / ((2.0 * k - 1.0) * (2.0 * k));
+        s += st;
+        c += ct;
+    }
+    (s, c, (n as i64) & 3)
+}
+
+/// The sine (argument reduction by pi/2 in three parts, accurate for |x| up to about 1e9).
+#[inline]
+pub fn sin_f64(x: f64) -> f64 {
+    if !x.is_finite() {
+        return f64::NAN;
+    }
+    let (s, c, q) = sincos_reduced(x);
+    match q {
+        0 => s,
+        1 => c,
+        2 => -s,
+        _ => -c,
+    }
+}
+
+/// The cosine.
+#[inline]
+pub fn cos_f64(x: f64) -> f64 {
+    if !x.is_finite() {
+        return f64::NAN;
+    }
+    let (s, c, q) = sincos_reduced(x);
+    match q {
+        0 => c,
+        1 => -s,
+        2 => -c,
+        _ => s,
+    }
+}
+
+/// The tangent.
+#[inline]
+pub fn tan_f64(x: f64) -> f64 {
+    if !x.is_finite() {
+        return f64::NAN;
+    }
+    let (s, c, q) = sincos_reduced(x);
+    if q & 1 == 0 {
+        s / c
+    } else {
+        -c / s
+    }
+}
+
+/// The arctangent.
+#[inline]
+pub fn atan_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let (t, flip) = if a > 1.0 { (1.0 / a, true) } else { (a, false) };
+    // Two argument halvings, atan(t) = 2 atan(t / (1 + sqrt(1 + t^2))), leave |t| <= 0.2.
+    let t = t / (1.0 + sqrt_f64(1.0 + t * t));
+    let t = t / (1.0 + sqrt_f64(1.0 + t * t));
+    let t2 = t * t;
+    let mut term = t;
+    let mut sum = t;
+    for k in 1..=13 {
+        term *= -t2;
+        sum += term / f64::from(2 * k + 1);
+    }
+    let r = 4.0 * sum;
+    let r = if flip {
+        core::f64::consts::FRAC_PI_2 - r
+    } else {
+        r
+    };
+    r.copysign(x)
+}
+
+/// The arcsine; NaN outside [-1, 1].
+#[inline]
+pub fn asin_f64(x: f64) -> f64 {
+    if x.is_nan() || x.abs() > 1.0 {
+        return f64::NAN;
+    }
+    atan_f64(x / sqrt_f64((1.0 - x) * (1.0 + x)))
+}
+
+/// The arccosine; NaN outside [-1, 1].
+#[inline]
+pub fn acos_f64(x: f64) -> f64 {
+    if x.is_nan() || x.abs() > 1.0 {
+        return f64::NAN;
+    }
+    2.0 * atan_f64(sqrt_f64((1.0 - x) / (1.0 + x)))
+}
+
+/// The hyperbolic sine.
+#[inline]
+pub fn sinh_f64(x: f64) -> f64 {
+    let a = x.abs();
+    if a < 0.5 {
+        let x2 = x * x;
+        let mut term = x;
+        let mut sum = x;
+        for k in 1..=9 {
+            let k = f64::from(k);
+            term *= x2 / ((2.0 * k) * (2.0 * k + 1.0));
+            sum += term;
+        }
+        sum
+    } else {
+        let e = exp_f64(a);
+        (0.5 * e - 0.5 / e).copysign(x)
+    }
+}
+
+/// The hyperbolic cosine.
+#[inline]
+pub fn cosh_f64(x: f64) -> f64 {
+    let e = exp_f64(x.abs());
+    0.5 * e + 0.5 / e
+}
+
+/// The hyperbolic tangent.
+#[inline]
+pub fn tanh_f64(x: f64) -> f64 {
+    let a = x.abs();
+    if a < 0.5 {
+        sinh_f64(x) / cosh_f64(x)
+    } else if a > 22.0 {
+        1.0f64.copysign(x)
+    } else {
+        (1.0 - 2.0 / (exp_f64(2.0 * a) + 1.0)).copysign(x)
+    }
+}
+
+/// The inverse hyperbolic sine.
+#[inline]
+pub fn asinh_f64(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a > 1e8 {
+        ln_f64(a) + LN2_F64
+    } else {
+        log1p_f64(a + a * a / (1.0 + sqrt_f64(1.0 + a * a)))
+    };
+    r.copysign(x)
+}
+
+/// The inverse hyperbolic cosine; NaN below 1.
+#[inline]
+pub fn acosh_f64(x: f64) -> f64 {
+    if x.is_nan() || x < 1.0 {
+        return f64::NAN;
+    }
+    if x > 1e8 {
+        return ln_f64(x) + LN2_F64;
+    }
+    let t = x - 1.0;
+    log1p_f64(t + sqrt_f64(2.0 * t + t * t))
+}
+
+/// The inverse hyperbolic tangent; NaN outside [-1, 1], infinite at the ends.
+#[inline]
+pub fn atanh_f64(x: f64) -> f64 {
+    let a = x.abs();
+    if x.is_nan() || a > 1.0 {
+        return f64::NAN;
+    }
+    (0.5 * log1p_f64(2.0 * a / (1.0 - a))).copysign(x)
+}
+
+/// The error function (Taylor series below 2.5, the erfc continued fraction above).
+#[inline]
+pub fn erf_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    if a < 2.5 {
+        let x2 = x * x;
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..=60 {
+            term *= -x2 / f64::from(n);
+            let add = term / f64::from(2 * n + 1);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * core::f64::consts::FRAC_2_SQRT_PI
+    } else if a > 6.0 {
+        1.0f64.copysign(x)
+    } else {
+        // erfc(a) = e^(-a^2) / sqrt(pi) / (a + (1/2) / (a + 1 / (a + (3/2) / (a + ...)))).
+        let mut f = a;
+        for k in (1..=80).rev() {
+            f = a + (f64::from(k) * 0.5) / f;
+        }
+        let erfc = exp_f64(-a * a) * (0.5 * core::f64::consts::FRAC_2_SQRT_PI) / f;
+        (1.0 - erfc).copysign(x)
+    }
+}
+
+/// Whether `y` is an odd integer.
+#[inline]
+fn is_odd_integer(y: f64) -> bool {
+    y.is_finite() && floor_f64(y) == y && floor_f64(y * 0.5) * 2.0 != y
+}
+
+/// `x^y` with C `pow` special cases (`x^0 = 1`, `1^y = 1`, negative `x` needs integer `y`).
+#[inline]
+pub fn pow_f64(x: f64, y: f64) -> f64 {
+    if y == 0.0 || x == 1.0 {
+        return 1.0;
+    }
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    let odd = is_odd_integer(y);
+    if x == 0.0 {
+        let r = if y > 0.0 { 0.0 } else { f64::INFINITY };
+        return if odd { r.copysign(x) } else { r };
+    }
+    let a = x.abs();
+    if y.is_infinite() {
+        return if a == 1.0 {
+            1.0
+        } else if (a > 1.0) == (y > 0.0) {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+    }
+    if x < 0.0 && floor_f64(y) != y {
+        return f64::NAN;
+    }
+    let r = if a == f64::INFINITY {
+        if y > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        }
+    } else if floor_f64(y) == y && y.abs() <= 64.0 {
+        // Small integer exponents by squaring: exact whenever the result is representable.
+        let mut n = y.abs() as u32;
+        let (mut base, mut acc) = (a, 1.0);
+        while n > 0 {
+            if n & 1 == 1 {
+                acc *= base;
+            }
+            base *= base;
+            n >>= 1;
+        }
+        if y < 0.0 {
+            1.0 / acc
+        } else {
+            acc
+        }
+    } else {
+        exp_f64(y * ln_f64(a))
+    };
+    if x < 0.0 && odd {
+        -r
+    } else {
+        r
+    }
+}
+
+/// The logistic sigmoid in f64.
+#[inline]
+pub fn sigmoid_f64(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + exp_f64(-x))
+    } else {
+        let e = exp_f64(x);
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(1 + e^x)` without overflow.
+#[inline]
+pub fn softplus_f64(x: f64) -> f64 {
+    if x > 0.0 {
+        x + log1p_f64(exp_f64(-x))
+    } else {
+        log1p_f64(exp_f64(x))
+    }
+}
+
+/// Integer power with wrapping multiplication (the result modulo 2^64; narrower types take
+/// the low bits, which equals wrapping in their width). A negative exponent gives `1/base`
+/// truncated: 1 for base 1, +-1 for base -1, else 0.
+#[inline]
+pub fn ipow(base: i64, exp: i64) -> i64 {
+    if exp < 0 {
+        return match base {
+            1 => 1,
+            -1 => {
+                if exp & 1 == 0 {
+                    1
+                } else {
+                    -1
+                }
+            }
+            _ => 0,
+        };
+    }
+    let (mut b, mut e, mut acc) = (base, exp, 1i64);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = acc.wrapping_mul(b);
+        }
+        b = b.wrapping_mul(b);
+        e >>= 1;
+    }
+    acc
+}
+
+macro_rules! via_f64 {
+    ($($(#[$doc:meta])* $name:ident => $f64name:ident;)*) => {$(
+        $(#[$doc])*
+        #[inline]
+        pub fn $name(x: f32) -> f32 {
+            $f64name(f64::from(x)) as f32
+        }
+    )*};
+}
+
+via_f64! {
+    /// The largest integer not above `x`.
+    floor => floor_f64;
+    /// The smallest integer not below `x`.
+    ceil => ceil_f64;
+    /// Rounds to the nearest integer, ties to even.
+    round_even => round_even_f64;
+    /// e^x - 1.
+    expm1 => expm1_f64;
+    /// ln(1 + x).
+    log1p => log1p_f64;
+    /// The sine.
+    sin => sin_f64;
+    /// The cosine.
+    cos => cos_f64;
+    /// The tangent.
+    tan => tan_f64;
+    /// The arcsine.
+    asin => asin_f64;
+    /// The arccosine.
+    acos => acos_f64;
+    /// The arctangent.
+    atan => atan_f64;
+    /// The hyperbolic sine.
+    sinh => sinh_f64;
+    /// The hyperbolic cosine.
+    cosh => cosh_f64;
+    /// The inverse hyperbolic sine.
+    asinh => asinh_f64;
+    /// The inverse hyperbolic cosine.
+    acosh => acosh_f64;
+    /// The inverse hyperbolic tangent.
+    atanh => atanh_f64;
+    /// The error function.
+    erf => erf_f64;
+    /// `ln(1 + e^x)`.
+    softplus => softplus_f64;
+}
+
+/// `x^y` in f32 (computed in f64).
+#[inline]
+pub fn pow(x: f32, y: f32) -> f32 {
+    pow_f64(f64::from(x), f64::from(y)) as f32
+}
+
+/// numpy's float `mod` (Python semantics: the result takes the divisor's sign).
+#[inline]
+pub fn py_mod_f64(a: f64, b: f64) -> f64 {
+    let m = a % b;
+    if b == 0.0 || m.is_nan() {
+        return m;
+    }
+    if m != 0.0 {
+        if (b < 0.0) != (m < 0.0) {
+            m + b
+        } else {
+            m
+        }
+    } else {
+        0.0f64.copysign(b)
+    }
+}
+
+/// numpy's float `mod` in f32.
+#[inline]
+pub fn py_mod(a: f32, b: f32) -> f32 {
+    let m = a % b;
+    if b == 0.0 || m.is_nan() {
+        return m;
+    }
+    if m != 0.0 {
+        if (b < 0.0) != (m < 0.0) {
+            m + b
+        } else {
+            m
+        }
+    } else {
+        0.0f32.copysign(b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +813,89 @@ mod tests {
                 sigmoid(x)
             );
         }
+    }
+
+    fn close(got: f64, want: f64, rel: f64) -> bool {
+        (got.is_nan() && want.is_nan()) || got == want || (got - want).abs() <= rel * want.abs()
+    }
+
+    #[test]
+    fn f64_functions_match_std() {
+        let xs: std::vec::Vec<f64> = (0..=4000)
+            .map(|i| -20.0 + 40.0 * f64::from(i) / 4000.0)
+            .chain([
+                1e-10, -1e-10, 1e-300, 700.0, -700.0, 1e6, 0.5, 2.5, -2.5, 3.0, 6.5,
+            ])
+            .collect();
+        type F = fn(f64) -> f64;
+        let cases: &[(&str, F, F)] = &[
+            ("exp", exp_f64, f64::exp),
+            ("expm1", expm1_f64, f64::exp_m1),
+            ("ln", ln_f64, f64::ln),
+            ("log1p", log1p_f64, f64::ln_1p),
+            ("sqrt", sqrt_f64, f64::sqrt),
+            ("sin", sin_f64, f64::sin),
+            ("cos", cos_f64, f64::cos),
+            ("tan", tan_f64, f64::tan),
+            ("atan", atan_f64, f64::atan),
+            ("asin", asin_f64, f64::asin),
+            ("acos", acos_f64, f64::acos),
+            ("sinh", sinh_f64, f64::sinh),
+            ("cosh", cosh_f64, f64::cosh),
+            ("tanh", tanh_f64, f64::tanh),
+            ("asinh", asinh_f64, f64::asinh),
+            ("acosh", acosh_f64, f64::acosh),
+            ("atanh", atanh_f64, f64::atanh),
+            ("floor", floor_f64, f64::floor),
+            ("ceil", ceil_f64, f64::ceil),
+            ("round", round_even_f64, f64::round_ties_even),
+        ];
+        for &(name, f, g) in cases {
+            for &x in &xs {
+                for x in [x, x / 20.0] {
+                    let (got, want) = (f(x), g(x));
+                    assert!(close(got, want, 1e-13), "{name}({x}) = {got} want {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn erf_matches_reference_values() {
+        // erf values from tables (Abramowitz & Stegun 7.1, extended precision).
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.0, 0.995_322_265_018_952_7),
+            (2.4, 0.999_311_486_103_354_9),
+            (3.0, 0.999_977_909_503_001_4),
+            (-1.0, -0.842_700_792_949_714_9),
+        ] {
+            assert!(close(erf_f64(x), want, 1e-14), "erf({x}) = {}", erf_f64(x));
+        }
+        // Continuity across the switch between series and continued fraction.
+        let (lo, hi) = (erf_f64(2.5 - 1e-12), erf_f64(2.5));
+        assert!((hi - lo).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pow_and_mod_special_cases() {
+        assert_eq!(pow_f64(2.0, 10.0), 1024.0);
+        assert_eq!(ipow(3, 6), 729);
+        assert_eq!(ipow(-2, 3), -8);
+        assert_eq!(ipow(2, -1), 0);
+        assert_eq!(ipow(-1, -3), -1);
+        assert_eq!(ipow(2, 64), 0);
+        assert_eq!(pow_f64(-2.0, 3.0), -8.0);
+        assert!(pow_f64(-2.0, 0.5).is_nan());
+        assert_eq!(pow_f64(0.0, -1.0), f64::INFINITY);
+        assert_eq!(pow_f64(f64::NAN, 0.0), 1.0);
+        assert!(close(pow_f64(3.7, 2.3), 3.7f64.powf(2.3), 1e-14));
+        assert_eq!(py_mod(-3.0, f32::INFINITY), f32::INFINITY);
+        assert_eq!(py_mod(1.0, f32::NEG_INFINITY), f32::NEG_INFINITY);
+        assert_eq!(py_mod(0.0, -2.0).to_bits(), (-0.0f32).to_bits());
+        assert!(py_mod(1.0, 0.0).is_nan());
+        assert_eq!(py_mod_f64(-7.0, 3.0), 2.0);
     }
 }

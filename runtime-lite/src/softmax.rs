@@ -1,4 +1,4 @@
-//! Softmax along one axis of a tensor viewed as `[outer, axis, inner]`.
+//! Softmax, LogSoftmax and Hardmax along one axis of a tensor viewed as `[outer, axis, inner]`.
 
 use crate::math;
 
@@ -27,5 +27,78 @@ pub fn softmax_f32(x: &[f32], out: &mut [f32], outer: usize, axis_len: usize, in
                 ob[a * inner + i] *= inv;
             }
         }
+    }
+}
+
+/// `out = log_softmax(x) = x - max - ln(sum(e^(x - max)))` along the middle axis of
+/// `[outer, axis_len, inner]`.
+pub fn log_softmax_f32(x: &[f32], out: &mut [f32], outer: usize, axis_len: usize, inner: usize) {
+    let block = axis_len * inner;
+    if block == 0 {
+        return;
+    }
+    for o in 0..outer {
+        let xb = &x[o * block..][..block];
+        let ob = &mut out[o * block..][..block];
+        for i in 0..inner {
+            let mut max = f32::NEG_INFINITY;
+            for a in 0..axis_len {
+                max = max.max(xb[a * inner + i]);
+            }
+            let mut sum = 0.0f64;
+            for a in 0..axis_len {
+                sum += f64::from(math::exp(xb[a * inner + i] - max));
+            }
+            let shift = max + math::ln_f64(sum) as f32;
+            for a in 0..axis_len {
+                ob[a * inner + i] = xb[a * inner + i] - shift;
+            }
+        }
+    }
+}
+
+/// `out = hardmax(x)`: 1 at the first maximum along the middle axis of
+/// `[outer, axis_len, inner]`, 0 elsewhere.
+pub fn hardmax_f32(x: &[f32], out: &mut [f32], outer: usize, axis_len: usize, inner: usize) {
+    let block = axis_len * inner;
+    if block == 0 {
+        return;
+    }
+    for o in 0..outer {
+        let xb = &x[o * block..][..block];
+        let ob = &mut out[o * block..][..block];
+        for i in 0..inner {
+            let mut best = 0;
+            for a in 1..axis_len {
+                if xb[a * inner + i] > xb[best * inner + i] {
+                    best = a;
+                }
+            }
+            for a in 0..axis_len {
+                ob[a * inner + i] = if a == best { 1.0 } else { 0.0 };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_and_hardmax_rows() {
+        let x = [1.0f32, 2.0, 3.0, 3.0, 0.0, -1.0];
+        let mut out = [0.0f32; 6];
+        log_softmax_f32(&x, &mut out, 2, 3, 1);
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln() as f32;
+        assert!((out[0] - (1.0 - lse)).abs() < 1e-6);
+        assert!((out[2] - (3.0 - lse)).abs() < 1e-6);
+        // Column-wise (inner = 3): each column has two elements.
+        hardmax_f32(&x, &mut out, 1, 2, 3);
+        assert_eq!(out, [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        let ties = [2.0f32, 2.0];
+        let mut o = [0.0f32; 2];
+        hardmax_f32(&ties, &mut o, 1, 2, 1);
+        assert_eq!(o, [1.0, 0.0]);
     }
 }

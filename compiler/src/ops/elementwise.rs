@@ -1,19 +1,197 @@
-//! Elementwise ops: binary arithmetic with numpy broadcasting (`Add`, `Sub`, `Mul`, `Div`),
-//! activations (`Relu`, `Sigmoid`, `Tanh`) and `Clip`.
+//! Elementwise ops.
 //!
-//! Spec: <https://onnx.ai/onnx/operators/> (Add-7/13/14, Relu-6/13/14, Clip-6/11/12/13).
-//! Binary ops take float32 and the integer types that carry shape arithmetic; the
-//! activations take float32.
+//! - Binary with numpy broadcasting: `Add`, `Sub`, `Mul`, `Div` (7..14), `Mod` (10..13), `Pow`
+//!   (7..15, mixed base/exponent types), `BitShift` (11), `BitwiseAnd`/`Or`/`Xor` (18),
+//!   `And`/`Or`/`Xor` (7), `Equal` (7..19), `Less`, `Greater` (7..13), `LessOrEqual`,
+//!   `GreaterOrEqual` (12..16), `PRelu` (7..16).
+//! - Variadic with broadcasting: `Min`, `Max`, `Sum`, `Mean` (8..13), and `Where` (9..16).
+//! - Unary math: `Abs`, `Neg`, `Exp`, `Log`, `Sqrt`, `Reciprocal`, `Floor`, `Ceil`, `Round`,
+//!   `Sign`, `Erf`, `Sin`, `Cos`, `Tan`, `Asin`, `Acos`, `Atan`, `Sinh`, `Cosh`, `Asinh`,
+//!   `Acosh`, `Atanh`, `IsNaN`, `IsInf`, `Not`, `BitwiseNot`.
+//! - Activations: `Relu`, `Sigmoid`, `Tanh`, `LeakyRelu`, `Elu`, `Selu`, `Celu`, `Gelu`,
+//!   `HardSigmoid`, `HardSwish`, `Softplus`, `Softsign`, `Mish`, `ThresholdedRelu`, `Shrink`,
+//!   `Swish`, and `Clip` (6..13).
+//!
+//! Spec: <https://onnx.ai/onnx/operators/> (the version ranges above are the ones whose
+//! semantics are implemented; inputs of opset < 7 with the legacy `broadcast` attribute are
+//! rejected).
+//!
+//! Types: float32, float64, and float16/bfloat16 (stored as `u16` bits, computed in f32 and
+//! rounded back per element, as numpy does); every integer type where the op defines one;
+//! bool (stored as `u8` 0/1) for the logic ops. Transcendental functions come from
+//! `sinter_rt::math` (f32 versions round the f64 kernels).
+//!
+//! Constant folding (`eval`) covers integer and bool arithmetic, comparisons, logic, `Where`,
+//! `Min`/`Max`/`Sum` and the integer unary ops, which is what shape arithmetic in real models
+//! uses; results wrap exactly as the emitted code does.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
 
 use super::{
-    broadcast_shapes, broadcast_strides, f32_lit, require_dtype, rust_type, usize_slice, EmitNames,
-    NodeCx, OpCx, OpDef, TypeShape,
+    broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, rust_type, usize_slice,
+    EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Tensor};
+
+// ---- dtype helpers ----
+
+const FLOATS: &[DType] = &[DType::F32, DType::F64, DType::F16, DType::BF16];
+const SIGNED: &[DType] = &[DType::I8, DType::I16, DType::I32, DType::I64];
+const UNSIGNED: &[DType] = &[DType::U8, DType::U16, DType::U32, DType::U64];
+
+fn is_signed(dtype: DType) -> bool {
+    SIGNED.contains(&dtype)
+}
+
+fn is_int(dtype: DType) -> bool {
+    SIGNED.contains(&dtype) || UNSIGNED.contains(&dtype)
+}
+
+fn bits(dtype: DType) -> usize {
+    dtype.size() * 8
+}
+
+/// Floats and integers (every numeric type).
+fn numeric() -> Vec<DType> {
+    [FLOATS, SIGNED, UNSIGNED].concat()
+}
+
+/// Floats and signed integers.
+fn signed_numeric() -> Vec<DType> {
+    [FLOATS, SIGNED].concat()
+}
+
+fn ints() -> Vec<DType> {
+    [SIGNED, UNSIGNED].concat()
+}
+
+/// How emitted code computes on a float type: f32 (also for the 16-bit floats, widened and
+/// rounded back) or f64.
+#[derive(Debug, Clone, Copy)]
+struct FloatCx {
+    dtype: DType,
+}
+
+impl FloatCx {
+    fn new(dtype: DType) -> Option<Self> {
+        dtype.is_float().then_some(Self { dtype })
+    }
+    fn is_f64(self) -> bool {
+        self.dtype == DType::F64
+    }
+    /// The compute type.
+    fn ty(self) -> TokenStream {
+        if self.is_f64() {
+            quote!(f64)
+        } else {
+            quote!(f32)
+        }
+    }
+    /// A literal of the compute type.
+    fn lit(self, v: f64) -> TokenStream {
+        if self.is_f64() {
+            if v.is_nan() {
+                quote!(f64::NAN)
+            } else if v == f64::INFINITY {
+                quote!(f64::INFINITY)
+            } else if v == f64::NEG_INFINITY {
+                quote!(f64::NEG_INFINITY)
+            } else {
+                let l = Literal::f64_suffixed(v);
+                quote!(#l)
+            }
+        } else {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "the f32 compute type rounds by definition"
+            )]
+            f32_lit(v as f32)
+        }
+    }
+    /// A `sinter_rt::math` function of the compute type.
+    fn math(self, name: &str) -> TokenStream {
+        let ident = if self.is_f64() {
+            format_ident!("{}_f64", name)
+        } else {
+            format_ident!("{}", name)
+        };
+        quote!(::sinter_rt::math::#ident)
+    }
+    /// Storage value to compute type.
+    fn decode(self, e: TokenStream) -> TokenStream {
+        match self.dtype {
+            DType::F16 => quote!(::sinter_rt::half::f16_to_f32(#e)),
+            DType::BF16 => quote!(::sinter_rt::half::bf16_to_f32(#e)),
+            _ => e,
+        }
+    }
+    /// Compute type to storage value.
+    fn encode(self, e: TokenStream) -> TokenStream {
+        match self.dtype {
+            DType::F16 => quote!(::sinter_rt::half::f32_to_f16(#e)),
+            DType::BF16 => quote!(::sinter_rt::half::f32_to_bf16(#e)),
+            _ => e,
+        }
+    }
+}
+
+/// For constant folding: the element offsets of an input of shape `shape` read for each
+/// element of the broadcast output `out`.
+fn broadcast_offsets(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let strides = broadcast_strides(shape, out);
+    let n: usize = out.iter().product();
+    (0..n)
+        .map(|i| {
+            let (mut rem, mut off) = (i, 0);
+            for axis in (0..out.len()).rev() {
+                off += (rem % out[axis]) * strides[axis];
+                rem /= out[axis];
+            }
+            off
+        })
+        .collect()
+}
+
+/// Whether constant folding handles this integer-like type exactly through i64 (u64 does not
+/// round-trip comparisons and division through i64).
+fn foldable_int(dtype: DType) -> bool {
+    dtype == DType::Bool || (is_int(dtype) && dtype != DType::U64)
+}
+
+/// An integer or bool tensor from i64 values, each wrapped to the type's width (little-endian
+/// truncation is two's-complement wrapping).
+fn int_tensor(dtype: DType, shape: Vec<usize>, values: &[i64]) -> Tensor {
+    let size = dtype.size();
+    let bytes = values
+        .iter()
+        .flat_map(|v| {
+            let v = if dtype == DType::Bool {
+                i64::from(*v != 0)
+            } else {
+                *v
+            };
+            v.to_le_bytes().into_iter().take(size)
+        })
+        .collect();
+    Tensor {
+        dtype,
+        shape,
+        bytes,
+    }
+}
+
+/// Broadcast shape of several operands.
+fn broadcast_all(shapes: &[&[usize]]) -> Result<Vec<usize>> {
+    let mut out: Vec<usize> = Vec::new();
+    for s in shapes {
+        out = broadcast_shapes(&out, s)?;
+    }
+    Ok(out)
+}
+
+// ---- binary ops ----
 
 /// Which binary op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,18 +202,66 @@ pub enum BinaryKind {
     Sub,
     /// `a * b`.
     Mul,
-    /// `a / b` (integer division truncates toward zero).
+    /// `a / b` (integer division truncates toward zero; by zero gives 0).
     Div,
+    /// `Mod`: C `fmod` when `fmod`, else numpy's `mod` (the result takes the divisor's sign).
+    Mod {
+        /// The `fmod` attribute.
+        fmod: bool,
+    },
+    /// `a ^ b`; the output has the base's type.
+    Pow,
+    /// Shift left or right; shifts out of range give 0 (or -1 for negative signed values
+    /// shifted right).
+    BitShift {
+        /// `direction = "LEFT"`.
+        left: bool,
+    },
+    /// `a & b` on integers.
+    BitwiseAnd,
+    /// `a | b` on integers.
+    BitwiseOr,
+    /// `a ^ b` on integers.
+    BitwiseXor,
+    /// Logical and (bool).
+    And,
+    /// Logical or (bool).
+    Or,
+    /// Logical xor (bool).
+    Xor,
+    /// `a == b` (bool output).
+    Equal,
+    /// `a < b`.
+    Less,
+    /// `a <= b`.
+    LessOrEqual,
+    /// `a > b`.
+    Greater,
+    /// `a >= b`.
+    GreaterOrEqual,
+    /// `a < 0 ? slope * a : a`, the slope broadcast to `a`.
+    PRelu,
 }
 
-/// `Add`, `Sub`, `Mul`, `Div`.
+impl BinaryKind {
+    fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryKind::Equal
+                | BinaryKind::Less
+                | BinaryKind::LessOrEqual
+                | BinaryKind::Greater
+                | BinaryKind::GreaterOrEqual
+        )
+    }
+}
+
+/// The binary ops (see [`BinaryKind`]).
 #[derive(Debug, Clone)]
 pub struct Binary {
     /// The operation.
     pub kind: BinaryKind,
 }
-
-const BINARY_TYPES: &[DType] = &[DType::F32, DType::F64, DType::I32, DType::I64];
 
 impl OpDef for Binary {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
@@ -43,7 +269,49 @@ impl OpDef for Binary {
             "Add" => BinaryKind::Add,
             "Sub" => BinaryKind::Sub,
             "Mul" => BinaryKind::Mul,
-            _ => BinaryKind::Div,
+            "Div" => BinaryKind::Div,
+            "Mod" => BinaryKind::Mod {
+                fmod: match node.i64_or("fmod", 0)? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(CompileError::attribute(
+                            "fmod",
+                            format!("must be 0 or 1, found {v}"),
+                        ))
+                    }
+                },
+            },
+            "Pow" => BinaryKind::Pow,
+            "BitShift" => BinaryKind::BitShift {
+                left: match node.string_or("direction", "")?.as_str() {
+                    "LEFT" => true,
+                    "RIGHT" => false,
+                    d => {
+                        return Err(CompileError::attribute(
+                            "direction",
+                            format!("must be LEFT or RIGHT, found {d:?}"),
+                        ))
+                    }
+                },
+            },
+            "BitwiseAnd" => BinaryKind::BitwiseAnd,
+            "BitwiseOr" => BinaryKind::BitwiseOr,
+            "BitwiseXor" => BinaryKind::BitwiseXor,
+            "And" => BinaryKind::And,
+            "Or" => BinaryKind::Or,
+            "Xor" => BinaryKind::Xor,
+            "Equal" => BinaryKind::Equal,
+            "Less" => BinaryKind::Less,
+            "LessOrEqual" => BinaryKind::LessOrEqual,
+            "Greater" => BinaryKind::Greater,
+            "GreaterOrEqual" => BinaryKind::GreaterOrEqual,
+            "PRelu" => BinaryKind::PRelu,
+            other => {
+                return Err(CompileError::unsupported(format!(
+                    "internal: {other} is not a binary op"
+                )))
+            }
         };
         if node.opset() < 7 && node.attr("broadcast").is_some() {
             return Err(CompileError::unsupported(
@@ -55,59 +323,113 @@ impl OpDef for Binary {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let (a, b) = (cx.input(0)?, cx.input(1)?);
-        if a.dtype != b.dtype {
+        if self.kind != BinaryKind::Pow && a.dtype != b.dtype {
             return Err(CompileError::shape(format!(
                 "input types differ: {} and {}",
                 a.dtype, b.dtype
             )));
         }
-        require_dtype(a.dtype, BINARY_TYPES, "inputs")?;
-        Ok(vec![TypeShape::new(
-            a.dtype,
-            broadcast_shapes(a.shape, b.shape)?,
-        )])
+        let allowed: Vec<DType> = match self.kind {
+            BinaryKind::Add
+            | BinaryKind::Sub
+            | BinaryKind::Mul
+            | BinaryKind::Div
+            | BinaryKind::Mod { .. }
+            | BinaryKind::Pow
+            | BinaryKind::Less
+            | BinaryKind::LessOrEqual
+            | BinaryKind::Greater
+            | BinaryKind::GreaterOrEqual => numeric(),
+            BinaryKind::PRelu => signed_numeric(),
+            BinaryKind::Equal => [numeric(), vec![DType::Bool]].concat(),
+            BinaryKind::BitShift { .. }
+            | BinaryKind::BitwiseAnd
+            | BinaryKind::BitwiseOr
+            | BinaryKind::BitwiseXor => ints(),
+            BinaryKind::And | BinaryKind::Or | BinaryKind::Xor => vec![DType::Bool],
+        };
+        require_dtype(a.dtype, &allowed, "input")?;
+        require_dtype(b.dtype, &allowed, "second input")?;
+        let shape = broadcast_shapes(a.shape, b.shape)?;
+        if self.kind == BinaryKind::PRelu && shape != a.shape {
+            return Err(CompileError::shape(format!(
+                "slope of shape {:?} does not broadcast to X of shape {:?}",
+                b.shape, a.shape
+            )));
+        }
+        let dtype = if self.kind.is_comparison() {
+            DType::Bool
+        } else {
+            a.dtype
+        };
+        Ok(vec![TypeShape::new(dtype, shape)])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let (a, b) = (cx.input(0).ok()?, cx.input(1).ok()?);
         let (ta, tb) = (a.constant?, b.constant?);
         let shape = broadcast_shapes(a.shape, b.shape).ok()?;
-        let (sa, sb) = (
-            broadcast_strides(a.shape, &shape),
-            broadcast_strides(b.shape, &shape),
+        let (oa, ob) = (
+            broadcast_offsets(a.shape, &shape),
+            broadcast_offsets(b.shape, &shape),
         );
-        let n: usize = shape.iter().product();
-        let index = |i: usize, strides: &[usize]| {
-            let mut rem = i;
-            let mut off = 0;
-            for axis in (0..shape.len()).rev() {
-                off += (rem % shape[axis]) * strides[axis];
-                rem /= shape[axis];
-            }
-            off
+        let out_dtype = if self.kind.is_comparison() {
+            DType::Bool
+        } else {
+            a.dtype
         };
-        let out = match a.dtype {
+        if foldable_int(a.dtype) && foldable_int(b.dtype) {
+            let (x, y) = (ta.to_i64s()?, tb.to_i64s()?);
+            let mut v = Vec::with_capacity(oa.len());
+            for (&ia, &ib) in oa.iter().zip(&ob) {
+                v.push(self.apply_int(a.dtype, *x.get(ia)?, *y.get(ib)?)?);
+            }
+            return Some(Ok(vec![int_tensor(out_dtype, shape, &v)]));
+        }
+        let is_arith = matches!(
+            self.kind,
+            BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div
+        );
+        if a.dtype != b.dtype || !(is_arith || self.kind.is_comparison()) {
+            return None;
+        }
+        match a.dtype {
             DType::F32 => {
                 let (x, y) = (ta.as_f32()?, tb.as_f32()?);
-                let v: Vec<f32> = (0..n)
-                    .map(|i| self.apply_f32(x[index(i, &sa)], y[index(i, &sb)]))
-                    .collect();
-                Tensor::from_f32(shape, &v)
-            }
-            DType::I64 | DType::I32 => {
-                let (x, y) = (ta.to_i64s()?, tb.to_i64s()?);
-                let v: Vec<i64> = (0..n)
-                    .map(|i| self.apply_i64(x[index(i, &sa)], y[index(i, &sb)]))
-                    .collect();
-                if a.dtype == DType::I64 {
-                    Tensor::from_i64(shape, &v)
-                } else {
-                    Tensor::from_i32(shape, &v.iter().map(|&v| v as i32).collect::<Vec<_>>())
+                let mut v = Vec::with_capacity(oa.len());
+                for (&ia, &ib) in oa.iter().zip(&ob) {
+                    let (p, q) = (*x.get(ia)?, *y.get(ib)?);
+                    v.push(match self.kind {
+                        BinaryKind::Add => p + q,
+                        BinaryKind::Sub => p - q,
+                        BinaryKind::Mul => p * q,
+                        BinaryKind::Div => p / q,
+                        _ => f32::from(u8::from(compare(self.kind, p, q))),
+                    });
                 }
+                Some(Ok(vec![float_result(
+                    out_dtype,
+                    shape,
+                    v.into_iter().map(f64::from),
+                )]))
             }
-            _ => return None,
-        };
-        Some(Ok(vec![out]))
+            DType::F64 => {
+                let (x, y) = (ta.as_f64()?, tb.as_f64()?);
+                let mut v = Vec::with_capacity(oa.len());
+                for (&ia, &ib) in oa.iter().zip(&ob) {
+                    let (p, q) = (*x.get(ia)?, *y.get(ib)?);
+                    v.push(match self.kind {
+                        BinaryKind::Add => p + q,
+                        BinaryKind::Sub => p - q,
+                        BinaryKind::Mul => p * q,
+                        BinaryKind::Div => p / q,
+                        _ => f64::from(u8::from(compare(self.kind, p, q))),
+                    });
+                }
+                Some(Ok(vec![float_result(out_dtype, shape, v.into_iter())]))
+            }
+            _ => None,
+        }
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -115,40 +437,48 @@ impl OpDef for Binary {
         let sa = usize_slice(&broadcast_strides(a.shape, out.shape));
         let sb = usize_slice(&broadcast_strides(b.shape, out.shape));
         let shape = usize_slice(out.shape);
-        let t = rust_type(a.dtype);
-        let f = if a.dtype.is_float() {
-            match self.kind {
-                BinaryKind::Add => quote!(|a: #t, b: #t| a + b),
-                BinaryKind::Sub => quote!(|a: #t, b: #t| a - b),
-                BinaryKind::Mul => quote!(|a: #t, b: #t| a * b),
-                BinaryKind::Div => quote!(|a: #t, b: #t| a / b),
-            }
-        } else {
-            match self.kind {
-                BinaryKind::Add => quote!(|a: #t, b: #t| a.wrapping_add(b)),
-                BinaryKind::Sub => quote!(|a: #t, b: #t| a.wrapping_sub(b)),
-                BinaryKind::Mul => quote!(|a: #t, b: #t| a.wrapping_mul(b)),
-                BinaryKind::Div => {
-                    quote!(|a: #t, b: #t| if b == 0 { 0 } else { a.wrapping_div(b) })
-                }
-            }
-        };
+        let f = self.closure(a.dtype, b.dtype)?;
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
         Ok(quote!(::sinter_rt::elementwise::zip(#i0, #sa, #i1, #sb, #o0, #shape, #f);))
     }
 }
 
-impl Binary {
-    fn apply_f32(&self, a: f32, b: f32) -> f32 {
-        match self.kind {
-            BinaryKind::Add => a + b,
-            BinaryKind::Sub => a - b,
-            BinaryKind::Mul => a * b,
-            BinaryKind::Div => a / b,
+/// A comparison on floats (`kind` is one of the comparison kinds).
+fn compare<T: PartialOrd>(kind: BinaryKind, p: T, q: T) -> bool {
+    match kind {
+        BinaryKind::Equal => p == q,
+        BinaryKind::Less => p < q,
+        BinaryKind::LessOrEqual => p <= q,
+        BinaryKind::Greater => p > q,
+        _ => p >= q,
+    }
+}
+
+/// A folded float result: bool (from comparisons, values 0/1) or the float type.
+fn float_result(dtype: DType, shape: Vec<usize>, values: impl Iterator<Item = f64>) -> Tensor {
+    match dtype {
+        DType::F64 => Tensor::from_f64(shape, &values.collect::<Vec<_>>()),
+        DType::F32 => {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "the values were computed in f32"
+            )]
+            let v: Vec<f32> = values.map(|v| v as f32).collect();
+            Tensor::from_f32(shape, &v)
+        }
+        _ => {
+            let v: Vec<i64> = values.map(|v| i64::from(v != 0.0)).collect();
+            int_tensor(dtype, shape, &v)
         }
     }
-    fn apply_i64(&self, a: i64, b: i64) -> i64 {
-        match self.kind {
+}
+
+impl Binary {
+    /// The folded result for integer/bool operands (values sign- or zero-extended to i64;
+    /// the caller wraps to the output width). `None` for ops not folded.
+    fn apply_int(&self, dtype: DType, a: i64, b: i64) -> Option<i64> {
+        let width = i64::try_from(bits(dtype)).ok()?;
+        Some(match self.kind {
             BinaryKind::Add => a.wrapping_add(b),
             BinaryKind::Sub => a.wrapping_sub(b),
             BinaryKind::Mul => a.wrapping_mul(b),
@@ -159,22 +489,531 @@ impl Binary {
                     a.wrapping_div(b)
                 }
             }
+            BinaryKind::Mod { fmod } => {
+                if b == 0 {
+                    0
+                } else {
+                    let r = a.wrapping_rem(b);
+                    if !fmod && r != 0 && ((r < 0) != (b < 0)) {
+                        r + b
+                    } else {
+                        r
+                    }
+                }
+            }
+            BinaryKind::Pow => {
+                if dtype == DType::Bool {
+                    return None;
+                }
+                ipow(a, b)
+            }
+            BinaryKind::BitShift { left } => {
+                if b < 0 || b >= width {
+                    if !left && a < 0 {
+                        -1
+                    } else {
+                        0
+                    }
+                } else if left {
+                    a << b
+                } else {
+                    a >> b
+                }
+            }
+            BinaryKind::BitwiseAnd => a & b,
+            BinaryKind::BitwiseOr => a | b,
+            BinaryKind::BitwiseXor => a ^ b,
+            BinaryKind::And => i64::from(a != 0 && b != 0),
+            BinaryKind::Or => i64::from(a != 0 || b != 0),
+            BinaryKind::Xor => i64::from((a != 0) != (b != 0)),
+            BinaryKind::PRelu => {
+                if a < 0 {
+                    a.wrapping_mul(b)
+                } else {
+                    a
+                }
+            }
+            k => i64::from(compare(k, a, b)),
+        })
+    }
+
+    /// The closure `|a: A, b: B| -> O` over storage types.
+    fn closure(&self, da: DType, db: DType) -> Result<TokenStream> {
+        let (ta, tb) = (rust_type(da), rust_type(db));
+        if self.kind == BinaryKind::Pow {
+            return pow_closure(da, db);
         }
+        if let Some(fc) = FloatCx::new(da) {
+            let ct = fc.ty();
+            let (dec_a, dec_b) = (fc.decode(quote!(a)), fc.decode(quote!(b)));
+            let zero = fc.lit(0.0);
+            let body = match self.kind {
+                BinaryKind::Add => quote!(a + b),
+                BinaryKind::Sub => quote!(a - b),
+                BinaryKind::Mul => quote!(a * b),
+                BinaryKind::Div => quote!(a / b),
+                BinaryKind::Mod { fmod: true } => quote!(a % b),
+                BinaryKind::Mod { fmod: false } => {
+                    let f = fc.math("py_mod");
+                    quote!(#f(a, b))
+                }
+                BinaryKind::PRelu => quote!(if a < #zero { b * a } else { a }),
+                k => {
+                    let cmp = comparison_tokens(k)?;
+                    return Ok(quote!(|a: #ta, b: #tb| {
+                        let (a, b): (#ct, #ct) = (#dec_a, #dec_b);
+                        u8::from(#cmp)
+                    }));
+                }
+            };
+            let enc = fc.encode(body);
+            return Ok(quote!(|a: #ta, b: #tb| {
+                let (a, b): (#ct, #ct) = (#dec_a, #dec_b);
+                #enc
+            }));
+        }
+        let signed = is_signed(da);
+        let width = lit(bits(da));
+        let body = match self.kind {
+            BinaryKind::Add => quote!(a.wrapping_add(b)),
+            BinaryKind::Sub => quote!(a.wrapping_sub(b)),
+            BinaryKind::Mul => quote!(a.wrapping_mul(b)),
+            BinaryKind::Div => quote!(if b == 0 { 0 } else { a.wrapping_div(b) }),
+            BinaryKind::Mod { fmod: true } => quote!(if b == 0 { 0 } else { a.wrapping_rem(b) }),
+            BinaryKind::Mod { fmod: false } if signed => quote!(if b == 0 {
+                0
+            } else {
+                let r = a.wrapping_rem(b);
+                if r != 0 && ((r < 0) != (b < 0)) {
+                    r + b
+                } else {
+                    r
+                }
+            }),
+            BinaryKind::Mod { fmod: false } => quote!(if b == 0 { 0 } else { a % b }),
+            BinaryKind::BitShift { left: true } if signed => {
+                quote!(if b < 0 || b >= #width { 0 } else { a << b })
+            }
+            BinaryKind::BitShift { left: true } => quote!(if b >= #width { 0 } else { a << b }),
+            BinaryKind::BitShift { left: false } if signed => {
+                quote!(if b < 0 || b >= #width { if a < 0 { -1 } else { 0 } } else { a >> b })
+            }
+            BinaryKind::BitShift { left: false } => quote!(if b >= #width { 0 } else { a >> b }),
+            BinaryKind::BitwiseAnd => quote!(a & b),
+            BinaryKind::BitwiseOr => quote!(a | b),
+            BinaryKind::BitwiseXor => quote!(a ^ b),
+            BinaryKind::And => quote!(u8::from(a != 0 && b != 0)),
+            BinaryKind::Or => quote!(u8::from(a != 0 || b != 0)),
+            BinaryKind::Xor => quote!(u8::from((a != 0) != (b != 0))),
+            BinaryKind::PRelu => quote!(if a < 0 { a.wrapping_mul(b) } else { a }),
+            BinaryKind::Pow => {
+                return Err(CompileError::unsupported("internal: Pow handled above"));
+            }
+            k => {
+                let cmp = comparison_tokens(k)?;
+                quote!(u8::from(#cmp))
+            }
+        };
+        Ok(quote!(|a: #ta, b: #tb| #body))
     }
 }
 
-/// Which activation.
+fn comparison_tokens(kind: BinaryKind) -> Result<TokenStream> {
+    Ok(match kind {
+        BinaryKind::Equal => quote!(a == b),
+        BinaryKind::Less => quote!(a < b),
+        BinaryKind::LessOrEqual => quote!(a <= b),
+        BinaryKind::Greater => quote!(a > b),
+        BinaryKind::GreaterOrEqual => quote!(a >= b),
+        k => {
+            return Err(CompileError::unsupported(format!(
+                "internal: {k:?} is not a comparison"
+            )))
+        }
+    })
+}
+
+/// Integer power with wrapping (the compile-time twin of `sinter_rt::math::ipow`).
+fn ipow(base: i64, exp: i64) -> i64 {
+    if exp < 0 {
+        return match base {
+            1 => 1,
+            -1 => {
+                if exp & 1 == 0 {
+                    1
+                } else {
+                    -1
+                }
+            }
+            _ => 0,
+        };
+    }
+    let (mut b, mut e, mut acc) = (base, exp, 1i64);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = acc.wrapping_mul(b);
+        }
+        b = b.wrapping_mul(b);
+        e >>= 1;
+    }
+    acc
+}
+
+/// `Pow`: float bases compute `pow_f64` and round to the base type; integer bases with integer
+/// exponents use wrapping integer powers; integer bases with float exponents compute in f64
+/// and convert back (truncating, as numpy's `astype`).
+fn pow_closure(da: DType, db: DType) -> Result<TokenStream> {
+    let (ta, tb) = (rust_type(da), rust_type(db));
+    let y = match FloatCx::new(db) {
+        Some(fb) => {
+            let d = fb.decode(quote!(b));
+            quote!(f64::from(#d))
+        }
+        None => quote!(b as f64),
+    };
+    if let Some(fa) = FloatCx::new(da) {
+        let x = fa.decode(quote!(a));
+        let r = if fa.is_f64() {
+            quote!(::sinter_rt::math::pow_f64(#x, #y))
+        } else {
+            quote!(::sinter_rt::math::pow_f64(f64::from(#x), #y) as f32)
+        };
+        let enc = fa.encode(r);
+        return Ok(quote!(|a: #ta, b: #tb| #enc));
+    }
+    if is_int(db) {
+        Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::ipow(a as i64, b as i64) as #ta))
+    } else {
+        Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::pow_f64(a as f64, #y) as #ta))
+    }
+}
+
+// ---- variadic ops ----
+
+/// Which variadic op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariadicKind {
+    /// Elementwise minimum (NaN propagates).
+    Min,
+    /// Elementwise maximum (NaN propagates).
+    Max,
+    /// Sum.
+    Sum,
+    /// Mean (floats).
+    Mean,
+}
+
+/// `Min`, `Max`, `Sum`, `Mean` over one or more broadcast inputs.
+#[derive(Debug, Clone)]
+pub struct Variadic {
+    /// The operation.
+    pub kind: VariadicKind,
+}
+
+impl OpDef for Variadic {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let kind = match node.op_type() {
+            "Min" => VariadicKind::Min,
+            "Max" => VariadicKind::Max,
+            "Sum" => VariadicKind::Sum,
+            _ => VariadicKind::Mean,
+        };
+        if node.n_inputs() == 0 {
+            return Err(CompileError::malformed("needs at least one input"));
+        }
+        Ok(Self { kind })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let first = cx.input(0)?;
+        let allowed = if self.kind == VariadicKind::Mean {
+            FLOATS.to_vec()
+        } else {
+            numeric()
+        };
+        require_dtype(first.dtype, &allowed, "input")?;
+        let mut shapes = Vec::new();
+        for i in 0..cx.inputs.len() {
+            let x = cx.input(i)?;
+            if x.dtype != first.dtype {
+                return Err(CompileError::shape(format!(
+                    "input types differ: {} and {}",
+                    first.dtype, x.dtype
+                )));
+            }
+            shapes.push(x.shape);
+        }
+        Ok(vec![TypeShape::new(first.dtype, broadcast_all(&shapes)?)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let first = cx.input(0).ok()?;
+        if !foldable_int(first.dtype) || self.kind == VariadicKind::Mean {
+            return None;
+        }
+        let mut shapes = Vec::new();
+        for i in 0..cx.inputs.len() {
+            shapes.push(cx.input(i).ok()?.shape);
+        }
+        let shape = broadcast_all(&shapes).ok()?;
+        let mut acc: Option<Vec<i64>> = None;
+        for i in 0..cx.inputs.len() {
+            let x = cx.input(i).ok()?;
+            let values = x.constant?.to_i64s()?;
+            let offsets = broadcast_offsets(x.shape, &shape);
+            let mut v = Vec::with_capacity(offsets.len());
+            for o in offsets {
+                v.push(*values.get(o)?);
+            }
+            acc = Some(match acc {
+                None => v,
+                Some(prev) => prev
+                    .iter()
+                    .zip(&v)
+                    .map(|(&p, &q)| match self.kind {
+                        VariadicKind::Min => p.min(q),
+                        VariadicKind::Max => p.max(q),
+                        _ => p.wrapping_add(q),
+                    })
+                    .collect(),
+            });
+        }
+        Some(Ok(vec![int_tensor(first.dtype, shape, &acc?)]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let out = cx.output(0)?;
+        let dtype = out.dtype;
+        let shape = usize_slice(out.shape);
+        let t = rust_type(dtype);
+        let o0 = names.output(0);
+        let strides = |i: usize| -> Result<TokenStream> {
+            Ok(usize_slice(&broadcast_strides(
+                cx.input(i)?.shape,
+                out.shape,
+            )))
+        };
+        let n = cx.inputs.len();
+        if n == 1 {
+            let (i0, s0) = (names.input(0), strides(0)?);
+            return Ok(quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #s0, #o0, #shape);));
+        }
+        let f = match FloatCx::new(dtype) {
+            Some(fc) => {
+                let ct = fc.ty();
+                let (dec_a, dec_b) = (fc.decode(quote!(a)), fc.decode(quote!(b)));
+                let body = match self.kind {
+                    VariadicKind::Min => quote!(if a < b || a.is_nan() { a } else { b }),
+                    VariadicKind::Max => quote!(if a > b || a.is_nan() { a } else { b }),
+                    _ => quote!(a + b),
+                };
+                let enc = fc.encode(body);
+                quote!(|a: #t, b: #t| { let (a, b): (#ct, #ct) = (#dec_a, #dec_b); #enc })
+            }
+            None => match self.kind {
+                VariadicKind::Min => quote!(|a: #t, b: #t| if a < b { a } else { b }),
+                VariadicKind::Max => quote!(|a: #t, b: #t| if a > b { a } else { b }),
+                _ => quote!(|a: #t, b: #t| a.wrapping_add(b)),
+            },
+        };
+        let (i0, i1, s0, s1) = (names.input(0), names.input(1), strides(0)?, strides(1)?);
+        let mut code = quote! {
+            let f = #f;
+            ::sinter_rt::elementwise::zip(#i0, #s0, #i1, #s1, #o0, #shape, f);
+        };
+        for i in 2..n {
+            let (ii, si) = (names.input(i), strides(i)?);
+            code.extend(quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #ii, #si, f);));
+        }
+        if self.kind == VariadicKind::Mean {
+            let fc = FloatCx::new(dtype)
+                .ok_or_else(|| CompileError::unsupported(format!("Mean of type {dtype}")))?;
+            let ct = fc.ty();
+            let count = fc
+                .lit(f64::from(u32::try_from(n).map_err(|_| {
+                    CompileError::unsupported("Mean of more than 2^32 inputs")
+                })?));
+            let dec = fc.decode(quote!(v));
+            let enc = fc.encode(quote!(x / #count));
+            code.extend(quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: #t| { let x: #ct = #dec; #enc });));
+        }
+        Ok(code)
+    }
+}
+
+// ---- Where ----
+
+/// `Where(cond, x, y)`, the three broadcast together.
+#[derive(Debug, Clone)]
+pub struct Where;
+
+impl OpDef for Where {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (c, x, y) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        require_dtype(c.dtype, &[DType::Bool], "condition")?;
+        if x.dtype != y.dtype {
+            return Err(CompileError::shape(format!(
+                "input types differ: {} and {}",
+                x.dtype, y.dtype
+            )));
+        }
+        Ok(vec![TypeShape::new(
+            x.dtype,
+            broadcast_all(&[c.shape, x.shape, y.shape])?,
+        )])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let (c, x, y) = (cx.input(0).ok()?, cx.input(1).ok()?, cx.input(2).ok()?);
+        let (tc, tx, ty) = (c.constant?, x.constant?, y.constant?);
+        let shape = broadcast_all(&[c.shape, x.shape, y.shape]).ok()?;
+        let (oc, ox, oy) = (
+            broadcast_offsets(c.shape, &shape),
+            broadcast_offsets(x.shape, &shape),
+            broadcast_offsets(y.shape, &shape),
+        );
+        let size = x.dtype.size();
+        let mut bytes = Vec::with_capacity(oc.len() * size);
+        for i in 0..oc.len() {
+            let take_x = *tc.bytes.get(oc[i])? != 0;
+            let (src, o) = if take_x { (tx, ox[i]) } else { (ty, oy[i]) };
+            bytes.extend_from_slice(src.bytes.get(o * size..(o + 1) * size)?);
+        }
+        Some(Ok(vec![Tensor {
+            dtype: x.dtype,
+            shape,
+            bytes,
+        }]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let out = cx.output(0)?;
+        let st = |i: usize| -> Result<TokenStream> {
+            Ok(usize_slice(&broadcast_strides(
+                cx.input(i)?.shape,
+                out.shape,
+            )))
+        };
+        let (s0, s1, s2) = (st(0)?, st(1)?, st(2)?);
+        let shape = usize_slice(out.shape);
+        let t = rust_type(out.dtype);
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        Ok(
+            quote!(::sinter_rt::elementwise::zip3(#i0, #s0, #i1, #s1, #i2, #s2, #o0, #shape,
+            |c: u8, x: #t, y: #t| if c != 0 { x } else { y });),
+        )
+    }
+}
+
+// ---- unary ops ----
+
+/// Which unary op (attributes included).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnaryKind {
+    /// `|x|`.
+    Abs,
+    /// `-x`.
+    Neg,
+    /// `e^x`.
+    Exp,
+    /// `ln x`.
+    Log,
+    /// `sqrt x`.
+    Sqrt,
+    /// `1 / x`.
+    Reciprocal,
+    /// Round down.
+    Floor,
+    /// Round up.
+    Ceil,
+    /// Round half to even.
+    Round,
+    /// -1, 0 or 1.
+    Sign,
+    /// The error function.
+    Erf,
+    /// Sine.
+    Sin,
+    /// Cosine.
+    Cos,
+    /// Tangent.
+    Tan,
+    /// Arcsine.
+    Asin,
+    /// Arccosine.
+    Acos,
+    /// Arctangent.
+    Atan,
+    /// Hyperbolic sine.
+    Sinh,
+    /// Hyperbolic cosine.
+    Cosh,
+    /// Inverse hyperbolic sine.
+    Asinh,
+    /// Inverse hyperbolic cosine.
+    Acosh,
+    /// Inverse hyperbolic tangent.
+    Atanh,
+    /// NaN test (bool output).
+    IsNaN,
+    /// Infinity test (bool output).
+    IsInf {
+        /// Report -inf.
+        negative: bool,
+        /// Report +inf.
+        positive: bool,
+    },
+    /// Logical not (bool).
+    Not,
+    /// `!x` on integers.
+    BitwiseNot,
     /// `max(x, 0)` (NaN stays NaN).
     Relu,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
-    /// `tanh(x)`.
+    /// `tanh x`.
     Tanh,
+    /// `x < 0 ? alpha x : x`.
+    LeakyRelu(f32),
+    /// `x < 0 ? alpha (e^x - 1) : x`.
+    Elu(f32),
+    /// `gamma (x <= 0 ? alpha (e^x - 1) : x)`, `(alpha, gamma)`.
+    Selu(f32, f32),
+    /// `max(0, x) + min(0, alpha (e^(x / alpha) - 1))`.
+    Celu(f32),
+    /// `x Phi(x)`, exactly (`erf`) or with the tanh approximation.
+    Gelu {
+        /// `approximate = "tanh"`.
+        tanh: bool,
+    },
+    /// `clamp(alpha x + beta, 0, 1)`, `(alpha, beta)`.
+    HardSigmoid(f32, f32),
+    /// `x clamp(x / 6 + 1/2, 0, 1)`.
+    HardSwish,
+    /// `ln(1 + e^x)`.
+    Softplus,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `x tanh(softplus(x))`.
+    Mish,
+    /// `x > alpha ? x : 0`.
+    ThresholdedRelu(f32),
+    /// `x < -lambd ? x + bias : x > lambd ? x - bias : 0`, `(lambd, bias)`.
+    Shrink(f32, f32),
+    /// `x sigmoid(alpha x)`.
+    Swish(f32),
 }
 
-/// `Relu`, `Sigmoid`, `Tanh` on float32.
+/// The unary ops and activations (see [`UnaryKind`]).
 #[derive(Debug, Clone)]
 pub struct Unary {
     /// The function.
@@ -183,30 +1022,283 @@ pub struct Unary {
 
 impl OpDef for Unary {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        use UnaryKind as K;
         let kind = match node.op_type() {
-            "Relu" => UnaryKind::Relu,
-            "Sigmoid" => UnaryKind::Sigmoid,
-            _ => UnaryKind::Tanh,
+            "Abs" => K::Abs,
+            "Neg" => K::Neg,
+            "Exp" => K::Exp,
+            "Log" => K::Log,
+            "Sqrt" => K::Sqrt,
+            "Reciprocal" => K::Reciprocal,
+            "Floor" => K::Floor,
+            "Ceil" => K::Ceil,
+            "Round" => K::Round,
+            "Sign" => K::Sign,
+            "Erf" => K::Erf,
+            "Sin" => K::Sin,
+            "Cos" => K::Cos,
+            "Tan" => K::Tan,
+            "Asin" => K::Asin,
+            "Acos" => K::Acos,
+            "Atan" => K::Atan,
+            "Sinh" => K::Sinh,
+            "Cosh" => K::Cosh,
+            "Asinh" => K::Asinh,
+            "Acosh" => K::Acosh,
+            "Atanh" => K::Atanh,
+            "IsNaN" => K::IsNaN,
+            "IsInf" => K::IsInf {
+                negative: node.i64_or("detect_negative", 1)? != 0,
+                positive: node.i64_or("detect_positive", 1)? != 0,
+            },
+            "Not" => K::Not,
+            "BitwiseNot" => K::BitwiseNot,
+            "Relu" => K::Relu,
+            "Sigmoid" => K::Sigmoid,
+            "Tanh" => K::Tanh,
+            "LeakyRelu" => K::LeakyRelu(node.f32_or("alpha", 0.01)?),
+            "Elu" => K::Elu(node.f32_or("alpha", 1.0)?),
+            "Selu" => K::Selu(
+                node.f32_or("alpha", 1.673_263_2)?,
+                node.f32_or("gamma", 1.050_701)?,
+            ),
+            "Celu" => {
+                let alpha = node.f32_or("alpha", 1.0)?;
+                if alpha == 0.0 {
+                    return Err(CompileError::attribute("alpha", "must not be 0"));
+                }
+                K::Celu(alpha)
+            }
+            "Gelu" => K::Gelu {
+                tanh: match node.string_or("approximate", "none")?.as_str() {
+                    "none" => false,
+                    "tanh" => true,
+                    a => {
+                        return Err(CompileError::attribute(
+                            "approximate",
+                            format!("must be \"none\" or \"tanh\", found {a:?}"),
+                        ))
+                    }
+                },
+            },
+            "HardSigmoid" => K::HardSigmoid(node.f32_or("alpha", 0.2)?, node.f32_or("beta", 0.5)?),
+            "HardSwish" => K::HardSwish,
+            "Softplus" => K::Softplus,
+            "Softsign" => K::Softsign,
+            "Mish" => K::Mish,
+            "ThresholdedRelu" => K::ThresholdedRelu(node.f32_or("alpha", 1.0)?),
+            "Shrink" => K::Shrink(node.f32_or("lambd", 0.5)?, node.f32_or("bias", 0.0)?),
+            "Swish" => K::Swish(node.f32_or("alpha", 1.0)?),
+            other => {
+                return Err(CompileError::unsupported(format!(
+                    "internal: {other} is not a unary op"
+                )))
+            }
         };
         Ok(Self { kind })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        use UnaryKind as K;
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &[DType::F32], "input")?;
-        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+        let allowed: Vec<DType> = match self.kind {
+            K::Abs | K::Sign => numeric(),
+            K::Neg | K::Relu => signed_numeric(),
+            K::Not => vec![DType::Bool],
+            K::BitwiseNot => ints(),
+            _ => FLOATS.to_vec(),
+        };
+        require_dtype(x.dtype, &allowed, "input")?;
+        let dtype = match self.kind {
+            K::IsNaN | K::IsInf { .. } => DType::Bool,
+            _ => x.dtype,
+        };
+        Ok(vec![TypeShape::new(dtype, x.shape.to_vec())])
     }
 
-    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let f = match self.kind {
-            UnaryKind::Relu => quote!(|x: f32| if x < 0.0 { 0.0 } else { x }),
-            UnaryKind::Sigmoid => quote!(::sinter_rt::math::sigmoid),
-            UnaryKind::Tanh => quote!(::sinter_rt::math::tanh),
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        use UnaryKind as K;
+        let x = cx.input(0).ok()?;
+        if !foldable_int(x.dtype) {
+            return None;
+        }
+        let values = x.constant?.to_i64s()?;
+        let f = |v: i64| -> Option<i64> {
+            Some(match self.kind {
+                K::Abs => v.wrapping_abs(),
+                K::Neg => v.wrapping_neg(),
+                K::Sign => v.signum(),
+                K::Relu => v.max(0),
+                K::Not => i64::from(v == 0),
+                K::BitwiseNot => !v,
+                _ => return None,
+            })
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            out.push(f(v)?);
+        }
+        Some(Ok(vec![int_tensor(x.dtype, x.shape.to_vec(), &out)]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let t = rust_type(x.dtype);
+        let f = match FloatCx::new(x.dtype) {
+            Some(fc) => {
+                let ct = fc.ty();
+                let dec = fc.decode(quote!(v));
+                let body = match self.kind {
+                    UnaryKind::IsNaN | UnaryKind::IsInf { .. } => {
+                        let test = float_test(self.kind, fc);
+                        quote!(u8::from(#test))
+                    }
+                    _ => fc.encode(float_body(self.kind, fc)),
+                };
+                quote!(|v: #t| { let x: #ct = #dec; #body })
+            }
+            None => {
+                let body = int_body(self.kind, x.dtype)?;
+                quote!(|x: #t| #body)
+            }
         };
         let (i0, o0) = (names.input(0), names.output(0));
         Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
     }
 }
+
+/// The bool-valued float tests.
+fn float_test(kind: UnaryKind, fc: FloatCx) -> TokenStream {
+    let ct = fc.ty();
+    match kind {
+        UnaryKind::IsInf { negative, positive } => match (negative, positive) {
+            (true, true) => quote!(x.is_infinite()),
+            (true, false) => quote!(x == #ct::NEG_INFINITY),
+            (false, true) => quote!(x == #ct::INFINITY),
+            (false, false) => quote!({
+                let _ = x;
+                false
+            }),
+        },
+        _ => quote!(x.is_nan()),
+    }
+}
+
+/// The float expression for `kind` in terms of `x` (of the compute type).
+fn float_body(kind: UnaryKind, fc: FloatCx) -> TokenStream {
+    use UnaryKind as K;
+    let m = |name: &str| fc.math(name);
+    let l = |v: f32| fc.lit(f64::from(v));
+    let (zero, one) = (fc.lit(0.0), fc.lit(1.0));
+    let call = |name: &str| {
+        let f = m(name);
+        quote!(#f(x))
+    };
+    match kind {
+        K::Abs => quote!(x.abs()),
+        K::Neg => quote!(-x),
+        K::Exp => call("exp"),
+        K::Log => call("ln"),
+        K::Sqrt => call("sqrt"),
+        K::Reciprocal => quote!(#one / x),
+        K::Floor => call("floor"),
+        K::Ceil => call("ceil"),
+        K::Round => call("round_even"),
+        K::Sign => quote!(if x > #zero { #one } else if x < #zero { -#one } else { x }),
+        K::Erf => call("erf"),
+        K::Sin => call("sin"),
+        K::Cos => call("cos"),
+        K::Tan => call("tan"),
+        K::Asin => call("asin"),
+        K::Acos => call("acos"),
+        K::Atan => call("atan"),
+        K::Sinh => call("sinh"),
+        K::Cosh => call("cosh"),
+        K::Asinh => call("asinh"),
+        K::Acosh => call("acosh"),
+        K::Atanh => call("atanh"),
+        K::Relu => quote!(if x < #zero { #zero } else { x }),
+        K::Sigmoid => call("sigmoid"),
+        K::Tanh => call("tanh"),
+        K::LeakyRelu(a) => {
+            let a = l(a);
+            quote!(if x < #zero { #a * x } else { x })
+        }
+        K::Elu(a) => {
+            let (a, expm1) = (l(a), m("expm1"));
+            quote!(if x < #zero { #a * #expm1(x) } else { x })
+        }
+        K::Selu(a, g) => {
+            let (a, g, expm1) = (l(a), l(g), m("expm1"));
+            quote!(if x <= #zero { #g * (#a * #expm1(x)) } else { #g * x })
+        }
+        K::Celu(a) => {
+            let (a, expm1) = (l(a), m("expm1"));
+            quote!(if x > #zero { x } else { #a * #expm1(x / #a) })
+        }
+        K::Gelu { tanh: false } => {
+            let (erf, half, r2) = (
+                m("erf"),
+                fc.lit(0.5),
+                fc.lit(std::f64::consts::FRAC_1_SQRT_2),
+            );
+            quote!(#half * x * (#one + #erf(x * #r2)))
+        }
+        K::Gelu { tanh: true } => {
+            let (tanh, half) = (m("tanh"), fc.lit(0.5));
+            let c = fc.lit((2.0 / std::f64::consts::PI).sqrt());
+            let k = fc.lit(0.044_715);
+            quote!(#half * x * (#one + #tanh(#c * (x + #k * x * x * x))))
+        }
+        K::HardSigmoid(a, b) => {
+            let (a, b) = (l(a), l(b));
+            quote!({ let v = #a * x + #b; if v < #zero { #zero } else if v > #one { #one } else { v } })
+        }
+        K::HardSwish => {
+            let (a, b) = (fc.lit(1.0 / 6.0), fc.lit(0.5));
+            quote!({ let v = #a * x + #b; x * if v < #zero { #zero } else if v > #one { #one } else { v } })
+        }
+        K::Softplus => call("softplus"),
+        K::Softsign => quote!(x / (#one + x.abs())),
+        K::Mish => {
+            let (tanh, sp) = (m("tanh"), m("softplus"));
+            quote!(x * #tanh(#sp(x)))
+        }
+        K::ThresholdedRelu(a) => {
+            let a = l(a);
+            quote!(if x > #a { x } else { #zero })
+        }
+        K::Shrink(lambd, bias) => {
+            let (lambd, bias) = (l(lambd), l(bias));
+            quote!(if x < -#lambd { x + #bias } else if x > #lambd { x - #bias } else { #zero })
+        }
+        K::Swish(a) => {
+            let (a, sig) = (l(a), m("sigmoid"));
+            quote!(x * #sig(#a * x))
+        }
+        // Not, BitwiseNot, IsNaN, IsInf never reach here (checked in infer / emit).
+        K::Not | K::BitwiseNot | K::IsNaN | K::IsInf { .. } => quote!(x),
+    }
+}
+
+/// The integer (or bool) expression for `kind` in terms of `x`.
+fn int_body(kind: UnaryKind, dtype: DType) -> Result<TokenStream> {
+    use UnaryKind as K;
+    let signed = is_signed(dtype);
+    Ok(match kind {
+        K::Abs if signed => quote!(x.wrapping_abs()),
+        K::Abs => quote!(x),
+        K::Neg => quote!(x.wrapping_neg()),
+        K::Sign if signed => quote!(x.signum()),
+        K::Sign => quote!(if x > 0 { 1 } else { 0 }),
+        K::Relu => quote!(if x < 0 { 0 } else { x }),
+        K::Not => quote!(u8::from(x == 0)),
+        K::BitwiseNot => quote!(!x),
+        k => return Err(CompileError::unsupported(format!("{k:?} of type {dtype}"))),
+    })
+}
+
+// ---- Clip ----
 
 /// `Clip`: bounds from attributes (opset < 11) or optional scalar inputs (opset >= 11).
 #[derive(Debug, Clone)]
@@ -218,7 +1310,10 @@ pub struct Clip {
 impl OpDef for Clip {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         let attr_bounds = if node.opset() < 11 {
-            Some((node.f32_or("min", f32::MIN)?, node.f32_or("max", f32::MAX)?))
+            Some((
+                node.f32_or("min", f32::NEG_INFINITY)?,
+                node.f32_or("max", f32::INFINITY)?,
+            ))
         } else {
             None
         };
@@ -227,7 +1322,11 @@ impl OpDef for Clip {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &[DType::F32], "input")?;
+        if self.attr_bounds.is_some() {
+            require_dtype(x.dtype, FLOATS, "input")?;
+        } else {
+            require_dtype(x.dtype, &numeric(), "input")?;
+        }
         for i in 1..3 {
             if let Some(bound) = cx.opt_input(i) {
                 if bound.dtype != x.dtype || bound.shape.iter().product::<usize>() != 1 {
@@ -242,21 +1341,73 @@ impl OpDef for Clip {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let mut bound = |i: usize, default: f32| match (self.attr_bounds, cx.opt_input(i)) {
-            (Some((lo, hi)), _) => f32_lit(if i == 1 { lo } else { hi }),
-            (None, Some(_)) => {
-                let ident = names.input(i);
-                quote!(#ident[0])
+        let x = cx.input(0)?;
+        let t = rust_type(x.dtype);
+        let fc = FloatCx::new(x.dtype);
+        let ct = fc.map_or_else(|| t.clone(), FloatCx::ty);
+        let mut bound = |i: usize, low: bool| -> TokenStream {
+            match (self.attr_bounds, cx.opt_input(i), fc) {
+                (Some((lo, hi)), _, Some(fc)) => fc.lit(f64::from(if low { lo } else { hi })),
+                (None, Some(_), _) => {
+                    let ident = names.input(i);
+                    match fc {
+                        Some(fc) => fc.decode(quote!(#ident[0])),
+                        None => quote!(#ident[0]),
+                    }
+                }
+                (_, _, Some(fc)) => fc.lit(if low {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                }),
+                (_, _, None) => {
+                    if low {
+                        quote!(#t::MIN)
+                    } else {
+                        quote!(#t::MAX)
+                    }
+                }
             }
-            (None, None) => f32_lit(default),
         };
-        let lo = bound(1, f32::NEG_INFINITY);
-        let hi = bound(2, f32::INFINITY);
+        let lo = bound(1, true);
+        let hi = bound(2, false);
+        let (dec, enc) = match fc {
+            Some(fc) => (fc.decode(quote!(v)), fc.encode(quote!(r))),
+            None => (quote!(v), quote!(r)),
+        };
         let (i0, o0) = (names.input(0), names.output(0));
         Ok(quote! {
-            let (lo, hi): (f32, f32) = (#lo, #hi);
+            let (lo, hi): (#ct, #ct) = (#lo, #hi);
             // min(max(x, lo), hi): when lo > hi every element becomes hi, as the spec says.
-            ::sinter_rt::elementwise::map(#i0, #o0, |x: f32| { let v = if x < lo { lo } else { x }; if v > hi { hi } else { v } });
+            ::sinter_rt::elementwise::map(#i0, #o0, |v: #t| {
+                let x: #ct = #dec;
+                let m = if x < lo { lo } else { x };
+                let r = if m > hi { hi } else { m };
+                #enc
+            });
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_folding_wraps_like_the_runtime() {
+        let shift = Binary {
+            kind: BinaryKind::BitShift { left: false },
+        };
+        assert_eq!(shift.apply_int(DType::I8, -8, 9), Some(-1));
+        assert_eq!(shift.apply_int(DType::I8, -8, -1), Some(-1));
+        let modulo = Binary {
+            kind: BinaryKind::Mod { fmod: false },
+        };
+        assert_eq!(modulo.apply_int(DType::I32, 7, -3), Some(-2));
+        assert_eq!(modulo.apply_int(DType::I32, -7, 3), Some(2));
+        let t = int_tensor(DType::I8, vec![2], &[128, -129]);
+        assert_eq!(t.to_i64s(), Some(vec![-128, 127]));
+        assert_eq!(ipow(3, 4), 81);
+        assert_eq!(broadcast_offsets(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
     }
 }

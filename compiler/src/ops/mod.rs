@@ -304,8 +304,10 @@ macro_rules! ops {
 }
 
 ops! {
-    Binary(elementwise::Binary) => ["Add", "Sub", "Mul", "Div"];
-    Unary(elementwise::Unary) => ["Relu", "Sigmoid", "Tanh"];
+    Binary(elementwise::Binary) => ["Add", "Sub", "Mul", "Div", "Mod", "Pow", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "PRelu"];
+    Unary(elementwise::Unary) => ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Erf", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "IsNaN", "IsInf", "Not", "BitwiseNot", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Shrink", "Swish"];
+    Variadic(elementwise::Variadic) => ["Min", "Max", "Sum", "Mean"];
+    Where(elementwise::Where) => ["Where"];
     Clip(elementwise::Clip) => ["Clip"];
     Gemm(gemm::Gemm) => ["Gemm"];
     MatMul(gemm::MatMul) => ["MatMul"];
@@ -313,7 +315,7 @@ ops! {
     Pool(pool::Pool) => ["MaxPool", "AveragePool", "LpPool"];
     GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
-    Softmax(softmax::Softmax) => ["Softmax"];
+    Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
     Transpose(movement::Transpose) => ["Transpose"];
     Concat(movement::Concat) => ["Concat"];

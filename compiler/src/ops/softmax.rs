@@ -1,6 +1,9 @@
-//! `Softmax` (opset 1..=13: before 13 over the flattened trailing axes, from 13 over one axis).
+//! `Softmax`, `LogSoftmax` and `Hardmax` (opset 1..=13: before 13 over the flattened trailing
+//! axes, from 13 over one axis).
 //!
-//! Spec: <https://onnx.ai/onnx/operators/onnx__Softmax.html>. float32.
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Softmax.html>,
+//! <https://onnx.ai/onnx/operators/onnx__LogSoftmax.html>,
+//! <https://onnx.ai/onnx/operators/onnx__Hardmax.html>. float32.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -9,9 +12,22 @@ use super::{lit, normalize_axis, require_dtype, EmitNames, NodeCx, OpCx, OpDef, 
 use crate::error::Result;
 use crate::ir::DType;
 
-/// `Softmax` along `axis`.
+/// Which of the three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxKind {
+    /// `e^x / sum(e^x)`.
+    Softmax,
+    /// `x - ln(sum(e^x))`.
+    LogSoftmax,
+    /// 1 at the first maximum, 0 elsewhere.
+    Hardmax,
+}
+
+/// `Softmax`, `LogSoftmax` or `Hardmax` along `axis`.
 #[derive(Debug, Clone)]
 pub struct Softmax {
+    /// The function.
+    pub kind: SoftmaxKind,
     /// The axis (possibly negative).
     pub axis: i64,
     /// Opset < 13: the input is viewed as 2-D `[prod(..axis), prod(axis..)]`.
@@ -37,7 +53,13 @@ impl Softmax {
 impl OpDef for Softmax {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         let flatten = node.opset() < 13;
+        let kind = match node.op_type() {
+            "LogSoftmax" => SoftmaxKind::LogSoftmax,
+            "Hardmax" => SoftmaxKind::Hardmax,
+            _ => SoftmaxKind::Softmax,
+        };
         Ok(Self {
+            kind,
             axis: node.i64_or("axis", if flatten { 1 } else { -1 })?,
             flatten,
         })
@@ -54,6 +76,11 @@ impl OpDef for Softmax {
         let (outer, len, inner) = self.split(cx.input(0)?.shape)?;
         let (outer, len, inner) = (lit(outer), lit(len), lit(inner));
         let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::softmax::softmax_f32(#i0, #o0, #outer, #len, #inner);))
+        let kernel = match self.kind {
+            SoftmaxKind::Softmax => quote!(softmax_f32),
+            SoftmaxKind::LogSoftmax => quote!(log_softmax_f32),
+            SoftmaxKind::Hardmax => quote!(hardmax_f32),
+        };
+        Ok(quote!(::sinter_rt::softmax::#kernel(#i0, #o0, #outer, #len, #inner);))
     }
 }
