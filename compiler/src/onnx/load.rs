@@ -307,7 +307,8 @@ fn declared_type(info: &ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
                 Some(Value::DimValue(v)) if *v >= 0 => {
                     Dim::Fixed(usize::try_from(*v).unwrap_or(usize::MAX))
                 }
-                Some(Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                // "?" is what some exporters write for "unknown": unnamed, like a missing value.
+                Some(Value::DimParam(p)) if !p.is_empty() && p != "?" => Dim::Sym(p.clone()),
                 _ => Dim::Sym(format!("{name}.{axis}")),
             }
         })
