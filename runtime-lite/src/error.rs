@@ -14,6 +14,12 @@ pub enum Error {
         /// Elements that were passed.
         found: usize,
     },
+    /// The inputs select a branch of the model (an ONNX `If`) that cannot run with the shapes
+    /// the model was compiled for.
+    InvalidBranch {
+        /// Which node, and why the branch cannot run.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -27,6 +33,9 @@ impl fmt::Display for Error {
                 f,
                 "input `{input}` has {found} elements, expected {expected}"
             ),
+            Error::InvalidBranch { reason } => {
+                write!(f, "the inputs select a branch that cannot run: {reason}")
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use quote::{format_ident, quote};
 use super::names::Names;
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, ValueId};
-use crate::ops::{lit, rust_type, EmitNames};
+use crate::ops::{lit, rust_type, EmitNames, Op};
 use crate::passes::infer_shapes_cx;
 use crate::plan::{Location, Plan};
 
@@ -125,6 +125,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     let mut uses_weights = false;
     let mut node_fns = Vec::new();
     let mut node_calls = Vec::new();
+    let mut has_traps = false;
     for (index, node) in graph.nodes.iter().enumerate() {
         if plan.skip[index] {
             continue;
@@ -256,6 +257,34 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             }
             node_calls.push(quote!(if #(#conditions)&&* { #call }));
         }
+        if let Some(Op::IfTrap(trap)) = &node.op {
+            let cond = node
+                .inputs
+                .first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| CompileError::shape("internal: trap without condition"))?;
+            let slice = match plan.locations[cond.index()] {
+                Some(Location::Arena(offset)) => {
+                    let offset = lit(offset);
+                    quote!(self.arena.get::<u8>(#offset, 1))
+                }
+                Some(Location::Input(k)) => {
+                    let ident = &inputs[k].ident;
+                    quote!(#ident)
+                }
+                _ => {
+                    return Err(CompileError::shape(
+                        "internal: trap condition has no run-time location",
+                    )
+                    .at(node.node_ref()))
+                }
+            };
+            let taken = u8::from(trap.taken_when);
+            let reason = format!("node \"{}\": the other branch was compiled; this one cannot run with the bound shapes: {}", node.name, trap.reason);
+            node_calls.push(quote!(if #slice[0] == #taken { fault = Some(#reason); }));
+            has_traps = true;
+        }
     }
 
     // Inputs as slices for the node functions (booleans as bytes).
@@ -378,6 +407,31 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         }
     );
 
+    let (run_panics, run_forward, slices_forward, forward_ret, fault_decl, fault_ret) = if has_traps
+    {
+        (
+            quote! {
+                ///
+                /// # Panics
+                /// When the inputs select a branch of the model that cannot run with the shapes
+                /// it was compiled for ([`Model::run_slices`] returns that as an error instead).
+            },
+            quote!(if let Some(reason) = self.forward(#(#input_idents),*) { panic!("{}", reason); }),
+            quote!(if let Some(reason) = self.forward(#(#input_idents),*) { return Err(::sinter_rt::Error::InvalidBranch { reason }); }),
+            quote!(-> Option<&'static str>),
+            quote!(let mut fault: Option<&'static str> = None;),
+            quote!(fault),
+        )
+    } else {
+        (
+            TokenStream::new(),
+            quote!(self.forward(#(#input_idents),*);),
+            quote!(self.forward(#(#input_idents),*);),
+            TokenStream::new(),
+            TokenStream::new(),
+            TokenStream::new(),
+        )
+    };
     let arena_bytes = plan.arena_bytes;
     let blocks = lit(arena_bytes.div_ceil(crate::plan::ALIGN));
     let (arena_lit, weights_lit) = (lit(arena_bytes), lit(weights_len));
@@ -454,11 +508,9 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 }
 
                 #[doc = #run_doc]
+                #run_panics
                 pub fn run(&mut self, #(#run_params),*) -> #ret_type {
-                    #(#input_slices)*
-                    #(#unused_inputs)*
-                    #(#node_calls)*
-                    #(#output_copies)*
+                    #run_forward
                     #ret_value
                 }
 
@@ -468,7 +520,18 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 /// [`sinter_rt::Error::InputLength`] when an input has the wrong number of elements.
                 pub fn run_slices(&mut self, #(#slice_params),*) -> ::core::result::Result<#ret_type, ::sinter_rt::Error> {
                     #(#checks)*
-                    Ok(self.run(#(#input_idents),*))
+                    #slices_forward
+                    Ok(#ret_value)
+                }
+
+                /// Computes every node into the arena.
+                fn forward(&mut self, #(#run_params),*) #forward_ret {
+                    #fault_decl
+                    #(#input_slices)*
+                    #(#unused_inputs)*
+                    #(#node_calls)*
+                    #(#output_copies)*
+                    #fault_ret
                 }
             }
 

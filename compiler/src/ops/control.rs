@@ -92,3 +92,32 @@ impl OpDef for IfSelect {
         })
     }
 }
+
+/// The join of a run-time `If` one of whose branches cannot run with the bound shapes: the
+/// output is the valid branch's value, and the generated `run` reports an error when the
+/// condition selects the other branch (`run_slices` returns it, `run` panics with it).
+#[derive(Debug, Clone)]
+pub struct IfTrap {
+    /// The condition value that selects the branch that cannot run.
+    pub taken_when: bool,
+    /// Why that branch cannot run.
+    pub reason: String,
+}
+
+impl OpDef for IfTrap {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::shape(
+            "internal: IfTrap is created by shape inference only",
+        ))
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let value = cx.input(1)?;
+        Ok(vec![TypeShape::new(value.dtype, value.shape.to_vec())])
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (i1, o0) = (names.input(1), names.output(0));
+        Ok(quote!(#o0.copy_from_slice(#i1);))
+    }
+}

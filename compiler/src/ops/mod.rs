@@ -323,6 +323,7 @@ ops! {
     Recurrent(recurrent::Recurrent) => ["LSTM", "GRU", "RNN"];
     If(control::If) => ["If"];
     IfSelect(control::IfSelect) => ["sinter::IfSelect"];
+    IfTrap(control::IfTrap) => ["sinter::IfTrap"];
     LayerNorm(norm::LayerNorm) => ["LayerNormalization", "RMSNormalization"];
     GroupNorm(norm::GroupNorm) => ["InstanceNormalization", "GroupNormalization"];
     Mvn(norm::Mvn) => ["MeanVarianceNormalization"];

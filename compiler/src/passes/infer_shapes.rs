@@ -8,7 +8,7 @@ use crate::error::{CompileError, ErrorKind, Result, Unsupported};
 use crate::ir::{DType, Graph, Node, Value, ValueId};
 use crate::onnx::import_subgraph;
 use crate::onnx::proto::GraphProto;
-use crate::ops::control::{If, IfSelect};
+use crate::ops::control::{If, IfSelect, IfTrap};
 use crate::ops::movement::{Reshape, ReshapeKind};
 use crate::ops::{self, NodeCx, Op, OpCx, Operand};
 
@@ -47,11 +47,20 @@ pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<Op
 pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     let mut work: VecDeque<Node> = std::mem::take(&mut graph.nodes).into();
     let mut kept = Vec::with_capacity(work.len());
+    let mut poisoned: Vec<((ValueId, bool), String)> = Vec::new();
     while let Some(node) = work.pop_front() {
         let op = node
             .op
             .as_ref()
             .ok_or_else(|| CompileError::shape("internal: op not resolved").at(node.node_ref()))?;
+        // A node under a poisoned guard belongs to a branch that cannot run: drop it.
+        if node
+            .guards
+            .iter()
+            .any(|g| poisoned.iter().any(|(p, _)| p == g))
+        {
+            continue;
+        }
         if let Op::If(branches) = op {
             let expanded =
                 expand_if(&mut graph, &node, branches).map_err(|e| e.at(node.node_ref()))?;
@@ -60,27 +69,50 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             }
             continue;
         }
-        let cx = op_cx(&graph, &node, false).map_err(|e| e.at(node.node_ref()))?;
-        let types = op.infer(&cx).map_err(|e| e.at(node.node_ref()))?;
-        let needed = node
-            .outputs
-            .iter()
-            .rposition(Option::is_some)
-            .map_or(0, |p| p + 1);
-        if needed > types.len() {
-            return Err(
-                CompileError::unsupported(format!("output {} of this op", types.len()))
-                    .at(node.node_ref()),
-            );
+        if let Op::IfSelect(_) = op {
+            if let Some(trap) = trap_for(&node, &poisoned)? {
+                work.push_front(trap);
+                continue;
+            }
         }
-        // Shape/Size (and ConstantOfShape/Range, whose shapes need constants anyway) fold
-        // even when an input is a run-time value.
-        let folded = if cx.all_constant() || matches!(op, Op::ShapeOf(_) | Op::Generate(_)) {
-            op.eval(&cx)
-                .transpose()
-                .map_err(|e| e.at(node.node_ref()))?
-        } else {
-            None
+        let inferred = (|| -> Result<_> {
+            let cx = op_cx(&graph, &node, false)?;
+            let types = op.infer(&cx)?;
+            let needed = node
+                .outputs
+                .iter()
+                .rposition(Option::is_some)
+                .map_or(0, |p| p + 1);
+            if needed > types.len() {
+                return Err(CompileError::unsupported(format!(
+                    "output {} of this op",
+                    types.len()
+                )));
+            }
+            // Shape/Size (and ConstantOfShape/Range, whose shapes need constants anyway) fold
+            // even when an input is a run-time value.
+            let folded = if cx.all_constant() || matches!(op, Op::ShapeOf(_) | Op::Generate(_)) {
+                op.eval(&cx).transpose()?
+            } else {
+                None
+            };
+            Ok((types, folded))
+        })()
+        .map_err(|e| e.at(node.node_ref()));
+        let (types, folded) = match inferred {
+            Ok(v) => v,
+            // In a branch of a run-time If, a node that cannot be typed (shapes that only
+            // fit the other branch's inputs) poisons its branch: the branch is dropped and
+            // taking it at run time is reported as an error by the generated code.
+            Err(e)
+                if !node.guards.is_empty() && !matches!(e.kind, ErrorKind::UnsupportedOps(_)) =>
+            {
+                let guard = node.guards[node.guards.len() - 1];
+                poisoned.push((guard, e.to_string()));
+                kept.retain(|n: &Node| !n.guards.contains(&guard));
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         for (i, out) in node.outputs.iter().enumerate() {
             let Some(id) = out else { continue };
@@ -98,6 +130,39 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     }
     graph.nodes = kept;
     Ok(graph)
+}
+
+/// For an `IfSelect` one of whose branches was poisoned, the `IfTrap` that replaces it.
+fn trap_for(node: &Node, poisoned: &[((ValueId, bool), String)]) -> Result<Option<Node>> {
+    let (Some(Some(cond)), Some(then_value), Some(else_value)) =
+        (node.inputs.first(), node.inputs.get(1), node.inputs.get(2))
+    else {
+        return Ok(None);
+    };
+    let reason = |side: bool| {
+        poisoned
+            .iter()
+            .find(|((c, p), _)| c == cond && *p == side)
+            .map(|(_, r)| r.clone())
+    };
+    let (bad, good, reason) = match (reason(true), reason(false)) {
+        (None, None) => return Ok(None),
+        (Some(a), Some(b)) => {
+            return Err(CompileError::shape(format!(
+                "both branches of an If fail to compile: {a}; {b}"
+            ))
+            .at(node.node_ref()))
+        }
+        (Some(r), None) => (true, *else_value, r),
+        (None, Some(r)) => (false, *then_value, r),
+    };
+    let mut trap = node.clone();
+    trap.op = Some(Op::IfTrap(IfTrap {
+        taken_when: bad,
+        reason,
+    }));
+    trap.inputs = vec![Some(*cond), good];
+    Ok(Some(trap))
 }
 
 /// Imports a branch and resolves its ops; every node inherits `guards`.
