@@ -60,6 +60,40 @@ fn bundled_cases_all_pass() {
 }
 
 #[test]
+fn bundled_real_models_pass_at_every_level() {
+    // Silero VAD (LSTM, run-time If on the sample rate), PP-OCR cls and det v4: ONNX Runtime's
+    // outputs at the models README's tolerances, every data set, every optimization level.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
+    let cases = case_dirs(&data);
+    assert_eq!(cases.len(), 3, "bundled models missing");
+    for level in ["-O0", "-O1", "-O3"] {
+        let cache =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-models{level}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+            .args([
+                "verify",
+                level,
+                "--rtol",
+                "1e-3",
+                "--atol",
+                "1e-4",
+                "--strict",
+                "--cache-dir",
+            ])
+            .arg(&cache)
+            .args(&cases)
+            .output()
+            .expect("sinter runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.ends_with("3 passed, 0 failed, 0 unsupported\n"),
+            "{level}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn verify_reports_failures_honestly() {
     // The tiny CNN at an impossible tolerance must FAIL and exit with status 1.
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny_cnn");
