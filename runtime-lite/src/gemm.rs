@@ -74,6 +74,9 @@ pub fn gemm_f32(
     if m <= 2 {
         return gemm_small(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
     }
+    if n <= 8 && a_strides.cols == 1 && k * n <= NARROW_BUF {
+        return gemm_narrow(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if crate::gemm_x86_64::has_avx512() {
@@ -168,6 +171,30 @@ pub fn gemm_f32_exec(
             part,
         );
     });
+}
+
+/// Floats of B a narrow product gathers (`k * n`).
+const NARROW_BUF: usize = 8 * 1024;
+
+/// Few columns (a convolution over a handful of pixels): B's columns are gathered once and
+/// every output is a contiguous dot product of an A row with one of them, so A (usually the
+/// weights, and much larger) is read once and never packed.
+#[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
+fn gemm_narrow(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], sa: Strides, b: &[f32], sb: Strides, accumulate: bool, out: &mut [f32]) {
+    let mut columns = [0.0f32; NARROW_BUF];
+    for j in 0..n {
+        for p in 0..k {
+            columns[j * k + p] = b[p * sb.rows + j * sb.cols];
+        }
+    }
+    for i in 0..m {
+        let a_row = &a[i * sa.rows..][..k];
+        let row = &mut out[i * n..][..n];
+        for (j, o) in row.iter_mut().enumerate() {
+            let v = alpha * dot(a_row, &columns[j * k..][..k]);
+            *o = if accumulate { *o + v } else { v };
+        }
+    }
 }
 
 /// Few rows: each output row is a sum of B rows scaled by A (row-major B) or of dot products
@@ -491,6 +518,16 @@ mod tests {
                 "small",
                 Box::new(|m, n, k, a, sa, b, sb, out| {
                     gemm_small(m, n, k, 1.0, a, sa, b, sb, false, out)
+                }),
+            ),
+            (
+                "narrow",
+                Box::new(|m, n, k, a, sa, b, sb, out| {
+                    if sa.cols == 1 && k * n <= NARROW_BUF {
+                        gemm_narrow(m, n, k, 1.0, a, sa, b, sb, false, out)
+                    } else {
+                        gemm_f32(m, n, k, 1.0, a, sa, b, sb, false, out)
+                    }
                 }),
             ),
             (
