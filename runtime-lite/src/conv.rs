@@ -184,6 +184,22 @@ fn depthwise_f32(
     });
 }
 
+/// `y += a * x` in fixed chunks of 8, so that short rows (a few dozen pixels) still run as
+/// vector operations instead of falling into a scalar remainder loop.
+#[inline]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let mut xs = x.chunks_exact(8);
+    let mut ys = y.chunks_exact_mut(8);
+    for (yc, xc) in (&mut ys).zip(&mut xs) {
+        for l in 0..8 {
+            yc[l] += a * xc[l];
+        }
+    }
+    for (o, &v) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o += a * v;
+    }
+}
+
 fn depthwise_plane(p: &ConvParams, src: &[f32], w: &[f32], bias: f32, dst: &mut [f32]) {
     let [id, ih, iw] = p.input;
     let [od, oh, ow] = p.output;
@@ -221,9 +237,7 @@ fn depthwise_plane(p: &ConvParams, src: &[f32], w: &[f32], bias: f32, dst: &mut 
                         let in_row = &src[(zi * ih + yi) * iw..][..iw];
                         let out_row = &mut dst[(z * oh + y) * ow..][x_lo..x_hi];
                         if sw == 1 {
-                            for (o, &v) in out_row.iter_mut().zip(&in_row[first..]) {
-                                *o += wv * v;
-                            }
+                            axpy(wv, &in_row[first..first + out_row.len()], out_row);
                         } else {
                             for (k, o) in out_row.iter_mut().enumerate() {
                                 *o += wv * in_row[first + k * sw];

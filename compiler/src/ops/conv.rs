@@ -483,8 +483,11 @@ impl ConvTranspose {
         let kernel = usize3(&g.kernel, 1);
         let strides = usize3(&g.strides, 1);
         let dilations = usize3(&g.dilations, 1);
-        let pads = (0..3)
-            .map(|i| proc_macro2::Literal::isize_unsuffixed(g.pads.get(i).copied().unwrap_or(0)));
+        // Right-aligned like every other spatial array (see `usize3`).
+        let lead = 3usize.saturating_sub(g.pads.len());
+        let pads = (0..3).map(|i| {
+            proc_macro2::Literal::isize_unsuffixed(if i < lead { 0 } else { g.pads.get(i - lead).copied().unwrap_or(0) })
+        });
         Ok((
             quote! {
                 ::sinter_rt::conv::ConvTransposeParams {

@@ -421,9 +421,12 @@ pub fn usize_slice(values: &[usize]) -> TokenStream {
     quote!(&[#(#items),*])
 }
 
-/// A `[usize; 3]` padded with `fill` after the given values.
+/// A `[usize; 3]` of spatial values, padded with `fill` in front (see the comment inside).
 pub fn usize3(values: &[usize], fill: usize) -> TokenStream {
-    let items = (0..3).map(|i| lit(values.get(i).copied().unwrap_or(fill)));
+    // Right-aligned: a 2-D window is `[fill, h, w]`, so kernels' innermost loops run along
+    // the real last axis (a row of pixels), not along a padding axis of size 1.
+    let lead = 3usize.saturating_sub(values.len());
+    let items = (0..3).map(|i| lit(if i < lead { fill } else { values.get(i - lead).copied().unwrap_or(fill) }));
     quote!([#(#items),*])
 }
 
