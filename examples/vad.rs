@@ -24,20 +24,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/speech.wav"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/speech.wav")
+        });
     let mut reader = hound::WavReader::open(&path)?;
     let spec = reader.spec();
     if spec.sample_rate != RATE || spec.channels != 1 {
-        return Err(format!("{}: need 16 kHz mono, found {} Hz x {} channels", path.display(), spec.sample_rate, spec.channels).into());
+        return Err(format!(
+            "{}: need 16 kHz mono, found {} Hz x {} channels",
+            path.display(),
+            spec.sample_rate,
+            spec.channels
+        )
+        .into());
     }
     let samples: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Int => {
             let scale = (1u32 << (spec.bits_per_sample - 1)) as f32;
-            reader.samples::<i32>().map(|s| s.map(|v| v as f32 / scale)).collect::<Result<_, _>>()?
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 / scale))
+                .collect::<Result<_, _>>()?
         }
         hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>()?,
     };
-    println!("{}: {:.2} s of audio", path.display(), samples.len() as f32 / RATE as f32);
+    println!(
+        "{}: {:.2} s of audio",
+        path.display(),
+        samples.len() as f32 / RATE as f32
+    );
 
     let mut model = silero::Model::new();
     let mut state = [0.0f32; 2 * 128];
@@ -71,7 +86,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = start.elapsed();
     for (begin, end) in &segments {
-        println!("speech {:6.2} s - {:6.2} s", *begin as f32 / RATE as f32, *end as f32 / RATE as f32);
+        println!(
+            "speech {:6.2} s - {:6.2} s",
+            *begin as f32 / RATE as f32,
+            *end as f32 / RATE as f32
+        );
     }
     println!(
         "{} chunks in {:.2} ms ({:.1} us per 32 ms chunk); arena {} bytes, weights {} bytes",

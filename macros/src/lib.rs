@@ -116,7 +116,10 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
         Err(e) => return e.to_compile_error(),
     };
     let path = manifest_dir.join(args.path.value());
-    let consts = args.consts.into_iter().map(|(name, value)| (name, vec![value]));
+    let consts = args
+        .consts
+        .into_iter()
+        .map(|(name, value)| (name, vec![value]));
     let mut builder = sinter::Builder::new(&path)
         .dims(args.dims)
         .constants(consts)

@@ -180,7 +180,18 @@ const NARROW_BUF: usize = 8 * 1024;
 /// every output is a contiguous dot product of an A row with one of them, so A (usually the
 /// weights, and much larger) is read once and never packed.
 #[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
-fn gemm_narrow(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], sa: Strides, b: &[f32], sb: Strides, accumulate: bool, out: &mut [f32]) {
+fn gemm_narrow(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    sa: Strides,
+    b: &[f32],
+    sb: Strides,
+    accumulate: bool,
+    out: &mut [f32],
+) {
     let mut columns = [0.0f32; NARROW_BUF];
     for j in 0..n {
         for p in 0..k {

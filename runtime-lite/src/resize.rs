@@ -256,6 +256,9 @@ pub fn resize_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) {
         out[0] = x[0];
         return;
     }
+    if rank >= 2 && resize_planes_f32(p, x, out) {
+        return;
+    }
     let mut strides = [0usize; MAX_RANK];
     let mut acc = 1;
     for k in (0..rank).rev() {
@@ -287,6 +290,101 @@ pub fn resize_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) {
             inside[k] = axis_taps(p, &p.axes[k], 0, &mut taps[k]);
         }
     }
+}
+
+/// Longest last-two axes the fast path handles (its tap tables live on the stack).
+const PLANE_MAX: usize = 2048;
+
+/// One output coordinate's taps along an axis: up to two source indices and weights.
+#[derive(Clone, Copy, Default)]
+struct Pair {
+    i0: u32,
+    i1: u32,
+    w0: f32,
+    w1: f32,
+}
+
+/// The fast path for the common case (nearest or linear, no antialias, no extrapolation, the
+/// leading axes unchanged): tap tables for the last two axes are computed once, then every
+/// plane is resampled row by row. Returns false when the case does not apply.
+fn resize_planes_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) -> bool {
+    let rank = p.axes.len();
+    let simple = match p.interp {
+        Interp::Nearest(_) => true,
+        Interp::Linear => !p.antialias,
+        _ => false,
+    };
+    if !simple || p.coord == Coord::TfCropAndResize {
+        return false;
+    }
+    let (ha, wa) = (&p.axes[rank - 2], &p.axes[rank - 1]);
+    if ha.output > PLANE_MAX || wa.output > PLANE_MAX || ha.input == 0 || wa.input == 0 {
+        return false;
+    }
+    let mut t = Taps::EMPTY;
+    // Leading axes must map each output index to the same input index with weight 1.
+    for axis in &p.axes[..rank - 2] {
+        if axis.input != axis.output {
+            return false;
+        }
+        for o in 0..axis.output {
+            if !axis_taps(p, axis, o, &mut t)
+                || !(0..t.len)
+                    .all(|j| t.weight[j] == 0.0 || (t.index[j] == o && t.weight[j] == 1.0))
+            {
+                return false;
+            }
+        }
+    }
+    let table = |axis: &ResizeAxis, pairs: &mut [Pair]| -> bool {
+        let mut t = Taps::EMPTY;
+        for (o, pair) in pairs.iter_mut().enumerate().take(axis.output) {
+            if !axis_taps(p, axis, o, &mut t) || t.len > 2 {
+                return false;
+            }
+            let get = |j: usize| {
+                if j < t.len {
+                    (t.index[j] as u32, t.weight[j] as f32)
+                } else {
+                    (0, 0.0)
+                }
+            };
+            let ((i0, w0), (i1, w1)) = (get(0), get(1));
+            *pair = Pair { i0, i1, w0, w1 };
+        }
+        true
+    };
+    let mut rows = [Pair::default(); PLANE_MAX];
+    let mut cols = [Pair::default(); PLANE_MAX];
+    if !table(ha, &mut rows) || !table(wa, &mut cols) {
+        return false;
+    }
+    let (ih, iw, oh, ow) = (ha.input, wa.input, ha.output, wa.output);
+    let nearest = matches!(p.interp, Interp::Nearest(_));
+    let planes: usize = p.axes[..rank - 2].iter().map(|a| a.input).product();
+    for plane in 0..planes {
+        let src = &x[plane * ih * iw..][..ih * iw];
+        let dst = &mut out[plane * oh * ow..][..oh * ow];
+        for (r, out_row) in rows[..oh].iter().zip(dst.chunks_exact_mut(ow)) {
+            if nearest {
+                // Copy the tap with weight 1 (never multiply: 0 * inf would be NaN).
+                let src_row = &src[(if r.w1 > r.w0 { r.i1 } else { r.i0 }) as usize * iw..][..iw];
+                for (c, o) in cols[..ow].iter().zip(out_row.iter_mut()) {
+                    *o = src_row[(if c.w1 > c.w0 { c.i1 } else { c.i0 }) as usize];
+                }
+                continue;
+            }
+            let (r0, r1) = (
+                &src[r.i0 as usize * iw..][..iw],
+                &src[r.i1 as usize * iw..][..iw],
+            );
+            for (c, o) in cols[..ow].iter().zip(out_row.iter_mut()) {
+                let (a, b) = (c.i0 as usize, c.i1 as usize);
+                *o = r.w0 * (c.w0 * r0[a] + c.w1 * r0[b]) + r.w1 * (c.w0 * r1[a] + c.w1 * r1[b]);
+            }
+        }
+    }
+    true
 }
 
 /// The weighted sum over the product of every axis' taps.

@@ -124,30 +124,49 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                 ..
             }) => {
                 // Shapes depend on an input's values: compile the model specialized to the
-                // data's integer inputs, as `--const` would.
-                let mut specialized = builder.clone();
-                let mut any = false;
-                for (k, (_, t)) in first.inputs.iter().enumerate() {
-                    let integer = matches!(t.dtype, DType::I64 | DType::I32);
-                    let Some(name) = original.get(k).filter(|_| integer) else {
-                        continue;
-                    };
-                    if case
-                        .data
-                        .iter()
-                        .any(|d| d.inputs.get(k).map(|(_, u)| u) != Some(t))
-                    {
-                        return Ok(Some(Outcome::Unsupported(format!(
-                            "{what} must be known at compile time, and input \"{name}\" that gives it differs between data sets"
-                        ))));
+                // data's shape-deciding inputs, as `--const` would: first the integer inputs,
+                // then also the small float ones (Resize scales, ROIs).
+                let mut last = what;
+                let mut compiled = None;
+                for small_floats in [false, true] {
+                    let mut specialized = builder.clone();
+                    let mut any = false;
+                    for (k, (_, t)) in first.inputs.iter().enumerate() {
+                        let integer = matches!(t.dtype, DType::I64 | DType::I32);
+                        let small_float = small_floats && t.dtype.is_float() && t.len() <= 16;
+                        let Some(name) = original.get(k).filter(|_| integer || small_float) else {
+                            continue;
+                        };
+                        if case
+                            .data
+                            .iter()
+                            .any(|d| d.inputs.get(k).map(|(_, u)| u) != Some(t))
+                        {
+                            return Ok(Some(Outcome::Unsupported(format!(
+                                "{last} must be known at compile time, and input \"{name}\" that gives it differs between data sets"
+                            ))));
+                        }
+                        specialized = specialized.constant_tensor(name.clone(), t.clone());
+                        any = true;
                     }
-                    specialized = specialized.constant_tensor(name.clone(), t.clone());
-                    any = true;
+                    if !any {
+                        continue;
+                    }
+                    match specialized.compile() {
+                        Err(CompileError {
+                            kind: ErrorKind::NotConstant(what),
+                            ..
+                        }) => last = what,
+                        other => {
+                            compiled = Some(other?);
+                            break;
+                        }
+                    }
                 }
-                if !any {
-                    return Err(CompileError::new(ErrorKind::NotConstant(what)));
+                match compiled {
+                    Some(c) => c,
+                    None => return Err(CompileError::new(ErrorKind::NotConstant(last))),
                 }
-                specialized.compile()?
             }
             other => other?,
         };

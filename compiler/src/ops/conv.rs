@@ -486,7 +486,11 @@ impl ConvTranspose {
         // Right-aligned like every other spatial array (see `usize3`).
         let lead = 3usize.saturating_sub(g.pads.len());
         let pads = (0..3).map(|i| {
-            proc_macro2::Literal::isize_unsuffixed(if i < lead { 0 } else { g.pads.get(i - lead).copied().unwrap_or(0) })
+            proc_macro2::Literal::isize_unsuffixed(if i < lead {
+                0
+            } else {
+                g.pads.get(i - lead).copied().unwrap_or(0)
+            })
         });
         Ok((
             quote! {

@@ -441,7 +441,9 @@ impl OpDef for Binary {
         // exactly what rounding the f64 power gives.
         let squares = self.kind == BinaryKind::Pow
             && matches!(a.dtype, DType::F32 | DType::F64)
-            && b.constant.and_then(|t| (t.len() == 1).then(|| t.to_f64s())).is_some_and(|v| v == [2.0]);
+            && b.constant
+                .and_then(|t| (t.len() == 1).then(|| t.to_f64s()))
+                .is_some_and(|v| v == [2.0]);
         if squares {
             let (i0, o0, t) = (names.input(0), names.output(0), rust_type(a.dtype));
             if b.shape.iter().product::<usize>() == 1 && a.shape == out.shape {

@@ -426,7 +426,13 @@ pub fn usize3(values: &[usize], fill: usize) -> TokenStream {
     // Right-aligned: a 2-D window is `[fill, h, w]`, so kernels' innermost loops run along
     // the real last axis (a row of pixels), not along a padding axis of size 1.
     let lead = 3usize.saturating_sub(values.len());
-    let items = (0..3).map(|i| lit(if i < lead { fill } else { values.get(i - lead).copied().unwrap_or(fill) }));
+    let items = (0..3).map(|i| {
+        lit(if i < lead {
+            fill
+        } else {
+            values.get(i - lead).copied().unwrap_or(fill)
+        })
+    });
     quote!([#(#items),*])
 }
 

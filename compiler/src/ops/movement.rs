@@ -145,9 +145,9 @@ impl OpDef for Reshape {
         if self.kind == ReshapeKind::Dropout {
             if let Some(mode) = cx.opt_input(2) {
                 let training = mode.constant.and_then(Tensor::to_i64s).ok_or_else(|| {
-                    CompileError::unsupported(
-                        "Dropout training_mode must be a compile-time constant",
-                    )
+                    CompileError::new(crate::error::ErrorKind::NotConstant(
+                        "Dropout training_mode".into(),
+                    ))
                 })?;
                 if training.first().copied().unwrap_or(0) != 0 {
                     return Err(CompileError::unsupported("Dropout in training mode"));
@@ -1483,9 +1483,9 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
     let scalar = |i: usize| -> Result<Tensor> {
         let op = cx.input(i)?;
         let t = op.constant.ok_or_else(|| {
-            CompileError::unsupported(format!(
-                "Range input {i} must be a compile-time constant (it sets the output length)"
-            ))
+            CompileError::new(crate::error::ErrorKind::NotConstant(format!(
+                "Range input {i}"
+            )))
         })?;
         if t.len() != 1 || op.dtype != dtype {
             return Err(CompileError::shape(
@@ -1962,7 +1962,7 @@ impl OneHot {
     fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, Vec<usize>)> {
         let idx = cx.input(0)?;
         let depth_t = cx.input(1)?.constant.ok_or_else(|| {
-            CompileError::unsupported("OneHot depth must be a compile-time constant")
+            CompileError::new(crate::error::ErrorKind::NotConstant("OneHot depth".into()))
         })?;
         let depth = depth_t
             .to_f64s()

@@ -115,7 +115,7 @@ impl Resize {
             let roi = roi_op
                 .constant
                 .ok_or_else(|| {
-                    CompileError::unsupported("Resize roi must be a compile-time constant")
+                    CompileError::new(crate::error::ErrorKind::NotConstant("Resize roi".into()))
                 })?
                 .to_f64s();
             if roi.len() != 2 * axes.len() {
@@ -186,9 +186,9 @@ impl Resize {
                     .ok_or_else(|| CompileError::malformed("Resize needs scales or sizes"))?;
                 s.constant
                     .ok_or_else(|| {
-                        CompileError::unsupported(
-                            "Resize scales must be a compile-time constant (the output shape depends on them)",
-                        )
+                        CompileError::new(crate::error::ErrorKind::NotConstant(
+                            "Resize scales".into(),
+                        ))
                     })?
                     .to_f64s()
             };
