@@ -313,6 +313,11 @@ impl OpDef for Binary {
                 )))
             }
         };
+        if kind == BinaryKind::PRelu && node.opset() < 7 {
+            return Err(CompileError::unsupported(
+                "PRelu before opset 7 (slope broadcasting differs)",
+            ));
+        }
         if node.opset() < 7 && node.attr("broadcast").is_some() {
             return Err(CompileError::unsupported(
                 "legacy broadcast attribute (opset < 7)",
@@ -340,7 +345,7 @@ impl OpDef for Binary {
             | BinaryKind::LessOrEqual
             | BinaryKind::Greater
             | BinaryKind::GreaterOrEqual => numeric(),
-            BinaryKind::PRelu => signed_numeric(),
+            BinaryKind::PRelu => numeric(),
             BinaryKind::Equal => [numeric(), vec![DType::Bool]].concat(),
             BinaryKind::BitShift { .. }
             | BinaryKind::BitwiseAnd
@@ -573,6 +578,10 @@ impl Binary {
             }));
         }
         let signed = is_signed(da);
+        if self.kind == BinaryKind::PRelu && !signed {
+            // Unsigned values are never negative: the slope is never applied.
+            return Ok(quote!(|a: #ta, _slope: #tb| a));
+        }
         let width = lit(bits(da));
         let body = match self.kind {
             BinaryKind::Add => quote!(a.wrapping_add(b)),
@@ -661,7 +670,7 @@ fn ipow(base: i64, exp: i64) -> i64 {
 
 /// `Pow`: float bases compute `pow_f64` and round to the base type; integer bases with integer
 /// exponents use wrapping integer powers; integer bases with float exponents compute in f64
-/// and convert back (truncating, as numpy's `astype`).
+/// and convert back (truncating toward zero, wrapping through i64 as numpy's C casts do).
 fn pow_closure(da: DType, db: DType) -> Result<TokenStream> {
     let (ta, tb) = (rust_type(da), rust_type(db));
     let y = match FloatCx::new(db) {
@@ -684,7 +693,8 @@ fn pow_closure(da: DType, db: DType) -> Result<TokenStream> {
     if is_int(db) {
         Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::ipow(a as i64, b as i64) as #ta))
     } else {
-        Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::pow_f64(a as f64, #y) as #ta))
+        // Through i64, so that out-of-range results wrap like numpy's C casts on x86.
+        Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::pow_f64(a as f64, #y) as i64 as #ta))
     }
 }
 
@@ -1310,10 +1320,7 @@ pub struct Clip {
 impl OpDef for Clip {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         let attr_bounds = if node.opset() < 11 {
-            Some((
-                node.f32_or("min", f32::NEG_INFINITY)?,
-                node.f32_or("max", f32::INFINITY)?,
-            ))
+            Some((node.f32_or("min", f32::MIN)?, node.f32_or("max", f32::MAX)?))
         } else {
             None
         };
