@@ -758,6 +758,9 @@ impl OpDef for Variadic {
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let first = cx.input(0).ok()?;
+        if matches!(first.dtype, DType::F32 | DType::F64) {
+            return self.eval_float(cx);
+        }
         if !foldable_int(first.dtype) || self.kind == VariadicKind::Mean {
             return None;
         }
@@ -848,6 +851,74 @@ impl OpDef for Variadic {
             code.extend(quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: #t| { let x: #ct = #dec; #enc });));
         }
         Ok(code)
+    }
+}
+
+impl Variadic {
+    /// Folds f32/f64 inputs in the runtime's order (`((x0 op x1) op x2) ...`, then the
+    /// division for Mean), rounding every step to the input type as the emitted code does.
+    fn eval_float(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let dtype = cx.input(0).ok()?.dtype;
+        let mut shapes = Vec::new();
+        for i in 0..cx.inputs.len() {
+            shapes.push(cx.input(i).ok()?.shape);
+        }
+        let shape = broadcast_all(&shapes).ok()?;
+        let mut acc: Option<Vec<f64>> = None;
+        for i in 0..cx.inputs.len() {
+            let x = cx.input(i).ok()?;
+            let values = x.constant?.to_f64s();
+            let offsets = broadcast_offsets(x.shape, &shape);
+            let mut v = Vec::with_capacity(offsets.len());
+            for o in offsets {
+                v.push(*values.get(o)?);
+            }
+            acc = Some(match acc {
+                None => v,
+                Some(prev) => prev
+                    .iter()
+                    .zip(&v)
+                    .map(|(&a, &b)| match self.kind {
+                        VariadicKind::Min => {
+                            if a < b || a.is_nan() {
+                                a
+                            } else {
+                                b
+                            }
+                        }
+                        VariadicKind::Max => {
+                            if a > b || a.is_nan() {
+                                a
+                            } else {
+                                b
+                            }
+                        }
+                        _ => round_to(dtype, a + b),
+                    })
+                    .collect(),
+            });
+        }
+        let mut acc = acc?;
+        if self.kind == VariadicKind::Mean && cx.inputs.len() > 1 {
+            let n = f64::from(u32::try_from(cx.inputs.len()).ok()?);
+            acc = acc.into_iter().map(|v| round_to(dtype, v / n)).collect();
+        }
+        Some(Ok(vec![float_result(dtype, shape, acc.into_iter())]))
+    }
+}
+
+/// Rounds an f64 to the value f32 arithmetic would produce (for f32; f64 unchanged). One
+/// correctly rounded f64 operation on f32 operands, rounded to f32, equals the f32 operation.
+fn round_to(dtype: DType, v: f64) -> f64 {
+    if dtype == DType::F32 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "rounding to f32 is the point"
+        )]
+        let r = v as f32;
+        f64::from(r)
+    } else {
+        v
     }
 }
 
@@ -1129,6 +1200,48 @@ impl OpDef for Unary {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         use UnaryKind as K;
         let x = cx.input(0).ok()?;
+        if matches!(x.dtype, DType::F32 | DType::F64) {
+            // Only the operations whose results are exact (or one correctly rounded step) fold:
+            // they match the runtime bit for bit.
+            let f = |v: f64| -> Option<f64> {
+                Some(match self.kind {
+                    K::Abs => v.abs(),
+                    K::Neg => -v,
+                    K::Floor => v.floor(),
+                    K::Ceil => v.ceil(),
+                    K::Round => v.round_ties_even(),
+                    K::Sign => {
+                        if v > 0.0 {
+                            1.0
+                        } else if v < 0.0 {
+                            -1.0
+                        } else {
+                            v
+                        }
+                    }
+                    K::Relu => {
+                        if v < 0.0 {
+                            0.0
+                        } else {
+                            v
+                        }
+                    }
+                    K::Reciprocal => round_to(x.dtype, 1.0 / v),
+                    K::Sqrt if x.dtype == DType::F32 => round_to(x.dtype, v.sqrt()),
+                    _ => return None,
+                })
+            };
+            let values = x.constant?.to_f64s();
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                out.push(f(v)?);
+            }
+            return Some(Ok(vec![float_result(
+                x.dtype,
+                x.shape.to_vec(),
+                out.into_iter(),
+            )]));
+        }
         if !foldable_int(x.dtype) {
             return None;
         }
@@ -1345,6 +1458,59 @@ impl OpDef for Clip {
             }
         }
         Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let bound = |i: usize| -> Option<Option<f64>> {
+            match cx.opt_input(i) {
+                None => Some(None),
+                Some(b) => Some(Some(*b.constant?.to_f64s().first()?)),
+            }
+        };
+        let shape = x.shape.to_vec();
+        if foldable_int(x.dtype) && x.dtype != DType::Bool {
+            let int_bound = |i: usize| -> Option<Option<i64>> {
+                match cx.opt_input(i) {
+                    None => Some(None),
+                    Some(b) => Some(Some(*b.constant?.to_i64s()?.first()?)),
+                }
+            };
+            let (lo, hi) = (int_bound(1)?, int_bound(2)?);
+            let v: Vec<i64> = x
+                .constant?
+                .to_i64s()?
+                .into_iter()
+                .map(|v| {
+                    let m = lo.map_or(v, |lo| v.max(lo));
+                    hi.map_or(m, |hi| m.min(hi))
+                })
+                .collect();
+            return Some(Ok(vec![int_tensor(x.dtype, shape, &v)]));
+        }
+        if !matches!(x.dtype, DType::F32 | DType::F64) {
+            return None;
+        }
+        let (lo, hi) = match self.attr_bounds {
+            Some((lo, hi)) => (Some(f64::from(lo)), Some(f64::from(hi))),
+            None => (bound(1)?, bound(2)?),
+        };
+        let v: Vec<f64> = x
+            .constant?
+            .to_f64s()
+            .into_iter()
+            .map(|v| {
+                let m = match lo {
+                    Some(lo) if v < lo => lo,
+                    _ => v,
+                };
+                match hi {
+                    Some(hi) if m > hi => hi,
+                    _ => m,
+                }
+            })
+            .collect();
+        Some(Ok(vec![float_result(x.dtype, shape, v.into_iter())]))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
