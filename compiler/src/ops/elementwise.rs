@@ -13,8 +13,8 @@
 //!   `Swish`, and `Clip` (6..13).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (the version ranges above are the ones whose
-//! semantics are implemented; inputs of opset < 7 with the legacy `broadcast` attribute are
-//! rejected).
+//! semantics are implemented; before opset 7 the `broadcast`/`axis` attributes are honoured,
+//! and `PRelu` before 7 is rejected).
 //!
 //! Types: float32, float64, and float16/bfloat16 (stored as `u16` bits, computed in f32 and
 //! rounded back per element, as numpy does); every integer type where the op defines one;
@@ -261,6 +261,28 @@ impl BinaryKind {
 pub struct Binary {
     /// The operation.
     pub kind: BinaryKind,
+    /// Opset < 7 with `broadcast = 1`: the axis of `A` where `B`'s dimensions start (`None`
+    /// for the numpy rule, which is also what `broadcast = 1` without `axis` means).
+    pub legacy_axis: Option<i64>,
+}
+
+impl Binary {
+    /// `B`'s shape as broadcasting sees it: padded with 1s around the legacy axis, if any.
+    fn b_shape(&self, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+        let Some(axis) = self.legacy_axis else {
+            return Ok(b.to_vec());
+        };
+        let axis = super::normalize_axis(axis, a.len().max(1), "broadcast axis")?;
+        if axis + b.len() > a.len() {
+            return Err(CompileError::shape(format!(
+                "B of shape {b:?} does not fit A of shape {a:?} at axis {axis}"
+            )));
+        }
+        let mut shape = vec![1; axis];
+        shape.extend_from_slice(b);
+        shape.resize(a.len(), 1);
+        Ok(shape)
+    }
 }
 
 impl OpDef for Binary {
@@ -318,12 +340,14 @@ impl OpDef for Binary {
                 "PRelu before opset 7 (slope broadcasting differs)",
             ));
         }
-        if node.opset() < 7 && node.attr("broadcast").is_some() {
-            return Err(CompileError::unsupported(
-                "legacy broadcast attribute (opset < 7)",
-            ));
-        }
-        Ok(Self { kind })
+        // Before opset 7, broadcasting happened only with `broadcast = 1` (otherwise the shapes
+        // are equal, which numpy broadcasting also accepts), aligned at `axis` if given.
+        let legacy_axis = if node.opset() < 7 && node.i64_or("broadcast", 0)? != 0 {
+            node.i64_opt("axis")?
+        } else {
+            None
+        };
+        Ok(Self { kind, legacy_axis })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
@@ -355,10 +379,11 @@ impl OpDef for Binary {
         };
         require_dtype(a.dtype, &allowed, "input")?;
         require_dtype(b.dtype, &allowed, "second input")?;
-        let shape = broadcast_shapes(a.shape, b.shape)?;
-        if self.kind == BinaryKind::PRelu && shape != a.shape {
+        let b_shape = self.b_shape(a.shape, b.shape)?;
+        let shape = broadcast_shapes(a.shape, &b_shape)?;
+        if (self.kind == BinaryKind::PRelu || self.legacy_axis.is_some()) && shape != a.shape {
             return Err(CompileError::shape(format!(
-                "slope of shape {:?} does not broadcast to X of shape {:?}",
+                "second input of shape {:?} does not broadcast to the first, of shape {:?}",
                 b.shape, a.shape
             )));
         }
@@ -373,10 +398,11 @@ impl OpDef for Binary {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let (a, b) = (cx.input(0).ok()?, cx.input(1).ok()?);
         let (ta, tb) = (a.constant?, b.constant?);
-        let shape = broadcast_shapes(a.shape, b.shape).ok()?;
+        let b_shape = self.b_shape(a.shape, b.shape).ok()?;
+        let shape = broadcast_shapes(a.shape, &b_shape).ok()?;
         let (oa, ob) = (
             broadcast_offsets(a.shape, &shape),
-            broadcast_offsets(b.shape, &shape),
+            broadcast_offsets(&b_shape, &shape),
         );
         let out_dtype = if self.kind.is_comparison() {
             DType::Bool
@@ -440,7 +466,10 @@ impl OpDef for Binary {
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (a, b, out) = (cx.input(0)?, cx.input(1)?, cx.output(0)?);
         let sa = usize_slice(&broadcast_strides(a.shape, out.shape));
-        let sb = usize_slice(&broadcast_strides(b.shape, out.shape));
+        let sb = usize_slice(&broadcast_strides(
+            &self.b_shape(a.shape, b.shape)?,
+            out.shape,
+        ));
         let shape = usize_slice(out.shape);
         let f = self.closure(a.dtype, b.dtype)?;
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
@@ -1570,12 +1599,16 @@ mod tests {
     fn int_folding_wraps_like_the_runtime() {
         let shift = Binary {
             kind: BinaryKind::BitShift { left: false },
+            legacy_axis: None,
         };
         assert_eq!(shift.apply_int(DType::I8, -8, 9), Some(-1));
         assert_eq!(shift.apply_int(DType::I8, -8, -1), Some(-1));
         let modulo = Binary {
             kind: BinaryKind::Mod { fmod: false },
+            legacy_axis: Some(1),
         };
+        assert_eq!(modulo.b_shape(&[2, 3, 4], &[3]).ok(), Some(vec![1, 3, 1]));
+        assert!(modulo.b_shape(&[2, 3], &[3, 4]).is_err());
         assert_eq!(modulo.apply_int(DType::I32, 7, -3), Some(-2));
         assert_eq!(modulo.apply_int(DType::I32, -7, 3), Some(2));
         let t = int_tensor(DType::I8, vec![2], &[128, -129]);
