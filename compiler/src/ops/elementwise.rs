@@ -188,8 +188,23 @@ fn broadcast_all(shapes: &[&[usize]]) -> Result<Vec<usize>> {
     for s in shapes {
         out = broadcast_shapes(&out, s)?;
     }
+    check_rank(&out)?;
     Ok(out)
 }
+
+/// The runtime's broadcasting walk (`for_each_index`) handles up to 16 axes.
+fn check_rank(shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(CompileError::unsupported(format!(
+            "broadcasting over {} axes (at most {MAX_RANK})",
+            shape.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The most axes `sinter_rt::elementwise::for_each_index` walks.
+const MAX_RANK: usize = 16;
 
 // ---- binary ops ----
 
@@ -381,6 +396,7 @@ impl OpDef for Binary {
         require_dtype(b.dtype, &allowed, "second input")?;
         let b_shape = self.b_shape(a.shape, b.shape)?;
         let shape = broadcast_shapes(a.shape, &b_shape)?;
+        check_rank(&shape)?;
         if (self.kind == BinaryKind::PRelu || self.legacy_axis.is_some()) && shape != a.shape {
             return Err(CompileError::shape(format!(
                 "second input of shape {:?} does not broadcast to the first, of shape {:?}",
