@@ -19,11 +19,14 @@
 //! Types: float32, float64, and float16/bfloat16 (stored as `u16` bits, computed in f32 and
 //! rounded back per element, as numpy does); every integer type where the op defines one;
 //! bool (stored as `u8` 0/1) for the logic ops. Transcendental functions come from
-//! `sinter_rt::math` (f32 versions round the f64 kernels).
+//! `sinter_rt::math` (f32 polynomials, or f64 kernels rounded to f32).
 //!
 //! Constant folding (`eval`) covers integer and bool arithmetic, comparisons, logic, `Where`,
-//! `Min`/`Max`/`Sum` and the integer unary ops, which is what shape arithmetic in real models
-//! uses; results wrap exactly as the emitted code does.
+//! `Min`/`Max`/`Sum`, `Clip` and the integer unary ops, which is what shape arithmetic in real
+//! models uses, plus the f32/f64 operations whose results are exact or one correctly rounded
+//! step (`+ - * /`, comparisons, `Min`/`Max`/`Sum`/`Mean`, `Abs`, `Neg`, `Floor`, `Ceil`,
+//! `Round`, `Sign`, `Relu`, `Reciprocal`, f32 `Sqrt`): results match the emitted code bit for
+//! bit, integers wrapping as it does.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
