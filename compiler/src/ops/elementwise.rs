@@ -1231,7 +1231,7 @@ impl OpDef for Unary {
         use UnaryKind as K;
         let x = cx.input(0)?;
         let allowed: Vec<DType> = match self.kind {
-            K::Abs | K::Sign => numeric(),
+            K::Abs | K::Sign | K::Shrink(..) => numeric(),
             K::Neg | K::Relu => signed_numeric(),
             K::Not => vec![DType::Bool],
             K::BitwiseNot => ints(),
@@ -1465,6 +1465,19 @@ fn int_body(kind: UnaryKind, dtype: DType) -> Result<TokenStream> {
         K::Relu => quote!(if x < 0 { 0 } else { x }),
         K::Not => quote!(u8::from(x == 0)),
         K::BitwiseNot => quote!(!x),
+        K::Shrink(lambd, bias) => {
+            // As the reference: computed in f64 (the attributes are floats), then truncated
+            // back to the integer type.
+            let (lambd, bias) = (
+                Literal::f64_suffixed(f64::from(lambd)),
+                Literal::f64_suffixed(f64::from(bias)),
+            );
+            let t = rust_type(dtype);
+            quote!({
+                let v = x as f64;
+                (if v < -#lambd { v + #bias } else if v > #lambd { v - #bias } else { 0.0 }) as i64 as #t
+            })
+        }
         k => return Err(CompileError::unsupported(format!("{k:?} of type {dtype}"))),
     })
 }
