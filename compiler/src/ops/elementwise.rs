@@ -1626,6 +1626,157 @@ impl OpDef for Clip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::Node;
+    use crate::onnx::proto::AttributeProto;
+    use crate::ops::{parse, Operand};
+
+    const ALL_TYPES: &[DType] = &[
+        DType::F32,
+        DType::F64,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::Bool,
+    ];
+
+    /// Emits `op_type` for every input type its inference accepts and checks that the code
+    /// parses; returns how many type combinations were accepted.
+    fn emit_all(op_type: &str, n_inputs: usize, mixed: bool) -> usize {
+        let mut attributes = Vec::new();
+        if op_type == "BitShift" {
+            attributes.push(AttributeProto {
+                name: Some("direction".into()),
+                s: Some(b"LEFT".to_vec()),
+                ..Default::default()
+            });
+        }
+        let node = Node {
+            name: String::new(),
+            op_type: op_type.into(),
+            domain: String::new(),
+            opset: 21,
+            inputs: vec![None; n_inputs],
+            outputs: Vec::new(),
+            attributes,
+            op: None,
+        };
+        let Some(Ok(op)) = parse(&NodeCx { node: &node }) else {
+            panic!("{op_type} does not parse");
+        };
+        let mut accepted = 0;
+        for &first in ALL_TYPES {
+            for &other in ALL_TYPES {
+                if !mixed && other != first {
+                    continue;
+                }
+                let shapes: [&[usize]; 3] = [&[2, 3], &[3], &[2, 1]];
+                let inputs: Vec<Option<Operand<'_>>> = (0..n_inputs)
+                    .map(|i| {
+                        let dtype = match (op_type, i) {
+                            ("Where", 0) => DType::Bool,
+                            (_, 0) => first,
+                            _ => other,
+                        };
+                        Some(Operand {
+                            dtype,
+                            shape: shapes[i],
+                            constant: None,
+                        })
+                    })
+                    .collect();
+                let mut cx = OpCx {
+                    inputs,
+                    outputs: Vec::new(),
+                };
+                let Ok(out) = op.infer(&cx) else { continue };
+                accepted += 1;
+                let out_shape = out[0].shape.clone();
+                cx.outputs = vec![Some(Operand {
+                    dtype: out[0].dtype,
+                    shape: &out_shape,
+                    constant: None,
+                })];
+                let code = op
+                    .emit(&cx, &mut EmitNames::default())
+                    .unwrap_or_else(|e| panic!("{op_type} {first}/{other}: {e}"));
+                syn::parse2::<syn::Block>(quote!({ #code }))
+                    .unwrap_or_else(|e| panic!("{op_type} {first}/{other}: {e}\n{code}"));
+            }
+        }
+        accepted
+    }
+
+    #[test]
+    fn every_accepted_type_emits_parseable_code() {
+        for op in [
+            "Abs",
+            "Neg",
+            "Exp",
+            "Log",
+            "Sqrt",
+            "Reciprocal",
+            "Floor",
+            "Ceil",
+            "Round",
+            "Sign",
+            "Erf",
+            "Sin",
+            "Acosh",
+            "IsNaN",
+            "IsInf",
+            "Not",
+            "BitwiseNot",
+            "Relu",
+            "Sigmoid",
+            "LeakyRelu",
+            "Elu",
+            "Selu",
+            "Celu",
+            "Gelu",
+            "HardSigmoid",
+            "HardSwish",
+            "Softplus",
+            "Softsign",
+            "Mish",
+            "ThresholdedRelu",
+            "Shrink",
+            "Swish",
+            "Clip",
+        ] {
+            assert!(emit_all(op, 1, false) > 0, "{op}");
+        }
+        for op in [
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Mod",
+            "BitShift",
+            "BitwiseAnd",
+            "And",
+            "Or",
+            "Xor",
+            "Equal",
+            "Less",
+            "GreaterOrEqual",
+            "PRelu",
+        ] {
+            assert!(emit_all(op, 2, false) > 0, "{op}");
+        }
+        // Pow takes any numeric exponent type.
+        assert_eq!(emit_all("Pow", 2, true), 12 * 12);
+        for op in ["Min", "Max", "Sum", "Mean"] {
+            assert!(emit_all(op, 3, false) > 0, "{op}");
+        }
+        assert_eq!(emit_all("Where", 3, false), ALL_TYPES.len());
+    }
 
     #[test]
     fn int_folding_wraps_like_the_runtime() {
