@@ -81,6 +81,66 @@ pub fn hardmax_f32(x: &[f32], out: &mut [f32], outer: usize, axis_len: usize, in
     }
 }
 
+/// Which of the three functions [`softmax_via`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxKind {
+    /// `e^x / sum(e^x)`.
+    Softmax,
+    /// `x - ln(sum(e^x))`.
+    LogSoftmax,
+    /// 1 at the first maximum, 0 elsewhere.
+    Hardmax,
+}
+
+/// Softmax, LogSoftmax or Hardmax for any storage type (float16/bfloat16 bits, f64): each
+/// element is widened with `dec`, computed in f64 and stored with `enc`.
+pub fn softmax_via<T: Copy>(
+    kind: SoftmaxKind,
+    x: &[T],
+    out: &mut [T],
+    [outer, axis_len, inner]: [usize; 3],
+    dec: impl Fn(T) -> f64,
+    enc: impl Fn(f64) -> T,
+) {
+    let block = axis_len * inner;
+    if block == 0 {
+        return;
+    }
+    for o in 0..outer {
+        let xb = &x[o * block..][..block];
+        let ob = &mut out[o * block..][..block];
+        for i in 0..inner {
+            let mut max = f64::NEG_INFINITY;
+            let mut best = 0;
+            for a in 0..axis_len {
+                let v = dec(xb[a * inner + i]);
+                if v > max || a == 0 {
+                    max = v;
+                    best = a;
+                }
+            }
+            if kind == SoftmaxKind::Hardmax {
+                for a in 0..axis_len {
+                    ob[a * inner + i] = enc(if a == best { 1.0 } else { 0.0 });
+                }
+                continue;
+            }
+            let mut sum = 0.0;
+            for a in 0..axis_len {
+                sum += math::exp_f64(dec(xb[a * inner + i]) - max);
+            }
+            let (inv, shift) = (1.0 / sum, max + math::ln_f64(sum));
+            for a in 0..axis_len {
+                let v = dec(xb[a * inner + i]);
+                ob[a * inner + i] = enc(match kind {
+                    SoftmaxKind::Softmax => math::exp_f64(v - max) * inv,
+                    _ => v - shift,
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +160,25 @@ mod tests {
         let mut o = [0.0f32; 2];
         hardmax_f32(&ties, &mut o, 1, 2, 1);
         assert_eq!(o, [1.0, 0.0]);
+    }
+
+    #[test]
+    fn generic_kernel_matches_f32_kernels() {
+        let x = [1.0f32, 2.0, 3.0, 3.0, 0.0, -1.0];
+        for (kind, reference) in [
+            (
+                SoftmaxKind::Softmax,
+                softmax_f32 as fn(&[f32], &mut [f32], usize, usize, usize),
+            ),
+            (SoftmaxKind::LogSoftmax, log_softmax_f32),
+            (SoftmaxKind::Hardmax, hardmax_f32),
+        ] {
+            let (mut want, mut got) = ([0.0f32; 6], [0.0f32; 6]);
+            reference(&x, &mut want, 1, 2, 3);
+            softmax_via(kind, &x, &mut got, [1, 2, 3], f64::from, |v| v as f32);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{kind:?}: {got:?} vs {want:?}");
+            }
+        }
     }
 }

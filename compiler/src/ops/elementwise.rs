@@ -13,17 +13,20 @@
 //!   `Swish`, and `Clip` (6..13).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (the version ranges above are the ones whose
-//! semantics are implemented; inputs of opset < 7 with the legacy `broadcast` attribute are
-//! rejected).
+//! semantics are implemented; before opset 7 the `broadcast`/`axis` attributes are honoured,
+//! and `PRelu` before 7 is rejected).
 //!
 //! Types: float32, float64, and float16/bfloat16 (stored as `u16` bits, computed in f32 and
 //! rounded back per element, as numpy does); every integer type where the op defines one;
 //! bool (stored as `u8` 0/1) for the logic ops. Transcendental functions come from
-//! `sinter_rt::math` (f32 versions round the f64 kernels).
+//! `sinter_rt::math` (f32 polynomials, or f64 kernels rounded to f32).
 //!
 //! Constant folding (`eval`) covers integer and bool arithmetic, comparisons, logic, `Where`,
-//! `Min`/`Max`/`Sum` and the integer unary ops, which is what shape arithmetic in real models
-//! uses; results wrap exactly as the emitted code does.
+//! `Min`/`Max`/`Sum`, `Clip` and the integer unary ops, which is what shape arithmetic in real
+//! models uses, plus the f32/f64 operations whose results are exact or one correctly rounded
+//! step (`+ - * /`, comparisons, `Min`/`Max`/`Sum`/`Mean`, `Abs`, `Neg`, `Floor`, `Ceil`,
+//! `Round`, `Sign`, `Relu`, `Reciprocal`, f32 `Sqrt`): results match the emitted code bit for
+//! bit, integers wrapping as it does.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -188,8 +191,23 @@ fn broadcast_all(shapes: &[&[usize]]) -> Result<Vec<usize>> {
     for s in shapes {
         out = broadcast_shapes(&out, s)?;
     }
+    check_rank(&out)?;
     Ok(out)
 }
+
+/// The runtime's broadcasting walk (`for_each_index`) handles up to 16 axes.
+fn check_rank(shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(CompileError::unsupported(format!(
+            "broadcasting over {} axes (at most {MAX_RANK})",
+            shape.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The most axes `sinter_rt::elementwise::for_each_index` walks.
+const MAX_RANK: usize = 16;
 
 // ---- binary ops ----
 
@@ -261,6 +279,28 @@ impl BinaryKind {
 pub struct Binary {
     /// The operation.
     pub kind: BinaryKind,
+    /// Opset < 7 with `broadcast = 1`: the axis of `A` where `B`'s dimensions start (`None`
+    /// for the numpy rule, which is also what `broadcast = 1` without `axis` means).
+    pub legacy_axis: Option<i64>,
+}
+
+impl Binary {
+    /// `B`'s shape as broadcasting sees it: padded with 1s around the legacy axis, if any.
+    fn b_shape(&self, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+        let Some(axis) = self.legacy_axis else {
+            return Ok(b.to_vec());
+        };
+        let axis = super::normalize_axis(axis, a.len().max(1), "broadcast axis")?;
+        if axis + b.len() > a.len() {
+            return Err(CompileError::shape(format!(
+                "B of shape {b:?} does not fit A of shape {a:?} at axis {axis}"
+            )));
+        }
+        let mut shape = vec![1; axis];
+        shape.extend_from_slice(b);
+        shape.resize(a.len(), 1);
+        Ok(shape)
+    }
 }
 
 impl OpDef for Binary {
@@ -313,12 +353,19 @@ impl OpDef for Binary {
                 )))
             }
         };
-        if node.opset() < 7 && node.attr("broadcast").is_some() {
+        if kind == BinaryKind::PRelu && node.opset() < 7 {
             return Err(CompileError::unsupported(
-                "legacy broadcast attribute (opset < 7)",
+                "PRelu before opset 7 (slope broadcasting differs)",
             ));
         }
-        Ok(Self { kind })
+        // Before opset 7, broadcasting happened only with `broadcast = 1` (otherwise the shapes
+        // are equal, which numpy broadcasting also accepts), aligned at `axis` if given.
+        let legacy_axis = if node.opset() < 7 && node.i64_or("broadcast", 0)? != 0 {
+            node.i64_opt("axis")?
+        } else {
+            None
+        };
+        Ok(Self { kind, legacy_axis })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
@@ -340,7 +387,7 @@ impl OpDef for Binary {
             | BinaryKind::LessOrEqual
             | BinaryKind::Greater
             | BinaryKind::GreaterOrEqual => numeric(),
-            BinaryKind::PRelu => signed_numeric(),
+            BinaryKind::PRelu => numeric(),
             BinaryKind::Equal => [numeric(), vec![DType::Bool]].concat(),
             BinaryKind::BitShift { .. }
             | BinaryKind::BitwiseAnd
@@ -350,10 +397,12 @@ impl OpDef for Binary {
         };
         require_dtype(a.dtype, &allowed, "input")?;
         require_dtype(b.dtype, &allowed, "second input")?;
-        let shape = broadcast_shapes(a.shape, b.shape)?;
-        if self.kind == BinaryKind::PRelu && shape != a.shape {
+        let b_shape = self.b_shape(a.shape, b.shape)?;
+        let shape = broadcast_shapes(a.shape, &b_shape)?;
+        check_rank(&shape)?;
+        if (self.kind == BinaryKind::PRelu || self.legacy_axis.is_some()) && shape != a.shape {
             return Err(CompileError::shape(format!(
-                "slope of shape {:?} does not broadcast to X of shape {:?}",
+                "second input of shape {:?} does not broadcast to the first, of shape {:?}",
                 b.shape, a.shape
             )));
         }
@@ -368,10 +417,11 @@ impl OpDef for Binary {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let (a, b) = (cx.input(0).ok()?, cx.input(1).ok()?);
         let (ta, tb) = (a.constant?, b.constant?);
-        let shape = broadcast_shapes(a.shape, b.shape).ok()?;
+        let b_shape = self.b_shape(a.shape, b.shape).ok()?;
+        let shape = broadcast_shapes(a.shape, &b_shape).ok()?;
         let (oa, ob) = (
             broadcast_offsets(a.shape, &shape),
-            broadcast_offsets(b.shape, &shape),
+            broadcast_offsets(&b_shape, &shape),
         );
         let out_dtype = if self.kind.is_comparison() {
             DType::Bool
@@ -435,7 +485,10 @@ impl OpDef for Binary {
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (a, b, out) = (cx.input(0)?, cx.input(1)?, cx.output(0)?);
         let sa = usize_slice(&broadcast_strides(a.shape, out.shape));
-        let sb = usize_slice(&broadcast_strides(b.shape, out.shape));
+        let sb = usize_slice(&broadcast_strides(
+            &self.b_shape(a.shape, b.shape)?,
+            out.shape,
+        ));
         let shape = usize_slice(out.shape);
         // x^2 with a constant exponent is one multiplication: the f32 product of two f32s is
         // exactly what rounding the f64 power gives.
@@ -586,6 +639,10 @@ impl Binary {
             }));
         }
         let signed = is_signed(da);
+        if self.kind == BinaryKind::PRelu && !signed {
+            // Unsigned values are never negative: the slope is never applied.
+            return Ok(quote!(|a: #ta, _slope: #tb| a));
+        }
         let width = lit(bits(da));
         let body = match self.kind {
             BinaryKind::Add => quote!(a.wrapping_add(b)),
@@ -674,7 +731,7 @@ fn ipow(base: i64, exp: i64) -> i64 {
 
 /// `Pow`: float bases compute `pow_f64` and round to the base type; integer bases with integer
 /// exponents use wrapping integer powers; integer bases with float exponents compute in f64
-/// and convert back (truncating, as numpy's `astype`).
+/// and convert back (truncating toward zero, wrapping through i64 as numpy's C casts do).
 fn pow_closure(da: DType, db: DType) -> Result<TokenStream> {
     let (ta, tb) = (rust_type(da), rust_type(db));
     let y = match FloatCx::new(db) {
@@ -697,7 +754,8 @@ fn pow_closure(da: DType, db: DType) -> Result<TokenStream> {
     if is_int(db) {
         Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::ipow(a as i64, b as i64) as #ta))
     } else {
-        Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::pow_f64(a as f64, #y) as #ta))
+        // Through i64, so that out-of-range results wrap like numpy's C casts on x86.
+        Ok(quote!(|a: #ta, b: #tb| ::sinter_rt::math::pow_f64(a as f64, #y) as i64 as #ta))
     }
 }
 
@@ -761,6 +819,9 @@ impl OpDef for Variadic {
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let first = cx.input(0).ok()?;
+        if matches!(first.dtype, DType::F32 | DType::F64) {
+            return self.eval_float(cx);
+        }
         if !foldable_int(first.dtype) || self.kind == VariadicKind::Mean {
             return None;
         }
@@ -851,6 +912,74 @@ impl OpDef for Variadic {
             code.extend(quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: #t| { let x: #ct = #dec; #enc });));
         }
         Ok(code)
+    }
+}
+
+impl Variadic {
+    /// Folds f32/f64 inputs in the runtime's order (`((x0 op x1) op x2) ...`, then the
+    /// division for Mean), rounding every step to the input type as the emitted code does.
+    fn eval_float(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let dtype = cx.input(0).ok()?.dtype;
+        let mut shapes = Vec::new();
+        for i in 0..cx.inputs.len() {
+            shapes.push(cx.input(i).ok()?.shape);
+        }
+        let shape = broadcast_all(&shapes).ok()?;
+        let mut acc: Option<Vec<f64>> = None;
+        for i in 0..cx.inputs.len() {
+            let x = cx.input(i).ok()?;
+            let values = x.constant?.to_f64s();
+            let offsets = broadcast_offsets(x.shape, &shape);
+            let mut v = Vec::with_capacity(offsets.len());
+            for o in offsets {
+                v.push(*values.get(o)?);
+            }
+            acc = Some(match acc {
+                None => v,
+                Some(prev) => prev
+                    .iter()
+                    .zip(&v)
+                    .map(|(&a, &b)| match self.kind {
+                        VariadicKind::Min => {
+                            if a < b || a.is_nan() {
+                                a
+                            } else {
+                                b
+                            }
+                        }
+                        VariadicKind::Max => {
+                            if a > b || a.is_nan() {
+                                a
+                            } else {
+                                b
+                            }
+                        }
+                        _ => round_to(dtype, a + b),
+                    })
+                    .collect(),
+            });
+        }
+        let mut acc = acc?;
+        if self.kind == VariadicKind::Mean && cx.inputs.len() > 1 {
+            let n = f64::from(u32::try_from(cx.inputs.len()).ok()?);
+            acc = acc.into_iter().map(|v| round_to(dtype, v / n)).collect();
+        }
+        Some(Ok(vec![float_result(dtype, shape, acc.into_iter())]))
+    }
+}
+
+/// Rounds an f64 to the value f32 arithmetic would produce (for f32; f64 unchanged). One
+/// correctly rounded f64 operation on f32 operands, rounded to f32, equals the f32 operation.
+fn round_to(dtype: DType, v: f64) -> f64 {
+    if dtype == DType::F32 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "rounding to f32 is the point"
+        )]
+        let r = v as f32;
+        f64::from(r)
+    } else {
+        v
     }
 }
 
@@ -1115,7 +1244,7 @@ impl OpDef for Unary {
         use UnaryKind as K;
         let x = cx.input(0)?;
         let allowed: Vec<DType> = match self.kind {
-            K::Abs | K::Sign => numeric(),
+            K::Abs | K::Sign | K::Shrink(..) => numeric(),
             K::Neg | K::Relu => signed_numeric(),
             K::Not => vec![DType::Bool],
             K::BitwiseNot => ints(),
@@ -1132,6 +1261,48 @@ impl OpDef for Unary {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         use UnaryKind as K;
         let x = cx.input(0).ok()?;
+        if matches!(x.dtype, DType::F32 | DType::F64) {
+            // Only the operations whose results are exact (or one correctly rounded step) fold:
+            // they match the runtime bit for bit.
+            let f = |v: f64| -> Option<f64> {
+                Some(match self.kind {
+                    K::Abs => v.abs(),
+                    K::Neg => -v,
+                    K::Floor => v.floor(),
+                    K::Ceil => v.ceil(),
+                    K::Round => v.round_ties_even(),
+                    K::Sign => {
+                        if v > 0.0 {
+                            1.0
+                        } else if v < 0.0 {
+                            -1.0
+                        } else {
+                            v
+                        }
+                    }
+                    K::Relu => {
+                        if v < 0.0 {
+                            0.0
+                        } else {
+                            v
+                        }
+                    }
+                    K::Reciprocal => round_to(x.dtype, 1.0 / v),
+                    K::Sqrt if x.dtype == DType::F32 => round_to(x.dtype, v.sqrt()),
+                    _ => return None,
+                })
+            };
+            let values = x.constant?.to_f64s();
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                out.push(f(v)?);
+            }
+            return Some(Ok(vec![float_result(
+                x.dtype,
+                x.shape.to_vec(),
+                out.into_iter(),
+            )]));
+        }
         if !foldable_int(x.dtype) {
             return None;
         }
@@ -1307,6 +1478,19 @@ fn int_body(kind: UnaryKind, dtype: DType) -> Result<TokenStream> {
         K::Relu => quote!(if x < 0 { 0 } else { x }),
         K::Not => quote!(u8::from(x == 0)),
         K::BitwiseNot => quote!(!x),
+        K::Shrink(lambd, bias) => {
+            // As the reference: computed in f64 (the attributes are floats), then truncated
+            // back to the integer type.
+            let (lambd, bias) = (
+                Literal::f64_suffixed(f64::from(lambd)),
+                Literal::f64_suffixed(f64::from(bias)),
+            );
+            let t = rust_type(dtype);
+            quote!({
+                let v = x as f64;
+                (if v < -#lambd { v + #bias } else if v > #lambd { v - #bias } else { 0.0 }) as i64 as #t
+            })
+        }
         k => return Err(CompileError::unsupported(format!("{k:?} of type {dtype}"))),
     })
 }
@@ -1323,10 +1507,7 @@ pub struct Clip {
 impl OpDef for Clip {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         let attr_bounds = if node.opset() < 11 {
-            Some((
-                node.f32_or("min", f32::NEG_INFINITY)?,
-                node.f32_or("max", f32::INFINITY)?,
-            ))
+            Some((node.f32_or("min", f32::MIN)?, node.f32_or("max", f32::MAX)?))
         } else {
             None
         };
@@ -1351,6 +1532,59 @@ impl OpDef for Clip {
             }
         }
         Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?;
+        let bound = |i: usize| -> Option<Option<f64>> {
+            match cx.opt_input(i) {
+                None => Some(None),
+                Some(b) => Some(Some(*b.constant?.to_f64s().first()?)),
+            }
+        };
+        let shape = x.shape.to_vec();
+        if foldable_int(x.dtype) && x.dtype != DType::Bool {
+            let int_bound = |i: usize| -> Option<Option<i64>> {
+                match cx.opt_input(i) {
+                    None => Some(None),
+                    Some(b) => Some(Some(*b.constant?.to_i64s()?.first()?)),
+                }
+            };
+            let (lo, hi) = (int_bound(1)?, int_bound(2)?);
+            let v: Vec<i64> = x
+                .constant?
+                .to_i64s()?
+                .into_iter()
+                .map(|v| {
+                    let m = lo.map_or(v, |lo| v.max(lo));
+                    hi.map_or(m, |hi| m.min(hi))
+                })
+                .collect();
+            return Some(Ok(vec![int_tensor(x.dtype, shape, &v)]));
+        }
+        if !matches!(x.dtype, DType::F32 | DType::F64) {
+            return None;
+        }
+        let (lo, hi) = match self.attr_bounds {
+            Some((lo, hi)) => (Some(f64::from(lo)), Some(f64::from(hi))),
+            None => (bound(1)?, bound(2)?),
+        };
+        let v: Vec<f64> = x
+            .constant?
+            .to_f64s()
+            .into_iter()
+            .map(|v| {
+                let m = match lo {
+                    Some(lo) if v < lo => lo,
+                    _ => v,
+                };
+                match hi {
+                    Some(hi) if m > hi => hi,
+                    _ => m,
+                }
+            })
+            .collect();
+        Some(Ok(vec![float_result(x.dtype, shape, v.into_iter())]))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -1405,17 +1639,172 @@ impl OpDef for Clip {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::Node;
+    use crate::onnx::proto::AttributeProto;
+    use crate::ops::{parse, Operand};
+
+    const ALL_TYPES: &[DType] = &[
+        DType::F32,
+        DType::F64,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::Bool,
+    ];
+
+    /// Emits `op_type` for every input type its inference accepts and checks that the code
+    /// parses; returns how many type combinations were accepted.
+    fn emit_all(op_type: &str, n_inputs: usize, mixed: bool) -> usize {
+        let mut attributes = Vec::new();
+        if op_type == "BitShift" {
+            attributes.push(AttributeProto {
+                name: Some("direction".into()),
+                s: Some(b"LEFT".to_vec()),
+                ..Default::default()
+            });
+        }
+        let node = Node {
+            name: String::new(),
+            op_type: op_type.into(),
+            domain: String::new(),
+            opset: 21,
+            inputs: vec![None; n_inputs],
+            outputs: Vec::new(),
+            attributes,
+            op: None,
+        };
+        let Some(Ok(op)) = parse(&NodeCx { node: &node }) else {
+            panic!("{op_type} does not parse");
+        };
+        let mut accepted = 0;
+        for &first in ALL_TYPES {
+            for &other in ALL_TYPES {
+                if !mixed && other != first {
+                    continue;
+                }
+                let shapes: [&[usize]; 3] = [&[2, 3], &[3], &[2, 1]];
+                let inputs: Vec<Option<Operand<'_>>> = (0..n_inputs)
+                    .map(|i| {
+                        let dtype = match (op_type, i) {
+                            ("Where", 0) => DType::Bool,
+                            (_, 0) => first,
+                            _ => other,
+                        };
+                        Some(Operand {
+                            dtype,
+                            shape: shapes[i],
+                            constant: None,
+                        })
+                    })
+                    .collect();
+                let mut cx = OpCx {
+                    inputs,
+                    outputs: Vec::new(),
+                };
+                let Ok(out) = op.infer(&cx) else { continue };
+                accepted += 1;
+                let out_shape = out[0].shape.clone();
+                cx.outputs = vec![Some(Operand {
+                    dtype: out[0].dtype,
+                    shape: &out_shape,
+                    constant: None,
+                })];
+                let code = op
+                    .emit(&cx, &mut EmitNames::default())
+                    .unwrap_or_else(|e| panic!("{op_type} {first}/{other}: {e}"));
+                syn::parse2::<syn::Block>(quote!({ #code }))
+                    .unwrap_or_else(|e| panic!("{op_type} {first}/{other}: {e}\n{code}"));
+            }
+        }
+        accepted
+    }
+
+    #[test]
+    fn every_accepted_type_emits_parseable_code() {
+        for op in [
+            "Abs",
+            "Neg",
+            "Exp",
+            "Log",
+            "Sqrt",
+            "Reciprocal",
+            "Floor",
+            "Ceil",
+            "Round",
+            "Sign",
+            "Erf",
+            "Sin",
+            "Acosh",
+            "IsNaN",
+            "IsInf",
+            "Not",
+            "BitwiseNot",
+            "Relu",
+            "Sigmoid",
+            "LeakyRelu",
+            "Elu",
+            "Selu",
+            "Celu",
+            "Gelu",
+            "HardSigmoid",
+            "HardSwish",
+            "Softplus",
+            "Softsign",
+            "Mish",
+            "ThresholdedRelu",
+            "Shrink",
+            "Swish",
+            "Clip",
+        ] {
+            assert!(emit_all(op, 1, false) > 0, "{op}");
+        }
+        for op in [
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Mod",
+            "BitShift",
+            "BitwiseAnd",
+            "And",
+            "Or",
+            "Xor",
+            "Equal",
+            "Less",
+            "GreaterOrEqual",
+            "PRelu",
+        ] {
+            assert!(emit_all(op, 2, false) > 0, "{op}");
+        }
+        // Pow takes any numeric exponent type.
+        assert_eq!(emit_all("Pow", 2, true), 12 * 12);
+        for op in ["Min", "Max", "Sum", "Mean"] {
+            assert!(emit_all(op, 3, false) > 0, "{op}");
+        }
+        assert_eq!(emit_all("Where", 3, false), ALL_TYPES.len());
+    }
 
     #[test]
     fn int_folding_wraps_like_the_runtime() {
         let shift = Binary {
             kind: BinaryKind::BitShift { left: false },
+            legacy_axis: None,
         };
         assert_eq!(shift.apply_int(DType::I8, -8, 9), Some(-1));
         assert_eq!(shift.apply_int(DType::I8, -8, -1), Some(-1));
         let modulo = Binary {
             kind: BinaryKind::Mod { fmod: false },
+            legacy_axis: Some(1),
         };
+        assert_eq!(modulo.b_shape(&[2, 3, 4], &[3]).ok(), Some(vec![1, 3, 1]));
+        assert!(modulo.b_shape(&[2, 3], &[3, 4]).is_err());
         assert_eq!(modulo.apply_int(DType::I32, 7, -3), Some(-2));
         assert_eq!(modulo.apply_int(DType::I32, -7, 3), Some(2));
         let t = int_tensor(DType::I8, vec![2], &[128, -129]);

@@ -3,7 +3,8 @@
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Softmax.html>,
 //! <https://onnx.ai/onnx/operators/onnx__LogSoftmax.html>,
-//! <https://onnx.ai/onnx/operators/onnx__Hardmax.html>. float32.
+//! <https://onnx.ai/onnx/operators/onnx__Hardmax.html>. float32 (f32 kernels), float64,
+//! float16 and bfloat16 (computed in f64 and rounded).
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -67,15 +68,40 @@ impl OpDef for Softmax {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &[DType::F32], "input")?;
+        require_dtype(
+            x.dtype,
+            &[DType::F32, DType::F64, DType::F16, DType::BF16],
+            "input",
+        )?;
         self.split(x.shape)?;
         Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (outer, len, inner) = self.split(cx.input(0)?.shape)?;
+        let x = cx.input(0)?;
+        let (outer, len, inner) = self.split(x.shape)?;
         let (outer, len, inner) = (lit(outer), lit(len), lit(inner));
         let (i0, o0) = (names.input(0), names.output(0));
+        if x.dtype != DType::F32 {
+            let kind = match self.kind {
+                SoftmaxKind::Softmax => quote!(Softmax),
+                SoftmaxKind::LogSoftmax => quote!(LogSoftmax),
+                SoftmaxKind::Hardmax => quote!(Hardmax),
+            };
+            let (dec, enc) = match x.dtype {
+                DType::F16 => (
+                    quote!(|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v))),
+                    quote!(|v: f64| ::sinter_rt::half::f32_to_f16(v as f32)),
+                ),
+                DType::BF16 => (
+                    quote!(|v: u16| f64::from(::sinter_rt::half::bf16_to_f32(v))),
+                    quote!(|v: f64| ::sinter_rt::half::f32_to_bf16(v as f32)),
+                ),
+                _ => (quote!(|v: f64| v), quote!(|v: f64| v)),
+            };
+            return Ok(quote!(::sinter_rt::softmax::softmax_via(
+                ::sinter_rt::softmax::SoftmaxKind::#kind, #i0, #o0, [#outer, #len, #inner], #dec, #enc);));
+        }
         let kernel = match self.kind {
             SoftmaxKind::Softmax => quote!(softmax_f32),
             SoftmaxKind::LogSoftmax => quote!(log_softmax_f32),
