@@ -1679,6 +1679,7 @@ mod tests {
             outputs: Vec::new(),
             attributes,
             op: None,
+            guards: Vec::new(),
         };
         let Some(Ok(op)) = parse(&NodeCx { node: &node }) else {
             panic!("{op_type} does not parse");
