@@ -39,7 +39,11 @@ fn read_png(path: &Path) -> Result<Rgb, Box<dyn std::error::Error>> {
             _ => pixels.extend_from_slice(&px[..3]),
         }
     }
-    Ok(Rgb { width, height, pixels })
+    Ok(Rgb {
+        width,
+        height,
+        pixels,
+    })
 }
 
 /// Bilinear resize to SIZE x SIZE, normalized, NCHW.
@@ -55,7 +59,8 @@ fn preprocess(img: &Rgb) -> Vec<f32> {
             let x1 = (x0 + 1).min(img.width - 1);
             for c in 0..3 {
                 let p = |yy: usize, xx: usize| img.pixels[(yy * img.width + xx) * 3 + c] as f32;
-                let v = (p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx) * (1.0 - fy) + (p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx) * fy;
+                let v = (p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx) * (1.0 - fy)
+                    + (p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx) * fy;
                 out[(c * SIZE + y) * SIZE + x] = (v / 255.0 - MEAN[c]) / STD[c];
             }
         }
@@ -64,7 +69,11 @@ fn preprocess(img: &Rgb) -> Vec<f32> {
 }
 
 /// Bounding boxes (x0, y0, x1, y1, mean probability) of 4-connected regions above `threshold`.
-fn regions(prob: &[f32], threshold: f32, min_area: usize) -> Vec<(usize, usize, usize, usize, f32)> {
+fn regions(
+    prob: &[f32],
+    threshold: f32,
+    min_area: usize,
+) -> Vec<(usize, usize, usize, usize, f32)> {
     let mut seen = vec![false; prob.len()];
     let mut boxes = Vec::new();
     let mut stack = Vec::new();
@@ -72,7 +81,8 @@ fn regions(prob: &[f32], threshold: f32, min_area: usize) -> Vec<(usize, usize, 
         if seen[start] || prob[start] < threshold {
             continue;
         }
-        let (mut x0, mut y0, mut x1, mut y1, mut area, mut sum) = (SIZE, SIZE, 0, 0, 0usize, 0.0f32);
+        let (mut x0, mut y0, mut x1, mut y1, mut area, mut sum) =
+            (SIZE, SIZE, 0, 0, 0usize, 0.0f32);
         seen[start] = true;
         stack.push(start);
         while let Some(i) = stack.pop() {
@@ -80,7 +90,12 @@ fn regions(prob: &[f32], threshold: f32, min_area: usize) -> Vec<(usize, usize, 
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
             area += 1;
             sum += prob[i];
-            let neighbours = [(x > 0).then(|| i - 1), (x + 1 < SIZE).then(|| i + 1), (y > 0).then(|| i - SIZE), (y + 1 < SIZE).then(|| i + SIZE)];
+            let neighbours = [
+                (x > 0).then(|| i - 1),
+                (x + 1 < SIZE).then(|| i + 1),
+                (y > 0).then(|| i - SIZE),
+                (y + 1 < SIZE).then(|| i + SIZE),
+            ];
             for j in neighbours.into_iter().flatten() {
                 if !seen[j] && prob[j] >= threshold {
                     seen[j] = true;
@@ -99,7 +114,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/document.png"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/document.png")
+        });
     let img = read_png(&path)?;
     let input = preprocess(&img);
 
@@ -109,17 +126,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = start.elapsed();
 
     let out_path = path.with_extension("prob.png");
-    let mut encoder = png::Encoder::new(BufWriter::new(File::create(&out_path)?), SIZE as u32, SIZE as u32);
+    let mut encoder = png::Encoder::new(
+        BufWriter::new(File::create(&out_path)?),
+        SIZE as u32,
+        SIZE as u32,
+    );
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
-    let gray: Vec<u8> = prob.iter().map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let gray: Vec<u8> = prob
+        .iter()
+        .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
     encoder.write_header()?.write_image_data(&gray)?;
 
-    let (sx, sy) = (img.width as f32 / SIZE as f32, img.height as f32 / SIZE as f32);
+    let (sx, sy) = (
+        img.width as f32 / SIZE as f32,
+        img.height as f32 / SIZE as f32,
+    );
     let boxes = regions(prob, 0.3, 20);
-    println!("{}: {}x{} image, detector ran in {:.1} ms (including Model::new)", path.display(), img.width, img.height, elapsed.as_secs_f64() * 1e3);
+    println!(
+        "{}: {}x{} image, detector ran in {:.1} ms (including Model::new)",
+        path.display(),
+        img.width,
+        img.height,
+        elapsed.as_secs_f64() * 1e3
+    );
     println!("probability map written to {}", out_path.display());
-    println!("{} text regions (x0, y0) - (x1, y1), mean probability:", boxes.len());
+    println!(
+        "{} text regions (x0, y0) - (x1, y1), mean probability:",
+        boxes.len()
+    );
     for (x0, y0, x1, y1, score) in boxes {
         println!(
             "  ({:4.0}, {:4.0}) - ({:4.0}, {:4.0})  {score:.3}",
