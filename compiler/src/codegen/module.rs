@@ -432,6 +432,16 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             TokenStream::new(),
         )
     };
+    let fills = plan.fills.iter().map(|f| {
+        let (t, offset, len) = (rust_type(f.dtype), lit(f.offset), lit(f.len));
+        let bytes = f
+            .element
+            .iter()
+            .map(|&b| proc_macro2::Literal::u8_unsuffixed(b));
+        quote! {
+            arena.splitter().take::<#t>(#offset, #len).fill(<#t>::from_le_bytes([#(#bytes),*]));
+        }
+    });
     let arena_bytes = plan.arena_bytes;
     let blocks = lit(arena_bytes.div_ceil(crate::plan::ALIGN));
     let (arena_lit, weights_lit) = (lit(arena_bytes), lit(weights_len));
@@ -496,7 +506,14 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 /// A model ready to run; allocates its arena once (on the heap with
                 /// `sinter-rt`'s `std` feature, inline otherwise).
                 pub fn new() -> Self {
-                    Self { arena: Arena::new(), exec: ::sinter_rt::threads::Exec::single() }
+                    Self::with_exec(::sinter_rt::threads::Exec::single())
+                }
+
+                fn with_exec(exec: ::sinter_rt::threads::Exec) -> Self {
+                    #[allow(unused_mut, reason = "filled only when the model has big uniform constants")]
+                    let mut arena = Arena::new();
+                    #(#fills)*
+                    Self { arena, exec }
                 }
 
                 /// A model whose big kernels (GEMM, convolution) split their work over
@@ -504,7 +521,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 /// started here (needs `sinter-rt`'s `std` feature; without it this is
                 /// [`Model::new`]).
                 pub fn with_threads(threads: usize) -> Self {
-                    Self { arena: Arena::new(), exec: ::sinter_rt::threads::Exec::with_threads(threads) }
+                    Self::with_exec(::sinter_rt::threads::Exec::with_threads(threads))
                 }
 
                 #[doc = #run_doc]

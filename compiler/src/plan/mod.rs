@@ -39,6 +39,8 @@ pub struct Plan {
     /// Per graph output: the arena region its value is copied into at the end of `run`, for
     /// outputs whose value lives elsewhere (a constant or a graph input).
     pub output_copy: Vec<Option<usize>>,
+    /// Arena regions `Model::new()` fills with one repeated value (big uniform constants).
+    pub fills: Vec<Fill>,
     /// Arena size in bytes.
     pub arena_bytes: usize,
     /// The peak of bytes live at once over the schedule: no plan can use less.
@@ -66,11 +68,18 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         locations[id.index()] = Some(Location::Input(i));
     }
 
-    // Constants that code reads: in node inputs and graph outputs, in first-use order.
+    // Constants that code reads: in node inputs and graph outputs, in first-use order. Big
+    // constants that repeat one value (ConstantOfShape, Expand of a scalar) are not stored:
+    // they get an arena region that `Model::new()` fills.
     let mut weights = Vec::new();
+    let mut fill_values: Vec<crate::ir::ValueId> = Vec::new();
     let mut place_constant = |id: crate::ir::ValueId, locations: &mut Vec<Option<Location>>| {
-        if locations[id.index()].is_none() {
+        if locations[id.index()].is_none() && !fill_values.contains(&id) {
             if let Some(t) = &graph.value(id).constant {
+                if is_uniform(t) {
+                    fill_values.push(id);
+                    return;
+                }
                 let offset = weights.len();
                 weights.extend_from_slice(&t.bytes);
                 weights.resize(offset + padded(t.bytes.len()), 0);
@@ -131,6 +140,15 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     }
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut owners: Vec<Owner> = Vec::new();
+    for &id in &fill_values {
+        buffers.push(Buffer {
+            size: padded(graph.value(id).bytes()),
+            first: 0,
+            last: n_nodes,
+            offset: 0,
+        });
+        owners.push(Owner::Fill(id));
+    }
     let mut scratch = vec![None; n_nodes];
     for (i, node) in graph.nodes.iter().enumerate() {
         for &id in node.outputs.iter().flatten() {
@@ -170,10 +188,8 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     let mut output_copy = vec![None; graph.outputs.len()];
     for (k, &id) in graph.outputs.iter().enumerate() {
         let r = root[id.index()];
-        let in_arena = graph
-            .value(crate::ir::ValueId(u32::try_from(r).unwrap_or(u32::MAX)))
-            .constant
-            .is_none()
+        let root_id = crate::ir::ValueId(u32::try_from(r).unwrap_or(u32::MAX));
+        let in_arena = (graph.value(root_id).constant.is_none() || fill_values.contains(&root_id))
             && !graph.inputs.iter().any(|i| i.index() == r);
         if !in_arena {
             buffers.push(Buffer {
@@ -226,11 +242,23 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         arena_bytes = arena_bytes.max(offset + size);
         placed.push(b);
     }
+    let mut fills = Vec::new();
     for (buffer, owner) in buffers.iter().zip(owners) {
         match owner {
             Owner::Value(v) => locations[v] = Some(Location::Arena(buffer.offset)),
             Owner::Scratch(node, t) => scratch[node] = Some((buffer.offset, t)),
             Owner::OutputCopy(k) => output_copy[k] = Some(buffer.offset),
+            Owner::Fill(id) => {
+                locations[id.index()] = Some(Location::Arena(buffer.offset));
+                if let Some(t) = &graph.value(id).constant {
+                    fills.push(Fill {
+                        offset: buffer.offset,
+                        dtype: t.dtype,
+                        len: t.len(),
+                        element: t.bytes[..t.dtype.size()].to_vec(),
+                    });
+                }
+            }
         }
     }
     for v in 0..graph.values.len() {
@@ -243,6 +271,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         scratch,
         skip,
         output_copy,
+        fills,
         arena_bytes,
         arena_lower_bound,
         weights,
@@ -274,7 +303,31 @@ fn is_view(graph: &Graph, node: &crate::ir::Node) -> bool {
         && graph.value(*output).constant.is_none()
 }
 
+/// A big constant that repeats one value, materialized in the arena by `Model::new()`
+/// instead of being stored in the weights blob.
+#[derive(Debug, Clone)]
+pub struct Fill {
+    /// Arena offset.
+    pub offset: usize,
+    /// Element type.
+    pub dtype: crate::ir::DType,
+    /// Elements.
+    pub len: usize,
+    /// The repeated element's little-endian bytes.
+    pub element: Vec<u8>,
+}
+
+/// Constants at least this big that repeat one value are filled at load time, not stored.
+const FILL_MIN_BYTES: usize = 4096;
+
+/// Whether `t` is big and every element equals the first.
+fn is_uniform(t: &crate::ir::Tensor) -> bool {
+    let size = t.dtype.size();
+    t.bytes.len() >= FILL_MIN_BYTES && t.bytes.chunks_exact(size).all(|c| c == &t.bytes[..size])
+}
+
 enum Owner {
+    Fill(crate::ir::ValueId),
     OutputCopy(usize),
     Value(usize),
     Scratch(usize, TypeShape),
