@@ -317,6 +317,79 @@ fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `ConvInteger`: `out = conv(x - x_zero, w - w_zero[m])` in i32, directly (no im2col), with
+/// `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`; `w_zero` holds no value (zero), one, or
+/// one per output channel. Padding contributes nothing.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "geometry, operands, zero points and the element conversions"
+)]
+pub fn conv_integer<X: Copy, W: Copy>(
+    p: &ConvParams,
+    x: &[X],
+    w: &[W],
+    x_zero: i32,
+    w_zero: &[W],
+    out: &mut [i32],
+    load_x: impl Fn(X) -> i32,
+    load_w: impl Fn(W) -> i32,
+) {
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let (in_len, out_len, k_len) = (id * ih * iw, od * oh * ow, kd * kh * kw);
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len
+            && w.len() >= p.out_channels * cin_g * k_len
+            && out.len() >= p.batch * p.out_channels * out_len,
+        "conv_integer buffers too short"
+    );
+    let coord = |axis: usize, o: usize, k: usize| -> Option<usize> {
+        (o * p.strides[axis] + k * p.dilations[axis])
+            .checked_sub(p.pads[axis])
+            .filter(|&v| v < p.input[axis])
+    };
+    for n in 0..p.batch {
+        for m in 0..p.out_channels {
+            let g = m / cout_g.max(1);
+            let wz = match w_zero.len() {
+                0 => 0,
+                1 => load_w(w_zero[0]),
+                _ => load_w(w_zero[m]),
+            };
+            let dst = &mut out[(n * p.out_channels + m) * out_len..][..out_len];
+            let mut idx = 0;
+            for z in 0..od {
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = 0i32;
+                        for c in 0..cin_g {
+                            let src = &x[(n * p.in_channels + g * cin_g + c) * in_len..][..in_len];
+                            let wk = &w[(m * cin_g + c) * k_len..][..k_len];
+                            for a in 0..kd {
+                                let Some(zi) = coord(0, z, a) else { continue };
+                                for b in 0..kh {
+                                    let Some(yi) = coord(1, y, b) else { continue };
+                                    for e in 0..kw {
+                                        let Some(xi) = coord(2, xo, e) else { continue };
+                                        let xv = load_x(src[(zi * ih + yi) * iw + xi]) - x_zero;
+                                        let wv = load_w(wk[(a * kh + b) * kw + e]) - wz;
+                                        acc = acc.wrapping_add(xv.wrapping_mul(wv));
+                                    }
+                                }
+                            }
+                        }
+                        dst[idx] = acc;
+                        idx += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +470,28 @@ mod tests {
         for (o, f) in out.iter().zip(&full[1..]) {
             assert_eq!(*o, f + 0.5);
         }
+    }
+
+    #[test]
+    fn conv_integer_subtracts_zero_points() {
+        let p = ConvParams {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 1,
+            groups: 1,
+            input: [3, 1, 1],
+            output: [3, 1, 1],
+            kernel: [3, 1, 1],
+            strides: [1, 1, 1],
+            dilations: [1, 1, 1],
+            pads: [1, 0, 0],
+        };
+        let x = [11u8, 12, 13];
+        let w = [1u8, 2, 3];
+        let mut out = [0i32; 3];
+        conv_integer(&p, &x, &w, 10, &[1u8], &mut out, i32::from, i32::from);
+        // x - 10 = [1, 2, 3], w - 1 = [0, 1, 2]; padding adds nothing.
+        assert_eq!(out, [5, 8, 3]);
     }
 
     #[test]

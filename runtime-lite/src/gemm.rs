@@ -186,6 +186,43 @@ fn micro_tile(a: &[f32], b: &[f32], kc: usize) -> [[f32; NR]; MR] {
     acc
 }
 
+/// A batch of row-major products for element types without a blocked kernel (MatMul on
+/// f64 and integers, MatMulInteger): as [`batched_gemm_f32`], with each element of A and B
+/// read through `load_a` / `load_b` into the accumulator type `Acc` and combined by
+/// `mul_add(acc, a, b)`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape, the operands and the arithmetic"
+)]
+pub fn batched_matmul<A: Copy, B: Copy, Acc: Copy>(
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[A],
+    b: &[B],
+    out: &mut [Acc],
+    zero: Acc,
+    mul_add: impl Fn(Acc, A, B) -> Acc,
+) {
+    crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |i, [ia, ib]| {
+        let (a, b) = (&a[ia..][..m * k], &b[ib..][..k * n]);
+        let o = &mut out[i * m * n..][..m * n];
+        o.fill(zero);
+        for r in 0..m {
+            let row = &mut o[r * n..][..n];
+            for p in 0..k {
+                let av = a[r * k + p];
+                for (dst, &bv) in row.iter_mut().zip(&b[p * n..][..n]) {
+                    *dst = mul_add(*dst, av, bv);
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +248,17 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn generic_matmul_of_integers() {
+        let a = [1i32, 2, 3, 4];
+        let b = [5i32, 6, 7, 8];
+        let mut out = [0i32; 4];
+        batched_matmul(&[], &[], &[], 2, 2, 2, &a, &b, &mut out, 0, |acc, x, y| {
+            acc.wrapping_add(x.wrapping_mul(y))
+        });
+        assert_eq!(out, [19, 22, 43, 50]);
     }
 
     #[test]

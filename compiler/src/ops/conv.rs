@@ -560,3 +560,74 @@ impl OpDef for ConvTranspose {
         })
     }
 }
+
+/// `ConvInteger` (opset 10): `conv(x - x_zero_point, w - w_zero_point)` in int32, for
+/// int8/uint8 operands; `w_zero_point` may be per output channel.
+#[derive(Debug, Clone)]
+pub struct ConvInteger {
+    /// The same geometry as a float convolution.
+    pub conv: Conv,
+}
+
+impl OpDef for ConvInteger {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            conv: Conv::parse(node)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(x.dtype, &[DType::U8, DType::I8], "X")?;
+        require_dtype(w.dtype, &[DType::U8, DType::I8], "W")?;
+        let g = self.conv.geometry(cx)?;
+        let group = self.conv.group;
+        let (cin, cout) = (x.shape[1], w.shape[0]);
+        if cin % group != 0 || cout % group != 0 || w.shape[1] * group != cin {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {group}: X has {cin}, W is {:?}",
+                w.shape
+            )));
+        }
+        for (i, of, allowed) in [(2, x.dtype, 1), (3, w.dtype, cout)] {
+            if let Some(z) = cx.opt_input(i) {
+                let n: usize = z.shape.iter().product();
+                if z.dtype != of || (n != 1 && n != allowed) {
+                    return Err(CompileError::shape(format!(
+                        "zero point {i} must be {of} with 1 or {allowed} values, found {}{:?}",
+                        z.dtype, z.shape
+                    )));
+                }
+            }
+        }
+        let mut shape = vec![x.shape[0], cout];
+        shape.extend(&g.output);
+        Ok(vec![TypeShape::new(DType::I32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let params = self.conv.params(cx)?;
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (tx, tw) = (
+            super::rust_type(cx.input(0)?.dtype),
+            super::rust_type(cx.input(1)?.dtype),
+        );
+        let x_zero = if cx.opt_input(2).is_some() {
+            let z = names.input(2);
+            quote!(i32::from(#z[0]))
+        } else {
+            quote!(0i32)
+        };
+        let w_zero = if cx.opt_input(3).is_some() {
+            let z = names.input(3);
+            quote!(#z)
+        } else {
+            quote!(&[])
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            ::sinter_rt::conv::conv_integer(&PARAMS, #i0, #i1, #x_zero, #w_zero, #o0,
+                |v: #tx| i32::from(v), |v: #tw| i32::from(v));
+        })
+    }
+}

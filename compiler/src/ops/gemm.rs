@@ -1,14 +1,17 @@
-//! Matrix products: `Gemm` (opset 7..=13) and `MatMul` (numpy semantics, opset 1..=13).
+//! Matrix products: `Gemm` (opset 7..=13), `MatMul` (numpy semantics, opset 1..=13) and
+//! `MatMulInteger` (opset 10).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Gemm.html>,
-//! <https://onnx.ai/onnx/operators/onnx__MatMul.html>. float32.
+//! <https://onnx.ai/onnx/operators/onnx__MatMul.html>,
+//! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm float32; MatMul float32,
+//! float64 and 32/64-bit integers; MatMulInteger int8/uint8 with scalar zero points.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{
-    broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, usize_slice, EmitNames,
-    NodeCx, OpCx, OpDef, TypeShape,
+    broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, rust_type, usize_slice,
+    EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
@@ -190,7 +193,7 @@ impl OpDef for MatMul {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let (a, b) = (cx.input(0)?, cx.input(1)?);
-        require_dtype(a.dtype, &[DType::F32], "A")?;
+        require_dtype(a.dtype, MATMUL_TYPES, "A")?;
         if a.dtype != b.dtype {
             return Err(CompileError::shape(format!(
                 "input types differ: {} and {}",
@@ -213,8 +216,93 @@ impl OpDef for MatMul {
         let batch = usize_slice(&d.batch);
         let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        Ok(
-            quote!(::sinter_rt::gemm::batched_gemm_f32(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
-        )
+        let dtype = cx.input(0)?.dtype;
+        if dtype == DType::F32 {
+            return Ok(
+                quote!(::sinter_rt::gemm::batched_gemm_f32(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
+            );
+        }
+        let t = rust_type(dtype);
+        let (zero, f) = if dtype.is_float() {
+            (quote!(0.0), quote!(|acc: #t, a: #t, b: #t| acc + a * b))
+        } else {
+            (
+                quote!(0),
+                quote!(|acc: #t, a: #t, b: #t| acc.wrapping_add(a.wrapping_mul(b))),
+            )
+        };
+        Ok(quote! {
+            ::sinter_rt::gemm::batched_matmul(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0, #zero, #f);
+        })
+    }
+}
+
+const MATMUL_TYPES: &[DType] = &[
+    DType::F32,
+    DType::F64,
+    DType::I32,
+    DType::I64,
+    DType::U32,
+    DType::U64,
+];
+
+/// `MatMulInteger`: `(A - a_zero_point) x (B - b_zero_point)` in int32, MatMul shapes.
+#[derive(Debug, Clone)]
+pub struct MatMulInteger;
+
+impl OpDef for MatMulInteger {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(MatMulInteger)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(a.dtype, &[DType::U8, DType::I8], "A")?;
+        require_dtype(b.dtype, &[DType::U8, DType::I8], "B")?;
+        for (i, of) in [(2, a.dtype), (3, b.dtype)] {
+            if let Some(z) = cx.opt_input(i) {
+                if z.dtype != of {
+                    return Err(CompileError::shape(format!(
+                        "zero point {i} must have its operand's type {of}"
+                    )));
+                }
+                if z.shape.iter().product::<usize>() != 1 {
+                    return Err(CompileError::unsupported(
+                        "MatMulInteger with per-row or per-column zero points",
+                    ));
+                }
+            }
+        }
+        Ok(vec![TypeShape::new(
+            DType::I32,
+            matmul_dims(a.shape, b.shape)?.out,
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let d = matmul_dims(cx.input(0)?.shape, cx.input(1)?.shape)?;
+        let scale = |strides: Vec<usize>, size: usize| {
+            strides.into_iter().map(|s| s * size).collect::<Vec<_>>()
+        };
+        let sa = usize_slice(&scale(broadcast_strides(&d.a_batch, &d.batch), d.m * d.k));
+        let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
+        let batch = usize_slice(&d.batch);
+        let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (ta, tb) = (rust_type(cx.input(0)?.dtype), rust_type(cx.input(1)?.dtype));
+        let zp = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let z = names.input(i);
+                quote!(i32::from(#z[0]))
+            } else {
+                quote!(0i32)
+            }
+        };
+        let (za, zb) = (zp(2, names), zp(3, names));
+        Ok(quote! {
+            let (za, zb) = (#za, #zb);
+            ::sinter_rt::gemm::batched_matmul(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0, 0i32,
+                |acc: i32, a: #ta, b: #tb| acc.wrapping_add((i32::from(a) - za).wrapping_mul(i32::from(b) - zb)));
+        })
     }
 }

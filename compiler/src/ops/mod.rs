@@ -316,6 +316,8 @@ ops! {
     ConvTranspose(conv::ConvTranspose) => ["ConvTranspose"];
     Resize(resize::Resize) => ["Resize", "Upsample"];
     Einsum(einsum::Einsum) => ["Einsum"];
+    MatMulInteger(gemm::MatMulInteger) => ["MatMulInteger"];
+    ConvInteger(conv::ConvInteger) => ["ConvInteger"];
 }
 
 // ---- shared helpers for the family files ----
