@@ -223,6 +223,37 @@ pub fn batched_matmul<A: Copy, B: Copy, Acc: Copy>(
     });
 }
 
+/// `out[m x n] = A[m x k] * B[k x n]` over strided operands for element types without a
+/// blocked kernel (Gemm on f64 and integers), combining through `mul_add(acc, a, b)`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a BLAS-style signature plus the arithmetic"
+)]
+pub fn gemm_generic<T: Copy>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_strides: Strides,
+    b: &[T],
+    b_strides: Strides,
+    out: &mut [T],
+    zero: T,
+    mul_add: impl Fn(T, T, T) -> T,
+) {
+    let o = &mut out[..m * n];
+    o.fill(zero);
+    for r in 0..m {
+        let row = &mut o[r * n..][..n];
+        for p in 0..k {
+            let av = a[r * a_strides.rows + p * a_strides.cols];
+            for (j, dst) in row.iter_mut().enumerate() {
+                *dst = mul_add(*dst, av, b[p * b_strides.rows + j * b_strides.cols]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

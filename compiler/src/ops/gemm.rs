@@ -3,8 +3,9 @@
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Gemm.html>,
 //! <https://onnx.ai/onnx/operators/onnx__MatMul.html>,
-//! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm float32; MatMul float32,
-//! float64 and 32/64-bit integers; MatMulInteger int8/uint8 with scalar zero points.
+//! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm and MatMul: float32,
+//! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only); MatMulInteger:
+//! int8/uint8 with scalar zero points.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -74,7 +75,15 @@ impl OpDef for Gemm {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let a = cx.input(0)?;
-        require_dtype(a.dtype, &[DType::F32], "A")?;
+        require_dtype(a.dtype, MATMUL_TYPES, "A")?;
+        if cx.input(1)?.dtype != a.dtype || cx.opt_input(2).is_some_and(|c| c.dtype != a.dtype) {
+            return Err(CompileError::shape("Gemm operands differ in type"));
+        }
+        if !a.dtype.is_float() && (self.alpha != 1.0 || self.beta != 1.0) {
+            return Err(CompileError::unsupported(
+                "integer Gemm with alpha or beta other than 1",
+            ));
+        }
         let (m, n, _) = self.dims(cx)?;
         if let Some(c) = cx.opt_input(2) {
             let b = broadcast_shapes(c.shape, &[m, n])?;
@@ -89,6 +98,10 @@ impl OpDef for Gemm {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let dtype = cx.input(0)?.dtype;
+        if dtype != DType::F32 {
+            return self.emit_generic(cx, names, dtype);
+        }
         let (m, n, k) = self.dims(cx)?;
         let o0 = names.output(0);
         let mut code = TokenStream::new();
@@ -125,6 +138,69 @@ impl OpDef for Gemm {
                 #accumulate, #o0,
             );
         });
+        Ok(code)
+    }
+}
+
+impl Gemm {
+    /// Gemm for types without the blocked f32 kernel: the product, then `alpha` and `beta * C`.
+    fn emit_generic(
+        &self,
+        cx: &OpCx<'_>,
+        names: &mut EmitNames,
+        dtype: DType,
+    ) -> Result<TokenStream> {
+        let (m, n, k) = self.dims(cx)?;
+        let t = rust_type(dtype);
+        let (zero, f) = if dtype.is_float() {
+            (quote!(0.0), quote!(|acc: #t, a: #t, b: #t| acc + a * b))
+        } else {
+            (
+                quote!(0),
+                quote!(|acc: #t, a: #t, b: #t| acc.wrapping_add(a.wrapping_mul(b))),
+            )
+        };
+        let (sa_rows, sa_cols) = if self.trans_a { (1, m) } else { (k, 1) };
+        let (sb_rows, sb_cols) = if self.trans_b { (1, k) } else { (n, 1) };
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (lm, ln, lk) = (lit(m), lit(n), lit(k));
+        let (sa_rows, sa_cols, sb_rows, sb_cols) =
+            (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
+        let mut code = quote! {
+            ::sinter_rt::gemm::gemm_generic(
+                #lm, #ln, #lk,
+                #i0, ::sinter_rt::gemm::Strides { rows: #sa_rows, cols: #sa_cols },
+                #i1, ::sinter_rt::gemm::Strides { rows: #sb_rows, cols: #sb_cols },
+                #o0, #zero, #f,
+            );
+        };
+        let scale = |v: f32| -> TokenStream {
+            let l = proc_macro2::Literal::f64_suffixed(f64::from(v));
+            quote!(#l)
+        };
+        if dtype.is_float() && self.alpha != 1.0 {
+            let alpha = scale(self.alpha);
+            code.extend(quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: f64| v * #alpha);));
+        }
+        match cx.opt_input(2) {
+            Some(c) if self.beta != 0.0 => {
+                let i2 = names.input(2);
+                let strides = usize_slice(&broadcast_strides(c.shape, &[m, n]));
+                let shape = usize_slice(&[m, n]);
+                let f = if !dtype.is_float() {
+                    quote!(|o: #t, c: #t| o.wrapping_add(c))
+                } else if self.beta == 1.0 {
+                    quote!(|o: #t, c: #t| o + c)
+                } else {
+                    let beta = scale(self.beta);
+                    quote!(|o: #t, c: #t| o + #beta * c)
+                };
+                code.extend(
+                    quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #i2, #strides, #f);),
+                );
+            }
+            _ => {}
+        }
         Ok(code)
     }
 }
