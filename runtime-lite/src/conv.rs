@@ -280,6 +280,26 @@ pub fn conv_transpose_f32(
     }
 }
 
+/// `Col2Im`: sums the columns `x: [N, C * K, L]` (K kernel taps, L block positions laid out
+/// over `p.input`) back into images `out: [N, C, *output]`; `p.out_channels` is C.
+pub fn col2im_f32(p: &ConvTransposeParams, x: &[f32], out: &mut [f32]) {
+    let k_len: usize = p.kernel.iter().product();
+    let blocks: usize = p.input.iter().product();
+    let image: usize = p.output.iter().product();
+    let (cols, plane) = (p.out_channels * k_len * blocks, p.out_channels * image);
+    assert!(
+        x.len() >= p.batch * cols && out.len() >= p.batch * plane,
+        "col2im buffers too short"
+    );
+    for n in 0..p.batch {
+        let dst = &mut out[n * plane..][..plane];
+        dst.fill(0.0);
+        if image > 0 && blocks > 0 {
+            col2im(p, &x[n * cols..][..cols], dst);
+        }
+    }
+}
+
 /// Scatter-adds the column matrix of one group into its output channels.
 fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
     let [id, ih, iw] = p.input;

@@ -631,3 +631,106 @@ impl OpDef for ConvInteger {
         })
     }
 }
+
+/// `Col2Im` (opset 18): rearranges column blocks `[N, C * prod(block_shape), L]` back into
+/// images `[N, C, *image_shape]`, summing overlaps; `image_shape` and `block_shape` must be
+/// compile-time constants.
+#[derive(Debug, Clone)]
+pub struct Col2Im {
+    /// Strides, dilations and pads.
+    pub window: Window,
+}
+
+impl Col2Im {
+    /// (params tokens, output shape).
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(TokenStream, Vec<usize>)> {
+        let x = cx.input(0)?;
+        let to_usizes = |v: Vec<i64>, what: &str| -> Result<Vec<usize>> {
+            v.iter()
+                .map(|&d| {
+                    usize::try_from(d)
+                        .map_err(|_| CompileError::shape(format!("{what} has negative value {d}")))
+                })
+                .collect()
+        };
+        let image = to_usizes(cx.const_ints(1, "Col2Im image_shape")?, "image_shape")?;
+        let block = to_usizes(cx.const_ints(2, "Col2Im block_shape")?, "block_shape")?;
+        let d = image.len();
+        if d == 0 || d > 3 || block.len() != d {
+            return Err(CompileError::unsupported(format!(
+                "Col2Im with image_shape {image:?} and block_shape {block:?} (1 to 3 equal-length dims)"
+            )));
+        }
+        if x.shape.len() != 3 {
+            return Err(CompileError::shape(format!(
+                "input must be [N, C * K, L], found {:?}",
+                x.shape
+            )));
+        }
+        let k: usize = block.iter().product();
+        if k == 0 || x.shape[1] % k != 0 {
+            return Err(CompileError::shape(format!(
+                "input channels {} are not a multiple of the block size {k}",
+                x.shape[1]
+            )));
+        }
+        let channels = x.shape[1] / k;
+        // The block grid is what a convolution of the padded image would produce.
+        let window = Window {
+            kernel: Some(block.clone()),
+            ..self.window.clone()
+        };
+        let g = window.resolve(&image, None)?;
+        if g.output.iter().product::<usize>() != x.shape[2] {
+            return Err(CompileError::shape(format!(
+                "{} blocks given, the geometry makes {:?}",
+                x.shape[2], g.output
+            )));
+        }
+        let (batch, cout) = (lit(x.shape[0]), lit(channels));
+        let input = usize3(&g.output, 1);
+        let output = usize3(&image, 1);
+        let kernel = usize3(&block, 1);
+        let strides = usize3(&g.strides, 1);
+        let dilations = usize3(&g.dilations, 1);
+        let pads = (0..3).map(|i| {
+            let v = g.pads_begin.get(i).copied().unwrap_or(0);
+            proc_macro2::Literal::isize_unsuffixed(isize::try_from(v).unwrap_or(isize::MAX))
+        });
+        let mut shape = vec![x.shape[0], channels];
+        shape.extend(&image);
+        Ok((
+            quote! {
+                ::sinter_rt::conv::ConvTransposeParams {
+                    batch: #batch, in_channels: #cout, out_channels: #cout, groups: 1,
+                    input: #input, output: #output, kernel: #kernel,
+                    strides: #strides, dilations: #dilations, pads: [#(#pads),*],
+                }
+            },
+            shape,
+        ))
+    }
+}
+
+impl OpDef for Col2Im {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            window: Window::parse(node)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        require_dtype(cx.input(0)?.dtype, &[DType::F32], "input")?;
+        let (_, shape) = self.plan(cx)?;
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (params, _) = self.plan(cx)?;
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
+            ::sinter_rt::conv::col2im_f32(&PARAMS, #i0, #o0);
+        })
+    }
+}

@@ -318,6 +318,7 @@ ops! {
     Einsum(einsum::Einsum) => ["Einsum"];
     MatMulInteger(gemm::MatMulInteger) => ["MatMulInteger"];
     ConvInteger(conv::ConvInteger) => ["ConvInteger"];
+    Col2Im(conv::Col2Im) => ["Col2Im"];
 }
 
 // ---- shared helpers for the family files ----
