@@ -286,6 +286,40 @@ pub fn max_pool_indexed<T: Copy + PartialOrd>(
     });
 }
 
+/// `MaxUnpool`: `out` (shape `shape`) is zero except where MaxPool's Indices point: index
+/// `indices[j]` counts positions in a tensor of shape `natural` (the unpooled shape the
+/// window gives), and `x[j]` lands at the same coordinates in `out`. Indices outside are
+/// skipped.
+pub fn max_unpool_f32(
+    x: &[f32],
+    indices: &[i64],
+    out: &mut [f32],
+    natural: &[usize],
+    shape: &[usize],
+) {
+    out.fill(0.0);
+    for (&v, &i) in x.iter().zip(indices) {
+        let Ok(mut rem) = usize::try_from(i) else {
+            continue;
+        };
+        let mut offset = 0;
+        let mut scale = 1;
+        let mut inside = true;
+        for (&n, &s) in natural.iter().zip(shape).rev() {
+            let c = rem % n.max(1);
+            rem /= n.max(1);
+            inside &= c < s;
+            offset += c * scale;
+            scale *= s;
+        }
+        if inside && rem == 0 {
+            if let Some(o) = out.get_mut(offset) {
+                *o = v;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,6 +319,7 @@ ops! {
     MatMulInteger(gemm::MatMulInteger) => ["MatMulInteger"];
     ConvInteger(conv::ConvInteger) => ["ConvInteger"];
     Col2Im(conv::Col2Im) => ["Col2Im"];
+    MaxUnpool(pool::MaxUnpool) => ["MaxUnpool"];
 }
 
 // ---- shared helpers for the family files ----
