@@ -30,6 +30,7 @@ pub mod math64;
 pub mod norm;
 pub mod pool;
 pub mod resize;
+pub mod sample;
 pub mod shape;
 pub mod softmax;
 

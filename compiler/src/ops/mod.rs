@@ -17,6 +17,7 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod resize;
+pub mod sample;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -320,6 +321,7 @@ ops! {
     ConvInteger(conv::ConvInteger) => ["ConvInteger"];
     Col2Im(conv::Col2Im) => ["Col2Im"];
     MaxUnpool(pool::MaxUnpool) => ["MaxUnpool"];
+    GridSample(sample::GridSample) => ["GridSample"];
 }
 
 // ---- shared helpers for the family files ----

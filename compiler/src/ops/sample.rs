@@ -1,0 +1,100 @@
+//! `GridSample` (opset 16, 20, 22): samples the input at normalized grid coordinates.
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__GridSample.html>. float32; 1 to 3 spatial
+//! dimensions; modes nearest / linear (bilinear) / cubic (bicubic); padding zeros, border,
+//! reflection; `align_corners`.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
+
+use super::{lit, require_dtype, usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
+
+/// `GridSample`.
+#[derive(Debug, Clone)]
+pub struct GridSample {
+    mode: &'static str,
+    padding: &'static str,
+    align_corners: bool,
+}
+
+impl OpDef for GridSample {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let default = if node.opset() < 20 {
+            "bilinear"
+        } else {
+            "linear"
+        };
+        let mode = match node.string_or("mode", default)?.as_str() {
+            "nearest" => "Nearest",
+            "linear" | "bilinear" => "Linear",
+            "cubic" | "bicubic" => "Cubic",
+            other => {
+                return Err(CompileError::attribute(
+                    "mode",
+                    format!("unknown mode {other:?}"),
+                ))
+            }
+        };
+        let padding = match node.string_or("padding_mode", "zeros")?.as_str() {
+            "zeros" => "Zeros",
+            "border" => "Border",
+            "reflection" => "Reflection",
+            other => {
+                return Err(CompileError::attribute(
+                    "padding_mode",
+                    format!("unknown mode {other:?}"),
+                ))
+            }
+        };
+        Ok(Self {
+            mode,
+            padding,
+            align_corners: node.i64_or("align_corners", 0)? != 0,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, grid) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(x.dtype, &[DType::F32], "X")?;
+        require_dtype(grid.dtype, &[DType::F32], "grid")?;
+        let r = x.shape.len();
+        if !(3..=5).contains(&r) {
+            return Err(CompileError::unsupported(format!(
+                "GridSample of rank {r} (3 to 5 are supported)"
+            )));
+        }
+        let d = r - 2;
+        if grid.shape.len() != r || grid.shape[0] != x.shape[0] || grid.shape[r - 1] != d {
+            return Err(CompileError::shape(format!(
+                "grid {:?} does not fit X {:?}",
+                grid.shape, x.shape
+            )));
+        }
+        let mut shape = x.shape[..2].to_vec();
+        shape.extend(&grid.shape[1..r - 1]);
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (x, grid) = (cx.input(0)?, cx.input(1)?);
+        let r = x.shape.len();
+        let (batch, channels) = (lit(x.shape[0]), lit(x.shape[1]));
+        let input = usize_slice(&x.shape[2..]);
+        let output = usize_slice(&grid.shape[1..r - 1]);
+        let mode = Ident::new(self.mode, Span::call_site());
+        let padding = Ident::new(self.padding, Span::call_site());
+        let align = self.align_corners;
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::sample::GridParams<'static> = ::sinter_rt::sample::GridParams {
+                batch: #batch, channels: #channels, input: #input, output: #output,
+                mode: ::sinter_rt::sample::GridMode::#mode,
+                padding: ::sinter_rt::sample::GridPadding::#padding,
+                align_corners: #align,
+            };
+            ::sinter_rt::sample::grid_sample_f32(&PARAMS, #i0, #i1, #o0);
+        })
+    }
+}
