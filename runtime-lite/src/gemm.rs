@@ -254,6 +254,44 @@ pub fn gemm_generic<T: Copy>(
     }
 }
 
+/// `QLinearMatMul` with scalar quantization parameters: for each product element,
+/// `acc = sum (a - a_zero) * (b - b_zero)` in i32, then `store(rint(acc * multiplier) +
+/// y_zero)` (`store` saturates to the output type). Batch geometry as [`batched_gemm_f32`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape, operands and quantization parameters"
+)]
+pub fn qlinear_matmul<T: Copy, O>(
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    out: &mut [O],
+    (a_zero, b_zero, y_zero): (i32, i32, i32),
+    multiplier: f64,
+    load: impl Fn(T) -> i32,
+    store: impl Fn(f64) -> O,
+) {
+    crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |bi, [ia, ib]| {
+        let (a, b) = (&a[ia..][..m * k], &b[ib..][..k * n]);
+        let o = &mut out[bi * m * n..][..m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let mut acc = 0i32;
+                for p in 0..k {
+                    let x = load(a[r * k + p]) - a_zero;
+                    let y = load(b[p * n + j]) - b_zero;
+                    acc = acc.wrapping_add(x.wrapping_mul(y));
+                }
+                let v = crate::math64::round_half_even_f64(f64::from(acc) * multiplier);
+                o[r * n + j] = store(v + f64::from(y_zero));
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

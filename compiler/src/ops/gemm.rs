@@ -382,3 +382,98 @@ impl OpDef for MatMulInteger {
         })
     }
 }
+
+/// `QLinearMatMul` (opset 10, 21): int8/uint8 matrix product with scalar scales (float32 or
+/// float16) and zero points: `saturate(rint((A - a_zero)(B - b_zero) * a_scale * b_scale /
+/// y_scale) + y_zero)`.
+#[derive(Debug, Clone)]
+pub struct QLinearMatMul;
+
+impl OpDef for QLinearMatMul {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(QLinearMatMul)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (a, b) = (cx.input(0)?, cx.input(3)?);
+        require_dtype(a.dtype, &[DType::U8, DType::I8], "a")?;
+        if b.dtype != a.dtype {
+            return Err(CompileError::unsupported(
+                "QLinearMatMul with a and b of different types",
+            ));
+        }
+        let scale_type = cx.input(1)?.dtype;
+        require_dtype(scale_type, &[DType::F32, DType::F16], "a_scale")?;
+        for i in 1..8 {
+            if i == 3 {
+                continue;
+            }
+            let op = cx.input(i)?;
+            if op.shape.iter().product::<usize>() != 1 {
+                return Err(CompileError::unsupported(
+                    "QLinearMatMul with per-axis scales or zero points",
+                ));
+            }
+            let want = if i % 3 == 1 || i == 6 {
+                scale_type
+            } else {
+                a.dtype
+            };
+            if op.dtype != want && !(i == 7 && matches!(op.dtype, DType::U8 | DType::I8)) {
+                return Err(CompileError::shape(format!(
+                    "input {i} must be {want}, found {}",
+                    op.dtype
+                )));
+            }
+        }
+        let y_type = cx.input(7)?.dtype;
+        Ok(vec![TypeShape::new(
+            y_type,
+            matmul_dims(a.shape, b.shape)?.out,
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let d = matmul_dims(cx.input(0)?.shape, cx.input(3)?.shape)?;
+        let scale = |strides: Vec<usize>, size: usize| {
+            strides.into_iter().map(|s| s * size).collect::<Vec<_>>()
+        };
+        let sa = usize_slice(&scale(broadcast_strides(&d.a_batch, &d.batch), d.m * d.k));
+        let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
+        let batch = usize_slice(&d.batch);
+        let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
+        let t = rust_type(cx.input(0)?.dtype);
+        let y_type = cx.input(7)?.dtype;
+        let ty = rust_type(y_type);
+        let (lo, hi) = if y_type == DType::U8 {
+            (quote!(0.0), quote!(255.0))
+        } else {
+            (quote!(-128.0), quote!(127.0))
+        };
+        let ins: Vec<_> = (0..8).map(|i| names.input(i)).collect();
+        let (a, sa_in, az, b, sb_in, bz, sy, yz) = (
+            &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6], &ins[7],
+        );
+        let o0 = names.output(0);
+        // The multiplier in the scales' own precision, as the reference computes it.
+        let multiplier = if cx.input(1)?.dtype == DType::F16 {
+            quote! {{
+                use ::sinter_rt::half::{f16_to_f32 as h2f, f32_to_f16 as f2h};
+                let ab = h2f(f2h(h2f(#sa_in[0]) * h2f(#sb_in[0])));
+                f64::from(h2f(f2h(ab / h2f(#sy[0]))))
+            }}
+        } else {
+            quote!(f64::from(#sa_in[0] * #sb_in[0] / #sy[0]))
+        };
+        Ok(quote! {
+            let multiplier = #multiplier;
+            ::sinter_rt::gemm::qlinear_matmul(
+                #batch, #sa, #sb, (#m, #n, #k), #a, #b, #o0,
+                (i32::from(#az[0]), i32::from(#bz[0]), i32::from(#yz[0])),
+                multiplier,
+                |v: #t| i32::from(v),
+                |v: f64| v.clamp(#lo, #hi) as #ty,
+            );
+        })
+    }
+}

@@ -322,6 +322,7 @@ ops! {
     Col2Im(conv::Col2Im) => ["Col2Im"];
     MaxUnpool(pool::MaxUnpool) => ["MaxUnpool"];
     GridSample(sample::GridSample) => ["GridSample"];
+    QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
 }
 
 // ---- shared helpers for the family files ----
