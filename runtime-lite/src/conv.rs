@@ -410,6 +410,43 @@ pub fn conv_integer<X: Copy, W: Copy>(
     }
 }
 
+/// Requantizes i32 accumulators `acc: [N, M, inner]` (QLinearConv): for channel `m`,
+/// `store(rint((acc + bias[m]) * x_scale * w_scale[m] / y_scale) + y_zero)`, the multiplier
+/// computed in f32; `w_scale` holds one value or one per channel.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "accumulators, bias, the quantization parameters, layout and the store"
+)]
+pub fn requantize<O>(
+    acc: &[i32],
+    bias: Option<&[i32]>,
+    (x_scale, w_scale, y_scale): (f32, &[f32], f32),
+    y_zero: i32,
+    out: &mut [O],
+    channels: usize,
+    inner: usize,
+    store: impl Fn(f64) -> O,
+) {
+    let block = channels * inner;
+    if block == 0 {
+        return;
+    }
+    for (a, o) in acc.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
+        for m in 0..channels {
+            let ws = w_scale[if w_scale.len() == 1 { 0 } else { m }];
+            let mult = f64::from(x_scale * ws / y_scale);
+            let b = bias.map_or(0, |b| b[m]);
+            for (dst, &v) in o[m * inner..][..inner]
+                .iter_mut()
+                .zip(&a[m * inner..][..inner])
+            {
+                let r = crate::math64::round_half_even_f64(f64::from(v.wrapping_add(b)) * mult);
+                *dst = store(r + f64::from(y_zero));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -734,3 +734,127 @@ impl OpDef for Col2Im {
         })
     }
 }
+
+/// `QLinearConv` (opset 10): a ConvInteger on the zero-point-shifted operands plus the int32
+/// bias, requantized with `x_scale * w_scale / y_scale` (w_scale per tensor or per output
+/// channel) to the output type.
+#[derive(Debug, Clone)]
+pub struct QLinearConv {
+    /// The same geometry as a float convolution.
+    pub conv: Conv,
+}
+
+impl QLinearConv {
+    /// An OpCx with X and W at positions 0 and 1, for the shared geometry.
+    fn conv_cx<'a>(cx: &OpCx<'a>) -> OpCx<'a> {
+        OpCx {
+            inputs: vec![cx.opt_input(0), cx.opt_input(3)],
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl OpDef for QLinearConv {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            conv: Conv::parse(node)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, w) = (cx.input(0)?, cx.input(3)?);
+        require_dtype(x.dtype, &[DType::U8, DType::I8], "x")?;
+        require_dtype(w.dtype, &[DType::U8, DType::I8], "w")?;
+        let g = self.conv.geometry(&Self::conv_cx(cx))?;
+        let group = self.conv.group;
+        let (cin, cout) = (x.shape[1], w.shape[0]);
+        if cin % group != 0 || cout % group != 0 || w.shape[1] * group != cin {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {group}: x has {cin}, w is {:?}",
+                w.shape
+            )));
+        }
+        for (i, what, dtype, per_channel) in [
+            (1, "x_scale", DType::F32, false),
+            (2, "x_zero_point", x.dtype, false),
+            (4, "w_scale", DType::F32, true),
+            (5, "w_zero_point", w.dtype, false),
+            (6, "y_scale", DType::F32, false),
+        ] {
+            let op = cx.input(i)?;
+            let n: usize = op.shape.iter().product();
+            if op.dtype != dtype {
+                return Err(CompileError::shape(format!(
+                    "{what} must be {dtype}, found {}",
+                    op.dtype
+                )));
+            }
+            if n != 1 && !(per_channel && n == cout) {
+                return Err(CompileError::unsupported(format!(
+                    "QLinearConv with {what} of shape {:?}",
+                    op.shape
+                )));
+            }
+        }
+        let y_zero = cx.input(7)?;
+        require_dtype(y_zero.dtype, &[DType::U8, DType::I8], "y_zero_point")?;
+        if y_zero.shape.iter().product::<usize>() != 1 {
+            return Err(CompileError::unsupported(
+                "QLinearConv with a per-channel y_zero_point",
+            ));
+        }
+        if let Some(b) = cx.opt_input(8) {
+            if b.dtype != DType::I32 || b.shape != [cout] {
+                return Err(CompileError::shape(format!(
+                    "B must be int32[{cout}], found {}{:?}",
+                    b.dtype, b.shape
+                )));
+            }
+        }
+        let mut shape = vec![x.shape[0], cout];
+        shape.extend(&g.output);
+        Ok(vec![TypeShape::new(y_zero.dtype, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let (x, w) = (cx.input(0).ok()?, cx.input(3).ok()?);
+        let g = self.conv.geometry(&Self::conv_cx(cx)).ok()?;
+        let n = x.shape[0] * w.shape[0] * g.output.iter().product::<usize>();
+        Some(TypeShape::new(DType::I32, vec![n]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let ccx = Self::conv_cx(cx);
+        let params = self.conv.params(&ccx)?;
+        let g = self.conv.geometry(&ccx)?;
+        let (x, w) = (cx.input(0)?, cx.input(3)?);
+        let (tx, tw) = (super::rust_type(x.dtype), super::rust_type(w.dtype));
+        let y_type = cx.input(7)?.dtype;
+        let ty = super::rust_type(y_type);
+        let (lo, hi) = if y_type == DType::U8 {
+            (quote!(0.0), quote!(255.0))
+        } else {
+            (quote!(-128.0), quote!(127.0))
+        };
+        let ins: Vec<_> = (0..8).map(|i| names.input(i)).collect();
+        let (xi, xs, xz, wi, ws, wz, ys, yz) = (
+            &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6], &ins[7],
+        );
+        let bias = if cx.opt_input(8).is_some() {
+            let b = names.input(8);
+            quote!(Some(#b))
+        } else {
+            quote!(None)
+        };
+        let scratch = names.scratch();
+        let o0 = names.output(0);
+        let (channels, inner) = (lit(w.shape[0]), lit(g.output.iter().product()));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            ::sinter_rt::conv::conv_integer(&PARAMS, #xi, #wi, i32::from(#xz[0]), #wz, #scratch,
+                |v: #tx| i32::from(v), |v: #tw| i32::from(v));
+            ::sinter_rt::conv::requantize(#scratch, #bias, (#xs[0], #ws, #ys[0]), i32::from(#yz[0]),
+                #o0, #channels, #inner, |v: f64| v.clamp(#lo, #hi) as #ty);
+        })
+    }
+}

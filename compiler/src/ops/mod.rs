@@ -323,6 +323,7 @@ ops! {
     MaxUnpool(pool::MaxUnpool) => ["MaxUnpool"];
     GridSample(sample::GridSample) => ["GridSample"];
     QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
+    QLinearConv(conv::QLinearConv) => ["QLinearConv"];
 }
 
 // ---- shared helpers for the family files ----
