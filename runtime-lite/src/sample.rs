@@ -1,5 +1,5 @@
 //! Sampling at computed coordinates: `GridSample` (nearest, linear, cubic; zeros, border,
-//! reflection padding; 1 to 3 spatial dims).
+//! reflection padding; 1 to 3 spatial dims) and the grids `AffineGrid` makes.
 
 use crate::math64::floor_f64;
 
@@ -238,6 +238,54 @@ pub fn grid_sample_f32(p: &GridParams<'_>, x: &[f32], grid: &[f32], out: &mut [f
                     }
                 }
                 out[(n * p.channels + c) * out_len + o] = sum as f32;
+            }
+        }
+    }
+}
+
+/// `AffineGrid`: for each batch item, the affine map `theta: [N, D, D + 1]` applied to the
+/// normalized coordinates `(x, y[, z], 1)` of every position of the `dims` (2 or 3 spatial
+/// sizes, outermost first) grid, into `out: [N, *dims, D]`.
+pub fn affine_grid_f32(theta: &[f32], out: &mut [f32], batch: usize, dims: &[usize], align: bool) {
+    let d = dims.len();
+    assert!((2..=MAX_DIMS).contains(&d), "affine grid of {d} dims");
+    let points: usize = dims.iter().product();
+    assert!(
+        theta.len() >= batch * d * (d + 1) && out.len() >= batch * points * d,
+        "affine grid buffers too short"
+    );
+    // The base coordinate of index i along an axis of n positions.
+    let base = |i: usize, n: usize| -> f64 {
+        if align {
+            if n <= 1 {
+                -1.0
+            } else {
+                -1.0 + i as f64 * (2.0 / (n as f64 - 1.0))
+            }
+        } else {
+            let step = 2.0 / n as f64;
+            -1.0 + step / 2.0 + i as f64 * step
+        }
+    };
+    for b in 0..batch {
+        let th = &theta[b * d * (d + 1)..][..d * (d + 1)];
+        for p in 0..points {
+            // Homogeneous coordinates, innermost axis first (x, y, z, 1).
+            let mut h = [0.0f64; MAX_DIMS + 1];
+            let mut rem = p;
+            for (k, &n) in dims.iter().enumerate().rev() {
+                h[d - 1 - k] = base(rem % n, n);
+                rem /= n;
+            }
+            h[d] = 1.0;
+            let dst = &mut out[(b * points + p) * d..][..d];
+            for (j, o) in dst.iter_mut().enumerate() {
+                let row = &th[j * (d + 1)..][..d + 1];
+                *o = row
+                    .iter()
+                    .zip(&h)
+                    .map(|(&t, &v)| f64::from(t) * v)
+                    .sum::<f64>() as f32;
             }
         }
     }

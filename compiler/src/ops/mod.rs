@@ -324,6 +324,7 @@ ops! {
     GridSample(sample::GridSample) => ["GridSample"];
     QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
     QLinearConv(conv::QLinearConv) => ["QLinearConv"];
+    AffineGrid(sample::AffineGrid) => ["AffineGrid"];
 }
 
 // ---- shared helpers for the family files ----

@@ -1,8 +1,10 @@
-//! `GridSample` (opset 16, 20, 22): samples the input at normalized grid coordinates.
+//! `GridSample` (opset 16, 20, 22): samples the input at normalized grid coordinates, and
+//! `AffineGrid` (opset 20), which makes such grids.
 //!
-//! Spec: <https://onnx.ai/onnx/operators/onnx__GridSample.html>. float32; 1 to 3 spatial
-//! dimensions; modes nearest / linear (bilinear) / cubic (bicubic); padding zeros, border,
-//! reflection; `align_corners`.
+//! Spec: <https://onnx.ai/onnx/operators/onnx__GridSample.html>,
+//! <https://onnx.ai/onnx/operators/onnx__AffineGrid.html>. float32; GridSample over 1 to 3
+//! spatial dimensions, modes nearest / linear (bilinear) / cubic (bicubic), padding zeros,
+//! border, reflection, `align_corners`; AffineGrid over 2 or 3.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -96,5 +98,63 @@ impl OpDef for GridSample {
             };
             ::sinter_rt::sample::grid_sample_f32(&PARAMS, #i0, #i1, #o0);
         })
+    }
+}
+
+/// `AffineGrid` (opset 20): the sampling grid of an affine map `theta`, for GridSample;
+/// `size` must be a compile-time constant.
+#[derive(Debug, Clone)]
+pub struct AffineGrid {
+    align_corners: bool,
+}
+
+impl AffineGrid {
+    fn dims(cx: &OpCx<'_>) -> Result<(usize, Vec<usize>)> {
+        let theta = cx.input(0)?;
+        let size: Vec<usize> = cx
+            .const_ints(1, "AffineGrid size")?
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| CompileError::shape(format!("size {v}"))))
+            .collect::<Result<_>>()?;
+        let d = size.len().saturating_sub(2);
+        if !(2..=3).contains(&d) {
+            return Err(CompileError::unsupported(format!(
+                "AffineGrid of size {size:?} (2 or 3 spatial dims)"
+            )));
+        }
+        if theta.shape != [size[0], d, d + 1] {
+            return Err(CompileError::shape(format!(
+                "theta {:?} does not fit size {size:?}",
+                theta.shape
+            )));
+        }
+        if size[2..].contains(&0) {
+            return Err(CompileError::shape("AffineGrid of an empty size"));
+        }
+        Ok((size[0], size[2..].to_vec()))
+    }
+}
+
+impl OpDef for AffineGrid {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            align_corners: node.i64_or("align_corners", 0)? != 0,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        require_dtype(cx.input(0)?.dtype, &[DType::F32], "theta")?;
+        let (n, dims) = Self::dims(cx)?;
+        let mut shape = vec![n];
+        shape.extend(&dims);
+        shape.push(dims.len());
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (n, dims) = Self::dims(cx)?;
+        let (n, dims, align) = (lit(n), usize_slice(&dims), self.align_corners);
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote!(::sinter_rt::sample::affine_grid_f32(#i0, #o0, #n, #dims, #align);))
     }
 }
