@@ -1,5 +1,5 @@
 //! Sampling at computed coordinates: `GridSample` (nearest, linear, cubic; zeros, border,
-//! reflection padding; 1 to 3 spatial dims) and the grids `AffineGrid` makes.
+//! reflection padding; 1 to 3 spatial dims), the grids `AffineGrid` makes, and `RoiAlign`.
 
 use crate::math64::floor_f64;
 
@@ -286,6 +286,143 @@ pub fn affine_grid_f32(theta: &[f32], out: &mut [f32], batch: usize, dims: &[usi
                     .zip(&h)
                     .map(|(&t, &v)| f64::from(t) * v)
                     .sum::<f64>() as f32;
+            }
+        }
+    }
+}
+
+/// The geometry of one RoiAlign.
+#[derive(Clone, Copy, Debug)]
+pub struct RoiAlignParams {
+    /// C.
+    pub channels: usize,
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Output height per region.
+    pub out_h: usize,
+    /// Output width per region.
+    pub out_w: usize,
+    /// Samples per bin along each axis (0: adaptive, `ceil(region / output)`).
+    pub sampling_ratio: usize,
+    /// Scales the region coordinates to the input's.
+    pub spatial_scale: f32,
+    /// Shift coordinates by half a pixel (opset 16's default); else regions are at least
+    /// one pixel (the legacy `output_half_pixel`).
+    pub half_pixel: bool,
+    /// Max pooling of the samples (else average).
+    pub max: bool,
+}
+
+/// Bilinear taps at (y, x) as RoiAlign defines them: none outside `[-1, size]`, clamped at
+/// the far edge.
+fn roi_taps(y: f64, x: f64, h: usize, w: usize) -> Option<[(usize, f64); 4]> {
+    if y < -1.0 || y > h as f64 || x < -1.0 || x > w as f64 || h == 0 || w == 0 {
+        return None;
+    }
+    let axis = |v: f64, n: usize| -> (usize, usize, f64) {
+        let v = v.max(0.0);
+        let lo = floor_f64(v) as usize;
+        if lo >= n - 1 {
+            (n - 1, n - 1, 0.0)
+        } else {
+            (lo, lo + 1, v - lo as f64)
+        }
+    };
+    let (y0, y1, ly) = axis(y, h);
+    let (x0, x1, lx) = axis(x, w);
+    let (hy, hx) = (1.0 - ly, 1.0 - lx);
+    Some([
+        (y0 * w + x0, hy * hx),
+        (y0 * w + x1, hy * lx),
+        (y1 * w + x0, ly * hx),
+        (y1 * w + x1, ly * lx),
+    ])
+}
+
+/// `RoiAlign`: pools each region `rois[r] = (x1, y1, x2, y2)` of image `batch_indices[r]` of
+/// `x: [N, C, H, W]` into `out: [R, C, out_h, out_w]` by bilinear samples per bin; a region
+/// naming a missing image yields zeros.
+pub fn roi_align_f32(
+    p: &RoiAlignParams,
+    x: &[f32],
+    rois: &[f32],
+    batch_indices: &[i64],
+    out: &mut [f32],
+) {
+    let plane = p.height * p.width;
+    let bins = p.out_h * p.out_w;
+    let images = x.len() / (p.channels * plane).max(1);
+    let offset = if p.half_pixel { 0.5 } else { 0.0 };
+    for (r, &bi) in batch_indices.iter().enumerate() {
+        let dst = &mut out[r * p.channels * bins..][..p.channels * bins];
+        let Some(n) = usize::try_from(bi).ok().filter(|&n| n < images) else {
+            dst.fill(0.0);
+            continue;
+        };
+        let roi = &rois[r * 4..][..4];
+        let scale = f64::from(p.spatial_scale);
+        let (x1, y1) = (
+            f64::from(roi[0]) * scale - offset,
+            f64::from(roi[1]) * scale - offset,
+        );
+        let (x2, y2) = (
+            f64::from(roi[2]) * scale - offset,
+            f64::from(roi[3]) * scale - offset,
+        );
+        let (mut rw, mut rh) = (x2 - x1, y2 - y1);
+        if !p.half_pixel {
+            rw = rw.max(1.0);
+            rh = rh.max(1.0);
+        }
+        let (bin_h, bin_w) = (rh / p.out_h as f64, rw / p.out_w as f64);
+        let grid = |ratio: usize, len: f64, out: usize| -> usize {
+            if ratio > 0 {
+                ratio
+            } else {
+                let g = crate::math64::ceil_f64(len / out as f64);
+                if g > 0.0 {
+                    g as usize
+                } else {
+                    0
+                }
+            }
+        };
+        let (gh, gw) = (
+            grid(p.sampling_ratio, rh, p.out_h),
+            grid(p.sampling_ratio, rw, p.out_w),
+        );
+        let count = (gh * gw).max(1) as f64;
+        for c in 0..p.channels {
+            let src = &x[(n * p.channels + c) * plane..][..plane];
+            for ph in 0..p.out_h {
+                for pw in 0..p.out_w {
+                    let mut acc = 0.0f64;
+                    let mut best: Option<f64> = None;
+                    for iy in 0..gh {
+                        let y = y1 + ph as f64 * bin_h + (iy as f64 + 0.5) * bin_h / gh as f64;
+                        for ix in 0..gw {
+                            let xx = x1 + pw as f64 * bin_w + (ix as f64 + 0.5) * bin_w / gw as f64;
+                            let taps = roi_taps(y, xx, p.height, p.width);
+                            if p.max {
+                                let v = taps.map_or(0.0, |t| {
+                                    t.iter()
+                                        .map(|&(i, w)| w * f64::from(src[i]))
+                                        .fold(f64::NEG_INFINITY, f64::max)
+                                });
+                                best = Some(best.map_or(v, |b: f64| b.max(v)));
+                            } else if let Some(t) = taps {
+                                acc += t.iter().map(|&(i, w)| w * f64::from(src[i])).sum::<f64>();
+                            }
+                        }
+                    }
+                    dst[(c * p.out_h + ph) * p.out_w + pw] = if p.max {
+                        best.unwrap_or(0.0) as f32
+                    } else {
+                        (acc / count) as f32
+                    };
+                }
             }
         }
     }

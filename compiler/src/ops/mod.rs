@@ -325,6 +325,7 @@ ops! {
     QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
     QLinearConv(conv::QLinearConv) => ["QLinearConv"];
     AffineGrid(sample::AffineGrid) => ["AffineGrid"];
+    RoiAlign(sample::RoiAlign) => ["RoiAlign"];
 }
 
 // ---- shared helpers for the family files ----

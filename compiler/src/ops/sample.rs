@@ -1,8 +1,9 @@
 //! `GridSample` (opset 16, 20, 22): samples the input at normalized grid coordinates, and
-//! `AffineGrid` (opset 20), which makes such grids.
+//! `AffineGrid` (opset 20), which makes such grids; `RoiAlign` (opset 10, 16, 22).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__GridSample.html>,
-//! <https://onnx.ai/onnx/operators/onnx__AffineGrid.html>. float32; GridSample over 1 to 3
+//! <https://onnx.ai/onnx/operators/onnx__AffineGrid.html>,
+//! <https://onnx.ai/onnx/operators/onnx__RoiAlign.html>. float32; GridSample over 1 to 3
 //! spatial dimensions, modes nearest / linear (bilinear) / cubic (bicubic), padding zeros,
 //! border, reflection, `align_corners`; AffineGrid over 2 or 3.
 
@@ -156,5 +157,99 @@ impl OpDef for AffineGrid {
         let (n, dims, align) = (lit(n), usize_slice(&dims), self.align_corners);
         let (i0, o0) = (names.input(0), names.output(0));
         Ok(quote!(::sinter_rt::sample::affine_grid_f32(#i0, #o0, #n, #dims, #align);))
+    }
+}
+
+/// `RoiAlign` (opset 10, 16, 22): bilinear region pooling, average or max.
+#[derive(Debug, Clone)]
+pub struct RoiAlign {
+    half_pixel: bool,
+    max: bool,
+    out_h: usize,
+    out_w: usize,
+    sampling_ratio: usize,
+    spatial_scale: f32,
+}
+
+impl OpDef for RoiAlign {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let default = if node.opset() < 16 {
+            "output_half_pixel"
+        } else {
+            "half_pixel"
+        };
+        let half_pixel = match node
+            .string_or("coordinate_transformation_mode", default)?
+            .as_str()
+        {
+            "half_pixel" => true,
+            "output_half_pixel" => false,
+            other => {
+                return Err(CompileError::attribute(
+                    "coordinate_transformation_mode",
+                    format!("unknown mode {other:?}"),
+                ))
+            }
+        };
+        let max = match node.string_or("mode", "avg")?.as_str() {
+            "avg" => false,
+            "max" => true,
+            other => {
+                return Err(CompileError::attribute(
+                    "mode",
+                    format!("unknown mode {other:?}"),
+                ))
+            }
+        };
+        Ok(Self {
+            half_pixel,
+            max,
+            out_h: node.usize_or("output_height", 1)?,
+            out_w: node.usize_or("output_width", 1)?,
+            sampling_ratio: node.usize_or("sampling_ratio", 0)?,
+            spatial_scale: node.f32_or("spatial_scale", 1.0)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, rois, idx) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        require_dtype(x.dtype, &[DType::F32], "X")?;
+        if x.shape.len() != 4
+            || rois.dtype != x.dtype
+            || rois.shape.len() != 2
+            || rois.shape[1] != 4
+            || idx.dtype != DType::I64
+            || idx.shape != [rois.shape[0]]
+        {
+            return Err(CompileError::shape(format!(
+                "X {:?}, rois {}{:?}, batch_indices {}{:?} do not fit RoiAlign",
+                x.shape, rois.dtype, rois.shape, idx.dtype, idx.shape
+            )));
+        }
+        Ok(vec![TypeShape::new(
+            x.dtype,
+            vec![rois.shape[0], x.shape[1], self.out_h, self.out_w],
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (c, h, w) = (lit(x.shape[1]), lit(x.shape[2]), lit(x.shape[3]));
+        let (oh, ow, ratio) = (lit(self.out_h), lit(self.out_w), lit(self.sampling_ratio));
+        let scale = super::f32_lit(self.spatial_scale);
+        let (half, max) = (self.half_pixel, self.max);
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::sample::RoiAlignParams = ::sinter_rt::sample::RoiAlignParams {
+                channels: #c, height: #h, width: #w, out_h: #oh, out_w: #ow,
+                sampling_ratio: #ratio, spatial_scale: #scale, half_pixel: #half, max: #max,
+            };
+            ::sinter_rt::sample::roi_align_f32(&PARAMS, #i0, #i1, #i2, #o0);
+        })
     }
 }
