@@ -447,6 +447,146 @@ pub fn requantize<O>(
     }
 }
 
+/// The geometry of one 2-D deformable convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct DeformParams {
+    /// N.
+    pub batch: usize,
+    /// C.
+    pub in_channels: usize,
+    /// M.
+    pub out_channels: usize,
+    /// Channel groups of the convolution.
+    pub groups: usize,
+    /// Channel groups sharing one set of offsets (and mask).
+    pub offset_groups: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Strides.
+    pub strides: [usize; 2],
+    /// Dilations.
+    pub dilations: [usize; 2],
+    /// Padding at the start of each axis.
+    pub pads: [usize; 2],
+}
+
+impl DeformParams {
+    /// Elements of scratch space [`deform_conv_f32`] needs: one group's sampled columns.
+    pub const fn scratch_len(&self) -> usize {
+        self.in_channels / self.groups
+            * self.kernel[0]
+            * self.kernel[1]
+            * self.output[0]
+            * self.output[1]
+    }
+}
+
+/// Bilinear sample of `plane` (`h x w`) at `(y, x)`, each corner outside reading zero.
+fn bilinear_zero(plane: &[f32], h: usize, w: usize, y: f64, x: f64) -> f64 {
+    let (y0, x0) = (crate::math64::floor_f64(y), crate::math64::floor_f64(x));
+    let (ly, lx) = (y - y0, x - x0);
+    let at = |yy: f64, xx: f64| -> f64 {
+        if yy >= 0.0 && xx >= 0.0 && yy < h as f64 && xx < w as f64 {
+            f64::from(plane[yy as usize * w + xx as usize])
+        } else {
+            0.0
+        }
+    };
+    (1.0 - ly) * ((1.0 - lx) * at(y0, x0) + lx * at(y0, x0 + 1.0))
+        + ly * ((1.0 - lx) * at(y0 + 1.0, x0) + lx * at(y0 + 1.0, x0 + 1.0))
+}
+
+/// `DeformConv` (2-D): the convolution of `x: [N, C, H, W]` with `w: [M, C/groups, kH, kW]`
+/// where each kernel tap samples `x` bilinearly at its position moved by
+/// `offset: [N, offset_groups * kH * kW * 2, oH, oW]` (dy, dx pairs) and is scaled by
+/// `mask: [N, offset_groups * kH * kW, oH, oW]`; plus `bias`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the five ONNX operands, output, scratch and geometry"
+)]
+pub fn deform_conv_f32(
+    p: &DeformParams,
+    x: &[f32],
+    w: &[f32],
+    offset: &[f32],
+    bias: Option<&[f32]>,
+    mask: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let [ih, iw] = p.input;
+    let [oh, ow] = p.output;
+    let [kh, kw] = p.kernel;
+    let (in_len, out_len, k_len) = (ih * iw, oh * ow, kh * kw);
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let per_offset_group = p.in_channels / p.offset_groups.max(1);
+    let rows = cin_g * k_len;
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len
+            && w.len() >= p.out_channels * rows
+            && offset.len() >= p.batch * p.offset_groups * k_len * 2 * out_len
+            && out.len() >= p.batch * p.out_channels * out_len
+            && scratch.len() >= rows * out_len,
+        "deform_conv buffers too short"
+    );
+    for n in 0..p.batch {
+        for g in 0..p.groups {
+            let cols = &mut scratch[..rows * out_len];
+            for cl in 0..cin_g {
+                let c = g * cin_g + cl;
+                let og = c / per_offset_group.max(1);
+                let plane = &x[(n * p.in_channels + c) * in_len..][..in_len];
+                for k in 0..k_len {
+                    let (ki, kj) = (k / kw, k % kw);
+                    let off_base = ((n * p.offset_groups + og) * k_len + k) * 2 * out_len;
+                    let mask_base = ((n * p.offset_groups + og) * k_len + k) * out_len;
+                    let dst = &mut cols[(cl * k_len + k) * out_len..][..out_len];
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            let pos = i * ow + j;
+                            let y = (i * p.strides[0] + ki * p.dilations[0]) as f64
+                                - p.pads[0] as f64
+                                + f64::from(offset[off_base + pos]);
+                            let xx = (j * p.strides[1] + kj * p.dilations[1]) as f64
+                                - p.pads[1] as f64
+                                + f64::from(offset[off_base + out_len + pos]);
+                            let m = mask.map_or(1.0, |m| f64::from(m[mask_base + pos]));
+                            dst[pos] = (m * bilinear_zero(plane, ih, iw, y, xx)) as f32;
+                        }
+                    }
+                }
+            }
+            let out_group =
+                &mut out[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len];
+            if let Some(b) = bias {
+                for (m, row) in out_group.chunks_exact_mut(out_len.max(1)).enumerate() {
+                    row.fill(b[g * cout_g + m]);
+                }
+            }
+            gemm_f32(
+                cout_g,
+                out_len,
+                rows,
+                1.0,
+                &w[g * cout_g * rows..],
+                Strides { rows, cols: 1 },
+                cols,
+                Strides {
+                    rows: out_len,
+                    cols: 1,
+                },
+                bias.is_some(),
+                out_group,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,15 @@
-//! `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations), `ConvTranspose`
-//! (the same plus `output_padding` and `output_shape`), and the window geometry they share
-//! with pooling.
+//! Convolutions: `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations),
+//! `ConvTranspose` (the same plus `output_padding` and `output_shape`), `ConvInteger`,
+//! `QLinearConv`, `DeformConv` (2-D) and `Col2Im`; and the window geometry they share with
+//! pooling.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Conv.html> (Conv-1/11/22),
-//! <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html> (ConvTranspose-1/11/22). float32.
+//! <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html> (1/11/22),
+//! <https://onnx.ai/onnx/operators/onnx__ConvInteger.html> (10),
+//! <https://onnx.ai/onnx/operators/onnx__QLinearConv.html> (10),
+//! <https://onnx.ai/onnx/operators/onnx__DeformConv.html> (19/22),
+//! <https://onnx.ai/onnx/operators/onnx__Col2Im.html> (18). float32; the integer forms take
+//! int8/uint8.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -855,6 +861,158 @@ impl OpDef for QLinearConv {
                 |v: #tx| i32::from(v), |v: #tw| i32::from(v));
             ::sinter_rt::conv::requantize(#scratch, #bias, (#xs[0], #ws, #ys[0]), i32::from(#yz[0]),
                 #o0, #channels, #inner, |v: f64| v.clamp(#lo, #hi) as #ty);
+        })
+    }
+}
+
+/// `DeformConv` (opset 19, 22), 2-D: each kernel tap reads the input bilinearly at its
+/// position plus a learned offset, optionally scaled by a mask.
+#[derive(Debug, Clone)]
+pub struct DeformConv {
+    /// Strides, dilations, pads (auto_pad is not an attribute of DeformConv).
+    pub window: Window,
+    /// Channel groups.
+    pub group: usize,
+    /// Offset groups.
+    pub offset_group: usize,
+}
+
+impl DeformConv {
+    /// (params tokens, output shape, scratch length).
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(TokenStream, Vec<usize>, usize)> {
+        let (x, w, off) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        if x.shape.len() != 4 || w.shape.len() != 4 || off.shape.len() != 4 {
+            return Err(CompileError::unsupported(
+                "DeformConv other than 2-D (X, W and offset of rank 4)",
+            ));
+        }
+        let conv = Conv {
+            window: self.window.clone(),
+            group: self.group,
+        };
+        let g = conv.geometry(&OpCx {
+            inputs: vec![Some(x), Some(w)],
+            outputs: Vec::new(),
+        })?;
+        let (n, cin, cout) = (x.shape[0], x.shape[1], w.shape[0]);
+        let k: usize = g.kernel.iter().product();
+        let og = self.offset_group;
+        if cin % self.group != 0
+            || cout % self.group != 0
+            || w.shape[1] * self.group != cin
+            || cin % og != 0
+        {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {} / offset_group {og}: X {:?}, W {:?}",
+                self.group, x.shape, w.shape
+            )));
+        }
+        if off.shape != [n, og * k * 2, g.output[0], g.output[1]] {
+            return Err(CompileError::shape(format!(
+                "offset {:?} does not fit the output {:?}",
+                off.shape, g.output
+            )));
+        }
+        if let Some(b) = cx.opt_input(3) {
+            if b.shape != [cout] {
+                return Err(CompileError::shape(format!(
+                    "B {:?} is not [{cout}]",
+                    b.shape
+                )));
+            }
+        }
+        if let Some(m) = cx.opt_input(4) {
+            if m.shape != [n, og * k, g.output[0], g.output[1]] {
+                return Err(CompileError::shape(format!(
+                    "mask {:?} does not fit the output {:?}",
+                    m.shape, g.output
+                )));
+            }
+        }
+        let two = |v: &[usize]| {
+            let items = v.iter().map(|&d| lit(d));
+            quote!([#(#items),*])
+        };
+        let (input, output, kernel) = (two(&x.shape[2..]), two(&g.output), two(&g.kernel));
+        let (strides, dilations, pads) = (two(&g.strides), two(&g.dilations), two(&g.pads_begin));
+        let (ln, lcin, lcout, lg, log) = (lit(n), lit(cin), lit(cout), lit(self.group), lit(og));
+        let scratch = cin / self.group * k * g.output.iter().product::<usize>();
+        let mut shape = vec![n, cout];
+        shape.extend(&g.output);
+        Ok((
+            quote! {
+                ::sinter_rt::conv::DeformParams {
+                    batch: #ln, in_channels: #lcin, out_channels: #lcout, groups: #lg,
+                    offset_groups: #log, input: #input, output: #output, kernel: #kernel,
+                    strides: #strides, dilations: #dilations, pads: #pads,
+                }
+            },
+            shape,
+            scratch,
+        ))
+    }
+}
+
+impl OpDef for DeformConv {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let group = node.usize_or("group", 1)?;
+        let offset_group = node.usize_or("offset_group", 1)?;
+        if group == 0 || offset_group == 0 {
+            return Err(CompileError::attribute(
+                "group",
+                "group and offset_group must be positive",
+            ));
+        }
+        Ok(Self {
+            window: Window::parse(node)?,
+            group,
+            offset_group,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        for i in 0..5 {
+            if let Some(op) = cx.opt_input(i) {
+                require_dtype(op.dtype, &[DType::F32], "DeformConv operand")?;
+            }
+        }
+        let (_, shape, _) = self.plan(cx)?;
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        match self.plan(cx) {
+            Ok((_, _, n)) if n > 0 => Some(TypeShape::new(DType::F32, vec![n])),
+            _ => None,
+        }
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (params, _, scratch_len) = self.plan(cx)?;
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        let opt = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (bias, mask) = (opt(3, names), opt(4, names));
+        let scratch = if scratch_len > 0 {
+            let s = names.scratch();
+            quote!(#s)
+        } else {
+            quote!(&mut [])
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::DeformParams = #params;
+            ::sinter_rt::conv::deform_conv_f32(&PARAMS, #i0, #i1, #i2, #bias, #mask, #o0, #scratch);
         })
     }
 }

@@ -326,6 +326,7 @@ ops! {
     QLinearConv(conv::QLinearConv) => ["QLinearConv"];
     AffineGrid(sample::AffineGrid) => ["AffineGrid"];
     RoiAlign(sample::RoiAlign) => ["RoiAlign"];
+    DeformConv(conv::DeformConv) => ["DeformConv"];
 }
 
 // ---- shared helpers for the family files ----
