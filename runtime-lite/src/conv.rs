@@ -1,5 +1,7 @@
 //! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts): im2col + GEMM, with 1x1
-//! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im.
+//! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im
+//! (and `Col2Im` itself); integer convolution with zero points and requantization
+//! (ConvInteger, QLinearConv); 2-D deformable convolution.
 
 use crate::gemm::{gemm_f32, Strides};
 
