@@ -18,6 +18,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod arena;
+pub mod attention;
 pub mod conv;
 pub mod einsum;
 pub mod elem;

@@ -9,6 +9,7 @@ use crate::error::{CompileError, Result};
 use crate::ir::{DType, Node, Tensor};
 use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
+pub mod attention;
 pub mod conv;
 pub mod einsum;
 pub mod elementwise;
@@ -327,6 +328,7 @@ ops! {
     AffineGrid(sample::AffineGrid) => ["AffineGrid"];
     RoiAlign(sample::RoiAlign) => ["RoiAlign"];
     DeformConv(conv::DeformConv) => ["DeformConv"];
+    Attention(attention::Attention) => ["Attention"];
 }
 
 // ---- shared helpers for the family files ----
