@@ -26,6 +26,7 @@ pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod half;
+pub mod loss;
 pub mod math;
 pub mod math64;
 pub mod norm;

@@ -14,6 +14,7 @@ pub mod conv;
 pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
+pub mod loss;
 pub mod movement;
 pub mod norm;
 pub mod pool;
@@ -329,6 +330,7 @@ ops! {
     RoiAlign(sample::RoiAlign) => ["RoiAlign"];
     DeformConv(conv::DeformConv) => ["DeformConv"];
     Attention(attention::Attention) => ["Attention"];
+    Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
 }
 
 // ---- shared helpers for the family files ----
