@@ -1,6 +1,7 @@
 //! Scaled dot-product attention (ONNX `Attention`): grouped-query heads, past key/value
 //! caches, causal and explicit masks, padded key lengths, softcapping, and the optional
 //! QK-matrix output. Scores and softmax are computed in f64, one query row at a time.
+//! Also rotary position embeddings (`RotaryEmbedding`).
 
 use crate::math64::exp_f64;
 
@@ -223,6 +224,74 @@ pub fn attention<T: Copy, M: Copy>(
                     let (src, v0) = value_at(b, hk, j);
                     let dst = ((b * p.kv_heads + hk) * total + j) * dv;
                     pv[dst..dst + dv].copy_from_slice(&src[v0..v0 + dv]);
+                }
+            }
+        }
+    }
+}
+
+/// The geometry of one rotary embedding.
+#[derive(Clone, Copy, Debug)]
+pub struct RotaryParams {
+    /// B.
+    pub batch: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Head size.
+    pub head_size: usize,
+    /// Leading elements of each head that rotate (even).
+    pub rotary_dim: usize,
+    /// Input strides (batch, head, sequence); the head dimension is contiguous.
+    pub strides: [usize; 3],
+    /// Pairs are adjacent elements (else the two halves of the rotated part).
+    pub interleaved: bool,
+    /// Width of a cache row (at least `rotary_dim / 2`).
+    pub cache_width: usize,
+}
+
+/// `RotaryEmbedding`: rotates each head's leading `rotary_dim` elements by the angles whose
+/// cosines and sines are row `position_ids[b, s]` of the caches (or row `(b, s)` of caches
+/// shaped `[B, S, width]` when there are no position ids). Out-of-range positions give NaN.
+pub fn rotary_embedding_f32(
+    p: &RotaryParams,
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    position_ids: Option<&[i64]>,
+    out: &mut [f32],
+) {
+    let half = p.rotary_dim / 2;
+    let rows = cos.len().min(sin.len()) / p.cache_width.max(1);
+    for b in 0..p.batch {
+        for s in 0..p.seq {
+            let row = match position_ids {
+                Some(ids) => usize::try_from(ids[b * p.seq + s]).ok(),
+                None => Some(b * p.seq + s),
+            }
+            .filter(|&r| r < rows);
+            for h in 0..p.heads {
+                let base = b * p.strides[0] + h * p.strides[1] + s * p.strides[2];
+                let src = &x[base..][..p.head_size];
+                let dst = &mut out[base..][..p.head_size];
+                dst[p.rotary_dim..].copy_from_slice(&src[p.rotary_dim..]);
+                for i in 0..half {
+                    let (c, sn) = match row {
+                        Some(r) => (
+                            f64::from(cos[r * p.cache_width + i]),
+                            f64::from(sin[r * p.cache_width + i]),
+                        ),
+                        None => (f64::NAN, f64::NAN),
+                    };
+                    let (a, bi) = if p.interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + half)
+                    };
+                    let (x1, x2) = (f64::from(src[a]), f64::from(src[bi]));
+                    dst[a] = (c * x1 - sn * x2) as f32;
+                    dst[bi] = (sn * x1 + c * x2) as f32;
                 }
             }
         }

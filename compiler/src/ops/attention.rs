@@ -3,7 +3,10 @@
 //! outputs), boolean or additive masks (broadcast, shorter than the key sequence),
 //! `is_causal`, `nonpad_kv_seqlen`, `softcap`, `scale` and the `qk_matmul_output` modes.
 //!
-//! Spec: <https://onnx.ai/onnx/operators/onnx__Attention.html>. float32 and float16
+//! Also `RotaryEmbedding` (opset 23, float32).
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Attention.html>,
+//! <https://onnx.ai/onnx/operators/onnx__RotaryEmbedding.html>. Attention: float32 and float16
 //! (computed in f64); bfloat16 is refused (see `infer`). The sliding-window attributes of
 //! later drafts are not supported.
 
@@ -382,6 +385,136 @@ impl OpDef for Attention {
                 y: #o0, present_key: #pk, present_value: #pv, qk: #qk,
             };
             ::sinter_rt::attention::attention(&PARAMS, &inputs, &mut outputs, #scratch, #load, #store, #mask_load);
+        })
+    }
+}
+
+/// `RotaryEmbedding` (opset 23): rotary position embeddings over 3-D `[B, S, H * D]` or 4-D
+/// `[B, H, S, D]` input, half-split or interleaved pairs, partial `rotary_embedding_dim`,
+/// caches indexed by `position_ids` (or given per position).
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    interleaved: bool,
+    num_heads: usize,
+    rotary_dim: usize,
+}
+
+impl RotaryEmbedding {
+    /// (batch, seq, heads, head size, rotary dim, strides, cache width).
+    #[allow(clippy::type_complexity, reason = "a private geometry tuple")]
+    fn layout(
+        &self,
+        cx: &OpCx<'_>,
+    ) -> Result<(usize, usize, usize, usize, usize, [usize; 3], usize)> {
+        let x = cx.input(0)?;
+        let (cos, sin) = (cx.input(1)?, cx.input(2)?);
+        let (b, s, h, d, strides) = match x.shape {
+            &[b, s, hidden] => {
+                let h = self.num_heads;
+                if h == 0 || hidden % h != 0 {
+                    return Err(CompileError::attribute(
+                        "num_heads",
+                        format!("must divide the hidden size {hidden} of 3-D input"),
+                    ));
+                }
+                let d = hidden / h;
+                (b, s, h, d, [s * hidden, d, hidden])
+            }
+            &[b, h, s, d] => (b, s, h, d, [h * s * d, s * d, d]),
+            other => {
+                return Err(CompileError::shape(format!(
+                    "input of shape {other:?} (rank 3 or 4)"
+                )))
+            }
+        };
+        let rot = if self.rotary_dim == 0 {
+            d
+        } else {
+            self.rotary_dim
+        };
+        if rot > d || rot % 2 != 0 {
+            return Err(CompileError::attribute(
+                "rotary_embedding_dim",
+                format!("{rot} must be even and at most the head size {d}"),
+            ));
+        }
+        if cos.shape != sin.shape || cos.shape.len() < 2 {
+            return Err(CompileError::shape(format!(
+                "cos_cache {:?} and sin_cache {:?} must match",
+                cos.shape, sin.shape
+            )));
+        }
+        let width = cos.shape[cos.shape.len() - 1];
+        if width < rot / 2 {
+            return Err(CompileError::shape(format!(
+                "cache rows of {width} values, rotation needs {}",
+                rot / 2
+            )));
+        }
+        match cx.opt_input(3) {
+            Some(ids) => {
+                if ids.dtype != DType::I64 || ids.shape != [b, s] || cos.shape.len() != 2 {
+                    return Err(CompileError::shape(format!(
+                        "position_ids {}{:?} with caches {:?}",
+                        ids.dtype, ids.shape, cos.shape
+                    )));
+                }
+            }
+            None => {
+                if cos.shape != [b, s, width] {
+                    return Err(CompileError::shape(format!(
+                        "without position_ids the caches must be [{b}, {s}, _], found {:?}",
+                        cos.shape
+                    )));
+                }
+            }
+        }
+        Ok((b, s, h, d, rot, strides, width))
+    }
+}
+
+impl OpDef for RotaryEmbedding {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            interleaved: node.i64_or("interleaved", 0)? != 0,
+            num_heads: node.usize_or("num_heads", 0)?,
+            rotary_dim: node.usize_or("rotary_embedding_dim", 0)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &[DType::F32], "input")?;
+        for i in [1, 2] {
+            require_dtype(cx.input(i)?.dtype, &[DType::F32], "cache")?;
+        }
+        self.layout(cx)?;
+        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (b, s, h, d, rot, strides, width) = self.layout(cx)?;
+        let strides = strides.iter().map(|&v| lit(v));
+        let (b, s, h, d, rot, width) = (lit(b), lit(s), lit(h), lit(d), lit(rot), lit(width));
+        let interleaved = self.interleaved;
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        let ids = if cx.opt_input(3).is_some() {
+            let v = names.input(3);
+            quote!(Some(#v))
+        } else {
+            quote!(None)
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::RotaryParams = ::sinter_rt::attention::RotaryParams {
+                batch: #b, seq: #s, heads: #h, head_size: #d, rotary_dim: #rot,
+                strides: [#(#strides),*], interleaved: #interleaved, cache_width: #width,
+            };
+            ::sinter_rt::attention::rotary_embedding_f32(&PARAMS, #i0, #i1, #i2, #ids, #o0);
         })
     }
 }

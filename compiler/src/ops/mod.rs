@@ -331,6 +331,7 @@ ops! {
     DeformConv(conv::DeformConv) => ["DeformConv"];
     Attention(attention::Attention) => ["Attention"];
     Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
+    RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
 }
 
 // ---- shared helpers for the family files ----
