@@ -589,6 +589,76 @@ pub fn deform_conv_f32(
     }
 }
 
+/// The layout of one causal depthwise convolution with carried state.
+#[derive(Clone, Copy, Debug)]
+pub struct CausalConvParams {
+    /// B.
+    pub batch: usize,
+    /// C (one filter per channel).
+    pub channels: usize,
+    /// Input length.
+    pub len: usize,
+    /// Kernel length K; the state holds the last K - 1 inputs.
+    pub kernel: usize,
+    /// Apply SiLU (`v * sigmoid(v)`) to the output.
+    pub silu: bool,
+}
+
+/// `CausalConvWithState`: `out[b, c, i] = bias[c] + sum_k w[c, k] * p[b, c, i + k]` over
+/// the input `x: [B, C, L]` prefixed by `past: [B, C, K - 1]` (zeros if absent), optionally
+/// SiLU-activated (after rounding to the element type, as the reference does); `present`
+/// receives the last K - 1 positions of that prefixed input.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the four ONNX operands, two outputs and the element conversions"
+)]
+pub fn causal_conv_with_state<T: Copy>(
+    p: &CausalConvParams,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    past: Option<&[T]>,
+    out: &mut [T],
+    present: Option<&mut [T]>,
+    load: impl Fn(T) -> f64,
+    store: impl Fn(f64) -> T,
+) {
+    let (l, k) = (p.len, p.kernel);
+    let state = k.saturating_sub(1);
+    let padded = |b: usize, c: usize, t: usize| -> f64 {
+        if t < state {
+            past.map_or(0.0, |s| load(s[(b * p.channels + c) * state + t]))
+        } else {
+            load(x[(b * p.channels + c) * l + t - state])
+        }
+    };
+    for b in 0..p.batch {
+        for c in 0..p.channels {
+            let wc = &w[c * k..][..k];
+            for i in 0..l {
+                let mut v = bias.map_or(0.0, |bv| load(bv[c]));
+                for (j, &wv) in wc.iter().enumerate() {
+                    v += load(wv) * padded(b, c, i + j);
+                }
+                if p.silu {
+                    let r = load(store(v));
+                    v = r / (1.0 + crate::math64::exp_f64(-r));
+                }
+                out[(b * p.channels + c) * l + i] = store(v);
+            }
+        }
+    }
+    if let Some(present) = present {
+        for b in 0..p.batch {
+            for c in 0..p.channels {
+                for j in 0..state {
+                    present[(b * p.channels + c) * state + j] = store(padded(b, c, l + j));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Convolutions: `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations),
 //! `ConvTranspose` (the same plus `output_padding` and `output_shape`), `ConvInteger`,
-//! `QLinearConv`, `DeformConv` (2-D) and `Col2Im`; and the window geometry they share with
+//! `QLinearConv`, `DeformConv` (2-D), `Col2Im` and `CausalConvWithState` (1-D depthwise,
+//! opset 27, as its ONNX function body defines it); and the window geometry they share with
 //! pooling.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Conv.html> (Conv-1/11/22),
@@ -1013,6 +1014,116 @@ impl OpDef for DeformConv {
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::DeformParams = #params;
             ::sinter_rt::conv::deform_conv_f32(&PARAMS, #i0, #i1, #i2, #bias, #mask, #o0, #scratch);
+        })
+    }
+}
+
+/// `CausalConvWithState` (opset 27): a depthwise causal 1-D convolution whose left context
+/// comes from `past_state` (zeros if absent), with optional bias and SiLU activation; the
+/// second output is the state for the next call.
+#[derive(Debug, Clone)]
+pub struct CausalConvWithState {
+    /// SiLU ("silu" / "swish") activation.
+    pub silu: bool,
+}
+
+impl CausalConvWithState {
+    /// (batch, channels, length, kernel).
+    fn layout(cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let (&[b, c, l], &[wc, one, k]) = (x.shape, w.shape) else {
+            return Err(CompileError::unsupported(format!(
+                "CausalConvWithState with input {:?} and weight {:?} (only 1-D: [B, C, L], [C, 1, K])",
+                x.shape, w.shape
+            )));
+        };
+        if wc != c || one != 1 || k == 0 {
+            return Err(CompileError::shape(format!(
+                "weight {:?} must be [{c}, 1, K]",
+                w.shape
+            )));
+        }
+        if let Some(bias) = cx.opt_input(2) {
+            if bias.shape != [c] || bias.dtype != x.dtype {
+                return Err(CompileError::shape(format!(
+                    "bias {:?} is not [{c}]",
+                    bias.shape
+                )));
+            }
+        }
+        if let Some(past) = cx.opt_input(3) {
+            if past.shape != [b, c, k - 1] || past.dtype != x.dtype {
+                return Err(CompileError::shape(format!(
+                    "past_state {:?} is not [{b}, {c}, {}]",
+                    past.shape,
+                    k - 1
+                )));
+            }
+        }
+        Ok((b, c, l, k))
+    }
+}
+
+impl OpDef for CausalConvWithState {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let silu = match node.string_or("activation", "none")?.as_str() {
+            "none" | "" => false,
+            "silu" | "swish" => true,
+            other => {
+                return Err(CompileError::unsupported(format!(
+                    "CausalConvWithState activation {other:?}"
+                )))
+            }
+        };
+        Ok(Self { silu })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &[DType::F32, DType::F16], "input")?;
+        if cx.input(1)?.dtype != x.dtype {
+            return Err(CompileError::shape("weight must have the input's type"));
+        }
+        let (b, c, l, k) = Self::layout(cx)?;
+        Ok(vec![
+            TypeShape::new(x.dtype, vec![b, c, l]),
+            TypeShape::new(x.dtype, vec![b, c, k - 1]),
+        ])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let dtype = cx.input(0)?.dtype;
+        let (b, c, l, k) = Self::layout(cx)?;
+        let (b, c, l, k, silu) = (lit(b), lit(c), lit(l), lit(k), self.silu);
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let opt = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (bias, past) = (opt(2, names), opt(3, names));
+        let present = if cx.outputs.get(1).copied().flatten().is_some() {
+            let o1 = names.output(1);
+            quote!(Some(#o1))
+        } else {
+            quote!(None)
+        };
+        let (load, store) = if dtype == DType::F16 {
+            (
+                quote!(|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v))),
+                quote!(|v: f64| ::sinter_rt::half::f32_to_f16(v as f32)),
+            )
+        } else {
+            (quote!(|v: f32| f64::from(v)), quote!(|v: f64| v as f32))
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::CausalConvParams = ::sinter_rt::conv::CausalConvParams {
+                batch: #b, channels: #c, len: #l, kernel: #k, silu: #silu,
+            };
+            ::sinter_rt::conv::causal_conv_with_state(&PARAMS, #i0, #i1, #bias, #past, #o0, #present, #load, #store);
         })
     }
 }

@@ -332,6 +332,7 @@ ops! {
     Attention(attention::Attention) => ["Attention"];
     Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
     RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
+    CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
 }
 
 // ---- shared helpers for the family files ----
