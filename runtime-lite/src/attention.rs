@@ -1,7 +1,8 @@
 //! Scaled dot-product attention (ONNX `Attention`): grouped-query heads, past key/value
 //! caches, causal and explicit masks, padded key lengths, softcapping, and the optional
 //! QK-matrix output. Scores and softmax are computed in f64, one query row at a time.
-//! Also rotary position embeddings (`RotaryEmbedding`).
+//! Also rotary position embeddings (`RotaryEmbedding`) and recurrent linear attention
+//! (`LinearAttention`: linear, gated, delta and gated-delta state updates).
 
 use crate::math64::exp_f64;
 
@@ -294,6 +295,123 @@ pub fn rotary_embedding_f32(
                     dst[bi] = (sn * x1 + c * x2) as f32;
                 }
             }
+        }
+    }
+}
+
+/// The geometry and update rule of one linear attention.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearAttentionParams {
+    /// B.
+    pub batch: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Query heads.
+    pub q_heads: usize,
+    /// Key/value heads (divides `q_heads`).
+    pub kv_heads: usize,
+    /// Key head size.
+    pub dk: usize,
+    /// Value head size.
+    pub dv: usize,
+    /// Output scale.
+    pub scale: f64,
+    /// Decay the state by `exp(decay)` before each update.
+    pub gated: bool,
+    /// Delta rule: write `beta * (v - S^T k)` instead of `v`.
+    pub delta: bool,
+    /// Decay values per step and head: `dk` (per key row) or 1.
+    pub decay_width: usize,
+    /// Beta values per step: `kv_heads` or 1.
+    pub beta_width: usize,
+}
+
+/// `LinearAttention` over 3-D `[B, S, H * D]` operands: the state `S: [B, Hkv, Dk, Dv]`
+/// (from `past`, else zeros) is updated per step by the rule, and each query head reads
+/// `scale * q^T S` from its key/value head. `state` is scratch of at least
+/// `B * Hkv * Dk * Dv + Dv` values.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the six ONNX operands, two outputs, scratch and conversions"
+)]
+pub fn linear_attention<T: Copy>(
+    p: &LinearAttentionParams,
+    (q, k, v): (&[T], &[T], &[T]),
+    past: Option<&[T]>,
+    decay: Option<&[T]>,
+    beta: Option<&[T]>,
+    out: &mut [T],
+    present: Option<&mut [T]>,
+    state: &mut [f64],
+    load: impl Fn(T) -> f64,
+    store: impl Fn(f64) -> T,
+) {
+    let (dk, dv) = (p.dk, p.dv);
+    let block = dk * dv;
+    let n = p.batch * p.kv_heads * block;
+    let group = (p.q_heads / p.kv_heads.max(1)).max(1);
+    let (st, tmp) = state.split_at_mut(n);
+    let tmp = &mut tmp[..dv];
+    match past {
+        Some(ps) => {
+            for (s, &x) in st.iter_mut().zip(ps) {
+                *s = load(x);
+            }
+        }
+        None => st.fill(0.0),
+    }
+    for b in 0..p.batch {
+        for t in 0..p.seq {
+            let row = b * p.seq + t;
+            for hk in 0..p.kv_heads {
+                let s = &mut st[(b * p.kv_heads + hk) * block..][..block];
+                let kt = &k[(row * p.kv_heads + hk) * dk..][..dk];
+                let vt = &v[(row * p.kv_heads + hk) * dv..][..dv];
+                if p.gated {
+                    if let Some(dc) = decay {
+                        for r in 0..dk {
+                            let idx = (row * p.kv_heads + hk) * p.decay_width
+                                + if p.decay_width > 1 { r } else { 0 };
+                            let g = exp_f64(load(dc[idx]));
+                            for x in &mut s[r * dv..][..dv] {
+                                *x *= g;
+                            }
+                        }
+                    }
+                }
+                if p.delta {
+                    let bt = beta.map_or(1.0, |bs| {
+                        load(bs[row * p.beta_width + if p.beta_width > 1 { hk } else { 0 }])
+                    });
+                    for (e, d) in tmp.iter_mut().enumerate() {
+                        let retrieved: f64 = (0..dk).map(|r| s[r * dv + e] * load(kt[r])).sum();
+                        *d = bt * (load(vt[e]) - retrieved);
+                    }
+                } else {
+                    for (d, &x) in tmp.iter_mut().zip(vt) {
+                        *d = load(x);
+                    }
+                }
+                for r in 0..dk {
+                    let kr = load(kt[r]);
+                    for (x, &d) in s[r * dv..][..dv].iter_mut().zip(tmp.iter()) {
+                        *x += kr * d;
+                    }
+                }
+                for h in hk * group..(hk + 1) * group {
+                    let qt = &q[(row * p.q_heads + h) * dk..][..dk];
+                    let o = &mut out[(row * p.q_heads + h) * dv..][..dv];
+                    for (e, oe) in o.iter_mut().enumerate() {
+                        let acc: f64 = (0..dk).map(|r| load(qt[r]) * s[r * dv + e]).sum();
+                        *oe = store(p.scale * acc);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(pr) = present {
+        for (o, &x) in pr.iter_mut().zip(st.iter()) {
+            *o = store(x);
         }
     }
 }

@@ -3,7 +3,8 @@
 //! outputs), boolean or additive masks (broadcast, shorter than the key sequence),
 //! `is_causal`, `nonpad_kv_seqlen`, `softcap`, `scale` and the `qk_matmul_output` modes.
 //!
-//! Also `RotaryEmbedding` (opset 23, float32).
+//! Also `RotaryEmbedding` (opset 23, float32) and `LinearAttention` (opset 27, float32 and
+//! float16; semantics from its ONNX function body).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Attention.html>,
 //! <https://onnx.ai/onnx/operators/onnx__RotaryEmbedding.html>. Attention: float32 and float16
@@ -515,6 +516,189 @@ impl OpDef for RotaryEmbedding {
                 strides: [#(#strides),*], interleaved: #interleaved, cache_width: #width,
             };
             ::sinter_rt::attention::rotary_embedding_f32(&PARAMS, #i0, #i1, #i2, #ids, #o0);
+        })
+    }
+}
+
+/// `LinearAttention` (opset 27, as its ONNX function body defines it): recurrent linear
+/// attention over 3-D `[B, S, H * D]` operands with update rule `linear`, `gated`, `delta`
+/// or `gated_delta` (default), optional `past_state`, `decay` (per head or per key row),
+/// `beta` (per head or shared), grouped-query heads and `scale`.
+#[derive(Debug, Clone)]
+pub struct LinearAttention {
+    q_heads: usize,
+    kv_heads: usize,
+    gated: bool,
+    delta: bool,
+    scale: Option<f32>,
+}
+
+/// The resolved layout: (B, S, dk, dv, decay width, beta width).
+type LinearLayout = (usize, usize, usize, usize, usize, usize);
+
+impl LinearAttention {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<LinearLayout> {
+        let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        let (hq, hkv) = (self.q_heads, self.kv_heads);
+        let (&[b, s, qw], &[kb, ks, kw], &[vb, vs, vw]) = (q.shape, k.shape, v.shape) else {
+            return Err(CompileError::unsupported(
+                "LinearAttention with operands other than 3-D [B, S, H * D]",
+            ));
+        };
+        if hq == 0 || hkv == 0 || hq % hkv != 0 || qw % hq != 0 || vw % hkv != 0 {
+            return Err(CompileError::attribute(
+                "q_num_heads",
+                format!(
+                    "{hq} / {hkv} heads do not fit Q {:?}, V {:?}",
+                    q.shape, v.shape
+                ),
+            ));
+        }
+        let (dk, dv) = (qw / hq, vw / hkv);
+        if (kb, ks, kw) != (b, s, hkv * dk) || (vb, vs) != (b, s) {
+            return Err(CompileError::shape(format!(
+                "key {:?} / value {:?} do not fit query {:?}",
+                k.shape, v.shape, q.shape
+            )));
+        }
+        if let Some(past) = cx.opt_input(3) {
+            if past.shape != [b, hkv, dk, dv] {
+                return Err(CompileError::shape(format!(
+                    "past_state {:?} is not [{b}, {hkv}, {dk}, {dv}]",
+                    past.shape
+                )));
+            }
+        }
+        let decay_width = match cx.opt_input(4) {
+            Some(d) if d.shape == [b, s, hkv * dk] => dk,
+            Some(d) if d.shape == [b, s, hkv] => 1,
+            Some(d) => {
+                return Err(CompileError::shape(format!(
+                    "decay {:?} is neither [{b}, {s}, {}] nor [{b}, {s}, {hkv}]",
+                    d.shape,
+                    hkv * dk
+                )))
+            }
+            None => 1,
+        };
+        let beta_width = match cx.opt_input(5) {
+            Some(be) if be.shape == [b, s, hkv] => hkv,
+            Some(be) if be.shape == [b, s, 1] => 1,
+            Some(be) => {
+                return Err(CompileError::shape(format!(
+                    "beta {:?} is neither [{b}, {s}, {hkv}] nor [{b}, {s}, 1]",
+                    be.shape
+                )))
+            }
+            None => 1,
+        };
+        Ok((b, s, dk, dv, decay_width, beta_width))
+    }
+}
+
+impl OpDef for LinearAttention {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let (gated, delta) = match node.string_or("update_rule", "gated_delta")?.as_str() {
+            "linear" => (false, false),
+            "gated" => (true, false),
+            "delta" => (false, true),
+            "gated_delta" => (true, true),
+            other => {
+                return Err(CompileError::attribute(
+                    "update_rule",
+                    format!("unknown rule {other:?}"),
+                ))
+            }
+        };
+        let scale = match node.attr("scale") {
+            Some(_) => Some(node.f32_or("scale", 1.0)?),
+            None => None,
+        };
+        Ok(Self {
+            q_heads: node.usize_or("q_num_heads", 0)?,
+            kv_heads: node.usize_or("kv_num_heads", 0)?,
+            gated,
+            delta,
+            scale,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let q = cx.input(0)?;
+        require_dtype(q.dtype, TYPES, "query")?;
+        for i in 1..6 {
+            if let Some(op) = cx.opt_input(i) {
+                if op.dtype != q.dtype {
+                    return Err(CompileError::shape(format!(
+                        "input {i} is {}, query is {}",
+                        op.dtype, q.dtype
+                    )));
+                }
+            }
+        }
+        let (b, s, dk, dv, _, _) = self.layout(cx)?;
+        Ok(vec![
+            TypeShape::new(q.dtype, vec![b, s, self.q_heads * dv]),
+            TypeShape::new(q.dtype, vec![b, self.kv_heads, dk, dv]),
+        ])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let (b, _, dk, dv, _, _) = self.layout(cx).ok()?;
+        Some(TypeShape::new(
+            DType::F64,
+            vec![b * self.kv_heads * dk * dv + dv],
+        ))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let dtype = cx.input(0)?.dtype;
+        let (b, s, dk, dv, dw, bw) = self.layout(cx)?;
+        let scale = match self.scale {
+            Some(v) => f64::from(v),
+            None => 1.0 / (dk.max(1) as f64).sqrt(),
+        };
+        if !scale.is_finite() {
+            return Err(CompileError::attribute("scale", "must be finite"));
+        }
+        let scale = Literal::f64_suffixed(scale);
+        let (b, s, hq, hkv, dk, dv, dw, bw) = (
+            lit(b),
+            lit(s),
+            lit(self.q_heads),
+            lit(self.kv_heads),
+            lit(dk),
+            lit(dv),
+            lit(dw),
+            lit(bw),
+        );
+        let (gated, delta) = (self.gated, self.delta);
+        let (load, store) = conversions(dtype);
+        let (i0, i1, i2) = (names.input(0), names.input(1), names.input(2));
+        let opt = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (past, decay, beta) = (opt(3, names), opt(4, names), opt(5, names));
+        let present = if cx.outputs.get(1).copied().flatten().is_some() {
+            let o1 = names.output(1);
+            quote!(Some(#o1))
+        } else {
+            quote!(None)
+        };
+        let o0 = names.output(0);
+        let scratch = names.scratch();
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::LinearAttentionParams = ::sinter_rt::attention::LinearAttentionParams {
+                batch: #b, seq: #s, q_heads: #hq, kv_heads: #hkv, dk: #dk, dv: #dv,
+                scale: #scale, gated: #gated, delta: #delta, decay_width: #dw, beta_width: #bw,
+            };
+            ::sinter_rt::attention::linear_attention(&PARAMS, (#i0, #i1, #i2), #past, #decay, #beta,
+                #o0, #present, #scratch, #load, #store);
         })
     }
 }

@@ -333,6 +333,7 @@ ops! {
     Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
     RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
     CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
+    LinearAttention(attention::LinearAttention) => ["LinearAttention"];
 }
 
 // ---- shared helpers for the family files ----
