@@ -268,16 +268,11 @@ pub fn max_pool_indexed<T: Copy + PartialOrd>(
         out[idx] = v;
         if let Some(ind) = indices.as_deref_mut() {
             let spatial = if column_major {
-                let (w, h) = (p.input[2], p.input[1]);
-                let (zi, yi, xi) = (off / (h * w), off / w % h, off % w);
-                // The used axes are the leading ones; count the first fastest.
-                let dims = p.input;
-                let used = dims.iter().rposition(|&d| d != 1).map_or(1, |u| u + 1);
-                match used {
-                    3 => zi + yi * dims[0] + xi * dims[0] * dims[1],
-                    2 => zi + yi * dims[0],
-                    _ => zi,
-                }
+                // Column-major over all three axes: axes of size 1 (unused, whichever end
+                // they pad) contribute nothing, so this is the real axes' column-major index.
+                let [d0, d1, d2] = p.input;
+                let (zi, yi, xi) = (off / (d1 * d2), off / d2 % d1, off % d2);
+                zi + yi * d0 + xi * d0 * d1
             } else {
                 off
             };

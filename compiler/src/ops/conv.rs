@@ -700,10 +700,8 @@ impl Col2Im {
         let kernel = usize3(&block, 1);
         let strides = usize3(&g.strides, 1);
         let dilations = usize3(&g.dilations, 1);
-        let pads = (0..3).map(|i| {
-            let v = g.pads_begin.get(i).copied().unwrap_or(0);
-            proc_macro2::Literal::isize_unsuffixed(isize::try_from(v).unwrap_or(isize::MAX))
-        });
+        // Aligned exactly like the other spatial arrays (unsuffixed, so typed as isize).
+        let pads = usize3(&g.pads_begin, 0);
         let mut shape = vec![x.shape[0], channels];
         shape.extend(&image);
         Ok((
@@ -711,7 +709,7 @@ impl Col2Im {
                 ::sinter_rt::conv::ConvTransposeParams {
                     batch: #batch, in_channels: #cout, out_channels: #cout, groups: 1,
                     input: #input, output: #output, kernel: #kernel,
-                    strides: #strides, dilations: #dilations, pads: [#(#pads),*],
+                    strides: #strides, dilations: #dilations, pads: #pads,
                 }
             },
             shape,
