@@ -1,5 +1,7 @@
 //! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts): im2col + GEMM, with 1x1
-//! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im.
+//! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im
+//! (and `Col2Im` itself); integer convolution with zero points and requantization
+//! (ConvInteger, QLinearConv); 2-D deformable convolution.
 
 use crate::gemm::{gemm_f32, gemm_f32_exec, Strides};
 
@@ -401,6 +403,26 @@ pub fn conv_transpose_f32(
     }
 }
 
+/// `Col2Im`: sums the columns `x: [N, C * K, L]` (K kernel taps, L block positions laid out
+/// over `p.input`) back into images `out: [N, C, *output]`; `p.out_channels` is C.
+pub fn col2im_f32(p: &ConvTransposeParams, x: &[f32], out: &mut [f32]) {
+    let k_len: usize = p.kernel.iter().product();
+    let blocks: usize = p.input.iter().product();
+    let image: usize = p.output.iter().product();
+    let (cols, plane) = (p.out_channels * k_len * blocks, p.out_channels * image);
+    assert!(
+        x.len() >= p.batch * cols && out.len() >= p.batch * plane,
+        "col2im buffers too short"
+    );
+    for n in 0..p.batch {
+        let dst = &mut out[n * plane..][..plane];
+        dst.fill(0.0);
+        if image > 0 && blocks > 0 {
+            col2im(p, &x[n * cols..][..cols], dst);
+        }
+    }
+}
+
 /// Scatter-adds the column matrix of one group into its output channels.
 fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
     let [id, ih, iw] = p.input;
@@ -432,6 +454,326 @@ fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// `ConvInteger`: `out = conv(x - x_zero, w - w_zero[m])` in i32, directly (no im2col), with
+/// `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`; `w_zero` holds no value (zero), one, or
+/// one per output channel. Padding contributes nothing.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "geometry, operands, zero points and the element conversions"
+)]
+pub fn conv_integer<X: Copy, W: Copy>(
+    p: &ConvParams,
+    x: &[X],
+    w: &[W],
+    x_zero: i32,
+    w_zero: &[W],
+    out: &mut [i32],
+    load_x: impl Fn(X) -> i32,
+    load_w: impl Fn(W) -> i32,
+) {
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let (in_len, out_len, k_len) = (id * ih * iw, od * oh * ow, kd * kh * kw);
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len
+            && w.len() >= p.out_channels * cin_g * k_len
+            && out.len() >= p.batch * p.out_channels * out_len,
+        "conv_integer buffers too short"
+    );
+    let coord = |axis: usize, o: usize, k: usize| -> Option<usize> {
+        (o * p.strides[axis] + k * p.dilations[axis])
+            .checked_sub(p.pads[axis])
+            .filter(|&v| v < p.input[axis])
+    };
+    for n in 0..p.batch {
+        for m in 0..p.out_channels {
+            let g = m / cout_g.max(1);
+            let wz = match w_zero.len() {
+                0 => 0,
+                1 => load_w(w_zero[0]),
+                _ => load_w(w_zero[m]),
+            };
+            let dst = &mut out[(n * p.out_channels + m) * out_len..][..out_len];
+            let mut idx = 0;
+            for z in 0..od {
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = 0i32;
+                        for c in 0..cin_g {
+                            let src = &x[(n * p.in_channels + g * cin_g + c) * in_len..][..in_len];
+                            let wk = &w[(m * cin_g + c) * k_len..][..k_len];
+                            for a in 0..kd {
+                                let Some(zi) = coord(0, z, a) else { continue };
+                                for b in 0..kh {
+                                    let Some(yi) = coord(1, y, b) else { continue };
+                                    for e in 0..kw {
+                                        let Some(xi) = coord(2, xo, e) else { continue };
+                                        let xv = load_x(src[(zi * ih + yi) * iw + xi]) - x_zero;
+                                        let wv = load_w(wk[(a * kh + b) * kw + e]) - wz;
+                                        acc = acc.wrapping_add(xv.wrapping_mul(wv));
+                                    }
+                                }
+                            }
+                        }
+                        dst[idx] = acc;
+                        idx += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Requantizes i32 accumulators `acc: [N, M, inner]` (QLinearConv): for channel `m`,
+/// `store(rint((acc + bias[m]) * x_scale * w_scale[m] / y_scale) + y_zero)`, the multiplier
+/// computed in f32; `w_scale` holds one value or one per channel.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "accumulators, bias, the quantization parameters, layout and the store"
+)]
+pub fn requantize<O>(
+    acc: &[i32],
+    bias: Option<&[i32]>,
+    (x_scale, w_scale, y_scale): (f32, &[f32], f32),
+    y_zero: i32,
+    out: &mut [O],
+    channels: usize,
+    inner: usize,
+    store: impl Fn(f64) -> O,
+) {
+    let block = channels * inner;
+    if block == 0 {
+        return;
+    }
+    for (a, o) in acc.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
+        for m in 0..channels {
+            let ws = w_scale[if w_scale.len() == 1 { 0 } else { m }];
+            let mult = f64::from(x_scale * ws / y_scale);
+            let b = bias.map_or(0, |b| b[m]);
+            for (dst, &v) in o[m * inner..][..inner]
+                .iter_mut()
+                .zip(&a[m * inner..][..inner])
+            {
+                let r = crate::math64::round_half_even_f64(f64::from(v.wrapping_add(b)) * mult);
+                *dst = store(r + f64::from(y_zero));
+            }
+        }
+    }
+}
+
+/// The geometry of one 2-D deformable convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct DeformParams {
+    /// N.
+    pub batch: usize,
+    /// C.
+    pub in_channels: usize,
+    /// M.
+    pub out_channels: usize,
+    /// Channel groups of the convolution.
+    pub groups: usize,
+    /// Channel groups sharing one set of offsets (and mask).
+    pub offset_groups: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Strides.
+    pub strides: [usize; 2],
+    /// Dilations.
+    pub dilations: [usize; 2],
+    /// Padding at the start of each axis.
+    pub pads: [usize; 2],
+}
+
+impl DeformParams {
+    /// Elements of scratch space [`deform_conv_f32`] needs: one group's sampled columns.
+    pub const fn scratch_len(&self) -> usize {
+        self.in_channels / self.groups
+            * self.kernel[0]
+            * self.kernel[1]
+            * self.output[0]
+            * self.output[1]
+    }
+}
+
+/// Bilinear sample of `plane` (`h x w`) at `(y, x)`, each corner outside reading zero.
+fn bilinear_zero(plane: &[f32], h: usize, w: usize, y: f64, x: f64) -> f64 {
+    let (y0, x0) = (crate::math64::floor_f64(y), crate::math64::floor_f64(x));
+    let (ly, lx) = (y - y0, x - x0);
+    let at = |yy: f64, xx: f64| -> f64 {
+        if yy >= 0.0 && xx >= 0.0 && yy < h as f64 && xx < w as f64 {
+            f64::from(plane[yy as usize * w + xx as usize])
+        } else {
+            0.0
+        }
+    };
+    (1.0 - ly) * ((1.0 - lx) * at(y0, x0) + lx * at(y0, x0 + 1.0))
+        + ly * ((1.0 - lx) * at(y0 + 1.0, x0) + lx * at(y0 + 1.0, x0 + 1.0))
+}
+
+/// `DeformConv` (2-D): the convolution of `x: [N, C, H, W]` with `w: [M, C/groups, kH, kW]`
+/// where each kernel tap samples `x` bilinearly at its position moved by
+/// `offset: [N, offset_groups * kH * kW * 2, oH, oW]` (dy, dx pairs) and is scaled by
+/// `mask: [N, offset_groups * kH * kW, oH, oW]`; plus `bias`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the five ONNX operands, output, scratch and geometry"
+)]
+pub fn deform_conv_f32(
+    p: &DeformParams,
+    x: &[f32],
+    w: &[f32],
+    offset: &[f32],
+    bias: Option<&[f32]>,
+    mask: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let [ih, iw] = p.input;
+    let [oh, ow] = p.output;
+    let [kh, kw] = p.kernel;
+    let (in_len, out_len, k_len) = (ih * iw, oh * ow, kh * kw);
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let per_offset_group = p.in_channels / p.offset_groups.max(1);
+    let rows = cin_g * k_len;
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len
+            && w.len() >= p.out_channels * rows
+            && offset.len() >= p.batch * p.offset_groups * k_len * 2 * out_len
+            && out.len() >= p.batch * p.out_channels * out_len
+            && scratch.len() >= rows * out_len,
+        "deform_conv buffers too short"
+    );
+    for n in 0..p.batch {
+        for g in 0..p.groups {
+            let cols = &mut scratch[..rows * out_len];
+            for cl in 0..cin_g {
+                let c = g * cin_g + cl;
+                let og = c / per_offset_group.max(1);
+                let plane = &x[(n * p.in_channels + c) * in_len..][..in_len];
+                for k in 0..k_len {
+                    let (ki, kj) = (k / kw, k % kw);
+                    let off_base = ((n * p.offset_groups + og) * k_len + k) * 2 * out_len;
+                    let mask_base = ((n * p.offset_groups + og) * k_len + k) * out_len;
+                    let dst = &mut cols[(cl * k_len + k) * out_len..][..out_len];
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            let pos = i * ow + j;
+                            let y = (i * p.strides[0] + ki * p.dilations[0]) as f64
+                                - p.pads[0] as f64
+                                + f64::from(offset[off_base + pos]);
+                            let xx = (j * p.strides[1] + kj * p.dilations[1]) as f64
+                                - p.pads[1] as f64
+                                + f64::from(offset[off_base + out_len + pos]);
+                            let m = mask.map_or(1.0, |m| f64::from(m[mask_base + pos]));
+                            dst[pos] = (m * bilinear_zero(plane, ih, iw, y, xx)) as f32;
+                        }
+                    }
+                }
+            }
+            let out_group =
+                &mut out[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len];
+            if let Some(b) = bias {
+                for (m, row) in out_group.chunks_exact_mut(out_len.max(1)).enumerate() {
+                    row.fill(b[g * cout_g + m]);
+                }
+            }
+            gemm_f32(
+                cout_g,
+                out_len,
+                rows,
+                1.0,
+                &w[g * cout_g * rows..],
+                Strides { rows, cols: 1 },
+                cols,
+                Strides {
+                    rows: out_len,
+                    cols: 1,
+                },
+                bias.is_some(),
+                out_group,
+            );
+        }
+    }
+}
+
+/// The layout of one causal depthwise convolution with carried state.
+#[derive(Clone, Copy, Debug)]
+pub struct CausalConvParams {
+    /// B.
+    pub batch: usize,
+    /// C (one filter per channel).
+    pub channels: usize,
+    /// Input length.
+    pub len: usize,
+    /// Kernel length K; the state holds the last K - 1 inputs.
+    pub kernel: usize,
+    /// Apply SiLU (`v * sigmoid(v)`) to the output.
+    pub silu: bool,
+}
+
+/// `CausalConvWithState`: `out[b, c, i] = bias[c] + sum_k w[c, k] * p[b, c, i + k]` over
+/// the input `x: [B, C, L]` prefixed by `past: [B, C, K - 1]` (zeros if absent), optionally
+/// SiLU-activated (after rounding to the element type, as the reference does); `present`
+/// receives the last K - 1 positions of that prefixed input.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the four ONNX operands, two outputs and the element conversions"
+)]
+pub fn causal_conv_with_state<T: Copy>(
+    p: &CausalConvParams,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    past: Option<&[T]>,
+    out: &mut [T],
+    present: Option<&mut [T]>,
+    load: impl Fn(T) -> f64,
+    store: impl Fn(f64) -> T,
+) {
+    let (l, k) = (p.len, p.kernel);
+    let state = k.saturating_sub(1);
+    let padded = |b: usize, c: usize, t: usize| -> f64 {
+        if t < state {
+            past.map_or(0.0, |s| load(s[(b * p.channels + c) * state + t]))
+        } else {
+            load(x[(b * p.channels + c) * l + t - state])
+        }
+    };
+    for b in 0..p.batch {
+        for c in 0..p.channels {
+            let wc = &w[c * k..][..k];
+            for i in 0..l {
+                let mut v = bias.map_or(0.0, |bv| load(bv[c]));
+                for (j, &wv) in wc.iter().enumerate() {
+                    v += load(wv) * padded(b, c, i + j);
+                }
+                if p.silu {
+                    let r = load(store(v));
+                    v = r / (1.0 + crate::math64::exp_f64(-r));
+                }
+                out[(b * p.channels + c) * l + i] = store(v);
+            }
+        }
+    }
+    if let Some(present) = present {
+        for b in 0..p.batch {
+            for c in 0..p.channels {
+                for j in 0..state {
+                    present[(b * p.channels + c) * state + j] = store(padded(b, c, l + j));
                 }
             }
         }
@@ -518,6 +860,28 @@ mod tests {
         for (o, f) in out.iter().zip(&full[1..]) {
             assert_eq!(*o, f + 0.5);
         }
+    }
+
+    #[test]
+    fn conv_integer_subtracts_zero_points() {
+        let p = ConvParams {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 1,
+            groups: 1,
+            input: [3, 1, 1],
+            output: [3, 1, 1],
+            kernel: [3, 1, 1],
+            strides: [1, 1, 1],
+            dilations: [1, 1, 1],
+            pads: [1, 0, 0],
+        };
+        let x = [11u8, 12, 13];
+        let w = [1u8, 2, 3];
+        let mut out = [0i32; 3];
+        conv_integer(&p, &x, &w, 10, &[1u8], &mut out, i32::from, i32::from);
+        // x - 10 = [1, 2, 3], w - 1 = [0, 1, 2]; padding adds nothing.
+        assert_eq!(out, [5, 8, 3]);
     }
 
     #[test]

@@ -484,6 +484,112 @@ pub fn batched_gemm_f32(
     });
 }
 
+/// A batch of row-major products for element types without a blocked kernel (MatMul on
+/// f64 and integers, MatMulInteger): as [`batched_gemm_f32`], with each element of A and B
+/// read through `load_a` / `load_b` into the accumulator type `Acc` and combined by
+/// `mul_add(acc, a, b)`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape, the operands and the arithmetic"
+)]
+pub fn batched_matmul<A: Copy, B: Copy, Acc: Copy>(
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[A],
+    b: &[B],
+    out: &mut [Acc],
+    zero: Acc,
+    mul_add: impl Fn(Acc, A, B) -> Acc,
+) {
+    crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |i, [ia, ib]| {
+        let (a, b) = (&a[ia..][..m * k], &b[ib..][..k * n]);
+        let o = &mut out[i * m * n..][..m * n];
+        o.fill(zero);
+        for r in 0..m {
+            let row = &mut o[r * n..][..n];
+            for p in 0..k {
+                let av = a[r * k + p];
+                for (dst, &bv) in row.iter_mut().zip(&b[p * n..][..n]) {
+                    *dst = mul_add(*dst, av, bv);
+                }
+            }
+        }
+    });
+}
+
+/// `out[m x n] = A[m x k] * B[k x n]` over strided operands for element types without a
+/// blocked kernel (Gemm on f64 and integers), combining through `mul_add(acc, a, b)`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a BLAS-style signature plus the arithmetic"
+)]
+pub fn gemm_generic<T: Copy>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_strides: Strides,
+    b: &[T],
+    b_strides: Strides,
+    out: &mut [T],
+    zero: T,
+    mul_add: impl Fn(T, T, T) -> T,
+) {
+    let o = &mut out[..m * n];
+    o.fill(zero);
+    for r in 0..m {
+        let row = &mut o[r * n..][..n];
+        for p in 0..k {
+            let av = a[r * a_strides.rows + p * a_strides.cols];
+            for (j, dst) in row.iter_mut().enumerate() {
+                *dst = mul_add(*dst, av, b[p * b_strides.rows + j * b_strides.cols]);
+            }
+        }
+    }
+}
+
+/// `QLinearMatMul` with scalar quantization parameters: for each product element,
+/// `acc = sum (a - a_zero) * (b - b_zero)` in i32, then `store(rint(acc * multiplier) +
+/// y_zero)` (`store` saturates to the output type). Batch geometry as [`batched_gemm_f32`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape, operands and quantization parameters"
+)]
+pub fn qlinear_matmul<T: Copy, O>(
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    out: &mut [O],
+    (a_zero, b_zero, y_zero): (i32, i32, i32),
+    multiplier: f64,
+    load: impl Fn(T) -> i32,
+    store: impl Fn(f64) -> O,
+) {
+    crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |bi, [ia, ib]| {
+        let (a, b) = (&a[ia..][..m * k], &b[ib..][..k * n]);
+        let o = &mut out[bi * m * n..][..m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let mut acc = 0i32;
+                for p in 0..k {
+                    let x = load(a[r * k + p]) - a_zero;
+                    let y = load(b[p * n + j]) - b_zero;
+                    acc = acc.wrapping_add(x.wrapping_mul(y));
+                }
+                let v = crate::math64::round_half_even_f64(f64::from(acc) * multiplier);
+                o[r * n + j] = store(v + f64::from(y_zero));
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,6 +714,17 @@ mod tests {
             }
         }
         paths
+    }
+
+    #[test]
+    fn generic_matmul_of_integers() {
+        let a = [1i32, 2, 3, 4];
+        let b = [5i32, 6, 7, 8];
+        let mut out = [0i32; 4];
+        batched_matmul(&[], &[], &[], 2, 2, 2, &a, &b, &mut out, 0, |acc, x, y| {
+            acc.wrapping_add(x.wrapping_mul(y))
+        });
+        assert_eq!(out, [19, 22, 43, 50]);
     }
 
     #[test]

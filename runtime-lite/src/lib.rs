@@ -18,6 +18,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod arena;
+pub mod attention;
 pub mod cast;
 pub mod conv;
 pub mod einsum;
@@ -28,6 +29,7 @@ pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86_64;
 pub mod half;
+pub mod loss;
 pub mod math;
 pub mod math64;
 pub mod norm;
@@ -35,6 +37,7 @@ pub mod pool;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
+pub mod sample;
 pub mod shape;
 pub mod softmax;
 pub mod threads;

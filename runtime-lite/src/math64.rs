@@ -1,5 +1,6 @@
 //! f64 scalar math for `no_std` kernels that accumulate in double precision (normalization,
-//! Lp pooling, resizing): `sqrt_f64`, `exp_f64`, `ln_f64`, `pow_f64`, `floor_f64`.
+//! Lp pooling, resizing, quantized products): `sqrt_f64`, `exp_f64`, `ln_f64`, `pow_f64`,
+//! `floor_f64`, `ceil_f64`, `round_half_even_f64`.
 //!
 //! Accurate to a few ulp of f64, far below the f32 rounding the results go through.
 
@@ -16,6 +17,18 @@ pub fn floor_f64(x: f64) -> f64 {
         t - 1.0
     } else {
         t
+    }
+}
+
+/// Rounds to the nearest integer, halves to even (`rint`).
+#[inline]
+pub fn round_half_even_f64(x: f64) -> f64 {
+    let f = floor_f64(x);
+    let d = x - f;
+    if d > 0.5 || (d == 0.5 && f % 2.0 != 0.0) {
+        f + 1.0
+    } else {
+        f
     }
 }
 
@@ -171,6 +184,10 @@ mod tests {
             assert_eq!(ceil_f64(x), x.ceil());
         }
         assert!(close(sqrt_f64(1e-310), 1e-310f64.sqrt()));
+        assert_eq!(round_half_even_f64(2.5), 2.0);
+        assert_eq!(round_half_even_f64(-2.5), -2.0);
+        assert_eq!(round_half_even_f64(3.5), 4.0);
+        assert_eq!(round_half_even_f64(-0.7), -1.0);
         assert!((pow_f64(-2.0, 3.0) + 8.0).abs() < 1e-12);
     }
 }

@@ -166,7 +166,7 @@ pub fn mvn_f32(
 }
 
 /// Lp normalization along the middle axis of `x: [outer, len, inner]`: each vector is
-/// divided by its L1 (`p == 1`) or L2 norm.
+/// divided by its L1 (`p == 1`) or L2 norm; a zero vector stays zero.
 pub fn lp_norm_f32(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, p: u32) {
     for o in 0..outer {
         for i in 0..inner {
@@ -177,8 +177,10 @@ pub fn lp_norm_f32(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: 
                 acc += if p == 1 { v.abs() } else { v * v };
             }
             let norm = if p == 1 { acc } else { math64::sqrt_f64(acc) };
+            // A zero vector stays zero (as ONNX Runtime and the reference do).
+            let inv = if norm == 0.0 { 0.0 } else { 1.0 / norm };
             for k in 0..len {
-                out[base + k * inner] = (f64::from(x[base + k * inner]) / norm) as f32;
+                out[base + k * inner] = (f64::from(x[base + k * inner]) * inv) as f32;
             }
         }
     }

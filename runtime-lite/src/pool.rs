@@ -268,22 +268,51 @@ pub fn max_pool_indexed<T: Copy + PartialOrd>(
         out[idx] = v;
         if let Some(ind) = indices.as_deref_mut() {
             let spatial = if column_major {
-                let (w, h) = (p.input[2], p.input[1]);
-                let (zi, yi, xi) = (off / (h * w), off / w % h, off % w);
-                // The used axes are the leading ones; count the first fastest.
-                let dims = p.input;
-                let used = dims.iter().rposition(|&d| d != 1).map_or(1, |u| u + 1);
-                match used {
-                    3 => zi + yi * dims[0] + xi * dims[0] * dims[1],
-                    2 => zi + yi * dims[0],
-                    _ => zi,
-                }
+                // Column-major over all three axes: axes of size 1 (unused, whichever end
+                // they pad) contribute nothing, so this is the real axes' column-major index.
+                let [d0, d1, d2] = p.input;
+                let (zi, yi, xi) = (off / (d1 * d2), off / d2 % d1, off % d2);
+                zi + yi * d0 + xi * d0 * d1
             } else {
                 off
             };
             ind[idx] = (plane * in_len + spatial) as i64;
         }
     });
+}
+
+/// `MaxUnpool`: `out` (shape `shape`) is zero except where MaxPool's Indices point: index
+/// `indices[j]` counts positions in a tensor of shape `natural` (the unpooled shape the
+/// window gives), and `x[j]` lands at the same coordinates in `out`. Indices outside are
+/// skipped.
+pub fn max_unpool_f32(
+    x: &[f32],
+    indices: &[i64],
+    out: &mut [f32],
+    natural: &[usize],
+    shape: &[usize],
+) {
+    out.fill(0.0);
+    for (&v, &i) in x.iter().zip(indices) {
+        let Ok(mut rem) = usize::try_from(i) else {
+            continue;
+        };
+        let mut offset = 0;
+        let mut scale = 1;
+        let mut inside = true;
+        for (&n, &s) in natural.iter().zip(shape).rev() {
+            let c = rem % n.max(1);
+            rem /= n.max(1);
+            inside &= c < s;
+            offset += c * scale;
+            scale *= s;
+        }
+        if inside && rem == 0 {
+            if let Some(o) = out.get_mut(offset) {
+                *o = v;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,16 @@
-//! `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations), `ConvTranspose`
-//! (the same plus `output_padding` and `output_shape`), and the window geometry they share
-//! with pooling.
+//! Convolutions: `Conv` (1-3 spatial dims, groups, pads, `auto_pad`, strides, dilations),
+//! `ConvTranspose` (the same plus `output_padding` and `output_shape`), `ConvInteger`,
+//! `QLinearConv`, `DeformConv` (2-D), `Col2Im` and `CausalConvWithState` (1-D depthwise,
+//! opset 27, as its ONNX function body defines it); and the window geometry they share with
+//! pooling.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Conv.html> (Conv-1/11/22),
-//! <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html> (ConvTranspose-1/11/22). float32.
+//! <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html> (1/11/22),
+//! <https://onnx.ai/onnx/operators/onnx__ConvInteger.html> (10),
+//! <https://onnx.ai/onnx/operators/onnx__QLinearConv.html> (10),
+//! <https://onnx.ai/onnx/operators/onnx__DeformConv.html> (19/22),
+//! <https://onnx.ai/onnx/operators/onnx__Col2Im.html> (18). float32; the integer forms take
+//! int8/uint8.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -571,6 +578,564 @@ impl OpDef for ConvTranspose {
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
             ::sinter_rt::conv::conv_transpose_f32(&PARAMS, #i0, #i1, #bias, #o0, #scratch);
+        })
+    }
+}
+
+/// `ConvInteger` (opset 10): `conv(x - x_zero_point, w - w_zero_point)` in int32, for
+/// int8/uint8 operands; `w_zero_point` may be per output channel.
+#[derive(Debug, Clone)]
+pub struct ConvInteger {
+    /// The same geometry as a float convolution.
+    pub conv: Conv,
+}
+
+impl OpDef for ConvInteger {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            conv: Conv::parse(node)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(x.dtype, &[DType::U8, DType::I8], "X")?;
+        require_dtype(w.dtype, &[DType::U8, DType::I8], "W")?;
+        let g = self.conv.geometry(cx)?;
+        let group = self.conv.group;
+        let (cin, cout) = (x.shape[1], w.shape[0]);
+        if cin % group != 0 || cout % group != 0 || w.shape[1] * group != cin {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {group}: X has {cin}, W is {:?}",
+                w.shape
+            )));
+        }
+        for (i, of, allowed) in [(2, x.dtype, 1), (3, w.dtype, cout)] {
+            if let Some(z) = cx.opt_input(i) {
+                let n: usize = z.shape.iter().product();
+                if z.dtype != of || (n != 1 && n != allowed) {
+                    return Err(CompileError::shape(format!(
+                        "zero point {i} must be {of} with 1 or {allowed} values, found {}{:?}",
+                        z.dtype, z.shape
+                    )));
+                }
+            }
+        }
+        let mut shape = vec![x.shape[0], cout];
+        shape.extend(&g.output);
+        Ok(vec![TypeShape::new(DType::I32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let params = self.conv.params(cx)?;
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (tx, tw) = (
+            super::rust_type(cx.input(0)?.dtype),
+            super::rust_type(cx.input(1)?.dtype),
+        );
+        let x_zero = if cx.opt_input(2).is_some() {
+            let z = names.input(2);
+            quote!(i32::from(#z[0]))
+        } else {
+            quote!(0i32)
+        };
+        let w_zero = if cx.opt_input(3).is_some() {
+            let z = names.input(3);
+            quote!(#z)
+        } else {
+            quote!(&[])
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            ::sinter_rt::conv::conv_integer(&PARAMS, #i0, #i1, #x_zero, #w_zero, #o0,
+                |v: #tx| i32::from(v), |v: #tw| i32::from(v));
+        })
+    }
+}
+
+/// `Col2Im` (opset 18): rearranges column blocks `[N, C * prod(block_shape), L]` back into
+/// images `[N, C, *image_shape]`, summing overlaps; `image_shape` and `block_shape` must be
+/// compile-time constants.
+#[derive(Debug, Clone)]
+pub struct Col2Im {
+    /// Strides, dilations and pads.
+    pub window: Window,
+}
+
+impl Col2Im {
+    /// (params tokens, output shape).
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(TokenStream, Vec<usize>)> {
+        let x = cx.input(0)?;
+        let to_usizes = |v: Vec<i64>, what: &str| -> Result<Vec<usize>> {
+            v.iter()
+                .map(|&d| {
+                    usize::try_from(d)
+                        .map_err(|_| CompileError::shape(format!("{what} has negative value {d}")))
+                })
+                .collect()
+        };
+        let image = to_usizes(cx.const_ints(1, "Col2Im image_shape")?, "image_shape")?;
+        let block = to_usizes(cx.const_ints(2, "Col2Im block_shape")?, "block_shape")?;
+        let d = image.len();
+        if d == 0 || d > 3 || block.len() != d {
+            return Err(CompileError::unsupported(format!(
+                "Col2Im with image_shape {image:?} and block_shape {block:?} (1 to 3 equal-length dims)"
+            )));
+        }
+        if x.shape.len() != 3 {
+            return Err(CompileError::shape(format!(
+                "input must be [N, C * K, L], found {:?}",
+                x.shape
+            )));
+        }
+        let k: usize = block.iter().product();
+        if k == 0 || x.shape[1] % k != 0 {
+            return Err(CompileError::shape(format!(
+                "input channels {} are not a multiple of the block size {k}",
+                x.shape[1]
+            )));
+        }
+        let channels = x.shape[1] / k;
+        // The block grid is what a convolution of the padded image would produce.
+        let window = Window {
+            kernel: Some(block.clone()),
+            ..self.window.clone()
+        };
+        let g = window.resolve(&image, None)?;
+        if g.output.iter().product::<usize>() != x.shape[2] {
+            return Err(CompileError::shape(format!(
+                "{} blocks given, the geometry makes {:?}",
+                x.shape[2], g.output
+            )));
+        }
+        let (batch, cout) = (lit(x.shape[0]), lit(channels));
+        let input = usize3(&g.output, 1);
+        let output = usize3(&image, 1);
+        let kernel = usize3(&block, 1);
+        let strides = usize3(&g.strides, 1);
+        let dilations = usize3(&g.dilations, 1);
+        // Aligned exactly like the other spatial arrays (unsuffixed, so typed as isize).
+        let pads = usize3(&g.pads_begin, 0);
+        let mut shape = vec![x.shape[0], channels];
+        shape.extend(&image);
+        Ok((
+            quote! {
+                ::sinter_rt::conv::ConvTransposeParams {
+                    batch: #batch, in_channels: #cout, out_channels: #cout, groups: 1,
+                    input: #input, output: #output, kernel: #kernel,
+                    strides: #strides, dilations: #dilations, pads: #pads,
+                }
+            },
+            shape,
+        ))
+    }
+}
+
+impl OpDef for Col2Im {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            window: Window::parse(node)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        require_dtype(cx.input(0)?.dtype, &[DType::F32], "input")?;
+        let (_, shape) = self.plan(cx)?;
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (params, _) = self.plan(cx)?;
+        let (i0, o0) = (names.input(0), names.output(0));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
+            ::sinter_rt::conv::col2im_f32(&PARAMS, #i0, #o0);
+        })
+    }
+}
+
+/// `QLinearConv` (opset 10): a ConvInteger on the zero-point-shifted operands plus the int32
+/// bias, requantized with `x_scale * w_scale / y_scale` (w_scale per tensor or per output
+/// channel) to the output type.
+#[derive(Debug, Clone)]
+pub struct QLinearConv {
+    /// The same geometry as a float convolution.
+    pub conv: Conv,
+}
+
+impl QLinearConv {
+    /// An OpCx with X and W at positions 0 and 1, for the shared geometry.
+    fn conv_cx<'a>(cx: &OpCx<'a>) -> OpCx<'a> {
+        OpCx {
+            inputs: vec![cx.opt_input(0), cx.opt_input(3)],
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl OpDef for QLinearConv {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            conv: Conv::parse(node)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, w) = (cx.input(0)?, cx.input(3)?);
+        require_dtype(x.dtype, &[DType::U8, DType::I8], "x")?;
+        require_dtype(w.dtype, &[DType::U8, DType::I8], "w")?;
+        let g = self.conv.geometry(&Self::conv_cx(cx))?;
+        let group = self.conv.group;
+        let (cin, cout) = (x.shape[1], w.shape[0]);
+        if cin % group != 0 || cout % group != 0 || w.shape[1] * group != cin {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {group}: x has {cin}, w is {:?}",
+                w.shape
+            )));
+        }
+        for (i, what, dtype, per_channel) in [
+            (1, "x_scale", DType::F32, false),
+            (2, "x_zero_point", x.dtype, false),
+            (4, "w_scale", DType::F32, true),
+            (5, "w_zero_point", w.dtype, false),
+            (6, "y_scale", DType::F32, false),
+        ] {
+            let op = cx.input(i)?;
+            let n: usize = op.shape.iter().product();
+            if op.dtype != dtype {
+                return Err(CompileError::shape(format!(
+                    "{what} must be {dtype}, found {}",
+                    op.dtype
+                )));
+            }
+            if n != 1 && !(per_channel && n == cout) {
+                return Err(CompileError::unsupported(format!(
+                    "QLinearConv with {what} of shape {:?}",
+                    op.shape
+                )));
+            }
+        }
+        let y_zero = cx.input(7)?;
+        require_dtype(y_zero.dtype, &[DType::U8, DType::I8], "y_zero_point")?;
+        if y_zero.shape.iter().product::<usize>() != 1 {
+            return Err(CompileError::unsupported(
+                "QLinearConv with a per-channel y_zero_point",
+            ));
+        }
+        if let Some(b) = cx.opt_input(8) {
+            if b.dtype != DType::I32 || b.shape != [cout] {
+                return Err(CompileError::shape(format!(
+                    "B must be int32[{cout}], found {}{:?}",
+                    b.dtype, b.shape
+                )));
+            }
+        }
+        let mut shape = vec![x.shape[0], cout];
+        shape.extend(&g.output);
+        Ok(vec![TypeShape::new(y_zero.dtype, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let (x, w) = (cx.input(0).ok()?, cx.input(3).ok()?);
+        let g = self.conv.geometry(&Self::conv_cx(cx)).ok()?;
+        let n = x.shape[0] * w.shape[0] * g.output.iter().product::<usize>();
+        Some(TypeShape::new(DType::I32, vec![n]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let ccx = Self::conv_cx(cx);
+        let params = self.conv.params(&ccx)?;
+        let g = self.conv.geometry(&ccx)?;
+        let (x, w) = (cx.input(0)?, cx.input(3)?);
+        let (tx, tw) = (super::rust_type(x.dtype), super::rust_type(w.dtype));
+        let y_type = cx.input(7)?.dtype;
+        let ty = super::rust_type(y_type);
+        let (lo, hi) = if y_type == DType::U8 {
+            (quote!(0.0), quote!(255.0))
+        } else {
+            (quote!(-128.0), quote!(127.0))
+        };
+        let ins: Vec<_> = (0..8).map(|i| names.input(i)).collect();
+        let (xi, xs, xz, wi, ws, wz, ys, yz) = (
+            &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6], &ins[7],
+        );
+        let bias = if cx.opt_input(8).is_some() {
+            let b = names.input(8);
+            quote!(Some(#b))
+        } else {
+            quote!(None)
+        };
+        let scratch = names.scratch();
+        let o0 = names.output(0);
+        let (channels, inner) = (lit(w.shape[0]), lit(g.output.iter().product()));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            ::sinter_rt::conv::conv_integer(&PARAMS, #xi, #wi, i32::from(#xz[0]), #wz, #scratch,
+                |v: #tx| i32::from(v), |v: #tw| i32::from(v));
+            ::sinter_rt::conv::requantize(#scratch, #bias, (#xs[0], #ws, #ys[0]), i32::from(#yz[0]),
+                #o0, #channels, #inner, |v: f64| v.clamp(#lo, #hi) as #ty);
+        })
+    }
+}
+
+/// `DeformConv` (opset 19, 22), 2-D: each kernel tap reads the input bilinearly at its
+/// position plus a learned offset, optionally scaled by a mask.
+#[derive(Debug, Clone)]
+pub struct DeformConv {
+    /// Strides, dilations, pads (auto_pad is not an attribute of DeformConv).
+    pub window: Window,
+    /// Channel groups.
+    pub group: usize,
+    /// Offset groups.
+    pub offset_group: usize,
+}
+
+impl DeformConv {
+    /// (params tokens, output shape, scratch length).
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(TokenStream, Vec<usize>, usize)> {
+        let (x, w, off) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        if x.shape.len() != 4 || w.shape.len() != 4 || off.shape.len() != 4 {
+            return Err(CompileError::unsupported(
+                "DeformConv other than 2-D (X, W and offset of rank 4)",
+            ));
+        }
+        let conv = Conv {
+            window: self.window.clone(),
+            group: self.group,
+        };
+        let g = conv.geometry(&OpCx {
+            inputs: vec![Some(x), Some(w)],
+            outputs: Vec::new(),
+        })?;
+        let (n, cin, cout) = (x.shape[0], x.shape[1], w.shape[0]);
+        let k: usize = g.kernel.iter().product();
+        let og = self.offset_group;
+        if cin % self.group != 0
+            || cout % self.group != 0
+            || w.shape[1] * self.group != cin
+            || cin % og != 0
+        {
+            return Err(CompileError::shape(format!(
+                "channels do not fit group {} / offset_group {og}: X {:?}, W {:?}",
+                self.group, x.shape, w.shape
+            )));
+        }
+        if off.shape != [n, og * k * 2, g.output[0], g.output[1]] {
+            return Err(CompileError::shape(format!(
+                "offset {:?} does not fit the output {:?}",
+                off.shape, g.output
+            )));
+        }
+        if let Some(b) = cx.opt_input(3) {
+            if b.shape != [cout] {
+                return Err(CompileError::shape(format!(
+                    "B {:?} is not [{cout}]",
+                    b.shape
+                )));
+            }
+        }
+        if let Some(m) = cx.opt_input(4) {
+            if m.shape != [n, og * k, g.output[0], g.output[1]] {
+                return Err(CompileError::shape(format!(
+                    "mask {:?} does not fit the output {:?}",
+                    m.shape, g.output
+                )));
+            }
+        }
+        let two = |v: &[usize]| {
+            let items = v.iter().map(|&d| lit(d));
+            quote!([#(#items),*])
+        };
+        let (input, output, kernel) = (two(&x.shape[2..]), two(&g.output), two(&g.kernel));
+        let (strides, dilations, pads) = (two(&g.strides), two(&g.dilations), two(&g.pads_begin));
+        let (ln, lcin, lcout, lg, log) = (lit(n), lit(cin), lit(cout), lit(self.group), lit(og));
+        let scratch = cin / self.group * k * g.output.iter().product::<usize>();
+        let mut shape = vec![n, cout];
+        shape.extend(&g.output);
+        Ok((
+            quote! {
+                ::sinter_rt::conv::DeformParams {
+                    batch: #ln, in_channels: #lcin, out_channels: #lcout, groups: #lg,
+                    offset_groups: #log, input: #input, output: #output, kernel: #kernel,
+                    strides: #strides, dilations: #dilations, pads: #pads,
+                }
+            },
+            shape,
+            scratch,
+        ))
+    }
+}
+
+impl OpDef for DeformConv {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let group = node.usize_or("group", 1)?;
+        let offset_group = node.usize_or("offset_group", 1)?;
+        if group == 0 || offset_group == 0 {
+            return Err(CompileError::attribute(
+                "group",
+                "group and offset_group must be positive",
+            ));
+        }
+        Ok(Self {
+            window: Window::parse(node)?,
+            group,
+            offset_group,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        for i in 0..5 {
+            if let Some(op) = cx.opt_input(i) {
+                require_dtype(op.dtype, &[DType::F32], "DeformConv operand")?;
+            }
+        }
+        let (_, shape, _) = self.plan(cx)?;
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        match self.plan(cx) {
+            Ok((_, _, n)) if n > 0 => Some(TypeShape::new(DType::F32, vec![n])),
+            _ => None,
+        }
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (params, _, scratch_len) = self.plan(cx)?;
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        let opt = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (bias, mask) = (opt(3, names), opt(4, names));
+        let scratch = if scratch_len > 0 {
+            let s = names.scratch();
+            quote!(#s)
+        } else {
+            quote!(&mut [])
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::DeformParams = #params;
+            ::sinter_rt::conv::deform_conv_f32(&PARAMS, #i0, #i1, #i2, #bias, #mask, #o0, #scratch);
+        })
+    }
+}
+
+/// `CausalConvWithState` (opset 27): a depthwise causal 1-D convolution whose left context
+/// comes from `past_state` (zeros if absent), with optional bias and SiLU activation; the
+/// second output is the state for the next call.
+#[derive(Debug, Clone)]
+pub struct CausalConvWithState {
+    /// SiLU ("silu" / "swish") activation.
+    pub silu: bool,
+}
+
+impl CausalConvWithState {
+    /// (batch, channels, length, kernel).
+    fn layout(cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let (&[b, c, l], &[wc, one, k]) = (x.shape, w.shape) else {
+            return Err(CompileError::unsupported(format!(
+                "CausalConvWithState with input {:?} and weight {:?} (only 1-D: [B, C, L], [C, 1, K])",
+                x.shape, w.shape
+            )));
+        };
+        if wc != c || one != 1 || k == 0 {
+            return Err(CompileError::shape(format!(
+                "weight {:?} must be [{c}, 1, K]",
+                w.shape
+            )));
+        }
+        if let Some(bias) = cx.opt_input(2) {
+            if bias.shape != [c] || bias.dtype != x.dtype {
+                return Err(CompileError::shape(format!(
+                    "bias {:?} is not [{c}]",
+                    bias.shape
+                )));
+            }
+        }
+        if let Some(past) = cx.opt_input(3) {
+            if past.shape != [b, c, k - 1] || past.dtype != x.dtype {
+                return Err(CompileError::shape(format!(
+                    "past_state {:?} is not [{b}, {c}, {}]",
+                    past.shape,
+                    k - 1
+                )));
+            }
+        }
+        Ok((b, c, l, k))
+    }
+}
+
+impl OpDef for CausalConvWithState {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let silu = match node.string_or("activation", "none")?.as_str() {
+            "none" | "" => false,
+            "silu" | "swish" => true,
+            other => {
+                return Err(CompileError::unsupported(format!(
+                    "CausalConvWithState activation {other:?}"
+                )))
+            }
+        };
+        Ok(Self { silu })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &[DType::F32, DType::F16], "input")?;
+        if cx.input(1)?.dtype != x.dtype {
+            return Err(CompileError::shape("weight must have the input's type"));
+        }
+        let (b, c, l, k) = Self::layout(cx)?;
+        Ok(vec![
+            TypeShape::new(x.dtype, vec![b, c, l]),
+            TypeShape::new(x.dtype, vec![b, c, k - 1]),
+        ])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let dtype = cx.input(0)?.dtype;
+        let (b, c, l, k) = Self::layout(cx)?;
+        let (b, c, l, k, silu) = (lit(b), lit(c), lit(l), lit(k), self.silu);
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let opt = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (bias, past) = (opt(2, names), opt(3, names));
+        let present = if cx.outputs.get(1).copied().flatten().is_some() {
+            let o1 = names.output(1);
+            quote!(Some(#o1))
+        } else {
+            quote!(None)
+        };
+        let (load, store) = if dtype == DType::F16 {
+            (
+                quote!(|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v))),
+                quote!(|v: f64| ::sinter_rt::half::f32_to_f16(v as f32)),
+            )
+        } else {
+            (quote!(|v: f32| f64::from(v)), quote!(|v: f64| v as f32))
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::CausalConvParams = ::sinter_rt::conv::CausalConvParams {
+                batch: #b, channels: #c, len: #l, kernel: #k, silu: #silu,
+            };
+            ::sinter_rt::conv::causal_conv_with_state(&PARAMS, #i0, #i1, #bias, #past, #o0, #present, #load, #store);
         })
     }
 }

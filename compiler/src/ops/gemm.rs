@@ -1,14 +1,18 @@
-//! Matrix products: `Gemm` (opset 7..=13) and `MatMul` (numpy semantics, opset 1..=13).
+//! Matrix products: `Gemm` (opset 7..=13), `MatMul` (numpy semantics, opset 1..=13) and
+//! `MatMulInteger` (opset 10).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Gemm.html>,
-//! <https://onnx.ai/onnx/operators/onnx__MatMul.html>. float32.
+//! <https://onnx.ai/onnx/operators/onnx__MatMul.html>,
+//! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm and MatMul: float32,
+//! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only); MatMulInteger:
+//! int8/uint8 with scalar zero points.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{
-    broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, usize_slice, EmitNames,
-    NodeCx, OpCx, OpDef, TypeShape,
+    broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, rust_type, usize_slice,
+    EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
@@ -71,7 +75,15 @@ impl OpDef for Gemm {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let a = cx.input(0)?;
-        require_dtype(a.dtype, &[DType::F32], "A")?;
+        require_dtype(a.dtype, MATMUL_TYPES, "A")?;
+        if cx.input(1)?.dtype != a.dtype || cx.opt_input(2).is_some_and(|c| c.dtype != a.dtype) {
+            return Err(CompileError::shape("Gemm operands differ in type"));
+        }
+        if !a.dtype.is_float() && (self.alpha != 1.0 || self.beta != 1.0) {
+            return Err(CompileError::unsupported(
+                "integer Gemm with alpha or beta other than 1",
+            ));
+        }
         let (m, n, _) = self.dims(cx)?;
         if let Some(c) = cx.opt_input(2) {
             let b = broadcast_shapes(c.shape, &[m, n])?;
@@ -86,6 +98,10 @@ impl OpDef for Gemm {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let dtype = cx.input(0)?.dtype;
+        if dtype != DType::F32 {
+            return self.emit_generic(cx, names, dtype);
+        }
         let (m, n, k) = self.dims(cx)?;
         let o0 = names.output(0);
         let mut code = TokenStream::new();
@@ -123,6 +139,69 @@ impl OpDef for Gemm {
                 #accumulate, #o0,
             );
         });
+        Ok(code)
+    }
+}
+
+impl Gemm {
+    /// Gemm for types without the blocked f32 kernel: the product, then `alpha` and `beta * C`.
+    fn emit_generic(
+        &self,
+        cx: &OpCx<'_>,
+        names: &mut EmitNames,
+        dtype: DType,
+    ) -> Result<TokenStream> {
+        let (m, n, k) = self.dims(cx)?;
+        let t = rust_type(dtype);
+        let (zero, f) = if dtype.is_float() {
+            (quote!(0.0), quote!(|acc: #t, a: #t, b: #t| acc + a * b))
+        } else {
+            (
+                quote!(0),
+                quote!(|acc: #t, a: #t, b: #t| acc.wrapping_add(a.wrapping_mul(b))),
+            )
+        };
+        let (sa_rows, sa_cols) = if self.trans_a { (1, m) } else { (k, 1) };
+        let (sb_rows, sb_cols) = if self.trans_b { (1, k) } else { (n, 1) };
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (lm, ln, lk) = (lit(m), lit(n), lit(k));
+        let (sa_rows, sa_cols, sb_rows, sb_cols) =
+            (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
+        let mut code = quote! {
+            ::sinter_rt::gemm::gemm_generic(
+                #lm, #ln, #lk,
+                #i0, ::sinter_rt::gemm::Strides { rows: #sa_rows, cols: #sa_cols },
+                #i1, ::sinter_rt::gemm::Strides { rows: #sb_rows, cols: #sb_cols },
+                #o0, #zero, #f,
+            );
+        };
+        let scale = |v: f32| -> TokenStream {
+            let l = proc_macro2::Literal::f64_suffixed(f64::from(v));
+            quote!(#l)
+        };
+        if dtype.is_float() && self.alpha != 1.0 {
+            let alpha = scale(self.alpha);
+            code.extend(quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: f64| v * #alpha);));
+        }
+        match cx.opt_input(2) {
+            Some(c) if self.beta != 0.0 => {
+                let i2 = names.input(2);
+                let strides = usize_slice(&broadcast_strides(c.shape, &[m, n]));
+                let shape = usize_slice(&[m, n]);
+                let f = if !dtype.is_float() {
+                    quote!(|o: #t, c: #t| o.wrapping_add(c))
+                } else if self.beta == 1.0 {
+                    quote!(|o: #t, c: #t| o + c)
+                } else {
+                    let beta = scale(self.beta);
+                    quote!(|o: #t, c: #t| o + #beta * c)
+                };
+                code.extend(
+                    quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #i2, #strides, #f);),
+                );
+            }
+            _ => {}
+        }
         Ok(code)
     }
 }
@@ -191,7 +270,7 @@ impl OpDef for MatMul {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let (a, b) = (cx.input(0)?, cx.input(1)?);
-        require_dtype(a.dtype, &[DType::F32], "A")?;
+        require_dtype(a.dtype, MATMUL_TYPES, "A")?;
         if a.dtype != b.dtype {
             return Err(CompileError::shape(format!(
                 "input types differ: {} and {}",
@@ -213,14 +292,190 @@ impl OpDef for MatMul {
         let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
         let batch = usize_slice(&d.batch);
         let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
-        let (i0, i1, o0, exec) = (
-            names.input(0),
-            names.input(1),
-            names.output(0),
-            names.exec(),
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let dtype = cx.input(0)?.dtype;
+        if dtype == DType::F32 {
+            let exec = names.exec();
+            return Ok(
+                quote!(::sinter_rt::gemm::batched_gemm_f32(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
+            );
+        }
+        let t = rust_type(dtype);
+        let (zero, f) = if dtype.is_float() {
+            (quote!(0.0), quote!(|acc: #t, a: #t, b: #t| acc + a * b))
+        } else {
+            (
+                quote!(0),
+                quote!(|acc: #t, a: #t, b: #t| acc.wrapping_add(a.wrapping_mul(b))),
+            )
+        };
+        Ok(quote! {
+            ::sinter_rt::gemm::batched_matmul(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0, #zero, #f);
+        })
+    }
+}
+
+const MATMUL_TYPES: &[DType] = &[
+    DType::F32,
+    DType::F64,
+    DType::I32,
+    DType::I64,
+    DType::U32,
+    DType::U64,
+];
+
+/// `MatMulInteger`: `(A - a_zero_point) x (B - b_zero_point)` in int32, MatMul shapes.
+#[derive(Debug, Clone)]
+pub struct MatMulInteger;
+
+impl OpDef for MatMulInteger {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(MatMulInteger)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(a.dtype, &[DType::U8, DType::I8], "A")?;
+        require_dtype(b.dtype, &[DType::U8, DType::I8], "B")?;
+        for (i, of) in [(2, a.dtype), (3, b.dtype)] {
+            if let Some(z) = cx.opt_input(i) {
+                if z.dtype != of {
+                    return Err(CompileError::shape(format!(
+                        "zero point {i} must have its operand's type {of}"
+                    )));
+                }
+                if z.shape.iter().product::<usize>() != 1 {
+                    return Err(CompileError::unsupported(
+                        "MatMulInteger with per-row or per-column zero points",
+                    ));
+                }
+            }
+        }
+        Ok(vec![TypeShape::new(
+            DType::I32,
+            matmul_dims(a.shape, b.shape)?.out,
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let d = matmul_dims(cx.input(0)?.shape, cx.input(1)?.shape)?;
+        let scale = |strides: Vec<usize>, size: usize| {
+            strides.into_iter().map(|s| s * size).collect::<Vec<_>>()
+        };
+        let sa = usize_slice(&scale(broadcast_strides(&d.a_batch, &d.batch), d.m * d.k));
+        let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
+        let batch = usize_slice(&d.batch);
+        let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (ta, tb) = (rust_type(cx.input(0)?.dtype), rust_type(cx.input(1)?.dtype));
+        let zp = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let z = names.input(i);
+                quote!(i32::from(#z[0]))
+            } else {
+                quote!(0i32)
+            }
+        };
+        let (za, zb) = (zp(2, names), zp(3, names));
+        Ok(quote! {
+            let (za, zb) = (#za, #zb);
+            ::sinter_rt::gemm::batched_matmul(#batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0, 0i32,
+                |acc: i32, a: #ta, b: #tb| acc.wrapping_add((i32::from(a) - za).wrapping_mul(i32::from(b) - zb)));
+        })
+    }
+}
+
+/// `QLinearMatMul` (opset 10, 21): int8/uint8 matrix product with scalar scales (float32 or
+/// float16) and zero points: `saturate(rint((A - a_zero)(B - b_zero) * a_scale * b_scale /
+/// y_scale) + y_zero)`.
+#[derive(Debug, Clone)]
+pub struct QLinearMatMul;
+
+impl OpDef for QLinearMatMul {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Ok(QLinearMatMul)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (a, b) = (cx.input(0)?, cx.input(3)?);
+        require_dtype(a.dtype, &[DType::U8, DType::I8], "a")?;
+        if b.dtype != a.dtype {
+            return Err(CompileError::unsupported(
+                "QLinearMatMul with a and b of different types",
+            ));
+        }
+        let scale_type = cx.input(1)?.dtype;
+        require_dtype(scale_type, &[DType::F32, DType::F16], "a_scale")?;
+        for i in 1..8 {
+            if i == 3 {
+                continue;
+            }
+            let op = cx.input(i)?;
+            if op.shape.iter().product::<usize>() != 1 {
+                return Err(CompileError::unsupported(
+                    "QLinearMatMul with per-axis scales or zero points",
+                ));
+            }
+            let want = if i % 3 == 1 || i == 6 {
+                scale_type
+            } else {
+                a.dtype
+            };
+            if op.dtype != want && !(i == 7 && matches!(op.dtype, DType::U8 | DType::I8)) {
+                return Err(CompileError::shape(format!(
+                    "input {i} must be {want}, found {}",
+                    op.dtype
+                )));
+            }
+        }
+        let y_type = cx.input(7)?.dtype;
+        Ok(vec![TypeShape::new(
+            y_type,
+            matmul_dims(a.shape, b.shape)?.out,
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let d = matmul_dims(cx.input(0)?.shape, cx.input(3)?.shape)?;
+        let scale = |strides: Vec<usize>, size: usize| {
+            strides.into_iter().map(|s| s * size).collect::<Vec<_>>()
+        };
+        let sa = usize_slice(&scale(broadcast_strides(&d.a_batch, &d.batch), d.m * d.k));
+        let sb = usize_slice(&scale(broadcast_strides(&d.b_batch, &d.batch), d.k * d.n));
+        let batch = usize_slice(&d.batch);
+        let (m, n, k) = (lit(d.m), lit(d.n), lit(d.k));
+        let t = rust_type(cx.input(0)?.dtype);
+        let y_type = cx.input(7)?.dtype;
+        let ty = rust_type(y_type);
+        let (lo, hi) = if y_type == DType::U8 {
+            (quote!(0.0), quote!(255.0))
+        } else {
+            (quote!(-128.0), quote!(127.0))
+        };
+        let ins: Vec<_> = (0..8).map(|i| names.input(i)).collect();
+        let (a, sa_in, az, b, sb_in, bz, sy, yz) = (
+            &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6], &ins[7],
         );
-        Ok(
-            quote!(::sinter_rt::gemm::batched_gemm_f32(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
-        )
+        let o0 = names.output(0);
+        // The multiplier in the scales' own precision, as the reference computes it.
+        let multiplier = if cx.input(1)?.dtype == DType::F16 {
+            quote! {{
+                use ::sinter_rt::half::{f16_to_f32 as h2f, f32_to_f16 as f2h};
+                let ab = h2f(f2h(h2f(#sa_in[0]) * h2f(#sb_in[0])));
+                f64::from(h2f(f2h(ab / h2f(#sy[0]))))
+            }}
+        } else {
+            quote!(f64::from(#sa_in[0] * #sb_in[0] / #sy[0]))
+        };
+        Ok(quote! {
+            let multiplier = #multiplier;
+            ::sinter_rt::gemm::qlinear_matmul(
+                #batch, #sa, #sb, (#m, #n, #k), #a, #b, #o0,
+                (i32::from(#az[0]), i32::from(#bz[0]), i32::from(#yz[0])),
+                multiplier,
+                |v: #t| i32::from(v),
+                |v: f64| v.clamp(#lo, #hi) as #ty,
+            );
+        })
     }
 }

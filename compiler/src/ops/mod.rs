@@ -9,17 +9,20 @@ use crate::error::{CompileError, Result};
 use crate::ir::{DType, Node, Tensor};
 use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
+pub mod attention;
 pub mod control;
 pub mod conv;
 pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
+pub mod loss;
 pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
+pub mod sample;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -348,6 +351,21 @@ ops! {
     Reduce(reduce::Reduce) => ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
     ArgReduce(reduce::ArgReduce) => ["ArgMax", "ArgMin"];
     TopK(reduce::TopK) => ["TopK"];
+    MatMulInteger(gemm::MatMulInteger) => ["MatMulInteger"];
+    ConvInteger(conv::ConvInteger) => ["ConvInteger"];
+    Col2Im(conv::Col2Im) => ["Col2Im"];
+    MaxUnpool(pool::MaxUnpool) => ["MaxUnpool"];
+    GridSample(sample::GridSample) => ["GridSample"];
+    QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
+    QLinearConv(conv::QLinearConv) => ["QLinearConv"];
+    AffineGrid(sample::AffineGrid) => ["AffineGrid"];
+    RoiAlign(sample::RoiAlign) => ["RoiAlign"];
+    DeformConv(conv::DeformConv) => ["DeformConv"];
+    Attention(attention::Attention) => ["Attention"];
+    Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
+    RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
+    CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
+    LinearAttention(attention::LinearAttention) => ["LinearAttention"];
 }
 
 // ---- shared helpers for the family files ----

@@ -9,7 +9,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::conv::Window;
-use super::{lit, require_dtype, rust_type, usize3, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use super::{
+    lit, require_dtype, rust_type, usize3, usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
+};
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
 
@@ -176,5 +178,96 @@ impl OpDef for GlobalPool {
             quote!(global_average_f32)
         };
         Ok(quote!(::sinter_rt::pool::#f(#i0, #o0, #spatial);))
+    }
+}
+
+/// `MaxUnpool` (opset 9/11/22): scatters values to the positions MaxPool's Indices name,
+/// zeros elsewhere; the output shape follows the window attributes or the constant
+/// `output_shape` input.
+#[derive(Debug, Clone)]
+pub struct MaxUnpool {
+    /// Kernel, strides and pads.
+    pub window: Window,
+}
+
+impl MaxUnpool {
+    /// (the unpooled shape the window gives, the output shape).
+    fn shapes(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Vec<usize>)> {
+        let x = cx.input(0)?;
+        if x.shape.len() < 3 {
+            return Err(CompileError::shape("X must have rank >= 3"));
+        }
+        let d = x.shape.len() - 2;
+        let kernel = self.window.kernel.clone().unwrap_or_default();
+        let fill = |v: &[usize], n: usize, default: usize| {
+            if v.is_empty() {
+                vec![default; n]
+            } else {
+                v.to_vec()
+            }
+        };
+        let strides = fill(&self.window.strides, d, 1);
+        let pads = fill(&self.window.pads, 2 * d, 0);
+        if kernel.len() != d || strides.len() != d || pads.len() != 2 * d {
+            return Err(CompileError::attribute(
+                "kernel_shape",
+                format!("needs {d} values (and strides, pads to match)"),
+            ));
+        }
+        let mut natural = x.shape[..2].to_vec();
+        for k in 0..d {
+            let full = (x.shape[2 + k].max(1) - 1) * strides[k] + kernel[k];
+            let size = full.checked_sub(pads[k] + pads[d + k]).ok_or_else(|| {
+                CompileError::shape(format!("pads exceed the unpooled size {full}"))
+            })?;
+            natural.push(size);
+        }
+        if cx.opt_input(2).is_none() {
+            return Ok((natural.clone(), natural));
+        }
+        let shape: Vec<usize> = cx
+            .const_ints(2, "MaxUnpool output_shape")?
+            .iter()
+            .map(|&v| {
+                usize::try_from(v).map_err(|_| CompileError::shape(format!("negative dim {v}")))
+            })
+            .collect::<Result<_>>()?;
+        if shape.len() != x.shape.len() || shape[..2] != x.shape[..2] {
+            return Err(CompileError::shape(format!(
+                "output_shape {shape:?} does not fit X {:?}",
+                x.shape
+            )));
+        }
+        Ok((natural, shape))
+    }
+}
+
+impl OpDef for MaxUnpool {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let window = Window::parse(node)?;
+        if window.kernel.is_none() {
+            return Err(CompileError::attribute("kernel_shape", "required"));
+        }
+        Ok(Self { window })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (x, i) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(x.dtype, &[DType::F32], "X")?;
+        if i.dtype != DType::I64 || i.shape != x.shape {
+            return Err(CompileError::shape(format!(
+                "I must be int64 of X's shape {:?}, found {}{:?}",
+                x.shape, i.dtype, i.shape
+            )));
+        }
+        let (_, shape) = self.shapes(cx)?;
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (natural, shape) = self.shapes(cx)?;
+        let (natural, shape) = (usize_slice(&natural), usize_slice(&shape));
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        Ok(quote!(::sinter_rt::pool::max_unpool_f32(#i0, #i1, #o0, #natural, #shape);))
     }
 }

@@ -62,6 +62,15 @@ struct Axis {
     roi: (f64, f64),
 }
 
+/// The error for a shape-deciding operand that is not a compile-time constant: the same one
+/// `OpCx::const_ints` gives, so that callers which specialize such inputs recognize it.
+fn not_constant(cx: &OpCx<'_>, i: usize, what: &str) -> CompileError {
+    match cx.const_ints(i, what) {
+        Err(e) => e,
+        Ok(_) => CompileError::unsupported(format!("{what} must be a compile-time constant")),
+    }
+}
+
 fn f64_lit(v: f64) -> Result<TokenStream> {
     if !v.is_finite() {
         return Err(CompileError::shape(format!(
@@ -114,9 +123,7 @@ impl Resize {
                 .ok_or_else(|| CompileError::malformed("tf_crop_and_resize needs the roi input"))?;
             let roi = roi_op
                 .constant
-                .ok_or_else(|| {
-                    CompileError::new(crate::error::ErrorKind::NotConstant("Resize roi".into()))
-                })?
+                .ok_or_else(|| not_constant(cx, self.roi_input.unwrap_or(1), "Resize roi"))?
                 .to_f64s();
             if roi.len() != 2 * axes.len() {
                 return Err(CompileError::shape(format!(
@@ -186,9 +193,7 @@ impl Resize {
                     .ok_or_else(|| CompileError::malformed("Resize needs scales or sizes"))?;
                 s.constant
                     .ok_or_else(|| {
-                        CompileError::new(crate::error::ErrorKind::NotConstant(
-                            "Resize scales".into(),
-                        ))
+                        not_constant(cx, self.scales_input.unwrap_or(1), "Resize scales")
                     })?
                     .to_f64s()
             };

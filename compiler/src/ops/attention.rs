@@ -1,0 +1,704 @@
+//! `Attention` (opset 23, 24): scaled dot-product attention over 3-D `[B, S, H * D]` or 4-D
+//! `[B, H, S, D]` operands, with grouped-query heads, past key/value caches (and the present
+//! outputs), boolean or additive masks (broadcast, shorter than the key sequence),
+//! `is_causal`, `nonpad_kv_seqlen`, `softcap`, `scale` and the `qk_matmul_output` modes.
+//!
+//! Also `RotaryEmbedding` (opset 23, float32) and `LinearAttention` (opset 27, float32 and
+//! float16; semantics from its ONNX function body).
+//!
+//! Spec: <https://onnx.ai/onnx/operators/onnx__Attention.html>,
+//! <https://onnx.ai/onnx/operators/onnx__RotaryEmbedding.html>. Attention: float32 and float16
+//! (computed in f64); bfloat16 is refused (see `infer`). The sliding-window attributes of
+//! later drafts are not supported.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use super::{lit, require_dtype, rust_type, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
+
+/// `Attention`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    causal: bool,
+    q_heads: Option<usize>,
+    kv_heads: Option<usize>,
+    qk_mode: u8,
+    scale: Option<f32>,
+    softcap: f32,
+}
+
+/// The resolved geometry.
+struct Geometry {
+    three_d: bool,
+    batch: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    q_seq: usize,
+    kv_seq: usize,
+    past: usize,
+    d: usize,
+    dv: usize,
+}
+
+impl Geometry {
+    fn total(&self) -> usize {
+        self.past + self.kv_seq
+    }
+    /// (batch, head, sequence) strides of a Q/K/V/Y-like operand with `heads` heads of `size`.
+    fn strides(&self, heads: usize, seq: usize, size: usize) -> [usize; 3] {
+        if self.three_d {
+            [seq * heads * size, size, heads * size]
+        } else {
+            [heads * seq * size, seq * size, size]
+        }
+    }
+}
+
+const TYPES: &[DType] = &[DType::F32, DType::F16];
+
+impl Attention {
+    fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
+        let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        let bad = || {
+            CompileError::shape(format!(
+                "Q {:?}, K {:?}, V {:?} do not fit together",
+                q.shape, k.shape, v.shape
+            ))
+        };
+        if q.shape.len() != k.shape.len() || q.shape.len() != v.shape.len() {
+            return Err(bad());
+        }
+        let g = match q.shape.len() {
+            3 => {
+                let (hq, hkv) = self.q_heads.zip(self.kv_heads).ok_or_else(|| {
+                    CompileError::attribute(
+                        "q_num_heads",
+                        "q_num_heads and kv_num_heads are required for 3-D inputs",
+                    )
+                })?;
+                if hq == 0
+                    || hkv == 0
+                    || q.shape[2] % hq != 0
+                    || k.shape[2] % hkv != 0
+                    || v.shape[2] % hkv != 0
+                {
+                    return Err(bad());
+                }
+                Geometry {
+                    three_d: true,
+                    batch: q.shape[0],
+                    q_heads: hq,
+                    kv_heads: hkv,
+                    q_seq: q.shape[1],
+                    kv_seq: k.shape[1],
+                    past: 0,
+                    d: q.shape[2] / hq,
+                    dv: v.shape[2] / hkv,
+                }
+            }
+            4 => Geometry {
+                three_d: false,
+                batch: q.shape[0],
+                q_heads: q.shape[1],
+                kv_heads: k.shape[1],
+                q_seq: q.shape[2],
+                kv_seq: k.shape[2],
+                past: 0,
+                d: q.shape[3],
+                dv: v.shape[3],
+            },
+            r => {
+                return Err(CompileError::shape(format!(
+                    "Attention operands of rank {r} (3 or 4)"
+                )))
+            }
+        };
+        let kd = if g.three_d {
+            k.shape[2] / g.kv_heads
+        } else {
+            k.shape[3]
+        };
+        if k.shape[0] != g.batch
+            || v.shape[0] != g.batch
+            || kd != g.d
+            || (g.three_d && v.shape[1] != g.kv_seq)
+            || (!g.three_d && (v.shape[1] != g.kv_heads || v.shape[2] != g.kv_seq))
+            || g.kv_heads == 0
+            || g.q_heads % g.kv_heads != 0
+        {
+            return Err(bad());
+        }
+        let mut g = g;
+        match (cx.opt_input(4), cx.opt_input(5)) {
+            (Some(pk), Some(pv)) => {
+                let past = pk.shape.get(2).copied().unwrap_or(0);
+                if pk.shape != [g.batch, g.kv_heads, past, g.d]
+                    || pv.shape != [g.batch, g.kv_heads, past, g.dv]
+                {
+                    return Err(CompileError::shape(format!(
+                        "past_key {:?} / past_value {:?} do not fit",
+                        pk.shape, pv.shape
+                    )));
+                }
+                g.past = past;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(CompileError::malformed(
+                    "past_key and past_value must be given together",
+                ))
+            }
+        }
+        Ok(g)
+    }
+
+    /// Mask strides over (batch, head, query, key) and the keys it covers.
+    fn mask_layout(&self, cx: &OpCx<'_>, g: &Geometry) -> Result<Option<([usize; 4], usize)>> {
+        let Some(m) = cx.opt_input(3) else {
+            return Ok(None);
+        };
+        let r = m.shape.len();
+        if r == 0 || r > 4 {
+            return Err(CompileError::shape(format!(
+                "attn_mask of shape {:?} (rank 1 to 4)",
+                m.shape
+            )));
+        }
+        let len = m.shape[r - 1];
+        if len > g.total() {
+            return Err(CompileError::shape(format!(
+                "attn_mask covers {len} keys, there are {}",
+                g.total()
+            )));
+        }
+        let target = [g.batch, g.q_heads, g.q_seq, len];
+        let mut strides = [0usize; 4];
+        let mut acc = 1;
+        for i in (0..r).rev() {
+            let t = target[4 - r + i];
+            let n = m.shape[i];
+            if n != t && n != 1 {
+                return Err(CompileError::shape(format!(
+                    "attn_mask {:?} does not broadcast to {target:?}",
+                    m.shape
+                )));
+            }
+            strides[4 - r + i] = if n == 1 && t != 1 { 0 } else { acc };
+            acc *= n;
+        }
+        Ok(Some((strides, len)))
+    }
+}
+
+fn conversions(dtype: DType) -> (TokenStream, TokenStream) {
+    match dtype {
+        DType::F16 => (
+            quote!(|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v))),
+            quote!(|v: f64| ::sinter_rt::half::f32_to_f16(v as f32)),
+        ),
+        DType::BF16 => (
+            quote!(|v: u16| f64::from(::sinter_rt::half::bf16_to_f32(v))),
+            quote!(|v: f64| ::sinter_rt::half::f32_to_bf16(v as f32)),
+        ),
+        _ => (quote!(|v: f32| f64::from(v)), quote!(|v: f64| v as f32)),
+    }
+}
+
+impl OpDef for Attention {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        for name in ["left_window_size", "right_window_size"] {
+            if node.i64_or(name, -1)? != -1 {
+                return Err(CompileError::unsupported(format!("Attention with {name}")));
+            }
+        }
+        let heads = |name: &str| -> Result<Option<usize>> {
+            node.i64_opt(name)?
+                .map(|v| {
+                    usize::try_from(v)
+                        .map_err(|_| CompileError::attribute(name, "must be positive"))
+                })
+                .transpose()
+        };
+        let qk_mode = match node.i64_or("qk_matmul_output_mode", 0)? {
+            m @ 0..=3 => m as u8,
+            other => {
+                return Err(CompileError::attribute(
+                    "qk_matmul_output_mode",
+                    format!("must be 0 to 3, found {other}"),
+                ))
+            }
+        };
+        let scale = match node.attr("scale") {
+            Some(_) => Some(node.f32_or("scale", 1.0)?),
+            None => None,
+        };
+        Ok(Self {
+            causal: node.i64_or("is_causal", 0)? != 0,
+            q_heads: heads("q_num_heads")?,
+            kv_heads: heads("kv_num_heads")?,
+            qk_mode,
+            scale,
+            softcap: node.f32_or("softcap", 0.0)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let q = cx.input(0)?;
+        if q.dtype == DType::BF16 {
+            return Err(CompileError::unsupported(
+                "bfloat16 Attention: computed in f64 it differs from a bfloat16-stepwise reference by 1-2 bf16 ulp, beyond the usual tolerances",
+            ));
+        }
+        require_dtype(q.dtype, TYPES, "Q")?;
+        for i in [1, 2, 4, 5] {
+            if let Some(op) = cx.opt_input(i) {
+                if op.dtype != q.dtype {
+                    return Err(CompileError::shape(format!(
+                        "input {i} is {}, Q is {}",
+                        op.dtype, q.dtype
+                    )));
+                }
+            }
+        }
+        if let Some(m) = cx.opt_input(3) {
+            if m.dtype != DType::Bool && m.dtype != q.dtype {
+                return Err(CompileError::unsupported(format!(
+                    "attn_mask of type {} with Q of type {}",
+                    m.dtype, q.dtype
+                )));
+            }
+        }
+        let g = self.geometry(cx)?;
+        self.mask_layout(cx, &g)?;
+        if let Some(n) = cx.opt_input(6) {
+            if n.dtype != DType::I64 || n.shape != [g.batch] {
+                return Err(CompileError::shape(format!(
+                    "nonpad_kv_seqlen must be int64[{}], found {}{:?}",
+                    g.batch, n.dtype, n.shape
+                )));
+            }
+        }
+        let t = g.total();
+        let y = if g.three_d {
+            vec![g.batch, g.q_seq, g.q_heads * g.dv]
+        } else {
+            vec![g.batch, g.q_heads, g.q_seq, g.dv]
+        };
+        Ok(vec![
+            TypeShape::new(q.dtype, y),
+            TypeShape::new(q.dtype, vec![g.batch, g.kv_heads, t, g.d]),
+            TypeShape::new(q.dtype, vec![g.batch, g.kv_heads, t, g.dv]),
+            TypeShape::new(q.dtype, vec![g.batch, g.q_heads, g.q_seq, t]),
+        ])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let g = self.geometry(cx).ok()?;
+        Some(TypeShape::new(DType::F64, vec![g.total().max(1)]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let q = cx.input(0)?;
+        let g = self.geometry(cx)?;
+        let (mask_strides, mask_len) = self.mask_layout(cx, &g)?.unwrap_or(([0; 4], 0));
+        let three = |s: [usize; 3]| {
+            let items = s.iter().map(|&v| lit(v));
+            quote!([#(#items),*])
+        };
+        let qs = three(g.strides(g.q_heads, g.q_seq, g.d));
+        let ks = three(g.strides(g.kv_heads, g.kv_seq, g.d));
+        let vs = three(g.strides(g.kv_heads, g.kv_seq, g.dv));
+        let ys = three(g.strides(g.q_heads, g.q_seq, g.dv));
+        let ms = mask_strides.iter().map(|&v| lit(v));
+        let scale = f64::from(self.scale.unwrap_or(0.0));
+        let scale = if self.scale.is_some() {
+            scale
+        } else {
+            1.0 / (g.d.max(1) as f64).sqrt()
+        };
+        if !scale.is_finite() || !self.softcap.is_finite() {
+            return Err(CompileError::attribute("scale", "must be finite"));
+        }
+        let scale = Literal::f64_suffixed(scale);
+        let softcap = Literal::f64_suffixed(f64::from(self.softcap));
+        let (b, hq, hkv, sq, skv, past, d, dv, ml) = (
+            lit(g.batch),
+            lit(g.q_heads),
+            lit(g.kv_heads),
+            lit(g.q_seq),
+            lit(g.kv_seq),
+            lit(g.past),
+            lit(g.d),
+            lit(g.dv),
+            lit(mask_len),
+        );
+        let (causal, mode) = (self.causal, self.qk_mode);
+        let t = rust_type(q.dtype);
+        let (load, store) = conversions(q.dtype);
+        let (i0, i1, i2) = (names.input(0), names.input(1), names.input(2));
+        let opt_in = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (mask, past_k, past_v, nonpad) = (
+            opt_in(3, names),
+            opt_in(4, names),
+            opt_in(5, names),
+            opt_in(6, names),
+        );
+        let (mask_type, mask_load) = match cx.opt_input(3).map(|m| m.dtype) {
+            Some(DType::Bool) => (
+                quote!(u8),
+                quote!(|m: u8| if m != 0 { 0.0 } else { f64::NEG_INFINITY }),
+            ),
+            _ => (t.clone(), load.clone()),
+        };
+        let opt_out = |i: usize| {
+            if cx.outputs.get(i).copied().flatten().is_some() {
+                let o = names.output(i);
+                quote!(Some(#o))
+            } else {
+                quote!(None)
+            }
+        };
+        let (pk, pv, qk) = (opt_out(1), opt_out(2), opt_out(3));
+        let o0 = names.output(0);
+        let scratch = names.scratch();
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::AttentionParams = ::sinter_rt::attention::AttentionParams {
+                batch: #b, q_heads: #hq, kv_heads: #hkv, q_seq: #sq, kv_seq: #skv, past_seq: #past,
+                head_size: #d, v_head_size: #dv,
+                q_strides: #qs, k_strides: #ks, v_strides: #vs, y_strides: #ys,
+                mask_strides: [#(#ms),*], mask_len: #ml,
+                scale: #scale, softcap: #softcap, causal: #causal, qk_mode: #mode,
+            };
+            let inputs = ::sinter_rt::attention::AttentionInputs::<#t, #mask_type> {
+                q: #i0, k: #i1, v: #i2, mask: #mask,
+                past_key: #past_k, past_value: #past_v, nonpad: #nonpad,
+            };
+            let mut outputs = ::sinter_rt::attention::AttentionOutputs {
+                y: #o0, present_key: #pk, present_value: #pv, qk: #qk,
+            };
+            ::sinter_rt::attention::attention(&PARAMS, &inputs, &mut outputs, #scratch, #load, #store, #mask_load);
+        })
+    }
+}
+
+/// `RotaryEmbedding` (opset 23): rotary position embeddings over 3-D `[B, S, H * D]` or 4-D
+/// `[B, H, S, D]` input, half-split or interleaved pairs, partial `rotary_embedding_dim`,
+/// caches indexed by `position_ids` (or given per position).
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    interleaved: bool,
+    num_heads: usize,
+    rotary_dim: usize,
+}
+
+impl RotaryEmbedding {
+    /// (batch, seq, heads, head size, rotary dim, strides, cache width).
+    #[allow(clippy::type_complexity, reason = "a private geometry tuple")]
+    fn layout(
+        &self,
+        cx: &OpCx<'_>,
+    ) -> Result<(usize, usize, usize, usize, usize, [usize; 3], usize)> {
+        let x = cx.input(0)?;
+        let (cos, sin) = (cx.input(1)?, cx.input(2)?);
+        let (b, s, h, d, strides) = match x.shape {
+            &[b, s, hidden] => {
+                let h = self.num_heads;
+                if h == 0 || hidden % h != 0 {
+                    return Err(CompileError::attribute(
+                        "num_heads",
+                        format!("must divide the hidden size {hidden} of 3-D input"),
+                    ));
+                }
+                let d = hidden / h;
+                (b, s, h, d, [s * hidden, d, hidden])
+            }
+            &[b, h, s, d] => (b, s, h, d, [h * s * d, s * d, d]),
+            other => {
+                return Err(CompileError::shape(format!(
+                    "input of shape {other:?} (rank 3 or 4)"
+                )))
+            }
+        };
+        let rot = if self.rotary_dim == 0 {
+            d
+        } else {
+            self.rotary_dim
+        };
+        if rot > d || rot % 2 != 0 {
+            return Err(CompileError::attribute(
+                "rotary_embedding_dim",
+                format!("{rot} must be even and at most the head size {d}"),
+            ));
+        }
+        if cos.shape != sin.shape || cos.shape.len() < 2 {
+            return Err(CompileError::shape(format!(
+                "cos_cache {:?} and sin_cache {:?} must match",
+                cos.shape, sin.shape
+            )));
+        }
+        let width = cos.shape[cos.shape.len() - 1];
+        if width < rot / 2 {
+            return Err(CompileError::shape(format!(
+                "cache rows of {width} values, rotation needs {}",
+                rot / 2
+            )));
+        }
+        match cx.opt_input(3) {
+            Some(ids) => {
+                if ids.dtype != DType::I64 || ids.shape != [b, s] || cos.shape.len() != 2 {
+                    return Err(CompileError::shape(format!(
+                        "position_ids {}{:?} with caches {:?}",
+                        ids.dtype, ids.shape, cos.shape
+                    )));
+                }
+            }
+            None => {
+                if cos.shape != [b, s, width] {
+                    return Err(CompileError::shape(format!(
+                        "without position_ids the caches must be [{b}, {s}, _], found {:?}",
+                        cos.shape
+                    )));
+                }
+            }
+        }
+        Ok((b, s, h, d, rot, strides, width))
+    }
+}
+
+impl OpDef for RotaryEmbedding {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            interleaved: node.i64_or("interleaved", 0)? != 0,
+            num_heads: node.usize_or("num_heads", 0)?,
+            rotary_dim: node.usize_or("rotary_embedding_dim", 0)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &[DType::F32], "input")?;
+        for i in [1, 2] {
+            require_dtype(cx.input(i)?.dtype, &[DType::F32], "cache")?;
+        }
+        self.layout(cx)?;
+        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (b, s, h, d, rot, strides, width) = self.layout(cx)?;
+        let strides = strides.iter().map(|&v| lit(v));
+        let (b, s, h, d, rot, width) = (lit(b), lit(s), lit(h), lit(d), lit(rot), lit(width));
+        let interleaved = self.interleaved;
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        let ids = if cx.opt_input(3).is_some() {
+            let v = names.input(3);
+            quote!(Some(#v))
+        } else {
+            quote!(None)
+        };
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::RotaryParams = ::sinter_rt::attention::RotaryParams {
+                batch: #b, seq: #s, heads: #h, head_size: #d, rotary_dim: #rot,
+                strides: [#(#strides),*], interleaved: #interleaved, cache_width: #width,
+            };
+            ::sinter_rt::attention::rotary_embedding_f32(&PARAMS, #i0, #i1, #i2, #ids, #o0);
+        })
+    }
+}
+
+/// `LinearAttention` (opset 27, as its ONNX function body defines it): recurrent linear
+/// attention over 3-D `[B, S, H * D]` operands with update rule `linear`, `gated`, `delta`
+/// or `gated_delta` (default), optional `past_state`, `decay` (per head or per key row),
+/// `beta` (per head or shared), grouped-query heads and `scale`.
+#[derive(Debug, Clone)]
+pub struct LinearAttention {
+    q_heads: usize,
+    kv_heads: usize,
+    gated: bool,
+    delta: bool,
+    scale: Option<f32>,
+}
+
+/// The resolved layout: (B, S, dk, dv, decay width, beta width).
+type LinearLayout = (usize, usize, usize, usize, usize, usize);
+
+impl LinearAttention {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<LinearLayout> {
+        let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+        let (hq, hkv) = (self.q_heads, self.kv_heads);
+        let (&[b, s, qw], &[kb, ks, kw], &[vb, vs, vw]) = (q.shape, k.shape, v.shape) else {
+            return Err(CompileError::unsupported(
+                "LinearAttention with operands other than 3-D [B, S, H * D]",
+            ));
+        };
+        if hq == 0 || hkv == 0 || hq % hkv != 0 || qw % hq != 0 || vw % hkv != 0 {
+            return Err(CompileError::attribute(
+                "q_num_heads",
+                format!(
+                    "{hq} / {hkv} heads do not fit Q {:?}, V {:?}",
+                    q.shape, v.shape
+                ),
+            ));
+        }
+        let (dk, dv) = (qw / hq, vw / hkv);
+        if (kb, ks, kw) != (b, s, hkv * dk) || (vb, vs) != (b, s) {
+            return Err(CompileError::shape(format!(
+                "key {:?} / value {:?} do not fit query {:?}",
+                k.shape, v.shape, q.shape
+            )));
+        }
+        if let Some(past) = cx.opt_input(3) {
+            if past.shape != [b, hkv, dk, dv] {
+                return Err(CompileError::shape(format!(
+                    "past_state {:?} is not [{b}, {hkv}, {dk}, {dv}]",
+                    past.shape
+                )));
+            }
+        }
+        let decay_width = match cx.opt_input(4) {
+            Some(d) if d.shape == [b, s, hkv * dk] => dk,
+            Some(d) if d.shape == [b, s, hkv] => 1,
+            Some(d) => {
+                return Err(CompileError::shape(format!(
+                    "decay {:?} is neither [{b}, {s}, {}] nor [{b}, {s}, {hkv}]",
+                    d.shape,
+                    hkv * dk
+                )))
+            }
+            None => 1,
+        };
+        let beta_width = match cx.opt_input(5) {
+            Some(be) if be.shape == [b, s, hkv] => hkv,
+            Some(be) if be.shape == [b, s, 1] => 1,
+            Some(be) => {
+                return Err(CompileError::shape(format!(
+                    "beta {:?} is neither [{b}, {s}, {hkv}] nor [{b}, {s}, 1]",
+                    be.shape
+                )))
+            }
+            None => 1,
+        };
+        Ok((b, s, dk, dv, decay_width, beta_width))
+    }
+}
+
+impl OpDef for LinearAttention {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let (gated, delta) = match node.string_or("update_rule", "gated_delta")?.as_str() {
+            "linear" => (false, false),
+            "gated" => (true, false),
+            "delta" => (false, true),
+            "gated_delta" => (true, true),
+            other => {
+                return Err(CompileError::attribute(
+                    "update_rule",
+                    format!("unknown rule {other:?}"),
+                ))
+            }
+        };
+        let scale = match node.attr("scale") {
+            Some(_) => Some(node.f32_or("scale", 1.0)?),
+            None => None,
+        };
+        Ok(Self {
+            q_heads: node.usize_or("q_num_heads", 0)?,
+            kv_heads: node.usize_or("kv_num_heads", 0)?,
+            gated,
+            delta,
+            scale,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let q = cx.input(0)?;
+        require_dtype(q.dtype, TYPES, "query")?;
+        for i in 1..6 {
+            if let Some(op) = cx.opt_input(i) {
+                if op.dtype != q.dtype {
+                    return Err(CompileError::shape(format!(
+                        "input {i} is {}, query is {}",
+                        op.dtype, q.dtype
+                    )));
+                }
+            }
+        }
+        let (b, s, dk, dv, _, _) = self.layout(cx)?;
+        Ok(vec![
+            TypeShape::new(q.dtype, vec![b, s, self.q_heads * dv]),
+            TypeShape::new(q.dtype, vec![b, self.kv_heads, dk, dv]),
+        ])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let (b, _, dk, dv, _, _) = self.layout(cx).ok()?;
+        Some(TypeShape::new(
+            DType::F64,
+            vec![b * self.kv_heads * dk * dv + dv],
+        ))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let dtype = cx.input(0)?.dtype;
+        let (b, s, dk, dv, dw, bw) = self.layout(cx)?;
+        let scale = match self.scale {
+            Some(v) => f64::from(v),
+            None => 1.0 / (dk.max(1) as f64).sqrt(),
+        };
+        if !scale.is_finite() {
+            return Err(CompileError::attribute("scale", "must be finite"));
+        }
+        let scale = Literal::f64_suffixed(scale);
+        let (b, s, hq, hkv, dk, dv, dw, bw) = (
+            lit(b),
+            lit(s),
+            lit(self.q_heads),
+            lit(self.kv_heads),
+            lit(dk),
+            lit(dv),
+            lit(dw),
+            lit(bw),
+        );
+        let (gated, delta) = (self.gated, self.delta);
+        let (load, store) = conversions(dtype);
+        let (i0, i1, i2) = (names.input(0), names.input(1), names.input(2));
+        let opt = |i: usize, names: &mut EmitNames| {
+            if cx.opt_input(i).is_some() {
+                let v = names.input(i);
+                quote!(Some(#v))
+            } else {
+                quote!(None)
+            }
+        };
+        let (past, decay, beta) = (opt(3, names), opt(4, names), opt(5, names));
+        let present = if cx.outputs.get(1).copied().flatten().is_some() {
+            let o1 = names.output(1);
+            quote!(Some(#o1))
+        } else {
+            quote!(None)
+        };
+        let o0 = names.output(0);
+        let scratch = names.scratch();
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::LinearAttentionParams = ::sinter_rt::attention::LinearAttentionParams {
+                batch: #b, seq: #s, q_heads: #hq, kv_heads: #hkv, dk: #dk, dv: #dv,
+                scale: #scale, gated: #gated, delta: #delta, decay_width: #dw, beta_width: #bw,
+            };
+            ::sinter_rt::attention::linear_attention(&PARAMS, (#i0, #i1, #i2), #past, #decay, #beta,
+                #o0, #present, #scratch, #load, #store);
+        })
+    }
+}

@@ -1,0 +1,474 @@
+//! Scaled dot-product attention (ONNX `Attention`): grouped-query heads, past key/value
+//! caches, causal and explicit masks, padded key lengths, softcapping, and the optional
+//! QK-matrix output. Scores and softmax are computed in f64, one query row at a time.
+//! Also rotary position embeddings (`RotaryEmbedding`) and recurrent linear attention
+//! (`LinearAttention`: linear, gated, delta and gated-delta state updates).
+
+use crate::math64::exp_f64;
+
+/// The geometry of one attention, fixed at compile time. Strides are element strides of the
+/// batch, head and sequence axes (the head dimension is contiguous), which covers both the
+/// 3-D `[B, S, H * D]` and the 4-D `[B, H, S, D]` layouts.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionParams {
+    /// B.
+    pub batch: usize,
+    /// Query heads.
+    pub q_heads: usize,
+    /// Key/value heads (divides `q_heads`).
+    pub kv_heads: usize,
+    /// Query sequence length.
+    pub q_seq: usize,
+    /// New key/value sequence length.
+    pub kv_seq: usize,
+    /// Cached (past) sequence length.
+    pub past_seq: usize,
+    /// Query/key head size.
+    pub head_size: usize,
+    /// Value head size.
+    pub v_head_size: usize,
+    /// Q strides (batch, head, sequence).
+    pub q_strides: [usize; 3],
+    /// K strides.
+    pub k_strides: [usize; 3],
+    /// V strides.
+    pub v_strides: [usize; 3],
+    /// Y strides.
+    pub y_strides: [usize; 3],
+    /// Mask strides over (batch, head, query, key), 0 where it broadcasts.
+    pub mask_strides: [usize; 4],
+    /// Keys the mask covers; later keys are masked out.
+    pub mask_len: usize,
+    /// Score scale.
+    pub scale: f64,
+    /// `softcap * tanh(score / softcap)` when positive.
+    pub softcap: f64,
+    /// Mask keys after the query's position (offset by the cache length).
+    pub causal: bool,
+    /// What the QK output holds: 0 or 1 the (softcapped) scores, 2 with the mask added,
+    /// 3 the softmax.
+    pub qk_mode: u8,
+}
+
+/// The operands of one attention.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionInputs<'a, T, M> {
+    /// Queries.
+    pub q: &'a [T],
+    /// New keys.
+    pub k: &'a [T],
+    /// New values.
+    pub v: &'a [T],
+    /// Additive (or boolean, through its loader) mask.
+    pub mask: Option<&'a [M]>,
+    /// Cached keys `[B, Hkv, past, D]`.
+    pub past_key: Option<&'a [T]>,
+    /// Cached values `[B, Hkv, past, Dv]`.
+    pub past_value: Option<&'a [T]>,
+    /// Valid keys per batch item (later ones are padding).
+    pub nonpad: Option<&'a [i64]>,
+}
+
+/// The results of one attention.
+#[derive(Debug)]
+pub struct AttentionOutputs<'a, T> {
+    /// The output.
+    pub y: &'a mut [T],
+    /// Past and new keys `[B, Hkv, past + new, D]`.
+    pub present_key: Option<&'a mut [T]>,
+    /// Past and new values.
+    pub present_value: Option<&'a mut [T]>,
+    /// `[B, Hq, Sq, St]` scores, as `qk_mode` selects.
+    pub qk: Option<&'a mut [T]>,
+}
+
+fn tanh_f64(x: f64) -> f64 {
+    if x > 20.0 {
+        1.0
+    } else if x < -20.0 {
+        -1.0
+    } else {
+        let e = exp_f64(2.0 * x);
+        (e - 1.0) / (e + 1.0)
+    }
+}
+
+/// Runs the attention. `load` / `store` convert elements, `mask_load` turns a mask element
+/// into an additive bias (a boolean `false` into `-inf`); `scores` holds at least
+/// `past_seq + kv_seq` values.
+pub fn attention<T: Copy, M: Copy>(
+    p: &AttentionParams,
+    inp: &AttentionInputs<'_, T, M>,
+    out: &mut AttentionOutputs<'_, T>,
+    scores: &mut [f64],
+    load: impl Fn(T) -> f64,
+    store: impl Fn(f64) -> T,
+    mask_load: impl Fn(M) -> f64,
+) {
+    let total = p.past_seq + p.kv_seq;
+    let (d, dv) = (p.head_size, p.v_head_size);
+    let group = (p.q_heads / p.kv_heads.max(1)).max(1);
+    assert!(scores.len() >= total, "attention scratch too short");
+    // Key j of head hk: from the cache, then from the new keys.
+    let key_at = |b: usize, hk: usize, j: usize| -> (&[T], usize) {
+        match inp.past_key {
+            Some(pk) if j < p.past_seq => (pk, ((b * p.kv_heads + hk) * p.past_seq + j) * d),
+            _ => {
+                let s = p.k_strides;
+                (inp.k, b * s[0] + hk * s[1] + (j - p.past_seq) * s[2])
+            }
+        }
+    };
+    let value_at = |b: usize, hk: usize, j: usize| -> (&[T], usize) {
+        match inp.past_value {
+            Some(pv) if j < p.past_seq => (pv, ((b * p.kv_heads + hk) * p.past_seq + j) * dv),
+            _ => {
+                let s = p.v_strides;
+                (inp.v, b * s[0] + hk * s[1] + (j - p.past_seq) * s[2])
+            }
+        }
+    };
+    for b in 0..p.batch {
+        let valid = inp
+            .nonpad
+            .map(|n| usize::try_from(n[b]).unwrap_or(0).min(total));
+        // Causal frontier: query i sees keys j <= i + offset.
+        let offset: i64 = match (inp.past_key, inp.nonpad) {
+            (None, Some(n)) => n[b] - p.q_seq as i64,
+            _ => p.past_seq as i64,
+        };
+        for hq in 0..p.q_heads {
+            let hk = hq / group;
+            for i in 0..p.q_seq {
+                let q0 = b * p.q_strides[0] + hq * p.q_strides[1] + i * p.q_strides[2];
+                let q = &inp.q[q0..][..d];
+                let mut max = f64::NEG_INFINITY;
+                let qk_row = (((b * p.q_heads + hq) * p.q_seq) + i) * total;
+                for (j, score) in scores.iter_mut().enumerate().take(total) {
+                    let (src, k0) = key_at(b, hk, j);
+                    let mut s = 0.0f64;
+                    for (qv, kv) in q.iter().zip(&src[k0..][..d]) {
+                        s += load(*qv) * load(*kv);
+                    }
+                    s *= p.scale;
+                    if p.softcap > 0.0 {
+                        s = p.softcap * tanh_f64(s / p.softcap);
+                    }
+                    let mut bias = 0.0;
+                    if let Some(m) = inp.mask {
+                        bias += if j < p.mask_len {
+                            let ms = p.mask_strides;
+                            mask_load(m[b * ms[0] + hq * ms[1] + i * ms[2] + j * ms[3]])
+                        } else {
+                            f64::NEG_INFINITY
+                        };
+                    }
+                    if p.causal && j as i64 > i as i64 + offset {
+                        bias = f64::NEG_INFINITY;
+                    }
+                    if valid.is_some_and(|v| j >= v) {
+                        bias = f64::NEG_INFINITY;
+                    }
+                    if let Some(qk) = out.qk.as_deref_mut() {
+                        if p.qk_mode <= 1 {
+                            qk[qk_row + j] = store(s);
+                        } else if p.qk_mode == 2 {
+                            qk[qk_row + j] = store(s + bias);
+                        }
+                    }
+                    *score = s + bias;
+                    if *score > max {
+                        max = *score;
+                    }
+                }
+                // Softmax; a row with every key masked gives zero weights.
+                let mut sum = 0.0;
+                for s in scores.iter_mut().take(total) {
+                    *s = if max == f64::NEG_INFINITY {
+                        0.0
+                    } else {
+                        exp_f64(*s - max)
+                    };
+                    sum += *s;
+                }
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                for (j, s) in scores.iter_mut().enumerate().take(total) {
+                    *s *= inv;
+                    if let Some(qk) = out.qk.as_deref_mut() {
+                        if p.qk_mode == 3 {
+                            qk[qk_row + j] = store(*s);
+                        }
+                    }
+                }
+                let y0 = b * p.y_strides[0] + hq * p.y_strides[1] + i * p.y_strides[2];
+                for e in 0..dv {
+                    let mut acc = 0.0;
+                    for (j, &w) in scores.iter().enumerate().take(total) {
+                        if w != 0.0 {
+                            let (src, v0) = value_at(b, hk, j);
+                            acc += w * load(src[v0 + e]);
+                        }
+                    }
+                    out.y[y0 + e] = store(acc);
+                }
+            }
+        }
+        // The caches with the new keys and values appended.
+        for hk in 0..p.kv_heads {
+            for j in 0..total {
+                if let Some(pk) = out.present_key.as_deref_mut() {
+                    let (src, k0) = key_at(b, hk, j);
+                    let dst = ((b * p.kv_heads + hk) * total + j) * d;
+                    pk[dst..dst + d].copy_from_slice(&src[k0..k0 + d]);
+                }
+                if let Some(pv) = out.present_value.as_deref_mut() {
+                    let (src, v0) = value_at(b, hk, j);
+                    let dst = ((b * p.kv_heads + hk) * total + j) * dv;
+                    pv[dst..dst + dv].copy_from_slice(&src[v0..v0 + dv]);
+                }
+            }
+        }
+    }
+}
+
+/// The geometry of one rotary embedding.
+#[derive(Clone, Copy, Debug)]
+pub struct RotaryParams {
+    /// B.
+    pub batch: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Head size.
+    pub head_size: usize,
+    /// Leading elements of each head that rotate (even).
+    pub rotary_dim: usize,
+    /// Input strides (batch, head, sequence); the head dimension is contiguous.
+    pub strides: [usize; 3],
+    /// Pairs are adjacent elements (else the two halves of the rotated part).
+    pub interleaved: bool,
+    /// Width of a cache row (at least `rotary_dim / 2`).
+    pub cache_width: usize,
+}
+
+/// `RotaryEmbedding`: rotates each head's leading `rotary_dim` elements by the angles whose
+/// cosines and sines are row `position_ids[b, s]` of the caches (or row `(b, s)` of caches
+/// shaped `[B, S, width]` when there are no position ids). Out-of-range positions give NaN.
+pub fn rotary_embedding_f32(
+    p: &RotaryParams,
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    position_ids: Option<&[i64]>,
+    out: &mut [f32],
+) {
+    let half = p.rotary_dim / 2;
+    let rows = cos.len().min(sin.len()) / p.cache_width.max(1);
+    for b in 0..p.batch {
+        for s in 0..p.seq {
+            let row = match position_ids {
+                Some(ids) => usize::try_from(ids[b * p.seq + s]).ok(),
+                None => Some(b * p.seq + s),
+            }
+            .filter(|&r| r < rows);
+            for h in 0..p.heads {
+                let base = b * p.strides[0] + h * p.strides[1] + s * p.strides[2];
+                let src = &x[base..][..p.head_size];
+                let dst = &mut out[base..][..p.head_size];
+                dst[p.rotary_dim..].copy_from_slice(&src[p.rotary_dim..]);
+                for i in 0..half {
+                    let (c, sn) = match row {
+                        Some(r) => (
+                            f64::from(cos[r * p.cache_width + i]),
+                            f64::from(sin[r * p.cache_width + i]),
+                        ),
+                        None => (f64::NAN, f64::NAN),
+                    };
+                    let (a, bi) = if p.interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + half)
+                    };
+                    let (x1, x2) = (f64::from(src[a]), f64::from(src[bi]));
+                    dst[a] = (c * x1 - sn * x2) as f32;
+                    dst[bi] = (sn * x1 + c * x2) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// The geometry and update rule of one linear attention.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearAttentionParams {
+    /// B.
+    pub batch: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Query heads.
+    pub q_heads: usize,
+    /// Key/value heads (divides `q_heads`).
+    pub kv_heads: usize,
+    /// Key head size.
+    pub dk: usize,
+    /// Value head size.
+    pub dv: usize,
+    /// Output scale.
+    pub scale: f64,
+    /// Decay the state by `exp(decay)` before each update.
+    pub gated: bool,
+    /// Delta rule: write `beta * (v - S^T k)` instead of `v`.
+    pub delta: bool,
+    /// Decay values per step and head: `dk` (per key row) or 1.
+    pub decay_width: usize,
+    /// Beta values per step: `kv_heads` or 1.
+    pub beta_width: usize,
+}
+
+/// `LinearAttention` over 3-D `[B, S, H * D]` operands: the state `S: [B, Hkv, Dk, Dv]`
+/// (from `past`, else zeros) is updated per step by the rule, and each query head reads
+/// `scale * q^T S` from its key/value head. `state` is scratch of at least
+/// `B * Hkv * Dk * Dv + Dv` values.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the six ONNX operands, two outputs, scratch and conversions"
+)]
+pub fn linear_attention<T: Copy>(
+    p: &LinearAttentionParams,
+    (q, k, v): (&[T], &[T], &[T]),
+    past: Option<&[T]>,
+    decay: Option<&[T]>,
+    beta: Option<&[T]>,
+    out: &mut [T],
+    present: Option<&mut [T]>,
+    state: &mut [f64],
+    load: impl Fn(T) -> f64,
+    store: impl Fn(f64) -> T,
+) {
+    let (dk, dv) = (p.dk, p.dv);
+    let block = dk * dv;
+    let n = p.batch * p.kv_heads * block;
+    let group = (p.q_heads / p.kv_heads.max(1)).max(1);
+    let (st, tmp) = state.split_at_mut(n);
+    let tmp = &mut tmp[..dv];
+    match past {
+        Some(ps) => {
+            for (s, &x) in st.iter_mut().zip(ps) {
+                *s = load(x);
+            }
+        }
+        None => st.fill(0.0),
+    }
+    for b in 0..p.batch {
+        for t in 0..p.seq {
+            let row = b * p.seq + t;
+            for hk in 0..p.kv_heads {
+                let s = &mut st[(b * p.kv_heads + hk) * block..][..block];
+                let kt = &k[(row * p.kv_heads + hk) * dk..][..dk];
+                let vt = &v[(row * p.kv_heads + hk) * dv..][..dv];
+                if p.gated {
+                    if let Some(dc) = decay {
+                        for r in 0..dk {
+                            let idx = (row * p.kv_heads + hk) * p.decay_width
+                                + if p.decay_width > 1 { r } else { 0 };
+                            let g = exp_f64(load(dc[idx]));
+                            for x in &mut s[r * dv..][..dv] {
+                                *x *= g;
+                            }
+                        }
+                    }
+                }
+                if p.delta {
+                    let bt = beta.map_or(1.0, |bs| {
+                        load(bs[row * p.beta_width + if p.beta_width > 1 { hk } else { 0 }])
+                    });
+                    for (e, d) in tmp.iter_mut().enumerate() {
+                        let retrieved: f64 = (0..dk).map(|r| s[r * dv + e] * load(kt[r])).sum();
+                        *d = bt * (load(vt[e]) - retrieved);
+                    }
+                } else {
+                    for (d, &x) in tmp.iter_mut().zip(vt) {
+                        *d = load(x);
+                    }
+                }
+                for r in 0..dk {
+                    let kr = load(kt[r]);
+                    for (x, &d) in s[r * dv..][..dv].iter_mut().zip(tmp.iter()) {
+                        *x += kr * d;
+                    }
+                }
+                for h in hk * group..(hk + 1) * group {
+                    let qt = &q[(row * p.q_heads + h) * dk..][..dk];
+                    let o = &mut out[(row * p.q_heads + h) * dv..][..dv];
+                    for (e, oe) in o.iter_mut().enumerate() {
+                        let acc: f64 = (0..dk).map(|r| load(qt[r]) * s[r * dv + e]).sum();
+                        *oe = store(p.scale * acc);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(pr) = present {
+        for (o, &x) in pr.iter_mut().zip(st.iter()) {
+            *o = store(x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_query_averages_equal_keys() {
+        // One head, one query, two identical keys: equal weights, the mean of the values.
+        let p = AttentionParams {
+            batch: 1,
+            q_heads: 1,
+            kv_heads: 1,
+            q_seq: 1,
+            kv_seq: 2,
+            past_seq: 0,
+            head_size: 1,
+            v_head_size: 1,
+            q_strides: [1, 1, 1],
+            k_strides: [2, 2, 1],
+            v_strides: [2, 2, 1],
+            y_strides: [1, 1, 1],
+            mask_strides: [0; 4],
+            mask_len: 0,
+            scale: 1.0,
+            softcap: 0.0,
+            causal: false,
+            qk_mode: 0,
+        };
+        let inp = AttentionInputs::<f32, f32> {
+            q: &[1.0],
+            k: &[2.0, 2.0],
+            v: &[1.0, 3.0],
+            mask: None,
+            past_key: None,
+            past_value: None,
+            nonpad: None,
+        };
+        let mut y = [0.0f32];
+        let mut out = AttentionOutputs {
+            y: &mut y,
+            present_key: None,
+            present_value: None,
+            qk: None,
+        };
+        let mut scores = [0.0f64; 2];
+        attention(
+            &p,
+            &inp,
+            &mut out,
+            &mut scores,
+            f64::from,
+            |v| v as f32,
+            f64::from,
+        );
+        assert!((y[0] - 2.0).abs() < 1e-6);
+    }
+}
