@@ -621,9 +621,10 @@ impl OpDef for Squeeze {
         Some(self.out_shape(cx).map(|s| vec![x.reshaped(s)]))
     }
 
-    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(#o0.copy_from_slice(#i0);))
+        let code = quote!(#o0.copy_from_slice(#i0););
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -730,22 +731,28 @@ impl OpDef for Split {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (axis, sizes) = self.layout(cx)?;
-        let outer: usize = x.shape[..axis].iter().product();
-        let inner: usize = x.shape[axis + 1..].iter().product();
-        let in_block = x.shape[axis] * inner;
-        let mut code = TokenStream::new();
-        let mut offset = 0;
-        for (k, &s) in sizes.iter().enumerate() {
-            if cx.outputs.get(k).is_some_and(Option::is_some) && s * inner * outer > 0 {
-                let (i0, o) = (names.input(0), names.output(k));
-                let (ol, ib, ob, off) = (lit(outer), lit(in_block), lit(s * inner), lit(offset));
-                code.extend(quote!(::sinter_rt::shape::split_part(#i0, #o, #ol, #ib, #ob, #off);));
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (axis, sizes) = self.layout(cx)?;
+            let outer: usize = x.shape[..axis].iter().product();
+            let inner: usize = x.shape[axis + 1..].iter().product();
+            let in_block = x.shape[axis] * inner;
+            let mut code = TokenStream::new();
+            let mut offset = 0;
+            for (k, &s) in sizes.iter().enumerate() {
+                if cx.outputs.get(k).is_some_and(Option::is_some) && s * inner * outer > 0 {
+                    let (i0, o) = (names.input(0), names.output(k));
+                    let (ol, ib, ob, off) =
+                        (lit(outer), lit(in_block), lit(s * inner), lit(offset));
+                    code.extend(
+                        quote!(::sinter_rt::shape::split_part(#i0, #o, #ol, #ib, #ob, #off);),
+                    );
+                }
+                offset += s * inner;
             }
-            offset += s * inner;
-        }
-        Ok(code)
+            Ok(code)
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -895,16 +902,19 @@ impl OpDef for Slice {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (shape, plan) = self.plan(cx)?;
-        if shape.contains(&0) {
-            return Ok(TokenStream::new());
-        }
-        let (base, steps) = Self::view(x.shape, &plan);
-        let base = lit(usize::try_from(base).unwrap_or(0));
-        let (st, sh) = (isize_slice(&steps), usize_slice(&shape));
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::shape::strided_copy(#i0, #o0, #sh, #base, #st);))
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (shape, plan) = self.plan(cx)?;
+            if shape.contains(&0) {
+                return Ok(TokenStream::new());
+            }
+            let (base, steps) = Self::view(x.shape, &plan);
+            let base = lit(usize::try_from(base).unwrap_or(0));
+            let (st, sh) = (isize_slice(&steps), usize_slice(&shape));
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote!(::sinter_rt::shape::strided_copy(#i0, #o0, #sh, #base, #st);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1124,54 +1134,57 @@ impl OpDef for Indexing {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (x, idx) = (cx.input(0)?, cx.input(1)?);
-        let (shape, axis) = self.layout(cx)?;
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        Ok(match self.kind {
-            IndexKind::Gather => {
-                let outer = lit(x.shape[..axis].iter().product());
-                let dim = lit(x.shape[axis]);
-                let inner = lit(x.shape[axis + 1..].iter().product());
-                quote!(::sinter_rt::shape::gather(#i0, #i1, #o0, #outer, #dim, #inner);)
-            }
-            IndexKind::GatherElements => {
-                let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
-                quote!(::sinter_rt::shape::gather_elements(#i0, #i1, #o0, #xs, #is, #a);)
-            }
-            IndexKind::GatherNd => {
-                let q = idx.shape.len();
-                let k = idx.shape[q - 1];
-                let batch: usize = x.shape[..axis].iter().product();
-                let tuples: usize = idx.shape[axis..q - 1].iter().product();
-                let dims = usize_slice(&x.shape[axis..axis + k]);
-                let slice: usize = x.shape[axis + k..].iter().product();
-                let (b, t, s) = (lit(batch), lit(tuples), lit(slice));
-                let _ = shape;
-                quote!(::sinter_rt::shape::gather_nd(#i0, #i1, #o0, #b, #t, #dims, #s);)
-            }
-            IndexKind::ScatterElements => {
-                let i2 = names.input(2);
-                let f = self.combine(x.dtype)?;
-                let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
-                quote! {
-                    #o0.copy_from_slice(#i0);
-                    ::sinter_rt::shape::scatter_elements(#o0, #i1, #i2, #xs, #is, #a, #f);
+        let code = (|| -> Result<TokenStream> {
+            let (x, idx) = (cx.input(0)?, cx.input(1)?);
+            let (shape, axis) = self.layout(cx)?;
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            Ok(match self.kind {
+                IndexKind::Gather => {
+                    let outer = lit(x.shape[..axis].iter().product());
+                    let dim = lit(x.shape[axis]);
+                    let inner = lit(x.shape[axis + 1..].iter().product());
+                    quote!(::sinter_rt::shape::gather(#i0, #i1, #o0, #outer, #dim, #inner);)
                 }
-            }
-            IndexKind::ScatterNd => {
-                let i2 = names.input(2);
-                let f = self.combine(x.dtype)?;
-                let q = idx.shape.len();
-                let k = idx.shape[q - 1];
-                let tuples = lit(idx.shape[..q - 1].iter().product());
-                let dims = usize_slice(&x.shape[..k]);
-                let slice = lit(x.shape[k..].iter().product());
-                quote! {
-                    #o0.copy_from_slice(#i0);
-                    ::sinter_rt::shape::scatter_nd(#o0, #i1, #i2, #tuples, #dims, #slice, #f);
+                IndexKind::GatherElements => {
+                    let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
+                    quote!(::sinter_rt::shape::gather_elements(#i0, #i1, #o0, #xs, #is, #a);)
                 }
-            }
-        })
+                IndexKind::GatherNd => {
+                    let q = idx.shape.len();
+                    let k = idx.shape[q - 1];
+                    let batch: usize = x.shape[..axis].iter().product();
+                    let tuples: usize = idx.shape[axis..q - 1].iter().product();
+                    let dims = usize_slice(&x.shape[axis..axis + k]);
+                    let slice: usize = x.shape[axis + k..].iter().product();
+                    let (b, t, s) = (lit(batch), lit(tuples), lit(slice));
+                    let _ = shape;
+                    quote!(::sinter_rt::shape::gather_nd(#i0, #i1, #o0, #b, #t, #dims, #s);)
+                }
+                IndexKind::ScatterElements => {
+                    let i2 = names.input(2);
+                    let f = self.combine(x.dtype)?;
+                    let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
+                    quote! {
+                        #o0.copy_from_slice(#i0);
+                        ::sinter_rt::shape::scatter_elements(#o0, #i1, #i2, #xs, #is, #a, #f);
+                    }
+                }
+                IndexKind::ScatterNd => {
+                    let i2 = names.input(2);
+                    let f = self.combine(x.dtype)?;
+                    let q = idx.shape.len();
+                    let k = idx.shape[q - 1];
+                    let tuples = lit(idx.shape[..q - 1].iter().product());
+                    let dims = usize_slice(&x.shape[..k]);
+                    let slice = lit(x.shape[k..].iter().product());
+                    quote! {
+                        #o0.copy_from_slice(#i0);
+                        ::sinter_rt::shape::scatter_nd(#o0, #i1, #i2, #tuples, #dims, #slice, #f);
+                    }
+                }
+            })
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1247,20 +1260,23 @@ impl OpDef for Repeat {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let shape = self.out_shape(cx)?;
-        if shape.contains(&0) {
-            return Ok(TokenStream::new());
-        }
-        let (i0, o0) = (names.input(0), names.output(0));
-        let sh = usize_slice(&shape);
-        Ok(if self.tile {
-            let xs = usize_slice(x.shape);
-            quote!(::sinter_rt::shape::tile(#i0, #o0, #xs, #sh);)
-        } else {
-            let st = usize_slice(&broadcast_strides(x.shape, &shape));
-            quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #st, #o0, #sh);)
-        })
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let shape = self.out_shape(cx)?;
+            if shape.contains(&0) {
+                return Ok(TokenStream::new());
+            }
+            let (i0, o0) = (names.input(0), names.output(0));
+            let sh = usize_slice(&shape);
+            Ok(if self.tile {
+                let xs = usize_slice(x.shape);
+                quote!(::sinter_rt::shape::tile(#i0, #o0, #xs, #sh);)
+            } else {
+                let st = usize_slice(&broadcast_strides(x.shape, &shape));
+                quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #st, #o0, #sh);)
+            })
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1347,36 +1363,39 @@ impl OpDef for Pad {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (shape, begin) = self.plan(cx)?;
-        if shape.contains(&0) {
-            return Ok(TokenStream::new());
-        }
-        let t = rust_type(x.dtype);
-        let value = match (&self.attrs, cx.opt_input(2)) {
-            (Some((_, v)), _) if x.dtype == DType::F32 => f32_lit(*v),
-            (None, Some(_)) if self.mode == "constant" => {
-                let i2 = names.input(2);
-                quote!(#i2.first().copied().unwrap_or_default())
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (shape, begin) = self.plan(cx)?;
+            if shape.contains(&0) {
+                return Ok(TokenStream::new());
             }
-            _ => quote!(<#t>::default()),
-        };
-        let mode = match self.mode.as_str() {
-            "reflect" => quote!(Reflect),
-            "edge" => quote!(Edge),
-            "wrap" => quote!(Wrap),
-            _ => quote!(Constant),
-        };
-        let (xs, sh, b) = (
-            usize_slice(x.shape),
-            usize_slice(&shape),
-            isize_slice(&begin),
-        );
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote! {
-            let value: #t = #value;
-            ::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::#mode, value);
-        })
+            let t = rust_type(x.dtype);
+            let value = match (&self.attrs, cx.opt_input(2)) {
+                (Some((_, v)), _) if x.dtype == DType::F32 => f32_lit(*v),
+                (None, Some(_)) if self.mode == "constant" => {
+                    let i2 = names.input(2);
+                    quote!(#i2.first().copied().unwrap_or_default())
+                }
+                _ => quote!(<#t>::default()),
+            };
+            let mode = match self.mode.as_str() {
+                "reflect" => quote!(Reflect),
+                "edge" => quote!(Edge),
+                "wrap" => quote!(Wrap),
+                _ => quote!(Constant),
+            };
+            let (xs, sh, b) = (
+                usize_slice(x.shape),
+                usize_slice(&shape),
+                isize_slice(&begin),
+            );
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote! {
+                let value: #t = #value;
+                ::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::#mode, value);
+            })
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1437,10 +1456,13 @@ impl OpDef for ShapeOf {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let v = self.value(cx)?.as_i64().unwrap_or_default();
-        let o0 = names.output(0);
-        let items = v.iter().map(|&d| i64_lit(d));
-        Ok(quote!(#o0.copy_from_slice(&[#(#items),*]);))
+        let code = (|| -> Result<TokenStream> {
+            let v = self.value(cx)?.as_i64().unwrap_or_default();
+            let o0 = names.output(0);
+            let items = v.iter().map(|&d| i64_lit(d));
+            Ok(quote!(#o0.copy_from_slice(&[#(#items),*]);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1764,13 +1786,16 @@ impl OpDef for Cast {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (src, dst) = (cx.input(0)?.dtype, self.target(cx)?);
-        let (i0, o0) = (names.input(0), names.output(0));
-        if src == dst {
-            return Ok(quote!(#o0.copy_from_slice(#i0);));
-        }
-        let f = convert_fn(src, dst);
-        Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+        let code = (|| -> Result<TokenStream> {
+            let (src, dst) = (cx.input(0)?.dtype, self.target(cx)?);
+            let (i0, o0) = (names.input(0), names.output(0));
+            if src == dst {
+                return Ok(quote!(#o0.copy_from_slice(#i0);));
+            }
+            let f = convert_fn(src, dst);
+            Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1860,10 +1885,13 @@ impl OpDef for SpaceDepth {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (view, perm, _) = self.plan(cx.input(0)?.shape)?;
-        let (v, p) = (usize_slice(&view), usize_slice(&perm));
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #v, #p);))
+        let code = (|| -> Result<TokenStream> {
+            let (view, perm, _) = self.plan(cx.input(0)?.shape)?;
+            let (v, p) = (usize_slice(&view), usize_slice(&perm));
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #v, #p);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -1913,38 +1941,41 @@ impl OpDef for Triangle {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let r = x.shape.len();
-        let (rows, cols) = (lit(x.shape[r - 2]), lit(x.shape[r - 1]));
-        let o0 = names.output(0);
-        if self.eye {
-            let dt = self.dtype.unwrap_or(x.dtype);
-            let t = rust_type(dt);
-            let one = match dt {
-                DType::F32 => quote!(1.0f32),
-                DType::F64 => quote!(1.0f64),
-                DType::F16 => quote!(0x3c00u16),
-                DType::BF16 => quote!(0x3f80u16),
-                _ => quote!(1 as #t),
-            };
-            let k = i64_lit(self.k);
-            return Ok(
-                quote!(::sinter_rt::shape::eye(#o0, #rows, #cols, #k, <#t>::default(), #one);),
-            );
-        }
-        let batch = lit(x.shape[..r - 2].iter().product());
-        let k = match cx.opt_input(1) {
-            Some(op) if op.shape.iter().product::<usize>() == 1 => {
-                require_dtype(op.dtype, &[DType::I64], "k")?;
-                let i1 = names.input(1);
-                quote!(#i1[0])
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let r = x.shape.len();
+            let (rows, cols) = (lit(x.shape[r - 2]), lit(x.shape[r - 1]));
+            let o0 = names.output(0);
+            if self.eye {
+                let dt = self.dtype.unwrap_or(x.dtype);
+                let t = rust_type(dt);
+                let one = match dt {
+                    DType::F32 => quote!(1.0f32),
+                    DType::F64 => quote!(1.0f64),
+                    DType::F16 => quote!(0x3c00u16),
+                    DType::BF16 => quote!(0x3f80u16),
+                    _ => quote!(1 as #t),
+                };
+                let k = i64_lit(self.k);
+                return Ok(
+                    quote!(::sinter_rt::shape::eye(#o0, #rows, #cols, #k, <#t>::default(), #one);),
+                );
             }
-            Some(_) => return Err(CompileError::shape("k must be a scalar")),
-            None => quote!(0i64),
-        };
-        let upper = self.upper;
-        let i0 = names.input(0);
-        Ok(quote!(::sinter_rt::shape::trilu(#i0, #o0, #batch, #rows, #cols, #k, #upper);))
+            let batch = lit(x.shape[..r - 2].iter().product());
+            let k = match cx.opt_input(1) {
+                Some(op) if op.shape.iter().product::<usize>() == 1 => {
+                    require_dtype(op.dtype, &[DType::I64], "k")?;
+                    let i1 = names.input(1);
+                    quote!(#i1[0])
+                }
+                Some(_) => return Err(CompileError::shape("k must be a scalar")),
+                None => quote!(0i64),
+            };
+            let upper = self.upper;
+            let i0 = names.input(0);
+            Ok(quote!(::sinter_rt::shape::trilu(#i0, #o0, #batch, #rows, #cols, #k, #upper);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -2015,13 +2046,16 @@ impl OpDef for OneHot {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let idx = cx.input(0)?;
-        let (axis, depth, _) = self.layout(cx)?;
-        let outer = lit(idx.shape[..axis].iter().product());
-        let inner = lit(idx.shape[axis..].iter().product());
-        let (i0, i2, o0) = (names.input(0), names.input(2), names.output(0));
-        let d = lit(depth);
-        Ok(quote!(::sinter_rt::shape::one_hot(#i0, #o0, #outer, #d, #inner, #i2[0], #i2[1]);))
+        let code = (|| -> Result<TokenStream> {
+            let idx = cx.input(0)?;
+            let (axis, depth, _) = self.layout(cx)?;
+            let outer = lit(idx.shape[..axis].iter().product());
+            let inner = lit(idx.shape[axis..].iter().product());
+            let (i0, i2, o0) = (names.input(0), names.input(2), names.output(0));
+            let d = lit(depth);
+            Ok(quote!(::sinter_rt::shape::one_hot(#i0, #o0, #outer, #d, #inner, #i2[0], #i2[1]);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -2081,26 +2115,49 @@ impl OpDef for Scan {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let shape = usize_slice(x.shape);
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        if self.reverse_sequence {
-            let ba = lit(normalize_axis(self.a, x.shape.len(), "batch_axis")?);
-            let ta = lit(normalize_axis(self.b, x.shape.len(), "time_axis")?);
-            return Ok(
-                quote!(::sinter_rt::shape::reverse_sequence(#i0, #i1, #o0, #shape, #ba, #ta);),
-            );
-        }
-        let t = rust_type(x.dtype);
-        let add = if x.dtype.is_float() {
-            quote!(|a: #t, b: #t| a + b)
-        } else {
-            quote!(|a: #t, b: #t| a.wrapping_add(b))
-        };
-        let (ex, rev) = (self.a != 0, self.b != 0);
-        Ok(quote! {
-            let axis = ::sinter_rt::shape::IndexValue::to_i64(#i1[0]);
-            ::sinter_rt::shape::cumsum(#i0, #o0, #shape, axis, #ex, #rev, #add);
-        })
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let shape = usize_slice(x.shape);
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            if self.reverse_sequence {
+                let ba = lit(normalize_axis(self.a, x.shape.len(), "batch_axis")?);
+                let ta = lit(normalize_axis(self.b, x.shape.len(), "time_axis")?);
+                return Ok(
+                    quote!(::sinter_rt::shape::reverse_sequence(#i0, #i1, #o0, #shape, #ba, #ta);),
+                );
+            }
+            let t = rust_type(x.dtype);
+            let add = if x.dtype.is_float() {
+                quote!(|a: #t, b: #t| a + b)
+            } else {
+                quote!(|a: #t, b: #t| a.wrapping_add(b))
+            };
+            let (ex, rev) = (self.a != 0, self.b != 0);
+            Ok(quote! {
+                let axis = ::sinter_rt::shape::IndexValue::to_i64(#i1[0]);
+                ::sinter_rt::shape::cumsum(#i0, #o0, #shape, axis, #ex, #rev, #add);
+            })
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
+}
+
+/// Appends `let _ = iK;` for every run-time input the emitted code does not read (shape
+/// parameters known from their shape, CastLike's `like`, EyeLike's input), so that the
+/// generated function uses every input it is passed and compiles without warnings.
+pub(super) fn touch_unread(
+    cx: &OpCx<'_>,
+    names: &mut EmitNames,
+    mut code: TokenStream,
+) -> TokenStream {
+    for (i, operand) in cx.inputs.iter().enumerate() {
+        let read = names.used_inputs.get(i).copied().unwrap_or(false);
+        if let Some(op) = operand {
+            if op.constant.is_none() && !read {
+                let ident = names.input(i);
+                code.extend(quote!(let _ = #ident;));
+            }
+        }
+    }
+    code
 }

@@ -10,6 +10,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+use super::movement::touch_unread;
+
 use super::{
     lit, normalize_axis, require_dtype, rust_type, usize_slice, EmitNames, NodeCx, OpCx, OpDef,
     TypeShape,
@@ -187,125 +189,132 @@ impl OpDef for Reduce {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let layout = self.layout(cx)?;
-        let n_out: usize = layout.out_shape.iter().product();
-        if n_out == 0 {
-            return Ok(TokenStream::new());
-        }
-        let mut st = vec![1usize; x.shape.len()];
-        for a in (0..x.shape.len().saturating_sub(1)).rev() {
-            st[a] = st[a + 1] * x.shape[a + 1];
-        }
-        let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
-        for (a, &r) in layout.reduced.iter().enumerate() {
-            if r {
-                rs.push(x.shape[a]);
-                rst.push(st[a]);
-            } else {
-                ks.push(x.shape[a]);
-                kst.push(st[a]);
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let layout = self.layout(cx)?;
+            let n_out: usize = layout.out_shape.iter().product();
+            if n_out == 0 {
+                return Ok(TokenStream::new());
             }
-        }
-        let count: usize = rs.iter().product();
-        let t = rust_type(x.dtype);
-        let float = x.dtype.is_float();
-        let rt = quote!(::sinter_rt::reduce);
-        let (init, fold, finish) = if float {
-            let n = proc_macro2::Literal::f64_suffixed(count as f64);
-            match self.kind {
-                ReduceKind::Max => (
-                    quote!(<#t>::NEG_INFINITY),
-                    quote!(|a: #t, v: #t| if v > a || v.is_nan() { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                ReduceKind::Min => (
-                    quote!(<#t>::INFINITY),
-                    quote!(|a: #t, v: #t| if v < a || v.is_nan() { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                kind => {
-                    let fold = match kind {
-                        ReduceKind::Prod => quote!(|a: f64, v: #t| a * v as f64),
-                        ReduceKind::L1 => quote!(|a: f64, v: #t| a + (v as f64).abs()),
-                        ReduceKind::L2 | ReduceKind::SumSquare => {
-                            quote!(|a: f64, v: #t| a + v as f64 * v as f64)
-                        }
-                        ReduceKind::LogSumExp => quote!(|a: f64, v: #t| a + #rt::exp_f64(v as f64)),
-                        _ => quote!(|a: f64, v: #t| a + v as f64),
-                    };
-                    let finish = match kind {
-                        ReduceKind::Mean => quote!(|a: f64| (a / #n) as #t),
-                        ReduceKind::L2 => quote!(|a: f64| #rt::sqrt_f64(a) as #t),
-                        ReduceKind::LogSum | ReduceKind::LogSumExp => {
-                            quote!(|a: f64| #rt::ln_f64(a) as #t)
-                        }
-                        _ => quote!(|a: f64| a as #t),
-                    };
-                    let init = if kind == ReduceKind::Prod {
-                        quote!(1.0f64)
-                    } else {
-                        quote!(0.0f64)
-                    };
-                    (init, fold, finish)
+            let mut st = vec![1usize; x.shape.len()];
+            for a in (0..x.shape.len().saturating_sub(1)).rev() {
+                st[a] = st[a + 1] * x.shape[a + 1];
+            }
+            let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
+            for (a, &r) in layout.reduced.iter().enumerate() {
+                if r {
+                    rs.push(x.shape[a]);
+                    rst.push(st[a]);
+                } else {
+                    ks.push(x.shape[a]);
+                    kst.push(st[a]);
                 }
             }
-        } else {
-            let n = proc_macro2::Literal::usize_unsuffixed(count.max(1));
-            match self.kind {
-                ReduceKind::Max => (
-                    quote!(<#t>::MIN),
-                    quote!(|a: #t, v: #t| if v > a { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                ReduceKind::Min => (
-                    if x.dtype == DType::Bool {
-                        quote!(1u8)
-                    } else {
-                        quote!(<#t>::MAX)
-                    },
-                    quote!(|a: #t, v: #t| if v < a { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                kind => {
-                    let fold = match kind {
-                        ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
-                        ReduceKind::L1 => quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs())),
-                        ReduceKind::SumSquare => {
-                            quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
-                        }
-                        _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
-                    };
-                    let fold =
-                        if matches!(x.dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
-                            && kind == ReduceKind::L1
-                        {
-                            quote!(|a: #t, v: #t| a.wrapping_add(v))
-                        } else {
-                            fold
+            let count: usize = rs.iter().product();
+            let t = rust_type(x.dtype);
+            let float = x.dtype.is_float();
+            let rt = quote!(::sinter_rt::reduce);
+            let (init, fold, finish) = if float {
+                let n = proc_macro2::Literal::f64_suffixed(count as f64);
+                match self.kind {
+                    ReduceKind::Max => (
+                        quote!(<#t>::NEG_INFINITY),
+                        quote!(|a: #t, v: #t| if v > a || v.is_nan() { v } else { a }),
+                        quote!(|a: #t| a),
+                    ),
+                    ReduceKind::Min => (
+                        quote!(<#t>::INFINITY),
+                        quote!(|a: #t, v: #t| if v < a || v.is_nan() { v } else { a }),
+                        quote!(|a: #t| a),
+                    ),
+                    kind => {
+                        let fold = match kind {
+                            ReduceKind::Prod => quote!(|a: f64, v: #t| a * v as f64),
+                            ReduceKind::L1 => quote!(|a: f64, v: #t| a + (v as f64).abs()),
+                            ReduceKind::L2 | ReduceKind::SumSquare => {
+                                quote!(|a: f64, v: #t| a + v as f64 * v as f64)
+                            }
+                            ReduceKind::LogSumExp => {
+                                quote!(|a: f64, v: #t| a + #rt::exp_f64(v as f64))
+                            }
+                            _ => quote!(|a: f64, v: #t| a + v as f64),
                         };
-                    let finish = if kind == ReduceKind::Mean {
-                        quote!(|a: #t| a / (#n as #t))
-                    } else {
-                        quote!(|a: #t| a)
-                    };
-                    let init = if kind == ReduceKind::Prod {
-                        quote!(1 as #t)
-                    } else {
-                        quote!(0 as #t)
-                    };
-                    (init, fold, finish)
+                        let finish = match kind {
+                            ReduceKind::Mean => quote!(|a: f64| (a / #n) as #t),
+                            ReduceKind::L2 => quote!(|a: f64| #rt::sqrt_f64(a) as #t),
+                            ReduceKind::LogSum | ReduceKind::LogSumExp => {
+                                quote!(|a: f64| #rt::ln_f64(a) as #t)
+                            }
+                            _ => quote!(|a: f64| a as #t),
+                        };
+                        let init = if kind == ReduceKind::Prod {
+                            quote!(1.0f64)
+                        } else {
+                            quote!(0.0f64)
+                        };
+                        (init, fold, finish)
+                    }
                 }
-            }
-        };
-        let (ks, kst, rs, rst) = (
-            usize_slice(&ks),
-            usize_slice(&kst),
-            usize_slice(&rs),
-            usize_slice(&rst),
-        );
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(#rt::reduce(#i0, #o0, #ks, #kst, #rs, #rst, #init, #fold, #finish);))
+            } else {
+                let n = proc_macro2::Literal::usize_unsuffixed(count.max(1));
+                match self.kind {
+                    ReduceKind::Max => (
+                        quote!(<#t>::MIN),
+                        quote!(|a: #t, v: #t| if v > a { v } else { a }),
+                        quote!(|a: #t| a),
+                    ),
+                    ReduceKind::Min => (
+                        if x.dtype == DType::Bool {
+                            quote!(1u8)
+                        } else {
+                            quote!(<#t>::MAX)
+                        },
+                        quote!(|a: #t, v: #t| if v < a { v } else { a }),
+                        quote!(|a: #t| a),
+                    ),
+                    kind => {
+                        let fold = match kind {
+                            ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
+                            ReduceKind::L1 => {
+                                quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs()))
+                            }
+                            ReduceKind::SumSquare => {
+                                quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
+                            }
+                            _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
+                        };
+                        let fold =
+                            if matches!(x.dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
+                                && kind == ReduceKind::L1
+                            {
+                                quote!(|a: #t, v: #t| a.wrapping_add(v))
+                            } else {
+                                fold
+                            };
+                        let finish = if kind == ReduceKind::Mean {
+                            quote!(|a: #t| a / (#n as #t))
+                        } else {
+                            quote!(|a: #t| a)
+                        };
+                        let init = if kind == ReduceKind::Prod {
+                            quote!(1 as #t)
+                        } else {
+                            quote!(0 as #t)
+                        };
+                        (init, fold, finish)
+                    }
+                }
+            };
+            let (ks, kst, rs, rst) = (
+                usize_slice(&ks),
+                usize_slice(&kst),
+                usize_slice(&rs),
+                usize_slice(&rst),
+            );
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote!(#rt::reduce(#i0, #o0, #ks, #kst, #rs, #rst, #init, #fold, #finish);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -349,20 +358,25 @@ impl OpDef for ArgReduce {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
-        let outer = lit(x.shape[..axis].iter().product());
-        let n = lit(x.shape[axis]);
-        let inner = lit(x.shape[axis + 1..].iter().product());
-        let t = rust_type(x.dtype);
-        let better = if self.max {
-            quote!(|a: #t, b: #t| a > b)
-        } else {
-            quote!(|a: #t, b: #t| a < b)
-        };
-        let last = self.select_last_index;
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);))
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+            let outer = lit(x.shape[..axis].iter().product());
+            let n = lit(x.shape[axis]);
+            let inner = lit(x.shape[axis + 1..].iter().product());
+            let t = rust_type(x.dtype);
+            let better = if self.max {
+                quote!(|a: #t, b: #t| a > b)
+            } else {
+                quote!(|a: #t, b: #t| a < b)
+            };
+            let last = self.select_last_index;
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(
+                quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);),
+            )
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
 
@@ -426,28 +440,31 @@ impl OpDef for TopK {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (axis, k, _) = self.layout(cx)?;
-        let outer = lit(x.shape[..axis].iter().product());
-        let n = lit(x.shape[axis]);
-        let inner = lit(x.shape[axis + 1..].iter().product());
-        let t = rust_type(x.dtype);
-        // NaN ranks as the largest value, as in numpy's sort.
-        let before = match (self.largest, x.dtype.is_float()) {
-            (true, true) => quote!(|a: #t, b: #t| a > b || (a.is_nan() && !b.is_nan())),
-            (false, true) => quote!(|a: #t, b: #t| a < b || (b.is_nan() && !a.is_nan())),
-            (true, false) => quote!(|a: #t, b: #t| a > b),
-            (false, false) => quote!(|a: #t, b: #t| a < b),
-        };
-        let kl = lit(k);
-        if !cx.outputs.first().is_some_and(Option::is_some)
-            || !cx.outputs.get(1).is_some_and(Option::is_some)
-        {
-            return Err(CompileError::unsupported(
-                "TopK with one of its outputs unused",
-            ));
-        }
-        let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
-        Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (axis, k, _) = self.layout(cx)?;
+            let outer = lit(x.shape[..axis].iter().product());
+            let n = lit(x.shape[axis]);
+            let inner = lit(x.shape[axis + 1..].iter().product());
+            let t = rust_type(x.dtype);
+            // NaN ranks as the largest value, as in numpy's sort.
+            let before = match (self.largest, x.dtype.is_float()) {
+                (true, true) => quote!(|a: #t, b: #t| a > b || (a.is_nan() && !b.is_nan())),
+                (false, true) => quote!(|a: #t, b: #t| a < b || (b.is_nan() && !a.is_nan())),
+                (true, false) => quote!(|a: #t, b: #t| a > b),
+                (false, false) => quote!(|a: #t, b: #t| a < b),
+            };
+            let kl = lit(k);
+            if !cx.outputs.first().is_some_and(Option::is_some)
+                || !cx.outputs.get(1).is_some_and(Option::is_some)
+            {
+                return Err(CompileError::unsupported(
+                    "TopK with one of its outputs unused",
+                ));
+            }
+            let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
+            Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
+        })()?;
+        Ok(touch_unread(cx, names, code))
     }
 }
