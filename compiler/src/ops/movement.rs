@@ -1209,9 +1209,19 @@ impl Repeat {
             if v.len() != x.shape.len() {
                 return Err(CompileError::shape("repeats length differs from the rank"));
             }
-            Ok(x.shape.iter().zip(&v).map(|(&a, &b)| a * b).collect())
+            let shape: Vec<usize> = x
+                .shape
+                .iter()
+                .zip(&v)
+                .map(|(&a, &b)| a.checked_mul(b))
+                .collect::<Option<_>>()
+                .ok_or_else(|| CompileError::shape("tiled shape overflows"))?;
+            checked_len(&shape)?;
+            Ok(shape)
         } else {
-            broadcast_shapes(x.shape, &v)
+            let shape = broadcast_shapes(x.shape, &v)?;
+            checked_len(&shape)?;
+            Ok(shape)
         }
     }
 }
@@ -1477,26 +1487,36 @@ pub struct Generate {
 }
 
 impl Generate {
-    fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+    /// ConstantOfShape's output shape.
+    fn shape(cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        let shape: Vec<usize> = const_ints_or_empty(cx, 0, "shape")?
+            .iter()
+            .map(|&d| dim_of(d, "dimension"))
+            .collect::<Result<_>>()?;
+        checked_len(&shape)?;
+        Ok(shape)
+    }
+
+    /// The fill value, checked to hold one element.
+    fn fill(&self) -> Result<Option<&Tensor>> {
         match &self.value {
-            Some(v) => {
-                let shape: Vec<usize> = const_ints_or_empty(cx, 0, "shape")?
-                    .iter()
-                    .map(|&d| dim_of(d, "dimension"))
-                    .collect::<Result<_>>()?;
-                let n: usize = shape.iter().product();
-                if v.len() != 1 {
-                    return Err(CompileError::attribute("value", "must hold one element"));
-                }
-                Ok(Tensor {
-                    dtype: v.dtype,
-                    bytes: v.bytes.repeat(n),
-                    shape,
-                })
+            Some(v) if v.len() != 1 => {
+                Err(CompileError::attribute("value", "must hold one element"))
             }
-            None => range(cx),
+            v => Ok(v.as_ref()),
         }
     }
+}
+
+/// Constant outputs larger than this many elements are computed at run time instead.
+const FOLD_LIMIT: usize = 1 << 20;
+
+/// The element count of a shape, or an error when it overflows.
+fn checked_len(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| CompileError::shape(format!("shape {shape:?} is too large")))
 }
 
 /// `Range` on constant scalars.
@@ -1522,8 +1542,8 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
             return Err(CompileError::shape("Range with a non-finite length"));
         }
         let c = n.ceil().max(0.0);
-        if c > 1e9 {
-            return Err(CompileError::shape("Range output too long"));
+        if c > FOLD_LIMIT as f64 {
+            return Err(CompileError::unsupported("Range output over 2^20 elements"));
         }
         Ok(c as usize)
     };
@@ -1553,8 +1573,8 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
             } else {
                 0
             };
-            if n > 1_000_000_000 {
-                return Err(CompileError::shape("Range output too long"));
+            if n > FOLD_LIMIT as i128 {
+                return Err(CompileError::unsupported("Range output over 2^20 elements"));
             }
             let n = usize::try_from(n).unwrap_or(0);
             let v: Vec<i64> = (0..n)
@@ -1590,18 +1610,48 @@ impl OpDef for Generate {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        let v = self.value(cx)?;
-        Ok(vec![TypeShape::new(v.dtype, v.shape)])
+        Ok(vec![match self.fill()? {
+            Some(v) => TypeShape::new(v.dtype, Self::shape(cx)?),
+            None => {
+                let t = range(cx)?;
+                TypeShape::new(t.dtype, t.shape)
+            }
+        }])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
-        Some(self.value(cx).map(|v| vec![v]))
+        let v = match self.fill() {
+            Ok(Some(v)) => v,
+            Ok(None) => return Some(range(cx).map(|t| vec![t])),
+            Err(e) => return Some(Err(e)),
+        };
+        let shape = Self::shape(cx).ok()?;
+        let n = checked_len(&shape).ok()?;
+        if n > FOLD_LIMIT {
+            return None;
+        }
+        Some(Ok(vec![Tensor {
+            dtype: v.dtype,
+            bytes: v.bytes.repeat(n),
+            shape,
+        }]))
     }
 
-    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
-        Err(CompileError::shape(
-            "internal: ConstantOfShape/Range should have been folded",
-        ))
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let Some(v) = self.fill()? else {
+            return Err(CompileError::shape(
+                "internal: Range should have been folded",
+            ));
+        };
+        // The value from its little-endian bytes: exact for every type.
+        let t = rust_type(v.dtype);
+        let bytes = v
+            .bytes
+            .iter()
+            .map(|&b| proc_macro2::Literal::u8_suffixed(b));
+        let o0 = names.output(0);
+        let code = quote!(#o0.fill(<#t>::from_le_bytes([#(#bytes),*])););
+        Ok(touch_unread(cx, names, code))
     }
 }
 
