@@ -396,16 +396,22 @@ pub fn eye<T: Copy>(out: &mut [T], rows: usize, cols: usize, k: i64, zero: T, on
     }
 }
 
-/// CumSum of `x` (shape `shape`) along the run-time `axis` (negative counts from the end);
-/// `add` is the type's addition. An axis out of range leaves the output zeroed.
-pub fn cumsum<T: Copy + Default>(
+/// CumSum / CumProd of `x` (shape `shape`) along the run-time `axis` (negative counts from
+/// the end): `op` is the type's addition or multiplication and `init` its identity. An axis
+/// out of range leaves the output zeroed.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "layout, flags, identity and operation"
+)]
+pub fn cumulative<T: Copy + Default>(
     x: &[T],
     out: &mut [T],
     shape: &[usize],
     axis: i64,
     exclusive: bool,
     reverse: bool,
-    add: impl Fn(T, T) -> T,
+    init: T,
+    op: impl Fn(T, T) -> T,
 ) {
     let Some(axis) = resolve_index(axis, shape.len()) else {
         out.fill(T::default());
@@ -416,15 +422,15 @@ pub fn cumsum<T: Copy + Default>(
     let inner: usize = shape[axis + 1..].iter().product();
     for o in 0..outer {
         for r in 0..inner {
-            let mut acc = T::default();
+            let mut acc = init;
             for step in 0..n {
                 let j = if reverse { n - 1 - step } else { step };
                 let p = (o * n + j) * inner + r;
                 if exclusive {
                     out[p] = acc;
-                    acc = add(acc, x[p]);
+                    acc = op(acc, x[p]);
                 } else {
-                    acc = add(acc, x[p]);
+                    acc = op(acc, x[p]);
                     out[p] = acc;
                 }
             }
@@ -593,12 +599,14 @@ mod tests {
         let x = [1.0f64, 2.0, 3.0];
         let mut out = [0.0; 3];
         let add = |a: f64, b: f64| a + b;
-        cumsum(&x, &mut out, &[3], 0, false, false, add);
+        cumulative(&x, &mut out, &[3], 0, false, false, 0.0, add);
         assert_eq!(out, [1.0, 3.0, 6.0]);
-        cumsum(&x, &mut out, &[3], -1, true, true, add);
+        cumulative(&x, &mut out, &[3], -1, true, true, 0.0, add);
         assert_eq!(out, [5.0, 3.0, 0.0]);
-        cumsum(&x, &mut out, &[3], 4, false, false, add);
+        cumulative(&x, &mut out, &[3], 4, false, false, 0.0, add);
         assert_eq!(out, [0.0; 3]);
+        cumulative(&x, &mut out, &[3], 0, true, false, 1.0, |a, b| a * b);
+        assert_eq!(out, [1.0, 1.0, 2.0]);
     }
 
     #[test]

@@ -313,13 +313,14 @@ ops! {
     Indexing(movement::Indexing) => ["Gather", "GatherElements", "GatherND", "ScatterElements", "Scatter", "ScatterND"];
     Repeat(movement::Repeat) => ["Expand", "Tile"];
     Pad(movement::Pad) => ["Pad"];
+    CenterCropPad(movement::CenterCropPad) => ["CenterCropPad"];
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];
     Generate(movement::Generate) => ["ConstantOfShape", "Range"];
     Cast(movement::Cast) => ["Cast", "CastLike"];
     SpaceDepth(movement::SpaceDepth) => ["DepthToSpace", "SpaceToDepth"];
     Triangle(movement::Triangle) => ["Trilu", "EyeLike"];
     OneHot(movement::OneHot) => ["OneHot"];
-    Scan(movement::Scan) => ["CumSum", "ReverseSequence"];
+    Scan(movement::Scan) => ["CumSum", "CumProd", "ReverseSequence"];
     Reduce(reduce::Reduce) => ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
     ArgReduce(reduce::ArgReduce) => ["ArgMax", "ArgMin"];
     TopK(reduce::TopK) => ["TopK"];

@@ -1,8 +1,28 @@
 //! Data movement: `Reshape`, `Flatten`, `Identity`, `Dropout` (inference), `Transpose`,
-//! `Concat`, and `Constant`. Every type; all of them fold when their inputs are constant.
+//! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
+//! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
+//! `ScatterND`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`, `ConstantOfShape`,
+//! `Range`, `Cast`, `CastLike`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
+//! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
+//! type, so every supported type works.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (Reshape-5/13/14/19/21, Flatten-1/9/11/13/21,
-//! Dropout-7/10/12/13, Transpose-1/13/21, Concat-4/11/13, Constant-1/9/11/12/13/19/21).
+//! Dropout-7/10/12/13, Transpose-1/13/21, Concat-4/11/13, Constant-1/9/11/12/13/19/21,
+//! Squeeze/Unsqueeze-1/11/13/21 (axes an input from 13), Split-1/2/11/13/18 (split an input
+//! from 13, `num_outputs` from 18), Slice-1/10/11/13 (inputs from 10), Gather-1/11/13,
+//! GatherElements-11/13, GatherND-11/12/13, ScatterElements-11/13/16/18, Scatter-9/11,
+//! ScatterND-11/13/16/18, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
+//! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
+//! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, Cast-1/6/9/13/19/21/23/24/25,
+//! CastLike-15/19/21/23/24/25, DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14,
+//! EyeLike-9/22, OneHot-9/11, CumSum-11/14, CumProd-26, ReverseSequence-10).
+//!
+//! Parameters that set output shapes (axes, starts/ends, pads, repeats, shapes, split sizes,
+//! OneHot depth, Range bounds) must be compile-time constants; a run-time one is reported
+//! unsupported. Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis,
+//! sequence lengths, OneHot indices and values, the Pad value) may be run-time values.
+//! Shape and Size always fold, so shape arithmetic chains (Shape → Gather → Unsqueeze →
+//! Concat → Reshape) resolve at compile time.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -1409,6 +1429,75 @@ impl OpDef for Pad {
     }
 }
 
+/// `CenterCropPad`: crops or zero-pads each listed axis symmetrically to a constant target
+/// size (the extra element of an odd difference goes after), through the Pad kernel.
+#[derive(Debug, Clone)]
+pub struct CenterCropPad {
+    /// The axes the shape input lists (default: all).
+    pub axes: Option<Vec<i64>>,
+}
+
+impl CenterCropPad {
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Vec<i64>)> {
+        let x = cx.input(0)?;
+        let rank = x.shape.len();
+        let target = cx.const_ints(1, "shape")?;
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a
+                .iter()
+                .map(|&a| normalize_axis(a, rank, "axis"))
+                .collect::<Result<_>>()?,
+            None => (0..rank).collect(),
+        };
+        if target.len() != axes.len() {
+            return Err(CompileError::shape("shape length differs from the axes"));
+        }
+        let mut shape = x.shape.to_vec();
+        let mut begin = vec![0i64; rank];
+        for (&a, &t) in axes.iter().zip(&target) {
+            let want = dim_of(t, "target size")?;
+            let have = x.shape[a];
+            begin[a] = if have > want {
+                -i64_of((have - want) / 2)
+            } else {
+                i64_of((want - have) / 2)
+            };
+            shape[a] = want;
+        }
+        checked_len(&shape)?;
+        Ok((shape, begin))
+    }
+}
+
+impl OpDef for CenterCropPad {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            axes: node.ints("axes")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Ok(vec![TypeShape::new(cx.input(0)?.dtype, self.plan(cx)?.0)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (shape, begin) = self.plan(cx)?;
+        if shape.contains(&0) {
+            return Ok(touch_unread(cx, names, TokenStream::new()));
+        }
+        let t = rust_type(x.dtype);
+        let (xs, sh, b) = (
+            usize_slice(x.shape),
+            usize_slice(&shape),
+            isize_slice(&begin),
+        );
+        let (i0, o0) = (names.input(0), names.output(0));
+        let code = quote!(::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::Constant, <#t>::default()););
+        Ok(touch_unread(cx, names, code))
+    }
+}
+
 // ---- Shape, Size ----
 
 /// `Shape` (with `start`/`end` from opset 15) and `Size`: always known at compile time, so
@@ -2109,13 +2198,16 @@ impl OpDef for OneHot {
     }
 }
 
-// ---- CumSum, ReverseSequence ----
+// ---- CumSum, CumProd, ReverseSequence ----
 
-/// `CumSum` (axis may be a run-time input) and `ReverseSequence` (lengths at run time).
+/// `CumSum`, `CumProd` (axis may be a run-time input) and `ReverseSequence` (lengths at run
+/// time).
 #[derive(Debug, Clone)]
 pub struct Scan {
-    /// `ReverseSequence` rather than `CumSum`.
+    /// `ReverseSequence` rather than `CumSum`/`CumProd`.
     pub reverse_sequence: bool,
+    /// `CumProd` rather than `CumSum`.
+    pub product: bool,
     /// CumSum `exclusive` / ReverseSequence `batch_axis`.
     pub a: i64,
     /// CumSum `reverse` / ReverseSequence `time_axis`.
@@ -2127,6 +2219,7 @@ impl OpDef for Scan {
         let rs = node.op_type() == "ReverseSequence";
         Ok(Self {
             reverse_sequence: rs,
+            product: node.op_type() == "CumProd",
             a: node.i64_or(if rs { "batch_axis" } else { "exclusive" }, i64::from(rs))?,
             b: node.i64_or(if rs { "time_axis" } else { "reverse" }, 0)?,
         })
@@ -2177,15 +2270,16 @@ impl OpDef for Scan {
                 );
             }
             let t = rust_type(x.dtype);
-            let add = if x.dtype.is_float() {
-                quote!(|a: #t, b: #t| a + b)
-            } else {
-                quote!(|a: #t, b: #t| a.wrapping_add(b))
+            let (init, op) = match (self.product, x.dtype.is_float()) {
+                (false, true) => (quote!(0 as #t), quote!(|a: #t, b: #t| a + b)),
+                (false, false) => (quote!(0 as #t), quote!(|a: #t, b: #t| a.wrapping_add(b))),
+                (true, true) => (quote!(1 as #t), quote!(|a: #t, b: #t| a * b)),
+                (true, false) => (quote!(1 as #t), quote!(|a: #t, b: #t| a.wrapping_mul(b))),
             };
             let (ex, rev) = (self.a != 0, self.b != 0);
             Ok(quote! {
                 let axis = ::sinter_rt::shape::IndexValue::to_i64(#i1[0]);
-                ::sinter_rt::shape::cumsum(#i0, #o0, #shape, axis, #ex, #rev, #add);
+                ::sinter_rt::shape::cumulative(#i0, #o0, #shape, axis, #ex, #rev, #init, #op);
             })
         })()?;
         Ok(touch_unread(cx, names, code))
