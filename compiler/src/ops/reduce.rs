@@ -92,6 +92,8 @@ impl Reduce {
 const REDUCE_TYPES: &[DType] = &[
     DType::F32,
     DType::F64,
+    DType::F16,
+    DType::BF16,
     DType::I8,
     DType::I16,
     DType::I32,
@@ -216,45 +218,48 @@ impl OpDef for Reduce {
             let rt = quote!(::sinter_rt::reduce);
             let (init, fold, finish) = if float {
                 let n = proc_macro2::Literal::f64_suffixed(count as f64);
-                match self.kind {
-                    ReduceKind::Max => (
-                        quote!(<#t>::NEG_INFINITY),
-                        quote!(|a: #t, v: #t| if v > a || v.is_nan() { v } else { a }),
-                        quote!(|a: #t| a),
-                    ),
-                    ReduceKind::Min => (
-                        quote!(<#t>::INFINITY),
-                        quote!(|a: #t, v: #t| if v < a || v.is_nan() { v } else { a }),
-                        quote!(|a: #t| a),
-                    ),
-                    kind => {
-                        let fold = match kind {
-                            ReduceKind::Prod => quote!(|a: f64, v: #t| a * v as f64),
-                            ReduceKind::L1 => quote!(|a: f64, v: #t| a + (v as f64).abs()),
-                            ReduceKind::L2 | ReduceKind::SumSquare => {
-                                quote!(|a: f64, v: #t| a + v as f64 * v as f64)
-                            }
-                            ReduceKind::LogSumExp => {
-                                quote!(|a: f64, v: #t| a + #rt::exp_f64(v as f64))
-                            }
-                            _ => quote!(|a: f64, v: #t| a + v as f64),
-                        };
-                        let finish = match kind {
-                            ReduceKind::Mean => quote!(|a: f64| (a / #n) as #t),
-                            ReduceKind::L2 => quote!(|a: f64| #rt::sqrt_f64(a) as #t),
-                            ReduceKind::LogSum | ReduceKind::LogSumExp => {
-                                quote!(|a: f64| #rt::ln_f64(a) as #t)
-                            }
-                            _ => quote!(|a: f64| a as #t),
-                        };
-                        let init = if kind == ReduceKind::Prod {
-                            quote!(1.0f64)
-                        } else {
-                            quote!(0.0f64)
-                        };
-                        (init, fold, finish)
+                // Every float reduction accumulates in f64: `w` widens an element, `narrow`
+                // rounds the result once to the element type.
+                let w = widen_f64(x.dtype);
+                let narrow = match x.dtype {
+                    DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
+                    DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
+                    _ => quote!((|a: f64| a as #t)),
+                };
+                let fold = match self.kind {
+                    ReduceKind::Max => quote!(|a: f64, v: #t| {
+                        let v = #w(v);
+                        if v > a || v.is_nan() { v } else { a }
+                    }),
+                    ReduceKind::Min => quote!(|a: f64, v: #t| {
+                        let v = #w(v);
+                        if v < a || v.is_nan() { v } else { a }
+                    }),
+                    ReduceKind::Prod => quote!(|a: f64, v: #t| a * #w(v)),
+                    ReduceKind::L1 => quote!(|a: f64, v: #t| a + #w(v).abs()),
+                    ReduceKind::L2 | ReduceKind::SumSquare => {
+                        quote!(|a: f64, v: #t| { let v = #w(v); a + v * v })
                     }
-                }
+                    ReduceKind::LogSumExp => {
+                        quote!(|a: f64, v: #t| a + #rt::exp_f64(#w(v)))
+                    }
+                    _ => quote!(|a: f64, v: #t| a + #w(v)),
+                };
+                let finish = match self.kind {
+                    ReduceKind::Mean => quote!(|a: f64| #narrow(a / #n)),
+                    ReduceKind::L2 => quote!(|a: f64| #narrow(#rt::sqrt_f64(a))),
+                    ReduceKind::LogSum | ReduceKind::LogSumExp => {
+                        quote!(|a: f64| #narrow(#rt::ln_f64(a)))
+                    }
+                    _ => quote!(|a: f64| #narrow(a)),
+                };
+                let init = match self.kind {
+                    ReduceKind::Prod => quote!(1.0f64),
+                    ReduceKind::Max => quote!(f64::NEG_INFINITY),
+                    ReduceKind::Min => quote!(f64::INFINITY),
+                    _ => quote!(0.0f64),
+                };
+                (init, fold, finish)
             } else {
                 let n = proc_macro2::Literal::usize_unsuffixed(count.max(1));
                 match self.kind {
@@ -318,6 +323,27 @@ impl OpDef for Reduce {
     }
 }
 
+/// A function-like expression widening one stored element of a float type to f64.
+fn widen_f64(dtype: DType) -> TokenStream {
+    match dtype {
+        DType::F16 => quote!((|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v)))),
+        DType::BF16 => quote!((|v: u16| f64::from(::sinter_rt::half::bf16_to_f32(v)))),
+        DType::F32 => quote!(f64::from),
+        _ => quote!((|v: f64| v)),
+    }
+}
+
+/// A function-like expression giving a comparable value of one stored element: 16-bit floats
+/// widen to f32, every other type is itself.
+fn comparable(dtype: DType) -> TokenStream {
+    let t = rust_type(dtype);
+    match dtype {
+        DType::F16 => quote!(::sinter_rt::half::f16_to_f32),
+        DType::BF16 => quote!(::sinter_rt::half::bf16_to_f32),
+        _ => quote!((|v: #t| v)),
+    }
+}
+
 /// `ArgMax` and `ArgMin`.
 #[derive(Debug, Clone)]
 pub struct ArgReduce {
@@ -343,7 +369,7 @@ impl OpDef for ArgReduce {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &REDUCE_TYPES[..10], "input")?;
+        require_dtype(x.dtype, &REDUCE_TYPES[..12], "input")?;
         let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
         if x.shape[axis] == 0 {
             return Err(CompileError::shape("ArgMax/ArgMin over an empty axis"));
@@ -365,10 +391,11 @@ impl OpDef for ArgReduce {
             let n = lit(x.shape[axis]);
             let inner = lit(x.shape[axis + 1..].iter().product());
             let t = rust_type(x.dtype);
+            let c = comparable(x.dtype);
             let better = if self.max {
-                quote!(|a: #t, b: #t| a > b)
+                quote!(|a: #t, b: #t| #c(a) > #c(b))
             } else {
-                quote!(|a: #t, b: #t| a < b)
+                quote!(|a: #t, b: #t| #c(a) < #c(b))
             };
             let last = self.select_last_index;
             let (i0, o0) = (names.input(0), names.output(0));
@@ -431,7 +458,7 @@ impl OpDef for TopK {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &REDUCE_TYPES[..10], "input")?;
+        require_dtype(x.dtype, &REDUCE_TYPES[..12], "input")?;
         let (_, _, shape) = self.layout(cx)?;
         Ok(vec![
             TypeShape::new(x.dtype, shape.clone()),
@@ -448,9 +475,16 @@ impl OpDef for TopK {
             let inner = lit(x.shape[axis + 1..].iter().product());
             let t = rust_type(x.dtype);
             // NaN ranks as the largest value, as in numpy's sort.
+            let c = comparable(x.dtype);
             let before = match (self.largest, x.dtype.is_float()) {
-                (true, true) => quote!(|a: #t, b: #t| a > b || (a.is_nan() && !b.is_nan())),
-                (false, true) => quote!(|a: #t, b: #t| a < b || (b.is_nan() && !a.is_nan())),
+                (true, true) => quote!(|a: #t, b: #t| {
+                    let (a, b) = (#c(a), #c(b));
+                    a > b || (a.is_nan() && !b.is_nan())
+                }),
+                (false, true) => quote!(|a: #t, b: #t| {
+                    let (a, b) = (#c(a), #c(b));
+                    a < b || (b.is_nan() && !a.is_nan())
+                }),
                 (true, false) => quote!(|a: #t, b: #t| a > b),
                 (false, false) => quote!(|a: #t, b: #t| a < b),
             };
