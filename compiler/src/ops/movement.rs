@@ -644,7 +644,7 @@ impl OpDef for Squeeze {
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (i0, o0) = (names.input(0), names.output(0));
         let code = quote!(#o0.copy_from_slice(#i0););
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -772,7 +772,7 @@ impl OpDef for Split {
             }
             Ok(code)
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -934,7 +934,7 @@ impl OpDef for Slice {
             let (i0, o0) = (names.input(0), names.output(0));
             Ok(quote!(::sinter_rt::shape::strided_copy(#i0, #o0, #sh, #base, #st);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -994,6 +994,7 @@ impl Indexing {
                 let mut shape = x.shape[..axis].to_vec();
                 shape.extend_from_slice(idx.shape);
                 shape.extend_from_slice(&x.shape[axis + 1..]);
+                checked_len(&shape)?;
                 Ok((shape, axis))
             }
             IndexKind::GatherElements | IndexKind::ScatterElements => {
@@ -1204,7 +1205,7 @@ impl OpDef for Indexing {
                 }
             })
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1306,7 +1307,7 @@ impl OpDef for Repeat {
                 quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #st, #o0, #sh);)
             })
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1350,7 +1351,11 @@ impl Pad {
         for (k, &a) in axes.iter().enumerate() {
             let (b, e) = (pads[k], pads[k + n]);
             begin[a] = b;
-            let d = i64_of(x.shape[a]).saturating_add(b).saturating_add(e);
+            let d = i64_of(x.shape[a])
+                .checked_add(b)
+                .and_then(|v| v.checked_add(e))
+                .filter(|_| b.unsigned_abs() < 1 << 40 && e.unsigned_abs() < 1 << 40)
+                .ok_or_else(|| CompileError::shape(format!("pads {b}, {e} out of range")))?;
             shape[a] = dim_of(d, "padded dimension")?;
             if self.mode != "constant" && x.shape[a] == 0 && shape[a] > 0 {
                 return Err(CompileError::shape(format!(
@@ -1359,6 +1364,7 @@ impl Pad {
                 )));
             }
         }
+        checked_len(&shape)?;
         Ok((shape, begin))
     }
 }
@@ -1425,7 +1431,7 @@ impl OpDef for Pad {
                 ::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::#mode, value);
             })
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1484,7 +1490,7 @@ impl OpDef for CenterCropPad {
         let x = cx.input(0)?;
         let (shape, begin) = self.plan(cx)?;
         if shape.contains(&0) {
-            return Ok(touch_unread(cx, names, TokenStream::new()));
+            return finish(cx, names, TokenStream::new());
         }
         let t = rust_type(x.dtype);
         let (xs, sh, b) = (
@@ -1494,7 +1500,7 @@ impl OpDef for CenterCropPad {
         );
         let (i0, o0) = (names.input(0), names.output(0));
         let code = quote!(::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::Constant, <#t>::default()););
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1561,7 +1567,7 @@ impl OpDef for ShapeOf {
             let items = v.iter().map(|&d| i64_lit(d));
             Ok(quote!(#o0.copy_from_slice(&[#(#items),*]);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1740,7 +1746,7 @@ impl OpDef for Generate {
             .map(|&b| proc_macro2::Literal::u8_suffixed(b));
         let o0 = names.output(0);
         let code = quote!(#o0.fill(<#t>::from_le_bytes([#(#bytes),*])););
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1934,7 +1940,7 @@ impl OpDef for Cast {
             let f = convert_fn(src, dst);
             Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -1959,8 +1965,11 @@ impl SpaceDepth {
             return Err(CompileError::shape("input must be 4-D (NCHW)"));
         };
         let b = self.block;
-        if b == 0 {
-            return Err(CompileError::attribute("blocksize", "must be positive"));
+        if b == 0 || b > 1 << 16 {
+            return Err(CompileError::attribute(
+                "blocksize",
+                format!("{b} is out of range"),
+            ));
         }
         if self.to_space {
             if c % (b * b) != 0 {
@@ -2030,7 +2039,7 @@ impl OpDef for SpaceDepth {
             let (i0, o0) = (names.input(0), names.output(0));
             Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #v, #p);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -2114,7 +2123,7 @@ impl OpDef for Triangle {
             let i0 = names.input(0);
             Ok(quote!(::sinter_rt::shape::trilu(#i0, #o0, #batch, #rows, #cols, #k, #upper);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -2148,6 +2157,7 @@ impl OneHot {
         let mut shape = idx.shape[..axis].to_vec();
         shape.push(depth);
         shape.extend_from_slice(&idx.shape[axis..]);
+        checked_len(&shape)?;
         Ok((axis, depth, shape))
     }
 }
@@ -2194,7 +2204,7 @@ impl OpDef for OneHot {
             let d = lit(depth);
             Ok(quote!(::sinter_rt::shape::one_hot(#i0, #o0, #outer, #d, #inner, #i2[0], #i2[1]);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -2282,18 +2292,39 @@ impl OpDef for Scan {
                 ::sinter_rt::shape::cumulative(#i0, #o0, #shape, axis, #ex, #rev, #init, #op);
             })
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
+}
+
+/// The run-time kernels walk indices in fixed arrays of 16 axes.
+const MAX_RANK: usize = 16;
+
+/// Finishes an op's emitted code: checks that no operand exceeds the kernels' rank limit and
+/// appends `let _ = iK;` for the run-time inputs the code does not read (see
+/// [`touch_unread`]).
+pub(super) fn finish(
+    cx: &OpCx<'_>,
+    names: &mut EmitNames,
+    code: TokenStream,
+) -> Result<TokenStream> {
+    let too_deep = cx
+        .inputs
+        .iter()
+        .chain(&cx.outputs)
+        .flatten()
+        .any(|o| o.shape.len() > MAX_RANK);
+    if too_deep {
+        return Err(CompileError::unsupported(format!(
+            "tensors of rank above {MAX_RANK}"
+        )));
+    }
+    Ok(touch_unread(cx, names, code))
 }
 
 /// Appends `let _ = iK;` for every run-time input the emitted code does not read (shape
 /// parameters known from their shape, CastLike's `like`, EyeLike's input), so that the
 /// generated function uses every input it is passed and compiles without warnings.
-pub(super) fn touch_unread(
-    cx: &OpCx<'_>,
-    names: &mut EmitNames,
-    mut code: TokenStream,
-) -> TokenStream {
+fn touch_unread(cx: &OpCx<'_>, names: &mut EmitNames, mut code: TokenStream) -> TokenStream {
     for (i, operand) in cx.inputs.iter().enumerate() {
         let read = names.used_inputs.get(i).copied().unwrap_or(false);
         if let Some(op) = operand {

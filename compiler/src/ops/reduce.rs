@@ -10,7 +10,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::movement::touch_unread;
+use super::movement::finish;
 
 use super::{
     lit, normalize_axis, require_dtype, rust_type, usize_slice, EmitNames, NodeCx, OpCx, OpDef,
@@ -319,7 +319,7 @@ impl OpDef for Reduce {
             let (i0, o0) = (names.input(0), names.output(0));
             Ok(quote!(#rt::reduce(#i0, #o0, #ks, #kst, #rs, #rst, #init, #fold, #finish);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -403,7 +403,7 @@ impl OpDef for ArgReduce {
                 quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);),
             )
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
 
@@ -499,6 +499,6 @@ impl OpDef for TopK {
             let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
             Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
         })()?;
-        Ok(touch_unread(cx, names, code))
+        finish(cx, names, code)
     }
 }
