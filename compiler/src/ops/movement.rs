@@ -1053,25 +1053,39 @@ impl Indexing {
 
     fn combine(&self, dtype: DType) -> Result<TokenStream> {
         let t = rust_type(dtype);
-        let float = matches!(dtype, DType::F32 | DType::F64);
         let int = !dtype.is_float() && dtype != DType::Bool;
+        // Floats combine in f32/f64; 16-bit floats widen to f32 and round back.
+        let (w, n) = match dtype {
+            DType::F16 => (
+                quote!(::sinter_rt::half::f16_to_f32),
+                quote!(::sinter_rt::half::f32_to_f16),
+            ),
+            DType::BF16 => (
+                quote!(::sinter_rt::half::bf16_to_f32),
+                quote!(::sinter_rt::half::f32_to_bf16),
+            ),
+            _ => (quote!((|v: #t| v)), quote!((|v: #t| v))),
+        };
         Ok(match self.reduction {
             ScatterReduction::None => quote!(|_: #t, u: #t| u),
-            ScatterReduction::Add if float => quote!(|a: #t, u: #t| a + u),
-            ScatterReduction::Mul if float => quote!(|a: #t, u: #t| a * u),
-            ScatterReduction::Add if int => quote!(|a: #t, u: #t| a.wrapping_add(u)),
-            ScatterReduction::Mul if int => quote!(|a: #t, u: #t| a.wrapping_mul(u)),
-            ScatterReduction::Max if float || int => {
-                quote!(|a: #t, u: #t| if u > a { u } else { a })
-            }
-            ScatterReduction::Min if float || int => {
-                quote!(|a: #t, u: #t| if u < a { u } else { a })
-            }
-            _ => {
+            _ if dtype == DType::Bool => {
                 return Err(CompileError::unsupported(format!(
-                    "scatter reduction {:?} on {dtype}",
+                    "scatter reduction {:?} on bool",
                     self.reduction
                 )))
+            }
+            ScatterReduction::Add if int => quote!(|a: #t, u: #t| a.wrapping_add(u)),
+            ScatterReduction::Mul if int => quote!(|a: #t, u: #t| a.wrapping_mul(u)),
+            ScatterReduction::Max if int => quote!(|a: #t, u: #t| if u > a { u } else { a }),
+            ScatterReduction::Min if int => quote!(|a: #t, u: #t| if u < a { u } else { a }),
+            ScatterReduction::Add => quote!(|a: #t, u: #t| #n(#w(a) + #w(u))),
+            ScatterReduction::Mul => quote!(|a: #t, u: #t| #n(#w(a) * #w(u))),
+            // NaN propagates, as with numpy's maximum/minimum.
+            ScatterReduction::Max => {
+                quote!(|a: #t, u: #t| { let (x, y) = (#w(a), #w(u)); if y > x || y.is_nan() { u } else { a } })
+            }
+            ScatterReduction::Min => {
+                quote!(|a: #t, u: #t| { let (x, y) = (#w(a), #w(u)); if y < x || y.is_nan() { u } else { a } })
             }
         })
     }
@@ -2253,8 +2267,14 @@ impl OpDef for Scan {
                 &[
                     DType::F32,
                     DType::F64,
+                    DType::F16,
+                    DType::BF16,
+                    DType::I8,
+                    DType::I16,
                     DType::I32,
                     DType::I64,
+                    DType::U8,
+                    DType::U16,
                     DType::U32,
                     DType::U64,
                 ],
@@ -2280,11 +2300,31 @@ impl OpDef for Scan {
                 );
             }
             let t = rust_type(x.dtype);
-            let (init, op) = match (self.product, x.dtype.is_float()) {
-                (false, true) => (quote!(0 as #t), quote!(|a: #t, b: #t| a + b)),
-                (false, false) => (quote!(0 as #t), quote!(|a: #t, b: #t| a.wrapping_add(b))),
-                (true, true) => (quote!(1 as #t), quote!(|a: #t, b: #t| a * b)),
-                (true, false) => (quote!(1 as #t), quote!(|a: #t, b: #t| a.wrapping_mul(b))),
+            let (init, op) = match (self.product, x.dtype) {
+                (_, DType::F16 | DType::BF16) => {
+                    let (w, n, one) = if x.dtype == DType::F16 {
+                        (
+                            quote!(::sinter_rt::half::f16_to_f32),
+                            quote!(::sinter_rt::half::f32_to_f16),
+                            quote!(0x3c00u16),
+                        )
+                    } else {
+                        (
+                            quote!(::sinter_rt::half::bf16_to_f32),
+                            quote!(::sinter_rt::half::f32_to_bf16),
+                            quote!(0x3f80u16),
+                        )
+                    };
+                    if self.product {
+                        (one, quote!(|a: u16, b: u16| #n(#w(a) * #w(b))))
+                    } else {
+                        (quote!(0u16), quote!(|a: u16, b: u16| #n(#w(a) + #w(b))))
+                    }
+                }
+                (false, d) if d.is_float() => (quote!(0 as #t), quote!(|a: #t, b: #t| a + b)),
+                (false, _) => (quote!(0 as #t), quote!(|a: #t, b: #t| a.wrapping_add(b))),
+                (true, d) if d.is_float() => (quote!(1 as #t), quote!(|a: #t, b: #t| a * b)),
+                (true, _) => (quote!(1 as #t), quote!(|a: #t, b: #t| a.wrapping_mul(b))),
             };
             let (ex, rev) = (self.a != 0, self.b != 0);
             Ok(quote! {
