@@ -798,8 +798,8 @@ impl Slice {
         let (starts, ends, axes, steps) = match &self.attrs {
             Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
             None => (
-                cx.const_ints(1, "starts")?,
-                cx.const_ints(2, "ends")?,
+                const_ints_or_empty(cx, 1, "starts")?,
+                const_ints_or_empty(cx, 2, "ends")?,
                 match cx.opt_input(3) {
                     Some(_) => Some(const_ints_or_empty(cx, 3, "axes")?),
                     None => None,
