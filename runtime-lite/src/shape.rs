@@ -126,6 +126,20 @@ pub fn strided_copy<T: Copy>(
     base: usize,
     strides: &[isize],
 ) {
+    let rank = out_shape.len();
+    if rank > 0 && strides[rank - 1] == 1 {
+        // Contiguous rows: one copy per row.
+        let row = out_shape[rank - 1];
+        for_each_coord(&out_shape[..rank - 1], |r, c| {
+            let mut off = base as isize;
+            for (&ci, &s) in c.iter().zip(strides) {
+                off += ci as isize * s;
+            }
+            let start = off as usize;
+            out[r * row..][..row].copy_from_slice(&x[start..][..row]);
+        });
+        return;
+    }
     for_each_coord(out_shape, |i, c| {
         let mut off = base as isize;
         for (&ci, &s) in c.iter().zip(strides) {
@@ -512,6 +526,9 @@ mod tests {
         let mut out = [0; 4];
         strided_copy(&x, &mut out, &[2, 2], 2 * 4 + 3, &[-4, -2]);
         assert_eq!(out, [11, 9, 7, 5]);
+        // Contiguous rows: rows 0 and 2, columns 1..3.
+        strided_copy(&x, &mut out, &[2, 2], 1, &[8, 1]);
+        assert_eq!(out, [1, 2, 9, 10]);
     }
 
     #[test]
