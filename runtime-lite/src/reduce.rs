@@ -104,14 +104,38 @@ pub fn top_k<T: Copy>(
     }
 }
 
+/// One step of a streaming log-sum-exp: the accumulator is `(m, s)` with the running sum
+/// equal to `s * e^m`, so no exponential overflows. Start from `(-inf, 0)`.
+#[inline]
+pub fn log_sum_exp_step(acc: (f64, f64), v: f64) -> (f64, f64) {
+    let (m, s) = acc;
+    if v == f64::NEG_INFINITY {
+        (m, s)
+    } else if v > m {
+        (v, s * exp_f64(m - v) + 1.0)
+    } else {
+        (m, s + exp_f64(v - m))
+    }
+}
+
+/// The log-sum-exp of a streaming accumulator (`-inf` when nothing was added).
+#[inline]
+pub fn log_sum_exp_finish(acc: (f64, f64)) -> f64 {
+    let (m, s) = acc;
+    if s == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    m + ln_f64(s)
+}
+
 /// `e^x` in f64 (the standard library's with `std`, otherwise through f32).
 #[inline]
 pub fn exp_f64(x: f64) -> f64 {
-    #[cfg(feature = "std")]
+    #[cfg(any(feature = "std", test))]
     {
         std::primitive::f64::exp(x)
     }
-    #[cfg(not(feature = "std"))]
+    #[cfg(not(any(feature = "std", test)))]
     {
         f64::from(crate::math::exp(x as f32))
     }
@@ -120,11 +144,11 @@ pub fn exp_f64(x: f64) -> f64 {
 /// `ln x` in f64 (the standard library's with `std`, otherwise through f32).
 #[inline]
 pub fn ln_f64(x: f64) -> f64 {
-    #[cfg(feature = "std")]
+    #[cfg(any(feature = "std", test))]
     {
         std::primitive::f64::ln(x)
     }
-    #[cfg(not(feature = "std"))]
+    #[cfg(not(any(feature = "std", test)))]
     {
         f64::from(crate::math::ln(x as f32))
     }
@@ -133,11 +157,11 @@ pub fn ln_f64(x: f64) -> f64 {
 /// `sqrt x` in f64 (the standard library's with `std`, otherwise through f32).
 #[inline]
 pub fn sqrt_f64(x: f64) -> f64 {
-    #[cfg(feature = "std")]
+    #[cfg(any(feature = "std", test))]
     {
         std::primitive::f64::sqrt(x)
     }
-    #[cfg(not(feature = "std"))]
+    #[cfg(not(any(feature = "std", test)))]
     {
         f64::from(crate::math::sqrt(x as f32))
     }
@@ -181,6 +205,22 @@ mod tests {
             |a| a,
         );
         assert_eq!(out, [f32::NEG_INFINITY; 2]);
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        let mut acc = (f64::NEG_INFINITY, 0.0);
+        assert_eq!(log_sum_exp_finish(acc), f64::NEG_INFINITY);
+        for v in [1000.0, 1000.0, f64::NEG_INFINITY] {
+            acc = log_sum_exp_step(acc, v);
+        }
+        assert!((log_sum_exp_finish(acc) - (1000.0 + 2f64.ln())).abs() < 1e-9);
+        let mut acc = (f64::NEG_INFINITY, 0.0);
+        for v in [0.5, -1.0, 2.0] {
+            acc = log_sum_exp_step(acc, v);
+        }
+        let naive = (0.5f64.exp() + (-1.0f64).exp() + 2.0f64.exp()).ln();
+        assert!((log_sum_exp_finish(acc) - naive).abs() < 1e-12);
     }
 
     #[test]

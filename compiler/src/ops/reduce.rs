@@ -216,7 +216,20 @@ impl OpDef for Reduce {
             let t = rust_type(x.dtype);
             let float = x.dtype.is_float();
             let rt = quote!(::sinter_rt::reduce);
-            let (init, fold, finish) = if float {
+            let (init, fold, finish) = if float && self.kind == ReduceKind::LogSumExp {
+                // A running (max, scaled sum) pair: no overflow for large inputs.
+                let w = widen_f64(x.dtype);
+                let narrow = match x.dtype {
+                    DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
+                    DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
+                    _ => quote!((|a: f64| a as #t)),
+                };
+                (
+                    quote!((f64::NEG_INFINITY, 0.0f64)),
+                    quote!(|a: (f64, f64), v: #t| #rt::log_sum_exp_step(a, #w(v))),
+                    quote!(|a: (f64, f64)| #narrow(#rt::log_sum_exp_finish(a))),
+                )
+            } else if float {
                 let n = proc_macro2::Literal::f64_suffixed(count as f64);
                 // Every float reduction accumulates in f64: `w` widens an element, `narrow`
                 // rounds the result once to the element type.
@@ -240,17 +253,12 @@ impl OpDef for Reduce {
                     ReduceKind::L2 | ReduceKind::SumSquare => {
                         quote!(|a: f64, v: #t| { let v = #w(v); a + v * v })
                     }
-                    ReduceKind::LogSumExp => {
-                        quote!(|a: f64, v: #t| a + #rt::exp_f64(#w(v)))
-                    }
                     _ => quote!(|a: f64, v: #t| a + #w(v)),
                 };
                 let finish = match self.kind {
                     ReduceKind::Mean => quote!(|a: f64| #narrow(a / #n)),
                     ReduceKind::L2 => quote!(|a: f64| #narrow(#rt::sqrt_f64(a))),
-                    ReduceKind::LogSum | ReduceKind::LogSumExp => {
-                        quote!(|a: f64| #narrow(#rt::ln_f64(a)))
-                    }
+                    ReduceKind::LogSum => quote!(|a: f64| #narrow(#rt::ln_f64(a))),
                     _ => quote!(|a: f64| #narrow(a)),
                 };
                 let init = match self.kind {
