@@ -1159,7 +1159,7 @@ impl OpDef for Indexing {
                     Some(
                         c.iter()
                             .enumerate()
-                            .map(|(a, &ci)| if a == axis { k } else { ci } * st[a])
+                            .map(|(a, &ci)| (if a == axis { k } else { ci }) * st[a])
                             .sum(),
                     )
                 })]))
