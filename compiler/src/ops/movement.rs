@@ -1657,8 +1657,22 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
         Ok(c as usize)
     };
     match dtype {
+        DType::F16 | DType::BF16 => {
+            let first = |t: &Tensor| t.to_f64s().first().copied().unwrap_or(0.0);
+            let (s, l, d) = (first(&s), first(&l), first(&d));
+            let n = count((l - s) / d)?;
+            let bytes = (0..n)
+                .flat_map(|k| half_bits(s + k as f64 * d, dtype == DType::BF16).to_le_bytes())
+                .collect();
+            Ok(Tensor {
+                dtype,
+                shape: vec![n],
+                bytes,
+            })
+        }
         DType::F32 | DType::F64 => {
-            let (s, l, d) = (s.to_f64s()[0], l.to_f64s()[0], d.to_f64s()[0]);
+            let first = |t: &Tensor| t.to_f64s().first().copied().unwrap_or(0.0);
+            let (s, l, d) = (first(&s), first(&l), first(&d));
             if dtype == DType::F32 {
                 let (s, l, d) = (s as f32, l as f32, d as f32);
                 let n = count(f64::from((l - s) / d))?;
@@ -1703,6 +1717,55 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
         }
         other => Err(CompileError::unsupported(format!("Range on {other}"))),
     }
+}
+
+/// f64 to binary16 (or bfloat16) bits, rounded once to nearest even: through f32 rounded
+/// to odd, then to the narrow format.
+fn half_bits(v: f64, bf16: bool) -> u16 {
+    let mut f = v as f32;
+    if f.is_finite() && f64::from(f) != v {
+        let mut bits = f.to_bits();
+        if f64::from(f).abs() > v.abs() {
+            bits -= 1;
+        }
+        f = f32::from_bits(bits | 1);
+    }
+    let bits = f.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    if bf16 {
+        if f.is_nan() {
+            return ((bits >> 16) | 0x40) as u16;
+        }
+        return (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    }
+    let exp = i32::try_from((bits >> 23) & 0xff).unwrap_or(0);
+    let frac = bits & 0x007f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if frac != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    // Mantissa with the implicit bit, and how far to shift it into 10 bits.
+    let (m, shift) = if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        (frac | 0x0080_0000, u32::try_from(14 - e).unwrap_or(24))
+    } else {
+        (frac, 13)
+    };
+    let half = 1u32 << (shift - 1);
+    let rem = m & ((1u32 << shift) - 1);
+    let mut out = m >> shift;
+    if e > 0 {
+        out |= u32::try_from(e).unwrap_or(0) << 10;
+    }
+    if rem > half || (rem == half && out & 1 == 1) {
+        out += 1;
+    }
+    sign | u16::try_from(out).unwrap_or(0x7c00)
 }
 
 impl OpDef for Generate {
@@ -2375,4 +2438,69 @@ fn touch_unread(cx: &OpCx<'_>, names: &mut EmitNames, mut code: TokenStream) -> 
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Operand;
+
+    #[test]
+    fn half_bits_round_once() {
+        assert_eq!(half_bits(1.0, false), 0x3c00);
+        assert_eq!(half_bits(-2.0, false), 0xc000);
+        assert_eq!(half_bits(65520.0, false), 0x7c00);
+        assert_eq!(
+            half_bits(1.0 + 2f64.powi(-11), false),
+            0x3c00,
+            "tie to even"
+        );
+        assert_eq!(
+            half_bits(1.0 + 3.0 * 2f64.powi(-11), false),
+            0x3c02,
+            "tie to even"
+        );
+        assert_eq!(
+            half_bits(1.0 + 2f64.powi(-11) + 2f64.powi(-40), false),
+            0x3c01
+        );
+        assert_eq!(
+            half_bits(2f64.powi(-24), false),
+            0x0001,
+            "smallest subnormal"
+        );
+        assert_eq!(half_bits(2f64.powi(-26), false), 0x0000);
+        assert_eq!(half_bits(1.0, true), 0x3f80);
+        assert_eq!(half_bits(f64::NAN, false) & 0x7e00, 0x7e00);
+    }
+
+    #[test]
+    fn slice_shapes_clamp() {
+        let data = Tensor::from_f32(vec![4], &[0.0, 1.0, 2.0, 3.0]);
+        let ints = |v: &[i64]| Tensor::from_i64(vec![v.len()], v);
+        let (st, en, ax, sp) = (ints(&[-1]), ints(&[i64::MIN]), ints(&[0]), ints(&[-2]));
+        let op = |t: &Tensor| Operand {
+            dtype: t.dtype,
+            shape: &[1],
+            constant: None,
+        };
+        let mut inputs = vec![Some(Operand {
+            dtype: DType::F32,
+            shape: &[4],
+            constant: Some(&data),
+        })];
+        for t in [&st, &en, &ax, &sp] {
+            inputs.push(Some(Operand {
+                constant: Some(t),
+                ..op(t)
+            }));
+        }
+        let cx = OpCx {
+            inputs,
+            outputs: vec![],
+        };
+        let slice = Slice { attrs: None };
+        let out = slice.eval(&cx).and_then(|r| r.ok()).unwrap_or_default();
+        assert_eq!(out[0].as_f32().unwrap_or_default(), [3.0, 1.0]);
+    }
 }
