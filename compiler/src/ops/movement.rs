@@ -1741,7 +1741,13 @@ fn half_bits(v: f64, bf16: bool) -> u16 {
     let exp = i32::try_from((bits >> 23) & 0xff).unwrap_or(0);
     let frac = bits & 0x007f_ffff;
     if exp == 0xff {
-        return sign | 0x7c00 | if frac != 0 { 0x200 } else { 0 };
+        return sign
+            | 0x7c00
+            | if frac != 0 {
+                0x200 | u16::try_from(frac >> 13).unwrap_or(0)
+            } else {
+                0
+            };
     }
     let e = exp - 127 + 15;
     if e >= 31 {
@@ -1914,7 +1920,7 @@ fn convert_fn(src: DType, dst: DType) -> TokenStream {
     quote!(|v: #ts| -> #td { #body })
 }
 
-/// Constant evaluation of a cast among the non-16-bit-float types, matching the kernels.
+/// Constant evaluation of a cast, matching the kernels bit for bit.
 fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
     macro_rules! enc {
         ($vals:expr, $t:ty) => {
@@ -1923,13 +1929,16 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
                 .collect::<Vec<u8>>()
         };
     }
+    let half = |vals: Vec<f64>, bf16: bool| -> Vec<u8> {
+        vals.into_iter()
+            .flat_map(|v| half_bits(v, bf16).to_le_bytes())
+            .collect()
+    };
     let bytes = if t.dtype.is_float() {
-        if !matches!(t.dtype, DType::F32 | DType::F64) {
-            return None;
-        }
         let v = t.to_f64s();
         let it = v.iter().copied();
         match dst {
+            DType::F16 | DType::BF16 => half(v.clone(), dst == DType::BF16),
             DType::F32 => enc!(it, f32),
             DType::F64 => enc!(it, f64),
             DType::I8 => enc!(it, i8),
@@ -1941,15 +1950,17 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             DType::U32 => enc!(it, u32),
             DType::U64 => enc!(it, u64),
             DType::Bool => it.map(|x| u8::from(x != 0.0)).collect(),
-            _ => return None,
         }
     } else {
-        if t.dtype == DType::U64 && matches!(dst, DType::F32 | DType::F64) {
+        if t.dtype == DType::U64 && dst.is_float() {
             return None;
         }
         let v = t.to_i64s()?;
         let it = v.iter().copied();
         match dst {
+            DType::F16 | DType::BF16 => {
+                half(v.iter().map(|&x| x as f64).collect(), dst == DType::BF16)
+            }
             DType::F32 => enc!(it, f32),
             DType::F64 => enc!(it, f64),
             DType::I8 => enc!(it, i8),
@@ -1961,7 +1972,6 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             DType::U32 => enc!(it, u32),
             DType::U64 => enc!(it, u64),
             DType::Bool => it.map(|x| u8::from(x != 0)).collect(),
-            _ => return None,
         }
     };
     Some(Tensor {
