@@ -190,6 +190,10 @@ pub fn pad<T: Copy>(
     value: T,
 ) {
     let strides = strides_of(in_shape);
+    if mode == PadMode::Constant {
+        pad_constant(x, out, in_shape, out_shape, begin, value);
+        return;
+    }
     for_each_coord(out_shape, |i, c| {
         let mut off = 0usize;
         for (a, &ci) in c.iter().enumerate() {
@@ -221,6 +225,48 @@ pub fn pad<T: Copy>(
             off += p as usize * strides[a];
         }
         out[i] = x[off];
+    });
+}
+
+/// Constant padding: fills `out`, then copies the overlap of input and output as rows.
+fn pad_constant<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    in_shape: &[usize],
+    out_shape: &[usize],
+    begin: &[isize],
+    value: T,
+) {
+    out.fill(value);
+    let rank = in_shape.len();
+    let (in_strides, out_strides) = (strides_of(in_shape), strides_of(out_shape));
+    let mut len = [0usize; 16];
+    let (mut in_off, mut out_off) = (0usize, 0usize);
+    for a in 0..rank {
+        let b = begin[a];
+        let in_start = if b < 0 { b.unsigned_abs() } else { 0 };
+        let out_start = if b > 0 { b as usize } else { 0 };
+        len[a] = in_shape[a]
+            .saturating_sub(in_start)
+            .min(out_shape[a].saturating_sub(out_start));
+        if len[a] == 0 {
+            return;
+        }
+        in_off += in_start * in_strides[a];
+        out_off += out_start * out_strides[a];
+    }
+    if rank == 0 {
+        out[0] = x[0];
+        return;
+    }
+    let row = len[rank - 1];
+    for_each_coord(&len[..rank - 1], |_, c| {
+        let (mut i, mut o) = (in_off, out_off);
+        for (a, &ci) in c.iter().enumerate() {
+            i += ci * in_strides[a];
+            o += ci * out_strides[a];
+        }
+        out[o..][..row].copy_from_slice(&x[i..][..row]);
     });
 }
 
@@ -557,6 +603,22 @@ mod tests {
         let mut small = [0; 1];
         pad(&x, &mut small, &[3], &[1], &[-1], PadMode::Constant, 0);
         assert_eq!(small, [2]);
+        // 2-D: crop a column on the left, pad a row on top and a column on the right.
+        let x2 = [1, 2, 3, 4, 5, 6]; // [2, 3]
+        let mut out2 = [0; 9]; // [3, 3]
+        pad(
+            &x2,
+            &mut out2,
+            &[2, 3],
+            &[3, 3],
+            &[1, -1],
+            PadMode::Constant,
+            9,
+        );
+        assert_eq!(out2, [9, 9, 9, 2, 3, 9, 5, 6, 9]);
+        // The same through the general path (edge mode), for comparison of the layout.
+        pad(&x2, &mut out2, &[2, 3], &[3, 3], &[1, -1], PadMode::Edge, 0);
+        assert_eq!(out2, [2, 3, 3, 2, 3, 3, 5, 6, 6]);
     }
 
     #[test]
