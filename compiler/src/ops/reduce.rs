@@ -4,8 +4,9 @@
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (ReduceSum-1/11/13: axes an input from 13; the other
 //! reductions -1/11/13/18/20: axes an input from 18; ArgMax/ArgMin-1/11/12/13; TopK-1/10/11/24).
-//! Float reductions accumulate in f64. Integer sums and products wrap; integer means divide
-//! with truncation. `ReduceSum`/`ReduceProd` on int64 fold when their inputs are constant.
+//! Float reductions accumulate in f64. Integer sums and products wrap; integer means are
+//! computed in f64 and truncated (numpy's `mean(...).astype(dtype)`). `ReduceSum`/`ReduceProd`
+//! on int64 fold when their inputs are constant.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -269,7 +270,6 @@ impl OpDef for Reduce {
                 };
                 (init, fold, finish)
             } else {
-                let n = proc_macro2::Literal::usize_unsuffixed(count.max(1));
                 match self.kind {
                     ReduceKind::Max => (
                         quote!(<#t>::MIN),
@@ -285,6 +285,15 @@ impl OpDef for Reduce {
                         quote!(|a: #t, v: #t| if v < a { v } else { a }),
                         quote!(|a: #t| a),
                     ),
+                    ReduceKind::Mean => {
+                        // numpy's mean of integers: in float64, truncated back to the type.
+                        let n = proc_macro2::Literal::f64_suffixed(count as f64);
+                        (
+                            quote!(0.0f64),
+                            quote!(|a: f64, v: #t| a + v as f64),
+                            quote!(|a: f64| (a / #n) as #t),
+                        )
+                    }
                     kind => {
                         let fold = match kind {
                             ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
@@ -304,11 +313,7 @@ impl OpDef for Reduce {
                             } else {
                                 fold
                             };
-                        let finish = if kind == ReduceKind::Mean {
-                            quote!(|a: #t| a / (#n as #t))
-                        } else {
-                            quote!(|a: #t| a)
-                        };
+                        let finish = quote!(|a: #t| a);
                         let init = if kind == ReduceKind::Prod {
                             quote!(1 as #t)
                         } else {
