@@ -104,6 +104,57 @@ pub fn top_k<T: Copy>(
     }
 }
 
+/// TopK like [`top_k`], in `O(n + k log k)` per lane with `order` (length `n`) as working
+/// memory for the candidate indices: a selection of the best `k`, then a sort of those.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "layout constants, two outputs, scratch, order"
+)]
+pub fn top_k_scratch<T: Copy>(
+    x: &[T],
+    values: &mut [T],
+    indices: &mut [i64],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    k: usize,
+    order: &mut [i64],
+    before: impl Fn(T, T) -> bool,
+) {
+    use core::cmp::Ordering;
+    let k = k.min(n);
+    for o in 0..outer {
+        for r in 0..inner {
+            let at = |j: i64| x[(o * n + j as usize) * inner + r];
+            let cmp = |&i: &i64, &j: &i64| {
+                let (a, b) = (at(i), at(j));
+                if before(a, b) {
+                    Ordering::Less
+                } else if before(b, a) {
+                    Ordering::Greater
+                } else {
+                    i.cmp(&j)
+                }
+            };
+            let order = &mut order[..n];
+            for (j, slot) in order.iter_mut().enumerate() {
+                *slot = j as i64;
+            }
+            if k == 0 {
+                continue;
+            }
+            if k < n {
+                order.select_nth_unstable_by(k - 1, cmp);
+            }
+            order[..k].sort_unstable_by(cmp);
+            for (slot, &j) in order[..k].iter().enumerate() {
+                values[(o * k + slot) * inner + r] = at(j);
+                indices[(o * k + slot) * inner + r] = j;
+            }
+        }
+    }
+}
+
 /// One step of a streaming log-sum-exp: the accumulator is `(m, s)` with the running sum
 /// equal to `s * e^m`, so no exponential overflows. Start from `(-inf, 0)`.
 #[inline]
@@ -221,6 +272,23 @@ mod tests {
         }
         let naive = (0.5f64.exp() + (-1.0f64).exp() + 2.0f64.exp()).ln();
         assert!((log_sum_exp_finish(acc) - naive).abs() < 1e-12);
+    }
+
+    #[test]
+    fn topk_scratch_matches_scan() {
+        // A pseudo-random lane with many ties, in a [2, 37, 3] layout.
+        let x: [i32; 222] = core::array::from_fn(|i| ((i * 7919) % 13) as i32);
+        for k in [0, 1, 5, 37] {
+            for largest in [true, false] {
+                let before = |a: i32, b: i32| if largest { a > b } else { a < b };
+                let (mut v1, mut i1) = ([0; 222], [0i64; 222]);
+                let (mut v2, mut i2) = ([0; 222], [0i64; 222]);
+                top_k(&x, &mut v1, &mut i1, 2, 37, 3, k, before);
+                let mut order = [0i64; 37];
+                top_k_scratch(&x, &mut v2, &mut i2, 2, 37, 3, k, &mut order, before);
+                assert_eq!((v1, i1), (v2, i2), "k {k} largest {largest}");
+            }
+        }
     }
 
     #[test]

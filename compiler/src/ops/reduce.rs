@@ -479,6 +479,12 @@ impl OpDef for TopK {
         ])
     }
 
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let x = cx.input(0).ok()?;
+        let axis = normalize_axis(self.axis, x.shape.len(), "axis").ok()?;
+        Some(TypeShape::new(DType::I64, vec![x.shape[axis]]))
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let code = (|| -> Result<TokenStream> {
             let x = cx.input(0)?;
@@ -510,7 +516,10 @@ impl OpDef for TopK {
                 ));
             }
             let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
-            Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
+            let sc = names.scratch();
+            Ok(
+                quote!(::sinter_rt::reduce::top_k_scratch(#i0, #o0, #o1, #outer, #n, #inner, #kl, #sc, #before);),
+            )
         })()?;
         finish(cx, names, code)
     }
