@@ -317,6 +317,7 @@ ops! {
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];
     Generate(movement::Generate) => ["ConstantOfShape", "Range"];
     Cast(movement::Cast) => ["Cast", "CastLike"];
+    BitCast(movement::BitCast) => ["BitCast"];
     SpaceDepth(movement::SpaceDepth) => ["DepthToSpace", "SpaceToDepth"];
     Triangle(movement::Triangle) => ["Trilu", "EyeLike"];
     OneHot(movement::OneHot) => ["OneHot"];

@@ -2,7 +2,7 @@
 //! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
 //! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
 //! `ScatterND`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`, `ConstantOfShape`,
-//! `Range`, `Cast`, `CastLike`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
+//! `Range`, `Cast`, `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
 //! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
 //! type, so every supported type works.
 //!
@@ -14,7 +14,7 @@
 //! ScatterND-11/13/16/18, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
 //! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
 //! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, Cast-1/6/9/13/19/21/23/24/25,
-//! CastLike-15/19/21/23/24/25, DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14,
+//! CastLike-15/19/21/23/24/25, BitCast-26, DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14,
 //! EyeLike-9/22, OneHot-9/11, CumSum-11/14, CumProd-26, ReverseSequence-10).
 //!
 //! Parameters that set output shapes (axes, starts/ends, pads, repeats, shapes, split sizes,
@@ -2027,6 +2027,69 @@ impl OpDef for Cast {
             let f = convert_fn(src, dst);
             Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
         })()?;
+        finish(cx, names, code)
+    }
+}
+
+// ---- BitCast ----
+
+/// `BitCast`: reinterprets each element's bits as another type of the same size.
+#[derive(Debug, Clone)]
+pub struct BitCast {
+    /// The target type.
+    pub to: DType,
+}
+
+impl OpDef for BitCast {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let code = node
+            .i64_opt("to")?
+            .ok_or_else(|| CompileError::attribute("to", "required"))?;
+        let to = i32::try_from(code)
+            .ok()
+            .and_then(DType::from_onnx)
+            .ok_or_else(|| {
+                CompileError::unsupported(format!(
+                    "BitCast to {}",
+                    DType::onnx_name(i32::try_from(code).unwrap_or(0))
+                ))
+            })?;
+        Ok(Self { to })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        if x.dtype.size() != self.to.size() {
+            return Err(CompileError::unsupported(format!(
+                "BitCast between types of different sizes ({} to {})",
+                x.dtype, self.to
+            )));
+        }
+        Ok(vec![TypeShape::new(self.to, x.shape.to_vec())])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?.constant?;
+        let mut t = x.clone();
+        t.dtype = self.to;
+        if self.to == DType::Bool {
+            // Booleans are stored as 0/1.
+            t.bytes.iter_mut().for_each(|b| *b = u8::from(*b != 0));
+        }
+        Some(Ok(vec![t]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (ts, td) = (rust_type(x.dtype), rust_type(self.to));
+        let (i0, o0) = (names.input(0), names.output(0));
+        let code = if self.to == DType::Bool {
+            quote!(::sinter_rt::elementwise::map(#i0, #o0, |v: #ts| u8::from(v != 0));)
+        } else if ts.to_string() == td.to_string() {
+            quote!(#o0.copy_from_slice(#i0);)
+        } else {
+            quote!(::sinter_rt::elementwise::map(#i0, #o0, |v: #ts| <#td>::from_le_bytes(v.to_le_bytes()));)
+        };
         finish(cx, names, code)
     }
 }
