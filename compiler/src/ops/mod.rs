@@ -316,6 +316,7 @@ ops! {
     CenterCropPad(movement::CenterCropPad) => ["CenterCropPad"];
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];
     Generate(movement::Generate) => ["ConstantOfShape", "Range"];
+    Window(movement::Window) => ["HannWindow", "HammingWindow", "BlackmanWindow"];
     Cast(movement::Cast) => ["Cast", "CastLike"];
     BitCast(movement::BitCast) => ["BitCast"];
     SpaceDepth(movement::SpaceDepth) => ["DepthToSpace", "SpaceToDepth"];

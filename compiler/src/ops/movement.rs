@@ -1,8 +1,9 @@
 //! Data movement: `Reshape`, `Flatten`, `Identity`, `Dropout` (inference), `Transpose`,
 //! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
 //! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
-//! `ScatterND`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`, `ConstantOfShape`,
-//! `Range`, `Cast`, `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
+//! `ScatterND`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
+//! `ConstantOfShape`, `Range`, `HannWindow`, `HammingWindow`, `BlackmanWindow`, `Cast`,
+//! `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
 //! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
 //! type, so every supported type works.
 //!
@@ -13,13 +14,14 @@
 //! GatherElements-11/13, GatherND-11/12/13, ScatterElements-11/13/16/18, Scatter-9/11,
 //! ScatterND-11/13/16/18, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
 //! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
-//! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, Cast-1/6/9/13/19/21/23/24/25,
-//! CastLike-15/19/21/23/24/25, BitCast-26, DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14,
-//! EyeLike-9/22, OneHot-9/11, CumSum-11/14, CumProd-26, ReverseSequence-10).
+//! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, HannWindow/HammingWindow/
+//! BlackmanWindow-17, Cast-1/6/9/13/19/21/23/24/25, CastLike-15/19/21/23/24/25, BitCast-26,
+//! DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14, EyeLike-9/22, OneHot-9/11,
+//! CumSum-11/14, CumProd-26, ReverseSequence-10).
 //!
 //! Parameters that set output shapes (axes, starts/ends, pads, repeats, shapes, split sizes,
-//! OneHot depth, Range bounds) must be compile-time constants; a run-time one is reported
-//! unsupported. Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis,
+//! OneHot depth, Range bounds, window sizes) must be compile-time constants; a run-time one
+//! is reported unsupported. Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis,
 //! sequence lengths, OneHot indices and values, the Pad value) may be run-time values.
 //! Shape and Size always fold, so shape arithmetic chains (Shape → Gather → Unsqueeze →
 //! Concat → Reshape) resolve at compile time.
@@ -1830,6 +1832,103 @@ impl OpDef for Generate {
         let o0 = names.output(0);
         let code = quote!(#o0.fill(<#t>::from_le_bytes([#(#bytes),*])););
         finish(cx, names, code)
+    }
+}
+
+// ---- HannWindow, HammingWindow, BlackmanWindow ----
+
+/// Which window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `sin²(πn/N)`.
+    Hann,
+    /// `25/46 - 21/46 cos(2πn/N)`.
+    Hamming,
+    /// `0.42 - 0.5 cos(2πn/N) + 0.08 cos(4πn/N)`.
+    Blackman,
+}
+
+/// The window generators: the size must be a compile-time constant, so they always fold.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Which window.
+    pub kind: WindowKind,
+    /// Periodic (N = size) rather than symmetric (N = size - 1).
+    pub periodic: bool,
+    /// The output type.
+    pub dtype: DType,
+}
+
+impl Window {
+    fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+        let size = cx
+            .const_ints(0, "size")?
+            .first()
+            .copied()
+            .ok_or_else(|| CompileError::shape("empty size"))?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= FOLD_LIMIT)
+            .ok_or_else(|| CompileError::shape(format!("window size {size}")))?;
+        let n_den = if self.periodic {
+            size as f64
+        } else {
+            size as f64 - 1.0
+        };
+        let tau = 2.0 * std::f64::consts::PI;
+        let values: Vec<f64> = (0..size)
+            .map(|k| {
+                let x = k as f64 / n_den;
+                match self.kind {
+                    WindowKind::Hann => 0.5 - 0.5 * (tau * x).cos(),
+                    WindowKind::Hamming => 25.0 / 46.0 - 21.0 / 46.0 * (tau * x).cos(),
+                    WindowKind::Blackman => {
+                        0.42 - 0.5 * (tau * x).cos() + 0.08 * (2.0 * tau * x).cos()
+                    }
+                }
+            })
+            .collect();
+        let t = Tensor::from_f64(vec![size], &values);
+        if self.dtype == DType::F64 {
+            return Ok(t);
+        }
+        cast_tensor(&t, self.dtype)
+            .ok_or_else(|| CompileError::unsupported(format!("window of type {}", self.dtype)))
+    }
+}
+
+impl OpDef for Window {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let kind = match node.op_type() {
+            "HannWindow" => WindowKind::Hann,
+            "HammingWindow" => WindowKind::Hamming,
+            _ => WindowKind::Blackman,
+        };
+        let code = node.i64_or("output_datatype", 1)?;
+        let dtype = i32::try_from(code)
+            .ok()
+            .and_then(DType::from_onnx)
+            .ok_or_else(|| CompileError::unsupported("window output_datatype"))?;
+        Ok(Self {
+            kind,
+            periodic: node.i64_or("periodic", 1)? != 0,
+            dtype,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let t = self.value(cx)?;
+        Ok(vec![TypeShape::new(t.dtype, t.shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        Some(self.value(cx).map(|t| vec![t]))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: window generators are always folded",
+        ))
     }
 }
 
