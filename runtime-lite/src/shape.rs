@@ -424,6 +424,43 @@ pub fn scatter_nd<T: Copy, I: IndexValue>(
     }
 }
 
+/// TensorScatter (KV-cache update): `out` (a copy of the past cache) viewed as
+/// `[outer, max_seq, inner]`, `update` as `[outer, seq, inner]`; row `s` of outer slice `o`
+/// goes to sequence position `write[b] + s` (modulo `max_seq` when `circular`), where
+/// `b = o / per_batch` and `write` is empty for all zeros. Rows landing outside the cache
+/// (linear mode with a bad index) are skipped.
+#[allow(clippy::too_many_arguments, reason = "layout constants and the mode")]
+pub fn tensor_scatter<T: Copy, I: IndexValue>(
+    out: &mut [T],
+    update: &[T],
+    write: &[I],
+    outer: usize,
+    per_batch: usize,
+    max_seq: usize,
+    seq: usize,
+    inner: usize,
+    circular: bool,
+) {
+    for o in 0..outer {
+        let start = write.get(o / per_batch.max(1)).map_or(0, |w| w.to_i64());
+        for s in 0..seq {
+            let Some(p) = start.checked_add(s as i64) else {
+                continue;
+            };
+            let p = if circular && max_seq > 0 {
+                p.rem_euclid(max_seq as i64)
+            } else {
+                p
+            };
+            let Some(p) = usize::try_from(p).ok().filter(|&p| p < max_seq) else {
+                continue;
+            };
+            out[(o * max_seq + p) * inner..][..inner]
+                .copy_from_slice(&update[(o * seq + s) * inner..][..inner]);
+        }
+    }
+}
+
 /// Trilu on `batch` matrices of `rows x cols`: keeps the upper (`j - i >= k`) or lower
 /// (`j - i <= k`) triangle and zeroes the rest.
 pub fn trilu<T: Copy + Default>(
@@ -658,6 +695,20 @@ mod tests {
         let mut out = [1i64; 4]; // [2, 2]
         scatter_nd(&mut out, &[1i64, 3], &[8, 9, 4, 4], 2, &[2], 2, |_, u| u);
         assert_eq!(out, [1, 1, 8, 9]);
+    }
+
+    #[test]
+    fn tensor_scatter_linear_and_circular() {
+        // Two batches, cache of 4 positions, one element each; updates of 2 rows.
+        let mut out = [0; 8];
+        tensor_scatter(&mut out, &[1, 2, 3, 4], &[1i64, 3], 2, 1, 4, 2, 1, false);
+        assert_eq!(out, [0, 1, 2, 0, 0, 0, 0, 3]);
+        let mut out = [0; 8];
+        tensor_scatter(&mut out, &[1, 2, 3, 4], &[1i64, 3], 2, 1, 4, 2, 1, true);
+        assert_eq!(out, [0, 1, 2, 0, 4, 0, 0, 3]);
+        let mut out = [0; 8];
+        tensor_scatter(&mut out, &[1, 2, 3, 4], &[] as &[i64], 2, 1, 4, 2, 1, false);
+        assert_eq!(out, [1, 2, 0, 0, 3, 4, 0, 0]);
     }
 
     #[test]

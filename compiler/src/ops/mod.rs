@@ -312,6 +312,7 @@ ops! {
     Slice(movement::Slice) => ["Slice"];
     Indexing(movement::Indexing) => ["Gather", "GatherElements", "GatherND", "ScatterElements", "Scatter", "ScatterND"];
     Repeat(movement::Repeat) => ["Expand", "Tile"];
+    TensorScatter(movement::TensorScatter) => ["TensorScatter"];
     Pad(movement::Pad) => ["Pad"];
     CenterCropPad(movement::CenterCropPad) => ["CenterCropPad"];
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];

@@ -1,7 +1,7 @@
 //! Data movement: `Reshape`, `Flatten`, `Identity`, `Dropout` (inference), `Transpose`,
 //! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
 //! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
-//! `ScatterND`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
+//! `ScatterND`, `TensorScatter`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
 //! `ConstantOfShape`, `Range`, `HannWindow`, `HammingWindow`, `BlackmanWindow`, `Cast`,
 //! `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
 //! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
@@ -12,7 +12,7 @@
 //! Squeeze/Unsqueeze-1/11/13/21 (axes an input from 13), Split-1/2/11/13/18 (split an input
 //! from 13, `num_outputs` from 18), Slice-1/10/11/13 (inputs from 10), Gather-1/11/13,
 //! GatherElements-11/13, GatherND-11/12/13, ScatterElements-11/13/16/18, Scatter-9/11,
-//! ScatterND-11/13/16/18, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
+//! ScatterND-11/13/16/18, TensorScatter-24, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
 //! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
 //! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, HannWindow/HammingWindow/
 //! BlackmanWindow-17, Cast-1/6/9/13/19/21/23/24/25, CastLike-15/19/21/23/24/25, BitCast-26,
@@ -1221,6 +1221,86 @@ impl OpDef for Indexing {
                 }
             })
         })()?;
+        finish(cx, names, code)
+    }
+}
+
+// ---- TensorScatter ----
+
+/// `TensorScatter` (KV-cache update along `axis`, linear or circular); write indices may
+/// be run-time values.
+#[derive(Debug, Clone)]
+pub struct TensorScatter {
+    /// The sequence axis.
+    pub axis: i64,
+    /// Circular mode.
+    pub circular: bool,
+}
+
+impl OpDef for TensorScatter {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let mode = node.string_or("mode", "linear")?;
+        if mode != "linear" && mode != "circular" {
+            return Err(CompileError::attribute("mode", format!("unknown {mode:?}")));
+        }
+        Ok(Self {
+            axis: node.i64_or("axis", -2)?,
+            circular: mode == "circular",
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (past, update) = (cx.input(0)?, cx.input(1)?);
+        let rank = past.shape.len();
+        let axis = normalize_axis(self.axis, rank, "axis")?;
+        let fits = axis >= 1
+            && update.dtype == past.dtype
+            && update.shape.len() == rank
+            && (0..rank).all(|a| a == axis || update.shape[a] == past.shape[a])
+            && update.shape[axis] <= past.shape[axis];
+        if !fits {
+            return Err(CompileError::shape(format!(
+                "update {:?} does not fit past_cache {:?} along axis {axis}",
+                update.shape, past.shape
+            )));
+        }
+        if let Some(w) = cx.opt_input(2) {
+            require_dtype(w.dtype, INDEX_TYPES, "write_indices")?;
+            if w.shape != [past.shape[0]] {
+                return Err(CompileError::shape(
+                    "write_indices must have one entry per batch",
+                ));
+            }
+        }
+        Ok(vec![TypeShape::new(past.dtype, past.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (past, update) = (cx.input(0)?, cx.input(1)?);
+        let axis = normalize_axis(self.axis, past.shape.len(), "axis")?;
+        let outer: usize = past.shape[..axis].iter().product();
+        let per_batch: usize = past.shape[1..axis].iter().product();
+        let inner: usize = past.shape[axis + 1..].iter().product();
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let write = match cx.opt_input(2) {
+            Some(_) => {
+                let i2 = names.input(2);
+                quote!(#i2)
+            }
+            None => quote!(&[] as &[i64]),
+        };
+        let (ol, pb, ms, sq, il) = (
+            lit(outer),
+            lit(per_batch),
+            lit(past.shape[axis]),
+            lit(update.shape[axis]),
+            lit(inner),
+        );
+        let circular = self.circular;
+        let code = quote! {
+            #o0.copy_from_slice(#i0);
+            ::sinter_rt::shape::tensor_scatter(#o0, #i1, #write, #ol, #pb, #ms, #sq, #il, #circular);
+        };
         finish(cx, names, code)
     }
 }
