@@ -104,14 +104,89 @@ pub fn top_k<T: Copy>(
     }
 }
 
+/// TopK like [`top_k`], in `O(n + k log k)` per lane with `order` (length `n`) as working
+/// memory for the candidate indices: a selection of the best `k`, then a sort of those.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "layout constants, two outputs, scratch, order"
+)]
+pub fn top_k_scratch<T: Copy>(
+    x: &[T],
+    values: &mut [T],
+    indices: &mut [i64],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    k: usize,
+    order: &mut [i64],
+    before: impl Fn(T, T) -> bool,
+) {
+    use core::cmp::Ordering;
+    let k = k.min(n);
+    for o in 0..outer {
+        for r in 0..inner {
+            let at = |j: i64| x[(o * n + j as usize) * inner + r];
+            let cmp = |&i: &i64, &j: &i64| {
+                let (a, b) = (at(i), at(j));
+                if before(a, b) {
+                    Ordering::Less
+                } else if before(b, a) {
+                    Ordering::Greater
+                } else {
+                    i.cmp(&j)
+                }
+            };
+            let order = &mut order[..n];
+            for (j, slot) in order.iter_mut().enumerate() {
+                *slot = j as i64;
+            }
+            if k == 0 {
+                continue;
+            }
+            if k < n {
+                order.select_nth_unstable_by(k - 1, cmp);
+            }
+            order[..k].sort_unstable_by(cmp);
+            for (slot, &j) in order[..k].iter().enumerate() {
+                values[(o * k + slot) * inner + r] = at(j);
+                indices[(o * k + slot) * inner + r] = j;
+            }
+        }
+    }
+}
+
+/// One step of a streaming log-sum-exp: the accumulator is `(m, s)` with the running sum
+/// equal to `s * e^m`, so no exponential overflows. Start from `(-inf, 0)`.
+#[inline]
+pub fn log_sum_exp_step(acc: (f64, f64), v: f64) -> (f64, f64) {
+    let (m, s) = acc;
+    if v == f64::NEG_INFINITY {
+        (m, s)
+    } else if v > m {
+        (v, s * exp_f64(m - v) + 1.0)
+    } else {
+        (m, s + exp_f64(v - m))
+    }
+}
+
+/// The log-sum-exp of a streaming accumulator (`-inf` when nothing was added).
+#[inline]
+pub fn log_sum_exp_finish(acc: (f64, f64)) -> f64 {
+    let (m, s) = acc;
+    if s == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    m + ln_f64(s)
+}
+
 /// `e^x` in f64 (the standard library's with `std`, otherwise through f32).
 #[inline]
 pub fn exp_f64(x: f64) -> f64 {
-    #[cfg(feature = "std")]
+    #[cfg(any(feature = "std", test))]
     {
         std::primitive::f64::exp(x)
     }
-    #[cfg(not(feature = "std"))]
+    #[cfg(not(any(feature = "std", test)))]
     {
         f64::from(crate::math::exp(x as f32))
     }
@@ -120,11 +195,11 @@ pub fn exp_f64(x: f64) -> f64 {
 /// `ln x` in f64 (the standard library's with `std`, otherwise through f32).
 #[inline]
 pub fn ln_f64(x: f64) -> f64 {
-    #[cfg(feature = "std")]
+    #[cfg(any(feature = "std", test))]
     {
         std::primitive::f64::ln(x)
     }
-    #[cfg(not(feature = "std"))]
+    #[cfg(not(any(feature = "std", test)))]
     {
         f64::from(crate::math::ln(x as f32))
     }
@@ -133,11 +208,11 @@ pub fn ln_f64(x: f64) -> f64 {
 /// `sqrt x` in f64 (the standard library's with `std`, otherwise through f32).
 #[inline]
 pub fn sqrt_f64(x: f64) -> f64 {
-    #[cfg(feature = "std")]
+    #[cfg(any(feature = "std", test))]
     {
         std::primitive::f64::sqrt(x)
     }
-    #[cfg(not(feature = "std"))]
+    #[cfg(not(any(feature = "std", test)))]
     {
         f64::from(crate::math::sqrt(x as f32))
     }
@@ -181,6 +256,39 @@ mod tests {
             |a| a,
         );
         assert_eq!(out, [f32::NEG_INFINITY; 2]);
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        let mut acc = (f64::NEG_INFINITY, 0.0);
+        assert_eq!(log_sum_exp_finish(acc), f64::NEG_INFINITY);
+        for v in [1000.0, 1000.0, f64::NEG_INFINITY] {
+            acc = log_sum_exp_step(acc, v);
+        }
+        assert!((log_sum_exp_finish(acc) - (1000.0 + 2f64.ln())).abs() < 1e-9);
+        let mut acc = (f64::NEG_INFINITY, 0.0);
+        for v in [0.5, -1.0, 2.0] {
+            acc = log_sum_exp_step(acc, v);
+        }
+        let naive = (0.5f64.exp() + (-1.0f64).exp() + 2.0f64.exp()).ln();
+        assert!((log_sum_exp_finish(acc) - naive).abs() < 1e-12);
+    }
+
+    #[test]
+    fn topk_scratch_matches_scan() {
+        // A pseudo-random lane with many ties, in a [2, 37, 3] layout.
+        let x: [i32; 222] = core::array::from_fn(|i| ((i * 7919) % 13) as i32);
+        for k in [0, 1, 5, 37] {
+            for largest in [true, false] {
+                let before = |a: i32, b: i32| if largest { a > b } else { a < b };
+                let (mut v1, mut i1) = ([0; 222], [0i64; 222]);
+                let (mut v2, mut i2) = ([0; 222], [0i64; 222]);
+                top_k(&x, &mut v1, &mut i1, 2, 37, 3, k, before);
+                let mut order = [0i64; 37];
+                top_k_scratch(&x, &mut v2, &mut i2, 2, 37, 3, k, &mut order, before);
+                assert_eq!((v1, i1), (v2, i2), "k {k} largest {largest}");
+            }
+        }
     }
 
     #[test]

@@ -126,6 +126,20 @@ pub fn strided_copy<T: Copy>(
     base: usize,
     strides: &[isize],
 ) {
+    let rank = out_shape.len();
+    if rank > 0 && strides[rank - 1] == 1 {
+        // Contiguous rows: one copy per row.
+        let row = out_shape[rank - 1];
+        for_each_coord(&out_shape[..rank - 1], |r, c| {
+            let mut off = base as isize;
+            for (&ci, &s) in c.iter().zip(strides) {
+                off += ci as isize * s;
+            }
+            let start = off as usize;
+            out[r * row..][..row].copy_from_slice(&x[start..][..row]);
+        });
+        return;
+    }
     for_each_coord(out_shape, |i, c| {
         let mut off = base as isize;
         for (&ci, &s) in c.iter().zip(strides) {
@@ -176,6 +190,10 @@ pub fn pad<T: Copy>(
     value: T,
 ) {
     let strides = strides_of(in_shape);
+    if mode == PadMode::Constant {
+        pad_constant(x, out, in_shape, out_shape, begin, value);
+        return;
+    }
     for_each_coord(out_shape, |i, c| {
         let mut off = 0usize;
         for (a, &ci) in c.iter().enumerate() {
@@ -207,6 +225,48 @@ pub fn pad<T: Copy>(
             off += p as usize * strides[a];
         }
         out[i] = x[off];
+    });
+}
+
+/// Constant padding: fills `out`, then copies the overlap of input and output as rows.
+fn pad_constant<T: Copy>(
+    x: &[T],
+    out: &mut [T],
+    in_shape: &[usize],
+    out_shape: &[usize],
+    begin: &[isize],
+    value: T,
+) {
+    out.fill(value);
+    let rank = in_shape.len();
+    let (in_strides, out_strides) = (strides_of(in_shape), strides_of(out_shape));
+    let mut len = [0usize; 16];
+    let (mut in_off, mut out_off) = (0usize, 0usize);
+    for a in 0..rank {
+        let b = begin[a];
+        let in_start = if b < 0 { b.unsigned_abs() } else { 0 };
+        let out_start = if b > 0 { b as usize } else { 0 };
+        len[a] = in_shape[a]
+            .saturating_sub(in_start)
+            .min(out_shape[a].saturating_sub(out_start));
+        if len[a] == 0 {
+            return;
+        }
+        in_off += in_start * in_strides[a];
+        out_off += out_start * out_strides[a];
+    }
+    if rank == 0 {
+        out[0] = x[0];
+        return;
+    }
+    let row = len[rank - 1];
+    for_each_coord(&len[..rank - 1], |_, c| {
+        let (mut i, mut o) = (in_off, out_off);
+        for (a, &ci) in c.iter().enumerate() {
+            i += ci * in_strides[a];
+            o += ci * out_strides[a];
+        }
+        out[o..][..row].copy_from_slice(&x[i..][..row]);
     });
 }
 
@@ -364,6 +424,43 @@ pub fn scatter_nd<T: Copy, I: IndexValue>(
     }
 }
 
+/// TensorScatter (KV-cache update): `out` (a copy of the past cache) viewed as
+/// `[outer, max_seq, inner]`, `update` as `[outer, seq, inner]`; row `s` of outer slice `o`
+/// goes to sequence position `write[b] + s` (modulo `max_seq` when `circular`), where
+/// `b = o / per_batch` and `write` is empty for all zeros. Rows landing outside the cache
+/// (linear mode with a bad index) are skipped.
+#[allow(clippy::too_many_arguments, reason = "layout constants and the mode")]
+pub fn tensor_scatter<T: Copy, I: IndexValue>(
+    out: &mut [T],
+    update: &[T],
+    write: &[I],
+    outer: usize,
+    per_batch: usize,
+    max_seq: usize,
+    seq: usize,
+    inner: usize,
+    circular: bool,
+) {
+    for o in 0..outer {
+        let start = write.get(o / per_batch.max(1)).map_or(0, |w| w.to_i64());
+        for s in 0..seq {
+            let Some(p) = start.checked_add(s as i64) else {
+                continue;
+            };
+            let p = if circular && max_seq > 0 {
+                p.rem_euclid(max_seq as i64)
+            } else {
+                p
+            };
+            let Some(p) = usize::try_from(p).ok().filter(|&p| p < max_seq) else {
+                continue;
+            };
+            out[(o * max_seq + p) * inner..][..inner]
+                .copy_from_slice(&update[(o * seq + s) * inner..][..inner]);
+        }
+    }
+}
+
 /// Trilu on `batch` matrices of `rows x cols`: keeps the upper (`j - i >= k`) or lower
 /// (`j - i <= k`) triangle and zeroes the rest.
 pub fn trilu<T: Copy + Default>(
@@ -396,16 +493,22 @@ pub fn eye<T: Copy>(out: &mut [T], rows: usize, cols: usize, k: i64, zero: T, on
     }
 }
 
-/// CumSum of `x` (shape `shape`) along the run-time `axis` (negative counts from the end);
-/// `add` is the type's addition. An axis out of range leaves the output zeroed.
-pub fn cumsum<T: Copy + Default>(
+/// CumSum / CumProd of `x` (shape `shape`) along the run-time `axis` (negative counts from
+/// the end): `op` is the type's addition or multiplication and `init` its identity. An axis
+/// out of range leaves the output zeroed.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "layout, flags, identity and operation"
+)]
+pub fn cumulative<T: Copy + Default>(
     x: &[T],
     out: &mut [T],
     shape: &[usize],
     axis: i64,
     exclusive: bool,
     reverse: bool,
-    add: impl Fn(T, T) -> T,
+    init: T,
+    op: impl Fn(T, T) -> T,
 ) {
     let Some(axis) = resolve_index(axis, shape.len()) else {
         out.fill(T::default());
@@ -416,15 +519,15 @@ pub fn cumsum<T: Copy + Default>(
     let inner: usize = shape[axis + 1..].iter().product();
     for o in 0..outer {
         for r in 0..inner {
-            let mut acc = T::default();
+            let mut acc = init;
             for step in 0..n {
                 let j = if reverse { n - 1 - step } else { step };
                 let p = (o * n + j) * inner + r;
                 if exclusive {
                     out[p] = acc;
-                    acc = add(acc, x[p]);
+                    acc = op(acc, x[p]);
                 } else {
-                    acc = add(acc, x[p]);
+                    acc = op(acc, x[p]);
                     out[p] = acc;
                 }
             }
@@ -506,6 +609,9 @@ mod tests {
         let mut out = [0; 4];
         strided_copy(&x, &mut out, &[2, 2], 2 * 4 + 3, &[-4, -2]);
         assert_eq!(out, [11, 9, 7, 5]);
+        // Contiguous rows: rows 0 and 2, columns 1..3.
+        strided_copy(&x, &mut out, &[2, 2], 1, &[8, 1]);
+        assert_eq!(out, [1, 2, 9, 10]);
     }
 
     #[test]
@@ -534,6 +640,22 @@ mod tests {
         let mut small = [0; 1];
         pad(&x, &mut small, &[3], &[1], &[-1], PadMode::Constant, 0);
         assert_eq!(small, [2]);
+        // 2-D: crop a column on the left, pad a row on top and a column on the right.
+        let x2 = [1, 2, 3, 4, 5, 6]; // [2, 3]
+        let mut out2 = [0; 9]; // [3, 3]
+        pad(
+            &x2,
+            &mut out2,
+            &[2, 3],
+            &[3, 3],
+            &[1, -1],
+            PadMode::Constant,
+            9,
+        );
+        assert_eq!(out2, [9, 9, 9, 2, 3, 9, 5, 6, 9]);
+        // The same through the general path (edge mode), for comparison of the layout.
+        pad(&x2, &mut out2, &[2, 3], &[3, 3], &[1, -1], PadMode::Edge, 0);
+        assert_eq!(out2, [2, 3, 3, 2, 3, 3, 5, 6, 6]);
     }
 
     #[test]
@@ -576,6 +698,20 @@ mod tests {
     }
 
     #[test]
+    fn tensor_scatter_linear_and_circular() {
+        // Two batches, cache of 4 positions, one element each; updates of 2 rows.
+        let mut out = [0; 8];
+        tensor_scatter(&mut out, &[1, 2, 3, 4], &[1i64, 3], 2, 1, 4, 2, 1, false);
+        assert_eq!(out, [0, 1, 2, 0, 0, 0, 0, 3]);
+        let mut out = [0; 8];
+        tensor_scatter(&mut out, &[1, 2, 3, 4], &[1i64, 3], 2, 1, 4, 2, 1, true);
+        assert_eq!(out, [0, 1, 2, 0, 4, 0, 0, 3]);
+        let mut out = [0; 8];
+        tensor_scatter(&mut out, &[1, 2, 3, 4], &[] as &[i64], 2, 1, 4, 2, 1, false);
+        assert_eq!(out, [1, 2, 0, 0, 3, 4, 0, 0]);
+    }
+
+    #[test]
     fn triangles_and_eye() {
         let x = [1, 2, 3, 4, 5, 6, 7, 8, 9];
         let mut out = [0; 9];
@@ -593,12 +729,14 @@ mod tests {
         let x = [1.0f64, 2.0, 3.0];
         let mut out = [0.0; 3];
         let add = |a: f64, b: f64| a + b;
-        cumsum(&x, &mut out, &[3], 0, false, false, add);
+        cumulative(&x, &mut out, &[3], 0, false, false, 0.0, add);
         assert_eq!(out, [1.0, 3.0, 6.0]);
-        cumsum(&x, &mut out, &[3], -1, true, true, add);
+        cumulative(&x, &mut out, &[3], -1, true, true, 0.0, add);
         assert_eq!(out, [5.0, 3.0, 0.0]);
-        cumsum(&x, &mut out, &[3], 4, false, false, add);
+        cumulative(&x, &mut out, &[3], 4, false, false, 0.0, add);
         assert_eq!(out, [0.0; 3]);
+        cumulative(&x, &mut out, &[3], 0, true, false, 1.0, |a, b| a * b);
+        assert_eq!(out, [1.0, 1.0, 2.0]);
     }
 
     #[test]

@@ -1,8 +1,30 @@
 //! Data movement: `Reshape`, `Flatten`, `Identity`, `Dropout` (inference), `Transpose`,
-//! `Concat`, and `Constant`. Every type; all of them fold when their inputs are constant.
+//! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
+//! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
+//! `ScatterND`, `TensorScatter`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
+//! `ConstantOfShape`, `Range`, `HannWindow`, `HammingWindow`, `BlackmanWindow`, `Cast`,
+//! `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
+//! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
+//! type, so every supported type works.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (Reshape-5/13/14/19/21, Flatten-1/9/11/13/21,
-//! Dropout-7/10/12/13, Transpose-1/13/21, Concat-4/11/13, Constant-1/9/11/12/13/19/21).
+//! Dropout-7/10/12/13, Transpose-1/13/21, Concat-4/11/13, Constant-1/9/11/12/13/19/21,
+//! Squeeze/Unsqueeze-1/11/13/21 (axes an input from 13), Split-1/2/11/13/18 (split an input
+//! from 13, `num_outputs` from 18), Slice-1/10/11/13 (inputs from 10), Gather-1/11/13,
+//! GatherElements-11/13, GatherND-11/12/13, ScatterElements-11/13/16/18, Scatter-9/11,
+//! ScatterND-11/13/16/18, TensorScatter-24, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
+//! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
+//! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, HannWindow/HammingWindow/
+//! BlackmanWindow-17, Cast-1/6/9/13/19/21/23/24/25, CastLike-15/19/21/23/24/25, BitCast-26,
+//! DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14, EyeLike-9/22, OneHot-9/11,
+//! CumSum-11/14, CumProd-26, ReverseSequence-10).
+//!
+//! Parameters that set output shapes (axes, starts/ends, pads, repeats, shapes, split sizes,
+//! OneHot depth, Range bounds, window sizes) must be compile-time constants; a run-time one
+//! is reported unsupported. Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis,
+//! sequence lengths, OneHot indices and values, the Pad value) may be run-time values.
+//! Shape and Size always fold, so shape arithmetic chains (Shape → Gather → Unsqueeze →
+//! Concat → Reshape) resolve at compile time.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -621,9 +643,10 @@ impl OpDef for Squeeze {
         Some(self.out_shape(cx).map(|s| vec![x.reshaped(s)]))
     }
 
-    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(#o0.copy_from_slice(#i0);))
+        let code = quote!(#o0.copy_from_slice(#i0););
+        finish(cx, names, code)
     }
 }
 
@@ -730,22 +753,28 @@ impl OpDef for Split {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (axis, sizes) = self.layout(cx)?;
-        let outer: usize = x.shape[..axis].iter().product();
-        let inner: usize = x.shape[axis + 1..].iter().product();
-        let in_block = x.shape[axis] * inner;
-        let mut code = TokenStream::new();
-        let mut offset = 0;
-        for (k, &s) in sizes.iter().enumerate() {
-            if cx.outputs.get(k).is_some_and(Option::is_some) && s * inner * outer > 0 {
-                let (i0, o) = (names.input(0), names.output(k));
-                let (ol, ib, ob, off) = (lit(outer), lit(in_block), lit(s * inner), lit(offset));
-                code.extend(quote!(::sinter_rt::shape::split_part(#i0, #o, #ol, #ib, #ob, #off);));
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (axis, sizes) = self.layout(cx)?;
+            let outer: usize = x.shape[..axis].iter().product();
+            let inner: usize = x.shape[axis + 1..].iter().product();
+            let in_block = x.shape[axis] * inner;
+            let mut code = TokenStream::new();
+            let mut offset = 0;
+            for (k, &s) in sizes.iter().enumerate() {
+                if cx.outputs.get(k).is_some_and(Option::is_some) && s * inner * outer > 0 {
+                    let (i0, o) = (names.input(0), names.output(k));
+                    let (ol, ib, ob, off) =
+                        (lit(outer), lit(in_block), lit(s * inner), lit(offset));
+                    code.extend(
+                        quote!(::sinter_rt::shape::split_part(#i0, #o, #ol, #ib, #ob, #off);),
+                    );
+                }
+                offset += s * inner;
             }
-            offset += s * inner;
-        }
-        Ok(code)
+            Ok(code)
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -771,8 +800,8 @@ impl Slice {
         let (starts, ends, axes, steps) = match &self.attrs {
             Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
             None => (
-                cx.const_ints(1, "starts")?,
-                cx.const_ints(2, "ends")?,
+                const_ints_or_empty(cx, 1, "starts")?,
+                const_ints_or_empty(cx, 2, "ends")?,
                 match cx.opt_input(3) {
                     Some(_) => Some(const_ints_or_empty(cx, 3, "axes")?),
                     None => None,
@@ -895,16 +924,19 @@ impl OpDef for Slice {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (shape, plan) = self.plan(cx)?;
-        if shape.contains(&0) {
-            return Ok(TokenStream::new());
-        }
-        let (base, steps) = Self::view(x.shape, &plan);
-        let base = lit(usize::try_from(base).unwrap_or(0));
-        let (st, sh) = (isize_slice(&steps), usize_slice(&shape));
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::shape::strided_copy(#i0, #o0, #sh, #base, #st);))
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (shape, plan) = self.plan(cx)?;
+            if shape.contains(&0) {
+                return Ok(TokenStream::new());
+            }
+            let (base, steps) = Self::view(x.shape, &plan);
+            let base = lit(usize::try_from(base).unwrap_or(0));
+            let (st, sh) = (isize_slice(&steps), usize_slice(&shape));
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote!(::sinter_rt::shape::strided_copy(#i0, #o0, #sh, #base, #st);))
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -964,6 +996,7 @@ impl Indexing {
                 let mut shape = x.shape[..axis].to_vec();
                 shape.extend_from_slice(idx.shape);
                 shape.extend_from_slice(&x.shape[axis + 1..]);
+                checked_len(&shape)?;
                 Ok((shape, axis))
             }
             IndexKind::GatherElements | IndexKind::ScatterElements => {
@@ -1022,25 +1055,39 @@ impl Indexing {
 
     fn combine(&self, dtype: DType) -> Result<TokenStream> {
         let t = rust_type(dtype);
-        let float = matches!(dtype, DType::F32 | DType::F64);
         let int = !dtype.is_float() && dtype != DType::Bool;
+        // Floats combine in f32/f64; 16-bit floats widen to f32 and round back.
+        let (w, n) = match dtype {
+            DType::F16 => (
+                quote!(::sinter_rt::half::f16_to_f32),
+                quote!(::sinter_rt::half::f32_to_f16),
+            ),
+            DType::BF16 => (
+                quote!(::sinter_rt::half::bf16_to_f32),
+                quote!(::sinter_rt::half::f32_to_bf16),
+            ),
+            _ => (quote!((|v: #t| v)), quote!((|v: #t| v))),
+        };
         Ok(match self.reduction {
             ScatterReduction::None => quote!(|_: #t, u: #t| u),
-            ScatterReduction::Add if float => quote!(|a: #t, u: #t| a + u),
-            ScatterReduction::Mul if float => quote!(|a: #t, u: #t| a * u),
-            ScatterReduction::Add if int => quote!(|a: #t, u: #t| a.wrapping_add(u)),
-            ScatterReduction::Mul if int => quote!(|a: #t, u: #t| a.wrapping_mul(u)),
-            ScatterReduction::Max if float || int => {
-                quote!(|a: #t, u: #t| if u > a { u } else { a })
-            }
-            ScatterReduction::Min if float || int => {
-                quote!(|a: #t, u: #t| if u < a { u } else { a })
-            }
-            _ => {
+            _ if dtype == DType::Bool => {
                 return Err(CompileError::unsupported(format!(
-                    "scatter reduction {:?} on {dtype}",
+                    "scatter reduction {:?} on bool",
                     self.reduction
                 )))
+            }
+            ScatterReduction::Add if int => quote!(|a: #t, u: #t| a.wrapping_add(u)),
+            ScatterReduction::Mul if int => quote!(|a: #t, u: #t| a.wrapping_mul(u)),
+            ScatterReduction::Max if int => quote!(|a: #t, u: #t| if u > a { u } else { a }),
+            ScatterReduction::Min if int => quote!(|a: #t, u: #t| if u < a { u } else { a }),
+            ScatterReduction::Add => quote!(|a: #t, u: #t| #n(#w(a) + #w(u))),
+            ScatterReduction::Mul => quote!(|a: #t, u: #t| #n(#w(a) * #w(u))),
+            // NaN propagates, as with numpy's maximum/minimum.
+            ScatterReduction::Max => {
+                quote!(|a: #t, u: #t| { let (x, y) = (#w(a), #w(u)); if y > x || y.is_nan() { u } else { a } })
+            }
+            ScatterReduction::Min => {
+                quote!(|a: #t, u: #t| { let (x, y) = (#w(a), #w(u)); if y < x || y.is_nan() { u } else { a } })
             }
         })
     }
@@ -1114,7 +1161,7 @@ impl OpDef for Indexing {
                     Some(
                         c.iter()
                             .enumerate()
-                            .map(|(a, &ci)| if a == axis { k } else { ci } * st[a])
+                            .map(|(a, &ci)| (if a == axis { k } else { ci }) * st[a])
                             .sum(),
                     )
                 })]))
@@ -1124,54 +1171,137 @@ impl OpDef for Indexing {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (x, idx) = (cx.input(0)?, cx.input(1)?);
-        let (shape, axis) = self.layout(cx)?;
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        Ok(match self.kind {
-            IndexKind::Gather => {
-                let outer = lit(x.shape[..axis].iter().product());
-                let dim = lit(x.shape[axis]);
-                let inner = lit(x.shape[axis + 1..].iter().product());
-                quote!(::sinter_rt::shape::gather(#i0, #i1, #o0, #outer, #dim, #inner);)
-            }
-            IndexKind::GatherElements => {
-                let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
-                quote!(::sinter_rt::shape::gather_elements(#i0, #i1, #o0, #xs, #is, #a);)
-            }
-            IndexKind::GatherNd => {
-                let q = idx.shape.len();
-                let k = idx.shape[q - 1];
-                let batch: usize = x.shape[..axis].iter().product();
-                let tuples: usize = idx.shape[axis..q - 1].iter().product();
-                let dims = usize_slice(&x.shape[axis..axis + k]);
-                let slice: usize = x.shape[axis + k..].iter().product();
-                let (b, t, s) = (lit(batch), lit(tuples), lit(slice));
-                let _ = shape;
-                quote!(::sinter_rt::shape::gather_nd(#i0, #i1, #o0, #b, #t, #dims, #s);)
-            }
-            IndexKind::ScatterElements => {
-                let i2 = names.input(2);
-                let f = self.combine(x.dtype)?;
-                let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
-                quote! {
-                    #o0.copy_from_slice(#i0);
-                    ::sinter_rt::shape::scatter_elements(#o0, #i1, #i2, #xs, #is, #a, #f);
+        let code = (|| -> Result<TokenStream> {
+            let (x, idx) = (cx.input(0)?, cx.input(1)?);
+            let (shape, axis) = self.layout(cx)?;
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            Ok(match self.kind {
+                IndexKind::Gather => {
+                    let outer = lit(x.shape[..axis].iter().product());
+                    let dim = lit(x.shape[axis]);
+                    let inner = lit(x.shape[axis + 1..].iter().product());
+                    quote!(::sinter_rt::shape::gather(#i0, #i1, #o0, #outer, #dim, #inner);)
                 }
-            }
-            IndexKind::ScatterNd => {
-                let i2 = names.input(2);
-                let f = self.combine(x.dtype)?;
-                let q = idx.shape.len();
-                let k = idx.shape[q - 1];
-                let tuples = lit(idx.shape[..q - 1].iter().product());
-                let dims = usize_slice(&x.shape[..k]);
-                let slice = lit(x.shape[k..].iter().product());
-                quote! {
-                    #o0.copy_from_slice(#i0);
-                    ::sinter_rt::shape::scatter_nd(#o0, #i1, #i2, #tuples, #dims, #slice, #f);
+                IndexKind::GatherElements => {
+                    let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
+                    quote!(::sinter_rt::shape::gather_elements(#i0, #i1, #o0, #xs, #is, #a);)
                 }
-            }
+                IndexKind::GatherNd => {
+                    let q = idx.shape.len();
+                    let k = idx.shape[q - 1];
+                    let batch: usize = x.shape[..axis].iter().product();
+                    let tuples: usize = idx.shape[axis..q - 1].iter().product();
+                    let dims = usize_slice(&x.shape[axis..axis + k]);
+                    let slice: usize = x.shape[axis + k..].iter().product();
+                    let (b, t, s) = (lit(batch), lit(tuples), lit(slice));
+                    let _ = shape;
+                    quote!(::sinter_rt::shape::gather_nd(#i0, #i1, #o0, #b, #t, #dims, #s);)
+                }
+                IndexKind::ScatterElements => {
+                    let i2 = names.input(2);
+                    let f = self.combine(x.dtype)?;
+                    let (xs, is, a) = (usize_slice(x.shape), usize_slice(idx.shape), lit(axis));
+                    quote! {
+                        #o0.copy_from_slice(#i0);
+                        ::sinter_rt::shape::scatter_elements(#o0, #i1, #i2, #xs, #is, #a, #f);
+                    }
+                }
+                IndexKind::ScatterNd => {
+                    let i2 = names.input(2);
+                    let f = self.combine(x.dtype)?;
+                    let q = idx.shape.len();
+                    let k = idx.shape[q - 1];
+                    let tuples = lit(idx.shape[..q - 1].iter().product());
+                    let dims = usize_slice(&x.shape[..k]);
+                    let slice = lit(x.shape[k..].iter().product());
+                    quote! {
+                        #o0.copy_from_slice(#i0);
+                        ::sinter_rt::shape::scatter_nd(#o0, #i1, #i2, #tuples, #dims, #slice, #f);
+                    }
+                }
+            })
+        })()?;
+        finish(cx, names, code)
+    }
+}
+
+// ---- TensorScatter ----
+
+/// `TensorScatter` (KV-cache update along `axis`, linear or circular); write indices may
+/// be run-time values.
+#[derive(Debug, Clone)]
+pub struct TensorScatter {
+    /// The sequence axis.
+    pub axis: i64,
+    /// Circular mode.
+    pub circular: bool,
+}
+
+impl OpDef for TensorScatter {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let mode = node.string_or("mode", "linear")?;
+        if mode != "linear" && mode != "circular" {
+            return Err(CompileError::attribute("mode", format!("unknown {mode:?}")));
+        }
+        Ok(Self {
+            axis: node.i64_or("axis", -2)?,
+            circular: mode == "circular",
         })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (past, update) = (cx.input(0)?, cx.input(1)?);
+        let rank = past.shape.len();
+        let axis = normalize_axis(self.axis, rank, "axis")?;
+        let fits = axis >= 1
+            && update.dtype == past.dtype
+            && update.shape.len() == rank
+            && (0..rank).all(|a| a == axis || update.shape[a] == past.shape[a])
+            && update.shape[axis] <= past.shape[axis];
+        if !fits {
+            return Err(CompileError::shape(format!(
+                "update {:?} does not fit past_cache {:?} along axis {axis}",
+                update.shape, past.shape
+            )));
+        }
+        if let Some(w) = cx.opt_input(2) {
+            require_dtype(w.dtype, INDEX_TYPES, "write_indices")?;
+            if w.shape != [past.shape[0]] {
+                return Err(CompileError::shape(
+                    "write_indices must have one entry per batch",
+                ));
+            }
+        }
+        Ok(vec![TypeShape::new(past.dtype, past.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (past, update) = (cx.input(0)?, cx.input(1)?);
+        let axis = normalize_axis(self.axis, past.shape.len(), "axis")?;
+        let outer: usize = past.shape[..axis].iter().product();
+        let per_batch: usize = past.shape[1..axis].iter().product();
+        let inner: usize = past.shape[axis + 1..].iter().product();
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let write = match cx.opt_input(2) {
+            Some(_) => {
+                let i2 = names.input(2);
+                quote!(#i2)
+            }
+            None => quote!(&[] as &[i64]),
+        };
+        let (ol, pb, ms, sq, il) = (
+            lit(outer),
+            lit(per_batch),
+            lit(past.shape[axis]),
+            lit(update.shape[axis]),
+            lit(inner),
+        );
+        let circular = self.circular;
+        let code = quote! {
+            #o0.copy_from_slice(#i0);
+            ::sinter_rt::shape::tensor_scatter(#o0, #i1, #write, #ol, #pb, #ms, #sq, #il, #circular);
+        };
+        finish(cx, names, code)
     }
 }
 
@@ -1196,9 +1326,19 @@ impl Repeat {
             if v.len() != x.shape.len() {
                 return Err(CompileError::shape("repeats length differs from the rank"));
             }
-            Ok(x.shape.iter().zip(&v).map(|(&a, &b)| a * b).collect())
+            let shape: Vec<usize> = x
+                .shape
+                .iter()
+                .zip(&v)
+                .map(|(&a, &b)| a.checked_mul(b))
+                .collect::<Option<_>>()
+                .ok_or_else(|| CompileError::shape("tiled shape overflows"))?;
+            checked_len(&shape)?;
+            Ok(shape)
         } else {
-            broadcast_shapes(x.shape, &v)
+            let shape = broadcast_shapes(x.shape, &v)?;
+            checked_len(&shape)?;
+            Ok(shape)
         }
     }
 }
@@ -1247,20 +1387,23 @@ impl OpDef for Repeat {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let shape = self.out_shape(cx)?;
-        if shape.contains(&0) {
-            return Ok(TokenStream::new());
-        }
-        let (i0, o0) = (names.input(0), names.output(0));
-        let sh = usize_slice(&shape);
-        Ok(if self.tile {
-            let xs = usize_slice(x.shape);
-            quote!(::sinter_rt::shape::tile(#i0, #o0, #xs, #sh);)
-        } else {
-            let st = usize_slice(&broadcast_strides(x.shape, &shape));
-            quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #st, #o0, #sh);)
-        })
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let shape = self.out_shape(cx)?;
+            if shape.contains(&0) {
+                return Ok(TokenStream::new());
+            }
+            let (i0, o0) = (names.input(0), names.output(0));
+            let sh = usize_slice(&shape);
+            Ok(if self.tile {
+                let xs = usize_slice(x.shape);
+                quote!(::sinter_rt::shape::tile(#i0, #o0, #xs, #sh);)
+            } else {
+                let st = usize_slice(&broadcast_strides(x.shape, &shape));
+                quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #st, #o0, #sh);)
+            })
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -1304,7 +1447,11 @@ impl Pad {
         for (k, &a) in axes.iter().enumerate() {
             let (b, e) = (pads[k], pads[k + n]);
             begin[a] = b;
-            let d = i64_of(x.shape[a]).saturating_add(b).saturating_add(e);
+            let d = i64_of(x.shape[a])
+                .checked_add(b)
+                .and_then(|v| v.checked_add(e))
+                .filter(|_| b.unsigned_abs() < 1 << 40 && e.unsigned_abs() < 1 << 40)
+                .ok_or_else(|| CompileError::shape(format!("pads {b}, {e} out of range")))?;
             shape[a] = dim_of(d, "padded dimension")?;
             if self.mode != "constant" && x.shape[a] == 0 && shape[a] > 0 {
                 return Err(CompileError::shape(format!(
@@ -1313,6 +1460,7 @@ impl Pad {
                 )));
             }
         }
+        checked_len(&shape)?;
         Ok((shape, begin))
     }
 }
@@ -1347,36 +1495,108 @@ impl OpDef for Pad {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (shape, begin) = self.plan(cx)?;
+            if shape.contains(&0) {
+                return Ok(TokenStream::new());
+            }
+            let t = rust_type(x.dtype);
+            let value = match (&self.attrs, cx.opt_input(2)) {
+                (Some((_, v)), _) if x.dtype == DType::F32 => f32_lit(*v),
+                (None, Some(_)) if self.mode == "constant" => {
+                    let i2 = names.input(2);
+                    quote!(#i2.first().copied().unwrap_or_default())
+                }
+                _ => quote!(<#t>::default()),
+            };
+            let mode = match self.mode.as_str() {
+                "reflect" => quote!(Reflect),
+                "edge" => quote!(Edge),
+                "wrap" => quote!(Wrap),
+                _ => quote!(Constant),
+            };
+            let (xs, sh, b) = (
+                usize_slice(x.shape),
+                usize_slice(&shape),
+                isize_slice(&begin),
+            );
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote! {
+                let value: #t = #value;
+                ::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::#mode, value);
+            })
+        })()?;
+        finish(cx, names, code)
+    }
+}
+
+/// `CenterCropPad`: crops or zero-pads each listed axis symmetrically to a constant target
+/// size (the extra element of an odd difference goes after), through the Pad kernel.
+#[derive(Debug, Clone)]
+pub struct CenterCropPad {
+    /// The axes the shape input lists (default: all).
+    pub axes: Option<Vec<i64>>,
+}
+
+impl CenterCropPad {
+    fn plan(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Vec<i64>)> {
+        let x = cx.input(0)?;
+        let rank = x.shape.len();
+        let target = cx.const_ints(1, "shape")?;
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a
+                .iter()
+                .map(|&a| normalize_axis(a, rank, "axis"))
+                .collect::<Result<_>>()?,
+            None => (0..rank).collect(),
+        };
+        if target.len() != axes.len() {
+            return Err(CompileError::shape("shape length differs from the axes"));
+        }
+        let mut shape = x.shape.to_vec();
+        let mut begin = vec![0i64; rank];
+        for (&a, &t) in axes.iter().zip(&target) {
+            let want = dim_of(t, "target size")?;
+            let have = x.shape[a];
+            begin[a] = if have > want {
+                -i64_of((have - want) / 2)
+            } else {
+                i64_of((want - have) / 2)
+            };
+            shape[a] = want;
+        }
+        checked_len(&shape)?;
+        Ok((shape, begin))
+    }
+}
+
+impl OpDef for CenterCropPad {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            axes: node.ints("axes")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Ok(vec![TypeShape::new(cx.input(0)?.dtype, self.plan(cx)?.0)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
         let (shape, begin) = self.plan(cx)?;
         if shape.contains(&0) {
-            return Ok(TokenStream::new());
+            return finish(cx, names, TokenStream::new());
         }
         let t = rust_type(x.dtype);
-        let value = match (&self.attrs, cx.opt_input(2)) {
-            (Some((_, v)), _) if x.dtype == DType::F32 => f32_lit(*v),
-            (None, Some(_)) if self.mode == "constant" => {
-                let i2 = names.input(2);
-                quote!(#i2.first().copied().unwrap_or_default())
-            }
-            _ => quote!(<#t>::default()),
-        };
-        let mode = match self.mode.as_str() {
-            "reflect" => quote!(Reflect),
-            "edge" => quote!(Edge),
-            "wrap" => quote!(Wrap),
-            _ => quote!(Constant),
-        };
         let (xs, sh, b) = (
             usize_slice(x.shape),
             usize_slice(&shape),
             isize_slice(&begin),
         );
         let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote! {
-            let value: #t = #value;
-            ::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::#mode, value);
-        })
+        let code = quote!(::sinter_rt::shape::pad(#i0, #o0, #xs, #sh, #b, ::sinter_rt::shape::PadMode::Constant, <#t>::default()););
+        finish(cx, names, code)
     }
 }
 
@@ -1437,10 +1657,13 @@ impl OpDef for ShapeOf {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let v = self.value(cx)?.as_i64().unwrap_or_default();
-        let o0 = names.output(0);
-        let items = v.iter().map(|&d| i64_lit(d));
-        Ok(quote!(#o0.copy_from_slice(&[#(#items),*]);))
+        let code = (|| -> Result<TokenStream> {
+            let v = self.value(cx)?.as_i64().unwrap_or_default();
+            let o0 = names.output(0);
+            let items = v.iter().map(|&d| i64_lit(d));
+            Ok(quote!(#o0.copy_from_slice(&[#(#items),*]);))
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -1455,26 +1678,36 @@ pub struct Generate {
 }
 
 impl Generate {
-    fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+    /// ConstantOfShape's output shape.
+    fn shape(cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        let shape: Vec<usize> = const_ints_or_empty(cx, 0, "shape")?
+            .iter()
+            .map(|&d| dim_of(d, "dimension"))
+            .collect::<Result<_>>()?;
+        checked_len(&shape)?;
+        Ok(shape)
+    }
+
+    /// The fill value, checked to hold one element.
+    fn fill(&self) -> Result<Option<&Tensor>> {
         match &self.value {
-            Some(v) => {
-                let shape: Vec<usize> = const_ints_or_empty(cx, 0, "shape")?
-                    .iter()
-                    .map(|&d| dim_of(d, "dimension"))
-                    .collect::<Result<_>>()?;
-                let n: usize = shape.iter().product();
-                if v.len() != 1 {
-                    return Err(CompileError::attribute("value", "must hold one element"));
-                }
-                Ok(Tensor {
-                    dtype: v.dtype,
-                    bytes: v.bytes.repeat(n),
-                    shape,
-                })
+            Some(v) if v.len() != 1 => {
+                Err(CompileError::attribute("value", "must hold one element"))
             }
-            None => range(cx),
+            v => Ok(v.as_ref()),
         }
     }
+}
+
+/// Constant outputs larger than this many elements are computed at run time instead.
+const FOLD_LIMIT: usize = 1 << 20;
+
+/// The element count of a shape, or an error when it overflows.
+fn checked_len(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| CompileError::shape(format!("shape {shape:?} is too large")))
 }
 
 /// `Range` on constant scalars.
@@ -1500,14 +1733,28 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
             return Err(CompileError::shape("Range with a non-finite length"));
         }
         let c = n.ceil().max(0.0);
-        if c > 1e9 {
-            return Err(CompileError::shape("Range output too long"));
+        if c > FOLD_LIMIT as f64 {
+            return Err(CompileError::unsupported("Range output over 2^20 elements"));
         }
         Ok(c as usize)
     };
     match dtype {
+        DType::F16 | DType::BF16 => {
+            let first = |t: &Tensor| t.to_f64s().first().copied().unwrap_or(0.0);
+            let (s, l, d) = (first(&s), first(&l), first(&d));
+            let n = count((l - s) / d)?;
+            let bytes = (0..n)
+                .flat_map(|k| half_bits(s + k as f64 * d, dtype == DType::BF16).to_le_bytes())
+                .collect();
+            Ok(Tensor {
+                dtype,
+                shape: vec![n],
+                bytes,
+            })
+        }
         DType::F32 | DType::F64 => {
-            let (s, l, d) = (s.to_f64s()[0], l.to_f64s()[0], d.to_f64s()[0]);
+            let first = |t: &Tensor| t.to_f64s().first().copied().unwrap_or(0.0);
+            let (s, l, d) = (first(&s), first(&l), first(&d));
             if dtype == DType::F32 {
                 let (s, l, d) = (s as f32, l as f32, d as f32);
                 let n = count(f64::from((l - s) / d))?;
@@ -1531,8 +1778,8 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
             } else {
                 0
             };
-            if n > 1_000_000_000 {
-                return Err(CompileError::shape("Range output too long"));
+            if n > FOLD_LIMIT as i128 {
+                return Err(CompileError::unsupported("Range output over 2^20 elements"));
             }
             let n = usize::try_from(n).unwrap_or(0);
             let v: Vec<i64> = (0..n)
@@ -1554,6 +1801,61 @@ fn range(cx: &OpCx<'_>) -> Result<Tensor> {
     }
 }
 
+/// f64 to binary16 (or bfloat16) bits, rounded once to nearest even: through f32 rounded
+/// to odd, then to the narrow format.
+fn half_bits(v: f64, bf16: bool) -> u16 {
+    let mut f = v as f32;
+    if f.is_finite() && f64::from(f) != v {
+        let mut bits = f.to_bits();
+        if f64::from(f).abs() > v.abs() {
+            bits -= 1;
+        }
+        f = f32::from_bits(bits | 1);
+    }
+    let bits = f.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    if bf16 {
+        if f.is_nan() {
+            return ((bits >> 16) | 0x40) as u16;
+        }
+        return (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    }
+    let exp = i32::try_from((bits >> 23) & 0xff).unwrap_or(0);
+    let frac = bits & 0x007f_ffff;
+    if exp == 0xff {
+        return sign
+            | 0x7c00
+            | if frac != 0 {
+                0x200 | u16::try_from(frac >> 13).unwrap_or(0)
+            } else {
+                0
+            };
+    }
+    let e = exp - 127 + 15;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    // Mantissa with the implicit bit, and how far to shift it into 10 bits.
+    let (m, shift) = if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        (frac | 0x0080_0000, u32::try_from(14 - e).unwrap_or(24))
+    } else {
+        (frac, 13)
+    };
+    let half = 1u32 << (shift - 1);
+    let rem = m & ((1u32 << shift) - 1);
+    let mut out = m >> shift;
+    if e > 0 {
+        out |= u32::try_from(e).unwrap_or(0) << 10;
+    }
+    if rem > half || (rem == half && out & 1 == 1) {
+        out += 1;
+    }
+    sign | u16::try_from(out).unwrap_or(0x7c00)
+}
+
 impl OpDef for Generate {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         let value = if node.op_type() == "ConstantOfShape" {
@@ -1568,17 +1870,144 @@ impl OpDef for Generate {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        let v = self.value(cx)?;
-        Ok(vec![TypeShape::new(v.dtype, v.shape)])
+        Ok(vec![match self.fill()? {
+            Some(v) => TypeShape::new(v.dtype, Self::shape(cx)?),
+            None => {
+                let t = range(cx)?;
+                TypeShape::new(t.dtype, t.shape)
+            }
+        }])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
-        Some(self.value(cx).map(|v| vec![v]))
+        let v = match self.fill() {
+            Ok(Some(v)) => v,
+            Ok(None) => return Some(range(cx).map(|t| vec![t])),
+            Err(e) => return Some(Err(e)),
+        };
+        let shape = Self::shape(cx).ok()?;
+        let n = checked_len(&shape).ok()?;
+        if n > FOLD_LIMIT {
+            return None;
+        }
+        Some(Ok(vec![Tensor {
+            dtype: v.dtype,
+            bytes: v.bytes.repeat(n),
+            shape,
+        }]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let Some(v) = self.fill()? else {
+            return Err(CompileError::shape(
+                "internal: Range should have been folded",
+            ));
+        };
+        // The value from its little-endian bytes: exact for every type.
+        let t = rust_type(v.dtype);
+        let bytes = v
+            .bytes
+            .iter()
+            .map(|&b| proc_macro2::Literal::u8_suffixed(b));
+        let o0 = names.output(0);
+        let code = quote!(#o0.fill(<#t>::from_le_bytes([#(#bytes),*])););
+        finish(cx, names, code)
+    }
+}
+
+// ---- HannWindow, HammingWindow, BlackmanWindow ----
+
+/// Which window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `sin²(πn/N)`.
+    Hann,
+    /// `25/46 - 21/46 cos(2πn/N)`.
+    Hamming,
+    /// `0.42 - 0.5 cos(2πn/N) + 0.08 cos(4πn/N)`.
+    Blackman,
+}
+
+/// The window generators: the size must be a compile-time constant, so they always fold.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Which window.
+    pub kind: WindowKind,
+    /// Periodic (N = size) rather than symmetric (N = size - 1).
+    pub periodic: bool,
+    /// The output type.
+    pub dtype: DType,
+}
+
+impl Window {
+    fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+        let size = cx
+            .const_ints(0, "size")?
+            .first()
+            .copied()
+            .ok_or_else(|| CompileError::shape("empty size"))?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= FOLD_LIMIT)
+            .ok_or_else(|| CompileError::shape(format!("window size {size}")))?;
+        let n_den = if self.periodic {
+            size as f64
+        } else {
+            size as f64 - 1.0
+        };
+        let tau = 2.0 * std::f64::consts::PI;
+        let values: Vec<f64> = (0..size)
+            .map(|k| {
+                let x = k as f64 / n_den;
+                match self.kind {
+                    WindowKind::Hann => 0.5 - 0.5 * (tau * x).cos(),
+                    WindowKind::Hamming => 25.0 / 46.0 - 21.0 / 46.0 * (tau * x).cos(),
+                    WindowKind::Blackman => {
+                        0.42 - 0.5 * (tau * x).cos() + 0.08 * (2.0 * tau * x).cos()
+                    }
+                }
+            })
+            .collect();
+        let t = Tensor::from_f64(vec![size], &values);
+        if self.dtype == DType::F64 {
+            return Ok(t);
+        }
+        cast_tensor(&t, self.dtype)
+            .ok_or_else(|| CompileError::unsupported(format!("window of type {}", self.dtype)))
+    }
+}
+
+impl OpDef for Window {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let kind = match node.op_type() {
+            "HannWindow" => WindowKind::Hann,
+            "HammingWindow" => WindowKind::Hamming,
+            _ => WindowKind::Blackman,
+        };
+        let code = node.i64_or("output_datatype", 1)?;
+        let dtype = i32::try_from(code)
+            .ok()
+            .and_then(DType::from_onnx)
+            .ok_or_else(|| CompileError::unsupported("window output_datatype"))?;
+        Ok(Self {
+            kind,
+            periodic: node.i64_or("periodic", 1)? != 0,
+            dtype,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let t = self.value(cx)?;
+        Ok(vec![TypeShape::new(t.dtype, t.shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        Some(self.value(cx).map(|t| vec![t]))
     }
 
     fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
         Err(CompileError::shape(
-            "internal: ConstantOfShape/Range should have been folded",
+            "internal: window generators are always folded",
         ))
     }
 }
@@ -1670,7 +2099,7 @@ fn convert_fn(src: DType, dst: DType) -> TokenStream {
     quote!(|v: #ts| -> #td { #body })
 }
 
-/// Constant evaluation of a cast among the non-16-bit-float types, matching the kernels.
+/// Constant evaluation of a cast, matching the kernels bit for bit.
 fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
     macro_rules! enc {
         ($vals:expr, $t:ty) => {
@@ -1679,13 +2108,16 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
                 .collect::<Vec<u8>>()
         };
     }
+    let half = |vals: Vec<f64>, bf16: bool| -> Vec<u8> {
+        vals.into_iter()
+            .flat_map(|v| half_bits(v, bf16).to_le_bytes())
+            .collect()
+    };
     let bytes = if t.dtype.is_float() {
-        if !matches!(t.dtype, DType::F32 | DType::F64) {
-            return None;
-        }
         let v = t.to_f64s();
         let it = v.iter().copied();
         match dst {
+            DType::F16 | DType::BF16 => half(v.clone(), dst == DType::BF16),
             DType::F32 => enc!(it, f32),
             DType::F64 => enc!(it, f64),
             DType::I8 => enc!(it, i8),
@@ -1697,15 +2129,17 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             DType::U32 => enc!(it, u32),
             DType::U64 => enc!(it, u64),
             DType::Bool => it.map(|x| u8::from(x != 0.0)).collect(),
-            _ => return None,
         }
     } else {
-        if t.dtype == DType::U64 && matches!(dst, DType::F32 | DType::F64) {
+        if t.dtype == DType::U64 && dst.is_float() {
             return None;
         }
         let v = t.to_i64s()?;
         let it = v.iter().copied();
         match dst {
+            DType::F16 | DType::BF16 => {
+                half(v.iter().map(|&x| x as f64).collect(), dst == DType::BF16)
+            }
             DType::F32 => enc!(it, f32),
             DType::F64 => enc!(it, f64),
             DType::I8 => enc!(it, i8),
@@ -1717,7 +2151,6 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             DType::U32 => enc!(it, u32),
             DType::U64 => enc!(it, u64),
             DType::Bool => it.map(|x| u8::from(x != 0)).collect(),
-            _ => return None,
         }
     };
     Some(Tensor {
@@ -1764,13 +2197,79 @@ impl OpDef for Cast {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (src, dst) = (cx.input(0)?.dtype, self.target(cx)?);
-        let (i0, o0) = (names.input(0), names.output(0));
-        if src == dst {
-            return Ok(quote!(#o0.copy_from_slice(#i0);));
+        let code = (|| -> Result<TokenStream> {
+            let (src, dst) = (cx.input(0)?.dtype, self.target(cx)?);
+            let (i0, o0) = (names.input(0), names.output(0));
+            if src == dst {
+                return Ok(quote!(#o0.copy_from_slice(#i0);));
+            }
+            let f = convert_fn(src, dst);
+            Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+        })()?;
+        finish(cx, names, code)
+    }
+}
+
+// ---- BitCast ----
+
+/// `BitCast`: reinterprets each element's bits as another type of the same size.
+#[derive(Debug, Clone)]
+pub struct BitCast {
+    /// The target type.
+    pub to: DType,
+}
+
+impl OpDef for BitCast {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let code = node
+            .i64_opt("to")?
+            .ok_or_else(|| CompileError::attribute("to", "required"))?;
+        let to = i32::try_from(code)
+            .ok()
+            .and_then(DType::from_onnx)
+            .ok_or_else(|| {
+                CompileError::unsupported(format!(
+                    "BitCast to {}",
+                    DType::onnx_name(i32::try_from(code).unwrap_or(0))
+                ))
+            })?;
+        Ok(Self { to })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        if x.dtype.size() != self.to.size() {
+            return Err(CompileError::unsupported(format!(
+                "BitCast between types of different sizes ({} to {})",
+                x.dtype, self.to
+            )));
         }
-        let f = convert_fn(src, dst);
-        Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+        Ok(vec![TypeShape::new(self.to, x.shape.to_vec())])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        let x = cx.input(0).ok()?.constant?;
+        let mut t = x.clone();
+        t.dtype = self.to;
+        if self.to == DType::Bool {
+            // Booleans are stored as 0/1.
+            t.bytes.iter_mut().for_each(|b| *b = u8::from(*b != 0));
+        }
+        Some(Ok(vec![t]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (ts, td) = (rust_type(x.dtype), rust_type(self.to));
+        let (i0, o0) = (names.input(0), names.output(0));
+        let code = if self.to == DType::Bool {
+            quote!(::sinter_rt::elementwise::map(#i0, #o0, |v: #ts| u8::from(v != 0));)
+        } else if ts.to_string() == td.to_string() {
+            quote!(#o0.copy_from_slice(#i0);)
+        } else {
+            quote!(::sinter_rt::elementwise::map(#i0, #o0, |v: #ts| <#td>::from_le_bytes(v.to_le_bytes()));)
+        };
+        finish(cx, names, code)
     }
 }
 
@@ -1795,8 +2294,11 @@ impl SpaceDepth {
             return Err(CompileError::shape("input must be 4-D (NCHW)"));
         };
         let b = self.block;
-        if b == 0 {
-            return Err(CompileError::attribute("blocksize", "must be positive"));
+        if b == 0 || b > 1 << 16 {
+            return Err(CompileError::attribute(
+                "blocksize",
+                format!("{b} is out of range"),
+            ));
         }
         if self.to_space {
             if c % (b * b) != 0 {
@@ -1860,10 +2362,13 @@ impl OpDef for SpaceDepth {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (view, perm, _) = self.plan(cx.input(0)?.shape)?;
-        let (v, p) = (usize_slice(&view), usize_slice(&perm));
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #v, #p);))
+        let code = (|| -> Result<TokenStream> {
+            let (view, perm, _) = self.plan(cx.input(0)?.shape)?;
+            let (v, p) = (usize_slice(&view), usize_slice(&perm));
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #v, #p);))
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -1913,38 +2418,41 @@ impl OpDef for Triangle {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let r = x.shape.len();
-        let (rows, cols) = (lit(x.shape[r - 2]), lit(x.shape[r - 1]));
-        let o0 = names.output(0);
-        if self.eye {
-            let dt = self.dtype.unwrap_or(x.dtype);
-            let t = rust_type(dt);
-            let one = match dt {
-                DType::F32 => quote!(1.0f32),
-                DType::F64 => quote!(1.0f64),
-                DType::F16 => quote!(0x3c00u16),
-                DType::BF16 => quote!(0x3f80u16),
-                _ => quote!(1 as #t),
-            };
-            let k = i64_lit(self.k);
-            return Ok(
-                quote!(::sinter_rt::shape::eye(#o0, #rows, #cols, #k, <#t>::default(), #one);),
-            );
-        }
-        let batch = lit(x.shape[..r - 2].iter().product());
-        let k = match cx.opt_input(1) {
-            Some(op) if op.shape.iter().product::<usize>() == 1 => {
-                require_dtype(op.dtype, &[DType::I64], "k")?;
-                let i1 = names.input(1);
-                quote!(#i1[0])
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let r = x.shape.len();
+            let (rows, cols) = (lit(x.shape[r - 2]), lit(x.shape[r - 1]));
+            let o0 = names.output(0);
+            if self.eye {
+                let dt = self.dtype.unwrap_or(x.dtype);
+                let t = rust_type(dt);
+                let one = match dt {
+                    DType::F32 => quote!(1.0f32),
+                    DType::F64 => quote!(1.0f64),
+                    DType::F16 => quote!(0x3c00u16),
+                    DType::BF16 => quote!(0x3f80u16),
+                    _ => quote!(1 as #t),
+                };
+                let k = i64_lit(self.k);
+                return Ok(
+                    quote!(::sinter_rt::shape::eye(#o0, #rows, #cols, #k, <#t>::default(), #one);),
+                );
             }
-            Some(_) => return Err(CompileError::shape("k must be a scalar")),
-            None => quote!(0i64),
-        };
-        let upper = self.upper;
-        let i0 = names.input(0);
-        Ok(quote!(::sinter_rt::shape::trilu(#i0, #o0, #batch, #rows, #cols, #k, #upper);))
+            let batch = lit(x.shape[..r - 2].iter().product());
+            let k = match cx.opt_input(1) {
+                Some(op) if op.shape.iter().product::<usize>() == 1 => {
+                    require_dtype(op.dtype, &[DType::I64], "k")?;
+                    let i1 = names.input(1);
+                    quote!(#i1[0])
+                }
+                Some(_) => return Err(CompileError::shape("k must be a scalar")),
+                None => quote!(0i64),
+            };
+            let upper = self.upper;
+            let i0 = names.input(0);
+            Ok(quote!(::sinter_rt::shape::trilu(#i0, #o0, #batch, #rows, #cols, #k, #upper);))
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -1978,6 +2486,7 @@ impl OneHot {
         let mut shape = idx.shape[..axis].to_vec();
         shape.push(depth);
         shape.extend_from_slice(&idx.shape[axis..]);
+        checked_len(&shape)?;
         Ok((axis, depth, shape))
     }
 }
@@ -2015,23 +2524,29 @@ impl OpDef for OneHot {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let idx = cx.input(0)?;
-        let (axis, depth, _) = self.layout(cx)?;
-        let outer = lit(idx.shape[..axis].iter().product());
-        let inner = lit(idx.shape[axis..].iter().product());
-        let (i0, i2, o0) = (names.input(0), names.input(2), names.output(0));
-        let d = lit(depth);
-        Ok(quote!(::sinter_rt::shape::one_hot(#i0, #o0, #outer, #d, #inner, #i2[0], #i2[1]);))
+        let code = (|| -> Result<TokenStream> {
+            let idx = cx.input(0)?;
+            let (axis, depth, _) = self.layout(cx)?;
+            let outer = lit(idx.shape[..axis].iter().product());
+            let inner = lit(idx.shape[axis..].iter().product());
+            let (i0, i2, o0) = (names.input(0), names.input(2), names.output(0));
+            let d = lit(depth);
+            Ok(quote!(::sinter_rt::shape::one_hot(#i0, #o0, #outer, #d, #inner, #i2[0], #i2[1]);))
+        })()?;
+        finish(cx, names, code)
     }
 }
 
-// ---- CumSum, ReverseSequence ----
+// ---- CumSum, CumProd, ReverseSequence ----
 
-/// `CumSum` (axis may be a run-time input) and `ReverseSequence` (lengths at run time).
+/// `CumSum`, `CumProd` (axis may be a run-time input) and `ReverseSequence` (lengths at run
+/// time).
 #[derive(Debug, Clone)]
 pub struct Scan {
-    /// `ReverseSequence` rather than `CumSum`.
+    /// `ReverseSequence` rather than `CumSum`/`CumProd`.
     pub reverse_sequence: bool,
+    /// `CumProd` rather than `CumSum`.
+    pub product: bool,
     /// CumSum `exclusive` / ReverseSequence `batch_axis`.
     pub a: i64,
     /// CumSum `reverse` / ReverseSequence `time_axis`.
@@ -2043,6 +2558,7 @@ impl OpDef for Scan {
         let rs = node.op_type() == "ReverseSequence";
         Ok(Self {
             reverse_sequence: rs,
+            product: node.op_type() == "CumProd",
             a: node.i64_or(if rs { "batch_axis" } else { "exclusive" }, i64::from(rs))?,
             b: node.i64_or(if rs { "time_axis" } else { "reverse" }, 0)?,
         })
@@ -2066,8 +2582,14 @@ impl OpDef for Scan {
                 &[
                     DType::F32,
                     DType::F64,
+                    DType::F16,
+                    DType::BF16,
+                    DType::I8,
+                    DType::I16,
                     DType::I32,
                     DType::I64,
+                    DType::U8,
+                    DType::U16,
                     DType::U32,
                     DType::U64,
                 ],
@@ -2081,26 +2603,156 @@ impl OpDef for Scan {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let shape = usize_slice(x.shape);
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        if self.reverse_sequence {
-            let ba = lit(normalize_axis(self.a, x.shape.len(), "batch_axis")?);
-            let ta = lit(normalize_axis(self.b, x.shape.len(), "time_axis")?);
-            return Ok(
-                quote!(::sinter_rt::shape::reverse_sequence(#i0, #i1, #o0, #shape, #ba, #ta);),
-            );
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let shape = usize_slice(x.shape);
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            if self.reverse_sequence {
+                let ba = lit(normalize_axis(self.a, x.shape.len(), "batch_axis")?);
+                let ta = lit(normalize_axis(self.b, x.shape.len(), "time_axis")?);
+                return Ok(
+                    quote!(::sinter_rt::shape::reverse_sequence(#i0, #i1, #o0, #shape, #ba, #ta);),
+                );
+            }
+            let t = rust_type(x.dtype);
+            let (init, op) = match (self.product, x.dtype) {
+                (_, DType::F16 | DType::BF16) => {
+                    let (w, n, one) = if x.dtype == DType::F16 {
+                        (
+                            quote!(::sinter_rt::half::f16_to_f32),
+                            quote!(::sinter_rt::half::f32_to_f16),
+                            quote!(0x3c00u16),
+                        )
+                    } else {
+                        (
+                            quote!(::sinter_rt::half::bf16_to_f32),
+                            quote!(::sinter_rt::half::f32_to_bf16),
+                            quote!(0x3f80u16),
+                        )
+                    };
+                    if self.product {
+                        (one, quote!(|a: u16, b: u16| #n(#w(a) * #w(b))))
+                    } else {
+                        (quote!(0u16), quote!(|a: u16, b: u16| #n(#w(a) + #w(b))))
+                    }
+                }
+                (false, d) if d.is_float() => (quote!(0 as #t), quote!(|a: #t, b: #t| a + b)),
+                (false, _) => (quote!(0 as #t), quote!(|a: #t, b: #t| a.wrapping_add(b))),
+                (true, d) if d.is_float() => (quote!(1 as #t), quote!(|a: #t, b: #t| a * b)),
+                (true, _) => (quote!(1 as #t), quote!(|a: #t, b: #t| a.wrapping_mul(b))),
+            };
+            let (ex, rev) = (self.a != 0, self.b != 0);
+            Ok(quote! {
+                let axis = ::sinter_rt::shape::IndexValue::to_i64(#i1[0]);
+                ::sinter_rt::shape::cumulative(#i0, #o0, #shape, axis, #ex, #rev, #init, #op);
+            })
+        })()?;
+        finish(cx, names, code)
+    }
+}
+
+/// The run-time kernels walk indices in fixed arrays of 16 axes.
+const MAX_RANK: usize = 16;
+
+/// Finishes an op's emitted code: checks that no operand exceeds the kernels' rank limit and
+/// appends `let _ = iK;` for the run-time inputs the code does not read (see
+/// [`touch_unread`]).
+pub(super) fn finish(
+    cx: &OpCx<'_>,
+    names: &mut EmitNames,
+    code: TokenStream,
+) -> Result<TokenStream> {
+    let too_deep = cx
+        .inputs
+        .iter()
+        .chain(&cx.outputs)
+        .flatten()
+        .any(|o| o.shape.len() > MAX_RANK);
+    if too_deep {
+        return Err(CompileError::unsupported(format!(
+            "tensors of rank above {MAX_RANK}"
+        )));
+    }
+    Ok(touch_unread(cx, names, code))
+}
+
+/// Appends `let _ = iK;` for every run-time input the emitted code does not read (shape
+/// parameters known from their shape, CastLike's `like`, EyeLike's input), so that the
+/// generated function uses every input it is passed and compiles without warnings.
+fn touch_unread(cx: &OpCx<'_>, names: &mut EmitNames, mut code: TokenStream) -> TokenStream {
+    for (i, operand) in cx.inputs.iter().enumerate() {
+        let read = names.used_inputs.get(i).copied().unwrap_or(false);
+        if let Some(op) = operand {
+            if op.constant.is_none() && !read {
+                let ident = names.input(i);
+                code.extend(quote!(let _ = #ident;));
+            }
         }
-        let t = rust_type(x.dtype);
-        let add = if x.dtype.is_float() {
-            quote!(|a: #t, b: #t| a + b)
-        } else {
-            quote!(|a: #t, b: #t| a.wrapping_add(b))
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Operand;
+
+    #[test]
+    fn half_bits_round_once() {
+        assert_eq!(half_bits(1.0, false), 0x3c00);
+        assert_eq!(half_bits(-2.0, false), 0xc000);
+        assert_eq!(half_bits(65520.0, false), 0x7c00);
+        assert_eq!(
+            half_bits(1.0 + 2f64.powi(-11), false),
+            0x3c00,
+            "tie to even"
+        );
+        assert_eq!(
+            half_bits(1.0 + 3.0 * 2f64.powi(-11), false),
+            0x3c02,
+            "tie to even"
+        );
+        assert_eq!(
+            half_bits(1.0 + 2f64.powi(-11) + 2f64.powi(-40), false),
+            0x3c01
+        );
+        assert_eq!(
+            half_bits(2f64.powi(-24), false),
+            0x0001,
+            "smallest subnormal"
+        );
+        assert_eq!(half_bits(2f64.powi(-26), false), 0x0000);
+        assert_eq!(half_bits(1.0, true), 0x3f80);
+        assert_eq!(half_bits(f64::NAN, false) & 0x7e00, 0x7e00);
+    }
+
+    #[test]
+    fn slice_shapes_clamp() {
+        let data = Tensor::from_f32(vec![4], &[0.0, 1.0, 2.0, 3.0]);
+        let ints = |v: &[i64]| Tensor::from_i64(vec![v.len()], v);
+        let (st, en, ax, sp) = (ints(&[-1]), ints(&[i64::MIN]), ints(&[0]), ints(&[-2]));
+        let op = |t: &Tensor| Operand {
+            dtype: t.dtype,
+            shape: &[1],
+            constant: None,
         };
-        let (ex, rev) = (self.a != 0, self.b != 0);
-        Ok(quote! {
-            let axis = ::sinter_rt::shape::IndexValue::to_i64(#i1[0]);
-            ::sinter_rt::shape::cumsum(#i0, #o0, #shape, axis, #ex, #rev, #add);
-        })
+        let mut inputs = vec![Some(Operand {
+            dtype: DType::F32,
+            shape: &[4],
+            constant: Some(&data),
+        })];
+        for t in [&st, &en, &ax, &sp] {
+            inputs.push(Some(Operand {
+                constant: Some(t),
+                ..op(t)
+            }));
+        }
+        let cx = OpCx {
+            inputs,
+            outputs: vec![],
+        };
+        let slice = Slice { attrs: None };
+        let out = slice.eval(&cx).and_then(|r| r.ok()).unwrap_or_default();
+        assert_eq!(out[0].as_f32().unwrap_or_default(), [3.0, 1.0]);
     }
 }

@@ -4,11 +4,14 @@
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (ReduceSum-1/11/13: axes an input from 13; the other
 //! reductions -1/11/13/18/20: axes an input from 18; ArgMax/ArgMin-1/11/12/13; TopK-1/10/11/24).
-//! Float reductions accumulate in f64. Integer sums and products wrap; integer means divide
-//! with truncation. `ReduceSum`/`ReduceProd` on int64 fold when their inputs are constant.
+//! Float reductions accumulate in f64. Integer sums and products wrap; integer means are
+//! computed in f64 and truncated (numpy's `mean(...).astype(dtype)`). `ReduceSum`/`ReduceProd`
+//! on int64 fold when their inputs are constant.
 
 use proc_macro2::TokenStream;
 use quote::quote;
+
+use super::movement::finish;
 
 use super::{
     lit, normalize_axis, require_dtype, rust_type, usize_slice, EmitNames, NodeCx, OpCx, OpDef,
@@ -90,6 +93,8 @@ impl Reduce {
 const REDUCE_TYPES: &[DType] = &[
     DType::F32,
     DType::F64,
+    DType::F16,
+    DType::BF16,
     DType::I8,
     DType::I16,
     DType::I32,
@@ -187,125 +192,168 @@ impl OpDef for Reduce {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let layout = self.layout(cx)?;
-        let n_out: usize = layout.out_shape.iter().product();
-        if n_out == 0 {
-            return Ok(TokenStream::new());
-        }
-        let mut st = vec![1usize; x.shape.len()];
-        for a in (0..x.shape.len().saturating_sub(1)).rev() {
-            st[a] = st[a + 1] * x.shape[a + 1];
-        }
-        let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
-        for (a, &r) in layout.reduced.iter().enumerate() {
-            if r {
-                rs.push(x.shape[a]);
-                rst.push(st[a]);
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let layout = self.layout(cx)?;
+            let n_out: usize = layout.out_shape.iter().product();
+            if n_out == 0 {
+                return Ok(TokenStream::new());
+            }
+            let mut st = vec![1usize; x.shape.len()];
+            for a in (0..x.shape.len().saturating_sub(1)).rev() {
+                st[a] = st[a + 1] * x.shape[a + 1];
+            }
+            let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
+            for (a, &r) in layout.reduced.iter().enumerate() {
+                if r {
+                    rs.push(x.shape[a]);
+                    rst.push(st[a]);
+                } else {
+                    ks.push(x.shape[a]);
+                    kst.push(st[a]);
+                }
+            }
+            let count: usize = rs.iter().product();
+            let t = rust_type(x.dtype);
+            let float = x.dtype.is_float();
+            let rt = quote!(::sinter_rt::reduce);
+            let (init, fold, finish) = if float && self.kind == ReduceKind::LogSumExp {
+                // A running (max, scaled sum) pair: no overflow for large inputs.
+                let w = widen_f64(x.dtype);
+                let narrow = match x.dtype {
+                    DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
+                    DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
+                    _ => quote!((|a: f64| a as #t)),
+                };
+                (
+                    quote!((f64::NEG_INFINITY, 0.0f64)),
+                    quote!(|a: (f64, f64), v: #t| #rt::log_sum_exp_step(a, #w(v))),
+                    quote!(|a: (f64, f64)| #narrow(#rt::log_sum_exp_finish(a))),
+                )
+            } else if float {
+                let n = proc_macro2::Literal::f64_suffixed(count as f64);
+                // Every float reduction accumulates in f64: `w` widens an element, `narrow`
+                // rounds the result once to the element type.
+                let w = widen_f64(x.dtype);
+                let narrow = match x.dtype {
+                    DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
+                    DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
+                    _ => quote!((|a: f64| a as #t)),
+                };
+                let fold = match self.kind {
+                    ReduceKind::Max => quote!(|a: f64, v: #t| {
+                        let v = #w(v);
+                        if v > a || v.is_nan() { v } else { a }
+                    }),
+                    ReduceKind::Min => quote!(|a: f64, v: #t| {
+                        let v = #w(v);
+                        if v < a || v.is_nan() { v } else { a }
+                    }),
+                    ReduceKind::Prod => quote!(|a: f64, v: #t| a * #w(v)),
+                    ReduceKind::L1 => quote!(|a: f64, v: #t| a + #w(v).abs()),
+                    ReduceKind::L2 | ReduceKind::SumSquare => {
+                        quote!(|a: f64, v: #t| { let v = #w(v); a + v * v })
+                    }
+                    _ => quote!(|a: f64, v: #t| a + #w(v)),
+                };
+                let finish = match self.kind {
+                    ReduceKind::Mean => quote!(|a: f64| #narrow(a / #n)),
+                    ReduceKind::L2 => quote!(|a: f64| #narrow(#rt::sqrt_f64(a))),
+                    ReduceKind::LogSum => quote!(|a: f64| #narrow(#rt::ln_f64(a))),
+                    _ => quote!(|a: f64| #narrow(a)),
+                };
+                let init = match self.kind {
+                    ReduceKind::Prod => quote!(1.0f64),
+                    ReduceKind::Max => quote!(f64::NEG_INFINITY),
+                    ReduceKind::Min => quote!(f64::INFINITY),
+                    _ => quote!(0.0f64),
+                };
+                (init, fold, finish)
             } else {
-                ks.push(x.shape[a]);
-                kst.push(st[a]);
-            }
-        }
-        let count: usize = rs.iter().product();
-        let t = rust_type(x.dtype);
-        let float = x.dtype.is_float();
-        let rt = quote!(::sinter_rt::reduce);
-        let (init, fold, finish) = if float {
-            let n = proc_macro2::Literal::f64_suffixed(count as f64);
-            match self.kind {
-                ReduceKind::Max => (
-                    quote!(<#t>::NEG_INFINITY),
-                    quote!(|a: #t, v: #t| if v > a || v.is_nan() { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                ReduceKind::Min => (
-                    quote!(<#t>::INFINITY),
-                    quote!(|a: #t, v: #t| if v < a || v.is_nan() { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                kind => {
-                    let fold = match kind {
-                        ReduceKind::Prod => quote!(|a: f64, v: #t| a * v as f64),
-                        ReduceKind::L1 => quote!(|a: f64, v: #t| a + (v as f64).abs()),
-                        ReduceKind::L2 | ReduceKind::SumSquare => {
-                            quote!(|a: f64, v: #t| a + v as f64 * v as f64)
-                        }
-                        ReduceKind::LogSumExp => quote!(|a: f64, v: #t| a + #rt::exp_f64(v as f64)),
-                        _ => quote!(|a: f64, v: #t| a + v as f64),
-                    };
-                    let finish = match kind {
-                        ReduceKind::Mean => quote!(|a: f64| (a / #n) as #t),
-                        ReduceKind::L2 => quote!(|a: f64| #rt::sqrt_f64(a) as #t),
-                        ReduceKind::LogSum | ReduceKind::LogSumExp => {
-                            quote!(|a: f64| #rt::ln_f64(a) as #t)
-                        }
-                        _ => quote!(|a: f64| a as #t),
-                    };
-                    let init = if kind == ReduceKind::Prod {
-                        quote!(1.0f64)
-                    } else {
-                        quote!(0.0f64)
-                    };
-                    (init, fold, finish)
-                }
-            }
-        } else {
-            let n = proc_macro2::Literal::usize_unsuffixed(count.max(1));
-            match self.kind {
-                ReduceKind::Max => (
-                    quote!(<#t>::MIN),
-                    quote!(|a: #t, v: #t| if v > a { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                ReduceKind::Min => (
-                    if x.dtype == DType::Bool {
-                        quote!(1u8)
-                    } else {
-                        quote!(<#t>::MAX)
-                    },
-                    quote!(|a: #t, v: #t| if v < a { v } else { a }),
-                    quote!(|a: #t| a),
-                ),
-                kind => {
-                    let fold = match kind {
-                        ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
-                        ReduceKind::L1 => quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs())),
-                        ReduceKind::SumSquare => {
-                            quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
-                        }
-                        _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
-                    };
-                    let fold =
-                        if matches!(x.dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
-                            && kind == ReduceKind::L1
-                        {
-                            quote!(|a: #t, v: #t| a.wrapping_add(v))
+                match self.kind {
+                    ReduceKind::Max => (
+                        quote!(<#t>::MIN),
+                        quote!(|a: #t, v: #t| if v > a { v } else { a }),
+                        quote!(|a: #t| a),
+                    ),
+                    ReduceKind::Min => (
+                        if x.dtype == DType::Bool {
+                            quote!(1u8)
                         } else {
-                            fold
+                            quote!(<#t>::MAX)
+                        },
+                        quote!(|a: #t, v: #t| if v < a { v } else { a }),
+                        quote!(|a: #t| a),
+                    ),
+                    ReduceKind::Mean => {
+                        // numpy's mean of integers: in float64, truncated back to the type.
+                        let n = proc_macro2::Literal::f64_suffixed(count as f64);
+                        (
+                            quote!(0.0f64),
+                            quote!(|a: f64, v: #t| a + v as f64),
+                            quote!(|a: f64| (a / #n) as #t),
+                        )
+                    }
+                    kind => {
+                        let fold = match kind {
+                            ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
+                            ReduceKind::L1 => {
+                                quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs()))
+                            }
+                            ReduceKind::SumSquare => {
+                                quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
+                            }
+                            _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
                         };
-                    let finish = if kind == ReduceKind::Mean {
-                        quote!(|a: #t| a / (#n as #t))
-                    } else {
-                        quote!(|a: #t| a)
-                    };
-                    let init = if kind == ReduceKind::Prod {
-                        quote!(1 as #t)
-                    } else {
-                        quote!(0 as #t)
-                    };
-                    (init, fold, finish)
+                        let fold =
+                            if matches!(x.dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
+                                && kind == ReduceKind::L1
+                            {
+                                quote!(|a: #t, v: #t| a.wrapping_add(v))
+                            } else {
+                                fold
+                            };
+                        let finish = quote!(|a: #t| a);
+                        let init = if kind == ReduceKind::Prod {
+                            quote!(1 as #t)
+                        } else {
+                            quote!(0 as #t)
+                        };
+                        (init, fold, finish)
+                    }
                 }
-            }
-        };
-        let (ks, kst, rs, rst) = (
-            usize_slice(&ks),
-            usize_slice(&kst),
-            usize_slice(&rs),
-            usize_slice(&rst),
-        );
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(#rt::reduce(#i0, #o0, #ks, #kst, #rs, #rst, #init, #fold, #finish);))
+            };
+            let (ks, kst, rs, rst) = (
+                usize_slice(&ks),
+                usize_slice(&kst),
+                usize_slice(&rs),
+                usize_slice(&rst),
+            );
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(quote!(#rt::reduce(#i0, #o0, #ks, #kst, #rs, #rst, #init, #fold, #finish);))
+        })()?;
+        finish(cx, names, code)
+    }
+}
+
+/// A function-like expression widening one stored element of a float type to f64.
+fn widen_f64(dtype: DType) -> TokenStream {
+    match dtype {
+        DType::F16 => quote!((|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v)))),
+        DType::BF16 => quote!((|v: u16| f64::from(::sinter_rt::half::bf16_to_f32(v)))),
+        DType::F32 => quote!(f64::from),
+        _ => quote!((|v: f64| v)),
+    }
+}
+
+/// A function-like expression giving a comparable value of one stored element: 16-bit floats
+/// widen to f32, every other type is itself.
+fn comparable(dtype: DType) -> TokenStream {
+    let t = rust_type(dtype);
+    match dtype {
+        DType::F16 => quote!(::sinter_rt::half::f16_to_f32),
+        DType::BF16 => quote!(::sinter_rt::half::bf16_to_f32),
+        _ => quote!((|v: #t| v)),
     }
 }
 
@@ -334,7 +382,7 @@ impl OpDef for ArgReduce {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &REDUCE_TYPES[..10], "input")?;
+        require_dtype(x.dtype, &REDUCE_TYPES[..12], "input")?;
         let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
         if x.shape[axis] == 0 {
             return Err(CompileError::shape("ArgMax/ArgMin over an empty axis"));
@@ -349,20 +397,26 @@ impl OpDef for ArgReduce {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
-        let outer = lit(x.shape[..axis].iter().product());
-        let n = lit(x.shape[axis]);
-        let inner = lit(x.shape[axis + 1..].iter().product());
-        let t = rust_type(x.dtype);
-        let better = if self.max {
-            quote!(|a: #t, b: #t| a > b)
-        } else {
-            quote!(|a: #t, b: #t| a < b)
-        };
-        let last = self.select_last_index;
-        let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);))
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+            let outer = lit(x.shape[..axis].iter().product());
+            let n = lit(x.shape[axis]);
+            let inner = lit(x.shape[axis + 1..].iter().product());
+            let t = rust_type(x.dtype);
+            let c = comparable(x.dtype);
+            let better = if self.max {
+                quote!(|a: #t, b: #t| #c(a) > #c(b))
+            } else {
+                quote!(|a: #t, b: #t| #c(a) < #c(b))
+            };
+            let last = self.select_last_index;
+            let (i0, o0) = (names.input(0), names.output(0));
+            Ok(
+                quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);),
+            )
+        })()?;
+        finish(cx, names, code)
     }
 }
 
@@ -417,7 +471,7 @@ impl OpDef for TopK {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &REDUCE_TYPES[..10], "input")?;
+        require_dtype(x.dtype, &REDUCE_TYPES[..12], "input")?;
         let (_, _, shape) = self.layout(cx)?;
         Ok(vec![
             TypeShape::new(x.dtype, shape.clone()),
@@ -425,29 +479,48 @@ impl OpDef for TopK {
         ])
     }
 
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let x = cx.input(0).ok()?;
+        let axis = normalize_axis(self.axis, x.shape.len(), "axis").ok()?;
+        Some(TypeShape::new(DType::I64, vec![x.shape[axis]]))
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let x = cx.input(0)?;
-        let (axis, k, _) = self.layout(cx)?;
-        let outer = lit(x.shape[..axis].iter().product());
-        let n = lit(x.shape[axis]);
-        let inner = lit(x.shape[axis + 1..].iter().product());
-        let t = rust_type(x.dtype);
-        // NaN ranks as the largest value, as in numpy's sort.
-        let before = match (self.largest, x.dtype.is_float()) {
-            (true, true) => quote!(|a: #t, b: #t| a > b || (a.is_nan() && !b.is_nan())),
-            (false, true) => quote!(|a: #t, b: #t| a < b || (b.is_nan() && !a.is_nan())),
-            (true, false) => quote!(|a: #t, b: #t| a > b),
-            (false, false) => quote!(|a: #t, b: #t| a < b),
-        };
-        let kl = lit(k);
-        if !cx.outputs.first().is_some_and(Option::is_some)
-            || !cx.outputs.get(1).is_some_and(Option::is_some)
-        {
-            return Err(CompileError::unsupported(
-                "TopK with one of its outputs unused",
-            ));
-        }
-        let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
-        Ok(quote!(::sinter_rt::reduce::top_k(#i0, #o0, #o1, #outer, #n, #inner, #kl, #before);))
+        let code = (|| -> Result<TokenStream> {
+            let x = cx.input(0)?;
+            let (axis, k, _) = self.layout(cx)?;
+            let outer = lit(x.shape[..axis].iter().product());
+            let n = lit(x.shape[axis]);
+            let inner = lit(x.shape[axis + 1..].iter().product());
+            let t = rust_type(x.dtype);
+            // NaN ranks as the largest value, as in numpy's sort.
+            let c = comparable(x.dtype);
+            let before = match (self.largest, x.dtype.is_float()) {
+                (true, true) => quote!(|a: #t, b: #t| {
+                    let (a, b) = (#c(a), #c(b));
+                    a > b || (a.is_nan() && !b.is_nan())
+                }),
+                (false, true) => quote!(|a: #t, b: #t| {
+                    let (a, b) = (#c(a), #c(b));
+                    a < b || (b.is_nan() && !a.is_nan())
+                }),
+                (true, false) => quote!(|a: #t, b: #t| a > b),
+                (false, false) => quote!(|a: #t, b: #t| a < b),
+            };
+            let kl = lit(k);
+            if !cx.outputs.first().is_some_and(Option::is_some)
+                || !cx.outputs.get(1).is_some_and(Option::is_some)
+            {
+                return Err(CompileError::unsupported(
+                    "TopK with one of its outputs unused",
+                ));
+            }
+            let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
+            let sc = names.scratch();
+            Ok(
+                quote!(::sinter_rt::reduce::top_k_scratch(#i0, #o0, #o1, #outer, #n, #inner, #kl, #sc, #before);),
+            )
+        })()?;
+        finish(cx, names, code)
     }
 }
