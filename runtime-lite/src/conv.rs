@@ -186,6 +186,19 @@ fn depthwise_f32(
     });
 }
 
+/// `y = x` in fixed chunks of 8 (short rows: constant-size copies instead of memcpy calls).
+#[inline]
+fn copy_short(x: &[f32], y: &mut [f32]) {
+    let mut xs = x.chunks_exact(8);
+    let mut ys = y.chunks_exact_mut(8);
+    for (yc, xc) in (&mut ys).zip(&mut xs) {
+        yc.copy_from_slice(xc);
+    }
+    for (o, &v) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = v;
+    }
+}
+
 /// `y += a * x` in fixed chunks of 8, so that short rows (a few dozen pixels) still run as
 /// vector operations instead of falling into a scalar remainder loop.
 #[inline]
@@ -294,8 +307,10 @@ fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
                             out_row[x_hi..].fill(0.0);
                             let first = x_lo * sw + offset - pw;
                             if sw == 1 {
-                                out_row[x_lo..x_hi]
-                                    .copy_from_slice(&in_row[first..first + (x_hi - x_lo)]);
+                                copy_short(
+                                    &in_row[first..first + (x_hi - x_lo)],
+                                    &mut out_row[x_lo..x_hi],
+                                );
                             } else {
                                 for (k, o) in out_row[x_lo..x_hi].iter_mut().enumerate() {
                                     *o = in_row[first + k * sw];

@@ -391,7 +391,15 @@ fn pack_b<const NR: usize>(
     for p in 0..kc {
         let dst = &mut pack[p * NR..][..NR];
         let base = (k0 + p) * s.rows + j0 * s.cols;
-        if s.cols == 1 {
+        if s.cols == 1 && nr == NR {
+            // A full panel row: a constant-size copy, which compiles to vector moves rather
+            // than a call to memcpy.
+            let src: &[f32; NR] = b[base..base + NR].try_into().expect("NR floats");
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v);
+            }
+            continue;
+        } else if s.cols == 1 {
             for (d, &v) in dst.iter_mut().zip(&b[base..base + nr]) {
                 d.write(v);
             }
