@@ -264,6 +264,11 @@ fn run_json(args: &Args) -> Result<ExitCode> {
     match builder.compile() {
         Ok(compiled) => {
             fields.push(format!("\"nodes_after\":{}", compiled.graph.nodes.len()));
+            let views = compiled.plan.skip.iter().filter(|&&s| s).count();
+            fields.push(format!(
+                "\"nodes_with_code\":{}",
+                compiled.graph.nodes.len() - views
+            ));
             fields.push(format!(
                 "\"ops_after\":{}",
                 json_histogram(&compiled.graph.op_histogram())
