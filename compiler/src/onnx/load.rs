@@ -117,11 +117,26 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
 /// then to the enclosing graph's), and its outputs are returned as value ids. The subgraph
 /// may not have inputs.
 pub fn import_subgraph(graph: &mut Graph, proto: &GraphProto) -> Result<(Vec<Node>, Vec<ValueId>)> {
-    if !proto.input.is_empty() {
-        return Err(CompileError::unsupported(format!(
-            "subgraph \"{}\" with inputs",
-            proto.name()
+    import_subgraph_with(graph, proto, &[])
+}
+
+/// Imports a subgraph whose inputs are bound to `inputs` (a `Scan` or `Loop` body, once per
+/// iteration): the subgraph's input names resolve to those values.
+pub fn import_subgraph_with(
+    graph: &mut Graph,
+    proto: &GraphProto,
+    inputs: &[ValueId],
+) -> Result<(Vec<Node>, Vec<ValueId>)> {
+    if proto.input.len() != inputs.len() {
+        return Err(CompileError::malformed(format!(
+            "subgraph \"{}\" has {} inputs, {} are bound",
+            proto.name(),
+            proto.input.len(),
+            inputs.len()
         )));
+    }
+    for (info, &id) in proto.input.iter().zip(inputs) {
+        graph.names.insert(info.name().to_string(), id);
     }
     import_initializers(graph, proto, true)?;
     let nodes = import_nodes(graph, &proto.node, true)?;

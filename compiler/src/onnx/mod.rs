@@ -11,5 +11,5 @@ mod load;
 pub mod proto;
 mod tensor;
 
-pub use load::{decode_model, import_model, import_subgraph, read_model};
+pub use load::{decode_model, import_model, import_subgraph, import_subgraph_with, read_model};
 pub use tensor::{decode_tensor, read_tensor_file, tensor_from_proto};

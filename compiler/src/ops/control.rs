@@ -1,7 +1,8 @@
 //! Control flow: `If` (opset 1..=21). An `If` is expanded during shape inference: with a
 //! compile-time condition only the taken branch is imported; otherwise both branches are
 //! imported with guards (each node runs only when the condition has its branch's value) and
-//! an [`IfSelect`] per output picks the result. `Loop` and `Scan` are not supported yet.
+//! an [`IfSelect`] per output picks the result. `Scan` (opset 9+) is unrolled at compile
+//! time over its static sequence length. `Loop` is not supported yet.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__If.html>.
 
@@ -119,5 +120,87 @@ impl OpDef for IfTrap {
     fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (i1, o0) = (names.input(1), names.output(0));
         Ok(quote!(#o0.copy_from_slice(#i1);))
+    }
+}
+
+/// `Scan` (opset 9..=21), unrolled during shape inference: each step slices the scan inputs,
+/// imports the body with the states and slices bound, and the scan outputs are stacked.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// The body.
+    pub body: Box<GraphProto>,
+    /// How many of the inputs are scanned (the rest, first, are states).
+    pub num_scan_inputs: usize,
+    /// Per scan input: the axis iterated over (possibly negative).
+    pub input_axes: Vec<i64>,
+    /// Per scan input: iterate backwards.
+    pub input_reverse: Vec<bool>,
+    /// Per scan output: the axis stacked along (possibly negative).
+    pub output_axes: Vec<i64>,
+    /// Per scan output: stack backwards.
+    pub output_reverse: Vec<bool>,
+}
+
+impl OpDef for Scan {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        if node.opset() < 9 {
+            return Err(CompileError::unsupported(
+                "Scan before opset 9 (batched, with sequence_lens)",
+            ));
+        }
+        let body = node.attr("body").and_then(|a| a.g.clone()).ok_or_else(|| {
+            CompileError::attribute("body", "required graph attribute is missing")
+        })?;
+        let m = node.usize_or("num_scan_inputs", 0)?;
+        let n_states = node.n_inputs().checked_sub(m).ok_or_else(|| {
+            CompileError::attribute("num_scan_inputs", "exceeds the number of inputs")
+        })?;
+        let n_scan_outputs = body.output.len().checked_sub(n_states).ok_or_else(|| {
+            CompileError::malformed("the Scan body has fewer outputs than states")
+        })?;
+        let flags = |name: &str, len: usize| -> Result<Vec<bool>> {
+            Ok(match node.ints(name)? {
+                Some(v) if v.len() == len => v.iter().map(|&d| d != 0).collect(),
+                Some(v) => {
+                    return Err(CompileError::attribute(
+                        name,
+                        format!("expected {len} values, found {}", v.len()),
+                    ))
+                }
+                None => vec![false; len],
+            })
+        };
+        let axes = |name: &str, len: usize| -> Result<Vec<i64>> {
+            Ok(match node.ints(name)? {
+                Some(v) if v.len() == len => v,
+                Some(v) => {
+                    return Err(CompileError::attribute(
+                        name,
+                        format!("expected {len} values, found {}", v.len()),
+                    ))
+                }
+                None => vec![0; len],
+            })
+        };
+        Ok(Self {
+            num_scan_inputs: m,
+            input_axes: axes("scan_input_axes", m)?,
+            input_reverse: flags("scan_input_directions", m)?,
+            output_axes: axes("scan_output_axes", n_scan_outputs)?,
+            output_reverse: flags("scan_output_directions", n_scan_outputs)?,
+            body: Box::new(body),
+        })
+    }
+
+    fn infer(&self, _cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Err(CompileError::shape(
+            "internal: Scan must be unrolled before shape inference",
+        ))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: Scan must be unrolled before code generation",
+        ))
     }
 }

@@ -327,6 +327,7 @@ ops! {
     If(control::If) => ["If"];
     IfSelect(control::IfSelect) => ["sinter::IfSelect"];
     IfTrap(control::IfTrap) => ["sinter::IfTrap"];
+    ScanLoop(control::Scan) => ["Scan"];
     LayerNorm(norm::LayerNorm) => ["LayerNormalization", "RMSNormalization"];
     GroupNorm(norm::GroupNorm) => ["InstanceNormalization", "GroupNormalization"];
     Mvn(norm::Mvn) => ["MeanVarianceNormalization"];

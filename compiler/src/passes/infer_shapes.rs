@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use super::PassCx;
 use crate::error::{CompileError, ErrorKind, Result, Unsupported};
 use crate::ir::{DType, Graph, Node, Value, ValueId};
-use crate::onnx::import_subgraph;
 use crate::onnx::proto::GraphProto;
-use crate::ops::control::{If, IfSelect, IfTrap};
+use crate::onnx::{import_subgraph, import_subgraph_with};
+use crate::ops::control::{If, IfSelect, IfTrap, Scan};
 use crate::ops::movement::{Reshape, ReshapeKind};
 use crate::ops::{self, NodeCx, Op, OpCx, Operand};
 
@@ -59,6 +59,14 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             .iter()
             .any(|g| poisoned.iter().any(|(p, _)| p == g))
         {
+            continue;
+        }
+        if let Op::ScanLoop(scan) = op {
+            let expanded =
+                unroll_scan(&mut graph, &node, scan).map_err(|e| e.at(node.node_ref()))?;
+            for n in expanded.into_iter().rev() {
+                work.push_front(n);
+            }
             continue;
         }
         if let Op::If(branches) = op {
@@ -294,4 +302,219 @@ fn expand_if(graph: &mut Graph, node: &Node, branches: &If) -> Result<Vec<Node>>
         }
     }
     Ok(nodes)
+}
+
+/// A node made by the compiler (Scan unrolling), its op parsed like an imported node's.
+#[allow(clippy::too_many_arguments, reason = "a node's fields")]
+fn synth(
+    name: String,
+    op_type: &str,
+    opset: i64,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+    attributes: Vec<crate::onnx::proto::AttributeProto>,
+    guards: &[(ValueId, bool)],
+) -> Result<Node> {
+    let mut node = Node {
+        name,
+        op_type: op_type.to_string(),
+        domain: String::new(),
+        opset,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs: outputs.into_iter().map(Some).collect(),
+        attributes,
+        op: None,
+        guards: guards.to_vec(),
+    };
+    node.op = Some(ops::parse(&NodeCx { node: &node }).ok_or_else(|| {
+        CompileError::shape(format!("internal: {op_type} missing from the op table"))
+    })??);
+    Ok(node)
+}
+
+fn int_attr(name: &str, value: i64) -> crate::onnx::proto::AttributeProto {
+    crate::onnx::proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
+}
+
+fn new_value(graph: &mut Graph, name: String) -> ValueId {
+    graph.add_value(Value {
+        name,
+        dtype: None,
+        shape: None,
+        declared: None,
+        constant: None,
+    })
+}
+
+fn new_constant(graph: &mut Graph, name: String, tensor: crate::ir::Tensor) -> ValueId {
+    graph.add_value(Value {
+        name,
+        dtype: Some(tensor.dtype),
+        shape: Some(tensor.shape.clone()),
+        declared: None,
+        constant: Some(tensor),
+    })
+}
+
+/// The nodes that replace a `Scan`: per step, a Gather of every scan input at the step's
+/// index and the body; then Unsqueeze + Concat to stack each scan output, and Identity for
+/// the final states.
+fn unroll_scan(graph: &mut Graph, node: &Node, scan: &Scan) -> Result<Vec<Node>> {
+    let m = scan.num_scan_inputs;
+    let inputs: Vec<ValueId> = node
+        .inputs
+        .iter()
+        .map(|i| i.ok_or_else(|| CompileError::malformed("Scan with an omitted input")))
+        .collect::<Result<_>>()?;
+    let n_states = inputs.len() - m;
+    let n_scan_outputs = scan.output_axes.len();
+    let mut seq = None;
+    let mut axes = Vec::with_capacity(m);
+    for (j, &x) in inputs[n_states..].iter().enumerate() {
+        let shape = graph
+            .value(x)
+            .shape
+            .clone()
+            .ok_or_else(|| CompileError::shape("internal: Scan input without a shape"))?;
+        let axis = ops::normalize_axis(scan.input_axes[j], shape.len(), "scan_input_axes")?;
+        let len = shape[axis];
+        if seq.is_some_and(|s| s != len) {
+            return Err(CompileError::shape(format!(
+                "scan inputs have different lengths ({seq:?} and {len})"
+            )));
+        }
+        seq = Some(len);
+        axes.push(axis);
+    }
+    let seq = seq.ok_or_else(|| CompileError::unsupported("Scan without scan inputs"))?;
+    if seq == 0 {
+        return Err(CompileError::unsupported("Scan over an empty sequence"));
+    }
+    let mut nodes = Vec::new();
+    let mut states: Vec<ValueId> = inputs[..n_states].to_vec();
+    let mut collected: Vec<Vec<ValueId>> = vec![Vec::new(); n_scan_outputs];
+    for t in 0..seq {
+        let mut bindings = states.clone();
+        for j in 0..m {
+            let index = if scan.input_reverse[j] {
+                seq - 1 - t
+            } else {
+                t
+            };
+            let index =
+                i64::try_from(index).map_err(|_| CompileError::shape("scan index overflows"))?;
+            let idx = new_constant(
+                graph,
+                format!("{}/step_{t}/index_{j}", node.name),
+                crate::ir::Tensor::from_i64(vec![], &[index]),
+            );
+            let slice = new_value(graph, format!("{}/step_{t}/input_{j}", node.name));
+            let axis = i64::try_from(axes[j]).unwrap_or(0);
+            nodes.push(synth(
+                format!("{}/step_{t}/slice_{j}", node.name),
+                "Gather",
+                13,
+                vec![inputs[n_states + j], idx],
+                vec![slice],
+                vec![int_attr("axis", axis)],
+                &node.guards,
+            )?);
+            bindings.push(slice);
+        }
+        let (mut body, outs) = import_subgraph_with(graph, &scan.body, &bindings)?;
+        if outs.len() != n_states + n_scan_outputs {
+            return Err(CompileError::malformed(
+                "the Scan body's outputs do not match its states and scan outputs",
+            ));
+        }
+        resolve_ops_of(&mut body, &node.guards)?;
+        nodes.extend(body);
+        states = outs[..n_states].to_vec();
+        for (k, &o) in outs[n_states..].iter().enumerate() {
+            collected[k].push(o);
+        }
+    }
+    for (s, out) in node.outputs.iter().take(n_states).enumerate() {
+        if let Some(out) = out {
+            nodes.push(synth(
+                format!("{}/state_{s}", node.name),
+                "Identity",
+                13,
+                vec![states[s]],
+                vec![*out],
+                Vec::new(),
+                &node.guards,
+            )?);
+        }
+    }
+    for (k, out) in node.outputs.iter().skip(n_states).enumerate() {
+        let Some(out) = out else { continue };
+        let mut items = collected[k].clone();
+        if scan.output_reverse[k] {
+            items.reverse();
+        }
+        let axis = scan.output_axes[k];
+        let mut stacked = Vec::with_capacity(items.len());
+        for (t, item) in items.into_iter().enumerate() {
+            let axes_value = new_constant(
+                graph,
+                format!("{}/output_{k}/axes_{t}", node.name),
+                crate::ir::Tensor::from_i64(vec![1], &[axis]),
+            );
+            let u = new_value(graph, format!("{}/output_{k}/item_{t}", node.name));
+            nodes.push(synth(
+                format!("{}/output_{k}/unsqueeze_{t}", node.name),
+                "Unsqueeze",
+                13,
+                vec![item, axes_value],
+                vec![u],
+                Vec::new(),
+                &node.guards,
+            )?);
+            stacked.push(u);
+        }
+        nodes.push(synth(
+            format!("{}/output_{k}/stack", node.name),
+            "Concat",
+            13,
+            stacked,
+            vec![*out],
+            vec![int_attr("axis", axis)],
+            &node.guards,
+        )?);
+    }
+    Ok(nodes)
+}
+
+/// Parses the ops of imported subgraph nodes, listing every unsupported one at once; every
+/// node inherits `guards`.
+fn resolve_ops_of(nodes: &mut [Node], guards: &[(ValueId, bool)]) -> Result<()> {
+    let mut unsupported = Vec::new();
+    for node in nodes.iter_mut() {
+        match ops::parse(&NodeCx { node }) {
+            Some(Ok(op)) => node.op = Some(op),
+            Some(Err(e)) if e.is_unsupported() => unsupported.push(Unsupported {
+                node: node.node_ref(),
+                opset: node.opset,
+                reason: e.to_string(),
+            }),
+            Some(Err(e)) => return Err(e.at(node.node_ref())),
+            None => unsupported.push(Unsupported {
+                node: node.node_ref(),
+                opset: node.opset,
+                reason: "no such op in sinter's op table".into(),
+            }),
+        }
+        node.guards = guards.to_vec();
+    }
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(CompileError::new(ErrorKind::UnsupportedOps(unsupported)))
+    }
 }
