@@ -3,7 +3,7 @@
 //! (and `Col2Im` itself); integer convolution with zero points and requantization
 //! (ConvInteger, QLinearConv); 2-D deformable convolution.
 
-use crate::gemm::{gemm_f32, gemm_f32_exec, Strides};
+use crate::gemm::{gemm_f32, gemm_f32_act_exec, Strides};
 
 /// The geometry of one convolution, fixed at compile time. Spatial arrays hold the used
 /// dimensions first and 1 (with zero padding, unit stride and dilation) after them.
@@ -75,6 +75,10 @@ impl ConvParams {
 
 /// `out = conv(x, w) + bias` on `exec`'s threads, with `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`,
 /// `bias: [M]`, `out: [N, M, *output]`, and `scratch` at least `p.scratch_len()` long.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, scratch, executor and the fused activation"
+)]
 pub fn conv_f32_exec(
     exec: &crate::threads::Exec,
     p: &ConvParams,
@@ -83,6 +87,7 @@ pub fn conv_f32_exec(
     bias: Option<&[f32]>,
     out: &mut [f32],
     scratch: &mut [f32],
+    act: Option<crate::rnn::Activation>,
 ) {
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
@@ -98,7 +103,7 @@ pub fn conv_f32_exec(
         "conv output too short"
     );
     if p.is_depthwise() {
-        return depthwise_f32(exec, p, x, w, bias, out);
+        return depthwise_f32(exec, p, x, w, bias, out, act);
     }
     let pointwise = p.is_pointwise();
     assert!(
@@ -121,7 +126,7 @@ pub fn conv_f32_exec(
                 im2col(p, x_group, &mut scratch[..rows * out_len]);
                 &scratch[..rows * out_len]
             };
-            gemm_f32_exec(
+            gemm_f32_act_exec(
                 exec,
                 cout_g,
                 out_len,
@@ -136,6 +141,7 @@ pub fn conv_f32_exec(
                 },
                 bias.is_some(),
                 out_group,
+                act,
             );
         }
     }
@@ -150,7 +156,16 @@ pub fn conv_f32(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
-    conv_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, scratch);
+    conv_f32_exec(
+        &crate::threads::Exec::single(),
+        p,
+        x,
+        w,
+        bias,
+        out,
+        scratch,
+        None,
+    );
 }
 
 /// Depthwise convolution, one task per `(batch, channel)` plane: each kernel tap adds a
@@ -162,6 +177,7 @@ fn depthwise_f32(
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
+    act: Option<crate::rnn::Activation>,
 ) {
     let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
     let planes = p.batch * p.in_channels;
@@ -183,6 +199,9 @@ fn depthwise_f32(
             bias.map_or(0.0, |b| b[channel]),
             dst,
         );
+        if let Some(act) = act {
+            act.apply_slice(dst);
+        }
     });
 }
 
@@ -944,8 +963,13 @@ mod tests {
                     Some(&bias),
                     &mut parallel,
                     &mut scratch,
+                    Some(crate::rnn::Activation::Relu),
                 );
-                assert_eq!(out, parallel, "threads change nothing");
+                let relu: std::vec::Vec<f32> = out.iter().map(|&v| v.max(0.0)).collect();
+                assert_eq!(
+                    relu, parallel,
+                    "threads and the fused Relu change nothing else"
+                );
             }
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");

@@ -58,6 +58,30 @@ pub fn gemm_f32(
     accumulate: bool,
     out: &mut [f32],
 ) {
+    gemm_f32_act(
+        m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, None,
+    );
+}
+
+/// [`gemm_f32`] with an activation applied to each output tile as it is finished (while it is
+/// still in cache): the epilogue of fused Conv/Gemm + activation.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "gemm_f32's operands plus the activation"
+)]
+pub fn gemm_f32_act(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: Strides,
+    b: &[f32],
+    b_strides: Strides,
+    accumulate: bool,
+    out: &mut [f32],
+    act: Option<crate::rnn::Activation>,
+) {
     assert!(out.len() >= m * n, "gemm output too short");
     if m == 0 || n == 0 {
         return;
@@ -71,11 +95,16 @@ pub fn gemm_f32(
     let last = |s: Strides, r: usize, c: usize| (r - 1) * s.rows + (c - 1) * s.cols;
     assert!(a.len() > last(a_strides, m, k), "gemm A too short");
     assert!(b.len() > last(b_strides, k, n), "gemm B too short");
-    if m <= 2 {
-        return gemm_small(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
-    }
-    if n <= 8 && a_strides.cols == 1 && k * n <= NARROW_BUF {
-        return gemm_narrow(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+    if m <= 2 || (n <= 8 && a_strides.cols == 1 && k * n <= NARROW_BUF) {
+        if m <= 2 {
+            gemm_small(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+        } else {
+            gemm_narrow(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+        }
+        if let Some(act) = act {
+            act.apply_slice(&mut out[..m * n]);
+        }
+        return;
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -92,6 +121,7 @@ pub fn gemm_f32(
                 accumulate,
                 out,
                 crate::gemm_x86_64::kernel_avx512,
+                act,
             );
         }
         if crate::gemm_x86_64::has_avx2_fma() {
@@ -107,6 +137,7 @@ pub fn gemm_f32(
                 accumulate,
                 out,
                 crate::gemm_x86_64::kernel_avx2,
+                act,
             );
         }
     }
@@ -122,6 +153,7 @@ pub fn gemm_f32(
         accumulate,
         out,
         kernel_portable::<4, 16>,
+        act,
     )
 }
 
@@ -144,9 +176,35 @@ pub fn gemm_f32_exec(
     accumulate: bool,
     out: &mut [f32],
 ) {
+    gemm_f32_act_exec(
+        exec, m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, None,
+    );
+}
+
+/// [`gemm_f32_act`] with the rows of `out` split across `exec`'s threads.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "gemm_f32's operands plus executor and activation"
+)]
+pub fn gemm_f32_act_exec(
+    exec: &crate::threads::Exec,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: Strides,
+    b: &[f32],
+    b_strides: Strides,
+    accumulate: bool,
+    out: &mut [f32],
+    act: Option<crate::rnn::Activation>,
+) {
     let threads = exec.threads();
     if threads == 1 || m < 16 || m * n * k < (1 << 18) {
-        return gemm_f32(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+        return gemm_f32_act(
+            m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, act,
+        );
     }
     assert!(out.len() >= m * n, "gemm output too short");
     let chunk = m.div_ceil(threads).next_multiple_of(8);
@@ -158,7 +216,7 @@ pub fn gemm_f32_exec(
         // SAFETY: task t writes only rows [r0, r0 + rows) of `out`, disjoint from every other
         // task's rows and inside `out` (asserted above); `out` outlives `for_each`.
         let part = unsafe { shared.slice(r0 * n, rows * n) };
-        gemm_f32(
+        gemm_f32_act(
             rows,
             n,
             k,
@@ -169,6 +227,7 @@ pub fn gemm_f32_exec(
             b_strides,
             accumulate,
             part,
+            act,
         );
     });
 }
@@ -293,6 +352,7 @@ fn blocked<const MR: usize, const NR: usize>(
     accumulate: bool,
     out: &mut [f32],
     kernel: Kernel,
+    act: Option<crate::rnn::Activation>,
 ) {
     let mc_max = A_BUF / KC / MR * MR;
     // Uninitialized: packing writes every float a kernel reads (zero-padding included), and
@@ -338,6 +398,11 @@ fn blocked<const MR: usize, const NR: usize>(
                             alpha,
                             overwrite,
                         );
+                    }
+                    if let (Some(act), true) = (act, k0 + kc == k) {
+                        for r in 0..mr {
+                            act.apply_slice(&mut out_tile[r * n..r * n + nr]);
+                        }
                     }
                     r0 += MR;
                 }
@@ -670,6 +735,7 @@ mod tests {
                         false,
                         out,
                         kernel_portable::<4, 16>,
+                        None,
                     )
                 }),
             ),
@@ -692,6 +758,7 @@ mod tests {
                             false,
                             out,
                             crate::gemm_x86_64::kernel_avx512,
+                            None,
                         )
                     }),
                 ));
@@ -714,6 +781,7 @@ mod tests {
                             false,
                             out,
                             crate::gemm_x86_64::kernel_avx2,
+                            None,
                         )
                     }),
                 ));
@@ -777,6 +845,37 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_activation_matches_a_second_pass() {
+        for &(m, n, k) in &[
+            (3, 5, 7),
+            (65, 70, 300),
+            (130, 33, 19),
+            (2, 40, 9),
+            (20, 4, 16),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5)
+                .collect();
+            let (sa, sb) = (Strides { rows: k, cols: 1 }, Strides { rows: n, cols: 1 });
+            let mut plain = vec![0.0f32; m * n];
+            gemm_f32(m, n, k, 1.0, &a, sa, &b, sb, false, &mut plain);
+            for act in [
+                crate::rnn::Activation::Relu,
+                crate::rnn::Activation::Clip(-1.0, 2.0),
+                crate::rnn::Activation::HardSwish,
+            ] {
+                let mut fused = vec![0.0f32; m * n];
+                gemm_f32_act(m, n, k, 1.0, &a, sa, &b, sb, false, &mut fused, Some(act));
+                let want: Vec<f32> = plain.iter().map(|&v| act.apply(v)).collect();
+                assert_eq!(fused, want, "{act:?} {m}x{n}x{k}");
             }
         }
     }

@@ -33,6 +33,10 @@ pub enum Activation {
     Softsign,
     /// `ln(1 + e^x)`.
     Softplus,
+    /// `min(max(x, lo), hi)` (Clip fused into the producing kernel).
+    Clip(f32, f32),
+    /// `x * clamp(x / 6 + 1/2, 0, 1)`.
+    HardSwish,
 }
 
 impl Activation {
@@ -74,6 +78,15 @@ impl Activation {
                 }
             }
             Activation::Softsign => x / (1.0 + x.abs()),
+            Activation::Clip(lo, hi) => {
+                let m = if x < lo { lo } else { x };
+                if m > hi {
+                    hi
+                } else {
+                    m
+                }
+            }
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Activation::Softplus => {
                 if x > 20.0 {
                     x
@@ -81,6 +94,27 @@ impl Activation {
                     math::ln(1.0 + math::exp(x))
                 }
             }
+        }
+    }
+}
+
+impl Activation {
+    /// Applies the activation to every element, with the variant chosen once per call.
+    pub fn apply_slice(self, values: &mut [f32]) {
+        match self {
+            Activation::Relu => values
+                .iter_mut()
+                .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v }),
+            Activation::Clip(lo, hi) => values
+                .iter_mut()
+                .for_each(|v| *v = Activation::Clip(lo, hi).apply(*v)),
+            Activation::HardSigmoid(a, b) => values
+                .iter_mut()
+                .for_each(|v| *v = (a * *v + b).clamp(0.0, 1.0)),
+            Activation::HardSwish => values
+                .iter_mut()
+                .for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
+            other => values.iter_mut().for_each(|v| *v = other.apply(*v)),
         }
     }
 }

@@ -215,6 +215,8 @@ pub struct Conv {
     pub window: Window,
     /// Channel groups.
     pub group: usize,
+    /// An activation fused into the convolution's epilogue (by `passes::fuse_activation`).
+    pub activation: Option<super::FusedAct>,
 }
 
 impl Conv {
@@ -290,6 +292,7 @@ impl OpDef for Conv {
         Ok(Self {
             window: Window::parse(node)?,
             group,
+            activation: None,
         })
     }
 
@@ -344,9 +347,16 @@ impl OpDef for Conv {
         } else {
             quote!(&mut [])
         };
+        let act = match self.activation {
+            Some(a) => {
+                let t = a.tokens();
+                quote!(Some(#t))
+            }
+            None => quote!(None),
+        };
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
-            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch);
+            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch, #act);
         })
     }
 }
@@ -902,6 +912,7 @@ impl DeformConv {
         let conv = Conv {
             window: self.window.clone(),
             group: self.group,
+            activation: None,
         };
         let g = conv.geometry(&OpCx {
             inputs: vec![Some(x), Some(w)],

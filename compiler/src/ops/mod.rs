@@ -375,6 +375,50 @@ ops! {
 
 // ---- shared helpers for the family files ----
 
+/// An activation fused into the kernel of the op that produces its input (the epilogue of a
+/// Conv), applied to each output tile as it is finished.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FusedAct {
+    /// `max(x, 0)`.
+    Relu,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `x` if `x >= 0` else `alpha * x`.
+    LeakyRelu(f32),
+    /// `clamp(alpha * x + beta, 0, 1)`.
+    HardSigmoid(f32, f32),
+    /// `x * clamp(x / 6 + 1/2, 0, 1)`.
+    HardSwish,
+    /// `min(max(x, lo), hi)`.
+    Clip(f32, f32),
+}
+
+impl FusedAct {
+    /// The `sinter_rt::rnn::Activation` value.
+    pub fn tokens(self) -> TokenStream {
+        match self {
+            FusedAct::Relu => quote!(::sinter_rt::rnn::Activation::Relu),
+            FusedAct::Sigmoid => quote!(::sinter_rt::rnn::Activation::Sigmoid),
+            FusedAct::Tanh => quote!(::sinter_rt::rnn::Activation::Tanh),
+            FusedAct::HardSwish => quote!(::sinter_rt::rnn::Activation::HardSwish),
+            FusedAct::LeakyRelu(a) => {
+                let a = f32_lit(a);
+                quote!(::sinter_rt::rnn::Activation::LeakyRelu(#a))
+            }
+            FusedAct::HardSigmoid(a, b) => {
+                let (a, b) = (f32_lit(a), f32_lit(b));
+                quote!(::sinter_rt::rnn::Activation::HardSigmoid(#a, #b))
+            }
+            FusedAct::Clip(lo, hi) => {
+                let (lo, hi) = (f32_lit(lo), f32_lit(hi));
+                quote!(::sinter_rt::rnn::Activation::Clip(#lo, #hi))
+            }
+        }
+    }
+}
+
 /// Resolves a possibly negative axis against `rank` (`-1` is the last axis).
 pub fn normalize_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
     let r = i64::try_from(rank).unwrap_or(i64::MAX);

@@ -3,12 +3,14 @@
 
 mod bind_dims;
 mod eliminate_dead;
+mod fuse_activation;
 mod fuse_conv_bn;
 mod infer_shapes;
 mod resolve_ops;
 
 pub use bind_dims::bind_dims;
 pub use eliminate_dead::eliminate_dead;
+pub use fuse_activation::fuse_activation;
 pub use fuse_conv_bn::fuse_conv_bn;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use resolve_ops::{resolve_ops, unsupported_ops};
@@ -26,7 +28,7 @@ pub enum OptLevel {
     O0,
     /// Plus dead-node removal.
     O1,
-    /// Plus fusions that fold constants into weights (Conv + BatchNormalization).
+    /// Plus fusions: Conv + BatchNormalization folded into weights, Conv + activation.
     O2,
     /// Everything.
     #[default]
@@ -98,6 +100,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_conv_bn",
         min_level: OptLevel::O2,
         run: fuse_conv_bn,
+    },
+    PassInfo {
+        name: "fuse_activation",
+        min_level: OptLevel::O2,
+        run: fuse_activation,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
