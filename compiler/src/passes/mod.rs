@@ -3,15 +3,19 @@
 
 mod bind_dims;
 mod eliminate_dead;
+mod fold_conv_affine;
 mod fuse_activation;
 mod fuse_conv_bn;
+mod fuse_hardswish;
 mod infer_shapes;
 mod resolve_ops;
 
 pub use bind_dims::bind_dims;
 pub use eliminate_dead::eliminate_dead;
+pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
 pub use fuse_conv_bn::fuse_conv_bn;
+pub use fuse_hardswish::fuse_hardswish;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 
@@ -100,6 +104,16 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_conv_bn",
         min_level: OptLevel::O2,
         run: fuse_conv_bn,
+    },
+    PassInfo {
+        name: "fold_conv_affine",
+        min_level: OptLevel::O2,
+        run: fold_conv_affine,
+    },
+    PassInfo {
+        name: "fuse_hardswish",
+        min_level: OptLevel::O2,
+        run: fuse_hardswish,
     },
     PassInfo {
         name: "fuse_activation",
