@@ -292,6 +292,39 @@ pub fn qlinear_matmul<T: Copy, O>(
     });
 }
 
+/// A batch of row-major products of a storage type converted to f32 (MatMul on float16):
+/// each output element is an f32 dot product of `load`ed elements, written through `store`.
+/// Batch geometry as [`batched_gemm_f32`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape, the operands and the conversions"
+)]
+pub fn batched_matmul_converted<T: Copy>(
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    load: impl Fn(T) -> f32,
+    store: impl Fn(f32) -> T,
+) {
+    crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |i, [ia, ib]| {
+        let (a, b) = (&a[ia..][..m * k], &b[ib..][..k * n]);
+        let o = &mut out[i * m * n..][..m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for p in 0..k {
+                    acc += load(a[r * k + p]) * load(b[p * n + j]);
+                }
+                o[r * n + j] = store(acc);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
