@@ -48,6 +48,10 @@ pub struct AttentionParams {
     /// What the QK output holds: 0 or 1 the (softcapped) scores, 2 with the mask added,
     /// 3 the softmax.
     pub qk_mode: u8,
+    /// Sliding window: query i sees keys j with `i + offset - j <= left` (negative: no limit).
+    pub left_window: i64,
+    /// And with `j - (i + offset) <= right` (negative: no limit).
+    pub right_window: i64,
 }
 
 /// The operands of one attention.
@@ -163,7 +167,11 @@ pub fn attention<T: Copy, M: Copy>(
                             f64::NEG_INFINITY
                         };
                     }
-                    if p.causal && j as i64 > i as i64 + offset {
+                    let diff = i as i64 + offset - j as i64;
+                    if (p.causal && diff < 0)
+                        || (p.left_window >= 0 && diff > p.left_window)
+                        || (p.right_window >= 0 && -diff > p.right_window)
+                    {
                         bias = f64::NEG_INFINITY;
                     }
                     if valid.is_some_and(|v| j >= v) {
@@ -442,6 +450,8 @@ mod tests {
             softcap: 0.0,
             causal: false,
             qk_mode: 0,
+            left_window: -1,
+            right_window: -1,
         };
         let inp = AttentionInputs::<f32, f32> {
             q: &[1.0],
