@@ -481,4 +481,58 @@ mod tests {
         );
         assert!((y[0] - 2.0).abs() < 1e-6);
     }
+
+    #[test]
+    fn rotary_quarter_turn() {
+        // One head of size 2, half-split: (1, 0) rotated by 90 degrees is (0, 1).
+        let p = RotaryParams {
+            batch: 1,
+            seq: 1,
+            heads: 1,
+            head_size: 2,
+            rotary_dim: 2,
+            strides: [2, 2, 2],
+            interleaved: false,
+            cache_width: 1,
+        };
+        let mut out = [0.0f32; 2];
+        rotary_embedding_f32(&p, &[1.0, 0.0], &[0.0], &[1.0], Some(&[0]), &mut out);
+        assert_eq!(out, [0.0, 1.0]);
+    }
+
+    #[test]
+    fn linear_attention_accumulates_outer_products() {
+        // dk = dv = 1, two steps of the plain linear rule: S = k1 v1 + k2 v2, out = q S.
+        let p = LinearAttentionParams {
+            batch: 1,
+            seq: 2,
+            q_heads: 1,
+            kv_heads: 1,
+            dk: 1,
+            dv: 1,
+            scale: 1.0,
+            gated: false,
+            delta: false,
+            decay_width: 1,
+            beta_width: 1,
+        };
+        let (q, k, v) = ([1.0f32, 2.0], [1.0f32, 1.0], [3.0f32, 4.0]);
+        let mut out = [0.0f32; 2];
+        let mut present = [0.0f32];
+        let mut state = [0.0f64; 2];
+        linear_attention(
+            &p,
+            (&q, &k, &v),
+            None,
+            None,
+            None,
+            &mut out,
+            Some(&mut present),
+            &mut state,
+            f64::from,
+            |x| x as f32,
+        );
+        assert_eq!(out, [3.0, 14.0]);
+        assert_eq!(present, [7.0]);
+    }
 }

@@ -353,6 +353,39 @@ mod tests {
     }
 
     #[test]
+    fn qlinear_and_converted_matmul() {
+        // (a - 1) . (b - 2) = [1, 2] . [3, 4] = 11; * 0.5 -> 5.5 rounds to even 6; + 10.
+        let mut out = [0u8];
+        qlinear_matmul(
+            &[],
+            &[],
+            &[],
+            (1, 1, 2),
+            &[2u8, 3],
+            &[5u8, 6],
+            &mut out,
+            (1, 2, 10),
+            0.5,
+            i32::from,
+            |v: f64| v.clamp(0.0, 255.0) as u8,
+        );
+        assert_eq!(out, [16]);
+        let mut o = [0.0f32];
+        batched_matmul_converted(
+            &[],
+            &[],
+            &[],
+            (1, 1, 2),
+            &[1.0f32, 2.0],
+            &[3.0f32, 4.0],
+            &mut o,
+            |v| v,
+            |v| v,
+        );
+        assert_eq!(o, [11.0]);
+    }
+
+    #[test]
     fn generic_matmul_of_integers() {
         let a = [1i32, 2, 3, 4];
         let b = [5i32, 6, 7, 8];
