@@ -34,6 +34,7 @@ pub mod pool;
 pub mod resize;
 pub mod sample;
 pub mod shape;
+pub mod signal;
 pub mod softmax;
 
 pub use arena::{Arena, Reader, Splitter, Weights};

@@ -20,6 +20,7 @@ pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod sample;
+pub mod signal;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -334,6 +335,8 @@ ops! {
     RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
     CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
+    Dft(signal::Dft) => ["DFT"];
+    WindowOp(signal::WindowOp) => ["HannWindow", "HammingWindow", "BlackmanWindow"];
 }
 
 // ---- shared helpers for the family files ----
