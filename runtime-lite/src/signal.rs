@@ -1,5 +1,6 @@
 //! Signal processing: the discrete Fourier transform along one axis (forward, inverse,
-//! one-sided in both directions) and the Hann, Hamming and Blackman windows. Computed in
+//! one-sided in both directions), the short-time Fourier transform, and the Hann, Hamming
+//! and Blackman windows. Computed in
 //! f64 with exact twiddle angles (`2 pi (k t mod N) / N`).
 
 use crate::math64::sin_cos_f64;
@@ -97,6 +98,67 @@ pub fn dft_f32(p: &DftParams, x: &[f32], out: &mut [f32], scratch: &mut [f64]) {
                 if p.out_complex {
                     out[base + 1] = (im * scale) as f32;
                 }
+            }
+        }
+    }
+}
+
+/// The layout of one STFT: `signal: [batch, len, complex ? 2 : 1]` into
+/// `out: [batch, frames, bins, 2]`.
+#[derive(Clone, Copy, Debug)]
+pub struct StftParams {
+    /// Batch.
+    pub batch: usize,
+    /// Signal length.
+    pub len: usize,
+    /// The signal holds (real, imaginary) pairs.
+    pub complex: bool,
+    /// Samples per frame (the DFT length).
+    pub frame_length: usize,
+    /// Samples between frame starts.
+    pub frame_step: usize,
+    /// Frames.
+    pub frames: usize,
+    /// Bins kept per frame (`frame_length / 2 + 1` when one-sided).
+    pub bins: usize,
+}
+
+/// Short-time Fourier transform: each frame of the signal, multiplied by `window` when
+/// given, is transformed; `scratch` holds at least `2 * frame_length` values.
+pub fn stft_f32(
+    p: &StftParams,
+    x: &[f32],
+    window: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f64],
+) {
+    let n = p.frame_length;
+    let c = if p.complex { 2 } else { 1 };
+    let seq = &mut scratch[..2 * n];
+    for b in 0..p.batch {
+        for f in 0..p.frames {
+            for t in 0..n {
+                let w = window.map_or(1.0, |w| f64::from(w[t]));
+                let base = (b * p.len + f * p.frame_step + t) * c;
+                seq[2 * t] = f64::from(x[base]) * w;
+                seq[2 * t + 1] = if p.complex {
+                    f64::from(x[base + 1]) * w
+                } else {
+                    0.0
+                };
+            }
+            for k in 0..p.bins {
+                let (mut re, mut im) = (0.0, 0.0);
+                for t in 0..n {
+                    let angle = -2.0 * core::f64::consts::PI * ((k * t) % n) as f64 / n as f64;
+                    let (s, cs) = sin_cos_f64(angle);
+                    let (a, bb) = (seq[2 * t], seq[2 * t + 1]);
+                    re += a * cs - bb * s;
+                    im += a * s + bb * cs;
+                }
+                let o = ((b * p.frames + f) * p.bins + k) * 2;
+                out[o] = re as f32;
+                out[o + 1] = im as f32;
             }
         }
     }

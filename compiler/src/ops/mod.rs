@@ -337,6 +337,7 @@ ops! {
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
     Dft(signal::Dft) => ["DFT"];
     WindowOp(signal::WindowOp) => ["HannWindow", "HammingWindow", "BlackmanWindow"];
+    Stft(signal::Stft) => ["STFT"];
 }
 
 // ---- shared helpers for the family files ----

@@ -1,8 +1,10 @@
 //! Signal processing: `DFT` (opset 17, 20: forward, one-sided forward and inverse,
 //! `dft_length`, `axis`; the two-sided inverse is implemented in the kernel but refused, see
-//! `infer`) and the windows `HannWindow`, `HammingWindow`, `BlackmanWindow` (opset 17).
+//! `infer`), `STFT` (opset 17) and the windows `HannWindow`, `HammingWindow`,
+//! `BlackmanWindow` (opset 17).
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__DFT.html>,
+//! <https://onnx.ai/onnx/operators/onnx__STFT.html>,
 //! <https://onnx.ai/onnx/operators/onnx__HannWindow.html>. float32. The DFT length, axis
 //! and window size must be compile-time constants (they decide shapes).
 
@@ -206,5 +208,122 @@ impl OpDef for WindowOp {
         Ok(
             quote!(::sinter_rt::signal::window_f32(::sinter_rt::signal::Window::#kind, #periodic, #o0);),
         )
+    }
+}
+
+/// `STFT` (opset 17): frames of `signal: [B, L, 1 or 2]` every `frame_step` samples, each
+/// optionally windowed, Fourier-transformed into `[B, frames, bins, 2]`; `frame_step` and
+/// `frame_length` must be compile-time constants.
+#[derive(Debug, Clone)]
+pub struct Stft {
+    onesided: bool,
+}
+
+/// (batch, len, complex, frame length, step, frames, bins).
+type StftLayout = (usize, usize, bool, usize, usize, usize, usize);
+
+impl Stft {
+    fn layout(&self, cx: &OpCx<'_>) -> Result<StftLayout> {
+        let x = cx.input(0)?;
+        let &[batch, len, c] = x.shape else {
+            return Err(CompileError::shape(format!(
+                "signal must be [batch, length, 1 or 2], found {:?}",
+                x.shape
+            )));
+        };
+        if c != 1 && c != 2 {
+            return Err(CompileError::shape(format!(
+                "signal's last dimension is {c}, not 1 or 2"
+            )));
+        }
+        let scalar = |i: usize, what: &str| -> Result<usize> {
+            let v = cx.const_ints(i, what)?;
+            let s = *v
+                .first()
+                .ok_or_else(|| CompileError::shape(format!("{what} is empty")))?;
+            usize::try_from(s)
+                .ok()
+                .filter(|&s| s > 0)
+                .ok_or_else(|| CompileError::shape(format!("{what} {s} must be positive")))
+        };
+        let step = scalar(1, "STFT frame_step")?;
+        let window_len = cx.opt_input(2).map(|w| w.shape.iter().product::<usize>());
+        let frame_length = match cx.opt_input(3) {
+            Some(_) => scalar(3, "STFT frame_length")?,
+            None => window_len
+                .ok_or_else(|| CompileError::malformed("STFT needs a window or a frame_length"))?,
+        };
+        if window_len.is_some_and(|w| w != frame_length) {
+            return Err(CompileError::shape(format!(
+                "window of {window_len:?} values for frames of {frame_length}"
+            )));
+        }
+        if frame_length > len {
+            return Err(CompileError::shape(format!(
+                "frame_length {frame_length} exceeds the signal length {len}"
+            )));
+        }
+        if self.onesided && c == 2 {
+            return Err(CompileError::unsupported(
+                "one-sided STFT of a complex signal",
+            ));
+        }
+        let frames = (len - frame_length) / step + 1;
+        let bins = if self.onesided {
+            frame_length / 2 + 1
+        } else {
+            frame_length
+        };
+        Ok((batch, len, c == 2, frame_length, step, frames, bins))
+    }
+}
+
+impl OpDef for Stft {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            onesided: node.i64_or("onesided", 1)? != 0,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let x = cx.input(0)?;
+        require_dtype(x.dtype, &[DType::F32], "signal")?;
+        if let Some(w) = cx.opt_input(2) {
+            require_dtype(w.dtype, &[DType::F32], "window")?;
+        }
+        let (batch, _, _, _, _, frames, bins) = self.layout(cx)?;
+        Ok(vec![TypeShape::new(x.dtype, vec![batch, frames, bins, 2])])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let (_, _, _, n, _, _, _) = self.layout(cx).ok()?;
+        Some(TypeShape::new(DType::F64, vec![2 * n]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (batch, len, complex, n, step, frames, bins) = self.layout(cx)?;
+        let (batch, len, n, step, frames, bins) = (
+            lit(batch),
+            lit(len),
+            lit(n),
+            lit(step),
+            lit(frames),
+            lit(bins),
+        );
+        let (i0, o0) = (names.input(0), names.output(0));
+        let window = if cx.opt_input(2).is_some() {
+            let w = names.input(2);
+            quote!(Some(#w))
+        } else {
+            quote!(None)
+        };
+        let scratch = names.scratch();
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::signal::StftParams = ::sinter_rt::signal::StftParams {
+                batch: #batch, len: #len, complex: #complex, frame_length: #n,
+                frame_step: #step, frames: #frames, bins: #bins,
+            };
+            ::sinter_rt::signal::stft_f32(&PARAMS, #i0, #window, #o0, #scratch);
+        })
     }
 }
