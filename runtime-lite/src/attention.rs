@@ -48,6 +48,10 @@ pub struct AttentionParams {
     /// What the QK output holds: 0 or 1 the (softcapped) scores, 2 with the mask added,
     /// 3 the softmax.
     pub qk_mode: u8,
+    /// Sliding window: query i sees keys j with `i + offset - j <= left` (negative: no limit).
+    pub left_window: i64,
+    /// And with `j - (i + offset) <= right` (negative: no limit).
+    pub right_window: i64,
 }
 
 /// The operands of one attention.
@@ -163,7 +167,11 @@ pub fn attention<T: Copy, M: Copy>(
                             f64::NEG_INFINITY
                         };
                     }
-                    if p.causal && j as i64 > i as i64 + offset {
+                    let diff = i as i64 + offset - j as i64;
+                    if (p.causal && diff < 0)
+                        || (p.left_window >= 0 && diff > p.left_window)
+                        || (p.right_window >= 0 && -diff > p.right_window)
+                    {
                         bias = f64::NEG_INFINITY;
                     }
                     if valid.is_some_and(|v| j >= v) {
@@ -442,6 +450,8 @@ mod tests {
             softcap: 0.0,
             causal: false,
             qk_mode: 0,
+            left_window: -1,
+            right_window: -1,
         };
         let inp = AttentionInputs::<f32, f32> {
             q: &[1.0],
@@ -470,5 +480,59 @@ mod tests {
             f64::from,
         );
         assert!((y[0] - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rotary_quarter_turn() {
+        // One head of size 2, half-split: (1, 0) rotated by 90 degrees is (0, 1).
+        let p = RotaryParams {
+            batch: 1,
+            seq: 1,
+            heads: 1,
+            head_size: 2,
+            rotary_dim: 2,
+            strides: [2, 2, 2],
+            interleaved: false,
+            cache_width: 1,
+        };
+        let mut out = [0.0f32; 2];
+        rotary_embedding_f32(&p, &[1.0, 0.0], &[0.0], &[1.0], Some(&[0]), &mut out);
+        assert_eq!(out, [0.0, 1.0]);
+    }
+
+    #[test]
+    fn linear_attention_accumulates_outer_products() {
+        // dk = dv = 1, two steps of the plain linear rule: S = k1 v1 + k2 v2, out = q S.
+        let p = LinearAttentionParams {
+            batch: 1,
+            seq: 2,
+            q_heads: 1,
+            kv_heads: 1,
+            dk: 1,
+            dv: 1,
+            scale: 1.0,
+            gated: false,
+            delta: false,
+            decay_width: 1,
+            beta_width: 1,
+        };
+        let (q, k, v) = ([1.0f32, 2.0], [1.0f32, 1.0], [3.0f32, 4.0]);
+        let mut out = [0.0f32; 2];
+        let mut present = [0.0f32];
+        let mut state = [0.0f64; 2];
+        linear_attention(
+            &p,
+            (&q, &k, &v),
+            None,
+            None,
+            None,
+            &mut out,
+            Some(&mut present),
+            &mut state,
+            f64::from,
+            |x| x as f32,
+        );
+        assert_eq!(out, [3.0, 14.0]);
+        assert_eq!(present, [7.0]);
     }
 }

@@ -897,6 +897,54 @@ mod tests {
     }
 
     #[test]
+    fn col2im_and_zero_offset_deform_conv() {
+        // Non-overlapping 1x2 blocks of a 1x4 image: col2im just places them.
+        let p = ConvTransposeParams {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 1,
+            groups: 1,
+            input: [1, 2, 1],
+            output: [1, 4, 1],
+            kernel: [1, 2, 1],
+            strides: [1, 2, 1],
+            dilations: [1, 1, 1],
+            pads: [0, 0, 0],
+        };
+        // cols[k][block]: tap 0 of blocks 0, 1, then tap 1.
+        let mut img = [0.0f32; 4];
+        col2im_f32(&p, &[1.0, 3.0, 2.0, 4.0], &mut img);
+        assert_eq!(img, [1.0, 2.0, 3.0, 4.0]);
+        // Deformable convolution with zero offsets and unit mask is a plain convolution.
+        let d = DeformParams {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 1,
+            groups: 1,
+            offset_groups: 1,
+            input: [2, 2],
+            output: [1, 1],
+            kernel: [2, 2],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [0, 0],
+        };
+        let mut out = [0.0f32];
+        let mut scratch = std::vec![0.0f32; d.scratch_len()];
+        deform_conv_f32(
+            &d,
+            &[1.0, 2.0, 3.0, 4.0],
+            &[1.0, 1.0, 1.0, 2.0],
+            &[0.0; 8],
+            Some(&[0.5]),
+            None,
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(out, [14.5]);
+    }
+
+    #[test]
     fn conv_integer_subtracts_zero_points() {
         let p = ConvParams {
             batch: 1,

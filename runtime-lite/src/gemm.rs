@@ -663,6 +663,39 @@ pub fn qlinear_matmul<T: Copy, O>(
     });
 }
 
+/// A batch of row-major products of a storage type converted to f32 (MatMul on float16):
+/// each output element is an f32 dot product of `load`ed elements, written through `store`.
+/// Batch geometry as [`batched_gemm_f32`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape, the operands and the conversions"
+)]
+pub fn batched_matmul_converted<T: Copy>(
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    load: impl Fn(T) -> f32,
+    store: impl Fn(f32) -> T,
+) {
+    crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |i, [ia, ib]| {
+        let (a, b) = (&a[ia..][..m * k], &b[ib..][..k * n]);
+        let o = &mut out[i * m * n..][..m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for p in 0..k {
+                    acc += load(a[r * k + p]) * load(b[p * n + j]);
+                }
+                o[r * n + j] = store(acc);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,6 +823,39 @@ mod tests {
             }
         }
         paths
+    }
+
+    #[test]
+    fn qlinear_and_converted_matmul() {
+        // (a - 1) . (b - 2) = [1, 2] . [3, 4] = 11; * 0.5 -> 5.5 rounds to even 6; + 10.
+        let mut out = [0u8];
+        qlinear_matmul(
+            &[],
+            &[],
+            &[],
+            (1, 1, 2),
+            &[2u8, 3],
+            &[5u8, 6],
+            &mut out,
+            (1, 2, 10),
+            0.5,
+            i32::from,
+            |v: f64| v.clamp(0.0, 255.0) as u8,
+        );
+        assert_eq!(out, [16]);
+        let mut o = [0.0f32];
+        batched_matmul_converted(
+            &[],
+            &[],
+            &[],
+            (1, 1, 2),
+            &[1.0f32, 2.0],
+            &[3.0f32, 4.0],
+            &mut o,
+            |v| v,
+            |v| v,
+        );
+        assert_eq!(o, [11.0]);
     }
 
     #[test]

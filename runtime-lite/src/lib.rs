@@ -39,6 +39,7 @@ pub mod resize;
 pub mod rnn;
 pub mod sample;
 pub mod shape;
+pub mod signal;
 pub mod softmax;
 pub mod threads;
 

@@ -1,6 +1,6 @@
 //! f64 scalar math for `no_std` kernels that accumulate in double precision (normalization,
 //! Lp pooling, resizing, quantized products): `sqrt_f64`, `exp_f64`, `ln_f64`, `pow_f64`,
-//! `floor_f64`, `ceil_f64`, `round_half_even_f64`.
+//! `floor_f64`, `ceil_f64`, `round_half_even_f64`, `sin_cos_f64`.
 //!
 //! Accurate to a few ulp of f64, far below the f32 rounding the results go through.
 
@@ -29,6 +29,35 @@ pub fn round_half_even_f64(x: f64) -> f64 {
         f + 1.0
     } else {
         f
+    }
+}
+
+/// `(sin x, cos x)`, reduced by multiples of pi/2 (accurate for |x| up to ~1e6).
+pub fn sin_cos_f64(x: f64) -> (f64, f64) {
+    if !x.is_finite() {
+        return (f64::NAN, f64::NAN);
+    }
+    // pi/2 split so that q * PIO2_HI is exact for the q we meet.
+    const PIO2_HI: f64 = 1.570_796_326_734_125_6;
+    const PIO2_LO: f64 = 6.077_100_506_506_192e-11;
+    let q = floor_f64(x / core::f64::consts::FRAC_PI_2 + 0.5);
+    let r = (x - q * PIO2_HI) - q * PIO2_LO;
+    let r2 = r * r;
+    // Taylor series on |r| <= pi/4: 11 terms are well past f64 precision.
+    let (mut s, mut c) = (0.0, 0.0);
+    let (mut ts, mut tc) = (r, 1.0);
+    for k in 0..11 {
+        s += ts;
+        c += tc;
+        let k = f64::from(k);
+        ts *= -r2 / ((2.0 * k + 2.0) * (2.0 * k + 3.0));
+        tc *= -r2 / ((2.0 * k + 1.0) * (2.0 * k + 2.0));
+    }
+    match (q as i64).rem_euclid(4) {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
     }
 }
 
@@ -185,6 +214,14 @@ mod tests {
         }
         assert!(close(sqrt_f64(1e-310), 1e-310f64.sqrt()));
         assert_eq!(round_half_even_f64(2.5), 2.0);
+        for i in 0..10_000 {
+            let x = (i as f64 - 5_000.0) * 0.0137;
+            let (s, c) = sin_cos_f64(x);
+            assert!(
+                (s - x.sin()).abs() < 1e-15 && (c - x.cos()).abs() < 1e-15,
+                "sincos({x})"
+            );
+        }
         assert_eq!(round_half_even_f64(-2.5), -2.0);
         assert_eq!(round_half_even_f64(3.5), 4.0);
         assert_eq!(round_half_even_f64(-0.7), -1.0);

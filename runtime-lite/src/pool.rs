@@ -342,4 +342,35 @@ mod tests {
         pool_f32(&p, PoolKind::AverageIncludePad, &x, &mut out);
         assert_eq!(out[0], 0.25);
     }
+
+    #[test]
+    fn lp_indexed_max_and_unpool() {
+        // 1 plane, 2x2 input, 2x2 window -> one output.
+        let p = PoolParams {
+            planes: 1,
+            input: [1, 2, 2],
+            output: [1, 1, 1],
+            kernel: [1, 2, 2],
+            strides: [1, 1, 1],
+            dilations: [1, 1, 1],
+            pads_begin: [0; 3],
+            pads_end: [0; 3],
+        };
+        let x = [3.0f32, -4.0, 0.0, 1.0];
+        let mut out = [0.0f32];
+        lp_pool_f32(&p, 2, &x, &mut out);
+        assert!((out[0] - 26.0f32.sqrt()).abs() < 1e-6);
+        let mut ind = [0i64];
+        max_pool_indexed(&p, &[1u8, 7, 7, 2], &mut [0u8], Some(&mut ind), false);
+        assert_eq!(ind, [1]);
+        // Column-major: (row 0, col 1) of a 2x2 plane is 0 + 1 * 2.
+        max_pool_indexed(&p, &[1u8, 7, 3, 2], &mut [0u8], Some(&mut ind), true);
+        assert_eq!(ind, [2]);
+        let mut un = [9.0f32; 4];
+        max_unpool_f32(&[5.0], &[2], &mut un, &[1, 1, 2, 2], &[1, 1, 2, 2]);
+        assert_eq!(un, [0.0, 0.0, 5.0, 0.0]);
+        let mut g = [0.0f32];
+        global_lp_f32(&[3.0, 4.0], &mut g, 2, 2);
+        assert!((g[0] - 5.0).abs() < 1e-6);
+    }
 }

@@ -457,4 +457,31 @@ mod tests {
         assert_eq!(round_half_even(2.5), 2.0);
         assert_eq!(round_half_even(3.5), 4.0);
     }
+
+    #[test]
+    fn affine_identity_and_roi_average() {
+        // The identity map reproduces the base grid: 2x2, align_corners -> corners at +-1.
+        let theta = [1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let mut grid = [0.0f32; 8];
+        affine_grid_f32(&theta, &mut grid, 1, &[2, 2], true);
+        assert_eq!(grid, [-1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0]);
+        // A region covering a constant image averages to that constant.
+        let p = RoiAlignParams {
+            channels: 1,
+            height: 4,
+            width: 4,
+            out_h: 2,
+            out_w: 2,
+            sampling_ratio: 2,
+            spatial_scale: 1.0,
+            half_pixel: true,
+            max: false,
+        };
+        let x = [2.5f32; 16];
+        let mut out = [0.0f32; 4];
+        roi_align_f32(&p, &x, &[0.5, 0.5, 3.5, 3.5], &[0], &mut out);
+        for v in out {
+            assert!((v - 2.5).abs() < 1e-6);
+        }
+    }
 }

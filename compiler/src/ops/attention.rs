@@ -8,8 +8,8 @@
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Attention.html>,
 //! <https://onnx.ai/onnx/operators/onnx__RotaryEmbedding.html>. Attention: float32 and float16
-//! (computed in f64); bfloat16 is refused (see `infer`). The sliding-window attributes of
-//! later drafts are not supported.
+//! (computed in f64); bfloat16 is refused (see `infer`). Opset 25's sliding window
+//! (`left_window_size`, `right_window_size`) is applied as its function body defines it.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
@@ -27,6 +27,8 @@ pub struct Attention {
     qk_mode: u8,
     scale: Option<f32>,
     softcap: f32,
+    left_window: i64,
+    right_window: i64,
 }
 
 /// The resolved geometry.
@@ -208,11 +210,6 @@ fn conversions(dtype: DType) -> (TokenStream, TokenStream) {
 
 impl OpDef for Attention {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        for name in ["left_window_size", "right_window_size"] {
-            if node.i64_or(name, -1)? != -1 {
-                return Err(CompileError::unsupported(format!("Attention with {name}")));
-            }
-        }
         let heads = |name: &str| -> Result<Option<usize>> {
             node.i64_opt(name)?
                 .map(|v| {
@@ -241,6 +238,8 @@ impl OpDef for Attention {
             qk_mode,
             scale,
             softcap: node.f32_or("softcap", 0.0)?,
+            left_window: node.i64_or("left_window_size", -1)?,
+            right_window: node.i64_or("right_window_size", -1)?,
         })
     }
 
@@ -335,6 +334,7 @@ impl OpDef for Attention {
             lit(mask_len),
         );
         let (causal, mode) = (self.causal, self.qk_mode);
+        let (left, right) = (self.left_window, self.right_window);
         let t = rust_type(q.dtype);
         let (load, store) = conversions(q.dtype);
         let (i0, i1, i2) = (names.input(0), names.input(1), names.input(2));
@@ -377,6 +377,7 @@ impl OpDef for Attention {
                 q_strides: #qs, k_strides: #ks, v_strides: #vs, y_strides: #ys,
                 mask_strides: [#(#ms),*], mask_len: #ml,
                 scale: #scale, softcap: #softcap, causal: #causal, qk_mode: #mode,
+                left_window: #left, right_window: #right,
             };
             let inputs = ::sinter_rt::attention::AttentionInputs::<#t, #mask_type> {
                 q: #i0, k: #i1, v: #i2, mask: #mask,

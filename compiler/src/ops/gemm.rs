@@ -4,7 +4,8 @@
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Gemm.html>,
 //! <https://onnx.ai/onnx/operators/onnx__MatMul.html>,
 //! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm and MatMul: float32,
-//! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only); MatMulInteger:
+//! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only), MatMul also
+//! float16 (f32 accumulation); MatMulInteger:
 //! int8/uint8 with scalar zero points.
 
 use proc_macro2::TokenStream;
@@ -75,7 +76,7 @@ impl OpDef for Gemm {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let a = cx.input(0)?;
-        require_dtype(a.dtype, MATMUL_TYPES, "A")?;
+        require_dtype(a.dtype, GEMM_TYPES, "A")?;
         if cx.input(1)?.dtype != a.dtype || cx.opt_input(2).is_some_and(|c| c.dtype != a.dtype) {
             return Err(CompileError::shape("Gemm operands differ in type"));
         }
@@ -300,6 +301,12 @@ impl OpDef for MatMul {
                 quote!(::sinter_rt::gemm::batched_gemm_f32(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
             );
         }
+        if dtype == DType::F16 {
+            return Ok(quote! {
+                ::sinter_rt::gemm::batched_matmul_converted(#batch, #sa, #sb, (#m, #n, #k), #i0, #i1, #o0,
+                    ::sinter_rt::half::f16_to_f32, ::sinter_rt::half::f32_to_f16);
+            });
+        }
         let t = rust_type(dtype);
         let (zero, f) = if dtype.is_float() {
             (quote!(0.0), quote!(|acc: #t, a: #t, b: #t| acc + a * b))
@@ -315,9 +322,19 @@ impl OpDef for MatMul {
     }
 }
 
+const GEMM_TYPES: &[DType] = &[
+    DType::F32,
+    DType::F64,
+    DType::I32,
+    DType::I64,
+    DType::U32,
+    DType::U64,
+];
+
 const MATMUL_TYPES: &[DType] = &[
     DType::F32,
     DType::F64,
+    DType::F16,
     DType::I32,
     DType::I64,
     DType::U32,

@@ -23,6 +23,7 @@ pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod sample;
+pub mod signal;
 pub mod softmax;
 
 /// A value's element type and concrete shape.
@@ -371,6 +372,9 @@ ops! {
     RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
     CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
+    Dft(signal::Dft) => ["DFT"];
+    WindowOp(signal::WindowOp) => ["HannWindow", "HammingWindow", "BlackmanWindow"];
+    Stft(signal::Stft) => ["STFT"];
 }
 
 // ---- shared helpers for the family files ----
