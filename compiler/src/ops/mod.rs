@@ -313,6 +313,7 @@ ops! {
     Indexing(movement::Indexing) => ["Gather", "GatherElements", "GatherND", "ScatterElements", "Scatter", "ScatterND"];
     Repeat(movement::Repeat) => ["Expand", "Tile"];
     TensorScatter(movement::TensorScatter) => ["TensorScatter"];
+    Select(movement::Select) => ["Compress", "NonZero"];
     Pad(movement::Pad) => ["Pad"];
     CenterCropPad(movement::CenterCropPad) => ["CenterCropPad"];
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];

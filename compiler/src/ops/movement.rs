@@ -1,7 +1,7 @@
 //! Data movement: `Reshape`, `Flatten`, `Identity`, `Dropout` (inference), `Transpose`,
 //! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
 //! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
-//! `ScatterND`, `TensorScatter`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
+//! `ScatterND`, `TensorScatter`, `Compress`, `NonZero`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
 //! `ConstantOfShape`, `Range`, `HannWindow`, `HammingWindow`, `BlackmanWindow`, `Cast`,
 //! `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
 //! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
@@ -12,7 +12,7 @@
 //! Squeeze/Unsqueeze-1/11/13/21 (axes an input from 13), Split-1/2/11/13/18 (split an input
 //! from 13, `num_outputs` from 18), Slice-1/10/11/13 (inputs from 10), Gather-1/11/13,
 //! GatherElements-11/13, GatherND-11/12/13, ScatterElements-11/13/16/18, Scatter-9/11,
-//! ScatterND-11/13/16/18, TensorScatter-24, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
+//! ScatterND-11/13/16/18, TensorScatter-24, Compress-9/11, NonZero-9/13, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
 //! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
 //! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, HannWindow/HammingWindow/
 //! BlackmanWindow-17, Cast-1/6/9/13/19/21/23/24/25, CastLike-15/19/21/23/24/25, BitCast-26,
@@ -1301,6 +1301,116 @@ impl OpDef for TensorScatter {
             #o0.copy_from_slice(#i0);
             ::sinter_rt::shape::tensor_scatter(#o0, #i1, #write, #ol, #pb, #ms, #sq, #il, #circular);
         };
+        finish(cx, names, code)
+    }
+}
+
+// ---- Compress, NonZero ----
+
+/// `Compress` (the condition must be a compile-time constant: it sets the output length) and
+/// `NonZero` (folded; a run-time input is unsupported, its output length depends on data).
+#[derive(Debug, Clone)]
+pub struct Select {
+    /// `NonZero` rather than `Compress`.
+    pub nonzero: bool,
+    /// Compress `axis` (`None`: the flattened input).
+    pub axis: Option<i64>,
+}
+
+impl Select {
+    /// Compress's layout: outer, axis length, inner, selected count.
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
+        let x = cx.input(0)?;
+        let cond = cx.input(1)?.constant.ok_or_else(|| {
+            CompileError::unsupported(
+                "Compress condition must be a compile-time constant (it sets the output shape)",
+            )
+        })?;
+        let cond = cond
+            .to_i64s()
+            .ok_or_else(|| CompileError::shape("condition must be bool"))?;
+        let (outer, n, inner) = match self.axis {
+            None => (1, x.shape.iter().product(), 1),
+            Some(a) => {
+                let a = normalize_axis(a, x.shape.len(), "axis")?;
+                (
+                    x.shape[..a].iter().product(),
+                    x.shape[a],
+                    x.shape[a + 1..].iter().product(),
+                )
+            }
+        };
+        let count = cond.iter().take(n).filter(|&&c| c != 0).count();
+        Ok((outer, n, inner, count))
+    }
+
+    fn nonzero(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+        let x = cx.input(0)?;
+        let t = x.constant.ok_or_else(|| {
+            CompileError::unsupported(
+                "NonZero of a run-time value (its output shape depends on the data)",
+            )
+        })?;
+        let values = t.to_f64s();
+        let hits: Vec<usize> = (0..values.len()).filter(|&i| values[i] != 0.0).collect();
+        let rank = x.shape.len();
+        let mut out = vec![0i64; rank * hits.len()];
+        for (k, &i) in hits.iter().enumerate() {
+            for (a, c) in unravel(i, x.shape).into_iter().enumerate() {
+                out[a * hits.len() + k] = i64_of(c);
+            }
+        }
+        Ok(Tensor::from_i64(vec![rank, hits.len()], &out))
+    }
+}
+
+impl OpDef for Select {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            nonzero: node.op_type() == "NonZero",
+            axis: node.i64_opt("axis")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if self.nonzero {
+            let t = self.nonzero(cx)?;
+            return Ok(vec![TypeShape::new(DType::I64, t.shape)]);
+        }
+        let x = cx.input(0)?;
+        let (_, _, _, count) = self.layout(cx)?;
+        let shape = match self.axis {
+            None => vec![count],
+            Some(a) => {
+                let a = normalize_axis(a, x.shape.len(), "axis")?;
+                let mut s = x.shape.to_vec();
+                s[a] = count;
+                s
+            }
+        };
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        if self.nonzero {
+            return Some(self.nonzero(cx).map(|t| vec![t]));
+        }
+        None
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if self.nonzero {
+            return Err(CompileError::shape(
+                "internal: NonZero should have been folded",
+            ));
+        }
+        let (outer, n, inner, count) = self.layout(cx)?;
+        if count * outer * inner == 0 {
+            return finish(cx, names, TokenStream::new());
+        }
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (ol, nl, il) = (lit(outer), lit(n), lit(inner));
+        let code = quote!(::sinter_rt::shape::compress(#i0, #i1, #o0, #ol, #nl, #il););
         finish(cx, names, code)
     }
 }
