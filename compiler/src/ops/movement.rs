@@ -1321,14 +1321,8 @@ impl Select {
     /// Compress's layout: outer, axis length, inner, selected count.
     fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
         let x = cx.input(0)?;
-        let cond = cx.input(1)?.constant.ok_or_else(|| {
-            CompileError::unsupported(
-                "Compress condition must be a compile-time constant (it sets the output shape)",
-            )
-        })?;
-        let cond = cond
-            .to_i64s()
-            .ok_or_else(|| CompileError::shape("condition must be bool"))?;
+        // The condition sets the output shape.
+        let cond = cx.const_ints(1, "Compress condition")?;
         let (outer, n, inner) = match self.axis {
             None => (1, x.shape.iter().product(), 1),
             Some(a) => {
@@ -1346,11 +1340,12 @@ impl Select {
 
     fn nonzero(&self, cx: &OpCx<'_>) -> Result<Tensor> {
         let x = cx.input(0)?;
-        let t = x.constant.ok_or_else(|| {
-            CompileError::unsupported(
-                "NonZero of a run-time value (its output shape depends on the data)",
-            )
-        })?;
+        let Some(t) = x.constant else {
+            // The output shape depends on the data: report the input as one that must be
+            // known at compile time.
+            cx.const_ints(0, "NonZero input")?;
+            return Err(CompileError::unsupported("NonZero of a run-time value"));
+        };
         let values = t.to_f64s();
         let hits: Vec<usize> = (0..values.len()).filter(|&i| values[i] != 0.0).collect();
         let rank = x.shape.len();
