@@ -314,6 +314,7 @@ ops! {
     Repeat(movement::Repeat) => ["Expand", "Tile"];
     TensorScatter(movement::TensorScatter) => ["TensorScatter"];
     Select(movement::Select) => ["Compress", "NonZero"];
+    Unique(movement::Unique) => ["Unique"];
     Pad(movement::Pad) => ["Pad"];
     CenterCropPad(movement::CenterCropPad) => ["CenterCropPad"];
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];
