@@ -22,8 +22,10 @@
 //!
 //! Parameters that set output shapes (axes, starts/ends, pads, repeats, shapes, split sizes,
 //! OneHot depth, Range bounds, window sizes, the Compress condition, the NonZero and Unique
-//! inputs) must be compile-time constants; a run-time one is reported unsupported. Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis,
-//! sequence lengths, OneHot indices and values, the Pad value) may be run-time values.
+//! inputs) must be compile-time constants; a run-time one is reported unsupported.
+//! Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis, sequence lengths,
+//! OneHot indices and values, the Pad value, TensorScatter write indices) may be run-time
+//! values.
 //! Shape and Size always fold, so shape arithmetic chains (Shape → Gather → Unsqueeze →
 //! Concat → Reshape) resolve at compile time.
 
