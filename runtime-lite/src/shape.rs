@@ -461,6 +461,25 @@ pub fn tensor_scatter<T: Copy, I: IndexValue>(
     }
 }
 
+/// Compress: `x` viewed as `[outer, n, inner]`; the blocks `j` with a non-zero `cond[j]`
+/// (positions past the end of `cond` count as false) go to `out` in order.
+pub fn compress<T: Copy>(
+    x: &[T],
+    cond: &[u8],
+    out: &mut [T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+) {
+    let mut w = 0;
+    for o in 0..outer {
+        for (j, _) in cond.iter().take(n).enumerate().filter(|(_, &c)| c != 0) {
+            out[w..][..inner].copy_from_slice(&x[(o * n + j) * inner..][..inner]);
+            w += inner;
+        }
+    }
+}
+
 /// Trilu on `batch` matrices of `rows x cols`: keeps the upper (`j - i >= k`) or lower
 /// (`j - i <= k`) triangle and zeroes the rest.
 pub fn trilu<T: Copy + Default>(
@@ -709,6 +728,17 @@ mod tests {
         let mut out = [0; 8];
         tensor_scatter(&mut out, &[1, 2, 3, 4], &[] as &[i64], 2, 1, 4, 2, 1, false);
         assert_eq!(out, [1, 2, 0, 0, 3, 4, 0, 0]);
+    }
+
+    #[test]
+    fn compress_selects_blocks() {
+        let x = [1, 2, 3, 4, 5, 6]; // [2, 3]
+        let mut out = [0; 4];
+        compress(&x, &[1, 0, 1], &mut out, 2, 3, 1);
+        assert_eq!(out, [1, 3, 4, 6]);
+        let mut out = [0; 3];
+        compress(&x, &[0, 1], &mut out, 1, 2, 3);
+        assert_eq!(out, [4, 5, 6]);
     }
 
     #[test]

@@ -343,6 +343,8 @@ ops! {
     Indexing(movement::Indexing) => ["Gather", "GatherElements", "GatherND", "ScatterElements", "Scatter", "ScatterND"];
     Repeat(movement::Repeat) => ["Expand", "Tile"];
     TensorScatter(movement::TensorScatter) => ["TensorScatter"];
+    Select(movement::Select) => ["Compress", "NonZero"];
+    Unique(movement::Unique) => ["Unique"];
     Pad(movement::Pad) => ["Pad"];
     CenterCropPad(movement::CenterCropPad) => ["CenterCropPad"];
     ShapeOf(movement::ShapeOf) => ["Shape", "Size"];

@@ -1,28 +1,31 @@
 //! Data movement: `Reshape`, `Flatten`, `Identity`, `Dropout` (inference), `Transpose`,
 //! `Concat`, `Constant`, `Squeeze`, `Unsqueeze`, `Split`, `Slice`, `Gather`,
 //! `GatherElements`, `GatherND`, `ScatterElements` (and the deprecated `Scatter`),
-//! `ScatterND`, `TensorScatter`, `Expand`, `Tile`, `Pad`, `CenterCropPad`, `Shape`, `Size`,
-//! `ConstantOfShape`, `Range`, `HannWindow`, `HammingWindow`, `BlackmanWindow`, `Cast`,
-//! `CastLike`, `BitCast`, `DepthToSpace`, `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`,
-//! `CumSum`, `CumProd` and `ReverseSequence`. Movement kernels are generic over the element
-//! type, so every supported type works.
+//! `ScatterND`, `TensorScatter`, `Compress`, `NonZero`, `Unique`, `Expand`, `Tile`, `Pad`,
+//! `CenterCropPad`, `Shape`, `Size`, `ConstantOfShape`, `Range`, `HannWindow`,
+//! `HammingWindow`, `BlackmanWindow`, `Cast`, `CastLike`, `BitCast`, `DepthToSpace`,
+//! `SpaceToDepth`, `Trilu`, `EyeLike`, `OneHot`, `CumSum`, `CumProd` and `ReverseSequence`.
+//! Movement kernels are generic over the element type, so every supported type works.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (Reshape-5/13/14/19/21, Flatten-1/9/11/13/21,
 //! Dropout-7/10/12/13, Transpose-1/13/21, Concat-4/11/13, Constant-1/9/11/12/13/19/21,
 //! Squeeze/Unsqueeze-1/11/13/21 (axes an input from 13), Split-1/2/11/13/18 (split an input
 //! from 13, `num_outputs` from 18), Slice-1/10/11/13 (inputs from 10), Gather-1/11/13,
 //! GatherElements-11/13, GatherND-11/12/13, ScatterElements-11/13/16/18, Scatter-9/11,
-//! ScatterND-11/13/16/18, TensorScatter-24, Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11,
-//! axes from 18, wrap from 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15),
-//! Size-1/13/19/21, ConstantOfShape-9/20/21, Range-11, HannWindow/HammingWindow/
-//! BlackmanWindow-17, Cast-1/6/9/13/19/21/23/24/25, CastLike-15/19/21/23/24/25, BitCast-26,
+//! ScatterND-11/13/16/18, TensorScatter-24, Compress-9/11, NonZero-9/13, Unique-11,
+//! Expand-8/13, Tile-6/13, Pad-1/2/11/13/18/19/21 (inputs from 11, axes from 18, wrap from
+//! 19), CenterCropPad-18, Shape-1/13/15/19/21 (start/end from 15), Size-1/13/19/21,
+//! ConstantOfShape-9/20/21, Range-11, HannWindow/HammingWindow/BlackmanWindow-17,
+//! Cast-1/6/9/13/19/21/23/24/25, CastLike-15/19/21/23/24/25, BitCast-26,
 //! DepthToSpace-1/11/13, SpaceToDepth-1/13, Trilu-14, EyeLike-9/22, OneHot-9/11,
 //! CumSum-11/14, CumProd-26, ReverseSequence-10).
 //!
 //! Parameters that set output shapes (axes, starts/ends, pads, repeats, shapes, split sizes,
-//! OneHot depth, Range bounds, window sizes) must be compile-time constants; a run-time one
-//! is reported unsupported. Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis,
-//! sequence lengths, OneHot indices and values, the Pad value) may be run-time values.
+//! OneHot depth, Range bounds, window sizes, the Compress condition, the NonZero and Unique
+//! inputs) must be compile-time constants; a run-time one is reported unsupported.
+//! Parameters that do not (Gather/Scatter indices, Trilu `k`, CumSum axis, sequence lengths,
+//! OneHot indices and values, the Pad value, TensorScatter write indices) may be run-time
+//! values.
 //! Shape and Size always fold, so shape arithmetic chains (Shape → Gather → Unsqueeze →
 //! Concat → Reshape) resolve at compile time.
 
@@ -1302,6 +1305,241 @@ impl OpDef for TensorScatter {
             ::sinter_rt::shape::tensor_scatter(#o0, #i1, #write, #ol, #pb, #ms, #sq, #il, #circular);
         };
         finish(cx, names, code)
+    }
+}
+
+// ---- Compress, NonZero ----
+
+/// `Compress` (the condition must be a compile-time constant: it sets the output length) and
+/// `NonZero` (folded; a run-time input is unsupported, its output length depends on data).
+#[derive(Debug, Clone)]
+pub struct Select {
+    /// `NonZero` rather than `Compress`.
+    pub nonzero: bool,
+    /// Compress `axis` (`None`: the flattened input).
+    pub axis: Option<i64>,
+}
+
+impl Select {
+    /// Compress's layout: outer, axis length, inner, selected count.
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
+        let x = cx.input(0)?;
+        // The condition sets the output shape.
+        let cond = cx.const_ints(1, "Compress condition")?;
+        let (outer, n, inner) = match self.axis {
+            None => (1, x.shape.iter().product(), 1),
+            Some(a) => {
+                let a = normalize_axis(a, x.shape.len(), "axis")?;
+                (
+                    x.shape[..a].iter().product(),
+                    x.shape[a],
+                    x.shape[a + 1..].iter().product(),
+                )
+            }
+        };
+        let count = cond.iter().take(n).filter(|&&c| c != 0).count();
+        Ok((outer, n, inner, count))
+    }
+
+    fn nonzero(&self, cx: &OpCx<'_>) -> Result<Tensor> {
+        let x = cx.input(0)?;
+        let Some(t) = x.constant else {
+            // The output shape depends on the data: report the input as one that must be
+            // known at compile time.
+            cx.const_ints(0, "NonZero input")?;
+            return Err(CompileError::unsupported("NonZero of a run-time value"));
+        };
+        let values = t.to_f64s();
+        let hits: Vec<usize> = (0..values.len()).filter(|&i| values[i] != 0.0).collect();
+        let rank = x.shape.len();
+        let mut out = vec![0i64; rank * hits.len()];
+        for (k, &i) in hits.iter().enumerate() {
+            for (a, c) in unravel(i, x.shape).into_iter().enumerate() {
+                out[a * hits.len() + k] = i64_of(c);
+            }
+        }
+        Ok(Tensor::from_i64(vec![rank, hits.len()], &out))
+    }
+}
+
+impl OpDef for Select {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            nonzero: node.op_type() == "NonZero",
+            axis: node.i64_opt("axis")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if self.nonzero {
+            let t = self.nonzero(cx)?;
+            return Ok(vec![TypeShape::new(DType::I64, t.shape)]);
+        }
+        let x = cx.input(0)?;
+        let (_, _, _, count) = self.layout(cx)?;
+        let shape = match self.axis {
+            None => vec![count],
+            Some(a) => {
+                let a = normalize_axis(a, x.shape.len(), "axis")?;
+                let mut s = x.shape.to_vec();
+                s[a] = count;
+                s
+            }
+        };
+        Ok(vec![TypeShape::new(x.dtype, shape)])
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        if self.nonzero {
+            return Some(self.nonzero(cx).map(|t| vec![t]));
+        }
+        None
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if self.nonzero {
+            return Err(CompileError::shape(
+                "internal: NonZero should have been folded",
+            ));
+        }
+        let (outer, n, inner, count) = self.layout(cx)?;
+        if count * outer * inner == 0 {
+            return finish(cx, names, TokenStream::new());
+        }
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (ol, nl, il) = (lit(outer), lit(n), lit(inner));
+        let code = quote!(::sinter_rt::shape::compress(#i0, #i1, #o0, #ol, #nl, #il););
+        finish(cx, names, code)
+    }
+}
+
+// ---- Unique ----
+
+/// `Unique` on a compile-time constant (its output shapes depend on the data): folded.
+/// Like numpy's `unique`: sorted ascending (or in order of first occurrence with
+/// `sorted = 0`), over elements or, with `axis`, over whole slices compared
+/// lexicographically.
+#[derive(Debug, Clone)]
+pub struct Unique {
+    /// Sort the unique values.
+    pub sorted: bool,
+    /// Slices along this axis rather than elements of the flattened input.
+    pub axis: Option<i64>,
+}
+
+impl Unique {
+    fn value(&self, cx: &OpCx<'_>) -> Result<Vec<Tensor>> {
+        let x = cx.input(0)?;
+        let Some(t) = x.constant else {
+            // The output shapes depend on the data.
+            cx.const_ints(0, "Unique input")?;
+            return Err(CompileError::unsupported("Unique of a run-time value"));
+        };
+        let (outer, n, inner, axis) = match self.axis {
+            None => (1, t.len(), 1, None),
+            Some(a) => {
+                let a = normalize_axis(a, x.shape.len(), "axis")?;
+                (
+                    x.shape[..a].iter().product::<usize>(),
+                    x.shape[a],
+                    x.shape[a + 1..].iter().product::<usize>(),
+                    Some(a),
+                )
+            }
+        };
+        // Comparable element values: exact for integers, by value for floats.
+        let ints = if t.dtype.is_float() {
+            None
+        } else {
+            t.to_i64s()
+        };
+        let floats = t.to_f64s();
+        let cmp_elem = |i: usize, j: usize| -> std::cmp::Ordering {
+            match &ints {
+                Some(v) => v[i].cmp(&v[j]),
+                None => floats[i].total_cmp(&floats[j]),
+            }
+        };
+        let cmp_slice = |a: usize, b: usize| -> std::cmp::Ordering {
+            for o in 0..outer {
+                for r in 0..inner {
+                    let c = cmp_elem((o * n + a) * inner + r, (o * n + b) * inner + r);
+                    if c.is_ne() {
+                        return c;
+                    }
+                }
+            }
+            std::cmp::Ordering::Equal
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| cmp_slice(a, b).then(a.cmp(&b)));
+        // Groups of equal slices: (first index, members).
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &j in &order {
+            match groups.last_mut() {
+                Some((first, members)) if cmp_slice(*first, j).is_eq() => members.push(j),
+                _ => groups.push((j, vec![j])),
+            }
+        }
+        if !self.sorted {
+            groups.sort_by_key(|g| g.0);
+        }
+        let u = groups.len();
+        let mut inverse = vec![0i64; n];
+        for (g, (_, members)) in groups.iter().enumerate() {
+            for &m in members {
+                inverse[m] = i64_of(g);
+            }
+        }
+        let firsts: Vec<usize> = groups.iter().map(|g| g.0).collect();
+        let y_shape = match axis {
+            None => vec![u],
+            Some(a) => {
+                let mut s = x.shape.to_vec();
+                s[a] = u;
+                s
+            }
+        };
+        let y = pick(t, y_shape, |i| {
+            let (o, rest) = (i / (u * inner).max(1), i % (u * inner).max(1));
+            let (g, r) = (rest / inner.max(1), rest % inner.max(1));
+            Some((o * n + *firsts.get(g)?) * inner + r)
+        });
+        let firsts_i: Vec<i64> = firsts.iter().map(|&f| i64_of(f)).collect();
+        let counts: Vec<i64> = groups.iter().map(|g| i64_of(g.1.len())).collect();
+        Ok(vec![
+            y,
+            Tensor::from_i64(vec![u], &firsts_i),
+            Tensor::from_i64(vec![n], &inverse),
+            Tensor::from_i64(vec![u], &counts),
+        ])
+    }
+}
+
+impl OpDef for Unique {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            sorted: node.i64_or("sorted", 1)? != 0,
+            axis: node.i64_opt("axis")?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Ok(self
+            .value(cx)?
+            .into_iter()
+            .map(|t| TypeShape::new(t.dtype, t.shape))
+            .collect())
+    }
+
+    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        Some(self.value(cx))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: Unique should have been folded",
+        ))
     }
 }
 

@@ -5,8 +5,9 @@
 //! Spec: <https://onnx.ai/onnx/operators/> (ReduceSum-1/11/13: axes an input from 13; the other
 //! reductions -1/11/13/18/20: axes an input from 18; ArgMax/ArgMin-1/11/12/13; TopK-1/10/11/24).
 //! Float reductions accumulate in f64. Integer sums and products wrap; integer means are
-//! computed in f64 and truncated (numpy's `mean(...).astype(dtype)`). `ReduceSum`/`ReduceProd`
-//! on int64 fold when their inputs are constant.
+//! computed in f64 and truncated (numpy's `mean(...).astype(dtype)`). `ReduceSum`,
+//! `ReduceProd`, `ReduceMax` and `ReduceMin` on int64/int32 fold when their inputs are
+//! constant.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -158,20 +159,32 @@ impl OpDef for Reduce {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let x = cx.input(0).ok()?;
         let t = x.constant?;
-        if x.dtype != DType::I64 || !matches!(self.kind, ReduceKind::Sum | ReduceKind::Prod) {
+        let int_kind = matches!(
+            self.kind,
+            ReduceKind::Sum | ReduceKind::Prod | ReduceKind::Max | ReduceKind::Min
+        );
+        if !matches!(x.dtype, DType::I64 | DType::I32) || !int_kind {
             return None;
         }
         let layout = match self.layout(cx) {
             Ok(l) => l,
             Err(e) => return Some(Err(e)),
         };
-        let values = t.as_i64()?;
+        let values = t.to_i64s()?;
         let rank = x.shape.len();
         // Output coordinates of each input element, flattened.
         let kept: Vec<usize> = (0..rank).filter(|&a| !layout.reduced[a]).collect();
         let n_out: usize = kept.iter().map(|&a| x.shape[a]).product();
         let prod = self.kind == ReduceKind::Prod;
-        let mut out = vec![i64::from(prod); n_out];
+        let init = match (self.kind, x.dtype) {
+            (ReduceKind::Prod, _) => 1,
+            (ReduceKind::Max, DType::I32) => i64::from(i32::MIN),
+            (ReduceKind::Max, _) => i64::MIN,
+            (ReduceKind::Min, DType::I32) => i64::from(i32::MAX),
+            (ReduceKind::Min, _) => i64::MAX,
+            _ => 0,
+        };
+        let mut out = vec![init; n_out];
         for (i, &v) in values.iter().enumerate() {
             let mut rem = i;
             let mut coords = vec![0; rank];
@@ -181,14 +194,21 @@ impl OpDef for Reduce {
             }
             let o = kept.iter().fold(0, |acc, &a| acc * x.shape[a] + coords[a]);
             if let Some(slot) = out.get_mut(o) {
-                *slot = if prod {
-                    slot.wrapping_mul(v)
-                } else {
-                    slot.wrapping_add(v)
+                *slot = match self.kind {
+                    _ if prod => slot.wrapping_mul(v),
+                    ReduceKind::Max => (*slot).max(v),
+                    ReduceKind::Min => (*slot).min(v),
+                    _ => slot.wrapping_add(v),
                 };
             }
         }
-        Some(Ok(vec![Tensor::from_i64(layout.out_shape, &out)]))
+        Some(Ok(vec![if x.dtype == DType::I32 {
+            // Wrapping in i64 then truncating equals wrapping in i32.
+            let v: Vec<i32> = out.iter().map(|&v| v as i32).collect();
+            Tensor::from_i32(layout.out_shape, &v)
+        } else {
+            Tensor::from_i64(layout.out_shape, &out)
+        }]))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
