@@ -30,6 +30,7 @@ mod gemm_x86_64;
 pub mod half;
 pub mod math;
 pub mod math64;
+pub mod misc;
 pub mod norm;
 pub mod pool;
 pub mod reduce;

@@ -14,6 +14,7 @@ pub mod conv;
 pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
+pub mod misc;
 pub mod movement;
 pub mod norm;
 pub mod pool;
@@ -348,6 +349,10 @@ ops! {
     Reduce(reduce::Reduce) => ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"];
     ArgReduce(reduce::ArgReduce) => ["ArgMax", "ArgMin"];
     TopK(reduce::TopK) => ["TopK"];
+    BitCast(misc::BitCast) => ["BitCast"];
+    CumProd(misc::CumProd) => ["CumProd"];
+    Det(misc::Det) => ["Det"];
+    CenterCropPad(misc::CenterCropPad) => ["CenterCropPad"];
 }
 
 // ---- shared helpers for the family files ----
