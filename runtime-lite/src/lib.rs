@@ -39,6 +39,7 @@ pub mod rnn;
 pub mod shape;
 pub mod softmax;
 pub mod threads;
+pub mod vision;
 
 pub use arena::{Arena, Reader, Splitter, Weights};
 pub use elem::Elem;

@@ -22,6 +22,7 @@ pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod softmax;
+pub mod vision;
 
 /// A value's element type and concrete shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +354,8 @@ ops! {
     CumProd(misc::CumProd) => ["CumProd"];
     Det(misc::Det) => ["Det"];
     CenterCropPad(misc::CenterCropPad) => ["CenterCropPad"];
+    GridSample(vision::GridSample) => ["GridSample"];
+    AffineGrid(vision::AffineGrid) => ["AffineGrid"];
 }
 
 // ---- shared helpers for the family files ----
