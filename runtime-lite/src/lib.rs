@@ -33,6 +33,7 @@ pub mod math64;
 pub mod misc;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;

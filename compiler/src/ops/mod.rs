@@ -18,6 +18,7 @@ pub mod misc;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
@@ -356,6 +357,9 @@ ops! {
     CenterCropPad(misc::CenterCropPad) => ["CenterCropPad"];
     GridSample(vision::GridSample) => ["GridSample"];
     AffineGrid(vision::AffineGrid) => ["AffineGrid"];
+    QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
+    DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
+    QLinearMatMul(quant::QLinearMatMul) => ["QLinearMatMul"];
 }
 
 // ---- shared helpers for the family files ----
