@@ -38,6 +38,7 @@ pub mod reduce;
 pub mod resize;
 pub mod rnn;
 pub mod shape;
+pub mod signal;
 pub mod softmax;
 pub mod threads;
 pub mod vision;

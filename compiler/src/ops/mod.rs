@@ -22,6 +22,7 @@ pub mod quant;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
+pub mod signal;
 pub mod softmax;
 pub mod vision;
 
@@ -360,6 +361,10 @@ ops! {
     QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
     DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
     QLinearMatMul(quant::QLinearMatMul) => ["QLinearMatMul"];
+    Dft(signal::Dft) => ["DFT"];
+    Stft(signal::Stft) => ["STFT"];
+    Window(signal::Window) => ["HannWindow", "HammingWindow", "BlackmanWindow"];
+    MelWeightMatrix(signal::MelWeightMatrix) => ["MelWeightMatrix"];
 }
 
 // ---- shared helpers for the family files ----
