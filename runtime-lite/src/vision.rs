@@ -278,3 +278,213 @@ mod tests {
         assert_eq!(reflect(3.0, -0.5, 2.5), 2.0);
     }
 }
+
+/// Col2Im geometry: spatial sizes and per-axis conv parameters (rank of `image`).
+#[derive(Debug, Clone, Copy)]
+pub struct Col2ImGeom<'a> {
+    /// Output image spatial shape.
+    pub image: &'a [usize],
+    /// Block (kernel) shape.
+    pub block: &'a [usize],
+    /// Number of block positions along each axis.
+    pub positions: &'a [usize],
+    /// Strides.
+    pub strides: &'a [usize],
+    /// Leading pads.
+    pub pads: &'a [usize],
+    /// Dilations.
+    pub dilations: &'a [usize],
+}
+
+/// Col2Im for float32: `x` is `[n, c * prod(block), prod(positions)]`, `out` is
+/// `[n, c, image...]`; overlapping contributions are summed.
+pub fn col2im_f32(x: &[f32], out: &mut [f32], n: usize, c: usize, g: Col2ImGeom<'_>) {
+    let img: usize = g.image.iter().product();
+    let blk: usize = g.block.iter().product();
+    let pos: usize = g.positions.iter().product();
+    out.fill(0.0);
+    let rank = g.image.len();
+    for b in 0..n {
+        for ch in 0..c {
+            let dst = &mut out[(b * c + ch) * img..(b * c + ch + 1) * img];
+            crate::shape::for_each_coord(g.block, |bi, bc| {
+                let row = &x[((b * c + ch) * blk + bi) * pos..((b * c + ch) * blk + bi + 1) * pos];
+                crate::shape::for_each_coord(g.positions, |li, lc| {
+                    let mut flat = 0usize;
+                    for d in 0..rank {
+                        let p = lc[d] * g.strides[d] + bc[d] * g.dilations[d];
+                        if p < g.pads[d] || p - g.pads[d] >= g.image[d] {
+                            return;
+                        }
+                        flat = flat * g.image[d] + (p - g.pads[d]);
+                    }
+                    dst[flat] += row[li];
+                });
+            });
+        }
+    }
+}
+
+/// RoiAlign parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct RoiAlignParams {
+    /// Output bins `[height, width]`.
+    pub out: [usize; 2],
+    /// Samples per bin (0: adaptive).
+    pub sampling_ratio: usize,
+    /// Scale from ROI coordinates to the feature map.
+    pub spatial_scale: f32,
+    /// `half_pixel` coordinates (else `output_half_pixel`).
+    pub half_pixel: bool,
+    /// Max rather than average pooling.
+    pub max: bool,
+}
+
+/// RoiAlign for float32: `x` is `[n, c, h, w]`, `rois` `[r, 4]` (x1, y1, x2, y2), `batch`
+/// the image of each ROI (out of range reads zeros), `out` `[r, c, oh, ow]`.
+#[allow(clippy::too_many_arguments)]
+pub fn roi_align_f32<I: crate::shape::IndexValue>(
+    x: &[f32],
+    rois: &[f32],
+    batch: &[I],
+    out: &mut [f32],
+    [n, c, h, w]: [usize; 4],
+    p: RoiAlignParams,
+) {
+    let [oh, ow] = p.out;
+    let offset = if p.half_pixel { 0.5f32 } else { 0.0 };
+    for (r, roi) in rois.chunks_exact(4).enumerate() {
+        let sw = roi[0] * p.spatial_scale - offset;
+        let sh = roi[1] * p.spatial_scale - offset;
+        let ew = roi[2] * p.spatial_scale - offset;
+        let eh = roi[3] * p.spatial_scale - offset;
+        let (mut rw, mut rh) = (ew - sw, eh - sh);
+        if !p.half_pixel {
+            rw = rw.max(1.0);
+            rh = rh.max(1.0);
+        }
+        let (bh, bw) = (rh / oh as f32, rw / ow as f32);
+        let ceil = |v: f32| -> usize {
+            let f = crate::math::ceil_f64(f64::from(v));
+            if f > 0.0 {
+                f as usize
+            } else {
+                0
+            }
+        };
+        let gh = if p.sampling_ratio > 0 {
+            p.sampling_ratio
+        } else {
+            ceil(rh / oh as f32)
+        };
+        let gw = if p.sampling_ratio > 0 {
+            p.sampling_ratio
+        } else {
+            ceil(rw / ow as f32)
+        };
+        let count = (gh * gw).max(1) as f32;
+        let img = crate::shape::resolve_index(batch[r].to_i64(), n);
+        for ch in 0..c {
+            let plane = img.map(|b| &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w]);
+            for ph in 0..oh {
+                for pw in 0..ow {
+                    let mut acc = 0f32;
+                    let mut first = true;
+                    for iy in 0..gh {
+                        let yy = sh + ph as f32 * bh + (iy as f32 + 0.5) * bh / gh as f32;
+                        for ix in 0..gw {
+                            let xx = sw + pw as f32 * bw + (ix as f32 + 0.5) * bw / gw as f32;
+                            let v = bilinear_terms(plane, h, w, yy, xx);
+                            if p.max {
+                                let m = v[0].max(v[1]).max(v[2]).max(v[3]);
+                                acc = if first { m } else { acc.max(m) };
+                                first = false;
+                            } else {
+                                acc += v[0] + v[1] + v[2] + v[3];
+                            }
+                        }
+                    }
+                    if !p.max {
+                        acc /= count;
+                    }
+                    out[((r * c + ch) * oh + ph) * ow + pw] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// The four weighted corner values of a bilinear sample (zeros outside `[-1, size]`).
+fn bilinear_terms(plane: Option<&[f32]>, h: usize, w: usize, y: f32, x: f32) -> [f32; 4] {
+    let Some(plane) = plane else {
+        return [0.0; 4];
+    };
+    if y < -1.0 || y > h as f32 || x < -1.0 || x > w as f32 || h == 0 || w == 0 {
+        return [0.0; 4];
+    }
+    let (mut y, mut x) = (y.max(0.0), x.max(0.0));
+    let (mut yl, mut xl) = (y as usize, x as usize);
+    let (yh, xh);
+    if yl >= h - 1 {
+        yl = h - 1;
+        yh = h - 1;
+        y = yl as f32;
+    } else {
+        yh = yl + 1;
+    }
+    if xl >= w - 1 {
+        xl = w - 1;
+        xh = w - 1;
+        x = xl as f32;
+    } else {
+        xh = xl + 1;
+    }
+    let (ly, lx) = (y - yl as f32, x - xl as f32);
+    let (hy, hx) = (1.0 - ly, 1.0 - lx);
+    [
+        hy * hx * plane[yl * w + xl],
+        hy * lx * plane[yl * w + xh],
+        ly * hx * plane[yh * w + xl],
+        ly * lx * plane[yh * w + xh],
+    ]
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn col2im_sums_overlaps() {
+        // 1-D image of 3, block 2, stride 1: positions 2.
+        let x = [1.0f32, 2.0, 10.0, 20.0];
+        let mut out = [0f32; 3];
+        let g = Col2ImGeom {
+            image: &[3],
+            block: &[2],
+            positions: &[2],
+            strides: &[1],
+            pads: &[0],
+            dilations: &[1],
+        };
+        col2im_f32(&x, &mut out, 1, 1, g);
+        assert_eq!(out, [1.0, 12.0, 20.0]);
+    }
+
+    #[test]
+    fn roi_align_constant_image() {
+        let x = [3.0f32; 16];
+        let rois = [0.0f32, 0.0, 3.0, 3.0];
+        let mut out = [0f32; 4];
+        let p = RoiAlignParams {
+            out: [2, 2],
+            sampling_ratio: 2,
+            spatial_scale: 1.0,
+            half_pixel: true,
+            max: false,
+        };
+        roi_align_f32(&x, &rois, &[0i64], &mut out, [1, 1, 4, 4], p);
+        for v in out {
+            assert!((v - 3.0).abs() < 1e-5);
+        }
+    }
+}

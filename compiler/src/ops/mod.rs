@@ -358,6 +358,8 @@ ops! {
     CenterCropPad(misc::CenterCropPad) => ["CenterCropPad"];
     GridSample(vision::GridSample) => ["GridSample"];
     AffineGrid(vision::AffineGrid) => ["AffineGrid"];
+    Col2Im(vision::Col2Im) => ["Col2Im"];
+    RoiAlign(vision::RoiAlign) => ["RoiAlign"];
     QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
     DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
     QLinearMatMul(quant::QLinearMatMul) => ["QLinearMatMul"];
