@@ -161,3 +161,83 @@ mod tests {
         assert_eq!(out, [0, 2, 5, 0]);
     }
 }
+
+/// TfIdfVectorizer weighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TfIdfMode {
+    /// Raw counts.
+    Tf,
+    /// 1 where the count is positive.
+    Idf,
+    /// Counts (times unit weights).
+    TfIdf,
+}
+
+/// TfIdfVectorizer over integer tokens: `x` is `rows` rows of `row_len` tokens; `grams` lists
+/// the pool's n-grams as `[n, offset into pool, output index]`; `out` is `[rows, out_len]`.
+/// Unigrams are counted once; longer n-grams for every skip `0..=max_skip`.
+#[allow(clippy::too_many_arguments)]
+pub fn tfidf<I: crate::shape::IndexValue>(
+    x: &[I],
+    out: &mut [f32],
+    rows: usize,
+    row_len: usize,
+    [min_n, max_n, max_skip]: [usize; 3],
+    pool: &[i64],
+    grams: &[[usize; 3]],
+    mode: TfIdfMode,
+) {
+    let out_len = if rows == 0 { 0 } else { out.len() / rows };
+    out.fill(0.0);
+    for r in 0..rows {
+        let row = &x[r * row_len..(r + 1) * row_len];
+        let dst = &mut out[r * out_len..(r + 1) * out_len];
+        let mut start_n = min_n.max(1);
+        for skip in 0..=max_skip {
+            let step = skip + 1;
+            if start_n > max_n {
+                break;
+            }
+            for s in 0..row_len {
+                for n in start_n..=max_n {
+                    let last = s + (n - 1) * step;
+                    if last >= row_len {
+                        break;
+                    }
+                    for g in grams.iter().filter(|g| g[0] == n) {
+                        let hit = (0..n).all(|k| row[s + k * step].to_i64() == pool[g[1] + k]);
+                        if hit {
+                            dst[g[2]] += 1.0;
+                        }
+                    }
+                }
+            }
+            if start_n == 1 {
+                start_n = 2;
+            }
+        }
+        if mode == TfIdfMode::Idf {
+            for v in dst.iter_mut() {
+                if *v > 0.0 {
+                    *v = 1.0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tfidf_tests {
+    use super::*;
+
+    #[test]
+    fn counts_unigrams_once_and_skip_bigrams() {
+        // pool: unigram 7 -> 0, bigram (7, 8) -> 1.
+        let pool = [7i64, 7, 8];
+        let grams = [[1, 0, 0], [2, 1, 1]];
+        let x = [7i64, 8, 7, 9, 8];
+        let mut out = [0f32; 2];
+        tfidf(&x, &mut out, 1, 5, [1, 2, 1], &pool, &grams, TfIdfMode::Tf);
+        assert_eq!(out, [2.0, 2.0]);
+    }
+}

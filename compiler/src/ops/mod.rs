@@ -356,6 +356,7 @@ ops! {
     CumProd(misc::CumProd) => ["CumProd"];
     Det(misc::Det) => ["Det"];
     CenterCropPad(misc::CenterCropPad) => ["CenterCropPad"];
+    TfIdf(misc::TfIdf) => ["TfIdfVectorizer"];
     GridSample(vision::GridSample) => ["GridSample"];
     AffineGrid(vision::AffineGrid) => ["AffineGrid"];
     Col2Im(vision::Col2Im) => ["Col2Im"];
