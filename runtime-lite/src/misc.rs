@@ -4,7 +4,10 @@ use crate::shape::{for_each_coord, resolve_index};
 
 /// Cumulative `f`-fold of `x` (shape `shape`) along the run-time `axis` starting from `init`
 /// (CumProd with `init` 1 and multiplication). An axis out of range leaves the output at `init`.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
 pub fn cumulate<T: Copy>(
     x: &[T],
     out: &mut [T],
@@ -176,7 +179,10 @@ pub enum TfIdfMode {
 /// TfIdfVectorizer over integer tokens: `x` is `rows` rows of `row_len` tokens; `grams` lists
 /// the pool's n-grams as `[n, offset into pool, output index]`; `out` is `[rows, out_len]`.
 /// Unigrams are counted once; longer n-grams for every skip `0..=max_skip`.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
 pub fn tfidf<I: crate::shape::IndexValue>(
     x: &[I],
     out: &mut [f32],
@@ -187,7 +193,7 @@ pub fn tfidf<I: crate::shape::IndexValue>(
     grams: &[[usize; 3]],
     mode: TfIdfMode,
 ) {
-    let out_len = if rows == 0 { 0 } else { out.len() / rows };
+    let out_len = out.len().checked_div(rows).unwrap_or(0);
     out.fill(0.0);
     for r in 0..rows {
         let row = &x[r * row_len..(r + 1) * row_len];

@@ -76,7 +76,10 @@ pub fn dynamic_quantize_f32(x: &[f32], y: &mut [u8], scale: &mut [f32], zero: &m
 /// subtracting zero points, widened to i64), each sum scaled by `mult`, rounded half to even,
 /// plus `y_zero` and saturated to `[lo, hi]`. `a_step`/`b_step` are the per-batch offsets (0
 /// to broadcast).
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
 pub fn qlinear_matmul<A: Copy + Into<i64>, B: Copy + Into<i64>, O>(
     a: &[A],
     b: &[B],

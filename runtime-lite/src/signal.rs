@@ -94,7 +94,10 @@ pub fn dft_f32(x: &[f32], out: &mut [f32], l: DftLayout) {
 
 /// STFT: `x` is `[batch, len, c_in]`, frames of `frame` samples every `step` samples, each
 /// multiplied by `window` (when given) and transformed; `out` is `[batch, frames, bins, 2]`.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
 pub fn stft_f32(
     x: &[f32],
     window: Option<&[f32]>,

@@ -89,7 +89,10 @@ fn cubic_coeffs(t: f32) -> [f32; 4] {
 /// axes (`[1, h, w]` for 4-D input), `grid` is `[n, out_spatial..., k]` with `k` the real
 /// number of spatial axes (coordinates in x, y, z order), `out` is `[n, c, out_spatial...]`
 /// with `out_len` positions per channel.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
 pub fn grid_sample_f32(
     x: &[f32],
     grid: &[f32],
@@ -342,7 +345,10 @@ pub struct RoiAlignParams {
 
 /// RoiAlign for float32: `x` is `[n, c, h, w]`, `rois` `[r, 4]` (x1, y1, x2, y2), `batch`
 /// the image of each ROI (out of range reads zeros), `out` `[r, c, oh, ow]`.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
 pub fn roi_align_f32<I: crate::shape::IndexValue>(
     x: &[f32],
     rois: &[f32],

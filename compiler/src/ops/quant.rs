@@ -245,13 +245,16 @@ impl OpDef for DynamicQuantize {
     }
 }
 
+/// `(batch, [m, k, n], [a_step, b_step], out_shape)`.
+type MatMulPlan = (usize, [usize; 3], [usize; 2], Vec<usize>);
+
 /// `QLinearMatMul` with per-tensor scales and zero points.
 #[derive(Debug, Clone)]
 pub struct QLinearMatMul;
 
 impl QLinearMatMul {
     /// `(batch, [m, k, n], [a_step, b_step], out_shape)`.
-    fn plan(cx: &OpCx<'_>) -> Result<(usize, [usize; 3], [usize; 2], Vec<usize>)> {
+    fn plan(cx: &OpCx<'_>) -> Result<MatMulPlan> {
         let a = cx.input(0)?;
         let b = cx.input(3)?;
         let (ra, rb) = (a.shape.len(), b.shape.len());
