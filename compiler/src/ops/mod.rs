@@ -16,9 +16,11 @@ pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
 pub mod loss;
+pub mod misc;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
@@ -375,8 +377,11 @@ ops! {
     CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
     Dft(signal::Dft) => ["DFT"];
-    WindowOp(signal::WindowOp) => ["HannWindow", "HammingWindow", "BlackmanWindow"];
     Stft(signal::Stft) => ["STFT"];
+    Det(misc::Det) => ["Det"];
+    TfIdf(misc::TfIdf) => ["TfIdfVectorizer"];
+    QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
+    DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
 }
 
 // ---- shared helpers for the family files ----

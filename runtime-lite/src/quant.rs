@@ -1,0 +1,166 @@
+//! Quantization kernels: `QuantizeLinear`, `DequantizeLinear`, `DynamicQuantizeLinear`,
+//! `QLinearMatMul`.
+
+use crate::math::round_even_f64;
+
+/// Where the scale (and zero point) of an element lives: the element at
+/// `(o, a, r)` of `x` viewed as `[outer, len, inner]` uses parameter
+/// `o * strides[0] + (a / block) * strides[1] + r * strides[2]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamLayout {
+    /// `[outer, len, inner]` of `x`.
+    pub dims: [usize; 3],
+    /// Block size along the axis (1 when per-axis or per-tensor).
+    pub block: usize,
+    /// Parameter strides for the outer, block and inner index.
+    pub strides: [usize; 3],
+}
+
+/// `out[i] = f(x[i], scale[p], zero[p])` with `p` the element's parameter index; `zero` is
+/// `None` when the zero point is omitted (then `Z::default()`).
+pub fn affine<X: Copy, S: Copy, Z: Copy + Default, O>(
+    x: &[X],
+    scale: &[S],
+    zero: Option<&[Z]>,
+    out: &mut [O],
+    layout: ParamLayout,
+    f: impl Fn(X, S, Z) -> O,
+) {
+    let [outer, len, inner] = layout.dims;
+    let [so, sa, si] = layout.strides;
+    let mut i = 0;
+    for o in 0..outer {
+        for a in 0..len {
+            let base = o * so + (a / layout.block) * sa;
+            for r in 0..inner {
+                let p = base + r * si;
+                let z = zero.map_or(Z::default(), |z| z[p]);
+                out[i] = f(x[i], scale[p], z);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// `round_half_even(x / scale) + zero`, saturated to `[lo, hi]` (QuantizeLinear's integer
+/// formula, division in f32).
+#[inline]
+pub fn quantize_f32(x: f32, scale: f32, zero: i64, lo: i64, hi: i64) -> i64 {
+    let q = round_even_f64(f64::from(x / scale)) + zero as f64;
+    if q.is_nan() {
+        return 0.max(lo).min(hi);
+    }
+    (q.max(lo as f64).min(hi as f64)) as i64
+}
+
+/// DynamicQuantizeLinear to uint8: writes `y`, the scale and the zero point.
+pub fn dynamic_quantize_f32(x: &[f32], y: &mut [u8], scale: &mut [f32], zero: &mut [u8]) {
+    let mut max = 0f32;
+    let mut min = 0f32;
+    for &v in x {
+        max = if v > max { v } else { max };
+        min = if v < min { v } else { min };
+    }
+    let s = (if max == min { 1.0 } else { max - min }) / 255.0;
+    let initial = 0.0 - min / s;
+    let zp = round_even_f64(f64::from(initial.clamp(0.0, 255.0)));
+    for (o, &v) in y.iter_mut().zip(x) {
+        let q = round_even_f64(f64::from(v / s)) + zp;
+        *o = q.clamp(0.0, 255.0) as u8;
+    }
+    scale[0] = s;
+    zero[0] = zp as u8;
+}
+
+/// QLinearMatMul core: `batch` products of `[m, k] x [k, n]` integer matrices (after
+/// subtracting zero points, widened to i64), each sum scaled by `mult`, rounded half to even,
+/// plus `y_zero` and saturated to `[lo, hi]`. `a_step`/`b_step` are the per-batch offsets (0
+/// to broadcast).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
+pub fn qlinear_matmul<A: Copy + Into<i64>, B: Copy + Into<i64>, O>(
+    a: &[A],
+    b: &[B],
+    out: &mut [O],
+    batch: usize,
+    [m, k, n]: [usize; 3],
+    [a_step, b_step]: [usize; 2],
+    [a_zero, b_zero, y_zero]: [i64; 3],
+    mult: f64,
+    [lo, hi]: [i64; 2],
+    cast: impl Fn(i64) -> O,
+) {
+    for bt in 0..batch {
+        let (ab, bb) = (bt * a_step, bt * b_step);
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0i64;
+                for p in 0..k {
+                    let av: i64 = a[ab + i * k + p].into();
+                    let bv: i64 = b[bb + p * n + j].into();
+                    acc += (av - a_zero) * (bv - b_zero);
+                }
+                let d = round_even_f64(acc as f64 * mult) + y_zero as f64;
+                out[(bt * m + i) * n + j] = cast(d.max(lo as f64).min(hi as f64) as i64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_rounds_half_even_and_saturates() {
+        assert_eq!(quantize_f32(2.5, 1.0, 0, 0, 255), 2);
+        assert_eq!(quantize_f32(3.5, 1.0, 0, 0, 255), 4);
+        assert_eq!(quantize_f32(-3.0, 1.0, 1, 0, 255), 0);
+        assert_eq!(quantize_f32(1000.0, 2.0, 10, -128, 127), 127);
+    }
+
+    #[test]
+    fn blocked_layout() {
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let s = [1.0f32, 2.0];
+        let mut out = [0f32; 4];
+        let layout = ParamLayout {
+            dims: [1, 4, 1],
+            block: 2,
+            strides: [0, 1, 0],
+        };
+        affine(&x, &s, None::<&[u8]>, &mut out, layout, |x, s, _| x * s);
+        assert_eq!(out, [1.0, 2.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn dynamic() {
+        let x = [0.0f32, 2.0, -3.0, 1000.0];
+        let (mut y, mut s, mut z) = ([0u8; 4], [0f32], [0u8]);
+        dynamic_quantize_f32(&x, &mut y, &mut s, &mut z);
+        assert_eq!(z[0], 1);
+        assert_eq!(y[3], 255);
+    }
+
+    #[test]
+    fn matmul() {
+        let a = [1u8, 2, 3, 4];
+        let b = [1i8, 0, 0, 1];
+        let mut out = [0u8; 4];
+        qlinear_matmul(
+            &a,
+            &b,
+            &mut out,
+            1,
+            [2, 2, 2],
+            [0, 0],
+            [1, 0, 3],
+            1.0,
+            [0, 255],
+            |v| v as u8,
+        );
+        assert_eq!(out, [3, 4, 5, 6]);
+    }
+}
