@@ -124,7 +124,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                 ..
             }) => {
                 // Shapes depend on an input's values: compile the model specialized to the
-                // data's shape-deciding inputs, as `--const` would: first the integer inputs,
+                // data's shape-deciding inputs, as `--const` would: first the integer and bool inputs,
                 // then also the small float ones (Resize scales, ROIs).
                 let mut last = what;
                 let mut compiled = None;
@@ -132,7 +132,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                     let mut specialized = builder.clone();
                     let mut any = false;
                     for (k, (_, t)) in first.inputs.iter().enumerate() {
-                        let integer = matches!(t.dtype, DType::I64 | DType::I32);
+                        let integer = matches!(t.dtype, DType::I64 | DType::I32 | DType::Bool);
                         let small_float = small_floats && t.dtype.is_float() && t.len() <= 16;
                         let Some(name) = original.get(k).filter(|_| integer || small_float) else {
                             continue;

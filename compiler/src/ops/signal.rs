@@ -8,7 +8,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__HannWindow.html>. float32. The DFT length, axis
 //! and window size must be compile-time constants (they decide shapes).
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{lit, normalize_axis, require_dtype, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
@@ -156,58 +156,6 @@ impl OpDef for Dft {
             };
             ::sinter_rt::signal::dft_f32(&PARAMS, #i0, #o0, #scratch);
         })
-    }
-}
-
-/// `HannWindow`, `HammingWindow`, `BlackmanWindow`.
-#[derive(Debug, Clone)]
-pub struct WindowOp {
-    kind: &'static str,
-    periodic: bool,
-}
-
-impl WindowOp {
-    fn size(cx: &OpCx<'_>) -> Result<usize> {
-        let v = cx.const_ints(0, "window size")?;
-        let s = *v
-            .first()
-            .ok_or_else(|| CompileError::shape("window size is empty"))?;
-        usize::try_from(s)
-            .map_err(|_| CompileError::shape(format!("window size {s} must be non-negative")))
-    }
-}
-
-impl OpDef for WindowOp {
-    fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        let dtype = node.i64_or("output_datatype", 1)?;
-        if dtype != 1 {
-            return Err(CompileError::unsupported(format!(
-                "{} with output_datatype {dtype} (float32 only)",
-                node.op_type()
-            )));
-        }
-        let kind = match node.op_type() {
-            "HannWindow" => "Hann",
-            "HammingWindow" => "Hamming",
-            _ => "Blackman",
-        };
-        Ok(Self {
-            kind,
-            periodic: node.i64_or("periodic", 1)? != 0,
-        })
-    }
-
-    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        Ok(vec![TypeShape::new(DType::F32, vec![Self::size(cx)?])])
-    }
-
-    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let kind = Ident::new(self.kind, Span::call_site());
-        let periodic = self.periodic;
-        let o0 = names.output(0);
-        Ok(
-            quote!(::sinter_rt::signal::window_f32(::sinter_rt::signal::Window::#kind, #periodic, #o0);),
-        )
     }
 }
 
