@@ -215,6 +215,14 @@ impl Builder {
                 })
             })
         };
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| {
+                CompileError::new(ErrorKind::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })?;
+        }
         write(&weights_path, &weights)?;
         write(out, source.as_bytes())?;
         Ok(compiled)

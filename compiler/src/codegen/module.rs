@@ -126,6 +126,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     let mut node_fns = Vec::new();
     let mut node_calls = Vec::new();
     let mut has_traps = false;
+    let mut node_fns_use_exec = false;
     for (index, node) in graph.nodes.iter().enumerate() {
         if plan.skip[index] {
             continue;
@@ -164,6 +165,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         let mut params = vec![quote!(arena: &mut Arena)];
         let mut args = vec![quote!(&mut self.arena)];
         if emit_names.used_exec {
+            node_fns_use_exec = true;
             params.push(quote!(exec: &::sinter_rt::threads::Exec));
             args.push(quote!(&self.exec));
         }
@@ -407,6 +409,13 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         }
     );
 
+    // Models whose kernels never split work still own an executor; read it so that the
+    // generated code has no dead field.
+    let exec_touch = if node_fns_use_exec {
+        TokenStream::new()
+    } else {
+        quote!(let _ = &self.exec;)
+    };
     let (run_panics, run_forward, slices_forward, forward_ret, fault_decl, fault_ret) = if has_traps
     {
         (
@@ -543,6 +552,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
 
                 /// Computes every node into the arena.
                 fn forward(&mut self, #(#run_params),*) #forward_ret {
+                    #exec_touch
                     #fault_decl
                     #(#input_slices)*
                     #(#unused_inputs)*
