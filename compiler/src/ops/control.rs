@@ -2,7 +2,8 @@
 //! compile-time condition only the taken branch is imported; otherwise both branches are
 //! imported with guards (each node runs only when the condition has its branch's value) and
 //! an [`IfSelect`] per output picks the result. `Scan` (opset 9+) is unrolled at compile
-//! time over its static sequence length. `Loop` is not supported yet.
+//! time over its static sequence length; `Loop` is unrolled while its trip count and
+//! condition are compile-time constants.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__If.html>.
 
@@ -202,5 +203,72 @@ impl OpDef for Scan {
         Err(CompileError::shape(
             "internal: Scan must be unrolled before code generation",
         ))
+    }
+}
+
+/// `Loop` (opset 1..=21), unrolled during shape inference one iteration at a time: after each
+/// iteration's body, a [`LoopStep`] marker checks the (folded) condition and trip count and
+/// either imports the next iteration or finishes.
+#[derive(Debug, Clone)]
+pub struct Loop {
+    /// The body.
+    pub body: Box<GraphProto>,
+}
+
+impl OpDef for Loop {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let body = node.attr("body").and_then(|a| a.g.clone()).ok_or_else(|| {
+            CompileError::attribute("body", "required graph attribute is missing")
+        })?;
+        Ok(Self {
+            body: Box::new(body),
+        })
+    }
+
+    fn infer(&self, _cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Err(CompileError::shape(
+            "internal: Loop must be unrolled before shape inference",
+        ))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: Loop must be unrolled before code generation",
+        ))
+    }
+}
+
+/// The state of a `Loop` being unrolled, carried by a marker node between iterations.
+#[derive(Debug, Clone)]
+pub struct LoopStep {
+    /// The Loop's body.
+    pub body: Box<GraphProto>,
+    /// Iterations done.
+    pub iteration: usize,
+    /// The trip count, if any.
+    pub max: Option<usize>,
+    /// The condition for the next iteration, if any.
+    pub cond: Option<crate::ir::ValueId>,
+    /// The loop-carried values.
+    pub carried: Vec<crate::ir::ValueId>,
+    /// Each scan output's per-iteration values.
+    pub scans: Vec<Vec<crate::ir::ValueId>>,
+}
+
+impl OpDef for LoopStep {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::shape(
+            "internal: LoopStep is created by shape inference only",
+        ))
+    }
+
+    fn infer(&self, _cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Err(CompileError::shape(
+            "internal: LoopStep is handled by shape inference",
+        ))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape("internal: LoopStep cannot be emitted"))
     }
 }

@@ -331,6 +331,8 @@ ops! {
     IfSelect(control::IfSelect) => ["sinter::IfSelect"];
     IfTrap(control::IfTrap) => ["sinter::IfTrap"];
     ScanLoop(control::Scan) => ["Scan"];
+    Loop(control::Loop) => ["Loop"];
+    LoopStep(control::LoopStep) => ["sinter::LoopStep"];
     LayerNorm(norm::LayerNorm) => ["LayerNormalization", "RMSNormalization"];
     GroupNorm(norm::GroupNorm) => ["InstanceNormalization", "GroupNormalization"];
     Mvn(norm::Mvn) => ["MeanVarianceNormalization"];

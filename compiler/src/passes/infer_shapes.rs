@@ -8,7 +8,7 @@ use crate::error::{CompileError, ErrorKind, Result, Unsupported};
 use crate::ir::{DType, Graph, Node, Value, ValueId};
 use crate::onnx::proto::GraphProto;
 use crate::onnx::{import_subgraph, import_subgraph_with};
-use crate::ops::control::{If, IfSelect, IfTrap, Scan};
+use crate::ops::control::{If, IfSelect, IfTrap, LoopStep, Scan};
 use crate::ops::movement::{Reshape, ReshapeKind};
 use crate::ops::{self, NodeCx, Op, OpCx, Operand};
 
@@ -59,6 +59,55 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             .iter()
             .any(|g| poisoned.iter().any(|(p, _)| p == g))
         {
+            continue;
+        }
+        if let Op::Loop(l) = op {
+            let max = match node.inputs.first().copied().flatten() {
+                None => None,
+                Some(m) => {
+                    let t = graph
+                        .value(m)
+                        .constant
+                        .as_ref()
+                        .and_then(crate::ir::Tensor::to_i64s)
+                        .ok_or_else(|| {
+                            CompileError::new(ErrorKind::NotConstant("Loop trip count M".into()))
+                                .at(node.node_ref())
+                        })?;
+                    Some(
+                        usize::try_from(t.first().copied().unwrap_or(0).max(0))
+                            .unwrap_or(usize::MAX),
+                    )
+                }
+            };
+            let n_carried = node.inputs.len().saturating_sub(2);
+            let n_scans = l.body.output.len().saturating_sub(1 + n_carried);
+            let carried = node
+                .inputs
+                .iter()
+                .skip(2)
+                .map(|v| {
+                    v.ok_or_else(|| CompileError::malformed("Loop with an omitted carried value"))
+                })
+                .collect::<Result<_>>()?;
+            let step = LoopStep {
+                body: l.body.clone(),
+                iteration: 0,
+                max,
+                cond: node.inputs.get(1).copied().flatten(),
+                carried,
+                scans: vec![Vec::new(); n_scans],
+            };
+            let mut marker = node.clone();
+            marker.op = Some(Op::LoopStep(step));
+            work.push_front(marker);
+            continue;
+        }
+        if let Op::LoopStep(step) = op {
+            let expanded = loop_step(&mut graph, &node, step).map_err(|e| e.at(node.node_ref()))?;
+            for n in expanded.into_iter().rev() {
+                work.push_front(n);
+            }
             continue;
         }
         if let Op::ScanLoop(scan) = op {
@@ -517,4 +566,125 @@ fn resolve_ops_of(nodes: &mut [Node], guards: &[(ValueId, bool)]) -> Result<()> 
     } else {
         Err(CompileError::new(ErrorKind::UnsupportedOps(unsupported)))
     }
+}
+
+/// Iterations a Loop may unroll to at most.
+const MAX_LOOP_ITERATIONS: usize = 4096;
+
+/// One step of unrolling a `Loop`: the next iteration's body followed by the next marker, or
+/// the nodes that produce the Loop's outputs.
+fn loop_step(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node>> {
+    let go_on = match step.cond {
+        None => true,
+        Some(c) => {
+            let t = graph.value(c).constant.as_ref().ok_or_else(|| {
+                CompileError::unsupported("Loop whose condition is only known at run time (the number of iterations must be known at compile time)")
+            })?;
+            t.bytes.first().copied().unwrap_or(0) != 0
+        }
+    } && step.max.is_none_or(|m| step.iteration < m);
+    if !go_on {
+        return finish_loop(graph, node, step);
+    }
+    if step.iteration >= MAX_LOOP_ITERATIONS {
+        return Err(CompileError::unsupported(format!(
+            "Loop of more than {MAX_LOOP_ITERATIONS} iterations"
+        )));
+    }
+    let t = step.iteration;
+    let iter = i64::try_from(t).map_err(|_| CompileError::shape("loop index overflows"))?;
+    let iter_value = new_constant(
+        graph,
+        format!("{}/iter_{t}/index", node.name),
+        crate::ir::Tensor::from_i64(vec![], &[iter]),
+    );
+    let cond_in = match step.cond {
+        Some(c) => c,
+        None => new_constant(
+            graph,
+            format!("{}/iter_{t}/cond", node.name),
+            crate::ir::Tensor {
+                dtype: DType::Bool,
+                shape: vec![],
+                bytes: vec![1],
+            },
+        ),
+    };
+    let mut bindings = vec![iter_value, cond_in];
+    bindings.extend(&step.carried);
+    let (mut body, outs) = import_subgraph_with(graph, &step.body, &bindings)?;
+    let n_carried = step.carried.len();
+    if outs.len() != 1 + n_carried + step.scans.len() {
+        return Err(CompileError::malformed(
+            "the Loop body's outputs do not match its carried values and scan outputs",
+        ));
+    }
+    resolve_ops_of(&mut body, &node.guards)?;
+    let mut next = step.clone();
+    next.iteration += 1;
+    next.cond = Some(outs[0]);
+    next.carried = outs[1..1 + n_carried].to_vec();
+    for (k, &o) in outs[1 + n_carried..].iter().enumerate() {
+        next.scans[k].push(o);
+    }
+    let mut marker = node.clone();
+    marker.op = Some(Op::LoopStep(next));
+    body.push(marker);
+    Ok(body)
+}
+
+fn finish_loop(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    let n_carried = step.carried.len();
+    for (s, out) in node.outputs.iter().take(n_carried).enumerate() {
+        if let Some(out) = out {
+            nodes.push(synth(
+                format!("{}/final_{s}", node.name),
+                "Identity",
+                13,
+                vec![step.carried[s]],
+                vec![*out],
+                Vec::new(),
+                &node.guards,
+            )?);
+        }
+    }
+    for (k, out) in node.outputs.iter().skip(n_carried).enumerate() {
+        let Some(out) = out else { continue };
+        let items = step.scans.get(k).cloned().unwrap_or_default();
+        if items.is_empty() {
+            return Err(CompileError::unsupported(
+                "a Loop scan output after zero iterations (its element shape is unknown)",
+            ));
+        }
+        let mut stacked = Vec::with_capacity(items.len());
+        for (t, item) in items.into_iter().enumerate() {
+            let axes_value = new_constant(
+                graph,
+                format!("{}/scan_{k}/axes_{t}", node.name),
+                crate::ir::Tensor::from_i64(vec![1], &[0]),
+            );
+            let u = new_value(graph, format!("{}/scan_{k}/item_{t}", node.name));
+            nodes.push(synth(
+                format!("{}/scan_{k}/unsqueeze_{t}", node.name),
+                "Unsqueeze",
+                13,
+                vec![item, axes_value],
+                vec![u],
+                Vec::new(),
+                &node.guards,
+            )?);
+            stacked.push(u);
+        }
+        nodes.push(synth(
+            format!("{}/scan_{k}/stack", node.name),
+            "Concat",
+            13,
+            stacked,
+            vec![*out],
+            vec![int_attr("axis", 0)],
+            &node.guards,
+        )?);
+    }
+    Ok(nodes)
 }
