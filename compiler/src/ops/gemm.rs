@@ -5,7 +5,8 @@
 //! <https://onnx.ai/onnx/operators/onnx__MatMul.html>,
 //! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm and MatMul: float32,
 //! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only), MatMul also
-//! float16 (f32 accumulation); MatMulInteger:
+//! float16 (rounded to float16 after each accumulation, as the reference does);
+//! MatMulInteger:
 //! int8/uint8 with scalar zero points.
 
 use proc_macro2::TokenStream;
