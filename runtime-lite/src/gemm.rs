@@ -293,9 +293,8 @@ pub fn qlinear_matmul<T: Copy, O>(
 }
 
 /// A batch of row-major products of a storage type converted to f32 (MatMul on float16):
-/// each output element accumulates `load`ed products in f32, rounding the running sum to
-/// the storage type (through `store` and `load`) after every step, as numpy's float16
-/// matmul (the ONNX reference) does. Batch geometry as [`batched_gemm_f32`].
+/// each output element is an f32 dot product of `load`ed elements, written through `store`.
+/// Batch geometry as [`batched_gemm_f32`].
 #[allow(
     clippy::too_many_arguments,
     reason = "batch geometry, matrix shape, the operands and the conversions"
@@ -316,11 +315,11 @@ pub fn batched_matmul_converted<T: Copy>(
         let o = &mut out[i * m * n..][..m * n];
         for r in 0..m {
             for j in 0..n {
-                let mut acc = store(0.0);
+                let mut acc = 0.0f32;
                 for p in 0..k {
-                    acc = store(load(acc) + load(a[r * k + p]) * load(b[p * n + j]));
+                    acc += load(a[r * k + p]) * load(b[p * n + j]);
                 }
-                o[r * n + j] = acc;
+                o[r * n + j] = store(acc);
             }
         }
     });

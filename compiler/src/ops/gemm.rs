@@ -4,10 +4,9 @@
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Gemm.html>,
 //! <https://onnx.ai/onnx/operators/onnx__MatMul.html>,
 //! <https://onnx.ai/onnx/operators/onnx__MatMulInteger.html>. Gemm and MatMul: float32,
-//! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only), MatMul also
-//! float16 (rounded to float16 after each accumulation, as the reference does);
-//! MatMulInteger:
-//! int8/uint8 with scalar zero points.
+//! float64 and 32/64-bit integers (integer Gemm with alpha = beta = 1 only); float16 MatMul
+//! has a kernel but is refused (see `MatMul::infer`); MatMulInteger: int8/uint8 with scalar
+//! zero points.
 
 use proc_macro2::TokenStream;
 use quote::quote;
