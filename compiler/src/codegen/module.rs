@@ -476,16 +476,12 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         )
     });
     let module = format_ident!("{}", opts.module_name);
-    let unused_inputs = inputs
-        .iter()
-        .filter(|p| {
-            !graph.nodes.iter().any(|n| n.inputs.contains(&Some(p.id)))
-                && !graph.outputs.contains(&p.id)
-        })
-        .map(|p| {
-            let ident = &p.ident;
-            quote!(let _ = #ident;)
-        });
+    // Every input is marked used: an op may list an input it does not read (Dropout's ratio),
+    // and a view or folded node may leave an input unread.
+    let unused_inputs = inputs.iter().map(|p| {
+        let ident = &p.ident;
+        quote!(let _ = #ident;)
+    });
 
     Ok(quote! {
         #[doc = #module_doc]
