@@ -20,16 +20,17 @@ pub struct Strides {
     pub cols: usize,
 }
 
-/// A microkernel: `out[r][j] (+)= alpha * sum_p a[p * MR + r] * b[p * NR + j]` for
+/// A microkernel: `out[r][j] (+)= alpha * sum_p a[p * MR + r] * b[p * ldb + j]` for
 /// `r < mr`, `j < nr`, with `out` row stride `ldo`.
 ///
 /// # Safety
-/// `a` holds `kc * MR` and `b` `kc * NR` initialized floats; `out` is valid for writes of
+/// `a` holds `kc * MR` initialized floats and `b` `kc` rows of `NR` at stride `ldb`; `out` is valid for writes of
 /// `mr` rows of `nr` floats at stride `ldo`; the CPU supports the kernel's features.
 pub(crate) type Kernel = unsafe fn(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     out: *mut f32,
     ldo: usize,
     mr: usize,
@@ -372,7 +373,22 @@ fn blocked<const MR: usize, const NR: usize>(
             let mut j0 = 0;
             while j0 < n {
                 let nr = NR.min(n - j0);
-                pack_b::<NR>(b, b_strides, k0, kc, j0, nr, &mut b_pack);
+                // With few rows of A to reuse a B panel (convolutions with few output
+                // channels), a full panel of a row-major B is read in place at B's row stride
+                // instead of being copied; otherwise panels are packed.
+                let direct = m <= 96 && b_strides.cols == 1 && nr == NR;
+                let (b_panel, ldb): (*const f32, usize) = if direct {
+                    let start = k0 * b_strides.rows + j0;
+                    assert!(
+                        start + (kc - 1) * b_strides.rows + NR <= b.len(),
+                        "gemm B panel out of bounds"
+                    );
+                    // SAFETY: `start` is inside `b` (asserted just above with the whole panel).
+                    (unsafe { b.as_ptr().add(start) }, b_strides.rows)
+                } else {
+                    pack_b::<NR>(b, b_strides, k0, kc, j0, nr, &mut b_pack);
+                    (b_pack.as_ptr().cast::<f32>(), NR)
+                };
                 let mut r0 = 0;
                 while r0 < mc {
                     let mr = MR.min(mc - r0);
@@ -382,15 +398,16 @@ fn blocked<const MR: usize, const NR: usize>(
                         out_tile.len() >= (mr - 1) * n + nr,
                         "gemm tile out of bounds"
                     );
-                    // SAFETY: the packed group at r0 holds kc * MR floats and the B panel
-                    // kc * NR, all written by the pack functions above; the tile's mr rows of
-                    // nr floats at stride n are inside `out` (asserted); the kernel was chosen
-                    // after checking the CPU supports it.
+                    // SAFETY: the packed group at r0 holds kc * MR floats written by pack_a; the
+                    // B panel is kc rows of NR floats at stride ldb, packed above or inside `b`
+                    // (asserted); the tile's mr rows of nr floats at stride n are inside `out`
+                    // (asserted); the kernel was chosen after checking the CPU supports it.
                     unsafe {
                         kernel(
                             kc,
                             a_pack.as_ptr().add(r0 * KC).cast::<f32>(),
-                            b_pack.as_ptr().cast::<f32>(),
+                            b_panel,
+                            ldb,
                             out_tile.as_mut_ptr(),
                             n,
                             mr,
@@ -488,6 +505,7 @@ unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     out: *mut f32,
     ldo: usize,
     mr: usize,
@@ -499,12 +517,12 @@ unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     let (a, b) = unsafe {
         (
             core::slice::from_raw_parts(a, kc * MR),
-            core::slice::from_raw_parts(b, kc * NR),
+            core::slice::from_raw_parts(b, (kc - 1) * ldb + NR),
         )
     };
     let mut acc = [[0.0f32; NR]; MR];
     for p in 0..kc {
-        let (av, bv) = (&a[p * MR..p * MR + MR], &b[p * NR..p * NR + NR]);
+        let (av, bv) = (&a[p * MR..p * MR + MR], &b[p * ldb..p * ldb + NR]);
         for r in 0..MR {
             for j in 0..NR {
                 acc[r][j] += av[r] * bv[j];

@@ -40,6 +40,7 @@ pub(crate) unsafe fn kernel_avx512(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     out: *mut f32,
     ldo: usize,
     mr: usize,
@@ -48,7 +49,7 @@ pub(crate) unsafe fn kernel_avx512(
     overwrite: bool,
 ) {
     // SAFETY: forwarded contract; the dispatcher checked AVX-512F.
-    unsafe { avx512_impl(kc, a, b, out, ldo, mr, nr, alpha, overwrite) }
+    unsafe { avx512_impl(kc, a, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
 }
 
 #[target_feature(enable = "avx512f")]
@@ -57,6 +58,7 @@ unsafe fn avx512_impl(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     out: *mut f32,
     ldo: usize,
     mr: usize,
@@ -72,8 +74,8 @@ unsafe fn avx512_impl(
         // SAFETY: p < kc, so the NR floats at b + p*NR and MR floats at a + p*MR are in the
         // packed panels (the caller's contract).
         unsafe {
-            let b0 = _mm512_loadu_ps(b.add(p * NR));
-            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+            let b0 = _mm512_loadu_ps(b.add(p * ldb));
+            let b1 = _mm512_loadu_ps(b.add(p * ldb + 16));
             let ap = a.add(p * MR);
             for r in 0..MR {
                 let av = _mm512_set1_ps(*ap.add(r));
@@ -117,6 +119,7 @@ pub(crate) unsafe fn kernel_avx2(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     out: *mut f32,
     ldo: usize,
     mr: usize,
@@ -125,7 +128,7 @@ pub(crate) unsafe fn kernel_avx2(
     overwrite: bool,
 ) {
     // SAFETY: forwarded contract; the dispatcher checked AVX2 and FMA.
-    unsafe { avx2_impl(kc, a, b, out, ldo, mr, nr, alpha, overwrite) }
+    unsafe { avx2_impl(kc, a, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -134,6 +137,7 @@ unsafe fn avx2_impl(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     out: *mut f32,
     ldo: usize,
     mr: usize,
@@ -148,8 +152,8 @@ unsafe fn avx2_impl(
     for p in 0..kc {
         // SAFETY: inside the packed panels (the caller's contract).
         unsafe {
-            let b0 = _mm256_loadu_ps(b.add(p * NR));
-            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+            let b0 = _mm256_loadu_ps(b.add(p * ldb));
+            let b1 = _mm256_loadu_ps(b.add(p * ldb + 8));
             let ap = a.add(p * MR);
             for r in 0..MR {
                 let av = _mm256_broadcast_ss(&*ap.add(r));
