@@ -67,11 +67,10 @@ unsafe fn avx512_impl(
     overwrite: bool,
 ) {
     const MR: usize = 8;
-    const NR: usize = 32;
     let mut acc0 = [_mm512_setzero_ps(); MR];
     let mut acc1 = [_mm512_setzero_ps(); MR];
     for p in 0..kc {
-        // SAFETY: p < kc, so the NR floats at b + p*NR and MR floats at a + p*MR are in the
+        // SAFETY: p < kc, so the 32 floats at b + p*ldb and MR floats at a + p*MR are in the
         // packed panels (the caller's contract).
         unsafe {
             let b0 = _mm512_loadu_ps(b.add(p * ldb));
@@ -146,7 +145,6 @@ unsafe fn avx2_impl(
     overwrite: bool,
 ) {
     const MR: usize = 6;
-    const NR: usize = 16;
     let mut acc0 = [_mm256_setzero_ps(); MR];
     let mut acc1 = [_mm256_setzero_ps(); MR];
     for p in 0..kc {
@@ -164,8 +162,8 @@ unsafe fn avx2_impl(
     }
     let alpha_v = _mm256_set1_ps(alpha);
     for r in 0..mr {
-        let mut tile = [0.0f32; NR];
-        // SAFETY: `tile` has NR floats.
+        let mut tile = [0.0f32; 16];
+        // SAFETY: `tile` has 16 floats, the two stores 8 each.
         unsafe {
             _mm256_storeu_ps(tile.as_mut_ptr(), _mm256_mul_ps(acc0[r], alpha_v));
             _mm256_storeu_ps(tile.as_mut_ptr().add(8), _mm256_mul_ps(acc1[r], alpha_v));
