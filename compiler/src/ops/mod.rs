@@ -380,6 +380,7 @@ ops! {
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
     Dft(signal::Dft) => ["DFT"];
     Stft(signal::Stft) => ["STFT"];
+    MelWeightMatrix(signal::MelWeightMatrix) => ["MelWeightMatrix"];
     Det(misc::Det) => ["Det"];
     TfIdf(misc::TfIdf) => ["TfIdfVectorizer"];
     QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
