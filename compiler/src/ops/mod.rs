@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod loss;
 pub mod misc;
 pub mod movement;
+pub mod nms;
 pub mod norm;
 pub mod pool;
 pub mod quant;
@@ -381,6 +382,7 @@ ops! {
     Dft(signal::Dft) => ["DFT"];
     Stft(signal::Stft) => ["STFT"];
     MelWeightMatrix(signal::MelWeightMatrix) => ["MelWeightMatrix"];
+    Nms(nms::Nms) => ["NonMaxSuppression"];
     Det(misc::Det) => ["Det"];
     TfIdf(misc::TfIdf) => ["TfIdfVectorizer"];
     QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
