@@ -229,27 +229,7 @@ fn import_branch(
     guards: &[(ValueId, bool)],
 ) -> Result<(Vec<Node>, Vec<ValueId>)> {
     let (mut nodes, outputs) = import_subgraph(graph, proto)?;
-    let mut unsupported = Vec::new();
-    for node in &mut nodes {
-        match ops::parse(&NodeCx { node }) {
-            Some(Ok(op)) => node.op = Some(op),
-            Some(Err(e)) if e.is_unsupported() => unsupported.push(Unsupported {
-                node: node.node_ref(),
-                opset: node.opset,
-                reason: e.to_string(),
-            }),
-            Some(Err(e)) => return Err(e.at(node.node_ref())),
-            None => unsupported.push(Unsupported {
-                node: node.node_ref(),
-                opset: node.opset,
-                reason: "no such op in sinter's op table".into(),
-            }),
-        }
-        node.guards = guards.to_vec();
-    }
-    if !unsupported.is_empty() {
-        return Err(CompileError::new(ErrorKind::UnsupportedOps(unsupported)));
-    }
+    resolve_ops_of(&mut nodes, guards)?;
     Ok((nodes, outputs))
 }
 
