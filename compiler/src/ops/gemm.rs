@@ -29,6 +29,8 @@ pub struct Gemm {
     pub trans_a: bool,
     /// B is stored transposed (`[N, K]`).
     pub trans_b: bool,
+    /// An activation fused into the product's epilogue (float32; `passes::fuse_activation`).
+    pub activation: Option<super::FusedAct>,
 }
 
 impl Gemm {
@@ -71,6 +73,7 @@ impl OpDef for Gemm {
             beta: node.f32_or("beta", 1.0)?,
             trans_a: node.i64_or("transA", 0)? != 0,
             trans_b: node.i64_or("transB", 0)? != 0,
+            activation: None,
         })
     }
 
@@ -132,12 +135,19 @@ impl OpDef for Gemm {
             (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
         let alpha = f32_lit(self.alpha);
         let exec = names.exec();
+        let act = match self.activation {
+            Some(a) => {
+                let t = a.tokens();
+                quote!(Some(#t))
+            }
+            None => quote!(None),
+        };
         code.extend(quote! {
-            ::sinter_rt::gemm::gemm_f32_exec(
+            ::sinter_rt::gemm::gemm_f32_act_exec(
                 #exec, #m, #n, #k, #alpha,
                 #i0, ::sinter_rt::gemm::Strides { rows: #sa_rows, cols: #sa_cols },
                 #i1, ::sinter_rt::gemm::Strides { rows: #sb_rows, cols: #sb_cols },
-                #accumulate, #o0,
+                #accumulate, #o0, #act,
             );
         });
         Ok(code)

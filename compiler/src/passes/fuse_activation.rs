@@ -1,6 +1,6 @@
-//! Fuses an activation into the `Conv` before it: when a Conv's output feeds only a Relu,
+//! Fuses an activation into the `Conv` or `Gemm` before it: when its output feeds only a Relu,
 //! LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish or Clip (with constant bounds) on float32,
-//! the Conv applies it to each output tile as it finishes (`sinter_rt::conv`'s epilogue) and
+//! the kernel applies it to each output tile as it finishes (the GEMM epilogue) and
 //! the activation node goes. Anything else (another consumer, a graph output, a run-time Clip
 //! bound, different guards) is left alone.
 
@@ -76,13 +76,15 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         };
         let guards_match = graph.nodes[conv_index].guards == act_node.guards;
         let conv_node = &mut graph.nodes[conv_index];
-        let Some(Op::Conv(conv)) = &mut conv_node.op else {
-            continue;
+        let slot = match &mut conv_node.op {
+            Some(Op::Conv(conv)) => &mut conv.activation,
+            Some(Op::Gemm(gemm)) => &mut gemm.activation,
+            _ => continue,
         };
-        if remove[conv_index] || conv.activation.is_some() || !guards_match {
+        if remove[conv_index] || slot.is_some() || !guards_match {
             continue;
         }
-        conv.activation = Some(act);
+        *slot = Some(act);
         conv_node.outputs[0] = Some(out);
         remove[act_index] = true;
     }

@@ -7,6 +7,7 @@ mod fold_conv_affine;
 mod fuse_activation;
 mod fuse_conv_bn;
 mod fuse_hardswish;
+mod fuse_matmul_add;
 mod infer_shapes;
 mod resolve_ops;
 
@@ -16,6 +17,7 @@ pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
 pub use fuse_conv_bn::fuse_conv_bn;
 pub use fuse_hardswish::fuse_hardswish;
+pub use fuse_matmul_add::fuse_matmul_add;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 
@@ -32,7 +34,8 @@ pub enum OptLevel {
     O0,
     /// Plus dead-node removal.
     O1,
-    /// Plus fusions: Conv + BatchNormalization folded into weights, Conv + activation.
+    /// Plus fusions: Conv + BatchNormalization folded into weights, Conv + activation,
+    /// MatMul + Add into Gemm.
     O2,
     /// Everything.
     #[default]
@@ -114,6 +117,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_hardswish",
         min_level: OptLevel::O2,
         run: fuse_hardswish,
+    },
+    PassInfo {
+        name: "fuse_matmul_add",
+        min_level: OptLevel::O2,
+        run: fuse_matmul_add,
     },
     PassInfo {
         name: "fuse_activation",

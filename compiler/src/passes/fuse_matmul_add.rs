@@ -1,0 +1,146 @@
+//! Turns `MatMul` followed by an `Add` of a constant into one `Gemm` (`Y = A x B + C`): both
+//! operands of the MatMul are float32 matrices, the MatMul's output feeds only the Add, and
+//! the constant broadcasts to the product's shape. Batched MatMuls, run-time addends and
+//! shared outputs are left alone.
+
+use super::fuse_conv_bn::producers;
+use super::PassCx;
+use crate::error::Result;
+use crate::ir::{DType, Graph};
+use crate::ops::gemm::Gemm;
+use crate::ops::{broadcast_shapes, Op};
+
+/// Fuses MatMul -> Add(constant) pairs into Gemm.
+pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    let uses = graph.use_counts();
+    let producer = producers(&graph);
+    let mut remove = vec![false; graph.nodes.len()];
+    for add_index in 0..graph.nodes.len() {
+        let add = &graph.nodes[add_index];
+        if add.op_type != "Add" || !add.domain.is_empty() || add.inputs.len() != 2 {
+            continue;
+        }
+        let (Some(Some(a)), Some(Some(b)), Some(Some(out))) = (
+            add.inputs.first().copied(),
+            add.inputs.get(1).copied(),
+            add.outputs.first().copied(),
+        ) else {
+            continue;
+        };
+        let (x, c) = if graph.value(b).constant.is_some() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if graph.value(c).constant.is_none() || uses[x.index()] != 1 || graph.outputs.contains(&x) {
+            continue;
+        }
+        let Some(mm_index) = producer[x.index()] else {
+            continue;
+        };
+        let mm = &graph.nodes[mm_index];
+        if remove[mm_index] || !matches!(mm.op, Some(Op::MatMul(_))) || mm.guards != add.guards {
+            continue;
+        }
+        let (Some(Some(ma)), Some(Some(mb))) =
+            (mm.inputs.first().copied(), mm.inputs.get(1).copied())
+        else {
+            continue;
+        };
+        let is_f32_matrix = |v| {
+            graph.value(v).dtype == Some(DType::F32)
+                && graph.value(v).shape.as_ref().is_some_and(|s| s.len() == 2)
+        };
+        let Some(product) = graph.value(x).shape.clone() else {
+            continue;
+        };
+        let fits = graph
+            .value(c)
+            .shape
+            .as_ref()
+            .is_some_and(|s| broadcast_shapes(s, &product).is_ok_and(|b| b == product));
+        if !is_f32_matrix(ma)
+            || !is_f32_matrix(mb)
+            || graph.value(c).dtype != Some(DType::F32)
+            || !fits
+        {
+            continue;
+        }
+        let gemm = &mut graph.nodes[mm_index];
+        gemm.op_type = "Gemm".into();
+        gemm.inputs = vec![Some(ma), Some(mb), Some(c)];
+        gemm.outputs = vec![Some(out)];
+        gemm.op = Some(Op::Gemm(Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+            activation: None,
+        }));
+        remove[add_index] = true;
+    }
+    let mut index = 0;
+    graph.nodes.retain(|_| {
+        index += 1;
+        !remove[index - 1]
+    });
+    Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::{run_passes, OptLevel};
+
+    fn tiny_mlp(level: OptLevel) -> Graph {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/tiny_mlp/model.onnx");
+        let cx = PassCx {
+            opt_level: level,
+            dims: [("N".to_string(), 2)].into_iter().collect(),
+            ..PassCx::default()
+        };
+        run_passes(crate::Builder::new(path).load().expect("loads"), &cx)
+            .expect("compiles")
+            .0
+    }
+
+    #[test]
+    fn matmul_add_pairs_become_gemm() {
+        let before = tiny_mlp(OptLevel::O1);
+        assert_eq!(
+            before.op_histogram(),
+            [
+                ("Add", 2),
+                ("Gemm", 1),
+                ("MatMul", 2),
+                ("Relu", 2),
+                ("Softmax", 1)
+            ]
+            .map(|(o, n)| (o.to_string(), n))
+        );
+        let after = fuse_matmul_add(before, &PassCx::default()).expect("runs");
+        assert_eq!(
+            after.op_histogram(),
+            [("Gemm", 3), ("Relu", 2), ("Softmax", 1)].map(|(o, n)| (o.to_string(), n))
+        );
+    }
+
+    #[test]
+    fn a_shared_product_is_left_alone() {
+        let mut graph = tiny_mlp(OptLevel::O1);
+        let product = graph
+            .nodes
+            .iter()
+            .find(|n| n.op_type == "MatMul")
+            .and_then(|n| n.outputs[0])
+            .expect("a MatMul");
+        graph.outputs.push(product);
+        let after = fuse_matmul_add(graph, &PassCx::default()).expect("runs");
+        assert!(
+            after.op_histogram().contains(&("MatMul".to_string(), 1)),
+            "{:?}",
+            after.op_histogram()
+        );
+    }
+}
