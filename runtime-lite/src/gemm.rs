@@ -107,55 +107,40 @@ pub fn gemm_f32_act(
         }
         return;
     }
+    let (driver, kernel) = blocked_kernel();
+    driver(
+        m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, kernel, act,
+    );
+}
+
+/// The blocked driver instantiated for a microkernel's tile shape.
+type Driver = fn(
+    usize,
+    usize,
+    usize,
+    f32,
+    &[f32],
+    Strides,
+    &[f32],
+    Strides,
+    bool,
+    &mut [f32],
+    Kernel,
+    Option<crate::rnn::Activation>,
+);
+
+/// The best microkernel this CPU runs, with the driver for its tile shape.
+fn blocked_kernel() -> (Driver, Kernel) {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::gemm_x86_64::has_avx512() {
-            return blocked::<8, 32>(
-                m,
-                n,
-                k,
-                alpha,
-                a,
-                a_strides,
-                b,
-                b_strides,
-                accumulate,
-                out,
-                crate::gemm_x86_64::kernel_avx512,
-                act,
-            );
+            return (blocked::<8, 32>, crate::gemm_x86_64::kernel_avx512);
         }
         if crate::gemm_x86_64::has_avx2_fma() {
-            return blocked::<6, 16>(
-                m,
-                n,
-                k,
-                alpha,
-                a,
-                a_strides,
-                b,
-                b_strides,
-                accumulate,
-                out,
-                crate::gemm_x86_64::kernel_avx2,
-                act,
-            );
+            return (blocked::<6, 16>, crate::gemm_x86_64::kernel_avx2);
         }
     }
-    blocked::<4, 16>(
-        m,
-        n,
-        k,
-        alpha,
-        a,
-        a_strides,
-        b,
-        b_strides,
-        accumulate,
-        out,
-        kernel_portable::<4, 16>,
-        act,
-    )
+    (blocked::<4, 16>, kernel_portable::<4, 16>)
 }
 
 /// [`gemm_f32`] with the rows of `out` split across `exec`'s threads when the product is big

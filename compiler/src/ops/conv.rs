@@ -208,6 +208,28 @@ impl Window {
     }
 }
 
+/// The output of a (transposed) convolution, `[N, M, *spatial]`, after checking that the
+/// optional bias (input 2) has one value per output channel.
+fn conv_output(
+    cx: &OpCx<'_>,
+    dtype: DType,
+    batch: usize,
+    cout: usize,
+    spatial: &[usize],
+) -> Result<Vec<TypeShape>> {
+    if let Some(b) = cx.opt_input(2) {
+        if b.shape != [cout] {
+            return Err(CompileError::shape(format!(
+                "B has shape {:?}, expected [{cout}]",
+                b.shape
+            )));
+        }
+    }
+    let mut shape = vec![batch, cout];
+    shape.extend(spatial);
+    Ok(vec![TypeShape::new(dtype, shape)])
+}
+
 /// `Conv`: `Y = conv(X, W) + B`.
 #[derive(Debug, Clone)]
 pub struct Conv {
@@ -307,17 +329,7 @@ impl OpDef for Conv {
                 self.group, w.shape
             )));
         }
-        if let Some(b) = cx.opt_input(2) {
-            if b.shape != [cout] {
-                return Err(CompileError::shape(format!(
-                    "B has shape {:?}, expected [{cout}]",
-                    b.shape
-                )));
-            }
-        }
-        let mut shape = vec![x.shape[0], cout];
-        shape.extend(&g.output);
-        Ok(vec![TypeShape::new(x.dtype, shape)])
+        conv_output(cx, x.dtype, x.shape[0], cout, &g.output)
     }
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
@@ -347,13 +359,7 @@ impl OpDef for Conv {
         } else {
             quote!(&mut [])
         };
-        let act = match self.activation {
-            Some(a) => {
-                let t = a.tokens();
-                quote!(Some(#t))
-            }
-            None => quote!(None),
-        };
+        let act = super::FusedAct::option_tokens(self.activation);
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
             ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch, #act);
@@ -550,17 +556,7 @@ impl OpDef for ConvTranspose {
             )));
         }
         let cout = w.shape[1] * self.group;
-        if let Some(b) = cx.opt_input(2) {
-            if b.shape != [cout] {
-                return Err(CompileError::shape(format!(
-                    "B has shape {:?}, expected [{cout}]",
-                    b.shape
-                )));
-            }
-        }
-        let mut shape = vec![x.shape[0], cout];
-        shape.extend(&g.output);
-        Ok(vec![TypeShape::new(x.dtype, shape)])
+        conv_output(cx, x.dtype, x.shape[0], cout, &g.output)
     }
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {

@@ -135,13 +135,7 @@ impl OpDef for Gemm {
             (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
         let alpha = f32_lit(self.alpha);
         let exec = names.exec();
-        let act = match self.activation {
-            Some(a) => {
-                let t = a.tokens();
-                quote!(Some(#t))
-            }
-            None => quote!(None),
-        };
+        let act = super::FusedAct::option_tokens(self.activation);
         code.extend(quote! {
             ::sinter_rt::gemm::gemm_f32_act_exec(
                 #exec, #m, #n, #k, #alpha,

@@ -412,6 +412,17 @@ pub enum FusedAct {
 }
 
 impl FusedAct {
+    /// `Some(activation)` or `None`, as the kernels' epilogue argument.
+    pub fn option_tokens(act: Option<FusedAct>) -> TokenStream {
+        match act {
+            Some(a) => {
+                let t = a.tokens();
+                quote!(Some(#t))
+            }
+            None => quote!(None),
+        }
+    }
+
     /// The `sinter_rt::rnn::Activation` value.
     pub fn tokens(self) -> TokenStream {
         match self {
