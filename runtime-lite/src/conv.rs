@@ -5,8 +5,9 @@
 
 use crate::gemm::{gemm_f32, gemm_f32_act_exec, Strides};
 
-/// The geometry of one convolution, fixed at compile time. Spatial arrays hold the used
-/// dimensions first and 1 (with zero padding, unit stride and dilation) after them.
+/// The geometry of one convolution, fixed at compile time. Spatial arrays are right-aligned:
+/// the used dimensions last, after leading 1s (with zero padding, unit stride and dilation),
+/// so that a 2-D convolution is `[1, h, w]` and inner loops run along a row.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvParams {
     /// N.
@@ -168,8 +169,9 @@ pub fn conv_f32(
     );
 }
 
-/// Depthwise convolution, one task per `(batch, channel)` plane: each kernel tap adds a
-/// shifted, scaled copy of the input plane into the output plane (unit-stride inner loops).
+/// Depthwise convolution, in tasks of whole `(batch, channel)` planes. 2-D planes without
+/// dilation run [`depthwise_plane_2d`]; others add one shifted, scaled copy of the input plane
+/// per kernel tap (unit-stride inner loops).
 fn depthwise_f32(
     exec: &crate::threads::Exec,
     p: &ConvParams,
@@ -187,22 +189,191 @@ fn depthwise_f32(
             && w.len() >= p.in_channels * k_len,
         "depthwise buffers too short"
     );
-    let shared = crate::threads::SharedMut::new(out);
-    exec.for_each(planes, &|plane| {
-        let channel = plane % p.in_channels;
-        // SAFETY: each task writes only its own output plane, inside `out` (asserted above).
-        let dst = unsafe { shared.slice(plane * out_len, out_len) };
-        depthwise_plane(
-            p,
-            &x[plane * in_len..][..in_len],
-            &w[channel * k_len..][..k_len],
-            bias.map_or(0.0, |b| b[channel]),
-            dst,
-        );
-        if let Some(act) = act {
-            act.apply_slice(dst);
+    let out_len = out_len.max(1);
+    // Enough planes per task to amortize waking a worker and zeroing the row buffer.
+    let per_task = (1usize << 13).div_ceil(out_len);
+    exec.for_each_chunk(
+        &mut out[..planes * out_len],
+        per_task * out_len,
+        &|t, dsts| {
+            let mut rows = [0.0f32; DW_BUF];
+            for (i, dst) in dsts.chunks_exact_mut(out_len).enumerate() {
+                let plane = t * per_task + i;
+                let channel = plane % p.in_channels;
+                let (src, taps) = (
+                    &x[plane * in_len..][..in_len],
+                    &w[channel * k_len..][..k_len],
+                );
+                let bias = bias.map_or(0.0, |b| b[channel]);
+                let planar = p.input[0] == 1 && p.kernel[0] == 1 && p.output[0] == 1;
+                let done = match (planar, p.dilations, p.strides[2], p.output[2] <= 8) {
+                    (true, [_, 1, 1], 1, true) => {
+                        depthwise_plane_2d::<1, 8>(p, src, taps, bias, dst, &mut rows)
+                    }
+                    (true, [_, 1, 1], 1, false) => {
+                        depthwise_plane_2d::<1, 16>(p, src, taps, bias, dst, &mut rows)
+                    }
+                    (true, [_, 1, 1], 2, true) => {
+                        depthwise_plane_2d::<2, 8>(p, src, taps, bias, dst, &mut rows)
+                    }
+                    (true, [_, 1, 1], 2, false) => {
+                        depthwise_plane_2d::<2, 16>(p, src, taps, bias, dst, &mut rows)
+                    }
+                    _ => false,
+                };
+                if !done {
+                    depthwise_plane(p, src, taps, bias, dst);
+                }
+                if let Some(act) = act {
+                    act.apply_slice(dst);
+                }
+            }
+        },
+    );
+}
+
+/// What one output row of [`depthwise_plane_2d`] reads: the padded input rows (found by
+/// kernel row through `slot`), the kernel rows inside the input, the plane's taps and bias.
+struct DwTaps<'a, F> {
+    rows: &'a [f32],
+    len: usize,
+    slot: F,
+    ky: (usize, usize),
+    w: &'a [f32],
+    kw: usize,
+    bias: f32,
+}
+
+impl<F: Fn(usize) -> usize> DwTaps<'_, F> {
+    /// Output pixels `[x0, x0 + U * TILE)` (clipped to the row), accumulated in `2 * U`
+    /// independent register chains (kernel rows alternate between two), so the FMAs of a
+    /// 5x5 window do not wait on each other.
+    #[inline(always)]
+    fn tiles<const SW: usize, const TILE: usize, const U: usize>(
+        &self,
+        x0: usize,
+        out_row: &mut [f32],
+    ) {
+        let mut even = [[self.bias; TILE]; U];
+        let mut odd = [[0.0f32; TILE]; U];
+        let row = |ky: usize| &self.rows[(self.slot)(ky) * self.len..][..self.len];
+        let span = (TILE - 1) * SW + 1;
+        let (ky_lo, ky_hi) = self.ky;
+        let mut ky = ky_lo;
+        while ky + 2 <= ky_hi {
+            let (r0, r1) = (row(ky), row(ky + 1));
+            for kx in 0..self.kw {
+                let (w0, w1) = (self.w[ky * self.kw + kx], self.w[(ky + 1) * self.kw + kx]);
+                for (u, (e, d)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                    let start = (x0 + u * TILE) * SW + kx;
+                    let (t0, t1) = (&r0[start..start + span], &r1[start..start + span]);
+                    for l in 0..TILE {
+                        e[l] += w0 * t0[l * SW];
+                        d[l] += w1 * t1[l * SW];
+                    }
+                }
+            }
+            ky += 2;
         }
-    });
+        if ky < ky_hi {
+            let r0 = row(ky);
+            for kx in 0..self.kw {
+                let w0 = self.w[ky * self.kw + kx];
+                for (u, e) in even.iter_mut().enumerate() {
+                    let start = (x0 + u * TILE) * SW + kx;
+                    let t0 = &r0[start..start + span];
+                    for l in 0..TILE {
+                        e[l] += w0 * t0[l * SW];
+                    }
+                }
+            }
+        }
+        for u in 0..U {
+            let x = x0 + u * TILE;
+            if x >= out_row.len() {
+                break;
+            }
+            let n = TILE.min(out_row.len() - x);
+            for (o, (e, d)) in out_row[x..x + n]
+                .iter_mut()
+                .zip(even[u].iter().zip(&odd[u]))
+            {
+                *o = e + d;
+            }
+        }
+    }
+}
+
+/// Floats of the zero-padded input rows [`depthwise_plane_2d`] keeps (one per kernel row).
+const DW_BUF: usize = 6144;
+
+/// One plane of a 2-D depthwise convolution without dilation, horizontal stride `SW`, if its
+/// padded rows fit in `rows` (returns false, writing nothing, if not).
+///
+/// The input rows a window covers are copied into zero-padded rows (a ring of `kh` slots, so
+/// each input row is copied once), after which every output pixel has all its taps in bounds:
+/// output rows are computed `TILE` pixels at a time, each pixel accumulated in registers over
+/// all its taps (one pass over the output).
+fn depthwise_plane_2d<const SW: usize, const TILE: usize>(
+    p: &ConvParams,
+    src: &[f32],
+    w: &[f32],
+    bias: f32,
+    dst: &mut [f32],
+    rows: &mut [f32; DW_BUF],
+) -> bool {
+    let [_, ih, iw] = p.input;
+    let [_, oh, ow] = p.output;
+    let [_, kh, kw] = p.kernel;
+    let sh = p.strides[1];
+    let [_, ph, pw] = p.pads;
+    // Padded row length: every tap of every (full) tile in bounds, and the input row itself.
+    let len = ((ow.next_multiple_of(TILE).max(TILE) - 1) * SW + kw).max(pw + iw);
+    if kh == 0 || kh > 16 || kh * len > DW_BUF || ow == 0 {
+        return false;
+    }
+    // Which input row each ring slot holds.
+    let mut held = [usize::MAX; 16];
+    for (y, out_row) in dst.chunks_exact_mut(ow).take(oh).enumerate() {
+        // Kernel rows landing inside the input: [ky_lo, ky_hi).
+        let top = y * sh;
+        let ky_lo = ph.saturating_sub(top).min(kh);
+        let ky_hi = (ih + ph).saturating_sub(top).min(kh).max(ky_lo);
+        for ky in ky_lo..ky_hi {
+            let yi = top + ky - ph;
+            let slot = yi % kh;
+            if held[slot] != yi {
+                let row = &mut rows[slot * len..][..len];
+                row[..pw].fill(0.0);
+                row[pw..pw + iw].copy_from_slice(&src[yi * iw..][..iw]);
+                row[pw + iw..].fill(0.0);
+                held[slot] = yi;
+            }
+        }
+        let taps = DwTaps {
+            rows: &rows[..kh * len],
+            len,
+            slot: |ky: usize| (top + ky - ph) % kh,
+            ky: (ky_lo, ky_hi),
+            w,
+            kw,
+            bias,
+        };
+        let tiles = ow.div_ceil(TILE);
+        let mut t = 0;
+        while t + 4 <= tiles {
+            taps.tiles::<SW, TILE, 4>(t * TILE, out_row);
+            t += 4;
+        }
+        if t + 2 <= tiles {
+            taps.tiles::<SW, TILE, 2>(t * TILE, out_row);
+            t += 2;
+        }
+        if t < tiles {
+            taps.tiles::<SW, TILE, 1>(t * TILE, out_row);
+        }
+    }
+    true
 }
 
 /// `y = x` in fixed chunks of 8 (short rows: constant-size copies instead of memcpy calls).
@@ -823,9 +994,9 @@ mod tests {
     fn reference(p: &ConvParams, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
         let cin_g = p.in_channels / p.groups;
         let cout_g = p.out_channels / p.groups;
-        let (ih, iw) = (p.input[0], p.input[1]);
-        let (oh, ow) = (p.output[0], p.output[1]);
-        let (kh, kw) = (p.kernel[0], p.kernel[1]);
+        let [_, ih, iw] = p.input;
+        let [_, oh, ow] = p.output;
+        let [_, kh, kw] = p.kernel;
         let mut out = std::vec![0.0f32; p.batch * p.out_channels * oh * ow];
         for n in 0..p.batch {
             for m in 0..p.out_channels {
@@ -836,10 +1007,10 @@ mod tests {
                         for c in 0..cin_g {
                             for a in 0..kh {
                                 for b in 0..kw {
-                                    let yi = (y * p.strides[0] + a * p.dilations[0]) as isize
-                                        - p.pads[0] as isize;
-                                    let xi = (xo * p.strides[1] + b * p.dilations[1]) as isize
+                                    let yi = (y * p.strides[1] + a * p.dilations[1]) as isize
                                         - p.pads[1] as isize;
+                                    let xi = (xo * p.strides[2] + b * p.dilations[2]) as isize
+                                        - p.pads[2] as isize;
                                     if yi >= 0
                                         && xi >= 0
                                         && (yi as usize) < ih
@@ -974,6 +1145,16 @@ mod tests {
             (2, 4, 6, 6, 3, 2, 1, 0),
             (3, 3, 3, 5, 3, 1, 2, 2),
             (1, 5, 2, 4, 1, 1, 1, 0),
+            // Depthwise: the register-tiled kernel (rows wider than a tile, both strides,
+            // 3x3 and 5x5) and the general one (dilation).
+            (4, 4, 4, 37, 3, 1, 1, 1),
+            (3, 3, 3, 40, 3, 2, 1, 1),
+            (2, 2, 2, 41, 5, 2, 1, 2),
+            (2, 2, 2, 23, 5, 1, 1, 2),
+            (2, 2, 2, 7, 3, 1, 1, 1),
+            (2, 2, 2, 70, 5, 1, 1, 2),
+            (2, 2, 2, 13, 3, 2, 1, 1),
+            (2, 2, 2, 9, 3, 1, 2, 2),
         ];
         for &(groups, cin, cout, size, k, s, d, pad) in &cases {
             let out_size = (size + 2 * pad - d * (k - 1) - 1) / s + 1;
@@ -982,12 +1163,12 @@ mod tests {
                 in_channels: cin,
                 out_channels: cout,
                 groups,
-                input: [size, size, 1],
-                output: [out_size, out_size, 1],
-                kernel: [k, k, 1],
-                strides: [s, s, 1],
-                dilations: [d, d, 1],
-                pads: [pad, pad, 0],
+                input: [1, size, size],
+                output: [1, out_size, out_size],
+                kernel: [1, k, k],
+                strides: [1, s, s],
+                dilations: [1, d, d],
+                pads: [0, pad, pad],
             };
             let x: Vec<f32> = (0..2 * cin * size * size)
                 .map(|i| ((i * 7 % 17) as f32 - 8.0) * 0.125)

@@ -35,24 +35,168 @@ pub enum PoolKind {
 
 /// Pools `x: [planes, *input]` into `out: [planes, *output]`.
 pub fn pool_f32(p: &PoolParams, kind: PoolKind, x: &[f32], out: &mut [f32]) {
+    pool_f32_exec(&crate::threads::Exec::single(), p, kind, x, out);
+}
+
+/// [`pool_f32`] with the planes split across `exec`'s threads.
+///
+/// Two-dimensional windows without dilation (the common case) run separably: each output row
+/// first reduces its window's input rows into one row (unit-stride vector work), then reduces
+/// that row horizontally with a loop specialized for the window width and stride.
+pub fn pool_f32_exec(
+    exec: &crate::threads::Exec,
+    p: &PoolParams,
+    kind: PoolKind,
+    x: &[f32],
+    out: &mut [f32],
+) {
     let in_len: usize = p.input.iter().product();
     let out_len: usize = p.output.iter().product();
     assert!(
         x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
         "pool buffers too short"
     );
-    for plane in 0..p.planes {
-        let src = &x[plane * in_len..][..in_len];
-        let dst = &mut out[plane * out_len..][..out_len];
-        let mut idx = 0;
-        for z in 0..p.output[0] {
-            for y in 0..p.output[1] {
-                for xo in 0..p.output[2] {
-                    dst[idx] = window(p, kind, src, [z, y, xo]);
-                    idx += 1;
+    let separable = p.input[0] == 1
+        && p.output[0] == 1
+        && p.kernel[0] == 1
+        && p.dilations[1] == 1
+        && p.dilations[2] == 1
+        && p.input[2] <= ROW_BUF;
+    // Enough planes per task to amortize waking a worker.
+    let per_task = (1usize << 14).div_ceil(in_len.max(1)).max(1);
+    exec.for_each_chunk(
+        &mut out[..p.planes * out_len],
+        per_task * out_len.max(1),
+        &|t, dst| {
+            for (i, dst) in dst.chunks_exact_mut(out_len.max(1)).enumerate() {
+                let src = &x[(t * per_task + i) * in_len..][..in_len];
+                if separable {
+                    pool_plane_2d(p, kind, src, dst);
+                } else {
+                    for (idx, o) in dst.iter_mut().enumerate() {
+                        let xo = idx % p.output[2];
+                        let y = idx / p.output[2] % p.output[1];
+                        let z = idx / (p.output[2] * p.output[1]);
+                        *o = window(p, kind, src, [z, y, xo]);
+                    }
                 }
             }
+        },
+    );
+}
+
+/// Widest input row the separable path handles (its row buffer lives on the stack).
+const ROW_BUF: usize = 4096;
+
+/// `a` combined with `b` under `kind`: the maximum with NaN propagating (as ONNX Runtime's
+/// max pooling does), or the sum.
+#[inline(always)]
+fn combine(max: bool, a: f32, b: f32) -> f32 {
+    if max {
+        if b > a || b.is_nan() {
+            b
+        } else {
+            a
         }
+    } else {
+        a + b
+    }
+}
+
+/// One plane of a 2-D (or 1-D) pooling without dilation; see [`pool_f32_exec`].
+fn pool_plane_2d(p: &PoolParams, kind: PoolKind, src: &[f32], dst: &mut [f32]) {
+    let [_, ih, iw] = p.input;
+    let [_, oh, ow] = p.output;
+    let [_, kh, kw] = p.kernel;
+    let [_, sh, sw] = p.strides;
+    let [_, ph, pw] = p.pads_begin;
+    let max = kind == PoolKind::Max;
+    // Output columns whose whole window is inside the input: [x_in_lo, x_in_hi).
+    let x_in_lo = pw.div_ceil(sw).min(ow);
+    let x_in_hi = if iw + pw >= kw {
+        ((iw + pw - kw) / sw + 1).min(ow)
+    } else {
+        0
+    }
+    .max(x_in_lo);
+    let mut buf = [0.0f32; ROW_BUF];
+    let row = &mut buf[..iw];
+    for (y, out_row) in dst.chunks_exact_mut(ow.max(1)).take(oh).enumerate() {
+        let (lo, hi, y_padded) = taps(y * sh, kh, 1, ih, ph, p.pads_end[1]);
+        if lo == hi {
+            for (xo, o) in out_row.iter_mut().enumerate() {
+                *o = window(p, kind, src, [0, y, xo]);
+            }
+            continue;
+        }
+        let y0 = y * sh + lo - ph;
+        row.copy_from_slice(&src[y0 * iw..][..iw]);
+        for yi in y0 + 1..y0 + (hi - lo) {
+            for (a, &b) in row.iter_mut().zip(&src[yi * iw..][..iw]) {
+                *a = combine(max, *a, b);
+            }
+        }
+        let rows = (hi - lo) as f32;
+        let scale = |x_valid: usize, x_padded: usize| match kind {
+            PoolKind::Max => 1.0,
+            PoolKind::Average => 1.0 / (rows * x_valid as f32),
+            PoolKind::AverageIncludePad => 1.0 / (y_padded * x_padded) as f32,
+        };
+        // Border columns: taps clipped to the input.
+        for xo in (0..x_in_lo).chain(x_in_hi..ow) {
+            let (l, h, x_padded) = taps(xo * sw, kw, 1, iw, pw, p.pads_end[2]);
+            let base = (xo * sw).wrapping_sub(pw);
+            let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+            for c in l..h {
+                acc = combine(max, acc, row[base.wrapping_add(c)]);
+            }
+            out_row[xo] = if max {
+                acc
+            } else {
+                acc * scale(h - l, x_padded)
+            };
+        }
+        // Interior columns: the whole window, at a fixed width and stride.
+        let inner = &mut out_row[x_in_lo..x_in_hi];
+        if !inner.is_empty() {
+            let start = x_in_lo * sw - pw;
+            match (kw, sw, max) {
+                (2, 2, true) => reduce_row::<2, 2, true>(row, start, inner),
+                (3, 2, true) => reduce_row::<3, 2, true>(row, start, inner),
+                (3, 1, true) => reduce_row::<3, 1, true>(row, start, inner),
+                (2, 2, false) => reduce_row::<2, 2, false>(row, start, inner),
+                (3, 2, false) => reduce_row::<3, 2, false>(row, start, inner),
+                (3, 1, false) => reduce_row::<3, 1, false>(row, start, inner),
+                _ => {
+                    for (i, o) in inner.iter_mut().enumerate() {
+                        let w = &row[start + i * sw..][..kw];
+                        *o = w[1..].iter().fold(w[0], |a, &b| combine(max, a, b));
+                    }
+                }
+            }
+            if !max {
+                let s = scale(kw, kw);
+                inner.iter_mut().for_each(|o| *o *= s);
+            }
+        }
+    }
+}
+
+/// `out[i] = reduce(row[start + i * SW ..][..KW])`, the window all inside `row`.
+#[inline(always)]
+fn reduce_row<const KW: usize, const SW: usize, const MAX: bool>(
+    row: &[f32],
+    start: usize,
+    out: &mut [f32],
+) {
+    let row = &row[start..start + (out.len() - 1) * SW + KW];
+    for (i, o) in out.iter_mut().enumerate() {
+        let w: &[f32; KW] = row[i * SW..i * SW + KW].try_into().expect("KW taps");
+        let mut acc = w[0];
+        for &v in &w[1..] {
+            acc = combine(MAX, acc, v);
+        }
+        *o = acc;
     }
 }
 
@@ -372,5 +516,58 @@ mod tests {
         let mut g = [0.0f32];
         global_lp_f32(&[3.0, 4.0], &mut g, 2, 2);
         assert!((g[0] - 5.0).abs() < 1e-6);
+    }
+
+    /// The separable 2-D path against the per-window reference, over window sizes, strides,
+    /// paddings (including windows that hang over both edges) and every kind.
+    #[test]
+    fn separable_path_matches_the_window_reference() {
+        let mut seed = 7u32;
+        let x: std::vec::Vec<f32> = (0..2 * 9 * 11)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+            })
+            .collect();
+        for (k, s, pb, pe) in [
+            (2, 2, 0, 0),
+            (3, 2, 1, 1),
+            (3, 1, 1, 1),
+            (3, 2, 0, 1),
+            (2, 1, 1, 0),
+            (5, 3, 2, 2),
+            (4, 1, 3, 3),
+        ] {
+            let (ih, iw) = (9, 11);
+            let out_dim = |i: usize| (i + pb + pe - k) / s + 1;
+            let p = PoolParams {
+                planes: 2,
+                input: [1, ih, iw],
+                output: [1, out_dim(ih), out_dim(iw)],
+                kernel: [1, k, k],
+                strides: [1, s, s],
+                dilations: [1; 3],
+                pads_begin: [0, pb, pb],
+                pads_end: [0, pe, pe],
+            };
+            let out_len = p.output[1] * p.output[2];
+            for kind in [
+                PoolKind::Max,
+                PoolKind::Average,
+                PoolKind::AverageIncludePad,
+            ] {
+                let mut fast = std::vec![0.0f32; 2 * out_len];
+                pool_f32(&p, kind, &x, &mut fast);
+                for (i, &v) in fast.iter().enumerate() {
+                    let (plane, idx) = (i / out_len, i % out_len);
+                    let at = [0, idx / p.output[2], idx % p.output[2]];
+                    let want = window(&p, kind, &x[plane * ih * iw..][..ih * iw], at);
+                    assert!(
+                        (v - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "{kind:?} k{k} s{s} pads {pb},{pe} at {i}: {v} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -63,6 +63,33 @@ impl Exec {
             task(i);
         }
     }
+
+    /// Splits `data` into consecutive chunks of `chunk` elements (the last may be shorter) and
+    /// runs `task(index, chunk)` for each, in parallel when there are workers. This is the
+    /// safe way for a kernel to hand disjoint parts of its output to threads.
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        task: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let chunk = chunk.max(1);
+        if self.threads() == 1 {
+            for (i, part) in data.chunks_mut(chunk).enumerate() {
+                task(i, part);
+            }
+            return;
+        }
+        let len = data.len();
+        let shared = SharedMut::new(data);
+        self.for_each(len.div_ceil(chunk), &|i| {
+            let start = i * chunk;
+            // SAFETY: task i takes only [i * chunk, (i + 1) * chunk) clipped to the buffer,
+            // disjoint from every other task's range; `shared` panics if out of bounds.
+            let part = unsafe { shared.slice(start, chunk.min(len - start)) };
+            task(i, part);
+        });
+    }
 }
 
 #[cfg(feature = "std")]
@@ -305,6 +332,20 @@ mod tests {
                 hits[i].fetch_add(1, Ordering::SeqCst);
             });
             assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_buffer_once() {
+        for threads in [1, 2, 3] {
+            let exec = Exec::with_threads(threads);
+            let mut data = std::vec![0usize; 103];
+            exec.for_each_chunk(&mut data, 10, &|i, part| {
+                for (j, v) in part.iter_mut().enumerate() {
+                    *v += i * 10 + j + 1;
+                }
+            });
+            assert!(data.iter().enumerate().all(|(k, &v)| v == k + 1));
         }
     }
 

@@ -124,7 +124,8 @@ impl OpDef for Pool {
             let column_major = self.storage_order;
             quote!(::sinter_rt::pool::max_pool_indexed::<#t>(&PARAMS, #i0, #o0, #indices, #column_major);)
         } else {
-            quote!(::sinter_rt::pool::pool_f32(&PARAMS, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);)
+            let exec = names.exec();
+            quote!(::sinter_rt::pool::pool_f32_exec(#exec, &PARAMS, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);)
         };
         Ok(quote!(#params #call))
     }
