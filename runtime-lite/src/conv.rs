@@ -3,7 +3,12 @@
 //! (and `Col2Im` itself); integer convolution with zero points and requantization
 //! (ConvInteger, QLinearConv); 2-D deformable convolution.
 
-use crate::gemm::{gemm_f32, gemm_f32_act_exec, Strides};
+use core::mem::MaybeUninit;
+
+use crate::gemm::{
+    gemm_f32, gemm_matrix_exec, gemm_panels_exec, AOperand, Epilogue, MatrixPanels, PanelSource,
+    Strides,
+};
 
 /// The geometry of one convolution, fixed at compile time. Spatial arrays are right-aligned:
 /// the used dimensions last, after leading 1s (with zero padding, unit stride and dilation),
@@ -30,6 +35,10 @@ pub struct ConvParams {
     pub dilations: [usize; 3],
     /// Padding before each spatial axis (padding after is implied by the output size).
     pub pads: [usize; 3],
+    /// Whether the weights come pre-packed for the GEMM (by the compiler, for constant
+    /// weights): per group, the `M/groups x C/groups * kernel` matrix in panels of 8 rows
+    /// (see [`ConvParams::weights_len`]) instead of `[M, C/groups, *kernel]`.
+    pub packed_weights: bool,
 }
 
 impl ConvParams {
@@ -58,28 +67,32 @@ impl ConvParams {
         }
         true
     }
+    /// Floats of weights: `M * C/groups * kernel`, or with [`ConvParams::packed_weights`],
+    /// per group `ceil(M/groups / 8)` panels of `8 x C/groups * kernel`, each stored with its
+    /// 8 rows interleaved (`panel[p * 8 + r]`, zero rows padding the last panel).
+    pub const fn weights_len(&self) -> usize {
+        let k = self.in_channels / self.groups * self.kernel[0] * self.kernel[1] * self.kernel[2];
+        if self.packed_weights {
+            self.groups * (self.out_channels / self.groups).div_ceil(8) * 8 * k
+        } else {
+            self.out_channels * k
+        }
+    }
+
     /// Whether each channel is convolved alone (`groups == in_channels == out_channels`), which
     /// runs as a direct kernel without im2col.
     pub const fn is_depthwise(&self) -> bool {
         self.groups == self.in_channels && self.groups == self.out_channels
     }
-    /// Elements of scratch space [`conv_f32`] needs: the im2col matrix of one group.
-    pub const fn scratch_len(&self) -> usize {
-        if self.is_pointwise() || self.is_depthwise() {
-            return 0;
-        }
-        let k = self.kernel[0] * self.kernel[1] * self.kernel[2];
-        let o = self.output[0] * self.output[1] * self.output[2];
-        self.in_channels / self.groups * k * o
-    }
 }
 
-/// `out = conv(x, w) + bias` on `exec`'s threads, with `x: [N, C, *input]`, `w: [M, C/groups, *kernel]`,
-/// `bias: [M]`, `out: [N, M, *output]`, and `scratch` at least `p.scratch_len()` long.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the ONNX operands, scratch, executor and the fused activation"
-)]
+/// `out = act(conv(x, w) + bias)` on `exec`'s threads, with `x: [N, C, *input]`,
+/// `w: [M, C/groups, *kernel]`, `bias: [M]`, `out: [N, M, *output]`.
+///
+/// Each group is one GEMM of the weights (`M/groups x C/groups * kernel`) by the im2col matrix
+/// of the input, which is never stored: the GEMM packs each panel of it straight from the
+/// input (see [`Im2colPanels`]). Pointwise convolutions read the input as the matrix itself;
+/// depthwise ones run a direct kernel.
 pub fn conv_f32_exec(
     exec: &crate::threads::Exec,
     p: &ConvParams,
@@ -87,7 +100,6 @@ pub fn conv_f32_exec(
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
-    scratch: &mut [f32],
     act: Option<crate::rnn::Activation>,
 ) {
     let cin_g = p.in_channels / p.groups;
@@ -98,75 +110,216 @@ pub fn conv_f32_exec(
         x.len() >= p.batch * p.in_channels * in_len,
         "conv input too short"
     );
-    assert!(w.len() >= p.out_channels * rows, "conv weights too short");
+    assert!(w.len() >= p.weights_len(), "conv weights too short");
     assert!(
         out.len() >= p.batch * p.out_channels * out_len,
         "conv output too short"
     );
-    if p.is_depthwise() {
+    if let Some(bias) = bias {
+        assert!(bias.len() >= p.out_channels, "conv bias too short");
+    }
+    if p.is_depthwise() && !p.packed_weights {
         return depthwise_f32(exec, p, x, w, bias, out, act);
     }
-    let pointwise = p.is_pointwise();
-    assert!(
-        pointwise || scratch.len() >= rows * out_len,
-        "conv scratch too short"
-    );
     for n in 0..p.batch {
         for g in 0..p.groups {
             let x_group = &x[(n * p.in_channels + g * cin_g) * in_len..][..cin_g * in_len];
             let out_group =
                 &mut out[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len];
-            if let Some(bias) = bias {
-                for (m, row) in out_group.chunks_exact_mut(out_len.max(1)).enumerate() {
-                    row.fill(bias[g * cout_g + m]);
-                }
-            }
-            let cols: &[f32] = if pointwise {
-                x_group
+            let (weights, a) = if p.packed_weights {
+                let group_len = cout_g.div_ceil(8) * 8 * rows;
+                let panels = &w[g * group_len..][..group_len];
+                (panels, AOperand::Panels8(panels, rows))
             } else {
-                im2col(p, x_group, &mut scratch[..rows * out_len]);
-                &scratch[..rows * out_len]
+                let matrix = &w[g * cout_g * rows..][..cout_g * rows];
+                (matrix, AOperand::Matrix(matrix, Strides { rows, cols: 1 }))
             };
-            gemm_f32_act_exec(
-                exec,
-                cout_g,
-                out_len,
-                rows,
-                1.0,
-                &w[g * cout_g * rows..],
-                Strides { rows, cols: 1 },
-                cols,
-                Strides {
-                    rows: out_len,
-                    cols: 1,
-                },
-                bias.is_some(),
-                out_group,
+            let epilogue = Epilogue {
+                row_bias: bias.map(|b| &b[g * cout_g..][..cout_g]),
                 act,
-            );
+            };
+            let pixels = Strides {
+                rows: out_len,
+                cols: 1,
+            };
+            if p.is_pointwise() && !p.packed_weights {
+                // The small-product paths of the matrix GEMM apply too.
+                gemm_matrix_exec(
+                    exec,
+                    cout_g,
+                    out_len,
+                    rows,
+                    1.0,
+                    weights,
+                    Strides { rows, cols: 1 },
+                    x_group,
+                    pixels,
+                    false,
+                    out_group,
+                    epilogue,
+                );
+            } else if p.is_pointwise() {
+                let source = MatrixPanels::new(x_group, pixels, cout_g);
+                gemm_panels_exec(
+                    exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
+                );
+            } else {
+                let source = Im2colPanels { p, x: x_group };
+                gemm_panels_exec(
+                    exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
+                );
+            }
         }
     }
 }
 
 /// [`conv_f32_exec`] on the calling thread alone.
-pub fn conv_f32(
-    p: &ConvParams,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    scratch: &mut [f32],
-) {
-    conv_f32_exec(
-        &crate::threads::Exec::single(),
-        p,
-        x,
-        w,
-        bias,
-        out,
-        scratch,
-        None,
-    );
+pub fn conv_f32(p: &ConvParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    conv_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, None);
+}
+
+/// The im2col matrix of one group's input, as GEMM panels: row `c * K + kernel_offset`,
+/// column `output_pixel`, holding the input pixel that kernel tap reads for that output (0 in
+/// the padding). Panels are gathered from the input as the GEMM needs them, so the matrix
+/// (kernel-size times larger than the input) never goes through memory.
+struct Im2colPanels<'a> {
+    p: &'a ConvParams,
+    x: &'a [f32],
+}
+
+/// Most output-row pieces one panel spans (a panel narrower than an output row spans two).
+const MAX_PIECES: usize = 32;
+
+/// A run of a panel's columns inside one output row: the first column in the panel, its
+/// length, and the padded input coordinates (depth, row, x) of the first pixel's tap 0, which
+/// may be "negative" (wrapped) in the padding.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    column: usize,
+    len: usize,
+    z: usize,
+    y: usize,
+    x: usize,
+}
+
+impl PanelSource for Im2colPanels<'_> {
+    fn pack<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        pack: &mut [MaybeUninit<f32>],
+    ) {
+        let p = self.p;
+        let [id, ih, iw] = p.input;
+        let [_, oh, ow] = p.output;
+        let [kd, kh, kw] = p.kernel;
+        let [sd, sh, sw] = p.strides;
+        let [dd, dh, dw] = p.dilations;
+        let [pd, ph, pw] = p.pads;
+        let in_len = id * ih * iw;
+        let mut pieces = [Piece::default(); MAX_PIECES];
+        let mut count = 0;
+        let mut j = 0;
+        while j < nr {
+            let pixel = j0 + j;
+            let (xo, y, z) = (pixel % ow, pixel / ow % oh, pixel / (ow * oh));
+            let len = (ow - xo).min(nr - j);
+            pieces[count] = Piece {
+                column: j,
+                len,
+                z: (z * sd).wrapping_sub(pd),
+                y: (y * sh).wrapping_sub(ph),
+                x: (xo * sw).wrapping_sub(pw),
+            };
+            count += 1;
+            j += len;
+        }
+        let pieces = &pieces[..count];
+        // Kernel coordinates (channel, depth, row, column) of row k0, then advanced as an
+        // odometer: no divisions per row.
+        let taps = kd * kh * kw;
+        let (mut ch, t) = (k0 / taps, k0 % taps);
+        let (mut a, mut b, mut c) = (t / (kh * kw), t / kw % kh, t % kw);
+        for prow in 0..kc {
+            let dst = &mut pack[prow * NR..][..NR];
+            let channel = &self.x[ch * in_len..][..in_len];
+            for piece in pieces {
+                let out = &mut dst[piece.column..piece.column + piece.len];
+                let zi = piece.z.wrapping_add(a * dd);
+                let yi = piece.y.wrapping_add(b * dh);
+                if zi >= id || yi >= ih {
+                    zero(out);
+                    continue;
+                }
+                let in_row = &channel[(zi * ih + yi) * iw..][..iw];
+                let first = piece.x.wrapping_add(c * dw);
+                if sw == 1 {
+                    // Pixels left of the input, inside it, and right of it.
+                    let head = first.wrapping_neg().min(out.len());
+                    let head = if first < iw { 0 } else { head };
+                    let start = first.wrapping_add(head);
+                    let inside = if start < iw {
+                        (iw - start).min(out.len() - head)
+                    } else {
+                        0
+                    };
+                    let (left, rest) = out.split_at_mut(head);
+                    let (middle, right) = rest.split_at_mut(inside);
+                    zero(left);
+                    if inside > 0 {
+                        copy(middle, &in_row[start..start + inside]);
+                    }
+                    zero(right);
+                } else {
+                    for (i, d) in out.iter_mut().enumerate() {
+                        let xi = first.wrapping_add(i * sw);
+                        d.write(if xi < iw { in_row[xi] } else { 0.0 });
+                    }
+                }
+            }
+            zero(&mut dst[nr..]);
+            c += 1;
+            if c == kw {
+                c = 0;
+                b += 1;
+                if b == kh {
+                    b = 0;
+                    a += 1;
+                    if a == kd {
+                        a = 0;
+                        ch += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst = 0`.
+#[inline(always)]
+fn zero(dst: &mut [MaybeUninit<f32>]) {
+    for d in dst {
+        d.write(0.0);
+    }
+}
+
+/// `dst = src`, in fixed blocks of 8 so that short runs are vector moves, not calls to
+/// memcpy.
+#[inline(always)]
+fn copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    let mut ds = dst.chunks_exact_mut(8);
+    let mut ss = src.chunks_exact(8);
+    for (d, s) in (&mut ds).zip(&mut ss) {
+        let s: &[f32; 8] = s.try_into().expect("8 floats");
+        for l in 0..8 {
+            d[l].write(s[l]);
+        }
+    }
+    for (d, &v) in ds.into_remainder().iter_mut().zip(ss.remainder()) {
+        d.write(v);
+    }
 }
 
 /// Depthwise convolution, in tasks of whole `(batch, channel)` planes. 2-D planes without
@@ -376,19 +529,6 @@ fn depthwise_plane_2d<const SW: usize, const TILE: usize>(
     true
 }
 
-/// `y = x` in fixed chunks of 8 (short rows: constant-size copies instead of memcpy calls).
-#[inline]
-fn copy_short(x: &[f32], y: &mut [f32]) {
-    let mut xs = x.chunks_exact(8);
-    let mut ys = y.chunks_exact_mut(8);
-    for (yc, xc) in (&mut ys).zip(&mut xs) {
-        yc.copy_from_slice(xc);
-    }
-    for (o, &v) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = v;
-    }
-}
-
 /// `y += a * x` in fixed chunks of 8, so that short rows (a few dozen pixels) still run as
 /// vector operations instead of falling into a scalar remainder loop.
 #[inline]
@@ -449,66 +589,6 @@ fn depthwise_plane(p: &ConvParams, src: &[f32], w: &[f32], bias: f32, dst: &mut 
                             }
                         }
                     }
-                }
-            }
-        }
-    }
-}
-
-/// Writes the im2col matrix of one group: row `c * K + kernel_offset`, column `output_pixel`.
-///
-/// Each output row is split once into its padded head, valid middle and padded tail, so the
-/// inner loop is a copy (unit stride) or a strided gather with no bounds checks per element.
-fn im2col(p: &ConvParams, x: &[f32], cols: &mut [f32]) {
-    let [id, ih, iw] = p.input;
-    let [od, oh, ow] = p.output;
-    let [kd, kh, kw] = p.kernel;
-    let [sd, sh, sw] = p.strides;
-    let [dd, dh, dw] = p.dilations;
-    let [pd, ph, pw] = p.pads;
-    let out_len = od * oh * ow;
-    let in_len = id * ih * iw;
-    let mut row = 0;
-    for channel in x.chunks_exact(in_len.max(1)).take(p.in_channels / p.groups) {
-        for a in 0..kd {
-            for b in 0..kh {
-                for c in 0..kw {
-                    let dst = &mut cols[row * out_len..][..out_len];
-                    // Output columns whose input column is inside: xo in [x_lo, x_hi).
-                    let offset = c * dw;
-                    let x_lo = pw.saturating_sub(offset).div_ceil(sw).min(ow);
-                    let x_hi = if iw + pw > offset {
-                        ((iw + pw - offset - 1) / sw + 1).min(ow)
-                    } else {
-                        0
-                    }
-                    .max(x_lo);
-                    for z in 0..od {
-                        let zi = (z * sd + a * dd).wrapping_sub(pd);
-                        for y in 0..oh {
-                            let yi = (y * sh + b * dh).wrapping_sub(ph);
-                            let out_row = &mut dst[(z * oh + y) * ow..][..ow];
-                            if zi >= id || yi >= ih {
-                                out_row.fill(0.0);
-                                continue;
-                            }
-                            let in_row = &channel[(zi * ih + yi) * iw..][..iw];
-                            out_row[..x_lo].fill(0.0);
-                            out_row[x_hi..].fill(0.0);
-                            let first = x_lo * sw + offset - pw;
-                            if sw == 1 {
-                                copy_short(
-                                    &in_row[first..first + (x_hi - x_lo)],
-                                    &mut out_row[x_lo..x_hi],
-                                );
-                            } else {
-                                for (k, o) in out_row[x_lo..x_hi].iter_mut().enumerate() {
-                                    *o = in_row[first + k * sw];
-                                }
-                            }
-                        }
-                    }
-                    row += 1;
                 }
             }
         }
@@ -990,6 +1070,22 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    /// `w: [M, C/groups, *kernel]` in the layout of [`ConvParams::packed_weights`].
+    fn pack_weights(p: &ConvParams, w: &[f32]) -> Vec<f32> {
+        let cout_g = p.out_channels / p.groups;
+        let k = w.len() / p.out_channels;
+        let panels = cout_g.div_ceil(8);
+        let mut out = std::vec![0.0; p.groups * panels * 8 * k];
+        for g in 0..p.groups {
+            for i in 0..cout_g {
+                for q in 0..k {
+                    out[((g * panels + i / 8) * k + q) * 8 + i % 8] = w[(g * cout_g + i) * k + q];
+                }
+            }
+        }
+        out
+    }
+
     /// Direct 2-D convolution, the reference.
     fn reference(p: &ConvParams, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
         let cin_g = p.in_channels / p.groups;
@@ -1128,6 +1224,7 @@ mod tests {
             strides: [1, 1, 1],
             dilations: [1, 1, 1],
             pads: [1, 0, 0],
+            packed_weights: false,
         };
         let x = [11u8, 12, 13];
         let w = [1u8, 2, 3];
@@ -1145,6 +1242,9 @@ mod tests {
             (2, 4, 6, 6, 3, 2, 1, 0),
             (3, 3, 3, 5, 3, 1, 2, 2),
             (1, 5, 2, 4, 1, 1, 1, 0),
+            // Big enough for the GEMM to split its columns across threads.
+            (1, 16, 32, 40, 3, 1, 1, 1),
+            (2, 8, 64, 33, 3, 2, 1, 1),
             // Depthwise: the register-tiled kernel (rows wider than a tile, both strides,
             // 3x3 and 5x5) and the general one (dilation).
             (4, 4, 4, 37, 3, 1, 1, 1),
@@ -1169,6 +1269,7 @@ mod tests {
                 strides: [1, s, s],
                 dilations: [1, d, d],
                 pads: [0, pad, pad],
+                packed_weights: false,
             };
             let x: Vec<f32> = (0..2 * cin * size * size)
                 .map(|i| ((i * 7 % 17) as f32 - 8.0) * 0.125)
@@ -1179,8 +1280,7 @@ mod tests {
             let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.5).collect();
             let want = reference(&p, &x, &w, &bias);
             let mut out = std::vec![0.0; want.len()];
-            let mut scratch = std::vec![0.0; p.scratch_len()];
-            conv_f32(&p, &x, &w, Some(&bias), &mut out, &mut scratch);
+            conv_f32(&p, &x, &w, Some(&bias), &mut out);
             #[cfg(feature = "std")]
             {
                 let mut parallel = std::vec![0.0; want.len()];
@@ -1191,7 +1291,6 @@ mod tests {
                     &w,
                     Some(&bias),
                     &mut parallel,
-                    &mut scratch,
                     Some(crate::rnn::Activation::Relu),
                 );
                 let relu: std::vec::Vec<f32> = out.iter().map(|&v| v.max(0.0)).collect();
@@ -1203,6 +1302,16 @@ mod tests {
             for (a, b) in out.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
+            // The same with the weights packed as the compiler packs constant ones.
+            let packed_params = ConvParams {
+                packed_weights: true,
+                ..p
+            };
+            let packed = pack_weights(&packed_params, &w);
+            assert_eq!(packed.len(), packed_params.weights_len());
+            let mut from_packed = std::vec![0.0; want.len()];
+            conv_f32(&packed_params, &x, &packed, Some(&bias), &mut from_packed);
+            assert_eq!(from_packed, out, "packed weights change nothing");
         }
     }
 }

@@ -20,15 +20,17 @@ pub struct Strides {
     pub cols: usize,
 }
 
-/// A microkernel: `out[r][j] (+)= alpha * sum_p a[p * MR + r] * b[p * ldb + j]` for
+/// A microkernel: `out[r][j] (+)= alpha * sum_p a[p * lda + r] * b[p * ldb + j]` for
 /// `r < mr`, `j < nr`, with `out` row stride `ldo`.
 ///
 /// # Safety
-/// `a` holds `kc * MR` initialized floats and `b` `kc` rows of `NR` at stride `ldb`; `out` is valid for writes of
-/// `mr` rows of `nr` floats at stride `ldo`; the CPU supports the kernel's features.
+/// `a` holds `kc` groups of `MR` initialized floats at stride `lda` and `b` `kc` rows of `NR`
+/// at stride `ldb`; `out` is valid for writes of `mr` rows of `nr` floats at stride `ldo`;
+/// the CPU supports the kernel's features.
 pub(crate) type Kernel = unsafe fn(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     ldb: usize,
     out: *mut f32,
@@ -83,68 +85,23 @@ pub fn gemm_f32_act(
     out: &mut [f32],
     act: Option<crate::rnn::Activation>,
 ) {
-    assert!(out.len() >= m * n, "gemm output too short");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            out[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let last = |s: Strides, r: usize, c: usize| (r - 1) * s.rows + (c - 1) * s.cols;
-    assert!(a.len() > last(a_strides, m, k), "gemm A too short");
-    assert!(b.len() > last(b_strides, k, n), "gemm B too short");
-    if m <= 2 || (n <= 8 && a_strides.cols == 1 && k * n <= NARROW_BUF) {
-        if m <= 2 {
-            gemm_small(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
-        } else {
-            gemm_narrow(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
-        }
-        if let Some(act) = act {
-            act.apply_slice(&mut out[..m * n]);
-        }
-        return;
-    }
-    let (driver, kernel) = blocked_kernel();
-    driver(
-        m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, kernel, act,
+    gemm_f32_act_exec(
+        &crate::threads::Exec::single(),
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        a_strides,
+        b,
+        b_strides,
+        accumulate,
+        out,
+        act,
     );
 }
 
-/// The blocked driver instantiated for a microkernel's tile shape.
-type Driver = fn(
-    usize,
-    usize,
-    usize,
-    f32,
-    &[f32],
-    Strides,
-    &[f32],
-    Strides,
-    bool,
-    &mut [f32],
-    Kernel,
-    Option<crate::rnn::Activation>,
-);
-
-/// The best microkernel this CPU runs, with the driver for its tile shape.
-fn blocked_kernel() -> (Driver, Kernel) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::gemm_x86_64::has_avx512() {
-            return (blocked::<8, 32>, crate::gemm_x86_64::kernel_avx512);
-        }
-        if crate::gemm_x86_64::has_avx2_fma() {
-            return (blocked::<6, 16>, crate::gemm_x86_64::kernel_avx2);
-        }
-    }
-    (blocked::<4, 16>, kernel_portable::<4, 16>)
-}
-
-/// [`gemm_f32`] with the rows of `out` split across `exec`'s threads when the product is big
-/// enough to pay for it.
+/// [`gemm_f32`] split across `exec`'s threads when the product is big enough to pay for it.
 #[allow(
     clippy::too_many_arguments,
     reason = "gemm_f32's operands plus the executor"
@@ -167,7 +124,7 @@ pub fn gemm_f32_exec(
     );
 }
 
-/// [`gemm_f32_act`] with the rows of `out` split across `exec`'s threads.
+/// [`gemm_f32_act`] split across `exec`'s threads.
 #[allow(
     clippy::too_many_arguments,
     reason = "gemm_f32's operands plus executor and activation"
@@ -186,36 +143,364 @@ pub fn gemm_f32_act_exec(
     out: &mut [f32],
     act: Option<crate::rnn::Activation>,
 ) {
-    let threads = exec.threads();
-    if threads == 1 || m < 16 || m * n * k < (1 << 18) {
-        return gemm_f32_act(
-            m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, act,
-        );
-    }
+    let epilogue = Epilogue {
+        row_bias: None,
+        act,
+    };
+    gemm_matrix_exec(
+        exec, m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, epilogue,
+    );
+}
+
+/// [`gemm_f32_act_exec`] with a full epilogue (per-row bias, then activation).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "gemm_f32's operands plus executor and epilogue"
+)]
+pub(crate) fn gemm_matrix_exec(
+    exec: &crate::threads::Exec,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: Strides,
+    b: &[f32],
+    b_strides: Strides,
+    accumulate: bool,
+    out: &mut [f32],
+    epilogue: Epilogue<'_>,
+) {
     assert!(out.len() >= m * n, "gemm output too short");
-    let chunk = m.div_ceil(threads).next_multiple_of(8);
-    let tasks = m.div_ceil(chunk);
-    let shared = crate::threads::SharedMut::new(out);
-    exec.for_each(tasks, &|t| {
-        let r0 = t * chunk;
-        let rows = chunk.min(m - r0);
-        // SAFETY: task t writes only rows [r0, r0 + rows) of `out`, disjoint from every other
-        // task's rows and inside `out` (asserted above); `out` outlives `for_each`.
-        let part = unsafe { shared.slice(r0 * n, rows * n) };
-        gemm_f32_act(
-            rows,
-            n,
-            k,
-            alpha,
-            &a[r0 * a_strides.rows..],
-            a_strides,
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |s: Strides, r: usize, c: usize| (r - 1) * s.rows + (c - 1) * s.cols;
+    let tiny = k == 0 || m <= 2 || (n <= 8 && a_strides.cols == 1 && k * n <= NARROW_BUF);
+    if tiny {
+        if k == 0 {
+            if !accumulate {
+                out[..m * n].fill(0.0);
+            }
+        } else {
+            assert!(a.len() > last(a_strides, m, k), "gemm A too short");
+            assert!(b.len() > last(b_strides, k, n), "gemm B too short");
+            if m <= 2 {
+                gemm_small(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+            } else {
+                gemm_narrow(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
+            }
+        }
+        epilogue.apply(&mut out[..m * n], n);
+        return;
+    }
+    assert!(b.len() > last(b_strides, k, n), "gemm B too short");
+    let source = MatrixPanels::new(b, b_strides, m);
+    gemm_panels_exec(
+        exec,
+        m,
+        n,
+        k,
+        alpha,
+        AOperand::Matrix(a, a_strides),
+        &source,
+        accumulate,
+        out,
+        epilogue,
+    );
+}
+
+/// What the blocked product does to each finished output tile: add a per-row bias (a
+/// convolution's per-channel bias), then apply an activation.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `out[i][j] += row_bias[i]`.
+    pub row_bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub act: Option<crate::rnn::Activation>,
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to a whole row-major output with rows of `row_len`.
+    pub fn apply(&self, out: &mut [f32], row_len: usize) {
+        if self.row_bias.is_none() && self.act.is_none() {
+            return;
+        }
+        for (i, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+            self.apply_row(row, i);
+        }
+    }
+
+    /// Applies the epilogue to (part of) output row `i`.
+    #[inline]
+    fn apply_row(&self, row: &mut [f32], i: usize) {
+        if let Some(bias) = self.row_bias {
+            let v = bias[i];
+            row.iter_mut().for_each(|d| *d += v);
+        }
+        if let Some(act) = self.act {
+            act.apply_slice(row);
+        }
+    }
+}
+
+/// Where the blocked product gets its B operand: panels of `KC` rows by `NR` columns.
+pub(crate) trait PanelSource: Sync {
+    /// Writes rows `k0..k0 + kc`, columns `j0..j0 + nr` of B as `pack[p * NR + j]`, zero in
+    /// columns `nr..NR`.
+    fn pack<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        pack: &mut [MaybeUninit<f32>],
+    );
+
+    /// A full panel (`NR` columns) read where it lies: a pointer to element `(k0, j0)` with
+    /// `kc` rows of `NR` floats readable at the returned row stride.
+    fn in_place<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+    ) -> Option<(*const f32, usize)> {
+        let _ = (k0, kc, j0);
+        None
+    }
+}
+
+/// B as a strided matrix.
+pub(crate) struct MatrixPanels<'a> {
+    b: &'a [f32],
+    strides: Strides,
+    in_place: bool,
+}
+
+impl<'a> MatrixPanels<'a> {
+    /// B for a product with `m` rows of A.
+    pub(crate) fn new(b: &'a [f32], strides: Strides, m: usize) -> Self {
+        Self {
             b,
-            b_strides,
-            accumulate,
-            part,
-            act,
+            strides,
+            // With few rows of A to reuse a B panel (convolutions with few output channels),
+            // full panels of a row-major B are read in place instead of being copied.
+            in_place: m <= 96 && strides.cols == 1,
+        }
+    }
+}
+
+impl PanelSource for MatrixPanels<'_> {
+    fn pack<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        pack: &mut [MaybeUninit<f32>],
+    ) {
+        let (b, s) = (self.b, self.strides);
+        for p in 0..kc {
+            let dst = &mut pack[p * NR..][..NR];
+            let base = (k0 + p) * s.rows + j0 * s.cols;
+            if s.cols == 1 && nr == NR {
+                // A full panel row: a constant-size copy, which compiles to vector moves
+                // rather than a call to memcpy.
+                let src: &[f32; NR] = b[base..base + NR].try_into().expect("NR floats");
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    d.write(v);
+                }
+                continue;
+            } else if s.cols == 1 {
+                for (d, &v) in dst.iter_mut().zip(&b[base..base + nr]) {
+                    d.write(v);
+                }
+            } else {
+                for (j, d) in dst.iter_mut().enumerate().take(nr) {
+                    d.write(b[base + j * s.cols]);
+                }
+            }
+            for d in &mut dst[nr..] {
+                d.write(0.0);
+            }
+        }
+    }
+
+    fn in_place<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+    ) -> Option<(*const f32, usize)> {
+        if !self.in_place {
+            return None;
+        }
+        let start = k0 * self.strides.rows + j0;
+        assert!(
+            start + (kc - 1) * self.strides.rows + NR <= self.b.len(),
+            "gemm B panel out of bounds"
         );
-    });
+        // SAFETY: `start` is inside `b` (asserted just above with the whole panel).
+        Some((unsafe { self.b.as_ptr().add(start) }, self.strides.rows))
+    }
+}
+
+/// The output matrix as a raw pointer, so that parallel tasks can each write their own
+/// block of rows and columns.
+#[derive(Clone, Copy)]
+struct OutView {
+    ptr: *mut f32,
+    /// Row stride.
+    ld: usize,
+}
+
+// SAFETY: tasks write disjoint blocks only (the contract of `blocked`).
+unsafe impl Send for OutView {}
+// SAFETY: as above.
+unsafe impl Sync for OutView {}
+
+/// `out[m x n] (+)= alpha * A x B` for any panel source, rows or columns split across
+/// `exec`'s threads when the product is big enough.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "gemm_f32's operands plus executor and epilogue"
+)]
+pub(crate) fn gemm_panels_exec<B: PanelSource>(
+    exec: &crate::threads::Exec,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: AOperand<'_>,
+    b: &B,
+    accumulate: bool,
+    out: &mut [f32],
+    epilogue: Epilogue<'_>,
+) {
+    assert!(out.len() >= m * n, "gemm output too short");
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    a.check(m, k);
+    if let Some(bias) = epilogue.row_bias {
+        assert!(bias.len() >= m, "gemm row bias too short");
+    }
+    let isa = Isa::detect();
+    let view = OutView {
+        ptr: out.as_mut_ptr(),
+        ld: n,
+    };
+    let threads = exec.threads();
+    let run = |rows: (usize, usize), cols: (usize, usize)| {
+        // SAFETY: `rows x cols` lies inside the m x n output (asserted above), and every call
+        // below gets a block disjoint from the others'.
+        unsafe { isa.blocked(rows, cols, k, alpha, a, b, accumulate, view, epilogue) }
+    };
+    if threads == 1 || m * n * k < (1 << 18) {
+        return run((0, m), (0, n));
+    }
+    // Columns when there are many (each task then packs only its share of B, and all of A),
+    // rows otherwise.
+    let col_tasks = n / 64;
+    if col_tasks >= threads {
+        let tasks = col_tasks.min(2 * threads);
+        let chunk = n.div_ceil(tasks).next_multiple_of(32);
+        exec.for_each(n.div_ceil(chunk), &|t| {
+            run((0, m), (t * chunk, n.min((t + 1) * chunk)));
+        });
+    } else {
+        let chunk = m.div_ceil(threads).next_multiple_of(8);
+        exec.for_each(m.div_ceil(chunk), &|t| {
+            run((t * chunk, m.min((t + 1) * chunk)), (0, n));
+        });
+    }
+}
+
+/// The microkernel family the CPU runs best.
+#[derive(Clone, Copy)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::gemm_x86_64::has_avx512() {
+                return Isa::Avx512;
+            }
+            if crate::gemm_x86_64::has_avx2_fma() {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// [`blocked`] with this ISA's tile shape and microkernel.
+    ///
+    /// # Safety
+    /// As for [`blocked`].
+    #[allow(clippy::too_many_arguments, reason = "blocked's operands")]
+    unsafe fn blocked<B: PanelSource>(
+        self,
+        rows: (usize, usize),
+        cols: (usize, usize),
+        k: usize,
+        alpha: f32,
+        a: AOperand<'_>,
+        b: &B,
+        accumulate: bool,
+        out: OutView,
+        epilogue: Epilogue<'_>,
+    ) {
+        // SAFETY: forwarded contract; each kernel matches the CPU `detect` found.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => blocked::<8, 32, B>(
+                    rows,
+                    cols,
+                    k,
+                    alpha,
+                    a,
+                    b,
+                    accumulate,
+                    out,
+                    crate::gemm_x86_64::kernel_avx512,
+                    epilogue,
+                ),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => blocked::<6, 16, B>(
+                    rows,
+                    cols,
+                    k,
+                    alpha,
+                    a,
+                    b,
+                    accumulate,
+                    out,
+                    crate::gemm_x86_64::kernel_avx2,
+                    epilogue,
+                ),
+                Isa::Portable => blocked::<4, 16, B>(
+                    rows,
+                    cols,
+                    k,
+                    alpha,
+                    a,
+                    b,
+                    accumulate,
+                    out,
+                    kernel_portable::<4, 16>,
+                    epilogue,
+                ),
+            }
+        }
+    }
 }
 
 /// Floats of B a narrow product gathers (`k * n`).
@@ -321,24 +606,27 @@ const A_BUF: usize = 128 * KC;
 /// Floats in the packed-B buffer: `KC x NR` for the widest `NR` (32).
 const B_BUF: usize = 32 * KC;
 
-/// The blocked product with an `MR x NR` microkernel.
+/// The blocked product with an `MR x NR` microkernel over output rows `rows.0..rows.1` and
+/// columns `cols.0..cols.1`.
+///
+/// # Safety
+/// `out` is valid for writes at `ptr + i * ld + j` for every `(i, j)` of the block, and no
+/// other thread accesses the block during the call; `kernel` runs on this CPU.
 #[allow(
     clippy::too_many_arguments,
-    reason = "same operands as gemm_f32, plus the kernel"
+    reason = "same operands as gemm_f32, plus the block, kernel and epilogue"
 )]
-fn blocked<const MR: usize, const NR: usize>(
-    m: usize,
-    n: usize,
+unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
+    rows: (usize, usize),
+    cols: (usize, usize),
     k: usize,
     alpha: f32,
-    a: &[f32],
-    a_strides: Strides,
-    b: &[f32],
-    b_strides: Strides,
+    a: AOperand<'_>,
+    b: &B,
     accumulate: bool,
-    out: &mut [f32],
+    out: OutView,
     kernel: Kernel,
-    act: Option<crate::rnn::Activation>,
+    epilogue: Epilogue<'_>,
 ) {
     let mc_max = A_BUF / KC / MR * MR;
     // Uninitialized: packing writes every float a kernel reads (zero-padding included), and
@@ -351,59 +639,65 @@ fn blocked<const MR: usize, const NR: usize>(
     while k0 < k {
         let kc = KC.min(k - k0);
         let overwrite = k0 == 0 && !accumulate;
-        let mut i0 = 0;
-        while i0 < m {
-            let mc = mc_max.min(m - i0);
-            pack_a::<MR>(a, a_strides, i0, mc, k0, kc, &mut a_pack);
-            let mut j0 = 0;
-            while j0 < n {
-                let nr = NR.min(n - j0);
-                // With few rows of A to reuse a B panel (convolutions with few output
-                // channels), a full panel of a row-major B is read in place at B's row stride
-                // instead of being copied; otherwise panels are packed.
-                let direct = m <= 96 && b_strides.cols == 1 && nr == NR;
-                let (b_panel, ldb): (*const f32, usize) = if direct {
-                    let start = k0 * b_strides.rows + j0;
-                    assert!(
-                        start + (kc - 1) * b_strides.rows + NR <= b.len(),
-                        "gemm B panel out of bounds"
-                    );
-                    // SAFETY: `start` is inside `b` (asserted just above with the whole panel).
-                    (unsafe { b.as_ptr().add(start) }, b_strides.rows)
+        let finished = k0 + kc == k;
+        let mut i0 = rows.0;
+        while i0 < rows.1 {
+            let mc = mc_max.min(rows.1 - i0);
+            // Pre-packed panels are read where they lie when their groups are this kernel's;
+            // otherwise A is packed.
+            let a_in_place = matches!(a, AOperand::Panels8(..)) && MR == 8;
+            if !a_in_place {
+                pack_a::<MR>(a, i0, mc, k0, kc, &mut a_pack);
+            }
+            let mut j0 = cols.0;
+            while j0 < cols.1 {
+                let nr = NR.min(cols.1 - j0);
+                let in_place = if nr == NR {
+                    b.in_place::<NR>(k0, kc, j0)
                 } else {
-                    pack_b::<NR>(b, b_strides, k0, kc, j0, nr, &mut b_pack);
-                    (b_pack.as_ptr().cast::<f32>(), NR)
+                    None
                 };
+                let (b_panel, ldb) = in_place.unwrap_or_else(|| {
+                    b.pack::<NR>(k0, kc, j0, nr, &mut b_pack);
+                    (b_pack.as_ptr().cast::<f32>(), NR)
+                });
                 let mut r0 = 0;
                 while r0 < mc {
                     let mr = MR.min(mc - r0);
                     let row = i0 + r0;
-                    let out_tile = &mut out[row * n + j0..];
-                    assert!(
-                        out_tile.len() >= (mr - 1) * n + nr,
-                        "gemm tile out of bounds"
-                    );
-                    // SAFETY: the packed group at r0 holds kc * MR floats written by pack_a; the
-                    // B panel is kc rows of NR floats at stride ldb, packed above or inside `b`
-                    // (asserted); the tile's mr rows of nr floats at stride n are inside `out`
-                    // (asserted); the kernel was chosen after checking the CPU supports it.
+                    // SAFETY: the tile's rows and columns are inside the block (the caller's
+                    // contract).
+                    let tile = unsafe { out.ptr.add(row * out.ld + j0) };
+                    let (a_panel, lda) = match a {
+                        AOperand::Panels8(data, k) if a_in_place => {
+                            let start = (i0 + r0) * k + k0 * 8;
+                            assert!(
+                                (i0 + r0).is_multiple_of(8) && start + kc * 8 <= data.len(),
+                                "gemm A panel out of bounds"
+                            );
+                            // SAFETY: inside `data` (asserted just above with the whole panel).
+                            (unsafe { data.as_ptr().add(start) }, 8)
+                        }
+                        // SAFETY: the packed group holds kc * MR floats written by pack_a.
+                        _ => (unsafe { a_pack.as_ptr().add(r0 * KC).cast::<f32>() }, MR),
+                    };
+                    // SAFETY: the A panel holds kc groups of MR floats at stride lda (in the
+                    // pre-packed panels, asserted, or packed above); the B panel is kc rows of NR floats at
+                    // stride ldb, packed above or in place (checked by the source); the tile's
+                    // mr rows of nr floats at stride ld are writable (the caller's contract);
+                    // the kernel runs on this CPU.
                     unsafe {
                         kernel(
-                            kc,
-                            a_pack.as_ptr().add(r0 * KC).cast::<f32>(),
-                            b_panel,
-                            ldb,
-                            out_tile.as_mut_ptr(),
-                            n,
-                            mr,
-                            nr,
-                            alpha,
-                            overwrite,
+                            kc, a_panel, lda, b_panel, ldb, tile, out.ld, mr, nr, alpha, overwrite,
                         );
                     }
-                    if let (Some(act), true) = (act, k0 + kc == k) {
+                    if finished && (epilogue.row_bias.is_some() || epilogue.act.is_some()) {
                         for r in 0..mr {
-                            act.apply_slice(&mut out_tile[r * n..r * n + nr]);
+                            // SAFETY: row r of the tile, nr floats, inside the block.
+                            let dst = unsafe {
+                                core::slice::from_raw_parts_mut(tile.add(r * out.ld), nr)
+                            };
+                            epilogue.apply_row(dst, row + r);
                         }
                     }
                     r0 += MR;
@@ -419,8 +713,7 @@ fn blocked<const MR: usize, const NR: usize>(
 /// Packs rows `i0..i0+mc`, columns `k0..k0+kc` of A into groups of `MR` rows, each group
 /// stored k-major at `pack[group * MR * KC + p * MR + r]`. Rows past `mc` are zero.
 fn pack_a<const MR: usize>(
-    a: &[f32],
-    s: Strides,
+    a: AOperand<'_>,
     i0: usize,
     mc: usize,
     k0: usize,
@@ -431,53 +724,54 @@ fn pack_a<const MR: usize>(
         let dst = &mut pack[g * MR * KC..][..kc * MR];
         for r in 0..MR {
             let row = g * MR + r;
-            if row < mc {
-                let base = (i0 + row) * s.rows + k0 * s.cols;
-                for p in 0..kc {
-                    dst[p * MR + r].write(a[base + p * s.cols]);
-                }
-            } else {
+            if row >= mc {
                 for p in 0..kc {
                     dst[p * MR + r].write(0.0);
                 }
+                continue;
+            }
+            let i = i0 + row;
+            let (base, step) = match a {
+                AOperand::Matrix(_, s) => (i * s.rows + k0 * s.cols, s.cols),
+                AOperand::Panels8(_, k) => (i / 8 * 8 * k + k0 * 8 + i % 8, 8),
+            };
+            let data = a.data();
+            for p in 0..kc {
+                dst[p * MR + r].write(data[base + p * step]);
             }
         }
     }
 }
 
-/// Packs rows `k0..k0+kc`, columns `j0..j0+nr` of B as `pack[p * NR + j]`, zero past `nr`.
-fn pack_b<const NR: usize>(
-    b: &[f32],
-    s: Strides,
-    k0: usize,
-    kc: usize,
-    j0: usize,
-    nr: usize,
-    pack: &mut [MaybeUninit<f32>],
-) {
-    for p in 0..kc {
-        let dst = &mut pack[p * NR..][..NR];
-        let base = (k0 + p) * s.rows + j0 * s.cols;
-        if s.cols == 1 && nr == NR {
-            // A full panel row: a constant-size copy, which compiles to vector moves rather
-            // than a call to memcpy.
-            let src: &[f32; NR] = b[base..base + NR].try_into().expect("NR floats");
-            for (d, &v) in dst.iter_mut().zip(src) {
-                d.write(v);
-            }
-            continue;
-        } else if s.cols == 1 {
-            for (d, &v) in dst.iter_mut().zip(&b[base..base + nr]) {
-                d.write(v);
-            }
-        } else {
-            for (j, d) in dst.iter_mut().enumerate().take(nr) {
-                d.write(b[base + j * s.cols]);
-            }
+/// The A operand of the blocked product.
+#[derive(Clone, Copy)]
+pub(crate) enum AOperand<'a> {
+    /// A strided matrix.
+    Matrix(&'a [f32], Strides),
+    /// Panels packed ahead of time (constant weights, by the compiler): rows in groups of 8,
+    /// each group stored k-major, so element `(i, p)` of an `m x k` matrix is at
+    /// `(i / 8) * 8 * k + p * 8 + i % 8`; zero rows pad the last group. The second field is
+    /// `k`.
+    Panels8(&'a [f32], usize),
+}
+
+impl AOperand<'_> {
+    fn data(&self) -> &[f32] {
+        match self {
+            AOperand::Matrix(a, _) | AOperand::Panels8(a, _) => a,
         }
-        for d in &mut dst[nr..] {
-            d.write(0.0);
-        }
+    }
+
+    /// Panics unless an `m x k` matrix fits.
+    fn check(&self, m: usize, k: usize) {
+        let needed = match self {
+            AOperand::Matrix(_, s) => (m - 1) * s.rows + (k - 1) * s.cols + 1,
+            AOperand::Panels8(_, pk) => {
+                assert!(*pk == k, "gemm A panels hold k = {pk}, not {k}");
+                m.div_ceil(8) * 8 * k
+            }
+        };
+        assert!(self.data().len() >= needed, "gemm A too short");
     }
 }
 
@@ -489,6 +783,7 @@ fn pack_b<const NR: usize>(
 unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     ldb: usize,
     out: *mut f32,
@@ -498,16 +793,16 @@ unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     alpha: f32,
     overwrite: bool,
 ) {
-    // SAFETY: the caller guarantees kc * MR and kc * NR initialized floats.
+    // SAFETY: the caller guarantees kc groups of MR and kc rows of NR initialized floats.
     let (a, b) = unsafe {
         (
-            core::slice::from_raw_parts(a, kc * MR),
+            core::slice::from_raw_parts(a, (kc - 1) * lda + MR),
             core::slice::from_raw_parts(b, (kc - 1) * ldb + NR),
         )
     };
     let mut acc = [[0.0f32; NR]; MR];
     for p in 0..kc {
-        let (av, bv) = (&a[p * MR..p * MR + MR], &b[p * ldb..p * ldb + NR]);
+        let (av, bv) = (&a[p * lda..p * lda + MR], &b[p * ldb..p * ldb + NR]);
         for r in 0..MR {
             for j in 0..NR {
                 acc[r][j] += av[r] * bv[j];
@@ -732,6 +1027,49 @@ mod tests {
     /// A GEMM path under test: `(m, n, k, a, a_strides, b, b_strides, out)`.
     type Path = Box<dyn Fn(usize, usize, usize, &[f32], Strides, &[f32], Strides, &mut [f32])>;
 
+    /// The blocked driver with one ISA's kernel over the whole output, reading full panels of a
+    /// row-major B in place if `in_place`, and A from pre-packed panels if `packed`.
+    fn isa_path(isa: Isa, in_place: bool, packed: bool) -> Path {
+        Box::new(move |m, n, k, a, sa, b, sb, out| {
+            assert!(out.len() >= m * n);
+            let source = MatrixPanels {
+                b,
+                strides: sb,
+                in_place: in_place && sb.cols == 1,
+            };
+            let view = OutView {
+                ptr: out.as_mut_ptr(),
+                ld: n,
+            };
+            let mut panels = vec![0.0f32; m.div_ceil(8) * 8 * k];
+            for i in 0..m {
+                for p in 0..k {
+                    panels[(i / 8 * k + p) * 8 + i % 8] = a[i * sa.rows + p * sa.cols];
+                }
+            }
+            let a = if packed {
+                AOperand::Panels8(&panels, k)
+            } else {
+                AOperand::Matrix(a, sa)
+            };
+            // SAFETY: the whole m x n output, on this thread; `paths` adds an ISA only when
+            // the CPU runs it.
+            unsafe {
+                isa.blocked(
+                    (0, m),
+                    (0, n),
+                    k,
+                    1.0,
+                    a,
+                    &source,
+                    false,
+                    view,
+                    Epilogue::default(),
+                )
+            }
+        })
+    }
+
     fn paths() -> Vec<(&'static str, Path)> {
         let mut paths: Vec<(&'static str, Path)> = vec![
             (
@@ -756,71 +1094,33 @@ mod tests {
                     }
                 }),
             ),
+            ("portable", isa_path(Isa::Portable, false, false)),
+            ("portable, B in place", isa_path(Isa::Portable, true, false)),
             (
-                "portable",
-                Box::new(|m, n, k, a, sa, b, sb, out| {
-                    blocked::<4, 16>(
-                        m,
-                        n,
-                        k,
-                        1.0,
-                        a,
-                        sa,
-                        b,
-                        sb,
-                        false,
-                        out,
-                        kernel_portable::<4, 16>,
-                        None,
-                    )
-                }),
+                "portable, A pre-packed",
+                isa_path(Isa::Portable, false, true),
             ),
         ];
+        #[cfg(feature = "std")]
+        paths.push((
+            "two threads",
+            Box::new(|m, n, k, a, sa, b, sb, out| {
+                let exec = crate::threads::Exec::with_threads(2);
+                gemm_f32_exec(&exec, m, n, k, 1.0, a, sa, b, sb, false, out)
+            }),
+        ));
         #[cfg(target_arch = "x86_64")]
         {
             if crate::gemm_x86_64::has_avx512() {
-                paths.push((
-                    "avx512",
-                    Box::new(|m, n, k, a, sa, b, sb, out| {
-                        blocked::<8, 32>(
-                            m,
-                            n,
-                            k,
-                            1.0,
-                            a,
-                            sa,
-                            b,
-                            sb,
-                            false,
-                            out,
-                            crate::gemm_x86_64::kernel_avx512,
-                            None,
-                        )
-                    }),
-                ));
+                paths.push(("avx512", isa_path(Isa::Avx512, false, false)));
+                paths.push(("avx512, B in place", isa_path(Isa::Avx512, true, false)));
+                paths.push(("avx512, A pre-packed", isa_path(Isa::Avx512, false, true)));
             } else {
                 std::println!("skipped the AVX-512 kernel: this CPU lacks avx512f (or std is off)");
             }
             if crate::gemm_x86_64::has_avx2_fma() {
-                paths.push((
-                    "avx2",
-                    Box::new(|m, n, k, a, sa, b, sb, out| {
-                        blocked::<6, 16>(
-                            m,
-                            n,
-                            k,
-                            1.0,
-                            a,
-                            sa,
-                            b,
-                            sb,
-                            false,
-                            out,
-                            crate::gemm_x86_64::kernel_avx2,
-                            None,
-                        )
-                    }),
-                ));
+                paths.push(("avx2", isa_path(Isa::Avx2, false, false)));
+                paths.push(("avx2, A pre-packed", isa_path(Isa::Avx2, false, true)));
             } else {
                 std::println!("skipped the AVX2 kernel: this CPU lacks avx2/fma (or std is off)");
             }
@@ -885,17 +1185,25 @@ mod tests {
             (5, 4, 0),
             (130, 70, 19),
             (9, 33, 257),
+            // Big enough to be split across threads: by columns, then by rows.
+            (40, 300, 30),
+            (200, 70, 40),
         ];
         for (name, path) in paths() {
             for &(m, n, k) in &shapes {
-                for trans_b in [false, true] {
+                for (trans_a, trans_b) in [(false, false), (false, true), (true, false)] {
                     let a: Vec<f32> = (0..m * k)
                         .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
                         .collect();
                     let b: Vec<f32> = (0..k * n)
                         .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5)
                         .collect();
-                    let sa = Strides { rows: k, cols: 1 };
+                    // A transposed (column-major) is what constant weights are stored as.
+                    let sa = if trans_a {
+                        Strides { rows: 1, cols: m }
+                    } else {
+                        Strides { rows: k, cols: 1 }
+                    };
                     let sb = if trans_b {
                         Strides { rows: 1, cols: k }
                     } else {
@@ -910,7 +1218,7 @@ mod tests {
                     for (x, y) in out.iter().zip(&want) {
                         assert!(
                             (x - y).abs() <= 1e-3 * y.abs().max(1.0),
-                            "{name} {m}x{n}x{k}: {x} vs {y}"
+                            "{name} {m}x{n}x{k} (A transposed {trans_a}): {x} vs {y}"
                         );
                     }
                 }

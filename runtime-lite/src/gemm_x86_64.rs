@@ -39,6 +39,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 pub(crate) unsafe fn kernel_avx512(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     ldb: usize,
     out: *mut f32,
@@ -49,7 +50,7 @@ pub(crate) unsafe fn kernel_avx512(
     overwrite: bool,
 ) {
     // SAFETY: forwarded contract; the dispatcher checked AVX-512F.
-    unsafe { avx512_impl(kc, a, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
+    unsafe { avx512_impl(kc, a, lda, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
 }
 
 #[target_feature(enable = "avx512f")]
@@ -57,6 +58,7 @@ pub(crate) unsafe fn kernel_avx512(
 unsafe fn avx512_impl(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     ldb: usize,
     out: *mut f32,
@@ -70,12 +72,12 @@ unsafe fn avx512_impl(
     let mut acc0 = [_mm512_setzero_ps(); MR];
     let mut acc1 = [_mm512_setzero_ps(); MR];
     for p in 0..kc {
-        // SAFETY: p < kc, so the 32 floats at b + p*ldb and MR floats at a + p*MR are in the
-        // packed panels (the caller's contract).
+        // SAFETY: p < kc, so the 32 floats at b + p*ldb and MR floats at a + p*lda are in the
+        // panels (the caller's contract).
         unsafe {
             let b0 = _mm512_loadu_ps(b.add(p * ldb));
             let b1 = _mm512_loadu_ps(b.add(p * ldb + 16));
-            let ap = a.add(p * MR);
+            let ap = a.add(p * lda);
             for r in 0..MR {
                 let av = _mm512_set1_ps(*ap.add(r));
                 acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
@@ -117,6 +119,7 @@ unsafe fn avx512_impl(
 pub(crate) unsafe fn kernel_avx2(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     ldb: usize,
     out: *mut f32,
@@ -127,7 +130,7 @@ pub(crate) unsafe fn kernel_avx2(
     overwrite: bool,
 ) {
     // SAFETY: forwarded contract; the dispatcher checked AVX2 and FMA.
-    unsafe { avx2_impl(kc, a, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
+    unsafe { avx2_impl(kc, a, lda, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -135,6 +138,7 @@ pub(crate) unsafe fn kernel_avx2(
 unsafe fn avx2_impl(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     ldb: usize,
     out: *mut f32,
@@ -152,7 +156,7 @@ unsafe fn avx2_impl(
         unsafe {
             let b0 = _mm256_loadu_ps(b.add(p * ldb));
             let b1 = _mm256_loadu_ps(b.add(p * ldb + 8));
-            let ap = a.add(p * MR);
+            let ap = a.add(p * lda);
             for r in 0..MR {
                 let av = _mm256_broadcast_ss(&*ap.add(r));
                 acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);

@@ -239,18 +239,29 @@ pub struct Conv {
     pub group: usize,
     /// An activation fused into the convolution's epilogue (by `passes::fuse_activation`).
     pub activation: Option<super::FusedAct>,
+    /// Set by `passes::pack_weights` when W holds the weights pre-packed for the GEMM (see
+    /// `sinter_rt::conv::ConvParams::packed_weights`): W's ONNX shape `[M, C/group, *kernel]`.
+    pub packed_from: Option<Vec<usize>>,
 }
 
 impl Conv {
+    /// W's shape as ONNX defines it, also once the weights are packed.
+    pub fn weight_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        Ok(match &self.packed_from {
+            Some(shape) => shape.clone(),
+            None => cx.input(1)?.shape.to_vec(),
+        })
+    }
+
     fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
-        let (x, w) = (cx.input(0)?, cx.input(1)?);
-        if x.shape.len() < 3 || w.shape.len() != x.shape.len() {
+        let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
+        if x.shape.len() < 3 || w.len() != x.shape.len() {
             return Err(CompileError::shape(format!(
-                "X {:?} and W {:?} must have equal rank >= 3",
-                x.shape, w.shape
+                "X {:?} and W {w:?} must have equal rank >= 3",
+                x.shape
             )));
         }
-        let g = self.window.resolve(&x.shape[2..], Some(&w.shape[2..]))?;
+        let g = self.window.resolve(&x.shape[2..], Some(&w[2..]))?;
         if let Some(k) = &self.window.kernel {
             if k != &g.kernel {
                 return Err(CompileError::attribute(
@@ -263,14 +274,11 @@ impl Conv {
     }
 
     fn params(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
-        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
         let g = self.geometry(cx)?;
-        let (batch, cin, cout, groups) = (
-            lit(x.shape[0]),
-            lit(x.shape[1]),
-            lit(w.shape[0]),
-            lit(self.group),
-        );
+        let (batch, cin, cout, groups) =
+            (lit(x.shape[0]), lit(x.shape[1]), lit(w[0]), lit(self.group));
+        let packed = self.packed_from.is_some();
         let input = usize3(&x.shape[2..], 1);
         let output = usize3(&g.output, 1);
         let kernel = usize3(&g.kernel, 1);
@@ -282,26 +290,9 @@ impl Conv {
                 batch: #batch, in_channels: #cin, out_channels: #cout, groups: #groups,
                 input: #input, output: #output, kernel: #kernel,
                 strides: #strides, dilations: #dilations, pads: #pads,
+                packed_weights: #packed,
             }
         })
-    }
-
-    fn scratch_len(&self, cx: &OpCx<'_>) -> Result<usize> {
-        let (x, w) = (cx.input(0)?, cx.input(1)?);
-        let g = self.geometry(cx)?;
-        let d = g.kernel.len();
-        let pointwise = (0..d).all(|i| {
-            g.kernel[i] == 1
-                && g.strides[i] == 1
-                && g.pads_begin[i] == 0
-                && x.shape[2 + i] == g.output[i]
-        });
-        // Depthwise convolutions run a direct kernel (see `sinter_rt::conv::ConvParams`).
-        let depthwise = self.group == x.shape[1] && self.group == w.shape[0];
-        if pointwise || depthwise {
-            return Ok(0);
-        }
-        Ok(w.shape[1] * g.kernel.iter().product::<usize>() * g.output.iter().product::<usize>())
     }
 }
 
@@ -315,28 +306,22 @@ impl OpDef for Conv {
             window: Window::parse(node)?,
             group,
             activation: None,
+            packed_from: None,
         })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
         require_dtype(x.dtype, &[DType::F32], "X")?;
         let g = self.geometry(cx)?;
-        let (cin, cout) = (x.shape[1], w.shape[0]);
-        if cin % self.group != 0 || cout % self.group != 0 || w.shape[1] * self.group != cin {
+        let (cin, cout) = (x.shape[1], w[0]);
+        if cin % self.group != 0 || cout % self.group != 0 || w[1] * self.group != cin {
             return Err(CompileError::shape(format!(
-                "channels do not fit group {}: X has {cin}, W is {:?}",
-                self.group, w.shape
+                "channels do not fit group {}: X has {cin}, W is {w:?}",
+                self.group
             )));
         }
         conv_output(cx, x.dtype, x.shape[0], cout, &g.output)
-    }
-
-    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
-        match self.scratch_len(cx) {
-            Ok(0) | Err(_) => None,
-            Ok(n) => Some(TypeShape::new(DType::F32, vec![n])),
-        }
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -353,16 +338,10 @@ impl OpDef for Conv {
         } else {
             quote!(None)
         };
-        let scratch = if self.scratch_len(cx)? > 0 {
-            let s = names.scratch();
-            quote!(#s)
-        } else {
-            quote!(&mut [])
-        };
         let act = super::FusedAct::option_tokens(self.activation);
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
-            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch, #act);
+            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #act);
         })
     }
 }
@@ -909,6 +888,7 @@ impl DeformConv {
             window: self.window.clone(),
             group: self.group,
             activation: None,
+            packed_from: None,
         };
         let g = conv.geometry(&OpCx {
             inputs: vec![Some(x), Some(w)],

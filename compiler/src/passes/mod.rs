@@ -9,6 +9,7 @@ mod fuse_conv_bn;
 mod fuse_hardswish;
 mod fuse_matmul_add;
 mod infer_shapes;
+mod pack_weights;
 mod resolve_ops;
 
 pub use bind_dims::bind_dims;
@@ -19,6 +20,7 @@ pub use fuse_conv_bn::fuse_conv_bn;
 pub use fuse_hardswish::fuse_hardswish;
 pub use fuse_matmul_add::fuse_matmul_add;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
+pub use pack_weights::pack_weights;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 
 use std::collections::BTreeMap;
@@ -35,7 +37,7 @@ pub enum OptLevel {
     /// Plus dead-node removal.
     O1,
     /// Plus fusions: Conv + BatchNormalization folded into weights, Conv + activation,
-    /// MatMul + Add into Gemm.
+    /// MatMul + Add into Gemm; convolution weights pre-packed for the GEMM.
     O2,
     /// Everything.
     #[default]
@@ -127,6 +129,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_activation",
         min_level: OptLevel::O2,
         run: fuse_activation,
+    },
+    // Last: it changes the layout of weights that the passes above rewrite.
+    PassInfo {
+        name: "pack_weights",
+        min_level: OptLevel::O2,
+        run: pack_weights,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];

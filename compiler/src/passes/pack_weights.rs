@@ -1,0 +1,113 @@
+//! Packs constant convolution weights ahead of time into the panels the GEMM microkernel
+//! reads (`sinter_rt::conv::ConvParams::packed_weights`): per group, the
+//! `M/group x C/group * kernel` weight matrix in panels of 8 rows, each panel stored k-major
+//! with its 8 rows interleaved and zero rows padding the last one. The GEMM then reads the
+//! weights where they lie instead of repacking them on every run.
+//!
+//! Depthwise convolutions (a direct kernel reads them) and products too small for the blocked
+//! GEMM (a handful of output pixels or channels) keep their weights as they are. The pass runs
+//! after every pass that rewrites convolution weights.
+
+use super::fuse_conv_bn::add_constant;
+use super::PassCx;
+use crate::error::Result;
+use crate::ir::{DType, Graph, Tensor};
+use crate::ops::Op;
+
+/// Rows of a packed panel: the AVX-512 microkernel's tile height.
+const PANEL_ROWS: usize = 8;
+
+/// Packs the weights of every convolution that runs on the blocked GEMM.
+pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    for index in 0..graph.nodes.len() {
+        let node = &graph.nodes[index];
+        let Some(Op::Conv(conv)) = &node.op else {
+            continue;
+        };
+        if conv.packed_from.is_some() {
+            continue;
+        }
+        let (Some(Some(x)), Some(Some(w)), Some(Some(y))) = (
+            node.inputs.first().copied(),
+            node.inputs.get(1).copied(),
+            node.outputs.first().copied(),
+        ) else {
+            continue;
+        };
+        let (x, w_value, y) = (graph.value(x), graph.value(w), graph.value(y));
+        let (Some(x_shape), Some(w_shape), Some(y_shape)) = (&x.shape, &w_value.shape, &y.shape)
+        else {
+            continue;
+        };
+        let Some(weights) = w_value.constant.as_ref().and_then(Tensor::as_f32) else {
+            continue;
+        };
+        let group = conv.group;
+        let (cin, cout) = (x_shape[1], w_shape[0]);
+        let depthwise = group == cin && group == cout;
+        let pixels: usize = y_shape[2..].iter().product();
+        let cout_g = cout / group.max(1);
+        if x.dtype != Some(DType::F32)
+            || depthwise
+            || cout_g < 3
+            || pixels < 16
+            || cout % group.max(1) != 0
+            || weights.len() % cout.max(1) != 0
+        {
+            continue;
+        }
+        let packed = pack(&weights, group, cout_g, weights.len() / cout);
+        let k = weights.len() / cout;
+        let panels = cout_g.div_ceil(PANEL_ROWS);
+        let name = format!("{}/packed", w_value.name);
+        let original = w_shape.clone();
+        let id = add_constant(
+            &mut graph,
+            name,
+            Tensor::from_f32(vec![group, panels * PANEL_ROWS, k], &packed),
+        );
+        let node = &mut graph.nodes[index];
+        node.inputs[1] = Some(id);
+        if let Some(Op::Conv(conv)) = &mut node.op {
+            conv.packed_from = Some(original);
+        }
+    }
+    Ok(graph)
+}
+
+/// `w: [group * cout_g, k]` (row-major) as panels: element `(i, p)` of group `g` at
+/// `((g * panels + i / 8) * k + p) * 8 + i % 8`.
+fn pack(w: &[f32], group: usize, cout_g: usize, k: usize) -> Vec<f32> {
+    let panels = cout_g.div_ceil(PANEL_ROWS);
+    let mut out = vec![0.0; group * panels * PANEL_ROWS * k];
+    for g in 0..group {
+        for i in 0..cout_g {
+            let row = &w[(g * cout_g + i) * k..][..k];
+            let panel = g * panels + i / PANEL_ROWS;
+            for (p, &v) in row.iter().enumerate() {
+                out[(panel * k + p) * PANEL_ROWS + i % PANEL_ROWS] = v;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_interleave_rows_and_pad_with_zeros() {
+        // One group, 10 rows of k = 2: two panels, the second holding rows 8 and 9.
+        let w: Vec<f32> = (0..20).map(|v| v as f32).collect();
+        let p = pack(&w, 1, 10, 2);
+        assert_eq!(p.len(), 2 * 8 * 2);
+        // Panel 0, p = 0: rows 0..8, column 0.
+        assert_eq!(p[..8], [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]);
+        // Panel 0, p = 1: column 1.
+        assert_eq!(p[8..16], [1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0]);
+        // Panel 1: rows 8, 9, then zeros.
+        assert_eq!(p[16..24], [16.0, 18.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(p[24..32], [17.0, 19.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+}
