@@ -86,7 +86,7 @@ impl ConvParams {
     }
 }
 
-/// `out = act(conv(x, w) + bias)` on `exec`'s threads, with `x: [N, C, *input]`,
+/// `out = acts(conv(x, w) + bias)` (the activations applied in order) on `exec`'s threads, with `x: [N, C, *input]`,
 /// `w: [M, C/groups, *kernel]`, `bias: [M]`, `out: [N, M, *output]`.
 ///
 /// Each group is one GEMM of the weights (`M/groups x C/groups * kernel`) by the im2col matrix
@@ -100,7 +100,7 @@ pub fn conv_f32_exec(
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
-    act: Option<crate::rnn::Activation>,
+    acts: &[crate::rnn::Activation],
 ) {
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
@@ -119,7 +119,7 @@ pub fn conv_f32_exec(
         assert!(bias.len() >= p.out_channels, "conv bias too short");
     }
     if p.is_depthwise() && !p.packed_weights {
-        return depthwise_f32(exec, p, x, w, bias, out, act);
+        return depthwise_f32(exec, p, x, w, bias, out, acts);
     }
     for n in 0..p.batch {
         for g in 0..p.groups {
@@ -136,7 +136,7 @@ pub fn conv_f32_exec(
             };
             let epilogue = Epilogue {
                 row_bias: bias.map(|b| &b[g * cout_g..][..cout_g]),
-                act,
+                acts,
             };
             let pixels = Strides {
                 rows: out_len,
@@ -175,7 +175,7 @@ pub fn conv_f32_exec(
 
 /// [`conv_f32_exec`] on the calling thread alone.
 pub fn conv_f32(p: &ConvParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    conv_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, None);
+    conv_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, &[]);
 }
 
 /// The im2col matrix of one group's input, as GEMM panels: row `c * K + kernel_offset`,
@@ -332,7 +332,7 @@ fn depthwise_f32(
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
-    act: Option<crate::rnn::Activation>,
+    acts: &[crate::rnn::Activation],
 ) {
     let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
     let planes = p.batch * p.in_channels;
@@ -377,7 +377,7 @@ fn depthwise_f32(
                 if !done {
                     depthwise_plane(p, src, taps, bias, dst);
                 }
-                if let Some(act) = act {
+                for act in acts {
                     act.apply_slice(dst);
                 }
             }
@@ -1291,7 +1291,7 @@ mod tests {
                     &w,
                     Some(&bias),
                     &mut parallel,
-                    Some(crate::rnn::Activation::Relu),
+                    &[crate::rnn::Activation::Relu],
                 );
                 let relu: std::vec::Vec<f32> = out.iter().map(|&v| v.max(0.0)).collect();
                 assert_eq!(

@@ -100,9 +100,137 @@ pub fn zip<A: Copy, B: Copy, O>(
             *o = f(x, y);
         }
     } else {
-        for_each_index(out_shape, [a_strides, b_strides], |i, [ia, ib]| {
-            out[i] = f(a[ia], b[ib]);
-        });
+        zip_rows(a, a_strides, b, b_strides, out, out_shape, 0, &f);
+    }
+}
+
+/// Elements below which [`zip_exec`] stays on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// [`zip`] with the output split across `exec`'s threads when it is big.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "zip's operands plus the executor"
+)]
+pub fn zip_exec<A: Copy + Sync, B: Copy + Sync, O: Send>(
+    exec: &crate::threads::Exec,
+    a: &[A],
+    a_strides: &[usize],
+    b: &[B],
+    b_strides: &[usize],
+    out: &mut [O],
+    out_shape: &[usize],
+    f: impl Fn(A, B) -> O + Sync,
+) {
+    let n = out.len();
+    let inner = out_shape.last().copied().unwrap_or(1).max(1);
+    if exec.threads() == 1 || n < PARALLEL_MIN || !n.is_multiple_of(inner) {
+        return zip(a, a_strides, b, b_strides, out, out_shape, f);
+    }
+    // Whole rows of the innermost axis per task, a few tasks per thread.
+    let rows_per_task = (n / inner).div_ceil(4 * exec.threads()).max(1);
+    let full = a.len() == n && b.len() == n;
+    exec.for_each_chunk(out, rows_per_task * inner, &|t, part| {
+        let start = t * rows_per_task * inner;
+        if full {
+            let (a, b) = (&a[start..][..part.len()], &b[start..][..part.len()]);
+            for ((o, &x), &y) in part.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        } else {
+            zip_rows(
+                a,
+                a_strides,
+                b,
+                b_strides,
+                part,
+                out_shape,
+                start / inner,
+                &f,
+            );
+        }
+    });
+}
+
+/// The broadcasting zip over whole rows of the innermost axis, `out` holding the rows from
+/// `first_row` on: each row runs a loop specialized for its operands' inner strides
+/// (contiguous, or one operand constant along the row), which the compiler vectorizes.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "zip's operands plus the first row"
+)]
+fn zip_rows<A: Copy, B: Copy, O>(
+    a: &[A],
+    a_strides: &[usize],
+    b: &[B],
+    b_strides: &[usize],
+    out: &mut [O],
+    out_shape: &[usize],
+    first_row: usize,
+    f: &impl Fn(A, B) -> O,
+) {
+    let rank = out_shape.len();
+    if rank == 0 {
+        if let Some(o) = out.first_mut() {
+            *o = f(a[0], b[0]);
+        }
+        return;
+    }
+    if out_shape.contains(&0) {
+        return;
+    }
+    let inner = out_shape[rank - 1];
+    let (sa, sb) = (a_strides[rank - 1], b_strides[rank - 1]);
+    // The odometer over the outer axes, started at `first_row`.
+    let mut index = [0usize; 16];
+    assert!(rank <= 16, "broadcast of rank {rank} exceeds 16");
+    let (mut base_a, mut base_b) = (0, 0);
+    let mut rest = first_row;
+    for axis in (0..rank - 1).rev() {
+        index[axis] = rest % out_shape[axis];
+        rest /= out_shape[axis];
+        base_a += index[axis] * a_strides[axis];
+        base_b += index[axis] * b_strides[axis];
+    }
+    for row in out.chunks_exact_mut(inner) {
+        match (sa, sb) {
+            (1, 1) => {
+                let (x, y) = (&a[base_a..][..inner], &b[base_b..][..inner]);
+                for ((o, &p), &q) in row.iter_mut().zip(x).zip(y) {
+                    *o = f(p, q);
+                }
+            }
+            (1, 0) => {
+                let (x, q) = (&a[base_a..][..inner], b[base_b]);
+                for (o, &p) in row.iter_mut().zip(x) {
+                    *o = f(p, q);
+                }
+            }
+            (0, 1) => {
+                let (p, y) = (a[base_a], &b[base_b..][..inner]);
+                for (o, &q) in row.iter_mut().zip(y) {
+                    *o = f(p, q);
+                }
+            }
+            _ => {
+                for (i, o) in row.iter_mut().enumerate() {
+                    *o = f(a[base_a + i * sa], b[base_b + i * sb]);
+                }
+            }
+        }
+        let mut axis = rank - 1;
+        while axis > 0 {
+            axis -= 1;
+            index[axis] += 1;
+            base_a += a_strides[axis];
+            base_b += b_strides[axis];
+            if index[axis] < out_shape[axis] {
+                break;
+            }
+            base_a -= a_strides[axis] * out_shape[axis];
+            base_b -= b_strides[axis] * out_shape[axis];
+            index[axis] = 0;
+        }
     }
 }
 
@@ -181,6 +309,58 @@ mod tests {
         let mut out = [0.0f32; 6];
         zip(&a, &[1, 0], &b, &[0, 1], &mut out, &[2, 3], |x, y| x + y);
         assert_eq!(out, [11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+    }
+
+    #[test]
+    fn threaded_zip_matches_the_serial_one() {
+        // [2, 3, 128, 200] with operands broadcast along every pattern the row loops have.
+        let shape = [2usize, 3, 128, 200];
+        let n: usize = shape.iter().product();
+        let full: std::vec::Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.5).collect();
+        let per_channel: std::vec::Vec<f32> = (0..6).map(|i| i as f32 - 2.0).collect();
+        let column: std::vec::Vec<f32> = (0..200).map(|i| i as f32 * 0.25).collect();
+        let strides_full = [3 * 128 * 200, 128 * 200, 200, 1];
+        let cases: [(&[f32], [usize; 4]); 3] = [
+            (&full, strides_full),
+            (&per_channel, [3, 1, 0, 0]),
+            (&column, [0, 0, 0, 1]),
+        ];
+        for (b, sb) in cases {
+            let mut serial = std::vec![0.0f32; n];
+            zip(&full, &strides_full, b, &sb, &mut serial, &shape, |x, y| {
+                x * y + 1.0
+            });
+            for threads in [1, 2, 3] {
+                let exec = crate::threads::Exec::with_threads(threads);
+                let mut parallel = std::vec![0.0f32; n];
+                zip_exec(
+                    &exec,
+                    &full,
+                    &strides_full,
+                    b,
+                    &sb,
+                    &mut parallel,
+                    &shape,
+                    |x, y| x * y + 1.0,
+                );
+                assert_eq!(serial, parallel, "{threads} threads, b strides {sb:?}");
+                // And the operands swapped (the constant-along-the-row operand first).
+                zip_exec(
+                    &exec,
+                    b,
+                    &sb,
+                    &full,
+                    &strides_full,
+                    &mut parallel,
+                    &shape,
+                    |y, x| x * y + 1.0,
+                );
+                assert_eq!(
+                    serial, parallel,
+                    "{threads} threads, swapped, b strides {sb:?}"
+                );
+            }
+        }
     }
 
     #[test]

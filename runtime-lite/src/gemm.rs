@@ -145,7 +145,7 @@ pub fn gemm_f32_act_exec(
 ) {
     let epilogue = Epilogue {
         row_bias: None,
-        act,
+        acts: act.as_slice(),
     };
     gemm_matrix_exec(
         exec, m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out, epilogue,
@@ -216,14 +216,15 @@ pub(crate) fn gemm_matrix_exec(
 pub struct Epilogue<'a> {
     /// `out[i][j] += row_bias[i]`.
     pub row_bias: Option<&'a [f32]>,
-    /// Applied after the bias.
-    pub act: Option<crate::rnn::Activation>,
+    /// Applied after the bias, in order (an activation, then e.g. the scale and shift of a
+    /// following affine op).
+    pub acts: &'a [crate::rnn::Activation],
 }
 
 impl Epilogue<'_> {
     /// Applies the epilogue to a whole row-major output with rows of `row_len`.
     pub fn apply(&self, out: &mut [f32], row_len: usize) {
-        if self.row_bias.is_none() && self.act.is_none() {
+        if self.row_bias.is_none() && self.acts.is_empty() {
             return;
         }
         for (i, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
@@ -238,7 +239,7 @@ impl Epilogue<'_> {
             let v = bias[i];
             row.iter_mut().for_each(|d| *d += v);
         }
-        if let Some(act) = self.act {
+        for act in self.acts {
             act.apply_slice(row);
         }
     }
@@ -691,7 +692,7 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                             kc, a_panel, lda, b_panel, ldb, tile, out.ld, mr, nr, alpha, overwrite,
                         );
                     }
-                    if finished && (epilogue.row_bias.is_some() || epilogue.act.is_some()) {
+                    if finished && (epilogue.row_bias.is_some() || !epilogue.acts.is_empty()) {
                         for r in 0..mr {
                             // SAFETY: row r of the tile, nr floats, inside the block.
                             let dst = unsafe {

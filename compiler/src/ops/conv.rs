@@ -237,8 +237,9 @@ pub struct Conv {
     pub window: Window,
     /// Channel groups.
     pub group: usize,
-    /// An activation fused into the convolution's epilogue (by `passes::fuse_activation`).
-    pub activation: Option<super::FusedAct>,
+    /// Activations (and scalar affine ops after them) fused into the convolution's epilogue,
+    /// applied in order (by `passes::fuse_activation`).
+    pub activations: Vec<super::FusedAct>,
     /// Set by `passes::pack_weights` when W holds the weights pre-packed for the GEMM (see
     /// `sinter_rt::conv::ConvParams::packed_weights`): W's ONNX shape `[M, C/group, *kernel]`.
     pub packed_from: Option<Vec<usize>>,
@@ -305,7 +306,7 @@ impl OpDef for Conv {
         Ok(Self {
             window: Window::parse(node)?,
             group,
-            activation: None,
+            activations: Vec::new(),
             packed_from: None,
         })
     }
@@ -338,7 +339,8 @@ impl OpDef for Conv {
         } else {
             quote!(None)
         };
-        let act = super::FusedAct::option_tokens(self.activation);
+        let acts = self.activations.iter().map(|a| a.tokens());
+        let act = quote!(&[#(#acts),*]);
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
             ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #act);
@@ -887,7 +889,7 @@ impl DeformConv {
         let conv = Conv {
             window: self.window.clone(),
             group: self.group,
-            activation: None,
+            activations: Vec::new(),
             packed_from: None,
         };
         let g = conv.geometry(&OpCx {

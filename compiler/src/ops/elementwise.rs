@@ -505,7 +505,11 @@ impl OpDef for Binary {
         }
         let f = self.closure(a.dtype, b.dtype)?;
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        Ok(quote!(::sinter_rt::elementwise::zip(#i0, #sa, #i1, #sb, #o0, #shape, #f);))
+        if out.shape.iter().product::<usize>() < 1 << 16 {
+            return Ok(quote!(::sinter_rt::elementwise::zip(#i0, #sa, #i1, #sb, #o0, #shape, #f);));
+        }
+        let exec = names.exec();
+        Ok(quote!(::sinter_rt::elementwise::zip_exec(#exec, #i0, #sa, #i1, #sb, #o0, #shape, #f);))
     }
 }
 

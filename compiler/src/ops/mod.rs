@@ -409,6 +409,9 @@ pub enum FusedAct {
     HardSwish,
     /// `min(max(x, lo), hi)`.
     Clip(f32, f32),
+    /// `alpha * x + beta`: a Mul or Add by a scalar constant after an activation (only
+    /// convolutions take it, after their activation).
+    Affine(f32, f32),
 }
 
 impl FusedAct {
@@ -441,6 +444,10 @@ impl FusedAct {
             FusedAct::Clip(lo, hi) => {
                 let (lo, hi) = (f32_lit(lo), f32_lit(hi));
                 quote!(::sinter_rt::rnn::Activation::Clip(#lo, #hi))
+            }
+            FusedAct::Affine(alpha, beta) => {
+                let (alpha, beta) = (f32_lit(alpha), f32_lit(beta));
+                quote!(::sinter_rt::rnn::Activation::Affine(#alpha, #beta))
             }
         }
     }

@@ -73,7 +73,7 @@ fn fold_once(mut graph: Graph) -> (Graph, bool) {
         let Some(Op::Conv(conv)) = &conv_node.op else {
             continue;
         };
-        if conv.activation.is_some()
+        if !conv.activations.is_empty()
             || conv_node.guards != node.guards
             || graph.value(out).shape != graph.value(x).shape
         {

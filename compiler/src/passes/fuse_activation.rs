@@ -1,8 +1,10 @@
-//! Fuses an activation into the `Conv` or `Gemm` before it: when its output feeds only a Relu,
-//! LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish or Clip (with constant bounds) on float32,
-//! the kernel applies it to each output tile as it finishes (the GEMM epilogue) and
-//! the activation node goes. Anything else (another consumer, a graph output, a run-time Clip
-//! bound, different guards) is left alone.
+//! Fuses activations into the `Conv` or `Gemm` before them: when a kernel's output feeds only a
+//! Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish or Clip (with constant bounds) on
+//! float32, the kernel applies it to each output tile as it finishes (the GEMM epilogue) and
+//! the activation node goes. A convolution keeps absorbing what follows in a chain: further
+//! activations, and a Mul, Add or Sub by a scalar constant (the "learnable affine" blocks of
+//! PP-LCNet), each applied in order exactly as the node would. Anything else (another
+//! consumer, a graph output, a run-time operand, different guards) is left alone.
 
 use super::fuse_conv_bn::producers;
 use super::PassCx;
@@ -33,6 +35,15 @@ fn activation_of(graph: &Graph, node: &Node) -> Option<FusedAct> {
     if !node.domain.is_empty() {
         return None;
     }
+    // The non-scalar operand of a binary op with a scalar constant, as (data input, constant,
+    // whether the constant is the first operand).
+    let with_scalar = || -> Option<(usize, f32, bool)> {
+        match (scalar(0), scalar(1)) {
+            (Some(Some(c)), None) => Some((1, c, true)),
+            (None, Some(Some(c))) => Some((0, c, false)),
+            _ => None,
+        }
+    };
     Some(match node.op_type.as_str() {
         "Relu" => FusedAct::Relu,
         "Sigmoid" => FusedAct::Sigmoid,
@@ -45,27 +56,55 @@ fn activation_of(graph: &Graph, node: &Node) -> Option<FusedAct> {
             scalar(1)?.unwrap_or(f32::NEG_INFINITY),
             scalar(2)?.unwrap_or(f32::INFINITY),
         ),
+        "Mul" => FusedAct::Affine(with_scalar()?.1, 0.0),
+        "Add" => FusedAct::Affine(1.0, with_scalar()?.1),
+        // x - c is x + (-c) exactly; c - x is not an affine map of this form with alpha = 1.
+        "Sub" => match with_scalar()? {
+            (_, c, false) => FusedAct::Affine(1.0, -c),
+            _ => return None,
+        },
         _ => return None,
     })
 }
 
-/// Fuses Conv -> activation pairs.
+/// The input of `node` that carries the tensor (not a scalar constant operand).
+fn data_input(graph: &Graph, node: &Node) -> Option<crate::ir::ValueId> {
+    if matches!(node.op_type.as_str(), "Mul" | "Add" | "Sub") {
+        let is_scalar = |i: usize| {
+            node.inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|v| graph.value(v).constant.as_ref())
+                .is_some_and(|t| t.len() == 1)
+        };
+        return match (is_scalar(0), is_scalar(1)) {
+            (true, false) => node.inputs[1],
+            (false, true) => node.inputs[0],
+            _ => None,
+        };
+    }
+    node.inputs.first().copied().flatten()
+}
+
+/// Fuses Conv/Gemm -> activation chains.
 pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     let uses = graph.use_counts();
-    let producer = producers(&graph);
+    let mut producer = producers(&graph);
     let mut remove = vec![false; graph.nodes.len()];
     for act_index in 0..graph.nodes.len() {
         let act_node = &graph.nodes[act_index];
         let Some(act) = activation_of(&graph, act_node) else {
             continue;
         };
-        let Some(Some(x)) = act_node.inputs.first().copied() else {
+        let Some(x) = data_input(&graph, act_node) else {
             continue;
         };
         let Some(Some(out)) = act_node.outputs.first().copied() else {
             continue;
         };
         if graph.value(x).dtype != Some(DType::F32)
+            || graph.value(out).shape != graph.value(x).shape
             || uses[x.index()] != 1
             || graph.outputs.contains(&x)
         {
@@ -76,16 +115,26 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         };
         let guards_match = graph.nodes[conv_index].guards == act_node.guards;
         let conv_node = &mut graph.nodes[conv_index];
-        let slot = match &mut conv_node.op {
-            Some(Op::Conv(conv)) => &mut conv.activation,
-            Some(Op::Gemm(gemm)) => &mut gemm.activation,
-            _ => continue,
-        };
-        if remove[conv_index] || slot.is_some() || !guards_match {
+        if remove[conv_index] || !guards_match {
             continue;
         }
-        *slot = Some(act);
+        match &mut conv_node.op {
+            // A scalar affine op only follows an activation (right after the convolution
+            // it is folded into the weights by `fold_conv_affine`).
+            Some(Op::Conv(conv))
+                if !matches!(act, FusedAct::Affine(..)) || !conv.activations.is_empty() =>
+            {
+                conv.activations.push(act);
+            }
+            Some(Op::Gemm(gemm))
+                if gemm.activation.is_none() && !matches!(act, FusedAct::Affine(..)) =>
+            {
+                gemm.activation = Some(act);
+            }
+            _ => continue,
+        }
         conv_node.outputs[0] = Some(out);
+        producer[out.index()] = Some(conv_index);
         remove[act_index] = true;
     }
     let mut index = 0;
@@ -125,7 +174,7 @@ mod tests {
         let fused = after
             .nodes
             .iter()
-            .filter(|n| matches!(&n.op, Some(Op::Conv(c)) if c.activation == Some(FusedAct::Relu)))
+            .filter(|n| matches!(&n.op, Some(Op::Conv(c)) if c.activations == [FusedAct::Relu]))
             .count();
         assert_eq!(fused, 2);
     }
