@@ -255,7 +255,13 @@ impl PanelSource for Im2colPanels<'_> {
                 }
                 let in_row = &channel[(zi * ih + yi) * iw..][..iw];
                 let first = piece.x.wrapping_add(c * dw);
-                if sw == 1 {
+                if sw == 1 && out.len() == NR && first < iw && iw - first >= NR {
+                    // A whole panel row inside the input: a constant-size copy.
+                    let src: &[f32; NR] = in_row[first..first + NR].try_into().expect("NR");
+                    for (d, &v) in out.iter_mut().zip(src) {
+                        d.write(v);
+                    }
+                } else if sw == 1 {
                     // Pixels left of the input, inside it, and right of it.
                     let head = first.wrapping_neg().min(out.len());
                     let head = if first < iw { 0 } else { head };
@@ -273,10 +279,29 @@ impl PanelSource for Im2colPanels<'_> {
                     }
                     zero(right);
                 } else {
-                    for (i, d) in out.iter_mut().enumerate() {
-                        let xi = first.wrapping_add(i * sw);
-                        d.write(if xi < iw { in_row[xi] } else { 0.0 });
+                    // Strided: the pixels [lo, hi) of the piece are inside the input.
+                    let len = out.len();
+                    let lo = if first < iw {
+                        0
+                    } else {
+                        first.wrapping_neg().div_ceil(sw).min(len)
+                    };
+                    let start = first.wrapping_add(lo * sw);
+                    let hi = if lo < len && start < iw {
+                        lo + ((iw - 1 - start) / sw + 1).min(len - lo)
+                    } else {
+                        lo
+                    };
+                    let (left, rest) = out.split_at_mut(lo);
+                    let (middle, right) = rest.split_at_mut(hi - lo);
+                    zero(left);
+                    if hi > lo {
+                        let src = &in_row[start..start + (hi - lo - 1) * sw + 1];
+                        for (j, d) in middle.iter_mut().enumerate() {
+                            d.write(src[j * sw]);
+                        }
                     }
+                    zero(right);
                 }
             }
             zero(&mut dst[nr..]);

@@ -2,10 +2,13 @@
 //! alone, or (with `std`) also on a small pool of persistent workers.
 //!
 //! A parallel section allocates nothing: the caller publishes a borrowed task function under
-//! a mutex, wakes the workers, takes tasks itself from a shared counter, and returns only
-//! once every worker has finished with the function. A panic in a task is re-raised on the
-//! calling thread.
+//! a mutex (waking workers only if they sleep: between sections they spin briefly), takes
+//! tasks itself from a shared atomic counter tagged with the section's generation, and
+//! returns once every task has finished. A panic in a task is reported on the calling
+//! thread.
 
+#[cfg(feature = "std")]
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -98,8 +101,9 @@ struct Pool {
     workers: std::vec::Vec<std::thread::JoinHandle<()>>,
 }
 
-/// A published task function with its lifetime erased; valid while `State::busy > 0` or the
-/// publishing `Pool::run` call is on the stack.
+/// A published task function with its lifetime erased; only called for a task index claimed
+/// in its own generation, which `Pool::run` outlives (it returns once every claimed task has
+/// finished).
 #[cfg(feature = "std")]
 #[derive(Clone, Copy)]
 struct Job {
@@ -107,41 +111,80 @@ struct Job {
     n_tasks: usize,
 }
 
-// SAFETY: the pointee is `Sync`, and `Pool::run` keeps it alive until no worker uses it.
+// SAFETY: the pointee is `Sync`, and `Pool::run` keeps it alive while it can be called.
 #[cfg(feature = "std")]
 unsafe impl Send for Job {}
 
 #[cfg(feature = "std")]
 struct State {
     job: Option<Job>,
-    generation: u64,
-    busy: usize,
-    next: usize,
-    panicked: bool,
+    generation: u32,
+    sleepers: usize,
     shutdown: bool,
 }
+
+/// Spin iterations a worker waits for the next job before it sleeps: parallel sections of a
+/// model come microseconds apart, much sooner than a sleeping thread wakes up.
+#[cfg(feature = "std")]
+const SPIN: u32 = 1 << 13;
 
 #[cfg(feature = "std")]
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
-    done: Condvar,
+    /// The current generation (high 32 bits) and its next unclaimed task (low 32 bits): a
+    /// claim is one compare-and-swap, and a worker still holding an older job cannot claim a
+    /// task of the new one.
+    claim: AtomicU64,
+    /// Tasks of the current generation that have finished.
+    done: AtomicUsize,
+    panicked: AtomicBool,
 }
 
 #[cfg(feature = "std")]
 impl Shared {
-    /// Takes the next task index of the current job, if any is left.
-    fn claim(&self, n_tasks: usize) -> Option<usize> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.next < n_tasks {
-            state.next += 1;
-            Some(state.next - 1)
-        } else {
-            None
+    /// Claims the next task of generation `generation`, if that is still the current one and
+    /// it has tasks left.
+    fn claim(&self, generation: u32, n_tasks: usize) -> Option<usize> {
+        let mut word = self.claim.load(Ordering::Acquire);
+        loop {
+            let (g, next) = ((word >> 32) as u32, (word & 0xffff_ffff) as usize);
+            if g != generation || next >= n_tasks {
+                return None;
+            }
+            match self.claim.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(next),
+                Err(now) => word = now,
+            }
         }
+    }
+
+    /// Runs claimed tasks of `job` until none is left, counting each finished one (also one
+    /// that panicked, which is recorded).
+    fn work(&self, generation: u32, job: Job) {
+        while let Some(i) = self.claim(generation, job.n_tasks) {
+            // SAFETY: task i of this generation was claimed, so `Pool::run` is still waiting
+            // for it to finish and keeps the function alive.
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                (*job.task)(i)
+            }))
+            .is_ok();
+            if !ok {
+                self.panicked.store(true, Ordering::Release);
+            }
+            self.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -152,13 +195,13 @@ impl Pool {
             state: Mutex::new(State {
                 job: None,
                 generation: 0,
-                busy: 0,
-                next: 0,
-                panicked: false,
+                sleepers: 0,
                 shutdown: false,
             }),
             work: Condvar::new(),
-            done: Condvar::new(),
+            claim: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
         });
         let workers = (0..workers)
             .map(|_| {
@@ -170,68 +213,67 @@ impl Pool {
     }
 
     fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
-        let lock = || {
-            self.shared
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        assert!(u32::try_from(n_tasks).is_ok(), "too many parallel tasks");
+        // SAFETY: only the lifetime is erased; the function is called only for tasks claimed
+        // in this generation, and this function returns after all of them have finished.
+        let erased: *const (dyn Fn(usize) + Sync + 'static) =
+            unsafe { core::mem::transmute(task as *const (dyn Fn(usize) + Sync)) };
+        let job = Job {
+            task: erased,
+            n_tasks,
         };
-        {
-            let mut state = lock();
-            // SAFETY: only the lifetime is erased; this function does not return before
-            // `busy` is 0, i.e. before every worker that copied the job stopped calling it.
-            let erased: *const (dyn Fn(usize) + Sync + 'static) =
-                unsafe { core::mem::transmute(task as *const (dyn Fn(usize) + Sync)) };
-            state.job = Some(Job {
-                task: erased,
-                n_tasks,
-            });
-            state.generation += 1;
-            state.busy = self.workers.len();
-            state.next = 0;
-            state.panicked = false;
-        }
-        self.shared.work.notify_all();
-        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            while let Some(i) = self.shared.claim(n_tasks) {
-                task(i);
+        let generation = {
+            let mut state = self.shared.lock();
+            state.generation = state.generation.wrapping_add(1);
+            state.job = Some(job);
+            self.shared.done.store(0, Ordering::Release);
+            self.shared.panicked.store(false, Ordering::Release);
+            self.shared
+                .claim
+                .store(u64::from(state.generation) << 32, Ordering::Release);
+            if state.sleepers > 0 {
+                self.shared.work.notify_all();
             }
-        }));
-        let mut state = lock();
-        while state.busy > 0 {
-            state = self
-                .shared
-                .done
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.generation
+        };
+        self.shared.work(generation, job);
+        // Every task is claimed; wait for the workers' last ones.
+        let mut spins = 0u32;
+        while self.shared.done.load(Ordering::Acquire) < n_tasks {
+            spins += 1;
+            if spins < SPIN {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
-        state.job = None;
-        let worker_panicked = state.panicked;
-        drop(state);
-        if let Err(payload) = mine {
-            std::panic::resume_unwind(payload);
-        }
+        self.shared.lock().job = None;
         assert!(
-            !worker_panicked,
-            "a parallel task panicked on a worker thread"
+            !self.shared.panicked.load(Ordering::Acquire),
+            "a parallel task panicked"
         );
     }
 }
 
 #[cfg(feature = "std")]
 fn worker(shared: &Shared) {
-    let mut seen = 0;
+    let mut seen = 0u32;
     loop {
+        // Spin briefly for the next generation, then sleep until it is published.
+        let mut spins = 0;
+        while (shared.claim.load(Ordering::Acquire) >> 32) as u32 == seen && spins < SPIN {
+            core::hint::spin_loop();
+            spins += 1;
+        }
         let job = {
-            let mut state = shared
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut state = shared.lock();
             while !state.shutdown && state.generation == seen {
+                state.sleepers += 1;
                 state = shared
                     .work
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.sleepers -= 1;
             }
             if state.shutdown {
                 return;
@@ -239,25 +281,8 @@ fn worker(shared: &Shared) {
             seen = state.generation;
             state.job
         };
-        let mut ok = true;
         if let Some(job) = job {
-            ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                while let Some(i) = shared.claim(job.n_tasks) {
-                    // SAFETY: `Pool::run` keeps the task alive until `busy` drops to 0, which
-                    // happens only after this loop ends (below).
-                    unsafe { (*job.task)(i) };
-                }
-            }))
-            .is_ok();
-        }
-        let mut state = shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.panicked |= !ok;
-        state.busy -= 1;
-        if state.busy == 0 {
-            shared.done.notify_all();
+            shared.work(seen, job);
         }
     }
 }
@@ -265,11 +290,7 @@ fn worker(shared: &Shared) {
 #[cfg(feature = "std")]
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .shutdown = true;
+        self.shared.lock().shutdown = true;
         self.shared.work.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
