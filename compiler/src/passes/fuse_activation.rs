@@ -4,7 +4,7 @@
 //! the activation node goes. Anything else (another consumer, a graph output, a run-time Clip
 //! bound, different guards) is left alone.
 
-use super::fuse_conv_bn::producers;
+use super::pattern::{producers, retain};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Node, Tensor};
@@ -88,11 +88,7 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         conv_node.outputs[0] = Some(out);
         remove[act_index] = true;
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        !remove[index - 1]
-    });
+    retain(&mut graph, &remove);
     Ok(graph)
 }
 

@@ -4,9 +4,10 @@
 //! with `s = gamma / sqrt(var + epsilon)` (computed in f64), and the BatchNormalization goes.
 //! Anything else (a second consumer, a run-time operand, a non-f32 type) is left alone.
 
+use super::pattern::{add_constant, producers, retain};
 use super::PassCx;
 use crate::error::Result;
-use crate::ir::{Graph, Tensor, Value, ValueId};
+use crate::ir::{Graph, Tensor};
 use crate::ops::Op;
 
 /// Folds Conv -> BatchNormalization pairs.
@@ -107,34 +108,8 @@ pub fn fuse_conv_bn(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         conv.outputs[0] = out;
         remove[bn_index] = true;
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        !remove[index - 1]
-    });
+    retain(&mut graph, &remove);
     Ok(graph)
-}
-
-/// The node producing each value, if any.
-pub(super) fn producers(graph: &Graph) -> Vec<Option<usize>> {
-    let mut producer = vec![None; graph.values.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for out in node.outputs.iter().flatten() {
-            producer[out.index()] = Some(i);
-        }
-    }
-    producer
-}
-
-/// Adds a constant value.
-pub(super) fn add_constant(graph: &mut Graph, name: String, tensor: Tensor) -> ValueId {
-    graph.add_value(Value {
-        name,
-        dtype: Some(tensor.dtype),
-        shape: Some(tensor.shape.clone()),
-        declared: None,
-        constant: Some(tensor),
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! in order with the lowest [`OptLevel`] that runs it.
 
 mod bind_dims;
+mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
 mod fuse_activation;
@@ -9,9 +10,14 @@ mod fuse_conv_bn;
 mod fuse_hardswish;
 mod fuse_matmul_add;
 mod infer_shapes;
+mod pattern;
+mod remove_noops;
 mod resolve_ops;
+#[cfg(test)]
+mod testing;
 
 pub use bind_dims::bind_dims;
+pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
@@ -19,6 +25,7 @@ pub use fuse_conv_bn::fuse_conv_bn;
 pub use fuse_hardswish::fuse_hardswish;
 pub use fuse_matmul_add::fuse_matmul_add;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
+pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 
 use std::collections::BTreeMap;
@@ -102,6 +109,16 @@ pub const PASSES: &[PassInfo] = &[
         name: "eliminate_dead",
         min_level: OptLevel::O1,
         run: eliminate_dead,
+    },
+    PassInfo {
+        name: "remove_noops",
+        min_level: OptLevel::O2,
+        run: remove_noops,
+    },
+    PassInfo {
+        name: "eliminate_common",
+        min_level: OptLevel::O2,
+        run: eliminate_common,
     },
     PassInfo {
         name: "fuse_conv_bn",
