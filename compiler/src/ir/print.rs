@@ -93,9 +93,11 @@ fn tensor_text(t: &Tensor) -> String {
     if t.len() > MAX_PRINTED_ELEMENTS {
         return format!("<{} elements>", t.len());
     }
-    let items: Vec<String> = match t.to_i64s() {
-        Some(ints) => ints.iter().map(i64::to_string).collect(),
-        None => t.to_f64s().iter().map(f64::to_string).collect(),
+    // Float32 prints as float32 (`0.044715`, not its f64 widening).
+    let items: Vec<String> = match (t.as_f32(), t.to_i64s()) {
+        (Some(floats), _) => floats.iter().map(f32::to_string).collect(),
+        (None, Some(ints)) => ints.iter().map(i64::to_string).collect(),
+        (None, None) => t.to_f64s().iter().map(f64::to_string).collect(),
     };
     format!("[{}]", items.join(", "))
 }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::pattern::int_attr;
 use super::PassCx;
 use crate::error::{CompileError, ErrorKind, Result, Unsupported};
 use crate::ir::{DType, Graph, Node, Value, ValueId};
@@ -359,15 +360,6 @@ fn synth(
         CompileError::shape(format!("internal: {op_type} missing from the op table"))
     })??);
     Ok(node)
-}
-
-fn int_attr(name: &str, value: i64) -> crate::onnx::proto::AttributeProto {
-    crate::onnx::proto::AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
 }
 
 fn new_value(graph: &mut Graph, name: String) -> ValueId {

@@ -7,8 +7,11 @@ mod eliminate_dead;
 mod fold_conv_affine;
 mod fuse_activation;
 mod fuse_conv_bn;
+mod fuse_gelu;
 mod fuse_hardswish;
+mod fuse_layer_norm;
 mod fuse_matmul_add;
+mod fuse_silu;
 mod infer_shapes;
 mod pattern;
 mod remove_noops;
@@ -22,8 +25,11 @@ pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
 pub use fuse_conv_bn::fuse_conv_bn;
+pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
+pub use fuse_layer_norm::fuse_layer_norm;
 pub use fuse_matmul_add::fuse_matmul_add;
+pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
@@ -119,6 +125,21 @@ pub const PASSES: &[PassInfo] = &[
         name: "eliminate_common",
         min_level: OptLevel::O2,
         run: eliminate_common,
+    },
+    PassInfo {
+        name: "fuse_silu",
+        min_level: OptLevel::O2,
+        run: fuse_silu,
+    },
+    PassInfo {
+        name: "fuse_gelu",
+        min_level: OptLevel::O2,
+        run: fuse_gelu,
+    },
+    PassInfo {
+        name: "fuse_layer_norm",
+        min_level: OptLevel::O2,
+        run: fuse_layer_norm,
     },
     PassInfo {
         name: "fuse_conv_bn",

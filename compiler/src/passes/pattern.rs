@@ -4,6 +4,8 @@
 
 use super::infer_shapes_cx;
 use crate::ir::{Graph, Node, Tensor, Value, ValueId};
+use crate::onnx::proto::attribute_proto::AttributeType;
+use crate::onnx::proto::AttributeProto;
 use crate::ops::{self, NodeCx};
 
 /// The node producing each value, if any.
@@ -281,5 +283,45 @@ pub(super) fn rewire(graph: &mut Graph, map: &[ValueId]) {
         for (g, _) in &mut node.guards {
             *g = map[g.index()];
         }
+    }
+}
+
+/// An ints attribute.
+pub(super) fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An int attribute.
+pub(super) fn int_attr(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
+}
+
+/// A float attribute.
+pub(super) fn float_attr(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(value),
+        ..Default::default()
+    }
+}
+
+/// A string attribute.
+pub(super) fn string_attr(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(value.as_bytes().to_vec()),
+        ..Default::default()
     }
 }

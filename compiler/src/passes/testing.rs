@@ -2,17 +2,17 @@
 //! `-O0` pipeline (so values have types and shapes, as a pass sees them), and a before/after
 //! dump for snapshots.
 
+pub(super) use super::pattern::{int_attr, ints_attr};
 use super::{run_passes, OptLevel, PassCx};
 use crate::error::Result;
 use crate::ir::Graph;
-use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::{
     tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// Builds a model graph node by node.
-pub(crate) struct ModelBuilder {
+pub(super) struct ModelBuilder {
     opset: i64,
     graph: GraphProto,
 }
@@ -24,7 +24,7 @@ const INT64: i32 = 7;
 
 impl ModelBuilder {
     /// An empty graph at opset 17.
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             opset: 17,
             graph: GraphProto::default(),
@@ -32,18 +32,18 @@ impl ModelBuilder {
     }
 
     /// Sets the opset.
-    pub(crate) fn opset(mut self, opset: i64) -> Self {
+    pub(super) fn opset(mut self, opset: i64) -> Self {
         self.opset = opset;
         self
     }
 
     /// A float32 graph input.
-    pub(crate) fn input(self, name: &str, dims: &[i64]) -> Self {
+    pub(super) fn input(self, name: &str, dims: &[i64]) -> Self {
         self.typed_input(name, FLOAT, dims)
     }
 
     /// A graph input of ONNX element type `elem_type`.
-    pub(crate) fn typed_input(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+    pub(super) fn typed_input(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
         self.graph.input.push(ValueInfoProto {
             name: Some(name.into()),
             r#type: Some(TypeProto {
@@ -67,7 +67,7 @@ impl ModelBuilder {
     }
 
     /// A float32 initializer.
-    pub(crate) fn floats(mut self, name: &str, dims: &[i64], data: &[f32]) -> Self {
+    pub(super) fn floats(mut self, name: &str, dims: &[i64], data: &[f32]) -> Self {
         self.graph.initializer.push(TensorProto {
             name: Some(name.into()),
             data_type: Some(FLOAT),
@@ -79,7 +79,7 @@ impl ModelBuilder {
     }
 
     /// An int64 initializer.
-    pub(crate) fn ints(mut self, name: &str, dims: &[i64], data: &[i64]) -> Self {
+    pub(super) fn ints(mut self, name: &str, dims: &[i64], data: &[i64]) -> Self {
         self.graph.initializer.push(TensorProto {
             name: Some(name.into()),
             data_type: Some(INT64),
@@ -91,12 +91,12 @@ impl ModelBuilder {
     }
 
     /// A node without attributes; `""` stands for an omitted input.
-    pub(crate) fn node(self, op: &str, inputs: &[&str], outputs: &[&str]) -> Self {
+    pub(super) fn node(self, op: &str, inputs: &[&str], outputs: &[&str]) -> Self {
         self.node_with(op, inputs, outputs, Vec::new())
     }
 
     /// A node with attributes.
-    pub(crate) fn node_with(
+    pub(super) fn node_with(
         mut self,
         op: &str,
         inputs: &[&str],
@@ -116,7 +116,7 @@ impl ModelBuilder {
     }
 
     /// A graph output.
-    pub(crate) fn output(mut self, name: &str) -> Self {
+    pub(super) fn output(mut self, name: &str) -> Self {
         self.graph.output.push(ValueInfoProto {
             name: Some(name.into()),
             ..Default::default()
@@ -125,7 +125,7 @@ impl ModelBuilder {
     }
 
     /// Imports the model and runs the `-O0` pipeline on it.
-    pub(crate) fn build(self) -> Graph {
+    pub(super) fn build(self) -> Graph {
         let model = ModelProto {
             opset_import: vec![OperatorSetIdProto {
                 domain: Some(String::new()),
@@ -143,38 +143,8 @@ impl ModelBuilder {
     }
 }
 
-/// An ints attribute.
-pub(crate) fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-/// An int attribute.
-pub(crate) fn int_attr(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
-}
-
-/// A float attribute.
-pub(crate) fn float_attr(name: &str, value: f32) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Float as i32),
-        f: Some(value),
-        ..Default::default()
-    }
-}
-
 /// Runs `pass` on `graph` and returns the graph after it with the text of both dumps.
-pub(crate) fn before_after(
+pub(super) fn before_after(
     graph: Graph,
     pass: fn(Graph, &PassCx) -> Result<Graph>,
 ) -> (Graph, String) {
