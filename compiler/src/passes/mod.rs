@@ -16,6 +16,7 @@ mod infer_shapes;
 mod pattern;
 mod remove_noops;
 mod resolve_ops;
+mod simplify_transpose;
 #[cfg(test)]
 mod testing;
 
@@ -33,6 +34,7 @@ pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
+pub use simplify_transpose::simplify_transpose;
 
 use std::collections::BTreeMap;
 
@@ -120,6 +122,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "remove_noops",
         min_level: OptLevel::O2,
         run: remove_noops,
+    },
+    PassInfo {
+        name: "simplify_transpose",
+        min_level: OptLevel::O2,
+        run: simplify_transpose,
     },
     PassInfo {
         name: "eliminate_common",
