@@ -204,7 +204,7 @@ fn run_passes_report(args: &Args) -> Result<ExitCode> {
         ..Default::default()
     };
     let mut graph = graph;
-    println!("{:<16} {:>8} {:>8}  changes", "pass", "before", "after");
+    println!("{:<18} {:>8} {:>8}  changes", "pass", "before", "after");
     for pass in crate::passes::PASSES
         .iter()
         .filter(|p| p.min_level <= cx.opt_level)
@@ -225,7 +225,7 @@ fn run_passes_report(args: &Args) -> Result<ExitCode> {
             }
         }
         println!(
-            "{:<16} {:>8} {:>8}  {}",
+            "{:<18} {:>8} {:>8}  {}",
             pass.name,
             n_before,
             graph.nodes.len(),

@@ -49,8 +49,10 @@ pub enum OptLevel {
     O0,
     /// Plus dead-node removal.
     O1,
-    /// Plus fusions: Conv + BatchNormalization folded into weights, Conv + activation,
-    /// MatMul + Add into Gemm.
+    /// Plus rewrites: no-op removal, transpose/reshape chain simplification, written-out
+    /// SiLU, GELU, LayerNormalization and hard-swish recognized, Conv + BatchNormalization
+    /// folded into weights, Conv + activation, MatMul + Add into Gemm, common subexpressions
+    /// merged.
     O2,
     /// Everything.
     #[default]
@@ -129,11 +131,6 @@ pub const PASSES: &[PassInfo] = &[
         run: simplify_transpose,
     },
     PassInfo {
-        name: "eliminate_common",
-        min_level: OptLevel::O2,
-        run: eliminate_common,
-    },
-    PassInfo {
         name: "fuse_silu",
         min_level: OptLevel::O2,
         run: fuse_silu,
@@ -172,6 +169,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_activation",
         min_level: OptLevel::O2,
         run: fuse_activation,
+    },
+    // Last: merging repeats gives values more readers, which would stop the fusions above.
+    PassInfo {
+        name: "eliminate_common",
+        min_level: OptLevel::O2,
+        run: eliminate_common,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
