@@ -115,3 +115,60 @@ fn verify_reports_failures_honestly() {
     );
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[test]
+fn pattern_cases_are_rewritten_and_keep_their_results() {
+    // Each case in tests/data/patterns (scripts/make_pattern_cases.py) holds patterns the -O2
+    // passes rewrite: at -O3 the graph must shrink to the expected node count, and -O0 and -O3
+    // must both give ONNX Runtime's outputs.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/patterns");
+    let cases = case_dirs(&data);
+    let expected = [
+        ("gelu_erf", 1),
+        ("gelu_tanh", 1),
+        ("layer_norm", 1),
+        ("silu", 1),
+        ("transposes", 5),
+    ];
+    assert_eq!(cases.len(), expected.len(), "pattern cases missing");
+    for (case, nodes) in expected {
+        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+            .args(["inspect", "--json"])
+            .arg(data.join(case).join("model.onnx"))
+            .output()
+            .expect("sinter runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!("\"nodes_after\":{nodes},")),
+            "{case}: expected {nodes} nodes after the passes:\n{stdout}"
+        );
+    }
+    for level in ["-O0", "-O3"] {
+        let cache =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-patterns{level}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+            .args([
+                "verify",
+                level,
+                "--rtol",
+                "1e-5",
+                "--atol",
+                "1e-6",
+                "--strict",
+                "--cache-dir",
+            ])
+            .arg(&cache)
+            .args(&cases)
+            .output()
+            .expect("sinter runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.ends_with(&format!(
+                "{} passed, 0 failed, 0 unsupported\n",
+                cases.len()
+            )),
+            "{level}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
