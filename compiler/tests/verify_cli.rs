@@ -1,7 +1,7 @@
 //! `sinter verify` end to end on the cases bundled in `tests/data` (the real tiny models and
 //! the ONNX node conformance cases sinter passes): every one must PASS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn case_dirs(root: &Path) -> Vec<std::path::PathBuf> {
@@ -13,6 +13,30 @@ fn case_dirs(root: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// Runs `sinter verify` at `level` with the tolerances over `cases`, building in a cache
+/// named `cache` under the test's temporary folder; returns stdout and stderr.
+fn verify(level: &str, rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) -> (String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args([
+            "verify",
+            level,
+            "--rtol",
+            rtol,
+            "--atol",
+            atol,
+            "--strict",
+            "--cache-dir",
+        ])
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join(cache))
+        .args(cases)
+        .output()
+        .expect("sinter runs");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -67,28 +91,16 @@ fn bundled_real_models_pass_at_every_level() {
     let cases = case_dirs(&data);
     assert_eq!(cases.len(), 3, "bundled models missing");
     for level in ["-O0", "-O1", "-O3"] {
-        let cache =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-models{level}"));
-        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
-            .args([
-                "verify",
-                level,
-                "--rtol",
-                "1e-3",
-                "--atol",
-                "1e-4",
-                "--strict",
-                "--cache-dir",
-            ])
-            .arg(&cache)
-            .args(&cases)
-            .output()
-            .expect("sinter runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let (stdout, stderr) = verify(
+            level,
+            "1e-3",
+            "1e-4",
+            &format!("sinter-verify-models{level}"),
+            &cases,
+        );
         assert!(
             stdout.ends_with("3 passed, 0 failed, 0 unsupported\n"),
-            "{level}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            "{level}:\n{stdout}\n{stderr}"
         );
     }
 }
@@ -144,31 +156,19 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         );
     }
     for level in ["-O0", "-O3"] {
-        let cache =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-patterns{level}"));
-        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
-            .args([
-                "verify",
-                level,
-                "--rtol",
-                "1e-5",
-                "--atol",
-                "1e-6",
-                "--strict",
-                "--cache-dir",
-            ])
-            .arg(&cache)
-            .args(&cases)
-            .output()
-            .expect("sinter runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let (stdout, stderr) = verify(
+            level,
+            "1e-5",
+            "1e-6",
+            &format!("sinter-verify-patterns{level}"),
+            &cases,
+        );
         assert!(
             stdout.ends_with(&format!(
                 "{} passed, 0 failed, 0 unsupported\n",
                 cases.len()
             )),
-            "{level}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            "{level}:\n{stdout}\n{stderr}"
         );
     }
 }

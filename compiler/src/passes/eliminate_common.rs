@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::pattern::{retain, rewire};
+use super::pattern::{retain, rewire, unchanged};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Node, ValueId};
@@ -28,9 +28,7 @@ fn signature(node: &Node) -> String {
 
 /// Merges equal constants and repeated nodes.
 pub fn eliminate_common(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
-    let mut map: Vec<ValueId> = (0..graph.values.len())
-        .map(|i| ValueId(u32::try_from(i).expect("fewer than 2^32 values")))
-        .collect();
+    let mut map = unchanged(&graph);
 
     // Equal constants: the first (in value order) stands for the rest.
     let mut first: HashMap<(DType, &[usize], &[u8]), ValueId> = HashMap::new();
@@ -89,7 +87,7 @@ pub fn eliminate_common(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::testing::{before_after, ints_attr, ModelBuilder};
+    use crate::passes::testing::{before_after, ModelBuilder};
 
     #[test]
     fn repeats_and_equal_constants_merge() {
@@ -97,18 +95,8 @@ mod tests {
             .input("x", &[2, 3])
             .floats("two", &[], &[2.0])
             .floats("two_again", &[], &[2.0])
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["a"],
-                vec![ints_attr("perm", &[1, 0])],
-            )
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["b"],
-                vec![ints_attr("perm", &[1, 0])],
-            )
+            .transpose("x", "a", &[1, 0])
+            .transpose("x", "b", &[1, 0])
             .node("Mul", &["a", "two"], &["c"])
             .node("Mul", &["b", "two_again"], &["d"])
             .node("Add", &["c", "d"], &["y"])
@@ -123,18 +111,8 @@ mod tests {
     fn different_attributes_or_outputs_stay() {
         let graph = ModelBuilder::new()
             .input("x", &[2, 2])
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["a"],
-                vec![ints_attr("perm", &[1, 0])],
-            )
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["b"],
-                vec![ints_attr("perm", &[0, 1])],
-            )
+            .transpose("x", "a", &[1, 0])
+            .transpose("x", "b", &[0, 1])
             .node("Relu", &["x"], &["c"])
             .node("Relu", &["x"], &["d"])
             .node("Sum", &["a", "b", "c"], &["y"])

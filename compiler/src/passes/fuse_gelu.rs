@@ -134,11 +134,11 @@ mod tests {
     use super::*;
     use crate::passes::testing::{before_after, ModelBuilder};
 
-    #[test]
-    fn the_erf_form_becomes_gelu() {
-        let graph = ModelBuilder::new()
+    /// `0.5 * x * (1 + Erf(x / sqrt2))`, with `extra` a graph output too.
+    fn erf_gelu(sqrt2: f32, extra: &[&str]) -> Graph {
+        let mut b = ModelBuilder::new()
             .input("x", &[2, 3])
-            .floats("sqrt2", &[], &[1.414_213_5])
+            .floats("sqrt2", &[], &[sqrt2])
             .floats("one", &[], &[1.0])
             .floats("half", &[], &[0.5])
             .node("Div", &["x", "sqrt2"], &["a"])
@@ -146,9 +146,16 @@ mod tests {
             .node("Add", &["b", "one"], &["c"])
             .node("Mul", &["x", "c"], &["d"])
             .node("Mul", &["d", "half"], &["y"])
-            .output("y")
-            .build();
-        let (after, text) = before_after(graph, fuse_gelu);
+            .output("y");
+        for name in extra {
+            b = b.output(name);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn the_erf_form_becomes_gelu() {
+        let (after, text) = before_after(erf_gelu(1.414_213_5, &[]), fuse_gelu);
         insta::assert_snapshot!(text);
         assert_eq!(after.nodes.len(), 1);
     }
@@ -179,34 +186,9 @@ mod tests {
 
     #[test]
     fn another_constant_or_a_shared_value_stays() {
-        let graph = ModelBuilder::new()
-            .input("x", &[4])
-            .floats("sqrt2", &[], &[1.5])
-            .floats("one", &[], &[1.0])
-            .floats("half", &[], &[0.5])
-            .node("Div", &["x", "sqrt2"], &["a"])
-            .node("Erf", &["a"], &["b"])
-            .node("Add", &["b", "one"], &["c"])
-            .node("Mul", &["x", "c"], &["d"])
-            .node("Mul", &["d", "half"], &["y"])
-            .output("y")
-            .build();
-        let after = fuse_gelu(graph, &PassCx::default()).expect("runs");
-        assert_eq!(after.nodes.len(), 5);
-        let graph = ModelBuilder::new()
-            .input("x", &[4])
-            .floats("sqrt2", &[], &[1.414_213_5])
-            .floats("one", &[], &[1.0])
-            .floats("half", &[], &[0.5])
-            .node("Div", &["x", "sqrt2"], &["a"])
-            .node("Erf", &["a"], &["b"])
-            .node("Add", &["b", "one"], &["c"])
-            .node("Mul", &["x", "c"], &["d"])
-            .node("Mul", &["d", "half"], &["y"])
-            .output("y")
-            .output("b")
-            .build();
-        let after = fuse_gelu(graph, &PassCx::default()).expect("runs");
-        assert_eq!(after.nodes.len(), 5);
+        for graph in [erf_gelu(1.5, &[]), erf_gelu(1.414_213_5, &["b"])] {
+            let after = fuse_gelu(graph, &PassCx::default()).expect("runs");
+            assert_eq!(after.nodes.len(), 5);
+        }
     }
 }

@@ -273,6 +273,13 @@ pub(super) fn retain(graph: &mut Graph, remove: &[bool]) {
     splice(graph, remove, Vec::new());
 }
 
+/// The value map that changes nothing, for [`rewire`].
+pub(super) fn unchanged(graph: &Graph) -> Vec<ValueId> {
+    (0..graph.values.len())
+        .map(|i| ValueId(u32::try_from(i).expect("fewer than 2^32 values")))
+        .collect()
+}
+
 /// Makes every reader of a value (node inputs and guards) read its replacement instead;
 /// `map[v]` is `v`'s replacement (itself when unchanged), chains already resolved.
 pub(super) fn rewire(graph: &mut Graph, map: &[ValueId]) {

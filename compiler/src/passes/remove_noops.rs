@@ -10,7 +10,7 @@
 //! its input writes it instead; when that input is a graph input, a constant or another graph
 //! output, the node stays.
 
-use super::pattern::{input, output, producers, retain, rewire};
+use super::pattern::{input, output, retain, rewire, unchanged, Matcher};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{Graph, Node, Tensor, ValueId};
@@ -95,17 +95,13 @@ fn passthrough(graph: &Graph, node: &Node) -> Option<ValueId> {
 
 /// Removes no-op nodes.
 pub fn remove_noops(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
-    let uses = graph.use_counts();
-    let producer = producers(&graph);
-    let mut is_guard = vec![false; graph.values.len()];
-    for node in &graph.nodes {
-        for (g, _) in &node.guards {
-            is_guard[g.index()] = true;
-        }
-    }
-    let mut map: Vec<ValueId> = (0..graph.values.len())
-        .map(|i| ValueId(u32::try_from(i).expect("fewer than 2^32 values")))
-        .collect();
+    let Matcher {
+        producer,
+        uses,
+        is_guard,
+        ..
+    } = Matcher::new(&graph);
+    let mut map = unchanged(&graph);
     let resolve = |map: &[ValueId], mut v: ValueId| {
         while map[v.index()] != v {
             v = map[v.index()];
@@ -156,7 +152,7 @@ pub fn remove_noops(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::testing::{before_after, int_attr, ints_attr, ModelBuilder};
+    use crate::passes::testing::{before_after, int_attr, ModelBuilder};
 
     #[test]
     fn noops_go_and_outputs_keep_their_names() {
@@ -166,12 +162,7 @@ mod tests {
             .floats("zero", &[], &[0.0])
             .ints("shape", &[2], &[2, 3])
             .node("Identity", &["x"], &["a"])
-            .node_with(
-                "Transpose",
-                &["a"],
-                &["b"],
-                vec![ints_attr("perm", &[0, 1])],
-            )
+            .transpose("a", "b", &[0, 1])
             .node_with("Cast", &["b"], &["c"], vec![int_attr("to", 1)])
             .node("Mul", &["c", "one"], &["d"])
             .node("Reshape", &["d", "shape"], &["e"])
@@ -196,12 +187,7 @@ mod tests {
             .ints("end", &[1], &[i64::MIN])
             .ints("axis", &[1], &[1])
             .ints("step", &[1], &[-1])
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["a"],
-                vec![ints_attr("perm", &[1, 0])],
-            )
+            .transpose("x", "a", &[1, 0])
             .node("Slice", &["a", "start", "end", "axis", "step"], &["b"])
             .node("Mul", &["b", "half"], &["c"])
             .node("Add", &["c", "zeros"], &["d"])

@@ -151,7 +151,7 @@ fn simplify_once(mut graph: Graph) -> Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::testing::{before_after, ints_attr, ModelBuilder};
+    use crate::passes::testing::{before_after, ModelBuilder};
 
     #[test]
     fn chains_compose_and_cancel() {
@@ -159,26 +159,11 @@ mod tests {
             .input("x", &[2, 3, 4])
             .ints("axes", &[1], &[0])
             .ints("flat", &[2], &[6, 4])
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["a"],
-                vec![ints_attr("perm", &[1, 0, 2])],
-            )
-            .node_with(
-                "Transpose",
-                &["a"],
-                &["b"],
-                vec![ints_attr("perm", &[0, 2, 1])],
-            )
+            .transpose("x", "a", &[1, 0, 2])
+            .transpose("a", "b", &[0, 2, 1])
             .node("Unsqueeze", &["b", "axes"], &["c"])
             .node("Squeeze", &["c", "axes"], &["d"])
-            .node_with(
-                "Transpose",
-                &["d"],
-                &["e"],
-                vec![ints_attr("perm", &[2, 0, 1])],
-            )
+            .transpose("d", "e", &[2, 0, 1])
             .node("Reshape", &["e", "flat"], &["f"])
             .node("Flatten", &["f"], &["y"])
             .output("y")
@@ -193,24 +178,9 @@ mod tests {
     fn transposes_of_unit_axes_become_reshapes_and_shared_ones_stay() {
         let graph = ModelBuilder::new()
             .input("x", &[1, 3, 1, 4])
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["a"],
-                vec![ints_attr("perm", &[2, 1, 0, 3])],
-            )
-            .node_with(
-                "Transpose",
-                &["x"],
-                &["b"],
-                vec![ints_attr("perm", &[3, 1, 2, 0])],
-            )
-            .node_with(
-                "Transpose",
-                &["b"],
-                &["c"],
-                vec![ints_attr("perm", &[0, 2, 1, 3])],
-            )
+            .transpose("x", "a", &[2, 1, 0, 3])
+            .transpose("x", "b", &[3, 1, 2, 0])
+            .transpose("b", "c", &[0, 2, 1, 3])
             .output("a")
             .output("b")
             .output("c")

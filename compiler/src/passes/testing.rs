@@ -31,12 +31,6 @@ impl ModelBuilder {
         }
     }
 
-    /// Sets the opset.
-    pub(super) fn opset(mut self, opset: i64) -> Self {
-        self.opset = opset;
-        self
-    }
-
     /// A float32 graph input.
     pub(super) fn input(self, name: &str, dims: &[i64]) -> Self {
         self.typed_input(name, FLOAT, dims)
@@ -113,6 +107,16 @@ impl ModelBuilder {
             ..Default::default()
         });
         self
+    }
+
+    /// A Transpose node with `perm`.
+    pub(super) fn transpose(self, input: &str, output: &str, perm: &[i64]) -> Self {
+        self.node_with(
+            "Transpose",
+            &[input],
+            &[output],
+            vec![ints_attr("perm", perm)],
+        )
     }
 
     /// A graph output.
