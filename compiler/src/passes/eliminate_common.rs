@@ -26,6 +26,36 @@ fn signature(node: &Node) -> String {
     )
 }
 
+/// Nodes seen so far by signature and inputs.
+type Seen = HashMap<(String, Vec<Option<ValueId>>), usize>;
+
+/// If node `i` repeats an earlier node, maps its outputs to that node's and returns true.
+fn merge_repeat(graph: &Graph, i: usize, seen: &mut Seen, map: &mut [ValueId]) -> bool {
+    let node = &graph.nodes[i];
+    if node.outputs.iter().all(Option::is_none) {
+        return false;
+    }
+    let key = (signature(node), node.inputs.clone());
+    let Some(&earlier) = seen.get(&key) else {
+        seen.insert(key, i);
+        return false;
+    };
+    if node
+        .outputs
+        .iter()
+        .flatten()
+        .any(|o| graph.outputs.contains(o))
+    {
+        return false;
+    }
+    for (mine, theirs) in node.outputs.iter().zip(&graph.nodes[earlier].outputs) {
+        if let (Some(mine), Some(theirs)) = (mine, theirs) {
+            map[mine.index()] = *theirs;
+        }
+    }
+    true
+}
+
 /// Merges equal constants and repeated nodes.
 pub fn eliminate_common(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     let mut map = unchanged(&graph);
@@ -46,8 +76,8 @@ pub fn eliminate_common(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
 
     // Repeated nodes, in topological order: each node's inputs are already rewired when its
     // signature is taken.
-    let mut seen: HashMap<(String, Vec<Option<ValueId>>), usize> = HashMap::new();
-    let mut remove = vec![false; graph.nodes.len()];
+    let mut seen = HashMap::new();
+    let mut remove = Vec::with_capacity(graph.nodes.len());
     for i in 0..graph.nodes.len() {
         let node = &mut graph.nodes[i];
         for v in node.inputs.iter_mut().flatten() {
@@ -56,29 +86,7 @@ pub fn eliminate_common(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         for (g, _) in &mut node.guards {
             *g = map[g.index()];
         }
-        let node = &graph.nodes[i];
-        if node.outputs.iter().all(Option::is_none) {
-            continue;
-        }
-        let key = (signature(node), node.inputs.clone());
-        let Some(&earlier) = seen.get(&key) else {
-            seen.insert(key, i);
-            continue;
-        };
-        if node
-            .outputs
-            .iter()
-            .flatten()
-            .any(|o| graph.outputs.contains(o))
-        {
-            continue;
-        }
-        for (mine, theirs) in node.outputs.iter().zip(&graph.nodes[earlier].outputs) {
-            if let (Some(mine), Some(theirs)) = (mine, theirs) {
-                map[mine.index()] = *theirs;
-            }
-        }
-        remove[i] = true;
+        remove.push(merge_repeat(&graph, i, &mut seen, &mut map));
     }
     retain(&mut graph, &remove);
     Ok(graph)
