@@ -186,7 +186,10 @@ mod tests {
 
     #[test]
     fn another_constant_or_a_shared_value_stays() {
-        for graph in [erf_gelu(1.5, &[]), erf_gelu(std::f32::consts::SQRT_2, &["b"])] {
+        for graph in [
+            erf_gelu(1.5, &[]),
+            erf_gelu(std::f32::consts::SQRT_2, &["b"]),
+        ] {
             let after = fuse_gelu(graph, &PassCx::default()).expect("runs");
             assert_eq!(after.nodes.len(), 5);
         }

@@ -176,6 +176,12 @@ pub const PASSES: &[PassInfo] = &[
         min_level: OptLevel::O2,
         run: eliminate_common,
     },
+    // Rewrites that read a value further up a chain leave the chain's start unread.
+    PassInfo {
+        name: "eliminate_dead",
+        min_level: OptLevel::O2,
+        run: eliminate_dead,
+    },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
 
