@@ -4,14 +4,14 @@
 //! `Pow(x, 3)` or `x * x * x`), whose `Gelu` has `approximate = "tanh"`. The three factors of
 //! the outer product may come in any order and grouping. Constants match at float32
 //! precision; every intermediate must have no reader outside the pattern. Anything else is
-//! left alone.
+//! left alone. Float32 and float64 only.
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI, SQRT_2};
 
 use super::pattern::{fuse, input, new_node, output, string_attr, Fusion, Matcher};
 use super::PassCx;
 use crate::error::Result;
-use crate::ir::{Graph, ValueId};
+use crate::ir::{DType, Graph, ValueId};
 
 /// The cubic coefficient of the tanh approximation.
 const CUBIC: f64 = 0.044_715;
@@ -84,6 +84,10 @@ pub fn fuse_gelu(graph: Graph, _cx: &PassCx) -> Result<Graph> {
             return None;
         }
         let y = output(last, 0)?;
+        // 16-bit floats would round each step of the written-out form; the op does not.
+        if !matches!(m.graph.value(y).dtype, Some(DType::F32 | DType::F64)) {
+            return None;
+        }
         for (factors, inner) in m.product3(y) {
             for (h, x, p) in [
                 (0, 1, 2),
