@@ -139,6 +139,7 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         ("gelu_erf", 1),
         ("gelu_tanh", 1),
         ("layer_norm", 1),
+        ("noops", 3),
         ("silu", 1),
         ("transposes", 5),
     ];

@@ -332,3 +332,25 @@ pub(super) fn string_attr(name: &str, value: &str) -> AttributeProto {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_accepts_float32_roundings_only() {
+        let f32_of = |v: f64| f64::from(v as f32);
+        assert!(near(
+            f32_of(std::f64::consts::SQRT_2),
+            std::f64::consts::SQRT_2
+        ));
+        assert!(near(
+            f32_of((2.0 / std::f64::consts::PI).sqrt()),
+            (2.0 / std::f64::consts::PI).sqrt()
+        ));
+        assert!(near(f32_of(0.044_715), 0.044_715));
+        assert!(!near(1.414, std::f64::consts::SQRT_2));
+        assert!(!near(0.5001, 0.5));
+        assert!(near(0.0, 0.0) && !near(1e-30, 0.0));
+    }
+}
