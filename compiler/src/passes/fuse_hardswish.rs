@@ -69,6 +69,7 @@ pub fn fuse_hardswish(graph: Graph, _cx: &PassCx) -> Result<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::passes::testing::{before_after, float_attr, ModelBuilder};
     use crate::passes::{run_passes, OptLevel};
 
     fn model(path: &str, dims: &[(&str, usize)]) -> Graph {
@@ -93,6 +94,31 @@ mod tests {
             .iter()
             .find(|(o, _)| o == op)
             .map_or(0, |(_, n)| *n)
+    }
+
+    #[test]
+    fn both_written_forms_become_hardswish() {
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 3])
+            .floats("three", &[], &[3.0])
+            .floats("zero", &[], &[0.0])
+            .floats("six", &[], &[6.0])
+            .node("Add", &["x", "three"], &["a"])
+            .node("Clip", &["a", "zero", "six"], &["c"])
+            .node("Mul", &["x", "c"], &["m"])
+            .node("Div", &["m", "six"], &["h"])
+            .node_with(
+                "HardSigmoid",
+                &["h"],
+                &["s"],
+                vec![float_attr("alpha", 1.0 / 6.0), float_attr("beta", 0.5)],
+            )
+            .node("Mul", &["s", "h"], &["y"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fuse_hardswish);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.op_histogram(), [("HardSwish".to_string(), 2)]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `-O0` pipeline (so values have types and shapes, as a pass sees them), and a before/after
 //! dump for snapshots.
 
-pub(super) use super::pattern::{int_attr, ints_attr};
+pub(super) use super::pattern::{float_attr, int_attr, ints_attr};
 use super::{run_passes, OptLevel, PassCx};
 use crate::error::Result;
 use crate::ir::Graph;
