@@ -95,14 +95,15 @@ fn simplify_once(mut graph: Graph) -> Graph {
         let mut replacement = None;
         if let Some(perm) = perm_of(&graph, &node) {
             // Transpose of a transpose: one transpose.
-            let (x, perm) = match first.and_then(|j| Some((j, perm_of(&graph, &graph.nodes[j])?))) {
-                Some((j, inner)) if inner.len() == perm.len() => {
-                    let composed: Vec<usize> = perm.iter().map(|&a| inner[a]).collect();
-                    (input(&graph.nodes[j], 0), composed)
-                }
-                _ => (Some(t), perm),
-            };
-            let x = x.unwrap_or(t);
+            let composed = first.and_then(|j| {
+                let inner = perm_of(&graph, &graph.nodes[j])?;
+                let composed: Vec<usize> = perm
+                    .iter()
+                    .map(|&a| inner.get(a).copied())
+                    .collect::<Option<_>>()?;
+                (inner.len() == perm.len()).then_some((input(&graph.nodes[j], 0)?, composed))
+            });
+            let (x, perm) = composed.unwrap_or((t, perm));
             let in_shape = graph.value(x).shape.clone().unwrap_or_default();
             let moved: Vec<usize> = perm
                 .iter()
