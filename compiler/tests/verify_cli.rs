@@ -1,7 +1,7 @@
 //! `sinter verify` end to end on the cases bundled in `tests/data` (the real tiny models and
 //! the ONNX node conformance cases sinter passes): every one must PASS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn case_dirs(root: &Path) -> Vec<std::path::PathBuf> {
@@ -13,6 +13,30 @@ fn case_dirs(root: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// Runs `sinter verify` at `level` with the tolerances over `cases`, building in a cache
+/// named `cache` under the test's temporary folder; returns stdout and stderr.
+fn verify(level: &str, rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) -> (String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args([
+            "verify",
+            level,
+            "--rtol",
+            rtol,
+            "--atol",
+            atol,
+            "--strict",
+            "--cache-dir",
+        ])
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join(cache))
+        .args(cases)
+        .output()
+        .expect("sinter runs");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -69,28 +93,16 @@ fn bundled_real_models_pass_at_every_level() {
     let cases = case_dirs(&data);
     assert_eq!(cases.len(), 5, "bundled models missing");
     for level in ["-O0", "-O1", "-O3"] {
-        let cache =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-models{level}"));
-        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
-            .args([
-                "verify",
-                level,
-                "--rtol",
-                "1e-3",
-                "--atol",
-                "1e-4",
-                "--strict",
-                "--cache-dir",
-            ])
-            .arg(&cache)
-            .args(&cases)
-            .output()
-            .expect("sinter runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let (stdout, stderr) = verify(
+            level,
+            "1e-3",
+            "1e-4",
+            &format!("sinter-verify-models{level}"),
+            &cases,
+        );
         assert!(
             stdout.ends_with("5 passed, 0 failed, 0 unsupported\n"),
-            "{level}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            "{level}:\n{stdout}\n{stderr}"
         );
     }
 }
@@ -116,4 +128,50 @@ fn verify_reports_failures_honestly() {
         "{stdout}"
     );
     assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn pattern_cases_are_rewritten_and_keep_their_results() {
+    // Each case in tests/data/patterns (scripts/make_pattern_cases.py) holds patterns the -O2
+    // passes rewrite: at -O3 the graph must shrink to the expected node count, and -O0 and -O3
+    // must both give ONNX Runtime's outputs.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/patterns");
+    let cases = case_dirs(&data);
+    let expected = [
+        ("gelu_erf", 1),
+        ("gelu_tanh", 1),
+        ("layer_norm", 1),
+        ("noops", 3),
+        ("silu", 1),
+        ("transposes", 5),
+    ];
+    assert_eq!(cases.len(), expected.len(), "pattern cases missing");
+    for (case, nodes) in expected {
+        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+            .args(["inspect", "--json"])
+            .arg(data.join(case).join("model.onnx"))
+            .output()
+            .expect("sinter runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!("\"nodes_after\":{nodes},")),
+            "{case}: expected {nodes} nodes after the passes:\n{stdout}"
+        );
+    }
+    for level in ["-O0", "-O3"] {
+        let (stdout, stderr) = verify(
+            level,
+            "1e-5",
+            "1e-6",
+            &format!("sinter-verify-patterns{level}"),
+            &cases,
+        );
+        assert!(
+            stdout.ends_with(&format!(
+                "{} passed, 0 failed, 0 unsupported\n",
+                cases.len()
+            )),
+            "{level}:\n{stdout}\n{stderr}"
+        );
+    }
 }

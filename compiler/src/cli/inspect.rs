@@ -25,6 +25,9 @@ pub(super) struct Args {
     /// Show what each pass did: nodes before and after, and the ops it removed or added.
     #[arg(long)]
     passes: bool,
+    /// Print the graph after the passes, one line per node (`y: float32[2] = Relu(x)`).
+    #[arg(long)]
+    graph: bool,
     /// Print one JSON object (nodes_before, nodes_after, ops_before, ops_after, passes,
     /// arena_bytes, arena_lower_bound_bytes, weights_bytes, parameters, unsupported).
     #[arg(long)]
@@ -79,6 +82,11 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
     }
     if args.passes {
         return run_passes_report(&args);
+    }
+    if args.graph {
+        let compiled = builder(&args)?.compile()?;
+        print!("{}", compiled.graph.dump());
+        return Ok(ExitCode::SUCCESS);
     }
     let builder = Builder::new(&args.model)
         .dims(parse_dims(&args.dims)?)
@@ -204,7 +212,7 @@ fn run_passes_report(args: &Args) -> Result<ExitCode> {
         ..Default::default()
     };
     let mut graph = graph;
-    println!("{:<16} {:>8} {:>8}  changes", "pass", "before", "after");
+    println!("{:<18} {:>8} {:>8}  changes", "pass", "before", "after");
     for pass in crate::passes::PASSES
         .iter()
         .filter(|p| p.min_level <= cx.opt_level)
@@ -225,7 +233,7 @@ fn run_passes_report(args: &Args) -> Result<ExitCode> {
             }
         }
         println!(
-            "{:<16} {:>8} {:>8}  {}",
+            "{:<18} {:>8} {:>8}  {}",
             pass.name,
             n_before,
             graph.nodes.len(),

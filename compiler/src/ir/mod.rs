@@ -3,6 +3,7 @@
 
 mod dtype;
 mod graph;
+mod print;
 mod tensor;
 
 pub use dtype::DType;

@@ -4,7 +4,7 @@
 //! way). Repeats until nothing matches. A constant that varies along another axis, a second
 //! consumer of the Conv output, or a graph output leaves the graph alone.
 
-use super::fuse_conv_bn::{add_constant, producers};
+use super::pattern::{add_constant, producers};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Tensor, ValueId};

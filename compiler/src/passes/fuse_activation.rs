@@ -6,7 +6,7 @@
 //! PP-LCNet), each applied in order exactly as the node would. Anything else (another
 //! consumer, a graph output, a run-time operand, different guards) is left alone.
 
-use super::fuse_conv_bn::producers;
+use super::pattern::{producers, retain};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Node, Tensor};
@@ -137,11 +137,7 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         producer[out.index()] = Some(conv_index);
         remove[act_index] = true;
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        !remove[index - 1]
-    });
+    retain(&mut graph, &remove);
     Ok(graph)
 }
 

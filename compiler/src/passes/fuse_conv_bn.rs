@@ -4,9 +4,10 @@
 //! with `s = gamma / sqrt(var + epsilon)` (computed in f64), and the BatchNormalization goes.
 //! Anything else (a second consumer, a run-time operand, a non-f32 type) is left alone.
 
+use super::pattern::{add_constant, producers, retain};
 use super::PassCx;
 use crate::error::Result;
-use crate::ir::{Graph, Tensor, Value, ValueId};
+use crate::ir::{Graph, Tensor};
 use crate::ops::Op;
 
 /// Folds Conv -> BatchNormalization pairs.
@@ -107,112 +108,35 @@ pub fn fuse_conv_bn(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         conv.outputs[0] = out;
         remove[bn_index] = true;
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        !remove[index - 1]
-    });
+    retain(&mut graph, &remove);
     Ok(graph)
-}
-
-/// The node producing each value, if any.
-pub(super) fn producers(graph: &Graph) -> Vec<Option<usize>> {
-    let mut producer = vec![None; graph.values.len()];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for out in node.outputs.iter().flatten() {
-            producer[out.index()] = Some(i);
-        }
-    }
-    producer
-}
-
-/// Adds a constant value.
-pub(super) fn add_constant(graph: &mut Graph, name: String, tensor: Tensor) -> ValueId {
-    graph.add_value(Value {
-        name,
-        dtype: Some(tensor.dtype),
-        shape: Some(tensor.shape.clone()),
-        declared: None,
-        constant: Some(tensor),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::{run_passes, OptLevel};
+    use crate::passes::testing::ModelBuilder;
 
-    /// Builds `x -> Conv -> BatchNormalization -> y` from ONNX protos, runs the pipeline up
-    /// to shape inference, and returns the graph.
+    /// `x -> Conv -> BatchNormalization -> y`, typed.
     fn conv_bn_graph() -> Graph {
-        use crate::onnx::proto::*;
-        let tensor = |name: &str, dims: Vec<i64>, data: Vec<f32>| TensorProto {
-            name: Some(name.into()),
-            data_type: Some(1),
-            dims,
-            float_data: data,
-            ..Default::default()
-        };
-        let info = |name: &str, dims: &[i64]| ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: Some(1),
-                    shape: Some(TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| tensor_shape_proto::Dimension {
-                                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
-            op_type: Some(op.into()),
-            name: Some(op.to_lowercase()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            ..Default::default()
-        };
-        let model = ModelProto {
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(17),
-            }],
-            graph: Some(GraphProto {
-                node: vec![
-                    node("Conv", &["x", "w", "b"], "c"),
-                    node("BatchNormalization", &["c", "g", "beta", "m", "v"], "y"),
-                ],
-                initializer: vec![
-                    tensor("w", vec![2, 1, 1, 1], vec![1.0, 2.0]),
-                    tensor("b", vec![2], vec![0.5, -0.5]),
-                    tensor("g", vec![2], vec![1.0, 3.0]),
-                    tensor("beta", vec![2], vec![0.0, 1.0]),
-                    tensor("m", vec![2], vec![0.5, 0.0]),
-                    tensor("v", vec![2], vec![1.0, 4.0]),
-                ],
-                input: vec![info("x", &[1, 1, 2, 2])],
-                output: vec![info("y", &[1, 2, 2, 2])],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        crate::onnx::import_model(&model, "t", None).expect("imports")
+        ModelBuilder::new()
+            .input("x", &[1, 1, 2, 2])
+            .floats("w", &[2, 1, 1, 1], &[1.0, 2.0])
+            .floats("b", &[2], &[0.5, -0.5])
+            .floats("g", &[2], &[1.0, 3.0])
+            .floats("beta", &[2], &[0.0, 1.0])
+            .floats("m", &[2], &[0.5, 0.0])
+            .floats("v", &[2], &[1.0, 4.0])
+            .node("Conv", &["x", "w", "b"], &["c"])
+            .node("BatchNormalization", &["c", "g", "beta", "m", "v"], &["y"])
+            .output("y")
+            .build()
     }
 
     #[test]
     fn folds_bn_into_conv_weights() {
-        let cx = PassCx {
-            opt_level: OptLevel::O0,
-            ..PassCx::default()
-        };
-        let (graph, _) = run_passes(conv_bn_graph(), &cx).expect("compiles");
+        let cx = PassCx::default();
+        let graph = conv_bn_graph();
         assert_eq!(
             graph.op_histogram(),
             [
@@ -252,11 +176,8 @@ mod tests {
 
     #[test]
     fn leaves_shared_conv_outputs_alone() {
-        let cx = PassCx {
-            opt_level: OptLevel::O0,
-            ..PassCx::default()
-        };
-        let (mut graph, _) = run_passes(conv_bn_graph(), &cx).expect("compiles");
+        let cx = PassCx::default();
+        let mut graph = conv_bn_graph();
         // Make the Conv output a graph output too: it has another consumer now.
         let conv_out = graph.nodes[0].outputs[0].expect("c");
         graph.outputs.push(conv_out);

@@ -3,176 +3,73 @@
 //! with alpha 1/6, beta 1/2. Every intermediate must have this one consumer; otherwise, or
 //! when a constant differs, the graph is left alone.
 
-use super::fuse_conv_bn::producers;
+use super::pattern::{attr_f32, fuse, input, new_node, other, output, Fusion, Matcher};
 use super::PassCx;
 use crate::error::Result;
-use crate::ir::{Graph, Node, ValueId};
-use crate::ops::{self, NodeCx};
+use crate::ir::{Graph, ValueId};
 
-fn scalar(graph: &Graph, v: Option<ValueId>) -> Option<f32> {
-    let t = graph.value(v?).constant.as_ref()?;
-    let values = t.to_f64s();
-    (values.len() == 1).then(|| values[0] as f32)
-}
-
-fn attr_f32(node: &Node, name: &str) -> Option<f32> {
-    node.attributes
-        .iter()
-        .find(|a| a.name() == name)
-        .map(|a| a.f())
-}
-
-/// The other operand of a two-input node, given one of them.
-fn other(node: &Node, x: ValueId) -> Option<ValueId> {
-    match (
-        node.inputs.first().copied().flatten(),
-        node.inputs.get(1).copied().flatten(),
-    ) {
-        (Some(a), Some(b)) if a == x => Some(b),
-        (Some(a), Some(b)) if b == x => Some(a),
-        _ => None,
-    }
-}
-
-/// If `div` ends a hard-swish of some `x`, the nodes to remove and `x`.
-fn match_at(
-    graph: &Graph,
-    producer: &[Option<usize>],
-    uses: &[usize],
-    end: usize,
-) -> Option<(Vec<usize>, ValueId)> {
-    let node = &graph.nodes[end];
-    let single = |v: ValueId| uses[v.index()] == 1 && !graph.outputs.contains(&v);
-    let by = |n: &Node| -> Option<usize> { producer[n.inputs.first().copied().flatten()?.index()] };
+/// If node `end` ends a hard-swish of some `x`, the nodes to remove and `x`.
+fn match_at(m: &Matcher<'_>, end: usize) -> Option<(Vec<usize>, ValueId)> {
+    let node = &m.graph.nodes[end];
     match node.op_type.as_str() {
         // x * HardSigmoid(x) with alpha 1/6, beta 1/2.
-        "Mul" => {
-            let (a, b) = (
-                node.inputs.first().copied().flatten()?,
-                node.inputs.get(1).copied().flatten()?,
-            );
-            for (x, h) in [(a, b), (b, a)] {
-                let hi = producer[h.index()]?;
-                let hs = &graph.nodes[hi];
-                let alpha = attr_f32(hs, "alpha").unwrap_or(0.2);
-                let beta = attr_f32(hs, "beta").unwrap_or(0.5);
-                if hs.op_type == "HardSigmoid"
-                    && hs.inputs.first().copied().flatten() == Some(x)
-                    && single(h)
-                    && (alpha - 1.0 / 6.0).abs() < 1e-6
-                    && beta == 0.5
-                {
-                    return Some((vec![hi, end], x));
-                }
-            }
-            None
-        }
+        "Mul" => Matcher::operand_pairs(node).into_iter().find_map(|(x, h)| {
+            let (hi, hs) = m.op(h, "HardSigmoid")?;
+            let alpha = attr_f32(hs, "alpha").unwrap_or(0.2);
+            let beta = attr_f32(hs, "beta").unwrap_or(0.5);
+            ((alpha - 1.0 / 6.0).abs() < 1e-6 && beta == 0.5 && input(hs, 0) == Some(x))
+                .then(|| (vec![hi, end], x))
+        }),
         // (x * Clip(x + 3, 0, 6)) / 6.
         "Div" => {
-            if scalar(graph, node.inputs.get(1).copied().flatten()) != Some(6.0) {
+            if m.scalar(input(node, 1)?) != Some(6.0) {
                 return None;
             }
-            let mi = by(node)?;
-            let mul = &graph.nodes[mi];
-            if mul.op_type != "Mul" || !single(mul.outputs.first().copied().flatten()?) {
-                return None;
-            }
-            for clip_out in [
-                mul.inputs.first().copied().flatten()?,
-                mul.inputs.get(1).copied().flatten()?,
-            ] {
-                let Some(ci) = producer[clip_out.index()] else {
-                    continue;
-                };
-                let clip = &graph.nodes[ci];
-                if clip.op_type != "Clip" || !single(clip_out) {
-                    continue;
-                }
-                let (lo, hi) = if clip.opset < 11 {
-                    (attr_f32(clip, "min"), attr_f32(clip, "max"))
-                } else {
-                    (
-                        scalar(graph, clip.inputs.get(1).copied().flatten()),
-                        scalar(graph, clip.inputs.get(2).copied().flatten()),
-                    )
-                };
-                if (lo, hi) != (Some(0.0), Some(6.0)) {
-                    continue;
-                }
-                let ai = by(clip)?;
-                let add = &graph.nodes[ai];
-                let add_out = add.outputs.first().copied().flatten()?;
-                if add.op_type != "Add" || !single(add_out) {
-                    continue;
-                }
-                let x = other(mul, clip_out)?;
-                let three = other(add, x)?;
-                if scalar(graph, Some(three)) == Some(3.0) {
-                    return Some((vec![ai, ci, mi, end], x));
-                }
-            }
-            None
+            let (mi, mul) = m.op(input(node, 0)?, "Mul")?;
+            Matcher::operand_pairs(mul)
+                .into_iter()
+                .find_map(|(x, clip_out)| {
+                    let (ci, clip) = m.op(clip_out, "Clip")?;
+                    let (lo, hi) = if clip.opset < 11 {
+                        (
+                            attr_f32(clip, "min").map(f64::from),
+                            attr_f32(clip, "max").map(f64::from),
+                        )
+                    } else {
+                        (m.scalar(input(clip, 1)?), m.scalar(input(clip, 2)?))
+                    };
+                    if (lo, hi) != (Some(0.0), Some(6.0)) {
+                        return None;
+                    }
+                    let (ai, add) = m.op(input(clip, 0)?, "Add")?;
+                    (m.scalar(other(add, x)?) == Some(3.0)).then(|| (vec![ai, ci, mi, end], x))
+                })
         }
         _ => None,
     }
 }
 
 /// Replaces written-out hard-swish with `HardSwish` nodes.
-pub fn fuse_hardswish(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
-    let producer = producers(&graph);
-    let uses = graph.use_counts();
-    let mut remove = vec![false; graph.nodes.len()];
-    let mut replacements: Vec<(usize, Node)> = Vec::new();
-    for end in 0..graph.nodes.len() {
-        let Some((nodes, x)) = match_at(&graph, &producer, &uses, end) else {
-            continue;
-        };
-        if nodes.iter().any(|&i| remove[i])
-            || nodes
-                .iter()
-                .any(|&i| graph.nodes[i].guards != graph.nodes[end].guards)
-        {
-            continue;
-        }
-        let last = &graph.nodes[end];
-        let mut node = Node {
-            name: format!("{}/hardswish", last.name),
-            op_type: "HardSwish".into(),
-            domain: String::new(),
-            opset: 14,
-            inputs: vec![Some(x)],
-            outputs: vec![last.outputs.first().copied().flatten()],
-            attributes: Vec::new(),
-            op: None,
-            guards: last.guards.clone(),
-        };
-        let Some(Ok(op)) = ops::parse(&NodeCx { node: &node }) else {
-            continue;
-        };
-        node.op = Some(op);
-        for &i in &nodes {
-            remove[i] = true;
-        }
-        replacements.push((end, node));
-    }
-    let mut out = Vec::with_capacity(graph.nodes.len());
-    let mut replacements = replacements.into_iter().peekable();
-    for (i, node) in std::mem::take(&mut graph.nodes).into_iter().enumerate() {
-        if replacements.peek().is_some_and(|(at, _)| *at == i) {
-            if let Some((_, new)) = replacements.next() {
-                out.push(new);
-            }
-        } else if !remove[i] {
-            out.push(node);
-        }
-    }
-    graph.nodes = out;
-    Ok(graph)
+pub fn fuse_hardswish(graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    Ok(fuse(graph, |m, end| {
+        let (nodes, x) = match_at(m, end)?;
+        let last = &m.graph.nodes[end];
+        let node = new_node(
+            format!("{}/hardswish", last.name),
+            "HardSwish",
+            vec![Some(x)],
+            vec![output(last, 0)],
+            Vec::new(),
+            last,
+        )?;
+        Some(Fusion { nodes, node })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::passes::testing::{before_after, float_attr, ModelBuilder};
     use crate::passes::{run_passes, OptLevel};
 
     fn model(path: &str, dims: &[(&str, usize)]) -> Graph {
@@ -197,6 +94,31 @@ mod tests {
             .iter()
             .find(|(o, _)| o == op)
             .map_or(0, |(_, n)| *n)
+    }
+
+    #[test]
+    fn both_written_forms_become_hardswish() {
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 3])
+            .floats("three", &[], &[3.0])
+            .floats("zero", &[], &[0.0])
+            .floats("six", &[], &[6.0])
+            .node("Add", &["x", "three"], &["a"])
+            .node("Clip", &["a", "zero", "six"], &["c"])
+            .node("Mul", &["x", "c"], &["m"])
+            .node("Div", &["m", "six"], &["h"])
+            .node_with(
+                "HardSigmoid",
+                &["h"],
+                &["s"],
+                vec![float_attr("alpha", 1.0 / 6.0), float_attr("beta", 0.5)],
+            )
+            .node("Mul", &["s", "h"], &["y"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fuse_hardswish);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.op_histogram(), [("HardSwish".to_string(), 2)]);
     }
 
     #[test]

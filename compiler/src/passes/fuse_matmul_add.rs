@@ -3,7 +3,7 @@
 //! the constant broadcasts to the product's shape. Batched MatMuls, run-time addends and
 //! shared outputs are left alone.
 
-use super::fuse_conv_bn::producers;
+use super::pattern::{producers, retain};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph};
@@ -79,11 +79,7 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         }));
         remove[add_index] = true;
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        index += 1;
-        !remove[index - 1]
-    });
+    retain(&mut graph, &remove);
     Ok(graph)
 }
 

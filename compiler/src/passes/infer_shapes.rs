@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::pattern::{add_constant, int_attr};
 use super::PassCx;
 use crate::error::{CompileError, ErrorKind, Result, Unsupported};
 use crate::ir::{DType, Graph, Node, Value, ValueId};
@@ -361,15 +362,6 @@ fn synth(
     Ok(node)
 }
 
-fn int_attr(name: &str, value: i64) -> crate::onnx::proto::AttributeProto {
-    crate::onnx::proto::AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
-}
-
 fn new_value(graph: &mut Graph, name: String) -> ValueId {
     graph.add_value(Value {
         name,
@@ -377,16 +369,6 @@ fn new_value(graph: &mut Graph, name: String) -> ValueId {
         shape: None,
         declared: None,
         constant: None,
-    })
-}
-
-fn new_constant(graph: &mut Graph, name: String, tensor: crate::ir::Tensor) -> ValueId {
-    graph.add_value(Value {
-        name,
-        dtype: Some(tensor.dtype),
-        shape: Some(tensor.shape.clone()),
-        declared: None,
-        constant: Some(tensor),
     })
 }
 
@@ -437,7 +419,7 @@ fn unroll_scan(graph: &mut Graph, node: &Node, scan: &Scan) -> Result<Vec<Node>>
             };
             let index =
                 i64::try_from(index).map_err(|_| CompileError::shape("scan index overflows"))?;
-            let idx = new_constant(
+            let idx = add_constant(
                 graph,
                 format!("{}/step_{t}/index_{j}", node.name),
                 crate::ir::Tensor::from_i64(vec![], &[index]),
@@ -490,7 +472,7 @@ fn unroll_scan(graph: &mut Graph, node: &Node, scan: &Scan) -> Result<Vec<Node>>
         let axis = scan.output_axes[k];
         let mut stacked = Vec::with_capacity(items.len());
         for (t, item) in items.into_iter().enumerate() {
-            let axes_value = new_constant(
+            let axes_value = add_constant(
                 graph,
                 format!("{}/output_{k}/axes_{t}", node.name),
                 crate::ir::Tensor::from_i64(vec![1], &[axis]),
@@ -573,14 +555,14 @@ fn loop_step(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node
     }
     let t = step.iteration;
     let iter = i64::try_from(t).map_err(|_| CompileError::shape("loop index overflows"))?;
-    let iter_value = new_constant(
+    let iter_value = add_constant(
         graph,
         format!("{}/iter_{t}/index", node.name),
         crate::ir::Tensor::from_i64(vec![], &[iter]),
     );
     let cond_in = match step.cond {
         Some(c) => c,
-        None => new_constant(
+        None => add_constant(
             graph,
             format!("{}/iter_{t}/cond", node.name),
             crate::ir::Tensor {
@@ -639,7 +621,7 @@ fn finish_loop(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<No
         }
         let mut stacked = Vec::with_capacity(items.len());
         for (t, item) in items.into_iter().enumerate() {
-            let axes_value = new_constant(
+            let axes_value = add_constant(
                 graph,
                 format!("{}/scan_{k}/axes_{t}", node.name),
                 crate::ir::Tensor::from_i64(vec![1], &[0]),

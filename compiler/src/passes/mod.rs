@@ -2,26 +2,41 @@
 //! in order with the lowest [`OptLevel`] that runs it.
 
 mod bind_dims;
+mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
 mod fuse_activation;
 mod fuse_conv_bn;
+mod fuse_gelu;
 mod fuse_hardswish;
+mod fuse_layer_norm;
 mod fuse_matmul_add;
+mod fuse_silu;
 mod infer_shapes;
 mod pack_weights;
+mod pattern;
+mod remove_noops;
 mod resolve_ops;
+mod simplify_transpose;
+#[cfg(test)]
+mod testing;
 
 pub use bind_dims::bind_dims;
+pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
 pub use fuse_conv_bn::fuse_conv_bn;
+pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
+pub use fuse_layer_norm::fuse_layer_norm;
 pub use fuse_matmul_add::fuse_matmul_add;
+pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use pack_weights::pack_weights;
+pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
+pub use simplify_transpose::simplify_transpose;
 
 use std::collections::BTreeMap;
 
@@ -36,8 +51,10 @@ pub enum OptLevel {
     O0,
     /// Plus dead-node removal.
     O1,
-    /// Plus fusions: Conv + BatchNormalization folded into weights, Conv + activation,
-    /// MatMul + Add into Gemm; convolution weights pre-packed for the GEMM.
+    /// Plus rewrites: no-op removal, transpose/reshape chain simplification, written-out
+    /// SiLU, GELU, LayerNormalization and hard-swish recognized, Conv + BatchNormalization
+    /// folded into weights, Conv + activation chains, MatMul + Add into Gemm, common
+    /// subexpressions merged, convolution weights pre-packed for the GEMM.
     O2,
     /// Everything.
     #[default]
@@ -106,6 +123,31 @@ pub const PASSES: &[PassInfo] = &[
         run: eliminate_dead,
     },
     PassInfo {
+        name: "remove_noops",
+        min_level: OptLevel::O2,
+        run: remove_noops,
+    },
+    PassInfo {
+        name: "simplify_transpose",
+        min_level: OptLevel::O2,
+        run: simplify_transpose,
+    },
+    PassInfo {
+        name: "fuse_silu",
+        min_level: OptLevel::O2,
+        run: fuse_silu,
+    },
+    PassInfo {
+        name: "fuse_gelu",
+        min_level: OptLevel::O2,
+        run: fuse_gelu,
+    },
+    PassInfo {
+        name: "fuse_layer_norm",
+        min_level: OptLevel::O2,
+        run: fuse_layer_norm,
+    },
+    PassInfo {
         name: "fuse_conv_bn",
         min_level: OptLevel::O2,
         run: fuse_conv_bn,
@@ -130,7 +172,19 @@ pub const PASSES: &[PassInfo] = &[
         min_level: OptLevel::O2,
         run: fuse_activation,
     },
-    // Last: it changes the layout of weights that the passes above rewrite.
+    // Late: merging repeats gives values more readers, which would stop the fusions above.
+    PassInfo {
+        name: "eliminate_common",
+        min_level: OptLevel::O2,
+        run: eliminate_common,
+    },
+    // Rewrites that read a value further up a chain leave the chain's start unread.
+    PassInfo {
+        name: "eliminate_dead",
+        min_level: OptLevel::O2,
+        run: eliminate_dead,
+    },
+    // Last: it changes the layout of weights that the passes above rewrite or merge.
     PassInfo {
         name: "pack_weights",
         min_level: OptLevel::O2,

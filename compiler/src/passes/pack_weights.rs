@@ -8,7 +8,7 @@
 //! GEMM (a handful of output pixels or channels) keep their weights as they are. The pass runs
 //! after every pass that rewrites convolution weights.
 
-use super::fuse_conv_bn::add_constant;
+use super::pattern::add_constant;
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Tensor};

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Writes tests/data/patterns: small models in the ONNX backend test layout whose graphs hold
+the patterns the -O2 passes rewrite (written-out GELU in both forms, SiLU, PyTorch's
+LayerNormalization, transpose/reshape chains, no-ops, repeated nodes), with ONNX Runtime's
+outputs. compiler/tests/verify_cli.rs checks each at -O0 and -O3 and that the rewrite fired.
+
+    python3 scripts/make_pattern_cases.py [OUT_DIR]     (needs onnx, onnxruntime, numpy)
+"""
+import os, sys
+
+import numpy as np, onnx, onnxruntime as ort
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+OUT=sys.argv[1] if len(sys.argv)>1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),"..","tests","data","patterns")
+rng=np.random.default_rng(0)
+def case(name, nodes, inits, inputs, outputs, feeds):
+    g=h.make_graph(nodes,name,[h.make_tensor_value_info(n,T.FLOAT,s) for n,s in inputs],[h.make_tensor_value_info(n,T.FLOAT,None) for n in outputs],[nh.from_array(np.asarray(v,dtype=np.float32 if np.asarray(v).dtype.kind=='f' else np.int64),k) for k,v in inits.items()])
+    m=h.make_model(g,opset_imports=[h.make_opsetid("",17)]); m.ir_version=8
+    d=os.path.join(OUT,name); os.makedirs(d+"/test_data_set_0",exist_ok=True)
+    onnx.save(m,d+"/model.onnx")
+    s=ort.InferenceSession(d+"/model.onnx",providers=["CPUExecutionProvider"])
+    outs=s.run(None,feeds)
+    for i,(n,_) in enumerate(inputs): onnx.save_tensor(nh.from_array(feeds[n],n),f"{d}/test_data_set_0/input_{i}.pb")
+    for i,n in enumerate(outputs): onnx.save_tensor(nh.from_array(outs[i],n),f"{d}/test_data_set_0/output_{i}.pb")
+x=rng.standard_normal((3,16)).astype(np.float32)*3
+N=h.make_node
+case("gelu_erf",[N("Div",["x","s2"],["a"]),N("Erf",["a"],["b"]),N("Add",["b","one"],["c"]),N("Mul",["x","c"],["d"]),N("Mul",["d","half"],["y"])],
+  {"s2":np.float32(1.4142135),"one":np.float32(1),"half":np.float32(0.5)},[("x",[3,16])],["y"],{"x":x})
+case("gelu_tanh",[N("Mul",["x","half"],["h"]),N("Pow",["x","three"],["p"]),N("Mul",["k","p"],["q"]),N("Add",["x","q"],["s"]),N("Mul",["s","c"],["u"]),N("Tanh",["u"],["t"]),N("Add",["one","t"],["v"]),N("Mul",["h","v"],["y"])],
+  {"three":np.float32(3),"k":np.float32(0.044715),"c":np.float32(0.7978846),"one":np.float32(1),"half":np.float32(0.5)},[("x",[3,16])],["y"],{"x":x})
+case("silu",[N("Sigmoid",["x"],["s"]),N("Mul",["x","s"],["y"])],{},[("x",[3,16])],["y"],{"x":x})
+case("layer_norm",[N("ReduceMean",["x"],["m"],axes=[-1]),N("Sub",["x","m"],["d"]),N("Pow",["d","two"],["sq"]),N("ReduceMean",["sq"],["v"],axes=[-1]),N("Add",["v","eps"],["ve"]),N("Sqrt",["ve"],["sd"]),N("Div",["d","sd"],["n"]),N("Mul",["n","g"],["sc"]),N("Add",["sc","b"],["y"])],
+  {"two":np.float32(2),"eps":np.float32(1e-5),"g":rng.standard_normal(16).astype(np.float32),"b":rng.standard_normal(16).astype(np.float32)},[("x",[3,16])],["y"],{"x":x})
+x4=rng.standard_normal((2,3,1,4)).astype(np.float32)
+case("transposes",[N("Transpose",["x"],["a"],perm=[1,0,2,3]),N("Transpose",["a"],["b"],perm=[0,3,2,1]),N("Unsqueeze",["b","ax"],["c"]),N("Squeeze",["c","ax"],["d"]),N("Transpose",["d"],["e"],perm=[0,2,1,3]),N("Reshape",["e","shp"],["f"]),N("Identity",["f"],["g"]),N("Mul",["g","one"],["y"]),N("Transpose",["x"],["y2"],perm=[0,2,1,3]),N("Relu",["y2"],["r1"]),N("Relu",["y2"],["r2"]),N("Add",["r1","r2"],["y3"])],
+  {"ax":np.array([0],dtype=np.int64),"shp":np.array([12,2],dtype=np.int64),"one":np.ones(2,np.float32)},[("x",[2,3,1,4])],["y","y3"],{"x":x4})
+case("noops",[N("Cast",["x"],["a"],to=T.FLOAT),N("Slice",["a","st","en"],["b"]),N("Pad",["b","pads"],["c"]),N("Expand",["c","shp"],["d"]),N("Dropout",["d"],["e"]),N("Add",["e","zero"],["f"]),N("Div",["f","one"],["g"]),N("Relu",["g"],["y"]),N("Mul",["x","two"],["m1"]),N("Mul",["x","two_again"],["m2"]),N("Sub",["m1","m2"],["y2"])],
+  {"st":np.array([0],dtype=np.int64),"en":np.array([1000],dtype=np.int64),"pads":np.zeros(4,dtype=np.int64),"shp":np.array([3,16],dtype=np.int64),"zero":np.zeros(16,np.float32),"one":np.float32(1),"two":np.float32(2),"two_again":np.float32(2)},[("x",[3,16])],["y","y2"],{"x":x})
