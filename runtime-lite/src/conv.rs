@@ -163,6 +163,38 @@ pub fn conv_f32_exec(
                 gemm_panels_exec(
                     exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
                 );
+            } else if !p.packed_weights
+                && out_len <= NARROW_PIXELS
+                && rows * NARROW_PIXELS <= NARROW_COLS
+            {
+                // A handful of output pixels (a convolution over a short sequence): the whole
+                // im2col matrix fits on the stack, and the matrix GEMM's narrow path reads
+                // the (much larger) weights once, without packing them.
+                let source = Im2colPanels { p, x: x_group };
+                let mut cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
+                source.pack::<NARROW_PIXELS>(0, rows, 0, out_len, &mut cols);
+                // SAFETY: `pack` wrote all `rows * NARROW_PIXELS` floats (zero past out_len).
+                let cols = unsafe {
+                    core::slice::from_raw_parts(cols.as_ptr().cast::<f32>(), rows * NARROW_PIXELS)
+                };
+                let strides = Strides {
+                    rows: NARROW_PIXELS,
+                    cols: 1,
+                };
+                gemm_matrix_exec(
+                    exec,
+                    cout_g,
+                    out_len,
+                    rows,
+                    1.0,
+                    weights,
+                    Strides { rows, cols: 1 },
+                    cols,
+                    strides,
+                    false,
+                    out_group,
+                    epilogue,
+                );
             } else {
                 let source = Im2colPanels { p, x: x_group };
                 gemm_panels_exec(
@@ -172,6 +204,11 @@ pub fn conv_f32_exec(
         }
     }
 }
+
+/// Output pixels up to which a convolution gathers its whole im2col matrix on the stack.
+const NARROW_PIXELS: usize = 8;
+/// Floats of that stack matrix (`C/groups * kernel * NARROW_PIXELS` at most).
+const NARROW_COLS: usize = 8 * 1024;
 
 /// [`conv_f32_exec`] on the calling thread alone.
 pub fn conv_f32(p: &ConvParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
@@ -1267,6 +1304,9 @@ mod tests {
             (2, 4, 6, 6, 3, 2, 1, 0),
             (3, 3, 3, 5, 3, 1, 2, 2),
             (1, 5, 2, 4, 1, 1, 1, 0),
+            // A handful of output pixels: the stack im2col and the narrow GEMM path.
+            (1, 6, 10, 2, 3, 1, 1, 1),
+            (1, 5, 3, 3, 3, 2, 1, 0),
             // Big enough for the GEMM to split its columns across threads.
             (1, 16, 32, 40, 3, 1, 1, 1),
             (2, 8, 64, 33, 3, 2, 1, 1),

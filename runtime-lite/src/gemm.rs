@@ -523,17 +523,60 @@ fn gemm_narrow(
     accumulate: bool,
     out: &mut [f32],
 ) {
-    let mut columns = [0.0f32; NARROW_BUF];
-    for j in 0..n {
+    match n {
+        1 => narrow::<1>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        2 => narrow::<2>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        3 => narrow::<3>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        4 => narrow::<4>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        5 => narrow::<5>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        6 => narrow::<6>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        7 => narrow::<7>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        8 => narrow::<8>(m, k, alpha, a, sa, b, sb, accumulate, out),
+        _ => gemm_small(m, n, k, alpha, a, sa, b, sb, accumulate, out),
+    }
+}
+
+/// [`gemm_narrow`] for `N` columns: each A row is read once, 16 floats at a time, into `N`
+/// vector accumulators (one per column).
+#[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
+fn narrow<const N: usize>(
+    m: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    sa: Strides,
+    b: &[f32],
+    sb: Strides,
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    assert!(N * k <= NARROW_BUF, "narrow product too deep");
+    let mut gathered = [MaybeUninit::<f32>::uninit(); NARROW_BUF];
+    for j in 0..N {
         for p in 0..k {
-            columns[j * k + p] = b[p * sb.rows + j * sb.cols];
+            gathered[j * k + p].write(b[p * sb.rows + j * sb.cols]);
         }
     }
+    // SAFETY: the loops above wrote the first N * k floats.
+    let columns = unsafe { core::slice::from_raw_parts(gathered.as_ptr().cast::<f32>(), N * k) };
+    let chunks = k / 16;
     for i in 0..m {
         let a_row = &a[i * sa.rows..][..k];
-        let row = &mut out[i * n..][..n];
+        let mut acc = [[0.0f32; 16]; N];
+        for c in 0..chunks {
+            let av: &[f32; 16] = a_row[c * 16..c * 16 + 16].try_into().expect("16 floats");
+            for (j, lanes) in acc.iter_mut().enumerate() {
+                let col = &columns[j * k + c * 16..][..16];
+                for l in 0..16 {
+                    lanes[l] += av[l] * col[l];
+                }
+            }
+        }
+        let row = &mut out[i * N..][..N];
         for (j, o) in row.iter_mut().enumerate() {
-            let v = alpha * dot(a_row, &columns[j * k..][..k]);
+            let col = &columns[j * k..][..k];
+            let tail: f32 = (chunks * 16..k).map(|p| a_row[p] * col[p]).sum();
+            let v = alpha * (acc[j].iter().sum::<f32>() + tail);
             *o = if accumulate { *o + v } else { v };
         }
     }

@@ -5,7 +5,8 @@
 //! weights where they lie instead of repacking them on every run.
 //!
 //! Depthwise convolutions (a direct kernel reads them) and products too small for the blocked
-//! GEMM (a handful of output pixels or channels) keep their weights as they are. The pass runs
+//! GEMM (at most 8 output pixels, which the narrow GEMM path reads in place, or fewer than
+//! 3 output channels) keep their weights as they are. The pass runs
 //! after every pass that rewrites convolution weights.
 
 use super::pattern::add_constant;
@@ -50,7 +51,7 @@ pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         if x.dtype != Some(DType::F32)
             || depthwise
             || cout_g < 3
-            || pixels < 16
+            || pixels <= 8
             || cout % group.max(1) != 0
             || weights.len() % cout.max(1) != 0
         {
