@@ -137,6 +137,12 @@ impl MiniFloat {
         }
     }
 
+    /// [`MiniFloat::encode`] of an f64, rounding once.
+    #[inline]
+    pub fn encode_f64(self, value: f64, saturate: bool) -> u8 {
+        self.encode(f64_to_f32_odd(value), saturate)
+    }
+
     /// The bits of `value` rounded to nearest, ties to even. Beyond the largest finite value
     /// (infinities included) it saturates when `saturate` is set or the format has neither
     /// infinities nor NaN; otherwise it becomes infinity (IEEE style) or NaN.
@@ -208,6 +214,24 @@ impl MiniFloat {
     }
 }
 
+/// f64 to f32 rounded to odd: truncate toward zero, and set the lowest mantissa bit when the
+/// conversion was inexact. Rounding that value again to a narrower format (at most 22
+/// mantissa bits: binary16, bfloat16, the minifloats) gives the correctly rounded result of
+/// the f64, where rounding to nearest twice could land on a false tie.
+#[inline]
+pub fn f64_to_f32_odd(v: f64) -> f32 {
+    let f = v as f32;
+    if !f.is_finite() || f64::from(f) == v {
+        return f;
+    }
+    let mut bits = f.to_bits();
+    if f64::from(f).abs() > v.abs() {
+        // Rounded away from zero: step back toward zero.
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
+}
+
 /// How `Cast` to float8 E8M0 rounds a value that is not a power of two (opset 25
 /// `round_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,19 +292,6 @@ pub fn wrap_signed(value: i64, bits: u32) -> i8 {
 #[inline]
 pub fn wrap_unsigned(value: i64, bits: u32) -> u8 {
     (value & ((1i64 << bits) - 1)) as u8
-}
-
-/// A float truncated toward zero (saturating at the i64 range, NaN as 0) and wrapped to a
-/// signed `bits`-bit integer, as `Cast` from float to `int4`/`int2` does.
-#[inline]
-pub fn f32_to_signed(value: f32, bits: u32) -> i8 {
-    wrap_signed(value as i64, bits)
-}
-
-/// A float truncated toward zero and wrapped to an unsigned `bits`-bit integer.
-#[inline]
-pub fn f32_to_unsigned(value: f32, bits: u32) -> u8 {
-    wrap_unsigned(value as i64, bits)
 }
 
 #[cfg(test)]
@@ -344,7 +355,11 @@ mod tests {
         // Overflow and infinities.
         assert_eq!(E4M3FN.encode(1e6, true), 0x7e);
         assert_eq!(E4M3FN.encode(1e6, false), 0x7f);
-        assert_eq!(E4M3FN.encode(464.0, false), 0x7e, "rounds down to the largest");
+        assert_eq!(
+            E4M3FN.encode(464.0, false),
+            0x7e,
+            "rounds down to the largest"
+        );
         assert_eq!(E4M3FN.encode(f32::NEG_INFINITY, true), 0xfe);
         assert_eq!(E4M3FNUZ.encode(f32::INFINITY, false), 0x80);
         assert_eq!(E5M2.encode(f32::INFINITY, false), 0x7c);
@@ -386,9 +401,5 @@ mod tests {
         assert_eq!(wrap_signed(-3, 2), 1);
         assert_eq!(wrap_unsigned(-9, 4), 7);
         assert_eq!(wrap_unsigned(-1, 2), 3);
-        assert_eq!(f32_to_signed(-9.5, 4), 7);
-        assert_eq!(f32_to_signed(2.7, 4), 2);
-        assert_eq!(f32_to_unsigned(f32::NAN, 4), 0);
-        assert_eq!(f32_to_unsigned(-8.5, 2), 0);
     }
 }

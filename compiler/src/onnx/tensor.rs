@@ -57,9 +57,15 @@ pub fn tensor_from_proto(proto: &TensorProto, model_dir: Option<&Path>) -> Resul
                 "tensor \"{name}\" has an element count that overflows"
             ))
         })?;
-    let expected = count
-        .checked_mul(dtype.size())
-        .ok_or_else(|| CompileError::malformed(format!("tensor \"{name}\" is too large")))?;
+    // 4-bit and 2-bit types are packed in the file (low bits first) and one a byte in the IR.
+    let per_byte = packed_per_byte(dtype);
+    let expected = if per_byte > 1 {
+        count.div_ceil(per_byte)
+    } else {
+        count
+            .checked_mul(dtype.size())
+            .ok_or_else(|| CompileError::malformed(format!("tensor \"{name}\" is too large")))?
+    };
     if proto.segment.is_some() {
         return Err(CompileError::unsupported(format!(
             "tensor \"{name}\" is segmented"
@@ -83,6 +89,11 @@ pub fn tensor_from_proto(proto: &TensorProto, model_dir: Option<&Path>) -> Resul
     if bytes.len() != expected {
         return Err(size_error(bytes.len()));
     }
+    let bytes = if per_byte > 1 {
+        unpack(&bytes, dtype, count)
+    } else {
+        bytes
+    };
     Ok(Tensor {
         dtype,
         shape,
@@ -90,7 +101,38 @@ pub fn tensor_from_proto(proto: &TensorProto, model_dir: Option<&Path>) -> Resul
     })
 }
 
-/// The data of the typed repeated field that holds `dtype`, as little-endian bytes.
+/// How many elements of `dtype` an ONNX tensor packs into one byte.
+fn packed_per_byte(dtype: DType) -> usize {
+    match dtype {
+        DType::I4 | DType::U4 | DType::F4E2M1 => 2,
+        DType::I2 | DType::U2 => 4,
+        _ => 1,
+    }
+}
+
+/// Unpacks `count` elements of a 4-bit or 2-bit type (first element in the lowest bits) to
+/// one byte each: signed integers sign-extended, the rest zero-extended.
+fn unpack(packed: &[u8], dtype: DType, count: usize) -> Vec<u8> {
+    let per_byte = packed_per_byte(dtype);
+    let bits = 8 / per_byte;
+    let signed = dtype.narrow_int().is_some_and(|(_, signed)| signed);
+    packed
+        .iter()
+        .flat_map(|&byte| (0..per_byte).map(move |k| byte >> (k * bits)))
+        .take(count)
+        .map(|field| {
+            let shift = 8 - bits;
+            if signed {
+                (((field << shift) as i8) >> shift) as u8
+            } else {
+                (field << shift) >> shift
+            }
+        })
+        .collect()
+}
+
+/// The data of the typed repeated field that holds `dtype`, as little-endian bytes (4-bit
+/// and 2-bit types still packed, one packed byte an entry).
 fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => proto
@@ -119,7 +161,18 @@ fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
             .iter()
             .flat_map(|&v| (v as u16).to_le_bytes())
             .collect(),
-        DType::I8 | DType::U8 => proto.int32_data.iter().map(|&v| v as u8).collect(),
+        DType::I8
+        | DType::U8
+        | DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F8E8M0
+        | DType::F4E2M1
+        | DType::I4
+        | DType::U4
+        | DType::I2
+        | DType::U2 => proto.int32_data.iter().map(|&v| v as u8).collect(),
         DType::Bool => proto.int32_data.iter().map(|&v| u8::from(v != 0)).collect(),
         DType::U32 => proto
             .uint64_data

@@ -389,6 +389,23 @@ ops! {
     DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
 }
 
+impl Op {
+    /// Whether the op takes and gives the low-precision types (float8, float4, int4, int2;
+    /// [`DType::is_low_precision`]): the conversions, and the ops that only move bytes.
+    /// Every other op would compute on their storage bytes, so inference rejects it.
+    pub fn handles_low_precision(&self) -> bool {
+        matches!(
+            self,
+            Op::Cast(_)
+                | Op::QuantLinear(_)
+                | Op::Reshape(_)
+                | Op::Transpose(_)
+                | Op::Squeeze(_)
+                | Op::Constant(_)
+        )
+    }
+}
+
 // ---- shared helpers for the family files ----
 
 /// An activation fused into the kernel of the op that produces its input (the epilogue of a

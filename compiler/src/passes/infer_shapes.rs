@@ -135,6 +135,17 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         let inferred = (|| -> Result<_> {
             let cx = op_cx(&graph, &node, false)?;
             let types = op.infer(&cx)?;
+            if !op.handles_low_precision() {
+                let dtypes = cx.inputs.iter().flatten().map(|o| o.dtype);
+                if let Some(d) = dtypes
+                    .chain(types.iter().map(|t| t.dtype))
+                    .find(|d| d.is_low_precision())
+                {
+                    return Err(CompileError::unsupported(format!(
+                        "a value of type {d} (only Cast, CastLike, QuantizeLinear, DequantizeLinear and reshaping ops take the float8/float4/int4/int2 types)"
+                    )));
+                }
+            }
             let needed = node
                 .outputs
                 .iter()
