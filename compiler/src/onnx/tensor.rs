@@ -311,6 +311,54 @@ mod tests {
     }
 
     #[test]
+    fn sub_byte_types_unpack_low_bits_first() {
+        // int4: 7, -8, -1 (odd count: the last high nibble is padding).
+        let mut p = proto(22, vec![3]);
+        p.raw_data = Some(vec![0x87, 0x0f]);
+        let t = tensor_from_proto(&p, None).expect("int4");
+        assert_eq!(t.bytes, [7, 0xf8, 0xff]);
+        assert_eq!(t.to_i64s(), Some(vec![7, -8, -1]));
+        // The same packed bytes in int32_data.
+        let mut q = proto(22, vec![3]);
+        q.int32_data = vec![0x87, 0x0f];
+        assert_eq!(tensor_from_proto(&q, None).expect("int4 typed"), t);
+        // uint2: 0, 1, 2, 3, 3.
+        let mut p = proto(25, vec![5]);
+        p.raw_data = Some(vec![0b1110_0100, 0b11]);
+        assert_eq!(
+            tensor_from_proto(&p, None).expect("uint2").bytes,
+            [0, 1, 2, 3, 3]
+        );
+        // int2: 1, -2, -1.
+        let mut p = proto(26, vec![3]);
+        p.raw_data = Some(vec![0b11_10_01]);
+        let t = tensor_from_proto(&p, None).expect("int2");
+        assert_eq!(t.to_i64s(), Some(vec![1, -2, -1]));
+        // float4 e2m1: 0.5, -6.
+        let mut p = proto(23, vec![2]);
+        p.raw_data = Some(vec![0xf1]);
+        assert_eq!(
+            tensor_from_proto(&p, None).expect("float4").to_f64s(),
+            [0.5, -6.0]
+        );
+        // Too few packed bytes is a size error in bytes.
+        let mut p = proto(21, vec![5]);
+        p.raw_data = Some(vec![0x21, 0x43]);
+        let e = tensor_from_proto(&p, None).expect_err("short uint4");
+        assert!(
+            matches!(
+                e.kind,
+                ErrorKind::DataSize {
+                    expected: 3,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn external_data_is_read_and_confined() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("w.bin"), [0u8, 0, 0, 0, 0, 0, 128, 63]).expect("write");

@@ -3123,6 +3123,54 @@ mod tests {
     }
 
     #[test]
+    fn casts_to_low_precision_fold_like_the_kernels() {
+        let x = Tensor::from_f32(vec![5], &[1.0625, 1e6, -9.0, f32::NAN, -0.0]);
+        let cast = |dst: DType, saturate: bool| {
+            let op = Cast {
+                to: Some(dst),
+                saturate,
+                round_mode: lowp::RoundMode::Up,
+            };
+            cast_tensor(&x, dst, &op).map(|t| t.bytes)
+        };
+        assert_eq!(
+            cast(DType::F8E4M3FN, true),
+            Some(vec![0x38, 0x7e, 0xd1, 0x7f, 0x80])
+        );
+        assert_eq!(
+            cast(DType::F8E4M3FN, false),
+            Some(vec![0x38, 0x7f, 0xd1, 0x7f, 0x80])
+        );
+        assert_eq!(
+            cast(DType::F8E5M2, false),
+            Some(vec![0x3c, 0x7c, 0xc8, 0x7e, 0x80])
+        );
+        assert_eq!(cast(DType::F8E8M0, true), Some(vec![128, 147, 131, 255, 0]));
+        assert_eq!(cast(DType::I4, true), Some(vec![1, 0, 7, 0, 0]));
+        assert_eq!(cast(DType::U2, true), Some(vec![1, 0, 3, 0, 0]));
+        // And back: float8 decodes exactly, int4 values widen.
+        let back = Cast {
+            to: Some(DType::F32),
+            saturate: true,
+            round_mode: lowp::RoundMode::Up,
+        };
+        let f8 = Tensor {
+            dtype: DType::F8E4M3FN,
+            shape: vec![2],
+            bytes: vec![0x7e, 0xd1],
+        };
+        let f = cast_tensor(&f8, DType::F32, &back).and_then(|t| t.as_f32());
+        assert_eq!(f, Some(vec![448.0, -9.0]));
+        let i4 = Tensor {
+            dtype: DType::I4,
+            shape: vec![2],
+            bytes: vec![0xf8, 7],
+        };
+        let i = cast_tensor(&i4, DType::I32, &back).and_then(|t| t.as_i32());
+        assert_eq!(i, Some(vec![-8, 7]));
+    }
+
+    #[test]
     fn slice_shapes_clamp() {
         let data = Tensor::from_f32(vec![4], &[0.0, 1.0, 2.0, 3.0]);
         let ints = |v: &[i64]| Tensor::from_i64(vec![v.len()], v);
