@@ -316,6 +316,7 @@ ops! {
     Variadic(elementwise::Variadic) => ["Min", "Max", "Sum", "Mean"];
     Where(elementwise::Where) => ["Where"];
     Clip(elementwise::Clip) => ["Clip"];
+    SwiGlu(elementwise::SwiGlu) => ["SwiGLU"];
     Gemm(gemm::Gemm) => ["Gemm"];
     MatMul(gemm::MatMul) => ["MatMul"];
     Conv(conv::Conv) => ["Conv"];
