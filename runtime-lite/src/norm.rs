@@ -59,7 +59,7 @@ pub fn batch_norm_train_f32(
     inner: usize,
 ) {
     let block = channels * inner;
-    let batch = if block == 0 { 0 } else { x.len() / block };
+    let batch = x.len().checked_div(block).unwrap_or(0);
     let count = (batch * inner) as f64;
     let mut running_mean = running_mean;
     let mut running_var = running_var;
@@ -280,6 +280,29 @@ pub fn lrn_f32(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_norm_training_uses_batch_statistics() {
+        // One channel, batch 2, inner 2: mean 2.5, population variance 1.25.
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let (mut y, mut mean, mut var) = ([0.0f32; 4], [0.0f32], [0.0f32]);
+        batch_norm_train_f32(
+            [&x, &[2.0], &[1.0], &[0.0], &[1.0]],
+            0.0,
+            0.9,
+            &mut y,
+            Some(&mut mean),
+            Some(&mut var),
+            1,
+            2,
+        );
+        let k = 2.0 / 1.25f32.sqrt();
+        for (got, v) in y.iter().zip(x) {
+            assert!((got - ((v - 2.5) * k + 1.0)).abs() < 1e-6, "{got}");
+        }
+        assert!((mean[0] - 0.25).abs() < 1e-6, "{}", mean[0]);
+        assert!((var[0] - 1.025).abs() < 1e-6, "{}", var[0]);
+    }
 
     #[test]
     fn layer_norm_rows() {
