@@ -43,40 +43,15 @@ pub struct MiniFloat {
 }
 
 /// float8 E4M3FN: bias 7, largest 448, NaN `S.1111.111`, no infinities.
-pub const E4M3FN: MiniFloat = MiniFloat {
-    exp_bits: 4,
-    man_bits: 3,
-    bias: 7,
-    specials: Specials::AllOnesNan,
-};
+pub const E4M3FN: MiniFloat = MiniFloat::new(4, 3, 7, Specials::AllOnesNan);
 /// float8 E4M3FNUZ: bias 8, largest 240, NaN `0x80`, no infinities or negative zero.
-pub const E4M3FNUZ: MiniFloat = MiniFloat {
-    exp_bits: 4,
-    man_bits: 3,
-    bias: 8,
-    specials: Specials::NegZeroNan,
-};
+pub const E4M3FNUZ: MiniFloat = MiniFloat::new(4, 3, 8, Specials::NegZeroNan);
 /// float8 E5M2: bias 15, largest 57344, IEEE infinities and NaNs.
-pub const E5M2: MiniFloat = MiniFloat {
-    exp_bits: 5,
-    man_bits: 2,
-    bias: 15,
-    specials: Specials::Ieee,
-};
+pub const E5M2: MiniFloat = MiniFloat::new(5, 2, 15, Specials::Ieee);
 /// float8 E5M2FNUZ: bias 16, largest 57344, NaN `0x80`, no infinities or negative zero.
-pub const E5M2FNUZ: MiniFloat = MiniFloat {
-    exp_bits: 5,
-    man_bits: 2,
-    bias: 16,
-    specials: Specials::NegZeroNan,
-};
+pub const E5M2FNUZ: MiniFloat = MiniFloat::new(5, 2, 16, Specials::NegZeroNan);
 /// float4 E2M1: bias 1, values ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}, no infinities or NaN.
-pub const E2M1: MiniFloat = MiniFloat {
-    exp_bits: 2,
-    man_bits: 1,
-    bias: 1,
-    specials: Specials::Finite,
-};
+pub const E2M1: MiniFloat = MiniFloat::new(2, 1, 1, Specials::Finite);
 
 /// `2^e` for `-149 <= e <= 127` (exact; subnormal below -126).
 #[inline]
@@ -89,6 +64,16 @@ fn pow2(e: i32) -> f32 {
 }
 
 impl MiniFloat {
+    /// A format from its field widths, bias and special values.
+    pub const fn new(exp_bits: u32, man_bits: u32, bias: i32, specials: Specials) -> Self {
+        Self {
+            exp_bits,
+            man_bits,
+            bias,
+            specials,
+        }
+    }
+
     /// The sign bit.
     #[inline]
     pub const fn sign_bit(self) -> u8 {

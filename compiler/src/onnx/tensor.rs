@@ -161,18 +161,6 @@ fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
             .iter()
             .flat_map(|&v| (v as u16).to_le_bytes())
             .collect(),
-        DType::I8
-        | DType::U8
-        | DType::F8E4M3FN
-        | DType::F8E4M3FNUZ
-        | DType::F8E5M2
-        | DType::F8E5M2FNUZ
-        | DType::F8E8M0
-        | DType::F4E2M1
-        | DType::I4
-        | DType::U4
-        | DType::I2
-        | DType::U2 => proto.int32_data.iter().map(|&v| v as u8).collect(),
         DType::Bool => proto.int32_data.iter().map(|&v| u8::from(v != 0)).collect(),
         DType::U32 => proto
             .uint64_data
@@ -184,6 +172,8 @@ fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
+        // The one-byte types: int8, uint8 and the low-precision ones.
+        _ => proto.int32_data.iter().map(|&v| v as u8).collect(),
     }
 }
 
