@@ -2283,17 +2283,19 @@ impl Cast {
     }
 }
 
-/// The `sinter_rt::lowp` constant of a float8/float4 format.
-pub(super) fn minifloat_tokens(dtype: DType) -> TokenStream {
+/// The `sinter_rt::lowp` constant of a float8/float4 format with a sign (`None` for
+/// every other type, E8M0 included).
+pub(super) fn minifloat_tokens(dtype: DType) -> Option<TokenStream> {
     let name = match dtype {
         DType::F8E4M3FN => "E4M3FN",
         DType::F8E4M3FNUZ => "E4M3FNUZ",
         DType::F8E5M2 => "E5M2",
         DType::F8E5M2FNUZ => "E5M2FNUZ",
-        _ => "E2M1",
+        DType::F4E2M1 => "E2M1",
+        _ => return None,
     };
     let ident = format_ident!("{}", name);
-    quote!(::sinter_rt::lowp::#ident)
+    Some(quote!(::sinter_rt::lowp::#ident))
 }
 
 /// The closure converting one stored element of `src` into one of `dst`. A float8/float4
@@ -2302,18 +2304,15 @@ pub(super) fn minifloat_tokens(dtype: DType) -> TokenStream {
 /// one ([`encode_expr`]).
 fn convert_fn(src: DType, dst: DType, cast: &Cast) -> TokenStream {
     let (ts, td) = (rust_type(src), rust_type(dst));
-    let (decode, src) = match src {
-        DType::F8E8M0 => (
+    let (decode, src) = match (src, minifloat_tokens(src)) {
+        (_, Some(format)) => (quote!(let v = #format.decode(v);), DType::F32),
+        (DType::F8E8M0, None) => (
             quote!(let v = ::sinter_rt::lowp::e8m0_to_f32(v);),
             DType::F32,
         ),
-        s if s.minifloat().is_some() => {
-            let format = minifloat_tokens(s);
-            (quote!(let v = #format.decode(v);), DType::F32)
-        }
-        DType::I4 | DType::I2 => (TokenStream::new(), DType::I8),
-        DType::U4 | DType::U2 => (TokenStream::new(), DType::U8),
-        s => (TokenStream::new(), s),
+        (DType::I4 | DType::I2, None) => (TokenStream::new(), DType::I8),
+        (DType::U4 | DType::U2, None) => (TokenStream::new(), DType::U8),
+        (s, None) => (TokenStream::new(), s),
     };
     let body = if dst.is_low_precision() {
         encode_expr(src, dst, cast)
@@ -2360,21 +2359,21 @@ fn encode_expr(src: DType, dst: DType, cast: &Cast) -> TokenStream {
             quote!(#lowp::wrap_unsigned(#as_i64, #bits))
         };
     }
-    if dst == DType::F8E8M0 {
-        // The reference rounds to f32 (to nearest) before taking the exponent.
-        let x = as_f32.unwrap_or_else(|| quote!((#as_f64) as f32));
-        let mode = match cast.round_mode {
-            lowp::RoundMode::Up => quote!(Up),
-            lowp::RoundMode::Down => quote!(Down),
-            lowp::RoundMode::Nearest => quote!(Nearest),
+    if let Some(format) = minifloat_tokens(dst) {
+        return match as_f32 {
+            Some(x) => quote!(#format.encode(#x, #saturate)),
+            None => quote!(#format.encode_f64(#as_f64, #saturate)),
         };
-        return quote!(#lowp::f32_to_e8m0(#x, #saturate, #lowp::RoundMode::#mode));
     }
-    let format = minifloat_tokens(dst);
-    match as_f32 {
-        Some(x) => quote!(#format.encode(#x, #saturate)),
-        None => quote!(#format.encode_f64(#as_f64, #saturate)),
-    }
+    // float8 E8M0, the one low-precision type left. The reference rounds to f32 (to
+    // nearest) before taking the exponent.
+    let x = as_f32.unwrap_or_else(|| quote!((#as_f64) as f32));
+    let mode = match cast.round_mode {
+        lowp::RoundMode::Up => quote!(Up),
+        lowp::RoundMode::Down => quote!(Down),
+        lowp::RoundMode::Nearest => quote!(Nearest),
+    };
+    quote!(#lowp::f32_to_e8m0(#x, #saturate, #lowp::RoundMode::#mode))
 }
 
 /// `v: src` converted to `dst`, both ordinary (not low-precision) types.

@@ -233,16 +233,12 @@ impl OpDef for Linear {
                 ),
                 _ => (quote!(s), quote!(core::convert::identity)),
             };
-            let diff = match x.dtype.minifloat() {
-                Some(_) => {
-                    let format = minifloat_tokens(x.dtype);
-                    quote!((#format.decode(x) - #format.decode(z)))
-                }
+            let diff = match minifloat_tokens(x.dtype) {
+                Some(format) => quote!((#format.decode(x) - #format.decode(z))),
                 None => quote!((x as f32 - z as f32)),
             };
             quote!(|x: #xt, s: #st, z: #zt| #enc(#diff * #dec))
-        } else if out.minifloat().is_some() {
-            let format = minifloat_tokens(out);
+        } else if let Some(format) = minifloat_tokens(out) {
             let saturate = self.saturate;
             quote!(|x: f32, s: f32, z: #zt| #format.encode(x / s + #format.decode(z), #saturate))
         } else {
