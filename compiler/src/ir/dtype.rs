@@ -118,7 +118,7 @@ impl DType {
     /// Whether this is one of the sub-byte or 8-bit float types that the IR stores one byte
     /// an element and only `Cast`, the quantization ops and data movement handle.
     pub fn is_low_precision(self) -> bool {
-        self.minifloat().is_some() || self.narrow_int().is_some() || self == DType::F8E8M0
+        self.is_small_float() || self.narrow_int().is_some()
     }
 
     /// The format of a float8/float4 type with a sign (all but E8M0).
