@@ -244,6 +244,53 @@ fn bad_attributes_and_shapes_name_the_node() {
 }
 
 #[test]
+fn arithmetic_on_low_precision_types_is_unsupported() {
+    // Relu on float8 would compute on the stored bit patterns: it must be refused, naming
+    // the node, while Cast from float8 compiles.
+    let mut m = valid_model();
+    let g = m.graph.as_mut().expect("graph");
+    for v in g.input.iter_mut() {
+        if let Some(type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = Some(proto::tensor_proto::DataType::Float8e4m3fn as i32);
+        }
+    }
+    let mut with_output_type = |elem_type: i32| {
+        if let Some(type_proto::Value::TensorType(t)) =
+            g.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = Some(elem_type);
+        }
+    };
+    with_output_type(proto::tensor_proto::DataType::Float8e4m3fn as i32);
+    let relu = m.clone();
+    let err = compile(&relu).expect_err("relu on float8");
+    assert!(err.is_unsupported(), "{err}");
+    assert!(
+        err.to_string().starts_with("node \"relu\" (Relu)")
+            && err.to_string().contains("float8e4m3fn"),
+        "{err}"
+    );
+
+    let g = m.graph.as_mut().expect("graph");
+    let mut cast = node("Cast", "cast", &["x"], &["y"]);
+    cast.attribute.push(proto::AttributeProto {
+        name: Some("to".into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(1),
+        ..Default::default()
+    });
+    g.node = vec![cast];
+    if let Some(type_proto::Value::TensorType(t)) =
+        g.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(1);
+    }
+    compile(&m).expect("cast from float8");
+}
+
+#[test]
 fn random_bytes_never_panic() {
     // A cheap deterministic fuzz: flip bytes of a valid model; every outcome is Ok or Err.
     let bytes = valid_model().encode_to_vec();

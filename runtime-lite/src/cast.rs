@@ -5,23 +5,7 @@
 //! Spec: <https://onnx.ai/onnx/operators/onnx__Cast.html> (Cast-1/6/9/13/19/21/23/24/25).
 
 use crate::half::{f32_to_bf16, f32_to_f16};
-
-/// f64 to f32 rounded to odd: truncate toward zero, and set the lowest mantissa bit when the
-/// conversion was inexact. Rounding that value again to a narrower format (≤ 22 mantissa
-/// bits) gives the correctly rounded result of the f64.
-#[inline]
-pub fn f64_to_f32_odd(v: f64) -> f32 {
-    let f = v as f32;
-    if !f.is_finite() || f64::from(f) == v {
-        return f;
-    }
-    let mut bits = f.to_bits();
-    if f64::from(f).abs() > v.abs() {
-        // Rounded away from zero: step back toward zero.
-        bits -= 1;
-    }
-    f32::from_bits(bits | 1)
-}
+pub use crate::lowp::f64_to_f32_odd;
 
 /// f64 to binary16 bits, rounding once to nearest even.
 #[inline]

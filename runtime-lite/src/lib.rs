@@ -30,6 +30,7 @@ pub mod gemm;
 mod gemm_x86_64;
 pub mod half;
 pub mod loss;
+pub mod lowp;
 pub mod math;
 pub mod math64;
 pub mod misc;

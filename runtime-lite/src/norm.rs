@@ -39,6 +39,59 @@ pub fn batch_norm_f32(
     }
 }
 
+/// BatchNormalization in training mode over `x` viewed as `[batch, channels, inner]`:
+/// normalizes each channel with the batch's own mean and population variance (summed in
+/// f64), and writes the running statistics `mean * momentum + batch_mean * (1 - momentum)`
+/// (likewise for the variance) where asked. `params` are scale, bias, input mean and input
+/// variance, `channels` long each.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "kernel parameters are compile-time constants passed positionally"
+)]
+pub fn batch_norm_train_f32(
+    [x, scale, bias, mean, var]: [&[f32]; 5],
+    epsilon: f32,
+    momentum: f32,
+    out: &mut [f32],
+    running_mean: Option<&mut [f32]>,
+    running_var: Option<&mut [f32]>,
+    channels: usize,
+    inner: usize,
+) {
+    let block = channels * inner;
+    let batch = x.len().checked_div(block).unwrap_or(0);
+    let count = (batch * inner) as f64;
+    let mut running_mean = running_mean;
+    let mut running_var = running_var;
+    for c in 0..channels {
+        let rows = (0..batch).map(|b| &x[b * block + c * inner..][..inner]);
+        let sum: f64 = rows.clone().flatten().map(|&v| f64::from(v)).sum();
+        let m = sum / count;
+        let squares: f64 = rows
+            .flatten()
+            .map(|&v| {
+                let d = f64::from(v) - m;
+                d * d
+            })
+            .sum();
+        let (m, v) = (m as f32, (squares / count) as f32);
+        let k = scale[c] / math::sqrt(v + epsilon);
+        for b in 0..batch {
+            let start = b * block + c * inner;
+            let (xs, os) = (&x[start..][..inner], &mut out[start..][..inner]);
+            for (o, &value) in os.iter_mut().zip(xs) {
+                *o = (value - m) * k + bias[c];
+            }
+        }
+        if let Some(r) = running_mean.as_deref_mut() {
+            r[c] = mean[c] * momentum + m * (1.0 - momentum);
+        }
+        if let Some(r) = running_var.as_deref_mut() {
+            r[c] = var[c] * momentum + v * (1.0 - momentum);
+        }
+    }
+}
+
 /// Where the scale and bias of one element of a normalized row come from.
 #[derive(Clone, Copy, Debug)]
 pub enum Affine<'a> {
@@ -227,6 +280,29 @@ pub fn lrn_f32(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_norm_training_uses_batch_statistics() {
+        // One channel, batch 2, inner 2: mean 2.5, population variance 1.25.
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let (mut y, mut mean, mut var) = ([0.0f32; 4], [0.0f32], [0.0f32]);
+        batch_norm_train_f32(
+            [&x, &[2.0], &[1.0], &[0.0], &[1.0]],
+            0.0,
+            0.9,
+            &mut y,
+            Some(&mut mean),
+            Some(&mut var),
+            1,
+            2,
+        );
+        let k = 2.0 / 1.25f32.sqrt();
+        for (got, v) in y.iter().zip(x) {
+            assert!((got - ((v - 2.5) * k + 1.0)).abs() < 1e-6, "{got}");
+        }
+        assert!((mean[0] - 0.25).abs() < 1e-6, "{}", mean[0]);
+        assert!((var[0] - 1.025).abs() < 1e-6, "{}", var[0]);
+    }
 
     #[test]
     fn layer_norm_rows() {

@@ -373,7 +373,7 @@ fn compare(
         shape: expected.shape.clone(),
         bytes: got.to_vec(),
     };
-    if dtype.is_float() {
+    if dtype.is_float() || dtype.is_small_float() {
         let (want, have) = (expected.to_f64s(), got_t.to_f64s());
         let (mut max_abs, mut max_rel, mut bad, mut first_bad) = (0.0f64, 0.0f64, 0usize, None);
         for (i, (&w, &h)) in want.iter().zip(&have).enumerate() {

@@ -382,8 +382,16 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         ports
             .iter()
             .map(|p| {
+                // The low-precision types travel one element a byte, never packed.
+                let storage = if p.dtype.is_small_float() {
+                    ", bit patterns, one per `u8` (`sinter_rt::lowp` converts)".to_string()
+                } else if p.dtype.narrow_int().is_some() {
+                    format!(", unpacked, one value per `{}`", p.dtype.storage_type())
+                } else {
+                    String::new()
+                };
                 format!(
-                    "`{}` ({}: {} {})",
+                    "`{}` ({}: {} {}{storage})",
                     p.ident,
                     p.onnx_name,
                     p.dtype,

@@ -6,6 +6,12 @@ mod graph;
 mod print;
 mod tensor;
 
+/// The float8/float4/int4/int2 conversions of `sinter-rt`, compiled from the runtime's own
+/// source file, so constant folding rounds exactly as generated code does. The compiler
+/// cannot depend on `sinter-rt` (that crate's `macros` feature depends on this one).
+#[path = "../../../runtime-lite/src/lowp.rs"]
+pub mod lowp;
+
 pub use dtype::DType;
 pub use graph::{Dim, Graph, Node, NodeId, Value, ValueId};
 pub use tensor::Tensor;

@@ -1,5 +1,6 @@
 //! Constant tensors: a type, a shape and little-endian bytes.
 
+use super::lowp;
 use super::DType;
 
 /// A constant tensor. `bytes` holds `shape.product() * dtype.size()` little-endian bytes,
@@ -46,7 +47,8 @@ impl Tensor {
     }
 
     /// A tensor of `dtype` from numbers (rounded toward zero and wrapped for integer types,
-    /// `!= 0` for booleans, rounded to nearest for float16/bfloat16).
+    /// `!= 0` for booleans, rounded to nearest for float16/bfloat16 and the float8/float4
+    /// types, saturating; float8 E8M0 rounds up).
     pub fn from_numbers(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Tensor {
         let mut bytes = Vec::with_capacity(values.len() * dtype.size());
         for &v in values {
@@ -69,6 +71,24 @@ impl Tensor {
                 }
                 DType::I64 => bytes.extend_from_slice(&(v as i64).to_le_bytes()),
                 DType::U64 => bytes.extend_from_slice(&(v as u64).to_le_bytes()),
+                DType::F8E4M3FN
+                | DType::F8E4M3FNUZ
+                | DType::F8E5M2
+                | DType::F8E5M2FNUZ
+                | DType::F4E2M1 => bytes.push(
+                    dtype
+                        .minifloat()
+                        .map_or(0, |format| format.encode_f64(v, true)),
+                ),
+                DType::F8E8M0 => bytes.push(lowp::f32_to_e8m0(v as f32, true, lowp::RoundMode::Up)),
+                DType::I4 | DType::I2 | DType::U4 | DType::U2 => {
+                    let (bits, signed) = dtype.narrow_int().unwrap_or((8, false));
+                    bytes.push(if signed {
+                        lowp::wrap_signed(v as i64, bits) as u8
+                    } else {
+                        lowp::wrap_unsigned(v as i64, bits)
+                    })
+                }
             }
         }
         Tensor {
@@ -102,8 +122,10 @@ impl Tensor {
             DType::I16 => iter
                 .map(|c| i64::from(i16::from_le_bytes(c.try_into().unwrap_or([0; 2]))))
                 .collect(),
-            DType::I8 => iter.map(|c| i64::from(c[0] as i8)).collect(),
-            DType::U8 | DType::Bool => iter.map(|c| i64::from(c[0])).collect(),
+            DType::I8 | DType::I4 | DType::I2 => iter.map(|c| i64::from(c[0] as i8)).collect(),
+            DType::U8 | DType::Bool | DType::U4 | DType::U2 => {
+                iter.map(|c| i64::from(c[0])).collect()
+            }
             DType::U16 => iter
                 .map(|c| i64::from(u16::from_le_bytes(c.try_into().unwrap_or([0; 2]))))
                 .collect(),
@@ -138,12 +160,16 @@ impl Tensor {
                     ))
                 })
                 .collect(),
-            _ => self
-                .to_i64s()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|v| v as f64)
-                .collect(),
+            DType::F8E8M0 => iter.map(|c| f64::from(lowp::e8m0_to_f32(c[0]))).collect(),
+            d => match d.minifloat() {
+                Some(format) => iter.map(|c| f64::from(format.decode(c[0]))).collect(),
+                None => self
+                    .to_i64s()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| v as f64)
+                    .collect(),
+            },
         }
     }
 

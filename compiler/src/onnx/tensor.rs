@@ -57,9 +57,15 @@ pub fn tensor_from_proto(proto: &TensorProto, model_dir: Option<&Path>) -> Resul
                 "tensor \"{name}\" has an element count that overflows"
             ))
         })?;
-    let expected = count
-        .checked_mul(dtype.size())
-        .ok_or_else(|| CompileError::malformed(format!("tensor \"{name}\" is too large")))?;
+    // 4-bit and 2-bit types are packed in the file (low bits first) and one a byte in the IR.
+    let per_byte = packed_per_byte(dtype);
+    let expected = if per_byte > 1 {
+        count.div_ceil(per_byte)
+    } else {
+        count
+            .checked_mul(dtype.size())
+            .ok_or_else(|| CompileError::malformed(format!("tensor \"{name}\" is too large")))?
+    };
     if proto.segment.is_some() {
         return Err(CompileError::unsupported(format!(
             "tensor \"{name}\" is segmented"
@@ -83,6 +89,11 @@ pub fn tensor_from_proto(proto: &TensorProto, model_dir: Option<&Path>) -> Resul
     if bytes.len() != expected {
         return Err(size_error(bytes.len()));
     }
+    let bytes = if per_byte > 1 {
+        unpack(&bytes, dtype, count)
+    } else {
+        bytes
+    };
     Ok(Tensor {
         dtype,
         shape,
@@ -90,7 +101,38 @@ pub fn tensor_from_proto(proto: &TensorProto, model_dir: Option<&Path>) -> Resul
     })
 }
 
-/// The data of the typed repeated field that holds `dtype`, as little-endian bytes.
+/// How many elements of `dtype` an ONNX tensor packs into one byte.
+fn packed_per_byte(dtype: DType) -> usize {
+    match dtype {
+        DType::I4 | DType::U4 | DType::F4E2M1 => 2,
+        DType::I2 | DType::U2 => 4,
+        _ => 1,
+    }
+}
+
+/// Unpacks `count` elements of a 4-bit or 2-bit type (first element in the lowest bits) to
+/// one byte each: signed integers sign-extended, the rest zero-extended.
+fn unpack(packed: &[u8], dtype: DType, count: usize) -> Vec<u8> {
+    let per_byte = packed_per_byte(dtype);
+    let bits = 8 / per_byte;
+    let signed = dtype.narrow_int().is_some_and(|(_, signed)| signed);
+    packed
+        .iter()
+        .flat_map(|&byte| (0..per_byte).map(move |k| byte >> (k * bits)))
+        .take(count)
+        .map(|field| {
+            let shift = 8 - bits;
+            if signed {
+                (((field << shift) as i8) >> shift) as u8
+            } else {
+                (field << shift) >> shift
+            }
+        })
+        .collect()
+}
+
+/// The data of the typed repeated field that holds `dtype`, as little-endian bytes (4-bit
+/// and 2-bit types still packed, one packed byte an entry).
 fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => proto
@@ -119,7 +161,6 @@ fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
             .iter()
             .flat_map(|&v| (v as u16).to_le_bytes())
             .collect(),
-        DType::I8 | DType::U8 => proto.int32_data.iter().map(|&v| v as u8).collect(),
         DType::Bool => proto.int32_data.iter().map(|&v| u8::from(v != 0)).collect(),
         DType::U32 => proto
             .uint64_data
@@ -131,6 +172,8 @@ fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Vec<u8> {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
+        // The one-byte types: int8, uint8 and the low-precision ones.
+        _ => proto.int32_data.iter().map(|&v| v as u8).collect(),
     }
 }
 
@@ -255,6 +298,54 @@ mod tests {
         assert!(e.to_string().contains("negative dimension"), "{e}");
         let e = tensor_from_proto(&proto(8, vec![1]), None).expect_err("string tensor");
         assert!(e.is_unsupported(), "{e}");
+    }
+
+    #[test]
+    fn sub_byte_types_unpack_low_bits_first() {
+        // int4: 7, -8, -1 (odd count: the last high nibble is padding).
+        let mut p = proto(22, vec![3]);
+        p.raw_data = Some(vec![0x87, 0x0f]);
+        let t = tensor_from_proto(&p, None).expect("int4");
+        assert_eq!(t.bytes, [7, 0xf8, 0xff]);
+        assert_eq!(t.to_i64s(), Some(vec![7, -8, -1]));
+        // The same packed bytes in int32_data.
+        let mut q = proto(22, vec![3]);
+        q.int32_data = vec![0x87, 0x0f];
+        assert_eq!(tensor_from_proto(&q, None).expect("int4 typed"), t);
+        // uint2: 0, 1, 2, 3, 3.
+        let mut p = proto(25, vec![5]);
+        p.raw_data = Some(vec![0b1110_0100, 0b11]);
+        assert_eq!(
+            tensor_from_proto(&p, None).expect("uint2").bytes,
+            [0, 1, 2, 3, 3]
+        );
+        // int2: 1, -2, -1.
+        let mut p = proto(26, vec![3]);
+        p.raw_data = Some(vec![0b11_10_01]);
+        let t = tensor_from_proto(&p, None).expect("int2");
+        assert_eq!(t.to_i64s(), Some(vec![1, -2, -1]));
+        // float4 e2m1: 0.5, -6.
+        let mut p = proto(23, vec![2]);
+        p.raw_data = Some(vec![0xf1]);
+        assert_eq!(
+            tensor_from_proto(&p, None).expect("float4").to_f64s(),
+            [0.5, -6.0]
+        );
+        // Too few packed bytes is a size error in bytes.
+        let mut p = proto(21, vec![5]);
+        p.raw_data = Some(vec![0x21, 0x43]);
+        let e = tensor_from_proto(&p, None).expect_err("short uint4");
+        assert!(
+            matches!(
+                e.kind,
+                ErrorKind::DataSize {
+                    expected: 3,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Control flow: `If` (opset 1..=21). An `If` is expanded during shape inference: with a
 //! compile-time condition only the taken branch is imported; otherwise both branches are
 //! imported with guards (each node runs only when the condition has its branch's value) and
-//! an [`IfSelect`] per output picks the result. `Scan` (opset 9+) is unrolled at compile
-//! time over its static sequence length; `Loop` is unrolled while its trip count and
+//! an [`IfSelect`] per output picks the result. `Scan` (opset 8, without `sequence_lens`,
+//! and 9+) is unrolled at compile time over its static sequence length; `Loop` is unrolled while its trip count and
 //! condition are compile-time constants.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__If.html>.
@@ -124,8 +124,10 @@ impl OpDef for IfTrap {
     }
 }
 
-/// `Scan` (opset 9..=21), unrolled during shape inference: each step slices the scan inputs,
+/// `Scan` (opset 8..=21), unrolled during shape inference: each step slices the scan inputs,
 /// imports the body with the states and slices bound, and the scan outputs are stacked.
+/// Opset 8 is batched (axis 0 of every input and output) with scan axis 1: each batch
+/// element is unrolled on its own.
 #[derive(Debug, Clone)]
 pub struct Scan {
     /// The body.
@@ -140,20 +142,20 @@ pub struct Scan {
     pub output_axes: Vec<i64>,
     /// Per scan output: stack backwards.
     pub output_reverse: Vec<bool>,
+    /// Opset 8: input 0 is `sequence_lens` and everything has a leading batch axis.
+    pub batched: bool,
 }
 
 impl OpDef for Scan {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        if node.opset() < 9 {
-            return Err(CompileError::unsupported(
-                "Scan before opset 9 (batched, with sequence_lens)",
-            ));
-        }
+        let batched = node.opset() < 9;
         let body = node.attr("body").and_then(|a| a.g.clone()).ok_or_else(|| {
             CompileError::attribute("body", "required graph attribute is missing")
         })?;
         let m = node.usize_or("num_scan_inputs", 0)?;
-        let n_states = node.n_inputs().checked_sub(m).ok_or_else(|| {
+        // Opset 8's `sequence_lens` input is neither a state nor scanned.
+        let n_inputs = node.n_inputs().saturating_sub(usize::from(batched));
+        let n_states = n_inputs.checked_sub(m).ok_or_else(|| {
             CompileError::attribute("num_scan_inputs", "exceeds the number of inputs")
         })?;
         let n_scan_outputs = body.output.len().checked_sub(n_states).ok_or_else(|| {
@@ -183,6 +185,17 @@ impl OpDef for Scan {
                 None => vec![0; len],
             })
         };
+        if batched {
+            return Ok(Self {
+                num_scan_inputs: m,
+                input_axes: vec![0; m],
+                input_reverse: flags("directions", m)?,
+                output_axes: vec![0; n_scan_outputs],
+                output_reverse: vec![false; n_scan_outputs],
+                body: Box::new(body),
+                batched,
+            });
+        }
         Ok(Self {
             num_scan_inputs: m,
             input_axes: axes("scan_input_axes", m)?,
@@ -190,6 +203,7 @@ impl OpDef for Scan {
             output_axes: axes("scan_output_axes", n_scan_outputs)?,
             output_reverse: flags("scan_output_directions", n_scan_outputs)?,
             body: Box::new(body),
+            batched,
         })
     }
 

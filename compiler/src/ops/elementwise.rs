@@ -11,6 +11,7 @@
 //! - Activations: `Relu`, `Sigmoid`, `Tanh`, `LeakyRelu`, `Elu`, `Selu`, `Celu`, `Gelu`,
 //!   `HardSigmoid`, `HardSwish`, `Softplus`, `Softsign`, `Mish`, `ThresholdedRelu`, `Shrink`,
 //!   `Swish`, and `Clip` (6..13).
+//! - Gated: `SwiGLU` (28), `Swish(A) * B` over inputs of one shape.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/> (the version ranges above are the ones whose
 //! semantics are implemented; before opset 7 the `broadcast`/`axis` attributes are honoured,
@@ -1352,6 +1353,52 @@ impl OpDef for Unary {
         };
         let (i0, o0) = (names.input(0), names.output(0));
         Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+    }
+}
+
+/// `SwiGLU` (opset 28): `Y = Swish_alpha(A) * B`, `A` and `B` of one type and shape (no
+/// broadcasting). For the 16-bit floats the gate is rounded to the storage type before the
+/// product, as the reference (and the op's expansion, `Swish` then `Mul`) rounds it.
+#[derive(Debug, Clone)]
+pub struct SwiGlu {
+    /// The Swish gate's `alpha`: `Swish_alpha(a) = a * sigmoid(alpha * a)`.
+    pub alpha: f32,
+}
+
+impl OpDef for SwiGlu {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Ok(Self {
+            alpha: node.f32_or("alpha", 1.0)?,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        require_dtype(a.dtype, FLOATS, "A")?;
+        if a.dtype != b.dtype || a.shape != b.shape {
+            return Err(CompileError::shape(format!(
+                "A and B must have one type and shape, found {}{:?} and {}{:?}",
+                a.dtype, a.shape, b.dtype, b.shape
+            )));
+        }
+        Ok(vec![TypeShape::new(a.dtype, a.shape.to_vec())])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let a = cx.input(0)?;
+        let fc = FloatCx::new(a.dtype)
+            .ok_or_else(|| CompileError::unsupported(format!("SwiGLU on {}", a.dtype)))?;
+        let (t, ct) = (rust_type(a.dtype), fc.ty());
+        let gate = fc.encode(float_body(UnaryKind::Swish(self.alpha), fc));
+        let (x, g, y) = (
+            fc.decode(quote!(a)),
+            fc.decode(quote!(g)),
+            fc.decode(quote!(b)),
+        );
+        let product = fc.encode(quote!(#g * #y));
+        let f = quote!(|a: #t, b: #t| { let x: #ct = #x; let g: #t = #gate; #product });
+        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        Ok(quote!(::sinter_rt::elementwise::zip(#i0, &[], #i1, &[], #o0, &[], #f);))
     }
 }
 

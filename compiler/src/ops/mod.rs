@@ -316,6 +316,7 @@ ops! {
     Variadic(elementwise::Variadic) => ["Min", "Max", "Sum", "Mean"];
     Where(elementwise::Where) => ["Where"];
     Clip(elementwise::Clip) => ["Clip"];
+    SwiGlu(elementwise::SwiGlu) => ["SwiGLU"];
     Gemm(gemm::Gemm) => ["Gemm"];
     MatMul(gemm::MatMul) => ["MatMul"];
     Conv(conv::Conv) => ["Conv"];
@@ -387,6 +388,23 @@ ops! {
     TfIdf(misc::TfIdf) => ["TfIdfVectorizer"];
     QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
     DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
+}
+
+impl Op {
+    /// Whether the op takes and gives the low-precision types (float8, float4, int4, int2;
+    /// [`DType::is_low_precision`]): the conversions, and the ops that only move bytes.
+    /// Every other op would compute on their storage bytes, so inference rejects it.
+    pub fn handles_low_precision(&self) -> bool {
+        matches!(
+            self,
+            Op::Cast(_)
+                | Op::QuantLinear(_)
+                | Op::Reshape(_)
+                | Op::Transpose(_)
+                | Op::Squeeze(_)
+                | Op::Constant(_)
+        )
+    }
 }
 
 // ---- shared helpers for the family files ----

@@ -29,15 +29,15 @@
 //! Shape and Size always fold, so shape arithmetic chains (Shape → Gather → Unsqueeze →
 //! Concat → Reshape) resolve at compile time.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
 
 use super::{
     broadcast_shapes, broadcast_strides, f32_lit, lit, normalize_axis, require_dtype, rust_type,
     usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
 use crate::error::{CompileError, Result};
-use crate::ir::{DType, Tensor};
+use crate::ir::{lowp, DType, Tensor};
 
 /// Which same-data op.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -2210,7 +2210,12 @@ impl Window {
         if self.dtype == DType::F64 {
             return Ok(t);
         }
-        cast_tensor(&t, self.dtype)
+        let cast = Cast {
+            to: Some(self.dtype),
+            saturate: true,
+            round_mode: lowp::RoundMode::Up,
+        };
+        cast_tensor(&t, self.dtype, &cast)
             .ok_or_else(|| CompileError::unsupported(format!("window of type {}", self.dtype)))
     }
 }
@@ -2253,13 +2258,20 @@ impl OpDef for Window {
 // ---- Cast, CastLike ----
 
 /// `Cast` (target from `to`) and `CastLike` (target type of input 1), among float32/64,
-/// float16, bfloat16, the integer types and bool. Floats convert to integers by truncation
-/// toward zero, saturating at the target's range (NaN gives 0); integers convert to narrower
-/// integers by wrapping (two's complement), as numpy's `astype` does.
+/// float16, bfloat16, the integer types, bool and the low-precision types. Floats convert to
+/// integers by truncation toward zero, saturating at the target's range (NaN gives 0);
+/// integers convert to narrower integers by wrapping (two's complement), as numpy's `astype`
+/// does, `int4`/`int2` targets included. float8/float4 targets round to nearest even, with
+/// `saturate` (opset 19) deciding what overflow gives; float8 E8M0 rounds by `round_mode`
+/// (opset 25). See `sinter_rt::lowp`.
 #[derive(Debug, Clone)]
 pub struct Cast {
     /// The target type (`None` for CastLike: input 1's type).
     pub to: Option<DType>,
+    /// Whether float8 targets saturate out-of-range values instead of giving inf/NaN.
+    pub saturate: bool,
+    /// How float8 E8M0 targets round.
+    pub round_mode: lowp::RoundMode,
 }
 
 impl Cast {
@@ -2271,9 +2283,102 @@ impl Cast {
     }
 }
 
-/// The closure converting one stored element of `src` into one of `dst`.
-fn convert_fn(src: DType, dst: DType) -> TokenStream {
+/// The `sinter_rt::lowp` constant of a float8/float4 format with a sign (`None` for
+/// every other type, E8M0 included).
+pub(super) fn minifloat_tokens(dtype: DType) -> Option<TokenStream> {
+    let name = match dtype {
+        DType::F8E4M3FN => "E4M3FN",
+        DType::F8E4M3FNUZ => "E4M3FNUZ",
+        DType::F8E5M2 => "E5M2",
+        DType::F8E5M2FNUZ => "E5M2FNUZ",
+        DType::F4E2M1 => "E2M1",
+        _ => return None,
+    };
+    let ident = format_ident!("{}", name);
+    Some(quote!(::sinter_rt::lowp::#ident))
+}
+
+/// The closure converting one stored element of `src` into one of `dst`. A float8/float4
+/// source decodes to f32 first and a 4-bit/2-bit integer is already its value in an
+/// `i8`/`u8`, so the rest is a conversion between ordinary types, or into a low-precision
+/// one ([`encode_expr`]).
+fn convert_fn(src: DType, dst: DType, cast: &Cast) -> TokenStream {
     let (ts, td) = (rust_type(src), rust_type(dst));
+    let (decode, src) = match (src, minifloat_tokens(src)) {
+        (_, Some(format)) => (quote!(let v = #format.decode(v);), DType::F32),
+        (DType::F8E8M0, None) => (
+            quote!(let v = ::sinter_rt::lowp::e8m0_to_f32(v);),
+            DType::F32,
+        ),
+        (DType::I4 | DType::I2, None) => (TokenStream::new(), DType::I8),
+        (DType::U4 | DType::U2, None) => (TokenStream::new(), DType::U8),
+        (s, None) => (TokenStream::new(), s),
+    };
+    let body = if dst.is_low_precision() {
+        encode_expr(src, dst, cast)
+    } else {
+        convert_expr(src, dst)
+    };
+    quote!(|v: #ts| -> #td { #decode #body })
+}
+
+/// The value of `v: src` (an ordinary type) as f64, exactly but for 64-bit integers.
+fn as_f64_expr(src: DType) -> TokenStream {
+    match src {
+        DType::F16 => quote!(f64::from(::sinter_rt::half::f16_to_f32(v))),
+        DType::BF16 => quote!(f64::from(::sinter_rt::half::bf16_to_f32(v))),
+        DType::F64 => quote!(v),
+        DType::I64 | DType::U64 => quote!(v as f64),
+        _ => quote!(f64::from(v)),
+    }
+}
+
+/// `v: src` (an ordinary type) converted to the low-precision `dst`.
+fn encode_expr(src: DType, dst: DType, cast: &Cast) -> TokenStream {
+    let lowp = quote!(::sinter_rt::lowp);
+    let as_f64 = as_f64_expr(src);
+    // f32 and the 16-bit floats are exact as f32: one rounding, in the encoder.
+    let as_f32 = match src {
+        DType::F32 => Some(quote!(v)),
+        DType::F16 => Some(quote!(::sinter_rt::half::f16_to_f32(v))),
+        DType::BF16 => Some(quote!(::sinter_rt::half::bf16_to_f32(v))),
+        _ => None,
+    };
+    let saturate = cast.saturate;
+    if let Some((bits, signed)) = dst.narrow_int() {
+        let bits = Literal::u32_unsuffixed(bits);
+        // Floats truncate toward zero (saturating, NaN as 0), then everything wraps.
+        let as_i64 = match (&as_f32, src) {
+            (Some(x), _) => quote!(#x as i64),
+            (None, DType::F64 | DType::U64) => quote!(v as i64),
+            (None, _) => quote!(i64::from(v)),
+        };
+        return if signed {
+            quote!(#lowp::wrap_signed(#as_i64, #bits))
+        } else {
+            quote!(#lowp::wrap_unsigned(#as_i64, #bits))
+        };
+    }
+    if let Some(format) = minifloat_tokens(dst) {
+        return match as_f32 {
+            Some(x) => quote!(#format.encode(#x, #saturate)),
+            None => quote!(#format.encode_f64(#as_f64, #saturate)),
+        };
+    }
+    // float8 E8M0, the one low-precision type left. The reference rounds to f32 (to
+    // nearest) before taking the exponent.
+    let x = as_f32.unwrap_or_else(|| quote!((#as_f64) as f32));
+    let mode = match cast.round_mode {
+        lowp::RoundMode::Up => quote!(Up),
+        lowp::RoundMode::Down => quote!(Down),
+        lowp::RoundMode::Nearest => quote!(Nearest),
+    };
+    quote!(#lowp::f32_to_e8m0(#x, #saturate, #lowp::RoundMode::#mode))
+}
+
+/// `v: src` converted to `dst`, both ordinary (not low-precision) types.
+fn convert_expr(src: DType, dst: DType) -> TokenStream {
+    let td = rust_type(dst);
     let half = quote!(::sinter_rt::half);
     // The value as f32 for the 16-bit float types.
     let widen = match src {
@@ -2281,16 +2386,8 @@ fn convert_fn(src: DType, dst: DType) -> TokenStream {
         DType::BF16 => Some(quote!(#half::bf16_to_f32(v))),
         _ => None,
     };
-    let as_f64 = match src {
-        DType::F16 | DType::BF16 => {
-            let w = widen.clone().unwrap_or_default();
-            quote!(f64::from(#w))
-        }
-        DType::F64 => quote!(v),
-        DType::I64 | DType::U64 => quote!(v as f64),
-        _ => quote!(f64::from(v)),
-    };
-    let body = match dst {
+    let as_f64 = as_f64_expr(src);
+    match dst {
         DType::F32 => match src {
             DType::F16 | DType::BF16 => widen.unwrap_or_default(),
             DType::Bool | DType::U8 | DType::I8 | DType::I16 | DType::U16 => quote!(f32::from(v)),
@@ -2333,12 +2430,54 @@ fn convert_fn(src: DType, dst: DType) -> TokenStream {
             }
             _ => quote!(v as #td),
         },
-    };
-    quote!(|v: #ts| -> #td { #body })
+    }
+}
+
+/// Constant evaluation of a cast to a low-precision type, through the same `lowp`
+/// functions as the generated code (see [`encode_expr`] for the roundings).
+fn cast_to_low_precision(t: &Tensor, dst: DType, cast: &Cast) -> Option<Vec<u8>> {
+    let float_src = t.dtype.is_float() || t.dtype.is_small_float();
+    if let Some((bits, signed)) = dst.narrow_int() {
+        let ints = if float_src {
+            t.to_f64s().into_iter().map(|v| v as i64).collect()
+        } else {
+            t.to_i64s()?
+        };
+        return Some(
+            ints.into_iter()
+                .map(|v| {
+                    if signed {
+                        lowp::wrap_signed(v, bits) as u8
+                    } else {
+                        lowp::wrap_unsigned(v, bits)
+                    }
+                })
+                .collect(),
+        );
+    }
+    if t.dtype == DType::U64 {
+        return None;
+    }
+    let values = t.to_f64s().into_iter();
+    Some(match dst.minifloat() {
+        Some(format) => values
+            .map(|v| format.encode_f64(v, cast.saturate))
+            .collect(),
+        None => values
+            .map(|v| lowp::f32_to_e8m0(v as f32, cast.saturate, cast.round_mode))
+            .collect(),
+    })
 }
 
 /// Constant evaluation of a cast, matching the kernels bit for bit.
-fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
+fn cast_tensor(t: &Tensor, dst: DType, cast: &Cast) -> Option<Tensor> {
+    if dst.is_low_precision() {
+        return cast_to_low_precision(t, dst, cast).map(|bytes| Tensor {
+            dtype: dst,
+            shape: t.shape.clone(),
+            bytes,
+        });
+    }
     macro_rules! enc {
         ($vals:expr, $t:ty) => {
             $vals
@@ -2351,7 +2490,7 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             .flat_map(|v| half_bits(v, bf16).to_le_bytes())
             .collect()
     };
-    let bytes = if t.dtype.is_float() {
+    let bytes = if t.dtype.is_float() || t.dtype.is_small_float() {
         let v = t.to_f64s();
         let it = v.iter().copied();
         match dst {
@@ -2367,6 +2506,7 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             DType::U32 => enc!(it, u32),
             DType::U64 => enc!(it, u64),
             DType::Bool => it.map(|x| u8::from(x != 0.0)).collect(),
+            _ => return None,
         }
     } else {
         if t.dtype == DType::U64 && dst.is_float() {
@@ -2389,6 +2529,7 @@ fn cast_tensor(t: &Tensor, dst: DType) -> Option<Tensor> {
             DType::U32 => enc!(it, u32),
             DType::U64 => enc!(it, u64),
             DType::Bool => it.map(|x| u8::from(x != 0)).collect(),
+            _ => return None,
         }
     };
     Some(Tensor {
@@ -2417,7 +2558,23 @@ impl OpDef for Cast {
         } else {
             None
         };
-        Ok(Self { to })
+        let saturate = node.opset() < 19 || node.i64_or("saturate", 1)? != 0;
+        let round_mode = match node.string_or("round_mode", "up")?.as_str() {
+            "up" => lowp::RoundMode::Up,
+            "down" => lowp::RoundMode::Down,
+            "nearest" => lowp::RoundMode::Nearest,
+            other => {
+                return Err(CompileError::attribute(
+                    "round_mode",
+                    format!("expected \"up\", \"down\" or \"nearest\", found {other:?}"),
+                ))
+            }
+        };
+        Ok(Self {
+            to,
+            saturate,
+            round_mode,
+        })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
@@ -2431,7 +2588,7 @@ impl OpDef for Cast {
         if dst == x.dtype {
             return Some(Ok(vec![x.clone()]));
         }
-        cast_tensor(x, dst).map(|t| Ok(vec![t]))
+        cast_tensor(x, dst, self).map(|t| Ok(vec![t]))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -2441,7 +2598,7 @@ impl OpDef for Cast {
             if src == dst {
                 return Ok(quote!(#o0.copy_from_slice(#i0);));
             }
-            let f = convert_fn(src, dst);
+            let f = convert_fn(src, dst, self);
             Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
         })()?;
         finish(cx, names, code)
@@ -2962,6 +3119,54 @@ mod tests {
         assert_eq!(half_bits(2f64.powi(-26), false), 0x0000);
         assert_eq!(half_bits(1.0, true), 0x3f80);
         assert_eq!(half_bits(f64::NAN, false) & 0x7e00, 0x7e00);
+    }
+
+    #[test]
+    fn casts_to_low_precision_fold_like_the_kernels() {
+        let x = Tensor::from_f32(vec![5], &[1.0625, 1e6, -9.0, f32::NAN, -0.0]);
+        let cast = |dst: DType, saturate: bool| {
+            let op = Cast {
+                to: Some(dst),
+                saturate,
+                round_mode: lowp::RoundMode::Up,
+            };
+            cast_tensor(&x, dst, &op).map(|t| t.bytes)
+        };
+        assert_eq!(
+            cast(DType::F8E4M3FN, true),
+            Some(vec![0x38, 0x7e, 0xd1, 0x7f, 0x80])
+        );
+        assert_eq!(
+            cast(DType::F8E4M3FN, false),
+            Some(vec![0x38, 0x7f, 0xd1, 0x7f, 0x80])
+        );
+        assert_eq!(
+            cast(DType::F8E5M2, false),
+            Some(vec![0x3c, 0x7c, 0xc8, 0x7e, 0x80])
+        );
+        assert_eq!(cast(DType::F8E8M0, true), Some(vec![128, 147, 131, 255, 0]));
+        assert_eq!(cast(DType::I4, true), Some(vec![1, 0, 7, 0, 0]));
+        assert_eq!(cast(DType::U2, true), Some(vec![1, 0, 3, 0, 0]));
+        // And back: float8 decodes exactly, int4 values widen.
+        let back = Cast {
+            to: Some(DType::F32),
+            saturate: true,
+            round_mode: lowp::RoundMode::Up,
+        };
+        let f8 = Tensor {
+            dtype: DType::F8E4M3FN,
+            shape: vec![2],
+            bytes: vec![0x7e, 0xd1],
+        };
+        let f = cast_tensor(&f8, DType::F32, &back).and_then(|t| t.as_f32());
+        assert_eq!(f, Some(vec![448.0, -9.0]));
+        let i4 = Tensor {
+            dtype: DType::I4,
+            shape: vec![2],
+            bytes: vec![0xf8, 7],
+        };
+        let i = cast_tensor(&i4, DType::I32, &back).and_then(|t| t.as_i32());
+        assert_eq!(i, Some(vec![-8, 7]));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Normalizations: `BatchNormalization` in inference mode (opset 7..=15),
+//! Normalizations: `BatchNormalization` (opset 7..=15; training mode from 14),
 //! `LayerNormalization` (17), `RMSNormalization` (23), `InstanceNormalization` (6..=22),
 //! `GroupNormalization` (18, 21), `MeanVarianceNormalization` (9, 13), `LpNormalization`
 //! (1, 22) and `LRN` (1, 13).
@@ -11,7 +11,8 @@
 //! <https://onnx.ai/onnx/operators/onnx__MeanVarianceNormalization.html>,
 //! <https://onnx.ai/onnx/operators/onnx__LpNormalization.html>,
 //! <https://onnx.ai/onnx/operators/onnx__LRN.html>. float32. BatchNormalization's training
-//! mode and running-statistics outputs are not supported.
+//! mode before opset 14 (`is_test`, batch statistics without `training_mode`) is not
+//! supported.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -23,23 +24,23 @@ use super::{
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
 
-/// `Y = (X - mean) / sqrt(var + epsilon) * scale + B`, per channel (axis 1).
+/// `Y = (X - mean) / sqrt(var + epsilon) * scale + B`, per channel (axis 1). In training
+/// mode (opset 14+) `mean` and `var` are the batch's own, and the optional outputs 1 and 2
+/// are the updated running statistics `input * momentum + batch * (1 - momentum)`.
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     /// Added to the variance.
     pub epsilon: f32,
+    /// `Some(momentum)` in training mode.
+    pub training_momentum: Option<f32>,
 }
 
 impl OpDef for BatchNorm {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        if node.i64_or("training_mode", 0)? != 0 {
+        let training = node.opset() >= 14 && node.i64_or("training_mode", 0)? != 0;
+        if !training && node.node.outputs.iter().skip(1).any(Option::is_some) {
             return Err(CompileError::unsupported(
-                "BatchNormalization in training mode",
-            ));
-        }
-        if node.node.outputs.iter().skip(1).any(Option::is_some) {
-            return Err(CompileError::unsupported(
-                "BatchNormalization with running-statistics outputs (training)",
+                "BatchNormalization with running-statistics outputs but no training_mode (before opset 14)",
             ));
         }
         if node.opset() < 9 && node.i64_or("spatial", 1)? == 0 {
@@ -49,6 +50,11 @@ impl OpDef for BatchNorm {
         }
         Ok(Self {
             epsilon: node.f32_or("epsilon", 1e-5)?,
+            training_momentum: if training {
+                Some(node.f32_or("momentum", 0.9)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -65,11 +71,36 @@ impl OpDef for BatchNorm {
                 )));
             }
         }
-        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+        let mut out = vec![TypeShape::new(x.dtype, x.shape.to_vec())];
+        if self.training_momentum.is_some() {
+            out.push(TypeShape::new(x.dtype, vec![channels]));
+            out.push(TypeShape::new(x.dtype, vec![channels]));
+        }
+        Ok(out)
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
+        if let Some(momentum) = self.training_momentum {
+            let channels = lit(x.shape.get(1).copied().unwrap_or(1));
+            let inner = lit(x.shape.iter().skip(2).product());
+            let (epsilon, momentum) = (f32_lit(self.epsilon), f32_lit(momentum));
+            let inputs: Vec<_> = (0..5).map(|i| names.input(i)).collect();
+            let stat = |i: usize, names: &mut EmitNames| {
+                if cx.outputs.get(i).copied().flatten().is_some() {
+                    let o = names.output(i);
+                    quote!(Some(#o))
+                } else {
+                    quote!(None)
+                }
+            };
+            let (o0, mean, var) = (names.output(0), stat(1, names), stat(2, names));
+            return Ok(quote! {
+                ::sinter_rt::norm::batch_norm_train_f32(
+                    [#(#inputs),*], #epsilon, #momentum, #o0, #mean, #var, #channels, #inner,
+                );
+            });
+        }
         let channels = lit(x.shape.get(1).copied().unwrap_or(1));
         let inner = lit(x.shape.iter().skip(2).product());
         let epsilon = f32_lit(self.epsilon);

@@ -6,19 +6,36 @@
 //! <https://onnx.ai/onnx/operators/onnx__DequantizeLinear.html>,
 //! <https://onnx.ai/onnx/operators/onnx__DynamicQuantizeLinear.html>,
 //! <https://onnx.ai/onnx/operators/onnx__QLinearMatMul.html>. Integer types int8, uint8,
-//! int16, uint16 (and int32 for DequantizeLinear); float32 values, float16/bfloat16 scales
-//! where noted. float8/int4/int2/float4 types are not in the IR.
+//! int16, uint16 (and int32 for DequantizeLinear), int4, uint4, int2, uint2, and the float
+//! types float8 E4M3FN/E4M3FNUZ/E5M2/E5M2FNUZ and float4 E2M1 (rounded to nearest even,
+//! `saturate` from opset 19; the spec's formulas with the zero point, though it is usually
+//! zero for those); float32 values, float16/bfloat16 scales where noted.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
+use super::movement::minifloat_tokens;
 use super::{
     lit, normalize_axis, require_dtype, rust_type, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
 
-const QTYPES: &[DType] = &[DType::U8, DType::I8, DType::U16, DType::I16];
+const QTYPES: &[DType] = &[
+    DType::U8,
+    DType::I8,
+    DType::U16,
+    DType::I16,
+    DType::U4,
+    DType::I4,
+    DType::U2,
+    DType::I2,
+    DType::F8E4M3FN,
+    DType::F8E4M3FNUZ,
+    DType::F8E5M2,
+    DType::F8E5M2FNUZ,
+    DType::F4E2M1,
+];
 
 /// The saturation range of an integer type.
 fn range(dtype: DType) -> (i64, i64) {
@@ -27,6 +44,10 @@ fn range(dtype: DType) -> (i64, i64) {
         DType::I8 => (-128, 127),
         DType::U16 => (0, 65535),
         DType::I16 => (-32768, 32767),
+        DType::U4 => (0, 15),
+        DType::I4 => (-8, 7),
+        DType::U2 => (0, 3),
+        DType::I2 => (-2, 1),
         _ => (i64::from(i32::MIN), i64::from(i32::MAX)),
     }
 }
@@ -54,6 +75,8 @@ pub struct Linear {
     pub block: usize,
     /// Requested output type.
     pub output_dtype: Option<DType>,
+    /// Whether quantizing to float8 saturates out-of-range values (else inf/NaN).
+    pub saturate: bool,
 }
 
 impl Linear {
@@ -62,7 +85,10 @@ impl Linear {
         let x = cx.input(0)?;
         let s = cx.input(1)?;
         if let Some(z) = cx.opt_input(2) {
-            if z.shape != s.shape {
+            // A scalar scale with a one-element zero point (or the reverse) is still
+            // per-tensor, as the reference implementation takes it.
+            let one = |shape: &[usize]| shape.iter().product::<usize>() == 1 && shape.len() <= 1;
+            if z.shape != s.shape && !(one(z.shape) && one(s.shape)) {
                 return Err(CompileError::shape(
                     "zero point and scale have different shapes",
                 ));
@@ -144,6 +170,7 @@ impl OpDef for Linear {
             } else {
                 None
             },
+            saturate: opset < 19 || node.i64_or("saturate", 1)? != 0,
         })
     }
 
@@ -206,7 +233,14 @@ impl OpDef for Linear {
                 ),
                 _ => (quote!(s), quote!(core::convert::identity)),
             };
-            quote!(|x: #xt, s: #st, z: #zt| #enc((x as f32 - z as f32) * #dec))
+            let diff = match minifloat_tokens(x.dtype) {
+                Some(format) => quote!((#format.decode(x) - #format.decode(z))),
+                None => quote!((x as f32 - z as f32)),
+            };
+            quote!(|x: #xt, s: #st, z: #zt| #enc(#diff * #dec))
+        } else if let Some(format) = minifloat_tokens(out) {
+            let saturate = self.saturate;
+            quote!(|x: f32, s: f32, z: #zt| #format.encode(x / s + #format.decode(z), #saturate))
         } else {
             let (lo, hi) = range(out);
             let (lo, hi) = (Literal::i64_unsuffixed(lo), Literal::i64_unsuffixed(hi));

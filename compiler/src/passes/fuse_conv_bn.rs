@@ -19,6 +19,10 @@ pub fn fuse_conv_bn(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         let Some(Op::BatchNorm(bn)) = &graph.nodes[bn_index].op else {
             continue;
         };
+        if bn.training_momentum.is_some() {
+            // Batch statistics depend on the input: nothing to fold.
+            continue;
+        }
         let epsilon = f64::from(bn.epsilon);
         let bn_node = &graph.nodes[bn_index];
         if !bn_node.guards.is_empty() {

@@ -136,6 +136,17 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         let inferred = (|| -> Result<_> {
             let cx = op_cx(&graph, &node, false)?;
             let types = op.infer(&cx)?;
+            if !op.handles_low_precision() {
+                let dtypes = cx.inputs.iter().flatten().map(|o| o.dtype);
+                if let Some(d) = dtypes
+                    .chain(types.iter().map(|t| t.dtype))
+                    .find(|d| d.is_low_precision())
+                {
+                    return Err(CompileError::unsupported(format!(
+                        "a value of type {d} (only Cast, CastLike, QuantizeLinear, DequantizeLinear and reshaping ops take the float8/float4/int4/int2 types)"
+                    )));
+                }
+            }
             let needed = node
                 .outputs
                 .iter()
@@ -377,129 +388,275 @@ fn new_value(graph: &mut Graph, name: String) -> ValueId {
 /// the final states.
 fn unroll_scan(graph: &mut Graph, node: &Node, scan: &Scan) -> Result<Vec<Node>> {
     let m = scan.num_scan_inputs;
-    let inputs: Vec<ValueId> = node
-        .inputs
-        .iter()
-        .map(|i| i.ok_or_else(|| CompileError::malformed("Scan with an omitted input")))
-        .collect::<Result<_>>()?;
-    let n_states = inputs.len() - m;
-    let n_scan_outputs = scan.output_axes.len();
-    let mut seq = None;
-    let mut axes = Vec::with_capacity(m);
-    for (j, &x) in inputs[n_states..].iter().enumerate() {
-        let shape = graph
+    let present = |inputs: &[Option<ValueId>]| -> Result<Vec<ValueId>> {
+        inputs
+            .iter()
+            .map(|i| i.ok_or_else(|| CompileError::malformed("Scan with an omitted input")))
+            .collect()
+    };
+    let shape_of = |graph: &Graph, x: ValueId| -> Result<Vec<usize>> {
+        graph
             .value(x)
             .shape
             .clone()
-            .ok_or_else(|| CompileError::shape("internal: Scan input without a shape"))?;
-        let axis = ops::normalize_axis(scan.input_axes[j], shape.len(), "scan_input_axes")?;
-        let len = shape[axis];
-        if seq.is_some_and(|s| s != len) {
-            return Err(CompileError::shape(format!(
-                "scan inputs have different lengths ({seq:?} and {len})"
-            )));
+            .ok_or_else(|| CompileError::shape("internal: Scan input without a shape"))
+    };
+    // The sequence length, the same for every scan input along its axis.
+    let common_len = |lens: &mut dyn Iterator<Item = usize>| -> Result<usize> {
+        let mut seq = None;
+        for len in lens {
+            if seq.is_some_and(|s| s != len) {
+                return Err(CompileError::shape(format!(
+                    "scan inputs have different lengths ({seq:?} and {len})"
+                )));
+            }
+            seq = Some(len);
         }
-        seq = Some(len);
-        axes.push(axis);
-    }
-    let seq = seq.ok_or_else(|| CompileError::unsupported("Scan without scan inputs"))?;
-    if seq == 0 {
-        return Err(CompileError::unsupported("Scan over an empty sequence"));
-    }
+        seq.ok_or_else(|| CompileError::unsupported("Scan without scan inputs"))
+    };
     let mut nodes = Vec::new();
-    let mut states: Vec<ValueId> = inputs[..n_states].to_vec();
-    let mut collected: Vec<Vec<ValueId>> = vec![Vec::new(); n_scan_outputs];
-    for t in 0..seq {
-        let mut bindings = states.clone();
-        for j in 0..m {
-            let index = if scan.input_reverse[j] {
-                seq - 1 - t
-            } else {
-                t
-            };
-            let index =
-                i64::try_from(index).map_err(|_| CompileError::shape("scan index overflows"))?;
-            let idx = add_constant(
-                graph,
-                format!("{}/step_{t}/index_{j}", node.name),
-                crate::ir::Tensor::from_i64(vec![], &[index]),
-            );
-            let slice = new_value(graph, format!("{}/step_{t}/input_{j}", node.name));
-            let axis = i64::try_from(axes[j]).unwrap_or(0);
-            nodes.push(synth(
-                format!("{}/step_{t}/slice_{j}", node.name),
-                "Gather",
-                13,
-                vec![inputs[n_states + j], idx],
-                vec![slice],
-                vec![int_attr("axis", axis)],
-                &node.guards,
-            )?);
-            bindings.push(slice);
+    let outs = if !scan.batched {
+        let inputs = present(&node.inputs)?;
+        let n_states = inputs.len() - m;
+        let mut axes = Vec::with_capacity(m);
+        let mut lens = Vec::with_capacity(m);
+        for (j, &x) in inputs[n_states..].iter().enumerate() {
+            let shape = shape_of(graph, x)?;
+            let axis = ops::normalize_axis(scan.input_axes[j], shape.len(), "scan_input_axes")?;
+            lens.push(shape[axis]);
+            axes.push(axis);
         }
-        let (mut body, outs) = import_subgraph_with(graph, &scan.body, &bindings)?;
-        if outs.len() != n_states + n_scan_outputs {
-            return Err(CompileError::malformed(
-                "the Scan body's outputs do not match its states and scan outputs",
+        let seq = common_len(&mut lens.into_iter())?;
+        let step = ScanSteps {
+            node,
+            scan,
+            axes: &axes,
+            seq,
+        };
+        step.unroll(graph, &mut nodes, &inputs, &node.name)?
+    } else {
+        // Opset 8: input 0 is `sequence_lens`, and every other input and every output has a
+        // leading batch axis; each batch element is scanned on its own (along axis 0 of its
+        // slice) and the results are stacked again.
+        if node.inputs.first().copied().flatten().is_some() {
+            return Err(CompileError::unsupported(
+                "Scan (opset 8) with sequence_lens",
             ));
         }
-        resolve_ops_of(&mut body, &node.guards)?;
-        nodes.extend(body);
-        states = outs[..n_states].to_vec();
-        for (k, &o) in outs[n_states..].iter().enumerate() {
-            collected[k].push(o);
+        let inputs = present(node.inputs.get(1..).unwrap_or_default())?;
+        let n_states = inputs.len() - m;
+        let shapes = inputs
+            .iter()
+            .map(|&x| shape_of(graph, x))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = shapes.first().and_then(|s| s.first().copied()).unwrap_or(0);
+        if shapes.iter().any(|s| s.first() != Some(&batch)) {
+            return Err(CompileError::shape(
+                "Scan (opset 8) inputs differ in their batch axis",
+            ));
         }
-    }
-    for (s, out) in node.outputs.iter().take(n_states).enumerate() {
-        if let Some(out) = out {
-            nodes.push(synth(
-                format!("{}/state_{s}", node.name),
-                "Identity",
-                13,
-                vec![states[s]],
-                vec![*out],
-                Vec::new(),
-                &node.guards,
+        let seq = common_len(
+            &mut shapes[n_states..]
+                .iter()
+                .map(|s| s.get(1).copied().unwrap_or(0)),
+        )?;
+        let axes = vec![0; m];
+        let step = ScanSteps {
+            node,
+            scan,
+            axes: &axes,
+            seq,
+        };
+        let mut per_batch: Vec<Vec<ValueId>> = vec![Vec::new(); node.outputs.len()];
+        for b in 0..batch {
+            let prefix = format!("{}/batch_{b}", node.name);
+            let mut sliced = Vec::with_capacity(inputs.len());
+            for (j, &x) in inputs.iter().enumerate() {
+                sliced.push(step.gather(
+                    graph,
+                    &mut nodes,
+                    x,
+                    b,
+                    0,
+                    &format!("{prefix}/in_{j}"),
+                )?);
+            }
+            let outs = step.unroll(graph, &mut nodes, &sliced, &prefix)?;
+            for (k, o) in outs.into_iter().enumerate() {
+                if let Some(list) = per_batch.get_mut(k) {
+                    list.push(o);
+                }
+            }
+        }
+        let mut outs = Vec::with_capacity(per_batch.len());
+        for (k, items) in per_batch.into_iter().enumerate() {
+            outs.push(step.stack(
+                graph,
+                &mut nodes,
+                items,
+                0,
+                &format!("{}/out_{k}", node.name),
             )?);
         }
+        outs
+    };
+    for (k, out) in node.outputs.iter().enumerate() {
+        let (Some(out), Some(&value)) = (out, outs.get(k)) else {
+            continue;
+        };
+        nodes.push(synth(
+            format!("{}/output_{k}", node.name),
+            "Identity",
+            13,
+            vec![value],
+            vec![*out],
+            Vec::new(),
+            &node.guards,
+        )?);
     }
-    for (k, out) in node.outputs.iter().skip(n_states).enumerate() {
-        let Some(out) = out else { continue };
-        let mut items = collected[k].clone();
-        if scan.output_reverse[k] {
-            items.reverse();
-        }
-        let axis = scan.output_axes[k];
+    Ok(nodes)
+}
+
+/// One (unbatched) Scan's unrolling: its node, attributes, scan axes and sequence length.
+struct ScanSteps<'a> {
+    node: &'a Node,
+    scan: &'a Scan,
+    axes: &'a [usize],
+    seq: usize,
+}
+
+impl ScanSteps<'_> {
+    /// `x[.., index, ..]` along `axis`, as a new value.
+    fn gather(
+        &self,
+        graph: &mut Graph,
+        nodes: &mut Vec<Node>,
+        x: ValueId,
+        index: usize,
+        axis: usize,
+        name: &str,
+    ) -> Result<ValueId> {
+        let index =
+            i64::try_from(index).map_err(|_| CompileError::shape("scan index overflows"))?;
+        let idx = add_constant(
+            graph,
+            format!("{name}/index"),
+            crate::ir::Tensor::from_i64(vec![], &[index]),
+        );
+        let slice = new_value(graph, format!("{name}/slice"));
+        let axis = i64::try_from(axis).unwrap_or(0);
+        nodes.push(synth(
+            format!("{name}/gather"),
+            "Gather",
+            13,
+            vec![x, idx],
+            vec![slice],
+            vec![int_attr("axis", axis)],
+            &self.node.guards,
+        )?);
+        Ok(slice)
+    }
+
+    /// `items` stacked along a new `axis`, as a new value.
+    fn stack(
+        &self,
+        graph: &mut Graph,
+        nodes: &mut Vec<Node>,
+        items: Vec<ValueId>,
+        axis: i64,
+        name: &str,
+    ) -> Result<ValueId> {
         let mut stacked = Vec::with_capacity(items.len());
         for (t, item) in items.into_iter().enumerate() {
             let axes_value = add_constant(
                 graph,
-                format!("{}/output_{k}/axes_{t}", node.name),
+                format!("{name}/axes_{t}"),
                 crate::ir::Tensor::from_i64(vec![1], &[axis]),
             );
-            let u = new_value(graph, format!("{}/output_{k}/item_{t}", node.name));
+            let u = new_value(graph, format!("{name}/item_{t}"));
             nodes.push(synth(
-                format!("{}/output_{k}/unsqueeze_{t}", node.name),
+                format!("{name}/unsqueeze_{t}"),
                 "Unsqueeze",
                 13,
                 vec![item, axes_value],
                 vec![u],
                 Vec::new(),
-                &node.guards,
+                &self.node.guards,
             )?);
             stacked.push(u);
         }
+        let out = new_value(graph, format!("{name}/stacked"));
         nodes.push(synth(
-            format!("{}/output_{k}/stack", node.name),
+            format!("{name}/stack"),
             "Concat",
             13,
             stacked,
-            vec![*out],
+            vec![out],
             vec![int_attr("axis", axis)],
-            &node.guards,
+            &self.node.guards,
         )?);
+        Ok(out)
     }
-    Ok(nodes)
+
+    /// The steps over `inputs` (states, then scan inputs): returns the final states, then
+    /// the stacked scan outputs.
+    fn unroll(
+        &self,
+        graph: &mut Graph,
+        nodes: &mut Vec<Node>,
+        inputs: &[ValueId],
+        prefix: &str,
+    ) -> Result<Vec<ValueId>> {
+        let (scan, seq) = (self.scan, self.seq);
+        let m = scan.num_scan_inputs;
+        let n_states = inputs.len() - m;
+        let n_scan_outputs = scan.output_axes.len();
+        if seq == 0 {
+            return Err(CompileError::unsupported("Scan over an empty sequence"));
+        }
+        let mut states: Vec<ValueId> = inputs[..n_states].to_vec();
+        let mut collected: Vec<Vec<ValueId>> = vec![Vec::new(); n_scan_outputs];
+        for t in 0..seq {
+            let mut bindings = states.clone();
+            for j in 0..m {
+                let index = if scan.input_reverse[j] {
+                    seq - 1 - t
+                } else {
+                    t
+                };
+                let name = format!("{prefix}/step_{t}/input_{j}");
+                bindings.push(self.gather(
+                    graph,
+                    nodes,
+                    inputs[n_states + j],
+                    index,
+                    self.axes[j],
+                    &name,
+                )?);
+            }
+            let (mut body, outs) = import_subgraph_with(graph, &scan.body, &bindings)?;
+            if outs.len() != n_states + n_scan_outputs {
+                return Err(CompileError::malformed(
+                    "the Scan body's outputs do not match its states and scan outputs",
+                ));
+            }
+            resolve_ops_of(&mut body, &self.node.guards)?;
+            nodes.extend(body);
+            states = outs[..n_states].to_vec();
+            for (k, &o) in outs[n_states..].iter().enumerate() {
+                collected[k].push(o);
+            }
+        }
+        let mut result = states;
+        for (k, mut items) in collected.into_iter().enumerate() {
+            if scan.output_reverse[k] {
+                items.reverse();
+            }
+            let name = format!("{prefix}/scan_output_{k}");
+            result.push(self.stack(graph, nodes, items, scan.output_axes[k], &name)?);
+        }
+        Ok(result)
+    }
 }
 
 /// Parses the ops of imported subgraph nodes, listing every unsupported one at once; every
