@@ -86,19 +86,24 @@ impl ConvParams {
     }
 }
 
-/// `out = acts(conv(x, w) + bias)` (the activations applied in order) on `exec`'s threads, with `x: [N, C, *input]`,
+/// `out = acts(conv(x, w) + bias + residual)` (the activations applied in order) on `exec`'s threads, with `x: [N, C, *input]`,
 /// `w: [M, C/groups, *kernel]`, `bias: [M]`, `out: [N, M, *output]`.
 ///
 /// Each group is one GEMM of the weights (`M/groups x C/groups * kernel`) by the im2col matrix
 /// of the input, which is never stored: the GEMM packs each panel of it straight from the
 /// input (see [`Im2colPanels`]). Pointwise convolutions read the input as the matrix itself;
 /// depthwise ones run a direct kernel.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, a fused residual, the executor and the fused activations"
+)]
 pub fn conv_f32_exec(
     exec: &crate::threads::Exec,
     p: &ConvParams,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     out: &mut [f32],
     acts: &[crate::rnn::Activation],
 ) {
@@ -118,8 +123,14 @@ pub fn conv_f32_exec(
     if let Some(bias) = bias {
         assert!(bias.len() >= p.out_channels, "conv bias too short");
     }
+    if let Some(residual) = residual {
+        assert!(
+            residual.len() >= p.batch * p.out_channels * out_len,
+            "conv residual too short"
+        );
+    }
     if p.is_depthwise() && !p.packed_weights {
-        return depthwise_f32(exec, p, x, w, bias, out, acts);
+        return depthwise_f32(exec, p, x, w, bias, residual, out, acts);
     }
     for n in 0..p.batch {
         for g in 0..p.groups {
@@ -136,6 +147,8 @@ pub fn conv_f32_exec(
             };
             let epilogue = Epilogue {
                 row_bias: bias.map(|b| &b[g * cout_g..][..cout_g]),
+                residual: residual
+                    .map(|r| &r[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len]),
                 acts,
             };
             let pixels = Strides {
@@ -212,7 +225,16 @@ const NARROW_COLS: usize = 8 * 1024;
 
 /// [`conv_f32_exec`] on the calling thread alone.
 pub fn conv_f32(p: &ConvParams, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    conv_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, &[]);
+    conv_f32_exec(
+        &crate::threads::Exec::single(),
+        p,
+        x,
+        w,
+        bias,
+        None,
+        out,
+        &[],
+    );
 }
 
 /// The im2col matrix of one group's input, as GEMM panels: row `c * K + kernel_offset`,
@@ -387,12 +409,14 @@ fn copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
 /// Depthwise convolution, in tasks of whole `(batch, channel)` planes. 2-D planes without
 /// dilation run [`depthwise_plane_2d`]; others add one shifted, scaled copy of the input plane
 /// per kernel tap (unit-stride inner loops).
+#[allow(clippy::too_many_arguments, reason = "conv_f32_exec's operands")]
 fn depthwise_f32(
     exec: &crate::threads::Exec,
     p: &ConvParams,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     out: &mut [f32],
     acts: &[crate::rnn::Activation],
 ) {
@@ -438,6 +462,10 @@ fn depthwise_f32(
                 };
                 if !done {
                     depthwise_plane(p, src, taps, bias, dst);
+                }
+                if let Some(residual) = residual {
+                    let add = &residual[plane * out_len..][..out_len];
+                    dst.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
                 }
                 for act in acts {
                     act.apply_slice(dst);
@@ -1349,19 +1377,27 @@ mod tests {
             #[cfg(feature = "std")]
             {
                 let mut parallel = std::vec![0.0; want.len()];
+                // A residual added before the Relu, as a fused skip connection.
+                let residual: std::vec::Vec<f32> =
+                    (0..want.len()).map(|i| (i % 5) as f32 - 2.0).collect();
                 conv_f32_exec(
                     &crate::threads::Exec::with_threads(2),
                     &p,
                     &x,
                     &w,
                     Some(&bias),
+                    Some(&residual),
                     &mut parallel,
                     &[crate::rnn::Activation::Relu],
                 );
-                let relu: std::vec::Vec<f32> = out.iter().map(|&v| v.max(0.0)).collect();
+                let relu: std::vec::Vec<f32> = out
+                    .iter()
+                    .zip(&residual)
+                    .map(|(&v, &r)| (v + r).max(0.0))
+                    .collect();
                 assert_eq!(
                     relu, parallel,
-                    "threads and the fused Relu change nothing else"
+                    "threads, the fused residual and the fused Relu change nothing else"
                 );
             }
             for (a, b) in out.iter().zip(&want) {

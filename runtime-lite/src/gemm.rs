@@ -145,6 +145,7 @@ pub fn gemm_f32_act_exec(
 ) {
     let epilogue = Epilogue {
         row_bias: None,
+        residual: None,
         acts: act.as_slice(),
     };
     gemm_matrix_exec(
@@ -211,11 +212,14 @@ pub(crate) fn gemm_matrix_exec(
 }
 
 /// What the blocked product does to each finished output tile: add a per-row bias (a
-/// convolution's per-channel bias), then apply an activation.
+/// convolution's per-channel bias), then a residual tensor, then apply activations.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// `out[i][j] += row_bias[i]`.
     pub row_bias: Option<&'a [f32]>,
+    /// `out[i][j] += residual[i * n + j]` (`n` the output's row length): a skip connection
+    /// added before the activations.
+    pub residual: Option<&'a [f32]>,
     /// Applied after the bias, in order (an activation, then e.g. the scale and shift of a
     /// following affine op).
     pub acts: &'a [crate::rnn::Activation],
@@ -224,20 +228,30 @@ pub struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// Applies the epilogue to a whole row-major output with rows of `row_len`.
     pub fn apply(&self, out: &mut [f32], row_len: usize) {
-        if self.row_bias.is_none() && self.acts.is_empty() {
+        if self.is_empty() {
             return;
         }
         for (i, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
-            self.apply_row(row, i);
+            self.apply_row(row, i, 0, row_len);
         }
     }
 
-    /// Applies the epilogue to (part of) output row `i`.
+    /// Whether the epilogue does nothing.
+    fn is_empty(&self) -> bool {
+        self.row_bias.is_none() && self.residual.is_none() && self.acts.is_empty()
+    }
+
+    /// Applies the epilogue to the part of output row `i` from column `j0` on (rows of
+    /// `row_len`).
     #[inline]
-    fn apply_row(&self, row: &mut [f32], i: usize) {
+    fn apply_row(&self, row: &mut [f32], i: usize, j0: usize, row_len: usize) {
         if let Some(bias) = self.row_bias {
             let v = bias[i];
             row.iter_mut().for_each(|d| *d += v);
+        }
+        if let Some(residual) = self.residual {
+            let add = &residual[i * row_len + j0..][..row.len()];
+            row.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
         }
         for act in self.acts {
             act.apply_slice(row);
@@ -385,6 +399,9 @@ pub(crate) fn gemm_panels_exec<B: PanelSource>(
     a.check(m, k);
     if let Some(bias) = epilogue.row_bias {
         assert!(bias.len() >= m, "gemm row bias too short");
+    }
+    if let Some(residual) = epilogue.residual {
+        assert!(residual.len() >= m * n, "gemm residual too short");
     }
     let isa = Isa::detect();
     let view = OutView {
@@ -735,13 +752,13 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                             kc, a_panel, lda, b_panel, ldb, tile, out.ld, mr, nr, alpha, overwrite,
                         );
                     }
-                    if finished && (epilogue.row_bias.is_some() || !epilogue.acts.is_empty()) {
+                    if finished && !epilogue.is_empty() {
                         for r in 0..mr {
                             // SAFETY: row r of the tile, nr floats, inside the block.
                             let dst = unsafe {
                                 core::slice::from_raw_parts_mut(tile.add(r * out.ld), nr)
                             };
-                            epilogue.apply_row(dst, row + r);
+                            epilogue.apply_row(dst, row + r, j0, out.ld);
                         }
                     }
                     r0 += MR;

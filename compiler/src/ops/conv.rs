@@ -240,6 +240,9 @@ pub struct Conv {
     /// Activations (and scalar affine ops after them) fused into the convolution's epilogue,
     /// applied in order (by `passes::fuse_activation`).
     pub activations: Vec<super::FusedAct>,
+    /// Set by `passes::fuse_residual`: input 3 is a tensor of the output's shape added before
+    /// the activations (a skip connection).
+    pub residual: bool,
     /// Set by `passes::pack_weights` when W holds the weights pre-packed for the GEMM (see
     /// `sinter_rt::conv::ConvParams::packed_weights`): W's ONNX shape `[M, C/group, *kernel]`.
     pub packed_from: Option<Vec<usize>>,
@@ -307,6 +310,7 @@ impl OpDef for Conv {
             window: Window::parse(node)?,
             group,
             activations: Vec::new(),
+            residual: false,
             packed_from: None,
         })
     }
@@ -322,7 +326,17 @@ impl OpDef for Conv {
                 self.group
             )));
         }
-        conv_output(cx, x.dtype, x.shape[0], cout, &g.output)
+        let out = conv_output(cx, x.dtype, x.shape[0], cout, &g.output)?;
+        if self.residual {
+            let r = cx.input(3)?;
+            if r.dtype != x.dtype || r.shape != out[0].shape.as_slice() {
+                return Err(CompileError::shape(format!(
+                    "the fused residual has shape {:?}, expected {:?}",
+                    r.shape, out[0].shape
+                )));
+            }
+        }
+        Ok(out)
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -341,9 +355,15 @@ impl OpDef for Conv {
         };
         let acts = self.activations.iter().map(|a| a.tokens());
         let act = quote!(&[#(#acts),*]);
+        let residual = if self.residual {
+            let i3 = names.input(3);
+            quote!(Some(#i3))
+        } else {
+            quote!(None)
+        };
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
-            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #act);
+            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #residual, #o0, #act);
         })
     }
 }
@@ -890,6 +910,7 @@ impl DeformConv {
             window: self.window.clone(),
             group: self.group,
             activations: Vec::new(),
+            residual: false,
             packed_from: None,
         };
         let g = conv.geometry(&OpCx {

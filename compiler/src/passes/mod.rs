@@ -11,6 +11,7 @@ mod fuse_gelu;
 mod fuse_hardswish;
 mod fuse_layer_norm;
 mod fuse_matmul_add;
+mod fuse_residual;
 mod fuse_silu;
 mod infer_shapes;
 mod pack_weights;
@@ -31,6 +32,7 @@ pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
 pub use fuse_layer_norm::fuse_layer_norm;
 pub use fuse_matmul_add::fuse_matmul_add;
+pub use fuse_residual::fuse_residual;
 pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use pack_weights::pack_weights;
@@ -166,6 +168,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_matmul_add",
         min_level: OptLevel::O2,
         run: fuse_matmul_add,
+    },
+    PassInfo {
+        name: "fuse_residual",
+        min_level: OptLevel::O2,
+        run: fuse_residual,
     },
     PassInfo {
         name: "fuse_activation",
