@@ -1927,6 +1927,11 @@ impl Generate {
     }
 
     /// The fill value, checked to hold one element.
+    /// The one-element value a `ConstantOfShape` repeats (`None` for `Range`).
+    pub fn constant_fill(&self) -> Option<&Tensor> {
+        self.fill().ok().flatten()
+    }
+
     fn fill(&self) -> Result<Option<&Tensor>> {
         match &self.value {
             Some(v) if v.len() != 1 => {

@@ -138,8 +138,37 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             last_use[r] = last_use[r].max(last_use[v]);
         }
     }
+    // ConstantOfShape outputs too big to fold (the weights of the onnx package's light
+    // models) are filled once by `Model::new()` as well: the node emits no code.
+    let mut hoisted: Vec<(crate::ir::ValueId, Vec<u8>)> = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let (Some(crate::ops::Op::Generate(g)), Some(Some(out))) = (&node.op, node.outputs.first())
+        else {
+            continue;
+        };
+        let constant_inputs = node
+            .inputs
+            .iter()
+            .flatten()
+            .all(|id| graph.value(*id).constant.is_some());
+        if let (Some(v), true) = (g.constant_fill(), constant_inputs) {
+            if graph.value(*out).dtype == Some(v.dtype) && !graph.outputs.contains(out) {
+                skip[i] = true;
+                hoisted.push((*out, v.bytes.clone()));
+            }
+        }
+    }
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut owners: Vec<Owner> = Vec::new();
+    for (id, element) in &hoisted {
+        buffers.push(Buffer {
+            size: padded(graph.value(*id).bytes()),
+            first: 0,
+            last: n_nodes,
+            offset: 0,
+        });
+        owners.push(Owner::Hoisted(*id, element.clone()));
+    }
     for &id in &fill_values {
         buffers.push(Buffer {
             size: padded(graph.value(id).bytes()),
@@ -153,7 +182,10 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
     for (i, node) in graph.nodes.iter().enumerate() {
         for &id in node.outputs.iter().flatten() {
             let value = graph.value(id);
-            if value.constant.is_some() || root[id.index()] != id.index() {
+            if value.constant.is_some()
+                || root[id.index()] != id.index()
+                || hoisted.iter().any(|(h, _)| *h == id)
+            {
                 continue;
             }
             buffers.push(Buffer {
@@ -248,6 +280,16 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             Owner::Value(v) => locations[v] = Some(Location::Arena(buffer.offset)),
             Owner::Scratch(node, t) => scratch[node] = Some((buffer.offset, t)),
             Owner::OutputCopy(k) => output_copy[k] = Some(buffer.offset),
+            Owner::Hoisted(id, element) => {
+                locations[id.index()] = Some(Location::Arena(buffer.offset));
+                let value = graph.value(id);
+                fills.push(Fill {
+                    offset: buffer.offset,
+                    dtype: value.dtype.unwrap_or(crate::ir::DType::F32),
+                    len: value.len(),
+                    element,
+                });
+            }
             Owner::Fill(id) => {
                 locations[id.index()] = Some(Location::Arena(buffer.offset));
                 if let Some(t) = &graph.value(id).constant {
@@ -328,6 +370,7 @@ fn is_uniform(t: &crate::ir::Tensor) -> bool {
 
 enum Owner {
     Fill(crate::ir::ValueId),
+    Hoisted(crate::ir::ValueId, Vec<u8>),
     OutputCopy(usize),
     Value(usize),
     Scratch(usize, TypeShape),
