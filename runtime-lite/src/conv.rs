@@ -6,8 +6,8 @@
 use core::mem::MaybeUninit;
 
 use crate::gemm::{
-    gemm_f32, gemm_matrix_exec, gemm_panels_exec, AOperand, Epilogue, MatrixPanels, PanelSource,
-    Strides,
+    gemm_f32, gemm_f32_exec, gemm_matrix_exec, gemm_panels_exec, AOperand, Epilogue, MatrixPanels,
+    PanelSource, Strides,
 };
 
 /// The geometry of one convolution, fixed at compile time. Spatial arrays are right-aligned:
@@ -730,6 +730,20 @@ pub fn conv_transpose_f32(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
+    conv_transpose_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, scratch);
+}
+
+/// [`conv_transpose_f32`] with the GEMM and the scatter of output channels split across
+/// `exec`'s threads.
+pub fn conv_transpose_f32_exec(
+    exec: &crate::threads::Exec,
+    p: &ConvTransposeParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
     let in_len: usize = p.input.iter().product();
@@ -755,7 +769,8 @@ pub fn conv_transpose_f32(
             }
             // cols[oc * K + k][pixel] = sum_c w[c][oc * K + k] * x[c][pixel]
             let cols = &mut scratch[..rows * in_len];
-            gemm_f32(
+            gemm_f32_exec(
+                exec,
                 rows,
                 in_len,
                 cin_g,
@@ -773,7 +788,11 @@ pub fn conv_transpose_f32(
                 false,
                 cols,
             );
-            col2im(p, cols, out_group);
+            let cols = &*cols;
+            let per_task = cout_g.div_ceil(2 * exec.threads()).max(1);
+            exec.for_each_chunk(out_group, per_task * out_len.max(1), &|t, part| {
+                col2im_channels(p, cols, part, t * per_task);
+            });
         }
     }
 }
@@ -800,6 +819,11 @@ pub fn col2im_f32(p: &ConvTransposeParams, x: &[f32], out: &mut [f32]) {
 
 /// Scatter-adds the column matrix of one group into its output channels.
 fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
+    col2im_channels(p, cols, out, 0);
+}
+
+/// [`col2im`] for the output channels `out` holds, the first of them `first_channel`.
+fn col2im_channels(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32], first_channel: usize) {
     let [id, ih, iw] = p.input;
     let [od, oh, ow] = p.output;
     let [kd, kh, kw] = p.kernel;
@@ -810,21 +834,35 @@ fn col2im(p: &ConvTransposeParams, cols: &[f32], out: &mut [f32]) {
         let full = (i * p.strides[axis] + k * p.dilations[axis]) as isize - p.pads[axis];
         usize::try_from(full).ok().filter(|&v| v < p.output[axis])
     };
-    let mut row = 0;
+    let sw = p.strides[2];
+    let mut row = first_channel * kd * kh * kw;
     for channel in out.chunks_exact_mut(out_len.max(1)) {
         for a in 0..kd {
             for b in 0..kh {
                 for c in 0..kw {
                     let src = &cols[row * in_len..][..in_len];
                     row += 1;
+                    // Input columns landing inside the output row: [x_lo, x_hi), the first
+                    // at output column `x0`.
+                    let Some(x_lo) = (0..iw).find(|&xi| pos(2, xi, c).is_some()) else {
+                        continue;
+                    };
+                    let x_hi = (x_lo..iw).find(|&xi| pos(2, xi, c).is_none()).unwrap_or(iw);
+                    let x0 = pos(2, x_lo, c).unwrap_or(0);
                     for z in 0..id {
                         let Some(zo) = pos(0, z, a) else { continue };
                         for y in 0..ih {
                             let Some(yo) = pos(1, y, b) else { continue };
                             let (sbase, obase) = ((z * ih + y) * iw, (zo * oh + yo) * ow);
-                            for xi in 0..iw {
-                                if let Some(xo) = pos(2, xi, c) {
-                                    channel[obase + xo] += src[sbase + xi];
+                            let src_row = &src[sbase + x_lo..sbase + x_hi];
+                            let dst = &mut channel[obase + x0..];
+                            if sw == 1 {
+                                for (o, &v) in dst.iter_mut().zip(src_row) {
+                                    *o += v;
+                                }
+                            } else {
+                                for (i, &v) in src_row.iter().enumerate() {
+                                    dst[i * sw] += v;
                                 }
                             }
                         }

@@ -569,7 +569,12 @@ impl OpDef for ConvTranspose {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (params, scratch_len) = self.params(cx)?;
-        let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+        let (i0, i1, o0, exec) = (
+            names.input(0),
+            names.input(1),
+            names.output(0),
+            names.exec(),
+        );
         let bias = if cx.opt_input(2).is_some() {
             let i2 = names.input(2);
             quote!(Some(#i2))
@@ -584,7 +589,7 @@ impl OpDef for ConvTranspose {
         };
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
-            ::sinter_rt::conv::conv_transpose_f32(&PARAMS, #i0, #i1, #bias, #o0, #scratch);
+            ::sinter_rt::conv::conv_transpose_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch);
         })
     }
 }
