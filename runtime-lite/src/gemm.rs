@@ -689,7 +689,15 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
     kernel: Kernel,
     epilogue: Epilogue<'_>,
 ) {
-    let mc_max = A_BUF / KC / MR * MR;
+    // Pre-packed panels are read where they lie when their groups are this kernel's;
+    // otherwise A is packed, a block of rows at a time.
+    let a_in_place = matches!(a, AOperand::Panels8(..)) && MR == 8;
+    let mc_max = if a_in_place {
+        // Nothing to pack: one block of all rows, so that each B panel is packed once.
+        (rows.1 - rows.0).max(1)
+    } else {
+        A_BUF / KC / MR * MR
+    };
     // Uninitialized: packing writes every float a kernel reads (zero-padding included), and
     // skipping the memset matters for the many small products of a real model.
     let mut a_pack = [MaybeUninit::<f32>::uninit(); A_BUF];
@@ -704,9 +712,6 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
         let mut i0 = rows.0;
         while i0 < rows.1 {
             let mc = mc_max.min(rows.1 - i0);
-            // Pre-packed panels are read where they lie when their groups are this kernel's;
-            // otherwise A is packed.
-            let a_in_place = matches!(a, AOperand::Panels8(..)) && MR == 8;
             if !a_in_place {
                 pack_a::<MR>(a, i0, mc, k0, kc, &mut a_pack);
             }
