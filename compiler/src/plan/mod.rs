@@ -138,6 +138,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             last_use[r] = last_use[r].max(last_use[v]);
         }
     }
+    let (slice_of, concat_first) = concat_in_place(graph, &root, &mut skip);
     // ConstantOfShape outputs too big to fold (the weights of the onnx package's light
     // models) are filled once by `Model::new()` as well: the node emits no code.
     let mut hoisted: Vec<(crate::ir::ValueId, Vec<u8>)> = Vec::new();
@@ -185,12 +186,13 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             if value.constant.is_some()
                 || root[id.index()] != id.index()
                 || hoisted.iter().any(|(h, _)| *h == id)
+                || slice_of[id.index()].is_some()
             {
                 continue;
             }
             buffers.push(Buffer {
                 size: padded(value.bytes()),
-                first: i,
+                first: concat_first[id.index()].unwrap_or(i).min(i),
                 last: last_use[id.index()].max(i),
                 offset: 0,
             });
@@ -303,6 +305,13 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             }
         }
     }
+    for (v, slice) in slice_of.iter().enumerate() {
+        if let (Some((out, offset)), None) = (slice, locations[v]) {
+            if let Some(Location::Arena(base)) = locations[*out] {
+                locations[v] = Some(Location::Arena(base + offset));
+            }
+        }
+    }
     for v in 0..graph.values.len() {
         if root[v] != v {
             locations[v] = locations[root[v]];
@@ -332,6 +341,95 @@ const VIEW_OPS: &[&str] = &[
 
 /// Whether `node` can be planned as a view: a view op, in the default domain, with only its
 /// first output used and the same element type in and out.
+/// Concat in place: when every input of a Concat is a value that only the Concat reads,
+/// produced earlier by a node that writes it (not a view, constant or graph input), and the
+/// inputs are contiguous slices of the output (every axis before the concatenation axis has
+/// size 1), each producer writes straight into its slice of the output and the Concat emits
+/// no code (it is marked in `skip`).
+///
+/// Returns, per value, the Concat output it is a slice of with the byte offset, and per
+/// Concat output the first node that writes into it (its buffer must live from there).
+#[allow(
+    clippy::type_complexity,
+    reason = "two per-value tables, documented above"
+)]
+fn concat_in_place(
+    graph: &Graph,
+    root: &[usize],
+    skip: &mut [bool],
+) -> (Vec<Option<(usize, usize)>>, Vec<Option<usize>>) {
+    let n_values = graph.values.len();
+    let mut slice_of: Vec<Option<(usize, usize)>> = vec![None; n_values];
+    let mut first: Vec<Option<usize>> = vec![None; n_values];
+    let uses = graph.use_counts();
+    let mut producer = vec![None; n_values];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for out in node.outputs.iter().flatten() {
+            producer[out.index()] = Some(i);
+        }
+    }
+    let mut viewed = vec![false; n_values];
+    for (v, &r) in root.iter().enumerate() {
+        if r != v {
+            viewed[r] = true;
+        }
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if node.op_type != "Concat" || !node.domain.is_empty() || skip[i] || !node.guards.is_empty()
+        {
+            continue;
+        }
+        let Some(Some(out)) = node.outputs.first() else {
+            continue;
+        };
+        let out_value = graph.value(*out);
+        let (Some(shape), Some(dtype)) = (&out_value.shape, out_value.dtype) else {
+            continue;
+        };
+        let axis = node
+            .attributes
+            .iter()
+            .find(|a| a.name() == "axis")
+            .map_or(0, |a| a.i());
+        let Ok(axis) = crate::ops::normalize_axis(axis, shape.len(), "axis") else {
+            continue;
+        };
+        let outer_is_one = shape[..axis].iter().all(|&d| d == 1);
+        let inputs: Vec<_> = node.inputs.iter().flatten().copied().collect();
+        let qualifies = |id: crate::ir::ValueId| {
+            let value = graph.value(id);
+            let k = id.index();
+            value.constant.is_none()
+                && value.dtype == Some(dtype)
+                && uses[k] == 1
+                && root[k] == k
+                && !viewed[k]
+                && !graph.outputs.contains(&id)
+                && !graph.inputs.contains(&id)
+                && slice_of[k].is_none()
+                && producer[k]
+                    .is_some_and(|p| p < i && !skip[p] && graph.nodes[p].guards.is_empty())
+        };
+        if out_value.constant.is_some()
+            || root[out.index()] != out.index()
+            || !outer_is_one
+            || inputs.len() != node.inputs.len()
+            || inputs.len() < 2
+            || !inputs.iter().all(|&id| qualifies(id))
+        {
+            continue;
+        }
+        let mut offset = 0;
+        for &id in &inputs {
+            slice_of[id.index()] = Some((out.index(), offset));
+            offset += graph.value(id).bytes();
+        }
+        first[out.index()] = inputs.iter().filter_map(|id| producer[id.index()]).min();
+        skip[i] = true;
+    }
+    (slice_of, first)
+}
+
 fn is_view(graph: &Graph, node: &crate::ir::Node) -> bool {
     let (Some(Some(input)), Some(Some(output))) = (node.inputs.first(), node.outputs.first())
     else {
