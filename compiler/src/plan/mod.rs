@@ -473,3 +473,42 @@ enum Owner {
     Value(usize),
     Scratch(usize, TypeShape),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::{run_passes, OptLevel, PassCx};
+
+    #[test]
+    fn concat_inputs_are_written_into_their_slices() {
+        // Every fire module of the light SqueezeNet ends in a Concat of two convolutions.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/models/light_squeezenet/model.onnx");
+        let graph = crate::Builder::new(path).load().expect("loads");
+        let cx = PassCx {
+            opt_level: OptLevel::O3,
+            ..PassCx::default()
+        };
+        let graph = run_passes(graph, &cx).expect("compiles").0;
+        let plan = plan(&graph).expect("plans");
+        let mut concats = 0;
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if node.op_type != "Concat" {
+                continue;
+            }
+            concats += 1;
+            assert!(plan.skip[i], "the Concat emits no code");
+            let out = node.outputs[0].expect("output");
+            let Some(Location::Arena(base)) = plan.locations[out.index()] else {
+                panic!("the Concat output lives in the arena");
+            };
+            let mut offset = base;
+            for input in node.inputs.iter().flatten() {
+                assert_eq!(plan.locations[input.index()], Some(Location::Arena(offset)));
+                offset += graph.value(*input).bytes();
+            }
+            assert_eq!(offset - base, graph.value(out).bytes());
+        }
+        assert_eq!(concats, 8);
+    }
+}
