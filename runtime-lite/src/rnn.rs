@@ -114,6 +114,12 @@ impl Activation {
             Activation::HardSwish => values
                 .iter_mut()
                 .for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Activation::Affine(a, b) => values.iter_mut().for_each(|v| *v = a * *v + b),
+            Activation::LeakyRelu(a) => values
+                .iter_mut()
+                .for_each(|v| *v = if *v >= 0.0 { *v } else { a * *v }),
+            Activation::Sigmoid => values.iter_mut().for_each(|v| *v = math::sigmoid(*v)),
+            Activation::Tanh => values.iter_mut().for_each(|v| *v = math::tanh(*v)),
             other => values.iter_mut().for_each(|v| *v = other.apply(*v)),
         }
     }
