@@ -22,6 +22,25 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
         out_shape[i] = in_shape[p];
         strides[i] = in_strides[p];
     }
+    // Trailing axes the permutation leaves in place move as whole contiguous blocks (a
+    // channel shuffle moves planes of h x w pixels).
+    let tail = (0..rank)
+        .rev()
+        .take_while(|&axis| perm[axis] == axis)
+        .count();
+    if tail == rank {
+        let n = out.len().min(x.len());
+        out[..n].copy_from_slice(&x[..n]);
+        return;
+    }
+    let block: usize = in_shape[rank - tail..].iter().product();
+    if tail > 0 && block > 1 {
+        let outer = rank - tail;
+        crate::elementwise::for_each_index(&out_shape[..outer], [&strides[..outer]], |i, [src]| {
+            out[i * block..][..block].copy_from_slice(&x[src..][..block]);
+        });
+        return;
+    }
     crate::elementwise::for_each_index(&out_shape[..rank], [&strides[..rank]], |i, [src]| {
         out[i] = x[src];
     });
@@ -611,6 +630,25 @@ mod tests {
         let mut out = [0; 6];
         transpose(&x, &mut out, &[2, 3], &[1, 0]);
         assert_eq!(out, [1, 4, 2, 5, 3, 6]);
+    }
+
+    #[test]
+    fn channel_shuffle_moves_planes_and_identity_copies() {
+        // [1, g=2, c=3, 2, 2] -> [1, c, g, 2, 2]: each 2x2 plane moves whole.
+        let shape = [1, 2, 3, 2, 2];
+        let x: std::vec::Vec<i32> = (0..24).collect();
+        let mut out = [0; 24];
+        transpose(&x, &mut out, &shape, &[0, 2, 1, 3, 4]);
+        for c in 0..3 {
+            for g in 0..2 {
+                for p in 0..4 {
+                    assert_eq!(out[(c * 2 + g) * 4 + p], x[(g * 3 + c) * 4 + p]);
+                }
+            }
+        }
+        let mut same = [0; 24];
+        transpose(&x, &mut same, &shape, &[0, 1, 2, 3, 4]);
+        assert_eq!(same[..], x[..]);
     }
 
     #[test]
