@@ -827,6 +827,96 @@ fn float_code(dtype: DType) -> i64 {
     }
 }
 
+/// Builds the nodes of an expansion, named after the node they replace and under its guards.
+struct Expansion {
+    name: String,
+    guards: Vec<(ValueId, bool)>,
+    nodes: Vec<Node>,
+}
+
+impl Expansion {
+    /// Appends `op_type(inputs)` and returns its one output.
+    fn step(
+        &mut self,
+        graph: &mut Graph,
+        what: &str,
+        op_type: &str,
+        opset: i64,
+        inputs: Vec<ValueId>,
+        attrs: Vec<crate::onnx::proto::AttributeProto>,
+    ) -> Result<ValueId> {
+        let out = new_value(graph, format!("{}/{what}", self.name));
+        self.nodes.push(synth(
+            format!("{}/{what}", self.name),
+            op_type,
+            opset,
+            inputs,
+            vec![out],
+            attrs,
+            &self.guards,
+        )?);
+        Ok(out)
+    }
+
+    /// `x` cast from `from` to `to` (itself when they are equal).
+    fn cast(
+        &mut self,
+        graph: &mut Graph,
+        what: &str,
+        x: ValueId,
+        from: DType,
+        to: DType,
+    ) -> Result<ValueId> {
+        if from == to {
+            return Ok(x);
+        }
+        self.step(
+            graph,
+            what,
+            "Cast",
+            21,
+            vec![x],
+            vec![int_attr("to", float_code(to))],
+        )
+    }
+
+    /// A constant `int64` vector of dimensions.
+    fn dims(&self, graph: &mut Graph, what: &str, dims: &[usize]) -> Result<ValueId> {
+        let v = dims
+            .iter()
+            .map(|&x| i64::try_from(x).map_err(|_| CompileError::shape("dimension overflows")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(add_constant(
+            graph,
+            format!("{}/{what}", self.name),
+            crate::ir::Tensor::from_i64(vec![v.len()], &v),
+        ))
+    }
+
+    /// The subgraph `proto` (if any) applied to `x`: its nodes inlined, its output returned.
+    fn apply(
+        &mut self,
+        graph: &mut Graph,
+        proto: Option<&GraphProto>,
+        x: ValueId,
+        what: &str,
+    ) -> Result<ValueId> {
+        let Some(proto) = proto else {
+            return Ok(x);
+        };
+        let (mut body, outs) = import_subgraph_with(graph, proto, &[x])?;
+        let [out] = outs[..] else {
+            return Err(CompileError::malformed(format!(
+                "{what} must have one output, found {}",
+                outs.len()
+            )));
+        };
+        resolve_ops_of(&mut body, &self.guards)?;
+        self.nodes.extend(body);
+        Ok(out)
+    }
+}
+
 /// The nodes that replace a `FlexAttention`, as its function body computes it: `Q` and `K`
 /// each scaled by `sqrt(scale)` (in the input type), K/V heads repeated for grouped queries,
 /// `Q K^T` (float16 inputs multiply in f32 and round to float16, as the reference does), the
@@ -883,61 +973,11 @@ fn expand_flex_attention(
         DType::F32
     });
     let mm_type = if t == DType::F16 { DType::F32 } else { t };
-    let guards = node.guards.clone();
-    let name = node.name.clone();
-    let mut nodes = Vec::new();
-    let mut step = |graph: &mut Graph,
-                    nodes: &mut Vec<Node>,
-                    what: &str,
-                    op_type: &str,
-                    opset: i64,
-                    inputs: Vec<ValueId>,
-                    attrs: Vec<crate::onnx::proto::AttributeProto>|
-     -> Result<ValueId> {
-        let out = new_value(graph, format!("{name}/{what}"));
-        nodes.push(synth(
-            format!("{name}/{what}"),
-            op_type,
-            opset,
-            inputs,
-            vec![out],
-            attrs,
-            &guards,
-        )?);
-        Ok(out)
+    let mut x = Expansion {
+        name: node.name.clone(),
+        guards: node.guards.clone(),
+        nodes: Vec::new(),
     };
-    let cast = |graph: &mut Graph,
-                nodes: &mut Vec<Node>,
-                step: &mut dyn FnMut(
-        &mut Graph,
-        &mut Vec<Node>,
-        &str,
-        &str,
-        i64,
-        Vec<ValueId>,
-        Vec<crate::onnx::proto::AttributeProto>,
-    ) -> Result<ValueId>,
-                what: &str,
-                x: ValueId,
-                from: DType,
-                to: DType|
-     -> Result<ValueId> {
-        if from == to {
-            Ok(x)
-        } else {
-            step(
-                graph,
-                nodes,
-                what,
-                "Cast",
-                21,
-                vec![x],
-                vec![int_attr("to", float_code(to))],
-            )
-        }
-    };
-    let to_i64 =
-        |v: usize| i64::try_from(v).map_err(|_| CompileError::shape("dimension overflows"));
     // sqrt(scale), computed in f32 and rounded to the input type.
     let scale = match flex.scale {
         Some(s) => s,
@@ -950,173 +990,80 @@ fn expand_flex_attention(
     };
     let root = add_constant(
         graph,
-        format!("{name}/sqrt_scale"),
+        format!("{}/sqrt_scale", node.name),
         crate::ir::Tensor::from_numbers(t, vec![], &[f64::from(scale.sqrt())]),
     );
-    let q_scaled = step(
-        graph,
-        &mut nodes,
-        "q_scaled",
-        "Mul",
-        14,
-        vec![q, root],
-        vec![],
-    )?;
-    let k_scaled = step(
-        graph,
-        &mut nodes,
-        "k_scaled",
-        "Mul",
-        14,
-        vec![k, root],
-        vec![],
-    )?;
+    let q_scaled = x.step(graph, "q_scaled", "Mul", 14, vec![q, root], vec![])?;
+    let k_scaled = x.step(graph, "k_scaled", "Mul", 14, vec![k, root], vec![])?;
     // Grouped queries: each K/V head serves `hq / hkv` consecutive query heads.
-    let align = |graph: &mut Graph,
-                 nodes: &mut Vec<Node>,
-                 x: ValueId,
-                 size: usize,
-                 what: &str|
-     -> Result<ValueId> {
-        if hq == hkv {
-            return Ok(x);
-        }
-        let dims = |d: &[usize]| -> Result<crate::ir::Tensor> {
-            let v = d.iter().map(|&x| to_i64(x)).collect::<Result<Vec<_>>>()?;
-            Ok(crate::ir::Tensor::from_i64(vec![v.len()], &v))
+    let align =
+        |x: &mut Expansion, graph: &mut Graph, value: ValueId, size: usize, what: &str| {
+            if hq == hkv {
+                return Ok(value);
+            }
+            let s5 = x.dims(graph, &format!("{what}_5d"), &[b, hkv, 1, s, size])?;
+            let e5 = x.dims(
+                graph,
+                &format!("{what}_expand"),
+                &[b, hkv, hq / hkv, s, size],
+            )?;
+            let s4 = x.dims(graph, &format!("{what}_4d"), &[b, hq, s, size])?;
+            let v5 = x.step(
+                graph,
+                &format!("{what}_unsqueezed"),
+                "Reshape",
+                21,
+                vec![value, s5],
+                vec![],
+            )?;
+            let ve = x.step(
+                graph,
+                &format!("{what}_expanded"),
+                "Expand",
+                13,
+                vec![v5, e5],
+                vec![],
+            )?;
+            x.step(
+                graph,
+                &format!("{what}_aligned"),
+                "Reshape",
+                21,
+                vec![ve, s4],
+                vec![],
+            )
         };
-        let s5 = add_constant(
-            graph,
-            format!("{name}/{what}_5d"),
-            dims(&[b, hkv, 1, s, size])?,
-        );
-        let e5 = add_constant(
-            graph,
-            format!("{name}/{what}_expand"),
-            dims(&[b, hkv, hq / hkv, s, size])?,
-        );
-        let s4 = add_constant(graph, format!("{name}/{what}_4d"), dims(&[b, hq, s, size])?);
-        let x5 = step(
-            graph,
-            nodes,
-            &format!("{what}_unsqueezed"),
-            "Reshape",
-            21,
-            vec![x, s5],
-            vec![],
-        )?;
-        let xe = step(
-            graph,
-            nodes,
-            &format!("{what}_expanded"),
-            "Expand",
-            13,
-            vec![x5, e5],
-            vec![],
-        )?;
-        step(
-            graph,
-            nodes,
-            &format!("{what}_aligned"),
-            "Reshape",
-            21,
-            vec![xe, s4],
-            vec![],
-        )
-    };
-    let k_aligned = align(graph, &mut nodes, k_scaled, e, "k")?;
-    let v_aligned = align(graph, &mut nodes, v, vs[3], "v")?;
-    let k_t = step(
+    let k_aligned = align(&mut x, graph, k_scaled, e, "k")?;
+    let v_aligned = align(&mut x, graph, v, vs[3], "v")?;
+    let k_t = x.step(
         graph,
-        &mut nodes,
         "k_transposed",
         "Transpose",
         21,
         vec![k_aligned],
         vec![super::pattern::ints_attr("perm", &[0, 1, 3, 2])],
     )?;
-    let q_mm = cast(graph, &mut nodes, &mut step, "q_mm", q_scaled, t, mm_type)?;
-    let k_mm = cast(graph, &mut nodes, &mut step, "k_mm", k_t, t, mm_type)?;
-    let mut scores = step(
+    let q_mm = x.cast(graph, "q_mm", q_scaled, t, mm_type)?;
+    let k_mm = x.cast(graph, "k_mm", k_t, t, mm_type)?;
+    let mut scores = x.step(graph, "scores", "MatMul", 13, vec![q_mm, k_mm], vec![])?;
+    scores = x.cast(graph, "scores_rounded", scores, mm_type, t)?;
+    scores = x.cast(graph, "scores_softmax_type", scores, t, softmax_type)?;
+    scores = x.apply(graph, flex.score_mod.as_deref(), scores, "score_mod")?;
+    let mut probs = x.step(
         graph,
-        &mut nodes,
-        "scores",
-        "MatMul",
-        13,
-        vec![q_mm, k_mm],
-        vec![],
-    )?;
-    scores = cast(
-        graph,
-        &mut nodes,
-        &mut step,
-        "scores_rounded",
-        scores,
-        mm_type,
-        t,
-    )?;
-    scores = cast(
-        graph,
-        &mut nodes,
-        &mut step,
-        "scores_softmax_type",
-        scores,
-        t,
-        softmax_type,
-    )?;
-    let apply_mod = |graph: &mut Graph,
-                     nodes: &mut Vec<Node>,
-                     proto: &Option<Box<GraphProto>>,
-                     x: ValueId,
-                     what: &str|
-     -> Result<ValueId> {
-        let Some(proto) = proto else {
-            return Ok(x);
-        };
-        let (mut body, outs) = import_subgraph_with(graph, proto, &[x])?;
-        let [out] = outs[..] else {
-            return Err(CompileError::malformed(format!(
-                "{what} must have one output, found {}",
-                outs.len()
-            )));
-        };
-        resolve_ops_of(&mut body, &node.guards)?;
-        nodes.extend(body);
-        Ok(out)
-    };
-    scores = apply_mod(graph, &mut nodes, &flex.score_mod, scores, "score_mod")?;
-    let mut probs = step(
-        graph,
-        &mut nodes,
         "probs",
         "Softmax",
         13,
         vec![scores],
         vec![int_attr("axis", -1)],
     )?;
-    probs = apply_mod(graph, &mut nodes, &flex.prob_mod, probs, "prob_mod")?;
-    let v_c = cast(
-        graph,
-        &mut nodes,
-        &mut step,
-        "v_softmax_type",
-        v_aligned,
-        t,
-        softmax_type,
-    )?;
-    let mut y = step(
-        graph,
-        &mut nodes,
-        "y",
-        "MatMul",
-        13,
-        vec![probs, v_c],
-        vec![],
-    )?;
-    y = cast(graph, &mut nodes, &mut step, "y_cast", y, softmax_type, t)?;
+    probs = x.apply(graph, flex.prob_mod.as_deref(), probs, "prob_mod")?;
+    let v_c = x.cast(graph, "v_softmax_type", v_aligned, t, softmax_type)?;
+    let mut y = x.step(graph, "y", "MatMul", 13, vec![probs, v_c], vec![])?;
+    y = x.cast(graph, "y_cast", y, softmax_type, t)?;
     if let Some(Some(out)) = node.outputs.first() {
-        nodes.push(synth(
-            format!("{name}/output"),
+        x.nodes.push(synth(
+            format!("{}/output", node.name),
             "Identity",
             13,
             vec![y],
@@ -1125,5 +1072,5 @@ fn expand_flex_attention(
             &node.guards,
         )?);
     }
-    Ok(nodes)
+    Ok(x.nodes)
 }
