@@ -475,3 +475,26 @@ fn check_acyclic(children: &[[u32; 2]], roots: &[u32]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_in_the_trees_are_rejected() {
+        let leaf = ml_leaf_bit();
+        // Node 1 is shared by two paths (a DAG): fine.
+        assert!(check_acyclic(&[[1, 1], [leaf, leaf | 1]], &[0]).is_ok());
+        // Node 1 leads back to node 0.
+        assert!(check_acyclic(&[[1, leaf], [0, leaf]], &[0]).is_err());
+        // A node that is its own child.
+        assert!(check_acyclic(&[[leaf, 0]], &[0]).is_err());
+    }
+
+    #[test]
+    fn indices_are_bounded() {
+        assert_eq!(index(2, 3, "x").ok(), Some(2));
+        assert!(index(3, 3, "x").is_err());
+        assert!(index(-1, 3, "x").is_err());
+    }
+}

@@ -996,43 +996,42 @@ fn expand_flex_attention(
     let q_scaled = x.step(graph, "q_scaled", "Mul", 14, vec![q, root], vec![])?;
     let k_scaled = x.step(graph, "k_scaled", "Mul", 14, vec![k, root], vec![])?;
     // Grouped queries: each K/V head serves `hq / hkv` consecutive query heads.
-    let align =
-        |x: &mut Expansion, graph: &mut Graph, value: ValueId, size: usize, what: &str| {
-            if hq == hkv {
-                return Ok(value);
-            }
-            let s5 = x.dims(graph, &format!("{what}_5d"), &[b, hkv, 1, s, size])?;
-            let e5 = x.dims(
-                graph,
-                &format!("{what}_expand"),
-                &[b, hkv, hq / hkv, s, size],
-            )?;
-            let s4 = x.dims(graph, &format!("{what}_4d"), &[b, hq, s, size])?;
-            let v5 = x.step(
-                graph,
-                &format!("{what}_unsqueezed"),
-                "Reshape",
-                21,
-                vec![value, s5],
-                vec![],
-            )?;
-            let ve = x.step(
-                graph,
-                &format!("{what}_expanded"),
-                "Expand",
-                13,
-                vec![v5, e5],
-                vec![],
-            )?;
-            x.step(
-                graph,
-                &format!("{what}_aligned"),
-                "Reshape",
-                21,
-                vec![ve, s4],
-                vec![],
-            )
-        };
+    let align = |x: &mut Expansion, graph: &mut Graph, value: ValueId, size: usize, what: &str| {
+        if hq == hkv {
+            return Ok(value);
+        }
+        let s5 = x.dims(graph, &format!("{what}_5d"), &[b, hkv, 1, s, size])?;
+        let e5 = x.dims(
+            graph,
+            &format!("{what}_expand"),
+            &[b, hkv, hq / hkv, s, size],
+        )?;
+        let s4 = x.dims(graph, &format!("{what}_4d"), &[b, hq, s, size])?;
+        let v5 = x.step(
+            graph,
+            &format!("{what}_unsqueezed"),
+            "Reshape",
+            21,
+            vec![value, s5],
+            vec![],
+        )?;
+        let ve = x.step(
+            graph,
+            &format!("{what}_expanded"),
+            "Expand",
+            13,
+            vec![v5, e5],
+            vec![],
+        )?;
+        x.step(
+            graph,
+            &format!("{what}_aligned"),
+            "Reshape",
+            21,
+            vec![ve, s4],
+            vec![],
+        )
+    };
     let k_aligned = align(&mut x, graph, k_scaled, e, "k")?;
     let v_aligned = align(&mut x, graph, v, vs[3], "v")?;
     let k_t = x.step(
