@@ -5,7 +5,8 @@
 /// with this bit set.
 pub const LEAF: u32 = 1 << 31;
 
-/// Set in a node's mode when a NaN feature takes the true branch.
+/// Set in a node's mode when a NaN feature takes the true branch (otherwise a NaN feature
+/// compares as IEEE says: only `NEQ` holds).
 pub const MISSING_TRUE: u8 = 0x80;
 
 /// `x <= split`.
@@ -88,22 +89,18 @@ impl Trees<'_> {
             let x = *row.get(*self.features.get(i)? as usize)?;
             let mode = *self.modes.get(i)?;
             let split = *self.splits.get(i)?;
-            let holds = if x.is_nan() {
-                mode & MISSING_TRUE != 0
-            } else {
-                match mode & !MISSING_TRUE {
-                    LEQ => x <= split,
-                    LT => x < split,
-                    GTE => x >= split,
-                    GT => x > split,
-                    EQ => x == split,
-                    NEQ => x != split,
-                    _ => {
-                        let [a, b] = *self.members.get(i)?;
-                        self.member_values.get(a as usize..b as usize)?.contains(&x)
-                    }
+            let holds = match mode & !MISSING_TRUE {
+                LEQ => x <= split,
+                LT => x < split,
+                GTE => x >= split,
+                GT => x > split,
+                EQ => x == split,
+                NEQ => x != split,
+                _ => {
+                    let [a, b] = *self.members.get(i)?;
+                    self.member_values.get(a as usize..b as usize)?.contains(&x)
                 }
-            };
+            } || (mode & MISSING_TRUE != 0 && x.is_nan());
             let [t, f] = *self.children.get(i)?;
             at = if holds { t } else { f };
         }
