@@ -34,6 +34,7 @@ pub mod lowp;
 pub mod math;
 pub mod math64;
 pub mod misc;
+pub mod ml;
 pub mod norm;
 pub mod pool;
 pub mod quant;

@@ -703,3 +703,68 @@ impl OpDef for LinearAttention {
         })
     }
 }
+
+/// `FlexAttention` (`ai.onnx.preview`, opset 1): attention with optional `score_mod` and
+/// `prob_mod` subgraphs. Shape inference expands it into primitive ops (as its function body
+/// does) with the subgraphs inlined, so it never reaches code generation.
+///
+/// Spec: <https://onnx.ai/onnx/operators/onnx_aionnxpreview_FlexAttention.html>.
+#[derive(Debug, Clone)]
+pub struct FlexAttention {
+    /// The scale of `Q K^T`; `1 / sqrt(head_size)` when absent.
+    pub scale: Option<f32>,
+    /// Modifies the scores before the softmax.
+    pub score_mod: Option<Box<crate::onnx::proto::GraphProto>>,
+    /// Modifies the probabilities after the softmax.
+    pub prob_mod: Option<Box<crate::onnx::proto::GraphProto>>,
+    /// The type the softmax is computed in, when given.
+    pub softmax_precision: Option<DType>,
+}
+
+impl OpDef for FlexAttention {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let graph = |name: &str| node.attr(name).and_then(|a| a.g.clone()).map(Box::new);
+        let softmax_precision = match node.i64_opt("softmax_precision")? {
+            None => None,
+            Some(code) => {
+                let dtype = i32::try_from(code)
+                    .ok()
+                    .and_then(DType::from_onnx)
+                    .filter(|d| matches!(d, DType::F32 | DType::F64))
+                    .ok_or_else(|| {
+                        CompileError::unsupported(format!(
+                            "FlexAttention softmax_precision {code} (float and double are)"
+                        ))
+                    })?;
+                Some(dtype)
+            }
+        };
+        if node.n_inputs() != 3 {
+            return Err(CompileError::malformed(format!(
+                "FlexAttention takes 3 inputs, found {}",
+                node.n_inputs()
+            )));
+        }
+        Ok(Self {
+            scale: node
+                .attr("scale")
+                .map(|_| node.f32_or("scale", 1.0))
+                .transpose()?,
+            score_mod: graph("score_mod"),
+            prob_mod: graph("prob_mod"),
+            softmax_precision,
+        })
+    }
+
+    fn infer(&self, _cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Err(CompileError::shape(
+            "internal: FlexAttention must be expanded before shape inference",
+        ))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: FlexAttention must be expanded before code generation",
+        ))
+    }
+}

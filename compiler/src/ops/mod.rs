@@ -17,6 +17,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod loss;
 pub mod misc;
+pub mod ml;
 pub mod movement;
 pub mod nms;
 pub mod norm;
@@ -275,15 +276,20 @@ macro_rules! ops {
             )*
         }
 
-        /// Every ONNX op type (default domain) the compiler supports.
+        /// Every ONNX op type the compiler supports; outside the default domain an op type
+        /// is qualified by its domain (`ai.onnx.ml:Binarizer`).
         pub const SUPPORTED: &[&str] = &[$($($name,)+)*];
 
         /// Parses a node into its op; an op type not in the table is `None`.
         pub fn parse(cx: &NodeCx<'_>) -> Option<Result<Op>> {
-            if !cx.node.domain.is_empty() {
-                return None;
-            }
-            match cx.op_type() {
+            let qualified;
+            let key = if cx.node.domain.is_empty() {
+                cx.op_type()
+            } else {
+                qualified = format!("{}:{}", cx.node.domain, cx.op_type());
+                qualified.as_str()
+            };
+            match key {
                 $($($name)|+ => Some(<$ty as OpDef>::parse(cx).map(Op::$variant)),)*
                 _ => None,
             }
@@ -388,6 +394,10 @@ ops! {
     TfIdf(misc::TfIdf) => ["TfIdfVectorizer"];
     QuantLinear(quant::Linear) => ["QuantizeLinear", "DequantizeLinear"];
     DynamicQuantize(quant::DynamicQuantize) => ["DynamicQuantizeLinear"];
+    Binarizer(ml::Binarizer) => ["ai.onnx.ml:Binarizer"];
+    ArrayFeatureExtractor(ml::ArrayFeatureExtractor) => ["ai.onnx.ml:ArrayFeatureExtractor"];
+    TreeEnsemble(ml::TreeEnsemble) => ["ai.onnx.ml:TreeEnsemble"];
+    FlexAttention(attention::FlexAttention) => ["ai.onnx.preview:FlexAttention"];
 }
 
 impl Op {

@@ -9,6 +9,7 @@ use crate::error::{CompileError, ErrorKind, Result, Unsupported};
 use crate::ir::{DType, Graph, Node, Value, ValueId};
 use crate::onnx::proto::GraphProto;
 use crate::onnx::{import_subgraph, import_subgraph_with};
+use crate::ops::attention::FlexAttention;
 use crate::ops::control::{If, IfSelect, IfTrap, LoopStep, Scan};
 use crate::ops::movement::{Reshape, ReshapeKind};
 use crate::ops::{self, NodeCx, Op, OpCx, Operand};
@@ -122,6 +123,14 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         if let Op::If(branches) = op {
             let expanded =
                 expand_if(&mut graph, &node, branches).map_err(|e| e.at(node.node_ref()))?;
+            for n in expanded.into_iter().rev() {
+                work.push_front(n);
+            }
+            continue;
+        }
+        if let Op::FlexAttention(flex) = op {
+            let expanded = expand_flex_attention(&mut graph, &node, flex)
+                .map_err(|e| e.at(node.node_ref()))?;
             for n in expanded.into_iter().rev() {
                 work.push_front(n);
             }
@@ -806,4 +815,261 @@ fn finish_loop(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<No
         )?);
     }
     Ok(nodes)
+}
+
+/// The ONNX code of a float type, for `Cast`'s `to`.
+fn float_code(dtype: DType) -> i64 {
+    match dtype {
+        DType::F64 => 11,
+        DType::F16 => 10,
+        DType::BF16 => 16,
+        _ => 1,
+    }
+}
+
+/// Builds the nodes of an expansion, named after the node they replace and under its guards.
+struct Expansion {
+    name: String,
+    guards: Vec<(ValueId, bool)>,
+    nodes: Vec<Node>,
+}
+
+impl Expansion {
+    /// Appends `op_type(inputs)` and returns its one output.
+    fn step(
+        &mut self,
+        graph: &mut Graph,
+        what: &str,
+        op_type: &str,
+        opset: i64,
+        inputs: Vec<ValueId>,
+        attrs: Vec<crate::onnx::proto::AttributeProto>,
+    ) -> Result<ValueId> {
+        let out = new_value(graph, format!("{}/{what}", self.name));
+        self.nodes.push(synth(
+            format!("{}/{what}", self.name),
+            op_type,
+            opset,
+            inputs,
+            vec![out],
+            attrs,
+            &self.guards,
+        )?);
+        Ok(out)
+    }
+
+    /// `x` cast from `from` to `to` (itself when they are equal).
+    fn cast(
+        &mut self,
+        graph: &mut Graph,
+        what: &str,
+        x: ValueId,
+        from: DType,
+        to: DType,
+    ) -> Result<ValueId> {
+        if from == to {
+            return Ok(x);
+        }
+        self.step(
+            graph,
+            what,
+            "Cast",
+            21,
+            vec![x],
+            vec![int_attr("to", float_code(to))],
+        )
+    }
+
+    /// A constant `int64` vector of dimensions.
+    fn dims(&self, graph: &mut Graph, what: &str, dims: &[usize]) -> Result<ValueId> {
+        let v = dims
+            .iter()
+            .map(|&x| i64::try_from(x).map_err(|_| CompileError::shape("dimension overflows")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(add_constant(
+            graph,
+            format!("{}/{what}", self.name),
+            crate::ir::Tensor::from_i64(vec![v.len()], &v),
+        ))
+    }
+
+    /// The subgraph `proto` (if any) applied to `x`: its nodes inlined, its output returned.
+    fn apply(
+        &mut self,
+        graph: &mut Graph,
+        proto: Option<&GraphProto>,
+        x: ValueId,
+        what: &str,
+    ) -> Result<ValueId> {
+        let Some(proto) = proto else {
+            return Ok(x);
+        };
+        let (mut body, outs) = import_subgraph_with(graph, proto, &[x])?;
+        let [out] = outs[..] else {
+            return Err(CompileError::malformed(format!(
+                "{what} must have one output, found {}",
+                outs.len()
+            )));
+        };
+        resolve_ops_of(&mut body, &self.guards)?;
+        self.nodes.extend(body);
+        Ok(out)
+    }
+}
+
+/// The nodes that replace a `FlexAttention`, as its function body computes it: `Q` and `K`
+/// each scaled by `sqrt(scale)` (in the input type), K/V heads repeated for grouped queries,
+/// `Q K^T` (float16 inputs multiply in f32 and round to float16, as the reference does), the
+/// scores in the softmax type through `score_mod`, the softmax over the last axis,
+/// `prob_mod`, and the product with `V` in the softmax type, cast back to the input type.
+fn expand_flex_attention(
+    graph: &mut Graph,
+    node: &Node,
+    flex: &FlexAttention,
+) -> Result<Vec<Node>> {
+    let operand =
+        |graph: &Graph, i: usize, what: &str| -> Result<(ValueId, DType, Vec<usize>)> {
+            let id =
+                node.inputs.get(i).copied().flatten().ok_or_else(|| {
+                    CompileError::malformed(format!("FlexAttention without {what}"))
+                })?;
+            let v = graph.value(id);
+            match (v.dtype, v.shape.clone()) {
+                (Some(d), Some(s)) if s.len() == 4 => Ok((id, d, s)),
+                (Some(_), Some(s)) => Err(CompileError::shape(format!(
+                    "{what} must be rank 4, found {s:?}"
+                ))),
+                _ => Err(CompileError::shape(format!(
+                    "internal: {what} has no inferred type"
+                ))),
+            }
+        };
+    let (q, t, qs) = operand(graph, 0, "Q")?;
+    let (k, kt, ks) = operand(graph, 1, "K")?;
+    let (v, vt, vs) = operand(graph, 2, "V")?;
+    if kt != t || vt != t {
+        return Err(CompileError::shape(format!(
+            "Q, K and V must share a type, found {t}, {kt} and {vt}"
+        )));
+    }
+    if !matches!(t, DType::F32 | DType::F64 | DType::F16) {
+        return Err(CompileError::unsupported(format!("FlexAttention on {t}")));
+    }
+    let (b, hq, e) = (qs[0], qs[1], qs[3]);
+    let (hkv, s) = (ks[1], ks[2]);
+    if ks[0] != b || vs[0] != b || vs[1] != hkv || vs[2] != s || ks[3] != e {
+        return Err(CompileError::shape(format!(
+            "Q {qs:?}, K {ks:?} and V {vs:?} do not agree in batch, heads, sequence or head size"
+        )));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(CompileError::shape(format!(
+            "q_num_heads {hq} is not a multiple of kv_num_heads {hkv}"
+        )));
+    }
+    let softmax_type = flex.softmax_precision.unwrap_or(if t == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    });
+    let mm_type = if t == DType::F16 { DType::F32 } else { t };
+    let mut x = Expansion {
+        name: node.name.clone(),
+        guards: node.guards.clone(),
+        nodes: Vec::new(),
+    };
+    // sqrt(scale), computed in f32 and rounded to the input type.
+    let scale = match flex.scale {
+        Some(s) => s,
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_precision_loss,
+            reason = "the reference rounds the default scale to f32"
+        )]
+        None => (1.0 / (e as f64).sqrt()) as f32,
+    };
+    let root = add_constant(
+        graph,
+        format!("{}/sqrt_scale", node.name),
+        crate::ir::Tensor::from_numbers(t, vec![], &[f64::from(scale.sqrt())]),
+    );
+    let q_scaled = x.step(graph, "q_scaled", "Mul", 14, vec![q, root], vec![])?;
+    let k_scaled = x.step(graph, "k_scaled", "Mul", 14, vec![k, root], vec![])?;
+    // Grouped queries: each K/V head serves `hq / hkv` consecutive query heads.
+    let align = |x: &mut Expansion, graph: &mut Graph, value: ValueId, size: usize, what: &str| {
+        if hq == hkv {
+            return Ok(value);
+        }
+        let s5 = x.dims(graph, &format!("{what}_5d"), &[b, hkv, 1, s, size])?;
+        let e5 = x.dims(
+            graph,
+            &format!("{what}_expand"),
+            &[b, hkv, hq / hkv, s, size],
+        )?;
+        let s4 = x.dims(graph, &format!("{what}_4d"), &[b, hq, s, size])?;
+        let v5 = x.step(
+            graph,
+            &format!("{what}_unsqueezed"),
+            "Reshape",
+            21,
+            vec![value, s5],
+            vec![],
+        )?;
+        let ve = x.step(
+            graph,
+            &format!("{what}_expanded"),
+            "Expand",
+            13,
+            vec![v5, e5],
+            vec![],
+        )?;
+        x.step(
+            graph,
+            &format!("{what}_aligned"),
+            "Reshape",
+            21,
+            vec![ve, s4],
+            vec![],
+        )
+    };
+    let k_aligned = align(&mut x, graph, k_scaled, e, "k")?;
+    let v_aligned = align(&mut x, graph, v, vs[3], "v")?;
+    let k_t = x.step(
+        graph,
+        "k_transposed",
+        "Transpose",
+        21,
+        vec![k_aligned],
+        vec![super::pattern::ints_attr("perm", &[0, 1, 3, 2])],
+    )?;
+    let q_mm = x.cast(graph, "q_mm", q_scaled, t, mm_type)?;
+    let k_mm = x.cast(graph, "k_mm", k_t, t, mm_type)?;
+    let mut scores = x.step(graph, "scores", "MatMul", 13, vec![q_mm, k_mm], vec![])?;
+    scores = x.cast(graph, "scores_rounded", scores, mm_type, t)?;
+    scores = x.cast(graph, "scores_softmax_type", scores, t, softmax_type)?;
+    scores = x.apply(graph, flex.score_mod.as_deref(), scores, "score_mod")?;
+    let mut probs = x.step(
+        graph,
+        "probs",
+        "Softmax",
+        13,
+        vec![scores],
+        vec![int_attr("axis", -1)],
+    )?;
+    probs = x.apply(graph, flex.prob_mod.as_deref(), probs, "prob_mod")?;
+    let v_c = x.cast(graph, "v_softmax_type", v_aligned, t, softmax_type)?;
+    let mut y = x.step(graph, "y", "MatMul", 13, vec![probs, v_c], vec![])?;
+    y = x.cast(graph, "y_cast", y, softmax_type, t)?;
+    if let Some(Some(out)) = node.outputs.first() {
+        x.nodes.push(synth(
+            format!("{}/output", node.name),
+            "Identity",
+            13,
+            vec![y],
+            vec![*out],
+            Vec::new(),
+            &node.guards,
+        )?);
+    }
+    Ok(x.nodes)
 }
