@@ -259,19 +259,40 @@ pub fn lrn_f32(
 ) {
     let before = (size.max(1) - 1) / 2;
     let after = size / 2;
+    let scale = alpha / size.max(1) as f32;
+    // Pixels per block: the window's sum of squares for a block lives on the stack.
+    const BLOCK: usize = 512;
+    let mut sq = [0.0f32; BLOCK];
     for n in 0..batch {
         for c in 0..channels {
             let lo = c.saturating_sub(before);
             let hi = (c + after).min(channels.max(1) - 1);
-            for i in 0..inner {
-                let mut sq = 0.0f64;
+            let mut start = 0;
+            while start < inner {
+                let len = BLOCK.min(inner - start);
+                let sq = &mut sq[..len];
+                sq.fill(0.0);
                 for k in lo..=hi {
-                    let v = f64::from(x[(n * channels + k) * inner + i]);
-                    sq += v * v;
+                    let row = &x[(n * channels + k) * inner + start..][..len];
+                    for (s, &v) in sq.iter_mut().zip(row) {
+                        *s += v * v;
+                    }
                 }
-                let base = f64::from(bias) + f64::from(alpha) / size as f64 * sq;
-                let idx = (n * channels + c) * inner + i;
-                out[idx] = (f64::from(x[idx]) / math64::pow_f64(base, f64::from(beta))) as f32;
+                let at = (n * channels + c) * inner + start;
+                let (src, dst) = (&x[at..at + len], &mut out[at..at + len]);
+                if beta == 0.75 {
+                    // base^-0.75 = 1 / (sqrt(base) * sqrt(sqrt(base))): the common
+                    // AlexNet/GoogLeNet setting, with correctly rounded square roots.
+                    for ((o, &v), &s) in dst.iter_mut().zip(src).zip(sq.iter()) {
+                        let root = math::sqrt(bias + scale * s);
+                        *o = v / (root * math::sqrt(root));
+                    }
+                } else {
+                    for ((o, &v), &s) in dst.iter_mut().zip(src).zip(sq.iter()) {
+                        *o = v * math::exp(-beta * math::ln(bias + scale * s));
+                    }
+                }
+                start += len;
             }
         }
     }
