@@ -20,6 +20,9 @@ const PANEL_ROWS: usize = 8;
 
 /// Packs the weights of every convolution that runs on the blocked GEMM.
 pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    // Convolutions sharing one weight value (merged by `eliminate_common`) share its panels.
+    let mut packed_of: std::collections::HashMap<(crate::ir::ValueId, usize), crate::ir::ValueId> =
+        std::collections::HashMap::new();
     for index in 0..graph.nodes.len() {
         let node = &graph.nodes[index];
         let Some(Op::Conv(conv)) = &node.op else {
@@ -57,16 +60,23 @@ pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         {
             continue;
         }
-        let packed = pack(&weights, group, cout_g, weights.len() / cout);
-        let k = weights.len() / cout;
-        let panels = cout_g.div_ceil(PANEL_ROWS);
-        let name = format!("{}/packed", w_value.name);
         let original = w_shape.clone();
-        let id = add_constant(
-            &mut graph,
-            name,
-            Tensor::from_f32(vec![group, panels * PANEL_ROWS, k], &packed),
-        );
+        let id = match packed_of.get(&(w, group)) {
+            Some(&id) => id,
+            None => {
+                let packed = pack(&weights, group, cout_g, weights.len() / cout);
+                let k = weights.len() / cout;
+                let panels = cout_g.div_ceil(PANEL_ROWS);
+                let name = format!("{}/packed", w_value.name);
+                let id = add_constant(
+                    &mut graph,
+                    name,
+                    Tensor::from_f32(vec![group, panels * PANEL_ROWS, k], &packed),
+                );
+                packed_of.insert((w, group), id);
+                id
+            }
+        };
         let node = &mut graph.nodes[index];
         node.inputs[1] = Some(id);
         if let Some(Op::Conv(conv)) = &mut node.op {
