@@ -155,8 +155,38 @@ pub fn conv_f32_exec(
                 rows: out_len,
                 cols: 1,
             };
-            if p.is_pointwise() && !p.packed_weights {
-                // The small-product paths of the matrix GEMM apply too.
+            // B as a plain matrix when the matrix GEMM's small-product paths may apply: the
+            // input itself (pointwise), or, for a handful of output pixels (a convolution over
+            // a short sequence), the whole im2col matrix gathered on the stack, so that the
+            // narrow path reads the (much larger) weights once, without packing them.
+            let narrow = !p.packed_weights
+                && !p.is_pointwise()
+                && out_len <= NARROW_PIXELS
+                && rows * NARROW_PIXELS <= NARROW_COLS;
+            let mut stack_cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
+            let matrix: Option<(&[f32], Strides)> = if p.packed_weights {
+                None
+            } else if p.is_pointwise() {
+                Some((x_group, pixels))
+            } else if narrow {
+                let source = Im2colPanels { p, x: x_group };
+                source.pack::<NARROW_PIXELS>(0, rows, 0, out_len, &mut stack_cols);
+                // SAFETY: `pack` wrote all `rows * NARROW_PIXELS` floats (zero past out_len).
+                let cols = unsafe {
+                    core::slice::from_raw_parts(
+                        stack_cols.as_ptr().cast::<f32>(),
+                        rows * NARROW_PIXELS,
+                    )
+                };
+                let strides = Strides {
+                    rows: NARROW_PIXELS,
+                    cols: 1,
+                };
+                Some((cols, strides))
+            } else {
+                None
+            };
+            if let Some((b, b_strides)) = matrix {
                 gemm_matrix_exec(
                     exec,
                     cout_g,
@@ -165,8 +195,8 @@ pub fn conv_f32_exec(
                     1.0,
                     weights,
                     Strides { rows, cols: 1 },
-                    x_group,
-                    pixels,
+                    b,
+                    b_strides,
                     false,
                     out_group,
                     epilogue,
@@ -175,38 +205,6 @@ pub fn conv_f32_exec(
                 let source = MatrixPanels::new(x_group, pixels, cout_g);
                 gemm_panels_exec(
                     exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
-                );
-            } else if !p.packed_weights
-                && out_len <= NARROW_PIXELS
-                && rows * NARROW_PIXELS <= NARROW_COLS
-            {
-                // A handful of output pixels (a convolution over a short sequence): the whole
-                // im2col matrix fits on the stack, and the matrix GEMM's narrow path reads
-                // the (much larger) weights once, without packing them.
-                let source = Im2colPanels { p, x: x_group };
-                let mut cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
-                source.pack::<NARROW_PIXELS>(0, rows, 0, out_len, &mut cols);
-                // SAFETY: `pack` wrote all `rows * NARROW_PIXELS` floats (zero past out_len).
-                let cols = unsafe {
-                    core::slice::from_raw_parts(cols.as_ptr().cast::<f32>(), rows * NARROW_PIXELS)
-                };
-                let strides = Strides {
-                    rows: NARROW_PIXELS,
-                    cols: 1,
-                };
-                gemm_matrix_exec(
-                    exec,
-                    cout_g,
-                    out_len,
-                    rows,
-                    1.0,
-                    weights,
-                    Strides { rows, cols: 1 },
-                    cols,
-                    strides,
-                    false,
-                    out_group,
-                    epilogue,
                 );
             } else {
                 let source = Im2colPanels { p, x: x_group };
