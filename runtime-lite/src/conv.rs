@@ -91,7 +91,7 @@ impl ConvParams {
 ///
 /// Each group is one GEMM of the weights (`M/groups x C/groups * kernel`) by the im2col matrix
 /// of the input, which is never stored: the GEMM packs each panel of it straight from the
-/// input (see [`Im2colPanels`]). Pointwise convolutions read the input as the matrix itself;
+/// input (see `Im2colPanels`). Pointwise convolutions read the input as the matrix itself;
 /// depthwise ones run a direct kernel.
 #[allow(
     clippy::too_many_arguments,

@@ -7,7 +7,7 @@
 //! The crate is `no_std` with no dependencies by default. Features:
 //! - `std`: the arena lives on the heap (so `Model::new()` never puts megabytes on the stack),
 //!   and [`Error`] implements `std::error::Error` through `core::error::Error`.
-//! - `macros`: re-exports [`include_onnx!`], so a program depends on `sinter-rt` alone.
+//! - `macros`: re-exports `include_onnx!`, so a program depends on `sinter-rt` alone.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -1,4 +1,4 @@
-//! The op table: every ONNX op the compiler supports, one line each in [`ops!`], and the
+//! The op table: every ONNX op the compiler supports, one line each in `ops!`, and the
 //! [`OpDef`] hooks each family file implements (attribute parsing, shape inference, constant
 //! evaluation, code emission).
 
@@ -131,7 +131,7 @@ pub trait OpDef: Sized {
     fn scratch(&self, _cx: &OpCx<'_>) -> Option<TypeShape> {
         None
     }
-    /// The code computing the outputs (see [`EmitCx`] for the names it may use).
+    /// The code computing the outputs (see [`EmitNames`] for the names it may use).
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream>;
 }
 
