@@ -139,6 +139,19 @@ struct Shared {
     /// Tasks of the current generation that have finished.
     done: AtomicUsize,
     panicked: AtomicBool,
+    /// Whether a section is in progress.
+    running: AtomicBool,
+}
+
+/// Clears the section flag when the section ends, also by a panic.
+#[cfg(feature = "std")]
+struct Running<'a>(&'a AtomicBool);
+
+#[cfg(feature = "std")]
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 #[cfg(feature = "std")]
@@ -202,6 +215,7 @@ impl Pool {
             claim: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
+            running: AtomicBool::new(false),
         });
         let workers = (0..workers)
             .map(|_| {
@@ -214,6 +228,15 @@ impl Pool {
 
     fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
         assert!(u32::try_from(n_tasks).is_ok(), "too many parallel tasks");
+        // One section at a time: a task that starts a section of its own, or a second thread
+        // sharing this executor, runs its tasks on the calling thread instead.
+        if self.shared.running.swap(true, Ordering::Acquire) {
+            for i in 0..n_tasks {
+                task(i);
+            }
+            return;
+        }
+        let _running = Running(&self.shared.running);
         // SAFETY: only the lifetime is erased; the function is called only for tasks claimed
         // in this generation, and this function returns after all of them have finished.
         let erased: *const (dyn Fn(usize) + Sync + 'static) =
@@ -368,6 +391,18 @@ mod tests {
             });
             assert!(data.iter().enumerate().all(|(k, &v)| v == k + 1));
         }
+    }
+
+    #[test]
+    fn nested_sections_run_on_the_calling_thread() {
+        let exec = Exec::with_threads(2);
+        let count = AtomicUsize::new(0);
+        exec.for_each(4, &|_| {
+            exec.for_each(3, &|_| {
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        });
+        assert_eq!(count.load(Ordering::SeqCst), 12);
     }
 
     #[test]
