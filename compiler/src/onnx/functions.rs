@@ -158,7 +158,8 @@ impl Inliner<'_> {
                 }
             }
             if let Some(o) = opsets {
-                self.node_opsets.insert(node.name().to_string(), (**o).clone());
+                self.node_opsets
+                    .insert(node.name().to_string(), (**o).clone());
             }
             out.push(node);
         }
@@ -351,4 +352,262 @@ fn substitute_attributes(
             _ => Some(a.clone()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto::{
+        tensor_shape_proto, type_proto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+        ValueInfoProto,
+    };
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::ir::Graph;
+
+    fn opset(domain: &str, version: i64) -> OperatorSetIdProto {
+        OperatorSetIdProto {
+            domain: Some(domain.into()),
+            version: Some(version),
+        }
+    }
+
+    fn node(op: &str, domain: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            domain: Some(domain.into()),
+            name: Some(name.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn float_attr(name: &str, value: f32) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            f: Some(value),
+            r#type: Some(1),
+            ..Default::default()
+        }
+    }
+
+    fn ref_attr(name: &str, reference: &str) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            ref_attr_name: Some(reference.into()),
+            r#type: Some(1),
+            ..Default::default()
+        }
+    }
+
+    fn function(
+        name: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        nodes: Vec<NodeProto>,
+        opsets: Vec<OperatorSetIdProto>,
+    ) -> FunctionProto {
+        FunctionProto {
+            name: Some(name.into()),
+            domain: Some("local".into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            node: nodes,
+            opset_import: opsets,
+            ..Default::default()
+        }
+    }
+
+    fn value(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A model with float input `x` [2, 3], a scalar initializer `s`, `nodes`, the outputs
+    /// and the functions.
+    fn model(nodes: Vec<NodeProto>, outputs: &[&str], functions: Vec<FunctionProto>) -> ModelProto {
+        let mut x = value("x");
+        x.r#type = Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto {
+                    dim: [2, 3]
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        });
+        let s = super::super::proto::TensorProto {
+            name: Some("s".into()),
+            data_type: Some(1),
+            float_data: vec![3.0],
+            ..Default::default()
+        };
+        ModelProto {
+            opset_import: vec![opset("", 17), opset("local", 1)],
+            graph: Some(GraphProto {
+                input: vec![x],
+                initializer: vec![s],
+                node: nodes,
+                output: outputs.iter().map(|o| value(o)).collect(),
+                ..Default::default()
+            }),
+            functions,
+            ..Default::default()
+        }
+    }
+
+    /// `ScaledLeaky(x, s) = Mul(LeakyRelu(x, alpha = @alpha), s)`, alpha defaults to 0.01.
+    fn scaled_leaky() -> FunctionProto {
+        let mut leaky = node("LeakyRelu", "", "leaky", &["x"], &["l"]);
+        leaky.attribute.push(ref_attr("alpha", "alpha"));
+        let mut f = function(
+            "ScaledLeaky",
+            &["x", "s"],
+            &["y"],
+            vec![leaky, node("Mul", "", "", &["l", "s"], &["y"])],
+            vec![opset("", 17)],
+        );
+        f.attribute_proto.push(float_attr("alpha", 0.01));
+        f
+    }
+
+    fn import(model: &ModelProto) -> Result<Graph> {
+        crate::onnx::import_model(model, "test", None)
+    }
+
+    fn alpha(node: &crate::ir::Node) -> Option<f32> {
+        node.attributes
+            .iter()
+            .find(|a| a.name() == "alpha")
+            .map(|a| a.f())
+    }
+
+    #[test]
+    fn calls_are_replaced_by_renamed_bodies_with_their_attributes() {
+        let mut call1 = node("ScaledLeaky", "local", "call1", &["x", "s"], &["y1"]);
+        call1.attribute.push(float_attr("alpha", 0.2));
+        let call2 = node("ScaledLeaky", "local", "call2", &["x", "s"], &["y2"]);
+        let m = model(vec![call1, call2], &["y1", "y2"], vec![scaled_leaky()]);
+        let graph = import(&m).expect("imports");
+        let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["LeakyRelu", "Mul", "LeakyRelu", "Mul"]);
+        let names: Vec<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "call1/ScaledLeaky/leaky",
+                "call1/ScaledLeaky/Mul",
+                "call2/ScaledLeaky/leaky",
+                "call2/ScaledLeaky/Mul"
+            ]
+        );
+        assert_eq!(alpha(&graph.nodes[0]), Some(0.2));
+        assert_eq!(alpha(&graph.nodes[2]), Some(0.01));
+        assert!(graph.nodes[0].attributes[0].ref_attr_name.is_none());
+        // The internal value is fresh per call; the formal output is the call's output.
+        let l1 = graph.nodes[0].outputs[0].expect("l");
+        let l2 = graph.nodes[2].outputs[0].expect("l");
+        assert_eq!(graph.value(l1).name, "call1/ScaledLeaky/l");
+        assert_eq!(graph.value(l2).name, "call2/ScaledLeaky/l");
+        assert_eq!(graph.nodes[1].inputs[0], Some(l1));
+        assert_eq!(graph.value(graph.outputs[0]).name, "y1");
+        assert_eq!(graph.nodes[1].outputs[0], Some(graph.outputs[0]));
+        assert_eq!(graph.nodes[3].outputs[0], Some(graph.outputs[1]));
+        assert_eq!(graph.value(graph.nodes[0].inputs[0].expect("x")).name, "x");
+    }
+
+    #[test]
+    fn nested_calls_missing_inputs_and_function_opsets() {
+        // Outer(x, s, b) = Clip(ScaledLeaky(x, s, alpha = @slope), b, absent) at opset 13;
+        // the call leaves out b, Outer has no default for slope (so alpha falls back to
+        // ScaledLeaky's default only through ScaledLeaky's own attribute_proto).
+        let mut inner = node("ScaledLeaky", "local", "inner", &["x", "s"], &["t"]);
+        inner.attribute.push(ref_attr("alpha", "slope"));
+        let outer = function(
+            "Outer",
+            &["x", "s", "b"],
+            &["y"],
+            vec![inner, node("Clip", "", "clip", &["t", "b", ""], &["y"])],
+            vec![opset("", 13), opset("local", 1)],
+        );
+        let mut call = node("Outer", "local", "call", &["x", "s"], &["y"]);
+        call.attribute.push(float_attr("slope", 0.5));
+        let m = model(vec![call], &["y"], vec![outer, scaled_leaky()]);
+        let graph = import(&m).expect("imports");
+        let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["LeakyRelu", "Mul", "Clip"]);
+        assert_eq!(graph.nodes[0].name, "call/Outer/inner/ScaledLeaky/leaky");
+        assert_eq!(alpha(&graph.nodes[0]), Some(0.5));
+        // ScaledLeaky imports opset 17 itself; Outer's Clip follows Outer's opset 13.
+        assert_eq!(graph.nodes[0].opset, 17);
+        assert_eq!(graph.nodes[2].opset, 13);
+        assert_eq!(graph.nodes[2].inputs[1], None);
+        assert_eq!(graph.nodes[2].inputs[2], None);
+        assert_eq!(graph.nodes[2].outputs[0], Some(graph.outputs[0]));
+
+        // Without the call's slope, the inner reference is dropped and ScaledLeaky's default
+        // for alpha applies.
+        let call = node("Outer", "local", "call", &["x", "s"], &["y"]);
+        let m = model(
+            vec![call],
+            &["y"],
+            vec![m.functions[0].clone(), scaled_leaky()],
+        );
+        let graph = import(&m).expect("imports");
+        assert_eq!(alpha(&graph.nodes[0]), Some(0.01));
+    }
+
+    #[test]
+    fn compiles_end_to_end() {
+        let mut call1 = node("ScaledLeaky", "local", "call1", &["x", "s"], &["y1"]);
+        call1.attribute.push(float_attr("alpha", 0.2));
+        let call2 = node("ScaledLeaky", "local", "call2", &["x", "s"], &["y2"]);
+        let m = model(vec![call1, call2], &["y1", "y2"], vec![scaled_leaky()]);
+        let graph = import(&m).expect("imports");
+        let cx = crate::passes::PassCx::default();
+        let (graph, _) = crate::passes::run_passes(graph, &cx).expect("compiles");
+        assert!(graph.nodes.iter().all(|n| n.domain.is_empty()));
+    }
+
+    #[test]
+    fn recursion_and_arity_are_typed_errors() {
+        let f = function(
+            "Loopy",
+            &["x"],
+            &["y"],
+            vec![node("Loopy", "local", "again", &["x"], &["y"])],
+            vec![opset("", 17), opset("local", 1)],
+        );
+        let m = model(
+            vec![node("Loopy", "local", "call", &["x"], &["y"])],
+            &["y"],
+            vec![f],
+        );
+        let err = import(&m).expect_err("recursive");
+        assert!(matches!(err.kind, ErrorKind::Malformed(_)), "{err}");
+        assert!(err.to_string().contains("calls itself"), "{err}");
+
+        let m = model(
+            vec![node(
+                "ScaledLeaky",
+                "local",
+                "wide",
+                &["x", "s", "s"],
+                &["y"],
+            )],
+            &["y"],
+            vec![scaled_leaky()],
+        );
+        let err = import(&m).expect_err("too many inputs");
+        assert!(matches!(err.kind, ErrorKind::Malformed(_)), "{err}");
+        assert_eq!(err.node.as_ref().map(|n| n.name.as_str()), Some("wide"));
+    }
 }
