@@ -1,5 +1,5 @@
-//! `ModelProto` bytes -> IR [`Graph`]: decoding, opset resolution, name binding and a
-//! topological order, with a typed error for every malformed input.
+//! `ModelProto` bytes -> IR [`Graph`]: decoding, local function inlining, opset resolution,
+//! name binding and a topological order, with a typed error for every malformed input.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
