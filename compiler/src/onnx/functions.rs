@@ -610,4 +610,54 @@ mod tests {
         assert!(matches!(err.kind, ErrorKind::Malformed(_)), "{err}");
         assert_eq!(err.node.as_ref().map(|n| n.name.as_str()), Some("wide"));
     }
+
+    #[test]
+    fn calls_inside_if_branches_are_inlined() {
+        let branch = GraphProto {
+            node: vec![node(
+                "ScaledLeaky",
+                "local",
+                "in_branch",
+                &["x", "s"],
+                &["o"],
+            )],
+            output: vec![value("o")],
+            ..Default::default()
+        };
+        let mut cond = node("If", "", "if", &["c"], &["y"]);
+        cond.attribute.push(AttributeProto {
+            name: Some("then_branch".into()),
+            g: Some(branch.clone()),
+            r#type: Some(5),
+            ..Default::default()
+        });
+        cond.attribute.push(AttributeProto {
+            name: Some("else_branch".into()),
+            g: Some(branch),
+            r#type: Some(5),
+            ..Default::default()
+        });
+        let m = model(vec![cond], &["y"], vec![scaled_leaky()]);
+        let opsets = BTreeMap::from([(String::new(), 17), ("local".to_string(), 1)]);
+        let inlined = inline_functions(&m, &opsets)
+            .expect("inlines")
+            .expect("has functions");
+        let attrs = &inlined.graph.node[0].attribute;
+        let then = attrs[0].g.as_ref().expect("then");
+        let other = attrs[1].g.as_ref().expect("else");
+        let ops: Vec<&str> = then.node.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["LeakyRelu", "Mul"]);
+        assert_eq!(then.node[1].output, ["o"]);
+        // Both branches' copies get distinct internal names.
+        assert_ne!(then.node[0].output, other.node[0].output);
+        assert_eq!(alpha_of(&then.node[0]), Some(0.01));
+        assert!(inlined.node_opsets.is_empty());
+    }
+
+    fn alpha_of(node: &NodeProto) -> Option<f32> {
+        node.attribute
+            .iter()
+            .find(|a| a.name() == "alpha")
+            .map(|a| a.f())
+    }
 }
