@@ -175,3 +175,29 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         );
     }
 }
+
+#[test]
+fn local_function_cases_pass() {
+    // tests/data/functions (scripts/make_function_cases.py): models calling model-local
+    // functions (attribute references and defaults, nested calls, an omitted optional input, an
+    // If in a body), inlined at import; -O0 and -O3 must both give ONNX Runtime's outputs.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/functions");
+    let cases = case_dirs(&data);
+    assert!(!cases.is_empty(), "function cases missing");
+    for level in ["-O0", "-O3"] {
+        let (stdout, stderr) = verify(
+            level,
+            "1e-5",
+            "1e-6",
+            &format!("sinter-verify-functions{level}"),
+            &cases,
+        );
+        assert!(
+            stdout.ends_with(&format!(
+                "{} passed, 0 failed, 0 unsupported\n",
+                cases.len()
+            )),
+            "{level}:\n{stdout}\n{stderr}"
+        );
+    }
+}

@@ -127,6 +127,9 @@ pub struct Graph {
     pub opsets: std::collections::BTreeMap<String, i64>,
     /// The domains of the model's local functions.
     pub function_domains: Vec<String>,
+    /// Opsets by domain for nodes inlined from a local function that imports other versions
+    /// than the model, keyed by node name (see [`Graph::node_opset`]).
+    pub node_opsets: std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>,
     /// Value names to ids; subgraphs imported later (If branches) resolve outer names here.
     pub names: std::collections::HashMap<String, ValueId>,
     /// Where the model file is, for external data of subgraph initializers.
@@ -142,6 +145,15 @@ impl Graph {
     /// The value with this id, mutably.
     pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
         &mut self.values[id.index()]
+    }
+
+    /// The opset version a node named `node` in `domain` follows: its inlined function's, else
+    /// the model's.
+    pub fn node_opset(&self, node: &str, domain: &str) -> Option<i64> {
+        match self.node_opsets.get(node) {
+            Some(opsets) => opsets.get(domain).copied(),
+            None => self.opsets.get(domain).copied(),
+        }
     }
 
     /// Adds a value and returns its id.

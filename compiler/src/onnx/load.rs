@@ -1,5 +1,5 @@
-//! `ModelProto` bytes -> IR [`Graph`]: decoding, opset resolution, name binding and a
-//! topological order, with a typed error for every malformed input.
+//! `ModelProto` bytes -> IR [`Graph`]: decoding, local function inlining, opset resolution,
+//! name binding and a topological order, with a typed error for every malformed input.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -67,6 +67,11 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
         };
         opsets.insert(domain.to_string(), import.version());
     }
+    let inlined = super::functions::inline_functions(model, &opsets)?;
+    let (proto, node_opsets) = match &inlined {
+        Some(i) => (&i.graph, i.node_opsets.clone()),
+        None => (proto, HashMap::new()),
+    };
     let mut graph = Graph {
         name: name.to_string(),
         opset: opsets.get("").copied().unwrap_or(0),
@@ -76,6 +81,7 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
             .iter()
             .map(|f| f.domain().to_string())
             .collect(),
+        node_opsets,
         model_dir: model_dir.map(Path::to_path_buf),
         ..Graph::default()
     };
@@ -198,8 +204,8 @@ fn import_nodes(graph: &mut Graph, protos: &[NodeProto], shadowing: bool) -> Res
             d => d,
         };
         let is_local_function = graph.function_domains.iter().any(|d| d == domain);
-        let opset = match graph.opsets.get(domain) {
-            Some(&v) => v,
+        let opset = match graph.node_opset(&node_name, domain) {
+            Some(v) => v,
             None if is_local_function => 1,
             None => {
                 let kind = if KNOWN_DOMAINS.contains(&domain) {

@@ -1,6 +1,7 @@
 //! Reading ONNX: protobuf types, tensors (every storage form, external data), and the import
 //! of a `ModelProto` into the IR.
 
+mod functions;
 mod load;
 #[allow(
     missing_docs,

@@ -61,15 +61,16 @@ fn stub_node(
     } else {
         proto.domain()
     };
+    let name = if proto.name().is_empty() {
+        format!("#{index}")
+    } else {
+        proto.name().to_string()
+    };
     crate::ir::Node {
-        name: if proto.name().is_empty() {
-            format!("#{index}")
-        } else {
-            proto.name().to_string()
-        },
+        opset: graph.node_opset(&name, domain).unwrap_or(0),
+        name,
         op_type: proto.op_type().to_string(),
         domain: domain.to_string(),
-        opset: graph.opsets.get(domain).copied().unwrap_or(0),
         inputs: proto.input.iter().map(|_| None).collect(),
         outputs: proto.output.iter().map(|_| None).collect(),
         attributes: proto.attribute.clone(),
