@@ -1945,6 +1945,11 @@ impl Generate {
 /// Constant outputs larger than this many elements are computed at run time instead.
 const FOLD_LIMIT: usize = 1 << 20;
 
+/// The same for ConstantOfShape, whose output repeats one value: folded much further, since
+/// the planner fills such constants once in `Model::new()` instead of storing them (the onnx
+/// package's light models build every weight this way, up to VGG-19's 100M-element layer).
+const UNIFORM_FOLD_LIMIT: usize = 1 << 28;
+
 /// The element count of a shape, or an error when it overflows.
 fn checked_len(shape: &[usize]) -> Result<usize> {
     shape
@@ -2130,7 +2135,7 @@ impl OpDef for Generate {
         };
         let shape = Self::shape(cx).ok()?;
         let n = checked_len(&shape).ok()?;
-        if n > FOLD_LIMIT {
+        if n > UNIFORM_FOLD_LIMIT {
             return None;
         }
         Some(Ok(vec![Tensor {
