@@ -136,7 +136,10 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             .as_ref()
             .ok_or_else(|| CompileError::shape("internal: op not resolved").at(node.node_ref()))?;
         let cx = infer_shapes_cx(graph, node, true).map_err(|e| e.at(node.node_ref()))?;
-        let mut emit_names = EmitNames::default();
+        let mut emit_names = EmitNames {
+            in_place: plan.in_place[index],
+            ..EmitNames::default()
+        };
         let body = op
             .emit(&cx, &mut emit_names)
             .map_err(|e| e.at(node.node_ref()))?;

@@ -483,6 +483,12 @@ impl OpDef for Binary {
         }
     }
 
+    fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
+        // Output 0 over A when A already has the output's type and shape (B may broadcast).
+        let (a, y) = (cx.input(0).ok()?, cx.output(0).ok()?);
+        (a.dtype == y.dtype && a.shape == y.shape).then_some(0)
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (a, b, out) = (cx.input(0)?, cx.input(1)?, cx.output(0)?);
         let sa = usize_slice(&broadcast_strides(a.shape, out.shape));
@@ -498,13 +504,19 @@ impl OpDef for Binary {
             && b.constant
                 .and_then(|t| (t.len() == 1).then(|| t.to_f64s()))
                 .is_some_and(|v| v == [2.0]);
-        if squares {
-            let (i0, o0, t) = (names.input(0), names.output(0), rust_type(a.dtype));
-            if b.shape.iter().product::<usize>() == 1 && a.shape == out.shape {
-                return Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, |x: #t| x * x);));
+        if squares && b.shape.iter().product::<usize>() == 1 && a.shape == out.shape {
+            let (o0, t) = (names.output(0), rust_type(a.dtype));
+            if names.in_place == Some(0) {
+                return Ok(quote!(::sinter_rt::elementwise::map_in_place(#o0, |x: #t| x * x);));
             }
+            let i0 = names.input(0);
+            return Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, |x: #t| x * x);));
         }
         let f = self.closure(a.dtype, b.dtype)?;
+        if names.in_place == Some(0) {
+            let (i1, o0) = (names.input(1), names.output(0));
+            return Ok(quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #i1, #sb, #f);));
+        }
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
         if out.shape.iter().product::<usize>() < 1 << 16 {
             return Ok(quote!(::sinter_rt::elementwise::zip(#i0, #sa, #i1, #sb, #o0, #shape, #f);));
@@ -1351,8 +1363,18 @@ impl OpDef for Unary {
                 quote!(|x: #t| #body)
             }
         };
-        let (i0, o0) = (names.input(0), names.output(0));
+        let o0 = names.output(0);
+        if names.in_place == Some(0) {
+            return Ok(quote!(::sinter_rt::elementwise::map_in_place(#o0, #f);));
+        }
+        let i0 = names.input(0);
         Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+    }
+
+    fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
+        // Same element type in and out (not IsNaN/IsInf, which make bytes of floats).
+        let (x, y) = (cx.input(0).ok()?, cx.output(0).ok()?);
+        (x.dtype == y.dtype && x.shape == y.shape).then_some(0)
     }
 }
 

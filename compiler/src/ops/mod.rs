@@ -131,6 +131,12 @@ pub trait OpDef: Sized {
     fn scratch(&self, _cx: &OpCx<'_>) -> Option<TypeShape> {
         None
     }
+    /// An input whose buffer output 0 may reuse when the input dies at this node: the emitted
+    /// code then finds [`EmitNames::in_place`] set and updates `o0` in place instead of
+    /// reading that input. `None` (the default) when the op cannot.
+    fn in_place_input(&self, _cx: &OpCx<'_>) -> Option<usize> {
+        None
+    }
     /// The code computing the outputs (see [`EmitNames`] for the names it may use).
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream>;
 }
@@ -145,6 +151,9 @@ pub struct EmitNames {
     pub used_scratch: bool,
     /// Whether the emitted code uses the model's executor (threads).
     pub used_exec: bool,
+    /// Set by codegen when output 0 shares the buffer of input `k` (see
+    /// [`OpDef::in_place_input`]): `o0` already holds that input's values.
+    pub in_place: Option<usize>,
 }
 
 impl EmitNames {
@@ -307,6 +316,10 @@ macro_rules! ops {
             /// Scratch space.
             pub fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
                 match self { $(Op::$variant(op) => op.scratch(cx),)* }
+            }
+            /// The input output 0 may update in place.
+            pub fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
+                match self { $(Op::$variant(op) => op.in_place_input(cx),)* }
             }
             /// Emitted code.
             pub fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {

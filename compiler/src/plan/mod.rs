@@ -36,6 +36,9 @@ pub struct Plan {
     /// Per node: true when the node is a view (its output shares its input's bytes) and
     /// emits no code.
     pub skip: Vec<bool>,
+    /// Per node: the input whose buffer its output 0 reuses (elementwise ops whose input dies
+    /// there), if any; the node's code then updates its output in place.
+    pub in_place: Vec<Option<usize>>,
     /// Per graph output: the arena region its value is copied into at the end of `run`, for
     /// outputs whose value lives elsewhere (a constant or a graph input).
     pub output_copy: Vec<Option<usize>>,
@@ -159,6 +162,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             }
         }
     }
+    let in_place = elementwise_in_place(graph, &mut root, &mut last_use, &skip, &slice_of)?;
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut owners: Vec<Owner> = Vec::new();
     for (id, element) in &hoisted {
@@ -321,6 +325,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         locations,
         scratch,
         skip,
+        in_place,
         output_copy,
         fills,
         arena_bytes,
@@ -341,6 +346,73 @@ const VIEW_OPS: &[&str] = &[
 
 /// Whether `node` can be planned as a view: a view op, in the default domain, with only its
 /// first output used and the same element type in and out.
+/// Elementwise ops in place: when a node's op can update one input's buffer into its output
+/// ([`crate::ops::OpDef::in_place_input`]) and that input dies at the node (no later reader,
+/// no view of it, not a graph input, output or constant, read once by the node), the output
+/// becomes that buffer (its root) and the buffer lives until the output's last use.
+fn elementwise_in_place(
+    graph: &Graph,
+    root: &mut [usize],
+    last_use: &mut [usize],
+    skip: &[bool],
+    slice_of: &[Option<(usize, usize)>],
+) -> Result<Vec<Option<usize>>> {
+    let n_values = graph.values.len();
+    let mut viewed = vec![false; n_values];
+    for (v, &r) in root.iter().enumerate() {
+        if r != v {
+            viewed[r] = true;
+        }
+    }
+    let mut produced = vec![false; n_values];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if !skip[i] {
+            for out in node.outputs.iter().flatten() {
+                produced[out.index()] = true;
+            }
+        }
+    }
+    let mut in_place = vec![None; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let Some(op) = &node.op else { continue };
+        if skip[i] || !node.guards.is_empty() {
+            continue;
+        }
+        let cx = infer_shapes_cx(graph, node, true).map_err(|e| e.at(node.node_ref()))?;
+        let Some(k) = op.in_place_input(&cx) else {
+            continue;
+        };
+        let (Some(Some(x)), Some(Some(out))) = (node.inputs.get(k), node.outputs.first()) else {
+            continue;
+        };
+        let (xi, oi) = (x.index(), out.index());
+        let read_once = node.inputs.iter().flatten().filter(|&&v| v == *x).count() == 1;
+        let (xv, ov) = (graph.value(*x), graph.value(*out));
+        if !read_once
+            || !produced[xi]
+            || xv.constant.is_some()
+            || ov.constant.is_some()
+            || xv.bytes() != ov.bytes()
+            || root[xi] != xi
+            || root[oi] != oi
+            || viewed[xi]
+            || viewed[oi]
+            || last_use[xi] != i
+            || slice_of[xi].is_some()
+            || slice_of[oi].is_some()
+            || graph.inputs.contains(x)
+            || graph.outputs.contains(x)
+        {
+            continue;
+        }
+        root[oi] = xi;
+        last_use[xi] = last_use[xi].max(last_use[oi]);
+        viewed[xi] = true;
+        in_place[i] = Some(k);
+    }
+    Ok(in_place)
+}
+
 /// Concat in place: when every input of a Concat is a value that only the Concat reads,
 /// produced earlier by a node that writes it (not a view, constant or graph input), and the
 /// inputs are contiguous slices of the output (every axis before the concatenation axis has
