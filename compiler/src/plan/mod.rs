@@ -583,4 +583,33 @@ mod tests {
         }
         assert_eq!(concats, 8);
     }
+
+    #[test]
+    fn elementwise_ops_write_over_inputs_that_die_there() {
+        // PP-OCR det's residual Adds and SE-gate Muls read tensors nothing reads afterwards.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/models/ppocr_det_v4/model.onnx");
+        let graph = crate::Builder::new(path).load().expect("loads");
+        let cx = PassCx {
+            opt_level: OptLevel::O3,
+            ..PassCx::default()
+        };
+        let graph = run_passes(graph, &cx).expect("compiles").0;
+        let plan = plan(&graph).expect("plans");
+        let mut count = 0;
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let Some(k) = plan.in_place[i] else { continue };
+            count += 1;
+            let (x, out) = (
+                node.inputs[k].expect("input"),
+                node.outputs[0].expect("output"),
+            );
+            assert_eq!(plan.locations[x.index()], plan.locations[out.index()]);
+            // The input is read by no later node.
+            assert!(graph.nodes[i + 1..]
+                .iter()
+                .all(|n| !n.inputs.contains(&Some(x))));
+        }
+        assert!(count > 0, "no elementwise op ran in place");
+    }
 }
