@@ -35,3 +35,7 @@ case("transposes",[N("Transpose",["x"],["a"],perm=[1,0,2,3]),N("Transpose",["a"]
   {"ax":np.array([0],dtype=np.int64),"shp":np.array([12,2],dtype=np.int64),"one":np.ones(2,np.float32)},[("x",[2,3,1,4])],["y","y3"],{"x":x4})
 case("noops",[N("Cast",["x"],["a"],to=T.FLOAT),N("Slice",["a","st","en"],["b"]),N("Pad",["b","pads"],["c"]),N("Expand",["c","shp"],["d"]),N("Dropout",["d"],["e"]),N("Add",["e","zero"],["f"]),N("Div",["f","one"],["g"]),N("Relu",["g"],["y"]),N("Mul",["x","two"],["m1"]),N("Mul",["x","two_again"],["m2"]),N("Sub",["m1","m2"],["y2"])],
   {"st":np.array([0],dtype=np.int64),"en":np.array([1000],dtype=np.int64),"pads":np.zeros(4,dtype=np.int64),"shp":np.array([3,16],dtype=np.int64),"zero":np.zeros(16,np.float32),"one":np.float32(1),"two":np.float32(2),"two_again":np.float32(2)},[("x",[3,16])],["y","y2"],{"x":x})
+w=rng.standard_normal((16,8)).astype(np.float32)*0.5
+bias=rng.standard_normal(8).astype(np.float32)
+case("gemm_gelu",[N("MatMul",["x","w"],["mm"]),N("Add",["mm","bias"],["z"]),N("Div",["z","s2"],["a"]),N("Erf",["a"],["b"]),N("Add",["b","one"],["c"]),N("Mul",["z","c"],["d"]),N("Mul",["d","half"],["y"])],
+  {"w":w,"bias":bias,"s2":np.float32(1.4142135),"one":np.float32(1),"half":np.float32(0.5)},[("x",[3,16])],["y"],{"x":x})

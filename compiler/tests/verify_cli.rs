@@ -139,6 +139,7 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
     let cases = case_dirs(&data);
     let expected = [
         ("gelu_erf", 1),
+        ("gemm_gelu", 1),
         ("gelu_tanh", 1),
         ("layer_norm", 1),
         ("noops", 3),

@@ -37,6 +37,10 @@ pub enum Activation {
     Clip(f32, f32),
     /// `x * clamp(x / 6 + 1/2, 0, 1)`.
     HardSwish,
+    /// `x / 2 * (1 + erf(x / sqrt(2)))` (Gelu fused into the producing kernel).
+    Gelu,
+    /// `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))` (Gelu, `approximate="tanh"`).
+    GeluTanh,
 }
 
 impl Activation {
@@ -87,6 +91,12 @@ impl Activation {
                 }
             }
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            // The same f32 arithmetic, in the same order, as the Gelu op's kernel.
+            Activation::Gelu => 0.5 * x * (1.0 + math::erf(x * core::f32::consts::FRAC_1_SQRT_2)),
+            Activation::GeluTanh => {
+                let c = 0.797_884_6_f32; // sqrt(2 / pi) rounded to f32
+                0.5 * x * (1.0 + math::tanh(c * (x + 0.044_715 * x * x * x)))
+            }
             Activation::Softplus => {
                 if x > 20.0 {
                     x

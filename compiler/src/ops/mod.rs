@@ -453,6 +453,11 @@ pub enum FusedAct {
     /// `alpha * x + beta`: a Mul or Add by a scalar constant after an activation (only
     /// convolutions take it, after their activation).
     Affine(f32, f32),
+    /// Gelu, exact (erf) or with `approximate="tanh"`.
+    Gelu {
+        /// The tanh approximation.
+        tanh: bool,
+    },
 }
 
 impl FusedAct {
@@ -486,6 +491,8 @@ impl FusedAct {
                 let (lo, hi) = (f32_lit(lo), f32_lit(hi));
                 quote!(::sinter_rt::rnn::Activation::Clip(#lo, #hi))
             }
+            FusedAct::Gelu { tanh: false } => quote!(::sinter_rt::rnn::Activation::Gelu),
+            FusedAct::Gelu { tanh: true } => quote!(::sinter_rt::rnn::Activation::GeluTanh),
             FusedAct::Affine(alpha, beta) => {
                 let (alpha, beta) = (f32_lit(alpha), f32_lit(beta));
                 quote!(::sinter_rt::rnn::Activation::Affine(#alpha, #beta))

@@ -51,6 +51,13 @@ fn activation_of(graph: &Graph, node: &Node) -> Option<FusedAct> {
         "LeakyRelu" => FusedAct::LeakyRelu(float("alpha", 0.01)),
         "HardSigmoid" => FusedAct::HardSigmoid(float("alpha", 0.2), float("beta", 0.5)),
         "HardSwish" => FusedAct::HardSwish,
+        "Gelu" => FusedAct::Gelu {
+            tanh: node
+                .attributes
+                .iter()
+                .find(|a| a.name() == "approximate")
+                .is_some_and(|a| a.s() == b"tanh"),
+        },
         "Clip" if node.opset < 11 => FusedAct::Clip(float("min", f32::MIN), float("max", f32::MAX)),
         "Clip" => FusedAct::Clip(
             scalar(1)?.unwrap_or(f32::NEG_INFINITY),
