@@ -728,11 +728,25 @@ pub fn conv_transpose_f32(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
-    conv_transpose_f32_exec(&crate::threads::Exec::single(), p, x, w, bias, out, scratch);
+    conv_transpose_f32_exec(
+        &crate::threads::Exec::single(),
+        p,
+        x,
+        w,
+        bias,
+        out,
+        scratch,
+        &[],
+    );
 }
 
 /// [`conv_transpose_f32`] with the GEMM and the scatter of output channels split across
-/// `exec`'s threads.
+/// `exec`'s threads, and `acts` (fused activations) applied in order to each output channel
+/// as it is finished.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, scratch, executor and the fused activations"
+)]
 pub fn conv_transpose_f32_exec(
     exec: &crate::threads::Exec,
     p: &ConvTransposeParams,
@@ -741,6 +755,7 @@ pub fn conv_transpose_f32_exec(
     bias: Option<&[f32]>,
     out: &mut [f32],
     scratch: &mut [f32],
+    acts: &[crate::rnn::Activation],
 ) {
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
@@ -763,6 +778,9 @@ pub fn conv_transpose_f32_exec(
                 row.fill(bias.map_or(0.0, |b| b[g * cout_g + m]));
             }
             if in_len == 0 || rows == 0 {
+                for act in acts {
+                    act.apply_slice(out_group);
+                }
                 continue;
             }
             // cols[oc * K + k][pixel] = sum_c w[c][oc * K + k] * x[c][pixel]
@@ -790,6 +808,9 @@ pub fn conv_transpose_f32_exec(
             let per_task = cout_g.div_ceil(2 * exec.threads()).max(1);
             exec.for_each_chunk(out_group, per_task * out_len.max(1), &|t, part| {
                 col2im_channels(p, cols, part, t * per_task);
+                for act in acts {
+                    act.apply_slice(part);
+                }
             });
         }
     }
@@ -1286,6 +1307,25 @@ mod tests {
         conv_transpose_f32(&p, &x, &w, Some(&[0.5]), &mut out, &mut scratch);
         for (o, f) in out.iter().zip(&full[1..]) {
             assert_eq!(*o, f + 0.5);
+        }
+        // Fused activations apply after the bias, in order.
+        let mut fused = [0.0f32; 5];
+        let acts = [
+            crate::rnn::Activation::Relu,
+            crate::rnn::Activation::Affine(2.0, -1.0),
+        ];
+        conv_transpose_f32_exec(
+            &crate::threads::Exec::single(),
+            &p,
+            &x,
+            &w,
+            Some(&[0.5]),
+            &mut fused,
+            &mut scratch,
+            &acts,
+        );
+        for (v, o) in fused.iter().zip(&out) {
+            assert_eq!(*v, 2.0 * o.max(0.0) - 1.0);
         }
     }
 

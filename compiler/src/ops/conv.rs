@@ -380,6 +380,9 @@ pub struct ConvTranspose {
     pub output_padding: Vec<usize>,
     /// Explicit output spatial shape, if given.
     pub output_shape: Option<Vec<usize>>,
+    /// Activations fused after the transposed convolution, applied in order per output
+    /// channel as it is finished (by `passes::fuse_activation`).
+    pub activations: Vec<super::FusedAct>,
 }
 
 /// A transposed convolution resolved against its operands.
@@ -540,6 +543,7 @@ impl OpDef for ConvTranspose {
             group,
             output_padding: usizes(node, "output_padding")?.unwrap_or_default(),
             output_shape: usizes(node, "output_shape")?,
+            activations: Vec::new(),
         })
     }
 
@@ -587,9 +591,11 @@ impl OpDef for ConvTranspose {
         } else {
             quote!(&mut [])
         };
+        let acts = self.activations.iter().map(|a| a.tokens());
+        let acts = quote!(&[#(#acts),*]);
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
-            ::sinter_rt::conv::conv_transpose_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch);
+            ::sinter_rt::conv::conv_transpose_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch, #acts);
         })
     }
 }

@@ -133,6 +133,11 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             {
                 conv.activations.push(act);
             }
+            Some(Op::ConvTranspose(conv))
+                if !matches!(act, FusedAct::Affine(..)) || !conv.activations.is_empty() =>
+            {
+                conv.activations.push(act);
+            }
             Some(Op::Gemm(gemm))
                 if gemm.activation.is_none() && !matches!(act, FusedAct::Affine(..)) =>
             {
