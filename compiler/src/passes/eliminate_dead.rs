@@ -31,3 +31,25 @@ pub fn eliminate_dead(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     });
     Ok(graph)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::passes::testing::{before_after, ModelBuilder};
+
+    #[test]
+    fn snapshot_unread_nodes_go() {
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 3])
+            .floats("unused", &[3], &[1.0, 2.0, 3.0])
+            .node("Relu", &["x"], &["y"])
+            .node("Sigmoid", &["x"], &["dead"])
+            .node("Add", &["dead", "unused"], &["dead2"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, eliminate_dead);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.nodes.len(), 1);
+    }
+}

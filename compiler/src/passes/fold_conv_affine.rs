@@ -162,6 +162,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn snapshot_per_channel_scale_and_shift() {
+        use crate::passes::testing::{before_after, ints_attr, ModelBuilder};
+        let w: Vec<f32> = (0..36).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 2, 4, 4])
+            .floats("w", &[2, 2, 3, 3], &w)
+            .floats("scale", &[2, 1, 1], &[2.0, -0.5])
+            .floats("shift", &[2, 1, 1], &[0.25, 1.0])
+            .node_with(
+                "Conv",
+                &["x", "w"],
+                &["c"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node("Mul", &["c", "scale"], &["m"])
+            .node("Add", &["m", "shift"], &["y"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fold_conv_affine);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.nodes.len(), 1);
+    }
+
+    #[test]
     fn per_channel_shapes() {
         let t = |shape: Vec<usize>, n: usize| Tensor::from_f32(shape, &vec![2.0; n]);
         assert_eq!(per_channel(&t(vec![], 1), 4, 3), Some(vec![2.0; 3]));

@@ -158,6 +158,31 @@ mod tests {
     use super::*;
     use crate::passes::{run_passes, OptLevel};
 
+    #[test]
+    fn snapshot_activation_chain() {
+        use crate::passes::testing::{before_after, ints_attr, ModelBuilder};
+        let w: Vec<f32> = (0..36).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 2, 4, 4])
+            .floats("w", &[2, 2, 3, 3], &w)
+            .floats("s", &[], &[0.5])
+            .floats("t", &[], &[0.25])
+            .node_with(
+                "Conv",
+                &["x", "w"],
+                &["c"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node("Relu", &["c"], &["r"])
+            .node("Mul", &["s", "r"], &["m"])
+            .node("Add", &["m", "t"], &["y"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fuse_activation);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.nodes.len(), 1);
+    }
+
     fn tiny_cnn(level: OptLevel) -> Graph {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/data/tiny_cnn/model.onnx");

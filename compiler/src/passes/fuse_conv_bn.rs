@@ -121,6 +121,35 @@ mod tests {
     use super::*;
     use crate::passes::testing::ModelBuilder;
 
+    #[test]
+    fn snapshot_conv_then_batch_norm() {
+        use crate::passes::testing::{before_after, ints_attr, ModelBuilder};
+        let w: Vec<f32> = (0..36).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 2, 4, 4])
+            .floats("w", &[2, 2, 3, 3], &w)
+            .floats("gamma", &[2], &[1.5, 0.5])
+            .floats("beta", &[2], &[0.1, -0.2])
+            .floats("mean", &[2], &[0.3, 0.0])
+            .floats("var", &[2], &[1.0, 4.0])
+            .node_with(
+                "Conv",
+                &["x", "w"],
+                &["c"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node(
+                "BatchNormalization",
+                &["c", "gamma", "beta", "mean", "var"],
+                &["y"],
+            )
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fuse_conv_bn);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.nodes.len(), 1);
+    }
+
     /// `x -> Conv -> BatchNormalization -> y`, typed.
     fn conv_bn_graph() -> Graph {
         ModelBuilder::new()

@@ -88,6 +88,23 @@ mod tests {
     use super::*;
     use crate::passes::{run_passes, OptLevel};
 
+    #[test]
+    fn snapshot_matmul_plus_bias() {
+        use crate::passes::testing::{before_after, ModelBuilder};
+        let w: Vec<f32> = (0..20).map(|i| i as f32 * 0.1).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[3, 4])
+            .floats("w", &[4, 5], &w)
+            .floats("b", &[5], &[1.0, 2.0, 3.0, 4.0, 5.0])
+            .node("MatMul", &["x", "w"], &["m"])
+            .node("Add", &["m", "b"], &["y"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fuse_matmul_add);
+        insta::assert_snapshot!(text);
+        assert_eq!(after.nodes.len(), 1);
+    }
+
     fn tiny_mlp(level: OptLevel) -> Graph {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/data/tiny_mlp/model.onnx");

@@ -108,6 +108,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn snapshot_conv_weights_become_panels() {
+        use crate::passes::testing::{before_after, ints_attr, ModelBuilder};
+        let w: Vec<f32> = (0..180).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 2, 5, 5])
+            .floats("w", &[10, 2, 3, 3], &w)
+            .node_with(
+                "Conv",
+                &["x", "w"],
+                &["y"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, pack_weights);
+        insta::assert_snapshot!(text);
+        let conv = &after.nodes[0];
+        let packed = after.value(conv.inputs[1].expect("weights"));
+        // 10 rows in two panels of 8 (6 zero rows), k = 18.
+        assert_eq!(packed.shape.as_deref(), Some(&[1, 16, 18][..]));
+    }
+
+    #[test]
     fn panels_interleave_rows_and_pad_with_zeros() {
         // One group, 10 rows of k = 2: two panels, the second holding rows 8 and 9.
         let w: Vec<f32> = (0..20).map(|v| v as f32).collect();
