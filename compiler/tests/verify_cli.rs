@@ -39,6 +39,21 @@ fn verify(level: &str, rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) -
     )
 }
 
+/// Verifies `cases` at each of `levels` (cache folders `{cache}{level}`) and asserts that every
+/// case passes.
+fn assert_all_pass(levels: &[&str], rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) {
+    for level in levels {
+        let (stdout, stderr) = verify(level, rtol, atol, &format!("{cache}{level}"), cases);
+        assert!(
+            stdout.ends_with(&format!(
+                "{} passed, 0 failed, 0 unsupported\n",
+                cases.len()
+            )),
+            "{level}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn bundled_cases_all_pass() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
@@ -92,19 +107,13 @@ fn bundled_real_models_pass_at_every_level() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
     let cases = case_dirs(&data);
     assert_eq!(cases.len(), 5, "bundled models missing");
-    for level in ["-O0", "-O1", "-O3"] {
-        let (stdout, stderr) = verify(
-            level,
-            "1e-3",
-            "1e-4",
-            &format!("sinter-verify-models{level}"),
-            &cases,
-        );
-        assert!(
-            stdout.ends_with("5 passed, 0 failed, 0 unsupported\n"),
-            "{level}:\n{stdout}\n{stderr}"
-        );
-    }
+    assert_all_pass(
+        &["-O0", "-O1", "-O3"],
+        "1e-3",
+        "1e-4",
+        "sinter-verify-models",
+        &cases,
+    );
 }
 
 #[test]
@@ -159,22 +168,13 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
             "{case}: expected {nodes} nodes after the passes:\n{stdout}"
         );
     }
-    for level in ["-O0", "-O3"] {
-        let (stdout, stderr) = verify(
-            level,
-            "1e-5",
-            "1e-6",
-            &format!("sinter-verify-patterns{level}"),
-            &cases,
-        );
-        assert!(
-            stdout.ends_with(&format!(
-                "{} passed, 0 failed, 0 unsupported\n",
-                cases.len()
-            )),
-            "{level}:\n{stdout}\n{stderr}"
-        );
-    }
+    assert_all_pass(
+        &["-O0", "-O3"],
+        "1e-5",
+        "1e-6",
+        "sinter-verify-patterns",
+        &cases,
+    );
 }
 
 #[test]
@@ -185,20 +185,11 @@ fn local_function_cases_pass() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/functions");
     let cases = case_dirs(&data);
     assert!(!cases.is_empty(), "function cases missing");
-    for level in ["-O0", "-O3"] {
-        let (stdout, stderr) = verify(
-            level,
-            "1e-5",
-            "1e-6",
-            &format!("sinter-verify-functions{level}"),
-            &cases,
-        );
-        assert!(
-            stdout.ends_with(&format!(
-                "{} passed, 0 failed, 0 unsupported\n",
-                cases.len()
-            )),
-            "{level}:\n{stdout}\n{stderr}"
-        );
-    }
+    assert_all_pass(
+        &["-O0", "-O3"],
+        "1e-5",
+        "1e-6",
+        "sinter-verify-functions",
+        &cases,
+    );
 }

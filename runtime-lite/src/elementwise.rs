@@ -86,9 +86,7 @@ pub fn zip<A: Copy, B: Copy, O>(
 ) {
     let n = out.len();
     if a.len() == n && b.len() == n {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
-        }
+        zip_same(a, b, out, &f);
     } else if a.len() == n && b.len() == 1 {
         let y = b[0];
         for (o, &x) in out.iter_mut().zip(a) {
@@ -101,6 +99,14 @@ pub fn zip<A: Copy, B: Copy, O>(
         }
     } else {
         zip_rows(a, a_strides, b, b_strides, out, out_shape, 0, &f);
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` over equal lengths.
+#[inline]
+fn zip_same<A: Copy, B: Copy, O>(a: &[A], b: &[B], out: &mut [O], f: &impl Fn(A, B) -> O) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
     }
 }
 
@@ -133,10 +139,12 @@ pub fn zip_exec<A: Copy + Sync, B: Copy + Sync, O: Send>(
     exec.for_each_chunk(out, rows_per_task * inner, &|t, part| {
         let start = t * rows_per_task * inner;
         if full {
-            let (a, b) = (&a[start..][..part.len()], &b[start..][..part.len()]);
-            for ((o, &x), &y) in part.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
-            }
+            zip_same(
+                &a[start..][..part.len()],
+                &b[start..][..part.len()],
+                part,
+                &f,
+            );
         } else {
             zip_rows(
                 a,

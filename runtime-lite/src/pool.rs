@@ -68,10 +68,12 @@ pub fn pool_f32_exec(
         &mut out[..p.planes * out_len],
         per_task * out_len.max(1),
         &|t, dst| {
+            // One row buffer per task: zeroing it per plane would cost more than small planes.
+            let mut buf = [0.0f32; ROW_BUF];
             for (i, dst) in dst.chunks_exact_mut(out_len.max(1)).enumerate() {
                 let src = &x[(t * per_task + i) * in_len..][..in_len];
                 if separable {
-                    pool_plane_2d(p, kind, src, dst);
+                    pool_plane_2d(p, kind, src, dst, &mut buf);
                 } else {
                     for (idx, o) in dst.iter_mut().enumerate() {
                         let xo = idx % p.output[2];
@@ -104,7 +106,13 @@ fn combine(max: bool, a: f32, b: f32) -> f32 {
 }
 
 /// One plane of a 2-D (or 1-D) pooling without dilation; see [`pool_f32_exec`].
-fn pool_plane_2d(p: &PoolParams, kind: PoolKind, src: &[f32], dst: &mut [f32]) {
+fn pool_plane_2d(
+    p: &PoolParams,
+    kind: PoolKind,
+    src: &[f32],
+    dst: &mut [f32],
+    buf: &mut [f32; ROW_BUF],
+) {
     let [_, ih, iw] = p.input;
     let [_, oh, ow] = p.output;
     let [_, kh, kw] = p.kernel;
@@ -119,7 +127,6 @@ fn pool_plane_2d(p: &PoolParams, kind: PoolKind, src: &[f32], dst: &mut [f32]) {
         0
     }
     .max(x_in_lo);
-    let mut buf = [0.0f32; ROW_BUF];
     let row = &mut buf[..iw];
     for (y, out_row) in dst.chunks_exact_mut(ow.max(1)).take(oh).enumerate() {
         let (lo, hi, y_padded) = taps(y * sh, kh, 1, ih, ph, p.pads_end[1]);

@@ -156,6 +156,12 @@ impl Graph {
         }
     }
 
+    /// Every value's id, in order. Each index was handed out by [`Graph::add_value`], which
+    /// checks that it fits in a `u32`, so the conversion cannot truncate.
+    pub fn value_ids(&self) -> impl Iterator<Item = ValueId> + '_ {
+        (0..self.values.len()).map(|i| ValueId(i as u32))
+    }
+
     /// Adds a value and returns its id.
     pub fn add_value(&mut self, value: Value) -> ValueId {
         let id = ValueId(u32::try_from(self.values.len()).expect("fewer than 2^32 values"));

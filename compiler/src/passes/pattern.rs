@@ -275,9 +275,7 @@ pub(super) fn retain(graph: &mut Graph, remove: &[bool]) {
 
 /// The value map that changes nothing, for [`rewire`].
 pub(super) fn unchanged(graph: &Graph) -> Vec<ValueId> {
-    (0..graph.values.len())
-        .map(|i| ValueId(u32::try_from(i).expect("fewer than 2^32 values")))
-        .collect()
+    graph.value_ids().collect()
 }
 
 /// Makes every reader of a value (node inputs and guards) read its replacement instead;

@@ -551,11 +551,10 @@ mod tests {
     use super::*;
     use crate::passes::{run_passes, OptLevel, PassCx};
 
-    #[test]
-    fn concat_inputs_are_written_into_their_slices() {
-        // Every fire module of the light SqueezeNet ends in a Concat of two convolutions.
+    /// A bundled real model (tests/data/models/NAME) through the -O3 passes, and its plan.
+    fn planned(name: &str) -> (Graph, Plan) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/data/models/light_squeezenet/model.onnx");
+            .join(format!("../tests/data/models/{name}/model.onnx"));
         let graph = crate::Builder::new(path).load().expect("loads");
         let cx = PassCx {
             opt_level: OptLevel::O3,
@@ -563,6 +562,13 @@ mod tests {
         };
         let graph = run_passes(graph, &cx).expect("compiles").0;
         let plan = plan(&graph).expect("plans");
+        (graph, plan)
+    }
+
+    #[test]
+    fn concat_inputs_are_written_into_their_slices() {
+        // Every fire module of the light SqueezeNet ends in a Concat of two convolutions.
+        let (graph, plan) = planned("light_squeezenet");
         let mut concats = 0;
         for (i, node) in graph.nodes.iter().enumerate() {
             if node.op_type != "Concat" {
@@ -587,15 +593,7 @@ mod tests {
     #[test]
     fn elementwise_ops_write_over_inputs_that_die_there() {
         // PP-OCR det's residual Adds and SE-gate Muls read tensors nothing reads afterwards.
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/data/models/ppocr_det_v4/model.onnx");
-        let graph = crate::Builder::new(path).load().expect("loads");
-        let cx = PassCx {
-            opt_level: OptLevel::O3,
-            ..PassCx::default()
-        };
-        let graph = run_passes(graph, &cx).expect("compiles").0;
-        let plan = plan(&graph).expect("plans");
+        let (graph, plan) = planned("ppocr_det_v4");
         let mut count = 0;
         for (i, node) in graph.nodes.iter().enumerate() {
             let Some(k) = plan.in_place[i] else { continue };
