@@ -3,14 +3,14 @@
 //! Large products are cache-blocked: panels of A (`MC x KC`, in groups of `MR` rows) and B
 //! (`KC x NR`) are packed into stack buffers, and an `MR x NR` register tile accumulates each
 //! output block. The tile is a hand-written microkernel per ISA (`gemm_x86_64.rs`: AVX-512
-//! 8x32, AVX2+FMA 6x16), chosen by run-time detection with `std` and by `target_feature`
+//! 8x48, AVX2+FMA 6x16), chosen by run-time detection with `std` and by `target_feature`
 //! otherwise, with a portable fallback (4x16) the compiler vectorizes. Products with few
 //! rows (matrix-vector work such as a recurrent step) skip packing entirely.
 
 use core::mem::MaybeUninit;
 
 /// Depth of a packed panel.
-const KC: usize = 256;
+const KC: usize = 192;
 /// Strides of a matrix operand, in elements: `element(i, j) = data[i * rows + j * cols]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Strides {
@@ -21,25 +21,100 @@ pub struct Strides {
 }
 
 /// A microkernel: `out[r][j] (+)= alpha * sum_p a[p * lda + r] * b[p * ldb + j]` for
-/// `r < mr`, `j < nr`, with `out` row stride `ldo`.
+/// `r < mr`, `j < nr` of `tile`, then `tile.finish` if any.
 ///
 /// # Safety
 /// `a` holds `kc` groups of `MR` initialized floats at stride `lda` and `b` `kc` rows of `NR`
-/// at stride `ldb`; `out` is valid for writes of `mr` rows of `nr` floats at stride `ldo`;
-/// the CPU supports the kernel's features.
-pub(crate) type Kernel = unsafe fn(
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    out: *mut f32,
-    ldo: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    overwrite: bool,
-);
+/// at stride `ldb`; `tile` satisfies [`Tile`]'s contract; the CPU supports the kernel's
+/// features.
+pub(crate) type Kernel =
+    unsafe fn(kc: usize, a: *const f32, lda: usize, b: *const f32, ldb: usize, tile: &Tile<'_>);
+
+/// Where a microkernel writes its `mr x nr` output tile, and how.
+///
+/// Contract: `out` is valid for reads and writes of `mr` rows of `nr` floats at stride `ldo`,
+/// and, with a finish, `finish.residual` (unless null) for reads of the same extent and
+/// `finish.bias` holds at least `mr` floats.
+#[derive(Clone, Copy)]
+pub(crate) struct Tile<'a> {
+    /// The tile's first element.
+    pub out: *mut f32,
+    /// Row stride of `out` (and of the residual).
+    pub ldo: usize,
+    /// Rows to write.
+    pub mr: usize,
+    /// Columns to write.
+    pub nr: usize,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Write the product rather than add it to what `out` holds.
+    pub overwrite: bool,
+    /// After the last block of depth: the epilogue the kernel applies before its store.
+    pub finish: Option<Finish<'a>>,
+    /// The A panel the next tile reads (`kc` groups of `MR` floats, like this one's), which
+    /// the kernel may prefetch while it computes; null if none. A hint only: never read.
+    pub next_a: *const f32,
+}
+
+/// The part of an [`Epilogue`] a microkernel applies to a finished tile while it is still in
+/// registers.
+#[derive(Clone, Copy)]
+pub(crate) struct Finish<'a> {
+    /// Bias of the tile's rows.
+    pub bias: Option<&'a [f32]>,
+    /// The residual's element at the tile's origin (row stride `Tile::ldo`), or null.
+    pub residual: *const f32,
+    /// Leading activations of the chain that [`Finish::in_register`] accepts.
+    pub acts: &'a [crate::rnn::Activation],
+}
+
+impl Finish<'_> {
+    /// Whether a kernel applies `act` in registers (a few vector operations); the rest of a
+    /// chain, from the first activation that is not, runs over the stored tile.
+    pub(crate) fn in_register(act: &crate::rnn::Activation) -> bool {
+        use crate::rnn::Activation as A;
+        matches!(
+            act,
+            A::Relu
+                | A::Clip(..)
+                | A::LeakyRelu(_)
+                | A::Affine(..)
+                | A::HardSigmoid(..)
+                | A::HardSwish
+        )
+    }
+}
+
+impl Tile<'_> {
+    /// Applies `finish` to the stored tile (for kernels that do not apply it in registers).
+    ///
+    /// # Safety
+    /// The tile's contract.
+    pub(crate) unsafe fn finish_in_memory(&self) {
+        let Some(finish) = self.finish else {
+            return;
+        };
+        for r in 0..self.mr {
+            // SAFETY: row r of the tile, nr floats (the contract).
+            let row =
+                unsafe { core::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.nr) };
+            if let Some(bias) = finish.bias {
+                let v = bias[r];
+                row.iter_mut().for_each(|d| *d += v);
+            }
+            if !finish.residual.is_null() {
+                // SAFETY: the residual's row r, nr floats (the contract).
+                let add = unsafe {
+                    core::slice::from_raw_parts(finish.residual.add(r * self.ldo), self.nr)
+                };
+                row.iter_mut().zip(add).for_each(|(d, &x)| *d += x);
+            }
+            for act in finish.acts {
+                act.apply_slice(row);
+            }
+        }
+    }
+}
 
 /// `out[m x n] = alpha * A[m x k] * B[k x n]`, or `+=` when `accumulate` is set (the caller
 /// has already written `beta * C` into `out`). `out` is row-major and contiguous.
@@ -422,7 +497,7 @@ pub(crate) fn gemm_panels_exec<B: PanelSource>(
     let col_tasks = n / 64;
     if col_tasks >= threads {
         let tasks = col_tasks.min(2 * threads);
-        let chunk = n.div_ceil(tasks).next_multiple_of(32);
+        let chunk = n.div_ceil(tasks).next_multiple_of(isa.nr());
         exec.for_each(n.div_ceil(chunk), &|t| {
             run((0, m), (t * chunk, n.min((t + 1) * chunk)));
         });
@@ -458,6 +533,15 @@ impl Isa {
         Isa::Portable
     }
 
+    /// Columns of this ISA's tile.
+    fn nr(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => 48,
+            _ => 16,
+        }
+    }
+
     /// [`blocked`] with this ISA's tile shape and microkernel.
     ///
     /// # Safety
@@ -479,7 +563,7 @@ impl Isa {
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => blocked::<8, 32, B>(
+                Isa::Avx512 => blocked::<8, 48, B>(
                     rows,
                     cols,
                     k,
@@ -664,8 +748,21 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 
 /// Floats in the packed-A buffer: `MC x KC` with `MC` the largest multiple of `MR` that fits.
 const A_BUF: usize = 128 * KC;
-/// Floats in the packed-B buffer: `KC x NR` for the widest `NR` (32).
-const B_BUF: usize = 32 * KC;
+/// Floats in the packed-B buffer: `KC x NR` for the widest `NR` (48).
+const B_BUF: usize = 48 * KC;
+
+/// The width of the next panel of B when `left` columns remain: `NR`, except that with the
+/// AVX-512 tile a last panel of at most one vector (16 columns) shares the panel before it
+/// instead (48 + 1 becomes 32 + 17). A tile costs the same per vector of
+/// columns either way, but a one-vector tile streams a whole panel of A for a third of the
+/// work.
+fn panel_width<const NR: usize>(left: usize) -> usize {
+    if NR == 48 && left > NR && left <= NR + 16 {
+        (left / 2).next_multiple_of(16).min(NR)
+    } else {
+        left.min(NR)
+    }
+}
 
 /// The blocked product with an `MR x NR` microkernel over output rows `rows.0..rows.1` and
 /// columns `cols.0..cols.1`.
@@ -702,6 +799,11 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
     // skipping the memset matters for the many small products of a real model.
     let mut a_pack = [MaybeUninit::<f32>::uninit(); A_BUF];
     let mut b_pack = [MaybeUninit::<f32>::uninit(); B_BUF];
+    let in_register = epilogue
+        .acts
+        .iter()
+        .take_while(|act| Finish::in_register(act))
+        .count();
     // Loop order k -> rows -> columns: each A block is packed once, each B panel once per
     // row block (a small fraction of the work for MC rows of reuse).
     let mut k0 = 0;
@@ -717,7 +819,7 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
             }
             let mut j0 = cols.0;
             while j0 < cols.1 {
-                let nr = NR.min(cols.1 - j0);
+                let nr = panel_width::<NR>(cols.1 - j0);
                 let in_place = if nr == NR {
                     b.in_place::<NR>(k0, kc, j0)
                 } else {
@@ -747,28 +849,53 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                         // SAFETY: the packed group holds kc * MR floats written by pack_a.
                         _ => (unsafe { a_pack.as_ptr().add(r0 * KC).cast::<f32>() }, MR),
                     };
+                    // The A panel of the next row group, for the kernel to prefetch: the
+                    // pre-packed weights stream from memory, a group 8 * k floats apart,
+                    // which the hardware prefetcher does not follow.
+                    let next_a = match a {
+                        AOperand::Panels8(data, k) if a_in_place && r0 + MR < mc => {
+                            data[(i0 + r0 + MR) * k + k0 * 8..].as_ptr()
+                        }
+                        _ => core::ptr::null(),
+                    };
+                    let finish = finished.then(|| Finish {
+                        bias: epilogue.row_bias.map(|bias| &bias[row..]),
+                        residual: epilogue
+                            .residual
+                            .map_or(core::ptr::null(), |res| res[row * out.ld + j0..].as_ptr()),
+                        acts: &epilogue.acts[..in_register],
+                    });
+                    let tile_spec = Tile {
+                        out: tile,
+                        ldo: out.ld,
+                        mr,
+                        nr,
+                        alpha,
+                        overwrite,
+                        finish,
+                        next_a,
+                    };
                     // SAFETY: the A panel holds kc groups of MR floats at stride lda (in the
-                    // pre-packed panels, asserted, or packed above); the B panel is kc rows of NR floats at
-                    // stride ldb, packed above or in place (checked by the source); the tile's
-                    // mr rows of nr floats at stride ld are writable (the caller's contract);
-                    // the kernel runs on this CPU.
-                    unsafe {
-                        kernel(
-                            kc, a_panel, lda, b_panel, ldb, tile, out.ld, mr, nr, alpha, overwrite,
-                        );
-                    }
-                    if finished && !epilogue.is_empty() {
+                    // pre-packed panels, asserted, or packed above); the B panel is kc rows of
+                    // NR floats at stride ldb, packed above or in place (checked by the
+                    // source); the tile's mr rows of nr floats at stride ld are writable (the
+                    // caller's contract) and the residual, asserted to cover the whole output
+                    // by the caller, is readable there; the kernel runs on this CPU.
+                    unsafe { kernel(kc, a_panel, lda, b_panel, ldb, &tile_spec) };
+                    if finished && in_register < epilogue.acts.len() {
                         for r in 0..mr {
                             // SAFETY: row r of the tile, nr floats, inside the block.
                             let dst = unsafe {
                                 core::slice::from_raw_parts_mut(tile.add(r * out.ld), nr)
                             };
-                            epilogue.apply_row(dst, row + r, j0, out.ld);
+                            for act in &epilogue.acts[in_register..] {
+                                act.apply_slice(dst);
+                            }
                         }
                     }
                     r0 += MR;
                 }
-                j0 += NR;
+                j0 += nr;
             }
             i0 += mc;
         }
@@ -845,19 +972,13 @@ impl AOperand<'_> {
 ///
 /// # Safety
 /// As for [`Kernel`].
-#[allow(clippy::too_many_arguments, reason = "the Kernel signature")]
 unsafe fn kernel_portable<const MR: usize, const NR: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
     ldb: usize,
-    out: *mut f32,
-    ldo: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    overwrite: bool,
+    tile: &Tile<'_>,
 ) {
     // SAFETY: the caller guarantees kc groups of MR and kc rows of NR initialized floats.
     let (a, b) = unsafe {
@@ -875,13 +996,20 @@ unsafe fn kernel_portable<const MR: usize, const NR: usize>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate().take(mr) {
+    let alpha = tile.alpha;
+    for (r, row) in acc.iter().enumerate().take(tile.mr) {
         // SAFETY: the caller guarantees mr rows of nr writable floats at stride ldo.
-        let o = unsafe { core::slice::from_raw_parts_mut(out.add(r * ldo), nr) };
+        let o = unsafe { core::slice::from_raw_parts_mut(tile.out.add(r * tile.ldo), tile.nr) };
         for (d, &v) in o.iter_mut().zip(row) {
-            *d = if overwrite { alpha * v } else { *d + alpha * v };
+            *d = if tile.overwrite {
+                alpha * v
+            } else {
+                *d + alpha * v
+            };
         }
     }
+    // SAFETY: the tile's contract (the caller's).
+    unsafe { tile.finish_in_memory() };
 }
 
 /// A batch of row-major products `out[i] = A[ia] x B[ib]` (MatMul): for each index of
@@ -1258,12 +1386,7 @@ mod tests {
         for (name, path) in paths() {
             for &(m, n, k) in &shapes {
                 for (trans_a, trans_b) in [(false, false), (false, true), (true, false)] {
-                    let a: Vec<f32> = (0..m * k)
-                        .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
-                        .collect();
-                    let b: Vec<f32> = (0..k * n)
-                        .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5)
-                        .collect();
+                    let (a, b) = operands(m, n, k);
                     // A transposed (column-major) is what constant weights are stored as.
                     let sa = if trans_a {
                         Strides { rows: 1, cols: m }
@@ -1301,12 +1424,7 @@ mod tests {
             (2, 40, 9),
             (20, 4, 16),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5)
-                .collect();
+            let (a, b) = operands(m, n, k);
             let (sa, sb) = (Strides { rows: k, cols: 1 }, Strides { rows: n, cols: 1 });
             let mut plain = vec![0.0f32; m * n];
             gemm_f32(m, n, k, 1.0, &a, sa, &b, sb, false, &mut plain);
@@ -1319,6 +1437,91 @@ mod tests {
                 gemm_f32_act(m, n, k, 1.0, &a, sa, &b, sb, false, &mut fused, Some(act));
                 let want: Vec<f32> = plain.iter().map(|&v| act.apply(v)).collect();
                 assert_eq!(fused, want, "{act:?} {m}x{n}x{k}");
+            }
+        }
+    }
+
+    /// Deterministic `m x k` and `k x n` operands with small exact values.
+    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
+            .collect();
+        let b = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5)
+            .collect();
+        (a, b)
+    }
+
+    /// The blocked product of row-major `a` (`m x k`) and `b` (`k x n`) with one ISA's
+    /// kernel and an epilogue.
+    fn blocked_with(
+        isa: Isa,
+        (m, n, k): (usize, usize, usize),
+        a: &[f32],
+        b: &[f32],
+        epilogue: Epilogue<'_>,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; m * n];
+        let source = MatrixPanels::new(b, Strides { rows: n, cols: 1 }, m);
+        let view = OutView {
+            ptr: out.as_mut_ptr(),
+            ld: n,
+        };
+        let a = AOperand::Matrix(a, Strides { rows: k, cols: 1 });
+        // SAFETY: the whole m x n output, on this thread; the caller picks an ISA the CPU runs.
+        unsafe { isa.blocked((0, m), (0, n), k, 0.5, a, &source, false, view, epilogue) };
+        out
+    }
+
+    #[test]
+    fn kernel_epilogue_matches_a_second_pass() {
+        use crate::rnn::Activation as A;
+        let mut isas = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::gemm_x86_64::has_avx512() {
+                isas.push(Isa::Avx512);
+            }
+            if crate::gemm_x86_64::has_avx2_fma() {
+                isas.push(Isa::Avx2);
+            }
+        }
+        // Chains applied in registers, and one that leaves registers at the Sigmoid.
+        let chains: [&[A]; 3] = [
+            &[A::Relu],
+            &[
+                A::LeakyRelu(0.1),
+                A::Affine(0.5, 0.25),
+                A::HardSwish,
+                A::Clip(-0.5, 3.0),
+            ],
+            &[A::HardSigmoid(0.2, 0.5), A::Sigmoid, A::Relu],
+        ];
+        // Widths covering one, two and three vectors of the AVX-512 tile and their tails;
+        // depths below and above a panel's.
+        for &(m, n, k) in &[
+            (13, 1, 5),
+            (9, 16, 40),
+            (17, 31, 300),
+            (8, 48, 7),
+            (21, 100, 70),
+        ] {
+            let (a, b) = operands(m, n, k);
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let residual: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 - 4.0).collect();
+            for &isa in &isas {
+                let plain = blocked_with(isa, (m, n, k), &a, &b, Epilogue::default());
+                for acts in chains {
+                    let epilogue = Epilogue {
+                        row_bias: Some(&bias),
+                        residual: Some(&residual),
+                        acts,
+                    };
+                    let mut want = plain.clone();
+                    epilogue.apply(&mut want, n);
+                    let got = blocked_with(isa, (m, n, k), &a, &b, epilogue);
+                    assert_eq!(got, want, "{m}x{n}x{k} with {acts:?}");
+                }
             }
         }
     }

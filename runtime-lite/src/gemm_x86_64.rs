@@ -1,8 +1,12 @@
-//! x86_64 GEMM microkernels: AVX-512F (8 x 32 tile, 16 zmm accumulators) and AVX2+FMA
-//! (6 x 16 tile, 12 ymm accumulators), over the packed panels of [`crate::gemm`].
+//! x86_64 GEMM microkernels: AVX-512F (8 x 48 tile, up to 24 zmm accumulators, with the
+//! epilogue applied in registers) and AVX2+FMA (6 x 16 tile, 12 ymm accumulators), over the
+//! packed panels of [`crate::gemm`].
 
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
+
+use crate::gemm::{Finish, Tile};
+use crate::rnn::Activation;
 
 /// Whether the AVX-512F kernel may run: detected at run time with `std`, else from the
 /// compile-time target features.
@@ -31,123 +35,188 @@ pub(crate) fn has_avx2_fma() -> bool {
     }
 }
 
-/// The 8 x 32 AVX-512 microkernel (see [`crate::gemm::Kernel`]).
+/// The AVX-512 microkernel (see [`crate::gemm::Kernel`]): an 8-row tile of up to 48 columns,
+/// in 1 to 3 vectors of 16 chosen by the tile's width, so that a narrow last panel costs
+/// only the vectors it covers.
 ///
 /// # Safety
-/// As for [`crate::gemm::Kernel`], with `MR = 8`, `NR = 32`, on a CPU with AVX-512F.
-#[allow(clippy::too_many_arguments, reason = "the Kernel signature")]
+/// As for [`crate::gemm::Kernel`], with `MR = 8`, `NR = 48`, on a CPU with AVX-512F.
 pub(crate) unsafe fn kernel_avx512(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
     ldb: usize,
-    out: *mut f32,
-    ldo: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    overwrite: bool,
+    tile: &Tile<'_>,
 ) {
     // SAFETY: forwarded contract; the dispatcher checked AVX-512F.
-    unsafe { avx512_impl(kc, a, lda, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
+    unsafe {
+        match tile.nr.div_ceil(16) {
+            0 | 1 => avx512_impl::<1>(kc, a, lda, b, ldb, tile),
+            2 => avx512_impl::<2>(kc, a, lda, b, ldb, tile),
+            _ => avx512_impl::<3>(kc, a, lda, b, ldb, tile),
+        }
+    }
 }
 
+/// An 8 x `16 * NV` tile: `8 * NV` accumulators, `NV` loads of B and 8 broadcasts of A per
+/// step of depth.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments, reason = "the Kernel signature")]
-unsafe fn avx512_impl(
+unsafe fn avx512_impl<const NV: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
     ldb: usize,
-    out: *mut f32,
-    ldo: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    overwrite: bool,
+    tile: &Tile<'_>,
 ) {
     const MR: usize = 8;
-    let mut acc0 = [_mm512_setzero_ps(); MR];
-    let mut acc1 = [_mm512_setzero_ps(); MR];
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let prefetch = !tile.next_a.is_null();
     for p in 0..kc {
-        // SAFETY: p < kc, so the 32 floats at b + p*ldb and MR floats at a + p*lda are in the
-        // panels (the caller's contract).
+        if prefetch && p % 2 == 0 {
+            // One cache line of the next A panel (16 floats: two steps) into L2 per two
+            // steps. A hint: no access happens, so any address is sound.
+            _mm_prefetch::<_MM_HINT_T1>(tile.next_a.wrapping_add(p * MR).cast::<i8>());
+        }
+        // SAFETY: p < kc, so the 16 * NV floats at b + p*ldb and MR floats at a + p*lda are in
+        // the panels (the caller's contract).
         unsafe {
-            let b0 = _mm512_loadu_ps(b.add(p * ldb));
-            let b1 = _mm512_loadu_ps(b.add(p * ldb + 16));
-            let ap = a.add(p * lda);
-            for r in 0..MR {
-                let av = _mm512_set1_ps(*ap.add(r));
-                acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-                acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+            let bp = b.add(p * ldb);
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(bp.add(16 * v));
+            }
+            let mut ap = a.add(p * lda);
+            for row in acc.iter_mut() {
+                let av = _mm512_set1_ps(*ap);
+                for v in 0..NV {
+                    row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
+                }
+                ap = ap.add(1);
             }
         }
     }
-    let alpha_v = _mm512_set1_ps(alpha);
-    let lanes = |count: usize| -> __mmask16 {
-        if count >= 16 {
+    let alpha = _mm512_set1_ps(tile.alpha);
+    let mut masks = [0 as __mmask16; NV];
+    for (v, m) in masks.iter_mut().enumerate() {
+        let count = tile.nr.saturating_sub(16 * v);
+        *m = if count >= 16 {
             0xffff
         } else {
             ((1u32 << count) - 1) as __mmask16
-        }
-    };
-    let (m0, m1) = (lanes(nr), lanes(nr.saturating_sub(16)));
-    for r in 0..mr {
+        };
+    }
+    for (r, row_acc) in acc.iter().enumerate().take(tile.mr) {
         // SAFETY: row r < mr and the masks cover only columns < nr: inside the tile the caller
-        // guarantees writable.
+        // guarantees writable (and, for the residual, readable).
         unsafe {
-            let row = out.add(r * ldo);
-            let mut v0 = _mm512_mul_ps(acc0[r], alpha_v);
-            let mut v1 = _mm512_mul_ps(acc1[r], alpha_v);
-            if !overwrite {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.add(16)));
+            let row = tile.out.add(r * tile.ldo);
+            let bias = match tile.finish {
+                Some(Finish {
+                    bias: Some(bias), ..
+                }) => Some(_mm512_set1_ps(bias[r])),
+                _ => None,
+            };
+            for v in 0..NV {
+                let at = row.add(16 * v);
+                let mut x = _mm512_mul_ps(row_acc[v], alpha);
+                if !tile.overwrite {
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], at));
+                }
+                if let Some(finish) = &tile.finish {
+                    if let Some(bias) = bias {
+                        x = _mm512_add_ps(x, bias);
+                    }
+                    if !finish.residual.is_null() {
+                        let res = finish.residual.add(r * tile.ldo + 16 * v);
+                        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], res));
+                    }
+                    for &act in finish.acts {
+                        x = activate(act, x);
+                    }
+                }
+                _mm512_mask_storeu_ps(at, masks[v], x);
             }
-            _mm512_mask_storeu_ps(row, m0, v0);
-            _mm512_mask_storeu_ps(row.add(16), m1, v1);
         }
     }
+}
+
+/// One of the activations [`Finish::in_register`] accepts, on 16 lanes, with the same f32
+/// operations in the same order as [`Activation::apply`].
+#[target_feature(enable = "avx512f")]
+fn activate(act: Activation, x: __m512) -> __m512 {
+    // MAXPS(a, b) is `a > b ? a : b` and MINPS(a, b) `a < b ? a : b`: with the constant first,
+    // a NaN in x passes through, as in the scalar forms.
+    let zero = _mm512_setzero_ps();
+    match act {
+        Activation::Relu => _mm512_max_ps(zero, x),
+        Activation::Clip(lo, hi) => {
+            _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x))
+        }
+        Activation::LeakyRelu(a) => {
+            let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero);
+            _mm512_mask_mul_ps(x, negative, x, _mm512_set1_ps(a))
+        }
+        Activation::Affine(a, b) => {
+            _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(a), x), _mm512_set1_ps(b))
+        }
+        Activation::HardSigmoid(a, b) => clamp01_avx512(_mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(a), x),
+            _mm512_set1_ps(b),
+        )),
+        Activation::HardSwish => {
+            let gate = _mm512_add_ps(_mm512_div_ps(x, _mm512_set1_ps(6.0)), _mm512_set1_ps(0.5));
+            _mm512_mul_ps(x, clamp01_avx512(gate))
+        }
+        // Not in-register (see `Finish::in_register`): the caller applies it.
+        _ => x,
+    }
+}
+
+/// `min(max(v, 0), 1)`, NaN passing through.
+#[target_feature(enable = "avx512f")]
+fn clamp01_avx512(v: __m512) -> __m512 {
+    _mm512_min_ps(_mm512_set1_ps(1.0), _mm512_max_ps(_mm512_setzero_ps(), v))
 }
 
 /// The 6 x 16 AVX2+FMA microkernel (see [`crate::gemm::Kernel`]).
 ///
 /// # Safety
 /// As for [`crate::gemm::Kernel`], with `MR = 6`, `NR = 16`, on a CPU with AVX2 and FMA.
-#[allow(clippy::too_many_arguments, reason = "the Kernel signature")]
 pub(crate) unsafe fn kernel_avx2(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
     ldb: usize,
-    out: *mut f32,
-    ldo: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    overwrite: bool,
+    tile: &Tile<'_>,
 ) {
     // SAFETY: forwarded contract; the dispatcher checked AVX2 and FMA.
-    unsafe { avx2_impl(kc, a, lda, b, ldb, out, ldo, mr, nr, alpha, overwrite) }
+    unsafe {
+        avx2_impl(kc, a, lda, b, ldb, tile);
+        tile.finish_in_memory();
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments, reason = "the Kernel signature")]
 unsafe fn avx2_impl(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
     ldb: usize,
-    out: *mut f32,
-    ldo: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    overwrite: bool,
+    tile: &Tile<'_>,
 ) {
+    let Tile {
+        out,
+        ldo,
+        mr,
+        nr,
+        alpha,
+        overwrite,
+        ..
+    } = *tile;
     const MR: usize = 6;
     let mut acc0 = [_mm256_setzero_ps(); MR];
     let mut acc1 = [_mm256_setzero_ps(); MR];
