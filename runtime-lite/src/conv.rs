@@ -429,6 +429,10 @@ fn depthwise_f32(
     let out_len = out_len.max(1);
     // Enough planes per task to amortize waking a worker and zeroing the row buffer.
     let per_task = (1usize << 13).div_ceil(out_len);
+    #[cfg(target_arch = "x86_64")]
+    if depthwise_avx512(exec, p, x, w, bias, residual, out, acts, per_task) {
+        return;
+    }
     exec.for_each_chunk(
         &mut out[..planes * out_len],
         per_task * out_len,
@@ -471,6 +475,85 @@ fn depthwise_f32(
             }
         },
     );
+}
+
+/// The depthwise convolution on the AVX-512 plane kernel, if the CPU has it and the geometry
+/// suits it (2-D, no dilation, horizontal stride 1 or 2, at most 25 taps); returns false,
+/// writing nothing, otherwise.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments, reason = "depthwise_f32's operands")]
+fn depthwise_avx512(
+    exec: &crate::threads::Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    acts: &[crate::rnn::Activation],
+    per_task: usize,
+) -> bool {
+    use crate::depthwise_x86_64::{plane, Plane, MAX_TAPS};
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [_, sh, sw] = p.strides;
+    let [_, ph, pw] = p.pads;
+    if !crate::gemm_x86_64::has_avx512()
+        || (id, od, kd) != (1, 1, 1)
+        || p.dilations[1..] != [1, 1]
+        || !(sw == 1 || sw == 2)
+        || kh * kw > MAX_TAPS
+        || kh * kw == 0
+        || oh * ow == 0
+    {
+        return false;
+    }
+    let geometry = Plane {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        ph,
+        pw,
+    };
+    let (in_len, out_len, taps) = (ih * iw, oh * ow, kh * kw);
+    let planes = p.batch * p.in_channels;
+    let in_register = acts
+        .iter()
+        .take_while(|act| crate::gemm::Finish::in_register(act))
+        .count();
+    exec.for_each_chunk(
+        &mut out[..planes * out_len],
+        per_task * out_len,
+        &|t, dsts| {
+            for (i, dst) in dsts.chunks_exact_mut(out_len).enumerate() {
+                let index = t * per_task + i;
+                let channel = index % p.in_channels;
+                let src = &x[index * in_len..][..in_len];
+                let taps = &w[channel * taps..][..taps];
+                let bias = bias.map_or(0.0, |b| b[channel]);
+                let residual = residual.map(|r| &r[index * out_len..][..out_len]);
+                let acts_in = &acts[..in_register];
+                // SAFETY: the CPU has AVX-512F (checked above); `src` holds ih * iw floats,
+                // `taps` kh * kw <= MAX_TAPS, `dst` and the residual oh * ow.
+                unsafe {
+                    if sw == 1 {
+                        plane::<1>(geometry, src, taps, bias, residual, acts_in, dst);
+                    } else {
+                        plane::<2>(geometry, src, taps, bias, residual, acts_in, dst);
+                    }
+                }
+                for act in &acts[in_register..] {
+                    act.apply_slice(dst);
+                }
+            }
+        },
+    );
+    true
 }
 
 /// What one output row of [`depthwise_plane_2d`] reads: the padded input rows (found by
@@ -1414,8 +1497,8 @@ mod tests {
             // Big enough for the GEMM to split its columns across threads.
             (1, 16, 32, 40, 3, 1, 1, 1),
             (2, 8, 64, 33, 3, 2, 1, 1),
-            // Depthwise: the register-tiled kernel (rows wider than a tile, both strides,
-            // 3x3 and 5x5) and the general one (dilation).
+            // Depthwise: the AVX-512 plane kernel or the register-tiled row kernel (rows
+            // wider than a tile, both strides, 3x3 and 5x5) and the general one (dilation).
             (4, 4, 4, 37, 3, 1, 1, 1),
             (3, 3, 3, 40, 3, 2, 1, 1),
             (2, 2, 2, 41, 5, 2, 1, 2),
@@ -1424,6 +1507,9 @@ mod tests {
             (2, 2, 2, 70, 5, 1, 1, 2),
             (2, 2, 2, 13, 3, 2, 1, 1),
             (2, 2, 2, 9, 3, 1, 2, 2),
+            // Wide planes: many vectors per row, and padding on every side.
+            (2, 2, 2, 130, 3, 1, 1, 1),
+            (2, 2, 2, 131, 3, 2, 1, 1),
         ];
         for &(groups, cin, cout, size, k, s, d, pad) in &cases {
             let out_size = (size + 2 * pad - d * (k - 1) - 1) / s + 1;

@@ -145,7 +145,7 @@ unsafe fn avx512_impl<const NV: usize>(
 /// One of the activations [`Finish::in_register`] accepts, on 16 lanes, with the same f32
 /// operations in the same order as [`Activation::apply`].
 #[target_feature(enable = "avx512f")]
-fn activate(act: Activation, x: __m512) -> __m512 {
+pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
     // MAXPS(a, b) is `a > b ? a : b` and MINPS(a, b) `a < b ? a : b`: with the constant first,
     // a NaN in x passes through, as in the scalar forms.
     let zero = _mm512_setzero_ps();

@@ -21,6 +21,8 @@ pub mod arena;
 pub mod attention;
 pub mod cast;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_x86_64;
 pub mod einsum;
 pub mod elem;
 pub mod elementwise;
