@@ -151,6 +151,12 @@ pub fn conv_f32_exec(
                     .map(|r| &r[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len]),
                 acts,
             };
+            #[cfg(target_arch = "x86_64")]
+            if let AOperand::Panels8(panels, _) = a {
+                if conv_direct_avx512(exec, p, x_group, panels, cout_g, epilogue, out_group) {
+                    continue;
+                }
+            }
             let pixels = Strides {
                 rows: out_len,
                 cols: 1,
@@ -477,6 +483,36 @@ fn depthwise_f32(
     );
 }
 
+/// The 2-D geometry of `p` for the AVX-512 kernels that read the input in place, and its
+/// horizontal stride: if the CPU has AVX-512F and `p` is 2-D, without dilation, with
+/// horizontal stride 1 or 2 and a non-empty kernel and output.
+#[cfg(target_arch = "x86_64")]
+fn plane_geometry(p: &ConvParams) -> Option<(crate::conv_x86_64::Plane, usize)> {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [_, sh, sw] = p.strides;
+    let [_, ph, pw] = p.pads;
+    let suits = crate::gemm_x86_64::has_avx512()
+        && (id, od, kd) == (1, 1, 1)
+        && p.dilations[1..] == [1, 1]
+        && (sw == 1 || sw == 2)
+        && kh * kw > 0
+        && oh * ow > 0;
+    let geometry = crate::conv_x86_64::Plane {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        ph,
+        pw,
+    };
+    suits.then_some((geometry, sw))
+}
+
 /// The depthwise convolution on the AVX-512 plane kernel, if the CPU has it and the geometry
 /// suits it (2-D, no dilation, horizontal stride 1 or 2, at most 25 taps); returns false,
 /// writing nothing, otherwise.
@@ -493,33 +529,22 @@ fn depthwise_avx512(
     acts: &[crate::rnn::Activation],
     per_task: usize,
 ) -> bool {
-    use crate::depthwise_x86_64::{plane, Plane, MAX_TAPS};
-    let [id, ih, iw] = p.input;
-    let [od, oh, ow] = p.output;
-    let [kd, kh, kw] = p.kernel;
-    let [_, sh, sw] = p.strides;
-    let [_, ph, pw] = p.pads;
-    if !crate::gemm_x86_64::has_avx512()
-        || (id, od, kd) != (1, 1, 1)
-        || p.dilations[1..] != [1, 1]
-        || !(sw == 1 || sw == 2)
-        || kh * kw > MAX_TAPS
-        || kh * kw == 0
-        || oh * ow == 0
-    {
+    use crate::conv_x86_64::{plane, MAX_TAPS};
+    let Some((geometry, sw)) = plane_geometry(p) else {
         return false;
-    }
-    let geometry = Plane {
+    };
+    let crate::conv_x86_64::Plane {
         ih,
         iw,
         oh,
         ow,
         kh,
         kw,
-        sh,
-        ph,
-        pw,
-    };
+        ..
+    } = geometry;
+    if kh * kw > MAX_TAPS {
+        return false;
+    }
     let (in_len, out_len, taps) = (ih * iw, oh * ow, kh * kw);
     let planes = p.batch * p.in_channels;
     let in_register = acts
@@ -555,6 +580,181 @@ fn depthwise_avx512(
     );
     true
 }
+
+/// Depth of a block of the direct convolution: the weights of one block (all output channels)
+/// stay in L2 while every tile of output rows is computed over it.
+#[cfg(target_arch = "x86_64")]
+const DIRECT_KC: usize = 256;
+
+/// One group of a dense convolution with pre-packed weights on the AVX-512 direct kernel
+/// ([`crate::conv_x86_64::direct_tile`]), if the CPU has it and the geometry suits it (2-D,
+/// not pointwise, no dilation, horizontal stride 1 or 2, kernels up to 8 wide, at most 16
+/// output or 4 input channels); returns false, writing nothing, otherwise.
+///
+/// Each output row is covered by tiles of three 16-pixel vectors, and the one or two vectors
+/// left at its end by tiles of one vector over three rows or of two vectors over one row, so
+/// that every tile keeps 16 to 24 accumulators busy. Threads split the output rows.
+#[cfg(target_arch = "x86_64")]
+fn conv_direct_avx512(
+    exec: &crate::threads::Exec,
+    p: &ConvParams,
+    x: &[f32],
+    panels: &[f32],
+    cout: usize,
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) -> bool {
+    use crate::conv_x86_64::{direct_tile, DirectAt, MAX_KW};
+    let Some((geometry, sw)) = plane_geometry(p) else {
+        return false;
+    };
+    let crate::conv_x86_64::Plane {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        ..
+    } = geometry;
+    if p.is_pointwise() || kw > MAX_KW || cout == 0 {
+        return false;
+    }
+    let cin = p.in_channels / p.groups;
+    // Where packing the im2col panels costs the most against the work that reuses them: few
+    // output channels (each panel feeds one or two row blocks) or few input channels (a stem
+    // over an image: short, strided panels). Elsewhere the blocked GEMM runs as fast or
+    // faster (it fills its vectors better on small planes).
+    if !(cout <= 16 || cin <= 4) {
+        return false;
+    }
+    let depth = cin * kh * kw;
+    let plane = oh * ow;
+    assert!(x.len() >= cin * ih * iw, "conv input too short");
+    assert!(out.len() >= cout * plane, "conv output too short");
+    assert!(
+        panels.len() >= cout.div_ceil(8) * 8 * depth,
+        "conv weights too short"
+    );
+    if let Some(bias) = epilogue.row_bias {
+        assert!(bias.len() >= cout, "conv bias too short");
+    }
+    if let Some(residual) = epilogue.residual {
+        assert!(residual.len() >= cout * plane, "conv residual too short");
+    }
+    let in_register = epilogue
+        .acts
+        .iter()
+        .take_while(|act| crate::gemm::Finish::in_register(act))
+        .count();
+    // Whole vectors of three per row, then the one or two left.
+    let vectors = ow.div_ceil(16);
+    let (full, rest) = (vectors / 3, vectors % 3);
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    // Rows per task: a multiple of three (the one-vector tiles' height).
+    let tasks = exec.threads().min(oh.div_ceil(3));
+    let rows_per_task = oh.div_ceil(tasks).next_multiple_of(3);
+    let run = |task: usize| {
+        let (y_lo, y_hi) = (task * rows_per_task, oh.min((task + 1) * rows_per_task));
+        let out = out_ptr;
+        let mut k0 = 0;
+        // Blocks of whole input channels.
+        let block = (DIRECT_KC / (kh * kw)).max(1) * kh * kw;
+        while k0 < depth {
+            let kc = block.min(depth - k0);
+            let (overwrite, last) = (k0 == 0, k0 + kc == depth);
+            let tile = |y: usize, x0: usize, shape: (usize, usize)| {
+                for block in 0..cout.div_ceil(8) {
+                    let c0 = block * 8;
+                    let mr = (cout - c0).min(8);
+                    let finish = last.then(|| crate::gemm::Finish {
+                        bias: epilogue.row_bias.map(|b| &b[c0..]),
+                        residual: epilogue
+                            .residual
+                            .map_or(core::ptr::null(), |r| r[c0 * plane..].as_ptr()),
+                        acts: &epilogue.acts[..in_register],
+                    });
+                    let at = DirectAt { y, x: x0, k0, kc };
+                    // SAFETY: the CPU has AVX-512F (checked above); the panel's steps k0..k0+kc
+                    // lie in `panels` (asserted length); `x` holds the group's cin planes;
+                    // channels c0..c0+mr of the output and residual hold `plane` floats each
+                    // (asserted) and this task alone writes rows y_lo..y_hi of them; the bias
+                    // holds cout floats; kw <= MAX_KW.
+                    unsafe {
+                        let a = panels.as_ptr().add(c0 * depth + k0 * 8);
+                        let o = out.0.add(c0 * plane);
+                        let xp = x.as_ptr();
+                        match (sw, shape) {
+                            (1, (1, 3)) => direct_tile::<1, 1, 3>(
+                                &geometry, at, a, xp, o, mr, overwrite, finish,
+                            ),
+                            (1, (1, 2)) => direct_tile::<1, 1, 2>(
+                                &geometry, at, a, xp, o, mr, overwrite, finish,
+                            ),
+                            (1, _) => direct_tile::<1, 3, 1>(
+                                &geometry, at, a, xp, o, mr, overwrite, finish,
+                            ),
+                            (_, (1, 3)) => direct_tile::<2, 1, 3>(
+                                &geometry, at, a, xp, o, mr, overwrite, finish,
+                            ),
+                            (_, (1, 2)) => direct_tile::<2, 1, 2>(
+                                &geometry, at, a, xp, o, mr, overwrite, finish,
+                            ),
+                            _ => direct_tile::<2, 3, 1>(
+                                &geometry, at, a, xp, o, mr, overwrite, finish,
+                            ),
+                        }
+                    }
+                }
+            };
+            for y in y_lo..y_hi {
+                for t in 0..full {
+                    tile(y, t * 48, (1, 3));
+                }
+                if rest == 2 {
+                    tile(y, full * 48, (1, 2));
+                }
+            }
+            if rest == 1 {
+                let mut y = y_lo;
+                while y < y_hi {
+                    tile(y, full * 48, (3, 1));
+                    y += 3;
+                }
+            }
+            k0 += kc;
+        }
+        if in_register < epilogue.acts.len() {
+            for c in 0..cout {
+                // SAFETY: rows y_lo..y_hi of channel c, written by this task alone.
+                let rows = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        out.0.add(c * plane + y_lo * ow),
+                        (y_hi - y_lo) * ow,
+                    )
+                };
+                for act in &epilogue.acts[in_register..] {
+                    act.apply_slice(rows);
+                }
+            }
+        }
+    };
+    exec.for_each(oh.div_ceil(rows_per_task), &run);
+    true
+}
+
+/// The output of [`conv_direct_avx512`] as a raw pointer, so that tasks can each write their
+/// own rows.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: tasks write disjoint rows only.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for OutPtr {}
 
 /// What one output row of [`depthwise_plane_2d`] reads: the padded input rows (found by
 /// kernel row through `slot`), the kernel rows inside the input, the plane's taps and bias.
@@ -1507,6 +1707,11 @@ mod tests {
             (2, 2, 2, 70, 5, 1, 1, 2),
             (2, 2, 2, 13, 3, 2, 1, 1),
             (2, 2, 2, 9, 3, 1, 2, 2),
+            // Dense on the direct kernel: rows of 3 + 1 vectors (one-vector tiles over three
+            // rows), a 7x7 stride-2 stem, a 5x5 kernel with channels in two panels.
+            (1, 4, 12, 56, 3, 1, 1, 1),
+            (1, 3, 8, 30, 7, 2, 1, 3),
+            (1, 4, 17, 20, 5, 1, 1, 2),
             // Wide planes: many vectors per row, and padding on every side.
             (2, 2, 2, 130, 3, 1, 1, 1),
             (2, 2, 2, 131, 3, 2, 1, 1),
@@ -1575,6 +1780,33 @@ mod tests {
             let mut from_packed = std::vec![0.0; want.len()];
             conv_f32(&packed_params, &x, &packed, Some(&bias), &mut from_packed);
             assert_eq!(from_packed, out, "packed weights change nothing");
+            #[cfg(feature = "std")]
+            {
+                // Threads, a residual and an activation chain that leaves registers at the
+                // Sigmoid, on packed weights.
+                let residual: Vec<f32> = (0..want.len()).map(|i| (i % 5) as f32 - 2.0).collect();
+                let acts = [
+                    crate::rnn::Activation::Relu,
+                    crate::rnn::Activation::Sigmoid,
+                ];
+                let mut fused = std::vec![0.0; want.len()];
+                conv_f32_exec(
+                    &crate::threads::Exec::with_threads(2),
+                    &packed_params,
+                    &x,
+                    &packed,
+                    Some(&bias),
+                    Some(&residual),
+                    &mut fused,
+                    &acts,
+                );
+                let expected: Vec<f32> = out
+                    .iter()
+                    .zip(&residual)
+                    .map(|(&v, &r)| acts[1].apply(acts[0].apply(v + r)))
+                    .collect();
+                assert_eq!(fused, expected, "packed, threads, residual and activations");
+            }
         }
     }
 }

@@ -119,26 +119,62 @@ unsafe fn avx512_impl<const NV: usize>(
                 _ => None,
             };
             for v in 0..NV {
-                let at = row.add(16 * v);
-                let mut x = _mm512_mul_ps(row_acc[v], alpha);
-                if !tile.overwrite {
-                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], at));
-                }
-                if let Some(finish) = &tile.finish {
-                    if let Some(bias) = bias {
-                        x = _mm512_add_ps(x, bias);
-                    }
-                    if !finish.residual.is_null() {
-                        let res = finish.residual.add(r * tile.ldo + 16 * v);
-                        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], res));
-                    }
-                    for &act in finish.acts {
-                        x = activate(act, x);
-                    }
-                }
-                _mm512_mask_storeu_ps(at, masks[v], x);
+                let residual = match tile.finish {
+                    Some(f) if !f.residual.is_null() => f.residual.add(r * tile.ldo + 16 * v),
+                    _ => core::ptr::null(),
+                };
+                let acts = tile.finish.map_or(&[][..], |f| f.acts);
+                store_vector(
+                    row_acc[v],
+                    row.add(16 * v),
+                    masks[v],
+                    alpha,
+                    tile.overwrite,
+                    bias,
+                    residual,
+                    acts,
+                );
             }
         }
+    }
+}
+
+/// Writes one accumulator vector of a finished tile to the lanes of `mask` at `at`:
+/// `alpha * acc`, plus what `at` holds unless `overwrite`, plus `bias`, plus the residual at
+/// `residual` (none if null), then `acts` (each one [`Finish::in_register`] accepts).
+///
+/// # Safety
+/// The lanes of `mask` at `at` are writable and, unless `overwrite`, readable; at `residual`
+/// (if not null) they are readable.
+#[allow(clippy::too_many_arguments, reason = "a vector and its whole epilogue")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store_vector(
+    acc: __m512,
+    at: *mut f32,
+    mask: __mmask16,
+    alpha: __m512,
+    overwrite: bool,
+    bias: Option<__m512>,
+    residual: *const f32,
+    acts: &[Activation],
+) {
+    let mut x = _mm512_mul_ps(acc, alpha);
+    // SAFETY: the caller's contract, for the lanes of `mask`.
+    unsafe {
+        if !overwrite {
+            x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, at));
+        }
+        if let Some(bias) = bias {
+            x = _mm512_add_ps(x, bias);
+        }
+        if !residual.is_null() {
+            x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, residual));
+        }
+        for &act in acts {
+            x = activate(act, x);
+        }
+        _mm512_mask_storeu_ps(at, mask, x);
     }
 }
 

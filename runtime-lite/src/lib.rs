@@ -22,7 +22,7 @@ pub mod attention;
 pub mod cast;
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
-mod depthwise_x86_64;
+mod conv_x86_64;
 pub mod einsum;
 pub mod elem;
 pub mod elementwise;

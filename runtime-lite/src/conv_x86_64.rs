@@ -1,0 +1,338 @@
+//! AVX-512 convolution kernels that read the input where it lies, with the taps that fall in
+//! the padding masked out of the loads, so that the input is never copied or packed:
+//!
+//! - [`plane`], depthwise: one 2-D plane, four output rows at a time, each 16 pixels a
+//!   vector accumulated over all taps in registers;
+//! - [`direct_tile`], dense: an 8-channel block of output rows (the pre-packed weight panel
+//!   broadcast one step of depth at a time) times up to three 16-pixel vectors of output,
+//!   the im2col matrix's rows loaded straight from the input.
+//!
+//! Both apply the bias, residual and register activations before the store.
+
+use core::arch::x86_64::*;
+
+use crate::gemm::Finish;
+use crate::gemm_x86_64::{activate, store_vector};
+use crate::rnn::Activation;
+
+/// Most taps (`kh * kw`) the kernel keeps as broadcast vectors.
+pub(crate) const MAX_TAPS: usize = 25;
+
+/// Output rows computed together: independent accumulator chains that hide the FMA latency.
+const ROWS: usize = 4;
+
+/// The geometry of one 2-D plane of a convolution, for [`plane`] and [`direct_tile`].
+#[derive(Clone, Copy)]
+pub(crate) struct Plane {
+    /// Input rows and columns.
+    pub ih: usize,
+    pub iw: usize,
+    /// Output rows and columns.
+    pub oh: usize,
+    pub ow: usize,
+    /// Kernel rows and columns (for [`plane`], `kh * kw <= MAX_TAPS`; for [`direct_tile`],
+    /// `kw <= MAX_KW`).
+    pub kh: usize,
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Padding before the rows and before the columns.
+    pub ph: usize,
+    pub pw: usize,
+}
+
+/// The lanes `j < width` of a load starting at input column `c0` that land inside a row of
+/// `iw` columns: `0 <= c0 + j < iw`.
+#[inline(always)]
+fn inside(c0: isize, iw: usize, width: usize) -> u32 {
+    let lo = (-c0).clamp(0, width as isize) as u32;
+    let hi = (iw as isize - c0).clamp(0, width as isize) as u32;
+    if hi <= lo {
+        0
+    } else {
+        (((1u64 << hi) - 1) & !((1u64 << lo) - 1)) as u32
+    }
+}
+
+/// One depthwise plane: `out[y][x] = bias + sum w[ky][kx] * x[y * sh + ky - ph][x * SW + kx - pw]`
+/// (zero outside the input), plus `residual[y][x]`, then `acts` (each one
+/// [`crate::gemm::Finish::in_register`] accepts).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `src` holds `ih * iw` floats, `w` `kh * kw <= MAX_TAPS` taps,
+/// `out` and `residual` `oh * ow` floats.
+#[allow(clippy::too_many_arguments, reason = "a plane's operands and epilogue")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn plane<const SW: usize>(
+    geometry: Plane,
+    src: &[f32],
+    w: &[f32],
+    bias: f32,
+    residual: Option<&[f32]>,
+    acts: &[Activation],
+    out: &mut [f32],
+) {
+    let Plane {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        ph,
+        pw,
+    } = geometry;
+    let taps = kh * kw;
+    debug_assert!(taps <= MAX_TAPS && src.len() >= ih * iw && w.len() >= taps);
+    debug_assert!(out.len() >= oh * ow && residual.is_none_or(|r| r.len() >= oh * ow));
+    let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
+    for (v, &t) in wv.iter_mut().zip(&w[..taps]) {
+        *v = _mm512_set1_ps(t);
+    }
+    // Even lanes of two vectors: horizontal stride 2.
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let base = src.as_ptr();
+    let bias_v = _mm512_set1_ps(bias);
+    let mut y = 0;
+    while y < oh {
+        let rows = ROWS.min(oh - y);
+        let mut x = 0;
+        while x < ow {
+            let store: __mmask16 = if ow - x >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (ow - x)) - 1) as __mmask16
+            };
+            let mut acc = [bias_v; ROWS];
+            for kx in 0..kw {
+                // Input column of lane 0, and the lanes (of 16 * SW loaded) inside the row.
+                let c0 = (x * SW + kx) as isize - pw as isize;
+                let lanes = inside(c0, iw, 16 * SW);
+                let (lo, hi) = (lanes as __mmask16, (lanes >> 16) as __mmask16);
+                for ky in 0..kh {
+                    let wt = wv[ky * kw + kx];
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let iy = ((y + r) * sh + ky).wrapping_sub(ph);
+                        if iy >= ih {
+                            continue;
+                        }
+                        let at = base.wrapping_add(iy * iw).wrapping_offset(c0);
+                        // SAFETY: the masks enable only lanes at columns 0..iw of row iy < ih,
+                        // inside `src`; masked-off lanes are not accessed.
+                        let v = unsafe {
+                            if SW == 1 {
+                                _mm512_maskz_loadu_ps(lo, at)
+                            } else {
+                                let l = _mm512_maskz_loadu_ps(lo, at);
+                                let h = _mm512_maskz_loadu_ps(hi, at.wrapping_add(16));
+                                _mm512_permutex2var_ps(l, evens, h)
+                            }
+                        };
+                        *a = _mm512_fmadd_ps(wt, v, *a);
+                    }
+                }
+            }
+            for (r, &a) in acc.iter().enumerate().take(rows) {
+                let at = (y + r) * ow + x;
+                let mut v = a;
+                // SAFETY: pixel (y + r, x) and the lanes of `store` after it are inside the
+                // plane (`out` and the residual hold oh * ow floats).
+                unsafe {
+                    if let Some(residual) = residual {
+                        v = _mm512_add_ps(
+                            v,
+                            _mm512_maskz_loadu_ps(store, residual.as_ptr().add(at)),
+                        );
+                    }
+                    for &act in acts {
+                        v = activate(act, v);
+                    }
+                    _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), store, v);
+                }
+            }
+            x += 16;
+        }
+        y += rows;
+    }
+}
+
+/// Widest kernel [`direct_tile`] takes (its column masks are per kernel column).
+pub(crate) const MAX_KW: usize = 8;
+
+/// Where a [`direct_tile`] lies: output rows `y..y + R`, columns `x..x + 16 * V` (clipped to
+/// the plane), depth `k0..k0 + kc` of the `C * kh * kw` im2col rows (whole channels: both
+/// multiples of `kh * kw`).
+#[derive(Clone, Copy)]
+pub(crate) struct DirectAt {
+    pub y: usize,
+    pub x: usize,
+    pub k0: usize,
+    pub kc: usize,
+}
+
+/// One tile of a dense convolution: `R x V` vectors of 16 output pixels for each of the `mr`
+/// (at most 8) output channels of a weight panel, accumulated over depth `k0..k0 + kc`, then
+/// written as a GEMM tile is (`alpha` 1; added to `out` unless `overwrite`; the finish after
+/// the last block of depth).
+///
+/// `a` is the panel's step `k0` (`kc` groups of 8 floats); `x` the group's input (`C` planes
+/// of `ih * iw`); `out` the panel's first output channel, planes `oh * ow` apart (and so the
+/// residual of `finish`).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `a` holds `kc * 8` floats; `x` holds every plane the depth range
+/// reads; `out` (and the residual) `mr` planes of `oh * ow` floats; `finish.bias` (if any) `mr`
+/// floats; `geometry.kw <= MAX_KW`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a tile's operands, position and epilogue"
+)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn direct_tile<const SW: usize, const R: usize, const V: usize>(
+    geometry: &Plane,
+    at: DirectAt,
+    a: *const f32,
+    x: *const f32,
+    out: *mut f32,
+    mr: usize,
+    overwrite: bool,
+    finish: Option<Finish<'_>>,
+) {
+    let Plane { oh, ow, .. } = *geometry;
+    let DirectAt { y, x: x0, .. } = at;
+    // SAFETY: the contract, forwarded.
+    let acc = unsafe { direct_sums::<SW, R, V>(geometry, at, a, x) };
+    let alpha = _mm512_set1_ps(1.0);
+    let plane = oh * ow;
+    for (i, sums) in acc.iter().enumerate().take(mr) {
+        let bias = finish
+            .and_then(|f| f.bias)
+            .map(|bias| _mm512_set1_ps(bias[i]));
+        let acts = finish.map_or(&[][..], |f| f.acts);
+        for r in 0..R {
+            for v in 0..V {
+                let col = x0 + 16 * v;
+                if y + r >= oh || col >= ow {
+                    continue;
+                }
+                let lanes = (ow - col).min(16);
+                let mask = ((1u32 << lanes) - 1) as __mmask16;
+                let offset = i * plane + (y + r) * ow + col;
+                let residual = finish.map_or(core::ptr::null(), |f| f.residual);
+                // SAFETY: channel i < mr, pixel (y + r, col) and the lanes of `mask` after it
+                // are inside the output (and residual) planes (the contract).
+                unsafe {
+                    store_vector(
+                        sums[r * V + v],
+                        out.add(offset),
+                        mask,
+                        alpha,
+                        overwrite,
+                        bias,
+                        if residual.is_null() {
+                            residual
+                        } else {
+                            residual.add(offset)
+                        },
+                        acts,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The accumulators of a [`direct_tile`]: `acc[i][r * V + v]` for channel `i`, row `r`,
+/// vector `v`. A function of its own, so that nothing after the loop competes with the 24
+/// accumulators for registers.
+///
+/// # Safety
+/// As for [`direct_tile`].
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn direct_sums<const SW: usize, const R: usize, const V: usize>(
+    geometry: &Plane,
+    at: DirectAt,
+    a: *const f32,
+    x: *const f32,
+) -> [[__m512; 3]; 8] {
+    const MR: usize = 8;
+    let Plane {
+        ih,
+        iw,
+        oh,
+        kh,
+        kw,
+        sh,
+        ph,
+        pw,
+        ..
+    } = *geometry;
+    let in_len = ih * iw;
+    let DirectAt { y, x: x0, k0, kc } = at;
+    let taps = kh * kw;
+    debug_assert!(k0 % taps == 0 && kc % taps == 0 && R * V <= 3 && kw <= MAX_KW);
+    // Lanes inside the input row, per kernel column and vector (low and high halves of the
+    // 32 floats a stride-2 vector loads).
+    let mut inside_masks = [[(0 as __mmask16, 0 as __mmask16); 3]; MAX_KW];
+    for (kx, masks) in inside_masks.iter_mut().enumerate().take(kw) {
+        for (v, m) in masks.iter_mut().enumerate().take(V) {
+            let c0 = ((x0 + 16 * v) * SW + kx) as isize - pw as isize;
+            let lanes = inside(c0, iw, 16 * SW);
+            *m = (lanes as __mmask16, (lanes >> 16) as __mmask16);
+        }
+    }
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    // acc[i][r * V + v]: channel i, row r, vector v.
+    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    let mut ap = a;
+    // Column of lane 0 of vector 0 for kernel column 0.
+    let left = (x0 * SW) as isize - pw as isize;
+    for c in k0 / taps..(k0 + kc) / taps {
+        let channel = x.wrapping_add(c * in_len);
+        for ky in 0..kh {
+            // Each row's start, and whether it is inside the input (a row outside loads
+            // nothing: all its lanes masked off).
+            let mut lines = [channel; 3];
+            let mut valid = [false; 3];
+            for r in 0..R {
+                let iy = ((y + r) * sh + ky).wrapping_sub(ph);
+                valid[r] = iy < ih && y + r < oh;
+                lines[r] = channel.wrapping_add(iy.wrapping_mul(iw));
+            }
+            for (kx, masks) in inside_masks[..kw].iter().enumerate() {
+                let mut b = [_mm512_setzero_ps(); 3];
+                for r in 0..R {
+                    for v in 0..V {
+                        let (lo, hi) = masks[v];
+                        let (lo, hi) = if valid[r] { (lo, hi) } else { (0, 0) };
+                        let from = lines[r].wrapping_offset(left + (16 * v * SW + kx) as isize);
+                        // SAFETY: the masks enable only lanes at columns 0..iw of an input
+                        // row iy < ih of channel c, inside `x` (the contract); masked-off
+                        // lanes are not accessed.
+                        b[r * V + v] = unsafe {
+                            if SW == 1 {
+                                _mm512_maskz_loadu_ps(lo, from)
+                            } else {
+                                let l = _mm512_maskz_loadu_ps(lo, from);
+                                let h = _mm512_maskz_loadu_ps(hi, from.wrapping_add(16));
+                                _mm512_permutex2var_ps(l, evens, h)
+                            }
+                        };
+                    }
+                }
+                for row in acc.iter_mut() {
+                    // SAFETY: one of the kc steps of 8 floats at `a` (the contract).
+                    let w = _mm512_set1_ps(unsafe { *ap });
+                    for j in 0..R * V {
+                        row[j] = _mm512_fmadd_ps(w, b[j], row[j]);
+                    }
+                    // SAFETY: still inside (or one past) the panel's kc steps.
+                    ap = unsafe { ap.add(1) };
+                }
+            }
+        }
+    }
+    acc
+}
