@@ -257,16 +257,51 @@ pub fn lrn_f32(
     beta: f32,
     bias: f32,
 ) {
+    let exec = crate::threads::Exec::single();
+    lrn_f32_exec(
+        &exec, x, out, batch, channels, inner, size, alpha, beta, bias,
+    );
+}
+
+/// [`lrn_f32`] with its channel planes split across `exec`'s threads.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "executor, operands, layout and the four LRN attributes"
+)]
+pub fn lrn_f32_exec(
+    exec: &crate::threads::Exec,
+    x: &[f32],
+    out: &mut [f32],
+    batch: usize,
+    channels: usize,
+    inner: usize,
+    size: usize,
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+) {
+    let total = batch * channels * inner;
+    assert!(
+        x.len() >= total && out.len() >= total,
+        "lrn buffers too short"
+    );
+    if total == 0 {
+        return;
+    }
     let before = (size.max(1) - 1) / 2;
     let after = size / 2;
     let scale = alpha / size.max(1) as f32;
     // Pixels per block: the window's sum of squares for a block lives on the stack.
     const BLOCK: usize = 512;
-    let mut sq = [0.0f32; BLOCK];
-    for n in 0..batch {
-        for c in 0..channels {
+    // Planes per task: enough work to pay for waking a worker.
+    let per_task = (1usize << 14).div_ceil(inner);
+    exec.for_each_chunk(&mut out[..total], per_task * inner, &|t, planes| {
+        let mut sq = [0.0f32; BLOCK];
+        for (i, plane) in planes.chunks_exact_mut(inner).enumerate() {
+            let index = t * per_task + i;
+            let (n, c) = (index / channels, index % channels);
             let lo = c.saturating_sub(before);
-            let hi = (c + after).min(channels.max(1) - 1);
+            let hi = (c + after).min(channels - 1);
             let mut start = 0;
             while start < inner {
                 let len = BLOCK.min(inner - start);
@@ -278,8 +313,8 @@ pub fn lrn_f32(
                         *s += v * v;
                     }
                 }
-                let at = (n * channels + c) * inner + start;
-                let (src, dst) = (&x[at..at + len], &mut out[at..at + len]);
+                let src = &x[index * inner + start..][..len];
+                let dst = &mut plane[start..start + len];
                 if beta == 0.75 {
                     // base^-0.75 = 1 / (sqrt(base) * sqrt(sqrt(base))): the common
                     // AlexNet/GoogLeNet setting, with correctly rounded square roots.
@@ -295,7 +330,7 @@ pub fn lrn_f32(
                 start += len;
             }
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -493,8 +493,11 @@ impl OpDef for Lrn {
         let size = lit(self.size);
         let (alpha, beta, bias) = (f32_lit(self.alpha), f32_lit(self.beta), f32_lit(self.bias));
         let (i0, o0) = (names.input(0), names.output(0));
+        let exec = names.exec();
         Ok(quote! {
-            ::sinter_rt::norm::lrn_f32(#i0, #o0, #n, #c, #inner, #size, #alpha, #beta, #bias);
+            ::sinter_rt::norm::lrn_f32_exec(
+                #exec, #i0, #o0, #n, #c, #inner, #size, #alpha, #beta, #bias,
+            );
         })
     }
 }
