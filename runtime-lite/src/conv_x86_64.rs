@@ -1,8 +1,10 @@
-//! AVX-512 convolution kernels that read the input where it lies, with the taps that fall in
-//! the padding masked out of the loads, so that the input is never copied or packed:
+//! AVX-512 convolution and pooling kernels that read the input where it lies, with the taps
+//! that fall in the padding masked out of the loads, so that the input is never copied or
+//! packed:
 //!
 //! - [`plane`], depthwise: one 2-D plane, four output rows at a time, each 16 pixels a
 //!   vector accumulated over all taps in registers;
+//! - [`max_plane`], max pooling, the same way;
 //! - [`direct_tile`], dense: an 8-channel block of output rows (the pre-packed weight panel
 //!   broadcast one step of depth at a time) times up to three 16-pixel vectors of output,
 //!   the im2col matrix's rows loaded straight from the input.
@@ -44,7 +46,7 @@ pub(crate) struct Plane {
 /// The lanes `j < width` of a load starting at input column `c0` that land inside a row of
 /// `iw` columns: `0 <= c0 + j < iw`.
 #[inline(always)]
-fn inside(c0: isize, iw: usize, width: usize) -> u32 {
+pub(crate) fn inside(c0: isize, iw: usize, width: usize) -> u32 {
     let lo = (-c0).clamp(0, width as isize) as u32;
     let hi = (iw as isize - c0).clamp(0, width as isize) as u32;
     if hi <= lo {
@@ -335,4 +337,77 @@ unsafe fn direct_sums<const SW: usize, const R: usize, const V: usize>(
         }
     }
     acc
+}
+
+/// One plane of 2-D max pooling: `out[y][x] = max x[y * sh + ky - ph][x * SW + kx - pw]` over
+/// the window's taps inside the input (NaN if any is NaN, as the scalar form; -inf for a
+/// window wholly in the padding).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `src` holds `ih * iw` floats and `out` `oh * ow`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn max_plane<const SW: usize>(geometry: Plane, src: &[f32], out: &mut [f32]) {
+    let Plane {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        ph,
+        pw,
+    } = geometry;
+    debug_assert!(src.len() >= ih * iw && out.len() >= oh * ow);
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let low = _mm512_set1_ps(f32::NEG_INFINITY);
+    let base = src.as_ptr();
+    let mut y = 0;
+    while y < oh {
+        let rows = ROWS.min(oh - y);
+        let mut x = 0;
+        while x < ow {
+            let store: __mmask16 = if ow - x >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (ow - x)) - 1) as __mmask16
+            };
+            let mut acc = [low; ROWS];
+            for kx in 0..kw {
+                let c0 = (x * SW + kx) as isize - pw as isize;
+                let lanes = inside(c0, iw, 16 * SW);
+                let (lo, hi) = (lanes as __mmask16, (lanes >> 16) as __mmask16);
+                for ky in 0..kh {
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let iy = ((y + r) * sh + ky).wrapping_sub(ph);
+                        if iy >= ih {
+                            continue;
+                        }
+                        let at = base.wrapping_add(iy * iw).wrapping_offset(c0);
+                        // SAFETY: the masks enable only lanes at columns 0..iw of row iy < ih,
+                        // inside `src`; masked-off lanes are not accessed (they read -inf).
+                        let v = unsafe {
+                            if SW == 1 {
+                                _mm512_mask_loadu_ps(low, lo, at)
+                            } else {
+                                let l = _mm512_mask_loadu_ps(low, lo, at);
+                                let h = _mm512_mask_loadu_ps(low, hi, at.wrapping_add(16));
+                                _mm512_permutex2var_ps(l, evens, h)
+                            }
+                        };
+                        // MAXPS(v, a) is `v > a ? v : a`: keeps a NaN already in `a`; a NaN in
+                        // `v` is taken explicitly.
+                        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                        *a = _mm512_mask_mov_ps(_mm512_max_ps(v, *a), nan, v);
+                    }
+                }
+            }
+            for (r, &a) in acc.iter().enumerate().take(rows) {
+                // SAFETY: pixel (y + r, x) and the lanes of `store` after it are inside `out`.
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add((y + r) * ow + x), store, a) };
+            }
+            x += 16;
+        }
+        y += rows;
+    }
 }
