@@ -488,29 +488,7 @@ fn depthwise_f32(
 /// horizontal stride 1 or 2 and a non-empty kernel and output.
 #[cfg(target_arch = "x86_64")]
 fn plane_geometry(p: &ConvParams) -> Option<(crate::conv_x86_64::Plane, usize)> {
-    let [id, ih, iw] = p.input;
-    let [od, oh, ow] = p.output;
-    let [kd, kh, kw] = p.kernel;
-    let [_, sh, sw] = p.strides;
-    let [_, ph, pw] = p.pads;
-    let suits = crate::gemm_x86_64::has_avx512()
-        && (id, od, kd) == (1, 1, 1)
-        && p.dilations[1..] == [1, 1]
-        && (sw == 1 || sw == 2)
-        && kh * kw > 0
-        && oh * ow > 0;
-    let geometry = crate::conv_x86_64::Plane {
-        ih,
-        iw,
-        oh,
-        ow,
-        kh,
-        kw,
-        sh,
-        ph,
-        pw,
-    };
-    suits.then_some((geometry, sw))
+    crate::conv_x86_64::Plane::from_3d(p.input, p.output, p.kernel, p.strides, p.dilations, p.pads)
 }
 
 /// The depthwise convolution on the AVX-512 plane kernel, if the CPU has it and the geometry

@@ -4,7 +4,7 @@
 //!
 //! - [`plane`], depthwise: one 2-D plane, four output rows at a time, each 16 pixels a
 //!   vector accumulated over all taps in registers;
-//! - [`max_plane`], max pooling, the same way;
+//! - [`max_plane`] and [`average_plane`], pooling, the same way;
 //! - [`direct_tile`], dense: an 8-channel block of output rows (the pre-packed weight panel
 //!   broadcast one step of depth at a time) times up to three 16-pixel vectors of output,
 //!   the im2col matrix's rows loaded straight from the input.
@@ -43,6 +43,45 @@ pub(crate) struct Plane {
     pub pw: usize,
 }
 
+impl Plane {
+    /// The 2-D geometry of a 3-D-shaped convolution or pooling (arrays as in
+    /// [`crate::conv::ConvParams`]), and its horizontal stride: if the CPU has AVX-512F and the
+    /// sweep is 2-D, without dilation, with horizontal stride 1 or 2 and a non-empty window
+    /// and output.
+    pub(crate) fn from_3d(
+        input: [usize; 3],
+        output: [usize; 3],
+        kernel: [usize; 3],
+        strides: [usize; 3],
+        dilations: [usize; 3],
+        pads: [usize; 3],
+    ) -> Option<(Self, usize)> {
+        let [id, ih, iw] = input;
+        let [od, oh, ow] = output;
+        let [kd, kh, kw] = kernel;
+        let [_, sh, sw] = strides;
+        let [_, ph, pw] = pads;
+        let suits = crate::gemm_x86_64::has_avx512()
+            && (id, od, kd) == (1, 1, 1)
+            && dilations[1..] == [1, 1]
+            && (sw == 1 || sw == 2)
+            && kh * kw > 0
+            && oh * ow > 0;
+        let geometry = Plane {
+            ih,
+            iw,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            ph,
+            pw,
+        };
+        suits.then_some((geometry, sw))
+    }
+}
+
 /// The lanes `j < width` of a load starting at input column `c0` that land inside a row of
 /// `iw` columns: `0 <= c0 + j < iw`.
 #[inline(always)]
@@ -54,6 +93,225 @@ pub(crate) fn inside(c0: isize, iw: usize, width: usize) -> u32 {
     } else {
         (((1u64 << hi) - 1) & !((1u64 << lo) - 1)) as u32
     }
+}
+
+/// What a [`sweep`] computes over each window: the accumulator's start, the value a tap in
+/// the padding loads as, how a tap's 16 pixels join the accumulator, and what happens to a
+/// finished vector before it is stored.
+trait Window {
+    /// The accumulator before the first tap.
+    fn start(&self) -> __m512;
+    /// What a lane in the padding loads as.
+    fn padding(&self) -> __m512;
+    /// The accumulator after tap `tap` (`ky * kw + kx`) with input pixels `v`.
+    fn tap(&self, acc: __m512, v: __m512, tap: usize) -> __m512;
+    /// The vector of output pixels `at..at + 16` (the lanes of `mask` in the plane) to store.
+    ///
+    /// # Safety
+    /// The lanes of `mask` from pixel `at` are inside the output plane.
+    unsafe fn finish(&self, acc: __m512, at: usize, mask: __mmask16) -> __m512;
+}
+
+/// Depthwise convolution: taps weighted, then bias (the start), residual and activations.
+struct Depthwise<'a> {
+    weights: [__m512; MAX_TAPS],
+    bias: __m512,
+    residual: Option<&'a [f32]>,
+    acts: &'a [Activation],
+}
+
+impl Window for Depthwise<'_> {
+    #[inline(always)]
+    fn start(&self) -> __m512 {
+        self.bias
+    }
+    #[inline(always)]
+    fn padding(&self) -> __m512 {
+        // SAFETY: only ever called from `sweep`, which runs with AVX-512F.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    fn tap(&self, acc: __m512, v: __m512, tap: usize) -> __m512 {
+        // SAFETY: as above.
+        unsafe { _mm512_fmadd_ps(self.weights[tap], v, acc) }
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, acc: __m512, at: usize, mask: __mmask16) -> __m512 {
+        let mut v = acc;
+        // SAFETY: AVX-512F (as above); the residual holds the plane (the contract of
+        // `plane`), whose lanes of `mask` from `at` the caller guarantees.
+        unsafe {
+            if let Some(residual) = self.residual {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual.as_ptr().add(at)));
+            }
+            for &act in self.acts {
+                v = activate(act, v);
+            }
+        }
+        v
+    }
+}
+
+/// Max pooling: NaN if any tap is NaN (as the scalar form), -inf in the padding.
+struct MaxWindow;
+
+impl Window for MaxWindow {
+    #[inline(always)]
+    fn start(&self) -> __m512 {
+        self.padding()
+    }
+    #[inline(always)]
+    fn padding(&self) -> __m512 {
+        // SAFETY: only ever called from `sweep`, which runs with AVX-512F.
+        unsafe { _mm512_set1_ps(f32::NEG_INFINITY) }
+    }
+    #[inline(always)]
+    fn tap(&self, acc: __m512, v: __m512, _tap: usize) -> __m512 {
+        // MAXPS(v, acc) is `v > acc ? v : acc`: it keeps a NaN already in `acc`; a NaN in
+        // `v` is taken explicitly.
+        // SAFETY: as above.
+        unsafe {
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            _mm512_mask_mov_ps(_mm512_max_ps(v, acc), nan, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, acc: __m512, _at: usize, _mask: __mmask16) -> __m512 {
+        acc
+    }
+}
+
+/// One plane swept by `window`: `out[y][x]` from the taps `x[y * sh + ky - ph][x * SW + kx -
+/// pw]` (the padding loading as `window.padding()`), four output rows of 16-pixel vectors at
+/// a time (independent accumulators that hide the latency of each step).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `src` holds `ih * iw` floats, `out` `oh * ow`, and `window`'s
+/// own operands cover the plane.
+#[target_feature(enable = "avx512f")]
+unsafe fn sweep<const SW: usize, W: Window>(
+    geometry: Plane,
+    src: &[f32],
+    window: &W,
+    out: &mut [f32],
+) {
+    let Plane {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sh,
+        ph,
+        pw,
+    } = geometry;
+    debug_assert!(src.len() >= ih * iw && out.len() >= oh * ow);
+    // Even lanes of two vectors: horizontal stride 2.
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let padding = window.padding();
+    let base = src.as_ptr();
+    let mut y = 0;
+    while y < oh {
+        let rows = ROWS.min(oh - y);
+        let mut x = 0;
+        while x < ow {
+            let store: __mmask16 = if ow - x >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (ow - x)) - 1) as __mmask16
+            };
+            let mut acc = [window.start(); ROWS];
+            for kx in 0..kw {
+                // Input column of lane 0, and the lanes (of 16 * SW loaded) inside the row.
+                let c0 = (x * SW + kx) as isize - pw as isize;
+                let lanes = inside(c0, iw, 16 * SW);
+                let (lo, hi) = (lanes as __mmask16, (lanes >> 16) as __mmask16);
+                for ky in 0..kh {
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let iy = ((y + r) * sh + ky).wrapping_sub(ph);
+                        if iy >= ih {
+                            continue;
+                        }
+                        let at = base.wrapping_add(iy * iw).wrapping_offset(c0);
+                        // SAFETY: the masks enable only lanes at columns 0..iw of row iy < ih,
+                        // inside `src`; masked-off lanes are not accessed.
+                        let v = unsafe {
+                            if SW == 1 {
+                                _mm512_mask_loadu_ps(padding, lo, at)
+                            } else {
+                                let l = _mm512_mask_loadu_ps(padding, lo, at);
+                                let h = _mm512_mask_loadu_ps(padding, hi, at.wrapping_add(16));
+                                _mm512_permutex2var_ps(l, evens, h)
+                            }
+                        };
+                        *a = window.tap(*a, v, ky * kw + kx);
+                    }
+                }
+            }
+            for (r, &a) in acc.iter().enumerate().take(rows) {
+                let at = (y + r) * ow + x;
+                // SAFETY: pixel (y + r, x) and the lanes of `store` after it are inside the
+                // plane.
+                unsafe {
+                    let v = window.finish(a, at, store);
+                    _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), store, v);
+                }
+            }
+            x += 16;
+        }
+        y += rows;
+    }
+}
+
+/// Average pooling: the sum of the taps inside the input, divided per output pixel.
+struct AverageWindow<'a> {
+    divisors: &'a [f32],
+}
+
+impl Window for AverageWindow<'_> {
+    #[inline(always)]
+    fn start(&self) -> __m512 {
+        self.padding()
+    }
+    #[inline(always)]
+    fn padding(&self) -> __m512 {
+        // SAFETY: only ever called from `sweep`, which runs with AVX-512F.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    fn tap(&self, acc: __m512, v: __m512, _tap: usize) -> __m512 {
+        // SAFETY: as above.
+        unsafe { _mm512_add_ps(acc, v) }
+    }
+    #[inline(always)]
+    unsafe fn finish(&self, acc: __m512, at: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: AVX-512F (as above); `divisors` holds the plane (the contract of
+        // `average_plane`), whose lanes of `mask` from `at` the caller guarantees; the other
+        // lanes divide by 1 and are not stored.
+        unsafe {
+            let one = _mm512_set1_ps(1.0);
+            let d = _mm512_mask_loadu_ps(one, mask, self.divisors.as_ptr().add(at));
+            _mm512_div_ps(acc, d)
+        }
+    }
+}
+
+/// One plane of 2-D average pooling: the sum of each window's taps inside the input divided
+/// by `divisors[y][x]` (the count the pooling kind calls for).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `src` holds `ih * iw` floats, `divisors` and `out` `oh * ow`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn average_plane<const SW: usize>(
+    geometry: Plane,
+    src: &[f32],
+    divisors: &[f32],
+    out: &mut [f32],
+) {
+    debug_assert!(divisors.len() >= geometry.oh * geometry.ow);
+    // SAFETY: the contract, forwarded.
+    unsafe { sweep::<SW, _>(geometry, src, &AverageWindow { divisors }, out) }
 }
 
 /// One depthwise plane: `out[y][x] = bias + sum w[ky][kx] * x[y * sh + ky - ph][x * SW + kx - pw]`
@@ -74,89 +332,21 @@ pub(crate) unsafe fn plane<const SW: usize>(
     acts: &[Activation],
     out: &mut [f32],
 ) {
-    let Plane {
-        ih,
-        iw,
-        oh,
-        ow,
-        kh,
-        kw,
-        sh,
-        ph,
-        pw,
-    } = geometry;
-    let taps = kh * kw;
-    debug_assert!(taps <= MAX_TAPS && src.len() >= ih * iw && w.len() >= taps);
-    debug_assert!(out.len() >= oh * ow && residual.is_none_or(|r| r.len() >= oh * ow));
-    let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
-    for (v, &t) in wv.iter_mut().zip(&w[..taps]) {
+    let (oh, ow, taps) = (geometry.oh, geometry.ow, geometry.kh * geometry.kw);
+    debug_assert!(taps <= MAX_TAPS && w.len() >= taps);
+    debug_assert!(residual.is_none_or(|r| r.len() >= oh * ow));
+    let mut weights = [_mm512_setzero_ps(); MAX_TAPS];
+    for (v, &t) in weights.iter_mut().zip(&w[..taps]) {
         *v = _mm512_set1_ps(t);
     }
-    // Even lanes of two vectors: horizontal stride 2.
-    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    let base = src.as_ptr();
-    let bias_v = _mm512_set1_ps(bias);
-    let mut y = 0;
-    while y < oh {
-        let rows = ROWS.min(oh - y);
-        let mut x = 0;
-        while x < ow {
-            let store: __mmask16 = if ow - x >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (ow - x)) - 1) as __mmask16
-            };
-            let mut acc = [bias_v; ROWS];
-            for kx in 0..kw {
-                // Input column of lane 0, and the lanes (of 16 * SW loaded) inside the row.
-                let c0 = (x * SW + kx) as isize - pw as isize;
-                let lanes = inside(c0, iw, 16 * SW);
-                let (lo, hi) = (lanes as __mmask16, (lanes >> 16) as __mmask16);
-                for ky in 0..kh {
-                    let wt = wv[ky * kw + kx];
-                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                        let iy = ((y + r) * sh + ky).wrapping_sub(ph);
-                        if iy >= ih {
-                            continue;
-                        }
-                        let at = base.wrapping_add(iy * iw).wrapping_offset(c0);
-                        // SAFETY: the masks enable only lanes at columns 0..iw of row iy < ih,
-                        // inside `src`; masked-off lanes are not accessed.
-                        let v = unsafe {
-                            if SW == 1 {
-                                _mm512_maskz_loadu_ps(lo, at)
-                            } else {
-                                let l = _mm512_maskz_loadu_ps(lo, at);
-                                let h = _mm512_maskz_loadu_ps(hi, at.wrapping_add(16));
-                                _mm512_permutex2var_ps(l, evens, h)
-                            }
-                        };
-                        *a = _mm512_fmadd_ps(wt, v, *a);
-                    }
-                }
-            }
-            for (r, &a) in acc.iter().enumerate().take(rows) {
-                let at = (y + r) * ow + x;
-                let mut v = a;
-                // SAFETY: pixel (y + r, x) and the lanes of `store` after it are inside the
-                // plane (`out` and the residual hold oh * ow floats).
-                unsafe {
-                    if let Some(residual) = residual {
-                        v = _mm512_add_ps(
-                            v,
-                            _mm512_maskz_loadu_ps(store, residual.as_ptr().add(at)),
-                        );
-                    }
-                    for &act in acts {
-                        v = activate(act, v);
-                    }
-                    _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), store, v);
-                }
-            }
-            x += 16;
-        }
-        y += rows;
-    }
+    let window = Depthwise {
+        weights,
+        bias: _mm512_set1_ps(bias),
+        residual,
+        acts,
+    };
+    // SAFETY: the contract, forwarded.
+    unsafe { sweep::<SW, _>(geometry, src, &window, out) }
 }
 
 /// Widest kernel [`direct_tile`] takes (its column masks are per kernel column).
@@ -347,67 +537,6 @@ unsafe fn direct_sums<const SW: usize, const R: usize, const V: usize>(
 /// The CPU supports AVX-512F; `src` holds `ih * iw` floats and `out` `oh * ow`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn max_plane<const SW: usize>(geometry: Plane, src: &[f32], out: &mut [f32]) {
-    let Plane {
-        ih,
-        iw,
-        oh,
-        ow,
-        kh,
-        kw,
-        sh,
-        ph,
-        pw,
-    } = geometry;
-    debug_assert!(src.len() >= ih * iw && out.len() >= oh * ow);
-    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    let low = _mm512_set1_ps(f32::NEG_INFINITY);
-    let base = src.as_ptr();
-    let mut y = 0;
-    while y < oh {
-        let rows = ROWS.min(oh - y);
-        let mut x = 0;
-        while x < ow {
-            let store: __mmask16 = if ow - x >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (ow - x)) - 1) as __mmask16
-            };
-            let mut acc = [low; ROWS];
-            for kx in 0..kw {
-                let c0 = (x * SW + kx) as isize - pw as isize;
-                let lanes = inside(c0, iw, 16 * SW);
-                let (lo, hi) = (lanes as __mmask16, (lanes >> 16) as __mmask16);
-                for ky in 0..kh {
-                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                        let iy = ((y + r) * sh + ky).wrapping_sub(ph);
-                        if iy >= ih {
-                            continue;
-                        }
-                        let at = base.wrapping_add(iy * iw).wrapping_offset(c0);
-                        // SAFETY: the masks enable only lanes at columns 0..iw of row iy < ih,
-                        // inside `src`; masked-off lanes are not accessed (they read -inf).
-                        let v = unsafe {
-                            if SW == 1 {
-                                _mm512_mask_loadu_ps(low, lo, at)
-                            } else {
-                                let l = _mm512_mask_loadu_ps(low, lo, at);
-                                let h = _mm512_mask_loadu_ps(low, hi, at.wrapping_add(16));
-                                _mm512_permutex2var_ps(l, evens, h)
-                            }
-                        };
-                        // MAXPS(v, a) is `v > a ? v : a`: keeps a NaN already in `a`; a NaN in
-                        // `v` is taken explicitly.
-                        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                        *a = _mm512_mask_mov_ps(_mm512_max_ps(v, *a), nan, v);
-                    }
-                }
-            }
-            for (r, &a) in acc.iter().enumerate().take(rows) {
-                // SAFETY: pixel (y + r, x) and the lanes of `store` after it are inside `out`.
-                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add((y + r) * ow + x), store, a) };
-            }
-            x += 16;
-        }
-        y += rows;
-    }
+    // SAFETY: the contract, forwarded.
+    unsafe { sweep::<SW, _>(geometry, src, &MaxWindow, out) }
 }

@@ -65,7 +65,7 @@ pub fn pool_f32_exec(
     // Enough planes per task to amortize waking a worker.
     let per_task = (1usize << 14).div_ceil(in_len.max(1)).max(1);
     #[cfg(target_arch = "x86_64")]
-    if kind == PoolKind::Max && max_pool_avx512(exec, p, x, out, per_task) {
+    if pool_avx512(exec, p, kind, x, out, per_task) {
         return;
     }
     exec.for_each_chunk(
@@ -91,55 +91,74 @@ pub fn pool_f32_exec(
     );
 }
 
-/// 2-D max pooling on the AVX-512 kernel, if the CPU has it and the geometry suits it (no
-/// dilation, horizontal stride 1 or 2); returns false, writing nothing, otherwise.
+/// 2-D pooling on the AVX-512 kernels, if the CPU has it and the geometry suits it (no
+/// dilation, horizontal stride 1 or 2, and for averages a plane of at most `DIVISORS`
+/// pixels); returns false, writing nothing, otherwise.
 #[cfg(target_arch = "x86_64")]
-fn max_pool_avx512(
+fn pool_avx512(
     exec: &crate::threads::Exec,
     p: &PoolParams,
+    kind: PoolKind,
     x: &[f32],
     out: &mut [f32],
     per_task: usize,
 ) -> bool {
-    let [id, ih, iw] = p.input;
-    let [od, oh, ow] = p.output;
-    let [kd, kh, kw] = p.kernel;
-    let [_, sh, sw] = p.strides;
-    let [_, ph, pw] = p.pads_begin;
-    if !crate::gemm_x86_64::has_avx512()
-        || (id, od, kd) != (1, 1, 1)
-        || p.dilations[1..] != [1, 1]
-        || !(sw == 1 || sw == 2)
-        || kh * kw == 0
-        || oh * ow == 0
-    {
+    use crate::conv_x86_64::{average_plane, max_plane, Plane};
+    /// Most output pixels of a plane whose divisors an average keeps on the stack.
+    const DIVISORS: usize = 16 * 1024;
+    let Some((geometry, sw)) = Plane::from_3d(
+        p.input,
+        p.output,
+        p.kernel,
+        p.strides,
+        p.dilations,
+        p.pads_begin,
+    ) else {
+        return false;
+    };
+    let Plane { ih, iw, oh, ow, .. } = geometry;
+    let (in_len, out_len) = (ih * iw, oh * ow);
+    if kind != PoolKind::Max && out_len > DIVISORS {
         return false;
     }
-    let geometry = crate::conv_x86_64::Plane {
-        ih,
-        iw,
-        oh,
-        ow,
-        kh,
-        kw,
-        sh,
-        ph,
-        pw,
-    };
-    let (in_len, out_len) = (ih * iw, oh * ow);
     exec.for_each_chunk(
         &mut out[..p.planes * out_len],
         per_task * out_len,
         &|t, dst| {
+            // The divisor of every output pixel, the same for all planes (averages only).
+            let mut buffer = [core::mem::MaybeUninit::<f32>::uninit(); DIVISORS];
+            let filled = if kind == PoolKind::Max { 0 } else { out_len };
+            for (at, d) in buffer[..filled].iter_mut().enumerate() {
+                let (y, xo) = (at / ow, at % ow);
+                let (y_lo, y_hi, y_pad) = taps(
+                    y * p.strides[1],
+                    p.kernel[1],
+                    1,
+                    ih,
+                    p.pads_begin[1],
+                    p.pads_end[1],
+                );
+                let (x_lo, x_hi, x_pad) =
+                    taps(xo * sw, p.kernel[2], 1, iw, p.pads_begin[2], p.pads_end[2]);
+                d.write(if kind == PoolKind::Average {
+                    ((y_hi - y_lo) * (x_hi - x_lo)) as f32
+                } else {
+                    (y_pad * x_pad) as f32
+                });
+            }
+            // SAFETY: the first `filled` floats were just written.
+            let divisors =
+                unsafe { core::slice::from_raw_parts(buffer.as_ptr().cast::<f32>(), filled) };
             for (i, dst) in dst.chunks_exact_mut(out_len).enumerate() {
                 let src = &x[(t * per_task + i) * in_len..][..in_len];
-                // SAFETY: the CPU has AVX-512F (checked above); `src` holds ih * iw floats and
-                // `dst` oh * ow.
+                // SAFETY: the CPU has AVX-512F (checked by `from_3d`); `src` holds ih * iw
+                // floats, `dst` and `divisors` at least oh * ow.
                 unsafe {
-                    if sw == 1 {
-                        crate::conv_x86_64::max_plane::<1>(geometry, src, dst);
-                    } else {
-                        crate::conv_x86_64::max_plane::<2>(geometry, src, dst);
+                    match (kind, sw) {
+                        (PoolKind::Max, 1) => max_plane::<1>(geometry, src, dst),
+                        (PoolKind::Max, _) => max_plane::<2>(geometry, src, dst),
+                        (_, 1) => average_plane::<1>(geometry, src, divisors, dst),
+                        _ => average_plane::<2>(geometry, src, divisors, dst),
                     }
                 }
             }
