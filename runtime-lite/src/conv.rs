@@ -107,10 +107,8 @@ pub fn conv_f32_exec(
     out: &mut [f32],
     acts: &[crate::rnn::Activation],
 ) {
-    let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
-    let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
-    let rows = cin_g * k_len;
+    let (in_len, out_len) = (p.input_len(), p.output_len());
     assert!(
         x.len() >= p.batch * p.in_channels * in_len,
         "conv input too short"
@@ -132,93 +130,150 @@ pub fn conv_f32_exec(
     if p.is_depthwise() && !p.packed_weights {
         return depthwise_f32(exec, p, x, w, bias, residual, out, acts);
     }
-    for n in 0..p.batch {
-        for g in 0..p.groups {
-            let x_group = &x[(n * p.in_channels + g * cin_g) * in_len..][..cin_g * in_len];
-            let out_group =
-                &mut out[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len];
-            let (weights, a) = if p.packed_weights {
-                let group_len = cout_g.div_ceil(8) * 8 * rows;
-                let panels = &w[g * group_len..][..group_len];
-                (panels, AOperand::Panels8(panels, rows))
-            } else {
-                let matrix = &w[g * cout_g * rows..][..cout_g * rows];
-                (matrix, AOperand::Matrix(matrix, Strides { rows, cols: 1 }))
-            };
-            let epilogue = Epilogue {
-                row_bias: bias.map(|b| &b[g * cout_g..][..cout_g]),
-                residual: residual
-                    .map(|r| &r[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len]),
-                acts,
-            };
-            #[cfg(target_arch = "x86_64")]
-            if let AOperand::Panels8(panels, _) = a {
-                if conv_direct_avx512(exec, p, x_group, panels, cout_g, epilogue, out_group) {
-                    continue;
-                }
-            }
-            let pixels = Strides {
-                rows: out_len,
-                cols: 1,
-            };
-            // B as a plain matrix when the matrix GEMM's small-product paths may apply: the
-            // input itself (pointwise), or, for a handful of output pixels (a convolution over
-            // a short sequence), the whole im2col matrix gathered on the stack, so that the
-            // narrow path reads the (much larger) weights once, without packing them.
-            let narrow = !p.packed_weights
-                && !p.is_pointwise()
-                && out_len <= NARROW_PIXELS
-                && rows * NARROW_PIXELS <= NARROW_COLS;
-            let mut stack_cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
-            let matrix: Option<(&[f32], Strides)> = if p.packed_weights {
-                None
-            } else if p.is_pointwise() {
-                Some((x_group, pixels))
-            } else if narrow {
-                let source = Im2colPanels { p, x: x_group };
-                source.pack::<NARROW_PIXELS>(0, rows, 0, out_len, &mut stack_cols);
-                // SAFETY: `pack` wrote all `rows * NARROW_PIXELS` floats (zero past out_len).
-                let cols = unsafe {
-                    core::slice::from_raw_parts(
-                        stack_cols.as_ptr().cast::<f32>(),
-                        rows * NARROW_PIXELS,
-                    )
-                };
-                let strides = Strides {
-                    rows: NARROW_PIXELS,
-                    cols: 1,
-                };
-                Some((cols, strides))
-            } else {
-                None
-            };
-            if let Some((b, b_strides)) = matrix {
-                gemm_matrix_exec(
-                    exec,
-                    cout_g,
-                    out_len,
-                    rows,
-                    1.0,
-                    weights,
-                    Strides { rows, cols: 1 },
-                    b,
-                    b_strides,
-                    false,
+    let groups = p.batch * p.groups;
+    let group_out = cout_g * out_len;
+    if groups > 1 && exec.threads() > 1 && p.groups >= exec.threads() {
+        // Many groups (grouped convolutions): whole groups per thread, each product on one.
+        exec.for_each_chunk(
+            &mut out[..groups * group_out],
+            group_out,
+            &|t, out_group| {
+                let single = crate::threads::Exec::single();
+                conv_group(
+                    &single,
+                    p,
+                    x,
+                    w,
+                    bias,
+                    residual,
+                    acts,
+                    t / p.groups,
+                    t % p.groups,
                     out_group,
-                    epilogue,
                 );
-            } else if p.is_pointwise() {
-                let source = MatrixPanels::new(x_group, pixels, cout_g);
-                gemm_panels_exec(
-                    exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
-                );
-            } else {
-                let source = Im2colPanels { p, x: x_group };
-                gemm_panels_exec(
-                    exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
-                );
-            }
+            },
+        );
+        return;
+    }
+    for (t, out_group) in out[..groups * group_out]
+        .chunks_exact_mut(group_out.max(1))
+        .enumerate()
+    {
+        conv_group(
+            exec,
+            p,
+            x,
+            w,
+            bias,
+            residual,
+            acts,
+            t / p.groups,
+            t % p.groups,
+            out_group,
+        );
+    }
+}
+
+/// Group `g` of batch item `n` of [`conv_f32_exec`], into `out_group` (its `M/groups`
+/// output planes).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "conv_f32_exec's operands and the group"
+)]
+fn conv_group(
+    exec: &crate::threads::Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    acts: &[crate::rnn::Activation],
+    n: usize,
+    g: usize,
+    out_group: &mut [f32],
+) {
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
+    let rows = cin_g * k_len;
+    let x_group = &x[(n * p.in_channels + g * cin_g) * in_len..][..cin_g * in_len];
+    let (weights, a) = if p.packed_weights {
+        let group_len = cout_g.div_ceil(8) * 8 * rows;
+        let panels = &w[g * group_len..][..group_len];
+        (panels, AOperand::Panels8(panels, rows))
+    } else {
+        let matrix = &w[g * cout_g * rows..][..cout_g * rows];
+        (matrix, AOperand::Matrix(matrix, Strides { rows, cols: 1 }))
+    };
+    let epilogue = Epilogue {
+        row_bias: bias.map(|b| &b[g * cout_g..][..cout_g]),
+        residual: residual
+            .map(|r| &r[(n * p.out_channels + g * cout_g) * out_len..][..cout_g * out_len]),
+        acts,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let AOperand::Panels8(panels, _) = a {
+        if conv_direct_avx512(exec, p, x_group, panels, cout_g, epilogue, out_group) {
+            return;
         }
+    }
+    let pixels = Strides {
+        rows: out_len,
+        cols: 1,
+    };
+    // B as a plain matrix when the matrix GEMM's small-product paths may apply: the
+    // input itself (pointwise), or, for a handful of output pixels (a convolution over
+    // a short sequence), the whole im2col matrix gathered on the stack, so that the
+    // narrow path reads the (much larger) weights once, without packing them.
+    let narrow = !p.packed_weights
+        && !p.is_pointwise()
+        && out_len <= NARROW_PIXELS
+        && rows * NARROW_PIXELS <= NARROW_COLS;
+    let mut stack_cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
+    let matrix: Option<(&[f32], Strides)> = if p.packed_weights {
+        None
+    } else if p.is_pointwise() {
+        Some((x_group, pixels))
+    } else if narrow {
+        let source = Im2colPanels { p, x: x_group };
+        source.pack::<NARROW_PIXELS>(0, rows, 0, out_len, &mut stack_cols);
+        // SAFETY: `pack` wrote all `rows * NARROW_PIXELS` floats (zero past out_len).
+        let cols = unsafe {
+            core::slice::from_raw_parts(stack_cols.as_ptr().cast::<f32>(), rows * NARROW_PIXELS)
+        };
+        let strides = Strides {
+            rows: NARROW_PIXELS,
+            cols: 1,
+        };
+        Some((cols, strides))
+    } else {
+        None
+    };
+    if let Some((b, b_strides)) = matrix {
+        gemm_matrix_exec(
+            exec,
+            cout_g,
+            out_len,
+            rows,
+            1.0,
+            weights,
+            Strides { rows, cols: 1 },
+            b,
+            b_strides,
+            false,
+            out_group,
+            epilogue,
+        );
+    } else if p.is_pointwise() {
+        let source = MatrixPanels::new(x_group, pixels, cout_g);
+        gemm_panels_exec(
+            exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
+        );
+    } else {
+        let source = Im2colPanels { p, x: x_group };
+        gemm_panels_exec(
+            exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
+        );
     }
 }
 
