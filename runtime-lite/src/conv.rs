@@ -621,8 +621,8 @@ const DIRECT_KC: usize = 256;
 
 /// One group of a dense convolution with pre-packed weights on the AVX-512 direct kernel
 /// ([`crate::conv_x86_64::direct_tile`]), if the CPU has it and the geometry suits it (2-D,
-/// not pointwise, no dilation, horizontal stride 1 or 2, kernels up to 8 wide, at most 16
-/// output or 4 input channels); returns false, writing nothing, otherwise.
+/// not pointwise, no dilation, horizontal stride 1 or 2, kernels up to 8 wide) and it pays
+/// ([`direct_pays`]); returns false, writing nothing, otherwise.
 ///
 /// Each output row is covered by tiles of three 16-pixel vectors, and the one or two vectors
 /// left at its end by tiles of one vector over three rows or of two vectors over one row, so
@@ -654,11 +654,7 @@ fn conv_direct_avx512(
         return false;
     }
     let cin = p.in_channels / p.groups;
-    // Where packing the im2col panels costs the most against the work that reuses them: few
-    // output channels (each panel feeds one or two row blocks) or few input channels (a stem
-    // over an image: short, strided panels). Elsewhere the blocked GEMM runs as fast or
-    // faster (it fills its vectors better on small planes).
-    if !(cout <= 16 || cin <= 4) {
+    if !(cin <= 4 || direct_pays(oh, ow, sw, cout)) {
         return false;
     }
     let depth = cin * kh * kw;
@@ -774,6 +770,38 @@ fn conv_direct_avx512(
     };
     exec.for_each(oh.div_ceil(rows_per_task), &run);
     true
+}
+
+/// Whether the direct kernel beats the blocked GEMM on an `oh x ow` output with horizontal
+/// stride `sw` and `cout` channels (stems, with few input channels, always go direct: their im2col panels are short
+/// and strided).
+///
+/// The estimate compares the fraction of vector lanes each fills with output pixels (the
+/// direct kernel's rows of 16-pixel vectors, one-vector rows taken three at a time, against
+/// the GEMM's panels over the flattened plane) and charges the GEMM for packing its im2col
+/// panels: measured at about two row blocks' worth of kernel time per panel, so a share
+/// `16 / cout` of the work. Few output channels or wide planes go direct; many channels on
+/// small planes (the late layers of a CNN, 7x7 or 14x14) stay on the GEMM. With horizontal
+/// stride 2 the direct kernel loads and shuffles two vectors per tap: about 15% slower.
+#[cfg(target_arch = "x86_64")]
+fn direct_pays(oh: usize, ow: usize, sw: usize, cout: usize) -> bool {
+    let vectors = ow.div_ceil(16);
+    let mut direct = ow as f32 / (16 * vectors) as f32;
+    if sw == 2 {
+        direct *= 0.85;
+    }
+    if vectors == 1 {
+        direct *= oh as f32 / oh.next_multiple_of(3) as f32;
+    }
+    let pixels = oh * ow;
+    let (mut left, mut lanes) = (pixels, 0);
+    while left > 0 {
+        let width = crate::gemm::panel_width::<48>(left);
+        lanes += width.next_multiple_of(16);
+        left -= width;
+    }
+    let gemm = pixels as f32 / lanes as f32 * (1.0 - (16.0 / cout as f32).min(1.0));
+    direct >= gemm
 }
 
 /// The output of [`conv_direct_avx512`] as a raw pointer, so that tasks can each write their
@@ -1745,6 +1773,8 @@ mod tests {
             (1, 4, 12, 56, 3, 1, 1, 1),
             (1, 3, 8, 30, 7, 2, 1, 3),
             (1, 4, 17, 20, 5, 1, 1, 2),
+            // Many output channels on a small plane: packed weights stay on the blocked GEMM.
+            (1, 8, 64, 9, 3, 1, 1, 1),
             // Wide planes: many vectors per row, and padding on every side.
             (2, 2, 2, 130, 3, 1, 1, 1),
             (2, 2, 2, 131, 3, 2, 1, 1),

@@ -756,7 +756,7 @@ const B_BUF: usize = 48 * KC;
 /// instead (48 + 1 becomes 32 + 17). A tile costs the same per vector of
 /// columns either way, but a one-vector tile streams a whole panel of A for a third of the
 /// work.
-fn panel_width<const NR: usize>(left: usize) -> usize {
+pub(crate) fn panel_width<const NR: usize>(left: usize) -> usize {
     if NR == 48 && left > NR && left <= NR + 16 {
         (left / 2).next_multiple_of(16).min(NR)
     } else {
