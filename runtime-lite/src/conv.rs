@@ -221,31 +221,34 @@ fn conv_group(
         rows: out_len,
         cols: 1,
     };
-    // B as a plain matrix when the matrix GEMM's small-product paths may apply: the
-    // input itself (pointwise), or, for a handful of output pixels (a convolution over
-    // a short sequence), the whole im2col matrix gathered on the stack, so that the
-    // narrow path reads the (much larger) weights once, without packing them.
+    // A handful of output pixels (a convolution over a short sequence): the im2col columns
+    // of those pixels are gathered on the stack and the narrow product reads the (much
+    // larger) weights once, without packing them.
     let narrow = !p.packed_weights
         && !p.is_pointwise()
         && out_len <= NARROW_PIXELS
-        && rows * NARROW_PIXELS <= NARROW_COLS;
-    let mut stack_cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
-    let matrix: Option<(&[f32], Strides)> = if p.packed_weights {
-        None
-    } else if p.is_pointwise() {
+        && rows * out_len <= NARROW_COLS;
+    if narrow {
+        let mut stack_cols = [MaybeUninit::<f32>::uninit(); NARROW_COLS];
+        let columns = im2col_columns(p, x_group, &mut stack_cols[..rows * out_len]);
+        crate::gemm::narrow_columns(
+            cout_g,
+            out_len,
+            rows,
+            1.0,
+            weights,
+            Strides { rows, cols: 1 },
+            columns,
+            false,
+            out_group,
+        );
+        epilogue.apply(&mut out_group[..cout_g * out_len], out_len);
+        return;
+    }
+    // B as a plain matrix when the matrix GEMM's small-product paths may apply: the input
+    // itself (pointwise).
+    let matrix: Option<(&[f32], Strides)> = if !p.packed_weights && p.is_pointwise() {
         Some((x_group, pixels))
-    } else if narrow {
-        let source = Im2colPanels { p, x: x_group };
-        source.pack::<NARROW_PIXELS>(0, rows, 0, out_len, &mut stack_cols);
-        // SAFETY: `pack` wrote all `rows * NARROW_PIXELS` floats (zero past out_len).
-        let cols = unsafe {
-            core::slice::from_raw_parts(stack_cols.as_ptr().cast::<f32>(), rows * NARROW_PIXELS)
-        };
-        let strides = Strides {
-            rows: NARROW_PIXELS,
-            cols: 1,
-        };
-        Some((cols, strides))
     } else {
         None
     };
@@ -275,6 +278,47 @@ fn conv_group(
             exec, cout_g, out_len, rows, 1.0, a, &source, false, out_group, epilogue,
         );
     }
+}
+
+/// The im2col matrix of one group's input, column by column: `dst[j * rows + r]` is im2col
+/// row `r` (channel, then kernel offset) of output pixel `j`, 0 in the padding; `dst` holds
+/// `rows * pixels` floats. Returns `dst`, initialized.
+fn im2col_columns<'a>(p: &ConvParams, x: &[f32], dst: &'a mut [MaybeUninit<f32>]) -> &'a [f32] {
+    let [id, ih, iw] = p.input;
+    let [_, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [pd, ph, pw] = p.pads;
+    let in_len = id * ih * iw;
+    let rows = p.in_channels / p.groups * kd * kh * kw;
+    for (j, column) in dst.chunks_exact_mut(rows.max(1)).enumerate() {
+        let (xo, y, z) = (j % ow, j / ow % oh, j / (ow * oh));
+        let mut at = column.iter_mut();
+        for channel in x.chunks_exact(in_len.max(1)).take(p.in_channels / p.groups) {
+            for a in 0..kd {
+                let zi = (z * sd + a * dd).wrapping_sub(pd);
+                for b in 0..kh {
+                    let yi = (y * sh + b * dh).wrapping_sub(ph);
+                    let row = (zi < id && yi < ih).then(|| &channel[(zi * ih + yi) * iw..][..iw]);
+                    for c in 0..kw {
+                        let xi = (xo * sw + c * dw).wrapping_sub(pw);
+                        let v = match row {
+                            Some(row) if xi < iw => row[xi],
+                            _ => 0.0,
+                        };
+                        if let Some(d) = at.next() {
+                            d.write(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let len = dst.len();
+    // SAFETY: every column of `rows` floats was written in full above (`len` is a multiple
+    // of `rows`: the caller's `rows * pixels`).
+    unsafe { core::slice::from_raw_parts(dst.as_ptr().cast::<f32>(), len) }
 }
 
 /// Output pixels up to which a convolution gathers its whole im2col matrix on the stack.

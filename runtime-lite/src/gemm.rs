@@ -660,6 +660,87 @@ fn narrow<const N: usize>(
     }
     // SAFETY: the loops above wrote the first N * k floats.
     let columns = unsafe { core::slice::from_raw_parts(gathered.as_ptr().cast::<f32>(), N * k) };
+    narrow_gathered::<N>(m, k, alpha, a, sa, columns, accumulate, out);
+}
+
+/// `out (m x n) (+)= alpha * A (m x k) * B` for `n <= 8` with B given as its columns,
+/// `columns[j * k..][..k]` (a narrow product whose B is already gathered, such as a
+/// convolution's im2col over a few output pixels).
+#[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
+pub(crate) fn narrow_columns(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    sa: Strides,
+    columns: &[f32],
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    assert!(columns.len() >= n * k, "gemm columns too short");
+    match n {
+        0 => {}
+        1 => narrow_gathered::<1>(m, k, alpha, a, sa, columns, accumulate, out),
+        2 => narrow_gathered::<2>(m, k, alpha, a, sa, columns, accumulate, out),
+        3 => narrow_gathered::<3>(m, k, alpha, a, sa, columns, accumulate, out),
+        4 => narrow_gathered::<4>(m, k, alpha, a, sa, columns, accumulate, out),
+        5 => narrow_gathered::<5>(m, k, alpha, a, sa, columns, accumulate, out),
+        6 => narrow_gathered::<6>(m, k, alpha, a, sa, columns, accumulate, out),
+        7 => narrow_gathered::<7>(m, k, alpha, a, sa, columns, accumulate, out),
+        8 => narrow_gathered::<8>(m, k, alpha, a, sa, columns, accumulate, out),
+        _ => panic!("narrow product wider than 8 columns"),
+    }
+}
+
+/// [`narrow`] after the gather: `columns` holds B's `N` columns of `k` floats.
+#[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
+fn narrow_gathered<const N: usize>(
+    m: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    sa: Strides,
+    columns: &[f32],
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm_x86_64::has_avx512() && sa.cols == 1 {
+        assert!(
+            m == 0 || a.len() >= (m - 1) * sa.rows + k,
+            "gemm A too short"
+        );
+        assert!(out.len() >= m * N, "gemm output too short");
+        // SAFETY: the CPU has AVX-512F; A holds m rows of k floats at stride sa.rows
+        // (asserted), `columns` N * k floats, `out` m * N (asserted).
+        unsafe {
+            if N <= 4 {
+                crate::gemm_x86_64::narrow_avx512::<N, 4>(
+                    m,
+                    k,
+                    alpha,
+                    a.as_ptr(),
+                    sa.rows,
+                    columns.as_ptr(),
+                    accumulate,
+                    out.as_mut_ptr(),
+                );
+            } else {
+                crate::gemm_x86_64::narrow_avx512::<N, 2>(
+                    m,
+                    k,
+                    alpha,
+                    a.as_ptr(),
+                    sa.rows,
+                    columns.as_ptr(),
+                    accumulate,
+                    out.as_mut_ptr(),
+                );
+            }
+        }
+        return;
+    }
     let chunks = k / 16;
     for i in 0..m {
         let a_row = &a[i * sa.rows..][..k];
@@ -698,6 +779,59 @@ fn gemm_small(
     accumulate: bool,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm_x86_64::has_avx512() && sb.rows == 1 && sa.cols == 1 && k > 0 {
+        // Column-major B (the transposed weights of a recurrent step): each output row is B's
+        // columns dotted with A's row, the narrow kernel with B as its rows and A's row as
+        // the one column.
+        assert!(b.len() >= (n - 1) * sb.cols + k, "gemm B too short");
+        assert!(out.len() >= m * n, "gemm output too short");
+        for i in 0..m {
+            let a_row = &a[i * sa.rows..][..k];
+            // SAFETY: the CPU has AVX-512F; B holds n rows of k floats at stride sb.cols,
+            // `a_row` k floats, row i of `out` n floats (all asserted).
+            unsafe {
+                crate::gemm_x86_64::narrow_avx512::<1, 4>(
+                    n,
+                    k,
+                    alpha,
+                    b.as_ptr(),
+                    sb.cols,
+                    a_row.as_ptr(),
+                    accumulate,
+                    out.as_mut_ptr().add(i * n),
+                );
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm_x86_64::has_avx512() && sb.cols == 1 && k > 0 {
+        assert!(b.len() >= (k - 1) * sb.rows + n, "gemm B too short");
+        assert!(out.len() >= m * n, "gemm output too short");
+        for i in 0..m {
+            assert!(
+                a.len() > i * sa.rows + (k - 1) * sa.cols,
+                "gemm A too short"
+            );
+            // SAFETY: the CPU has AVX-512F; A's row i holds k floats at stride sa.cols, B k
+            // rows of n at stride sb.rows, and row i of `out` n floats (all asserted).
+            unsafe {
+                crate::gemm_x86_64::row_times_matrix_avx512(
+                    n,
+                    k,
+                    alpha,
+                    a.as_ptr().add(i * sa.rows),
+                    sa.cols,
+                    b.as_ptr(),
+                    sb.rows,
+                    accumulate,
+                    out.as_mut_ptr().add(i * n),
+                );
+            }
+        }
+        return;
+    }
     for i in 0..m {
         let row = &mut out[i * n..][..n];
         if !accumulate {

@@ -284,3 +284,127 @@ unsafe fn avx2_impl(
         }
     }
 }
+
+/// `out[i][j] (+)= alpha * dot(a[i * lda ..][..k], columns[j * k ..][..k])` for `i < m`,
+/// `j < N`: the narrow product (a few output columns, B's columns gathered contiguous), `R`
+/// rows of A at a time so that each column load serves `R` FMAs; one horizontal sum per output
+/// at the end.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `a` holds `m` rows of `k` floats at stride `lda`, `columns`
+/// `N * k` floats and `out` `m * N`.
+#[allow(clippy::too_many_arguments, reason = "a BLAS-style signature")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn narrow_avx512<const N: usize, const R: usize>(
+    m: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    lda: usize,
+    columns: *const f32,
+    accumulate: bool,
+    out: *mut f32,
+) {
+    let mut i = 0;
+    while i < m {
+        let rows = R.min(m - i);
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        let mut c = 0;
+        while c < k {
+            let mask: __mmask16 = if k - c >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (k - c)) - 1) as __mmask16
+            };
+            let mut bv = [_mm512_setzero_ps(); N];
+            for (j, b) in bv.iter_mut().enumerate() {
+                // SAFETY: column j's floats c..c + 16 (masked to k) are inside `columns`.
+                *b = unsafe { _mm512_maskz_loadu_ps(mask, columns.add(j * k + c)) };
+            }
+            for (r, sums) in acc.iter_mut().enumerate() {
+                // Rows past m load nothing (their sums are never stored).
+                let row_mask = if r < rows { mask } else { 0 };
+                // SAFETY: row i + r < m (else no lane is read), floats c..c + 16 masked to k.
+                let av =
+                    unsafe { _mm512_maskz_loadu_ps(row_mask, a.wrapping_add((i + r) * lda + c)) };
+                for (s, &b) in sums.iter_mut().zip(&bv) {
+                    *s = _mm512_fmadd_ps(av, b, *s);
+                }
+            }
+            c += 16;
+        }
+        for (r, sums) in acc.iter().enumerate().take(rows) {
+            for (j, &s) in sums.iter().enumerate() {
+                // SAFETY: output (i + r, j) is inside `out` (m x N).
+                unsafe {
+                    let o = out.add((i + r) * N + j);
+                    let v = alpha * _mm512_reduce_add_ps(s);
+                    *o = if accumulate { *o + v } else { v };
+                }
+            }
+        }
+        i += R;
+    }
+}
+
+/// `row[j] (+)= alpha * sum_p a[p * a_step] * b[p * ldb + j]` for `j < n`: one output row of a
+/// product with few rows and a row-major B, up to 256 columns at a time kept in registers
+/// over all of `p` (each B element loaded once, in runs along B's rows, and the output
+/// stored once).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `a` holds `k` floats at stride `a_step`, `b` `k` rows of `n`
+/// floats at stride `ldb`, `row` `n` floats.
+#[allow(clippy::too_many_arguments, reason = "a BLAS-style signature")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn row_times_matrix_avx512(
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    a_step: usize,
+    b: *const f32,
+    ldb: usize,
+    accumulate: bool,
+    row: *mut f32,
+) {
+    const V: usize = 16;
+    let alpha_v = _mm512_set1_ps(alpha);
+    let mut j = 0;
+    while j < n {
+        let vectors = (n - j).div_ceil(16).min(V);
+        let mut masks = [0 as __mmask16; V];
+        for (v, m) in masks.iter_mut().enumerate() {
+            let left = n.saturating_sub(j + 16 * v);
+            *m = if left >= 16 {
+                0xffff
+            } else {
+                ((1u32 << left) - 1) as __mmask16
+            };
+        }
+        let mut acc = [_mm512_setzero_ps(); V];
+        for p in 0..k {
+            // SAFETY: element p of A, and row p's columns j.. (masked to n) of B.
+            unsafe {
+                let av = _mm512_set1_ps(*a.add(p * a_step));
+                let bp = b.add(p * ldb + j);
+                for (v, s) in acc.iter_mut().enumerate().take(vectors) {
+                    let bv = _mm512_maskz_loadu_ps(masks[v], bp.wrapping_add(16 * v));
+                    *s = _mm512_fmadd_ps(av, bv, *s);
+                }
+            }
+        }
+        for (v, &s) in acc.iter().enumerate().take(vectors) {
+            // SAFETY: columns j + 16v.. masked to n are inside `row`.
+            unsafe {
+                let at = row.wrapping_add(j + 16 * v);
+                let mut x = _mm512_mul_ps(s, alpha_v);
+                if accumulate {
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], at));
+                }
+                _mm512_mask_storeu_ps(at, masks[v], x);
+            }
+        }
+        j += 16 * V;
+    }
+}
