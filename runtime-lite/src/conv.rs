@@ -294,21 +294,38 @@ fn im2col_columns<'a>(p: &ConvParams, x: &[f32], dst: &'a mut [MaybeUninit<f32>]
     let rows = p.in_channels / p.groups * kd * kh * kw;
     for (j, column) in dst.chunks_exact_mut(rows.max(1)).enumerate() {
         let (xo, y, z) = (j % ow, j / ow % oh, j / (ow * oh));
-        let mut at = column.iter_mut();
+        let x0 = (xo * sw).wrapping_sub(pw);
+        // Without dilation, the kernel columns inside the input row are one run [lo, hi).
+        let first = (xo * sw) as isize - pw as isize;
+        let lo = (-first).clamp(0, kw as isize) as usize;
+        let hi = (iw as isize - first).clamp(lo as isize, kw as isize) as usize;
+        let mut taps = column.chunks_exact_mut(kw.max(1));
         for channel in x.chunks_exact(in_len.max(1)).take(p.in_channels / p.groups) {
             for a in 0..kd {
                 let zi = (z * sd + a * dd).wrapping_sub(pd);
                 for b in 0..kh {
                     let yi = (y * sh + b * dh).wrapping_sub(ph);
-                    let row = (zi < id && yi < ih).then(|| &channel[(zi * ih + yi) * iw..][..iw]);
-                    for c in 0..kw {
-                        let xi = (xo * sw + c * dw).wrapping_sub(pw);
-                        let v = match row {
-                            Some(row) if xi < iw => row[xi],
-                            _ => 0.0,
-                        };
-                        if let Some(d) = at.next() {
+                    let Some(out) = taps.next() else {
+                        continue;
+                    };
+                    if zi >= id || yi >= ih {
+                        zero(out);
+                        continue;
+                    }
+                    let row = &channel[(zi * ih + yi) * iw..][..iw];
+                    if dw == 1 {
+                        let (left, rest) = out.split_at_mut(lo);
+                        let (inside, right) = rest.split_at_mut(hi - lo);
+                        zero(left);
+                        let start = x0.wrapping_add(lo);
+                        for (d, &v) in inside.iter_mut().zip(&row[start.min(iw)..]) {
                             d.write(v);
+                        }
+                        zero(right);
+                    } else {
+                        for (c, d) in out.iter_mut().enumerate() {
+                            let xi = x0.wrapping_add(c * dw);
+                            d.write(if xi < iw { row[xi] } else { 0.0 });
                         }
                     }
                 }

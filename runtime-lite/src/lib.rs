@@ -35,6 +35,8 @@ pub mod loss;
 pub mod lowp;
 pub mod math;
 pub mod math64;
+#[cfg(target_arch = "x86_64")]
+mod math_x86_64;
 pub mod misc;
 pub mod ml;
 pub mod norm;

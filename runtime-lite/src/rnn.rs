@@ -128,8 +128,8 @@ impl Activation {
             Activation::LeakyRelu(a) => values
                 .iter_mut()
                 .for_each(|v| *v = if *v >= 0.0 { *v } else { a * *v }),
-            Activation::Sigmoid => values.iter_mut().for_each(|v| *v = math::sigmoid(*v)),
-            Activation::Tanh => values.iter_mut().for_each(|v| *v = math::tanh(*v)),
+            Activation::Sigmoid => math::sigmoid_slice(values),
+            Activation::Tanh => math::tanh_slice(values),
             other => values.iter_mut().for_each(|v| *v = other.apply(*v)),
         }
     }
@@ -380,26 +380,24 @@ pub fn rnn_f32(
                 let hg = &gates[b * gh..][..gh];
                 let hb = &mut h[b * hidden..][..hidden];
                 let cb = &mut c[b * hidden..][..hidden];
+                if p.cell == Cell::Lstm {
+                    lstm_cell(
+                        LstmStep {
+                            xg,
+                            hg,
+                            peep,
+                            input_forget: p.input_forget,
+                            acts: [f_act, g_act, h_act],
+                            clip: &clip,
+                        },
+                        cb,
+                        hb,
+                    );
+                }
                 for k in 0..hidden {
                     match p.cell {
-                        Cell::Lstm => {
-                            let (pi, po, pf) = peep.map_or((0.0, 0.0, 0.0), |pp| {
-                                (pp[k], pp[hidden + k], pp[2 * hidden + k])
-                            });
-                            let i = f_act.apply(clip(xg[k] + hg[k] + pi * cb[k]));
-                            let f = if p.input_forget {
-                                1.0 - i
-                            } else {
-                                f_act.apply(clip(
-                                    xg[2 * hidden + k] + hg[2 * hidden + k] + pf * cb[k],
-                                ))
-                            };
-                            let cc = g_act.apply(clip(xg[3 * hidden + k] + hg[3 * hidden + k]));
-                            let c_new = f * cb[k] + i * cc;
-                            let o = f_act.apply(clip(xg[hidden + k] + hg[hidden + k] + po * c_new));
-                            cb[k] = c_new;
-                            hb[k] = o * h_act.apply(c_new);
-                        }
+                        // Done above, a block of units at a time.
+                        Cell::Lstm => {}
                         Cell::Gru => {
                             let z = f_act.apply(clip(xg[k] + hg[k]));
                             let rbh = rb.map_or(0.0, |rb| rb[2 * hidden + k]);
@@ -439,5 +437,73 @@ pub fn rnn_f32(
                 y_c[state_at(b)..][..hidden].copy_from_slice(&c[b * hidden..][..hidden]);
             }
         }
+    }
+}
+
+/// One step of an LSTM cell's pre-activations for one batch row: the input and recurrent
+/// products (`xg`, `hg`, gates `i o f c` of `hidden` units each), the peepholes, and the
+/// activations `f, g, h` with the cell clip.
+struct LstmStep<'a, C> {
+    xg: &'a [f32],
+    hg: &'a [f32],
+    peep: Option<&'a [f32]>,
+    input_forget: bool,
+    acts: [Activation; 3],
+    clip: &'a C,
+}
+
+/// Advances the cell state `c` and hidden state `h` of one batch row by one LSTM step, the
+/// activations applied to blocks of units at once (vectorized where the activation is).
+fn lstm_cell<C: Fn(f32) -> f32>(step: LstmStep<'_, C>, c: &mut [f32], h: &mut [f32]) {
+    const BLOCK: usize = 64;
+    let hidden = h.len();
+    let LstmStep {
+        xg,
+        hg,
+        peep,
+        input_forget,
+        acts: [f_act, g_act, h_act],
+        clip,
+    } = step;
+    let (mut gi, mut gf, mut gc, mut go, mut hc) = (
+        [0.0f32; BLOCK],
+        [0.0f32; BLOCK],
+        [0.0f32; BLOCK],
+        [0.0f32; BLOCK],
+        [0.0f32; BLOCK],
+    );
+    let mut k0 = 0;
+    while k0 < hidden {
+        let len = BLOCK.min(hidden - k0);
+        for t in 0..len {
+            let k = k0 + t;
+            let (pi, pf) = peep.map_or((0.0, 0.0), |pp| (pp[k], pp[2 * hidden + k]));
+            gi[t] = clip(xg[k] + hg[k] + pi * c[k]);
+            gf[t] = clip(xg[2 * hidden + k] + hg[2 * hidden + k] + pf * c[k]);
+            gc[t] = clip(xg[3 * hidden + k] + hg[3 * hidden + k]);
+        }
+        f_act.apply_slice(&mut gi[..len]);
+        if input_forget {
+            for t in 0..len {
+                gf[t] = 1.0 - gi[t];
+            }
+        } else {
+            f_act.apply_slice(&mut gf[..len]);
+        }
+        g_act.apply_slice(&mut gc[..len]);
+        for t in 0..len {
+            let k = k0 + t;
+            let po = peep.map_or(0.0, |pp| pp[hidden + k]);
+            let c_new = gf[t] * c[k] + gi[t] * gc[t];
+            go[t] = clip(xg[hidden + k] + hg[hidden + k] + po * c_new);
+            c[k] = c_new;
+            hc[t] = c_new;
+        }
+        f_act.apply_slice(&mut go[..len]);
+        h_act.apply_slice(&mut hc[..len]);
+        for t in 0..len {
+            h[k0 + t] = go[t] * hc[t];
+        }
+        k0 += len;
     }
 }
