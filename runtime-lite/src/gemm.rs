@@ -492,10 +492,12 @@ pub(crate) fn gemm_panels_exec<B: PanelSource>(
     if threads == 1 || m * n * k < (1 << 18) {
         return run((0, m), (0, n));
     }
-    // Columns when there are many (each task then packs only its share of B, and all of A),
-    // rows otherwise.
+    // Columns when there are many and A is the smaller operand (each task then packs only
+    // its share of B, and reads all of A); rows otherwise (each task streams only its share
+    // of A: the weights of a layer with many channels over few pixels, which would otherwise
+    // go through memory once per thread).
     let col_tasks = n / 64;
-    if col_tasks >= threads {
+    if col_tasks >= threads && m <= n {
         let tasks = col_tasks.min(2 * threads);
         let chunk = n.div_ceil(tasks).next_multiple_of(isa.nr());
         exec.for_each(n.div_ceil(chunk), &|t| {
