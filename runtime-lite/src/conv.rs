@@ -1807,6 +1807,17 @@ mod tests {
 
     #[test]
     fn conv_matches_direct_reference() {
+        conv_cases_match_direct_reference();
+    }
+
+    /// The same cases on the paths CPUs without AVX-512 take.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[test]
+    fn conv_matches_direct_reference_without_avx512() {
+        crate::gemm_x86_64::without_avx512(conv_cases_match_direct_reference);
+    }
+
+    fn conv_cases_match_direct_reference() {
         // (groups, cin, cout, in, kernel, stride, dilation, pad)
         let cases = [
             (1, 3, 4, 7, 3, 1, 1, 1),

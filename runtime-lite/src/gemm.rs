@@ -782,7 +782,7 @@ fn gemm_small(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::gemm_x86_64::has_avx512() && sb.rows == 1 && sa.cols == 1 && k > 0 {
+    if crate::gemm_x86_64::has_avx512() && sb.rows == 1 && sa.cols == 1 && k > 0 && n > 0 {
         // Column-major B (the transposed weights of a recurrent step): each output row is B's
         // columns dotted with A's row, the narrow kernel with B as its rows and A's row as
         // the one column.
@@ -808,7 +808,7 @@ fn gemm_small(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::gemm_x86_64::has_avx512() && sb.cols == 1 && k > 0 {
+    if crate::gemm_x86_64::has_avx512() && sb.cols == 1 && k > 0 && n > 0 {
         assert!(b.len() >= (k - 1) * sb.rows + n, "gemm B too short");
         assert!(out.len() >= m * n, "gemm output too short");
         for i in 0..m {

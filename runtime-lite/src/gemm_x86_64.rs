@@ -12,6 +12,10 @@ use crate::rnn::Activation;
 /// compile-time target features.
 #[inline]
 pub(crate) fn has_avx512() -> bool {
+    #[cfg(all(test, feature = "std"))]
+    if PORTABLE_ONLY.with(core::cell::Cell::get) {
+        return false;
+    }
     #[cfg(feature = "std")]
     {
         std::is_x86_feature_detected!("avx512f")
@@ -20,6 +24,22 @@ pub(crate) fn has_avx512() -> bool {
     {
         cfg!(target_feature = "avx512f")
     }
+}
+
+#[cfg(all(test, feature = "std"))]
+std::thread_local! {
+    /// Set by [`without_avx512`]: this thread's kernels take their other paths.
+    static PORTABLE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`has_avx512`] false on this thread, so that tests on an AVX-512 machine
+/// also check the paths other CPUs take (work handed to pool threads may still use AVX-512).
+#[cfg(all(test, feature = "std"))]
+pub(crate) fn without_avx512<R>(f: impl FnOnce() -> R) -> R {
+    PORTABLE_ONLY.with(|p| p.set(true));
+    let result = f();
+    PORTABLE_ONLY.with(|p| p.set(false));
+    result
 }
 
 /// Whether the AVX2+FMA kernel may run.

@@ -609,6 +609,17 @@ mod tests {
     /// paddings (including windows that hang over both edges) and every kind.
     #[test]
     fn separable_path_matches_the_window_reference() {
+        pool_cases_match_the_window_reference();
+    }
+
+    /// The same cases on the paths CPUs without AVX-512 take.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[test]
+    fn separable_path_matches_the_window_reference_without_avx512() {
+        crate::gemm_x86_64::without_avx512(pool_cases_match_the_window_reference);
+    }
+
+    fn pool_cases_match_the_window_reference() {
         let mut seed = 7u32;
         let mut x: std::vec::Vec<f32> = (0..2 * 13 * 37)
             .map(|_| {
