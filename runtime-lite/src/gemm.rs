@@ -336,6 +336,10 @@ impl Epilogue<'_> {
 
 /// Where the blocked product gets its B operand: panels of `KC` rows by `NR` columns.
 pub(crate) trait PanelSource: Sync {
+    /// Whether panels must start at multiples of `NR` columns (B pre-packed in panels), which
+    /// rules out rebalancing the last two panels' widths.
+    const ALIGNED: bool = false;
+
     /// Writes rows `k0..k0 + kc`, columns `j0..j0 + nr` of B as `pack[p * NR + j]`, zero in
     /// columns `nr..NR`.
     fn pack<const NR: usize>(
@@ -432,6 +436,132 @@ impl PanelSource for MatrixPanels<'_> {
         );
         // SAFETY: `start` is inside `b` (asserted just above with the whole panel).
         Some((unsafe { self.b.as_ptr().add(start) }, self.strides.rows))
+    }
+}
+
+/// Columns of a pre-packed B panel ([`gemm_packed_b_exec`]): the AVX-512 tile's width, a
+/// whole number of the narrower kernels' (16).
+pub const PACKED_B_COLUMNS: usize = 48;
+
+/// Floats of B (`k x n`) pre-packed for [`gemm_packed_b_exec`].
+pub const fn packed_b_len(k: usize, n: usize) -> usize {
+    n.div_ceil(PACKED_B_COLUMNS) * PACKED_B_COLUMNS * k
+}
+
+/// B pre-packed (by the compiler, for constant weights) in panels of [`PACKED_B_COLUMNS`]
+/// columns: element `(p, j)` at `((j / 48) * k + p) * 48 + j % 48`, zero past column `n`.
+struct PackedB<'a> {
+    data: &'a [f32],
+    k: usize,
+}
+
+impl PanelSource for PackedB<'_> {
+    const ALIGNED: bool = true;
+
+    fn pack<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nr: usize,
+        pack: &mut [MaybeUninit<f32>],
+    ) {
+        // The panel holding column j0 is a k x 48 row-major matrix.
+        let len = self.k * PACKED_B_COLUMNS;
+        let panel = MatrixPanels {
+            b: &self.data[j0 / PACKED_B_COLUMNS * len..][..len],
+            strides: Strides {
+                rows: PACKED_B_COLUMNS,
+                cols: 1,
+            },
+            in_place: false,
+        };
+        panel.pack::<NR>(k0, kc, j0 % PACKED_B_COLUMNS, nr, pack);
+    }
+
+    fn in_place<const NR: usize>(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+    ) -> Option<(*const f32, usize)> {
+        let offset = j0 % PACKED_B_COLUMNS;
+        if offset + NR > PACKED_B_COLUMNS {
+            return None;
+        }
+        let start = (j0 / PACKED_B_COLUMNS * self.k + k0) * PACKED_B_COLUMNS + offset;
+        assert!(
+            start + (kc - 1) * PACKED_B_COLUMNS + NR <= self.data.len(),
+            "gemm B panel out of bounds"
+        );
+        // SAFETY: `start` is inside `data` (asserted just above with the whole panel).
+        Some((unsafe { self.data.as_ptr().add(start) }, PACKED_B_COLUMNS))
+    }
+}
+
+/// [`gemm_f32_act_exec`] with B pre-packed in panels (see [`packed_b_len`]): the constant
+/// weights of a MatMul or Gemm, packed by the compiler so that no run repacks them.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "gemm_f32's operands plus executor and activation"
+)]
+pub fn gemm_packed_b_exec(
+    exec: &crate::threads::Exec,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: Strides,
+    b_panels: &[f32],
+    accumulate: bool,
+    out: &mut [f32],
+    act: Option<crate::rnn::Activation>,
+) {
+    assert!(out.len() >= m * n, "gemm output too short");
+    assert!(
+        b_panels.len() >= packed_b_len(k, n),
+        "gemm packed B too short"
+    );
+    let epilogue = Epilogue {
+        row_bias: None,
+        residual: None,
+        acts: act.as_slice(),
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        epilogue.apply(&mut out[..m * n], n);
+        return;
+    }
+    let source = PackedB { data: b_panels, k };
+    gemm_panels_exec(
+        exec,
+        m,
+        n,
+        k,
+        alpha,
+        AOperand::Matrix(a, a_strides),
+        &source,
+        accumulate,
+        out,
+        epilogue,
+    );
+}
+
+/// Packs `b` (`k x n`, strided) into the panels [`gemm_packed_b_exec`] reads.
+pub fn pack_b(b: &[f32], strides: Strides, k: usize, n: usize, out: &mut [f32]) {
+    assert!(out.len() >= packed_b_len(k, n), "packed B buffer too short");
+    out[..packed_b_len(k, n)].fill(0.0);
+    for p in 0..k {
+        for j in 0..n {
+            out[((j / PACKED_B_COLUMNS) * k + p) * PACKED_B_COLUMNS + j % PACKED_B_COLUMNS] =
+                b[p * strides.rows + j * strides.cols];
+        }
     }
 }
 
@@ -955,7 +1085,11 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
             }
             let mut j0 = cols.0;
             while j0 < cols.1 {
-                let nr = panel_width::<NR>(cols.1 - j0);
+                let nr = if B::ALIGNED {
+                    NR.min(cols.1 - j0)
+                } else {
+                    panel_width::<NR>(cols.1 - j0)
+                };
                 let in_place = if nr == NR {
                     b.in_place::<NR>(k0, kc, j0)
                 } else {
@@ -1607,6 +1741,51 @@ mod tests {
         // SAFETY: the whole m x n output, on this thread; the caller picks an ISA the CPU runs.
         unsafe { isa.blocked((0, m), (0, n), k, 0.5, a, &source, false, view, epilogue) };
         out
+    }
+
+    fn packed_b_cases() {
+        for &(m, n, k) in &[
+            (3, 9, 5),
+            (17, 48, 40),
+            (9, 100, 300),
+            (40, 130, 7),
+            (64, 200, 64),
+        ] {
+            let (a, b) = operands(m, n, k);
+            let sa = Strides { rows: k, cols: 1 };
+            let sb = Strides { rows: n, cols: 1 };
+            let mut want = vec![0.0f32; m * n];
+            gemm_f32(m, n, k, 0.5, &a, sa, &b, sb, false, &mut want);
+            let mut panels = vec![f32::NAN; packed_b_len(k, n)];
+            pack_b(&b, sb, k, n, &mut panels);
+            for threads in [1, 2] {
+                #[cfg(feature = "std")]
+                let exec = crate::threads::Exec::with_threads(threads);
+                #[cfg(not(feature = "std"))]
+                let exec = crate::threads::Exec::single();
+                let mut got = vec![f32::NAN; m * n];
+                let act = Some(crate::rnn::Activation::Relu);
+                gemm_packed_b_exec(&exec, m, n, k, 0.5, &a, sa, &panels, false, &mut got, act);
+                let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
+                for (x, y) in got.iter().zip(&relu) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                        "{m}x{n}x{k}, {threads} threads: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_b_matches_the_plain_product() {
+        packed_b_cases();
+    }
+
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[test]
+    fn packed_b_matches_the_plain_product_without_avx512() {
+        crate::gemm_x86_64::without_avx512(packed_b_cases);
     }
 
     #[test]

@@ -31,17 +31,39 @@ pub struct Gemm {
     pub trans_b: bool,
     /// An activation fused into the product's epilogue (float32; `passes::fuse_activation`).
     pub activation: Option<super::FusedAct>,
+    /// B's shape before `passes::pack_weights` packed the constant B into the panels
+    /// `sinter_rt::gemm::gemm_packed_b_exec` reads (float32 only); `None` if B is as given.
+    pub packed_b: Option<Vec<usize>>,
 }
 
 impl Gemm {
-    fn dims(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize)> {
-        let (a, b) = (cx.input(0)?, cx.input(1)?);
-        if a.shape.len() != 2 || b.shape.len() != 2 {
+    /// A Gemm computing `A x B` (alpha 1, no C, nothing transposed): a 2-D MatMul.
+    pub fn product() -> Self {
+        Self {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+            activation: None,
+            packed_b: None,
+        }
+    }
+
+    /// `(M, N, K)` of the product.
+    pub fn dims(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize)> {
+        let a = cx.input(0)?;
+        let b_shape = match &self.packed_b {
+            Some(shape) => shape.as_slice(),
+            None => cx.input(1)?.shape,
+        };
+        if a.shape.len() != 2 || b_shape.len() != 2 {
             return Err(CompileError::shape(format!(
                 "A and B must be matrices, found shapes {:?} and {:?}",
-                a.shape, b.shape
+                a.shape, b_shape
             )));
         }
+        let b = TypeShape::new(cx.input(1)?.dtype, b_shape.to_vec());
+        let b = &b;
         let (m, k) = if self.trans_a {
             (a.shape[1], a.shape[0])
         } else {
@@ -74,6 +96,7 @@ impl OpDef for Gemm {
             trans_a: node.i64_or("transA", 0)? != 0,
             trans_b: node.i64_or("transB", 0)? != 0,
             activation: None,
+            packed_b: None,
         })
     }
 
@@ -136,6 +159,16 @@ impl OpDef for Gemm {
         let alpha = f32_lit(self.alpha);
         let exec = names.exec();
         let act = super::FusedAct::option_tokens(self.activation);
+        if self.packed_b.is_some() {
+            code.extend(quote! {
+                ::sinter_rt::gemm::gemm_packed_b_exec(
+                    #exec, #m, #n, #k, #alpha,
+                    #i0, ::sinter_rt::gemm::Strides { rows: #sa_rows, cols: #sa_cols },
+                    #i1, #accumulate, #o0, #act,
+                );
+            });
+            return Ok(code);
+        }
         code.extend(quote! {
             ::sinter_rt::gemm::gemm_f32_act_exec(
                 #exec, #m, #n, #k, #alpha,

@@ -70,13 +70,7 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         gemm.op_type = "Gemm".into();
         gemm.inputs = vec![Some(ma), Some(mb), Some(c)];
         gemm.outputs = vec![Some(out)];
-        gemm.op = Some(Op::Gemm(Gemm {
-            alpha: 1.0,
-            beta: 1.0,
-            trans_a: false,
-            trans_b: false,
-            activation: None,
-        }));
+        gemm.op = Some(Op::Gemm(Gemm::product()));
         remove[add_index] = true;
     }
     retain(&mut graph, &remove);

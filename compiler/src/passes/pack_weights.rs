@@ -8,6 +8,10 @@
 //! GEMM (at most 8 output pixels, which the narrow GEMM path reads in place, or fewer than
 //! 3 output channels) keep their weights as they are. The pass runs
 //! after every pass that rewrites convolution weights.
+//!
+//! The constant B of a float32 Gemm, or of a MatMul of two matrices (which becomes a Gemm),
+//! is packed the same way into panels of 48 columns (`sinter_rt::gemm::gemm_packed_b_exec`)
+//! when the product runs on the blocked GEMM (at least 3 rows and more than 8 columns).
 
 use super::pattern::add_constant;
 use super::PassCx;
@@ -83,7 +87,87 @@ pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             conv.packed_from = Some(original);
         }
     }
+    pack_products(&mut graph);
     Ok(graph)
+}
+
+/// Columns of a packed B panel (`sinter_rt::gemm::PACKED_B_COLUMNS`).
+const B_PANEL: usize = 48;
+
+/// Packs the constant B of every float32 Gemm (and 2-D MatMul, turned into a Gemm) that runs
+/// on the blocked GEMM.
+fn pack_products(graph: &mut Graph) {
+    let mut packed_of: std::collections::HashMap<(crate::ir::ValueId, bool), crate::ir::ValueId> =
+        std::collections::HashMap::new();
+    for index in 0..graph.nodes.len() {
+        let node = &graph.nodes[index];
+        let gemm = match &node.op {
+            Some(Op::Gemm(gemm)) if gemm.packed_b.is_none() => gemm.clone(),
+            Some(Op::MatMul(_)) => crate::ops::gemm::Gemm::product(),
+            _ => continue,
+        };
+        let (Some(Some(a)), Some(Some(b))) =
+            (node.inputs.first().copied(), node.inputs.get(1).copied())
+        else {
+            continue;
+        };
+        let (a_value, b_value) = (graph.value(a), graph.value(b));
+        let (Some(a_shape), Some(b_shape)) = (&a_value.shape, &b_value.shape) else {
+            continue;
+        };
+        let Some(weights) = b_value.constant.as_ref().and_then(Tensor::as_f32) else {
+            continue;
+        };
+        if a_value.dtype != Some(DType::F32) || a_shape.len() != 2 || b_shape.len() != 2 {
+            continue;
+        }
+        let m = if gemm.trans_a { a_shape[1] } else { a_shape[0] };
+        let (k, n) = if gemm.trans_b {
+            (b_shape[1], b_shape[0])
+        } else {
+            (b_shape[0], b_shape[1])
+        };
+        // The blocked GEMM's products only (the smaller ones read B where it lies).
+        if m < 3 || n <= 8 || k == 0 {
+            continue;
+        }
+        let original = b_shape.clone();
+        let id = match packed_of.get(&(b, gemm.trans_b)) {
+            Some(&id) => id,
+            None => {
+                let panels = pack_b(&weights, k, n, gemm.trans_b);
+                let name = format!("{}/packed", b_value.name);
+                let shape = vec![n.div_ceil(B_PANEL), k, B_PANEL];
+                let id = add_constant(graph, name, Tensor::from_f32(shape, &panels));
+                packed_of.insert((b, gemm.trans_b), id);
+                id
+            }
+        };
+        let node = &mut graph.nodes[index];
+        node.inputs[1] = Some(id);
+        node.op_type = "Gemm".into();
+        node.op = Some(Op::Gemm(crate::ops::gemm::Gemm {
+            packed_b: Some(original),
+            ..gemm
+        }));
+    }
+}
+
+/// B (`[k, n]`, or `[n, k]` if `transposed`) as panels of 48 columns: element `(p, j)` at
+/// `((j / 48) * k + p) * 48 + j % 48`, zero past column `n`.
+fn pack_b(b: &[f32], k: usize, n: usize, transposed: bool) -> Vec<f32> {
+    let mut out = vec![0.0; n.div_ceil(B_PANEL) * B_PANEL * k];
+    for p in 0..k {
+        for j in 0..n {
+            let v = if transposed {
+                b[j * k + p]
+            } else {
+                b[p * n + j]
+            };
+            out[((j / B_PANEL) * k + p) * B_PANEL + j % B_PANEL] = v;
+        }
+    }
+    out
 }
 
 /// `w: [group * cout_g, k]` (row-major) as panels: element `(i, p)` of group `g` at
