@@ -1,7 +1,16 @@
-//! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts): im2col + GEMM, with 1x1
-//! unit-stride unpadded kernels fed to GEMM directly; transposed convolution as GEMM + col2im
-//! (and `Col2Im` itself); integer convolution with zero points and requantization
-//! (ConvInteger, QLinearConv); 2-D deformable convolution.
+//! Convolution over 1 to 3 spatial dimensions (NCHW-style layouts), the method chosen per
+//! layer from its shape:
+//!
+//! - the blocked GEMM over im2col panels packed from the input as the microkernel needs them
+//!   (1x1 unit-stride unpadded kernels read the input as B directly);
+//! - with AVX-512, a direct kernel that loads im2col rows straight from the input for stems
+//!   and for layers with few output channels or wide planes (`direct_pays`), and a depthwise
+//!   kernel over whole planes (`crate::conv_x86_64`), both with the padding masked out of
+//!   their loads; otherwise a register-tiled depthwise kernel over zero-padded rows;
+//! - the narrow GEMM over the gathered im2col columns of a few output pixels;
+//!
+//! and transposed convolution as GEMM + col2im (and `Col2Im` itself); integer convolution with
+//! zero points and requantization (ConvInteger, QLinearConv); 2-D deformable convolution.
 
 use core::mem::MaybeUninit;
 

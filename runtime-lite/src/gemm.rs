@@ -4,8 +4,11 @@
 //! (`KC x NR`) are packed into stack buffers, and an `MR x NR` register tile accumulates each
 //! output block. The tile is a hand-written microkernel per ISA (`gemm_x86_64.rs`: AVX-512
 //! 8x48, AVX2+FMA 6x16), chosen by run-time detection with `std` and by `target_feature`
-//! otherwise, with a portable fallback (4x16) the compiler vectorizes. Products with few
-//! rows (matrix-vector work such as a recurrent step) skip packing entirely.
+//! otherwise, with a portable fallback (4x16) the compiler vectorizes. Constant operands come
+//! pre-packed by the compiler (convolution weights as A in 8-row panels, the B of a Gemm or
+//! MatMul in 48-column panels) and are read where they lie. Products with few rows or columns
+//! (matrix-vector work such as a recurrent step) skip packing entirely, with AVX-512 kernels
+//! of their own.
 
 use core::mem::MaybeUninit;
 
