@@ -39,8 +39,9 @@ w=rng.standard_normal((16,8)).astype(np.float32)*0.5
 bias=rng.standard_normal(8).astype(np.float32)
 case("gemm_gelu",[N("MatMul",["x","w"],["mm"]),N("Add",["mm","bias"],["z"]),N("Div",["z","s2"],["a"]),N("Erf",["a"],["b"]),N("Add",["b","one"],["c"]),N("Mul",["z","c"],["d"]),N("Mul",["d","half"],["y"])],
   {"w":w,"bias":bias,"s2":np.float32(1.4142135),"one":np.float32(1),"half":np.float32(0.5)},[("x",[3,16])],["y"],{"x":x})
-# Constant weights the blocked GEMM reads pre-packed: a MatMul (becomes a Gemm) and a Gemm with
-# transB and a bias, 100 columns (two full panels of 48 and a part one).
+# Constant weights the blocked GEMM reads pre-packed: a MatMul (becomes a Gemm, which takes the
+# Relu after it) and a Gemm with transB and a bias, 100 columns (two full panels of 48 and a
+# part one).
 xp=rng.standard_normal((5,70)).astype(np.float32)
 case("packed_products",[N("MatMul",["x","w1"],["mm"]),N("Relu",["mm"],["y1"]),N("Gemm",["x","w2","c2"],["y2"],transB=1,alpha=0.5)],
   {"w1":rng.standard_normal((70,100)).astype(np.float32)*0.2,"w2":rng.standard_normal((100,70)).astype(np.float32)*0.2,"c2":rng.standard_normal(100).astype(np.float32)},[("x",[5,70])],["y1","y2"],{"x":xp})

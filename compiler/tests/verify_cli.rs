@@ -152,7 +152,7 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         ("gelu_tanh", 1),
         ("layer_norm", 1),
         ("noops", 3),
-        ("packed_products", 3),
+        ("packed_products", 2),
         ("silu", 1),
         ("transposes", 5),
     ];

@@ -1,7 +1,9 @@
 //! Turns `MatMul` followed by an `Add` of a constant into one `Gemm` (`Y = A x B + C`): both
 //! operands of the MatMul are float32 matrices, the MatMul's output feeds only the Add, and
 //! the constant broadcasts to the product's shape. Batched MatMuls, run-time addends and
-//! shared outputs are left alone.
+//! shared outputs are left alone. Every other MatMul of two float32 matrices becomes a Gemm
+//! too (`Y = A x B`), so that `fuse_activation` can fuse the activation after it and
+//! `pack_weights` can pre-pack a constant B.
 
 use super::pattern::{producers, retain};
 use super::PassCx;
@@ -74,6 +76,22 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         remove[add_index] = true;
     }
     retain(&mut graph, &remove);
+    for node in &mut graph.nodes {
+        if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 {
+            continue;
+        }
+        let matrices = node.inputs.iter().all(|input| {
+            input.is_some_and(|v| {
+                let value = &graph.values[v.index()];
+                value.dtype == Some(DType::F32)
+                    && value.shape.as_ref().is_some_and(|s| s.len() == 2)
+            })
+        });
+        if matrices {
+            node.op_type = "Gemm".into();
+            node.op = Some(Op::Gemm(Gemm::product()));
+        }
+    }
     Ok(graph)
 }
 
@@ -144,8 +162,10 @@ mod tests {
             .expect("a MatMul");
         graph.outputs.push(product);
         let after = fuse_matmul_add(graph, &PassCx::default()).expect("runs");
+        // The shared product's Add stays; the product itself becomes a plain Gemm.
         assert!(
-            after.op_histogram().contains(&("MatMul".to_string(), 1)),
+            after.op_histogram().contains(&("Add".to_string(), 1))
+                && !after.op_histogram().iter().any(|(op, _)| op == "MatMul"),
             "{:?}",
             after.op_histogram()
         );
