@@ -213,37 +213,60 @@ pub fn pad<T: Copy>(
         pad_constant(x, out, in_shape, out_shape, begin, value);
         return;
     }
-    for_each_coord(out_shape, |i, c| {
-        let mut off = 0usize;
-        for (a, &ci) in c.iter().enumerate() {
-            let n = in_shape[a] as isize;
-            let mut p = ci as isize - begin[a];
-            if p < 0 || p >= n {
-                p = match mode {
-                    PadMode::Constant => {
-                        out[i] = value;
-                        return;
-                    }
-                    PadMode::Edge => p.clamp(0, n - 1),
-                    PadMode::Wrap => p.rem_euclid(n),
-                    PadMode::Reflect => {
-                        if n == 1 {
-                            0
-                        } else {
-                            let period = 2 * (n - 1);
-                            let q = p.rem_euclid(period);
-                            if q >= n {
-                                period - q
-                            } else {
-                                q
-                            }
-                        }
-                    }
-                };
-            }
-            off += p as usize * strides[a];
+    let rank = in_shape.len();
+    if rank == 0 || out_shape.contains(&0) {
+        if rank == 0 && !out.is_empty() && !x.is_empty() {
+            out[0] = x[0];
         }
-        out[i] = x[off];
+        return;
+    }
+    // Where coordinate `c` of an output axis reads along input axis `a`.
+    let source = |a: usize, c: usize| -> usize {
+        let n = in_shape[a] as isize;
+        let p = c as isize - begin[a];
+        if (0..n).contains(&p) {
+            return p as usize;
+        }
+        (match mode {
+            PadMode::Constant | PadMode::Edge => p.clamp(0, n - 1),
+            PadMode::Wrap => p.rem_euclid(n),
+            PadMode::Reflect => {
+                if n == 1 {
+                    0
+                } else {
+                    let period = 2 * (n - 1);
+                    let q = p.rem_euclid(period);
+                    if q >= n {
+                        period - q
+                    } else {
+                        q
+                    }
+                }
+            }
+        }) as usize
+    };
+    // Row by row along the last axis: the outer coordinates map once per row, the row's
+    // inside part is one copy and only its borders map element by element.
+    let (last, n_last) = (rank - 1, in_shape[rank - 1]);
+    let row_len = out_shape[last];
+    let lo = begin[last].clamp(0, row_len as isize) as usize;
+    let hi = (begin[last] + n_last as isize).clamp(lo as isize, row_len as isize) as usize;
+    for_each_coord(&out_shape[..last], |row, c| {
+        let base: usize = c
+            .iter()
+            .enumerate()
+            .map(|(a, &ci)| source(a, ci) * strides[a])
+            .sum();
+        let dst = &mut out[row * row_len..][..row_len];
+        let src = &x[base..][..n_last];
+        for (j, d) in dst[..lo].iter_mut().enumerate() {
+            *d = src[source(last, j)];
+        }
+        let start = (lo as isize - begin[last]) as usize;
+        dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+        for (j, d) in dst[hi..].iter_mut().enumerate() {
+            *d = src[source(last, hi + j)];
+        }
     });
 }
 
