@@ -648,6 +648,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn row_wise_pad_matches_the_element_formula() {
+        // Edge, reflect and wrap, growing and cropping (negative begins) on 1 to 3 axes.
+        let cases: [(&[usize], &[isize], &[isize]); 4] = [
+            (&[5], &[3], &[2]),
+            (&[3, 4], &[1, -1], &[2, 3]),
+            (&[2, 3, 5], &[0, 2, 4], &[1, 0, -2]),
+            (&[4, 1], &[-1, 0], &[0, 0]),
+        ];
+        for (shape, begin, end) in cases {
+            let out_shape: std::vec::Vec<usize> = shape
+                .iter()
+                .zip(begin.iter().zip(end))
+                .map(|(&n, (&b, &e))| (n as isize + b + e) as usize)
+                .collect();
+            let x: std::vec::Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|v| v as f32)
+                .collect();
+            for mode in [PadMode::Edge, PadMode::Reflect, PadMode::Wrap] {
+                let mut got = std::vec![f32::NAN; out_shape.iter().product()];
+                pad(&x, &mut got, shape, &out_shape, begin, mode, 0.0);
+                let strides = strides_of(shape);
+                for_each_coord(&out_shape, |i, c| {
+                    let mut off = 0;
+                    for (a, &ci) in c.iter().enumerate() {
+                        let n = shape[a] as isize;
+                        let p = ci as isize - begin[a];
+                        let q = match mode {
+                            PadMode::Edge => p.clamp(0, n - 1),
+                            PadMode::Wrap => p.rem_euclid(n),
+                            _ if n == 1 => 0,
+                            _ => {
+                                let r = p.rem_euclid(2 * (n - 1));
+                                if r >= n {
+                                    2 * (n - 1) - r
+                                } else {
+                                    r
+                                }
+                            }
+                        };
+                        off += q as usize * strides[a];
+                    }
+                    assert_eq!(got[i], x[off], "{mode:?} {shape:?} {begin:?} at {c:?}");
+                });
+            }
+        }
+    }
+
+    #[test]
     fn transpose_2x3() {
         let x = [1, 2, 3, 4, 5, 6];
         let mut out = [0; 6];
