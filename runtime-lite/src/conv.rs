@@ -301,6 +301,28 @@ fn im2col_columns<'a>(p: &ConvParams, x: &[f32], dst: &'a mut [MaybeUninit<f32>]
     let [pd, ph, pw] = p.pads;
     let in_len = id * ih * iw;
     let rows = p.in_channels / p.groups * kd * kh * kw;
+    if (id, ih, kd, kh, dw) == (1, 1, 1, 1, 1) && kw > 0 {
+        // 1-D without dilation (a convolution over a short sequence): each channel's taps
+        // are one run of its row, clipped by the padding at the ends.
+        for (j, column) in dst.chunks_exact_mut(rows.max(1)).enumerate() {
+            let first = ((j % ow) * sw) as isize - pw as isize;
+            let lo = (-first).clamp(0, kw as isize) as usize;
+            let hi = (iw as isize - first).clamp(lo as isize, kw as isize) as usize;
+            let start = (first + lo as isize).max(0) as usize;
+            for (out, row) in column.chunks_exact_mut(kw).zip(x.chunks_exact(iw.max(1))) {
+                let (left, rest) = out.split_at_mut(lo);
+                let (inside, right) = rest.split_at_mut(hi - lo);
+                zero(left);
+                for (d, &v) in inside.iter_mut().zip(&row[start.min(iw)..]) {
+                    d.write(v);
+                }
+                zero(right);
+            }
+        }
+        let len = dst.len();
+        // SAFETY: every column of `rows` floats (`cin` runs of kw) was written in full above.
+        return unsafe { core::slice::from_raw_parts(dst.as_ptr().cast::<f32>(), len) };
+    }
     for (j, column) in dst.chunks_exact_mut(rows.max(1)).enumerate() {
         let (xo, y, z) = (j % ow, j / ow % oh, j / (ow * oh));
         let x0 = (xo * sw).wrapping_sub(pw);
@@ -1812,6 +1834,46 @@ mod tests {
         conv_integer(&p, &x, &w, 10, &[1u8], &mut out, i32::from, i32::from);
         // x - 10 = [1, 2, 3], w - 1 = [0, 1, 2]; padding adds nothing.
         assert_eq!(out, [5, 8, 3]);
+    }
+
+    #[test]
+    fn one_dimensional_conv_over_few_pixels_matches_reference() {
+        // (cin, cout, length, kernel, stride, pad): the narrow path's 1-D column gather,
+        // padding on both ends, strides 1 to 3.
+        for &(cin, cout, len, k, s, pad) in
+            &[(5, 7, 6, 3, 1, 1), (3, 4, 9, 4, 2, 2), (1, 9, 20, 8, 3, 0)]
+        {
+            let out_len = (len + 2 * pad - k) / s + 1;
+            let p = ConvParams {
+                batch: 1,
+                in_channels: cin,
+                out_channels: cout,
+                groups: 1,
+                input: [1, 1, len],
+                output: [1, 1, out_len],
+                kernel: [1, 1, k],
+                strides: [1, 1, s],
+                dilations: [1, 1, 1],
+                pads: [0, 0, pad],
+                packed_weights: false,
+            };
+            let x: Vec<f32> = (0..cin * len)
+                .map(|i| ((i * 7 % 17) as f32 - 8.0) * 0.125)
+                .collect();
+            let w: Vec<f32> = (0..cout * cin * k)
+                .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.25)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.5).collect();
+            let want = reference(&p, &x, &w, &bias);
+            let mut out = std::vec![f32::NAN; want.len()];
+            conv_f32(&p, &x, &w, Some(&bias), &mut out);
+            for (a, b) in out.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{a} vs {b} ({cin}, {cout}, {len}, {k}, {s}, {pad})"
+                );
+            }
+        }
     }
 
     #[test]
