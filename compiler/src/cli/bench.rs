@@ -152,7 +152,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         reads.push(quote!(let #var: Vec<#t> = read_input(&dir, #k).expect("input file");));
         arg_idents.push(var);
     }
-    let elem_io = harness::elem_io();
+    let elem_io = harness::elem_io(false);
     let call =
         quote!(model.run_slices(#(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));
     let main = quote! {

@@ -115,14 +115,45 @@ pub(super) fn build_crate(root: &Path, name: &str) -> Result<std::result::Result
     Ok(Ok(root.join("target/release").join(name)))
 }
 
-/// Harness code that reads and writes raw little-endian element files (`in_K.bin`,
-/// `out_K.bin`): the `Elem` trait, `read_input`, `write_output`.
-pub(super) fn elem_io() -> TokenStream {
+/// Harness code that reads raw little-endian element files (`in_K.bin`) and, with `writes`,
+/// writes them (`out_K.bin`): the `Elem` trait, `read_input` and `write_output`. A harness
+/// that only reads gets no writing code, so that the generated crate compiles without
+/// warnings.
+pub(super) fn elem_io(writes: bool) -> TokenStream {
+    let (to_le_decl, to_le_num, to_le_bool, write_output) = if writes {
+        (
+            quote!(
+                fn to_le(self, out: &mut Vec<u8>);
+            ),
+            quote! {
+                fn to_le(self, out: &mut Vec<u8>) {
+                    out.extend_from_slice(&self.to_le_bytes());
+                }
+            },
+            quote! {
+                fn to_le(self, out: &mut Vec<u8>) {
+                    out.push(u8::from(self));
+                }
+            },
+            quote! {
+                fn write_output<T: Elem>(dir: &Path, k: usize, values: &[T]) -> Result<(), String> {
+                    let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
+                    for &v in values {
+                        v.to_le(&mut bytes);
+                    }
+                    let path = dir.join(format!("out_{k}.bin"));
+                    std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+                }
+            },
+        )
+    } else {
+        Default::default()
+    };
     quote! {
         trait Elem: Sized + Copy {
             const SIZE: usize;
             fn from_le(bytes: &[u8]) -> Self;
-            fn to_le(self, out: &mut Vec<u8>);
+            #to_le_decl
         }
         macro_rules! elem {
             ($($t:ty),*) => {$(
@@ -131,9 +162,7 @@ pub(super) fn elem_io() -> TokenStream {
                     fn from_le(bytes: &[u8]) -> Self {
                         <$t>::from_le_bytes(bytes.try_into().expect("element size"))
                     }
-                    fn to_le(self, out: &mut Vec<u8>) {
-                        out.extend_from_slice(&self.to_le_bytes());
-                    }
+                    #to_le_num
                 }
             )*};
         }
@@ -143,9 +172,7 @@ pub(super) fn elem_io() -> TokenStream {
             fn from_le(bytes: &[u8]) -> Self {
                 bytes[0] != 0
             }
-            fn to_le(self, out: &mut Vec<u8>) {
-                out.push(u8::from(self));
-            }
+            #to_le_bool
         }
 
         fn read_input<T: Elem>(dir: &Path, k: usize) -> Result<Vec<T>, String> {
@@ -154,14 +181,6 @@ pub(super) fn elem_io() -> TokenStream {
             Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
         }
 
-        fn write_output<T: Elem>(dir: &Path, k: usize, values: &[T]) -> Result<(), String> {
-            let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
-            for &v in values {
-                v.to_le(&mut bytes);
-            }
-            let path = dir.join(format!("out_{k}.bin"));
-            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
-        }
-
+        #write_output
     }
 }

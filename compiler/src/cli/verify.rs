@@ -273,7 +273,7 @@ fn harness_main(cases: &[(usize, &Compiled, &[usize])]) -> TokenStream {
         let runner = format_ident!("run_case_{}", i);
         quote!(#i => #runner(dir),)
     });
-    let elem_io = harness::elem_io();
+    let elem_io = harness::elem_io(true);
     quote! {
         use std::path::Path;
 
