@@ -141,45 +141,19 @@ pub fn conv_f32_exec(
     }
     let groups = p.batch * p.groups;
     let group_out = cout_g * out_len;
+    let run = |exec: &crate::threads::Exec, t: usize, out_group: &mut [f32]| {
+        let (n, g) = (t / p.groups, t % p.groups);
+        conv_group(exec, p, x, w, bias, residual, acts, n, g, out_group);
+    };
+    let out = &mut out[..groups * group_out];
     if groups > 1 && exec.threads() > 1 && p.groups >= exec.threads() {
         // Many groups (grouped convolutions): whole groups per thread, each product on one.
-        exec.for_each_chunk(
-            &mut out[..groups * group_out],
-            group_out,
-            &|t, out_group| {
-                let single = crate::threads::Exec::single();
-                conv_group(
-                    &single,
-                    p,
-                    x,
-                    w,
-                    bias,
-                    residual,
-                    acts,
-                    t / p.groups,
-                    t % p.groups,
-                    out_group,
-                );
-            },
-        );
-        return;
-    }
-    for (t, out_group) in out[..groups * group_out]
-        .chunks_exact_mut(group_out.max(1))
-        .enumerate()
-    {
-        conv_group(
-            exec,
-            p,
-            x,
-            w,
-            bias,
-            residual,
-            acts,
-            t / p.groups,
-            t % p.groups,
-            out_group,
-        );
+        let single = crate::threads::Exec::single();
+        exec.for_each_chunk(out, group_out, &|t, out_group| run(&single, t, out_group));
+    } else {
+        for (t, out_group) in out.chunks_exact_mut(group_out.max(1)).enumerate() {
+            run(exec, t, out_group);
+        }
     }
 }
 
@@ -254,14 +228,8 @@ fn conv_group(
         epilogue.apply(&mut out_group[..cout_g * out_len], out_len);
         return;
     }
-    // B as a plain matrix when the matrix GEMM's small-product paths may apply: the input
-    // itself (pointwise).
-    let matrix: Option<(&[f32], Strides)> = if !p.packed_weights && p.is_pointwise() {
-        Some((x_group, pixels))
-    } else {
-        None
-    };
-    if let Some((b, b_strides)) = matrix {
+    if p.is_pointwise() && !p.packed_weights {
+        // The input itself is B, through the matrix GEMM (and its small-product paths).
         gemm_matrix_exec(
             exec,
             cout_g,
@@ -270,8 +238,8 @@ fn conv_group(
             1.0,
             weights,
             Strides { rows, cols: 1 },
-            b,
-            b_strides,
+            x_group,
+            pixels,
             false,
             out_group,
             epilogue,
@@ -300,29 +268,10 @@ fn im2col_columns<'a>(p: &ConvParams, x: &[f32], dst: &'a mut [MaybeUninit<f32>]
     let [dd, dh, dw] = p.dilations;
     let [pd, ph, pw] = p.pads;
     let in_len = id * ih * iw;
-    let rows = p.in_channels / p.groups * kd * kh * kw;
-    if (id, ih, kd, kh, dw) == (1, 1, 1, 1, 1) && kw > 0 {
-        // 1-D without dilation (a convolution over a short sequence): each channel's taps
-        // are one run of its row, clipped by the padding at the ends.
-        for (j, column) in dst.chunks_exact_mut(rows.max(1)).enumerate() {
-            let first = ((j % ow) * sw) as isize - pw as isize;
-            let lo = (-first).clamp(0, kw as isize) as usize;
-            let hi = (iw as isize - first).clamp(lo as isize, kw as isize) as usize;
-            let start = (first + lo as isize).max(0) as usize;
-            for (out, row) in column.chunks_exact_mut(kw).zip(x.chunks_exact(iw.max(1))) {
-                let (left, rest) = out.split_at_mut(lo);
-                let (inside, right) = rest.split_at_mut(hi - lo);
-                zero(left);
-                for (d, &v) in inside.iter_mut().zip(&row[start.min(iw)..]) {
-                    d.write(v);
-                }
-                zero(right);
-            }
-        }
-        let len = dst.len();
-        // SAFETY: every column of `rows` floats (`cin` runs of kw) was written in full above.
-        return unsafe { core::slice::from_raw_parts(dst.as_ptr().cast::<f32>(), len) };
-    }
+    let cin = p.in_channels / p.groups;
+    let rows = cin * kd * kh * kw;
+    // 1-D (a convolution over a short sequence): each channel's taps are one input row.
+    let one_row = (id, ih, kd, kh) == (1, 1, 1, 1);
     for (j, column) in dst.chunks_exact_mut(rows.max(1)).enumerate() {
         let (xo, y, z) = (j % ow, j / ow % oh, j / (ow * oh));
         let x0 = (xo * sw).wrapping_sub(pw);
@@ -330,8 +279,31 @@ fn im2col_columns<'a>(p: &ConvParams, x: &[f32], dst: &'a mut [MaybeUninit<f32>]
         let first = (xo * sw) as isize - pw as isize;
         let lo = (-first).clamp(0, kw as isize) as usize;
         let hi = (iw as isize - first).clamp(lo as isize, kw as isize) as usize;
+        let tap_row = |out: &mut [MaybeUninit<f32>], row: &[f32]| {
+            if dw == 1 {
+                let (left, rest) = out.split_at_mut(lo);
+                let (inside, right) = rest.split_at_mut(hi - lo);
+                zero(left);
+                let start = x0.wrapping_add(lo).min(iw);
+                for (d, &v) in inside.iter_mut().zip(&row[start..]) {
+                    d.write(v);
+                }
+                zero(right);
+            } else {
+                for (c, d) in out.iter_mut().enumerate() {
+                    let xi = x0.wrapping_add(c * dw);
+                    d.write(if xi < iw { row[xi] } else { 0.0 });
+                }
+            }
+        };
         let mut taps = column.chunks_exact_mut(kw.max(1));
-        for channel in x.chunks_exact(in_len.max(1)).take(p.in_channels / p.groups) {
+        if one_row {
+            for (out, row) in (&mut taps).zip(x.chunks_exact(iw.max(1))) {
+                tap_row(out, row);
+            }
+            continue;
+        }
+        for channel in x.chunks_exact(in_len.max(1)).take(cin) {
             for a in 0..kd {
                 let zi = (z * sd + a * dd).wrapping_sub(pd);
                 for b in 0..kh {
@@ -341,23 +313,8 @@ fn im2col_columns<'a>(p: &ConvParams, x: &[f32], dst: &'a mut [MaybeUninit<f32>]
                     };
                     if zi >= id || yi >= ih {
                         zero(out);
-                        continue;
-                    }
-                    let row = &channel[(zi * ih + yi) * iw..][..iw];
-                    if dw == 1 {
-                        let (left, rest) = out.split_at_mut(lo);
-                        let (inside, right) = rest.split_at_mut(hi - lo);
-                        zero(left);
-                        let start = x0.wrapping_add(lo);
-                        for (d, &v) in inside.iter_mut().zip(&row[start.min(iw)..]) {
-                            d.write(v);
-                        }
-                        zero(right);
                     } else {
-                        for (c, d) in out.iter_mut().enumerate() {
-                            let xi = x0.wrapping_add(c * dw);
-                            d.write(if xi < iw { row[xi] } else { 0.0 });
-                        }
+                        tap_row(out, &channel[(zi * ih + yi) * iw..][..iw]);
                     }
                 }
             }
@@ -622,9 +579,7 @@ fn depthwise_f32(
                     let add = &residual[plane * out_len..][..out_len];
                     dst.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
                 }
-                for act in acts {
-                    act.apply_slice(dst);
-                }
+                crate::rnn::Activation::apply_chain(acts, dst);
             }
         },
     );
@@ -672,10 +627,7 @@ fn depthwise_avx512(
     }
     let (in_len, out_len, taps) = (ih * iw, oh * ow, kh * kw);
     let planes = p.batch * p.in_channels;
-    let in_register = acts
-        .iter()
-        .take_while(|act| crate::gemm::Finish::in_register(act))
-        .count();
+    let (in_register, in_memory) = crate::gemm::Finish::split(acts);
     exec.for_each_chunk(
         &mut out[..planes * out_len],
         per_task * out_len,
@@ -687,19 +639,16 @@ fn depthwise_avx512(
                 let taps = &w[channel * taps..][..taps];
                 let bias = bias.map_or(0.0, |b| b[channel]);
                 let residual = residual.map(|r| &r[index * out_len..][..out_len]);
-                let acts_in = &acts[..in_register];
                 // SAFETY: the CPU has AVX-512F (checked above); `src` holds ih * iw floats,
                 // `taps` kh * kw <= MAX_TAPS, `dst` and the residual oh * ow.
                 unsafe {
                     if sw == 1 {
-                        plane::<1>(geometry, src, taps, bias, residual, acts_in, dst);
+                        plane::<1>(geometry, src, taps, bias, residual, in_register, dst);
                     } else {
-                        plane::<2>(geometry, src, taps, bias, residual, acts_in, dst);
+                        plane::<2>(geometry, src, taps, bias, residual, in_register, dst);
                     }
                 }
-                for act in &acts[in_register..] {
-                    act.apply_slice(dst);
-                }
+                crate::rnn::Activation::apply_chain(in_memory, dst);
             }
         },
     );
@@ -763,11 +712,7 @@ fn conv_direct_avx512(
     if let Some(residual) = epilogue.residual {
         assert!(residual.len() >= cout * plane, "conv residual too short");
     }
-    let in_register = epilogue
-        .acts
-        .iter()
-        .take_while(|act| crate::gemm::Finish::in_register(act))
-        .count();
+    let (in_register, in_memory) = crate::gemm::Finish::split(epilogue.acts);
     // Whole vectors of three per row, then the one or two left.
     let vectors = ow.div_ceil(16);
     let (full, rest) = (vectors / 3, vectors % 3);
@@ -793,7 +738,7 @@ fn conv_direct_avx512(
                         residual: epilogue
                             .residual
                             .map_or(core::ptr::null(), |r| r[c0 * plane..].as_ptr()),
-                        acts: &epilogue.acts[..in_register],
+                        acts: in_register,
                     });
                     let at = DirectAt { y, x: x0, k0, kc };
                     // SAFETY: the CPU has AVX-512F (checked above); the panel's steps k0..k0+kc
@@ -845,7 +790,7 @@ fn conv_direct_avx512(
             }
             k0 += kc;
         }
-        if in_register < epilogue.acts.len() {
+        if !in_memory.is_empty() {
             for c in 0..cout {
                 // SAFETY: rows y_lo..y_hi of channel c, written by this task alone.
                 let rows = unsafe {
@@ -854,9 +799,7 @@ fn conv_direct_avx512(
                         (y_hi - y_lo) * ow,
                     )
                 };
-                for act in &epilogue.acts[in_register..] {
-                    act.apply_slice(rows);
-                }
+                crate::rnn::Activation::apply_chain(in_memory, rows);
             }
         }
     };
@@ -865,8 +808,8 @@ fn conv_direct_avx512(
 }
 
 /// Whether the direct kernel beats the blocked GEMM on an `oh x ow` output with horizontal
-/// stride `sw` and `cout` channels (stems, with few input channels, always go direct: their im2col panels are short
-/// and strided).
+/// stride `sw` and `cout` channels (stems, with few input channels, always go direct: their
+/// im2col panels are short and strided).
 ///
 /// The estimate compares the fraction of vector lanes each fills with output pixels (the
 /// direct kernel's rows of 16-pixel vectors, one-vector rows taken three at a time, against
@@ -1214,9 +1157,7 @@ pub fn conv_transpose_f32_exec(
                 row.fill(bias.map_or(0.0, |b| b[g * cout_g + m]));
             }
             if in_len == 0 || rows == 0 {
-                for act in acts {
-                    act.apply_slice(out_group);
-                }
+                crate::rnn::Activation::apply_chain(acts, out_group);
                 continue;
             }
             // cols[oc * K + k][pixel] = sum_c w[c][oc * K + k] * x[c][pixel]
@@ -1244,9 +1185,7 @@ pub fn conv_transpose_f32_exec(
             let per_task = cout_g.div_ceil(2 * exec.threads()).max(1);
             exec.for_each_chunk(out_group, per_task * out_len.max(1), &|t, part| {
                 col2im_channels(p, cols, part, t * per_task);
-                for act in acts {
-                    act.apply_slice(part);
-                }
+                crate::rnn::Activation::apply_chain(acts, part);
             });
         }
     }

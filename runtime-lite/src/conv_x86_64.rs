@@ -14,7 +14,7 @@
 use core::arch::x86_64::*;
 
 use crate::gemm::Finish;
-use crate::gemm_x86_64::{activate, store_vector};
+use crate::gemm_x86_64::{activate, lanes, store_vector};
 use crate::rnn::Activation;
 
 /// Most taps (`kh * kw`) the kernel keeps as broadcast vectors.
@@ -207,8 +207,6 @@ unsafe fn sweep<const SW: usize, W: Window>(
         pw,
     } = geometry;
     debug_assert!(src.len() >= ih * iw && out.len() >= oh * ow);
-    // Even lanes of two vectors: horizontal stride 2.
-    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     let padding = window.padding();
     let base = src.as_ptr();
     let mut y = 0;
@@ -216,17 +214,12 @@ unsafe fn sweep<const SW: usize, W: Window>(
         let rows = ROWS.min(oh - y);
         let mut x = 0;
         while x < ow {
-            let store: __mmask16 = if ow - x >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (ow - x)) - 1) as __mmask16
-            };
+            let store = lanes(ow - x);
             let mut acc = [window.start(); ROWS];
             for kx in 0..kw {
                 // Input column of lane 0, and the lanes (of 16 * SW loaded) inside the row.
                 let c0 = (x * SW + kx) as isize - pw as isize;
-                let lanes = inside(c0, iw, 16 * SW);
-                let (lo, hi) = (lanes as __mmask16, (lanes >> 16) as __mmask16);
+                let masks = row_masks::<SW>(c0, iw);
                 for ky in 0..kh {
                     for (r, a) in acc.iter_mut().enumerate().take(rows) {
                         let iy = ((y + r) * sh + ky).wrapping_sub(ph);
@@ -236,15 +229,7 @@ unsafe fn sweep<const SW: usize, W: Window>(
                         let at = base.wrapping_add(iy * iw).wrapping_offset(c0);
                         // SAFETY: the masks enable only lanes at columns 0..iw of row iy < ih,
                         // inside `src`; masked-off lanes are not accessed.
-                        let v = unsafe {
-                            if SW == 1 {
-                                _mm512_mask_loadu_ps(padding, lo, at)
-                            } else {
-                                let l = _mm512_mask_loadu_ps(padding, lo, at);
-                                let h = _mm512_mask_loadu_ps(padding, hi, at.wrapping_add(16));
-                                _mm512_permutex2var_ps(l, evens, h)
-                            }
-                        };
+                        let v = unsafe { load_taps::<SW>(at, masks, padding) };
                         *a = window.tap(*a, v, ky * kw + kx);
                     }
                 }
@@ -312,6 +297,39 @@ pub(crate) unsafe fn average_plane<const SW: usize>(
     debug_assert!(divisors.len() >= geometry.oh * geometry.ow);
     // SAFETY: the contract, forwarded.
     unsafe { sweep::<SW, _>(geometry, src, &AverageWindow { divisors }, out) }
+}
+
+/// The masks of a load of `16 * SW` floats from input column `c0` of a row of `iw`: its
+/// lanes inside the row, the first 16 and the next 16.
+#[inline(always)]
+fn row_masks<const SW: usize>(c0: isize, iw: usize) -> (__mmask16, __mmask16) {
+    let inside = inside(c0, iw, 16 * SW);
+    (inside as __mmask16, (inside >> 16) as __mmask16)
+}
+
+/// The taps of 16 output pixels at horizontal stride `SW` from `at`: the 16 floats there, or
+/// the even ones of the 32 there; lanes off the masks (`row_masks`) read `padding`.
+///
+/// # Safety
+/// The CPU supports AVX-512F; the lanes of the masks are readable floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_taps<const SW: usize>(
+    at: *const f32,
+    (lo, hi): (__mmask16, __mmask16),
+    padding: __m512,
+) -> __m512 {
+    // SAFETY: only the masks' lanes are accessed (the contract).
+    unsafe {
+        if SW == 1 {
+            _mm512_mask_loadu_ps(padding, lo, at)
+        } else {
+            let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+            let l = _mm512_mask_loadu_ps(padding, lo, at);
+            let h = _mm512_mask_loadu_ps(padding, hi, at.wrapping_add(16));
+            _mm512_permutex2var_ps(l, evens, h)
+        }
+    }
 }
 
 /// One depthwise plane: `out[y][x] = bias + sum w[ky][kx] * x[y * sh + ky - ph][x * SW + kx - pw]`
@@ -397,21 +415,20 @@ pub(crate) unsafe fn direct_tile<const SW: usize, const R: usize, const V: usize
     let acc = unsafe { direct_sums::<SW, R, V>(geometry, at, a, x) };
     let alpha = _mm512_set1_ps(1.0);
     let plane = oh * ow;
+    let acts = finish.map_or(&[][..], |f| f.acts);
+    let residual = finish.map_or(core::ptr::null(), |f| f.residual);
     for (i, sums) in acc.iter().enumerate().take(mr) {
         let bias = finish
             .and_then(|f| f.bias)
             .map(|bias| _mm512_set1_ps(bias[i]));
-        let acts = finish.map_or(&[][..], |f| f.acts);
         for r in 0..R {
             for v in 0..V {
                 let col = x0 + 16 * v;
                 if y + r >= oh || col >= ow {
                     continue;
                 }
-                let lanes = (ow - col).min(16);
-                let mask = ((1u32 << lanes) - 1) as __mmask16;
+                let mask = lanes(ow - col);
                 let offset = i * plane + (y + r) * ow + col;
-                let residual = finish.map_or(core::ptr::null(), |f| f.residual);
                 // SAFETY: channel i < mr, pixel (y + r, col) and the lanes of `mask` after it
                 // are inside the output (and residual) planes (the contract).
                 unsafe {
@@ -470,12 +487,10 @@ unsafe fn direct_sums<const SW: usize, const R: usize, const V: usize>(
     let mut inside_masks = [[(0 as __mmask16, 0 as __mmask16); 3]; MAX_KW];
     for (kx, masks) in inside_masks.iter_mut().enumerate().take(kw) {
         for (v, m) in masks.iter_mut().enumerate().take(V) {
-            let c0 = ((x0 + 16 * v) * SW + kx) as isize - pw as isize;
-            let lanes = inside(c0, iw, 16 * SW);
-            *m = (lanes as __mmask16, (lanes >> 16) as __mmask16);
+            *m = row_masks::<SW>(((x0 + 16 * v) * SW + kx) as isize - pw as isize, iw);
         }
     }
-    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let zero = _mm512_setzero_ps();
     // acc[i][r * V + v]: channel i, row r, vector v.
     let mut acc = [[_mm512_setzero_ps(); 3]; MR];
     let mut ap = a;
@@ -497,21 +512,12 @@ unsafe fn direct_sums<const SW: usize, const R: usize, const V: usize>(
                 let mut b = [_mm512_setzero_ps(); 3];
                 for r in 0..R {
                     for v in 0..V {
-                        let (lo, hi) = masks[v];
-                        let (lo, hi) = if valid[r] { (lo, hi) } else { (0, 0) };
+                        let masks = if valid[r] { masks[v] } else { (0, 0) };
                         let from = lines[r].wrapping_offset(left + (16 * v * SW + kx) as isize);
                         // SAFETY: the masks enable only lanes at columns 0..iw of an input
                         // row iy < ih of channel c, inside `x` (the contract); masked-off
                         // lanes are not accessed.
-                        b[r * V + v] = unsafe {
-                            if SW == 1 {
-                                _mm512_maskz_loadu_ps(lo, from)
-                            } else {
-                                let l = _mm512_maskz_loadu_ps(lo, from);
-                                let h = _mm512_maskz_loadu_ps(hi, from.wrapping_add(16));
-                                _mm512_permutex2var_ps(l, evens, h)
-                            }
-                        };
+                        b[r * V + v] = unsafe { load_taps::<SW>(from, masks, zero) };
                     }
                 }
                 for row in acc.iter_mut() {

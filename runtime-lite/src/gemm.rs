@@ -72,8 +72,15 @@ pub(crate) struct Finish<'a> {
 }
 
 impl Finish<'_> {
-    /// Whether a kernel applies `act` in registers (a few vector operations); the rest of a
-    /// chain, from the first activation that is not, runs over the stored tile.
+    /// `acts` split into the leading activations a kernel applies in registers and the rest
+    /// of the chain, from the first one it does not, which runs over the stored output.
+    pub(crate) fn split(
+        acts: &[crate::rnn::Activation],
+    ) -> (&[crate::rnn::Activation], &[crate::rnn::Activation]) {
+        acts.split_at(acts.iter().take_while(|act| Self::in_register(act)).count())
+    }
+
+    /// Whether a kernel applies `act` in registers (a few vector operations).
     pub(crate) fn in_register(act: &crate::rnn::Activation) -> bool {
         use crate::rnn::Activation as A;
         matches!(
@@ -101,20 +108,11 @@ impl Tile<'_> {
             // SAFETY: row r of the tile, nr floats (the contract).
             let row =
                 unsafe { core::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.nr) };
-            if let Some(bias) = finish.bias {
-                let v = bias[r];
-                row.iter_mut().for_each(|d| *d += v);
-            }
-            if !finish.residual.is_null() {
-                // SAFETY: the residual's row r, nr floats (the contract).
-                let add = unsafe {
-                    core::slice::from_raw_parts(finish.residual.add(r * self.ldo), self.nr)
-                };
-                row.iter_mut().zip(add).for_each(|(d, &x)| *d += x);
-            }
-            for act in finish.acts {
-                act.apply_slice(row);
-            }
+            // SAFETY: the residual's row r, nr floats (the contract).
+            let residual = (!finish.residual.is_null()).then(|| unsafe {
+                core::slice::from_raw_parts(finish.residual.add(r * self.ldo), self.nr)
+            });
+            finish_row(row, finish.bias.map(|b| b[r]), residual, finish.acts);
         }
     }
 }
@@ -310,7 +308,8 @@ impl Epilogue<'_> {
             return;
         }
         for (i, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
-            self.apply_row(row, i, 0, row_len);
+            let residual = self.residual.map(|r| &r[i * row_len..][..row.len()]);
+            finish_row(row, self.row_bias.map(|b| b[i]), residual, self.acts);
         }
     }
 
@@ -318,23 +317,23 @@ impl Epilogue<'_> {
     fn is_empty(&self) -> bool {
         self.row_bias.is_none() && self.residual.is_none() && self.acts.is_empty()
     }
+}
 
-    /// Applies the epilogue to the part of output row `i` from column `j0` on (rows of
-    /// `row_len`).
-    #[inline]
-    fn apply_row(&self, row: &mut [f32], i: usize, j0: usize, row_len: usize) {
-        if let Some(bias) = self.row_bias {
-            let v = bias[i];
-            row.iter_mut().for_each(|d| *d += v);
-        }
-        if let Some(residual) = self.residual {
-            let add = &residual[i * row_len + j0..][..row.len()];
-            row.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
-        }
-        for act in self.acts {
-            act.apply_slice(row);
-        }
+/// One row of an epilogue over memory: `row += bias`, `row += residual`, then `acts` in order.
+#[inline]
+fn finish_row(
+    row: &mut [f32],
+    bias: Option<f32>,
+    residual: Option<&[f32]>,
+    acts: &[crate::rnn::Activation],
+) {
+    if let Some(v) = bias {
+        row.iter_mut().for_each(|d| *d += v);
     }
+    if let Some(add) = residual {
+        row.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
+    }
+    crate::rnn::Activation::apply_chain(acts, row);
 }
 
 /// Where the blocked product gets its B operand: panels of `KC` rows by `NR` columns.
@@ -759,43 +758,19 @@ fn gemm_narrow(
     accumulate: bool,
     out: &mut [f32],
 ) {
-    match n {
-        1 => narrow::<1>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        2 => narrow::<2>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        3 => narrow::<3>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        4 => narrow::<4>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        5 => narrow::<5>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        6 => narrow::<6>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        7 => narrow::<7>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        8 => narrow::<8>(m, k, alpha, a, sa, b, sb, accumulate, out),
-        _ => gemm_small(m, n, k, alpha, a, sa, b, sb, accumulate, out),
+    if n > 8 {
+        return gemm_small(m, n, k, alpha, a, sa, b, sb, accumulate, out);
     }
-}
-
-/// [`gemm_narrow`] for `N` columns: each A row is read once, 16 floats at a time, into `N`
-/// vector accumulators (one per column).
-#[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
-fn narrow<const N: usize>(
-    m: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    sa: Strides,
-    b: &[f32],
-    sb: Strides,
-    accumulate: bool,
-    out: &mut [f32],
-) {
-    assert!(N * k <= NARROW_BUF, "narrow product too deep");
+    assert!(n * k <= NARROW_BUF, "narrow product too deep");
     let mut gathered = [MaybeUninit::<f32>::uninit(); NARROW_BUF];
-    for j in 0..N {
-        for p in 0..k {
-            gathered[j * k + p].write(b[p * sb.rows + j * sb.cols]);
+    for (j, column) in gathered[..n * k].chunks_exact_mut(k.max(1)).enumerate() {
+        for (p, d) in column.iter_mut().enumerate() {
+            d.write(b[p * sb.rows + j * sb.cols]);
         }
     }
-    // SAFETY: the loops above wrote the first N * k floats.
-    let columns = unsafe { core::slice::from_raw_parts(gathered.as_ptr().cast::<f32>(), N * k) };
-    narrow_gathered::<N>(m, k, alpha, a, sa, columns, accumulate, out);
+    // SAFETY: the loops above wrote the first n * k floats.
+    let columns = unsafe { core::slice::from_raw_parts(gathered.as_ptr().cast::<f32>(), n * k) };
+    narrow_columns(m, n, k, alpha, a, sa, columns, accumulate, out);
 }
 
 /// `out (m x n) (+)= alpha * A (m x k) * B` for `n <= 8` with B given as its columns,
@@ -828,7 +803,8 @@ pub(crate) fn narrow_columns(
     }
 }
 
-/// [`narrow`] after the gather: `columns` holds B's `N` columns of `k` floats.
+/// [`narrow_columns`] for `N` columns: each A row is read once, 16 floats at a time, into `N`
+/// vector accumulators (one per column).
 #[allow(clippy::too_many_arguments, reason = "same operands as gemm_f32")]
 fn narrow_gathered<const N: usize>(
     m: usize,
@@ -917,26 +893,25 @@ fn gemm_small(
     #[cfg(target_arch = "x86_64")]
     if crate::gemm_x86_64::has_avx512() && sb.rows == 1 && sa.cols == 1 && k > 0 && n > 0 {
         // Column-major B (the transposed weights of a recurrent step): each output row is B's
-        // columns dotted with A's row, the narrow kernel with B as its rows and A's row as
+        // columns dotted with A's row, the narrow product with B as its rows and A's row as
         // the one column.
-        assert!(b.len() >= (n - 1) * sb.cols + k, "gemm B too short");
-        assert!(out.len() >= m * n, "gemm output too short");
         for i in 0..m {
-            let a_row = &a[i * sa.rows..][..k];
-            // SAFETY: the CPU has AVX-512F; B holds n rows of k floats at stride sb.cols,
-            // `a_row` k floats, row i of `out` n floats (all asserted).
-            unsafe {
-                crate::gemm_x86_64::narrow_avx512::<1, 4>(
-                    n,
-                    k,
-                    alpha,
-                    b.as_ptr(),
-                    sb.cols,
-                    a_row.as_ptr(),
-                    accumulate,
-                    out.as_mut_ptr().add(i * n),
-                );
-            }
+            let b_rows = Strides {
+                rows: sb.cols,
+                cols: 1,
+            };
+            let row = &mut out[i * n..][..n];
+            narrow_columns(
+                n,
+                1,
+                k,
+                alpha,
+                b,
+                b_rows,
+                &a[i * sa.rows..][..k],
+                accumulate,
+                row,
+            );
         }
         return;
     }
@@ -1068,11 +1043,7 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
     // skipping the memset matters for the many small products of a real model.
     let mut a_pack = [MaybeUninit::<f32>::uninit(); A_BUF];
     let mut b_pack = [MaybeUninit::<f32>::uninit(); B_BUF];
-    let in_register = epilogue
-        .acts
-        .iter()
-        .take_while(|act| Finish::in_register(act))
-        .count();
+    let (in_register, in_memory) = Finish::split(epilogue.acts);
     // Loop order k -> rows -> columns: each A block is packed once, each B panel once per
     // row block (a small fraction of the work for MC rows of reuse).
     let mut k0 = 0;
@@ -1136,7 +1107,7 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                         residual: epilogue
                             .residual
                             .map_or(core::ptr::null(), |res| res[row * out.ld + j0..].as_ptr()),
-                        acts: &epilogue.acts[..in_register],
+                        acts: in_register,
                     });
                     let tile_spec = Tile {
                         out: tile,
@@ -1155,15 +1126,13 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                     // caller's contract) and the residual, asserted to cover the whole output
                     // by the caller, is readable there; the kernel runs on this CPU.
                     unsafe { kernel(kc, a_panel, lda, b_panel, ldb, &tile_spec) };
-                    if finished && in_register < epilogue.acts.len() {
+                    if finished && !in_memory.is_empty() {
                         for r in 0..mr {
                             // SAFETY: row r of the tile, nr floats, inside the block.
                             let dst = unsafe {
                                 core::slice::from_raw_parts_mut(tile.add(r * out.ld), nr)
                             };
-                            for act in &epilogue.acts[in_register..] {
-                                act.apply_slice(dst);
-                            }
+                            crate::rnn::Activation::apply_chain(in_memory, dst);
                         }
                     }
                     r0 += MR;

@@ -42,6 +42,17 @@ pub(crate) fn without_avx512<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// The first `count` lanes of a 16-lane vector (all of them from 16 on): the mask of a
+/// vector that may run past the end of a row.
+#[inline(always)]
+pub(crate) fn lanes(count: usize) -> __mmask16 {
+    if count >= 16 {
+        0xffff
+    } else {
+        ((1u32 << count) - 1) as __mmask16
+    }
+}
+
 /// Whether the AVX2+FMA kernel may run.
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
@@ -120,12 +131,7 @@ unsafe fn avx512_impl<const NV: usize>(
     let alpha = _mm512_set1_ps(tile.alpha);
     let mut masks = [0 as __mmask16; NV];
     for (v, m) in masks.iter_mut().enumerate() {
-        let count = tile.nr.saturating_sub(16 * v);
-        *m = if count >= 16 {
-            0xffff
-        } else {
-            ((1u32 << count) - 1) as __mmask16
-        };
+        *m = lanes(tile.nr.saturating_sub(16 * v));
     }
     for (r, row_acc) in acc.iter().enumerate().take(tile.mr) {
         // SAFETY: row r < mr and the masks cover only columns < nr: inside the tile the caller
@@ -331,11 +337,7 @@ pub(crate) unsafe fn narrow_avx512<const N: usize, const R: usize>(
         let mut acc = [[_mm512_setzero_ps(); N]; R];
         let mut c = 0;
         while c < k {
-            let mask: __mmask16 = if k - c >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (k - c)) - 1) as __mmask16
-            };
+            let mask = lanes(k - c);
             let mut bv = [_mm512_setzero_ps(); N];
             for (j, b) in bv.iter_mut().enumerate() {
                 // SAFETY: column j's floats c..c + 16 (masked to k) are inside `columns`.
@@ -395,12 +397,7 @@ pub(crate) unsafe fn row_times_matrix_avx512(
         let vectors = (n - j).div_ceil(16).min(V);
         let mut masks = [0 as __mmask16; V];
         for (v, m) in masks.iter_mut().enumerate() {
-            let left = n.saturating_sub(j + 16 * v);
-            *m = if left >= 16 {
-                0xffff
-            } else {
-                ((1u32 << left) - 1) as __mmask16
-            };
+            *m = lanes(n.saturating_sub(j + 16 * v));
         }
         let mut acc = [_mm512_setzero_ps(); V];
         for p in 0..k {

@@ -176,24 +176,39 @@ pub fn sigmoid(x: f32) -> f32 {
 
 /// `values[i] = sigmoid(values[i])`, 16 lanes at a time with AVX-512 (the same results).
 pub fn sigmoid_slice(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::gemm_x86_64::has_avx512() {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        unsafe { crate::math_x86_64::sigmoid_slice(values) };
-        return;
-    }
-    values.iter_mut().for_each(|v| *v = sigmoid(*v));
+    map_slice(
+        values,
+        sigmoid,
+        #[cfg(target_arch = "x86_64")]
+        crate::math_x86_64::sigmoid_slice,
+    );
 }
 
 /// `values[i] = tanh(values[i])`, 16 lanes at a time with AVX-512 (the same results).
 pub fn tanh_slice(values: &mut [f32]) {
+    map_slice(
+        values,
+        tanh,
+        #[cfg(target_arch = "x86_64")]
+        crate::math_x86_64::tanh_slice,
+    );
+}
+
+/// `values[i] = scalar(values[i])`, by `vector` (the same function on AVX-512) when the CPU
+/// has it.
+#[inline]
+fn map_slice(
+    values: &mut [f32],
+    scalar: fn(f32) -> f32,
+    #[cfg(target_arch = "x86_64")] vector: unsafe fn(&mut [f32]),
+) {
     #[cfg(target_arch = "x86_64")]
     if crate::gemm_x86_64::has_avx512() {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        unsafe { crate::math_x86_64::tanh_slice(values) };
+        // SAFETY: `vector`'s only requirement is AVX-512F, checked just above.
+        unsafe { vector(values) };
         return;
     }
-    values.iter_mut().for_each(|v| *v = tanh(*v));
+    values.iter_mut().for_each(|v| *v = scalar(*v));
 }
 
 // ---- f64 kernels (also the accurate path for the f32 functions below) ----

@@ -95,7 +95,7 @@ fn tanh(x: __m512) -> __m512 {
 #[target_feature(enable = "avx512f")]
 fn map(values: &mut [f32], f: impl Fn(__m512) -> __m512) {
     for chunk in values.chunks_mut(16) {
-        let mask = ((1u32 << chunk.len()) - 1) as __mmask16;
+        let mask = crate::gemm_x86_64::lanes(chunk.len());
         // SAFETY: the lanes of `mask` are the chunk's elements.
         unsafe {
             let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());

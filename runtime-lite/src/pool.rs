@@ -128,8 +128,7 @@ fn pool_avx512(
             // The divisor of every output pixel, the same for all planes (averages only).
             let mut buffer = [core::mem::MaybeUninit::<f32>::uninit(); DIVISORS];
             let filled = if kind == PoolKind::Max { 0 } else { out_len };
-            for (at, d) in buffer[..filled].iter_mut().enumerate() {
-                let (y, xo) = (at / ow, at % ow);
+            for (y, row) in buffer[..filled].chunks_exact_mut(ow).enumerate() {
                 let (y_lo, y_hi, y_pad) = taps(
                     y * p.strides[1],
                     p.kernel[1],
@@ -138,13 +137,15 @@ fn pool_avx512(
                     p.pads_begin[1],
                     p.pads_end[1],
                 );
-                let (x_lo, x_hi, x_pad) =
-                    taps(xo * sw, p.kernel[2], 1, iw, p.pads_begin[2], p.pads_end[2]);
-                d.write(if kind == PoolKind::Average {
-                    ((y_hi - y_lo) * (x_hi - x_lo)) as f32
-                } else {
-                    (y_pad * x_pad) as f32
-                });
+                for (xo, d) in row.iter_mut().enumerate() {
+                    let (x_lo, x_hi, x_pad) =
+                        taps(xo * sw, p.kernel[2], 1, iw, p.pads_begin[2], p.pads_end[2]);
+                    d.write(if kind == PoolKind::Average {
+                        ((y_hi - y_lo) * (x_hi - x_lo)) as f32
+                    } else {
+                        (y_pad * x_pad) as f32
+                    });
+                }
             }
             // SAFETY: the first `filled` floats were just written.
             let divisors =

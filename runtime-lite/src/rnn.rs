@@ -109,6 +109,13 @@ impl Activation {
 }
 
 impl Activation {
+    /// Applies `acts` to every element, in order.
+    pub fn apply_chain(acts: &[Activation], values: &mut [f32]) {
+        for act in acts {
+            act.apply_slice(values);
+        }
+    }
+
     /// Applies the activation to every element, with the variant chosen once per call.
     pub fn apply_slice(self, values: &mut [f32]) {
         match self {
@@ -380,8 +387,8 @@ pub fn rnn_f32(
                 let hg = &gates[b * gh..][..gh];
                 let hb = &mut h[b * hidden..][..hidden];
                 let cb = &mut c[b * hidden..][..hidden];
-                if p.cell == Cell::Lstm {
-                    lstm_cell(
+                match p.cell {
+                    Cell::Lstm => lstm_cell(
                         LstmStep {
                             xg,
                             hg,
@@ -392,13 +399,9 @@ pub fn rnn_f32(
                         },
                         cb,
                         hb,
-                    );
-                }
-                for k in 0..hidden {
-                    match p.cell {
-                        // Done above, a block of units at a time.
-                        Cell::Lstm => {}
-                        Cell::Gru => {
+                    ),
+                    Cell::Gru => {
+                        for k in 0..hidden {
                             let z = f_act.apply(clip(xg[k] + hg[k]));
                             let rbh = rb.map_or(0.0, |rb| rb[2 * hidden + k]);
                             let hh = if p.linear_before_reset {
@@ -413,7 +416,11 @@ pub fn rnn_f32(
                             };
                             hb[k] = (1.0 - z) * hh + z * hb[k];
                         }
-                        Cell::Rnn => hb[k] = f_act.apply(clip(xg[k] + hg[k])),
+                    }
+                    Cell::Rnn => {
+                        for k in 0..hidden {
+                            hb[k] = f_act.apply(clip(xg[k] + hg[k]));
+                        }
                     }
                 }
                 if let Some(y) = outputs.y.as_deref_mut() {

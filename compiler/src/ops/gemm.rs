@@ -50,29 +50,30 @@ impl Gemm {
     }
 
     /// `(M, N, K)` of the product.
-    pub fn dims(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize)> {
-        let a = cx.input(0)?;
-        let b_shape = match &self.packed_b {
+    fn dims(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize)> {
+        let b = match &self.packed_b {
             Some(shape) => shape.as_slice(),
             None => cx.input(1)?.shape,
         };
-        if a.shape.len() != 2 || b_shape.len() != 2 {
+        self.dims_of(cx.input(0)?.shape, b)
+    }
+
+    /// `(M, N, K)` of the product of A and B of these shapes (B as given, not packed).
+    pub fn dims_of(&self, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
+        if a.len() != 2 || b.len() != 2 {
             return Err(CompileError::shape(format!(
-                "A and B must be matrices, found shapes {:?} and {:?}",
-                a.shape, b_shape
+                "A and B must be matrices, found shapes {a:?} and {b:?}"
             )));
         }
-        let b = TypeShape::new(cx.input(1)?.dtype, b_shape.to_vec());
-        let b = &b;
         let (m, k) = if self.trans_a {
-            (a.shape[1], a.shape[0])
+            (a[1], a[0])
         } else {
-            (a.shape[0], a.shape[1])
+            (a[0], a[1])
         };
         let (kb, n) = if self.trans_b {
-            (b.shape[1], b.shape[0])
+            (b[1], b[0])
         } else {
-            (b.shape[0], b.shape[1])
+            (b[0], b[1])
         };
         if k != kb {
             return Err(CompileError::shape(format!(

@@ -9,9 +9,9 @@
 //! 3 output channels) keep their weights as they are. The pass runs
 //! after every pass that rewrites convolution weights.
 //!
-//! The constant B of a float32 Gemm, or of a MatMul of two matrices (which becomes a Gemm),
-//! is packed the same way into panels of 48 columns (`sinter_rt::gemm::gemm_packed_b_exec`)
-//! when the product runs on the blocked GEMM (at least 3 rows and more than 8 columns).
+//! The constant B of a float32 Gemm (2-D MatMuls are Gemms by now: `fuse_matmul_add`) is
+//! packed the same way into panels of 48 columns (`sinter_rt::gemm::gemm_packed_b_exec`) when
+//! the product runs on the blocked GEMM (at least 3 rows and more than 8 columns).
 
 use super::pattern::add_constant;
 use super::PassCx;
@@ -94,8 +94,7 @@ pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
 /// Columns of a packed B panel (`sinter_rt::gemm::PACKED_B_COLUMNS`).
 const B_PANEL: usize = 48;
 
-/// Packs the constant B of every float32 Gemm (and 2-D MatMul, turned into a Gemm) that runs
-/// on the blocked GEMM.
+/// Packs the constant B of every float32 Gemm that runs on the blocked GEMM.
 fn pack_products(graph: &mut Graph) {
     let mut packed_of: std::collections::HashMap<(crate::ir::ValueId, bool), crate::ir::ValueId> =
         std::collections::HashMap::new();
@@ -103,7 +102,6 @@ fn pack_products(graph: &mut Graph) {
         let node = &graph.nodes[index];
         let gemm = match &node.op {
             Some(Op::Gemm(gemm)) if gemm.packed_b.is_none() => gemm.clone(),
-            Some(Op::MatMul(_)) => crate::ops::gemm::Gemm::product(),
             _ => continue,
         };
         let (Some(Some(a)), Some(Some(b))) =
@@ -118,14 +116,11 @@ fn pack_products(graph: &mut Graph) {
         let Some(weights) = b_value.constant.as_ref().and_then(Tensor::as_f32) else {
             continue;
         };
-        if a_value.dtype != Some(DType::F32) || a_shape.len() != 2 || b_shape.len() != 2 {
+        if a_value.dtype != Some(DType::F32) {
             continue;
         }
-        let m = if gemm.trans_a { a_shape[1] } else { a_shape[0] };
-        let (k, n) = if gemm.trans_b {
-            (b_shape[1], b_shape[0])
-        } else {
-            (b_shape[0], b_shape[1])
+        let Ok((m, n, k)) = gemm.dims_of(a_shape, b_shape) else {
+            continue;
         };
         // The blocked GEMM's products only (the smaller ones read B where it lies).
         if m < 3 || n <= 8 || k == 0 {
@@ -145,7 +140,6 @@ fn pack_products(graph: &mut Graph) {
         };
         let node = &mut graph.nodes[index];
         node.inputs[1] = Some(id);
-        node.op_type = "Gemm".into();
         node.op = Some(Op::Gemm(crate::ops::gemm::Gemm {
             packed_b: Some(original),
             ..gemm
