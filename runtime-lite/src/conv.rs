@@ -51,13 +51,13 @@ pub struct ConvParams {
 }
 
 impl ConvParams {
-    fn kernel_len(&self) -> usize {
+    pub(crate) fn kernel_len(&self) -> usize {
         self.kernel.iter().product()
     }
-    fn input_len(&self) -> usize {
+    pub(crate) fn input_len(&self) -> usize {
         self.input.iter().product()
     }
-    fn output_len(&self) -> usize {
+    pub(crate) fn output_len(&self) -> usize {
         self.output.iter().product()
     }
     /// Whether the kernel reads exactly one input pixel per output pixel, in order, so the

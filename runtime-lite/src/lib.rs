@@ -31,6 +31,7 @@ pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86_64;
 pub mod half;
+pub mod int8;
 pub mod loss;
 pub mod lowp;
 pub mod math;

@@ -1,0 +1,684 @@
+//! Int8 convolution: implicit GEMM for dense and grouped convolutions (the weights are the
+//! broadcast rows, blocks of up to 64 output pixels are packed from the input into column
+//! panels as the kernel needs them, never stored whole), and a direct kernel for depthwise
+//! ones.
+//!
+//! Depths beyond what one packing pass holds are packed a chunk at a time for each row
+//! tile, accumulating in the tile's `i32` sums between chunks.
+//!
+//! The input is packed in the unsigned domain with padding taking the input's zero point, so
+//! padded taps contribute `(zx - zx) * w = 0` as ConvInteger defines; the zero-point
+//! correction of [`super`] then holds over the whole depth.
+
+use super::pack::{padded_depth, GROUP, PANEL};
+use super::{
+    bytes_of_i8, Bytes, Isa, Output, Rows, Sink, TileAcc, TileParams, TilePlace, Weights, MR_MAX,
+    NR_MAX,
+};
+use crate::conv::ConvParams;
+use crate::threads::Exec;
+
+/// Panels of one packed pixel block.
+const BLOCK_PANELS: usize = 4;
+/// Bytes of the per-task buffer the pixel blocks are packed into.
+#[cfg(feature = "std")]
+const PACK_BYTES: usize = 128 * 1024;
+#[cfg(not(feature = "std"))]
+const PACK_BYTES: usize = 16 * 1024;
+
+/// `out = conv(x - x_zero, w - w.zero)` for `x: [N, C, *input]` (8-bit, zero point
+/// `x_zero`), weights packed by the compiler ([`super::pack::packed_conv_len`]: padded rows,
+/// or plain `[M, kernel]` for depthwise convolutions), `out: [N, M, *output]`, the output
+/// channel its row; on `exec`'s threads.
+///
+/// Panics if a buffer is too short for the geometry.
+pub fn conv_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: Bytes<'_>,
+    x_zero: i32,
+    w: &Weights<'_>,
+    out: Output<'_>,
+) {
+    let cin_g = p.in_channels / p.groups.max(1);
+    let cout_g = p.out_channels / p.groups.max(1);
+    let k = cin_g * p.kernel_len();
+    let (in_len, out_len) = (p.input_len(), p.output_len());
+    let depthwise = p.is_depthwise();
+    assert!(
+        x.len() >= p.batch * p.in_channels * in_len,
+        "int8 conv: input too short"
+    );
+    assert!(
+        w.data.len() >= super::pack::packed_conv_len(p.groups, cout_g, k, depthwise)
+            && w.sums.len() >= p.out_channels,
+        "int8 conv: weights too short"
+    );
+    assert!(
+        out.len() >= p.batch * p.out_channels * out_len,
+        "int8 conv: output too short"
+    );
+    if p.batch == 0 || p.out_channels == 0 || out_len == 0 {
+        return;
+    }
+    let sink = Sink::new(out);
+    let zu = x_zero + x.shift();
+    if depthwise {
+        let planes = p.batch * p.out_channels;
+        exec.for_each(planes, &|plane| {
+            // SAFETY: each task writes its own output plane.
+            unsafe { depthwise_plane(p, x, zu, w, &sink, plane) };
+        });
+        return;
+    }
+    let isa = Isa::detect();
+    let block = BLOCK_PANELS * PANEL;
+    let blocks = out_len.div_ceil(block);
+    let units = p.batch * p.groups * blocks;
+    exec.for_each(units, &|unit| {
+        let (n, rest) = (unit / (p.groups * blocks), unit % (p.groups * blocks));
+        let (g, b) = (rest / blocks, rest % blocks);
+        let pix0 = b * block;
+        let geometry = Block {
+            p,
+            x,
+            zu,
+            flip: x.shift() as u8,
+            base: (n * p.in_channels + g * cin_g) * in_len,
+            k,
+            pix0,
+            npix: block.min(out_len - pix0),
+        };
+        // SAFETY: each unit writes its own pixels of its own image and group.
+        unsafe { dense_block(isa, &geometry, w, &sink, (n, g, cout_g)) };
+    });
+}
+
+/// One pixel block of one image and group: what packing its columns needs.
+struct Block<'a> {
+    p: &'a ConvParams,
+    x: Bytes<'a>,
+    /// The input's zero point in the unsigned domain (the padding value).
+    zu: i32,
+    /// XOR that maps an input byte to the unsigned domain.
+    flip: u8,
+    /// Where the group's first input channel of this image starts.
+    base: usize,
+    /// Depth (`C/groups * kernel`).
+    k: usize,
+    pix0: usize,
+    npix: usize,
+}
+
+/// Implicit GEMM over one pixel block: pack, then every row tile of the group's weights.
+///
+/// # Safety
+/// No other task writes this block's pixels of image `n`, group `g`.
+unsafe fn dense_block(
+    isa: Isa,
+    blk: &Block<'_>,
+    w: &Weights<'_>,
+    sink: &Sink<'_>,
+    (n, g, cout_g): (usize, usize, usize),
+) {
+    let p = blk.p;
+    let out_len = p.output_len();
+    let kp = padded_depth(blk.k);
+    let panels = blk.npix.div_ceil(PANEL);
+    // Depth per packing pass: all of it when the block fits the buffer.
+    let chunk = (PACK_BYTES / (panels * PANEL)).min(kp) / GROUP * GROUP;
+    let chunk = chunk.max(GROUP);
+    let chunks = kp.div_ceil(chunk);
+    let mut buf = [0u8; PACK_BYTES];
+    let w_zero = w.has_zero();
+    let mut usum = [0i32; NR_MAX];
+    if w_zero {
+        pixel_sums(blk, &mut usum);
+    }
+    let mut row_params = TileParams::<MR_MAX>::new();
+    let (mr, step) = (isa.mr(), isa.panels());
+    let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
+    if chunks == 1 {
+        pack_block(blk, 0, kp, &mut buf);
+    }
+    for r0 in (0..cout_g).step_by(mr) {
+        let rows = mr.min(cout_g - r0);
+        let chan0 = g * cout_g + r0;
+        row_params.channels(sink, w, blk.k, blk.zu, chan0, rows);
+        for q0 in (0..panels).step_by(step) {
+            let np = step.min(panels - q0);
+            for c in 0..chunks {
+                let d0 = c * chunk;
+                let len = chunk.min(kp - d0);
+                if chunks > 1 {
+                    pack_block(blk, d0, len, &mut buf);
+                }
+                let weights = Rows {
+                    base: w.data[(g * cout_g + r0) * kp + d0..].as_ptr().cast::<u8>(),
+                    row_stride: kp,
+                    group_stride: GROUP,
+                };
+                let panel_stride = len * PANEL;
+                // SAFETY: the weights hold every row of depth `kp >= d0 + len` and then
+                // `ROW_BLOCK >= mr` more, so a tile's rows past the group's end (read, never
+                // stored) stay inside them; the buffer holds `panels` panels of `len / 4`
+                // groups at `panel_stride`; `isa` was detected.
+                unsafe {
+                    isa.kernel(
+                        false,
+                        len / GROUP,
+                        weights,
+                        buf[q0 * panel_stride..].as_ptr(),
+                        panel_stride,
+                        np,
+                        &mut acc,
+                        c > 0,
+                    );
+                }
+            }
+            let first = q0 * PANEL;
+            let cols = (np * PANEL).min(blk.npix - first);
+            let mut cols_params = TileParams::<NR_MAX>::new();
+            cols_params.activations(w_zero.then_some(&usum[first..]), cols);
+            let place = TilePlace {
+                start: (n * p.out_channels + chan0) * out_len + blk.pix0 + first,
+                ld: out_len,
+                rows,
+                cols,
+            };
+            // SAFETY: forwarded contract: these pixels of these channels are this unit's.
+            unsafe { sink.finish(&mut acc, &place, &row_params, &cols_params) };
+        }
+    }
+}
+
+/// Per pixel of the block, the sum of its im2col column in the unsigned domain.
+fn pixel_sums(blk: &Block<'_>, sums: &mut [i32; NR_MAX]) {
+    let kp = padded_depth(blk.k);
+    let mut buf = [0u8; PANEL * GROUP * 64];
+    let chunk = (buf.len() / (BLOCK_PANELS * PANEL)).min(kp) / GROUP * GROUP;
+    let chunk = chunk.max(GROUP);
+    sums.fill(0);
+    let panels = blk.npix.div_ceil(PANEL);
+    let mut d0 = 0;
+    while d0 < kp {
+        let len = chunk.min(kp - d0);
+        pack_block(blk, d0, len, &mut buf);
+        for q in 0..panels {
+            let panel = &buf[q * len * PANEL..][..len * PANEL];
+            for group in panel.chunks_exact(PANEL * GROUP) {
+                for (j, quad) in group.chunks_exact(GROUP).enumerate() {
+                    sums[q * PANEL + j] += quad.iter().map(|&v| i32::from(v)).sum::<i32>();
+                }
+            }
+        }
+        d0 += len;
+    }
+}
+
+/// Packs depths `d0 .. d0 + len` (whole groups) of the block's im2col columns into `out` as
+/// column panels of `len / 4` groups each. Depths past `k` and pixels past the block are 0.
+fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
+    let p = blk.p;
+    let klen = p.kernel_len();
+    let [_, oh, ow] = p.output;
+    let [_, kh, kw] = p.kernel;
+    let [id, ih, iw] = p.input;
+    let in_len = id * ih * iw;
+    let bytes: &[u8] = match blk.x {
+        Bytes::U8(v) => v,
+        Bytes::I8(v) => bytes_of_i8(v),
+    };
+    let pointwise = p.is_pointwise();
+    let panels = blk.npix.div_ceil(PANEL);
+    for q in 0..panels {
+        let first = blk.pix0 + q * PANEL;
+        let count = PANEL.min(blk.npix - q * PANEL);
+        // Output coordinates of the panel's pixels.
+        let coords: [[usize; 3]; PANEL] = core::array::from_fn(|j| {
+            let pix = first + j.min(count.saturating_sub(1));
+            [pix / (oh * ow), pix / ow % oh, pix % ow]
+        });
+        // One output row, unit horizontal stride: taps read contiguous input runs.
+        let one_row = count == PANEL
+            && coords[0][0] == coords[PANEL - 1][0]
+            && coords[0][1] == coords[PANEL - 1][1]
+            && p.strides[2] == 1;
+        let panel = &mut out[q * len * PANEL..][..len * PANEL];
+        let mut rows = [[0u8; PANEL]; GROUP];
+        for (gi, dst) in panel.chunks_exact_mut(PANEL * GROUP).enumerate() {
+            for (t, row) in rows.iter_mut().enumerate() {
+                let depth = d0 + gi * GROUP + t;
+                if depth >= blk.k {
+                    *row = [0; PANEL];
+                    continue;
+                }
+                let (c, tap) = (depth / klen, depth % klen);
+                let (kz, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+                let plane = blk.base + c * in_len;
+                if pointwise && count == PANEL {
+                    let src = &bytes[plane + first..][..PANEL];
+                    for (o, &v) in row.iter_mut().zip(src) {
+                        *o = v ^ blk.flip;
+                    }
+                    continue;
+                }
+                let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
+                    (o * p.strides[axis] + kk * p.dilations[axis])
+                        .checked_sub(p.pads[axis])
+                        .filter(|&v| v < p.input[axis])
+                };
+                if one_row {
+                    if let (Some(z), Some(y)) = (at(0, coords[0][0], kz), at(1, coords[0][1], ky)) {
+                        let x0 = coords[0][2] + kx * p.dilations[2];
+                        if x0 >= p.pads[2] && x0 - p.pads[2] + PANEL <= iw {
+                            let src = &bytes[plane + (z * ih + y) * iw + x0 - p.pads[2]..][..PANEL];
+                            for (o, &v) in row.iter_mut().zip(src) {
+                                *o = v ^ blk.flip;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = if j >= count {
+                        0
+                    } else {
+                        let [oz, oy, ox] = coords[j];
+                        match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
+                            (Some(z), Some(y), Some(xx)) => {
+                                bytes[plane + (z * ih + y) * iw + xx] ^ blk.flip
+                            }
+                            _ => blk.zu as u8,
+                        }
+                    };
+                }
+            }
+            interleave(&rows, dst);
+        }
+    }
+}
+
+/// Four rows of sixteen bytes (four depths of sixteen pixels) as sixteen columns of four:
+/// `dst[j * 4 + t] = rows[t][j]`.
+#[inline]
+fn interleave(rows: &[[u8; PANEL]; GROUP], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::*;
+        assert!(dst.len() >= PANEL * GROUP, "interleave: short destination");
+        // SAFETY: SSE2 is part of x86_64; the loads read the four 16-byte rows and the stores
+        // write the 64 bytes of `dst` checked above.
+        unsafe {
+            let r: [__m128i; GROUP] =
+                core::array::from_fn(|t| _mm_loadu_si128(rows[t].as_ptr().cast()));
+            let (lo01, hi01) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+            let (lo23, hi23) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+            let d = dst.as_mut_ptr().cast::<__m128i>();
+            _mm_storeu_si128(d, _mm_unpacklo_epi16(lo01, lo23));
+            _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(lo01, lo23));
+            _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(hi01, hi23));
+            _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(hi01, hi23));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (j, quad) in dst.chunks_exact_mut(GROUP).take(PANEL).enumerate() {
+        for (t, v) in quad.iter_mut().enumerate() {
+            *v = rows[t][j];
+        }
+    }
+}
+
+/// Longest output row the depthwise kernel accumulates at once.
+const DW_ROW: usize = 256;
+
+/// One output plane of a depthwise convolution, row by row: every tap adds its weight times
+/// the shifted input run to an `i32` row.
+///
+/// # Safety
+/// No other task writes output plane `plane` (`n * M + m`).
+unsafe fn depthwise_plane(
+    p: &ConvParams,
+    x: Bytes<'_>,
+    zu: i32,
+    w: &Weights<'_>,
+    sink: &Sink<'_>,
+    plane: usize,
+) {
+    let m = plane % p.out_channels;
+    let klen = p.kernel_len();
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let in_len = id * ih * iw;
+    let src_base = plane * in_len;
+    let bytes: &[u8] = match x {
+        Bytes::U8(v) => v,
+        Bytes::I8(v) => bytes_of_i8(v),
+    };
+    let flip = x.shift() as u8;
+    let zs = w.zero_of(m);
+    let taps: &[i8] = &w.data[m * klen..][..klen];
+    let mut row_params = TileParams::<1>::new();
+    row_params.channels(sink, w, 0, 0, m, 1);
+    let mut col_params = TileParams::<NR_MAX>::new();
+    col_params.activations(None, NR_MAX);
+    let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
+        (o * p.strides[axis] + kk * p.dilations[axis])
+            .checked_sub(p.pads[axis])
+            .filter(|&v| v < p.input[axis])
+    };
+    let mut acc = [0i32; DW_ROW];
+    for oz in 0..od {
+        for oy in 0..oh {
+            for x0 in (0..ow).step_by(DW_ROW) {
+                let width = DW_ROW.min(ow - x0);
+                let acc = &mut acc[..width];
+                acc.fill(0);
+                for a in 0..kd {
+                    let Some(z) = at(0, oz, a) else { continue };
+                    for b in 0..kh {
+                        let Some(y) = at(1, oy, b) else { continue };
+                        let row = &bytes[src_base + (z * ih + y) * iw..][..iw];
+                        for e in 0..kw {
+                            let wv = i32::from(taps[(a * kh + b) * kw + e]) - zs;
+                            // Output columns whose tap lands inside the row.
+                            let shift = e * p.dilations[2];
+                            let lo = p.pads[2].saturating_sub(shift).div_ceil(sw);
+                            let hi = ((iw + p.pads[2]).saturating_sub(shift)).div_ceil(sw);
+                            let (lo, hi) = (lo.max(x0), hi.min(x0 + width));
+                            if lo >= hi {
+                                continue;
+                            }
+                            let start = lo * sw + shift - p.pads[2];
+                            if sw == 1 {
+                                for (o, &v) in acc[lo - x0..hi - x0].iter_mut().zip(&row[start..]) {
+                                    *o += (i32::from(v ^ flip) - zu) * wv;
+                                }
+                            } else {
+                                for (o, v) in acc[lo - x0..hi - x0]
+                                    .iter_mut()
+                                    .zip(row[start..].iter().step_by(sw))
+                                {
+                                    *o += (i32::from(v ^ flip) - zu) * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = (sd, sh);
+                let start = plane * (od * oh * ow) + (oz * oh + oy) * ow + x0;
+                for (i, piece) in acc.chunks(NR_MAX).enumerate() {
+                    let row_out = (
+                        row_params.scale[0],
+                        row_params.bias_f[0],
+                        row_params.bias_i[0],
+                    );
+                    // SAFETY: forwarded contract: this plane is this task's.
+                    unsafe { sink.store(start + i * NR_MAX, piece, row_out, &col_params) };
+                }
+            }
+        }
+    }
+}
+
+/// Scalar reference of [`conv_exec`] with plain weights `w: [M, C/groups, *kernel]` (signed
+/// domain, zero points `w_zero`), `i32` results.
+pub fn conv_reference(
+    p: &ConvParams,
+    x: Bytes<'_>,
+    x_zero: i32,
+    w: &[i8],
+    w_zero: &[i32],
+    out: &mut [i32],
+) {
+    let cin_g = p.in_channels / p.groups;
+    let cout_g = p.out_channels / p.groups;
+    let [od, oh, ow] = p.output;
+    let [kd, kh, kw] = p.kernel;
+    let [id, ih, iw] = p.input;
+    let (in_len, out_len, klen) = (id * ih * iw, od * oh * ow, kd * kh * kw);
+    let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
+        (o * p.strides[axis] + kk * p.dilations[axis])
+            .checked_sub(p.pads[axis])
+            .filter(|&v| v < p.input[axis])
+    };
+    for n in 0..p.batch {
+        for m in 0..p.out_channels {
+            let g = m / cout_g;
+            let zw = match w_zero.len() {
+                0 => 0,
+                1 => w_zero[0],
+                _ => w_zero[m],
+            };
+            for pix in 0..out_len {
+                let (oz, oy, ox) = (pix / (oh * ow), pix / ow % oh, pix % ow);
+                let mut acc = 0i32;
+                for c in 0..cin_g {
+                    for t in 0..klen {
+                        let (a, b, e) = (t / (kh * kw), t / kw % kh, t % kw);
+                        let (Some(z), Some(y), Some(xx)) =
+                            (at(0, oz, a), at(1, oy, b), at(2, ox, e))
+                        else {
+                            continue;
+                        };
+                        let i =
+                            (n * p.in_channels + g * cin_g + c) * in_len + (z * ih + y) * iw + xx;
+                        let xv = i32::from(x.unsigned(i)) - x.shift() - x_zero;
+                        let wv = i32::from(w[(m * cin_g + c) * klen + t]) - zw;
+                        acc = acc.wrapping_add(xv.wrapping_mul(wv));
+                    }
+                }
+                out[(n * p.out_channels + m) * out_len + pix] = acc;
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::super::tests::{bytes, with_isa};
+    use super::*;
+    use crate::int8::pack;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[allow(clippy::too_many_arguments, reason = "a test geometry")]
+    fn params(
+        [batch, cin, cout, groups]: [usize; 4],
+        input: [usize; 3],
+        kernel: [usize; 3],
+        strides: [usize; 3],
+        dilations: [usize; 3],
+        pads: [usize; 3],
+        pads_end: [usize; 3],
+    ) -> ConvParams {
+        let output = core::array::from_fn(|i| {
+            (input[i] + pads[i] + pads_end[i] - dilations[i] * (kernel[i] - 1) - 1) / strides[i] + 1
+        });
+        ConvParams {
+            batch,
+            in_channels: cin,
+            out_channels: cout,
+            groups,
+            input,
+            output,
+            kernel,
+            strides,
+            dilations,
+            pads,
+            packed_weights: false,
+        }
+    }
+
+    fn pack_weights(p: &ConvParams, w: &[i8]) -> (Vec<i8>, Vec<i32>) {
+        let cout_g = p.out_channels / p.groups;
+        let k = p.in_channels / p.groups * p.kernel_len();
+        let depthwise = p.is_depthwise();
+        let mut packed = vec![0i8; pack::packed_conv_len(p.groups, cout_g, k, depthwise)];
+        if depthwise {
+            packed[..w.len()].copy_from_slice(w);
+        } else {
+            pack::pack_rows(
+                p.out_channels + pack::ROW_BLOCK,
+                k,
+                |r, d| if r < p.out_channels { w[r * k + d] } else { 0 },
+                &mut packed,
+            );
+        }
+        let sums = w
+            .chunks_exact(k)
+            .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+            .collect();
+        (packed, sums)
+    }
+
+    #[test]
+    fn conv_matches_reference_on_every_kernel() {
+        let cases = [
+            // Pointwise, a few channels, an odd plane.
+            params(
+                [1, 3, 5, 1],
+                [1, 5, 7],
+                [1, 1, 1],
+                [1; 3],
+                [1; 3],
+                [0; 3],
+                [0; 3],
+            ),
+            // 3x3, padding, wide rows (the contiguous-run path) and a tail of pixels.
+            params(
+                [2, 6, 10, 1],
+                [1, 9, 37],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            // Stride 2, dilation 2, asymmetric padding.
+            params(
+                [1, 4, 7, 1],
+                [1, 11, 13],
+                [1, 3, 3],
+                [1, 2, 2],
+                [1, 2, 2],
+                [0, 2, 1],
+                [0, 0, 2],
+            ),
+            // Groups.
+            params(
+                [1, 8, 12, 4],
+                [1, 6, 20],
+                [1, 3, 1],
+                [1; 3],
+                [1; 3],
+                [0, 1, 0],
+                [0, 1, 0],
+            ),
+            // Depthwise, stride 1 and 2.
+            params(
+                [2, 5, 5, 5],
+                [1, 8, 19],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                [1, 3, 3, 3],
+                [1, 9, 9],
+                [1, 5, 5],
+                [1, 2, 2],
+                [1; 3],
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
+            // 1-D and 3-D.
+            params(
+                [1, 5, 9, 1],
+                [1, 1, 50],
+                [1, 1, 4],
+                [1; 3],
+                [1; 3],
+                [0, 0, 3],
+                [0, 0, 0],
+            ),
+            params(
+                [1, 2, 4, 1],
+                [3, 4, 5],
+                [2, 2, 2],
+                [1; 3],
+                [1; 3],
+                [1, 0, 1],
+                [0, 1, 1],
+            ),
+            // Many channels (depth beyond one packing pass without std's buffer).
+            params(
+                [1, 70, 20, 1],
+                [1, 5, 18],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            // Depth beyond one packing pass even with std's buffer.
+            params(
+                [1, 240, 9, 1],
+                [1, 3, 40],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ];
+        for isa in crate::int8::Isa::available() {
+            for (case, p) in cases.iter().enumerate() {
+                let k = p.in_channels / p.groups * p.kernel_len();
+                let x_raw = bytes(p.batch * p.in_channels * p.input_len(), case as u32);
+                let x_i8: Vec<i8> = x_raw.iter().map(|&v| v as i8).collect();
+                let w: Vec<i8> = bytes(p.out_channels * k, 7 + case as u32)
+                    .iter()
+                    .map(|&v| v as i8)
+                    .collect();
+                let (packed, sums) = pack_weights(p, &w);
+                let per_channel: Vec<i32> = (0..p.out_channels as i32).map(|m| m % 5 - 2).collect();
+                for (signed, x_zero, w_zero) in [
+                    (false, 0, &[][..]),
+                    (false, 117, &[3][..]),
+                    (true, -9, &[][..]),
+                    (true, 4, &per_channel[..]),
+                ] {
+                    let x = if signed {
+                        Bytes::I8(&x_i8)
+                    } else {
+                        Bytes::U8(&x_raw)
+                    };
+                    let len = p.batch * p.out_channels * p.output_len();
+                    let mut want = vec![0i32; len];
+                    conv_reference(p, x, x_zero, &w, w_zero, &mut want);
+                    let weights = Weights {
+                        data: &packed,
+                        sums: &sums,
+                        zero: w_zero,
+                    };
+                    for threads in [1, 2] {
+                        let exec = Exec::with_threads(threads);
+                        let mut got = vec![0i32; len];
+                        with_isa(isa, || {
+                            conv_exec(&exec, p, x, x_zero, &weights, Output::I32(&mut got))
+                        });
+                        assert_eq!(
+                            got, want,
+                            "{isa:?} case {case} signed={signed} zx={x_zero} zw={w_zero:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

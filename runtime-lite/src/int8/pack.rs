@@ -1,0 +1,116 @@
+//! The packed operand layouts of the int8 GEMM ([`crate::int8`]), written once for both
+//! sides: the runtime packs activations with them on every run, and the compiler (which
+//! includes this file as `sinter::ir::int8_pack`) packs constant weights with them at compile
+//! time, so the two can never disagree. Uses `core` only and no other module of this crate.
+//!
+//! The unit of depth is a *group* of [`GROUP`] consecutive `k` indices: one 32-bit lane of a
+//! `vpdpbusd` multiplies four byte pairs and adds them into one `i32`. Depth is padded with
+//! zeros to whole groups.
+//!
+//! - **Column panels** (the vector operand): columns in panels of [`PANEL`]; a panel is
+//!   `k_groups` blocks of `PANEL x GROUP` bytes, column-major inside the block, so one 64-byte
+//!   load holds four depths of sixteen columns. Columns past `n` are zero.
+//! - **Row-major rows** (the broadcast operand): `rows x padded_depth(k)` bytes, each row's
+//!   depth zero-padded to whole groups, so that four bytes of one row are one broadcast.
+
+/// Columns of one packed panel.
+pub const PANEL: usize = 16;
+/// Depth indices per group (bytes per `i32` lane of a dot-product instruction).
+pub const GROUP: usize = 4;
+
+/// Groups of depth `k`.
+#[inline]
+pub const fn k_groups(k: usize) -> usize {
+    k.div_ceil(GROUP)
+}
+
+/// `k` rounded up to whole groups.
+#[inline]
+pub const fn padded_depth(k: usize) -> usize {
+    k_groups(k) * GROUP
+}
+
+/// Bytes of one packed column panel of depth `k`.
+#[inline]
+pub const fn panel_bytes(k: usize) -> usize {
+    k_groups(k) * PANEL * GROUP
+}
+
+/// Bytes of a `k x n` operand packed as column panels.
+#[inline]
+pub const fn packed_cols_len(k: usize, n: usize) -> usize {
+    n.div_ceil(PANEL) * panel_bytes(k)
+}
+
+/// Packs the `k x n` operand whose element `(depth, column)` is `get(depth, column)` into
+/// column panels (`out.len() >= packed_cols_len(k, n)`; padding is zero).
+pub fn pack_cols<T: Copy + Default>(
+    k: usize,
+    n: usize,
+    get: impl Fn(usize, usize) -> T,
+    out: &mut [T],
+) {
+    let kg = k_groups(k);
+    for (panel, dst) in out
+        .chunks_exact_mut(panel_bytes(k))
+        .take(n.div_ceil(PANEL))
+        .enumerate()
+    {
+        for g in 0..kg {
+            for c in 0..PANEL {
+                let col = panel * PANEL + c;
+                for d in 0..GROUP {
+                    let depth = g * GROUP + d;
+                    dst[(g * PANEL + c) * GROUP + d] = if col < n && depth < k {
+                        get(depth, col)
+                    } else {
+                        T::default()
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of `rows` rows of depth `k` stored row-major with padded depth.
+#[inline]
+pub const fn packed_rows_len(rows: usize, k: usize) -> usize {
+    rows * padded_depth(k)
+}
+
+/// Packs the `rows x k` operand whose element `(row, depth)` is `get(row, depth)` as
+/// row-major rows of padded depth (`out.len() >= packed_rows_len(rows, k)`).
+pub fn pack_rows<T: Copy + Default>(
+    rows: usize,
+    k: usize,
+    get: impl Fn(usize, usize) -> T,
+    out: &mut [T],
+) {
+    let kp = padded_depth(k);
+    for (r, dst) in out.chunks_exact_mut(kp.max(1)).take(rows).enumerate() {
+        for (depth, slot) in dst.iter_mut().enumerate() {
+            *slot = if depth < k {
+                get(r, depth)
+            } else {
+                T::default()
+            };
+        }
+    }
+}
+
+/// Rows of the broadcast operand a kernel may read past the last one it stores: packed
+/// convolution weights end with this many zero rows, so a partial last tile stays inside them.
+pub const ROW_BLOCK: usize = 8;
+
+/// Bytes of convolution weights packed as rows: the `M = groups * cout_g` rows of depth `k`
+/// (`C/groups * kernel`), each padded to whole groups, then [`ROW_BLOCK`] zero rows.
+/// Depthwise convolutions (one input and one output channel per group) keep their plain
+/// `[M, kernel]` layout instead.
+#[inline]
+pub const fn packed_conv_len(groups: usize, cout_g: usize, k: usize, depthwise: bool) -> usize {
+    if depthwise {
+        groups * cout_g * k
+    } else {
+        (groups * cout_g + ROW_BLOCK) * padded_depth(k)
+    }
+}

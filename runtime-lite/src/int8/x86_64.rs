@@ -1,0 +1,284 @@
+//! x86_64 int8 microkernels over the packed panels of [`crate::int8::pack`]: AVX-512 VNNI
+//! (6 rows x up to 4 panels of 16 columns, 24 zmm accumulators), AVX-VNNI (6 x 16 on ymm) and
+//! AVX2 without VNNI (2 x 16: bytes widened to 16 bits, `vpmaddwd` pair sums, which cannot
+//! saturate on 8-bit inputs).
+//!
+//! `rows_unsigned` says which operand is `u8`: the broadcast rows (products: activations
+//! times weights) or the panel columns (convolutions: weights times im2col columns).
+
+use core::arch::x86_64::*;
+
+use super::{Rows, TileAcc, PANEL};
+
+/// Whether the AVX-512 VNNI kernel may run (false under the AVX-512-off test switch).
+pub(super) fn has_avx512_vnni() -> bool {
+    #[cfg(all(test, feature = "std"))]
+    if !crate::gemm_x86_64::has_avx512() {
+        return false;
+    }
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vnni"
+        ))
+    }
+}
+
+/// Whether the AVX-VNNI kernel may run.
+pub(super) fn has_avx_vnni() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(all(target_feature = "avx2", target_feature = "avxvnni"))
+    }
+}
+
+/// Whether the AVX2 kernel may run.
+pub(super) fn has_avx2() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "avx2")
+    }
+}
+
+/// Four bytes at `p` as one `i32` lane value.
+///
+/// # Safety
+/// `p` is readable for 4 bytes.
+#[inline(always)]
+unsafe fn quad(p: *const u8) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::read_unaligned(p.cast::<i32>()) }
+}
+
+/// The AVX-512 VNNI microkernel: 6 rows by `np` (1 to 4) panels.
+///
+/// # Safety
+/// As for `Isa::kernel`, on a CPU with AVX-512F, AVX-512BW and AVX-512 VNNI.
+#[allow(clippy::too_many_arguments, reason = "the microkernel's operands")]
+pub(super) unsafe fn kernel_vnni512(
+    rows_unsigned: bool,
+    kg: usize,
+    rows: Rows,
+    cols: *const u8,
+    stride: usize,
+    np: usize,
+    acc: &mut TileAcc,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (rows_unsigned, np) {
+            (true, 0 | 1) => vnni512::<1, true>(kg, rows, cols, stride, acc, accumulate),
+            (true, 2) => vnni512::<2, true>(kg, rows, cols, stride, acc, accumulate),
+            (true, _) => vnni512::<3, true>(kg, rows, cols, stride, acc, accumulate),
+            (false, 0 | 1) => vnni512::<1, false>(kg, rows, cols, stride, acc, accumulate),
+            (false, 2) => vnni512::<2, false>(kg, rows, cols, stride, acc, accumulate),
+            (false, _) => vnni512::<3, false>(kg, rows, cols, stride, acc, accumulate),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni512<const NV: usize, const ROWS_U8: bool>(
+    kg: usize,
+    rows: Rows,
+    cols: *const u8,
+    stride: usize,
+    acc: &mut TileAcc,
+    accumulate: bool,
+) {
+    const MR: usize = 8;
+    let mut c = [[_mm512_setzero_si512(); NV]; MR];
+    if accumulate {
+        for (r, row) in c.iter_mut().enumerate() {
+            for (v, cv) in row.iter_mut().enumerate() {
+                // SAFETY: 16 i32 inside the tile row (v < 4).
+                *cv = unsafe { _mm512_loadu_si512(acc[r][v * 16..].as_ptr().cast()) };
+            }
+        }
+    }
+    for g in 0..kg {
+        let mut b = [_mm512_setzero_si512(); NV];
+        for (v, bv) in b.iter_mut().enumerate() {
+            // SAFETY: panel v holds kg blocks of 64 bytes (the contract).
+            *bv = unsafe { _mm512_loadu_si512(cols.add(v * stride + g * 64).cast()) };
+        }
+        for (r, row) in c.iter_mut().enumerate() {
+            // SAFETY: group g of row r is readable (the contract).
+            let a = _mm512_set1_epi32(unsafe { quad(rows.at(r, g)) });
+            for (cv, &bv) in row.iter_mut().zip(&b) {
+                *cv = if ROWS_U8 {
+                    _mm512_dpbusd_epi32(*cv, a, bv)
+                } else {
+                    _mm512_dpbusd_epi32(*cv, bv, a)
+                };
+            }
+        }
+    }
+    for (r, row) in c.iter().enumerate() {
+        for (v, cv) in row.iter().enumerate() {
+            // SAFETY: 16 i32 inside the tile row.
+            unsafe { _mm512_storeu_si512(acc[r][v * 16..].as_mut_ptr().cast(), *cv) };
+        }
+    }
+}
+
+/// The AVX-VNNI microkernel: 6 rows by one panel (two ymm of 8 columns).
+///
+/// # Safety
+/// As for `Isa::kernel`, on a CPU with AVX2 and AVX-VNNI.
+pub(super) unsafe fn kernel_vnni256(
+    rows_unsigned: bool,
+    kg: usize,
+    rows: Rows,
+    cols: *const u8,
+    acc: &mut TileAcc,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if rows_unsigned {
+            vnni256::<true>(kg, rows, cols, acc, accumulate)
+        } else {
+            vnni256::<false>(kg, rows, cols, acc, accumulate)
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn vnni256<const ROWS_U8: bool>(
+    kg: usize,
+    rows: Rows,
+    cols: *const u8,
+    acc: &mut TileAcc,
+    accumulate: bool,
+) {
+    const MR: usize = 6;
+    let mut c = [[_mm256_setzero_si256(); 2]; MR];
+    if accumulate {
+        for (r, row) in c.iter_mut().enumerate() {
+            for (v, cv) in row.iter_mut().enumerate() {
+                // SAFETY: 8 i32 inside the tile row.
+                *cv = unsafe { _mm256_loadu_si256(acc[r][v * 8..].as_ptr().cast()) };
+            }
+        }
+    }
+    for g in 0..kg {
+        // SAFETY: the panel holds kg blocks of 64 bytes.
+        let b = unsafe {
+            [
+                _mm256_loadu_si256(cols.add(g * 64).cast()),
+                _mm256_loadu_si256(cols.add(g * 64 + 32).cast()),
+            ]
+        };
+        for (r, row) in c.iter_mut().enumerate() {
+            // SAFETY: group g of row r is readable (the contract).
+            let a = _mm256_set1_epi32(unsafe { quad(rows.at(r, g)) });
+            for (cv, &bv) in row.iter_mut().zip(&b) {
+                *cv = if ROWS_U8 {
+                    _mm256_dpbusd_avx_epi32(*cv, a, bv)
+                } else {
+                    _mm256_dpbusd_avx_epi32(*cv, bv, a)
+                };
+            }
+        }
+    }
+    for (r, row) in c.iter().enumerate() {
+        for (v, cv) in row.iter().enumerate() {
+            // SAFETY: 8 i32 inside the tile row.
+            unsafe { _mm256_storeu_si256(acc[r][v * 8..].as_mut_ptr().cast(), *cv) };
+        }
+    }
+}
+
+/// The AVX2 microkernel: 2 rows by one panel, 16-bit multiplies.
+///
+/// # Safety
+/// As for `Isa::kernel`, on a CPU with AVX2.
+pub(super) unsafe fn kernel_avx2(
+    rows_unsigned: bool,
+    kg: usize,
+    rows: Rows,
+    cols: *const u8,
+    acc: &mut TileAcc,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if rows_unsigned {
+            avx2::<true>(kg, rows, cols, acc, accumulate)
+        } else {
+            avx2::<false>(kg, rows, cols, acc, accumulate)
+        }
+    }
+}
+
+/// Sixteen bytes widened to 16-bit lanes, zero- or sign-extended.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn widen(v: __m128i, unsigned: bool) -> __m256i {
+    if unsigned {
+        _mm256_cvtepu8_epi16(v)
+    } else {
+        _mm256_cvtepi8_epi16(v)
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<const ROWS_U8: bool>(
+    kg: usize,
+    rows: Rows,
+    cols: *const u8,
+    acc: &mut TileAcc,
+    accumulate: bool,
+) {
+    const MR: usize = 2;
+    // Lane pair (2j, 2j + 1) of quarter q holds two partial sums of column 4q + j.
+    let mut c = [[_mm256_setzero_si256(); 4]; MR];
+    for g in 0..kg {
+        let mut b = [_mm256_setzero_si256(); 4];
+        for (q, bq) in b.iter_mut().enumerate() {
+            // SAFETY: the panel holds kg blocks of 64 bytes.
+            let raw = unsafe { _mm_loadu_si128(cols.add(g * 64 + q * 16).cast()) };
+            *bq = widen(raw, !ROWS_U8);
+        }
+        for (r, row) in c.iter_mut().enumerate() {
+            // SAFETY: group g of row r is readable (the contract).
+            let a = widen(_mm_set1_epi32(unsafe { quad(rows.at(r, g)) }), ROWS_U8);
+            for (cq, &bq) in row.iter_mut().zip(&b) {
+                *cq = _mm256_add_epi32(*cq, _mm256_madd_epi16(a, bq));
+            }
+        }
+    }
+    for (r, row) in c.iter().enumerate() {
+        let mut lanes = [0i32; 32];
+        for (q, cq) in row.iter().enumerate() {
+            // SAFETY: 8 i32 inside `lanes`.
+            unsafe { _mm256_storeu_si256(lanes[q * 8..].as_mut_ptr().cast(), *cq) };
+        }
+        for col in 0..PANEL {
+            let sum = lanes[2 * col].wrapping_add(lanes[2 * col + 1]);
+            acc[r][col] = if accumulate {
+                acc[r][col].wrapping_add(sum)
+            } else {
+                sum
+            };
+        }
+    }
+}
