@@ -53,8 +53,17 @@ pub fn quantize_f32(x: f32, scale: f32, zero: i64, lo: i64, hi: i64) -> i64 {
     (q.max(lo as f64).min(hi as f64)) as i64
 }
 
-/// DynamicQuantizeLinear to uint8: writes `y`, the scale and the zero point.
+/// DynamicQuantizeLinear to uint8: writes `y`, the scale and the zero point (the vectorized
+/// [`crate::int8::quantize_dynamic`]).
 pub fn dynamic_quantize_f32(x: &[f32], y: &mut [u8], scale: &mut [f32], zero: &mut [u8]) {
+    let (s, z) = crate::int8::quantize_dynamic(x, y);
+    scale[0] = s;
+    zero[0] = z as u8;
+}
+
+/// The scalar formula of [`dynamic_quantize_f32`], the reference its vectorized form is
+/// tested against.
+pub fn dynamic_quantize_f32_scalar(x: &[f32], y: &mut [u8], scale: &mut [f32], zero: &mut [u8]) {
     let mut max = 0f32;
     let mut min = 0f32;
     for &v in x {

@@ -12,6 +12,11 @@ mod tensor;
 #[path = "../../../runtime-lite/src/lowp.rs"]
 pub mod lowp;
 
+/// The packed int8 operand layouts of `sinter-rt`, compiled from the runtime's own source
+/// file, so that weights packed at compile time are exactly what its kernels read.
+#[path = "../../../runtime-lite/src/int8/pack.rs"]
+pub mod int8_pack;
+
 pub use dtype::DType;
 pub use graph::{Dim, Graph, Node, NodeId, Value, ValueId};
 pub use tensor::Tensor;

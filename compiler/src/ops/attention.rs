@@ -338,19 +338,11 @@ impl OpDef for Attention {
         let t = rust_type(q.dtype);
         let (load, store) = conversions(q.dtype);
         let (i0, i1, i2) = (names.input(0), names.input(1), names.input(2));
-        let opt_in = |i: usize, names: &mut EmitNames| {
-            if cx.opt_input(i).is_some() {
-                let v = names.input(i);
-                quote!(Some(#v))
-            } else {
-                quote!(None)
-            }
-        };
         let (mask, past_k, past_v, nonpad) = (
-            opt_in(3, names),
-            opt_in(4, names),
-            opt_in(5, names),
-            opt_in(6, names),
+            names.opt_input(cx, 3),
+            names.opt_input(cx, 4),
+            names.opt_input(cx, 5),
+            names.opt_input(cx, 6),
         );
         let (mask_type, mask_load) = match cx.opt_input(3).map(|m| m.dtype) {
             Some(DType::Bool) => (

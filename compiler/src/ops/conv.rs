@@ -257,7 +257,7 @@ impl Conv {
         })
     }
 
-    fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
+    pub(crate) fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
         let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
         if x.shape.len() < 3 || w.len() != x.shape.len() {
             return Err(CompileError::shape(format!(
@@ -277,7 +277,7 @@ impl Conv {
         Ok(g)
     }
 
-    fn params(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
+    pub(crate) fn params(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
         let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
         let g = self.geometry(cx)?;
         let (batch, cin, cout, groups) =
@@ -1029,15 +1029,7 @@ impl OpDef for DeformConv {
             names.input(2),
             names.output(0),
         );
-        let opt = |i: usize, names: &mut EmitNames| {
-            if cx.opt_input(i).is_some() {
-                let v = names.input(i);
-                quote!(Some(#v))
-            } else {
-                quote!(None)
-            }
-        };
-        let (bias, mask) = (opt(3, names), opt(4, names));
+        let (bias, mask) = (names.opt_input(cx, 3), names.opt_input(cx, 4));
         let scratch = if scratch_len > 0 {
             let s = names.scratch();
             quote!(#s)
@@ -1129,15 +1121,7 @@ impl OpDef for CausalConvWithState {
         let (b, c, l, k) = Self::layout(cx)?;
         let (b, c, l, k, silu) = (lit(b), lit(c), lit(l), lit(k), self.silu);
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        let opt = |i: usize, names: &mut EmitNames| {
-            if cx.opt_input(i).is_some() {
-                let v = names.input(i);
-                quote!(Some(#v))
-            } else {
-                quote!(None)
-            }
-        };
-        let (bias, past) = (opt(2, names), opt(3, names));
+        let (bias, past) = (names.opt_input(cx, 2), names.opt_input(cx, 3));
         let present = if cx.outputs.get(1).copied().flatten().is_some() {
             let o1 = names.output(1);
             quote!(Some(#o1))

@@ -250,17 +250,18 @@ impl Gemm {
 pub struct MatMul;
 
 /// The geometry of one MatMul.
-struct MatMulDims {
+pub(crate) struct MatMulDims {
     m: usize,
     n: usize,
     k: usize,
     batch: Vec<usize>,
     a_batch: Vec<usize>,
     b_batch: Vec<usize>,
-    out: Vec<usize>,
+    /// The output shape.
+    pub(crate) out: Vec<usize>,
 }
 
-fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatMulDims> {
+pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatMulDims> {
     if a.is_empty() || b.is_empty() {
         return Err(CompileError::shape("MatMul operands must have rank >= 1"));
     }
@@ -407,10 +408,14 @@ impl OpDef for MatMulInteger {
                         "zero point {i} must have its operand's type {of}"
                     )));
                 }
-                if z.shape.iter().product::<usize>() != 1 {
-                    return Err(CompileError::unsupported(
-                        "MatMulInteger with per-row or per-column zero points",
-                    ));
+                let len = z.shape.iter().product::<usize>();
+                // B's zero point may hold one value per column when B is 2-D.
+                let per_column = i == 3 && b.shape.len() == 2 && z.shape == [b.shape[1]];
+                if len != 1 && !per_column {
+                    return Err(CompileError::unsupported(format!(
+                        "MatMulInteger with zero point {i} of shape {:?} (one value, or one per column of a 2-D B)",
+                        z.shape
+                    )));
                 }
             }
         }
@@ -439,6 +444,29 @@ impl OpDef for MatMulInteger {
                 quote!(0i32)
             }
         };
+        let per_column = cx
+            .opt_input(3)
+            .is_some_and(|z| z.shape.iter().product::<usize>() > 1);
+        if per_column {
+            let bytes = |t: DType, v: &proc_macro2::Ident| {
+                if t == DType::I8 {
+                    quote!(::sinter_rt::int8::Bytes::I8(#v))
+                } else {
+                    quote!(::sinter_rt::int8::Bytes::U8(#v))
+                }
+            };
+            let (a_bytes, b_bytes) = (
+                bytes(cx.input(0)?.dtype, &i0),
+                bytes(cx.input(1)?.dtype, &i1),
+            );
+            let za = zp(2, names);
+            let z = names.input(3);
+            let rows = lit(d.batch.iter().product::<usize>() * d.m);
+            return Ok(quote! {
+                let zb: [i32; #n] = core::array::from_fn(|j| i32::from(#z[j]));
+                ::sinter_rt::int8::matmul_reference([#rows, #k, #n], #a_bytes, #za, #b_bytes, &zb, #o0);
+            });
+        }
         let (za, zb) = (zp(2, names), zp(3, names));
         Ok(quote! {
             let (za, zb) = (#za, #zb);

@@ -15,6 +15,7 @@ pub mod conv;
 pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
+pub mod int8;
 pub mod loss;
 pub mod misc;
 pub mod ml;
@@ -164,6 +165,15 @@ impl EmitNames {
         }
         self.used_inputs[i] = true;
         format_ident!("i{}", i)
+    }
+    /// `Some(input i)` if the node has optional input `i`, else `None`, as tokens.
+    pub fn opt_input(&mut self, cx: &OpCx<'_>, i: usize) -> TokenStream {
+        if cx.opt_input(i).is_some() {
+            let v = self.input(i);
+            quote!(Some(#v))
+        } else {
+            quote!(None)
+        }
     }
     /// The slice receiving output `i` (`&mut [T]`).
     pub fn output(&self, i: usize) -> Ident {
@@ -391,6 +401,9 @@ ops! {
     GridSample(sample::GridSample) => ["GridSample"];
     QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
     QLinearConv(conv::QLinearConv) => ["QLinearConv"];
+    Int8Product(int8::Int8Product) => ["sinter::Int8Product"];
+    QGemm(int8::QGemm) => ["com.microsoft:QGemm"];
+    QuantMatMulToFloat(int8::QuantMatMulToFloat) => ["com.microsoft:DynamicQuantizeMatMul", "com.microsoft:MatMulIntegerToFloat"];
     AffineGrid(sample::AffineGrid) => ["AffineGrid"];
     RoiAlign(sample::RoiAlign) => ["RoiAlign"];
     DeformConv(conv::DeformConv) => ["DeformConv"];

@@ -14,6 +14,7 @@ mod fuse_matmul_add;
 mod fuse_residual;
 mod fuse_silu;
 mod infer_shapes;
+mod lower_int8;
 mod pack_weights;
 mod pattern;
 mod remove_noops;
@@ -35,6 +36,7 @@ pub use fuse_matmul_add::fuse_matmul_add;
 pub use fuse_residual::fuse_residual;
 pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
+pub use lower_int8::lower_int8;
 pub use pack_weights::pack_weights;
 pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
@@ -196,6 +198,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "pack_weights",
         min_level: OptLevel::O2,
         run: pack_weights,
+    },
+    // Every level: the contrib products have no other kernel (below -O2 only they lower).
+    PassInfo {
+        name: "lower_int8",
+        min_level: OptLevel::O0,
+        run: lower_int8,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];

@@ -48,6 +48,14 @@ pub(super) fn attr_f32(node: &Node, name: &str) -> Option<f32> {
         .map(|a| a.f())
 }
 
+/// An int attribute as the model wrote it.
+pub(super) fn attr_i64(node: &Node, name: &str) -> Option<i64> {
+    node.attributes
+        .iter()
+        .find(|a| a.name() == name)
+        .map(|a| a.i())
+}
+
 /// The other operand of a two-input node, given one of them.
 pub(super) fn other(node: &Node, x: ValueId) -> Option<ValueId> {
     match (input(node, 0), input(node, 1)) {

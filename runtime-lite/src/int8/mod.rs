@@ -771,6 +771,43 @@ unsafe fn matmul_tile(
     }
 }
 
+/// `DynamicQuantizeLinear` to `uint8`: writes `round_half_even(x / scale) + zero`
+/// (saturated) into `out` and returns `(scale, zero)`, where `scale = (max - min) / 255` over
+/// the range of `x` widened to include 0 (1/255 when that range is empty) and `zero` rounds
+/// `-min / scale`. Min/max scan and quantization run over 16-lane chunks the compiler
+/// vectorizes; results are bit for bit those of the scalar formula.
+///
+/// Panics if `out` is shorter than `x`.
+pub fn quantize_dynamic(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+    assert!(out.len() >= x.len(), "quantize_dynamic: output too short");
+    const LANES: usize = 16;
+    let mut lo = [0f32; LANES];
+    let mut hi = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(chunk) {
+            *l = if v < *l { v } else { *l };
+            *h = if v > *h { v } else { *h };
+        }
+    }
+    for (i, &v) in tail.iter().enumerate() {
+        lo[i] = if v < lo[i] { v } else { lo[i] };
+        hi[i] = if v > hi[i] { v } else { hi[i] };
+    }
+    let min = lo.iter().fold(0f32, |m, &v| if v < m { v } else { m });
+    let max = hi.iter().fold(0f32, |m, &v| if v > m { v } else { m });
+    let scale = (if max == min { 1.0 } else { max - min }) / 255.0;
+    let initial = (0.0 - min / scale).clamp(0.0, 255.0);
+    let zero = ((initial + ROUND_MAGIC) - ROUND_MAGIC) as i32;
+    let zf = zero as f32;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = ((v / scale + ROUND_MAGIC) - ROUND_MAGIC) + zf;
+        *o = q.max(0.0).min(255.0) as u8;
+    }
+    (scale, zero)
+}
+
 /// Scalar reference of [`matmul_exec`] with plain (unpacked) `b: [k, n]`, `i32` results.
 pub fn matmul_reference(
     [m, k, n]: [usize; 3],
@@ -896,6 +933,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn quantize_dynamic_matches_the_scalar_formula() {
+        for len in [0usize, 1, 15, 16, 17, 100, 1000] {
+            let x: Vec<f32> = bytes(len, len as u32)
+                .iter()
+                .map(|&b| (f32::from(b) - 100.0) * 0.37)
+                .collect();
+            let mut got = vec![0u8; len];
+            let (scale, zero) = quantize_dynamic(&x, &mut got);
+            let mut want = vec![0u8; len];
+            let (mut s, mut z) = ([0f32], [0u8]);
+            crate::quant::dynamic_quantize_f32_scalar(&x, &mut want, &mut s, &mut z);
+            assert_eq!(
+                (got, scale, zero),
+                (want, s[0], i32::from(z[0])),
+                "len {len}"
+            );
         }
     }
 
