@@ -27,4 +27,4 @@ pub mod plan;
 
 pub use builder::{parse_consts, parse_dims, Builder, Compiled};
 pub use error::{CompileError, ErrorKind, Result};
-pub use passes::OptLevel;
+pub use passes::{OptLevel, Quantize};

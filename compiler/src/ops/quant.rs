@@ -220,6 +220,26 @@ impl OpDef for Linear {
             }
         };
         let xt = rust_type(x.dtype);
+        // 8-bit <-> float32 with float32 scales: the vectorized kernels.
+        let scale_f32 = cx.input(1)?.dtype == DType::F32;
+        let bytes = |t: DType| matches!(t, DType::U8 | DType::I8);
+        let zero_slice = match cx.opt_input(2) {
+            Some(_) => {
+                let z = names.input(2);
+                quote!(#z)
+            }
+            None => quote!(&[]),
+        };
+        if scale_f32 && !self.dequantize && x.dtype == DType::F32 && bytes(out) {
+            return Ok(
+                quote!(::sinter_rt::int8::quantize_linear(#i0, #i1, #zero_slice, #o0, #layout);),
+            );
+        }
+        if scale_f32 && self.dequantize && bytes(x.dtype) && out == DType::F32 {
+            return Ok(
+                quote!(::sinter_rt::int8::dequantize_linear(#i0, #i1, #zero_slice, #o0, #layout);),
+            );
+        }
         let f = if self.dequantize {
             let st = rust_type(cx.input(1)?.dtype);
             let (dec, enc) = match out {

@@ -120,13 +120,13 @@ fn integer_weights(
 /// Weights already packed, by (weights, zero point, layout): nodes sharing them share the
 /// packed constants.
 #[derive(Default)]
-struct PackCache {
+pub(super) struct PackCache {
     done: HashMap<(ValueId, Option<ValueId>, Layout), [ValueId; 3]>,
 }
 
 /// How weights are packed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Layout {
+pub(super) enum Layout {
     /// Column panels of a `[k, n]` product (stored `[n, k]` when transposed).
     Cols(bool),
     /// Padded rows of a convolution (`groups`, `depthwise`).
@@ -156,7 +156,7 @@ fn signed_weights(w: &Tensor, zero: Option<&Tensor>) -> Option<(Vec<i8>, Vec<i32
 
 /// Packs weights (`[k, n]` for products, `[M, C/g * kernel]` rows for convolutions) and
 /// returns the constants `[packed, sums, zero]`.
-fn pack_weights(
+pub(super) fn pack_weights(
     graph: &mut Graph,
     cache: &mut PackCache,
     (w, zero): (ValueId, Option<ValueId>),
@@ -239,7 +239,7 @@ fn pack_weights(
 }
 
 /// Output channels of a layout with these dimensions.
-fn channels(layout: Layout, rows: usize, depth: usize) -> usize {
+pub(super) fn channels(layout: Layout, rows: usize, depth: usize) -> usize {
     match layout {
         Layout::Cols(_) => depth,
         Layout::Rows(..) => rows,
@@ -294,7 +294,7 @@ fn product_dims(graph: &Graph, a: ValueId, b: ValueId) -> Option<(usize, usize)>
 }
 
 /// A convolution's weight layout and dimensions: `(layout, M, C/g * kernel, conv)`.
-fn conv_dims(
+pub(super) fn conv_dims(
     graph: &Graph,
     x: ValueId,
     w: ValueId,

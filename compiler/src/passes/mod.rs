@@ -17,6 +17,7 @@ mod infer_shapes;
 mod lower_int8;
 mod pack_weights;
 mod pattern;
+mod quantize;
 mod remove_noops;
 mod resolve_ops;
 mod simplify_transpose;
@@ -38,6 +39,7 @@ pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use lower_int8::lower_int8;
 pub use pack_weights::pack_weights;
+pub use quantize::{float_reason, quantize, Quantize};
 pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 pub use simplify_transpose::simplify_transpose;
@@ -92,6 +94,10 @@ pub struct PassCx {
     pub consts: BTreeMap<String, Vec<f64>>,
     /// Graph inputs turned into constants with exact tensors (their shape must match).
     pub const_tensors: BTreeMap<String, crate::ir::Tensor>,
+    /// Whether the compiler quantizes products (`--quantize`).
+    pub quantize: Quantize,
+    /// Node names `--quantize` leaves in float32.
+    pub quantize_exclude: Vec<String>,
 }
 
 /// One pass of the pipeline.
@@ -192,6 +198,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "eliminate_dead",
         min_level: OptLevel::O2,
         run: eliminate_dead,
+    },
+    // After the fusions (bias, residual and activations ride on the product), before packing.
+    PassInfo {
+        name: "quantize",
+        min_level: OptLevel::O0,
+        run: quantize,
     },
     // Last: it changes the layout of weights that the passes above rewrite or merge.
     PassInfo {

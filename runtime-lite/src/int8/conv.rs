@@ -129,7 +129,8 @@ unsafe fn dense_block(
     let chunk = (PACK_BYTES / (panels * PANEL)).min(kp) / GROUP * GROUP;
     let chunk = chunk.max(GROUP);
     let chunks = kp.div_ceil(chunk);
-    let mut buf = [0u8; PACK_BYTES];
+    let mut storage = [core::mem::MaybeUninit::<u8>::uninit(); PACK_BYTES];
+    let buf = super::zeroed_prefix(&mut storage, panels * PANEL * chunk);
     let w_zero = w.has_zero();
     let mut usum = [0i32; NR_MAX];
     if w_zero {
@@ -139,7 +140,7 @@ unsafe fn dense_block(
     let (mr, step) = (isa.mr(), isa.panels());
     let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
     if chunks == 1 {
-        pack_block(blk, 0, kp, &mut buf);
+        pack_block(blk, 0, kp, buf);
     }
     for r0 in (0..cout_g).step_by(mr) {
         let rows = mr.min(cout_g - r0);
@@ -151,7 +152,7 @@ unsafe fn dense_block(
                 let d0 = c * chunk;
                 let len = chunk.min(kp - d0);
                 if chunks > 1 {
-                    pack_block(blk, d0, len, &mut buf);
+                    pack_block(blk, d0, len, buf);
                 }
                 let weights = Rows {
                     base: w.data[(g * cout_g + r0) * kp + d0..].as_ptr().cast::<u8>(),

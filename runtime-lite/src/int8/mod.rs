@@ -25,6 +25,7 @@
 
 mod conv;
 pub mod pack;
+mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -32,6 +33,7 @@ use crate::rnn::Activation;
 use crate::threads::{Exec, SharedMut};
 pub use conv::{conv_exec, conv_reference};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
+pub use quantize::{dequantize_linear, quantize_linear, Byte};
 
 /// Rows of the largest tile any kernel computes.
 const MR_MAX: usize = 8;
@@ -81,6 +83,22 @@ impl Bytes<'_> {
             Bytes::I8(_) => 128,
         }
     }
+}
+
+/// The first `len` bytes of an uninitialized stack buffer, zeroed: a kernel's packing buffer
+/// costs only what it uses.
+///
+/// Panics if `len > N`.
+fn zeroed_prefix<const N: usize>(
+    storage: &mut [core::mem::MaybeUninit<u8>; N],
+    len: usize,
+) -> &mut [u8] {
+    let prefix = &mut storage[..len];
+    for b in prefix.iter_mut() {
+        b.write(0);
+    }
+    // SAFETY: every byte of `prefix` was just written; MaybeUninit<u8> and u8 share a layout.
+    unsafe { core::slice::from_raw_parts_mut(prefix.as_mut_ptr().cast::<u8>(), len) }
 }
 
 /// The bytes of an `i8` slice.
@@ -273,13 +291,31 @@ impl<const N: usize> TileParams<N> {
 /// nearest integer, ties to even (the default rounding mode).
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22`: adding the magic
+/// constant leaves the integer in the low mantissa bits, read without a float-to-int
+/// conversion (whose saturating form does not vectorize).
+#[inline(always)]
+pub(crate) fn round_small(x: f32) -> i32 {
+    (x + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32
+}
+
+/// `x` clamped to `[lo, hi]` with plain comparisons (NaN becomes `hi`; callers pass none).
+#[inline(always)]
+pub(crate) fn clamp_fast(x: f32, lo: f32, hi: f32) -> f32 {
+    let x = if x > lo { x } else { lo };
+    if x < hi {
+        x
+    } else {
+        hi
+    }
+}
+
 /// Requantizes one corrected sum.
 #[inline(always)]
 fn requant_one(v: i32, bias: i32, mult: f32, zero: i32, lo: i32, hi: i32) -> i32 {
     let f = (v.wrapping_add(bias) as f32) * mult;
     // Clamp before rounding (as MLAS does), so the magic constant stays exact.
-    let f = f.max((lo - zero) as f32).min((hi - zero) as f32);
-    ((f + ROUND_MAGIC) - ROUND_MAGIC) as i32 + zero
+    round_small(clamp_fast(f, (lo - zero) as f32, (hi - zero) as f32)) + zero
 }
 
 impl Sink<'_> {
@@ -671,7 +707,8 @@ unsafe fn matmul_tile(
     let chunks = kp.div_ceil(chunk.max(1));
     // The tile's rows, a chunk of depth at a time, interleaved by group (`[g][row][4]`) so the
     // kernel's broadcasts read one stream; unsigned domain, zero-padded to whole groups.
-    let mut buf = [0u8; MR_MAX * KC_BYTES];
+    let mut storage = [core::mem::MaybeUninit::<u8>::uninit(); MR_MAX * KC_BYTES];
+    let buf = zeroed_prefix(&mut storage, MR_MAX * chunk);
     // Row sums in the unsigned domain, needed only for a weight zero point.
     let mut usum = [0i32; MR_MAX];
     if w_zero {
@@ -719,7 +756,7 @@ unsafe fn matmul_tile(
         }
     };
     if chunks == 1 {
-        copy(&mut buf, 0);
+        copy(buf, 0);
     }
     let pb = panel_bytes(k);
     let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
@@ -732,7 +769,7 @@ unsafe fn matmul_tile(
         let np = width.div_ceil(PANEL);
         for c in 0..chunks {
             if chunks > 1 {
-                copy(&mut buf, c);
+                copy(buf, c);
             }
             let len = chunk.min(kp - c * chunk);
             let tile_rows = Rows {
@@ -799,11 +836,13 @@ pub fn quantize_dynamic(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     let max = hi.iter().fold(0f32, |m, &v| if v > m { v } else { m });
     let scale = (if max == min { 1.0 } else { max - min }) / 255.0;
     let initial = (0.0 - min / scale).clamp(0.0, 255.0);
-    let zero = ((initial + ROUND_MAGIC) - ROUND_MAGIC) as i32;
+    let zero = round_small(initial);
     let zf = zero as f32;
     for (o, &v) in out.iter_mut().zip(x) {
-        let q = ((v / scale + ROUND_MAGIC) - ROUND_MAGIC) + zf;
-        *o = q.max(0.0).min(255.0) as u8;
+        let q = v / scale;
+        // NaN quantizes to 0, as the scalar formula's saturating conversion gives.
+        let q = if q.is_nan() { -zf } else { q };
+        *o = (round_small(clamp_fast(q, -zf, 255.0 - zf)) + zero) as u8;
     }
     (scale, zero)
 }

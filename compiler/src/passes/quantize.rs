@@ -1,0 +1,310 @@
+//! `--quantize dynamic`: sinter's own dynamic quantization, decided at compile time. Off by
+//! default ([`Quantize::None`]).
+//!
+//! Every float32 `Gemm`, `MatMul` with a constant 2-D `B`, and dense or grouped `Conv` with
+//! constant weights becomes a `sinter::Int8Product` that quantizes its input at run time (per
+//! tensor, `uint8` with a zero point, `DynamicQuantizeLinear`'s formula) and multiplies it
+//! with weights quantized here: `int8`, symmetric, per output channel (`scale = max|w| /
+//! 127`). Accumulation is `int32`; dequantization, the bias, a fused residual and the fused
+//! activations all happen in the product's epilogue. This is what ONNX Runtime's
+//! `quantize_dynamic` does, with the graph already fused and the weights already packed.
+//!
+//! Stays float32 (see [`float_reason`], which `sinter inspect --quantize` prints): depthwise
+//! convolutions (the float kernel is faster and int8 costs accuracy there), products whose
+//! weights are not constants, `Gemm` with a transposed `A` or a `C` that is neither a
+//! per-column constant nor a residual of the output's shape, and nodes named with
+//! `--quantize-exclude`.
+//!
+//! The pass runs after the fusions (so bias, residual and activations are already on the
+//! node) and before `pack_weights`.
+
+use super::lower_int8::{channels, conv_dims, pack_weights, Layout, PackCache};
+use super::pattern::{add_constant, input, output};
+use super::PassCx;
+use crate::error::Result;
+use crate::ir::{DType, Graph, Node, Tensor, ValueId};
+use crate::ops::int8::{Int8Out, Int8Product, Int8Shape};
+use crate::ops::{FusedAct, Op};
+
+/// Whether and how the compiler quantizes the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantize {
+    /// Float stays float (the default).
+    #[default]
+    None,
+    /// Weights int8 at compile time, activations quantized at run time.
+    Dynamic,
+}
+
+impl Quantize {
+    /// Parses `none` or `dynamic`.
+    pub fn from_name(name: &str) -> Option<Quantize> {
+        match name {
+            "none" | "off" => Some(Quantize::None),
+            "dynamic" => Some(Quantize::Dynamic),
+            _ => None,
+        }
+    }
+}
+
+/// Quantizes every eligible product when `cx.quantize` asks for it.
+pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
+    if cx.quantize == Quantize::None {
+        return Ok(graph);
+    }
+    let mut cache = PackCache::default();
+    for index in 0..graph.nodes.len() {
+        if cx.quantize_exclude.contains(&graph.nodes[index].name) {
+            continue;
+        }
+        if let Ok(plan) = plan(&graph, index) {
+            if let Some(node) = apply(&mut graph, index, plan, &mut cache) {
+                graph.nodes[index] = node;
+            }
+        }
+    }
+    Ok(graph)
+}
+
+/// Why node `index` would stay float32 under `--quantize dynamic`, or `None` if it would be
+/// quantized (already quantized nodes and ops the pass never touches give `None` too).
+pub fn float_reason(graph: &Graph, index: usize) -> Option<&'static str> {
+    match &graph.nodes.get(index)?.op {
+        Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_)) => plan(graph, index).err(),
+        _ => None,
+    }
+}
+
+/// What quantizing one node takes.
+struct Plan {
+    /// The float weights and their layout.
+    weights: ValueId,
+    layout: Layout,
+    /// `(rows, depth)` of the weights as `pack_weights` takes them.
+    dims: (usize, usize),
+    shape: Int8Shape,
+    /// Multiplies every weight scale (a Gemm's alpha).
+    alpha: f32,
+    /// A per-channel float32 constant added after scaling, times `beta`.
+    bias: Option<(ValueId, f32)>,
+    residual: Option<ValueId>,
+    activations: Vec<FusedAct>,
+}
+
+/// The plan for node `index`, or why it stays float.
+fn plan(graph: &Graph, index: usize) -> std::result::Result<Plan, &'static str> {
+    let node = &graph.nodes[index];
+    let (a, w) = match (input(node, 0), input(node, 1)) {
+        (Some(a), Some(w)) => (a, w),
+        _ => return Err("an operand is missing"),
+    };
+    if graph.value(a).dtype != Some(DType::F32) {
+        return Err("not float32");
+    }
+    let weights = graph
+        .value(w)
+        .constant
+        .as_ref()
+        .filter(|t| t.dtype == DType::F32)
+        .ok_or("weights computed at run time")?;
+    let a_shape = graph.value(a).shape.as_ref().ok_or("unknown shape")?;
+    match node.op.as_ref() {
+        Some(Op::Gemm(g)) => {
+            if g.packed_b.is_some() {
+                return Err("weights already packed for the float kernel");
+            }
+            if g.trans_a {
+                return Err("Gemm with transposed A");
+            }
+            let (_, n, k) = g
+                .dims_of(a_shape, &weights.shape)
+                .map_err(|_| "unknown shape")?;
+            let c = input(node, 2);
+            let (bias, residual) = match c {
+                None => (None, None),
+                Some(c) => {
+                    let value = graph.value(c);
+                    let shape = value.shape.as_ref().ok_or("unknown shape")?;
+                    let len: usize = shape.iter().product();
+                    let out_shape = output(node, 0).and_then(|o| graph.value(o).shape.as_ref());
+                    match &value.constant {
+                        Some(t)
+                            if t.dtype == DType::F32 && len == n && shape.last() == Some(&n) =>
+                        {
+                            (Some((c, g.beta)), None)
+                        }
+                        None if g.beta == 1.0 && Some(shape) == out_shape => (None, Some(c)),
+                        _ => return Err("Gemm C neither a per-column constant nor a residual"),
+                    }
+                }
+            };
+            Ok(Plan {
+                weights: w,
+                layout: Layout::Cols(g.trans_b),
+                dims: (k, n),
+                shape: Int8Shape::MatMul { k, n },
+                alpha: g.alpha,
+                bias,
+                residual,
+                activations: g.activation.into_iter().collect(),
+            })
+        }
+        Some(Op::MatMul(_)) => {
+            let [k, n] = weights.shape[..] else {
+                return Err("MatMul weights not 2-D");
+            };
+            if a_shape.len() < 2 || a_shape.last() != Some(&k) {
+                return Err("MatMul A does not end in the weights' depth");
+            }
+            Ok(Plan {
+                weights: w,
+                layout: Layout::Cols(false),
+                dims: (k, n),
+                shape: Int8Shape::MatMul { k, n },
+                alpha: 1.0,
+                bias: None,
+                residual: None,
+                activations: Vec::new(),
+            })
+        }
+        Some(Op::Conv(c)) => {
+            if c.packed_from.is_some() {
+                return Err("weights already packed for the float kernel");
+            }
+            let (layout, m, depth, conv) =
+                conv_dims(graph, a, w, c).ok_or("unknown convolution shape")?;
+            if matches!(layout, Layout::Rows(_, true)) {
+                return Err("depthwise: the float kernel is faster");
+            }
+            let bias = input(node, 2).map(|b| (b, 1.0));
+            if let Some((b, _)) = bias {
+                let t = graph.value(b).constant.as_ref();
+                if !t.is_some_and(|t| t.dtype == DType::F32 && t.len() == m) {
+                    return Err("bias computed at run time");
+                }
+            }
+            let residual = if c.residual { input(node, 3) } else { None };
+            Ok(Plan {
+                weights: w,
+                layout,
+                dims: (m, depth),
+                shape: Int8Shape::Conv(conv),
+                alpha: 1.0,
+                bias,
+                residual,
+                activations: c.activations.clone(),
+            })
+        }
+        _ => Err("not a product"),
+    }
+}
+
+/// Quantizes `w` (float32, laid out as `layout` with `dims`) per output channel: the int8
+/// weights in the same layout and the channel scales.
+fn quantize_weights(
+    w: &[f32],
+    layout: Layout,
+    (rows, depth): (usize, usize),
+) -> (Vec<i8>, Vec<f32>) {
+    let n_channels = channels(layout, rows, depth);
+    // Index of element `(channel, i)` for `i` over the channel's depth.
+    let at = |c: usize, i: usize| match layout {
+        Layout::Cols(false) => i * depth + c,
+        Layout::Cols(true) => c * rows + i,
+        Layout::Rows(..) => c * depth + i,
+    };
+    let per_channel = match layout {
+        Layout::Cols(_) => rows,
+        Layout::Rows(..) => depth,
+    };
+    let mut q = vec![0i8; w.len()];
+    let mut scales = Vec::with_capacity(n_channels);
+    for c in 0..n_channels {
+        let max = (0..per_channel)
+            .map(|i| w[at(c, i)].abs())
+            .fold(0f32, f32::max);
+        let scale = if max > 0.0 && max.is_finite() {
+            max / 127.0
+        } else {
+            1.0
+        };
+        for i in 0..per_channel {
+            let v = (w[at(c, i)] / scale).round_ties_even().clamp(-127.0, 127.0);
+            q[at(c, i)] = v as i8;
+        }
+        scales.push(scale);
+    }
+    (q, scales)
+}
+
+/// Replaces node `index` by its quantized product.
+fn apply(graph: &mut Graph, index: usize, plan: Plan, cache: &mut PackCache) -> Option<Node> {
+    let node = graph.nodes[index].clone();
+    let w = graph.value(plan.weights).constant.as_ref()?.as_f32()?;
+    let w_shape = graph.value(plan.weights).shape.clone()?;
+    let (q, mut scales) = quantize_weights(&w, plan.layout, plan.dims);
+    for s in &mut scales {
+        *s *= plan.alpha;
+    }
+    let name = graph.value(plan.weights).name.clone();
+    let q_id = add_constant(
+        graph,
+        format!("{name}/quantized"),
+        Tensor {
+            dtype: DType::I8,
+            shape: w_shape,
+            bytes: q.iter().map(|&v| v as u8).collect(),
+        },
+    );
+    let ids = pack_weights(graph, cache, (q_id, None), plan.layout, plan.dims)?;
+    let scale_id = add_constant(
+        graph,
+        format!("{name}/scale"),
+        Tensor::from_f32(vec![scales.len()], &scales),
+    );
+    let bias = match plan.bias {
+        Some((b, beta)) => {
+            let values = graph.value(b).constant.as_ref()?.as_f32()?;
+            let values: Vec<f32> = values.iter().map(|&v| v * beta).collect();
+            let bias_name = format!("{}/bias", node.name);
+            Some(add_constant(
+                graph,
+                bias_name,
+                Tensor::from_f32(vec![values.len()], &values),
+            ))
+        }
+        None => None,
+    };
+    let mut inputs = vec![
+        input(&node, 0),
+        None,
+        None,
+        Some(ids[0]),
+        Some(ids[1]),
+        Some(ids[2]),
+        Some(scale_id),
+        bias,
+        plan.residual,
+    ];
+    while inputs.last() == Some(&None) {
+        inputs.pop();
+    }
+    Some(Node {
+        name: node.name.clone(),
+        op_type: "Int8Product".into(),
+        domain: "sinter".into(),
+        opset: 1,
+        inputs,
+        outputs: vec![output(&node, 0)],
+        attributes: Vec::new(),
+        op: Some(Op::Int8Product(Int8Product {
+            shape: plan.shape,
+            out: Int8Out::F32,
+            dynamic: true,
+            a_zero: 0,
+            a_scale: 1.0,
+            activations: plan.activations,
+        })),
+        guards: node.guards.clone(),
+    })
+}
