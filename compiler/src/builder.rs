@@ -27,6 +27,7 @@ pub struct Builder {
     module_name: Option<String>,
     cx: PassCx,
     track_model: bool,
+    profile: bool,
 }
 
 /// The result of compiling: the optimized graph, its memory plan, per-pass statistics.
@@ -50,6 +51,7 @@ impl Builder {
             module_name: None,
             cx: PassCx::default(),
             track_model: false,
+            profile: false,
         }
     }
 
@@ -110,6 +112,15 @@ impl Builder {
     /// the model changes (for the proc macro; `build.rs` uses `cargo:rerun-if-changed`).
     pub fn track_model(mut self, track: bool) -> Self {
         self.track_model = track;
+        self
+    }
+
+    /// Times every node (default off): the generated `Model` gets `profile()`, which returns
+    /// per-node time, kernel, estimated FLOPs and bytes moved, and `reset_profile()`; the
+    /// module then needs `sinter-rt`'s `profile` feature (`sinter profile` builds with it).
+    /// Off, the generated code is exactly what it is without this option.
+    pub fn profile(mut self, profile: bool) -> Self {
+        self.profile = profile;
         self
     }
 
@@ -186,6 +197,7 @@ impl Builder {
                 .path
                 .file_name()
                 .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+            profile: self.profile,
         };
         codegen::generate(&compiled.graph, &compiled.plan, &opts)
     }

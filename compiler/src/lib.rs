@@ -12,6 +12,12 @@
 //! sinter::Builder::new("models/mlp.onnx").dim("N", 1).write_to(out.join("mlp.rs")).unwrap();
 //! // lib.rs: include!(concat!(env!("OUT_DIR"), "/mlp.rs"));  then mlp::Model::new()
 //! ```
+//!
+//! To see where the time goes, [`Builder::profile`] puts a clock around every node (and
+//! `sinter profile` does it for you): the model, built with `sinter-rt`'s `profile` feature,
+//! gets `profile()`, which reports per node its op, the kernel its code calls, time per run,
+//! and the FLOPs and bytes the compiler estimated for it ([`codegen::profile`]). Without the
+//! option the generated code is exactly what it was.
 #![forbid(unsafe_code)]
 
 mod builder;

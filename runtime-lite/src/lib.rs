@@ -8,6 +8,10 @@
 //! - `std`: the arena lives on the heap (so `Model::new()` never puts megabytes on the stack),
 //!   and [`Error`] implements `std::error::Error` through `core::error::Error`.
 //! - `macros`: re-exports `include_onnx!`, so a program depends on `sinter-rt` alone.
+//! - `profile` (implies `std`): the `profile` module, the per-node clocks of models compiled with
+//!   profiling (`sinter::Builder::profile(true)`, `sinter profile`), whose `Model::profile()`
+//!   reports time, FLOPs and bytes per node. Code compiled without profiling never names it,
+//!   so it is exactly the code of a build without the feature.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -42,6 +46,8 @@ pub mod misc;
 pub mod ml;
 pub mod norm;
 pub mod pool;
+#[cfg(any(feature = "profile", test))]
+pub mod profile;
 pub mod quant;
 pub mod reduce;
 pub mod resize;

@@ -116,6 +116,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         weights: WeightsMode::File(weights_path.display().to_string()),
         track_model: None,
         source: model_path.display().to_string(),
+        profile: false,
     };
     write_if_changed(
         &src.join("model.rs"),

@@ -1,15 +1,16 @@
-//! What `verify` and `bench` share: a generated crate that depends on `sinter-rt`, built
-//! in release for the host CPU in a cache folder, and test data in the ONNX backend layout.
+//! What `verify`, `bench` and `profile` share: a generated crate that depends on `sinter-rt`,
+//! built in release for the host CPU in a cache folder, test data in the ONNX backend layout,
+//! and (for `bench` and `profile`) one model compiled with its inputs written beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
 
 use crate::error::{CompileError, ErrorKind};
-use crate::ir::Tensor;
-use crate::Result;
+use crate::ir::{DType, Graph, Tensor};
+use crate::{Builder, Compiled, Result};
 
 /// One `test_data_set_N` folder.
 pub(super) struct DataSet {
@@ -75,31 +76,46 @@ pub(super) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Where the `sinter-rt` sources are: `$SINTER_RT_PATH`, else this source tree's copy, else
-/// the published crate of the same version.
-fn runtime_dependency() -> String {
+/// the published crate of the same version; with `features` on.
+fn runtime_dependency(features: &[&str]) -> String {
+    let features = features
+        .iter()
+        .map(|f| format!("{f:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if let Ok(p) = std::env::var("SINTER_RT_PATH") {
-        return format!("{{ path = {p:?}, features = [\"std\"] }}");
+        return format!("{{ path = {p:?}, features = [{features}] }}");
     }
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime-lite");
     match tree.canonicalize() {
         Ok(p) => format!(
-            "{{ path = {:?}, features = [\"std\"] }}",
+            "{{ path = {:?}, features = [{features}] }}",
             p.display().to_string()
         ),
         Err(_) => format!(
-            "{{ version = \"{}\", features = [\"std\"] }}",
+            "{{ version = \"{}\", features = [{features}] }}",
             env!("CARGO_PKG_VERSION")
         ),
     }
 }
 
 /// Writes the crate manifest for `name` in `root` (whose `src/main.rs` the caller wrote) and
-/// builds it in release for the host CPU. Returns the executable, or the compiler's output.
+/// builds it in release for the host CPU, with `sinter-rt`'s `std` feature. Returns the
+/// executable, or the compiler's output.
 pub(super) fn build_crate(root: &Path, name: &str) -> Result<std::result::Result<PathBuf, String>> {
+    build_crate_with(root, name, &["std"])
+}
+
+/// [`build_crate`] with these features of `sinter-rt`.
+pub(super) fn build_crate_with(
+    root: &Path,
+    name: &str,
+    features: &[&str],
+) -> Result<std::result::Result<PathBuf, String>> {
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
          [dependencies]\nsinter-rt = {}\n\n[profile.release]\nopt-level = 3\ndebug = false\nincremental = true\n\n[workspace]\n",
-        runtime_dependency()
+        runtime_dependency(features)
     );
     write_if_changed(&root.join("Cargo.toml"), manifest.as_bytes())?;
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -182,5 +198,116 @@ pub(super) fn elem_io(writes: bool) -> TokenStream {
         }
 
         #write_output
+    }
+}
+
+/// Deterministic inputs in [-1, 1) for floats, small values for integers, alternating bools.
+fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let values: Vec<f64> = (0..n)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            match dtype {
+                DType::Bool => (i % 2) as f64,
+                d if d.is_float() => unit * 2.0 - 1.0,
+                _ => (unit * 4.0).floor(),
+            }
+        })
+        .collect();
+    Tensor::from_numbers(dtype, shape.to_vec(), &values)
+}
+
+/// One model compiled for a measuring harness, with the data it runs on.
+pub(super) struct Measured {
+    /// The `.onnx` file.
+    pub(super) model_path: PathBuf,
+    /// The compiled model.
+    pub(super) compiled: Compiled,
+    /// The case's first data set, when the model came as a case folder.
+    pub(super) data: Option<DataSet>,
+    /// The graph inputs' names before any was turned into a constant.
+    pub(super) original_inputs: Vec<String>,
+}
+
+/// Compiles `model` (an `.onnx` file, or a case folder with `model.onnx` and
+/// `test_data_set_0/`) with the builder `configure` makes for the `.onnx` path (module name
+/// and flags); unless `dims_given`, the data set's input shapes bind the dims.
+pub(super) fn compile_measured(
+    model: &Path,
+    dims_given: bool,
+    configure: impl FnOnce(&Path) -> Result<Builder>,
+) -> Result<Measured> {
+    let (model_path, case_dir) = if model.is_dir() {
+        (model.join("model.onnx"), Some(model.to_path_buf()))
+    } else {
+        (model.to_path_buf(), None)
+    };
+    let data = match &case_dir {
+        Some(dir) => read_data(dir)?.into_iter().next(),
+        None => None,
+    };
+    let mut builder = configure(&model_path)?;
+    let original_inputs: Vec<String> = {
+        let g = builder.load()?;
+        g.inputs
+            .iter()
+            .map(|&id| g.value(id).name.clone())
+            .collect()
+    };
+    if let Some(set) = &data {
+        if !dims_given && set.inputs.len() == original_inputs.len() {
+            builder =
+                builder.input_shapes(set.inputs.iter().map(|(_, t)| t.shape.clone()).collect());
+        }
+    }
+    let compiled = builder.compile()?;
+    Ok(Measured {
+        model_path,
+        compiled,
+        data,
+        original_inputs,
+    })
+}
+
+impl Measured {
+    /// Writes every graph input to `dir/in_K.bin`: the data set's (matched by name, when its
+    /// type and shape agree), else [`synthetic`] values. Returns the harness statements that
+    /// read them back (`let inK: Vec<T> = read_input(&dir, K)...`, see [`elem_io`]) and the
+    /// variables they bind.
+    pub(super) fn write_inputs(&self, dir: &Path) -> Result<(Vec<TokenStream>, Vec<Ident>)> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let graph: &Graph = &self.compiled.graph;
+        let mut reads = Vec::new();
+        let mut arg_idents = Vec::new();
+        for (k, &id) in graph.inputs.iter().enumerate() {
+            let value = graph.value(id);
+            let (dtype, shape) = (
+                value.dtype.unwrap_or(DType::F32),
+                value.shape.clone().unwrap_or_default(),
+            );
+            let from_data = self.data.as_ref().and_then(|set| {
+                let j = self.original_inputs.iter().position(|n| *n == value.name)?;
+                set.inputs
+                    .get(j)
+                    .map(|(_, t)| t.clone())
+                    .filter(|t| t.dtype == dtype && t.shape == shape)
+            });
+            let tensor = from_data.unwrap_or_else(|| synthetic(dtype, &shape));
+            let path = dir.join(format!("in_{k}.bin"));
+            std::fs::write(&path, &tensor.bytes).map_err(io_err(&path))?;
+            let var = format_ident!("in{}", k);
+            let t = if dtype == DType::Bool {
+                quote!(bool)
+            } else {
+                crate::ops::rust_type(dtype)
+            };
+            reads.push(quote!(let #var: Vec<#t> = read_input(&dir, #k).expect("input file");));
+            arg_idents.push(var);
+        }
+        Ok((reads, arg_idents))
     }
 }

@@ -1,4 +1,4 @@
-//! The `sinter` command line: `compile`, `inspect`, `verify`.
+//! The `sinter` command line: `compile`, `inspect`, `verify`, `bench`, `profile`.
 
 use std::process::ExitCode;
 
@@ -8,6 +8,7 @@ mod bench;
 mod compile;
 mod harness;
 mod inspect;
+mod profile;
 mod verify;
 
 /// sinter: compile ONNX models ahead of time into specialized Rust.
@@ -28,6 +29,8 @@ enum Command {
     Verify(verify::Args),
     /// Measure a compiled model: latency, load time, first run, peak memory, binary size.
     Bench(bench::Args),
+    /// Time every node of a compiled model: table sorted by time, JSON or a Chrome trace.
+    Profile(profile::Args),
 }
 
 /// Runs the command line.
@@ -38,6 +41,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(code) => code,

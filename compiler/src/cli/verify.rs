@@ -330,6 +330,7 @@ fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<Path
             weights: WeightsMode::File(weights_path.display().to_string()),
             track_model: None,
             source: case.name.clone(),
+            profile: false,
         };
         let source = format_tokens(generate(&compiled.graph, &compiled.plan, &opts)?)?;
         write_if_changed(&src.join(format!("case_{i}.rs")), source.as_bytes())?;

@@ -3,5 +3,6 @@
 
 mod module;
 pub mod names;
+pub mod profile;
 
 pub use module::{format_tokens, generate, CodegenOptions, WeightsMode};

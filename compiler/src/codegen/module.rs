@@ -1,11 +1,13 @@
 //! The generated module: `Model` with `new`, `run` (fixed-size arrays) and `run_slices`
 //! (checked slices), one private function per node (its doc comment names the ONNX node and
-//! op), the weights blob and the arena size.
+//! op), the weights blob and the arena size; with [`CodegenOptions::profile`], also a clock
+//! around every node call and `Model::profile()` (see [`super::profile`]).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::names::Names;
+use super::profile::{estimate_flops, kernel_name, value_bytes, NodeCost};
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, ValueId};
 use crate::ops::{lit, rust_type, EmitNames, Op};
@@ -35,6 +37,10 @@ pub struct CodegenOptions {
     pub track_model: Option<String>,
     /// Where the model came from, for the module docs.
     pub source: String,
+    /// Time every node: the module then needs `sinter-rt`'s `profile` feature and gets
+    /// `Model::profile()` and `Model::reset_profile()`. Off, the generated code is exactly
+    /// what it is without this option.
+    pub profile: bool,
 }
 
 /// Formats a token stream of items as Rust source.
@@ -127,6 +133,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     let mut node_calls = Vec::new();
     let mut has_traps = false;
     let mut node_fns_use_exec = false;
+    let mut costs: Vec<NodeCost> = Vec::new();
     for (index, node) in graph.nodes.iter().enumerate() {
         if plan.skip[index] {
             continue;
@@ -143,6 +150,19 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         let body = op
             .emit(&cx, &mut emit_names)
             .map_err(|e| e.at(node.node_ref()))?;
+        let mut cost = opts.profile.then(|| {
+            let op_type = node.node_ref().op_type;
+            NodeCost {
+                name: node.name.clone(),
+                kernel: kernel_name(&body),
+                index,
+                flops: estimate_flops(op, &op_type, &cx),
+                op: op_type,
+                activation_bytes: 0,
+                parameter_bytes: 0,
+                output_bytes: 0,
+            }
+        });
 
         let mut prelude = quote!(let mut sp = arena.splitter(););
         for (i, out) in node.outputs.iter().enumerate() {
@@ -157,6 +177,9 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             };
             let (o, offset) = (format_ident!("o{}", i), lit(offset));
             prelude.extend(quote!(let #o: &mut [#t] = sp.take::<#t>(#offset, #len);));
+            if let (Some(cost), Some(dtype), Some(shape)) = (&mut cost, v.dtype, &v.shape) {
+                cost.output_bytes = cost.output_bytes.saturating_add(value_bytes(dtype, shape));
+            }
         }
         if emit_names.used_scratch {
             let (offset, ts) = plan.scratch[index].clone().ok_or_else(|| {
@@ -186,6 +209,14 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             let dtype = v.dtype.unwrap_or(DType::F32);
             let (t, len) = (rust_type(dtype), lit(v.len()));
             let ident = format_ident!("i{}", i);
+            if let (Some(cost), Some(shape)) = (&mut cost, &v.shape) {
+                let bytes = value_bytes(dtype, shape);
+                if let Some(Location::Weights(_)) = plan.locations[id.index()] {
+                    cost.parameter_bytes = cost.parameter_bytes.saturating_add(bytes);
+                } else {
+                    cost.activation_bytes = cost.activation_bytes.saturating_add(bytes);
+                }
+            }
             let source = match plan.locations[id.index()] {
                 Some(Location::Arena(offset)) => {
                     reads_arena = true;
@@ -229,7 +260,14 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 #body
             }
         });
-        let call = quote!(#fn_name(#(#args),*););
+        let call = match cost {
+            Some(cost) => {
+                let row = lit(costs.len());
+                costs.push(cost);
+                quote!(self.profile.time(#row, || #fn_name(#(#args),*));)
+            }
+            None => quote!(#fn_name(#(#args),*);),
+        };
         if node.guards.is_empty() {
             node_calls.push(call);
         } else {
@@ -487,6 +525,23 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         )
     });
     let module = format_ident!("{}", opts.module_name);
+    let profiled = Profiled::new(opts.profile, &costs);
+    let Profiled {
+        table: profile_table,
+        field: profile_field,
+        begin: profile_begin,
+        end: profile_end,
+        methods: profile_methods,
+    } = &profiled;
+    let self_init = if opts.profile {
+        quote!(Self {
+            arena,
+            exec,
+            profile: ::sinter_rt::profile::Profiler::new(&PROFILE_NODES)
+        })
+    } else {
+        quote!(Self { arena, exec })
+    };
     // Every input is marked used: an op may list an input it does not read (Dropout's ratio),
     // and a view or folded node may leave an input unread.
     let unused_inputs = inputs.iter().map(|p| {
@@ -499,12 +554,14 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         pub mod #module {
             #track
             #weights_static
+            #profile_table
             type Arena = ::sinter_rt::Arena<#blocks>;
 
             /// The compiled model: its working memory, planned at compile time.
             pub struct Model {
                 arena: Arena,
                 exec: ::sinter_rt::threads::Exec,
+                #profile_field
             }
 
             impl Default for Model {
@@ -529,7 +586,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     #[allow(unused_mut, reason = "filled only when the model has big uniform constants")]
                     let mut arena = Arena::new();
                     #(#fills)*
-                    Self { arena, exec }
+                    #self_init
                 }
 
                 /// A model whose big kernels (GEMM, convolution) split their work over
@@ -557,14 +614,18 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     Ok(#ret_value)
                 }
 
+                #profile_methods
+
                 /// Computes every node into the arena.
                 fn forward(&mut self, #(#run_params),*) #forward_ret {
+                    #profile_begin
                     #exec_touch
                     #fault_decl
                     #(#input_slices)*
                     #(#unused_inputs)*
                     #(#node_calls)*
                     #(#output_copies)*
+                    #profile_end
                     #fault_ret
                 }
             }
@@ -572,4 +633,52 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             #(#node_fns)*
         }
     })
+}
+
+/// The tokens profiling adds to the module; all empty when it is off, so that the module is
+/// token for token what it is without profiling.
+#[derive(Default)]
+struct Profiled {
+    /// `static PROFILE_NODES`, the compile-time facts of every node.
+    table: TokenStream,
+    /// The `Model` field holding the clocks.
+    field: TokenStream,
+    /// Starts a run's clock (first in `forward`).
+    begin: TokenStream,
+    /// Stops it (last in `forward`).
+    end: TokenStream,
+    /// `Model::profile` and `Model::reset_profile`.
+    methods: TokenStream,
+}
+
+impl Profiled {
+    fn new(on: bool, costs: &[NodeCost]) -> Self {
+        if !on {
+            return Self::default();
+        }
+        let n = lit(costs.len());
+        let rows = costs.iter().map(NodeCost::tokens);
+        Self {
+            table: quote! {
+                /// What the compiler knows of each node: op, kernel, FLOPs and bytes per call.
+                static PROFILE_NODES: [::sinter_rt::profile::NodeInfo; #n] = [#(#rows),*];
+            },
+            field: quote!(profile: ::sinter_rt::profile::Profiler,),
+            begin: quote!(self.profile.begin_run();),
+            end: quote!(self.profile.end_run();),
+            methods: quote! {
+                /// Per-node times of the runs since the model was made or last reset, with
+                /// each node's op, kernel, estimated FLOPs and bytes moved (the module was
+                /// compiled with profiling; `sinter-rt`'s `profile` feature).
+                pub fn profile(&self) -> ::sinter_rt::profile::Report {
+                    self.profile.report()
+                }
+
+                /// Sets every node's clock back to zero (after warm-up runs, say).
+                pub fn reset_profile(&mut self) {
+                    self.profile.reset();
+                }
+            },
+        }
+    }
 }
