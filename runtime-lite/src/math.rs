@@ -1,15 +1,100 @@
-//! Scalar math for `no_std`: `exp`, `ln`, `sqrt`, `tanh`, `sigmoid` in f32 (fast polynomials),
-//! and f64 kernels (`exp_f64`, `sin_f64`, `erf_f64`, `pow_f64`, ...) that also back the
-//! remaining f32 functions (`sin`, `erf`, `pow`, ...) by rounding their f64 results.
+//! Scalar math for `no_std`: `exp`, `ln`, `sqrt`, `tanh`, `sigmoid`, `erf`, `softplus` and
+//! GELU in f32 (fast polynomials), and f64 kernels (`exp_f64`, `sin_f64`, `erf_f64`,
+//! `pow_f64`, ...) that also back the remaining f32 functions (`sin`, `pow`, ...) by rounding
+//! their f64 results.
 //!
 //! `core` has no transcendental functions, so these are written here (range reduction plus
 //! minimax polynomials of the Cephes kind); each stays within a few ulp of the correctly
-//! rounded result, checked against `std` in the tests. They are branch-light so that loops
-//! over them vectorize.
+//! rounded result, checked against `std` in the tests.
+//!
+//! The f32 functions of [`Func`] also have slice kernels ([`Func::map_slice`]): the same
+//! operations written once over sixteen lanes in [`lanes`], run with AVX-512 or AVX2 when the
+//! CPU has them, returning bit for bit what the scalar functions here return.
+
+pub(crate) mod lanes;
 
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 const LOG2E: f32 = core::f32::consts::LOG2_E;
+
+/// Above this, `e^x` overflows to infinity.
+const EXP_MAX: f32 = 88.722_84;
+/// Below this, `e^x` is 0.
+const EXP_MIN: f32 = -103.972_08;
+/// `(e^r - 1 - r) / r^2` on `|r| <= ln(2) / 2`, highest degree first.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+/// `(ln(1 + m) - m + m^2 / 2) / m^3` on `sqrt(1/2) - 1 <= m < sqrt(2) - 1`, highest degree
+/// first.
+const LN_POLY: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461_1e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_5e-1,
+    -2.499_999_4e-1,
+    0.333_333_3,
+];
+/// Below this `|x|`, `tanh` is an odd polynomial.
+const TANH_SMALL: f32 = 0.625;
+/// Above this `|x|`, `tanh` rounds to +-1.
+const TANH_ONE: f32 = 9.010_913;
+/// `(tanh(x) - x) / x^3` in `z = x^2` on `|x| < 0.625`, highest degree first.
+const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    0.020_639_09,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -0.333_332_8,
+];
+/// Below this `|x|`, `erf(x) = x + x P(x^2)` ([`ERF_SMALL`]); from it on
+/// `erf(x) = 1 - e^-(a + a Q(a))` with `a = min(|x|, 4)` ([`ERF_LARGE`]).
+const ERF_SPLIT: f32 = 0.921_875;
+/// `P(z) ~ erf(sqrt z) / sqrt z - 1` on `0 <= z < 0.85`, highest degree first: a weighted
+/// minimax fit with coefficients rounded to f32 one at a time (the rest refitted), so that
+/// [`erf`], evaluated without fused multiply-adds, stays within 1 ulp of the correctly
+/// rounded result.
+const ERF_SMALL: [f32; 6] = [
+    -0.000_601_339_56,
+    0.004_998_001_3,
+    -0.026_770_232,
+    0.112_819_27,
+    -0.376_125_07,
+    0.128_379_15,
+];
+/// `Q(a) ~ -ln(erfc(a)) / a - 1` on `0.92 <= a <= 4`, highest degree first, fitted as
+/// [`ERF_SMALL`] with the error weighted by `erfc(a) a / erf(a)` (what an error in `Q`
+/// costs `erf` in ulp). At 4, `1 - e^-(4 + 4 Q(4))` rounds to 1.
+const ERF_LARGE: [f32; 6] = [
+    -0.000_213_923,
+    0.003_214_444,
+    -0.022_888_32,
+    0.105_259_27,
+    0.635_720_25,
+    0.128_513_8,
+];
+/// `sqrt(2 / pi)`, the tanh form of GELU's scale.
+const GELU_SCALE: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh form of GELU.
+const GELU_CUBIC: f32 = 0.044_715;
+
+/// `c[0] t^(n-1) + ... + c[n-1]` by Horner's rule, multiply then add (as the lane forms).
+#[inline(always)]
+fn horner_f32(c: &[f32], t: f32) -> f32 {
+    let mut p = c[0];
+    for &ck in &c[1..] {
+        p = p * t + ck;
+    }
+    p
+}
 
 /// Rounds to the nearest integer, ties away from zero (no `std` needed).
 #[inline]
@@ -30,22 +115,16 @@ pub fn exp(x: f32) -> f32 {
     if x.is_nan() {
         return x;
     }
-    if x > 88.722_84 {
+    if x > EXP_MAX {
         return f32::INFINITY;
     }
-    if x < -103.972_08 {
+    if x < EXP_MIN {
         return 0.0;
     }
     let n = round(x * LOG2E);
     let r = x - n * LN2_HI - n * LN2_LO;
-    let r2 = r * r;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let y = p * r2 + r + 1.0;
+    let p = horner_f32(&EXP_POLY, r);
+    let y = p * (r * r) + r + 1.0;
     let n = n as i32;
     // Split the scale so that results in the subnormal range and up to 2^128 stay exact.
     if n < -126 {
@@ -84,15 +163,7 @@ pub fn ln(x: f32) -> f32 {
         m -= 1.0;
     }
     let z = m * m;
-    let p = 7.037_683_6e-2f32;
-    let p = p * m - 1.151_461_1e-1;
-    let p = p * m + 1.167_699_9e-1;
-    let p = p * m - 1.242_014_1e-1;
-    let p = p * m + 1.424_932_3e-1;
-    let p = p * m - 1.666_805_8e-1;
-    let p = p * m + 2.000_071_5e-1;
-    let p = p * m - 2.499_999_4e-1;
-    let p = p * m + 0.333_333_3;
+    let p = horner_f32(&LN_POLY, m);
     let ef = e as f32;
     let mut y = m * z * p;
     y += ef * LN2_LO;
@@ -147,15 +218,10 @@ fn sqrt_newton(x: f32) -> f32 {
 #[inline]
 pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
-    if a < 0.625 {
+    if a < TANH_SMALL {
         let z = x * x;
-        let p = -5.704_988_7e-3f32;
-        let p = p * z + 0.020_639_09;
-        let p = p * z - 5.373_971_6e-2;
-        let p = p * z + 1.333_144_2e-1;
-        let p = p * z - 0.333_332_8;
-        x + x * z * p
-    } else if a > 9.010_913 {
+        x + x * z * horner_f32(&TANH_POLY, z)
+    } else if a > TANH_ONE {
         1.0f32.copysign(x)
     } else {
         let e = exp(2.0 * a);
@@ -174,41 +240,134 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// `values[i] = sigmoid(values[i])`, 16 lanes at a time with AVX-512 (the same results).
-pub fn sigmoid_slice(values: &mut [f32]) {
-    map_slice(
-        values,
-        sigmoid,
-        #[cfg(target_arch = "x86_64")]
-        crate::math_x86_64::sigmoid_slice,
-    );
-}
-
-/// `values[i] = tanh(values[i])`, 16 lanes at a time with AVX-512 (the same results).
-pub fn tanh_slice(values: &mut [f32]) {
-    map_slice(
-        values,
-        tanh,
-        #[cfg(target_arch = "x86_64")]
-        crate::math_x86_64::tanh_slice,
-    );
-}
-
-/// `values[i] = scalar(values[i])`, by `vector` (the same function on AVX-512) when the CPU
-/// has it.
+/// Rounds toward zero.
 #[inline]
-fn map_slice(
-    values: &mut [f32],
-    scalar: fn(f32) -> f32,
-    #[cfg(target_arch = "x86_64")] vector: unsafe fn(&mut [f32]),
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::gemm_x86_64::has_avx512() {
-        // SAFETY: `vector`'s only requirement is AVX-512F, checked just above.
-        unsafe { vector(values) };
-        return;
+pub fn trunc(x: f32) -> f32 {
+    trunc_f64(f64::from(x)) as f32
+}
+
+/// An f32 function with a slice kernel ([`Func::map_slice`]) that returns, on every CPU, bit
+/// for bit what [`Func::apply`] returns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Func {
+    /// [`exp`].
+    Exp,
+    /// [`ln`].
+    Ln,
+    /// [`sqrt`].
+    Sqrt,
+    /// [`floor`].
+    Floor,
+    /// [`ceil`].
+    Ceil,
+    /// [`round_even`].
+    RoundEven,
+    /// [`sigmoid`].
+    Sigmoid,
+    /// [`tanh`].
+    Tanh,
+    /// [`erf`].
+    Erf,
+    /// [`gelu`].
+    Gelu,
+    /// [`gelu_tanh`].
+    GeluTanh,
+    /// [`softplus`].
+    Softplus,
+    /// `x tanh(softplus(x))`.
+    Mish,
+    /// `x sigmoid(alpha x)` (SiLU for alpha 1).
+    Swish(f32),
+}
+
+/// Elements below which the `_exec` slice forms stay on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+impl Func {
+    /// The function of one value.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Func::Exp => exp(x),
+            Func::Ln => ln(x),
+            Func::Sqrt => sqrt(x),
+            Func::Floor => floor(x),
+            Func::Ceil => ceil(x),
+            Func::RoundEven => round_even(x),
+            Func::Sigmoid => sigmoid(x),
+            Func::Tanh => tanh(x),
+            Func::Erf => erf(x),
+            Func::Gelu => gelu(x),
+            Func::GeluTanh => gelu_tanh(x),
+            Func::Softplus => softplus(x),
+            Func::Mish => x * tanh(softplus(x)),
+            Func::Swish(alpha) => x * sigmoid(alpha * x),
+        }
     }
-    values.iter_mut().for_each(|v| *v = scalar(*v));
+
+    /// `out[i] = f(x[i])`, sixteen lanes at a time.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn map_slice(self, x: &[f32], out: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            out.len(),
+            "map_slice: input and output lengths differ"
+        );
+        lanes::dispatch(lanes::Map { f: self, x, out });
+    }
+
+    /// `values[i] = f(values[i])`, sixteen lanes at a time.
+    pub fn map_slice_in_place(self, values: &mut [f32]) {
+        lanes::dispatch(lanes::MapInPlace { f: self, values });
+    }
+
+    /// [`Func::map_slice`] with a big slice split across `exec`'s threads.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn map_slice_exec(self, exec: &crate::threads::Exec, x: &[f32], out: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            out.len(),
+            "map_slice: input and output lengths differ"
+        );
+        match Self::task_len(exec, out.len()) {
+            None => self.map_slice(x, out),
+            Some(chunk) => exec.for_each_chunk(out, chunk, &|t, part| {
+                self.map_slice(&x[t * chunk..][..part.len()], part);
+            }),
+        }
+    }
+
+    /// [`Func::map_slice_in_place`] with a big slice split across `exec`'s threads.
+    pub fn map_slice_in_place_exec(self, exec: &crate::threads::Exec, values: &mut [f32]) {
+        match Self::task_len(exec, values.len()) {
+            None => self.map_slice_in_place(values),
+            Some(chunk) => {
+                exec.for_each_chunk(values, chunk, &|_, part| self.map_slice_in_place(part));
+            }
+        }
+    }
+
+    /// Elements per task for `len` elements on `exec` (a few tasks per thread, whole
+    /// vectors), or `None` to stay on the calling thread.
+    fn task_len(exec: &crate::threads::Exec, len: usize) -> Option<usize> {
+        let threads = exec.threads();
+        (threads > 1 && len >= PARALLEL_MIN)
+            .then(|| len.div_ceil(4 * threads).next_multiple_of(lanes::LANES))
+    }
+}
+
+/// `values[i] = sigmoid(values[i])`, sixteen lanes at a time (the same results).
+pub fn sigmoid_slice(values: &mut [f32]) {
+    Func::Sigmoid.map_slice_in_place(values);
+}
+
+/// `values[i] = tanh(values[i])`, sixteen lanes at a time (the same results).
+pub fn tanh_slice(values: &mut [f32]) {
+    Func::Tanh.map_slice_in_place(values);
 }
 
 // ---- f64 kernels (also the accurate path for the f32 functions below) ----
@@ -250,17 +409,6 @@ fn horner(c: &[f64], x: f64) -> f64 {
 #[inline]
 fn horner_alt(c: &[f64], x: f64) -> f64 {
     horner(c, -x)
-}
-
-/// `sum' c[k] T_k(t)` (Clenshaw's recurrence for a Chebyshev series, halved first term
-/// already folded into `c[0]`).
-#[inline]
-fn clenshaw(c: &[f64], t: f64) -> f64 {
-    let (mut b1, mut b2) = (0.0, 0.0);
-    for &ck in c[1..].iter().rev() {
-        (b1, b2) = (2.0 * t * b1 - b2 + ck, b1);
-    }
-    t * b1 - b2 + c[0]
 }
 
 /// 2^n as f64 for n in [-1022, 1023].
@@ -798,57 +946,35 @@ via_f64! {
     atanh => atanh_f64;
 }
 
-/// Chebyshev coefficients of `erf(x) / x` in `t = 2x^2 - 1` on `0 <= x <= 1` (relative error
-/// below 4e-11), fitted to the exact function.
-const ERF_SMALL: [f64; 8] = [
-    0.975_476_939_382_654_1,
-    -0.142_261_205_103_713_57,
-    0.010_035_582_187_599_743,
-    -0.000_576_876_469_976_540_8,
-    2.741_993_125_206_926_3e-5,
-    -1.104_317_550_654_210_2e-6,
-    3.848_875_533_563_056_5e-8,
-    -1.180_858_244_520_521_8e-9,
-];
-
-/// Chebyshev coefficients of `erf(x)` in `t = (2x - 5) / 3` on `1 <= x <= 4` (absolute error
-/// below 7e-10, a hundredth of an f32 ulp there).
-const ERF_MID: [f64; 16] = [
-    0.969_697_479_460_005_4,
-    0.054_251_323_896_460_56,
-    -0.038_763_756_439_034_26,
-    0.021_797_487_803_849_75,
-    -0.009_314_174_792_885_047,
-    0.002_748_111_832_708_729_4,
-    -0.000_357_675_173_902_276_27,
-    -0.000_126_862_210_713_930_83,
-    8.896_524_124_859_39e-5,
-    -2.228_847_529_008_384_8e-5,
-    7.040_156_696_849_764e-8,
-    1.808_171_485_213_894_1e-6,
-    -5.517_666_245_152_819e-7,
-    2.368_918_500_250_672e-8,
-    3.172_083_431_687_844_3e-8,
-    -9.389_144_458_443_743e-9,
-];
-
-/// The error function in f32: Chebyshev fits evaluated in f64 (much faster than the series
-/// of [`erf_f64`], and within an ulp of the correctly rounded result).
+/// The error function in f32, within 1 ulp of the correctly rounded result (checked on every
+/// f32 from 5e-10 to 4.5 when the coefficients were fitted; the tests sample it): `x + x P(x^2)`
+/// below [`ERF_SPLIT`], `1 - e^-(a + a Q(a))` above, 1 from 4 on.
 #[inline]
 pub fn erf(x: f32) -> f32 {
     if x.is_nan() {
         return x;
     }
-    let a = f64::from(x).abs();
-    let r = if a < 1.0 {
-        a * clenshaw(&ERF_SMALL, 2.0 * a * a - 1.0)
-    } else if a < 4.0 {
-        clenshaw(&ERF_MID, (2.0 * a - 5.0) / 3.0)
+    let a = x.abs();
+    if a < ERF_SPLIT {
+        x + x * horner_f32(&ERF_SMALL, x * x)
     } else {
-        // erf(4) = 1 - 1.5e-8 already rounds to 1 in f32.
-        1.0
-    };
-    (r as f32).copysign(x)
+        let a = if a < 4.0 { a } else { 4.0 };
+        let r = a + a * horner_f32(&ERF_LARGE, a);
+        (1.0 - exp(-r)).copysign(x)
+    }
+}
+
+/// GELU, `x Phi(x) = x / 2 (1 + erf(x / sqrt 2))`, computed as written.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's tanh approximation, `x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, computed
+/// as written.
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)))
 }
 
 /// `ln(1 + e^x)` in f32, without overflow and accurate for very negative `x` (the log1p
@@ -913,46 +1039,201 @@ pub fn py_mod(a: f32, b: f32) -> f32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn slice_forms_match_the_scalar_ones_bit_for_bit() {
-        // Every exponent range, both signs, the branch edges and the specials.
+    /// Every function with a slice kernel.
+    const FUNCS: [Func; 15] = [
+        Func::Exp,
+        Func::Ln,
+        Func::Sqrt,
+        Func::Floor,
+        Func::Ceil,
+        Func::RoundEven,
+        Func::Sigmoid,
+        Func::Tanh,
+        Func::Erf,
+        Func::Gelu,
+        Func::GeluTanh,
+        Func::Softplus,
+        Func::Mish,
+        Func::Swish(1.0),
+        Func::Swish(1.702),
+    ];
+
+    /// Values over every exponent range, both signs, the branch edges and the specials.
+    fn awkward_values() -> std::vec::Vec<f32> {
         let mut values: std::vec::Vec<f32> = (0..200_000u32)
             .map(|i| f32::from_bits(i.wrapping_mul(21_475) ^ ((i & 1) << 31)))
             .filter(|v| !v.is_nan())
             .collect();
-        values.extend([
+        values.extend((0..20_000).map(|i| -12.0 + 24.0 * i as f32 / 20_000.0));
+        for edge in [
             0.0,
-            -0.0,
-            0.625,
-            -0.625,
-            9.010_913,
-            -9.010_913,
-            88.722_84,
+            0.5,
+            TANH_SMALL,
+            TANH_ONE,
+            EXP_MAX,
             88.8,
-            -103.972_08,
-            -104.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
+            EXP_MIN,
+            104.0,
+            ERF_SPLIT,
+            4.0,
+            20.0,
+            f32::MIN_POSITIVE,
             1e-40,
-            -1e-40,
-        ]);
-        let mut s = values.clone();
-        sigmoid_slice(&mut s);
-        let mut t = values.clone();
-        tanh_slice(&mut t);
-        for (i, &x) in values.iter().enumerate() {
-            let (ws, wt) = (sigmoid(x), tanh(x));
+            f32::INFINITY,
+            f32::MAX,
+            1.0,
+            2.5,
+        ] {
+            for v in [edge, -edge, f32::from_bits(edge.to_bits().wrapping_sub(1))] {
+                values.extend([v, -v]);
+            }
+        }
+        values.push(f32::NAN);
+        values
+    }
+
+    fn same(a: f32, b: f32) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    /// `f`'s slice kernel on `isa` against [`Func::apply`], over the awkward values and over
+    /// every length up to three vectors and one (both the copying and the in-place form).
+    fn check_against_scalar(f: Func, isa: lanes::Isa) -> Option<()> {
+        let values = awkward_values();
+        let want: std::vec::Vec<f32> = values.iter().map(|&x| f.apply(x)).collect();
+        let mut got = std::vec![0.0f32; values.len()];
+        isa.run(lanes::Map {
+            f,
+            x: &values,
+            out: &mut got,
+        })?;
+        for ((&x, &g), &w) in values.iter().zip(&got).zip(&want) {
             assert!(
-                s[i].to_bits() == ws.to_bits() || (s[i].is_nan() && ws.is_nan()),
-                "sigmoid({x:e}) = {} vs {ws}",
-                s[i]
+                same(g, w),
+                "{f:?} on {isa:?}: f({x:e}) = {g:e}, scalar {w:e}"
             );
-            assert!(
-                t[i].to_bits() == wt.to_bits() || (t[i].is_nan() && wt.is_nan()),
-                "tanh({x:e}) = {} vs {wt}",
-                t[i]
-            );
+        }
+        for len in 0..=3 * lanes::LANES + 1 {
+            for start in [0, 5, 1000] {
+                let x = &values[start..start + len];
+                let mut out = std::vec![7.0f32; len + 3];
+                isa.run(lanes::Map {
+                    f,
+                    x,
+                    out: &mut out[..len],
+                })?;
+                let mut in_place = x.to_vec();
+                in_place.extend([7.0; 3]);
+                isa.run(lanes::MapInPlace {
+                    f,
+                    values: &mut in_place[..len],
+                })?;
+                for (i, &v) in x.iter().enumerate() {
+                    let w = want[start + i];
+                    assert!(same(out[i], w), "{f:?} on {isa:?}, len {len}: f({v:e})");
+                    assert!(same(in_place[i], w), "{f:?} on {isa:?} in place, len {len}");
+                }
+                assert_eq!(out[len..], [7.0; 3], "{f:?} on {isa:?} wrote past {len}");
+                assert_eq!(
+                    in_place[len..],
+                    [7.0; 3],
+                    "{f:?} on {isa:?} wrote past {len}"
+                );
+            }
+        }
+        Some(())
+    }
+
+    #[test]
+    fn slice_kernels_match_the_scalar_functions_bit_for_bit() {
+        for isa in lanes::Isa::ALL {
+            for f in FUNCS {
+                if check_against_scalar(f, isa).is_none() {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[test]
+    fn slice_entry_points_match_without_avx512() {
+        // The public forms, on the path a CPU without AVX-512 takes (AVX2 here), with and
+        // without threads.
+        let values = awkward_values();
+        crate::gemm_x86_64::without_avx512(|| {
+            for f in FUNCS {
+                let want: std::vec::Vec<f32> = values.iter().map(|&x| f.apply(x)).collect();
+                let mut got = std::vec![0.0f32; values.len()];
+                f.map_slice(&values, &mut got);
+                assert!(got.iter().zip(&want).all(|(&g, &w)| same(g, w)), "{f:?}");
+                let exec = crate::threads::Exec::with_threads(3);
+                let mut threaded = std::vec![0.0f32; values.len()];
+                f.map_slice_exec(&exec, &values, &mut threaded);
+                assert!(
+                    threaded.iter().zip(&want).all(|(&g, &w)| same(g, w)),
+                    "{f:?}"
+                );
+                let mut in_place = values.clone();
+                f.map_slice_in_place_exec(&exec, &mut in_place);
+                assert!(
+                    in_place.iter().zip(&want).all(|(&g, &w)| same(g, w)),
+                    "{f:?}"
+                );
+            }
+            let mut s = values.clone();
+            sigmoid_slice(&mut s);
+            let mut t = values.clone();
+            tanh_slice(&mut t);
+            for (i, &x) in values.iter().enumerate() {
+                assert!(same(s[i], sigmoid(x)) && same(t[i], tanh(x)), "{x:e}");
+            }
+        });
+    }
+
+    #[test]
+    fn erf_is_within_one_ulp_of_the_correctly_rounded_result() {
+        // A dense sample of every binade up to 4.5, and the flat tail.
+        let mut worst = (0, 0.0f32);
+        let mut bits = 1u32;
+        while f32::from_bits(bits) < 6.0 {
+            let x = f32::from_bits(bits);
+            let want = erf_f64(f64::from(x)) as f32;
+            for (got, want) in [(erf(x), want), (erf(-x), -want)] {
+                let e = ulps(got, want);
+                if e > worst.0 {
+                    worst = (e, x);
+                }
+            }
+            bits += 997;
+        }
+        assert!(worst.0 <= 1, "erf is {} ulp off at {:e}", worst.0, worst.1);
+        assert_eq!(erf(f32::INFINITY), 1.0);
+        assert_eq!(erf(f32::NEG_INFINITY), -1.0);
+        assert_eq!(erf(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn gelu_forms_match_f64() {
+        let tanh_scale = (2.0 / core::f64::consts::PI).sqrt();
+        assert_eq!(GELU_SCALE, tanh_scale as f32);
+        for i in 0..=200_000 {
+            let x = -12.0 + 24.0 * i as f32 / 200_000.0;
+            let v = f64::from(x);
+            let exact = 0.5 * v * (1.0 + erf_f64(v * core::f64::consts::FRAC_1_SQRT_2));
+            let approx = 0.5 * v * (1.0 + tanh_f64(tanh_scale * (v + 0.044_715 * v * v * v)));
+            // Near -12 both forms cancel in `1 + erf` (or `1 + tanh`): the error is relative
+            // to x, not to the tiny result.
+            for (name, got, want) in [
+                ("gelu", gelu(x), exact),
+                ("gelu_tanh", gelu_tanh(x), approx),
+            ] {
+                let err = (f64::from(got) - want).abs();
+                assert!(
+                    err <= 3e-7 * want.abs() + 1.2e-7 * v.abs(),
+                    "{name}({x}) = {got} want {want}"
+                );
+            }
         }
     }
 

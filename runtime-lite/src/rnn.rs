@@ -92,11 +92,8 @@ impl Activation {
             }
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             // The same f32 arithmetic, in the same order, as the Gelu op's kernel.
-            Activation::Gelu => 0.5 * x * (1.0 + math::erf(x * core::f32::consts::FRAC_1_SQRT_2)),
-            Activation::GeluTanh => {
-                let c = 0.797_884_6_f32; // sqrt(2 / pi) rounded to f32
-                0.5 * x * (1.0 + math::tanh(c * (x + 0.044_715 * x * x * x)))
-            }
+            Activation::Gelu => math::gelu(x),
+            Activation::GeluTanh => math::gelu_tanh(x),
             Activation::Softplus => {
                 if x > 20.0 {
                     x
@@ -137,6 +134,8 @@ impl Activation {
                 .for_each(|v| *v = if *v >= 0.0 { *v } else { a * *v }),
             Activation::Sigmoid => math::sigmoid_slice(values),
             Activation::Tanh => math::tanh_slice(values),
+            Activation::Gelu => math::Func::Gelu.map_slice_in_place(values),
+            Activation::GeluTanh => math::Func::GeluTanh.map_slice_in_place(values),
             other => values.iter_mut().for_each(|v| *v = other.apply(*v)),
         }
     }
