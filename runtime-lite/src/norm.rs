@@ -122,6 +122,10 @@ pub enum Affine<'a> {
 /// `(v - mean) / sqrt(var + epsilon)`, or with `rms` `v / sqrt(mean(v^2) + epsilon)`; then
 /// applies `affine`. Writes each row's mean and `1 / sqrt(var + epsilon)` to `mean_out` and
 /// `inv_std_out` when given (layer normalization's optional outputs).
+///
+/// The statistics are f64 sums in eight partial sums (element `j` into sum `j % 8`, combined
+/// in a fixed order), and every step is a loop the compiler vectorizes for the CPU's widest
+/// vectors ([`crate::math::lanes::dispatch`]); the results do not depend on the CPU.
 #[allow(
     clippy::too_many_arguments,
     reason = "operands, layout, epsilon and the optional statistics outputs"
@@ -134,46 +138,98 @@ pub fn row_norm_f32(
     epsilon: f32,
     rms: bool,
     affine: Affine<'_>,
-    mut mean_out: Option<&mut [f32]>,
-    mut inv_std_out: Option<&mut [f32]>,
+    mean_out: Option<&mut [f32]>,
+    inv_std_out: Option<&mut [f32]>,
 ) {
     assert!(
         x.len() >= rows * inner && out.len() >= rows * inner,
         "norm buffers too short"
     );
-    for r in 0..rows {
-        let src = &x[r * inner..][..inner];
+    crate::math::lanes::dispatch(RowNorm {
+        x,
+        out,
+        rows,
+        inner,
+        epsilon,
+        rms,
+        affine,
+        mean_out,
+        inv_std_out,
+    });
+}
+
+/// The operands of [`row_norm_f32`], as a kernel.
+struct RowNorm<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+    rows: usize,
+    inner: usize,
+    epsilon: f32,
+    rms: bool,
+    affine: Affine<'a>,
+    mean_out: Option<&'a mut [f32]>,
+    inv_std_out: Option<&'a mut [f32]>,
+}
+
+impl crate::math::lanes::Kernel for RowNorm<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: crate::math::lanes::Lanes>(self, _lanes: S) {
+        let RowNorm {
+            x,
+            out,
+            rows,
+            inner,
+            epsilon,
+            rms,
+            affine,
+            mut mean_out,
+            mut inv_std_out,
+        } = self;
         let n = inner as f64;
-        let mean = if rms || inner == 0 {
-            0.0
-        } else {
-            src.iter().map(|&v| f64::from(v)).sum::<f64>() / n
-        };
-        let var = if inner == 0 {
-            0.0
-        } else {
-            src.iter()
-                .map(|&v| {
-                    let d = f64::from(v) - mean;
+        for r in 0..rows {
+            let src = &x[r * inner..][..inner];
+            let mean = if rms || inner == 0 {
+                0.0
+            } else {
+                sum8(src, |v| v) / n
+            };
+            let var = if inner == 0 {
+                0.0
+            } else {
+                sum8(src, |v| {
+                    let d = v - mean;
                     d * d
-                })
-                .sum::<f64>()
-                / n
-        };
-        let inv = 1.0 / math64::sqrt_f64(var + f64::from(epsilon));
-        if let Some(m) = mean_out.as_deref_mut() {
-            m[r] = mean as f32;
-        }
-        if let Some(s) = inv_std_out.as_deref_mut() {
-            s[r] = inv as f32;
-        }
-        let dst = &mut out[r * inner..][..inner];
-        for (j, (o, &v)) in dst.iter_mut().zip(src).enumerate() {
-            let normed = ((f64::from(v) - mean) * inv) as f32;
-            *o = match affine {
-                Affine::None => normed,
-                Affine::PerElement { scale, bias } => {
-                    normed * scale[j] + bias.map_or(0.0, |b| b[j])
+                }) / n
+            };
+            let inv = 1.0 / math64::sqrt_f64(var + f64::from(epsilon));
+            if let Some(m) = mean_out.as_deref_mut() {
+                m[r] = mean as f32;
+            }
+            if let Some(s) = inv_std_out.as_deref_mut() {
+                s[r] = inv as f32;
+            }
+            let dst = &mut out[r * inner..][..inner];
+            let normed = |v: f32| ((f64::from(v) - mean) * inv) as f32;
+            match affine {
+                Affine::None => {
+                    for (o, &v) in dst.iter_mut().zip(src) {
+                        *o = normed(v);
+                    }
+                }
+                Affine::PerElement { scale, bias: None } => {
+                    for ((o, &v), &k) in dst.iter_mut().zip(src).zip(&scale[..inner]) {
+                        *o = normed(v) * k + 0.0;
+                    }
+                }
+                Affine::PerElement {
+                    scale,
+                    bias: Some(bias),
+                } => {
+                    let params = scale[..inner].iter().zip(&bias[..inner]);
+                    for ((o, &v), (&k, &b)) in dst.iter_mut().zip(src).zip(params) {
+                        *o = normed(v) * k + b;
+                    }
                 }
                 Affine::PerChannel {
                     scale,
@@ -181,12 +237,41 @@ pub fn row_norm_f32(
                     channel_len,
                     channels,
                 } => {
-                    let c = ((r * inner + j) / channel_len) % channels;
-                    normed * scale[c] + bias[c]
+                    // Runs of one channel: from element `start` of the row to the next
+                    // multiple of `channel_len` in the whole tensor.
+                    let mut start = 0;
+                    while start < inner {
+                        let e = r * inner + start;
+                        let c = (e / channel_len) % channels;
+                        let end = (start + channel_len - e % channel_len).min(inner);
+                        let (k, b) = (scale[c], bias[c]);
+                        for (o, &v) in dst[start..end].iter_mut().zip(&src[start..end]) {
+                            *o = normed(v) * k + b;
+                        }
+                        start = end;
+                    }
                 }
-            };
+            }
         }
     }
+}
+
+/// `sum f(v)` over `values` (each widened to f64) in eight partial sums, element `j` into sum
+/// `j % 8`, combined in a fixed order: a loop the compiler vectorizes, with the same result
+/// on every CPU.
+#[inline(always)]
+fn sum8(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(f64::from(v));
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(f64::from(v));
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// Mean-variance normalization: for every index of `kept_shape` (element offset from
@@ -385,6 +470,122 @@ mod tests {
         assert!((out[0] as f64 + inv).abs() < 1e-6);
         assert!(out[1].abs() < 1e-6);
         assert!((s[0] as f64 - inv).abs() < 1e-6);
+    }
+
+    /// Row normalization element by element, with serial f64 sums.
+    fn row_norm_reference(
+        x: &[f32],
+        rows: usize,
+        inner: usize,
+        rms: bool,
+        affine: Affine<'_>,
+    ) -> std::vec::Vec<f32> {
+        let mut out = std::vec![0.0f32; rows * inner];
+        for r in 0..rows {
+            let src = &x[r * inner..][..inner];
+            let n = inner as f64;
+            let mean = if rms || inner == 0 {
+                0.0
+            } else {
+                src.iter().map(|&v| f64::from(v)).sum::<f64>() / n
+            };
+            let var = src
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let inv = 1.0 / (var + 1e-5f32 as f64).sqrt();
+            for (j, &v) in src.iter().enumerate() {
+                let normed = ((f64::from(v) - mean) * inv) as f32;
+                out[r * inner + j] = match affine {
+                    Affine::None => normed,
+                    Affine::PerElement { scale, bias } => {
+                        normed * scale[j] + bias.map_or(0.0, |b| b[j])
+                    }
+                    Affine::PerChannel {
+                        scale,
+                        bias,
+                        channel_len,
+                        channels,
+                    } => {
+                        let c = ((r * inner + j) / channel_len) % channels;
+                        normed * scale[c] + bias[c]
+                    }
+                };
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_norm_matches_the_element_loop() {
+        // Every length up to three vectors and one, each affine form (group normalization:
+        // channel runs shorter than a row; instance normalization: as long as one), on every
+        // instruction set.
+        for inner in 0..=49usize {
+            let rows = 3;
+            let x: std::vec::Vec<f32> = (0..rows * inner)
+                .map(|i| ((i * 7919) % 101) as f32 * 0.37 - 15.0)
+                .collect();
+            let scale: std::vec::Vec<f32> =
+                (0..inner.max(6)).map(|i| 0.5 + i as f32 * 0.1).collect();
+            let bias: std::vec::Vec<f32> = (0..inner.max(6)).map(|i| i as f32 - 3.0).collect();
+            let run_len = inner.div_ceil(2).max(1);
+            let affines = [
+                Affine::None,
+                Affine::PerElement {
+                    scale: &scale,
+                    bias: None,
+                },
+                Affine::PerElement {
+                    scale: &scale,
+                    bias: Some(&bias),
+                },
+                Affine::PerChannel {
+                    scale: &scale,
+                    bias: &bias,
+                    channel_len: run_len,
+                    channels: 6,
+                },
+                Affine::PerChannel {
+                    scale: &scale,
+                    bias: &bias,
+                    channel_len: inner.max(1),
+                    channels: 3,
+                },
+            ];
+            for affine in affines {
+                for rms in [false, true] {
+                    let want = row_norm_reference(&x, rows, inner, rms, affine);
+                    for isa in crate::math::lanes::Isa::ALL {
+                        let mut got = std::vec![0.0f32; rows * inner];
+                        let (mut means, mut invs) =
+                            (std::vec![0.0f32; rows], std::vec![0.0f32; rows]);
+                        let kernel = RowNorm {
+                            x: &x,
+                            out: &mut got,
+                            rows,
+                            inner,
+                            epsilon: 1e-5,
+                            rms,
+                            affine,
+                            mean_out: Some(&mut means),
+                            inv_std_out: Some(&mut invs),
+                        };
+                        if isa.run(kernel).is_none() {
+                            continue;
+                        }
+                        for (&g, &w) in got.iter().zip(&want) {
+                            let ulp = f32::EPSILON * w.abs().max(1e-6);
+                            assert!(
+                                (g - w).abs() <= ulp,
+                                "{inner} {rms} {affine:?} {isa:?}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
