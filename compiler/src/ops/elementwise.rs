@@ -20,7 +20,12 @@
 //! Types: float32, float64, and float16/bfloat16 (stored as `u16` bits, computed in f32 and
 //! rounded back per element, as numpy does); every integer type where the op defines one;
 //! bool (stored as `u8` 0/1) for the logic ops. Transcendental functions come from
-//! `sinter_rt::math` (f32 polynomials, or f64 kernels rounded to f32).
+//! `sinter_rt::math` (f32 polynomials, or f64 kernels rounded to f32). On f32 tensors `Exp`,
+//! `Log`, `Sqrt`, `Floor`, `Ceil`, `Round`, `Sigmoid`, `Tanh`, `Erf`, `Gelu`, `Softplus`,
+//! `Mish`, `Swish` and `SwiGLU`'s gate call the slice kernels of `sinter_rt::math::Func`
+//! (sixteen lanes at a time, bit for bit the scalar functions); the other ops are closures
+//! without calls, which the compiler vectorizes, except the f64-backed trigonometric and
+//! `expm1` ops, `Pow` and `Mod` (listed, with reasons, in this file's tests).
 //!
 //! Constant folding (`eval`) covers integer and bool arithmetic, comparisons, logic, `Where`,
 //! `Min`/`Max`/`Sum`, `Clip` and the integer unary ops, which is what shape arithmetic in real
@@ -518,7 +523,7 @@ impl OpDef for Binary {
             return Ok(quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #i1, #sb, #f);));
         }
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        if out.shape.iter().product::<usize>() < 1 << 16 {
+        if out.shape.iter().product::<usize>() < PARALLEL_MIN {
             return Ok(quote!(::sinter_rt::elementwise::zip(#i0, #sa, #i1, #sb, #o0, #shape, #f);));
         }
         let exec = names.exec();
@@ -1344,6 +1349,11 @@ impl OpDef for Unary {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
+        if x.dtype == DType::F32 {
+            if let Some(func) = slice_func(self.kind) {
+                return Ok(emit_slice_func(&func, x.shape, names));
+            }
+        }
         let t = rust_type(x.dtype);
         let f = match FloatCx::new(x.dtype) {
             Some(fc) => {
@@ -1378,6 +1388,61 @@ impl OpDef for Unary {
     }
 }
 
+/// The `sinter_rt::math::Func` computing `kind` on f32, for the functions with a slice kernel
+/// (bit for bit the per-element `float_body`, sixteen lanes at a time).
+fn slice_func(kind: UnaryKind) -> Option<TokenStream> {
+    use UnaryKind as K;
+    let func = |name: &str| {
+        let ident = format_ident!("{}", name);
+        quote!(::sinter_rt::math::Func::#ident)
+    };
+    Some(match kind {
+        K::Exp => func("Exp"),
+        K::Log => func("Ln"),
+        K::Sqrt => func("Sqrt"),
+        K::Floor => func("Floor"),
+        K::Ceil => func("Ceil"),
+        K::Round => func("RoundEven"),
+        K::Sigmoid => func("Sigmoid"),
+        K::Tanh => func("Tanh"),
+        K::Erf => func("Erf"),
+        K::Gelu { tanh: false } => func("Gelu"),
+        K::Gelu { tanh: true } => func("GeluTanh"),
+        K::Softplus => func("Softplus"),
+        K::Mish => func("Mish"),
+        K::Swish(alpha) => {
+            let alpha = f32_lit(alpha);
+            quote!(::sinter_rt::math::Func::Swish(#alpha))
+        }
+        _ => return None,
+    })
+}
+
+/// Applies a slice kernel from input 0 to output 0 (or in place), split across threads when
+/// the tensor is big.
+fn emit_slice_func(func: &TokenStream, shape: &[usize], names: &mut EmitNames) -> TokenStream {
+    let o0 = names.output(0);
+    let big = shape.iter().product::<usize>() >= PARALLEL_MIN;
+    match (names.in_place == Some(0), big) {
+        (true, false) => quote!(#func.map_slice_in_place(#o0);),
+        (true, true) => {
+            let exec = names.exec();
+            quote!(#func.map_slice_in_place_exec(#exec, #o0);)
+        }
+        (false, false) => {
+            let i0 = names.input(0);
+            quote!(#func.map_slice(#i0, #o0);)
+        }
+        (false, true) => {
+            let (i0, exec) = (names.input(0), names.exec());
+            quote!(#func.map_slice_exec(#exec, #i0, #o0);)
+        }
+    }
+}
+
+/// Elements from which elementwise kernels take the executor (and may split across threads).
+const PARALLEL_MIN: usize = 1 << 16;
+
 /// `SwiGLU` (opset 28): `Y = Swish_alpha(A) * B`, `A` and `B` of one type and shape (no
 /// broadcasting). For the 16-bit floats the gate is rounded to the storage type before the
 /// product, as the reference (and the op's expansion, `Swish` then `Mul`) rounds it.
@@ -1408,6 +1473,15 @@ impl OpDef for SwiGlu {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let a = cx.input(0)?;
+        if a.dtype == DType::F32 {
+            // The gate by the Swish slice kernel into the output, then the product in place.
+            let alpha = f32_lit(self.alpha);
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            return Ok(quote! {
+                ::sinter_rt::math::Func::Swish(#alpha).map_slice(#i0, #o0);
+                ::sinter_rt::elementwise::zip_assign(#o0, &[], #i1, &[], |g: f32, b: f32| g * b);
+            });
+        }
         let fc = FloatCx::new(a.dtype)
             .ok_or_else(|| CompileError::unsupported(format!("SwiGLU on {}", a.dtype)))?;
         let (t, ct) = (rust_type(a.dtype), fc.ty());
@@ -1863,6 +1937,203 @@ mod tests {
             assert!(emit_all(op, 3, false) > 0, "{op}");
         }
         assert_eq!(emit_all("Where", 3, false), ALL_TYPES.len());
+    }
+
+    /// The `sinter_rt::math` functions that `code` calls by name with arguments: per-element
+    /// scalar math (the slice kernels are methods of `sinter_rt::math::Func`, capitalized).
+    fn scalar_math_calls(code: &TokenStream) -> Vec<String> {
+        let text = code.to_string();
+        text.match_indices("sinter_rt :: math ::")
+            .filter_map(|(at, pattern)| {
+                let name: String = text[at + pattern.len()..]
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                name.starts_with(|c: char| c.is_lowercase()).then_some(name)
+            })
+            .collect()
+    }
+
+    /// f32 ops that may still compute each element with a scalar `sinter_rt::math` call, and
+    /// why.
+    const SCALAR_MATH_EXCEPTIONS: &[(&str, &str)] = &[
+        ("Sin", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Cos", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Tan", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Asin", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Acos", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Atan", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Sinh", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Cosh", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Asinh", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Acosh", "f64 kernel rounded to f32; rare on big tensors"),
+        ("Atanh", "f64 kernel rounded to f32; rare on big tensors"),
+        (
+            "Elu",
+            "expm1 in f64, for accuracy near 0; FIXME: an f32 vector expm1",
+        ),
+        (
+            "Selu",
+            "expm1 in f64, for accuracy near 0; FIXME: an f32 vector expm1",
+        ),
+        (
+            "Celu",
+            "expm1 in f64, for accuracy near 0; FIXME: an f32 vector expm1",
+        ),
+        (
+            "Pow",
+            "x^y in f64 (exp(y ln x) in f32 loses digits when y ln x is big); x^2 is x * x",
+        ),
+        (
+            "Mod",
+            "numpy's remainder: a float remainder has no vector instruction",
+        ),
+    ];
+
+    #[test]
+    fn no_f32_op_on_a_big_tensor_is_a_scalar_math_loop() {
+        // Every op of the table, given one to three f32 inputs of 8192 elements and default
+        // attributes; whatever infers and emits must not call scalar math per element, except
+        // the listed ops.
+        let shape: &[usize] = &[1, 8, 32, 32];
+        let mut flagged = std::collections::BTreeSet::new();
+        let mut vectorized = Vec::new();
+        for &op_type in crate::ops::SUPPORTED {
+            for n_inputs in 1..=3 {
+                let node = Node {
+                    name: String::new(),
+                    op_type: op_type.into(),
+                    domain: String::new(),
+                    opset: 21,
+                    inputs: vec![None; n_inputs],
+                    outputs: Vec::new(),
+                    attributes: Vec::new(),
+                    op: None,
+                    guards: Vec::new(),
+                };
+                let Some(Ok(op)) = parse(&NodeCx { node: &node }) else {
+                    continue;
+                };
+                let inputs = (0..n_inputs)
+                    .map(|_| {
+                        Some(Operand {
+                            dtype: DType::F32,
+                            shape,
+                            constant: None,
+                        })
+                    })
+                    .collect();
+                let mut cx = OpCx {
+                    inputs,
+                    outputs: Vec::new(),
+                };
+                let Ok(outs) = op.infer(&cx) else { continue };
+                if outs.iter().any(|o| o.dtype != DType::F32) {
+                    continue;
+                }
+                let out_shapes: Vec<Vec<usize>> = outs.iter().map(|o| o.shape.clone()).collect();
+                cx.outputs = out_shapes
+                    .iter()
+                    .map(|s| {
+                        Some(Operand {
+                            dtype: DType::F32,
+                            shape: s,
+                            constant: None,
+                        })
+                    })
+                    .collect();
+                let Ok(code) = op.emit(&cx, &mut EmitNames::default()) else {
+                    continue;
+                };
+                let calls = scalar_math_calls(&code);
+                if calls.is_empty() {
+                    vectorized.push(op_type);
+                } else {
+                    assert!(
+                        SCALAR_MATH_EXCEPTIONS.iter().any(|(op, _)| *op == op_type),
+                        "{op_type} on f32 {shape:?} calls scalar math per element ({calls:?}):\n{code}"
+                    );
+                    flagged.insert(op_type);
+                }
+            }
+        }
+        // The list stays honest: each exception is still an exception.
+        for (op, why) in SCALAR_MATH_EXCEPTIONS {
+            assert!(
+                flagged.contains(op),
+                "{op} is listed ({why}) but no longer scalar"
+            );
+        }
+        for op in [
+            "Exp",
+            "Log",
+            "Sqrt",
+            "Sigmoid",
+            "Tanh",
+            "Erf",
+            "Gelu",
+            "Softplus",
+            "Swish",
+            "Mish",
+            "Softmax",
+            "LogSoftmax",
+            "SwiGLU",
+        ] {
+            assert!(vectorized.contains(&op), "{op} was not checked");
+        }
+    }
+
+    #[test]
+    fn transcendental_f32_ops_call_slice_kernels() {
+        let emit = |op_type: &str, in_place: bool, len: usize| {
+            let node = Node {
+                name: String::new(),
+                op_type: op_type.into(),
+                domain: String::new(),
+                opset: 21,
+                inputs: vec![None],
+                outputs: Vec::new(),
+                attributes: Vec::new(),
+                op: None,
+                guards: Vec::new(),
+            };
+            let Some(Ok(op)) = parse(&NodeCx { node: &node }) else {
+                panic!("{op_type} does not parse");
+            };
+            let shape = [len];
+            let operand = || {
+                Some(Operand {
+                    dtype: DType::F32,
+                    shape: &shape,
+                    constant: None,
+                })
+            };
+            let cx = OpCx {
+                inputs: vec![operand()],
+                outputs: vec![operand()],
+            };
+            let mut names = EmitNames {
+                in_place: in_place.then_some(0),
+                ..EmitNames::default()
+            };
+            op.emit(&cx, &mut names).expect("emits").to_string()
+        };
+        insta::assert_snapshot!(
+            [
+                emit("Gelu", false, 100),
+                emit("Swish", true, 100),
+                emit("Erf", false, 1 << 16),
+                emit("Sigmoid", true, 1 << 16),
+            ]
+            .join("\n"),
+            @r"
+        :: sinter_rt :: math :: Func :: Gelu . map_slice (i0 , o0) ;
+        :: sinter_rt :: math :: Func :: Swish (1f32) . map_slice_in_place (o0) ;
+        :: sinter_rt :: math :: Func :: Erf . map_slice_exec (exec , i0 , o0) ;
+        :: sinter_rt :: math :: Func :: Sigmoid . map_slice_in_place_exec (exec , o0) ;
+        "
+        );
     }
 
     #[test]
