@@ -101,6 +101,19 @@ impl Builder {
         self
     }
 
+    /// Quantizes the model's products (`Quantize::Dynamic`: int8 weights per output channel,
+    /// activations quantized at run time; see `passes::quantize`). Default: none.
+    pub fn quantize(mut self, quantize: crate::passes::Quantize) -> Self {
+        self.cx.quantize = quantize;
+        self
+    }
+
+    /// Keeps node `name` in float32 when quantizing.
+    pub fn quantize_exclude(mut self, name: impl Into<String>) -> Self {
+        self.cx.quantize_exclude.push(name.into());
+        self
+    }
+
     /// Names the generated module (default: the model file's stem, or its folder's name for
     /// `model.onnx`).
     pub fn module_name(mut self, name: impl Into<String>) -> Self {

@@ -44,6 +44,8 @@ pub(super) struct Args {
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    #[command(flatten)]
+    quant: super::QuantArgs,
     /// Where the benchmark crate is built.
     #[arg(long, default_value = "target/sinter-bench")]
     cache_dir: PathBuf,
@@ -84,11 +86,13 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         Some(dir) => read_data(dir)?.into_iter().next(),
         None => None,
     };
-    let mut builder = Builder::new(&model_path)
-        .module_name("bench_model")
-        .dims(parse_dims(&args.dims)?)
-        .constants(parse_consts(&args.consts)?)
-        .opt_level(super::opt_level(args.opt)?);
+    let mut builder = args.quant.apply(
+        Builder::new(&model_path)
+            .module_name("bench_model")
+            .dims(parse_dims(&args.dims)?)
+            .constants(parse_consts(&args.consts)?)
+            .opt_level(super::opt_level(args.opt)?),
+    )?;
     let original: Vec<String> = {
         let g = builder.load()?;
         g.inputs

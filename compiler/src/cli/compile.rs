@@ -25,13 +25,17 @@ pub(super) struct Args {
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    #[command(flatten)]
+    quant: super::QuantArgs,
 }
 
 pub(super) fn run(args: Args) -> Result<ExitCode> {
-    let mut builder = Builder::new(&args.model)
-        .dims(parse_dims(&args.dims)?)
-        .constants(parse_consts(&args.consts)?)
-        .opt_level(super::opt_level(args.opt)?);
+    let mut builder = args.quant.apply(
+        Builder::new(&args.model)
+            .dims(parse_dims(&args.dims)?)
+            .constants(parse_consts(&args.consts)?)
+            .opt_level(super::opt_level(args.opt)?),
+    )?;
     if let Some(m) = args.module {
         builder = builder.module_name(m);
     }

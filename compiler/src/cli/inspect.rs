@@ -22,6 +22,8 @@ pub(super) struct Args {
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    #[command(flatten)]
+    quant: super::QuantArgs,
     /// Show what each pass did: nodes before and after, and the ops it removed or added.
     #[arg(long)]
     passes: bool,
@@ -88,10 +90,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         print!("{}", compiled.graph.dump());
         return Ok(ExitCode::SUCCESS);
     }
-    let builder = Builder::new(&args.model)
-        .dims(parse_dims(&args.dims)?)
-        .constants(parse_consts(&args.consts)?)
-        .opt_level(super::opt_level(args.opt)?);
+    let builder = builder(&args)?;
     let model = crate::onnx::read_model(&args.model)?;
     let graph = builder.load()?;
 
@@ -191,26 +190,97 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         }
         Err(e) => println!("cannot compile yet: {e}"),
     }
+    if args.quant.enabled() {
+        quantize_report(&args, &builder)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn builder(args: &Args) -> Result<Builder> {
-    Ok(Builder::new(&args.model)
-        .dims(parse_dims(&args.dims)?)
-        .constants(parse_consts(&args.consts)?)
-        .opt_level(super::opt_level(args.opt)?))
+    args.quant.apply(
+        Builder::new(&args.model)
+            .dims(parse_dims(&args.dims)?)
+            .constants(parse_consts(&args.consts)?)
+            .opt_level(super::opt_level(args.opt)?),
+    )
+}
+
+/// The pass context the flags describe.
+fn pass_cx(args: &Args) -> Result<crate::passes::PassCx> {
+    Ok(crate::passes::PassCx {
+        dims: parse_dims(&args.dims)?,
+        consts: parse_consts(&args.consts)?,
+        opt_level: super::opt_level(args.opt)?,
+        quantize: args.quant.mode()?,
+        quantize_exclude: args.quant.quantize_exclude.clone(),
+        ..Default::default()
+    })
+}
+
+/// `--quantize ...`: which products were quantized, which stayed float32 and why, and the
+/// weight bytes with and without quantization.
+fn quantize_report(args: &Args, builder: &Builder) -> Result<()> {
+    let cx = pass_cx(args)?;
+    let mut graph = builder.load()?;
+    for pass in crate::passes::PASSES
+        .iter()
+        .filter(|p| p.min_level <= cx.opt_level)
+    {
+        if pass.name == "quantize" {
+            break;
+        }
+        graph = (pass.run)(graph, &cx)?;
+    }
+    let mut float = Vec::new();
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let reason = if cx.quantize_exclude.contains(&node.name)
+            && crate::passes::float_reason(&graph, index).is_none()
+            && matches!(node.op_type.as_str(), "Gemm" | "MatMul" | "Conv")
+        {
+            Some("excluded (--quantize-exclude)")
+        } else {
+            crate::passes::float_reason(&graph, index)
+        };
+        if let Some(reason) = reason {
+            float.push(format!("  {} ({}): {reason}", node.name, node.op_type));
+        }
+    }
+    let quantized = crate::passes::quantize(graph, &cx)?;
+    let names: Vec<String> = quantized
+        .nodes
+        .iter()
+        .filter(|n| matches!(&n.op, Some(crate::ops::Op::Int8Product(p)) if p.dynamic))
+        .map(|n| format!("  {}", n.name))
+        .collect();
+    println!("quantization ({}):", args.quant.quantize);
+    println!("quantized to int8: {} nodes", names.len());
+    for line in &names {
+        println!("{line}");
+    }
+    println!("stayed float32: {} nodes", float.len());
+    for line in &float {
+        println!("{line}");
+    }
+    let float_bytes = builder
+        .clone()
+        .quantize(crate::Quantize::None)
+        .compile()?
+        .plan
+        .weights
+        .len();
+    let int8_bytes = builder.compile()?.plan.weights.len();
+    println!(
+        "weights: {float_bytes} bytes in float32, {int8_bytes} bytes quantized ({:.2}x)",
+        int8_bytes as f64 / float_bytes.max(1) as f64
+    );
+    Ok(())
 }
 
 /// `--passes`: one line per pass with node counts and the op-count changes it made.
 fn run_passes_report(args: &Args) -> Result<ExitCode> {
     let builder = builder(args)?;
     let graph = builder.load()?;
-    let cx = crate::passes::PassCx {
-        dims: parse_dims(&args.dims)?,
-        consts: parse_consts(&args.consts)?,
-        opt_level: super::opt_level(args.opt)?,
-        ..Default::default()
-    };
+    let cx = pass_cx(args)?;
     let mut graph = graph;
     println!("{:<18} {:>8} {:>8}  changes", "pass", "before", "after");
     for pass in crate::passes::PASSES

@@ -52,6 +52,44 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The quantization flags shared by the subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct QuantArgs {
+    /// Quantize the model's products: `none` (default) or `dynamic` (int8 weights per output
+    /// channel, activations quantized at run time).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub(super) quantize: String,
+    /// Keep this node in float32 when quantizing (repeatable).
+    #[arg(long = "quantize-exclude", value_name = "NODE")]
+    pub(super) quantize_exclude: Vec<String>,
+}
+
+impl QuantArgs {
+    /// Applies the flags to a builder.
+    pub(super) fn apply(&self, mut builder: crate::Builder) -> crate::Result<crate::Builder> {
+        builder = builder.quantize(self.mode()?);
+        for name in &self.quantize_exclude {
+            builder = builder.quantize_exclude(name.clone());
+        }
+        Ok(builder)
+    }
+
+    /// The mode asked for.
+    pub(super) fn mode(&self) -> crate::Result<crate::Quantize> {
+        crate::Quantize::from_name(&self.quantize).ok_or_else(|| {
+            crate::CompileError::new(crate::ErrorKind::Option(format!(
+                "--quantize {}: expected none or dynamic",
+                self.quantize
+            )))
+        })
+    }
+
+    /// Whether a quantization mode other than `none` was asked for.
+    pub(super) fn enabled(&self) -> bool {
+        !matches!(self.quantize.as_str(), "none" | "off")
+    }
+}
+
 /// The optimization level flag shared by the subcommands.
 fn opt_level(n: u8) -> crate::Result<crate::OptLevel> {
     crate::OptLevel::from_number(n).ok_or_else(|| {

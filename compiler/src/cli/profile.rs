@@ -49,6 +49,8 @@ pub(super) struct Args {
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    #[command(flatten)]
+    quant: super::QuantArgs,
     /// Where the profiling crate is built.
     #[arg(long, default_value = "target/sinter-profile")]
     cache_dir: PathBuf,
@@ -61,12 +63,14 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         )));
     }
     let measured = harness::compile_measured(&args.model, !args.dims.is_empty(), |path| {
-        Ok(Builder::new(path)
-            .module_name("profile_model")
-            .dims(parse_dims(&args.dims)?)
-            .constants(parse_consts(&args.consts)?)
-            .opt_level(super::opt_level(args.opt)?)
-            .profile(true))
+        args.quant.apply(
+            Builder::new(path)
+                .module_name("profile_model")
+                .dims(parse_dims(&args.dims)?)
+                .constants(parse_consts(&args.consts)?)
+                .opt_level(super::opt_level(args.opt)?)
+                .profile(true),
+        )
     })?;
     let compiled = &measured.compiled;
 

@@ -46,16 +46,24 @@ pub(super) struct Args {
     /// Also exit with status 1 when a case is unsupported.
     #[arg(long)]
     strict: bool,
+    /// Compare float outputs by cosine similarity instead of the tolerances: pass when every
+    /// output's cosine with the reference is at least this (for quantized models checked
+    /// against float references); also reports top-1 agreement.
+    #[arg(long, value_name = "MIN")]
+    cosine: Option<f64>,
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    #[command(flatten)]
+    quant: super::QuantArgs,
     /// Where the generated crate is built (kept between runs so rebuilds are incremental).
     #[arg(long, default_value = "target/sinter-verify")]
     cache_dir: PathBuf,
 }
 
 enum Outcome {
-    Pass,
+    /// Passed, with notes to print (cosine similarities).
+    Pass(Vec<String>),
     Fail(String),
     Unsupported(String),
 }
@@ -105,12 +113,14 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                 "data sets have different input shapes; a compiled model has one".into(),
             )));
         }
-        let builder = Builder::new(dir.join("model.onnx"))
-            .module_name(format!("case_{index}"))
-            .dims(parse_dims(&args.dims)?)
-            .constants(parse_consts(&args.consts)?)
-            .input_shapes(shapes)
-            .opt_level(super::opt_level(args.opt)?);
+        let builder = args.quant.apply(
+            Builder::new(dir.join("model.onnx"))
+                .module_name(format!("case_{index}"))
+                .dims(parse_dims(&args.dims)?)
+                .constants(parse_consts(&args.consts)?)
+                .input_shapes(shapes)
+                .opt_level(super::opt_level(args.opt)?),
+        )?;
         let original: Vec<String> = {
             let g = builder.load()?;
             g.inputs
@@ -494,9 +504,12 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             case.outcome = Some(check_case(i, case, &data_root, &errors, &args));
         }
         match case.outcome.as_ref() {
-            Some(Outcome::Pass) => {
+            Some(Outcome::Pass(notes)) => {
                 passed += 1;
                 println!("PASS {}", case.name);
+                for note in notes {
+                    println!("  {note}");
+                }
             }
             Some(Outcome::Fail(why)) => {
                 failed += 1;
@@ -528,6 +541,7 @@ fn check_case(
         return Outcome::Fail("internal: no compiled model".into());
     };
     let graph = &compiled.graph;
+    let mut notes = Vec::new();
     for (j, set) in case.data.iter().enumerate() {
         let dir = data_root.join(format!("case_{i}/set_{j}"));
         if let Some(e) = errors.get(&dir.display().to_string()) {
@@ -555,18 +569,72 @@ fn check_case(
                     set_name(set)
                 ));
             };
-            if let Err(why) = compare(
-                expected,
-                &got,
-                value.dtype.unwrap_or(DType::F32),
-                args.rtol,
-                args.atol,
-            ) {
+            let dtype = value.dtype.unwrap_or(DType::F32);
+            if let (Some(min), true) = (args.cosine, dtype.is_float()) {
+                match similarity(expected, &got, dtype) {
+                    Err(why) => return Outcome::Fail(format!("{}: {label}: {why}", set_name(set))),
+                    Ok((cosine, top1)) => {
+                        let note = format!(
+                            "{}: {label}: cosine {cosine:.6}, top-1 {}",
+                            set_name(set),
+                            if top1 { "agrees" } else { "differs" }
+                        );
+                        if cosine < min || cosine.is_nan() {
+                            return Outcome::Fail(format!("{note} (below {min})"));
+                        }
+                        notes.push(note);
+                    }
+                }
+                continue;
+            }
+            if let Err(why) = compare(expected, &got, dtype, args.rtol, args.atol) {
                 return Outcome::Fail(format!("{}: {label}: {why}", set_name(set)));
             }
         }
     }
-    Outcome::Pass
+    Outcome::Pass(notes)
+}
+
+/// The cosine similarity of a float output with its reference, and whether their largest
+/// elements are at the same index (top-1 agreement).
+fn similarity(
+    expected: &Tensor,
+    got: &[u8],
+    dtype: DType,
+) -> std::result::Result<(f64, bool), String> {
+    if expected.dtype != dtype || got.len() != expected.bytes.len() {
+        return Err(format!(
+            "type or size differs from the reference ({} vs {})",
+            dtype, expected.dtype
+        ));
+    }
+    let got = Tensor {
+        dtype,
+        shape: expected.shape.clone(),
+        bytes: got.to_vec(),
+    };
+    let (want, have) = (expected.to_f64s(), got.to_f64s());
+    let dot: f64 = want.iter().zip(&have).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (nw, nh) = (norm(&want), norm(&have));
+    let cosine = if nw == 0.0 && nh == 0.0 {
+        1.0
+    } else {
+        dot / (nw * nh)
+    };
+    let argmax = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |best, (i, &x)| {
+                if x > best.1 {
+                    (i, x)
+                } else {
+                    best
+                }
+            })
+            .0
+    };
+    Ok((cosine, argmax(&want) == argmax(&have)))
 }
 
 fn set_name(set: &DataSet) -> String {

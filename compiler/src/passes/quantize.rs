@@ -10,7 +10,9 @@
 //! `quantize_dynamic` does, with the graph already fused and the weights already packed.
 //!
 //! Stays float32 (see [`float_reason`], which `sinter inspect --quantize` prints): depthwise
-//! convolutions (the float kernel is faster and int8 costs accuracy there), products whose
+//! convolutions (the float kernel is faster and int8 costs accuracy there), convolutions with
+//! fewer than 32 output channels per group or a depth under 32 (quantizing their input costs
+//! about what it saves), products whose
 //! weights are not constants, `Gemm` with a transposed `A` or a `C` that is neither a
 //! per-column constant nor a residual of the output's shape, and nodes named with
 //! `--quantize-exclude`.
@@ -25,6 +27,12 @@ use crate::error::Result;
 use crate::ir::{DType, Graph, Node, Tensor, ValueId};
 use crate::ops::int8::{Int8Out, Int8Product, Int8Shape};
 use crate::ops::{FusedAct, Op};
+
+/// Convolutions with fewer output channels per group than this stay float: quantizing the
+/// input at run time and packing its columns costs about as much as their whole product.
+const MIN_CHANNELS: usize = 32;
+/// Convolutions with a shallower depth (`C/groups * kernel`) than this stay float.
+const MIN_DEPTH: usize = 32;
 
 /// Whether and how the compiler quantizes the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -175,6 +183,10 @@ fn plan(graph: &Graph, index: usize) -> std::result::Result<Plan, &'static str> 
                 conv_dims(graph, a, w, c).ok_or("unknown convolution shape")?;
             if matches!(layout, Layout::Rows(_, true)) {
                 return Err("depthwise: the float kernel is faster");
+            }
+            let groups = c.group.max(1);
+            if m / groups < MIN_CHANNELS || depth < MIN_DEPTH {
+                return Err("too small to pay for quantizing its input at run time");
             }
             let bias = input(node, 2).map(|b| (b, 1.0));
             if let Some((b, _)) = bias {

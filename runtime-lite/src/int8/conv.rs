@@ -3,8 +3,8 @@
 //! panels as the kernel needs them, never stored whole), and a direct kernel for depthwise
 //! ones.
 //!
-//! Depths beyond what one packing pass holds are packed a chunk at a time for each row
-//! tile, accumulating in the tile's `i32` sums between chunks.
+//! Depths beyond what one packing pass holds are packed a chunk at a time, once for a group of
+//! row tiles whose partial `i32` sums wait on the stack between chunks.
 //!
 //! The input is packed in the unsigned domain with padding taking the input's zero point, so
 //! padded taps contribute `(zx - zx) * w = 0` as ConvInteger defines; the zero-point
@@ -20,6 +20,11 @@ use crate::threads::Exec;
 
 /// Panels of one packed pixel block.
 const BLOCK_PANELS: usize = 4;
+/// Tiles of partial sums a task keeps while packing a deep block a chunk at a time.
+#[cfg(feature = "std")]
+const PARTIAL_TILES: usize = 48;
+#[cfg(not(feature = "std"))]
+const PARTIAL_TILES: usize = 4;
 /// Bytes of the per-task buffer the pixel blocks are packed into.
 #[cfg(feature = "std")]
 const PACK_BYTES: usize = 128 * 1024;
@@ -138,57 +143,85 @@ unsafe fn dense_block(
     }
     let mut row_params = TileParams::<MR_MAX>::new();
     let (mr, step) = (isa.mr(), isa.panels());
-    let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
+    let col_tiles = panels.div_ceil(step);
+    // With several depth chunks, each chunk is packed once for a group of row tiles whose
+    // partial sums wait in `partials` (one tile per row tile and column tile).
+    let tiles_per_group = (PARTIAL_TILES / col_tiles).max(1);
+    let rows_per_group = if chunks == 1 {
+        cout_g.max(1)
+    } else {
+        tiles_per_group * mr
+    };
+    let mut single: TileAcc = [[0; NR_MAX]; MR_MAX];
+    let mut partials = [const { core::mem::MaybeUninit::<TileAcc>::uninit() }; PARTIAL_TILES];
     if chunks == 1 {
         pack_block(blk, 0, kp, buf);
     }
-    for r0 in (0..cout_g).step_by(mr) {
-        let rows = mr.min(cout_g - r0);
-        let chan0 = g * cout_g + r0;
-        row_params.channels(sink, w, blk.k, blk.zu, chan0, rows);
-        for q0 in (0..panels).step_by(step) {
-            let np = step.min(panels - q0);
-            for c in 0..chunks {
-                let d0 = c * chunk;
-                let len = chunk.min(kp - d0);
-                if chunks > 1 {
-                    pack_block(blk, d0, len, buf);
-                }
+    for g0 in (0..cout_g).step_by(rows_per_group) {
+        let g1 = (g0 + rows_per_group).min(cout_g);
+        for c in 0..chunks {
+            let d0 = c * chunk;
+            let len = chunk.min(kp - d0);
+            if chunks > 1 {
+                pack_block(blk, d0, len, buf);
+            }
+            let panel_stride = len * PANEL;
+            for (t, r0) in (g0..g1).step_by(mr).enumerate() {
                 let weights = Rows {
                     base: w.data[(g * cout_g + r0) * kp + d0..].as_ptr().cast::<u8>(),
                     row_stride: kp,
                     group_stride: GROUP,
                 };
-                let panel_stride = len * PANEL;
-                // SAFETY: the weights hold every row of depth `kp >= d0 + len` and then
-                // `ROW_BLOCK >= mr` more, so a tile's rows past the group's end (read, never
-                // stored) stay inside them; the buffer holds `panels` panels of `len / 4`
-                // groups at `panel_stride`; `isa` was detected.
-                unsafe {
-                    isa.kernel(
-                        false,
-                        len / GROUP,
-                        weights,
-                        buf[q0 * panel_stride..].as_ptr(),
-                        panel_stride,
-                        np,
-                        &mut acc,
-                        c > 0,
-                    );
+                for (ct, q0) in (0..panels).step_by(step).enumerate() {
+                    let np = step.min(panels - q0);
+                    // One chunk: a single tile, finished right away; else this tile's slot.
+                    let acc = if chunks == 1 {
+                        &mut single
+                    } else {
+                        let slot = &mut partials[t * col_tiles + ct];
+                        if c == 0 {
+                            slot.write([[0; NR_MAX]; MR_MAX]);
+                        }
+                        // SAFETY: the slot was written at chunk 0 of this group, above.
+                        unsafe { slot.assume_init_mut() }
+                    };
+                    // SAFETY: the weights hold every row of depth `kp >= d0 + len` and then
+                    // `ROW_BLOCK >= mr` more, so a tile's rows past the group's end (read,
+                    // never stored) stay inside them; the buffer holds `panels` panels of
+                    // `len / 4` groups at `panel_stride`; `isa` was detected.
+                    unsafe {
+                        isa.kernel(
+                            false,
+                            len / GROUP,
+                            weights,
+                            buf[q0 * panel_stride..].as_ptr(),
+                            panel_stride,
+                            np,
+                            acc,
+                            c > 0,
+                        );
+                    }
+                    if c + 1 < chunks {
+                        continue;
+                    }
+                    let rows = mr.min(cout_g - r0);
+                    let chan0 = g * cout_g + r0;
+                    row_params.channels(sink, w, blk.k, blk.zu, chan0, rows);
+                    let first = q0 * PANEL;
+                    let cols = (np * PANEL).min(blk.npix - first);
+                    let mut cols_params = TileParams::<NR_MAX>::new();
+                    cols_params.activations(w_zero.then_some(&usum[first..]), cols);
+                    let place = TilePlace {
+                        start: (n * p.out_channels + chan0) * out_len + blk.pix0 + first,
+                        ld: out_len,
+                        rows,
+                        cols,
+                    };
+                    // SAFETY: forwarded contract: these pixels of these channels are this
+                    // unit's.
+                    unsafe { sink.finish(acc, &place, &row_params, &cols_params) };
                 }
             }
-            let first = q0 * PANEL;
-            let cols = (np * PANEL).min(blk.npix - first);
-            let mut cols_params = TileParams::<NR_MAX>::new();
-            cols_params.activations(w_zero.then_some(&usum[first..]), cols);
-            let place = TilePlace {
-                start: (n * p.out_channels + chan0) * out_len + blk.pix0 + first,
-                ld: out_len,
-                rows,
-                cols,
-            };
-            // SAFETY: forwarded contract: these pixels of these channels are this unit's.
-            unsafe { sink.finish(&mut acc, &place, &row_params, &cols_params) };
         }
     }
 }
@@ -217,9 +250,107 @@ fn pixel_sums(blk: &Block<'_>, sums: &mut [i32; NR_MAX]) {
     }
 }
 
+/// Most kernel taps a block's tap table holds (larger kernels take the per-element path).
+const MAX_TAPS: usize = 64;
+
+/// Where each of a panel's sixteen pixels reads one kernel tap: the offset inside an input
+/// channel, or `None` in the padding.
+#[derive(Clone, Copy)]
+struct Tap {
+    offsets: [usize; PANEL],
+    valid: [bool; PANEL],
+    /// Every pixel valid and the offsets consecutive: one 16-byte run.
+    run: bool,
+}
+
 /// Packs depths `d0 .. d0 + len` (whole groups) of the block's im2col columns into `out` as
 /// column panels of `len / 4` groups each. Depths past `k` and pixels past the block are 0.
+///
+/// Per panel, the input offset of every (tap, pixel) is computed once; each depth row is then
+/// a 16-byte copy (pixels along one input row) or sixteen loads, never index arithmetic.
 fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
+    let p = blk.p;
+    let klen = p.kernel_len();
+    if klen > MAX_TAPS {
+        return pack_block_any(blk, d0, len, out);
+    }
+    let [_, oh, ow] = p.output;
+    let [_, kh, kw] = p.kernel;
+    let [id, ih, iw] = p.input;
+    let in_len = id * ih * iw;
+    let bytes: &[u8] = match blk.x {
+        Bytes::U8(v) => v,
+        Bytes::I8(v) => bytes_of_i8(v),
+    };
+    let pad = blk.zu as u8;
+    let panels = blk.npix.div_ceil(PANEL);
+    let mut taps = [Tap {
+        offsets: [0; PANEL],
+        valid: [false; PANEL],
+        run: false,
+    }; MAX_TAPS];
+    for q in 0..panels {
+        let first = blk.pix0 + q * PANEL;
+        let count = PANEL.min(blk.npix - q * PANEL);
+        for (t, tap) in taps.iter_mut().enumerate().take(klen) {
+            let (kz, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
+            for j in 0..PANEL {
+                let pix = first + j;
+                let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
+                    (o * p.strides[axis] + kk * p.dilations[axis])
+                        .checked_sub(p.pads[axis])
+                        .filter(|&v| v < p.input[axis])
+                };
+                let hit = if j < count {
+                    let (oz, oy, ox) = (pix / (oh * ow), pix / ow % oh, pix % ow);
+                    match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
+                        (Some(z), Some(y), Some(x)) => Some((z * ih + y) * iw + x),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                tap.valid[j] = hit.is_some();
+                tap.offsets[j] = hit.unwrap_or(0);
+            }
+            tap.run =
+                tap.valid.iter().all(|&v| v) && tap.offsets.windows(2).all(|w| w[1] == w[0] + 1);
+        }
+        let panel = &mut out[q * len * PANEL..][..len * PANEL];
+        let mut rows = [[0u8; PANEL]; GROUP];
+        // Depth d0 is channel c, tap t; both advance together below.
+        let (mut c, mut t) = (d0 / klen.max(1), d0 % klen.max(1));
+        for dst in panel.chunks_exact_mut(PANEL * GROUP) {
+            for row in rows.iter_mut() {
+                if c * klen + t >= blk.k {
+                    *row = [0; PANEL];
+                    continue;
+                }
+                let plane = &bytes[blk.base + c * in_len..][..in_len];
+                let tap = &taps[t];
+                if tap.run {
+                    let src = &plane[tap.offsets[0]..][..PANEL];
+                    for (o, &v) in row.iter_mut().zip(src) {
+                        *o = v ^ blk.flip;
+                    }
+                } else {
+                    for ((o, &off), &ok) in row.iter_mut().zip(&tap.offsets).zip(&tap.valid) {
+                        *o = if ok { plane[off] ^ blk.flip } else { pad };
+                    }
+                }
+                t += 1;
+                if t == klen {
+                    t = 0;
+                    c += 1;
+                }
+            }
+            interleave(&rows, dst);
+        }
+    }
+}
+
+/// [`pack_block`] for kernels of more than [`MAX_TAPS`] taps: every element on its own.
+fn pack_block_any(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
     let p = blk.p;
     let klen = p.kernel_len();
     let [_, oh, ow] = p.output;
@@ -230,65 +361,31 @@ fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
         Bytes::U8(v) => v,
         Bytes::I8(v) => bytes_of_i8(v),
     };
-    let pointwise = p.is_pointwise();
     let panels = blk.npix.div_ceil(PANEL);
     for q in 0..panels {
         let first = blk.pix0 + q * PANEL;
         let count = PANEL.min(blk.npix - q * PANEL);
-        // Output coordinates of the panel's pixels.
-        let coords: [[usize; 3]; PANEL] = core::array::from_fn(|j| {
-            let pix = first + j.min(count.saturating_sub(1));
-            [pix / (oh * ow), pix / ow % oh, pix % ow]
-        });
-        // One output row, unit horizontal stride: taps read contiguous input runs.
-        let one_row = count == PANEL
-            && coords[0][0] == coords[PANEL - 1][0]
-            && coords[0][1] == coords[PANEL - 1][1]
-            && p.strides[2] == 1;
         let panel = &mut out[q * len * PANEL..][..len * PANEL];
         let mut rows = [[0u8; PANEL]; GROUP];
         for (gi, dst) in panel.chunks_exact_mut(PANEL * GROUP).enumerate() {
-            for (t, row) in rows.iter_mut().enumerate() {
-                let depth = d0 + gi * GROUP + t;
-                if depth >= blk.k {
-                    *row = [0; PANEL];
-                    continue;
-                }
+            for (r, row) in rows.iter_mut().enumerate() {
+                let depth = d0 + gi * GROUP + r;
                 let (c, tap) = (depth / klen, depth % klen);
                 let (kz, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-                let plane = blk.base + c * in_len;
-                if pointwise && count == PANEL {
-                    let src = &bytes[plane + first..][..PANEL];
-                    for (o, &v) in row.iter_mut().zip(src) {
-                        *o = v ^ blk.flip;
-                    }
-                    continue;
-                }
-                let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
-                    (o * p.strides[axis] + kk * p.dilations[axis])
-                        .checked_sub(p.pads[axis])
-                        .filter(|&v| v < p.input[axis])
-                };
-                if one_row {
-                    if let (Some(z), Some(y)) = (at(0, coords[0][0], kz), at(1, coords[0][1], ky)) {
-                        let x0 = coords[0][2] + kx * p.dilations[2];
-                        if x0 >= p.pads[2] && x0 - p.pads[2] + PANEL <= iw {
-                            let src = &bytes[plane + (z * ih + y) * iw + x0 - p.pads[2]..][..PANEL];
-                            for (o, &v) in row.iter_mut().zip(src) {
-                                *o = v ^ blk.flip;
-                            }
-                            continue;
-                        }
-                    }
-                }
                 for (j, o) in row.iter_mut().enumerate() {
-                    *o = if j >= count {
+                    let pix = first + j;
+                    let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
+                        (o * p.strides[axis] + kk * p.dilations[axis])
+                            .checked_sub(p.pads[axis])
+                            .filter(|&v| v < p.input[axis])
+                    };
+                    *o = if depth >= blk.k || j >= count {
                         0
                     } else {
-                        let [oz, oy, ox] = coords[j];
+                        let (oz, oy, ox) = (pix / (oh * ow), pix / ow % oh, pix % ow);
                         match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
-                            (Some(z), Some(y), Some(xx)) => {
-                                bytes[plane + (z * ih + y) * iw + xx] ^ blk.flip
+                            (Some(z), Some(y), Some(x)) => {
+                                bytes[blk.base + c * in_len + (z * ih + y) * iw + x] ^ blk.flip
                             }
                             _ => blk.zu as u8,
                         }
