@@ -4,6 +4,11 @@ use std::path::Path;
 
 sinter_rt::include_onnx!("tests/data/tiny_mlp/model.onnx", dims(N = 2));
 sinter_rt::include_onnx!("tests/data/tiny_cnn/model.onnx", name = tiny_cnn_macro);
+sinter_rt::include_onnx!(
+    "tests/data/tiny_cnn/model.onnx",
+    name = tiny_cnn_int8,
+    quantize = dynamic
+);
 
 fn reference(case: &str, file: &str) -> Vec<f32> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,4 +96,38 @@ fn sizes_are_published_as_constants() {
         compiled.plan.weights.len() >= params,
         "every weight is in the blob"
     );
+}
+
+#[test]
+fn dynamically_quantized_cnn_tracks_the_float_reference() {
+    // `quantize = dynamic`: int8 weights per channel, activations quantized at run time. The
+    // logits are not bit-equal to the float model's; their direction must be (cosine), and
+    // the predicted class must agree.
+    let input = reference("tiny_cnn", "input_0.pb");
+    let want = reference("tiny_cnn", "output_0.pb");
+    let mut model = tiny_cnn_int8::Model::new();
+    let got = model.run_slices(&input).expect("right length").to_vec();
+    let dot: f64 = got
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+        .sum();
+    let norm = |v: &[f32]| {
+        v.iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let cosine = dot / (norm(&got) * norm(&want));
+    assert!(cosine > 0.999, "cosine {cosine}");
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+            )
+            .0
+    };
+    assert_eq!(argmax(&got), argmax(&want));
 }

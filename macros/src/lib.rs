@@ -9,8 +9,9 @@
 //! Arguments: the model path (relative to the crate's `CARGO_MANIFEST_DIR`), then optionally
 //! `dims(NAME = VALUE, ...)` (a name that is not an identifier, such as `"x.0"`, is written as
 //! a string), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
-//! it, so that everything computed from it folds), `opt_level = N` (0 to 3) and `name = ident` (the module's name; default: the
-//! file stem). Errors from the compiler point at the path literal.
+//! it, so that everything computed from it folds), `opt_level = N` (0 to 3), `quantize = dynamic`
+//! (int8 weights, activations quantized at run time; see `sinter::Quantize`) and `name = ident` (the
+//! module's name; default: the file stem). Errors from the compiler point at the path literal.
 #![forbid(unsafe_code)]
 
 use proc_macro2::{Span, TokenStream};
@@ -32,6 +33,7 @@ struct Args {
     dims: Vec<(String, usize)>,
     consts: Vec<(String, f64)>,
     opt_level: Option<(u8, Span)>,
+    quantize: Option<Ident>,
     name: Option<Ident>,
 }
 
@@ -43,6 +45,7 @@ impl Parse for Args {
             dims: Vec::new(),
             consts: Vec::new(),
             opt_level: None,
+            quantize: None,
             name: None,
         };
         while input.peek(Token![,]) {
@@ -100,8 +103,12 @@ impl Parse for Args {
                     input.parse::<Token![=]>()?;
                     args.name = Some(input.parse()?);
                 }
+                "quantize" => {
+                    input.parse::<Token![=]>()?;
+                    args.quantize = Some(input.parse()?);
+                }
                 other => {
-                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N or name = ident")))
+                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N, quantize = dynamic or name = ident")))
                 }
             }
         }
@@ -128,6 +135,15 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
         match sinter::OptLevel::from_number(level) {
             Some(level) => builder = builder.opt_level(level),
             None => return syn::Error::new(span, "opt_level is 0 to 3").to_compile_error(),
+        }
+    }
+    if let Some(mode) = &args.quantize {
+        match sinter::Quantize::from_name(&mode.to_string()) {
+            Some(q) => builder = builder.quantize(q),
+            None => {
+                return syn::Error::new(mode.span(), "quantize is `none` or `dynamic`")
+                    .to_compile_error()
+            }
         }
     }
     if let Some(name) = &args.name {
@@ -167,5 +183,22 @@ mod tests {
             text.contains("compile_error") && text.contains("no/such/model.onnx"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn quantize_dynamic_expands_to_int8_products() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = expand(
+            quote!("tests/data/tiny_cnn/model.onnx", quantize = dynamic),
+            &root,
+        )
+        .to_string();
+        assert!(out.contains("int8"), "{out}");
+        let out = expand(
+            quote!("tests/data/tiny_cnn/model.onnx", quantize = static_please),
+            &root,
+        )
+        .to_string();
+        assert!(out.contains("quantize is `none` or `dynamic`"), "{out}");
     }
 }
