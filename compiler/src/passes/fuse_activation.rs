@@ -1,4 +1,5 @@
-//! Fuses activations into the `Conv` or `Gemm` before them: when a kernel's output feeds only a
+//! Fuses activations into the `Conv`, `Gemm` or float-output `sinter::Int8Product` before them
+//! (it runs again after `lower_int8`): when a kernel's output feeds only a
 //! Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish or Clip (with constant bounds) on
 //! float32, the kernel applies it to each output tile as it finishes (the GEMM epilogue) and
 //! the activation node goes. A convolution keeps absorbing what follows in a chain: further
@@ -117,9 +118,24 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         {
             continue;
         }
-        let Some(conv_index) = producer[x.index()] else {
+        let Some(mut conv_index) = producer[x.index()] else {
             continue;
         };
+        // An elementwise activation commutes with a reshape between it and the kernel: the
+        // kernel applies it and the reshape then carries the activation's output.
+        let mut reshape = None;
+        if matches!(graph.nodes[conv_index].op, Some(Op::Reshape(_))) {
+            let r = &graph.nodes[conv_index];
+            let inner = r.inputs.first().copied().flatten();
+            if let Some(inner) = inner.filter(|v| {
+                uses[v.index()] == 1 && !graph.outputs.contains(v) && r.guards == act_node.guards
+            }) {
+                if let Some(kernel) = producer[inner.index()] {
+                    reshape = Some(conv_index);
+                    conv_index = kernel;
+                }
+            }
+        }
         let guards_match = graph.nodes[conv_index].guards == act_node.guards;
         let conv_node = &mut graph.nodes[conv_index];
         if remove[conv_index] || !guards_match {
@@ -143,10 +159,26 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             {
                 gemm.activation = Some(act);
             }
+            // An int8 product dequantizing to float32 applies them in its epilogue too.
+            Some(Op::Int8Product(product))
+                if product.out == crate::ops::int8::Int8Out::F32
+                    && (!matches!(act, FusedAct::Affine(..))
+                        || !product.activations.is_empty()) =>
+            {
+                product.activations.push(act);
+            }
             _ => continue,
         }
-        conv_node.outputs[0] = Some(out);
-        producer[out.index()] = Some(conv_index);
+        match reshape {
+            Some(r) => {
+                graph.nodes[r].outputs[0] = Some(out);
+                producer[out.index()] = Some(r);
+            }
+            None => {
+                conv_node.outputs[0] = Some(out);
+                producer[out.index()] = Some(conv_index);
+            }
+        }
         remove[act_index] = true;
     }
     retain(&mut graph, &remove);

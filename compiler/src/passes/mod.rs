@@ -217,6 +217,12 @@ pub const PASSES: &[PassInfo] = &[
         min_level: OptLevel::O0,
         run: lower_int8,
     },
+    // The activations after the products `lower_int8` made join their epilogues.
+    PassInfo {
+        name: "fuse_activation",
+        min_level: OptLevel::O2,
+        run: fuse_activation,
+    },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
 
