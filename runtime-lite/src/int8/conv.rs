@@ -292,17 +292,30 @@ fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
     for q in 0..panels {
         let first = blk.pix0 + q * PANEL;
         let count = PANEL.min(blk.npix - q * PANEL);
-        for (t, tap) in taps.iter_mut().enumerate().take(klen) {
-            let (kz, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
-            for j in 0..PANEL {
-                let pix = first + j;
-                let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
-                    (o * p.strides[axis] + kk * p.dilations[axis])
-                        .checked_sub(p.pads[axis])
-                        .filter(|&v| v < p.input[axis])
-                };
+        // Output coordinates of the panel's pixels: one division, then counting.
+        let mut coords = [[0usize; 3]; PANEL];
+        let (mut oz, mut oy, mut ox) = (first / (oh * ow), first / ow % oh, first % ow);
+        for c in coords.iter_mut().take(count) {
+            *c = [oz, oy, ox];
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    oz += 1;
+                }
+            }
+        }
+        let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
+            (o * p.strides[axis] + kk * p.dilations[axis])
+                .checked_sub(p.pads[axis])
+                .filter(|&v| v < p.input[axis])
+        };
+        let (mut kz, mut ky, mut kx) = (0, 0, 0);
+        for tap in taps.iter_mut().take(klen) {
+            for (j, &[oz, oy, ox]) in coords.iter().enumerate() {
                 let hit = if j < count {
-                    let (oz, oy, ox) = (pix / (oh * ow), pix / ow % oh, pix % ow);
                     match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
                         (Some(z), Some(y), Some(x)) => Some((z * ih + y) * iw + x),
                         _ => None,
@@ -312,6 +325,15 @@ fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
                 };
                 tap.valid[j] = hit.is_some();
                 tap.offsets[j] = hit.unwrap_or(0);
+            }
+            kx += 1;
+            if kx == kw {
+                kx = 0;
+                ky += 1;
+                if ky == kh {
+                    ky = 0;
+                    kz += 1;
+                }
             }
             tap.run =
                 tap.valid.iter().all(|&v| v) && tap.offsets.windows(2).all(|w| w[1] == w[0] + 1);
@@ -429,6 +451,11 @@ fn interleave(rows: &[[u8; PANEL]; GROUP], dst: &mut [u8]) {
 
 /// Longest output row the depthwise kernel accumulates at once.
 const DW_ROW: usize = 256;
+/// Widest kernel, largest stride and longest input row (per stride phase) of the depthwise
+/// kernel's fast path (which splits each input row by stride phase once for all taps).
+const DW_TAPS: usize = 8;
+const DW_STRIDE: usize = 2;
+const DW_IN: usize = 512;
 
 /// One output plane of a depthwise convolution, row by row: every tap adds its weight times
 /// the shifted input run to an `i32` row.
@@ -467,6 +494,24 @@ unsafe fn depthwise_plane(
             .checked_sub(p.pads[axis])
             .filter(|&v| v < p.input[axis])
     };
+    // Per kernel column, the output columns whose tap lands inside the input row, and where
+    // in its stride phase of the row the first of them reads.
+    let shifts: [(usize, usize, usize, usize); DW_TAPS] = core::array::from_fn(|e| {
+        let shift = e * p.dilations[2];
+        let lo = p.pads[2].saturating_sub(shift).div_ceil(sw);
+        let hi = ((iw + p.pads[2]).saturating_sub(shift))
+            .div_ceil(sw)
+            .min(ow);
+        if e >= kw || lo >= hi {
+            return (0, 0, 0, 0);
+        }
+        let start = lo * sw + shift - p.pads[2];
+        (lo, hi, start % sw, start / sw)
+    });
+    let fast = kw <= DW_TAPS && sw <= DW_STRIDE && iw.div_ceil(sw) <= DW_IN && ow <= DW_ROW;
+    // The current input row, zero point removed, split by stride phase so every tap reads a
+    // contiguous run.
+    let mut phases = [[0i32; DW_IN]; DW_STRIDE];
     let mut acc = [0i32; DW_ROW];
     for oz in 0..od {
         for oy in 0..oh {
@@ -479,8 +524,33 @@ unsafe fn depthwise_plane(
                     for b in 0..kh {
                         let Some(y) = at(1, oy, b) else { continue };
                         let row = &bytes[src_base + (z * ih + y) * iw..][..iw];
+                        if fast && sw == 1 {
+                            for (d, &v) in phases[0].iter_mut().zip(row) {
+                                *d = i32::from(v ^ flip) - zu;
+                            }
+                        } else if fast {
+                            let [even, odd] = &mut phases;
+                            for ((pair, e), o) in
+                                row.chunks(2).zip(even.iter_mut()).zip(odd.iter_mut())
+                            {
+                                *e = i32::from(pair[0] ^ flip) - zu;
+                                if let Some(&v) = pair.get(1) {
+                                    *o = i32::from(v ^ flip) - zu;
+                                }
+                            }
+                        }
                         for e in 0..kw {
                             let wv = i32::from(taps[(a * kh + b) * kw + e]) - zs;
+                            if fast {
+                                let (lo, hi, phase, first) = shifts[e];
+                                if lo < hi {
+                                    let src = &phases[phase][first..first + (hi - lo)];
+                                    for (o, &v) in acc[lo..hi].iter_mut().zip(src) {
+                                        *o += v * wv;
+                                    }
+                                }
+                                continue;
+                            }
                             // Output columns whose tap lands inside the row.
                             let shift = e * p.dilations[2];
                             let lo = p.pads[2].saturating_sub(shift).div_ceil(sw);
@@ -490,17 +560,11 @@ unsafe fn depthwise_plane(
                                 continue;
                             }
                             let start = lo * sw + shift - p.pads[2];
-                            if sw == 1 {
-                                for (o, &v) in acc[lo - x0..hi - x0].iter_mut().zip(&row[start..]) {
-                                    *o += (i32::from(v ^ flip) - zu) * wv;
-                                }
-                            } else {
-                                for (o, v) in acc[lo - x0..hi - x0]
-                                    .iter_mut()
-                                    .zip(row[start..].iter().step_by(sw))
-                                {
-                                    *o += (i32::from(v ^ flip) - zu) * wv;
-                                }
+                            for (o, v) in acc[lo - x0..hi - x0]
+                                .iter_mut()
+                                .zip(row[start..].iter().step_by(sw))
+                            {
+                                *o += (i32::from(v ^ flip) - zu) * wv;
                             }
                         }
                     }
