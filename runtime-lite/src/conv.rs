@@ -114,7 +114,7 @@ pub fn conv_f32_exec(
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     out: &mut [f32],
-    acts: &[crate::rnn::Activation],
+    acts: &[crate::epilogue::Activation],
 ) {
     let cout_g = p.out_channels / p.groups;
     let (in_len, out_len) = (p.input_len(), p.output_len());
@@ -170,7 +170,7 @@ fn conv_group(
     w: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
-    acts: &[crate::rnn::Activation],
+    acts: &[crate::epilogue::Activation],
     n: usize,
     g: usize,
     out_group: &mut [f32],
@@ -526,7 +526,7 @@ fn depthwise_f32(
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     out: &mut [f32],
-    acts: &[crate::rnn::Activation],
+    acts: &[crate::epilogue::Activation],
 ) {
     let (in_len, out_len, k_len) = (p.input_len(), p.output_len(), p.kernel_len());
     let planes = p.batch * p.in_channels;
@@ -579,7 +579,7 @@ fn depthwise_f32(
                     let add = &residual[plane * out_len..][..out_len];
                     dst.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
                 }
-                crate::rnn::Activation::apply_chain(acts, dst);
+                crate::epilogue::Activation::apply_chain(acts, dst);
             }
         },
     );
@@ -606,7 +606,7 @@ fn depthwise_avx512(
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     out: &mut [f32],
-    acts: &[crate::rnn::Activation],
+    acts: &[crate::epilogue::Activation],
     per_task: usize,
 ) -> bool {
     use crate::conv_x86_64::{plane, MAX_TAPS};
@@ -648,7 +648,7 @@ fn depthwise_avx512(
                         plane::<2>(geometry, src, taps, bias, residual, in_register, dst);
                     }
                 }
-                crate::rnn::Activation::apply_chain(in_memory, dst);
+                crate::epilogue::Activation::apply_chain(in_memory, dst);
             }
         },
     );
@@ -799,7 +799,7 @@ fn conv_direct_avx512(
                         (y_hi - y_lo) * ow,
                     )
                 };
-                crate::rnn::Activation::apply_chain(in_memory, rows);
+                crate::epilogue::Activation::apply_chain(in_memory, rows);
             }
         }
     };
@@ -1134,7 +1134,7 @@ pub fn conv_transpose_f32_exec(
     bias: Option<&[f32]>,
     out: &mut [f32],
     scratch: &mut [f32],
-    acts: &[crate::rnn::Activation],
+    acts: &[crate::epilogue::Activation],
 ) {
     let cin_g = p.in_channels / p.groups;
     let cout_g = p.out_channels / p.groups;
@@ -1157,7 +1157,7 @@ pub fn conv_transpose_f32_exec(
                 row.fill(bias.map_or(0.0, |b| b[g * cout_g + m]));
             }
             if in_len == 0 || rows == 0 {
-                crate::rnn::Activation::apply_chain(acts, out_group);
+                crate::epilogue::Activation::apply_chain(acts, out_group);
                 continue;
             }
             // cols[oc * K + k][pixel] = sum_c w[c][oc * K + k] * x[c][pixel]
@@ -1185,7 +1185,7 @@ pub fn conv_transpose_f32_exec(
             let per_task = cout_g.div_ceil(2 * exec.threads()).max(1);
             exec.for_each_chunk(out_group, per_task * out_len.max(1), &|t, part| {
                 col2im_channels(p, cols, part, t * per_task);
-                crate::rnn::Activation::apply_chain(acts, part);
+                crate::epilogue::Activation::apply_chain(acts, part);
             });
         }
     }
@@ -1686,8 +1686,8 @@ mod tests {
         // Fused activations apply after the bias, in order.
         let mut fused = [0.0f32; 5];
         let acts = [
-            crate::rnn::Activation::Relu,
-            crate::rnn::Activation::Affine(2.0, -1.0),
+            crate::epilogue::Activation::Relu,
+            crate::epilogue::Activation::Affine(2.0, -1.0),
         ];
         conv_transpose_f32_exec(
             &crate::threads::Exec::single(),
@@ -1900,7 +1900,7 @@ mod tests {
                     Some(&bias),
                     Some(&residual),
                     &mut parallel,
-                    &[crate::rnn::Activation::Relu],
+                    &[crate::epilogue::Activation::Relu],
                 );
                 let relu: std::vec::Vec<f32> = out
                     .iter()
@@ -1931,8 +1931,8 @@ mod tests {
                 // Sigmoid, on packed weights.
                 let residual: Vec<f32> = (0..want.len()).map(|i| (i % 5) as f32 - 2.0).collect();
                 let acts = [
-                    crate::rnn::Activation::Relu,
-                    crate::rnn::Activation::Sigmoid,
+                    crate::epilogue::Activation::Relu,
+                    crate::epilogue::Activation::Sigmoid,
                 ];
                 let mut fused = std::vec![0.0; want.len()];
                 conv_f32_exec(

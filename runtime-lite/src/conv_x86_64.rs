@@ -13,9 +13,9 @@
 
 use core::arch::x86_64::*;
 
+use crate::epilogue::Activation;
 use crate::gemm::Finish;
 use crate::gemm_x86_64::{activate, lanes, store_vector};
-use crate::rnn::Activation;
 
 /// Most taps (`kh * kw`) the kernel keeps as broadcast vectors.
 pub(crate) const MAX_TAPS: usize = 25;

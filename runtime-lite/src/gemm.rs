@@ -68,21 +68,24 @@ pub(crate) struct Finish<'a> {
     /// The residual's element at the tile's origin (row stride `Tile::ldo`), or null.
     pub residual: *const f32,
     /// Leading activations of the chain that [`Finish::in_register`] accepts.
-    pub acts: &'a [crate::rnn::Activation],
+    pub acts: &'a [crate::epilogue::Activation],
 }
 
 impl Finish<'_> {
     /// `acts` split into the leading activations a kernel applies in registers and the rest
     /// of the chain, from the first one it does not, which runs over the stored output.
     pub(crate) fn split(
-        acts: &[crate::rnn::Activation],
-    ) -> (&[crate::rnn::Activation], &[crate::rnn::Activation]) {
+        acts: &[crate::epilogue::Activation],
+    ) -> (
+        &[crate::epilogue::Activation],
+        &[crate::epilogue::Activation],
+    ) {
         acts.split_at(acts.iter().take_while(|act| Self::in_register(act)).count())
     }
 
     /// Whether a kernel applies `act` in registers (a few vector operations).
-    pub(crate) fn in_register(act: &crate::rnn::Activation) -> bool {
-        use crate::rnn::Activation as A;
+    pub(crate) fn in_register(act: &crate::epilogue::Activation) -> bool {
+        use crate::epilogue::Activation as A;
         matches!(
             act,
             A::Relu
@@ -159,7 +162,7 @@ pub fn gemm_f32_act(
     b_strides: Strides,
     accumulate: bool,
     out: &mut [f32],
-    act: Option<crate::rnn::Activation>,
+    act: Option<crate::epilogue::Activation>,
 ) {
     gemm_f32_act_exec(
         &crate::threads::Exec::single(),
@@ -217,7 +220,7 @@ pub fn gemm_f32_act_exec(
     b_strides: Strides,
     accumulate: bool,
     out: &mut [f32],
-    act: Option<crate::rnn::Activation>,
+    act: Option<crate::epilogue::Activation>,
 ) {
     let epilogue = Epilogue {
         row_bias: None,
@@ -298,7 +301,7 @@ pub struct Epilogue<'a> {
     pub residual: Option<&'a [f32]>,
     /// Applied after the bias, in order (an activation, then e.g. the scale and shift of a
     /// following affine op).
-    pub acts: &'a [crate::rnn::Activation],
+    pub acts: &'a [crate::epilogue::Activation],
 }
 
 impl Epilogue<'_> {
@@ -325,7 +328,7 @@ fn finish_row(
     row: &mut [f32],
     bias: Option<f32>,
     residual: Option<&[f32]>,
-    acts: &[crate::rnn::Activation],
+    acts: &[crate::epilogue::Activation],
 ) {
     if let Some(v) = bias {
         row.iter_mut().for_each(|d| *d += v);
@@ -333,7 +336,7 @@ fn finish_row(
     if let Some(add) = residual {
         row.iter_mut().zip(add).for_each(|(d, &r)| *d += r);
     }
-    crate::rnn::Activation::apply_chain(acts, row);
+    crate::epilogue::Activation::apply_chain(acts, row);
 }
 
 /// Where the blocked product gets its B operand: panels of `KC` rows by `NR` columns.
@@ -518,7 +521,7 @@ pub fn gemm_packed_b_exec(
     b_panels: &[f32],
     accumulate: bool,
     out: &mut [f32],
-    act: Option<crate::rnn::Activation>,
+    act: Option<crate::epilogue::Activation>,
 ) {
     assert!(out.len() >= m * n, "gemm output too short");
     assert!(
@@ -1132,7 +1135,7 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                             let dst = unsafe {
                                 core::slice::from_raw_parts_mut(tile.add(r * out.ld), nr)
                             };
-                            crate::rnn::Activation::apply_chain(in_memory, dst);
+                            crate::epilogue::Activation::apply_chain(in_memory, dst);
                         }
                     }
                     r0 += MR;
@@ -1671,9 +1674,9 @@ mod tests {
             let mut plain = vec![0.0f32; m * n];
             gemm_f32(m, n, k, 1.0, &a, sa, &b, sb, false, &mut plain);
             for act in [
-                crate::rnn::Activation::Relu,
-                crate::rnn::Activation::Clip(-1.0, 2.0),
-                crate::rnn::Activation::HardSwish,
+                crate::epilogue::Activation::Relu,
+                crate::epilogue::Activation::Clip(-1.0, 2.0),
+                crate::epilogue::Activation::HardSwish,
             ] {
                 let mut fused = vec![0.0f32; m * n];
                 gemm_f32_act(m, n, k, 1.0, &a, sa, &b, sb, false, &mut fused, Some(act));
@@ -1736,7 +1739,7 @@ mod tests {
                 #[cfg(not(feature = "std"))]
                 let exec = crate::threads::Exec::single();
                 let mut got = vec![f32::NAN; m * n];
-                let act = Some(crate::rnn::Activation::Relu);
+                let act = Some(crate::epilogue::Activation::Relu);
                 gemm_packed_b_exec(&exec, m, n, k, 0.5, &a, sa, &panels, false, &mut got, act);
                 let relu: Vec<f32> = want.iter().map(|v| v.max(0.0)).collect();
                 for (x, y) in got.iter().zip(&relu) {
@@ -1762,7 +1765,7 @@ mod tests {
 
     #[test]
     fn kernel_epilogue_matches_a_second_pass() {
-        use crate::rnn::Activation as A;
+        use crate::epilogue::Activation as A;
         let mut isas = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {

@@ -5,8 +5,8 @@
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
+use crate::epilogue::Activation;
 use crate::gemm::{Finish, Tile};
-use crate::rnn::Activation;
 
 /// Whether the AVX-512F kernel may run: detected at run time with `std`, else from the
 /// compile-time target features.

@@ -30,6 +30,7 @@ mod conv_x86_64;
 pub mod einsum;
 pub mod elem;
 pub mod elementwise;
+pub mod epilogue;
 pub mod error;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]

@@ -280,12 +280,12 @@ mod tests {
             const PARAMS: ::sinter_rt::conv::ConvParams = ::sinter_rt::conv::ConvParams { batch: 1 };
             ::sinter_rt::elementwise::broadcast_copy(i2, &[0, 1], o0, &[1, 10]);
             for k in 0..3 {
-                ::sinter_rt::gemm::gemm_f32_act_exec(exec, ::sinter_rt::gemm::Strides { rows: 1, cols: 1 }, &[::sinter_rt::rnn::Activation::Relu]);
+                ::sinter_rt::gemm::gemm_f32_act_exec(exec, ::sinter_rt::gemm::Strides { rows: 1, cols: 1 }, &[::sinter_rt::epilogue::Activation::Relu]);
             }
             ::sinter_rt::elementwise::map(i0, o0, |x| ::sinter_rt::math::exp_f32(x));
             ::sinter_rt::elementwise::broadcast_copy(i2, &[0, 1], o0, &[1, 10]);
             let _ = ::sinter_rt::elem::as_array::<f32, 10>(o0);
-            let a = ::sinter_rt::rnn::Activation::LeakyRelu(0.1);
+            let a = ::sinter_rt::epilogue::Activation::LeakyRelu(0.1);
         };
         assert_eq!(
             kernel_name(&body),

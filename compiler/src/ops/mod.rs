@@ -485,30 +485,30 @@ impl FusedAct {
         }
     }
 
-    /// The `sinter_rt::rnn::Activation` value.
+    /// The `sinter_rt::epilogue::Activation` value.
     pub fn tokens(self) -> TokenStream {
         match self {
-            FusedAct::Relu => quote!(::sinter_rt::rnn::Activation::Relu),
-            FusedAct::Sigmoid => quote!(::sinter_rt::rnn::Activation::Sigmoid),
-            FusedAct::Tanh => quote!(::sinter_rt::rnn::Activation::Tanh),
-            FusedAct::HardSwish => quote!(::sinter_rt::rnn::Activation::HardSwish),
+            FusedAct::Relu => quote!(::sinter_rt::epilogue::Activation::Relu),
+            FusedAct::Sigmoid => quote!(::sinter_rt::epilogue::Activation::Sigmoid),
+            FusedAct::Tanh => quote!(::sinter_rt::epilogue::Activation::Tanh),
+            FusedAct::HardSwish => quote!(::sinter_rt::epilogue::Activation::HardSwish),
             FusedAct::LeakyRelu(a) => {
                 let a = f32_lit(a);
-                quote!(::sinter_rt::rnn::Activation::LeakyRelu(#a))
+                quote!(::sinter_rt::epilogue::Activation::LeakyRelu(#a))
             }
             FusedAct::HardSigmoid(a, b) => {
                 let (a, b) = (f32_lit(a), f32_lit(b));
-                quote!(::sinter_rt::rnn::Activation::HardSigmoid(#a, #b))
+                quote!(::sinter_rt::epilogue::Activation::HardSigmoid(#a, #b))
             }
             FusedAct::Clip(lo, hi) => {
                 let (lo, hi) = (f32_lit(lo), f32_lit(hi));
-                quote!(::sinter_rt::rnn::Activation::Clip(#lo, #hi))
+                quote!(::sinter_rt::epilogue::Activation::Clip(#lo, #hi))
             }
-            FusedAct::Gelu { tanh: false } => quote!(::sinter_rt::rnn::Activation::Gelu),
-            FusedAct::Gelu { tanh: true } => quote!(::sinter_rt::rnn::Activation::GeluTanh),
+            FusedAct::Gelu { tanh: false } => quote!(::sinter_rt::epilogue::Activation::Gelu),
+            FusedAct::Gelu { tanh: true } => quote!(::sinter_rt::epilogue::Activation::GeluTanh),
             FusedAct::Affine(alpha, beta) => {
                 let (alpha, beta) = (f32_lit(alpha), f32_lit(beta));
-                quote!(::sinter_rt::rnn::Activation::Affine(#alpha, #beta))
+                quote!(::sinter_rt::epilogue::Activation::Affine(#alpha, #beta))
             }
         }
     }

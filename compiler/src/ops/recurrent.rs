@@ -32,34 +32,34 @@ impl Act {
     fn tokens(self) -> TokenStream {
         let a = |v: f32| f32_lit(v);
         match self {
-            Act::Sigmoid => quote!(::sinter_rt::rnn::Activation::Sigmoid),
-            Act::Tanh => quote!(::sinter_rt::rnn::Activation::Tanh),
-            Act::Relu => quote!(::sinter_rt::rnn::Activation::Relu),
-            Act::Softsign => quote!(::sinter_rt::rnn::Activation::Softsign),
-            Act::Softplus => quote!(::sinter_rt::rnn::Activation::Softplus),
+            Act::Sigmoid => quote!(::sinter_rt::epilogue::Activation::Sigmoid),
+            Act::Tanh => quote!(::sinter_rt::epilogue::Activation::Tanh),
+            Act::Relu => quote!(::sinter_rt::epilogue::Activation::Relu),
+            Act::Softsign => quote!(::sinter_rt::epilogue::Activation::Softsign),
+            Act::Softplus => quote!(::sinter_rt::epilogue::Activation::Softplus),
             Act::Affine(x, y) => {
                 let (x, y) = (a(x), a(y));
-                quote!(::sinter_rt::rnn::Activation::Affine(#x, #y))
+                quote!(::sinter_rt::epilogue::Activation::Affine(#x, #y))
             }
             Act::ScaledTanh(x, y) => {
                 let (x, y) = (a(x), a(y));
-                quote!(::sinter_rt::rnn::Activation::ScaledTanh(#x, #y))
+                quote!(::sinter_rt::epilogue::Activation::ScaledTanh(#x, #y))
             }
             Act::HardSigmoid(x, y) => {
                 let (x, y) = (a(x), a(y));
-                quote!(::sinter_rt::rnn::Activation::HardSigmoid(#x, #y))
+                quote!(::sinter_rt::epilogue::Activation::HardSigmoid(#x, #y))
             }
             Act::LeakyRelu(x) => {
                 let x = a(x);
-                quote!(::sinter_rt::rnn::Activation::LeakyRelu(#x))
+                quote!(::sinter_rt::epilogue::Activation::LeakyRelu(#x))
             }
             Act::ThresholdedRelu(x) => {
                 let x = a(x);
-                quote!(::sinter_rt::rnn::Activation::ThresholdedRelu(#x))
+                quote!(::sinter_rt::epilogue::Activation::ThresholdedRelu(#x))
             }
             Act::Elu(x) => {
                 let x = a(x);
-                quote!(::sinter_rt::rnn::Activation::Elu(#x))
+                quote!(::sinter_rt::epilogue::Activation::Elu(#x))
             }
         }
     }

@@ -29,7 +29,7 @@ mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-use crate::rnn::Activation;
+use crate::epilogue::Activation;
 use crate::threads::{Exec, SharedMut};
 pub use conv::{conv_exec, conv_reference};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
