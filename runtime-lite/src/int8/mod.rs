@@ -41,6 +41,13 @@ const MR_MAX: usize = 8;
 const NR_MAX: usize = 64;
 /// Accumulators of one tile, row-major.
 pub(crate) type TileAcc = [[i32; NR_MAX]; MR_MAX];
+/// Bytes of packed weights a product sweeps with every row tile before moving on: a share of a
+/// typical L2 cache, so that large weight matrices are read from memory once per block of
+/// columns rather than once per row tile.
+const B_BLOCK_BYTES: usize = 384 * 1024;
+/// Column tiles whose parameters a product task keeps at once (the most columns it sweeps per
+/// block).
+const COL_PARAMS: usize = 16;
 /// Bytes of depth a tile's broadcast rows are copied in at once.
 const KC_BYTES: usize = 2048;
 
@@ -661,24 +668,39 @@ pub fn matmul_exec(
             ct * cols_per_task,
             ((ct + 1) * cols_per_task).min(col_tiles),
         );
-        for tile in tiles.0..tiles.1 {
-            let r0 = tile * mr;
-            let rows = mr.min(m - r0);
-            // SAFETY: tiles of different tasks are disjoint.
-            unsafe {
-                matmul_tile(
-                    isa,
-                    [m, k, n],
-                    a,
-                    lda,
-                    zu,
-                    w_zero,
-                    b,
-                    &sink,
-                    (r0, rows),
-                    cols,
-                    nr,
-                );
+        // Column blocks whose packed weights stay in the L2 cache while every row tile of the
+        // task passes over them.
+        let block = (B_BLOCK_BYTES / (padded_depth(k) * nr).max(1)).clamp(1, COL_PARAMS);
+        let mut params = [const { None::<TileParams<NR_MAX>> }; COL_PARAMS];
+        for c0 in (cols.0..cols.1).step_by(block) {
+            let cols = (c0, (c0 + block).min(cols.1));
+            // The column tiles' parameters, computed once for all the row tiles below.
+            for (i, ct) in (cols.0..cols.1).enumerate().take(COL_PARAMS) {
+                let first = ct * nr;
+                let mut p = TileParams::new();
+                p.channels(&sink, b, k, zu, first, nr.min(n - first));
+                params[i] = Some(p);
+            }
+            for tile in tiles.0..tiles.1 {
+                let r0 = tile * mr;
+                let rows = mr.min(m - r0);
+                // SAFETY: tiles of different tasks are disjoint.
+                unsafe {
+                    matmul_tile(
+                        isa,
+                        [m, k, n],
+                        a,
+                        lda,
+                        zu,
+                        w_zero,
+                        b,
+                        &sink,
+                        (r0, rows),
+                        cols,
+                        nr,
+                        &params,
+                    );
+                }
             }
         }
     });
@@ -701,6 +723,7 @@ unsafe fn matmul_tile(
     (r0, rows): (usize, usize),
     cols: (usize, usize),
     nr: usize,
+    col_params: &[Option<TileParams<NR_MAX>>],
 ) {
     let kp = padded_depth(k);
     let chunk = kp.min(KC_BYTES);
@@ -762,7 +785,6 @@ unsafe fn matmul_tile(
     let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
     let mut row_params = TileParams::<MR_MAX>::new();
     row_params.activations(w_zero.then_some(&usum[..]), rows);
-    let mut col_params = TileParams::<NR_MAX>::new();
     for ct in cols.0..cols.1 {
         let c0 = ct * nr;
         let width = nr.min(n - c0);
@@ -796,7 +818,16 @@ unsafe fn matmul_tile(
                 );
             }
         }
-        col_params.channels(sink, b, k, zu, c0, width);
+        let fresh;
+        let col = match col_params.get(ct - cols.0) {
+            Some(Some(p)) => p,
+            _ => {
+                let mut p = TileParams::new();
+                p.channels(sink, b, k, zu, c0, width);
+                fresh = p;
+                &fresh
+            }
+        };
         let place = TilePlace {
             start: r0 * n + c0,
             ld: n,
@@ -804,7 +835,7 @@ unsafe fn matmul_tile(
             cols: width,
         };
         // SAFETY: forwarded contract.
-        unsafe { sink.finish(&mut acc, &place, &row_params, &col_params) };
+        unsafe { sink.finish(&mut acc, &place, &row_params, col) };
     }
 }
 
