@@ -273,3 +273,17 @@ fn bundled_quantized_models_pass() {
         );
     }
 }
+
+#[test]
+fn qlinear_contrib_op_cases_pass() {
+    // tests/data/qlinear_ops (scripts/make_qlinear_cases.py): the com.microsoft quantized ops of
+    // ONNX Runtime's QOperator format (QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
+    // QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere)
+    // on uint8 and int8, with constant and run-time scales, each broadcasting role and both pool
+    // layouts, plus two small multi-node blocks. Integer outputs are compared exactly, and the
+    // float tolerances are 0: the one float output dequantizes integers, exactly in both.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/qlinear_ops");
+    let cases = case_dirs(&data);
+    assert!(cases.len() >= 50, "qlinear_ops cases missing");
+    assert_all_pass(&["-O0", "-O3"], "0", "0", "sinter-verify-qlinear", &cases);
+}

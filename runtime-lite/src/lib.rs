@@ -49,6 +49,7 @@ pub mod norm;
 pub mod pool;
 #[cfg(any(feature = "profile", test))]
 pub mod profile;
+pub mod qlinear;
 pub mod quant;
 pub mod reduce;
 pub mod resize;

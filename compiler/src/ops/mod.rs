@@ -23,6 +23,7 @@ pub mod movement;
 pub mod nms;
 pub mod norm;
 pub mod pool;
+pub mod qlinear;
 pub mod quant;
 pub mod recurrent;
 pub mod reduce;
@@ -424,6 +425,13 @@ ops! {
     ArrayFeatureExtractor(ml::ArrayFeatureExtractor) => ["ai.onnx.ml:ArrayFeatureExtractor"];
     TreeEnsemble(ml::TreeEnsemble) => ["ai.onnx.ml:TreeEnsemble"];
     FlexAttention(attention::FlexAttention) => ["ai.onnx.preview:FlexAttention"];
+    QLinearBinary(qlinear::QLinearBinary) => ["com.microsoft:QLinearAdd", "com.microsoft:QLinearMul"];
+    QLinearLookup(qlinear::QLinearLookup) => ["com.microsoft:QLinearSigmoid", "com.microsoft:QLinearLeakyRelu"];
+    QLinearGlobalAveragePool(qlinear::QLinearGlobalAveragePool) => ["com.microsoft:QLinearGlobalAveragePool"];
+    QLinearAveragePool(qlinear::QLinearAveragePool) => ["com.microsoft:QLinearAveragePool"];
+    QLinearConcat(qlinear::QLinearConcat) => ["com.microsoft:QLinearConcat"];
+    QLinearSoftmax(qlinear::QLinearSoftmax) => ["com.microsoft:QLinearSoftmax"];
+    QLinearWhere(qlinear::QLinearWhere) => ["com.microsoft:QLinearWhere"];
 }
 
 impl Op {

@@ -1,0 +1,1 @@
+BaJCXRâvGá±tÐRºKÿìr

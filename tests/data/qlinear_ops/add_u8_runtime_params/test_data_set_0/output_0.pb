@@ -1,0 +1,1 @@
+ByJ”GŸA`€Sˆ5a|J‘@k.J&osGQ/R“'q.s‚

@@ -1,0 +1,1 @@
+ByJ0`llmzlpáKUqhANAlIaS*FcfFnyl{_ôÑxY_ê§^pxxVXfKEAÅY

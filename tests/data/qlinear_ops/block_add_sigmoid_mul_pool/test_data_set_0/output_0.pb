@@ -1,0 +1,1 @@
+BprodJðfYYfVT“‰ÿUÿUUV[žT[y\WSWnXpTXziSXZ®ÖŒÿXTiSû¡SU«kZÿZY½`„ÆÿtWÿ‹UjÿŽV¶ÿS‹²ÿq™Ë¥­‹™ª‹×ÿUvÈ£`„Åkè÷ÿæÿ²ÅÿT™¥ñSÿzâøV£îÿyË°j ›dTeX®ËSvYSXS×tSWYvTZXnXYSS\„V‘S“ÙVñ_VÿTžÔ|UÜgãÿSVVø}_ÚqnµŽ`_é¡„ÚnVV¡SzåÉqÀÍ¡ÅÁÿÿì˜]ø»Y‡¡¥­÷“À÷¶SÙw_É\ºÁfé‚nÿ„WÿVÍ‹yf

@@ -1,0 +1,1 @@
+ByJK\DKUˇ^ÍQ8J8?1EIA@CCAP9YQ+)_X-ËÄ.CNOORAYOS9;>M1-:1,Ë‰—V=S3AKZ?I?=-IL62YD

@@ -1,0 +1,1 @@
+€ByJ€QQQQQQQQQQQQQQQRRRRRRRRRRRRRRRSSSSSSSSSSSSSSSSTTTTTTTTTTTTTTTTUUUUUUUUVVWXXYYZ[[\]]^__``abbcddeffgghiijkklmmnnoppqrrsttuuvwwxyyz{{||}~~€€‚‚ƒƒ„……†‡‡ˆ‰‰ŠŠ‹ŒŒŽŽ‘‘’““”••–——˜˜™šš›œœžžŸ  ¡¡¢££¤¥¥¦§§¨¨©ªª«¬¬­®®¯¯°±±²³³´µµ¶¶·¸¸¹ºº»¼¼½½¾¿¿ÀÁÁÂÃÃÄÄÅÆÆÇÈÈÉÊÊËË
