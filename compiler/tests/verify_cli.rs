@@ -203,40 +203,11 @@ fn bundled_quantized_models_pass() {
     // are all float (`verify` would compare integer ones exactly): ORT's integer kernels and
     // sinter's may round an intermediate value one step apart, so atol is 1e-2 (one step of a
     // 1/255-scale softmax output is 3.9e-3); rtol stays 1e-3.
-    //
-    // Every case must PASS except these, which may also be UNSUPPORTED (never FAIL) while the
-    // ops they need are being added; delete a name once its case passes:
-    // - `tiny_mlp_qop_u8s8`: com.microsoft QLinearSoftmax;
-    // - `tiny_cnn_qop_u8s8`: com.microsoft QLinearGlobalAveragePool;
-    // - `ppocr_cls_qop_u8s8`: com.microsoft QLinearAdd, QLinearMul, QLinearGlobalAveragePool and
-    //   QLinearSoftmax.
-    let may_be_unsupported = [
-        "ppocr_cls_qop_u8s8",
-        "tiny_cnn_qop_u8s8",
-        "tiny_mlp_qop_u8s8",
-    ];
+    // Every case must pass at -O0 (reference kernels, contrib products lowered) and -O3 (the
+    // int8 kernels and the QDQ and dynamic-chain fusions).
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/quant");
     let cases = case_dirs(&data);
-    let names: Vec<String> = cases
-        .iter()
-        .map(|c| {
-            c.file_name()
-                .expect("a case folder has a name")
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    assert_eq!(
-        names.len(),
-        19,
-        "bundled quantized cases missing: {names:?}"
-    );
-    for name in may_be_unsupported {
-        assert!(
-            names.iter().any(|n| n == name),
-            "quantized case {name} missing"
-        );
-    }
+    assert_eq!(cases.len(), 19, "bundled quantized cases missing");
     for level in ["-O0", "-O3"] {
         let (stdout, stderr) = verify(
             level,
@@ -245,30 +216,8 @@ fn bundled_quantized_models_pass() {
             &format!("sinter-verify-quant{level}"),
             &cases,
         );
-        let mut n_unsupported = 0;
-        for name in &names {
-            let passed = stdout.lines().any(|l| l == format!("PASS {name}"));
-            let unsupported = stdout
-                .lines()
-                .any(|l| l.starts_with(&format!("UNSUPPORTED {name}: ")));
-            if may_be_unsupported.contains(&name.as_str()) {
-                assert!(
-                    passed || unsupported,
-                    "{level}: {name} neither passed nor was unsupported:\n{stdout}\n{stderr}"
-                );
-                n_unsupported += usize::from(unsupported);
-                if passed {
-                    eprintln!("{level}: {name} passes now; take it off may_be_unsupported");
-                }
-            } else {
-                assert!(passed, "{level}: {name} did not pass:\n{stdout}\n{stderr}");
-            }
-        }
         assert!(
-            stdout.ends_with(&format!(
-                "{} passed, 0 failed, {n_unsupported} unsupported\n",
-                names.len() - n_unsupported
-            )),
+            stdout.ends_with(&format!("{} passed, 0 failed, 0 unsupported\n", cases.len())),
             "{level}:\n{stdout}\n{stderr}"
         );
     }
