@@ -483,6 +483,10 @@ pub fn max_pool_indexed<T: Copy + PartialOrd>(
         x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
         "pool buffers too short"
     );
+    if indices.is_none() && p.dilations == [1, 1, 1] {
+        max_pool_dense(p, x, out);
+        return;
+    }
     for_outputs(p, |plane, idx, o| {
         let src = &x[plane * in_len..][..in_len];
         let mut best: Option<(T, usize)> = None;
@@ -511,6 +515,57 @@ pub fn max_pool_indexed<T: Copy + PartialOrd>(
             ind[idx] = (plane * in_len + spatial) as i64;
         }
     });
+}
+
+/// The input positions `[lo, hi)` along one axis that output position `o`'s window covers
+/// (unit dilation), clipped to the input.
+#[inline]
+fn window_span(o: usize, stride: usize, kernel: usize, pad: usize, len: usize) -> (usize, usize) {
+    let start = o * stride;
+    let lo = start.saturating_sub(pad);
+    let hi = (start + kernel).saturating_sub(pad).min(len);
+    (lo, hi.max(lo))
+}
+
+/// [`max_pool_indexed`] without indices and with unit dilation: each window's rows scanned
+/// where they lie, its bounds clipped once per output position.
+fn max_pool_dense<T: Copy + PartialOrd>(p: &PoolParams, x: &[T], out: &mut [T]) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let (in_len, out_len) = (id * ih * iw, od * oh * ow);
+    for plane in 0..p.planes {
+        let src = &x[plane * in_len..][..in_len];
+        let dst = &mut out[plane * out_len..][..out_len];
+        let mut idx = 0;
+        for oz in 0..od {
+            let (z0, z1) = window_span(oz, p.strides[0], p.kernel[0], p.pads_begin[0], id);
+            for oy in 0..oh {
+                let (y0, y1) = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], ih);
+                for ox in 0..ow {
+                    let (x0, x1) = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
+                    let mut best: Option<T> = None;
+                    for z in z0..z1 {
+                        for y in y0..y1 {
+                            for &v in &src[(z * ih + y) * iw + x0..(z * ih + y) * iw + x1] {
+                                best = match best {
+                                    None => Some(v),
+                                    // `v != v` is a NaN: it wins, as in the f32 kernel.
+                                    #[allow(
+                                        clippy::eq_op,
+                                        reason = "NaN test for a generic element"
+                                    )]
+                                    Some(b) if v > b || (v != v && b == b) => Some(v),
+                                    keep => keep,
+                                };
+                            }
+                        }
+                    }
+                    dst[idx] = best.unwrap_or(src[0]);
+                    idx += 1;
+                }
+            }
+        }
+    }
 }
 
 /// `MaxUnpool`: `out` (shape `shape`) is zero except where MaxPool's Indices point: index
@@ -604,6 +659,40 @@ mod tests {
         let mut g = [0.0f32];
         global_lp_f32(&[3.0, 4.0], &mut g, 2, 2);
         assert!((g[0] - 5.0).abs() < 1e-6);
+    }
+
+    /// The dense generic max pool (no indices) against the per-window path with indices.
+    #[test]
+    fn dense_generic_max_pool_matches_the_indexed_path() {
+        let cases: [([usize; 3], [usize; 3], [usize; 3], [usize; 3]); 4] = [
+            ([1, 7, 9], [1, 2, 2], [1, 2, 2], [0, 0, 0]),
+            ([1, 8, 8], [1, 3, 3], [1, 2, 2], [0, 1, 1]),
+            ([1, 5, 11], [1, 3, 2], [1, 1, 3], [0, 2, 1]),
+            ([3, 4, 5], [2, 2, 2], [1, 1, 1], [1, 0, 1]),
+        ];
+        for (input, kernel, strides, pads) in cases {
+            let output = core::array::from_fn(|i| {
+                (input[i] + 2 * pads[i]).saturating_sub(kernel[i]) / strides[i] + 1
+            });
+            let p = PoolParams {
+                planes: 2,
+                input,
+                output,
+                kernel,
+                strides,
+                dilations: [1; 3],
+                pads_begin: pads,
+                pads_end: pads,
+            };
+            let n: usize = input.iter().product::<usize>() * 2;
+            let x: std::vec::Vec<u8> = (0..n).map(|i| (i * 37 % 251) as u8).collect();
+            let m: usize = output.iter().product::<usize>() * 2;
+            let (mut a, mut b) = (std::vec![0u8; m], std::vec![0u8; m]);
+            let mut ind = std::vec![0i64; m];
+            max_pool_indexed(&p, &x, &mut a, None, false);
+            max_pool_indexed(&p, &x, &mut b, Some(&mut ind), false);
+            assert_eq!(a, b, "{input:?} {kernel:?} {strides:?} {pads:?}");
+        }
     }
 
     /// The separable 2-D path against the per-window reference, over window sizes, strides,
