@@ -312,10 +312,28 @@ fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
                 .checked_sub(p.pads[axis])
                 .filter(|&v| v < p.input[axis])
         };
+        // A pixel whose whole window lies inside the input reads every tap at its window's
+        // origin plus the tap's fixed offset; only border pixels test each tap.
+        let origin = |axis: usize, o: usize| -> Option<usize> {
+            let first = (o * p.strides[axis]).checked_sub(p.pads[axis])?;
+            let span = (p.kernel[axis] - 1) * p.dilations[axis];
+            (first + span < p.input[axis]).then_some(first)
+        };
+        let interior: [Option<usize>; PANEL] = core::array::from_fn(|j| {
+            let [oz, oy, ox] = coords[j];
+            match (j < count, origin(0, oz), origin(1, oy), origin(2, ox)) {
+                (true, Some(z), Some(y), Some(x)) => Some((z * ih + y) * iw + x),
+                _ => None,
+            }
+        });
         let (mut kz, mut ky, mut kx) = (0, 0, 0);
         for tap in taps.iter_mut().take(klen) {
+            let delta =
+                ((kz * p.dilations[0]) * ih + ky * p.dilations[1]) * iw + kx * p.dilations[2];
             for (j, &[oz, oy, ox]) in coords.iter().enumerate() {
-                let hit = if j < count {
+                let hit = if let Some(base) = interior[j] {
+                    Some(base + delta)
+                } else if j < count {
                     match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
                         (Some(z), Some(y), Some(x)) => Some((z * ih + y) * iw + x),
                         _ => None,
