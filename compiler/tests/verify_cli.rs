@@ -217,7 +217,10 @@ fn bundled_quantized_models_pass() {
             &cases,
         );
         assert!(
-            stdout.ends_with(&format!("{} passed, 0 failed, 0 unsupported\n", cases.len())),
+            stdout.ends_with(&format!(
+                "{} passed, 0 failed, 0 unsupported\n",
+                cases.len()
+            )),
             "{level}:\n{stdout}\n{stderr}"
         );
     }
