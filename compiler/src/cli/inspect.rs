@@ -249,7 +249,10 @@ fn quantize_report(args: &Args, builder: &Builder) -> Result<()> {
     let names: Vec<String> = quantized
         .nodes
         .iter()
-        .filter(|n| matches!(&n.op, Some(crate::ops::Op::Int8Product(p)) if p.dynamic))
+        .filter(|n| {
+            matches!(&n.op, Some(crate::ops::Op::Int8Product(p)) if p.dynamic)
+                || matches!(&n.op, Some(crate::ops::Op::GatherInt8(_)))
+        })
         .map(|n| format!("  {}", n.name))
         .collect();
     println!("quantization ({}):", args.quant.quantize);

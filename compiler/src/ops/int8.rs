@@ -402,3 +402,41 @@ impl OpDef for QuantMatMulToFloat {
         }))
     }
 }
+
+/// `sinter::GatherInt8`: an embedding lookup (`Gather` along axis 0 of a constant 2-D float
+/// table) from the table quantized to int8 per row by `--quantize dynamic`. Inputs: the int8
+/// table `[rows, dim]`, the per-row scales (float32 `[rows]`), the indices.
+#[derive(Debug, Clone)]
+pub struct GatherInt8 {
+    /// Values per row.
+    pub dim: usize,
+}
+
+impl OpDef for GatherInt8 {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::unsupported(format!(
+            "{} is internal to sinter and cannot appear in a model",
+            node.op_type()
+        )))
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (table, indices) = (cx.input(0)?, cx.input(2)?);
+        super::require_dtype(table.dtype, &[DType::I8], "table")?;
+        super::require_dtype(indices.dtype, &[DType::I64, DType::I32], "indices")?;
+        let mut shape = indices.shape.to_vec();
+        shape.push(self.dim);
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (i0, i1, i2, o0) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.output(0),
+        );
+        let dim = lit(self.dim);
+        Ok(quote!(::sinter_rt::int8::gather_rows_dequant(#i0, #i1, #dim, #i2, #o0);))
+    }
+}

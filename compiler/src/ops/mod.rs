@@ -403,6 +403,7 @@ ops! {
     QLinearMatMul(gemm::QLinearMatMul) => ["QLinearMatMul"];
     QLinearConv(conv::QLinearConv) => ["QLinearConv"];
     Int8Product(int8::Int8Product) => ["sinter::Int8Product"];
+    GatherInt8(int8::GatherInt8) => ["sinter::GatherInt8"];
     QGemm(int8::QGemm) => ["com.microsoft:QGemm"];
     QuantMatMulToFloat(int8::QuantMatMulToFloat) => ["com.microsoft:DynamicQuantizeMatMul", "com.microsoft:MatMulIntegerToFloat"];
     AffineGrid(sample::AffineGrid) => ["AffineGrid"];

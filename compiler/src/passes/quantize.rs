@@ -17,6 +17,10 @@
 //! per-column constant nor a residual of the output's shape, and nodes named with
 //! `--quantize-exclude`.
 //!
+//! Embedding lookups (`Gather` along axis 0 of a constant 2-D float32 table of at least 4096
+//! elements) read an int8 copy of the table quantized per row (`sinter::GatherInt8`), which
+//! dequantizes the rows it gathers: for text encoders the table is most of the weights.
+//!
 //! The pass runs after the fusions (so bias, residual and activations are already on the
 //! node) and before `pack_weights`.
 
@@ -65,6 +69,10 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         if cx.quantize_exclude.contains(&graph.nodes[index].name) {
             continue;
         }
+        if let Some(node) = quantize_gather(&mut graph, index) {
+            graph.nodes[index] = node;
+            continue;
+        }
         if let Ok(plan) = plan(&graph, index) {
             if let Some(node) = apply(&mut graph, index, plan, &mut cache) {
                 graph.nodes[index] = node;
@@ -72,6 +80,57 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         }
     }
     Ok(graph)
+}
+
+/// Embedding tables smaller than this many elements stay float32.
+const MIN_TABLE: usize = 4096;
+
+/// A `Gather` along axis 0 of a constant 2-D float32 table (an embedding lookup) reads an int8
+/// copy of the table quantized per row (symmetric) instead: `sinter::GatherInt8`.
+fn quantize_gather(graph: &mut Graph, index: usize) -> Option<Node> {
+    let node = graph.nodes[index].clone();
+    let Some(Op::Indexing(ix)) = &node.op else {
+        return None;
+    };
+    if ix.kind != crate::ops::movement::IndexKind::Gather || !matches!(ix.axis, 0 | -2) {
+        return None;
+    }
+    let (data, indices) = (input(&node, 0)?, input(&node, 1)?);
+    let table = graph.value(data).constant.as_ref()?;
+    let [rows, dim] = table.shape[..] else {
+        return None;
+    };
+    if table.dtype != DType::F32 || rows * dim < MIN_TABLE {
+        return None;
+    }
+    let values = table.as_f32()?;
+    let (q, scales) = quantize_weights(&values, Layout::Rows(1, false), (rows, dim));
+    let name = graph.value(data).name.clone();
+    let q_id = add_constant(
+        graph,
+        format!("{name}/quantized"),
+        Tensor {
+            dtype: DType::I8,
+            shape: vec![rows, dim],
+            bytes: q.iter().map(|&v| v as u8).collect(),
+        },
+    );
+    let s_id = add_constant(
+        graph,
+        format!("{name}/scale"),
+        Tensor::from_f32(vec![rows], &scales),
+    );
+    Some(Node {
+        name: node.name.clone(),
+        op_type: "GatherInt8".into(),
+        domain: "sinter".into(),
+        opset: 1,
+        inputs: vec![Some(q_id), Some(s_id), Some(indices)],
+        outputs: vec![output(&node, 0)],
+        attributes: Vec::new(),
+        op: Some(Op::GatherInt8(crate::ops::int8::GatherInt8 { dim })),
+        guards: node.guards.clone(),
+    })
 }
 
 /// Why node `index` would stay float32 under `--quantize dynamic`, or `None` if it would be

@@ -33,7 +33,7 @@ use crate::epilogue::Activation;
 use crate::threads::{Exec, SharedMut};
 pub use conv::{conv_exec, conv_reference};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
-pub use quantize::{dequantize_linear, quantize_linear, Byte};
+pub use quantize::{dequantize_linear, gather_rows_dequant, quantize_linear, Byte};
 
 /// Rows of the largest tile any kernel computes.
 const MR_MAX: usize = 8;

@@ -172,6 +172,15 @@ mod tests {
     }
 
     #[test]
+    fn gathered_rows_are_dequantized() {
+        let table = [1i8, -2, 3, 4, 5, -6];
+        let scales = [0.5f32, 2.0, 0.25];
+        let mut out = [9f32; 8];
+        gather_rows_dequant(&table, &scales, 2, &[2i64, -3, 7, 1], &mut out);
+        assert_eq!(out, [1.25, -1.5, 0.5, -1.0, 0.0, 0.0, 6.0, 8.0]);
+    }
+
+    #[test]
     fn quantize_and_dequantize_match_the_scalar_formulas() {
         let n = 120;
         let x: Vec<f32> = (0..n)
@@ -224,6 +233,38 @@ mod tests {
                 |x, s, z: i8| (f32::from(x) - f32::from(z)) * s,
             );
             assert_eq!(deq, want_d);
+        }
+    }
+}
+
+/// `Gather` along axis 0 of an int8 table quantized per row: `out[j] = table[indices[j]] *
+/// scales[indices[j]]`, each row `dim` values (an embedding lookup from a table a quarter of
+/// its float size). Negative indices count from the end; out-of-range ones give zeros, as
+/// [`crate::shape::gather`] does.
+///
+/// Panics if a buffer is too short for the shapes.
+pub fn gather_rows_dequant<I: crate::shape::IndexValue>(
+    table: &[i8],
+    scales: &[f32],
+    dim: usize,
+    indices: &[I],
+    out: &mut [f32],
+) {
+    let rows = scales.len();
+    assert!(
+        table.len() >= rows * dim && out.len() >= indices.len() * dim,
+        "gather_rows_dequant: buffers too short"
+    );
+    for (j, &idx) in indices.iter().enumerate() {
+        let dst = &mut out[j * dim..][..dim];
+        match crate::shape::resolve_index(idx.to_i64(), rows) {
+            Some(r) => {
+                let s = scales[r];
+                for (o, &q) in dst.iter_mut().zip(&table[r * dim..][..dim]) {
+                    *o = f32::from(q) * s;
+                }
+            }
+            None => dst.fill(0.0),
         }
     }
 }
