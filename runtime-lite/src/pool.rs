@@ -664,13 +664,14 @@ mod tests {
     /// The dense generic max pool (no indices) against the per-window path with indices.
     #[test]
     fn dense_generic_max_pool_matches_the_indexed_path() {
-        let cases: [([usize; 3], [usize; 3], [usize; 3], [usize; 3]); 4] = [
-            ([1, 7, 9], [1, 2, 2], [1, 2, 2], [0, 0, 0]),
-            ([1, 8, 8], [1, 3, 3], [1, 2, 2], [0, 1, 1]),
-            ([1, 5, 11], [1, 3, 2], [1, 1, 3], [0, 2, 1]),
-            ([3, 4, 5], [2, 2, 2], [1, 1, 1], [1, 0, 1]),
+        // (input, kernel, strides, pads) per case.
+        let cases: [[[usize; 3]; 4]; 4] = [
+            [[1, 7, 9], [1, 2, 2], [1, 2, 2], [0, 0, 0]],
+            [[1, 8, 8], [1, 3, 3], [1, 2, 2], [0, 1, 1]],
+            [[1, 5, 11], [1, 3, 2], [1, 1, 3], [0, 2, 1]],
+            [[3, 4, 5], [2, 2, 2], [1, 1, 1], [1, 0, 1]],
         ];
-        for (input, kernel, strides, pads) in cases {
+        for [input, kernel, strides, pads] in cases {
             let output = core::array::from_fn(|i| {
                 (input[i] + 2 * pads[i]).saturating_sub(kernel[i]) / strides[i] + 1
             });
