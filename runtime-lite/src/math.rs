@@ -8,7 +8,7 @@
 //! rounded result, checked against `std` in the tests.
 //!
 //! The f32 functions of [`Func`] also have slice kernels ([`Func::map_slice`]): the same
-//! operations written once over sixteen lanes in [`lanes`], run with AVX-512 or AVX2 when the
+//! operations written once over sixteen lanes in `lanes`, run with AVX-512 or AVX2 when the
 //! CPU has them, returning bit for bit what the scalar functions here return.
 
 pub(crate) mod lanes;
@@ -948,7 +948,7 @@ via_f64! {
 
 /// The error function in f32, within 1 ulp of the correctly rounded result (checked on every
 /// f32 from 5e-10 to 4.5 when the coefficients were fitted; the tests sample it): `x + x P(x^2)`
-/// below [`ERF_SPLIT`], `1 - e^-(a + a Q(a))` above, 1 from 4 on.
+/// below `ERF_SPLIT`, `1 - e^-(a + a Q(a))` above, 1 from 4 on.
 #[inline]
 pub fn erf(x: f32) -> f32 {
     if x.is_nan() {

@@ -125,7 +125,7 @@ pub enum Affine<'a> {
 ///
 /// The statistics are f64 sums in eight partial sums (element `j` into sum `j % 8`, combined
 /// in a fixed order), and every step is a loop the compiler vectorizes for the CPU's widest
-/// vectors ([`crate::math::lanes::dispatch`]); the results do not depend on the CPU.
+/// vectors (`math::lanes::dispatch`); the results do not depend on the CPU.
 #[allow(
     clippy::too_many_arguments,
     reason = "operands, layout, epsilon and the optional statistics outputs"

@@ -1,6 +1,6 @@
 //! Softmax, LogSoftmax and Hardmax along one axis of a tensor viewed as `[outer, axis, inner]`.
 //!
-//! The f32 Softmax and LogSoftmax run on sixteen lanes ([`crate::math::lanes`]): along the
+//! The f32 Softmax and LogSoftmax run on sixteen lanes (`math::lanes`): along the
 //! last axis (`inner == 1`) each row's maximum, exponentials and sum are vectors over the row
 //! (the sum in sixteen partial sums combined in a fixed tree, so the result is the same on
 //! every CPU); along another axis, sixteen neighbouring columns are processed as one vector,

@@ -1,13 +1,13 @@
-//! The packed operand layouts of the int8 GEMM ([`crate::int8`]), written once for both
+//! The packed operand layouts of the int8 GEMM (`sinter_rt::int8`), written once for both
 //! sides: the runtime packs activations with them on every run, and the compiler (which
 //! includes this file as `sinter::ir::int8_pack`) packs constant weights with them at compile
 //! time, so the two can never disagree. Uses `core` only and no other module of this crate.
 //!
-//! The unit of depth is a *group* of [`GROUP`] consecutive `k` indices: one 32-bit lane of a
+//! The unit of depth is a *group* of `GROUP` consecutive `k` indices: one 32-bit lane of a
 //! `vpdpbusd` multiplies four byte pairs and adds them into one `i32`. Depth is padded with
 //! zeros to whole groups.
 //!
-//! - **Column panels** (the vector operand): columns in panels of [`PANEL`]; a panel is
+//! - **Column panels** (the vector operand): columns in panels of `PANEL`; a panel is
 //!   `k_groups` blocks of `PANEL x GROUP` bytes, column-major inside the block, so one 64-byte
 //!   load holds four depths of sixteen columns. Columns past `n` are zero.
 //! - **Row-major rows** (the broadcast operand): `rows x padded_depth(k)` bytes, each row's
