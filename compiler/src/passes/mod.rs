@@ -11,6 +11,7 @@ mod fuse_gelu;
 mod fuse_hardswish;
 mod fuse_layer_norm;
 mod fuse_matmul_add;
+mod fuse_qdq;
 mod fuse_residual;
 mod fuse_silu;
 mod infer_shapes;
@@ -34,6 +35,7 @@ pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
 pub use fuse_layer_norm::fuse_layer_norm;
 pub use fuse_matmul_add::fuse_matmul_add;
+pub use fuse_qdq::fuse_qdq;
 pub use fuse_residual::fuse_residual;
 pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
@@ -60,7 +62,8 @@ pub enum OptLevel {
     /// Plus rewrites: no-op removal, transpose/reshape chain simplification, written-out
     /// SiLU, GELU, LayerNormalization and hard-swish recognized, Conv + BatchNormalization
     /// folded into weights, Conv + activation chains, MatMul + Add into Gemm, common
-    /// subexpressions merged, convolution weights pre-packed for the GEMM.
+    /// subexpressions merged, convolution weights pre-packed for the GEMM, QDQ groups fused
+    /// into the integer ops ONNX Runtime fuses them into.
     O2,
     /// Everything.
     #[default]
@@ -210,6 +213,13 @@ pub const PASSES: &[PassInfo] = &[
         name: "pack_weights",
         min_level: OptLevel::O2,
         run: pack_weights,
+    },
+    // QDQ groups around elementwise, pooling, concat and softmax ops become the integer ops
+    // ONNX Runtime fuses them into; the products' groups are `lower_int8`'s.
+    PassInfo {
+        name: "fuse_qdq",
+        min_level: OptLevel::O2,
+        run: fuse_qdq,
     },
     // Every level: the contrib products have no other kernel (below -O2 only they lower).
     PassInfo {
