@@ -648,7 +648,10 @@ pub fn matmul_exec(
     } else {
         col_tiles.min(threads * 2)
     };
-    let rows_per_task = if col_split == 1 {
+    // Alone, one task (its working memory set up once); with workers, four per thread.
+    let rows_per_task = if threads == 1 {
+        row_tiles
+    } else if col_split == 1 {
         row_tiles.div_ceil(threads * 4).max(1)
     } else {
         row_tiles
@@ -672,6 +675,10 @@ pub fn matmul_exec(
         // task passes over them.
         let block = (B_BLOCK_BYTES / (padded_depth(k) * nr).max(1)).clamp(1, COL_PARAMS);
         let mut params = [const { None::<TileParams<NR_MAX>> }; COL_PARAMS];
+        // Working memory reused by every row tile of the task.
+        let mut storage = [core::mem::MaybeUninit::<u8>::uninit(); MR_MAX * KC_BYTES];
+        let rows_buf = zeroed_prefix(&mut storage, MR_MAX * padded_depth(k).min(KC_BYTES));
+        let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
         for c0 in (cols.0..cols.1).step_by(block) {
             let cols = (c0, (c0 + block).min(cols.1));
             // The column tiles' parameters, computed once for all the row tiles below.
@@ -699,6 +706,7 @@ pub fn matmul_exec(
                         cols,
                         nr,
                         &params,
+                        (&mut *rows_buf, &mut acc),
                     );
                 }
             }
@@ -724,14 +732,14 @@ unsafe fn matmul_tile(
     cols: (usize, usize),
     nr: usize,
     col_params: &[Option<TileParams<NR_MAX>>],
+    (buf, acc): (&mut [u8], &mut TileAcc),
 ) {
     let kp = padded_depth(k);
     let chunk = kp.min(KC_BYTES);
     let chunks = kp.div_ceil(chunk.max(1));
-    // The tile's rows, a chunk of depth at a time, interleaved by group (`[g][row][4]`) so the
-    // kernel's broadcasts read one stream; unsigned domain, zero-padded to whole groups.
-    let mut storage = [core::mem::MaybeUninit::<u8>::uninit(); MR_MAX * KC_BYTES];
-    let buf = zeroed_prefix(&mut storage, MR_MAX * chunk);
+    // `buf` takes the tile's rows, a chunk of depth at a time, interleaved by group
+    // (`[g][row][4]`) so the kernel's broadcasts read one stream; unsigned domain, zero-padded
+    // to whole groups. It holds `MR_MAX * chunk` bytes.
     // Row sums in the unsigned domain, needed only for a weight zero point.
     let mut usum = [0i32; MR_MAX];
     if w_zero {
@@ -750,30 +758,29 @@ unsafe fn matmul_tile(
         let len = chunk.min(kp - d0);
         let valid = len.min(k.saturating_sub(d0));
         let full = valid / GROUP;
-        let dst_groups = buf[..len * MR_MAX].chunks_exact_mut(MR_MAX * GROUP);
         let bytes: &[u8] = match a {
             Bytes::U8(bytes) => bytes,
             // The same bytes; the sign flip happens below.
             Bytes::I8(bytes) => bytes_of_i8(bytes),
         };
-        for (g, dst) in dst_groups.enumerate() {
-            for (quad, &start) in dst.chunks_exact_mut(GROUP).zip(&starts) {
-                if g < full {
-                    let src = start + d0 + g * GROUP;
-                    quad.copy_from_slice(&bytes[src..src + GROUP]);
-                    for v in quad.iter_mut() {
-                        *v ^= flip;
-                    }
-                } else {
-                    let have = valid - full * GROUP;
-                    let src = start + d0 + g * GROUP;
-                    for (i, v) in quad.iter_mut().enumerate() {
-                        *v = if i < have && g == full {
-                            bytes[src + i] ^ flip
-                        } else {
-                            0
-                        };
-                    }
+        let flip4 = u32::from_ne_bytes([flip; GROUP]);
+        for (r, &start) in starts.iter().enumerate() {
+            // Whole groups: one 32-bit word each, into the row's slot of every group.
+            let src = &bytes[start + d0..][..full * GROUP];
+            for (g, quad) in src.chunks_exact(GROUP).enumerate() {
+                let word = u32::from_ne_bytes([quad[0], quad[1], quad[2], quad[3]]) ^ flip4;
+                buf[(g * MR_MAX + r) * GROUP..][..GROUP].copy_from_slice(&word.to_ne_bytes());
+            }
+            // The depth's last, partial group and the zero groups of padding after it.
+            for g in full..len / GROUP {
+                let have = valid.saturating_sub(g * GROUP).min(GROUP);
+                let dst = &mut buf[(g * MR_MAX + r) * GROUP..][..GROUP];
+                for (i, v) in dst.iter_mut().enumerate() {
+                    *v = if i < have {
+                        bytes[start + d0 + g * GROUP + i] ^ flip
+                    } else {
+                        0
+                    };
                 }
             }
         }
@@ -782,7 +789,6 @@ unsafe fn matmul_tile(
         copy(buf, 0);
     }
     let pb = panel_bytes(k);
-    let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
     let mut row_params = TileParams::<MR_MAX>::new();
     row_params.activations(w_zero.then_some(&usum[..]), rows);
     for ct in cols.0..cols.1 {
@@ -813,7 +819,7 @@ unsafe fn matmul_tile(
                         .add((c0 / PANEL) * pb + c * chunk * PANEL),
                     pb,
                     np,
-                    &mut acc,
+                    acc,
                     c > 0,
                 );
             }
@@ -835,7 +841,7 @@ unsafe fn matmul_tile(
             cols: width,
         };
         // SAFETY: forwarded contract.
-        unsafe { sink.finish(&mut acc, &place, &row_params, col) };
+        unsafe { sink.finish(acc, &place, &row_params, col) };
     }
 }
 
