@@ -80,22 +80,43 @@ pub fn conv_exec(
     let block = BLOCK_PANELS * PANEL;
     let blocks = out_len.div_ceil(block);
     let units = p.batch * p.groups * blocks;
-    exec.for_each(units, &|unit| {
-        let (n, rest) = (unit / (p.groups * blocks), unit % (p.groups * blocks));
-        let (g, b) = (rest / blocks, rest % blocks);
-        let pix0 = b * block;
-        let geometry = Block {
-            p,
-            x,
-            zu,
-            flip: x.shift() as u8,
-            base: (n * p.in_channels + g * cin_g) * in_len,
-            k,
-            pix0,
-            npix: block.min(out_len - pix0),
-        };
-        // SAFETY: each unit writes its own pixels of its own image and group.
-        unsafe { dense_block(isa, &geometry, w, &sink, (n, g, cout_g)) };
+    // Alone, one task; with workers, four per thread. Each task sets up its working memory
+    // once for all its units.
+    let threads = exec.threads();
+    let per_task = if threads == 1 {
+        units
+    } else {
+        units.div_ceil(threads * 4).max(1)
+    };
+    exec.for_each(units.div_ceil(per_task), &|task| {
+        let mut pack = [core::mem::MaybeUninit::<u8>::uninit(); PACK_BYTES];
+        let mut single: TileAcc = [[0; NR_MAX]; MR_MAX];
+        for unit in task * per_task..((task + 1) * per_task).min(units) {
+            let (n, rest) = (unit / (p.groups * blocks), unit % (p.groups * blocks));
+            let (g, b) = (rest / blocks, rest % blocks);
+            let pix0 = b * block;
+            let geometry = Block {
+                p,
+                x,
+                zu,
+                flip: x.shift() as u8,
+                base: (n * p.in_channels + g * cin_g) * in_len,
+                k,
+                pix0,
+                npix: block.min(out_len - pix0),
+            };
+            // SAFETY: each unit writes its own pixels of its own image and group.
+            unsafe {
+                dense_block(
+                    isa,
+                    &geometry,
+                    w,
+                    &sink,
+                    (n, g, cout_g),
+                    (&mut pack, &mut single),
+                )
+            };
+        }
     });
 }
 
@@ -125,6 +146,7 @@ unsafe fn dense_block(
     w: &Weights<'_>,
     sink: &Sink<'_>,
     (n, g, cout_g): (usize, usize, usize),
+    (storage, single): (&mut [core::mem::MaybeUninit<u8>; PACK_BYTES], &mut TileAcc),
 ) {
     let p = blk.p;
     let out_len = p.output_len();
@@ -134,8 +156,7 @@ unsafe fn dense_block(
     let chunk = (PACK_BYTES / (panels * PANEL)).min(kp) / GROUP * GROUP;
     let chunk = chunk.max(GROUP);
     let chunks = kp.div_ceil(chunk);
-    let mut storage = [core::mem::MaybeUninit::<u8>::uninit(); PACK_BYTES];
-    let buf = super::zeroed_prefix(&mut storage, panels * PANEL * chunk);
+    let buf = super::zeroed_prefix(storage, panels * PANEL * chunk);
     let w_zero = w.has_zero();
     let mut usum = [0i32; NR_MAX];
     if w_zero {
@@ -152,7 +173,6 @@ unsafe fn dense_block(
     } else {
         tiles_per_group * mr
     };
-    let mut single: TileAcc = [[0; NR_MAX]; MR_MAX];
     let mut partials = [const { core::mem::MaybeUninit::<TileAcc>::uninit() }; PARTIAL_TILES];
     if chunks == 1 {
         pack_block(blk, 0, kp, buf);
@@ -176,7 +196,7 @@ unsafe fn dense_block(
                     let np = step.min(panels - q0);
                     // One chunk: a single tile, finished right away; else this tile's slot.
                     let acc = if chunks == 1 {
-                        &mut single
+                        &mut *single
                     } else {
                         let slot = &mut partials[t * col_tiles + ct];
                         if c == 0 {
