@@ -21,6 +21,12 @@
 //! Omitted zero points become zero constants (`uint8` for a quantizer, the input's type for a
 //! dequantizer), as ONNX Runtime's action fills them in.
 //!
+//! An int8 `Add` group stays float: on x86-64 ONNX Runtime turns int8 QDQ pairs into uint8
+//! ones before fusing (`QDQS8ToU8Transformer`, as `QDQIsInt8Allowed()` is false there), and
+//! its uint8 `QLinearAdd` rounds differently from the int8 kernel `QLinearAdd` reproduces.
+//! The other ops give the same bytes either way (integer products and sums, tables of
+//! dequantized values).
+//!
 //! Left alone: anything else, including groups under different `If` guards. The
 //! `DequantizeLinear` nodes stay (ONNX Runtime gives each consumer its own copy first, so a
 //! dequantizer read elsewhere does not stop a fusion); `eliminate_dead` drops those left
@@ -210,6 +216,12 @@ fn find(m: &Matcher<'_>, end: usize) -> Option<Found> {
     if !arity.contains(&dequantize.len()) || actual.len() != op.inputs.len() {
         return None;
     }
+    // On x86-64 ONNX Runtime turns int8 QDQ pairs into uint8 ones before fusing
+    // (`QDQS8ToU8Transformer`), and its uint8 `QLinearAdd` rounds differently from the int8
+    // one `QLinearAdd` here reproduces; the other ops compute the same either way.
+    if dtype == DType::I8 && op_type == "QLinearAdd" {
+        return None;
+    }
     let mut inputs = Vec::with_capacity(dequantize.len());
     for &v in dequantize {
         let (quant, t) = dequantized(m, v, &q.guards)?;
@@ -384,6 +396,36 @@ mod tests {
         let after = fuse_qdq(shared, &PassCx::default()).expect("runs");
         assert!(after.nodes.iter().any(|n| n.op_type == "Add"));
         assert!(after.nodes.iter().all(|n| n.domain.is_empty()));
+    }
+
+    #[test]
+    fn an_int8_add_stays_and_an_int8_mul_fuses() {
+        use crate::onnx::proto::{attribute_proto::AttributeType, TensorProto};
+        let zero = AttributeProto {
+            name: Some("value".into()),
+            r#type: Some(AttributeType::Tensor as i32),
+            t: Some(TensorProto {
+                data_type: Some(3),
+                int32_data: vec![0],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let graph = ModelBuilder::new()
+            .typed_input("a", 3, &[4])
+            .floats("s", &[], &[0.1])
+            .node_with("Constant", &[], &["z"], vec![zero])
+            .node("DequantizeLinear", &["a", "s", "z"], &["da"])
+            .node("Add", &["da", "da"], &["sum"])
+            .node("QuantizeLinear", &["sum", "s", "z"], &["y"])
+            .node("Mul", &["da", "da"], &["product"])
+            .node("QuantizeLinear", &["product", "s", "z"], &["p"])
+            .output("y")
+            .output("p")
+            .build();
+        let after = fuse_qdq(graph, &PassCx::default()).expect("runs");
+        assert!(after.nodes.iter().any(|n| n.op_type == "Add"));
+        assert!(after.nodes.iter().any(|n| n.op_type == "QLinearMul"));
     }
 
     #[test]
