@@ -256,6 +256,11 @@ pub fn zip_assign<T: Copy, B: Copy>(
         for (o, &y) in out.iter_mut().zip(b) {
             *o = f(*o, y);
         }
+    } else if let [y] = b {
+        // A scalar operand (`x / 6` in hard-swish): one loop the compiler vectorizes.
+        for o in out.iter_mut() {
+            *o = f(*o, *y);
+        }
     } else {
         for_each_index(out_shape, [b_strides], |i, [ib]| {
             out[i] = f(out[i], b[ib]);

@@ -374,8 +374,34 @@ fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
 /// Global average pooling: `out[plane] = mean(x[plane, ..])`.
 pub fn global_average_f32(x: &[f32], out: &mut [f32], spatial: usize) {
     for (o, plane) in out.iter_mut().zip(x.chunks_exact(spatial.max(1))) {
-        *o = plane.iter().sum::<f32>() / spatial as f32;
+        *o = sum_lanes(plane) / spatial as f32;
     }
+}
+
+/// The sum of `values` in sixteen partial sums added in a fixed order: vectorizable, and the
+/// same bits on every CPU and every run.
+fn sum_lanes(values: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += v;
+    }
+    // A fixed pairwise tree.
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
 }
 
 /// Global max pooling: `out[plane] = max(x[plane, ..])`.
@@ -659,6 +685,24 @@ mod tests {
         let mut g = [0.0f32];
         global_lp_f32(&[3.0, 4.0], &mut g, 2, 2);
         assert!((g[0] - 5.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn global_average_sums_in_lanes_close_to_f64() {
+        for len in [0usize, 1, 15, 16, 17, 192, 1000] {
+            let x: std::vec::Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 113) as f32 * 0.37 - 20.0)
+                .collect();
+            let want = x.iter().map(|&v| f64::from(v)).sum::<f64>() / len.max(1) as f64;
+            let mut out = [0f32];
+            global_average_f32(&x, &mut out, len.max(1));
+            if len > 0 {
+                assert!(
+                    (f64::from(out[0]) - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{len}"
+                );
+            }
+        }
     }
 
     /// The dense generic max pool (no indices) against the per-window path with indices.
