@@ -494,6 +494,8 @@ const DW_ROW: usize = 256;
 const DW_TAPS: usize = 8;
 const DW_STRIDE: usize = 2;
 const DW_IN: usize = 512;
+/// Most taps whose int8 products the depthwise fast path sums exactly in f32 (see there).
+const DW_EXACT_TAPS: usize = 64;
 
 /// One output plane of a depthwise convolution, row by row: every tap adds its weight times
 /// the shifted input run to an `i32` row.
@@ -546,10 +548,18 @@ unsafe fn depthwise_plane(
         let start = lo * sw + shift - p.pads[2];
         (lo, hi, start % sw, start / sw)
     });
-    let fast = kw <= DW_TAPS && sw <= DW_STRIDE && iw.div_ceil(sw) <= DW_IN && ow <= DW_ROW;
+    // The fast path multiplies in f32, which is exact here: every product is at most 255 *
+    // 255 in magnitude, so a sum over at most `DW_EXACT_TAPS` taps stays below 2^22, where f32
+    // holds integers exactly (and `round_small` reads them back).
+    let fast = kw <= DW_TAPS
+        && sw <= DW_STRIDE
+        && iw.div_ceil(sw) <= DW_IN
+        && ow <= DW_ROW
+        && klen <= DW_EXACT_TAPS;
     // The current input row, zero point removed, split by stride phase so every tap reads a
     // contiguous run.
-    let mut phases = [[0i32; DW_IN]; DW_STRIDE];
+    let mut phases = [[0f32; DW_IN]; DW_STRIDE];
+    let mut acc_f = [0f32; DW_ROW];
     let mut acc = [0i32; DW_ROW];
     for oz in 0..od {
         for oy in 0..oh {
@@ -557,6 +567,8 @@ unsafe fn depthwise_plane(
                 let width = DW_ROW.min(ow - x0);
                 let acc = &mut acc[..width];
                 acc.fill(0);
+                let acc_f = &mut acc_f[..width];
+                acc_f.fill(0.0);
                 for a in 0..kd {
                     let Some(z) = at(0, oz, a) else { continue };
                     for b in 0..kh {
@@ -564,16 +576,16 @@ unsafe fn depthwise_plane(
                         let row = &bytes[src_base + (z * ih + y) * iw..][..iw];
                         if fast && sw == 1 {
                             for (d, &v) in phases[0].iter_mut().zip(row) {
-                                *d = i32::from(v ^ flip) - zu;
+                                *d = (i32::from(v ^ flip) - zu) as f32;
                             }
                         } else if fast {
                             let [even, odd] = &mut phases;
                             for ((pair, e), o) in
                                 row.chunks(2).zip(even.iter_mut()).zip(odd.iter_mut())
                             {
-                                *e = i32::from(pair[0] ^ flip) - zu;
+                                *e = (i32::from(pair[0] ^ flip) - zu) as f32;
                                 if let Some(&v) = pair.get(1) {
-                                    *o = i32::from(v ^ flip) - zu;
+                                    *o = (i32::from(v ^ flip) - zu) as f32;
                                 }
                             }
                         }
@@ -582,9 +594,10 @@ unsafe fn depthwise_plane(
                             if fast {
                                 let (lo, hi, phase, first) = shifts[e];
                                 if lo < hi {
+                                    let wf = wv as f32;
                                     let src = &phases[phase][first..first + (hi - lo)];
-                                    for (o, &v) in acc[lo..hi].iter_mut().zip(src) {
-                                        *o += v * wv;
+                                    for (o, &v) in acc_f[lo..hi].iter_mut().zip(src) {
+                                        *o += v * wf;
                                     }
                                 }
                                 continue;
@@ -605,6 +618,11 @@ unsafe fn depthwise_plane(
                                 *o += (i32::from(v ^ flip) - zu) * wv;
                             }
                         }
+                    }
+                }
+                if fast {
+                    for (o, &f) in acc.iter_mut().zip(acc_f.iter()) {
+                        *o = super::round_small(f);
                     }
                 }
                 let _ = (sd, sh);
