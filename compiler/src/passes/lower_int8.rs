@@ -79,6 +79,26 @@ pub fn lower_int8(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     super::eliminate_dead(graph, cx)
 }
 
+/// A `sinter::Int8Product` node named and guarded like `like`.
+pub(super) fn int8_node(
+    like: &Node,
+    inputs: Vec<Option<ValueId>>,
+    outputs: Vec<Option<ValueId>>,
+    product: Int8Product,
+) -> Node {
+    Node {
+        name: like.name.clone(),
+        op_type: "Int8Product".into(),
+        domain: "sinter".into(),
+        opset: 1,
+        inputs,
+        outputs,
+        attributes: Vec::new(),
+        op: Some(Op::Int8Product(product)),
+        guards: like.guards.clone(),
+    }
+}
+
 /// The node producing `v`.
 fn producer_of(graph: &Graph, v: ValueId) -> Option<usize> {
     graph
@@ -508,17 +528,7 @@ fn lower_node(graph: &mut Graph, index: usize, cache: &mut PackCache) -> Option<
     while inputs.last() == Some(&None) {
         inputs.pop();
     }
-    Some(Node {
-        name: node.name.clone(),
-        op_type: "Int8Product".into(),
-        domain: "sinter".into(),
-        opset: 1,
-        inputs,
-        outputs: vec![output(&node, 0)],
-        attributes: Vec::new(),
-        op: Some(Op::Int8Product(product)),
-        guards: node.guards.clone(),
-    })
+    Some(int8_node(&node, inputs, vec![output(&node, 0)], product))
 }
 
 /// Whether a constant of `shape` holds one value per output channel, laid out to broadcast
@@ -610,12 +620,9 @@ fn find_dynamic(
     // The quantizer stays: other products may share its output (the Q, K and V projections
     // of an attention layer read one quantized input).
     nodes.extend([cast_index, scale_index, product_index]);
-    let node = Node {
-        name: last.name.clone(),
-        op_type: "Int8Product".into(),
-        domain: "sinter".into(),
-        opset: 1,
-        inputs: vec![
+    let node = int8_node(
+        last,
+        vec![
             Some(quantized),
             Some(x_zero),
             Some(x_scale),
@@ -625,18 +632,16 @@ fn find_dynamic(
             Some(w_scale),
             bias,
         ],
-        outputs: vec![output(last, 0)],
-        attributes: Vec::new(),
-        op: Some(Op::Int8Product(Int8Product {
+        vec![output(last, 0)],
+        Int8Product {
             shape: shape.clone(),
             out: Int8Out::F32,
             dynamic: false,
             a_zero: 0,
             a_scale: 1.0,
             activations: Vec::new(),
-        })),
-        guards: last.guards.clone(),
-    };
+        },
+    );
     Some(Fusion { nodes, node })
 }
 
@@ -803,23 +808,20 @@ fn plan_one_qdq(
     if bias.is_some() {
         inputs.push(bias);
     }
-    let node = Node {
-        name: p.name.clone(),
-        op_type: "Int8Product".into(),
-        domain: "sinter".into(),
-        opset: 1,
+    // Named after the product, guarded like the quantizer (the fusion checks both agree).
+    let mut node = int8_node(
+        &q,
         inputs,
-        outputs: vec![output(&q, 0)],
-        attributes: Vec::new(),
-        op: Some(Op::Int8Product(Int8Product {
+        vec![output(&q, 0)],
+        Int8Product {
             shape,
             out,
             dynamic: false,
             a_zero,
             a_scale: x_scale,
             activations: Vec::new(),
-        })),
-        guards: q.guards.clone(),
-    };
+        },
+    );
+    node.name.clone_from(&p.name);
     Some((vec![p_index, q_index], node))
 }

@@ -24,7 +24,7 @@
 //! The pass runs after the fusions (so bias, residual and activations are already on the
 //! node) and before `pack_weights`.
 
-use super::lower_int8::{channels, conv_dims, pack_weights, Layout, PackCache};
+use super::lower_int8::{channels, conv_dims, int8_node, pack_weights, Layout, PackCache};
 use super::pattern::{add_constant, input, output};
 use super::PassCx;
 use crate::error::Result;
@@ -360,22 +360,17 @@ fn apply(graph: &mut Graph, index: usize, plan: Plan, cache: &mut PackCache) -> 
     while inputs.last() == Some(&None) {
         inputs.pop();
     }
-    Some(Node {
-        name: node.name.clone(),
-        op_type: "Int8Product".into(),
-        domain: "sinter".into(),
-        opset: 1,
+    Some(int8_node(
+        &node,
         inputs,
-        outputs: vec![output(&node, 0)],
-        attributes: Vec::new(),
-        op: Some(Op::Int8Product(Int8Product {
+        vec![output(&node, 0)],
+        Int8Product {
             shape: plan.shape,
             out: Int8Out::F32,
             dynamic: true,
             a_zero: 0,
             a_scale: 1.0,
             activations: plan.activations,
-        })),
-        guards: node.guards.clone(),
-    })
+        },
+    ))
 }
