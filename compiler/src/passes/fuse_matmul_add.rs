@@ -3,17 +3,20 @@
 //! the constant broadcasts to the product's shape. Batched MatMuls, run-time addends and
 //! shared outputs are left alone. Every other MatMul of two float32 matrices becomes a Gemm
 //! too (`Y = A x B`), so that `fuse_activation` can fuse the activation after it and
-//! `pack_weights` can pre-pack a constant B.
+//! `pack_weights` can pre-pack a constant B. A MatMul of an N-D activation by a constant 2-D
+//! weight (the linear layers of transformers) first folds the leading dimensions into rows
+//! between two free Reshapes, so it becomes one packed Gemm too.
 
-use super::pattern::{producers, retain};
+use super::pattern::{add_constant, new_node, producers, retain};
 use super::PassCx;
 use crate::error::Result;
-use crate::ir::{DType, Graph};
+use crate::ir::{DType, Graph, Tensor, Value};
 use crate::ops::gemm::Gemm;
 use crate::ops::{broadcast_shapes, Op};
 
 /// Fuses MatMul -> Add(constant) pairs into Gemm.
 pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    fold_leading_dims(&mut graph);
     let uses = graph.use_counts();
     let producer = producers(&graph);
     let mut remove = vec![false; graph.nodes.len()];
@@ -95,6 +98,92 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     Ok(graph)
 }
 
+/// A float32 MatMul of an N-D activation (`[..., m, k]`, rank 3 or more) by a constant 2-D
+/// weight is one product over all `R = ...*m` rows: it becomes `Reshape(A, [R, k]) -> MatMul
+/// -> Reshape(.., [..., m, n])`, whose 2-D MatMul turns into a Gemm below and gets its weights
+/// packed (`pack_weights`). Reshapes are views: they cost nothing at run time.
+fn fold_leading_dims(graph: &mut Graph) {
+    let mut nodes = Vec::with_capacity(graph.nodes.len());
+    for node in std::mem::take(&mut graph.nodes) {
+        let folded = (|| {
+            // Reshape takes its shape as an input from opset 5 on.
+            if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 || node.opset < 5 {
+                return None;
+            }
+            let (a, b, y) = (
+                node.inputs[0]?,
+                node.inputs[1]?,
+                node.outputs.first().copied()??,
+            );
+            let (av, bv) = (graph.value(a), graph.value(b));
+            let a_shape = av.shape.clone()?;
+            let b_shape = bv.shape.clone()?;
+            let y_shape = graph.value(y).shape.clone()?;
+            if av.dtype != Some(DType::F32)
+                || bv.dtype != Some(DType::F32)
+                || bv.constant.is_none()
+                || a_shape.len() < 3
+                || b_shape.len() != 2
+                || a_shape.last() != b_shape.first()
+            {
+                return None;
+            }
+            let (k, n) = (b_shape[0], b_shape[1]);
+            let rows: usize = a_shape[..a_shape.len() - 1].iter().product();
+            let dims = |v: &[usize]| -> Option<Vec<i64>> {
+                v.iter().map(|&d| i64::try_from(d).ok()).collect()
+            };
+            let name = node.name.clone();
+            let a_rows = add_constant(
+                graph,
+                format!("{name}/rows_shape"),
+                Tensor::from_i64(vec![2], &dims(&[rows, k])?),
+            );
+            let y_dims = add_constant(
+                graph,
+                format!("{name}/out_shape"),
+                Tensor::from_i64(vec![y_shape.len()], &dims(&y_shape)?),
+            );
+            let mut matrix = |suffix: &str, shape: Vec<usize>| {
+                graph.add_value(Value {
+                    name: format!("{name}/{suffix}"),
+                    dtype: Some(DType::F32),
+                    shape: Some(shape),
+                    declared: None,
+                    constant: None,
+                })
+            };
+            let a2 = matrix("rows", vec![rows, k]);
+            let y2 = matrix("product", vec![rows, n]);
+            let before = new_node(
+                format!("{name}/fold"),
+                "Reshape",
+                vec![Some(a), Some(a_rows)],
+                vec![Some(a2)],
+                Vec::new(),
+                &node,
+            )?;
+            let after = new_node(
+                format!("{name}/unfold"),
+                "Reshape",
+                vec![Some(y2), Some(y_dims)],
+                vec![Some(y)],
+                Vec::new(),
+                &node,
+            )?;
+            let mut product = node.clone();
+            product.inputs = vec![Some(a2), Some(b)];
+            product.outputs = vec![Some(y2)];
+            Some([before, product, after])
+        })();
+        match folded {
+            Some(three) => nodes.extend(three),
+            None => nodes.push(node),
+        }
+    }
+    graph.nodes = nodes;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +204,39 @@ mod tests {
         let (after, text) = before_after(graph, fuse_matmul_add);
         insta::assert_snapshot!(text);
         assert_eq!(after.nodes.len(), 1);
+    }
+
+    #[test]
+    fn snapshot_batched_activation_by_constant_weights_folds_into_a_gemm() {
+        use crate::passes::testing::{before_after, ModelBuilder};
+        let w: Vec<f32> = (0..20).map(|i| i as f32 * 0.1).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 3, 4])
+            .floats("w", &[4, 5], &w)
+            .node("MatMul", &["x", "w"], &["y"])
+            .output("y")
+            .build();
+        let (after, text) = before_after(graph, fuse_matmul_add);
+        insta::assert_snapshot!(text);
+        let ops: Vec<&str> = after.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Reshape", "Gemm", "Reshape"]);
+        let product = &after.nodes[1];
+        let rows = after.value(product.inputs[0].expect("A"));
+        assert_eq!(rows.shape.as_deref(), Some(&[6, 4][..]));
+    }
+
+    #[test]
+    fn batched_weights_at_run_time_are_not_folded() {
+        use crate::passes::testing::ModelBuilder;
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 3, 4])
+            .input("w", &[4, 5])
+            .node("MatMul", &["x", "w"], &["y"])
+            .output("y")
+            .build();
+        let after = fuse_matmul_add(graph, &PassCx::default()).expect("runs");
+        let ops: Vec<&str> = after.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["MatMul"]);
     }
 
     fn tiny_mlp(level: OptLevel) -> Graph {
