@@ -40,9 +40,28 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         if graph.value(c).constant.is_none() || uses[x.index()] != 1 || graph.outputs.contains(&x) {
             continue;
         }
-        let Some(mm_index) = producer[x.index()] else {
+        let Some(mut mm_index) = producer[x.index()] else {
             continue;
         };
+        // A bias after the Reshape that unfolds a folded product (`fold_leading_dims`) joins
+        // the product too when it is one value per column: the Reshape then carries the sum.
+        let mut unfold = None;
+        if matches!(graph.nodes[mm_index].op, Some(Op::Reshape(_))) {
+            let r = &graph.nodes[mm_index];
+            let inner = r.inputs.first().copied().flatten();
+            let bias_len = graph.value(c).len();
+            let last = graph.value(x).shape.as_ref().and_then(|s| s.last().copied());
+            let per_column = graph.value(c).shape.as_ref().is_some_and(|s| {
+                s.last().copied() == last && Some(bias_len) == last
+            });
+            match inner.and_then(|v| producer[v.index()].filter(|_| uses[v.index()] == 1)) {
+                Some(p) if per_column && r.guards == add.guards && !remove[mm_index] => {
+                    unfold = Some(mm_index);
+                    mm_index = p;
+                }
+                _ => continue,
+            }
+        }
         let mm = &graph.nodes[mm_index];
         if remove[mm_index] || !matches!(mm.op, Some(Op::MatMul(_))) || mm.guards != add.guards {
             continue;
@@ -56,12 +75,24 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             graph.value(v).dtype == Some(DType::F32)
                 && graph.value(v).shape.as_ref().is_some_and(|s| s.len() == 2)
         };
-        let Some(product) = graph.value(x).shape.clone() else {
+        let product_value = match unfold {
+            Some(_) => mm.outputs.first().copied().flatten(),
+            None => Some(x),
+        };
+        let Some(product) = product_value.and_then(|v| graph.value(v).shape.clone()) else {
             continue;
         };
-        let fits = graph
-            .value(c)
-            .shape
+        // Through an unfolding Reshape the bias is the product's last axis: one row of it,
+        // reshaped to `[n]` when written with more axes than the product has.
+        let row = match (unfold, graph.value(c).constant.as_ref()) {
+            (Some(_), Some(t)) if t.shape.len() > 2 => Some(t.reshaped(vec![t.len()])),
+            _ => None,
+        };
+        let c_shape = match &row {
+            Some(t) => Some(t.shape.clone()),
+            None => graph.value(c).shape.clone(),
+        };
+        let fits = c_shape
             .as_ref()
             .is_some_and(|s| broadcast_shapes(s, &product).is_ok_and(|b| b == product));
         if !is_f32_matrix(ma)
@@ -71,11 +102,21 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         {
             continue;
         }
+        let c = match row {
+            Some(t) => {
+                let name = format!("{}/row", graph.value(c).name);
+                add_constant(&mut graph, name, t)
+            }
+            None => c,
+        };
         let gemm = &mut graph.nodes[mm_index];
         gemm.op_type = "Gemm".into();
         gemm.inputs = vec![Some(ma), Some(mb), Some(c)];
-        gemm.outputs = vec![Some(out)];
         gemm.op = Some(Op::Gemm(Gemm::product()));
+        match unfold {
+            Some(r) => graph.nodes[r].outputs = vec![Some(out)],
+            None => gemm.outputs = vec![Some(out)],
+        }
         remove[add_index] = true;
     }
     retain(&mut graph, &remove);
@@ -223,6 +264,27 @@ mod tests {
         let product = &after.nodes[1];
         let rows = after.value(product.inputs[0].expect("A"));
         assert_eq!(rows.shape.as_deref(), Some(&[6, 4][..]));
+    }
+
+    #[test]
+    fn a_bias_after_a_folded_product_joins_the_gemm() {
+        use crate::passes::testing::ModelBuilder;
+        let w: Vec<f32> = (0..20).map(|i| i as f32 * 0.1).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 3, 4])
+            .floats("w", &[4, 5], &w)
+            .floats("b", &[1, 1, 5], &[1.0, 2.0, 3.0, 4.0, 5.0])
+            .node("MatMul", &["x", "w"], &["m"])
+            .node("Add", &["m", "b"], &["y"])
+            .output("y")
+            .build();
+        let after = fuse_matmul_add(graph, &PassCx::default()).expect("runs");
+        let ops: Vec<&str> = after.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Reshape", "Gemm", "Reshape"]);
+        let bias = after.value(after.nodes[1].inputs[2].expect("C"));
+        assert_eq!(bias.shape.as_deref(), Some(&[5][..]));
+        let out = after.nodes[2].outputs[0].expect("output");
+        assert_eq!(after.value(out).name, "y");
     }
 
     #[test]
