@@ -50,10 +50,16 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             let r = &graph.nodes[mm_index];
             let inner = r.inputs.first().copied().flatten();
             let bias_len = graph.value(c).len();
-            let last = graph.value(x).shape.as_ref().and_then(|s| s.last().copied());
-            let per_column = graph.value(c).shape.as_ref().is_some_and(|s| {
-                s.last().copied() == last && Some(bias_len) == last
-            });
+            let last = graph
+                .value(x)
+                .shape
+                .as_ref()
+                .and_then(|s| s.last().copied());
+            let per_column = graph
+                .value(c)
+                .shape
+                .as_ref()
+                .is_some_and(|s| s.last().copied() == last && Some(bias_len) == last);
             match inner.and_then(|v| producer[v.index()].filter(|_| uses[v.index()] == 1)) {
                 Some(p) if per_column && r.guards == add.guards && !remove[mm_index] => {
                     unfold = Some(mm_index);
