@@ -10,12 +10,11 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use quote::{format_ident, quote};
+use quote::quote;
 
-use super::harness::{self, io_err, read_data, write_if_changed};
+use super::harness::{self, io_err, write_if_changed};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind};
-use crate::ir::{DType, Tensor};
 use crate::{parse_consts, parse_dims, Builder, Result};
 
 /// Arguments of `sinter bench`.
@@ -51,62 +50,22 @@ pub(super) struct Args {
     cache_dir: PathBuf,
 }
 
-/// Deterministic inputs in [-1, 1) for floats, small values for integers, alternating bools.
-fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let values: Vec<f64> = (0..n)
-        .map(|i| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
-            match dtype {
-                DType::Bool => (i % 2) as f64,
-                d if d.is_float() => unit * 2.0 - 1.0,
-                _ => (unit * 4.0).floor(),
-            }
-        })
-        .collect();
-    Tensor::from_numbers(dtype, shape.to_vec(), &values)
-}
-
 pub(super) fn run(args: Args) -> Result<ExitCode> {
     if args.threads == 0 {
         return Err(CompileError::new(ErrorKind::Option(
             "--threads must be at least 1".into(),
         )));
     }
-    let (model_path, case_dir) = if args.model.is_dir() {
-        (args.model.join("model.onnx"), Some(args.model.clone()))
-    } else {
-        (args.model.clone(), None)
-    };
-    let data = match &case_dir {
-        Some(dir) => read_data(dir)?.into_iter().next(),
-        None => None,
-    };
-    let mut builder = args.quant.apply(
-        Builder::new(&model_path)
-            .module_name("bench_model")
-            .dims(parse_dims(&args.dims)?)
-            .constants(parse_consts(&args.consts)?)
-            .opt_level(super::opt_level(args.opt)?),
-    )?;
-    let original: Vec<String> = {
-        let g = builder.load()?;
-        g.inputs
-            .iter()
-            .map(|&id| g.value(id).name.clone())
-            .collect()
-    };
-    if let Some(set) = &data {
-        if args.dims.is_empty() && set.inputs.len() == original.len() {
-            builder =
-                builder.input_shapes(set.inputs.iter().map(|(_, t)| t.shape.clone()).collect());
-        }
-    }
-    let compiled = builder.compile()?;
+    let measured = harness::compile_measured(&args.model, !args.dims.is_empty(), |path| {
+        args.quant.apply(
+            Builder::new(path)
+                .module_name("bench_model")
+                .dims(parse_dims(&args.dims)?)
+                .constants(parse_consts(&args.consts)?)
+                .opt_level(super::opt_level(args.opt)?),
+        )
+    })?;
+    let (compiled, model_path) = (&measured.compiled, &measured.model_path);
     let graph = &compiled.graph;
 
     // Absolute, so that `include_bytes!` paths in the generated code resolve from anywhere.
@@ -129,34 +88,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
 
     // Inputs: the data set's (matched by name), or synthetic.
     let input_dir = root.join("inputs");
-    std::fs::create_dir_all(&input_dir).map_err(io_err(&input_dir))?;
-    let mut reads = Vec::new();
-    let mut arg_idents = Vec::new();
-    for (k, &id) in graph.inputs.iter().enumerate() {
-        let value = graph.value(id);
-        let (dtype, shape) = (
-            value.dtype.unwrap_or(DType::F32),
-            value.shape.clone().unwrap_or_default(),
-        );
-        let from_data = data.as_ref().and_then(|set| {
-            let j = original.iter().position(|n| *n == value.name)?;
-            set.inputs
-                .get(j)
-                .map(|(_, t)| t.clone())
-                .filter(|t| t.dtype == dtype && t.shape == shape)
-        });
-        let tensor = from_data.unwrap_or_else(|| synthetic(dtype, &shape));
-        let path = input_dir.join(format!("in_{k}.bin"));
-        std::fs::write(&path, &tensor.bytes).map_err(io_err(&path))?;
-        let var = format_ident!("in{}", k);
-        let t = if dtype == DType::Bool {
-            quote!(bool)
-        } else {
-            crate::ops::rust_type(dtype)
-        };
-        reads.push(quote!(let #var: Vec<#t> = read_input(&dir, #k).expect("input file");));
-        arg_idents.push(var);
-    }
+    let (reads, arg_idents) = measured.write_inputs(&input_dir)?;
     let elem_io = harness::elem_io(false);
     let call =
         quote!(model.run_slices(#(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));

@@ -202,7 +202,7 @@ pub(super) fn elem_io(writes: bool) -> TokenStream {
 }
 
 /// Deterministic inputs in [-1, 1) for floats, small values for integers, alternating bools.
-fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
+pub(super) fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let values: Vec<f64> = (0..n)

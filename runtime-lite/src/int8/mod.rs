@@ -393,29 +393,34 @@ impl Sink<'_> {
             }
             Sink::U8(out, q) => {
                 // SAFETY: as above.
-                let dst = unsafe { out.slice(start, cols) };
-                for (((o, &v), &cs), &cb) in dst
-                    .iter_mut()
-                    .zip(v)
-                    .zip(&col.scale[..cols])
-                    .zip(&col.bias_i[..cols])
-                {
-                    *o = requant_one(v, rbi + cb, rs * cs, q.zero, 0, 255) as u8;
-                }
+                requant_row(unsafe { out.slice(start, cols) }, v, (rs, rbi), col, q.zero);
             }
             Sink::I8(out, q) => {
                 // SAFETY: as above.
-                let dst = unsafe { out.slice(start, cols) };
-                for (((o, &v), &cs), &cb) in dst
-                    .iter_mut()
-                    .zip(v)
-                    .zip(&col.scale[..cols])
-                    .zip(&col.bias_i[..cols])
-                {
-                    *o = requant_one(v, rbi + cb, rs * cs, q.zero, -128, 127) as i8;
-                }
+                requant_row(unsafe { out.slice(start, cols) }, v, (rs, rbi), col, q.zero);
             }
         }
+    }
+}
+
+/// Requantizes one row of corrected sums into `dst` with the row's `(scale, integer bias)`,
+/// the columns' parameters and the output zero point, saturating to `T`'s range.
+#[inline(always)]
+fn requant_row<T: Byte>(
+    dst: &mut [T],
+    v: &[i32],
+    (rs, rbi): (f32, i32),
+    col: &TileParams<NR_MAX>,
+    zero: i32,
+) {
+    let cols = dst.len();
+    for (((o, &v), &cs), &cb) in dst
+        .iter_mut()
+        .zip(v)
+        .zip(&col.scale[..cols])
+        .zip(&col.bias_i[..cols])
+    {
+        *o = T::from_i32(requant_one(v, rbi + cb, rs * cs, zero, T::LO, T::HI));
     }
 }
 
