@@ -28,6 +28,10 @@ pub struct Builder {
     cx: PassCx,
     track_model: bool,
     profile: bool,
+    calibration_table: Option<PathBuf>,
+    calibrate: Vec<PathBuf>,
+    calibration_method: passes::CalibrationMethod,
+    calibration_cache: Option<PathBuf>,
 }
 
 /// The result of compiling: the optimized graph, its memory plan, per-pass statistics.
@@ -52,6 +56,10 @@ impl Builder {
             cx: PassCx::default(),
             track_model: false,
             profile: false,
+            calibration_table: None,
+            calibrate: Vec::new(),
+            calibration_method: passes::CalibrationMethod::MinMax,
+            calibration_cache: None,
         }
     }
 
@@ -137,6 +145,115 @@ impl Builder {
         self
     }
 
+    /// Activation ranges for [`Quantize::Static`](crate::Quantize::Static), measured before.
+    pub fn calibration(mut self, table: passes::Calibration) -> Self {
+        self.cx.calibration = Some(std::sync::Arc::new(table));
+        self
+    }
+
+    /// Reads the activation ranges for [`Quantize::Static`](crate::Quantize::Static) from a
+    /// table file (`name<TAB>min<TAB>max` per line, as `sinter calibrate` writes it) when
+    /// compiling.
+    pub fn calibration_table(mut self, path: impl Into<PathBuf>) -> Self {
+        self.calibration_table = Some(path.into());
+        self
+    }
+
+    /// Measures the activation ranges for [`Quantize::Static`](crate::Quantize::Static) on
+    /// these inputs when compiling: each folder is a case in the ONNX test-data layout
+    /// (`test_data_set_N/input_K.pb`) or one `test_data_set_N` folder. The model is compiled
+    /// in float32 with the values to measure as extra outputs, built with Cargo (in
+    /// `$OUT_DIR/sinter-calibrate` from a build script, else `target/sinter-calibrate`) and
+    /// run on every data set. Needs the `cli` feature (the default).
+    #[cfg(feature = "cli")]
+    pub fn calibrate(mut self, dirs: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.calibrate.extend(dirs.into_iter().map(Into::into));
+        self
+    }
+
+    /// Where [`Builder::calibrate`] builds its crate (default: `$OUT_DIR/sinter-calibrate` from
+    /// a build script, else `target/sinter-calibrate`).
+    pub fn calibration_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.calibration_cache = Some(dir.into());
+        self
+    }
+
+    /// How [`Builder::calibrate`] turns the values seen into a range (default: min/max).
+    pub fn calibration_method(mut self, method: passes::CalibrationMethod) -> Self {
+        self.calibration_method = method;
+        self
+    }
+
+    /// Reads or measures the calibration table now (see [`Builder::calibrate`] and
+    /// [`Builder::calibration_table`]), so that compiling this builder several times measures
+    /// once. Without `Quantize::Static` or a calibration source, returns the builder as is.
+    pub fn calibrated(mut self) -> Result<Builder> {
+        if let std::borrow::Cow::Owned(cx) = self.pass_cx()? {
+            self.cx = cx;
+        }
+        Ok(self)
+    }
+
+    /// The pass context to compile with: the calibration table read or measured when static
+    /// quantization needs one.
+    pub(crate) fn pass_cx(&self) -> Result<std::borrow::Cow<'_, PassCx>> {
+        let cx = &self.cx;
+        if cx.quantize != passes::Quantize::Static || cx.calibration.is_some() || cx.probe {
+            return Ok(std::borrow::Cow::Borrowed(cx));
+        }
+        let table = if let Some(path) = &self.calibration_table {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                CompileError::new(ErrorKind::Io {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            passes::Calibration::parse(&text)?
+        } else if !self.calibrate.is_empty() {
+            self.measure_calibration()?
+        } else {
+            return Ok(std::borrow::Cow::Borrowed(cx));
+        };
+        let mut cx = cx.clone();
+        cx.calibration = Some(std::sync::Arc::new(table));
+        Ok(std::borrow::Cow::Owned(cx))
+    }
+
+    /// Runs [`Builder::calibrate`]'s measurement.
+    #[cfg(feature = "cli")]
+    fn measure_calibration(&self) -> Result<passes::Calibration> {
+        let cache = match (&self.calibration_cache, std::env::var_os("OUT_DIR")) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(out)) => PathBuf::from(out).join("sinter-calibrate"),
+            (None, None) => PathBuf::from("target/sinter-calibrate"),
+        };
+        crate::cli::calibrate::measure(self, &self.calibrate, self.calibration_method, &cache)
+    }
+
+    #[cfg(not(feature = "cli"))]
+    fn measure_calibration(&self) -> Result<passes::Calibration> {
+        Err(CompileError::new(ErrorKind::Option(
+            "calibrating needs sinter's `cli` feature".into(),
+        )))
+    }
+
+    /// The calibration compile (see [`Builder::calibrate`]): float32, with the values static
+    /// quantization needs ranges for added to the outputs.
+    #[cfg(feature = "cli")]
+    pub(crate) fn probing(&self) -> Builder {
+        let mut b = self.clone();
+        b.cx.quantize = passes::Quantize::Static;
+        b.cx.probe = true;
+        b.cx.calibration = None;
+        b
+    }
+
+    /// The input shapes bound, if any.
+    #[cfg(feature = "cli")]
+    pub(crate) fn bound_input_shapes(&self) -> Option<&Vec<Vec<usize>>> {
+        self.cx.input_shapes.as_ref()
+    }
+
     /// The model path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -174,7 +291,7 @@ impl Builder {
     pub fn compile(&self) -> Result<Compiled> {
         let graph = self.load()?;
         let module_name = graph.name.clone();
-        let (graph, stats) = passes::run_passes(graph, &self.cx)?;
+        let (graph, stats) = passes::run_passes(graph, &*self.pass_cx()?)?;
         let plan = plan::plan(&graph)?;
         Ok(Compiled {
             graph,

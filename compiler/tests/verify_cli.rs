@@ -239,3 +239,76 @@ fn qlinear_contrib_op_cases_pass() {
     assert!(cases.len() >= 50, "qlinear_ops cases missing");
     assert_all_pass(&["-O0", "-O3"], "0", "0", "sinter-verify-qlinear", &cases);
 }
+
+#[test]
+fn static_quantization_calibrates_on_held_out_inputs() {
+    // `sinter calibrate` measures the ranges on tests/data/tiny_cnn/calibration (augmented
+    // copies of the case's input, made by scripts/make_calibration_sets.py) and reproduces the
+    // table the macro test reads; `verify --quantize static --calibrate` then checks the
+    // statically quantized model on the case's own input, which calibration never saw.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny_cnn");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let table = tmp.join("tiny_cnn_calibration.tsv");
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .arg("calibrate")
+        .arg(root.join("model.onnx"))
+        .arg("--data")
+        .arg(root.join("calibration"))
+        .arg("-o")
+        .arg(&table)
+        .arg("--cache-dir")
+        .arg(tmp.join("sinter-calibrate"))
+        .output()
+        .expect("sinter runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parse = |path: &Path| -> Vec<(String, f64, f64)> {
+        std::fs::read_to_string(path)
+            .expect("table")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (
+                    f[0].to_string(),
+                    f[1].parse().expect("min"),
+                    f[2].parse().expect("max"),
+                )
+            })
+            .collect()
+    };
+    let (measured, committed) = (parse(&table), parse(&root.join("calibration.tsv")));
+    assert_eq!(measured.len(), committed.len(), "{measured:?}");
+    for ((n1, lo1, hi1), (n2, lo2, hi2)) in measured.iter().zip(&committed) {
+        assert_eq!(n1, n2);
+        assert!(
+            (lo1 - lo2).abs() <= 1e-5 && (hi1 - hi2).abs() <= 1e-5,
+            "{n1}"
+        );
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args([
+            "verify",
+            "--quantize",
+            "static",
+            "--cosine",
+            "0.999",
+            "--calibrate",
+        ])
+        .arg(root.join("calibration"))
+        .arg("--cache-dir")
+        .arg(tmp.join("sinter-verify-static"))
+        .arg(&root)
+        .output()
+        .expect("sinter runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -10,11 +10,14 @@
 //! `dims(NAME = VALUE, ...)` (a name that is not an identifier, such as `"x.0"`, is written as
 //! a string), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
 //! it, so that everything computed from it folds), `opt_level = N` (0 to 3), `quantize = dynamic`
-//! (int8 weights, activations quantized at run time; see `sinter::Quantize`) and `name = ident` (the
-//! module's name; default: the file stem). Errors from the compiler point at the path literal.
+//! (int8 weights, activations quantized at run time; see `sinter::Quantize`), `quantize = static`
+//! with `calibration = "table.tsv"` (activation ranges measured before by `sinter calibrate`,
+//! path relative to `CARGO_MANIFEST_DIR`) and `name = ident` (the module's name; default: the
+//! file stem). Errors from the compiler point at the path literal.
 #![forbid(unsafe_code)]
 
 use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{Ident, LitInt, LitStr, Token};
 
@@ -34,6 +37,7 @@ struct Args {
     consts: Vec<(String, f64)>,
     opt_level: Option<(u8, Span)>,
     quantize: Option<Ident>,
+    calibration: Option<LitStr>,
     name: Option<Ident>,
 }
 
@@ -46,6 +50,7 @@ impl Parse for Args {
             consts: Vec::new(),
             opt_level: None,
             quantize: None,
+            calibration: None,
             name: None,
         };
         while input.peek(Token![,]) {
@@ -105,10 +110,15 @@ impl Parse for Args {
                 }
                 "quantize" => {
                     input.parse::<Token![=]>()?;
-                    args.quantize = Some(input.parse()?);
+                    // `static` is a keyword: take any identifier.
+                    args.quantize = Some(Ident::parse_any(input)?);
+                }
+                "calibration" => {
+                    input.parse::<Token![=]>()?;
+                    args.calibration = Some(input.parse()?);
                 }
                 other => {
-                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N, quantize = dynamic or name = ident")))
+                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N, quantize = dynamic|static, calibration = \"table\" or name = ident")))
                 }
             }
         }
@@ -141,10 +151,13 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
         match sinter::Quantize::from_name(&mode.to_string()) {
             Some(q) => builder = builder.quantize(q),
             None => {
-                return syn::Error::new(mode.span(), "quantize is `none` or `dynamic`")
+                return syn::Error::new(mode.span(), "quantize is `none`, `dynamic` or `static`")
                     .to_compile_error()
             }
         }
+    }
+    if let Some(table) = &args.calibration {
+        builder = builder.calibration_table(manifest_dir.join(table.value()));
     }
     if let Some(name) = &args.name {
         builder = builder.module_name(name.to_string());
@@ -199,6 +212,9 @@ mod tests {
             &root,
         )
         .to_string();
-        assert!(out.contains("quantize is `none` or `dynamic`"), "{out}");
+        assert!(
+            out.contains("quantize is `none`, `dynamic` or `static`"),
+            "{out}"
+        );
     }
 }

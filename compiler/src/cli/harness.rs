@@ -39,21 +39,34 @@ fn numbered(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
 }
 
 pub(super) fn read_data(dir: &Path) -> Result<Vec<DataSet>> {
-    let mut sets = Vec::new();
-    for set_dir in numbered(dir, "test_data_set_", "") {
-        let read = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
-            numbered(&set_dir, prefix, ".pb")
-                .iter()
-                .map(|p| crate::onnx::read_tensor_file(p))
-                .collect()
-        };
-        sets.push(DataSet {
-            inputs: read("input_")?,
-            outputs: read("output_")?,
-            dir: set_dir.clone(),
-        });
+    numbered(dir, "test_data_set_", "")
+        .iter()
+        .map(|set_dir| read_set(set_dir))
+        .collect()
+}
+
+/// One `test_data_set_N` folder's `input_K.pb` and `output_K.pb` files.
+pub(super) fn read_set(set_dir: &Path) -> Result<DataSet> {
+    let read = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
+        numbered(set_dir, prefix, ".pb")
+            .iter()
+            .map(|p| crate::onnx::read_tensor_file(p))
+            .collect()
+    };
+    Ok(DataSet {
+        inputs: read("input_")?,
+        outputs: read("output_")?,
+        dir: set_dir.to_path_buf(),
+    })
+}
+
+/// The data sets of `dir`: its `test_data_set_N` folders, or `dir` itself when it holds
+/// `input_K.pb` files.
+pub(super) fn data_sets_in(dir: &Path) -> Result<Vec<DataSet>> {
+    if dir.join("input_0.pb").is_file() {
+        return Ok(vec![read_set(dir)?]);
     }
-    Ok(sets)
+    read_data(dir)
 }
 
 /// Maps an io error on `path` to a compile error.

@@ -220,7 +220,7 @@ fn pass_cx(args: &Args) -> Result<crate::passes::PassCx> {
 /// `--quantize ...`: which products were quantized, which stayed float32 and why, and the
 /// weight bytes with and without quantization.
 fn quantize_report(args: &Args, builder: &Builder) -> Result<()> {
-    let cx = pass_cx(args)?;
+    let cx = builder.pass_cx()?.into_owned();
     let mut graph = builder.load()?;
     for pass in crate::passes::PASSES
         .iter()
@@ -234,27 +234,48 @@ fn quantize_report(args: &Args, builder: &Builder) -> Result<()> {
     let mut float = Vec::new();
     for (index, node) in graph.nodes.iter().enumerate() {
         let reason = if cx.quantize_exclude.contains(&node.name)
-            && crate::passes::float_reason(&graph, index).is_none()
+            && crate::passes::float_reason(&graph, index, cx.quantize).is_none()
             && matches!(node.op_type.as_str(), "Gemm" | "MatMul" | "Conv")
         {
             Some("excluded (--quantize-exclude)")
         } else {
-            crate::passes::float_reason(&graph, index)
+            crate::passes::float_reason(&graph, index, cx.quantize)
         };
         if let Some(reason) = reason {
             float.push(format!("  {} ({}): {reason}", node.name, node.op_type));
         }
     }
+    let planned: Vec<(String, String)> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(i, n)| {
+            matches!(n.op_type.as_str(), "Gemm" | "MatMul" | "Conv")
+                && !cx.quantize_exclude.contains(&n.name)
+                && crate::passes::float_reason(&graph, i, cx.quantize).is_none()
+        })
+        .map(|(_, n)| (n.name.clone(), n.op_type.clone()))
+        .collect();
     let quantized = crate::passes::quantize(graph, &cx)?;
     let names: Vec<String> = quantized
         .nodes
         .iter()
         .filter(|n| {
-            matches!(&n.op, Some(crate::ops::Op::Int8Product(p)) if p.dynamic)
-                || matches!(&n.op, Some(crate::ops::Op::GatherInt8(_)))
+            matches!(
+                &n.op,
+                Some(crate::ops::Op::Int8Product(_) | crate::ops::Op::GatherInt8(_))
+            )
         })
         .map(|n| format!("  {}", n.name))
         .collect();
+    // Static quantization also needs a calibrated range for the product's input and output.
+    for (name, op_type) in planned {
+        if !names.iter().any(|n| n.trim() == name) {
+            float.push(format!(
+                "  {name} ({op_type}): no calibrated range for its input or output"
+            ));
+        }
+    }
     println!("quantization ({}):", args.quant.quantize);
     println!("quantized to int8: {} nodes", names.len());
     for line in &names {

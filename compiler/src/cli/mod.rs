@@ -1,10 +1,11 @@
-//! The `sinter` command line: `compile`, `inspect`, `verify`, `bench`, `profile`.
+//! The `sinter` command line: `compile`, `inspect`, `verify`, `bench`, `profile`, `calibrate`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+pub(crate) mod calibrate;
 mod compile;
 mod harness;
 mod inspect;
@@ -31,6 +32,8 @@ enum Command {
     Bench(bench::Args),
     /// Time every node of a compiled model: table sorted by time, JSON or a Chrome trace.
     Profile(profile::Args),
+    /// Measure activation ranges on calibration inputs for `--quantize static`; write a table.
+    Calibrate(calibrate::Args),
 }
 
 /// Runs the command line.
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     match result {
         Ok(code) => code,
@@ -55,30 +59,60 @@ pub fn main() -> ExitCode {
 /// The quantization flags shared by the subcommands.
 #[derive(Debug, Clone, clap::Args)]
 pub(super) struct QuantArgs {
-    /// Quantize the model's products: `none` (default) or `dynamic` (int8 weights per output
-    /// channel, activations quantized at run time).
+    /// Quantize the model's products: `none` (default), `dynamic` (int8 weights per output
+    /// channel, activations quantized at run time) or `static` (activation scales measured
+    /// ahead of time: needs `--calibrate` or `--calibration-table`).
     #[arg(long, value_name = "MODE", default_value = "none")]
     pub(super) quantize: String,
     /// Keep this node in float32 when quantizing (repeatable).
     #[arg(long = "quantize-exclude", value_name = "NODE")]
     pub(super) quantize_exclude: Vec<String>,
+    /// `--quantize static`: measure activation ranges on these inputs (case folders with
+    /// `test_data_set_N/input_K.pb`, or `test_data_set_N` folders; repeatable).
+    #[arg(long = "calibrate", value_name = "DIR")]
+    pub(super) calibrate: Vec<std::path::PathBuf>,
+    /// `--quantize static`: read activation ranges from this table (`sinter calibrate` writes
+    /// one).
+    #[arg(long = "calibration-table", value_name = "FILE")]
+    pub(super) calibration_table: Option<std::path::PathBuf>,
+    /// How `--calibrate` takes a range: `minmax` (default), `percentile` (99.999) or
+    /// `percentile=P`.
+    #[arg(
+        long = "calibration-method",
+        value_name = "METHOD",
+        default_value = "minmax"
+    )]
+    pub(super) calibration_method: String,
 }
 
 impl QuantArgs {
     /// Applies the flags to a builder.
     pub(super) fn apply(&self, mut builder: crate::Builder) -> crate::Result<crate::Builder> {
-        builder = builder.quantize(self.mode()?);
+        let mode = self.mode()?;
+        builder = builder.quantize(mode);
         for name in &self.quantize_exclude {
             builder = builder.quantize_exclude(name.clone());
         }
-        Ok(builder)
+        let calibrated = !self.calibrate.is_empty() || self.calibration_table.is_some();
+        if calibrated && mode != crate::Quantize::Static {
+            return Err(crate::CompileError::new(crate::ErrorKind::Option(
+                "--calibrate and --calibration-table are for --quantize static".into(),
+            )));
+        }
+        if let Some(path) = &self.calibration_table {
+            builder = builder.calibration_table(path.clone());
+        }
+        builder
+            .calibrate(self.calibrate.iter().cloned())
+            .calibration_method(calibrate::method(&self.calibration_method)?)
+            .calibrated()
     }
 
     /// The mode asked for.
     pub(super) fn mode(&self) -> crate::Result<crate::Quantize> {
         crate::Quantize::from_name(&self.quantize).ok_or_else(|| {
             crate::CompileError::new(crate::ErrorKind::Option(format!(
-                "--quantize {}: expected none or dynamic",
+                "--quantize {}: expected none, dynamic or static",
                 self.quantize
             )))
         })

@@ -65,6 +65,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
     let measured = harness::compile_measured(&args.model, !args.dims.is_empty(), |path| {
         args.quant.apply(
             Builder::new(path)
+                .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name("profile_model")
                 .dims(parse_dims(&args.dims)?)
                 .constants(parse_consts(&args.consts)?)

@@ -115,6 +115,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
         }
         let builder = args.quant.apply(
             Builder::new(dir.join("model.onnx"))
+                .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name(format!("case_{index}"))
                 .dims(parse_dims(&args.dims)?)
                 .constants(parse_consts(&args.consts)?)

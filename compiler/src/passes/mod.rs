@@ -2,6 +2,7 @@
 //! in order with the lowest [`OptLevel`] that runs it.
 
 mod bind_dims;
+mod calibration;
 mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
@@ -19,6 +20,7 @@ mod lower_int8;
 mod pack_weights;
 mod pattern;
 mod quantize;
+mod quantize_static;
 mod remove_noops;
 mod resolve_ops;
 mod simplify_transpose;
@@ -26,6 +28,7 @@ mod simplify_transpose;
 mod testing;
 
 pub use bind_dims::bind_dims;
+pub use calibration::{u8_params, Calibration, CalibrationMethod, RangeStats};
 pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
@@ -42,6 +45,7 @@ pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use lower_int8::lower_int8;
 pub use pack_weights::pack_weights;
 pub use quantize::{float_reason, quantize, Quantize};
+pub use quantize_static::probe_values;
 pub use remove_noops::remove_noops;
 pub use resolve_ops::{resolve_ops, unsupported_ops};
 pub use simplify_transpose::simplify_transpose;
@@ -101,6 +105,11 @@ pub struct PassCx {
     pub quantize: Quantize,
     /// Node names `--quantize` leaves in float32.
     pub quantize_exclude: Vec<String>,
+    /// Activation ranges for `--quantize static`.
+    pub calibration: Option<std::sync::Arc<Calibration>>,
+    /// The calibration compile of `--quantize static`: instead of quantizing, the values that
+    /// need ranges become graph outputs (see [`probe_values`]).
+    pub probe: bool,
 }
 
 /// One pass of the pipeline.

@@ -27,7 +27,7 @@
 use super::lower_int8::{channels, conv_dims, int8_node, pack_weights, Layout, PackCache};
 use super::pattern::{add_constant, input, output};
 use super::PassCx;
-use crate::error::Result;
+use crate::error::{CompileError, ErrorKind, Result};
 use crate::ir::{DType, Graph, Node, Tensor, ValueId};
 use crate::ops::int8::{Int8Out, Int8Product, Int8Shape};
 use crate::ops::{FusedAct, Op};
@@ -46,14 +46,18 @@ pub enum Quantize {
     None,
     /// Weights int8 at compile time, activations quantized at run time.
     Dynamic,
+    /// Weights int8 at compile time, activations `uint8` with scales measured ahead of time on
+    /// calibration inputs (see `passes::quantize_static`).
+    Static,
 }
 
 impl Quantize {
-    /// Parses `none` or `dynamic`.
+    /// Parses `none`, `dynamic` or `static`.
     pub fn from_name(name: &str) -> Option<Quantize> {
         match name {
             "none" | "off" => Some(Quantize::None),
             "dynamic" => Some(Quantize::Dynamic),
+            "static" => Some(Quantize::Static),
             _ => None,
         }
     }
@@ -61,8 +65,21 @@ impl Quantize {
 
 /// Quantizes every eligible product when `cx.quantize` asks for it.
 pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
-    if cx.quantize == Quantize::None {
-        return Ok(graph);
+    match (cx.quantize, &cx.calibration) {
+        (Quantize::None, _) => return Ok(graph),
+        (Quantize::Dynamic, _) => {}
+        (Quantize::Static, _) if cx.probe => return Ok(super::quantize_static::probe(graph, cx)),
+        (Quantize::Static, Some(table)) => {
+            return super::quantize_static::quantize_static(graph, cx, table)
+        }
+        (Quantize::Static, None) => {
+            return Err(CompileError::new(ErrorKind::Option(
+                "--quantize static needs activation ranges: calibrate on inputs \
+                 (`--calibrate DIR`, `Builder::calibrate`) or read a table \
+                 (`--calibration-table FILE`, `Builder::calibration_table`)"
+                    .into(),
+            )))
+        }
     }
     let mut cache = PackCache::default();
     for index in 0..graph.nodes.len() {
@@ -73,8 +90,9 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
             graph.nodes[index] = node;
             continue;
         }
-        if let Ok(plan) = plan(&graph, index) {
-            if let Some(node) = apply(&mut graph, index, plan, &mut cache) {
+        if let Ok(plan) = plan(&graph, index, true) {
+            let node = graph.nodes[index].clone();
+            if let Some(node) = apply(&mut graph, &node, plan, &mut cache, Io::Dynamic) {
                 graph.nodes[index] = node;
             }
         }
@@ -133,17 +151,20 @@ fn quantize_gather(graph: &mut Graph, index: usize) -> Option<Node> {
     })
 }
 
-/// Why node `index` would stay float32 under `--quantize dynamic`, or `None` if it would be
-/// quantized (already quantized nodes and ops the pass never touches give `None` too).
-pub fn float_reason(graph: &Graph, index: usize) -> Option<&'static str> {
+/// Why node `index` would stay float32 under `mode`, or `None` if it would be quantized
+/// (already quantized nodes and ops the pass never touches give `None` too; static
+/// quantization also needs calibrated ranges, which this does not check).
+pub fn float_reason(graph: &Graph, index: usize, mode: Quantize) -> Option<&'static str> {
     match &graph.nodes.get(index)?.op {
-        Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_)) => plan(graph, index).err(),
+        Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_)) => {
+            plan(graph, index, mode != Quantize::Static).err()
+        }
         _ => None,
     }
 }
 
 /// What quantizing one node takes.
-struct Plan {
+pub(super) struct Plan {
     /// The float weights and their layout.
     weights: ValueId,
     layout: Layout,
@@ -154,12 +175,18 @@ struct Plan {
     alpha: f32,
     /// A per-channel float32 constant added after scaling, times `beta`.
     bias: Option<(ValueId, f32)>,
-    residual: Option<ValueId>,
-    activations: Vec<FusedAct>,
+    pub(super) residual: Option<ValueId>,
+    pub(super) activations: Vec<FusedAct>,
 }
 
-/// The plan for node `index`, or why it stays float.
-fn plan(graph: &Graph, index: usize) -> std::result::Result<Plan, &'static str> {
+/// The plan for node `index`, or why it stays float. `dynamic` applies the limits of
+/// run-time quantization (no depthwise or small convolutions); static quantization, whose
+/// input often arrives already quantized, takes them all.
+pub(super) fn plan(
+    graph: &Graph,
+    index: usize,
+    dynamic: bool,
+) -> std::result::Result<Plan, &'static str> {
     let node = &graph.nodes[index];
     let (a, w) = match (input(node, 0), input(node, 1)) {
         (Some(a), Some(w)) => (a, w),
@@ -240,11 +267,11 @@ fn plan(graph: &Graph, index: usize) -> std::result::Result<Plan, &'static str> 
             }
             let (layout, m, depth, conv) =
                 conv_dims(graph, a, w, c).ok_or("unknown convolution shape")?;
-            if matches!(layout, Layout::Rows(_, true)) {
+            if dynamic && matches!(layout, Layout::Rows(_, true)) {
                 return Err("depthwise: the float kernel is faster");
             }
             let groups = c.group.max(1);
-            if m / groups < MIN_CHANNELS || depth < MIN_DEPTH {
+            if dynamic && (m / groups < MIN_CHANNELS || depth < MIN_DEPTH) {
                 return Err("too small to pay for quantizing its input at run time");
             }
             let bias = input(node, 2).map(|b| (b, 1.0));
@@ -308,9 +335,79 @@ fn quantize_weights(
     (q, scales)
 }
 
+/// How a quantized product takes its input and gives its output.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Io {
+    /// `A` stays float32 and is quantized at run time; the output is float32.
+    Dynamic,
+    /// `A` is this `uint8` value with a calibrated scale and zero point; the output is
+    /// requantized to `uint8` into `out` (value, scale, zero point), or float32 without it.
+    Static {
+        a: ValueId,
+        a_scale: f32,
+        a_zero: i32,
+        out: Option<(ValueId, f32, i32)>,
+    },
+}
+
+/// The largest bias a requantizing product takes: `int32`, with room for the sums.
+const BIAS_LIMIT: f64 = (1u64 << 30) as f64;
+
+/// The int32 biases of a requantizing product whose input has scale `a_scale`: the float
+/// bias over the product's scale per channel; `None` when one does not fit.
+fn int_bias(bias: &[f32], a_scale: f32, w_scales: &[f32]) -> Option<Vec<i32>> {
+    bias.iter()
+        .zip(w_scales)
+        .map(|(&b, &s)| {
+            let q = (f64::from(b) / (f64::from(a_scale) * f64::from(s))).round();
+            (q.abs() < BIAS_LIMIT).then_some(q as i32)
+        })
+        .collect()
+}
+
+/// The weight scales per output channel of a plan (alpha included), as [`apply`] makes them.
+pub(super) fn plan_scales(graph: &Graph, plan: &Plan) -> Option<Vec<f32>> {
+    let w = graph.value(plan.weights).constant.as_ref()?.as_f32()?;
+    let n_channels = channels(plan.layout, plan.dims.0, plan.dims.1);
+    let (_, scales) = quantize_weights(&w, plan.layout, plan.dims);
+    (scales.len() == n_channels).then(|| scales.iter().map(|s| s * plan.alpha).collect())
+}
+
+/// Whether a requantizing output (which clamps to `[0, 255]` around its zero point) computes
+/// the plan's activations exactly on a range calibrated after them: none, a Relu (the range
+/// then starts at zero, the zero point is 0), or a Clip whose floor is not above zero.
+pub(super) fn requant_covers(plan: &Plan) -> bool {
+    plan.residual.is_none()
+        && match plan.activations[..] {
+            [] | [FusedAct::Relu] => true,
+            [FusedAct::Clip(lo, _)] => lo <= 0.0,
+            _ => false,
+        }
+}
+
+/// Whether the plan's float bias, if any, fits a requantizing product's `int32` bias.
+pub(super) fn bias_fits(graph: &Graph, plan: &Plan, a_scale: f32) -> bool {
+    let Some((b, beta)) = plan.bias else {
+        return true;
+    };
+    let (Some(values), Some(scales)) = (
+        graph.value(b).constant.as_ref().and_then(|t| t.as_f32()),
+        plan_scales(graph, plan),
+    ) else {
+        return false;
+    };
+    let values: Vec<f32> = values.iter().map(|&v| v * beta).collect();
+    values.len() == scales.len() && int_bias(&values, a_scale, &scales).is_some()
+}
+
 /// Replaces node `index` by its quantized product.
-fn apply(graph: &mut Graph, index: usize, plan: Plan, cache: &mut PackCache) -> Option<Node> {
-    let node = graph.nodes[index].clone();
+pub(super) fn apply(
+    graph: &mut Graph,
+    node: &Node,
+    plan: Plan,
+    cache: &mut PackCache,
+    io: Io,
+) -> Option<Node> {
     let w = graph.value(plan.weights).constant.as_ref()?.as_f32()?;
     let w_shape = graph.value(plan.weights).shape.clone()?;
     let (q, mut scales) = quantize_weights(&w, plan.layout, plan.dims);
@@ -328,32 +425,79 @@ fn apply(graph: &mut Graph, index: usize, plan: Plan, cache: &mut PackCache) -> 
         },
     );
     let ids = pack_weights(graph, cache, (q_id, None), plan.layout, plan.dims)?;
-    let scale_id = add_constant(
-        graph,
-        format!("{name}/scale"),
-        Tensor::from_f32(vec![scales.len()], &scales),
-    );
-    let bias = match plan.bias {
+    let bias_values = match plan.bias {
         Some((b, beta)) => {
             let values = graph.value(b).constant.as_ref()?.as_f32()?;
-            let values: Vec<f32> = values.iter().map(|&v| v * beta).collect();
-            let bias_name = format!("{}/bias", node.name);
-            Some(add_constant(
-                graph,
-                bias_name,
-                Tensor::from_f32(vec![values.len()], &values),
-            ))
+            Some(values.iter().map(|&v| v * beta).collect::<Vec<f32>>())
         }
         None => None,
     };
+    let (a, dynamic, a_scale, a_zero, requant) = match io {
+        Io::Dynamic => (input(node, 0), true, 1.0, 0, None),
+        Io::Static {
+            a,
+            a_scale,
+            a_zero,
+            out,
+        } => (Some(a), false, a_scale, a_zero, out),
+    };
+    let (channel, bias, out, output_id, activations) = match requant {
+        None => {
+            let scale_id = add_constant(
+                graph,
+                format!("{name}/scale"),
+                Tensor::from_f32(vec![scales.len()], &scales),
+            );
+            let bias = bias_values.map(|values| {
+                add_constant(
+                    graph,
+                    format!("{}/bias", node.name),
+                    Tensor::from_f32(vec![values.len()], &values),
+                )
+            });
+            (
+                scale_id,
+                bias,
+                Int8Out::F32,
+                output(node, 0),
+                plan.activations,
+            )
+        }
+        Some((y, y_scale, y_zero)) => {
+            let multiplier: Vec<f32> = scales.iter().map(|s| a_scale * s / y_scale).collect();
+            let multiplier_id = add_constant(
+                graph,
+                format!("{}/multiplier", node.name),
+                Tensor::from_f32(vec![multiplier.len()], &multiplier),
+            );
+            let bias = match bias_values {
+                Some(values) => {
+                    let ints = int_bias(&values, a_scale, &scales)?;
+                    Some(add_constant(
+                        graph,
+                        format!("{}/bias", node.name),
+                        Tensor::from_i32(vec![ints.len()], &ints),
+                    ))
+                }
+                None => None,
+            };
+            (
+                multiplier_id,
+                bias,
+                Int8Out::U8(y_zero),
+                Some(y),
+                Vec::new(),
+            )
+        }
+    };
     let mut inputs = vec![
-        input(&node, 0),
+        a,
         None,
         None,
         Some(ids[0]),
         Some(ids[1]),
         Some(ids[2]),
-        Some(scale_id),
+        Some(channel),
         bias,
         plan.residual,
     ];
@@ -361,16 +505,16 @@ fn apply(graph: &mut Graph, index: usize, plan: Plan, cache: &mut PackCache) -> 
         inputs.pop();
     }
     Some(int8_node(
-        &node,
+        node,
         inputs,
-        vec![output(&node, 0)],
+        vec![output_id],
         Int8Product {
             shape: plan.shape,
-            out: Int8Out::F32,
-            dynamic: true,
-            a_zero: 0,
-            a_scale: 1.0,
-            activations: plan.activations,
+            out,
+            dynamic,
+            a_zero,
+            a_scale,
+            activations,
         },
     ))
 }

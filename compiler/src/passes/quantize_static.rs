@@ -1,0 +1,323 @@
+//! `--quantize static`: int8 products whose activation scales were measured ahead of time.
+//!
+//! The products are those `--quantize dynamic` takes (`Gemm`, `MatMul` with a constant 2-D
+//! `B`, `Conv` with constant weights), depthwise and small convolutions included: their input
+//! usually arrives already quantized, so quantizing it costs nothing. Weights are int8,
+//! symmetric, per output channel; activations are `uint8` with the scale and zero point of
+//! the range calibration measured for them ([`super::calibration`]).
+//!
+//! A product's output stays `uint8` (requantized in its epilogue, the requantization scales
+//! folded at compile time) when every reader is another quantized product and its fused
+//! activations are ones the requantizing clamp computes (none, Relu, a Clip from zero or
+//! below); the chain between consecutive products then never leaves int8. Otherwise the
+//! product dequantizes into float32 (bias, residual and activations in the epilogue), and a
+//! `QuantizeLinear` with the calibrated parameters feeds quantized readers.
+//!
+//! Calibration compiles the float model with every value static quantization needs a range
+//! for added to the graph outputs ([`probe`]); the pipeline is deterministic, so the second
+//! compile meets the same values under the same names. A product whose input or output has no
+//! range stays float32.
+
+use std::collections::{HashMap, HashSet};
+
+use super::calibration::{u8_params, Calibration};
+use super::lower_int8::PackCache;
+use super::pattern::{add_constant, input, output};
+use super::quantize::{apply, bias_fits, plan, requant_covers, Io, Plan};
+use super::PassCx;
+use crate::error::{CompileError, Result};
+use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
+use crate::ops::{self, NodeCx};
+
+/// The nodes static quantization would take, with their plans.
+fn candidates(graph: &Graph, cx: &PassCx) -> Vec<(usize, Plan)> {
+    (0..graph.nodes.len())
+        .filter(|&i| !cx.quantize_exclude.contains(&graph.nodes[i].name))
+        .filter_map(|i| Some((i, plan(graph, i, false).ok()?)))
+        .collect()
+}
+
+/// The values calibration measures: every candidate product's input and output.
+pub fn probe_values(graph: &Graph, cx: &PassCx) -> Vec<ValueId> {
+    let mut seen = HashSet::new();
+    let mut values = Vec::new();
+    for (i, _) in candidates(graph, cx) {
+        let node = &graph.nodes[i];
+        for v in [input(node, 0), output(node, 0)].into_iter().flatten() {
+            if seen.insert(v) {
+                values.push(v);
+            }
+        }
+    }
+    values
+}
+
+/// The calibration compile: the values static quantization needs ranges for become graph
+/// outputs (after the model's own), and nothing is quantized.
+pub(super) fn probe(mut graph: Graph, cx: &PassCx) -> Graph {
+    for v in probe_values(&graph, cx) {
+        if !graph.outputs.contains(&v) {
+            graph.outputs.push(v);
+        }
+    }
+    graph
+}
+
+/// A `uint8` scale and zero point.
+type Params = (f32, i32);
+
+/// The calibrated `uint8` parameters of value `v`, if its name has a range (names that
+/// several values share are ambiguous and get none).
+fn params(
+    graph: &Graph,
+    table: &Calibration,
+    names: &HashMap<&str, usize>,
+    v: ValueId,
+) -> Option<(f32, i32)> {
+    let name = graph.value(v).name.as_str();
+    if names.get(name).copied() != Some(1) {
+        return None;
+    }
+    table.range(name).map(u8_params)
+}
+
+/// A `QuantizeLinear` of `x` to `uint8` with `scale` and `zero`, into a new value.
+fn quantize_node(
+    graph: &mut Graph,
+    like: &Node,
+    x: ValueId,
+    (scale, zero): (f32, i32),
+) -> Result<(Node, ValueId)> {
+    let name = graph.value(x).name.clone();
+    let shape = graph.value(x).shape.clone();
+    let s = add_constant(
+        graph,
+        format!("{name}/scale"),
+        Tensor::from_f32(vec![], &[scale]),
+    );
+    let z = add_constant(
+        graph,
+        format!("{name}/zero_point"),
+        Tensor {
+            dtype: DType::U8,
+            shape: vec![],
+            bytes: vec![zero as u8],
+        },
+    );
+    let y = graph.add_value(Value {
+        name: format!("{name}/quantized"),
+        dtype: Some(DType::U8),
+        shape,
+        declared: None,
+        constant: None,
+    });
+    let mut node = Node {
+        name: format!("{name}/quantize"),
+        op_type: "QuantizeLinear".into(),
+        domain: String::new(),
+        opset: like.opset.max(13),
+        inputs: vec![Some(x), Some(s), Some(z)],
+        outputs: vec![Some(y)],
+        attributes: Vec::new(),
+        op: None,
+        guards: like.guards.clone(),
+    };
+    let parsed = ops::parse(&NodeCx { node: &node })
+        .ok_or_else(|| CompileError::unsupported("QuantizeLinear is not registered"))??;
+    node.op = Some(parsed);
+    Ok((node, y))
+}
+
+/// Quantizes every candidate product whose input and output were calibrated.
+pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration) -> Result<Graph> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for v in &graph.values {
+        *names.entry(v.name.as_str()).or_default() += 1;
+    }
+    // (plan, input params, output params) of each product that will be quantized.
+    let mut chosen: HashMap<usize, (Plan, Params, Params)> = HashMap::new();
+    for (i, plan) in candidates(&graph, cx) {
+        let node = &graph.nodes[i];
+        let (Some(a), Some(y)) = (input(node, 0), output(node, 0)) else {
+            continue;
+        };
+        if let (Some(pa), Some(py)) = (
+            params(&graph, table, &names, a),
+            params(&graph, table, &names, y),
+        ) {
+            chosen.insert(i, (plan, pa, py));
+        }
+    }
+    drop(names);
+    // Readers of each value: (node, input slot).
+    let mut readers: Vec<Vec<(usize, usize)>> = vec![Vec::new(); graph.values.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for (slot, v) in node.inputs.iter().enumerate() {
+            if let Some(v) = v {
+                readers[v.index()].push((i, slot));
+            }
+        }
+    }
+    // Products whose output stays uint8.
+    let requantized: HashSet<usize> = chosen
+        .iter()
+        .filter(|(&i, (plan, pa, _))| {
+            let node = &graph.nodes[i];
+            let Some(y) = output(node, 0) else {
+                return false;
+            };
+            let read = &readers[y.index()];
+            requant_covers(plan)
+                && bias_fits(&graph, plan, pa.0)
+                && !graph.outputs.contains(&y)
+                && !read.is_empty()
+                && read.iter().all(|&(j, slot)| {
+                    slot == 0 && chosen.contains_key(&j) && graph.nodes[j].guards == node.guards
+                })
+        })
+        .map(|(&i, _)| i)
+        .collect();
+
+    let mut cache = PackCache::default();
+    let mut quantized: HashMap<ValueId, ValueId> = HashMap::new();
+    let old = std::mem::take(&mut graph.nodes);
+    let mut nodes = Vec::with_capacity(old.len());
+    for (i, node) in old.into_iter().enumerate() {
+        let Some((plan, pa, py)) = chosen.remove(&i) else {
+            nodes.push(node);
+            continue;
+        };
+        let (Some(a), Some(y)) = (input(&node, 0), output(&node, 0)) else {
+            nodes.push(node);
+            continue;
+        };
+        let qa = match quantized.get(&a) {
+            Some(&qa) => qa,
+            None => {
+                let (q, qa) = quantize_node(&mut graph, &node, a, pa)?;
+                nodes.push(q);
+                quantized.insert(a, qa);
+                qa
+            }
+        };
+        let out = if requantized.contains(&i) {
+            let value = graph.value(y);
+            let y_u8 = graph.add_value(Value {
+                name: format!("{}/quantized", value.name),
+                dtype: Some(DType::U8),
+                shape: value.shape.clone(),
+                declared: None,
+                constant: None,
+            });
+            quantized.insert(y, y_u8);
+            Some((y_u8, py.0, py.1))
+        } else {
+            None
+        };
+        let io = Io::Static {
+            a: qa,
+            a_scale: pa.0,
+            a_zero: pa.1,
+            out,
+        };
+        match apply(&mut graph, &node, plan, &mut cache, io) {
+            Some(product) => nodes.push(product),
+            None => {
+                return Err(CompileError::unsupported(format!(
+                    "static quantization of node {:?} failed after it was planned",
+                    node.name
+                )))
+            }
+        }
+    }
+    graph.nodes = nodes;
+    Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Op;
+    use crate::passes::testing::{ints_attr, ModelBuilder};
+
+    /// `x -> Conv -> Relu -> r1 -> Conv -> Sigmoid -> y`, with `extra` graph outputs, fused
+    /// (the Relu and the Sigmoid join the Convs) and statically quantized with a table for
+    /// `x`, `r1` and `y`. Returns the quantized graph's ops, products with their output kind.
+    fn quantized_ops(extra: &[&str]) -> Vec<String> {
+        let w1: Vec<f32> = (0..8 * 4 * 9)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+            .collect();
+        let w2: Vec<f32> = (0..8 * 8)
+            .map(|i| ((i * 5 % 9) as f32 - 4.0) / 8.0)
+            .collect();
+        let mut model = ModelBuilder::new()
+            .input("x", &[1, 4, 6, 6])
+            .floats("w1", &[8, 4, 3, 3], &w1)
+            .floats("w2", &[8, 8, 1, 1], &w2)
+            .node_with(
+                "Conv",
+                &["x", "w1"],
+                &["c1"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node("Relu", &["c1"], &["r1"])
+            .node("Conv", &["r1", "w2"], &["c2"])
+            .node("Sigmoid", &["c2"], &["y"])
+            .output("y");
+        for name in extra {
+            model = model.output(name);
+        }
+        let graph = crate::passes::fuse_activation(model.build(), &PassCx::default()).unwrap();
+        let mut table = Calibration::new();
+        table.insert("x", -1.0, 1.0);
+        table.insert("r1", 0.0, 3.0);
+        table.insert("y", 0.0, 1.0);
+        let cx = PassCx::default();
+        let graph = quantize_static(graph, &cx, &table).unwrap();
+        graph
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Some(Op::Int8Product(p)) => format!("Int8Product:{:?}", p.out),
+                _ => n.op_type.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_products_stay_uint8_between_them() {
+        // The first product requantizes (its Relu is the clamp at zero point 0) straight into
+        // the second; only the graph input is quantized. The second dequantizes: its Sigmoid
+        // runs in the float epilogue, and its output is the graph's.
+        assert_eq!(
+            quantized_ops(&[]),
+            ["QuantizeLinear", "Int8Product:U8(0)", "Int8Product:F32"]
+        );
+    }
+
+    #[test]
+    fn a_value_read_in_float_is_dequantized_and_requantized_for_the_next_product() {
+        assert_eq!(
+            quantized_ops(&["r1"]),
+            [
+                "QuantizeLinear",
+                "Int8Product:F32",
+                "QuantizeLinear",
+                "Int8Product:F32"
+            ]
+        );
+    }
+
+    #[test]
+    fn products_without_ranges_stay_float() {
+        let graph = ModelBuilder::new()
+            .input("x", &[2, 8])
+            .floats("w", &[8, 4], &[0.5; 32])
+            .node("MatMul", &["x", "w"], &["y"])
+            .output("y")
+            .build();
+        let out = quantize_static(graph, &PassCx::default(), &Calibration::new()).unwrap();
+        assert_eq!(out.nodes.len(), 1);
+        assert_eq!(out.nodes[0].op_type, "MatMul");
+    }
+}
