@@ -90,6 +90,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--sinter-arg", action="append", default=[], help="extra args for sinter bench, e.g. --const=sr=16000")
+    ap.add_argument("--ort-case", default="{case}",
+                    help="the folder ORT runs, with {case} and {name} (the case folder and its name) "
+                         "filled in: e.g. ORT's own quantization of the model, /tmp/static_cases/{name}_ort_qdq, "
+                         "beside sinter's --quantize static of the float one")
     args = ap.parse_args()
 
     overhead = float(subprocess.run([sys.executable, "-c", OVERHEAD_CHILD], check=True, capture_output=True, text=True).stdout)
@@ -106,7 +110,8 @@ def main():
             s_runs, o_runs = [], []
             for _ in range(args.rounds):
                 s_runs.append(run_sinter(case, threads, args.iters, args.warmup, args.sinter_arg))
-                o_runs.append(run_ort(case, threads, args.iters, args.warmup))
+                ort_case = args.ort_case.format(case=case, name=os.path.basename(os.path.normpath(case)))
+                o_runs.append(run_ort(ort_case, threads, args.iters, args.warmup))
             med = lambda runs, key: statistics.median(r[key] for r in runs)
             spread = lambda runs, key: (min(r[key] for r in runs), max(r[key] for r in runs))
             s_us, o_us = med(s_runs, "median_us"), med(o_runs, "median_us")

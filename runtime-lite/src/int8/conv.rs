@@ -70,9 +70,14 @@ pub fn conv_exec(
     let zu = x_zero + x.shift();
     if depthwise {
         let planes = p.batch * p.out_channels;
-        exec.for_each(planes, &|plane| {
-            // SAFETY: each task writes its own output plane.
-            unsafe { depthwise_plane(p, x, zu, w, &sink, plane) };
+        // Tasks of several planes share their working memory: a few per thread.
+        let per_task = planes.div_ceil(exec.threads() * 4).max(1);
+        exec.for_each(planes.div_ceil(per_task), &|task| {
+            let mut scratch = DwScratch::new();
+            for plane in task * per_task..((task + 1) * per_task).min(planes) {
+                // SAFETY: each task writes its own output planes.
+                unsafe { depthwise_plane(p, x, zu, w, &sink, plane, &mut scratch) };
+            }
         });
         return;
     }
@@ -497,6 +502,201 @@ const DW_IN: usize = 512;
 /// Most taps whose int8 products the depthwise fast path sums exactly in f32 (see there).
 const DW_EXACT_TAPS: usize = 64;
 
+/// Floats of the zero-padded, stride-phase-split input strip of [`depthwise_strips`], and of
+/// its accumulators.
+#[cfg(feature = "std")]
+const DW_STRIP: usize = 12 * 1024;
+#[cfg(not(feature = "std"))]
+const DW_STRIP: usize = 2 * 1024;
+#[cfg(feature = "std")]
+const DW_ACC: usize = 4 * 1024;
+#[cfg(not(feature = "std"))]
+const DW_ACC: usize = 1024;
+
+/// The working memory of the depthwise kernels, set up once per task.
+struct DwScratch {
+    /// [`depthwise_strips`]' padded, phase-split input strip and accumulators.
+    strip: [f32; DW_STRIP],
+    acc: [f32; DW_ACC],
+    /// The columns' epilogue parameters: neutral (a depthwise output has no column sums).
+    cols: TileParams<NR_MAX>,
+}
+
+impl DwScratch {
+    fn new() -> Self {
+        let mut cols = TileParams::<NR_MAX>::new();
+        cols.activations(None, NR_MAX);
+        DwScratch {
+            strip: [0.0; DW_STRIP],
+            acc: [0.0; DW_ACC],
+            cols,
+        }
+    }
+}
+
+/// The geometry of [`depthwise_strips`] for `p`: output rows per strip, phase-grid width and
+/// the phase rows a strip reads beyond its output rows; `None` when the plane does not fit
+/// its buffers or the convolution is not 2-D with strides up to 2 and few enough taps.
+fn strip_geometry(p: &ConvParams) -> Option<(usize, usize, usize)> {
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [od, oh, ow] = p.output;
+    if kd != 1 || od != 1 || sd != 1 || dd != 1 || p.input[0] != 1 {
+        return None;
+    }
+    if sh > DW_STRIDE || sw > DW_STRIDE || p.kernel_len() > DW_EXACT_TAPS || oh == 0 {
+        return None;
+    }
+    // Phase grid width: the output columns plus how far the widest tap reaches.
+    let width = ow + (kw - 1) * dw / sw;
+    let halo = (kh - 1) * dh / sh;
+    let phases = sh * sw;
+    let by_input = (DW_STRIP / (width * phases)).checked_sub(halo)?;
+    let rows = by_input.min(DW_ACC / width).min(oh);
+    (rows > 0).then_some((rows, width, halo))
+}
+
+/// One output plane of a 2-D depthwise convolution through a zero-padded copy of the input
+/// (zero point removed, as `f32`), split by stride phase: every tap is then one contiguous
+/// multiply-add over all of a strip's output rows (columns past the row's end compute values
+/// nobody stores), which vectorizes whatever the plane's width. The sums are exact (see
+/// [`DW_EXACT_TAPS`]).
+///
+/// # Safety
+/// No other task writes output plane `plane` (`n * M + m`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the plane's operands, its geometry and the task's scratch, all distinct"
+)]
+unsafe fn depthwise_strips(
+    p: &ConvParams,
+    bytes: &[u8],
+    flip: u8,
+    zu: i32,
+    w: &Weights<'_>,
+    sink: &Sink<'_>,
+    plane: usize,
+    (rows, width, halo): (usize, usize, usize),
+    scratch: &mut DwScratch,
+) {
+    let m = plane % p.out_channels;
+    let [_, ih, iw] = p.input;
+    let [_, oh, ow] = p.output;
+    let [_, kh, kw] = p.kernel;
+    let [_, sh, sw] = p.strides;
+    let [_, dh, dw] = p.dilations;
+    let [_, ph, pw] = p.pads;
+    let src = &bytes[plane * ih * iw..][..ih * iw];
+    let zs = w.zero_of(m);
+    let taps: &[i8] = &w.data[m * p.kernel_len()..][..p.kernel_len()];
+    let mut row_params = TileParams::<1>::new();
+    row_params.channels(sink, w, 0, 0, m, 1);
+    let phase_rows = rows + halo;
+    let phase_len = phase_rows * width;
+    let DwScratch {
+        strip,
+        acc,
+        cols: col_params,
+    } = scratch;
+    let mut sums = [0i32; NR_MAX];
+    for oy0 in (0..oh).step_by(rows) {
+        let rs = rows.min(oh - oy0);
+        // Phase (ry, rx) holds padded rows oy0 * sh + j * sh + ry and columns i * sw + rx.
+        let convert = |v: u8| (i32::from(v ^ flip) - zu) as f32;
+        for ry in 0..sh {
+            for j in 0..rs + halo {
+                let y = ((oy0 + j) * sh + ry).checked_sub(ph).filter(|&y| y < ih);
+                let at = |rx: usize| (ry * sw + rx) * phase_len + j * width;
+                if sw == 1 {
+                    let dst = &mut strip[at(0)..][..width];
+                    let Some(y) = y else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let row = &src[y * iw..][..iw];
+                    // Columns pw .. pw + iw read the row.
+                    let lo = pw.min(width);
+                    let hi = (pw + iw).min(width);
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    for (d, &v) in dst[lo..hi].iter_mut().zip(row) {
+                        *d = convert(v);
+                    }
+                    continue;
+                }
+                // Stride 2: input pair (2q, 2q + 1) lands at padded columns 2q + pw and
+                // 2q + 1 + pw, so one pass over the row fills both column phases.
+                let (a0, a1) = (at(0), at(1));
+                let (head, tail) = strip.split_at_mut(a1);
+                let (d0, d1) = (&mut head[a0..][..width], &mut tail[..width]);
+                d0.fill(0.0);
+                d1.fill(0.0);
+                let Some(y) = y else { continue };
+                let row = &src[y * iw..][..iw];
+                // Phase and column of row[2q] and of row[2q + 1], at q = 0.
+                let (first, second) = if pw % 2 == 0 {
+                    ((&mut *d0, pw / 2), (&mut *d1, pw / 2))
+                } else {
+                    ((&mut *d1, pw / 2), (&mut *d0, pw / 2 + 1))
+                };
+                let ((e, e0), (o, o0)) = (first, second);
+                let (e_len, o_len) = (width.saturating_sub(e0), width.saturating_sub(o0));
+                for ((de, d_o), pair) in e[e0.min(width)..]
+                    .iter_mut()
+                    .zip(o[o0.min(width)..].iter_mut())
+                    .zip(row.chunks_exact(2))
+                {
+                    *de = convert(pair[0]);
+                    *d_o = convert(pair[1]);
+                }
+                // What the paired loop left: its last pair's partner columns, an odd tail.
+                let pairs = (iw / 2).min(e_len).min(o_len);
+                for (x, &v) in row.iter().enumerate().skip(2 * pairs) {
+                    let col = x + pw;
+                    if col / 2 < width {
+                        let dst = if col % 2 == 0 { &mut *d0 } else { &mut *d1 };
+                        dst[col / 2] = convert(v);
+                    }
+                }
+            }
+        }
+        // Every valid output (row r < rs, column < ow) of the strip, as one run.
+        let n = (rs - 1) * width + ow;
+        let acc = &mut acc[..n];
+        acc.fill(0.0);
+        for ky in 0..kh {
+            let (ry, oy) = ((ky * dh) % sh, (ky * dh) / sh);
+            for kx in 0..kw {
+                let (rx, ox) = ((kx * dw) % sw, (kx * dw) / sw);
+                let wf = (i32::from(taps[ky * kw + kx]) - zs) as f32;
+                let phase = &strip[(ry * sw + rx) * phase_len..][..phase_len];
+                let run = &phase[oy * width + ox..][..n];
+                for (o, &v) in acc.iter_mut().zip(run) {
+                    *o += v * wf;
+                }
+            }
+        }
+        for r in 0..rs {
+            let row = &acc[r * width..][..ow];
+            let start = plane * oh * ow + (oy0 + r) * ow;
+            for (c, piece) in row.chunks(NR_MAX).enumerate() {
+                let sums = &mut sums[..piece.len()];
+                for (s, &f) in sums.iter_mut().zip(piece) {
+                    *s = super::round_small(f);
+                }
+                let row_out = (
+                    row_params.scale[0],
+                    row_params.bias_f[0],
+                    row_params.bias_i[0],
+                );
+                // SAFETY: forwarded contract: this plane is this task's.
+                unsafe { sink.store(start + c * NR_MAX, sums, row_out, col_params) };
+            }
+        }
+    }
+}
+
 /// One output plane of a depthwise convolution, row by row: every tap adds its weight times
 /// the shifted input run to an `i32` row.
 ///
@@ -509,7 +709,18 @@ unsafe fn depthwise_plane(
     w: &Weights<'_>,
     sink: &Sink<'_>,
     plane: usize,
+    scratch: &mut DwScratch,
 ) {
+    if let Some(geometry) = strip_geometry(p) {
+        let bytes: &[u8] = match x {
+            Bytes::U8(v) => v,
+            Bytes::I8(v) => bytes_of_i8(v),
+        };
+        let flip = x.shift() as u8;
+        // SAFETY: forwarded contract.
+        unsafe { depthwise_strips(p, bytes, flip, zu, w, sink, plane, geometry, scratch) };
+        return;
+    }
     let m = plane % p.out_channels;
     let klen = p.kernel_len();
     let [id, ih, iw] = p.input;
@@ -813,6 +1024,63 @@ mod tests {
                 [1; 3],
                 [0, 2, 2],
                 [0, 2, 2],
+            ),
+            // Depthwise: dilated and strided with asymmetric padding; planes that take
+            // several strips (tall, and wider than the row kernel's 256); 1x1; a kernel with
+            // too many taps for the strip path; a row of one pixel.
+            params(
+                [1, 4, 4, 4],
+                [1, 15, 12],
+                [1, 3, 3],
+                [1, 2, 2],
+                [1, 2, 2],
+                [0, 1, 2],
+                [0, 2, 0],
+            ),
+            params(
+                [1, 2, 2, 2],
+                [1, 130, 150],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                [1, 2, 2, 2],
+                [1, 9, 301],
+                [1, 5, 5],
+                [1, 2, 2],
+                [1; 3],
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
+            params(
+                [1, 3, 3, 3],
+                [1, 5, 6],
+                [1, 1, 1],
+                [1; 3],
+                [1; 3],
+                [0; 3],
+                [0; 3],
+            ),
+            params(
+                [1, 2, 2, 2],
+                [1, 12, 12],
+                [1, 9, 9],
+                [1; 3],
+                [1; 3],
+                [0, 4, 4],
+                [0, 4, 4],
+            ),
+            params(
+                [1, 2, 2, 2],
+                [1, 7, 1],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+                [0, 1, 1],
             ),
             // 1-D and 3-D.
             params(
