@@ -116,6 +116,37 @@ impl Int8Product {
     }
 }
 
+impl Int8Product {
+    /// Bytes of the zero-padded input copy a convolution packs from
+    /// (`sinter_rt::int8::padded_len`, the same formula): 0 for products and convolutions
+    /// that read their input in place.
+    fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
+        let Int8Shape::Conv(conv) = &self.shape else {
+            return Ok(0);
+        };
+        let (x, w) = (cx.input(0)?, conv.weight_shape(cx)?);
+        let g = conv.geometry(cx)?;
+        // Right-aligned in three axes, as `ConvParams` holds them.
+        let three = |v: &[usize], fill: usize| -> [usize; 3] {
+            let lead = 3usize.saturating_sub(v.len());
+            core::array::from_fn(|i| if i < lead { fill } else { v[i - lead] })
+        };
+        let (cin, cout) = (x.shape[1], w[0]);
+        let depthwise = conv.group == cin && conv.group == cout;
+        Ok(crate::ir::int8_pack::padded_conv_input_len(
+            x.shape[0],
+            cin,
+            depthwise,
+            three(&x.shape[2..], 1),
+            three(&g.output, 1),
+            three(&g.kernel, 1),
+            three(&g.strides, 1),
+            three(&g.dilations, 1),
+            three(&g.pads_begin, 0),
+        ))
+    }
+}
+
 impl OpDef for Int8Product {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         Err(CompileError::unsupported(format!(
@@ -131,20 +162,45 @@ impl OpDef for Int8Product {
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
         let a = cx.input(0).ok()?;
-        self.dynamic
-            .then(|| TypeShape::new(DType::U8, a.shape.to_vec()))
+        let quantized = if self.dynamic {
+            a.shape.iter().product()
+        } else {
+            0
+        };
+        let len = quantized + self.padded_len(cx).ok()?;
+        (len > 0).then(|| TypeShape::new(DType::U8, vec![len]))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let a = cx.input(0)?;
         let i0 = names.input(0);
         let mut code = TokenStream::new();
-        let a_bytes = if self.dynamic {
+        // Scratch: the quantized input (dynamic), then the padded input (convolutions).
+        let padded = self.padded_len(cx)?;
+        let conv = matches!(self.shape, Int8Shape::Conv(_));
+        let quantized = lit(if self.dynamic {
+            a.shape.iter().product()
+        } else {
+            0
+        });
+        if self.dynamic || padded > 0 {
             let scratch = names.scratch();
-            code.extend(quote! {
-                let (a_scale, a_zero) = ::sinter_rt::int8::quantize_dynamic(#i0, #scratch);
+            code.extend(match (self.dynamic, conv) {
+                (true, true) => {
+                    quote!(let (quantized, padded) = #scratch.split_at_mut(#quantized);)
+                }
+                (true, false) => quote!(let quantized = &mut #scratch[..];),
+                (false, _) => quote!(let padded = &mut #scratch[..];),
             });
-            quote!(::sinter_rt::int8::Bytes::U8(#scratch))
+        }
+        if conv && padded == 0 && !self.dynamic {
+            code.extend(quote!(let padded: &mut [u8] = &mut [];));
+        }
+        let a_bytes = if self.dynamic {
+            code.extend(quote! {
+                let (a_scale, a_zero) = ::sinter_rt::int8::quantize_dynamic(#i0, quantized);
+            });
+            quote!(::sinter_rt::int8::Bytes::U8(quantized))
         } else {
             let zero = match cx.opt_input(1) {
                 Some(_) => {
@@ -219,7 +275,7 @@ impl OpDef for Int8Product {
                 let params = conv.params(cx)?;
                 code.extend(quote! {
                     const PARAMS: ::sinter_rt::conv::ConvParams = #params;
-                    ::sinter_rt::int8::conv_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, #output);
+                    ::sinter_rt::int8::conv_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
                 });
             }
         }

@@ -19,7 +19,7 @@ use crate::conv::ConvParams;
 use crate::threads::Exec;
 
 /// Panels of one packed pixel block.
-const BLOCK_PANELS: usize = 4;
+const BLOCK_PANELS: usize = 6;
 /// Tiles of partial sums a task keeps while packing a deep block a chunk at a time.
 #[cfg(feature = "std")]
 const PARTIAL_TILES: usize = 48;
@@ -34,7 +34,8 @@ const PACK_BYTES: usize = 16 * 1024;
 /// `out = conv(x - x_zero, w - w.zero)` for `x: [N, C, *input]` (8-bit, zero point
 /// `x_zero`), weights packed by the compiler ([`super::pack::packed_conv_len`]: padded rows,
 /// or plain `[M, kernel]` for depthwise convolutions), `out: [N, M, *output]`, the output
-/// channel its row; on `exec`'s threads.
+/// channel its row; on `exec`'s threads. `padded` is working memory for the zero-padded
+/// input, [`padded_len`] bytes (none when the convolution reads its input in place).
 ///
 /// Panics if a buffer is too short for the geometry.
 pub fn conv_exec(
@@ -43,6 +44,7 @@ pub fn conv_exec(
     x: Bytes<'_>,
     x_zero: i32,
     w: &Weights<'_>,
+    padded: &mut [u8],
     out: Output<'_>,
 ) {
     let cin_g = p.in_channels / p.groups.max(1);
@@ -81,6 +83,32 @@ pub fn conv_exec(
         });
         return;
     }
+    // The columns are packed from the input in the unsigned domain, zero-padded (with the
+    // zero point) into `padded` first unless the window lies inside the input.
+    let raw: &[u8] = match x {
+        Bytes::U8(v) => v,
+        Bytes::I8(v) => bytes_of_i8(v),
+    };
+    let need = padded_len(p);
+    let window = super::pack::conv_window(p.output, p.kernel, p.strides, p.dilations);
+    let (src, flip, dims): (&[u8], u8, [usize; 3]) = if need == 0 {
+        (raw, x.shift() as u8, p.input)
+    } else {
+        assert!(
+            padded.len() >= need,
+            "int8 conv: padded input buffer too short"
+        );
+        pad_input(
+            p,
+            raw,
+            x.shift() as u8,
+            zu as u8,
+            window,
+            &mut padded[..need],
+        );
+        (&padded[..need], 0, window)
+    };
+    let plane_len = dims[0] * dims[1] * dims[2];
     let isa = Isa::detect();
     let block = BLOCK_PANELS * PANEL;
     let blocks = out_len.div_ceil(block);
@@ -102,13 +130,15 @@ pub fn conv_exec(
             let pix0 = b * block;
             let geometry = Block {
                 p,
-                x,
-                zu,
-                flip: x.shift() as u8,
-                base: (n * p.in_channels + g * cin_g) * in_len,
+                src,
+                flip,
+                dims,
+                plane_len,
+                base: (n * p.in_channels + g * cin_g) * plane_len,
                 k,
                 pix0,
                 npix: block.min(out_len - pix0),
+                zu,
             };
             // SAFETY: each unit writes its own pixels of its own image and group.
             unsafe {
@@ -125,20 +155,70 @@ pub fn conv_exec(
     });
 }
 
+/// Bytes of `padded` [`conv_exec`] needs for `p` (0 when it reads the input in place).
+pub const fn padded_len(p: &ConvParams) -> usize {
+    super::pack::padded_conv_input_len(
+        p.batch,
+        p.in_channels,
+        p.is_depthwise(),
+        p.input,
+        p.output,
+        p.kernel,
+        p.strides,
+        p.dilations,
+        p.pads,
+    )
+}
+
+/// Copies the input into `dst` in the unsigned domain (`^ flip`), as `N * C` planes of the
+/// `window` the convolution reads, padded at the start by the convolution's pads and
+/// wherever the window leaves the input with the zero point `pad`.
+fn pad_input(p: &ConvParams, x: &[u8], flip: u8, pad: u8, window: [usize; 3], dst: &mut [u8]) {
+    let [id, ih, iw] = p.input;
+    let [wd, wh, ww] = window;
+    let [pd, ph, pw] = p.pads;
+    let (in_len, out_len) = (id * ih * iw, wd * wh * ww);
+    // Columns of a window row that come from the input row: the rest is padding.
+    let lo = pw.min(ww);
+    let hi = (pw + iw).clamp(lo, ww);
+    for (plane, out) in dst.chunks_exact_mut(out_len).enumerate() {
+        let input = &x[plane * in_len..][..in_len];
+        for (r, row) in out.chunks_exact_mut(ww).enumerate() {
+            let (z, y) = (r / wh, r % wh);
+            let inside =
+                (z.checked_sub(pd).filter(|&z| z < id)).zip(y.checked_sub(ph).filter(|&y| y < ih));
+            let Some((z, y)) = inside else {
+                row.fill(pad);
+                continue;
+            };
+            let src = &input[(z * ih + y) * iw..][..iw];
+            row[..lo].fill(pad);
+            row[hi..].fill(pad);
+            for (d, &v) in row[lo..hi].iter_mut().zip(src) {
+                *d = v ^ flip;
+            }
+        }
+    }
+}
+
 /// One pixel block of one image and group: what packing its columns needs.
 struct Block<'a> {
     p: &'a ConvParams,
-    x: Bytes<'a>,
-    /// The input's zero point in the unsigned domain (the padding value).
-    zu: i32,
-    /// XOR that maps an input byte to the unsigned domain.
+    /// The planes the columns come from: the input itself, or its zero-padded copy.
+    src: &'a [u8],
+    /// XOR that maps a source byte to the unsigned domain (0 for the padded copy).
     flip: u8,
-    /// Where the group's first input channel of this image starts.
+    /// The source planes' extents (the input's, or the padded window's).
+    dims: [usize; 3],
+    plane_len: usize,
+    /// Where the group's first input channel of this image starts in `src`.
     base: usize,
     /// Depth (`C/groups * kernel`).
     k: usize,
     pix0: usize,
     npix: usize,
+    /// The input's zero point in the unsigned domain.
+    zu: i32,
 }
 
 /// Implicit GEMM over one pixel block: pack, then every row tile of the group's weights.
@@ -163,7 +243,7 @@ unsafe fn dense_block(
     let chunks = kp.div_ceil(chunk);
     let buf = super::zeroed_prefix(storage, panels * PANEL * chunk);
     let w_zero = w.has_zero();
-    let mut usum = [0i32; NR_MAX];
+    let mut usum = [0i32; BLOCK_PANELS * PANEL];
     if w_zero {
         pixel_sums(blk, &mut usum);
     }
@@ -252,7 +332,7 @@ unsafe fn dense_block(
 }
 
 /// Per pixel of the block, the sum of its im2col column in the unsigned domain.
-fn pixel_sums(blk: &Block<'_>, sums: &mut [i32; NR_MAX]) {
+fn pixel_sums(blk: &Block<'_>, sums: &mut [i32; BLOCK_PANELS * PANEL]) {
     let kp = padded_depth(blk.k);
     let mut buf = [0u8; PANEL * GROUP * 64];
     let chunk = (buf.len() / (BLOCK_PANELS * PANEL)).min(kp) / GROUP * GROUP;
@@ -275,53 +355,38 @@ fn pixel_sums(blk: &Block<'_>, sums: &mut [i32; NR_MAX]) {
     }
 }
 
-/// Most kernel taps a block's tap table holds (larger kernels take the per-element path).
-const MAX_TAPS: usize = 64;
-
-/// Where each of a panel's sixteen pixels reads one kernel tap: the offset inside an input
-/// channel, or `None` in the padding.
-#[derive(Clone, Copy)]
-struct Tap {
-    offsets: [usize; PANEL],
-    valid: [bool; PANEL],
-    /// Every pixel valid and the offsets consecutive: one 16-byte run.
-    run: bool,
-}
-
 /// Packs depths `d0 .. d0 + len` (whole groups) of the block's im2col columns into `out` as
 /// column panels of `len / 4` groups each. Depths past `k` and pixels past the block are 0.
 ///
-/// Per panel, the input offset of every (tap, pixel) is computed once; each depth row is then
-/// a 16-byte copy (pixels along one input row) or sixteen loads, never index arithmetic.
+/// Every pixel's window starts at one offset of the (padded) source, and every depth (input
+/// channel, kernel tap) at one fixed offset from it; so a depth row of a panel whose pixels
+/// lie along one source row is one 16-byte load (stride 1) or one 32-byte load of which every
+/// other byte is kept (stride 2), and otherwise sixteen byte loads. No bounds are tested per
+/// tap: the padding is in the source.
 fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
     let p = blk.p;
-    let klen = p.kernel_len();
-    if klen > MAX_TAPS {
-        return pack_block_any(blk, d0, len, out);
-    }
+    let klen = p.kernel_len().max(1);
     let [_, oh, ow] = p.output;
     let [_, kh, kw] = p.kernel;
-    let [id, ih, iw] = p.input;
-    let in_len = id * ih * iw;
-    let bytes: &[u8] = match blk.x {
-        Bytes::U8(v) => v,
-        Bytes::I8(v) => bytes_of_i8(v),
+    let [_, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [_, wh, ww] = blk.dims;
+    let sd = p.strides[0];
+    // Offset of tap t from its pixel's window origin (tap t is kernel position kz, ky, kx).
+    let delta = |t: usize| {
+        let (kz, ky, kx) = (t / (kh * kw), t / kw % kh, t % kw);
+        (kz * dd * wh + ky * dh) * ww + kx * dw
     };
-    let pad = blk.zu as u8;
+    let (step_x, step_y, step_z) = (dw, dh * ww, dd * wh * ww);
     let panels = blk.npix.div_ceil(PANEL);
-    let mut taps = [Tap {
-        offsets: [0; PANEL],
-        valid: [false; PANEL],
-        run: false,
-    }; MAX_TAPS];
     for q in 0..panels {
         let first = blk.pix0 + q * PANEL;
         let count = PANEL.min(blk.npix - q * PANEL);
-        // Output coordinates of the panel's pixels: one division, then counting.
-        let mut coords = [[0usize; 3]; PANEL];
+        // Window origins of the panel's pixels: one division, then counting.
+        let mut origin = [0usize; PANEL];
         let (mut oz, mut oy, mut ox) = (first / (oh * ow), first / ow % oh, first % ow);
-        for c in coords.iter_mut().take(count) {
-            *c = [oz, oy, ox];
+        for o in origin.iter_mut().take(count) {
+            *o = ((oz * sd) * wh + oy * sh) * ww + ox * sw;
             ox += 1;
             if ox == ow {
                 ox = 0;
@@ -332,81 +397,39 @@ fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
                 }
             }
         }
-        let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
-            (o * p.strides[axis] + kk * p.dilations[axis])
-                .checked_sub(p.pads[axis])
-                .filter(|&v| v < p.input[axis])
-        };
-        // A pixel whose whole window lies inside the input reads every tap at its window's
-        // origin plus the tap's fixed offset; only border pixels test each tap.
-        let origin = |axis: usize, o: usize| -> Option<usize> {
-            let first = (o * p.strides[axis]).checked_sub(p.pads[axis])?;
-            let span = (p.kernel[axis] - 1) * p.dilations[axis];
-            (first + span < p.input[axis]).then_some(first)
-        };
-        let interior: [Option<usize>; PANEL] = core::array::from_fn(|j| {
-            let [oz, oy, ox] = coords[j];
-            match (j < count, origin(0, oz), origin(1, oy), origin(2, ox)) {
-                (true, Some(z), Some(y), Some(x)) => Some((z * ih + y) * iw + x),
-                _ => None,
-            }
-        });
-        let (mut kz, mut ky, mut kx) = (0, 0, 0);
-        for tap in taps.iter_mut().take(klen) {
-            let delta =
-                ((kz * p.dilations[0]) * ih + ky * p.dilations[1]) * iw + kx * p.dilations[2];
-            for (j, &[oz, oy, ox]) in coords.iter().enumerate() {
-                let hit = if let Some(base) = interior[j] {
-                    Some(base + delta)
-                } else if j < count {
-                    match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
-                        (Some(z), Some(y), Some(x)) => Some((z * ih + y) * iw + x),
-                        _ => None,
-                    }
-                } else {
-                    None
-                };
-                tap.valid[j] = hit.is_some();
-                tap.offsets[j] = hit.unwrap_or(0);
-            }
-            kx += 1;
-            if kx == kw {
-                kx = 0;
-                ky += 1;
-                if ky == kh {
-                    ky = 0;
-                    kz += 1;
-                }
-            }
-            tap.run =
-                tap.valid.iter().all(|&v| v) && tap.offsets.windows(2).all(|w| w[1] == w[0] + 1);
-        }
+        let runs = Runs::new(&origin, count, sw);
         let panel = &mut out[q * len * PANEL..][..len * PANEL];
         let mut rows = [[0u8; PANEL]; GROUP];
-        // Depth d0 is channel c, tap t; both advance together below.
-        let (mut c, mut t) = (d0 / klen.max(1), d0 % klen.max(1));
+        // Depth d0 is channel c, tap t (kernel position kz, ky, kx, offset `tap`); all advance
+        // together below, without divisions.
+        let (mut c, mut t) = (d0 / klen, d0 % klen);
+        let (mut ky, mut kx) = (t / kw % kh, t % kw);
+        let mut depth = d0;
+        let mut at = blk.base + c * blk.plane_len + delta(t);
         for dst in panel.chunks_exact_mut(PANEL * GROUP) {
             for row in rows.iter_mut() {
-                if c * klen + t >= blk.k {
+                if depth >= blk.k {
                     *row = [0; PANEL];
                     continue;
                 }
-                let plane = &bytes[blk.base + c * in_len..][..in_len];
-                let tap = &taps[t];
-                if tap.run {
-                    let src = &plane[tap.offsets[0]..][..PANEL];
-                    for (o, &v) in row.iter_mut().zip(src) {
-                        *o = v ^ blk.flip;
-                    }
-                } else {
-                    for ((o, &off), &ok) in row.iter_mut().zip(&tap.offsets).zip(&tap.valid) {
-                        *o = if ok { plane[off] ^ blk.flip } else { pad };
+                runs.gather(blk.src, at, sw, blk.flip, row);
+                depth += 1;
+                t += 1;
+                kx += 1;
+                at += step_x;
+                if kx == kw {
+                    kx = 0;
+                    ky += 1;
+                    at = at - kw * step_x + step_y;
+                    if ky == kh {
+                        ky = 0;
+                        at = at - kh * step_y + step_z;
                     }
                 }
-                t += 1;
                 if t == klen {
                     t = 0;
                     c += 1;
+                    at = blk.base + c * blk.plane_len;
                 }
             }
             interleave(&rows, dst);
@@ -414,50 +437,86 @@ fn pack_block(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
     }
 }
 
-/// [`pack_block`] for kernels of more than [`MAX_TAPS`] taps: every element on its own.
-fn pack_block_any(blk: &Block<'_>, d0: usize, len: usize, out: &mut [u8]) {
-    let p = blk.p;
-    let klen = p.kernel_len();
-    let [_, oh, ow] = p.output;
-    let [_, kh, kw] = p.kernel;
-    let [id, ih, iw] = p.input;
-    let in_len = id * ih * iw;
-    let bytes: &[u8] = match blk.x {
-        Bytes::U8(v) => v,
-        Bytes::I8(v) => bytes_of_i8(v),
-    };
-    let panels = blk.npix.div_ceil(PANEL);
-    for q in 0..panels {
-        let first = blk.pix0 + q * PANEL;
-        let count = PANEL.min(blk.npix - q * PANEL);
-        let panel = &mut out[q * len * PANEL..][..len * PANEL];
-        let mut rows = [[0u8; PANEL]; GROUP];
-        for (gi, dst) in panel.chunks_exact_mut(PANEL * GROUP).enumerate() {
-            for (r, row) in rows.iter_mut().enumerate() {
-                let depth = d0 + gi * GROUP + r;
-                let (c, tap) = (depth / klen, depth % klen);
-                let (kz, ky, kx) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-                for (j, o) in row.iter_mut().enumerate() {
-                    let pix = first + j;
-                    let at = |axis: usize, o: usize, kk: usize| -> Option<usize> {
-                        (o * p.strides[axis] + kk * p.dilations[axis])
-                            .checked_sub(p.pads[axis])
-                            .filter(|&v| v < p.input[axis])
-                    };
-                    *o = if depth >= blk.k || j >= count {
-                        0
-                    } else {
-                        let (oz, oy, ox) = (pix / (oh * ow), pix / ow % oh, pix % ow);
-                        match (at(0, oz, kz), at(1, oy, ky), at(2, ox, kx)) {
-                            (Some(z), Some(y), Some(x)) => {
-                                bytes[blk.base + c * in_len + (z * ih + y) * iw + x] ^ blk.flip
-                            }
-                            _ => blk.zu as u8,
-                        }
-                    };
-                }
+/// A panel's pixels as runs along source rows: lanes `start[r] .. start[r + 1]` of run `r`
+/// read `at + shift[r] + lane * step` for a depth row at offset `at`; lanes past `count` are 0.
+struct Runs {
+    n: usize,
+    start: [usize; PANEL + 1],
+    shift: [isize; PANEL],
+    /// Per run, 0xff on its lanes.
+    masks: [[u8; PANEL]; PANEL],
+    /// 0xff on the lanes of every run (the panel's pixels).
+    valid: [u8; PANEL],
+}
+
+impl Runs {
+    /// The runs of pixels with window origins `origin[..count]`, `step` apart along a row.
+    fn new(origin: &[usize; PANEL], count: usize, step: usize) -> Runs {
+        let mut runs = Runs {
+            n: 0,
+            start: [count; PANEL + 1],
+            shift: [0; PANEL],
+            masks: [[0; PANEL]; PANEL],
+            valid: [0; PANEL],
+        };
+        for j in 0..count {
+            if j == 0 || origin[j] != origin[j - 1] + step {
+                runs.start[runs.n] = j;
+                runs.shift[runs.n] = origin[j] as isize - (j * step) as isize;
+                runs.n += 1;
             }
-            interleave(&rows, dst);
+            runs.masks[runs.n - 1][j] = 0xff;
+            runs.valid[j] = 0xff;
+        }
+        runs.start[runs.n] = count;
+        runs
+    }
+
+    /// One depth row: `row[j] = src[at + origin[j]] ^ flip` for the panel's pixels, 0 past
+    /// them. A run is one 16-byte load (step 1) or a 32-byte load halved (step 2), merged
+    /// under its lane mask; sixteen byte loads where that would leave `src`.
+    #[inline(always)]
+    fn gather(&self, src: &[u8], at: usize, step: usize, flip: u8, row: &mut [u8; PANEL]) {
+        #[cfg(target_arch = "x86_64")]
+        if step <= 2 && self.n <= 4 {
+            let inside = (0..self.n).all(|r| {
+                let b = at as isize + self.shift[r];
+                b >= 0 && b as usize + PANEL * step <= src.len()
+            });
+            if inside {
+                use core::arch::x86_64::*;
+                // SAFETY: SSE2 is part of x86_64; every load reads `PANEL * step` bytes from
+                // an offset checked above to lie inside `src`; the store writes the row.
+                unsafe {
+                    let mut acc = _mm_setzero_si128();
+                    for r in 0..self.n {
+                        let p = src.as_ptr().offset(at as isize + self.shift[r]);
+                        let v = if step == 1 {
+                            _mm_loadu_si128(p.cast())
+                        } else {
+                            // The even bytes: each 16-bit lane's low byte, packed.
+                            let low = _mm_set1_epi16(0xff);
+                            let lo = _mm_and_si128(_mm_loadu_si128(p.cast()), low);
+                            let hi = _mm_and_si128(_mm_loadu_si128(p.add(PANEL).cast()), low);
+                            _mm_packus_epi16(lo, hi)
+                        };
+                        let m = _mm_loadu_si128(self.masks[r].as_ptr().cast());
+                        acc = _mm_or_si128(acc, _mm_and_si128(v, m));
+                    }
+                    let valid = _mm_loadu_si128(self.valid.as_ptr().cast());
+                    let flipped =
+                        _mm_and_si128(_mm_xor_si128(acc, _mm_set1_epi8(flip as i8)), valid);
+                    _mm_storeu_si128(row.as_mut_ptr().cast(), flipped);
+                }
+                return;
+            }
+        }
+        row.fill(0);
+        for r in 0..self.n {
+            let base = (at as isize + self.shift[r]) as usize;
+            for j in self.start[r]..self.start[r + 1] {
+                row[j] = src[base + j * step] ^ flip;
+            }
         }
     }
 }
@@ -1155,8 +1214,17 @@ mod tests {
                     for threads in [1, 2] {
                         let exec = Exec::with_threads(threads);
                         let mut got = vec![0i32; len];
+                        let mut padded = vec![0u8; padded_len(p)];
                         with_isa(isa, || {
-                            conv_exec(&exec, p, x, x_zero, &weights, Output::I32(&mut got))
+                            conv_exec(
+                                &exec,
+                                p,
+                                x,
+                                x_zero,
+                                &weights,
+                                &mut padded,
+                                Output::I32(&mut got),
+                            )
                         });
                         assert_eq!(
                             got, want,

@@ -31,7 +31,7 @@ mod x86_64;
 
 use crate::epilogue::Activation;
 use crate::threads::{Exec, SharedMut};
-pub use conv::{conv_exec, conv_reference};
+pub use conv::{conv_exec, conv_reference, padded_len};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
 pub use quantize::{dequantize_linear, gather_rows_dequant, quantize_linear, Byte};
 

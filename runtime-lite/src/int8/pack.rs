@@ -114,3 +114,54 @@ pub const fn packed_conv_len(groups: usize, cout_g: usize, k: usize, depthwise: 
         (groups * cout_g + ROW_BLOCK) * padded_depth(k)
     }
 }
+
+/// The extent, along each spatial axis, of the input window an int8 convolution reads:
+/// `(output - 1) * stride + (kernel - 1) * dilation + 1` (0 for an empty output), in the
+/// coordinates of the input padded at the start by `pads`.
+pub const fn conv_window(
+    output: [usize; 3],
+    kernel: [usize; 3],
+    strides: [usize; 3],
+    dilations: [usize; 3],
+) -> [usize; 3] {
+    let mut ext = [0; 3];
+    let mut a = 0;
+    while a < 3 {
+        if output[a] > 0 && kernel[a] > 0 {
+            ext[a] = (output[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1;
+        }
+        a += 1;
+    }
+    ext
+}
+
+/// Bytes of the zero-padded input copy a dense or grouped int8 convolution packs its columns
+/// from: `batch * channels` planes of [`conv_window`]; 0 when it reads the input in place
+/// (no padding at the start, a window inside the input) or is depthwise.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a convolution's geometry, axis by axis"
+)]
+pub const fn padded_conv_input_len(
+    batch: usize,
+    channels: usize,
+    depthwise: bool,
+    input: [usize; 3],
+    output: [usize; 3],
+    kernel: [usize; 3],
+    strides: [usize; 3],
+    dilations: [usize; 3],
+    pads: [usize; 3],
+) -> usize {
+    let ext = conv_window(output, kernel, strides, dilations);
+    let in_place = pads[0] == 0
+        && pads[1] == 0
+        && pads[2] == 0
+        && ext[0] <= input[0]
+        && ext[1] <= input[1]
+        && ext[2] <= input[2];
+    if depthwise || in_place {
+        return 0;
+    }
+    batch * channels * ext[0] * ext[1] * ext[2]
+}
