@@ -538,10 +538,12 @@ fn per_channel(shape: &[usize], channels: usize, conv_rank: Option<usize>) -> bo
     let trimmed: Vec<usize> = shape.iter().copied().skip_while(|&d| d == 1).collect();
     match conv_rank {
         None => trimmed == [channels],
+        // `[M, 1, ...]` must reach back to axis 1: a shorter `[M]` or `[M, 1]` broadcasts
+        // along a spatial axis instead.
         Some(rank) => {
             trimmed.first() == Some(&channels)
                 && trimmed[1..].iter().all(|&d| d == 1)
-                && trimmed.len() < rank
+                && trimmed.len() + 1 == rank
         }
     }
 }
@@ -824,4 +826,23 @@ fn plan_one_qdq(
     );
     node.name.clone_from(&p.name);
     Some((vec![p_index, q_index], node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_channel;
+
+    #[test]
+    fn per_channel_constants_must_reach_the_channel_axis() {
+        // A product's output channels are its last axis.
+        assert!(per_channel(&[8], 8, None));
+        assert!(per_channel(&[1, 8], 8, None));
+        assert!(!per_channel(&[8, 1], 8, None));
+        // A convolution's are axis 1 of [N, M, H, W]: [M, 1, 1] or [1, M, 1, 1], never [M]
+        // or [M, 1], which broadcast along W or H.
+        assert!(per_channel(&[8, 1, 1], 8, Some(4)));
+        assert!(per_channel(&[1, 8, 1, 1], 8, Some(4)));
+        assert!(!per_channel(&[8], 8, Some(4)));
+        assert!(!per_channel(&[8, 1], 8, Some(4)));
+    }
 }
