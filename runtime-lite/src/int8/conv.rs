@@ -250,6 +250,13 @@ unsafe fn dense_block(
     let mut row_params = TileParams::<MR_MAX>::new();
     let (mr, step) = (isa.mr(), isa.panels());
     let col_tiles = panels.div_ceil(step);
+    // The column parameters of each column tile, shared by every row tile.
+    let mut col_params = [const { TileParams::<NR_MAX>::new() }; BLOCK_PANELS];
+    for (ct, params) in col_params.iter_mut().enumerate().take(col_tiles) {
+        let first = ct * step * PANEL;
+        let cols = (step * PANEL).min(blk.npix - first);
+        params.activations(w_zero.then_some(&usum[first..]), cols);
+    }
     // With several depth chunks, each chunk is packed once for a group of row tiles whose
     // partial sums wait in `partials` (one tile per row tile and column tile).
     let tiles_per_group = (PARTIAL_TILES / col_tiles).max(1);
@@ -314,8 +321,6 @@ unsafe fn dense_block(
                     row_params.channels(sink, w, blk.k, blk.zu, chan0, rows);
                     let first = q0 * PANEL;
                     let cols = (np * PANEL).min(blk.npix - first);
-                    let mut cols_params = TileParams::<NR_MAX>::new();
-                    cols_params.activations(w_zero.then_some(&usum[first..]), cols);
                     let place = TilePlace {
                         start: (n * p.out_channels + chan0) * out_len + blk.pix0 + first,
                         ld: out_len,
@@ -324,7 +329,7 @@ unsafe fn dense_block(
                     };
                     // SAFETY: forwarded contract: these pixels of these channels are this
                     // unit's.
-                    unsafe { sink.finish(acc, &place, &row_params, &cols_params) };
+                    unsafe { sink.finish(acc, &place, &row_params, &col_params[ct]) };
                 }
             }
         }
