@@ -6,7 +6,8 @@
 Reads CASE_DIR/test_data_set_0/input_K.pb and writes OUT_DIR/test_data_set_J/input_K.pb for
 J < N. Float inputs of rank 4 (images, NCHW) are flipped left-right, shifted by a few pixels,
 rescaled in contrast and given Gaussian noise; other float inputs are rescaled and given noise;
-integer and boolean inputs are copied. The case's own input is never among the sets, so that a
+integer inputs holding more than 0/1 values (token ids) have their positions shuffled along the
+last axis; masks, type ids and booleans are copied. The case's own input is never among the sets, so that a
 model calibrated on them and checked on the case is checked on data it was not calibrated on.
 """
 import argparse
@@ -18,6 +19,8 @@ from onnx import numpy_helper
 
 
 def augment(x, rng):
+    if x.dtype.kind in "iu" and x.size and x.max() > 1:
+        return np.take(x, rng.permutation(x.shape[-1]), axis=-1)
     if x.dtype.kind != "f":
         return x.copy()
     y = x.astype(np.float64)

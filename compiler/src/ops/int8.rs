@@ -56,6 +56,10 @@ pub enum Int8Out {
     U8(i32),
     /// Requantized to `int8` with this zero point.
     I8(i32),
+    /// Dequantized as [`Int8Out::F32`] (bias, residual, activations), then quantized to
+    /// `uint8` with this zero point and the scale input 9 holds: for activations the
+    /// requantizing clamp cannot compute.
+    U8Float(i32),
 }
 
 impl Int8Out {
@@ -64,7 +68,7 @@ impl Int8Out {
         match self {
             Int8Out::I32 => DType::I32,
             Int8Out::F32 => DType::F32,
-            Int8Out::U8(_) => DType::U8,
+            Int8Out::U8(_) | Int8Out::U8Float(_) => DType::U8,
             Int8Out::I8(_) => DType::I8,
         }
     }
@@ -242,6 +246,19 @@ impl OpDef for Int8Product {
                     })
                 }
             }
+            Int8Out::U8Float(zero) => {
+                let i6 = names.input(6);
+                let bias = names.opt_input(cx, 7);
+                let residual = names.opt_input(cx, 8);
+                let y_scale = names.input(9);
+                let acts = self.activations.iter().map(|a| a.tokens());
+                quote! {
+                    ::sinter_rt::int8::Output::U8Float(#o0, ::sinter_rt::int8::Dequant {
+                        scale: a_scale, channel_scale: #i6, bias: #bias, residual: #residual,
+                        acts: &[#(#acts),*],
+                    }, ::sinter_rt::int8::Quant { scale: #y_scale[0], zero: #zero })
+                }
+            }
             Int8Out::U8(zero) | Int8Out::I8(zero) => {
                 let i6 = names.input(6);
                 let bias = names.opt_input(cx, 7);
@@ -257,8 +274,8 @@ impl OpDef for Int8Product {
                 }
             }
         };
-        if self.out != Int8Out::F32 {
-            // Only a float output reads the scale.
+        if !matches!(self.out, Int8Out::F32 | Int8Out::U8Float(_)) {
+            // Only a float epilogue reads the scale.
             code.extend(quote!(let _ = a_scale;));
         }
         let exec = names.exec();

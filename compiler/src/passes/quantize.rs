@@ -365,39 +365,16 @@ fn int_bias(bias: &[f32], a_scale: f32, w_scales: &[f32]) -> Option<Vec<i32>> {
         .collect()
 }
 
-/// The weight scales per output channel of a plan (alpha included), as [`apply`] makes them.
-pub(super) fn plan_scales(graph: &Graph, plan: &Plan) -> Option<Vec<f32>> {
-    let w = graph.value(plan.weights).constant.as_ref()?.as_f32()?;
-    let n_channels = channels(plan.layout, plan.dims.0, plan.dims.1);
-    let (_, scales) = quantize_weights(&w, plan.layout, plan.dims);
-    (scales.len() == n_channels).then(|| scales.iter().map(|s| s * plan.alpha).collect())
-}
-
 /// Whether a requantizing output (which clamps to `[0, 255]` around its zero point) computes
 /// the plan's activations exactly on a range calibrated after them: none, a Relu (the range
 /// then starts at zero, the zero point is 0), or a Clip whose floor is not above zero.
-pub(super) fn requant_covers(plan: &Plan) -> bool {
+fn requant_covers(plan: &Plan) -> bool {
     plan.residual.is_none()
         && match plan.activations[..] {
             [] | [FusedAct::Relu] => true,
             [FusedAct::Clip(lo, _)] => lo <= 0.0,
             _ => false,
         }
-}
-
-/// Whether the plan's float bias, if any, fits a requantizing product's `int32` bias.
-pub(super) fn bias_fits(graph: &Graph, plan: &Plan, a_scale: f32) -> bool {
-    let Some((b, beta)) = plan.bias else {
-        return true;
-    };
-    let (Some(values), Some(scales)) = (
-        graph.value(b).constant.as_ref().and_then(|t| t.as_f32()),
-        plan_scales(graph, plan),
-    ) else {
-        return false;
-    };
-    let values: Vec<f32> = values.iter().map(|&v| v * beta).collect();
-    values.len() == scales.len() && int_bias(&values, a_scale, &scales).is_some()
 }
 
 /// Replaces node `index` by its quantized product.
@@ -441,55 +418,83 @@ pub(super) fn apply(
             out,
         } => (Some(a), false, a_scale, a_zero, out),
     };
-    let (channel, bias, out, output_id, activations) = match requant {
-        None => {
-            let scale_id = add_constant(
+    // A `uint8` output requantizes in integers when the clamp computes the activations and the
+    // bias fits; otherwise it dequantizes, applies them in float and quantizes (`U8Float`).
+    let int_requant = match (requant, &bias_values) {
+        (Some(_), Some(values)) if requant_covers(&plan) => int_bias(values, a_scale, &scales),
+        (Some(_), None) if requant_covers(&plan) => Some(Vec::new()),
+        _ => None,
+    };
+    let float_bias = |graph: &mut Graph, values: Option<Vec<f32>>| {
+        values.map(|values| {
+            add_constant(
                 graph,
-                format!("{name}/scale"),
-                Tensor::from_f32(vec![scales.len()], &scales),
-            );
-            let bias = bias_values.map(|values| {
-                add_constant(
-                    graph,
-                    format!("{}/bias", node.name),
-                    Tensor::from_f32(vec![values.len()], &values),
-                )
-            });
-            (
-                scale_id,
-                bias,
-                Int8Out::F32,
-                output(node, 0),
-                plan.activations,
+                format!("{}/bias", node.name),
+                Tensor::from_f32(vec![values.len()], &values),
             )
-        }
-        Some((y, y_scale, y_zero)) => {
-            let multiplier: Vec<f32> = scales.iter().map(|s| a_scale * s / y_scale).collect();
-            let multiplier_id = add_constant(
-                graph,
-                format!("{}/multiplier", node.name),
-                Tensor::from_f32(vec![multiplier.len()], &multiplier),
-            );
-            let bias = match bias_values {
-                Some(values) => {
-                    let ints = int_bias(&values, a_scale, &scales)?;
-                    Some(add_constant(
+        })
+    };
+    let (channel, bias, out, output_id, activations, residual, y_scale) =
+        match (requant, int_requant) {
+            (Some((y, y_scale, y_zero)), Some(ints)) => {
+                let multiplier: Vec<f32> = scales.iter().map(|s| a_scale * s / y_scale).collect();
+                let multiplier_id = add_constant(
+                    graph,
+                    format!("{}/multiplier", node.name),
+                    Tensor::from_f32(vec![multiplier.len()], &multiplier),
+                );
+                let bias = bias_values.map(|_| {
+                    add_constant(
                         graph,
                         format!("{}/bias", node.name),
                         Tensor::from_i32(vec![ints.len()], &ints),
-                    ))
+                    )
+                });
+                let out = Int8Out::U8(y_zero);
+                (multiplier_id, bias, out, Some(y), Vec::new(), None, None)
+            }
+            (requant, _) => {
+                let scale_id = add_constant(
+                    graph,
+                    format!("{name}/scale"),
+                    Tensor::from_f32(vec![scales.len()], &scales),
+                );
+                let bias = float_bias(graph, bias_values);
+                match requant {
+                    None => {
+                        let out = Int8Out::F32;
+                        let acts = plan.activations;
+                        (
+                            scale_id,
+                            bias,
+                            out,
+                            output(node, 0),
+                            acts,
+                            plan.residual,
+                            None,
+                        )
+                    }
+                    Some((y, y_scale, y_zero)) => {
+                        let y_scale = add_constant(
+                            graph,
+                            format!("{}/output_scale", node.name),
+                            Tensor::from_f32(vec![1], &[y_scale]),
+                        );
+                        let out = Int8Out::U8Float(y_zero);
+                        let acts = plan.activations;
+                        (
+                            scale_id,
+                            bias,
+                            out,
+                            Some(y),
+                            acts,
+                            plan.residual,
+                            Some(y_scale),
+                        )
+                    }
                 }
-                None => None,
-            };
-            (
-                multiplier_id,
-                bias,
-                Int8Out::U8(y_zero),
-                Some(y),
-                Vec::new(),
-            )
-        }
-    };
+            }
+        };
     let mut inputs = vec![
         a,
         None,
@@ -499,7 +504,8 @@ pub(super) fn apply(
         Some(ids[2]),
         Some(channel),
         bias,
-        plan.residual,
+        residual,
+        y_scale,
     ];
     while inputs.last() == Some(&None) {
         inputs.pop();

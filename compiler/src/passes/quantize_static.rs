@@ -6,12 +6,13 @@
 //! symmetric, per output channel; activations are `uint8` with the scale and zero point of
 //! the range calibration measured for them ([`super::calibration`]).
 //!
-//! A product's output stays `uint8` (requantized in its epilogue, the requantization scales
-//! folded at compile time) when every reader is another quantized product and its fused
-//! activations are ones the requantizing clamp computes (none, Relu, a Clip from zero or
-//! below); the chain between consecutive products then never leaves int8. Otherwise the
-//! product dequantizes into float32 (bias, residual and activations in the epilogue), and a
-//! `QuantizeLinear` with the calibrated parameters feeds quantized readers.
+//! A product's output stays `uint8` when every reader is another quantized product, so that
+//! the chain between consecutive products never leaves 8 bits: requantized in integers in its
+//! epilogue (the requantization scales folded at compile time) when its fused activations are
+//! ones the requantizing clamp computes (none, Relu, a Clip from zero or below), else
+//! dequantized, given its residual and activations in float and quantized, still in the
+//! epilogue. A product read by anything else dequantizes into float32, and a `QuantizeLinear`
+//! with the calibrated parameters feeds its quantized readers.
 //!
 //! Calibration compiles the float model with every value static quantization needs a range
 //! for added to the graph outputs ([`probe`]); the pipeline is deterministic, so the second
@@ -23,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use super::calibration::{u8_params, Calibration};
 use super::lower_int8::PackCache;
 use super::pattern::{add_constant, input, output};
-use super::quantize::{apply, bias_fits, plan, requant_covers, Io, Plan};
+use super::quantize::{apply, plan, Io, Plan};
 use super::PassCx;
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
@@ -158,24 +159,23 @@ pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration
             }
         }
     }
-    // Products whose output stays uint8.
+    // Products whose output stays uint8 (requantized in integers, or through their float
+    // epilogue when the clamp cannot compute their activations or they add a residual).
     let requantized: HashSet<usize> = chosen
-        .iter()
-        .filter(|(&i, (plan, pa, _))| {
+        .keys()
+        .copied()
+        .filter(|&i| {
             let node = &graph.nodes[i];
             let Some(y) = output(node, 0) else {
                 return false;
             };
             let read = &readers[y.index()];
-            requant_covers(plan)
-                && bias_fits(&graph, plan, pa.0)
-                && !graph.outputs.contains(&y)
+            !graph.outputs.contains(&y)
                 && !read.is_empty()
                 && read.iter().all(|&(j, slot)| {
                     slot == 0 && chosen.contains_key(&j) && graph.nodes[j].guards == node.guards
                 })
         })
-        .map(|(&i, _)| i)
         .collect();
 
     let mut cache = PackCache::default();
@@ -306,6 +306,47 @@ mod tests {
                 "Int8Product:F32"
             ]
         );
+    }
+
+    #[test]
+    fn activations_the_clamp_cannot_compute_quantize_after_the_float_epilogue() {
+        // x -> Conv -> Sigmoid -> s1 -> Conv -> y: the Sigmoid joins the first product, which
+        // still hands the second `uint8`, through its float epilogue.
+        let w1: Vec<f32> = (0..8 * 4 * 9)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+            .collect();
+        let w2: Vec<f32> = (0..8 * 8)
+            .map(|i| ((i * 5 % 9) as f32 - 4.0) / 8.0)
+            .collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 4, 6, 6])
+            .floats("w1", &[8, 4, 3, 3], &w1)
+            .floats("w2", &[8, 8, 1, 1], &w2)
+            .node_with(
+                "Conv",
+                &["x", "w1"],
+                &["c1"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node("Sigmoid", &["c1"], &["s1"])
+            .node("Conv", &["s1", "w2"], &["y"])
+            .output("y")
+            .build();
+        let graph = crate::passes::fuse_activation(graph, &PassCx::default()).unwrap();
+        let mut table = Calibration::new();
+        table.insert("x", -1.0, 1.0);
+        table.insert("s1", 0.0, 1.0);
+        table.insert("y", -3.0, 3.0);
+        let graph = quantize_static(graph, &PassCx::default(), &table).unwrap();
+        let outs: Vec<String> = graph
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Some(Op::Int8Product(p)) => format!("{:?}", p.out),
+                _ => n.op_type.clone(),
+            })
+            .collect();
+        assert_eq!(outs, ["QuantizeLinear", "U8Float(0)", "F32"]);
     }
 
     #[test]

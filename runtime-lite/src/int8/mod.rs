@@ -169,6 +169,16 @@ pub struct Requant<'a> {
     pub zero: i32,
 }
 
+/// The quantizing step after a float epilogue: `saturate(round_half_even(x / scale) + zero)`,
+/// `QuantizeLinear`'s formula.
+#[derive(Clone, Copy, Debug)]
+pub struct Quant {
+    /// The output's scale.
+    pub scale: f32,
+    /// The output's zero point.
+    pub zero: i32,
+}
+
 /// Where a product's results go and what is done to them on the way.
 #[derive(Debug)]
 pub enum Output<'a> {
@@ -180,6 +190,9 @@ pub enum Output<'a> {
     U8(&'a mut [u8], Requant<'a>),
     /// Requantized to `int8`.
     I8(&'a mut [i8], Requant<'a>),
+    /// Dequantized as [`Output::F32`] (bias, residual and activations included), then
+    /// quantized to `uint8`: for activations the requantizing clamp cannot compute.
+    U8Float(&'a mut [u8], Dequant<'a>, Quant),
 }
 
 impl Output<'_> {
@@ -187,7 +200,7 @@ impl Output<'_> {
         match self {
             Output::I32(o) => o.len(),
             Output::F32(o, _) => o.len(),
-            Output::U8(o, _) => o.len(),
+            Output::U8(o, _) | Output::U8Float(o, ..) => o.len(),
             Output::I8(o, _) => o.len(),
         }
     }
@@ -199,6 +212,7 @@ enum Sink<'a> {
     F32(SharedMut<'a, f32>, Dequant<'a>),
     U8(SharedMut<'a, u8>, Requant<'a>),
     I8(SharedMut<'a, i8>, Requant<'a>),
+    U8Float(SharedMut<'a, u8>, Dequant<'a>, Quant),
 }
 
 impl<'a> Sink<'a> {
@@ -208,6 +222,7 @@ impl<'a> Sink<'a> {
             Output::F32(o, d) => Sink::F32(SharedMut::new(o), d),
             Output::U8(o, r) => Sink::U8(SharedMut::new(o), r),
             Output::I8(o, r) => Sink::I8(SharedMut::new(o), r),
+            Output::U8Float(o, d, q) => Sink::U8Float(SharedMut::new(o), d, q),
         }
     }
 }
@@ -269,7 +284,7 @@ impl<const N: usize> TileParams<N> {
             let pick = |v: &[f32]| v[if v.len() == 1 { 0 } else { ch }];
             match sink {
                 Sink::I32(_) => {}
-                Sink::F32(_, d) => {
+                Sink::F32(_, d) | Sink::U8Float(_, d, _) => {
                     self.scale[i] = d.scale * pick(d.channel_scale);
                     self.bias_f[i] = d.bias.map_or(0.0, |b| b[ch]);
                 }
@@ -394,6 +409,26 @@ impl Sink<'_> {
             Sink::U8(out, q) => {
                 // SAFETY: as above.
                 requant_row(unsafe { out.slice(start, cols) }, v, (rs, rbi), col, q.zero);
+            }
+            Sink::U8Float(out, d, q) => {
+                let mut row = [0f32; NR_MAX];
+                let row = &mut row[..cols];
+                for (((o, &v), &cs), &cb) in row
+                    .iter_mut()
+                    .zip(v)
+                    .zip(&col.scale[..cols])
+                    .zip(&col.bias_f[..cols])
+                {
+                    *o = v as f32 * (rs * cs) + (rbf + cb);
+                }
+                if let Some(res) = d.residual {
+                    for (o, &x) in row.iter_mut().zip(&res[start..start + cols]) {
+                        *o += x;
+                    }
+                }
+                Activation::apply_chain(d.acts, row);
+                // SAFETY: as above.
+                quantize::quantize_run(row, q.scale, q.zero, unsafe { out.slice(start, cols) });
             }
             Sink::I8(out, q) => {
                 // SAFETY: as above.
@@ -1014,6 +1049,61 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn float_then_quantized_output_is_the_float_output_quantized() {
+        // `Output::U8Float` = `Output::F32` (scale, channel scales, bias, residual, a
+        // hard-swish) followed by QuantizeLinear, element for element.
+        let (m, k, n) = (9, 37, 70);
+        let a = bytes(m * k, 5);
+        let b: Vec<i8> = bytes(k * n, 6).iter().map(|&v| v as i8).collect();
+        let (packed, sums) = pack_b(&b, k, n);
+        let weights = Weights {
+            data: &packed,
+            sums: &sums,
+            zero: &[],
+        };
+        let channel: Vec<f32> = (0..n).map(|j| 1e-3 * (1.0 + j as f32 / 7.0)).collect();
+        let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 30.0) / 9.0).collect();
+        let residual: Vec<f32> = (0..m * n).map(|i| ((i % 13) as f32 - 6.0) / 5.0).collect();
+        let acts = [Activation::HardSwish];
+        let dequant = Dequant {
+            scale: 0.02,
+            channel_scale: &channel,
+            bias: Some(&bias),
+            residual: Some(&residual),
+            acts: &acts,
+        };
+        let quant = Quant {
+            scale: 0.031,
+            zero: 17,
+        };
+        for isa in Isa::available() {
+            let exec = Exec::with_threads(2);
+            let (mut f, mut q) = (vec![0f32; m * n], vec![0u8; m * n]);
+            with_isa(isa, || {
+                let u = Bytes::U8(&a);
+                matmul_exec(
+                    &exec,
+                    [m, k, n],
+                    u,
+                    k,
+                    3,
+                    &weights,
+                    Output::F32(&mut f, dequant),
+                );
+                let out = Output::U8Float(&mut q, dequant, quant);
+                matmul_exec(&exec, [m, k, n], u, k, 3, &weights, out);
+            });
+            let mut want = vec![0u8; m * n];
+            quantize::quantize_run(&f, quant.scale, quant.zero, &mut want);
+            assert_eq!(q, want, "{isa:?}");
+            assert!(
+                want.iter().any(|&v| v != 0 && v != 255),
+                "a meaningful range"
+            );
         }
     }
 

@@ -45,7 +45,7 @@ impl Byte for i8 {
 
 /// Quantizes one run with one scale and zero point.
 #[inline(always)]
-fn quantize_run<T: Byte>(x: &[f32], scale: f32, zero: i32, out: &mut [T]) {
+pub(super) fn quantize_run<T: Byte>(x: &[f32], scale: f32, zero: i32, out: &mut [T]) {
     let (lo, hi) = ((T::LO - zero) as f32, (T::HI - zero) as f32);
     let nan_to = -(zero as f32);
     for (o, &v) in out.iter_mut().zip(x) {
