@@ -44,8 +44,11 @@ Static calibration (MinMax) reads the model's own test inputs and then 4 perturb
 (numpy default_rng seed 20240601): float inputs scaled by U(0.9, 1.1) plus Gaussian noise of
 0.05 times their standard deviation; integer and bool inputs unchanged.
 
-`--bundle DIR` copies the small cases (all of tiny_mlp and tiny_cnn; of PP-OCR cls, one case per
-format and the per-channel dynamic one) to DIR (tests/data/quant) with a README. Unless
+The float models of tests/data include `tiny_lstm` and `tiny_lstm_stack` (scripts/make_tiny_lstm.py),
+whose dynamic cases hold ONNX Runtime's com.microsoft DynamicQuantizeLSTM.
+
+`--bundle DIR` copies the small cases (all of tiny_mlp, tiny_cnn and the tiny LSTMs; of PP-OCR cls,
+one case per format and the per-channel dynamic one) to DIR (tests/data/quant) with a README. Unless
 `--no-bert`, and if torch and transformers import, it also writes a randomly initialized BERT
 encoder (BertModel, torch seed 0: 6 layers, hidden 384, 12 heads, intermediate 1536, vocab
 30522, batch 1, sequence 128 of which 101 tokens and 27 padding, int64 input_ids /
@@ -85,10 +88,10 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "models"))
 SEED = 20240601
 N_PERTURBATIONS = 4
-# What --bundle copies: every tiny_mlp and tiny_cnn case, and one PP-OCR cls case per format
+# What --bundle copies: every tiny_mlp, tiny_cnn and tiny LSTM case, and one PP-OCR cls case per format
 # (each ~0.5 MB, most of it the two 1x3x48x192 inputs) and the per-channel dynamic one, to
 # stay under ~3 MB.
-BUNDLE_PREFIXES = ("tiny_mlp_", "tiny_cnn_")
+BUNDLE_PREFIXES = ("tiny_mlp_", "tiny_cnn_", "tiny_lstm_")
 BUNDLE_EXTRA = (
     "ppocr_cls_dynamic", "ppocr_cls_dynamic_channel", "ppocr_cls_qdq_s8s8", "ppocr_cls_qdq_u8s8_channel",
     "ppocr_cls_qop_u8s8",
@@ -103,7 +106,10 @@ RENAMED = {"ppocr_det_v4_dynamic": "ppocr_det_v4_dyndims"}
 def source_models():
     """(case-name prefix, folder) of the float models, in order: the bundled ones, then those of
     ../shared/models whose model.onnx is not byte-identical to one already listed."""
-    dirs = [os.path.join(ROOT, "tests", "data", n) for n in ("tiny_mlp", "tiny_cnn")]
+    dirs = [
+        os.path.join(ROOT, "tests", "data", n)
+        for n in ("tiny_mlp", "tiny_cnn", "tiny_lstm", "tiny_lstm_stack")
+    ]
     dirs += [
         os.path.join(ROOT, "tests", "data", "models", n)
         for n in ("ppocr_cls", "light_squeezenet", "light_shufflenet", "silero_vad")

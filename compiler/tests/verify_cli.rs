@@ -199,15 +199,16 @@ fn local_function_cases_pass() {
 fn bundled_quantized_models_pass() {
     // tests/data/quant (scripts/make_quant_cases.py): tiny_mlp, tiny_cnn and PP-OCR cls quantized
     // by ONNX Runtime's quantizer (dynamic, static QDQ s8s8/u8s8 per tensor and per channel,
-    // static QOperator u8s8), with the outputs ORT computes for the quantized model. The outputs
-    // are all float (`verify` would compare integer ones exactly): ORT's integer kernels and
-    // sinter's may round an intermediate value one step apart, so atol is 1e-2 (one step of a
-    // 1/255-scale softmax output is 3.9e-3); rtol stays 1e-3.
+    // static QOperator u8s8), and two tiny LSTMs (dynamic, per tensor and per channel:
+    // com.microsoft DynamicQuantizeLSTM), with the outputs ORT computes for the quantized model.
+    // The outputs are all float (`verify` would compare integer ones exactly): ORT's integer
+    // kernels and sinter's may round an intermediate value one step apart, so atol is 1e-2 (one
+    // step of a 1/255-scale softmax output is 3.9e-3); rtol stays 1e-3.
     // Every case must pass at -O0 (reference kernels, contrib products lowered) and -O3 (the
     // int8 kernels and the QDQ and dynamic-chain fusions).
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/quant");
     let cases = case_dirs(&data);
-    assert_eq!(cases.len(), 19, "bundled quantized cases missing");
+    assert_eq!(cases.len(), 23, "bundled quantized cases missing");
     for level in ["-O0", "-O3"] {
         let (stdout, stderr) = verify(
             level,
@@ -308,6 +309,34 @@ fn static_quantization_calibrates_on_held_out_inputs() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn dynamic_quantization_of_lstms_stays_close_to_float() {
+    // `--quantize dynamic` runs the tiny LSTMs' products in int8 (sinter::Int8Recurrent: weights
+    // per output channel, X and every step's H quantized at run time); their outputs must stay
+    // within cosine 0.999 of ONNX Runtime's float outputs (they reach 0.99995).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args([
+            "verify",
+            "--quantize",
+            "dynamic",
+            "--cosine",
+            "0.999",
+            "--cache-dir",
+        ])
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("sinter-verify-lstm-dynamic"))
+        .arg(data.join("tiny_lstm"))
+        .arg(data.join("tiny_lstm_stack"))
+        .output()
+        .expect("sinter runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.ends_with("2 passed, 0 failed, 0 unsupported\n"),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );

@@ -2,8 +2,16 @@
 //! sequences, forward, reverse or bidirectional, with per-batch sequence lengths.
 //!
 //! The input projection `X W^T` of every time step is one GEMM up front; each step then does
-//! one `H R^T` GEMM and a fused pass over the gates. All state lives in the caller's scratch
-//! buffer: no allocation per step.
+//! one `H R^T` GEMM (GRU: one over the update and reset gates, one over the hidden gate) and a
+//! fused pass over the gates. All state lives in the caller's scratch buffer: no allocation
+//! per step.
+//!
+//! The driver here is shared by the float layer ([`rnn_f32`]) and the int8 one
+//! (`int8::rnn_exec`), which differ only in how they compute the two products. Time steps run
+//! as ONNX Runtime runs them: at step `s`, batch row `b` (sequence length `len_b`) processes
+//! time `s` going forward and `len_b - 1 - s` going backwards, and is finished once
+//! `s >= len_b`. Per row this is the ONNX order either way; it matters to the int8 layer,
+//! whose per-step quantization of `H` sees all rows at once.
 
 use crate::gemm::{gemm_f32, Strides};
 
@@ -66,6 +74,14 @@ impl RnnParams {
         let gh = self.cell.gates() * self.hidden;
         self.seq * self.batch * gh + 2 * self.batch * gh + 3 * self.batch * self.hidden
     }
+
+    /// Scratch elements the shared driver uses (at most [`RnnParams::scratch_len`]): the
+    /// input products of every step, one step's recurrent products (gates, then GRU's hidden
+    /// gate), and the hidden state, cell state and GRU's `r . H`.
+    pub(crate) const fn driver_len(&self) -> usize {
+        let gh = self.cell.gates() * self.hidden;
+        self.seq * self.batch * gh + self.batch * gh + 4 * self.batch * self.hidden
+    }
 }
 
 /// The optional operands of a recurrent layer.
@@ -94,6 +110,141 @@ pub struct RnnOutputs<'a> {
     pub y_c: Option<&'a mut [f32]>,
 }
 
+/// Which output channels (rows of `R`, `gates * hidden` of them) a recurrent product covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Every gate (LSTM, RNN).
+    All,
+    /// GRU's update and reset gates (`2 * hidden` channels).
+    UpdateReset,
+    /// GRU's hidden gate (`hidden` channels).
+    Hidden,
+}
+
+impl Part {
+    /// `(first channel, channels)` of the part in a layer with these parameters.
+    pub(crate) const fn channels(self, p: &RnnParams) -> (usize, usize) {
+        match self {
+            Part::All => (0, p.cell.gates() * p.hidden),
+            Part::UpdateReset => (0, 2 * p.hidden),
+            Part::Hidden => (2 * p.hidden, p.hidden),
+        }
+    }
+}
+
+/// The batch rows a step's recurrent product reads as zeros: the rows whose sequence had
+/// ended by the step before (`before`), when the layer writes `Y`. ONNX Runtime reads the
+/// previous hidden state back from `Y`, whose finished rows are zero; the float product does
+/// not care (those rows' results are never used), the int8 one quantizes what it reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retired<'a> {
+    lens: Option<&'a [i32]>,
+    seq: usize,
+    before: Option<usize>,
+}
+
+impl Retired<'_> {
+    /// No row.
+    pub(crate) const NONE: Retired<'static> = Retired {
+        lens: None,
+        seq: 0,
+        before: None,
+    };
+
+    /// Whether row `b` reads as zeros.
+    pub(crate) fn contains(&self, b: usize) -> bool {
+        self.before
+            .is_some_and(|s| s >= seq_len(self.lens, self.seq, b))
+    }
+}
+
+/// The two products of a layer: float or int8.
+pub(crate) trait Products {
+    /// `xw[..rows * gates * hidden] = x[..rows] W_d^T` for direction `d` (rows of `X` as
+    /// stored, `input` values each).
+    fn input(&mut self, d: usize, x: &[f32], rows: usize, xw: &mut [f32]);
+
+    /// `out[..batch * n] = h R_d^T` over the `n` channels of `part`. `fresh` is false when
+    /// `h` holds the same values as in the previous call (a quantizing product reuses its
+    /// quantized copy); the rows in `retired` count as zeros.
+    fn recurrent(
+        &mut self,
+        d: usize,
+        part: Part,
+        h: &[f32],
+        fresh: bool,
+        retired: Retired<'_>,
+        out: &mut [f32],
+    );
+}
+
+/// The sequence length of batch row `b`: `sequence_lens[b]` clamped to `[0, seq]`, or `seq`.
+fn seq_len(lens: Option<&[i32]>, seq: usize, b: usize) -> usize {
+    lens.map_or(seq, |l| usize::try_from(l[b]).map_or(0, |len| len.min(seq)))
+}
+
+/// The float products: `w: [dirs, gates*hidden, input]`, `r: [dirs, gates*hidden, hidden]`.
+struct FloatProducts<'a> {
+    p: &'a RnnParams,
+    w: &'a [f32],
+    r: &'a [f32],
+}
+
+impl Products for FloatProducts<'_> {
+    fn input(&mut self, d: usize, x: &[f32], rows: usize, xw: &mut [f32]) {
+        let (input, gh) = (self.p.input, self.p.cell.gates() * self.p.hidden);
+        gemm_f32(
+            rows,
+            gh,
+            input,
+            1.0,
+            x,
+            Strides {
+                rows: input,
+                cols: 1,
+            },
+            &self.w[d * gh * input..][..gh * input],
+            Strides {
+                rows: 1,
+                cols: input,
+            },
+            false,
+            xw,
+        );
+    }
+
+    fn recurrent(
+        &mut self,
+        d: usize,
+        part: Part,
+        h: &[f32],
+        _fresh: bool,
+        _retired: Retired<'_>,
+        out: &mut [f32],
+    ) {
+        let (hidden, gh) = (self.p.hidden, self.p.cell.gates() * self.p.hidden);
+        let (first, n) = part.channels(self.p);
+        gemm_f32(
+            self.p.batch,
+            n,
+            hidden,
+            1.0,
+            h,
+            Strides {
+                rows: hidden,
+                cols: 1,
+            },
+            &self.r[(d * gh + first) * hidden..][..n * hidden],
+            Strides {
+                rows: 1,
+                cols: hidden,
+            },
+            false,
+            out,
+        );
+    }
+}
+
 /// Runs the layer: `x` the input sequence, `w: [dirs, gates*hidden, input]`,
 /// `r: [dirs, gates*hidden, hidden]`.
 pub fn rnn_f32(
@@ -105,16 +256,38 @@ pub fn rnn_f32(
     outputs: &mut RnnOutputs<'_>,
     scratch: &mut [f32],
 ) {
-    let (seq, batch, hidden) = (p.seq, p.batch, p.hidden);
-    let g = p.cell.gates();
-    let gh = g * hidden;
     assert!(scratch.len() >= p.scratch_len(), "rnn scratch too short");
+    run(
+        p,
+        x,
+        inputs,
+        outputs,
+        scratch,
+        &mut FloatProducts { p, w, r },
+    );
+}
+
+/// The layer with `products`; `scratch` holds at least [`RnnParams::driver_len`] elements.
+pub(crate) fn run(
+    p: &RnnParams,
+    x: &[f32],
+    inputs: &RnnInputs<'_>,
+    outputs: &mut RnnOutputs<'_>,
+    scratch: &mut [f32],
+    products: &mut impl Products,
+) {
+    let (seq, batch, hidden) = (p.seq, p.batch, p.hidden);
+    let gh = p.cell.gates() * hidden;
+    assert!(scratch.len() >= p.driver_len(), "rnn scratch too short");
     let (xw, rest) = scratch.split_at_mut(seq * batch * gh);
     let (gates, rest) = rest.split_at_mut(batch * gh);
-    let (rh_gates, rest) = rest.split_at_mut(batch * gh);
+    let (gates_h, rest) = rest.split_at_mut(batch * hidden);
     let (h, rest) = rest.split_at_mut(batch * hidden);
     let (c, rest) = rest.split_at_mut(batch * hidden);
     let rh = &mut rest[..batch * hidden];
+    let lens = inputs.sequence_lens;
+    let len_of = |b: usize| seq_len(lens, seq, b);
+    let max_len = (0..batch).map(len_of).max().unwrap_or(0);
     // Row of X (and of xw) holding time t, batch b.
     let row = |t: usize, b: usize| {
         if p.batch_first {
@@ -122,6 +295,13 @@ pub fn rnn_f32(
         } else {
             t * batch + b
         }
+    };
+    // Rows of X the products read: those of times before the longest sequence (batch-first,
+    // all of them).
+    let x_rows = if p.batch_first {
+        seq * batch
+    } else {
+        max_len * batch
     };
     let clip = |v: f32| {
         if v > p.clip {
@@ -132,30 +312,16 @@ pub fn rnn_f32(
             v
         }
     };
+    // `[z r]` of GRU rows are `2 * hidden` apart; the other cells' gates `gh`.
+    let gates_ld = if p.cell == Cell::Gru { 2 * hidden } else { gh };
 
     for d in 0..p.directions {
         let reverse = if p.directions == 2 { d == 1 } else { p.reverse };
         let [f_act, g_act, h_act] = p.activations[d];
-        let w_d = &w[d * gh * p.input..][..gh * p.input];
-        let r_d = &r[d * gh * hidden..][..gh * hidden];
-        gemm_f32(
-            seq * batch,
-            gh,
-            p.input,
-            1.0,
-            x,
-            Strides {
-                rows: p.input,
-                cols: 1,
-            },
-            w_d,
-            Strides {
-                rows: 1,
-                cols: p.input,
-            },
-            false,
-            xw,
-        );
+        let xw = &mut xw[..x_rows * gh];
+        if x_rows > 0 {
+            products.input(d, x, x_rows, xw);
+        }
         let (wb, rb) = match inputs.bias {
             Some(bias) => {
                 let bias = &bias[d * 2 * gh..][..2 * gh];
@@ -165,7 +331,7 @@ pub fn rnn_f32(
         };
         for xw_row in xw.chunks_exact_mut(gh) {
             for (j, v) in xw_row.iter_mut().enumerate() {
-                // GRU with linear_before_reset keeps the h gate's recurrent bias for later.
+                // GRU keeps the h gate's recurrent bias for later.
                 let keep_rb = p.cell == Cell::Gru && j >= 2 * hidden;
                 *v += wb.map_or(0.0, |b| b[j])
                     + if keep_rb {
@@ -186,72 +352,64 @@ pub fn rnn_f32(
         let peep = inputs
             .peepholes
             .map(|pp| &pp[d * 3 * hidden..][..3 * hidden]);
+        // The time row `b` processes at `step`, if its sequence has not ended.
+        let time = |step: usize, b: usize| {
+            let len = len_of(b);
+            (step < len).then(|| if reverse { len - 1 - step } else { step })
+        };
+        let y_at = |t: usize, b: usize| {
+            if p.batch_first {
+                ((b * seq + t) * p.directions + d) * hidden
+            } else {
+                ((t * p.directions + d) * batch + b) * hidden
+            }
+        };
         for step in 0..seq {
-            let t = if reverse { seq - 1 - step } else { step };
-            gemm_f32(
-                batch,
-                gh,
-                hidden,
-                1.0,
-                h,
-                Strides {
-                    rows: hidden,
-                    cols: 1,
-                },
-                r_d,
-                Strides {
-                    rows: 1,
-                    cols: hidden,
-                },
-                false,
-                gates,
-            );
-            if p.cell == Cell::Gru && !p.linear_before_reset {
-                // The h gate needs (r . H) R_h^T: compute r first, then that product.
-                for b in 0..batch {
-                    for k in 0..hidden {
-                        let pre = xw[row(t, b) * gh + hidden + k] + gates[b * gh + hidden + k];
-                        rh[b * hidden + k] = f_act.apply(clip(pre)) * h[b * hidden + k];
+            if step < max_len {
+                let retired = Retired {
+                    lens,
+                    seq,
+                    before: (outputs.y.is_some() && step > 0).then(|| step - 1),
+                };
+                match p.cell {
+                    Cell::Lstm | Cell::Rnn => {
+                        products.recurrent(d, Part::All, h, true, retired, &mut gates[..]);
+                    }
+                    Cell::Gru => {
+                        let zr = &mut gates[..batch * 2 * hidden];
+                        products.recurrent(d, Part::UpdateReset, h, true, retired, zr);
+                        if p.linear_before_reset {
+                            products.recurrent(d, Part::Hidden, h, false, retired, gates_h);
+                        } else {
+                            // The h gate needs (r . H) R_h^T: compute r first, then that
+                            // product.
+                            for b in 0..batch {
+                                let rh_b = &mut rh[b * hidden..][..hidden];
+                                let Some(t) = time(step, b) else {
+                                    rh_b.fill(0.0);
+                                    continue;
+                                };
+                                let xg = &xw[row(t, b) * gh..][..gh];
+                                let zr_b = &gates[b * 2 * hidden..][..2 * hidden];
+                                for k in 0..hidden {
+                                    let pre = xg[hidden + k] + zr_b[hidden + k];
+                                    rh_b[k] = f_act.apply(clip(pre)) * h[b * hidden + k];
+                                }
+                            }
+                            products.recurrent(d, Part::Hidden, rh, true, Retired::NONE, gates_h);
+                        }
                     }
                 }
-                gemm_f32(
-                    batch,
-                    hidden,
-                    hidden,
-                    1.0,
-                    rh,
-                    Strides {
-                        rows: hidden,
-                        cols: 1,
-                    },
-                    &r_d[2 * hidden * hidden..],
-                    Strides {
-                        rows: 1,
-                        cols: hidden,
-                    },
-                    false,
-                    &mut rh_gates[..batch * hidden],
-                );
             }
             for b in 0..batch {
-                let active = inputs
-                    .sequence_lens
-                    .is_none_or(|l| usize::try_from(l[b]).is_ok_and(|len| t < len));
-                let y_at = |k: usize| {
-                    if p.batch_first {
-                        ((b * seq + t) * p.directions + d) * hidden + k
-                    } else {
-                        ((t * p.directions + d) * batch + b) * hidden + k
-                    }
-                };
-                if !active {
+                let Some(t) = time(step, b) else {
                     if let Some(y) = outputs.y.as_deref_mut() {
-                        y[y_at(0)..y_at(0) + hidden].fill(0.0);
+                        y[y_at(step, b)..][..hidden].fill(0.0);
                     }
                     continue;
-                }
+                };
                 let xg = &xw[row(t, b) * gh..][..gh];
-                let hg = &gates[b * gh..][..gh];
+                let hg = &gates[b * gates_ld..][..gates_ld];
                 let hb = &mut h[b * hidden..][..hidden];
                 let cb = &mut c[b * hidden..][..hidden];
                 match p.cell {
@@ -268,20 +426,17 @@ pub fn rnn_f32(
                         hb,
                     ),
                     Cell::Gru => {
+                        let hh = &gates_h[b * hidden..][..hidden];
                         for k in 0..hidden {
                             let z = f_act.apply(clip(xg[k] + hg[k]));
                             let rbh = rb.map_or(0.0, |rb| rb[2 * hidden + k]);
-                            let hh = if p.linear_before_reset {
+                            let candidate = if p.linear_before_reset {
                                 let rgate = f_act.apply(clip(xg[hidden + k] + hg[hidden + k]));
-                                g_act.apply(clip(
-                                    xg[2 * hidden + k] + rgate * (hg[2 * hidden + k] + rbh),
-                                ))
+                                g_act.apply(clip(xg[2 * hidden + k] + rgate * (hh[k] + rbh)))
                             } else {
-                                g_act.apply(clip(
-                                    xg[2 * hidden + k] + rh_gates[b * hidden + k] + rbh,
-                                ))
+                                g_act.apply(clip(xg[2 * hidden + k] + hh[k] + rbh))
                             };
-                            hb[k] = (1.0 - z) * hh + z * hb[k];
+                            hb[k] = (1.0 - z) * candidate + z * hb[k];
                         }
                     }
                     Cell::Rnn => {
@@ -291,7 +446,7 @@ pub fn rnn_f32(
                     }
                 }
                 if let Some(y) = outputs.y.as_deref_mut() {
-                    y[y_at(0)..y_at(0) + hidden].copy_from_slice(hb);
+                    y[y_at(t, b)..][..hidden].copy_from_slice(hb);
                 }
             }
         }
@@ -313,7 +468,6 @@ pub fn rnn_f32(
         }
     }
 }
-
 /// One step of an LSTM cell's pre-activations for one batch row: the input and recurrent
 /// products (`xg`, `hg`, gates `i o f c` of `hidden` units each), the peepholes, and the
 /// activations `f, g, h` with the cell clip.

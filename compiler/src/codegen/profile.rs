@@ -223,6 +223,15 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
             let weights = elements(shape_in(1)).saturating_add(elements(shape_in(2)));
             macs(steps_batch, weights)
         }
+        Op::Int8Recurrent(rec) => {
+            // The same products with packed weights: per step and batch row,
+            // `dirs * gates * hidden * (input + hidden)` multiply-adds.
+            let input = shape_in(0).last().map_or(0, |&n| n as u64);
+            let steps_batch = in0.checked_div(input).unwrap_or(0);
+            let weights = (rec.layer.directions() * rec.layer.gates() * rec.hidden) as u64
+                * (input + rec.hidden as u64);
+            macs(steps_batch, weights)
+        }
         Op::Attention(_) => {
             // Q K^T and P V: 2 * Skv * (Q elements + Y elements); K is [B, Skv, H*D] or
             // [B, H, Skv, D], a past key [B, H, P, D].

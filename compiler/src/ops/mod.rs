@@ -359,6 +359,8 @@ ops! {
     Concat(movement::Concat) => ["Concat"];
     Constant(movement::Constant) => ["Constant"];
     Recurrent(recurrent::Recurrent) => ["LSTM", "GRU", "RNN"];
+    Int8Recurrent(recurrent::Int8Recurrent) => ["sinter::Int8Recurrent"];
+    DynamicQuantizeLstm(recurrent::DynamicQuantizeLstm) => ["com.microsoft:DynamicQuantizeLSTM"];
     If(control::If) => ["If"];
     IfSelect(control::IfSelect) => ["sinter::IfSelect"];
     IfTrap(control::IfTrap) => ["sinter::IfTrap"];

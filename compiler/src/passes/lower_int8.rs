@@ -12,6 +12,9 @@
 //!   one product dequantizing in its epilogue (the quantizer stays, as several products may
 //!   read its output).
 //!
+//! `com.microsoft:DynamicQuantizeLSTM` (constant weights, scales and zero points) becomes a
+//! `sinter::Int8Recurrent` at every level (`passes::quantize_recurrent`).
+//!
 //! Weights become signed (`uint8` ones shifted by 128, their zero point with them), are
 //! packed in the kernels' layout (`ir::int8_pack`), and carry their per-channel sums for the
 //! zero-point correction. An activation zero point may stay a run-time value; anything else
@@ -21,6 +24,7 @@
 use std::collections::HashMap;
 
 use super::pattern::{add_constant, fuse, input, output, producers, Fusion, Matcher};
+use super::quantize_recurrent::{int8_recurrent_node, QuantMatrix};
 use super::{OptLevel, PassCx};
 use crate::error::Result;
 use crate::ir::{int8_pack as pack, DType, Graph, Node, Tensor, ValueId};
@@ -32,6 +36,11 @@ use crate::ops::Op;
 /// which have no kernel of their own.
 pub fn lower_int8(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let mut cache = PackCache::default();
+    for index in 0..graph.nodes.len() {
+        if let Some(node) = lower_recurrent(&mut graph, index) {
+            graph.nodes[index] = node;
+        }
+    }
     if cx.opt_level < OptLevel::O2 {
         for index in 0..graph.nodes.len() {
             if matches!(
@@ -77,6 +86,33 @@ pub fn lower_int8(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     }
     // The dequantizers of weights the products now read packed are dead.
     super::eliminate_dead(graph, cx)
+}
+
+/// The `sinter::Int8Recurrent` form of a `DynamicQuantizeLSTM` at `index` whose weights,
+/// scales and zero points are constants.
+fn lower_recurrent(graph: &mut Graph, index: usize) -> Option<Node> {
+    let node = graph.nodes[index].clone();
+    let Some(Op::DynamicQuantizeLstm(lstm)) = &node.op else {
+        return None;
+    };
+    let [w_scale, w_zero, r_scale, r_zero] =
+        crate::ops::recurrent::DynamicQuantizeLstm::QUANT_PARAMS;
+    let matrix = |weights: usize, scale: usize, zero: usize| {
+        let w = constant(graph, input(&node, weights))?;
+        let k = *w.shape.get(1)?;
+        let (values, zero) = signed_weights(w, Some(constant(graph, input(&node, zero))?))?;
+        let scale = constant(graph, input(&node, scale))?.as_f32()?;
+        Some(QuantMatrix {
+            values,
+            zero,
+            scale,
+            transposed: false,
+            k,
+        })
+    };
+    let (w, r) = (matrix(1, w_scale, w_zero)?, matrix(2, r_scale, r_zero)?);
+    let hidden = r.k;
+    int8_recurrent_node(graph, &node, lstm.layer.clone(), hidden, (&w, &r))
 }
 
 /// A `sinter::Int8Product` node named and guarded like `like`.

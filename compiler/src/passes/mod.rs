@@ -20,6 +20,7 @@ mod lower_int8;
 mod pack_weights;
 mod pattern;
 mod quantize;
+mod quantize_recurrent;
 mod quantize_static;
 mod remove_noops;
 mod resolve_ops;

@@ -17,6 +17,11 @@
 //! per-column constant nor a residual of the output's shape, and nodes named with
 //! `--quantize-exclude`.
 //!
+//! Float32 `LSTM`, `GRU` and `RNN` layers with constant `W` and `R` become a
+//! `sinter::Int8Recurrent` whose two products are int8 the same way, weights per output channel
+//! of each direction, `X` and every step's `H` quantized at run time (see
+//! `passes::quantize_recurrent`).
+//!
 //! Embedding lookups (`Gather` along axis 0 of a constant 2-D float32 table of at least 4096
 //! elements) read an int8 copy of the table quantized per row (`sinter::GatherInt8`), which
 //! dequantizes the rows it gathers: for text encoders the table is most of the weights.
@@ -90,6 +95,10 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
             graph.nodes[index] = node;
             continue;
         }
+        if let Some(node) = super::quantize_recurrent::quantize_recurrent(&mut graph, index) {
+            graph.nodes[index] = node;
+            continue;
+        }
         if let Ok(plan) = plan(&graph, index, true) {
             let node = graph.nodes[index].clone();
             if let Some(node) = apply(&mut graph, &node, plan, &mut cache, Io::Dynamic) {
@@ -159,6 +168,10 @@ pub fn float_reason(graph: &Graph, index: usize, mode: Quantize) -> Option<&'sta
         Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_)) => {
             plan(graph, index, mode != Quantize::Static).err()
         }
+        Some(Op::Recurrent(_)) if mode == Quantize::Static => {
+            Some("recurrent layers are quantized by --quantize dynamic only")
+        }
+        Some(Op::Recurrent(_)) => super::quantize_recurrent::float_reason(graph, index),
         _ => None,
     }
 }
@@ -299,7 +312,7 @@ pub(super) fn plan(
 
 /// Quantizes `w` (float32, laid out as `layout` with `dims`) per output channel: the int8
 /// weights in the same layout and the channel scales.
-fn quantize_weights(
+pub(super) fn quantize_weights(
     w: &[f32],
     layout: Layout,
     (rows, depth): (usize, usize),

@@ -26,6 +26,7 @@
 mod conv;
 pub mod pack;
 mod quantize;
+mod rnn;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -34,6 +35,7 @@ use crate::threads::{Exec, SharedMut};
 pub use conv::{conv_exec, conv_reference, padded_len};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
 pub use quantize::{dequantize_linear, gather_rows_dequant, quantize_linear, Byte};
+pub use rnn::{rnn_exec, rnn_int8_scratch_len, RnnMatrix, RnnWeights};
 
 /// Rows of the largest tile any kernel computes.
 const MR_MAX: usize = 8;

@@ -165,3 +165,19 @@ pub const fn padded_conv_input_len(
     }
     batch * channels * ext[0] * ext[1] * ext[2]
 }
+
+/// `f32` elements of working memory an int8 recurrent layer (`int8::rnn_exec`) needs, for a
+/// cell of `gates` gates: the float driver's buffers (every step's input products, one step's
+/// recurrent products, the hidden and cell states, GRU's `r . H`), a copy of `H`, and the
+/// quantized `X` and `H` (bytes, four to an element).
+pub const fn rnn_int8_scratch_len(
+    gates: usize,
+    seq: usize,
+    batch: usize,
+    input: usize,
+    hidden: usize,
+) -> usize {
+    let gh = gates * hidden;
+    let driver = seq * batch * gh + batch * gh + 4 * batch * hidden;
+    driver + batch * hidden + (seq * batch * input + batch * hidden).div_ceil(4)
+}

@@ -5,6 +5,9 @@
 //!
 //! `rows_unsigned` says which operand is `u8`: the broadcast rows (products: activations
 //! times weights) or the panel columns (convolutions: weights times im2col columns).
+//!
+//! Also one-row (matrix-vector) kernels on the VNNI families, for the steps of int8 recurrent
+//! layers at batch 1 (`int8::rnn`).
 
 use core::arch::x86_64::*;
 
@@ -279,6 +282,112 @@ unsafe fn avx2<const ROWS_U8: bool>(
             } else {
                 sum
             };
+        }
+    }
+}
+
+/// One `u8` row times `np` (1 to 4) packed panels of `kg` depth groups, `stride` bytes apart,
+/// with AVX-512 VNNI: `out[16 p + c]` is the row's dot product with column `c` of panel `p`.
+/// The matrix-vector product of single rows (a recurrent layer's step at batch 1), where the
+/// 8-row tile of [`kernel_vnni512`] would compute seven rows of padding.
+///
+/// # Safety
+/// `row` is readable for `4 * kg` bytes and `cols + p * stride` for `64 * kg` bytes for every
+/// `p < np`; `np <= 4`; the CPU has AVX-512F, AVX-512BW and AVX-512 VNNI.
+pub(super) unsafe fn gemv_vnni512(
+    kg: usize,
+    row: *const u8,
+    cols: *const u8,
+    stride: usize,
+    np: usize,
+    out: &mut [i32; 64],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match np {
+            0 | 1 => gemv512::<1>(kg, row, cols, stride, out),
+            2 => gemv512::<2>(kg, row, cols, stride, out),
+            3 => gemv512::<3>(kg, row, cols, stride, out),
+            _ => gemv512::<4>(kg, row, cols, stride, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn gemv512<const NV: usize>(
+    kg: usize,
+    row: *const u8,
+    cols: *const u8,
+    stride: usize,
+    out: &mut [i32; 64],
+) {
+    // Even and odd groups accumulate apart: twice the independent dependency chains.
+    let mut c = [[_mm512_setzero_si512(); NV]; 2];
+    for g in 0..kg {
+        // SAFETY: group g of the row is readable (the contract).
+        let a = _mm512_set1_epi32(unsafe { quad(row.add(4 * g)) });
+        for (v, cv) in c[g % 2].iter_mut().enumerate() {
+            // SAFETY: panel v holds kg blocks of 64 bytes (the contract).
+            let b = unsafe { _mm512_loadu_si512(cols.add(v * stride + g * 64).cast()) };
+            *cv = _mm512_dpbusd_epi32(*cv, a, b);
+        }
+    }
+    for v in 0..NV {
+        let sum = _mm512_add_epi32(c[0][v], c[1][v]);
+        // SAFETY: 16 i32 inside `out` (v < 4).
+        unsafe { _mm512_storeu_si512(out[v * 16..].as_mut_ptr().cast(), sum) };
+    }
+}
+
+/// [`gemv_vnni512`] with AVX-VNNI on ymm (each panel two halves of 8 columns), for the 6-row
+/// tile of [`kernel_vnni256`].
+///
+/// # Safety
+/// As for [`gemv_vnni512`], on a CPU with AVX2 and AVX-VNNI.
+pub(super) unsafe fn gemv_vnni256(
+    kg: usize,
+    row: *const u8,
+    cols: *const u8,
+    stride: usize,
+    np: usize,
+    out: &mut [i32; 64],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match np {
+            0 | 1 => gemv256::<1>(kg, row, cols, stride, out),
+            2 => gemv256::<2>(kg, row, cols, stride, out),
+            3 => gemv256::<3>(kg, row, cols, stride, out),
+            _ => gemv256::<4>(kg, row, cols, stride, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn gemv256<const NV: usize>(
+    kg: usize,
+    row: *const u8,
+    cols: *const u8,
+    stride: usize,
+    out: &mut [i32; 64],
+) {
+    let mut c = [[_mm256_setzero_si256(); 2]; NV];
+    for g in 0..kg {
+        // SAFETY: group g of the row is readable (the contract).
+        let a = _mm256_set1_epi32(unsafe { quad(row.add(4 * g)) });
+        for (v, cv) in c.iter_mut().enumerate() {
+            for (half, ch) in cv.iter_mut().enumerate() {
+                // SAFETY: panel v holds kg blocks of 64 bytes (the contract).
+                let b =
+                    unsafe { _mm256_loadu_si256(cols.add(v * stride + g * 64 + half * 32).cast()) };
+                *ch = _mm256_dpbusd_avx_epi32(*ch, a, b);
+            }
+        }
+    }
+    for (v, cv) in c.iter().enumerate() {
+        for (half, ch) in cv.iter().enumerate() {
+            // SAFETY: 8 i32 inside `out` (v < 4).
+            unsafe { _mm256_storeu_si256(out[v * 16 + half * 8..].as_mut_ptr().cast(), *ch) };
         }
     }
 }
