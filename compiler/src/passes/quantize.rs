@@ -114,7 +114,7 @@ const MIN_TABLE: usize = 4096;
 
 /// A `Gather` along axis 0 of a constant 2-D float32 table (an embedding lookup) reads an int8
 /// copy of the table quantized per row (symmetric) instead: `sinter::GatherInt8`.
-fn quantize_gather(graph: &mut Graph, index: usize) -> Option<Node> {
+pub(super) fn quantize_gather(graph: &mut Graph, index: usize) -> Option<Node> {
     let node = graph.nodes[index].clone();
     let Some(Op::Indexing(ix)) = &node.op else {
         return None;

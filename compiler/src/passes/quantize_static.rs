@@ -14,6 +14,8 @@
 //! epilogue. A product read by anything else dequantizes into float32, and a `QuantizeLinear`
 //! with the calibrated parameters feeds its quantized readers.
 //!
+//! Embedding lookups read int8 tables quantized per row, as `--quantize dynamic` does.
+//!
 //! Calibration compiles the float model with every value static quantization needs a range
 //! for added to the graph outputs ([`probe`]); the pipeline is deterministic, so the second
 //! compile meets the same values under the same names. A product whose input or output has no
@@ -24,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use super::calibration::{u8_params, Calibration};
 use super::lower_int8::PackCache;
 use super::pattern::{add_constant, input, output};
-use super::quantize::{apply, plan, Io, Plan};
+use super::quantize::{apply, plan, quantize_gather, Io, Plan};
 use super::PassCx;
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
@@ -131,6 +133,15 @@ fn quantize_node(
 
 /// Quantizes every candidate product whose input and output were calibrated.
 pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration) -> Result<Graph> {
+    // Embedding tables are weights only: int8 per row, as under `--quantize dynamic`.
+    for index in 0..graph.nodes.len() {
+        if cx.quantize_exclude.contains(&graph.nodes[index].name) {
+            continue;
+        }
+        if let Some(node) = quantize_gather(&mut graph, index) {
+            graph.nodes[index] = node;
+        }
+    }
     let mut names: HashMap<&str, usize> = HashMap::new();
     for v in &graph.values {
         *names.entry(v.name.as_str()).or_default() += 1;
@@ -347,6 +358,19 @@ mod tests {
             })
             .collect();
         assert_eq!(outs, ["QuantizeLinear", "U8Float(0)", "F32"]);
+    }
+
+    #[test]
+    fn embedding_tables_become_int8_without_ranges() {
+        let table: Vec<f32> = (0..64 * 64).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
+        let graph = ModelBuilder::new()
+            .typed_input("ids", 7, &[1, 5])
+            .floats("table", &[64, 64], &table)
+            .node("Gather", &["table", "ids"], &["y"])
+            .output("y")
+            .build();
+        let out = quantize_static(graph, &PassCx::default(), &Calibration::new()).unwrap();
+        assert_eq!(out.nodes[0].op_type, "GatherInt8");
     }
 
     #[test]
