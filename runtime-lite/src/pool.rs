@@ -553,6 +553,52 @@ fn window_span(o: usize, stride: usize, kernel: usize, pad: usize, len: usize) -
     (lo, hi.max(lo))
 }
 
+/// Max pooling of totally ordered elements (the 8-bit types of quantized models: no NaN),
+/// without indices: per output row, the window's input rows are reduced element by element
+/// into one row (a pass that vectorizes), then each output takes the maximum of its columns.
+/// 3-D windows, dilations and rows wider than the row buffer take [`max_pool_indexed`]'s path.
+///
+/// Panics if a buffer is shorter than `p` says.
+pub fn max_pool_ord<T: Copy + Ord>(p: &PoolParams, x: &[T], out: &mut [T]) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let (in_len, out_len) = (id * ih * iw, od * oh * ow);
+    assert!(
+        x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+        "pool buffers too short"
+    );
+    let flat = id == 1 && od == 1 && p.kernel[0] == 1 && p.dilations == [1, 1, 1];
+    // A window wholly in the padding has no element (ONNX pads with -inf): the general path.
+    let empty = |n: usize, axis: usize, len: usize| {
+        (0..n).any(|o| {
+            let (lo, hi) = window_span(o, p.strides[axis], p.kernel[axis], p.pads_begin[axis], len);
+            lo >= hi
+        })
+    };
+    if !flat || iw > ROW_BUF || p.planes * out_len == 0 || empty(oh, 1, ih) || empty(ow, 2, iw) {
+        return max_pool_dense(p, x, out);
+    }
+    let mut rows = [x[0]; ROW_BUF];
+    let rows = &mut rows[..iw];
+    for plane in 0..p.planes {
+        let src = &x[plane * in_len..][..in_len];
+        let dst = &mut out[plane * out_len..][..out_len];
+        for (oy, dst) in dst.chunks_exact_mut(ow).enumerate() {
+            let (y0, y1) = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], ih);
+            rows.copy_from_slice(&src[y0 * iw..][..iw]);
+            for y in y0 + 1..y1 {
+                for (r, &v) in rows.iter_mut().zip(&src[y * iw..][..iw]) {
+                    *r = (*r).max(v);
+                }
+            }
+            for (ox, o) in dst.iter_mut().enumerate() {
+                let (x0, x1) = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
+                *o = rows[x0..x1].iter().copied().fold(rows[x0], T::max);
+            }
+        }
+    }
+}
+
 /// [`max_pool_indexed`] without indices and with unit dilation: each window's rows scanned
 /// where they lie, its bounds clipped once per output position.
 fn max_pool_dense<T: Copy + PartialOrd>(p: &PoolParams, x: &[T], out: &mut [T]) {
@@ -737,6 +783,15 @@ mod tests {
             max_pool_indexed(&p, &x, &mut a, None, false);
             max_pool_indexed(&p, &x, &mut b, Some(&mut ind), false);
             assert_eq!(a, b, "{input:?} {kernel:?} {strides:?} {pads:?}");
+            // The row-reducing path for ordered types, on u8 and i8.
+            let mut c = std::vec![0u8; m];
+            max_pool_ord(&p, &x, &mut c);
+            assert_eq!(c, b, "ord {input:?} {kernel:?} {strides:?} {pads:?}");
+            let xi: std::vec::Vec<i8> = x.iter().map(|&v| v as i8).collect();
+            let (mut d, mut e) = (std::vec![0i8; m], std::vec![0i8; m]);
+            max_pool_indexed(&p, &xi, &mut d, Some(&mut ind), false);
+            max_pool_ord(&p, &xi, &mut e);
+            assert_eq!(e, d, "ord i8 {input:?} {kernel:?} {strides:?} {pads:?}");
         }
     }
 

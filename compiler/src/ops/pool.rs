@@ -113,6 +113,9 @@ impl OpDef for Pool {
         let with_indices = cx.outputs.get(1).copied().flatten().is_some();
         let call = if let Some(order) = self.lp {
             quote!(::sinter_rt::pool::lp_pool_f32(&PARAMS, #order, #i0, #o0);)
+        } else if self.max && !with_indices && matches!(x.dtype, DType::U8 | DType::I8) {
+            let t = rust_type(x.dtype);
+            quote!(::sinter_rt::pool::max_pool_ord::<#t>(&PARAMS, #i0, #o0);)
         } else if self.max && (with_indices || x.dtype != DType::F32) {
             let t = rust_type(x.dtype);
             let indices = if with_indices {
