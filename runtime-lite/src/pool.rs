@@ -591,9 +591,27 @@ pub fn max_pool_ord<T: Copy + Ord>(p: &PoolParams, x: &[T], out: &mut [T]) {
                     *r = (*r).max(v);
                 }
             }
-            for (ox, o) in dst.iter_mut().enumerate() {
-                let (x0, x1) = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
-                *o = rows[x0..x1].iter().copied().fold(rows[x0], T::max);
+            let (kw, sw) = (p.kernel[2], p.strides[2]);
+            if kw == 2 && sw == 2 && p.pads_begin[2] == 0 && 2 * ow <= iw {
+                // The common 2x2 / stride 2 window: pairs.
+                for (o, pair) in dst.iter_mut().zip(rows.chunks_exact(2)) {
+                    *o = pair[0].max(pair[1]);
+                }
+            } else if p.pads_begin[2] == 0 && (ow - 1) * sw + kw <= iw {
+                // Every window whole: one strided pass per kernel column.
+                for (o, &v) in dst.iter_mut().zip(rows.iter().step_by(sw)) {
+                    *o = v;
+                }
+                for j in 1..kw {
+                    for (o, &v) in dst.iter_mut().zip(rows[j..].iter().step_by(sw)) {
+                        *o = (*o).max(v);
+                    }
+                }
+            } else {
+                for (ox, o) in dst.iter_mut().enumerate() {
+                    let (x0, x1) = window_span(ox, sw, kw, p.pads_begin[2], iw);
+                    *o = rows[x0..x1].iter().copied().fold(rows[x0], T::max);
+                }
             }
         }
     }
@@ -755,11 +773,13 @@ mod tests {
     #[test]
     fn dense_generic_max_pool_matches_the_indexed_path() {
         // (input, kernel, strides, pads) per case.
-        let cases: [[[usize; 3]; 4]; 4] = [
+        let cases: [[[usize; 3]; 4]; 6] = [
             [[1, 7, 9], [1, 2, 2], [1, 2, 2], [0, 0, 0]],
             [[1, 8, 8], [1, 3, 3], [1, 2, 2], [0, 1, 1]],
             [[1, 5, 11], [1, 3, 2], [1, 1, 3], [0, 2, 1]],
             [[3, 4, 5], [2, 2, 2], [1, 1, 1], [1, 0, 1]],
+            [[1, 8, 9], [1, 3, 3], [1, 2, 2], [0, 0, 0]],
+            [[1, 6, 12], [1, 2, 2], [1, 2, 2], [0, 0, 0]],
         ];
         for [input, kernel, strides, pads] in cases {
             let output = core::array::from_fn(|i| {
