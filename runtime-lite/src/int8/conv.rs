@@ -728,15 +728,35 @@ unsafe fn depthwise_strips(
         // Every valid output (row r < rs, column < ow) of the strip, as one run.
         let n = (rs - 1) * width + ow;
         let acc = &mut acc[..n];
-        acc.fill(0.0);
+        // Where each tap's run starts in the strip, and its weight.
+        let mut tap_at = [(0usize, 0f32); DW_EXACT_TAPS];
         for ky in 0..kh {
             let (ry, oy) = ((ky * dh) % sh, (ky * dh) / sh);
             for kx in 0..kw {
                 let (rx, ox) = ((kx * dw) % sw, (kx * dw) / sw);
                 let wf = (i32::from(taps[ky * kw + kx]) - zs) as f32;
-                let phase = &strip[(ry * sw + rx) * phase_len..][..phase_len];
-                let run = &phase[oy * width + ox..][..n];
-                for (o, &v) in acc.iter_mut().zip(run) {
+                tap_at[ky * kw + kx] = ((ry * sw + rx) * phase_len + oy * width + ox, wf);
+            }
+        }
+        let tap_at = &tap_at[..kh * kw];
+        // A block of outputs stays in registers across every tap; the tail takes the loop.
+        const BLOCK: usize = 64;
+        let mut c0 = 0;
+        while c0 + BLOCK <= n {
+            let mut block = [0f32; BLOCK];
+            for &(at, wf) in tap_at {
+                for (o, &v) in block.iter_mut().zip(&strip[at + c0..][..BLOCK]) {
+                    *o += v * wf;
+                }
+            }
+            acc[c0..c0 + BLOCK].copy_from_slice(&block);
+            c0 += BLOCK;
+        }
+        if c0 < n {
+            let tail = &mut acc[c0..];
+            tail.fill(0.0);
+            for &(at, wf) in tap_at {
+                for (o, &v) in tail.iter_mut().zip(&strip[at + c0..]) {
                     *o += v * wf;
                 }
             }
