@@ -170,6 +170,8 @@ fn pool_avx512(
 
 /// Widest input row the separable path handles (its row buffer lives on the stack).
 const ROW_BUF: usize = 4096;
+/// Longest half row the stride-2 path of [`max_pool_ord`] splits a row into.
+const HALF_ROW: usize = 512;
 
 /// `a` combined with `b` under `kind`: the maximum with NaN propagating (as ONNX Runtime's
 /// max pooling does), or the sum.
@@ -580,6 +582,7 @@ pub fn max_pool_ord<T: Copy + Ord>(p: &PoolParams, x: &[T], out: &mut [T]) {
     }
     let mut rows = [x[0]; ROW_BUF];
     let rows = &mut rows[..iw];
+    let (mut even, mut odd) = ([x[0]; HALF_ROW], [x[0]; HALF_ROW]);
     for plane in 0..p.planes {
         let src = &x[plane * in_len..][..in_len];
         let dst = &mut out[plane * out_len..][..out_len];
@@ -592,12 +595,31 @@ pub fn max_pool_ord<T: Copy + Ord>(p: &PoolParams, x: &[T], out: &mut [T]) {
                 }
             }
             let (kw, sw) = (p.kernel[2], p.strides[2]);
-            if kw == 2 && sw == 2 && p.pads_begin[2] == 0 && 2 * ow <= iw {
+            let whole = p.pads_begin[2] == 0 && (ow - 1) * sw + kw <= iw;
+            if kw == 2 && sw == 2 && whole {
                 // The common 2x2 / stride 2 window: pairs.
                 for (o, pair) in dst.iter_mut().zip(rows.chunks_exact(2)) {
                     *o = pair[0].max(pair[1]);
                 }
-            } else if p.pads_begin[2] == 0 && (ow - 1) * sw + kw <= iw {
+            } else if sw == 2 && whole && iw <= 2 * HALF_ROW {
+                // Stride 2: the row split into even and odd columns, so that every kernel
+                // column is a contiguous run of one of them.
+                let pairs = rows.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    even[iw / 2] = *last;
+                }
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+                dst.copy_from_slice(&even[..ow]);
+                for j in 1..kw {
+                    let half = if j % 2 == 0 { &even } else { &odd };
+                    for (o, &v) in dst.iter_mut().zip(&half[j / 2..j / 2 + ow]) {
+                        *o = (*o).max(v);
+                    }
+                }
+            } else if whole {
                 // Every window whole: one strided pass per kernel column.
                 for (o, &v) in dst.iter_mut().zip(rows.iter().step_by(sw)) {
                     *o = v;
@@ -773,13 +795,15 @@ mod tests {
     #[test]
     fn dense_generic_max_pool_matches_the_indexed_path() {
         // (input, kernel, strides, pads) per case.
-        let cases: [[[usize; 3]; 4]; 6] = [
+        let cases: [[[usize; 3]; 4]; 8] = [
             [[1, 7, 9], [1, 2, 2], [1, 2, 2], [0, 0, 0]],
             [[1, 8, 8], [1, 3, 3], [1, 2, 2], [0, 1, 1]],
             [[1, 5, 11], [1, 3, 2], [1, 1, 3], [0, 2, 1]],
             [[3, 4, 5], [2, 2, 2], [1, 1, 1], [1, 0, 1]],
             [[1, 8, 9], [1, 3, 3], [1, 2, 2], [0, 0, 0]],
             [[1, 6, 12], [1, 2, 2], [1, 2, 2], [0, 0, 0]],
+            [[1, 11, 11], [1, 3, 3], [1, 2, 2], [0, 0, 0]],
+            [[1, 7, 10], [1, 3, 4], [1, 2, 2], [0, 0, 0]],
         ];
         for [input, kernel, strides, pads] in cases {
             let output = core::array::from_fn(|i| {

@@ -27,6 +27,9 @@
 //! The other ops give the same bytes either way (integer products and sums, tables of
 //! dequantized values).
 //!
+//! Also `DequantizeLinear -> MaxPool -> QuantizeLinear` with equal parameters on both sides
+//! becomes `MaxPool` on the 8-bit values (see [`drop_around_max_pool`]).
+//!
 //! Left alone: anything else, including groups under different `If` guards. The
 //! `DequantizeLinear` nodes stay (ONNX Runtime gives each consumer its own copy first, so a
 //! dequantizer read elsewhere does not stop a fusion); `eliminate_dead` drops those left
@@ -60,12 +63,65 @@ pub fn fuse_qdq(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             plans.insert(end, (f.nodes, node));
         }
     }
-    Ok(fuse(graph, |_, end| {
+    let graph = fuse(graph, |_, end| {
         plans.get(&end).map(|(nodes, node)| Fusion {
             nodes: nodes.clone(),
             node: node.clone(),
         })
-    }))
+    });
+    Ok(fuse(graph, drop_around_max_pool))
+}
+
+/// `DequantizeLinear -> MaxPool -> QuantizeLinear` with the same constant scale (positive) and
+/// zero point on both sides is `MaxPool` on the 8-bit values: the maximum commutes with a
+/// dequantization that only grows, and quantizing a dequantized value with the same
+/// parameters gives it back. ONNX Runtime drops these pairs too.
+fn drop_around_max_pool(m: &Matcher<'_>, end: usize) -> Option<Fusion> {
+    let graph = m.graph;
+    let q = &graph.nodes[end];
+    if q.op_type != "QuantizeLinear"
+        || !q.domain.is_empty()
+        || !matches!(&q.op, Some(Op::QuantLinear(l)) if !l.dequantize && l.block == 0)
+    {
+        return None;
+    }
+    let (pool_index, pool) = m.op(input(q, 0)?, "MaxPool")?;
+    if !pool.domain.is_empty() || pool.outputs.iter().flatten().count() != 1 {
+        return None;
+    }
+    let (dq_index, dq) = m.op(input(pool, 0)?, "DequantizeLinear")?;
+    if !matches!(&dq.op, Some(Op::QuantLinear(l)) if l.dequantize && l.block == 0)
+        || dq.guards != q.guards
+        || pool.guards != q.guards
+    {
+        return None;
+    }
+    let x = input(dq, 0)?;
+    let dtype = graph.value(x).dtype?;
+    if !matches!(dtype, DType::U8 | DType::I8) || graph.value(output(q, 0)?).dtype != Some(dtype) {
+        return None;
+    }
+    let same = |a: Option<ValueId>, b: Option<ValueId>, default: f64| {
+        let value = |v: Option<ValueId>| match v {
+            None => Some(default),
+            Some(v) if one(graph, v) => scalar(graph, v),
+            Some(_) => None,
+        };
+        matches!((value(a), value(b)), (Some(a), Some(b)) if a == b)
+    };
+    let positive = input(dq, 1)
+        .and_then(|s| scalar(graph, s))
+        .is_some_and(|s| s > 0.0);
+    if !positive || !same(input(dq, 1), input(q, 1), 1.0) || !same(input(dq, 2), input(q, 2), 0.0) {
+        return None;
+    }
+    let mut node = pool.clone();
+    node.inputs[0] = Some(x);
+    node.outputs = vec![output(q, 0)];
+    Some(Fusion {
+        nodes: vec![dq_index, pool_index, end],
+        node,
+    })
 }
 
 /// A quantized tensor: its 8-bit value, scale and zero point (`None` when omitted).
@@ -321,10 +377,37 @@ fn build(graph: &mut Graph, zeros: &mut HashMap<DType, ValueId>, f: &Found) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::testing::{before_after, int_attr, ModelBuilder};
+    use crate::passes::testing::{before_after, int_attr, ints_attr, ModelBuilder};
 
     /// The ONNX element type code of uint8.
     const UINT8: i32 = 2;
+
+    /// `DequantizeLinear -> MaxPool -> QuantizeLinear` with output scale `out_scale`.
+    fn max_pool_group(out_scale: f32) -> Graph {
+        ModelBuilder::new()
+            .typed_input("x", UINT8, &[1, 2, 4, 4])
+            .floats("s", &[], &[0.1])
+            .floats("so", &[], &[out_scale])
+            .node("DequantizeLinear", &["x", "s"], &["d"])
+            .node_with(
+                "MaxPool",
+                &["d"],
+                &["p"],
+                vec![ints_attr("kernel_shape", &[2, 2])],
+            )
+            .node("QuantizeLinear", &["p", "so"], &["y"])
+            .output("y")
+            .build()
+    }
+
+    #[test]
+    fn max_pool_between_equal_quantizers_runs_on_the_bytes() {
+        let out = fuse_qdq(max_pool_group(0.1), &PassCx::default()).unwrap();
+        assert_eq!(out.op_histogram(), [("MaxPool".to_string(), 1)]);
+        // Another output scale: the pair stays (requantizing is not the identity).
+        let out = fuse_qdq(max_pool_group(0.2), &PassCx::default()).unwrap();
+        assert_eq!(out.nodes.len(), 3);
+    }
 
     /// `DequantizeLinear(a), DequantizeLinear(b) -> Add -> QuantizeLinear`, with `extra`
     /// nodes after it and `a_scale` of shape `a_scale_dims`.
