@@ -165,6 +165,11 @@ pub(super) fn quantize_gather(graph: &mut Graph, index: usize) -> Option<Node> {
 /// quantization also needs calibrated ranges, which this does not check).
 pub fn float_reason(graph: &Graph, index: usize, mode: Quantize) -> Option<&'static str> {
     match &graph.nodes.get(index)?.op {
+        Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_))
+            if mode == Quantize::Static && !graph.nodes[index].guards.is_empty() =>
+        {
+            Some("inside an If branch: calibration measures graph-level values only")
+        }
         Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_)) => {
             plan(graph, index, mode != Quantize::Static).err()
         }

@@ -19,7 +19,7 @@
 //! Calibration compiles the float model with every value static quantization needs a range
 //! for added to the graph outputs ([`probe`]); the pipeline is deterministic, so the second
 //! compile meets the same values under the same names. A product whose input or output has no
-//! range stays float32.
+//! range stays float32, and so does one inside an `If` branch.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,10 +32,13 @@ use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
 use crate::ops::{self, NodeCx};
 
-/// The nodes static quantization would take, with their plans.
+/// The nodes static quantization would take, with their plans. Nodes under an `If`'s guards
+/// stay float: calibration reads values as graph outputs, which a branch not taken leaves
+/// unwritten.
 fn candidates(graph: &Graph, cx: &PassCx) -> Vec<(usize, Plan)> {
     (0..graph.nodes.len())
         .filter(|&i| !cx.quantize_exclude.contains(&graph.nodes[i].name))
+        .filter(|&i| graph.nodes[i].guards.is_empty())
         .filter_map(|i| Some((i, plan(graph, i, false).ok()?)))
         .collect()
 }
@@ -190,7 +193,10 @@ pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration
         .collect();
 
     let mut cache = PackCache::default();
-    let mut quantized: HashMap<ValueId, ValueId> = HashMap::new();
+    // The uint8 version of a float value, per guard set of the nodes reading it (a
+    // `QuantizeLinear` runs under its first reader's guards, so readers under others get
+    // their own).
+    let mut quantized: HashMap<(ValueId, Vec<(ValueId, bool)>), ValueId> = HashMap::new();
     let old = std::mem::take(&mut graph.nodes);
     let mut nodes = Vec::with_capacity(old.len());
     for (i, node) in old.into_iter().enumerate() {
@@ -202,12 +208,13 @@ pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration
             nodes.push(node);
             continue;
         };
-        let qa = match quantized.get(&a) {
+        let key = (a, node.guards.clone());
+        let qa = match quantized.get(&key) {
             Some(&qa) => qa,
             None => {
                 let (q, qa) = quantize_node(&mut graph, &node, a, pa)?;
                 nodes.push(q);
-                quantized.insert(a, qa);
+                quantized.insert(key, qa);
                 qa
             }
         };
@@ -220,7 +227,7 @@ pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration
                 declared: None,
                 constant: None,
             });
-            quantized.insert(y, y_u8);
+            quantized.insert((y, node.guards.clone()), y_u8);
             Some((y_u8, py.0, py.1))
         } else {
             None
