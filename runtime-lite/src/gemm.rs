@@ -265,7 +265,26 @@ pub(crate) fn gemm_matrix_exec(
         } else {
             assert!(a.len() > last(a_strides, m, k), "gemm A too short");
             assert!(b.len() > last(b_strides, k, n), "gemm B too short");
-            if m <= 2 {
+            if m == 1 && exec.threads() > 1 && k * n >= GEMV_SPLIT {
+                // One row (a batch-1 linear layer): memory-bound on B, so the columns are
+                // split across the threads, each streaming its own part of B.
+                let chunk = n.div_ceil(exec.threads()).next_multiple_of(16);
+                exec.for_each_chunk(&mut out[..n], chunk, &|t, part| {
+                    let b = &b[t * chunk * b_strides.cols..];
+                    gemm_small(
+                        1,
+                        part.len(),
+                        k,
+                        alpha,
+                        a,
+                        a_strides,
+                        b,
+                        b_strides,
+                        accumulate,
+                        part,
+                    );
+                });
+            } else if m <= 2 {
                 gemm_small(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
             } else {
                 gemm_narrow(m, n, k, alpha, a, a_strides, b, b_strides, accumulate, out);
@@ -289,6 +308,9 @@ pub(crate) fn gemm_matrix_exec(
         epilogue,
     );
 }
+
+/// Multiply-adds from which a one-row product splits its columns across threads.
+const GEMV_SPLIT: usize = 1 << 16;
 
 /// What the blocked product does to each finished output tile: add a per-row bias (a
 /// convolution's per-channel bias), then a residual tensor, then apply activations.
@@ -1565,6 +1587,30 @@ mod tests {
             }
         }
         paths
+    }
+
+    /// A one-row product large enough to split its columns across threads gives the
+    /// one-thread result, with both layouts of B and a tail of columns.
+    #[cfg(feature = "std")]
+    #[test]
+    fn one_row_products_split_across_threads_agree() {
+        let (k, n) = (300, 1000);
+        let a: std::vec::Vec<f32> = (0..k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let b: std::vec::Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0)
+            .collect();
+        let row_major = Strides { rows: n, cols: 1 };
+        let col_major = Strides { rows: 1, cols: k };
+        for sb in [row_major, col_major] {
+            let sa = Strides { rows: k, cols: 1 };
+            let mut want = std::vec![0.5f32; n];
+            let mut got = want.clone();
+            let one = crate::threads::Exec::with_threads(1);
+            let two = crate::threads::Exec::with_threads(2);
+            gemm_f32_act_exec(&one, 1, n, k, 1.5, &a, sa, &b, sb, true, &mut want, None);
+            gemm_f32_act_exec(&two, 1, n, k, 1.5, &a, sa, &b, sb, true, &mut got, None);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
