@@ -156,14 +156,32 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
             }
         }
     }
+    // The calibration table, tracked like the model: editing it rebuilds the crate.
+    let mut track_table = TokenStream::new();
     if let Some(table) = &args.calibration {
-        builder = builder.calibration_table(manifest_dir.join(table.value()));
+        let table_path = manifest_dir.join(table.value());
+        match std::fs::canonicalize(&table_path) {
+            Ok(abs) => {
+                let abs = abs.display().to_string();
+                track_table = quote::quote!(
+                    const _: &[u8] = include_bytes!(#abs);
+                );
+            }
+            Err(e) => {
+                let msg = format!("sinter: calibration table {}: {e}", table_path.display());
+                return syn::Error::new(table.span(), msg).to_compile_error();
+            }
+        }
+        builder = builder.calibration_table(table_path);
     }
     if let Some(name) = &args.name {
         builder = builder.module_name(name.to_string());
     }
     match builder.tokens() {
-        Ok(tokens) => tokens,
+        Ok(mut tokens) => {
+            tokens.extend(track_table);
+            tokens
+        }
         Err(e) => syn::Error::new(args.path.span(), format!("sinter: {}: {e}", path.display()))
             .to_compile_error(),
     }
@@ -214,6 +232,39 @@ mod tests {
         .to_string();
         assert!(
             out.contains("quantize is `none`, `dynamic` or `static`"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn quantize_static_reads_and_tracks_its_calibration_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = expand(
+            quote!(
+                "tests/data/tiny_cnn/model.onnx",
+                quantize = static,
+                calibration = "no/such/table.tsv"
+            ),
+            &root,
+        )
+        .to_string();
+        assert!(
+            out.contains("compile_error") && out.contains("no/such/table.tsv"),
+            "{out}"
+        );
+        let out = expand(
+            quote!(
+                "tests/data/tiny_cnn/model.onnx",
+                quantize = static,
+                calibration = "tests/data/tiny_cnn/calibration.tsv"
+            ),
+            &root,
+        )
+        .to_string();
+        assert!(
+            out.contains("calibration.tsv")
+                && out.contains("include_bytes")
+                && out.contains("int8"),
             "{out}"
         );
     }
