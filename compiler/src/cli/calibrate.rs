@@ -154,12 +154,7 @@ pub(crate) fn measure(
     write_if_changed(&src.join("calibration.rs"), module.as_bytes())?;
     let reads = graph.inputs.iter().enumerate().map(|(k, &id)| {
         let var = format_ident!("in{}", k);
-        let dtype = graph.value(id).dtype.unwrap_or(DType::F32);
-        let t = if dtype == DType::Bool {
-            quote!(bool)
-        } else {
-            crate::ops::rust_type(dtype)
-        };
+        let t = harness::api_type(graph.value(id).dtype.unwrap_or(DType::F32));
         let file = input_files[k];
         quote!(let #var: Vec<#t> = read_input(dir, #file)?;)
     });

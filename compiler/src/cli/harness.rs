@@ -214,6 +214,15 @@ pub(super) fn elem_io(writes: bool) -> TokenStream {
     }
 }
 
+/// The element type a generated model's `run_slices` takes for `dtype`.
+pub(super) fn api_type(dtype: DType) -> TokenStream {
+    if dtype == DType::Bool {
+        quote!(bool)
+    } else {
+        crate::ops::rust_type(dtype)
+    }
+}
+
 /// Deterministic inputs in [-1, 1) for floats, small values for integers, alternating bools.
 pub(super) fn synthetic(dtype: DType, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
@@ -313,11 +322,7 @@ impl Measured {
             let path = dir.join(format!("in_{k}.bin"));
             std::fs::write(&path, &tensor.bytes).map_err(io_err(&path))?;
             let var = format_ident!("in{}", k);
-            let t = if dtype == DType::Bool {
-                quote!(bool)
-            } else {
-                crate::ops::rust_type(dtype)
-            };
+            let t = api_type(dtype);
             reads.push(quote!(let #var: Vec<#t> = read_input(&dir, #k).expect("input file");));
             arg_idents.push(var);
         }

@@ -244,7 +244,7 @@ fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenS
     let graph = &compiled.graph;
     let reads = graph.inputs.iter().enumerate().map(|(k, &id)| {
         let var = format_ident!("in{}", k);
-        let t = api_type(graph.value(id).dtype.unwrap_or(DType::F32));
+        let t = harness::api_type(graph.value(id).dtype.unwrap_or(DType::F32));
         let file = input_map.get(k).copied().unwrap_or(k);
         quote!(let #var: Vec<#t> = read_input(dir, #file)?;)
     });
@@ -266,14 +266,6 @@ fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenS
             #(#writes)*
             Ok(())
         }
-    }
-}
-
-fn api_type(dtype: DType) -> TokenStream {
-    if dtype == DType::Bool {
-        quote!(bool)
-    } else {
-        crate::ops::rust_type(dtype)
     }
 }
 

@@ -79,10 +79,7 @@ pub fn fuse_qdq(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
 fn drop_around_max_pool(m: &Matcher<'_>, end: usize) -> Option<Fusion> {
     let graph = m.graph;
     let q = &graph.nodes[end];
-    if q.op_type != "QuantizeLinear"
-        || !q.domain.is_empty()
-        || !matches!(&q.op, Some(Op::QuantLinear(l)) if !l.dequantize && l.block == 0)
-    {
+    if !is_quantizer(q) {
         return None;
     }
     let (pool_index, pool) = m.op(input(q, 0)?, "MaxPool")?;
@@ -190,6 +187,13 @@ fn dequantized(m: &Matcher<'_>, v: ValueId, guards: &[(ValueId, bool)]) -> Optio
     (per_tensor && matches!(dtype, DType::U8 | DType::I8)).then_some((q, dtype))
 }
 
+/// Whether `node` is an unblocked default-domain `QuantizeLinear`.
+fn is_quantizer(node: &Node) -> bool {
+    node.op_type == "QuantizeLinear"
+        && node.domain.is_empty()
+        && matches!(&node.op, Some(Op::QuantLinear(l)) if !l.dequantize && l.block == 0)
+}
+
 /// A one-element constant as a number.
 fn scalar(graph: &Graph, v: ValueId) -> Option<f64> {
     let values = graph.value(v).constant.as_ref()?.to_f64s();
@@ -212,10 +216,7 @@ fn relu_redundant(graph: &Graph, out: &Quant, dtype: DType) -> bool {
 fn find(m: &Matcher<'_>, end: usize) -> Option<Found> {
     let graph = m.graph;
     let q = &graph.nodes[end];
-    if q.op_type != "QuantizeLinear"
-        || !q.domain.is_empty()
-        || !matches!(&q.op, Some(Op::QuantLinear(l)) if !l.dequantize && l.block == 0)
-    {
+    if !is_quantizer(q) {
         return None;
     }
     let out = Quant {

@@ -25,12 +25,11 @@ use std::collections::{HashMap, HashSet};
 
 use super::calibration::{u8_params, Calibration};
 use super::lower_int8::PackCache;
-use super::pattern::{add_constant, input, output};
+use super::pattern::{add_constant, input, new_node, output};
 use super::quantize::{apply, plan, quantize_gather, Io, Plan};
 use super::PassCx;
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
-use crate::ops::{self, NodeCx};
 
 /// The nodes static quantization would take, with their plans. Nodes under an `If`'s guards
 /// stay float: calibration reads values as graph outputs, which a branch not taken leaves
@@ -117,20 +116,20 @@ fn quantize_node(
         declared: None,
         constant: None,
     });
-    let mut node = Node {
-        name: format!("{name}/quantize"),
-        op_type: "QuantizeLinear".into(),
-        domain: String::new(),
+    // Guarded like its reader, at an opset that has QuantizeLinear's scalar form.
+    let reader = Node {
         opset: like.opset.max(13),
-        inputs: vec![Some(x), Some(s), Some(z)],
-        outputs: vec![Some(y)],
-        attributes: Vec::new(),
-        op: None,
-        guards: like.guards.clone(),
+        ..like.clone()
     };
-    let parsed = ops::parse(&NodeCx { node: &node })
-        .ok_or_else(|| CompileError::unsupported("QuantizeLinear is not registered"))??;
-    node.op = Some(parsed);
+    let node = new_node(
+        format!("{name}/quantize"),
+        "QuantizeLinear",
+        vec![Some(x), Some(s), Some(z)],
+        vec![Some(y)],
+        Vec::new(),
+        &reader,
+    )
+    .ok_or_else(|| CompileError::unsupported("QuantizeLinear does not parse"))?;
     Ok((node, y))
 }
 
@@ -258,10 +257,15 @@ mod tests {
     use crate::ops::Op;
     use crate::passes::testing::{ints_attr, ModelBuilder};
 
-    /// `x -> Conv -> Relu -> r1 -> Conv -> Sigmoid -> y`, with `extra` graph outputs, fused
-    /// (the Relu and the Sigmoid join the Convs) and statically quantized with a table for
-    /// `x`, `r1` and `y`. Returns the quantized graph's ops, products with their output kind.
-    fn quantized_ops(extra: &[&str]) -> Vec<String> {
+    /// `x -> Conv -> ACT -> MID -> Conv [-> LAST] -> y` (8 channels each, the first 3x3 padded),
+    /// with `extra` graph outputs, fused (the activations join the Convs) and statically
+    /// quantized with `ranges`.
+    fn two_convs(
+        (act, mid): (&str, &str),
+        last: Option<&str>,
+        extra: &[&str],
+        ranges: &[(&str, f32, f32)],
+    ) -> Graph {
         let w1: Vec<f32> = (0..8 * 4 * 9)
             .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
             .collect();
@@ -278,20 +282,31 @@ mod tests {
                 &["c1"],
                 vec![ints_attr("pads", &[1, 1, 1, 1])],
             )
-            .node("Relu", &["c1"], &["r1"])
-            .node("Conv", &["r1", "w2"], &["c2"])
-            .node("Sigmoid", &["c2"], &["y"])
-            .output("y");
+            .node(act, &["c1"], &[mid]);
+        model = match last {
+            Some(op) => model
+                .node("Conv", &[mid, "w2"], &["c2"])
+                .node(op, &["c2"], &["y"]),
+            None => model.node("Conv", &[mid, "w2"], &["y"]),
+        };
+        model = model.output("y");
         for name in extra {
             model = model.output(name);
         }
         let graph = crate::passes::fuse_activation(model.build(), &PassCx::default()).unwrap();
         let mut table = Calibration::new();
-        table.insert("x", -1.0, 1.0);
-        table.insert("r1", 0.0, 3.0);
-        table.insert("y", 0.0, 1.0);
-        let cx = PassCx::default();
-        let graph = quantize_static(graph, &cx, &table).unwrap();
+        for &(name, lo, hi) in ranges {
+            table.insert(name, lo, hi);
+        }
+        quantize_static(graph, &PassCx::default(), &table).unwrap()
+    }
+
+    /// `x -> Conv -> Relu -> r1 -> Conv -> Sigmoid -> y`, with `extra` graph outputs, and a
+    /// table for `x`, `r1` and `y`. Returns the quantized graph's ops, products with their
+    /// output kind.
+    fn quantized_ops(extra: &[&str]) -> Vec<String> {
+        let ranges = [("x", -1.0, 1.0), ("r1", 0.0, 3.0), ("y", 0.0, 1.0)];
+        let graph = two_convs(("Relu", "r1"), Some("Sigmoid"), extra, &ranges);
         graph
             .nodes
             .iter()
@@ -330,32 +345,8 @@ mod tests {
     fn activations_the_clamp_cannot_compute_quantize_after_the_float_epilogue() {
         // x -> Conv -> Sigmoid -> s1 -> Conv -> y: the Sigmoid joins the first product, which
         // still hands the second `uint8`, through its float epilogue.
-        let w1: Vec<f32> = (0..8 * 4 * 9)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
-            .collect();
-        let w2: Vec<f32> = (0..8 * 8)
-            .map(|i| ((i * 5 % 9) as f32 - 4.0) / 8.0)
-            .collect();
-        let graph = ModelBuilder::new()
-            .input("x", &[1, 4, 6, 6])
-            .floats("w1", &[8, 4, 3, 3], &w1)
-            .floats("w2", &[8, 8, 1, 1], &w2)
-            .node_with(
-                "Conv",
-                &["x", "w1"],
-                &["c1"],
-                vec![ints_attr("pads", &[1, 1, 1, 1])],
-            )
-            .node("Sigmoid", &["c1"], &["s1"])
-            .node("Conv", &["s1", "w2"], &["y"])
-            .output("y")
-            .build();
-        let graph = crate::passes::fuse_activation(graph, &PassCx::default()).unwrap();
-        let mut table = Calibration::new();
-        table.insert("x", -1.0, 1.0);
-        table.insert("s1", 0.0, 1.0);
-        table.insert("y", -3.0, 3.0);
-        let graph = quantize_static(graph, &PassCx::default(), &table).unwrap();
+        let ranges = [("x", -1.0, 1.0), ("s1", 0.0, 1.0), ("y", -3.0, 3.0)];
+        let graph = two_convs(("Sigmoid", "s1"), None, &[], &ranges);
         let outs: Vec<String> = graph
             .nodes
             .iter()
