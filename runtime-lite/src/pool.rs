@@ -555,6 +555,66 @@ fn window_span(o: usize, stride: usize, kernel: usize, pad: usize, len: usize) -
     (lo, hi.max(lo))
 }
 
+/// [`max_pool_ord`] in the channels-last layout: `x: [N, *input, C]` and `out: [N, *output,
+/// C]` with `p.planes = N` and `channels = C`. Each output pixel takes the elementwise maximum
+/// of its window's channel runs (a pass over contiguous bytes that vectorizes). Dilations
+/// must be 1. A window wholly in the padding takes its image's first pixel, as the
+/// channels-first kernel does.
+///
+/// Panics if a buffer is shorter than `p` says or a dilation is not 1.
+pub fn max_pool_nhwc<T: Copy + Ord>(p: &PoolParams, channels: usize, x: &[T], out: &mut [T]) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let c = channels;
+    let (in_len, out_len) = (id * ih * iw * c, od * oh * ow * c);
+    assert!(
+        x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+        "pool buffers too short"
+    );
+    assert!(
+        p.dilations == [1, 1, 1],
+        "channels-last max pool: dilations"
+    );
+    if c == 0 {
+        return;
+    }
+    for n in 0..p.planes {
+        let image = &x[n * in_len..][..in_len];
+        let dst = &mut out[n * out_len..][..out_len];
+        let mut pixels = dst.chunks_exact_mut(c);
+        for oz in 0..od {
+            let (z0, z1) = window_span(oz, p.strides[0], p.kernel[0], p.pads_begin[0], id);
+            for oy in 0..oh {
+                let (y0, y1) = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], ih);
+                for ox in 0..ow {
+                    let (x0, x1) = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
+                    let Some(pixel) = pixels.next() else { return };
+                    let mut first = true;
+                    for z in z0..z1 {
+                        for y in y0..y1 {
+                            let row =
+                                &image[((z * ih + y) * iw + x0) * c..((z * ih + y) * iw + x1) * c];
+                            for src in row.chunks_exact(c) {
+                                if first {
+                                    pixel.copy_from_slice(src);
+                                    first = false;
+                                } else {
+                                    for (d, &v) in pixel.iter_mut().zip(src) {
+                                        *d = (*d).max(v);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if first {
+                        pixel.copy_from_slice(&image[..c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Max pooling of totally ordered elements (the 8-bit types of quantized models: no NaN),
 /// without indices: per output row, the window's input rows are reduced element by element
 /// into one row (a pass that vectorizes), then each output takes the maximum of its columns.
@@ -836,6 +896,18 @@ mod tests {
             max_pool_indexed(&p, &xi, &mut d, Some(&mut ind), false);
             max_pool_ord(&p, &xi, &mut e);
             assert_eq!(e, d, "ord i8 {input:?} {kernel:?} {strides:?} {pads:?}");
+            // Channels last: the two planes as the channels of one image.
+            let last = |v: &[u8]| -> std::vec::Vec<u8> {
+                let half = v.len() / 2;
+                (0..v.len()).map(|i| v[(i % 2) * half + i / 2]).collect()
+            };
+            let mut f = std::vec![0u8; m];
+            max_pool_nhwc(&PoolParams { planes: 1, ..p }, 2, &last(&x), &mut f);
+            assert_eq!(
+                f,
+                last(&b),
+                "nhwc {input:?} {kernel:?} {strides:?} {pads:?}"
+            );
         }
     }
 

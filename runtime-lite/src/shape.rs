@@ -33,6 +33,31 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
         out[..n].copy_from_slice(&x[..n]);
         return;
     }
+    // Axes `lead..split` and `split..rank` trading places after `lead` fixed ones (NCHW to
+    // NHWC and back): a batch of matrix transposes, done in cache-sized tiles.
+    let lead = perm
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &a)| i == a)
+        .count();
+    if tail == 0 && lead < rank {
+        let split = perm[lead];
+        let rotated = (lead..rank).all(|i| {
+            let want = if i < lead + rank - split {
+                split + (i - lead)
+            } else {
+                lead + (i - lead - (rank - split))
+            };
+            perm[i] == want
+        });
+        if rotated {
+            let batch: usize = in_shape[..lead].iter().product();
+            let rows: usize = in_shape[lead..split].iter().product();
+            let cols: usize = in_shape[split..].iter().product();
+            transpose_matrices(x, out, batch, rows, cols);
+            return;
+        }
+    }
     let block: usize = in_shape[rank - tail..].iter().product();
     if tail > 0 && block > 1 {
         let outer = rank - tail;
@@ -44,6 +69,32 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
     crate::elementwise::for_each_index(&out_shape[..rank], [&strides[..rank]], |i, [src]| {
         out[i] = x[src];
     });
+}
+
+/// `batch` row-major `rows x cols` matrices of `x` transposed into `out` (`cols x rows`
+/// each), in tiles that stay in the L1 cache.
+fn transpose_matrices<T: Copy>(x: &[T], out: &mut [T], batch: usize, rows: usize, cols: usize) {
+    const TILE: usize = 32;
+    let len = rows * cols;
+    assert!(
+        x.len() >= batch * len && out.len() >= batch * len,
+        "transpose buffers too short"
+    );
+    for b in 0..batch {
+        let (src, dst) = (&x[b * len..][..len], &mut out[b * len..][..len]);
+        for r0 in (0..rows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(rows);
+            for c0 in (0..cols).step_by(TILE) {
+                let c1 = (c0 + TILE).min(cols);
+                for c in c0..c1 {
+                    let dst = &mut dst[c * rows + r0..c * rows + r1];
+                    for (d, r) in dst.iter_mut().zip(r0..r1) {
+                        *d = src[r * cols + c];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Copies one concatenation input, viewed as `[outer, in_block]`, into its column range
@@ -701,6 +752,39 @@ mod tests {
         let mut out = [0; 6];
         transpose(&x, &mut out, &[2, 3], &[1, 0]);
         assert_eq!(out, [1, 4, 2, 5, 3, 6]);
+    }
+
+    /// Rotations of trailing axes (the matrix-tile path) against the index formula.
+    #[test]
+    fn axis_rotations_match_the_index_formula() {
+        for (shape, perm) in [
+            (&[2, 3, 37, 41][..], &[0, 2, 3, 1][..]),
+            (&[2, 37, 41, 3][..], &[0, 3, 1, 2][..]),
+            (&[1, 5, 4, 6, 70][..], &[0, 4, 1, 2, 3][..]),
+            (&[33, 65][..], &[1, 0][..]),
+            (&[3, 4, 5][..], &[1, 2, 0][..]),
+        ] {
+            let len: usize = shape.iter().product();
+            let x: std::vec::Vec<u32> = (0..len as u32).collect();
+            let mut out = std::vec![0u32; len];
+            transpose(&x, &mut out, shape, perm);
+            let out_shape: std::vec::Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            for (i, &v) in out.iter().enumerate() {
+                // The output index's coordinates, then the input element they name.
+                let mut rest = i;
+                let mut coords = std::vec![0usize; shape.len()];
+                for axis in (0..shape.len()).rev() {
+                    coords[axis] = rest % out_shape[axis];
+                    rest /= out_shape[axis];
+                }
+                let mut src = 0;
+                for (axis, &n) in shape.iter().enumerate() {
+                    let at = perm.iter().position(|&p| p == axis).unwrap_or(0);
+                    src = src * n + coords[at];
+                }
+                assert_eq!(v, x[src], "{shape:?} {perm:?} at {i}");
+            }
+        }
     }
 
     #[test]

@@ -359,6 +359,19 @@ impl<'a, T> SharedMut<'a, T> {
         // guarantees no overlapping sub-slice is alive.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+
+    /// A raw pointer to element `start`, for writes inside `[start, start + len)` that other
+    /// tasks interleave with (the rows of a tile): no slice is made.
+    ///
+    /// Panics if the range is outside the buffer.
+    pub fn span_ptr(&self, start: usize, len: usize) -> *mut T {
+        assert!(
+            start.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared slice out of bounds"
+        );
+        // SAFETY: in bounds (asserted).
+        unsafe { self.ptr.add(start) }
+    }
 }
 
 #[cfg(all(test, feature = "std"))]

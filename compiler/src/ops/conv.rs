@@ -258,14 +258,18 @@ impl Conv {
     }
 
     pub(crate) fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
-        let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
-        if x.shape.len() < 3 || w.len() != x.shape.len() {
+        self.geometry_of(cx.input(0)?.shape, cx)
+    }
+
+    /// The geometry for an input of (channels-first) shape `x`.
+    pub(crate) fn geometry_of(&self, x: &[usize], cx: &OpCx<'_>) -> Result<Geometry> {
+        let w = self.weight_shape(cx)?;
+        if x.len() < 3 || w.len() != x.len() {
             return Err(CompileError::shape(format!(
-                "X {:?} and W {w:?} must have equal rank >= 3",
-                x.shape
+                "X {x:?} and W {w:?} must have equal rank >= 3"
             )));
         }
-        let g = self.window.resolve(&x.shape[2..], Some(&w[2..]))?;
+        let g = self.window.resolve(&x[2..], Some(&w[2..]))?;
         if let Some(k) = &self.window.kernel {
             if k != &g.kernel {
                 return Err(CompileError::attribute(
@@ -278,12 +282,16 @@ impl Conv {
     }
 
     pub(crate) fn params(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
-        let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
-        let g = self.geometry(cx)?;
-        let (batch, cin, cout, groups) =
-            (lit(x.shape[0]), lit(x.shape[1]), lit(w[0]), lit(self.group));
+        self.params_of(cx.input(0)?.shape, cx)
+    }
+
+    /// `sinter_rt::conv::ConvParams` for an input of (channels-first) shape `x`.
+    pub(crate) fn params_of(&self, x: &[usize], cx: &OpCx<'_>) -> Result<TokenStream> {
+        let w = self.weight_shape(cx)?;
+        let g = self.geometry_of(x, cx)?;
+        let (batch, cin, cout, groups) = (lit(x[0]), lit(x[1]), lit(w[0]), lit(self.group));
         let packed = self.packed_from.is_some();
-        let input = usize3(&x.shape[2..], 1);
+        let input = usize3(&x[2..], 1);
         let output = usize3(&g.output, 1);
         let kernel = usize3(&g.kernel, 1);
         let strides = usize3(&g.strides, 1);

@@ -43,6 +43,22 @@ pub enum Int8Shape {
     },
     /// A convolution; its `packed_from` holds the weights' ONNX shape.
     Conv(Conv),
+    /// A dense convolution in the channels-last layout (`A: [N, *spatial, C]`, output
+    /// `[N, *spatial, M]`), its weights packed as `C * kernel x M` column panels with the
+    /// depth running over the taps, then the channels (`sinter_rt::int8::conv_nhwc_exec`).
+    ConvChannelsLast(Conv),
+}
+
+/// `[N, *spatial, C]` as `[N, C, *spatial]`.
+pub fn channels_first(shape: &[usize]) -> Vec<usize> {
+    match shape.split_last() {
+        Some((&c, lead)) if !lead.is_empty() => {
+            let mut out = vec![lead[0], c];
+            out.extend(&lead[1..]);
+            out
+        }
+        _ => shape.to_vec(),
+    }
 }
 
 /// What the product's `i32` sums become.
@@ -116,6 +132,14 @@ impl Int8Product {
                 shape.extend(&g.output);
                 Ok(shape)
             }
+            Int8Shape::ConvChannelsLast(conv) => {
+                let w = conv.weight_shape(cx)?;
+                let g = conv.geometry_of(&channels_first(a.shape), cx)?;
+                let mut shape = vec![a.shape[0]];
+                shape.extend(&g.output);
+                shape.push(w[0]);
+                Ok(shape)
+            }
         }
     }
 }
@@ -125,16 +149,34 @@ impl Int8Product {
     /// (`sinter_rt::int8::padded_len`, the same formula): 0 for products and convolutions
     /// that read their input in place.
     fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
-        let Int8Shape::Conv(conv) = &self.shape else {
-            return Ok(0);
+        let (conv, last) = match &self.shape {
+            Int8Shape::MatMul { .. } => return Ok(0),
+            Int8Shape::Conv(conv) => (conv, false),
+            Int8Shape::ConvChannelsLast(conv) => (conv, true),
         };
-        let (x, w) = (cx.input(0)?, conv.weight_shape(cx)?);
-        let g = conv.geometry(cx)?;
+        let x = cx.input(0)?;
+        let w = conv.weight_shape(cx)?;
         // Right-aligned in three axes, as `ConvParams` holds them.
         let three = |v: &[usize], fill: usize| -> [usize; 3] {
             let lead = 3usize.saturating_sub(v.len());
             core::array::from_fn(|i| if i < lead { fill } else { v[i - lead] })
         };
+        if last {
+            let shape = channels_first(x.shape);
+            let g = conv.geometry_of(&shape, cx)?;
+            return Ok(crate::ir::int8_pack::channels_last_padded_len(
+                shape[0],
+                shape[1],
+                x.dtype == DType::U8,
+                three(&shape[2..], 1),
+                three(&g.output, 1),
+                three(&g.kernel, 1),
+                three(&g.strides, 1),
+                three(&g.dilations, 1),
+                three(&g.pads_begin, 0),
+            ));
+        }
+        let g = conv.geometry(cx)?;
         let (cin, cout) = (x.shape[1], w[0]);
         let depthwise = conv.group == cin && conv.group == cout;
         Ok(crate::ir::int8_pack::padded_conv_input_len(
@@ -181,7 +223,10 @@ impl OpDef for Int8Product {
         let mut code = TokenStream::new();
         // Scratch: the quantized input (dynamic), then the padded input (convolutions).
         let padded = self.padded_len(cx)?;
-        let conv = matches!(self.shape, Int8Shape::Conv(_));
+        let conv = matches!(
+            self.shape,
+            Int8Shape::Conv(_) | Int8Shape::ConvChannelsLast(_)
+        );
         let quantized = lit(if self.dynamic {
             a.shape.iter().product()
         } else {
@@ -293,6 +338,13 @@ impl OpDef for Int8Product {
                 code.extend(quote! {
                     const PARAMS: ::sinter_rt::conv::ConvParams = #params;
                     ::sinter_rt::int8::conv_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
+                });
+            }
+            Int8Shape::ConvChannelsLast(conv) => {
+                let params = conv.params_of(&channels_first(a.shape), cx)?;
+                code.extend(quote! {
+                    const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+                    ::sinter_rt::int8::conv_nhwc_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
                 });
             }
         }

@@ -37,6 +37,20 @@ pub struct Pool {
     pub count_include_pad: bool,
     /// The window.
     pub window: Window,
+    /// 8-bit max pooling in the channels-last layout (`[N, *spatial, C]`), set by
+    /// `passes::int8_channels_last`; never read from a model.
+    pub channels_last: bool,
+}
+
+impl Pool {
+    /// The input's spatial extents and channel count.
+    fn spatial<'s>(&self, shape: &'s [usize]) -> (&'s [usize], usize) {
+        if self.channels_last {
+            (&shape[1..shape.len() - 1], shape[shape.len() - 1])
+        } else {
+            (&shape[2..], shape[1])
+        }
+    }
 }
 
 impl OpDef for Pool {
@@ -57,6 +71,7 @@ impl OpDef for Pool {
             storage_order: max && node.i64_or("storage_order", 0)? != 0,
             count_include_pad: node.i64_or("count_include_pad", 0)? != 0,
             window,
+            channels_last: false,
         })
     }
 
@@ -77,9 +92,16 @@ impl OpDef for Pool {
                 x.shape
             )));
         }
-        let g = self.window.resolve(&x.shape[2..], None)?;
-        let mut shape = x.shape[..2].to_vec();
-        shape.extend(&g.output);
+        let (spatial, channels) = self.spatial(x.shape);
+        let g = self.window.resolve(spatial, None)?;
+        let mut shape = vec![x.shape[0]];
+        if self.channels_last {
+            shape.extend(&g.output);
+            shape.push(channels);
+        } else {
+            shape.push(channels);
+            shape.extend(&g.output);
+        }
         let mut out = vec![TypeShape::new(x.dtype, shape.clone())];
         if self.max {
             out.push(TypeShape::new(DType::I64, shape));
@@ -89,10 +111,15 @@ impl OpDef for Pool {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
-        let g = self.window.resolve(&x.shape[2..], None)?;
-        let planes = lit(x.shape[0] * x.shape[1]);
+        let (spatial, channels) = self.spatial(x.shape);
+        let g = self.window.resolve(spatial, None)?;
+        let planes = lit(if self.channels_last {
+            x.shape[0]
+        } else {
+            x.shape[0] * channels
+        });
         let (input, output, kernel) = (
-            usize3(&x.shape[2..], 1),
+            usize3(spatial, 1),
             usize3(&g.output, 1),
             usize3(&g.kernel, 1),
         );
@@ -111,7 +138,10 @@ impl OpDef for Pool {
             };
         };
         let with_indices = cx.outputs.get(1).copied().flatten().is_some();
-        let call = if let Some(order) = self.lp {
+        let call = if self.channels_last {
+            let (t, channels) = (rust_type(x.dtype), lit(channels));
+            quote!(::sinter_rt::pool::max_pool_nhwc::<#t>(&PARAMS, #channels, #i0, #o0);)
+        } else if let Some(order) = self.lp {
             quote!(::sinter_rt::pool::lp_pool_f32(&PARAMS, #order, #i0, #o0);)
         } else if self.max && !with_indices && matches!(x.dtype, DType::U8 | DType::I8) {
             let t = rust_type(x.dtype);

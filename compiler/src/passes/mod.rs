@@ -16,6 +16,7 @@ mod fuse_qdq;
 mod fuse_residual;
 mod fuse_silu;
 mod infer_shapes;
+mod int8_layout;
 mod lower_int8;
 mod pack_weights;
 mod pattern;
@@ -43,6 +44,7 @@ pub use fuse_qdq::fuse_qdq;
 pub use fuse_residual::fuse_residual;
 pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
+pub use int8_layout::int8_channels_last;
 pub use lower_int8::lower_int8;
 pub use pack_weights::pack_weights;
 pub use quantize::{float_reason, quantize, Quantize};
@@ -242,6 +244,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_activation",
         min_level: OptLevel::O2,
         run: fuse_activation,
+    },
+    // Last: the products' epilogues are final; 8-bit convolutions go channels last.
+    PassInfo {
+        name: "int8_channels_last",
+        min_level: OptLevel::O2,
+        run: int8_channels_last,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];

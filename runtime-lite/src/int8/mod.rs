@@ -24,6 +24,7 @@
 //! requantized as ONNX Runtime does it (`f32` multiply, round half to even, saturate).
 
 mod conv;
+mod nhwc;
 pub mod pack;
 mod quantize;
 mod rnn;
@@ -33,6 +34,7 @@ mod x86_64;
 use crate::epilogue::Activation;
 use crate::threads::{Exec, SharedMut};
 pub use conv::{conv_exec, conv_reference, padded_len};
+pub use nhwc::{conv_nhwc_exec, padded_len as conv_nhwc_padded_len};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
 pub use quantize::{dequantize_linear, gather_rows_dequant, quantize_linear, Byte};
 pub use rnn::{rnn_exec, rnn_int8_scratch_len, RnnMatrix, RnnWeights};
@@ -343,6 +345,18 @@ fn requant_one(v: i32, bias: i32, mult: f32, zero: i32, lo: i32, hi: i32) -> i32
 }
 
 impl Sink<'_> {
+    /// For an 8-bit requantized output, what a kernel that requantizes in registers needs
+    /// to write tile `at`: where its first row starts and the output's zero point and range.
+    #[cfg(target_arch = "x86_64")]
+    fn requant_tile(&self, at: &TilePlace) -> Option<(*mut u8, i32, i32, i32)> {
+        let span = (at.rows.max(1) - 1) * at.ld + at.cols;
+        match self {
+            Sink::U8(out, q) => Some((out.span_ptr(at.start, span), q.zero, 0, 255)),
+            Sink::I8(out, q) => Some((out.span_ptr(at.start, span).cast(), q.zero, -128, 127)),
+            _ => None,
+        }
+    }
+
     /// Corrects the tile `acc` with the row and column parameters and writes it to its place.
     ///
     /// # Safety

@@ -135,6 +135,19 @@ pub const fn conv_window(
     ext
 }
 
+/// Whether windows of extent `ext` (from [`conv_window`]) with no padding at the start lie
+/// inside the input.
+const fn window_inside(ext: [usize; 3], input: [usize; 3], pads: [usize; 3]) -> bool {
+    let mut a = 0;
+    while a < 3 {
+        if pads[a] != 0 || ext[a] > input[a] {
+            return false;
+        }
+        a += 1;
+    }
+    true
+}
+
 /// Bytes of the zero-padded input copy a dense or grouped int8 convolution packs its columns
 /// from: `batch * channels` planes of [`conv_window`]; 0 when it reads the input in place
 /// (no padding at the start, a window inside the input) or is depthwise.
@@ -154,13 +167,7 @@ pub const fn padded_conv_input_len(
     pads: [usize; 3],
 ) -> usize {
     let ext = conv_window(output, kernel, strides, dilations);
-    let in_place = pads[0] == 0
-        && pads[1] == 0
-        && pads[2] == 0
-        && ext[0] <= input[0]
-        && ext[1] <= input[1]
-        && ext[2] <= input[2];
-    if depthwise || in_place {
+    if depthwise || window_inside(ext, input, pads) {
         return 0;
     }
     batch * channels * ext[0] * ext[1] * ext[2]
@@ -180,4 +187,38 @@ pub const fn rnn_int8_scratch_len(
     let gh = gates * hidden;
     let driver = seq * batch * gh + batch * gh + 4 * batch * hidden;
     driver + batch * hidden + (seq * batch * input + batch * hidden).div_ceil(4)
+}
+
+/// The deepest dense convolution (`kernel * C` with `C` rounded up to a multiple of 4) the
+/// channels-last int8 kernel (`int8::conv_nhwc_exec`) takes: kernel families without
+/// AVX-512 gather a tile of rows this deep.
+pub const CHANNELS_LAST_MAX_DEPTH: usize = 4608;
+
+/// The most kernel taps the channels-last int8 kernel takes (it keeps one offset per tap).
+pub const CHANNELS_LAST_MAX_TAPS: usize = 128;
+
+/// Bytes of the padded input copy the channels-last int8 convolution reads its windows from:
+/// `batch` images of the [`conv_window`] with `channels` rounded up to a multiple of 4; 0 when
+/// it reads a `uint8` (`unsigned`) input in place (no padding at the start, a window inside
+/// the input, whole groups of channels).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a convolution's geometry, axis by axis"
+)]
+pub const fn channels_last_padded_len(
+    batch: usize,
+    channels: usize,
+    unsigned: bool,
+    input: [usize; 3],
+    output: [usize; 3],
+    kernel: [usize; 3],
+    strides: [usize; 3],
+    dilations: [usize; 3],
+    pads: [usize; 3],
+) -> usize {
+    let ext = conv_window(output, kernel, strides, dilations);
+    if unsigned && channels.is_multiple_of(GROUP) && window_inside(ext, input, pads) {
+        return 0;
+    }
+    batch * ext[0] * ext[1] * ext[2] * channels.div_ceil(GROUP) * GROUP
 }

@@ -142,6 +142,139 @@ unsafe fn vnni512<const NV: usize, const ROWS_U8: bool>(
     }
 }
 
+/// Where [`kernel_vnni512_taps`] puts its tile.
+pub(super) enum TapsOut<'a> {
+    /// The raw sums, for the generic epilogue.
+    Acc(&'a mut TileAcc),
+    /// Requantized in registers.
+    Requant(&'a TileRequant<'a>),
+}
+
+/// A tile requantized in registers: `out[r * ld + c] = saturate(round_half_even((sum +
+/// add[c]) * scale[c]) + zero)` over `range`, for the tile's first `tile.0` rows and `tile.1`
+/// columns.
+pub(super) struct TileRequant<'a> {
+    pub(super) add: &'a [i32; super::NR_MAX],
+    pub(super) scale: &'a [f32; super::NR_MAX],
+    pub(super) zero: i32,
+    pub(super) range: (i32, i32),
+    pub(super) out: *mut u8,
+    pub(super) ld: usize,
+    pub(super) tile: (usize, usize),
+}
+
+/// The AVX-512 VNNI kernel over windows: row `r` (an output pixel, `u8`) reads, for each tap
+/// `t` and group `g < cg`, the four bytes at `starts[r] + taps[t] + 4 g`; the column panels
+/// (`np` of them, `stride` apart) hold `taps.len() * cg` groups in that order.
+///
+/// # Safety
+/// Those bytes are readable for all 8 rows; the panels are readable; a `Requant` target's
+/// rows are writable for their columns (`tile.1 <= 16 * np`, `tile.0 <= 8`); the CPU has
+/// AVX-512F, AVX-512BW and AVX-512 VNNI.
+pub(super) unsafe fn kernel_vnni512_taps(
+    starts: &[*const u8; 8],
+    taps: &[usize],
+    cg: usize,
+    (cols, stride, np): (*const u8, usize, usize),
+    out: TapsOut<'_>,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match np {
+            0 | 1 => vnni512_taps::<1>(starts, taps, cg, cols, stride, out),
+            2 => vnni512_taps::<2>(starts, taps, cg, cols, stride, out),
+            _ => vnni512_taps::<3>(starts, taps, cg, cols, stride, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni512_taps<const NV: usize>(
+    starts: &[*const u8; 8],
+    taps: &[usize],
+    cg: usize,
+    cols: *const u8,
+    stride: usize,
+    out: TapsOut<'_>,
+) {
+    const MR: usize = 8;
+    let mut c = [[_mm512_setzero_si512(); NV]; MR];
+    let mut panel = cols;
+    for &tap in taps {
+        for g in 0..cg {
+            let at = tap + g * 4;
+            let mut b = [_mm512_setzero_si512(); NV];
+            for (v, bv) in b.iter_mut().enumerate() {
+                // SAFETY: the panels hold every group (the contract).
+                *bv = unsafe { _mm512_loadu_si512(panel.add(v * stride).cast()) };
+            }
+            for (r, row) in c.iter_mut().enumerate() {
+                // SAFETY: the window's bytes are readable (the contract).
+                let a = _mm512_set1_epi32(unsafe { quad(starts[r].add(at)) });
+                for (cv, &bv) in row.iter_mut().zip(&b) {
+                    *cv = _mm512_dpbusd_epi32(*cv, a, bv);
+                }
+            }
+            // SAFETY: the next group of the panels (one past the last at the end).
+            panel = unsafe { panel.add(64) };
+        }
+    }
+    match out {
+        TapsOut::Acc(acc) => {
+            for (r, row) in c.iter().enumerate() {
+                for (v, cv) in row.iter().enumerate() {
+                    // SAFETY: 16 i32 inside the tile row (v < 4).
+                    unsafe { _mm512_storeu_si512(acc[r][v * 16..].as_mut_ptr().cast(), *cv) };
+                }
+            }
+        }
+        TapsOut::Requant(&TileRequant {
+            add,
+            scale,
+            zero,
+            range: (lo, hi),
+            out,
+            ld,
+            tile: (nrows, ncols),
+        }) => {
+            // SAFETY: 16 lanes of each parameter array (v < 4).
+            let add: [__m512i; NV] = core::array::from_fn(|v| unsafe {
+                _mm512_loadu_si512(add[v * 16..].as_ptr().cast())
+            });
+            // SAFETY: as above.
+            let scale: [__m512; NV] =
+                core::array::from_fn(|v| unsafe { _mm512_loadu_ps(scale[v * 16..].as_ptr()) });
+            let lo = _mm512_set1_ps((lo - zero) as f32);
+            let hi = _mm512_set1_ps((hi - zero) as f32);
+            let zero = _mm512_set1_epi32(zero);
+            for (r, row) in c.iter().enumerate() {
+                if r >= nrows {
+                    break;
+                }
+                for (v, &cv) in row.iter().enumerate() {
+                    let first = v * 16;
+                    if first >= ncols {
+                        break;
+                    }
+                    let f =
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(cv, add[v])), scale[v]);
+                    // Clamped before rounding (as the scalar epilogue), so the rounding is
+                    // exact; the conversion rounds half to even (the default mode).
+                    let f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+                    let i = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero);
+                    let left = ncols - first;
+                    let mask: __mmask16 = if left >= 16 { 0xffff } else { (1 << left) - 1 };
+                    // SAFETY: the row's `ncols` bytes at `out + r * ld` are writable (the
+                    // contract); the mask keeps the store inside them.
+                    unsafe {
+                        _mm512_mask_cvtepi32_storeu_epi8(out.add(r * ld + first).cast(), mask, i)
+                    };
+                }
+            }
+        }
+    }
+}
+
 /// The AVX-VNNI microkernel: 6 rows by one panel (two ymm of 8 columns).
 ///
 /// # Safety

@@ -1,0 +1,333 @@
+//! Runs 8-bit convolutions channels last, as ONNX Runtime runs its quantized ones.
+//!
+//! Channels first, an int8 convolution must interleave its input into column panels for
+//! every block of pixels, which costs as much as the products when a layer has few output
+//! channels. Channels last, each output pixel's window is one broadcast row of the GEMM: a
+//! pointwise layer reads its input in place, any other copies contiguous runs of channels
+//! (`sinter_rt::int8::conv_nhwc_exec`).
+//!
+//! The pass:
+//! 1. rewrites every dense `sinter::Int8Product` convolution on 8-bit activations as
+//!    `Transpose(to channels last) -> channels-last product -> Transpose(back)`, repacking its
+//!    weights as column panels with the depth over the taps, then the channels;
+//! 2. moves each `Transpose(back)` below the ops that do not care where the channels are or
+//!    have a channels-last form: elementwise ops, quantize and dequantize per tensor,
+//!    `QLinearAdd`/`QLinearMul` and `Add`/`Mul` of equal shapes, `Concat`/`QLinearConcat` on
+//!    the channel axis, 8-bit `MaxPool` and `QLinearGlobalAveragePool`;
+//! 3. lets [`simplify_transpose`] cancel each `Transpose(back)` against the next layer's
+//!    `Transpose(to channels last)`.
+//!
+//! What remains are transposes where the chain of channels-last ops meets an op without that
+//! form (a depthwise convolution, a reshape), typically one at each end of the network.
+
+use std::collections::HashMap;
+
+use super::pattern::{add_constant, input, ints_attr, new_node, output};
+use super::{eliminate_dead, infer_shapes_cx, simplify_transpose, PassCx};
+use crate::error::Result;
+use crate::ir::int8_pack::{self, CHANNELS_LAST_MAX_DEPTH, CHANNELS_LAST_MAX_TAPS, GROUP};
+use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
+use crate::ops::int8::{Int8Product, Int8Shape};
+use crate::ops::Op;
+
+/// The permutation that moves axis 1 (channels) of a rank-`rank` tensor last.
+fn to_last(rank: usize) -> Vec<usize> {
+    let mut perm = vec![0];
+    perm.extend(2..rank);
+    perm.push(1);
+    perm
+}
+
+/// The permutation that moves the last axis back to 1.
+fn to_first(rank: usize) -> Vec<usize> {
+    let mut perm = vec![0, rank - 1];
+    perm.extend(1..rank - 1);
+    perm
+}
+
+/// Runs the rewrite (see the module doc).
+pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
+    let nodes = std::mem::take(&mut graph.nodes);
+    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
+    // Where each value's producer sits in `out`.
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    let mut changed = false;
+    for node in nodes {
+        let rewritten = match convert_conv(&mut graph, &node) {
+            Some(nodes) => Some(nodes),
+            None => sink(&mut graph, &node, &out, &producer),
+        };
+        changed |= rewritten.is_some();
+        for node in rewritten.unwrap_or_else(|| vec![node]) {
+            for &v in node.outputs.iter().flatten() {
+                producer.insert(v, out.len());
+            }
+            out.push(node);
+        }
+    }
+    graph.nodes = out;
+    if !changed {
+        return Ok(graph);
+    }
+    let graph = simplify_transpose(graph, cx)?;
+    eliminate_dead(graph, cx)
+}
+
+/// A new value typed like `like` with `shape`.
+fn new_value(graph: &mut Graph, name: String, dtype: Option<DType>, shape: Vec<usize>) -> ValueId {
+    graph.add_value(Value {
+        name,
+        dtype,
+        shape: Some(shape),
+        declared: None,
+        constant: None,
+    })
+}
+
+/// `Transpose(x, perm)` into a new value (or into `to` when given), named after `like`.
+fn transpose(
+    graph: &mut Graph,
+    x: ValueId,
+    perm: &[usize],
+    to: Option<ValueId>,
+    name: String,
+    like: &Node,
+) -> Option<(Node, ValueId)> {
+    let value = graph.value(x);
+    let (dtype, shape) = (value.dtype, value.shape.clone()?);
+    let out = match to {
+        Some(v) => v,
+        None => {
+            let shape = perm.iter().map(|&a| shape[a]).collect();
+            new_value(graph, format!("{name}/out"), dtype, shape)
+        }
+    };
+    let perm: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
+    let node = new_node(
+        name,
+        "Transpose",
+        vec![Some(x)],
+        vec![Some(out)],
+        vec![ints_attr("perm", &perm)],
+        like,
+    )?;
+    Some((node, out))
+}
+
+/// A dense 8-bit convolution as `Transpose -> channels-last product -> Transpose`.
+fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
+    let Some(Op::Int8Product(product)) = &node.op else {
+        return None;
+    };
+    let Int8Shape::Conv(conv) = &product.shape else {
+        return None;
+    };
+    let x = input(node, 0)?;
+    let y = output(node, 0)?;
+    let x_value = graph.value(x);
+    let (dtype, x_shape) = (x_value.dtype?, x_value.shape.clone()?);
+    let w_shape = conv.packed_from.clone()?;
+    let rank = x_shape.len();
+    if product.dynamic
+        || conv.group != 1
+        || !matches!(dtype, DType::U8 | DType::I8)
+        || !(3..=5).contains(&rank)
+        || w_shape.len() != rank
+        || node.outputs.len() != 1
+    {
+        return None;
+    }
+    let (m, c) = (w_shape[0], w_shape[1]);
+    let taps: usize = w_shape[2..].iter().product();
+    // Channels rounded up to whole groups: each tap's channels start a group.
+    let cp = c.div_ceil(GROUP) * GROUP;
+    let (k, kq) = (c * taps, cp * taps);
+    if taps > CHANNELS_LAST_MAX_TAPS || kq > CHANNELS_LAST_MAX_DEPTH {
+        return None;
+    }
+    // The weights, packed as rows of padded depth (channel, then tap), as column panels of
+    // depth (tap, then channel padded with zero weights).
+    let kp = int8_pack::padded_depth(k);
+    let rows = graph.value(input(node, 3)?).constant.as_ref()?;
+    if rows.dtype != DType::I8 || rows.bytes.len() < m * kp {
+        return None;
+    }
+    let signed = |j: usize, d: usize| {
+        let (t, ch) = (d / cp, d % cp);
+        if ch < c {
+            rows.bytes[j * kp + ch * taps + t] as i8
+        } else {
+            0
+        }
+    };
+    let mut packed = vec![0i8; int8_pack::packed_cols_len(kq, m)];
+    int8_pack::pack_cols(kq, m, |d, j| signed(j, d), &mut packed);
+    let name = &node.name;
+    let weights = add_constant(
+        graph,
+        format!("{name}/channels_last_int8"),
+        Tensor {
+            dtype: DType::I8,
+            shape: vec![packed.len()],
+            bytes: packed.iter().map(|&v| v as u8).collect(),
+        },
+    );
+    let (t_in, x_last) = transpose(
+        graph,
+        x,
+        &to_last(rank),
+        None,
+        format!("{name}/to_channels_last"),
+        node,
+    )?;
+    let mut inputs = node.inputs.clone();
+    inputs[0] = Some(x_last);
+    inputs[3] = Some(weights);
+    let mut nodes = vec![t_in];
+    // A fused residual is read in the output's layout.
+    if let Some(Some(residual)) = inputs.get(8).copied() {
+        let (t, r) = transpose(
+            graph,
+            residual,
+            &to_last(rank),
+            None,
+            format!("{name}/residual_to_channels_last"),
+            node,
+        )?;
+        inputs[8] = Some(r);
+        nodes.push(t);
+    }
+    let y_value = graph.value(y);
+    let y_shape = y_value.shape.clone()?;
+    let y_last_shape = to_last(rank).iter().map(|&a| y_shape[a]).collect();
+    let y_last = new_value(
+        graph,
+        format!("{name}/channels_last"),
+        y_value.dtype,
+        y_last_shape,
+    );
+    let mut conv_node = node.clone();
+    conv_node.inputs = inputs;
+    conv_node.outputs = vec![Some(y_last)];
+    conv_node.op = Some(Op::Int8Product(Int8Product {
+        shape: Int8Shape::ConvChannelsLast(conv.clone()),
+        ..product.clone()
+    }));
+    nodes.push(conv_node);
+    let (t_out, _) = transpose(
+        graph,
+        y_last,
+        &to_first(rank),
+        Some(y),
+        format!("{name}/to_channels_first"),
+        node,
+    )?;
+    nodes.push(t_out);
+    Some(nodes)
+}
+
+/// The positions of `node`'s inputs that carry the image, if it has a channels-last form
+/// that the rewrite in [`sink`] produces; `None` otherwise.
+fn layout_inputs(graph: &Graph, node: &Node) -> Option<Vec<usize>> {
+    let op = node.op.as_ref()?;
+    let len = |i: usize| input(node, i).map_or(0, |v| graph.value(v).len());
+    let shape = |i: usize| input(node, i).and_then(|v| graph.value(v).shape.clone());
+    let positions = match op {
+        Op::Unary(_) | Op::QLinearLookup(_) => vec![0],
+        Op::Clip(_) if (1..3).all(|i| input(node, i).is_none() || len(i) == 1) => vec![0],
+        Op::QuantLinear(_) if len(1) == 1 && (input(node, 2).is_none() || len(2) == 1) => {
+            vec![0]
+        }
+        Op::QLinearBinary(_) if shape(0).is_some() && shape(0) == shape(3) => vec![0, 3],
+        Op::Binary(_)
+            if matches!(node.op_type.as_str(), "Add" | "Mul")
+                && shape(0).is_some()
+                && shape(0) == shape(1) =>
+        {
+            vec![0, 1]
+        }
+        Op::Concat(c) if c.axis == 1 => (0..node.inputs.len()).collect(),
+        Op::QLinearConcat(c) if c.axis == 1 => (2..node.inputs.len()).step_by(3).collect(),
+        Op::Pool(p)
+            if p.max
+                && !p.channels_last
+                && p.lp.is_none()
+                && node.outputs.get(1).copied().flatten().is_none()
+                && p.window.dilations.iter().all(|&d| d == 1)
+                && matches!(
+                    input(node, 0).and_then(|v| graph.value(v).dtype),
+                    Some(DType::U8 | DType::I8)
+                ) =>
+        {
+            vec![0]
+        }
+        Op::QLinearGlobalAveragePool(p) if !p.channels_last => vec![0],
+        _ => return None,
+    };
+    (node.outputs.len() == 1 || matches!(op, Op::Pool(_))).then_some(positions)
+}
+
+/// `node` run channels last when every image input comes from a `Transpose(back)`: it reads
+/// the transposes' inputs, and one `Transpose(back)` after it makes its old output.
+fn sink(
+    graph: &mut Graph,
+    node: &Node,
+    done: &[Node],
+    producer: &HashMap<ValueId, usize>,
+) -> Option<Vec<Node>> {
+    let positions = layout_inputs(graph, node)?;
+    let y = output(node, 0)?;
+    let rank = graph.value(y).shape.as_ref()?.len();
+    if !(3..=5).contains(&rank) {
+        return None;
+    }
+    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
+    let mut inputs = node.inputs.clone();
+    for &i in &positions {
+        let v = input(node, i)?;
+        let t = &done[*producer.get(&v)?];
+        let Some(Op::Transpose(tr)) = &t.op else {
+            return None;
+        };
+        if tr.perm.as_deref() != Some(&back[..]) || t.guards != node.guards {
+            return None;
+        }
+        inputs[i] = input(t, 0);
+    }
+    let mut op = node.op.clone()?;
+    match &mut op {
+        Op::Concat(c) => c.axis = rank as i64 - 1,
+        Op::QLinearConcat(c) => c.axis = rank as i64 - 1,
+        Op::Pool(p) => p.channels_last = true,
+        Op::QLinearGlobalAveragePool(p) => p.channels_last = true,
+        _ => {}
+    }
+    let mut moved = node.clone();
+    moved.inputs = inputs;
+    moved.op = Some(op);
+    // The channels-last output's type, from the op itself.
+    let types = {
+        let cx = infer_shapes_cx(graph, &moved, false).ok()?;
+        moved.op.as_ref()?.infer(&cx).ok()?
+    };
+    let first = types.first()?;
+    let y_last = new_value(
+        graph,
+        format!("{}/channels_last", node.name),
+        Some(first.dtype),
+        first.shape.clone(),
+    );
+    moved.outputs[0] = Some(y_last);
+    let (t_out, _) = transpose(
+        graph,
+        y_last,
+        &to_first(rank),
+        Some(y),
+        format!("{}/to_channels_first", node.name),
+        node,
+    )?;
+    // The transpose must reproduce the old output exactly.
+    let y_shape = graph.value(y).shape.clone()?;
+    let back_shape: Vec<usize> = to_first(rank).iter().map(|&a| first.shape[a]).collect();
+    (back_shape == y_shape).then(|| vec![moved, t_out])
+}

@@ -1,0 +1,671 @@
+//! Int8 convolution in the channels-last layout (`[N, *spatial, C]` in, `[N, *spatial, M]`
+//! out), as ONNX Runtime runs its quantized convolutions.
+//!
+//! Channels last, every output pixel is one broadcast row of the GEMM and the weights are the
+//! packed column panels (the operand order of [`super::matmul_exec`]), with the depth running
+//! over the kernel's taps, then the input channels padded to whole groups of four. Each
+//! tap's channels are then contiguous bytes of the input, so nothing is packed per pixel:
+//! - the kernel reads each pixel's window where it lies, from its origin plus one fixed
+//!   offset per tap (the same for every pixel);
+//! - the input is read in place when every window lies inside it and its channels fill whole
+//!   groups (a pointwise layer on `uint8`); otherwise it is first copied once, padded with
+//!   its zero point and its channels padded to a multiple of four, into working memory.
+//!
+//! On AVX-512 VNNI the tile's sums are requantized in registers when the output is 8-bit.
+//! Other kernel families read rows gathered from the windows.
+//!
+//! Every output channel is a column, so the epilogue writes whole runs of channels and a tile
+//! serves as many output channels as its panels hold, however few pixels an image has.
+
+use super::pack::{
+    channels_last_padded_len, conv_window, panel_bytes, CHANNELS_LAST_MAX_DEPTH,
+    CHANNELS_LAST_MAX_TAPS, GROUP, PANEL,
+};
+use super::{
+    bytes_of_i8, Bytes, Isa, Output, Rows, Sink, TileAcc, TileParams, TilePlace, Weights, MR_MAX,
+    NR_MAX,
+};
+use crate::conv::ConvParams;
+use crate::threads::Exec;
+
+/// Most pixels of one block (their window origins are found together).
+const BLOCK_ROWS: usize = 96;
+
+/// `out = conv(x - x_zero, w - w.zero)` for `x: [N, *input, C]` (8-bit, zero point `x_zero`),
+/// weights packed by the compiler as `kernel * Cp x M` column panels
+/// ([`super::pack::pack_cols`]) whose depth runs over the taps (`kz, ky, kx`), then the input
+/// channels padded to `Cp = ceil(C / 4) * 4` (zero weights), and `out: [N, *output, M]`; on
+/// `exec`'s threads. Only dense convolutions (one group). `padded` is working memory for the
+/// padded input copy, [`padded_len`] bytes (none when the input is read in place).
+///
+/// Panics if a buffer is too short for the geometry, the convolution has several groups, more
+/// than [`CHANNELS_LAST_MAX_TAPS`] taps, or a depth beyond [`CHANNELS_LAST_MAX_DEPTH`] that
+/// it cannot read in place.
+pub fn conv_nhwc_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: Bytes<'_>,
+    x_zero: i32,
+    w: &Weights<'_>,
+    padded: &mut [u8],
+    out: Output<'_>,
+) {
+    assert!(p.groups <= 1, "int8 channels-last conv: one group only");
+    let (c, m) = (p.in_channels, p.out_channels);
+    let cp = c.div_ceil(GROUP) * GROUP;
+    let taps = p.kernel_len();
+    assert!(
+        taps <= CHANNELS_LAST_MAX_TAPS,
+        "int8 channels-last conv: too many taps"
+    );
+    // The real depth (for the zero-point correction) and the packed one.
+    let (k, kq) = (c * taps, cp * taps);
+    let (in_len, out_len) = (p.input_len(), p.output_len());
+    assert!(
+        x.len() >= p.batch * in_len * c,
+        "int8 channels-last conv: input too short"
+    );
+    assert!(
+        w.data.len() >= super::pack::packed_cols_len(kq, m) && w.sums.len() >= m,
+        "int8 channels-last conv: weights too short"
+    );
+    let pixels = p.batch * out_len;
+    assert!(
+        out.len() >= pixels * m,
+        "int8 channels-last conv: output too short"
+    );
+    if pixels == 0 || m == 0 {
+        return;
+    }
+    let isa = Isa::detect();
+    let (mr, nr) = (isa.mr(), isa.panels() * PANEL);
+    let raw: &[u8] = match x {
+        Bytes::U8(v) => v,
+        Bytes::I8(v) => bytes_of_i8(v),
+    };
+    let flip = x.shift() as u8;
+    let zu = x_zero + x.shift();
+    // The source of the windows: the input, or its padded copy (unsigned, channels `cp`).
+    let need = padded_len(p, flip == 0);
+    let (src, dims, pads): (&[u8], [usize; 3], [usize; 3]) = if need == 0 {
+        (raw, p.input, p.pads)
+    } else {
+        assert!(
+            padded.len() >= need,
+            "int8 channels-last conv: padded input buffer too short"
+        );
+        let window = conv_window(p.output, p.kernel, p.strides, p.dilations);
+        pad_input(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
+        (&padded[..need], window, [0; 3])
+    };
+    // Pointwise in place: the pixels' rows are the input's, `c` apart.
+    let in_place_rows = need == 0 && p.is_pointwise();
+    assert!(
+        kq <= CHANNELS_LAST_MAX_DEPTH,
+        "int8 channels-last conv: depth {k} is deeper than the gathered rows"
+    );
+    // Each tap's byte offset from its window's origin.
+    let [_, src_h, src_w] = dims;
+    let [_, kh, kw] = p.kernel;
+    let [dd, dh, dw] = p.dilations;
+    let mut tap_at = [0usize; CHANNELS_LAST_MAX_TAPS];
+    for (t, at) in tap_at.iter_mut().enumerate().take(taps) {
+        let (tz, ty, tx) = (t / (kh * kw), t / kw % kh, t % kw);
+        *at = ((tz * dd * src_h + ty * dh) * src_w + tx * dw) * cp;
+    }
+    let window = Window {
+        p,
+        dims,
+        pads,
+        cs: if need == 0 { c } else { cp },
+    };
+    let blocks = pixels.div_ceil(BLOCK_ROWS);
+    let col_tiles = m.div_ceil(nr);
+    // Few blocks: split the columns too, so every thread has work.
+    let threads = exec.threads();
+    let col_split = if threads == 1 || blocks >= 2 * threads {
+        1
+    } else {
+        col_tiles.min((2 * threads).div_ceil(blocks))
+    };
+    let per_split = col_tiles.div_ceil(col_split);
+    let units = blocks * col_split;
+    let per_task = if threads == 1 {
+        units
+    } else {
+        units.div_ceil(threads * 4).max(1)
+    };
+    let sink = Sink::new(out);
+    let w_zero = w.has_zero();
+    let wide = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx512Vnni);
+    let pb = panel_bytes(kq);
+    exec.for_each(units.div_ceil(per_task), &|task| {
+        let mut storage =
+            [core::mem::MaybeUninit::<u8>::uninit(); MR_MAX * CHANNELS_LAST_MAX_DEPTH];
+        // Rows gathered for the other kernel families.
+        let buf = super::zeroed_prefix(&mut storage, if wide { 0 } else { MR_MAX * kq });
+        let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
+        let mut origin = [0usize; BLOCK_ROWS];
+        let mut usum = [0i32; BLOCK_ROWS];
+        for unit in task * per_task..((task + 1) * per_task).min(units) {
+            let (b, split) = (unit / col_split, unit % col_split);
+            let pix0 = b * BLOCK_ROWS;
+            let npix = BLOCK_ROWS.min(pixels - pix0);
+            window.origins(pix0, &mut origin[..npix]);
+            if w_zero {
+                // Activation sums over the real channels of every tap.
+                for (s, &o) in usum.iter_mut().zip(&origin[..npix]) {
+                    *s = tap_at[..taps]
+                        .iter()
+                        .map(|&t| src[o + t..][..c].iter().map(|&v| i32::from(v)).sum::<i32>())
+                        .sum();
+                }
+            }
+            let cols = (split * per_split, ((split + 1) * per_split).min(col_tiles));
+            for ct in cols.0..cols.1 {
+                let c0 = ct * nr;
+                let width = nr.min(m - c0);
+                let mut col_params = TileParams::<NR_MAX>::new();
+                col_params.channels(&sink, w, k, zu, c0, width);
+                // The correction and integer bias together, for a tile requantized in
+                // registers.
+                let col_add: [i32; NR_MAX] =
+                    core::array::from_fn(|i| col_params.add[i].wrapping_add(col_params.bias_i[i]));
+                let panels = w.data[(c0 / PANEL) * pb..].as_ptr().cast::<u8>();
+                let np = width.div_ceil(PANEL);
+                for r0 in (0..npix).step_by(mr) {
+                    let rows = mr.min(npix - r0);
+                    let place = TilePlace {
+                        start: (pix0 + r0) * m + c0,
+                        ld: m,
+                        rows,
+                        cols: width,
+                    };
+                    // Rows past the tile repeat its first (read, never stored).
+                    let at = |r: usize| origin[r0 + if r < rows { r } else { 0 }];
+                    #[cfg(target_arch = "x86_64")]
+                    if wide {
+                        use super::x86_64::{kernel_vnni512_taps, TapsOut, TileRequant};
+                        let starts: [*const u8; MR_MAX] =
+                            core::array::from_fn(|r| src[at(r)..].as_ptr());
+                        let fused = if w_zero {
+                            None
+                        } else {
+                            sink.requant_tile(&place)
+                        };
+                        let requant = fused.map(|(out, zero, lo, hi)| TileRequant {
+                            add: &col_add,
+                            scale: &col_params.scale,
+                            zero,
+                            range: (lo, hi),
+                            out,
+                            ld: m,
+                            tile: (rows, width),
+                        });
+                        let target = match &requant {
+                            Some(q) => TapsOut::Requant(q),
+                            None => TapsOut::Acc(&mut acc),
+                        };
+                        // SAFETY: every row's window lies inside `src` (its origin plus the
+                        // last tap's offset plus `cp` bytes); the panels of columns `c0..`
+                        // hold `kq / 4` groups each within the packed length asserted above;
+                        // a requantized tile's `rows` rows of `width` bytes at `out`, `m`
+                        // apart, are this unit's (`requant_tile` checked the span); `isa`
+                        // was detected.
+                        unsafe {
+                            kernel_vnni512_taps(
+                                &starts,
+                                &tap_at[..taps],
+                                cp / GROUP,
+                                (panels, pb, np),
+                                target,
+                            );
+                        }
+                        if fused.is_some() {
+                            continue;
+                        }
+                    }
+                    if !wide {
+                        let operand = if in_place_rows && rows == mr {
+                            Rows {
+                                base: src[at(0)..].as_ptr(),
+                                row_stride: c,
+                                group_stride: GROUP,
+                            }
+                        } else {
+                            for r in 0..mr {
+                                let row = &mut buf[r * kq..][..kq];
+                                for (dst, &t) in row.chunks_exact_mut(cp).zip(&tap_at[..taps]) {
+                                    dst.copy_from_slice(&src[at(r) + t..][..cp]);
+                                }
+                            }
+                            Rows {
+                                base: buf.as_ptr(),
+                                row_stride: kq,
+                                group_stride: GROUP,
+                            }
+                        };
+                        // SAFETY: in place, a whole tile's `mr` rows of `c = kq` bytes are
+                        // consecutive pixels of the input; gathered, `buf` holds `mr` rows of
+                        // `kq` bytes; the panels as above; `isa` was detected.
+                        unsafe {
+                            isa.kernel(true, kq / GROUP, operand, panels, pb, np, &mut acc, false);
+                        }
+                    }
+                    let mut row_params = TileParams::<MR_MAX>::new();
+                    row_params.activations(w_zero.then_some(&usum[r0..]), rows);
+                    // SAFETY: each unit finishes its own pixels' channels `cols`.
+                    unsafe { sink.finish(&mut acc, &place, &row_params, &col_params) };
+                }
+            }
+        }
+    });
+}
+
+/// Bytes of `padded` [`conv_nhwc_exec`] needs for `p` on a `uint8` (`unsigned`) or `int8`
+/// input (0 when it reads the input in place).
+pub const fn padded_len(p: &ConvParams, unsigned: bool) -> usize {
+    channels_last_padded_len(
+        p.batch,
+        p.in_channels,
+        unsigned,
+        p.input,
+        p.output,
+        p.kernel,
+        p.strides,
+        p.dilations,
+        p.pads,
+    )
+}
+
+/// Copies the input into `dst` as `[N, *window, cp]` in the unsigned domain (`^ flip`):
+/// padded at the start by the convolution's pads, and wherever the window leaves the input,
+/// with the zero point `pad`, which also fills channels `C..cp`.
+fn pad_input(
+    p: &ConvParams,
+    x: &[u8],
+    flip: u8,
+    pad: u8,
+    cp: usize,
+    window: [usize; 3],
+    dst: &mut [u8],
+) {
+    let [id, ih, iw] = p.input;
+    let [wd, wh, ww] = window;
+    let [pd, ph, pw] = p.pads;
+    let c = p.in_channels;
+    // Columns of a window row that come from the input row: the rest is padding.
+    let lo = pw.min(ww);
+    let hi = (pw + iw).clamp(lo, ww);
+    for (line, out) in dst.chunks_exact_mut(ww * cp).enumerate() {
+        let (n, z, y) = (line / (wd * wh), line / wh % wd, line % wh);
+        let inside =
+            (z.checked_sub(pd).filter(|&z| z < id)).zip(y.checked_sub(ph).filter(|&y| y < ih));
+        let Some((z, y)) = inside else {
+            out.fill(pad);
+            continue;
+        };
+        let src = &x[((n * id + z) * ih + y) * iw * c..][..iw * c];
+        out[..lo * cp].fill(pad);
+        out[hi * cp..].fill(pad);
+        if cp == c {
+            for (d, &v) in out[lo * cp..hi * cp].iter_mut().zip(&src[(lo - pw) * c..]) {
+                *d = v ^ flip;
+            }
+        } else {
+            for (d, s) in out[lo * cp..hi * cp]
+                .chunks_exact_mut(cp)
+                .zip(src[(lo - pw) * c..].chunks_exact(c))
+            {
+                for (d, &v) in d.iter_mut().zip(s) {
+                    *d = v ^ flip;
+                }
+                d[c..].fill(pad);
+            }
+        }
+    }
+}
+
+/// Where the windows of output pixels start in the source.
+struct Window<'a> {
+    p: &'a ConvParams,
+    /// The source's spatial extents (the input's, or the padded window's).
+    dims: [usize; 3],
+    /// The pads still to subtract (the input's when read in place, else none).
+    pads: [usize; 3],
+    /// Bytes per source pixel.
+    cs: usize,
+}
+
+impl Window<'_> {
+    /// `out[j]`: the byte offset of the window origin of output pixel `pix0 + j` (over the
+    /// whole batch).
+    fn origins(&self, pix0: usize, out: &mut [usize]) {
+        let p = self.p;
+        let [od, oh, ow] = p.output;
+        let [sd, sh, sw] = p.strides;
+        let [dd, dh, dw] = self.dims;
+        let (mut n, rest) = (pix0 / (od * oh * ow), pix0 % (od * oh * ow));
+        let (mut oz, mut oy, mut ox) = (rest / (oh * ow), rest / ow % oh, rest % ow);
+        for o in out.iter_mut() {
+            // In place the pads are 0 (a window inside the input), so nothing underflows.
+            let (z, y, x) = (
+                oz * sd - self.pads[0],
+                oy * sh - self.pads[1],
+                ox * sw - self.pads[2],
+            );
+            *o = (((n * dd + z) * dh + y) * dw + x) * self.cs;
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    oz += 1;
+                    if oz == od {
+                        oz = 0;
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::super::conv_reference;
+    use super::super::tests::{bytes, with_isa};
+    use super::*;
+    use crate::int8::pack;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A dense convolution with symmetric padding `pads`.
+    fn params(
+        [batch, cin, cout]: [usize; 3],
+        input: [usize; 3],
+        kernel: [usize; 3],
+        strides: [usize; 3],
+        dilations: [usize; 3],
+        pads: [usize; 3],
+    ) -> ConvParams {
+        let output = core::array::from_fn(|i| {
+            (input[i] + 2 * pads[i] - dilations[i] * (kernel[i] - 1) - 1) / strides[i] + 1
+        });
+        ConvParams {
+            batch,
+            in_channels: cin,
+            out_channels: cout,
+            groups: 1,
+            input,
+            output,
+            kernel,
+            strides,
+            dilations,
+            pads,
+            packed_weights: false,
+        }
+    }
+
+    /// `w: [m, c, taps]` packed as the kernel reads it: depth (tap, channel padded to 4).
+    fn pack_taps(w: &[i8], c: usize, taps: usize, m: usize) -> Vec<i8> {
+        let cp = c.div_ceil(4) * 4;
+        let kq = cp * taps;
+        let mut packed = vec![0i8; pack::packed_cols_len(kq, m)];
+        pack::pack_cols(
+            kq,
+            m,
+            |d, j| {
+                let (t, ch) = (d / cp, d % cp);
+                if ch < c {
+                    w[(j * c + ch) * taps + t]
+                } else {
+                    0
+                }
+            },
+            &mut packed,
+        );
+        packed
+    }
+
+    /// `[batch, channels, spatial]` as `[batch, spatial, channels]`.
+    fn channels_last<T: Copy>(x: &[T], batch: usize, channels: usize) -> Vec<T> {
+        let spatial = x.len() / (batch * channels).max(1);
+        let mut out = Vec::with_capacity(x.len());
+        for n in 0..batch {
+            for s in 0..spatial {
+                for c in 0..channels {
+                    out.push(x[(n * channels + c) * spatial + s]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn channels_last_conv_matches_reference() {
+        let cases = [
+            // Pointwise, whole groups of channels (in place), several blocks, two column
+            // tiles and a partial last tile of pixels.
+            params([1, 8, 70], [1, 13, 17], [1; 3], [1; 3], [1; 3], [0; 3]),
+            // Pointwise with channels that do not fill a group (copied rows), batch 2.
+            params([2, 3, 5], [1, 5, 7], [1; 3], [1; 3], [1; 3], [0; 3]),
+            // Pointwise, stride 2 (copied rows).
+            params([1, 16, 24], [1, 9, 11], [1; 3], [1, 2, 2], [1; 3], [0; 3]),
+            // 3x3 with padding, a stem-like 3-channel input, stride 2.
+            params(
+                [1, 3, 16],
+                [1, 23, 29],
+                [1, 3, 3],
+                [1, 2, 2],
+                [1; 3],
+                [0, 1, 1],
+            ),
+            params(
+                [2, 16, 64],
+                [1, 12, 10],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+            ),
+            // Dilation 2, 7x7 window wider than the input.
+            params(
+                [1, 4, 7],
+                [1, 11, 13],
+                [1, 3, 3],
+                [1; 3],
+                [1, 2, 2],
+                [0, 2, 2],
+            ),
+            params(
+                [1, 3, 9],
+                [1, 6, 5],
+                [1, 7, 7],
+                [1, 2, 2],
+                [1; 3],
+                [0, 3, 3],
+            ),
+            // 1-D and 3-D.
+            params([1, 5, 9], [1, 1, 50], [1, 1, 4], [1; 3], [1; 3], [0, 0, 1]),
+            params([1, 2, 4], [3, 4, 5], [2, 2, 2], [1; 3], [1; 3], [1, 0, 1]),
+            // Deep rows: few pixel rows per block.
+            params(
+                [1, 300, 20],
+                [1, 5, 18],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+            ),
+        ];
+        for isa in crate::int8::Isa::available() {
+            for (case, p) in cases.iter().enumerate() {
+                let (c, m) = (p.in_channels, p.out_channels);
+                let klen = p.kernel_len();
+                let k = c * klen;
+                let x_raw = bytes(p.batch * c * p.input_len(), case as u32);
+                let x_i8: Vec<i8> = x_raw.iter().map(|&v| v as i8).collect();
+                let w: Vec<i8> = bytes(m * k, 7 + case as u32)
+                    .iter()
+                    .map(|&v| v as i8)
+                    .collect();
+                // Depth (tap, channel), as the compiler packs channels-last weights.
+                let packed = pack_taps(&w, c, klen, m);
+                let sums: Vec<i32> = w
+                    .chunks_exact(k)
+                    .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+                    .collect();
+                let per_channel: Vec<i32> = (0..m as i32).map(|j| j % 5 - 2).collect();
+                let (x_u8_last, x_i8_last) = (
+                    channels_last(&x_raw, p.batch, c),
+                    channels_last(&x_i8, p.batch, c),
+                );
+                for (signed, x_zero, w_zero) in [
+                    (false, 0, &[][..]),
+                    (false, 117, &[3][..]),
+                    (true, -9, &[][..]),
+                    (true, 4, &per_channel[..]),
+                ] {
+                    let (x, x_last) = if signed {
+                        (Bytes::I8(&x_i8), Bytes::I8(&x_i8_last))
+                    } else {
+                        (Bytes::U8(&x_raw), Bytes::U8(&x_u8_last))
+                    };
+                    let len = p.batch * m * p.output_len();
+                    let mut want = vec![0i32; len];
+                    conv_reference(p, x, x_zero, &w, w_zero, &mut want);
+                    let want = channels_last(&want, p.batch, m);
+                    let weights = Weights {
+                        data: &packed,
+                        sums: &sums,
+                        zero: w_zero,
+                    };
+                    for threads in [1, 2] {
+                        let exec = Exec::with_threads(threads);
+                        let mut got = vec![0i32; len];
+                        let mut padded = vec![0u8; padded_len(p, !signed)];
+                        with_isa(isa, || {
+                            conv_nhwc_exec(
+                                &exec,
+                                p,
+                                x_last,
+                                x_zero,
+                                &weights,
+                                &mut padded,
+                                Output::I32(&mut got),
+                            )
+                        });
+                        assert_eq!(
+                            got, want,
+                            "{isa:?} case {case} signed={signed} zx={x_zero} zw={w_zero:?} threads={threads}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Requantized 8-bit outputs (the AVX-512 kernel requantizes in registers) against the
+    /// reference sums requantized one by one.
+    #[test]
+    fn channels_last_requantized_outputs_match_reference() {
+        let cases = [
+            params([1, 8, 70], [1, 13, 17], [1; 3], [1; 3], [1; 3], [0; 3]),
+            params(
+                [1, 3, 16],
+                [1, 23, 29],
+                [1, 3, 3],
+                [1, 2, 2],
+                [1; 3],
+                [0, 1, 1],
+            ),
+            params(
+                [2, 16, 37],
+                [1, 12, 10],
+                [1, 3, 3],
+                [1; 3],
+                [1; 3],
+                [0, 1, 1],
+            ),
+        ];
+        for isa in crate::int8::Isa::available() {
+            for (case, p) in cases.iter().enumerate() {
+                let (c, m) = (p.in_channels, p.out_channels);
+                let klen = p.kernel_len();
+                let k = c * klen;
+                let x = channels_last(&bytes(p.batch * c * p.input_len(), case as u32), p.batch, c);
+                let w: Vec<i8> = bytes(m * k, 3 + case as u32)
+                    .iter()
+                    .map(|&v| v as i8)
+                    .collect();
+                let packed = pack_taps(&w, c, klen, m);
+                let sums: Vec<i32> = w
+                    .chunks_exact(k)
+                    .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+                    .collect();
+                let weights = Weights {
+                    data: &packed,
+                    sums: &sums,
+                    zero: &[],
+                };
+                let multiplier: Vec<f32> = (0..m).map(|j| 0.0007 + j as f32 * 0.00013).collect();
+                let bias: Vec<i32> = (0..m as i32).map(|j| j * 97 - 2000).collect();
+                let len = p.batch * m * p.output_len();
+                let x_zero = 121;
+                let mut sums_ref = vec![0i32; len];
+                let nchw: Vec<u8> = {
+                    // Back to channels first for the reference.
+                    let spatial = p.input_len();
+                    let mut v = vec![0u8; x.len()];
+                    for n in 0..p.batch {
+                        for s in 0..spatial {
+                            for ch in 0..c {
+                                v[(n * c + ch) * spatial + s] = x[(n * spatial + s) * c + ch];
+                            }
+                        }
+                    }
+                    v
+                };
+                conv_reference(p, Bytes::U8(&nchw), x_zero, &w, &[], &mut sums_ref);
+                let sums_ref = channels_last(&sums_ref, p.batch, m);
+                for zero in [3, 200] {
+                    let want: Vec<u8> = sums_ref
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            let j = i % m;
+                            super::super::requant_one(v, bias[j], multiplier[j], zero, 0, 255) as u8
+                        })
+                        .collect();
+                    for threads in [1, 2] {
+                        let exec = Exec::with_threads(threads);
+                        let mut got = vec![0u8; len];
+                        let q = super::super::Requant {
+                            multiplier: &multiplier,
+                            bias: Some(&bias),
+                            zero,
+                        };
+                        let mut padded = vec![0u8; padded_len(p, true)];
+                        with_isa(isa, || {
+                            conv_nhwc_exec(
+                                &exec,
+                                p,
+                                Bytes::U8(&x),
+                                x_zero,
+                                &weights,
+                                &mut padded,
+                                Output::U8(&mut got, q),
+                            )
+                        });
+                        assert_eq!(
+                            got, want,
+                            "{isa:?} case {case} zero={zero} threads={threads}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
