@@ -47,6 +47,10 @@ pub enum Int8Shape {
     /// `[N, *spatial, M]`), its weights packed as `C * kernel x M` column panels with the
     /// depth running over the taps, then the channels (`sinter_rt::int8::conv_nhwc_exec`).
     ConvChannelsLast(Conv),
+    /// A depthwise convolution in the channels-last layout, its weights packed as
+    /// `[kernel, Cp]` rows of channels (`Cp` rounded up to 16;
+    /// `sinter_rt::int8::depthwise_nhwc_exec`).
+    DepthwiseChannelsLast(Conv),
 }
 
 /// `[N, *spatial, C]` as `[N, C, *spatial]`.
@@ -132,7 +136,7 @@ impl Int8Product {
                 shape.extend(&g.output);
                 Ok(shape)
             }
-            Int8Shape::ConvChannelsLast(conv) => {
+            Int8Shape::ConvChannelsLast(conv) | Int8Shape::DepthwiseChannelsLast(conv) => {
                 let w = conv.weight_shape(cx)?;
                 let g = conv.geometry_of(&channels_first(a.shape), cx)?;
                 let mut shape = vec![a.shape[0]];
@@ -149,10 +153,11 @@ impl Int8Product {
     /// (`sinter_rt::int8::padded_len`, the same formula): 0 for products and convolutions
     /// that read their input in place.
     fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
-        let (conv, last) = match &self.shape {
+        let (conv, last, depthwise) = match &self.shape {
             Int8Shape::MatMul { .. } => return Ok(0),
-            Int8Shape::Conv(conv) => (conv, false),
-            Int8Shape::ConvChannelsLast(conv) => (conv, true),
+            Int8Shape::Conv(conv) => (conv, false, false),
+            Int8Shape::ConvChannelsLast(conv) => (conv, true, false),
+            Int8Shape::DepthwiseChannelsLast(conv) => (conv, true, true),
         };
         let x = cx.input(0)?;
         let w = conv.weight_shape(cx)?;
@@ -167,6 +172,7 @@ impl Int8Product {
             return Ok(crate::ir::int8_pack::channels_last_padded_len(
                 shape[0],
                 shape[1],
+                depthwise,
                 x.dtype == DType::U8,
                 three(&shape[2..], 1),
                 three(&g.output, 1),
@@ -223,10 +229,7 @@ impl OpDef for Int8Product {
         let mut code = TokenStream::new();
         // Scratch: the quantized input (dynamic), then the padded input (convolutions).
         let padded = self.padded_len(cx)?;
-        let conv = matches!(
-            self.shape,
-            Int8Shape::Conv(_) | Int8Shape::ConvChannelsLast(_)
-        );
+        let conv = !matches!(self.shape, Int8Shape::MatMul { .. });
         let quantized = lit(if self.dynamic {
             a.shape.iter().product()
         } else {
@@ -345,6 +348,13 @@ impl OpDef for Int8Product {
                 code.extend(quote! {
                     const PARAMS: ::sinter_rt::conv::ConvParams = #params;
                     ::sinter_rt::int8::conv_nhwc_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
+                });
+            }
+            Int8Shape::DepthwiseChannelsLast(conv) => {
+                let params = conv.params_of(&channels_first(a.shape), cx)?;
+                code.extend(quote! {
+                    const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+                    ::sinter_rt::int8::depthwise_nhwc_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
                 });
             }
         }

@@ -12,7 +12,9 @@
 //!    weights as column panels with the depth over the taps, then the channels;
 //! 2. moves each `Transpose(back)` below the ops that do not care where the channels are or
 //!    have a channels-last form: elementwise ops, quantize and dequantize per tensor,
-//!    `QLinearAdd`/`QLinearMul` and `Add`/`Mul` of equal shapes, `Concat`/`QLinearConcat` on
+//!    `QLinearAdd`/`QLinearMul`, binary ops and `Sum`/`Max`/`Min`/`Mean` (an operand that
+//!    does not come from a transpose back must be one value or have no spatial extent, like a
+//!    squeeze-excitation gate), `Concat`/`QLinearConcat` on
 //!    the channel axis, 8-bit `MaxPool` and `QLinearGlobalAveragePool`;
 //! 3. lets [`simplify_transpose`] cancel each `Transpose(back)` against the next layer's
 //!    `Transpose(to channels last)`.
@@ -129,7 +131,6 @@ fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
     let w_shape = conv.packed_from.clone()?;
     let rank = x_shape.len();
     if product.dynamic
-        || conv.group != 1
         || !matches!(dtype, DType::U8 | DType::I8)
         || !(3..=5).contains(&rank)
         || w_shape.len() != rank
@@ -139,29 +140,26 @@ fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
     }
     let (m, c) = (w_shape[0], w_shape[1]);
     let taps: usize = w_shape[2..].iter().product();
-    // Channels rounded up to whole groups: each tap's channels start a group.
-    let cp = c.div_ceil(GROUP) * GROUP;
-    let (k, kq) = (c * taps, cp * taps);
-    if taps > CHANNELS_LAST_MAX_TAPS || kq > CHANNELS_LAST_MAX_DEPTH {
-        return None;
-    }
-    // The weights, packed as rows of padded depth (channel, then tap), as column panels of
-    // depth (tap, then channel padded with zero weights).
-    let kp = int8_pack::padded_depth(k);
     let rows = graph.value(input(node, 3)?).constant.as_ref()?;
-    if rows.dtype != DType::I8 || rows.bytes.len() < m * kp {
+    if taps > CHANNELS_LAST_MAX_TAPS || rows.dtype != DType::I8 {
         return None;
     }
-    let signed = |j: usize, d: usize| {
-        let (t, ch) = (d / cp, d % cp);
-        if ch < c {
-            rows.bytes[j * kp + ch * taps + t] as i8
-        } else {
-            0
+    let (packed, shape) = if conv.group == 1 {
+        (
+            dense_weights(&rows.bytes, m, c, taps)?,
+            Int8Shape::ConvChannelsLast(conv.clone()),
+        )
+    } else {
+        // Depthwise, without a weight zero point (the kernel corrects for the input's only).
+        let zero = graph.value(input(node, 5)?).constant.as_ref()?.to_i64s()?;
+        if conv.group != m || c != 1 || x_shape[1] != m || zero.iter().any(|&z| z != 0) {
+            return None;
         }
+        (
+            depthwise_weights(&rows.bytes, m, taps)?,
+            Int8Shape::DepthwiseChannelsLast(conv.clone()),
+        )
     };
-    let mut packed = vec![0i8; int8_pack::packed_cols_len(kq, m)];
-    int8_pack::pack_cols(kq, m, |d, j| signed(j, d), &mut packed);
     let name = &node.name;
     let weights = add_constant(
         graph,
@@ -210,7 +208,7 @@ fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
     conv_node.inputs = inputs;
     conv_node.outputs = vec![Some(y_last)];
     conv_node.op = Some(Op::Int8Product(Int8Product {
-        shape: Int8Shape::ConvChannelsLast(conv.clone()),
+        shape,
         ..product.clone()
     }));
     nodes.push(conv_node);
@@ -226,28 +224,63 @@ fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
     Some(nodes)
 }
 
+/// Dense weights packed as rows of padded depth (channel, then tap), `m x c * taps`, as column
+/// panels of depth (tap, then channel padded with zero weights to whole groups, so that each
+/// tap's channels start a group); `None` when they do not fit the kernel.
+fn dense_weights(rows: &[u8], m: usize, c: usize, taps: usize) -> Option<Vec<i8>> {
+    let cp = c.div_ceil(GROUP) * GROUP;
+    let (k, kq) = (c * taps, cp * taps);
+    let kp = int8_pack::padded_depth(k);
+    if kq > CHANNELS_LAST_MAX_DEPTH || rows.len() < m * kp {
+        return None;
+    }
+    let signed = |j: usize, d: usize| {
+        let (t, ch) = (d / cp, d % cp);
+        if ch < c {
+            rows[j * kp + ch * taps + t] as i8
+        } else {
+            0
+        }
+    };
+    let mut packed = vec![0i8; int8_pack::packed_cols_len(kq, m)];
+    int8_pack::pack_cols(kq, m, |d, j| signed(j, d), &mut packed);
+    Some(packed)
+}
+
+/// Depthwise weights, plain `[m, taps]`, as `[taps, Cp]` rows of channels (`Cp` rounded up
+/// to the kernel's vectors, zero past `m`).
+fn depthwise_weights(plain: &[u8], m: usize, taps: usize) -> Option<Vec<i8>> {
+    let cp =
+        m.div_ceil(int8_pack::channels_last_align(true)) * int8_pack::channels_last_align(true);
+    if plain.len() < m * taps {
+        return None;
+    }
+    let mut packed = vec![0i8; taps * cp];
+    for ch in 0..m {
+        for t in 0..taps {
+            packed[t * cp + ch] = plain[ch * taps + t] as i8;
+        }
+    }
+    Some(packed)
+}
+
 /// The positions of `node`'s inputs that carry the image, if it has a channels-last form
-/// that the rewrite in [`sink`] produces; `None` otherwise.
-fn layout_inputs(graph: &Graph, node: &Node) -> Option<Vec<usize>> {
+/// that the rewrite in [`sink`] produces, and whether the op broadcasts them (elementwise ops
+/// of several inputs); `None` otherwise.
+fn layout_inputs(graph: &Graph, node: &Node) -> Option<(Vec<usize>, bool)> {
     let op = node.op.as_ref()?;
     let len = |i: usize| input(node, i).map_or(0, |v| graph.value(v).len());
-    let shape = |i: usize| input(node, i).and_then(|v| graph.value(v).shape.clone());
-    let positions = match op {
-        Op::Unary(_) | Op::QLinearLookup(_) => vec![0],
-        Op::Clip(_) if (1..3).all(|i| input(node, i).is_none() || len(i) == 1) => vec![0],
+    let (positions, broadcast) = match op {
+        Op::Unary(_) | Op::QLinearLookup(_) => (vec![0], false),
+        Op::Clip(_) if (1..3).all(|i| input(node, i).is_none() || len(i) == 1) => (vec![0], false),
         Op::QuantLinear(_) if len(1) == 1 && (input(node, 2).is_none() || len(2) == 1) => {
-            vec![0]
+            (vec![0], false)
         }
-        Op::QLinearBinary(_) if shape(0).is_some() && shape(0) == shape(3) => vec![0, 3],
-        Op::Binary(_)
-            if matches!(node.op_type.as_str(), "Add" | "Mul")
-                && shape(0).is_some()
-                && shape(0) == shape(1) =>
-        {
-            vec![0, 1]
-        }
-        Op::Concat(c) if c.axis == 1 => (0..node.inputs.len()).collect(),
-        Op::QLinearConcat(c) if c.axis == 1 => (2..node.inputs.len()).step_by(3).collect(),
+        Op::QLinearBinary(_) => (vec![0, 3], true),
+        Op::Binary(_) if node.op_type != "PRelu" => (vec![0, 1], true),
+        Op::Variadic(_) => ((0..node.inputs.len()).collect(), true),
+        Op::Concat(c) if c.axis == 1 => ((0..node.inputs.len()).collect(), false),
+        Op::QLinearConcat(c) if c.axis == 1 => ((2..node.inputs.len()).step_by(3).collect(), false),
         Op::Pool(p)
             if p.max
                 && !p.channels_last
@@ -259,12 +292,12 @@ fn layout_inputs(graph: &Graph, node: &Node) -> Option<Vec<usize>> {
                     Some(DType::U8 | DType::I8)
                 ) =>
         {
-            vec![0]
+            (vec![0], false)
         }
-        Op::QLinearGlobalAveragePool(p) if !p.channels_last => vec![0],
+        Op::QLinearGlobalAveragePool(p) if !p.channels_last => (vec![0], false),
         _ => return None,
     };
-    (node.outputs.len() == 1 || matches!(op, Op::Pool(_))).then_some(positions)
+    (node.outputs.len() == 1 || matches!(op, Op::Pool(_))).then_some((positions, broadcast))
 }
 
 /// `node` run channels last when every image input comes from a `Transpose(back)`: it reads
@@ -275,7 +308,7 @@ fn sink(
     done: &[Node],
     producer: &HashMap<ValueId, usize>,
 ) -> Option<Vec<Node>> {
-    let positions = layout_inputs(graph, node)?;
+    let (positions, broadcast) = layout_inputs(graph, node)?;
     let y = output(node, 0)?;
     let rank = graph.value(y).shape.as_ref()?.len();
     if !(3..=5).contains(&rank) {
@@ -283,16 +316,49 @@ fn sink(
     }
     let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
     let mut inputs = node.inputs.clone();
+    let mut before = Vec::new();
     for &i in &positions {
         let v = input(node, i)?;
-        let t = &done[*producer.get(&v)?];
-        let Some(Op::Transpose(tr)) = &t.op else {
-            return None;
-        };
-        if tr.perm.as_deref() != Some(&back[..]) || t.guards != node.guards {
+        let from_back = producer.get(&v).map(|&j| &done[j]).filter(|t| {
+            matches!(&t.op, Some(Op::Transpose(tr)) if tr.perm.as_deref() == Some(&back[..]))
+                && t.guards == node.guards
+        });
+        if let Some(t) = from_back {
+            inputs[i] = input(t, 0);
+            continue;
+        }
+        // A broadcast operand stays when it is one value, and goes channels last when it has
+        // no spatial extent (`[N, C, 1, ...]`, a transpose that moves nothing).
+        let shape = graph.value(v).shape.clone()?;
+        if !broadcast {
             return None;
         }
-        inputs[i] = input(t, 0);
+        if shape.iter().product::<usize>() == 1 {
+            continue;
+        }
+        if shape.len() != rank || shape[2..].iter().any(|&d| d != 1) {
+            return None;
+        }
+        let (t, moved) = transpose(
+            graph,
+            v,
+            &to_last(rank),
+            None,
+            format!("{}/input{i}_channels_last", node.name),
+            node,
+        )?;
+        inputs[i] = Some(moved);
+        before.push(t);
+    }
+    // Something must come from a transpose back, or nothing is gained.
+    if before.len()
+        + positions
+            .iter()
+            .filter(|&&i| inputs[i] == node.inputs[i])
+            .count()
+        == positions.len()
+    {
+        return None;
     }
     let mut op = node.op.clone()?;
     match &mut op {
@@ -329,5 +395,8 @@ fn sink(
     // The transpose must reproduce the old output exactly.
     let y_shape = graph.value(y).shape.clone()?;
     let back_shape: Vec<usize> = to_first(rank).iter().map(|&a| first.shape[a]).collect();
-    (back_shape == y_shape).then(|| vec![moved, t_out])
+    (back_shape == y_shape).then(|| {
+        before.extend([moved, t_out]);
+        before
+    })
 }

@@ -637,7 +637,9 @@ fn find_dynamic(
         .map(|(_, b)| b)?;
     let (channels, conv_rank) = match shape {
         Int8Shape::MatMul { n, .. } => (*n, None),
-        Int8Shape::Conv(conv) | Int8Shape::ConvChannelsLast(conv) => (
+        Int8Shape::Conv(conv)
+        | Int8Shape::ConvChannelsLast(conv)
+        | Int8Shape::DepthwiseChannelsLast(conv) => (
             conv.packed_from.as_ref()?.first().copied()?,
             Some(graph.value(product_out).shape.as_ref()?.len()),
         ),

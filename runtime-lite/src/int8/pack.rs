@@ -197,10 +197,21 @@ pub const CHANNELS_LAST_MAX_DEPTH: usize = 4608;
 /// The most kernel taps the channels-last int8 kernel takes (it keeps one offset per tap).
 pub const CHANNELS_LAST_MAX_TAPS: usize = 128;
 
+/// The multiple the channels-last int8 convolutions round their input channels up to: a
+/// group of four bytes for dense ones (each tap starts a group), a vector of sixteen for
+/// depthwise ones (channels are the vector lanes).
+pub const fn channels_last_align(depthwise: bool) -> usize {
+    if depthwise {
+        PANEL
+    } else {
+        GROUP
+    }
+}
+
 /// Bytes of the padded input copy the channels-last int8 convolution reads its windows from:
-/// `batch` images of the [`conv_window`] with `channels` rounded up to a multiple of 4; 0 when
-/// it reads a `uint8` (`unsigned`) input in place (no padding at the start, a window inside
-/// the input, whole groups of channels).
+/// `batch` images of the [`conv_window`] with `channels` rounded up to a multiple of
+/// [`channels_last_align`]; 0 when it reads a `uint8` (`unsigned`) input in place (no
+/// padding at the start, a window inside the input, whole multiples of channels).
 #[allow(
     clippy::too_many_arguments,
     reason = "a convolution's geometry, axis by axis"
@@ -208,6 +219,7 @@ pub const CHANNELS_LAST_MAX_TAPS: usize = 128;
 pub const fn channels_last_padded_len(
     batch: usize,
     channels: usize,
+    depthwise: bool,
     unsigned: bool,
     input: [usize; 3],
     output: [usize; 3],
@@ -217,8 +229,9 @@ pub const fn channels_last_padded_len(
     pads: [usize; 3],
 ) -> usize {
     let ext = conv_window(output, kernel, strides, dilations);
-    if unsigned && channels.is_multiple_of(GROUP) && window_inside(ext, input, pads) {
+    let align = channels_last_align(depthwise);
+    if unsigned && channels.is_multiple_of(align) && window_inside(ext, input, pads) {
         return 0;
     }
-    batch * ext[0] * ext[1] * ext[2] * channels.div_ceil(GROUP) * GROUP
+    batch * ext[0] * ext[1] * ext[2] * channels.div_ceil(align) * align
 }

@@ -219,6 +219,74 @@ unsafe fn vnni512_taps<const NV: usize>(
             panel = unsafe { panel.add(64) };
         }
     }
+    // SAFETY: forwarded contract.
+    unsafe { store_tile(&c, out) };
+}
+
+/// The AVX-512 depthwise kernel, channels last: row `r` (an output pixel) accumulates, for
+/// each tap `t`, its 16-channel vectors `v < nv` at `starts[r] + taps[t] + 16 v` (bytes,
+/// zero-extended) times the tap's weights at `weights + t * stride + 16 v` (signed bytes),
+/// with `vpdpwssd` on 32-bit lanes whose upper halves are zero.
+///
+/// # Safety
+/// Those bytes are readable for all 6 rows and every tap; a `Requant` target's rows are
+/// writable for their columns (`tile.1 <= 16 * nv`, `tile.0 <= 6`); `nv <= 4`; the CPU has
+/// AVX-512F, AVX-512BW and AVX-512 VNNI.
+pub(super) unsafe fn kernel_dw512(
+    starts: &[*const u8; 6],
+    taps: &[usize],
+    weights: *const u8,
+    stride: usize,
+    nv: usize,
+    out: TapsOut<'_>,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match nv {
+            0 | 1 => dw512::<1>(starts, taps, weights, stride, out),
+            2 => dw512::<2>(starts, taps, weights, stride, out),
+            3 => dw512::<3>(starts, taps, weights, stride, out),
+            _ => dw512::<4>(starts, taps, weights, stride, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dw512<const NV: usize>(
+    starts: &[*const u8; 6],
+    taps: &[usize],
+    weights: *const u8,
+    stride: usize,
+    out: TapsOut<'_>,
+) {
+    let mut c = [[_mm512_setzero_si512(); NV]; 6];
+    for (t, &tap) in taps.iter().enumerate() {
+        for v in 0..NV {
+            // SAFETY: the tap's weights hold the vector (the contract).
+            let w = _mm512_cvtepi8_epi32(unsafe {
+                _mm_loadu_si128(weights.add(t * stride + v * 16).cast())
+            });
+            for (r, row) in c.iter_mut().enumerate() {
+                // SAFETY: the pixel's tap holds the vector (the contract).
+                let x = _mm512_cvtepu8_epi32(unsafe {
+                    _mm_loadu_si128(starts[r].add(tap + v * 16).cast())
+                });
+                row[v] = _mm512_dpwssd_epi32(row[v], x, w);
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store_tile(&c, out) };
+}
+
+/// Writes the accumulators of a tile (`MR` rows of `NV` vectors of 16 columns) to `out`.
+///
+/// # Safety
+/// A `Requant` target's rows are writable for their columns (`tile.1 <= 16 * NV`,
+/// `tile.0 <= MR`); the CPU has AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile<const MR: usize, const NV: usize>(c: &[[__m512i; NV]; MR], out: TapsOut<'_>) {
     match out {
         TapsOut::Acc(acc) => {
             for (r, row) in c.iter().enumerate() {
