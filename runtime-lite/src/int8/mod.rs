@@ -345,16 +345,31 @@ fn requant_one(v: i32, bias: i32, mult: f32, zero: i32, lo: i32, hi: i32) -> i32
 }
 
 impl Sink<'_> {
-    /// For an 8-bit requantized output, what a kernel that requantizes in registers needs
-    /// to write tile `at`: where its first row starts and the output's zero point and range.
+    /// For an 8-bit requantized output, tile `at` as a kernel that requantizes in registers
+    /// writes it, with the columns' correction plus integer bias `add` and multipliers
+    /// `scale`; `None` for other outputs.
     #[cfg(target_arch = "x86_64")]
-    fn requant_tile(&self, at: &TilePlace) -> Option<(*mut u8, i32, i32, i32)> {
+    fn requant_tile<'p>(
+        &self,
+        at: &TilePlace,
+        add: &'p [i32; NR_MAX],
+        scale: &'p [f32; NR_MAX],
+    ) -> Option<x86_64::TileRequant<'p>> {
         let span = (at.rows.max(1) - 1) * at.ld + at.cols;
-        match self {
-            Sink::U8(out, q) => Some((out.span_ptr(at.start, span), q.zero, 0, 255)),
-            Sink::I8(out, q) => Some((out.span_ptr(at.start, span).cast(), q.zero, -128, 127)),
-            _ => None,
-        }
+        let (out, zero, range) = match self {
+            Sink::U8(out, q) => (out.span_ptr(at.start, span), q.zero, (0, 255)),
+            Sink::I8(out, q) => (out.span_ptr(at.start, span).cast(), q.zero, (-128, 127)),
+            _ => return None,
+        };
+        Some(x86_64::TileRequant {
+            add,
+            scale,
+            zero,
+            range,
+            out,
+            ld: at.ld,
+            tile: (at.rows, at.cols),
+        })
     }
 
     /// Corrects the tile `acc` with the row and column parameters and writes it to its place.

@@ -79,27 +79,16 @@ pub fn conv_nhwc_exec(
     }
     let isa = Isa::detect();
     let (mr, nr) = (isa.mr(), isa.panels() * PANEL);
-    let raw: &[u8] = match x {
-        Bytes::U8(v) => v,
-        Bytes::I8(v) => bytes_of_i8(v),
-    };
-    let flip = x.shift() as u8;
-    let zu = x_zero + x.shift();
-    // The source of the windows: the input, or its padded copy (unsigned, channels `cp`).
-    let need = padded_len(p, flip == 0);
-    let (src, dims, pads): (&[u8], [usize; 3], [usize; 3]) = if need == 0 {
-        (raw, p.input, p.pads)
-    } else {
-        assert!(
-            padded.len() >= need,
-            "int8 channels-last conv: padded input buffer too short"
-        );
-        let window = conv_window(p.output, p.kernel, p.strides, p.dilations);
-        pad_input(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
-        (&padded[..need], window, [0; 3])
-    };
+    let Source {
+        src,
+        dims,
+        pads,
+        stride,
+        zu,
+        in_place,
+    } = Source::new(p, x, x_zero, cp, padded);
     // Pointwise in place: the pixels' rows are the input's, `c` apart.
-    let in_place_rows = need == 0 && p.is_pointwise();
+    let in_place_rows = in_place && p.is_pointwise();
     assert!(
         kq <= CHANNELS_LAST_MAX_DEPTH,
         "int8 channels-last conv: depth {k} is deeper than the gathered rows"
@@ -110,7 +99,7 @@ pub fn conv_nhwc_exec(
         p,
         dims,
         pads,
-        cs: if need == 0 { c } else { cp },
+        cs: stride,
     };
     let blocks = pixels.div_ceil(BLOCK_ROWS);
     let col_tiles = m.div_ceil(nr);
@@ -178,23 +167,14 @@ pub fn conv_nhwc_exec(
                     let at = |r: usize| origin[r0 + if r < rows { r } else { 0 }];
                     #[cfg(target_arch = "x86_64")]
                     if wide {
-                        use super::x86_64::{kernel_vnni512_taps, TapsOut, TileRequant};
+                        use super::x86_64::{kernel_vnni512_taps, TapsOut};
                         let starts: [*const u8; MR_MAX] =
                             core::array::from_fn(|r| src[at(r)..].as_ptr());
-                        let fused = if w_zero {
+                        let requant = if w_zero {
                             None
                         } else {
-                            sink.requant_tile(&place)
+                            sink.requant_tile(&place, &col_add, &col_params.scale)
                         };
-                        let requant = fused.map(|(out, zero, lo, hi)| TileRequant {
-                            add: &col_add,
-                            scale: &col_params.scale,
-                            zero,
-                            range: (lo, hi),
-                            out,
-                            ld: m,
-                            tile: (rows, width),
-                        });
                         let target = match &requant {
                             Some(q) => TapsOut::Requant(q),
                             None => TapsOut::Acc(&mut acc),
@@ -214,7 +194,7 @@ pub fn conv_nhwc_exec(
                                 target,
                             );
                         }
-                        if fused.is_some() {
+                        if requant.is_some() {
                             continue;
                         }
                     }
@@ -308,25 +288,14 @@ pub fn depthwise_nhwc_exec(
     if pixels == 0 || c == 0 {
         return;
     }
-    let raw: &[u8] = match x {
-        Bytes::U8(v) => v,
-        Bytes::I8(v) => bytes_of_i8(v),
-    };
-    let flip = x.shift() as u8;
-    let zu = x_zero + x.shift();
-    let need = padded_len(p, flip == 0);
-    let (src, dims, pads): (&[u8], [usize; 3], [usize; 3]) = if need == 0 {
-        (raw, p.input, p.pads)
-    } else {
-        assert!(
-            padded.len() >= need,
-            "int8 channels-last depthwise conv: padded input buffer too short"
-        );
-        let window = conv_window(p.output, p.kernel, p.strides, p.dilations);
-        pad_input(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
-        (&padded[..need], window, [0; 3])
-    };
-    let stride = if need == 0 { c } else { cp };
+    let Source {
+        src,
+        dims,
+        pads,
+        stride,
+        zu,
+        ..
+    } = Source::new(p, x, x_zero, cp, padded);
     let tap_at = tap_offsets(p, dims, stride);
     let window = Window {
         p,
@@ -376,19 +345,10 @@ pub fn depthwise_nhwc_exec(
                     };
                     #[cfg(target_arch = "x86_64")]
                     if wide {
-                        use super::x86_64::{kernel_dw512, TapsOut, TileRequant};
+                        use super::x86_64::{kernel_dw512, TapsOut};
                         let starts: [*const u8; ROWS] =
                             core::array::from_fn(|r| src[at(r) + c0..].as_ptr());
-                        let fused = sink.requant_tile(&place);
-                        let requant = fused.map(|(out, zero, lo, hi)| TileRequant {
-                            add: &col_add,
-                            scale: &col_params.scale,
-                            zero,
-                            range: (lo, hi),
-                            out,
-                            ld: c,
-                            tile: (rows, width),
-                        });
+                        let requant = sink.requant_tile(&place, &col_add, &col_params.scale);
                         let target = match &requant {
                             Some(q) => TapsOut::Requant(q),
                             None => TapsOut::Acc(&mut acc),
@@ -510,6 +470,60 @@ fn pad_input(
                 }
                 d[c..].fill(pad);
             }
+        }
+    }
+}
+
+/// What a channels-last convolution reads its windows from.
+struct Source<'a> {
+    /// The input, or its padded copy (unsigned, `cp` channels).
+    src: &'a [u8],
+    /// The source's spatial extents.
+    dims: [usize; 3],
+    /// The pads still to subtract from a window's position (none in the copy).
+    pads: [usize; 3],
+    /// Bytes per source pixel.
+    stride: usize,
+    /// The input's zero point in the unsigned domain.
+    zu: i32,
+    /// The source is the input.
+    in_place: bool,
+}
+
+impl<'a> Source<'a> {
+    /// The input itself when [`padded_len`] says so, else its copy into `padded`, padded
+    /// with the zero point, its channels rounded up to `cp`.
+    fn new(p: &ConvParams, x: Bytes<'a>, x_zero: i32, cp: usize, padded: &'a mut [u8]) -> Self {
+        let raw: &[u8] = match x {
+            Bytes::U8(v) => v,
+            Bytes::I8(v) => bytes_of_i8(v),
+        };
+        let flip = x.shift() as u8;
+        let zu = x_zero + x.shift();
+        let need = padded_len(p, flip == 0);
+        if need == 0 {
+            return Source {
+                src: raw,
+                dims: p.input,
+                pads: p.pads,
+                stride: p.in_channels,
+                zu,
+                in_place: true,
+            };
+        }
+        assert!(
+            padded.len() >= need,
+            "int8 channels-last conv: padded input buffer too short"
+        );
+        let window = conv_window(p.output, p.kernel, p.strides, p.dilations);
+        pad_input(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
+        Source {
+            src: &padded[..need],
+            dims: window,
+            pads: [0; 3],
+            stride: cp,
+            zu,
+            in_place: false,
         }
     }
 }
