@@ -380,6 +380,42 @@ pub fn global_average_f32(x: &[f32], out: &mut [f32], spatial: usize) {
     }
 }
 
+/// [`global_average_f32`] channels last: `x: [N, spatial, channels]`, `out: [N, channels]`;
+/// each channel's sum runs over the pixels in order (the same bits on every CPU).
+pub fn global_average_nhwc_f32(x: &[f32], out: &mut [f32], spatial: usize, channels: usize) {
+    for (o, image) in out
+        .chunks_exact_mut(channels.max(1))
+        .zip(x.chunks_exact((spatial * channels).max(1)))
+    {
+        o.fill(0.0);
+        for pixel in image.chunks_exact(channels.max(1)) {
+            for (a, &v) in o.iter_mut().zip(pixel) {
+                *a += v;
+            }
+        }
+        for a in o.iter_mut() {
+            *a /= spatial as f32;
+        }
+    }
+}
+
+/// [`global_max_f32`] channels last: `x: [N, spatial, channels]`, `out: [N, channels]`.
+pub fn global_max_nhwc_f32(x: &[f32], out: &mut [f32], spatial: usize, channels: usize) {
+    for (o, image) in out
+        .chunks_exact_mut(channels.max(1))
+        .zip(x.chunks_exact((spatial * channels).max(1)))
+    {
+        o.fill(f32::NEG_INFINITY);
+        for pixel in image.chunks_exact(channels.max(1)) {
+            for (m, &v) in o.iter_mut().zip(pixel) {
+                if v > *m || v.is_nan() {
+                    *m = v;
+                }
+            }
+        }
+    }
+}
+
 /// The sum of `values` in sixteen partial sums added in a fixed order: vectorizable, and the
 /// same bits on every CPU and every run.
 fn sum_lanes(values: &[f32]) -> f32 {
@@ -555,14 +591,19 @@ fn window_span(o: usize, stride: usize, kernel: usize, pad: usize, len: usize) -
     (lo, hi.max(lo))
 }
 
-/// [`max_pool_ord`] in the channels-last layout: `x: [N, *input, C]` and `out: [N, *output,
-/// C]` with `p.planes = N` and `channels = C`. Each output pixel takes the elementwise maximum
-/// of its window's channel runs (a pass over contiguous bytes that vectorizes). Dilations
-/// must be 1. A window wholly in the padding takes its image's first pixel, as the
-/// channels-first kernel does.
+/// Max pooling in the channels-last layout: `x: [N, *input, C]` and `out: [N, *output, C]`
+/// with `p.planes = N` and `channels = C`. Each output pixel takes the elementwise maximum of
+/// its window's channel runs (a pass over contiguous elements that vectorizes); a NaN wins,
+/// as in the channels-first kernels. Dilations must be 1. A window wholly in the padding takes
+/// its image's first pixel, as the channels-first kernel for ordered types does.
 ///
 /// Panics if a buffer is shorter than `p` says or a dilation is not 1.
-pub fn max_pool_nhwc<T: Copy + Ord>(p: &PoolParams, channels: usize, x: &[T], out: &mut [T]) {
+pub fn max_pool_nhwc<T: Copy + PartialOrd>(
+    p: &PoolParams,
+    channels: usize,
+    x: &[T],
+    out: &mut [T],
+) {
     let [id, ih, iw] = p.input;
     let [od, oh, ow] = p.output;
     let c = channels;
@@ -600,7 +641,11 @@ pub fn max_pool_nhwc<T: Copy + Ord>(p: &PoolParams, channels: usize, x: &[T], ou
                                     first = false;
                                 } else {
                                     for (d, &v) in pixel.iter_mut().zip(src) {
-                                        *d = (*d).max(v);
+                                        // `v != v` is a NaN (never for integers).
+                                        #[allow(clippy::eq_op, reason = "NaN test")]
+                                        if v > *d || v != v {
+                                            *d = v;
+                                        }
                                     }
                                 }
                             }
@@ -848,6 +893,58 @@ mod tests {
                     "{len}"
                 );
             }
+        }
+    }
+
+    /// Channels-last float max pooling and global pooling against the channels-first kernels,
+    /// with windows that hang over the end (ceil mode) and at the start (padding).
+    #[test]
+    fn channels_last_float_pooling_matches_channels_first() {
+        let (c, input) = (5usize, [1usize, 9, 8]);
+        for (kernel, strides, pads, output) in [
+            ([1, 3, 3], [1, 2, 2], [0, 0, 0], [1, 4, 4]),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 5, 4]),
+            ([1, 2, 2], [1, 1, 1], [0, 0, 0], [1, 8, 7]),
+        ] {
+            let p = PoolParams {
+                planes: c,
+                input,
+                output,
+                kernel,
+                strides,
+                dilations: [1; 3],
+                pads_begin: pads,
+                pads_end: pads,
+            };
+            let n: usize = input.iter().product::<usize>() * c;
+            let x: std::vec::Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+            let spatial = n / c;
+            let last = |v: &[f32], s: usize| -> std::vec::Vec<f32> {
+                (0..v.len()).map(|i| v[(i % c) * s + i / c]).collect()
+            };
+            let m: usize = output.iter().product::<usize>() * c;
+            let mut want = std::vec![0f32; m];
+            pool_f32(&p, PoolKind::Max, &x, &mut want);
+            let mut got = std::vec![0f32; m];
+            max_pool_nhwc(
+                &PoolParams { planes: 1, ..p },
+                c,
+                &last(&x, spatial),
+                &mut got,
+            );
+            assert_eq!(got, last(&want, m / c), "{kernel:?} {strides:?} {pads:?}");
+        }
+        let x: std::vec::Vec<f32> = (0..60).map(|i| (i as f32) * 0.25 - 3.0).collect();
+        let (mut avg, mut max) = (std::vec![0f32; 5], std::vec![0f32; 5]);
+        global_average_f32(&x, &mut avg, 12);
+        global_max_f32(&x, &mut max, 12);
+        let xl: std::vec::Vec<f32> = (0..60).map(|i| x[(i % 5) * 12 + i / 5]).collect();
+        let (mut avg_l, mut max_l) = (std::vec![0f32; 5], std::vec![0f32; 5]);
+        global_average_nhwc_f32(&xl, &mut avg_l, 12, 5);
+        global_max_nhwc_f32(&xl, &mut max_l, 12, 5);
+        assert_eq!(max_l, max);
+        for (a, b) in avg_l.iter().zip(&avg) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} {b}");
         }
     }
 

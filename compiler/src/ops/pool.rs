@@ -171,6 +171,9 @@ pub struct GlobalPool {
     pub max: bool,
     /// GlobalLpPool's exponent.
     pub lp: Option<u32>,
+    /// Max or average in the channels-last layout (`[N, *spatial, C]` to `[N, 1.., C]`), set
+    /// by `passes::int8_channels_last`; never read from a model.
+    pub channels_last: bool,
 }
 
 impl OpDef for GlobalPool {
@@ -182,6 +185,7 @@ impl OpDef for GlobalPool {
             } else {
                 None
             },
+            channels_last: false,
         })
     }
 
@@ -194,15 +198,31 @@ impl OpDef for GlobalPool {
                 x.shape
             )));
         }
-        let mut shape = x.shape[..2].to_vec();
-        shape.resize(x.shape.len(), 1);
+        let mut shape = vec![1; x.shape.len()];
+        shape[0] = x.shape[0];
+        if self.channels_last {
+            shape[x.shape.len() - 1] = x.shape[x.shape.len() - 1];
+        } else {
+            shape[1] = x.shape[1];
+        }
         Ok(vec![TypeShape::new(x.dtype, shape)])
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
-        let spatial = lit(x.shape[2..].iter().product());
         let (i0, o0) = (names.input(0), names.output(0));
+        if self.channels_last && self.lp.is_none() {
+            let rank = x.shape.len();
+            let spatial = lit(x.shape[1..rank - 1].iter().product());
+            let channels = lit(x.shape[rank - 1]);
+            let f = if self.max {
+                quote!(global_max_nhwc_f32)
+            } else {
+                quote!(global_average_nhwc_f32)
+            };
+            return Ok(quote!(::sinter_rt::pool::#f(#i0, #o0, #spatial, #channels);));
+        }
+        let spatial = lit(x.shape[2..].iter().product());
         if let Some(order) = self.lp {
             return Ok(quote!(::sinter_rt::pool::global_lp_f32(#i0, #o0, #spatial, #order);));
         }

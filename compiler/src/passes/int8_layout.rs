@@ -15,7 +15,8 @@
 //!    `QLinearAdd`/`QLinearMul`, binary ops and `Sum`/`Max`/`Min`/`Mean` (an operand that
 //!    does not come from a transpose back must be one value or have no spatial extent, like a
 //!    squeeze-excitation gate), `Concat`/`QLinearConcat` on
-//!    the channel axis, 8-bit `MaxPool` and `QLinearGlobalAveragePool`;
+//!    the channel axis, `MaxPool`, `GlobalAveragePool`, `GlobalMaxPool` and
+//!    `QLinearGlobalAveragePool`;
 //! 3. lets [`simplify_transpose`] cancel each `Transpose(back)` against the next layer's
 //!    `Transpose(to channels last)`.
 //!
@@ -24,7 +25,7 @@
 
 use std::collections::HashMap;
 
-use super::pattern::{add_constant, input, ints_attr, new_node, output};
+use super::pattern::{add_constant, input, int_attr, ints_attr, new_node, output};
 use super::{eliminate_dead, infer_shapes_cx, simplify_transpose, PassCx};
 use crate::error::Result;
 use crate::ir::int8_pack::{self, CHANNELS_LAST_MAX_DEPTH, CHANNELS_LAST_MAX_TAPS, GROUP};
@@ -105,7 +106,7 @@ fn transpose(
         }
     };
     let perm: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
-    let node = new_node(
+    let mut node = new_node(
         name,
         "Transpose",
         vec![Some(x)],
@@ -113,6 +114,8 @@ fn transpose(
         vec![ints_attr("perm", &perm)],
         like,
     )?;
+    // An `ai.onnx` op, whatever domain `like` comes from.
+    node.opset = graph.opset;
     Some((node, out))
 }
 
@@ -289,12 +292,13 @@ fn layout_inputs(graph: &Graph, node: &Node) -> Option<(Vec<usize>, bool)> {
                 && p.window.dilations.iter().all(|&d| d == 1)
                 && matches!(
                     input(node, 0).and_then(|v| graph.value(v).dtype),
-                    Some(DType::U8 | DType::I8)
+                    Some(DType::U8 | DType::I8 | DType::F32)
                 ) =>
         {
             (vec![0], false)
         }
         Op::QLinearGlobalAveragePool(p) if !p.channels_last => (vec![0], false),
+        Op::GlobalPool(p) if !p.channels_last && p.lp.is_none() => (vec![0], false),
         _ => return None,
     };
     (node.outputs.len() == 1 || matches!(op, Op::Pool(_))).then_some((positions, broadcast))
@@ -366,10 +370,21 @@ fn sink(
         Op::QLinearConcat(c) => c.axis = rank as i64 - 1,
         Op::Pool(p) => p.channels_last = true,
         Op::QLinearGlobalAveragePool(p) => p.channels_last = true,
+        Op::GlobalPool(p) => p.channels_last = true,
         _ => {}
     }
     let mut moved = node.clone();
     moved.inputs = inputs;
+    // The attributes say what the op now does (printing and readers of attributes agree).
+    let set = |attrs: &mut Vec<_>, name: &str, value: i64| {
+        attrs.retain(|a: &crate::onnx::proto::AttributeProto| a.name() != name);
+        attrs.push(int_attr(name, value));
+    };
+    match &op {
+        Op::Concat(_) | Op::QLinearConcat(_) => set(&mut moved.attributes, "axis", rank as i64 - 1),
+        Op::QLinearGlobalAveragePool(_) => set(&mut moved.attributes, "channels_last", 1),
+        _ => {}
+    }
     moved.op = Some(op);
     // The channels-last output's type, from the op itself.
     let types = {

@@ -458,11 +458,11 @@ fn concat_in_place(
         let (Some(shape), Some(dtype)) = (&out_value.shape, out_value.dtype) else {
             continue;
         };
-        let axis = node
-            .attributes
-            .iter()
-            .find(|a| a.name() == "axis")
-            .map_or(0, |a| a.i());
+        // The parsed op's axis: passes may have moved it (channels last).
+        let Some(crate::ops::Op::Concat(concat)) = &node.op else {
+            continue;
+        };
+        let axis = concat.axis;
         let Ok(axis) = crate::ops::normalize_axis(axis, shape.len(), "axis") else {
             continue;
         };
@@ -588,6 +588,51 @@ mod tests {
             assert_eq!(offset - base, graph.value(out).bytes());
         }
         assert_eq!(concats, 8);
+    }
+
+    #[test]
+    fn concats_in_place_follow_their_axis_once_channels_last() {
+        // Quantized statically, the light SqueezeNet's fire modules end in float Concats of
+        // two channels-last convolutions: they join on the last axis, and their inputs are
+        // no longer contiguous slices of the output. (The planner once read the axis from the
+        // node's attributes, which still said 1, and laid the inputs end to end.) Every value
+        // gets the range [-8, 8]: a layout check, not an accuracy one.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/models/light_squeezenet/model.onnx");
+        let graph = crate::Builder::new(path).load().expect("loads");
+        let mut table = crate::passes::Calibration::new();
+        for value in &graph.values {
+            table.insert(value.name.clone(), -8.0, 8.0);
+        }
+        let cx = PassCx {
+            opt_level: OptLevel::O3,
+            quantize: crate::passes::Quantize::Static,
+            calibration: Some(std::sync::Arc::new(table)),
+            ..PassCx::default()
+        };
+        let graph = run_passes(graph, &cx).expect("compiles").0;
+        let plan = plan(&graph).expect("plans");
+        let mut channels_last = 0;
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let Some(crate::ops::Op::Concat(concat)) = &node.op else {
+                continue;
+            };
+            let out = node.outputs[0].expect("output");
+            let shape = graph.value(out).shape.clone().expect("shape");
+            let axis = crate::ops::normalize_axis(concat.axis, shape.len(), "axis").expect("axis");
+            if axis == shape.len() - 1 {
+                channels_last += 1;
+            }
+            let attribute = node.attributes.iter().find(|a| a.name() == "axis");
+            assert_eq!(attribute.map(|a| a.i()), Some(concat.axis), "{}", node.name);
+            if plan.skip[i] {
+                assert!(shape[..axis].iter().all(|&d| d == 1), "{}", node.name);
+            }
+        }
+        assert_eq!(
+            channels_last, 8,
+            "the fire modules' Concats run channels last"
+        );
     }
 
     #[test]
