@@ -630,33 +630,52 @@ pub fn max_pool_nhwc<T: Copy + PartialOrd>(
                 for ox in 0..ow {
                     let (x0, x1) = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
                     let Some(pixel) = pixels.next() else { return };
-                    let mut first = true;
-                    for z in z0..z1 {
-                        for y in y0..y1 {
-                            let row =
-                                &image[((z * ih + y) * iw + x0) * c..((z * ih + y) * iw + x1) * c];
-                            for src in row.chunks_exact(c) {
-                                if first {
-                                    pixel.copy_from_slice(src);
-                                    first = false;
-                                } else {
-                                    for (d, &v) in pixel.iter_mut().zip(src) {
-                                        // `v != v` is a NaN (never for integers).
-                                        #[allow(clippy::eq_op, reason = "NaN test")]
-                                        if v > *d || v != v {
-                                            *d = v;
-                                        }
+                    // A run of channels at a time in a local accumulator, which stays in
+                    // registers (stores masked by the comparison would each wait on the last).
+                    for c0 in (0..c).step_by(NHWC_LANES) {
+                        let width = NHWC_LANES.min(c - c0);
+                        let mut acc = [image[c0]; NHWC_LANES];
+                        let mut first = true;
+                        for z in z0..z1 {
+                            for y in y0..y1 {
+                                for xx in x0..x1 {
+                                    let at = ((z * ih + y) * iw + xx) * c + c0;
+                                    let src = &image[at..at + width];
+                                    if first {
+                                        acc[..width].copy_from_slice(src);
+                                        first = false;
+                                    } else if width == NHWC_LANES {
+                                        let src: &[T; NHWC_LANES] =
+                                            src.try_into().unwrap_or_else(|_| unreachable!());
+                                        max_lanes(&mut acc, src);
+                                    } else {
+                                        max_lanes(&mut acc[..width], src);
                                     }
                                 }
                             }
                         }
-                    }
-                    if first {
-                        pixel.copy_from_slice(&image[..c]);
+                        if first {
+                            acc[..width].copy_from_slice(&image[c0..c0 + width]);
+                        }
+                        pixel[c0..c0 + width].copy_from_slice(&acc[..width]);
                     }
                 }
             }
         }
+    }
+}
+
+/// Channels the channels-last max pool keeps in its accumulator.
+const NHWC_LANES: usize = 64;
+
+/// `acc[i] = max(acc[i], src[i])`, a NaN winning (`v != v` never holds for integers);
+/// branch-free, so it vectorizes.
+#[inline(always)]
+fn max_lanes<T: Copy + PartialOrd>(acc: &mut [T], src: &[T]) {
+    for (a, &v) in acc.iter_mut().zip(src) {
+        #[allow(clippy::eq_op, reason = "NaN test")]
+        let take = v > *a || v != v;
+        *a = if take { v } else { *a };
     }
 }
 
@@ -900,12 +919,16 @@ mod tests {
     /// with windows that hang over the end (ceil mode) and at the start (padding).
     #[test]
     fn channels_last_float_pooling_matches_channels_first() {
-        let (c, input) = (5usize, [1usize, 9, 8]);
-        for (kernel, strides, pads, output) in [
-            ([1, 3, 3], [1, 2, 2], [0, 0, 0], [1, 4, 4]),
-            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 5, 4]),
-            ([1, 2, 2], [1, 1, 1], [0, 0, 0], [1, 8, 7]),
-        ] {
+        let input = [1usize, 9, 8];
+        for (c, kernel, strides, pads, output) in [
+            (5, [1, 3, 3], [1, 2, 2], [0, 0, 0], [1, 4, 4]),
+            (70, [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 5, 4]),
+        ]
+        .into_iter()
+        .chain([
+            (5, [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 5, 4]),
+            (5, [1, 2, 2], [1, 1, 1], [0, 0, 0], [1, 8, 7]),
+        ]) {
             let p = PoolParams {
                 planes: c,
                 input,

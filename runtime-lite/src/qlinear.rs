@@ -229,17 +229,93 @@ pub fn build_table<T: Q8>(
     }
 }
 
-/// `out[i] = table[x[i]]`, indexing by bit pattern.
+/// `out[i] = table[x[i]]`, indexing by bit pattern: 64 bytes at a time with AVX-512 VBMI
+/// byte permutes (the table in four registers), one by one elsewhere.
 #[inline]
 pub fn lookup<T: Q8>(x: &[T], table: &[u8; 256], out: &mut [T]) {
-    for (o, &v) in out.iter_mut().zip(x) {
+    let n = x.len().min(out.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_vbmi() {
+        // SAFETY: `T` is `u8` or `i8` (the sealed `Q8`), one byte, so both slices hold `n`
+        // bytes; the CPU has the features.
+        unsafe { lookup_vbmi(x.as_ptr().cast(), table, out.as_mut_ptr().cast(), n) };
+        return;
+    }
+    for (o, &v) in out[..n].iter_mut().zip(x) {
         *o = T::from_bits(table[usize::from(v.bits())]);
+    }
+}
+
+/// Whether the byte-permute lookup may run.
+#[cfg(target_arch = "x86_64")]
+fn has_vbmi() -> bool {
+    if !crate::gemm_x86_64::has_avx512() {
+        return false;
+    }
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(all(
+            target_feature = "avx512bw",
+            target_feature = "avx512vbmi"
+        ))
+    }
+}
+
+/// [`lookup`] on `n` bytes from `x` to `out` (which may be `x`) with `vpermi2b`: the low
+/// seven bits of each byte pick from one half of the table, its top bit picks the half.
+///
+/// # Safety
+/// `x` is readable and `out` writable for `n` bytes; the CPU has AVX-512F, BW and VBMI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn lookup_vbmi(x: *const u8, table: &[u8; 256], out: *mut u8, n: usize) {
+    use core::arch::x86_64::*;
+    // SAFETY: four 64-byte loads inside the 256-byte table.
+    let t: [__m512i; 4] =
+        core::array::from_fn(|q| unsafe { _mm512_loadu_si512(table[q * 64..].as_ptr().cast()) });
+    let map = |idx: __m512i| {
+        let lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
+        let hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
+        _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi)
+    };
+    let mut i = 0;
+    while i + 64 <= n {
+        // SAFETY: 64 bytes at `i` are inside both buffers (the contract); each block is
+        // loaded before it is stored.
+        unsafe {
+            let v = map(_mm512_loadu_si512(x.add(i).cast()));
+            _mm512_storeu_si512(out.add(i).cast(), v);
+        }
+        i += 64;
+    }
+    if i < n {
+        let mask: __mmask64 = (1u64 << (n - i)) - 1;
+        // SAFETY: the masked load and store touch only the `n - i` bytes left.
+        unsafe {
+            let v = map(_mm512_maskz_loadu_epi8(mask, x.add(i).cast()));
+            _mm512_mask_storeu_epi8(out.add(i).cast(), mask, v);
+        }
     }
 }
 
 /// [`lookup`] in place.
 #[inline]
 pub fn lookup_in_place<T: Q8>(values: &mut [T], table: &[u8; 256]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_vbmi() {
+        let n = values.len();
+        // SAFETY: `T` is one byte (the sealed `Q8`); the kernel reads each 64-byte block (or
+        // masked tail) into a register before it writes it back, so the alias is read first.
+        unsafe {
+            let p = values.as_mut_ptr().cast::<u8>();
+            lookup_vbmi(p, table, p, n);
+        }
+        return;
+    }
     for v in values.iter_mut() {
         *v = T::from_bits(table[usize::from(v.bits())]);
     }
@@ -812,6 +888,30 @@ pub fn softmax<T: Q8>(
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    /// The vector table lookup against indexing, on every length around its 64-byte step,
+    /// both byte types, and with AVX-512 off.
+    #[test]
+    fn lookup_matches_indexing() {
+        let table: [u8; 256] = core::array::from_fn(|i| (i * 97 + 13) as u8);
+        let x: Vec<u8> = (0..300).map(|i| (i * 31 + 7) as u8).collect();
+        for n in [0, 1, 63, 64, 65, 130, 300] {
+            let want: Vec<u8> = x[..n].iter().map(|&v| table[usize::from(v)]).collect();
+            let mut got = std::vec![0u8; n];
+            lookup(&x[..n], &table, &mut got);
+            assert_eq!(got, want, "{n}");
+            let xi: Vec<i8> = x[..n].iter().map(|&v| v as i8).collect();
+            let mut got_i = std::vec![0i8; n];
+            lookup(&xi, &table, &mut got_i);
+            assert!(
+                got_i.iter().zip(&want).all(|(&a, &b)| a as u8 == b),
+                "i8 {n}"
+            );
+            let mut plain = std::vec![0u8; n];
+            crate::gemm_x86_64::without_avx512(|| lookup(&x[..n], &table, &mut plain));
+            assert_eq!(plain, want, "without AVX-512 {n}");
+        }
+    }
 
     /// A small deterministic generator (xorshift), so the tests need no dependency.
     struct Rng(u64);

@@ -129,6 +129,7 @@ pub fn conv_nhwc_exec(
         let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
         let mut origin = [0usize; BLOCK_ROWS];
         let mut usum = [0i32; BLOCK_ROWS];
+        let mut cols_cache = ColCache::new();
         for unit in task * per_task..((task + 1) * per_task).min(units) {
             let (b, split) = (unit / col_split, unit % col_split);
             let pix0 = b * BLOCK_ROWS;
@@ -147,12 +148,10 @@ pub fn conv_nhwc_exec(
             for ct in cols.0..cols.1 {
                 let c0 = ct * nr;
                 let width = nr.min(m - c0);
-                let mut col_params = TileParams::<NR_MAX>::new();
-                col_params.channels(&sink, w, k, zu, c0, width);
-                // The correction and integer bias together, for a tile requantized in
-                // registers.
-                let col_add: [i32; NR_MAX] =
-                    core::array::from_fn(|i| col_params.add[i].wrapping_add(col_params.bias_i[i]));
+                let ColTile {
+                    params: col_params,
+                    add: col_add,
+                } = cols_cache.get(ct, || ColTile::new(&sink, w, k, zu, c0, width));
                 let panels = w.data[(c0 / PANEL) * pb..].as_ptr().cast::<u8>();
                 let np = width.div_ceil(PANEL);
                 for r0 in (0..npix).step_by(mr) {
@@ -173,7 +172,7 @@ pub fn conv_nhwc_exec(
                         let requant = if w_zero {
                             None
                         } else {
-                            sink.requant_tile(&place, &col_add, &col_params.scale)
+                            sink.requant_tile(&place, col_add, &col_params.scale)
                         };
                         let target = match &requant {
                             Some(q) => TapsOut::Requant(q),
@@ -228,7 +227,7 @@ pub fn conv_nhwc_exec(
                     let mut row_params = TileParams::<MR_MAX>::new();
                     row_params.activations(w_zero.then_some(&usum[r0..]), rows);
                     // SAFETY: each unit finishes its own pixels' channels `cols`.
-                    unsafe { sink.finish(&mut acc, &place, &row_params, &col_params) };
+                    unsafe { sink.finish(&mut acc, &place, &row_params, col_params) };
                 }
             }
         }
@@ -319,6 +318,7 @@ pub fn depthwise_nhwc_exec(
     exec.for_each(blocks.div_ceil(per_task), &|task| {
         let mut acc: TileAcc = [[0; NR_MAX]; MR_MAX];
         let mut origin = [0usize; BLOCK_ROWS];
+        let mut cols_cache = ColCache::new();
         let row_params = {
             let mut r = TileParams::<MR_MAX>::new();
             r.activations(None, MR_MAX);
@@ -330,10 +330,10 @@ pub fn depthwise_nhwc_exec(
             window.origins(pix0, &mut origin[..npix]);
             for c0 in (0..c).step_by(NR_MAX) {
                 let width = NR_MAX.min(c - c0);
-                let mut col_params = TileParams::<NR_MAX>::new();
-                col_params.channels(&sink, w, taps, zu, c0, width);
-                let col_add: [i32; NR_MAX] =
-                    core::array::from_fn(|i| col_params.add[i].wrapping_add(col_params.bias_i[i]));
+                let ColTile {
+                    params: col_params,
+                    add: col_add,
+                } = cols_cache.get(c0 / NR_MAX, || ColTile::new(&sink, w, taps, zu, c0, width));
                 for r0 in (0..npix).step_by(ROWS) {
                     let rows = ROWS.min(npix - r0);
                     let at = |r: usize| origin[r0 + if r < rows { r } else { 0 }];
@@ -348,7 +348,7 @@ pub fn depthwise_nhwc_exec(
                         use super::x86_64::{kernel_dw512, TapsOut};
                         let starts: [*const u8; ROWS] =
                             core::array::from_fn(|r| src[at(r) + c0..].as_ptr());
-                        let requant = sink.requant_tile(&place, &col_add, &col_params.scale);
+                        let requant = sink.requant_tile(&place, col_add, &col_params.scale);
                         let target = match &requant {
                             Some(q) => TapsOut::Requant(q),
                             None => TapsOut::Acc(&mut acc),
@@ -388,7 +388,7 @@ pub fn depthwise_nhwc_exec(
                         }
                     }
                     // SAFETY: each task finishes its own pixels.
-                    unsafe { sink.finish(&mut acc, &place, &row_params, &col_params) };
+                    unsafe { sink.finish(&mut acc, &place, &row_params, col_params) };
                 }
             }
         }
@@ -470,6 +470,49 @@ fn pad_input(
                 }
                 d[c..].fill(pad);
             }
+        }
+    }
+}
+
+/// The parameters of one column tile (output channels `c0 .. c0 + width`), and its sums'
+/// correction plus integer bias together for the kernels that requantize in registers.
+struct ColTile {
+    params: TileParams<NR_MAX>,
+    add: [i32; NR_MAX],
+}
+
+impl ColTile {
+    fn new(sink: &Sink<'_>, w: &Weights<'_>, k: usize, zu: i32, c0: usize, width: usize) -> Self {
+        let mut params = TileParams::<NR_MAX>::new();
+        params.channels(sink, w, k, zu, c0, width);
+        let add = core::array::from_fn(|i| params.add[i].wrapping_add(params.bias_i[i]));
+        ColTile { params, add }
+    }
+}
+
+/// Column tiles a task computes once for all its pixel blocks: the first [`CACHED_TILES`]
+/// are kept, later ones recomputed.
+struct ColCache {
+    tiles: [Option<ColTile>; CACHED_TILES],
+    spare: Option<ColTile>,
+}
+
+/// Column tiles (of 64 channels) a task keeps.
+const CACHED_TILES: usize = 16;
+
+impl ColCache {
+    fn new() -> Self {
+        ColCache {
+            tiles: [const { None }; CACHED_TILES],
+            spare: None,
+        }
+    }
+
+    /// Tile `ct`, made by `make` the first time.
+    fn get(&mut self, ct: usize, make: impl FnOnce() -> ColTile) -> &ColTile {
+        match self.tiles.get_mut(ct) {
+            Some(slot) => slot.get_or_insert_with(make),
+            None => self.spare.insert(make()),
         }
     }
 }
