@@ -32,7 +32,8 @@ pub enum Activation {
     Softplus,
     /// `min(max(x, lo), hi)` (Clip fused into the producing kernel).
     Clip(f32, f32),
-    /// `x * clamp(x / 6 + 1/2, 0, 1)`.
+    /// `x * clamp(x * (1/6) + 1/2, 0, 1)` (ONNX `HardSwish`, with the arithmetic of the
+    /// op's own kernel, so that fusing it changes no bit).
     HardSwish,
     /// `x / 2 * (1 + erf(x / sqrt(2)))` (Gelu fused into the producing kernel).
     Gelu,
@@ -87,7 +88,7 @@ impl Activation {
                     m
                 }
             }
-            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
             // The same f32 arithmetic, in the same order, as the Gelu op's kernel.
             Activation::Gelu => math::gelu(x),
             Activation::GeluTanh => math::gelu_tanh(x),
@@ -124,7 +125,7 @@ impl Activation {
                 .for_each(|v| *v = (a * *v + b).clamp(0.0, 1.0)),
             Activation::HardSwish => values
                 .iter_mut()
-                .for_each(|v| *v *= (*v / 6.0 + 0.5).clamp(0.0, 1.0)),
+                .for_each(|v| *v *= (*v * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0)),
             Activation::Affine(a, b) => values.iter_mut().for_each(|v| *v = a * *v + b),
             Activation::LeakyRelu(a) => values
                 .iter_mut()

@@ -228,7 +228,10 @@ pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
             _mm512_set1_ps(b),
         )),
         Activation::HardSwish => {
-            let gate = _mm512_add_ps(_mm512_div_ps(x, _mm512_set1_ps(6.0)), _mm512_set1_ps(0.5));
+            let gate = _mm512_add_ps(
+                _mm512_mul_ps(x, _mm512_set1_ps(1.0 / 6.0)),
+                _mm512_set1_ps(0.5),
+            );
             _mm512_mul_ps(x, clamp01_avx512(gate))
         }
         // Not in-register (see `Finish::in_register`): the caller applies it.
