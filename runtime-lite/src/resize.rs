@@ -292,6 +292,69 @@ pub fn resize_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Nearest-neighbour resize of any element type (the 8-bit tensors of quantized models): each
+/// output element copies the input element its coordinates round to.
+///
+/// Panics if a buffer is too short, the interpolation is not nearest, or the coordinate mode
+/// is `tf_crop_and_resize` (whose extrapolation value is a float).
+pub fn resize_nearest<T: Copy>(p: &ResizeParams<'_>, x: &[T], out: &mut [T]) {
+    assert!(
+        matches!(p.interp, Interp::Nearest(_)) && p.coord != Coord::TfCropAndResize,
+        "resize_nearest: nearest interpolation without extrapolation only"
+    );
+    let rank = p.axes.len();
+    assert!(rank <= MAX_RANK, "resize rank exceeds {MAX_RANK}");
+    let in_len: usize = p.axes.iter().map(|a| a.input).product();
+    let out_len: usize = p.axes.iter().map(|a| a.output).product();
+    assert!(
+        x.len() >= in_len && out.len() >= out_len,
+        "resize buffers too short"
+    );
+    if out_len == 0 {
+        return;
+    }
+    if rank == 0 {
+        out[0] = x[0];
+        return;
+    }
+    let mut strides = [0usize; MAX_RANK];
+    let mut acc = 1;
+    for k in (0..rank).rev() {
+        strides[k] = acc;
+        acc *= p.axes[k].input;
+    }
+    // Per axis, the input offset its current output coordinate reads: nearest interpolation
+    // weighs the two neighbours 1 and 0.
+    let mut taps = [Taps::EMPTY; MAX_RANK];
+    let mut index = [0usize; MAX_RANK];
+    let offset = |taps: &Taps, k: usize| {
+        let pick = if taps.weight[0] != 0.0 { 0 } else { 1 };
+        taps.index[pick] * strides[k]
+    };
+    for (k, t) in taps.iter_mut().enumerate().take(rank) {
+        axis_taps(p, &p.axes[k], 0, t);
+    }
+    let mut at: usize = (0..rank).map(|k| offset(&taps[k], k)).sum();
+    for o in out.iter_mut().take(out_len) {
+        *o = x[at];
+        // Advance the output odometer, moving the offset by the axes that changed.
+        let mut k = rank;
+        while k > 0 {
+            k -= 1;
+            at -= offset(&taps[k], k);
+            index[k] += 1;
+            if index[k] < p.axes[k].output {
+                axis_taps(p, &p.axes[k], index[k], &mut taps[k]);
+                at += offset(&taps[k], k);
+                break;
+            }
+            index[k] = 0;
+            axis_taps(p, &p.axes[k], 0, &mut taps[k]);
+            at += offset(&taps[k], k);
+        }
+    }
+}
+
 /// Longest last-two axes the fast path handles (its tap tables live on the stack).
 const PLANE_MAX: usize = 2048;
 
@@ -445,6 +508,55 @@ mod tests {
         let mut out = [0.0f32; 4];
         resize_f32(&p, &[1.0, 2.0], &mut out);
         assert_eq!(out, [1.0, 1.0, 2.0, 2.0]);
+    }
+
+    /// Nearest resize of bytes picks the elements the float path picks, in every rounding
+    /// and coordinate mode, up and down, over several axes.
+    #[test]
+    fn nearest_bytes_match_the_float_path() {
+        let shapes: [[(usize, usize, f64); 3]; 3] = [
+            [(2, 2, 1.0), (5, 10, 2.0), (7, 14, 2.0)],
+            [(1, 1, 1.0), (9, 5, 5.0 / 9.0), (6, 9, 1.5)],
+            [(3, 3, 1.0), (4, 11, 2.75), (8, 3, 0.375)],
+        ];
+        let modes = [
+            Nearest::Floor,
+            Nearest::Ceil,
+            Nearest::RoundPreferFloor,
+            Nearest::RoundPreferCeil,
+        ];
+        let coords = [
+            Coord::Asymmetric,
+            Coord::HalfPixel,
+            Coord::AlignCorners,
+            Coord::PytorchHalfPixel,
+        ];
+        for shape in shapes {
+            let axes: std::vec::Vec<ResizeAxis> =
+                shape.iter().map(|&(i, o, s)| axis(i, o, s)).collect();
+            let len: usize = shape.iter().map(|a| a.0).product();
+            let out_len: usize = shape.iter().map(|a| a.1).product();
+            let bytes: std::vec::Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let floats: std::vec::Vec<f32> = bytes.iter().map(|&b| f32::from(b)).collect();
+            for mode in modes {
+                for coord in coords {
+                    let p = ResizeParams {
+                        axes: &axes,
+                        interp: Interp::Nearest(mode),
+                        coord,
+                        antialias: false,
+                        exclude_outside: false,
+                        extrapolation: 0.0,
+                    };
+                    let mut want = std::vec![0f32; out_len];
+                    resize_f32(&p, &floats, &mut want);
+                    let mut got = std::vec![0u8; out_len];
+                    resize_nearest(&p, &bytes, &mut got);
+                    let got: std::vec::Vec<f32> = got.iter().map(|&b| f32::from(b)).collect();
+                    assert_eq!(got, want, "{shape:?} {mode:?} {coord:?}");
+                }
+            }
+        }
     }
 
     #[test]

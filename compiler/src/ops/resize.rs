@@ -11,9 +11,7 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::{
-    f32_lit, lit, normalize_axis, require_dtype, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
-};
+use super::{f32_lit, lit, normalize_axis, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
 
@@ -363,7 +361,16 @@ impl OpDef for Resize {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        require_dtype(x.dtype, &[DType::F32], "X")?;
+        if x.dtype != DType::F32 {
+            // Other types (the 8-bit tensors of quantized models) copy their nearest element.
+            if !matches!(self.interp, InterpKind::Nearest(_)) || self.coord == "TfCropAndResize" {
+                return Err(CompileError::unsupported(format!(
+                    "X of type {} with other than nearest interpolation (or with \
+                     tf_crop_and_resize): only float32 interpolates",
+                    x.dtype
+                )));
+            }
+        }
         let axes = self.resolve(cx)?;
         if self.legacy
             && matches!(self.interp, InterpKind::Nearest(_))
@@ -408,6 +415,11 @@ impl OpDef for Resize {
         let (antialias, exclude) = (self.antialias, self.exclude_outside);
         let extrapolation = f32_lit(self.extrapolation);
         let (i0, o0) = (names.input(0), names.output(0));
+        let kernel = if cx.input(0)?.dtype == DType::F32 {
+            quote!(resize_f32)
+        } else {
+            quote!(resize_nearest)
+        };
         Ok(quote! {
             const PARAMS: ::sinter_rt::resize::ResizeParams<'static> = ::sinter_rt::resize::ResizeParams {
                 axes: &[#(#items),*],
@@ -417,7 +429,7 @@ impl OpDef for Resize {
                 exclude_outside: #exclude,
                 extrapolation: #extrapolation,
             };
-            ::sinter_rt::resize::resize_f32(&PARAMS, #i0, #o0);
+            ::sinter_rt::resize::#kernel(&PARAMS, #i0, #o0);
         })
     }
 }
