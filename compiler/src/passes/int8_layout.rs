@@ -7,7 +7,8 @@
 //! (`sinter_rt::int8::conv_nhwc_exec`).
 //!
 //! The pass:
-//! 1. rewrites every dense `sinter::Int8Product` convolution on 8-bit activations as
+//! 1. rewrites every `sinter::Int8Product` convolution (dense, or depthwise without a weight
+//!    zero point) on 8-bit activations with constant quantization parameters as
 //!    `Transpose(to channels last) -> channels-last product -> Transpose(back)`, repacking its
 //!    weights as column panels with the depth over the taps, then the channels;
 //! 2. moves each `Transpose(back)` below the ops that do not care where the channels are or
@@ -133,7 +134,12 @@ fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
     let (dtype, x_shape) = (x_value.dtype?, x_value.shape.clone()?);
     let w_shape = conv.packed_from.clone()?;
     let rank = x_shape.len();
+    // Activations quantized at run time (sinter's `--quantize dynamic`, or ORT's
+    // `DynamicQuantizeLinear` feeding the product its zero point and scale) stay channels
+    // first: their float epilogues and the float ops between them measured faster there.
     if product.dynamic
+        || input(node, 1).is_some()
+        || input(node, 2).is_some()
         || !matches!(dtype, DType::U8 | DType::I8)
         || !(3..=5).contains(&rank)
         || w_shape.len() != rank
