@@ -372,6 +372,47 @@ impl Sink<'_> {
         })
     }
 
+    /// For a float output (`f32`, or quantized after a float epilogue) whose activations all
+    /// run in registers, tile `at` as a kernel that finishes it in registers writes it, with
+    /// the columns' correction `add` and their parameters; `None` otherwise.
+    #[cfg(target_arch = "x86_64")]
+    fn float_tile<'p>(
+        &'p self,
+        at: &TilePlace,
+        add: &'p [i32; NR_MAX],
+        col: &'p TileParams<NR_MAX>,
+    ) -> Option<x86_64::TileFloat<'p>> {
+        let span = (at.rows.max(1) - 1) * at.ld + at.cols;
+        let (out, d) = match self {
+            Sink::F32(out, d) => (x86_64::FloatOut::F32(out.span_ptr(at.start, span)), d),
+            Sink::U8Float(out, d, q) => (
+                x86_64::FloatOut::U8(out.span_ptr(at.start, span), q.scale, q.zero),
+                d,
+            ),
+            _ => return None,
+        };
+        if !d.acts.iter().all(crate::gemm::Finish::in_register) {
+            return None;
+        }
+        let residual = match d.residual {
+            Some(r) => {
+                assert!(r.len() >= at.start + span, "int8: residual too short");
+                Some(r[at.start..].as_ptr())
+            }
+            None => None,
+        };
+        Some(x86_64::TileFloat {
+            add,
+            scale: &col.scale,
+            bias: &col.bias_f,
+            residual,
+            acts: d.acts,
+            out,
+            ld: at.ld,
+            tile: (at.rows, at.cols),
+        })
+    }
+
     /// Corrects the tile `acc` with the row and column parameters and writes it to its place.
     ///
     /// # Safety

@@ -169,14 +169,18 @@ pub fn conv_nhwc_exec(
                         use super::x86_64::{kernel_vnni512_taps, TapsOut};
                         let starts: [*const u8; MR_MAX] =
                             core::array::from_fn(|r| src[at(r)..].as_ptr());
-                        let requant = if w_zero {
-                            None
+                        let (requant, float) = if w_zero {
+                            (None, None)
                         } else {
-                            sink.requant_tile(&place, col_add, &col_params.scale)
+                            (
+                                sink.requant_tile(&place, col_add, &col_params.scale),
+                                sink.float_tile(&place, col_add, col_params),
+                            )
                         };
-                        let target = match &requant {
-                            Some(q) => TapsOut::Requant(q),
-                            None => TapsOut::Acc(&mut acc),
+                        let target = match (&requant, &float) {
+                            (Some(q), _) => TapsOut::Requant(q),
+                            (None, Some(f)) => TapsOut::Float(f),
+                            (None, None) => TapsOut::Acc(&mut acc),
                         };
                         // SAFETY: every row's window lies inside `src` (its origin plus the
                         // last tap's offset plus `cp` bytes); the panels of columns `c0..`
@@ -193,7 +197,7 @@ pub fn conv_nhwc_exec(
                                 target,
                             );
                         }
-                        if requant.is_some() {
+                        if requant.is_some() || float.is_some() {
                             continue;
                         }
                     }
@@ -349,9 +353,11 @@ pub fn depthwise_nhwc_exec(
                         let starts: [*const u8; ROWS] =
                             core::array::from_fn(|r| src[at(r) + c0..].as_ptr());
                         let requant = sink.requant_tile(&place, col_add, &col_params.scale);
-                        let target = match &requant {
-                            Some(q) => TapsOut::Requant(q),
-                            None => TapsOut::Acc(&mut acc),
+                        let float = sink.float_tile(&place, col_add, col_params);
+                        let target = match (&requant, &float) {
+                            (Some(q), _) => TapsOut::Requant(q),
+                            (None, Some(f)) => TapsOut::Float(f),
+                            (None, None) => TapsOut::Acc(&mut acc),
                         };
                         // SAFETY: every row's window lies inside `src`, with `width`
                         // rounded up to 16 channels from `c0` readable at each tap (the
@@ -370,7 +376,7 @@ pub fn depthwise_nhwc_exec(
                                 target,
                             );
                         }
-                        if requant.is_some() {
+                        if requant.is_some() || float.is_some() {
                             continue;
                         }
                     }
@@ -1012,6 +1018,121 @@ mod tests {
                             )
                         });
                         assert_eq!(got_q, want_q, "{isa:?} case {case} requantized");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Float outputs (dequantized, then bias, residual and activations; or quantized after
+    /// that) finished in registers give the bits of the generic epilogue (the portable kernel's
+    /// path), for dense and depthwise layers.
+    #[test]
+    fn channels_last_float_outputs_match_the_generic_epilogue() {
+        use crate::epilogue::Activation;
+        let dense = params(
+            [1, 16, 37],
+            [1, 9, 10],
+            [1, 3, 3],
+            [1; 3],
+            [1; 3],
+            [0, 1, 1],
+        );
+        let mut dw = params(
+            [1, 40, 40],
+            [1, 9, 10],
+            [1, 3, 3],
+            [1; 3],
+            [1; 3],
+            [0, 1, 1],
+        );
+        dw.groups = 40;
+        for p in [dense, dw] {
+            let (c, m, taps) = (p.in_channels, p.out_channels, p.kernel_len());
+            let depthwise = p.is_depthwise();
+            let x = bytes(p.input_len() * c, 21);
+            let k = if depthwise { taps } else { c * taps };
+            let w: Vec<i8> = bytes(m * k, 22).iter().map(|&v| v as i8).collect();
+            let packed = if depthwise {
+                let cp = c.div_ceil(16) * 16;
+                let mut packed = vec![0i8; taps * cp];
+                for ch in 0..c {
+                    for t in 0..taps {
+                        packed[t * cp + ch] = w[ch * taps + t];
+                    }
+                }
+                packed
+            } else {
+                pack_taps(&w, c, taps, m)
+            };
+            let sums: Vec<i32> = w
+                .chunks_exact(k)
+                .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+                .collect();
+            let weights = Weights {
+                data: &packed,
+                sums: &sums,
+                zero: &[],
+            };
+            let len = m * p.output_len();
+            let scale: Vec<f32> = (0..m).map(|j| 2e-5 * (1.0 + j as f32 * 0.01)).collect();
+            let bias: Vec<f32> = (0..m).map(|j| j as f32 * 0.01 - 0.2).collect();
+            let residual: Vec<f32> = (0..len).map(|i| (i % 13) as f32 * 0.05 - 0.3).collect();
+            let run = |isa, acts: &[Activation], res: bool, quantize: bool| {
+                let d = super::super::Dequant {
+                    scale: 0.5,
+                    channel_scale: &scale,
+                    bias: Some(&bias),
+                    residual: res.then_some(&residual[..]),
+                    acts,
+                };
+                let exec = Exec::with_threads(1);
+                let mut padded = vec![0u8; padded_len(&p, true)];
+                let (mut f, mut q) = (vec![0f32; len], vec![0u8; len]);
+                let out = if quantize {
+                    let quant = super::super::Quant {
+                        scale: 0.02,
+                        zero: 37,
+                    };
+                    Output::U8Float(&mut q, d, quant)
+                } else {
+                    Output::F32(&mut f, d)
+                };
+                with_isa(isa, || {
+                    if depthwise {
+                        depthwise_nhwc_exec(&exec, &p, Bytes::U8(&x), 9, &weights, &mut padded, out)
+                    } else {
+                        conv_nhwc_exec(&exec, &p, Bytes::U8(&x), 9, &weights, &mut padded, out)
+                    }
+                });
+                (f.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), q)
+            };
+            // The outputs span their range: neither all clamped nor all zero.
+            let (_, q) = run(crate::int8::Isa::Portable, &[], false, true);
+            let inside = q.iter().filter(|&&v| v > 0 && v < 255).count();
+            assert!(inside > len / 2, "{inside} of {len}");
+            let chains: [&[Activation]; 5] = [
+                &[],
+                &[Activation::Relu],
+                &[Activation::HardSwish, Activation::Clip(-0.1, 3.0)],
+                &[
+                    Activation::HardSigmoid(0.2, 0.5),
+                    Activation::LeakyRelu(0.1),
+                ],
+                // Not in registers: the generic epilogue on every kernel family.
+                &[Activation::Sigmoid],
+            ];
+            for acts in chains {
+                for res in [false, true] {
+                    for quantize in [false, true] {
+                        let want = run(crate::int8::Isa::Portable, acts, res, quantize);
+                        for isa in crate::int8::Isa::available() {
+                            assert_eq!(
+                                run(isa, acts, res, quantize),
+                                want,
+                                "{isa:?} depthwise={depthwise} {acts:?} residual={res} quantize={quantize}"
+                            );
+                        }
                     }
                 }
             }

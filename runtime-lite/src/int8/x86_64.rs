@@ -148,6 +148,35 @@ pub(super) enum TapsOut<'a> {
     Acc(&'a mut TileAcc),
     /// Requantized in registers.
     Requant(&'a TileRequant<'a>),
+    /// Dequantized in registers, with bias, residual and activations, stored as `f32` or
+    /// quantized to `u8`.
+    Float(&'a TileFloat<'a>),
+}
+
+/// A tile finished in float in registers: `y = acts((sum + add[c]) * scale[c] + bias[c] +
+/// residual)`, the operations of the generic epilogue in its order, for the tile's first
+/// `tile.0` rows and `tile.1` columns, rows `ld` apart.
+pub(super) struct TileFloat<'a> {
+    pub(super) add: &'a [i32; super::NR_MAX],
+    pub(super) scale: &'a [f32; super::NR_MAX],
+    pub(super) bias: &'a [f32; super::NR_MAX],
+    /// The residual's element for the tile's first one.
+    pub(super) residual: Option<*const f32>,
+    /// Activations that run in registers (`gemm::Finish::in_register`).
+    pub(super) acts: &'a [crate::epilogue::Activation],
+    pub(super) out: FloatOut,
+    pub(super) ld: usize,
+    pub(super) tile: (usize, usize),
+}
+
+/// Where a [`TileFloat`] goes.
+#[derive(Clone, Copy)]
+pub(super) enum FloatOut {
+    /// `f32` at this element.
+    F32(*mut f32),
+    /// `saturate(round_half_even(y / scale) + zero)` as `u8` at this element
+    /// (`QuantizeLinear`'s formula; NaN gives the zero point).
+    U8(*mut u8, f32, i32),
 }
 
 /// A tile requantized in registers: `out[r * ld + c] = saturate(round_half_even((sum +
@@ -220,7 +249,7 @@ unsafe fn vnni512_taps<const NV: usize>(
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { store_tile(&c, out) };
+    unsafe { store_tile(c, out) };
 }
 
 /// The AVX-512 depthwise kernel, channels last: row `r` (an output pixel) accumulates, for
@@ -276,7 +305,7 @@ unsafe fn dw512<const NV: usize>(
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { store_tile(&c, out) };
+    unsafe { store_tile(c, out) };
 }
 
 /// Writes the accumulators of a tile (`MR` rows of `NV` vectors of 16 columns) to `out`.
@@ -286,7 +315,7 @@ unsafe fn dw512<const NV: usize>(
 /// `tile.0 <= MR`); the CPU has AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_tile<const MR: usize, const NV: usize>(c: &[[__m512i; NV]; MR], out: TapsOut<'_>) {
+unsafe fn store_tile<const MR: usize, const NV: usize>(c: [[__m512i; NV]; MR], out: TapsOut<'_>) {
     match out {
         TapsOut::Acc(acc) => {
             for (r, row) in c.iter().enumerate() {
@@ -295,6 +324,11 @@ unsafe fn store_tile<const MR: usize, const NV: usize>(c: &[[__m512i; NV]; MR], 
                     unsafe { _mm512_storeu_si512(acc[r][v * 16..].as_mut_ptr().cast(), *cv) };
                 }
             }
+        }
+        TapsOut::Float(q) => {
+            // SAFETY: forwarded contract (a `Float` target's rows and residual rows hold its
+            // columns).
+            unsafe { store_float(&c, q) };
         }
         TapsOut::Requant(&TileRequant {
             add,
@@ -337,6 +371,70 @@ unsafe fn store_tile<const MR: usize, const NV: usize>(c: &[[__m512i; NV]; MR], 
                     unsafe {
                         _mm512_mask_cvtepi32_storeu_epi8(out.add(r * ld + first).cast(), mask, i)
                     };
+                }
+            }
+        }
+    }
+}
+
+/// Finishes a tile in float (see [`TileFloat`]).
+///
+/// # Safety
+/// The target's rows (and the residual's) hold `tile.1 <= 16 * NV` elements each, `ld`
+/// apart, for `tile.0 <= MR` rows; the CPU has AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_float<const MR: usize, const NV: usize>(
+    c: &[[__m512i; NV]; MR],
+    q: &TileFloat<'_>,
+) {
+    let (nrows, ncols) = q.tile;
+    // SAFETY: 16 lanes of each parameter array (v < 4).
+    let add: [__m512i; NV] =
+        core::array::from_fn(|v| unsafe { _mm512_loadu_si512(q.add[v * 16..].as_ptr().cast()) });
+    // SAFETY: as above.
+    let scale: [__m512; NV] =
+        core::array::from_fn(|v| unsafe { _mm512_loadu_ps(q.scale[v * 16..].as_ptr()) });
+    // SAFETY: as above.
+    let bias: [__m512; NV] =
+        core::array::from_fn(|v| unsafe { _mm512_loadu_ps(q.bias[v * 16..].as_ptr()) });
+    for (r, row) in c.iter().enumerate() {
+        if r >= nrows {
+            break;
+        }
+        for (v, &cv) in row.iter().enumerate() {
+            let first = v * 16;
+            if first >= ncols {
+                break;
+            }
+            let left = ncols - first;
+            let mask: __mmask16 = if left >= 16 { 0xffff } else { (1 << left) - 1 };
+            let at = r * q.ld + first;
+            let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(cv, add[v]));
+            let mut y = _mm512_add_ps(_mm512_mul_ps(sum, scale[v]), bias[v]);
+            if let Some(res) = q.residual {
+                // SAFETY: the residual's row holds the tile's columns (the contract).
+                y = _mm512_add_ps(y, unsafe { _mm512_maskz_loadu_ps(mask, res.add(at)) });
+            }
+            for &act in q.acts {
+                y = crate::gemm_x86_64::activate(act, y);
+            }
+            match q.out {
+                // SAFETY: the target's row holds the tile's columns; the mask keeps the store
+                // inside them.
+                FloatOut::F32(out) => unsafe { _mm512_mask_storeu_ps(out.add(at), mask, y) },
+                FloatOut::U8(out, s, zero) => {
+                    let t = _mm512_div_ps(y, _mm512_set1_ps(s));
+                    // NaN becomes the zero point, as the scalar formula gives.
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(t, t);
+                    let t = _mm512_mask_blend_ps(nan, t, _mm512_set1_ps(-(zero as f32)));
+                    let t = _mm512_min_ps(
+                        _mm512_max_ps(t, _mm512_set1_ps(-(zero as f32))),
+                        _mm512_set1_ps((255 - zero) as f32),
+                    );
+                    let i = _mm512_add_epi32(_mm512_cvtps_epi32(t), _mm512_set1_epi32(zero));
+                    // SAFETY: as for the f32 store.
+                    unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.add(at).cast(), mask, i) };
                 }
             }
         }
