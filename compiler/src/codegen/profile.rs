@@ -199,7 +199,8 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
             crate::ops::int8::Int8Shape::MatMul { k, .. } => macs(out0, *k as u64),
             crate::ops::int8::Int8Shape::Conv(conv)
             | crate::ops::int8::Int8Shape::ConvChannelsLast(conv)
-            | crate::ops::int8::Int8Shape::DepthwiseChannelsLast(conv) => {
+            | crate::ops::int8::Int8Shape::DepthwiseChannelsLast(conv)
+            | crate::ops::int8::Int8Shape::ConvFromChannelsFirst(conv) => {
                 macs(out0, per_weight_row(&conv_weight(&conv.packed_from, 3)))
             }
         },

@@ -47,6 +47,10 @@ pub enum Int8Shape {
     /// `[N, *spatial, M]`), its weights packed as `C * kernel x M` column panels with the
     /// depth running over the taps, then the channels (`sinter_rt::int8::conv_nhwc_exec`).
     ConvChannelsLast(Conv),
+    /// [`Int8Shape::ConvChannelsLast`] reading a channels-first input (`A: [N, C,
+    /// *spatial]`, a network's first layer): its padded copy is transposed as it is made
+    /// (`sinter_rt::int8::conv_nhwc_from_nchw_exec`).
+    ConvFromChannelsFirst(Conv),
     /// A depthwise convolution in the channels-last layout, its weights packed as
     /// `[kernel, Cp]` rows of channels (`Cp` rounded up to 16;
     /// `sinter_rt::int8::depthwise_nhwc_exec`).
@@ -136,9 +140,15 @@ impl Int8Product {
                 shape.extend(&g.output);
                 Ok(shape)
             }
-            Int8Shape::ConvChannelsLast(conv) | Int8Shape::DepthwiseChannelsLast(conv) => {
+            Int8Shape::ConvChannelsLast(conv)
+            | Int8Shape::DepthwiseChannelsLast(conv)
+            | Int8Shape::ConvFromChannelsFirst(conv) => {
                 let w = conv.weight_shape(cx)?;
-                let g = conv.geometry_of(&channels_first(a.shape), cx)?;
+                let first = match &self.shape {
+                    Int8Shape::ConvFromChannelsFirst(_) => a.shape.to_vec(),
+                    _ => channels_first(a.shape),
+                };
+                let g = conv.geometry_of(&first, cx)?;
                 let mut shape = vec![a.shape[0]];
                 shape.extend(&g.output);
                 shape.push(w[0]);
@@ -156,9 +166,12 @@ impl Int8Product {
         let (conv, last, depthwise) = match &self.shape {
             Int8Shape::MatMul { .. } => return Ok(0),
             Int8Shape::Conv(conv) => (conv, false, false),
-            Int8Shape::ConvChannelsLast(conv) => (conv, true, false),
+            Int8Shape::ConvChannelsLast(conv) | Int8Shape::ConvFromChannelsFirst(conv) => {
+                (conv, true, false)
+            }
             Int8Shape::DepthwiseChannelsLast(conv) => (conv, true, true),
         };
+        let from_first = matches!(self.shape, Int8Shape::ConvFromChannelsFirst(_));
         let x = cx.input(0)?;
         let w = conv.weight_shape(cx)?;
         // Right-aligned in three axes, as `ConvParams` holds them.
@@ -167,13 +180,18 @@ impl Int8Product {
             core::array::from_fn(|i| if i < lead { fill } else { v[i - lead] })
         };
         if last {
-            let shape = channels_first(x.shape);
+            let shape = if from_first {
+                x.shape.to_vec()
+            } else {
+                channels_first(x.shape)
+            };
             let g = conv.geometry_of(&shape, cx)?;
             return Ok(crate::ir::int8_pack::channels_last_padded_len(
                 shape[0],
                 shape[1],
                 depthwise,
-                x.dtype == DType::U8,
+                // A channels-first input is always copied.
+                x.dtype == DType::U8 && !from_first,
                 three(&shape[2..], 1),
                 three(&g.output, 1),
                 three(&g.kernel, 1),
@@ -348,6 +366,13 @@ impl OpDef for Int8Product {
                 code.extend(quote! {
                     const PARAMS: ::sinter_rt::conv::ConvParams = #params;
                     ::sinter_rt::int8::conv_nhwc_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
+                });
+            }
+            Int8Shape::ConvFromChannelsFirst(conv) => {
+                let params = conv.params(cx)?;
+                code.extend(quote! {
+                    const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+                    ::sinter_rt::int8::conv_nhwc_from_nchw_exec(#exec, &PARAMS, #a_bytes, a_zero, #weights, padded, #output);
                 });
             }
             Int8Shape::DepthwiseChannelsLast(conv) => {

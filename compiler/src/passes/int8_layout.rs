@@ -57,7 +57,7 @@ pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     let mut changed = false;
     for node in nodes {
-        let rewritten = match convert_conv(&mut graph, &node) {
+        let rewritten = match convert_conv(&mut graph, &node, &out, &producer) {
             Some(nodes) => Some(nodes),
             None => sink(&mut graph, &node, &out, &producer),
         };
@@ -121,7 +121,12 @@ fn transpose(
 }
 
 /// A dense 8-bit convolution as `Transpose -> channels-last product -> Transpose`.
-fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
+fn convert_conv(
+    graph: &mut Graph,
+    node: &Node,
+    done: &[Node],
+    producer: &HashMap<ValueId, usize>,
+) -> Option<Vec<Node>> {
     let Some(Op::Int8Product(product)) = &node.op else {
         return None;
     };
@@ -179,18 +184,31 @@ fn convert_conv(graph: &mut Graph, node: &Node) -> Option<Vec<Node>> {
             bytes: packed.iter().map(|&v| v as u8).collect(),
         },
     );
-    let (t_in, x_last) = transpose(
-        graph,
-        x,
-        &to_last(rank),
-        None,
-        format!("{name}/to_channels_last"),
-        node,
-    )?;
+    // A dense layer whose input is truly channels first (not a transpose back from an
+    // earlier channels-last layer: a network's first layer) transposes it while it pads it.
+    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
+    let from_back = producer.get(&x).is_some_and(
+        |&j| matches!(&done[j].op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..])),
+    );
     let mut inputs = node.inputs.clone();
-    inputs[0] = Some(x_last);
     inputs[3] = Some(weights);
-    let mut nodes = vec![t_in];
+    let mut nodes = Vec::new();
+    let shape = match shape {
+        Int8Shape::ConvChannelsLast(conv) if !from_back => Int8Shape::ConvFromChannelsFirst(conv),
+        shape => {
+            let (t_in, x_last) = transpose(
+                graph,
+                x,
+                &to_last(rank),
+                None,
+                format!("{name}/to_channels_last"),
+                node,
+            )?;
+            inputs[0] = Some(x_last);
+            nodes.push(t_in);
+            shape
+        }
+    };
     // A fused residual is read in the output's layout.
     if let Some(Some(residual)) = inputs.get(8).copied() {
         let (t, r) = transpose(

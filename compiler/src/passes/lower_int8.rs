@@ -639,7 +639,8 @@ fn find_dynamic(
         Int8Shape::MatMul { n, .. } => (*n, None),
         Int8Shape::Conv(conv)
         | Int8Shape::ConvChannelsLast(conv)
-        | Int8Shape::DepthwiseChannelsLast(conv) => (
+        | Int8Shape::DepthwiseChannelsLast(conv)
+        | Int8Shape::ConvFromChannelsFirst(conv) => (
             conv.packed_from.as_ref()?.first().copied()?,
             Some(graph.value(product_out).shape.as_ref()?.len()),
         ),

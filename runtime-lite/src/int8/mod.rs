@@ -34,7 +34,10 @@ mod x86_64;
 use crate::epilogue::Activation;
 use crate::threads::{Exec, SharedMut};
 pub use conv::{conv_exec, conv_reference, padded_len};
-pub use nhwc::{conv_nhwc_exec, depthwise_nhwc_exec, padded_len as conv_nhwc_padded_len};
+pub use nhwc::{
+    conv_nhwc_exec, conv_nhwc_from_nchw_exec, depthwise_nhwc_exec,
+    padded_len as conv_nhwc_padded_len,
+};
 use pack::{padded_depth, panel_bytes, GROUP, PANEL};
 pub use quantize::{dequantize_linear, gather_rows_dequant, quantize_linear, Byte};
 pub use rnn::{rnn_exec, rnn_int8_scratch_len, RnnMatrix, RnnWeights};

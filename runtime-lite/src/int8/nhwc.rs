@@ -50,6 +50,36 @@ pub fn conv_nhwc_exec(
     padded: &mut [u8],
     out: Output<'_>,
 ) {
+    conv_nhwc(exec, p, (x, false), x_zero, w, padded, out);
+}
+
+/// [`conv_nhwc_exec`] on a channels-first input `x: [N, C, *input]` (a network's first layer):
+/// the padded copy it reads its windows from is transposed as it is made, so no separate
+/// transpose runs. `padded` holds `padded_len(p, false)` bytes.
+///
+/// Panics as [`conv_nhwc_exec`] does.
+pub fn conv_nhwc_from_nchw_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: Bytes<'_>,
+    x_zero: i32,
+    w: &Weights<'_>,
+    padded: &mut [u8],
+    out: Output<'_>,
+) {
+    conv_nhwc(exec, p, (x, true), x_zero, w, padded, out);
+}
+
+/// [`conv_nhwc_exec`] with the input channels first when `x.1`.
+fn conv_nhwc(
+    exec: &Exec,
+    p: &ConvParams,
+    (x, channels_first): (Bytes<'_>, bool),
+    x_zero: i32,
+    w: &Weights<'_>,
+    padded: &mut [u8],
+    out: Output<'_>,
+) {
     assert!(p.groups <= 1, "int8 channels-last conv: one group only");
     let (c, m) = (p.in_channels, p.out_channels);
     let cp = c.div_ceil(GROUP) * GROUP;
@@ -86,7 +116,7 @@ pub fn conv_nhwc_exec(
         stride,
         zu,
         in_place,
-    } = Source::new(p, x, x_zero, cp, padded);
+    } = Source::new(p, (x, channels_first), x_zero, cp, padded);
     // Pointwise in place: the pixels' rows are the input's, `c` apart.
     let in_place_rows = in_place && p.is_pointwise();
     assert!(
@@ -298,7 +328,7 @@ pub fn depthwise_nhwc_exec(
         stride,
         zu,
         ..
-    } = Source::new(p, x, x_zero, cp, padded);
+    } = Source::new(p, (x, false), x_zero, cp, padded);
     let tap_at = tap_offsets(p, dims, stride);
     let window = Window {
         p,
@@ -523,6 +553,81 @@ impl ColCache {
     }
 }
 
+/// [`pad_input`] from a channels-first input `x: [N, C, *input]`: the copy is channels last.
+/// Up to four channels go sixteen pixels at a time through byte interleaves.
+fn pad_input_nchw(
+    p: &ConvParams,
+    x: &[u8],
+    flip: u8,
+    pad: u8,
+    cp: usize,
+    window: [usize; 3],
+    dst: &mut [u8],
+) {
+    let [id, ih, iw] = p.input;
+    let [wd, wh, ww] = window;
+    let [pd, ph, pw] = p.pads;
+    let c = p.in_channels;
+    let plane = id * ih * iw;
+    let lo = pw.min(ww);
+    let hi = (pw + iw).clamp(lo, ww);
+    for (line, out) in dst.chunks_exact_mut(ww * cp).enumerate() {
+        let (n, z, y) = (line / (wd * wh), line / wh % wd, line % wh);
+        let inside =
+            (z.checked_sub(pd).filter(|&z| z < id)).zip(y.checked_sub(ph).filter(|&y| y < ih));
+        let Some((z, y)) = inside else {
+            out.fill(pad);
+            continue;
+        };
+        out[..lo * cp].fill(pad);
+        out[hi * cp..].fill(pad);
+        // Where input column `x0` of this line starts in channel `ch`'s plane.
+        let row = |ch: usize| (n * c + ch) * plane + (z * ih + y) * iw;
+        let mut col = lo;
+        #[cfg(target_arch = "x86_64")]
+        if cp == GROUP {
+            use core::arch::x86_64::*;
+            while col + 16 <= hi {
+                let x0 = col - pw;
+                // SAFETY: SSE2 is part of x86_64; each load reads 16 bytes of one channel's
+                // row inside `x` (columns `x0 .. x0 + 16 <= iw`), and the stores write the
+                // 64 bytes of sixteen pixels inside this line of `dst`.
+                unsafe {
+                    let load = |ch: usize| {
+                        if ch < c {
+                            _mm_xor_si128(
+                                _mm_loadu_si128(x[row(ch) + x0..][..16].as_ptr().cast()),
+                                _mm_set1_epi8(flip as i8),
+                            )
+                        } else {
+                            _mm_set1_epi8(pad as i8)
+                        }
+                    };
+                    let (r0, r1, r2, r3) = (load(0), load(1), load(2), load(3));
+                    let (lo01, hi01) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+                    let (lo23, hi23) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+                    let d = out[col * cp..][..64].as_mut_ptr().cast::<__m128i>();
+                    _mm_storeu_si128(d, _mm_unpacklo_epi16(lo01, lo23));
+                    _mm_storeu_si128(d.add(1), _mm_unpackhi_epi16(lo01, lo23));
+                    _mm_storeu_si128(d.add(2), _mm_unpacklo_epi16(hi01, hi23));
+                    _mm_storeu_si128(d.add(3), _mm_unpackhi_epi16(hi01, hi23));
+                }
+                col += 16;
+            }
+        }
+        for xx in col..hi {
+            let pixel = &mut out[xx * cp..][..cp];
+            for (ch, v) in pixel.iter_mut().enumerate() {
+                *v = if ch < c {
+                    x[row(ch) + xx - pw] ^ flip
+                } else {
+                    pad
+                };
+            }
+        }
+    }
+}
+
 /// What a channels-last convolution reads its windows from.
 struct Source<'a> {
     /// The input, or its padded copy (unsigned, `cp` channels).
@@ -542,14 +647,21 @@ struct Source<'a> {
 impl<'a> Source<'a> {
     /// The input itself when [`padded_len`] says so, else its copy into `padded`, padded
     /// with the zero point, its channels rounded up to `cp`.
-    fn new(p: &ConvParams, x: Bytes<'a>, x_zero: i32, cp: usize, padded: &'a mut [u8]) -> Self {
+    /// `x.1`: the input is channels first (always copied, transposed on the way).
+    fn new(
+        p: &ConvParams,
+        (x, channels_first): (Bytes<'a>, bool),
+        x_zero: i32,
+        cp: usize,
+        padded: &'a mut [u8],
+    ) -> Self {
         let raw: &[u8] = match x {
             Bytes::U8(v) => v,
             Bytes::I8(v) => bytes_of_i8(v),
         };
         let flip = x.shift() as u8;
         let zu = x_zero + x.shift();
-        let need = padded_len(p, flip == 0);
+        let need = padded_len(p, flip == 0 && !channels_first);
         if need == 0 {
             return Source {
                 src: raw,
@@ -565,7 +677,11 @@ impl<'a> Source<'a> {
             "int8 channels-last conv: padded input buffer too short"
         );
         let window = conv_window(p.output, p.kernel, p.strides, p.dilations);
-        pad_input(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
+        if channels_first {
+            pad_input_nchw(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
+        } else {
+            pad_input(p, raw, flip, zu as u8, cp, window, &mut padded[..need]);
+        }
         Source {
             src: &padded[..need],
             dims: window,
@@ -812,6 +928,21 @@ mod tests {
                             got, want,
                             "{isa:?} case {case} signed={signed} zx={x_zero} zw={w_zero:?} threads={threads}"
                         );
+                        // The same from the channels-first input, transposed as it is padded.
+                        let mut from_first = vec![0i32; len];
+                        let mut padded = vec![0u8; padded_len(p, false)];
+                        with_isa(isa, || {
+                            conv_nhwc_from_nchw_exec(
+                                &exec,
+                                p,
+                                x,
+                                x_zero,
+                                &weights,
+                                &mut padded,
+                                Output::I32(&mut from_first),
+                            )
+                        });
+                        assert_eq!(from_first, want, "{isa:?} case {case} from channels first");
                     }
                 }
             }
