@@ -30,6 +30,9 @@ use crate::threads::Exec;
 
 /// Most pixels of one block (their window origins are found together).
 const BLOCK_ROWS: usize = 96;
+/// Multiply-adds below which a layer runs as one task (a few microseconds: splitting it costs
+/// about what it saves).
+const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// `out = conv(x - x_zero, w - w.zero)` for `x: [N, *input, C]` (8-bit, zero point `x_zero`),
 /// weights packed by the compiler as `kernel * Cp x M` column panels
@@ -134,7 +137,12 @@ fn conv_nhwc(
     let blocks = pixels.div_ceil(BLOCK_ROWS);
     let col_tiles = m.div_ceil(nr);
     // Few blocks: split the columns too, so every thread has work.
-    let threads = exec.threads();
+    // A layer too small to gain from a split runs as one task.
+    let threads = if pixels * m * kq < PARALLEL_MIN_MACS {
+        1
+    } else {
+        exec.threads()
+    };
     let col_split = if threads == 1 || blocks >= 2 * threads {
         1
     } else {
@@ -341,7 +349,11 @@ pub fn depthwise_nhwc_exec(
     // Tiles of pixels by 64 channels.
     const ROWS: usize = 6;
     let blocks = pixels.div_ceil(BLOCK_ROWS);
-    let threads = exec.threads();
+    let threads = if pixels * c * taps < PARALLEL_MIN_MACS {
+        1
+    } else {
+        exec.threads()
+    };
     let per_task = if threads == 1 {
         blocks
     } else {
