@@ -375,6 +375,29 @@ impl Sink<'_> {
         })
     }
 
+    /// How a kernel that finishes tiles in registers writes tile `at` (requantized, or in
+    /// float), with the columns' correction `add` and their parameters `col`; `Fused::No` when
+    /// `allowed` is false or the output needs the generic epilogue.
+    #[cfg(target_arch = "x86_64")]
+    fn fused<'p>(
+        &'p self,
+        at: &TilePlace,
+        add: &'p [i32; NR_MAX],
+        col: &'p TileParams<NR_MAX>,
+        allowed: bool,
+    ) -> Fused<'p> {
+        if !allowed {
+            return Fused::No;
+        }
+        if let Some(q) = self.requant_tile(at, add, &col.scale) {
+            return Fused::Requant(q);
+        }
+        match self.float_tile(at, add, col) {
+            Some(f) => Fused::Float(f),
+            None => Fused::No,
+        }
+    }
+
     /// For a float output (`f32`, or quantized after a float epilogue) whose activations all
     /// run in registers, tile `at` as a kernel that finishes it in registers writes it, with
     /// the columns' correction `add` and their parameters; `None` otherwise.
@@ -510,6 +533,31 @@ impl Sink<'_> {
                 requant_row(unsafe { out.slice(start, cols) }, v, (rs, rbi), col, q.zero);
             }
         }
+    }
+}
+
+/// A tile a kernel finishes in registers, or not (see [`Sink::fused`]).
+#[cfg(target_arch = "x86_64")]
+enum Fused<'p> {
+    Requant(x86_64::TileRequant<'p>),
+    Float(x86_64::TileFloat<'p>),
+    No,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Fused<'_> {
+    /// Where the kernel puts the tile: finished in registers, or its raw sums into `acc`.
+    fn target<'a>(&'a self, acc: &'a mut TileAcc) -> x86_64::TapsOut<'a> {
+        match self {
+            Fused::Requant(q) => x86_64::TapsOut::Requant(q),
+            Fused::Float(f) => x86_64::TapsOut::Float(f),
+            Fused::No => x86_64::TapsOut::Acc(acc),
+        }
+    }
+
+    /// Whether the kernel stores the tile itself.
+    fn stored(&self) -> bool {
+        !matches!(self, Fused::No)
     }
 }
 

@@ -204,22 +204,10 @@ fn conv_nhwc(
                     let at = |r: usize| origin[r0 + if r < rows { r } else { 0 }];
                     #[cfg(target_arch = "x86_64")]
                     if wide {
-                        use super::x86_64::{kernel_vnni512_taps, TapsOut};
+                        use super::x86_64::kernel_vnni512_taps;
                         let starts: [*const u8; MR_MAX] =
                             core::array::from_fn(|r| src[at(r)..].as_ptr());
-                        let (requant, float) = if w_zero {
-                            (None, None)
-                        } else {
-                            (
-                                sink.requant_tile(&place, col_add, &col_params.scale),
-                                sink.float_tile(&place, col_add, col_params),
-                            )
-                        };
-                        let target = match (&requant, &float) {
-                            (Some(q), _) => TapsOut::Requant(q),
-                            (None, Some(f)) => TapsOut::Float(f),
-                            (None, None) => TapsOut::Acc(&mut acc),
-                        };
+                        let fused = sink.fused(&place, col_add, col_params, !w_zero);
                         // SAFETY: every row's window lies inside `src` (its origin plus the
                         // last tap's offset plus `cp` bytes); the panels of columns `c0..`
                         // hold `kq / 4` groups each within the packed length asserted above;
@@ -232,10 +220,10 @@ fn conv_nhwc(
                                 &tap_at[..taps],
                                 cp / GROUP,
                                 (panels, pb, np),
-                                target,
+                                fused.target(&mut acc),
                             );
                         }
-                        if requant.is_some() || float.is_some() {
+                        if fused.stored() {
                             continue;
                         }
                     }
@@ -391,16 +379,10 @@ pub fn depthwise_nhwc_exec(
                     };
                     #[cfg(target_arch = "x86_64")]
                     if wide {
-                        use super::x86_64::{kernel_dw512, TapsOut};
+                        use super::x86_64::kernel_dw512;
                         let starts: [*const u8; ROWS] =
                             core::array::from_fn(|r| src[at(r) + c0..].as_ptr());
-                        let requant = sink.requant_tile(&place, col_add, &col_params.scale);
-                        let float = sink.float_tile(&place, col_add, col_params);
-                        let target = match (&requant, &float) {
-                            (Some(q), _) => TapsOut::Requant(q),
-                            (None, Some(f)) => TapsOut::Float(f),
-                            (None, None) => TapsOut::Acc(&mut acc),
-                        };
+                        let fused = sink.fused(&place, col_add, col_params, true);
                         // SAFETY: every row's window lies inside `src`, with `width`
                         // rounded up to 16 channels from `c0` readable at each tap (the
                         // source holds `stride >= width` bytes per pixel, `cp` when copied;
@@ -415,10 +397,10 @@ pub fn depthwise_nhwc_exec(
                                 weights[c0..].as_ptr(),
                                 cp,
                                 width.div_ceil(PANEL),
-                                target,
+                                fused.target(&mut acc),
                             );
                         }
-                        if requant.is_some() || float.is_some() {
+                        if fused.stored() {
                             continue;
                         }
                     }
