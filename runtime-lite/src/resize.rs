@@ -239,8 +239,13 @@ fn axis_taps(p: &ResizeParams<'_>, axis: &ResizeAxis, o: usize, t: &mut Taps) ->
     true
 }
 
-/// Resizes `x` (shape: the axes' inputs) into `out` (shape: their outputs).
-pub fn resize_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) {
+/// Checks the buffers against `p` and settles the trivial resizes (an empty output, a
+/// scalar); otherwise the output length and the input's strides.
+fn prepare<T: Copy>(
+    p: &ResizeParams<'_>,
+    x: &[T],
+    out: &mut [T],
+) -> Option<(usize, [usize; MAX_RANK])> {
     let rank = p.axes.len();
     assert!(rank <= MAX_RANK, "resize rank exceeds {MAX_RANK}");
     let in_len: usize = p.axes.iter().map(|a| a.input).product();
@@ -250,20 +255,29 @@ pub fn resize_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) {
         "resize buffers too short"
     );
     if out_len == 0 {
-        return;
+        return None;
     }
     if rank == 0 {
         out[0] = x[0];
-        return;
-    }
-    if rank >= 2 && resize_planes_f32(p, x, out) {
-        return;
+        return None;
     }
     let mut strides = [0usize; MAX_RANK];
     let mut acc = 1;
     for k in (0..rank).rev() {
         strides[k] = acc;
         acc *= p.axes[k].input;
+    }
+    Some((out_len, strides))
+}
+
+/// Resizes `x` (shape: the axes' inputs) into `out` (shape: their outputs).
+pub fn resize_f32(p: &ResizeParams<'_>, x: &[f32], out: &mut [f32]) {
+    let Some((out_len, strides)) = prepare(p, x, out) else {
+        return;
+    };
+    let rank = p.axes.len();
+    if rank >= 2 && resize_planes_f32(p, x, out) {
+        return;
     }
     let mut taps = [Taps::EMPTY; MAX_RANK];
     let mut inside = [true; MAX_RANK];
@@ -302,27 +316,10 @@ pub fn resize_nearest<T: Copy>(p: &ResizeParams<'_>, x: &[T], out: &mut [T]) {
         matches!(p.interp, Interp::Nearest(_)) && p.coord != Coord::TfCropAndResize,
         "resize_nearest: nearest interpolation without extrapolation only"
     );
+    let Some((out_len, strides)) = prepare(p, x, out) else {
+        return;
+    };
     let rank = p.axes.len();
-    assert!(rank <= MAX_RANK, "resize rank exceeds {MAX_RANK}");
-    let in_len: usize = p.axes.iter().map(|a| a.input).product();
-    let out_len: usize = p.axes.iter().map(|a| a.output).product();
-    assert!(
-        x.len() >= in_len && out.len() >= out_len,
-        "resize buffers too short"
-    );
-    if out_len == 0 {
-        return;
-    }
-    if rank == 0 {
-        out[0] = x[0];
-        return;
-    }
-    let mut strides = [0usize; MAX_RANK];
-    let mut acc = 1;
-    for k in (0..rank).rev() {
-        strides[k] = acc;
-        acc *= p.axes[k].input;
-    }
     // Per axis, the input offset its current output coordinate reads: nearest interpolation
     // weighs the two neighbours 1 and 0.
     let mut taps = [Taps::EMPTY; MAX_RANK];

@@ -7,10 +7,10 @@
 //! weight (the linear layers of transformers) first folds the leading dimensions into rows
 //! between two free Reshapes, so it becomes one packed Gemm too.
 
-use super::pattern::{add_constant, new_node, producers, retain};
+use super::pattern::{add_constant, add_typed, new_node, producers, retain};
 use super::PassCx;
 use crate::error::Result;
-use crate::ir::{DType, Graph, Tensor, Value};
+use crate::ir::{DType, Graph, Tensor};
 use crate::ops::gemm::Gemm;
 use crate::ops::{broadcast_shapes, Op};
 
@@ -192,13 +192,12 @@ fn fold_leading_dims(graph: &mut Graph) {
                 Tensor::from_i64(vec![y_shape.len()], &dims(&y_shape)?),
             );
             let mut matrix = |suffix: &str, shape: Vec<usize>| {
-                graph.add_value(Value {
-                    name: format!("{name}/{suffix}"),
-                    dtype: Some(DType::F32),
-                    shape: Some(shape),
-                    declared: None,
-                    constant: None,
-                })
+                add_typed(
+                    graph,
+                    format!("{name}/{suffix}"),
+                    Some(DType::F32),
+                    Some(shape),
+                )
             };
             let a2 = matrix("rows", vec![rows, k]);
             let y2 = matrix("product", vec![rows, n]);

@@ -26,11 +26,11 @@
 
 use std::collections::HashMap;
 
-use super::pattern::{add_constant, input, int_attr, ints_attr, new_node, output};
+use super::pattern::{add_constant, add_typed, input, int_attr, ints_attr, new_node, output};
 use super::{eliminate_dead, infer_shapes_cx, simplify_transpose, PassCx};
 use crate::error::Result;
 use crate::ir::int8_pack::{self, CHANNELS_LAST_MAX_DEPTH, CHANNELS_LAST_MAX_TAPS, GROUP};
-use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
+use crate::ir::{DType, Graph, Node, Tensor, ValueId};
 use crate::ops::int8::{Int8Product, Int8Shape};
 use crate::ops::Op;
 
@@ -77,17 +77,6 @@ pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     eliminate_dead(graph, cx)
 }
 
-/// A new value typed like `like` with `shape`.
-fn new_value(graph: &mut Graph, name: String, dtype: Option<DType>, shape: Vec<usize>) -> ValueId {
-    graph.add_value(Value {
-        name,
-        dtype,
-        shape: Some(shape),
-        declared: None,
-        constant: None,
-    })
-}
-
 /// `Transpose(x, perm)` into a new value (or into `to` when given), named after `like`.
 fn transpose(
     graph: &mut Graph,
@@ -103,7 +92,7 @@ fn transpose(
         Some(v) => v,
         None => {
             let shape = perm.iter().map(|&a| shape[a]).collect();
-            new_value(graph, format!("{name}/out"), dtype, shape)
+            add_typed(graph, format!("{name}/out"), dtype, Some(shape))
         }
     };
     let perm: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
@@ -225,11 +214,11 @@ fn convert_conv(
     let y_value = graph.value(y);
     let y_shape = y_value.shape.clone()?;
     let y_last_shape = to_last(rank).iter().map(|&a| y_shape[a]).collect();
-    let y_last = new_value(
+    let y_last = add_typed(
         graph,
         format!("{name}/channels_last"),
         y_value.dtype,
-        y_last_shape,
+        Some(y_last_shape),
     );
     let mut conv_node = node.clone();
     conv_node.inputs = inputs;
@@ -416,11 +405,11 @@ fn sink(
         moved.op.as_ref()?.infer(&cx).ok()?
     };
     let first = types.first()?;
-    let y_last = new_value(
+    let y_last = add_typed(
         graph,
         format!("{}/channels_last", node.name),
         Some(first.dtype),
-        first.shape.clone(),
+        Some(first.shape.clone()),
     );
     moved.outputs[0] = Some(y_last);
     let (t_out, _) = transpose(

@@ -3,7 +3,7 @@
 //! splices in its replacement, and helpers to rewire value uses and drop nodes.
 
 use super::infer_shapes_cx;
-use crate::ir::{Graph, Node, Tensor, Value, ValueId};
+use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
 use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::AttributeProto;
 use crate::ops::{self, NodeCx};
@@ -27,6 +27,22 @@ pub(super) fn add_constant(graph: &mut Graph, name: String, tensor: Tensor) -> V
         shape: Some(tensor.shape.clone()),
         declared: None,
         constant: Some(tensor),
+    })
+}
+
+/// Adds an intermediate value of a known type and shape (what a pass's new node computes).
+pub(super) fn add_typed(
+    graph: &mut Graph,
+    name: String,
+    dtype: Option<DType>,
+    shape: Option<Vec<usize>>,
+) -> ValueId {
+    graph.add_value(Value {
+        name,
+        dtype,
+        shape,
+        declared: None,
+        constant: None,
     })
 }
 

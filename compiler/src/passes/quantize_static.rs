@@ -25,11 +25,11 @@ use std::collections::{HashMap, HashSet};
 
 use super::calibration::{u8_params, Calibration};
 use super::lower_int8::PackCache;
-use super::pattern::{add_constant, input, new_node, output};
+use super::pattern::{add_constant, add_typed, input, new_node, output};
 use super::quantize::{apply, plan, quantize_gather, Io, Plan};
 use super::PassCx;
 use crate::error::{CompileError, Result};
-use crate::ir::{DType, Graph, Node, Tensor, Value, ValueId};
+use crate::ir::{DType, Graph, Node, Tensor, ValueId};
 
 /// The nodes static quantization would take, with their plans. Nodes under an `If`'s guards
 /// stay float: calibration reads values as graph outputs, which a branch not taken leaves
@@ -109,13 +109,7 @@ fn quantize_node(
             bytes: vec![zero as u8],
         },
     );
-    let y = graph.add_value(Value {
-        name: format!("{name}/quantized"),
-        dtype: Some(DType::U8),
-        shape,
-        declared: None,
-        constant: None,
-    });
+    let y = add_typed(graph, format!("{name}/quantized"), Some(DType::U8), shape);
     // Guarded like its reader, at an opset that has QuantizeLinear's scalar form.
     let reader = Node {
         opset: like.opset.max(13),
@@ -219,13 +213,8 @@ pub(super) fn quantize_static(mut graph: Graph, cx: &PassCx, table: &Calibration
         };
         let out = if requantized.contains(&i) {
             let value = graph.value(y);
-            let y_u8 = graph.add_value(Value {
-                name: format!("{}/quantized", value.name),
-                dtype: Some(DType::U8),
-                shape: value.shape.clone(),
-                declared: None,
-                constant: None,
-            });
+            let (name, shape) = (format!("{}/quantized", value.name), value.shape.clone());
+            let y_u8 = add_typed(&mut graph, name, Some(DType::U8), shape);
             quantized.insert((y, node.guards.clone()), y_u8);
             Some((y_u8, py.0, py.1))
         } else {

@@ -769,6 +769,30 @@ mod tests {
         }
     }
 
+    /// `len` deterministic signed bytes.
+    fn signed(len: usize, seed: u32) -> Vec<i8> {
+        bytes(len, seed).iter().map(|&v| v as i8).collect()
+    }
+
+    /// Per row of `k` weights, their sum.
+    fn row_sums(w: &[i8], k: usize) -> Vec<i32> {
+        w.chunks_exact(k)
+            .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+            .collect()
+    }
+
+    /// Depthwise `w: [c, taps]` as the kernel reads it: `[taps, Cp]`, `Cp` rounded up to 16.
+    fn pack_depthwise(w: &[i8], c: usize, taps: usize) -> Vec<i8> {
+        let cp = c.div_ceil(16) * 16;
+        let mut packed = vec![0i8; taps * cp];
+        for ch in 0..c {
+            for t in 0..taps {
+                packed[t * cp + ch] = w[ch * taps + t];
+            }
+        }
+        packed
+    }
+
     /// `w: [m, c, taps]` packed as the kernel reads it: depth (tap, channel padded to 4).
     fn pack_taps(w: &[i8], c: usize, taps: usize, m: usize) -> Vec<i8> {
         let cp = c.div_ceil(4) * 4;
@@ -868,16 +892,10 @@ mod tests {
                 let k = c * klen;
                 let x_raw = bytes(p.batch * c * p.input_len(), case as u32);
                 let x_i8: Vec<i8> = x_raw.iter().map(|&v| v as i8).collect();
-                let w: Vec<i8> = bytes(m * k, 7 + case as u32)
-                    .iter()
-                    .map(|&v| v as i8)
-                    .collect();
+                let w = signed(m * k, 7 + case as u32);
                 // Depth (tap, channel), as the compiler packs channels-last weights.
                 let packed = pack_taps(&w, c, klen, m);
-                let sums: Vec<i32> = w
-                    .chunks_exact(k)
-                    .map(|row| row.iter().map(|&v| i32::from(v)).sum())
-                    .collect();
+                let sums = row_sums(&w, k);
                 let per_channel: Vec<i32> = (0..m as i32).map(|j| j % 5 - 2).collect();
                 let (x_u8_last, x_i8_last) = (
                     channels_last(&x_raw, p.batch, c),
@@ -972,15 +990,9 @@ mod tests {
                 let klen = p.kernel_len();
                 let k = c * klen;
                 let x = channels_last(&bytes(p.batch * c * p.input_len(), case as u32), p.batch, c);
-                let w: Vec<i8> = bytes(m * k, 3 + case as u32)
-                    .iter()
-                    .map(|&v| v as i8)
-                    .collect();
+                let w = signed(m * k, 3 + case as u32);
                 let packed = pack_taps(&w, c, klen, m);
-                let sums: Vec<i32> = w
-                    .chunks_exact(k)
-                    .map(|row| row.iter().map(|&v| i32::from(v)).sum())
-                    .collect();
+                let sums = row_sums(&w, k);
                 let weights = Weights {
                     data: &packed,
                     sums: &sums,
@@ -1065,23 +1077,11 @@ mod tests {
         for isa in crate::int8::Isa::available() {
             for (case, p) in cases.iter().enumerate() {
                 let (c, taps) = (p.in_channels, p.kernel_len());
-                let cp = c.div_ceil(16) * 16;
                 let x_raw = bytes(p.batch * c * p.input_len(), 11 + case as u32);
                 let x_i8: Vec<i8> = x_raw.iter().map(|&v| v as i8).collect();
-                let w: Vec<i8> = bytes(c * taps, 5 + case as u32)
-                    .iter()
-                    .map(|&v| v as i8)
-                    .collect();
-                let mut packed = vec![0i8; taps * cp];
-                for ch in 0..c {
-                    for t in 0..taps {
-                        packed[t * cp + ch] = w[ch * taps + t];
-                    }
-                }
-                let sums: Vec<i32> = w
-                    .chunks_exact(taps)
-                    .map(|row| row.iter().map(|&v| i32::from(v)).sum())
-                    .collect();
+                let w = signed(c * taps, 5 + case as u32);
+                let packed = pack_depthwise(&w, c, taps);
+                let sums = row_sums(&w, taps);
                 let weights = Weights {
                     data: &packed,
                     sums: &sums,
@@ -1177,23 +1177,13 @@ mod tests {
             let depthwise = p.is_depthwise();
             let x = bytes(p.input_len() * c, 21);
             let k = if depthwise { taps } else { c * taps };
-            let w: Vec<i8> = bytes(m * k, 22).iter().map(|&v| v as i8).collect();
+            let w = signed(m * k, 22);
             let packed = if depthwise {
-                let cp = c.div_ceil(16) * 16;
-                let mut packed = vec![0i8; taps * cp];
-                for ch in 0..c {
-                    for t in 0..taps {
-                        packed[t * cp + ch] = w[ch * taps + t];
-                    }
-                }
-                packed
+                pack_depthwise(&w, c, taps)
             } else {
                 pack_taps(&w, c, taps, m)
             };
-            let sums: Vec<i32> = w
-                .chunks_exact(k)
-                .map(|row| row.iter().map(|&v| i32::from(v)).sum())
-                .collect();
+            let sums = row_sums(&w, k);
             let weights = Weights {
                 data: &packed,
                 sums: &sums,
