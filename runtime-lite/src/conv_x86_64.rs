@@ -546,3 +546,223 @@ pub(crate) unsafe fn max_plane<const SW: usize>(geometry: Plane, src: &[f32], ou
     // SAFETY: the contract, forwarded.
     unsafe { sweep::<SW, _>(geometry, src, &MaxWindow, out) }
 }
+
+/// One tile of a channels-last dense convolution ([`crate::conv_nhwc`]): `rows` output pixels
+/// (the windows at `starts`) by `width` output channels (`ceil(width / 16)` weight panels).
+pub(crate) struct NhwcTile<'a> {
+    /// Each pixel's window origin (16 slots; rows past `rows` repeat a valid window).
+    pub starts: &'a [*const f32; 16],
+    /// The window's runs of contiguous input: offset from the origin and length.
+    pub runs: &'a [(usize, usize)],
+    /// The first panel: 16 floats per step of depth.
+    pub weights: *const f32,
+    /// Floats between consecutive panels.
+    pub stride: usize,
+    /// The tile's first output, and the floats between its rows.
+    pub out: *mut f32,
+    pub ld: usize,
+    pub rows: usize,
+    pub width: usize,
+    /// The tile's first bias value, and the residual at the tile's first output (same `ld`).
+    pub bias: Option<*const f32>,
+    pub residual: Option<*const f32>,
+    /// The fused activations: applied here when all run in registers, else by the caller.
+    pub acts: &'a [Activation],
+}
+
+/// Computes and stores the tile `t` with `nv` (1 to 3) panels: 16, 12 or 8 pixels.
+///
+/// # Safety
+/// The CPU has AVX-512F; every run of every window is readable; the panels hold the runs'
+/// total depth; the tile's outputs are writable (and its residual readable) for `rows` rows
+/// of `width <= 16 * nv` columns; `bias` holds `width` floats.
+pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match nv {
+            0 | 1 => nhwc_store::<16, 1>(nhwc_sums::<16, 1>(t), t),
+            2 => nhwc_store::<12, 2>(nhwc_sums::<12, 2>(t), t),
+            _ => nhwc_store::<8, 3>(nhwc_sums::<8, 3>(t), t),
+        }
+    }
+}
+
+/// The sums of an [`nhwc_tile`]: per step of depth, `NV` panel loads and `MR` broadcasts. A
+/// function of its own, so that nothing after the loop competes for registers.
+///
+/// # Safety
+/// As for [`nhwc_tile`].
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn nhwc_sums<const MR: usize, const NV: usize>(t: &NhwcTile<'_>) -> [[__m512; NV]; MR] {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let mut wp = t.weights;
+    for &(at, len) in t.runs {
+        let mut rows = [core::ptr::null::<f32>(); MR];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = t.starts[r].wrapping_add(at);
+        }
+        for j in 0..len {
+            let mut b = [_mm512_setzero_ps(); NV];
+            for (v, bv) in b.iter_mut().enumerate() {
+                // SAFETY: one step of depth of panel v (the contract).
+                *bv = unsafe { _mm512_loadu_ps(wp.add(v * t.stride)) };
+            }
+            for (r, sums) in acc.iter_mut().enumerate() {
+                // SAFETY: float j of a run of row r's window (the contract).
+                let a = _mm512_set1_ps(unsafe { *rows[r].add(j) });
+                for (s, &bv) in sums.iter_mut().zip(&b) {
+                    *s = _mm512_fmadd_ps(a, bv, *s);
+                }
+            }
+            // SAFETY: the next step of depth (one past the panel's end after the last).
+            wp = unsafe { wp.add(16) };
+        }
+    }
+    acc
+}
+
+/// Stores the sums of an [`nhwc_tile`] with its epilogue.
+///
+/// # Safety
+/// As for [`nhwc_tile`].
+#[target_feature(enable = "avx512f")]
+unsafe fn nhwc_store<const MR: usize, const NV: usize>(acc: [[__m512; NV]; MR], t: &NhwcTile<'_>) {
+    let acts = if t.acts.iter().all(Finish::in_register) {
+        t.acts
+    } else {
+        &[]
+    };
+    let one = _mm512_set1_ps(1.0);
+    for v in 0..NV {
+        if 16 * v >= t.width {
+            break;
+        }
+        let mask = lanes(t.width - 16 * v);
+        // SAFETY: the bias holds `width` floats (the contract).
+        let bias = t
+            .bias
+            .map(|b| unsafe { _mm512_maskz_loadu_ps(mask, b.add(16 * v)) });
+        for (r, sums) in acc.iter().enumerate().take(t.rows) {
+            let at = r * t.ld + 16 * v;
+            // SAFETY: row r < rows, the lanes of `mask` inside the tile (the contract).
+            unsafe {
+                store_vector(
+                    sums[v],
+                    t.out.add(at),
+                    mask,
+                    one,
+                    true,
+                    bias,
+                    t.residual.map_or(core::ptr::null(), |p| p.add(at)),
+                    acts,
+                );
+            }
+        }
+    }
+}
+
+/// Computes `count` consecutive output pixels of one channels-last depthwise row into `dst`
+/// (`count * c` floats, the first pixel's first channel first), in tiles of pixels by up to
+/// 64 channels, with the epilogue.
+///
+/// # Safety
+/// The CPU has AVX-512F; the taps of `run` lie inside its input for these pixels; its
+/// weights hold `cp` floats per tap.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn depthwise_nhwc_run(
+    run: &crate::conv_nhwc::DwRun<'_>,
+    count: usize,
+    dst: &mut [f32],
+) {
+    let c = run.c;
+    let mut c0 = 0;
+    while c0 < c {
+        let nv = (c - c0).div_ceil(16).min(4);
+        let mut i0 = 0;
+        while i0 < count {
+            // SAFETY: forwarded contract; pixels i0.. and channels c0.. are inside `dst`.
+            let done = unsafe {
+                match nv {
+                    1 => dw_nhwc_tile::<8, 1>(run, i0, count - i0, c0, dst),
+                    2 => dw_nhwc_tile::<6, 2>(run, i0, count - i0, c0, dst),
+                    3 => dw_nhwc_tile::<4, 3>(run, i0, count - i0, c0, dst),
+                    _ => dw_nhwc_tile::<4, 4>(run, i0, count - i0, c0, dst),
+                }
+            };
+            i0 += done;
+        }
+        c0 += 64;
+    }
+    if !run.acts().iter().all(Finish::in_register) {
+        Activation::apply_chain(run.acts(), &mut dst[..count * c]);
+    }
+}
+
+/// Up to `P` pixels from `i0` (at most `left`) by `NV` vectors of channels from `c0`; returns
+/// the pixels done.
+///
+/// # Safety
+/// As for [`depthwise_nhwc_run`].
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_nhwc_tile<const P: usize, const NV: usize>(
+    run: &crate::conv_nhwc::DwRun<'_>,
+    i0: usize,
+    left: usize,
+    c0: usize,
+    dst: &mut [f32],
+) -> usize {
+    let (c, cp) = (run.c, run.cp);
+    let np = P.min(left);
+    let mut masks = [0 as __mmask16; NV];
+    for (v, m) in masks.iter_mut().enumerate() {
+        *m = lanes((c - c0).saturating_sub(16 * v));
+    }
+    let x = run.x.as_ptr();
+    let w = run.w().as_ptr();
+    let base = run.first_col * c + c0;
+    let mut acc = [[_mm512_setzero_ps(); NV]; P];
+    for &(line, w_row) in run.rows {
+        for kx in run.kx.0..run.kx.1 {
+            let mut wv = [_mm512_setzero_ps(); NV];
+            for (v, wv) in wv.iter_mut().enumerate() {
+                // SAFETY: tap (w_row + kx) holds `cp > c0 + 16 v` floats (the contract).
+                *wv = unsafe { _mm512_loadu_ps(w.add((w_row + kx) * cp + c0 + 16 * v)) };
+            }
+            let at = line + base + (kx - run.kx.0) * run.tap_step;
+            for (p, sums) in acc.iter_mut().enumerate() {
+                // Pixels past `np` repeat the last one (never stored).
+                let src = x.wrapping_add(at + (i0 + p.min(np - 1)) * run.col_step);
+                for (v, s) in sums.iter_mut().enumerate() {
+                    // SAFETY: the tap's channels c0 + 16 v.. (masked to c) lie inside the
+                    // input (the contract).
+                    let xv = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(16 * v)) };
+                    *s = _mm512_fmadd_ps(xv, wv[v], *s);
+                }
+            }
+        }
+    }
+    let acts = if run.acts().iter().all(Finish::in_register) {
+        run.acts()
+    } else {
+        &[]
+    };
+    let one = _mm512_set1_ps(1.0);
+    let out = dst.as_mut_ptr();
+    for (v, &mask) in masks.iter().enumerate() {
+        let ch = c0 + 16 * v;
+        // SAFETY: the bias holds `c` floats; the lanes of `mask` are below `c`.
+        let bias = run
+            .bias()
+            .map(|b| unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr().add(ch)) });
+        for (p, sums) in acc.iter().enumerate().take(np) {
+            let at = (i0 + p) * c + ch;
+            let residual = run
+                .residual()
+                .map_or(core::ptr::null(), |r| r[run.out_at + at..].as_ptr());
+            // SAFETY: pixel i0 + p < count and channels ch.. masked to c are inside `dst`.
+            unsafe { store_vector(sums[v], out.add(at), mask, one, true, bias, residual, acts) };
+        }
+    }
+    np
+}

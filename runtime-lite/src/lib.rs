@@ -25,6 +25,7 @@ pub mod arena;
 pub mod attention;
 pub mod cast;
 pub mod conv;
+pub mod conv_nhwc;
 #[cfg(target_arch = "x86_64")]
 mod conv_x86_64;
 pub mod einsum;

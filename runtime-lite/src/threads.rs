@@ -321,6 +321,43 @@ impl Drop for Pool {
     }
 }
 
+/// How a product over blocks of rows by tiles of columns splits into tasks: each unit is one
+/// block of rows over one share of the column tiles.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Split {
+    /// Shares the column tiles split into: 1, unless there are too few blocks of rows to give
+    /// every thread work.
+    pub col_split: usize,
+    /// Column tiles per share.
+    pub per_split: usize,
+    /// Units of work: blocks times shares.
+    pub units: usize,
+    /// Units per task (four tasks per thread, to even out their lengths).
+    pub per_task: usize,
+}
+
+impl Split {
+    /// The split of `blocks` row blocks by `col_tiles` column tiles over `threads` threads.
+    pub(crate) fn new(blocks: usize, col_tiles: usize, threads: usize) -> Self {
+        let col_split = if threads == 1 || blocks >= 2 * threads {
+            1
+        } else {
+            col_tiles.min((2 * threads).div_ceil(blocks)).max(1)
+        };
+        let units = blocks * col_split;
+        Self {
+            col_split,
+            per_split: col_tiles.div_ceil(col_split),
+            units,
+            per_task: if threads == 1 {
+                units
+            } else {
+                units.div_ceil(threads * 4).max(1)
+            },
+        }
+    }
+}
+
 /// A mutable buffer that parallel tasks share to write disjoint parts of it.
 #[derive(Clone, Copy)]
 pub struct SharedMut<'a, T> {

@@ -244,8 +244,26 @@ pub struct Conv {
     /// the activations (a skip connection).
     pub residual: bool,
     /// Set by `passes::pack_weights` when W holds the weights pre-packed for the GEMM (see
-    /// `sinter_rt::conv::ConvParams::packed_weights`): W's ONNX shape `[M, C/group, *kernel]`.
+    /// `sinter_rt::conv::ConvParams::packed_weights`), or by `passes::channels_last` when it
+    /// holds them packed for the channels-last kernels: W's ONNX shape `[M, C/group, *kernel]`.
     pub packed_from: Option<Vec<usize>>,
+    /// Where the channels are in X, the residual and Y (set by `passes::channels_last`; never
+    /// read from a model).
+    pub layout: ConvLayout,
+}
+
+/// The layout of a float `Conv`'s image operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvLayout {
+    /// ONNX's: `X: [N, C, *spatial]`, `Y: [N, M, *spatial]`.
+    #[default]
+    ChannelsFirst,
+    /// `X: [N, *spatial, C]`, `Y` (and the residual) `[N, *spatial, M]`; W packed for
+    /// `sinter_rt::conv_nhwc` (dense: column panels; depthwise: taps by channels).
+    ChannelsLast,
+    /// X channels first (a network's first layer), Y channels last: the kernel transposes X
+    /// while it pads it. Dense only.
+    FromChannelsFirst,
 }
 
 impl Conv {
@@ -258,7 +276,47 @@ impl Conv {
     }
 
     pub(crate) fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
-        self.geometry_of(cx.input(0)?.shape, cx)
+        self.geometry_of(&self.x_channels_first(cx)?, cx)
+    }
+
+    /// X's shape channels first, whatever its layout.
+    fn x_channels_first(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        let x = cx.input(0)?.shape;
+        Ok(match self.layout {
+            ConvLayout::ChannelsLast if x.len() >= 3 => {
+                let mut shape = vec![x[0], x[x.len() - 1]];
+                shape.extend(&x[1..x.len() - 1]);
+                shape
+            }
+            _ => x.to_vec(),
+        })
+    }
+
+    /// Whether each channel is convolved alone.
+    fn is_depthwise(&self, cx: &OpCx<'_>) -> Result<bool> {
+        let (x, w) = (self.x_channels_first(cx)?, self.weight_shape(cx)?);
+        Ok(self.group > 1 && self.group == x[1] && self.group == w[0])
+    }
+
+    /// Floats of working memory: the zero-padded input a dense channels-last layer reads
+    /// (`sinter_rt::conv_nhwc::nhwc_padded_len`, the same formula).
+    fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
+        if self.layout == ConvLayout::ChannelsFirst || self.is_depthwise(cx)? {
+            return Ok(0);
+        }
+        let x = self.x_channels_first(cx)?;
+        let g = self.geometry(cx)?;
+        let d = g.output.len();
+        let mut in_place = self.layout == ConvLayout::ChannelsLast;
+        let mut len = x[0] * x[1];
+        for i in 0..d {
+            let extent = g.output[i].saturating_sub(1) * g.strides[i]
+                + g.kernel[i].saturating_sub(1) * g.dilations[i]
+                + 1;
+            in_place &= g.pads_begin[i] == 0 && extent <= x[2 + i];
+            len *= extent;
+        }
+        Ok(if in_place { 0 } else { len })
     }
 
     /// The geometry for an input of (channels-first) shape `x`.
@@ -282,7 +340,7 @@ impl Conv {
     }
 
     pub(crate) fn params(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
-        self.params_of(cx.input(0)?.shape, cx)
+        self.params_of(&self.x_channels_first(cx)?, cx)
     }
 
     /// `sinter_rt::conv::ConvParams` for an input of (channels-first) shape `x`.
@@ -290,7 +348,7 @@ impl Conv {
         let w = self.weight_shape(cx)?;
         let g = self.geometry_of(x, cx)?;
         let (batch, cin, cout, groups) = (lit(x[0]), lit(x[1]), lit(w[0]), lit(self.group));
-        let packed = self.packed_from.is_some();
+        let packed = self.packed_from.is_some() && self.layout == ConvLayout::ChannelsFirst;
         let input = usize3(&x[2..], 1);
         let output = usize3(&g.output, 1);
         let kernel = usize3(&g.kernel, 1);
@@ -320,21 +378,29 @@ impl OpDef for Conv {
             activations: Vec::new(),
             residual: false,
             packed_from: None,
+            layout: ConvLayout::ChannelsFirst,
         })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let (x, w) = (cx.input(0)?, self.weight_shape(cx)?);
         require_dtype(x.dtype, &[DType::F32], "X")?;
+        let x_first = self.x_channels_first(cx)?;
         let g = self.geometry(cx)?;
-        let (cin, cout) = (x.shape[1], w[0]);
+        let (cin, cout) = (x_first[1], w[0]);
         if cin % self.group != 0 || cout % self.group != 0 || w[1] * self.group != cin {
             return Err(CompileError::shape(format!(
                 "channels do not fit group {}: X has {cin}, W is {w:?}",
                 self.group
             )));
         }
-        let out = conv_output(cx, x.dtype, x.shape[0], cout, &g.output)?;
+        let mut out = conv_output(cx, x.dtype, x.shape[0], cout, &g.output)?;
+        if self.layout != ConvLayout::ChannelsFirst {
+            // [N, *spatial, M].
+            let shape = &mut out[0].shape;
+            let m = shape.remove(1);
+            shape.push(m);
+        }
         if self.residual {
             let r = cx.input(3)?;
             if r.dtype != x.dtype || r.shape != out[0].shape.as_slice() {
@@ -369,10 +435,45 @@ impl OpDef for Conv {
         } else {
             quote!(None)
         };
+        let call = match self.layout {
+            ConvLayout::ChannelsFirst => quote! {
+                ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #residual, #o0, #act);
+            },
+            _ if self.is_depthwise(cx)? => quote! {
+                ::sinter_rt::conv_nhwc::depthwise_nhwc_f32_exec(
+                    #exec, &PARAMS, #i0, #i1, #bias, #residual, #o0, #act,
+                );
+            },
+            layout => {
+                let padded = if self.padded_len(cx)? > 0 {
+                    let s = names.scratch();
+                    quote!(#s)
+                } else {
+                    quote!(&mut [])
+                };
+                let f = if layout == ConvLayout::FromChannelsFirst {
+                    quote!(conv_nhwc_from_nchw_f32_exec)
+                } else {
+                    quote!(conv_nhwc_f32_exec)
+                };
+                quote! {
+                    ::sinter_rt::conv_nhwc::#f(
+                        #exec, &PARAMS, #i0, #i1, #bias, #residual, #padded, #o0, #act,
+                    );
+                }
+            }
+        };
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
-            ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #residual, #o0, #act);
+            #call
         })
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        match self.padded_len(cx) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(TypeShape::new(DType::F32, vec![n])),
+        }
     }
 }
 
@@ -931,6 +1032,7 @@ impl DeformConv {
             activations: Vec::new(),
             residual: false,
             packed_from: None,
+            layout: ConvLayout::ChannelsFirst,
         };
         let g = conv.geometry(&OpCx {
             inputs: vec![Some(x), Some(w)],

@@ -31,6 +31,7 @@ use super::{eliminate_dead, infer_shapes_cx, simplify_transpose, PassCx};
 use crate::error::Result;
 use crate::ir::int8_pack::{self, CHANNELS_LAST_MAX_DEPTH, CHANNELS_LAST_MAX_TAPS, GROUP};
 use crate::ir::{DType, Graph, Node, Tensor, ValueId};
+use crate::ops::conv::{Conv, ConvLayout};
 use crate::ops::int8::{Int8Product, Int8Shape};
 use crate::ops::Op;
 
@@ -57,10 +58,9 @@ pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     let mut changed = false;
     for node in nodes {
-        let rewritten = match convert_conv(&mut graph, &node, &out, &producer) {
-            Some(nodes) => Some(nodes),
-            None => sink(&mut graph, &node, &out, &producer),
-        };
+        let rewritten = convert_conv(&mut graph, &node, &out, &producer)
+            .or_else(|| convert_float_conv(&mut graph, &node, &out, &producer))
+            .or_else(|| sink(&mut graph, &node, &out, &producer));
         changed |= rewritten.is_some();
         for node in rewritten.unwrap_or_else(|| vec![node]) {
             for &v in node.outputs.iter().flatten() {
@@ -123,7 +123,6 @@ fn convert_conv(
         return None;
     };
     let x = input(node, 0)?;
-    let y = output(node, 0)?;
     let x_value = graph.value(x);
     let (dtype, x_shape) = (x_value.dtype?, x_value.shape.clone()?);
     let w_shape = conv.packed_from.clone()?;
@@ -185,59 +184,200 @@ fn convert_conv(
     let shape = match shape {
         Int8Shape::ConvChannelsLast(conv) if !from_back => Int8Shape::ConvFromChannelsFirst(conv),
         shape => {
-            let (t_in, x_last) = transpose(
-                graph,
-                x,
-                &to_last(rank),
-                None,
-                format!("{name}/to_channels_last"),
-                node,
-            )?;
-            inputs[0] = Some(x_last);
-            nodes.push(t_in);
+            move_input_last(graph, node, &mut inputs, 0, "to", &mut nodes)?;
             shape
         }
     };
     // A fused residual is read in the output's layout.
-    if let Some(Some(residual)) = inputs.get(8).copied() {
-        let (t, r) = transpose(
-            graph,
-            residual,
-            &to_last(rank),
-            None,
-            format!("{name}/residual_to_channels_last"),
-            node,
-        )?;
-        inputs[8] = Some(r);
-        nodes.push(t);
+    if inputs.get(8).copied().flatten().is_some() {
+        move_input_last(graph, node, &mut inputs, 8, "residual", &mut nodes)?;
     }
+    let mut conv_node = node.clone();
+    conv_node.inputs = inputs;
+    conv_node.op = Some(Op::Int8Product(Int8Product {
+        shape,
+        ..product.clone()
+    }));
+    nodes.extend(with_output_channels_last(graph, conv_node, node, rank)?);
+    Some(nodes)
+}
+
+/// Most runs of contiguous input a dense float window may have
+/// (`sinter_rt::conv_nhwc::MAX_RUNS`).
+const FLOAT_MAX_RUNS: usize = 64;
+
+/// Output channels per float weight panel (`sinter_rt::conv_nhwc::PANEL`).
+const FLOAT_PANEL: usize = 16;
+
+/// Rows of a panel of the channels-first GEMM-packed weights (`pack_weights`).
+const GEMM_PANEL_ROWS: usize = 8;
+
+/// A dense or depthwise float convolution as `Transpose -> channels-last Conv -> Transpose`
+/// (a dense layer whose input is truly channels first reads it as it is).
+fn convert_float_conv(
+    graph: &mut Graph,
+    node: &Node,
+    done: &[Node],
+    producer: &HashMap<ValueId, usize>,
+) -> Option<Vec<Node>> {
+    let Some(Op::Conv(conv)) = &node.op else {
+        return None;
+    };
+    let x = input(node, 0)?;
+    let w = input(node, 1)?;
+    let x_value = graph.value(x);
+    let x_shape = x_value.shape.clone()?;
+    let rank = x_shape.len();
+    if conv.layout != ConvLayout::ChannelsFirst
+        || x_value.dtype != Some(DType::F32)
+        || !(3..=5).contains(&rank)
+        || node.outputs.len() != 1
+    {
+        return None;
+    }
+    let w_value = graph.value(w);
+    let w_shape = conv.packed_from.clone().or_else(|| w_value.shape.clone())?;
+    let weights = w_value.constant.as_ref()?.as_f32()?;
+    if w_shape.len() != rank {
+        return None;
+    }
+    let (m, cg, c) = (w_shape[0], w_shape[1], x_shape[1]);
+    let kernel = &w_shape[2..];
+    let taps: usize = kernel.iter().product();
+    let depthwise = conv.group > 1 && conv.group == c && conv.group == m && cg == 1;
+    let dilated_rows = conv.window.dilations.last().is_some_and(|&d| d != 1);
+    let runs = taps
+        / if dilated_rows {
+            1
+        } else {
+            kernel[kernel.len() - 1].max(1)
+        };
+    if !(conv.group == 1 && runs <= FLOAT_MAX_RUNS || depthwise) || taps == 0 {
+        return None;
+    }
+    let k = cg * taps;
+    // The plain `[M, C/group * taps]` weights.
+    let plain = match &conv.packed_from {
+        Some(_) => {
+            let panels = m.div_ceil(GEMM_PANEL_ROWS);
+            if weights.len() < panels * GEMM_PANEL_ROWS * k {
+                return None;
+            }
+            let mut plain = vec![0f32; m * k];
+            for (i, row) in plain.chunks_exact_mut(k).enumerate() {
+                for (q, v) in row.iter_mut().enumerate() {
+                    *v = weights
+                        [((i / GEMM_PANEL_ROWS) * k + q) * GEMM_PANEL_ROWS + i % GEMM_PANEL_ROWS];
+                }
+            }
+            plain
+        }
+        None if weights.len() == m * k => weights,
+        None => return None,
+    };
+    let packed = if depthwise {
+        // Taps by channels, padded to whole vectors.
+        let cp = m.div_ceil(FLOAT_PANEL) * FLOAT_PANEL;
+        let mut packed = vec![0f32; taps * cp];
+        for ch in 0..m {
+            for t in 0..taps {
+                packed[t * cp + ch] = plain[ch * taps + t];
+            }
+        }
+        packed
+    } else {
+        // Column panels of 16 output channels, depth over (tap, channel).
+        let mut packed = vec![0f32; m.div_ceil(FLOAT_PANEL) * FLOAT_PANEL * k];
+        for j in 0..m {
+            for ch in 0..c {
+                for t in 0..taps {
+                    packed[((j / FLOAT_PANEL) * k + t * c + ch) * FLOAT_PANEL + j % FLOAT_PANEL] =
+                        plain[(j * c + ch) * taps + t];
+                }
+            }
+        }
+        packed
+    };
+    let name = &node.name;
+    let weights = add_constant(
+        graph,
+        format!("{name}/channels_last_f32"),
+        Tensor::from_f32(vec![packed.len()], &packed),
+    );
+    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
+    let from_back = producer.get(&x).is_some_and(
+        |&j| matches!(&done[j].op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..])),
+    );
+    let mut inputs = node.inputs.clone();
+    inputs[1] = Some(weights);
+    let mut nodes = Vec::new();
+    let layout = if !from_back && !depthwise {
+        ConvLayout::FromChannelsFirst
+    } else {
+        move_input_last(graph, node, &mut inputs, 0, "to", &mut nodes)?;
+        ConvLayout::ChannelsLast
+    };
+    if conv.residual {
+        move_input_last(graph, node, &mut inputs, 3, "residual", &mut nodes)?;
+    }
+    let mut conv_node = node.clone();
+    conv_node.inputs = inputs;
+    conv_node.op = Some(Op::Conv(Conv {
+        packed_from: Some(w_shape),
+        layout,
+        ..conv.clone()
+    }));
+    nodes.extend(with_output_channels_last(graph, conv_node, node, rank)?);
+    Some(nodes)
+}
+
+/// Replaces input `i` of `inputs` (one of `node`'s) by its transpose to channels last, named
+/// `{node}/{what}_channels_last`, appended to `nodes`.
+fn move_input_last(
+    graph: &mut Graph,
+    node: &Node,
+    inputs: &mut [Option<ValueId>],
+    i: usize,
+    what: &str,
+    nodes: &mut Vec<Node>,
+) -> Option<()> {
+    let v = inputs.get(i).copied().flatten()?;
+    let rank = graph.value(v).shape.as_ref()?.len();
+    let name = format!("{}/{what}_channels_last", node.name);
+    let (t, moved) = transpose(graph, v, &to_last(rank), None, name, node)?;
+    inputs[i] = Some(moved);
+    nodes.push(t);
+    Some(())
+}
+
+/// `product` (a copy of `node` whose op now writes channels last) writing a new channels-last
+/// value, and the `Transpose` back that makes `node`'s output.
+fn with_output_channels_last(
+    graph: &mut Graph,
+    mut product: Node,
+    node: &Node,
+    rank: usize,
+) -> Option<[Node; 2]> {
+    let y = output(node, 0)?;
     let y_value = graph.value(y);
     let y_shape = y_value.shape.clone()?;
     let y_last_shape = to_last(rank).iter().map(|&a| y_shape[a]).collect();
     let y_last = add_typed(
         graph,
-        format!("{name}/channels_last"),
+        format!("{}/channels_last", node.name),
         y_value.dtype,
         Some(y_last_shape),
     );
-    let mut conv_node = node.clone();
-    conv_node.inputs = inputs;
-    conv_node.outputs = vec![Some(y_last)];
-    conv_node.op = Some(Op::Int8Product(Int8Product {
-        shape,
-        ..product.clone()
-    }));
-    nodes.push(conv_node);
+    product.outputs = vec![Some(y_last)];
     let (t_out, _) = transpose(
         graph,
         y_last,
         &to_first(rank),
         Some(y),
-        format!("{name}/to_channels_first"),
+        format!("{}/to_channels_first", node.name),
         node,
     )?;
-    nodes.push(t_out);
-    Some(nodes)
+    Some([product, t_out])
 }
 
 /// Dense weights packed as rows of padded depth (channel, then tap), `m x c * taps`, as column

@@ -143,18 +143,12 @@ fn conv_nhwc(
     } else {
         exec.threads()
     };
-    let col_split = if threads == 1 || blocks >= 2 * threads {
-        1
-    } else {
-        col_tiles.min((2 * threads).div_ceil(blocks))
-    };
-    let per_split = col_tiles.div_ceil(col_split);
-    let units = blocks * col_split;
-    let per_task = if threads == 1 {
-        units
-    } else {
-        units.div_ceil(threads * 4).max(1)
-    };
+    let crate::threads::Split {
+        col_split,
+        per_split,
+        units,
+        per_task,
+    } = crate::threads::Split::new(blocks, col_tiles, threads);
     let sink = Sink::new(out);
     let w_zero = w.has_zero();
     let wide = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx512Vnni);

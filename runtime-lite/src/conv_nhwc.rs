@@ -1,0 +1,1152 @@
+//! Float convolution channels last: `x: [N, *input, C]` in, `out: [N, *output, M]` out, as
+//! ONNX Runtime's channel-blocked (NCHWc) convolutions run.
+//!
+//! Channels last, every output pixel is one broadcast row of the product and the output
+//! channels are its columns, so nothing is packed per pixel:
+//! - dense layers ([`conv_nhwc_f32_exec`]): the weights are column panels of 16 output
+//!   channels whose depth runs over the taps, then the input channels, so a window's taps
+//!   along one kernel row are one contiguous run of the input. A layer reads its input in
+//!   place when no window reaches the padding; otherwise it first copies the input once into
+//!   a zero-padded image (transposing it on the way when the input is channels first: a
+//!   network's first layer);
+//! - depthwise layers ([`depthwise_nhwc_f32_exec`]): 16 channels per vector, each pixel's
+//!   taps clipped to the input, so nothing is copied.
+//!
+//! With AVX-512 the tile's epilogue (bias, residual, the activations that run in registers)
+//! is applied in registers before the store; elsewhere portable loops compute the same sums.
+
+use crate::conv::ConvParams;
+use crate::epilogue::Activation;
+use crate::threads::{Exec, SharedMut};
+
+/// Output channels of one dense weight panel (one AVX-512 vector), and the channel multiple
+/// depthwise weights are padded to.
+pub const PANEL: usize = 16;
+
+/// Most runs of contiguous input (kernel rows, or taps when dilated along rows) a dense
+/// channels-last window may have.
+pub const MAX_RUNS: usize = 64;
+
+/// Output pixels of one block (their window origins are found together).
+const BLOCK_PIXELS: usize = 96;
+
+/// Multiply-adds below which a layer runs as one task.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// Floats of dense channels-last weights: `ceil(M / 16)` column panels of `taps * C` rows of
+/// 16 floats, row `tap * C + c` holding the weights of input channel `c` at kernel tap `tap`
+/// (taps in `kz, ky, kx` order) for the panel's 16 output channels (zero past `M`).
+pub fn nhwc_weights_len(p: &ConvParams) -> usize {
+    p.out_channels.div_ceil(PANEL) * PANEL * p.in_channels * p.kernel_len()
+}
+
+/// Floats of depthwise channels-last weights: `taps` rows of `ceil(C / 16) * 16` channels
+/// (zero past `C`).
+pub fn depthwise_nhwc_weights_len(p: &ConvParams) -> usize {
+    p.kernel_len() * p.in_channels.div_ceil(PANEL) * PANEL
+}
+
+/// The spatial extent a dense layer's windows read, per axis (right-aligned, as in
+/// [`ConvParams`]): from the start of the leading padding to the last tap of the last window.
+fn read_extent(p: &ConvParams) -> [usize; 3] {
+    core::array::from_fn(|i| {
+        p.output[i].saturating_sub(1) * p.strides[i]
+            + p.kernel[i].saturating_sub(1) * p.dilations[i]
+            + 1
+    })
+}
+
+/// Whether a dense layer reads its channels-last input where it lies: no window reaches the
+/// padding.
+fn reads_in_place(p: &ConvParams, channels_first: bool) -> bool {
+    let extent = read_extent(p);
+    !channels_first && (0..3).all(|i| p.pads[i] == 0 && extent[i] <= p.input[i])
+}
+
+/// Floats of working memory [`conv_nhwc_f32_exec`] needs for its zero-padded copy of the
+/// input (0 when it reads the input in place); `channels_first` as for
+/// [`conv_nhwc_from_nchw_f32_exec`].
+pub fn nhwc_padded_len(p: &ConvParams, channels_first: bool) -> usize {
+    if reads_in_place(p, channels_first) {
+        0
+    } else {
+        p.batch * read_extent(p).iter().product::<usize>() * p.in_channels
+    }
+}
+
+/// Whether [`conv_nhwc_f32_exec`] supports `p`: one group, and at most [`MAX_RUNS`] runs of
+/// contiguous input per window.
+pub fn nhwc_supported(p: &ConvParams) -> bool {
+    p.groups == 1 && runs_len(p) <= MAX_RUNS
+}
+
+/// Runs of contiguous input per window: one per kernel row, or per tap when dilated along
+/// rows.
+fn runs_len(p: &ConvParams) -> usize {
+    let per_row = if p.dilations[2] == 1 { 1 } else { p.kernel[2] };
+    p.kernel[0] * p.kernel[1] * per_row
+}
+
+/// `out = acts(conv(x, w) + bias + residual)` for a dense (one-group) convolution channels
+/// last: `x: [N, *input, C]`, `w` packed as [`nhwc_weights_len`] says, `bias: [M]`,
+/// `residual` and `out: [N, *output, M]`; on `exec`'s threads. `padded` is working memory of
+/// [`nhwc_padded_len`]`(p, false)` floats.
+///
+/// Panics if a buffer is too short or `p` is not [`nhwc_supported`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, a fused residual, working memory and the fused activations"
+)]
+pub fn conv_nhwc_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    padded: &mut [f32],
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    let ops = Operands {
+        w,
+        bias,
+        residual,
+        acts,
+    };
+    conv_nhwc(exec, p, (x, false), ops, padded, out);
+}
+
+/// [`conv_nhwc_f32_exec`] on a channels-first input `x: [N, C, *input]` (a network's first
+/// layer): the zero-padded copy it reads is transposed as it is made. `padded` holds
+/// [`nhwc_padded_len`]`(p, true)` floats.
+///
+/// Panics as [`conv_nhwc_f32_exec`] does.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, a fused residual, working memory and the fused activations"
+)]
+pub fn conv_nhwc_from_nchw_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    padded: &mut [f32],
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    let ops = Operands {
+        w,
+        bias,
+        residual,
+        acts,
+    };
+    conv_nhwc(exec, p, (x, true), ops, padded, out);
+}
+
+/// The weights and the epilogue's operands of one layer.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    acts: &'a [Activation],
+}
+
+impl Operands<'_> {
+    fn check(&self, p: &ConvParams, out_len: usize) {
+        let m = p.out_channels;
+        if let Some(bias) = self.bias {
+            assert!(bias.len() >= m, "channels-last conv: bias too short");
+        }
+        if let Some(residual) = self.residual {
+            assert!(
+                residual.len() >= out_len,
+                "channels-last conv: residual too short"
+            );
+        }
+    }
+}
+
+/// The geometry of the image a dense layer reads its windows from.
+#[derive(Clone, Copy)]
+struct Image {
+    /// Spatial sizes (right-aligned).
+    dims: [usize; 3],
+    /// Floats per image.
+    len: usize,
+}
+
+impl Image {
+    /// The offset of output pixel `q`'s window origin (its tap 0).
+    fn origin(&self, p: &ConvParams, q: usize) -> usize {
+        let out_len = p.output_len();
+        let (n, mut rem) = (q / out_len, q % out_len);
+        let ox = rem % p.output[2];
+        rem /= p.output[2];
+        let (oy, oz) = (rem % p.output[1], rem / p.output[1]);
+        let c = p.in_channels;
+        n * self.len
+            + ((oz * p.strides[0] * self.dims[1] + oy * p.strides[1]) * self.dims[2]
+                + ox * p.strides[2])
+                * c
+    }
+}
+
+/// [`conv_nhwc_f32_exec`] with the input channels first when `x.1`.
+fn conv_nhwc(
+    exec: &Exec,
+    p: &ConvParams,
+    (x, channels_first): (&[f32], bool),
+    ops: Operands<'_>,
+    padded: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(
+        nhwc_supported(p),
+        "channels-last conv: one group and at most {MAX_RUNS} runs per window"
+    );
+    let (c, m) = (p.in_channels, p.out_channels);
+    let taps = p.kernel_len();
+    let k = c * taps;
+    let pixels = p.batch * p.output_len();
+    assert!(
+        x.len() >= p.batch * p.input_len() * c,
+        "channels-last conv: input too short"
+    );
+    assert!(
+        ops.w.len() >= nhwc_weights_len(p),
+        "channels-last conv: weights too short"
+    );
+    assert!(
+        out.len() >= pixels * m,
+        "channels-last conv: output too short"
+    );
+    ops.check(p, pixels * m);
+    if pixels == 0 || m == 0 {
+        return;
+    }
+    // The image the windows are read from.
+    let (src, image): (&[f32], Image) = if reads_in_place(p, channels_first) {
+        let image = Image {
+            dims: p.input,
+            len: p.input_len() * c,
+        };
+        (x, image)
+    } else {
+        let dims = read_extent(p);
+        let len = dims.iter().product::<usize>() * c;
+        let padded = &mut padded[..p.batch * len];
+        pad_input(exec, p, x, channels_first, dims, padded);
+        (&*padded, Image { dims, len })
+    };
+    // The runs of contiguous input of a window, from its origin, and their lengths.
+    let mut runs = [(0usize, 0usize); MAX_RUNS];
+    let mut n_runs = 0;
+    let row = image.dims[2] * c;
+    let plane = image.dims[1] * row;
+    let merged = p.dilations[2] == 1;
+    for kz in 0..p.kernel[0] {
+        for ky in 0..p.kernel[1] {
+            let start = kz * p.dilations[0] * plane + ky * p.dilations[1] * row;
+            if merged {
+                runs[n_runs] = (start, p.kernel[2] * c);
+                n_runs += 1;
+            } else {
+                for kx in 0..p.kernel[2] {
+                    runs[n_runs] = (start + kx * p.dilations[2] * c, c);
+                    n_runs += 1;
+                }
+            }
+        }
+    }
+    let runs = &runs[..n_runs];
+    let blocks = pixels.div_ceil(BLOCK_PIXELS);
+    let panels = m.div_ceil(PANEL);
+    let threads = if pixels * m * k < PARALLEL_MIN_MACS {
+        1
+    } else {
+        exec.threads()
+    };
+    let crate::threads::Split {
+        col_split,
+        per_split,
+        units,
+        per_task,
+    } = crate::threads::Split::new(blocks, panels, threads);
+    let sink = SharedMut::new(&mut out[..pixels * m]);
+    let avx512 = avx512();
+    let body = |task: usize| {
+        let mut origin = [0usize; BLOCK_PIXELS];
+        for unit in task * per_task..((task + 1) * per_task).min(units) {
+            let (b, split) = (unit / col_split, unit % col_split);
+            let q0 = b * BLOCK_PIXELS;
+            let npix = BLOCK_PIXELS.min(pixels - q0);
+            for (i, o) in origin[..npix].iter_mut().enumerate() {
+                *o = image.origin(p, q0 + i);
+            }
+            let first = split * per_split;
+            let last = ((split + 1) * per_split).min(panels);
+            let tile = Tile {
+                src,
+                runs,
+                k,
+                m,
+                ops,
+                sink: &sink,
+            };
+            if avx512 {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512F is present; the origins and runs stay inside `src` (the
+                // windows lie in the image), the panels inside `w` (checked length).
+                unsafe {
+                    tile.avx512(q0, &origin[..npix], first, last)
+                };
+            } else {
+                tile.portable(q0, &origin[..npix], first, last);
+            }
+        }
+    };
+    exec.for_each(units.div_ceil(per_task), &body);
+}
+
+/// Whether the AVX-512 kernels run.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::gemm_x86_64::has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One block of output pixels of a dense layer over a range of its weight panels.
+struct Tile<'a, 'b> {
+    src: &'a [f32],
+    runs: &'a [(usize, usize)],
+    k: usize,
+    m: usize,
+    ops: Operands<'a>,
+    sink: &'a SharedMut<'b, f32>,
+}
+
+impl Tile<'_, '_> {
+    /// The portable kernel: per pixel, per panel, 16 sums over the window.
+    fn portable(&self, q0: usize, origins: &[usize], first: usize, last: usize) {
+        let Self {
+            src,
+            runs,
+            k,
+            m,
+            ops,
+            sink,
+        } = *self;
+        for (i, &o) in origins.iter().enumerate() {
+            for panel in first..last {
+                let c0 = panel * PANEL;
+                let width = PANEL.min(m - c0);
+                let mut acc = [0f32; PANEL];
+                let mut wp = &ops.w[panel * k * PANEL..][..k * PANEL];
+                for &(at, len) in runs {
+                    for &v in &src[o + at..][..len] {
+                        for (a, &wv) in acc.iter_mut().zip(&wp[..PANEL]) {
+                            *a += v * wv;
+                        }
+                        wp = &wp[PANEL..];
+                    }
+                }
+                let start = (q0 + i) * m + c0;
+                // SAFETY: this unit alone writes pixel q0 + i's columns of its panels.
+                let dst = unsafe { sink.slice(start, width) };
+                finish_row(&acc[..width], c0, start, ops, dst);
+            }
+        }
+    }
+
+    /// The AVX-512 kernel: tiles of 8, 12 or 16 pixels by 3, 2 or 1 panels.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every window of `origins` lies inside `src` and the weights hold
+    /// `m.div_ceil(16)` panels of depth `k`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(&self, q0: usize, origins: &[usize], first: usize, last: usize) {
+        use crate::conv_x86_64::{nhwc_tile, NhwcTile};
+        let Self {
+            src,
+            runs,
+            k,
+            m,
+            ops,
+            sink,
+        } = *self;
+        let mut panel = first;
+        while panel < last {
+            let left = last - panel;
+            // Three panels at a time, two for a remainder of two or four.
+            let nv = match left {
+                1 => 1,
+                2 | 4 => 2,
+                _ => 3,
+            };
+            let c0 = panel * PANEL;
+            let width = (nv * PANEL).min(m - c0);
+            let mr = [16, 12, 8][nv - 1];
+            for r0 in (0..origins.len()).step_by(mr) {
+                let rows = mr.min(origins.len() - r0);
+                let mut starts = [src.as_ptr(); 16];
+                for (r, s) in starts.iter_mut().enumerate().take(mr) {
+                    // Rows past the block repeat its last pixel (never stored).
+                    let o = origins[r0 + r.min(rows - 1)];
+                    *s = src.as_ptr().wrapping_add(o);
+                }
+                let start = (q0 + r0) * m + c0;
+                let span = (rows - 1) * m + width;
+                let t = NhwcTile {
+                    starts: &starts,
+                    runs,
+                    weights: ops.w.as_ptr().wrapping_add(panel * k * PANEL),
+                    stride: k * PANEL,
+                    out: sink.span_ptr(start, span),
+                    ld: m,
+                    rows,
+                    width,
+                    bias: ops.bias.map(|b| b[c0..].as_ptr()),
+                    residual: ops.residual.map(|r| r[start..].as_ptr()),
+                    acts: ops.acts,
+                };
+                // SAFETY: the contract, forwarded; the tile's rows and columns are this
+                // unit's alone and inside the output (and residual).
+                unsafe { nhwc_tile(nv, &t) };
+                if !t.acts.iter().all(crate::gemm::Finish::in_register) {
+                    for r in 0..rows {
+                        // SAFETY: as above, one row of the tile at a time.
+                        let dst = unsafe { sink.slice(start + r * m, width) };
+                        Activation::apply_chain(ops.acts, dst);
+                    }
+                }
+            }
+            panel += nv;
+        }
+    }
+}
+
+/// `dst = acts(acc + bias + residual)` for one row of `width` output channels from `c0`,
+/// at `start` in the output.
+fn finish_row(acc: &[f32], c0: usize, start: usize, ops: Operands<'_>, dst: &mut [f32]) {
+    for (j, (d, &a)) in dst.iter_mut().zip(acc).enumerate() {
+        let mut v = a;
+        if let Some(bias) = ops.bias {
+            v += bias[c0 + j];
+        }
+        if let Some(residual) = ops.residual {
+            v += residual[start + j];
+        }
+        *d = v;
+    }
+    Activation::apply_chain(ops.acts, dst);
+}
+
+/// Copies `x` (channels last, or channels first when `channels_first`) into `padded`, the
+/// images of `dims` pixels (channels last) that the windows read, zero in the padding.
+fn pad_input(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    channels_first: bool,
+    dims: [usize; 3],
+    padded: &mut [f32],
+) {
+    let c = p.in_channels;
+    let row = dims[2] * c;
+    let rows = p.batch * dims[0] * dims[1];
+    let per_task = if exec.threads() == 1 || padded.len() < 1 << 16 {
+        rows
+    } else {
+        rows.div_ceil(4 * exec.threads())
+    };
+    let in_len = p.input_len();
+    exec.for_each_chunk(padded, per_task.max(1) * row, &|task, part| {
+        for (i, dst) in part.chunks_exact_mut(row).enumerate() {
+            let r = task * per_task + i;
+            let (n, rem) = (r / (dims[0] * dims[1]), r % (dims[0] * dims[1]));
+            let (z, y) = (rem / dims[1], rem % dims[1]);
+            let iz = z.wrapping_sub(p.pads[0]);
+            let iy = y.wrapping_sub(p.pads[1]);
+            if iz >= p.input[0] || iy >= p.input[1] {
+                dst.fill(0.0);
+                continue;
+            }
+            // Columns x0..x1 of the row come from input columns 0.. .
+            let x0 = p.pads[2].min(dims[2]);
+            let x1 = (p.pads[2] + p.input[2]).min(dims[2]);
+            dst[..x0 * c].fill(0.0);
+            dst[x1 * c..].fill(0.0);
+            let line = (iz * p.input[1] + iy) * p.input[2];
+            if channels_first {
+                let image = &x[n * c * in_len..][..c * in_len];
+                for (ch, plane) in image.chunks_exact(in_len).enumerate() {
+                    for (j, &v) in plane[line..][..x1 - x0].iter().enumerate() {
+                        dst[(x0 + j) * c + ch] = v;
+                    }
+                }
+            } else {
+                let from = (n * in_len + line) * c;
+                dst[x0 * c..x1 * c].copy_from_slice(&x[from..][..(x1 - x0) * c]);
+            }
+        }
+    });
+}
+
+/// `out = acts(depthwise_conv(x, w) + bias + residual)` channels last: `x: [N, *input, C]`,
+/// `w` as [`depthwise_nhwc_weights_len`] says, `bias: [C]`, `residual` and
+/// `out: [N, *output, C]`; on `exec`'s threads. Each pixel's taps are clipped to the input,
+/// so nothing is copied.
+///
+/// Panics if a buffer is too short or the convolution is not depthwise.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, a fused residual and the fused activations"
+)]
+pub fn depthwise_nhwc_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    assert!(
+        p.is_depthwise(),
+        "channels-last depthwise conv: groups must equal the channels"
+    );
+    let c = p.in_channels;
+    let out_rows = p.batch * p.output[0] * p.output[1];
+    let row = p.output[2] * c;
+    assert!(
+        x.len() >= p.batch * p.input_len() * c,
+        "channels-last depthwise conv: input too short"
+    );
+    assert!(
+        w.len() >= depthwise_nhwc_weights_len(p),
+        "channels-last depthwise conv: weights too short"
+    );
+    assert!(
+        out.len() >= out_rows * row,
+        "channels-last depthwise conv: output too short"
+    );
+    let ops = Operands {
+        w,
+        bias,
+        residual,
+        acts,
+    };
+    ops.check(p, out_rows * row);
+    if out_rows == 0 || row == 0 {
+        return;
+    }
+    let macs = out_rows * row * p.kernel_len();
+    let per_task = if exec.threads() == 1 || macs < PARALLEL_MIN_MACS / 4 {
+        out_rows
+    } else {
+        out_rows.div_ceil(4 * exec.threads())
+    };
+    let avx512 = avx512();
+    exec.for_each_chunk(&mut out[..out_rows * row], per_task * row, &|task, part| {
+        for (i, dst) in part.chunks_exact_mut(row).enumerate() {
+            let r = task * per_task + i;
+            depthwise_row(p, x, ops, r, dst, avx512);
+        }
+    });
+}
+
+/// One output row `r` (over batch, depth and height) of [`depthwise_nhwc_f32_exec`].
+fn depthwise_row(
+    p: &ConvParams,
+    x: &[f32],
+    ops: Operands<'_>,
+    r: usize,
+    dst: &mut [f32],
+    avx512: bool,
+) {
+    let c = p.in_channels;
+    let cp = c.div_ceil(PANEL) * PANEL;
+    let (n, rem) = (
+        r / (p.output[0] * p.output[1]),
+        r % (p.output[0] * p.output[1]),
+    );
+    let (oz, oy) = (rem / p.output[1], rem % p.output[1]);
+    // The taps of this row's kernel rows that lie inside the input, as (input offset from the
+    // window's column, weight row); the columns are clipped per pixel.
+    let mut rows = [(0usize, 0usize); MAX_RUNS];
+    let mut n_rows = 0;
+    for kz in 0..p.kernel[0] {
+        let iz = (oz * p.strides[0] + kz * p.dilations[0]).wrapping_sub(p.pads[0]);
+        if iz >= p.input[0] {
+            continue;
+        }
+        for ky in 0..p.kernel[1] {
+            let iy = (oy * p.strides[1] + ky * p.dilations[1]).wrapping_sub(p.pads[1]);
+            if iy >= p.input[1] || n_rows == MAX_RUNS {
+                continue;
+            }
+            let line = ((n * p.input[0] + iz) * p.input[1] + iy) * p.input[2] * c;
+            rows[n_rows] = (line, (kz * p.kernel[1] + ky) * p.kernel[2]);
+            n_rows += 1;
+        }
+    }
+    let rows = &rows[..n_rows];
+    let (kw, sw, dw, pw, iw) = (
+        p.kernel[2],
+        p.strides[2],
+        p.dilations[2],
+        p.pads[2],
+        p.input[2],
+    );
+    // Output columns whose whole window lies inside the row: [lo, hi).
+    let lo = pw.div_ceil(sw).min(p.output[2]);
+    let span = (kw - 1) * dw + 1;
+    let hi = if iw + pw >= span {
+        ((iw + pw - span) / sw + 1).clamp(lo, p.output[2])
+    } else {
+        lo
+    };
+    let out_row = r * p.output[2] * c;
+    let mut ox = 0;
+    while ox < p.output[2] {
+        // A run of interior pixels, or one border pixel.
+        let (count, kx0, kx1) = if (lo..hi).contains(&ox) {
+            (hi - ox, 0, kw)
+        } else {
+            let first = (ox * sw) as isize - pw as isize;
+            let kx0 = (0..kw)
+                .find(|&kx| first + (kx * dw) as isize >= 0)
+                .unwrap_or(kw);
+            let kx1 = (kx0..kw)
+                .find(|&kx| first + (kx * dw) as isize >= iw as isize)
+                .unwrap_or(kw);
+            (1, kx0, kx1)
+        };
+        let col = |o: usize| (o * sw + kx0 * dw).wrapping_sub(pw);
+        let dw_run = DwRun {
+            x,
+            rows,
+            first_col: col(ox),
+            col_step: sw * c,
+            tap_step: dw * c,
+            kx: (kx0, kx1),
+            c,
+            cp,
+            ops,
+            out_at: out_row + ox * c,
+        };
+        let dst = &mut dst[ox * c..(ox + count) * c];
+        if avx512 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F is present; the taps of `rows` and `kx` lie inside the input
+            // for these pixels, the weights hold `cp` channels per tap.
+            unsafe {
+                crate::conv_x86_64::depthwise_nhwc_run(&dw_run, count, dst)
+            };
+        } else {
+            dw_run.portable(count, dst);
+        }
+        ox += count;
+    }
+}
+
+/// `count` consecutive output pixels of one depthwise row that share their clipped taps.
+pub(crate) struct DwRun<'a> {
+    pub(crate) x: &'a [f32],
+    /// The kernel rows inside the input: their input row's offset and first weight row.
+    pub(crate) rows: &'a [(usize, usize)],
+    /// The input column of the first pixel's first tap.
+    pub(crate) first_col: usize,
+    /// Floats between consecutive pixels' windows.
+    pub(crate) col_step: usize,
+    /// Floats between consecutive taps of a kernel row.
+    pub(crate) tap_step: usize,
+    /// The kernel columns inside the input.
+    pub(crate) kx: (usize, usize),
+    pub(crate) c: usize,
+    pub(crate) cp: usize,
+    ops: Operands<'a>,
+    /// The first pixel's offset in the output (and residual).
+    pub(crate) out_at: usize,
+}
+
+impl DwRun<'_> {
+    pub(crate) fn bias(&self) -> Option<&[f32]> {
+        self.ops.bias
+    }
+    pub(crate) fn residual(&self) -> Option<&[f32]> {
+        self.ops.residual
+    }
+    pub(crate) fn acts(&self) -> &[Activation] {
+        self.ops.acts
+    }
+    pub(crate) fn w(&self) -> &[f32] {
+        self.ops.w
+    }
+
+    fn portable(&self, count: usize, dst: &mut [f32]) {
+        let c = self.c;
+        for (i, out) in dst.chunks_exact_mut(c).take(count).enumerate() {
+            out.fill(0.0);
+            for &(line, w_row) in self.rows {
+                for kx in self.kx.0..self.kx.1 {
+                    let at = line
+                        + (self.first_col * c)
+                        + i * self.col_step
+                        + (kx - self.kx.0) * self.tap_step;
+                    let wv = &self.ops.w[(w_row + kx) * self.cp..][..c];
+                    for ((o, &v), &w) in out.iter_mut().zip(&self.x[at..][..c]).zip(wv) {
+                        *o += v * w;
+                    }
+                }
+            }
+            finish_row_in_place(out, self.out_at + i * c, self.ops);
+        }
+    }
+}
+
+/// `row = acts(row + bias + residual)` for one pixel's channels at `start` in the output.
+fn finish_row_in_place(row: &mut [f32], start: usize, ops: Operands<'_>) {
+    if let Some(bias) = ops.bias {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+    if let Some(residual) = ops.residual {
+        row.iter_mut()
+            .zip(&residual[start..])
+            .for_each(|(v, r)| *v += r);
+    }
+    Activation::apply_chain(ops.acts, row);
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `[N, C, *spatial]` as `[N, *spatial, C]` (`channels_last`) or back.
+    fn transpose(x: &[f32], n: usize, c: usize, spatial: usize, channels_last: bool) -> Vec<f32> {
+        let mut out = std::vec![0.0; x.len()];
+        for b in 0..n {
+            for ch in 0..c {
+                for s in 0..spatial {
+                    let first = (b * c + ch) * spatial + s;
+                    let last = (b * spatial + s) * c + ch;
+                    if channels_last {
+                        out[last] = x[first];
+                    } else {
+                        out[first] = x[last];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `w: [M, C, *kernel]` as [`nhwc_weights_len`] lays it out.
+    fn pack_dense(p: &ConvParams, w: &[f32]) -> Vec<f32> {
+        let (m, c, taps) = (p.out_channels, p.in_channels, p.kernel_len());
+        let k = c * taps;
+        let mut out = std::vec![0.0; nhwc_weights_len(p)];
+        for j in 0..m {
+            for ch in 0..c {
+                for t in 0..taps {
+                    out[((j / PANEL) * k + t * c + ch) * PANEL + j % PANEL] =
+                        w[(j * c + ch) * taps + t];
+                }
+            }
+        }
+        out
+    }
+
+    /// `w: [C, 1, *kernel]` as [`depthwise_nhwc_weights_len`] lays it out.
+    fn pack_depthwise(p: &ConvParams, w: &[f32]) -> Vec<f32> {
+        let (c, taps) = (p.in_channels, p.kernel_len());
+        let cp = c.div_ceil(PANEL) * PANEL;
+        let mut out = std::vec![0.0; depthwise_nhwc_weights_len(p)];
+        for ch in 0..c {
+            for t in 0..taps {
+                out[t * cp + ch] = w[ch * taps + t];
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "a test case's geometry")]
+    fn params(
+        batch: usize,
+        c: usize,
+        m: usize,
+        groups: usize,
+        input: [usize; 3],
+        kernel: [usize; 3],
+        strides: [usize; 3],
+        dilations: [usize; 3],
+        pads: [usize; 3],
+        pads_end: [usize; 3],
+    ) -> ConvParams {
+        let output = core::array::from_fn(|i| {
+            (input[i] + pads[i] + pads_end[i] - (kernel[i] - 1) * dilations[i] - 1) / strides[i] + 1
+        });
+        ConvParams {
+            batch,
+            in_channels: c,
+            out_channels: m,
+            groups,
+            input,
+            output,
+            kernel,
+            strides,
+            dilations,
+            pads,
+            packed_weights: false,
+        }
+    }
+
+    /// Checks the channels-last kernels against the channels-first convolution on `p`, with
+    /// bias, a residual and `acts`, from both input layouts, on 1 and 2 threads.
+    fn check(p: &ConvParams, acts: &[Activation]) {
+        let (n, c, m) = (p.batch, p.in_channels, p.out_channels);
+        let (in_len, out_len) = (p.input_len(), p.output_len());
+        let x = values(n * c * in_len, 1);
+        let w = values(m * (c / p.groups) * p.kernel_len(), 2);
+        let bias = values(m, 3);
+        let residual = values(n * m * out_len, 4);
+        let mut expected = std::vec![0.0; n * m * out_len];
+        crate::conv::conv_f32_exec(
+            &Exec::single(),
+            p,
+            &x,
+            &w,
+            Some(&bias),
+            Some(&residual),
+            &mut expected,
+            acts,
+        );
+        let expected = transpose(&expected, n, m, out_len, true);
+        let x_last = transpose(&x, n, c, in_len, true);
+        let r_last = transpose(&residual, n, m, out_len, true);
+        for threads in [1, 2] {
+            let exec = Exec::with_threads(threads);
+            let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+            if p.is_depthwise() {
+                let packed = pack_depthwise(p, &w);
+                let mut out = std::vec![f32::NAN; n * m * out_len];
+                depthwise_nhwc_f32_exec(
+                    &exec,
+                    p,
+                    &x_last,
+                    &packed,
+                    Some(&bias),
+                    Some(&r_last),
+                    &mut out,
+                    acts,
+                );
+                runs.push(("depthwise", out));
+            } else {
+                let packed = pack_dense(p, &w);
+                for first in [false, true] {
+                    let mut padded = std::vec![f32::NAN; nhwc_padded_len(p, first)];
+                    let mut out = std::vec![f32::NAN; n * m * out_len];
+                    let run = if first {
+                        conv_nhwc_from_nchw_f32_exec
+                    } else {
+                        conv_nhwc_f32_exec
+                    };
+                    run(
+                        &exec,
+                        p,
+                        if first { &x } else { &x_last },
+                        &packed,
+                        Some(&bias),
+                        Some(&r_last),
+                        &mut padded,
+                        &mut out,
+                        acts,
+                    );
+                    runs.push((
+                        if first {
+                            "from channels first"
+                        } else {
+                            "dense"
+                        },
+                        out,
+                    ));
+                }
+            }
+            for (what, out) in runs {
+                for (i, (&a, &b)) in out.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{what}, {threads} threads, {p:?}: output {i} is {a}, expected {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn cases() {
+        use Activation as A;
+        let one = [1, 1, 1];
+        // (batch, C, M, groups, input, kernel, strides, dilations, pads, pads_end)
+        let cases = [
+            // Pointwise, read in place; channel tails.
+            params(1, 16, 64, 1, [1, 7, 9], one, one, one, [0; 3], [0; 3]),
+            params(2, 5, 37, 1, [1, 6, 5], one, one, one, [0; 3], [0; 3]),
+            // Strided pointwise (in place) and 3x3 same padding, all panel counts.
+            params(1, 24, 40, 1, [1, 9, 9], one, [1, 2, 2], one, [0; 3], [0; 3]),
+            params(
+                1,
+                8,
+                16,
+                1,
+                [1, 10, 11],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                8,
+                32,
+                1,
+                [1, 10, 11],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                12,
+                48,
+                1,
+                [1, 10, 11],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                12,
+                80,
+                1,
+                [1, 10, 11],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                2,
+                7,
+                100,
+                1,
+                [1, 13, 12],
+                [1, 3, 3],
+                [1, 2, 2],
+                one,
+                [0, 1, 1],
+                [0, 0, 1],
+            ),
+            // A stem: 3 channels, 7x7, stride 2, pad 3.
+            params(
+                1,
+                3,
+                64,
+                1,
+                [1, 32, 30],
+                [1, 7, 7],
+                [1, 2, 2],
+                one,
+                [0, 3, 3],
+                [0, 3, 3],
+            ),
+            // Dilated along rows (one run per tap), 1-D, 3-D, asymmetric padding.
+            params(
+                1,
+                6,
+                20,
+                1,
+                [1, 12, 12],
+                [1, 3, 3],
+                one,
+                [1, 2, 2],
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
+            params(
+                1,
+                6,
+                20,
+                1,
+                [1, 1, 40],
+                [1, 1, 5],
+                [1, 1, 3],
+                one,
+                [0, 0, 2],
+                [0, 0, 1],
+            ),
+            params(
+                1,
+                4,
+                18,
+                1,
+                [5, 6, 7],
+                [3, 3, 3],
+                one,
+                one,
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+            // Valid windows read in place without padding.
+            params(
+                1,
+                9,
+                17,
+                1,
+                [1, 8, 8],
+                [1, 3, 2],
+                [1, 1, 2],
+                one,
+                [0; 3],
+                [0; 3],
+            ),
+            // Depthwise: 3x3 and 5x5, strides, channel tails, tiny planes.
+            params(
+                1,
+                16,
+                16,
+                16,
+                [1, 12, 12],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                2,
+                72,
+                72,
+                72,
+                [1, 11, 13],
+                [1, 3, 3],
+                [1, 2, 2],
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                200,
+                200,
+                200,
+                [1, 7, 7],
+                [1, 5, 5],
+                one,
+                one,
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
+            params(
+                1,
+                40,
+                40,
+                40,
+                [1, 9, 10],
+                [1, 5, 5],
+                [1, 2, 2],
+                one,
+                [0, 2, 2],
+                [0, 1, 2],
+            ),
+            params(
+                1,
+                33,
+                33,
+                33,
+                [1, 9, 9],
+                [1, 3, 3],
+                one,
+                [1, 2, 2],
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
+            params(
+                1,
+                24,
+                24,
+                24,
+                [1, 1, 30],
+                [1, 1, 7],
+                one,
+                one,
+                [0, 0, 3],
+                [0, 0, 3],
+            ),
+            params(
+                1,
+                20,
+                20,
+                20,
+                [4, 5, 6],
+                [3, 3, 3],
+                one,
+                one,
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+        ];
+        let chains: [&[A]; 4] = [
+            &[],
+            &[A::Relu],
+            &[A::HardSwish, A::Clip(-0.5, 0.5)],
+            &[A::Sigmoid],
+        ];
+        for (i, p) in cases.iter().enumerate() {
+            check(p, chains[i % chains.len()]);
+        }
+    }
+
+    #[test]
+    fn channels_last_conv_matches_channels_first() {
+        cases();
+    }
+
+    #[test]
+    fn channels_last_conv_matches_channels_first_without_avx512() {
+        crate::gemm_x86_64::without_avx512(cases);
+    }
+}
