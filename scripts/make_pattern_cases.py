@@ -45,3 +45,28 @@ case("gemm_gelu",[N("MatMul",["x","w"],["mm"]),N("Add",["mm","bias"],["z"]),N("D
 xp=rng.standard_normal((5,70)).astype(np.float32)
 case("packed_products",[N("MatMul",["x","w1"],["mm"]),N("Relu",["mm"],["y1"]),N("Gemm",["x","w2","c2"],["y2"],transB=1,alpha=0.5)],
   {"w1":rng.standard_normal((70,100)).astype(np.float32)*0.2,"w2":rng.standard_normal((100,70)).astype(np.float32)*0.2,"c2":rng.standard_normal(100).astype(np.float32)},[("x",[5,70])],["y1","y2"],{"x":xp})
+# A small ShuffleNet-v2-style network that runs channels last from -O2 on: a 3x3 stem read
+# channels first, max pooling, channel slices, a pointwise-depthwise-pointwise branch, a concat,
+# a channel shuffle (Reshape, Transpose, Reshape), a Split, a residual and a 5x5 stride-2
+# depthwise layer; only the ends keep a transpose.
+xs=rng.standard_normal((1,3,12,12)).astype(np.float32)
+def wt(*s): return (rng.standard_normal(s)*0.4).astype(np.float32)
+case("channels_last",[
+  N("Conv",["x","w0","b0"],["c0"],pads=[1,1,1,1]),N("Relu",["c0"],["r0"]),
+  N("MaxPool",["r0"],["p0"],kernel_shape=[3,3],strides=[2,2],pads=[1,1,1,1]),
+  N("Slice",["p0","s0","s1","ax1"],["left"]),N("Slice",["p0","s1","s2","ax1"],["right"]),
+  N("Conv",["right","w1","b1"],["c1"]),N("Relu",["c1"],["r1"]),
+  N("Conv",["r1","w2","b2"],["c2"],group=10,pads=[1,1,1,1]),
+  N("Conv",["c2","w3","b3"],["c3"]),N("Relu",["c3"],["r3"]),
+  N("Concat",["left","r3"],["cat"],axis=1),
+  N("Reshape",["cat","g5"],["g"]),N("Transpose",["g"],["gt"],perm=[0,2,1,3,4]),N("Reshape",["gt","g4"],["sh"]),
+  N("Split",["sh","sp"],["h0","h1"],axis=1),
+  N("Conv",["h1","w4","b4"],["c4"],pads=[1,1,1,1]),N("Add",["c4","h0"],["res"]),
+  N("Conv",["res","w5","b5"],["c5"],group=10,kernel_shape=[5,5],strides=[2,2],pads=[2,2,2,2]),
+  N("Sigmoid",["c5"],["y"])],
+  {"w0":wt(20,3,3,3),"b0":wt(20),"s0":np.array([0],dtype=np.int64),"s1":np.array([10],dtype=np.int64),
+   "s2":np.array([20],dtype=np.int64),"ax1":np.array([1],dtype=np.int64),
+   "w1":wt(10,10,1,1),"b1":wt(10),"w2":wt(10,1,3,3),"b2":wt(10),"w3":wt(10,10,1,1),"b3":wt(10),
+   "g5":np.array([1,2,10,6,6],dtype=np.int64),"g4":np.array([1,20,6,6],dtype=np.int64),
+   "sp":np.array([10,10],dtype=np.int64),"w4":wt(10,10,3,3),"b4":wt(10),"w5":wt(10,1,5,5),"b5":wt(10)},
+  [("x",[1,3,12,12])],["y"],{"x":xs})

@@ -766,3 +766,59 @@ unsafe fn dw_nhwc_tile<const P: usize, const NV: usize>(
     }
     np
 }
+
+/// One output pixel of channels-last max pooling: the elementwise maximum of the channel runs
+/// of the window `[z, y, x]` (half-open spans of input coordinates) of `image`
+/// (`[*input, c]`), a NaN winning; an empty window takes the image's first pixel.
+///
+/// # Safety
+/// The CPU has AVX-512F; the spans lie inside `input`; `image` holds the whole image.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn max_pixel_nhwc(
+    image: &[f32],
+    input: [usize; 3],
+    window: [(usize, usize); 3],
+    c: usize,
+    out: &mut [f32],
+) {
+    let [(z0, z1), (y0, y1), (x0, x1)] = window;
+    let empty = z0 == z1 || y0 == y1 || x0 == x1;
+    let src = image.as_ptr();
+    for c0 in (0..c).step_by(64) {
+        let mut masks = [0 as __mmask16; 4];
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = lanes((c - c0).saturating_sub(16 * v));
+        }
+        let first = if empty {
+            c0
+        } else {
+            ((z0 * input[1] + y0) * input[2] + x0) * c + c0
+        };
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for (v, a) in acc.iter_mut().enumerate() {
+            // SAFETY: a pixel of the image, its channels masked to `c`.
+            *a = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(first + 16 * v)) };
+        }
+        if !empty {
+            for z in z0..z1 {
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        let at = ((z * input[1] + y) * input[2] + x) * c + c0;
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: as above.
+                            let value =
+                                unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + 16 * v)) };
+                            let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(value, *a)
+                                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(value, value);
+                            *a = _mm512_mask_mov_ps(*a, take, value);
+                        }
+                    }
+                }
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: the output pixel holds `c` floats; the mask stops there.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(c0 + 16 * v), masks[v], *a) };
+        }
+    }
+}

@@ -665,6 +665,63 @@ pub fn max_pool_nhwc<T: Copy + PartialOrd>(
     }
 }
 
+/// [`max_pool_nhwc`] on `f32`, with AVX-512 when the CPU has it (64 channels of a pixel in
+/// four vectors, over its window's taps).
+///
+/// Panics as [`max_pool_nhwc`] does.
+pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm_x86_64::has_avx512() {
+        let (in_len, out_len) = (
+            p.input.iter().product::<usize>() * channels,
+            p.output.iter().product::<usize>() * channels,
+        );
+        assert!(
+            x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+            "pool buffers too short"
+        );
+        assert!(
+            p.dilations == [1, 1, 1],
+            "channels-last max pool: dilations"
+        );
+        if channels == 0 || in_len == 0 {
+            return;
+        }
+        for (image, dst) in x
+            .chunks_exact(in_len)
+            .zip(out.chunks_exact_mut(out_len))
+            .take(p.planes)
+        {
+            let mut pixel = 0;
+            for oz in 0..p.output[0] {
+                let z = window_span(oz, p.strides[0], p.kernel[0], p.pads_begin[0], p.input[0]);
+                for oy in 0..p.output[1] {
+                    let y = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], p.input[1]);
+                    for ox in 0..p.output[2] {
+                        let xs =
+                            window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], p.input[2]);
+                        let at = pixel * channels;
+                        // SAFETY: AVX-512F is present; the window's pixels lie in the image
+                        // (`window_span` clips them) and the output pixel in `dst`.
+                        unsafe {
+                            crate::conv_x86_64::max_pixel_nhwc(
+                                image,
+                                p.input,
+                                [z, y, xs],
+                                channels,
+                                &mut dst[at..at + channels],
+                            );
+                        }
+                        pixel += 1;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    max_pool_nhwc(p, channels, x, out);
+}
+
 /// Channels the channels-last max pool keeps in its accumulator.
 const NHWC_LANES: usize = 64;
 
@@ -940,7 +997,10 @@ mod tests {
                 pads_end: pads,
             };
             let n: usize = input.iter().product::<usize>() * c;
-            let x: std::vec::Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+            let mut x: std::vec::Vec<f32> =
+                (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+            // A NaN wins wherever its window reaches.
+            x[n / 3] = f32::NAN;
             let spatial = n / c;
             let last = |v: &[f32], s: usize| -> std::vec::Vec<f32> {
                 (0..v.len()).map(|i| v[(i % c) * s + i / c]).collect()
@@ -955,7 +1015,33 @@ mod tests {
                 &last(&x, spatial),
                 &mut got,
             );
-            assert_eq!(got, last(&want, m / c), "{kernel:?} {strides:?} {pads:?}");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&last(&want, m / c)),
+                "{kernel:?} {strides:?} {pads:?}"
+            );
+            for portable in [false, true] {
+                let mut fast = std::vec![0f32; m];
+                let mut run = || {
+                    max_pool_nhwc_f32(
+                        &PoolParams { planes: 1, ..p },
+                        c,
+                        &last(&x, spatial),
+                        &mut fast,
+                    )
+                };
+                if portable {
+                    crate::gemm_x86_64::without_avx512(run);
+                } else {
+                    run();
+                }
+                assert_eq!(
+                    bits(&fast),
+                    bits(&got),
+                    "f32 {kernel:?} {strides:?} {pads:?}"
+                );
+            }
         }
         let x: std::vec::Vec<f32> = (0..60).map(|i| (i as f32) * 0.25 - 3.0).collect();
         let (mut avg, mut max) = (std::vec![0f32; 5], std::vec![0f32; 5]);

@@ -140,7 +140,11 @@ impl OpDef for Pool {
         let with_indices = cx.outputs.get(1).copied().flatten().is_some();
         let call = if self.channels_last {
             let (t, channels) = (rust_type(x.dtype), lit(channels));
-            quote!(::sinter_rt::pool::max_pool_nhwc::<#t>(&PARAMS, #channels, #i0, #o0);)
+            if x.dtype == DType::F32 {
+                quote!(::sinter_rt::pool::max_pool_nhwc_f32(&PARAMS, #channels, #i0, #o0);)
+            } else {
+                quote!(::sinter_rt::pool::max_pool_nhwc::<#t>(&PARAMS, #channels, #i0, #o0);)
+            }
         } else if let Some(order) = self.lp {
             quote!(::sinter_rt::pool::lp_pool_f32(&PARAMS, #order, #i0, #o0);)
         } else if self.max && !with_indices && matches!(x.dtype, DType::U8 | DType::I8) {

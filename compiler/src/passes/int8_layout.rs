@@ -33,6 +33,7 @@ use crate::ir::int8_pack::{self, CHANNELS_LAST_MAX_DEPTH, CHANNELS_LAST_MAX_TAPS
 use crate::ir::{DType, Graph, Node, Tensor, ValueId};
 use crate::ops::conv::{Conv, ConvLayout};
 use crate::ops::int8::{Int8Product, Int8Shape};
+use crate::ops::movement::ReshapeKind;
 use crate::ops::Op;
 
 /// The permutation that moves axis 1 (channels) of a rank-`rank` tensor last.
@@ -60,6 +61,7 @@ pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     for node in nodes {
         let rewritten = convert_conv(&mut graph, &node, &out, &producer)
             .or_else(|| convert_float_conv(&mut graph, &node, &out, &producer))
+            .or_else(|| shuffle(&mut graph, &node, &out, &producer))
             .or_else(|| sink(&mut graph, &node, &out, &producer));
         changed |= rewritten.is_some();
         for node in rewritten.unwrap_or_else(|| vec![node]) {
@@ -452,9 +454,19 @@ fn layout_inputs(graph: &Graph, node: &Node) -> Option<(Vec<usize>, bool)> {
         }
         Op::QLinearGlobalAveragePool(p) if !p.channels_last => (vec![0], false),
         Op::GlobalPool(p) if !p.channels_last && p.lp.is_none() => (vec![0], false),
+        // Slices with constant axes (or none: all leading axes), and splits.
+        Op::Slice(s) if s.attrs.is_none() && input(node, 1).is_some() => {
+            let axes = input(node, 3);
+            if axes.is_some_and(|a| graph.value(a).constant.is_none()) {
+                return None;
+            }
+            (vec![0], false)
+        }
+        Op::Split(_) => (vec![0], false),
         _ => return None,
     };
-    (node.outputs.len() == 1 || matches!(op, Op::Pool(_))).then_some((positions, broadcast))
+    (node.outputs.len() == 1 || matches!(op, Op::Pool(_) | Op::Split(_)))
+        .then_some((positions, broadcast))
 }
 
 /// `node` run channels last when every image input comes from a `Transpose(back)`: it reads
@@ -518,9 +530,11 @@ fn sink(
         return None;
     }
     let mut op = node.op.clone()?;
+    let last = rank as i64 - 1;
     match &mut op {
-        Op::Concat(c) => c.axis = rank as i64 - 1,
-        Op::QLinearConcat(c) => c.axis = rank as i64 - 1,
+        Op::Concat(c) => c.axis = last,
+        Op::QLinearConcat(c) => c.axis = last,
+        Op::Split(split) => split.axis = axis_last(split.axis, rank)?,
         Op::Pool(p) => p.channels_last = true,
         Op::QLinearGlobalAveragePool(p) => p.channels_last = true,
         Op::GlobalPool(p) => p.channels_last = true,
@@ -528,43 +542,191 @@ fn sink(
     }
     let mut moved = node.clone();
     moved.inputs = inputs;
+    if let Op::Slice(_) = &op {
+        // The axes, moved as the data's are.
+        let starts = graph.value(input(node, 1)?).len();
+        let axes: Vec<i64> = match input(node, 3) {
+            Some(a) => graph.value(a).constant.as_ref()?.to_i64s()?,
+            None => (0..starts as i64).collect(),
+        };
+        let moved_axes = axes
+            .iter()
+            .map(|&a| axis_last(a, rank))
+            .collect::<Option<Vec<i64>>>()?;
+        let axes = add_constant(
+            graph,
+            format!("{}/axes_channels_last", node.name),
+            Tensor::from_i64(vec![moved_axes.len()], &moved_axes),
+        );
+        moved.inputs.resize(moved.inputs.len().max(4), None);
+        moved.inputs[3] = Some(axes);
+    }
     // The attributes say what the op now does (printing and readers of attributes agree).
     let set = |attrs: &mut Vec<_>, name: &str, value: i64| {
         attrs.retain(|a: &crate::onnx::proto::AttributeProto| a.name() != name);
         attrs.push(int_attr(name, value));
     };
     match &op {
-        Op::Concat(_) | Op::QLinearConcat(_) => set(&mut moved.attributes, "axis", rank as i64 - 1),
+        Op::Concat(_) | Op::QLinearConcat(_) => set(&mut moved.attributes, "axis", last),
+        Op::Split(split) => set(&mut moved.attributes, "axis", split.axis),
         Op::QLinearGlobalAveragePool(_) => set(&mut moved.attributes, "channels_last", 1),
         _ => {}
     }
     moved.op = Some(op);
-    // The channels-last output's type, from the op itself.
+    // The channels-last outputs' types, from the op itself.
     let types = {
         let cx = infer_shapes_cx(graph, &moved, false).ok()?;
         moved.op.as_ref()?.infer(&cx).ok()?
     };
-    let first = types.first()?;
-    let y_last = add_typed(
+    let mut after = Vec::new();
+    for (i, y) in node.outputs.iter().enumerate() {
+        let Some(y) = *y else { continue };
+        let ty = types.get(i)?;
+        // Only the first output (a pool's indices are absent) is an image.
+        if i > 0 && !matches!(moved.op, Some(Op::Split(_))) {
+            return None;
+        }
+        let y_last = add_typed(
+            graph,
+            format!(
+                "{}/channels_last{}",
+                node.name,
+                if i > 0 {
+                    format!("_{i}")
+                } else {
+                    String::new()
+                }
+            ),
+            Some(ty.dtype),
+            Some(ty.shape.clone()),
+        );
+        moved.outputs[i] = Some(y_last);
+        let (t_out, _) = transpose(
+            graph,
+            y_last,
+            &to_first(rank),
+            Some(y),
+            format!(
+                "{}/to_channels_first{}",
+                node.name,
+                if i > 0 {
+                    format!("_{i}")
+                } else {
+                    String::new()
+                }
+            ),
+            node,
+        )?;
+        // The transpose must reproduce the old output exactly.
+        let y_shape = graph.value(y).shape.clone()?;
+        let back_shape: Vec<usize> = to_first(rank).iter().map(|&a| ty.shape[a]).collect();
+        if back_shape != y_shape {
+            return None;
+        }
+        after.push(t_out);
+    }
+    before.push(moved);
+    before.extend(after);
+    Some(before)
+}
+
+/// A channel shuffle (`Reshape [N, C, *s] -> [N, g, C/g, *s]`, `Transpose` swapping those two,
+/// `Reshape` back to `[N, C, *s]`, as ShuffleNet mixes its branches), ending at `node`, on an
+/// input that comes from a transpose back: the same shuffle on the last axis of the
+/// channels-last input (`[N, *s, g, C/g] -> [N, *s, C/g, g]`), then one transpose back.
+fn shuffle(
+    graph: &mut Graph,
+    node: &Node,
+    done: &[Node],
+    producer: &HashMap<ValueId, usize>,
+) -> Option<Vec<Node>> {
+    let reshaped = |n: &Node| {
+        matches!(&n.op, Some(Op::Reshape(r))
+            if matches!(r.kind, ReshapeKind::Reshape { attr_shape: None, .. }))
+    };
+    if !reshaped(node) {
+        return None;
+    }
+    let y = output(node, 0)?;
+    let swap = &done[*producer.get(&input(node, 0)?)?];
+    let split = &done[*producer.get(&input(swap, 0)?)?];
+    let back = &done[*producer.get(&input(split, 0)?)?];
+    let x_last = input(back, 0)?;
+    let shape = |v: ValueId| graph.value(v).shape.clone();
+    let (x_shape, y_shape) = (shape(input(split, 0)?)?, shape(y)?);
+    let (split_shape, rank) = (shape(output(split, 0)?)?, x_shape.len());
+    let Some(Op::Transpose(t)) = &swap.op else {
+        return None;
+    };
+    let mut swap_perm: Vec<i64> = vec![0, 2, 1];
+    swap_perm.extend(3..rank as i64 + 1);
+    let back_perm: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
+    let is_back =
+        matches!(&back.op, Some(Op::Transpose(b)) if b.perm.as_deref() == Some(&back_perm[..]));
+    if !reshaped(split)
+        || !is_back
+        || t.perm.as_deref() != Some(&swap_perm[..])
+        || !(3..=5).contains(&rank)
+        || y_shape != x_shape
+        || split_shape.len() != rank + 1
+        || split_shape[0] != x_shape[0]
+        || split_shape[1] * split_shape[2] != x_shape[1]
+        || split_shape[3..] != x_shape[2..]
+        || [swap, split, back].iter().any(|n| n.guards != node.guards)
+    {
+        return None;
+    }
+    let (g, cg) = (split_shape[1], split_shape[2]);
+    // [N, *s, C] -> [N, *s, g, C/g] -> [N, *s, C/g, g] -> [N, *s, C].
+    let last_shape: Vec<usize> = to_last(rank).iter().map(|&a| x_shape[a]).collect();
+    let mut grouped = last_shape[..rank - 1].to_vec();
+    grouped.extend([g, cg]);
+    let mut swapped = last_shape[..rank - 1].to_vec();
+    swapped.extend([cg, g]);
+    let name = &node.name;
+    let shape_const = |graph: &mut Graph, what: &str, dims: &[usize]| {
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        add_constant(
+            graph,
+            format!("{name}/{what}_channels_last"),
+            Tensor::from_i64(vec![dims.len()], &dims),
+        )
+    };
+    let grouped_shape = shape_const(graph, "grouped", &grouped);
+    let merged_shape = shape_const(graph, "merged", &last_shape);
+    let dtype = graph.value(y).dtype;
+    let grouped_value = add_typed(graph, format!("{name}/grouped"), dtype, Some(grouped));
+    let swapped_value = add_typed(graph, format!("{name}/swapped"), dtype, Some(swapped));
+    let mut first = split.clone();
+    first.name = format!("{name}/group_channels_last");
+    first.inputs = vec![Some(x_last), Some(grouped_shape)];
+    first.outputs = vec![Some(grouped_value)];
+    let mut perm: Vec<usize> = (0..rank - 1).collect();
+    perm.extend([rank, rank - 1]);
+    let (mut mix, _) = transpose(
         graph,
-        format!("{}/channels_last", node.name),
-        Some(first.dtype),
-        Some(first.shape.clone()),
-    );
-    moved.outputs[0] = Some(y_last);
-    let (t_out, _) = transpose(
-        graph,
-        y_last,
-        &to_first(rank),
-        Some(y),
-        format!("{}/to_channels_first", node.name),
+        grouped_value,
+        &perm,
+        Some(swapped_value),
+        format!("{name}/shuffle_channels_last"),
         node,
     )?;
-    // The transpose must reproduce the old output exactly.
-    let y_shape = graph.value(y).shape.clone()?;
-    let back_shape: Vec<usize> = to_first(rank).iter().map(|&a| first.shape[a]).collect();
-    (back_shape == y_shape).then(|| {
-        before.extend([moved, t_out]);
-        before
-    })
+    mix.guards = node.guards.clone();
+    let mut merge = node.clone();
+    merge.inputs = vec![Some(swapped_value), Some(merged_shape)];
+    let [merge, t_out] = with_output_channels_last(graph, merge, node, rank)?;
+    Some(vec![first, mix, merge, t_out])
+}
+
+/// Where axis `axis` (ONNX-style, negative from the end) of a channels-first rank-`rank`
+/// tensor lies once its channels are last.
+fn axis_last(axis: i64, rank: usize) -> Option<i64> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    match a {
+        0 => Some(0),
+        1 => Some(r - 1),
+        a if (2..r).contains(&a) => Some(a - 1),
+        _ => None,
+    }
 }
