@@ -180,18 +180,34 @@ struct Image {
 }
 
 impl Image {
-    /// The offset of output pixel `q`'s window origin (its tap 0).
-    fn origin(&self, p: &ConvParams, q: usize) -> usize {
+    /// The offsets of the window origins (tap 0) of output pixels `q0..q0 + origins.len()`:
+    /// one division for the first pixel, then a walk along the output rows.
+    fn origins(&self, p: &ConvParams, q0: usize, origins: &mut [usize]) {
         let out_len = p.output_len();
-        let (n, mut rem) = (q / out_len, q % out_len);
-        let ox = rem % p.output[2];
-        rem /= p.output[2];
-        let (oy, oz) = (rem % p.output[1], rem / p.output[1]);
+        let (mut n, rem) = (q0 / out_len, q0 % out_len);
+        let mut ox = rem % p.output[2];
+        let rows = rem / p.output[2];
+        let (mut oy, mut oz) = (rows % p.output[1], rows / p.output[1]);
         let c = p.in_channels;
-        n * self.len
-            + ((oz * p.strides[0] * self.dims[1] + oy * p.strides[1]) * self.dims[2]
-                + ox * p.strides[2])
-                * c
+        for o in origins {
+            *o = n * self.len
+                + ((oz * p.strides[0] * self.dims[1] + oy * p.strides[1]) * self.dims[2]
+                    + ox * p.strides[2])
+                    * c;
+            ox += 1;
+            if ox == p.output[2] {
+                ox = 0;
+                oy += 1;
+                if oy == p.output[1] {
+                    oy = 0;
+                    oz += 1;
+                    if oz == p.output[0] {
+                        oz = 0;
+                        n += 1;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -284,9 +300,7 @@ fn conv_nhwc(
             let (b, split) = (unit / col_split, unit % col_split);
             let q0 = b * BLOCK_PIXELS;
             let npix = BLOCK_PIXELS.min(pixels - q0);
-            for (i, o) in origin[..npix].iter_mut().enumerate() {
-                *o = image.origin(p, q0 + i);
-            }
+            image.origins(p, q0, &mut origin[..npix]);
             let first = split * per_split;
             let last = ((split + 1) * per_split).min(panels);
             let tile = Tile {
@@ -367,7 +381,7 @@ impl Tile<'_, '_> {
         }
     }
 
-    /// The AVX-512 kernel: tiles of 8, 12 or 16 pixels by 3, 2 or 1 panels.
+    /// The AVX-512 kernel: tiles of 8 pixels by 3, 2 or 1 panels.
     ///
     /// # Safety
     /// The CPU has AVX-512F; every window of `origins` lies inside `src` and the weights hold
@@ -375,7 +389,7 @@ impl Tile<'_, '_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512(&self, q0: usize, origins: &[usize], first: usize, last: usize) {
-        use crate::conv_x86_64::{nhwc_tile, NhwcTile};
+        use crate::conv_x86_64::{nhwc_tile, NhwcTile, NHWC_ROWS};
         let Self {
             src,
             runs,
@@ -395,10 +409,10 @@ impl Tile<'_, '_> {
             };
             let c0 = panel * PANEL;
             let width = (nv * PANEL).min(m - c0);
-            let mr = [16, 12, 8][nv - 1];
+            let mr = NHWC_ROWS;
             for r0 in (0..origins.len()).step_by(mr) {
                 let rows = mr.min(origins.len() - r0);
-                let mut starts = [src.as_ptr(); 16];
+                let mut starts = [src.as_ptr(); NHWC_ROWS];
                 for (r, s) in starts.iter_mut().enumerate().take(mr) {
                     // Rows past the block repeat its last pixel (never stored).
                     let o = origins[r0 + r.min(rows - 1)];
@@ -488,10 +502,12 @@ fn pad_input(
             dst[x1 * c..].fill(0.0);
             let line = (iz * p.input[1] + iy) * p.input[2];
             if channels_first {
+                // Pixel by pixel, each channel from its own plane (the writes run on).
                 let image = &x[n * c * in_len..][..c * in_len];
-                for (ch, plane) in image.chunks_exact(in_len).enumerate() {
-                    for (j, &v) in plane[line..][..x1 - x0].iter().enumerate() {
-                        dst[(x0 + j) * c + ch] = v;
+                let pixels = dst[x0 * c..x1 * c].chunks_exact_mut(c);
+                for (j, pixel) in pixels.enumerate() {
+                    for (ch, v) in pixel.iter_mut().enumerate() {
+                        *v = image[ch * in_len + line + j];
                     }
                 }
             } else {

@@ -550,8 +550,8 @@ pub(crate) unsafe fn max_plane<const SW: usize>(geometry: Plane, src: &[f32], ou
 /// One tile of a channels-last dense convolution ([`crate::conv_nhwc`]): `rows` output pixels
 /// (the windows at `starts`) by `width` output channels (`ceil(width / 16)` weight panels).
 pub(crate) struct NhwcTile<'a> {
-    /// Each pixel's window origin (16 slots; rows past `rows` repeat a valid window).
-    pub starts: &'a [*const f32; 16],
+    /// Each pixel's window origin (rows past `rows` repeat a valid window).
+    pub starts: &'a [*const f32; NHWC_ROWS],
     /// The window's runs of contiguous input: offset from the origin and length.
     pub runs: &'a [(usize, usize)],
     /// The first panel: 16 floats per step of depth.
@@ -570,7 +570,10 @@ pub(crate) struct NhwcTile<'a> {
     pub acts: &'a [Activation],
 }
 
-/// Computes and stores the tile `t` with `nv` (1 to 3) panels: 16, 12 or 8 pixels.
+/// Pixels of an [`nhwc_tile`]: their window pointers stay in registers.
+pub(crate) const NHWC_ROWS: usize = 8;
+
+/// Computes and stores the tile `t`: [`NHWC_ROWS`] pixels by `nv` (1 to 3) panels.
 ///
 /// # Safety
 /// The CPU has AVX-512F; every run of every window is readable; the panels hold the runs'
@@ -580,9 +583,9 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
     // SAFETY: forwarded contract.
     unsafe {
         match nv {
-            0 | 1 => nhwc_store::<16, 1>(nhwc_sums::<16, 1>(t), t),
-            2 => nhwc_store::<12, 2>(nhwc_sums::<12, 2>(t), t),
-            _ => nhwc_store::<8, 3>(nhwc_sums::<8, 3>(t), t),
+            0 | 1 => nhwc_store::<NHWC_ROWS, 1>(nhwc_sums::<NHWC_ROWS, 1>(t), t),
+            2 => nhwc_store::<NHWC_ROWS, 2>(nhwc_sums::<NHWC_ROWS, 2>(t), t),
+            _ => nhwc_store::<NHWC_ROWS, 3>(nhwc_sums::<NHWC_ROWS, 3>(t), t),
         }
     }
 }
@@ -681,13 +684,24 @@ pub(crate) unsafe fn depthwise_nhwc_run(
         let nv = (c - c0).div_ceil(16).min(4);
         let mut i0 = 0;
         while i0 < count {
+            // Tiles of up to 16-24 accumulators; one or two pixels left (a row's border
+            // pixels, whose taps are clipped) take tiles of their size.
+            let left = count - i0;
             // SAFETY: forwarded contract; pixels i0.. and channels c0.. are inside `dst`.
             let done = unsafe {
-                match nv {
-                    1 => dw_nhwc_tile::<8, 1>(run, i0, count - i0, c0, dst),
-                    2 => dw_nhwc_tile::<6, 2>(run, i0, count - i0, c0, dst),
-                    3 => dw_nhwc_tile::<4, 3>(run, i0, count - i0, c0, dst),
-                    _ => dw_nhwc_tile::<4, 4>(run, i0, count - i0, c0, dst),
+                match (nv, left) {
+                    (1, 1) => dw_nhwc_tile::<1, 1>(run, i0, left, c0, dst),
+                    (1, 2..=3) => dw_nhwc_tile::<2, 1>(run, i0, left, c0, dst),
+                    (1, _) => dw_nhwc_tile::<8, 1>(run, i0, left, c0, dst),
+                    (2, 1) => dw_nhwc_tile::<1, 2>(run, i0, left, c0, dst),
+                    (2, 2..=3) => dw_nhwc_tile::<2, 2>(run, i0, left, c0, dst),
+                    (2, _) => dw_nhwc_tile::<6, 2>(run, i0, left, c0, dst),
+                    (3, 1) => dw_nhwc_tile::<1, 3>(run, i0, left, c0, dst),
+                    (3, 2..=3) => dw_nhwc_tile::<2, 3>(run, i0, left, c0, dst),
+                    (3, _) => dw_nhwc_tile::<4, 3>(run, i0, left, c0, dst),
+                    (_, 1) => dw_nhwc_tile::<1, 4>(run, i0, left, c0, dst),
+                    (_, 2..=3) => dw_nhwc_tile::<2, 4>(run, i0, left, c0, dst),
+                    _ => dw_nhwc_tile::<4, 4>(run, i0, left, c0, dst),
                 }
             };
             i0 += done;

@@ -206,6 +206,7 @@ pub(crate) unsafe fn store_vector(
 
 /// One of the activations [`Finish::in_register`] accepts, on 16 lanes, with the same f32
 /// operations in the same order as [`Activation::apply`].
+#[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
     // MAXPS(a, b) is `a > b ? a : b` and MINPS(a, b) `a < b ? a : b`: with the constant first,
