@@ -39,6 +39,49 @@ pub fn batch_norm_f32(
     }
 }
 
+/// [`batch_norm_f32`] channels last: `x: [..., C]` (`channels = C`), with the same arithmetic
+/// per element.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the five ONNX operands, epsilon and the layout"
+)]
+pub fn batch_norm_nhwc_f32(
+    x: &[f32],
+    scale: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+    out: &mut [f32],
+    channels: usize,
+) {
+    /// Channels whose factors are computed at a time.
+    const CHUNK: usize = 256;
+    if channels == 0 {
+        return;
+    }
+    let n = x.len().min(out.len()) / channels * channels;
+    for c0 in (0..channels).step_by(CHUNK) {
+        let width = CHUNK.min(channels - c0);
+        let (mut k, mut shift) = ([0f32; CHUNK], [0f32; CHUNK]);
+        for j in 0..width {
+            let c = c0 + j;
+            k[j] = scale[c] / math::sqrt(var[c] + epsilon);
+            shift[j] = bias[c] - mean[c] * k[j];
+        }
+        let (k, shift) = (&k[..width], &shift[..width]);
+        for (xp, op) in x[..n]
+            .chunks_exact(channels)
+            .zip(out[..n].chunks_exact_mut(channels))
+        {
+            let (xs, os) = (&xp[c0..c0 + width], &mut op[c0..c0 + width]);
+            for (((o, &v), &k), &s) in os.iter_mut().zip(xs).zip(k).zip(shift) {
+                *o = v * k + s;
+            }
+        }
+    }
+}
+
 /// BatchNormalization in training mode over `x` viewed as `[batch, channels, inner]`:
 /// normalizes each channel with the batch's own mean and population variance (summed in
 /// f64), and writes the running statistics `mean * momentum + batch_mean * (1 - momentum)`

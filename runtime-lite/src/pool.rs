@@ -722,6 +722,83 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
     max_pool_nhwc(p, channels, x, out);
 }
 
+/// Average pooling in the channels-last layout (`kind` [`PoolKind::Average`] or
+/// [`PoolKind::AverageIncludePad`]): `x: [N, *input, C]` and `out: [N, *output, C]` with
+/// `p.planes = N` and `channels = C`; each channel sums its window's taps in the order the
+/// channels-first kernel does and divides by the same count, so the results are the same.
+///
+/// Panics if a buffer is shorter than `p` says or `kind` is [`PoolKind::Max`].
+pub fn avg_pool_nhwc_f32(
+    p: &PoolParams,
+    kind: PoolKind,
+    channels: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    assert!(kind != PoolKind::Max, "channels-last average pool: not max");
+    let [id, ih, iw] = p.input;
+    let c = channels;
+    let (in_len, out_len) = (id * ih * iw * c, p.output.iter().product::<usize>() * c);
+    assert!(
+        x.len() >= p.planes * in_len && out.len() >= p.planes * out_len,
+        "pool buffers too short"
+    );
+    if c == 0 || out_len == 0 {
+        return;
+    }
+    for n in 0..p.planes {
+        let image = &x[n * in_len..][..in_len];
+        let mut pixels = out[n * out_len..][..out_len].chunks_exact_mut(c);
+        for oz in 0..p.output[0] {
+            for oy in 0..p.output[1] {
+                for ox in 0..p.output[2] {
+                    let o = [oz, oy, ox];
+                    let mut range = [(0, 0, 0); 3];
+                    let mut base = [0usize; 3];
+                    for axis in 0..3 {
+                        let start = o[axis] * p.strides[axis];
+                        range[axis] = taps(
+                            start,
+                            p.kernel[axis],
+                            p.dilations[axis],
+                            p.input[axis],
+                            p.pads_begin[axis],
+                            p.pads_end[axis],
+                        );
+                        base[axis] = start.wrapping_sub(p.pads_begin[axis]);
+                    }
+                    let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
+                    let count = match kind {
+                        PoolKind::AverageIncludePad => z_pad * y_pad * x_pad,
+                        _ => (z_hi - z_lo) * (y_hi - y_lo) * (x_hi - x_lo),
+                    } as f32;
+                    let Some(pixel) = pixels.next() else { return };
+                    for c0 in (0..c).step_by(NHWC_LANES) {
+                        let width = NHWC_LANES.min(c - c0);
+                        let mut acc = [0f32; NHWC_LANES];
+                        for a in z_lo..z_hi {
+                            let zi = base[0].wrapping_add(a * p.dilations[0]);
+                            for b in y_lo..y_hi {
+                                let yi = base[1].wrapping_add(b * p.dilations[1]);
+                                for t in x_lo..x_hi {
+                                    let xi = base[2].wrapping_add(t * p.dilations[2]);
+                                    let at = ((zi * ih + yi) * iw + xi) * c + c0;
+                                    for (s, &v) in acc.iter_mut().zip(&image[at..at + width]) {
+                                        *s += v;
+                                    }
+                                }
+                            }
+                        }
+                        for (d, &s) in pixel[c0..c0 + width].iter_mut().zip(&acc) {
+                            *d = s / count;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Channels the channels-last max pool keeps in its accumulator.
 const NHWC_LANES: usize = 64;
 
@@ -1040,6 +1117,23 @@ mod tests {
                     bits(&fast),
                     bits(&got),
                     "f32 {kernel:?} {strides:?} {pads:?}"
+                );
+            }
+            for kind in [PoolKind::Average, PoolKind::AverageIncludePad] {
+                let mut want = std::vec![0f32; m];
+                pool_f32(&p, kind, &x, &mut want);
+                let mut got = std::vec![0f32; m];
+                avg_pool_nhwc_f32(
+                    &PoolParams { planes: 1, ..p },
+                    kind,
+                    c,
+                    &last(&x, spatial),
+                    &mut got,
+                );
+                assert_eq!(
+                    bits(&got),
+                    bits(&last(&want, m / c)),
+                    "{kind:?} {kernel:?} {strides:?} {pads:?}"
                 );
             }
         }

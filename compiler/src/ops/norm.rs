@@ -33,6 +33,20 @@ pub struct BatchNorm {
     pub epsilon: f32,
     /// `Some(momentum)` in training mode.
     pub training_momentum: Option<f32>,
+    /// X and Y are channels last (`[N, *spatial, C]`; set by `passes::channels_last` in
+    /// inference mode; never read from a model).
+    pub channels_last: bool,
+}
+
+impl BatchNorm {
+    /// X's channel count, wherever its channels are.
+    fn channels(&self, x: &[usize]) -> usize {
+        if self.channels_last {
+            x.last().copied().unwrap_or(1)
+        } else {
+            x.get(1).copied().unwrap_or(1)
+        }
+    }
 }
 
 impl OpDef for BatchNorm {
@@ -55,13 +69,14 @@ impl OpDef for BatchNorm {
             } else {
                 None
             },
+            channels_last: false,
         })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
         require_dtype(x.dtype, &[DType::F32], "X")?;
-        let channels = x.shape.get(1).copied().unwrap_or(1);
+        let channels = self.channels(x.shape);
         for i in 1..5 {
             let p = cx.input(i)?;
             if p.dtype != x.dtype || p.shape != [channels] {
@@ -112,6 +127,12 @@ impl OpDef for BatchNorm {
             names.input(4),
         );
         let o0 = names.output(0);
+        if self.channels_last {
+            let channels = lit(self.channels(x.shape));
+            return Ok(quote! {
+                ::sinter_rt::norm::batch_norm_nhwc_f32(#i0, #i1, #i2, #i3, #i4, #epsilon, #o0, #channels);
+            });
+        }
         Ok(
             quote!(::sinter_rt::norm::batch_norm_f32(#i0, #i1, #i2, #i3, #i4, #epsilon, #o0, #channels, #inner);),
         )

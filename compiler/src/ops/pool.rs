@@ -138,7 +138,14 @@ impl OpDef for Pool {
             };
         };
         let with_indices = cx.outputs.get(1).copied().flatten().is_some();
-        let call = if self.channels_last {
+        let call = if self.channels_last && !self.max {
+            let channels = lit(channels);
+            quote! {
+                ::sinter_rt::pool::avg_pool_nhwc_f32(
+                    &PARAMS, ::sinter_rt::pool::PoolKind::#kind, #channels, #i0, #o0,
+                );
+            }
+        } else if self.channels_last {
             let (t, channels) = (rust_type(x.dtype), lit(channels));
             if x.dtype == DType::F32 {
                 quote!(::sinter_rt::pool::max_pool_nhwc_f32(&PARAMS, #channels, #i0, #o0);)

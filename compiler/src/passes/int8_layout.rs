@@ -440,15 +440,15 @@ fn layout_inputs(graph: &Graph, node: &Node) -> Option<(Vec<usize>, bool)> {
         Op::Concat(c) if c.axis == 1 => ((0..node.inputs.len()).collect(), false),
         Op::QLinearConcat(c) if c.axis == 1 => ((2..node.inputs.len()).step_by(3).collect(), false),
         Op::Pool(p)
-            if p.max
-                && !p.channels_last
+            if !p.channels_last
                 && p.lp.is_none()
                 && node.outputs.get(1).copied().flatten().is_none()
                 && p.window.dilations.iter().all(|&d| d == 1)
-                && matches!(
-                    input(node, 0).and_then(|v| graph.value(v).dtype),
-                    Some(DType::U8 | DType::I8 | DType::F32)
-                ) =>
+                && match input(node, 0).and_then(|v| graph.value(v).dtype) {
+                    Some(DType::U8 | DType::I8) => p.max,
+                    Some(DType::F32) => true,
+                    _ => false,
+                } =>
         {
             (vec![0], false)
         }
@@ -463,6 +463,7 @@ fn layout_inputs(graph: &Graph, node: &Node) -> Option<(Vec<usize>, bool)> {
             (vec![0], false)
         }
         Op::Split(_) => (vec![0], false),
+        Op::BatchNorm(b) if b.training_momentum.is_none() && !b.channels_last => (vec![0], false),
         _ => return None,
     };
     (node.outputs.len() == 1 || matches!(op, Op::Pool(_) | Op::Split(_)))
@@ -538,6 +539,7 @@ fn sink(
         Op::Pool(p) => p.channels_last = true,
         Op::QLinearGlobalAveragePool(p) => p.channels_last = true,
         Op::GlobalPool(p) => p.channels_last = true,
+        Op::BatchNorm(b) => b.channels_last = true,
         _ => {}
     }
     let mut moved = node.clone();
