@@ -30,6 +30,9 @@ pub const MAX_RUNS: usize = 64;
 /// Output pixels of one block (their window origins are found together).
 const BLOCK_PIXELS: usize = 96;
 
+/// Output pixels of one tile of the AVX-512 kernel.
+pub(crate) const TILE_PIXELS: usize = 8;
+
 /// Multiply-adds below which a layer runs as one task.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
@@ -279,13 +282,14 @@ fn conv_nhwc(
         }
     }
     let runs = &runs[..n_runs];
-    let blocks = pixels.div_ceil(BLOCK_PIXELS);
     let panels = m.div_ceil(PANEL);
     let threads = if pixels * m * k < PARALLEL_MIN_MACS {
         1
     } else {
         exec.threads()
     };
+    let block = crate::threads::Split::block(pixels, threads, TILE_PIXELS, BLOCK_PIXELS);
+    let blocks = pixels.div_ceil(block);
     let crate::threads::Split {
         col_split,
         per_split,
@@ -298,8 +302,8 @@ fn conv_nhwc(
         let mut origin = [0usize; BLOCK_PIXELS];
         for unit in task * per_task..((task + 1) * per_task).min(units) {
             let (b, split) = (unit / col_split, unit % col_split);
-            let q0 = b * BLOCK_PIXELS;
-            let npix = BLOCK_PIXELS.min(pixels - q0);
+            let q0 = b * block;
+            let npix = block.min(pixels - q0);
             image.origins(p, q0, &mut origin[..npix]);
             let first = split * per_split;
             let last = ((split + 1) * per_split).min(panels);

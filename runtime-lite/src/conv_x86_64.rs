@@ -571,7 +571,7 @@ pub(crate) struct NhwcTile<'a> {
 }
 
 /// Pixels of an [`nhwc_tile`]: their window pointers stay in registers.
-pub(crate) const NHWC_ROWS: usize = 8;
+pub(crate) const NHWC_ROWS: usize = crate::conv_nhwc::TILE_PIXELS;
 
 /// Computes and stores the tile `t`: [`NHWC_ROWS`] pixels by `nv` (1 to 3) panels.
 ///

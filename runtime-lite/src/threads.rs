@@ -337,6 +337,22 @@ pub(crate) struct Split {
 }
 
 impl Split {
+    /// The pixels of one block when `pixels` output pixels (rows of the product) are cut into
+    /// blocks of at most `max` for `threads` threads: at least two blocks per thread when
+    /// there are threads, each a whole number of `tile`-pixel tiles. Threads then split the
+    /// pixels, not the columns: split by columns, two threads would write the same cache lines
+    /// of every pixel's row.
+    pub(crate) fn block(pixels: usize, threads: usize, tile: usize, max: usize) -> usize {
+        if threads > 1 && pixels < max * 2 * threads {
+            pixels
+                .div_ceil(2 * threads)
+                .next_multiple_of(tile)
+                .clamp(tile, max)
+        } else {
+            max
+        }
+    }
+
     /// The split of `blocks` row blocks by `col_tiles` column tiles over `threads` threads.
     pub(crate) fn new(blocks: usize, col_tiles: usize, threads: usize) -> Self {
         let col_split = if threads == 1 || blocks >= 2 * threads {

@@ -134,15 +134,15 @@ fn conv_nhwc(
         pads,
         cs: stride,
     };
-    let blocks = pixels.div_ceil(BLOCK_ROWS);
     let col_tiles = m.div_ceil(nr);
-    // Few blocks: split the columns too, so every thread has work.
     // A layer too small to gain from a split runs as one task.
     let threads = if pixels * m * kq < PARALLEL_MIN_MACS {
         1
     } else {
         exec.threads()
     };
+    let block = crate::threads::Split::block(pixels, threads, mr, BLOCK_ROWS);
+    let blocks = pixels.div_ceil(block);
     let crate::threads::Split {
         col_split,
         per_split,
@@ -164,8 +164,8 @@ fn conv_nhwc(
         let mut cols_cache = ColCache::new();
         for unit in task * per_task..((task + 1) * per_task).min(units) {
             let (b, split) = (unit / col_split, unit % col_split);
-            let pix0 = b * BLOCK_ROWS;
-            let npix = BLOCK_ROWS.min(pixels - pix0);
+            let pix0 = b * block;
+            let npix = block.min(pixels - pix0);
             window.origins(pix0, &mut origin[..npix]);
             if w_zero {
                 // Activation sums over the real channels of every tap.
@@ -330,12 +330,13 @@ pub fn depthwise_nhwc_exec(
     let wide = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx512Vnni);
     // Tiles of pixels by 64 channels.
     const ROWS: usize = 6;
-    let blocks = pixels.div_ceil(BLOCK_ROWS);
     let threads = if pixels * c * taps < PARALLEL_MIN_MACS {
         1
     } else {
         exec.threads()
     };
+    let block = crate::threads::Split::block(pixels, threads, ROWS, BLOCK_ROWS);
+    let blocks = pixels.div_ceil(block);
     let per_task = if threads == 1 {
         blocks
     } else {
@@ -353,8 +354,8 @@ pub fn depthwise_nhwc_exec(
             r
         };
         for b in task * per_task..((task + 1) * per_task).min(blocks) {
-            let pix0 = b * BLOCK_ROWS;
-            let npix = BLOCK_ROWS.min(pixels - pix0);
+            let pix0 = b * block;
+            let npix = block.min(pixels - pix0);
             window.origins(pix0, &mut origin[..npix]);
             for c0 in (0..c).step_by(NR_MAX) {
                 let width = NR_MAX.min(c - c0);
