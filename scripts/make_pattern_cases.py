@@ -48,7 +48,8 @@ case("packed_products",[N("MatMul",["x","w1"],["mm"]),N("Relu",["mm"],["y1"]),N(
 # A small ShuffleNet-v2-style network that runs channels last from -O2 on: a 3x3 stem read
 # channels first, max pooling, channel slices, a pointwise-depthwise-pointwise branch, a concat,
 # a channel shuffle (Reshape, Transpose, Reshape), a Split, a residual, batch normalization,
-# average pooling and a 5x5 stride-2 depthwise layer; only the ends keep a transpose.
+# average pooling, a 3x3 layer on 40 channels (Winograd at -O3) and a 5x5 stride-2 depthwise
+# layer; only the ends keep a transpose.
 xs=rng.standard_normal((1,3,12,12)).astype(np.float32)
 def wt(*s): return (rng.standard_normal(s)*0.4).astype(np.float32)
 case("channels_last",[
@@ -64,12 +65,15 @@ case("channels_last",[
   N("Conv",["h1","w4","b4"],["c4"],pads=[1,1,1,1]),N("Add",["c4","h0"],["res"]),
   N("BatchNormalization",["res","bn_s","bn_b","bn_m","bn_v"],["bn"]),N("Relu",["bn"],["bnr"]),
   N("AveragePool",["bnr"],["ap"],kernel_shape=[3,3],pads=[1,1,1,1]),
-  N("Conv",["ap","w5","b5"],["c5"],group=10,kernel_shape=[5,5],strides=[2,2],pads=[2,2,2,2]),
+  N("Conv",["ap","w6","b6"],["c6"]),N("Relu",["c6"],["r6"]),
+  N("Conv",["r6","w7","b7"],["c7"],pads=[1,1,1,1]),
+  N("Conv",["c7","w5","b5"],["c5"],group=16,kernel_shape=[5,5],strides=[2,2],pads=[2,2,2,2]),
   N("Sigmoid",["c5"],["y"])],
   {"w0":wt(20,3,3,3),"b0":wt(20),"s0":np.array([0],dtype=np.int64),"s1":np.array([10],dtype=np.int64),
    "s2":np.array([20],dtype=np.int64),"ax1":np.array([1],dtype=np.int64),
    "w1":wt(10,10,1,1),"b1":wt(10),"w2":wt(10,1,3,3),"b2":wt(10),"w3":wt(10,10,1,1),"b3":wt(10),
    "g5":np.array([1,2,10,6,6],dtype=np.int64),"g4":np.array([1,20,6,6],dtype=np.int64),
-   "sp":np.array([10,10],dtype=np.int64),"w4":wt(10,10,3,3),"b4":wt(10),"w5":wt(10,1,5,5),"b5":wt(10),
+   "sp":np.array([10,10],dtype=np.int64),"w4":wt(10,10,3,3),"b4":wt(10),"w5":wt(16,1,5,5),"b5":wt(16),
+   "w6":wt(40,10,1,1),"b6":wt(40),"w7":(wt(16,40,3,3)*0.5).astype(np.float32),"b7":wt(16),
    "bn_s":wt(10),"bn_b":wt(10),"bn_m":wt(10),"bn_v":np.abs(wt(10))+0.5},
   [("x",[1,3,12,12])],["y"],{"x":xs})

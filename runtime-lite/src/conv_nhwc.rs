@@ -331,7 +331,7 @@ fn conv_nhwc(
 }
 
 /// Whether the AVX-512 kernels run.
-fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         crate::gemm_x86_64::has_avx512()

@@ -836,3 +836,94 @@ pub(crate) unsafe fn max_pixel_nhwc(
         }
     }
 }
+
+/// Winograd F(2x2, 3x3) input transform of one 4x4 patch, 16 channels (the lanes of `mask`):
+/// reads `d[i][j]` at `src + i * row + j * pixel` and writes `(Bᵀ d B)[4 i + j]` at
+/// `dst + (4 i + j) * position` (see [`crate::conv_winograd`]).
+///
+/// # Safety
+/// The CPU has AVX-512F; those lanes are readable and writable.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn winograd_input(
+    src: *const f32,
+    row: usize,
+    pixel: usize,
+    dst: *mut f32,
+    position: usize,
+    mask: __mmask16,
+) {
+    let mut d = [_mm512_setzero_ps(); 16];
+    for (k, dk) in d.iter_mut().enumerate() {
+        // SAFETY: the patch's pixel (k / 4, k % 4), lanes of `mask` (the contract).
+        *dk = unsafe { _mm512_maskz_loadu_ps(mask, src.add((k / 4) * row + (k % 4) * pixel)) };
+    }
+    let mut t = [_mm512_setzero_ps(); 16];
+    for j in 0..4 {
+        let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
+        t[j] = _mm512_sub_ps(d0, d2);
+        t[4 + j] = _mm512_add_ps(d1, d2);
+        t[8 + j] = _mm512_sub_ps(d2, d1);
+        t[12 + j] = _mm512_sub_ps(d1, d3);
+    }
+    for i in 0..4 {
+        let r = 4 * i;
+        let (t0, t1, t2, t3) = (t[r], t[r + 1], t[r + 2], t[r + 3]);
+        let v = [
+            _mm512_sub_ps(t0, t2),
+            _mm512_add_ps(t1, t2),
+            _mm512_sub_ps(t2, t1),
+            _mm512_sub_ps(t1, t3),
+        ];
+        for (j, &vj) in v.iter().enumerate() {
+            // SAFETY: position r + j of this tile, lanes of `mask` (the contract).
+            unsafe { _mm512_mask_storeu_ps(dst.add((r + j) * position), mask, vj) };
+        }
+    }
+}
+
+/// Winograd F(2x2, 3x3) output transform of one tile, 16 channels: reads `M[k]` at
+/// `src + k * position` and stores `(Aᵀ M A)[a][b]` plus `bias` and the residual, then the
+/// in-register `acts`, at `out[q]` for each output `q = 2 a + b` that is not null (outside the
+/// image), the residual at `residual[q]` (if not null).
+///
+/// # Safety
+/// The CPU has AVX-512F; the lanes of `mask` are readable at `src` and at each residual
+/// pointer, writable at each output pointer.
+#[allow(clippy::too_many_arguments, reason = "a tile's operands and epilogue")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn winograd_output(
+    src: *const f32,
+    position: usize,
+    mask: __mmask16,
+    out: [*mut f32; 4],
+    residual: [*const f32; 4],
+    bias: Option<__m512>,
+    acts: &[Activation],
+) {
+    let mut s = [_mm512_setzero_ps(); 16];
+    for (k, sk) in s.iter_mut().enumerate() {
+        // SAFETY: position k of this tile, lanes of `mask` (the contract).
+        *sk = unsafe { _mm512_maskz_loadu_ps(mask, src.add(k * position)) };
+    }
+    let mut w = [[_mm512_setzero_ps(); 4]; 2];
+    for j in 0..4 {
+        let (m0, m1, m2, m3) = (s[j], s[4 + j], s[8 + j], s[12 + j]);
+        w[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        w[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    let one = _mm512_set1_ps(1.0);
+    for (a, wa) in w.iter().enumerate() {
+        let y = [
+            _mm512_add_ps(_mm512_add_ps(wa[0], wa[1]), wa[2]),
+            _mm512_sub_ps(_mm512_sub_ps(wa[1], wa[2]), wa[3]),
+        ];
+        for (b, &yb) in y.iter().enumerate() {
+            let q = 2 * a + b;
+            if out[q].is_null() {
+                continue;
+            }
+            // SAFETY: the output (and residual) lanes of `mask` (the contract).
+            unsafe { store_vector(yb, out[q], mask, one, true, bias, residual[q], acts) };
+        }
+    }
+}

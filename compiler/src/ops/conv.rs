@@ -250,6 +250,9 @@ pub struct Conv {
     /// Where the channels are in X, the residual and Y (set by `passes::channels_last`; never
     /// read from a model).
     pub layout: ConvLayout,
+    /// A channels-last 3x3 stride-1 layer whose W holds Winograd-transformed weights
+    /// (`sinter_rt::conv_winograd`; set by `passes::channels_last` at -O3).
+    pub winograd: bool,
 }
 
 /// The layout of a float `Conv`'s image operands.
@@ -306,6 +309,27 @@ impl Conv {
         }
         let x = self.x_channels_first(cx)?;
         let g = self.geometry(cx)?;
+        if self.winograd {
+            // `sinter_rt::conv_winograd::winograd_scratch_len`: the padded input, then the
+            // transformed input and output, 16 positions of `tiles x C` and `tiles x M`.
+            let [oh, ow] = g.output[..] else {
+                return Err(CompileError::unsupported(
+                    "Winograd convolution other than 2-D",
+                ));
+            };
+            let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
+            let m = self.weight_shape(cx)?[0];
+            let tiles = x[0] * ty * tx;
+            // Tiles are rounded up to whole groups: 16 when the transformed weights fit in
+            // 512 KiB (the layer runs fused), else all of them.
+            let group = if 16 * x[1] * m * 4 <= 512 << 10 {
+                tiles.clamp(1, 16)
+            } else {
+                tiles.max(1)
+            };
+            let tiles = tiles.next_multiple_of(group);
+            return Ok(x[0] * (2 * ty + 2) * (2 * tx + 2) * x[1] + 16 * tiles * (x[1] + m));
+        }
         let d = g.output.len();
         let mut in_place = self.layout == ConvLayout::ChannelsLast;
         let mut len = x[0] * x[1];
@@ -379,6 +403,7 @@ impl OpDef for Conv {
             residual: false,
             packed_from: None,
             layout: ConvLayout::ChannelsFirst,
+            winograd: false,
         })
     }
 
@@ -451,13 +476,15 @@ impl OpDef for Conv {
                 } else {
                     quote!(&mut [])
                 };
-                let f = if layout == ConvLayout::FromChannelsFirst {
-                    quote!(conv_nhwc_from_nchw_f32_exec)
+                let f = if self.winograd {
+                    quote!(conv_winograd::conv_winograd_f32_exec)
+                } else if layout == ConvLayout::FromChannelsFirst {
+                    quote!(conv_nhwc::conv_nhwc_from_nchw_f32_exec)
                 } else {
-                    quote!(conv_nhwc_f32_exec)
+                    quote!(conv_nhwc::conv_nhwc_f32_exec)
                 };
                 quote! {
-                    ::sinter_rt::conv_nhwc::#f(
+                    ::sinter_rt::#f(
                         #exec, &PARAMS, #i0, #i1, #bias, #residual, #padded, #o0, #act,
                     );
                 }
@@ -1033,6 +1060,7 @@ impl DeformConv {
             residual: false,
             packed_from: None,
             layout: ConvLayout::ChannelsFirst,
+            winograd: false,
         };
         let g = conv.geometry(&OpCx {
             inputs: vec![Some(x), Some(w)],

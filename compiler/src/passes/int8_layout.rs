@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 
 use super::pattern::{add_constant, add_typed, input, int_attr, ints_attr, new_node, output};
-use super::{eliminate_dead, infer_shapes_cx, simplify_transpose, PassCx};
+use super::{eliminate_dead, infer_shapes_cx, simplify_transpose, OptLevel, PassCx};
 use crate::error::Result;
 use crate::ir::int8_pack::{self, CHANNELS_LAST_MAX_DEPTH, CHANNELS_LAST_MAX_TAPS, GROUP};
 use crate::ir::{DType, Graph, Node, Tensor, ValueId};
@@ -60,7 +60,7 @@ pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let mut changed = false;
     for node in nodes {
         let rewritten = convert_conv(&mut graph, &node, &out, &producer)
-            .or_else(|| convert_float_conv(&mut graph, &node, &out, &producer))
+            .or_else(|| convert_float_conv(&mut graph, &node, &out, &producer, cx))
             .or_else(|| shuffle(&mut graph, &node, &out, &producer))
             .or_else(|| sink(&mut graph, &node, &out, &producer));
         changed |= rewritten.is_some();
@@ -221,6 +221,7 @@ fn convert_float_conv(
     node: &Node,
     done: &[Node],
     producer: &HashMap<ValueId, usize>,
+    cx: &PassCx,
 ) -> Option<Vec<Node>> {
     let Some(Op::Conv(conv)) = &node.op else {
         return None;
@@ -277,7 +278,25 @@ fn convert_float_conv(
         None if weights.len() == m * k => weights,
         None => return None,
     };
-    let packed = if depthwise {
+    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
+    let from_back = producer.get(&x).is_some_and(
+        |&j| matches!(&done[j].op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..])),
+    );
+    // Winograd F(2x2, 3x3) at -O3, where it measured faster than the direct kernel: 2-D 3x3
+    // stride-1 layers with at least 32 input channels, reading channels last.
+    let ones = |v: &[usize]| v.iter().all(|&d| d == 1);
+    let winograd = cx.opt_level >= OptLevel::O3
+        && conv.group == 1
+        && rank == 4
+        && kernel == [3, 3]
+        && ones(&conv.window.strides)
+        && ones(&conv.window.dilations)
+        && c >= WINOGRAD_MIN_CHANNELS
+        && m >= FLOAT_PANEL
+        && from_back;
+    let packed = if winograd {
+        winograd_weights(&plain, m, c)
+    } else if depthwise {
         // Taps by channels, padded to whole vectors.
         let cp = m.div_ceil(FLOAT_PANEL) * FLOAT_PANEL;
         let mut packed = vec![0f32; taps * cp];
@@ -306,10 +325,6 @@ fn convert_float_conv(
         format!("{name}/channels_last_f32"),
         Tensor::from_f32(vec![packed.len()], &packed),
     );
-    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
-    let from_back = producer.get(&x).is_some_and(
-        |&j| matches!(&done[j].op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..])),
-    );
     let mut inputs = node.inputs.clone();
     inputs[1] = Some(weights);
     let mut nodes = Vec::new();
@@ -327,6 +342,7 @@ fn convert_float_conv(
     conv_node.op = Some(Op::Conv(Conv {
         packed_from: Some(w_shape),
         layout,
+        winograd,
         ..conv.clone()
     }));
     nodes.extend(with_output_channels_last(graph, conv_node, node, rank)?);
@@ -350,6 +366,43 @@ fn move_input_last(
     inputs[i] = Some(moved);
     nodes.push(t);
     Some(())
+}
+
+/// Input channels from which a 3x3 layer runs by Winograd's method (fewer measured slower:
+/// the transforms cost more than the products save).
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+
+/// 3x3 weights `[M, C * 9]` as Winograd F(2x2, 3x3) transforms `G g Gᵀ` (computed in f64),
+/// in `sinter_rt::conv_winograd`'s layout: per position `ξ = 4 a + b`, column panels of 16
+/// output channels over the input channels.
+fn winograd_weights(plain: &[f32], m: usize, c: usize) -> Vec<f32> {
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let panels = m.div_ceil(FLOAT_PANEL);
+    let mut out = vec![0f32; 16 * panels * FLOAT_PANEL * c];
+    for j in 0..m {
+        for ch in 0..c {
+            let k = &plain[(j * c + ch) * 9..][..9];
+            for (a, ga) in G.iter().enumerate() {
+                for (b, gb) in G.iter().enumerate() {
+                    let mut s = 0f64;
+                    for (r, &gar) in ga.iter().enumerate() {
+                        for (q, &gbq) in gb.iter().enumerate() {
+                            s += gar * f64::from(k[r * 3 + q]) * gbq;
+                        }
+                    }
+                    let xi = 4 * a + b;
+                    out[((xi * panels + j / FLOAT_PANEL) * c + ch) * FLOAT_PANEL
+                        + j % FLOAT_PANEL] = s as f32;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `product` (a copy of `node` whose op now writes channels last) writing a new channels-last

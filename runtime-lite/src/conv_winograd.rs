@@ -1,0 +1,673 @@
+//! 3x3 stride-1 convolution channels last by Winograd's minimal filtering, F(2x2, 3x3): each
+//! 2x2 block of output pixels takes 16 multiplies per input channel and output channel where
+//! the direct product takes 36.
+//!
+//! With `x` channels last (`[N, H, W, C]`), the layer runs in three passes, each vectorized over
+//! channels:
+//! 1. every 4x4 input patch `d` (stride 2, from the zero-padded image) becomes `V = Bᵀ d B`,
+//!    stored as 16 matrices `V[ξ]` of `tiles x C`;
+//! 2. 16 products `M[ξ] = V[ξ] U[ξ]` with the weights transformed at compile time,
+//!    `U = G g Gᵀ` (`C x M` each, packed as the channels-last kernel's column panels), on the
+//!    same microkernel as [`crate::conv_nhwc`];
+//! 3. every tile's `Aᵀ M A` is its 2x2 output block, with the bias, residual and activations.
+//!
+//! The transforms of F(2x2, 3x3) hold only 0, ±1 and ±1/2, so the results stay within a few
+//! ulps of the direct convolution's.
+
+use crate::conv::ConvParams;
+use crate::conv_nhwc::PANEL;
+use crate::epilogue::Activation;
+use crate::threads::{Exec, SharedMut};
+
+/// Transformed positions per tile (4 x 4).
+const POSITIONS: usize = 16;
+
+/// Channels per step of the transforms.
+const LANES: usize = 16;
+
+/// Tiles of one block of the product pass.
+const BLOCK_TILES: usize = 96;
+
+/// Whether `p` is a convolution this kernel runs: one group, 2-D, 3x3, stride 1, no
+/// dilation.
+pub fn winograd_supported(p: &ConvParams) -> bool {
+    p.groups == 1
+        && p.kernel == [1, 3, 3]
+        && p.strides == [1, 1, 1]
+        && p.dilations == [1, 1, 1]
+        && p.input[0] == 1
+        && p.pads[0] == 0
+        && p.output[1] > 0
+        && p.output[2] > 0
+}
+
+/// Tiles down and across one image.
+fn tiles(p: &ConvParams) -> (usize, usize) {
+    (p.output[1].div_ceil(2), p.output[2].div_ceil(2))
+}
+
+/// Rows and columns of the zero-padded image the 4x4 patches are read from.
+fn padded_dims(p: &ConvParams) -> (usize, usize) {
+    let (ty, tx) = tiles(p);
+    (2 * ty + 2, 2 * tx + 2)
+}
+
+/// Floats of the transformed weights: 16 positions of `ceil(M / 16)` column panels of
+/// `C x 16` (position `ξ = 4 i + j` of `G g Gᵀ`, zero past `M`).
+pub fn winograd_weights_len(p: &ConvParams) -> usize {
+    POSITIONS * p.out_channels.div_ceil(PANEL) * PANEL * p.in_channels
+}
+
+/// Transformed weights up to which a layer runs fused: each task takes a group of
+/// [`FUSED_TILES`] tiles through all three passes while the weights stay in its core's L2, so
+/// the transformed tiles never leave the core that made them.
+const FUSED_MAX_WEIGHT_BYTES: usize = 512 << 10;
+
+/// Tiles of one fused group.
+const FUSED_TILES: usize = 16;
+
+/// Whether the layer runs fused (see [`FUSED_MAX_WEIGHT_BYTES`]).
+fn fused(p: &ConvParams) -> bool {
+    POSITIONS * p.in_channels * p.out_channels * 4 <= FUSED_MAX_WEIGHT_BYTES
+}
+
+/// Tiles per group of the working memory: [`FUSED_TILES`] for a fused layer, else all of them
+/// (each pass over every tile, so that each product reads its weights once per block of
+/// [`BLOCK_TILES`]).
+fn group_tiles(p: &ConvParams) -> usize {
+    let (ty, tx) = tiles(p);
+    let n_tiles = p.batch * ty * tx;
+    if fused(p) {
+        FUSED_TILES.min(n_tiles).max(1)
+    } else {
+        n_tiles.max(1)
+    }
+}
+
+/// Floats of working memory [`conv_winograd_f32_exec`] needs: the padded input, then the
+/// transformed input and output, 16 positions by `C` and by `M` per tile (tiles rounded up to
+/// whole groups).
+pub fn winograd_scratch_len(p: &ConvParams) -> usize {
+    let (ty, tx) = tiles(p);
+    let (ph, pw) = padded_dims(p);
+    let tiles = (p.batch * ty * tx).next_multiple_of(group_tiles(p));
+    p.batch * ph * pw * p.in_channels + POSITIONS * tiles * (p.in_channels + p.out_channels)
+}
+
+/// Where a tile's transformed positions lie in working memory: groups of `group` tiles, each
+/// holding its 16 positions one after the other, `group` rows of `width` floats each.
+#[derive(Clone, Copy)]
+struct Layout {
+    group: usize,
+    width: usize,
+}
+
+impl Layout {
+    /// The first float of position `k` of tile `t`.
+    fn at(self, k: usize, t: usize) -> usize {
+        ((t / self.group * POSITIONS + k) * self.group + t % self.group) * self.width
+    }
+}
+
+/// `out = acts(conv(x, w) + bias + residual)` for a 3x3 stride-1 convolution channels last
+/// (see the module doc): `x: [N, H, W, C]`, `w` transformed as [`winograd_weights_len`]
+/// says, `bias: [M]`, `residual` and `out: [N, OH, OW, M]`, on `exec`'s threads; `scratch`
+/// holds [`winograd_scratch_len`] floats.
+///
+/// Panics if a buffer is too short or `p` is not [`winograd_supported`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, a fused residual, working memory and the fused activations"
+)]
+pub fn conv_winograd_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    scratch: &mut [f32],
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    assert!(
+        winograd_supported(p),
+        "Winograd conv: 2-D 3x3, stride 1, one group"
+    );
+    let (c, m) = (p.in_channels, p.out_channels);
+    let (ty, tx) = tiles(p);
+    let (ph, pw) = padded_dims(p);
+    let n_tiles = p.batch * ty * tx;
+    let out_len = p.batch * p.output[1] * p.output[2] * m;
+    assert!(
+        x.len() >= p.batch * p.input_len() * c,
+        "Winograd conv: input too short"
+    );
+    assert!(
+        w.len() >= winograd_weights_len(p),
+        "Winograd conv: weights too short"
+    );
+    assert!(out.len() >= out_len, "Winograd conv: output too short");
+    assert!(
+        scratch.len() >= winograd_scratch_len(p),
+        "Winograd conv: working memory too short"
+    );
+    if let Some(bias) = bias {
+        assert!(bias.len() >= m, "Winograd conv: bias too short");
+    }
+    if let Some(residual) = residual {
+        assert!(
+            residual.len() >= out_len,
+            "Winograd conv: residual too short"
+        );
+    }
+    if c == 0 || m == 0 || n_tiles == 0 {
+        return;
+    }
+    let group = group_tiles(p);
+    let padded_tiles = n_tiles.next_multiple_of(group);
+    let (padded, rest) = scratch.split_at_mut(p.batch * ph * pw * c);
+    let (v, rest) = rest.split_at_mut(POSITIONS * padded_tiles * c);
+    let mt = &mut rest[..POSITIONS * padded_tiles * m];
+    pad(exec, p, x, (ph, pw), padded);
+    let layer = Layer {
+        p,
+        padded,
+        w,
+        v: SharedMut::new(v),
+        mt: SharedMut::new(mt),
+        vl: Layout { group, width: c },
+        ml: Layout { group, width: m },
+        bias,
+        residual,
+        acts,
+        out: SharedMut::new(&mut out[..out_len]),
+        avx512: crate::conv_nhwc::avx512(),
+    };
+    let threads = exec.threads();
+    if fused(p) {
+        // Fused: each task takes whole groups through the three passes.
+        let groups = n_tiles.div_ceil(group);
+        let per_task = groups.div_ceil(4 * threads).max(1);
+        exec.for_each(groups.div_ceil(per_task), &|task| {
+            for g in task * per_task..((task + 1) * per_task).min(groups) {
+                let tiles = g * group..((g + 1) * group).min(n_tiles);
+                layer.input(tiles.clone());
+                for k in 0..POSITIONS {
+                    layer.product(k, tiles.clone());
+                }
+                layer.output(tiles);
+            }
+        });
+    } else {
+        // Pass by pass over every tile: the products read their weights once per block.
+        let per_task = n_tiles.div_ceil(4 * threads).max(1);
+        let tasks = n_tiles.div_ceil(per_task);
+        let chunk = |task: usize| task * per_task..((task + 1) * per_task).min(n_tiles);
+        exec.for_each(tasks, &|task| layer.input(chunk(task)));
+        let blocks = n_tiles.div_ceil(BLOCK_TILES);
+        let units = POSITIONS * blocks;
+        let per_unit = if threads == 1 {
+            units
+        } else {
+            units.div_ceil(4 * threads).max(1)
+        };
+        exec.for_each(units.div_ceil(per_unit), &|task| {
+            for unit in task * per_unit..((task + 1) * per_unit).min(units) {
+                let (k, b) = (unit / blocks, unit % blocks);
+                layer.product(k, b * BLOCK_TILES..((b + 1) * BLOCK_TILES).min(n_tiles));
+            }
+        });
+        exec.for_each(tasks, &|task| layer.output(chunk(task)));
+    }
+    if layer.avx512 && !acts.iter().all(crate::gemm::Finish::in_register) {
+        Activation::apply_chain(acts, &mut out[..out_len]);
+    }
+}
+
+/// One layer's operands and working memory, shared by the tasks of its passes.
+struct Layer<'a> {
+    p: &'a ConvParams,
+    padded: &'a [f32],
+    w: &'a [f32],
+    /// The transformed input and output, laid out as `vl` and `ml` say.
+    v: SharedMut<'a, f32>,
+    mt: SharedMut<'a, f32>,
+    vl: Layout,
+    ml: Layout,
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    acts: &'a [Activation],
+    out: SharedMut<'a, f32>,
+    avx512: bool,
+}
+
+impl Layer<'_> {
+    /// The tile's image, row and column of tiles.
+    fn tile(&self, t: usize) -> (usize, usize, usize) {
+        let (ty, tx) = tiles(self.p);
+        let (n, rem) = (t / (ty * tx), t % (ty * tx));
+        (n, rem / tx, rem % tx)
+    }
+
+    /// Pass 1 for `tiles`: their 4x4 patches' `Bᵀ d B`.
+    fn input(&self, tiles: core::ops::Range<usize>) {
+        let c = self.p.in_channels;
+        let (ph, pw) = padded_dims(self.p);
+        for t in tiles {
+            let (n, y, xx) = self.tile(t);
+            let origin = ((n * ph + 2 * y) * pw + 2 * xx) * c;
+            #[cfg(target_arch = "x86_64")]
+            if self.avx512 {
+                for c0 in (0..c).step_by(LANES) {
+                    let mask = crate::gemm_x86_64::lanes(c - c0);
+                    let first = self.vl.at(0, t) + c0;
+                    let dst = self
+                        .v
+                        .span_ptr(first, self.vl.at(POSITIONS - 1, t) + c0 + 1 - first);
+                    // SAFETY: AVX-512F is present; the patch lies in the padded image, and
+                    // tile t's positions, channels c0.. (masked to c), are this task's alone.
+                    unsafe {
+                        crate::conv_x86_64::winograd_input(
+                            self.padded[origin + c0..].as_ptr(),
+                            pw * c,
+                            c,
+                            dst,
+                            self.vl.group * c,
+                            mask,
+                        );
+                    }
+                }
+                continue;
+            }
+            for c0 in (0..c).step_by(LANES) {
+                let width = LANES.min(c - c0);
+                let mut d = [[0f32; LANES]; POSITIONS];
+                for (k, dk) in d.iter_mut().enumerate() {
+                    let at = origin + ((k / 4) * pw + k % 4) * c + c0;
+                    dk[..width].copy_from_slice(&self.padded[at..at + width]);
+                }
+                for (k, vk) in input_transform(&d).iter().enumerate() {
+                    // SAFETY: position k of tile t, channels c0.., this task's alone.
+                    let dst = unsafe { self.v.slice(self.vl.at(k, t) + c0, width) };
+                    dst.copy_from_slice(&vk[..width]);
+                }
+            }
+        }
+    }
+
+    /// Pass 2 for position `k` of `tiles` (consecutive rows of one group).
+    fn product(&self, k: usize, tiles: core::ops::Range<usize>) {
+        let (c, m) = (self.p.in_channels, self.p.out_channels);
+        let rows = tiles.len();
+        let u_len = m.div_ceil(PANEL) * PANEL * c;
+        let first = self.vl.at(k, tiles.start);
+        // SAFETY: pass 1 wrote these rows and nothing writes them during pass 2.
+        let a = unsafe { core::slice::from_raw_parts(self.v.span_ptr(first, rows * c), rows * c) };
+        let u = &self.w[k * u_len..][..u_len];
+        product(a, rows, c, u, m, &self.mt, self.ml.at(k, tiles.start));
+    }
+
+    /// Pass 3 for `tiles`: `Aᵀ M A`, with the epilogue.
+    fn output(&self, tiles: core::ops::Range<usize>) {
+        let m = self.p.out_channels;
+        let (oh, ow) = (self.p.output[1], self.p.output[2]);
+        let in_register = self.acts.iter().all(crate::gemm::Finish::in_register);
+        for t in tiles {
+            let (n, y, xx) = self.tile(t);
+            let first = self.ml.at(0, t);
+            let span = self.ml.at(POSITIONS - 1, t) + m - first;
+            // SAFETY: pass 2 wrote tile t's positions and nothing writes them during pass 3.
+            let mt = unsafe { core::slice::from_raw_parts(self.mt.span_ptr(first, span), span) };
+            let position = self.ml.group * m;
+            #[cfg(target_arch = "x86_64")]
+            if self.avx512 {
+                let acts = if in_register { self.acts } else { &[] };
+                for m0 in (0..m).step_by(LANES) {
+                    let mask = crate::gemm_x86_64::lanes(m - m0);
+                    let mut outs = [core::ptr::null_mut(); 4];
+                    let mut res = [core::ptr::null(); 4];
+                    for (q, (o, r)) in outs.iter_mut().zip(&mut res).enumerate() {
+                        let (oy, ox) = (2 * y + q / 2, 2 * xx + q % 2);
+                        if oy < oh && ox < ow {
+                            let at = ((n * oh + oy) * ow + ox) * m + m0;
+                            *o = self.out.span_ptr(at, (m - m0).min(LANES));
+                            if let Some(residual) = self.residual {
+                                *r = residual[at..].as_ptr();
+                            }
+                        }
+                    }
+                    // SAFETY: the bias holds `m` floats; the lanes of `mask` stop there.
+                    let b = self.bias.map(|b| unsafe {
+                        core::arch::x86_64::_mm512_maskz_loadu_ps(mask, b[m0..].as_ptr())
+                    });
+                    // SAFETY: AVX-512F is present; tile t's positions, channels m0.. (masked
+                    // to m), lie in `mt`; its outputs are this task's alone.
+                    unsafe {
+                        crate::conv_x86_64::winograd_output(
+                            mt[m0..].as_ptr(),
+                            position,
+                            mask,
+                            outs,
+                            res,
+                            b,
+                            acts,
+                        );
+                    }
+                }
+                continue;
+            }
+            for m0 in (0..m).step_by(LANES) {
+                let width = LANES.min(m - m0);
+                let mut s = [[0f32; LANES]; POSITIONS];
+                for (k, sk) in s.iter_mut().enumerate() {
+                    sk[..width].copy_from_slice(&mt[k * position + m0..][..width]);
+                }
+                for (q, yq) in output_transform(&s).iter().enumerate() {
+                    let (oy, ox) = (2 * y + q / 2, 2 * xx + q % 2);
+                    if oy >= oh || ox >= ow {
+                        continue;
+                    }
+                    let at = ((n * oh + oy) * ow + ox) * m + m0;
+                    // SAFETY: output pixel (oy, ox) of tile t, channels m0.., this task's
+                    // alone.
+                    let dst = unsafe { self.out.slice(at, width) };
+                    for (j, (d, &v)) in dst.iter_mut().zip(yq).enumerate() {
+                        let mut v = v;
+                        if let Some(bias) = self.bias {
+                            v += bias[m0 + j];
+                        }
+                        if let Some(residual) = self.residual {
+                            v += residual[at + j];
+                        }
+                        *d = v;
+                    }
+                    Activation::apply_chain(self.acts, dst);
+                }
+            }
+        }
+    }
+}
+
+/// `V = Bᵀ d B` of one 4x4 patch, per lane (`d[4 i + j]` is row `i`, column `j`), with
+/// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
+#[inline(always)]
+fn input_transform(d: &[[f32; LANES]; POSITIONS]) -> [[f32; LANES]; POSITIONS] {
+    let mut t = [[0f32; LANES]; POSITIONS];
+    let mut v = [[0f32; LANES]; POSITIONS];
+    for l in 0..LANES {
+        for j in 0..4 {
+            let (d0, d1, d2, d3) = (d[j][l], d[4 + j][l], d[8 + j][l], d[12 + j][l]);
+            t[j][l] = d0 - d2;
+            t[4 + j][l] = d1 + d2;
+            t[8 + j][l] = d2 - d1;
+            t[12 + j][l] = d1 - d3;
+        }
+        for i in 0..4 {
+            let r = 4 * i;
+            let (t0, t1, t2, t3) = (t[r][l], t[r + 1][l], t[r + 2][l], t[r + 3][l]);
+            v[r][l] = t0 - t2;
+            v[r + 1][l] = t1 + t2;
+            v[r + 2][l] = t2 - t1;
+            v[r + 3][l] = t1 - t3;
+        }
+    }
+    v
+}
+
+/// `Y = Aᵀ M A` of one tile, per lane: its 2x2 outputs (`y[2 a + b]`), with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
+#[inline(always)]
+fn output_transform(s: &[[f32; LANES]; POSITIONS]) -> [[f32; LANES]; 4] {
+    let mut y = [[0f32; LANES]; 4];
+    for l in 0..LANES {
+        let mut w = [[0f32; 4]; 2];
+        for j in 0..4 {
+            let (m0, m1, m2, m3) = (s[j][l], s[4 + j][l], s[8 + j][l], s[12 + j][l]);
+            w[0][j] = m0 + m1 + m2;
+            w[1][j] = m1 - m2 - m3;
+        }
+        for a in 0..2 {
+            y[2 * a][l] = w[a][0] + w[a][1] + w[a][2];
+            y[2 * a + 1][l] = w[a][1] - w[a][2] - w[a][3];
+        }
+    }
+    y
+}
+
+/// `dst[r][..m] = a[r][..c] u` for `rows` rows (the panels of `u` as the channels-last kernel
+/// packs them), written at `start` in `shared` with row stride `m`.
+fn product(
+    a: &[f32],
+    rows: usize,
+    c: usize,
+    u: &[f32],
+    m: usize,
+    shared: &SharedMut<'_, f32>,
+    start: usize,
+) {
+    let panels = m.div_ceil(PANEL);
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm_x86_64::has_avx512() {
+        use crate::conv_x86_64::{nhwc_tile, NhwcTile, NHWC_ROWS};
+        let runs = [(0usize, c)];
+        let mut panel = 0;
+        while panel < panels {
+            let nv = match panels - panel {
+                1 => 1,
+                2 | 4 => 2,
+                _ => 3,
+            };
+            let c0 = panel * PANEL;
+            let width = (nv * PANEL).min(m - c0);
+            for r0 in (0..rows).step_by(NHWC_ROWS) {
+                let n = NHWC_ROWS.min(rows - r0);
+                let mut starts = [a.as_ptr(); NHWC_ROWS];
+                for (r, s) in starts.iter_mut().enumerate() {
+                    *s = a[(r0 + r.min(n - 1)) * c..].as_ptr();
+                }
+                let at = start + r0 * m + c0;
+                let t = NhwcTile {
+                    starts: &starts,
+                    runs: &runs,
+                    weights: u[panel * c * PANEL..].as_ptr(),
+                    stride: c * PANEL,
+                    out: shared.span_ptr(at, (n - 1) * m + width),
+                    ld: m,
+                    rows: n,
+                    width,
+                    bias: None,
+                    residual: None,
+                    acts: &[],
+                };
+                // SAFETY: AVX-512F is present; each row's `c` floats lie in `a`, the panels
+                // hold depth `c`, and the tile's outputs are this unit's alone.
+                unsafe { nhwc_tile(nv, &t) };
+            }
+            panel += nv;
+        }
+        return;
+    }
+    for r in 0..rows {
+        let row = &a[r * c..][..c];
+        for panel in 0..panels {
+            let c0 = panel * PANEL;
+            let width = PANEL.min(m - c0);
+            let mut acc = [0f32; PANEL];
+            let wp = &u[panel * c * PANEL..][..c * PANEL];
+            for (&v, wk) in row.iter().zip(wp.chunks_exact(PANEL)) {
+                for (s, &wv) in acc.iter_mut().zip(wk) {
+                    *s += v * wv;
+                }
+            }
+            // SAFETY: row r's columns of this panel, this unit's alone.
+            let dst = unsafe { shared.slice(start + r * m + c0, width) };
+            dst.copy_from_slice(&acc[..width]);
+        }
+    }
+}
+
+/// Copies `x` (`[N, H, W, C]`) into `padded` (`[N, ph, pw, C]`), zero around it.
+fn pad(exec: &Exec, p: &ConvParams, x: &[f32], (ph, pw): (usize, usize), padded: &mut [f32]) {
+    let c = p.in_channels;
+    let (ih, iw) = (p.input[1], p.input[2]);
+    let row = pw * c;
+    exec.for_each_chunk(&mut padded[..p.batch * ph * row], row, &|r, dst| {
+        let (n, y) = (r / ph, r % ph);
+        let iy = y.wrapping_sub(p.pads[1]);
+        if iy >= ih {
+            dst.fill(0.0);
+            return;
+        }
+        let x0 = p.pads[2].min(pw);
+        let x1 = (p.pads[2] + iw).min(pw);
+        dst[..x0 * c].fill(0.0);
+        dst[x1 * c..].fill(0.0);
+        let from = ((n * ih + iy) * iw) * c;
+        dst[x0 * c..x1 * c].copy_from_slice(&x[from..][..(x1 - x0) * c]);
+    });
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `w: [M, C, 3, 3]` as `G g Gᵀ` in the layout [`winograd_weights_len`] describes (the
+    /// compiler's packing, in f64).
+    fn transform_weights(p: &ConvParams, w: &[f32]) -> Vec<f32> {
+        let (m, c) = (p.out_channels, p.in_channels);
+        let g = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        let panels = m.div_ceil(PANEL);
+        let mut out = std::vec![0.0; winograd_weights_len(p)];
+        for j in 0..m {
+            for ch in 0..c {
+                let k = &w[(j * c + ch) * 9..][..9];
+                for a in 0..4 {
+                    for b in 0..4 {
+                        let mut s = 0f64;
+                        for r in 0..3 {
+                            for q in 0..3 {
+                                s += g[a][r] * f64::from(k[r * 3 + q]) * g[b][q];
+                            }
+                        }
+                        let xi = 4 * a + b;
+                        out[((xi * panels + j / PANEL) * c + ch) * PANEL + j % PANEL] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(p: &ConvParams, acts: &[Activation]) {
+        let (n, c, m) = (p.batch, p.in_channels, p.out_channels);
+        let (in_len, out_len) = (p.input_len(), p.output_len());
+        let x = values(n * in_len * c, 1);
+        let w = values(m * c * 9, 2);
+        let bias = values(m, 3);
+        let residual = values(n * out_len * m, 4);
+        // The channels-last direct kernel is the reference (itself checked against the
+        // channels-first convolution).
+        let mut packed = std::vec![0.0; crate::conv_nhwc::nhwc_weights_len(p)];
+        for j in 0..m {
+            for ch in 0..c {
+                for t in 0..9 {
+                    packed[((j / PANEL) * c * 9 + t * c + ch) * PANEL + j % PANEL] =
+                        w[(j * c + ch) * 9 + t];
+                }
+            }
+        }
+        let mut padded = std::vec![0.0; crate::conv_nhwc::nhwc_padded_len(p, false)];
+        let mut want = std::vec![0.0; n * out_len * m];
+        crate::conv_nhwc::conv_nhwc_f32_exec(
+            &Exec::single(),
+            p,
+            &x,
+            &packed,
+            Some(&bias),
+            Some(&residual),
+            &mut padded,
+            &mut want,
+            acts,
+        );
+        let u = transform_weights(p, &w);
+        for threads in [1, 2] {
+            let mut scratch = std::vec![f32::NAN; winograd_scratch_len(p)];
+            let mut got = std::vec![f32::NAN; n * out_len * m];
+            conv_winograd_f32_exec(
+                &Exec::with_threads(threads),
+                p,
+                &x,
+                &u,
+                Some(&bias),
+                Some(&residual),
+                &mut scratch,
+                &mut got,
+                acts,
+            );
+            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{threads} threads, {p:?}: output {i} is {a}, expected {b}"
+                );
+            }
+        }
+    }
+
+    fn cases() {
+        use Activation as A;
+        let params = |n: usize, c: usize, m: usize, h: usize, w: usize, pad: usize| {
+            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            ConvParams {
+                batch: n,
+                in_channels: c,
+                out_channels: m,
+                groups: 1,
+                input: [1, h, w],
+                output: [1, oh, ow],
+                kernel: [1, 3, 3],
+                strides: [1; 3],
+                dilations: [1; 3],
+                pads: [0, pad, pad],
+                packed_weights: false,
+            }
+        };
+        // Even and odd outputs, no padding, channel tails, every panel count, batches.
+        check(&params(1, 16, 64, 8, 8, 1), &[]);
+        check(&params(1, 5, 7, 7, 9, 1), &[A::Relu]);
+        check(&params(2, 20, 37, 11, 6, 1), &[A::Sigmoid]);
+        check(&params(1, 33, 100, 9, 9, 0), &[A::Clip(-0.3, 0.3)]);
+        check(&params(1, 8, 16, 3, 3, 0), &[]);
+        check(&params(1, 24, 48, 30, 30, 1), &[A::Relu]);
+        // Weights past the fused bound: the passes run one after the other over every tile.
+        check(&params(1, 96, 100, 14, 13, 1), &[A::HardSwish]);
+    }
+
+    #[test]
+    fn winograd_matches_the_direct_convolution() {
+        cases();
+    }
+
+    #[test]
+    fn winograd_matches_the_direct_convolution_without_avx512() {
+        crate::gemm_x86_64::without_avx512(cases);
+    }
+}
