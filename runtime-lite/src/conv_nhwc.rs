@@ -151,11 +151,11 @@ pub fn conv_nhwc_from_nchw_f32_exec(
 
 /// The weights and the epilogue's operands of one layer.
 #[derive(Clone, Copy)]
-struct Operands<'a> {
-    w: &'a [f32],
-    bias: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
-    acts: &'a [Activation],
+pub(crate) struct Operands<'a> {
+    pub(crate) w: &'a [f32],
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) acts: &'a [Activation],
 }
 
 impl Operands<'_> {
@@ -314,17 +314,9 @@ fn conv_nhwc(
                 m,
                 ops,
                 sink: &sink,
+                base: 0,
             };
-            if avx512 {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512F is present; the origins and runs stay inside `src` (the
-                // windows lie in the image), the panels inside `w` (checked length).
-                unsafe {
-                    tile.avx512(q0, &origin[..npix], first, last)
-                };
-            } else {
-                tile.portable(q0, &origin[..npix], first, last);
-            }
+            tile.run(q0, &origin[..npix], first..last, avx512);
         }
     };
     exec.for_each(units.div_ceil(per_task), &body);
@@ -342,17 +334,44 @@ pub(crate) fn avx512() -> bool {
     }
 }
 
-/// One block of output pixels of a dense layer over a range of its weight panels.
-struct Tile<'a, 'b> {
-    src: &'a [f32],
-    runs: &'a [(usize, usize)],
-    k: usize,
-    m: usize,
-    ops: Operands<'a>,
-    sink: &'a SharedMut<'b, f32>,
+/// One block of output pixels (rows of the product) over a range of the weight panels: row
+/// `q` reads its runs from `src[origin..]` and writes `sink[base + q * m..]`.
+pub(crate) struct Tile<'a, 'b> {
+    pub(crate) src: &'a [f32],
+    pub(crate) runs: &'a [(usize, usize)],
+    /// The runs' total depth.
+    pub(crate) k: usize,
+    pub(crate) m: usize,
+    pub(crate) ops: Operands<'a>,
+    pub(crate) sink: &'a SharedMut<'b, f32>,
+    pub(crate) base: usize,
 }
 
 impl Tile<'_, '_> {
+    /// Rows `q0..q0 + origins.len()` (their windows at `origins` in `src`) over `panels`, on
+    /// the AVX-512 kernel when `avx512`.
+    ///
+    /// Panics if a window or panel lies outside its buffer (portable path); with `avx512`, the
+    /// CPU must have AVX-512F and the windows must lie in `src`, the panels in the weights.
+    pub(crate) fn run(
+        &self,
+        q0: usize,
+        origins: &[usize],
+        panels: core::ops::Range<usize>,
+        avx512: bool,
+    ) {
+        if avx512 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F is present; the origins and runs stay inside `src` (the
+            // windows lie in the image), the panels inside `w` (checked by the callers).
+            unsafe {
+                self.avx512(q0, origins, panels.start, panels.end)
+            };
+        } else {
+            self.portable(q0, origins, panels.start, panels.end);
+        }
+    }
+
     /// The portable kernel: per pixel, per panel, 16 sums over the window.
     fn portable(&self, q0: usize, origins: &[usize], first: usize, last: usize) {
         let Self {
@@ -362,6 +381,7 @@ impl Tile<'_, '_> {
             m,
             ops,
             sink,
+            ..
         } = *self;
         for (i, &o) in origins.iter().enumerate() {
             for panel in first..last {
@@ -377,7 +397,7 @@ impl Tile<'_, '_> {
                         wp = &wp[PANEL..];
                     }
                 }
-                let start = (q0 + i) * m + c0;
+                let start = self.base + (q0 + i) * m + c0;
                 // SAFETY: this unit alone writes pixel q0 + i's columns of its panels.
                 let dst = unsafe { sink.slice(start, width) };
                 finish_row(&acc[..width], c0, start, ops, dst);
@@ -401,6 +421,7 @@ impl Tile<'_, '_> {
             m,
             ops,
             sink,
+            ..
         } = *self;
         let mut panel = first;
         while panel < last {
@@ -422,7 +443,7 @@ impl Tile<'_, '_> {
                     let o = origins[r0 + r.min(rows - 1)];
                     *s = src.as_ptr().wrapping_add(o);
                 }
-                let start = (q0 + r0) * m + c0;
+                let start = self.base + (q0 + r0) * m + c0;
                 let span = (rows - 1) * m + width;
                 let t = NhwcTile {
                     starts: &starts,
@@ -471,7 +492,7 @@ fn finish_row(acc: &[f32], c0: usize, start: usize, ops: Operands<'_>, dst: &mut
 
 /// Copies `x` (channels last, or channels first when `channels_first`) into `padded`, the
 /// images of `dims` pixels (channels last) that the windows read, zero in the padding.
-fn pad_input(
+pub(crate) fn pad_input(
     exec: &Exec,
     p: &ConvParams,
     x: &[f32],

@@ -169,7 +169,7 @@ pub fn conv_winograd_f32_exec(
     let (padded, rest) = scratch.split_at_mut(p.batch * ph * pw * c);
     let (v, rest) = rest.split_at_mut(POSITIONS * padded_tiles * c);
     let mt = &mut rest[..POSITIONS * padded_tiles * m];
-    pad(exec, p, x, (ph, pw), padded);
+    crate::conv_nhwc::pad_input(exec, p, x, false, [1, ph, pw], padded);
     let layer = Layer {
         p,
         padded,
@@ -435,8 +435,8 @@ fn output_transform(s: &[[f32; LANES]; POSITIONS]) -> [[f32; LANES]; 4] {
     y
 }
 
-/// `dst[r][..m] = a[r][..c] u` for `rows` rows (the panels of `u` as the channels-last kernel
-/// packs them), written at `start` in `shared` with row stride `m`.
+/// `dst[r][..m] = a[r][..c] u` for `rows <= BLOCK_TILES` rows (the panels of `u` as the
+/// channels-last kernel packs them), written at `start` in `shared` with row stride `m`.
 fn product(
     a: &[f32],
     rows: usize,
@@ -446,86 +446,30 @@ fn product(
     shared: &SharedMut<'_, f32>,
     start: usize,
 ) {
-    let panels = m.div_ceil(PANEL);
-    #[cfg(target_arch = "x86_64")]
-    if crate::gemm_x86_64::has_avx512() {
-        use crate::conv_x86_64::{nhwc_tile, NhwcTile, NHWC_ROWS};
-        let runs = [(0usize, c)];
-        let mut panel = 0;
-        while panel < panels {
-            let nv = match panels - panel {
-                1 => 1,
-                2 | 4 => 2,
-                _ => 3,
-            };
-            let c0 = panel * PANEL;
-            let width = (nv * PANEL).min(m - c0);
-            for r0 in (0..rows).step_by(NHWC_ROWS) {
-                let n = NHWC_ROWS.min(rows - r0);
-                let mut starts = [a.as_ptr(); NHWC_ROWS];
-                for (r, s) in starts.iter_mut().enumerate() {
-                    *s = a[(r0 + r.min(n - 1)) * c..].as_ptr();
-                }
-                let at = start + r0 * m + c0;
-                let t = NhwcTile {
-                    starts: &starts,
-                    runs: &runs,
-                    weights: u[panel * c * PANEL..].as_ptr(),
-                    stride: c * PANEL,
-                    out: shared.span_ptr(at, (n - 1) * m + width),
-                    ld: m,
-                    rows: n,
-                    width,
-                    bias: None,
-                    residual: None,
-                    acts: &[],
-                };
-                // SAFETY: AVX-512F is present; each row's `c` floats lie in `a`, the panels
-                // hold depth `c`, and the tile's outputs are this unit's alone.
-                unsafe { nhwc_tile(nv, &t) };
-            }
-            panel += nv;
-        }
-        return;
+    let mut origins = [0usize; BLOCK_TILES];
+    for (r, o) in origins.iter_mut().enumerate().take(rows) {
+        *o = r * c;
     }
-    for r in 0..rows {
-        let row = &a[r * c..][..c];
-        for panel in 0..panels {
-            let c0 = panel * PANEL;
-            let width = PANEL.min(m - c0);
-            let mut acc = [0f32; PANEL];
-            let wp = &u[panel * c * PANEL..][..c * PANEL];
-            for (&v, wk) in row.iter().zip(wp.chunks_exact(PANEL)) {
-                for (s, &wv) in acc.iter_mut().zip(wk) {
-                    *s += v * wv;
-                }
-            }
-            // SAFETY: row r's columns of this panel, this unit's alone.
-            let dst = unsafe { shared.slice(start + r * m + c0, width) };
-            dst.copy_from_slice(&acc[..width]);
-        }
-    }
-}
-
-/// Copies `x` (`[N, H, W, C]`) into `padded` (`[N, ph, pw, C]`), zero around it.
-fn pad(exec: &Exec, p: &ConvParams, x: &[f32], (ph, pw): (usize, usize), padded: &mut [f32]) {
-    let c = p.in_channels;
-    let (ih, iw) = (p.input[1], p.input[2]);
-    let row = pw * c;
-    exec.for_each_chunk(&mut padded[..p.batch * ph * row], row, &|r, dst| {
-        let (n, y) = (r / ph, r % ph);
-        let iy = y.wrapping_sub(p.pads[1]);
-        if iy >= ih {
-            dst.fill(0.0);
-            return;
-        }
-        let x0 = p.pads[2].min(pw);
-        let x1 = (p.pads[2] + iw).min(pw);
-        dst[..x0 * c].fill(0.0);
-        dst[x1 * c..].fill(0.0);
-        let from = ((n * ih + iy) * iw) * c;
-        dst[x0 * c..x1 * c].copy_from_slice(&x[from..][..(x1 - x0) * c]);
-    });
+    let tile = crate::conv_nhwc::Tile {
+        src: a,
+        runs: &[(0, c)],
+        k: c,
+        m,
+        ops: crate::conv_nhwc::Operands {
+            w: u,
+            bias: None,
+            residual: None,
+            acts: &[],
+        },
+        sink: shared,
+        base: start,
+    };
+    tile.run(
+        0,
+        &origins[..rows],
+        0..m.div_ceil(PANEL),
+        crate::conv_nhwc::avx512(),
+    );
 }
 
 #[cfg(all(test, feature = "std"))]
