@@ -36,11 +36,13 @@ pub(crate) const TILE_PIXELS: usize = 8;
 /// Multiply-adds below which a layer runs as one task.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
-/// Floats of dense channels-last weights: `ceil(M / 16)` column panels of `taps * C` rows of
-/// 16 floats, row `tap * C + c` holding the weights of input channel `c` at kernel tap `tap`
-/// (taps in `kz, ky, kx` order) for the panel's 16 output channels (zero past `M`).
+/// Floats of dense channels-last weights: per group, `ceil(M/groups / 16)` column panels of
+/// `taps * C/groups` rows of 16 floats, row `tap * C/groups + c` holding the weights of the
+/// group's input channel `c` at kernel tap `tap` (taps in `kz, ky, kx` order) for the panel's
+/// 16 output channels (zero past the group's `M/groups`).
 pub fn nhwc_weights_len(p: &ConvParams) -> usize {
-    p.out_channels.div_ceil(PANEL) * PANEL * p.in_channels * p.kernel_len()
+    let g = p.groups.max(1);
+    g * (p.out_channels / g).div_ceil(PANEL) * PANEL * (p.in_channels / g) * p.kernel_len()
 }
 
 /// Floats of depthwise channels-last weights: `taps` rows of `ceil(C / 16) * 16` channels
@@ -77,16 +79,23 @@ pub fn nhwc_padded_len(p: &ConvParams, channels_first: bool) -> usize {
     }
 }
 
-/// Whether [`conv_nhwc_f32_exec`] supports `p`: one group, and at most [`MAX_RUNS`] runs of
-/// contiguous input per window.
+/// Whether [`conv_nhwc_f32_exec`] supports `p`: channels that split into its groups, and at
+/// most [`MAX_RUNS`] runs of contiguous input per window.
 pub fn nhwc_supported(p: &ConvParams) -> bool {
-    p.groups == 1 && runs_len(p) <= MAX_RUNS
+    p.groups >= 1
+        && p.in_channels.is_multiple_of(p.groups)
+        && p.out_channels.is_multiple_of(p.groups)
+        && runs_len(p) <= MAX_RUNS
 }
 
 /// Runs of contiguous input per window: one per kernel row, or per tap when dilated along
-/// rows.
+/// rows or when the layer has several groups (a group's channels are a run of each pixel).
 fn runs_len(p: &ConvParams) -> usize {
-    let per_row = if p.dilations[2] == 1 { 1 } else { p.kernel[2] };
+    let per_row = if p.dilations[2] == 1 && p.groups == 1 {
+        1
+    } else {
+        p.kernel[2]
+    };
     p.kernel[0] * p.kernel[1] * per_row
 }
 
@@ -225,11 +234,13 @@ fn conv_nhwc(
 ) {
     assert!(
         nhwc_supported(p),
-        "channels-last conv: one group and at most {MAX_RUNS} runs per window"
+        "channels-last conv: whole groups and at most {MAX_RUNS} runs per window"
     );
     let (c, m) = (p.in_channels, p.out_channels);
+    let groups = p.groups;
+    let (cg, mg) = (c / groups, m / groups);
     let taps = p.kernel_len();
-    let k = c * taps;
+    let k = cg * taps;
     let pixels = p.batch * p.output_len();
     assert!(
         x.len() >= p.batch * p.input_len() * c,
@@ -266,7 +277,7 @@ fn conv_nhwc(
     let mut n_runs = 0;
     let row = image.dims[2] * c;
     let plane = image.dims[1] * row;
-    let merged = p.dilations[2] == 1;
+    let merged = p.dilations[2] == 1 && groups == 1;
     for kz in 0..p.kernel[0] {
         for ky in 0..p.kernel[1] {
             let start = kz * p.dilations[0] * plane + ky * p.dilations[1] * row;
@@ -275,15 +286,17 @@ fn conv_nhwc(
                 n_runs += 1;
             } else {
                 for kx in 0..p.kernel[2] {
-                    runs[n_runs] = (start + kx * p.dilations[2] * c, c);
+                    runs[n_runs] = (start + kx * p.dilations[2] * c, cg);
                     n_runs += 1;
                 }
             }
         }
     }
     let runs = &runs[..n_runs];
-    let panels = m.div_ceil(PANEL);
-    let threads = if pixels * m * k < PARALLEL_MIN_MACS {
+    // Each group's panels (with several groups, threads split only the pixels).
+    let panels = mg.div_ceil(PANEL);
+    let group_w = panels * PANEL * k;
+    let threads = if pixels * mg * k * groups < PARALLEL_MIN_MACS {
         1
     } else {
         exec.threads()
@@ -295,7 +308,7 @@ fn conv_nhwc(
         per_split,
         units,
         per_task,
-    } = crate::threads::Split::new(blocks, panels, threads);
+    } = crate::threads::Split::new(blocks, if groups == 1 { panels } else { 1 }, threads);
     let sink = SharedMut::new(&mut out[..pixels * m]);
     let avx512 = avx512();
     let body = |task: usize| {
@@ -305,18 +318,29 @@ fn conv_nhwc(
             let q0 = b * block;
             let npix = block.min(pixels - q0);
             image.origins(p, q0, &mut origin[..npix]);
-            let first = split * per_split;
-            let last = ((split + 1) * per_split).min(panels);
-            let tile = Tile {
-                src,
-                runs,
-                k,
-                m,
-                ops,
-                sink: &sink,
-                base: 0,
+            let (first, last) = if groups == 1 {
+                (split * per_split, ((split + 1) * per_split).min(panels))
+            } else {
+                (0, panels)
             };
-            tile.run(q0, &origin[..npix], first..last, avx512);
+            for g in 0..groups {
+                // Group g reads its channels of each pixel and writes its columns.
+                let tile = Tile {
+                    src: &src[g * cg..],
+                    runs,
+                    k,
+                    m: mg,
+                    ld: m,
+                    ops: Operands {
+                        w: &ops.w[g * group_w..][..group_w],
+                        bias: ops.bias.map(|b| &b[g * mg..]),
+                        ..ops
+                    },
+                    sink: &sink,
+                    base: g * mg,
+                };
+                tile.run(q0, &origin[..npix], first..last, avx512);
+            }
         }
     };
     exec.for_each(units.div_ceil(per_task), &body);
@@ -341,7 +365,9 @@ pub(crate) struct Tile<'a, 'b> {
     pub(crate) runs: &'a [(usize, usize)],
     /// The runs' total depth.
     pub(crate) k: usize,
+    /// The product's columns, and the floats between rows of its output.
     pub(crate) m: usize,
+    pub(crate) ld: usize,
     pub(crate) ops: Operands<'a>,
     pub(crate) sink: &'a SharedMut<'b, f32>,
     pub(crate) base: usize,
@@ -397,7 +423,7 @@ impl Tile<'_, '_> {
                         wp = &wp[PANEL..];
                     }
                 }
-                let start = self.base + (q0 + i) * m + c0;
+                let start = self.base + (q0 + i) * self.ld + c0;
                 // SAFETY: this unit alone writes pixel q0 + i's columns of its panels.
                 let dst = unsafe { sink.slice(start, width) };
                 finish_row(&acc[..width], c0, start, ops, dst);
@@ -443,15 +469,15 @@ impl Tile<'_, '_> {
                     let o = origins[r0 + r.min(rows - 1)];
                     *s = src.as_ptr().wrapping_add(o);
                 }
-                let start = self.base + (q0 + r0) * m + c0;
-                let span = (rows - 1) * m + width;
+                let start = self.base + (q0 + r0) * self.ld + c0;
+                let span = (rows - 1) * self.ld + width;
                 let t = NhwcTile {
                     starts: &starts,
                     runs,
                     weights: ops.w.as_ptr().wrapping_add(panel * k * PANEL),
                     stride: k * PANEL,
                     out: sink.span_ptr(start, span),
-                    ld: m,
+                    ld: self.ld,
                     rows,
                     width,
                     bias: ops.bias.map(|b| b[c0..].as_ptr()),
@@ -464,7 +490,7 @@ impl Tile<'_, '_> {
                 if !t.acts.iter().all(crate::gemm::Finish::in_register) {
                     for r in 0..rows {
                         // SAFETY: as above, one row of the tile at a time.
-                        let dst = unsafe { sink.slice(start + r * m, width) };
+                        let dst = unsafe { sink.slice(start + r * self.ld, width) };
                         Activation::apply_chain(ops.acts, dst);
                     }
                 }
@@ -809,16 +835,19 @@ mod tests {
         out
     }
 
-    /// `w: [M, C, *kernel]` as [`nhwc_weights_len`] lays it out.
+    /// `w: [M, C/groups, *kernel]` as [`nhwc_weights_len`] lays it out.
     fn pack_dense(p: &ConvParams, w: &[f32]) -> Vec<f32> {
-        let (m, c, taps) = (p.out_channels, p.in_channels, p.kernel_len());
-        let k = c * taps;
+        let (groups, taps) = (p.groups, p.kernel_len());
+        let (cg, mg) = (p.in_channels / groups, p.out_channels / groups);
+        let (k, panels) = (cg * taps, mg.div_ceil(PANEL));
         let mut out = std::vec![0.0; nhwc_weights_len(p)];
-        for j in 0..m {
-            for ch in 0..c {
-                for t in 0..taps {
-                    out[((j / PANEL) * k + t * c + ch) * PANEL + j % PANEL] =
-                        w[(j * c + ch) * taps + t];
+        for g in 0..groups {
+            for j in 0..mg {
+                for ch in 0..cg {
+                    for t in 0..taps {
+                        out[((g * panels + j / PANEL) * k + t * cg + ch) * PANEL + j % PANEL] =
+                            w[((g * mg + j) * cg + ch) * taps + t];
+                    }
                 }
             }
         }
@@ -1083,6 +1112,44 @@ mod tests {
                 one,
                 [0; 3],
                 [0; 3],
+            ),
+            // Grouped: RegNet's 8-channel groups, wider groups with panel tails, a channel
+            // multiplier of 2 on one input channel per group.
+            params(
+                1,
+                48,
+                48,
+                6,
+                [1, 9, 9],
+                [1, 3, 3],
+                [1, 2, 2],
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                2,
+                40,
+                60,
+                2,
+                [1, 7, 8],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                6,
+                12,
+                6,
+                [1, 6, 6],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
             ),
             // Depthwise: 3x3 and 5x5, strides, channel tails, tiny planes.
             params(

@@ -455,6 +455,7 @@ fn product(
         runs: &[(0, c)],
         k: c,
         m,
+        ld: m,
         ops: crate::conv_nhwc::Operands {
             w: u,
             bias: None,

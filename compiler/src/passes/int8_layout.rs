@@ -249,28 +249,34 @@ fn convert_float_conv(
     let taps: usize = kernel.iter().product();
     let depthwise = conv.group > 1 && conv.group == c && conv.group == m && cg == 1;
     let dilated_rows = conv.window.dilations.last().is_some_and(|&d| d != 1);
+    // A run per kernel row, or per tap when dilated along rows or grouped.
     let runs = taps
-        / if dilated_rows {
+        / if dilated_rows || conv.group > 1 {
             1
         } else {
             kernel[kernel.len() - 1].max(1)
         };
-    if !(conv.group == 1 && runs <= FLOAT_MAX_RUNS || depthwise) || taps == 0 {
+    let groups = conv.group.max(1);
+    let grouped = c.is_multiple_of(groups) && m.is_multiple_of(groups) && cg * groups == c;
+    if !(grouped && runs <= FLOAT_MAX_RUNS || depthwise) || taps == 0 {
         return None;
     }
+    let mg = m / groups;
     let k = cg * taps;
     // The plain `[M, C/group * taps]` weights.
     let plain = match &conv.packed_from {
         Some(_) => {
-            let panels = m.div_ceil(GEMM_PANEL_ROWS);
-            if weights.len() < panels * GEMM_PANEL_ROWS * k {
+            // Per group, panels of 8 rows interleaved (`pack_weights`).
+            let panels = mg.div_ceil(GEMM_PANEL_ROWS);
+            if weights.len() < groups * panels * GEMM_PANEL_ROWS * k {
                 return None;
             }
             let mut plain = vec![0f32; m * k];
-            for (i, row) in plain.chunks_exact_mut(k).enumerate() {
-                for (q, v) in row.iter_mut().enumerate() {
-                    *v = weights
-                        [((i / GEMM_PANEL_ROWS) * k + q) * GEMM_PANEL_ROWS + i % GEMM_PANEL_ROWS];
+            for (row, dst) in plain.chunks_exact_mut(k).enumerate() {
+                let (g, i) = (row / mg, row % mg);
+                for (q, v) in dst.iter_mut().enumerate() {
+                    *v = weights[((g * panels + i / GEMM_PANEL_ROWS) * k + q) * GEMM_PANEL_ROWS
+                        + i % GEMM_PANEL_ROWS];
                 }
             }
             plain
@@ -307,13 +313,16 @@ fn convert_float_conv(
         }
         packed
     } else {
-        // Column panels of 16 output channels, depth over (tap, channel).
-        let mut packed = vec![0f32; m.div_ceil(FLOAT_PANEL) * FLOAT_PANEL * k];
+        // Per group, column panels of 16 output channels, depth over (tap, channel).
+        let panels = mg.div_ceil(FLOAT_PANEL);
+        let mut packed = vec![0f32; groups * panels * FLOAT_PANEL * k];
         for j in 0..m {
-            for ch in 0..c {
+            let (g, jg) = (j / mg, j % mg);
+            for ch in 0..cg {
                 for t in 0..taps {
-                    packed[((j / FLOAT_PANEL) * k + t * c + ch) * FLOAT_PANEL + j % FLOAT_PANEL] =
-                        plain[(j * c + ch) * taps + t];
+                    let d = t * cg + ch;
+                    packed[((g * panels + jg / FLOAT_PANEL) * k + d) * FLOAT_PANEL
+                        + jg % FLOAT_PANEL] = plain[(j * cg + ch) * taps + t];
                 }
             }
         }
