@@ -38,7 +38,7 @@ pub struct Pool {
     /// The window.
     pub window: Window,
     /// 8-bit max pooling in the channels-last layout (`[N, *spatial, C]`), set by
-    /// `passes::int8_channels_last`; never read from a model.
+    /// `passes::channels_last`; never read from a model.
     pub channels_last: bool,
 }
 
@@ -183,7 +183,7 @@ pub struct GlobalPool {
     /// GlobalLpPool's exponent.
     pub lp: Option<u32>,
     /// Max or average in the channels-last layout (`[N, *spatial, C]` to `[N, 1.., C]`), set
-    /// by `passes::int8_channels_last`; never read from a model.
+    /// by `passes::channels_last`; never read from a model.
     pub channels_last: bool,
 }
 

@@ -3,6 +3,7 @@
 
 mod bind_dims;
 mod calibration;
+mod channels_last;
 mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
@@ -16,7 +17,6 @@ mod fuse_qdq;
 mod fuse_residual;
 mod fuse_silu;
 mod infer_shapes;
-mod int8_layout;
 mod lower_int8;
 mod pack_weights;
 mod pattern;
@@ -31,6 +31,7 @@ mod testing;
 
 pub use bind_dims::bind_dims;
 pub use calibration::{u8_params, Calibration, CalibrationMethod, RangeStats};
+pub use channels_last::channels_last;
 pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
@@ -44,7 +45,6 @@ pub use fuse_qdq::fuse_qdq;
 pub use fuse_residual::fuse_residual;
 pub use fuse_silu::fuse_silu;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
-pub use int8_layout::int8_channels_last;
 pub use lower_int8::lower_int8;
 pub use pack_weights::pack_weights;
 pub use quantize::{float_reason, quantize, Quantize};
@@ -245,11 +245,12 @@ pub const PASSES: &[PassInfo] = &[
         min_level: OptLevel::O2,
         run: fuse_activation,
     },
-    // Last: the products' epilogues are final; 8-bit convolutions go channels last.
+    // Last: the products' epilogues are final; convolutions (float and 8-bit) go channels
+    // last, 3x3 ones by Winograd at -O3.
     PassInfo {
-        name: "int8_channels_last",
+        name: "channels_last",
         min_level: OptLevel::O2,
-        run: int8_channels_last,
+        run: channels_last,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];

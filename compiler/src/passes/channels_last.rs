@@ -1,28 +1,38 @@
-//! Runs 8-bit convolutions channels last, as ONNX Runtime runs its quantized ones.
+//! Runs convolutions channels last (`[N, *spatial, C]`), as ONNX Runtime runs its quantized
+//! ones and its channel-blocked (NCHWc) float ones.
 //!
-//! Channels first, an int8 convolution must interleave its input into column panels for
+//! Channels first, a convolution must interleave its input into column panels (im2col) for
 //! every block of pixels, which costs as much as the products when a layer has few output
-//! channels. Channels last, each output pixel's window is one broadcast row of the GEMM: a
-//! pointwise layer reads its input in place, any other copies contiguous runs of channels
-//! (`sinter_rt::int8::conv_nhwc_exec`).
+//! channels, and a depthwise layer vectorizes over pixels, which wastes lanes on small planes.
+//! Channels last, each output pixel's window is one broadcast row of the product and the
+//! output channels are its columns: a pointwise layer reads its input in place, any other
+//! reads contiguous runs of channels (`sinter_rt::int8::conv_nhwc_exec`,
+//! `sinter_rt::conv_nhwc`), and a depthwise layer puts 16 channels in a vector.
 //!
 //! The pass:
-//! 1. rewrites every `sinter::Int8Product` convolution (dense, or depthwise without a weight
-//!    zero point) on 8-bit activations with constant quantization parameters as
-//!    `Transpose(to channels last) -> channels-last product -> Transpose(back)`, repacking its
-//!    weights as column panels with the depth over the taps, then the channels;
+//! 1. rewrites as `Transpose(to channels last) -> channels-last product -> Transpose(back)`:
+//!    - every `sinter::Int8Product` convolution (dense, or depthwise without a weight zero
+//!      point) on 8-bit activations with constant quantization parameters, its weights
+//!      repacked as column panels with the depth over the taps, then the channels;
+//!    - every float `Conv` with constant weights, dense, grouped or depthwise, its weights
+//!      repacked for `sinter_rt::conv_nhwc`; at -O3, 2-D 3x3 stride-1 layers with at least
+//!      32 input channels take Winograd-transformed weights (`sinter_rt::conv_winograd`;
+//!      16/9 the size of the layer's weights);
+//!    - a layer whose input is truly channels first (a network's first layer) reads it as it
+//!      is: its padded copy is transposed as it is made;
 //! 2. moves each `Transpose(back)` below the ops that do not care where the channels are or
 //!    have a channels-last form: elementwise ops, quantize and dequantize per tensor,
 //!    `QLinearAdd`/`QLinearMul`, binary ops and `Sum`/`Max`/`Min`/`Mean` (an operand that
 //!    does not come from a transpose back must be one value or have no spatial extent, like a
-//!    squeeze-excitation gate), `Concat`/`QLinearConcat` on
-//!    the channel axis, `MaxPool`, `GlobalAveragePool`, `GlobalMaxPool` and
-//!    `QLinearGlobalAveragePool`;
+//!    squeeze-excitation gate), `Concat`/`QLinearConcat` on the channel axis, `Slice` and
+//!    `Split`, inference `BatchNormalization`, `MaxPool`, `AveragePool` (float),
+//!    `GlobalAveragePool`, `GlobalMaxPool`, `QLinearGlobalAveragePool`, and channel shuffles
+//!    (`Reshape -> Transpose -> Reshape` that swap two factors of the channel axis);
 //! 3. lets [`simplify_transpose`] cancel each `Transpose(back)` against the next layer's
 //!    `Transpose(to channels last)`.
 //!
 //! What remains are transposes where the chain of channels-last ops meets an op without that
-//! form (a depthwise convolution, a reshape), typically one at each end of the network.
+//! form (a reshape, a softmax over channels), typically one at each end of the network.
 
 use std::collections::HashMap;
 
@@ -52,7 +62,7 @@ fn to_first(rank: usize) -> Vec<usize> {
 }
 
 /// Runs the rewrite (see the module doc).
-pub fn int8_channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
+pub fn channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let nodes = std::mem::take(&mut graph.nodes);
     let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
     // Where each value's producer sits in `out`.
