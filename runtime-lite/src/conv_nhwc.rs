@@ -129,6 +129,43 @@ pub fn conv_nhwc_f32_exec(
     conv_nhwc(exec, p, (x, false), ops, padded, out);
 }
 
+/// `out = acts(a b + bias + residual)` for a row-major `a: [m, k]` and a constant `b: [k, n]`
+/// packed as a pointwise layer's weights (`ceil(n / 16)` panels of `k` rows of 16 columns:
+/// [`nhwc_weights_len`] with `C = k`, `M = n`), `bias: [n]` and `residual`, `out: [m, n]`: a
+/// Gemm or MatMul with constant weights, on the channels-last kernel, which reads the rows of
+/// `a` where they lie and applies the epilogue in registers.
+///
+/// Panics if a buffer is too short.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the product's shape and operands, the epilogue and the executor"
+)]
+pub fn gemm_rows_f32_exec(
+    exec: &Exec,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    let p = ConvParams {
+        batch: 1,
+        in_channels: k,
+        out_channels: n,
+        groups: 1,
+        input: [1, 1, m],
+        output: [1, 1, m],
+        kernel: [1; 3],
+        strides: [1; 3],
+        dilations: [1; 3],
+        pads: [0; 3],
+        packed_weights: false,
+    };
+    conv_nhwc_f32_exec(exec, &p, a, b, bias, residual, &mut [], out, acts);
+}
+
 /// [`conv_nhwc_f32_exec`] on a channels-first input `x: [N, C, *input]` (a network's first
 /// layer): the zero-padded copy it reads is transposed as it is made. `padded` holds
 /// [`nhwc_padded_len`]`(p, true)` floats.
@@ -1245,6 +1282,55 @@ mod tests {
         ];
         for (i, p) in cases.iter().enumerate() {
             check(p, chains[i % chains.len()]);
+        }
+    }
+
+    #[test]
+    fn row_products_match_the_gemm() {
+        for (m, k, n) in [(1, 5, 3), (9, 16, 40), (37, 70, 100), (130, 3, 17)] {
+            let a = values(m * k, 5);
+            let b = values(k * n, 6);
+            let bias = values(n, 7);
+            let residual = values(m * n, 8);
+            let mut want = residual.clone();
+            for (i, row) in want.chunks_exact_mut(n).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v += bias[j] + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
+                    *v = v.max(0.0);
+                }
+            }
+            let mut packed = std::vec![0.0; n.div_ceil(PANEL) * PANEL * k];
+            for p in 0..k {
+                for j in 0..n {
+                    packed[((j / PANEL) * k + p) * PANEL + j % PANEL] = b[p * n + j];
+                }
+            }
+            for portable in [false, true] {
+                let mut got = std::vec![f32::NAN; m * n];
+                let mut run = || {
+                    gemm_rows_f32_exec(
+                        &Exec::with_threads(2),
+                        (m, n, k),
+                        &a,
+                        &packed,
+                        Some(&bias),
+                        Some(&residual),
+                        &mut got,
+                        &[Activation::Relu],
+                    )
+                };
+                if portable {
+                    crate::gemm_x86_64::without_avx512(run);
+                } else {
+                    run();
+                }
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{m}x{k}x{n} {i}: {g} {w}"
+                    );
+                }
+            }
         }
     }
 

@@ -34,6 +34,9 @@ pub struct Gemm {
     /// B's shape before `passes::pack_weights` packed the constant B into the panels
     /// `sinter_rt::gemm::gemm_packed_b_exec` reads (float32 only); `None` if B is as given.
     pub packed_b: Option<Vec<usize>>,
+    /// The packed B holds the 16-column panels of `sinter_rt::conv_nhwc::gemm_rows_f32_exec`
+    /// (set by `passes::pack_weights` when A is read by rows and C is a bias or residual).
+    pub row_panels: bool,
 }
 
 impl Gemm {
@@ -46,6 +49,7 @@ impl Gemm {
             trans_b: false,
             activation: None,
             packed_b: None,
+            row_panels: false,
         }
     }
 
@@ -98,6 +102,7 @@ impl OpDef for Gemm {
             trans_b: node.i64_or("transB", 0)? != 0,
             activation: None,
             packed_b: None,
+            row_panels: false,
         })
     }
 
@@ -132,6 +137,28 @@ impl OpDef for Gemm {
         }
         let (m, n, k) = self.dims(cx)?;
         let o0 = names.output(0);
+        if self.row_panels {
+            // The bias or residual (`pack_weights` checked: beta 1, C of [N], [1, N] or
+            // [M, N]) in the kernel's epilogue.
+            let (mut bias, mut residual) = (quote!(None), quote!(None));
+            if let Some(c) = cx.opt_input(2) {
+                let i2 = names.input(2);
+                if c.shape.iter().product::<usize>() == m * n && m > 1 {
+                    residual = quote!(Some(#i2));
+                } else {
+                    bias = quote!(Some(#i2));
+                }
+            }
+            let acts = self.activation.map(|a| a.tokens()).into_iter();
+            let (i0, i1) = (names.input(0), names.input(1));
+            let (m, n, k) = (lit(m), lit(n), lit(k));
+            let exec = names.exec();
+            return Ok(quote! {
+                ::sinter_rt::conv_nhwc::gemm_rows_f32_exec(
+                    #exec, (#m, #n, #k), #i0, #i1, #bias, #residual, #o0, &[#(#acts),*],
+                );
+            });
+        }
         let mut code = TokenStream::new();
         let accumulate = match cx.opt_input(2) {
             Some(c) if self.beta != 0.0 => {

@@ -94,10 +94,16 @@ pub fn pack_weights(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
 /// Columns of a packed B panel (`sinter_rt::gemm::PACKED_B_COLUMNS`).
 const B_PANEL: usize = 48;
 
+/// Columns of a panel of the channels-last kernel (`sinter_rt::conv_nhwc::PANEL`), which runs
+/// the products whose A it reads by rows (`sinter_rt::conv_nhwc::gemm_rows_f32_exec`).
+const ROW_PANEL: usize = 16;
+
 /// Packs the constant B of every float32 Gemm that runs on the blocked GEMM.
 fn pack_products(graph: &mut Graph) {
-    let mut packed_of: std::collections::HashMap<(crate::ir::ValueId, bool), crate::ir::ValueId> =
-        std::collections::HashMap::new();
+    let mut packed_of: std::collections::HashMap<
+        (crate::ir::ValueId, bool, bool),
+        crate::ir::ValueId,
+    > = std::collections::HashMap::new();
     for index in 0..graph.nodes.len() {
         let node = &graph.nodes[index];
         let gemm = match &node.op {
@@ -127,14 +133,25 @@ fn pack_products(graph: &mut Graph) {
             continue;
         }
         let original = b_shape.clone();
-        let id = match packed_of.get(&(b, gemm.trans_b)) {
+        // The channels-last kernel reads A's rows where they lie and takes C as a bias or
+        // residual in its epilogue: A by rows, alpha and beta 1, C of [N], [1, N] or [M, N].
+        let c_fits = match node.inputs.get(2).copied().flatten() {
+            None => true,
+            Some(c) => {
+                let shape = graph.value(c).shape.clone().unwrap_or_default();
+                gemm.beta == 1.0 && (shape == [n] || shape == [1, n] || shape == [m, n] && m > 1)
+            }
+        };
+        let rows = !gemm.trans_a && gemm.alpha == 1.0 && c_fits;
+        let panel = if rows { ROW_PANEL } else { B_PANEL };
+        let id = match packed_of.get(&(b, gemm.trans_b, rows)) {
             Some(&id) => id,
             None => {
-                let panels = pack_b(&weights, k, n, gemm.trans_b);
+                let panels = pack_b(&weights, k, n, gemm.trans_b, panel);
                 let name = format!("{}/packed", b_value.name);
-                let shape = vec![n.div_ceil(B_PANEL), k, B_PANEL];
+                let shape = vec![n.div_ceil(panel), k, panel];
                 let id = add_constant(graph, name, Tensor::from_f32(shape, &panels));
-                packed_of.insert((b, gemm.trans_b), id);
+                packed_of.insert((b, gemm.trans_b, rows), id);
                 id
             }
         };
@@ -142,15 +159,16 @@ fn pack_products(graph: &mut Graph) {
         node.inputs[1] = Some(id);
         node.op = Some(Op::Gemm(crate::ops::gemm::Gemm {
             packed_b: Some(original),
+            row_panels: rows,
             ..gemm
         }));
     }
 }
 
-/// B (`[k, n]`, or `[n, k]` if `transposed`) as panels of 48 columns: element `(p, j)` at
-/// `((j / 48) * k + p) * 48 + j % 48`, zero past column `n`.
-fn pack_b(b: &[f32], k: usize, n: usize, transposed: bool) -> Vec<f32> {
-    let mut out = vec![0.0; n.div_ceil(B_PANEL) * B_PANEL * k];
+/// B (`[k, n]`, or `[n, k]` if `transposed`) as panels of `panel` columns: element `(p, j)`
+/// at `((j / panel) * k + p) * panel + j % panel`, zero past column `n`.
+fn pack_b(b: &[f32], k: usize, n: usize, transposed: bool, panel: usize) -> Vec<f32> {
+    let mut out = vec![0.0; n.div_ceil(panel) * panel * k];
     for p in 0..k {
         for j in 0..n {
             let v = if transposed {
@@ -158,7 +176,7 @@ fn pack_b(b: &[f32], k: usize, n: usize, transposed: bool) -> Vec<f32> {
             } else {
                 b[p * n + j]
             };
-            out[((j / B_PANEL) * k + p) * B_PANEL + j % B_PANEL] = v;
+            out[((j / panel) * k + p) * panel + j % panel] = v;
         }
     }
     out
