@@ -338,20 +338,47 @@ fn conv_nhwc(
     } else {
         exec.threads()
     };
-    let block = crate::threads::Split::block(pixels, threads, TILE_PIXELS, BLOCK_PIXELS);
-    let blocks = pixels.div_ceil(block);
-    let crate::threads::Split {
-        col_split,
-        per_split,
-        units,
-        per_task,
-    } = crate::threads::Split::new(blocks, if groups == 1 { panels } else { 1 }, threads);
+    // More weights than input: threads take contiguous ranges of the output channels over
+    // all the pixels, so that each reads only its share of the weights (a transformer's
+    // projections, a CNN's late layers). Otherwise they split the pixels.
+    let by_columns = threads > 1 && groups == 1 && m > pixels && panels >= 2 * threads;
+    let (block, blocks, col_split, per_split, units, per_task) = if by_columns {
+        let blocks = pixels.div_ceil(BLOCK_PIXELS);
+        let col_split = 2 * threads;
+        let units = blocks * col_split;
+        (
+            BLOCK_PIXELS,
+            blocks,
+            col_split,
+            panels.div_ceil(col_split),
+            units,
+            blocks,
+        )
+    } else {
+        let block = crate::threads::Split::block(pixels, threads, TILE_PIXELS, BLOCK_PIXELS);
+        let blocks = pixels.div_ceil(block);
+        let split =
+            crate::threads::Split::new(blocks, if groups == 1 { panels } else { 1 }, threads);
+        (
+            block,
+            blocks,
+            split.col_split,
+            split.per_split,
+            split.units,
+            split.per_task,
+        )
+    };
     let sink = SharedMut::new(&mut out[..pixels * m]);
     let avx512 = avx512();
     let body = |task: usize| {
         let mut origin = [0usize; BLOCK_PIXELS];
         for unit in task * per_task..((task + 1) * per_task).min(units) {
-            let (b, split) = (unit / col_split, unit % col_split);
+            // By columns, a task's units are one range of columns over every block.
+            let (b, split) = if by_columns {
+                (unit % blocks, unit / blocks)
+            } else {
+                (unit / col_split, unit % col_split)
+            };
             let q0 = b * block;
             let npix = block.min(pixels - q0);
             image.origins(p, q0, &mut origin[..npix]);
@@ -1022,6 +1049,8 @@ mod tests {
         let one = [1, 1, 1];
         // (batch, C, M, groups, input, kernel, strides, dilations, pads, pads_end)
         let cases = [
+            // More output channels than pixels, big enough for threads: split by columns.
+            params(1, 512, 250, 1, [1, 7, 7], one, one, one, [0; 3], [0; 3]),
             // Pointwise, read in place; channel tails.
             params(1, 16, 64, 1, [1, 7, 9], one, one, one, [0; 3], [0; 3]),
             params(2, 5, 37, 1, [1, 6, 5], one, one, one, [0; 3], [0; 3]),
@@ -1287,7 +1316,13 @@ mod tests {
 
     #[test]
     fn row_products_match_the_gemm() {
-        for (m, k, n) in [(1, 5, 3), (9, 16, 40), (37, 70, 100), (130, 3, 17)] {
+        for (m, k, n) in [
+            (1, 5, 3),
+            (9, 16, 40),
+            (37, 70, 100),
+            (130, 3, 17),
+            (20, 300, 400),
+        ] {
             let a = values(m * k, 5);
             let b = values(k * n, 6);
             let bias = values(n, 7);
