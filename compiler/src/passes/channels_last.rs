@@ -559,6 +559,7 @@ fn sink(
     let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
     let mut inputs = node.inputs.clone();
     let mut before = Vec::new();
+    let mut backs = 0;
     for &i in &positions {
         let v = input(node, i)?;
         let from_back = producer.get(&v).map(|&j| &done[j]).filter(|t| {
@@ -567,6 +568,7 @@ fn sink(
         });
         if let Some(t) = from_back {
             inputs[i] = input(t, 0);
+            backs += 1;
             continue;
         }
         // A broadcast operand stays when it is one value, and goes channels last when it has
@@ -577,6 +579,26 @@ fn sink(
         }
         if shape.iter().product::<usize>() == 1 {
             continue;
+        }
+        // A constant of one value per channel (`[C, 1, 1]`, `[1, C, 1, 1]`: a per-channel
+        // scale) becomes `[C]`, which broadcasts along the last axis.
+        if shape.len() <= rank && shape.len() >= rank - 1 {
+            let lead = rank - shape.len();
+            let dims: Vec<usize> = (0..rank)
+                .map(|a| if a < lead { 1 } else { shape[a - lead] })
+                .collect();
+            let constant = graph.value(v).constant.clone();
+            if let Some(tensor) = constant
+                .filter(|_| dims[0] == 1 && dims[2..].iter().all(|&d| d == 1) && dims[1] > 1)
+            {
+                let moved = add_constant(
+                    graph,
+                    format!("{}/input{i}_channels_last", node.name),
+                    tensor.reshaped(vec![dims[1]]),
+                );
+                inputs[i] = Some(moved);
+                continue;
+            }
         }
         if shape.len() != rank || shape[2..].iter().any(|&d| d != 1) {
             return None;
@@ -593,13 +615,7 @@ fn sink(
         before.push(t);
     }
     // Something must come from a transpose back, or nothing is gained.
-    if before.len()
-        + positions
-            .iter()
-            .filter(|&&i| inputs[i] == node.inputs[i])
-            .count()
-        == positions.len()
-    {
+    if backs == 0 {
         return None;
     }
     let mut op = node.op.clone()?;
