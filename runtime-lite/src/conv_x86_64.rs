@@ -799,6 +799,8 @@ pub(crate) unsafe fn max_pixel_nhwc(
     let empty = z0 == z1 || y0 == y1 || x0 == x1;
     let src = image.as_ptr();
     for c0 in (0..c).step_by(64) {
+        // Vectors holding channels (the others are skipped, not masked).
+        let nv = (c - c0).div_ceil(16).min(4);
         let mut masks = [0 as __mmask16; 4];
         for (v, m) in masks.iter_mut().enumerate() {
             *m = lanes((c - c0).saturating_sub(16 * v));
@@ -809,7 +811,7 @@ pub(crate) unsafe fn max_pixel_nhwc(
             ((z0 * input[1] + y0) * input[2] + x0) * c + c0
         };
         let mut acc = [_mm512_setzero_ps(); 4];
-        for (v, a) in acc.iter_mut().enumerate() {
+        for (v, a) in acc.iter_mut().enumerate().take(nv) {
             // SAFETY: a pixel of the image, its channels masked to `c`.
             *a = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(first + 16 * v)) };
         }
@@ -818,7 +820,7 @@ pub(crate) unsafe fn max_pixel_nhwc(
                 for y in y0..y1 {
                     for x in x0..x1 {
                         let at = ((z * input[1] + y) * input[2] + x) * c + c0;
-                        for (v, a) in acc.iter_mut().enumerate() {
+                        for (v, a) in acc.iter_mut().enumerate().take(nv) {
                             // SAFETY: as above.
                             let value =
                                 unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + 16 * v)) };
@@ -830,7 +832,7 @@ pub(crate) unsafe fn max_pixel_nhwc(
                 }
             }
         }
-        for (v, a) in acc.iter().enumerate() {
+        for (v, a) in acc.iter().enumerate().take(nv) {
             // SAFETY: the output pixel holds `c` floats; the mask stops there.
             unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(c0 + 16 * v), masks[v], *a) };
         }

@@ -271,6 +271,11 @@ fn convert_float_conv(
     if !(grouped && runs <= FLOAT_MAX_RUNS || depthwise) || taps == 0 {
         return None;
     }
+    // A dense layer of fewer output channels than one panel would leave most of the tile's
+    // lanes idle: the channels-first kernels (a direct one for such stems) serve it better.
+    if !depthwise && m < FLOAT_PANEL {
+        return None;
+    }
     let mg = m / groups;
     let k = cg * taps;
     // The plain `[M, C/group * taps]` weights.
