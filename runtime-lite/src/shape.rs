@@ -82,6 +82,15 @@ fn transpose_matrices<T: Copy>(x: &[T], out: &mut [T], batch: usize, rows: usize
     );
     for b in 0..batch {
         let (src, dst) = (&x[b * len..][..len], &mut out[b * len..][..len]);
+        if rows == 2 {
+            // Two rows interleaved (a two-group channel shuffle): one pass, no index math.
+            let (first, second) = src.split_at(cols);
+            for (pair, (&p, &q)) in dst.chunks_exact_mut(2).zip(first.iter().zip(second)) {
+                pair[0] = p;
+                pair[1] = q;
+            }
+            continue;
+        }
         for r0 in (0..rows).step_by(TILE) {
             let r1 = (r0 + TILE).min(rows);
             for c0 in (0..cols).step_by(TILE) {
@@ -763,6 +772,9 @@ mod tests {
             (&[1, 5, 4, 6, 70][..], &[0, 4, 1, 2, 3][..]),
             (&[33, 65][..], &[1, 0][..]),
             (&[3, 4, 5][..], &[1, 2, 0][..]),
+            // Two rows interleaved: a channels-last two-group channel shuffle.
+            (&[1, 7, 6, 2, 29][..], &[0, 1, 2, 4, 3][..]),
+            (&[2, 58][..], &[1, 0][..]),
         ] {
             let len: usize = shape.iter().product();
             let x: std::vec::Vec<u32> = (0..len as u32).collect();
