@@ -582,9 +582,13 @@ pub(crate) const NHWC_ROWS: usize = crate::conv_nhwc::TILE_PIXELS;
 pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
     // SAFETY: forwarded contract.
     unsafe {
-        match nv {
-            0 | 1 => nhwc_store::<NHWC_ROWS, 1>(nhwc_sums::<NHWC_ROWS, 1>(t), t),
-            2 => nhwc_store::<NHWC_ROWS, 2>(nhwc_sums::<NHWC_ROWS, 2>(t), t),
+        // A single row (a batch-1 product: memory-bound on the weights) computes only itself.
+        match (t.rows, nv) {
+            (1, 0 | 1) => nhwc_store::<1, 1>(nhwc_sums::<1, 1>(t), t),
+            (1, 2) => nhwc_store::<1, 2>(nhwc_sums::<1, 2>(t), t),
+            (1, _) => nhwc_store::<1, 3>(nhwc_sums::<1, 3>(t), t),
+            (_, 0 | 1) => nhwc_store::<NHWC_ROWS, 1>(nhwc_sums::<NHWC_ROWS, 1>(t), t),
+            (_, 2) => nhwc_store::<NHWC_ROWS, 2>(nhwc_sums::<NHWC_ROWS, 2>(t), t),
             _ => nhwc_store::<NHWC_ROWS, 3>(nhwc_sums::<NHWC_ROWS, 3>(t), t),
         }
     }

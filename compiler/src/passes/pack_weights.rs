@@ -128,8 +128,9 @@ fn pack_products(graph: &mut Graph) {
         let Ok((m, n, k)) = gemm.dims_of(a_shape, b_shape) else {
             continue;
         };
-        // The blocked GEMM's products only (the smaller ones read B where it lies).
-        if m < 3 || n <= 8 || k == 0 {
+        // The blocked GEMM's products only (the smaller ones read B where it lies), and the
+        // channels-last kernel's (below), which takes one-row products too.
+        if m == 0 || n <= 8 || k == 0 {
             continue;
         }
         let original = b_shape.clone();
@@ -143,6 +144,11 @@ fn pack_products(graph: &mut Graph) {
             }
         };
         let rows = !gemm.trans_a && gemm.alpha == 1.0 && c_fits;
+        // One- and two-row products (batch-1 classifier heads) gain from packed panels when
+        // the weights are big enough to be read from memory; small ones read B where it lies.
+        if m < 3 && (!rows || n < 64) {
+            continue;
+        }
         let panel = if rows { ROW_PANEL } else { B_PANEL };
         let id = match packed_of.get(&(b, gemm.trans_b, rows)) {
             Some(&id) => id,
