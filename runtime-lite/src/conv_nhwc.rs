@@ -338,55 +338,24 @@ fn conv_nhwc(
     } else {
         exec.threads()
     };
-    // More weights than input: threads take contiguous ranges of the output channels over
-    // all the pixels, so that each reads only its share of the weights (a transformer's
-    // projections, a CNN's late layers). Otherwise they split the pixels.
-    let by_columns = threads > 1 && groups == 1 && m > pixels && panels >= 2 * threads;
-    let (block, blocks, col_split, per_split, units, per_task) = if by_columns {
-        let blocks = pixels.div_ceil(BLOCK_PIXELS);
-        let col_split = 2 * threads;
-        let units = blocks * col_split;
-        (
-            BLOCK_PIXELS,
-            blocks,
-            col_split,
-            panels.div_ceil(col_split),
-            units,
-            blocks,
-        )
-    } else {
-        let block = crate::threads::Split::block(pixels, threads, TILE_PIXELS, BLOCK_PIXELS);
-        let blocks = pixels.div_ceil(block);
-        let split =
-            crate::threads::Split::new(blocks, if groups == 1 { panels } else { 1 }, threads);
-        (
-            block,
-            blocks,
-            split.col_split,
-            split.per_split,
-            split.units,
-            split.per_task,
-        )
-    };
+    // Several groups split only the pixels; one group may split its columns.
+    let col_tiles = if groups == 1 { panels } else { 1 };
+    let split = crate::threads::Split::new(
+        (pixels, TILE_PIXELS, BLOCK_PIXELS),
+        (m, col_tiles),
+        threads,
+        groups == 1,
+    );
     let sink = SharedMut::new(&mut out[..pixels * m]);
     let avx512 = avx512();
     let body = |task: usize| {
         let mut origin = [0usize; BLOCK_PIXELS];
-        for unit in task * per_task..((task + 1) * per_task).min(units) {
-            // By columns, a task's units are one range of columns over every block.
-            let (b, split) = if by_columns {
-                (unit % blocks, unit / blocks)
-            } else {
-                (unit / col_split, unit % col_split)
-            };
-            let q0 = b * block;
-            let npix = block.min(pixels - q0);
+        for unit in split.task_units(task) {
+            let (b, cols) = split.unit(unit, col_tiles);
+            let q0 = b * split.block;
+            let npix = split.block.min(pixels - q0);
             image.origins(p, q0, &mut origin[..npix]);
-            let (first, last) = if groups == 1 {
-                (split * per_split, ((split + 1) * per_split).min(panels))
-            } else {
-                (0, panels)
-            };
+            let panel_range = if groups == 1 { cols } else { 0..panels };
             for g in 0..groups {
                 // Group g reads its channels of each pixel and writes its columns.
                 let tile = Tile {
@@ -403,11 +372,11 @@ fn conv_nhwc(
                     sink: &sink,
                     base: g * mg,
                 };
-                tile.run(q0, &origin[..npix], first..last, avx512);
+                tile.run(q0, &origin[..npix], panel_range.clone(), avx512);
             }
         }
     };
-    exec.for_each(units.div_ceil(per_task), &body);
+    exec.for_each(split.tasks(), &body);
 }
 
 /// Whether the AVX-512 kernels run.
@@ -503,7 +472,7 @@ impl Tile<'_, '_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512(&self, q0: usize, origins: &[usize], first: usize, last: usize) {
-        use crate::conv_x86_64::{nhwc_tile, NhwcTile, NHWC_ROWS};
+        use crate::conv_x86_64::{nhwc_tile, NhwcTile};
         let Self {
             src,
             runs,
@@ -524,10 +493,10 @@ impl Tile<'_, '_> {
             };
             let c0 = panel * PANEL;
             let width = (nv * PANEL).min(m - c0);
-            let mr = NHWC_ROWS;
+            let mr = TILE_PIXELS;
             for r0 in (0..origins.len()).step_by(mr) {
                 let rows = mr.min(origins.len() - r0);
-                let mut starts = [src.as_ptr(); NHWC_ROWS];
+                let mut starts = [src.as_ptr(); TILE_PIXELS];
                 for (r, s) in starts.iter_mut().enumerate().take(mr) {
                     // Rows past the block repeat its last pixel (never stored).
                     let o = origins[r0 + r.min(rows - 1)];
@@ -566,7 +535,7 @@ impl Tile<'_, '_> {
 
 /// `dst = acts(acc + bias + residual)` for one row of `width` output channels from `c0`,
 /// at `start` in the output.
-fn finish_row(acc: &[f32], c0: usize, start: usize, ops: Operands<'_>, dst: &mut [f32]) {
+pub(crate) fn finish_row(acc: &[f32], c0: usize, start: usize, ops: Operands<'_>, dst: &mut [f32]) {
     for (j, (d, &a)) in dst.iter_mut().zip(acc).enumerate() {
         let mut v = a;
         if let Some(bias) = ops.bias {
@@ -871,12 +840,12 @@ fn finish_row_in_place(row: &mut [f32], start: usize, ops: Operands<'_>) {
 }
 
 #[cfg(all(test, feature = "std"))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::vec::Vec;
 
     /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -910,7 +879,7 @@ mod tests {
     }
 
     /// `w: [M, C/groups, *kernel]` as [`nhwc_weights_len`] lays it out.
-    fn pack_dense(p: &ConvParams, w: &[f32]) -> Vec<f32> {
+    pub(crate) fn pack_dense(p: &ConvParams, w: &[f32]) -> Vec<f32> {
         let (groups, taps) = (p.groups, p.kernel_len());
         let (cg, mg) = (p.in_channels / groups, p.out_channels / groups);
         let (k, panels) = (cg * taps, mg.div_ceil(PANEL));

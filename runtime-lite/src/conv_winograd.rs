@@ -178,9 +178,12 @@ pub fn conv_winograd_f32_exec(
         mt: SharedMut::new(mt),
         vl: Layout { group, width: c },
         ml: Layout { group, width: m },
-        bias,
-        residual,
-        acts,
+        ops: crate::conv_nhwc::Operands {
+            w: &[],
+            bias,
+            residual,
+            acts,
+        },
         out: SharedMut::new(&mut out[..out_len]),
         avx512: crate::conv_nhwc::avx512(),
     };
@@ -235,9 +238,8 @@ struct Layer<'a> {
     mt: SharedMut<'a, f32>,
     vl: Layout,
     ml: Layout,
-    bias: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
-    acts: &'a [Activation],
+    /// The epilogue's operands (the weights are `w`).
+    ops: crate::conv_nhwc::Operands<'a>,
     out: SharedMut<'a, f32>,
     avx512: bool,
 }
@@ -312,7 +314,7 @@ impl Layer<'_> {
     fn output(&self, tiles: core::ops::Range<usize>) {
         let m = self.p.out_channels;
         let (oh, ow) = (self.p.output[1], self.p.output[2]);
-        let in_register = self.acts.iter().all(crate::gemm::Finish::in_register);
+        let in_register = self.ops.acts.iter().all(crate::gemm::Finish::in_register);
         for t in tiles {
             let (n, y, xx) = self.tile(t);
             let first = self.ml.at(0, t);
@@ -322,7 +324,7 @@ impl Layer<'_> {
             let position = self.ml.group * m;
             #[cfg(target_arch = "x86_64")]
             if self.avx512 {
-                let acts = if in_register { self.acts } else { &[] };
+                let acts = if in_register { self.ops.acts } else { &[] };
                 for m0 in (0..m).step_by(LANES) {
                     let mask = crate::gemm_x86_64::lanes(m - m0);
                     let mut outs = [core::ptr::null_mut(); 4];
@@ -332,13 +334,13 @@ impl Layer<'_> {
                         if oy < oh && ox < ow {
                             let at = ((n * oh + oy) * ow + ox) * m + m0;
                             *o = self.out.span_ptr(at, (m - m0).min(LANES));
-                            if let Some(residual) = self.residual {
+                            if let Some(residual) = self.ops.residual {
                                 *r = residual[at..].as_ptr();
                             }
                         }
                     }
                     // SAFETY: the bias holds `m` floats; the lanes of `mask` stop there.
-                    let b = self.bias.map(|b| unsafe {
+                    let b = self.ops.bias.map(|b| unsafe {
                         core::arch::x86_64::_mm512_maskz_loadu_ps(mask, b[m0..].as_ptr())
                     });
                     // SAFETY: AVX-512F is present; tile t's positions, channels m0.. (masked
@@ -372,17 +374,7 @@ impl Layer<'_> {
                     // SAFETY: output pixel (oy, ox) of tile t, channels m0.., this task's
                     // alone.
                     let dst = unsafe { self.out.slice(at, width) };
-                    for (j, (d, &v)) in dst.iter_mut().zip(yq).enumerate() {
-                        let mut v = v;
-                        if let Some(bias) = self.bias {
-                            v += bias[m0 + j];
-                        }
-                        if let Some(residual) = self.residual {
-                            v += residual[at + j];
-                        }
-                        *d = v;
-                    }
-                    Activation::apply_chain(self.acts, dst);
+                    crate::conv_nhwc::finish_row(&yq[..width], m0, at, self.ops, dst);
                 }
             }
         }
@@ -476,19 +468,8 @@ fn product(
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+    use crate::conv_nhwc::tests::{pack_dense, values};
     use std::vec::Vec;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// `w: [M, C, 3, 3]` as `G g Gᵀ` in the layout [`winograd_weights_len`] describes (the
     /// compiler's packing, in f64).
@@ -531,15 +512,7 @@ mod tests {
         let residual = values(n * out_len * m, 4);
         // The channels-last direct kernel is the reference (itself checked against the
         // channels-first convolution).
-        let mut packed = std::vec![0.0; crate::conv_nhwc::nhwc_weights_len(p)];
-        for j in 0..m {
-            for ch in 0..c {
-                for t in 0..9 {
-                    packed[((j / PANEL) * c * 9 + t * c + ch) * PANEL + j % PANEL] =
-                        w[(j * c + ch) * 9 + t];
-                }
-            }
-        }
+        let packed = pack_dense(p, &w);
         let mut padded = std::vec![0.0; crate::conv_nhwc::nhwc_padded_len(p, false)];
         let mut want = std::vec![0.0; n * out_len * m];
         crate::conv_nhwc::conv_nhwc_f32_exec(

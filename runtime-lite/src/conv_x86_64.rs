@@ -13,6 +13,7 @@
 
 use core::arch::x86_64::*;
 
+use crate::conv_nhwc::TILE_PIXELS;
 use crate::epilogue::Activation;
 use crate::gemm::Finish;
 use crate::gemm_x86_64::{activate, lanes, store_vector};
@@ -551,7 +552,7 @@ pub(crate) unsafe fn max_plane<const SW: usize>(geometry: Plane, src: &[f32], ou
 /// (the windows at `starts`) by `width` output channels (`ceil(width / 16)` weight panels).
 pub(crate) struct NhwcTile<'a> {
     /// Each pixel's window origin (rows past `rows` repeat a valid window).
-    pub starts: &'a [*const f32; NHWC_ROWS],
+    pub starts: &'a [*const f32; TILE_PIXELS],
     /// The window's runs of contiguous input: offset from the origin and length.
     pub runs: &'a [(usize, usize)],
     /// The first panel: 16 floats per step of depth.
@@ -570,10 +571,8 @@ pub(crate) struct NhwcTile<'a> {
     pub acts: &'a [Activation],
 }
 
-/// Pixels of an [`nhwc_tile`]: their window pointers stay in registers.
-pub(crate) const NHWC_ROWS: usize = crate::conv_nhwc::TILE_PIXELS;
-
-/// Computes and stores the tile `t`: [`NHWC_ROWS`] pixels by `nv` (1 to 3) panels.
+/// Computes and stores the tile `t`: [`TILE_PIXELS`] pixels (their window pointers stay in
+/// registers) by `nv` (1 to 3) panels.
 ///
 /// # Safety
 /// The CPU has AVX-512F; every run of every window is readable; the panels hold the runs'
@@ -587,9 +586,9 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
             (1, 0 | 1) => nhwc_store::<1, 1>(nhwc_sums::<1, 1>(t), t),
             (1, 2) => nhwc_store::<1, 2>(nhwc_sums::<1, 2>(t), t),
             (1, _) => nhwc_store::<1, 3>(nhwc_sums::<1, 3>(t), t),
-            (_, 0 | 1) => nhwc_store::<NHWC_ROWS, 1>(nhwc_sums::<NHWC_ROWS, 1>(t), t),
-            (_, 2) => nhwc_store::<NHWC_ROWS, 2>(nhwc_sums::<NHWC_ROWS, 2>(t), t),
-            _ => nhwc_store::<NHWC_ROWS, 3>(nhwc_sums::<NHWC_ROWS, 3>(t), t),
+            (_, 0 | 1) => nhwc_store::<TILE_PIXELS, 1>(nhwc_sums::<TILE_PIXELS, 1>(t), t),
+            (_, 2) => nhwc_store::<TILE_PIXELS, 2>(nhwc_sums::<TILE_PIXELS, 2>(t), t),
+            _ => nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3>(t), t),
         }
     }
 }

@@ -29,14 +29,21 @@ pub fn batch_norm_f32(
     }
     for (xb, ob) in x.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
         for c in 0..channels {
-            let k = scale[c] / math::sqrt(var[c] + epsilon);
-            let shift = bias[c] - mean[c] * k;
+            let (k, shift) = batch_norm_factors([scale, bias, mean, var], epsilon, c);
             let (xs, os) = (&xb[c * inner..][..inner], &mut ob[c * inner..][..inner]);
             for (o, &v) in os.iter_mut().zip(xs) {
                 *o = v * k + shift;
             }
         }
     }
+}
+
+/// Channel `c`'s `(k, shift)` of inference batch normalization, `out = x * k + shift`:
+/// `k = scale / sqrt(var + epsilon)`, `shift = bias - mean * k` (both layouts use these).
+#[inline]
+fn batch_norm_factors([scale, bias, mean, var]: [&[f32]; 4], epsilon: f32, c: usize) -> (f32, f32) {
+    let k = scale[c] / math::sqrt(var[c] + epsilon);
+    (k, bias[c] - mean[c] * k)
 }
 
 /// [`batch_norm_f32`] channels last: `x: [..., C]` (`channels = C`), with the same arithmetic
@@ -65,9 +72,7 @@ pub fn batch_norm_nhwc_f32(
         let width = CHUNK.min(channels - c0);
         let (mut k, mut shift) = ([0f32; CHUNK], [0f32; CHUNK]);
         for j in 0..width {
-            let c = c0 + j;
-            k[j] = scale[c] / math::sqrt(var[c] + epsilon);
-            shift[j] = bias[c] - mean[c] * k[j];
+            (k[j], shift[j]) = batch_norm_factors([scale, bias, mean, var], epsilon, c0 + j);
         }
         let (k, shift) = (&k[..width], &shift[..width]);
         for (xp, op) in x[..n]

@@ -322,7 +322,10 @@ fn taps(
     (lo, hi, padded)
 }
 
-fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
+/// The taps of output pixel `o`'s window per axis (`taps`: first and end inside the input,
+/// end inside the padded input) and the input coordinate of its tap 0 (may be "negative":
+/// only taps from the first are read).
+fn window_taps(p: &PoolParams, o: [usize; 3]) -> ([(usize, usize, usize); 3], [usize; 3]) {
     let mut range = [(0, 0, 0); 3];
     let mut base = [0usize; 3];
     for axis in 0..3 {
@@ -335,9 +338,13 @@ fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
             p.pads_begin[axis],
             p.pads_end[axis],
         );
-        // Input coordinate of tap 0 (may be "negative": only taps >= lo are read).
         base[axis] = start.wrapping_sub(p.pads_begin[axis]);
     }
+    (range, base)
+}
+
+fn window(p: &PoolParams, kind: PoolKind, src: &[f32], o: [usize; 3]) -> f32 {
+    let (range, base) = window_taps(p, o);
     let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
     let mut acc = if kind == PoolKind::Max {
         f32::NEG_INFINITY
@@ -752,21 +759,7 @@ pub fn avg_pool_nhwc_f32(
         for oz in 0..p.output[0] {
             for oy in 0..p.output[1] {
                 for ox in 0..p.output[2] {
-                    let o = [oz, oy, ox];
-                    let mut range = [(0, 0, 0); 3];
-                    let mut base = [0usize; 3];
-                    for axis in 0..3 {
-                        let start = o[axis] * p.strides[axis];
-                        range[axis] = taps(
-                            start,
-                            p.kernel[axis],
-                            p.dilations[axis],
-                            p.input[axis],
-                            p.pads_begin[axis],
-                            p.pads_end[axis],
-                        );
-                        base[axis] = start.wrapping_sub(p.pads_begin[axis]);
-                    }
+                    let (range, base) = window_taps(p, [oz, oy, ox]);
                     let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
                     let count = match kind {
                         PoolKind::AverageIncludePad => z_pad * y_pad * x_pad,

@@ -321,19 +321,24 @@ impl Drop for Pool {
     }
 }
 
-/// How a product over blocks of rows by tiles of columns splits into tasks: each unit is one
-/// block of rows over one share of the column tiles.
+/// How a product over blocks of rows (output pixels) by tiles of columns splits into tasks:
+/// each unit is one block of rows over one share of the column tiles.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Split {
-    /// Shares the column tiles split into: 1, unless there are too few blocks of rows to give
-    /// every thread work.
-    pub col_split: usize,
+    /// Rows per block.
+    pub block: usize,
+    /// Blocks of rows.
+    pub blocks: usize,
     /// Column tiles per share.
-    pub per_split: usize,
+    per_split: usize,
+    /// Shares of the column tiles.
+    col_split: usize,
     /// Units of work: blocks times shares.
     pub units: usize,
-    /// Units per task (four tasks per thread, to even out their lengths).
+    /// Units per task.
     pub per_task: usize,
+    /// Whether a task's units are one share of the columns over consecutive blocks.
+    by_columns: bool,
 }
 
 impl Split {
@@ -353,8 +358,36 @@ impl Split {
         }
     }
 
-    /// The split of `blocks` row blocks by `col_tiles` column tiles over `threads` threads.
-    pub(crate) fn new(blocks: usize, col_tiles: usize, threads: usize) -> Self {
+    /// The split of `rows` rows in blocks of at most `max` (whole `tile`s) by `col_tiles`
+    /// column tiles of `cols` columns over `threads` threads.
+    ///
+    /// With `by_columns` allowed, a product with more columns than rows (more weights than
+    /// input: a transformer's projections, a CNN's late layers) gives each task one contiguous
+    /// range of columns over all the rows, so that each reads only its share of the weights.
+    /// Otherwise threads split the rows ([`Split::block`]); the columns too only when there
+    /// are too few blocks to give every thread work. Tasks are four per thread, to even out
+    /// their lengths.
+    pub(crate) fn new(
+        (rows, tile, max): (usize, usize, usize),
+        (cols, col_tiles): (usize, usize),
+        threads: usize,
+        by_columns: bool,
+    ) -> Self {
+        if by_columns && threads > 1 && cols > rows && col_tiles >= 2 * threads {
+            let blocks = rows.div_ceil(max);
+            let col_split = 2 * threads;
+            return Self {
+                block: max,
+                blocks,
+                per_split: col_tiles.div_ceil(col_split),
+                col_split,
+                units: blocks * col_split,
+                per_task: blocks,
+                by_columns: true,
+            };
+        }
+        let block = Self::block(rows, threads, tile, max);
+        let blocks = rows.div_ceil(block);
         let col_split = if threads == 1 || blocks >= 2 * threads {
             1
         } else {
@@ -362,15 +395,39 @@ impl Split {
         };
         let units = blocks * col_split;
         Self {
-            col_split,
+            block,
+            blocks,
             per_split: col_tiles.div_ceil(col_split),
+            col_split,
             units,
             per_task: if threads == 1 {
                 units
             } else {
                 units.div_ceil(threads * 4).max(1)
             },
+            by_columns: false,
         }
+    }
+
+    /// Tasks to run.
+    pub(crate) fn tasks(&self) -> usize {
+        self.units.div_ceil(self.per_task)
+    }
+
+    /// The units of task `task`.
+    pub(crate) fn task_units(&self, task: usize) -> core::ops::Range<usize> {
+        task * self.per_task..((task + 1) * self.per_task).min(self.units)
+    }
+
+    /// Unit `unit`'s block of rows and its column tiles (of `col_tiles`).
+    pub(crate) fn unit(&self, unit: usize, col_tiles: usize) -> (usize, core::ops::Range<usize>) {
+        let (b, split) = if self.by_columns {
+            (unit % self.blocks, unit / self.blocks)
+        } else {
+            (unit / self.col_split, unit % self.col_split)
+        };
+        let first = (split * self.per_split).min(col_tiles);
+        (b, first..((split + 1) * self.per_split).min(col_tiles))
     }
 }
 

@@ -61,6 +61,20 @@ fn to_first(rank: usize) -> Vec<usize> {
     perm
 }
 
+/// The `Transpose(back)` to channels first (of a rank-`rank` tensor) that produced `v`, if
+/// that is what produced it.
+fn back_transpose<'a>(
+    v: ValueId,
+    rank: usize,
+    done: &'a [Node],
+    producer: &HashMap<ValueId, usize>,
+) -> Option<&'a Node> {
+    let node = &done[*producer.get(&v)?];
+    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
+    matches!(&node.op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..]))
+        .then_some(node)
+}
+
 /// Runs the rewrite (see the module doc).
 pub fn channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let nodes = std::mem::take(&mut graph.nodes);
@@ -186,10 +200,7 @@ fn convert_conv(
     );
     // A dense layer whose input is truly channels first (not a transpose back from an
     // earlier channels-last layer: a network's first layer) transposes it while it pads it.
-    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
-    let from_back = producer.get(&x).is_some_and(
-        |&j| matches!(&done[j].op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..])),
-    );
+    let from_back = back_transpose(x, rank, done, producer).is_some();
     let mut inputs = node.inputs.clone();
     inputs[3] = Some(weights);
     let mut nodes = Vec::new();
@@ -299,10 +310,7 @@ fn convert_float_conv(
         None if weights.len() == m * k => weights,
         None => return None,
     };
-    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
-    let from_back = producer.get(&x).is_some_and(
-        |&j| matches!(&done[j].op, Some(Op::Transpose(t)) if t.perm.as_deref() == Some(&back[..])),
-    );
+    let from_back = back_transpose(x, rank, done, producer).is_some();
     // Winograd F(2x2, 3x3) at -O3, where it measured faster than the direct kernel: 2-D 3x3
     // stride-1 layers with at least 32 input channels, reading channels last.
     let ones = |v: &[usize]| v.iter().all(|&d| d == 1);
@@ -561,16 +569,12 @@ fn sink(
     if !(3..=5).contains(&rank) {
         return None;
     }
-    let back: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
     let mut inputs = node.inputs.clone();
     let mut before = Vec::new();
     let mut backs = 0;
     for &i in &positions {
         let v = input(node, i)?;
-        let from_back = producer.get(&v).map(|&j| &done[j]).filter(|t| {
-            matches!(&t.op, Some(Op::Transpose(tr)) if tr.perm.as_deref() == Some(&back[..]))
-                && t.guards == node.guards
-        });
+        let from_back = back_transpose(v, rank, done, producer).filter(|t| t.guards == node.guards);
         if let Some(t) = from_back {
             inputs[i] = input(t, 0);
             backs += 1;
@@ -745,21 +749,17 @@ fn shuffle(
     let y = output(node, 0)?;
     let swap = &done[*producer.get(&input(node, 0)?)?];
     let split = &done[*producer.get(&input(swap, 0)?)?];
-    let back = &done[*producer.get(&input(split, 0)?)?];
-    let x_last = input(back, 0)?;
     let shape = |v: ValueId| graph.value(v).shape.clone();
     let (x_shape, y_shape) = (shape(input(split, 0)?)?, shape(y)?);
     let (split_shape, rank) = (shape(output(split, 0)?)?, x_shape.len());
+    let back = back_transpose(input(split, 0)?, rank, done, producer)?;
+    let x_last = input(back, 0)?;
     let Some(Op::Transpose(t)) = &swap.op else {
         return None;
     };
     let mut swap_perm: Vec<i64> = vec![0, 2, 1];
     swap_perm.extend(3..rank as i64 + 1);
-    let back_perm: Vec<i64> = to_first(rank).iter().map(|&a| a as i64).collect();
-    let is_back =
-        matches!(&back.op, Some(Op::Transpose(b)) if b.perm.as_deref() == Some(&back_perm[..]));
     if !reshaped(split)
-        || !is_back
         || t.perm.as_deref() != Some(&swap_perm[..])
         || !(3..=5).contains(&rank)
         || y_shape != x_shape

@@ -141,19 +141,13 @@ fn conv_nhwc(
     } else {
         exec.threads()
     };
-    let block = crate::threads::Split::block(pixels, threads, mr, BLOCK_ROWS);
-    let blocks = pixels.div_ceil(block);
-    let crate::threads::Split {
-        col_split,
-        per_split,
-        units,
-        per_task,
-    } = crate::threads::Split::new(blocks, col_tiles, threads);
+    let split =
+        crate::threads::Split::new((pixels, mr, BLOCK_ROWS), (m, col_tiles), threads, false);
     let sink = Sink::new(out);
     let w_zero = w.has_zero();
     let wide = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx512Vnni);
     let pb = panel_bytes(kq);
-    exec.for_each(units.div_ceil(per_task), &|task| {
+    exec.for_each(split.tasks(), &|task| {
         let mut storage =
             [core::mem::MaybeUninit::<u8>::uninit(); MR_MAX * CHANNELS_LAST_MAX_DEPTH];
         // Rows gathered for the other kernel families.
@@ -162,10 +156,10 @@ fn conv_nhwc(
         let mut origin = [0usize; BLOCK_ROWS];
         let mut usum = [0i32; BLOCK_ROWS];
         let mut cols_cache = ColCache::new();
-        for unit in task * per_task..((task + 1) * per_task).min(units) {
-            let (b, split) = (unit / col_split, unit % col_split);
-            let pix0 = b * block;
-            let npix = block.min(pixels - pix0);
+        for unit in split.task_units(task) {
+            let (b, cols) = split.unit(unit, col_tiles);
+            let pix0 = b * split.block;
+            let npix = split.block.min(pixels - pix0);
             window.origins(pix0, &mut origin[..npix]);
             if w_zero {
                 // Activation sums over the real channels of every tap.
@@ -176,8 +170,7 @@ fn conv_nhwc(
                         .sum();
                 }
             }
-            let cols = (split * per_split, ((split + 1) * per_split).min(col_tiles));
-            for ct in cols.0..cols.1 {
+            for ct in cols {
                 let c0 = ct * nr;
                 let width = nr.min(m - c0);
                 let ColTile {
