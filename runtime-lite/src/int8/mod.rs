@@ -948,7 +948,16 @@ unsafe fn matmul_tile(
             }
         }
     };
-    if chunks == 1 {
+    // A full tile of unsigned rows is read where it lies (the kernel's broadcasts follow
+    // `mr` row streams): no copy. Bytes a row reads past its depth meet zero weight padding,
+    // and the last row's padded depth stays inside `a`.
+    let direct = match a {
+        Bytes::U8(bytes) if rows == isa.mr() && (r0 + rows - 1) * lda + kp <= bytes.len() => {
+            Some(bytes.as_ptr())
+        }
+        _ => None,
+    };
+    if chunks == 1 && direct.is_none() {
         copy(buf, 0);
     }
     let pb = panel_bytes(k);
@@ -959,16 +968,24 @@ unsafe fn matmul_tile(
         let width = nr.min(n - c0);
         let np = width.div_ceil(PANEL);
         for c in 0..chunks {
-            if chunks > 1 {
+            if chunks > 1 && direct.is_none() {
                 copy(buf, c);
             }
             let len = chunk.min(kp - c * chunk);
-            let tile_rows = Rows {
-                base: buf.as_ptr(),
-                row_stride: GROUP,
-                group_stride: MR_MAX * GROUP,
+            let tile_rows = match direct {
+                Some(base) => Rows {
+                    // SAFETY: inside `a`: `direct` checked the tile's last byte.
+                    base: unsafe { base.add(r0 * lda + c * chunk) },
+                    row_stride: lda,
+                    group_stride: GROUP,
+                },
+                None => Rows {
+                    base: buf.as_ptr(),
+                    row_stride: GROUP,
+                    group_stride: MR_MAX * GROUP,
+                },
             };
-            // SAFETY: `buf` holds `len / 4` groups of every row (`len <= chunk`); the panels
+            // SAFETY: the rows hold `len / 4` groups of every row (`buf`: `len <= chunk`; in place: `direct`); the panels
             // of columns c0.. hold `pb` bytes each, and this chunk starts `c * chunk / 4`
             // groups in, within the packed length the caller asserted; `isa` was detected.
             unsafe {
@@ -1123,6 +1140,10 @@ mod tests {
             [1, 300, 20],
             [25, 9, 130],
             [5, 4100, 19],
+            // Full tiles read in place: the last one's padded depth would overrun (k = 9),
+            // and with more than one chunk of depth.
+            [8, 9, 5],
+            [16, 2500, 70],
         ];
         for isa in Isa::available() {
             for (case, &[m, k, n]) in shapes.iter().enumerate() {
