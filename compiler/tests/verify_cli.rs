@@ -243,6 +243,38 @@ fn qlinear_contrib_op_cases_pass() {
 }
 
 #[test]
+fn transformer_contrib_op_cases_pass() {
+    // tests/data/contrib (scripts/make_contrib_cases.py): a BERT- and a GPT-2-shaped model
+    // (random initialisation) as ONNX Runtime's transformer optimizer rewrites them
+    // (com.microsoft Attention, SkipLayerNormalization, BiasGelu, FastGelu), and one-node cases
+    // for every Attention mask format, causal attention, qkv_hidden_sizes, per-column
+    // QAttention, the skip and simplified layer norms with all their outputs and the GELU
+    // variants, with ORT's outputs (numpy's for BiasAdd, which ORT runs only on CUDA).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/contrib");
+    let (quantized, float): (Vec<_>, Vec<_>) = case_dirs(&data)
+        .into_iter()
+        .partition(|c| c.ends_with("bert_fused_dynamic"));
+    assert!(float.len() >= 13, "contrib cases missing");
+    assert_all_pass(
+        &["-O0", "-O3"],
+        "1e-3",
+        "1e-5",
+        "sinter-verify-contrib",
+        &float,
+    );
+    // The optimized BERT after `quantize_dynamic` (QAttention, MatMulInteger chains): its float
+    // layer norms and ORT's round a quantized activation one step apart in one of 512 values
+    // (ORT's one-pass variance), so it gets the quantized models' atol of 1e-2 (see above).
+    assert_all_pass(
+        &["-O0", "-O3"],
+        "1e-3",
+        "1e-2",
+        "sinter-verify-contrib-q",
+        &quantized,
+    );
+}
+
+#[test]
 fn static_quantization_calibrates_on_held_out_inputs() {
     // `sinter calibrate` measures the ranges on tests/data/tiny_cnn/calibration (augmented
     // copies of the case's input, made by scripts/make_calibration_sets.py) and reproduces the

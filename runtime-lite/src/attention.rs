@@ -239,6 +239,174 @@ pub fn attention<T: Copy, M: Copy>(
     }
 }
 
+/// Query rows [`attention_f32_exec`] takes at a time: their scores and probabilities stay in
+/// the L2 cache.
+pub const ATTENTION_BLOCK: usize = 32;
+
+/// Scratch floats [`attention_f32_exec`] needs for `p`: per batch item and query head, a
+/// block's scores, probabilities and output rows, and the
+/// head's keys and values packed as GEMM panels.
+pub const fn attention_f32_scratch(p: &AttentionParams) -> usize {
+    p.batch * p.q_heads * attention_slot(p)
+}
+
+/// The scratch of one task of [`attention_f32_exec`].
+const fn attention_slot(p: &AttentionParams) -> usize {
+    let block = if p.q_seq < ATTENTION_BLOCK {
+        p.q_seq
+    } else {
+        ATTENTION_BLOCK
+    };
+    let total = p.past_seq + p.kv_seq;
+    block * (2 * total + p.v_head_size)
+        + crate::gemm::packed_b_len(p.head_size, total)
+        + crate::gemm::packed_b_len(total, p.v_head_size)
+}
+
+/// [`attention`] in float32 on the blocked GEMM, for attention without a cache, softcap,
+/// sliding window, valid-length input or QK output (the compiler picks it then): per batch
+/// item and query head (the tasks split across `exec`'s threads), the head's keys (as
+/// columns) and values are packed once as GEMM panels; then, a block of query rows at a time,
+/// `scores = scale * Q K^T`, plus the mask (`mask_load` makes an element additive; keys past
+/// `mask_len` and, when causal, keys after the query are `-inf`), a softmax per row (a row
+/// with every key masked gets zero weights, as in [`attention`]), and `Y = P V`. Results
+/// agree with [`attention`] to float32 rounding.
+///
+/// Panics if an operand or `scratch` (see [`attention_f32_scratch`]) is too short.
+#[allow(clippy::too_many_arguments, reason = "the attention's operands")]
+pub fn attention_f32_exec<M: Copy + Sync>(
+    exec: &crate::threads::Exec,
+    p: &AttentionParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[M]>,
+    mask_load: impl Fn(M) -> f32 + Sync,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    use crate::gemm::{gemm_packed_b_exec, pack_b, packed_b_len, Strides};
+    let total = p.past_seq + p.kv_seq;
+    let (d, dv, sq) = (p.head_size, p.v_head_size, p.q_seq);
+    let block = sq.min(ATTENTION_BLOCK);
+    let slot = attention_slot(p);
+    let tasks = p.batch * p.q_heads;
+    assert!(scratch.len() >= tasks * slot, "attention scratch too short");
+    if tasks == 0 || sq == 0 || dv == 0 {
+        return;
+    }
+    let group = (p.q_heads / p.kv_heads.max(1)).max(1);
+    let last = |s: [usize; 3], b: usize, h: usize, rows: usize, width: usize| {
+        b * s[0] + h * s[1] + rows.saturating_sub(1) * s[2] + width
+    };
+    assert!(
+        q.len() >= last(p.q_strides, p.batch - 1, p.q_heads - 1, sq, d)
+            && k.len() >= last(p.k_strides, p.batch - 1, p.kv_heads - 1, total, d)
+            && v.len() >= last(p.v_strides, p.batch - 1, p.kv_heads - 1, total, dv)
+            && y.len() >= last(p.y_strides, p.batch - 1, p.q_heads - 1, sq, dv),
+        "attention operand too short"
+    );
+    let scratch = crate::threads::SharedMut::new(&mut scratch[..tasks * slot]);
+    let y_len = y.len();
+    let y = crate::threads::SharedMut::new(y);
+    let single = crate::threads::Exec::single();
+    #[allow(clippy::cast_possible_truncation, reason = "the scale in float32")]
+    let scale = p.scale as f32;
+    exec.for_each(tasks, &|task| {
+        let (b, h) = (task / p.q_heads, task % p.q_heads);
+        let hk = h / group;
+        // SAFETY: each task owns its slot of the scratch.
+        let mine = unsafe { scratch.slice(task * slot, slot) };
+        let (scores, rest) = mine.split_at_mut(block * total);
+        let (out, rest) = rest.split_at_mut(block * dv);
+        let (tmp, rest) = rest.split_at_mut(block * total);
+        let (keys, values) = rest.split_at_mut(packed_b_len(d, total));
+        let q0 = b * p.q_strides[0] + h * p.q_strides[1];
+        let y0 = b * p.y_strides[0] + h * p.y_strides[1];
+        // K^T [d, total] (B(p, j) = K[j, p]) and V [total, dv], as panels.
+        let k0 = b * p.k_strides[0] + hk * p.k_strides[1];
+        let v0 = b * p.v_strides[0] + hk * p.v_strides[1];
+        let k_cols = Strides {
+            rows: 1,
+            cols: p.k_strides[2],
+        };
+        pack_b(&k[k0..], k_cols, d, total, keys);
+        let v_rows = Strides {
+            rows: p.v_strides[2],
+            cols: 1,
+        };
+        pack_b(&v[v0..], v_rows, total, dv, values);
+        let mut i0 = 0;
+        while i0 < sq {
+            let rows = block.min(sq - i0);
+            let scores = &mut scores[..rows * total];
+            let q_rows = Strides {
+                rows: p.q_strides[2],
+                cols: 1,
+            };
+            let q_block = &q[q0 + i0 * p.q_strides[2]..];
+            gemm_packed_b_exec(
+                &single, rows, total, d, scale, q_block, q_rows, keys, false, scores, None,
+            );
+            // Rows whose keys are all masked (at most ATTENTION_BLOCK of them).
+            let mut blind = [false; ATTENTION_BLOCK];
+            for (r, row) in scores.chunks_exact_mut(total).enumerate() {
+                let i = i0 + r;
+                if let Some(m) = mask {
+                    let ms = p.mask_strides;
+                    let base = b * ms[0] + h * ms[1] + i * ms[2];
+                    let (covered, past) = row.split_at_mut(p.mask_len.min(total));
+                    let n = covered.len();
+                    if ms[3] == 1 {
+                        for (s, &x) in covered.iter_mut().zip(&m[base..base + n]) {
+                            *s += mask_load(x);
+                        }
+                    } else {
+                        for (j, s) in covered.iter_mut().enumerate() {
+                            *s += mask_load(m[base + j * ms[3]]);
+                        }
+                    }
+                    past.fill(f32::NEG_INFINITY);
+                }
+                if p.causal {
+                    // Query i sees keys j <= i + past.
+                    for s in row.iter_mut().skip(i + p.past_seq + 1) {
+                        *s = f32::NEG_INFINITY;
+                    }
+                }
+                blind[r] = row.iter().all(|&s| s == f32::NEG_INFINITY);
+            }
+            let tmp = &mut tmp[..rows * total];
+            tmp.copy_from_slice(scores);
+            crate::softmax::softmax_f32(tmp, scores, rows, total, 1);
+            for (row, _) in scores
+                .chunks_exact_mut(total)
+                .zip(&blind)
+                .filter(|(_, &b)| b)
+            {
+                row.fill(0.0);
+            }
+            let out = &mut out[..rows * dv];
+            let p_rows = Strides {
+                rows: total,
+                cols: 1,
+            };
+            gemm_packed_b_exec(
+                &single, rows, dv, total, 1.0, scores, p_rows, values, false, out, None,
+            );
+            for (r, src) in out.chunks_exact(dv).enumerate() {
+                let at = y0 + (i0 + r) * p.y_strides[2];
+                assert!(at + dv <= y_len, "attention output out of bounds");
+                let dst = y.span_ptr(at, dv);
+                // SAFETY: inside `y` (span_ptr checked it); the rows of different tasks'
+                // heads are disjoint, and this task writes each of its rows once.
+                unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, dv) };
+            }
+            i0 += rows;
+        }
+    });
+}
+
 /// The geometry of one rotary embedding.
 #[derive(Clone, Copy, Debug)]
 pub struct RotaryParams {
@@ -427,6 +595,117 @@ pub fn linear_attention<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(feature = "std")]
+    fn float32_kernel_matches_the_reference() {
+        // Grouped heads (4 query, 2 key/value), two query blocks and a tail (37 rows), the
+        // 3-D layout, a broadcast additive mask with masked keys, a row-wise mask with a fully
+        // masked row, and causal masking; one and two threads.
+        let (b, hq, hkv, s, d, dv) = (2, 4, 2, 37, 16, 8);
+        let mut seed = 7u32;
+        let mut rand = |n: usize| -> std::vec::Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let (q, k, v) = (
+            rand(b * s * hq * d),
+            rand(b * s * hkv * d),
+            rand(b * s * hkv * dv),
+        );
+        let key_mask: std::vec::Vec<f32> = (0..b * s)
+            .map(|i| {
+                if i % s >= 30 + i / s {
+                    f32::NEG_INFINITY
+                } else {
+                    0.1 * (i % 5) as f32
+                }
+            })
+            .collect();
+        let mut row_mask = rand(b * s * s);
+        for (i, m) in row_mask.iter_mut().enumerate() {
+            if (i / s) % s == 3 {
+                *m = f32::NEG_INFINITY;
+            }
+        }
+        for (causal, mask, strides) in [
+            (false, &key_mask, [s, 0, 0, 1]),
+            (true, &key_mask, [s, 0, 0, 1]),
+            (false, &row_mask, [s * s, 0, s, 1]),
+        ] {
+            let p = AttentionParams {
+                batch: b,
+                q_heads: hq,
+                kv_heads: hkv,
+                q_seq: s,
+                kv_seq: s,
+                past_seq: 0,
+                head_size: d,
+                v_head_size: dv,
+                q_strides: [s * hq * d, d, hq * d],
+                k_strides: [s * hkv * d, d, hkv * d],
+                v_strides: [s * hkv * dv, dv, hkv * dv],
+                y_strides: [s * hq * dv, dv, hq * dv],
+                mask_strides: strides,
+                mask_len: s,
+                scale: 0.3,
+                softcap: 0.0,
+                causal,
+                qk_mode: 0,
+                left_window: -1,
+                right_window: -1,
+            };
+            let inp = AttentionInputs::<f32, f32> {
+                q: &q,
+                k: &k,
+                v: &v,
+                mask: Some(mask),
+                past_key: None,
+                past_value: None,
+                nonpad: None,
+            };
+            let mut want = std::vec![0.0f32; b * s * hq * dv];
+            let mut out = AttentionOutputs {
+                y: &mut want,
+                present_key: None,
+                present_value: None,
+                qk: None,
+            };
+            let mut scores = std::vec![0.0f64; s];
+            attention(
+                &p,
+                &inp,
+                &mut out,
+                &mut scores,
+                f64::from,
+                |v| v as f32,
+                f64::from,
+            );
+            for threads in [1, 2] {
+                let exec = crate::threads::Exec::with_threads(threads);
+                let mut got = std::vec![f32::NAN; want.len()];
+                let mut scratch = std::vec![0.0f32; attention_f32_scratch(&p)];
+                attention_f32_exec(
+                    &exec,
+                    &p,
+                    &q,
+                    &k,
+                    &v,
+                    Some(mask),
+                    |m| m,
+                    &mut got,
+                    &mut scratch,
+                );
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert!((x - y).abs() <= 1e-5, "causal {causal} at {i}: {x} vs {y}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn single_query_averages_equal_keys() {

@@ -583,11 +583,28 @@ pub fn gemm_packed_b_exec(
 /// Packs `b` (`k x n`, strided) into the panels [`gemm_packed_b_exec`] reads.
 pub fn pack_b(b: &[f32], strides: Strides, k: usize, n: usize, out: &mut [f32]) {
     assert!(out.len() >= packed_b_len(k, n), "packed B buffer too short");
-    out[..packed_b_len(k, n)].fill(0.0);
-    for p in 0..k {
-        for j in 0..n {
-            out[((j / PACKED_B_COLUMNS) * k + p) * PACKED_B_COLUMNS + j % PACKED_B_COLUMNS] =
-                b[p * strides.rows + j * strides.cols];
+    if k == 0 {
+        return;
+    }
+    // Panel by panel, row by row: contiguous writes; a row of B with unit column stride is
+    // one copy.
+    let len = packed_b_len(k, n);
+    for (panel, dst) in out[..len]
+        .chunks_exact_mut(k * PACKED_B_COLUMNS)
+        .enumerate()
+    {
+        let j0 = panel * PACKED_B_COLUMNS;
+        let width = (n - j0).min(PACKED_B_COLUMNS);
+        for (p, row) in dst.chunks_exact_mut(PACKED_B_COLUMNS).enumerate() {
+            let start = p * strides.rows + j0 * strides.cols;
+            if strides.cols == 1 {
+                row[..width].copy_from_slice(&b[start..start + width]);
+            } else {
+                for (jj, x) in row[..width].iter_mut().enumerate() {
+                    *x = b[start + jj * strides.cols];
+                }
+            }
+            row[width..].fill(0.0);
         }
     }
 }
@@ -1182,6 +1199,40 @@ fn pack_a<const MR: usize>(
 ) {
     for g in 0..mc.div_ceil(MR) {
         let dst = &mut pack[g * MR * KC..][..kc * MR];
+        // Eight whole rows of a row-major matrix: 8 x 8 transposes, then the depth's tail.
+        #[cfg(target_arch = "x86_64")]
+        let done = match a {
+            AOperand::Matrix(data, s)
+                if MR == 8
+                    && s.cols == 1
+                    && (g + 1) * MR <= mc
+                    && crate::gemm_x86_64::has_avx() =>
+            {
+                let base = (i0 + g * MR) * s.rows + k0;
+                let whole = kc / 8 * 8;
+                if whole > 0 {
+                    assert!(
+                        base + 7 * s.rows + whole <= data.len(),
+                        "gemm A block out of bounds"
+                    );
+                }
+                for p in (0..whole).step_by(8) {
+                    // SAFETY: rows base + r * s.rows hold `whole` floats from k0 (asserted);
+                    // dst holds kc * 8 floats and p + 8 <= kc; AVX was detected.
+                    unsafe {
+                        crate::gemm_x86_64::transpose8x8(
+                            data.as_ptr().add(base + p),
+                            s.rows,
+                            dst.as_mut_ptr().add(p * MR).cast::<f32>(),
+                        );
+                    }
+                }
+                whole
+            }
+            _ => 0,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for r in 0..MR {
             let row = g * MR + r;
             if row >= mc {
@@ -1196,7 +1247,7 @@ fn pack_a<const MR: usize>(
                 AOperand::Panels8(_, k) => (i / 8 * 8 * k + k0 * 8 + i % 8, 8),
             };
             let data = a.data();
-            for p in 0..kc {
+            for p in done..kc {
                 dst[p * MR + r].write(data[base + p * step]);
             }
         }

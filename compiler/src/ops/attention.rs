@@ -60,7 +60,25 @@ impl Geometry {
 
 const TYPES: &[DType] = &[DType::F32, DType::F16];
 
+/// The query rows the fast kernel takes at a time, which sizes its scratch (mirrors
+/// `sinter_rt::attention::ATTENTION_BLOCK`).
+const FAST_BLOCK: usize = 32;
+
 impl Attention {
+    /// Whether the float32 kernel on the blocked GEMM (`attention_f32_exec`) computes this
+    /// node: float32 operands, no cache (past inputs or present outputs), no softcap, sliding
+    /// window, valid-length input or QK output. The rest runs on the f64 reference loop.
+    fn fast(&self, cx: &OpCx<'_>, g: &Geometry) -> bool {
+        let output = |i: usize| cx.outputs.get(i).copied().flatten().is_some();
+        cx.input(0).is_ok_and(|q| q.dtype == DType::F32)
+            && g.past == 0
+            && (4..7).all(|i| cx.opt_input(i).is_none())
+            && !(1..4).any(output)
+            && self.softcap == 0.0
+            && self.left_window < 0
+            && self.right_window < 0
+    }
+
     fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
         let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
         let bad = || {
@@ -295,6 +313,15 @@ impl OpDef for Attention {
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
         let g = self.geometry(cx).ok()?;
+        if self.fast(cx, &g) {
+            // Mirrors `sinter_rt::attention::attention_f32_scratch`.
+            let block = g.q_seq.min(FAST_BLOCK);
+            let panels = |k: usize, n: usize| n.div_ceil(48) * 48 * k;
+            let slot =
+                block * (2 * g.total() + g.dv) + panels(g.d, g.total()) + panels(g.total(), g.dv);
+            let floats = g.batch * g.q_heads * slot;
+            return Some(TypeShape::new(DType::F32, vec![floats.max(1)]));
+        }
         Some(TypeShape::new(DType::F64, vec![g.total().max(1)]))
     }
 
@@ -362,7 +389,7 @@ impl OpDef for Attention {
         let (pk, pv, qk) = (opt_out(1), opt_out(2), opt_out(3));
         let o0 = names.output(0);
         let scratch = names.scratch();
-        Ok(quote! {
+        let params = quote! {
             const PARAMS: ::sinter_rt::attention::AttentionParams = ::sinter_rt::attention::AttentionParams {
                 batch: #b, q_heads: #hq, kv_heads: #hkv, q_seq: #sq, kv_seq: #skv, past_seq: #past,
                 head_size: #d, v_head_size: #dv,
@@ -371,6 +398,22 @@ impl OpDef for Attention {
                 scale: #scale, softcap: #softcap, causal: #causal, qk_mode: #mode,
                 left_window: #left, right_window: #right,
             };
+        };
+        if self.fast(cx, &g) {
+            let exec = names.exec();
+            let mask_load = match cx.opt_input(3).map(|m| m.dtype) {
+                Some(DType::Bool) => {
+                    quote!(|m: u8| if m != 0 { 0.0 } else { f32::NEG_INFINITY })
+                }
+                _ => quote!(|m: f32| m),
+            };
+            return Ok(quote! {
+                #params
+                ::sinter_rt::attention::attention_f32_exec::<#mask_type>(#exec, &PARAMS, #i0, #i1, #i2, #mask, #mask_load, #o0, #scratch);
+            });
+        }
+        Ok(quote! {
+            #params
             let inputs = ::sinter_rt::attention::AttentionInputs::<#t, #mask_type> {
                 q: #i0, k: #i1, v: #i2, mask: #mask,
                 past_key: #past_k, past_value: #past_v, nonpad: #nonpad,

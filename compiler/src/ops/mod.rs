@@ -10,6 +10,7 @@ use crate::ir::{DType, Node, Tensor};
 use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
 pub mod attention;
+pub mod contrib;
 pub mod control;
 pub mod conv;
 pub mod einsum;
@@ -210,6 +211,14 @@ impl<'a> NodeCx<'a> {
     /// How many inputs the node lists (omitted optional ones included).
     pub fn n_inputs(&self) -> usize {
         self.node.inputs.len()
+    }
+    /// Whether optional input `i` is given (listed and not empty).
+    pub fn input_present(&self, i: usize) -> bool {
+        self.node.inputs.get(i).is_some_and(Option::is_some)
+    }
+    /// Whether optional output `i` is wanted (listed and not empty).
+    pub fn output_present(&self, i: usize) -> bool {
+        self.node.outputs.get(i).is_some_and(Option::is_some)
     }
     /// The attribute, if present.
     pub fn attr(&self, name: &str) -> Option<&'a AttributeProto> {
@@ -428,6 +437,7 @@ ops! {
     ArrayFeatureExtractor(ml::ArrayFeatureExtractor) => ["ai.onnx.ml:ArrayFeatureExtractor"];
     TreeEnsemble(ml::TreeEnsemble) => ["ai.onnx.ml:TreeEnsemble"];
     FlexAttention(attention::FlexAttention) => ["ai.onnx.preview:FlexAttention"];
+    Contrib(contrib::Contrib) => ["com.microsoft:Attention", "com.microsoft:QAttention", "com.microsoft:SkipLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "com.microsoft:BiasGelu", "com.microsoft:FastGelu", "com.microsoft:Gelu", "com.microsoft:QuickGelu", "com.microsoft:BiasAdd"];
     QLinearBinary(qlinear::QLinearBinary) => ["com.microsoft:QLinearAdd", "com.microsoft:QLinearMul"];
     QLinearLookup(qlinear::QLinearLookup) => ["com.microsoft:QLinearSigmoid", "com.microsoft:QLinearLeakyRelu"];
     QLinearGlobalAveragePool(qlinear::QLinearGlobalAveragePool) => ["com.microsoft:QLinearGlobalAveragePool"];

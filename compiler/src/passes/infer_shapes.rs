@@ -136,6 +136,14 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             }
             continue;
         }
+        if let Op::Contrib(contrib) = op {
+            let expanded = super::contrib::expand(&mut graph, &node, contrib)
+                .map_err(|e| e.at(node.node_ref()))?;
+            for n in expanded.into_iter().rev() {
+                work.push_front(n);
+            }
+            continue;
+        }
         if let Op::IfSelect(_) = op {
             if let Some(trap) = trap_for(&node, &poisoned)? {
                 work.push_front(trap);
@@ -828,15 +836,57 @@ fn float_code(dtype: DType) -> i64 {
 }
 
 /// Builds the nodes of an expansion, named after the node they replace and under its guards.
-struct Expansion {
-    name: String,
-    guards: Vec<(ValueId, bool)>,
-    nodes: Vec<Node>,
+pub(super) struct Expansion {
+    pub(super) name: String,
+    pub(super) guards: Vec<(ValueId, bool)>,
+    pub(super) nodes: Vec<Node>,
 }
 
 impl Expansion {
+    /// An empty expansion of `node`.
+    pub(super) fn of(node: &Node) -> Self {
+        Self {
+            name: node.name.clone(),
+            guards: node.guards.clone(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Appends `domain:op_type` with optional inputs and the given outputs (`None`: omitted).
+    #[allow(clippy::too_many_arguments, reason = "a node's fields")]
+    pub(super) fn push(
+        &mut self,
+        what: &str,
+        (domain, op_type, opset): (&str, &str, i64),
+        inputs: Vec<Option<ValueId>>,
+        outputs: Vec<Option<ValueId>>,
+        attributes: Vec<crate::onnx::proto::AttributeProto>,
+    ) -> Result<()> {
+        let mut node = Node {
+            name: format!("{}/{what}", self.name),
+            op_type: op_type.to_string(),
+            domain: domain.to_string(),
+            opset,
+            inputs,
+            outputs,
+            attributes,
+            op: None,
+            guards: self.guards.clone(),
+        };
+        node.op = Some(ops::parse(&NodeCx { node: &node }).ok_or_else(|| {
+            CompileError::shape(format!("internal: {op_type} missing from the op table"))
+        })??);
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// A new value named after the expansion, for [`Expansion::push`]'s outputs.
+    pub(super) fn value(&self, graph: &mut Graph, what: &str) -> ValueId {
+        new_value(graph, format!("{}/{what}", self.name))
+    }
+
     /// Appends `op_type(inputs)` and returns its one output.
-    fn step(
+    pub(super) fn step(
         &mut self,
         graph: &mut Graph,
         what: &str,
@@ -881,7 +931,7 @@ impl Expansion {
     }
 
     /// A constant `int64` vector of dimensions.
-    fn dims(&self, graph: &mut Graph, what: &str, dims: &[usize]) -> Result<ValueId> {
+    pub(super) fn dims(&self, graph: &mut Graph, what: &str, dims: &[usize]) -> Result<ValueId> {
         let v = dims
             .iter()
             .map(|&x| i64::try_from(x).map_err(|_| CompileError::shape("dimension overflows")))

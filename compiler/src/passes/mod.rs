@@ -4,6 +4,7 @@
 mod bind_dims;
 mod calibration;
 mod channels_last;
+mod contrib;
 mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;

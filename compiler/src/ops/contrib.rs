@@ -1,0 +1,182 @@
+//! The `com.microsoft` transformer ops that ONNX Runtime's transformer optimizer
+//! (`onnxruntime.transformers.optimizer`) and its `quantize_dynamic` write: `Attention`,
+//! `QAttention`, `SkipLayerNormalization`, `SkipSimplifiedLayerNormalization`, `BiasGelu`,
+//! `FastGelu`, `Gelu`, `QuickGelu`, `BiasAdd`, and ORT's `SimplifiedLayerNormalization`
+//! (registered by ORT in the default domain).
+//!
+//! None of them reaches code generation: shape inference expands each into standard ops
+//! (`passes::contrib`), so they run on the kernels and fusions those have. Semantics from ORT's
+//! `docs/ContribOperators.md` and its CPU kernels.
+
+use proc_macro2::TokenStream;
+
+use super::{EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+
+/// A `com.microsoft` transformer op, with its attributes.
+#[derive(Debug, Clone)]
+pub enum Contrib {
+    /// `Attention` (float inputs) or `QAttention` (8-bit input and weights).
+    Attention(AttentionAttrs),
+    /// `SkipLayerNormalization` (`simplified`: `SkipSimplifiedLayerNormalization`, an RMS
+    /// normalization): `norm(input + skip + bias)`.
+    SkipNorm {
+        /// Added to the variance.
+        epsilon: f32,
+        /// RMS normalization: no mean subtraction, no bias.
+        simplified: bool,
+    },
+    /// ORT's `SimplifiedLayerNormalization`: ONNX's `RMSNormalization`.
+    SimplifiedNorm {
+        /// The first normalized axis.
+        axis: i64,
+        /// Added to the mean square.
+        epsilon: f32,
+    },
+    /// `BiasGelu`: `gelu(x + bias)`, the exact (erf) form.
+    BiasGelu,
+    /// `FastGelu`: the tanh approximation of `gelu(x + bias)`, the bias optional.
+    FastGelu,
+    /// `Gelu`: the exact form.
+    Gelu,
+    /// `QuickGelu`: `x * sigmoid(alpha * x)`.
+    QuickGelu {
+        /// The sigmoid's slope.
+        alpha: f32,
+    },
+    /// `BiasAdd`: `x + bias + skip`.
+    BiasAdd,
+}
+
+/// The attributes of `Attention` and `QAttention`.
+#[derive(Debug, Clone)]
+pub struct AttentionAttrs {
+    /// `QAttention`: the projection is an 8-bit product with scales and zero points.
+    pub quantized: bool,
+    /// Heads.
+    pub num_heads: usize,
+    /// A causal mask: query `i` sees keys `j <= i`.
+    pub unidirectional: bool,
+    /// The widths of Q, K and V in the projection's output (equal thirds when absent).
+    pub qkv_hidden_sizes: Option<[usize; 3]>,
+    /// What masked scores get added (ORT's default -10000).
+    pub mask_filter_value: f32,
+    /// The scale of `Q K^T` (`1 / sqrt(head_size)` when absent).
+    pub scale: Option<f32>,
+}
+
+impl Contrib {
+    fn parse_attention(node: &NodeCx<'_>, quantized: bool) -> Result<AttentionAttrs> {
+        let op = node.op_type();
+        let num_heads = node.usize_or("num_heads", 0)?;
+        if num_heads == 0 {
+            return Err(CompileError::attribute("num_heads", "must be positive"));
+        }
+        if node.i64_or("do_rotary", 0)? != 0 {
+            return Err(CompileError::unsupported(format!(
+                "{op} with do_rotary (rotary embeddings inside attention)"
+            )));
+        }
+        let qkv_hidden_sizes = match node.ints("qkv_hidden_sizes")? {
+            None => None,
+            Some(v) if v.len() == 3 && v.iter().all(|&s| s > 0) => {
+                let s = |i: usize| usize::try_from(v[i]).unwrap_or(0);
+                Some([s(0), s(1), s(2)])
+            }
+            Some(v) => {
+                return Err(CompileError::attribute(
+                    "qkv_hidden_sizes",
+                    format!("must be three positive sizes, found {v:?}"),
+                ))
+            }
+        };
+        // Inputs past the mask: the past state, an additive attention bias, the past length.
+        let (past, bias) = if quantized { (8, None) } else { (4, Some(5)) };
+        if node.input_present(past) {
+            return Err(CompileError::unsupported(format!(
+                "{op} with a past state (key/value cache)"
+            )));
+        }
+        if bias.is_some_and(|i| node.input_present(i)) || node.input_present(6) && !quantized {
+            return Err(CompileError::unsupported(format!(
+                "{op} with an attention bias or a past sequence length"
+            )));
+        }
+        if node.output_present(1) {
+            return Err(CompileError::unsupported(format!(
+                "{op} with the present (key/value cache) output"
+            )));
+        }
+        let scale = node
+            .attr("scale")
+            .map(|_| node.f32_or("scale", 0.0))
+            .transpose()?
+            .filter(|&s| s != 0.0);
+        Ok(AttentionAttrs {
+            quantized,
+            num_heads,
+            unidirectional: node.i64_or("unidirectional", 0)? != 0,
+            qkv_hidden_sizes,
+            mask_filter_value: node.f32_or("mask_filter_value", -10_000.0)?,
+            scale,
+        })
+    }
+}
+
+impl OpDef for Contrib {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let op = node.op_type();
+        Ok(match op {
+            "Attention" => Contrib::Attention(Self::parse_attention(node, false)?),
+            "QAttention" => Contrib::Attention(Self::parse_attention(node, true)?),
+            "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" => {
+                let simplified = op == "SkipSimplifiedLayerNormalization";
+                if simplified && (node.output_present(1) || node.output_present(2)) {
+                    return Err(CompileError::unsupported(format!(
+                        "{op} with its mean or inverse deviation output"
+                    )));
+                }
+                Contrib::SkipNorm {
+                    epsilon: node.f32_or("epsilon", 1e-12)?,
+                    simplified,
+                }
+            }
+            "SimplifiedLayerNormalization" => {
+                if node.output_present(1) {
+                    return Err(CompileError::unsupported(format!(
+                        "{op} with its inverse deviation output"
+                    )));
+                }
+                if node.i64_or("stash_type", 1)? != 1 {
+                    return Err(CompileError::unsupported(format!(
+                        "{op} with stash_type other than float32"
+                    )));
+                }
+                Contrib::SimplifiedNorm {
+                    axis: node.i64_or("axis", -1)?,
+                    epsilon: node.f32_or("epsilon", 1e-5)?,
+                }
+            }
+            "BiasGelu" => Contrib::BiasGelu,
+            "FastGelu" => Contrib::FastGelu,
+            "Gelu" => Contrib::Gelu,
+            "QuickGelu" => Contrib::QuickGelu {
+                alpha: node.f32_or("alpha", 1.702)?,
+            },
+            "BiasAdd" => Contrib::BiasAdd,
+            other => return Err(CompileError::unsupported(format!("com.microsoft:{other}"))),
+        })
+    }
+
+    fn infer(&self, _cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        Err(CompileError::shape(
+            "internal: com.microsoft ops must be expanded before shape inference",
+        ))
+    }
+
+    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
+        Err(CompileError::shape(
+            "internal: com.microsoft ops must be expanded before code generation",
+        ))
+    }
+}

@@ -1,0 +1,391 @@
+//! Expands ONNX Runtime's `com.microsoft` transformer ops ([`Contrib`]) into standard ops
+//! during shape inference, when their inputs' shapes are known. What they become:
+//!
+//! - `Attention`: `MatMul` and `Add` (the bias) for the Q/K/V projection, three `Slice`s, the
+//!   mask turned into an additive bias, and ONNX `Attention` (opset 23) over 3-D operands;
+//!   `QAttention` the same with `MatMulIntegerToFloat` as the projection;
+//! - `SkipLayerNormalization`: `Add`s of the bias and the skip, then `LayerNormalization`
+//!   (`SkipSimplifiedLayerNormalization` and ORT's `SimplifiedLayerNormalization`:
+//!   `RMSNormalization`);
+//! - `BiasGelu`, `FastGelu`, `Gelu`: an `Add` and ONNX `Gelu` (exact or tanh);
+//!   `QuickGelu`: `x * Sigmoid(alpha * x)`; `BiasAdd`: two `Add`s.
+//!
+//! The later passes then fuse them as they fuse the same ops from any exporter (the bias
+//! `Add` into the product, the residual into its epilogue, the activation after it).
+
+use super::infer_shapes::Expansion;
+use super::pattern::{add_constant, float_attr, int_attr, string_attr};
+use crate::error::{CompileError, Result};
+use crate::ir::{DType, Graph, Node, Tensor, ValueId};
+use crate::ops::contrib::{AttentionAttrs, Contrib};
+
+/// The standard nodes computing `node`'s outputs.
+pub(super) fn expand(graph: &mut Graph, node: &Node, op: &Contrib) -> Result<Vec<Node>> {
+    let mut x = Expansion::of(node);
+    let out = |i: usize| node.outputs.get(i).copied().flatten();
+    let input = |i: usize, what: &str| {
+        node.inputs.get(i).copied().flatten().ok_or_else(|| {
+            CompileError::malformed(format!("{} without its {what} input", node.op_type))
+        })
+    };
+    let opt = |i: usize| node.inputs.get(i).copied().flatten();
+    match op {
+        Contrib::Attention(attrs) => attention(graph, &mut x, node, attrs)?,
+        Contrib::SkipNorm {
+            epsilon,
+            simplified,
+        } => {
+            let mut sum = input(0, "input")?;
+            // The bias is input 4 (after beta); the simplified form has no beta.
+            if let Some(bias) = opt(if *simplified { 3 } else { 4 }) {
+                sum = x.step(graph, "biased", "Add", 14, vec![sum, bias], vec![])?;
+            }
+            let skip = input(1, "skip")?;
+            // The sum is output 3 when the model reads it.
+            let total = out(3).unwrap_or_else(|| x.value(graph, "sum"));
+            x.push(
+                "sum",
+                ("", "Add", 14),
+                vec![Some(sum), Some(skip)],
+                vec![Some(total)],
+                vec![],
+            )?;
+            let attrs = vec![int_attr("axis", -1), float_attr("epsilon", *epsilon)];
+            let gamma = Some(input(2, "gamma")?);
+            if *simplified {
+                x.push(
+                    "norm",
+                    ("", "RMSNormalization", 23),
+                    vec![Some(total), gamma],
+                    vec![out(0)],
+                    attrs,
+                )?;
+            } else {
+                x.push(
+                    "norm",
+                    ("", "LayerNormalization", 17),
+                    vec![Some(total), gamma, opt(3)],
+                    vec![out(0), out(1), out(2)],
+                    attrs,
+                )?;
+            }
+        }
+        Contrib::SimplifiedNorm { axis, epsilon } => x.push(
+            "norm",
+            ("", "RMSNormalization", 23),
+            vec![Some(input(0, "X")?), Some(input(1, "scale")?)],
+            vec![out(0)],
+            vec![int_attr("axis", *axis), float_attr("epsilon", *epsilon)],
+        )?,
+        Contrib::BiasGelu | Contrib::FastGelu | Contrib::Gelu => {
+            let mut v = input(0, "X")?;
+            if let (false, Some(bias)) = (matches!(op, Contrib::Gelu), opt(1)) {
+                v = x.step(graph, "biased", "Add", 14, vec![v, bias], vec![])?;
+            }
+            let approximate = if matches!(op, Contrib::FastGelu) {
+                "tanh"
+            } else {
+                "none"
+            };
+            x.push(
+                "gelu",
+                ("", "Gelu", 20),
+                vec![Some(v)],
+                vec![out(0)],
+                vec![string_attr("approximate", approximate)],
+            )?;
+        }
+        Contrib::QuickGelu { alpha } => {
+            let v = input(0, "X")?;
+            let dtype = graph.value(v).dtype.unwrap_or(DType::F32);
+            let a = add_constant(
+                graph,
+                format!("{}/alpha", node.name),
+                Tensor::from_numbers(dtype, vec![], &[f64::from(*alpha)]),
+            );
+            let scaled = x.step(graph, "scaled", "Mul", 14, vec![v, a], vec![])?;
+            let gate = x.step(graph, "gate", "Sigmoid", 13, vec![scaled], vec![])?;
+            x.push(
+                "gated",
+                ("", "Mul", 14),
+                vec![Some(v), Some(gate)],
+                vec![out(0)],
+                vec![],
+            )?;
+        }
+        Contrib::BiasAdd => {
+            let biased = x.step(
+                graph,
+                "biased",
+                "Add",
+                14,
+                vec![input(0, "X")?, input(1, "bias")?],
+                vec![],
+            )?;
+            x.push(
+                "sum",
+                ("", "Add", 14),
+                vec![Some(biased), Some(input(2, "skip")?)],
+                vec![out(0)],
+                vec![],
+            )?;
+        }
+    }
+    Ok(x.nodes)
+}
+
+/// `Attention` / `QAttention`: the projection, the split into Q, K and V, the mask as an
+/// additive bias, and ONNX `Attention` over `[B, S, hidden]` operands.
+fn attention(
+    graph: &mut Graph,
+    x: &mut Expansion,
+    node: &Node,
+    attrs: &AttentionAttrs,
+) -> Result<()> {
+    let op = node.op_type.as_str();
+    let get = |i: usize| node.inputs.get(i).copied().flatten();
+    let shape = |graph: &Graph, v: ValueId| graph.value(v).shape.clone().unwrap_or_default();
+    let input = get(0).ok_or_else(|| CompileError::malformed(format!("{op} without input")))?;
+    let weights = get(1).ok_or_else(|| CompileError::malformed(format!("{op} without weights")))?;
+    let (xs, ws) = (shape(graph, input), shape(graph, weights));
+    let [b, s, _] = xs[..] else {
+        return Err(CompileError::shape(format!(
+            "{op} input must be [batch, sequence, hidden], found {xs:?}"
+        )));
+    };
+    let [_, width] = ws[..] else {
+        return Err(CompileError::shape(format!(
+            "{op} weights must be [input hidden, 3 * hidden], found {ws:?}"
+        )));
+    };
+    let [hq, hk, hv] = match attrs.qkv_hidden_sizes {
+        Some(sizes) => sizes,
+        None if width % 3 == 0 => [width / 3; 3],
+        None => {
+            return Err(CompileError::shape(format!(
+                "{op} weights width {width} is not three equal parts (and no qkv_hidden_sizes)"
+            )))
+        }
+    };
+    let n = attrs.num_heads;
+    if hq + hk + hv != width || hq != hk || hq % n != 0 || hv % n != 0 {
+        return Err(CompileError::shape(format!(
+            "{op}: Q/K/V widths {hq}/{hk}/{hv} with {n} heads do not fit weights {ws:?}"
+        )));
+    }
+    // The projection, [B, S, hq + hk + hv].
+    let qkv = if attrs.quantized {
+        let qkv = x.value(graph, "qkv");
+        // QAttention inputs: input, weight, bias, input_scale, weight_scale, mask_index,
+        // input_zero_point, weight_zero_point.
+        x.push(
+            "qkv",
+            ("com.microsoft", "MatMulIntegerToFloat", 1),
+            vec![get(0), get(1), get(3), get(4), get(6), get(7), get(2)],
+            vec![Some(qkv)],
+            vec![],
+        )?;
+        qkv
+    } else {
+        let product = x.step(
+            graph,
+            "qkv_product",
+            "MatMul",
+            13,
+            vec![input, weights],
+            vec![],
+        )?;
+        match get(2) {
+            Some(bias) => x.step(graph, "qkv", "Add", 14, vec![product, bias], vec![])?,
+            None => product,
+        }
+    };
+    let mut part = |graph: &mut Graph, what: &str, from: usize, to: usize| {
+        let starts = x.dims(graph, &format!("{what}_start"), &[from])?;
+        let ends = x.dims(graph, &format!("{what}_end"), &[to])?;
+        let axes = x.dims(graph, &format!("{what}_axis"), &[2])?;
+        x.step(
+            graph,
+            what,
+            "Slice",
+            13,
+            vec![qkv, starts, ends, axes],
+            vec![],
+        )
+    };
+    let q = part(graph, "q", 0, hq)?;
+    let k = part(graph, "k", hq, hq + hk)?;
+    let v = part(graph, "v", hq + hk, hq + hk + hv)?;
+    let mask_index = if attrs.quantized { get(5) } else { get(3) };
+    let mask = match mask_index {
+        Some(m) => mask_bias(graph, x, node, m, [b, s], attrs.mask_filter_value)?,
+        None => None,
+    };
+    let mut attributes = vec![
+        int_attr("q_num_heads", i64::try_from(n).unwrap_or(i64::MAX)),
+        int_attr("kv_num_heads", i64::try_from(n).unwrap_or(i64::MAX)),
+        int_attr("is_causal", i64::from(attrs.unidirectional)),
+    ];
+    if let Some(scale) = attrs.scale {
+        attributes.push(float_attr("scale", scale));
+    }
+    let mut inputs = vec![Some(q), Some(k), Some(v)];
+    if mask.is_some() {
+        inputs.push(mask);
+    }
+    x.push(
+        "attention",
+        ("", "Attention", 23),
+        inputs,
+        vec![node.outputs.first().copied().flatten()],
+        attributes,
+    )
+}
+
+/// ORT's `mask_index` as an additive float bias that broadcasts over `[B, heads, S, T]`:
+/// 0 where a key is visible, `filter` where it is masked (ORT adds it to the scaled
+/// scores). Formats by shape, as ORT's CPU kernel reads them: `[B]` key lengths (keys at or
+/// past the length are masked), `[2 B]` ends then starts, `[3 B + 2]` (its first `B` values
+/// are the lengths), `[B, T]` and `[B, S, T]` raw masks (values `<= 0` mask); `[B, 1]` and
+/// `[1, 1]` are placeholders that mask nothing (`None`).
+fn mask_bias(
+    graph: &mut Graph,
+    x: &mut Expansion,
+    node: &Node,
+    mask: ValueId,
+    [b, s]: [usize; 2],
+    filter: f32,
+) -> Result<Option<ValueId>> {
+    let v = graph.value(mask);
+    let (dtype, shape) = (
+        v.dtype.unwrap_or(DType::I32),
+        v.shape.clone().unwrap_or_default(),
+    );
+    let t = s; // no past state: the keys are the sequence
+    if matches!(shape[..], [mb, 1] if (mb == b || mb == 1) && t != 1) {
+        return Ok(None);
+    }
+    let constant = |graph: &mut Graph, what: &str, tensor: Tensor| {
+        add_constant(graph, format!("{}/{what}", node.name), tensor)
+    };
+    let visible = match shape[..] {
+        [len] if len == b || len == 2 * b || len == 3 * b + 2 => {
+            let positions = constant(
+                graph,
+                "positions",
+                Tensor::from_numbers(
+                    dtype,
+                    vec![1, t],
+                    &(0..t).map(|j| j as f64).collect::<Vec<_>>(),
+                ),
+            );
+            let column = x.dims(graph, "column", &[b, 1])?;
+            let bound = |x: &mut Expansion, graph: &mut Graph, what: &str, from: usize| {
+                let starts = x.dims(graph, &format!("{what}_start"), &[from])?;
+                let ends = x.dims(graph, &format!("{what}_end"), &[from + b])?;
+                let axes = x.dims(graph, &format!("{what}_axis"), &[0])?;
+                let part = x.step(
+                    graph,
+                    what,
+                    "Slice",
+                    13,
+                    vec![mask, starts, ends, axes],
+                    vec![],
+                )?;
+                x.step(
+                    graph,
+                    &format!("{what}_column"),
+                    "Reshape",
+                    14,
+                    vec![part, column],
+                    vec![],
+                )
+            };
+            let ends = bound(x, graph, "ends", 0)?;
+            let before_end = x.step(
+                graph,
+                "before_end",
+                "Less",
+                13,
+                vec![positions, ends],
+                vec![],
+            )?;
+            if len != 2 * b {
+                before_end
+            } else {
+                let starts = bound(x, graph, "starts", b)?;
+                let after_start = x.step(
+                    graph,
+                    "after_start",
+                    "GreaterOrEqual",
+                    16,
+                    vec![positions, starts],
+                    vec![],
+                )?;
+                x.step(
+                    graph,
+                    "visible",
+                    "And",
+                    7,
+                    vec![before_end, after_start],
+                    vec![],
+                )?
+            }
+        }
+        [mb, mt] if mb == b && mt == t => raw_visible(graph, x, node, mask, dtype)?,
+        [mb, ms, mt] if mb == b && ms == s && mt == t => raw_visible(graph, x, node, mask, dtype)?,
+        _ => {
+            return Err(CompileError::unsupported(format!(
+                "{} mask_index of shape {shape:?} (supported: [B], [2B], [3B+2], [B, T], \
+                 [B, S, T] with B = {b}, S = T = {s}; 4-D masks are not)",
+                node.op_type
+            )))
+        }
+    };
+    let zero = constant(
+        graph,
+        "unmasked",
+        Tensor::from_numbers(DType::F32, vec![], &[0.0]),
+    );
+    let masked = constant(
+        graph,
+        "masked",
+        Tensor::from_numbers(DType::F32, vec![], &[f64::from(filter)]),
+    );
+    let bias = x.step(
+        graph,
+        "mask_bias",
+        "Where",
+        16,
+        vec![visible, zero, masked],
+        vec![],
+    )?;
+    // [B, T] -> [B, 1, 1, T]; [B, S, T] -> [B, 1, S, T].
+    let rows = if shape.len() == 3 { s } else { 1 };
+    let to4 = x.dims(graph, "mask_4d", &[b, 1, rows, t])?;
+    x.step(
+        graph,
+        "mask_bias_4d",
+        "Reshape",
+        14,
+        vec![bias, to4],
+        vec![],
+    )
+    .map(Some)
+}
+
+/// Where a raw mask is nonzero.
+fn raw_visible(
+    graph: &mut Graph,
+    x: &mut Expansion,
+    node: &Node,
+    mask: ValueId,
+    dtype: DType,
+) -> Result<ValueId> {
+    let zero = add_constant(
+        graph,
+        format!("{}/mask_zero", node.name),
+        Tensor::from_numbers(dtype, vec![], &[0.0]),
+    );
+    x.step(graph, "visible", "Greater", 13, vec![mask, zero], vec![])
+}
