@@ -348,6 +348,51 @@ fn static_quantization_calibrates_on_held_out_inputs() {
 }
 
 #[test]
+fn dynamic_quantization_of_transposed_convolutions_stays_close_to_float() {
+    // tests/data/conv_transpose_decoder (scripts/make_decoder_case.py): 2-D and 1-D
+    // ConvTransposes with bias, a fused Relu and strides. `--quantize dynamic` runs three of them
+    // as int8 products and Col2Im; the fourth has an output position no tap reaches and stays
+    // float32, which `inspect` says. Outputs within cosine 0.999 of ORT's float outputs, at
+    // -O0 and -O3.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conv_transpose_decoder");
+    for level in ["-O0", "-O3"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+            .args([
+                "verify",
+                level,
+                "--quantize",
+                "dynamic",
+                "--cosine",
+                "0.999",
+            ])
+            .arg("--cache-dir")
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-ct{level}")))
+            .arg(&case)
+            .output()
+            .expect("sinter runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
+            "{level}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args(["inspect", "--quantize", "dynamic"])
+        .arg(case.join("model.onnx"))
+        .output()
+        .expect("sinter runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for quantized in ["up1/product", "up2/product", "up1d/product"] {
+        assert!(stdout.contains(quantized), "{stdout}");
+    }
+    assert!(
+        stdout.contains("up1d_padded (ConvTranspose): output positions past the kernel's reach"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn dynamic_quantization_of_lstms_stays_close_to_float() {
     // `--quantize dynamic` runs the tiny LSTMs' products in int8 (sinter::Int8Recurrent: weights
     // per output channel, X and every step's H quantized at run time); their outputs must stay

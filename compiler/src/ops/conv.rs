@@ -522,16 +522,22 @@ pub struct ConvTranspose {
 }
 
 /// A transposed convolution resolved against its operands.
-struct TransposeGeometry {
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pads: Vec<isize>,
-    output: Vec<usize>,
+pub(crate) struct TransposeGeometry {
+    /// Kernel extent per spatial axis.
+    pub(crate) kernel: Vec<usize>,
+    /// Strides per spatial axis.
+    pub(crate) strides: Vec<usize>,
+    /// Dilations per spatial axis.
+    pub(crate) dilations: Vec<usize>,
+    /// Output positions cut at the start of each axis (negative: added).
+    pub(crate) pads: Vec<isize>,
+    /// Output extent per spatial axis.
+    pub(crate) output: Vec<usize>,
 }
 
 impl ConvTranspose {
-    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<TransposeGeometry> {
+    /// The geometry for input shape `x` and weights shape `w`.
+    pub(crate) fn geometry(&self, x: &[usize], w: &[usize]) -> Result<TransposeGeometry> {
         if x.len() < 3 || w.len() != x.len() {
             return Err(CompileError::shape(format!(
                 "X {x:?} and W {w:?} must have equal rank >= 3"

@@ -17,6 +17,11 @@
 //! per-column constant nor a residual of the output's shape, and nodes named with
 //! `--quantize-exclude`.
 //!
+//! Float32 `ConvTranspose` layers (one group, 1-D or 2-D, constant weights, at least 32 input
+//! channels and 32 output columns `Cout * kernel`) become an int8 product over the input
+//! channels last and a `Col2Im` that adds each column's taps into the output (see
+//! [`conv_transpose`]).
+//!
 //! Float32 `LSTM`, `GRU` and `RNN` layers with constant `W` and `R` become a
 //! `sinter::Int8Recurrent` whose two products are int8 the same way, weights per output channel
 //! of each direction, `X` and every step's `H` quantized at run time (see
@@ -87,8 +92,13 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         }
     }
     let mut cache = PackCache::default();
+    let mut expanded: Vec<(usize, Vec<Node>)> = Vec::new();
     for index in 0..graph.nodes.len() {
         if cx.quantize_exclude.contains(&graph.nodes[index].name) {
+            continue;
+        }
+        if let Ok(nodes) = conv_transpose(&mut graph, index, &mut cache) {
+            expanded.push((index, nodes));
             continue;
         }
         if let Some(node) = quantize_gather(&mut graph, index) {
@@ -106,7 +116,271 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
             }
         }
     }
+    if !expanded.is_empty() {
+        let mut expanded = expanded.into_iter().peekable();
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for (i, node) in std::mem::take(&mut graph.nodes).into_iter().enumerate() {
+            match expanded.next_if(|(at, _)| *at == i) {
+                Some((_, replacement)) => nodes.extend(replacement),
+                None => nodes.push(node),
+            }
+        }
+        graph.nodes = nodes;
+    }
     Ok(graph)
+}
+
+/// A float32 `ConvTranspose` (one group, constant weights, 1-D or 2-D, activations none,
+/// Relu or Clip) as an int8 product and a `Col2Im`: `X` goes channels last (`[N, H, W, C]`),
+/// `sinter::Int8Product` multiplies it by the weights read as `[C, Cout * kh * kw]` (int8 per
+/// column, the input quantized at run time), the columns go back to `[N, Cout * kh * kw,
+/// H * W]`, `Col2Im` adds each column's taps into the output, then the bias and the
+/// activation. The nodes that replace node `index`, or why it stays float.
+fn conv_transpose(
+    graph: &mut Graph,
+    index: usize,
+    cache: &mut PackCache,
+) -> std::result::Result<Vec<Node>, &'static str> {
+    use super::pattern::{add_typed, ints_attr, new_node};
+    let node = graph.nodes[index].clone();
+    let Some(Op::ConvTranspose(ct)) = &node.op else {
+        return Err("not a transposed convolution");
+    };
+    let (x, w) = match (input(&node, 0), input(&node, 1)) {
+        (Some(x), Some(w)) => (x, w),
+        _ => return Err("an operand is missing"),
+    };
+    let y = output(&node, 0).ok_or("no output")?;
+    if graph.value(x).dtype != Some(DType::F32) {
+        return Err("not float32");
+    }
+    let weights = graph.value(w).constant.as_ref();
+    if weights.is_none_or(|t| t.dtype != DType::F32) {
+        return Err("weights computed at run time");
+    }
+    let xs = graph.value(x).shape.clone().ok_or("unknown shape")?;
+    let ws = graph.value(w).shape.clone().ok_or("unknown shape")?;
+    if ct.group != 1 {
+        return Err("grouped transposed convolution");
+    }
+    if !matches!(xs.len(), 3 | 4) {
+        return Err("3-D transposed convolution");
+    }
+    let g = ct.geometry(&xs, &ws).map_err(|_| "unknown geometry")?;
+    let (n, cin, cout) = (xs[0], xs[1], ws[1]);
+    let taps: usize = g.kernel.iter().product();
+    let cols = cout * taps;
+    if cin < MIN_DEPTH || cols < MIN_CHANNELS {
+        return Err("too small to pay for quantizing its input at run time");
+    }
+    let d = xs.len() - 2;
+    // Col2Im's pads: the start as the geometry has it, the end so that the blocks are X's
+    // positions (output positions past the last tap, from output_padding, are not covered).
+    let mut pads = Vec::with_capacity(2 * d);
+    let mut ends = Vec::with_capacity(d);
+    for i in 0..d {
+        let span = g.dilations[i] * (g.kernel[i] - 1) + 1;
+        let reach = (g.strides[i] * (xs[2 + i] - 1) + span) as isize;
+        let end = reach - g.output[i] as isize - g.pads[i];
+        if g.pads[i] < 0 || end < 0 {
+            return Err(
+                "output positions past the kernel's reach (output_padding or output_shape)",
+            );
+        }
+        pads.push(g.pads[i] as i64);
+        ends.push(end as i64);
+    }
+    pads.extend(ends);
+    let acts: Vec<(&str, Option<(f32, f32)>)> = ct
+        .activations
+        .iter()
+        .map(|a| match a {
+            FusedAct::Relu => Ok(("Relu", None)),
+            FusedAct::Clip(lo, hi) => Ok(("Clip", Some((*lo, *hi)))),
+            _ => Err("fused activation other than Relu or Clip"),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let bias = input(&node, 2);
+    if let Some(b) = bias {
+        let t = graph.value(b).constant.as_ref();
+        if !t.is_some_and(|t| t.dtype == DType::F32 && t.len() == cout) {
+            return Err("bias computed at run time");
+        }
+    }
+    let to_i64 = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+    let name = node.name.clone();
+    let value = |graph: &mut Graph, what: &str, shape: Vec<usize>| {
+        add_typed(
+            graph,
+            format!("{name}/{what}"),
+            Some(DType::F32),
+            Some(shape),
+        )
+    };
+    let ints = |graph: &mut Graph, what: &str, v: &[i64]| {
+        add_constant(
+            graph,
+            format!("{name}/{what}"),
+            Tensor::from_i64(vec![v.len()], v),
+        )
+    };
+    let bad = "internal: a replacement node did not parse";
+    let mut nodes = Vec::new();
+    // X channels last.
+    let spatial: Vec<usize> = xs[2..].to_vec();
+    let pixels: usize = spatial.iter().product();
+    let mut last_shape = vec![n];
+    last_shape.extend(&spatial);
+    last_shape.push(cin);
+    let perm: Vec<i64> = std::iter::once(0)
+        .chain(2..xs.len() as i64)
+        .chain(std::iter::once(1))
+        .collect();
+    let x_last = value(graph, "channels_last", last_shape.clone());
+    nodes.push(
+        new_node(
+            format!("{name}/channels_last"),
+            "Transpose",
+            vec![Some(x)],
+            vec![Some(x_last)],
+            vec![ints_attr("perm", &perm)],
+            &node,
+        )
+        .ok_or(bad)?,
+    );
+    // The product: [N, spatial..., Cout * taps].
+    let mut prod_shape = last_shape;
+    *prod_shape.last_mut().ok_or(bad)? = cols;
+    let columns = value(graph, "columns", prod_shape);
+    let mut product = node.clone();
+    product.name = format!("{name}/product");
+    product.inputs = vec![Some(x_last), Some(w)];
+    product.outputs = vec![Some(columns)];
+    let plan = Plan {
+        weights: w,
+        layout: Layout::Cols(false),
+        dims: (cin, cols),
+        shape: Int8Shape::MatMul { k: cin, n: cols },
+        alpha: 1.0,
+        bias: None,
+        residual: None,
+        activations: Vec::new(),
+    };
+    nodes.push(apply(graph, &product, plan, cache, Io::Dynamic).ok_or(bad)?);
+    // [N, pixels, cols] -> [N, cols, pixels] -> Col2Im.
+    let flat_shape = ints(graph, "flat_shape", &to_i64(&[n, pixels, cols]));
+    let flat = value(graph, "flat", vec![n, pixels, cols]);
+    nodes.push(
+        new_node(
+            format!("{name}/flat"),
+            "Reshape",
+            vec![Some(columns), Some(flat_shape)],
+            vec![Some(flat)],
+            Vec::new(),
+            &node,
+        )
+        .ok_or(bad)?,
+    );
+    let blocks = value(graph, "blocks", vec![n, cols, pixels]);
+    nodes.push(
+        new_node(
+            format!("{name}/blocks"),
+            "Transpose",
+            vec![Some(flat)],
+            vec![Some(blocks)],
+            vec![ints_attr("perm", &[0, 2, 1])],
+            &node,
+        )
+        .ok_or(bad)?,
+    );
+    let image = ints(graph, "image_shape", &to_i64(&g.output));
+    let block = ints(graph, "block_shape", &to_i64(&g.kernel));
+    let mut out_shape = vec![n, cout];
+    out_shape.extend(&g.output);
+    let steps = bias.is_some() as usize + acts.len();
+    let mut current = if steps == 0 {
+        y
+    } else {
+        value(graph, "image", out_shape.clone())
+    };
+    let mut col2im = new_node(
+        format!("{name}/col2im"),
+        "Col2Im",
+        vec![Some(blocks), Some(image), Some(block)],
+        vec![Some(current)],
+        vec![
+            ints_attr("dilations", &to_i64(&g.dilations)),
+            ints_attr("pads", &pads),
+            ints_attr("strides", &to_i64(&g.strides)),
+        ],
+        &node,
+    )
+    .ok_or(bad)?;
+    col2im.opset = col2im.opset.max(18);
+    nodes.push(col2im);
+    let mut left = steps;
+    let mut next = |graph: &mut Graph, what: &str| {
+        left -= 1;
+        if left == 0 {
+            y
+        } else {
+            value(graph, what, out_shape.clone())
+        }
+    };
+    if let Some(b) = bias {
+        let values = graph.value(b).constant.as_ref().ok_or(bad)?.clone();
+        let mut shape = vec![cout];
+        shape.resize(1 + d, 1);
+        let b = add_constant(
+            graph,
+            format!("{name}/bias"),
+            Tensor {
+                dtype: values.dtype,
+                shape,
+                bytes: values.bytes,
+            },
+        );
+        let out = next(graph, "biased");
+        nodes.push(
+            new_node(
+                format!("{name}/bias"),
+                "Add",
+                vec![Some(current), Some(b)],
+                vec![Some(out)],
+                Vec::new(),
+                &node,
+            )
+            .ok_or(bad)?,
+        );
+        current = out;
+    }
+    for (k, (op, clip)) in acts.into_iter().enumerate() {
+        let out = next(graph, &format!("act{k}"));
+        let mut inputs = vec![Some(current)];
+        if let Some((lo, hi)) = clip {
+            for (what, v) in [("min", lo), ("max", hi)] {
+                let c = add_constant(
+                    graph,
+                    format!("{name}/act{k}_{what}"),
+                    Tensor::from_f32(vec![], &[v]),
+                );
+                inputs.push(Some(c));
+            }
+        }
+        nodes.push(
+            new_node(
+                format!("{name}/act{k}"),
+                op,
+                inputs,
+                vec![Some(out)],
+                Vec::new(),
+                &node,
+            )
+            .ok_or(bad)?,
+        );
+        current = out;
+    }
+    Ok(nodes)
 }
 
 /// Embedding tables smaller than this many elements stay float32.
@@ -172,6 +446,13 @@ pub fn float_reason(graph: &Graph, index: usize, mode: Quantize) -> Option<&'sta
         }
         Some(Op::Gemm(_) | Op::MatMul(_) | Op::Conv(_)) => {
             plan(graph, index, mode != Quantize::Static).err()
+        }
+        Some(Op::ConvTranspose(_)) if mode == Quantize::Static => {
+            Some("transposed convolutions are quantized by --quantize dynamic only")
+        }
+        Some(Op::ConvTranspose(_)) => {
+            let mut g = graph.clone();
+            conv_transpose(&mut g, index, &mut PackCache::default()).err()
         }
         Some(Op::Recurrent(_)) if mode == Quantize::Static => {
             Some("recurrent layers are quantized by --quantize dynamic only")
