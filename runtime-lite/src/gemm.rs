@@ -83,7 +83,8 @@ impl Finish<'_> {
         acts.split_at(acts.iter().take_while(|act| Self::in_register(act)).count())
     }
 
-    /// Whether a kernel applies `act` in registers (a few vector operations).
+    /// Whether a kernel applies `act` in registers (a few vector operations, or the vector
+    /// form of a `crate::math` function).
     pub(crate) fn in_register(act: &crate::epilogue::Activation) -> bool {
         use crate::epilogue::Activation as A;
         matches!(
@@ -94,6 +95,10 @@ impl Finish<'_> {
                 | A::Affine(..)
                 | A::HardSigmoid(..)
                 | A::HardSwish
+                | A::Sigmoid
+                | A::Tanh
+                | A::Gelu
+                | A::GeluTanh
         )
     }
 }

@@ -235,6 +235,20 @@ pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
             );
             _mm512_mul_ps(x, clamp01_avx512(gate))
         }
+        // The transcendental ones: the vector forms of `crate::math`, bit for bit the scalar
+        // functions (and what the separate ops compute).
+        Activation::Sigmoid | Activation::Tanh | Activation::Gelu | Activation::GeluTanh => {
+            // SAFETY: this function is compiled for AVX-512F and runs only where it was
+            // detected (its callers' kernels are AVX-512 ones).
+            let s = unsafe { crate::math_x86_64::Avx512::assume() };
+            let f = match act {
+                Activation::Sigmoid => crate::math::Func::Sigmoid,
+                Activation::Tanh => crate::math::Func::Tanh,
+                Activation::Gelu => crate::math::Func::Gelu,
+                _ => crate::math::Func::GeluTanh,
+            };
+            f.eval(s, x)
+        }
         // Not in-register (see `Finish::in_register`): the caller applies it.
         _ => x,
     }

@@ -21,6 +21,16 @@ impl Avx512 {
     pub(crate) fn detect() -> Option<Self> {
         crate::gemm_x86_64::has_avx512().then_some(Self(()))
     }
+
+    /// The token inside code that runs only once AVX-512F was detected (a kernel compiled
+    /// with `#[target_feature(enable = "avx512f")]`, whose callers checked).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    pub(crate) unsafe fn assume() -> Self {
+        Self(())
+    }
 }
 
 /// Proof that the CPU has AVX2: built only by [`Avx2::detect`].

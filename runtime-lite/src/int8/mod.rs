@@ -801,6 +801,33 @@ pub fn matmul_exec(
         return;
     }
     let isa = Isa::detect();
+    // With AVX-512 VNNI and a float or 8-bit output, contiguous unsigned rows whose depth
+    // fills whole groups run as a pointwise channels-last convolution over `m` pixels: the
+    // same kernel, with the epilogue (dequantization, bias, residual, activations,
+    // requantization) applied to the tile in registers.
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && lda == k && !matches!(out, Output::I32(_)) {
+        let p = crate::conv::ConvParams {
+            batch: 1,
+            in_channels: k,
+            out_channels: n,
+            groups: 1,
+            input: [m, 1, 1],
+            output: [m, 1, 1],
+            kernel: [1, 1, 1],
+            strides: [1; 3],
+            dilations: [1; 3],
+            pads: [0; 3],
+            packed_weights: true,
+        };
+        if matches!(a, Bytes::U8(_))
+            && nhwc::padded_len(&p, true) == 0
+            && padded_depth(k) <= pack::CHANNELS_LAST_MAX_DEPTH
+        {
+            nhwc::conv_nhwc_exec(exec, &p, a, a_zero, b, &mut [], out);
+            return;
+        }
+    }
     let (mr, nr) = (isa.mr(), isa.panels() * PANEL);
     let row_tiles = m.div_ceil(mr);
     let col_tiles = n.div_ceil(nr);
@@ -1248,6 +1275,88 @@ mod tests {
                 want.iter().any(|&v| v != 0 && v != 255),
                 "a meaningful range"
             );
+        }
+    }
+
+    #[test]
+    fn every_kernel_finishes_products_alike() {
+        // Float and 8-bit outputs of unsigned rows whose depth fills whole groups (on AVX-512
+        // VNNI: the channels-last kernel with its epilogue in registers) against the portable
+        // kernel's generic epilogue: bias, residual and an activation, requantization with a
+        // per-channel multiplier and bias, and the float-then-quantized output.
+        for (case, &(m, k, n)) in [(9, 36, 70), (130, 384, 100), (1, 64, 16), (17, 8, 200)]
+            .iter()
+            .enumerate()
+        {
+            let a = bytes(m * k, 20 + case as u32);
+            let b: Vec<i8> = bytes(k * n, 40 + case as u32)
+                .iter()
+                .map(|&v| v as i8)
+                .collect();
+            let (packed, sums) = pack_b(&b, k, n);
+            let weights = Weights {
+                data: &packed,
+                sums: &sums,
+                zero: &[],
+            };
+            let channel: Vec<f32> = (0..n).map(|j| 1e-3 * (1.0 + j as f32 / 7.0)).collect();
+            let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 30.0) / 9.0).collect();
+            let residual: Vec<f32> = (0..m * n).map(|i| ((i % 13) as f32 - 6.0) / 5.0).collect();
+            let acts = [Activation::HardSwish];
+            let dequant = Dequant {
+                scale: 0.02,
+                channel_scale: &channel,
+                bias: Some(&bias),
+                residual: Some(&residual),
+                acts: &acts,
+            };
+            let quant = Quant {
+                scale: 0.031,
+                zero: 17,
+            };
+            let multiplier: Vec<f32> = (0..n).map(|j| 2e-4 * (1.0 + j as f32 / 5.0)).collect();
+            let int_bias: Vec<i32> = (0..n).map(|j| j as i32 * 37 - 900).collect();
+            let requant = Requant {
+                multiplier: &multiplier,
+                bias: Some(&int_bias),
+                zero: 9,
+            };
+            let run = |isa: Isa| {
+                let exec = Exec::with_threads(2);
+                let (mut f, mut q, mut r) = (vec![0f32; m * n], vec![0u8; m * n], vec![0u8; m * n]);
+                with_isa(isa, || {
+                    let u = Bytes::U8(&a);
+                    matmul_exec(
+                        &exec,
+                        [m, k, n],
+                        u,
+                        k,
+                        3,
+                        &weights,
+                        Output::F32(&mut f, dequant),
+                    );
+                    let out = Output::U8Float(&mut q, dequant, quant);
+                    matmul_exec(&exec, [m, k, n], u, k, 3, &weights, out);
+                    matmul_exec(
+                        &exec,
+                        [m, k, n],
+                        u,
+                        k,
+                        3,
+                        &weights,
+                        Output::U8(&mut r, requant),
+                    );
+                });
+                (f, q, r)
+            };
+            let want = run(Isa::Portable);
+            assert!(
+                want.2.iter().any(|&v| v != 0 && v != 255),
+                "a meaningful range"
+            );
+            for isa in Isa::available() {
+                assert_eq!(run(isa), want, "{isa:?} m={m} k={k} n={n}");
+            }
         }
     }
 
