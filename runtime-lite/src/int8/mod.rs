@@ -1224,69 +1224,21 @@ mod tests {
     }
 
     #[test]
-    fn float_then_quantized_output_is_the_float_output_quantized() {
-        // `Output::U8Float` = `Output::F32` (scale, channel scales, bias, residual, a
-        // hard-swish) followed by QuantizeLinear, element for element.
-        let (m, k, n) = (9, 37, 70);
-        let a = bytes(m * k, 5);
-        let b: Vec<i8> = bytes(k * n, 6).iter().map(|&v| v as i8).collect();
-        let (packed, sums) = pack_b(&b, k, n);
-        let weights = Weights {
-            data: &packed,
-            sums: &sums,
-            zero: &[],
-        };
-        let channel: Vec<f32> = (0..n).map(|j| 1e-3 * (1.0 + j as f32 / 7.0)).collect();
-        let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 30.0) / 9.0).collect();
-        let residual: Vec<f32> = (0..m * n).map(|i| ((i % 13) as f32 - 6.0) / 5.0).collect();
-        let acts = [Activation::HardSwish];
-        let dequant = Dequant {
-            scale: 0.02,
-            channel_scale: &channel,
-            bias: Some(&bias),
-            residual: Some(&residual),
-            acts: &acts,
-        };
-        let quant = Quant {
-            scale: 0.031,
-            zero: 17,
-        };
-        for isa in Isa::available() {
-            let exec = Exec::with_threads(2);
-            let (mut f, mut q) = (vec![0f32; m * n], vec![0u8; m * n]);
-            with_isa(isa, || {
-                let u = Bytes::U8(&a);
-                matmul_exec(
-                    &exec,
-                    [m, k, n],
-                    u,
-                    k,
-                    3,
-                    &weights,
-                    Output::F32(&mut f, dequant),
-                );
-                let out = Output::U8Float(&mut q, dequant, quant);
-                matmul_exec(&exec, [m, k, n], u, k, 3, &weights, out);
-            });
-            let mut want = vec![0u8; m * n];
-            quantize::quantize_run(&f, quant.scale, quant.zero, &mut want);
-            assert_eq!(q, want, "{isa:?}");
-            assert!(
-                want.iter().any(|&v| v != 0 && v != 255),
-                "a meaningful range"
-            );
-        }
-    }
-
-    #[test]
     fn every_kernel_finishes_products_alike() {
-        // Float and 8-bit outputs of unsigned rows whose depth fills whole groups (on AVX-512
-        // VNNI: the channels-last kernel with its epilogue in registers) against the portable
-        // kernel's generic epilogue: bias, residual and an activation, requantization with a
-        // per-channel multiplier and bias, and the float-then-quantized output.
-        for (case, &(m, k, n)) in [(9, 36, 70), (130, 384, 100), (1, 64, 16), (17, 8, 200)]
-            .iter()
-            .enumerate()
+        // Float and 8-bit outputs (on AVX-512 VNNI, unsigned rows whose depth fills whole
+        // groups run on the channels-last kernel with its epilogue in registers) against the
+        // portable kernel's generic epilogue: bias, residual and an activation,
+        // requantization with a per-channel multiplier and bias, and `Output::U8Float`, which
+        // must be `Output::F32` followed by QuantizeLinear, element for element.
+        for (case, &(m, k, n)) in [
+            (9, 36, 70),
+            (9, 37, 70),
+            (130, 384, 100),
+            (1, 64, 16),
+            (17, 8, 200),
+        ]
+        .iter()
+        .enumerate()
         {
             let a = bytes(m * k, 20 + case as u32);
             let b: Vec<i8> = bytes(k * n, 40 + case as u32)
@@ -1354,6 +1306,9 @@ mod tests {
                 want.2.iter().any(|&v| v != 0 && v != 255),
                 "a meaningful range"
             );
+            let mut quantized = vec![0u8; m * n];
+            quantize::quantize_run(&want.0, quant.scale, quant.zero, &mut quantized);
+            assert_eq!(want.1, quantized, "U8Float is F32 quantized");
             for isa in Isa::available() {
                 assert_eq!(run(isa), want, "{isa:?} m={m} k={k} n={n}");
             }
