@@ -65,6 +65,11 @@ def main():
         per_op[op][status] += 1
         if status != "PASS":
             reasons[op].append(f"{c}: {why}")
+    # Passes compiled with some inputs turned into constants from the case's data (shapes that
+    # depend on input values): verify says so on their PASS line.
+    specialized = [c for c in cases if results[c][0] == "PASS" and results[c][1].startswith("specialized")]
+    for c in specialized:
+        per_op[primary(c)]["SPECIALIZED"] += 1
     core = [c for c in cases if index[c]["core_dtypes"] == "yes"]
     core_pass = sum(results[c][0] == "PASS" for c in core)
     total_pass = sum(results[c][0] == "PASS" for c in cases)
@@ -77,19 +82,28 @@ def main():
         f.write(f"- all cases: **{total_pass} / {len(cases)} pass** ({100.0 * total_pass / len(cases):.1f}%)\n")
         f.write(f"- core_dtypes=yes cases (float32/int64/bool): **{core_pass} / {len(core)} pass** ({100.0 * core_pass / max(1, len(core)):.1f}%)\n")
         f.write(f"- verify's last line: `{summary}`\n\n")
-        f.write("A case that is not PASS is UNSUPPORTED with its reason, or FAIL (a bug). Cases whose integer inputs\n")
-        f.write("decide shapes are compiled specialized to their data, as `--const` would (see `sinter verify --help`).\n\n")
+        f.write(f"- passes compiled specialized to their data: **{len(specialized)}** (listed below)\n\n")
+        f.write("A case that is not PASS is UNSUPPORTED with its reason, or FAIL (a bug). A case whose output\n")
+        f.write("shapes depend on input values is compiled specialized to its data (those inputs become constants,\n")
+        f.write("as `--const` would): `verify` says so on its PASS line, and the column `specialized` counts them.\n\n")
         if fails:
             f.write("## Failing cases\n\n")
             for c in fails:
                 f.write(f"- `{c}`: {results[c][1]}\n")
             f.write("\n")
-        f.write("## Per op\n\n| op | passed | total | |\n|---|---|---|---|\n")
+        f.write("## Per op\n\n| op | passed | specialized | total | |\n|---|---|---|---|---|\n")
         for op in sorted(per_op):
-            n = sum(per_op[op].values())
+            n = sum(v for k, v in per_op[op].items() if k != "SPECIALIZED")
             p = per_op[op]["PASS"]
+            sp = per_op[op]["SPECIALIZED"]
             mark = "all" if p == n else ("none" if p == 0 else "")
-            f.write(f"| {op} | {p} | {n} | {mark} |\n")
+            f.write(f"| {op} | {p} | {sp or ''} | {n} | {mark} |\n")
+        if specialized:
+            f.write("\n## Passing specialized to their data\n\n")
+            f.write("Their shapes depend on input values that no bound fixes yet, so they are compiled with those\n")
+            f.write("inputs as constants taken from the case's data.\n\n")
+            for c in specialized:
+                f.write(f"- `{c}`: {results[c][1]}\n")
         f.write("\n## Not passing, with reasons\n\n")
         for op in sorted(reasons):
             f.write(f"<details><summary>{op} ({len(reasons[op])})</summary>\n\n")

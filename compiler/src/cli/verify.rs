@@ -10,7 +10,8 @@
 //! Shapes are static: when an op needs, at compile time, an operand that a graph input gives
 //! (a Reshape target, Slice bounds, ...), the case is compiled specialized to its data's
 //! integer inputs, exactly as `--const` would; if the data sets disagree on those values the
-//! case is UNSUPPORTED.
+//! case is UNSUPPORTED. Such a case's line says so (`PASS <case>: specialized to its data
+//! ...`), and a line before the summary counts them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ struct Case {
     data: Vec<DataSet>,
     compiled: Option<Compiled>,
     outcome: Option<Outcome>,
+    /// The inputs compiled as constants from the case's data (its shapes depend on their
+    /// values): said on its PASS line, since the build is specialized to that data.
+    specialized: Vec<String>,
 }
 
 fn one_line(text: &str) -> String {
@@ -97,6 +101,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
         data: Vec::new(),
         compiled: None,
         outcome: None,
+        specialized: Vec::new(),
     };
     let result = (|| -> Result<Option<Outcome>> {
         case.data = read_data(dir)?;
@@ -142,6 +147,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                 for small_floats in [false, true] {
                     let mut specialized = builder.clone();
                     let mut any = false;
+                    case.specialized.clear();
                     for (k, (_, t)) in first.inputs.iter().enumerate() {
                         let integer = matches!(t.dtype, DType::I64 | DType::I32 | DType::Bool);
                         let small_float = small_floats && t.dtype.is_float() && t.len() <= 16;
@@ -158,6 +164,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
                             ))));
                         }
                         specialized = specialized.constant_tensor(name.clone(), t.clone());
+                        case.specialized.push(name.clone());
                         any = true;
                     }
                     if !any {
@@ -491,12 +498,30 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         }
     }
 
-    let (mut passed, mut failed, mut unsupported) = (0, 0, 0);
+    let (mut passed, mut failed, mut unsupported, mut specialized) = (0, 0, 0, 0);
     for (i, case) in cases.iter_mut().enumerate() {
         if case.outcome.is_none() {
             case.outcome = Some(check_case(i, case, &data_root, &errors, &args));
         }
         match case.outcome.as_ref() {
+            Some(Outcome::Pass(notes)) if !case.specialized.is_empty() => {
+                passed += 1;
+                specialized += 1;
+                let names: Vec<String> = case
+                    .specialized
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect();
+                println!(
+                    "PASS {}: specialized to its data (its shapes depend on input values; {} \
+                     compiled as constants)",
+                    case.name,
+                    names.join(", ")
+                );
+                for note in notes {
+                    println!("  {note}");
+                }
+            }
             Some(Outcome::Pass(notes)) => {
                 passed += 1;
                 println!("PASS {}", case.name);
@@ -514,6 +539,11 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             }
             None => {}
         }
+    }
+    if specialized > 0 {
+        println!(
+            "{specialized} of the {passed} passes were compiled specialized to their data's values"
+        );
     }
     println!("{passed} passed, {failed} failed, {unsupported} unsupported");
     Ok(if failed > 0 || (args.strict && unsupported > 0) {
