@@ -11,8 +11,9 @@ directory in the ONNX test-data layout with ORT 1.32's outputs.
 `tiny` (the default) writes the small cases bundled in tests/data/contrib; `base` a 6-layer,
 384-wide BERT and a 4-layer, 256-wide GPT-2 for benchmarks (kept out of git). `tiny` also
 writes one-node cases (`op_*`) for the formats the optimizer's models do not use: every
-`mask_index` form, causal attention, `qkv_hidden_sizes`, a per-column `QAttention`, the
-skip/simplified layer norms with all their outputs, and the GELU variants. Their references are
+`mask_index` form, causal attention, `qkv_hidden_sizes`, a per-column `QAttention`,
+`MultiHeadAttention` (cross and causal), `EmbedLayerNormalization` (segments, mask, position
+ids), the skip/simplified layer norms with all their outputs, and the GELU variants. Their references are
 ORT's, except `BiasAdd`, which ORT runs only on CUDA: its reference is numpy's `x + bias + skip`
 (the case says so in its name, `op_bias_add_numpy_ref`).
 """
@@ -259,6 +260,40 @@ def make_op_cases(out):
             [("x", x)],
             [("bias_gelu", F), ("fast_gelu", F), ("fast_gelu_no_bias", F), ("gelu", F), ("quick_gelu", F)],
             [("bias", nbias)])
+    vocab, types, hidden = 50, 3, 16
+    ids = rng.integers(0, vocab, (b, s)).astype(np.int32)
+    segments = rng.integers(0, types, (b, s)).astype(np.int32)
+    emb_mask = np.ones((b, s), np.int32)
+    emb_mask[0, 6:] = 0
+    emb_mask[1, 2] = 2  # counted only when exactly 1
+    tables = [("words", f32(vocab, hidden)), ("places", f32(s + 4, hidden)),
+              ("kinds", f32(types, hidden)), ("gamma", gamma), ("beta", beta)]
+    op_case(out, "op_embed_layer_norm",
+            [onnx.helper.make_node("EmbedLayerNormalization",
+                                   ["ids", "segments", "words", "places", "kinds", "gamma", "beta", "mask"],
+                                   ["y", "mask_index", "sum"], domain=ms, epsilon=1e-6)],
+            [("ids", ids), ("segments", segments), ("mask", emb_mask)],
+            [("y", F), ("mask_index", onnx.TensorProto.INT32), ("sum", F)], tables)
+    op_case(out, "op_embed_layer_norm_position_ids",
+            [onnx.helper.make_node("EmbedLayerNormalization",
+                                   ["ids", "", "words", "places", "", "gamma", "beta", "", "pos"],
+                                   ["y", "mask_index"], domain=ms)],
+            [("ids", ids), ("pos", rng.integers(0, s + 4, (1, s)).astype(np.int32))],
+            [("y", F), ("mask_index", onnx.TensorProto.INT32)],
+            [tables[0], tables[1], tables[3], tables[4]])
+    kv = 11
+    op_case(out, "op_multi_head_attention_cross",
+            [onnx.helper.make_node("MultiHeadAttention", ["q", "k", "v", "bias", "mask"], ["y"],
+                                   domain=ms, num_heads=n)],
+            [("q", f32(b, s, 16)), ("k", f32(b, kv, 16)), ("v", f32(b, kv, 8)),
+             ("mask", (np.arange(kv)[None, :] < np.array([[7], [11]])).astype(np.int32))],
+            [("y", F)], [("bias", f32(40) * 0.1)])
+    op_case(out, "op_multi_head_attention_causal",
+            [onnx.helper.make_node("MultiHeadAttention", ["q", "k", "v", "", "lengths"], ["y"],
+                                   domain=ms, num_heads=4, unidirectional=1, scale=0.2)],
+            [("q", f32(b, s, 16)), ("k", f32(b, s, 16)), ("v", f32(b, s, 16)),
+             ("lengths", np.array([6, 8], np.int32))],
+            [("y", F)])
     op_case(out, "op_bias_add_numpy_ref",
             [onnx.helper.make_node("BiasAdd", ["x", "bias", "skip"], ["y"], domain=ms)],
             [("x", x), ("skip", f32(b, s, hd))], [("y", F)], [("bias", nbias)],
@@ -269,11 +304,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    ap.add_argument("--ops-only", action="store_true", help="only the one-node op_* cases")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="contrib_") as tmp:
-        make_bert(args.out, args.size, tmp)
-        make_gpt2(args.out, args.size, tmp)
+    if not args.ops_only:
+        with tempfile.TemporaryDirectory(prefix="contrib_") as tmp:
+            make_bert(args.out, args.size, tmp)
+            make_gpt2(args.out, args.size, tmp)
     if args.size == "tiny":
         make_op_cases(args.out)
 

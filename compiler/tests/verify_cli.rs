@@ -248,13 +248,14 @@ fn transformer_contrib_op_cases_pass() {
     // (random initialisation) as ONNX Runtime's transformer optimizer rewrites them
     // (com.microsoft Attention, SkipLayerNormalization, BiasGelu, FastGelu), and one-node cases
     // for every Attention mask format, causal attention, qkv_hidden_sizes, per-column
-    // QAttention, the skip and simplified layer norms with all their outputs and the GELU
-    // variants, with ORT's outputs (numpy's for BiasAdd, which ORT runs only on CUDA).
+    // QAttention, MultiHeadAttention (cross and causal), EmbedLayerNormalization, the skip and
+    // simplified layer norms with all their outputs and the GELU variants, with ORT's outputs
+    // (numpy's for BiasAdd, which ORT runs only on CUDA).
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/contrib");
     let (quantized, float): (Vec<_>, Vec<_>) = case_dirs(&data)
         .into_iter()
         .partition(|c| c.ends_with("bert_fused_dynamic"));
-    assert!(float.len() >= 13, "contrib cases missing");
+    assert!(float.len() >= 17, "contrib cases missing");
     assert_all_pass(
         &["-O0", "-O3"],
         "1e-3",

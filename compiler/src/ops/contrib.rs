@@ -1,8 +1,8 @@
 //! The `com.microsoft` transformer ops that ONNX Runtime's transformer optimizer
 //! (`onnxruntime.transformers.optimizer`) and its `quantize_dynamic` write: `Attention`,
-//! `QAttention`, `SkipLayerNormalization`, `SkipSimplifiedLayerNormalization`, `BiasGelu`,
-//! `FastGelu`, `Gelu`, `QuickGelu`, `BiasAdd`, and ORT's `SimplifiedLayerNormalization`
-//! (registered by ORT in the default domain).
+//! `QAttention`, `MultiHeadAttention`, `EmbedLayerNormalization`, `SkipLayerNormalization`,
+//! `SkipSimplifiedLayerNormalization`, `BiasGelu`, `FastGelu`, `Gelu`, `QuickGelu`, `BiasAdd`,
+//! and ORT's `SimplifiedLayerNormalization` (registered by ORT in the default domain).
 //!
 //! None of them reaches code generation: shape inference expands each into standard ops
 //! (`passes::contrib`), so they run on the kernels and fusions those have. Semantics from ORT's
@@ -46,6 +46,14 @@ pub enum Contrib {
     },
     /// `BiasAdd`: `x + bias + skip`.
     BiasAdd,
+    /// `EmbedLayerNormalization`: word, position and segment embeddings summed, then a
+    /// layer norm; the mask's count of ones per row as `mask_index`.
+    EmbedNorm {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// `MultiHeadAttention` over separate 3-D query, key and value.
+    MultiHead(AttentionAttrs),
 }
 
 /// The attributes of `Attention` and `QAttention`.
@@ -164,6 +172,40 @@ impl OpDef for Contrib {
                 alpha: node.f32_or("alpha", 1.702)?,
             },
             "BiasAdd" => Contrib::BiasAdd,
+            "EmbedLayerNormalization" => Contrib::EmbedNorm {
+                epsilon: node.f32_or("epsilon", 1e-12)?,
+            },
+            "MultiHeadAttention" => {
+                // Inputs past the mask: attention bias, past key and value, past length,
+                // cache indirection; outputs past the first: present key and value, QK.
+                if (5..10).any(|i| node.input_present(i)) {
+                    return Err(CompileError::unsupported(format!(
+                        "{op} with an attention bias or a past state"
+                    )));
+                }
+                if (1..4).any(|i| node.output_present(i)) {
+                    return Err(CompileError::unsupported(format!(
+                        "{op} with its present or QK outputs"
+                    )));
+                }
+                let num_heads = node.usize_or("num_heads", 0)?;
+                if num_heads == 0 {
+                    return Err(CompileError::attribute("num_heads", "must be positive"));
+                }
+                let scale = node
+                    .attr("scale")
+                    .map(|_| node.f32_or("scale", 0.0))
+                    .transpose()?
+                    .filter(|&s| s != 0.0);
+                Contrib::MultiHead(AttentionAttrs {
+                    quantized: false,
+                    num_heads,
+                    unidirectional: node.i64_or("unidirectional", 0)? != 0,
+                    qkv_hidden_sizes: None,
+                    mask_filter_value: node.f32_or("mask_filter_value", -10_000.0)?,
+                    scale,
+                })
+            }
             other => return Err(CompileError::unsupported(format!("com.microsoft:{other}"))),
         })
     }

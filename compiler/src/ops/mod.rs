@@ -437,7 +437,7 @@ ops! {
     ArrayFeatureExtractor(ml::ArrayFeatureExtractor) => ["ai.onnx.ml:ArrayFeatureExtractor"];
     TreeEnsemble(ml::TreeEnsemble) => ["ai.onnx.ml:TreeEnsemble"];
     FlexAttention(attention::FlexAttention) => ["ai.onnx.preview:FlexAttention"];
-    Contrib(contrib::Contrib) => ["com.microsoft:Attention", "com.microsoft:QAttention", "com.microsoft:SkipLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "com.microsoft:BiasGelu", "com.microsoft:FastGelu", "com.microsoft:Gelu", "com.microsoft:QuickGelu", "com.microsoft:BiasAdd"];
+    Contrib(contrib::Contrib) => ["com.microsoft:Attention", "com.microsoft:QAttention", "com.microsoft:SkipLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "com.microsoft:BiasGelu", "com.microsoft:FastGelu", "com.microsoft:Gelu", "com.microsoft:QuickGelu", "com.microsoft:BiasAdd", "com.microsoft:EmbedLayerNormalization", "com.microsoft:MultiHeadAttention"];
     QLinearBinary(qlinear::QLinearBinary) => ["com.microsoft:QLinearAdd", "com.microsoft:QLinearMul"];
     QLinearLookup(qlinear::QLinearLookup) => ["com.microsoft:QLinearSigmoid", "com.microsoft:QLinearLeakyRelu"];
     QLinearGlobalAveragePool(qlinear::QLinearGlobalAveragePool) => ["com.microsoft:QLinearGlobalAveragePool"];

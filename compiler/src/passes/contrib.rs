@@ -31,6 +31,8 @@ pub(super) fn expand(graph: &mut Graph, node: &Node, op: &Contrib) -> Result<Vec
     let opt = |i: usize| node.inputs.get(i).copied().flatten();
     match op {
         Contrib::Attention(attrs) => attention(graph, &mut x, node, attrs)?,
+        Contrib::MultiHead(attrs) => multi_head(graph, &mut x, node, attrs)?,
+        Contrib::EmbedNorm { epsilon } => embed_norm(graph, &mut x, node, *epsilon)?,
         Contrib::SkipNorm {
             epsilon,
             simplified,
@@ -134,6 +136,177 @@ pub(super) fn expand(graph: &mut Graph, node: &Node, op: &Contrib) -> Result<Vec
     Ok(x.nodes)
 }
 
+/// `EmbedLayerNormalization`: `Gather`s of the word, position (`position_ids`, else
+/// `0..S`) and segment embeddings, their sum (output 2), `LayerNormalization` (output 0), and
+/// `mask_index` (output 1): per row, how many mask entries are exactly 1 (zeros without a
+/// mask), as ORT's kernel counts them.
+fn embed_norm(graph: &mut Graph, x: &mut Expansion, node: &Node, epsilon: f32) -> Result<()> {
+    let get = |i: usize| node.inputs.get(i).copied().flatten();
+    let out = |i: usize| node.outputs.get(i).copied().flatten();
+    let need = |i: usize, what: &str| {
+        get(i).ok_or_else(|| {
+            CompileError::malformed(format!("EmbedLayerNormalization without {what}"))
+        })
+    };
+    let ids = need(0, "input_ids")?;
+    let ids_shape = graph.value(ids).shape.clone().unwrap_or_default();
+    let [b, s] = ids_shape[..] else {
+        return Err(CompileError::shape(format!(
+            "EmbedLayerNormalization input_ids must be [batch, sequence], found {ids_shape:?}"
+        )));
+    };
+    let gather = |x: &mut Expansion, graph: &mut Graph, what: &str, table: ValueId, at| {
+        x.step(
+            graph,
+            what,
+            "Gather",
+            13,
+            vec![table, at],
+            vec![int_attr("axis", 0)],
+        )
+    };
+    let words = gather(x, graph, "words", need(2, "word_embedding")?, ids)?;
+    let positions = match get(8) {
+        Some(p) => p,
+        None => add_constant(
+            graph,
+            format!("{}/positions", node.name),
+            Tensor::from_numbers(
+                DType::I32,
+                vec![1, s],
+                &(0..s).map(|j| j as f64).collect::<Vec<_>>(),
+            ),
+        ),
+    };
+    let places = gather(
+        x,
+        graph,
+        "places",
+        need(3, "position_embedding")?,
+        positions,
+    )?;
+    let mut sum = x.step(graph, "word_place", "Add", 14, vec![words, places], vec![])?;
+    if let (Some(segments), Some(table)) = (get(1), get(4)) {
+        let rows = gather(x, graph, "segments", table, segments)?;
+        sum = x.step(graph, "embedded", "Add", 14, vec![sum, rows], vec![])?;
+    }
+    if let Some(o) = out(2) {
+        x.push(
+            "embedding_sum",
+            ("", "Identity", 16),
+            vec![Some(sum)],
+            vec![Some(o)],
+            vec![],
+        )?;
+    }
+    x.push(
+        "norm",
+        ("", "LayerNormalization", 17),
+        vec![Some(sum), Some(need(5, "gamma")?), Some(need(6, "beta")?)],
+        vec![out(0)],
+        vec![int_attr("axis", -1), float_attr("epsilon", epsilon)],
+    )?;
+    if let Some(o) = out(1) {
+        let count = match get(7) {
+            Some(mask) => {
+                let mdtype = graph.value(mask).dtype.unwrap_or(DType::I32);
+                let one = add_constant(
+                    graph,
+                    format!("{}/one", node.name),
+                    Tensor::from_numbers(mdtype, vec![], &[1.0]),
+                );
+                let ones = x.step(graph, "mask_ones", "Equal", 13, vec![mask, one], vec![])?;
+                let ones = x.step(
+                    graph,
+                    "mask_ones_i32",
+                    "Cast",
+                    13,
+                    vec![ones],
+                    vec![int_attr("to", 6)],
+                )?;
+                let axis = x.dims(graph, "mask_axis", &[1])?;
+                x.step(
+                    graph,
+                    "mask_count",
+                    "ReduceSum",
+                    13,
+                    vec![ones, axis],
+                    vec![int_attr("keepdims", 0)],
+                )?
+            }
+            None => add_constant(
+                graph,
+                format!("{}/mask_count", node.name),
+                Tensor::from_numbers(DType::I32, vec![b], &vec![0.0; b]),
+            ),
+        };
+        x.push(
+            "mask_index",
+            ("", "Identity", 16),
+            vec![Some(count)],
+            vec![Some(o)],
+            vec![],
+        )?;
+    }
+    Ok(())
+}
+
+/// `MultiHeadAttention` with 3-D query, key and value: the bias's thirds added to each, the
+/// key padding mask as an additive bias (`[B]` lengths, `[3B+2]`, `[B, L]` or `[B, S, L]`), and
+/// ONNX `Attention`.
+fn multi_head(
+    graph: &mut Graph,
+    x: &mut Expansion,
+    node: &Node,
+    attrs: &AttentionAttrs,
+) -> Result<()> {
+    let get = |i: usize| node.inputs.get(i).copied().flatten();
+    let shape = |graph: &Graph, v: ValueId| graph.value(v).shape.clone().unwrap_or_default();
+    let (Some(q), Some(k), Some(v)) = (get(0), get(1), get(2)) else {
+        return Err(CompileError::unsupported(
+            "MultiHeadAttention without separate key and value (packed forms)",
+        ));
+    };
+    let (qs, ks, vs) = (shape(graph, q), shape(graph, k), shape(graph, v));
+    let ([b, s, d], [kb, l, kd], [vb, vl, dv]) = (&qs[..], &ks[..], &vs[..]) else {
+        return Err(CompileError::unsupported(format!(
+            "MultiHeadAttention with query {qs:?}, key {ks:?}, value {vs:?} (3-D only)"
+        )));
+    };
+    let n = attrs.num_heads;
+    if kb != b || vb != b || vl != l || kd != d || d % n != 0 || dv % n != 0 {
+        return Err(CompileError::shape(format!(
+            "MultiHeadAttention: query {qs:?}, key {ks:?}, value {vs:?} with {n} heads do not fit"
+        )));
+    }
+    let (b, s, l, d, dv) = (*b, *s, *l, *d, *dv);
+    let (mut q, mut k, mut v) = (q, k, v);
+    if let Some(bias) = get(3) {
+        let mut part = |graph: &mut Graph, what: &str, from: usize, to: usize, onto: ValueId| {
+            let starts = x.dims(graph, &format!("{what}_start"), &[from])?;
+            let ends = x.dims(graph, &format!("{what}_end"), &[to])?;
+            let axes = x.dims(graph, &format!("{what}_axis"), &[0])?;
+            let slice = x.step(
+                graph,
+                &format!("{what}_bias"),
+                "Slice",
+                13,
+                vec![bias, starts, ends, axes],
+                vec![],
+            )?;
+            x.step(graph, what, "Add", 14, vec![onto, slice], vec![])
+        };
+        q = part(graph, "q", 0, d, q)?;
+        k = part(graph, "k", d, 2 * d, k)?;
+        v = part(graph, "v", 2 * d, 2 * d + dv, v)?;
+    }
+    let mask = match get(4) {
+        Some(m) => mask_bias(graph, x, node, m, [b, s, l], attrs.mask_filter_value, false)?,
+        None => None,
+    };
+    sdpa(x, node, attrs, [q, k, v], mask)
+}
+
 /// `Attention` / `QAttention`: the projection, the split into Q, K and V, the mask as an
 /// additive bias, and ONNX `Attention` over `[B, S, hidden]` operands.
 fn attention(
@@ -218,12 +391,26 @@ fn attention(
     let v = part(graph, "v", hq + hk, hq + hk + hv)?;
     let mask_index = if attrs.quantized { get(5) } else { get(3) };
     let mask = match mask_index {
-        Some(m) => mask_bias(graph, x, node, m, [b, s], attrs.mask_filter_value)?,
+        Some(m) => mask_bias(graph, x, node, m, [b, s, s], attrs.mask_filter_value, true)?,
         None => None,
     };
+    sdpa(x, node, attrs, [q, k, v], mask)
+}
+
+/// ONNX `Attention` (opset 23) over 3-D `[B, S, heads * size]` Q, K and V, with `num_heads`
+/// heads for all three, the optional additive mask, `is_causal` for `unidirectional` and the
+/// scale when one is given; it writes the node's first output.
+fn sdpa(
+    x: &mut Expansion,
+    node: &Node,
+    attrs: &AttentionAttrs,
+    [q, k, v]: [ValueId; 3],
+    mask: Option<ValueId>,
+) -> Result<()> {
+    let heads = i64::try_from(attrs.num_heads).unwrap_or(i64::MAX);
     let mut attributes = vec![
-        int_attr("q_num_heads", i64::try_from(n).unwrap_or(i64::MAX)),
-        int_attr("kv_num_heads", i64::try_from(n).unwrap_or(i64::MAX)),
+        int_attr("q_num_heads", heads),
+        int_attr("kv_num_heads", heads),
         int_attr("is_causal", i64::from(attrs.unidirectional)),
     ];
     if let Some(scale) = attrs.scale {
@@ -245,23 +432,25 @@ fn attention(
 /// ORT's `mask_index` as an additive float bias that broadcasts over `[B, heads, S, T]`:
 /// 0 where a key is visible, `filter` where it is masked (ORT adds it to the scaled
 /// scores). Formats by shape, as ORT's CPU kernel reads them: `[B]` key lengths (keys at or
-/// past the length are masked), `[2 B]` ends then starts, `[3 B + 2]` (its first `B` values
-/// are the lengths), `[B, T]` and `[B, S, T]` raw masks (values `<= 0` mask); `[B, 1]` and
-/// `[1, 1]` are placeholders that mask nothing (`None`).
+/// past the length are masked), `[2 B]` ends then starts (Attention only:
+/// `ends_and_starts`), `[3 B + 2]` (its first `B` values are the lengths), `[B, T]` and
+/// `[B, S, T]` raw masks (values `<= 0` mask); `[B, 1]` and `[1, 1]` are placeholders that
+/// mask nothing (`None`).
+#[allow(clippy::too_many_arguments, reason = "the mask's geometry and format")]
 fn mask_bias(
     graph: &mut Graph,
     x: &mut Expansion,
     node: &Node,
     mask: ValueId,
-    [b, s]: [usize; 2],
+    [b, s, t]: [usize; 3],
     filter: f32,
+    ends_and_starts: bool,
 ) -> Result<Option<ValueId>> {
     let v = graph.value(mask);
     let (dtype, shape) = (
         v.dtype.unwrap_or(DType::I32),
         v.shape.clone().unwrap_or_default(),
     );
-    let t = s; // no past state: the keys are the sequence
     if matches!(shape[..], [mb, 1] if (mb == b || mb == 1) && t != 1) {
         return Ok(None);
     }
@@ -269,7 +458,7 @@ fn mask_bias(
         add_constant(graph, format!("{}/{what}", node.name), tensor)
     };
     let visible = match shape[..] {
-        [len] if len == b || len == 2 * b || len == 3 * b + 2 => {
+        [len] if len == b || (len == 2 * b && ends_and_starts) || len == 3 * b + 2 => {
             let positions = constant(
                 graph,
                 "positions",
@@ -336,9 +525,10 @@ fn mask_bias(
         [mb, ms, mt] if mb == b && ms == s && mt == t => raw_visible(graph, x, node, mask, dtype)?,
         _ => {
             return Err(CompileError::unsupported(format!(
-                "{} mask_index of shape {shape:?} (supported: [B], [2B], [3B+2], [B, T], \
-                 [B, S, T] with B = {b}, S = T = {s}; 4-D masks are not)",
-                node.op_type
+                "{} mask of shape {shape:?} (supported: [B], {}[3B+2], [B, T], [B, S, T] with \
+                 B = {b}, S = {s}, T = {t}; 4-D masks are not)",
+                node.op_type,
+                if ends_and_starts { "[2B], " } else { "" },
             )))
         }
     };
