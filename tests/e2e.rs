@@ -159,3 +159,34 @@ fn statically_quantized_cnn_tracks_the_float_reference() {
     let got = model.run_slices(&input).expect("right length").to_vec();
     assert_tracks(&got, &want, 0.999);
 }
+
+#[test]
+fn ndarray_views_in_and_out() {
+    // `run_ndarray` (sinter-rt's `ndarray` feature): the reference input as a [2, 64] view
+    // gives the reference probabilities as a [2, 10] view; other shapes and strided views are
+    // typed errors.
+    use sinter_rt::ndarray::{Array2, ArrayView2};
+    let input = reference("tiny_mlp", "input_0.pb");
+    let view = ArrayView2::from_shape((2, 64), &input).expect("2 x 64");
+    let mut model = tiny_mlp::Model::new();
+    let probs = model.run_ndarray(view).expect("right shape");
+    assert_eq!(probs.shape(), &[2, 10]);
+    assert_close(
+        probs.as_slice().expect("standard layout"),
+        &reference("tiny_mlp", "output_0.pb"),
+    );
+    let wrong = Array2::<f32>::zeros((1, 64));
+    assert_eq!(
+        model.run_ndarray(wrong.view()).expect_err("wrong shape"),
+        sinter_rt::Error::InputShape {
+            input: "x",
+            expected: &[2, 64]
+        }
+    );
+    let wide = Array2::<f32>::zeros((2, 128));
+    let strided = wide.slice(sinter_rt::ndarray::s![.., ..;2]);
+    assert_eq!(
+        model.run_ndarray(strided).expect_err("strided"),
+        sinter_rt::Error::InputLayout { input: "x" }
+    );
+}

@@ -28,6 +28,7 @@ pub struct Builder {
     cx: PassCx,
     track_model: bool,
     profile: bool,
+    ndarray: bool,
     calibration_table: Option<PathBuf>,
     calibrate: Vec<PathBuf>,
     calibration_method: passes::CalibrationMethod,
@@ -56,6 +57,7 @@ impl Builder {
             cx: PassCx::default(),
             track_model: false,
             profile: false,
+            ndarray: false,
             calibration_table: None,
             calibrate: Vec::new(),
             calibration_method: passes::CalibrationMethod::MinMax,
@@ -142,6 +144,14 @@ impl Builder {
     /// Off, the generated code is exactly what it is without this option.
     pub fn profile(mut self, profile: bool) -> Self {
         self.profile = profile;
+        self
+    }
+
+    /// Also generates `Model::run_ndarray` (default off): inputs as `ndarray` views whose
+    /// shapes are checked, outputs as views with their shapes; the crate then needs
+    /// `sinter-rt`'s `ndarray` feature. `include_onnx!` turns it on with that feature.
+    pub fn ndarray(mut self, ndarray: bool) -> Self {
+        self.ndarray = ndarray;
         self
     }
 
@@ -328,6 +338,7 @@ impl Builder {
                 .file_name()
                 .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
             profile: self.profile,
+            ndarray: self.ndarray,
         };
         codegen::generate(&compiled.graph, &compiled.plan, &opts)
     }

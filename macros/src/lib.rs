@@ -140,7 +140,9 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
     let mut builder = sinter::Builder::new(&path)
         .dims(args.dims)
         .constants(consts)
-        .track_model(true);
+        .track_model(true)
+        // `run_ndarray` when `sinter-rt`'s `ndarray` feature (which turns this one on) is.
+        .ndarray(cfg!(feature = "ndarray"));
     if let Some((level, span)) = args.opt_level {
         match sinter::OptLevel::from_number(level) {
             Some(level) => builder = builder.opt_level(level),

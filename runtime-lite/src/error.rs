@@ -20,6 +20,19 @@ pub enum Error {
         /// Which node, and why the branch cannot run.
         reason: &'static str,
     },
+    /// An `ndarray` input (`run_ndarray`) does not have the shape the model was compiled for.
+    InputShape {
+        /// The ONNX name of the graph input.
+        input: &'static str,
+        /// The shape the compiled model expects.
+        expected: &'static [usize],
+    },
+    /// An `ndarray` input (`run_ndarray`) is not in standard (row-major, contiguous) layout;
+    /// `as_standard_layout()` makes one that is.
+    InputLayout {
+        /// The ONNX name of the graph input.
+        input: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -36,6 +49,13 @@ impl fmt::Display for Error {
             Error::InvalidBranch { reason } => {
                 write!(f, "the inputs select a branch that cannot run: {reason}")
             }
+            Error::InputShape { input, expected } => {
+                write!(f, "input `{input}` must have shape {expected:?}")
+            }
+            Error::InputLayout { input } => write!(
+                f,
+                "input `{input}` is not in standard layout (use `as_standard_layout()`)"
+            ),
         }
     }
 }

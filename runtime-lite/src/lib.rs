@@ -47,6 +47,8 @@ pub mod math64;
 mod math_x86_64;
 pub mod misc;
 pub mod ml;
+#[cfg(feature = "ndarray")]
+pub mod ndarray_io;
 pub mod norm;
 pub mod pool;
 #[cfg(any(feature = "profile", test))]
@@ -65,6 +67,8 @@ pub mod threads;
 pub use arena::{Arena, Reader, Splitter, Weights};
 pub use elem::Elem;
 pub use error::Error;
+#[cfg(feature = "ndarray")]
+pub use ndarray;
 
 #[cfg(feature = "macros")]
 pub use sinter_macros::include_onnx;

@@ -81,6 +81,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         track_model: None,
         source: model_path.display().to_string(),
         profile: false,
+        ndarray: false,
     };
     write_if_changed(
         &src.join("model.rs"),

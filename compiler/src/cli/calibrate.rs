@@ -149,6 +149,7 @@ pub(crate) fn measure(
         track_model: None,
         source: builder.path().display().to_string(),
         profile: false,
+        ndarray: false,
     };
     let module = format_tokens(generate(graph, &compiled.plan, &opts)?)?;
     write_if_changed(&src.join("calibration.rs"), module.as_bytes())?;

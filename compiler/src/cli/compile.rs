@@ -25,6 +25,10 @@ pub(super) struct Args {
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
+    /// Also generate `Model::run_ndarray` (`ndarray` views in and out; the crate then needs
+    /// `sinter-rt`'s `ndarray` feature).
+    #[arg(long)]
+    ndarray: bool,
     #[command(flatten)]
     quant: super::QuantArgs,
 }
@@ -34,7 +38,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         Builder::new(&args.model)
             .dims(parse_dims(&args.dims)?)
             .constants(parse_consts(&args.consts)?)
-            .opt_level(super::opt_level(args.opt)?),
+            .opt_level(super::opt_level(args.opt)?)
+            .ndarray(args.ndarray),
     )?;
     if let Some(m) = args.module {
         builder = builder.module_name(m);

@@ -87,6 +87,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         track_model: None,
         source: measured.model_path.display().to_string(),
         profile: true,
+        ndarray: false,
     };
     write_if_changed(
         &src.join("model.rs"),

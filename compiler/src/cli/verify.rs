@@ -341,6 +341,7 @@ fn build_harness(root: &Path, cases: &[Case]) -> Result<std::result::Result<Path
             track_model: None,
             source: case.name.clone(),
             profile: false,
+            ndarray: false,
         };
         let source = format_tokens(generate(&compiled.graph, &compiled.plan, &opts)?)?;
         write_if_changed(&src.join(format!("case_{i}.rs")), source.as_bytes())?;

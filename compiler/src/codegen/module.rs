@@ -41,6 +41,9 @@ pub struct CodegenOptions {
     /// `Model::profile()` and `Model::reset_profile()`. Off, the generated code is exactly
     /// what it is without this option.
     pub profile: bool,
+    /// Also generate `Model::run_ndarray` (`ArrayView` inputs and outputs): the module then
+    /// needs `sinter-rt`'s `ndarray` feature.
+    pub ndarray: bool,
 }
 
 /// Formats a token stream of items as Rust source.
@@ -410,6 +413,77 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         quote!(let #ident = ::sinter_rt::error::check_input(#name, #ident)?;)
     });
     let input_idents: Vec<&proc_macro2::Ident> = inputs.iter().map(|p| &p.ident).collect();
+    // `run_ndarray` (inside `sinter_rt::__with_ndarray!`, empty without that feature): views
+    // of the ports' shapes, `IxN` up to rank 6.
+    let nd_dim = |p: &Port| -> (TokenStream, TokenStream) {
+        let dims = p.shape.iter().map(|&d| lit(d));
+        if p.shape.len() <= 6 {
+            let ix = format_ident!("Ix{}", p.shape.len());
+            (
+                quote!(::sinter_rt::ndarray::#ix),
+                quote!(::sinter_rt::ndarray::Dim([#(#dims),*])),
+            )
+        } else {
+            (
+                quote!(::sinter_rt::ndarray::IxDyn),
+                quote!(::sinter_rt::ndarray::IxDyn(&[#(#dims),*])),
+            )
+        }
+    };
+    let nd_params: Vec<TokenStream> = inputs
+        .iter()
+        .map(|p| {
+            let (ident, t, (dim, _)) = (&p.ident, p.api_type(), nd_dim(p));
+            quote!(#ident: ::sinter_rt::ndarray::ArrayView<'_, #t, #dim>)
+        })
+        .collect();
+    let nd_checks = inputs.iter().map(|p| {
+        let (ident, name, len) = (&p.ident, &p.onnx_name, lit(p.len));
+        let dims = p.shape.iter().map(|&d| lit(d));
+        quote!(let #ident = ::sinter_rt::ndarray_io::input::<_, _, #len>(#name, &[#(#dims),*], #ident)?;)
+    });
+    let nd_outputs: Vec<(TokenStream, TokenStream)> = outputs
+        .iter()
+        .zip(&output_values)
+        .map(|(p, v)| {
+            let (t, (dim, value)) = (p.api_type(), nd_dim(p));
+            (
+                quote!(::sinter_rt::ndarray::ArrayView<'_, #t, #dim>),
+                quote!(::sinter_rt::ndarray_io::output(#v, #value)),
+            )
+        })
+        .collect();
+    let (nd_ret_type, nd_ret_value) = if nd_outputs.len() == 1 {
+        (nd_outputs[0].0.clone(), nd_outputs[0].1.clone())
+    } else {
+        let (ts, vs): (Vec<_>, Vec<_>) = nd_outputs.into_iter().unzip();
+        (quote!((#(#ts,)*)), quote!((#(#vs,)*)))
+    };
+    let run_ndarray = if opts.ndarray {
+        let slices_forward = if has_traps {
+            quote!(if let Some(reason) = self.forward(#(#input_idents),*) { return Err(::sinter_rt::Error::InvalidBranch { reason }); })
+        } else {
+            quote!(self.forward(#(#input_idents),*);)
+        };
+        quote! {
+            impl Model {
+                /// Like [`Model::run`], with `ndarray` views (`sinter-rt`'s `ndarray` feature):
+                /// each input must have the shape the model was compiled for and standard
+                /// layout; the outputs are views of the model's results with their shapes.
+                ///
+                /// # Errors
+                /// [`sinter_rt::Error::InputShape`] or [`sinter_rt::Error::InputLayout`] for an
+                /// input of another shape or a strided one.
+                pub fn run_ndarray(&mut self, #(#nd_params),*) -> ::core::result::Result<#nd_ret_type, ::sinter_rt::Error> {
+                    #(#nd_checks)*
+                    #slices_forward
+                    Ok(#nd_ret_value)
+                }
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
     let (ret_type, ret_value) = if outputs.len() == 1 {
         let t = outputs[0].output_type();
         let v = &output_values[0];
@@ -629,6 +703,8 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     #fault_ret
                 }
             }
+
+            #run_ndarray
 
             #(#node_fns)*
         }

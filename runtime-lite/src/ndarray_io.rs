@@ -1,0 +1,33 @@
+//! `ndarray` views in and out of generated models (feature `ndarray`): what a generated
+//! `run_ndarray` calls.
+
+use ndarray::{ArrayView, Dimension, ShapeBuilder};
+
+use crate::Error;
+
+/// The elements of an input view as the fixed-size array a model reads, after checking that
+/// its shape is `expected` and that it is in standard (row-major, contiguous) layout.
+///
+/// # Errors
+/// [`Error::InputShape`] for another shape, [`Error::InputLayout`] for a strided view.
+pub fn input<'a, T, D: Dimension, const N: usize>(
+    input: &'static str,
+    expected: &'static [usize],
+    view: ArrayView<'a, T, D>,
+) -> Result<&'a [T; N], Error> {
+    if view.shape() != expected {
+        return Err(Error::InputShape { input, expected });
+    }
+    let values = view.to_slice().ok_or(Error::InputLayout { input })?;
+    values
+        .try_into()
+        .map_err(|_| Error::InputShape { input, expected })
+}
+
+/// An output's elements viewed with the shape the model computed them in.
+///
+/// Panics if `shape` does not hold `values.len()` elements (the compiler gives both).
+pub fn output<T, D: Dimension>(values: &[T], shape: D) -> ArrayView<'_, T, D> {
+    ArrayView::from_shape(shape.into_shape_with_order(), values)
+        .expect("the compiled output shape holds the output's elements")
+}
