@@ -235,23 +235,31 @@ pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
             );
             _mm512_mul_ps(x, clamp01_avx512(gate))
         }
-        // The transcendental ones: the vector forms of `crate::math`, bit for bit the scalar
-        // functions (and what the separate ops compute).
+        // The transcendental ones, out of line so that the cheap ones above stay inlined in
+        // every kernel's store loop.
         Activation::Sigmoid | Activation::Tanh | Activation::Gelu | Activation::GeluTanh => {
-            // SAFETY: this function is compiled for AVX-512F and runs only where it was
-            // detected (its callers' kernels are AVX-512 ones).
-            let s = unsafe { crate::math_x86_64::Avx512::assume() };
-            let f = match act {
-                Activation::Sigmoid => crate::math::Func::Sigmoid,
-                Activation::Tanh => crate::math::Func::Tanh,
-                Activation::Gelu => crate::math::Func::Gelu,
-                _ => crate::math::Func::GeluTanh,
-            };
-            f.eval(s, x)
+            activate_math(act, x)
         }
         // Not in-register (see `Finish::in_register`): the caller applies it.
         _ => x,
     }
+}
+
+/// Sigmoid, tanh and both GELUs on 16 lanes: the vector forms of `crate::math`, bit for bit
+/// the scalar functions (and what the separate ops compute).
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+fn activate_math(act: Activation, x: __m512) -> __m512 {
+    // SAFETY: this function is compiled for AVX-512F and runs only where it was detected (its
+    // callers are AVX-512 kernels).
+    let s = unsafe { crate::math_x86_64::Avx512::assume() };
+    let f = match act {
+        Activation::Sigmoid => crate::math::Func::Sigmoid,
+        Activation::Tanh => crate::math::Func::Tanh,
+        Activation::Gelu => crate::math::Func::Gelu,
+        _ => crate::math::Func::GeluTanh,
+    };
+    f.eval(s, x)
 }
 
 /// `min(max(v, 0), 1)`, NaN passing through.
