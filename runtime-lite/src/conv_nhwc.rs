@@ -1196,7 +1196,32 @@ pub(crate) mod tests {
                 [0, 1, 1],
                 [0, 1, 1],
             ),
-            // Depthwise: 3x3 and 5x5, strides, channel tails, tiny planes.
+            // Depthwise: 3x3 and 5x5, strides, channel tails, tiny planes; unit-stride rows
+            // long enough for several sliding-window tiles and a partial one.
+            params(
+                1,
+                72,
+                72,
+                72,
+                [1, 6, 21],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                2,
+                40,
+                40,
+                40,
+                [1, 7, 23],
+                [1, 5, 5],
+                one,
+                one,
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
             params(
                 1,
                 16,
