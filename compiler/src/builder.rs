@@ -21,6 +21,16 @@ use crate::plan::{self, Plan};
 ///     .write_to("src/generated/resnet50.rs")?; // and resnet50.weights.bin beside it
 /// # Ok(()) }
 /// ```
+///
+/// Compiling in memory, to read the optimized graph and the memory plan:
+///
+/// ```
+/// let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/tiny_mlp/model.onnx");
+/// let compiled = sinter::Builder::new(model).dim("N", 1).compile()?;
+/// assert!(compiled.plan.arena_bytes > 0);
+/// assert!(!compiled.graph.nodes.is_empty());
+/// # Ok::<(), sinter::CompileError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
     path: PathBuf,

@@ -12,6 +12,28 @@
 //!   profiling (`sinter::Builder::profile(true)`, `sinter profile`), whose `Model::profile()`
 //!   reports time, FLOPs and bytes per node. Code compiled without profiling never names it,
 //!   so it is exactly the code of a build without the feature.
+//! - `ndarray`: re-exports `ndarray`; models from `include_onnx!` gain `run_ndarray`.
+//!
+//! # Examples
+//!
+//! With the `macros` feature, `include_onnx!` compiles a model into a module while your crate
+//! compiles (the path is relative to your crate's `Cargo.toml`); the module's `Model` runs it:
+//!
+//! ```
+//! # #[cfg(feature = "macros")] {
+//! sinter_rt::include_onnx!("../tests/data/tiny_mlp/model.onnx", dims(N = 1));
+//!
+//! let mut model = tiny_mlp::Model::new();
+//! let input = [0.5f32; 64];
+//! // Fixed-size arrays in, a reference into the model's arena out (until the next run).
+//! let probs: &[f32; 10] = model.run(&input);
+//! assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+//! // The slice API checks lengths instead of trusting them.
+//! assert!(model.run_slices(&input[..10]).is_err());
+//! // What a firmware author sizes memory from.
+//! assert!(tiny_mlp::Model::ARENA_BYTES > 0 && tiny_mlp::Model::WEIGHTS_BYTES > 0);
+//! # }
+//! ```
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
