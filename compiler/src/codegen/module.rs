@@ -459,31 +459,6 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         let (ts, vs): (Vec<_>, Vec<_>) = nd_outputs.into_iter().unzip();
         (quote!((#(#ts,)*)), quote!((#(#vs,)*)))
     };
-    let run_ndarray = if opts.ndarray {
-        let slices_forward = if has_traps {
-            quote!(if let Some(reason) = self.forward(#(#input_idents),*) { return Err(::sinter_rt::Error::InvalidBranch { reason }); })
-        } else {
-            quote!(self.forward(#(#input_idents),*);)
-        };
-        quote! {
-            impl Model {
-                /// Like [`Model::run`], with `ndarray` views (`sinter-rt`'s `ndarray` feature):
-                /// each input must have the shape the model was compiled for and standard
-                /// layout; the outputs are views of the model's results with their shapes.
-                ///
-                /// # Errors
-                /// [`sinter_rt::Error::InputShape`] or [`sinter_rt::Error::InputLayout`] for an
-                /// input of another shape or a strided one.
-                pub fn run_ndarray(&mut self, #(#nd_params),*) -> ::core::result::Result<#nd_ret_type, ::sinter_rt::Error> {
-                    #(#nd_checks)*
-                    #slices_forward
-                    Ok(#nd_ret_value)
-                }
-            }
-        }
-    } else {
-        TokenStream::new()
-    };
     let (ret_type, ret_value) = if outputs.len() == 1 {
         let t = outputs[0].output_type();
         let v = &output_values[0];
@@ -563,6 +538,26 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             TokenStream::new(),
             TokenStream::new(),
         )
+    };
+    let run_ndarray = if opts.ndarray {
+        quote! {
+            impl Model {
+                /// Like [`Model::run`], with `ndarray` views (`sinter-rt`'s `ndarray` feature):
+                /// each input must have the shape the model was compiled for and standard
+                /// layout; the outputs are views of the model's results with their shapes.
+                ///
+                /// # Errors
+                /// [`sinter_rt::Error::InputShape`] or [`sinter_rt::Error::InputLayout`] for an
+                /// input of another shape or a strided one.
+                pub fn run_ndarray(&mut self, #(#nd_params),*) -> ::core::result::Result<#nd_ret_type, ::sinter_rt::Error> {
+                    #(#nd_checks)*
+                    #slices_forward
+                    Ok(#nd_ret_value)
+                }
+            }
+        }
+    } else {
+        TokenStream::new()
     };
     let fills = plan.fills.iter().map(|f| {
         let (t, offset, len) = (rust_type(f.dtype), lit(f.offset), lit(f.len));

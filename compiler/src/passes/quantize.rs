@@ -130,27 +130,34 @@ pub fn quantize(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     Ok(graph)
 }
 
-/// A float32 `ConvTranspose` (one group, constant weights, 1-D or 2-D, activations none,
-/// Relu or Clip) as an int8 product and a `Col2Im`: `X` goes channels last (`[N, H, W, C]`),
-/// `sinter::Int8Product` multiplies it by the weights read as `[C, Cout * kh * kw]` (int8 per
-/// column, the input quantized at run time), the columns go back to `[N, Cout * kh * kw,
-/// H * W]`, `Col2Im` adds each column's taps into the output, then the bias and the
-/// activation. The nodes that replace node `index`, or why it stays float.
-fn conv_transpose(
-    graph: &mut Graph,
-    index: usize,
-    cache: &mut PackCache,
-) -> std::result::Result<Vec<Node>, &'static str> {
-    use super::pattern::{add_typed, ints_attr, new_node};
-    let node = graph.nodes[index].clone();
+/// What [`conv_transpose`] checks before rewriting: the operands, the geometry, Col2Im's pads
+/// (begins then ends), the fused activations as ops and the bias; or why the node stays float.
+struct TransposePlan {
+    x: ValueId,
+    w: ValueId,
+    y: ValueId,
+    xs: Vec<usize>,
+    g: crate::ops::conv::TransposeGeometry,
+    cout: usize,
+    cols: usize,
+    pads: Vec<i64>,
+    acts: Vec<(&'static str, Option<(f32, f32)>)>,
+    bias: Option<ValueId>,
+}
+
+/// The checks of [`conv_transpose`], reading the graph only (`inspect`'s reasons use them).
+fn conv_transpose_plan(
+    graph: &Graph,
+    node: &Node,
+) -> std::result::Result<TransposePlan, &'static str> {
     let Some(Op::ConvTranspose(ct)) = &node.op else {
         return Err("not a transposed convolution");
     };
-    let (x, w) = match (input(&node, 0), input(&node, 1)) {
+    let (x, w) = match (input(node, 0), input(node, 1)) {
         (Some(x), Some(w)) => (x, w),
         _ => return Err("an operand is missing"),
     };
-    let y = output(&node, 0).ok_or("no output")?;
+    let y = output(node, 0).ok_or("no output")?;
     if graph.value(x).dtype != Some(DType::F32) {
         return Err("not float32");
     }
@@ -167,7 +174,7 @@ fn conv_transpose(
         return Err("3-D transposed convolution");
     }
     let g = ct.geometry(&xs, &ws).map_err(|_| "unknown geometry")?;
-    let (n, cin, cout) = (xs[0], xs[1], ws[1]);
+    let (cin, cout) = (xs[1], ws[1]);
     let taps: usize = g.kernel.iter().product();
     let cols = cout * taps;
     if cin < MIN_DEPTH || cols < MIN_CHANNELS {
@@ -200,13 +207,53 @@ fn conv_transpose(
             _ => Err("fused activation other than Relu or Clip"),
         })
         .collect::<std::result::Result<_, _>>()?;
-    let bias = input(&node, 2);
+    let bias = input(node, 2);
     if let Some(b) = bias {
         let t = graph.value(b).constant.as_ref();
         if !t.is_some_and(|t| t.dtype == DType::F32 && t.len() == cout) {
             return Err("bias computed at run time");
         }
     }
+    Ok(TransposePlan {
+        x,
+        w,
+        y,
+        xs,
+        g,
+        cout,
+        cols,
+        pads,
+        acts,
+        bias,
+    })
+}
+
+/// A float32 `ConvTranspose` (one group, constant weights, 1-D or 2-D, activations none,
+/// Relu or Clip) as an int8 product and a `Col2Im`: `X` goes channels last (`[N, H, W, C]`),
+/// `sinter::Int8Product` multiplies it by the weights read as `[C, Cout * kh * kw]` (int8 per
+/// column, the input quantized at run time), the columns go back to `[N, Cout * kh * kw,
+/// H * W]`, `Col2Im` adds each column's taps into the output, then the bias and the
+/// activation. The nodes that replace node `index`, or why it stays float.
+fn conv_transpose(
+    graph: &mut Graph,
+    index: usize,
+    cache: &mut PackCache,
+) -> std::result::Result<Vec<Node>, &'static str> {
+    use super::pattern::{add_typed, ints_attr, new_node};
+    let node = graph.nodes[index].clone();
+    let TransposePlan {
+        x,
+        w,
+        y,
+        xs,
+        g,
+        cout,
+        cols,
+        pads,
+        acts,
+        bias,
+    } = conv_transpose_plan(graph, &node)?;
+    let (n, cin, d) = (xs[0], xs[1], xs.len() - 2);
     let to_i64 = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
     let name = node.name.clone();
     let value = |graph: &mut Graph, what: &str, shape: Vec<usize>| {
@@ -450,10 +497,7 @@ pub fn float_reason(graph: &Graph, index: usize, mode: Quantize) -> Option<&'sta
         Some(Op::ConvTranspose(_)) if mode == Quantize::Static => {
             Some("transposed convolutions are quantized by --quantize dynamic only")
         }
-        Some(Op::ConvTranspose(_)) => {
-            let mut g = graph.clone();
-            conv_transpose(&mut g, index, &mut PackCache::default()).err()
-        }
+        Some(Op::ConvTranspose(_)) => conv_transpose_plan(graph, &graph.nodes[index]).err(),
         Some(Op::Recurrent(_)) if mode == Quantize::Static => {
             Some("recurrent layers are quantized by --quantize dynamic only")
         }
