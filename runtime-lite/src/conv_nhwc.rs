@@ -668,7 +668,15 @@ pub fn depthwise_nhwc_f32_exec(
         out_rows.div_ceil(4 * exec.threads())
     };
     let avx512 = avx512();
+    let sliding = avx512
+        && p.dilations[2] == 1
+        && matches!((p.kernel[2], p.strides[2]), (3 | 5, 1 | 2) | (7, 1));
     exec.for_each_chunk(&mut out[..out_rows * row], per_task * row, &|task, part| {
+        if sliding {
+            #[cfg(target_arch = "x86_64")]
+            depthwise_rows_sliding(p, x, ops, task * per_task, part);
+            return;
+        }
         for (i, dst) in part.chunks_exact_mut(row).enumerate() {
             let r = task * per_task + i;
             depthwise_row(p, x, ops, r, dst, avx512);
@@ -676,25 +684,69 @@ pub fn depthwise_nhwc_f32_exec(
     });
 }
 
-/// One output row `r` (over batch, depth and height) of [`depthwise_nhwc_f32_exec`].
-fn depthwise_row(
+/// Output rows `first..` of [`depthwise_nhwc_f32_exec`] filling `part`, with unit horizontal
+/// dilation and 3 or 5 kernel columns at stride 1 or 2, or 7 at stride 1, on AVX-512: row by
+/// row, 16 channels at a time, each on a sliding window.
+#[cfg(target_arch = "x86_64")]
+fn depthwise_rows_sliding(
     p: &ConvParams,
     x: &[f32],
     ops: Operands<'_>,
-    r: usize,
-    dst: &mut [f32],
-    avx512: bool,
+    first: usize,
+    part: &mut [f32],
 ) {
     let c = p.in_channels;
-    let cp = c.div_ceil(PANEL) * PANEL;
+    let row_len = p.output[2] * c;
+    for (i, dst) in part.chunks_exact_mut(row_len).enumerate() {
+        let mut rows = [(0usize, 0usize); MAX_RUNS];
+        let whole = DwRow {
+            x,
+            rows: kernel_rows(p, first + i, &mut rows),
+            iw: p.input[2],
+            pw: p.pads[2],
+            ow: p.output[2],
+            c,
+            cp: c.div_ceil(PANEL) * PANEL,
+            ops,
+            out_at: (first + i) * row_len,
+        };
+        // One row's channels in turn, 16 at a time: the rows' pixels are read whole, in
+        // memory order (channel-outer passes over many rows stream each pixel several
+        // times when the plane outgrows the cache).
+        for c0 in (0..c).step_by(PANEL) {
+            // SAFETY: AVX-512F is present (the caller checked); the kernel rows lie inside the
+            // input, the weights hold `cp` channels per tap (`check` and the asserts of
+            // `depthwise_nhwc_f32_exec`), `dst` holds the row, and c0 < c.
+            unsafe {
+                match (p.kernel[2], p.strides[2]) {
+                    (3, 1) => crate::conv_x86_64::depthwise_nhwc_row::<3, 1>(&whole, c0, dst),
+                    (3, _) => crate::conv_x86_64::depthwise_nhwc_row::<3, 2>(&whole, c0, dst),
+                    (5, 1) => crate::conv_x86_64::depthwise_nhwc_row::<5, 1>(&whole, c0, dst),
+                    (5, _) => crate::conv_x86_64::depthwise_nhwc_row::<5, 2>(&whole, c0, dst),
+                    _ => crate::conv_x86_64::depthwise_nhwc_row::<7, 1>(&whole, c0, dst),
+                }
+            }
+        }
+    }
+    if !ops.acts.iter().all(crate::gemm::Finish::in_register) {
+        Activation::apply_chain(ops.acts, part);
+    }
+}
+
+/// The kernel rows of output row `r` (over batch, depth and height) that lie inside the input,
+/// as (the input row's offset, the first weight row of its taps), written to `rows`; the
+/// columns are clipped per pixel.
+fn kernel_rows<'r>(
+    p: &ConvParams,
+    r: usize,
+    rows: &'r mut [(usize, usize); MAX_RUNS],
+) -> &'r [(usize, usize)] {
+    let c = p.in_channels;
     let (n, rem) = (
         r / (p.output[0] * p.output[1]),
         r % (p.output[0] * p.output[1]),
     );
     let (oz, oy) = (rem / p.output[1], rem % p.output[1]);
-    // The taps of this row's kernel rows that lie inside the input, as (input offset from the
-    // window's column, weight row); the columns are clipped per pixel.
-    let mut rows = [(0usize, 0usize); MAX_RUNS];
     let mut n_rows = 0;
     for kz in 0..p.kernel[0] {
         let iz = (oz * p.strides[0] + kz * p.dilations[0]).wrapping_sub(p.pads[0]);
@@ -711,7 +763,22 @@ fn depthwise_row(
             n_rows += 1;
         }
     }
-    let rows = &rows[..n_rows];
+    &rows[..n_rows]
+}
+
+/// One output row `r` (over batch, depth and height) of [`depthwise_nhwc_f32_exec`].
+fn depthwise_row(
+    p: &ConvParams,
+    x: &[f32],
+    ops: Operands<'_>,
+    r: usize,
+    dst: &mut [f32],
+    avx512: bool,
+) {
+    let c = p.in_channels;
+    let cp = c.div_ceil(PANEL) * PANEL;
+    let mut rows = [(0usize, 0usize); MAX_RUNS];
+    let rows = kernel_rows(p, r, &mut rows);
     let (kw, sw, dw, pw, iw) = (
         p.kernel[2],
         p.strides[2],
@@ -769,6 +836,24 @@ fn depthwise_row(
         }
         ox += count;
     }
+}
+
+/// One whole output row of a depthwise layer with unit dilation, for the kernels that take
+/// the row's border pixels in their stride (their taps in the padding masked out).
+pub(crate) struct DwRow<'a> {
+    pub(crate) x: &'a [f32],
+    /// The kernel rows inside the input: their input row's offset and first weight row.
+    pub(crate) rows: &'a [(usize, usize)],
+    /// Input columns, and the padding before the first.
+    pub(crate) iw: usize,
+    pub(crate) pw: usize,
+    /// Output columns.
+    pub(crate) ow: usize,
+    pub(crate) c: usize,
+    pub(crate) cp: usize,
+    pub(crate) ops: Operands<'a>,
+    /// The row's offset in the output (and residual).
+    pub(crate) out_at: usize,
 }
 
 /// `count` consecutive output pixels of one depthwise row that share their clipped taps.
@@ -1305,6 +1390,80 @@ pub(crate) mod tests {
                 one,
                 [1, 1, 1],
                 [1, 1, 1],
+            ),
+            // Depthwise rows of the sliding-window kernel: several 16-pixel interior tiles,
+            // padding on one side only, none, rows narrower than the kernel, stride 2.
+            params(
+                1,
+                24,
+                24,
+                24,
+                [1, 4, 45],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 0, 0],
+                [0, 2, 2],
+            ),
+            params(
+                1,
+                17,
+                17,
+                17,
+                [1, 6, 40],
+                [1, 5, 5],
+                one,
+                one,
+                [0; 3],
+                [0; 3],
+            ),
+            params(
+                1,
+                32,
+                32,
+                32,
+                [1, 5, 2],
+                [1, 5, 5],
+                one,
+                one,
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
+            params(
+                1,
+                48,
+                48,
+                48,
+                [1, 7, 34],
+                [1, 3, 3],
+                [1, 2, 2],
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                20,
+                20,
+                20,
+                [1, 9, 30],
+                [1, 7, 7],
+                one,
+                one,
+                [0, 3, 3],
+                [0, 3, 3],
+            ),
+            params(
+                1,
+                19,
+                19,
+                19,
+                [1, 5, 33],
+                [1, 5, 5],
+                [1, 2, 2],
+                one,
+                [0, 2, 1],
+                [0, 1, 2],
             ),
         ];
         let chains: [&[A]; 4] = [

@@ -16,7 +16,7 @@ use core::arch::x86_64::*;
 use crate::conv_nhwc::TILE_PIXELS;
 use crate::epilogue::Activation;
 use crate::gemm::Finish;
-use crate::gemm_x86_64::{activate, lanes, store_vector};
+use crate::gemm_x86_64::{activate, activate_tile, lanes, store_vector, unroll};
 
 /// Most taps (`kh * kw`) the kernel keeps as broadcast vectors.
 pub(crate) const MAX_TAPS: usize = 25;
@@ -628,43 +628,67 @@ unsafe fn nhwc_sums<const MR: usize, const NV: usize>(t: &NhwcTile<'_>) -> [[__m
     acc
 }
 
-/// Stores the sums of an [`nhwc_tile`] with its epilogue.
+/// Stores the sums of an [`nhwc_tile`] with its epilogue: bias, residual and the in-register
+/// activations (each dispatched once per row) over constant indices, so that the sums stay
+/// in registers, then the stores.
 ///
 /// # Safety
 /// As for [`nhwc_tile`].
 #[target_feature(enable = "avx512f")]
-unsafe fn nhwc_store<const MR: usize, const NV: usize>(acc: [[__m512; NV]; MR], t: &NhwcTile<'_>) {
-    let acts = if t.acts.iter().all(Finish::in_register) {
-        t.acts
-    } else {
-        &[]
-    };
-    let one = _mm512_set1_ps(1.0);
-    for v in 0..NV {
-        if 16 * v >= t.width {
-            break;
+unsafe fn nhwc_store<const MR: usize, const NV: usize>(
+    mut acc: [[__m512; NV]; MR],
+    t: &NhwcTile<'_>,
+) {
+    let masks: [__mmask16; NV] = core::array::from_fn(|v| lanes(t.width.saturating_sub(16 * v)));
+    for (v, &mask) in masks.iter().enumerate() {
+        if mask == 0 {
+            continue;
         }
-        let mask = lanes(t.width - 16 * v);
-        // SAFETY: the bias holds `width` floats (the contract).
-        let bias = t
-            .bias
-            .map(|b| unsafe { _mm512_maskz_loadu_ps(mask, b.add(16 * v)) });
-        for (r, sums) in acc.iter().enumerate().take(t.rows) {
-            let at = r * t.ld + 16 * v;
-            // SAFETY: row r < rows, the lanes of `mask` inside the tile (the contract).
-            unsafe {
-                store_vector(
-                    sums[v],
-                    t.out.add(at),
-                    mask,
-                    one,
-                    true,
-                    bias,
-                    t.residual.map_or(core::ptr::null(), |p| p.add(at)),
-                    acts,
-                );
+        if let Some(b) = t.bias {
+            // SAFETY: the bias holds `width` floats (the contract).
+            let b = unsafe { _mm512_maskz_loadu_ps(mask, b.add(16 * v)) };
+            unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if r < MR {
+                    acc[r][v] = _mm512_add_ps(acc[r][v], b);
+                }
+            });
+        }
+        if let Some(res) = t.residual {
+            unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if r < MR && r < t.rows {
+                    // SAFETY: row r < rows, the lanes of `mask` inside the tile (the contract).
+                    let x = unsafe { _mm512_maskz_loadu_ps(mask, res.add(r * t.ld + 16 * v)) };
+                    acc[r][v] = _mm512_add_ps(acc[r][v], x);
+                }
+            });
+        }
+    }
+    if t.acts.iter().all(Finish::in_register) {
+        for &act in t.acts {
+            unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if r < MR {
+                    activate_tile!(act, acc[r]);
+                }
+            });
+        }
+    }
+    for (v, &mask) in masks.iter().enumerate() {
+        if mask == 0 {
+            continue;
+        }
+        unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if r < MR && r < t.rows {
+                // SAFETY: row r < rows, the lanes of `mask` inside the tile (the contract).
+                unsafe {
+                    let at = t.out.add(r * t.ld + 16 * v);
+                    if mask == 0xffff {
+                        _mm512_storeu_ps(at, acc[r][v]);
+                    } else {
+                        _mm512_mask_storeu_ps(at, mask, acc[r][v]);
+                    }
+                }
             }
-        }
+        });
     }
 }
 
@@ -682,34 +706,6 @@ pub(crate) unsafe fn depthwise_nhwc_run(
     dst: &mut [f32],
 ) {
     let c = run.c;
-    // Unit stride and dilation with the whole 3-wide kernel row inside the input: the
-    // sliding-window tiles, 8 (or, at a row's end, 4) pixels by 32 channels. (5-wide rows
-    // measured slower that way: their ten weight vectors crowd the registers.)
-    let slide = run.kx == (0, 3) && run.col_step == c && run.tap_step == c && count > 1;
-    if slide {
-        let mut c0 = 0;
-        while c0 < c {
-            let two = c - c0 > 16;
-            let mut i0 = 0;
-            while i0 < count {
-                let left = count - i0;
-                // SAFETY: forwarded contract; the run's taps are 0..3 with unit steps.
-                i0 += unsafe {
-                    match (two, left > 4) {
-                        (true, true) => dw_nhwc_slide::<8, 2, 3>(run, i0, left, c0, dst),
-                        (true, false) => dw_nhwc_slide::<4, 2, 3>(run, i0, left, c0, dst),
-                        (false, true) => dw_nhwc_slide::<8, 1, 3>(run, i0, left, c0, dst),
-                        (false, false) => dw_nhwc_slide::<4, 1, 3>(run, i0, left, c0, dst),
-                    }
-                };
-            }
-            c0 += 32;
-        }
-        if !run.acts().iter().all(Finish::in_register) {
-            Activation::apply_chain(run.acts(), &mut dst[..count * c]);
-        }
-        return;
-    }
     let mut c0 = 0;
     while c0 < c {
         let nv = (c - c0).div_ceil(16).min(4);
@@ -833,57 +829,157 @@ unsafe fn dw_store<const P: usize, const NV: usize>(
     }
 }
 
-/// Up to `P` pixels from `i0` (at most `left`) by `NV` vectors of channels from `c0` of a run
-/// with unit stride and dilation and all `K` kernel columns inside the input: a sliding window
-/// per kernel row, each input column loaded once and multiplied with the `K` taps it serves
-/// (`P + K - 1` input loads per row instead of `P * K`); returns the pixels done.
+/// One whole output row of a depthwise layer with `K` kernel columns, stride `S` and unit
+/// dilation, 16 channels from `c0` (the in-register activations applied; the caller applies
+/// the others): tiles of up to 16 pixels on a sliding window (each input column loaded once
+/// per kernel row and multiplied with every tap it serves), the taps that fall in the padding
+/// masked out of the loads, so the border pixels need no separate pass.
 ///
 /// # Safety
-/// As for [`depthwise_nhwc_run`]; the run's taps are `0..K`, its column and tap steps `c`.
+/// The CPU has AVX-512F; the offsets of `row.rows` are input rows of `row.iw` pixels of `c`
+/// floats inside the input; the weights hold `cp` floats per tap; `dst` holds the row.
 #[target_feature(enable = "avx512f")]
-unsafe fn dw_nhwc_slide<const P: usize, const NV: usize, const K: usize>(
-    run: &crate::conv_nhwc::DwRun<'_>,
-    i0: usize,
-    left: usize,
+pub(crate) unsafe fn depthwise_nhwc_row<const K: usize, const S: usize>(
+    row: &crate::conv_nhwc::DwRow<'_>,
     c0: usize,
     dst: &mut [f32],
+) {
+    let c = row.c;
+    assert!(dst.len() >= row.ow * c && row.iw > 0 && c0 < c);
+    let mask = lanes(c - c0);
+    // Pixels [lo, hi) read only columns inside the input.
+    let lo = row.pw.div_ceil(S).min(row.ow);
+    let hi = if row.iw + row.pw >= K {
+        ((row.iw + row.pw - K) / S + 1).clamp(lo, row.ow)
+    } else {
+        lo
+    };
+    let mut ox = 0;
+    while ox < row.ow {
+        let left = row.ow - ox;
+        // Interior tiles take the pixels from `lo` in 16s, 8s and 4s (each whole tile
+        // interior); the border pixels and the interior's last few take masked tiles of 4.
+        let interior = if ox >= lo { hi.saturating_sub(ox) } else { 0 };
+        // SAFETY: forwarded contract; pixels ox.. and channels c0.. are inside the row, and
+        // each interior tile's pixels (all `P` of them) read only columns inside the input.
+        ox += unsafe {
+            match interior {
+                16.. if S == 1 => dw_row_tile::<16, K, S, false>(row, ox, 16, c0, mask, dst),
+                8.. => dw_row_tile::<8, K, S, false>(row, ox, 8, c0, mask, dst),
+                4.. => dw_row_tile::<4, K, S, false>(row, ox, 4, c0, mask, dst),
+                _ => dw_row_tile::<4, K, S, true>(row, ox, left, c0, mask, dst),
+            }
+        };
+    }
+}
+
+/// Up to `P` pixels from `ox0` (at most `left`) of [`depthwise_nhwc_row`], channels `c0..`
+/// (the lanes of `mask`); returns the pixels done. `EDGE`: some of the columns its `P`
+/// windows read lie in the padding (or past the input).
+///
+/// # Safety
+/// As for [`depthwise_nhwc_row`]; without `EDGE`, every column the `P` windows read lies
+/// inside the input.
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE: bool>(
+    row: &crate::conv_nhwc::DwRow<'_>,
+    ox0: usize,
+    left: usize,
+    c0: usize,
+    mask: __mmask16,
+    dst: &mut [f32],
 ) -> usize {
-    let (c, cp) = (run.c, run.cp);
+    // The columns the tile reads fit the unrolled list below, the pixels the epilogue's (a
+    // constant per instance; the callers never reach the instances that fail it).
+    assert!(S * (P - 1) + K <= 22 && P <= 16);
+    let (c, cp) = (row.c, row.cp);
     let np = P.min(left);
-    let masks = dw_masks::<NV>(c, c0);
-    let x = run.x.as_ptr();
-    let w = run.w().as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); NV]; P];
-    for &(line, w_row) in run.rows {
-        let mut wv = [[_mm512_setzero_ps(); NV]; K];
-        for (kx, taps) in wv.iter_mut().enumerate() {
-            for (v, t) in taps.iter_mut().enumerate() {
-                // SAFETY: tap (w_row + kx) holds `cp > c0 + 16 v` floats (the contract).
-                *t = unsafe { _mm512_loadu_ps(w.add((w_row + kx) * cp + c0 + 16 * v)) };
-            }
+    let x = row.x.as_ptr();
+    let w = row.ops.w.as_ptr();
+    // The input column under the first pixel's first tap (negative in the padding).
+    let col0 = (ox0 * S) as isize - row.pw as isize;
+    let iw = row.iw as isize;
+    // The tile's columns j inside the input: first..last.
+    let (first, last) = ((-col0).max(0) as usize, (iw - col0).max(0) as usize);
+    let mut acc = [_mm512_setzero_ps(); P];
+    for &(line, w_row) in row.rows {
+        let mut wv = [_mm512_setzero_ps(); K];
+        for (kx, t) in wv.iter_mut().enumerate() {
+            // SAFETY: tap (w_row + kx) holds `cp >= c0 + 16` floats (the contract).
+            *t = unsafe { _mm512_loadu_ps(w.add((w_row + kx) * cp + c0)) };
         }
-        let row = line + (run.first_col + i0) * c + c0;
-        for j in 0..P + K - 1 {
-            // Input columns past the last real pixel's window repeat it (their sums are never
-            // stored).
-            let src = x.wrapping_add(row + j.min(np + K - 2) * c);
-            let mut xv = [_mm512_setzero_ps(); NV];
-            for (v, xv) in xv.iter_mut().enumerate() {
-                // SAFETY: column j of the window row, its channels masked to c, lies inside
-                // the input (the contract).
-                *xv = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(16 * v)) };
-            }
-            for (kx, taps) in wv.iter().enumerate() {
-                if j >= kx && j - kx < P {
-                    for (v, s) in acc[j - kx].iter_mut().enumerate() {
-                        *s = _mm512_fmadd_ps(xv[v], taps[v], *s);
+        let base = line + c0;
+        // The first column's pixel (interior tiles), the next ones `c` floats apart.
+        let mut src = x.wrapping_add(base).wrapping_offset(col0 * c as isize);
+        // Unrolled by the macro (LLVM keeps this loop rolled, and the accumulators in
+        // memory): every column index, so every accumulator index, is a constant.
+        unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21] {
+            if j < S * (P - 1) + K {
+                let xv = if EDGE {
+                    // A column in the padding (or past the tile's last real window) reads
+                    // nothing: its load is masked off, at a column inside the row.
+                    let col = (col0 + j as isize).clamp(0, iw - 1) as usize;
+                    let m = if j >= first && j < last { mask } else { 0 };
+                    // SAFETY: pixel `col` of an input row, its channels masked to c (the
+                    // contract).
+                    unsafe { _mm512_maskz_loadu_ps(m, x.add(base + col * c)) }
+                } else {
+                    // SAFETY: column j of an interior tile is inside the input row, its
+                    // channels masked to c (the contract).
+                    let v = unsafe { _mm512_maskz_loadu_ps(mask, src) };
+                    src = src.wrapping_add(c);
+                    v
+                };
+                for (kx, &t) in wv.iter().enumerate() {
+                    if j >= kx && (j - kx).is_multiple_of(S) && (j - kx) / S < P {
+                        let p = (j - kx) / S;
+                        acc[p] = _mm512_fmadd_ps(xv, t, acc[p]);
                     }
                 }
             }
+        });
+    }
+    // The epilogue on the whole tile: bias, residual, the in-register activations (each
+    // dispatched once), then the stores; over constant indices, as the columns above, so
+    // that the accumulators stay in registers.
+    // SAFETY: the bias holds `c` floats; the lanes of `mask` are below `c`.
+    let bias = row
+        .ops
+        .bias
+        .map(|b| unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0)) });
+    let residual = row.ops.residual.map(|r| r[row.out_at..].as_ptr());
+    unroll!(p in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
+        if p < P && p < np {
+            if let Some(b) = bias {
+                acc[p] = _mm512_add_ps(acc[p], b);
+            }
+            if let Some(r) = residual {
+                // SAFETY: pixel ox0 + p < ow of the residual row, channels masked to c.
+                let v = unsafe { _mm512_maskz_loadu_ps(mask, r.add((ox0 + p) * c + c0)) };
+                acc[p] = _mm512_add_ps(acc[p], v);
+            }
+        }
+    });
+    if row.ops.acts.iter().all(Finish::in_register) {
+        for &act in row.ops.acts {
+            activate_tile!(act, acc);
         }
     }
-    // SAFETY: forwarded contract.
-    unsafe { dw_store(run, (i0, np, c0), &masks, &acc, dst) };
+    let out = dst.as_mut_ptr();
+    let full = mask == 0xffff;
+    unroll!(p in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
+        if p < P && p < np {
+            // SAFETY: pixel ox0 + p < ow and channels c0.. masked to c are inside `dst`.
+            unsafe {
+                let at = out.add((ox0 + p) * c + c0);
+                if full {
+                    _mm512_storeu_ps(at, acc[p]);
+                } else {
+                    _mm512_mask_storeu_ps(at, mask, acc[p]);
+                }
+            }
+        }
+    });
     np
 }
 

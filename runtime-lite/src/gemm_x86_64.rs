@@ -245,6 +245,46 @@ pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
     }
 }
 
+/// Runs `$body` once for each listed value of `$j` (a literal), as straight-line code: for
+/// kernels whose register tiles LLVM would otherwise index in a loop (and so keep in memory).
+macro_rules! unroll {
+    ($j:ident in [$($n:literal),*] $body:block) => {{
+        $({
+            let $j: usize = $n;
+            $body
+        })*
+    }};
+}
+pub(crate) use unroll;
+
+/// [`activate`] on every vector of an array (`$xs: &mut [__m512; N]`), dispatching on the
+/// activation `$act` once rather than per vector. A macro, so that it inlines into the
+/// `target_feature` kernels that use it (a function would take the array through memory).
+macro_rules! activate_tile {
+    ($act:expr, $xs:expr) => {{
+        use $crate::epilogue::Activation as A;
+        macro_rules! each {
+            ($a:expr) => {
+                $crate::gemm_x86_64::unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
+                    if i < $xs.len() {
+                        $xs[i] = $crate::gemm_x86_64::activate($a, $xs[i]);
+                    }
+                })
+            };
+        }
+        match $act {
+            A::Relu => each!(A::Relu),
+            A::Clip(lo, hi) => each!(A::Clip(lo, hi)),
+            A::LeakyRelu(a) => each!(A::LeakyRelu(a)),
+            A::Affine(a, b) => each!(A::Affine(a, b)),
+            A::HardSigmoid(a, b) => each!(A::HardSigmoid(a, b)),
+            A::HardSwish => each!(A::HardSwish),
+            act => each!(act),
+        }
+    }};
+}
+pub(crate) use activate_tile;
+
 /// Sigmoid, tanh and both GELUs on 16 lanes: the vector forms of `crate::math`, bit for bit
 /// the scalar functions (and what the separate ops compute).
 #[inline(never)]
