@@ -90,6 +90,15 @@ impl<const BLOCKS: usize> Arena<BLOCKS> {
         Self { data }
     }
 
+    /// A zeroed arena in a `const` context (for `Model::new_static`): only without the `std`
+    /// feature, whose arena is inline.
+    #[cfg(not(feature = "std"))]
+    pub const fn zeroed() -> Self {
+        Self {
+            data: [Block::ZERO; BLOCKS],
+        }
+    }
+
     /// Views `len` elements of type `T` at byte `offset`, read-only.
     pub fn get<T: Elem>(&self, offset: usize, len: usize) -> &[T] {
         self.splitter_ref().get(offset, len)

@@ -84,6 +84,8 @@ pub mod sample;
 pub mod shape;
 pub mod signal;
 pub mod softmax;
+#[cfg(target_has_atomic = "8")]
+pub mod static_model;
 pub mod threads;
 
 pub use arena::{Arena, Reader, Splitter, Weights};
@@ -91,6 +93,8 @@ pub use elem::Elem;
 pub use error::Error;
 #[cfg(feature = "ndarray")]
 pub use ndarray;
+#[cfg(target_has_atomic = "8")]
+pub use static_model::StaticModel;
 
 #[cfg(feature = "macros")]
 pub use sinter_macros::include_onnx;

@@ -602,15 +602,52 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         end: profile_end,
         methods: profile_methods,
     } = &profiled;
+    // Big uniform constants live in the arena, filled by `new()`; a model made in a `const`
+    // context (`new_static`) fills them on its first run instead, which a flag records.
+    let has_fills = !plan.fills.is_empty();
+    let (filled_field, filled_init, filled_static, lazy_fill, fill_fn) = if has_fills {
+        (
+            quote! {
+                /// Whether the arena's constant regions are filled.
+                filled: bool,
+            },
+            quote!(filled: true,),
+            quote!(filled: false),
+            quote! {
+                if !self.filled {
+                    fill(&mut self.arena);
+                    self.filled = true;
+                }
+            },
+            quote! {
+                /// Fills the arena's regions of big uniform constants.
+                fn fill(arena: &mut Arena) {
+                    #(#fills)*
+                }
+            },
+        )
+    } else {
+        Default::default()
+    };
+    let fill_call = if has_fills {
+        quote!(fill(&mut arena);)
+    } else {
+        TokenStream::new()
+    };
     let self_init = if opts.profile {
         quote!(Self {
             arena,
             exec,
+            #filled_init
             profile: ::sinter_rt::profile::Profiler::new(&PROFILE_NODES)
         })
     } else {
-        quote!(Self { arena, exec })
+        quote!(Self { arena, exec, #filled_init })
     };
+    // `new_static`: a `const fn` for a model in a `static`, which only an inline arena (no
+    // `std` feature in `sinter-rt`) allows; the macro expands to nothing with `std` (which
+    // profiling needs, so a profiled module's missing `profile` field never matters).
+    let new_static = quote!(::sinter_rt::static_constructor!(#filled_static););
     // Every input is marked used: an op may list an input it does not read (Dropout's ratio),
     // and a view or folded node may leave an input unread.
     let unused_inputs = inputs.iter().map(|p| {
@@ -630,6 +667,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             pub struct Model {
                 arena: Arena,
                 exec: ::sinter_rt::threads::Exec,
+                #filled_field
                 #profile_field
             }
 
@@ -654,7 +692,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 fn with_exec(exec: ::sinter_rt::threads::Exec) -> Self {
                     #[allow(unused_mut, reason = "filled only when the model has big uniform constants")]
                     let mut arena = Arena::new();
-                    #(#fills)*
+                    #fill_call
                     #self_init
                 }
 
@@ -687,6 +725,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
 
                 /// Computes every node into the arena.
                 fn forward(&mut self, #(#run_params),*) #forward_ret {
+                    #lazy_fill
                     #profile_begin
                     #exec_touch
                     #fault_decl
@@ -698,6 +737,10 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     #fault_ret
                 }
             }
+
+            #new_static
+
+            #fill_fn
 
             #run_ndarray
 
