@@ -354,9 +354,6 @@ struct Im2colPanels<'a> {
     x: &'a [f32],
 }
 
-/// Most output-row pieces one panel spans (a panel narrower than an output row spans two).
-const MAX_PIECES: usize = 32;
-
 /// A run of a panel's columns inside one output row: the first column in the panel, its
 /// length, and the padded input coordinates (depth, row, x) of the first pixel's tap 0, which
 /// may be "negative" (wrapped) in the padding.
@@ -386,7 +383,9 @@ impl PanelSource for Im2colPanels<'_> {
         let [dd, dh, dw] = p.dilations;
         let [pd, ph, pw] = p.pads;
         let in_len = id * ih * iw;
-        let mut pieces = [Piece::default(); MAX_PIECES];
+        // Each piece holds at least one of the panel's `nr <= NR` columns (an output row of one
+        // pixel makes every column a piece of its own).
+        let mut pieces = [Piece::default(); NR];
         let mut count = 0;
         let mut j = 0;
         while j < nr {

@@ -1391,6 +1391,20 @@ pub(crate) mod tests {
                 [1, 1, 1],
                 [1, 1, 1],
             ),
+            // Output rows one pixel wide: a GEMM panel of the channels-first reference spans
+            // one piece per column (found by the random geometries below).
+            params(
+                2,
+                27,
+                3,
+                3,
+                [5, 5, 1],
+                [3, 3, 3],
+                [1, 1, 2],
+                one,
+                [2, 2, 0],
+                [1, 2, 2],
+            ),
             // Depthwise rows of the sliding-window kernel: several 16-pixel interior tiles,
             // padding on one side only, none, rows narrower than the kernel, stride 2.
             params(
@@ -1540,5 +1554,184 @@ pub(crate) mod tests {
     #[test]
     fn channels_last_conv_matches_channels_first_without_avx512() {
         crate::gemm_x86_64::without_avx512(cases);
+    }
+
+    /// Random shapes for property tests (without the proptest crate, which is not available
+    /// offline here): a deterministic generator (SplitMix64).
+    pub(crate) struct Rng(pub(crate) u64);
+
+    /// How many random cases each property test runs: `SINTER_PROPTEST_CASES`, else
+    /// `default` (modest, for CI; a long run sets the variable).
+    pub(crate) fn proptest_cases(default: usize) -> usize {
+        std::env::var("SINTER_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    impl Rng {
+        /// A value in `0..n`.
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            // SplitMix64.
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % n as u64) as usize
+        }
+        /// A value in `lo..=hi`.
+        pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
+            lo + self.below(hi - lo + 1)
+        }
+    }
+
+    /// A random 1-D, 2-D or 3-D convolution: dense, grouped or depthwise, with strides,
+    /// dilations and asymmetric padding; `None` when the window does not fit.
+    fn random_params(rng: &mut Rng) -> Option<ConvParams> {
+        let spatial = [1, 2, 2, 2, 3][rng.below(5)];
+        let mut input = [1; 3];
+        let mut kernel = [1; 3];
+        let (mut strides, mut dilations, mut pads, mut pads_end) = ([1; 3], [1; 3], [0; 3], [0; 3]);
+        for i in 3 - spatial..3 {
+            input[i] = rng.range(1, if spatial == 3 { 6 } else { 24 });
+            kernel[i] = [1, 1, 2, 3, 3, 5, 7][rng.below(7)].min(input[i] + 2);
+            strides[i] = rng.range(1, 3);
+            dilations[i] = if rng.below(4) == 0 { 2 } else { 1 };
+            pads[i] = rng.below(kernel[i].min(4));
+            pads_end[i] = rng.below(kernel[i].min(4));
+            if input[i] + pads[i] + pads_end[i] < (kernel[i] - 1) * dilations[i] + 1 {
+                return None;
+            }
+        }
+        let (groups, c, m) = match rng.below(3) {
+            0 => {
+                let c = rng.range(1, 70);
+                (c, c, c)
+            }
+            1 => {
+                let g = rng.range(2, 4);
+                (g, g * rng.range(1, 9), g * rng.range(1, 12))
+            }
+            _ => (1, rng.range(1, 40), rng.range(1, 70)),
+        };
+        let p = params(
+            rng.range(1, 2),
+            c,
+            m,
+            groups,
+            input,
+            kernel,
+            strides,
+            dilations,
+            pads,
+            pads_end,
+        );
+        nhwc_supported(&p).then_some(p)
+    }
+
+    /// The convolution by its definition, in f64: `x: [N, C, *in]`, `w: [M, C/g, *k]`, then
+    /// bias, residual and `acts`.
+    fn direct(
+        p: &ConvParams,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        residual: &[f32],
+        acts: &[Activation],
+    ) -> Vec<f32> {
+        let (cg, mg) = (p.in_channels / p.groups, p.out_channels / p.groups);
+        let mut out = std::vec![0.0f32; p.batch * p.out_channels * p.output_len()];
+        let mut o = 0;
+        for n in 0..p.batch {
+            for oc in 0..p.out_channels {
+                let g = oc / mg;
+                for oz in 0..p.output[0] {
+                    for oy in 0..p.output[1] {
+                        for ox in 0..p.output[2] {
+                            let mut sum = 0.0f64;
+                            for ic in 0..cg {
+                                for kz in 0..p.kernel[0] {
+                                    for ky in 0..p.kernel[1] {
+                                        for kx in 0..p.kernel[2] {
+                                            let at = [(oz, kz), (oy, ky), (ox, kx)];
+                                            let pos: [isize; 3] = core::array::from_fn(|i| {
+                                                (at[i].0 * p.strides[i] + at[i].1 * p.dilations[i])
+                                                    as isize
+                                                    - p.pads[i] as isize
+                                            });
+                                            if (0..3).any(|i| {
+                                                pos[i] < 0 || pos[i] >= p.input[i] as isize
+                                            }) {
+                                                continue;
+                                            }
+                                            let pixel = (pos[0] as usize * p.input[1]
+                                                + pos[1] as usize)
+                                                * p.input[2]
+                                                + pos[2] as usize;
+                                            let xv = x[((n * p.in_channels + g * cg + ic)
+                                                * p.input_len())
+                                                + pixel];
+                                            let wv = w[((oc * cg + ic) * p.kernel[0] + kz)
+                                                * p.kernel[1]
+                                                * p.kernel[2]
+                                                + ky * p.kernel[2]
+                                                + kx];
+                                            sum += f64::from(xv) * f64::from(wv);
+                                        }
+                                    }
+                                }
+                            }
+                            out[o] = (sum + f64::from(bias[oc]) + f64::from(residual[o])) as f32;
+                            o += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Activation::apply_chain(acts, &mut out);
+        out
+    }
+
+    #[test]
+    fn random_geometries_match_the_definition() {
+        use Activation as A;
+        let cases = proptest_cases(60);
+        let chains: [&[A]; 4] = [&[], &[A::Relu], &[A::HardSwish], &[A::Clip(-0.25, 0.5)]];
+        let mut rng = Rng(0x5EED);
+        let mut done = 0;
+        while done < cases {
+            let Some(p) = random_params(&mut rng) else {
+                continue;
+            };
+            let acts = chains[rng.below(chains.len())];
+            // The channels-first convolution against the definition (the inputs `check` uses).
+            let (n, c, m) = (p.batch, p.in_channels, p.out_channels);
+            let x = values(n * c * p.input_len(), 1);
+            let w = values(m * (c / p.groups) * p.kernel_len(), 2);
+            let bias = values(m, 3);
+            let residual = values(n * m * p.output_len(), 4);
+            let want = direct(&p, &x, &w, &bias, &residual, acts);
+            let mut got = std::vec![f32::NAN; want.len()];
+            crate::conv::conv_f32_exec(
+                &Exec::single(),
+                &p,
+                &x,
+                &w,
+                Some(&bias),
+                Some(&residual),
+                &mut got,
+                acts,
+            );
+            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "channels first, {p:?}, {acts:?}: output {i} is {a}, expected {b}"
+                );
+            }
+            // Then the channels-last kernels against it, with and without AVX-512.
+            check(&p, acts);
+            crate::gemm_x86_64::without_avx512(|| check(&p, acts));
+            done += 1;
+        }
     }
 }

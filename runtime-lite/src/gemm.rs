@@ -1713,6 +1713,21 @@ mod tests {
         assert_eq!(out, [19, 22, 43, 50]);
     }
 
+    /// The strides of a row-major `m x k` A and `k x n` B, or of their column-major forms.
+    fn layouts(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> (Strides, Strides) {
+        let sa = if trans_a {
+            Strides { rows: 1, cols: m }
+        } else {
+            Strides { rows: k, cols: 1 }
+        };
+        let sb = if trans_b {
+            Strides { rows: 1, cols: k }
+        } else {
+            Strides { rows: n, cols: 1 }
+        };
+        (sa, sb)
+    }
+
     #[test]
     fn awkward_shapes_match_reference() {
         let shapes = [
@@ -1735,16 +1750,7 @@ mod tests {
                 for (trans_a, trans_b) in [(false, false), (false, true), (true, false)] {
                     let (a, b) = operands(m, n, k);
                     // A transposed (column-major) is what constant weights are stored as.
-                    let sa = if trans_a {
-                        Strides { rows: 1, cols: m }
-                    } else {
-                        Strides { rows: k, cols: 1 }
-                    };
-                    let sb = if trans_b {
-                        Strides { rows: 1, cols: k }
-                    } else {
-                        Strides { rows: n, cols: 1 }
-                    };
+                    let (sa, sb) = layouts(m, n, k, trans_a, trans_b);
                     let want = reference(m, n, k, &a, sa, &b, sb);
                     let mut out = std::vec![f32::NAN; m * n];
                     if (k == 0 || m == 0 || n == 0) && name != "dispatch" {
@@ -1757,6 +1763,37 @@ mod tests {
                             "{name} {m}x{n}x{k} (A transposed {trans_a}): {x} vs {y}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_shapes_match_reference() {
+        let mut rng = crate::conv_nhwc::tests::Rng(0x6E33);
+        for _ in 0..crate::conv_nhwc::tests::proptest_cases(40) {
+            // Mostly small sizes (every tail of every tile), sometimes big enough for threads.
+            let big = rng.below(8) == 0;
+            let dim = |rng: &mut crate::conv_nhwc::tests::Rng| {
+                if big {
+                    rng.range(1, 300)
+                } else {
+                    rng.range(1, 70)
+                }
+            };
+            let (m, n, k) = (dim(&mut rng), dim(&mut rng), dim(&mut rng));
+            let (trans_a, trans_b) = (rng.below(2) == 1, rng.below(2) == 1);
+            let (a, b) = operands(m, n, k);
+            let (sa, sb) = layouts(m, n, k, trans_a, trans_b);
+            let want = reference(m, n, k, &a, sa, &b, sb);
+            for (name, path) in paths() {
+                let mut out = std::vec![f32::NAN; m * n];
+                path(m, n, k, &a, sa, &b, sb, &mut out);
+                for (x, y) in out.iter().zip(&want) {
+                    assert!(
+                        (x - y).abs() <= 1e-3 * y.abs().max(1.0),
+                        "{name} {m}x{n}x{k} (A transposed {trans_a}, B {trans_b}): {x} vs {y}"
+                    );
                 }
             }
         }

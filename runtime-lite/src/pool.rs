@@ -227,10 +227,12 @@ fn pool_plane_2d(
             }
         }
         let rows = (hi - lo) as f32;
-        let scale = |x_valid: usize, x_padded: usize| match kind {
+        // The averages divide by the count (as every other pooling path does, so that the
+        // layouts and paths agree bit for bit), not multiply by its reciprocal.
+        let divisor = |x_valid: usize, x_padded: usize| match kind {
             PoolKind::Max => 1.0,
-            PoolKind::Average => 1.0 / (rows * x_valid as f32),
-            PoolKind::AverageIncludePad => 1.0 / (y_padded * x_padded) as f32,
+            PoolKind::Average => rows * x_valid as f32,
+            PoolKind::AverageIncludePad => (y_padded * x_padded) as f32,
         };
         // Border columns: taps clipped to the input.
         for xo in (0..x_in_lo).chain(x_in_hi..ow) {
@@ -243,7 +245,7 @@ fn pool_plane_2d(
             out_row[xo] = if max {
                 acc
             } else {
-                acc * scale(h - l, x_padded)
+                acc / divisor(h - l, x_padded)
             };
         }
         // Interior columns: the whole window, at a fixed width and stride.
@@ -265,8 +267,8 @@ fn pool_plane_2d(
                 }
             }
             if !max {
-                let s = scale(kw, kw);
-                inner.iter_mut().for_each(|o| *o *= s);
+                let d = divisor(kw, kw);
+                inner.iter_mut().for_each(|o| *o /= d);
             }
         }
     }
@@ -1042,6 +1044,117 @@ mod tests {
         }
     }
 
+    /// Channels-last max and average pooling of `c` channels (`p.planes == c`) against the
+    /// channels-first kernel on deterministic values with one NaN, bit for bit, with AVX-512
+    /// on and reported absent.
+    fn check_channels_last(p: PoolParams, c: usize) {
+        let (input, output, kernel, strides, pads) =
+            (p.input, p.output, p.kernel, p.strides, p.pads_begin);
+        let n: usize = input.iter().product::<usize>() * c;
+        let mut x: std::vec::Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+        // A NaN wins wherever its window reaches.
+        x[n / 3] = f32::NAN;
+        let spatial = n / c;
+        let last = |v: &[f32], s: usize| -> std::vec::Vec<f32> {
+            (0..v.len()).map(|i| v[(i % c) * s + i / c]).collect()
+        };
+        let m: usize = output.iter().product::<usize>() * c;
+        let mut want = std::vec![0f32; m];
+        pool_f32(&p, PoolKind::Max, &x, &mut want);
+        let mut got = std::vec![0f32; m];
+        max_pool_nhwc(
+            &PoolParams { planes: 1, ..p },
+            c,
+            &last(&x, spatial),
+            &mut got,
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+        assert_eq!(
+            bits(&got),
+            bits(&last(&want, m / c)),
+            "{kernel:?} {strides:?} {pads:?}"
+        );
+        for portable in [false, true] {
+            let mut fast = std::vec![0f32; m];
+            let mut run = || {
+                max_pool_nhwc_f32(
+                    &PoolParams { planes: 1, ..p },
+                    c,
+                    &last(&x, spatial),
+                    &mut fast,
+                )
+            };
+            if portable {
+                crate::gemm_x86_64::without_avx512(run);
+            } else {
+                run();
+            }
+            assert_eq!(
+                bits(&fast),
+                bits(&got),
+                "f32 {kernel:?} {strides:?} {pads:?}"
+            );
+        }
+        for kind in [PoolKind::Average, PoolKind::AverageIncludePad] {
+            let mut want = std::vec![0f32; m];
+            pool_f32(&p, kind, &x, &mut want);
+            let mut got = std::vec![0f32; m];
+            avg_pool_nhwc_f32(
+                &PoolParams { planes: 1, ..p },
+                kind,
+                c,
+                &last(&x, spatial),
+                &mut got,
+            );
+            assert_eq!(
+                bits(&got),
+                bits(&last(&want, m / c)),
+                "{kind:?} {kernel:?} {strides:?} {pads:?}"
+            );
+        }
+    }
+
+    /// Random geometries (see `conv_nhwc::tests::Rng`; `SINTER_PROPTEST_CASES`, default 60):
+    /// 1-D to 3-D windows with strides and asymmetric padding, 1 to 70 channels.
+    #[cfg(feature = "std")]
+    #[test]
+    fn random_geometries_match_channels_first() {
+        let mut rng = crate::conv_nhwc::tests::Rng(0x9001);
+        let mut done = 0;
+        while done < crate::conv_nhwc::tests::proptest_cases(60) {
+            let spatial = rng.range(1, 3);
+            let (mut input, mut kernel, mut strides) = ([1; 3], [1; 3], [1; 3]);
+            let (mut pads_begin, mut pads_end, mut output) = ([0; 3], [0; 3], [1; 3]);
+            let mut fits = true;
+            for i in 3 - spatial..3 {
+                input[i] = rng.range(1, if spatial == 3 { 6 } else { 14 });
+                kernel[i] = rng.range(1, 4);
+                strides[i] = rng.range(1, 3);
+                pads_begin[i] = rng.below(kernel[i]);
+                pads_end[i] = rng.below(kernel[i]);
+                let padded = input[i] + pads_begin[i] + pads_end[i];
+                fits &= padded >= kernel[i];
+                output[i] = padded.saturating_sub(kernel[i]) / strides[i] + 1;
+            }
+            if !fits {
+                continue;
+            }
+            let c = rng.range(1, 70);
+            let p = PoolParams {
+                planes: c,
+                input,
+                output,
+                kernel,
+                strides,
+                dilations: [1; 3],
+                pads_begin,
+                pads_end,
+            };
+            check_channels_last(p, c);
+            done += 1;
+        }
+    }
+
     /// Channels-last float max pooling and global pooling against the channels-first kernels,
     /// with windows that hang over the end (ceil mode) and at the start (padding).
     #[test]
@@ -1066,69 +1179,7 @@ mod tests {
                 pads_begin: pads,
                 pads_end: pads,
             };
-            let n: usize = input.iter().product::<usize>() * c;
-            let mut x: std::vec::Vec<f32> =
-                (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
-            // A NaN wins wherever its window reaches.
-            x[n / 3] = f32::NAN;
-            let spatial = n / c;
-            let last = |v: &[f32], s: usize| -> std::vec::Vec<f32> {
-                (0..v.len()).map(|i| v[(i % c) * s + i / c]).collect()
-            };
-            let m: usize = output.iter().product::<usize>() * c;
-            let mut want = std::vec![0f32; m];
-            pool_f32(&p, PoolKind::Max, &x, &mut want);
-            let mut got = std::vec![0f32; m];
-            max_pool_nhwc(
-                &PoolParams { planes: 1, ..p },
-                c,
-                &last(&x, spatial),
-                &mut got,
-            );
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
-            assert_eq!(
-                bits(&got),
-                bits(&last(&want, m / c)),
-                "{kernel:?} {strides:?} {pads:?}"
-            );
-            for portable in [false, true] {
-                let mut fast = std::vec![0f32; m];
-                let mut run = || {
-                    max_pool_nhwc_f32(
-                        &PoolParams { planes: 1, ..p },
-                        c,
-                        &last(&x, spatial),
-                        &mut fast,
-                    )
-                };
-                if portable {
-                    crate::gemm_x86_64::without_avx512(run);
-                } else {
-                    run();
-                }
-                assert_eq!(
-                    bits(&fast),
-                    bits(&got),
-                    "f32 {kernel:?} {strides:?} {pads:?}"
-                );
-            }
-            for kind in [PoolKind::Average, PoolKind::AverageIncludePad] {
-                let mut want = std::vec![0f32; m];
-                pool_f32(&p, kind, &x, &mut want);
-                let mut got = std::vec![0f32; m];
-                avg_pool_nhwc_f32(
-                    &PoolParams { planes: 1, ..p },
-                    kind,
-                    c,
-                    &last(&x, spatial),
-                    &mut got,
-                );
-                assert_eq!(
-                    bits(&got),
-                    bits(&last(&want, m / c)),
-                    "{kind:?} {kernel:?} {strides:?} {pads:?}"
-                );
-            }
+            check_channels_last(p, c);
         }
         let x: std::vec::Vec<f32> = (0..60).map(|i| (i as f32) * 0.25 - 3.0).collect();
         let (mut avg, mut max) = (std::vec![0f32; 5], std::vec![0f32; 5]);

@@ -45,8 +45,27 @@ pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<Op
     Ok(OpCx { inputs, outputs })
 }
 
+/// Most elements one value may have (16 GiB of float32): beyond it a shape is a malformed
+/// model's, and inferring from it would allocate without bound.
+const MAX_ELEMENTS: usize = 1 << 32;
+
+/// An error unless `shape` has at most [`MAX_ELEMENTS`] elements.
+fn check_size(what: &str, shape: &[usize]) -> Result<()> {
+    match shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(CompileError::shape(format!(
+            "{what} has shape {shape:?}, more than {MAX_ELEMENTS} elements"
+        ))),
+    }
+}
+
 /// Infers shapes and folds constant nodes; expands `If` nodes (see [`crate::ops::control`]).
 pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    for value in &graph.values {
+        if let Some(shape) = &value.shape {
+            check_size(&format!("value \"{}\"", value.name), shape)?;
+        }
+    }
     let mut work: VecDeque<Node> = std::mem::take(&mut graph.nodes).into();
     let mut kept = Vec::with_capacity(work.len());
     let mut poisoned: Vec<((ValueId, bool), String)> = Vec::new();
@@ -153,6 +172,9 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         let inferred = (|| -> Result<_> {
             let cx = op_cx(&graph, &node, false)?;
             let types = op.infer(&cx)?;
+            for (i, t) in types.iter().enumerate() {
+                check_size(&format!("output {i}"), &t.shape)?;
+            }
             if !op.handles_low_precision() {
                 let dtypes = cx.inputs.iter().flatten().map(|o| o.dtype);
                 if let Some(d) = dtypes

@@ -1154,6 +1154,44 @@ mod tests {
         r
     }
 
+    /// `a` times `b: [k, n]` (weight zero point `b_zero`) on `isa`'s kernel with `exec`,
+    /// against [`matmul_reference`], bit for bit.
+    fn check_product(
+        isa: Isa,
+        exec: &Exec,
+        [m, k, n]: [usize; 3],
+        a: Bytes<'_>,
+        a_zero: i32,
+        b: &[i8],
+        b_zero: i32,
+    ) {
+        let mut want = vec![0i32; m * n];
+        matmul_reference([m, k, n], a, a_zero, Bytes::I8(b), &[b_zero], &mut want);
+        let (packed, sums) = pack_b(b, k, n);
+        let zero = [b_zero];
+        let weights = Weights {
+            data: &packed,
+            sums: &sums,
+            zero: &zero,
+        };
+        let mut got = vec![0i32; m * n];
+        with_isa(isa, || {
+            matmul_exec(
+                exec,
+                [m, k, n],
+                a,
+                k,
+                a_zero,
+                &weights,
+                Output::I32(&mut got),
+            )
+        });
+        assert_eq!(
+            got, want,
+            "{isa:?} m={m} k={k} n={n} za={a_zero} zb={b_zero}"
+        );
+    }
+
     #[test]
     fn matmul_matches_reference_on_every_kernel() {
         let shapes = [
@@ -1188,37 +1226,42 @@ mod tests {
                     } else {
                         Bytes::U8(&a_raw)
                     };
-                    let b_u: Vec<u8> = b.iter().map(|&v| v as u8).collect();
-                    let mut want = vec![0i32; m * n];
-                    matmul_reference([m, k, n], a, a_zero, Bytes::I8(&b), &[b_zero], &mut want);
-                    let _ = b_u;
-                    let (packed, sums) = pack_b(&b, k, n);
-                    let zero = [b_zero];
-                    let weights = Weights {
-                        data: &packed,
-                        sums: &sums,
-                        zero: &zero,
-                    };
                     for threads in [1, 2] {
                         let exec = Exec::with_threads(threads);
-                        let mut got = vec![0i32; m * n];
-                        with_isa(isa, || {
-                            matmul_exec(
-                                &exec,
-                                [m, k, n],
-                                a,
-                                k,
-                                a_zero,
-                                &weights,
-                                Output::I32(&mut got),
-                            )
-                        });
-                        assert_eq!(
-                            got, want,
-                            "{isa:?} m={m} k={k} n={n} signed={signed_a} za={a_zero} zb={b_zero}"
-                        );
+                        check_product(isa, &exec, [m, k, n], a, a_zero, &b, b_zero);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn random_shapes_match_reference_on_every_kernel() {
+        let mut rng = crate::conv_nhwc::tests::Rng(0x1A78);
+        for case in 0..crate::conv_nhwc::tests::proptest_cases(30) {
+            let big = rng.below(6) == 0;
+            let (m, k, n) = if big {
+                (rng.range(1, 80), rng.range(1, 3000), rng.range(1, 90))
+            } else {
+                (rng.range(1, 20), rng.range(1, 80), rng.range(1, 40))
+            };
+            let signed_a = rng.below(2) == 1;
+            let a_zero = rng.range(0, 255) as i32 - if signed_a { 128 } else { 0 };
+            let b_zero = rng.range(0, 20) as i32 - 10;
+            let a_raw = bytes(m * k, 7 * case as u32);
+            let a_i8: Vec<i8> = a_raw.iter().map(|&v| v as i8).collect();
+            let a = if signed_a {
+                Bytes::I8(&a_i8)
+            } else {
+                Bytes::U8(&a_raw)
+            };
+            let b: Vec<i8> = bytes(k * n, 13 * case as u32 + 1)
+                .iter()
+                .map(|&v| v as i8)
+                .collect();
+            let exec = Exec::with_threads(1 + rng.below(2));
+            for isa in Isa::available() {
+                check_product(isa, &exec, [m, k, n], a, a_zero, &b, b_zero);
             }
         }
     }
