@@ -364,8 +364,24 @@ impl Builder {
     }
 
     /// Compiles and writes `out` (the Rust module) and, beside it, `<stem>.weights.bin`.
+    ///
+    /// In a build script (cargo sets `CARGO_CFG_TARGET_ARCH` only there), a failure is also
+    /// printed as `cargo:warning=` lines (the whole error, every unsupported op or unbound dim
+    /// on its own line, then a hint), so that cargo shows it even before `build.rs` panics.
     pub fn write_to(&self, out: impl AsRef<Path>) -> Result<Compiled> {
-        let out = out.as_ref();
+        let result = self.write_files(out.as_ref());
+        if let Err(e) = &result {
+            if std::env::var_os("CARGO_CFG_TARGET_ARCH").is_some() {
+                for line in e.to_string().lines() {
+                    println!("cargo:warning=sinter: {line}");
+                }
+                println!("cargo:warning=sinter: hint: {}", e.kind.hint());
+            }
+        }
+        result
+    }
+
+    fn write_files(&self, out: &Path) -> Result<Compiled> {
         let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
         let weights_name = format!("{stem}.weights.bin");
         let (source, weights, compiled) = self.generate(&weights_name)?;

@@ -98,6 +98,42 @@ pub enum ErrorKind {
     Option(String),
 }
 
+impl ErrorKind {
+    /// A one-line hint at what to do about a failure of this class (the command line prints it
+    /// after the error; `Builder::write_to` in a build script, as a `cargo:warning`).
+    pub fn hint(&self) -> String {
+        match self {
+            Self::Option(_) => "see `sinter <command> --help` for the options".into(),
+            Self::Io { .. } => "check the path (relative paths start at the current folder)".into(),
+            Self::Decode { .. }
+            | Self::Malformed(_)
+            | Self::DanglingName { .. }
+            | Self::DataSize { .. }
+            | Self::Cycle { .. } => "the file breaks the ONNX format; \
+                `onnx.checker.check_model(path, full_check=True)` says more"
+                .into(),
+            Self::UnknownDomain { .. } | Self::UnsupportedOps(_) | Self::Unsupported(_) => {
+                "CONFORMANCE.md lists the supported ops; exclude or replace these nodes, or file \
+                 an issue with the model"
+                    .into()
+            }
+            Self::UnboundDims { names } => {
+                let name = names.first().map_or("N", |(n, _)| n.as_str());
+                format!(
+                    "bind it with --dim {name}=1 (one --dim per name; `dims({name} = 1)` in \
+                     the macro, `Builder::dim` in build.rs)"
+                )
+            }
+            Self::NotConstant(_) => {
+                "fix the graph input it comes from with --const NAME=VALUE".into()
+            }
+            Self::Attribute { .. } | Self::Shape(_) => "the node's attributes or input shapes do \
+                not fit its op; `sinter inspect` shows the shapes"
+                .into(),
+        }
+    }
+}
+
 /// A compile failure, with the ONNX node it concerns when there is one.
 #[derive(Debug)]
 pub struct CompileError {

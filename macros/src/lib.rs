@@ -184,8 +184,11 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
             tokens.extend(track_table);
             tokens
         }
-        Err(e) => syn::Error::new(args.path.span(), format!("sinter: {}: {e}", path.display()))
-            .to_compile_error(),
+        Err(e) => syn::Error::new(
+            args.path.span(),
+            format!("sinter: {}: {e}\nhint: {}", path.display(), e.kind.hint()),
+        )
+        .to_compile_error(),
     }
 }
 
@@ -203,6 +206,16 @@ mod tests {
         );
         let out = expand(quote!(42), std::path::Path::new("."));
         assert!(out.to_string().contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn compile_errors_end_with_a_hint() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = expand(quote!("tests/data/tiny_mlp/model.onnx"), &root).to_string();
+        assert!(
+            out.contains("compile_error") && out.contains("hint: bind it with --dim N=1"),
+            "{out}"
+        );
     }
 
     #[test]

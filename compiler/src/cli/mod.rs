@@ -12,9 +12,15 @@ mod inspect;
 mod profile;
 mod verify;
 
+/// How the command line exits, per class of failure (also in `sinter --help`).
+const EXIT_CODES: &str = "Exit status: 0 success; 1 `verify` found a mismatch; 2 bad usage or \
+option; 3 a file cannot be read; 4 the file is not a valid ONNX model; 5 unsupported ops or \
+domains; 6 symbolic dimensions need values; 7 a shape-deciding input is only known at run \
+time; 8 an attribute or input shape does not fit its op.";
+
 /// sinter: compile ONNX models ahead of time into specialized Rust.
 #[derive(Debug, Parser)]
-#[command(name = "sinter", version, about)]
+#[command(name = "sinter", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,8 +57,27 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            eprintln!("hint: {}", e.kind.hint());
+            ExitCode::from(exit_code(&e.kind))
         }
+    }
+}
+
+/// The exit status for a failure of this class (see [`EXIT_CODES`]).
+fn exit_code(kind: &crate::ErrorKind) -> u8 {
+    use crate::ErrorKind as K;
+    match kind {
+        K::Option(_) => 2,
+        K::Io { .. } => 3,
+        K::Decode { .. }
+        | K::Malformed(_)
+        | K::DanglingName { .. }
+        | K::DataSize { .. }
+        | K::Cycle { .. } => 4,
+        K::UnknownDomain { .. } | K::UnsupportedOps(_) | K::Unsupported(_) => 5,
+        K::UnboundDims { .. } => 6,
+        K::NotConstant(_) => 7,
+        K::Attribute { .. } | K::Shape(_) => 8,
     }
 }
 
