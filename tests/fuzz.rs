@@ -185,18 +185,7 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng, names: &[String]) {
                 g.node.swap(i, j);
             }
         }
-        6 => {
-            let n = g.node.len();
-            if n > 0 {
-                let i = rng.below(n);
-                if rng.below(2) == 0 {
-                    g.node.remove(i);
-                } else {
-                    let copy = g.node[i].clone();
-                    g.node.push(copy);
-                }
-            }
-        }
+        6 => drop_or_duplicate(&mut g.node, rng),
         // A node input renamed to another known name, a missing one, or dropped.
         7 => {
             let n = g.node.len();
@@ -229,17 +218,20 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng, names: &[String]) {
             }
         }
         // Graph outputs dropped or duplicated.
-        _ => {
-            let n = g.output.len();
-            if n > 0 {
-                let i = rng.below(n);
-                if rng.below(2) == 0 {
-                    g.output.remove(i);
-                } else {
-                    let copy = g.output[i].clone();
-                    g.output.push(copy);
-                }
-            }
+        _ => drop_or_duplicate(&mut g.output, rng),
+    }
+}
+
+/// Removes one random element of `list`, or appends a copy of it.
+fn drop_or_duplicate<T: Clone>(list: &mut Vec<T>, rng: &mut Rng) {
+    let n = list.len();
+    if n > 0 {
+        let i = rng.below(n);
+        if rng.below(2) == 0 {
+            list.remove(i);
+        } else {
+            let copy = list[i].clone();
+            list.push(copy);
         }
     }
 }
