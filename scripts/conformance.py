@@ -83,9 +83,12 @@ def main():
         f.write(f"- core_dtypes=yes cases (float32/int64/bool): **{core_pass} / {len(core)} pass** ({100.0 * core_pass / max(1, len(core)):.1f}%)\n")
         f.write(f"- verify's last line: `{summary}`\n\n")
         f.write(f"- passes compiled specialized to their data: **{len(specialized)}** (listed below)\n\n")
-        f.write("A case that is not PASS is UNSUPPORTED with its reason, or FAIL (a bug). A case whose output\n")
-        f.write("shapes depend on input values is compiled specialized to its data (those inputs become constants,\n")
-        f.write("as `--const` would): `verify` says so on its PASS line, and the column `specialized` counts them.\n\n")
+        f.write("A case that is not PASS is UNSUPPORTED with its reason, or FAIL (a bug). Where the graph bounds an\n")
+        f.write("output whose shape depends on input values (NonZero, Compress, Unique, NonMaxSuppression, TopK with\n")
+        f.write("a run-time k, Reshape and Slice with run-time operands), the case compiles once with a static\n")
+        f.write("capacity and the actual shape comes back at run time. Any other case whose shapes depend on input\n")
+        f.write("values is compiled specialized to its data (those inputs become constants, as `--const` would):\n")
+        f.write("`verify` says so on its PASS line, and the column `specialized` counts them.\n\n")
         if fails:
             f.write("## Failing cases\n\n")
             for c in fails:

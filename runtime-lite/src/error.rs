@@ -20,6 +20,14 @@ pub enum Error {
         /// Which node, and why the branch cannot run.
         reason: &'static str,
     },
+    /// An input's values are ones the model cannot run with: a `TopK` whose run-time `k` is
+    /// larger than its axis, a `Reshape` target that does not hold the data, ...
+    InvalidValue {
+        /// The node's name.
+        node: &'static str,
+        /// Why its inputs cannot be computed on.
+        reason: &'static str,
+    },
     /// An `ndarray` input (`run_ndarray`) does not have the shape the model was compiled for.
     InputShape {
         /// The ONNX name of the graph input.
@@ -49,6 +57,7 @@ impl fmt::Display for Error {
             Error::InvalidBranch { reason } => {
                 write!(f, "the inputs select a branch that cannot run: {reason}")
             }
+            Error::InvalidValue { node, reason } => write!(f, "node \"{node}\": {reason}"),
             Error::InputShape { input, expected } => {
                 write!(f, "input `{input}` must have shape {expected:?}")
             }

@@ -51,6 +51,7 @@ pub mod conv_nhwc;
 pub mod conv_winograd;
 #[cfg(target_arch = "x86_64")]
 mod conv_x86_64;
+pub mod dynamic;
 pub mod einsum;
 pub mod elem;
 pub mod elementwise;
@@ -89,6 +90,7 @@ pub mod static_model;
 pub mod threads;
 
 pub use arena::{Arena, Reader, Splitter, Weights};
+pub use dynamic::Shaped;
 pub use elem::Elem;
 pub use error::Error;
 #[cfg(feature = "ndarray")]

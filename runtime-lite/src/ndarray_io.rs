@@ -31,3 +31,11 @@ pub fn output<T, D: Dimension>(values: &[T], shape: D) -> ArrayView<'_, T, D> {
     ArrayView::from_shape(shape.into_shape_with_order(), values)
         .expect("the compiled output shape holds the output's elements")
 }
+
+/// A run-time-shaped output (see [`crate::Shaped`]) as a view with its actual shape.
+pub fn output_shaped<'a, T, const R: usize>(
+    value: crate::Shaped<'a, T, R>,
+) -> ArrayView<'a, T, ndarray::IxDyn> {
+    ArrayView::from_shape(ndarray::IxDyn(&value.shape()), value.data())
+        .expect("a shaped output holds the elements of its shape")
+}

@@ -187,6 +187,34 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
                 compiled.plan.arena_lower_bound,
                 compiled.plan.weights.len()
             );
+            // Values whose shapes only the run fixes: planned at their capacity.
+            let dynamic: Vec<String> = compiled
+                .graph
+                .values
+                .iter()
+                .filter(|v| v.is_dynamic())
+                .map(|v| {
+                    let axes: Vec<String> = v
+                        .shape
+                        .iter()
+                        .flatten()
+                        .zip(&v.dynamic)
+                        .map(|(d, &dy)| if dy { "?".into() } else { d.to_string() })
+                        .collect();
+                    format!(
+                        "{} [{}] (at most {} elements)",
+                        v.name,
+                        axes.join(", "),
+                        v.len()
+                    )
+                })
+                .collect();
+            if !dynamic.is_empty() {
+                println!(
+                    "shapes known at run time (arena sized for their capacity): {}",
+                    dynamic.join(", ")
+                );
+            }
         }
         Err(e) => println!("cannot compile yet: {e}"),
     }

@@ -257,13 +257,22 @@ fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenS
     });
     let args = (0..graph.inputs.len()).map(|k| format_ident!("in{}", k));
     let n_out = graph.outputs.len();
-    let writes = (0..n_out).map(|k| {
-        if n_out == 1 {
-            quote!(write_output(dir, #k, &out[..])?;)
+    let writes = graph.outputs.iter().enumerate().map(|(k, &id)| {
+        let out = if n_out == 1 {
+            quote!(out)
         } else {
             let idx = syn::Index::from(k);
-            quote!(write_output(dir, #k, &out.#idx[..])?;)
-        }
+            quote!(out.#idx)
+        };
+        // A run-time shape goes beside the values, for the comparison to check.
+        let shape = graph.value(id).is_dynamic().then(|| {
+            let file = format!("out_{k}.shape");
+            quote! {
+                std::fs::write(dir.join(#file), format!("{:?}", #out.shape()))
+                    .map_err(|e| e.to_string())?;
+            }
+        });
+        quote!(write_output(dir, #k, &#out[..])?; #shape)
     });
     quote! {
         fn #runner(dir: &Path) -> Result<(), String> {
@@ -578,11 +587,26 @@ fn check_case(
             } else {
                 format!("output {k} ({name})")
             };
-            if value.shape.as_deref() != Some(expected.shape.as_slice()) {
+            let shape = if value.is_dynamic() {
+                // Known at run time: the harness wrote it beside the values.
+                let path = dir.join(format!("out_{k}.shape"));
+                std::fs::read_to_string(&path).ok().and_then(|text| {
+                    text.trim()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .split(',')
+                        .filter(|d| !d.trim().is_empty())
+                        .map(|d| d.trim().parse::<usize>().ok())
+                        .collect::<Option<Vec<usize>>>()
+                })
+            } else {
+                value.shape.clone()
+            };
+            if shape.as_deref() != Some(expected.shape.as_slice()) {
                 return Outcome::Fail(format!(
                     "{}: {label} has shape {:?}, expected {:?}",
                     set_name(set),
-                    value.shape.clone().unwrap_or_default(),
+                    shape.unwrap_or_default(),
                     expected.shape
                 ));
             }

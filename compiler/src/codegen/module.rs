@@ -54,6 +54,23 @@ pub fn format_tokens(tokens: TokenStream) -> Result<String> {
     Ok(prettyplease::unparse(&file))
 }
 
+/// A shape as the docs show it: `?` for an axis only known at run time, with the capacity.
+fn port_shape_text(shape: &[usize], dynamic: &[bool]) -> String {
+    if !dynamic.iter().any(|&d| d) {
+        return shape_text(shape);
+    }
+    let axes = shape
+        .iter()
+        .zip(dynamic)
+        .map(|(d, &dy)| if dy { "?".to_string() } else { d.to_string() })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[{axes}], shape known at run time, at most {} elements",
+        shape.iter().product::<usize>()
+    )
+}
+
 fn shape_text(shape: &[usize]) -> String {
     format!(
         "[{}]",
@@ -73,6 +90,8 @@ struct Port {
     dtype: DType,
     len: usize,
     shape: Vec<usize>,
+    /// Per axis, whether its extent is only known at run time (empty: none).
+    dynamic: Vec<bool>,
 }
 
 impl Port {
@@ -90,8 +109,15 @@ impl Port {
         quote!([#t; #n])
     }
     fn output_type(&self) -> TokenStream {
+        if self.is_dynamic() {
+            let (t, r) = (self.api_type(), lit(self.shape.len()));
+            return quote!(::sinter_rt::Shaped<'_, #t, #r>);
+        }
         let a = self.array_type();
         quote!(&#a)
+    }
+    fn is_dynamic(&self) -> bool {
+        self.dynamic.iter().any(|&d| d)
     }
 }
 
@@ -117,6 +143,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             dtype,
             len: v.len(),
             shape,
+            dynamic: v.dynamic.clone(),
         })
     };
     let inputs: Vec<Port> = graph
@@ -130,6 +157,25 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         .map(|&id| port(id, &mut names))
         .collect::<Result<_>>()?;
 
+    // The run-time shapes of values only known at run time, side by side in `Model::dims`:
+    // each such value's axes from its slot on.
+    let mut dim_slots = std::collections::HashMap::new();
+    let mut dims_len = 0usize;
+    for (index, v) in graph.values.iter().enumerate() {
+        if v.is_dynamic() {
+            dim_slots.insert(ValueId(u32::try_from(index).unwrap_or(u32::MAX)), dims_len);
+            dims_len += v.dynamic.len();
+        }
+    }
+    let shape_of = |id: ValueId, base: TokenStream| -> TokenStream {
+        let (slot, rank) = (
+            dim_slots.get(&id).copied().unwrap_or(0),
+            graph.value(id).dynamic.len(),
+        );
+        let items = (slot..slot + rank).map(lit);
+        quote!([#(#base[#items]),*])
+    };
+    let mut has_fallible = false;
     let weights_len = plan.weights.len();
     let mut uses_weights = false;
     let mut node_fns = Vec::new();
@@ -253,23 +299,66 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         if reads_arena {
             prelude.extend(quote!(let rd = sp.reader();));
         }
+        // Run-time shapes: read those of the inputs the code asked for, store the outputs'.
+        let mut shape_writes = TokenStream::new();
+        let mut uses_dims = false;
+        for (i, used) in emit_names.used_in_shapes.iter().enumerate() {
+            if let (true, Some(Some(id))) = (*used, node.inputs.get(i)) {
+                let (ident, value) = (format_ident!("is{}", i), shape_of(*id, quote!(dims)));
+                let rank = lit(graph.value(*id).dynamic.len());
+                bindings.extend(quote!(let #ident: [usize; #rank] = #value;));
+                uses_dims = true;
+            }
+        }
+        for (i, out) in node.outputs.iter().enumerate() {
+            let Some(id) = out else { continue };
+            if let Some(&slot) = dim_slots.get(id) {
+                let (ident, end) = (
+                    format_ident!("os{}", i),
+                    lit(slot + graph.value(*id).dynamic.len()),
+                );
+                let slot = lit(slot);
+                shape_writes.extend(quote!(dims[#slot..#end].copy_from_slice(&#ident);));
+                uses_dims = true;
+            }
+        }
+        if uses_dims {
+            params.push(quote!(dims: &mut [usize]));
+            args.push(quote!(&mut self.dims));
+        }
         let fn_name = format_ident!("node_{}_{}", index, super::names::sanitize(&node.name, 32));
         let doc = format!(" Node \"{}\" ({}).", node.name, node.node_ref().op_type);
+        let (ret, done) = if emit_names.fallible {
+            (quote!(-> Option<&'static str>), quote!(None))
+        } else {
+            (TokenStream::new(), TokenStream::new())
+        };
         node_fns.push(quote! {
             #[doc = #doc]
-            fn #fn_name(#(#params),*) {
+            fn #fn_name(#(#params),*) #ret {
                 #prelude
                 #bindings
                 #body
+                #shape_writes
+                #done
             }
         });
         let call = match cost {
             Some(cost) => {
                 let row = lit(costs.len());
                 costs.push(cost);
-                quote!(self.profile.time(#row, || #fn_name(#(#args),*));)
+                quote!(self.profile.time(#row, || #fn_name(#(#args),*)))
             }
-            None => quote!(#fn_name(#(#args),*);),
+            None => quote!(#fn_name(#(#args),*)),
+        };
+        let call = if emit_names.fallible {
+            has_fallible = true;
+            let name = &node.name;
+            quote!(if let Some(reason) = #call {
+                return Some(::sinter_rt::Error::InvalidValue { node: #name, reason });
+            })
+        } else {
+            quote!(#call;)
         };
         if node.guards.is_empty() {
             node_calls.push(call);
@@ -328,7 +417,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             };
             let taken = u8::from(trap.taken_when);
             let reason = format!("node \"{}\": the other branch was compiled; this one cannot run with the bound shapes: {}", node.name, trap.reason);
-            node_calls.push(quote!(if #slice[0] == #taken { fault = Some(#reason); }));
+            node_calls.push(quote!(if #slice[0] == #taken { fault = Some(::sinter_rt::Error::InvalidBranch { reason: #reason }); }));
             has_traps = true;
         }
     }
@@ -387,6 +476,21 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             }
         };
         let offset = lit(offset);
+        if p.is_dynamic() {
+            if plan.output_copy.get(k).copied().flatten().is_some() {
+                return Err(CompileError::shape(format!(
+                    "internal: output \"{}\" has a run-time shape and is copied",
+                    p.onnx_name
+                )));
+            }
+            let shape = shape_of(p.id, quote!(self.dims));
+            output_values.push(if p.dtype == DType::Bool {
+                quote!(::sinter_rt::Shaped::from_bytes(self.arena.get::<u8>(#offset, #len), #shape))
+            } else {
+                quote!(::sinter_rt::Shaped::new(self.arena.get::<#t>(#offset, #len), #shape))
+            });
+            continue;
+        }
         output_values.push(if p.dtype == DType::Bool {
             quote!(::sinter_rt::elem::bytes_as_bools::<#len>(self.arena.get::<u8>(#offset, #len)))
         } else {
@@ -447,6 +551,12 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         .zip(&output_values)
         .map(|(p, v)| {
             let (t, (dim, value)) = (p.api_type(), nd_dim(p));
+            if p.is_dynamic() {
+                return (
+                    quote!(::sinter_rt::ndarray::ArrayView<'_, #t, ::sinter_rt::ndarray::IxDyn>),
+                    quote!(::sinter_rt::ndarray_io::output_shaped(#v)),
+                );
+            }
             (
                 quote!(::sinter_rt::ndarray::ArrayView<'_, #t, #dim>),
                 quote!(::sinter_rt::ndarray_io::output(#v, #value)),
@@ -485,7 +595,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     p.ident,
                     p.onnx_name,
                     p.dtype,
-                    shape_text(&p.shape)
+                    port_shape_text(&p.shape, &p.dynamic)
                 )
             })
             .collect::<Vec<_>>()
@@ -515,18 +625,21 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         quote!(let _ = &self.exec;)
     };
     let (run_panics, run_forward, slices_forward, forward_ret, fault_decl, fault_ret) = if has_traps
+        || has_fallible
     {
         (
             quote! {
                 ///
                 /// # Panics
                 /// When the inputs select a branch of the model that cannot run with the shapes
-                /// it was compiled for ([`Model::run_slices`] returns that as an error instead).
+                /// it was compiled for, or hold values a node cannot compute on (a run-time
+                /// `TopK` k beyond its axis, ...); [`Model::run_slices`] returns those as errors
+                /// instead.
             },
-            quote!(if let Some(reason) = self.forward(#(#input_idents),*) { panic!("{}", reason); }),
-            quote!(if let Some(reason) = self.forward(#(#input_idents),*) { return Err(::sinter_rt::Error::InvalidBranch { reason }); }),
-            quote!(-> Option<&'static str>),
-            quote!(let mut fault: Option<&'static str> = None;),
+            quote!(if let Some(error) = self.forward(#(#input_idents),*) { panic!("{}", error); }),
+            quote!(if let Some(error) = self.forward(#(#input_idents),*) { return Err(error); }),
+            quote!(-> Option<::sinter_rt::Error>),
+            quote!(let mut fault: Option<::sinter_rt::Error> = None;),
             quote!(fault),
         )
     } else {
@@ -539,6 +652,20 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             TokenStream::new(),
         )
     };
+    let mut slices_errors = TokenStream::new();
+    if has_traps {
+        slices_errors.extend(quote! {
+            /// [`sinter_rt::Error::InvalidBranch`] when the inputs select a branch that cannot
+            /// run with the compiled shapes.
+        });
+    }
+    if has_fallible {
+        slices_errors.extend(quote! {
+            /// [`sinter_rt::Error::InvalidValue`] when a node cannot compute on the input
+            /// values (a run-time `TopK` k beyond its axis, a `Reshape` target that does not
+            /// hold the data, ...).
+        });
+    }
     let run_ndarray = if opts.ndarray {
         quote! {
             impl Model {
@@ -634,20 +761,34 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     } else {
         TokenStream::new()
     };
+    let (dims_field, dims_init, dims_static) = if dims_len > 0 {
+        let n = lit(dims_len);
+        (
+            quote! {
+                /// The run-time shapes of the values only known at run time.
+                dims: [usize; #n],
+            },
+            quote!(dims: [0; #n],),
+            quote!(dims: [0; #n],),
+        )
+    } else {
+        Default::default()
+    };
     let self_init = if opts.profile {
         quote!(Self {
             arena,
             exec,
             #filled_init
+            #dims_init
             profile: ::sinter_rt::profile::Profiler::new(&PROFILE_NODES)
         })
     } else {
-        quote!(Self { arena, exec, #filled_init })
+        quote!(Self { arena, exec, #filled_init #dims_init })
     };
     // `new_static`: a `const fn` for a model in a `static`, which only an inline arena (no
     // `std` feature in `sinter-rt`) allows; the macro expands to nothing with `std` (which
     // profiling needs, so a profiled module's missing `profile` field never matters).
-    let new_static = quote!(::sinter_rt::static_constructor!(#filled_static););
+    let new_static = quote!(::sinter_rt::static_constructor!(#dims_static #filled_static););
     // Every input is marked used: an op may list an input it does not read (Dropout's ratio),
     // and a view or folded node may leave an input unread.
     let unused_inputs = inputs.iter().map(|p| {
@@ -668,6 +809,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 arena: Arena,
                 exec: ::sinter_rt::threads::Exec,
                 #filled_field
+                #dims_field
                 #profile_field
             }
 
@@ -715,6 +857,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 ///
                 /// # Errors
                 /// [`sinter_rt::Error::InputLength`] when an input has the wrong number of elements.
+                #slices_errors
                 pub fn run_slices(&mut self, #(#slice_params),*) -> ::core::result::Result<#ret_type, ::sinter_rt::Error> {
                     #(#checks)*
                     #slices_forward

@@ -316,6 +316,7 @@ mod tests {
         use crate::ops::{OpCx, Operand};
         let operand = |shape: &'static [usize]| {
             Some(Operand {
+                dynamic: &[],
                 dtype: DType::F32,
                 shape,
                 constant: None,

@@ -49,6 +49,10 @@ pub struct Value {
     pub declared: Option<Vec<Dim>>,
     /// The data, for constants.
     pub constant: Option<Tensor>,
+    /// Per axis, whether its extent is only known at run time (empty when none is): the value
+    /// of a data-dependent op (`NonZero`, `Unique`, ...). Its `shape` is then the capacity the
+    /// memory plan reserves, and the generated code keeps the actual shape beside the arena.
+    pub dynamic: Vec<bool>,
 }
 
 impl Value {
@@ -60,6 +64,11 @@ impl Value {
     /// Whether the value has no elements or no known shape.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the value's shape is only known at run time (see [`Value::dynamic`]).
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic.iter().any(|&d| d)
     }
 
     /// Bytes in the value (0 until type and shape are known).

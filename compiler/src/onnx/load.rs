@@ -94,6 +94,7 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
         }
         let (dtype, declared) = declared_type(input)?;
         let id = graph.add_value(Value {
+            dynamic: Vec::new(),
             name: input.name().to_string(),
             dtype: Some(dtype),
             shape: None,
@@ -164,6 +165,7 @@ fn import_initializers(graph: &mut Graph, proto: &GraphProto, shadowing: bool) -
     for init in &proto.initializer {
         let tensor = tensor_from_proto(init, graph.model_dir.as_deref())?;
         let id = graph.add_value(Value {
+            dynamic: Vec::new(),
             name: init.name().to_string(),
             dtype: Some(tensor.dtype),
             shape: Some(tensor.shape.clone()),
@@ -238,6 +240,7 @@ fn import_nodes(graph: &mut Graph, protos: &[NodeProto], shadowing: bool) -> Res
                 )));
             }
             let id = graph.add_value(Value {
+                dynamic: Vec::new(),
                 name: output.clone(),
                 dtype: None,
                 shape: None,

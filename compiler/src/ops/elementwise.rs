@@ -1846,6 +1846,7 @@ mod tests {
                             _ => other,
                         };
                         Some(Operand {
+                            dynamic: &[],
                             dtype,
                             shape: shapes[i],
                             constant: None,
@@ -1860,6 +1861,7 @@ mod tests {
                 accepted += 1;
                 let out_shape = out[0].shape.clone();
                 cx.outputs = vec![Some(Operand {
+                    dynamic: &[],
                     dtype: out[0].dtype,
                     shape: &out_shape,
                     constant: None,
@@ -2018,6 +2020,7 @@ mod tests {
                 let inputs = (0..n_inputs)
                     .map(|_| {
                         Some(Operand {
+                            dynamic: &[],
                             dtype: DType::F32,
                             shape,
                             constant: None,
@@ -2037,6 +2040,7 @@ mod tests {
                     .iter()
                     .map(|s| {
                         Some(Operand {
+                            dynamic: &[],
                             dtype: DType::F32,
                             shape: s,
                             constant: None,
@@ -2104,6 +2108,7 @@ mod tests {
             let shape = [len];
             let operand = || {
                 Some(Operand {
+                    dynamic: &[],
                     dtype: DType::F32,
                     shape: &shape,
                     constant: None,

@@ -38,14 +38,29 @@ pub mod softmax;
 pub struct TypeShape {
     /// Element type.
     pub dtype: DType,
-    /// Dimensions.
+    /// Dimensions (for a value with run-time extents, its capacity).
     pub shape: Vec<usize>,
+    /// Per axis, whether its extent is only known at run time (empty: none).
+    pub dynamic: Vec<bool>,
 }
 
 impl TypeShape {
     /// Builds one.
     pub fn new(dtype: DType, shape: Vec<usize>) -> Self {
-        Self { dtype, shape }
+        Self {
+            dtype,
+            shape,
+            dynamic: Vec::new(),
+        }
+    }
+    /// A value whose `dynamic` axes are only known at run time; `capacity` is a shape with as
+    /// many elements as the value can have at most (its dynamic axes at their bounds).
+    pub fn dynamic(dtype: DType, capacity: Vec<usize>, dynamic: Vec<bool>) -> Self {
+        Self {
+            dtype,
+            shape: capacity,
+            dynamic,
+        }
     }
     /// Elements.
     pub fn len(&self) -> usize {
@@ -66,6 +81,16 @@ pub struct Operand<'a> {
     pub shape: &'a [usize],
     /// The data, when the value is a constant.
     pub constant: Option<&'a Tensor>,
+    /// Per axis, whether its extent is only known at run time (empty: none; see
+    /// [`crate::ir::Value::dynamic`]).
+    pub dynamic: &'a [bool],
+}
+
+impl Operand<'_> {
+    /// Whether the operand's shape is only known at run time.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic.iter().any(|&d| d)
+    }
 }
 
 /// What inference, evaluation and emission see of a node: its operands (`None` where an
@@ -157,6 +182,10 @@ pub struct EmitNames {
     /// Set by codegen when output 0 shares the buffer of input `k` (see
     /// [`OpDef::in_place_input`]): `o0` already holds that input's values.
     pub in_place: Option<usize>,
+    /// Which inputs' run-time shapes (`is0` ...) the emitted code reads.
+    pub used_in_shapes: Vec<bool>,
+    /// Whether the emitted code may fail on its input values ([`EmitNames::check`]).
+    pub fallible: bool,
 }
 
 impl EmitNames {
@@ -185,6 +214,39 @@ impl EmitNames {
     pub fn exec(&mut self) -> Ident {
         self.used_exec = true;
         format_ident!("exec")
+    }
+    /// Input `i`'s shape as a `[usize; R]` expression: the run-time shape (`is{i}`) of an
+    /// input whose shape is only known at run time, else its constant shape.
+    pub fn in_shape(&mut self, cx: &OpCx<'_>, i: usize) -> TokenStream {
+        match cx.opt_input(i) {
+            Some(o) if o.is_dynamic() => {
+                if self.used_in_shapes.len() <= i {
+                    self.used_in_shapes.resize(i + 1, false);
+                }
+                self.used_in_shapes[i] = true;
+                let ident = format_ident!("is{}", i);
+                quote!(#ident)
+            }
+            Some(o) => {
+                let dims = o.shape.iter().map(|&d| lit(d));
+                quote!([#(#dims),*])
+            }
+            None => quote!([]),
+        }
+    }
+    /// The local the emitted code must bind, as a `[usize; R]`, to the actual shape of output
+    /// `i` when that output's shape is only known at run time.
+    pub fn out_shape(&self, i: usize) -> Ident {
+        format_ident!("os{}", i)
+    }
+    /// Unwraps `result`, a `Result<_, &'static str>` expression: on an error the node stops
+    /// and the model's run returns `sinter_rt::Error::InvalidValue` with the reason.
+    pub fn check(&mut self, result: TokenStream) -> TokenStream {
+        self.fallible = true;
+        quote!(match #result {
+            Ok(value) => value,
+            Err(reason) => return Some(reason),
+        })
     }
     /// The scratch slice.
     pub fn scratch(&mut self) -> Ident {
@@ -617,6 +679,19 @@ pub fn usize3(values: &[usize], fill: usize) -> TokenStream {
         })
     });
     quote!([#(#items),*])
+}
+
+/// A `[usize; R]` expression: `shape` with axis `axis` replaced by the run-time `extent`.
+pub fn shape_with_extent(shape: &[usize], axis: usize, extent: &TokenStream) -> TokenStream {
+    let dims = shape.iter().enumerate().map(|(i, &d)| {
+        if i == axis {
+            extent.clone()
+        } else {
+            let d = lit(d);
+            quote!(#d)
+        }
+    });
+    quote!([#(#dims),*])
 }
 
 /// An f32 literal that round-trips exactly (infinities and NaN as constants).

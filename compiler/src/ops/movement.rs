@@ -68,6 +68,18 @@ pub struct Reshape {
 }
 
 impl Reshape {
+    /// Whether the target shape is an input only known at run time: the output's rank is
+    /// the target's length, its extents arrive with the target.
+    fn run_time_target(&self, cx: &OpCx<'_>) -> bool {
+        matches!(
+            self.kind,
+            ReshapeKind::Reshape {
+                attr_shape: None,
+                ..
+            }
+        ) && cx.opt_input(1).is_some_and(|t| t.constant.is_none())
+    }
+
     fn out_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
         let x = cx.input(0)?;
         match &self.kind {
@@ -166,6 +178,24 @@ impl OpDef for Reshape {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
+        if self.run_time_target(cx) {
+            let target = cx.input(1)?;
+            let rank = match target.shape {
+                [r] => *r,
+                _ => return Err(CompileError::shape("the shape input must be 1-D")),
+            };
+            if rank == 0 {
+                return Err(CompileError::shape("a run-time Reshape target of rank 0"));
+            }
+            // Every extent is only known at run time; the elements are the input's.
+            let mut capacity = vec![1; rank];
+            capacity[0] = x.shape.iter().product();
+            return Ok(vec![TypeShape::dynamic(
+                x.dtype,
+                capacity,
+                vec![true; rank],
+            )]);
+        }
         let mut outs = vec![TypeShape::new(x.dtype, self.out_shape(cx)?)];
         if self.kind == ReshapeKind::Dropout {
             if let Some(mode) = cx.opt_input(2) {
@@ -200,6 +230,24 @@ impl OpDef for Reshape {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (i0, o0) = (names.input(0), names.output(0));
+        if self.run_time_target(cx) {
+            let allow_zero = matches!(
+                self.kind,
+                ReshapeKind::Reshape {
+                    allow_zero: true,
+                    ..
+                }
+            );
+            let (x, rank) = (cx.input(0)?, lit(cx.output(0)?.shape.len()));
+            let (x_shape, i1, os0) = (usize_slice(x.shape), names.input(1), names.out_shape(0));
+            let target = names.check(quote!(::sinter_rt::dynamic::reshape_target::<_, #rank>(
+                #x_shape, #i1, #allow_zero
+            )));
+            return Ok(quote! {
+                let #os0: [usize; #rank] = #target;
+                #o0.copy_from_slice(#i0);
+            });
+        }
         let mut code = quote!(#o0.copy_from_slice(#i0););
         if cx.outputs.get(1).is_some_and(Option::is_some) {
             let o1 = names.output(1);
@@ -797,6 +845,12 @@ pub struct Slice {
 }
 
 impl Slice {
+    /// Whether an operand (starts, ends, axes, steps) is only known at run time.
+    fn run_time_operands(&self, cx: &OpCx<'_>) -> bool {
+        self.attrs.is_none()
+            && (1..5).any(|i| cx.opt_input(i).is_some_and(|o| o.constant.is_none()))
+    }
+
     /// Output shape, and per input axis the start and step.
     fn plan(&self, cx: &OpCx<'_>) -> Result<SlicePlan> {
         let x = cx.input(0)?;
@@ -903,7 +957,31 @@ impl OpDef for Slice {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        Ok(vec![TypeShape::new(cx.input(0)?.dtype, self.plan(cx)?.0)])
+        let x = cx.input(0)?;
+        if self.run_time_operands(cx) {
+            let rank = x.shape.len();
+            if rank == 0 {
+                return Err(CompileError::shape("Slice of a scalar"));
+            }
+            // The sliced axes are only known at run time (any of them when the axes are), at
+            // most the input's extents.
+            let dynamic = match cx.opt_input(3) {
+                Some(axes) if axes.constant.is_some() => {
+                    let mut dynamic = vec![false; rank];
+                    for a in cx.const_ints(3, "axes")? {
+                        dynamic[normalize_axis(a, rank, "axis")?] = true;
+                    }
+                    dynamic
+                }
+                Some(_) => vec![true; rank],
+                None => {
+                    let k = cx.input(1)?.shape.iter().product::<usize>();
+                    (0..rank).map(|a| a < k).collect()
+                }
+            };
+            return Ok(vec![TypeShape::dynamic(x.dtype, x.shape.to_vec(), dynamic)]);
+        }
+        Ok(vec![TypeShape::new(x.dtype, self.plan(cx)?.0)])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -927,6 +1005,24 @@ impl OpDef for Slice {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if self.run_time_operands(cx) {
+            let x = cx.input(0)?;
+            let (x_shape, rank) = (usize_slice(x.shape), lit(x.shape.len()));
+            let (i0, i1, i2) = (names.input(0), names.input(1), names.input(2));
+            let (axes, steps) = (names.opt_input(cx, 3), names.opt_input(cx, 4));
+            let plan = names.check(quote!(::sinter_rt::dynamic::slice_plan::<_, #rank>(
+                #x_shape, #i1, #i2, #axes, #steps
+            )));
+            let (o0, os0) = (names.output(0), names.out_shape(0));
+            return finish(
+                cx,
+                names,
+                quote! {
+                    let (first, step, #os0) = #plan;
+                    ::sinter_rt::dynamic::slice_copy(#i0, #x_shape, &first, &step, &#os0, #o0);
+                },
+            );
+        }
         let code = (|| -> Result<TokenStream> {
             let x = cx.input(0)?;
             let (shape, plan) = self.plan(cx)?;
@@ -1321,11 +1417,15 @@ pub struct Select {
 }
 
 impl Select {
-    /// Compress's layout: outer, axis length, inner, selected count.
+    /// Compress's layout: outer, axis length, inner, selected count (at most `n` when the
+    /// condition is only known at run time).
     fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
         let x = cx.input(0)?;
         // The condition sets the output shape.
-        let cond = cx.const_ints(1, "Compress condition")?;
+        let cond = match cx.input(1)?.constant {
+            Some(_) => Some(cx.const_ints(1, "Compress condition")?),
+            None => None,
+        };
         let (outer, n, inner) = match self.axis {
             None => (1, x.shape.iter().product(), 1),
             Some(a) => {
@@ -1337,17 +1437,18 @@ impl Select {
                 )
             }
         };
-        let count = cond.iter().take(n).filter(|&&c| c != 0).count();
+        let count = match cond {
+            Some(cond) => cond.iter().take(n).filter(|&&c| c != 0).count(),
+            None => n.min(cx.input(1)?.shape.iter().product()),
+        };
         Ok((outer, n, inner, count))
     }
 
+    /// NonZero of a constant, folded.
     fn nonzero(&self, cx: &OpCx<'_>) -> Result<Tensor> {
         let x = cx.input(0)?;
         let Some(t) = x.constant else {
-            // The output shape depends on the data: report the input as one that must be
-            // known at compile time.
-            cx.const_ints(0, "NonZero input")?;
-            return Err(CompileError::unsupported("NonZero of a run-time value"));
+            return Err(CompileError::shape("internal: NonZero of a run-time value"));
         };
         let values = t.to_f64s();
         let hits: Vec<usize> = (0..values.len()).filter(|&i| values[i] != 0.0).collect();
@@ -1371,21 +1472,34 @@ impl OpDef for Select {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        if self.nonzero {
-            let t = self.nonzero(cx)?;
-            return Ok(vec![TypeShape::new(DType::I64, t.shape)]);
-        }
         let x = cx.input(0)?;
+        if self.nonzero {
+            if x.constant.is_some() {
+                let t = self.nonzero(cx)?;
+                return Ok(vec![TypeShape::new(DType::I64, t.shape)]);
+            }
+            // As many hits as elements at most.
+            return Ok(vec![TypeShape::dynamic(
+                DType::I64,
+                vec![x.shape.len(), x.shape.iter().product()],
+                vec![false, true],
+            )]);
+        }
         let (_, _, _, count) = self.layout(cx)?;
-        let shape = match self.axis {
-            None => vec![count],
+        let run_time = cx.input(1)?.constant.is_none();
+        let (shape, axis) = match self.axis {
+            None => (vec![count], 0),
             Some(a) => {
                 let a = normalize_axis(a, x.shape.len(), "axis")?;
                 let mut s = x.shape.to_vec();
                 s[a] = count;
-                s
+                (s, a)
             }
         };
+        if run_time {
+            let dynamic = (0..shape.len()).map(|a| a == axis).collect();
+            return Ok(vec![TypeShape::dynamic(x.dtype, shape, dynamic)]);
+        }
         Ok(vec![TypeShape::new(x.dtype, shape)])
     }
 
@@ -1397,17 +1511,56 @@ impl OpDef for Select {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
         if self.nonzero {
-            return Err(CompileError::shape(
-                "internal: NonZero should have been folded",
-            ));
+            if x.constant.is_some() {
+                return Err(CompileError::shape(
+                    "internal: NonZero should have been folded",
+                ));
+            }
+            let t = rust_type(x.dtype);
+            // Float zeros of either sign are zero; half floats compare their bits.
+            let test = match x.dtype {
+                DType::F32 | DType::F64 => quote!(|v: #t| v != 0.0),
+                DType::F16 | DType::BF16 => quote!(|v: #t| v & 0x7fff != 0),
+                _ => quote!(|v: #t| v != 0),
+            };
+            let (i0, o0, os0) = (names.input(0), names.output(0), names.out_shape(0));
+            let (shape, rank) = (usize_slice(x.shape), lit(x.shape.len()));
+            let code = quote! {
+                let count = ::sinter_rt::dynamic::nonzero(#i0, #shape, #o0, #test);
+                let #os0 = [#rank, count];
+            };
+            return finish(cx, names, code);
         }
         let (outer, n, inner, count) = self.layout(cx)?;
+        let (ol, nl, il) = (lit(outer), lit(n), lit(inner));
+        if cx.input(1)?.constant.is_none() {
+            // The condition arrives at run time: the output's axis is its true count.
+            let (i0, i1, o0, os0) = (
+                names.input(0),
+                names.input(1),
+                names.output(0),
+                names.out_shape(0),
+            );
+            let out_shape = match self.axis {
+                None => quote!([count]),
+                Some(a) => {
+                    let a = normalize_axis(a, x.shape.len(), "axis")?;
+                    super::shape_with_extent(x.shape, a, &quote!(count))
+                }
+            };
+            let code = quote! {
+                let count = ::sinter_rt::dynamic::count_true(#i1, #nl);
+                ::sinter_rt::shape::compress(#i0, #i1, #o0, #ol, #nl, #il);
+                let #os0 = #out_shape;
+            };
+            return finish(cx, names, code);
+        }
         if count * outer * inner == 0 {
             return finish(cx, names, TokenStream::new());
         }
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
-        let (ol, nl, il) = (lit(outer), lit(n), lit(inner));
         let code = quote!(::sinter_rt::shape::compress(#i0, #i1, #o0, #ol, #nl, #il););
         finish(cx, names, code)
     }
@@ -1428,12 +1581,27 @@ pub struct Unique {
 }
 
 impl Unique {
+    /// The input viewed as `[outer, n, inner]` around the axis (`None`: flattened).
+    fn layout(&self, shape: &[usize]) -> Result<(usize, usize, usize, Option<usize>)> {
+        Ok(match self.axis {
+            None => (1, shape.iter().product(), 1, None),
+            Some(a) => {
+                let a = normalize_axis(a, shape.len(), "axis")?;
+                (
+                    shape[..a].iter().product::<usize>(),
+                    shape[a],
+                    shape[a + 1..].iter().product::<usize>(),
+                    Some(a),
+                )
+            }
+        })
+    }
+
+    /// Unique of a constant, folded.
     fn value(&self, cx: &OpCx<'_>) -> Result<Vec<Tensor>> {
         let x = cx.input(0)?;
         let Some(t) = x.constant else {
-            // The output shapes depend on the data.
-            cx.const_ints(0, "Unique input")?;
-            return Err(CompileError::unsupported("Unique of a run-time value"));
+            return Err(CompileError::shape("internal: Unique of a run-time value"));
         };
         let (outer, n, inner, axis) = match self.axis {
             None => (1, t.len(), 1, None),
@@ -1525,21 +1693,109 @@ impl OpDef for Unique {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        Ok(self
-            .value(cx)?
-            .into_iter()
-            .map(|t| TypeShape::new(t.dtype, t.shape))
-            .collect())
+        let x = cx.input(0)?;
+        if x.constant.is_some() {
+            return Ok(self
+                .value(cx)?
+                .into_iter()
+                .map(|t| TypeShape::new(t.dtype, t.shape))
+                .collect());
+        }
+        if x.dtype.is_low_precision() {
+            return Err(CompileError::unsupported(format!("Unique of {}", x.dtype)));
+        }
+        // At most every slice is unique: the capacities are the input's.
+        let (_, n, _, axis) = self.layout(x.shape)?;
+        let (y_shape, y_dynamic) = match axis {
+            None => (vec![n], vec![true]),
+            Some(a) => (
+                x.shape.to_vec(),
+                (0..x.shape.len()).map(|i| i == a).collect(),
+            ),
+        };
+        Ok(vec![
+            TypeShape::dynamic(x.dtype, y_shape, y_dynamic),
+            TypeShape::dynamic(DType::I64, vec![n], vec![true]),
+            TypeShape::new(DType::I64, vec![n]),
+            TypeShape::dynamic(DType::I64, vec![n], vec![true]),
+        ])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         Some(self.value(cx))
     }
 
-    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
-        Err(CompileError::shape(
-            "internal: Unique should have been folded",
-        ))
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        // The sort order and group numbers (2n), and room for the outputs not asked for.
+        let (_, n, _, _) = self.layout(cx.input(0).ok()?.shape).ok()?;
+        Some(TypeShape::new(DType::I64, vec![5 * n]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        if x.constant.is_some() {
+            return Err(CompileError::shape(
+                "internal: Unique of a constant should have been folded",
+            ));
+        }
+        if cx.output(0).is_err() {
+            return Err(CompileError::unsupported("Unique without its first output"));
+        }
+        let (outer, n, inner, axis) = self.layout(x.shape)?;
+        let t = rust_type(x.dtype);
+        let c = super::reduce::comparable(x.dtype);
+        let cmp = if x.dtype.is_float() {
+            quote!(|a: #t, b: #t| #c(a).total_cmp(&#c(b)))
+        } else {
+            quote!(|a: #t, b: #t| a.cmp(&b))
+        };
+        let scratch = names.scratch();
+        let nl = lit(n);
+        // Outputs 1-3, or a part of the scratch for those not asked for.
+        let mut parts = Vec::new();
+        for i in 1..4 {
+            let ident = format_ident!("_p{}", i);
+            let value = if cx.outputs.get(i).is_some_and(Option::is_some) {
+                let o = names.output(i);
+                quote!(#o)
+            } else {
+                quote!(#ident)
+            };
+            parts.push((ident, value));
+        }
+        let splits = parts
+            .iter()
+            .map(|(ident, _)| quote!(let (#ident, rest) = rest.split_at_mut(#nl);));
+        let values: Vec<&TokenStream> = parts.iter().map(|p| &p.1).collect();
+        let (first, inverse, counts) = (values[0], values[1], values[2]);
+        let (i0, o0) = (names.input(0), names.output(0));
+        let y_shape = match axis {
+            None => quote!([u]),
+            Some(a) => super::shape_with_extent(x.shape, a, &quote!(u)),
+        };
+        let mut shapes = TokenStream::new();
+        for i in 0..4 {
+            if i == 2 || !cx.outputs.get(i).is_some_and(Option::is_some) {
+                continue;
+            }
+            let os = names.out_shape(i);
+            shapes.extend(if i == 0 {
+                quote!(let #os = #y_shape;)
+            } else {
+                quote!(let #os = [u];)
+            });
+        }
+        let (outer, inner, sorted) = (lit(outer), lit(inner), self.sorted);
+        let code = quote! {
+            let (order, rest) = #scratch.split_at_mut(#nl * 2);
+            #(#splits)*
+            let _ = rest;
+            let u = ::sinter_rt::dynamic::unique(
+                #i0, #outer, #nl, #inner, #sorted, #cmp, order, #o0, #first, #inverse, #counts,
+            );
+            #shapes
+        };
+        finish(cx, names, code)
     }
 }
 
@@ -3185,17 +3441,20 @@ mod tests {
         let ints = |v: &[i64]| Tensor::from_i64(vec![v.len()], v);
         let (st, en, ax, sp) = (ints(&[-1]), ints(&[i64::MIN]), ints(&[0]), ints(&[-2]));
         let op = |t: &Tensor| Operand {
+            dynamic: &[],
             dtype: t.dtype,
             shape: &[1],
             constant: None,
         };
         let mut inputs = vec![Some(Operand {
+            dynamic: &[],
             dtype: DType::F32,
             shape: &[4],
             constant: Some(&data),
         })];
         for t in [&st, &en, &ax, &sp] {
             inputs.push(Some(Operand {
+                dynamic: &[],
                 constant: Some(t),
                 ..op(t)
             }));

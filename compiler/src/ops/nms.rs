@@ -1,39 +1,33 @@
-//! `NonMaxSuppression` (opset 10..=11): its output shape depends on the input values, so it
-//! is folded at compile time when boxes, scores and thresholds are constants; otherwise it
-//! reports them as operands that must be known at compile time.
+//! `NonMaxSuppression` (opset 10..=11): how many boxes it selects depends on the input
+//! values, so its output `[selected, 3]` has a run-time extent. Its capacity comes from the
+//! graph: `batch * classes * min(boxes, max_output_boxes_per_class)` when that input is a
+//! constant, `batch * classes * boxes` otherwise. `sinter_rt::dynamic::non_max_suppression`
+//! computes it, with every operand (thresholds included) read at run time.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__NonMaxSuppression.html>. float32 boxes and
 //! scores; corner (`[y1, x1, y2, x2]`, either diagonal) or center (`center_point_box`)
 //! boxes; boxes with IoU strictly above the threshold are suppressed.
 
 use proc_macro2::TokenStream;
+use quote::quote;
 
-use super::{EmitNames, NodeCx, OpCx, OpDef, TypeShape};
-use crate::error::{CompileError, ErrorKind, Result};
-use crate::ir::{DType, Tensor};
+use super::{lit, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
 
-/// `NonMaxSuppression`, folded.
+/// `NonMaxSuppression`.
 #[derive(Debug, Clone)]
 pub struct Nms {
     /// `center_point_box`: boxes are `[x_center, y_center, width, height]`.
     pub flag: bool,
 }
 
-fn not_constant(i: usize) -> CompileError {
-    CompileError::new(ErrorKind::NotConstant(format!(
-        "NonMaxSuppression input {i} (the output shape depends on input values)"
-    )))
-}
-
 impl Nms {
-    fn nms(&self, cx: &OpCx<'_>) -> Result<Vec<Tensor>> {
+    /// Batches, classes, boxes, and the most boxes kept per class.
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
         let boxes = cx.input(0)?;
         let scores = cx.input(1)?;
-        let (bt, st) = (
-            boxes.constant.ok_or_else(|| not_constant(0))?,
-            scores.constant.ok_or_else(|| not_constant(1))?,
-        );
-        if bt.dtype != DType::F32 || st.dtype != DType::F32 {
+        if boxes.dtype != DType::F32 || scores.dtype != DType::F32 {
             return Err(CompileError::unsupported(
                 "NonMaxSuppression of non-float32 boxes",
             ));
@@ -50,81 +44,19 @@ impl Nms {
                 ))
             }
         };
-        let max_out = match cx.opt_input(2) {
-            Some(_) => cx
-                .const_ints(2, "max_output_boxes_per_class")?
-                .first()
-                .copied()
-                .unwrap_or(0),
+        let per_class = match cx.opt_input(2) {
+            Some(o) if o.constant.is_some() => {
+                let m = cx
+                    .const_ints(2, "max_output_boxes_per_class")?
+                    .first()
+                    .copied()
+                    .unwrap_or(0);
+                usize::try_from(m.max(0)).unwrap_or(usize::MAX).min(n)
+            }
+            Some(_) => n,
             None => 0,
         };
-        let max_out = usize::try_from(max_out.max(0)).unwrap_or(usize::MAX);
-        let float_in = |i: usize| -> Option<f32> {
-            cx.opt_input(i)
-                .and_then(|o| o.constant)
-                .and_then(|t| t.to_f64s().first().map(|&v| v as f32))
-        };
-        let iou_th = float_in(3).unwrap_or(0.0);
-        let score_th = float_in(4);
-        let bv = bt.as_f32().unwrap_or_default();
-        let sv = st.as_f32().unwrap_or_default();
-        let corners = |i: usize| -> [f32; 4] {
-            let p = &bv[i * 4..i * 4 + 4];
-            if self.flag {
-                let (xc, yc, w, h) = (p[0], p[1], p[2], p[3]);
-                [yc - h / 2.0, xc - w / 2.0, yc + h / 2.0, xc + w / 2.0]
-            } else {
-                [
-                    p[0].min(p[2]),
-                    p[1].min(p[3]),
-                    p[0].max(p[2]),
-                    p[1].max(p[3]),
-                ]
-            }
-        };
-        let suppress = |a: [f32; 4], bx: [f32; 4]| -> bool {
-            let iy = (a[2].min(bx[2]) - a[0].max(bx[0])).max(0.0);
-            let ix = (a[3].min(bx[3]) - a[1].max(bx[1])).max(0.0);
-            let inter = iy * ix;
-            if inter <= 0.0 {
-                return false;
-            }
-            let area_a = (a[2] - a[0]) * (a[3] - a[1]);
-            let area_b = (bx[2] - bx[0]) * (bx[3] - bx[1]);
-            let union = area_a + area_b - inter;
-            if area_a <= 0.0 || area_b <= 0.0 || union <= 0.0 {
-                return false;
-            }
-            inter / union > iou_th
-        };
-        let mut out: Vec<i64> = Vec::new();
-        let mut rows = 0;
-        for bi in 0..b {
-            for ci in 0..c {
-                let s = &sv[(bi * c + ci) * n..(bi * c + ci + 1) * n];
-                let mut cand: Vec<usize> = (0..n)
-                    .filter(|&i| score_th.is_none_or(|t| s[i] > t))
-                    .collect();
-                cand.sort_by(|&x, &y| s[y].total_cmp(&s[x]).then(x.cmp(&y)));
-                let mut picked: Vec<usize> = Vec::new();
-                for i in cand {
-                    if picked.len() >= max_out {
-                        break;
-                    }
-                    let bx = corners(bi * n + i);
-                    if picked.iter().all(|&p| !suppress(corners(bi * n + p), bx)) {
-                        picked.push(i);
-                    }
-                }
-                for p in picked {
-                    for v in [bi, ci, p] {
-                        out.push(i64::try_from(v).unwrap_or(i64::MAX));
-                    }
-                    rows += 1;
-                }
-            }
-        }
-        Ok(vec![Tensor::from_i64(vec![rows, 3], &out)])
+        Ok((b, c, n, per_class))
     }
 }
 
@@ -136,23 +68,62 @@ impl OpDef for Nms {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        for (i, o) in cx.inputs.iter().enumerate() {
-            if o.is_some_and(|o| o.constant.is_none()) {
-                return Err(not_constant(i));
+        let (b, c, _, per_class) = self.layout(cx)?;
+        for (i, what) in [(3, "iou_threshold"), (4, "score_threshold")] {
+            if cx.opt_input(i).is_some_and(|o| o.dtype != DType::F32) {
+                return Err(CompileError::unsupported(format!(
+                    "NonMaxSuppression {what} that is not float32"
+                )));
             }
         }
-        Ok(self
-            .nms(cx)?
-            .iter()
-            .map(|t| TypeShape::new(t.dtype, t.shape.clone()))
-            .collect())
+        Ok(vec![TypeShape::dynamic(
+            DType::I64,
+            vec![b * c * per_class, 3],
+            vec![true, false],
+        )])
     }
 
-    fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
-        Some(self.nms(cx))
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let (_, _, n, _) = self.layout(cx).ok()?;
+        Some(TypeShape::new(DType::I64, vec![2 * n]))
     }
 
-    fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
-        Err(not_constant(0))
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (b, c, n, per_class) = self.layout(cx)?;
+        let (boxes, scores, out) = (names.input(0), names.input(1), names.output(0));
+        let per_class = match cx.opt_input(2) {
+            Some(o) if o.constant.is_none() => {
+                let m = names.input(2);
+                let n = lit(n);
+                // Negative counts keep nothing, counts beyond the boxes keep them all.
+                quote!((#m.first().copied().unwrap_or(0).max(0) as u64).min(#n as u64) as usize)
+            }
+            _ => {
+                let m = lit(per_class);
+                quote!(#m)
+            }
+        };
+        let iou = match cx.opt_input(3) {
+            Some(_) => {
+                let v = names.input(3);
+                quote!(#v.first().copied().unwrap_or(0.0))
+            }
+            None => quote!(0.0),
+        };
+        let score = match cx.opt_input(4) {
+            Some(_) => {
+                let v = names.input(4);
+                quote!(#v.first().copied())
+            }
+            None => quote!(None),
+        };
+        let (order, os0) = (names.scratch(), names.out_shape(0));
+        let (b, c, n, center) = (lit(b), lit(c), lit(n), self.flag);
+        Ok(quote! {
+            let rows = ::sinter_rt::dynamic::non_max_suppression(
+                #boxes, #scores, #b, #c, #n, #per_class, #iou, #score, #center, #order, #out,
+            );
+            let #os0 = [rows, 3];
+        })
     }
 }

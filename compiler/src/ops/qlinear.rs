@@ -1084,6 +1084,7 @@ mod tests {
         constant: Option<&'a Tensor>,
     ) -> Option<Operand<'a>> {
         Some(Operand {
+            dynamic: &[],
             dtype,
             shape,
             constant,
@@ -1098,6 +1099,7 @@ mod tests {
         };
         let out = op.infer(&cx)?.remove(0);
         cx.outputs = vec![Some(Operand {
+            dynamic: &[],
             dtype: out.dtype,
             shape: &out.shape,
             constant: None,

@@ -653,6 +653,7 @@ mod tests {
 
     fn operand<'a>(dtype: DType, shape: &'a [usize], constant: Option<&'a Tensor>) -> Operand<'a> {
         Operand {
+            dynamic: &[],
             dtype,
             shape,
             constant,

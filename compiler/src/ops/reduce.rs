@@ -368,7 +368,7 @@ fn widen_f64(dtype: DType) -> TokenStream {
 
 /// A function-like expression giving a comparable value of one stored element: 16-bit floats
 /// widen to f32, every other type is itself.
-fn comparable(dtype: DType) -> TokenStream {
+pub(super) fn comparable(dtype: DType) -> TokenStream {
     let t = rust_type(dtype);
     match dtype {
         DType::F16 => quote!(::sinter_rt::half::f16_to_f32),
@@ -452,9 +452,14 @@ pub struct TopK {
 }
 
 impl TopK {
+    /// The axis, k, and the output shape; k and the shape are the capacity (the whole axis)
+    /// when k is only known at run time.
     fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, Vec<usize>)> {
         let x = cx.input(0)?;
         let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
+        if self.run_time_k(cx) {
+            return Ok((axis, x.shape[axis], x.shape.to_vec()));
+        }
         let k = match self.attr_k {
             Some(k) => k,
             None => cx
@@ -470,6 +475,11 @@ impl TopK {
         let mut shape = x.shape.to_vec();
         shape[axis] = k;
         Ok((axis, k, shape))
+    }
+
+    /// Whether k is an input only known at run time.
+    fn run_time_k(&self, cx: &OpCx<'_>) -> bool {
+        self.attr_k.is_none() && cx.opt_input(1).is_some_and(|k| k.constant.is_none())
     }
 }
 
@@ -492,7 +502,14 @@ impl OpDef for TopK {
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
         require_dtype(x.dtype, &REDUCE_TYPES[..12], "input")?;
-        let (_, _, shape) = self.layout(cx)?;
+        let (axis, _, shape) = self.layout(cx)?;
+        if self.run_time_k(cx) {
+            let dynamic: Vec<bool> = (0..shape.len()).map(|a| a == axis).collect();
+            return Ok(vec![
+                TypeShape::dynamic(x.dtype, shape.clone(), dynamic.clone()),
+                TypeShape::dynamic(DType::I64, shape, dynamic),
+            ]);
+        }
         Ok(vec![
             TypeShape::new(x.dtype, shape.clone()),
             TypeShape::new(DType::I64, shape),
@@ -527,7 +544,26 @@ impl OpDef for TopK {
                 (true, false) => quote!(|a: #t, b: #t| a > b),
                 (false, false) => quote!(|a: #t, b: #t| a < b),
             };
-            let kl = lit(k);
+            let mut pre = TokenStream::new();
+            let kl = if self.run_time_k(cx) {
+                let i1 = names.input(1);
+                let k = names.check(quote!(::sinter_rt::dynamic::count_at_most(
+                    #i1.first().copied().unwrap_or(-1),
+                    #n,
+                    "k is negative or larger than the axis"
+                )));
+                let shape = super::shape_with_extent(x.shape, axis, &quote!(k));
+                let (os0, os1) = (names.out_shape(0), names.out_shape(1));
+                pre = quote! {
+                    let k = #k;
+                    let #os0 = #shape;
+                    let #os1 = #os0;
+                };
+                quote!(k)
+            } else {
+                let kl = lit(k);
+                quote!(#kl)
+            };
             if !cx.outputs.first().is_some_and(Option::is_some)
                 || !cx.outputs.get(1).is_some_and(Option::is_some)
             {
@@ -537,9 +573,10 @@ impl OpDef for TopK {
             }
             let (i0, o0, o1) = (names.input(0), names.output(0), names.output(1));
             let sc = names.scratch();
-            Ok(
-                quote!(::sinter_rt::reduce::top_k_scratch(#i0, #o0, #o1, #outer, #n, #inner, #kl, #sc, #before);),
-            )
+            Ok(quote! {
+                #pre
+                ::sinter_rt::reduce::top_k_scratch(#i0, #o0, #o1, #outer, #n, #inner, #kl, #sc, #before);
+            })
         })()?;
         finish(cx, names, code)
     }

@@ -19,6 +19,7 @@ pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<Op
     let operand = |v: &'a Value| -> Result<Operand<'a>> {
         match (v.dtype, v.shape.as_deref()) {
             (Some(dtype), Some(shape)) => Ok(Operand {
+                dynamic: &v.dynamic,
                 dtype,
                 shape,
                 constant: v.constant.as_ref(),
@@ -171,6 +172,15 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         }
         let inferred = (|| -> Result<_> {
             let cx = op_cx(&graph, &node, false)?;
+            if let Some(i) = cx.inputs.iter().position(|o| o.is_some_and(|o| o.is_dynamic())) {
+                let name = node.inputs[i].map(|id| graph.value(id).name.clone());
+                // The op needs the shape at compile time: the values that decide it (what
+                // the data-dependent op read) must be constants.
+                return Err(CompileError::new(ErrorKind::NotConstant(format!(
+                    "the shape of input {i} (\"{}\"), which a data-dependent op (NonZero, Unique, a Reshape of a run-time target, ...) only computes at run time and which so far only graph outputs take,",
+                    name.unwrap_or_default()
+                ))));
+            }
             let types = op.infer(&cx)?;
             for (i, t) in types.iter().enumerate() {
                 check_size(&format!("output {i}"), &t.shape)?;
@@ -228,6 +238,7 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             let value = graph.value_mut(*id);
             value.dtype = Some(t.dtype);
             value.shape = Some(t.shape.clone());
+            value.dynamic = t.dynamic.clone();
             if let Some(tensors) = &folded {
                 value.constant = tensors.get(i).cloned();
             }
@@ -414,6 +425,7 @@ fn synth(
 
 fn new_value(graph: &mut Graph, name: String) -> ValueId {
     graph.add_value(Value {
+        dynamic: Vec::new(),
         name,
         dtype: None,
         shape: None,

@@ -22,6 +22,7 @@ pub(super) fn producers(graph: &Graph) -> Vec<Option<usize>> {
 /// Adds a constant value.
 pub(super) fn add_constant(graph: &mut Graph, name: String, tensor: Tensor) -> ValueId {
     graph.add_value(Value {
+        dynamic: Vec::new(),
         name,
         dtype: Some(tensor.dtype),
         shape: Some(tensor.shape.clone()),
@@ -38,6 +39,7 @@ pub(super) fn add_typed(
     shape: Option<Vec<usize>>,
 ) -> ValueId {
     graph.add_value(Value {
+        dynamic: Vec::new(),
         name,
         dtype,
         shape,

@@ -513,6 +513,7 @@ fn is_view(graph: &Graph, node: &crate::ir::Node) -> bool {
         && graph.value(*input).dtype == graph.value(*output).dtype
         && graph.value(*input).len() == graph.value(*output).len()
         && graph.value(*output).constant.is_none()
+        && !graph.value(*output).is_dynamic()
 }
 
 /// A big constant that repeats one value, materialized in the arena by `Model::new()`

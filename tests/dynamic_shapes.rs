@@ -1,0 +1,105 @@
+//! Outputs whose shapes depend on the input values (NonMaxSuppression, a run-time TopK k, a
+//! Reshape to a run-time target): compiled once with a static capacity, returned with their
+//! actual shapes, and invalid values are errors rather than panics or garbage.
+#![deny(warnings)]
+
+sinter_rt::include_onnx!(
+    "tests/data/node/test_nonmaxsuppression_two_classes/model.onnx",
+    name = nms
+);
+sinter_rt::include_onnx!("tests/data/node/test_top_k/model.onnx", name = top_k);
+sinter_rt::include_onnx!(
+    "tests/data/node/test_reshape_reordered_all_dims/model.onnx",
+    name = reshape
+);
+
+/// Six boxes of one image, two classes: boxes 0 and 1 overlap almost entirely, box 2 stands
+/// apart, boxes 3 to 5 are far away and score low.
+fn nms_inputs() -> ([f32; 24], [f32; 12]) {
+    let boxes = [
+        0.0, 0.0, 1.0, 1.0, // 0
+        0.0, 0.05, 1.0, 1.05, // 1: IoU with 0 about 0.9
+        0.0, 2.0, 1.0, 3.0, // 2
+        5.0, 5.0, 6.0, 6.0, // 3
+        7.0, 7.0, 8.0, 8.0, // 4
+        9.0, 9.0, 10.0, 10.0, // 5
+    ];
+    let scores = [
+        0.9, 0.8, 0.7, 0.1, 0.1, 0.1, // class 0
+        0.2, 0.95, 0.3, 0.05, 0.05, 0.05, // class 1
+    ];
+    (boxes, scores)
+}
+
+#[test]
+fn non_max_suppression_returns_the_selected_boxes_with_their_count() {
+    let (boxes, scores) = nms_inputs();
+    let mut model = nms::Model::new();
+    // Up to 3 per class, IoU above 0.5 suppresses, scores must exceed 0.15.
+    let out = model.run(&boxes, &scores, &[3], &[0.5], &[0.15]);
+    assert_eq!(out.shape(), [4, 3]);
+    // Class 0: box 0 (0.9) suppresses box 1, then box 2; class 1: box 1 (0.95) suppresses
+    // box 0, then box 2 (0.3) and box 0 is gone; box 0's 0.2 was suppressed.
+    assert_eq!(out.data(), &[0, 0, 0, 0, 0, 2, 0, 1, 1, 0, 1, 2]);
+    // The same model with one box per class.
+    let out = model.run(&boxes, &scores, &[1], &[0.5], &[0.15]);
+    assert_eq!(out.shape(), [2, 3]);
+    assert_eq!(&out[..], &[0, 0, 0, 0, 1, 1]);
+    // A threshold above every score selects nothing: an empty [0, 3] output.
+    let out = model.run(&boxes, &scores, &[3], &[0.5], &[1.0]);
+    assert_eq!((out.shape(), out.len()), ([0, 3], 0));
+    // Without the IoU test (threshold 1) every box above the score threshold is kept.
+    let out = model.run(&boxes, &scores, &[10], &[1.0], &[0.0]);
+    assert_eq!(out.shape(), [12, 3]);
+}
+
+#[test]
+fn top_k_with_a_run_time_k() {
+    let x: [f32; 12] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0];
+    let mut model = top_k::Model::new();
+    let (values, indices) = model.run(&x, &[2]);
+    assert_eq!(values.shape(), [3, 2]);
+    assert_eq!(values.data(), &[3.0, 2.0, 7.0, 6.0, 11.0, 10.0]);
+    assert_eq!(indices.data(), &[3, 2, 3, 2, 3, 2]);
+    let (values, _) = model.run(&x, &[4]);
+    assert_eq!(values.shape(), [3, 4]);
+    // k beyond the axis, or negative: a typed error naming the node, never a panic.
+    for k in [5, -1] {
+        match model.run_slices(&x, &[k]) {
+            Err(sinter_rt::Error::InvalidValue { reason, .. }) => {
+                assert!(reason.contains("k"), "{reason}")
+            }
+            other => panic!("k = {k}: expected InvalidValue, got {other:?}"),
+        }
+    }
+    // The model still runs after an error.
+    assert_eq!(model.run(&x, &[1]).0.data(), &[3.0, 7.0, 11.0]);
+}
+
+#[test]
+#[should_panic(expected = "k is negative or larger than the axis")]
+fn run_panics_where_run_slices_returns_the_error() {
+    let mut model = top_k::Model::new();
+    let _ = model.run(&[0.0; 12], &[13]);
+}
+
+#[test]
+fn reshape_to_a_run_time_target() {
+    let data: [f32; 24] = core::array::from_fn(|i| i as f32);
+    let mut model = reshape::Model::new();
+    let out = model.run(&data, &[4, 2, 3]);
+    assert_eq!(out.shape(), [4, 2, 3]);
+    assert_eq!(out.data(), &data[..]);
+    let out = model.run(&data, &[0, -1, 2]);
+    assert_eq!(out.shape(), [2, 6, 2]);
+    // A target that does not hold 24 elements is an error.
+    assert!(matches!(
+        model.run_slices(&data, &[5, 5, 1]),
+        Err(sinter_rt::Error::InvalidValue { .. })
+    ));
+    // ndarray views carry the run-time shape.
+    let x = sinter_rt::ndarray::ArrayView3::from_shape((2, 3, 4), &data).expect("2x3x4");
+    let target = sinter_rt::ndarray::ArrayView1::from_shape(3, &[6i64, 2, 2]).expect("3");
+    let view = model.run_ndarray(x, target).expect("valid");
+    assert_eq!(view.shape(), &[6, 2, 2]);
+}
