@@ -103,3 +103,42 @@ fn reshape_to_a_run_time_target() {
     let view = model.run_ndarray(x, target).expect("valid");
     assert_eq!(view.shape(), &[6, 2, 2]);
 }
+
+sinter_rt::include_onnx!(
+    "tests/data/postprocess_dynamic/model.onnx",
+    name = postprocess
+);
+
+/// The values of a reference tensor of `tests/data/postprocess_dynamic`, with its shape.
+fn reference(set: usize, file: &str) -> sinter::ir::Tensor {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/postprocess_dynamic")
+        .join(format!("test_data_set_{set}"))
+        .join(file);
+    sinter::onnx::read_tensor_file(&path)
+        .expect("reference tensor")
+        .1
+}
+
+#[test]
+fn post_processing_runs_on_the_run_time_counts() {
+    // NonMaxSuppression's selection flows through Gather, Mul/Add, Cast, Unsqueeze, Concat,
+    // Reshape, Transpose and Shape, each on the actual count; one set selects no box.
+    let mut model = postprocess::Model::new();
+    for set in 0..3 {
+        let boxes = reference(set, "input_0.pb").as_f32().expect("f32");
+        let scores = reference(set, "input_1.pb").as_f32().expect("f32");
+        let (dets, dets_shape, _, dets_t, _, nonzero) =
+            model.run_slices(&boxes, &scores).expect("valid inputs");
+        let want = reference(set, "output_0.pb");
+        assert_eq!(dets.shape().to_vec(), want.shape, "set {set}");
+        assert_eq!(dets.data(), want.as_f32().expect("f32").as_slice());
+        assert_eq!(dets_shape, &[want.shape[0] as i64, 6]);
+        assert_eq!(dets_t.shape(), [6, want.shape[0]]);
+        assert_eq!(
+            nonzero.shape().to_vec(),
+            reference(set, "output_5.pb").shape,
+            "set {set}"
+        );
+    }
+}

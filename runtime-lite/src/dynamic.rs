@@ -436,6 +436,86 @@ pub fn slice_copy<T: Copy, const R: usize>(
     }
 }
 
+/// A numpy broadcast of two run-time shapes to rank `R`: the output shape and, per output
+/// axis, each input's element stride (0 where it repeats).
+pub type Broadcast<const R: usize> = ([usize; R], [usize; R], [usize; R]);
+
+/// Broadcasts shapes `a` and `b` (each of rank at most `R`) to rank `R`.
+///
+/// # Errors
+/// When two extents differ and neither is 1.
+pub fn broadcast<const R: usize>(a: &[usize], b: &[usize]) -> Result<Broadcast<R>, &'static str> {
+    const BAD: &str = "the operands' run-time shapes do not broadcast";
+    if a.len() > R || b.len() > R {
+        return Err(BAD);
+    }
+    let at = |s: &[usize], axis: usize| -> usize {
+        let lead = R - s.len();
+        if axis < lead {
+            1
+        } else {
+            s[axis - lead]
+        }
+    };
+    let mut out = [0usize; R];
+    for (axis, o) in out.iter_mut().enumerate() {
+        *o = match (at(a, axis), at(b, axis)) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(BAD),
+        };
+    }
+    let strides = |s: &[usize]| -> [usize; R] {
+        let mut st = [0usize; R];
+        let mut acc = 1;
+        for axis in (0..R).rev() {
+            let d = at(s, axis);
+            st[axis] = if d == 1 && out[axis] != 1 { 0 } else { acc };
+            acc *= d;
+        }
+        st
+    };
+    Ok((out, strides(a), strides(b)))
+}
+
+/// The shape of a `Concat` along `axis` of run-time shapes (each of rank `R`).
+///
+/// # Errors
+/// When the inputs differ in rank or in an extent off the axis.
+pub fn concat_shape<const R: usize>(
+    shapes: &[&[usize]],
+    axis: usize,
+) -> Result<[usize; R], &'static str> {
+    const BAD: &str = "the inputs' run-time shapes differ off the concatenation axis";
+    let mut out = [0usize; R];
+    let first = shapes.first().ok_or(BAD)?;
+    if first.len() != R {
+        return Err(BAD);
+    }
+    out.copy_from_slice(first);
+    out[axis] = 0;
+    for s in shapes {
+        if s.len() != R || (0..R).any(|a| a != axis && s[a] != out[a]) {
+            return Err(BAD);
+        }
+        out[axis] += s[axis];
+    }
+    Ok(out)
+}
+
+/// Checks that a run-time extent a `Squeeze` removes is 1.
+///
+/// # Errors
+/// When it is not.
+pub fn squeezable(extent: usize) -> Result<(), &'static str> {
+    if extent == 1 {
+        Ok(())
+    } else {
+        Err("Squeeze of an axis whose run-time extent is not 1")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +573,15 @@ mod tests {
             );
             assert_eq!(inv, inverse);
         }
+    }
+
+    #[test]
+    fn broadcast_and_concat_shapes() {
+        let (out, sa, sb) = broadcast::<3>(&[4, 1], &[3, 1, 5]).unwrap();
+        assert_eq!((out, sa, sb), ([3, 4, 5], [0, 1, 0], [5, 0, 1]));
+        assert!(broadcast::<2>(&[4, 2], &[3, 2]).is_err());
+        assert_eq!(concat_shape::<2>(&[&[2, 3], &[5, 3]], 0), Ok([7, 3]));
+        assert!(concat_shape::<2>(&[&[2, 3], &[2, 4]], 0).is_err());
     }
 
     #[test]

@@ -192,6 +192,14 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             .as_ref()
             .ok_or_else(|| CompileError::shape("internal: op not resolved").at(node.node_ref()))?;
         let cx = infer_shapes_cx(graph, node, true).map_err(|e| e.at(node.node_ref()))?;
+        // A pass may have put an op that computes on compile-time shapes where a value's
+        // shape is only known at run time: refuse rather than emit code for the capacity.
+        if cx.inputs.iter().flatten().any(|o| o.is_dynamic()) && !op.dynamic_inputs(&cx) {
+            return Err(CompileError::unsupported(
+                "this op on a value whose shape is only known at run time",
+            )
+            .at(node.node_ref()));
+        }
         let mut emit_names = EmitNames {
             in_place: plan.in_place[index],
             ..EmitNames::default()

@@ -39,7 +39,7 @@ use quote::{format_ident, quote};
 
 use super::{
     broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, rust_type, usize_slice,
-    EmitNames, NodeCx, OpCx, OpDef, TypeShape,
+    EmitNames, NodeCx, OpCx, OpDef, Operand, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Tensor};
@@ -403,6 +403,15 @@ impl OpDef for Binary {
         };
         require_dtype(a.dtype, &allowed, "input")?;
         require_dtype(b.dtype, &allowed, "second input")?;
+        let dtype = if self.kind.is_comparison() {
+            DType::Bool
+        } else {
+            a.dtype
+        };
+        if a.is_dynamic() || b.is_dynamic() {
+            let (shape, dynamic) = dynamic_broadcast(&a, &b)?;
+            return Ok(vec![TypeShape::dynamic(dtype, shape, dynamic)]);
+        }
         let b_shape = self.b_shape(a.shape, b.shape)?;
         let shape = broadcast_shapes(a.shape, &b_shape)?;
         check_rank(&shape)?;
@@ -412,12 +421,11 @@ impl OpDef for Binary {
                 b.shape, a.shape
             )));
         }
-        let dtype = if self.kind.is_comparison() {
-            DType::Bool
-        } else {
-            a.dtype
-        };
         Ok(vec![TypeShape::new(dtype, shape)])
+    }
+
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        self.kind != BinaryKind::PRelu && self.legacy_axis.is_none()
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -491,11 +499,31 @@ impl OpDef for Binary {
     fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
         // Output 0 over A when A already has the output's type and shape (B may broadcast).
         let (a, y) = (cx.input(0).ok()?, cx.output(0).ok()?);
-        (a.dtype == y.dtype && a.shape == y.shape).then_some(0)
+        (a.dtype == y.dtype && a.shape == y.shape && !a.is_dynamic() && !y.is_dynamic())
+            .then_some(0)
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (a, b, out) = (cx.input(0)?, cx.input(1)?, cx.output(0)?);
+        if a.is_dynamic() || b.is_dynamic() {
+            // Broadcast at run time, then the generic strided kernel.
+            let f = self.closure(a.dtype, b.dtype)?;
+            let (sa, sb) = (names.in_shape(cx, 0), names.in_shape(cx, 1));
+            let rank = lit(out.shape.len());
+            let shapes = names.check(quote!(::sinter_rt::dynamic::broadcast::<#rank>(&#sa, &#sb)));
+            let (i0, i1, o0, os0) = (
+                names.input(0),
+                names.input(1),
+                names.output(0),
+                names.out_shape(0),
+            );
+            return Ok(quote! {
+                let (#os0, sa, sb) = #shapes;
+                let (la, lb): (usize, usize) = (#sa.iter().product(), #sb.iter().product());
+                let n: usize = #os0.iter().product();
+                ::sinter_rt::elementwise::zip(&#i0[..la], &sa, &#i1[..lb], &sb, &mut #o0[..n], &#os0, #f);
+            });
+        }
         let sa = usize_slice(&broadcast_strides(a.shape, out.shape));
         let sb = usize_slice(&broadcast_strides(
             &self.b_shape(a.shape, b.shape)?,
@@ -529,6 +557,50 @@ impl OpDef for Binary {
         let exec = names.exec();
         Ok(quote!(::sinter_rt::elementwise::zip_exec(#exec, #i0, #sa, #i1, #sb, #o0, #shape, #f);))
     }
+}
+
+/// The capacity and dynamic axes of a broadcast where an operand has run-time extents: an
+/// axis is dynamic when an operand's is and the other's is dynamic or 1 (a dynamic extent
+/// meeting a fixed one above 1 must equal it, or be 1, which the run checks).
+fn dynamic_broadcast(a: &Operand<'_>, b: &Operand<'_>) -> Result<(Vec<usize>, Vec<bool>)> {
+    let rank = a.shape.len().max(b.shape.len());
+    check_rank(&vec![1; rank])?;
+    let at = |o: &Operand<'_>, axis: usize| -> (usize, bool) {
+        let lead = rank - o.shape.len();
+        if axis < lead {
+            (1, false)
+        } else {
+            (
+                o.shape[axis - lead],
+                o.dynamic.get(axis - lead).copied().unwrap_or(false),
+            )
+        }
+    };
+    let (mut shape, mut dynamic) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
+    for axis in 0..rank {
+        let ((da, ya), (db, yb)) = (at(a, axis), at(b, axis));
+        let (d, y) = match (ya, yb) {
+            (true, true) => (da.max(db), true),
+            (true, false) if db == 1 => (da, true),
+            (false, true) if da == 1 => (db, true),
+            (true, false) => (db, false),
+            (false, true) => (da, false),
+            (false, false) => match (da, db) {
+                (x, y) if x == y => (x, false),
+                (1, y) => (y, false),
+                (x, 1) => (x, false),
+                _ => {
+                    return Err(CompileError::shape(format!(
+                        "shapes {:?} and {:?} do not broadcast",
+                        a.shape, b.shape
+                    )))
+                }
+            },
+        };
+        shape.push(d);
+        dynamic.push(y);
+    }
+    Ok((shape, dynamic))
 }
 
 /// A comparison on floats (`kind` is one of the comparison kinds).
@@ -1277,7 +1349,11 @@ impl OpDef for Unary {
             K::IsNaN | K::IsInf { .. } => DType::Bool,
             _ => x.dtype,
         };
-        Ok(vec![TypeShape::new(dtype, x.shape.to_vec())])
+        Ok(vec![TypeShape::dynamic(
+            dtype,
+            x.shape.to_vec(),
+            x.dynamic.to_vec(),
+        )])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -1347,7 +1423,29 @@ impl OpDef for Unary {
         Some(Ok(vec![int_tensor(x.dtype, x.shape.to_vec(), &out)]))
     }
 
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let body = self.emit_static(cx, names)?;
+        Ok(if cx.input(0)?.is_dynamic() {
+            super::emit_elementwise_dynamic(cx, names, body)
+        } else {
+            body
+        })
+    }
+
+    fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
+        // Same element type in and out (not IsNaN/IsInf, which make bytes of floats).
+        let (x, y) = (cx.input(0).ok()?, cx.output(0).ok()?);
+        (x.dtype == y.dtype && x.shape == y.shape).then_some(0)
+    }
+}
+
+impl Unary {
+    /// The code for run-time shapes known at compile time.
+    fn emit_static(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
         if x.dtype == DType::F32 {
             if let Some(func) = slice_func(self.kind) {
@@ -1379,12 +1477,6 @@ impl OpDef for Unary {
         }
         let i0 = names.input(0);
         Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
-    }
-
-    fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
-        // Same element type in and out (not IsNaN/IsInf, which make bytes of floats).
-        let (x, y) = (cx.input(0).ok()?, cx.output(0).ok()?);
-        (x.dtype == y.dtype && x.shape == y.shape).then_some(0)
     }
 }
 

@@ -151,6 +151,13 @@ pub trait OpDef: Sized {
     fn parse(node: &NodeCx<'_>) -> Result<Self>;
     /// The output types and shapes, given the inputs'.
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>>;
+    /// Whether `infer` and `emit` take this node's inputs whose shapes are only known at run
+    /// time ([`Operand::is_dynamic`]): they then give the outputs their dynamic axes and
+    /// compute on the run-time extents. `false` (the default) makes such an input a
+    /// compile error naming the node.
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        false
+    }
     /// The outputs when every input is constant; `None` when the op is not folded.
     fn eval(&self, _cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         None
@@ -228,10 +235,13 @@ impl EmitNames {
                 quote!(#ident)
             }
             Some(o) => {
-                let dims = o.shape.iter().map(|&d| lit(d));
-                quote!([#(#dims),*])
+                let (dims, rank) = (o.shape.iter().map(|&d| lit(d)), lit(o.shape.len()));
+                quote!({
+                    let shape: [usize; #rank] = [#(#dims),*];
+                    shape
+                })
             }
-            None => quote!([]),
+            None => quote!([0usize; 0]),
         }
     }
     /// The local the emitted code must bind, as a `[usize; R]`, to the actual shape of output
@@ -390,6 +400,10 @@ macro_rules! ops {
             /// Output types and shapes.
             pub fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
                 match self { $(Op::$variant(op) => op.infer(cx),)* }
+            }
+            /// Whether the node takes inputs of run-time shapes.
+            pub fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+                match self { $(Op::$variant(op) => op.dynamic_inputs(cx),)* }
             }
             /// Constant evaluation.
             pub fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -679,6 +693,30 @@ pub fn usize3(values: &[usize], fill: usize) -> TokenStream {
         })
     });
     quote!([#(#items),*])
+}
+
+/// For an op whose output 0 matches input 0 element for element (a unary elementwise op, a
+/// cast, a copy): `body` (the static emission, reading `i0` and writing `o0`) run on the
+/// actual elements of a run-time-shaped input, `o0` taking its shape.
+pub fn emit_elementwise_dynamic(
+    cx: &OpCx<'_>,
+    names: &mut EmitNames,
+    body: TokenStream,
+) -> TokenStream {
+    let (is0, os0, o0) = (names.in_shape(cx, 0), names.out_shape(0), names.output(0));
+    let i0 = if names.used_inputs.first().copied().unwrap_or(false) {
+        let i0 = names.input(0);
+        quote!(let #i0 = &#i0[..n];)
+    } else {
+        TokenStream::new()
+    };
+    quote! {
+        let #os0 = #is0;
+        let n: usize = #os0.iter().product();
+        #i0
+        let #o0 = &mut #o0[..n];
+        #body
+    }
 }
 
 /// A `[usize; R]` expression: `shape` with axis `axis` replaced by the run-time `extent`.

@@ -34,7 +34,7 @@ use quote::{format_ident, quote};
 
 use super::{
     broadcast_shapes, broadcast_strides, f32_lit, lit, normalize_axis, require_dtype, rust_type,
-    usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
+    usize_slice, EmitNames, NodeCx, OpCx, OpDef, Operand, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::{lowp, DType, Tensor};
@@ -80,17 +80,71 @@ impl Reshape {
         ) && cx.opt_input(1).is_some_and(|t| t.constant.is_none())
     }
 
+    /// The output of an input with run-time extents (and a target known at compile time):
+    /// an axis is dynamic when it copies one (`0`), takes what is left (`-1`), or flattens
+    /// one. The capacity keeps the input's elements.
+    fn dynamic_input_type(&self, cx: &OpCx<'_>) -> Result<TypeShape> {
+        let x = cx.input(0)?;
+        let len: usize = x.shape.iter().product();
+        let (mut shape, dynamic): (Vec<usize>, Vec<bool>) = match &self.kind {
+            ReshapeKind::Identity | ReshapeKind::Dropout => (x.shape.to_vec(), x.dynamic.to_vec()),
+            ReshapeKind::Flatten { axis } => {
+                let a = flatten_axis(*axis, x.shape.len())?;
+                (
+                    vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()],
+                    vec![
+                        x.dynamic[..a].iter().any(|&d| d),
+                        x.dynamic[a..].iter().any(|&d| d),
+                    ],
+                )
+            }
+            ReshapeKind::Reshape {
+                allow_zero,
+                attr_shape,
+            } => {
+                let spec = target_spec(attr_shape, cx)?;
+                let mut shape = Vec::with_capacity(spec.len());
+                let mut dynamic = Vec::with_capacity(spec.len());
+                for (i, &d) in spec.iter().enumerate() {
+                    let copies = d == 0 && !allow_zero;
+                    dynamic.push(d == -1 || (copies && x.dynamic.get(i).copied().unwrap_or(false)));
+                    shape.push(match d {
+                        _ if copies => x.shape.get(i).copied().unwrap_or(1),
+                        d if d > 0 => usize::try_from(d).unwrap_or(usize::MAX),
+                        _ => 1,
+                    });
+                }
+                (shape, dynamic)
+            }
+        };
+        // Dynamic axes at their capacity may hold more than the input: the first one takes
+        // what the fixed axes leave, the others 1.
+        if dynamic.iter().any(|&d| d)
+            && !matches!(self.kind, ReshapeKind::Identity | ReshapeKind::Dropout)
+        {
+            let fixed: usize = shape
+                .iter()
+                .zip(&dynamic)
+                .filter(|(_, &d)| !d)
+                .map(|(&s, _)| s)
+                .product();
+            let mut first = true;
+            for (s, &d) in shape.iter_mut().zip(&dynamic) {
+                if d {
+                    *s = if first { len.div_ceil(fixed.max(1)) } else { 1 };
+                    first = false;
+                }
+            }
+        }
+        Ok(TypeShape::dynamic(x.dtype, shape, dynamic))
+    }
+
     fn out_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
         let x = cx.input(0)?;
         match &self.kind {
             ReshapeKind::Identity | ReshapeKind::Dropout => Ok(x.shape.to_vec()),
             ReshapeKind::Flatten { axis } => {
-                let rank = x.shape.len();
-                let a = if *axis == i64::try_from(rank).unwrap_or(i64::MAX) {
-                    rank
-                } else {
-                    normalize_axis(*axis, rank, "axis")?
-                };
+                let a = flatten_axis(*axis, x.shape.len())?;
                 Ok(vec![
                     x.shape[..a].iter().product(),
                     x.shape[a..].iter().product(),
@@ -100,13 +154,27 @@ impl Reshape {
                 allow_zero,
                 attr_shape,
             } => {
-                let spec = match attr_shape {
-                    Some(s) => s.clone(),
-                    None => cx.const_ints(1, "shape")?,
-                };
+                let spec = target_spec(attr_shape, cx)?;
                 reshape_target(x.shape, &spec, *allow_zero)
             }
         }
+    }
+}
+
+/// Flatten's split point: `axis` of a rank-`rank` input (`rank` itself allowed).
+fn flatten_axis(axis: i64, rank: usize) -> Result<usize> {
+    if axis == i64_of(rank) {
+        Ok(rank)
+    } else {
+        normalize_axis(axis, rank, "axis")
+    }
+}
+
+/// A Reshape's target: the attribute (opset < 5) or the constant shape input.
+fn target_spec(attr_shape: &Option<Vec<i64>>, cx: &OpCx<'_>) -> Result<Vec<i64>> {
+    match attr_shape {
+        Some(s) => Ok(s.clone()),
+        None => cx.const_ints(1, "shape"),
     }
 }
 
@@ -176,8 +244,16 @@ impl OpDef for Reshape {
         Ok(Self { kind })
     }
 
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Not Dropout's mask output.
+        !cx.outputs.get(1).is_some_and(Option::is_some)
+    }
+
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
+        if x.is_dynamic() && !self.run_time_target(cx) {
+            return Ok(vec![self.dynamic_input_type(cx)?]);
+        }
         if self.run_time_target(cx) {
             let target = cx.input(1)?;
             let rank = match target.shape {
@@ -238,14 +314,43 @@ impl OpDef for Reshape {
                     ..
                 }
             );
-            let (x, rank) = (cx.input(0)?, lit(cx.output(0)?.shape.len()));
-            let (x_shape, i1, os0) = (usize_slice(x.shape), names.input(1), names.out_shape(0));
+            let rank = lit(cx.output(0)?.shape.len());
+            let (x_shape, i1, os0) = (names.in_shape(cx, 0), names.input(1), names.out_shape(0));
             let target = names.check(quote!(::sinter_rt::dynamic::reshape_target::<_, #rank>(
-                #x_shape, #i1, #allow_zero
+                &#x_shape, #i1, #allow_zero
             )));
             return Ok(quote! {
                 let #os0: [usize; #rank] = #target;
-                #o0.copy_from_slice(#i0);
+                let n: usize = #os0.iter().product();
+                #o0[..n].copy_from_slice(&#i0[..n]);
+            });
+        }
+        if cx.input(0)?.is_dynamic() {
+            let is0 = names.in_shape(cx, 0);
+            let os0 = names.out_shape(0);
+            let rank = cx.output(0)?.shape.len();
+            let shape = match &self.kind {
+                ReshapeKind::Identity | ReshapeKind::Dropout => quote!(#is0),
+                ReshapeKind::Flatten { axis } => {
+                    let a = lit(flatten_axis(*axis, cx.input(0)?.shape.len())?);
+                    quote!([#is0[..#a].iter().product::<usize>(), #is0[#a..].iter().product::<usize>()])
+                }
+                ReshapeKind::Reshape {
+                    allow_zero,
+                    attr_shape,
+                } => {
+                    let spec = target_spec(attr_shape, cx)?;
+                    let (spec, r, allow_zero) =
+                        (spec.iter().map(|&d| i64_lit(d)), lit(rank), *allow_zero);
+                    names.check(quote!(::sinter_rt::dynamic::reshape_target::<i64, #r>(
+                        &#is0, &[#(#spec),*], #allow_zero
+                    )))
+                }
+            };
+            return Ok(quote! {
+                let #os0 = #shape;
+                let n: usize = #os0.iter().product();
+                #o0[..n].copy_from_slice(&#i0[..n]);
             });
         }
         let mut code = quote!(#o0.copy_from_slice(#i0););
@@ -327,10 +432,20 @@ impl OpDef for Transpose {
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
         let perm = self.perm(x.shape.len())?;
-        Ok(vec![TypeShape::new(
+        let dynamic = if x.is_dynamic() {
+            perm.iter().map(|&p| x.dynamic[p]).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(vec![TypeShape::dynamic(
             x.dtype,
             perm.iter().map(|&p| x.shape[p]).collect(),
+            dynamic,
         )])
+    }
+
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -348,7 +463,19 @@ impl OpDef for Transpose {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
-        let perm = usize_slice(&self.perm(x.shape.len())?);
+        let perm = self.perm(x.shape.len())?;
+        if x.is_dynamic() {
+            let (is0, os0) = (names.in_shape(cx, 0), names.out_shape(0));
+            let (i0, o0) = (names.input(0), names.output(0));
+            let dims = perm.iter().map(|&p| lit(p));
+            let perm = usize_slice(&perm);
+            return Ok(quote! {
+                let #os0 = [#(#is0[#dims]),*];
+                let n: usize = #os0.iter().product();
+                ::sinter_rt::shape::transpose(&#i0[..n], &mut #o0[..n], &#is0, #perm);
+            });
+        }
+        let perm = usize_slice(&perm);
         let shape = usize_slice(x.shape);
         let (i0, o0) = (names.input(0), names.output(0));
         Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #shape, #perm);))
@@ -363,6 +490,54 @@ pub struct Concat {
 }
 
 impl Concat {
+    /// With inputs of run-time extents: the axis, the output's capacity and its dynamic axes
+    /// (the concatenation axis adds capacities; elsewhere a dynamic extent must meet the
+    /// others at run time).
+    fn dynamic_layout(&self, cx: &OpCx<'_>) -> Result<(usize, Vec<usize>, Vec<bool>)> {
+        let first = cx.input(0)?;
+        let rank = first.shape.len();
+        let axis = normalize_axis(self.axis, rank, "axis")?;
+        let mut shape = vec![0usize; rank];
+        let mut dynamic = vec![false; rank];
+        let mut fixed: Vec<Option<usize>> = vec![None; rank];
+        for (i, operand) in cx.inputs.iter().enumerate() {
+            let x =
+                operand.ok_or_else(|| CompileError::malformed(format!("input {i} is missing")))?;
+            if x.dtype != first.dtype || x.shape.len() != rank {
+                return Err(CompileError::shape(format!(
+                    "input {i} ({}{:?}) does not fit input 0 ({}{:?})",
+                    x.dtype, x.shape, first.dtype, first.shape
+                )));
+            }
+            for a in 0..rank {
+                let dy = x.dynamic.get(a).copied().unwrap_or(false);
+                if a == axis {
+                    shape[a] += x.shape[a];
+                    dynamic[a] |= dy;
+                } else if dy {
+                    shape[a] = shape[a].max(x.shape[a]);
+                    dynamic[a] = true;
+                } else {
+                    if fixed[a].is_some_and(|f| f != x.shape[a]) {
+                        return Err(CompileError::shape(format!(
+                            "input {i} ({:?}) does not fit the others off axis {axis}",
+                            x.shape
+                        )));
+                    }
+                    fixed[a] = Some(x.shape[a]);
+                }
+            }
+        }
+        // A fixed extent decides the axis (a dynamic one must match it at run time).
+        for a in 0..rank {
+            if let (Some(f), true) = (fixed[a], a != axis) {
+                shape[a] = f;
+                dynamic[a] = false;
+            }
+        }
+        Ok((axis, shape, dynamic))
+    }
+
     /// The normalized axis and the output shape.
     fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, Vec<usize>)> {
         let first = cx.input(0)?;
@@ -398,8 +573,16 @@ impl OpDef for Concat {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if cx.inputs.iter().flatten().any(|o| o.is_dynamic()) {
+            let (_, shape, dynamic) = self.dynamic_layout(cx)?;
+            return Ok(vec![TypeShape::dynamic(cx.input(0)?.dtype, shape, dynamic)]);
+        }
         let (_, shape) = self.layout(cx)?;
         Ok(vec![TypeShape::new(cx.input(0)?.dtype, shape)])
+    }
+
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -430,6 +613,36 @@ impl OpDef for Concat {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if cx.inputs.iter().flatten().any(|o| o.is_dynamic()) {
+            let (axis, shape, _) = self.dynamic_layout(cx)?;
+            let (rank, a) = (lit(shape.len()), lit(axis));
+            let n_in = cx.inputs.len();
+            let shapes: Vec<TokenStream> = (0..n_in).map(|i| names.in_shape(cx, i)).collect();
+            let locals: Vec<proc_macro2::Ident> =
+                (0..n_in).map(|i| format_ident!("s{}", i)).collect();
+            let joined = names.check(quote!(::sinter_rt::dynamic::concat_shape::<#rank>(
+                &[#(&#locals[..]),*], #a
+            )));
+            let (o0, os0) = (names.output(0), names.out_shape(0));
+            let mut parts = TokenStream::new();
+            for (i, local) in locals.iter().enumerate() {
+                let input = names.input(i);
+                parts.extend(quote! {
+                    let in_block: usize = #local[#a..].iter().product();
+                    ::sinter_rt::shape::concat_part(&#input[..outer * in_block], #o0, outer, in_block, out_block, offset);
+                    offset += in_block;
+                });
+            }
+            return Ok(quote! {
+                #(let #locals = #shapes;)*
+                let #os0 = #joined;
+                let outer: usize = #os0[..#a].iter().product();
+                let out_block: usize = #os0[#a..].iter().product();
+                let mut offset = 0usize;
+                #parts
+                let _ = offset;
+            });
+        }
         let (axis, shape) = self.layout(cx)?;
         let outer: usize = shape[..axis].iter().product();
         let out_block: usize = shape[axis..].iter().product();
@@ -610,6 +823,66 @@ pub struct Squeeze {
 }
 
 impl Squeeze {
+    /// For an input with run-time extents: the output's capacity, its dynamic axes, and per
+    /// output axis the input axis it comes from (`None` for an inserted unit axis). A
+    /// `Squeeze` needs its axes, and a dynamic axis it removes must be 1 at run time.
+    #[allow(clippy::type_complexity, reason = "three parallel per-axis lists")]
+    fn dynamic_layout(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Vec<bool>, Vec<Option<usize>>)> {
+        let x = cx.input(0)?;
+        let axes = match (&self.attr_axes, cx.opt_input(1)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(_)) => const_ints_or_empty(cx, 1, "axes")?,
+            (None, None) => Vec::new(),
+        };
+        let rank = x.shape.len();
+        if self.unsqueeze {
+            let out_rank = rank + axes.len();
+            let mut mark = vec![false; out_rank];
+            for &a in &axes {
+                let a = normalize_axis(a, out_rank, "axis")?;
+                if std::mem::replace(&mut mark[a], true) {
+                    return Err(CompileError::attribute("axes", "repeated axis"));
+                }
+            }
+            let mut next = 0;
+            let source: Vec<Option<usize>> = mark
+                .iter()
+                .map(|&m| {
+                    (!m).then(|| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect();
+            let shape = source.iter().map(|s| s.map_or(1, |a| x.shape[a])).collect();
+            let dynamic = source
+                .iter()
+                .map(|s| s.is_some_and(|a| x.dynamic[a]))
+                .collect();
+            return Ok((shape, dynamic, source));
+        }
+        if axes.is_empty() {
+            return Err(CompileError::unsupported(
+                "Squeeze without axes of a value whose shape is only known at run time",
+            ));
+        }
+        let mut drop = vec![false; rank];
+        for &a in &axes {
+            let a = normalize_axis(a, rank, "axis")?;
+            if !x.dynamic[a] && x.shape[a] != 1 {
+                return Err(CompileError::shape(format!(
+                    "cannot squeeze axis {a} of size {}",
+                    x.shape[a]
+                )));
+            }
+            drop[a] = true;
+        }
+        let source: Vec<Option<usize>> = (0..rank).filter(|&a| !drop[a]).map(Some).collect();
+        let shape = source.iter().flatten().map(|&a| x.shape[a]).collect();
+        let dynamic = source.iter().flatten().map(|&a| x.dynamic[a]).collect();
+        Ok((shape, dynamic, source))
+    }
+
     fn out_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
         let x = cx.input(0)?;
         let axes = match (&self.attr_axes, cx.opt_input(1)) {
@@ -683,10 +956,12 @@ impl OpDef for Squeeze {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        Ok(vec![TypeShape::new(
-            cx.input(0)?.dtype,
-            self.out_shape(cx)?,
-        )])
+        let x = cx.input(0)?;
+        if x.is_dynamic() {
+            let (shape, dynamic, _) = self.dynamic_layout(cx)?;
+            return Ok(vec![TypeShape::dynamic(x.dtype, shape, dynamic)]);
+        }
+        Ok(vec![TypeShape::new(x.dtype, self.out_shape(cx)?)])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -694,8 +969,39 @@ impl OpDef for Squeeze {
         Some(self.out_shape(cx).map(|s| vec![x.reshaped(s)]))
     }
 
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (i0, o0) = (names.input(0), names.output(0));
+        if cx.input(0)?.is_dynamic() {
+            // The data unchanged; the shape gains or loses unit axes at run time.
+            let (_, _, source) = self.dynamic_layout(cx)?;
+            let (is0, os0) = (names.in_shape(cx, 0), names.out_shape(0));
+            let mut checks = TokenStream::new();
+            let dims = source.iter().map(|s| match s {
+                Some(a) => {
+                    let a = lit(*a);
+                    quote!(#is0[#a])
+                }
+                None => quote!(1),
+            });
+            if !self.unsqueeze {
+                let kept: Vec<usize> = source.iter().flatten().copied().collect();
+                for a in (0..cx.input(0)?.shape.len()).filter(|a| !kept.contains(a)) {
+                    let a = lit(a);
+                    let check = names.check(quote!(::sinter_rt::dynamic::squeezable(#is0[#a])));
+                    checks.extend(quote!(#check;));
+                }
+            }
+            return Ok(quote! {
+                #checks
+                let #os0 = [#(#dims),*];
+                let n: usize = #os0.iter().product();
+                #o0[..n].copy_from_slice(&#i0[..n]);
+            });
+        }
         let code = quote!(#o0.copy_from_slice(#i0););
         finish(cx, names, code)
     }
@@ -1227,8 +1533,19 @@ impl OpDef for Indexing {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        let x = cx.input(0)?;
-        Ok(vec![TypeShape::new(x.dtype, self.layout(cx)?.0)])
+        let (x, idx) = (cx.input(0)?, cx.input(1)?);
+        let (shape, axis) = self.layout(cx)?;
+        if x.is_dynamic() || idx.is_dynamic() {
+            // Gather: the data's axes around the gathered one, the indices' in its place.
+            let flag = |o: &Operand<'_>, a: usize| o.dynamic.get(a).copied().unwrap_or(false);
+            let dynamic = (0..axis)
+                .map(|a| flag(&x, a))
+                .chain((0..idx.shape.len()).map(|a| flag(&idx, a)))
+                .chain((axis + 1..x.shape.len()).map(|a| flag(&x, a)))
+                .collect();
+            return Ok(vec![TypeShape::dynamic(x.dtype, shape, dynamic)]);
+        }
+        Ok(vec![TypeShape::new(x.dtype, shape)])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -1269,7 +1586,48 @@ impl OpDef for Indexing {
         }
     }
 
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        self.kind == IndexKind::Gather
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if self.kind == IndexKind::Gather
+            && (cx.input(0)?.is_dynamic() || cx.input(1)?.is_dynamic())
+        {
+            // The layout from the run-time shapes; the kernel bounds-checks every index
+            // against the run-time extent of the axis.
+            let (_, axis) = self.layout(cx)?;
+            let (xs, is) = (names.in_shape(cx, 0), names.in_shape(cx, 1));
+            let (x_rank, i_rank) = (cx.input(0)?.shape.len(), cx.input(1)?.shape.len());
+            let dims = (0..axis)
+                .map(|a| {
+                    let a = lit(a);
+                    quote!(#xs[#a])
+                })
+                .chain((0..i_rank).map(|a| {
+                    let a = lit(a);
+                    quote!(#is[#a])
+                }))
+                .chain((axis + 1..x_rank).map(|a| {
+                    let a = lit(a);
+                    quote!(#xs[#a])
+                }));
+            let (i0, i1, o0, os0) = (
+                names.input(0),
+                names.input(1),
+                names.output(0),
+                names.out_shape(0),
+            );
+            let (a, a1) = (lit(axis), lit(axis + 1));
+            return Ok(quote! {
+                let #os0 = [#(#dims),*];
+                let outer: usize = #xs[..#a].iter().product();
+                let inner: usize = #xs[#a1..].iter().product();
+                let (lx, li, n): (usize, usize, usize) =
+                    (#xs.iter().product(), #is.iter().product(), #os0.iter().product());
+                ::sinter_rt::shape::gather(&#i0[..lx], &#i1[..li], &mut #o0[..n], outer, #xs[#a], inner);
+            });
+        }
         let code = (|| -> Result<TokenStream> {
             let (x, idx) = (cx.input(0)?, cx.input(1)?);
             let (shape, axis) = self.layout(cx)?;
@@ -2109,6 +2467,15 @@ pub struct ShapeOf {
 }
 
 impl ShapeOf {
+    /// The axes `Shape` reports (`start..end`, clamped to the rank).
+    fn range(&self, rank: usize) -> std::ops::Range<usize> {
+        let r = i64_of(rank);
+        let fix = |v: i64| (if v < 0 { v.saturating_add(r) } else { v }).clamp(0, r);
+        let s = usize::try_from(fix(self.start)).unwrap_or(0);
+        let e = usize::try_from(fix(self.end.unwrap_or(r))).unwrap_or(0);
+        s..e.max(s)
+    }
+
     fn value(&self, cx: &OpCx<'_>) -> Result<Tensor> {
         let x = cx.input(0)?;
         if self.size {
@@ -2117,13 +2484,9 @@ impl ShapeOf {
                 &[i64_of(x.shape.iter().product())],
             ));
         }
-        let r = i64_of(x.shape.len());
-        let fix = |v: i64| (if v < 0 { v.saturating_add(r) } else { v }).clamp(0, r);
-        let s = usize::try_from(fix(self.start)).unwrap_or(0);
-        let e = usize::try_from(fix(self.end.unwrap_or(r))).unwrap_or(0);
         let dims: Vec<i64> = x
             .shape
-            .get(s..e.max(s))
+            .get(self.range(x.shape.len()))
             .unwrap_or(&[])
             .iter()
             .map(|&d| i64_of(d))
@@ -2147,10 +2510,32 @@ impl OpDef for ShapeOf {
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
+        if cx.input(0).ok()?.is_dynamic() {
+            // The shape is only known at run time: computed there.
+            return None;
+        }
         Some(self.value(cx).map(|v| vec![v]))
     }
 
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        if x.is_dynamic() {
+            let (is0, o0) = (names.in_shape(cx, 0), names.output(0));
+            if self.size {
+                return Ok(quote!(#o0[0] = #is0.iter().product::<usize>() as i64;));
+            }
+            let range = self.range(x.shape.len());
+            let (from, to) = (lit(range.start), lit(range.end));
+            return Ok(quote! {
+                for (o, &d) in #o0.iter_mut().zip(&#is0[#from..#to]) {
+                    *o = d as i64;
+                }
+            });
+        }
         let code = (|| -> Result<TokenStream> {
             let v = self.value(cx)?.as_i64().unwrap_or_default();
             let o0 = names.output(0);
@@ -2845,7 +3230,11 @@ impl OpDef for Cast {
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
-        Ok(vec![TypeShape::new(self.target(cx)?, x.shape.to_vec())])
+        Ok(vec![TypeShape::dynamic(
+            self.target(cx)?,
+            x.shape.to_vec(),
+            x.dynamic.to_vec(),
+        )])
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -2857,7 +3246,23 @@ impl OpDef for Cast {
         cast_tensor(x, dst, self).map(|t| Ok(vec![t]))
     }
 
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let body = self.emit_static(cx, names)?;
+        Ok(if cx.input(0)?.is_dynamic() {
+            super::emit_elementwise_dynamic(cx, names, body)
+        } else {
+            body
+        })
+    }
+}
+
+impl Cast {
+    /// The code for run-time shapes known at compile time.
+    fn emit_static(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let code = (|| -> Result<TokenStream> {
             let (src, dst) = (cx.input(0)?.dtype, self.target(cx)?);
             let (i0, o0) = (names.input(0), names.output(0));

@@ -60,6 +60,26 @@ fn check_size(what: &str, shape: &[usize]) -> Result<()> {
     }
 }
 
+/// An error unless `op` takes every input of `node` whose shape is only known at run time
+/// ([`crate::ops::OpDef::dynamic_inputs`]).
+fn check_dynamic_inputs(graph: &Graph, node: &Node, op: &Op) -> Result<()> {
+    let dynamic = node
+        .inputs
+        .iter()
+        .position(|i| i.is_some_and(|id| graph.value(id).is_dynamic()));
+    let Some(i) = dynamic else { return Ok(()) };
+    if op.dynamic_inputs(&op_cx(graph, node, false)?) {
+        return Ok(());
+    }
+    let name = node.inputs[i].map(|id| graph.value(id).name.clone());
+    // The op needs the shape at compile time: the values that decide it (what the
+    // data-dependent op read) must be constants.
+    Err(CompileError::new(ErrorKind::NotConstant(format!(
+        "the shape of input {i} (\"{}\"), which is only known at run time (from a data-dependent op such as NonZero or NonMaxSuppression) and which this op cannot take yet,",
+        name.unwrap_or_default()
+    ))))
+}
+
 /// Infers shapes and folds constant nodes; expands `If` nodes (see [`crate::ops::control`]).
 pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     for value in &graph.values {
@@ -82,6 +102,14 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             .any(|g| poisoned.iter().any(|(p, _)| p == g))
         {
             continue;
+        }
+        // Control flow expands into nodes checked here in turn; any other op must take the
+        // run-time shapes its inputs have.
+        if !matches!(
+            op,
+            Op::Loop(_) | Op::LoopStep(_) | Op::ScanLoop(_) | Op::If(_)
+        ) {
+            check_dynamic_inputs(&graph, &node, op).map_err(|e| e.at(node.node_ref()))?;
         }
         if let Op::Loop(l) = op {
             let max = match node.inputs.first().copied().flatten() {
@@ -172,15 +200,6 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         }
         let inferred = (|| -> Result<_> {
             let cx = op_cx(&graph, &node, false)?;
-            if let Some(i) = cx.inputs.iter().position(|o| o.is_some_and(|o| o.is_dynamic())) {
-                let name = node.inputs[i].map(|id| graph.value(id).name.clone());
-                // The op needs the shape at compile time: the values that decide it (what
-                // the data-dependent op read) must be constants.
-                return Err(CompileError::new(ErrorKind::NotConstant(format!(
-                    "the shape of input {i} (\"{}\"), which a data-dependent op (NonZero, Unique, a Reshape of a run-time target, ...) only computes at run time and which so far only graph outputs take,",
-                    name.unwrap_or_default()
-                ))));
-            }
             let types = op.infer(&cx)?;
             for (i, t) in types.iter().enumerate() {
                 check_size(&format!("output {i}"), &t.shape)?;

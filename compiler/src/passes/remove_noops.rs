@@ -42,7 +42,12 @@ fn passthrough(graph: &Graph, node: &Node) -> Option<ValueId> {
     let y = graph.value(output(node, 0)?);
     let same = |x: ValueId| {
         let x = graph.value(x);
-        x.dtype.is_some() && x.dtype == y.dtype && x.shape.is_some() && x.shape == y.shape
+        x.dtype.is_some()
+            && x.dtype == y.dtype
+            && x.shape.is_some()
+            && x.shape == y.shape
+            && !x.is_dynamic()
+            && !y.is_dynamic()
     };
     let x = input(node, 0)?;
     let first = same(x).then_some(x);

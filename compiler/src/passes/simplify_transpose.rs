@@ -89,6 +89,12 @@ fn simplify_once(mut graph: Graph) -> Graph {
     for i in 0..graph.nodes.len() {
         let node = graph.nodes[i].clone();
         let Some(t) = input(&node, 0) else { continue };
+        // Shapes only known at run time stay as the model wrote them.
+        let touches_dynamic =
+            |id: Option<crate::ir::ValueId>| id.is_some_and(|v| graph.value(v).is_dynamic());
+        if touches_dynamic(Some(t)) || node.outputs.iter().any(|&o| touches_dynamic(o)) {
+            continue;
+        }
         let first = producer[t.index()].filter(|&j| {
             !remove[j] && graph.nodes[j].guards == node.guards && graph.nodes[j].outputs.len() == 1
         });

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Writes tests/data/postprocess_dynamic: a detector's post-processing, whose outputs have
+shapes that depend on the input values (NonMaxSuppression and NonZero, then Gather, Squeeze,
+Unsqueeze, Mul/Add/Sub, Relu, Cast, Concat, Reshape, Transpose and Shape on their run-time
+counts), with ONNX Runtime's outputs on data sets that select different numbers of boxes
+(one selects none). `sinter verify` compiles it once and checks every set.
+
+    python3 scripts/make_dynamic_cases.py [OUT_DIR]     (needs onnx, onnxruntime, numpy)
+"""
+import os, sys
+
+import numpy as np, onnx, onnxruntime as ort
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+N = h.make_node
+BOXES, CLASSES = 20, 3
+
+
+def const(name, value, dtype):
+    return nh.from_array(np.asarray(value, dtype=dtype), name)
+
+
+nodes = [
+    N("NonMaxSuppression", ["boxes", "scores", "max_per_class", "iou", "min_score"], ["sel"]),
+    N("Gather", ["sel", "two"], ["box_i"], axis=1),
+    N("Gather", ["sel", "one"], ["cls"], axis=1),
+    N("Squeeze", ["boxes", "axis0"], ["boxes2"]),
+    N("Gather", ["boxes2", "box_i"], ["picked"], axis=0),
+    N("Reshape", ["scores", "flat"], ["flat_scores"]),
+    N("Mul", ["cls", "n_boxes"], ["cls_n"]),
+    N("Add", ["cls_n", "box_i"], ["flat_i"]),
+    N("Gather", ["flat_scores", "flat_i"], ["picked_scores"], axis=0),
+    N("Cast", ["cls"], ["cls_f"], to=T.FLOAT),
+    N("Unsqueeze", ["picked_scores", "axis1"], ["ps"]),
+    N("Unsqueeze", ["cls_f", "axis1"], ["cf"]),
+    N("Concat", ["picked", "ps", "cf"], ["dets"], axis=1),
+    N("Shape", ["dets"], ["dets_shape"]),
+    N("Reshape", ["dets", "flat"], ["dets_flat"]),
+    N("Transpose", ["dets"], ["dets_t"], perm=[1, 0]),
+    N("Sub", ["picked", "half"], ["shifted"]),
+    N("Relu", ["shifted"], ["picked_shift"]),
+    N("Greater", ["scores", "high"], ["mask"]),
+    N("NonZero", ["mask"], ["nz"]),
+    N("Transpose", ["nz"], ["nz_t"], perm=[1, 0]),
+]
+inits = [
+    const("max_per_class", [10], np.int64), const("iou", [0.5], np.float32),
+    const("min_score", [0.6], np.float32), const("two", 2, np.int64), const("one", 1, np.int64),
+    const("axis0", [0], np.int64), const("axis1", [1], np.int64), const("flat", [-1], np.int64),
+    const("n_boxes", BOXES, np.int64), const("half", 0.5, np.float32), const("high", 0.9, np.float32),
+]
+outputs = ["dets", "dets_shape", "dets_flat", "dets_t", "picked_shift", "nz_t"]
+g = h.make_graph(
+    nodes, "postprocess_dynamic",
+    [h.make_tensor_value_info("boxes", T.FLOAT, [1, BOXES, 4]),
+     h.make_tensor_value_info("scores", T.FLOAT, [1, CLASSES, BOXES])],
+    [h.make_tensor_value_info(n, t, None) for n, t in zip(outputs, [T.FLOAT, T.INT64, T.FLOAT, T.FLOAT, T.FLOAT, T.INT64])],
+    inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+d = os.path.join(OUT, "postprocess_dynamic")
+os.makedirs(d, exist_ok=True)
+onnx.save(m, d + "/model.onnx")
+s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+for k, (seed, top) in enumerate([(1, 1.0), (2, 0.8), (3, 0.25)]):
+    rng = np.random.default_rng(seed)
+    y1x1 = rng.uniform(0, 1, (1, BOXES, 2))
+    hw = rng.uniform(0.05, 0.4, (1, BOXES, 2))
+    boxes = np.concatenate([y1x1, y1x1 + hw], axis=2).astype(np.float32)
+    scores = (rng.uniform(0, top, (1, CLASSES, BOXES))).astype(np.float32)
+    feeds = {"boxes": boxes, "scores": scores}
+    outs = s.run(None, feeds)
+    sd = f"{d}/test_data_set_{k}"
+    os.makedirs(sd, exist_ok=True)
+    for i, n in enumerate(["boxes", "scores"]):
+        onnx.save_tensor(nh.from_array(feeds[n], n), f"{sd}/input_{i}.pb")
+    for i, n in enumerate(outputs):
+        onnx.save_tensor(nh.from_array(outs[i], n), f"{sd}/output_{i}.pb")
+    print(f"set {k}: dets {outs[0].shape}, nonzero {outs[5].shape}")
