@@ -5,6 +5,9 @@ Unsqueeze, Mul/Add/Sub, Relu, Cast, Concat, Reshape, Transpose and Shape on thei
 counts), with ONNX Runtime's outputs on data sets that select different numbers of boxes
 (one selects none). `sinter verify` compiles it once and checks every set.
 
+Also tests/data/bounded: models with a symbolic batch dim N, checked with `--dim 'N<=8'`
+(one build) at N = 1, 3 and 8.
+
     python3 scripts/make_dynamic_cases.py [OUT_DIR]     (needs onnx, onnxruntime, numpy)
 """
 import os, sys
@@ -19,6 +22,23 @@ BOXES, CLASSES = 20, 3
 
 def const(name, value, dtype):
     return nh.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def save_bounded(d, graph, sizes, seed, width, outputs):
+    """Saves a model with input x [N, width] and its ORT outputs at each N in `sizes`."""
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    os.makedirs(d, exist_ok=True)
+    onnx.save(m, d + "/model.onnx")
+    s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+    for k, n in enumerate(sizes):
+        x = np.random.default_rng(seed + k).standard_normal((n, width)).astype(np.float32)
+        outs = s.run(None, {"x": x})
+        sd = f"{d}/test_data_set_{k}"
+        os.makedirs(sd, exist_ok=True)
+        onnx.save_tensor(nh.from_array(x, "x"), f"{sd}/input_0.pb")
+        for i, name in enumerate(outputs):
+            onnx.save_tensor(nh.from_array(outs[i], name), f"{sd}/output_{i}.pb")
 
 
 nodes = [
@@ -78,3 +98,44 @@ for k, (seed, top) in enumerate([(1, 1.0), (2, 0.8), (3, 0.25)]):
     for i, n in enumerate(outputs):
         onnx.save_tensor(nh.from_array(outs[i], n), f"{sd}/output_{i}.pb")
     print(f"set {k}: dets {outs[0].shape}, nonzero {outs[5].shape}")
+
+# A model with a bounded batch dim N: compiled once with `--dim 'N<=8'`, run at N = 1, 3, 8.
+nodes = [
+    N("Mul", ["x", "scale"], ["a"]),
+    N("Add", ["a", "shift"], ["b"]),
+    N("Relu", ["b"], ["c"]),
+    N("Sigmoid", ["c"], ["y"]),
+    N("Transpose", ["y"], ["yt"], perm=[1, 0]),
+    N("Shape", ["x"], ["n"]),
+]
+inits = [nh.from_array(np.linspace(-1, 1, 8).astype(np.float32), "scale"),
+         nh.from_array(np.linspace(0.5, -0.5, 8).astype(np.float32), "shift")]
+g = h.make_graph(
+    nodes, "bounded_batch", [h.make_tensor_value_info("x", T.FLOAT, ["N", 8])],
+    [h.make_tensor_value_info("y", T.FLOAT, ["N", 8]), h.make_tensor_value_info("yt", T.FLOAT, [8, "N"]),
+     h.make_tensor_value_info("n", T.INT64, [2])], inits)
+save_bounded(os.path.join(OUT, "bounded", "batch_elementwise"), g, [1, 3, 8], 0, 8, ["y", "yt", "n"])
+
+# An MLP on a bounded batch: MatMul + Add + Relu, Gemm, Softmax, and a batched 3-D MatMul.
+rng = np.random.default_rng(7)
+nodes = [
+    N("MatMul", ["x", "w1"], ["h"]),
+    N("Add", ["h", "b1"], ["hb"]),
+    N("Relu", ["hb"], ["r"]),
+    N("Gemm", ["r", "w2", "b2"], ["logits"]),
+    N("Softmax", ["logits"], ["probs"], axis=-1),
+    N("Reshape", ["x", "rows"], ["x3"]),
+    N("MatMul", ["x3", "w3"], ["z"]),
+    N("LogSoftmax", ["z"], ["zl"], axis=-1),
+]
+inits = [nh.from_array((rng.standard_normal((16, 32)) * 0.3).astype(np.float32), "w1"),
+         nh.from_array(rng.standard_normal(32).astype(np.float32) * 0.1, "b1"),
+         nh.from_array((rng.standard_normal((32, 10)) * 0.3).astype(np.float32), "w2"),
+         nh.from_array(rng.standard_normal(10).astype(np.float32) * 0.1, "b2"),
+         nh.from_array(np.array([0, 4, 4], dtype=np.int64), "rows"),
+         nh.from_array((rng.standard_normal((4, 6)) * 0.5).astype(np.float32), "w3")]
+g = h.make_graph(
+    nodes, "bounded_mlp", [h.make_tensor_value_info("x", T.FLOAT, ["N", 16])],
+    [h.make_tensor_value_info("probs", T.FLOAT, ["N", 10]),
+     h.make_tensor_value_info("zl", T.FLOAT, ["N", 4, 6])], inits)
+save_bounded(os.path.join(OUT, "bounded", "mlp"), g, [1, 3, 8], 10, 16, ["probs", "zl"])

@@ -109,15 +109,9 @@ sinter_rt::include_onnx!(
     name = postprocess
 );
 
-/// The values of a reference tensor of `tests/data/postprocess_dynamic`, with its shape.
+/// A reference tensor of `tests/data/postprocess_dynamic`, with its shape.
 fn reference(set: usize, file: &str) -> sinter::ir::Tensor {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/postprocess_dynamic")
-        .join(format!("test_data_set_{set}"))
-        .join(file);
-    sinter::onnx::read_tensor_file(&path)
-        .expect("reference tensor")
-        .1
+    reference_in("postprocess_dynamic", set, file)
 }
 
 #[test]
@@ -141,4 +135,60 @@ fn post_processing_runs_on_the_run_time_counts() {
             "set {set}"
         );
     }
+}
+
+sinter_rt::include_onnx!(
+    "tests/data/bounded/mlp/model.onnx",
+    name = bounded_mlp,
+    dims(N <= 8)
+);
+
+#[test]
+fn a_bounded_batch_runs_at_any_size_up_to_its_bound() {
+    // One build for N up to 8: each run takes its N and returns outputs of that many rows.
+    let mut model = bounded_mlp::Model::new();
+    for set in 0..3 {
+        let dir = "bounded/mlp";
+        let x = reference_in(dir, set, "input_0.pb");
+        let want = reference_in(dir, set, "output_0.pb");
+        let n = want.shape[0];
+        let (probs, logits) = model.run(bounded_mlp::Dims { n }, &x.as_f32().expect("f32"));
+        assert_eq!(probs.shape(), [n, 10]);
+        assert_eq!(logits.shape(), [n, 4, 6]);
+        for (got, want) in probs.iter().zip(want.as_f32().expect("f32")) {
+            assert!((got - want).abs() <= 1e-5, "N = {n}: {got} vs {want}");
+        }
+    }
+    // Above the bound, or an input of the wrong length for N: typed errors.
+    assert_eq!(
+        model
+            .run_slices(bounded_mlp::Dims { n: 9 }, &[0.0; 144])
+            .err(),
+        Some(sinter_rt::Error::DimOutOfRange {
+            dim: "N",
+            value: 9,
+            max: 8,
+            step: 1
+        })
+    );
+    assert!(matches!(
+        model.run_slices(bounded_mlp::Dims { n: 2 }, &[0.0; 48]),
+        Err(sinter_rt::Error::InputLength {
+            input: "x",
+            expected: 32,
+            found: 48
+        })
+    ));
+}
+
+/// A reference tensor of a case under `tests/data`.
+fn reference_in(case: &str, set: usize, file: &str) -> sinter::ir::Tensor {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(case)
+        .join(format!("test_data_set_{set}"))
+        .join(file);
+    sinter::onnx::read_tensor_file(&path)
+        .expect("reference tensor")
+        .1
 }

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 
 use crate::codegen::{self, names::sanitize, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind, Result};
-use crate::ir::Graph;
+use crate::ir::{DimBound, Graph};
 use crate::passes::{self, OptLevel, PassCx, PassStat};
 use crate::plan::{self, Plan};
 
@@ -84,6 +84,26 @@ impl Builder {
     /// Binds several symbolic dimensions.
     pub fn dims(mut self, dims: impl IntoIterator<Item = (String, usize)>) -> Self {
         self.cx.dims.extend(dims);
+        self
+    }
+
+    /// Bounds a symbolic dimension instead of fixing it: the model is compiled once for sizes
+    /// up to `max` (its arena planned at the bound), and the generated `run` takes the actual
+    /// size in its `Dims` argument (`--dim 'N<=8'` on the command line).
+    pub fn dim_max(self, name: impl Into<String>, max: usize) -> Self {
+        self.dim_bound(name, DimBound { max, step: 1 })
+    }
+
+    /// Bounds a symbolic dimension to multiples of `bound.step` up to `bound.max`
+    /// (`--dim 'W<=1280:32'`).
+    pub fn dim_bound(mut self, name: impl Into<String>, bound: DimBound) -> Self {
+        self.cx.bounds.insert(name.into(), bound);
+        self
+    }
+
+    /// Bounds several symbolic dimensions (see [`Builder::dim_bound`]).
+    pub fn dim_bounds(mut self, bounds: impl IntoIterator<Item = (String, DimBound)>) -> Self {
+        self.cx.bounds.extend(bounds);
         self
     }
 
@@ -406,6 +426,36 @@ impl Builder {
         write(out, source.as_bytes())?;
         Ok(compiled)
     }
+}
+
+/// Fixed dims (`NAME=VALUE`) and bounded ones (`NAME<=MAX` or `NAME<=MAX:STEP`).
+pub type DimArgs = (BTreeMap<String, usize>, BTreeMap<String, DimBound>);
+
+/// Parses the CLI's `--dim` items: `NAME=VALUE` fixes a dim, `NAME<=MAX[:STEP]` bounds it.
+pub fn parse_dim_args(items: &[String]) -> Result<DimArgs> {
+    let (mut fixed, mut bounded) = (Vec::new(), BTreeMap::new());
+    for item in items {
+        let Some((name, bound)) = item.split_once("<=") else {
+            fixed.push(item.clone());
+            continue;
+        };
+        let bad = || {
+            CompileError::new(ErrorKind::Option(format!(
+                "dim {}: expected NAME<=MAX or NAME<=MAX:STEP with positive integers, found {item:?}",
+                name.trim()
+            )))
+        };
+        let (max, step) = bound.split_once(':').unwrap_or((bound, "1"));
+        let (max, step) = (
+            max.trim().parse::<usize>().map_err(|_| bad())?,
+            step.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if max == 0 || step == 0 || !max.is_multiple_of(step) {
+            return Err(bad());
+        }
+        bounded.insert(name.trim().to_string(), DimBound { max, step });
+    }
+    Ok((parse_dims(&fixed)?, bounded))
 }
 
 /// Parses `NAME=VALUE` dim bindings (the CLI's and the macro's syntax).

@@ -31,6 +31,6 @@ pub mod ops;
 pub mod passes;
 pub mod plan;
 
-pub use builder::{parse_consts, parse_dims, Builder, Compiled};
+pub use builder::{parse_consts, parse_dim_args, parse_dims, Builder, Compiled, DimArgs};
 pub use error::{CompileError, ErrorKind, Result};
 pub use passes::{OptLevel, Quantize};

@@ -420,3 +420,47 @@ fn dynamic_quantization_of_lstms_stays_close_to_float() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn bounded_batch_cases_pass_in_one_build() {
+    // tests/data/bounded (scripts/make_dynamic_cases.py): models with a symbolic batch dim,
+    // compiled once with `--dim 'N<=8'` and run at N = 1, 3 and 8 against ONNX Runtime.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded");
+    let cases = case_dirs(&data);
+    assert!(!cases.is_empty(), "bounded cases missing");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sinter-verify-bounded");
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args([
+            "verify",
+            "--dim",
+            "N<=8",
+            "--rtol",
+            "1e-4",
+            "--atol",
+            "1e-5",
+            "--cache-dir",
+        ])
+        .arg(&cache)
+        .args(&cases)
+        .output()
+        .expect("sinter runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().last().unwrap_or_default(),
+        format!("{} passed, 0 failed, 0 unsupported", cases.len()),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A bound the data exceeds is an error from the generated code, not garbage.
+    let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+        .args(["verify", "--dim", "N<=2", "--cache-dir"])
+        .arg(&cache)
+        .arg(&cases[0])
+        .output()
+        .expect("sinter runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("dim N is 3; the model takes at most 2"),
+        "{stdout}"
+    );
+}

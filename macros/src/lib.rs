@@ -8,7 +8,8 @@
 //!
 //! Arguments: the model path (relative to the crate's `CARGO_MANIFEST_DIR`), then optionally
 //! `dims(NAME = VALUE, ...)` (a name that is not an identifier, such as `"x.0"`, is written as
-//! a string), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
+//! a string; `NAME <= MAX` or `NAME <= MAX : STEP` bounds a dim instead, and the generated
+//! `run` then takes its size in a `Dims` argument), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
 //! it, so that everything computed from it folds), `opt_level = N` (0 to 3), `quantize = dynamic`
 //! (int8 weights, activations quantized at run time; see `sinter::Quantize`), `quantize = static`
 //! with `calibration = "table.tsv"` (activation ranges measured before by `sinter calibrate`,
@@ -34,6 +35,7 @@ pub fn include_onnx(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
 struct Args {
     path: LitStr,
     dims: Vec<(String, usize)>,
+    bounds: Vec<(String, sinter::ir::DimBound)>,
     consts: Vec<(String, f64)>,
     opt_level: Option<(u8, Span)>,
     quantize: Option<Ident>,
@@ -47,6 +49,7 @@ impl Parse for Args {
         let mut args = Args {
             path,
             dims: Vec::new(),
+            bounds: Vec::new(),
             consts: Vec::new(),
             opt_level: None,
             quantize: None,
@@ -69,9 +72,29 @@ impl Parse for Args {
                         } else {
                             content.parse::<Ident>()?.to_string()
                         };
-                        content.parse::<Token![=]>()?;
-                        let value: LitInt = content.parse()?;
-                        args.dims.push((name, value.base10_parse()?));
+                        if content.peek(Token![<=]) {
+                            // `N <= 8` or `W <= 1280 : 32`: bounded, sized at run time.
+                            content.parse::<Token![<=]>()?;
+                            let max: LitInt = content.parse()?;
+                            let step = if content.peek(Token![:]) {
+                                content.parse::<Token![:]>()?;
+                                content.parse::<LitInt>()?.base10_parse()?
+                            } else {
+                                1
+                            };
+                            let max: usize = max.base10_parse()?;
+                            if max == 0 || step == 0 || !max.is_multiple_of(step) {
+                                return Err(syn::Error::new(
+                                    content.span(),
+                                    "a bound is NAME <= MAX or NAME <= MAX : STEP, with MAX a positive multiple of STEP",
+                                ));
+                            }
+                            args.bounds.push((name, sinter::ir::DimBound { max, step }));
+                        } else {
+                            content.parse::<Token![=]>()?;
+                            let value: LitInt = content.parse()?;
+                            args.dims.push((name, value.base10_parse()?));
+                        }
                         if !content.is_empty() {
                             content.parse::<Token![,]>()?;
                         }
@@ -139,6 +162,7 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
         .map(|(name, value)| (name, vec![value]));
     let mut builder = sinter::Builder::new(&path)
         .dims(args.dims)
+        .dim_bounds(args.bounds)
         .constants(consts)
         .track_model(true)
         // `run_ndarray` when `sinter-rt`'s `ndarray` feature (which turns this one on) is.

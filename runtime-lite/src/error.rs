@@ -20,6 +20,17 @@ pub enum Error {
         /// Which node, and why the branch cannot run.
         reason: &'static str,
     },
+    /// A bounded dimension's size is above its bound or not a multiple of its step.
+    DimOutOfRange {
+        /// The dimension's name in the model.
+        dim: &'static str,
+        /// The size passed.
+        value: usize,
+        /// The bound the model was compiled with.
+        max: usize,
+        /// Sizes must be multiples of this.
+        step: usize,
+    },
     /// An input's values are ones the model cannot run with: a `TopK` whose run-time `k` is
     /// larger than its axis, a `Reshape` target that does not hold the data, ...
     InvalidValue {
@@ -57,6 +68,18 @@ impl fmt::Display for Error {
             Error::InvalidBranch { reason } => {
                 write!(f, "the inputs select a branch that cannot run: {reason}")
             }
+            Error::DimOutOfRange {
+                dim,
+                value,
+                max,
+                step,
+            } => {
+                write!(f, "dim {dim} is {value}; the model takes at most {max}")?;
+                if *step > 1 {
+                    write!(f, ", a multiple of {step}")?;
+                }
+                Ok(())
+            }
             Error::InvalidValue { node, reason } => write!(f, "node \"{node}\": {reason}"),
             Error::InputShape { input, expected } => {
                 write!(f, "input `{input}` must have shape {expected:?}")
@@ -81,4 +104,35 @@ pub fn check_input<'a, T, const N: usize>(
         expected: N,
         found: values.len(),
     })
+}
+
+/// Checks a bounded dimension's size against its bound and step.
+pub fn check_dim(dim: &'static str, value: usize, max: usize, step: usize) -> Result<usize, Error> {
+    if value <= max && value.is_multiple_of(step.max(1)) {
+        Ok(value)
+    } else {
+        Err(Error::DimOutOfRange {
+            dim,
+            value,
+            max,
+            step,
+        })
+    }
+}
+
+/// Checks that an input slice holds `expected` elements (the product of its actual shape).
+pub fn check_len<'a, T>(
+    input: &'static str,
+    values: &'a [T],
+    expected: usize,
+) -> Result<&'a [T], Error> {
+    if values.len() == expected {
+        Ok(values)
+    } else {
+        Err(Error::InputLength {
+            input,
+            expected,
+            found: values.len(),
+        })
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::{parse_consts, parse_dims, Builder, Result};
+use crate::{parse_consts, parse_dim_args, Builder, Result};
 
 /// Arguments of `sinter compile`.
 #[derive(Debug, clap::Args)]
@@ -13,7 +13,8 @@ pub(super) struct Args {
     /// The Rust file to write; `<stem>.weights.bin` is written beside it.
     #[arg(short, long)]
     output: PathBuf,
-    /// Bind a symbolic dimension, e.g. `--dim N=1`.
+    /// Bind a symbolic dimension, e.g. `--dim N=1`, or bound it, e.g. `--dim 'N<=8'` (the
+    /// model then takes N at run time, up to 8; `'W<=1280:32'` allows multiples of 32).
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
     /// Turn a graph input into a constant, e.g. `--const sr=16000` (comma-separate several values).
@@ -36,7 +37,8 @@ pub(super) struct Args {
 pub(super) fn run(args: Args) -> Result<ExitCode> {
     let mut builder = args.quant.apply(
         Builder::new(&args.model)
-            .dims(parse_dims(&args.dims)?)
+            .dims(parse_dim_args(&args.dims)?.0)
+            .dim_bounds(parse_dim_args(&args.dims)?.1)
             .constants(parse_consts(&args.consts)?)
             .opt_level(super::opt_level(args.opt)?)
             .ndarray(args.ndarray),

@@ -6,14 +6,15 @@ use std::process::ExitCode;
 
 use crate::ir::Dim;
 use crate::passes::unsupported_ops;
-use crate::{parse_consts, parse_dims, Builder, Result};
+use crate::{parse_consts, parse_dim_args, Builder, Result};
 
 /// Arguments of `sinter inspect`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// The ONNX model.
     model: PathBuf,
-    /// Bind a symbolic dimension, e.g. `--dim N=1`.
+    /// Bind a symbolic dimension, e.g. `--dim N=1`, or bound it, e.g. `--dim 'N<=8'` (the
+    /// model then takes N at run time, up to 8; `'W<=1280:32'` allows multiples of 32).
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
     /// Turn a graph input into a constant, e.g. `--const sr=16000` (comma-separate several values).
@@ -227,7 +228,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
 fn builder(args: &Args) -> Result<Builder> {
     args.quant.apply(
         Builder::new(&args.model)
-            .dims(parse_dims(&args.dims)?)
+            .dims(parse_dim_args(&args.dims)?.0)
+            .dim_bounds(parse_dim_args(&args.dims)?.1)
             .constants(parse_consts(&args.consts)?)
             .opt_level(super::opt_level(args.opt)?),
     )
@@ -236,7 +238,8 @@ fn builder(args: &Args) -> Result<Builder> {
 /// The pass context the flags describe.
 fn pass_cx(args: &Args) -> Result<crate::passes::PassCx> {
     Ok(crate::passes::PassCx {
-        dims: parse_dims(&args.dims)?,
+        dims: parse_dim_args(&args.dims)?.0,
+        bounds: parse_dim_args(&args.dims)?.1,
         consts: parse_consts(&args.consts)?,
         opt_level: super::opt_level(args.opt)?,
         quantize: args.quant.mode()?,

@@ -18,14 +18,15 @@ use quote::quote;
 use super::harness::{self, io_err, write_if_changed};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind};
-use crate::{parse_consts, parse_dims, Builder, Result};
+use crate::{parse_consts, parse_dim_args, Builder, Result};
 
 /// Arguments of `sinter profile`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// An `.onnx` file, or a case folder with `model.onnx` and `test_data_set_0/`.
     model: PathBuf,
-    /// Bind a symbolic dimension, e.g. `--dim N=1`.
+    /// Bind a symbolic dimension, e.g. `--dim N=1`, or bound it, e.g. `--dim 'N<=8'` (the
+    /// model then takes N at run time, up to 8; `'W<=1280:32'` allows multiples of 32).
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
     /// Turn a graph input into a constant, e.g. `--const sr=16000`.
@@ -67,7 +68,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             Builder::new(path)
                 .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name("profile_model")
-                .dims(parse_dims(&args.dims)?)
+                .dims(parse_dim_args(&args.dims)?.0)
+                .dim_bounds(parse_dim_args(&args.dims)?.1)
                 .constants(parse_consts(&args.consts)?)
                 .opt_level(super::opt_level(args.opt)?)
                 .profile(true),

@@ -24,7 +24,7 @@ use super::harness::{self, io_err, read_data, write_if_changed, DataSet};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind};
 use crate::ir::{DType, Tensor};
-use crate::{parse_consts, parse_dims, Builder, Compiled, Result};
+use crate::{parse_consts, parse_dim_args, Builder, Compiled, Result};
 
 /// Arguments of `sinter verify`.
 #[derive(Debug, clap::Args)]
@@ -32,7 +32,8 @@ pub(super) struct Args {
     /// Case directories.
     #[arg(required = true)]
     cases: Vec<PathBuf>,
-    /// Bind a symbolic dimension (otherwise bound from each case's input data).
+    /// Bind a symbolic dimension (otherwise bound from each case's input data), or bound it,
+    /// e.g. `--dim 'N<=8'`: each case then compiles once and runs every data set at its size.
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
     /// Turn a graph input into a constant, e.g. `--const sr=16000` (comma-separate several values).
@@ -109,20 +110,24 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
             return Ok(Some(Outcome::Fail("no test_data_set_N folder".into())));
         };
         let shapes: Vec<Vec<usize>> = first.inputs.iter().map(|(_, t)| t.shape.clone()).collect();
-        if case
-            .data
-            .iter()
-            .any(|d| d.inputs.iter().map(|(_, t)| &t.shape).ne(shapes.iter()))
+        // With bounded dims one build takes every size up to the bounds.
+        let bounded = !parse_dim_args(&args.dims)?.1.is_empty();
+        if !bounded
+            && case
+                .data
+                .iter()
+                .any(|d| d.inputs.iter().map(|(_, t)| &t.shape).ne(shapes.iter()))
         {
             return Ok(Some(Outcome::Unsupported(
-                "data sets have different input shapes; a compiled model has one".into(),
+                "data sets have different input shapes; a compiled model has one (bound the dims that vary, e.g. --dim 'N<=8')".into(),
             )));
         }
         let builder = args.quant.apply(
             Builder::new(dir.join("model.onnx"))
                 .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name(format!("case_{index}"))
-                .dims(parse_dims(&args.dims)?)
+                .dims(parse_dim_args(&args.dims)?.0)
+                .dim_bounds(parse_dim_args(&args.dims)?.1)
                 .constants(parse_consts(&args.consts)?)
                 .input_shapes(shapes)
                 .opt_level(super::opt_level(args.opt)?),
@@ -244,6 +249,36 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
     case
 }
 
+/// The sizes of a case's bounded dims in one data set (`Dims` field order, space-separated),
+/// read off the inputs' shapes; `None` when the case has no bounded dims.
+fn bounded_sizes(case: &Case, set: &DataSet) -> Option<String> {
+    let graph = &case.compiled.as_ref()?.graph;
+    let bounded = crate::codegen::bounded_dims(graph);
+    if bounded.is_empty() {
+        return None;
+    }
+    let sizes: Vec<String> = bounded
+        .iter()
+        .map(|(sym, _, _)| {
+            graph
+                .inputs
+                .iter()
+                .enumerate()
+                .find_map(|(k, &id)| {
+                    let declared = graph.value(id).declared.as_ref()?;
+                    let axis = declared
+                        .iter()
+                        .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))?;
+                    let data = &set.inputs.get(*case.input_map.get(k)?)?.1;
+                    data.shape.get(axis).copied()
+                })
+                .unwrap_or(0)
+                .to_string()
+        })
+        .collect();
+    Some(sizes.join(" "))
+}
+
 /// The harness's per-case function: read inputs, run, write outputs.
 fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenStream {
     let module = format_ident!("case_{}", index);
@@ -256,6 +291,27 @@ fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenS
         quote!(let #var: Vec<#t> = read_input(dir, #file)?;)
     });
     let args = (0..graph.inputs.len()).map(|k| format_ident!("in{}", k));
+    // Bounded dims: their sizes for this data set, in `Dims` field order, from `dims.txt`.
+    let bounded = crate::codegen::bounded_dims(graph);
+    let dims_arg = if bounded.is_empty() {
+        TokenStream::new()
+    } else {
+        let count = bounded.len();
+        let fields = bounded.iter().enumerate().map(|(i, (_, field, _))| {
+            let field = format_ident!("{}", field);
+            quote!(#field: sizes[#i])
+        });
+        quote! {
+            {
+                let text = std::fs::read_to_string(dir.join("dims.txt")).map_err(|e| e.to_string())?;
+                let sizes: Vec<usize> = text.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+                if sizes.len() != #count {
+                    return Err(format!("dims.txt holds {} sizes, the model has {}", sizes.len(), #count));
+                }
+                #module::Dims { #(#fields),* }
+            },
+        }
+    };
     let n_out = graph.outputs.len();
     let writes = graph.outputs.iter().enumerate().map(|(k, &id)| {
         let out = if n_out == 1 {
@@ -278,7 +334,7 @@ fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenS
         fn #runner(dir: &Path) -> Result<(), String> {
             #(#reads)*
             let mut model = #module::Model::new();
-            let out = model.run_slices(#(&#args),*).map_err(|e| e.to_string())?;
+            let out = model.run_slices(#dims_arg #(&#args),*).map_err(|e| e.to_string())?;
             #(#writes)*
             Ok(())
         }
@@ -469,6 +525,10 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
                     for (k, (_, t)) in set.inputs.iter().enumerate() {
                         let path = dir.join(format!("in_{k}.bin"));
                         std::fs::write(&path, raw_bytes(t)).map_err(io_err(&path))?;
+                    }
+                    if let Some(sizes) = bounded_sizes(case, set) {
+                        let path = dir.join("dims.txt");
+                        std::fs::write(&path, sizes).map_err(io_err(&path))?;
                     }
                     let _ = writeln!(jobs, "{i}\t{}", dir.display());
                 }

@@ -121,10 +121,31 @@ impl Port {
     }
 }
 
+/// The bounded symbolic dims of a graph's inputs, in the order the inputs name them: the
+/// symbol, its field in the generated `Dims`, and its bound.
+pub fn bounded_dims(graph: &Graph) -> Vec<(String, String, crate::ir::DimBound)> {
+    let mut fields = Names::with_reserved(&[]);
+    let mut bounded: Vec<(String, String, crate::ir::DimBound)> = Vec::new();
+    for &id in &graph.inputs {
+        for d in graph.value(id).declared.iter().flatten() {
+            if let crate::ir::Dim::Sym(sym) = d {
+                if let Some(&b) = graph.bounds.get(sym) {
+                    if !bounded.iter().any(|(s, _, _)| s == sym) {
+                        bounded.push((sym.clone(), fields.fresh(sym), b));
+                    }
+                }
+            }
+        }
+    }
+    bounded
+}
+
 /// Generates the module for a shape-inferred, planned graph.
 pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<TokenStream> {
-    let mut names =
-        Names::with_reserved(&["self", "arena", "sp", "rd", "scratch", "weights", "model"]);
+    let mut names = Names::with_reserved(&[
+        "self", "arena", "sp", "rd", "scratch", "weights", "model", "dims", "shape", "outputs",
+        "error",
+    ]);
     let port = |id: ValueId, names: &mut Names| -> Result<Port> {
         let v = graph.value(id);
         let (dtype, shape) = match (v.dtype, &v.shape) {
@@ -506,9 +527,41 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         });
     }
 
+    // Bounded symbolic dims (`--dim 'N<=8'`): the `Dims` fields `run` takes, in the order the
+    // inputs name them.
+    let bounded: Vec<(String, proc_macro2::Ident, crate::ir::DimBound)> = bounded_dims(graph)
+        .into_iter()
+        .map(|(sym, field, b)| (sym, format_ident!("{}", field), b))
+        .collect();
+    // An input's actual shape: `[dims.n, 64]`.
+    let actual_shape = |p: &Port| -> TokenStream {
+        let declared = graph.value(p.id).declared.clone().unwrap_or_default();
+        let dims = p
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &d)| match declared.get(axis) {
+                Some(crate::ir::Dim::Sym(sym)) if p.dynamic.get(axis) == Some(&true) => {
+                    let field = bounded
+                        .iter()
+                        .find(|(s, _, _)| s == sym)
+                        .map(|(_, f, _)| f.clone());
+                    quote!(dims.#field)
+                }
+                _ => {
+                    let d = lit(d);
+                    quote!(#d)
+                }
+            });
+        quote!([#(#dims),*])
+    };
     let run_params: Vec<TokenStream> = inputs
         .iter()
         .map(|p| {
+            if p.is_dynamic() {
+                let (ident, t) = (&p.ident, p.api_type());
+                return quote!(#ident: &[#t]);
+            }
             let (ident, ty) = (&p.ident, p.array_type());
             quote!(#ident: &#ty)
         })
@@ -520,10 +573,50 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             quote!(#ident: &[#t])
         })
         .collect();
-    let checks = inputs.iter().map(|p| {
-        let (ident, name) = (&p.ident, &p.onnx_name);
-        quote!(let #ident = ::sinter_rt::error::check_input(#name, #ident)?;)
+    let checks: Vec<TokenStream> = inputs
+        .iter()
+        .map(|p| {
+            let (ident, name) = (&p.ident, &p.onnx_name);
+            if p.is_dynamic() {
+                // Its length against its actual shape, which the nodes then read.
+                let shape = actual_shape(p);
+                let slot = dim_slots.get(&p.id).copied().unwrap_or(0);
+                let (from, to) = (lit(slot), lit(slot + p.shape.len()));
+                return quote! {
+                    let shape = #shape;
+                    let #ident = ::sinter_rt::error::check_len(#name, #ident, shape.iter().product())?;
+                    self.dims[#from..#to].copy_from_slice(&shape);
+                };
+            }
+            quote!(let #ident = ::sinter_rt::error::check_input(#name, #ident)?;)
+        })
+        .collect();
+    let dim_checks = bounded.iter().map(|(sym, field, b)| {
+        let (max, step) = (lit(b.max), lit(b.step));
+        quote!(::sinter_rt::error::check_dim(#sym, dims.#field, #max, #step)?;)
     });
+    let dims_struct = if bounded.is_empty() {
+        TokenStream::new()
+    } else {
+        let fields = bounded.iter().map(|(sym, field, b)| {
+            let doc = if b.step > 1 {
+                format!(" `{sym}`: at most {}, a multiple of {}.", b.max, b.step)
+            } else {
+                format!(" `{sym}`: at most {}.", b.max)
+            };
+            quote! {
+                #[doc = #doc]
+                pub #field: usize,
+            }
+        });
+        quote! {
+            /// The actual sizes of the model's bounded dimensions for one run.
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+            pub struct Dims {
+                #(#fields)*
+            }
+        }
+    };
     let input_idents: Vec<&proc_macro2::Ident> = inputs.iter().map(|p| &p.ident).collect();
     // `run_ndarray` (inside `sinter_rt::__with_ndarray!`, empty without that feature): views
     // of the ports' shapes, `IxN` up to rank 6.
@@ -674,7 +767,58 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             /// hold the data, ...).
         });
     }
-    let run_ndarray = if opts.ndarray {
+    let run_methods = if bounded.is_empty() {
+        quote! {
+            #[doc = #run_doc]
+            #run_panics
+            pub fn run(&mut self, #(#run_params),*) -> #ret_type {
+                #run_forward
+                #ret_value
+            }
+
+            /// Like [`Model::run`], with slices whose lengths are checked.
+            ///
+            /// # Errors
+            /// [`sinter_rt::Error::InputLength`] when an input has the wrong number of elements.
+            #slices_errors
+            pub fn run_slices(&mut self, #(#slice_params),*) -> ::core::result::Result<#ret_type, ::sinter_rt::Error> {
+                #(#checks)*
+                #slices_forward
+                Ok(#ret_value)
+            }
+        }
+    } else {
+        quote! {
+            #[doc = #run_doc]
+            ///
+            /// `dims` gives the sizes of the bounded dimensions for this run; each input holds
+            /// the elements of its shape at those sizes.
+            ///
+            /// # Panics
+            /// On any error [`Model::run_slices`] returns.
+            pub fn run(&mut self, dims: Dims, #(#slice_params),*) -> #ret_type {
+                match self.run_slices(dims, #(#input_idents),*) {
+                    Ok(outputs) => outputs,
+                    Err(error) => panic!("{}", error),
+                }
+            }
+
+            /// Like [`Model::run`], returning errors instead of panicking.
+            ///
+            /// # Errors
+            /// [`sinter_rt::Error::DimOutOfRange`] when a size in `dims` is above its bound (or
+            /// not a multiple of its step), [`sinter_rt::Error::InputLength`] when an input does
+            /// not hold the elements of its shape at `dims`.
+            #slices_errors
+            pub fn run_slices(&mut self, dims: Dims, #(#slice_params),*) -> ::core::result::Result<#ret_type, ::sinter_rt::Error> {
+                #(#dim_checks)*
+                #(#checks)*
+                #slices_forward
+                Ok(#ret_value)
+            }
+        }
+    };
+    let run_ndarray = if opts.ndarray && bounded.is_empty() {
         quote! {
             impl Model {
                 /// Like [`Model::run`], with `ndarray` views (`sinter-rt`'s `ndarray` feature):
@@ -854,23 +998,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     Self::with_exec(::sinter_rt::threads::Exec::with_threads(threads))
                 }
 
-                #[doc = #run_doc]
-                #run_panics
-                pub fn run(&mut self, #(#run_params),*) -> #ret_type {
-                    #run_forward
-                    #ret_value
-                }
-
-                /// Like [`Model::run`], with slices whose lengths are checked.
-                ///
-                /// # Errors
-                /// [`sinter_rt::Error::InputLength`] when an input has the wrong number of elements.
-                #slices_errors
-                pub fn run_slices(&mut self, #(#slice_params),*) -> ::core::result::Result<#ret_type, ::sinter_rt::Error> {
-                    #(#checks)*
-                    #slices_forward
-                    Ok(#ret_value)
-                }
+                #run_methods
 
                 #profile_methods
 
@@ -888,6 +1016,8 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                     #fault_ret
                 }
             }
+
+            #dims_struct
 
             #new_static
 

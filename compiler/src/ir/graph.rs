@@ -36,6 +36,15 @@ pub enum Dim {
     Sym(String),
 }
 
+/// An upper bound for a symbolic dimension whose size arrives at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DimBound {
+    /// The largest size.
+    pub max: usize,
+    /// Sizes must be multiples of this (1: any size up to `max`).
+    pub step: usize,
+}
+
 /// A tensor flowing through the graph.
 #[derive(Debug, Clone)]
 pub struct Value {
@@ -143,6 +152,9 @@ pub struct Graph {
     pub names: std::collections::HashMap<String, ValueId>,
     /// Where the model file is, for external data of subgraph initializers.
     pub model_dir: Option<std::path::PathBuf>,
+    /// The bounded symbolic dims the inputs use (`--dim 'N<=8'`), by name: the generated
+    /// `run` takes their sizes.
+    pub bounds: std::collections::BTreeMap<String, DimBound>,
 }
 
 impl Graph {

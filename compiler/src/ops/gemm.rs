@@ -127,7 +127,28 @@ impl OpDef for Gemm {
                 )));
             }
         }
+        if a.is_dynamic() {
+            return Ok(vec![TypeShape::dynamic(
+                a.dtype,
+                vec![m, n],
+                vec![true, false],
+            )]);
+        }
         Ok(vec![TypeShape::new(a.dtype, vec![m, n])])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Rows of A that vary (not transposed), float32, B and C fixed, C one row at most.
+        let (Ok(a), Ok(b)) = (cx.input(0), cx.input(1)) else {
+            return false;
+        };
+        a.dtype == DType::F32
+            && !self.trans_a
+            && a.dynamic.get(1) != Some(&true)
+            && !b.is_dynamic()
+            && cx
+                .opt_input(2)
+                .is_none_or(|c| !c.is_dynamic() && (c.shape.len() < 2 || c.shape[0] == 1))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -135,6 +156,34 @@ impl OpDef for Gemm {
         if dtype != DType::F32 {
             return self.emit_generic(cx, names, dtype);
         }
+        if cx.input(0)?.is_dynamic() {
+            // The same kernels on the run-time rows.
+            let (_, n, k) = self.dims(cx)?;
+            let body = self.emit_f32(cx, names, quote!(m))?;
+            let (is0, os0) = (names.in_shape(cx, 0), names.out_shape(0));
+            let (i0, o0) = (names.input(0), names.output(0));
+            let (n, k) = (lit(n), lit(k));
+            return Ok(quote! {
+                let m = #is0[0];
+                let #os0 = [m, #n];
+                let #i0 = &#i0[..m * #k];
+                let #o0 = &mut #o0[..m * #n];
+                #body
+            });
+        }
+        let m = lit(self.dims(cx)?.0);
+        self.emit_f32(cx, names, quote!(#m))
+    }
+}
+
+impl Gemm {
+    /// The float32 product with `m_rows` rows (a literal, or a run-time `m`).
+    fn emit_f32(
+        &self,
+        cx: &OpCx<'_>,
+        names: &mut EmitNames,
+        m_rows: TokenStream,
+    ) -> Result<TokenStream> {
         let (m, n, k) = self.dims(cx)?;
         let o0 = names.output(0);
         if self.row_panels {
@@ -151,7 +200,7 @@ impl OpDef for Gemm {
             }
             let acts = self.activation.map(|a| a.tokens()).into_iter();
             let (i0, i1) = (names.input(0), names.input(1));
-            let (m, n, k) = (lit(m), lit(n), lit(k));
+            let (m, n, k) = (&m_rows, lit(n), lit(k));
             let exec = names.exec();
             return Ok(quote! {
                 ::sinter_rt::conv_nhwc::gemm_rows_f32_exec(
@@ -164,9 +213,9 @@ impl OpDef for Gemm {
             Some(c) if self.beta != 0.0 => {
                 let i2 = names.input(2);
                 let strides = usize_slice(&broadcast_strides(c.shape, &[m, n]));
-                let shape = usize_slice(&[m, n]);
+                let nl = lit(n);
                 code.extend(
-                    quote!(::sinter_rt::elementwise::broadcast_copy(#i2, #strides, #o0, #shape);),
+                    quote!(::sinter_rt::elementwise::broadcast_copy(#i2, #strides, #o0, &[#m_rows, #nl]);),
                 );
                 if self.beta != 1.0 {
                     let beta = f32_lit(self.beta);
@@ -181,7 +230,7 @@ impl OpDef for Gemm {
         let (sa_rows, sa_cols) = if self.trans_a { (1, m) } else { (k, 1) };
         let (sb_rows, sb_cols) = if self.trans_b { (1, k) } else { (n, 1) };
         let (i0, i1) = (names.input(0), names.input(1));
-        let (m, n, k) = (lit(m), lit(n), lit(k));
+        let (m, n, k) = (&m_rows, lit(n), lit(k));
         let (sa_rows, sa_cols, sb_rows, sb_cols) =
             (lit(sa_rows), lit(sa_cols), lit(sb_rows), lit(sb_cols));
         let alpha = f32_lit(self.alpha);
@@ -352,13 +401,53 @@ impl OpDef for MatMul {
                 a.dtype, b.dtype
             )));
         }
-        Ok(vec![TypeShape::new(
-            a.dtype,
-            matmul_dims(a.shape, b.shape)?.out,
-        )])
+        let out = matmul_dims(a.shape, b.shape)?.out;
+        if a.is_dynamic() {
+            // A's rows (every axis but the last) vary; B is one fixed matrix.
+            let mut dynamic = a.dynamic.to_vec();
+            if let Some(last) = dynamic.last_mut() {
+                *last = false;
+            }
+            return Ok(vec![TypeShape::dynamic(a.dtype, out, dynamic)]);
+        }
+        Ok(vec![TypeShape::new(a.dtype, out)])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // A float32 A whose rows vary times a fixed 2-D B.
+        match (cx.input(0), cx.input(1)) {
+            (Ok(a), Ok(b)) => {
+                a.dtype == DType::F32
+                    && a.shape.len() >= 2
+                    && !a.dynamic.last().copied().unwrap_or(false)
+                    && b.shape.len() == 2
+                    && !b.is_dynamic()
+            }
+            _ => false,
+        }
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if cx.input(0)?.is_dynamic() {
+            let (k, n) = (cx.input(1)?.shape[0], cx.input(1)?.shape[1]);
+            let (is0, os0) = (names.in_shape(cx, 0), names.out_shape(0));
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            let exec = names.exec();
+            let (kl, nl) = (lit(k), lit(n));
+            return Ok(quote! {
+                let mut #os0 = #is0;
+                if let Some(last) = #os0.last_mut() {
+                    *last = #nl;
+                }
+                let rows: usize = #is0[..#is0.len() - 1].iter().product();
+                ::sinter_rt::gemm::gemm_f32_act_exec(
+                    #exec, rows, #nl, #kl, 1.0,
+                    &#i0[..rows * #kl], ::sinter_rt::gemm::Strides { rows: #kl, cols: 1 },
+                    #i1, ::sinter_rt::gemm::Strides { rows: #nl, cols: 1 },
+                    false, &mut #o0[..rows * #nl], None,
+                );
+            });
+        }
         let d = matmul_dims(cx.input(0)?.shape, cx.input(1)?.shape)?;
         let scale = |strides: Vec<usize>, size: usize| {
             strides.into_iter().map(|s| s * size).collect::<Vec<_>>()

@@ -74,21 +74,65 @@ impl OpDef for Softmax {
             "input",
         )?;
         self.split(x.shape)?;
-        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+        Ok(vec![TypeShape::dynamic(
+            x.dtype,
+            x.shape.to_vec(),
+            x.dynamic.to_vec(),
+        )])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Only the axes before the softmax axis may vary: they make the run-time row count.
+        cx.input(0).is_ok_and(|x| {
+            normalize_axis(self.axis, x.shape.len(), "axis")
+                .is_ok_and(|axis| !x.dynamic[axis..].iter().any(|&d| d))
+        })
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
         let (outer, len, inner) = self.split(x.shape)?;
-        let (outer, len, inner) = (lit(outer), lit(len), lit(inner));
+        let (outer, len, inner) = if x.is_dynamic() {
+            let is0 = names.in_shape(cx, 0);
+            let os0 = names.out_shape(0);
+            let (i0, o0) = (names.input(0), names.output(0));
+            let block = lit(len * inner);
+            let body = self.emit_rows(x.dtype, quote!(outer), lit(len), lit(inner), names);
+            return Ok(quote! {
+                let #os0 = #is0;
+                let n: usize = #os0.iter().product();
+                let outer = n / #block;
+                let #i0 = &#i0[..n];
+                let #o0 = &mut #o0[..n];
+                #body
+            });
+        } else {
+            let outer = lit(outer);
+            (quote!(#outer), lit(len), lit(inner))
+        };
+        Ok(self.emit_rows(x.dtype, outer, len, inner, names))
+    }
+}
+
+impl Softmax {
+    /// The kernel call over `[outer, len, inner]` (any of them run-time expressions).
+    fn emit_rows(
+        &self,
+        dtype: DType,
+        outer: TokenStream,
+        len: proc_macro2::Literal,
+        inner: proc_macro2::Literal,
+        names: &mut EmitNames,
+    ) -> TokenStream {
         let (i0, o0) = (names.input(0), names.output(0));
-        if x.dtype != DType::F32 {
+        let x_dtype = dtype;
+        if x_dtype != DType::F32 {
             let kind = match self.kind {
                 SoftmaxKind::Softmax => quote!(Softmax),
                 SoftmaxKind::LogSoftmax => quote!(LogSoftmax),
                 SoftmaxKind::Hardmax => quote!(Hardmax),
             };
-            let (dec, enc) = match x.dtype {
+            let (dec, enc) = match x_dtype {
                 DType::F16 => (
                     quote!(|v: u16| f64::from(::sinter_rt::half::f16_to_f32(v))),
                     quote!(|v: f64| ::sinter_rt::half::f32_to_f16(v as f32)),
@@ -99,14 +143,14 @@ impl OpDef for Softmax {
                 ),
                 _ => (quote!(|v: f64| v), quote!(|v: f64| v)),
             };
-            return Ok(quote!(::sinter_rt::softmax::softmax_via(
-                ::sinter_rt::softmax::SoftmaxKind::#kind, #i0, #o0, [#outer, #len, #inner], #dec, #enc);));
+            return quote!(::sinter_rt::softmax::softmax_via(
+                ::sinter_rt::softmax::SoftmaxKind::#kind, #i0, #o0, [#outer, #len, #inner], #dec, #enc););
         }
         let kernel = match self.kind {
             SoftmaxKind::Softmax => quote!(softmax_f32),
             SoftmaxKind::LogSoftmax => quote!(log_softmax_f32),
             SoftmaxKind::Hardmax => quote!(hardmax_f32),
         };
-        Ok(quote!(::sinter_rt::softmax::#kernel(#i0, #o0, #outer, #len, #inner);))
+        quote!(::sinter_rt::softmax::#kernel(#i0, #o0, #outer, #len, #inner);)
     }
 }

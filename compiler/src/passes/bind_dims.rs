@@ -37,6 +37,7 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
             }
         }
         let mut shape = Vec::with_capacity(declared.len());
+        let mut dynamic = vec![false; declared.len()];
         for (axis, dim) in declared.iter().enumerate() {
             let from_data = given.map(|g| g[axis]);
             match dim {
@@ -50,7 +51,12 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
                 }
                 Dim::Sym(sym) => {
                     seen.insert(sym.clone());
-                    if let Some(&v) = cx.dims.get(sym) {
+                    if let Some(b) = cx.bounds.get(sym) {
+                        // Planned at the bound; the actual size arrives with each run.
+                        shape.push(b.max);
+                        graph.bounds.insert(sym.clone(), *b);
+                        dynamic[axis] = true;
+                    } else if let Some(&v) = cx.dims.get(sym) {
                         shape.push(v);
                     } else if let Some(d) = from_data {
                         match bound.get(sym) {
@@ -74,12 +80,20 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
             }
         }
         graph.value_mut(id).shape = Some(shape);
+        if dynamic.iter().any(|&d| d) {
+            graph.value_mut(id).dynamic = dynamic;
+        }
     }
     if !unbound.is_empty() {
         return Err(CompileError::new(ErrorKind::UnboundDims { names: unbound }));
     }
     bind_consts(&mut graph, cx)?;
-    let unknown: Vec<&String> = cx.dims.keys().filter(|k| !seen.contains(*k)).collect();
+    let unknown: Vec<&String> = cx
+        .dims
+        .keys()
+        .chain(cx.bounds.keys())
+        .filter(|k| !seen.contains(*k))
+        .collect();
     if !unknown.is_empty() {
         let known: Vec<&String> = seen.iter().collect();
         return Err(CompileError::new(ErrorKind::Option(format!(

@@ -7,7 +7,7 @@
 //! weight (the linear layers of transformers) first folds the leading dimensions into rows
 //! between two free Reshapes, so it becomes one packed Gemm too.
 
-use super::pattern::{add_constant, add_typed, new_node, producers, retain};
+use super::pattern::{add_constant, add_typed, new_node, producers, retain, touches_dynamic};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Tensor};
@@ -69,7 +69,11 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             }
         }
         let mm = &graph.nodes[mm_index];
-        if remove[mm_index] || !matches!(mm.op, Some(Op::MatMul(_))) || mm.guards != add.guards {
+        if remove[mm_index]
+            || !matches!(mm.op, Some(Op::MatMul(_)))
+            || mm.guards != add.guards
+            || touches_dynamic(&graph, mm)
+        {
             continue;
         }
         let (Some(Some(ma)), Some(Some(mb))) =
@@ -126,8 +130,13 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         remove[add_index] = true;
     }
     retain(&mut graph, &remove);
-    for node in &mut graph.nodes {
-        if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 {
+    let dynamic: Vec<bool> = graph
+        .nodes
+        .iter()
+        .map(|n| touches_dynamic(&graph, n))
+        .collect();
+    for (node, dynamic) in graph.nodes.iter_mut().zip(dynamic) {
+        if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 || dynamic {
             continue;
         }
         let matrices = node.inputs.iter().all(|input| {
@@ -154,7 +163,11 @@ fn fold_leading_dims(graph: &mut Graph) {
     for node in std::mem::take(&mut graph.nodes) {
         let folded = (|| {
             // Reshape takes its shape as an input from opset 5 on.
-            if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 || node.opset < 5 {
+            if !matches!(node.op, Some(Op::MatMul(_)))
+                || node.inputs.len() != 2
+                || node.opset < 5
+                || touches_dynamic(graph, &node)
+            {
                 return None;
             }
             let (a, b, y) = (

@@ -96,6 +96,9 @@ impl OptLevel {
 pub struct PassCx {
     /// User-bound symbolic dims.
     pub dims: BTreeMap<String, usize>,
+    /// Symbolic dims given an upper bound instead of a value (`--dim 'N<=8'`): the model
+    /// compiles for the bound and takes the actual size at run time.
+    pub bounds: BTreeMap<String, crate::ir::DimBound>,
     /// Concrete input shapes (from test data), which bind symbolic dims directly.
     pub input_shapes: Option<Vec<Vec<usize>>>,
     /// The optimization level.

@@ -9,6 +9,16 @@ use crate::onnx::proto::AttributeProto;
 use crate::ops::{self, NodeCx};
 
 /// The node producing each value, if any.
+/// Whether a node reads or writes a value whose shape is only known at run time (rewrites
+/// that bake shapes into new nodes leave such nodes as they are).
+pub(super) fn touches_dynamic(graph: &Graph, node: &crate::ir::Node) -> bool {
+    node.inputs
+        .iter()
+        .chain(&node.outputs)
+        .flatten()
+        .any(|&v| graph.value(v).is_dynamic())
+}
+
 pub(super) fn producers(graph: &Graph) -> Vec<Option<usize>> {
     let mut producer = vec![None; graph.values.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
