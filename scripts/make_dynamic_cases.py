@@ -25,14 +25,15 @@ def const(name, value, dtype):
 
 
 def save_bounded(d, graph, sizes, seed, width, outputs):
-    """Saves a model with input x [N, width] and its ORT outputs at each N in `sizes`."""
+    """Saves a model with input x [N, *width] and its ORT outputs at each N in `sizes`."""
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
     os.makedirs(d, exist_ok=True)
     onnx.save(m, d + "/model.onnx")
     s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
     for k, n in enumerate(sizes):
-        x = np.random.default_rng(seed + k).standard_normal((n, width)).astype(np.float32)
+        dims = width if isinstance(width, tuple) else (width,)
+        x = np.random.default_rng(seed + k).standard_normal((n,) + dims).astype(np.float32)
         outs = s.run(None, {"x": x})
         sd = f"{d}/test_data_set_{k}"
         os.makedirs(sd, exist_ok=True)
@@ -139,3 +140,33 @@ g = h.make_graph(
     [h.make_tensor_value_info("probs", T.FLOAT, ["N", 10]),
      h.make_tensor_value_info("zl", T.FLOAT, ["N", 4, 6])], inits)
 save_bounded(os.path.join(OUT, "bounded", "mlp"), g, [1, 3, 8], 10, 16, ["probs", "zl"])
+
+# A CNN on a bounded batch: each convolution, pooling and normalization runs per sample.
+rng = np.random.default_rng(11)
+nodes = [
+    N("Conv", ["x", "w1", "c1"], ["a"], pads=[1, 1, 1, 1]),
+    N("BatchNormalization", ["a", "g", "beta", "mean", "var"], ["bn"]),
+    N("Relu", ["bn"], ["r"]),
+    N("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+    N("Conv", ["p", "w2", "c2"], ["b"], strides=[2, 2], pads=[1, 1, 1, 1]),
+    N("Relu", ["b"], ["r2"]),
+    N("GlobalAveragePool", ["r2"], ["gap"]),
+    N("Flatten", ["gap"], ["f"]),
+    N("Gemm", ["f", "w3", "c3"], ["logits"], transB=1),
+    N("Softmax", ["logits"], ["probs"], axis=-1),
+]
+inits = [nh.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w1"),
+         nh.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "c1"),
+         nh.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "g"),
+         nh.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "beta"),
+         nh.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "mean"),
+         nh.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "var"),
+         nh.from_array((rng.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32), "w2"),
+         nh.from_array(rng.standard_normal(16).astype(np.float32) * 0.1, "c2"),
+         nh.from_array((rng.standard_normal((5, 16)) * 0.3).astype(np.float32), "w3"),
+         nh.from_array(rng.standard_normal(5).astype(np.float32) * 0.1, "c3")]
+g = h.make_graph(
+    nodes, "bounded_cnn", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 16, 16])],
+    [h.make_tensor_value_info("probs", T.FLOAT, ["N", 5]), h.make_tensor_value_info("p", T.FLOAT, ["N", 8, 8, 8])],
+    inits)
+save_bounded(os.path.join(OUT, "bounded", "cnn"), g, [1, 3, 8], 20, (3, 16, 16), ["probs", "p"])

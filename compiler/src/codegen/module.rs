@@ -10,7 +10,7 @@ use super::names::Names;
 use super::profile::{estimate_flops, kernel_name, value_bytes, NodeCost};
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, ValueId};
-use crate::ops::{lit, rust_type, EmitNames, Op};
+use crate::ops::{lit, rust_type, EmitNames, Op, OpCx, Operand};
 use crate::passes::infer_shapes_cx;
 use crate::plan::{Location, Plan};
 
@@ -121,6 +121,82 @@ impl Port {
     }
 }
 
+/// A node whose inputs vary in axis 0 (a batch of run-time size) and whose op computes each
+/// sample on its own ([`Op::batch_loop`]): the op's code for one sample, in a loop over the
+/// run-time batch, each varying input and output sliced to its sample.
+fn emit_batch_loop(op: &Op, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+    let one = |o: &Operand<'_>| -> Vec<usize> {
+        let mut shape = o.shape.to_vec();
+        if o.is_dynamic() {
+            shape[0] = 1;
+        }
+        shape
+    };
+    let in_shapes: Vec<Option<Vec<usize>>> = cx.inputs.iter().map(|o| o.map(|o| one(&o))).collect();
+    let out_shapes: Vec<Option<Vec<usize>>> =
+        cx.outputs.iter().map(|o| o.map(|o| one(&o))).collect();
+    fn sample<'s>(
+        operands: &[Option<Operand<'s>>],
+        shapes: &'s [Option<Vec<usize>>],
+    ) -> Vec<Option<Operand<'s>>> {
+        operands
+            .iter()
+            .zip(shapes)
+            .map(|(o, s)| match (o, s) {
+                (Some(o), Some(s)) => Some(Operand {
+                    shape: s.as_slice(),
+                    dynamic: &[],
+                    ..*o
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+    // Operands borrow `in_shapes`/`out_shapes`; the per-sample view of the node.
+    let per_sample = OpCx {
+        inputs: sample(&cx.inputs, &in_shapes),
+        outputs: sample(&cx.outputs, &out_shapes),
+    };
+    let body = op.emit(&per_sample, names)?;
+    let is0 = names.in_shape(cx, 0);
+    let mut slices = TokenStream::new();
+    let mut checks = TokenStream::new();
+    for (i, o) in cx.inputs.iter().enumerate() {
+        let Some(o) = o.filter(|o| o.is_dynamic()) else {
+            continue;
+        };
+        if !names.used_inputs.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let len = lit(o.shape[1..].iter().product());
+        let ident = names.input(i);
+        slices.extend(quote!(let #ident = &#ident[b * #len..][..#len];));
+        if i > 0 {
+            let shape = names.in_shape(cx, i);
+            let check = names.check(quote!(if #shape[0] == n { Ok(()) } else { Err("inputs with different batch sizes") }));
+            checks.extend(quote!(#check;));
+        }
+    }
+    let mut shapes = TokenStream::new();
+    for (j, o) in cx.outputs.iter().enumerate() {
+        let Some(o) = o else { continue };
+        let len = lit(o.shape[1..].iter().product());
+        let (ident, os) = (names.output(j), names.out_shape(j));
+        slices.extend(quote!(let #ident = &mut #ident[b * #len..][..#len];));
+        let rest = o.shape[1..].iter().map(|&d| lit(d));
+        shapes.extend(quote!(let #os = [n, #(#rest),*];));
+    }
+    Ok(quote! {
+        let n = #is0[0];
+        #checks
+        for b in 0..n {
+            #slices
+            #body
+        }
+        #shapes
+    })
+}
+
 /// The bounded symbolic dims of a graph's inputs, in the order the inputs name them: the
 /// symbol, its field in the generated `Dims`, and its bound.
 pub fn bounded_dims(graph: &Graph) -> Vec<(String, String, crate::ir::DimBound)> {
@@ -215,7 +291,11 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         let cx = infer_shapes_cx(graph, node, true).map_err(|e| e.at(node.node_ref()))?;
         // A pass may have put an op that computes on compile-time shapes where a value's
         // shape is only known at run time: refuse rather than emit code for the capacity.
-        if cx.inputs.iter().flatten().any(|o| o.is_dynamic()) && !op.dynamic_inputs(&cx) {
+        let batch_loop = op.batch_loop(&cx);
+        if cx.inputs.iter().flatten().any(|o| o.is_dynamic())
+            && !op.dynamic_inputs(&cx)
+            && !batch_loop
+        {
             return Err(CompileError::unsupported(
                 "this op on a value whose shape is only known at run time",
             )
@@ -225,9 +305,12 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             in_place: plan.in_place[index],
             ..EmitNames::default()
         };
-        let body = op
-            .emit(&cx, &mut emit_names)
-            .map_err(|e| e.at(node.node_ref()))?;
+        let body = if batch_loop {
+            emit_batch_loop(op, &cx, &mut emit_names)
+        } else {
+            op.emit(&cx, &mut emit_names)
+        }
+        .map_err(|e| e.at(node.node_ref()))?;
         let mut cost = opts.profile.then(|| {
             let op_type = node.node_ref().op_type;
             NodeCost {

@@ -524,6 +524,54 @@ ops! {
 }
 
 impl Op {
+    /// Whether the op computes every sample along axis 0 on its own, so that it can run as a
+    /// loop over the samples of a batch whose size is only known at run time: convolutions,
+    /// pooling, per-sample normalizations (its other inputs are weights).
+    pub fn batch_separable(&self, cx: &OpCx<'_>) -> bool {
+        match self {
+            Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::BatchNorm(_)
+            | Op::GroupNorm(_)
+            | Op::Lrn(_)
+            | Op::LpNorm(_)
+            | Op::Resize(_)
+            | Op::SpaceDepth(_) => true,
+            Op::LayerNorm(l) => cx
+                .input(0)
+                .is_ok_and(|x| normalize_axis(l.axis, x.shape.len(), "axis").is_ok_and(|a| a >= 1)),
+            _ => false,
+        }
+    }
+
+    /// Whether the node runs as a loop over the samples of axis 0 (see
+    /// [`Op::batch_separable`]): the op has no run-time-shape path of its own, its input 0
+    /// varies in axis 0 only, any other varying input does too, and (at emission) every output
+    /// keeps axis 0.
+    pub fn batch_loop(&self, cx: &OpCx<'_>) -> bool {
+        let axis0_only = |o: &Operand<'_>| {
+            o.dynamic.first() == Some(&true) && !o.dynamic[1..].iter().any(|&d| d)
+        };
+        let Some(x) = cx.opt_input(0).filter(|x| x.is_dynamic()) else {
+            return false;
+        };
+        axis0_only(&x)
+            && !self.dynamic_inputs(cx)
+            && self.batch_separable(cx)
+            && cx
+                .inputs
+                .iter()
+                .flatten()
+                .all(|o| !o.is_dynamic() || (axis0_only(o) && o.shape[0] == x.shape[0]))
+            && cx
+                .outputs
+                .iter()
+                .flatten()
+                .all(|o| o.shape.first() == x.shape.first())
+    }
+
     /// Whether the op takes and gives the low-precision types (float8, float4, int4, int2;
     /// [`DType::is_low_precision`]): the conversions, and the ops that only move bytes.
     /// Every other op would compute on their storage bytes, so inference rejects it.

@@ -85,7 +85,7 @@ impl OpDef for Softmax {
         // Only the axes before the softmax axis may vary: they make the run-time row count.
         cx.input(0).is_ok_and(|x| {
             normalize_axis(self.axis, x.shape.len(), "axis")
-                .is_ok_and(|axis| !x.dynamic[axis..].iter().any(|&d| d))
+                .is_ok_and(|axis| !x.dynamic.get(axis..).unwrap_or(&[]).iter().any(|&d| d))
         })
     }
 

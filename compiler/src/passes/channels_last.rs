@@ -83,6 +83,15 @@ pub fn channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     let mut changed = false;
     for node in nodes {
+        // Values of run-time shape keep their layout (the transposes would bake in the
+        // capacity).
+        if super::pattern::touches_dynamic(&graph, &node) {
+            for &v in node.outputs.iter().flatten() {
+                producer.insert(v, out.len());
+            }
+            out.push(node);
+            continue;
+        }
         let rewritten = convert_conv(&mut graph, &node, &out, &producer)
             .or_else(|| convert_float_conv(&mut graph, &node, &out, &producer, cx))
             .or_else(|| shuffle(&mut graph, &node, &out, &producer))

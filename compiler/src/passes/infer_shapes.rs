@@ -68,7 +68,8 @@ fn check_dynamic_inputs(graph: &Graph, node: &Node, op: &Op) -> Result<()> {
         .iter()
         .position(|i| i.is_some_and(|id| graph.value(id).is_dynamic()));
     let Some(i) = dynamic else { return Ok(()) };
-    if op.dynamic_inputs(&op_cx(graph, node, false)?) {
+    let cx = op_cx(graph, node, false)?;
+    if op.dynamic_inputs(&cx) || op.batch_loop(&cx) {
         return Ok(());
     }
     let name = node.inputs[i].map(|id| graph.value(id).name.clone());
@@ -200,7 +201,19 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         }
         let inferred = (|| -> Result<_> {
             let cx = op_cx(&graph, &node, false)?;
-            let types = op.infer(&cx)?;
+            let mut types = op.infer(&cx)?;
+            if op.batch_loop(&cx) {
+                // Run per sample: every output varies in axis 0 as input 0 does.
+                let batch = cx.input(0)?.shape.first().copied();
+                for t in &mut types {
+                    if t.shape.first().copied() != batch {
+                        return Err(CompileError::unsupported(
+                            "a batch whose size is only known at run time, where this op changes axis 0",
+                        ));
+                    }
+                    t.dynamic = (0..t.shape.len()).map(|a| a == 0).collect();
+                }
+            }
             for (i, t) in types.iter().enumerate() {
                 check_size(&format!("output {i}"), &t.shape)?;
             }
