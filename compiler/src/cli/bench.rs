@@ -10,19 +10,20 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use quote::quote;
+use quote::{format_ident, quote};
 
 use super::harness::{self, io_err, write_if_changed};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
 use crate::error::{CompileError, ErrorKind};
-use crate::{parse_consts, parse_dims, Builder, Result};
+use crate::{parse_consts, parse_dim_args, Builder, Result};
 
 /// Arguments of `sinter bench`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// An `.onnx` file, or a case folder with `model.onnx` and `test_data_set_0/`.
     model: PathBuf,
-    /// Bind a symbolic dimension, e.g. `--dim N=1`.
+    /// Bind a symbolic dimension, e.g. `--dim N=1`, or bound it, e.g. `--dim 'N<=8'` (the run
+    /// then takes the size of the case's input).
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     dims: Vec<String>,
     /// Turn a graph input into a constant, e.g. `--const sr=16000`.
@@ -61,7 +62,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             Builder::new(path)
                 .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name("bench_model")
-                .dims(parse_dims(&args.dims)?)
+                .dims(parse_dim_args(&args.dims)?.0)
+                .dim_bounds(parse_dim_args(&args.dims)?.1)
                 .constants(parse_consts(&args.consts)?)
                 .opt_level(super::opt_level(args.opt)?),
         )
@@ -92,8 +94,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
     let input_dir = root.join("inputs");
     let (reads, arg_idents) = measured.write_inputs(&input_dir)?;
     let elem_io = harness::elem_io(false);
-    let call =
-        quote!(model.run_slices(#(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));
+    let dims = measured.dims_arg(&format_ident!("bench_model"));
+    let call = quote!(model.run_slices(#dims #(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));
     let main = quote! {
         use std::path::Path;
         use std::time::Instant;

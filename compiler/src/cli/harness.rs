@@ -311,13 +311,19 @@ impl Measured {
                 value.dtype.unwrap_or(DType::F32),
                 value.shape.clone().unwrap_or_default(),
             );
-            let from_data = self.data.as_ref().and_then(|set| {
-                let j = self.original_inputs.iter().position(|n| *n == value.name)?;
-                set.inputs
-                    .get(j)
-                    .map(|(_, t)| t.clone())
-                    .filter(|t| t.dtype == dtype && t.shape == shape)
-            });
+            // A bounded input takes data of any size within its bounds.
+            let fits = |t: &Tensor| {
+                t.dtype == dtype
+                    && t.shape.len() == shape.len()
+                    && t.shape
+                        .iter()
+                        .zip(&shape)
+                        .enumerate()
+                        .all(|(a, (&d, &cap))| {
+                            d == cap || (value.dynamic.get(a) == Some(&true) && d <= cap)
+                        })
+            };
+            let from_data = self.data_input(k).filter(|t| fits(t)).cloned();
             let tensor = from_data.unwrap_or_else(|| synthetic(dtype, &shape));
             let path = dir.join(format!("in_{k}.bin"));
             std::fs::write(&path, &tensor.bytes).map_err(io_err(&path))?;
@@ -328,4 +334,52 @@ impl Measured {
         }
         Ok((reads, arg_idents))
     }
+
+    /// The data set's tensor for graph input `k` (matched by name).
+    fn data_input(&self, k: usize) -> Option<&Tensor> {
+        let name = &self
+            .compiled
+            .graph
+            .value(*self.compiled.graph.inputs.get(k)?)
+            .name;
+        let j = self.original_inputs.iter().position(|n| n == name)?;
+        self.data.as_ref()?.inputs.get(j).map(|(_, t)| t)
+    }
+
+    /// For a model with bounded dims, the `Dims` argument `run_slices` takes first (the sizes
+    /// of the data set's inputs, else the bounds), with its trailing comma; else nothing.
+    pub(super) fn dims_arg(&self, module: &Ident) -> TokenStream {
+        let graph = &self.compiled.graph;
+        let bounded = crate::codegen::bounded_dims(graph);
+        if bounded.is_empty() {
+            return TokenStream::new();
+        }
+        let sizes = bounded_sizes(graph, |k| self.data_input(k).map(|t| t.shape.clone()));
+        let fields = bounded.iter().zip(sizes).map(|((_, field, b), size)| {
+            let field = format_ident!("{}", field);
+            let size = size.unwrap_or(b.max);
+            quote!(#field: #size)
+        });
+        quote!(#module::Dims { #(#fields),* },)
+    }
+}
+
+/// The sizes of a graph's bounded dims (`codegen::bounded_dims` order) read off the shapes
+/// `shape_of(k)` gives for graph input `k`; `None` where no input shows one.
+pub(super) fn bounded_sizes(
+    graph: &Graph,
+    shape_of: impl Fn(usize) -> Option<Vec<usize>>,
+) -> Vec<Option<usize>> {
+    crate::codegen::bounded_dims(graph)
+        .iter()
+        .map(|(sym, _, _)| {
+            graph.inputs.iter().enumerate().find_map(|(k, &id)| {
+                let declared = graph.value(id).declared.as_ref()?;
+                let axis = declared
+                    .iter()
+                    .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))?;
+                shape_of(k)?.get(axis).copied()
+            })
+        })
+        .collect()
 }

@@ -253,29 +253,14 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
 /// read off the inputs' shapes; `None` when the case has no bounded dims.
 fn bounded_sizes(case: &Case, set: &DataSet) -> Option<String> {
     let graph = &case.compiled.as_ref()?.graph;
-    let bounded = crate::codegen::bounded_dims(graph);
-    if bounded.is_empty() {
+    let sizes = harness::bounded_sizes(graph, |k| {
+        let data = &set.inputs.get(*case.input_map.get(k)?)?.1;
+        Some(data.shape.clone())
+    });
+    if sizes.is_empty() {
         return None;
     }
-    let sizes: Vec<String> = bounded
-        .iter()
-        .map(|(sym, _, _)| {
-            graph
-                .inputs
-                .iter()
-                .enumerate()
-                .find_map(|(k, &id)| {
-                    let declared = graph.value(id).declared.as_ref()?;
-                    let axis = declared
-                        .iter()
-                        .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))?;
-                    let data = &set.inputs.get(*case.input_map.get(k)?)?.1;
-                    data.shape.get(axis).copied()
-                })
-                .unwrap_or(0)
-                .to_string()
-        })
-        .collect();
+    let sizes: Vec<String> = sizes.iter().map(|s| s.unwrap_or(0).to_string()).collect();
     Some(sizes.join(" "))
 }
 

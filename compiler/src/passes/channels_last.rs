@@ -83,15 +83,6 @@ pub fn channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     let mut producer: HashMap<ValueId, usize> = HashMap::new();
     let mut changed = false;
     for node in nodes {
-        // Values of run-time shape keep their layout (the transposes would bake in the
-        // capacity).
-        if super::pattern::touches_dynamic(&graph, &node) {
-            for &v in node.outputs.iter().flatten() {
-                producer.insert(v, out.len());
-            }
-            out.push(node);
-            continue;
-        }
         let rewritten = convert_conv(&mut graph, &node, &out, &producer)
             .or_else(|| convert_float_conv(&mut graph, &node, &out, &producer, cx))
             .or_else(|| shuffle(&mut graph, &node, &out, &producer))
@@ -108,7 +99,15 @@ pub fn channels_last(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
     if !changed {
         return Ok(graph);
     }
+    // The transposes and channels-last nodes on a batch of run-time size vary as it does.
+    super::infer_shapes::refresh_dynamic(&mut graph)?;
     let graph = simplify_transpose(graph, cx)?;
+    // Transposes that cancel on values of run-time shape left Identity nodes.
+    let graph = if graph.values.iter().any(|v| v.is_dynamic()) {
+        super::remove_noops(graph, cx)?
+    } else {
+        graph
+    };
     eliminate_dead(graph, cx)
 }
 

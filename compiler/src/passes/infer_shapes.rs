@@ -60,6 +60,39 @@ fn check_size(what: &str, shape: &[usize]) -> Result<()> {
     }
 }
 
+/// Re-derives which axes of every node output vary at run time, for a pass that rewrote
+/// nodes on such values (new values it made carry only their capacity): each node, in order,
+/// infers its outputs' dynamic axes from its inputs'. Shapes and types stay as they are.
+pub(super) fn refresh_dynamic(graph: &mut Graph) -> Result<()> {
+    for index in 0..graph.nodes.len() {
+        let node = &graph.nodes[index];
+        let Some(op) = node.op.as_ref() else { continue };
+        if !node
+            .inputs
+            .iter()
+            .flatten()
+            .any(|&v| graph.value(v).is_dynamic())
+        {
+            continue;
+        }
+        check_dynamic_inputs(graph, node, op).map_err(|e| e.at(node.node_ref()))?;
+        let cx = op_cx(graph, node, false)?;
+        let mut types = op.infer(&cx).map_err(|e| e.at(node.node_ref()))?;
+        if op.batch_loop(&cx) {
+            for t in &mut types {
+                t.dynamic = (0..t.shape.len()).map(|a| a == 0).collect();
+            }
+        }
+        let outputs = node.outputs.clone();
+        for (out, t) in outputs.iter().zip(types) {
+            if let Some(id) = out {
+                graph.value_mut(*id).dynamic = t.dynamic;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An error unless `op` takes every input of `node` whose shape is only known at run time
 /// ([`crate::ops::OpDef::dynamic_inputs`]).
 fn check_dynamic_inputs(graph: &Graph, node: &Node, op: &Op) -> Result<()> {

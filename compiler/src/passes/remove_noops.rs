@@ -50,6 +50,13 @@ fn passthrough(graph: &Graph, node: &Node) -> Option<ValueId> {
             && !y.is_dynamic()
     };
     let x = input(node, 0)?;
+    // An Identity passes a value of run-time shape through as it is.
+    if node.op_type == "Identity" {
+        let xv = graph.value(x);
+        if xv.dtype == y.dtype && xv.shape == y.shape && xv.dynamic == y.dynamic {
+            return Some(x);
+        }
+    }
     let first = same(x).then_some(x);
     match node.op.as_ref()? {
         Op::Reshape(_) | Op::Squeeze(_) | Op::Cast(_) | Op::Repeat(_) => first,

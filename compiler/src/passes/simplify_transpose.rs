@@ -89,10 +89,11 @@ fn simplify_once(mut graph: Graph) -> Graph {
     for i in 0..graph.nodes.len() {
         let node = graph.nodes[i].clone();
         let Some(t) = input(&node, 0) else { continue };
-        // Shapes only known at run time stay as the model wrote them.
+        // Values of run-time shape: transposes compose (no shape is baked in), reshapes stay.
         let touches_dynamic =
             |id: Option<crate::ir::ValueId>| id.is_some_and(|v| graph.value(v).is_dynamic());
-        if touches_dynamic(Some(t)) || node.outputs.iter().any(|&o| touches_dynamic(o)) {
+        let dynamic = touches_dynamic(Some(t)) || node.outputs.iter().any(|&o| touches_dynamic(o));
+        if dynamic && perm_of(&graph, &node).is_none() {
             continue;
         }
         let first = producer[t.index()].filter(|&j| {
@@ -116,7 +117,19 @@ fn simplify_once(mut graph: Graph) -> Graph {
                 .copied()
                 .filter(|&a| in_shape.get(a) != Some(&1))
                 .collect();
-            if moved.windows(2).all(|w| w[0] < w[1]) {
+            if dynamic {
+                // A copy where the two transposes cancel; else one transpose (below).
+                if perm.iter().enumerate().all(|(i, &a)| i == a) {
+                    replacement = new_node(
+                        node.name.clone(),
+                        "Identity",
+                        vec![Some(x)],
+                        node.outputs.clone(),
+                        vec![],
+                        &node,
+                    );
+                }
+            } else if moved.windows(2).all(|w| w[0] < w[1]) {
                 replacement = reshape_to(&mut graph, &node, x);
             }
             if replacement.is_none() && x != t {
