@@ -181,6 +181,39 @@ fn a_bounded_batch_runs_at_any_size_up_to_its_bound() {
     ));
 }
 
+#[test]
+fn bounded_models_take_ndarray_views_of_any_size_up_to_the_bound() {
+    use sinter_rt::ndarray::Array2;
+    let mut model = bounded_mlp::Model::new();
+    let x = Array2::<f32>::from_shape_fn((3, 16), |(i, j)| (i * 16 + j) as f32 / 48.0);
+    let (probs, logits) = model.run_ndarray(x.view()).expect("3 rows fit");
+    assert_eq!(
+        (probs.shape(), logits.shape()),
+        (&[3, 10][..], &[3, 4, 6][..])
+    );
+    // The same values through the slice API.
+    let want = {
+        let mut again = bounded_mlp::Model::new();
+        let (p, _) = again.run(
+            bounded_mlp::Dims { n: 3 },
+            x.as_slice().expect("contiguous"),
+        );
+        p.to_vec()
+    };
+    assert_eq!(probs.as_slice().expect("standard layout"), &want[..]);
+    // Over the bound, or a fixed axis of another size: a typed error.
+    for shape in [(9, 16), (3, 15)] {
+        let x = Array2::<f32>::zeros(shape);
+        assert_eq!(
+            model.run_ndarray(x.view()).err(),
+            Some(sinter_rt::Error::InputShape {
+                input: "x",
+                expected: &[8, 16]
+            })
+        );
+    }
+}
+
 /// A reference tensor of a case under `tests/data`.
 fn reference_in(case: &str, set: usize, file: &str) -> sinter::ir::Tensor {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

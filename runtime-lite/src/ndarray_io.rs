@@ -39,3 +39,29 @@ pub fn output_shaped<'a, T, const R: usize>(
     ArrayView::from_shape(ndarray::IxDyn(&value.shape()), value.data())
         .expect("a shaped output holds the elements of its shape")
 }
+
+/// The elements of an input view of a model with bounded dims, after checking its layout and
+/// that each axis is `expected[a]` where `bounded[a]` is false, and at most `expected[a]`
+/// where it is true (the actual sizes then go to the model's `Dims`).
+///
+/// # Errors
+/// [`Error::InputShape`] (with the bounds as `expected`) for another rank or an axis off its
+/// size or over its bound, [`Error::InputLayout`] for a strided view.
+pub fn input_within<'a, T, D: Dimension>(
+    input: &'static str,
+    expected: &'static [usize],
+    bounded: &'static [bool],
+    view: ArrayView<'a, T, D>,
+) -> Result<&'a [T], Error> {
+    let shape = view.shape();
+    let fits = shape.len() == expected.len()
+        && shape
+            .iter()
+            .zip(expected)
+            .zip(bounded)
+            .all(|((&d, &e), &b)| if b { d <= e } else { d == e });
+    if !fits {
+        return Err(Error::InputShape { input, expected });
+    }
+    view.to_slice().ok_or(Error::InputLayout { input })
+}

@@ -901,7 +901,74 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             }
         }
     };
-    let run_ndarray = if opts.ndarray && bounded.is_empty() {
+    let run_ndarray = if opts.ndarray && !bounded.is_empty() {
+        // Bounded dims: their sizes from the views' shapes (the first input naming each).
+        let size_of = |sym: &str| -> TokenStream {
+            for p in &inputs {
+                let declared = graph.value(p.id).declared.clone().unwrap_or_default();
+                if let Some(axis) = declared
+                    .iter()
+                    .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))
+                {
+                    let (ident, axis) = (&p.ident, lit(axis));
+                    return quote!(#ident.shape()[#axis]);
+                }
+            }
+            quote!(0)
+        };
+        let dims_fields = bounded.iter().map(|(sym, field, _)| {
+            let size = size_of(sym);
+            quote!(#field: #size)
+        });
+        let bounded_checks = inputs.iter().map(|p| {
+            let (ident, name) = (&p.ident, &p.onnx_name);
+            let dims = p.shape.iter().map(|&d| lit(d));
+            let flags = p.shape.iter().enumerate().map(|(a, _)| p.dynamic.get(a) == Some(&true));
+            quote!(let #ident = ::sinter_rt::ndarray_io::input_within(#name, &[#(#dims),*], &[#(#flags),*], #ident)?;)
+        });
+        let views: Vec<TokenStream> = outputs
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let value = if outputs.len() == 1 {
+                    quote!(out)
+                } else {
+                    let k = syn::Index::from(k);
+                    quote!(out.#k)
+                };
+                if p.is_dynamic() {
+                    quote!(::sinter_rt::ndarray_io::output_shaped(#value))
+                } else {
+                    let (_, dim) = nd_dim(p);
+                    quote!(::sinter_rt::ndarray_io::output(&#value[..], #dim))
+                }
+            })
+            .collect();
+        let view_value = if views.len() == 1 {
+            views[0].clone()
+        } else {
+            quote!((#(#views,)*))
+        };
+        quote! {
+            impl Model {
+                /// Like [`Model::run`], with `ndarray` views (`sinter-rt`'s `ndarray` feature):
+                /// each input in standard layout, its bounded axes at most their bounds (their
+                /// sizes are the run's `Dims`) and its other axes at their sizes; the outputs
+                /// are views of the model's results with their actual shapes.
+                ///
+                /// # Errors
+                /// [`sinter_rt::Error::InputShape`] or [`sinter_rt::Error::InputLayout`] for an
+                /// input of another shape or a strided one, and what [`Model::run_slices`]
+                /// returns.
+                pub fn run_ndarray(&mut self, #(#nd_params),*) -> ::core::result::Result<#nd_ret_type, ::sinter_rt::Error> {
+                    let dims = Dims { #(#dims_fields),* };
+                    #(#bounded_checks)*
+                    let out = self.run_slices(dims, #(#input_idents),*)?;
+                    Ok(#view_value)
+                }
+            }
+        }
+    } else if opts.ndarray {
         quote! {
             impl Model {
                 /// Like [`Model::run`], with `ndarray` views (`sinter-rt`'s `ndarray` feature):

@@ -244,15 +244,23 @@ impl OpDef for Reshape {
         Ok(Self { kind })
     }
 
-    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
-        // Not Dropout's mask output.
-        !cx.outputs.get(1).is_some_and(Option::is_some)
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
         if x.is_dynamic() && !self.run_time_target(cx) {
-            return Ok(vec![self.dynamic_input_type(cx)?]);
+            let mut outs = vec![self.dynamic_input_type(cx)?];
+            if self.kind == ReshapeKind::Dropout {
+                // The mask (all kept, in inference).
+                outs.push(TypeShape::dynamic(
+                    DType::Bool,
+                    x.shape.to_vec(),
+                    x.dynamic.to_vec(),
+                ));
+            }
+            return Ok(outs);
         }
         if self.run_time_target(cx) {
             let target = cx.input(1)?;
@@ -347,10 +355,20 @@ impl OpDef for Reshape {
                     )))
                 }
             };
+            let mask = if cx.outputs.get(1).is_some_and(Option::is_some) {
+                let (o1, os1) = (names.output(1), names.out_shape(1));
+                quote! {
+                    #o1[..n].fill(1);
+                    let #os1 = #os0;
+                }
+            } else {
+                TokenStream::new()
+            };
             return Ok(quote! {
                 let #os0 = #shape;
                 let n: usize = #os0.iter().product();
                 #o0[..n].copy_from_slice(&#i0[..n]);
+                #mask
             });
         }
         let mut code = quote!(#o0.copy_from_slice(#i0););
