@@ -221,6 +221,47 @@ fn unbound_dims_name_what_to_bind() {
 }
 
 #[test]
+fn a_bounded_dim_reaching_an_op_without_a_run_time_path_names_the_node() {
+    // Relu takes a batch of run-time size; a transposed Gemm operand does not (yet): `y`
+    // ([N, 4]) transposed is [4, N] times `w` ([8, 2]), which fits when N is 8.
+    let mut model = valid_model();
+    let graph = model.graph.as_mut().expect("graph");
+    graph.node.push(NodeProto {
+        attribute: vec![proto::AttributeProto {
+            name: Some("transA".into()),
+            i: Some(1),
+            r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+            ..Default::default()
+        }],
+        ..node("Gemm", "gemm", &["y", "w"], &["z"])
+    });
+    graph.initializer.push(TensorProto {
+        name: Some("w".into()),
+        dims: vec![8, 2],
+        data_type: Some(1),
+        float_data: vec![0.5; 16],
+        ..Default::default()
+    });
+    graph.output = vec![value_info("z", &[Some(4), Some(2)])];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, model.encode_to_vec()).expect("write model");
+    let bounded = Builder::new(&path).dim_max("N", 8).compile();
+    let err = bounded.expect_err("transposed A of run-time rows");
+    assert!(err.is_unsupported(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("gemm") && text.contains("bounded dims N") && text.contains("--dim N="),
+        "{text}"
+    );
+    // The same model with N fixed compiles, and the bounded Relu alone does too.
+    assert!(Builder::new(&path).dim("N", 8).compile().is_ok());
+    let relu = dir.path().join("relu.onnx");
+    std::fs::write(&relu, valid_model().encode_to_vec()).expect("write model");
+    assert!(Builder::new(&relu).dim_max("N", 8).compile().is_ok());
+}
+
+#[test]
 fn bad_attributes_and_shapes_name_the_node() {
     let mut m = valid_model();
     let g = m.graph.as_mut().expect("graph");

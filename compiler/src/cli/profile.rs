@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use quote::quote;
+use quote::{format_ident, quote};
 
 use super::harness::{self, io_err, write_if_changed};
 use crate::codegen::{format_tokens, generate, CodegenOptions, WeightsMode};
@@ -99,8 +99,8 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
     let input_dir = root.join("inputs");
     let (reads, arg_idents) = measured.write_inputs(&input_dir)?;
     let elem_io = harness::elem_io(false);
-    let call =
-        quote!(model.run_slices(#(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));
+    let dims = measured.dims_arg(&format_ident!("profile_model"));
+    let call = quote!(model.run_slices(#dims #(std::hint::black_box(&#arg_idents)),*).expect("input lengths"));
     let main = quote! {
         use std::path::Path;
 

@@ -106,6 +106,16 @@ fn check_dynamic_inputs(graph: &Graph, node: &Node, op: &Op) -> Result<()> {
         return Ok(());
     }
     let name = node.inputs[i].map(|id| graph.value(id).name.clone());
+    if !graph.bounds.is_empty() {
+        // A bounded dim reaches an op without a run-time-extent path: say which dims to fix.
+        let dims: Vec<&str> = graph.bounds.keys().map(String::as_str).collect();
+        return Err(CompileError::unsupported(format!(
+            "input {i} (\"{}\") varies with the bounded dims {} at run time, which this op cannot take yet; fix them (e.g. --dim {}=VALUE) to compile it",
+            name.unwrap_or_default(),
+            dims.join(", "),
+            dims[0]
+        )));
+    }
     // The op needs the shape at compile time: the values that decide it (what the
     // data-dependent op read) must be constants.
     Err(CompileError::new(ErrorKind::NotConstant(format!(
