@@ -170,3 +170,38 @@ g = h.make_graph(
     [h.make_tensor_value_info("probs", T.FLOAT, ["N", 5]), h.make_tensor_value_info("p", T.FLOAT, ["N", 8, 8, 8])],
     inits)
 save_bounded(os.path.join(OUT, "bounded", "cnn"), g, [1, 3, 8], 20, (3, 16, 16), ["probs", "p"])
+
+# An attention block over a bounded sequence N: projections, heads split by a Reshape that
+# copies the run-time length (0), Q x K^T and P x V with both operands of run-time shape,
+# Softmax over a run-time axis, the residual and a LayerNormalization over the rows.
+rng = np.random.default_rng(13)
+H, D = 4, 8
+nodes = [
+    N("Unsqueeze", ["x", "axis0"], ["x3"]),
+    N("MatMul", ["x3", "wq"], ["q"]), N("MatMul", ["x3", "wk"], ["k"]), N("MatMul", ["x3", "wv"], ["v"]),
+    N("Reshape", ["q", "heads"], ["qh"]), N("Reshape", ["k", "heads"], ["kh"]), N("Reshape", ["v", "heads"], ["vh"]),
+    N("Transpose", ["qh"], ["qt"], perm=[0, 2, 1, 3]),
+    N("Transpose", ["kh"], ["kt"], perm=[0, 2, 3, 1]),
+    N("Transpose", ["vh"], ["vt"], perm=[0, 2, 1, 3]),
+    N("MatMul", ["qt", "kt"], ["scores"]),
+    N("Mul", ["scores", "scale"], ["scaled"]),
+    N("Softmax", ["scaled"], ["p"], axis=-1),
+    N("MatMul", ["p", "vt"], ["ctx"]),
+    N("Transpose", ["ctx"], ["ct"], perm=[0, 2, 1, 3]),
+    N("Reshape", ["ct", "merge"], ["merged"]),
+    N("Add", ["merged", "x3"], ["res"]),
+    N("LayerNormalization", ["res", "gamma", "beta"], ["y"], axis=-1),
+    N("Squeeze", ["y", "axis0"], ["out"]),
+]
+inits = [const("axis0", [0], np.int64),
+         nh.from_array((rng.standard_normal((H * D, H * D)) * 0.2).astype(np.float32), "wq"),
+         nh.from_array((rng.standard_normal((H * D, H * D)) * 0.2).astype(np.float32), "wk"),
+         nh.from_array((rng.standard_normal((H * D, H * D)) * 0.2).astype(np.float32), "wv"),
+         const("heads", [0, 0, H, D], np.int64), const("merge", [0, 0, H * D], np.int64),
+         const("scale", 1 / np.sqrt(D), np.float32),
+         nh.from_array(rng.uniform(0.5, 1.5, H * D).astype(np.float32), "gamma"),
+         nh.from_array(rng.standard_normal(H * D).astype(np.float32) * 0.1, "beta")]
+g = h.make_graph(
+    nodes, "bounded_attention", [h.make_tensor_value_info("x", T.FLOAT, ["N", H * D])],
+    [h.make_tensor_value_info("out", T.FLOAT, ["N", H * D])], inits)
+save_bounded(os.path.join(OUT, "bounded", "attention"), g, [1, 3, 8], 30, H * D, ["out"])

@@ -504,6 +504,51 @@ pub fn concat_shape<const R: usize>(
     Ok(out)
 }
 
+/// A `MatMul` of run-time shapes: the output shape (rank `R`), the broadcast batch shape and
+/// each operand's element stride per batch axis (`R - 2` of each, the first entries used),
+/// and `(m, n, k)`.
+pub type MatMulPlan<const R: usize> = (
+    [usize; R],
+    [usize; R],
+    [usize; R],
+    [usize; R],
+    (usize, usize, usize),
+);
+
+/// Plans a `MatMul` of `a` and `b` (each of rank at least 2, batch axes broadcast numpy-style)
+/// into an output of rank `R`.
+///
+/// # Errors
+/// When the inner extents differ or the batch axes do not broadcast.
+pub fn matmul_plan<const R: usize>(
+    a: &[usize],
+    b: &[usize],
+) -> Result<MatMulPlan<R>, &'static str> {
+    const BAD: &str = "MatMul: the operands' run-time shapes do not multiply";
+    let (ra, rb) = (a.len(), b.len());
+    if ra < 2 || rb < 2 || R < 2 || ra > R || rb > R {
+        return Err(BAD);
+    }
+    let (m, k, k2, n) = (a[ra - 2], a[ra - 1], b[rb - 2], b[rb - 1]);
+    if k != k2 {
+        return Err(BAD);
+    }
+    let (batch, sa, sb) = broadcast::<R>(&a[..ra - 2], &b[..rb - 2])?;
+    // `broadcast` aligned the batch axes to rank R; keep the last R - 2 as the batch.
+    let nb = R - 2;
+    let (mut shape, mut bs, mut bsa, mut bsb) =
+        ([0usize; R], [1usize; R], [0usize; R], [0usize; R]);
+    for i in 0..nb {
+        bs[i] = batch[i + 2];
+        bsa[i] = sa[i + 2] * m * k;
+        bsb[i] = sb[i + 2] * k * n;
+        shape[i] = bs[i];
+    }
+    shape[nb] = m;
+    shape[nb + 1] = n;
+    Ok((shape, bs, bsa, bsb, (m, n, k)))
+}
+
 /// Checks that a run-time extent a `Squeeze` removes is 1.
 ///
 /// # Errors
@@ -573,6 +618,17 @@ mod tests {
             );
             assert_eq!(inv, inverse);
         }
+    }
+
+    #[test]
+    fn matmul_plans_broadcast_batches() {
+        let (shape, batch, sa, sb, mnk) = matmul_plan::<4>(&[2, 1, 3, 4], &[5, 4, 6]).unwrap();
+        assert_eq!((shape, mnk), ([2, 5, 3, 6], (3, 6, 4)));
+        assert_eq!(
+            (&batch[..2], &sa[..2], &sb[..2]),
+            (&[2, 5][..], &[12, 0][..], &[0, 24][..])
+        );
+        assert!(matmul_plan::<2>(&[3, 4], &[5, 6]).is_err());
     }
 
     #[test]

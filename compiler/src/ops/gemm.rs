@@ -13,7 +13,7 @@ use quote::quote;
 
 use super::{
     broadcast_shapes, broadcast_strides, f32_lit, lit, require_dtype, rust_type, usize_slice,
-    EmitNames, NodeCx, OpCx, OpDef, TypeShape,
+    EmitNames, NodeCx, OpCx, OpDef, Operand, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
@@ -402,11 +402,25 @@ impl OpDef for MatMul {
             )));
         }
         let out = matmul_dims(a.shape, b.shape)?.out;
-        if a.is_dynamic() {
-            // A's rows (every axis but the last) vary; B is one fixed matrix.
-            let mut dynamic = a.dynamic.to_vec();
-            if let Some(last) = dynamic.last_mut() {
-                *last = false;
+        if a.is_dynamic() || b.is_dynamic() {
+            // Batch axes vary where either operand's do; then A's rows and B's columns.
+            let rank = out.len();
+            let flag = |o: &Operand<'_>, from_end: usize| {
+                let r = o.shape.len();
+                r.checked_sub(from_end)
+                    .and_then(|i| o.dynamic.get(i).copied())
+                    .unwrap_or(false)
+            };
+            let mut dynamic = vec![false; rank];
+            for (i, d) in dynamic.iter_mut().enumerate() {
+                let from_end = rank - i;
+                *d = if from_end == 2 {
+                    flag(&a, 2)
+                } else if from_end == 1 {
+                    flag(&b, 1)
+                } else {
+                    flag(&a, from_end) || flag(&b, from_end)
+                };
             }
             return Ok(vec![TypeShape::dynamic(a.dtype, out, dynamic)]);
         }
@@ -414,21 +428,43 @@ impl OpDef for MatMul {
     }
 
     fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
-        // A float32 A whose rows vary times a fixed 2-D B.
+        // float32 matrices (rank 2 or more); any extent may vary.
         match (cx.input(0), cx.input(1)) {
-            (Ok(a), Ok(b)) => {
-                a.dtype == DType::F32
-                    && a.shape.len() >= 2
-                    && !a.dynamic.last().copied().unwrap_or(false)
-                    && b.shape.len() == 2
-                    && !b.is_dynamic()
-            }
+            (Ok(a), Ok(b)) => a.dtype == DType::F32 && a.shape.len() >= 2 && b.shape.len() >= 2,
             _ => false,
         }
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        if cx.input(0)?.is_dynamic() {
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        if (a.is_dynamic() || b.is_dynamic())
+            && !(b.shape.len() == 2
+                && !b.is_dynamic()
+                && !a.dynamic.last().copied().unwrap_or(false))
+        {
+            // The general case: batches broadcast and every extent planned at run time.
+            let rank = lit(cx.output(0)?.shape.len());
+            let (sa, sb) = (names.in_shape(cx, 0), names.in_shape(cx, 1));
+            let plan = names.check(quote!(::sinter_rt::dynamic::matmul_plan::<#rank>(&#sa, &#sb)));
+            let (i0, i1, o0, os0) = (
+                names.input(0),
+                names.input(1),
+                names.output(0),
+                names.out_shape(0),
+            );
+            let exec = names.exec();
+            return Ok(quote! {
+                let (#os0, batch, a_strides, b_strides, (m, n, k)) = #plan;
+                let nb = #os0.len() - 2;
+                let (la, lb, lo): (usize, usize, usize) =
+                    (#sa.iter().product(), #sb.iter().product(), #os0.iter().product());
+                ::sinter_rt::gemm::batched_gemm_f32(
+                    #exec, &batch[..nb], &a_strides[..nb], &b_strides[..nb], m, n, k,
+                    &#i0[..la], &#i1[..lb], &mut #o0[..lo],
+                );
+            });
+        }
+        if a.is_dynamic() {
             let (k, n) = (cx.input(1)?.shape[0], cx.input(1)?.shape[1]);
             let (is0, os0) = (names.in_shape(cx, 0), names.out_shape(0));
             let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));

@@ -218,17 +218,60 @@ impl OpDef for LayerNorm {
         }
         let mut stats = x.shape[..axis].to_vec();
         stats.resize(x.shape.len(), 1);
-        let mut out = vec![TypeShape::new(x.dtype, x.shape.to_vec())];
+        let mut stats_dynamic = x.dynamic.get(..axis).unwrap_or(&[]).to_vec();
+        if x.is_dynamic() {
+            stats_dynamic.resize(x.shape.len(), false);
+        }
+        let mut out = vec![TypeShape::dynamic(
+            x.dtype,
+            x.shape.to_vec(),
+            x.dynamic.to_vec(),
+        )];
         if !self.rms {
-            out.push(TypeShape::new(DType::F32, stats.clone()));
-            out.push(TypeShape::new(DType::F32, stats));
+            out.push(TypeShape::dynamic(
+                DType::F32,
+                stats.clone(),
+                stats_dynamic.clone(),
+            ));
+            out.push(TypeShape::dynamic(DType::F32, stats, stats_dynamic));
         }
         Ok(out)
     }
 
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Rows that vary; the normalized axes (and scale, bias) fixed.
+        cx.input(0).is_ok_and(|x| {
+            self.split(x.shape)
+                .is_ok_and(|(axis, _, _)| !x.dynamic.get(axis..).unwrap_or(&[]).iter().any(|&d| d))
+        }) && cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
-        let (_, outer, inner) = self.split(x.shape)?;
+        let (axis, outer, inner) = self.split(x.shape)?;
+        let mut rows = TokenStream::new();
+        let outer = if x.is_dynamic() {
+            let (is0, a) = (names.in_shape(cx, 0), lit(axis));
+            let mut shapes = TokenStream::new();
+            for i in 0..3 {
+                if cx.outputs.get(i).copied().flatten().is_some() {
+                    let os = names.out_shape(i);
+                    shapes.extend(if i == 0 {
+                        quote!(let #os = #is0;)
+                    } else {
+                        quote!(let mut #os = #is0; for d in &mut #os[#a..] { *d = 1; })
+                    });
+                }
+            }
+            rows = quote! {
+                let outer: usize = #is0[..#a].iter().product();
+                #shapes
+            };
+            quote!(outer)
+        } else {
+            let outer = lit(outer);
+            quote!(#outer)
+        };
         let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
         let bias = if cx.opt_input(2).is_some() {
             let i2 = names.input(2);
@@ -245,9 +288,9 @@ impl OpDef for LayerNorm {
             }
         };
         let (mean, inv) = (stat(1), stat(2));
-        let (outer, inner, epsilon, rms) =
-            (lit(outer), lit(inner), f32_lit(self.epsilon), self.rms);
+        let (inner, epsilon, rms) = (lit(inner), f32_lit(self.epsilon), self.rms);
         Ok(quote! {
+            #rows
             ::sinter_rt::norm::row_norm_f32(
                 #i0, #o0, #outer, #inner, #epsilon, #rms,
                 ::sinter_rt::norm::Affine::PerElement { scale: #i1, bias: #bias },

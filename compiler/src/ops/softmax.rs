@@ -82,35 +82,41 @@ impl OpDef for Softmax {
     }
 
     fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
-        // Only the axes before the softmax axis may vary: they make the run-time row count.
-        cx.input(0).is_ok_and(|x| {
-            normalize_axis(self.axis, x.shape.len(), "axis")
-                .is_ok_and(|axis| !x.dynamic.get(axis..).unwrap_or(&[]).iter().any(|&d| d))
-        })
+        // Any axis may vary: the row layout is computed at run time.
+        cx.input(0).is_ok_and(|x| !x.shape.is_empty())
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
         let (outer, len, inner) = self.split(x.shape)?;
-        let (outer, len, inner) = if x.is_dynamic() {
+        if x.is_dynamic() {
+            // `[outer, len, inner]` around the axis, from the run-time shape.
+            let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
             let is0 = names.in_shape(cx, 0);
             let os0 = names.out_shape(0);
             let (i0, o0) = (names.input(0), names.output(0));
-            let block = lit(len * inner);
-            let body = self.emit_rows(x.dtype, quote!(outer), lit(len), lit(inner), names);
+            let (a, a1) = (lit(axis), lit(axis + 1));
+            let (len, inner) = if self.flatten {
+                (quote!(#is0[#a..].iter().product::<usize>()), quote!(1))
+            } else {
+                (
+                    quote!(#is0[#a]),
+                    quote!(#is0[#a1..].iter().product::<usize>()),
+                )
+            };
+            let body = self.emit_rows(x.dtype, quote!(outer), quote!(len), quote!(inner), names);
             return Ok(quote! {
                 let #os0 = #is0;
                 let n: usize = #os0.iter().product();
-                let outer = n / #block;
+                let (outer, len, inner): (usize, usize, usize) =
+                    (#is0[..#a].iter().product(), #len, #inner);
                 let #i0 = &#i0[..n];
                 let #o0 = &mut #o0[..n];
                 #body
             });
-        } else {
-            let outer = lit(outer);
-            (quote!(#outer), lit(len), lit(inner))
-        };
-        Ok(self.emit_rows(x.dtype, outer, len, inner, names))
+        }
+        let (outer, len, inner) = (lit(outer), lit(len), lit(inner));
+        Ok(self.emit_rows(x.dtype, quote!(#outer), quote!(#len), quote!(#inner), names))
     }
 }
 
@@ -120,8 +126,8 @@ impl Softmax {
         &self,
         dtype: DType,
         outer: TokenStream,
-        len: proc_macro2::Literal,
-        inner: proc_macro2::Literal,
+        len: TokenStream,
+        inner: TokenStream,
         names: &mut EmitNames,
     ) -> TokenStream {
         let (i0, o0) = (names.input(0), names.output(0));
