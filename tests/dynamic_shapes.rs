@@ -225,3 +225,27 @@ fn reference_in(case: &str, set: usize, file: &str) -> sinter::ir::Tensor {
         .expect("reference tensor")
         .1
 }
+
+sinter_rt::include_onnx!(
+    "tests/data/bounded/attention/model.onnx",
+    name = bounded_attention,
+    dims(N <= 8)
+);
+
+#[test]
+fn attention_over_a_run_time_sequence_length() {
+    // Q x K^T, Softmax and P x V on a sequence whose length arrives with each run, against
+    // ONNX Runtime at N = 1, 3 and 8 from one build.
+    let mut model = bounded_attention::Model::new();
+    for set in 0..3 {
+        let dir = "bounded/attention";
+        let x = reference_in(dir, set, "input_0.pb");
+        let want = reference_in(dir, set, "output_0.pb");
+        let n = x.shape[0];
+        let out = model.run(bounded_attention::Dims { n }, &x.as_f32().expect("f32"));
+        assert_eq!(out.shape().to_vec(), want.shape);
+        for (got, want) in out.iter().zip(want.as_f32().expect("f32")) {
+            assert!((got - want).abs() <= 1e-4, "N = {n}: {got} vs {want}");
+        }
+    }
+}
