@@ -101,6 +101,11 @@ impl Builder {
         self
     }
 
+    /// Applies the fixed and bounded dims of [`parse_dim_args`] (the CLI's `--dim` items).
+    pub fn dim_args(self, (fixed, bounded): DimArgs) -> Self {
+        self.dims(fixed).dim_bounds(bounded)
+    }
+
     /// Bounds several symbolic dimensions (see [`Builder::dim_bound`]).
     pub fn dim_bounds(mut self, bounds: impl IntoIterator<Item = (String, DimBound)>) -> Self {
         self.cx.bounds.extend(bounds);

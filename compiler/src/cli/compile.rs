@@ -37,8 +37,7 @@ pub(super) struct Args {
 pub(super) fn run(args: Args) -> Result<ExitCode> {
     let mut builder = args.quant.apply(
         Builder::new(&args.model)
-            .dims(parse_dim_args(&args.dims)?.0)
-            .dim_bounds(parse_dim_args(&args.dims)?.1)
+            .dim_args(parse_dim_args(&args.dims)?)
             .constants(parse_consts(&args.consts)?)
             .opt_level(super::opt_level(args.opt)?)
             .ndarray(args.ndarray),

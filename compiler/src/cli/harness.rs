@@ -373,13 +373,8 @@ pub(super) fn bounded_sizes(
     crate::codegen::bounded_dims(graph)
         .iter()
         .map(|(sym, _, _)| {
-            graph.inputs.iter().enumerate().find_map(|(k, &id)| {
-                let declared = graph.value(id).declared.as_ref()?;
-                let axis = declared
-                    .iter()
-                    .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))?;
-                shape_of(k)?.get(axis).copied()
-            })
+            let (k, axis) = crate::codegen::dim_source(graph, sym)?;
+            shape_of(k)?.get(axis).copied()
         })
         .collect()
 }

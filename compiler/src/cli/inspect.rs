@@ -228,8 +228,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
 fn builder(args: &Args) -> Result<Builder> {
     args.quant.apply(
         Builder::new(&args.model)
-            .dims(parse_dim_args(&args.dims)?.0)
-            .dim_bounds(parse_dim_args(&args.dims)?.1)
+            .dim_args(parse_dim_args(&args.dims)?)
             .constants(parse_consts(&args.consts)?)
             .opt_level(super::opt_level(args.opt)?),
     )
@@ -237,9 +236,10 @@ fn builder(args: &Args) -> Result<Builder> {
 
 /// The pass context the flags describe.
 fn pass_cx(args: &Args) -> Result<crate::passes::PassCx> {
+    let (dims, bounds) = parse_dim_args(&args.dims)?;
     Ok(crate::passes::PassCx {
-        dims: parse_dim_args(&args.dims)?.0,
-        bounds: parse_dim_args(&args.dims)?.1,
+        dims,
+        bounds,
         consts: parse_consts(&args.consts)?,
         opt_level: super::opt_level(args.opt)?,
         quantize: args.quant.mode()?,

@@ -68,8 +68,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             Builder::new(path)
                 .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name("profile_model")
-                .dims(parse_dim_args(&args.dims)?.0)
-                .dim_bounds(parse_dim_args(&args.dims)?.1)
+                .dim_args(parse_dim_args(&args.dims)?)
                 .constants(parse_consts(&args.consts)?)
                 .opt_level(super::opt_level(args.opt)?)
                 .profile(true),

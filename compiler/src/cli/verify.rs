@@ -111,7 +111,8 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
         };
         let shapes: Vec<Vec<usize>> = first.inputs.iter().map(|(_, t)| t.shape.clone()).collect();
         // With bounded dims one build takes every size up to the bounds.
-        let bounded = !parse_dim_args(&args.dims)?.1.is_empty();
+        let dim_args = parse_dim_args(&args.dims)?;
+        let bounded = !dim_args.1.is_empty();
         if !bounded
             && case
                 .data
@@ -126,8 +127,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
             Builder::new(dir.join("model.onnx"))
                 .calibration_cache(args.cache_dir.join("calibrate"))
                 .module_name(format!("case_{index}"))
-                .dims(parse_dim_args(&args.dims)?.0)
-                .dim_bounds(parse_dim_args(&args.dims)?.1)
+                .dim_args(dim_args)
                 .constants(parse_consts(&args.consts)?)
                 .input_shapes(shapes)
                 .opt_level(super::opt_level(args.opt)?),

@@ -5,4 +5,4 @@ mod module;
 pub mod names;
 pub mod profile;
 
-pub use module::{bounded_dims, format_tokens, generate, CodegenOptions, WeightsMode};
+pub use module::{bounded_dims, dim_source, format_tokens, generate, CodegenOptions, WeightsMode};

@@ -216,6 +216,17 @@ pub fn bounded_dims(graph: &Graph) -> Vec<(String, String, crate::ir::DimBound)>
     bounded
 }
 
+/// Where a symbolic dim first appears among the graph's inputs: (input index, axis).
+pub fn dim_source(graph: &Graph, sym: &str) -> Option<(usize, usize)> {
+    graph.inputs.iter().enumerate().find_map(|(k, &id)| {
+        let declared = graph.value(id).declared.as_ref()?;
+        let axis = declared
+            .iter()
+            .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))?;
+        Some((k, axis))
+    })
+}
+
 /// Generates the module for a shape-inferred, planned graph.
 pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<TokenStream> {
     let mut names = Names::with_reserved(&[
@@ -904,17 +915,13 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
     let run_ndarray = if opts.ndarray && !bounded.is_empty() {
         // Bounded dims: their sizes from the views' shapes (the first input naming each).
         let size_of = |sym: &str| -> TokenStream {
-            for p in &inputs {
-                let declared = graph.value(p.id).declared.clone().unwrap_or_default();
-                if let Some(axis) = declared
-                    .iter()
-                    .position(|d| matches!(d, crate::ir::Dim::Sym(s) if s == sym))
-                {
-                    let (ident, axis) = (&p.ident, lit(axis));
-                    return quote!(#ident.shape()[#axis]);
+            match dim_source(graph, sym) {
+                Some((k, axis)) => {
+                    let (ident, axis) = (&inputs[k].ident, lit(axis));
+                    quote!(#ident.shape()[#axis])
                 }
+                None => quote!(0),
             }
-            quote!(0)
         };
         let dims_fields = bounded.iter().map(|(sym, field, _)| {
             let size = size_of(sym);
