@@ -147,7 +147,8 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/patterns");
     let cases = case_dirs(&data);
     let expected = [
-        ("channels_last", 20),
+        // Its BatchNormalization (after a residual Add) takes the Relu after it.
+        ("channels_last", 19),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

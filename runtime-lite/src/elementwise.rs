@@ -21,6 +21,31 @@ pub fn map_in_place<T: Copy>(out: &mut [T], f: impl Fn(T) -> T) {
     }
 }
 
+/// Elements a task of [`map_exec`] and [`map_in_place_exec`] takes.
+const MAP_TASK: usize = 1 << 14;
+
+/// [`map`] with the output split across `exec`'s threads.
+pub fn map_exec<T: Copy + Sync, U: Send>(
+    exec: &crate::threads::Exec,
+    x: &[T],
+    out: &mut [U],
+    f: impl Fn(T) -> U + Sync,
+) {
+    let n = x.len().min(out.len());
+    exec.for_each_chunk(&mut out[..n], MAP_TASK, &|t, part| {
+        map(&x[t * MAP_TASK..][..part.len()], part, &f);
+    });
+}
+
+/// [`map_in_place`] with the buffer split across `exec`'s threads.
+pub fn map_in_place_exec<T: Copy + Send>(
+    exec: &crate::threads::Exec,
+    out: &mut [T],
+    f: impl Fn(T) -> T + Sync,
+) {
+    exec.for_each_chunk(out, MAP_TASK, &|_, part| map_in_place(part, &f));
+}
+
 /// Calls `f(out_index, offsets)` for every element of `out_shape`, in row-major order, where
 /// `offsets[k]` is the element offset into input `k` given its `strides[k]`.
 #[inline]

@@ -5,37 +5,48 @@
 //! Statistics are accumulated in f64 and applied in f32.
 
 use crate::elementwise::for_each_index;
+use crate::epilogue::Activation;
+use crate::threads::Exec;
 use crate::{math, math64};
 
-/// `out = (x - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + bias[c]` over `x: [N, C, inner]`.
+/// Elements per task of the batch normalizations: enough to amortize waking a worker, few
+/// enough that a task's output is still in cache when its activations run over it.
+const BN_TASK: usize = 1 << 14;
+
+/// `out = act(x * k[c] + shift[c])` with `k = scale / sqrt(var + epsilon)` and
+/// `shift = bias - mean * k` (inference batch normalization) over `x: [N, C, inner]`, then the
+/// fused activations `acts` in order. Planes of channels split across `exec`'s threads.
 #[allow(
     clippy::too_many_arguments,
-    reason = "the five ONNX operands, epsilon and the layout"
+    reason = "the five ONNX operands, epsilon, the layout and the fused activations"
 )]
 pub fn batch_norm_f32(
+    exec: &Exec,
     x: &[f32],
-    scale: &[f32],
-    bias: &[f32],
-    mean: &[f32],
-    var: &[f32],
+    [scale, bias, mean, var]: [&[f32]; 4],
     epsilon: f32,
     out: &mut [f32],
     channels: usize,
     inner: usize,
+    acts: &[Activation],
 ) {
     let block = channels * inner;
     if block == 0 {
         return;
     }
-    for (xb, ob) in x.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
-        for c in 0..channels {
-            let (k, shift) = batch_norm_factors([scale, bias, mean, var], epsilon, c);
-            let (xs, os) = (&xb[c * inner..][..inner], &mut ob[c * inner..][..inner]);
-            for (o, &v) in os.iter_mut().zip(xs) {
+    let planes = x.len().min(out.len()) / inner;
+    let per_task = BN_TASK.div_ceil(inner).max(1);
+    exec.for_each_chunk(&mut out[..planes * inner], per_task * inner, &|t, part| {
+        for (i, os) in part.chunks_exact_mut(inner).enumerate() {
+            let plane = t * per_task + i;
+            let (k, shift) =
+                batch_norm_factors([scale, bias, mean, var], epsilon, plane % channels);
+            for (o, &v) in os.iter_mut().zip(&x[plane * inner..][..inner]) {
                 *o = v * k + shift;
             }
         }
-    }
+        Activation::apply_chain(acts, part);
+    });
 }
 
 /// Channel `c`'s `(k, shift)` of inference batch normalization, `out = x * k + shift`:
@@ -47,20 +58,20 @@ fn batch_norm_factors([scale, bias, mean, var]: [&[f32]; 4], epsilon: f32, c: us
 }
 
 /// [`batch_norm_f32`] channels last: `x: [..., C]` (`channels = C`), with the same arithmetic
-/// per element.
+/// per element and the fused activations `acts` after it; runs of pixels split across
+/// `exec`'s threads.
 #[allow(
     clippy::too_many_arguments,
-    reason = "the five ONNX operands, epsilon and the layout"
+    reason = "the five ONNX operands, epsilon, the layout and the fused activations"
 )]
 pub fn batch_norm_nhwc_f32(
+    exec: &Exec,
     x: &[f32],
-    scale: &[f32],
-    bias: &[f32],
-    mean: &[f32],
-    var: &[f32],
+    [scale, bias, mean, var]: [&[f32]; 4],
     epsilon: f32,
     out: &mut [f32],
     channels: usize,
+    acts: &[Activation],
 ) {
     /// Channels whose factors are computed at a time.
     const CHUNK: usize = 256;
@@ -68,23 +79,28 @@ pub fn batch_norm_nhwc_f32(
         return;
     }
     let n = x.len().min(out.len()) / channels * channels;
-    for c0 in (0..channels).step_by(CHUNK) {
-        let width = CHUNK.min(channels - c0);
-        let (mut k, mut shift) = ([0f32; CHUNK], [0f32; CHUNK]);
-        for j in 0..width {
-            (k[j], shift[j]) = batch_norm_factors([scale, bias, mean, var], epsilon, c0 + j);
-        }
-        let (k, shift) = (&k[..width], &shift[..width]);
-        for (xp, op) in x[..n]
-            .chunks_exact(channels)
-            .zip(out[..n].chunks_exact_mut(channels))
-        {
-            let (xs, os) = (&xp[c0..c0 + width], &mut op[c0..c0 + width]);
-            for (((o, &v), &k), &s) in os.iter_mut().zip(xs).zip(k).zip(shift) {
-                *o = v * k + s;
+    let per_task = BN_TASK.div_ceil(channels).max(1) * channels;
+    exec.for_each_chunk(&mut out[..n], per_task, &|t, part| {
+        let xs = &x[t * per_task..][..part.len()];
+        for c0 in (0..channels).step_by(CHUNK) {
+            let width = CHUNK.min(channels - c0);
+            let (mut k, mut shift) = ([0f32; CHUNK], [0f32; CHUNK]);
+            for j in 0..width {
+                (k[j], shift[j]) = batch_norm_factors([scale, bias, mean, var], epsilon, c0 + j);
+            }
+            let (k, shift) = (&k[..width], &shift[..width]);
+            for (xp, op) in xs
+                .chunks_exact(channels)
+                .zip(part.chunks_exact_mut(channels))
+            {
+                let (xs, os) = (&xp[c0..c0 + width], &mut op[c0..c0 + width]);
+                for (((o, &v), &k), &s) in os.iter_mut().zip(xs).zip(k).zip(shift) {
+                    *o = v * k + s;
+                }
             }
         }
-    }
+        Activation::apply_chain(acts, part);
+    });
 }
 
 /// BatchNormalization in training mode over `x` viewed as `[batch, channels, inner]`:
@@ -469,6 +485,41 @@ pub fn lrn_f32_exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn batch_norm_with_relu_on_two_threads_is_the_formula() {
+        // Both layouts, 3 channels, 2 images of 7000 pixels: several tasks per thread.
+        let (channels, inner, batch) = (3usize, 7000usize, 2usize);
+        let n = channels * inner * batch;
+        let x: std::vec::Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.25 - 12.0).collect();
+        let (scale, bias, mean, var) = (
+            [1.5f32, -0.5, 2.0],
+            [0.1f32, 0.2, -0.3],
+            [1.0f32, -2.0, 0.5],
+            [0.5f32, 2.0, 1.0],
+        );
+        let params = [&scale[..], &bias, &mean, &var];
+        let expect = |v: f32, c: usize| {
+            let (k, shift) = batch_norm_factors(params, 1e-5, c);
+            (v * k + shift).max(0.0)
+        };
+        let exec = Exec::with_threads(2);
+        let relu = [Activation::Relu];
+        let mut y = std::vec![0.0f32; n];
+        batch_norm_f32(&exec, &x, params, 1e-5, &mut y, channels, inner, &relu);
+        for (i, (&v, &o)) in x.iter().zip(&y).enumerate() {
+            assert_eq!(
+                o,
+                expect(v, i / inner % channels),
+                "channels first, element {i}"
+            );
+        }
+        batch_norm_nhwc_f32(&exec, &x, params, 1e-5, &mut y, channels, &relu);
+        for (i, (&v, &o)) in x.iter().zip(&y).enumerate() {
+            assert_eq!(o, expect(v, i % channels), "channels last, element {i}");
+        }
+    }
 
     #[test]
     fn batch_norm_training_uses_batch_statistics() {

@@ -794,6 +794,114 @@ pub fn avg_pool_nhwc_f32(
     }
 }
 
+/// [`max_pool_nhwc`] with bands of output rows split across `exec`'s threads when the
+/// pooling is big (the same values as one call).
+pub fn max_pool_nhwc_exec<T: Copy + PartialOrd + Send + Sync>(
+    exec: &crate::threads::Exec,
+    p: &PoolParams,
+    channels: usize,
+    x: &[T],
+    out: &mut [T],
+) {
+    split_rows_nhwc(exec, p, channels, x, out, |p, x, out| {
+        max_pool_nhwc(p, channels, x, out);
+    });
+}
+
+/// [`max_pool_nhwc_f32`] with bands of output rows split across `exec`'s threads when the
+/// pooling is big (the same values as one call).
+pub fn max_pool_nhwc_f32_exec(
+    exec: &crate::threads::Exec,
+    p: &PoolParams,
+    channels: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    split_rows_nhwc(exec, p, channels, x, out, |p, x, out| {
+        max_pool_nhwc_f32(p, channels, x, out);
+    });
+}
+
+/// [`avg_pool_nhwc_f32`] with bands of output rows split across `exec`'s threads when the
+/// pooling is big (the same values as one call).
+pub fn avg_pool_nhwc_f32_exec(
+    exec: &crate::threads::Exec,
+    p: &PoolParams,
+    kind: PoolKind,
+    channels: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    split_rows_nhwc(exec, p, channels, x, out, |p, x, out| {
+        avg_pool_nhwc_f32(p, kind, channels, x, out);
+    });
+}
+
+/// Output elements times window taps from which a channels-last pooling splits across threads,
+/// and about the work of one task.
+const NHWC_SPLIT_WORK: usize = 1 << 16;
+
+/// Runs a channels-last pooling `kernel` (one of [`max_pool_nhwc`], [`max_pool_nhwc_f32`],
+/// [`avg_pool_nhwc_f32`] with its channel count and kind bound) over runs of output rows split
+/// across `exec`'s threads, when the pooling is 2-D and big enough. Each run is the same
+/// pooling over a band of the image: the band starts at the first input row its windows read
+/// (that much less padding above, the padding below unchanged), so every output pixel reads
+/// the same window and gets the same value as in one call over the whole image.
+fn split_rows_nhwc<T: Copy + Send + Sync, K: Fn(&PoolParams, &[T], &mut [T]) + Sync>(
+    exec: &crate::threads::Exec,
+    p: &PoolParams,
+    channels: usize,
+    x: &[T],
+    out: &mut [T],
+    kernel: K,
+) {
+    let [id, ih, iw] = p.input;
+    let [od, oh, ow] = p.output;
+    let (in_len, out_len) = (id * ih * iw * channels, od * oh * ow * channels);
+    let (s, k, pad) = (p.strides[1], p.kernel[1], p.pads_begin[1]);
+    let taps: usize = p.kernel.iter().product();
+    let work = p.planes * out_len * taps;
+    // Bands change only rows: 2-D windows, undilated vertically, each window reaching into
+    // the image (a window wholly in the padding takes the image's first pixel, which a band
+    // would change).
+    let bands = exec.threads() > 1
+        && work >= NHWC_SPLIT_WORK
+        && id == 1
+        && od == 1
+        && oh > 1
+        && p.dilations[1] == 1
+        && pad < k
+        && (oh - 1) * s < ih + pad
+        && x.len() >= p.planes * in_len
+        && out.len() >= p.planes * out_len;
+    if !bands {
+        return kernel(p, x, out);
+    }
+    let row_work = ow * channels * taps;
+    let rows = NHWC_SPLIT_WORK.div_ceil(row_work).clamp(1, oh);
+    let per_image = oh.div_ceil(rows);
+    let row_len = ow * channels;
+    let shared = crate::threads::SharedMut::new(&mut out[..p.planes * out_len]);
+    exec.for_each(p.planes * per_image, &|t| {
+        let (n, band) = (t / per_image, t % per_image);
+        let (first, last) = (band * rows, ((band + 1) * rows).min(oh));
+        // The band's first window starts at input row `first * s - pad`, clipped at 0.
+        let (skip, pad_top) = match (first * s).checked_sub(pad) {
+            Some(skip) => (skip, 0),
+            None => (0, pad - first * s),
+        };
+        let mut sub = *p;
+        sub.planes = 1;
+        sub.input[1] = ih - skip;
+        sub.output[1] = last - first;
+        sub.pads_begin[1] = pad_top;
+        let image = &x[n * in_len + skip * iw * channels..(n + 1) * in_len];
+        // SAFETY: task t writes rows [first, last) of image n, which no other task writes.
+        let dst = unsafe { shared.slice(n * out_len + first * row_len, (last - first) * row_len) };
+        kernel(&sub, image, dst);
+    });
+}
+
 /// Channels the channels-last max pool keeps in its accumulator.
 const NHWC_LANES: usize = 64;
 
@@ -1152,6 +1260,56 @@ mod tests {
             };
             check_channels_last(p, c);
             done += 1;
+        }
+    }
+
+    /// The channels-last poolings split into bands of output rows on two threads give the
+    /// bits of one call over the whole image: 2 images, padding, strides 1 and 2, a window
+    /// hanging over the end (ceil mode), every average kind.
+    #[cfg(feature = "std")]
+    #[test]
+    fn channels_last_bands_on_two_threads_match_one_call() {
+        let exec = crate::threads::Exec::with_threads(2);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+        let c = 48;
+        for (input, kernel, strides, pads, output) in [
+            ([1, 57, 56], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 29, 28]),
+            ([1, 56, 56], [1, 2, 2], [1, 2, 2], [0, 0, 0], [1, 28, 28]),
+            ([1, 40, 30], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 40, 30]),
+            ([1, 41, 41], [1, 3, 3], [1, 2, 2], [0, 0, 0], [1, 21, 21]),
+        ] {
+            let p = PoolParams {
+                planes: 2,
+                input,
+                output,
+                kernel,
+                strides,
+                dilations: [1; 3],
+                pads_begin: pads,
+                pads_end: pads,
+            };
+            let n = 2 * input.iter().product::<usize>() * c;
+            let m = 2 * output.iter().product::<usize>() * c;
+            let x: std::vec::Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+            let (mut one, mut bands) = (std::vec![0f32; m], std::vec![0f32; m]);
+            max_pool_nhwc_f32(&p, c, &x, &mut one);
+            max_pool_nhwc_f32_exec(&exec, &p, c, &x, &mut bands);
+            assert_eq!(
+                bits(&bands),
+                bits(&one),
+                "max f32 {input:?} {kernel:?} {strides:?}"
+            );
+            max_pool_nhwc_exec(&exec, &p, c, &x, &mut bands);
+            assert_eq!(
+                bits(&bands),
+                bits(&one),
+                "max {input:?} {kernel:?} {strides:?}"
+            );
+            for kind in [PoolKind::Average, PoolKind::AverageIncludePad] {
+                avg_pool_nhwc_f32(&p, kind, c, &x, &mut one);
+                avg_pool_nhwc_f32_exec(&exec, &p, kind, c, &x, &mut bands);
+                assert_eq!(bits(&bands), bits(&one), "{kind:?} {input:?} {kernel:?}");
+            }
         }
     }
 

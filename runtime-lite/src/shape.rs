@@ -121,6 +121,52 @@ pub fn concat_part<T: Copy>(
     }
 }
 
+/// A whole concatenation: each input of `parts`, viewed as `[outer, in_block]` with its
+/// `in_block`, goes to the next column range of the output viewed as `[outer, out_block]`
+/// (the ranges follow one another from column 0). Runs of output rows split across `exec`'s
+/// threads, each task copying every input's part of its rows.
+///
+/// Panics if an input is shorter than `outer * in_block` or the blocks overrun `out_block`.
+pub fn concat_exec<T: Copy + Send + Sync>(
+    exec: &crate::threads::Exec,
+    parts: &[(&[T], usize)],
+    out: &mut [T],
+    outer: usize,
+    out_block: usize,
+) {
+    /// Elements a task copies: enough to amortize waking a worker.
+    const TASK: usize = 1 << 14;
+    assert!(
+        parts.iter().map(|&(_, b)| b).sum::<usize>() <= out_block
+            && parts.iter().all(|&(x, b)| x.len() >= outer * b),
+        "concat: inputs do not fit the output"
+    );
+    if out_block == 0 {
+        return;
+    }
+    let rows = TASK.div_ceil(out_block).max(1);
+    exec.for_each_chunk(
+        &mut out[..outer * out_block],
+        rows * out_block,
+        &|t, dst| {
+            let first = t * rows;
+            let n = dst.len() / out_block;
+            let mut offset = 0;
+            for &(x, block) in parts {
+                concat_part(
+                    &x[first * block..],
+                    &mut dst[..],
+                    n,
+                    block,
+                    out_block,
+                    offset,
+                );
+                offset += block;
+            }
+        },
+    );
+}
+
 /// An integer (or float, for `OneHot`) element used as an index; kernels read every index
 /// through this, so one kernel serves `int32` and `int64` index tensors.
 pub trait IndexValue: Copy {
@@ -706,6 +752,40 @@ pub fn one_hot<T: Copy, I: IndexValue>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn concat_exec_matches_the_parts_one_by_one_on_two_threads() {
+        // Three inputs of 5, 1 and 7 columns over 9000 rows (several tasks per thread).
+        let outer = 9000;
+        let blocks = [5usize, 1, 7];
+        let inputs: std::vec::Vec<std::vec::Vec<u32>> = blocks
+            .iter()
+            .enumerate()
+            .map(|(k, &b)| (0..outer * b).map(|i| (k * 1_000_000 + i) as u32).collect())
+            .collect();
+        let out_block = 13;
+        let mut expected = std::vec![0u32; outer * out_block];
+        let mut offset = 0;
+        for (x, &b) in inputs.iter().zip(&blocks) {
+            concat_part(x, &mut expected, outer, b, out_block, offset);
+            offset += b;
+        }
+        let parts: std::vec::Vec<(&[u32], usize)> = inputs
+            .iter()
+            .map(std::vec::Vec::as_slice)
+            .zip(blocks)
+            .collect();
+        let mut out = std::vec![0u32; outer * out_block];
+        concat_exec(
+            &crate::threads::Exec::with_threads(2),
+            &parts,
+            &mut out,
+            outer,
+            out_block,
+        );
+        assert_eq!(out, expected);
+    }
 
     #[test]
     fn row_wise_pad_matches_the_element_formula() {

@@ -1472,11 +1472,22 @@ impl Unary {
             }
         };
         let o0 = names.output(0);
-        if names.in_place == Some(0) {
-            return Ok(quote!(::sinter_rt::elementwise::map_in_place(#o0, #f);));
-        }
-        let i0 = names.input(0);
-        Ok(quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);))
+        let big = x.shape.iter().product::<usize>() >= PARALLEL_MIN;
+        Ok(match (names.in_place == Some(0), big) {
+            (true, false) => quote!(::sinter_rt::elementwise::map_in_place(#o0, #f);),
+            (true, true) => {
+                let exec = names.exec();
+                quote!(::sinter_rt::elementwise::map_in_place_exec(#exec, #o0, #f);)
+            }
+            (false, false) => {
+                let i0 = names.input(0);
+                quote!(::sinter_rt::elementwise::map(#i0, #o0, #f);)
+            }
+            (false, true) => {
+                let (i0, exec) = (names.input(0), names.exec());
+                quote!(::sinter_rt::elementwise::map_exec(#exec, #i0, #o0, #f);)
+            }
+        })
     }
 }
 

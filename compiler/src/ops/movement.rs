@@ -665,6 +665,21 @@ impl OpDef for Concat {
         let outer: usize = shape[..axis].iter().product();
         let out_block: usize = shape[axis..].iter().product();
         let o0 = names.output(0);
+        if outer > 1 && outer * out_block >= CONCAT_PARALLEL_MIN {
+            // Big: one pass over runs of output rows, split across threads.
+            let parts = cx.inputs.iter().enumerate().filter_map(|(i, operand)| {
+                let block: usize = operand.as_ref()?.shape[axis..].iter().product();
+                (block > 0).then(|| {
+                    let (input, block) = (names.input(i), lit(block));
+                    quote!((#input, #block))
+                })
+            });
+            let parts: Vec<TokenStream> = parts.collect();
+            let (exec, outer, out_block) = (names.exec(), lit(outer), lit(out_block));
+            return Ok(quote! {
+                ::sinter_rt::shape::concat_exec(#exec, &[#(#parts),*], #o0, #outer, #out_block);
+            });
+        }
         let mut code = TokenStream::new();
         let mut offset = 0;
         for (i, operand) in cx.inputs.iter().enumerate() {
@@ -681,6 +696,9 @@ impl OpDef for Concat {
         Ok(code)
     }
 }
+
+/// Output elements from which a Concat copies in one pass split across threads.
+const CONCAT_PARALLEL_MIN: usize = 1 << 16;
 
 /// `Constant`: its value comes from one attribute.
 #[derive(Debug, Clone)]

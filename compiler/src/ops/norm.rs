@@ -36,6 +36,9 @@ pub struct BatchNorm {
     /// X and Y are channels last (`[N, *spatial, C]`; set by `passes::channels_last` in
     /// inference mode; never read from a model).
     pub channels_last: bool,
+    /// Activations applied to Y in the same pass, in order (inference mode; set by
+    /// `passes::fuse_activation`, never read from a model).
+    pub activations: Vec<super::FusedAct>,
 }
 
 impl BatchNorm {
@@ -70,6 +73,7 @@ impl OpDef for BatchNorm {
                 None
             },
             channels_last: false,
+            activations: Vec::new(),
         })
     }
 
@@ -126,16 +130,18 @@ impl OpDef for BatchNorm {
             names.input(3),
             names.input(4),
         );
-        let o0 = names.output(0);
+        let (o0, exec) = (names.output(0), names.exec());
+        let acts = self.activations.iter().map(|a| a.tokens());
+        let acts = quote!(&[#(#acts),*]);
         if self.channels_last {
             let channels = lit(self.channels(x.shape));
             return Ok(quote! {
-                ::sinter_rt::norm::batch_norm_nhwc_f32(#i0, #i1, #i2, #i3, #i4, #epsilon, #o0, #channels);
+                ::sinter_rt::norm::batch_norm_nhwc_f32(#exec, #i0, [#i1, #i2, #i3, #i4], #epsilon, #o0, #channels, #acts);
             });
         }
-        Ok(
-            quote!(::sinter_rt::norm::batch_norm_f32(#i0, #i1, #i2, #i3, #i4, #epsilon, #o0, #channels, #inner);),
-        )
+        Ok(quote! {
+            ::sinter_rt::norm::batch_norm_f32(#exec, #i0, [#i1, #i2, #i3, #i4], #epsilon, #o0, #channels, #inner, #acts);
+        })
     }
 }
 

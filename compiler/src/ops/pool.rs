@@ -138,19 +138,20 @@ impl OpDef for Pool {
             };
         };
         let with_indices = cx.outputs.get(1).copied().flatten().is_some();
+        // Channels last, bands of output rows split across threads when the pooling is big.
         let call = if self.channels_last && !self.max {
-            let channels = lit(channels);
+            let (channels, exec) = (lit(channels), names.exec());
             quote! {
-                ::sinter_rt::pool::avg_pool_nhwc_f32(
-                    &PARAMS, ::sinter_rt::pool::PoolKind::#kind, #channels, #i0, #o0,
+                ::sinter_rt::pool::avg_pool_nhwc_f32_exec(
+                    #exec, &PARAMS, ::sinter_rt::pool::PoolKind::#kind, #channels, #i0, #o0,
                 );
             }
         } else if self.channels_last {
-            let (t, channels) = (rust_type(x.dtype), lit(channels));
+            let (t, channels, exec) = (rust_type(x.dtype), lit(channels), names.exec());
             if x.dtype == DType::F32 {
-                quote!(::sinter_rt::pool::max_pool_nhwc_f32(&PARAMS, #channels, #i0, #o0);)
+                quote!(::sinter_rt::pool::max_pool_nhwc_f32_exec(#exec, &PARAMS, #channels, #i0, #o0);)
             } else {
-                quote!(::sinter_rt::pool::max_pool_nhwc::<#t>(&PARAMS, #channels, #i0, #o0);)
+                quote!(::sinter_rt::pool::max_pool_nhwc_exec::<#t>(#exec, &PARAMS, #channels, #i0, #o0);)
             }
         } else if let Some(order) = self.lp {
             quote!(::sinter_rt::pool::lp_pool_f32(&PARAMS, #order, #i0, #o0);)

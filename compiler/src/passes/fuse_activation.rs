@@ -1,4 +1,5 @@
-//! Fuses activations into the `Conv`, `Gemm` or float-output `sinter::Int8Product` before them
+//! Fuses activations into the `Conv`, `Gemm`, inference `BatchNormalization` or float-output
+//! `sinter::Int8Product` before them
 //! (it runs again after `lower_int8`): when a kernel's output feeds only a
 //! Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish or Clip (with constant bounds) on
 //! float32, the kernel applies it to each output tile as it finishes (the GEMM epilogue) and
@@ -159,6 +160,13 @@ pub fn fuse_activation(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             {
                 gemm.activation = Some(act);
             }
+            // An inference batch normalization applies them in its own pass over Y (the
+            // pre-activation BN-ReLU of DenseNet-style blocks).
+            Some(Op::BatchNorm(bn))
+                if bn.training_momentum.is_none() && !matches!(act, FusedAct::Affine(..)) =>
+            {
+                bn.activations.push(act);
+            }
             // An int8 product dequantizing to float32 applies them in its epilogue too.
             Some(Op::Int8Product(product))
                 if product.out == crate::ops::int8::Int8Out::F32
@@ -245,20 +253,44 @@ mod tests {
     }
 
     #[test]
-    fn a_conv_output_with_another_use_is_left_alone() {
+    fn a_kernel_output_with_another_use_is_left_alone() {
+        // At -O1 the batch normalizations stay, so each Relu follows one: make every Relu's
+        // input a graph output too.
         let mut graph = tiny_cnn(OptLevel::O1);
-        let conv_out = graph
+        let relu_inputs: Vec<_> = graph
             .nodes
             .iter()
-            .find(|n| n.op_type == "Conv")
-            .and_then(|n| n.outputs[0])
-            .expect("a conv");
-        graph.outputs.push(conv_out);
+            .filter(|n| n.op_type == "Relu")
+            .filter_map(|n| n.inputs[0])
+            .collect();
+        assert_eq!(relu_inputs.len(), 2);
+        graph.outputs.extend(relu_inputs);
         let after = fuse_activation(graph, &PassCx::default()).expect("runs");
         assert!(
             after.op_histogram().contains(&("Relu".to_string(), 2)),
             "{:?}",
             after.op_histogram()
         );
+    }
+
+    #[test]
+    fn relus_after_batch_norms_are_fused() {
+        // At -O1 nothing folds the batch normalizations into the convolutions: they take the
+        // Relus instead (one pass over the tensor instead of two).
+        let graph = tiny_cnn(OptLevel::O1);
+        let after = fuse_activation(graph, &PassCx::default()).expect("runs");
+        assert!(
+            !after.op_histogram().iter().any(|(op, _)| op == "Relu"),
+            "{:?}",
+            after.op_histogram()
+        );
+        let fused = after
+            .nodes
+            .iter()
+            .filter(
+                |n| matches!(&n.op, Some(Op::BatchNorm(b)) if b.activations == [FusedAct::Relu]),
+            )
+            .count();
+        assert_eq!(fused, 2);
     }
 }
