@@ -36,6 +36,10 @@ pub(crate) const TILE_PIXELS: usize = 8;
 /// Multiply-adds below which a layer runs as one task.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
+/// Multiply-adds a weight float costs to stream from memory when it serves few pixels (from
+/// the one-row products measured at about 26 GB/s against about 50 G multiply-adds/s).
+const WEIGHT_COST: usize = 8;
+
 /// Floats of dense channels-last weights: per group, `ceil(M/groups / 16)` column panels of
 /// `taps * C/groups` rows of 16 floats, row `tap * C/groups + c` holding the weights of the
 /// group's input channel `c` at kernel tap `tap` (taps in `kz, ky, kx` order) for the panel's
@@ -333,7 +337,11 @@ fn conv_nhwc(
     // Each group's panels (with several groups, threads split only the pixels).
     let panels = mg.div_ceil(PANEL);
     let group_w = panels * PANEL * k;
-    let threads = if pixels * mg * k * groups < PARALLEL_MIN_MACS {
+    // Work in multiply-adds, plus the weights streamed from memory: with few pixels (a
+    // classifier's one row) each weight serves few multiply-adds and the layer is bound by
+    // reading them, about 8 multiply-adds' time per float.
+    let work = pixels * mg * k * groups + WEIGHT_COST * k * m;
+    let threads = if work < PARALLEL_MIN_MACS {
         1
     } else {
         exec.threads()
