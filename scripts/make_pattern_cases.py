@@ -77,3 +77,23 @@ case("channels_last",[
    "w6":wt(40,16,1,1),"b6":wt(40),"w7":(wt(16,40,3,3)*0.5).astype(np.float32),"b7":wt(16),
    "bn_s":wt(16),"bn_b":wt(16),"bn_m":wt(16),"bn_v":np.abs(wt(16))+0.5},
   [("x",[1,3,12,12])],["y"],{"x":xs})
+# DenseNet-style dense layers: each concatenates the features so far and normalizes them
+# (BN-ReLU) before its convolution, so the Concat's only reader is a BatchNormalization over
+# the concatenation axis (one pass, `sinter::ConcatAffine`); channels last after the stem, and
+# a second branch without convolutions that stays channels first.
+xd=rng.standard_normal((1,3,10,10)).astype(np.float32)
+xa=rng.standard_normal((1,2,3,5)).astype(np.float32)
+xb=rng.standard_normal((1,3,3,5)).astype(np.float32)
+BN={1:16,2:24,3:32,4:5}
+inits={"w0":wt(16,3,3,3),"w1":wt(8,16,3,3),"w2":wt(8,24,1,1)}
+for n in BN: inits.update({f"s{n}":wt(BN[n]),f"o{n}":wt(BN[n]),f"m{n}":wt(BN[n]),f"v{n}":np.abs(wt(BN[n]))+0.5})
+def BNode(n,x,y): return N("BatchNormalization",[x,f"s{n}",f"o{n}",f"m{n}",f"v{n}"],[y])
+case("concat_norm",[
+  N("Conv",["x","w0"],["f0"],pads=[1,1,1,1]),
+  BNode(1,"f0","n1"),N("Relu",["n1"],["r1"]),N("Conv",["r1","w1"],["f1"],pads=[1,1,1,1]),
+  N("Concat",["f0","f1"],["cat2"],axis=1),BNode(2,"cat2","n2"),N("Relu",["n2"],["r2"]),
+  N("Conv",["r2","w2"],["f2"]),
+  N("Concat",["f0","f1","f2"],["cat3"],axis=1),BNode(3,"cat3","n3"),N("Relu",["n3"],["r3"]),
+  N("AveragePool",["r3"],["y"],kernel_shape=[2,2],strides=[2,2]),
+  N("Concat",["a","b"],["cat4"],axis=1),BNode(4,"cat4","n4"),N("Relu",["n4"],["y2"])],
+  inits,[("x",[1,3,10,10]),("a",[1,2,3,5]),("b",[1,3,3,5])],["y","y2"],{"x":xd,"a":xa,"b":xb})

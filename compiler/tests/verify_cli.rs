@@ -149,6 +149,9 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
     let expected = [
         // Its BatchNormalization (after a residual Add) takes the Relu after it.
         ("channels_last", 19),
+        // Three Concat + BatchNormalization (+ Relu) pairs become sinter::ConcatAffine, two
+        // channels last and one channels first.
+        ("concat_norm", 10),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

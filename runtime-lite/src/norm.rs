@@ -103,6 +103,78 @@ pub fn batch_norm_nhwc_f32(
     });
 }
 
+/// A concatenation followed by a per-channel affine map and activations, in one pass (a
+/// Concat read only by an inference batch normalization over its axis): each input of
+/// `parts`, viewed as `[outer, in_block]` with its `in_block`, goes to the next column range
+/// of the output viewed as `[outer, out_block]` as `x * k[c] + shift[c]`, where column `j` of
+/// a row is channel `j / inner` (`inner` 1 channels last, the plane size channels first) and
+/// `factors` holds `k` then `shift` (`out_block / inner` each); then `acts` run over the
+/// output. Runs of rows split across `exec`'s threads.
+///
+/// Panics if an input or `factors` is shorter than that, or the blocks overrun `out_block`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the concatenation's layout, the factors and the fused activations"
+)]
+pub fn concat_affine_f32(
+    exec: &Exec,
+    parts: &[(&[f32], usize)],
+    factors: &[f32],
+    out: &mut [f32],
+    outer: usize,
+    out_block: usize,
+    inner: usize,
+    acts: &[Activation],
+) {
+    let channels = out_block.checked_div(inner).unwrap_or(0);
+    assert!(
+        parts.iter().map(|&(_, b)| b).sum::<usize>() <= out_block
+            && parts
+                .iter()
+                .all(|&(x, b)| x.len() >= outer * b && b % inner.max(1) == 0)
+            && factors.len() >= 2 * channels,
+        "concat_affine: operands do not fit the output"
+    );
+    if out_block == 0 || inner == 0 {
+        return;
+    }
+    let (k, shift) = factors.split_at(channels);
+    let rows = BN_TASK.div_ceil(out_block).max(1);
+    exec.for_each_chunk(
+        &mut out[..outer * out_block],
+        rows * out_block,
+        &|t, dst| {
+            for (i, row) in dst.chunks_exact_mut(out_block).enumerate() {
+                let r = t * rows + i;
+                let mut offset = 0;
+                for &(x, block) in parts {
+                    let (src, dst) = (&x[r * block..][..block], &mut row[offset..offset + block]);
+                    let c0 = offset / inner;
+                    if inner == 1 {
+                        let (k, s) = (&k[c0..c0 + block], &shift[c0..c0 + block]);
+                        for (((o, &v), &k), &s) in dst.iter_mut().zip(src).zip(k).zip(s) {
+                            *o = v * k + s;
+                        }
+                    } else {
+                        for (c, (d, x)) in dst
+                            .chunks_exact_mut(inner)
+                            .zip(src.chunks_exact(inner))
+                            .enumerate()
+                        {
+                            let (k, s) = (k[c0 + c], shift[c0 + c]);
+                            for (o, &v) in d.iter_mut().zip(x) {
+                                *o = v * k + s;
+                            }
+                        }
+                    }
+                    offset += block;
+                }
+            }
+            Activation::apply_chain(acts, dst);
+        },
+    );
+}
+
 /// BatchNormalization in training mode over `x` viewed as `[batch, channels, inner]`:
 /// normalizes each channel with the batch's own mean and population variance (summed in
 /// f64), and writes the running statistics `mean * momentum + batch_mean * (1 - momentum)`
@@ -485,6 +557,59 @@ pub fn lrn_f32_exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn concat_affine_is_concat_then_batch_norm_on_two_threads() {
+        // Parts of 2, 5 and 1 channels over 3000 rows (channels last) and over planes of 700
+        // (channels first), against Concat then the batch normalization kernel, bit for bit.
+        let exec = Exec::with_threads(2);
+        let blocks = [2usize, 5, 1];
+        let channels = 8;
+        let scale: std::vec::Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.25).collect();
+        let bias: std::vec::Vec<f32> = (0..channels).map(|c| c as f32 * 0.1 - 0.3).collect();
+        let mean: std::vec::Vec<f32> = (0..channels).map(|c| 0.2 - c as f32 * 0.05).collect();
+        let var: std::vec::Vec<f32> = (0..channels).map(|c| 1.0 + c as f32 * 0.5).collect();
+        let params = [&scale[..], &bias, &mean, &var];
+        let mut factors = std::vec![0.0f32; 2 * channels];
+        for c in 0..channels {
+            (factors[c], factors[channels + c]) = batch_norm_factors(params, 1e-5, c);
+        }
+        let relu = [Activation::Relu];
+        for (outer, inner) in [(3000usize, 1usize), (2, 700)] {
+            let parts: std::vec::Vec<std::vec::Vec<f32>> = blocks
+                .iter()
+                .map(|&b| {
+                    (0..outer * b * inner)
+                        .map(|i| (i % 89) as f32 * 0.2 - 8.0)
+                        .collect()
+                })
+                .collect();
+            let out_block = channels * inner;
+            let mut cat = std::vec![0.0f32; outer * out_block];
+            let mut offset = 0;
+            for (x, &b) in parts.iter().zip(&blocks) {
+                crate::shape::concat_part(x, &mut cat, outer, b * inner, out_block, offset);
+                offset += b * inner;
+            }
+            let mut want = std::vec![0.0f32; cat.len()];
+            if inner == 1 {
+                batch_norm_nhwc_f32(&exec, &cat, params, 1e-5, &mut want, channels, &relu);
+            } else {
+                batch_norm_f32(&exec, &cat, params, 1e-5, &mut want, channels, inner, &relu);
+            }
+            let views: std::vec::Vec<(&[f32], usize)> = parts
+                .iter()
+                .zip(&blocks)
+                .map(|(x, &b)| (x.as_slice(), b * inner))
+                .collect();
+            let mut got = std::vec![0.0f32; cat.len()];
+            concat_affine_f32(
+                &exec, &views, &factors, &mut got, outer, out_block, inner, &relu,
+            );
+            assert_eq!(got, want, "inner {inner}");
+        }
+    }
 
     #[cfg(feature = "std")]
     #[test]

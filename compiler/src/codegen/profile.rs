@@ -251,6 +251,7 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
         | Op::Clip(_)
         | Op::SwiGlu(_)
         | Op::BatchNorm(_)
+        | Op::ConcatAffine(_)
         | Op::Softmax(_)
         | Op::LayerNorm(_)
         | Op::GroupNorm(_)

@@ -438,6 +438,7 @@ ops! {
     Pool(pool::Pool) => ["MaxPool", "AveragePool", "LpPool"];
     GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
+    ConcatAffine(norm::ConcatAffine) => ["sinter::ConcatAffine"];
     Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
     Transpose(movement::Transpose) => ["Transpose"];

@@ -145,6 +145,95 @@ impl OpDef for BatchNorm {
     }
 }
 
+/// `sinter::ConcatAffine`: a Concat whose only reader was an inference BatchNormalization
+/// over the concatenation axis (DenseNet's BN-ReLU on the features of a dense block), in one
+/// pass: each input is copied to its columns as `x * k[c] + shift[c]`, then the fused
+/// activations run. Inputs: the Concat's inputs, then the constant `[2, C]` factors (`k`,
+/// then `shift`, computed by `passes::fuse_concat_norm` with the arithmetic of the
+/// BatchNormalization kernel). Created by that pass only, never read from a model.
+#[derive(Debug, Clone)]
+pub struct ConcatAffine {
+    /// The concatenation axis (non-negative): the channel axis, 1 or the last.
+    pub axis: usize,
+    /// Activations applied after the affine map, in order.
+    pub activations: Vec<super::FusedAct>,
+}
+
+impl ConcatAffine {
+    /// The concatenated inputs (all but the factors).
+    fn parts<'a>(cx: &'a OpCx<'_>) -> &'a [Option<Operand<'a>>] {
+        &cx.inputs[..cx.inputs.len().saturating_sub(1)]
+    }
+}
+
+impl OpDef for ConcatAffine {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::malformed(
+            "internal: sinter::ConcatAffine is created by the compiler only",
+        ))
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let parts = Self::parts(cx);
+        let first = cx.input(0)?;
+        let axis = self.axis;
+        if axis >= first.shape.len() {
+            return Err(CompileError::shape(format!(
+                "axis {axis} is out of range for rank {}",
+                first.shape.len()
+            )));
+        }
+        let mut shape = first.shape.to_vec();
+        shape[axis] = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let x = part.ok_or_else(|| CompileError::malformed(format!("input {i} is missing")))?;
+            require_dtype(x.dtype, &[DType::F32], "inputs")?;
+            let fits = x.shape.len() == shape.len()
+                && (0..shape.len()).all(|a| a == axis || x.shape[a] == first.shape[a]);
+            if !fits {
+                return Err(CompileError::shape(format!(
+                    "input {i} {:?} does not fit input 0 {:?} along axis {axis}",
+                    x.shape, first.shape
+                )));
+            }
+            shape[axis] += x.shape[axis];
+        }
+        let factors = cx.input(parts.len())?;
+        if factors.dtype != DType::F32 || factors.shape != [2, shape[axis]] {
+            return Err(CompileError::shape(format!(
+                "factors must be float32[2, {}], found {}{:?}",
+                shape[axis], factors.dtype, factors.shape
+            )));
+        }
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let parts = Self::parts(cx);
+        let shape = cx.output(0)?.shape;
+        let outer: usize = shape[..self.axis].iter().product();
+        let out_block: usize = shape[self.axis..].iter().product();
+        let inner: usize = shape[self.axis + 1..].iter().product();
+        let mut blocks = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let block: usize = part.map_or(0, |x| x.shape[self.axis..].iter().product());
+            if block > 0 {
+                let (input, block) = (names.input(i), lit(block));
+                blocks.push(quote!((#input, #block)));
+            }
+        }
+        let factors = names.input(parts.len());
+        let (o0, exec) = (names.output(0), names.exec());
+        let acts = self.activations.iter().map(|a| a.tokens());
+        let (outer, out_block, inner) = (lit(outer), lit(out_block), lit(inner));
+        Ok(quote! {
+            ::sinter_rt::norm::concat_affine_f32(
+                #exec, &[#(#blocks),*], #factors, #o0, #outer, #out_block, #inner, &[#(#acts),*],
+            );
+        })
+    }
+}
+
 /// A row-wise normalization's per-element operand (Scale or B): it must cover the normalized
 /// shape exactly (leading 1s allowed).
 fn per_element(op: Operand<'_>, norm_shape: &[usize], what: &str) -> Result<()> {

@@ -9,6 +9,7 @@ mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
 mod fuse_activation;
+mod fuse_concat_norm;
 mod fuse_conv_bn;
 mod fuse_gelu;
 mod fuse_hardswish;
@@ -37,6 +38,7 @@ pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
+pub use fuse_concat_norm::fuse_concat_norm;
 pub use fuse_conv_bn::fuse_conv_bn;
 pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
@@ -255,6 +257,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "channels_last",
         min_level: OptLevel::O2,
         run: channels_last,
+    },
+    // After the layout is final (the normalization's channel axis must be the concatenation's).
+    PassInfo {
+        name: "fuse_concat_norm",
+        min_level: OptLevel::O2,
+        run: fuse_concat_norm,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
