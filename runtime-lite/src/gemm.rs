@@ -1355,20 +1355,32 @@ pub fn batched_gemm_f32(
     out: &mut [f32],
 ) {
     let (sa, sb) = (Strides { rows: k, cols: 1 }, Strides { rows: n, cols: 1 });
+    let product = |exec: &crate::threads::Exec, ia: usize, ib: usize, dst: &mut [f32]| {
+        gemm_f32_exec(exec, m, n, k, 1.0, &a[ia..], sa, &b[ib..], sb, false, dst);
+    };
+    let count: usize = batch_shape.iter().product();
+    if exec.threads() > 1 && count >= 2 * exec.threads() && m * n > 0 {
+        // Enough products (attention's heads) to give each thread whole ones: one section
+        // for the batch, each product on one thread, instead of a section per product.
+        assert!(out.len() >= count * m * n, "batched gemm: output too short");
+        let shared = crate::threads::SharedMut::new(&mut out[..count * m * n]);
+        let single = crate::threads::Exec::single();
+        exec.for_each(count, &|i| {
+            let (mut rem, mut ia, mut ib) = (i, 0, 0);
+            for d in (0..batch_shape.len()).rev() {
+                let index = rem % batch_shape[d];
+                rem /= batch_shape[d];
+                ia += index * a_strides[d];
+                ib += index * b_strides[d];
+            }
+            // SAFETY: product i alone writes its m x n block.
+            let dst = unsafe { shared.slice(i * m * n, m * n) };
+            product(&single, ia, ib, dst);
+        });
+        return;
+    }
     crate::elementwise::for_each_index(batch_shape, [a_strides, b_strides], |i, [ia, ib]| {
-        gemm_f32_exec(
-            exec,
-            m,
-            n,
-            k,
-            1.0,
-            &a[ia..],
-            sa,
-            &b[ib..],
-            sb,
-            false,
-            &mut out[i * m * n..],
-        );
+        product(exec, ia, ib, &mut out[i * m * n..]);
     });
 }
 
@@ -1514,6 +1526,35 @@ pub fn batched_matmul_converted<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn batched_heads_on_two_threads_match_one_thread() {
+        // 12 heads of 70x50x33 with B broadcast over the first batch axis, and 3 products
+        // (fewer than two per thread: each product splits instead).
+        let (m, n, k) = (70usize, 50usize, 33usize);
+        let a: std::vec::Vec<f32> = (0..2 * 6 * m * k)
+            .map(|i| (i % 37) as f32 * 0.1 - 1.8)
+            .collect();
+        let b: std::vec::Vec<f32> = (0..6 * k * n)
+            .map(|i| (i % 23) as f32 * 0.05 - 0.5)
+            .collect();
+        let two = crate::threads::Exec::with_threads(2);
+        let one = crate::threads::Exec::single();
+        for (shape, sa, sb) in [
+            (&[2usize, 6][..], &[6 * m * k, m * k][..], &[0, k * n][..]),
+            (&[3], &[m * k], &[k * n]),
+        ] {
+            let count: usize = shape.iter().product();
+            let (mut want, mut got) = (
+                std::vec![0f32; count * m * n],
+                std::vec![0f32; count * m * n],
+            );
+            batched_gemm_f32(&one, shape, sa, sb, m, n, k, &a, &b, &mut want);
+            batched_gemm_f32(&two, shape, sa, sb, m, n, k, &a, &b, &mut got);
+            assert_eq!(got, want, "{shape:?}");
+        }
+    }
     use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;

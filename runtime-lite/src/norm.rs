@@ -294,6 +294,38 @@ pub fn row_norm_f32(
     });
 }
 
+/// [`row_norm_f32`] without the statistics outputs, runs of rows split across `exec`'s
+/// threads (each row is normalized as in one call: the same bits). A per-channel `affine`
+/// (whose channel depends on the row) runs in one call.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "operands, layout, epsilon and the affine map"
+)]
+pub fn row_norm_f32_exec(
+    exec: &Exec,
+    x: &[f32],
+    out: &mut [f32],
+    rows: usize,
+    inner: usize,
+    epsilon: f32,
+    rms: bool,
+    affine: Affine<'_>,
+) {
+    if exec.threads() == 1 || inner == 0 || matches!(affine, Affine::PerChannel { .. }) {
+        return row_norm_f32(x, out, rows, inner, epsilon, rms, affine, None, None);
+    }
+    assert!(
+        x.len() >= rows * inner && out.len() >= rows * inner,
+        "norm buffers too short"
+    );
+    let per = BN_TASK.div_ceil(inner).max(1);
+    exec.for_each_chunk(&mut out[..rows * inner], per * inner, &|t, part| {
+        let n = part.len() / inner;
+        let src = &x[t * per * inner..][..n * inner];
+        row_norm_f32(src, part, n, inner, epsilon, rms, affine, None, None);
+    });
+}
+
 /// The operands of [`row_norm_f32`], as a kernel.
 struct RowNorm<'a> {
     x: &'a [f32],
@@ -557,6 +589,28 @@ pub fn lrn_f32_exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn row_norm_exec_matches_one_call_on_two_threads() {
+        let exec = Exec::with_threads(2);
+        let (rows, inner) = (300usize, 768usize);
+        let x: std::vec::Vec<f32> = (0..rows * inner)
+            .map(|i| (i % 113) as f32 * 0.05 - 2.0)
+            .collect();
+        let scale: std::vec::Vec<f32> = (0..inner).map(|j| 1.0 + j as f32 * 1e-3).collect();
+        let bias: std::vec::Vec<f32> = (0..inner).map(|j| j as f32 * -1e-3).collect();
+        for rms in [false, true] {
+            let affine = Affine::PerElement {
+                scale: &scale,
+                bias: Some(&bias),
+            };
+            let (mut one, mut split) = (std::vec![0f32; x.len()], std::vec![0f32; x.len()]);
+            row_norm_f32(&x, &mut one, rows, inner, 1e-5, rms, affine, None, None);
+            row_norm_f32_exec(&exec, &x, &mut split, rows, inner, 1e-5, rms, affine);
+            assert_eq!(split, one, "rms {rms}");
+        }
+    }
 
     #[cfg(feature = "std")]
     #[test]

@@ -71,6 +71,69 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
     });
 }
 
+/// [`transpose`] with the output split across `exec`'s threads when it moves whole blocks
+/// (the permutation keeps trailing axes in place, as attention's head splits and merges do):
+/// tasks take runs of indices of the first output axis longer than 1, each copying its
+/// blocks from where they lie. Other permutations (the tiled matrix transposes) run in one
+/// call.
+pub fn transpose_exec<T: Copy + Send + Sync>(
+    exec: &crate::threads::Exec,
+    x: &[T],
+    out: &mut [T],
+    in_shape: &[usize],
+    perm: &[usize],
+) {
+    /// Elements a task copies.
+    const TASK: usize = 1 << 14;
+    let rank = in_shape.len();
+    let n: usize = in_shape.iter().product();
+    let tail = (0..rank)
+        .rev()
+        .take_while(|&axis| perm.get(axis) == Some(&axis))
+        .count();
+    let outer = rank - tail;
+    let block: usize = in_shape[outer..].iter().product();
+    // The first output axis with more than one index (those before it have one).
+    let first = perm[..outer.min(perm.len())]
+        .iter()
+        .position(|&p| in_shape.get(p).is_some_and(|&d| d > 1));
+    let Some(a) = first.filter(|_| {
+        exec.threads() > 1
+            && rank <= 16
+            && perm.len() == rank
+            && tail >= 1
+            && outer >= 1
+            && block >= 16
+            && n >= 1 << 16
+            && x.len() >= n
+            && out.len() >= n
+    }) else {
+        return transpose(x, out, in_shape, perm);
+    };
+    let mut in_strides = [0usize; 16];
+    let mut acc = 1;
+    for axis in (0..rank).rev() {
+        in_strides[axis] = acc;
+        acc *= in_shape[axis];
+    }
+    let (mut out_shape, mut strides) = ([0usize; 16], [0usize; 16]);
+    for (i, &p) in perm.iter().enumerate() {
+        out_shape[i] = in_shape[p];
+        strides[i] = in_strides[p];
+    }
+    let (inner_shape, inner_strides) = (&out_shape[a + 1..outer], &strides[a + 1..outer]);
+    let rest = inner_shape.iter().product::<usize>() * block;
+    let per = TASK.div_ceil(rest).max(1);
+    exec.for_each_chunk(&mut out[..n], per * rest, &|t, part| {
+        for (j, dst) in part.chunks_exact_mut(rest).enumerate() {
+            let base = (t * per + j) * strides[a];
+            crate::elementwise::for_each_index(inner_shape, [inner_strides], |i, [src]| {
+                dst[i * block..][..block].copy_from_slice(&x[base + src..][..block]);
+            });
+        }
+    });
+}
+
 /// `batch` row-major `rows x cols` matrices of `x` transposed into `out` (`cols x rows`
 /// each), in tiles that stay in the L1 cache.
 fn transpose_matrices<T: Copy>(x: &[T], out: &mut [T], batch: usize, rows: usize, cols: usize) {
@@ -752,6 +815,27 @@ pub fn one_hot<T: Copy, I: IndexValue>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn transpose_exec_matches_one_call_on_two_threads() {
+        // Attention's head split and merge, a block move behind a unit axis, and a matrix
+        // transpose (which stays one call).
+        let exec = crate::threads::Exec::with_threads(2);
+        for (shape, perm) in [
+            (&[1usize, 197, 12, 64][..], &[0usize, 2, 1, 3][..]),
+            (&[1, 12, 197, 64], &[0, 2, 1, 3]),
+            (&[2, 6, 50, 7, 32], &[0, 3, 1, 2, 4]),
+            (&[1, 64, 40, 40], &[0, 2, 3, 1]),
+        ] {
+            let n: usize = shape.iter().product();
+            let x: std::vec::Vec<u32> = (0..n as u32).collect();
+            let (mut one, mut split) = (std::vec![0u32; n], std::vec![0u32; n]);
+            transpose(&x, &mut one, shape, perm);
+            transpose_exec(&exec, &x, &mut split, shape, perm);
+            assert_eq!(split, one, "{shape:?} {perm:?}");
+        }
+    }
 
     #[cfg(feature = "std")]
     #[test]

@@ -177,6 +177,38 @@ pub fn softmax_f32(x: &[f32], out: &mut [f32], outer: usize, axis_len: usize, in
     });
 }
 
+/// Elements a task of [`softmax_f32_exec`] takes, in whole blocks of the outer axis.
+const EXEC_TASK: usize = 1 << 14;
+
+/// [`softmax_f32`] (or [`log_softmax_f32`] when `log`) with runs of the outer axis split
+/// across `exec`'s threads: each `[axis_len, inner]` block is computed as in one call, so
+/// the results are the same bits.
+pub fn softmax_f32_exec(
+    exec: &crate::threads::Exec,
+    log: bool,
+    x: &[f32],
+    out: &mut [f32],
+    outer: usize,
+    axis_len: usize,
+    inner: usize,
+) {
+    check(x, out, outer, axis_len, inner);
+    let block = axis_len * inner;
+    if block == 0 || outer == 0 {
+        return;
+    }
+    let per = EXEC_TASK.div_ceil(block).max(1);
+    exec.for_each_chunk(&mut out[..outer * block], per * block, &|t, part| {
+        let n = part.len() / block;
+        let src = &x[t * per * block..][..n * block];
+        if log {
+            log_softmax_f32(src, part, n, axis_len, inner);
+        } else {
+            softmax_f32(src, part, n, axis_len, inner);
+        }
+    });
+}
+
 /// `out = log_softmax(x) = x - max - ln(sum(e^(x - max)))` along the middle axis of
 /// `[outer, axis_len, inner]` (the sum in f64).
 pub fn log_softmax_f32(x: &[f32], out: &mut [f32], outer: usize, axis_len: usize, inner: usize) {
@@ -278,6 +310,27 @@ pub fn softmax_via<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn softmax_exec_matches_one_call_on_two_threads() {
+        // Attention scores (rows of 197) and a middle axis with inner 5, softmax and log.
+        let exec = crate::threads::Exec::with_threads(2);
+        for (outer, len, inner) in [(12 * 197, 197, 1), (40, 30, 5)] {
+            let n = outer * len * inner;
+            let x: std::vec::Vec<f32> = (0..n).map(|i| (i % 101) as f32 * 0.1 - 5.0).collect();
+            for log in [false, true] {
+                let (mut one, mut split) = (std::vec![0f32; n], std::vec![0f32; n]);
+                if log {
+                    log_softmax_f32(&x, &mut one, outer, len, inner);
+                } else {
+                    softmax_f32(&x, &mut one, outer, len, inner);
+                }
+                softmax_f32_exec(&exec, log, &x, &mut split, outer, len, inner);
+                assert_eq!(split, one, "{outer}x{len}x{inner} log {log}");
+            }
+        }
+    }
 
     /// The scalar loops the vector kernels replace: per column, the maximum, then `e^(x -
     /// max)` summed in axis order (f32 for softmax, f64 for log-softmax). With `tree`, a row

@@ -496,6 +496,11 @@ impl OpDef for Transpose {
         let perm = usize_slice(&perm);
         let shape = usize_slice(x.shape);
         let (i0, o0) = (names.input(0), names.output(0));
+        if x.shape.iter().product::<usize>() >= MOVE_PARALLEL_MIN {
+            // Big: moves of whole blocks split across threads (`transpose_exec` decides).
+            let exec = names.exec();
+            return Ok(quote!(::sinter_rt::shape::transpose_exec(#exec, #i0, #o0, #shape, #perm);));
+        }
         Ok(quote!(::sinter_rt::shape::transpose(#i0, #o0, #shape, #perm);))
     }
 }
@@ -665,7 +670,7 @@ impl OpDef for Concat {
         let outer: usize = shape[..axis].iter().product();
         let out_block: usize = shape[axis..].iter().product();
         let o0 = names.output(0);
-        if outer > 1 && outer * out_block >= CONCAT_PARALLEL_MIN {
+        if outer > 1 && outer * out_block >= MOVE_PARALLEL_MIN {
             // Big: one pass over runs of output rows, split across threads.
             let parts = cx.inputs.iter().enumerate().filter_map(|(i, operand)| {
                 let block: usize = operand.as_ref()?.shape[axis..].iter().product();
@@ -697,8 +702,8 @@ impl OpDef for Concat {
     }
 }
 
-/// Output elements from which a Concat copies in one pass split across threads.
-const CONCAT_PARALLEL_MIN: usize = 1 << 16;
+/// Output elements from which a Concat or a Transpose splits across threads.
+const MOVE_PARALLEL_MIN: usize = 1 << 16;
 
 /// `Constant`: its value comes from one attribute.
 #[derive(Debug, Clone)]

@@ -104,7 +104,15 @@ impl OpDef for Softmax {
                     quote!(#is0[#a1..].iter().product::<usize>()),
                 )
             };
-            let body = self.emit_rows(x.dtype, quote!(outer), quote!(len), quote!(inner), names);
+            let big = x.shape.iter().product::<usize>() >= PARALLEL_MIN;
+            let body = self.emit_rows(
+                x.dtype,
+                big,
+                quote!(outer),
+                quote!(len),
+                quote!(inner),
+                names,
+            );
             return Ok(quote! {
                 let #os0 = #is0;
                 let n: usize = #os0.iter().product();
@@ -115,16 +123,26 @@ impl OpDef for Softmax {
                 #body
             });
         }
+        let big = x.shape.iter().product::<usize>() >= PARALLEL_MIN;
         let (outer, len, inner) = (lit(outer), lit(len), lit(inner));
-        Ok(self.emit_rows(x.dtype, quote!(#outer), quote!(#len), quote!(#inner), names))
+        Ok(self.emit_rows(
+            x.dtype,
+            big,
+            quote!(#outer),
+            quote!(#len),
+            quote!(#inner),
+            names,
+        ))
     }
 }
 
 impl Softmax {
-    /// The kernel call over `[outer, len, inner]` (any of them run-time expressions).
+    /// The kernel call over `[outer, len, inner]` (any of them run-time expressions); `big`
+    /// float32 tensors split across threads.
     fn emit_rows(
         &self,
         dtype: DType,
+        big: bool,
         outer: TokenStream,
         len: TokenStream,
         inner: TokenStream,
@@ -152,6 +170,12 @@ impl Softmax {
             return quote!(::sinter_rt::softmax::softmax_via(
                 ::sinter_rt::softmax::SoftmaxKind::#kind, #i0, #o0, [#outer, #len, #inner], #dec, #enc););
         }
+        if big && self.kind != SoftmaxKind::Hardmax {
+            let (exec, log) = (names.exec(), self.kind == SoftmaxKind::LogSoftmax);
+            return quote! {
+                ::sinter_rt::softmax::softmax_f32_exec(#exec, #log, #i0, #o0, #outer, #len, #inner);
+            };
+        }
         let kernel = match self.kind {
             SoftmaxKind::Softmax => quote!(softmax_f32),
             SoftmaxKind::LogSoftmax => quote!(log_softmax_f32),
@@ -160,3 +184,6 @@ impl Softmax {
         quote!(::sinter_rt::softmax::#kernel(#i0, #o0, #outer, #len, #inner);)
     }
 }
+
+/// Elements from which Softmax and LogSoftmax split across threads.
+const PARALLEL_MIN: usize = 1 << 16;
