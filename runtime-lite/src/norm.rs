@@ -73,10 +73,20 @@ pub fn batch_norm_nhwc_f32(
     channels: usize,
     acts: &[Activation],
 ) {
-    /// Channels whose factors are computed at a time.
+    /// Channels whose factors a task computes at a time when they are not shared.
     const CHUNK: usize = 256;
+    /// Channels up to which the factors are computed once per call for every task.
+    const SHARED: usize = 1024;
     if channels == 0 {
         return;
+    }
+    let params = [scale, bias, mean, var];
+    let mut table = [0f32; 2 * SHARED];
+    let shared = channels <= SHARED;
+    if shared {
+        for c in 0..channels {
+            (table[c], table[SHARED + c]) = batch_norm_factors(params, epsilon, c);
+        }
     }
     let n = x.len().min(out.len()) / channels * channels;
     let per_task = BN_TASK.div_ceil(channels).max(1) * channels;
@@ -85,10 +95,17 @@ pub fn batch_norm_nhwc_f32(
         for c0 in (0..channels).step_by(CHUNK) {
             let width = CHUNK.min(channels - c0);
             let (mut k, mut shift) = ([0f32; CHUNK], [0f32; CHUNK]);
-            for j in 0..width {
-                (k[j], shift[j]) = batch_norm_factors([scale, bias, mean, var], epsilon, c0 + j);
-            }
-            let (k, shift) = (&k[..width], &shift[..width]);
+            let (k, shift) = if shared {
+                (
+                    &table[c0..c0 + width],
+                    &table[SHARED + c0..SHARED + c0 + width],
+                )
+            } else {
+                for j in 0..width {
+                    (k[j], shift[j]) = batch_norm_factors(params, epsilon, c0 + j);
+                }
+                (&k[..width], &shift[..width])
+            };
             for (xp, op) in xs
                 .chunks_exact(channels)
                 .zip(part.chunks_exact_mut(channels))
