@@ -358,12 +358,74 @@ fn conv_nhwc(
     let avx512 = avx512();
     let body = |task: usize| {
         let mut origin = [0usize; BLOCK_PIXELS];
-        for unit in split.task_units(task) {
-            let (b, cols) = split.unit(unit, col_tiles);
+        let units = split.task_units(task);
+        if groups == 1 {
+            let tile = Tile {
+                src,
+                runs,
+                k,
+                m,
+                ld: m,
+                ops,
+                sink: &sink,
+                base: 0,
+            };
+            let mut first = units.start;
+            while first < units.end {
+                // A run of units over the same columns.
+                let cols = split.unit(first, col_tiles).1;
+                let mut end = first + 1;
+                while end < units.end && split.unit(end, col_tiles).1 == cols {
+                    end += 1;
+                }
+                let block = |unit: usize, origin: &mut [usize; BLOCK_PIXELS]| {
+                    let q0 = split.unit(unit, col_tiles).0 * split.block;
+                    let npix = split.block.min(pixels - q0);
+                    image.origins(p, q0, &mut origin[..npix]);
+                    (q0, npix)
+                };
+                let rows = (first..end).map(|u| block(u, &mut origin).1).sum::<usize>();
+                if cols.len() * PANEL > rows {
+                    // More weights than input rows (a transformer's projections, a CNN's late
+                    // layers): each tile's panels go over every block in turn, so that they
+                    // come from memory once and from cache for the other blocks.
+                    // Meanwhile the tiles prefetch the next panels, in equal shares.
+                    let tiles = (first..end)
+                        .map(|u| block(u, &mut origin).1.div_ceil(TILE_PIXELS))
+                        .sum::<usize>();
+                    let mut panel = cols.start;
+                    while panel < cols.end {
+                        let next = panel + panels_per_tile(cols.end - panel);
+                        let after = if next < cols.end {
+                            next + panels_per_tile(cols.end - next)
+                        } else {
+                            next
+                        };
+                        let per_tile = ((after - next) * k * PANEL).div_ceil(tiles);
+                        let mut at = ops.w.as_ptr().wrapping_add(next * k * PANEL);
+                        for unit in first..end {
+                            let (q0, npix) = block(unit, &mut origin);
+                            let ahead = Ahead { at, per_tile };
+                            tile.run(q0, &origin[..npix], panel..next, avx512, ahead);
+                            at = at.wrapping_add(npix.div_ceil(TILE_PIXELS) * per_tile);
+                        }
+                        panel = next;
+                    }
+                } else {
+                    for unit in first..end {
+                        let (q0, npix) = block(unit, &mut origin);
+                        tile.run(q0, &origin[..npix], cols.clone(), avx512, Ahead::NONE);
+                    }
+                }
+                first = end;
+            }
+            return;
+        }
+        for unit in units {
+            let (b, _) = split.unit(unit, col_tiles);
             let q0 = b * split.block;
             let npix = split.block.min(pixels - q0);
             image.origins(p, q0, &mut origin[..npix]);
-            let panel_range = if groups == 1 { cols } else { 0..panels };
             for g in 0..groups {
                 // Group g reads its channels of each pixel and writes its columns.
                 let tile = Tile {
@@ -380,7 +442,7 @@ fn conv_nhwc(
                     sink: &sink,
                     base: g * mg,
                 };
-                tile.run(q0, &origin[..npix], panel_range.clone(), avx512);
+                tile.run(q0, &origin[..npix], 0..panels, avx512, Ahead::NONE);
             }
         }
     };
@@ -416,7 +478,7 @@ pub(crate) struct Tile<'a, 'b> {
 
 impl Tile<'_, '_> {
     /// Rows `q0..q0 + origins.len()` (their windows at `origins` in `src`) over `panels`, on
-    /// the AVX-512 kernel when `avx512`.
+    /// the AVX-512 kernel when `avx512`, which meanwhile prefetches `ahead` into L2.
     ///
     /// Panics if a window or panel lies outside its buffer (portable path); with `avx512`, the
     /// CPU must have AVX-512F and the windows must lie in `src`, the panels in the weights.
@@ -426,15 +488,17 @@ impl Tile<'_, '_> {
         origins: &[usize],
         panels: core::ops::Range<usize>,
         avx512: bool,
+        ahead: Ahead,
     ) {
         if avx512 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F is present; the origins and runs stay inside `src` (the
             // windows lie in the image), the panels inside `w` (checked by the callers).
             unsafe {
-                self.avx512(q0, origins, panels.start, panels.end)
+                self.avx512(q0, origins, panels.start, panels.end, ahead)
             };
         } else {
+            let _ = ahead;
             self.portable(q0, origins, panels.start, panels.end);
         }
     }
@@ -479,7 +543,7 @@ impl Tile<'_, '_> {
     /// `m.div_ceil(16)` panels of depth `k`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(&self, q0: usize, origins: &[usize], first: usize, last: usize) {
+    unsafe fn avx512(&self, q0: usize, origins: &[usize], first: usize, last: usize, ahead: Ahead) {
         use crate::conv_x86_64::{nhwc_tile, NhwcTile};
         let Self {
             src,
@@ -492,13 +556,7 @@ impl Tile<'_, '_> {
         } = *self;
         let mut panel = first;
         while panel < last {
-            let left = last - panel;
-            // Three panels at a time, two for a remainder of two or four.
-            let nv = match left {
-                1 => 1,
-                2 | 4 => 2,
-                _ => 3,
-            };
+            let nv = panels_per_tile(last - panel);
             let c0 = panel * PANEL;
             let width = (nv * PANEL).min(m - c0);
             let mr = TILE_PIXELS;
@@ -524,6 +582,9 @@ impl Tile<'_, '_> {
                     bias: ops.bias.map(|b| b[c0..].as_ptr()),
                     residual: ops.residual.map(|r| r[start..].as_ptr()),
                     acts: ops.acts,
+                    // Tile r0 / 8 prefetches its share of `ahead`, over its steps of depth.
+                    ahead: ahead.at.wrapping_add(r0 / mr * ahead.per_tile),
+                    ahead_step: ahead.per_tile.div_ceil(k.max(1)),
                 };
                 // SAFETY: the contract, forwarded; the tile's rows and columns are this
                 // unit's alone and inside the output (and residual).
@@ -538,6 +599,33 @@ impl Tile<'_, '_> {
             }
             panel += nv;
         }
+    }
+}
+
+/// Weights that the tiles of one [`Tile::run`] prefetch into L2 while they compute (the
+/// panels the next call reads): tile `t` prefetches the `per_tile` floats from
+/// `at + t * per_tile`. A hint only: never read, so any address is sound.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead {
+    pub(crate) at: *const f32,
+    pub(crate) per_tile: usize,
+}
+
+impl Ahead {
+    /// Nothing to prefetch.
+    pub(crate) const NONE: Self = Self {
+        at: core::ptr::null(),
+        per_tile: 0,
+    };
+}
+
+/// Panels of the next AVX-512 tile when `left` remain: three at a time, two for a remainder
+/// of two or four.
+fn panels_per_tile(left: usize) -> usize {
+    match left {
+        1 => 1,
+        2 | 4 => 2,
+        _ => 3,
     }
 }
 
@@ -1511,16 +1599,26 @@ pub(crate) mod tests {
             (37, 70, 100),
             (130, 3, 17),
             (20, 300, 400),
+            // More columns than rows over several blocks of rows: each tile's panels go over
+            // every block while the next panels are prefetched.
+            (197, 100, 400),
+            (300, 40, 1000),
         ] {
             let a = values(m * k, 5);
             let b = values(k * n, 6);
             let bias = values(n, 7);
             let residual = values(m * n, 8);
+            // GELU (a transcendental: the whole tile at once) on the wide products.
+            let act = if n >= 400 {
+                Activation::Gelu
+            } else {
+                Activation::Relu
+            };
             let mut want = residual.clone();
             for (i, row) in want.chunks_exact_mut(n).enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
                     *v += bias[j] + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
-                    *v = v.max(0.0);
+                    *v = act.apply(*v);
                 }
             }
             let mut packed = std::vec![0.0; n.div_ceil(PANEL) * PANEL * k];
@@ -1529,18 +1627,19 @@ pub(crate) mod tests {
                     packed[((j / PANEL) * k + p) * PANEL + j % PANEL] = b[p * n + j];
                 }
             }
-            for portable in [false, true] {
+            let mut one_thread = std::vec::Vec::new();
+            for (portable, threads) in [(false, 1), (false, 2), (true, 2)] {
                 let mut got = std::vec![f32::NAN; m * n];
                 let mut run = || {
                     gemm_rows_f32_exec(
-                        &Exec::with_threads(2),
+                        &Exec::with_threads(threads),
                         (m, n, k),
                         &a,
                         &packed,
                         Some(&bias),
                         Some(&residual),
                         &mut got,
-                        &[Activation::Relu],
+                        &[act],
                     )
                 };
                 if portable {
@@ -1553,6 +1652,16 @@ pub(crate) mod tests {
                         (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
                         "{m}x{k}x{n} {i}: {g} {w}"
                     );
+                }
+                // The same kernel gives the same bits however the work is split.
+                if threads == 1 {
+                    one_thread = got;
+                } else if !portable {
+                    let same = got
+                        .iter()
+                        .zip(&one_thread)
+                        .all(|(g, o)| g.to_bits() == o.to_bits());
+                    assert!(same, "{m}x{k}x{n}: two threads differ from one");
                 }
             }
         }

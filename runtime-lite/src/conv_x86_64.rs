@@ -16,7 +16,9 @@ use core::arch::x86_64::*;
 use crate::conv_nhwc::TILE_PIXELS;
 use crate::epilogue::Activation;
 use crate::gemm::Finish;
-use crate::gemm_x86_64::{activate, activate_tile, lanes, store_vector, unroll};
+use crate::gemm_x86_64::{
+    activate, activate_tile, activate_vectors, has_math, lanes, store_vector, unroll,
+};
 
 /// Most taps (`kh * kw`) the kernel keeps as broadcast vectors.
 pub(crate) const MAX_TAPS: usize = 25;
@@ -569,6 +571,10 @@ pub(crate) struct NhwcTile<'a> {
     pub residual: Option<*const f32>,
     /// The fused activations: applied here when all run in registers, else by the caller.
     pub acts: &'a [Activation],
+    /// Weights to prefetch into L2 meanwhile, `ahead_step` floats further at each step of
+    /// depth (none when `ahead_step` is 0). A hint only: never read.
+    pub ahead: *const f32,
+    pub ahead_step: usize,
 }
 
 /// Computes and stores the tile `t`: [`TILE_PIXELS`] pixels (their window pointers stay in
@@ -583,12 +589,15 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
     unsafe {
         // A single row (a batch-1 product: memory-bound on the weights) computes only itself.
         match (t.rows, nv) {
-            (1, 0 | 1) => nhwc_store::<1, 1>(nhwc_sums::<1, 1>(t), t),
-            (1, 2) => nhwc_store::<1, 2>(nhwc_sums::<1, 2>(t), t),
-            (1, _) => nhwc_store::<1, 3>(nhwc_sums::<1, 3>(t), t),
-            (_, 0 | 1) => nhwc_store::<TILE_PIXELS, 1>(nhwc_sums::<TILE_PIXELS, 1>(t), t),
-            (_, 2) => nhwc_store::<TILE_PIXELS, 2>(nhwc_sums::<TILE_PIXELS, 2>(t), t),
-            _ => nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3>(t), t),
+            (1, 0 | 1) => nhwc_store::<1, 1>(nhwc_sums::<1, 1, false>(t), t),
+            (1, 2) => nhwc_store::<1, 2>(nhwc_sums::<1, 2, false>(t), t),
+            (1, _) => nhwc_store::<1, 3>(nhwc_sums::<1, 3, false>(t), t),
+            (_, 0 | 1) => nhwc_store::<TILE_PIXELS, 1>(nhwc_sums::<TILE_PIXELS, 1, false>(t), t),
+            (_, 2) => nhwc_store::<TILE_PIXELS, 2>(nhwc_sums::<TILE_PIXELS, 2, false>(t), t),
+            _ if t.ahead_step == 0 => {
+                nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3, false>(t), t)
+            }
+            _ => nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3, true>(t), t),
         }
     }
 }
@@ -600,9 +609,12 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
 /// As for [`nhwc_tile`].
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn nhwc_sums<const MR: usize, const NV: usize>(t: &NhwcTile<'_>) -> [[__m512; NV]; MR] {
+unsafe fn nhwc_sums<const MR: usize, const NV: usize, const AHEAD: bool>(
+    t: &NhwcTile<'_>,
+) -> [[__m512; NV]; MR] {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let mut wp = t.weights;
+    let mut ahead = t.ahead;
     for &(at, len) in t.runs {
         let mut rows = [core::ptr::null::<f32>(); MR];
         for (r, row) in rows.iter_mut().enumerate() {
@@ -620,6 +632,11 @@ unsafe fn nhwc_sums<const MR: usize, const NV: usize>(t: &NhwcTile<'_>) -> [[__m
                 for (s, &bv) in sums.iter_mut().zip(&b) {
                     *s = _mm512_fmadd_ps(a, bv, *s);
                 }
+            }
+            if AHEAD {
+                // A hint: no access happens, so any address is sound.
+                _mm_prefetch::<_MM_HINT_T1>(ahead.cast::<i8>());
+                ahead = ahead.wrapping_add(t.ahead_step);
             }
             // SAFETY: the next step of depth (one past the panel's end after the last).
             wp = unsafe { wp.add(16) };
@@ -664,12 +681,16 @@ unsafe fn nhwc_store<const MR: usize, const NV: usize>(
         }
     }
     if t.acts.iter().all(Finish::in_register) {
-        for &act in t.acts {
-            unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if r < MR {
-                    activate_tile!(act, acc[r]);
-                }
-            });
+        if has_math(t.acts) {
+            activate_vectors(t.acts, acc.as_flattened_mut());
+        } else {
+            for &act in t.acts {
+                unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if r < MR {
+                        activate_tile!(act, acc[r]);
+                    }
+                });
+            }
         }
     }
     for (v, &mask) in masks.iter().enumerate() {
@@ -961,8 +982,12 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
         }
     });
     if row.ops.acts.iter().all(Finish::in_register) {
-        for &act in row.ops.acts {
-            activate_tile!(act, acc);
+        if has_math(row.ops.acts) {
+            activate_vectors(row.ops.acts, &mut acc[..P.min(np)]);
+        } else {
+            for &act in row.ops.acts {
+                activate_tile!(act, acc);
+            }
         }
     }
     let out = dst.as_mut_ptr();

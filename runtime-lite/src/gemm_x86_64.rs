@@ -302,6 +302,60 @@ fn activate_math(act: Activation, x: __m512) -> __m512 {
     f.eval(s, x)
 }
 
+/// Whether `acts` holds a transcendental activation (one [`activate`] evaluates out of line),
+/// which [`activate_vectors`] should then apply to a whole tile.
+#[inline]
+pub(crate) fn has_math(acts: &[Activation]) -> bool {
+    acts.iter().any(|act| {
+        matches!(
+            act,
+            Activation::Sigmoid | Activation::Tanh | Activation::Gelu | Activation::GeluTanh
+        )
+    })
+}
+
+/// `acts` in order on every vector of `xs` (each one that [`Finish::in_register`] accepts,
+/// with the same operations as [`activate`]), dispatching once per activation: a tile's sums
+/// go through memory once, and the evaluations of its vectors (independent of each other)
+/// overlap, where one out-of-line call per vector would spill the tile's other registers and
+/// run one vector at a time.
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn activate_vectors(acts: &[Activation], xs: &mut [__m512]) {
+    // SAFETY: this function is compiled for AVX-512F and runs only where it was detected (its
+    // callers are AVX-512 kernels).
+    let s = unsafe { crate::math_x86_64::Avx512::assume() };
+    for &act in acts {
+        match act {
+            Activation::Sigmoid => {
+                for x in xs.iter_mut() {
+                    *x = crate::math::Func::Sigmoid.eval(s, *x);
+                }
+            }
+            Activation::Tanh => {
+                for x in xs.iter_mut() {
+                    *x = crate::math::Func::Tanh.eval(s, *x);
+                }
+            }
+            Activation::Gelu => {
+                for x in xs.iter_mut() {
+                    *x = crate::math::Func::Gelu.eval(s, *x);
+                }
+            }
+            Activation::GeluTanh => {
+                for x in xs.iter_mut() {
+                    *x = crate::math::Func::GeluTanh.eval(s, *x);
+                }
+            }
+            act => {
+                for x in xs.iter_mut() {
+                    *x = activate(act, *x);
+                }
+            }
+        }
+    }
+}
+
 /// `min(max(v, 0), 1)`, NaN passing through.
 #[target_feature(enable = "avx512f")]
 fn clamp01_avx512(v: __m512) -> __m512 {
