@@ -462,7 +462,7 @@ fn product(
         &origins[..rows],
         0..m.div_ceil(PANEL),
         crate::conv_nhwc::avx512(),
-        crate::conv_nhwc::Ahead::NONE,
+        crate::conv_nhwc::Ahead::None,
     );
 }
 
