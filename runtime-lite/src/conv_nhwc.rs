@@ -410,9 +410,16 @@ fn conv_nhwc(
                         panel = next;
                     }
                 } else {
+                    // Panels that stay in cache: the first block reads them from memory,
+                    // its tiles of each group prefetching the next group's panels.
                     for unit in first..end {
                         let (q0, npix) = block(unit, &mut origin);
-                        tile.run(q0, &origin[..npix], cols.clone(), avx512, Ahead::None);
+                        let ahead = if unit == first {
+                            Ahead::Next
+                        } else {
+                            Ahead::None
+                        };
+                        tile.run(q0, &origin[..npix], cols.clone(), avx512, ahead);
                     }
                 }
                 first = end;
@@ -560,6 +567,11 @@ impl Tile<'_, '_> {
             let width = (nv * PANEL).min(m - c0);
             let next = panel + nv;
             let (ahead_at, per_tile) = match ahead {
+                Ahead::Next if next < last => {
+                    let floats = panels_per_tile(last - next) * k * PANEL;
+                    let at = ops.w.as_ptr().wrapping_add(next * k * PANEL);
+                    (at, floats.div_ceil(origins.len().div_ceil(mr)))
+                }
                 Ahead::Given { at, per_tile } if next == last => (at, per_tile),
                 _ => (core::ptr::null(), 0),
             };
@@ -611,6 +623,8 @@ impl Tile<'_, '_> {
 pub(crate) enum Ahead {
     /// Nothing.
     None,
+    /// The tiles of each group of panels prefetch the next group's panels, in equal shares.
+    Next,
     /// The tiles of the last group of panels prefetch the panels the next call reads: tile `t`
     /// the `per_tile` floats from `at + t * per_tile`.
     Given { at: *const f32, per_tile: usize },
