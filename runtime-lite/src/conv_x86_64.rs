@@ -682,7 +682,11 @@ unsafe fn nhwc_store<const MR: usize, const NV: usize>(
     }
     if t.acts.iter().all(Finish::in_register) {
         if has_math(t.acts) {
-            activate_vectors(t.acts, acc.as_flattened_mut());
+            // Through a copy: `acc` itself never has its address taken, so that it stays in
+            // registers on the other paths.
+            let mut vectors = acc;
+            activate_vectors(t.acts, vectors.as_flattened_mut());
+            acc = vectors;
         } else {
             for &act in t.acts {
                 unroll!(r in [0, 1, 2, 3, 4, 5, 6, 7] {
@@ -983,7 +987,11 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
     });
     if row.ops.acts.iter().all(Finish::in_register) {
         if has_math(row.ops.acts) {
-            activate_vectors(row.ops.acts, &mut acc[..P.min(np)]);
+            // Through a copy: `acc` itself never has its address taken, so that it stays in
+            // registers on the other paths.
+            let mut vectors = acc;
+            activate_vectors(row.ops.acts, &mut vectors[..P.min(np)]);
+            acc = vectors;
         } else {
             for &act in row.ops.acts {
                 activate_tile!(act, acc);
