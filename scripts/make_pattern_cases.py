@@ -97,3 +97,22 @@ case("concat_norm",[
   N("AveragePool",["r3"],["y"],kernel_shape=[2,2],strides=[2,2]),
   N("Concat",["a","b"],["cat4"],axis=1),BNode(4,"cat4","n4"),N("Relu",["n4"],["y2"])],
   inits,[("x",[1,3,10,10]),("a",[1,2,3,5]),("b",[1,3,3,5])],["y","y2"],{"x":xd,"a":xa,"b":xb})
+# SqueezeNet-style fire module: two convolutions of one squeeze concatenated over the
+# channels (channels last: one `sinter::ConcatConv`, each convolution writing its channels in
+# place; the 3x3 one by Winograd), then a Concat with a pooled input that stays a copy.
+# Weights at a trained network's scale (std sqrt(2 / fan-in)): with the 0.4 of `wt`, three
+# layers of 3x3x32 sums would end in outputs dominated by cancellation, beyond float32's
+# agreement between any two summation orders.
+def he(*s): return (rng.standard_normal(s)*np.sqrt(2.0/np.prod(s[1:]))).astype(np.float32)
+xf=rng.standard_normal((1,8,9,9)).astype(np.float32)
+case("concat_conv",[
+  N("Conv",["x","ws","bs"],["s0"]),N("Relu",["s0"],["s"]),
+  N("Conv",["s","we1","be1"],["e1a"]),N("Relu",["e1a"],["e1"]),
+  N("Conv",["s","we3","be3"],["e3a"],pads=[1,1,1,1]),N("Relu",["e3a"],["e3"]),
+  N("Concat",["e1","e3"],["cat"],axis=1),
+  N("Conv",["cat","wo"],["y"]),
+  N("MaxPool",["s"],["p"],kernel_shape=[3,3],strides=[1,1],pads=[1,1,1,1]),
+  N("Conv",["s","wq"],["q"]),
+  N("Concat",["q","p"],["y2"],axis=1)],
+  {"ws":he(32,8,1,1),"bs":wt(32),"we1":he(24,32,1,1),"be1":wt(24),"we3":he(40,32,3,3),"be3":wt(40),"wo":he(16,64,1,1),"wq":he(16,32,1,1)},
+  [("x",[1,8,9,9])],["y","y2"],{"x":xf})

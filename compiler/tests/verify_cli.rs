@@ -152,6 +152,9 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         // Three Concat + BatchNormalization (+ Relu) pairs become sinter::ConcatAffine, two
         // channels last and one channels first.
         ("concat_norm", 10),
+        // The fire module's two convolutions write their channels of the Concat in place
+        // (sinter::ConcatConv); the Concat with a pooled input stays.
+        ("concat_conv", 8),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

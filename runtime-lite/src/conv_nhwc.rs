@@ -130,7 +130,50 @@ pub fn conv_nhwc_f32_exec(
         residual,
         acts,
     };
-    conv_nhwc(exec, p, (x, false), ops, padded, out);
+    conv_nhwc(exec, p, (x, false), ops, padded, (out, p.out_channels, 0));
+}
+
+/// [`conv_nhwc_f32_exec`] writing its `M` channels into a wider channels-last output: pixel
+/// `q`'s channel `j` at `out[q * ld + offset + j]`, the other floats of each row untouched
+/// (the inputs of a channels-last Concat over the channels, each written in place). No
+/// residual: it would be read with the same stride.
+///
+/// Panics if a buffer is too short, `offset + M > ld`, or `p` is not [`nhwc_supported`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, working memory, the output's layout and the fused activations"
+)]
+pub fn conv_nhwc_into_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    padded: &mut [f32],
+    (out, ld, offset): (&mut [f32], usize, usize),
+    acts: &[Activation],
+) {
+    let ops = Operands {
+        w,
+        bias,
+        residual: None,
+        acts,
+    };
+    conv_nhwc(exec, p, (x, false), ops, padded, (out, ld, offset));
+}
+
+/// Floats a channels-last output of `pixels` rows of `m` channels at `offset` in rows of `ld`
+/// spans (0 for no pixels), checking that each row fits: `offset + m <= ld`.
+pub(crate) fn strided_span(pixels: usize, m: usize, ld: usize, offset: usize) -> usize {
+    assert!(
+        offset + m <= ld,
+        "channels-last conv: channels past the output row"
+    );
+    if pixels == 0 {
+        0
+    } else {
+        (pixels - 1) * ld + offset + m
+    }
 }
 
 /// `out = acts(a b + bias + residual)` for a row-major `a: [m, k]` and a constant `b: [k, n]`
@@ -196,7 +239,7 @@ pub fn conv_nhwc_from_nchw_f32_exec(
         residual,
         acts,
     };
-    conv_nhwc(exec, p, (x, true), ops, padded, out);
+    conv_nhwc(exec, p, (x, true), ops, padded, (out, p.out_channels, 0));
 }
 
 /// The weights and the epilogue's operands of one layer.
@@ -264,14 +307,15 @@ impl Image {
     }
 }
 
-/// [`conv_nhwc_f32_exec`] with the input channels first when `x.1`.
+/// [`conv_nhwc_f32_exec`] with the input channels first when `x.1`, writing pixel `q`'s
+/// channel `j` at `out.0[q * out.1 + out.2 + j]`.
 fn conv_nhwc(
     exec: &Exec,
     p: &ConvParams,
     (x, channels_first): (&[f32], bool),
     ops: Operands<'_>,
     padded: &mut [f32],
-    out: &mut [f32],
+    (out, ld, offset): (&mut [f32], usize, usize),
 ) {
     assert!(
         nhwc_supported(p),
@@ -291,9 +335,11 @@ fn conv_nhwc(
         ops.w.len() >= nhwc_weights_len(p),
         "channels-last conv: weights too short"
     );
+    let span = strided_span(pixels, m, ld, offset);
+    assert!(out.len() >= span, "channels-last conv: output too short");
     assert!(
-        out.len() >= pixels * m,
-        "channels-last conv: output too short"
+        ops.residual.is_none() || (ld == m && offset == 0),
+        "channels-last conv: a residual needs a dense output"
     );
     ops.check(p, pixels * m);
     if pixels == 0 || m == 0 {
@@ -354,7 +400,7 @@ fn conv_nhwc(
         threads,
         groups == 1,
     );
-    let sink = SharedMut::new(&mut out[..pixels * m]);
+    let sink = SharedMut::new(&mut out[..span]);
     let avx512 = avx512();
     let body = |task: usize| {
         let mut origin = [0usize; BLOCK_PIXELS];
@@ -365,10 +411,10 @@ fn conv_nhwc(
                 runs,
                 k,
                 m,
-                ld: m,
+                ld,
                 ops,
                 sink: &sink,
-                base: 0,
+                base: offset,
             };
             let mut first = units.start;
             while first < units.end {
@@ -438,14 +484,14 @@ fn conv_nhwc(
                     runs,
                     k,
                     m: mg,
-                    ld: m,
+                    ld,
                     ops: Operands {
                         w: &ops.w[g * group_w..][..group_w],
                         bias: ops.bias.map(|b| &b[g * mg..]),
                         ..ops
                     },
                     sink: &sink,
-                    base: g * mg,
+                    base: offset + g * mg,
                 };
                 tile.run(q0, &origin[..npix], 0..panels, avx512, Ahead::None);
             }
@@ -1222,6 +1268,38 @@ pub(crate) mod tests {
                         out,
                     ));
                 }
+                // Into a wider output (a Concat's slice): the same bits at the slice, the
+                // rest untouched (on one thread: under `without_avx512` the pool's threads
+                // still take the AVX-512 path).
+                let exec = Exec::single();
+                let pixels = n * out_len;
+                let (ld, offset) = (m + 5, 3);
+                let mut padded = std::vec![f32::NAN; nhwc_padded_len(p, false)];
+                let mut dense = std::vec![f32::NAN; pixels * m];
+                let ops = (&x_last, &packed, Some(&bias[..]));
+                conv_nhwc_f32_exec(
+                    &exec,
+                    p,
+                    ops.0,
+                    ops.1,
+                    ops.2,
+                    None,
+                    &mut padded,
+                    &mut dense,
+                    acts,
+                );
+                let mut wide = std::vec![-7.25f32; pixels * ld];
+                conv_nhwc_into_f32_exec(
+                    &exec,
+                    p,
+                    ops.0,
+                    ops.1,
+                    ops.2,
+                    &mut padded,
+                    (&mut wide, ld, offset),
+                    acts,
+                );
+                check_slice(&wide, &dense, (m, ld, offset), "channels-last conv into");
             }
             for (what, out) in runs {
                 for (i, (&a, &b)) in out.iter().zip(&expected).enumerate() {
@@ -1230,6 +1308,30 @@ pub(crate) mod tests {
                         "{what}, {threads} threads, {p:?}: output {i} is {a}, expected {b}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `wide` (rows of `ld`) holds `dense` (rows of `m`) at `offset` in each row, bit for bit,
+    /// and -7.25 everywhere else.
+    pub(crate) fn check_slice(
+        wide: &[f32],
+        dense: &[f32],
+        (m, ld, offset): (usize, usize, usize),
+        what: &str,
+    ) {
+        for (q, row) in wide.chunks_exact(ld).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let want = if (offset..offset + m).contains(&j) {
+                    dense[q * m + j - offset]
+                } else {
+                    -7.25
+                };
+                assert_eq!(
+                    v.to_bits(),
+                    want.to_bits(),
+                    "{what}: pixel {q}, float {j}: {v}, expected {want}"
+                );
             }
         }
     }

@@ -130,6 +130,51 @@ pub fn conv_winograd_f32_exec(
     out: &mut [f32],
     acts: &[Activation],
 ) {
+    let m = p.out_channels;
+    winograd(exec, p, x, w, bias, residual, scratch, (out, m, 0), acts);
+}
+
+/// [`conv_winograd_f32_exec`] writing its `M` channels into a wider channels-last output:
+/// pixel `q`'s channel `j` at `out[q * ld + offset + j]`, the other floats of each row
+/// untouched (the inputs of a channels-last Concat over the channels, each written in place).
+/// No residual: it would be read with the same stride.
+///
+/// Panics if a buffer is too short, `offset + M > ld`, or `p` is not [`winograd_supported`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, working memory, the output's layout and the fused activations"
+)]
+pub fn conv_winograd_into_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    scratch: &mut [f32],
+    out: (&mut [f32], usize, usize),
+    acts: &[Activation],
+) {
+    winograd(exec, p, x, w, bias, None, scratch, out, acts);
+}
+
+/// [`conv_winograd_f32_exec`] writing pixel `q`'s channel `j` at
+/// `out.0[q * out.1 + out.2 + j]`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, a fused residual, working memory, the output's layout and the \
+              fused activations"
+)]
+fn winograd(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    scratch: &mut [f32],
+    (out, ld, offset): (&mut [f32], usize, usize),
+    acts: &[Activation],
+) {
     assert!(
         winograd_supported(p),
         "Winograd conv: 2-D 3x3, stride 1, one group"
@@ -138,7 +183,13 @@ pub fn conv_winograd_f32_exec(
     let (ty, tx) = tiles(p);
     let (ph, pw) = padded_dims(p);
     let n_tiles = p.batch * ty * tx;
-    let out_len = p.batch * p.output[1] * p.output[2] * m;
+    let pixels = p.batch * p.output[1] * p.output[2];
+    let out_len = pixels * m;
+    let span = crate::conv_nhwc::strided_span(pixels, m, ld, offset);
+    assert!(
+        residual.is_none() || (ld == m && offset == 0),
+        "Winograd conv: a residual needs a dense output"
+    );
     assert!(
         x.len() >= p.batch * p.input_len() * c,
         "Winograd conv: input too short"
@@ -147,7 +198,7 @@ pub fn conv_winograd_f32_exec(
         w.len() >= winograd_weights_len(p),
         "Winograd conv: weights too short"
     );
-    assert!(out.len() >= out_len, "Winograd conv: output too short");
+    assert!(out.len() >= span, "Winograd conv: output too short");
     assert!(
         scratch.len() >= winograd_scratch_len(p),
         "Winograd conv: working memory too short"
@@ -184,7 +235,9 @@ pub fn conv_winograd_f32_exec(
             residual,
             acts,
         },
-        out: SharedMut::new(&mut out[..out_len]),
+        out: SharedMut::new(&mut out[..span]),
+        ld,
+        offset,
         avx512: crate::conv_nhwc::avx512(),
     };
     let threads = exec.threads();
@@ -224,7 +277,9 @@ pub fn conv_winograd_f32_exec(
         exec.for_each(tasks, &|task| layer.output(chunk(task)));
     }
     if layer.avx512 && !acts.iter().all(crate::gemm::Finish::in_register) {
-        Activation::apply_chain(acts, &mut out[..out_len]);
+        for row in out[..span].chunks_mut(ld) {
+            Activation::apply_chain(acts, &mut row[offset..offset + m]);
+        }
     }
 }
 
@@ -241,6 +296,9 @@ struct Layer<'a> {
     /// The epilogue's operands (the weights are `w`).
     ops: crate::conv_nhwc::Operands<'a>,
     out: SharedMut<'a, f32>,
+    /// Floats between output pixels, and the offset of channel 0 in each.
+    ld: usize,
+    offset: usize,
     avx512: bool,
 }
 
@@ -332,7 +390,7 @@ impl Layer<'_> {
                     for (q, (o, r)) in outs.iter_mut().zip(&mut res).enumerate() {
                         let (oy, ox) = (2 * y + q / 2, 2 * xx + q % 2);
                         if oy < oh && ox < ow {
-                            let at = ((n * oh + oy) * ow + ox) * m + m0;
+                            let at = ((n * oh + oy) * ow + ox) * self.ld + self.offset + m0;
                             *o = self.out.span_ptr(at, (m - m0).min(LANES));
                             if let Some(residual) = self.ops.residual {
                                 *r = residual[at..].as_ptr();
@@ -370,7 +428,7 @@ impl Layer<'_> {
                     if oy >= oh || ox >= ow {
                         continue;
                     }
-                    let at = ((n * oh + oy) * ow + ox) * m + m0;
+                    let at = ((n * oh + oy) * ow + ox) * self.ld + self.offset + m0;
                     // SAFETY: output pixel (oy, ox) of tile t, channels m0.., this task's
                     // alone.
                     let dst = unsafe { self.out.slice(at, width) };
@@ -548,6 +606,22 @@ mod tests {
                     "{threads} threads, {p:?}: output {i} is {a}, expected {b}"
                 );
             }
+            // Into a wider output (a Concat's slice): the same bits at the slice, the rest
+            // untouched. One thread: under `without_avx512` the pool's threads still take the
+            // AVX-512 path, so which tiles get which bits would vary from run to run.
+            if threads > 1 {
+                continue;
+            }
+            let exec = Exec::single();
+            let mut dense = std::vec![f32::NAN; n * out_len * m];
+            let b = Some(&bias[..]);
+            conv_winograd_f32_exec(&exec, p, &x, &u, b, None, &mut scratch, &mut dense, acts);
+            let (ld, offset) = (m + 4, 1);
+            let mut wide = std::vec![-7.25f32; n * out_len * ld];
+            let into = (&mut wide[..], ld, offset);
+            conv_winograd_into_f32_exec(&exec, p, &x, &u, b, &mut scratch, into, acts);
+            let what = "Winograd conv into";
+            crate::conv_nhwc::tests::check_slice(&wide, &dense, (m, ld, offset), what);
         }
     }
 

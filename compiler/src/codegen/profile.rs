@@ -185,6 +185,27 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
     };
     match op {
         Op::Conv(conv) => macs(out0, per_weight_row(&conv_weight(&conv.packed_from, 1))),
+        Op::ConcatConv(fused) => {
+            // Each convolution's outputs (the pixels times its channels) by its depth.
+            let pixels = cx
+                .outputs
+                .first()
+                .copied()
+                .flatten()
+                .map_or(0, |o| elements(&o.shape[..o.shape.len().saturating_sub(1)]));
+            let mut first = 0;
+            let mut total = 0u64;
+            for (conv, &arity) in fused.parts.iter().zip(&fused.arity) {
+                let weight = conv_weight(&conv.packed_from, first + 1);
+                let channels = weight.first().map_or(0, |&m| m as u64);
+                total = total.saturating_add(macs(
+                    pixels.saturating_mul(channels),
+                    per_weight_row(&weight),
+                ));
+                first += arity;
+            }
+            total
+        }
         Op::ConvInteger(conv) => macs(
             out0,
             per_weight_row(&conv_weight(&conv.conv.packed_from, 1)),

@@ -296,14 +296,14 @@ impl Conv {
     }
 
     /// Whether each channel is convolved alone.
-    fn is_depthwise(&self, cx: &OpCx<'_>) -> Result<bool> {
+    pub(crate) fn is_depthwise(&self, cx: &OpCx<'_>) -> Result<bool> {
         let (x, w) = (self.x_channels_first(cx)?, self.weight_shape(cx)?);
         Ok(self.group > 1 && self.group == x[1] && self.group == w[0])
     }
 
     /// Floats of working memory: the zero-padded input a dense channels-last layer reads
     /// (`sinter_rt::conv_nhwc::nhwc_padded_len`, the same formula).
-    fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
+    pub(crate) fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
         if self.layout == ConvLayout::ChannelsFirst || self.is_depthwise(cx)? {
             return Ok(0);
         }
@@ -501,6 +501,134 @@ impl OpDef for Conv {
             Ok(0) | Err(_) => None,
             Ok(n) => Some(TypeShape::new(DType::F32, vec![n])),
         }
+    }
+}
+
+/// `sinter::ConcatConv`: a channels-last `Concat` over the channels whose inputs were all
+/// dense channels-last convolutions that nothing else read (SqueezeNet's fire modules,
+/// GoogLeNet's inception blocks): each convolution writes its channels of the concatenation
+/// in place, at the concatenation's row stride, so the concatenation is never copied.
+/// Inputs: each convolution's X, W and (if it has one) B in turn. Created by
+/// `passes::fuse_concat_conv` only, never read from a model.
+#[derive(Debug, Clone)]
+pub struct ConcatConv {
+    /// The convolutions, in the concatenation's order (channels last, dense, no residual).
+    pub parts: Vec<Conv>,
+    /// How many inputs each convolution takes (2, or 3 with a bias).
+    pub arity: Vec<usize>,
+}
+
+impl ConcatConv {
+    /// Each convolution with the context of its own inputs.
+    fn each<'a>(&'a self, cx: &OpCx<'a>) -> Result<Vec<(&'a Conv, OpCx<'a>, usize)>> {
+        if self.parts.len() != self.arity.len()
+            || self.arity.iter().sum::<usize>() != cx.inputs.len()
+        {
+            return Err(CompileError::malformed(format!(
+                "internal: sinter::ConcatConv of {} convolutions takes {} inputs, not {}",
+                self.parts.len(),
+                self.arity.iter().sum::<usize>(),
+                cx.inputs.len()
+            )));
+        }
+        let mut first = 0;
+        let mut each = Vec::new();
+        for (conv, &arity) in self.parts.iter().zip(&self.arity) {
+            let sub = OpCx {
+                inputs: cx.inputs[first..first + arity].to_vec(),
+                outputs: Vec::new(),
+            };
+            each.push((conv, sub, first));
+            first += arity;
+        }
+        Ok(each)
+    }
+}
+
+impl OpDef for ConcatConv {
+    fn parse(_node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::malformed(
+            "internal: sinter::ConcatConv is created by the compiler only",
+        ))
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let mut shape: Option<Vec<usize>> = None;
+        for (i, (conv, sub, _)) in self.each(cx)?.into_iter().enumerate() {
+            if conv.layout != ConvLayout::ChannelsLast
+                || conv.residual
+                || conv.is_depthwise(&sub)?
+            {
+                return Err(CompileError::malformed(format!(
+                    "internal: sinter::ConcatConv convolution {i} is not dense channels last"
+                )));
+            }
+            let part = conv.infer(&sub)?.remove(0).shape;
+            match &mut shape {
+                None => shape = Some(part),
+                Some(shape) => {
+                    let rank = shape.len();
+                    if part.len() != rank || part[..rank - 1] != shape[..rank - 1] {
+                        return Err(CompileError::shape(format!(
+                            "convolution {i} gives {part:?}, which does not fit {shape:?} \
+                             along the channels"
+                        )));
+                    }
+                    shape[rank - 1] += part[rank - 1];
+                }
+            }
+        }
+        let shape = shape.ok_or_else(|| CompileError::malformed("no convolutions"))?;
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (o0, exec) = (names.output(0), names.exec());
+        let ld = *cx.output(0)?.shape.last().unwrap_or(&0);
+        let mut offset = 0;
+        let mut calls = Vec::new();
+        for (conv, sub, first) in self.each(cx)? {
+            let params = conv.params(&sub)?;
+            let (x, w) = (names.input(first), names.input(first + 1));
+            let bias = if sub.opt_input(2).is_some() {
+                let b = names.input(first + 2);
+                quote!(Some(#b))
+            } else {
+                quote!(None)
+            };
+            let padded = if conv.padded_len(&sub)? > 0 {
+                let s = names.scratch();
+                quote!(#s)
+            } else {
+                quote!(&mut [])
+            };
+            let f = if conv.winograd {
+                quote!(conv_winograd::conv_winograd_into_f32_exec)
+            } else {
+                quote!(conv_nhwc::conv_nhwc_into_f32_exec)
+            };
+            let acts = conv.activations.iter().map(|a| a.tokens());
+            let (ld_lit, offset_lit) = (lit(ld), lit(offset));
+            calls.push(quote! {
+                {
+                    const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+                    ::sinter_rt::#f(
+                        #exec, &PARAMS, #x, #w, #bias, #padded, (&mut *#o0, #ld_lit, #offset_lit),
+                        &[#(#acts),*],
+                    );
+                }
+            });
+            offset += conv.weight_shape(&sub)?[0];
+        }
+        Ok(quote!(#(#calls)*))
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let mut len = 0;
+        for (conv, sub, _) in self.each(cx).ok()? {
+            len = len.max(conv.padded_len(&sub).ok()?);
+        }
+        (len > 0).then(|| TypeShape::new(DType::F32, vec![len]))
     }
 }
 

@@ -439,6 +439,7 @@ ops! {
     GlobalPool(pool::GlobalPool) => ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"];
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
     ConcatAffine(norm::ConcatAffine) => ["sinter::ConcatAffine"];
+    ConcatConv(conv::ConcatConv) => ["sinter::ConcatConv"];
     Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
     Transpose(movement::Transpose) => ["Transpose"];

@@ -9,6 +9,7 @@ mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
 mod fuse_activation;
+mod fuse_concat_conv;
 mod fuse_concat_norm;
 mod fuse_conv_bn;
 mod fuse_gelu;
@@ -38,6 +39,7 @@ pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
+pub use fuse_concat_conv::fuse_concat_conv;
 pub use fuse_concat_norm::fuse_concat_norm;
 pub use fuse_conv_bn::fuse_conv_bn;
 pub use fuse_gelu::fuse_gelu;
@@ -263,6 +265,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_concat_norm",
         min_level: OptLevel::O2,
         run: fuse_concat_norm,
+    },
+    // Then the Concats of convolutions' outputs left: the convolutions write in place.
+    PassInfo {
+        name: "fuse_concat_conv",
+        min_level: OptLevel::O2,
+        run: fuse_concat_conv,
     },
     // Fusions leave dead values behind; the planner ignores values no node produces.
 ];
