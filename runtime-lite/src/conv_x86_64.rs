@@ -986,16 +986,8 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
         }
     });
     if row.ops.acts.iter().all(Finish::in_register) {
-        if has_math(row.ops.acts) {
-            // Through a copy: `acc` itself never has its address taken, so that it stays in
-            // registers on the other paths.
-            let mut vectors = acc;
-            activate_vectors(row.ops.acts, &mut vectors[..P.min(np)]);
-            acc = vectors;
-        } else {
-            for &act in row.ops.acts {
-                activate_tile!(act, acc);
-            }
+        for &act in row.ops.acts {
+            activate_tile!(act, acc);
         }
     }
     let out = dst.as_mut_ptr();
