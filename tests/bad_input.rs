@@ -171,21 +171,28 @@ fn cycles_are_reported_with_their_nodes() {
 
 #[test]
 fn unknown_domains_and_unsupported_ops_are_listed_at_once() {
+    // A node of a domain sinter does not know is an unsupported op that names its domain.
     let mut m = valid_model();
     let n = &mut m.graph.as_mut().expect("graph").node[0];
     n.domain = Some("com.example.custom".into());
     let err = compile(&m).expect_err("unknown domain");
+    assert!(err.is_unsupported(), "{err}");
     assert!(
-        matches!(&err.kind, ErrorKind::UnknownDomain { domain } if domain == "com.example.custom"),
+        matches!(&err.kind, ErrorKind::UnsupportedOps(list) if list.len() == 1
+            && list[0].reason == "unknown opset domain \"com.example.custom\""),
         "{err}"
     );
 
+    // Every unsupported node at once, a foreign domain's among them.
     let mut m = valid_model();
     let g = m.graph.as_mut().expect("graph");
+    let mut foreign = node("Custom", "third", &["v"], &["y"]);
+    foreign.domain = Some("com.example".into());
     g.node = vec![
         node("FancyOp", "first", &["x"], &["t"]),
         node("Relu", "ok", &["t"], &["u"]),
-        node("OtherOp", "second", &["u"], &["y"]),
+        node("OtherOp", "second", &["u"], &["v"]),
+        foreign,
     ];
     let err = compile(&m).expect_err("unsupported");
     assert!(err.is_unsupported());
@@ -196,12 +203,25 @@ fn unknown_domains_and_unsupported_ops_are_listed_at_once() {
         .iter()
         .map(|u| (u.node.op_type.as_str(), u.node.name.as_str()))
         .collect();
-    assert_eq!(names, [("FancyOp", "first"), ("OtherOp", "second")]);
+    assert_eq!(
+        names,
+        [
+            ("FancyOp", "first"),
+            ("OtherOp", "second"),
+            ("com.example:Custom", "third")
+        ]
+    );
     let text = err.to_string();
     assert!(
         text.contains("unsupported op FancyOp (opset 17) at node \"first\""),
         "{text}"
     );
+    for part in [
+        "unsupported op com.example:Custom (opset 1) at node \"third\"",
+        "unknown opset domain \"com.example\"",
+    ] {
+        assert!(text.contains(part), "{text}");
+    }
 }
 
 #[test]

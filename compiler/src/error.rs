@@ -68,12 +68,8 @@ pub enum ErrorKind {
         /// The names of nodes on the cycle or downstream of it.
         nodes: Vec<String>,
     },
-    /// The model imports an opset domain the compiler does not know.
-    UnknownDomain {
-        /// The domain.
-        domain: String,
-    },
-    /// Ops the compiler does not support, every one of the model at once.
+    /// Ops the compiler does not support, every one of the model at once (nodes of a domain it
+    /// does not know among them).
     UnsupportedOps(Vec<Unsupported>),
     /// A known op used in a way the compiler does not support yet.
     Unsupported(String),
@@ -112,7 +108,7 @@ impl ErrorKind {
             | Self::Cycle { .. } => "the file breaks the ONNX format; \
                 `onnx.checker.check_model(path, full_check=True)` says more"
                 .into(),
-            Self::UnknownDomain { .. } | Self::UnsupportedOps(_) | Self::Unsupported(_) => {
+            Self::UnsupportedOps(_) | Self::Unsupported(_) => {
                 "CONFORMANCE.md lists the supported ops; exclude or replace these nodes, or file \
                  an issue with the model"
                     .into()
@@ -185,10 +181,7 @@ impl CompileError {
     pub fn is_unsupported(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::UnsupportedOps(_)
-                | ErrorKind::Unsupported(_)
-                | ErrorKind::NotConstant(_)
-                | ErrorKind::UnknownDomain { .. }
+            ErrorKind::UnsupportedOps(_) | ErrorKind::Unsupported(_) | ErrorKind::NotConstant(_)
         )
     }
 }
@@ -219,7 +212,6 @@ impl fmt::Display for CompileError {
                 "the graph has a cycle through nodes {}",
                 nodes.join(", ")
             ),
-            ErrorKind::UnknownDomain { domain } => write!(f, "unknown opset domain \"{domain}\""),
             ErrorKind::UnsupportedOps(list) => {
                 write!(f, "{} unsupported op(s):", list.len())?;
                 for u in list {

@@ -74,7 +74,7 @@ fn exit_code(kind: &crate::ErrorKind) -> u8 {
         | K::DanglingName { .. }
         | K::DataSize { .. }
         | K::Cycle { .. } => 4,
-        K::UnknownDomain { .. } | K::UnsupportedOps(_) | K::Unsupported(_) => 5,
+        K::UnsupportedOps(_) | K::Unsupported(_) => 5,
         K::UnboundDims { .. } => 6,
         K::NotConstant(_) => 7,
         K::Attribute { .. } | K::Shape(_) => 8,

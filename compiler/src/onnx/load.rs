@@ -11,9 +11,9 @@ use super::tensor::tensor_from_proto;
 use crate::error::{CompileError, ErrorKind, NodeRef, Result};
 use crate::ir::{DType, Dim, Graph, Node, Value, ValueId};
 
-/// Op domains the compiler knows by name. Nodes in other domains are an
-/// [`ErrorKind::UnknownDomain`] error.
-const KNOWN_DOMAINS: &[&str] = &[
+/// Op domains the compiler knows by name. Nodes of other domains load (their opset is the one
+/// the model imports, else 1), and `passes::resolve_ops` lists them with the unsupported ops.
+pub(crate) const KNOWN_DOMAINS: &[&str] = &[
     "",
     "ai.onnx",
     "ai.onnx.ml",
@@ -208,26 +208,14 @@ fn import_nodes(graph: &mut Graph, protos: &[NodeProto], shadowing: bool) -> Res
         let is_local_function = graph.function_domains.iter().any(|d| d == domain);
         let opset = match graph.node_opset(&node_name, domain) {
             Some(v) => v,
-            None if is_local_function => 1,
+            None if is_local_function || !KNOWN_DOMAINS.contains(&domain) => 1,
             None => {
-                let kind = if KNOWN_DOMAINS.contains(&domain) {
-                    ErrorKind::Malformed(format!(
-                        "the model does not import an opset for domain \"{domain}\""
-                    ))
-                } else {
-                    ErrorKind::UnknownDomain {
-                        domain: domain.to_string(),
-                    }
-                };
+                let kind = ErrorKind::Malformed(format!(
+                    "the model does not import an opset for domain \"{domain}\""
+                ));
                 return Err(CompileError::new(kind).at(node_ref()));
             }
         };
-        if !KNOWN_DOMAINS.contains(&domain) && !is_local_function {
-            return Err(CompileError::new(ErrorKind::UnknownDomain {
-                domain: domain.to_string(),
-            })
-            .at(node_ref()));
-        }
         let mut outputs = Vec::with_capacity(node.output.len());
         for output in &node.output {
             if output.is_empty() {

@@ -12,5 +12,6 @@ mod load;
 pub mod proto;
 mod tensor;
 
+pub(crate) use load::KNOWN_DOMAINS;
 pub use load::{decode_model, import_model, import_subgraph, import_subgraph_with, read_model};
 pub use tensor::{decode_tensor, read_tensor_file, tensor_from_proto};

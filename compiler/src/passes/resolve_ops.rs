@@ -43,7 +43,11 @@ fn collect_unsupported(
             None => list.push(Unsupported {
                 node: node.node_ref(),
                 opset: node.opset,
-                reason: "no such op in sinter's op table".to_string(),
+                reason: if crate::onnx::KNOWN_DOMAINS.contains(&node.domain.as_str()) {
+                    "no such op in sinter's op table".to_string()
+                } else {
+                    format!("unknown opset domain \"{}\"", node.domain)
+                },
             }),
         }
     }
