@@ -100,3 +100,58 @@ pub fn fuse_concat_conv(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     splice(&mut graph, &remove, replacements);
     Ok(graph)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::pattern::{int_attr, ints_attr};
+    use crate::passes::testing::{before_after, ModelBuilder};
+
+    /// A fire module on a 1x4x5x5 input, channels last: a squeeze convolution, then a 1x1 and
+    /// a 3x3 convolution of it (16 channels each, one panel) concatenated over the channels; `also_out` is a graph output
+    /// besides the Concat's.
+    fn fire(also_out: Option<&str>) -> Graph {
+        let w = |n: usize| -> Vec<f32> { (0..n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect() };
+        let mut builder = ModelBuilder::new()
+            .input("x", &[1, 4, 5, 5])
+            .floats("ws", &[16, 4, 1, 1], &w(64))
+            .floats("w1", &[16, 16, 1, 1], &w(256))
+            .floats("w3", &[16, 16, 3, 3], &w(2304))
+            .node("Conv", &["x", "ws"], &["s"])
+            .node("Conv", &["s", "w1"], &["e1"])
+            .node_with(
+                "Conv",
+                &["s", "w3"],
+                &["e3"],
+                vec![ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node_with("Concat", &["e1", "e3"], &["y"], vec![int_attr("axis", 1)])
+            .output("y");
+        if let Some(name) = also_out {
+            builder = builder.output(name);
+        }
+        crate::passes::channels_last(builder.build(), &PassCx::default()).expect("channels last")
+    }
+
+    #[test]
+    fn the_convolutions_write_their_channels_of_the_concat() {
+        let (after, text) = before_after(fire(None), fuse_concat_conv);
+        insta::assert_snapshot!(text);
+        assert!(!after.nodes.iter().any(|n| n.op_type == "Concat"));
+        let fused = after
+            .nodes
+            .iter()
+            .find(|n| n.op_type == "ConcatConv")
+            .expect("fused");
+        assert!(
+            matches!(&fused.op, Some(Op::ConcatConv(c)) if c.parts.len() == 2 && c.arity == [2, 2])
+        );
+    }
+
+    #[test]
+    fn a_convolution_read_elsewhere_keeps_the_concat() {
+        let after = fuse_concat_conv(fire(Some("e1")), &PassCx::default()).expect("runs");
+        assert!(after.nodes.iter().any(|n| n.op_type == "Concat"));
+        assert!(!after.nodes.iter().any(|n| n.op_type == "ConcatConv"));
+    }
+}
