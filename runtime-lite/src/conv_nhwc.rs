@@ -424,9 +424,13 @@ fn conv_nhwc(
                 while end < units.end && split.unit(end, col_tiles).1 == cols {
                     end += 1;
                 }
-                let block = |unit: usize, origin: &mut [usize; BLOCK_PIXELS]| {
+                // A unit's first pixel and pixel count, its windows' origins in `origin`.
+                let rows = |unit: usize| {
                     let q0 = split.unit(unit, col_tiles).0 * split.block;
-                    let npix = split.block.min(pixels - q0);
+                    (q0, split.block.min(pixels - q0))
+                };
+                let block = |unit: usize, origin: &mut [usize; BLOCK_PIXELS]| {
+                    let (q0, npix) = rows(unit);
                     image.origins(p, q0, &mut origin[..npix]);
                     (q0, npix)
                 };
@@ -435,7 +439,7 @@ fn conv_nhwc(
                     // memory once and from cache for the other blocks, while the tiles
                     // prefetch the next panels in equal shares.
                     let tiles = (first..end)
-                        .map(|u| block(u, &mut origin).1.div_ceil(TILE_PIXELS))
+                        .map(|u| rows(u).1.div_ceil(TILE_PIXELS))
                         .sum::<usize>();
                     let mut panel = cols.start;
                     while panel < cols.end {

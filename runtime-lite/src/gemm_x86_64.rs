@@ -285,6 +285,20 @@ macro_rules! activate_tile {
 }
 pub(crate) use activate_tile;
 
+/// The `crate::math` function of a transcendental activation (one [`activate`] evaluates out
+/// of line), or `None`.
+#[inline]
+fn math_func(act: Activation) -> Option<crate::math::Func> {
+    use crate::math::Func;
+    match act {
+        Activation::Sigmoid => Some(Func::Sigmoid),
+        Activation::Tanh => Some(Func::Tanh),
+        Activation::Gelu => Some(Func::Gelu),
+        Activation::GeluTanh => Some(Func::GeluTanh),
+        _ => None,
+    }
+}
+
 /// Sigmoid, tanh and both GELUs on 16 lanes: the vector forms of `crate::math`, bit for bit
 /// the scalar functions (and what the separate ops compute).
 #[inline(never)]
@@ -293,25 +307,14 @@ fn activate_math(act: Activation, x: __m512) -> __m512 {
     // SAFETY: this function is compiled for AVX-512F and runs only where it was detected (its
     // callers are AVX-512 kernels).
     let s = unsafe { crate::math_x86_64::Avx512::assume() };
-    let f = match act {
-        Activation::Sigmoid => crate::math::Func::Sigmoid,
-        Activation::Tanh => crate::math::Func::Tanh,
-        Activation::Gelu => crate::math::Func::Gelu,
-        _ => crate::math::Func::GeluTanh,
-    };
-    f.eval(s, x)
+    math_func(act).map_or(x, |f| f.eval(s, x))
 }
 
-/// Whether `acts` holds a transcendental activation (one [`activate`] evaluates out of line),
-/// which [`activate_vectors`] should then apply to a whole tile.
+/// Whether `acts` holds a transcendental activation, which [`activate_vectors`] should then
+/// apply to a whole tile.
 #[inline]
 pub(crate) fn has_math(acts: &[Activation]) -> bool {
-    acts.iter().any(|act| {
-        matches!(
-            act,
-            Activation::Sigmoid | Activation::Tanh | Activation::Gelu | Activation::GeluTanh
-        )
-    })
+    acts.iter().any(|&act| math_func(act).is_some())
 }
 
 /// `acts` in order on every vector of `xs` (each one that [`Finish::in_register`] accepts,
@@ -326,32 +329,9 @@ pub(crate) fn activate_vectors(acts: &[Activation], xs: &mut [__m512]) {
     // callers are AVX-512 kernels).
     let s = unsafe { crate::math_x86_64::Avx512::assume() };
     for &act in acts {
-        match act {
-            Activation::Sigmoid => {
-                for x in xs.iter_mut() {
-                    *x = crate::math::Func::Sigmoid.eval(s, *x);
-                }
-            }
-            Activation::Tanh => {
-                for x in xs.iter_mut() {
-                    *x = crate::math::Func::Tanh.eval(s, *x);
-                }
-            }
-            Activation::Gelu => {
-                for x in xs.iter_mut() {
-                    *x = crate::math::Func::Gelu.eval(s, *x);
-                }
-            }
-            Activation::GeluTanh => {
-                for x in xs.iter_mut() {
-                    *x = crate::math::Func::GeluTanh.eval(s, *x);
-                }
-            }
-            act => {
-                for x in xs.iter_mut() {
-                    *x = activate(act, *x);
-                }
-            }
+        match math_func(act) {
+            Some(f) => xs.iter_mut().for_each(|x| *x = f.eval(s, *x)),
+            None => xs.iter_mut().for_each(|x| *x = activate(act, *x)),
         }
     }
 }

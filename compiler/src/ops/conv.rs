@@ -301,6 +301,17 @@ impl Conv {
         Ok(self.group > 1 && self.group == x[1] && self.group == w[0])
     }
 
+    /// The working memory argument of a channels-last kernel call: the node's scratch when
+    /// [`Conv::padded_len`] asks for some, else an empty slice.
+    fn padded_tokens(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        Ok(if self.padded_len(cx)? > 0 {
+            let s = names.scratch();
+            quote!(#s)
+        } else {
+            quote!(&mut [])
+        })
+    }
+
     /// Floats of working memory: the zero-padded input a dense channels-last layer reads
     /// (`sinter_rt::conv_nhwc::nhwc_padded_len`, the same formula).
     pub(crate) fn padded_len(&self, cx: &OpCx<'_>) -> Result<usize> {
@@ -446,12 +457,7 @@ impl OpDef for Conv {
             names.output(0),
             names.exec(),
         );
-        let bias = if cx.opt_input(2).is_some() {
-            let i2 = names.input(2);
-            quote!(Some(#i2))
-        } else {
-            quote!(None)
-        };
+        let bias = names.opt_input(cx, 2);
         let acts = self.activations.iter().map(|a| a.tokens());
         let act = quote!(&[#(#acts),*]);
         let residual = if self.residual {
@@ -470,12 +476,7 @@ impl OpDef for Conv {
                 );
             },
             layout => {
-                let padded = if self.padded_len(cx)? > 0 {
-                    let s = names.scratch();
-                    quote!(#s)
-                } else {
-                    quote!(&mut [])
-                };
+                let padded = self.padded_tokens(cx, names)?;
                 let f = if self.winograd {
                     quote!(conv_winograd::conv_winograd_f32_exec)
                 } else if layout == ConvLayout::FromChannelsFirst {
@@ -590,18 +591,8 @@ impl OpDef for ConcatConv {
         for (conv, sub, first) in self.each(cx)? {
             let params = conv.params(&sub)?;
             let (x, w) = (names.input(first), names.input(first + 1));
-            let bias = if sub.opt_input(2).is_some() {
-                let b = names.input(first + 2);
-                quote!(Some(#b))
-            } else {
-                quote!(None)
-            };
-            let padded = if conv.padded_len(&sub)? > 0 {
-                let s = names.scratch();
-                quote!(#s)
-            } else {
-                quote!(&mut [])
-            };
+            let bias = names.opt_input(cx, first + 2);
+            let padded = conv.padded_tokens(&sub, names)?;
             let f = if conv.winograd {
                 quote!(conv_winograd::conv_winograd_into_f32_exec)
             } else {

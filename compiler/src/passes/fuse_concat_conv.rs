@@ -63,14 +63,13 @@ pub fn fuse_concat_conv(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                 || graph.outputs.contains(&part)
                 || conv_node.guards != concat_node.guards
                 || touches_dynamic(&graph, conv_node)
-                || convs.contains(&conv_index)
                 || conv_node.outputs.iter().skip(1).any(Option::is_some)
-                || conv_node.inputs.iter().take(2).any(Option::is_none)
             {
                 break;
             }
-            let present: Vec<_> = conv_node.inputs.iter().take(3).flatten().copied().collect();
-            if conv_node.inputs.len() > 3 || present.len() != conv_node.inputs.len() {
+            // X, W and B if any, none missing (a residual, input 3, is ruled out above).
+            let present: Vec<_> = conv_node.inputs.iter().flatten().copied().collect();
+            if present.len() != conv_node.inputs.len() || present.len() > 3 {
                 break;
             }
             arity.push(present.len());
