@@ -168,6 +168,21 @@ fn macro_failures_are_compile_errors_at_the_call() {
     ];
     expect(&stderr, "unsupported ops", &listed);
 
+    // A custom op: a rule that does not parse, then a path that names no type.
+    let custom = model(&[("Relu", "", "fine"), ("Custom", "com.example", "mine")]);
+    let args =
+        r#""model.onnx", dims(N = 1), custom_ops("com.example:Custom" = crate::Mine => [like])"#;
+    let stderr = check(dir.path(), args, Some(&custom));
+    expect(
+        &stderr,
+        "bad rule",
+        &["output rule `like`", "com.example:Custom"],
+    );
+    let args =
+        r#""model.onnx", dims(N = 1), custom_ops("com.example:Custom" = crate::Mine => [like(0)])"#;
+    let stderr = check(dir.path(), args, Some(&custom));
+    expect(&stderr, "no such type", &["Mine"]);
+
     let stderr = check(
         dir.path(),
         r#""model.onnx", dims(N = 1)"#,

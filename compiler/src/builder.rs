@@ -140,6 +140,51 @@ impl Builder {
         self
     }
 
+    /// Runs the nodes of op `domain:op_type` (a domain sinter does not know, or an op it lacks)
+    /// with your own type: `path` names a type implementing `sinter_rt::custom::CustomOp` as
+    /// the generated module sees it (`crate::ops::ScaledTanh`), and `shape` says how the
+    /// outputs' types and shapes follow from the inputs: a rule per output
+    /// (`vec![OutputRule::Like(0)]`), or a function run at compile time
+    /// ([`CustomShape::from_fn`](crate::ops::custom::CustomShape::from_fn)). The generated code
+    /// calls `<path as CustomOp>::compute` directly, with no dynamic dispatch and no
+    /// allocation. `custom_ops(...)` in `include_onnx!` is the macro's form.
+    ///
+    /// ```
+    /// use sinter::ops::custom::OutputRule;
+    ///
+    /// let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/custom_op/model.onnx");
+    /// let source = sinter::Builder::new(model)
+    ///     .custom_op("com.example", "ScaledTanh", "crate::ScaledTanh", vec![OutputRule::Like(0)])
+    ///     .custom_op("com.example", "ArgMaxRows", "crate::ArgMaxRows", vec![
+    ///         OutputRule::Fixed(sinter::ir::DType::I64, vec![1]),
+    ///     ])
+    ///     .tokens()?
+    ///     .to_string();
+    /// assert!(source.contains("CustomOp"));
+    /// # Ok::<(), sinter::CompileError>(())
+    /// ```
+    pub fn custom_op(
+        self,
+        domain: impl Into<String>,
+        op_type: impl Into<String>,
+        path: impl Into<String>,
+        shape: impl Into<crate::ops::custom::CustomShape>,
+    ) -> Self {
+        self.custom_op_decl(crate::ops::custom::CustomOpDecl {
+            domain: domain.into(),
+            op_type: op_type.into(),
+            path: path.into(),
+            shape: shape.into(),
+        })
+    }
+
+    /// Adds a custom op already declared (see [`Builder::custom_op`] and
+    /// [`CustomOpDecl::from_spec`](crate::ops::custom::CustomOpDecl::from_spec)).
+    pub fn custom_op_decl(mut self, decl: crate::ops::custom::CustomOpDecl) -> Self {
+        self.cx.custom_ops.push(std::sync::Arc::new(decl));
+        self
+    }
+
     /// Sets the optimization level (default: the highest).
     pub fn opt_level(mut self, level: OptLevel) -> Self {
         self.cx.opt_level = level;

@@ -109,8 +109,9 @@ impl ErrorKind {
                 `onnx.checker.check_model(path, full_check=True)` says more"
                 .into(),
             Self::UnsupportedOps(_) | Self::Unsupported(_) => {
-                "CONFORMANCE.md lists the supported ops; exclude or replace these nodes, or file \
-                 an issue with the model"
+                "CONFORMANCE.md lists the supported ops; exclude or replace these nodes, run them \
+                 with your own code (a custom op: `--custom-op`, `custom_ops(...)` in the macro, \
+                 `Builder::custom_op`), or file an issue with the model"
                     .into()
             }
             Self::UnboundDims { names } => {

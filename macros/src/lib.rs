@@ -13,8 +13,13 @@
 //! it, so that everything computed from it folds), `opt_level = N` (0 to 3), `quantize = dynamic`
 //! (int8 weights, activations quantized at run time; see `sinter::Quantize`), `quantize = static`
 //! with `calibration = "table.tsv"` (activation ranges measured before by `sinter calibrate`,
-//! path relative to `CARGO_MANIFEST_DIR`) and `name = ident` (the module's name; default: the
-//! file stem). Errors from the compiler point at the path literal.
+//! path relative to `CARGO_MANIFEST_DIR`), `custom_ops("DOMAIN:Op" = path::to::Type => [RULE, ...], ...)`
+//! (nodes of that op run your type, which implements `sinter_rt::custom::CustomOp`; one rule per
+//! output: `like(K)`, `TYPE like(K)`, `broadcast(K, ...)` or `TYPE[D, ...]`, see
+//! `sinter::ops::custom::OutputRule::parse_list`; name the type by a `crate::` or `super::`
+//! path, since the generated module is nested where the macro is called) and `name = ident`
+//! (the module's name; default: the file stem). Errors from the compiler point at the path
+//! literal.
 #![forbid(unsafe_code)]
 
 use proc_macro2::{Span, TokenStream};
@@ -41,6 +46,7 @@ struct Args {
     quantize: Option<Ident>,
     calibration: Option<LitStr>,
     name: Option<Ident>,
+    custom_ops: Vec<sinter::ops::custom::CustomOpDecl>,
 }
 
 impl Parse for Args {
@@ -55,6 +61,7 @@ impl Parse for Args {
             quantize: None,
             calibration: None,
             name: None,
+            custom_ops: Vec::new(),
         };
         while input.peek(Token![,]) {
             input.parse::<Token![,]>()?;
@@ -122,6 +129,31 @@ impl Parse for Args {
                         }
                     }
                 }
+                "custom_ops" => {
+                    // `"com.example:Gate" = crate::Gate => [like(0), i64[1]]`, ...
+                    let content;
+                    syn::parenthesized!(content in input);
+                    while !content.is_empty() {
+                        let op: LitStr = content.parse()?;
+                        content.parse::<Token![=]>()?;
+                        let path: syn::Path = content.parse()?;
+                        content.parse::<Token![=>]>()?;
+                        let rules;
+                        syn::bracketed!(rules in content);
+                        let rules: TokenStream = rules.parse()?;
+                        let path = quote::quote!(#path).to_string();
+                        let decl = sinter::ops::custom::CustomOpDecl::from_spec(
+                            &op.value(),
+                            &path,
+                            &rules.to_string(),
+                        )
+                        .map_err(|e| syn::Error::new(op.span(), e))?;
+                        args.custom_ops.push(decl);
+                        if !content.is_empty() {
+                            content.parse::<Token![,]>()?;
+                        }
+                    }
+                }
                 "opt_level" => {
                     input.parse::<Token![=]>()?;
                     let value: LitInt = input.parse()?;
@@ -141,7 +173,7 @@ impl Parse for Args {
                     args.calibration = Some(input.parse()?);
                 }
                 other => {
-                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N, quantize = dynamic|static, calibration = \"table\" or name = ident")))
+                    return Err(syn::Error::new(key.span(), format!("unknown argument `{other}`: expected dims(...), consts(...), opt_level = N, quantize = dynamic|static, calibration = \"table\", custom_ops(...) or name = ident")))
                 }
             }
         }
@@ -167,6 +199,9 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
         .track_model(true)
         // `run_ndarray` when `sinter-rt`'s `ndarray` feature (which turns this one on) is.
         .ndarray(cfg!(feature = "ndarray"));
+    for decl in args.custom_ops {
+        builder = builder.custom_op_decl(decl);
+    }
     if let Some((level, span)) = args.opt_level {
         match sinter::OptLevel::from_number(level) {
             Some(level) => builder = builder.opt_level(level),
@@ -230,6 +265,39 @@ mod tests {
         );
         let out = expand(quote!(42), std::path::Path::new("."));
         assert!(out.to_string().contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn custom_ops_expand_to_direct_calls_and_bad_rules_are_errors() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = expand(
+            quote!(
+                "tests/data/custom_op/model.onnx",
+                custom_ops(
+                    "com.example:ScaledTanh" = crate::ops::ScaledTanh => [like(0)],
+                    "com.example:ArgMaxRows" = super::ArgMaxRows => [i64[1]]
+                )
+            ),
+            &root,
+        )
+        .to_string();
+        assert!(
+            out.contains("< crate :: ops :: ScaledTanh as :: sinter_rt :: custom :: CustomOp >")
+                && out.contains("< super :: ArgMaxRows as"),
+            "{out}"
+        );
+        let out = expand(
+            quote!(
+                "tests/data/custom_op/model.onnx",
+                custom_ops("com.example:ScaledTanh" = crate::X => [f33[1]])
+            ),
+            &root,
+        )
+        .to_string();
+        assert!(
+            out.contains("compile_error") && out.contains("output rule `f33 [1]`"),
+            "{out}"
+        );
     }
 
     #[test]

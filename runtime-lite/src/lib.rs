@@ -51,6 +51,7 @@ pub mod conv_nhwc;
 pub mod conv_winograd;
 #[cfg(target_arch = "x86_64")]
 mod conv_x86_64;
+pub mod custom;
 pub mod dynamic;
 pub mod einsum;
 pub mod elem;

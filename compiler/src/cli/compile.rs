@@ -1,4 +1,4 @@
-//! `sinter compile model.onnx -o out.rs [--dim NAME=VALUE]... [-O N]`.
+//! `sinter compile model.onnx -o out.rs [--dim NAME=VALUE]... [-O N] [--custom-op OP=PATH=>RULES]...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,8 +30,30 @@ pub(super) struct Args {
     /// `sinter-rt`'s `ndarray` feature).
     #[arg(long)]
     ndarray: bool,
+    /// Run the nodes of an op sinter does not know with your own type, e.g.
+    /// `--custom-op 'com.example:Gate=crate::ops::Gate=>like(0)'`: the op, the path of a type
+    /// implementing `sinter_rt::custom::CustomOp`, and one output rule per output (`like(K)`,
+    /// `TYPE like(K)`, `broadcast(K, ...)`, `TYPE[D, ...]`). Repeatable.
+    #[arg(long = "custom-op", value_name = "OP=PATH=>RULES")]
+    custom_ops: Vec<String>,
     #[command(flatten)]
     quant: super::QuantArgs,
+}
+
+/// A `--custom-op` value as a declaration.
+fn custom_op(spec: &str) -> Result<crate::ops::custom::CustomOpDecl> {
+    let option = |message: String| {
+        crate::CompileError::new(crate::ErrorKind::Option(format!(
+            "--custom-op {spec}: {message}"
+        )))
+    };
+    let (head, rules) = spec
+        .split_once("=>")
+        .ok_or_else(|| option("expected OP=PATH=>RULES".into()))?;
+    let (op, path) = head
+        .split_once('=')
+        .ok_or_else(|| option("expected OP=PATH=>RULES".into()))?;
+    crate::ops::custom::CustomOpDecl::from_spec(op.trim(), path.trim(), rules).map_err(option)
 }
 
 pub(super) fn run(args: Args) -> Result<ExitCode> {
@@ -42,6 +64,9 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             .opt_level(super::opt_level(args.opt)?)
             .ndarray(args.ndarray),
     )?;
+    for spec in &args.custom_ops {
+        builder = builder.custom_op_decl(custom_op(spec)?);
+    }
     if let Some(m) = args.module {
         builder = builder.module_name(m);
     }

@@ -13,6 +13,7 @@ pub mod attention;
 pub mod contrib;
 pub mod control;
 pub mod conv;
+pub mod custom;
 pub mod einsum;
 pub mod elementwise;
 pub mod gemm;
@@ -440,6 +441,7 @@ ops! {
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
     ConcatAffine(norm::ConcatAffine) => ["sinter::ConcatAffine"];
     ConcatConv(conv::ConcatConv) => ["sinter::ConcatConv"];
+    Custom(custom::Custom) => ["sinter::Custom"];
     Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];
     Transpose(movement::Transpose) => ["Transpose"];

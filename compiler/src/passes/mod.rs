@@ -118,6 +118,9 @@ pub struct PassCx {
     pub quantize_exclude: Vec<String>,
     /// Activation ranges for `--quantize static`.
     pub calibration: Option<std::sync::Arc<Calibration>>,
+    /// Ops the user runs with their own Rust code (`Builder::custom_op`): nodes they cover
+    /// compile to calls of the declared type instead of being unsupported.
+    pub custom_ops: Vec<std::sync::Arc<crate::ops::custom::CustomOpDecl>>,
     /// The calibration compile of `--quantize static`: instead of quantizing, the values that
     /// need ranges become graph outputs (see [`probe_values`]).
     pub probe: bool,
