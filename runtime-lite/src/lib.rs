@@ -71,6 +71,7 @@ pub mod math64;
 mod math_x86_64;
 pub mod misc;
 pub mod ml;
+pub mod nbits;
 #[cfg(feature = "ndarray")]
 pub mod ndarray_io;
 pub mod norm;

@@ -238,6 +238,7 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
         | Op::MatMulInteger(_)
         | Op::QLinearMatMul(_)
         | Op::QGemm(_)
+        | Op::MatMulNBits(_)
         | Op::QuantMatMulToFloat(_) => macs(out0, depth()),
         Op::Recurrent(_) => {
             // X: [steps, batch, input] (or batch first); W: [dirs, gates * hidden, input];

@@ -22,6 +22,7 @@ pub mod loss;
 pub mod misc;
 pub mod ml;
 pub mod movement;
+pub mod nbits;
 pub mod nms;
 pub mod norm;
 pub mod pool;
@@ -496,6 +497,7 @@ ops! {
     Int8Product(int8::Int8Product) => ["sinter::Int8Product"];
     GatherInt8(int8::GatherInt8) => ["sinter::GatherInt8"];
     QGemm(int8::QGemm) => ["com.microsoft:QGemm"];
+    MatMulNBits(nbits::MatMulNBits) => ["com.microsoft:MatMulNBits"];
     QuantMatMulToFloat(int8::QuantMatMulToFloat) => ["com.microsoft:DynamicQuantizeMatMul", "com.microsoft:MatMulIntegerToFloat"];
     AffineGrid(sample::AffineGrid) => ["AffineGrid"];
     RoiAlign(sample::RoiAlign) => ["RoiAlign"];

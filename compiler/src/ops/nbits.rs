@@ -1,0 +1,145 @@
+//! `com.microsoft:MatMulNBits`: a product with 4-bit block-quantized weights, as ONNX
+//! Runtime's weight-only quantizer (`MatMulNBitsQuantizer`) and GenAI's model builder write
+//! it. `Y = A · dequant(B)ᵀ + bias`, each weight `(code - zero_point) * scale` per block of
+//! `block_size` along K. The generated code calls `sinter_rt::nbits::matmul_nbits4_f32`, which
+//! reads the 4-bit codes where they lie (a quarter of the float32 weights' bytes) and never
+//! makes a float copy of them.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{lit, require_dtype, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use crate::error::{CompileError, Result};
+use crate::ir::DType;
+
+/// The parsed node.
+#[derive(Debug, Clone)]
+pub struct MatMulNBits {
+    /// The reduction length.
+    pub k: usize,
+    /// Output columns.
+    pub n: usize,
+    /// Weights per block (a power of two, at least 16).
+    pub block: usize,
+}
+
+impl MatMulNBits {
+    fn blocks(&self) -> usize {
+        self.k.div_ceil(self.block)
+    }
+    /// Rows of A (the product of its leading dims).
+    fn rows(cx: &OpCx<'_>) -> Result<usize> {
+        let a = cx.input(0)?;
+        Ok(a.shape[..a.shape.len().saturating_sub(1)].iter().product())
+    }
+    fn shape(&self, cx: &OpCx<'_>) -> Result<TokenStream> {
+        let (m, n, k, block) = (
+            lit(Self::rows(cx)?),
+            lit(self.n),
+            lit(self.k),
+            lit(self.block),
+        );
+        Ok(quote!(&::sinter_rt::nbits::NBits { m: #m, n: #n, k: #k, block: #block }))
+    }
+}
+
+/// The element count of operand `i`, which must have `want` elements.
+fn count(cx: &OpCx<'_>, i: usize, what: &str, want: usize) -> Result<()> {
+    let have: usize = cx.input(i)?.shape.iter().product();
+    if have == want {
+        Ok(())
+    } else {
+        Err(CompileError::shape(format!(
+            "MatMulNBits {what} has {have} elements, the attributes call for {want}"
+        )))
+    }
+}
+
+impl OpDef for MatMulNBits {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        let required = |name: &str| -> Result<usize> {
+            let v = node
+                .i64_opt(name)?
+                .ok_or_else(|| CompileError::attribute(name, "required"))?;
+            usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
+                CompileError::attribute(name, format!("must be positive, found {v}"))
+            })
+        };
+        let bits = node.i64_or("bits", 4)?;
+        if bits != 4 {
+            return Err(CompileError::unsupported(format!(
+                "MatMulNBits with bits = {bits} (4-bit weights only)"
+            )));
+        }
+        let block = required("block_size")?;
+        if block < 16 || !block.is_power_of_two() {
+            return Err(CompileError::attribute(
+                "block_size",
+                format!("must be a power of two of at least 16, found {block}"),
+            ));
+        }
+        if node.input_present(4) {
+            return Err(CompileError::unsupported(
+                "MatMulNBits with g_idx (act-order weights)",
+            ));
+        }
+        Ok(Self {
+            k: required("K")?,
+            n: required("N")?,
+            block,
+        })
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let a = cx.input(0)?;
+        require_dtype(a.dtype, &[DType::F32], "MatMulNBits A")?;
+        if a.shape.last() != Some(&self.k) {
+            return Err(CompileError::shape(format!(
+                "MatMulNBits A {:?} does not end in K = {}",
+                a.shape, self.k
+            )));
+        }
+        require_dtype(cx.input(1)?.dtype, &[DType::U8], "MatMulNBits B")?;
+        count(cx, 1, "B", self.n * self.blocks() * self.block / 2)?;
+        require_dtype(cx.input(2)?.dtype, &[DType::F32], "MatMulNBits scales")?;
+        count(cx, 2, "scales", self.n * self.blocks())?;
+        if let Some(zp) = cx.opt_input(3) {
+            if zp.dtype != DType::U8 {
+                return Err(CompileError::unsupported(format!(
+                    "MatMulNBits with {} zero points (packed uint8 only)",
+                    zp.dtype
+                )));
+            }
+            count(cx, 3, "zero_points", self.n * self.blocks().div_ceil(2))?;
+        }
+        if let Some(bias) = cx.opt_input(5) {
+            require_dtype(bias.dtype, &[DType::F32], "MatMulNBits bias")?;
+            count(cx, 5, "bias", self.n)?;
+        }
+        let mut shape = a.shape.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.n;
+        }
+        Ok(vec![TypeShape::new(DType::F32, shape)])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        // A rearranged by 32-weight chunks (see `sinter_rt::nbits`).
+        let chunks = (self.blocks() * self.block).div_ceil(32);
+        let rows = Self::rows(cx).ok()?;
+        Some(TypeShape::new(DType::F32, vec![rows * chunks * 32]))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (a, b, scales) = (names.input(0), names.input(1), names.input(2));
+        let zero_points = names.opt_input(cx, 3);
+        let bias = names.opt_input(cx, 5);
+        let (exec, scratch, y) = (names.exec(), names.scratch(), names.output(0));
+        let shape = self.shape(cx)?;
+        Ok(quote! {
+            ::sinter_rt::nbits::matmul_nbits4_f32(
+                #exec, #a, #b, #scales, #zero_points, #bias, #scratch, #y, #shape,
+            );
+        })
+    }
+}

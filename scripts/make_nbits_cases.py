@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Cases for `com.microsoft:MatMulNBits` as ONNX Runtime's own weight-only quantizer writes it
+(`onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`, 4-bit, QOperator):
+a three-layer MLP of seeded random float weights (`x [M, K0] -> MatMul+Add -> Gelu-free Relu ->
+... -> [M, N]`) quantized with several block sizes, with and without zero points, one case
+per setting, in the ONNX test-data layout with ORT 1.32's outputs of the *quantized* model (so
+the reference is ORT's MatMulNBits kernel, not the float model):
+
+- `nbits_b32_sym`: block 32, symmetric (no zero points: the default 8);
+- `nbits_b16_zp`: block 16, asymmetric (packed uint8 zero points), K = 40 (the last block of
+  each column is padded);
+- `nbits_b128_zp_m3`: block 128, asymmetric, three rows of activations.
+
+    /tmp/venv/bin/python scripts/make_nbits_cases.py tests/data/nbits
+    /tmp/venv/bin/python scripts/make_nbits_cases.py /tmp/nbits_bench --bench
+
+`--bench` writes LLM-sized cases instead (kept out of git): four 2048x2048 layers quantized
+with blocks of 32 and zero points, at 1 row (one decoded token) and 16 rows, for
+`scripts/bench_vs_ort.py`.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper as nh
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+CASES = {
+    # name: (block, symmetric, rows, [K0, K1, K2, N])
+    "nbits_b32_sym": (32, True, 1, [64, 96, 64, 32]),
+    "nbits_b16_zp": (16, False, 2, [40, 48, 40, 24]),
+    "nbits_b128_zp_m3": (128, False, 3, [256, 192, 128, 64]),
+}
+
+
+def mlp(dims, rows, seed):
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    x = "x"
+    for i, (k, n) in enumerate(zip(dims[:-1], dims[1:])):
+        w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        b = (rng.standard_normal(n) * 0.1).astype(np.float32)
+        inits += [nh.from_array(w, f"w{i}"), nh.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"fc{i}"))
+        last = i == len(dims) - 2
+        out = "y" if last else f"a{i}"
+        nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [out if last else f"z{i}"], name=f"bias{i}"))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [out], name=f"relu{i}"))
+        x = out
+    g = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, dims[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, dims[-1]])],
+        inits,
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+BENCH = {
+    "nbits_2048x4_b32_m1": (32, False, 1, [2048] * 5),
+    "nbits_2048x4_b32_m16": (32, False, 16, [2048] * 5),
+}
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/nbits"
+    cases = BENCH if "--bench" in sys.argv else CASES
+    for seed, (name, (block, sym, rows, dims)) in enumerate(cases.items()):
+        q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=4, block_size=block, is_symmetric=sym)
+        q.process()
+        model = q.model.model
+        ops = sorted({n.op_type for n in model.graph.node})
+        assert "MatMulNBits" in ops, ops
+        d = os.path.join(out, name)
+        os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+        onnx.save(model, os.path.join(d, "model.onnx"))
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(100 + seed).standard_normal((rows, dims[0])).astype(np.float32)
+        (y,) = sess.run(None, {"x": x})
+        for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
+            with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
+                f.write(nh.from_array(arr, tname).SerializeToString())
+        attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in model.graph.node if n.op_type == "MatMulNBits"]
+        print(name, ops, attrs[0], [len(n.input) for n in model.graph.node if n.op_type == "MatMulNBits"])
+
+
+if __name__ == "__main__":
+    main()
