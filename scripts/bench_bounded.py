@@ -9,7 +9,13 @@ then prints a markdown table: medians over rounds, the bounded/fixed ratio (the 
 knowing B when compiling) and the bounded time at B over its time at MAX (cost follows size).
 
     /tmp/venv/bin/python scripts/bench_bounded.py [--zoo /tmp/bounded_zoo] [--models resnet18,...]
-        [--sizes 1,4,8] [--max 8] [--rounds 2] [--iters 10]
+        [--sizes 1,4,8] [--max 8] [--rounds 2] [--iters 10] [--dim-name N]
+
+Encoders with a run-time sequence length (`scripts/make_encoder_lengths.py /tmp/encoders
+--size base` writes NAME_n32 and NAME_n128):
+
+    /tmp/venv/bin/python scripts/bench_bounded.py --zoo /tmp/encoders --models distilbert_seq,bert_seq
+        --sizes 32,128 --max 128 --dim-name seq
 """
 import argparse, json, os, statistics, subprocess, time
 
@@ -23,6 +29,7 @@ ap.add_argument("--sizes", default="1,4,8")
 ap.add_argument("--max", type=int, default=8)
 ap.add_argument("--rounds", type=int, default=2)
 ap.add_argument("--iters", type=int, default=10)
+ap.add_argument("--dim-name", default="N", help="the bounded dim (N for a batch, seq for encoders)")
 args = ap.parse_args()
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -41,14 +48,16 @@ def onnxruntime(case):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(os.path.join(case, "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    x = nh.to_array(onnx.load_tensor(os.path.join(case, "test_data_set_0", "input_0.pb")))
-    name = sess.get_inputs()[0].name
+    feeds = {
+        i.name: nh.to_array(onnx.load_tensor(os.path.join(case, "test_data_set_0", f"input_{k}.pb")))
+        for k, i in enumerate(sess.get_inputs())
+    }
     for _ in range(2):
-        sess.run(None, {name: x})
+        sess.run(None, feeds)
     times = []
     for _ in range(args.iters):
         t = time.perf_counter()
-        sess.run(None, {name: x})
+        sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
 
@@ -60,8 +69,9 @@ for model in args.models.split(","):
     for _ in range(args.rounds):
         for b in sizes:
             case = os.path.join(args.zoo, f"{model}_n{b}")
-            for key, fn in [("fixed", lambda: sinter(case, f"N={b}", f"{model}_fixed{b}")),
-                            ("bounded", lambda: sinter(case, f"N<={args.max}", f"{model}_bounded")),
+            d = args.dim_name
+            for key, fn in [("fixed", lambda: sinter(case, f"{d}={b}", f"{model}_fixed{b}")),
+                            ("bounded", lambda: sinter(case, f"{d}<={args.max}", f"{model}_bounded")),
                             ("ort", lambda: onnxruntime(case))]:
                 results.setdefault((b, key), []).append(fn())
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -72,7 +82,7 @@ for model in args.models.split(","):
         lo, hi = spread[(b, "bounded")]
         rows.append(f"| {model} | {b} | {f:.1f} | {bd:.1f} ({lo:.1f}-{hi:.1f}) | {bd / f:.2f} | "
                     f"{bd / top:.2f} | {o:.1f} | {bd / o:.2f} |")
-print(f"| model | N | fixed build ms | bounded build (N<={args.max}) ms | bounded/fixed | "
+print(f"| model | {args.dim_name} | fixed build ms | bounded build ({args.dim_name}<={args.max}) ms | bounded/fixed | "
       f"bounded at N / at {max(sizes)} | ORT ms | bounded/ORT |")
 print("|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))

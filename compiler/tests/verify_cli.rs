@@ -451,6 +451,37 @@ fn dynamic_quantization_of_lstms_stays_close_to_float() {
 }
 
 #[test]
+fn encoders_with_a_run_time_sequence_length_pass_in_one_build() {
+    // tests/data/bounded_seq (scripts/make_encoder_lengths.py): DistilBERT and BERT exported
+    // by torch with a dynamic sequence length (masks, positions and head reshapes computed
+    // from Shape/Gather/Range/Expand arithmetic), compiled once with `--dim 'seq<=64'` and
+    // run at 5, 17 (4 padded tokens) and 64 tokens against ONNX Runtime.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded_seq");
+    let cases = case_dirs(&data);
+    assert!(cases.len() >= 2, "bounded_seq cases missing");
+    for level in ["-O0", "-O3"] {
+        let cache =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-seq{level}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+            .args([
+                "verify", level, "--dim", "seq<=64", "--rtol", "1e-3", "--atol", "1e-5",
+            ])
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(&cases)
+            .output()
+            .expect("sinter runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            stdout.lines().last().unwrap_or_default(),
+            format!("{} passed, 0 failed, 0 unsupported", cases.len()),
+            "{level}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn bounded_batch_cases_pass_in_one_build() {
     // tests/data/bounded (scripts/make_dynamic_cases.py): models with a symbolic batch dim,
     // compiled once with `--dim 'N<=8'` and run at N = 1, 3 and 8 against ONNX Runtime.

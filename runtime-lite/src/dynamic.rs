@@ -479,6 +479,28 @@ pub fn broadcast<const R: usize>(a: &[usize], b: &[usize]) -> Result<Broadcast<R
     Ok((out, strides(a), strides(b)))
 }
 
+/// A broadcast of three run-time shapes to rank `R`: the output shape and each input's
+/// element strides along it.
+pub type Broadcast3<const R: usize> = ([usize; R], [usize; R], [usize; R], [usize; R]);
+
+/// Broadcasts three shapes (`Where`'s condition and branches) to rank `R`: the output shape
+/// and each input's element strides along it.
+///
+/// # Errors
+/// When the shapes do not broadcast.
+pub fn broadcast3<const R: usize>(
+    a: &[usize],
+    b: &[usize],
+    c: &[usize],
+) -> Result<Broadcast3<R>, &'static str> {
+    let (ab, _, _) = broadcast::<R>(a, b)?;
+    let (out, _, sc) = broadcast::<R>(&ab, c)?;
+    // `a` and `b` broadcast to `ab`, which broadcasts to `out`: their strides along `out`.
+    let (_, sa, _) = broadcast::<R>(a, &out)?;
+    let (_, sb, _) = broadcast::<R>(b, &out)?;
+    Ok((out, sa, sb, sc))
+}
+
 /// The shape of a `Concat` along `axis` of run-time shapes (each of rank `R`).
 ///
 /// # Errors
@@ -549,6 +571,52 @@ pub fn matmul_plan<const R: usize>(
     Ok((shape, bs, bsa, bsb, (m, n, k)))
 }
 
+/// An `Expand` of an input of shape `x` to the run-time `target`: the output shape (rank `R`)
+/// and the input's element strides along it.
+///
+/// # Errors
+/// When a target extent is negative, or the shapes do not broadcast.
+pub fn expand_plan<const R: usize>(
+    x: &[usize],
+    target: &[i64],
+) -> Result<([usize; R], [usize; R]), &'static str> {
+    let mut t = [0usize; R];
+    if target.len() > R {
+        return Err("Expand: a target longer than the compiled rank");
+    }
+    for (slot, &d) in t.iter_mut().zip(target) {
+        *slot = usize::try_from(d).map_err(|_| "Expand: a negative target extent")?;
+    }
+    let (out, sx, _) = broadcast::<R>(x, &t[..target.len()])?;
+    Ok((out, sx))
+}
+
+/// The length of `Range(start, limit, delta)`: `max(ceil((limit - start) / delta), 0)`.
+///
+/// # Errors
+/// When `delta` is 0 or the length exceeds the `capacity` the model was compiled with.
+pub fn range_len(
+    start: i64,
+    limit: i64,
+    delta: i64,
+    capacity: usize,
+) -> Result<usize, &'static str> {
+    if delta == 0 {
+        return Err("Range with a zero delta");
+    }
+    let (span, step) = (i128::from(limit) - i128::from(start), i128::from(delta));
+    let n = if step > 0 {
+        (span + step - 1).div_euclid(step)
+    } else {
+        (-span - step - 1).div_euclid(-step)
+    };
+    let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+    if n > capacity {
+        return Err("Range longer than the bound the model was compiled for");
+    }
+    Ok(n)
+}
+
 /// Checks that a run-time extent a `Squeeze` removes is 1.
 ///
 /// # Errors
@@ -558,6 +626,36 @@ pub fn squeezable(extent: usize) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("Squeeze of an axis whose run-time extent is not 1")
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::range_len;
+
+    #[test]
+    fn range_lengths_round_up_and_respect_the_capacity() {
+        assert_eq!(range_len(0, 7, 1, 8), Ok(7));
+        assert_eq!(range_len(0, 7, 3, 8), Ok(3));
+        assert_eq!(range_len(7, 0, -2, 8), Ok(4));
+        assert_eq!(range_len(5, 1, 1, 8), Ok(0));
+        assert!(range_len(0, 9, 1, 8).is_err());
+        assert!(range_len(0, 9, 0, 8).is_err());
+    }
+
+    #[test]
+    fn expand_and_three_way_broadcast_plans() {
+        use super::{broadcast3, expand_plan};
+        // [1, 3] to [2, 1, 3]: rows repeat.
+        assert_eq!(
+            expand_plan::<3>(&[1, 3], &[2, 1, 3]),
+            Ok(([2, 1, 3], [0, 3, 1]))
+        );
+        assert!(expand_plan::<2>(&[2, 3], &[4, 3]).is_err());
+        assert!(expand_plan::<2>(&[1, 3], &[-1, 3]).is_err());
+        // A [1, 4] condition, a [3, 1] branch and a scalar: [3, 4].
+        let (out, sc, sx, sy) = broadcast3::<2>(&[1, 4], &[3, 1], &[]).expect("broadcasts");
+        assert_eq!((out, sc, sx, sy), ([3, 4], [0, 1], [1, 0], [0, 0]));
     }
 }
 

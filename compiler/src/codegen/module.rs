@@ -834,7 +834,11 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             quote!(if let Some(error) = self.forward(#(#input_idents),*) { panic!("{}", error); }),
             quote!(if let Some(error) = self.forward(#(#input_idents),*) { return Err(error); }),
             quote!(-> Option<::sinter_rt::Error>),
-            quote!(let mut fault: Option<::sinter_rt::Error> = None;),
+            if has_traps {
+                quote!(let mut fault: Option<::sinter_rt::Error> = None;)
+            } else {
+                quote!(let fault: Option<::sinter_rt::Error> = None;)
+            },
             quote!(fault),
         )
     } else {

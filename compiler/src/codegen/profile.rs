@@ -339,6 +339,8 @@ mod tests {
         use crate::ops::{OpCx, Operand};
         let operand = |shape: &'static [usize]| {
             Some(Operand {
+                range: None,
+                syms: &[],
                 dynamic: &[],
                 dtype: DType::F32,
                 shape,

@@ -62,6 +62,45 @@ pub struct Value {
     /// of a data-dependent op (`NonZero`, `Unique`, ...). Its `shape` is then the capacity the
     /// memory plan reserves, and the generated code keeps the actual shape beside the arena.
     pub dynamic: Vec<bool>,
+    /// For a small integer tensor computed at run time from extents known only then (shape
+    /// arithmetic: `Shape`, `Gather`, `Concat`, `Add`, ... of a bounded dim), the smallest
+    /// and largest value each element can hold; `None` when not tracked. Ops whose output
+    /// shape such a tensor decides (`Range`, `Expand`, `Reshape`) size their capacity from it.
+    pub range: Option<Vec<Bounds>>,
+    /// Per axis (empty when none is known), the bounded dim whose run-time size the axis
+    /// has (an index into [`Graph::bounds`]' names in order), where the compiler can tell.
+    pub syms: Vec<Option<u16>>,
+}
+
+/// What the compiler knows of one element of an integer tensor computed at run time (see
+/// [`Value::range`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The smallest value it can hold.
+    pub lo: i64,
+    /// The largest.
+    pub hi: i64,
+    /// When it is the run-time size of a bounded dim: that dim (see [`Value::syms`]).
+    pub sym: Option<u16>,
+}
+
+impl Bounds {
+    /// A value known exactly.
+    pub fn exact(v: i64) -> Self {
+        Self {
+            lo: v,
+            hi: v,
+            sym: None,
+        }
+    }
+    /// A value in `lo..=hi`.
+    pub fn between(lo: i64, hi: i64) -> Self {
+        Self { lo, hi, sym: None }
+    }
+    /// Whether it is one known value.
+    pub fn is_exact(&self) -> bool {
+        self.lo == self.hi
+    }
 }
 
 impl Value {

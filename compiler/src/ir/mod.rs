@@ -18,5 +18,5 @@ pub mod lowp;
 pub mod int8_pack;
 
 pub use dtype::DType;
-pub use graph::{Dim, DimBound, Graph, Node, NodeId, Value, ValueId};
+pub use graph::{Bounds, Dim, DimBound, Graph, Node, NodeId, Value, ValueId};
 pub use tensor::Tensor;

@@ -99,6 +99,8 @@ pub fn import_model(model: &ModelProto, name: &str, model_dir: Option<&Path>) ->
             dtype: Some(dtype),
             shape: None,
             declared: Some(declared),
+            range: None,
+            syms: Vec::new(),
             constant: None,
         });
         graph.names.insert(input.name().to_string(), id);
@@ -170,6 +172,8 @@ fn import_initializers(graph: &mut Graph, proto: &GraphProto, shadowing: bool) -
             dtype: Some(tensor.dtype),
             shape: Some(tensor.shape.clone()),
             declared: None,
+            range: None,
+            syms: Vec::new(),
             constant: Some(tensor),
         });
         if graph.names.insert(init.name().to_string(), id).is_some() && !shadowing {
@@ -233,6 +237,8 @@ fn import_nodes(graph: &mut Graph, protos: &[NodeProto], shadowing: bool) -> Res
                 dtype: None,
                 shape: None,
                 declared: None,
+                range: None,
+                syms: Vec::new(),
                 constant: None,
             });
             local.insert(output.clone(), id);

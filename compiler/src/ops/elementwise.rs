@@ -1097,10 +1097,24 @@ impl OpDef for Where {
                 x.dtype, y.dtype
             )));
         }
+        if c.is_dynamic() || x.is_dynamic() || y.is_dynamic() {
+            let (shape, dynamic) = dynamic_broadcast(&c, &x)?;
+            let cx_out = Operand {
+                shape: &shape,
+                dynamic: &dynamic,
+                ..x
+            };
+            let (shape, dynamic) = dynamic_broadcast(&cx_out, &y)?;
+            return Ok(vec![TypeShape::dynamic(x.dtype, shape, dynamic)]);
+        }
         Ok(vec![TypeShape::new(
             x.dtype,
             broadcast_all(&[c.shape, x.shape, y.shape])?,
         )])
+    }
+
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        true
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -1128,6 +1142,39 @@ impl OpDef for Where {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let out = cx.output(0)?;
+        if (0..3).any(|i| cx.input(i).is_ok_and(|o| o.is_dynamic())) {
+            let (s0, s1, s2) = (
+                names.in_shape(cx, 0),
+                names.in_shape(cx, 1),
+                names.in_shape(cx, 2),
+            );
+            let rank = lit(out.shape.len());
+            let plan = names.check(quote!(::sinter_rt::dynamic::broadcast3::<#rank>(
+                &#s0, &#s1, &#s2
+            )));
+            let t = rust_type(out.dtype);
+            let (i0, i1, i2, o0, os0) = (
+                names.input(0),
+                names.input(1),
+                names.input(2),
+                names.output(0),
+                names.out_shape(0),
+            );
+            return Ok(quote! {
+                let (#os0, st0, st1, st2) = #plan;
+                let lens: [usize; 3] = [
+                    #s0.iter().product(),
+                    #s1.iter().product(),
+                    #s2.iter().product(),
+                ];
+                let n: usize = #os0.iter().product();
+                ::sinter_rt::elementwise::zip3(
+                    &#i0[..lens[0]], &st0, &#i1[..lens[1]], &st1,
+                    &#i2[..lens[2]], &st2, &mut #o0[..n], &#os0,
+                    |c: u8, x: #t, y: #t| if c != 0 { x } else { y },
+                );
+            });
+        }
         let st = |i: usize| -> Result<TokenStream> {
             Ok(usize_slice(&broadcast_strides(
                 cx.input(i)?.shape,
@@ -1949,6 +1996,8 @@ mod tests {
                             _ => other,
                         };
                         Some(Operand {
+                            range: None,
+                            syms: &[],
                             dynamic: &[],
                             dtype,
                             shape: shapes[i],
@@ -1964,6 +2013,8 @@ mod tests {
                 accepted += 1;
                 let out_shape = out[0].shape.clone();
                 cx.outputs = vec![Some(Operand {
+                    range: None,
+                    syms: &[],
                     dynamic: &[],
                     dtype: out[0].dtype,
                     shape: &out_shape,
@@ -2123,6 +2174,8 @@ mod tests {
                 let inputs = (0..n_inputs)
                     .map(|_| {
                         Some(Operand {
+                            range: None,
+                            syms: &[],
                             dynamic: &[],
                             dtype: DType::F32,
                             shape,
@@ -2143,6 +2196,8 @@ mod tests {
                     .iter()
                     .map(|s| {
                         Some(Operand {
+                            range: None,
+                            syms: &[],
                             dynamic: &[],
                             dtype: DType::F32,
                             shape: s,
@@ -2211,6 +2266,8 @@ mod tests {
             let shape = [len];
             let operand = || {
                 Some(Operand {
+                    range: None,
+                    syms: &[],
                     dynamic: &[],
                     dtype: DType::F32,
                     shape: &shape,

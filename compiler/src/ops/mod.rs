@@ -86,6 +86,12 @@ pub struct Operand<'a> {
     /// Per axis, whether its extent is only known at run time (empty: none; see
     /// [`crate::ir::Value::dynamic`]).
     pub dynamic: &'a [bool],
+    /// Per element, the values a run-time integer tensor can hold (see
+    /// [`crate::ir::Value::range`]).
+    pub range: Option<&'a [crate::ir::Bounds]>,
+    /// Per axis, the bounded dim whose run-time size it has, where known (see
+    /// [`crate::ir::Value::syms`]; empty: none).
+    pub syms: &'a [Option<u16>],
 }
 
 impl Operand<'_> {

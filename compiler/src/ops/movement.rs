@@ -80,6 +80,125 @@ impl Reshape {
         ) && cx.opt_input(1).is_some_and(|t| t.constant.is_none())
     }
 
+    /// A run-time target whose value ranges are tracked (shape arithmetic on bounded dims):
+    /// an element whose range is one positive value is a fixed extent, `0` copies the
+    /// input's axis, and the others vary at run time within their ranges. `None` when the
+    /// ranges are unknown or would not hold the input's elements.
+    fn ranged_target(&self, cx: &OpCx<'_>, rank: usize) -> Result<Option<TypeShape>> {
+        let (x, target) = (cx.input(0)?, cx.input(1)?);
+        let allow_zero = matches!(
+            self.kind,
+            ReshapeKind::Reshape {
+                allow_zero: true,
+                ..
+            }
+        );
+        let Some(ranges) = target.range.filter(|r| r.len() == rank) else {
+            return Ok(None);
+        };
+        let len: usize = x.shape.iter().product();
+        let (mut shape, mut dynamic) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
+        let mut infer_at = None;
+        // For a `-1`: the bounded dims the target's varying extents are, where known.
+        let mut target_syms = Vec::new();
+        let mut target_fixed = 1usize;
+        let mut syms_known = true;
+        for (a, b) in ranges.iter().enumerate() {
+            match (b.lo, b.hi) {
+                (0, 0) if !allow_zero => {
+                    let xd = x.dynamic.get(a).copied().unwrap_or(false);
+                    let xe = x.shape.get(a).copied().unwrap_or(1);
+                    shape.push(xe);
+                    dynamic.push(xd);
+                    if xd {
+                        match x.syms.get(a).copied().flatten() {
+                            Some(sym) => target_syms.push(sym),
+                            None => syms_known = false,
+                        }
+                    } else {
+                        target_fixed = target_fixed.saturating_mul(xe);
+                    }
+                }
+                (v, w) if v == w && v > 0 => {
+                    let v = usize::try_from(v).unwrap_or(usize::MAX);
+                    shape.push(v);
+                    dynamic.push(false);
+                    target_fixed = target_fixed.saturating_mul(v);
+                }
+                (-1, -1) if infer_at.is_none() => {
+                    infer_at = Some(a);
+                    shape.push(1);
+                    dynamic.push(true);
+                }
+                (v, w) if v >= 0 => {
+                    // An extent up to `w`, or (when it may be 0 without allowzero) a copy of
+                    // the input's axis.
+                    let copied = if v == 0 && !allow_zero {
+                        x.shape.get(a).copied().unwrap_or(1)
+                    } else {
+                        1
+                    };
+                    shape.push(usize::try_from(w).unwrap_or(usize::MAX).max(copied));
+                    dynamic.push(true);
+                    match b.sym {
+                        Some(sym) if v > 0 || allow_zero || b.hi > 0 => target_syms.push(sym),
+                        _ => syms_known = false,
+                    }
+                }
+                // A range that may hold -1 (infer) as well as extents.
+                _ => return Ok(None),
+            }
+        }
+        if let Some(a) = infer_at {
+            let fixed = fixed_product(&shape, &dynamic);
+            shape[a] = len.div_ceil(fixed.max(1));
+            // The input's elements are its fixed extents times its bounded dims; when the
+            // target's varying extents are the same bounded dims, `-1` is the ratio of the
+            // fixed parts, known now (and checked when the model runs).
+            let mut input_syms = Vec::new();
+            let mut input_fixed = 1usize;
+            for (ax, (&e, &d)) in x
+                .shape
+                .iter()
+                .zip(x.dynamic.iter().chain(std::iter::repeat(&false)))
+                .enumerate()
+            {
+                if d {
+                    match x.syms.get(ax).copied().flatten() {
+                        Some(sym) => input_syms.push(sym),
+                        None => syms_known = false,
+                    }
+                } else {
+                    input_fixed = input_fixed.saturating_mul(e);
+                }
+            }
+            input_syms.sort_unstable();
+            target_syms.sort_unstable();
+            if syms_known
+                && input_syms == target_syms
+                && target_fixed > 0
+                && input_fixed.is_multiple_of(target_fixed)
+            {
+                shape[a] = input_fixed / target_fixed;
+                dynamic[a] = false;
+            } else if !x.is_dynamic() && dynamic.iter().filter(|&&d| d).count() == 1 {
+                dynamic[a] = false;
+                shape[a] = len / fixed.max(1);
+            }
+        }
+        let capacity: usize = shape.iter().product();
+        if capacity < len {
+            return Ok(None);
+        }
+        if capacity > len {
+            // The varying extents cannot all be at their largest at once (the elements are
+            // the input's): as for a run-time input, the first takes what the fixed axes
+            // leave, the others 1.
+            spread_capacity(&mut shape, &dynamic, len);
+        }
+        Ok(Some(TypeShape::dynamic(x.dtype, shape, dynamic)))
+    }
+
     /// The output of an input with run-time extents (and a target known at compile time):
     /// an axis is dynamic when it copies one (`0`), takes what is left (`-1`), or flattens
     /// one. The capacity keeps the input's elements.
@@ -122,19 +241,7 @@ impl Reshape {
         if dynamic.iter().any(|&d| d)
             && !matches!(self.kind, ReshapeKind::Identity | ReshapeKind::Dropout)
         {
-            let fixed: usize = shape
-                .iter()
-                .zip(&dynamic)
-                .filter(|(_, &d)| !d)
-                .map(|(&s, _)| s)
-                .product();
-            let mut first = true;
-            for (s, &d) in shape.iter_mut().zip(&dynamic) {
-                if d {
-                    *s = if first { len.div_ceil(fixed.max(1)) } else { 1 };
-                    first = false;
-                }
-            }
+            spread_capacity(&mut shape, &dynamic, len);
         }
         Ok(TypeShape::dynamic(x.dtype, shape, dynamic))
     }
@@ -157,6 +264,29 @@ impl Reshape {
                 let spec = target_spec(attr_shape, cx)?;
                 reshape_target(x.shape, &spec, *allow_zero)
             }
+        }
+    }
+}
+
+/// The product of the extents of the axes that are not dynamic.
+fn fixed_product(shape: &[usize], dynamic: &[bool]) -> usize {
+    shape
+        .iter()
+        .zip(dynamic)
+        .filter(|(_, &d)| !d)
+        .map(|(&s, _)| s)
+        .product()
+}
+
+/// Gives the dynamic axes of a value holding `len` elements their capacities: the first takes
+/// what the fixed axes leave, the others 1 (their product then holds the elements).
+fn spread_capacity(shape: &mut [usize], dynamic: &[bool], len: usize) {
+    let fixed = fixed_product(shape, dynamic);
+    let mut first = true;
+    for (s, &d) in shape.iter_mut().zip(dynamic) {
+        if d {
+            *s = if first { len.div_ceil(fixed.max(1)) } else { 1 };
+            first = false;
         }
     }
 }
@@ -271,6 +401,9 @@ impl OpDef for Reshape {
             if rank == 0 {
                 return Err(CompileError::shape("a run-time Reshape target of rank 0"));
             }
+            if let Some(t) = self.ranged_target(cx, rank)? {
+                return Ok(vec![t]);
+            }
             // Every extent is only known at run time; the elements are the input's.
             let mut capacity = vec![1; rank];
             capacity[0] = x.shape.iter().product();
@@ -322,14 +455,44 @@ impl OpDef for Reshape {
                     ..
                 }
             );
-            let rank = lit(cx.output(0)?.shape.len());
-            let (x_shape, i1, os0) = (names.in_shape(cx, 0), names.input(1), names.out_shape(0));
+            let out = cx.output(0)?;
+            let rank = lit(out.shape.len());
+            let (x_shape, i1) = (names.in_shape(cx, 0), names.input(1));
             let target = names.check(quote!(::sinter_rt::dynamic::reshape_target::<_, #rank>(
                 &#x_shape, #i1, #allow_zero
             )));
+            // Extents the compiler fixed from the target's ranges must hold at run time.
+            let fixed: Vec<TokenStream> = out
+                .shape
+                .iter()
+                .zip(out.dynamic)
+                .enumerate()
+                .filter(|(_, (_, &d))| !d)
+                .map(|(a, (&e, _))| {
+                    let (a, e) = (lit(a), lit(e));
+                    quote!(shape[#a] == #e)
+                })
+                .collect();
+            let checked = if fixed.is_empty() {
+                quote!(let shape: [usize; #rank] = #target;)
+            } else {
+                let ok = names.check(quote!(if #(#fixed)&&* {
+                    Ok(())
+                } else {
+                    Err("Reshape: a run-time target differs from the extent its value range fixed")
+                }));
+                quote!(let shape: [usize; #rank] = #target; #ok;)
+            };
+            let write_shape = if out.is_dynamic() {
+                let os0 = names.out_shape(0);
+                quote!(let #os0: [usize; #rank] = shape;)
+            } else {
+                TokenStream::new()
+            };
             return Ok(quote! {
-                let #os0: [usize; #rank] = #target;
-                let n: usize = #os0.iter().product();
+                #checked
+                #write_shape
+                let n: usize = shape.iter().product();
                 #o0[..n].copy_from_slice(&#i0[..n]);
             });
         }
@@ -2208,6 +2371,52 @@ pub struct Repeat {
 }
 
 impl Repeat {
+    /// For an `Expand` of an input with run-time extents, or to a shape only known at run
+    /// time (whose value ranges bound it): the output's capacity and dynamic axes.
+    fn run_time_expand(&self, cx: &OpCx<'_>) -> Result<Option<TypeShape>> {
+        let (x, target) = (cx.input(0)?, cx.input(1)?);
+        if self.tile || (!x.is_dynamic() && target.constant.is_some()) {
+            return Ok(None);
+        }
+        let ranges: Vec<(i64, i64)> =
+            match (target.constant.and_then(Tensor::to_i64s), target.range) {
+                (Some(v), _) => v.into_iter().map(|d| (d, d)).collect(),
+                (None, Some(r)) => r.iter().map(|b| (b.lo, b.hi)).collect(),
+                (None, None) => {
+                    return Err(CompileError::new(crate::error::ErrorKind::NotConstant(
+                        "Expand shape (not computed from bounded dims)".into(),
+                    )))
+                }
+            };
+        let rank = ranges.len().max(x.shape.len());
+        let (mut shape, mut dynamic) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
+        for axis in 0..rank {
+            let (xd, xdyn) = match (axis + x.shape.len()).checked_sub(rank) {
+                Some(a) => (x.shape[a], x.dynamic.get(a).copied().unwrap_or(false)),
+                None => (1, false),
+            };
+            let (lo, hi) = match (axis + ranges.len()).checked_sub(rank) {
+                Some(a) => ranges[a],
+                None => (1, 1),
+            };
+            let hi = usize::try_from(hi.max(0)).unwrap_or(usize::MAX);
+            let fixed_target = lo == i64::try_from(hi).unwrap_or(i64::MAX);
+            // Fixed when the target fixes it above 1, or the input fixes it above 1, or both
+            // are fixed.
+            let fixed = (fixed_target && hi > 1) || (!xdyn && xd > 1) || (fixed_target && !xdyn);
+            shape.push(if fixed && fixed_target && hi > 1 {
+                hi
+            } else if fixed && !xdyn && xd > 1 {
+                xd
+            } else {
+                xd.max(hi)
+            });
+            dynamic.push(!fixed);
+        }
+        checked_len(&shape)?;
+        Ok(Some(TypeShape::dynamic(x.dtype, shape, dynamic)))
+    }
+
     fn out_shape(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
         let x = cx.input(0)?;
         let v = const_ints_or_empty(cx, 1, if self.tile { "repeats" } else { "shape" })?;
@@ -2243,7 +2452,14 @@ impl OpDef for Repeat {
         })
     }
 
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        !self.tile
+    }
+
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if let Some(t) = self.run_time_expand(cx)? {
+            return Ok(vec![t]);
+        }
         Ok(vec![TypeShape::new(
             cx.input(0)?.dtype,
             self.out_shape(cx)?,
@@ -2253,6 +2469,7 @@ impl OpDef for Repeat {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let x = cx.input(0).ok()?;
         let t = x.constant?;
+        cx.input(1).ok()?.constant?;
         let shape = match self.out_shape(cx) {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
@@ -2280,6 +2497,37 @@ impl OpDef for Repeat {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if let Some(out) = self.run_time_expand(cx)? {
+            let rank = lit(out.shape.len());
+            let (x_shape, i0, i1, o0) = (
+                names.in_shape(cx, 0),
+                names.input(0),
+                names.input(1),
+                names.output(0),
+            );
+            let plan =
+                names.check(quote!(::sinter_rt::dynamic::expand_plan::<#rank>(&x_shape, #i1)));
+            let write_shape = if out.dynamic.iter().any(|&d| d) {
+                let os0 = names.out_shape(0);
+                quote!(let #os0: [usize; #rank] = out;)
+            } else {
+                TokenStream::new()
+            };
+            return finish(
+                cx,
+                names,
+                quote! {
+                    let x_shape = #x_shape;
+                    let (out, strides) = #plan;
+                    let (x_len, n): (usize, usize) =
+                        (x_shape.iter().product(), out.iter().product());
+                    ::sinter_rt::elementwise::broadcast_copy(
+                        &#i0[..x_len], &strides, &mut #o0[..n], &out,
+                    );
+                    #write_shape
+                },
+            );
+        }
         let code = (|| -> Result<TokenStream> {
             let x = cx.input(0)?;
             let shape = self.out_shape(cx)?;
@@ -2614,6 +2862,56 @@ impl Generate {
         self.fill().ok().flatten()
     }
 
+    /// For a `Range` whose start or limit is only known at run time: the capacity of its
+    /// output, from the operands' value ranges (integers, a constant nonzero delta).
+    fn run_time_range(&self, cx: &OpCx<'_>) -> Result<Option<usize>> {
+        if self.value.is_some() || cx.all_constant() {
+            return Ok(None);
+        }
+        let dtype = cx.input(0)?.dtype;
+        let not_constant = |what: &str| {
+            CompileError::new(crate::error::ErrorKind::NotConstant(format!(
+                "Range {what} (only integer ranges with a constant delta and a start and limit \
+                 computed from bounded dims take run-time operands)"
+            )))
+        };
+        if !matches!(dtype, DType::I64 | DType::I32) {
+            return Err(not_constant("input 0"));
+        }
+        let delta = cx
+            .input(2)?
+            .constant
+            .and_then(Tensor::to_i64s)
+            .and_then(|v| v.first().copied())
+            .filter(|&d| d != 0)
+            .ok_or_else(|| not_constant("delta"))?;
+        let interval = |i: usize, what: &str| -> Result<(i64, i64)> {
+            let o = cx.input(i)?;
+            if o.dtype != dtype || o.shape.iter().product::<usize>() != 1 {
+                return Err(CompileError::shape(
+                    "Range inputs must be scalars of one type",
+                ));
+            }
+            match (o.constant.and_then(Tensor::to_i64s), o.range) {
+                (Some(v), _) => Ok((v[0], v[0])),
+                (None, Some([r])) => Ok((r.lo, r.hi)),
+                _ => Err(not_constant(what)),
+            }
+        };
+        let (start, limit) = (interval(0, "start")?, interval(1, "limit")?);
+        let span = if delta > 0 {
+            i128::from(limit.1) - i128::from(start.0)
+        } else {
+            i128::from(start.1) - i128::from(limit.0)
+        };
+        let step = i128::from(delta).abs();
+        let capacity = usize::try_from(((span + step - 1) / step).max(0)).unwrap_or(usize::MAX);
+        if capacity > FOLD_LIMIT {
+            return Err(CompileError::unsupported("Range output over 2^20 elements"));
+        }
+        Ok(Some(capacity))
+    }
+
     fn fill(&self) -> Result<Option<&Tensor>> {
         match &self.value {
             Some(v) if v.len() != 1 => {
@@ -2800,6 +3098,10 @@ impl OpDef for Generate {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if let Some(capacity) = self.run_time_range(cx)? {
+            let dtype = cx.input(0)?.dtype;
+            return Ok(vec![TypeShape::dynamic(dtype, vec![capacity], vec![true])]);
+        }
         Ok(vec![match self.fill()? {
             Some(v) => TypeShape::new(v.dtype, Self::shape(cx)?),
             None => {
@@ -2812,6 +3114,7 @@ impl OpDef for Generate {
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
         let v = match self.fill() {
             Ok(Some(v)) => v,
+            Ok(None) if !cx.all_constant() => return None,
             Ok(None) => return Some(range(cx).map(|t| vec![t])),
             Err(e) => return Some(Err(e)),
         };
@@ -2828,6 +3131,28 @@ impl OpDef for Generate {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        if let Some(capacity) = self.run_time_range(cx)? {
+            let (i0, i1, i2, o0) = (
+                names.input(0),
+                names.input(1),
+                names.input(2),
+                names.output(0),
+            );
+            let (os0, capacity) = (names.out_shape(0), lit(capacity));
+            let t = rust_type(cx.input(0)?.dtype);
+            let n = names.check(quote!(::sinter_rt::dynamic::range_len(
+                i64::from(#i0[0]), i64::from(#i1[0]), i64::from(#i2[0]), #capacity
+            )));
+            return Ok(quote! {
+                let #os0: [usize; 1] = [#n];
+                let mut v = #i0[0];
+                for slot in &mut #o0[..#os0[0]] {
+                    *slot = v;
+                    v = v.wrapping_add(#i2[0]);
+                }
+                let _: #t = v;
+            });
+        }
         let Some(v) = self.fill()? else {
             return Err(CompileError::shape(
                 "internal: Range should have been folded",
@@ -3887,12 +4212,16 @@ mod tests {
         let ints = |v: &[i64]| Tensor::from_i64(vec![v.len()], v);
         let (st, en, ax, sp) = (ints(&[-1]), ints(&[i64::MIN]), ints(&[0]), ints(&[-2]));
         let op = |t: &Tensor| Operand {
+            range: None,
+            syms: &[],
             dynamic: &[],
             dtype: t.dtype,
             shape: &[1],
             constant: None,
         };
         let mut inputs = vec![Some(Operand {
+            range: None,
+            syms: &[],
             dynamic: &[],
             dtype: DType::F32,
             shape: &[4],
@@ -3900,6 +4229,8 @@ mod tests {
         })];
         for t in [&st, &en, &ax, &sp] {
             inputs.push(Some(Operand {
+                range: None,
+                syms: &[],
                 dynamic: &[],
                 constant: Some(t),
                 ..op(t)

@@ -1084,6 +1084,8 @@ mod tests {
         constant: Option<&'a Tensor>,
     ) -> Option<Operand<'a>> {
         Some(Operand {
+            range: None,
+            syms: &[],
             dynamic: &[],
             dtype,
             shape,
@@ -1099,6 +1101,8 @@ mod tests {
         };
         let out = op.infer(&cx)?.remove(0);
         cx.outputs = vec![Some(Operand {
+            range: None,
+            syms: &[],
             dynamic: &[],
             dtype: out.dtype,
             shape: &out.shape,

@@ -653,6 +653,8 @@ mod tests {
 
     fn operand<'a>(dtype: DType, shape: &'a [usize], constant: Option<&'a Tensor>) -> Operand<'a> {
         Operand {
+            range: None,
+            syms: &[],
             dynamic: &[],
             dtype,
             shape,

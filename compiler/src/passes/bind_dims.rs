@@ -38,6 +38,7 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         }
         let mut shape = Vec::with_capacity(declared.len());
         let mut dynamic = vec![false; declared.len()];
+        let mut syms = vec![None; declared.len()];
         for (axis, dim) in declared.iter().enumerate() {
             let from_data = given.map(|g| g[axis]);
             match dim {
@@ -56,6 +57,11 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
                         shape.push(b.max);
                         graph.bounds.insert(sym.clone(), *b);
                         dynamic[axis] = true;
+                        syms[axis] = cx
+                            .bounds
+                            .keys()
+                            .position(|k| k == sym)
+                            .and_then(|p| u16::try_from(p).ok());
                     } else if let Some(&v) = cx.dims.get(sym) {
                         shape.push(v);
                     } else if let Some(d) = from_data {
@@ -82,6 +88,7 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         graph.value_mut(id).shape = Some(shape);
         if dynamic.iter().any(|&d| d) {
             graph.value_mut(id).dynamic = dynamic;
+            graph.value_mut(id).syms = syms;
         }
     }
     if !unbound.is_empty() {

@@ -20,6 +20,8 @@ pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<Op
         match (v.dtype, v.shape.as_deref()) {
             (Some(dtype), Some(shape)) => Ok(Operand {
                 dynamic: &v.dynamic,
+                range: v.range.as_deref(),
+                syms: &v.syms,
                 dtype,
                 shape,
                 constant: v.constant.as_ref(),
@@ -289,10 +291,24 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             } else {
                 None
             };
-            Ok((types, folded))
+            // Shape arithmetic on run-time extents: the values' ranges (see `value_range`);
+            // a tensor whose every element is known is a constant after all.
+            let mut folded = folded;
+            let range = match (&folded, types.first()) {
+                (None, Some(t)) => super::value_range::infer(op, &cx, t),
+                _ => None,
+            };
+            if let (Some(r), Some(t), 1) = (&range, types.first(), node.outputs.len()) {
+                folded = super::value_range::as_constant(r, t).map(|c| vec![c]);
+            }
+            let syms: Vec<Vec<Option<u16>>> = types
+                .iter()
+                .map(|t| super::value_range::axis_syms(&graph, op, &cx, t))
+                .collect();
+            Ok((types, folded, range, syms))
         })()
         .map_err(|e| e.at(node.node_ref()));
-        let (types, folded) = match inferred {
+        let (types, folded, range, syms) = match inferred {
             Ok(v) => v,
             // In a branch of a run-time If, a node that cannot be typed (shapes that only
             // fit the other branch's inputs) poisons its branch: the branch is dropped and
@@ -314,6 +330,10 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             value.dtype = Some(t.dtype);
             value.shape = Some(t.shape.clone());
             value.dynamic = t.dynamic.clone();
+            if i == 0 {
+                value.range = range.clone();
+            }
+            value.syms = syms.get(i).cloned().unwrap_or_default();
             if let Some(tensors) = &folded {
                 value.constant = tensors.get(i).cloned();
             }
@@ -505,6 +525,8 @@ fn new_value(graph: &mut Graph, name: String) -> ValueId {
         dtype: None,
         shape: None,
         declared: None,
+        range: None,
+        syms: Vec::new(),
         constant: None,
     })
 }

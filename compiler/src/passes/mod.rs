@@ -31,6 +31,7 @@ mod resolve_ops;
 mod simplify_transpose;
 #[cfg(test)]
 mod testing;
+mod value_range;
 
 pub use bind_dims::bind_dims;
 pub use calibration::{u8_params, Calibration, CalibrationMethod, RangeStats};

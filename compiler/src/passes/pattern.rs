@@ -37,6 +37,8 @@ pub(super) fn add_constant(graph: &mut Graph, name: String, tensor: Tensor) -> V
         dtype: Some(tensor.dtype),
         shape: Some(tensor.shape.clone()),
         declared: None,
+        range: None,
+        syms: Vec::new(),
         constant: Some(tensor),
     })
 }
@@ -54,6 +56,8 @@ pub(super) fn add_typed(
         dtype,
         shape,
         declared: None,
+        range: None,
+        syms: Vec::new(),
         constant: None,
     })
 }
