@@ -575,10 +575,12 @@ pub fn matmul_plan<const R: usize>(
 /// and the input's element strides along it.
 ///
 /// # Errors
-/// When a target extent is negative, or the shapes do not broadcast.
+/// When a target extent is negative, the shapes do not broadcast, or the output would hold
+/// more than `capacity` elements.
 pub fn expand_plan<const R: usize>(
     x: &[usize],
     target: &[i64],
+    capacity: usize,
 ) -> Result<([usize; R], [usize; R]), &'static str> {
     let mut t = [0usize; R];
     if target.len() > R {
@@ -588,6 +590,9 @@ pub fn expand_plan<const R: usize>(
         *slot = usize::try_from(d).map_err(|_| "Expand: a negative target extent")?;
     }
     let (out, sx, _) = broadcast::<R>(x, &t[..target.len()])?;
+    if out.iter().product::<usize>() > capacity {
+        return Err("Expand: more elements than the bound the model was compiled for");
+    }
     Ok((out, sx))
 }
 
@@ -648,11 +653,12 @@ mod range_tests {
         use super::{broadcast3, expand_plan};
         // [1, 3] to [2, 1, 3]: rows repeat.
         assert_eq!(
-            expand_plan::<3>(&[1, 3], &[2, 1, 3]),
+            expand_plan::<3>(&[1, 3], &[2, 1, 3], 6),
             Ok(([2, 1, 3], [0, 3, 1]))
         );
-        assert!(expand_plan::<2>(&[2, 3], &[4, 3]).is_err());
-        assert!(expand_plan::<2>(&[1, 3], &[-1, 3]).is_err());
+        assert!(expand_plan::<2>(&[2, 3], &[4, 3], 12).is_err());
+        assert!(expand_plan::<2>(&[1, 3], &[4, 3], 11).is_err());
+        assert!(expand_plan::<2>(&[1, 3], &[-1, 3], 12).is_err());
         // A [1, 4] condition, a [3, 1] branch and a scalar: [3, 4].
         let (out, sc, sx, sy) = broadcast3::<2>(&[1, 4], &[3, 1], &[]).expect("broadcasts");
         assert_eq!((out, sc, sx, sy), ([3, 4], [0, 1], [1, 0], [0, 0]));

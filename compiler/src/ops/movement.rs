@@ -378,6 +378,17 @@ impl OpDef for Reshape {
         true
     }
 
+    fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
+        // With run-time extents the node stays (it computes the output's shape), but its
+        // output may be its input's buffer: the elements do not move.
+        let (x, y) = (cx.input(0).ok()?, cx.output(0).ok()?);
+        let mask = cx.outputs.get(1).is_some_and(Option::is_some);
+        ((x.is_dynamic() || y.is_dynamic() || self.run_time_target(cx))
+            && !mask
+            && x.dtype == y.dtype)
+            .then_some(0)
+    }
+
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let x = cx.input(0)?;
         if x.is_dynamic() && !self.run_time_target(cx) {
@@ -446,7 +457,14 @@ impl OpDef for Reshape {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (i0, o0) = (names.input(0), names.output(0));
+        let o0 = names.output(0);
+        // In place (see `in_place_input`), the output already holds the input's elements.
+        let copy = if names.in_place == Some(0) {
+            quote!(let _ = &#o0;)
+        } else {
+            let i0 = names.input(0);
+            quote!(#o0[..n].copy_from_slice(&#i0[..n]);)
+        };
         if self.run_time_target(cx) {
             let allow_zero = matches!(
                 self.kind,
@@ -493,7 +511,7 @@ impl OpDef for Reshape {
                 #checked
                 #write_shape
                 let n: usize = shape.iter().product();
-                #o0[..n].copy_from_slice(&#i0[..n]);
+                #copy
             });
         }
         if cx.input(0)?.is_dynamic() {
@@ -530,10 +548,11 @@ impl OpDef for Reshape {
             return Ok(quote! {
                 let #os0 = #shape;
                 let n: usize = #os0.iter().product();
-                #o0[..n].copy_from_slice(&#i0[..n]);
+                #copy
                 #mask
             });
         }
+        let i0 = names.input(0);
         let mut code = quote!(#o0.copy_from_slice(#i0););
         if cx.outputs.get(1).is_some_and(Option::is_some) {
             let o1 = names.output(1);
@@ -2505,8 +2524,10 @@ impl OpDef for Repeat {
                 names.input(1),
                 names.output(0),
             );
-            let plan =
-                names.check(quote!(::sinter_rt::dynamic::expand_plan::<#rank>(&x_shape, #i1)));
+            let capacity = lit(out.shape.iter().product());
+            let plan = names.check(quote!(::sinter_rt::dynamic::expand_plan::<#rank>(
+                &x_shape, #i1, #capacity
+            )));
             let write_shape = if out.dynamic.iter().any(|&d| d) {
                 let os0 = names.out_shape(0);
                 quote!(let #os0: [usize; #rank] = out;)

@@ -7,7 +7,9 @@
 //! weight (the linear layers of transformers) first folds the leading dimensions into rows
 //! between two free Reshapes, so it becomes one packed Gemm too.
 
-use super::pattern::{add_constant, add_typed, new_node, producers, retain, touches_dynamic};
+use super::pattern::{
+    add_constant, add_typed, new_node, producers, retain, rows_vary_only, touches_dynamic,
+};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Tensor};
@@ -72,7 +74,7 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         if remove[mm_index]
             || !matches!(mm.op, Some(Op::MatMul(_)))
             || mm.guards != add.guards
-            || touches_dynamic(&graph, mm)
+            || (touches_dynamic(&graph, mm) && !rows_vary_only(&graph, mm))
         {
             continue;
         }
@@ -133,7 +135,7 @@ pub fn fuse_matmul_add(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     let dynamic: Vec<bool> = graph
         .nodes
         .iter()
-        .map(|n| touches_dynamic(&graph, n))
+        .map(|n| touches_dynamic(&graph, n) && !rows_vary_only(&graph, n))
         .collect();
     for (node, dynamic) in graph.nodes.iter_mut().zip(dynamic) {
         if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 || dynamic {
@@ -163,11 +165,7 @@ fn fold_leading_dims(graph: &mut Graph) {
     for node in std::mem::take(&mut graph.nodes) {
         let folded = (|| {
             // Reshape takes its shape as an input from opset 5 on.
-            if !matches!(node.op, Some(Op::MatMul(_)))
-                || node.inputs.len() != 2
-                || node.opset < 5
-                || touches_dynamic(graph, &node)
-            {
+            if !matches!(node.op, Some(Op::MatMul(_))) || node.inputs.len() != 2 || node.opset < 5 {
                 return None;
             }
             let (a, b, y) = (
@@ -188,21 +186,44 @@ fn fold_leading_dims(graph: &mut Graph) {
             {
                 return None;
             }
+            // With a run-time extent, one leading axis of A (and of Y) may vary: the rows are
+            // then `-1` in the fold, and that axis `-1` in the unfold.
+            let a_dynamic = av.dynamic.clone();
+            let y_dynamic = graph.value(y).dynamic.clone();
+            let varying = a_dynamic.iter().filter(|&&d| d).count();
+            let leading = a_dynamic.iter().position(|&d| d);
+            if varying > 1
+                || a_dynamic.last() == Some(&true)
+                || bv.is_dynamic()
+                || (varying == 1 && y_dynamic != a_dynamic)
+            {
+                return None;
+            }
             let (k, n) = (b_shape[0], b_shape[1]);
             let rows: usize = a_shape[..a_shape.len() - 1].iter().product();
-            let dims = |v: &[usize]| -> Option<Vec<i64>> {
-                v.iter().map(|&d| i64::try_from(d).ok()).collect()
+            // `varying` marks the axis written `-1`.
+            let dims = |v: &[usize], varying: Option<usize>| -> Option<Vec<i64>> {
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        if Some(i) == varying {
+                            Some(-1)
+                        } else {
+                            i64::try_from(d).ok()
+                        }
+                    })
+                    .collect()
             };
             let name = node.name.clone();
             let a_rows = add_constant(
                 graph,
                 format!("{name}/rows_shape"),
-                Tensor::from_i64(vec![2], &dims(&[rows, k])?),
+                Tensor::from_i64(vec![2], &dims(&[rows, k], leading.map(|_| 0))?),
             );
             let y_dims = add_constant(
                 graph,
                 format!("{name}/out_shape"),
-                Tensor::from_i64(vec![y_shape.len()], &dims(&y_shape)?),
+                Tensor::from_i64(vec![y_shape.len()], &dims(&y_shape, leading)?),
             );
             let mut matrix = |suffix: &str, shape: Vec<usize>| {
                 add_typed(
@@ -214,6 +235,11 @@ fn fold_leading_dims(graph: &mut Graph) {
             };
             let a2 = matrix("rows", vec![rows, k]);
             let y2 = matrix("product", vec![rows, n]);
+            if leading.is_some() {
+                for v in [a2, y2] {
+                    graph.value_mut(v).dynamic = vec![true, false];
+                }
+            }
             let before = new_node(
                 format!("{name}/fold"),
                 "Reshape",

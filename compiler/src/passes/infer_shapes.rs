@@ -305,6 +305,8 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                 .iter()
                 .map(|t| super::value_range::axis_syms(&graph, op, &cx, t))
                 .collect();
+            let mut range = range;
+            super::value_range::clamp_to_bounds(&graph, op, &mut types, &syms, range.as_deref_mut());
             Ok((types, folded, range, syms))
         })()
         .map_err(|e| e.at(node.node_ref()));

@@ -8,7 +8,6 @@ use crate::onnx::proto::attribute_proto::AttributeType;
 use crate::onnx::proto::AttributeProto;
 use crate::ops::{self, NodeCx};
 
-/// The node producing each value, if any.
 /// Whether a node reads or writes a value whose shape is only known at run time (rewrites
 /// that bake shapes into new nodes leave such nodes as they are).
 pub(super) fn touches_dynamic(graph: &Graph, node: &crate::ir::Node) -> bool {
@@ -19,6 +18,29 @@ pub(super) fn touches_dynamic(graph: &Graph, node: &crate::ir::Node) -> bool {
         .any(|&v| graph.value(v).is_dynamic())
 }
 
+/// Whether the only extents of a node's values known just at run time are the rows of its
+/// first input and its outputs (a 2-D product over a varying number of rows).
+pub(super) fn rows_vary_only(graph: &Graph, node: &crate::ir::Node) -> bool {
+    let rows_only = |v: crate::ir::ValueId| {
+        let value = graph.value(v);
+        value.shape.as_ref().is_some_and(|s| s.len() == 2)
+            && value.dynamic.iter().skip(1).all(|&d| !d)
+    };
+    node.inputs
+        .first()
+        .copied()
+        .flatten()
+        .is_some_and(rows_only)
+        && node
+            .inputs
+            .iter()
+            .skip(1)
+            .flatten()
+            .all(|&v| !graph.value(v).is_dynamic())
+        && node.outputs.iter().flatten().all(|&v| rows_only(v))
+}
+
+/// The node producing each value, if any.
 pub(super) fn producers(graph: &Graph) -> Vec<Option<usize>> {
     let mut producer = vec![None; graph.values.len()];
     for (i, node) in graph.nodes.iter().enumerate() {

@@ -376,6 +376,39 @@ pub(super) fn axis_syms(
         .collect()
 }
 
+/// Tightens what a bounded dim's size cannot exceed: an element that is that size holds at
+/// most the bound, and a `Slice` `x[0:n]` of a longer axis (a position table sliced to the
+/// sequence length) needs only the bound's room.
+pub(super) fn clamp_to_bounds(
+    graph: &Graph,
+    op: &Op,
+    types: &mut [TypeShape],
+    syms: &[Vec<Option<u16>>],
+    range: Option<&mut [Bounds]>,
+) {
+    let bound = |s: u16| {
+        graph
+            .bounds
+            .values()
+            .nth(usize::from(s))
+            .and_then(|b| i64::try_from(b.max).ok())
+    };
+    for b in range.into_iter().flatten() {
+        if let Some(max) = b.sym.and_then(bound) {
+            b.hi = b.hi.min(max);
+        }
+    }
+    if matches!(op, Op::Slice(_)) {
+        for (t, syms) in types.iter_mut().zip(syms) {
+            for (extent, sym) in t.shape.iter_mut().zip(syms) {
+                if let Some(max) = sym.and_then(bound).and_then(|m| usize::try_from(m).ok()) {
+                    *extent = (*extent).min(max);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
