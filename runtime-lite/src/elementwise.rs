@@ -310,6 +310,59 @@ pub fn zip3<A: Copy, B: Copy, C: Copy, O>(
     out_shape: &[usize],
     f: impl Fn(A, B, C) -> O,
 ) {
+    let rank = out_shape.len();
+    let inner = out_shape.last().copied().unwrap_or(1);
+    let unit = |s: &[usize]| s.last().is_some_and(|&st| st <= 1);
+    if rank > 1 && inner > 1 && unit(a_strides) && unit(b_strides) && unit(c_strides) {
+        // Whole rows at a time: along the last axis each input either runs (stride 1) or
+        // repeats one element (stride 0), so a row is a slice or a value.
+        let (sa, sb, sc) = (
+            a_strides[rank - 1],
+            b_strides[rank - 1],
+            c_strides[rank - 1],
+        );
+        let outer = [
+            &a_strides[..rank - 1],
+            &b_strides[..rank - 1],
+            &c_strides[..rank - 1],
+        ];
+        for_each_index(&out_shape[..rank - 1], outer, |row, [ia, ib, ic]| {
+            let o = &mut out[row * inner..(row + 1) * inner];
+            let (ra, rb, rc) = (
+                &a[ia..ia + 1 + (inner - 1) * sa],
+                &b[ib..ib + 1 + (inner - 1) * sb],
+                &c[ic..ic + 1 + (inner - 1) * sc],
+            );
+            // One loop per pattern, each over plain slices (`$a` names a running input, `$s`
+            // a repeated one), so that the compiler sees contiguous runs.
+            macro_rules! rows {
+                ($(($pa:literal, $pb:literal, $pc:literal)),*) => {
+                    match (sa, sb, sc) {
+                        $(($pa, $pb, $pc) => {
+                            for (j, o) in o.iter_mut().enumerate() {
+                                *o = f(ra[j * $pa], rb[j * $pb], rc[j * $pc]);
+                            }
+                        })*
+                        _ => {
+                            for (j, o) in o.iter_mut().enumerate() {
+                                *o = f(ra[j * sa], rb[j * sb], rc[j * sc]);
+                            }
+                        }
+                    }
+                };
+            }
+            rows!(
+                (1, 1, 1),
+                (1, 0, 0),
+                (1, 0, 1),
+                (1, 1, 0),
+                (0, 1, 1),
+                (0, 0, 1),
+                (0, 1, 0)
+            );
+        });
+        return;
+    }
     for_each_index(
         out_shape,
         [a_strides, b_strides, c_strides],
@@ -338,6 +391,33 @@ pub fn broadcast_copy<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zip3_rows_match_element_by_element() {
+        // cond [2, 1, 4] (runs along the last axis), x [3, 1] (repeats), y scalar: [2, 3, 4].
+        let cond: [u8; 8] = [1, 0, 1, 1, 0, 0, 1, 0];
+        let (x, y) = ([10.0f32, 20.0, 30.0], [-1.0f32]);
+        let shape = [2usize, 3, 4];
+        let (sc, sx, sy) = ([4usize, 0, 1], [0usize, 1, 0], [0usize, 0, 0]);
+        let mut rows = [0.0f32; 24];
+        zip3(
+            &cond,
+            &sc,
+            &x,
+            &sx,
+            &y,
+            &sy,
+            &mut rows,
+            &shape,
+            |c, a, b| if c != 0 { a } else { b },
+        );
+        let mut want = [0.0f32; 24];
+        for (i, w) in want.iter_mut().enumerate() {
+            let (p, q, r) = (i / 12, (i / 4) % 3, i % 4);
+            *w = if cond[p * 4 + r] != 0 { x[q] } else { y[0] };
+        }
+        assert_eq!(rows, want);
+    }
 
     #[test]
     fn zip_broadcasts_rows_and_columns() {
