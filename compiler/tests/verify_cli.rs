@@ -451,33 +451,41 @@ fn dynamic_quantization_of_lstms_stays_close_to_float() {
 }
 
 #[test]
-fn encoders_with_a_run_time_sequence_length_pass_in_one_build() {
+fn bounded_sequence_and_cache_lengths_pass_in_one_build() {
     // tests/data/bounded_seq (scripts/make_encoder_lengths.py): DistilBERT and BERT exported
     // by torch with a dynamic sequence length (masks, positions and head reshapes computed
     // from Shape/Gather/Range/Expand arithmetic), compiled once with `--dim 'seq<=64'` and
-    // run at 5, 17 (4 padded tokens) and 64 tokens against ONNX Runtime.
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded_seq");
-    let cases = case_dirs(&data);
-    assert!(cases.len() >= 2, "bounded_seq cases missing");
-    for level in ["-O0", "-O3"] {
-        let cache =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-seq{level}"));
-        let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
-            .args([
-                "verify", level, "--dim", "seq<=64", "--rtol", "1e-3", "--atol", "1e-5",
-            ])
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(&cases)
-            .output()
-            .expect("sinter runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(
-            stdout.lines().last().unwrap_or_default(),
-            format!("{} passed, 0 failed, 0 unsupported", cases.len()),
-            "{level}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    // run at 5, 17 (4 padded tokens) and 64 tokens against ONNX Runtime. tests/data/bounded_kv
+    // (scripts/make_kv_decoder.py): a GPT-2 decoder step whose past keys and values have a
+    // run-time length, compiled once with `--dim 'past<=64' --dim 'total<=65'` and run at 0,
+    // 17 and 64 cached tokens.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let groups: [(&str, &[&str], usize); 2] = [
+        ("bounded_seq", &["seq<=64"], 2),
+        ("bounded_kv", &["past<=64", "total<=65"], 1),
+    ];
+    for (folder, dims, at_least) in groups {
+        let cases = case_dirs(&root.join(folder));
+        assert!(cases.len() >= at_least, "{folder} cases missing");
+        for level in ["-O0", "-O3"] {
+            let cache = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("sinter-verify-{folder}{level}"));
+            let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
+                .args(["verify", level, "--rtol", "1e-3", "--atol", "1e-5"])
+                .args(dims.iter().flat_map(|d| ["--dim", d]))
+                .arg("--cache-dir")
+                .arg(&cache)
+                .args(&cases)
+                .output()
+                .expect("sinter runs");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert_eq!(
+                stdout.lines().last().unwrap_or_default(),
+                format!("{} passed, 0 failed, 0 unsupported", cases.len()),
+                "{folder} {level}: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 }
 

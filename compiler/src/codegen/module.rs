@@ -284,6 +284,8 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         quote!([#(#base[#items]),*])
     };
     let mut has_fallible = false;
+    // The most parameters a generated function takes (clippy asks for at most 7).
+    let mut most_params = 0usize;
     let weights_len = plan.weights.len();
     let mut uses_weights = false;
     let mut node_fns = Vec::new();
@@ -449,6 +451,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             params.push(quote!(dims: &mut [usize]));
             args.push(quote!(&mut self.dims));
         }
+        most_params = most_params.max(params.len());
         let fn_name = format_ident!("node_{}_{}", index, super::names::sanitize(&node.name, 32));
         let doc = format!(" Node \"{}\" ({}).", node.name, node.node_ref().op_type);
         let (ret, done) = if emit_names.fallible {
@@ -1109,9 +1112,17 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
         quote!(let _ = #ident;)
     });
 
+    // `run` takes `self`, the bounded dims and one slice per graph input.
+    most_params = most_params.max(inputs.len() + 2);
+    let many_params = if most_params > 7 {
+        quote!(#![allow(clippy::too_many_arguments, reason = "one parameter per graph input")])
+    } else {
+        TokenStream::new()
+    };
     Ok(quote! {
         #[doc = #module_doc]
         pub mod #module {
+            #many_params
             #track
             #weights_static
             #profile_table
