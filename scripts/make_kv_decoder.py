@@ -12,8 +12,11 @@ step's logits), which `examples/kv_decoder.rs` and `tests/kv_decoder.rs` replay 
     /tmp/venv/bin/python scripts/make_kv_decoder.py tests/data/bounded_kv
     /tmp/venv/bin/python scripts/make_kv_decoder.py /tmp/kv_base --size base
 
-`--size base` writes a 4-layer, 256-wide model (past up to 1024) for the token-by-token
-benchmark (`examples/kv_decoder` reads it with `SINTER_KV_MODEL`), kept out of git.
+`--size base` writes a 4-layer, 256-wide model (positions up to 1088) for benchmarks instead,
+kept out of git: one folder per past length (`gpt2_kv_p16`, `_p256`, `_p1008`) sharing the
+model, each a one-step case for `scripts/bench_vs_ort.py` with
+`--sinter-arg=--dim=past<=1024 --sinter-arg=--dim=total<=1025` (tokens per second at that
+cache length is one over the step's latency).
 """
 import os
 import sys
@@ -27,7 +30,7 @@ from onnx import numpy_helper as nh
 
 SIZES = {
     "tiny": dict(vocab=128, embd=32, layers=2, heads=4, positions=128, pasts=[0, 17, 64]),
-    "base": dict(vocab=1024, embd=256, layers=4, heads=8, positions=1088, pasts=[16]),
+    "base": dict(vocab=1024, embd=256, layers=4, heads=8, positions=1088, pasts=[16, 256, 1008]),
 }
 
 
@@ -79,6 +82,12 @@ def main():
             feeds[n] = rng.standard_normal((1, heads, past, dim)).astype(np.float32)
         results = sess.run(None, feeds)
         sd = os.path.join(d, f"test_data_set_{k}")
+        if size == "base":
+            per = os.path.join(out, f"gpt2_kv_p{past}")
+            os.makedirs(per, exist_ok=True)
+            if not os.path.exists(os.path.join(per, "model.onnx")):
+                os.symlink(os.path.abspath(path), os.path.join(per, "model.onnx"))
+            sd = os.path.join(per, "test_data_set_0")
         os.makedirs(sd, exist_ok=True)
         for i, (name, v) in enumerate(feeds.items()):
             onnx.save_tensor(nh.from_array(v, name), os.path.join(sd, f"input_{i}.pb"))

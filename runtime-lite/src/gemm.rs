@@ -1354,7 +1354,68 @@ pub fn batched_gemm_f32(
     b: &[f32],
     out: &mut [f32],
 ) {
-    let (sa, sb) = (Strides { rows: k, cols: 1 }, Strides { rows: n, cols: 1 });
+    let sb = Strides { rows: n, cols: 1 };
+    batched_gemm_f32_strided(
+        exec,
+        batch_shape,
+        a_strides,
+        b_strides,
+        (m, n, k),
+        a,
+        b,
+        sb,
+        out,
+    );
+}
+
+/// [`batched_gemm_f32`] with each B stored transposed, `[n, k]` (a MatMul by the transpose of
+/// its input's last two axes, as attention's `Q x K^T`): the transpose is never made.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape and the operands"
+)]
+pub fn batched_gemm_f32_trans_b(
+    exec: &crate::threads::Exec,
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
+    let sb = Strides { rows: 1, cols: k };
+    batched_gemm_f32_strided(
+        exec,
+        batch_shape,
+        a_strides,
+        b_strides,
+        (m, n, k),
+        a,
+        b,
+        sb,
+        out,
+    );
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "batch geometry, matrix shape and the operands"
+)]
+fn batched_gemm_f32_strided(
+    exec: &crate::threads::Exec,
+    batch_shape: &[usize],
+    a_strides: &[usize],
+    b_strides: &[usize],
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    sb: Strides,
+    out: &mut [f32],
+) {
+    let sa = Strides { rows: k, cols: 1 };
     let product = |exec: &crate::threads::Exec, ia: usize, ib: usize, dst: &mut [f32]| {
         gemm_f32_exec(exec, m, n, k, 1.0, &a[ia..], sa, &b[ib..], sb, false, dst);
     };

@@ -351,7 +351,7 @@ mod tests {
             inputs: vec![operand(&[2, 3, 8]), operand(&[8, 5])],
             outputs: vec![operand(&[2, 3, 5])],
         };
-        let matmul = Op::MatMul(crate::ops::gemm::MatMul);
+        let matmul = Op::MatMul(crate::ops::gemm::MatMul::default());
         assert_eq!(estimate_flops(&matmul, "MatMul", &cx), 2 * 30 * 8);
         let gemm = Op::Gemm(crate::ops::gemm::Gemm {
             trans_a: true,

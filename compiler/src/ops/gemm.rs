@@ -322,8 +322,28 @@ impl Gemm {
 }
 
 /// `MatMul` with numpy semantics: 1-D operands are promoted, batch dims broadcast.
-#[derive(Debug, Clone)]
-pub struct MatMul;
+#[derive(Debug, Clone, Default)]
+pub struct MatMul {
+    /// B is the transpose of input 1's last two axes (set by `fuse_transpose_matmul`, which
+    /// folds such a Transpose into the product so that it is never made); float32 only.
+    pub trans_b: bool,
+}
+
+impl MatMul {
+    /// Input 1's shape and dynamic axes as the product reads it (its last two axes swapped
+    /// when [`MatMul::trans_b`]).
+    fn b_view(&self, b: &Operand<'_>) -> (Vec<usize>, Vec<bool>) {
+        let (mut shape, mut dynamic) = (b.shape.to_vec(), b.dynamic.to_vec());
+        if self.trans_b && shape.len() >= 2 {
+            let r = shape.len();
+            shape.swap(r - 2, r - 1);
+            if dynamic.len() == r {
+                dynamic.swap(r - 2, r - 1);
+            }
+        }
+        (shape, dynamic)
+    }
+}
 
 /// The geometry of one MatMul.
 pub(crate) struct MatMulDims {
@@ -381,11 +401,17 @@ pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatMulDims> {
 
 impl OpDef for MatMul {
     fn parse(_node: &NodeCx<'_>) -> Result<Self> {
-        Ok(MatMul)
+        Ok(MatMul::default())
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let (a, b) = (cx.input(0)?, cx.input(1)?);
+        let (b_shape, b_dynamic) = self.b_view(&b);
+        let b = Operand {
+            shape: &b_shape,
+            dynamic: &b_dynamic,
+            ..b
+        };
         if a.dtype == DType::F16 {
             // The kernel exists (`batched_matmul_converted`), but in the ONNX tests' float16
             // attention graphs its f32-accumulated results land 1 ulp from the reference's,
@@ -437,6 +463,22 @@ impl OpDef for MatMul {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (a, b) = (cx.input(0)?, cx.input(1)?);
+        let (b_shape, b_dynamic) = self.b_view(&b);
+        let b = Operand {
+            shape: &b_shape,
+            dynamic: &b_dynamic,
+            ..b
+        };
+        let batched = if self.trans_b {
+            if a.dtype != DType::F32 || b.shape.len() < 3 {
+                return Err(CompileError::shape(
+                    "internal: a transposed B needs float32 batched operands",
+                ));
+            }
+            quote!(::sinter_rt::gemm::batched_gemm_f32_trans_b)
+        } else {
+            quote!(::sinter_rt::gemm::batched_gemm_f32)
+        };
         if (a.is_dynamic() || b.is_dynamic())
             && !(b.shape.len() == 2
                 && !b.is_dynamic()
@@ -445,7 +487,20 @@ impl OpDef for MatMul {
             // The general case: batches broadcast and every extent planned at run time.
             let rank = lit(cx.output(0)?.shape.len());
             let (sa, sb) = (names.in_shape(cx, 0), names.in_shape(cx, 1));
-            let plan = names.check(quote!(::sinter_rt::dynamic::matmul_plan::<#rank>(&#sa, &#sb)));
+            // The shape the product reads B as.
+            let b_logical = if self.trans_b {
+                quote!({
+                    let mut s = #sb;
+                    let r = s.len();
+                    s.swap(r - 2, r - 1);
+                    s
+                })
+            } else {
+                quote!(#sb)
+            };
+            let plan = names.check(quote!(::sinter_rt::dynamic::matmul_plan::<#rank>(
+                &#sa, &#b_logical
+            )));
             let (i0, i1, o0, os0) = (
                 names.input(0),
                 names.input(1),
@@ -458,7 +513,7 @@ impl OpDef for MatMul {
                 let nb = #os0.len() - 2;
                 let (la, lb, lo): (usize, usize, usize) =
                     (#sa.iter().product(), #sb.iter().product(), #os0.iter().product());
-                ::sinter_rt::gemm::batched_gemm_f32(
+                #batched(
                     #exec, &batch[..nb], &a_strides[..nb], &b_strides[..nb], m, n, k,
                     &#i0[..la], &#i1[..lb], &mut #o0[..lo],
                 );
@@ -484,7 +539,7 @@ impl OpDef for MatMul {
                 );
             });
         }
-        let d = matmul_dims(cx.input(0)?.shape, cx.input(1)?.shape)?;
+        let d = matmul_dims(cx.input(0)?.shape, b.shape)?;
         let scale = |strides: Vec<usize>, size: usize| {
             strides.into_iter().map(|s| s * size).collect::<Vec<_>>()
         };
@@ -496,9 +551,7 @@ impl OpDef for MatMul {
         let dtype = cx.input(0)?.dtype;
         if dtype == DType::F32 {
             let exec = names.exec();
-            return Ok(
-                quote!(::sinter_rt::gemm::batched_gemm_f32(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);),
-            );
+            return Ok(quote!(#batched(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);));
         }
         if dtype == DType::F16 {
             return Ok(quote! {

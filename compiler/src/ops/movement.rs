@@ -570,7 +570,8 @@ pub struct Transpose {
 }
 
 impl Transpose {
-    fn perm(&self, rank: usize) -> Result<Vec<usize>> {
+    /// The permutation for an input of rank `rank`, validated.
+    pub fn perm(&self, rank: usize) -> Result<Vec<usize>> {
         let perm: Vec<usize> = match &self.perm {
             None => (0..rank).rev().collect(),
             Some(p) => p
@@ -829,23 +830,23 @@ impl OpDef for Concat {
                 &[#(&#locals[..]),*], #a
             )));
             let (o0, os0) = (names.output(0), names.out_shape(0));
-            let mut parts = TokenStream::new();
-            for (i, local) in locals.iter().enumerate() {
+            let parts = locals.iter().enumerate().map(|(i, local)| {
                 let input = names.input(i);
-                parts.extend(quote! {
+                quote!({
                     let in_block: usize = #local[#a..].iter().product();
-                    ::sinter_rt::shape::concat_part(&#input[..outer * in_block], #o0, outer, in_block, out_block, offset);
-                    offset += in_block;
-                });
-            }
+                    (&#input[..outer * in_block], in_block)
+                })
+            });
+            let parts: Vec<TokenStream> = parts.collect();
+            let exec = names.exec();
+            // One pass over runs of output rows, split across threads when big (a KV cache
+            // joined with the step's keys).
             return Ok(quote! {
                 #(let #locals = #shapes;)*
                 let #os0 = #joined;
                 let outer: usize = #os0[..#a].iter().product();
                 let out_block: usize = #os0[#a..].iter().product();
-                let mut offset = 0usize;
-                #parts
-                let _ = offset;
+                ::sinter_rt::shape::concat_exec(#exec, &[#(#parts),*], #o0, outer, out_block);
             });
         }
         let (axis, shape) = self.layout(cx)?;

@@ -19,6 +19,7 @@ mod fuse_matmul_add;
 mod fuse_qdq;
 mod fuse_residual;
 mod fuse_silu;
+mod fuse_transpose_matmul;
 mod infer_shapes;
 mod lower_int8;
 mod pack_weights;
@@ -50,6 +51,7 @@ pub use fuse_matmul_add::fuse_matmul_add;
 pub use fuse_qdq::fuse_qdq;
 pub use fuse_residual::fuse_residual;
 pub use fuse_silu::fuse_silu;
+pub use fuse_transpose_matmul::fuse_transpose_matmul;
 pub use infer_shapes::{infer_shapes, op_cx as infer_shapes_cx};
 pub use lower_int8::lower_int8;
 pub use pack_weights::pack_weights;
@@ -203,6 +205,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_matmul_add",
         min_level: OptLevel::O2,
         run: fuse_matmul_add,
+    },
+    PassInfo {
+        name: "fuse_transpose_matmul",
+        min_level: OptLevel::O2,
+        run: fuse_transpose_matmul,
     },
     PassInfo {
         name: "fuse_residual",
