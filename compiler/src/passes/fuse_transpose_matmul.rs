@@ -120,17 +120,32 @@ mod tests {
     use super::*;
     use crate::passes::testing::ModelBuilder;
 
+    /// `scores = MatMul(q [2, 4, 8], Transpose(k, perm))`, with `scale` a Mul by 0.5 between
+    /// them and `kt` also a graph output when `shared`; the graph after the pass and its ops.
+    fn fused(k: &[i64], perm: &[i64], scale: bool, shared: bool) -> (Graph, Vec<String>) {
+        let mut b = ModelBuilder::new()
+            .input("q", &[2, 4, 8])
+            .input("k", k)
+            .floats("s", &[], &[0.5])
+            .transpose("k", "kt", perm);
+        b = if scale {
+            b.node("Mul", &["kt", "s"], &["ks"])
+                .node("MatMul", &["q", "ks"], &["scores"])
+        } else {
+            b.node("MatMul", &["q", "kt"], &["scores"])
+        };
+        b = b.output("scores");
+        if shared {
+            b = b.output("kt");
+        }
+        let graph = fuse_transpose_matmul(b.build(), &PassCx::default()).expect("runs");
+        let ops = graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+        (graph, ops)
+    }
+
     #[test]
     fn a_transposed_key_is_read_in_place() {
-        let graph = ModelBuilder::new()
-            .input("q", &[2, 4, 8])
-            .input("k", &[2, 6, 8])
-            .transpose("k", "kt", &[0, 2, 1])
-            .node("MatMul", &["q", "kt"], &["scores"])
-            .output("scores")
-            .build();
-        let graph = fuse_transpose_matmul(graph, &PassCx::default()).expect("runs");
-        let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        let (graph, ops) = fused(&[2, 6, 8], &[0, 2, 1], false, false);
         assert_eq!(ops, ["MatMul"]);
         assert!(matches!(&graph.nodes[0].op, Some(Op::MatMul(m)) if m.trans_b));
         assert_eq!(graph.value(graph.outputs[0]).shape, Some(vec![2, 4, 6]));
@@ -138,17 +153,7 @@ mod tests {
 
     #[test]
     fn a_scaling_between_moves_onto_the_key() {
-        let graph = ModelBuilder::new()
-            .input("q", &[2, 4, 8])
-            .input("k", &[2, 6, 8])
-            .floats("s", &[], &[0.5])
-            .transpose("k", "kt", &[0, 2, 1])
-            .node("Mul", &["kt", "s"], &["ks"])
-            .node("MatMul", &["q", "ks"], &["scores"])
-            .output("scores")
-            .build();
-        let graph = fuse_transpose_matmul(graph, &PassCx::default()).expect("runs");
-        let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        let (graph, ops) = fused(&[2, 6, 8], &[0, 2, 1], true, false);
         assert_eq!(ops, ["Mul", "MatMul"]);
         let scaled = graph.nodes[0].outputs[0].expect("output");
         assert_eq!(graph.value(scaled).shape, Some(vec![2, 6, 8]));
@@ -157,24 +162,7 @@ mod tests {
 
     #[test]
     fn other_permutations_and_shared_transposes_stay() {
-        let graph = ModelBuilder::new()
-            .input("q", &[2, 4, 8])
-            .input("k", &[8, 6, 2])
-            .transpose("k", "kt", &[2, 0, 1])
-            .node("MatMul", &["q", "kt"], &["scores"])
-            .output("scores")
-            .build();
-        let graph = fuse_transpose_matmul(graph, &PassCx::default()).expect("runs");
-        assert_eq!(graph.nodes.len(), 2);
-        let graph = ModelBuilder::new()
-            .input("q", &[2, 4, 8])
-            .input("k", &[2, 6, 8])
-            .transpose("k", "kt", &[0, 2, 1])
-            .node("MatMul", &["q", "kt"], &["scores"])
-            .output("scores")
-            .output("kt")
-            .build();
-        let graph = fuse_transpose_matmul(graph, &PassCx::default()).expect("runs");
-        assert_eq!(graph.nodes.len(), 2);
+        assert_eq!(fused(&[8, 6, 2], &[2, 0, 1], false, false).1.len(), 2);
+        assert_eq!(fused(&[2, 6, 8], &[0, 2, 1], false, true).1.len(), 2);
     }
 }
