@@ -18,17 +18,21 @@ fn case_dirs(root: &Path) -> Vec<std::path::PathBuf> {
 /// Runs `sinter verify` at `level` with the tolerances over `cases`, building in a cache
 /// named `cache` under the test's temporary folder; returns stdout and stderr.
 fn verify(level: &str, rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) -> (String, String) {
+    verify_with(&[level], rtol, atol, cache, cases)
+}
+
+/// [`verify`] with more options before the cases (`-O3`, `--dim 'seq<=64'`, ...).
+fn verify_with(
+    options: &[&str],
+    rtol: &str,
+    atol: &str,
+    cache: &str,
+    cases: &[PathBuf],
+) -> (String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
-        .args([
-            "verify",
-            level,
-            "--rtol",
-            rtol,
-            "--atol",
-            atol,
-            "--strict",
-            "--cache-dir",
-        ])
+        .arg("verify")
+        .args(options)
+        .args(["--rtol", rtol, "--atol", atol, "--strict", "--cache-dir"])
         .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join(cache))
         .args(cases)
         .output()
@@ -461,29 +465,26 @@ fn bounded_sequence_and_cache_lengths_pass_in_one_build() {
     // 17 and 64 cached tokens.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
     let groups: [(&str, &[&str], usize); 2] = [
-        ("bounded_seq", &["seq<=64"], 2),
-        ("bounded_kv", &["past<=64", "total<=65"], 1),
+        ("bounded_seq", &["--dim", "seq<=64"], 2),
+        (
+            "bounded_kv",
+            &["--dim", "past<=64", "--dim", "total<=65"],
+            1,
+        ),
     ];
     for (folder, dims, at_least) in groups {
         let cases = case_dirs(&root.join(folder));
         assert!(cases.len() >= at_least, "{folder} cases missing");
         for level in ["-O0", "-O3"] {
-            let cache = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("sinter-verify-{folder}{level}"));
-            let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
-                .args(["verify", level, "--rtol", "1e-3", "--atol", "1e-5"])
-                .args(dims.iter().flat_map(|d| ["--dim", d]))
-                .arg("--cache-dir")
-                .arg(&cache)
-                .args(&cases)
-                .output()
-                .expect("sinter runs");
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert_eq!(
-                stdout.lines().last().unwrap_or_default(),
-                format!("{} passed, 0 failed, 0 unsupported", cases.len()),
-                "{folder} {level}: {stdout}\n{}",
-                String::from_utf8_lossy(&output.stderr)
+            let options = [&[level][..], dims].concat();
+            let cache = format!("sinter-verify-{folder}{level}");
+            let (stdout, stderr) = verify_with(&options, "1e-3", "1e-5", &cache, &cases);
+            assert!(
+                stdout.ends_with(&format!(
+                    "{} passed, 0 failed, 0 unsupported\n",
+                    cases.len()
+                )),
+                "{folder} {level}:\n{stdout}\n{stderr}"
             );
         }
     }

@@ -1337,7 +1337,9 @@ unsafe fn kernel_portable<const MR: usize, const NR: usize>(
 
 /// A batch of row-major products `out[i] = A[ia] x B[ib]` (MatMul): for each index of
 /// `batch_shape`, `ia` and `ib` are that index dotted with `a_strides` / `b_strides` (element
-/// offsets, 0 along broadcast axes), and `out` holds the `m x n` results back to back.
+/// offsets, 0 along broadcast axes), and `out` holds the `m x n` results back to back. With
+/// `trans_b`, each B is stored transposed, `[n, k]` (a MatMul by the transpose of its input's
+/// last two axes, as attention's `Q x K^T`): the transpose is never made.
 #[allow(
     clippy::too_many_arguments,
     reason = "batch geometry, matrix shape and the operands"
@@ -1347,74 +1349,18 @@ pub fn batched_gemm_f32(
     batch_shape: &[usize],
     a_strides: &[usize],
     b_strides: &[usize],
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-) {
-    let sb = Strides { rows: n, cols: 1 };
-    batched_gemm_f32_strided(
-        exec,
-        batch_shape,
-        a_strides,
-        b_strides,
-        (m, n, k),
-        a,
-        b,
-        sb,
-        out,
-    );
-}
-
-/// [`batched_gemm_f32`] with each B stored transposed, `[n, k]` (a MatMul by the transpose of
-/// its input's last two axes, as attention's `Q x K^T`): the transpose is never made.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "batch geometry, matrix shape and the operands"
-)]
-pub fn batched_gemm_f32_trans_b(
-    exec: &crate::threads::Exec,
-    batch_shape: &[usize],
-    a_strides: &[usize],
-    b_strides: &[usize],
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-) {
-    let sb = Strides { rows: 1, cols: k };
-    batched_gemm_f32_strided(
-        exec,
-        batch_shape,
-        a_strides,
-        b_strides,
-        (m, n, k),
-        a,
-        b,
-        sb,
-        out,
-    );
-}
-
-#[allow(
-    clippy::too_many_arguments,
-    reason = "batch geometry, matrix shape and the operands"
-)]
-fn batched_gemm_f32_strided(
-    exec: &crate::threads::Exec,
-    batch_shape: &[usize],
-    a_strides: &[usize],
-    b_strides: &[usize],
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     b: &[f32],
-    sb: Strides,
+    trans_b: bool,
     out: &mut [f32],
 ) {
+    // A transposed B (`[n, k]` in memory) is read through its strides, never copied.
+    let sb = if trans_b {
+        Strides { rows: 1, cols: k }
+    } else {
+        Strides { rows: n, cols: 1 }
+    };
     let sa = Strides { rows: k, cols: 1 };
     let product = |exec: &crate::threads::Exec, ia: usize, ib: usize, dst: &mut [f32]| {
         gemm_f32_exec(exec, m, n, k, 1.0, &a[ia..], sa, &b[ib..], sb, false, dst);
@@ -1611,8 +1557,8 @@ mod tests {
                 std::vec![0f32; count * m * n],
                 std::vec![0f32; count * m * n],
             );
-            batched_gemm_f32(&one, shape, sa, sb, m, n, k, &a, &b, &mut want);
-            batched_gemm_f32(&two, shape, sa, sb, m, n, k, &a, &b, &mut got);
+            batched_gemm_f32(&one, shape, sa, sb, (m, n, k), &a, &b, false, &mut want);
+            batched_gemm_f32(&two, shape, sa, sb, (m, n, k), &a, &b, false, &mut got);
             assert_eq!(got, want, "{shape:?}");
         }
     }

@@ -469,16 +469,12 @@ impl OpDef for MatMul {
             dynamic: &b_dynamic,
             ..b
         };
-        let batched = if self.trans_b {
-            if a.dtype != DType::F32 || b.shape.len() < 3 {
-                return Err(CompileError::shape(
-                    "internal: a transposed B needs float32 batched operands",
-                ));
-            }
-            quote!(::sinter_rt::gemm::batched_gemm_f32_trans_b)
-        } else {
-            quote!(::sinter_rt::gemm::batched_gemm_f32)
-        };
+        let trans_b = self.trans_b;
+        if trans_b && (a.dtype != DType::F32 || b.shape.len() < 3) {
+            return Err(CompileError::shape(
+                "internal: a transposed B needs float32 batched operands",
+            ));
+        }
         if (a.is_dynamic() || b.is_dynamic())
             && !(b.shape.len() == 2
                 && !b.is_dynamic()
@@ -513,9 +509,9 @@ impl OpDef for MatMul {
                 let nb = #os0.len() - 2;
                 let (la, lb, lo): (usize, usize, usize) =
                     (#sa.iter().product(), #sb.iter().product(), #os0.iter().product());
-                #batched(
-                    #exec, &batch[..nb], &a_strides[..nb], &b_strides[..nb], m, n, k,
-                    &#i0[..la], &#i1[..lb], &mut #o0[..lo],
+                ::sinter_rt::gemm::batched_gemm_f32(
+                    #exec, &batch[..nb], &a_strides[..nb], &b_strides[..nb], (m, n, k),
+                    &#i0[..la], &#i1[..lb], #trans_b, &mut #o0[..lo],
                 );
             });
         }
@@ -551,7 +547,9 @@ impl OpDef for MatMul {
         let dtype = cx.input(0)?.dtype;
         if dtype == DType::F32 {
             let exec = names.exec();
-            return Ok(quote!(#batched(#exec, #batch, #sa, #sb, #m, #n, #k, #i0, #i1, #o0);));
+            return Ok(quote!(::sinter_rt::gemm::batched_gemm_f32(
+                #exec, #batch, #sa, #sb, (#m, #n, #k), #i0, #i1, #trans_b, #o0
+            );));
         }
         if dtype == DType::F16 {
             return Ok(quote! {

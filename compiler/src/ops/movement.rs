@@ -80,19 +80,24 @@ impl Reshape {
         ) && cx.opt_input(1).is_some_and(|t| t.constant.is_none())
     }
 
+    /// Whether a `0` in the target is an extent rather than a copy of the input's axis.
+    fn allow_zero(&self) -> bool {
+        matches!(
+            self.kind,
+            ReshapeKind::Reshape {
+                allow_zero: true,
+                ..
+            }
+        )
+    }
+
     /// A run-time target whose value ranges are tracked (shape arithmetic on bounded dims):
     /// an element whose range is one positive value is a fixed extent, `0` copies the
     /// input's axis, and the others vary at run time within their ranges. `None` when the
     /// ranges are unknown or would not hold the input's elements.
     fn ranged_target(&self, cx: &OpCx<'_>, rank: usize) -> Result<Option<TypeShape>> {
         let (x, target) = (cx.input(0)?, cx.input(1)?);
-        let allow_zero = matches!(
-            self.kind,
-            ReshapeKind::Reshape {
-                allow_zero: true,
-                ..
-            }
-        );
+        let allow_zero = self.allow_zero();
         let Some(ranges) = target.range.filter(|r| r.len() == rank) else {
             return Ok(None);
         };
@@ -101,7 +106,6 @@ impl Reshape {
         let mut infer_at = None;
         // For a `-1`: the bounded dims the target's varying extents are, where known.
         let mut target_syms = Vec::new();
-        let mut target_fixed = 1usize;
         let mut syms_known = true;
         for (a, b) in ranges.iter().enumerate() {
             match (b.lo, b.hi) {
@@ -115,15 +119,11 @@ impl Reshape {
                             Some(sym) => target_syms.push(sym),
                             None => syms_known = false,
                         }
-                    } else {
-                        target_fixed = target_fixed.saturating_mul(xe);
                     }
                 }
                 (v, w) if v == w && v > 0 => {
-                    let v = usize::try_from(v).unwrap_or(usize::MAX);
-                    shape.push(v);
+                    shape.push(usize::try_from(v).unwrap_or(usize::MAX));
                     dynamic.push(false);
-                    target_fixed = target_fixed.saturating_mul(v);
                 }
                 (-1, -1) if infer_at.is_none() => {
                     infer_at = Some(a);
@@ -141,8 +141,8 @@ impl Reshape {
                     shape.push(usize::try_from(w).unwrap_or(usize::MAX).max(copied));
                     dynamic.push(true);
                     match b.sym {
-                        Some(sym) if v > 0 || allow_zero || b.hi > 0 => target_syms.push(sym),
-                        _ => syms_known = false,
+                        Some(sym) => target_syms.push(sym),
+                        None => syms_known = false,
                     }
                 }
                 // A range that may hold -1 (infer) as well as extents.
@@ -154,7 +154,7 @@ impl Reshape {
             shape[a] = len.div_ceil(fixed.max(1));
             // The input's elements are its fixed extents times its bounded dims; when the
             // target's varying extents are the same bounded dims, `-1` is the ratio of the
-            // fixed parts, known now (and checked when the model runs).
+            // fixed parts (`fixed`: the target's), known now (and checked when the model runs).
             let mut input_syms = Vec::new();
             let mut input_fixed = 1usize;
             for (ax, (&e, &d)) in x
@@ -176,10 +176,10 @@ impl Reshape {
             target_syms.sort_unstable();
             if syms_known
                 && input_syms == target_syms
-                && target_fixed > 0
-                && input_fixed.is_multiple_of(target_fixed)
+                && fixed > 0
+                && input_fixed.is_multiple_of(fixed)
             {
-                shape[a] = input_fixed / target_fixed;
+                shape[a] = input_fixed / fixed;
                 dynamic[a] = false;
             } else if !x.is_dynamic() && dynamic.iter().filter(|&&d| d).count() == 1 {
                 dynamic[a] = false;
@@ -466,13 +466,7 @@ impl OpDef for Reshape {
             quote!(#o0[..n].copy_from_slice(&#i0[..n]);)
         };
         if self.run_time_target(cx) {
-            let allow_zero = matches!(
-                self.kind,
-                ReshapeKind::Reshape {
-                    allow_zero: true,
-                    ..
-                }
-            );
+            let allow_zero = self.allow_zero();
             let out = cx.output(0)?;
             let rank = lit(out.shape.len());
             let (x_shape, i1) = (names.in_shape(cx, 0), names.input(1));

@@ -1,6 +1,6 @@
 //! Folds a Transpose that swaps the last two axes into the batched MatMul that reads it as B:
 //! attention's `Q x K^T`, where the exporters write `K^T` as its own node. The MatMul then reads
-//! K where it lies (`MatMul::trans_b`, `sinter_rt::gemm::batched_gemm_f32_trans_b`: the
+//! K where it lies (`MatMul::trans_b`, `sinter_rt::gemm::batched_gemm_f32` with `trans_b`: the
 //! product's B panels are packed from K's rows) instead of a transposed copy of every head,
 //! which with a KV cache is the whole cache at every step. A scaling by a constant between the
 //! two (`Transpose -> Mul(s) -> MatMul`, as torch exports scaled dot-product attention) moves

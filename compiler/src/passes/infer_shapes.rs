@@ -286,15 +286,14 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             }
             // Shape/Size (and ConstantOfShape/Range, whose shapes need constants anyway) fold
             // even when an input is a run-time value.
-            let folded = if cx.all_constant() || matches!(op, Op::ShapeOf(_) | Op::Generate(_)) {
+            let mut folded = if cx.all_constant() || matches!(op, Op::ShapeOf(_) | Op::Generate(_)) {
                 op.eval(&cx).transpose()?
             } else {
                 None
             };
             // Shape arithmetic on run-time extents: the values' ranges (see `value_range`);
             // a tensor whose every element is known is a constant after all.
-            let mut folded = folded;
-            let range = match (&folded, types.first()) {
+            let mut range = match (&folded, types.first()) {
                 (None, Some(t)) => super::value_range::infer(op, &cx, t),
                 _ => None,
             };
@@ -305,7 +304,6 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                 .iter()
                 .map(|t| super::value_range::axis_syms(&graph, op, &cx, t))
                 .collect();
-            let mut range = range;
             super::value_range::clamp_to_bounds(&graph, op, &mut types, &syms, range.as_deref_mut());
             Ok((types, folded, range, syms))
         })()
