@@ -116,3 +116,17 @@ case("concat_conv",[
   N("Concat",["q","p"],["y2"],axis=1)],
   {"ws":he(32,8,1,1),"bs":wt(32),"we1":he(24,32,1,1),"be1":wt(24),"we3":he(40,32,3,3),"be3":wt(40),"wo":he(16,64,1,1),"wq":he(16,32,1,1)},
   [("x",[1,8,9,9])],["y","y2"],{"x":xf})
+# Reductions over channels-last images: a mean over the spatial axes without kept dims (a
+# global pool written as ReduceMean: no transpose after it), a max over them with kept dims
+# gating the image (squeeze-excitation style), a sum over the channels without kept dims, a
+# min over them with kept dims, and an L2 over one spatial axis without kept dims, whose kept axes would come out of order
+# channels last (it stays channels first, after a transpose).
+xr=rng.standard_normal((1,3,9,9)).astype(np.float32)
+case("reduce_channels_last",[
+  N("Conv",["x","w0","b0"],["c0"],pads=[1,1,1,1]),N("Relu",["c0"],["r0"]),
+  N("ReduceMean",["r0"],["y"],axes=[2,3],keepdims=0),
+  N("ReduceMax",["r0"],["g"],axes=[-1,-2],keepdims=1),N("Mul",["r0","g"],["m"]),
+  N("ReduceSum",["m","ax1"],["y2"],keepdims=0),N("ReduceMin",["m"],["y4"],axes=[1],keepdims=1),
+  N("ReduceL2",["r0"],["y3"],axes=[3],keepdims=0)],
+  {"w0":he(20,3,3,3),"b0":wt(20),"ax1":np.array([1],dtype=np.int64)},
+  [("x",[1,3,9,9])],["y","y2","y3","y4"],{"x":xr})

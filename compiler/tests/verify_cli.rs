@@ -170,6 +170,9 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         ("layer_norm", 1),
         ("noops", 3),
         ("packed_products", 2),
+        // Four of its five reductions read the channels-last image (two without a transpose
+        // after them); the L2 over one spatial axis keeps its transpose before it.
+        ("reduce_channels_last", 9),
         ("silu", 1),
         ("transposes", 5),
     ];

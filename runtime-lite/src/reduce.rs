@@ -33,6 +33,171 @@ pub fn reduce<T: Copy, A: Copy>(
     });
 }
 
+/// A float32 reduction that [`reduce_f32`] runs on vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F32Reduce {
+    /// `ReduceSum`.
+    Sum,
+    /// `ReduceMean`.
+    Mean,
+    /// `ReduceSumSquare`.
+    SumSquare,
+    /// `ReduceL1`.
+    L1,
+    /// `ReduceL2`.
+    L2,
+    /// `ReduceMax` (NaN wins).
+    Max,
+    /// `ReduceMin` (NaN wins).
+    Min,
+}
+
+/// `x` viewed as `[outer, count, inner]` reduced over its middle axis into `out: [outer,
+/// inner]`: what [`reduce`] computes for a float32 reduction whose reduced axes are one
+/// contiguous run, on vectors. Sums accumulate in f64 as [`reduce`]'s do (in sixteen partial
+/// sums, added pairwise at the end, when `inner` is 1; column by column otherwise), Max and
+/// Min are exact and propagate NaN. An empty reduction gives the identity (the mean of
+/// nothing is NaN).
+///
+/// Panics if `x` holds fewer than `outer * count * inner` floats or `out` fewer than
+/// `outer * inner`.
+pub fn reduce_f32(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), kind: F32Reduce) {
+    let (outer, count, inner) = dims;
+    assert!(
+        x.len() >= outer * count * inner && out.len() >= outer * inner,
+        "reduce: buffers too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// The body compiled for AVX-512F.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), k: F32Reduce) {
+            reduce_f32_body(x, out, dims, k);
+        }
+        /// The body compiled for AVX2.
+        ///
+        /// # Safety
+        /// The CPU has AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), k: F32Reduce) {
+            reduce_f32_body(x, out, dims, k);
+        }
+        if crate::gemm_x86_64::has_avx512() {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { avx512(x, out, dims, kind) };
+        }
+        if crate::math_x86_64::Avx2::detect().is_some() {
+            // SAFETY: AVX2 was detected.
+            return unsafe { avx2(x, out, dims, kind) };
+        }
+    }
+    reduce_f32_body(x, out, dims, kind);
+}
+
+/// [`reduce_f32`]'s work, inlined into each instruction set's copy.
+#[inline(always)]
+fn reduce_f32_body(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), kind: F32Reduce) {
+    let n = dims.1 as f64;
+    let add = |a: f64, b: f64| a + b;
+    let pick_max = |a: f32, v: f32| if v > a || v.is_nan() { v } else { a };
+    let pick_min = |a: f32, v: f32| if v < a || v.is_nan() { v } else { a };
+    match kind {
+        F32Reduce::Sum => fold_rows(
+            x,
+            out,
+            dims,
+            0.0,
+            |a, v| a + f64::from(v),
+            add,
+            |a| a as f32,
+        ),
+        F32Reduce::Mean => fold_rows(
+            x,
+            out,
+            dims,
+            0.0,
+            |a, v| a + f64::from(v),
+            add,
+            |a| (a / n) as f32,
+        ),
+        F32Reduce::SumSquare => {
+            let sq = |a: f64, v: f32| a + f64::from(v) * f64::from(v);
+            fold_rows(x, out, dims, 0.0, sq, add, |a| a as f32)
+        }
+        F32Reduce::L1 => {
+            let abs = |a: f64, v: f32| a + f64::from(v).abs();
+            fold_rows(x, out, dims, 0.0, abs, add, |a| a as f32)
+        }
+        F32Reduce::L2 => {
+            let sq = |a: f64, v: f32| a + f64::from(v) * f64::from(v);
+            fold_rows(x, out, dims, 0.0, sq, add, |a| sqrt_f64(a) as f32)
+        }
+        F32Reduce::Max => fold_rows(x, out, dims, f32::NEG_INFINITY, pick_max, pick_max, |a| a),
+        F32Reduce::Min => fold_rows(x, out, dims, f32::INFINITY, pick_min, pick_min, |a| a),
+    }
+}
+
+/// Folds the middle axis of `x: [outer, count, inner]` into `out: [outer, inner]` in lanes of
+/// sixteen independent accumulators: along a contiguous run when `inner` is 1 (the lanes
+/// merged pairwise at the end), else across sixteen columns at a time.
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the layout and the fold's three closures"
+)]
+fn fold_rows<A: Copy>(
+    x: &[f32],
+    out: &mut [f32],
+    (outer, count, inner): (usize, usize, usize),
+    init: A,
+    step: impl Fn(A, f32) -> A + Copy,
+    merge: impl Fn(A, A) -> A + Copy,
+    finish: impl Fn(A) -> f32 + Copy,
+) {
+    const W: usize = 16;
+    for o in 0..outer {
+        let src = &x[o * count * inner..][..count * inner];
+        let dst = &mut out[o * inner..][..inner];
+        if inner == 1 {
+            let mut acc = [init; W];
+            let mut chunks = src.chunks_exact(W);
+            for chunk in &mut chunks {
+                for (a, &v) in acc.iter_mut().zip(chunk) {
+                    *a = step(*a, v);
+                }
+            }
+            for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+                *a = step(*a, v);
+            }
+            let mut width = W;
+            while width > 1 {
+                width /= 2;
+                for l in 0..width {
+                    acc[l] = merge(acc[l], acc[l + width]);
+                }
+            }
+            dst[0] = finish(acc[0]);
+            continue;
+        }
+        for (j, cols) in dst.chunks_mut(W).enumerate() {
+            let mut acc = [init; W];
+            let width = cols.len();
+            for r in 0..count {
+                let row = &src[r * inner + j * W..][..width];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a = step(*a, v);
+                }
+            }
+            for (d, &a) in cols.iter_mut().zip(&acc) {
+                *d = finish(a);
+            }
+        }
+    }
+}
+
 /// ArgMax/ArgMin over the middle axis of `x` viewed as `[outer, n, inner]`: `better(a, b)`
 /// says `a` beats `b` strictly; ties go to the first index, or the last with `last`.
 pub fn arg_reduce<T: Copy>(
@@ -221,6 +386,8 @@ pub fn sqrt_f64(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
 
     #[test]
     fn sum_over_middle_axis() {
@@ -239,6 +406,96 @@ mod tests {
             |a| a,
         );
         assert_eq!(out, [6, 9, 24, 27]);
+    }
+
+    /// The vector kernel against the generic one on every kind, on runs along the last axis
+    /// and across columns, with lengths around the lane count and a NaN.
+    #[test]
+    fn f32_kernel_matches_generic_reduce() {
+        let kinds = [
+            F32Reduce::Sum,
+            F32Reduce::Mean,
+            F32Reduce::SumSquare,
+            F32Reduce::L1,
+            F32Reduce::L2,
+            F32Reduce::Max,
+            F32Reduce::Min,
+        ];
+        for (outer, count, inner) in [(3, 49, 1), (2, 1, 1), (1, 33, 37), (2, 5, 16), (1, 0, 3)] {
+            let len = outer * count * inner;
+            for nan in [false, true] {
+                let mut x: Vec<f32> = (0..len)
+                    .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37)
+                    .collect();
+                if nan && len > 7 {
+                    x[7] = f32::NAN;
+                }
+                for kind in kinds {
+                    let mut fast = vec![0.0; outer * inner];
+                    reduce_f32(&x, &mut fast, (outer, count, inner), kind);
+                    let mut slow = vec![0.0f32; outer * inner];
+                    let n = count as f64;
+                    let (shape, strides) = ([outer, inner], [count * inner, 1]);
+                    let (red, red_st) = ([count], [inner]);
+                    match kind {
+                        F32Reduce::Max | F32Reduce::Min => {
+                            let max = kind == F32Reduce::Max;
+                            let init = if max {
+                                f32::NEG_INFINITY
+                            } else {
+                                f32::INFINITY
+                            };
+                            let fold = |a: f32, v: f32| {
+                                let better = if max { v > a } else { v < a };
+                                if better || v.is_nan() {
+                                    v
+                                } else {
+                                    a
+                                }
+                            };
+                            reduce(
+                                &x,
+                                &mut slow,
+                                &shape,
+                                &strides,
+                                &red,
+                                &red_st,
+                                init,
+                                fold,
+                                |a| a,
+                            );
+                        }
+                        _ => {
+                            let fold = |a: f64, v: f32| {
+                                let v = f64::from(v);
+                                match kind {
+                                    F32Reduce::SumSquare | F32Reduce::L2 => a + v * v,
+                                    F32Reduce::L1 => a + v.abs(),
+                                    _ => a + v,
+                                }
+                            };
+                            let finish = |a: f64| match kind {
+                                F32Reduce::Mean => (a / n) as f32,
+                                F32Reduce::L2 => sqrt_f64(a) as f32,
+                                _ => a as f32,
+                            };
+                            reduce(
+                                &x, &mut slow, &shape, &strides, &red, &red_st, 0.0f64, fold,
+                                finish,
+                            );
+                        }
+                    }
+                    for (f, s) in fast.iter().zip(&slow) {
+                        assert!(
+                            f == s
+                                || (f.is_nan() && s.is_nan())
+                                || (f - s).abs() <= 1e-6 * s.abs().max(1.0),
+                            "{kind:?} {outer}x{count}x{inner} nan={nan}: {f} vs {s}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

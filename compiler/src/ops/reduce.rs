@@ -91,6 +91,59 @@ impl Reduce {
     }
 }
 
+impl Reduce {
+    /// The vector kernel's call (`sinter_rt::reduce::reduce_f32`) for a float32 reduction
+    /// it runs whose reduced axes, size-1 axes aside, are one contiguous run of `shape`;
+    /// `None` otherwise (the generic kernel runs).
+    fn f32_kernel(
+        &self,
+        dtype: DType,
+        shape: &[usize],
+        reduced: &[bool],
+    ) -> Option<impl FnOnce(TokenStream, TokenStream) -> TokenStream> {
+        let kind = match self.kind {
+            ReduceKind::Sum => quote!(Sum),
+            ReduceKind::Mean => quote!(Mean),
+            ReduceKind::SumSquare => quote!(SumSquare),
+            ReduceKind::L1 => quote!(L1),
+            ReduceKind::L2 => quote!(L2),
+            ReduceKind::Max => quote!(Max),
+            ReduceKind::Min => quote!(Min),
+            _ => return None,
+        };
+        if dtype != DType::F32 {
+            return None;
+        }
+        let (outer, count, inner) = contiguous_run(shape, reduced)?;
+        let dims = quote!((#outer, #count, #inner));
+        Some(
+            move |i0: TokenStream, o0: TokenStream| quote!(::sinter_rt::reduce::reduce_f32(#i0, #o0, #dims, ::sinter_rt::reduce::F32Reduce::#kind);),
+        )
+    }
+}
+
+/// `shape` as `(outer, count, inner)` with `count` the product of the reduced axes, when
+/// those (size-1 axes aside) are one contiguous run; `None` otherwise.
+fn contiguous_run(shape: &[usize], reduced: &[bool]) -> Option<(usize, usize, usize)> {
+    let axes: Vec<(usize, bool)> = shape
+        .iter()
+        .zip(reduced)
+        .filter(|&(&d, _)| d != 1)
+        .map(|(&d, &r)| (d, r))
+        .collect();
+    let first = axes.iter().position(|&(_, r)| r).unwrap_or(axes.len());
+    let end = first + axes[first..].iter().take_while(|&&(_, r)| r).count();
+    if axes[end..].iter().any(|&(_, r)| r) {
+        return None;
+    }
+    let product = |a: &[(usize, bool)]| a.iter().map(|&(d, _)| d).product::<usize>();
+    Some((
+        product(&axes[..first]),
+        product(&axes[first..end]),
+        product(&axes[end..]),
+    ))
+}
+
 const REDUCE_TYPES: &[DType] = &[
     DType::F32,
     DType::F64,
@@ -234,6 +287,10 @@ impl OpDef for Reduce {
                 }
             }
             let count: usize = rs.iter().product();
+            if let Some(kernel) = self.f32_kernel(x.dtype, x.shape, &layout.reduced) {
+                let (i0, o0) = (names.input(0), names.output(0));
+                return Ok(kernel(quote!(#i0), quote!(#o0)));
+            }
             let t = rust_type(x.dtype);
             let float = x.dtype.is_float();
             let rt = quote!(::sinter_rt::reduce);
@@ -579,5 +636,27 @@ impl OpDef for TopK {
             })
         })()?;
         finish(cx, names, code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contiguous_run;
+
+    #[test]
+    fn reduced_axes_as_one_run() {
+        // NHWC spatial axes, size-1 axes skipped, the last axis, and a split run.
+        let (t, f) = (true, false);
+        assert_eq!(
+            contiguous_run(&[1, 7, 7, 64], &[f, t, t, f]),
+            Some((1, 49, 64))
+        );
+        assert_eq!(
+            contiguous_run(&[2, 1, 5, 3], &[f, f, t, t]),
+            Some((2, 15, 1))
+        );
+        assert_eq!(contiguous_run(&[4, 1, 6], &[f, t, f]), Some((24, 1, 1)));
+        assert_eq!(contiguous_run(&[4, 5, 6], &[t, f, t]), None);
+        assert_eq!(contiguous_run(&[4, 5, 6], &[f, f, f]), Some((120, 1, 1)));
     }
 }

@@ -26,8 +26,11 @@
 //!    does not come from a transpose back must be one value or have no spatial extent, like a
 //!    squeeze-excitation gate), `Concat`/`QLinearConcat` on the channel axis, `Slice` and
 //!    `Split`, inference `BatchNormalization`, `MaxPool`, `AveragePool` (float),
-//!    `GlobalAveragePool`, `GlobalMaxPool`, `QLinearGlobalAveragePool`, and channel shuffles
-//!    (`Reshape -> Transpose -> Reshape` that swap two factors of the channel axis);
+//!    `GlobalAveragePool`, `GlobalMaxPool`, `QLinearGlobalAveragePool`, reductions with
+//!    constant axes (their axes moved; without kept dims, when the kept axes stay in order:
+//!    `ReduceMean` over the spatial axes, a global pool written as a mean, needs no transpose
+//!    after it), and channel shuffles (`Reshape -> Transpose -> Reshape` that swap two factors
+//!    of the channel axis);
 //! 3. lets [`simplify_transpose`] cancel each `Transpose(back)` against the next layer's
 //!    `Transpose(to channels last)`.
 //!
@@ -557,6 +560,7 @@ fn layout_inputs(graph: &Graph, node: &Node) -> Option<(Vec<usize>, bool)> {
         }
         Op::Split(_) => (vec![0], false),
         Op::BatchNorm(b) if b.training_momentum.is_none() && !b.channels_last => (vec![0], false),
+        Op::Reduce(r) if reduce_axes(graph, node, r).is_some() => (vec![0], false),
         _ => return None,
     };
     (node.outputs.len() == 1 || matches!(op, Op::Pool(_) | Op::Split(_)))
@@ -573,7 +577,13 @@ fn sink(
 ) -> Option<Vec<Node>> {
     let (positions, broadcast) = layout_inputs(graph, node)?;
     let y = output(node, 0)?;
-    let rank = graph.value(y).shape.as_ref()?.len();
+    // The image's rank (a reduction's output may have fewer axes).
+    let image = if matches!(node.op, Some(Op::Reduce(_))) {
+        input(node, 0)?
+    } else {
+        y
+    };
+    let rank = graph.value(image).shape.as_ref()?.len();
     if !(3..=5).contains(&rank) {
         return None;
     }
@@ -649,6 +659,31 @@ fn sink(
     }
     let mut moved = node.clone();
     moved.inputs = inputs;
+    // A reduction's axes, moved as the data's are; without kept dims, whether its output is
+    // already in the channels-first order (see [`reduced_in_place`]).
+    let mut reduced_in_place = false;
+    if let Op::Reduce(r) = &mut op {
+        let axes = reduce_axes(graph, node, r)?;
+        let moved_axes = axes
+            .iter()
+            .map(|&a| axis_last(a, rank))
+            .collect::<Option<Vec<i64>>>()?;
+        if !r.keepdims {
+            reduced_in_place = reduces_in_order(&moved_axes, rank);
+            if !reduced_in_place {
+                return None;
+            }
+        }
+        if r.attr_axes.is_some() {
+            r.attr_axes = Some(moved_axes.clone());
+            moved
+                .attributes
+                .retain(|a: &crate::onnx::proto::AttributeProto| a.name() != "axes");
+            moved.attributes.push(ints_attr("axes", &moved_axes));
+        } else {
+            set_axes_input(graph, &mut moved, 1, &moved_axes);
+        }
+    }
     if let Op::Slice(_) = &op {
         // The axes, moved as the data's are.
         let starts = graph.value(input(node, 1)?).len();
@@ -660,13 +695,7 @@ fn sink(
             .iter()
             .map(|&a| axis_last(a, rank))
             .collect::<Option<Vec<i64>>>()?;
-        let axes = add_constant(
-            graph,
-            format!("{}/axes_channels_last", node.name),
-            Tensor::from_i64(vec![moved_axes.len()], &moved_axes),
-        );
-        moved.inputs.resize(moved.inputs.len().max(4), None);
-        moved.inputs[3] = Some(axes);
+        set_axes_input(graph, &mut moved, 3, &moved_axes);
     }
     // The attributes say what the op now does (printing and readers of attributes agree).
     let set = |attrs: &mut Vec<_>, name: &str, value: i64| {
@@ -680,6 +709,11 @@ fn sink(
         _ => {}
     }
     moved.op = Some(op);
+    if reduced_in_place {
+        // The same values in the same order: the node writes the old output itself.
+        before.push(moved);
+        return Some(before);
+    }
     // The channels-last outputs' types, from the op itself.
     let types = {
         let cx = infer_shapes_cx(graph, &moved, false).ok()?;
@@ -823,6 +857,40 @@ fn shuffle(
 
 /// Where axis `axis` (ONNX-style, negative from the end) of a channels-first rank-`rank`
 /// tensor lies once its channels are last.
+/// Makes input `slot` of the channels-last copy `moved` a new constant holding `axes`.
+fn set_axes_input(graph: &mut Graph, moved: &mut Node, slot: usize, axes: &[i64]) {
+    let axes = add_constant(
+        graph,
+        format!("{}/axes_channels_last", moved.name),
+        Tensor::from_i64(vec![axes.len()], axes),
+    );
+    moved.inputs.resize(moved.inputs.len().max(slot + 1), None);
+    moved.inputs[slot] = Some(axes);
+}
+
+/// The axes a reduction reduces (all of them for an empty list, unless that means none), when
+/// they are known at compile time; `None` for a no-op reduction or axes computed at run time.
+fn reduce_axes(graph: &Graph, node: &Node, r: &crate::ops::reduce::Reduce) -> Option<Vec<i64>> {
+    let rank = graph.value(input(node, 0)?).shape.as_ref()?.len() as i64;
+    let axes = match (&r.attr_axes, input(node, 1)) {
+        (Some(a), _) => a.clone(),
+        (None, Some(v)) => graph.value(v).constant.as_ref()?.to_i64s()?,
+        (None, None) => Vec::new(),
+    };
+    if axes.is_empty() {
+        return (!r.noop_with_empty_axes).then(|| (0..rank).collect());
+    }
+    Some(axes)
+}
+
+/// Whether a reduction without kept dims over the channels-last `axes` (of a rank-`rank`
+/// input) leaves its kept axes in the channels-first order: when it reduces the channels
+/// (the last axis), or every spatial axis (then only the batch and the channels remain).
+fn reduces_in_order(axes: &[i64], rank: usize) -> bool {
+    let last = rank as i64 - 1;
+    axes.contains(&last) || (1..last).all(|a| axes.contains(&a))
+}
+
 fn axis_last(axis: i64, rank: usize) -> Option<i64> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
