@@ -35,28 +35,17 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
     }
     // Axes `lead..split` and `split..rank` trading places after `lead` fixed ones (NCHW to
     // NHWC and back): a batch of matrix transposes, done in cache-sized tiles.
-    let lead = perm
-        .iter()
-        .enumerate()
-        .take_while(|&(i, &a)| i == a)
-        .count();
-    if tail == 0 && lead < rank {
-        let split = perm[lead];
-        let rotated = (lead..rank).all(|i| {
-            let want = if i < lead + rank - split {
-                split + (i - lead)
-            } else {
-                lead + (i - lead - (rank - split))
-            };
-            perm[i] == want
-        });
-        if rotated {
-            let batch: usize = in_shape[..lead].iter().product();
-            let rows: usize = in_shape[lead..split].iter().product();
-            let cols: usize = in_shape[split..].iter().product();
-            transpose_matrices(x, out, batch, rows, cols);
-            return;
+    if let Some((batch, rows, cols)) = rotation(in_shape, perm) {
+        let n = batch * rows * cols;
+        assert!(
+            x.len() >= n && out.len() >= n,
+            "transpose buffers too short"
+        );
+        let out = crate::threads::SharedMut::new(&mut out[..n]);
+        for b in 0..batch {
+            transpose_band(x, &out, (batch, rows, cols), b, (0, rows));
         }
+        return;
     }
     let block: usize = in_shape[rank - tail..].iter().product();
     if tail > 0 && block > 1 {
@@ -74,8 +63,8 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
 /// [`transpose`] with the output split across `exec`'s threads when it moves whole blocks
 /// (the permutation keeps trailing axes in place, as attention's head splits and merges do):
 /// tasks take runs of indices of the first output axis longer than 1, each copying its
-/// blocks from where they lie. Other permutations (the tiled matrix transposes) run in one
-/// call.
+/// blocks from where they lie; or when it is a batch of matrix transposes (NCHW to NHWC and
+/// back): tasks take runs of output rows. Other permutations run in one call.
 pub fn transpose_exec<T: Copy + Send + Sync>(
     exec: &crate::threads::Exec,
     x: &[T],
@@ -97,6 +86,21 @@ pub fn transpose_exec<T: Copy + Send + Sync>(
     let first = perm[..outer.min(perm.len())]
         .iter()
         .position(|&p| in_shape.get(p).is_some_and(|&d| d > 1));
+    if let Some((batch, rows, cols)) = rotation(in_shape, perm)
+        .filter(|_| exec.threads() > 1 && n >= 1 << 15 && x.len() >= n && out.len() >= n)
+    {
+        // Matrix transposes: tasks take bands of input rows (whole 8 x 8 blocks), each
+        // writing its segment of every output row.
+        let band = TASK.div_ceil(cols).next_multiple_of(8);
+        let bands = rows.div_ceil(band);
+        let out = crate::threads::SharedMut::new(&mut out[..n]);
+        exec.for_each(batch * bands, &|t| {
+            let (b, k) = (t / bands, t % bands);
+            let r0 = k * band;
+            transpose_band(x, &out, (batch, rows, cols), b, (r0, (r0 + band).min(rows)));
+        });
+        return;
+    }
     let Some(a) = first.filter(|_| {
         exec.threads() > 1
             && rank <= 16
@@ -134,37 +138,164 @@ pub fn transpose_exec<T: Copy + Send + Sync>(
     });
 }
 
-/// `batch` row-major `rows x cols` matrices of `x` transposed into `out` (`cols x rows`
-/// each), in tiles that stay in the L1 cache.
-fn transpose_matrices<T: Copy>(x: &[T], out: &mut [T], batch: usize, rows: usize, cols: usize) {
-    const TILE: usize = 32;
-    let len = rows * cols;
+/// The permutation as a batch of matrix transposes, `(batch, rows, cols)`: axes
+/// `lead..split` and `split..rank` trading places after `lead` fixed ones, the last axis
+/// moving (NCHW to NHWC and back); `None` for any other permutation.
+fn rotation(in_shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
+    let rank = in_shape.len();
+    let lead = perm
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &a)| i == a)
+        .count();
+    if lead >= rank || perm.len() != rank || perm[rank - 1] == rank - 1 {
+        return None;
+    }
+    let split = perm[lead];
+    let rotated = (lead..rank).all(|i| {
+        let want = if i < lead + rank - split {
+            split + (i - lead)
+        } else {
+            lead + (i - lead - (rank - split))
+        };
+        perm[i] == want
+    });
+    rotated.then(|| {
+        (
+            in_shape[..lead].iter().product(),
+            in_shape[lead..split].iter().product(),
+            in_shape[split..].iter().product(),
+        )
+    })
+}
+
+/// Rows `r0..r1` of matrix `b` of a batch of `rows x cols` transposes of `x`, written where
+/// they go in the output at `out` (its element `(b, c, r)` at `(b * cols + c) * rows + r`), in
+/// tiles that stay in the L1 cache; elements of four bytes (f32, i32, u32) move as 8 x 8
+/// blocks of vector lanes where the CPU has AVX.
+///
+/// Panics if `x` is too short or `r1 > rows`; `out` must hold the whole output (checked by
+/// the callers, which also keep other writers off these rows' elements).
+fn transpose_band<T: Copy>(
+    x: &[T],
+    out: &crate::threads::SharedMut<'_, T>,
+    (batch, rows, cols): (usize, usize, usize),
+    b: usize,
+    (r0, r1): (usize, usize),
+) {
+    // Input rows per pass (each output row takes runs of up to this many elements) and
+    // columns per tile: a 1024 x 64 tile measured 1.3x faster than 64 x 64 on a 112 x 112
+    // x 64 image, whose output does not fit in the L2 cache.
+    const ROWS: usize = 1024;
+    const COLS: usize = 64;
     assert!(
-        x.len() >= batch * len && out.len() >= batch * len,
+        b < batch && r1 <= rows && x.len() >= batch * rows * cols,
         "transpose buffers too short"
     );
-    for b in 0..batch {
-        let (src, dst) = (&x[b * len..][..len], &mut out[b * len..][..len]);
-        if rows == 2 {
-            // Two rows interleaved (a two-group channel shuffle): one pass, no index math.
-            let (first, second) = src.split_at(cols);
-            for (pair, (&p, &q)) in dst.chunks_exact_mut(2).zip(first.iter().zip(second)) {
-                pair[0] = p;
-                pair[1] = q;
-            }
-            continue;
-        }
-        for r0 in (0..rows).step_by(TILE) {
-            let r1 = (r0 + TILE).min(rows);
-            for c0 in (0..cols).step_by(TILE) {
-                let c1 = (c0 + TILE).min(cols);
-                for c in c0..c1 {
-                    let dst = &mut dst[c * rows + r0..c * rows + r1];
-                    for (d, r) in dst.iter_mut().zip(r0..r1) {
-                        *d = src[r * cols + c];
+    if r0 >= r1 || cols == 0 {
+        return;
+    }
+    let src = &x[b * rows * cols..][..rows * cols];
+    // The matrix's output: every element this call writes lies inside it.
+    let dst = out.span_ptr(b * rows * cols, rows * cols);
+    let lanes = size_of::<T>() == 4 && align_of::<T>() == 4 && has_avx();
+    for t0 in (r0..r1).step_by(ROWS) {
+        let t1 = (t0 + ROWS).min(r1);
+        for c0 in (0..cols).step_by(COLS) {
+            let c1 = (c0 + COLS).min(cols);
+            let mut c = c0;
+            #[cfg(target_arch = "x86_64")]
+            while lanes && c + 8 <= c1 {
+                let mut r = t0;
+                while r + 8 <= t1 {
+                    // SAFETY: AVX is present (`has_avx`); the 8 x 8 block of `src` at (r, c)
+                    // and of the output at (c, r) lie inside the matrix (r + 8 <= rows,
+                    // c + 8 <= cols); T is four bytes aligned to four, moved as bits.
+                    unsafe {
+                        transpose8x8_avx(
+                            src.as_ptr().add(r * cols + c).cast::<f32>(),
+                            cols,
+                            dst.add(c * rows + r).cast::<f32>(),
+                            rows,
+                        );
+                    }
+                    r += 8;
+                }
+                for cc in c..c + 8 {
+                    for rr in r..t1 {
+                        // SAFETY: (cc, rr) lies inside the matrix's output.
+                        unsafe { dst.add(cc * rows + rr).write(src[rr * cols + cc]) };
                     }
                 }
+                c += 8;
             }
+            for cc in c..c1 {
+                for rr in t0..t1 {
+                    // SAFETY: (cc, rr) lies inside the matrix's output.
+                    unsafe { dst.add(cc * rows + rr).write(src[rr * cols + cc]) };
+                }
+            }
+        }
+    }
+}
+
+/// Whether the 8 x 8 AVX transpose runs.
+fn has_avx() -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        std::is_x86_feature_detected!("avx")
+    }
+    #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+    {
+        cfg!(target_feature = "avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Transposes the 8 x 8 block at `src` (rows `ld_src` floats apart) into `dst` (rows `ld_dst`
+/// apart): unpack pairs of rows, shuffle pairs of pairs, swap 128-bit halves. Only bits move.
+///
+/// # Safety
+/// The CPU has AVX; both blocks lie inside their buffers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8_avx(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
+    use core::arch::x86_64::*;
+    // SAFETY: the contract: eight rows of eight floats readable at `src`, writable at `dst`.
+    unsafe {
+        let r: [__m256; 8] = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld_src)));
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for j in 0..4 {
+            _mm256_storeu_ps(
+                dst.add(j * ld_dst),
+                _mm256_permute2f128_ps::<0x20>(u[j], u[j + 4]),
+            );
+            _mm256_storeu_ps(
+                dst.add((j + 4) * ld_dst),
+                _mm256_permute2f128_ps::<0x31>(u[j], u[j + 4]),
+            );
         }
     }
 }
@@ -834,6 +965,72 @@ mod tests {
             transpose(&x, &mut one, shape, perm);
             transpose_exec(&exec, &x, &mut split, shape, perm);
             assert_eq!(split, one, "{shape:?} {perm:?}");
+        }
+    }
+
+    /// Index by index: output element `i` of `perm` applied to `shape`.
+    fn naive<T: Copy>(x: &[T], shape: &[usize], perm: &[usize]) -> std::vec::Vec<T> {
+        let rank = shape.len();
+        let mut strides = std::vec![1usize; rank];
+        for a in (0..rank.saturating_sub(1)).rev() {
+            strides[a] = strides[a + 1] * shape[a + 1];
+        }
+        let out_shape: std::vec::Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let n: usize = shape.iter().product();
+        (0..n)
+            .map(|mut i| {
+                let mut src = 0;
+                for a in (0..rank).rev() {
+                    src += (i % out_shape[a]) * strides[perm[a]];
+                    i /= out_shape[a];
+                }
+                x[src]
+            })
+            .collect()
+    }
+
+    /// The matrix transposes (NCHW to NHWC and back, with sizes off the 8 x 8 blocks and two
+    /// rows) against the index-by-index definition, in 1-, 4- and 8-byte elements, in one call
+    /// and on two threads.
+    #[cfg(feature = "std")]
+    #[test]
+    fn matrix_transposes_match_the_definition() {
+        let exec = crate::threads::Exec::with_threads(2);
+        for (shape, perm) in [
+            (&[1usize, 64, 40, 40][..], &[0usize, 2, 3, 1][..]),
+            (&[1, 40, 40, 64], &[0, 3, 1, 2]),
+            (&[2, 13, 19, 21], &[0, 2, 3, 1]),
+            (&[3, 2, 37], &[0, 2, 1]),
+            (&[1, 150, 9, 3], &[0, 3, 1, 2]),
+            (&[70, 1000], &[1, 0]),
+        ] {
+            let n: usize = shape.iter().product();
+            let x: std::vec::Vec<u32> = (0..n as u32).collect();
+            let want = naive(&x, shape, perm);
+            let mut got = std::vec![0u32; n];
+            transpose(&x, &mut got, shape, perm);
+            assert_eq!(got, want, "{shape:?} {perm:?}");
+            let mut got = std::vec![0u32; n];
+            transpose_exec(&exec, &x, &mut got, shape, perm);
+            assert_eq!(got, want, "two threads {shape:?} {perm:?}");
+            let xf: std::vec::Vec<f32> =
+                x.iter().map(|&v| f32::from_bits(v | 0x7fc0_0000)).collect();
+            let mut gotf = std::vec![0f32; n];
+            transpose_exec(&exec, &xf, &mut gotf, shape, perm);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(
+                bits(&gotf),
+                bits(&naive(&xf, shape, perm)),
+                "NaN payloads {shape:?}"
+            );
+            let xb: std::vec::Vec<u8> = x.iter().map(|&v| v as u8).collect();
+            let mut gotb = std::vec![0u8; n];
+            transpose(&xb, &mut gotb, shape, perm);
+            assert_eq!(gotb, naive(&xb, shape, perm), "bytes {shape:?} {perm:?}");
+            let xl: std::vec::Vec<i64> = x.iter().map(|&v| -i64::from(v)).collect();
+            let mut gotl = std::vec![0i64; n];
+            transpose_exec(&exec, &xl, &mut gotl, shape, perm);
+            assert_eq!(gotl, naive(&xl, shape, perm), "i64 {shape:?} {perm:?}");
         }
     }
 
