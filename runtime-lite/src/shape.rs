@@ -91,13 +91,17 @@ pub fn transpose_exec<T: Copy + Send + Sync>(
     {
         // Matrix transposes: tasks take bands of input rows (whole 8 x 8 blocks), each
         // writing its segment of every output row.
-        let band = TASK.div_ceil(cols).next_multiple_of(8);
+        // Small matrices (a channel shuffle's, one per pixel) go several to a task.
+        let band = TASK.div_ceil(cols).next_multiple_of(8).min(rows);
         let bands = rows.div_ceil(band);
+        let units = batch * bands;
+        let per_task = TASK.div_ceil(band * cols).max(1);
         let out = crate::threads::SharedMut::new(&mut out[..n]);
-        exec.for_each(batch * bands, &|t| {
-            let (b, k) = (t / bands, t % bands);
-            let r0 = k * band;
-            transpose_band(x, &out, (batch, rows, cols), b, (r0, (r0 + band).min(rows)));
+        exec.for_each(units.div_ceil(per_task), &|t| {
+            for unit in t * per_task..((t + 1) * per_task).min(units) {
+                let (b, r0) = (unit / bands, unit % bands * band);
+                transpose_band(x, &out, (batch, rows, cols), b, (r0, (r0 + band).min(rows)));
+            }
         });
         return;
     }
@@ -196,6 +200,17 @@ fn transpose_band<T: Copy>(
         return;
     }
     let src = &x[b * rows * cols..][..rows * cols];
+    if rows == 2 {
+        // Two rows interleaved (a two-group channel shuffle): one pass, no index math.
+        // SAFETY: the matrix's output is this call's alone (the callers' contract).
+        let dst = unsafe { out.slice(b * 2 * cols, 2 * cols) };
+        let (top, bottom) = src.split_at(cols);
+        for (pair, (&p, &q)) in dst.chunks_exact_mut(2).zip(top.iter().zip(bottom)) {
+            pair[0] = p;
+            pair[1] = q;
+        }
+        return;
+    }
     // The matrix's output: every element this call writes lies inside it.
     let dst = out.span_ptr(b * rows * cols, rows * cols);
     let lanes = size_of::<T>() == 4 && align_of::<T>() == 4 && has_avx();
