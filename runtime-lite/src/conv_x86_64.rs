@@ -602,6 +602,45 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
     }
 }
 
+/// The loop of [`nhwc_sums`] (`$mr` rows by `$nv` panels of the tile `$t`, prefetching when
+/// `$ahead`), expanded where it runs: in [`nhwc_sums`], apart from the epilogue, and inside
+/// [`nhwc_block_of`]'s loop over tiles.
+macro_rules! nhwc_sums_loop {
+    ($t:expr, $mr:expr, $nv:expr, $ahead:expr) => {{
+        let mut acc = [[_mm512_setzero_ps(); $nv]; $mr];
+        let mut wp = $t.weights;
+        let mut ahead = $t.ahead;
+        for &(at, len) in $t.runs {
+            let mut rows = [core::ptr::null::<f32>(); $mr];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = $t.starts[r].wrapping_add(at);
+            }
+            for j in 0..len {
+                let mut b = [_mm512_setzero_ps(); $nv];
+                for (v, bv) in b.iter_mut().enumerate() {
+                    // SAFETY: one step of depth of panel v (the contract).
+                    *bv = unsafe { _mm512_loadu_ps(wp.add(v * $t.stride)) };
+                }
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    // SAFETY: float j of a run of row r's window (the contract).
+                    let a = _mm512_set1_ps(unsafe { *rows[r].add(j) });
+                    for (s, &bv) in sums.iter_mut().zip(&b) {
+                        *s = _mm512_fmadd_ps(a, bv, *s);
+                    }
+                }
+                if $ahead {
+                    // A hint: no access happens, so any address is sound.
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.cast::<i8>());
+                    ahead = ahead.wrapping_add($t.ahead_step);
+                }
+                // SAFETY: the next step of depth (one past the panel's end after the last).
+                wp = unsafe { wp.add(16) };
+            }
+        }
+        acc
+    }};
+}
+
 /// The sums of an [`nhwc_tile`]: per step of depth, `NV` panel loads and `MR` broadcasts. A
 /// function of its own, so that nothing after the loop competes for registers.
 ///
@@ -612,37 +651,85 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
 unsafe fn nhwc_sums<const MR: usize, const NV: usize, const AHEAD: bool>(
     t: &NhwcTile<'_>,
 ) -> [[__m512; NV]; MR] {
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let mut wp = t.weights;
-    let mut ahead = t.ahead;
-    for &(at, len) in t.runs {
-        let mut rows = [core::ptr::null::<f32>(); MR];
-        for (r, row) in rows.iter_mut().enumerate() {
-            *row = t.starts[r].wrapping_add(at);
-        }
-        for j in 0..len {
-            let mut b = [_mm512_setzero_ps(); NV];
-            for (v, bv) in b.iter_mut().enumerate() {
-                // SAFETY: one step of depth of panel v (the contract).
-                *bv = unsafe { _mm512_loadu_ps(wp.add(v * t.stride)) };
-            }
-            for (r, sums) in acc.iter_mut().enumerate() {
-                // SAFETY: float j of a run of row r's window (the contract).
-                let a = _mm512_set1_ps(unsafe { *rows[r].add(j) });
-                for (s, &bv) in sums.iter_mut().zip(&b) {
-                    *s = _mm512_fmadd_ps(a, bv, *s);
-                }
-            }
-            if AHEAD {
-                // A hint: no access happens, so any address is sound.
-                _mm_prefetch::<_MM_HINT_T1>(ahead.cast::<i8>());
-                ahead = ahead.wrapping_add(t.ahead_step);
-            }
-            // SAFETY: the next step of depth (one past the panel's end after the last).
-            wp = unsafe { wp.add(16) };
+    nhwc_sums_loop!(t, MR, NV, AHEAD)
+}
+
+/// A block of [`nhwc_tile`]s over the same panels: rows `0..origins.len()`, row `r` reading its
+/// window at `src + origins[r]` and writing `out + r * ld`, [`TILE_PIXELS`] at a time in one
+/// loop (a layer of little depth spends as long on each tile's call and hand-over as on its
+/// sums).
+pub(crate) struct NhwcBlock<'a> {
+    pub src: *const f32,
+    pub origins: &'a [usize],
+    pub runs: &'a [(usize, usize)],
+    pub weights: *const f32,
+    pub stride: usize,
+    pub out: *mut f32,
+    pub ld: usize,
+    pub width: usize,
+    pub bias: Option<*const f32>,
+    /// The residual at the block's first output (same `ld`).
+    pub residual: Option<*const f32>,
+    pub acts: &'a [Activation],
+    /// Tile `t` prefetches `per_tile` floats from `ahead + t * per_tile`, `ahead_step` more at
+    /// each step of depth (none when `ahead_step` is 0).
+    pub ahead: *const f32,
+    pub per_tile: usize,
+    pub ahead_step: usize,
+}
+
+/// Computes and stores the block `b` by `nv` (1 to 3) panels.
+///
+/// # Safety
+/// As for [`nhwc_tile`], for every tile of the block.
+pub(crate) unsafe fn nhwc_block(nv: usize, b: &NhwcBlock<'_>) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match nv {
+            0 | 1 => nhwc_block_of::<1, false>(b),
+            2 => nhwc_block_of::<2, false>(b),
+            _ if b.ahead_step == 0 => nhwc_block_of::<3, false>(b),
+            _ => nhwc_block_of::<3, true>(b),
         }
     }
-    acc
+}
+
+/// [`nhwc_block`] for `NV` panels.
+///
+/// # Safety
+/// As for [`nhwc_block`].
+#[target_feature(enable = "avx512f")]
+unsafe fn nhwc_block_of<const NV: usize, const AHEAD: bool>(b: &NhwcBlock<'_>) {
+    let n = b.origins.len();
+    let mut r0 = 0;
+    while r0 < n {
+        let rows = TILE_PIXELS.min(n - r0);
+        let mut starts = [b.src; TILE_PIXELS];
+        for (r, s) in starts.iter_mut().enumerate() {
+            // Rows past the block repeat its last pixel (never stored).
+            *s = b.src.wrapping_add(b.origins[r0 + r.min(rows - 1)]);
+        }
+        let t = NhwcTile {
+            starts: &starts,
+            runs: b.runs,
+            weights: b.weights,
+            stride: b.stride,
+            out: b.out.wrapping_add(r0 * b.ld),
+            ld: b.ld,
+            rows,
+            width: b.width,
+            bias: b.bias,
+            residual: b.residual.map(|p| p.wrapping_add(r0 * b.ld)),
+            acts: b.acts,
+            ahead: b.ahead.wrapping_add(r0 / TILE_PIXELS * b.per_tile),
+            ahead_step: b.ahead_step,
+        };
+        // The loop's reads are inside the windows and panels (the contract, for this tile).
+        let acc = nhwc_sums_loop!(&t, TILE_PIXELS, NV, AHEAD);
+        // SAFETY: the contract, for this tile.
+        unsafe { nhwc_store::<TILE_PIXELS, NV>(acc, &t) };
+        r0 += TILE_PIXELS;
+    }
 }
 
 /// Stores the sums of an [`nhwc_tile`] with its epilogue: bias, residual and the in-register
