@@ -805,23 +805,27 @@ pub(crate) fn pad_input(
             dst[x1 * c..].fill(0.0);
             let line = (iz * p.input[1] + iy) * p.input[2];
             if channels_first {
-                // Pixel by pixel, each channel from its own plane (the writes run on).
+                // Each channel from its own plane: RGB pixel by pixel, more channels as a
+                // transposed block of the row.
                 let image = &x[n * c * in_len..][..c * in_len];
                 let w = x1 - x0;
                 let plane = |ch: usize| &image[ch * in_len + line..][..w];
-                let pixels = dst[x0 * c..x1 * c].chunks_exact_mut(c);
                 if c == 3 {
+                    let pixels = dst[x0 * c..x1 * c].chunks_exact_mut(c);
                     // RGB, a network's usual first layer: three planes zipped.
                     let rows = plane(0).iter().zip(plane(1)).zip(plane(2));
                     for (pixel, ((&r, &g), &b)) in pixels.zip(rows) {
                         pixel.copy_from_slice(&[r, g, b]);
                     }
                 } else {
-                    for (j, pixel) in pixels.enumerate() {
-                        for (ch, v) in pixel.iter_mut().enumerate() {
-                            *v = image[ch * in_len + line + j];
-                        }
-                    }
+                    // The row's channels-by-pixels block, transposed.
+                    crate::shape::transpose_strided(
+                        &image[line..],
+                        in_len,
+                        &mut dst[x0 * c..x1 * c],
+                        c,
+                        (c, w),
+                    );
                 }
             } else {
                 let from = (n * in_len + line) * c;

@@ -254,6 +254,62 @@ fn transpose_band<T: Copy>(
     }
 }
 
+/// `dst[j * ld_dst + i] = src[i * ld_src + j]` for `i < rows`, `j < cols`: a `rows x cols`
+/// block whose rows lie `ld_src` apart (planes of a channels-first image) transposed into one
+/// whose rows lie `ld_dst` apart (pixels of a channels-last one), 8 x 8 at a time with AVX for
+/// four-byte elements.
+///
+/// Panics if a block does not fit its buffer.
+pub(crate) fn transpose_strided<T: Copy>(
+    src: &[T],
+    ld_src: usize,
+    dst: &mut [T],
+    ld_dst: usize,
+    (rows, cols): (usize, usize),
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        src.len() >= (rows - 1) * ld_src + cols
+            && dst.len() >= (cols - 1) * ld_dst + rows
+            && ld_src >= cols
+            && ld_dst >= rows,
+        "transpose block outside its buffer"
+    );
+    let lanes = size_of::<T>() == 4 && align_of::<T>() == 4 && has_avx();
+    let (mut i0, mut j_end) = (0, 0);
+    if lanes {
+        #[cfg(target_arch = "x86_64")]
+        {
+            j_end = cols / 8 * 8;
+            while i0 + 8 <= rows {
+                for j in (0..j_end).step_by(8) {
+                    // SAFETY: AVX is present; rows i0..i0 + 8 of columns j..j + 8 lie inside
+                    // `src`, and their transposes inside `dst` (asserted above); T is four
+                    // bytes aligned to four, moved as bits.
+                    unsafe {
+                        transpose8x8_avx(
+                            src.as_ptr().add(i0 * ld_src + j).cast::<f32>(),
+                            ld_src,
+                            dst.as_mut_ptr().add(j * ld_dst + i0).cast::<f32>(),
+                            ld_dst,
+                        );
+                    }
+                }
+                i0 += 8;
+            }
+        }
+    }
+    // What the blocks left: the last rows over every column, the last columns of the others.
+    for i in 0..rows {
+        let from = if i < i0 { j_end } else { 0 };
+        for j in from..cols {
+            dst[j * ld_dst + i] = src[i * ld_src + j];
+        }
+    }
+}
+
 /// Whether the 8 x 8 AVX transpose runs.
 fn has_avx() -> bool {
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
@@ -1046,6 +1102,38 @@ mod tests {
             let mut gotl = std::vec![0i64; n];
             transpose_exec(&exec, &xl, &mut gotl, shape, perm);
             assert_eq!(gotl, naive(&xl, shape, perm), "i64 {shape:?} {perm:?}");
+        }
+    }
+
+    /// Strided blocks (channels-first planes into channels-last pixels), sizes on and off the
+    /// 8 x 8 blocks, against the definition.
+    #[test]
+    fn strided_blocks_transpose() {
+        for (rows, cols, ld_src, ld_dst) in [
+            (96, 80, 6400, 96),
+            (13, 21, 30, 17),
+            (8, 8, 8, 8),
+            (5, 3, 3, 5),
+        ] {
+            let src: std::vec::Vec<f32> =
+                (0..(rows - 1) * ld_src + cols).map(|i| i as f32).collect();
+            let mut dst = std::vec![-1.0f32; (cols - 1) * ld_dst + rows];
+            transpose_strided(&src, ld_src, &mut dst, ld_dst, (rows, cols));
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        dst[j * ld_dst + i],
+                        src[i * ld_src + j],
+                        "{rows}x{cols} ({i}, {j})"
+                    );
+                }
+            }
+            let bytes: std::vec::Vec<u8> = src.iter().map(|&v| v as u8).collect();
+            let mut out = std::vec![0u8; dst.len()];
+            transpose_strided(&bytes, ld_src, &mut out, ld_dst, (rows, cols));
+            assert!(
+                (0..rows).all(|i| (0..cols).all(|j| out[j * ld_dst + i] == bytes[i * ld_src + j]))
+            );
         }
     }
 
