@@ -392,34 +392,68 @@ pub fn global_average_f32(x: &[f32], out: &mut [f32], spatial: usize) {
 /// [`global_average_f32`] channels last: `x: [N, spatial, channels]`, `out: [N, channels]`;
 /// each channel's sum runs over the pixels in order (the same bits on every CPU).
 pub fn global_average_nhwc_f32(x: &[f32], out: &mut [f32], spatial: usize, channels: usize) {
-    for (o, image) in out
-        .chunks_exact_mut(channels.max(1))
-        .zip(x.chunks_exact((spatial * channels).max(1)))
-    {
-        o.fill(0.0);
-        for pixel in image.chunks_exact(channels.max(1)) {
-            for (a, &v) in o.iter_mut().zip(pixel) {
-                *a += v;
-            }
-        }
-        for a in o.iter_mut() {
-            *a /= spatial as f32;
-        }
-    }
+    global_pool_nhwc(x, out, (spatial, channels), false);
 }
 
 /// [`global_max_f32`] channels last: `x: [N, spatial, channels]`, `out: [N, channels]`.
 pub fn global_max_nhwc_f32(x: &[f32], out: &mut [f32], spatial: usize, channels: usize) {
+    global_pool_nhwc(x, out, (spatial, channels), true);
+}
+
+/// Each image of `x: [N, spatial, channels]` pooled into `out: [N, channels]` (the maximum
+/// when `max`, else the mean), on the widest vectors the CPU has.
+fn global_pool_nhwc(x: &[f32], out: &mut [f32], dims: (usize, usize), max: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// The body compiled for AVX-512F.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(x: &[f32], out: &mut [f32], dims: (usize, usize), max: bool) {
+            global_pool_nhwc_body(x, out, dims, max);
+        }
+        if crate::gemm_x86_64::has_avx512() {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { avx512(x, out, dims, max) };
+        }
+    }
+    global_pool_nhwc_body(x, out, dims, max);
+}
+
+/// [`global_pool_nhwc`]'s work, inlined into each instruction set's copy.
+#[inline(always)]
+fn global_pool_nhwc_body(
+    x: &[f32],
+    out: &mut [f32],
+    (spatial, channels): (usize, usize),
+    max: bool,
+) {
+    if channels == 0 {
+        return;
+    }
     for (o, image) in out
-        .chunks_exact_mut(channels.max(1))
+        .chunks_exact_mut(channels)
         .zip(x.chunks_exact((spatial * channels).max(1)))
     {
-        o.fill(f32::NEG_INFINITY);
-        for pixel in image.chunks_exact(channels.max(1)) {
-            for (m, &v) in o.iter_mut().zip(pixel) {
-                if v > *m || v.is_nan() {
-                    *m = v;
+        if max {
+            o.fill(f32::NEG_INFINITY);
+            for pixel in image.chunks_exact(channels) {
+                for (m, &v) in o.iter_mut().zip(pixel) {
+                    if v > *m || v.is_nan() {
+                        *m = v;
+                    }
                 }
+            }
+        } else {
+            o.fill(0.0);
+            for pixel in image.chunks_exact(channels) {
+                for (a, &v) in o.iter_mut().zip(pixel) {
+                    *a += v;
+                }
+            }
+            for a in o.iter_mut() {
+                *a /= spatial as f32;
             }
         }
     }
