@@ -6,21 +6,12 @@
 #[path = "../examples/kv_decoder/decode.rs"]
 mod decode;
 
-use decode::{argmax, step, Cache, MAX_PAST, VOCAB};
+use decode::{argmax, reference, step, Cache, MAX_PAST, VOCAB};
 
 sinter_rt::include_onnx!(
     "tests/data/bounded_kv/gpt2_kv/model.onnx",
     dims(past <= 64, total <= 65)
 );
-
-fn reference(file: &str) -> sinter::ir::Tensor {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/bounded_kv/gpt2_kv/decode")
-        .join(file);
-    sinter::onnx::read_tensor_file(&path)
-        .expect("reference data")
-        .1
-}
 
 #[test]
 fn every_step_matches_ort_with_the_cache_carried_between_runs() {

@@ -75,3 +75,14 @@ pub(crate) fn argmax(logits: &[f32]) -> usize {
     }
     best
 }
+
+/// A reference tensor ONNX Runtime saved beside the bundled decoder
+/// (`tests/data/bounded_kv/gpt2_kv/decode/`, `scripts/make_kv_decoder.py`).
+pub(crate) fn reference(file: &str) -> sinter::ir::Tensor {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/bounded_kv/gpt2_kv/decode")
+        .join(file);
+    sinter::onnx::read_tensor_file(&path)
+        .expect("reference data")
+        .1
+}

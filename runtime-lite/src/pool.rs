@@ -403,22 +403,21 @@ pub fn global_max_nhwc_f32(x: &[f32], out: &mut [f32], spatial: usize, channels:
 /// Each image of `x: [N, spatial, channels]` pooled into `out: [N, channels]` (the maximum
 /// when `max`, else the mean), on the widest vectors the CPU has.
 fn global_pool_nhwc(x: &[f32], out: &mut [f32], dims: (usize, usize), max: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// The body compiled for AVX-512F.
-        ///
-        /// # Safety
-        /// The CPU has AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(x: &[f32], out: &mut [f32], dims: (usize, usize), max: bool) {
-            global_pool_nhwc_body(x, out, dims, max);
-        }
-        if crate::gemm_x86_64::has_avx512() {
-            // SAFETY: AVX-512F was detected.
-            return unsafe { avx512(x, out, dims, max) };
+    /// The work as a kernel, compiled for the widest vectors the CPU has.
+    struct Pool<'a> {
+        x: &'a [f32],
+        out: &'a mut [f32],
+        dims: (usize, usize),
+        max: bool,
+    }
+    impl crate::math::lanes::Kernel for Pool<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: crate::math::lanes::Lanes>(self, _lanes: S) {
+            global_pool_nhwc_body(self.x, self.out, self.dims, self.max);
         }
     }
-    global_pool_nhwc_body(x, out, dims, max);
+    crate::math::lanes::dispatch(Pool { x, out, dims, max });
 }
 
 /// [`global_pool_nhwc`]'s work, inlined into each instruction set's copy.

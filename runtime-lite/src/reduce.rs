@@ -67,34 +67,21 @@ pub fn reduce_f32(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), kind:
         x.len() >= outer * count * inner && out.len() >= outer * inner,
         "reduce: buffers too short"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// The body compiled for AVX-512F.
-        ///
-        /// # Safety
-        /// The CPU has AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), k: F32Reduce) {
-            reduce_f32_body(x, out, dims, k);
-        }
-        /// The body compiled for AVX2.
-        ///
-        /// # Safety
-        /// The CPU has AVX2.
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(x: &[f32], out: &mut [f32], dims: (usize, usize, usize), k: F32Reduce) {
-            reduce_f32_body(x, out, dims, k);
-        }
-        if crate::gemm_x86_64::has_avx512() {
-            // SAFETY: AVX-512F was detected.
-            return unsafe { avx512(x, out, dims, kind) };
-        }
-        if crate::math_x86_64::Avx2::detect().is_some() {
-            // SAFETY: AVX2 was detected.
-            return unsafe { avx2(x, out, dims, kind) };
+    /// The work as a kernel, compiled for the widest vectors the CPU has.
+    struct Rows<'a> {
+        x: &'a [f32],
+        out: &'a mut [f32],
+        dims: (usize, usize, usize),
+        kind: F32Reduce,
+    }
+    impl crate::math::lanes::Kernel for Rows<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: crate::math::lanes::Lanes>(self, _lanes: S) {
+            reduce_f32_body(self.x, self.out, self.dims, self.kind);
         }
     }
-    reduce_f32_body(x, out, dims, kind);
+    crate::math::lanes::dispatch(Rows { x, out, dims, kind });
 }
 
 /// [`reduce_f32`]'s work, inlined into each instruction set's copy.

@@ -64,7 +64,8 @@ pub fn transpose<T: Copy>(x: &[T], out: &mut [T], in_shape: &[usize], perm: &[us
 /// (the permutation keeps trailing axes in place, as attention's head splits and merges do):
 /// tasks take runs of indices of the first output axis longer than 1, each copying its
 /// blocks from where they lie; or when it is a batch of matrix transposes (NCHW to NHWC and
-/// back): tasks take runs of output rows. Other permutations run in one call.
+/// back): tasks take bands of input rows, writing their segment of every output row. Other
+/// permutations run in one call.
 pub fn transpose_exec<T: Copy + Send + Sync>(
     exec: &crate::threads::Exec,
     x: &[T],
@@ -89,9 +90,8 @@ pub fn transpose_exec<T: Copy + Send + Sync>(
     if let Some((batch, rows, cols)) = rotation(in_shape, perm)
         .filter(|_| exec.threads() > 1 && n >= 1 << 15 && x.len() >= n && out.len() >= n)
     {
-        // Matrix transposes: tasks take bands of input rows (whole 8 x 8 blocks), each
-        // writing its segment of every output row.
-        // Small matrices (a channel shuffle's, one per pixel) go several to a task.
+        // Bands of whole 8 x 8 blocks; small matrices (a channel shuffle's, one per pixel) go
+        // several to a task.
         let band = TASK.div_ceil(cols).next_multiple_of(8).min(rows);
         let bands = rows.div_ceil(band);
         let units = batch * bands;
@@ -213,42 +213,21 @@ fn transpose_band<T: Copy>(
     }
     // The matrix's output: every element this call writes lies inside it.
     let dst = out.span_ptr(b * rows * cols, rows * cols);
-    let lanes = size_of::<T>() == 4 && align_of::<T>() == 4 && has_avx();
     for t0 in (r0..r1).step_by(ROWS) {
         let t1 = (t0 + ROWS).min(r1);
         for c0 in (0..cols).step_by(COLS) {
             let c1 = (c0 + COLS).min(cols);
-            let mut c = c0;
-            #[cfg(target_arch = "x86_64")]
-            while lanes && c + 8 <= c1 {
-                let mut r = t0;
-                while r + 8 <= t1 {
-                    // SAFETY: AVX is present (`has_avx`); the 8 x 8 block of `src` at (r, c)
-                    // and of the output at (c, r) lie inside the matrix (r + 8 <= rows,
-                    // c + 8 <= cols); T is four bytes aligned to four, moved as bits.
-                    unsafe {
-                        transpose8x8_avx(
-                            src.as_ptr().add(r * cols + c).cast::<f32>(),
-                            cols,
-                            dst.add(c * rows + r).cast::<f32>(),
-                            rows,
-                        );
-                    }
-                    r += 8;
-                }
-                for cc in c..c + 8 {
-                    for rr in r..t1 {
-                        // SAFETY: (cc, rr) lies inside the matrix's output.
-                        unsafe { dst.add(cc * rows + rr).write(src[rr * cols + cc]) };
-                    }
-                }
-                c += 8;
-            }
-            for cc in c..c1 {
-                for rr in t0..t1 {
-                    // SAFETY: (cc, rr) lies inside the matrix's output.
-                    unsafe { dst.add(cc * rows + rr).write(src[rr * cols + cc]) };
-                }
+            // SAFETY: the tile's rows t0..t1 of columns c0..c1 lie inside the matrix, their
+            // transposes inside its output (t1 <= rows, c1 <= cols), written by this call only.
+            unsafe {
+                transpose_block(
+                    &src[t0 * cols + c0..],
+                    cols,
+                    dst.add(c0 * rows + t0),
+                    rows,
+                    (t1 - t0, c1 - c0),
+                    true,
+                );
             }
         }
     }
@@ -277,27 +256,62 @@ pub(crate) fn transpose_strided<T: Copy>(
             && ld_dst >= rows,
         "transpose block outside its buffer"
     );
-    let lanes = size_of::<T>() == 4 && align_of::<T>() == 4 && has_avx();
-    let (mut i0, mut j_end) = (0, 0);
-    if lanes {
+    // SAFETY: the block and its transpose lie inside `src` and `dst` (asserted above).
+    unsafe { transpose_block(src, ld_src, dst.as_mut_ptr(), ld_dst, (rows, cols), false) };
+}
+
+/// [`transpose_strided`] into a raw destination, which other writers may share (the bands of a
+/// threaded transpose): 8 x 8 blocks with AVX for four-byte elements, the rest one by one.
+/// With `columns_outside` the blocks go column block by column block, each filling eight
+/// destination rows front to back (long destination rows: a band of a matrix transpose);
+/// otherwise row block by row block, each reading eight source rows front to back (a padded
+/// row's channel planes), whichever measured faster for its caller.
+///
+/// # Safety
+/// `src` holds the `rows x cols` block (rows `ld_src` apart); `dst` is writable at
+/// `j * ld_dst + i` for every `i < rows`, `j < cols`, and no one else touches those elements
+/// meanwhile.
+unsafe fn transpose_block<T: Copy>(
+    src: &[T],
+    ld_src: usize,
+    dst: *mut T,
+    ld_dst: usize,
+    (rows, cols): (usize, usize),
+    columns_outside: bool,
+) {
+    let lanes =
+        size_of::<T>() == 4 && align_of::<T>() == 4 && cfg!(target_arch = "x86_64") && has_avx();
+    let (i0, j_end) = if lanes {
+        (rows / 8 * 8, cols / 8 * 8)
+    } else {
+        (0, 0)
+    };
+    let block = |i: usize, j: usize| {
         #[cfg(target_arch = "x86_64")]
-        {
-            j_end = cols / 8 * 8;
-            while i0 + 8 <= rows {
-                for j in (0..j_end).step_by(8) {
-                    // SAFETY: AVX is present; rows i0..i0 + 8 of columns j..j + 8 lie inside
-                    // `src`, and their transposes inside `dst` (asserted above); T is four
-                    // bytes aligned to four, moved as bits.
-                    unsafe {
-                        transpose8x8_avx(
-                            src.as_ptr().add(i0 * ld_src + j).cast::<f32>(),
-                            ld_src,
-                            dst.as_mut_ptr().add(j * ld_dst + i0).cast::<f32>(),
-                            ld_dst,
-                        );
-                    }
-                }
-                i0 += 8;
+        // SAFETY: AVX is present (`lanes`); rows i..i + 8 of columns j..j + 8 lie inside `src`
+        // and their transposes inside `dst` (the contract); T is four bytes aligned to four,
+        // moved as bits.
+        unsafe {
+            transpose8x8_avx(
+                src.as_ptr().add(i * ld_src + j).cast::<f32>(),
+                ld_src,
+                dst.add(j * ld_dst + i).cast::<f32>(),
+                ld_dst,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (i, j);
+    };
+    if columns_outside {
+        for j in (0..j_end).step_by(8) {
+            for i in (0..i0).step_by(8) {
+                block(i, j);
+            }
+        }
+    } else {
+        for i in (0..i0).step_by(8) {
+            for j in (0..j_end).step_by(8) {
+                block(i, j);
             }
         }
     }
@@ -305,20 +319,17 @@ pub(crate) fn transpose_strided<T: Copy>(
     for i in 0..rows {
         let from = if i < i0 { j_end } else { 0 };
         for j in from..cols {
-            dst[j * ld_dst + i] = src[i * ld_src + j];
+            // SAFETY: (j, i) lies inside the destination block (the contract).
+            unsafe { dst.add(j * ld_dst + i).write(src[i * ld_src + j]) };
         }
     }
 }
 
-/// Whether the 8 x 8 AVX transpose runs.
+/// Whether the 8 x 8 AVX transpose runs (on CPUs with AVX2, which have AVX).
 fn has_avx() -> bool {
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx")
-    }
-    #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
-    {
-        cfg!(target_feature = "avx")
+        crate::math_x86_64::Avx2::detect().is_some()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -89,36 +89,44 @@ impl Reduce {
         }
         Ok(Layout { reduced, out_shape })
     }
-}
 
-impl Reduce {
-    /// The vector kernel's call (`sinter_rt::reduce::reduce_f32`) for a float32 reduction
-    /// it runs whose reduced axes, size-1 axes aside, are one contiguous run of `shape`;
-    /// `None` otherwise (the generic kernel runs).
-    fn f32_kernel(
+    /// The `(outer, count, inner)` view `sinter_rt::reduce::reduce_f32` takes, for a float32
+    /// reduction it runs whose reduced axes, size-1 axes aside, are one contiguous run of
+    /// `shape`; `None` otherwise (the generic kernel runs).
+    fn f32_kernel_dims(
         &self,
         dtype: DType,
         shape: &[usize],
         reduced: &[bool],
-    ) -> Option<impl FnOnce(TokenStream, TokenStream) -> TokenStream> {
-        let kind = match self.kind {
-            ReduceKind::Sum => quote!(Sum),
-            ReduceKind::Mean => quote!(Mean),
-            ReduceKind::SumSquare => quote!(SumSquare),
-            ReduceKind::L1 => quote!(L1),
-            ReduceKind::L2 => quote!(L2),
-            ReduceKind::Max => quote!(Max),
-            ReduceKind::Min => quote!(Min),
-            _ => return None,
+    ) -> Option<TokenStream> {
+        let vector = matches!(
+            self.kind,
+            ReduceKind::Sum
+                | ReduceKind::Mean
+                | ReduceKind::SumSquare
+                | ReduceKind::L1
+                | ReduceKind::L2
+                | ReduceKind::Max
+                | ReduceKind::Min
+        );
+        let (outer, count, inner) =
+            contiguous_run(shape, reduced).filter(|_| vector && dtype == DType::F32)?;
+        Some(quote!((#outer, #count, #inner)))
+    }
+
+    /// The `sinter_rt::reduce::F32Reduce` variant of a reduction [`Self::f32_kernel_dims`]
+    /// accepts.
+    fn f32_kernel_kind(&self) -> proc_macro2::Ident {
+        let name = match self.kind {
+            ReduceKind::Sum => "Sum",
+            ReduceKind::Mean => "Mean",
+            ReduceKind::SumSquare => "SumSquare",
+            ReduceKind::L1 => "L1",
+            ReduceKind::L2 => "L2",
+            ReduceKind::Max => "Max",
+            _ => "Min",
         };
-        if dtype != DType::F32 {
-            return None;
-        }
-        let (outer, count, inner) = contiguous_run(shape, reduced)?;
-        let dims = quote!((#outer, #count, #inner));
-        Some(
-            move |i0: TokenStream, o0: TokenStream| quote!(::sinter_rt::reduce::reduce_f32(#i0, #o0, #dims, ::sinter_rt::reduce::F32Reduce::#kind);),
-        )
+        proc_macro2::Ident::new(name, proc_macro2::Span::call_site())
     }
 }
 
@@ -287,9 +295,11 @@ impl OpDef for Reduce {
                 }
             }
             let count: usize = rs.iter().product();
-            if let Some(kernel) = self.f32_kernel(x.dtype, x.shape, &layout.reduced) {
-                let (i0, o0) = (names.input(0), names.output(0));
-                return Ok(kernel(quote!(#i0), quote!(#o0)));
+            if let Some(dims) = self.f32_kernel_dims(x.dtype, x.shape, &layout.reduced) {
+                let (i0, o0, kind) = (names.input(0), names.output(0), self.f32_kernel_kind());
+                return Ok(quote!(::sinter_rt::reduce::reduce_f32(
+                    #i0, #o0, #dims, ::sinter_rt::reduce::F32Reduce::#kind
+                );));
             }
             let t = rust_type(x.dtype);
             let float = x.dtype.is_float();
