@@ -885,23 +885,57 @@ pub fn depthwise_nhwc_f32_exec(
         return;
     }
     let macs = out_rows * row * p.kernel_len();
-    // One band of rows per thread: every task also reads the kernel's rows above and below
-    // its band, and those (and the rows other cores wrote) cost more than uneven bands
-    // (measured on MnasNet at two threads: depthwise layers 1110 us in four tasks per thread,
-    // 1131 in two, 986 in one).
-    let per_task = if exec.threads() == 1 || macs < PARALLEL_MIN_MACS / 4 {
-        out_rows
+    let threads = if macs < PARALLEL_MIN_MACS / 4 {
+        1
     } else {
-        out_rows.div_ceil(exec.threads())
+        exec.threads()
     };
     let avx512 = avx512();
     let sliding = avx512
         && p.dilations[2] == 1
         && matches!((p.kernel[2], p.strides[2]), (3 | 5, 1 | 2) | (7, 1));
+    let panels = c.div_ceil(PANEL);
+    #[cfg(target_arch = "x86_64")]
+    if sliding
+        && threads > 1
+        && out_rows.div_ceil(threads) * threads * 8 > out_rows * 9
+        && panels >= 2 * threads
+        && acts.iter().all(crate::gemm::Finish::in_register)
+    {
+        // Too few rows to split evenly (a late layer's 7): the threads split the channels.
+        // (Not otherwise: the next layer reads each pixel's channels whole, from the core
+        // that wrote its row, and a product before with more columns than rows that split
+        // its columns gains nothing, as measured: MnasNet's 14 x 14 layers at two threads
+        // took 27-36 us split by rows, 42-48 by channels.)
+        let per_task = panels.div_ceil(threads) * PANEL;
+        let sink = SharedMut::new(&mut out[..out_rows * row]);
+        exec.for_each(c.div_ceil(per_task), &|task| {
+            let channels = task * per_task..((task + 1) * per_task).min(c);
+            for r in 0..out_rows {
+                let dst = sink.span_ptr(r * row, row);
+                // SAFETY: `dst` holds row r; this task alone writes these channels of it.
+                unsafe { depthwise_row_sliding(p, x, ops, r, channels.clone(), dst) };
+            }
+        });
+        return;
+    }
+    // One band of rows per thread: every task also reads the kernel's rows above and below
+    // its band, and those (and the rows other cores wrote) cost more than uneven bands
+    // (measured on MnasNet at two threads: depthwise layers 1110 us in four tasks per thread,
+    // 1131 in two, 986 in one).
+    let per_task = out_rows.div_ceil(threads);
     exec.for_each_chunk(&mut out[..out_rows * row], per_task * row, &|task, part| {
         if sliding {
             #[cfg(target_arch = "x86_64")]
-            depthwise_rows_sliding(p, x, ops, task * per_task, part);
+            for (i, dst) in part.chunks_exact_mut(row).enumerate() {
+                // SAFETY: `dst` is row `task * per_task + i`, borrowed by this task alone.
+                unsafe {
+                    depthwise_row_sliding(p, x, ops, task * per_task + i, 0..c, dst.as_mut_ptr())
+                };
+            }
+            if !ops.acts.iter().all(crate::gemm::Finish::in_register) {
+                Activation::apply_chain(ops.acts, part);
+            }
             return;
         }
         for (i, dst) in part.chunks_exact_mut(row).enumerate() {
@@ -911,52 +945,53 @@ pub fn depthwise_nhwc_f32_exec(
     });
 }
 
-/// Output rows `first..` of [`depthwise_nhwc_f32_exec`] filling `part`, with unit horizontal
-/// dilation and 3 or 5 kernel columns at stride 1 or 2, or 7 at stride 1, on AVX-512: row by
-/// row, 16 channels at a time, each on a sliding window.
+/// Channels `channels` (from a multiple of 16) of output row `r` of
+/// [`depthwise_nhwc_f32_exec`], written at `dst`, with unit horizontal dilation and 3 or 5
+/// kernel columns at stride 1 or 2, or 7 at stride 1, on AVX-512: 16 channels at a time, each
+/// on a sliding window. The activations that are not applied in registers are the caller's.
+///
+/// # Safety
+/// AVX-512F is present; `p` is the layer's geometry and `x`, `ops` its checked operands;
+/// `dst` points at row r's `ow * c` floats of the output, valid for writes, and nothing else
+/// reads or writes these channels of them meanwhile.
 #[cfg(target_arch = "x86_64")]
-fn depthwise_rows_sliding(
+unsafe fn depthwise_row_sliding(
     p: &ConvParams,
     x: &[f32],
     ops: Operands<'_>,
-    first: usize,
-    part: &mut [f32],
+    r: usize,
+    channels: core::ops::Range<usize>,
+    dst: *mut f32,
 ) {
     let c = p.in_channels;
-    let row_len = p.output[2] * c;
-    for (i, dst) in part.chunks_exact_mut(row_len).enumerate() {
-        let mut rows = [(0usize, 0usize); MAX_RUNS];
-        let whole = DwRow {
-            x,
-            rows: kernel_rows(p, first + i, &mut rows),
-            iw: p.input[2],
-            pw: p.pads[2],
-            ow: p.output[2],
-            c,
-            cp: c.div_ceil(PANEL) * PANEL,
-            ops,
-            out_at: (first + i) * row_len,
-        };
-        // One row's channels in turn, 16 at a time: the rows' pixels are read whole, in
-        // memory order (channel-outer passes over many rows stream each pixel several
-        // times when the plane outgrows the cache).
-        for c0 in (0..c).step_by(PANEL) {
-            // SAFETY: AVX-512F is present (the caller checked); the kernel rows lie inside the
-            // input, the weights hold `cp` channels per tap (`check` and the asserts of
-            // `depthwise_nhwc_f32_exec`), `dst` holds the row, and c0 < c.
-            unsafe {
-                match (p.kernel[2], p.strides[2]) {
-                    (3, 1) => crate::conv_x86_64::depthwise_nhwc_row::<3, 1>(&whole, c0, dst),
-                    (3, _) => crate::conv_x86_64::depthwise_nhwc_row::<3, 2>(&whole, c0, dst),
-                    (5, 1) => crate::conv_x86_64::depthwise_nhwc_row::<5, 1>(&whole, c0, dst),
-                    (5, _) => crate::conv_x86_64::depthwise_nhwc_row::<5, 2>(&whole, c0, dst),
-                    _ => crate::conv_x86_64::depthwise_nhwc_row::<7, 1>(&whole, c0, dst),
-                }
+    let mut rows = [(0usize, 0usize); MAX_RUNS];
+    let whole = DwRow {
+        x,
+        rows: kernel_rows(p, r, &mut rows),
+        iw: p.input[2],
+        pw: p.pads[2],
+        ow: p.output[2],
+        c,
+        cp: c.div_ceil(PANEL) * PANEL,
+        ops,
+        out_at: r * p.output[2] * c,
+    };
+    // The row's channels in turn, 16 at a time: the rows' pixels are read whole, in memory
+    // order (channel-outer passes over many rows stream each pixel several times when the
+    // plane outgrows the cache).
+    for c0 in channels.step_by(PANEL) {
+        // SAFETY: AVX-512F is present; the kernel rows lie inside the input, the weights hold
+        // `cp` channels per tap (`check` and the asserts of `depthwise_nhwc_f32_exec`), `dst`
+        // holds the row and these channels are the caller's alone, and c0 < c.
+        unsafe {
+            match (p.kernel[2], p.strides[2]) {
+                (3, 1) => crate::conv_x86_64::depthwise_nhwc_row::<3, 1>(&whole, c0, dst),
+                (3, _) => crate::conv_x86_64::depthwise_nhwc_row::<3, 2>(&whole, c0, dst),
+                (5, 1) => crate::conv_x86_64::depthwise_nhwc_row::<5, 1>(&whole, c0, dst),
+                (5, _) => crate::conv_x86_64::depthwise_nhwc_row::<5, 2>(&whole, c0, dst),
+                _ => crate::conv_x86_64::depthwise_nhwc_row::<7, 1>(&whole, c0, dst),
             }
         }
-    }
-    if !ops.acts.iter().all(crate::gemm::Finish::in_register) {
-        Activation::apply_chain(ops.acts, part);
     }
 }
 
@@ -1566,6 +1601,20 @@ pub(crate) mod tests {
             ),
             // Depthwise: 3x3 and 5x5, strides, channel tails, tiny planes; unit-stride rows
             // long enough for several sliding-window tiles and a partial one.
+            // More channels than pixels, enough work for threads: they split the channels
+            // (with a channel tail).
+            params(
+                2,
+                600,
+                600,
+                600,
+                [1, 7, 7],
+                [1, 5, 5],
+                one,
+                one,
+                [0, 2, 2],
+                [0, 2, 2],
+            ),
             params(
                 1,
                 72,

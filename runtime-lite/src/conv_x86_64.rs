@@ -949,15 +949,17 @@ unsafe fn dw_store<const P: usize, const NV: usize>(
 ///
 /// # Safety
 /// The CPU has AVX-512F; the offsets of `row.rows` are input rows of `row.iw` pixels of `c`
-/// floats inside the input; the weights hold `cp` floats per tap; `dst` holds the row.
+/// floats inside the input; the weights hold `cp` floats per tap; `dst` points at the row's
+/// `ow * c` floats, valid for writes, and nothing else reads or writes channels
+/// `c0..c0 + 16` of them meanwhile (other threads may write the row's other channels).
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn depthwise_nhwc_row<const K: usize, const S: usize>(
     row: &crate::conv_nhwc::DwRow<'_>,
     c0: usize,
-    dst: &mut [f32],
+    dst: *mut f32,
 ) {
     let c = row.c;
-    assert!(dst.len() >= row.ow * c && row.iw > 0 && c0 < c);
+    assert!(row.iw > 0 && c0 < c);
     let mask = lanes(c - c0);
     // Pixels [lo, hi) read only columns inside the input.
     let lo = row.pw.div_ceil(S).min(row.ow);
@@ -999,7 +1001,7 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
     left: usize,
     c0: usize,
     mask: __mmask16,
-    dst: &mut [f32],
+    dst: *mut f32,
 ) -> usize {
     // The columns the tile reads fit the unrolled list below, the pixels the epilogue's (a
     // constant per instance; the callers never reach the instances that fail it).
@@ -1077,7 +1079,7 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
             activate_tile!(act, acc);
         }
     }
-    let out = dst.as_mut_ptr();
+    let out = dst;
     let full = mask == 0xffff;
     unroll!(p in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
         if p < P && p < np {

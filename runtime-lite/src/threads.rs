@@ -2,13 +2,18 @@
 //! alone, or (with `std`) also on a small pool of persistent workers.
 //!
 //! A parallel section allocates nothing: the caller publishes a borrowed task function under
-//! a mutex (waking workers only if they sleep: between sections they spin briefly), takes
-//! tasks itself from a shared atomic counter tagged with the section's generation, and
+//! a mutex (waking workers only if they sleep: between sections they spin briefly), and
+//! every thread takes tasks from its own contiguous share of them first, then from the
+//! others' (one atomic counter per share, tagged with the section's generation). The caller
 //! returns once every task has finished. A panic in a task is reported on the calling
 //! thread.
+//!
+//! The shares keep data where it was made: consecutive kernels split their rows the same
+//! way, so the rows a thread writes in one are mostly the rows it reads in the next, from
+//! its own core's cache.
 
 #[cfg(feature = "std")]
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -132,10 +137,12 @@ const SPIN: u32 = 1 << 13;
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
-    /// The current generation (high 32 bits) and its next unclaimed task (low 32 bits): a
-    /// claim is one compare-and-swap, and a worker still holding an older job cannot claim a
-    /// task of the new one.
-    claim: AtomicU64,
+    /// The generation last published, which spinning workers watch.
+    published: AtomicU32,
+    /// Per thread (the caller first), its share's generation (high 32 bits) and next
+    /// unclaimed task (low 32 bits): a claim is one compare-and-swap, and a worker still
+    /// holding an older job cannot claim a task of the new one.
+    shares: std::boxed::Box<[Share]>,
     /// Tasks of the current generation that have finished.
     done: AtomicUsize,
     panicked: AtomicBool,
@@ -154,33 +161,63 @@ impl Drop for Running<'_> {
     }
 }
 
+/// One thread's share of a section's tasks, alone on its cache lines.
+#[cfg(feature = "std")]
+#[repr(align(128))]
+struct Share(AtomicU64);
+
 #[cfg(feature = "std")]
 impl Shared {
-    /// Claims the next task of generation `generation`, if that is still the current one and
-    /// it has tasks left.
-    fn claim(&self, generation: u32, n_tasks: usize) -> Option<usize> {
-        let mut word = self.claim.load(Ordering::Acquire);
-        loop {
-            let (g, next) = ((word >> 32) as u32, (word & 0xffff_ffff) as usize);
-            if g != generation || next >= n_tasks {
-                return None;
-            }
-            match self.claim.compare_exchange_weak(
-                word,
-                word + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(next),
-                Err(now) => word = now,
-            }
+    /// The state of a pool of `threads` threads, the caller included.
+    fn new(threads: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                job: None,
+                generation: 0,
+                sleepers: 0,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            published: AtomicU32::new(0),
+            shares: (0..threads).map(|_| Share(AtomicU64::new(0))).collect(),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            running: AtomicBool::new(false),
         }
     }
 
-    /// Runs claimed tasks of `job` until none is left, counting each finished one (also one
-    /// that panicked, which is recorded).
-    fn work(&self, generation: u32, job: Job) {
-        while let Some(i) = self.claim(generation, job.n_tasks) {
+    /// Claims the next task of generation `generation` for thread `me`: from its own share
+    /// while that has tasks left, then from the others' in turn; none once the generation is
+    /// no longer the current one.
+    fn claim(&self, me: usize, generation: u32, n_tasks: usize) -> Option<usize> {
+        let parts = self.shares.len();
+        for s in (me..parts).chain(0..me) {
+            let (start, end) = (s * n_tasks / parts, (s + 1) * n_tasks / parts);
+            let slot = &self.shares[s].0;
+            let mut word = slot.load(Ordering::Acquire);
+            loop {
+                let (g, next) = ((word >> 32) as u32, (word & 0xffff_ffff) as usize);
+                if g != generation || start + next >= end {
+                    break;
+                }
+                match slot.compare_exchange_weak(
+                    word,
+                    word + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some(start + next),
+                    Err(now) => word = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs the tasks of `job` thread `me` claims until none is left, counting each finished
+    /// one (also one that panicked, which is recorded).
+    fn work(&self, me: usize, generation: u32, job: Job) {
+        while let Some(i) = self.claim(me, generation, job.n_tasks) {
             // SAFETY: task i of this generation was claimed, so `Pool::run` is still waiting
             // for it to finish and keeps the function alive.
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
@@ -204,23 +241,11 @@ impl Shared {
 #[cfg(feature = "std")]
 impl Pool {
     fn new(workers: usize) -> Self {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                job: None,
-                generation: 0,
-                sleepers: 0,
-                shutdown: false,
-            }),
-            work: Condvar::new(),
-            claim: AtomicU64::new(0),
-            done: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
-            running: AtomicBool::new(false),
-        });
-        let workers = (0..workers)
-            .map(|_| {
+        let shared = Arc::new(Shared::new(workers + 1));
+        let workers = (1..=workers)
+            .map(|me| {
                 let shared = Arc::clone(&shared);
-                std::thread::spawn(move || worker(&shared))
+                std::thread::spawn(move || worker(&shared, me))
             })
             .collect();
         Self { shared, workers }
@@ -251,15 +276,20 @@ impl Pool {
             state.job = Some(job);
             self.shared.done.store(0, Ordering::Release);
             self.shared.panicked.store(false, Ordering::Release);
+            for share in &*self.shared.shares {
+                share
+                    .0
+                    .store(u64::from(state.generation) << 32, Ordering::Release);
+            }
             self.shared
-                .claim
-                .store(u64::from(state.generation) << 32, Ordering::Release);
+                .published
+                .store(state.generation, Ordering::Release);
             if state.sleepers > 0 {
                 self.shared.work.notify_all();
             }
             state.generation
         };
-        self.shared.work(generation, job);
+        self.shared.work(0, generation, job);
         // Every task is claimed; wait for the workers' last ones.
         let mut spins = 0u32;
         while self.shared.done.load(Ordering::Acquire) < n_tasks {
@@ -279,12 +309,12 @@ impl Pool {
 }
 
 #[cfg(feature = "std")]
-fn worker(shared: &Shared) {
+fn worker(shared: &Shared, me: usize) {
     let mut seen = 0u32;
     loop {
         // Spin briefly for the next generation, then sleep until it is published.
         let mut spins = 0;
-        while (shared.claim.load(Ordering::Acquire) >> 32) as u32 == seen && spins < SPIN {
+        while shared.published.load(Ordering::Acquire) == seen && spins < SPIN {
             core::hint::spin_loop();
             spins += 1;
         }
@@ -305,7 +335,7 @@ fn worker(shared: &Shared) {
             state.job
         };
         if let Some(job) = job {
-            shared.work(seen, job);
+            shared.work(me, seen, job);
         }
     }
 }
@@ -500,6 +530,23 @@ mod tests {
             });
             assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
         }
+    }
+
+    #[test]
+    fn threads_take_their_own_share_first_then_the_others() {
+        let shared = Shared::new(3);
+        for share in &*shared.shares {
+            share.0.store(7 << 32, Ordering::Release);
+        }
+        // Ten tasks in shares [0, 3), [3, 6), [6, 10): thread 1 takes its own, then thread
+        // 2's, then the caller's.
+        let order: std::vec::Vec<usize> = core::iter::from_fn(|| shared.claim(1, 7, 10)).collect();
+        assert_eq!(order, [3, 4, 5, 6, 7, 8, 9, 0, 1, 2]);
+        // Nothing is left, and an older generation claims nothing.
+        assert_eq!(shared.claim(0, 7, 10), None);
+        shared.shares[0].0.store(8 << 32, Ordering::Release);
+        assert_eq!(shared.claim(0, 7, 10), None);
+        assert_eq!(shared.claim(0, 8, 10), Some(0));
     }
 
     #[test]
