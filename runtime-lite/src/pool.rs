@@ -400,34 +400,102 @@ pub fn global_max_nhwc_f32(x: &[f32], out: &mut [f32], spatial: usize, channels:
     global_pool_nhwc(x, out, (spatial, channels), true);
 }
 
-/// Each image of `x: [N, spatial, channels]` pooled into `out: [N, channels]` (the maximum
-/// when `max`, else the mean), on the widest vectors the CPU has.
-fn global_pool_nhwc(x: &[f32], out: &mut [f32], dims: (usize, usize), max: bool) {
-    /// The work as a kernel, compiled for the widest vectors the CPU has.
-    struct Pool<'a> {
-        x: &'a [f32],
-        out: &'a mut [f32],
-        dims: (usize, usize),
-        max: bool,
-    }
-    impl crate::math::lanes::Kernel for Pool<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: crate::math::lanes::Lanes>(self, _lanes: S) {
-            global_pool_nhwc_body(self.x, self.out, self.dims, self.max);
-        }
-    }
-    crate::math::lanes::dispatch(Pool { x, out, dims, max });
+/// Floats of pixels per segment from which a channels-last global pool splits each image's
+/// pixels into segments pooled apart (at most [`MAX_SEGMENTS`]).
+const SEGMENT_FLOATS: usize = 1 << 15;
+
+/// Segments per image at most.
+const MAX_SEGMENTS: usize = 8;
+
+/// Segments [`global_pool_nhwc_f32_exec`] cuts each image's pixels into: set by the shape
+/// alone, never by the thread count, so that every thread count gives the same bits.
+pub fn global_pool_nhwc_segments(spatial: usize, channels: usize) -> usize {
+    (spatial.saturating_mul(channels) / SEGMENT_FLOATS)
+        .clamp(1, MAX_SEGMENTS)
+        .min(spatial.max(1))
 }
 
-/// [`global_pool_nhwc`]'s work, inlined into each instruction set's copy.
-#[inline(always)]
-fn global_pool_nhwc_body(
+/// Floats of working memory [`global_pool_nhwc_f32_exec`] needs for `batch` images: the
+/// partial results of every segment but each image's first.
+pub fn global_pool_nhwc_scratch_len(batch: usize, spatial: usize, channels: usize) -> usize {
+    batch * (global_pool_nhwc_segments(spatial, channels) - 1) * channels
+}
+
+/// [`global_average_nhwc_f32`] (or [`global_max_nhwc_f32`] when `max`) on `exec`'s threads:
+/// each image's pixels go in [`global_pool_nhwc_segments`] consecutive segments, pooled apart
+/// (the first into `out`, the others into `scratch`, of [`global_pool_nhwc_scratch_len`]
+/// floats) and then combined in order. A thread pools the pixels it is given, which, split
+/// as the layer before split its rows, are mostly the ones its own core wrote.
+///
+/// Panics if `out` or `scratch` is too short for the images of `x`.
+pub fn global_pool_nhwc_f32_exec(
+    exec: &crate::threads::Exec,
     x: &[f32],
     out: &mut [f32],
+    scratch: &mut [f32],
     (spatial, channels): (usize, usize),
     max: bool,
 ) {
+    if channels == 0 {
+        return;
+    }
+    let batch = x.len() / (spatial * channels).max(1);
+    let segments = global_pool_nhwc_segments(spatial, channels);
+    assert!(
+        out.len() >= batch * channels,
+        "global pool: output too short"
+    );
+    assert!(
+        scratch.len() >= global_pool_nhwc_scratch_len(batch, spatial, channels),
+        "global pool: working memory too short"
+    );
+    let partial = segments - 1;
+    {
+        let sink = crate::threads::SharedMut::new(&mut out[..batch * channels]);
+        let rest = crate::threads::SharedMut::new(&mut scratch[..batch * partial * channels]);
+        exec.for_each(batch * segments, &|task| {
+            let (n, seg) = (task / segments, task % segments);
+            let (p0, p1) = (seg * spatial / segments, (seg + 1) * spatial / segments);
+            let image = &x[n * spatial * channels..];
+            let pixels = &image[p0 * channels..p1 * channels];
+            // SAFETY: task (n, seg) alone writes image n's segment seg: its first into `out`,
+            // the others into their own row of `scratch`.
+            let dst = unsafe {
+                if seg == 0 {
+                    sink.slice(n * channels, channels)
+                } else {
+                    rest.slice((n * partial + seg - 1) * channels, channels)
+                }
+            };
+            pool_pixels(pixels, dst, max);
+        });
+    }
+    for (n, o) in out[..batch * channels]
+        .chunks_exact_mut(channels)
+        .enumerate()
+    {
+        for part in scratch[n * partial * channels..][..partial * channels].chunks_exact(channels) {
+            for (a, &v) in o.iter_mut().zip(part) {
+                if max {
+                    if v > *a || v.is_nan() {
+                        *a = v;
+                    }
+                } else {
+                    *a += v;
+                }
+            }
+        }
+        if !max {
+            for a in o.iter_mut() {
+                *a /= spatial as f32;
+            }
+        }
+    }
+}
+
+/// Each image of `x: [N, spatial, channels]` pooled into `out: [N, channels]` (the maximum
+/// when `max`, else the mean), on the widest vectors the CPU has.
+fn global_pool_nhwc(x: &[f32], out: &mut [f32], (spatial, channels): (usize, usize), max: bool) {
     if channels == 0 {
         return;
     }
@@ -435,24 +503,53 @@ fn global_pool_nhwc_body(
         .chunks_exact_mut(channels)
         .zip(x.chunks_exact((spatial * channels).max(1)))
     {
-        if max {
-            o.fill(f32::NEG_INFINITY);
-            for pixel in image.chunks_exact(channels) {
-                for (m, &v) in o.iter_mut().zip(pixel) {
-                    if v > *m || v.is_nan() {
-                        *m = v;
-                    }
-                }
-            }
-        } else {
-            o.fill(0.0);
-            for pixel in image.chunks_exact(channels) {
-                for (a, &v) in o.iter_mut().zip(pixel) {
-                    *a += v;
-                }
-            }
+        pool_pixels(image, o, max);
+        if !max {
             for a in o.iter_mut() {
                 *a /= spatial as f32;
+            }
+        }
+    }
+}
+
+/// The sum (or the maximum, when `max`; a NaN winning) over the pixels of `pixels`
+/// (`[pixels, channels]`) of each channel, into `out` (`[channels]`), in pixel order, on the
+/// widest vectors the CPU has.
+fn pool_pixels(pixels: &[f32], out: &mut [f32], max: bool) {
+    /// The work as a kernel, compiled for the widest vectors the CPU has.
+    struct Pool<'a> {
+        pixels: &'a [f32],
+        out: &'a mut [f32],
+        max: bool,
+    }
+    impl crate::math::lanes::Kernel for Pool<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: crate::math::lanes::Lanes>(self, _lanes: S) {
+            pool_pixels_body(self.pixels, self.out, self.max);
+        }
+    }
+    crate::math::lanes::dispatch(Pool { pixels, out, max });
+}
+
+/// [`pool_pixels`]'s work, inlined into each instruction set's copy.
+#[inline(always)]
+fn pool_pixels_body(pixels: &[f32], o: &mut [f32], max: bool) {
+    let channels = o.len();
+    if max {
+        o.fill(f32::NEG_INFINITY);
+        for pixel in pixels.chunks_exact(channels) {
+            for (m, &v) in o.iter_mut().zip(pixel) {
+                if v > *m || v.is_nan() {
+                    *m = v;
+                }
+            }
+        }
+    } else {
+        o.fill(0.0);
+        for pixel in pixels.chunks_exact(channels) {
+            for (a, &v) in o.iter_mut().zip(pixel) {
+                *a += v;
             }
         }
     }
@@ -1383,6 +1480,63 @@ mod tests {
         assert_eq!(max_l, max);
         for (a, b) in avg_l.iter().zip(&avg) {
             assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} {b}");
+        }
+    }
+
+    /// The channels-last global pools on threads, in segments: the same bits at every
+    /// thread count, the maximum exact and the mean close to its f64 value, for one segment
+    /// and for several (with a NaN in a later segment winning the maximum).
+    #[test]
+    fn segmented_global_pools_match_at_every_thread_count() {
+        for (batch, spatial, channels) in [(2, 12, 5), (2, 1600, 72), (1, 30 * 30, 300)] {
+            let len = batch * spatial * channels;
+            let mut x: std::vec::Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1013) as f32) * 0.01 - 5.0)
+                .collect();
+            let segments = global_pool_nhwc_segments(spatial, channels);
+            if segments > 1 {
+                x[(spatial - 1) * channels + 3] = f32::NAN;
+            }
+            let scratch_len = global_pool_nhwc_scratch_len(batch, spatial, channels);
+            for max in [false, true] {
+                let mut first: Option<std::vec::Vec<f32>> = None;
+                for threads in [1, 2, 3] {
+                    let exec = crate::threads::Exec::with_threads(threads);
+                    let mut out = std::vec![0f32; batch * channels];
+                    let mut scratch = std::vec![f32::NAN; scratch_len];
+                    global_pool_nhwc_f32_exec(
+                        &exec,
+                        &x,
+                        &mut out,
+                        &mut scratch,
+                        (spatial, channels),
+                        max,
+                    );
+                    for (k, &o) in out.iter().enumerate() {
+                        let (n, c) = (k / channels, k % channels);
+                        let values = (0..spatial).map(|q| x[(n * spatial + q) * channels + c]);
+                        if values.clone().any(f32::is_nan) {
+                            assert!(
+                                o.is_nan(),
+                                "{spatial}x{channels}: channel {c} ignores a NaN"
+                            );
+                        } else if max {
+                            assert_eq!(o, values.fold(f32::NEG_INFINITY, f32::max));
+                        } else {
+                            let mean = values.map(f64::from).sum::<f64>() / spatial as f64;
+                            assert!((f64::from(o) - mean).abs() <= 1e-5 * mean.abs().max(1.0));
+                        }
+                    }
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert!(
+                            f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{spatial}x{channels}: {threads} threads differ from one"
+                        ),
+                    }
+                }
+            }
+            assert!(segments > 1 || spatial * channels < SEGMENT_FLOATS);
         }
     }
 

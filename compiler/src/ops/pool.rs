@@ -188,7 +188,37 @@ pub struct GlobalPool {
     pub channels_last: bool,
 }
 
+/// Floats of pixels per segment from which a channels-last global pool splits each image
+/// (`sinter_rt::pool`'s `SEGMENT_FLOATS`), and segments at most (`MAX_SEGMENTS`).
+const POOL_SEGMENT_FLOATS: usize = 1 << 15;
+const POOL_MAX_SEGMENTS: usize = 8;
+
+impl GlobalPool {
+    /// Floats of working memory of a channels-last max or average pool: the partial results
+    /// of its segments (`sinter_rt::pool::global_pool_nhwc_scratch_len`, the same formula).
+    fn nhwc_scratch_len(&self, cx: &OpCx<'_>) -> Result<usize> {
+        let x = cx.input(0)?;
+        let rank = x.shape.len();
+        if !self.channels_last || self.lp.is_some() || rank < 2 {
+            return Ok(0);
+        }
+        let spatial: usize = x.shape[1..rank - 1].iter().product();
+        let channels = x.shape[rank - 1];
+        let segments = (spatial.saturating_mul(channels) / POOL_SEGMENT_FLOATS)
+            .clamp(1, POOL_MAX_SEGMENTS)
+            .min(spatial.max(1));
+        Ok(x.shape[0] * (segments - 1) * channels)
+    }
+}
+
 impl OpDef for GlobalPool {
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        match self.nhwc_scratch_len(cx) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(TypeShape::new(DType::F32, vec![n])),
+        }
+    }
+
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
         Ok(Self {
             max: node.op_type() == "GlobalMaxPool",
@@ -227,12 +257,17 @@ impl OpDef for GlobalPool {
             let rank = x.shape.len();
             let spatial = lit(x.shape[1..rank - 1].iter().product());
             let channels = lit(x.shape[rank - 1]);
-            let f = if self.max {
-                quote!(global_max_nhwc_f32)
+            let max = self.max;
+            let exec = names.exec();
+            let scratch = if self.nhwc_scratch_len(cx)? > 0 {
+                let s = names.scratch();
+                quote!(#s)
             } else {
-                quote!(global_average_nhwc_f32)
+                quote!(&mut [])
             };
-            return Ok(quote!(::sinter_rt::pool::#f(#i0, #o0, #spatial, #channels);));
+            return Ok(quote!(::sinter_rt::pool::global_pool_nhwc_f32_exec(
+                #exec, #i0, #o0, #scratch, (#spatial, #channels), #max
+            );));
         }
         let spatial = lit(x.shape[2..].iter().product());
         if let Some(order) = self.lp {
