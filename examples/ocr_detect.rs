@@ -2,18 +2,30 @@
 //!
 //! `cargo run --release --example ocr_detect [path/to/image.png]`
 //!
-//! Resizes the image to the model's 320x320 input, normalizes it as PaddleOCR does, runs the
-//! detector, writes the text-probability map as `<image>.prob.png` beside the image, and
-//! prints the boxes of the connected regions above 0.3 in the image's own coordinates.
+//! The detector is compiled once for every image size up to 640 x 640 in multiples of 32 (its
+//! height and width are bounded dims), so the image keeps its aspect ratio: as PaddleOCR does,
+//! it is scaled down until its longer side is at most 640, each side rounded to a multiple of
+//! 32, and normalized. The example runs the detector at that size, writes the text-probability
+//! map as `<image>.prob.png` beside the image, and prints the boxes of the connected regions
+//! above 0.3 in the image's own coordinates.
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-sinter_rt::include_onnx!("tests/data/models/ppocr_det_v4/model.onnx", name = det);
+sinter_rt::include_onnx!(
+    "tests/data/models/ppocr_det_v4/model.onnx",
+    dims(
+        "p2o.DynamicDimension.0" = 1,
+        "p2o.DynamicDimension.1" <= 640 : 32,
+        "p2o.DynamicDimension.2" <= 640 : 32,
+    ),
+    name = det,
+);
 
-const SIZE: usize = 320;
+/// The longest side the detector takes (its compiled bound).
+const MAX_SIDE: usize = 640;
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
@@ -46,34 +58,46 @@ fn read_png(path: &Path) -> Result<Rgb, Box<dyn std::error::Error>> {
     })
 }
 
-/// Bilinear resize to SIZE x SIZE, normalized, NCHW.
-fn preprocess(img: &Rgb) -> Vec<f32> {
-    let mut out = vec![0.0f32; 3 * SIZE * SIZE];
-    for y in 0..SIZE {
-        let sy = ((y as f32 + 0.5) * img.height as f32 / SIZE as f32 - 0.5).max(0.0);
+/// The detector's input size for an image: scaled down so that the longer side is at most
+/// [`MAX_SIDE`], each side then rounded to a multiple of 32 (at least 32).
+fn input_size(img: &Rgb) -> (usize, usize) {
+    let scale = (MAX_SIDE as f32 / img.width.max(img.height) as f32).min(1.0);
+    let round =
+        |v: usize| (((v as f32 * scale) / 32.0).round() as usize).clamp(1, MAX_SIDE / 32) * 32;
+    (round(img.height), round(img.width))
+}
+
+/// Bilinear resize to `height x width`, normalized, NCHW.
+fn preprocess(img: &Rgb, (height, width): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0.0f32; 3 * height * width];
+    for y in 0..height {
+        let sy = ((y as f32 + 0.5) * img.height as f32 / height as f32 - 0.5).max(0.0);
         let (y0, fy) = (sy as usize, sy.fract());
         let y1 = (y0 + 1).min(img.height - 1);
-        for x in 0..SIZE {
-            let sx = ((x as f32 + 0.5) * img.width as f32 / SIZE as f32 - 0.5).max(0.0);
+        for x in 0..width {
+            let sx = ((x as f32 + 0.5) * img.width as f32 / width as f32 - 0.5).max(0.0);
             let (x0, fx) = (sx as usize, sx.fract());
             let x1 = (x0 + 1).min(img.width - 1);
             for c in 0..3 {
                 let p = |yy: usize, xx: usize| img.pixels[(yy * img.width + xx) * 3 + c] as f32;
                 let v = (p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx) * (1.0 - fy)
                     + (p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx) * fy;
-                out[(c * SIZE + y) * SIZE + x] = (v / 255.0 - MEAN[c]) / STD[c];
+                out[(c * height + y) * width + x] = (v / 255.0 - MEAN[c]) / STD[c];
             }
         }
     }
     out
 }
 
-/// Bounding boxes (x0, y0, x1, y1, mean probability) of 4-connected regions above `threshold`.
+/// Bounding boxes (x0, y0, x1, y1, mean probability) of 4-connected regions above `threshold`
+/// in a `width`-wide map.
 fn regions(
     prob: &[f32],
+    width: usize,
     threshold: f32,
     min_area: usize,
 ) -> Vec<(usize, usize, usize, usize, f32)> {
+    let height = prob.len() / width;
     let mut seen = vec![false; prob.len()];
     let mut boxes = Vec::new();
     let mut stack = Vec::new();
@@ -82,19 +106,19 @@ fn regions(
             continue;
         }
         let (mut x0, mut y0, mut x1, mut y1, mut area, mut sum) =
-            (SIZE, SIZE, 0, 0, 0usize, 0.0f32);
+            (width, height, 0, 0, 0usize, 0.0f32);
         seen[start] = true;
         stack.push(start);
         while let Some(i) = stack.pop() {
-            let (x, y) = (i % SIZE, i / SIZE);
+            let (x, y) = (i % width, i / width);
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
             area += 1;
             sum += prob[i];
             let neighbours = [
                 (x > 0).then(|| i - 1),
-                (x + 1 < SIZE).then(|| i + 1),
-                (y > 0).then(|| i - SIZE),
-                (y + 1 < SIZE).then(|| i + SIZE),
+                (x + 1 < width).then(|| i + 1),
+                (y > 0).then(|| i - width),
+                (y + 1 < height).then(|| i + width),
             ];
             for j in neighbours.into_iter().flatten() {
                 if !seen[j] && prob[j] >= threshold {
@@ -118,18 +142,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/document.png")
         });
     let img = read_png(&path)?;
-    let input = preprocess(&img);
+    let (height, width) = input_size(&img);
+    let input = preprocess(&img, (height, width));
 
     let start = Instant::now();
     let mut model = det::Model::new();
-    let prob = model.run_slices(&input)?;
+    let dims = det::Dims {
+        p2o_dynamic_dimension_1: height,
+        p2o_dynamic_dimension_2: width,
+    };
+    let prob = model.run_slices(dims, &input)?;
     let elapsed = start.elapsed();
+    assert_eq!(prob.shape(), [1, 1, height, width]);
+    let prob = prob.data();
 
     let out_path = path.with_extension("prob.png");
     let mut encoder = png::Encoder::new(
         BufWriter::new(File::create(&out_path)?),
-        SIZE as u32,
-        SIZE as u32,
+        width as u32,
+        height as u32,
     );
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
@@ -140,12 +171,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     encoder.write_header()?.write_image_data(&gray)?;
 
     let (sx, sy) = (
-        img.width as f32 / SIZE as f32,
-        img.height as f32 / SIZE as f32,
+        img.width as f32 / width as f32,
+        img.height as f32 / height as f32,
     );
-    let boxes = regions(prob, 0.3, 20);
+    let boxes = regions(prob, width, 0.3, 20);
     println!(
-        "{}: {}x{} image, detector ran in {:.1} ms (including Model::new)",
+        "{}: {}x{} image, detector ran at {width}x{height} in {:.1} ms (including Model::new)",
         path.display(),
         img.width,
         img.height,

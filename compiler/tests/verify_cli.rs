@@ -107,15 +107,25 @@ fn bundled_cases_all_pass() {
     assert!(output.status.success());
 }
 
+/// PP-OCR det v4's symbolic input dims (batch, height, width), as PaddleOCR ships the model.
+const DET_DIMS: [&str; 3] = [
+    "p2o.DynamicDimension.0",
+    "p2o.DynamicDimension.1",
+    "p2o.DynamicDimension.2",
+];
+
 #[test]
 fn bundled_real_models_pass_at_every_level() {
     // Silero VAD (LSTM, run-time If on the sample rate), PP-OCR cls and det v4, and the light
     // SqueezeNet and ShuffleNet of the onnx package: ONNX Runtime's outputs at the models
     // README's tolerances, every data set, every optimization level. (scripts/verify_models.sh
     // checks the other light CNNs, whose inputs are too big to bundle, when ../shared exists.)
+    // The detector's image size is symbolic: it is fixed to its data's 320 x 320 here.
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/models");
-    let cases = case_dirs(&data);
-    assert_eq!(cases.len(), 5, "bundled models missing");
+    let (det, cases): (Vec<_>, Vec<_>) = case_dirs(&data)
+        .into_iter()
+        .partition(|c| c.ends_with("ppocr_det_v4"));
+    assert_eq!((det.len(), cases.len()), (1, 4), "bundled models missing");
     assert_all_pass(
         &["-O0", "-O1", "-O3"],
         "1e-3",
@@ -123,6 +133,56 @@ fn bundled_real_models_pass_at_every_level() {
         "sinter-verify-models",
         &cases,
     );
+    let fixed = [
+        format!("{}=1", DET_DIMS[0]),
+        format!("{}=320", DET_DIMS[1]),
+        format!("{}=320", DET_DIMS[2]),
+    ];
+    for level in ["-O0", "-O1", "-O3"] {
+        let options = [
+            level, "--dim", &fixed[0], "--dim", &fixed[1], "--dim", &fixed[2],
+        ];
+        let cache = format!("sinter-verify-det{level}");
+        let (stdout, stderr) = verify_with(&options, "1e-3", "1e-4", &cache, &det);
+        assert!(
+            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
+            "{level}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_detector_takes_every_image_size_up_to_its_bound_in_one_build() {
+    // tests/data/bounded_hw/ppocr_det (scripts/make_bounded_det.py): PP-OCR det v4 compiled
+    // once with its height and width bounded by 320 (multiples of 32), run at 320 x 320,
+    // 96 x 160 and 64 x 224 (a real text image and two crops of it) against ONNX Runtime.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded_hw/ppocr_det");
+    assert!(
+        case.join("test_data_set_2").is_dir(),
+        "bounded detector case missing"
+    );
+    let bounds = [
+        format!("{}=1", DET_DIMS[0]),
+        format!("{}<=320:32", DET_DIMS[1]),
+        format!("{}<=320:32", DET_DIMS[2]),
+    ];
+    for level in ["-O0", "-O3"] {
+        let options = [
+            level, "--dim", &bounds[0], "--dim", &bounds[1], "--dim", &bounds[2],
+        ];
+        let cache = format!("sinter-verify-bounded-hw{level}");
+        let (stdout, stderr) = verify_with(
+            &options,
+            "1e-3",
+            "1e-4",
+            &cache,
+            std::slice::from_ref(&case),
+        );
+        assert!(
+            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
+            "{level}:\n{stdout}\n{stderr}"
+        );
+    }
 }
 
 #[test]

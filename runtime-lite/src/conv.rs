@@ -93,6 +93,51 @@ impl ConvParams {
     pub const fn is_depthwise(&self) -> bool {
         self.groups == self.in_channels && self.groups == self.out_channels
     }
+
+    /// These parameters for an input of run-time batch and spatial sizes (a model compiled
+    /// for bounded dims): the output sizes follow, and with `auto_pad` `SAME_UPPER`
+    /// (`Some(true)`) or `SAME_LOWER` (`Some(false)`) the padding too; otherwise `pads_end`
+    /// gives the padding after each axis (the padding before stays).
+    ///
+    /// Fails when a window no longer fits the padded input, or when an extent exceeds the
+    /// one the model was compiled for (`self`'s).
+    pub fn resized(
+        &self,
+        batch: usize,
+        input: [usize; 3],
+        pads_end: [usize; 3],
+        same_upper: Option<bool>,
+    ) -> Result<Self, &'static str> {
+        let mut p = *self;
+        if batch > self.batch || (0..3).any(|i| input[i] > self.input[i]) {
+            return Err("conv input larger than its compiled bound");
+        }
+        p.batch = batch;
+        p.input = input;
+        for i in 0..3 {
+            let extent = (self.kernel[i] - 1) * self.dilations[i] + 1;
+            let s = self.strides[i];
+            match same_upper {
+                Some(upper) => {
+                    let out = input[i].div_ceil(s);
+                    let total = ((out.max(1) - 1) * s + extent).saturating_sub(input[i]);
+                    p.pads[i] = if upper { total / 2 } else { total - total / 2 };
+                    p.output[i] = out;
+                }
+                None => {
+                    let padded = input[i] + self.pads[i] + pads_end[i];
+                    if padded < extent {
+                        return Err("conv input smaller than its kernel");
+                    }
+                    p.output[i] = (padded - extent) / s + 1;
+                }
+            }
+        }
+        if (0..3).any(|i| p.output[i] > self.output[i]) {
+            return Err("conv output larger than its compiled bound");
+        }
+        Ok(p)
+    }
 }
 
 /// `out = acts(conv(x, w) + bias + residual)` (the activations applied in order) on `exec`'s threads, with `x: [N, C, *input]`,
@@ -1093,6 +1138,32 @@ impl ConvTransposeParams {
         let k = self.kernel[0] * self.kernel[1] * self.kernel[2];
         let i = self.input[0] * self.input[1] * self.input[2];
         self.out_channels / self.groups * k * i
+    }
+
+    /// These parameters for an input of run-time batch and spatial sizes (a model compiled
+    /// for bounded dims, without an explicit `output_shape`): each output extent moves by the
+    /// stride per input position, the padding staying.
+    ///
+    /// Fails when an extent is 0 or exceeds the one the model was compiled for (`self`'s).
+    pub fn resized(&self, batch: usize, input: [usize; 3]) -> Result<Self, &'static str> {
+        let mut p = *self;
+        if batch > self.batch || (0..3).any(|i| input[i] > self.input[i] || input[i] == 0) {
+            return Err("transposed conv input empty or larger than its compiled bound");
+        }
+        p.batch = batch;
+        p.input = input;
+        for (((out, &bound_out), &bound_in), (&stride, &size)) in p
+            .output
+            .iter_mut()
+            .zip(&self.output)
+            .zip(&self.input)
+            .zip(self.strides.iter().zip(&input))
+        {
+            *out = bound_out
+                .checked_sub(stride * (bound_in - size))
+                .ok_or("transposed conv output empty")?;
+        }
+        Ok(p)
     }
 }
 

@@ -295,6 +295,68 @@ impl Conv {
         })
     }
 
+    /// Per spatial axis of X, whether its extent is only known at run time (all `false` for
+    /// a fixed input).
+    fn spatial_dynamic(&self, cx: &OpCx<'_>) -> Result<Vec<bool>> {
+        let x = cx.input(0)?;
+        let r = x.shape.len();
+        if !x.is_dynamic() || r < 3 {
+            return Ok(vec![false; r.saturating_sub(2)]);
+        }
+        Ok(match self.layout {
+            ConvLayout::ChannelsLast => x.dynamic[1..r - 1].to_vec(),
+            _ => x.dynamic[2..].to_vec(),
+        })
+    }
+
+    /// The run-time parameters of a node whose input's extents vary (batch or spatial): a
+    /// `params` local of `sinter_rt::conv::ConvParams` resized from `PARAMS` (the bound's),
+    /// and the output's shape `os0`; `None` for a fixed input.
+    fn resized_params(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<Option<TokenStream>> {
+        let x = cx.input(0)?;
+        if !x.is_dynamic() {
+            return Ok(None);
+        }
+        let r = x.shape.len();
+        let is0 = names.in_shape(cx, 0);
+        let spatial: Vec<usize> = match self.layout {
+            ConvLayout::ChannelsLast => (1..r - 1).collect(),
+            _ => (2..r).collect(),
+        };
+        let lead = 3 - spatial.len();
+        let input = (0..3).map(|i| {
+            if i < lead {
+                quote!(1usize)
+            } else {
+                let axis = lit(spatial[i - lead]);
+                quote!(#is0[#axis])
+            }
+        });
+        let g = self.geometry(cx)?;
+        let pads_end = usize3(&g.pads_end, 0);
+        let same = match self.window.auto_pad {
+            AutoPad::SameUpper => quote!(Some(true)),
+            AutoPad::SameLower => quote!(Some(false)),
+            _ => quote!(None),
+        };
+        let resized = names.check(quote!(PARAMS.resized(#is0[0], [#(#input),*], #pads_end, #same)));
+        let m = lit(self.weight_shape(cx)?[0]);
+        let out_spatial = (lead..3).map(|i| {
+            let i = lit(i);
+            quote!(params.output[#i])
+        });
+        let os0 = names.out_shape(0);
+        let shape = if self.layout == ConvLayout::ChannelsFirst {
+            quote!([params.batch, #m, #(#out_spatial),*])
+        } else {
+            quote!([params.batch, #(#out_spatial,)* #m])
+        };
+        Ok(Some(quote! {
+            let params = #resized;
+            let #os0 = #shape;
+        }))
+    }
+
     /// Whether each channel is convolved alone.
     pub(crate) fn is_depthwise(&self, cx: &OpCx<'_>) -> Result<bool> {
         let (x, w) = (self.x_channels_first(cx)?, self.weight_shape(cx)?);
@@ -437,6 +499,21 @@ impl OpDef for Conv {
             let m = shape.remove(1);
             shape.push(m);
         }
+        if x.is_dynamic() {
+            // The output's extents vary with the input's (its capacity is the bound's).
+            let batch = x.dynamic.first().copied().unwrap_or(false);
+            let spatial = self.spatial_dynamic(cx)?;
+            let dynamic: Vec<bool> = if self.layout == ConvLayout::ChannelsFirst {
+                [batch, false].into_iter().chain(spatial).collect()
+            } else {
+                std::iter::once(batch)
+                    .chain(spatial)
+                    .chain([false])
+                    .collect()
+            };
+            let shape = std::mem::take(&mut out[0].shape);
+            out[0] = TypeShape::dynamic(x.dtype, shape, dynamic);
+        }
         if self.residual {
             let r = cx.input(3)?;
             if r.dtype != x.dtype || r.shape != out[0].shape.as_slice() {
@@ -449,8 +526,31 @@ impl OpDef for Conv {
         Ok(out)
     }
 
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Spatial extents that vary (a batch alone varying runs as a loop over samples); the
+        // channels, weights and bias fixed.
+        self.spatial_dynamic(cx).is_ok_and(|d| d.iter().any(|&d| d))
+            && cx.input(0).is_ok_and(|x| match self.layout {
+                ConvLayout::ChannelsLast => !x.dynamic[x.shape.len() - 1],
+                _ => !x.dynamic[1],
+            })
+            && cx
+                .inputs
+                .iter()
+                .skip(1)
+                .take(2)
+                .flatten()
+                .all(|o| !o.is_dynamic())
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let params = self.params(cx)?;
+        let resized = self.resized_params(cx, names)?;
+        let p = if resized.is_some() {
+            quote!(&params)
+        } else {
+            quote!(&PARAMS)
+        };
         let (i0, i1, o0, exec) = (
             names.input(0),
             names.input(1),
@@ -468,11 +568,11 @@ impl OpDef for Conv {
         };
         let call = match self.layout {
             ConvLayout::ChannelsFirst => quote! {
-                ::sinter_rt::conv::conv_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #residual, #o0, #act);
+                ::sinter_rt::conv::conv_f32_exec(#exec, #p, #i0, #i1, #bias, #residual, #o0, #act);
             },
             _ if self.is_depthwise(cx)? => quote! {
                 ::sinter_rt::conv_nhwc::depthwise_nhwc_f32_exec(
-                    #exec, &PARAMS, #i0, #i1, #bias, #residual, #o0, #act,
+                    #exec, #p, #i0, #i1, #bias, #residual, #o0, #act,
                 );
             },
             layout => {
@@ -486,13 +586,14 @@ impl OpDef for Conv {
                 };
                 quote! {
                     ::sinter_rt::#f(
-                        #exec, &PARAMS, #i0, #i1, #bias, #residual, #padded, #o0, #act,
+                        #exec, #p, #i0, #i1, #bias, #residual, #padded, #o0, #act,
                     );
                 }
             }
         };
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            #resized
             #call
         })
     }
@@ -822,7 +923,24 @@ impl OpDef for ConvTranspose {
             )));
         }
         let cout = w.shape[1] * self.group;
-        conv_output(cx, x.dtype, x.shape[0], cout, &g.output)
+        let mut out = conv_output(cx, x.dtype, x.shape[0], cout, &g.output)?;
+        if x.is_dynamic() {
+            let mut dynamic = x.dynamic.to_vec();
+            dynamic[1] = false;
+            let shape = std::mem::take(&mut out[0].shape);
+            out[0] = TypeShape::dynamic(x.dtype, shape, dynamic);
+        }
+        Ok(out)
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Extents that vary, the output's following them (not fixed by `output_shape`); the
+        // channels, weights and bias fixed.
+        self.output_shape.is_none()
+            && cx
+                .input(0)
+                .is_ok_and(|x| x.shape.len() >= 3 && !x.dynamic[1] && x.is_dynamic())
+            && cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
     }
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
@@ -854,6 +972,33 @@ impl OpDef for ConvTranspose {
         };
         let acts = self.activations.iter().map(|a| a.tokens());
         let acts = quote!(&[#(#acts),*]);
+        let x = cx.input(0)?;
+        if x.is_dynamic() {
+            let r = x.shape.len();
+            let is0 = names.in_shape(cx, 0);
+            let lead = 3 - (r - 2);
+            let input = (0..3).map(|i| {
+                if i < lead {
+                    quote!(1usize)
+                } else {
+                    let axis = lit(2 + i - lead);
+                    quote!(#is0[#axis])
+                }
+            });
+            let resized = names.check(quote!(PARAMS.resized(#is0[0], [#(#input),*])));
+            let cout = lit(cx.input(1)?.shape[1] * self.group);
+            let out_spatial = (lead..3).map(|i| {
+                let i = lit(i);
+                quote!(params.output[#i])
+            });
+            let os0 = names.out_shape(0);
+            return Ok(quote! {
+                const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
+                let params = #resized;
+                let #os0 = [params.batch, #cout, #(#out_spatial),*];
+                ::sinter_rt::conv::conv_transpose_f32_exec(#exec, &params, #i0, #i1, #bias, #o0, #scratch, #acts);
+            });
+        }
         Ok(quote! {
             const PARAMS: ::sinter_rt::conv::ConvTransposeParams = #params;
             ::sinter_rt::conv::conv_transpose_f32_exec(#exec, &PARAMS, #i0, #i1, #bias, #o0, #scratch, #acts);

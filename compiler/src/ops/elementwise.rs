@@ -1828,7 +1828,16 @@ impl OpDef for Clip {
                 }
             }
         }
-        Ok(vec![TypeShape::new(x.dtype, x.shape.to_vec())])
+        Ok(vec![TypeShape::dynamic(
+            x.dtype,
+            x.shape.to_vec(),
+            x.dynamic.to_vec(),
+        )])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // The bounds are scalars.
+        cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -1920,7 +1929,7 @@ impl OpDef for Clip {
             None => (quote!(v), quote!(r)),
         };
         let (i0, o0) = (names.input(0), names.output(0));
-        Ok(quote! {
+        let body = quote! {
             let (lo, hi): (#ct, #ct) = (#lo, #hi);
             // min(max(x, lo), hi): when lo > hi every element becomes hi, as the spec says.
             ::sinter_rt::elementwise::map(#i0, #o0, |v: #t| {
@@ -1929,6 +1938,11 @@ impl OpDef for Clip {
                 let r = if m > hi { hi } else { m };
                 #enc
             });
+        };
+        Ok(if x.is_dynamic() {
+            super::emit_elementwise_dynamic(cx, names, body)
+        } else {
+            body
         })
     }
 }

@@ -90,7 +90,11 @@ impl OpDef for BatchNorm {
                 )));
             }
         }
-        let mut out = vec![TypeShape::new(x.dtype, x.shape.to_vec())];
+        let mut out = vec![TypeShape::dynamic(
+            x.dtype,
+            x.shape.to_vec(),
+            x.dynamic.to_vec(),
+        )];
         if self.training_momentum.is_some() {
             out.push(TypeShape::new(x.dtype, vec![channels]));
             out.push(TypeShape::new(x.dtype, vec![channels]));
@@ -98,8 +102,29 @@ impl OpDef for BatchNorm {
         Ok(out)
     }
 
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Inference over extents that vary, the channels fixed.
+        self.training_momentum.is_none()
+            && cx.input(0).is_ok_and(|x| {
+                let channel_axis = if self.channels_last {
+                    x.shape.len().saturating_sub(1)
+                } else {
+                    1
+                };
+                x.is_dynamic() && !x.dynamic.get(channel_axis).copied().unwrap_or(true)
+            })
+            && cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
+        if x.is_dynamic() && self.training_momentum.is_none() {
+            // The static code on the actual elements, the plane size from the run-time shape.
+            let is0 = names.in_shape(cx, 0);
+            let inner = quote!(#is0[2..].iter().product::<usize>());
+            let body = self.emit_inference(cx, names, inner)?;
+            return Ok(super::emit_elementwise_dynamic(cx, names, body));
+        }
         if let Some(momentum) = self.training_momentum {
             let channels = lit(x.shape.get(1).copied().unwrap_or(1));
             let inner = lit(x.shape.iter().skip(2).product());
@@ -120,8 +145,21 @@ impl OpDef for BatchNorm {
                 );
             });
         }
-        let channels = lit(x.shape.get(1).copied().unwrap_or(1));
         let inner = lit(x.shape.iter().skip(2).product());
+        self.emit_inference(cx, names, quote!(#inner))
+    }
+}
+
+impl BatchNorm {
+    /// The inference kernel's call, with `inner` floats per plane (channels first).
+    fn emit_inference(
+        &self,
+        cx: &OpCx<'_>,
+        names: &mut EmitNames,
+        inner: TokenStream,
+    ) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let channels = lit(x.shape.get(1).copied().unwrap_or(1));
         let epsilon = f32_lit(self.epsilon);
         let (i0, i1, i2, i3, i4) = (
             names.input(0),

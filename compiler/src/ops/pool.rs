@@ -247,16 +247,73 @@ impl OpDef for GlobalPool {
         } else {
             shape[1] = x.shape[1];
         }
-        Ok(vec![TypeShape::new(x.dtype, shape)])
+        let mut dynamic = vec![false; x.shape.len()];
+        dynamic[0] = x.dynamic.first().copied().unwrap_or(false);
+        Ok(vec![TypeShape::dynamic(x.dtype, shape, dynamic)])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Spatial extents that vary (a batch alone varying runs as a loop over samples).
+        cx.input(0).is_ok_and(|x| {
+            let r = x.shape.len();
+            let (channel, spatial) = if self.channels_last {
+                (r - 1, 1..r - 1)
+            } else {
+                (1, 2..r)
+            };
+            r >= 2 && !x.dynamic[channel] && x.dynamic[spatial].iter().any(|&d| d)
+        })
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let x = cx.input(0)?;
         let (i0, o0) = (names.input(0), names.output(0));
+        if x.is_dynamic() {
+            // The actual pixels, pooled as a fixed input would be.
+            let r = x.shape.len();
+            let is0 = names.in_shape(cx, 0);
+            let (channel, spatial) = if self.channels_last {
+                (r - 1, quote!(#is0[1..#r - 1]))
+            } else {
+                (1, quote!(#is0[2..]))
+            };
+            let c = lit(x.shape[channel]);
+            let os0 = names.out_shape(0);
+            let mut out_shape: Vec<TokenStream> = vec![quote!(1usize); r];
+            out_shape[0] = quote!(#is0[0]);
+            out_shape[channel] = quote!(#c);
+            let call = self.call(cx, names, quote!(spatial))?;
+            return Ok(quote! {
+                let spatial: usize = #spatial.iter().product::<usize>();
+                let #os0 = [#(#out_shape),*];
+                let #i0 = &#i0[..#is0[0] * #c * spatial];
+                let #o0 = &mut #o0[..#is0[0] * #c];
+                #call
+            });
+        }
+        let r = x.shape.len();
+        let spatial = if self.channels_last {
+            &x.shape[1..r - 1]
+        } else {
+            &x.shape[2..]
+        };
+        let spatial = lit(spatial.iter().product());
+        self.call(cx, names, quote!(#spatial))
+    }
+}
+
+impl GlobalPool {
+    /// The kernel call pooling `i0` into `o0`, `spatial` (an expression) pixels per channel.
+    fn call(
+        &self,
+        cx: &OpCx<'_>,
+        names: &mut EmitNames,
+        spatial: TokenStream,
+    ) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (i0, o0) = (names.input(0), names.output(0));
         if self.channels_last && self.lp.is_none() {
-            let rank = x.shape.len();
-            let spatial = lit(x.shape[1..rank - 1].iter().product());
-            let channels = lit(x.shape[rank - 1]);
+            let channels = lit(x.shape[x.shape.len() - 1]);
             let max = self.max;
             let exec = names.exec();
             let scratch = if self.nhwc_scratch_len(cx)? > 0 {
@@ -269,7 +326,6 @@ impl OpDef for GlobalPool {
                 #exec, #i0, #o0, #scratch, (#spatial, #channels), #max
             );));
         }
-        let spatial = lit(x.shape[2..].iter().product());
         if let Some(order) = self.lp {
             return Ok(quote!(::sinter_rt::pool::global_lp_f32(#i0, #o0, #spatial, #order);));
         }

@@ -380,18 +380,46 @@ impl OpDef for Resize {
                 "nearest downsampling in Upsample / Resize-10 (rounding undefined)",
             ));
         }
-        Ok(vec![TypeShape::new(
+        Ok(vec![TypeShape::dynamic(
             x.dtype,
             axes.iter().map(|a| a.output).collect(),
+            x.dynamic.to_vec(),
         )])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Extents that vary, resized by constant scales: each output extent follows its input's
+        // (sizes, or a crop region, would fix or shift it).
+        self.sizes_input.and_then(|i| cx.opt_input(i)).is_none()
+            && self.coord != "TfCropAndResize"
+            && cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let axes = self.resolve(cx)?;
+        let x = cx.input(0)?;
+        let dynamic = x.is_dynamic();
+        let is0 = if dynamic {
+            names.in_shape(cx, 0)
+        } else {
+            TokenStream::new()
+        };
         let items = axes
             .iter()
-            .map(|a| {
-                let (input, output) = (lit(a.input), lit(a.output));
+            .enumerate()
+            .map(|(k, a)| {
+                let (input, output) = if x.dynamic.get(k).copied().unwrap_or(false) {
+                    // The run-time extent, and the output as inference sizes it (floor of
+                    // input times scale, in f64).
+                    let (k, scale) = (lit(k), f64_lit(a.scale)?);
+                    (
+                        quote!(#is0[#k]),
+                        quote!(((#is0[#k] as f64) * #scale) as usize),
+                    )
+                } else {
+                    let (input, output) = (lit(a.input), lit(a.output));
+                    (quote!(#input), quote!(#output))
+                };
                 let (scale, rs, re) = (f64_lit(a.scale)?, f64_lit(a.roi.0)?, f64_lit(a.roi.1)?);
                 Ok(quote! {
                     ::sinter_rt::resize::ResizeAxis {
@@ -420,6 +448,28 @@ impl OpDef for Resize {
         } else {
             quote!(resize_nearest)
         };
+        if dynamic {
+            let os0 = names.out_shape(0);
+            let outs = (0..axes.len()).map(|k| {
+                let k = lit(k);
+                quote!(axes[#k].output)
+            });
+            return Ok(quote! {
+                let axes = [#(#items),*];
+                let params = ::sinter_rt::resize::ResizeParams {
+                    axes: &axes,
+                    interp: #interp,
+                    coord: ::sinter_rt::resize::Coord::#coord,
+                    antialias: #antialias,
+                    exclude_outside: #exclude,
+                    extrapolation: #extrapolation,
+                };
+                let #os0 = [#(#outs),*];
+                let #i0 = &#i0[..#is0.iter().product::<usize>()];
+                let #o0 = &mut #o0[..#os0.iter().product::<usize>()];
+                ::sinter_rt::resize::#kernel(&params, #i0, #o0);
+            });
+        }
         Ok(quote! {
             const PARAMS: ::sinter_rt::resize::ResizeParams<'static> = ::sinter_rt::resize::ResizeParams {
                 axes: &[#(#items),*],

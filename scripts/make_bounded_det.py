@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Writes the data sets of tests/data/bounded_hw/ppocr_det: PP-OCRv4's text detector as PaddleOCR
+ships it (batch, height and width symbolic), with ONNX Runtime's outputs at three image sizes, for
+one build with bounded dims (`--dim p2o.DynamicDimension.0=1 --dim 'p2o.DynamicDimension.1<=320'
+--dim 'p2o.DynamicDimension.2<=320'`). The case's model.onnx and test_data_set_0 (the full
+320 x 320 image) are links to tests/data/models/ppocr_det_v4's, the same model and image; this
+script writes test_data_set_1 and test_data_set_2, crops of that image.
+
+The sizes are multiples of 32, as the detector needs (its feature pyramid halves the image five
+times and adds the upsampled levels back): 320 x 320 (the bound), 96 x 160 and 64 x 224. The
+inputs are the real text image of the models' own data set (already normalized as PaddleOCR
+normalizes) and two crops of it, so that every probability map has text in it.
+
+    python3 scripts/make_bounded_det.py [SHARED_MODELS_DIR] [OUT_DIR]
+        (needs onnx, onnxruntime, numpy; SHARED_MODELS_DIR defaults to ../shared/models)
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper as nh
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "shared", "models")
+OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "..", "tests", "data", "bounded_hw")
+SIZES = [(320, 320), (96, 160), (64, 224)]
+
+
+CROPS = [(0, 0), (96, 64), (160, 32)]
+
+
+def main():
+    src = os.path.join(MODELS, "ppocr_det_v4_dynamic", "model.onnx")
+    case = os.path.join(OUT, "ppocr_det")
+    os.makedirs(case, exist_ok=True)
+    model = onnx.load(src)
+    name_in, name_out = model.graph.input[0].name, model.graph.output[0].name
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    full = nh.to_array(onnx.load_tensor(
+        os.path.join(MODELS, "ppocr_det_v4_dynamic", "test_data_set_0", "input_0.pb")))
+    for k, ((h, w), (y0, x0)) in enumerate(zip(SIZES, CROPS)):
+        if k == 0:
+            continue  # the bundled model's own data set (a link)
+        x = np.ascontiguousarray(full[:, :, y0:y0 + h, x0:x0 + w])
+        (y,) = sess.run(None, {name_in: x})
+        d = os.path.join(case, f"test_data_set_{k}")
+        os.makedirs(d, exist_ok=True)
+        onnx.save_tensor(nh.from_array(x, name_in), os.path.join(d, "input_0.pb"))
+        onnx.save_tensor(nh.from_array(y, name_out), os.path.join(d, "output_0.pb"))
+        print(f"{d}: {h}x{w}, output {y.shape}, mean {y.mean():.4f}, above 0.3: {(y > 0.3).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
