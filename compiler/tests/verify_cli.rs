@@ -153,7 +153,7 @@ fn bundled_real_models_pass_at_every_level() {
 
 #[test]
 fn a_detector_takes_every_image_size_up_to_its_bound_in_one_build() {
-    // tests/data/bounded_hw/ppocr_det (scripts/make_bounded_det.py): PP-OCR det v4 compiled
+    // tests/data/bounded_hw/ppocr_det (scripts/make_bounded_hw.py): PP-OCR det v4 compiled
     // once with its height and width bounded by 320 (multiples of 32), run at 320 x 320,
     // 96 x 160 and 64 x 224 (a real text image and two crops of it) against ONNX Runtime.
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded_hw/ppocr_det");
@@ -175,6 +175,30 @@ fn a_detector_takes_every_image_size_up_to_its_bound_in_one_build() {
             &options,
             "1e-3",
             "1e-4",
+            &cache,
+            std::slice::from_ref(&case),
+        );
+        assert!(
+            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
+            "{level}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn pools_take_every_image_size_up_to_their_bound_in_one_build() {
+    // tests/data/bounded_hw/pools (scripts/make_bounded_hw.py): MaxPool with ceil_mode,
+    // AveragePool with uncounted pads, MaxPool with SAME_UPPER padding and a global max pool
+    // after a convolution, compiled once for H, W <= 64 and run at 64 x 64, 37 x 50 and
+    // 21 x 29 against ONNX Runtime (channels first at -O0, channels last at -O3).
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded_hw/pools");
+    for level in ["-O0", "-O3"] {
+        let options = [level, "--dim", "H<=64", "--dim", "W<=64"];
+        let cache = format!("sinter-verify-bounded-pools{level}");
+        let (stdout, stderr) = verify_with(
+            &options,
+            "1e-4",
+            "1e-5",
             &cache,
             std::slice::from_ref(&case),
         );

@@ -22,6 +22,68 @@ pub struct PoolParams {
     pub pads_end: [usize; 3],
 }
 
+impl PoolParams {
+    /// These parameters for an input of run-time sizes (a model compiled for bounded dims):
+    /// `planes` planes of `input` pixels; the output sizes follow (rounded up with
+    /// `ceil_mode`), and with `auto_pad` `SAME_UPPER` (`Some(true)`) or `SAME_LOWER`
+    /// (`Some(false)`) the padding too.
+    ///
+    /// Fails when a window no longer fits the padded input, or when an extent exceeds the
+    /// one the model was compiled for (`self`'s).
+    pub fn resized(
+        &self,
+        planes: usize,
+        input: [usize; 3],
+        ceil_mode: bool,
+        same_upper: Option<bool>,
+    ) -> Result<Self, &'static str> {
+        if planes > self.planes || (0..3).any(|i| input[i] > self.input[i]) {
+            return Err("pool input larger than its compiled bound");
+        }
+        let mut p = *self;
+        p.planes = planes;
+        p.input = input;
+        for (i, &size) in input.iter().enumerate() {
+            let span = self.dilations[i] * (self.kernel[i].max(1) - 1) + 1;
+            let s = self.strides[i];
+            p.output[i] = match same_upper {
+                Some(upper) => {
+                    let o = size.div_ceil(s);
+                    let total = ((o.max(1) - 1) * s + span).saturating_sub(size);
+                    let small = total / 2;
+                    (p.pads_begin[i], p.pads_end[i]) = if upper {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
+                    o
+                }
+                None => {
+                    let padded = size + self.pads_begin[i] + self.pads_end[i];
+                    if padded < span {
+                        return Err("pool input smaller than its window");
+                    }
+                    if ceil_mode {
+                        let o = (padded - span).div_ceil(s) + 1;
+                        // The last window starts inside the input or its leading padding.
+                        if (o - 1) * s >= size + self.pads_begin[i] {
+                            o - 1
+                        } else {
+                            o
+                        }
+                    } else {
+                        (padded - span) / s + 1
+                    }
+                }
+            };
+        }
+        if (0..3).any(|i| p.output[i] > self.output[i]) {
+            return Err("pool output larger than its compiled bound");
+        }
+        Ok(p)
+    }
+}
+
 /// What a window reduces to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {

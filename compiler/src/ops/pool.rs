@@ -8,7 +8,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::conv::Window;
+use super::conv::{AutoPad, Window};
 use super::{
     lit, require_dtype, rust_type, usize3, usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
@@ -102,11 +102,26 @@ impl OpDef for Pool {
             shape.push(channels);
             shape.extend(&g.output);
         }
-        let mut out = vec![TypeShape::new(x.dtype, shape.clone())];
+        let dynamic = x.dynamic.to_vec();
+        let mut out = vec![TypeShape::dynamic(x.dtype, shape.clone(), dynamic.clone())];
         if self.max {
-            out.push(TypeShape::new(DType::I64, shape));
+            out.push(TypeShape::dynamic(DType::I64, shape, dynamic));
         }
         Ok(out)
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // Spatial extents that vary (a batch alone varying runs as a loop over samples), the
+        // channels fixed.
+        cx.input(0).is_ok_and(|x| {
+            let r = x.shape.len();
+            let (channel, spatial) = if self.channels_last {
+                (r - 1, 1..r - 1)
+            } else {
+                (1, 2..r)
+            };
+            r >= 3 && !x.dynamic[channel] && x.dynamic[spatial].iter().any(|&d| d)
+        })
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -131,33 +146,97 @@ impl OpDef for Pool {
             (false, true) => quote!(AverageIncludePad),
         };
         let (i0, o0) = (names.input(0), names.output(0));
-        let params = quote! {
+        let with_indices = cx.outputs.get(1).copied().flatten().is_some();
+        let mut params = quote! {
             const PARAMS: ::sinter_rt::pool::PoolParams = ::sinter_rt::pool::PoolParams {
                 planes: #planes, input: #input, output: #output, kernel: #kernel,
                 strides: #strides, dilations: #dilations, pads_begin: #pads_begin, pads_end: #pads_end,
             };
         };
-        let with_indices = cx.outputs.get(1).copied().flatten().is_some();
+        let p = if x.is_dynamic() {
+            // The run-time sizes: the parameters resized from the bound's, the output's shape,
+            // and the buffers cut to the actual elements.
+            let is0 = names.in_shape(cx, 0);
+            let r = x.shape.len();
+            let (channel, axes): (usize, Vec<usize>) = if self.channels_last {
+                (r - 1, (1..r - 1).collect())
+            } else {
+                (1, (2..r).collect())
+            };
+            let lead = 3 - axes.len();
+            let input = (0..3).map(|i| {
+                if i < lead {
+                    quote!(1usize)
+                } else {
+                    let axis = lit(axes[i - lead]);
+                    quote!(#is0[#axis])
+                }
+            });
+            let planes = if self.channels_last {
+                quote!(#is0[0])
+            } else {
+                quote!(#is0[0] * #is0[1])
+            };
+            let ceil = self.window.ceil_mode;
+            let same = match self.window.auto_pad {
+                AutoPad::SameUpper => quote!(Some(true)),
+                AutoPad::SameLower => quote!(Some(false)),
+                _ => quote!(None),
+            };
+            let resized = names.check(quote!(PARAMS.resized(#planes, [#(#input),*], #ceil, #same)));
+            let mut dims: Vec<TokenStream> = (0..r)
+                .map(|a| {
+                    let a = lit(a);
+                    quote!(#is0[#a])
+                })
+                .collect();
+            for (k, &a) in axes.iter().enumerate() {
+                let i = lit(lead + k);
+                dims[a] = quote!(params.output[#i]);
+            }
+            let c = lit(channels);
+            dims[channel] = quote!(#c);
+            let os0 = names.out_shape(0);
+            let indices = if with_indices {
+                let (o1, os1) = (names.output(1), names.out_shape(1));
+                quote! {
+                    let #os1 = #os0;
+                    let #o1 = &mut #o1[..#os0.iter().product::<usize>()];
+                }
+            } else {
+                TokenStream::new()
+            };
+            params.extend(quote! {
+                let params = #resized;
+                let #os0 = [#(#dims),*];
+                let #i0 = &#i0[..#is0.iter().product::<usize>()];
+                let #o0 = &mut #o0[..#os0.iter().product::<usize>()];
+                #indices
+            });
+            quote!(&params)
+        } else {
+            quote!(&PARAMS)
+        };
         // Channels last, bands of output rows split across threads when the pooling is big.
         let call = if self.channels_last && !self.max {
             let (channels, exec) = (lit(channels), names.exec());
             quote! {
                 ::sinter_rt::pool::avg_pool_nhwc_f32_exec(
-                    #exec, &PARAMS, ::sinter_rt::pool::PoolKind::#kind, #channels, #i0, #o0,
+                    #exec, #p, ::sinter_rt::pool::PoolKind::#kind, #channels, #i0, #o0,
                 );
             }
         } else if self.channels_last {
             let (t, channels, exec) = (rust_type(x.dtype), lit(channels), names.exec());
             if x.dtype == DType::F32 {
-                quote!(::sinter_rt::pool::max_pool_nhwc_f32_exec(#exec, &PARAMS, #channels, #i0, #o0);)
+                quote!(::sinter_rt::pool::max_pool_nhwc_f32_exec(#exec, #p, #channels, #i0, #o0);)
             } else {
-                quote!(::sinter_rt::pool::max_pool_nhwc_exec::<#t>(#exec, &PARAMS, #channels, #i0, #o0);)
+                quote!(::sinter_rt::pool::max_pool_nhwc_exec::<#t>(#exec, #p, #channels, #i0, #o0);)
             }
         } else if let Some(order) = self.lp {
-            quote!(::sinter_rt::pool::lp_pool_f32(&PARAMS, #order, #i0, #o0);)
+            quote!(::sinter_rt::pool::lp_pool_f32(#p, #order, #i0, #o0);)
         } else if self.max && !with_indices && matches!(x.dtype, DType::U8 | DType::I8) {
             let t = rust_type(x.dtype);
-            quote!(::sinter_rt::pool::max_pool_ord::<#t>(&PARAMS, #i0, #o0);)
+            quote!(::sinter_rt::pool::max_pool_ord::<#t>(#p, #i0, #o0);)
         } else if self.max && (with_indices || x.dtype != DType::F32) {
             let t = rust_type(x.dtype);
             let indices = if with_indices {
@@ -167,10 +246,10 @@ impl OpDef for Pool {
                 quote!(None)
             };
             let column_major = self.storage_order;
-            quote!(::sinter_rt::pool::max_pool_indexed::<#t>(&PARAMS, #i0, #o0, #indices, #column_major);)
+            quote!(::sinter_rt::pool::max_pool_indexed::<#t>(#p, #i0, #o0, #indices, #column_major);)
         } else {
             let exec = names.exec();
-            quote!(::sinter_rt::pool::pool_f32_exec(#exec, &PARAMS, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);)
+            quote!(::sinter_rt::pool::pool_f32_exec(#exec, #p, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);)
         };
         Ok(quote!(#params #call))
     }
