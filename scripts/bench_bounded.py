@@ -11,6 +11,13 @@ knowing B when compiling) and the bounded time at B over its time at MAX (cost f
     /tmp/venv/bin/python scripts/bench_bounded.py [--zoo /tmp/bounded_zoo] [--models resnet18,...]
         [--sizes 1,4,8] [--max 8] [--rounds 2] [--iters 10] [--dim-name N]
 
+Several dims can take the size together (an image's height and width), beside fixed ones; PP-OCR
+det (`scripts/make_bounded_hw.py --zoo /tmp/det_zoo` writes ppocr_det_n160, _n320 and _n640):
+
+    /tmp/venv/bin/python scripts/bench_bounded.py --zoo /tmp/det_zoo --models ppocr_det
+        --sizes 160,320,640 --max 640 --step 32
+        --dim-name p2o.DynamicDimension.1,p2o.DynamicDimension.2 --fixed-dim p2o.DynamicDimension.0=1
+
 Encoders with a run-time sequence length (`scripts/make_encoder_lengths.py /tmp/encoders
 --size base` writes NAME_n32 and NAME_n128):
 
@@ -29,15 +36,20 @@ ap.add_argument("--sizes", default="1,4,8")
 ap.add_argument("--max", type=int, default=8)
 ap.add_argument("--rounds", type=int, default=2)
 ap.add_argument("--iters", type=int, default=10)
-ap.add_argument("--dim-name", default="N", help="the bounded dim (N for a batch, seq for encoders)")
+ap.add_argument("--dim-name", default="N",
+                help="the bounded dim (N for a batch, seq for encoders), or several, comma-separated, "
+                     "that all take the size")
+ap.add_argument("--fixed-dim", action="append", default=[], help="NAME=VALUE for every build")
+ap.add_argument("--step", type=int, default=1, help="the bound's step (sizes are multiples of it)")
 args = ap.parse_args()
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
-def sinter(case, dim, cache):
+def sinter(case, dims, cache):
     # One cache folder per build, so that rounds (and the bounded build's sizes) reuse it.
+    dim_args = [a for d in dims + args.fixed_dim for a in ("--dim", d)]
     out = subprocess.run(
-        ["cargo", "run", "--release", "-q", "-p", "sinter", "--", "bench", "--json", "--dim", dim,
+        ["cargo", "run", "--release", "-q", "-p", "sinter", "--", "bench", "--json", *dim_args,
          "--iters", str(args.iters), "--warmup", "2", "--cache-dir",
          os.path.join(root, "target", "sinter-bench-bounded", cache), case],
         cwd=root, capture_output=True, text=True, check=True)
@@ -69,9 +81,12 @@ for model in args.models.split(","):
     for _ in range(args.rounds):
         for b in sizes:
             case = os.path.join(args.zoo, f"{model}_n{b}")
-            d = args.dim_name
-            for key, fn in [("fixed", lambda: sinter(case, f"{d}={b}", f"{model}_fixed{b}")),
-                            ("bounded", lambda: sinter(case, f"{d}<={args.max}", f"{model}_bounded")),
+            names = args.dim_name.split(",")
+            step = f":{args.step}" if args.step > 1 else ""
+            fixed = [f"{d}={b}" for d in names]
+            bounded = [f"{d}<={args.max}{step}" for d in names]
+            for key, fn in [("fixed", lambda: sinter(case, fixed, f"{model}_fixed{b}")),
+                            ("bounded", lambda: sinter(case, bounded, f"{model}_bounded")),
                             ("ort", lambda: onnxruntime(case))]:
                 results.setdefault((b, key), []).append(fn())
     med = {k: statistics.median(v) for k, v in results.items()}

@@ -18,8 +18,12 @@ times and adds the upsampled levels back): 320 x 320 (the bound), 96 x 160 and 6
 inputs are the real text image of the models' own data set (already normalized as PaddleOCR
 normalizes) and two crops of it, so that every probability map has text in it.
 
-    python3 scripts/make_bounded_det.py [SHARED_MODELS_DIR] [OUT_DIR]
+    python3 scripts/make_bounded_hw.py [SHARED_MODELS_DIR] [OUT_DIR]
         (needs onnx, onnxruntime, numpy; SHARED_MODELS_DIR defaults to ../shared/models)
+
+With `--zoo DIR` it writes benchmark folders instead (outside the repo): DIR/ppocr_det_n160,
+_n320 and _n640, the detector with the bundled image tiled to S x S, for
+`scripts/bench_bounded.py`.
 """
 import os
 import sys
@@ -76,7 +80,26 @@ def pools():
         print(f"{d}: {h}x{w_}, outputs {[o.shape for o in outs]}")
 
 
+def zoo(out):
+    """Benchmark folders for scripts/bench_bounded.py: the detector at 160, 320 and 640."""
+    here = os.path.join(HERE, "..", "tests", "data", "models", "ppocr_det_v4")
+    full = nh.to_array(onnx.load_tensor(os.path.join(here, "test_data_set_0", "input_0.pb")))
+    for size in (160, 320, 640):
+        d = os.path.join(out, f"ppocr_det_n{size}")
+        os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+        link = os.path.join(d, "model.onnx")
+        if not os.path.exists(link):
+            os.symlink(os.path.abspath(os.path.join(here, "model.onnx")), link)
+        reps = -(-size // full.shape[2])
+        x = np.ascontiguousarray(np.tile(full, (1, 1, reps, reps))[:, :, :size, :size])
+        onnx.save_tensor(nh.from_array(x, "x"), os.path.join(d, "test_data_set_0", "input_0.pb"))
+        print(d)
+
+
 def main():
+    if "--zoo" in sys.argv:
+        zoo(sys.argv[sys.argv.index("--zoo") + 1])
+        return
     pools()
     src = os.path.join(MODELS, "ppocr_det_v4_dynamic", "model.onnx")
     case = os.path.join(OUT, "ppocr_det")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Cases for `com.microsoft:MatMulNBits` as ONNX Runtime's own weight-only quantizer writes it
-(`onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`, 4-bit, QOperator):
+(`onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`, QOperator):
 a three-layer MLP of seeded random float weights (`x [M, K0] -> MatMul+Add -> Gelu-free Relu ->
 ... -> [M, N]`) quantized with several block sizes, with and without zero points, one case
 per setting, in the ONNX test-data layout with ORT 1.32's outputs of the *quantized* model (so
@@ -9,7 +9,10 @@ the reference is ORT's MatMulNBits kernel, not the float model):
 - `nbits_b32_sym`: block 32, symmetric (no zero points: the default 8);
 - `nbits_b16_zp`: block 16, asymmetric (packed uint8 zero points), K = 40 (the last block of
   each column is padded);
-- `nbits_b128_zp_m3`: block 128, asymmetric, three rows of activations.
+- `nbits_b128_zp_m3`: block 128, asymmetric, three rows of activations;
+- `nbits8_b32_zp`: 8-bit weights (`bits=8`), block 32, asymmetric (one uint8 zero point a
+  block), K = 40;
+- `nbits8_b128_sym_m3`: 8-bit weights, block 128, symmetric (the default 128), three rows.
 
     /tmp/venv/bin/python scripts/make_nbits_cases.py tests/data/nbits
     /tmp/venv/bin/python scripts/make_nbits_cases.py /tmp/nbits_bench --bench
@@ -28,10 +31,12 @@ from onnx import TensorProto, helper, numpy_helper as nh
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 CASES = {
-    # name: (block, symmetric, rows, [K0, K1, K2, N])
-    "nbits_b32_sym": (32, True, 1, [64, 96, 64, 32]),
-    "nbits_b16_zp": (16, False, 2, [40, 48, 40, 24]),
-    "nbits_b128_zp_m3": (128, False, 3, [256, 192, 128, 64]),
+    # name: (block, symmetric, rows, [K0, K1, K2, N], bits)
+    "nbits_b32_sym": (32, True, 1, [64, 96, 64, 32], 4),
+    "nbits_b16_zp": (16, False, 2, [40, 48, 40, 24], 4),
+    "nbits_b128_zp_m3": (128, False, 3, [256, 192, 128, 64], 4),
+    "nbits8_b32_zp": (32, False, 2, [40, 64, 48, 24], 8),
+    "nbits8_b128_sym_m3": (128, True, 3, [256, 192, 128, 64], 8),
 }
 
 
@@ -62,16 +67,17 @@ def mlp(dims, rows, seed):
 
 
 BENCH = {
-    "nbits_2048x4_b32_m1": (32, False, 1, [2048] * 5),
-    "nbits_2048x4_b32_m16": (32, False, 16, [2048] * 5),
+    "nbits_2048x4_b32_m1": (32, False, 1, [2048] * 5, 4),
+    "nbits_2048x4_b32_m16": (32, False, 16, [2048] * 5, 4),
+    "nbits8_2048x4_b32_m1": (32, False, 1, [2048] * 5, 8),
 }
 
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/nbits"
     cases = BENCH if "--bench" in sys.argv else CASES
-    for seed, (name, (block, sym, rows, dims)) in enumerate(cases.items()):
-        q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=4, block_size=block, is_symmetric=sym)
+    for seed, (name, (block, sym, rows, dims, bits)) in enumerate(cases.items()):
+        q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=bits, block_size=block, is_symmetric=sym)
         q.process()
         model = q.model.model
         ops = sorted({n.op_type for n in model.graph.node})

@@ -1,5 +1,10 @@
-//! Products with 4-bit block-quantized weights, read in place: ONNX Runtime's
+//! Products with 4-bit or 8-bit block-quantized weights, read in place: ONNX Runtime's
 //! `com.microsoft:MatMulNBits` (`Y = A · dequant(B)ᵀ + bias`).
+//!
+//! 8-bit weights ([`matmul_nbits8_f32`]) are one a byte, `B: [N, blocks, block]`, with one
+//! zero point a byte per block (128 when there are none); each 16 of them are widened,
+//! offset and scaled in registers and multiplied with up to four rows of `A` where it lies.
+//! The rest of this page is about 4-bit weights.
 //!
 //! `B` is `[N, blocks, block / 2]` bytes: column `n` of the product holds `K` weights (padded to
 //! whole blocks), two a byte, the even element in the low nibble. Each block of `block`
@@ -53,9 +58,36 @@ impl NBits {
     pub const fn b_len(&self) -> usize {
         self.n * self.blocks() * self.block / 2
     }
+    /// Bytes of 8-bit `B` ([`matmul_nbits8_f32`]): one weight a byte.
+    pub const fn b8_len(&self) -> usize {
+        self.n * self.blocks() * self.block
+    }
     /// Bytes of packed zero points.
     pub const fn zero_points_len(&self) -> usize {
         self.n * self.blocks().div_ceil(2)
+    }
+    /// Columns per task on `threads` threads: a few tasks per thread, of whole groups of
+    /// [`COLS`] columns, each at least 64 K weights.
+    fn columns_per_task(&self, threads: usize) -> usize {
+        let min_cols = (65536 / (self.k * self.m).max(1)).max(COLS);
+        self.n
+            .div_ceil(threads * 2)
+            .max(min_cols)
+            .next_multiple_of(COLS)
+            .min(self.n.max(1))
+    }
+    /// Checks what both widths' products share: the block size and the lengths of `a`, `y`
+    /// and `bias`.
+    fn check(&self, a: &[f32], y: &[f32], bias: Option<&[f32]>) {
+        assert!(
+            self.block >= 16 && self.block.is_power_of_two(),
+            "block size"
+        );
+        assert!(
+            a.len() >= self.m * self.k && y.len() >= self.m * self.n,
+            "A or Y too short"
+        );
+        assert!(bias.is_none_or(|b| b.len() >= self.n), "bias too short");
     }
     /// Floats of scratch [`matmul_nbits4_f32`] needs: `A` rearranged by chunks.
     pub const fn scratch_len(&self) -> usize {
@@ -84,11 +116,7 @@ pub fn matmul_nbits4_f32(
     y: &mut [f32],
     p: &NBits,
 ) {
-    assert!(p.block >= 16 && p.block.is_power_of_two(), "block size");
-    assert!(
-        a.len() >= p.m * p.k && y.len() >= p.m * p.n,
-        "A or Y too short"
-    );
+    p.check(a, y, bias);
     assert!(
         b.len() >= p.b_len() && scales.len() >= p.n * p.blocks(),
         "B or scales too short"
@@ -97,7 +125,6 @@ pub fn matmul_nbits4_f32(
         zero_points.is_none_or(|z| z.len() >= p.zero_points_len()),
         "zero points"
     );
-    assert!(bias.is_none_or(|b| b.len() >= p.n), "bias too short");
     let stride = p.chunks() * CHUNK;
     let scratch = &mut scratch[..p.m * stride];
     // Per chunk: the even elements (the low nibbles' partners), then the odd ones.
@@ -123,14 +150,7 @@ pub fn matmul_nbits4_f32(
         zero_points,
         p: *p,
     };
-    // A few tasks per thread, of whole groups of four columns, each at least 64 K weights.
-    let threads = exec.threads();
-    let min_cols = (65536 / (p.k * p.m).max(1)).max(COLS);
-    let per_task =
-        p.n.div_ceil(threads * 2)
-            .max(min_cols)
-            .next_multiple_of(COLS)
-            .min(p.n.max(1));
+    let per_task = p.columns_per_task(exec.threads());
     let tasks = p.n.div_ceil(per_task);
     let shared = SharedMut::new(&mut y[..p.m * p.n]);
     let avx512 = crate::gemm_x86_64::has_avx512();
@@ -417,6 +437,238 @@ impl Operands<'_> {
     }
 }
 
+/// Rows of `A` an 8-bit tile multiplies at once.
+const ROWS8: usize = 4;
+
+/// `y = a · dequant(b)ᵀ (+ bias)` for 8-bit weights: `a: [m, k]`, `b: [n, blocks, block]`
+/// bytes (one weight a byte, each column's last block padded), `scales: [n, blocks]`,
+/// `zero_points: [n, blocks]` (or none: 128), `bias: [n]`, `y: [m, n]`; a weight is
+/// `(code - zero_point) * scale`. `A` is read where it lies (no working memory). Columns are
+/// split across threads; each column's sum has one order on every thread count.
+///
+/// # Panics
+/// When a slice is shorter than the shape needs.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the operands of the ONNX op, each a plain slice"
+)]
+pub fn matmul_nbits8_f32(
+    exec: &Exec,
+    a: &[f32],
+    b: &[u8],
+    scales: &[f32],
+    zero_points: Option<&[u8]>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    p: &NBits,
+) {
+    p.check(a, y, bias);
+    assert!(
+        b.len() >= p.b8_len() && scales.len() >= p.n * p.blocks(),
+        "B or scales too short"
+    );
+    assert!(
+        zero_points.is_none_or(|z| z.len() >= p.n * p.blocks()),
+        "zero points"
+    );
+    let w8 = Weights8 {
+        a,
+        b,
+        scales,
+        zero_points,
+        p: *p,
+    };
+    let per_task = p.columns_per_task(exec.threads());
+    let tasks = p.n.div_ceil(per_task);
+    let shared = SharedMut::new(&mut y[..p.m * p.n]);
+    let avx512 = crate::gemm_x86_64::has_avx512();
+    exec.for_each(tasks, &|t| {
+        let n0 = t * per_task;
+        let cols = per_task.min(p.n - n0);
+        let mut row = 0;
+        while row < p.m {
+            let rows = (p.m - row).min(ROWS8);
+            let mut j = 0;
+            while j < cols {
+                let width = if cols - j >= COLS { COLS } else { 1 };
+                let sums = w8.tile(n0 + j, width, row, rows, avx512);
+                for (c, sums) in sums.iter().enumerate().take(width) {
+                    for (r, &sum) in sums.iter().enumerate().take(rows) {
+                        // SAFETY: each task writes columns [n0, n0 + cols) of every row, and
+                        // no other task those columns.
+                        let out = unsafe { shared.slice((row + r) * p.n + n0 + j + c, 1) };
+                        out[0] = sum + bias.map_or(0.0, |b| b[n0 + j + c]);
+                    }
+                }
+                j += width;
+            }
+            row += rows;
+        }
+    });
+}
+
+/// Everything an 8-bit product's sums read.
+struct Weights8<'a> {
+    a: &'a [f32],
+    b: &'a [u8],
+    scales: &'a [f32],
+    zero_points: Option<&'a [u8]>,
+    p: NBits,
+}
+
+impl Weights8<'_> {
+    /// The zero point and scale of block `blk` of column `n`.
+    #[inline(always)]
+    fn block(&self, n: usize, blk: usize) -> (i32, f32) {
+        let i = n * self.p.blocks() + blk;
+        (
+            self.zero_points.map_or(128, |z| i32::from(z[i])),
+            self.scales[i],
+        )
+    }
+
+    /// The sums of columns `n..n + width` (`width` 1 or [`COLS`]) with rows `row..row + rows`
+    /// (at most [`ROWS8`]), indexed `[column][row]`.
+    fn tile(
+        &self,
+        n: usize,
+        width: usize,
+        row: usize,
+        rows: usize,
+        avx512: bool,
+    ) -> [[f32; ROWS8]; COLS] {
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: AVX-512F is present (checked at run time).
+            return unsafe {
+                match (width == COLS, rows) {
+                    (true, 4) => self.tile_avx512::<4, COLS>(n, row),
+                    (true, 3) => self.tile_avx512::<3, COLS>(n, row),
+                    (true, 2) => self.tile_avx512::<2, COLS>(n, row),
+                    (true, _) => self.tile_avx512::<1, COLS>(n, row),
+                    (false, 4) => self.tile_avx512::<4, 1>(n, row),
+                    (false, 3) => self.tile_avx512::<3, 1>(n, row),
+                    (false, 2) => self.tile_avx512::<2, 1>(n, row),
+                    (false, _) => self.tile_avx512::<1, 1>(n, row),
+                }
+            };
+        }
+        let _ = avx512;
+        let mut sums = [[0.0f32; ROWS8]; COLS];
+        for (c, sums) in sums.iter_mut().enumerate().take(width) {
+            *sums = self.column(n + c, row, rows);
+        }
+        sums
+    }
+
+    /// The sums of column `n` with rows `row..row + rows`, portable: per 16 weights, the
+    /// dequantized weights times each row, in 16 partial sums.
+    fn column(&self, n: usize, row: usize, rows: usize) -> [f32; ROWS8] {
+        let p = &self.p;
+        let mut acc = [[0.0f32; 16]; ROWS8];
+        for blk in 0..p.blocks() {
+            let (zp, scale) = self.block(n, blk);
+            let start = blk * p.block;
+            for k0 in (start..(start + p.block).min(p.k)).step_by(16) {
+                let lanes = (p.k - k0).min(16);
+                let codes = &self.b[n * p.blocks() * p.block + k0..][..lanes];
+                let mut w = [0.0f32; 16];
+                for (w, &q) in w.iter_mut().zip(codes) {
+                    *w = (i32::from(q) - zp) as f32 * scale;
+                }
+                for (r, acc) in acc.iter_mut().take(rows).enumerate() {
+                    let a = &self.a[(row + r) * p.k + k0..][..lanes];
+                    for ((acc, &a), &w) in acc.iter_mut().zip(a).zip(&w) {
+                        *acc += a * w;
+                    }
+                }
+            }
+        }
+        let mut sums = [0.0f32; ROWS8];
+        for (s, acc) in sums.iter_mut().zip(&acc) {
+            *s = acc.iter().sum();
+        }
+        sums
+    }
+
+    /// `R` rows by `C` columns from `row` and `n` on AVX-512: each 16 codes widened to 32-bit
+    /// lanes, offset by the block's zero point, converted and scaled, then multiplied with
+    /// the 16 matching floats of each row (masked past K).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn tile_avx512<const R: usize, const C: usize>(
+        &self,
+        n: usize,
+        row: usize,
+    ) -> [[f32; ROWS8]; COLS] {
+        use crate::gemm_x86_64::unroll;
+        let p = &self.p;
+        let blocks = p.blocks();
+        let column = blocks * p.block;
+        assert!(n + C <= p.n && row + R <= p.m, "tile outside the product");
+        assert!(
+            self.b.len() >= p.n * column && self.a.len() >= p.m * p.k,
+            "B or A too short"
+        );
+        let mut acc = [[_mm512_setzero_ps(); COLS]; ROWS8];
+        for blk in 0..blocks {
+            let mut zp = [_mm512_setzero_si512(); COLS];
+            let mut scale = [_mm512_setzero_ps(); COLS];
+            unroll!(j in [0, 1, 2, 3] {
+                if j < C {
+                    let (z, s) = self.block(n + j, blk);
+                    zp[j] = _mm512_set1_epi32(z);
+                    scale[j] = _mm512_set1_ps(s);
+                }
+            });
+            let start = blk * p.block;
+            let mut k0 = start;
+            while k0 < (start + p.block).min(p.k) {
+                let lanes = (p.k - k0).min(16);
+                let mask: __mmask16 = if lanes == 16 {
+                    0xffff
+                } else {
+                    (1 << lanes) - 1
+                };
+                let mut w = [_mm512_setzero_ps(); COLS];
+                unroll!(j in [0, 1, 2, 3] {
+                    if j < C {
+                        // SAFETY: column n + j (< N) holds `column` bytes from `(n + j) *
+                        // column` (asserted), and k0 + 16 <= (blk + 1) * block <= column.
+                        let bytes = unsafe {
+                            _mm_loadu_si128(self.b.as_ptr().add((n + j) * column + k0).cast())
+                        };
+                        let q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(bytes), zp[j]);
+                        w[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale[j]);
+                    }
+                });
+                unroll!(r in [0, 1, 2, 3] {
+                    if r < R {
+                        // SAFETY: row + r < M and the lanes of `mask` stay below K, inside
+                        // A (asserted).
+                        let a = unsafe {
+                            _mm512_maskz_loadu_ps(mask, self.a.as_ptr().add((row + r) * p.k + k0))
+                        };
+                        unroll!(j in [0, 1, 2, 3] {
+                            if j < C {
+                                acc[r][j] = _mm512_fmadd_ps(a, w[j], acc[r][j]);
+                            }
+                        });
+                    }
+                });
+                k0 += 16;
+            }
+        }
+        let mut sums = [[0.0f32; ROWS8]; COLS];
+        for (j, sums) in sums.iter_mut().enumerate().take(C) {
+            for (r, s) in sums.iter_mut().enumerate().take(R) {
+                *s = _mm512_reduce_add_ps(acc[r][j]);
+            }
+        }
+        sums
+    }
+}
+
 /// Sums of a tile whose rows past `done` come from another call.
 trait MoreRows {
     /// These sums for rows `..done`, then `rest()`'s (which starts at row `done`) for the
@@ -519,6 +771,61 @@ mod tests {
                 (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
                 "{p:?} portable element {i}: got {g}, want {w}"
             );
+        }
+    }
+
+    /// The 8-bit kernel against its definition (f64 sums of the dequantized weights), with
+    /// and without zero points and bias, at several thread counts and without AVX-512.
+    #[test]
+    fn eight_bit_products_match_the_definition() {
+        for (m, n, k, block) in [
+            (1, 5, 64, 32),
+            (2, 9, 40, 16), // K inside the last block
+            (3, 33, 300, 128),
+            (5, 4, 100, 32), // more rows than one tile
+            (1, 6, 256, 256),
+        ] {
+            let p = NBits { m, n, k, block };
+            let mut next = stream((m * 31 + n * 7 + k + block) as u64);
+            let mut unit = || (next() % 2001) as f32 / 1000.0 - 1.0;
+            let a: Vec<f32> = (0..m * k).map(|_| unit()).collect();
+            let scales: Vec<f32> = (0..n * p.blocks()).map(|_| unit() * 0.01).collect();
+            let bias: Vec<f32> = (0..n).map(|_| unit()).collect();
+            let mut bytes = stream(7);
+            let b: Vec<u8> = (0..p.b8_len()).map(|_| bytes() as u8).collect();
+            let zps: Vec<u8> = (0..n * p.blocks()).map(|_| bytes() as u8).collect();
+            for (zps, bias) in [(Some(&zps[..]), Some(&bias[..])), (None, None)] {
+                let mut want = vec![0.0f32; m * n];
+                for (i, want) in want.iter_mut().enumerate() {
+                    let (r, c) = (i / n, i % n);
+                    let mut sum = 0.0f64;
+                    for kk in 0..k {
+                        let blk = kk / block;
+                        let zp = zps.map_or(128, |z| i32::from(z[c * p.blocks() + blk]));
+                        let code = i32::from(b[c * p.blocks() * block + kk]);
+                        let w = (code - zp) as f32 * scales[c * p.blocks() + blk];
+                        sum += f64::from(a[r * k + kk]) * f64::from(w);
+                    }
+                    *want = sum as f32 + bias.map_or(0.0, |b| b[c]);
+                }
+                let run = |exec: &Exec| {
+                    let mut y = vec![f32::NAN; m * n];
+                    matmul_nbits8_f32(exec, &a, &b, &scales, zps, bias, &mut y, &p);
+                    y
+                };
+                let got = run(&Exec::with_threads(2));
+                let portable = crate::gemm_x86_64::without_avx512(|| run(&Exec::single()));
+                for (what, got) in [("simd", &got), ("portable", &portable)] {
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{p:?} {what} element {i}: got {g}, want {w}"
+                        );
+                    }
+                }
+                assert_eq!(got, run(&Exec::single()), "{p:?}: threads change the bits");
+                assert_eq!(got, run(&Exec::with_threads(3)), "{p:?}");
+            }
         }
     }
 

@@ -1,9 +1,9 @@
-//! `com.microsoft:MatMulNBits`: a product with 4-bit block-quantized weights, as ONNX
+//! `com.microsoft:MatMulNBits`: a product with 4-bit or 8-bit block-quantized weights, as ONNX
 //! Runtime's weight-only quantizer (`MatMulNBitsQuantizer`) and GenAI's model builder write
 //! it. `Y = A · dequant(B)ᵀ + bias`, each weight `(code - zero_point) * scale` per block of
-//! `block_size` along K. The generated code calls `sinter_rt::nbits::matmul_nbits4_f32`, which
-//! reads the 4-bit codes where they lie (a quarter of the float32 weights' bytes) and never
-//! makes a float copy of them.
+//! `block_size` along K. The generated code calls `sinter_rt::nbits::matmul_nbits4_f32` or
+//! `matmul_nbits8_f32`, which read the codes where they lie (an eighth or a quarter of the
+//! float32 weights' bytes) and never make a float copy of them.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -21,6 +21,8 @@ pub struct MatMulNBits {
     pub n: usize,
     /// Weights per block (a power of two, at least 16).
     pub block: usize,
+    /// Bits per weight: 4 or 8.
+    pub bits: usize,
 }
 
 impl MatMulNBits {
@@ -66,9 +68,9 @@ impl OpDef for MatMulNBits {
             })
         };
         let bits = node.i64_or("bits", 4)?;
-        if bits != 4 {
+        if bits != 4 && bits != 8 {
             return Err(CompileError::unsupported(format!(
-                "MatMulNBits with bits = {bits} (4-bit weights only)"
+                "MatMulNBits with bits = {bits} (4- and 8-bit weights only)"
             )));
         }
         let block = required("block_size")?;
@@ -87,6 +89,7 @@ impl OpDef for MatMulNBits {
             k: required("K")?,
             n: required("N")?,
             block,
+            bits: if bits == 8 { 8 } else { 4 },
         })
     }
 
@@ -100,7 +103,12 @@ impl OpDef for MatMulNBits {
             )));
         }
         require_dtype(cx.input(1)?.dtype, &[DType::U8], "MatMulNBits B")?;
-        count(cx, 1, "B", self.n * self.blocks() * self.block / 2)?;
+        count(
+            cx,
+            1,
+            "B",
+            self.n * self.blocks() * self.block * self.bits / 8,
+        )?;
         require_dtype(cx.input(2)?.dtype, &[DType::F32], "MatMulNBits scales")?;
         count(cx, 2, "scales", self.n * self.blocks())?;
         if let Some(zp) = cx.opt_input(3) {
@@ -110,7 +118,9 @@ impl OpDef for MatMulNBits {
                     zp.dtype
                 )));
             }
-            count(cx, 3, "zero_points", self.n * self.blocks().div_ceil(2))?;
+            // Packed: two 4-bit zero points a byte, or one 8-bit one.
+            let per_column = (self.blocks() * self.bits).div_ceil(8);
+            count(cx, 3, "zero_points", self.n * per_column)?;
         }
         if let Some(bias) = cx.opt_input(5) {
             require_dtype(bias.dtype, &[DType::F32], "MatMulNBits bias")?;
@@ -124,6 +134,10 @@ impl OpDef for MatMulNBits {
     }
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        if self.bits == 8 {
+            // A is read where it lies.
+            return None;
+        }
         // A rearranged by 32-weight chunks (see `sinter_rt::nbits`).
         let chunks = (self.blocks() * self.block).div_ceil(32);
         let rows = Self::rows(cx).ok()?;
@@ -134,8 +148,16 @@ impl OpDef for MatMulNBits {
         let (a, b, scales) = (names.input(0), names.input(1), names.input(2));
         let zero_points = names.opt_input(cx, 3);
         let bias = names.opt_input(cx, 5);
-        let (exec, scratch, y) = (names.exec(), names.scratch(), names.output(0));
         let shape = self.shape(cx)?;
+        if self.bits == 8 {
+            let (exec, y) = (names.exec(), names.output(0));
+            return Ok(quote! {
+                ::sinter_rt::nbits::matmul_nbits8_f32(
+                    #exec, #a, #b, #scales, #zero_points, #bias, #y, #shape,
+                );
+            });
+        }
+        let (exec, scratch, y) = (names.exec(), names.scratch(), names.output(0));
         Ok(quote! {
             ::sinter_rt::nbits::matmul_nbits4_f32(
                 #exec, #a, #b, #scales, #zero_points, #bias, #scratch, #y, #shape,
