@@ -12,7 +12,11 @@ the reference is ORT's MatMulNBits kernel, not the float model):
 - `nbits_b128_zp_m3`: block 128, asymmetric, three rows of activations;
 - `nbits8_b32_zp`: 8-bit weights (`bits=8`), block 32, asymmetric (one uint8 zero point a
   block), K = 40;
-- `nbits8_b128_sym_m3`: 8-bit weights, block 128, symmetric (the default 128), three rows.
+- `nbits8_b128_sym_m3`: 8-bit weights, block 128, symmetric (the default 128), three rows;
+- `nbits_b32_float_zp`: one `MatMulNBits` node written by hand (the quantizer writes uint8
+  zero points only): 4-bit codes, block 32, K = 72, float zero points (one a block, not
+  codes) and a bias input, two rows. (ORT's CPU kernel takes float zero points with 4-bit
+  weights only.)
 
     /tmp/venv/bin/python scripts/make_nbits_cases.py tests/data/nbits
     /tmp/venv/bin/python scripts/make_nbits_cases.py /tmp/nbits_bench --bench
@@ -73,9 +77,49 @@ BENCH = {
 }
 
 
+def float_zero_points(out):
+    """The hand-written case: 4-bit codes with float zero points and a bias."""
+    rng = np.random.default_rng(77)
+    rows, k, n, block = 2, 72, 40, 32
+    blocks = -(-k // block)
+    codes = rng.integers(0, 16, (n, blocks, block)).astype(np.uint8)
+    packed = (codes[:, :, 0::2] | (codes[:, :, 1::2] << 4)).astype(np.uint8)
+    scales = (rng.standard_normal(n * blocks) * 0.05).astype(np.float32)
+    zero_points = (rng.random(n * blocks) * 15).astype(np.float32)
+    bias = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    node = helper.make_node(
+        "MatMulNBits", ["x", "b", "scales", "zero_points", "", "bias"], ["y"],
+        domain="com.microsoft", K=k, N=n, bits=4, block_size=block)
+    g = helper.make_graph(
+        [node], "float_zp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])],
+        [nh.from_array(packed, "b"), nh.from_array(scales, "scales"),
+         nh.from_array(zero_points, "zero_points"), nh.from_array(bias, "bias")])
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    d = os.path.join(out, "nbits_b32_float_zp")
+    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+    onnx.save(model, os.path.join(d, "model.onnx"))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    (y,) = sess.run(None, {"x": x})
+    # ORT's output against the definition, so that the reference is known to be right.
+    w = (codes.astype(np.float32) - zero_points.reshape(n, blocks, 1)) * scales.reshape(n, blocks, 1)
+    want = x @ w.reshape(n, -1)[:, :k].T + bias
+    assert np.abs(y - want).max() < 1e-4, np.abs(y - want).max()
+    for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
+        with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
+            f.write(nh.from_array(arr, tname).SerializeToString())
+    print("nbits_b32_float_zp", y.shape)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/nbits"
     cases = BENCH if "--bench" in sys.argv else CASES
+    if "--bench" not in sys.argv:
+        float_zero_points(out)
     for seed, (name, (block, sym, rows, dims, bits)) in enumerate(cases.items()):
         q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=bits, block_size=block, is_symmetric=sym)
         q.process()

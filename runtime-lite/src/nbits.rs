@@ -32,6 +32,18 @@ const MAX_ROWS: usize = 8;
 /// Columns decoded side by side when there are few rows.
 const COLS: usize = 4;
 
+/// Each block's zero point in a block-quantized product.
+#[derive(Debug, Clone, Copy)]
+pub enum ZeroPoints<'a> {
+    /// None given: the middle code, 8 for 4-bit weights and 128 for 8-bit ones.
+    Default,
+    /// Integer codes: for 4-bit weights two a byte (the even block in the low nibble),
+    /// `[n, ceil(blocks / 2)]`; for 8-bit weights one a byte, `[n, blocks]`.
+    Codes(&'a [u8]),
+    /// Floats, one a block, `[n, blocks]`: a weight is `(code - zero_point) * scale` in f32.
+    Floats(&'a [f32]),
+}
+
 /// The shape of one 4-bit product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NBits {
@@ -96,8 +108,8 @@ impl NBits {
 }
 
 /// `y = a · dequant(b)ᵀ (+ bias)` for `a: [m, k]`, `b` in ONNX Runtime's 4-bit layout (see the
-/// module docs), `scales: [n, blocks]`, `zero_points: [n, ceil(blocks / 2)]` packed (or none:
-/// 8), `bias: [n]`, `y: [m, n]`; `scratch` holds [`NBits::scratch_len`] floats.
+/// module docs), `scales: [n, blocks]`, `zero_points` (see [`ZeroPoints`]), `bias: [n]`,
+/// `y: [m, n]`; `scratch` holds [`NBits::scratch_len`] floats.
 ///
 /// # Panics
 /// When a slice is shorter than the shape needs.
@@ -110,7 +122,7 @@ pub fn matmul_nbits4_f32(
     a: &[f32],
     b: &[u8],
     scales: &[f32],
-    zero_points: Option<&[u8]>,
+    zero_points: ZeroPoints<'_>,
     bias: Option<&[f32]>,
     scratch: &mut [f32],
     y: &mut [f32],
@@ -122,7 +134,11 @@ pub fn matmul_nbits4_f32(
         "B or scales too short"
     );
     assert!(
-        zero_points.is_none_or(|z| z.len() >= p.zero_points_len()),
+        match zero_points {
+            ZeroPoints::Default => true,
+            ZeroPoints::Codes(z) => z.len() >= p.zero_points_len(),
+            ZeroPoints::Floats(z) => z.len() >= p.n * p.blocks(),
+        },
         "zero points"
     );
     let stride = p.chunks() * CHUNK;
@@ -192,24 +208,28 @@ struct Operands<'a> {
     stride: usize,
     b: &'a [u8],
     scales: &'a [f32],
-    zero_points: Option<&'a [u8]>,
+    zero_points: ZeroPoints<'a>,
     p: NBits,
 }
 
 impl Operands<'_> {
     /// The zero point of block `blk` of column `n`.
     #[inline(always)]
-    fn zero_point(&self, n: usize, blk: usize) -> i32 {
-        self.zero_points.map_or(8, |z| {
-            let byte = z[n * self.p.blocks().div_ceil(2) + blk / 2];
-            i32::from((byte >> (4 * (blk % 2))) & 15)
-        })
+    fn zero_point(&self, n: usize, blk: usize) -> f32 {
+        match self.zero_points {
+            ZeroPoints::Default => 8.0,
+            ZeroPoints::Codes(z) => {
+                let byte = z[n * self.p.blocks().div_ceil(2) + blk / 2];
+                f32::from((byte >> (4 * (blk % 2))) & 15)
+            }
+            ZeroPoints::Floats(z) => z[n * self.p.blocks() + blk],
+        }
     }
 
     /// Chunk `c` of column `n`: its 16 bytes (zero past the column's last block) and, per
     /// lane, the scale and zero point (lanes 0..8 and 8..16 differ for 16-weight blocks).
     #[inline(always)]
-    fn chunk(&self, n: usize, c: usize) -> ([u8; 16], [f32; 2], [i32; 2]) {
+    fn chunk(&self, n: usize, c: usize) -> ([u8; 16], [f32; 2], [f32; 2]) {
         let blocks = self.p.blocks();
         let column = n * blocks * self.p.block / 2;
         let end = column + blocks * self.p.block / 2;
@@ -230,7 +250,7 @@ impl Operands<'_> {
             if blk < blocks {
                 self.zero_point(n, blk)
             } else {
-                8
+                8.0
             }
         };
         (
@@ -297,8 +317,8 @@ impl Operands<'_> {
             let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
             for l in 0..16 {
                 let half = l / 8;
-                lo[l] = (i32::from(bytes[l] & 15) - zp[half]) as f32 * scale[half];
-                hi[l] = (i32::from(bytes[l] >> 4) - zp[half]) as f32 * scale[half];
+                lo[l] = (f32::from(bytes[l] & 15) - zp[half]) * scale[half];
+                hi[l] = (f32::from(bytes[l] >> 4) - zp[half]) * scale[half];
             }
             for (r, acc) in acc.iter_mut().take(rows).enumerate() {
                 let base = (row + r) * self.stride + c * CHUNK;
@@ -354,14 +374,16 @@ impl Operands<'_> {
         // a last half chunk, loaded 8 bytes.
         let half_last = SIXTEEN && blocks % 2 == 1;
         let per_block = (p.block / CHUNK).max(1);
-        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let iota = _mm512_cvtepi32_ps(_mm512_setr_epi32(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+        ));
         let second = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16);
         let low = _mm512_set1_epi32(15);
         let table = |col: usize, blk: usize| {
             if blk < blocks {
-                let zp = _mm512_set1_epi32(self.zero_point(col, blk));
+                let zp = _mm512_set1_ps(self.zero_point(col, blk));
                 let s = _mm512_set1_ps(self.scales[col * blocks + blk]);
-                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(iota, zp)), s)
+                _mm512_mul_ps(_mm512_sub_ps(iota, zp), s)
             } else {
                 _mm512_setzero_ps()
             }
@@ -442,7 +464,7 @@ const ROWS8: usize = 4;
 
 /// `y = a · dequant(b)ᵀ (+ bias)` for 8-bit weights: `a: [m, k]`, `b: [n, blocks, block]`
 /// bytes (one weight a byte, each column's last block padded), `scales: [n, blocks]`,
-/// `zero_points: [n, blocks]` (or none: 128), `bias: [n]`, `y: [m, n]`; a weight is
+/// `zero_points` (see [`ZeroPoints`]), `bias: [n]`, `y: [m, n]`; a weight is
 /// `(code - zero_point) * scale`. `A` is read where it lies (no working memory). Columns are
 /// split across threads; each column's sum has one order on every thread count.
 ///
@@ -457,7 +479,7 @@ pub fn matmul_nbits8_f32(
     a: &[f32],
     b: &[u8],
     scales: &[f32],
-    zero_points: Option<&[u8]>,
+    zero_points: ZeroPoints<'_>,
     bias: Option<&[f32]>,
     y: &mut [f32],
     p: &NBits,
@@ -468,7 +490,11 @@ pub fn matmul_nbits8_f32(
         "B or scales too short"
     );
     assert!(
-        zero_points.is_none_or(|z| z.len() >= p.n * p.blocks()),
+        match zero_points {
+            ZeroPoints::Default => true,
+            ZeroPoints::Codes(z) => z.len() >= p.n * p.blocks(),
+            ZeroPoints::Floats(z) => z.len() >= p.n * p.blocks(),
+        },
         "zero points"
     );
     let w8 = Weights8 {
@@ -512,19 +538,21 @@ struct Weights8<'a> {
     a: &'a [f32],
     b: &'a [u8],
     scales: &'a [f32],
-    zero_points: Option<&'a [u8]>,
+    zero_points: ZeroPoints<'a>,
     p: NBits,
 }
 
 impl Weights8<'_> {
     /// The zero point and scale of block `blk` of column `n`.
     #[inline(always)]
-    fn block(&self, n: usize, blk: usize) -> (i32, f32) {
+    fn block(&self, n: usize, blk: usize) -> (f32, f32) {
         let i = n * self.p.blocks() + blk;
-        (
-            self.zero_points.map_or(128, |z| i32::from(z[i])),
-            self.scales[i],
-        )
+        let zp = match self.zero_points {
+            ZeroPoints::Default => 128.0,
+            ZeroPoints::Codes(z) => f32::from(z[i]),
+            ZeroPoints::Floats(z) => z[i],
+        };
+        (zp, self.scales[i])
     }
 
     /// The sums of columns `n..n + width` (`width` 1 or [`COLS`]) with rows `row..row + rows`
@@ -574,7 +602,7 @@ impl Weights8<'_> {
                 let codes = &self.b[n * p.blocks() * p.block + k0..][..lanes];
                 let mut w = [0.0f32; 16];
                 for (w, &q) in w.iter_mut().zip(codes) {
-                    *w = (i32::from(q) - zp) as f32 * scale;
+                    *w = (f32::from(q) - zp) * scale;
                 }
                 for (r, acc) in acc.iter_mut().take(rows).enumerate() {
                     let a = &self.a[(row + r) * p.k + k0..][..lanes];
@@ -612,12 +640,12 @@ impl Weights8<'_> {
         );
         let mut acc = [[_mm512_setzero_ps(); COLS]; ROWS8];
         for blk in 0..blocks {
-            let mut zp = [_mm512_setzero_si512(); COLS];
+            let mut zp = [_mm512_setzero_ps(); COLS];
             let mut scale = [_mm512_setzero_ps(); COLS];
             unroll!(j in [0, 1, 2, 3] {
                 if j < C {
                     let (z, s) = self.block(n + j, blk);
-                    zp[j] = _mm512_set1_epi32(z);
+                    zp[j] = _mm512_set1_ps(z);
                     scale[j] = _mm512_set1_ps(s);
                 }
             });
@@ -638,8 +666,8 @@ impl Weights8<'_> {
                         let bytes = unsafe {
                             _mm_loadu_si128(self.b.as_ptr().add((n + j) * column + k0).cast())
                         };
-                        let q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(bytes), zp[j]);
-                        w[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), scale[j]);
+                        let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+                        w[j] = _mm512_mul_ps(_mm512_sub_ps(q, zp[j]), scale[j]);
                     }
                 });
                 unroll!(r in [0, 1, 2, 3] {
@@ -711,7 +739,7 @@ mod tests {
         a: &[f32],
         b: &[u8],
         scales: &[f32],
-        zps: Option<&[u8]>,
+        zps: ZeroPoints<'_>,
         bias: Option<&[f32]>,
         p: &NBits,
     ) -> Vec<f32> {
@@ -722,12 +750,16 @@ mod tests {
                 let mut sum = 0.0f64;
                 for k in 0..p.k {
                     let byte = b[n * blocks * p.block / 2 + k / 2];
-                    let code = i32::from(if k % 2 == 0 { byte & 15 } else { byte >> 4 });
+                    let code = f32::from(if k % 2 == 0 { byte & 15 } else { byte >> 4 });
                     let blk = k / p.block;
-                    let zp = zps.map_or(8, |z| {
-                        i32::from((z[n * blocks.div_ceil(2) + blk / 2] >> (4 * (blk % 2))) & 15)
-                    });
-                    let w = (code - zp) as f32 * scales[n * blocks + blk];
+                    let zp = match zps {
+                        ZeroPoints::Default => 8.0,
+                        ZeroPoints::Codes(z) => {
+                            f32::from((z[n * blocks.div_ceil(2) + blk / 2] >> (4 * (blk % 2))) & 15)
+                        }
+                        ZeroPoints::Floats(z) => z[n * blocks + blk],
+                    };
+                    let w = (code - zp) * scales[n * blocks + blk];
                     sum += f64::from(a[m * p.k + k]) * f64::from(w);
                 }
                 y[m * p.n + n] = sum as f32 + bias.map_or(0.0, |b| b[n]);
@@ -736,7 +768,8 @@ mod tests {
         y
     }
 
-    fn check(p: NBits, with_zero_points: bool, with_bias: bool, threads: usize) {
+    /// `zero_points`: 0 none, 1 packed codes, 2 floats.
+    fn check(p: NBits, zero_points: u8, with_bias: bool, threads: usize) {
         let mut next = stream((p.m * 131 + p.n * 7 + p.k + p.block) as u64);
         let mut unit = || (next() % 2001) as f32 / 1000.0 - 1.0;
         let a: Vec<f32> = (0..p.m * p.k).map(|_| unit()).collect();
@@ -745,7 +778,12 @@ mod tests {
         let mut bytes = stream(99);
         let b: Vec<u8> = (0..p.b_len()).map(|_| bytes() as u8).collect();
         let zps: Vec<u8> = (0..p.zero_points_len()).map(|_| bytes() as u8).collect();
-        let zps = with_zero_points.then_some(zps.as_slice());
+        let floats: Vec<f32> = (0..p.n * p.blocks()).map(|_| unit() * 8.0 + 7.5).collect();
+        let zps = match zero_points {
+            0 => ZeroPoints::Default,
+            1 => ZeroPoints::Codes(&zps),
+            _ => ZeroPoints::Floats(&floats),
+        };
         let bias = with_bias.then_some(bias.as_slice());
         let want = reference(&a, &b, &scales, zps, bias, &p);
         let run = |exec: &Exec| {
@@ -793,17 +831,28 @@ mod tests {
             let bias: Vec<f32> = (0..n).map(|_| unit()).collect();
             let mut bytes = stream(7);
             let b: Vec<u8> = (0..p.b8_len()).map(|_| bytes() as u8).collect();
-            let zps: Vec<u8> = (0..n * p.blocks()).map(|_| bytes() as u8).collect();
-            for (zps, bias) in [(Some(&zps[..]), Some(&bias[..])), (None, None)] {
+            let codes: Vec<u8> = (0..n * p.blocks()).map(|_| bytes() as u8).collect();
+            let floats: Vec<f32> = (0..n * p.blocks())
+                .map(|_| unit() * 100.0 + 128.0)
+                .collect();
+            for (zps, bias) in [
+                (ZeroPoints::Codes(&codes), Some(&bias[..])),
+                (ZeroPoints::Default, None),
+                (ZeroPoints::Floats(&floats), Some(&bias[..])),
+            ] {
                 let mut want = vec![0.0f32; m * n];
                 for (i, want) in want.iter_mut().enumerate() {
                     let (r, c) = (i / n, i % n);
                     let mut sum = 0.0f64;
                     for kk in 0..k {
                         let blk = kk / block;
-                        let zp = zps.map_or(128, |z| i32::from(z[c * p.blocks() + blk]));
-                        let code = i32::from(b[c * p.blocks() * block + kk]);
-                        let w = (code - zp) as f32 * scales[c * p.blocks() + blk];
+                        let zp = match zps {
+                            ZeroPoints::Default => 128.0,
+                            ZeroPoints::Codes(z) => f32::from(z[c * p.blocks() + blk]),
+                            ZeroPoints::Floats(z) => z[c * p.blocks() + blk],
+                        };
+                        let code = f32::from(b[c * p.blocks() * block + kk]);
+                        let w = (code - zp) * scales[c * p.blocks() + blk];
                         sum += f64::from(a[r * k + kk]) * f64::from(w);
                     }
                     *want = sum as f32 + bias.map_or(0.0, |b| b[c]);
@@ -841,8 +890,9 @@ mod tests {
             (17, 6, 48, 16),
         ] {
             let p = NBits { m, n, k, block };
-            check(p, true, true, 2);
-            check(p, false, false, 3);
+            check(p, 1, true, 2);
+            check(p, 0, false, 3);
+            check(p, 2, true, 2);
         }
     }
 }

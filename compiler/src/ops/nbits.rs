@@ -112,15 +112,20 @@ impl OpDef for MatMulNBits {
         require_dtype(cx.input(2)?.dtype, &[DType::F32], "MatMulNBits scales")?;
         count(cx, 2, "scales", self.n * self.blocks())?;
         if let Some(zp) = cx.opt_input(3) {
-            if zp.dtype != DType::U8 {
-                return Err(CompileError::unsupported(format!(
-                    "MatMulNBits with {} zero points (packed uint8 only)",
-                    zp.dtype
-                )));
+            match zp.dtype {
+                // Packed: two 4-bit zero points a byte, or one 8-bit one.
+                DType::U8 => {
+                    let per_column = (self.blocks() * self.bits).div_ceil(8);
+                    count(cx, 3, "zero_points", self.n * per_column)?;
+                }
+                // One float a block.
+                DType::F32 => count(cx, 3, "zero_points", self.n * self.blocks())?,
+                other => {
+                    return Err(CompileError::unsupported(format!(
+                        "MatMulNBits with {other} zero points (uint8 or float32 only)"
+                    )))
+                }
             }
-            // Packed: two 4-bit zero points a byte, or one 8-bit one.
-            let per_column = (self.blocks() * self.bits).div_ceil(8);
-            count(cx, 3, "zero_points", self.n * per_column)?;
         }
         if let Some(bias) = cx.opt_input(5) {
             require_dtype(bias.dtype, &[DType::F32], "MatMulNBits bias")?;
@@ -146,7 +151,17 @@ impl OpDef for MatMulNBits {
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let (a, b, scales) = (names.input(0), names.input(1), names.input(2));
-        let zero_points = names.opt_input(cx, 3);
+        let zero_points = match cx.opt_input(3) {
+            None => quote!(::sinter_rt::nbits::ZeroPoints::Default),
+            Some(zp) => {
+                let i3 = names.input(3);
+                if zp.dtype == DType::F32 {
+                    quote!(::sinter_rt::nbits::ZeroPoints::Floats(#i3))
+                } else {
+                    quote!(::sinter_rt::nbits::ZeroPoints::Codes(#i3))
+                }
+            }
+        };
         let bias = names.opt_input(cx, 5);
         let shape = self.shape(cx)?;
         if self.bits == 8 {
