@@ -174,6 +174,33 @@ mod tests {
     use crate::passes::testing::{before_after, ModelBuilder};
 
     #[test]
+    fn a_keras_cnn_reads_its_nhwc_input_without_a_transpose() {
+        // tests/data/keras_cnn (scripts/make_keras_cnn.py): tf2onnx turns the NHWC image
+        // channels first with a Transpose; the channels-last layout cancels it, so the first
+        // convolution reads the caller's NHWC image where it lies.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/keras_cnn/model.onnx");
+        let loaded = crate::Builder::new(&path).load().expect("loads");
+        assert_eq!(
+            loaded
+                .nodes
+                .iter()
+                .filter(|n| n.op_type == "Transpose")
+                .count(),
+            1,
+            "tf2onnx's input transpose"
+        );
+        let compiled = crate::Builder::new(&path).compile().expect("compiles");
+        let ops: Vec<&str> = compiled
+            .graph
+            .nodes
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert!(!ops.contains(&"Transpose"), "{ops:?}");
+    }
+
+    #[test]
     fn chains_compose_and_cancel() {
         let graph = ModelBuilder::new()
             .input("x", &[2, 3, 4])
