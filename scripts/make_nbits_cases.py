@@ -17,6 +17,9 @@ the reference is ORT's MatMulNBits kernel, not the float model):
   zero points only): 4-bit codes, block 32, K = 72, float zero points (one a block, not
   codes) and a bias input, two rows. (ORT's CPU kernel takes float zero points with 4-bit
   weights only.)
+- `nbits2_b16_zp`: one node written by hand with 2-bit codes (four a byte, the first in the low
+  bits), block 16, K = 72 (the fifth block padded), uint8 zero points four a byte, a bias,
+  three rows.
 
     /tmp/venv/bin/python scripts/make_nbits_cases.py tests/data/nbits
     /tmp/venv/bin/python scripts/make_nbits_cases.py /tmp/nbits_bench --bench
@@ -77,49 +80,67 @@ BENCH = {
 }
 
 
-def float_zero_points(out):
-    """The hand-written case: 4-bit codes with float zero points and a bias."""
-    rng = np.random.default_rng(77)
-    rows, k, n, block = 2, 72, 40, 32
+def hand_written(out, name, bits, block, rows, float_zp, seed):
+    """One `MatMulNBits` node built here (not by the quantizer): `bits`-bit codes, K = 72,
+    N = 40, zero points (float, or codes packed as ORT packs them) and a bias; ORT's output
+    is checked against the definition before it is saved as the reference."""
+    rng = np.random.default_rng(seed)
+    k, n = 72, 40
     blocks = -(-k // block)
-    codes = rng.integers(0, 16, (n, blocks, block)).astype(np.uint8)
-    packed = (codes[:, :, 0::2] | (codes[:, :, 1::2] << 4)).astype(np.uint8)
+    per_byte = 8 // bits
+    codes = rng.integers(0, 1 << bits, (n, blocks, block)).astype(np.uint8)
+
+    def pack(c):
+        c = c.reshape(c.shape[0], -1)
+        c = np.pad(c, ((0, 0), (0, -c.shape[1] % per_byte)))
+        out = np.zeros((c.shape[0], c.shape[1] // per_byte), np.uint8)
+        for i in range(per_byte):
+            out |= (c[:, i::per_byte] << (bits * i)).astype(np.uint8)
+        return out
+
     scales = (rng.standard_normal(n * blocks) * 0.05).astype(np.float32)
-    zero_points = (rng.random(n * blocks) * 15).astype(np.float32)
+    if float_zp:
+        zp_values = (rng.random(n * blocks) * ((1 << bits) - 1)).astype(np.float32)
+        zero_points = zp_values
+    else:
+        zp_codes = rng.integers(0, 1 << bits, (n, blocks)).astype(np.uint8)
+        zp_values = zp_codes.astype(np.float32).reshape(-1)
+        zero_points = pack(zp_codes).reshape(-1)
     bias = (rng.standard_normal(n) * 0.1).astype(np.float32)
     node = helper.make_node(
         "MatMulNBits", ["x", "b", "scales", "zero_points", "", "bias"], ["y"],
-        domain="com.microsoft", K=k, N=n, bits=4, block_size=block)
+        domain="com.microsoft", K=k, N=n, bits=bits, block_size=block)
     g = helper.make_graph(
-        [node], "float_zp",
+        [node], name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])],
-        [nh.from_array(packed, "b"), nh.from_array(scales, "scales"),
+        [nh.from_array(pack(codes).reshape(n, blocks, -1), "b"), nh.from_array(scales, "scales"),
          nh.from_array(zero_points, "zero_points"), nh.from_array(bias, "bias")])
     model = helper.make_model(
         g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
-    d = os.path.join(out, "nbits_b32_float_zp")
+    d = os.path.join(out, name)
     os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
     onnx.save(model, os.path.join(d, "model.onnx"))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((rows, k)).astype(np.float32)
     (y,) = sess.run(None, {"x": x})
     # ORT's output against the definition, so that the reference is known to be right.
-    w = (codes.astype(np.float32) - zero_points.reshape(n, blocks, 1)) * scales.reshape(n, blocks, 1)
+    w = (codes.astype(np.float32) - zp_values.reshape(n, blocks, 1)) * scales.reshape(n, blocks, 1)
     want = x @ w.reshape(n, -1)[:, :k].T + bias
     assert np.abs(y - want).max() < 1e-4, np.abs(y - want).max()
     for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
         with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
             f.write(nh.from_array(arr, tname).SerializeToString())
-    print("nbits_b32_float_zp", y.shape)
+    print(name, y.shape)
 
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/nbits"
     cases = BENCH if "--bench" in sys.argv else CASES
     if "--bench" not in sys.argv:
-        float_zero_points(out)
+        hand_written(out, "nbits_b32_float_zp", 4, 32, 2, True, 77)
+        hand_written(out, "nbits2_b16_zp", 2, 16, 3, False, 78)
     for seed, (name, (block, sym, rows, dims, bits)) in enumerate(cases.items()):
         q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=bits, block_size=block, is_symmetric=sym)
         q.process()

@@ -349,11 +349,12 @@ fn qlinear_contrib_op_cases_pass() {
 fn block_quantized_weight_cases_pass() {
     // tests/data/nbits (scripts/make_nbits_cases.py): MLPs quantized by ONNX Runtime's
     // MatMulNBitsQuantizer (com.microsoft:MatMulNBits, 4-bit with blocks of 16, 32 and 128,
-    // 8-bit with blocks of 32 and 128, with and without zero points; and one node with float
-    // zero points and a bias, written by hand), against ORT's outputs of the quantized model.
+    // 8-bit with blocks of 32 and 128, with and without zero points; and two nodes written
+    // by hand: 4-bit with float zero points, 2-bit with packed zero points, both with a bias),
+    // against ORT's outputs of the quantized model.
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nbits");
     let cases = case_dirs(&data);
-    assert!(cases.len() >= 6, "nbits cases missing");
+    assert!(cases.len() >= 7, "nbits cases missing");
     assert_all_pass(
         &["-O0", "-O3"],
         "1e-3",

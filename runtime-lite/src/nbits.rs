@@ -1,10 +1,12 @@
 //! Products with 4-bit or 8-bit block-quantized weights, read in place: ONNX Runtime's
 //! `com.microsoft:MatMulNBits` (`Y = A · dequant(B)ᵀ + bias`).
 //!
-//! 8-bit weights ([`matmul_nbits8_f32`]) are one a byte, `B: [N, blocks, block]`, with one
+//! 8-bit weights ([`matmul_nbits_bytes_f32`]) are one a byte, `B: [N, blocks, block]`, with one
 //! zero point a byte per block (128 when there are none); each 16 of them are widened,
 //! offset and scaled in registers and multiplied with up to four rows of `A` where it lies.
-//! The rest of this page is about 4-bit weights.
+//! 2-bit weights (the same function) go the same way, four a byte (the first in the low
+//! bits), zero points four a byte (2 when there are none): 16 codes are one 32-bit word,
+//! shifted apart per lane. The rest of this page is about 4-bit weights.
 //!
 //! `B` is `[N, blocks, block / 2]` bytes: column `n` of the product holds `K` weights (padded to
 //! whole blocks), two a byte, the even element in the low nibble. Each block of `block`
@@ -70,9 +72,13 @@ impl NBits {
     pub const fn b_len(&self) -> usize {
         self.n * self.blocks() * self.block / 2
     }
-    /// Bytes of 8-bit `B` ([`matmul_nbits8_f32`]): one weight a byte.
+    /// Bytes of 8-bit `B` ([`matmul_nbits_bytes_f32`]): one weight a byte.
     pub const fn b8_len(&self) -> usize {
         self.n * self.blocks() * self.block
+    }
+    /// Bytes of 2-bit `B` ([`matmul_nbits_bytes_f32`]): four weights a byte.
+    pub const fn b2_len(&self) -> usize {
+        self.n * self.blocks() * self.block / 4
     }
     /// Bytes of packed zero points.
     pub const fn zero_points_len(&self) -> usize {
@@ -462,19 +468,21 @@ impl Operands<'_> {
 /// Rows of `A` an 8-bit tile multiplies at once.
 const ROWS8: usize = 4;
 
-/// `y = a · dequant(b)ᵀ (+ bias)` for 8-bit weights: `a: [m, k]`, `b: [n, blocks, block]`
-/// bytes (one weight a byte, each column's last block padded), `scales: [n, blocks]`,
-/// `zero_points` (see [`ZeroPoints`]), `bias: [n]`, `y: [m, n]`; a weight is
+/// `y = a · dequant(b)ᵀ (+ bias)` for 8-bit (`BITS = 8`) or 2-bit (`BITS = 2`) weights:
+/// `a: [m, k]`, `b: [n, blocks, block * BITS / 8]` bytes (8-bit: one code a byte; 2-bit: four
+/// a byte, the first in the low bits; each column's last block padded), `scales: [n, blocks]`,
+/// `zero_points` (see [`ZeroPoints`]: codes packed as `b`'s, `[n, ceil(blocks * BITS / 8)]`;
+/// 128 or 2 when there are none), `bias: [n]`, `y: [m, n]`; a weight is
 /// `(code - zero_point) * scale`. `A` is read where it lies (no working memory). Columns are
 /// split across threads; each column's sum has one order on every thread count.
 ///
 /// # Panics
-/// When a slice is shorter than the shape needs.
+/// When a slice is shorter than the shape needs; `BITS` other than 2 or 8 does not compile.
 #[allow(
     clippy::too_many_arguments,
     reason = "the operands of the ONNX op, each a plain slice"
 )]
-pub fn matmul_nbits8_f32(
+pub fn matmul_nbits_bytes_f32<const BITS: usize>(
     exec: &Exec,
     a: &[f32],
     b: &[u8],
@@ -484,20 +492,21 @@ pub fn matmul_nbits8_f32(
     y: &mut [f32],
     p: &NBits,
 ) {
+    const { assert!(BITS == 2 || BITS == 8, "2- or 8-bit codes") };
     p.check(a, y, bias);
     assert!(
-        b.len() >= p.b8_len() && scales.len() >= p.n * p.blocks(),
+        b.len() >= p.n * p.blocks() * p.block * BITS / 8 && scales.len() >= p.n * p.blocks(),
         "B or scales too short"
     );
     assert!(
         match zero_points {
             ZeroPoints::Default => true,
-            ZeroPoints::Codes(z) => z.len() >= p.n * p.blocks(),
+            ZeroPoints::Codes(z) => z.len() >= p.n * (p.blocks() * BITS).div_ceil(8),
             ZeroPoints::Floats(z) => z.len() >= p.n * p.blocks(),
         },
         "zero points"
     );
-    let w8 = Weights8 {
+    let w8 = Weights8::<BITS> {
         a,
         b,
         scales,
@@ -533,8 +542,8 @@ pub fn matmul_nbits8_f32(
     });
 }
 
-/// Everything an 8-bit product's sums read.
-struct Weights8<'a> {
+/// Everything an 8-bit (or 2-bit: `BITS`) product's sums read.
+struct Weights8<'a, const BITS: usize> {
     a: &'a [f32],
     b: &'a [u8],
     scales: &'a [f32],
@@ -542,17 +551,33 @@ struct Weights8<'a> {
     p: NBits,
 }
 
-impl Weights8<'_> {
+impl<const BITS: usize> Weights8<'_, BITS> {
+    /// Codes a byte.
+    const PER_BYTE: usize = 8 / BITS;
+
     /// The zero point and scale of block `blk` of column `n`.
     #[inline(always)]
     fn block(&self, n: usize, blk: usize) -> (f32, f32) {
         let i = n * self.p.blocks() + blk;
         let zp = match self.zero_points {
-            ZeroPoints::Default => 128.0,
-            ZeroPoints::Codes(z) => f32::from(z[i]),
+            ZeroPoints::Default => (1u32 << (BITS - 1)) as f32,
+            ZeroPoints::Codes(z) => {
+                let per_column = (self.p.blocks() * BITS).div_ceil(8);
+                let byte = z[n * per_column + blk / Self::PER_BYTE];
+                let shift = BITS * (blk % Self::PER_BYTE);
+                f32::from((byte >> shift) & ((1u16 << BITS) - 1) as u8)
+            }
             ZeroPoints::Floats(z) => z[i],
         };
         (zp, self.scales[i])
+    }
+
+    /// Code `k` of column `n`.
+    #[inline(always)]
+    fn code(&self, n: usize, k: usize) -> u8 {
+        let column = n * self.p.blocks() * self.p.block / Self::PER_BYTE;
+        let byte = self.b[column + k / Self::PER_BYTE];
+        (byte >> (BITS * (k % Self::PER_BYTE))) & ((1u16 << BITS) - 1) as u8
     }
 
     /// The sums of columns `n..n + width` (`width` 1 or [`COLS`]) with rows `row..row + rows`
@@ -599,10 +624,9 @@ impl Weights8<'_> {
             let start = blk * p.block;
             for k0 in (start..(start + p.block).min(p.k)).step_by(16) {
                 let lanes = (p.k - k0).min(16);
-                let codes = &self.b[n * p.blocks() * p.block + k0..][..lanes];
                 let mut w = [0.0f32; 16];
-                for (w, &q) in w.iter_mut().zip(codes) {
-                    *w = (f32::from(q) - zp) * scale;
+                for (l, w) in w.iter_mut().enumerate().take(lanes) {
+                    *w = (f32::from(self.code(n, k0 + l)) - zp) * scale;
                 }
                 for (r, acc) in acc.iter_mut().take(rows).enumerate() {
                     let a = &self.a[(row + r) * p.k + k0..][..lanes];
@@ -632,7 +656,11 @@ impl Weights8<'_> {
         use crate::gemm_x86_64::unroll;
         let p = &self.p;
         let blocks = p.blocks();
-        let column = blocks * p.block;
+        // Bytes per column.
+        let column = blocks * p.block / Self::PER_BYTE;
+        // 2-bit codes: each lane's shift within the 32-bit word of 16 codes.
+        let shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let two_bits = _mm512_set1_epi32(3);
         assert!(n + C <= p.n && row + R <= p.m, "tile outside the product");
         assert!(
             self.b.len() >= p.n * column && self.a.len() >= p.m * p.k,
@@ -662,11 +690,21 @@ impl Weights8<'_> {
                 unroll!(j in [0, 1, 2, 3] {
                     if j < C {
                         // SAFETY: column n + j (< N) holds `column` bytes from `(n + j) *
-                        // column` (asserted), and k0 + 16 <= (blk + 1) * block <= column.
-                        let bytes = unsafe {
-                            _mm_loadu_si128(self.b.as_ptr().add((n + j) * column + k0).cast())
+                        // column` (asserted), and the 16 codes from k0 end by (blk + 1) *
+                        // block, inside the column.
+                        let at = unsafe { self.b.as_ptr().add((n + j) * column + k0 / Self::PER_BYTE) };
+                        let q = if BITS == 8 {
+                            // SAFETY: 16 bytes from `at` (above).
+                            _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(at.cast()) })
+                        } else {
+                            // SAFETY: 4 bytes from `at` (above).
+                            let word = unsafe { at.cast::<u32>().read_unaligned() };
+                            _mm512_and_si512(
+                                _mm512_srlv_epi32(_mm512_set1_epi32(word as i32), shifts),
+                                two_bits,
+                            )
                         };
-                        let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+                        let q = _mm512_cvtepi32_ps(q);
                         w[j] = _mm512_mul_ps(_mm512_sub_ps(q, zp[j]), scale[j]);
                     }
                 });
@@ -815,7 +853,16 @@ mod tests {
     /// The 8-bit kernel against its definition (f64 sums of the dequantized weights), with
     /// and without zero points and bias, at several thread counts and without AVX-512.
     #[test]
-    fn eight_bit_products_match_the_definition() {
+    fn eight_and_two_bit_products_match_the_definition() {
+        for bits in [8usize, 2] {
+            byte_code_products(bits);
+        }
+    }
+
+    /// [`matmul_nbits_bytes_f32`] at `bits` bits against the definition.
+    fn byte_code_products(bits: usize) {
+        let per_byte = 8 / bits;
+        let mask = ((1u16 << bits) - 1) as u8;
         for (m, n, k, block) in [
             (1, 5, 64, 32),
             (2, 9, 40, 16), // K inside the last block
@@ -830,11 +877,15 @@ mod tests {
             let scales: Vec<f32> = (0..n * p.blocks()).map(|_| unit() * 0.01).collect();
             let bias: Vec<f32> = (0..n).map(|_| unit()).collect();
             let mut bytes = stream(7);
-            let b: Vec<u8> = (0..p.b8_len()).map(|_| bytes() as u8).collect();
-            let codes: Vec<u8> = (0..n * p.blocks()).map(|_| bytes() as u8).collect();
+            let b: Vec<u8> = (0..p.b8_len() / per_byte).map(|_| bytes() as u8).collect();
+            let zp_row = (p.blocks() * bits).div_ceil(8);
+            let codes: Vec<u8> = (0..n * zp_row).map(|_| bytes() as u8).collect();
+            let middle = f32::from(1u8 << (bits - 1));
             let floats: Vec<f32> = (0..n * p.blocks())
-                .map(|_| unit() * 100.0 + 128.0)
+                .map(|_| unit() * middle + middle)
                 .collect();
+            let code_of =
+                |bytes: &[u8], i: usize| (bytes[i / per_byte] >> (bits * (i % per_byte))) & mask;
             for (zps, bias) in [
                 (ZeroPoints::Codes(&codes), Some(&bias[..])),
                 (ZeroPoints::Default, None),
@@ -847,11 +898,11 @@ mod tests {
                     for kk in 0..k {
                         let blk = kk / block;
                         let zp = match zps {
-                            ZeroPoints::Default => 128.0,
-                            ZeroPoints::Codes(z) => f32::from(z[c * p.blocks() + blk]),
+                            ZeroPoints::Default => middle,
+                            ZeroPoints::Codes(z) => f32::from(code_of(&z[c * zp_row..], blk)),
                             ZeroPoints::Floats(z) => z[c * p.blocks() + blk],
                         };
-                        let code = f32::from(b[c * p.blocks() * block + kk]);
+                        let code = f32::from(code_of(&b, c * p.blocks() * block + kk));
                         let w = (code - zp) * scales[c * p.blocks() + blk];
                         sum += f64::from(a[r * k + kk]) * f64::from(w);
                     }
@@ -859,7 +910,12 @@ mod tests {
                 }
                 let run = |exec: &Exec| {
                     let mut y = vec![f32::NAN; m * n];
-                    matmul_nbits8_f32(exec, &a, &b, &scales, zps, bias, &mut y, &p);
+                    let f = if bits == 8 {
+                        matmul_nbits_bytes_f32::<8>
+                    } else {
+                        matmul_nbits_bytes_f32::<2>
+                    };
+                    f(exec, &a, &b, &scales, zps, bias, &mut y, &p);
                     y
                 };
                 let got = run(&Exec::with_threads(2));
@@ -868,7 +924,7 @@ mod tests {
                     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                            "{p:?} {what} element {i}: got {g}, want {w}"
+                            "{bits} bits {p:?} {what} element {i}: got {g}, want {w}"
                         );
                     }
                 }

@@ -1,9 +1,9 @@
-//! `com.microsoft:MatMulNBits`: a product with 4-bit or 8-bit block-quantized weights, as ONNX
+//! `com.microsoft:MatMulNBits`: a product with 2-, 4- or 8-bit block-quantized weights, as ONNX
 //! Runtime's weight-only quantizer (`MatMulNBitsQuantizer`) and GenAI's model builder write
 //! it. `Y = A · dequant(B)ᵀ + bias`, each weight `(code - zero_point) * scale` per block of
 //! `block_size` along K. The generated code calls `sinter_rt::nbits::matmul_nbits4_f32` or
-//! `matmul_nbits8_f32`, which read the codes where they lie (an eighth or a quarter of the
-//! float32 weights' bytes) and never make a float copy of them.
+//! `matmul_nbits_bytes_f32` (8- and 2-bit), which read the codes where they lie (a
+//! sixteenth to a quarter of the float32 weights' bytes) and never make a float copy of them.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -21,7 +21,7 @@ pub struct MatMulNBits {
     pub n: usize,
     /// Weights per block (a power of two, at least 16).
     pub block: usize,
-    /// Bits per weight: 4 or 8.
+    /// Bits per weight: 2, 4 or 8.
     pub bits: usize,
 }
 
@@ -68,9 +68,9 @@ impl OpDef for MatMulNBits {
             })
         };
         let bits = node.i64_or("bits", 4)?;
-        if bits != 4 && bits != 8 {
+        if ![2, 4, 8].contains(&bits) {
             return Err(CompileError::unsupported(format!(
-                "MatMulNBits with bits = {bits} (4- and 8-bit weights only)"
+                "MatMulNBits with bits = {bits} (2-, 4- and 8-bit weights only)"
             )));
         }
         let block = required("block_size")?;
@@ -89,7 +89,7 @@ impl OpDef for MatMulNBits {
             k: required("K")?,
             n: required("N")?,
             block,
-            bits: if bits == 8 { 8 } else { 4 },
+            bits: usize::try_from(bits).unwrap_or(4),
         })
     }
 
@@ -139,7 +139,7 @@ impl OpDef for MatMulNBits {
     }
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
-        if self.bits == 8 {
+        if self.bits != 4 {
             // A is read where it lies.
             return None;
         }
@@ -164,10 +164,11 @@ impl OpDef for MatMulNBits {
         };
         let bias = names.opt_input(cx, 5);
         let shape = self.shape(cx)?;
-        if self.bits == 8 {
+        if self.bits != 4 {
             let (exec, y) = (names.exec(), names.output(0));
+            let bits = lit(self.bits);
             return Ok(quote! {
-                ::sinter_rt::nbits::matmul_nbits8_f32(
+                ::sinter_rt::nbits::matmul_nbits_bytes_f32::<#bits>(
                     #exec, #a, #b, #scales, #zero_points, #bias, #y, #shape,
                 );
             });
