@@ -46,8 +46,22 @@ fn verify_with(
 /// Verifies `cases` at each of `levels` (cache folders `{cache}{level}`) and asserts that every
 /// case passes.
 fn assert_all_pass(levels: &[&str], rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) {
+    assert_all_pass_with(levels, &[], rtol, atol, cache, cases);
+}
+
+/// [`assert_all_pass`] with more options after the level (`--dim 'H<=64'`, ...).
+fn assert_all_pass_with(
+    levels: &[&str],
+    options: &[&str],
+    rtol: &str,
+    atol: &str,
+    cache: &str,
+    cases: &[PathBuf],
+) {
     for level in levels {
-        let (stdout, stderr) = verify(level, rtol, atol, &format!("{cache}{level}"), cases);
+        let options = [&[*level][..], options].concat();
+        let cache = format!("{cache}{level}");
+        let (stdout, stderr) = verify_with(&options, rtol, atol, &cache, cases);
         assert!(
             stdout.ends_with(&format!(
                 "{} passed, 0 failed, 0 unsupported\n",
@@ -133,22 +147,19 @@ fn bundled_real_models_pass_at_every_level() {
         "sinter-verify-models",
         &cases,
     );
-    let fixed = [
+    let fixed = det_dims("=320");
+    let options: Vec<&str> = fixed.iter().flat_map(|d| ["--dim", d.as_str()]).collect();
+    let levels = ["-O0", "-O1", "-O3"];
+    assert_all_pass_with(&levels, &options, "1e-3", "1e-4", "sinter-verify-det", &det);
+}
+
+/// `--dim` values for PP-OCR det v4: batch 1, height and width `size` (`"=320"`, `"<=320:32"`).
+fn det_dims(size: &str) -> [String; 3] {
+    [
         format!("{}=1", DET_DIMS[0]),
-        format!("{}=320", DET_DIMS[1]),
-        format!("{}=320", DET_DIMS[2]),
-    ];
-    for level in ["-O0", "-O1", "-O3"] {
-        let options = [
-            level, "--dim", &fixed[0], "--dim", &fixed[1], "--dim", &fixed[2],
-        ];
-        let cache = format!("sinter-verify-det{level}");
-        let (stdout, stderr) = verify_with(&options, "1e-3", "1e-4", &cache, &det);
-        assert!(
-            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
-            "{level}:\n{stdout}\n{stderr}"
-        );
-    }
+        format!("{}{size}", DET_DIMS[1]),
+        format!("{}{size}", DET_DIMS[2]),
+    ]
 }
 
 #[test]
@@ -161,28 +172,11 @@ fn a_detector_takes_every_image_size_up_to_its_bound_in_one_build() {
         case.join("test_data_set_2").is_dir(),
         "bounded detector case missing"
     );
-    let bounds = [
-        format!("{}=1", DET_DIMS[0]),
-        format!("{}<=320:32", DET_DIMS[1]),
-        format!("{}<=320:32", DET_DIMS[2]),
-    ];
-    for level in ["-O0", "-O3"] {
-        let options = [
-            level, "--dim", &bounds[0], "--dim", &bounds[1], "--dim", &bounds[2],
-        ];
-        let cache = format!("sinter-verify-bounded-hw{level}");
-        let (stdout, stderr) = verify_with(
-            &options,
-            "1e-3",
-            "1e-4",
-            &cache,
-            std::slice::from_ref(&case),
-        );
-        assert!(
-            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
-            "{level}:\n{stdout}\n{stderr}"
-        );
-    }
+    let bounds = det_dims("<=320:32");
+    let options: Vec<&str> = bounds.iter().flat_map(|d| ["--dim", d.as_str()]).collect();
+    let cases = [case];
+    let cache = "sinter-verify-bounded-hw";
+    assert_all_pass_with(&["-O0", "-O3"], &options, "1e-3", "1e-4", cache, &cases);
 }
 
 #[test]
@@ -192,21 +186,9 @@ fn pools_take_every_image_size_up_to_their_bound_in_one_build() {
     // after a convolution, compiled once for H, W <= 64 and run at 64 x 64, 37 x 50 and
     // 21 x 29 against ONNX Runtime (channels first at -O0, channels last at -O3).
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded_hw/pools");
-    for level in ["-O0", "-O3"] {
-        let options = [level, "--dim", "H<=64", "--dim", "W<=64"];
-        let cache = format!("sinter-verify-bounded-pools{level}");
-        let (stdout, stderr) = verify_with(
-            &options,
-            "1e-4",
-            "1e-5",
-            &cache,
-            std::slice::from_ref(&case),
-        );
-        assert!(
-            stdout.ends_with("1 passed, 0 failed, 0 unsupported\n"),
-            "{level}:\n{stdout}\n{stderr}"
-        );
-    }
+    let options = ["--dim", "H<=64", "--dim", "W<=64"];
+    let cache = "sinter-verify-bounded-pools";
+    assert_all_pass_with(&["-O0", "-O3"], &options, "1e-4", "1e-5", cache, &[case]);
 }
 
 #[test]
@@ -564,18 +546,8 @@ fn bounded_sequence_and_cache_lengths_pass_in_one_build() {
     for (folder, dims, at_least) in groups {
         let cases = case_dirs(&root.join(folder));
         assert!(cases.len() >= at_least, "{folder} cases missing");
-        for level in ["-O0", "-O3"] {
-            let options = [&[level][..], dims].concat();
-            let cache = format!("sinter-verify-{folder}{level}");
-            let (stdout, stderr) = verify_with(&options, "1e-3", "1e-5", &cache, &cases);
-            assert!(
-                stdout.ends_with(&format!(
-                    "{} passed, 0 failed, 0 unsupported\n",
-                    cases.len()
-                )),
-                "{folder} {level}:\n{stdout}\n{stderr}"
-            );
-        }
+        let cache = format!("sinter-verify-{folder}");
+        assert_all_pass_with(&["-O0", "-O3"], dims, "1e-3", "1e-5", &cache, &cases);
     }
 }
 

@@ -115,29 +115,57 @@ impl ConvParams {
         p.batch = batch;
         p.input = input;
         for i in 0..3 {
-            let extent = (self.kernel[i] - 1) * self.dilations[i] + 1;
-            let s = self.strides[i];
-            match same_upper {
-                Some(upper) => {
-                    let out = input[i].div_ceil(s);
-                    let total = ((out.max(1) - 1) * s + extent).saturating_sub(input[i]);
-                    p.pads[i] = if upper { total / 2 } else { total - total / 2 };
-                    p.output[i] = out;
-                }
-                None => {
-                    let padded = input[i] + self.pads[i] + pads_end[i];
-                    if padded < extent {
-                        return Err("conv input smaller than its kernel");
-                    }
-                    p.output[i] = (padded - extent) / s + 1;
-                }
-            }
+            let span = (self.kernel[i] - 1) * self.dilations[i] + 1;
+            let pads = (self.pads[i], pads_end[i]);
+            let (out, (before, _)) =
+                resized_axis(input[i], pads, span, self.strides[i], false, same_upper)
+                    .ok_or("conv input smaller than its kernel")?;
+            (p.output[i], p.pads[i]) = (out, before);
         }
         if (0..3).any(|i| p.output[i] > self.output[i]) {
             return Err("conv output larger than its compiled bound");
         }
         Ok(p)
     }
+}
+
+/// One spatial axis of a window (a convolution's or a pool's) at a run-time extent: the
+/// output extent for `input` positions and the padding (before, after). The padding is
+/// `pads` as compiled, or recomputed for `SAME_UPPER` (`same_upper: Some(true)`) or
+/// `SAME_LOWER` (`Some(false)`), the odd position after or before; `ceil_mode` rounds the
+/// output up (pools), keeping the last window's start inside the input or its padding
+/// before. `None` when a window of `span` positions does not fit the padded input.
+pub(crate) fn resized_axis(
+    input: usize,
+    pads: (usize, usize),
+    span: usize,
+    stride: usize,
+    ceil_mode: bool,
+    same_upper: Option<bool>,
+) -> Option<(usize, (usize, usize))> {
+    if let Some(upper) = same_upper {
+        let out = input.div_ceil(stride);
+        let total = ((out.max(1) - 1) * stride + span).saturating_sub(input);
+        let small = total / 2;
+        let pads = if upper {
+            (small, total - small)
+        } else {
+            (total - small, small)
+        };
+        return Some((out, pads));
+    }
+    let padded = (input + pads.0 + pads.1).checked_sub(span)?;
+    let out = if ceil_mode {
+        let o = padded.div_ceil(stride) + 1;
+        if (o - 1) * stride >= input + pads.0 {
+            o - 1
+        } else {
+            o
+        }
+    } else {
+        padded / stride + 1
+    };
+    Some((out, pads))
 }
 
 /// `out = acts(conv(x, w) + bias + residual)` (the activations applied in order) on `exec`'s threads, with `x: [N, C, *input]`,

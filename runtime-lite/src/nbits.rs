@@ -172,18 +172,35 @@ pub fn matmul_nbits4_f32(
         zero_points,
         p: *p,
     };
+    let avx512 = crate::gemm_x86_64::has_avx512();
+    let avx2 = crate::gemm_x86_64::has_avx2_fma();
+    for_column_tiles::<MAX_ROWS>(exec, p, bias, y, &|n, width, row, rows| {
+        operands.tile(n, width, row, rows, avx512, avx2)
+    });
+}
+
+/// Runs `tile(n, width, row, rows)`, the sums of columns `n..n + width` (`width` 1 or
+/// [`COLS`]) with rows `row..row + rows` (at most `R`) indexed `[column][row]`, over the whole
+/// product, and writes them plus `bias` into `y: [m, n]`. Threads split the columns, a few
+/// tasks each of whole groups of [`COLS`] ([`NBits::columns_per_task`]); each column's sums
+/// are one task's, so every thread count gives the same bits.
+fn for_column_tiles<const R: usize>(
+    exec: &Exec,
+    p: &NBits,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    tile: &(dyn Fn(usize, usize, usize, usize) -> [[f32; R]; COLS] + Sync),
+) {
     let per_task = p.columns_per_task(exec.threads());
     let tasks = p.n.div_ceil(per_task);
     let shared = SharedMut::new(&mut y[..p.m * p.n]);
-    let avx512 = crate::gemm_x86_64::has_avx512();
-    let avx2 = crate::gemm_x86_64::has_avx2_fma();
     exec.for_each(tasks, &|t| {
         let n0 = t * per_task;
         let cols = per_task.min(p.n - n0);
         let mut row = 0;
         while row < p.m {
-            let rows = (p.m - row).min(MAX_ROWS);
-            let mut outs: [&mut [f32]; MAX_ROWS] = core::array::from_fn(|r| {
+            let rows = (p.m - row).min(R);
+            let mut outs: [&mut [f32]; R] = core::array::from_fn(|r| {
                 if r < rows {
                     // SAFETY: each task writes columns [n0, n0 + cols) of its rows, and no
                     // other task those columns: the ranges of tasks and rows are disjoint.
@@ -195,7 +212,7 @@ pub fn matmul_nbits4_f32(
             let mut j = 0;
             while j < cols {
                 let width = if cols - j >= COLS { COLS } else { 1 };
-                let sums = operands.tile(n0 + j, width, row, rows, avx512, avx2);
+                let sums = tile(n0 + j, width, row, rows);
                 for (c, sums) in sums.iter().enumerate().take(width) {
                     for (r, out) in outs.iter_mut().take(rows).enumerate() {
                         out[j + c] = sums[r] + bias.map_or(0.0, |b| b[n0 + j + c]);
@@ -512,33 +529,12 @@ pub fn matmul_nbits_bytes_f32<const BITS: usize>(
         scales,
         zero_points,
         p: *p,
+        blocks: p.blocks(),
+        zp_row: (p.blocks() * BITS).div_ceil(8),
     };
-    let per_task = p.columns_per_task(exec.threads());
-    let tasks = p.n.div_ceil(per_task);
-    let shared = SharedMut::new(&mut y[..p.m * p.n]);
     let avx512 = crate::gemm_x86_64::has_avx512();
-    exec.for_each(tasks, &|t| {
-        let n0 = t * per_task;
-        let cols = per_task.min(p.n - n0);
-        let mut row = 0;
-        while row < p.m {
-            let rows = (p.m - row).min(ROWS8);
-            let mut j = 0;
-            while j < cols {
-                let width = if cols - j >= COLS { COLS } else { 1 };
-                let sums = w8.tile(n0 + j, width, row, rows, avx512);
-                for (c, sums) in sums.iter().enumerate().take(width) {
-                    for (r, &sum) in sums.iter().enumerate().take(rows) {
-                        // SAFETY: each task writes columns [n0, n0 + cols) of every row, and
-                        // no other task those columns.
-                        let out = unsafe { shared.slice((row + r) * p.n + n0 + j + c, 1) };
-                        out[0] = sum + bias.map_or(0.0, |b| b[n0 + j + c]);
-                    }
-                }
-                j += width;
-            }
-            row += rows;
-        }
+    for_column_tiles::<ROWS8>(exec, p, bias, y, &|n, width, row, rows| {
+        w8.tile(n, width, row, rows, avx512)
     });
 }
 
@@ -549,6 +545,10 @@ struct Weights8<'a, const BITS: usize> {
     scales: &'a [f32],
     zero_points: ZeroPoints<'a>,
     p: NBits,
+    /// Blocks per column (`p.blocks()`, a division: computed once).
+    blocks: usize,
+    /// Bytes of zero-point codes per column.
+    zp_row: usize,
 }
 
 impl<const BITS: usize> Weights8<'_, BITS> {
@@ -558,12 +558,11 @@ impl<const BITS: usize> Weights8<'_, BITS> {
     /// The zero point and scale of block `blk` of column `n`.
     #[inline(always)]
     fn block(&self, n: usize, blk: usize) -> (f32, f32) {
-        let i = n * self.p.blocks() + blk;
+        let i = n * self.blocks + blk;
         let zp = match self.zero_points {
             ZeroPoints::Default => (1u32 << (BITS - 1)) as f32,
             ZeroPoints::Codes(z) => {
-                let per_column = (self.p.blocks() * BITS).div_ceil(8);
-                let byte = z[n * per_column + blk / Self::PER_BYTE];
+                let byte = z[n * self.zp_row + blk / Self::PER_BYTE];
                 let shift = BITS * (blk % Self::PER_BYTE);
                 f32::from((byte >> shift) & ((1u16 << BITS) - 1) as u8)
             }
@@ -575,7 +574,7 @@ impl<const BITS: usize> Weights8<'_, BITS> {
     /// Code `k` of column `n`.
     #[inline(always)]
     fn code(&self, n: usize, k: usize) -> u8 {
-        let column = n * self.p.blocks() * self.p.block / Self::PER_BYTE;
+        let column = n * self.blocks * self.p.block / Self::PER_BYTE;
         let byte = self.b[column + k / Self::PER_BYTE];
         (byte >> (BITS * (k % Self::PER_BYTE))) & ((1u16 << BITS) - 1) as u8
     }
@@ -619,7 +618,7 @@ impl<const BITS: usize> Weights8<'_, BITS> {
     fn column(&self, n: usize, row: usize, rows: usize) -> [f32; ROWS8] {
         let p = &self.p;
         let mut acc = [[0.0f32; 16]; ROWS8];
-        for blk in 0..p.blocks() {
+        for blk in 0..self.blocks {
             let (zp, scale) = self.block(n, blk);
             let start = blk * p.block;
             for k0 in (start..(start + p.block).min(p.k)).step_by(16) {
@@ -655,7 +654,7 @@ impl<const BITS: usize> Weights8<'_, BITS> {
     ) -> [[f32; ROWS8]; COLS] {
         use crate::gemm_x86_64::unroll;
         let p = &self.p;
-        let blocks = p.blocks();
+        let blocks = self.blocks;
         // Bytes per column.
         let column = blocks * p.block / Self::PER_BYTE;
         // 2-bit codes: each lane's shift within the 32-bit word of 16 codes.

@@ -45,37 +45,11 @@ impl PoolParams {
         p.input = input;
         for (i, &size) in input.iter().enumerate() {
             let span = self.dilations[i] * (self.kernel[i].max(1) - 1) + 1;
-            let s = self.strides[i];
-            p.output[i] = match same_upper {
-                Some(upper) => {
-                    let o = size.div_ceil(s);
-                    let total = ((o.max(1) - 1) * s + span).saturating_sub(size);
-                    let small = total / 2;
-                    (p.pads_begin[i], p.pads_end[i]) = if upper {
-                        (small, total - small)
-                    } else {
-                        (total - small, small)
-                    };
-                    o
-                }
-                None => {
-                    let padded = size + self.pads_begin[i] + self.pads_end[i];
-                    if padded < span {
-                        return Err("pool input smaller than its window");
-                    }
-                    if ceil_mode {
-                        let o = (padded - span).div_ceil(s) + 1;
-                        // The last window starts inside the input or its leading padding.
-                        if (o - 1) * s >= size + self.pads_begin[i] {
-                            o - 1
-                        } else {
-                            o
-                        }
-                    } else {
-                        (padded - span) / s + 1
-                    }
-                }
-            };
+            let pads = (self.pads_begin[i], self.pads_end[i]);
+            let (out, (before, after)) =
+                crate::conv::resized_axis(size, pads, span, self.strides[i], ceil_mode, same_upper)
+                    .ok_or("pool input smaller than its window")?;
+            (p.output[i], p.pads_begin[i], p.pads_end[i]) = (out, before, after);
         }
         if (0..3).any(|i| p.output[i] > self.output[i]) {
             return Err("pool output larger than its compiled bound");

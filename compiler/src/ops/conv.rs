@@ -15,7 +15,10 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{lit, require_dtype, usize3, EmitNames, NodeCx, OpCx, OpDef, TypeShape};
+use super::{
+    layout_axes, lit, require_dtype, runtime_usize3, spatial_varies, usize3, EmitNames, NodeCx,
+    OpCx, OpDef, TypeShape,
+};
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
 
@@ -30,6 +33,19 @@ pub enum AutoPad {
     SameLower,
     /// No padding.
     Valid,
+}
+
+impl AutoPad {
+    /// The `same_upper` argument of the run-time resizing (`sinter_rt::conv::ConvParams::
+    /// resized`, `sinter_rt::pool::PoolParams::resized`): `Some(true)` for `SAME_UPPER`,
+    /// `Some(false)` for `SAME_LOWER`, `None` for explicit padding.
+    pub(crate) fn same_tokens(self) -> TokenStream {
+        match self {
+            AutoPad::SameUpper => quote!(Some(true)),
+            AutoPad::SameLower => quote!(Some(false)),
+            AutoPad::NotSet | AutoPad::Valid => quote!(None),
+        }
+    }
 }
 
 /// Window attributes shared by Conv and the pools.
@@ -295,20 +311,6 @@ impl Conv {
         })
     }
 
-    /// Per spatial axis of X, whether its extent is only known at run time (all `false` for
-    /// a fixed input).
-    fn spatial_dynamic(&self, cx: &OpCx<'_>) -> Result<Vec<bool>> {
-        let x = cx.input(0)?;
-        let r = x.shape.len();
-        if !x.is_dynamic() || r < 3 {
-            return Ok(vec![false; r.saturating_sub(2)]);
-        }
-        Ok(match self.layout {
-            ConvLayout::ChannelsLast => x.dynamic[1..r - 1].to_vec(),
-            _ => x.dynamic[2..].to_vec(),
-        })
-    }
-
     /// The run-time parameters of a node whose input's extents vary (batch or spatial): a
     /// `params` local of `sinter_rt::conv::ConvParams` resized from `PARAMS` (the bound's),
     /// and the output's shape `os0`; `None` for a fixed input.
@@ -319,27 +321,13 @@ impl Conv {
         }
         let r = x.shape.len();
         let is0 = names.in_shape(cx, 0);
-        let spatial: Vec<usize> = match self.layout {
-            ConvLayout::ChannelsLast => (1..r - 1).collect(),
-            _ => (2..r).collect(),
-        };
+        let spatial = layout_axes(r, self.layout == ConvLayout::ChannelsLast).1;
         let lead = 3 - spatial.len();
-        let input = (0..3).map(|i| {
-            if i < lead {
-                quote!(1usize)
-            } else {
-                let axis = lit(spatial[i - lead]);
-                quote!(#is0[#axis])
-            }
-        });
+        let input = runtime_usize3(&is0, spatial);
         let g = self.geometry(cx)?;
         let pads_end = usize3(&g.pads_end, 0);
-        let same = match self.window.auto_pad {
-            AutoPad::SameUpper => quote!(Some(true)),
-            AutoPad::SameLower => quote!(Some(false)),
-            _ => quote!(None),
-        };
-        let resized = names.check(quote!(PARAMS.resized(#is0[0], [#(#input),*], #pads_end, #same)));
+        let same = self.window.auto_pad.same_tokens();
+        let resized = names.check(quote!(PARAMS.resized(#is0[0], #input, #pads_end, #same)));
         let m = lit(self.weight_shape(cx)?[0]);
         let out_spatial = (lead..3).map(|i| {
             let i = lit(i);
@@ -502,7 +490,8 @@ impl OpDef for Conv {
         if x.is_dynamic() {
             // The output's extents vary with the input's (its capacity is the bound's).
             let batch = x.dynamic.first().copied().unwrap_or(false);
-            let spatial = self.spatial_dynamic(cx)?;
+            let in_spatial = layout_axes(x.shape.len(), self.layout == ConvLayout::ChannelsLast).1;
+            let spatial = x.dynamic[in_spatial].iter().copied();
             let dynamic: Vec<bool> = if self.layout == ConvLayout::ChannelsFirst {
                 [batch, false].into_iter().chain(spatial).collect()
             } else {
@@ -529,11 +518,8 @@ impl OpDef for Conv {
     fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
         // Spatial extents that vary (a batch alone varying runs as a loop over samples); the
         // channels, weights and bias fixed.
-        self.spatial_dynamic(cx).is_ok_and(|d| d.iter().any(|&d| d))
-            && cx.input(0).is_ok_and(|x| match self.layout {
-                ConvLayout::ChannelsLast => !x.dynamic[x.shape.len() - 1],
-                _ => !x.dynamic[1],
-            })
+        cx.input(0)
+            .is_ok_and(|x| spatial_varies(&x, self.layout == ConvLayout::ChannelsLast))
             && cx
                 .inputs
                 .iter()
@@ -937,9 +923,7 @@ impl OpDef for ConvTranspose {
         // Extents that vary, the output's following them (not fixed by `output_shape`); the
         // channels, weights and bias fixed.
         self.output_shape.is_none()
-            && cx
-                .input(0)
-                .is_ok_and(|x| x.shape.len() >= 3 && !x.dynamic[1] && x.is_dynamic())
+            && cx.input(0).is_ok_and(|x| spatial_varies(&x, false))
             && cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
     }
 
@@ -977,15 +961,8 @@ impl OpDef for ConvTranspose {
             let r = x.shape.len();
             let is0 = names.in_shape(cx, 0);
             let lead = 3 - (r - 2);
-            let input = (0..3).map(|i| {
-                if i < lead {
-                    quote!(1usize)
-                } else {
-                    let axis = lit(2 + i - lead);
-                    quote!(#is0[#axis])
-                }
-            });
-            let resized = names.check(quote!(PARAMS.resized(#is0[0], [#(#input),*])));
+            let input = runtime_usize3(&is0, 2..r);
+            let resized = names.check(quote!(PARAMS.resized(#is0[0], #input)));
             let cout = lit(cx.input(1)?.shape[1] * self.group);
             let out_spatial = (lead..3).map(|i| {
                 let i = lit(i);

@@ -740,6 +740,41 @@ pub fn usize_slice(values: &[usize]) -> TokenStream {
     quote!(&[#(#items),*])
 }
 
+/// The channel axis and the spatial axes of a rank-`rank` image tensor (`[N, C, *spatial]`,
+/// or `[N, *spatial, C]` channels last).
+pub fn layout_axes(rank: usize, channels_last: bool) -> (usize, core::ops::Range<usize>) {
+    if channels_last {
+        (rank.saturating_sub(1), 1..rank.saturating_sub(1))
+    } else {
+        (1, 2..rank)
+    }
+}
+
+/// Whether image operand `x` (laid out as [`layout_axes`] says) has spatial extents known only
+/// at run time and its channels fixed: the ops that resize their windows at run time take it
+/// (a batch alone varying runs as a loop over samples instead).
+pub fn spatial_varies(x: &Operand<'_>, channels_last: bool) -> bool {
+    let (channel, spatial) = layout_axes(x.shape.len(), channels_last);
+    x.shape.len() >= 3
+        && !x.dynamic.get(channel).copied().unwrap_or(true)
+        && x.dynamic.get(spatial).is_some_and(|d| d.iter().any(|&d| d))
+}
+
+/// A `[usize; 3]` expression of run-time extents: `shape[axis]` for each of `axes` (at most
+/// three), right-aligned after leading 1s as [`usize3`] aligns constants.
+pub fn runtime_usize3(shape: &TokenStream, axes: core::ops::Range<usize>) -> TokenStream {
+    let lead = 3usize.saturating_sub(axes.len());
+    let items = (0..3).map(|i| {
+        if i < lead {
+            quote!(1usize)
+        } else {
+            let axis = lit(axes.start + i - lead);
+            quote!(#shape[#axis])
+        }
+    });
+    quote!([#(#items),*])
+}
+
 /// A `[usize; 3]` of spatial values, padded with `fill` in front (see the comment inside).
 pub fn usize3(values: &[usize], fill: usize) -> TokenStream {
     // Right-aligned: a 2-D window is `[fill, h, w]`, so kernels' innermost loops run along

@@ -106,12 +106,8 @@ impl OpDef for BatchNorm {
         // Inference over extents that vary, the channels fixed.
         self.training_momentum.is_none()
             && cx.input(0).is_ok_and(|x| {
-                let channel_axis = if self.channels_last {
-                    x.shape.len().saturating_sub(1)
-                } else {
-                    1
-                };
-                x.is_dynamic() && !x.dynamic.get(channel_axis).copied().unwrap_or(true)
+                let channel = super::layout_axes(x.shape.len(), self.channels_last).0;
+                x.is_dynamic() && !x.dynamic.get(channel).copied().unwrap_or(true)
             })
             && cx.inputs.iter().skip(1).flatten().all(|o| !o.is_dynamic())
     }

@@ -8,9 +8,10 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::conv::{AutoPad, Window};
+use super::conv::Window;
 use super::{
-    lit, require_dtype, rust_type, usize3, usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
+    layout_axes, lit, require_dtype, runtime_usize3, rust_type, spatial_varies, usize3,
+    usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
 };
 use crate::error::{CompileError, Result};
 use crate::ir::DType;
@@ -111,17 +112,8 @@ impl OpDef for Pool {
     }
 
     fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
-        // Spatial extents that vary (a batch alone varying runs as a loop over samples), the
-        // channels fixed.
-        cx.input(0).is_ok_and(|x| {
-            let r = x.shape.len();
-            let (channel, spatial) = if self.channels_last {
-                (r - 1, 1..r - 1)
-            } else {
-                (1, 2..r)
-            };
-            r >= 3 && !x.dynamic[channel] && x.dynamic[spatial].iter().any(|&d| d)
-        })
+        cx.input(0)
+            .is_ok_and(|x| spatial_varies(&x, self.channels_last))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -158,39 +150,24 @@ impl OpDef for Pool {
             // and the buffers cut to the actual elements.
             let is0 = names.in_shape(cx, 0);
             let r = x.shape.len();
-            let (channel, axes): (usize, Vec<usize>) = if self.channels_last {
-                (r - 1, (1..r - 1).collect())
-            } else {
-                (1, (2..r).collect())
-            };
+            let (channel, axes) = layout_axes(r, self.channels_last);
             let lead = 3 - axes.len();
-            let input = (0..3).map(|i| {
-                if i < lead {
-                    quote!(1usize)
-                } else {
-                    let axis = lit(axes[i - lead]);
-                    quote!(#is0[#axis])
-                }
-            });
+            let input = runtime_usize3(&is0, axes.clone());
             let planes = if self.channels_last {
                 quote!(#is0[0])
             } else {
                 quote!(#is0[0] * #is0[1])
             };
             let ceil = self.window.ceil_mode;
-            let same = match self.window.auto_pad {
-                AutoPad::SameUpper => quote!(Some(true)),
-                AutoPad::SameLower => quote!(Some(false)),
-                _ => quote!(None),
-            };
-            let resized = names.check(quote!(PARAMS.resized(#planes, [#(#input),*], #ceil, #same)));
+            let same = self.window.auto_pad.same_tokens();
+            let resized = names.check(quote!(PARAMS.resized(#planes, #input, #ceil, #same)));
             let mut dims: Vec<TokenStream> = (0..r)
                 .map(|a| {
                     let a = lit(a);
                     quote!(#is0[#a])
                 })
                 .collect();
-            for (k, &a) in axes.iter().enumerate() {
+            for (k, a) in axes.enumerate() {
                 let i = lit(lead + k);
                 dims[a] = quote!(params.output[#i]);
             }
@@ -332,16 +309,8 @@ impl OpDef for GlobalPool {
     }
 
     fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
-        // Spatial extents that vary (a batch alone varying runs as a loop over samples).
-        cx.input(0).is_ok_and(|x| {
-            let r = x.shape.len();
-            let (channel, spatial) = if self.channels_last {
-                (r - 1, 1..r - 1)
-            } else {
-                (1, 2..r)
-            };
-            r >= 2 && !x.dynamic[channel] && x.dynamic[spatial].iter().any(|&d| d)
-        })
+        cx.input(0)
+            .is_ok_and(|x| spatial_varies(&x, self.channels_last))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -351,11 +320,9 @@ impl OpDef for GlobalPool {
             // The actual pixels, pooled as a fixed input would be.
             let r = x.shape.len();
             let is0 = names.in_shape(cx, 0);
-            let (channel, spatial) = if self.channels_last {
-                (r - 1, quote!(#is0[1..#r - 1]))
-            } else {
-                (1, quote!(#is0[2..]))
-            };
+            let (channel, axes) = layout_axes(r, self.channels_last);
+            let (first, end) = (lit(axes.start), lit(axes.end));
+            let spatial = quote!(#is0[#first..#end]);
             let c = lit(x.shape[channel]);
             let os0 = names.out_shape(0);
             let mut out_shape: Vec<TokenStream> = vec![quote!(1usize); r];
@@ -370,13 +337,9 @@ impl OpDef for GlobalPool {
                 #call
             });
         }
-        let r = x.shape.len();
-        let spatial = if self.channels_last {
-            &x.shape[1..r - 1]
-        } else {
-            &x.shape[2..]
-        };
-        let spatial = lit(spatial.iter().product());
+        let spatial = lit(x.shape[layout_axes(x.shape.len(), self.channels_last).1]
+            .iter()
+            .product());
         self.call(cx, names, quote!(#spatial))
     }
 }
