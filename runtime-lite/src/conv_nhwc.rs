@@ -1186,9 +1186,14 @@ fn finish_row_in_place(row: &mut [f32], start: usize, ops: Operands<'_>) {
     Activation::apply_chain(ops.acts, row);
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(all(any(test, fuzzing), feature = "std"))]
+#[cfg_attr(
+    fuzzing,
+    allow(dead_code, reason = "helpers of tests that fuzzing builds drop")
+)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testing::Source;
     use std::vec::Vec;
 
     /// Deterministic values in [-1, 1).
@@ -1909,38 +1914,9 @@ pub(crate) mod tests {
         crate::gemm_x86_64::without_avx512(cases);
     }
 
-    /// Random shapes for property tests (without the proptest crate, which is not available
-    /// offline here): a deterministic generator (SplitMix64).
-    pub(crate) struct Rng(pub(crate) u64);
-
-    /// How many random cases each property test runs: `SINTER_PROPTEST_CASES`, else
-    /// `default` (modest, for CI; a long run sets the variable).
-    pub(crate) fn proptest_cases(default: usize) -> usize {
-        std::env::var("SINTER_PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    }
-
-    impl Rng {
-        /// A value in `0..n`.
-        pub(crate) fn below(&mut self, n: usize) -> usize {
-            // SplitMix64.
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) % n as u64) as usize
-        }
-        /// A value in `lo..=hi`.
-        pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
-            lo + self.below(hi - lo + 1)
-        }
-    }
-
     /// A random 1-D, 2-D or 3-D convolution: dense, grouped or depthwise, with strides,
     /// dilations and asymmetric padding; `None` when the window does not fit.
-    fn random_params(rng: &mut Rng) -> Option<ConvParams> {
+    fn random_params(rng: &mut impl Source) -> Option<ConvParams> {
         let spatial = [1, 2, 2, 2, 3][rng.below(5)];
         let mut input = [1; 3];
         let mut kernel = [1; 3];
@@ -2045,46 +2021,49 @@ pub(crate) mod tests {
         out
     }
 
-    #[test]
-    fn random_geometries_match_the_definition() {
+    /// One random case of [`crate::testing::conv`]; a geometry that does not fit is skipped.
+    pub(crate) fn random_case(rng: &mut impl Source) {
         use Activation as A;
-        let cases = proptest_cases(60);
         let chains: [&[A]; 4] = [&[], &[A::Relu], &[A::HardSwish], &[A::Clip(-0.25, 0.5)]];
-        let mut rng = Rng(0x5EED);
-        let mut done = 0;
-        while done < cases {
-            let Some(p) = random_params(&mut rng) else {
-                continue;
-            };
-            let acts = chains[rng.below(chains.len())];
-            // The channels-first convolution against the definition (the inputs `check` uses).
-            let (n, c, m) = (p.batch, p.in_channels, p.out_channels);
-            let x = values(n * c * p.input_len(), 1);
-            let w = values(m * (c / p.groups) * p.kernel_len(), 2);
-            let bias = values(m, 3);
-            let residual = values(n * m * p.output_len(), 4);
-            let want = direct(&p, &x, &w, &bias, &residual, acts);
-            let mut got = std::vec![f32::NAN; want.len()];
-            crate::conv::conv_f32_exec(
-                &Exec::single(),
-                &p,
-                &x,
-                &w,
-                Some(&bias),
-                Some(&residual),
-                &mut got,
-                acts,
+        let Some(p) = random_params(rng) else {
+            return;
+        };
+        let acts = chains[rng.below(chains.len())];
+        // The channels-first convolution against the definition (the inputs `check` uses).
+        let (n, c, m) = (p.batch, p.in_channels, p.out_channels);
+        let x = values(n * c * p.input_len(), 1);
+        let w = values(m * (c / p.groups) * p.kernel_len(), 2);
+        let bias = values(m, 3);
+        let residual = values(n * m * p.output_len(), 4);
+        let want = direct(&p, &x, &w, &bias, &residual, acts);
+        let mut got = std::vec![f32::NAN; want.len()];
+        crate::conv::conv_f32_exec(
+            &Exec::single(),
+            &p,
+            &x,
+            &w,
+            Some(&bias),
+            Some(&residual),
+            &mut got,
+            acts,
+        );
+        for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "channels first, {p:?}, {acts:?}: output {i} is {a}, expected {b}"
             );
-            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                    "channels first, {p:?}, {acts:?}: output {i} is {a}, expected {b}"
-                );
-            }
-            // Then the channels-last kernels against it, with and without AVX-512.
-            check(&p, acts);
-            crate::gemm_x86_64::without_avx512(|| check(&p, acts));
-            done += 1;
+        }
+        // Then the channels-last kernels against it, with and without AVX-512.
+        check(&p, acts);
+        crate::gemm_x86_64::without_avx512(|| check(&p, acts));
+    }
+
+    #[cfg(test)]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(60))]
+        #[test]
+        fn random_geometries_match_the_definition(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
         }
     }
 }

@@ -524,8 +524,12 @@ fn product(
     );
 }
 
-#[cfg(all(test, feature = "std"))]
-mod tests {
+#[cfg(all(any(test, fuzzing), feature = "std"))]
+#[cfg_attr(
+    fuzzing,
+    allow(dead_code, reason = "helpers of tests that fuzzing builds drop")
+)]
+pub(crate) mod tests {
     use super::*;
     use crate::conv_nhwc::tests::{pack_dense, values};
     use std::vec::Vec;
@@ -625,24 +629,27 @@ mod tests {
         }
     }
 
+    /// A 3x3 stride-1 convolution of `n` images of `c` channels and `h x w` pixels into `m`
+    /// channels, with `pad` pixels of padding on every side.
+    fn params(n: usize, c: usize, m: usize, h: usize, w: usize, pad: usize) -> ConvParams {
+        let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+        ConvParams {
+            batch: n,
+            in_channels: c,
+            out_channels: m,
+            groups: 1,
+            input: [1, h, w],
+            output: [1, oh, ow],
+            kernel: [1, 3, 3],
+            strides: [1; 3],
+            dilations: [1; 3],
+            pads: [0, pad, pad],
+            packed_weights: false,
+        }
+    }
+
     fn cases() {
         use Activation as A;
-        let params = |n: usize, c: usize, m: usize, h: usize, w: usize, pad: usize| {
-            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
-            ConvParams {
-                batch: n,
-                in_channels: c,
-                out_channels: m,
-                groups: 1,
-                input: [1, h, w],
-                output: [1, oh, ow],
-                kernel: [1, 3, 3],
-                strides: [1; 3],
-                dilations: [1; 3],
-                pads: [0, pad, pad],
-                packed_weights: false,
-            }
-        };
         // Even and odd outputs, no padding, channel tails, every panel count, batches.
         check(&params(1, 16, 64, 8, 8, 1), &[]);
         check(&params(1, 5, 7, 7, 9, 1), &[A::Relu]);
@@ -652,6 +659,29 @@ mod tests {
         check(&params(1, 24, 48, 30, 30, 1), &[A::Relu]);
         // Weights past the fused bound: the passes run one after the other over every tile.
         check(&params(1, 96, 100, 14, 13, 1), &[A::HardSwish]);
+    }
+
+    /// One random case of [`crate::testing::winograd`]: 1 or 2 images of 1 to 40 channels and
+    /// 1x1 to 20x20 pixels, 1 to 70 output channels, padding 0 or 1, an activation or none.
+    pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        use Activation as A;
+        let pad = rng.below(2);
+        let (h, w) = (rng.range(3 - 2 * pad, 20), rng.range(3 - 2 * pad, 20));
+        let (n, c, m) = (rng.range(1, 2), rng.range(1, 40), rng.range(1, 70));
+        let p = params(n, c, m, h, w, pad);
+        let chains: [&[A]; 4] = [&[], &[A::Relu], &[A::Sigmoid], &[A::Clip(-0.3, 0.3)]];
+        let acts = chains[rng.below(chains.len())];
+        check(&p, acts);
+        crate::gemm_x86_64::without_avx512(|| check(&p, acts));
+    }
+
+    #[cfg(test)]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(30))]
+        #[test]
+        fn random_geometries_match_the_direct_convolution(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
+        }
     }
 
     #[test]

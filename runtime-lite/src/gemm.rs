@@ -1530,8 +1530,12 @@ pub fn batched_matmul_converted<T: Copy>(
     });
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+#[cfg_attr(
+    fuzzing,
+    allow(dead_code, reason = "helpers of tests that fuzzing builds drop")
+)]
+pub(crate) mod tests {
     use super::*;
 
     #[cfg(feature = "std")]
@@ -1816,34 +1820,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_shapes_match_reference() {
-        let mut rng = crate::conv_nhwc::tests::Rng(0x6E33);
-        for _ in 0..crate::conv_nhwc::tests::proptest_cases(40) {
-            // Mostly small sizes (every tail of every tile), sometimes big enough for threads.
-            let big = rng.below(8) == 0;
-            let dim = |rng: &mut crate::conv_nhwc::tests::Rng| {
-                if big {
-                    rng.range(1, 300)
-                } else {
-                    rng.range(1, 70)
-                }
-            };
-            let (m, n, k) = (dim(&mut rng), dim(&mut rng), dim(&mut rng));
-            let (trans_a, trans_b) = (rng.below(2) == 1, rng.below(2) == 1);
-            let (a, b) = operands(m, n, k);
-            let (sa, sb) = layouts(m, n, k, trans_a, trans_b);
-            let want = reference(m, n, k, &a, sa, &b, sb);
-            for (name, path) in paths() {
-                let mut out = std::vec![f32::NAN; m * n];
-                path(m, n, k, &a, sa, &b, sb, &mut out);
-                for (x, y) in out.iter().zip(&want) {
-                    assert!(
-                        (x - y).abs() <= 1e-3 * y.abs().max(1.0),
-                        "{name} {m}x{n}x{k} (A transposed {trans_a}, B {trans_b}): {x} vs {y}"
-                    );
-                }
+    /// One random case of [`crate::testing::gemm`]: mostly small sizes (every tail of every
+    /// tile), sometimes big enough for threads.
+    pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        let big = rng.below(8) == 7;
+        let mut dim = || {
+            if big {
+                rng.range(1, 300)
+            } else {
+                rng.range(1, 70)
             }
+        };
+        let (m, n, k) = (dim(), dim(), dim());
+        let (trans_a, trans_b) = (rng.below(2) == 1, rng.below(2) == 1);
+        let (a, b) = operands(m, n, k);
+        let (sa, sb) = layouts(m, n, k, trans_a, trans_b);
+        let want = reference(m, n, k, &a, sa, &b, sb);
+        for (name, path) in paths() {
+            let mut out = std::vec![f32::NAN; m * n];
+            path(m, n, k, &a, sa, &b, sb, &mut out);
+            for (x, y) in out.iter().zip(&want) {
+                assert!(
+                    (x - y).abs() <= 1e-3 * y.abs().max(1.0),
+                    "{name} {m}x{n}x{k} (A transposed {trans_a}, B {trans_b}): {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[cfg(test)]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(40))]
+        #[test]
+        fn random_shapes_match_reference(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
         }
     }
 

@@ -12,7 +12,7 @@ use crate::gemm::{Finish, Tile};
 /// compile-time target features.
 #[inline]
 pub(crate) fn has_avx512() -> bool {
-    #[cfg(all(test, feature = "std"))]
+    #[cfg(all(any(test, fuzzing), feature = "std"))]
     if PORTABLE_ONLY.with(core::cell::Cell::get) {
         return false;
     }
@@ -26,7 +26,7 @@ pub(crate) fn has_avx512() -> bool {
     }
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(all(any(test, fuzzing), feature = "std"))]
 std::thread_local! {
     /// Set by [`without_avx512`]: this thread's kernels take their other paths.
     static PORTABLE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
@@ -34,7 +34,7 @@ std::thread_local! {
 
 /// Runs `f` with [`has_avx512`] false on this thread, so that tests on an AVX-512 machine
 /// also check the paths other CPUs take (work handed to pool threads may still use AVX-512).
-#[cfg(all(test, feature = "std"))]
+#[cfg(all(any(test, fuzzing), feature = "std"))]
 pub(crate) fn without_avx512<R>(f: impl FnOnce() -> R) -> R {
     PORTABLE_ONLY.with(|p| p.set(true));
     let result = f();

@@ -89,6 +89,9 @@ pub mod signal;
 pub mod softmax;
 #[cfg(target_has_atomic = "8")]
 pub mod static_model;
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+#[doc(hidden)]
+pub mod testing;
 pub mod threads;
 
 pub use arena::{Arena, Reader, Splitter, Weights};

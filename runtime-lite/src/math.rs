@@ -1035,8 +1035,12 @@ pub fn py_mod(a: f32, b: f32) -> f32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+#[cfg_attr(
+    fuzzing,
+    allow(dead_code, reason = "helpers of tests that fuzzing builds drop")
+)]
+pub(crate) mod tests {
     use super::*;
 
     /// Every function with a slice kernel.
@@ -1142,6 +1146,64 @@ mod tests {
             }
         }
         Some(())
+    }
+
+    /// One random case of [`crate::testing::elementwise`]: a function (Swish with any alpha),
+    /// a length up to three vectors and one, values of any bits, on every implementation.
+    pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        let mut bits = || rng.below(1 << 32) as u32;
+        let pick = bits() as usize % (FUNCS.len() + 1);
+        let f = FUNCS
+            .get(pick)
+            .copied()
+            .unwrap_or(Func::Swish(f32::from_bits(bits())));
+        let len = bits() as usize % (3 * lanes::LANES + 2);
+        let x: std::vec::Vec<f32> = (0..len).map(|_| f32::from_bits(bits())).collect();
+        for isa in lanes::Isa::ALL {
+            let mut out = std::vec![7.0f32; len + 1];
+            let mut in_place = x.clone();
+            in_place.push(7.0);
+            if isa
+                .run(lanes::Map {
+                    f,
+                    x: &x,
+                    out: &mut out[..len],
+                })
+                .is_none()
+            {
+                continue;
+            }
+            isa.run(lanes::MapInPlace {
+                f,
+                values: &mut in_place[..len],
+            });
+            for (i, &v) in x.iter().enumerate() {
+                let w = f.apply(v);
+                assert!(
+                    same(out[i], w),
+                    "{f:?} on {isa:?}, len {len}: f({v:e}) = {:e}, scalar {w:e}",
+                    out[i]
+                );
+                assert!(
+                    same(in_place[i], w),
+                    "{f:?} on {isa:?} in place, len {len}: f({v:e})"
+                );
+            }
+            assert_eq!(
+                (out[len], in_place[len]),
+                (7.0, 7.0),
+                "{f:?} on {isa:?} wrote past {len}"
+            );
+        }
+    }
+
+    #[cfg(test)]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(200))]
+        #[test]
+        fn random_slices_match_the_scalar_functions(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
+        }
     }
 
     #[test]

@@ -1241,8 +1241,12 @@ pub fn max_unpool_f32(
     }
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+#[cfg_attr(
+    fuzzing,
+    allow(dead_code, reason = "helpers of tests that fuzzing builds drop")
+)]
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1388,44 +1392,45 @@ mod tests {
         }
     }
 
-    /// Random geometries (see `conv_nhwc::tests::Rng`; `SINTER_PROPTEST_CASES`, default 60):
-    /// 1-D to 3-D windows with strides and asymmetric padding, 1 to 70 channels.
+    /// One random case of [`crate::testing::pool`]; a window that does not fit is skipped.
     #[cfg(feature = "std")]
-    #[test]
-    fn random_geometries_match_channels_first() {
-        let mut rng = crate::conv_nhwc::tests::Rng(0x9001);
-        let mut done = 0;
-        while done < crate::conv_nhwc::tests::proptest_cases(60) {
-            let spatial = rng.range(1, 3);
-            let (mut input, mut kernel, mut strides) = ([1; 3], [1; 3], [1; 3]);
-            let (mut pads_begin, mut pads_end, mut output) = ([0; 3], [0; 3], [1; 3]);
-            let mut fits = true;
-            for i in 3 - spatial..3 {
-                input[i] = rng.range(1, if spatial == 3 { 6 } else { 14 });
-                kernel[i] = rng.range(1, 4);
-                strides[i] = rng.range(1, 3);
-                pads_begin[i] = rng.below(kernel[i]);
-                pads_end[i] = rng.below(kernel[i]);
-                let padded = input[i] + pads_begin[i] + pads_end[i];
-                fits &= padded >= kernel[i];
-                output[i] = padded.saturating_sub(kernel[i]) / strides[i] + 1;
+    pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        let spatial = rng.range(1, 3);
+        let (mut input, mut kernel, mut strides) = ([1; 3], [1; 3], [1; 3]);
+        let (mut pads_begin, mut pads_end, mut output) = ([0; 3], [0; 3], [1; 3]);
+        for i in 3 - spatial..3 {
+            input[i] = rng.range(1, if spatial == 3 { 6 } else { 14 });
+            kernel[i] = rng.range(1, 4);
+            strides[i] = rng.range(1, 3);
+            pads_begin[i] = rng.below(kernel[i]);
+            pads_end[i] = rng.below(kernel[i]);
+            let padded = input[i] + pads_begin[i] + pads_end[i];
+            if padded < kernel[i] {
+                return;
             }
-            if !fits {
-                continue;
-            }
-            let c = rng.range(1, 70);
-            let p = PoolParams {
-                planes: c,
-                input,
-                output,
-                kernel,
-                strides,
-                dilations: [1; 3],
-                pads_begin,
-                pads_end,
-            };
-            check_channels_last(p, c);
-            done += 1;
+            output[i] = (padded - kernel[i]) / strides[i] + 1;
+        }
+        let c = rng.range(1, 70);
+        let p = PoolParams {
+            planes: c,
+            input,
+            output,
+            kernel,
+            strides,
+            dilations: [1; 3],
+            pads_begin,
+            pads_end,
+        };
+        check_channels_last(p, c);
+    }
+
+    #[cfg(all(test, feature = "std"))]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(60))]
+        /// 1-D to 3-D windows with strides and asymmetric padding, 1 to 70 channels.
+        #[test]
+        fn random_geometries_match_channels_first(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
         }
     }
 

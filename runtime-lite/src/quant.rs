@@ -72,7 +72,12 @@ pub fn dynamic_quantize_f32_scalar(x: &[f32], y: &mut [u8], scale: &mut [f32], z
     }
     let s = (if max == min { 1.0 } else { max - min }) / 255.0;
     let initial = 0.0 - min / s;
-    let zp = round_even_f64(f64::from(initial.clamp(0.0, 255.0)));
+    // A scale that underflows to 0 makes this 0 / 0: the zero point is then 0.
+    let zp = if initial.is_nan() {
+        0.0
+    } else {
+        round_even_f64(f64::from(initial.clamp(0.0, 255.0)))
+    };
     for (o, &v) in y.iter_mut().zip(x) {
         let q = round_even_f64(f64::from(v / s)) + zp;
         *o = q.clamp(0.0, 255.0) as u8;
@@ -118,9 +123,123 @@ pub fn qlinear_matmul<A: Copy + Into<i64>, B: Copy + Into<i64>, O>(
     }
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+pub(crate) mod tests {
     use super::*;
+    use crate::int8::{dequantize_linear, quantize_linear};
+    use std::vec::Vec;
+
+    /// One random case of [`crate::testing::quantize`]: a per-tensor, per-axis or blocked
+    /// layout, scales and zero points of any value, inputs of any bits.
+    pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        let mut bits = || rng.below(1 << 32) as u32;
+        let (outer, axis, inner) = (
+            1 + bits() as usize % 3,
+            1 + bits() as usize % 6,
+            bits() as usize % 20,
+        );
+        let block = 1 + bits() as usize % 3;
+        let blocks = axis.div_ceil(block);
+        let (layout, params) = match bits() % 3 {
+            0 => (
+                ParamLayout {
+                    dims: [outer, axis, inner],
+                    block: 1,
+                    strides: [0; 3],
+                },
+                1,
+            ),
+            1 => (
+                ParamLayout {
+                    dims: [outer, axis, inner],
+                    block: 1,
+                    strides: [0, 1, 0],
+                },
+                axis,
+            ),
+            _ => (
+                ParamLayout {
+                    dims: [outer, axis, inner],
+                    block,
+                    strides: [blocks * inner, inner, 1],
+                },
+                outer * blocks * inner,
+            ),
+        };
+        let n = outer * axis * inner;
+        // Mostly ordinary values, now and then any bits (NaN, infinities, subnormals).
+        let mut value = |scale: f32| {
+            let b = bits();
+            if b % 8 == 0 {
+                f32::from_bits(bits())
+            } else {
+                (b >> 8) as f32 * scale - 4096.0 * scale
+            }
+        };
+        let x: Vec<f32> = (0..n).map(|_| value(1.0 / 1024.0)).collect();
+        let scale: Vec<f32> = (0..params).map(|_| value(1.0 / 4096.0).abs()).collect();
+        let zero_u8: Vec<u8> = (0..params).map(|_| bits() as u8).collect();
+        let zero_i8: Vec<i8> = (0..params).map(|_| bits() as i8).collect();
+        let same = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
+        };
+        let mut got = std::vec![0u8; n];
+        quantize_linear(&x, &scale, &zero_u8, &mut got, layout);
+        let mut want = std::vec![0u8; n];
+        affine(
+            &x,
+            &scale,
+            Some(&zero_u8),
+            &mut want,
+            layout,
+            |x, s, z: u8| quantize_f32(x, s, i64::from(z), 0, 255) as u8,
+        );
+        assert_eq!(got, want, "uint8 {layout:?} x {x:?} scale {scale:?}");
+        let mut got_i = std::vec![0i8; n];
+        quantize_linear(&x, &scale, &zero_i8, &mut got_i, layout);
+        let mut want_i = std::vec![0i8; n];
+        affine(
+            &x,
+            &scale,
+            Some(&zero_i8),
+            &mut want_i,
+            layout,
+            |x, s, z: i8| quantize_f32(x, s, i64::from(z), -128, 127) as i8,
+        );
+        assert_eq!(got_i, want_i, "int8 {layout:?} x {x:?} scale {scale:?}");
+        let mut deq = std::vec![0f32; n];
+        dequantize_linear(&got, &scale, &zero_u8, &mut deq, layout);
+        let mut want_d = std::vec![0f32; n];
+        affine(
+            &got,
+            &scale,
+            Some(&zero_u8),
+            &mut want_d,
+            layout,
+            |x, s, z: u8| (f32::from(x) - f32::from(z)) * s,
+        );
+        assert!(same(&deq, &want_d), "dequantize {layout:?}");
+        // DynamicQuantizeLinear: the vectorized row against the scalar formula.
+        let (mut y, mut s, mut z) = (std::vec![0u8; n], [0f32], [0u8]);
+        dynamic_quantize_f32(&x, &mut y, &mut s, &mut z);
+        let (mut y2, mut s2, mut z2) = (std::vec![0u8; n], [0f32], [0u8]);
+        dynamic_quantize_f32_scalar(&x, &mut y2, &mut s2, &mut z2);
+        assert!(
+            (y == y2 && z == z2 && same(&s, &s2)),
+            "dynamic quantization of {x:?}: {s:?} {z:?} {y:?}, scalar {s2:?} {z2:?} {y2:?}"
+        );
+    }
+
+    #[cfg(test)]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(200))]
+        #[test]
+        fn random_layouts_quantize_as_the_scalar_formulas(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
+        }
+    }
 
     #[test]
     fn quantize_rounds_half_even_and_saturates() {
@@ -151,6 +270,20 @@ mod tests {
         dynamic_quantize_f32(&x, &mut y, &mut s, &mut z);
         assert_eq!(z[0], 1);
         assert_eq!(y[3], 255);
+    }
+
+    /// The property test's find: a range of one subnormal, whose scale underflows to 0, so the
+    /// zero point is 0 / 0. The vectorized form gave 255 and the scalar one 0; both now take
+    /// zero point 0 and give 255 for the subnormal and 0 for the zeros.
+    #[test]
+    fn dynamic_with_a_scale_that_underflows() {
+        let x = [f32::from_bits(88), 0.0, 0.0];
+        let (mut y, mut s, mut z) = ([7u8; 3], [1f32], [7u8]);
+        dynamic_quantize_f32(&x, &mut y, &mut s, &mut z);
+        let (mut y2, mut s2, mut z2) = ([7u8; 3], [1f32], [7u8]);
+        dynamic_quantize_f32_scalar(&x, &mut y2, &mut s2, &mut z2);
+        assert_eq!((y, s, z), ([255, 0, 0], [0.0], [0]));
+        assert_eq!((y2, s2, z2), (y, s, z));
     }
 
     #[test]

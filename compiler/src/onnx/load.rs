@@ -284,7 +284,7 @@ fn import_nodes(graph: &mut Graph, protos: &[NodeProto], shadowing: bool) -> Res
             node.inputs.push(Some(id));
         }
     }
-    topological_order(nodes, graph.values.len())
+    topological_order(nodes)
 }
 
 /// The element type and declared dims of a graph input.
@@ -336,11 +336,13 @@ fn declared_type(info: &ValueInfoProto) -> Result<(DType, Vec<Dim>)> {
 
 /// Orders nodes so that every producer precedes its consumers (Kahn's algorithm, keeping the
 /// file order among ready nodes); a cycle is an error naming the nodes left over.
-fn topological_order(nodes: Vec<Node>, n_values: usize) -> Result<Vec<Node>> {
-    let mut producer = vec![usize::MAX; n_values];
+fn topological_order(nodes: Vec<Node>) -> Result<Vec<Node>> {
+    // Keyed by value, not a table of every value in the graph: a subgraph imported once per
+    // unrolled step costs its own size, not the whole graph's.
+    let mut producer = std::collections::HashMap::new();
     for (i, node) in nodes.iter().enumerate() {
         for out in node.outputs.iter().flatten() {
-            producer[out.index()] = i;
+            producer.insert(out.index(), i);
         }
     }
     let mut pending: Vec<usize> = nodes
@@ -349,14 +351,14 @@ fn topological_order(nodes: Vec<Node>, n_values: usize) -> Result<Vec<Node>> {
             n.inputs
                 .iter()
                 .flatten()
-                .filter(|v| producer[v.index()] != usize::MAX)
+                .filter(|v| producer.contains_key(&v.index()))
                 .count()
         })
         .collect();
     let mut consumers = vec![Vec::new(); nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
         for v in node.inputs.iter().flatten() {
-            if let Some(&p) = producer.get(v.index()).filter(|&&p| p != usize::MAX) {
+            if let Some(&p) = producer.get(&v.index()) {
                 consumers[p].push(i);
             }
         }

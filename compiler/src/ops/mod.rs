@@ -9,6 +9,11 @@ use crate::error::{CompileError, Result};
 use crate::ir::{DType, Node, Tensor};
 use crate::onnx::proto::{attribute_proto::AttributeType, AttributeProto};
 
+/// Most axes a value may have. ONNX sets no limit; NumPy's is 64. A larger rank comes from a
+/// malformed model (a run-time shape operand of millions of elements, say), and inferring
+/// from it would allocate without bound.
+pub const MAX_RANK: usize = 64;
+
 pub mod attention;
 pub mod contrib;
 pub mod control;

@@ -412,6 +412,12 @@ impl OpDef for Reshape {
             if rank == 0 {
                 return Err(CompileError::shape("a run-time Reshape target of rank 0"));
             }
+            if rank > super::MAX_RANK {
+                return Err(CompileError::shape(format!(
+                    "a run-time Reshape target of rank {rank} (at most {})",
+                    super::MAX_RANK
+                )));
+            }
             if let Some(t) = self.ranged_target(cx, rank)? {
                 return Ok(vec![t]);
             }

@@ -52,8 +52,16 @@ pub fn op_cx<'a>(graph: &'a Graph, node: &Node, with_outputs: bool) -> Result<Op
 /// model's, and inferring from it would allocate without bound.
 const MAX_ELEMENTS: usize = 1 << 32;
 
-/// An error unless `shape` has at most [`MAX_ELEMENTS`] elements.
+/// An error unless `shape` has at most [`MAX_ELEMENTS`] elements and at most
+/// [`ops::MAX_RANK`] axes.
 fn check_size(what: &str, shape: &[usize]) -> Result<()> {
+    if shape.len() > ops::MAX_RANK {
+        return Err(CompileError::shape(format!(
+            "{what} has {} axes, more than {}",
+            shape.len(),
+            ops::MAX_RANK
+        )));
+    }
     match shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
         Some(n) if n <= MAX_ELEMENTS => Ok(()),
         _ => Err(CompileError::shape(format!(
@@ -608,6 +616,12 @@ fn unroll_scan(graph: &mut Graph, node: &Node, scan: &Scan) -> Result<Vec<Node>>
                 .iter()
                 .map(|s| s.get(1).copied().unwrap_or(0)),
         )?;
+        if batch.saturating_mul(seq) > MAX_LOOP_ITERATIONS {
+            return Err(CompileError::unsupported(format!(
+                "Scan (opset 8) of {batch} sequences of {seq} steps (it is unrolled at compile \
+                 time, to at most {MAX_LOOP_ITERATIONS} steps in all)"
+            )));
+        }
         let axes = vec![0; m];
         let step = ScanSteps {
             node,
@@ -762,6 +776,12 @@ impl ScanSteps<'_> {
         if seq == 0 {
             return Err(CompileError::unsupported("Scan over an empty sequence"));
         }
+        if seq > MAX_LOOP_ITERATIONS {
+            return Err(CompileError::unsupported(format!(
+                "Scan of {seq} steps (it is unrolled at compile time, to at most \
+                 {MAX_LOOP_ITERATIONS} steps)"
+            )));
+        }
         let mut states: Vec<ValueId> = inputs[..n_states].to_vec();
         let mut collected: Vec<Vec<ValueId>> = vec![Vec::new(); n_scan_outputs];
         for t in 0..seq {
@@ -835,7 +855,7 @@ fn resolve_ops_of(nodes: &mut [Node], guards: &[(ValueId, bool)]) -> Result<()> 
     }
 }
 
-/// Iterations a Loop may unroll to at most.
+/// Iterations a Loop, or steps a Scan, may unroll to at most.
 const MAX_LOOP_ITERATIONS: usize = 4096;
 
 /// One step of unrolling a `Loop`: the next iteration's body followed by the next marker, or

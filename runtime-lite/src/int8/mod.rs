@@ -619,7 +619,7 @@ pub(crate) enum Isa {
     Portable,
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(all(any(test, fuzzing), feature = "std"))]
 std::thread_local! {
     /// Set by tests: the kernel family this thread uses instead of the detected one.
     static FORCED: core::cell::Cell<Option<Isa>> = const { core::cell::Cell::new(None) };
@@ -627,7 +627,7 @@ std::thread_local! {
 
 impl Isa {
     fn detect() -> Self {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(all(any(test, fuzzing), feature = "std"))]
         if let Some(isa) = FORCED.with(core::cell::Cell::get) {
             return isa;
         }
@@ -647,7 +647,7 @@ impl Isa {
     }
 
     /// Every family this CPU can run (for tests).
-    #[cfg(all(test, feature = "std"))]
+    #[cfg(all(any(test, fuzzing), feature = "std"))]
     fn available() -> std::vec::Vec<Isa> {
         let mut all = std::vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
@@ -1080,7 +1080,13 @@ pub fn quantize_dynamic(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     let max = hi.iter().fold(0f32, |m, &v| if v > m { v } else { m });
     let scale = (if max == min { 1.0 } else { max - min }) / 255.0;
     let initial = (0.0 - min / scale).clamp(0.0, 255.0);
-    let zero = round_small(initial);
+    // A range so small that its scale underflows to 0 gives 0 / 0 here: zero point 0 (then
+    // positive values saturate to 255 and zeros stay 0, as the formula gives).
+    let zero = if initial.is_nan() {
+        0
+    } else {
+        round_small(initial)
+    };
     let zf = zero as f32;
     for (o, &v) in out.iter_mut().zip(x) {
         let q = v / scale;
@@ -1118,8 +1124,12 @@ pub fn matmul_reference(
     }
 }
 
-#[cfg(all(test, feature = "std"))]
-mod tests {
+#[cfg(all(any(test, fuzzing), feature = "std"))]
+#[cfg_attr(
+    fuzzing,
+    allow(dead_code, reason = "helpers of tests that fuzzing builds drop")
+)]
+pub(crate) mod tests {
     use super::*;
     use std::vec;
     use std::vec::Vec;
@@ -1235,34 +1245,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_shapes_match_reference_on_every_kernel() {
-        let mut rng = crate::conv_nhwc::tests::Rng(0x1A78);
-        for case in 0..crate::conv_nhwc::tests::proptest_cases(30) {
-            let big = rng.below(6) == 0;
-            let (m, k, n) = if big {
-                (rng.range(1, 80), rng.range(1, 3000), rng.range(1, 90))
-            } else {
-                (rng.range(1, 20), rng.range(1, 80), rng.range(1, 40))
-            };
-            let signed_a = rng.below(2) == 1;
-            let a_zero = rng.range(0, 255) as i32 - if signed_a { 128 } else { 0 };
-            let b_zero = rng.range(0, 20) as i32 - 10;
-            let a_raw = bytes(m * k, 7 * case as u32);
-            let a_i8: Vec<i8> = a_raw.iter().map(|&v| v as i8).collect();
-            let a = if signed_a {
-                Bytes::I8(&a_i8)
-            } else {
-                Bytes::U8(&a_raw)
-            };
-            let b: Vec<i8> = bytes(k * n, 13 * case as u32 + 1)
-                .iter()
-                .map(|&v| v as i8)
-                .collect();
-            let exec = Exec::with_threads(1 + rng.below(2));
-            for isa in Isa::available() {
-                check_product(isa, &exec, [m, k, n], a, a_zero, &b, b_zero);
-            }
+    /// One random case of [`crate::testing::int8`].
+    pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        let big = rng.below(6) == 5;
+        let (m, k, n) = if big {
+            (rng.range(1, 80), rng.range(1, 3000), rng.range(1, 90))
+        } else {
+            (rng.range(1, 20), rng.range(1, 80), rng.range(1, 40))
+        };
+        let signed_a = rng.below(2) == 1;
+        let a_zero = rng.range(0, 255) as i32 - if signed_a { 128 } else { 0 };
+        let b_zero = rng.range(0, 20) as i32 - 10;
+        let seed = rng.below(1 << 16) as u32;
+        let a_raw = bytes(m * k, 7 * seed);
+        let a_i8: Vec<i8> = a_raw.iter().map(|&v| v as i8).collect();
+        let a = if signed_a {
+            Bytes::I8(&a_i8)
+        } else {
+            Bytes::U8(&a_raw)
+        };
+        let b: Vec<i8> = bytes(k * n, 13 * seed + 1)
+            .iter()
+            .map(|&v| v as i8)
+            .collect();
+        let exec = Exec::with_threads(1 + rng.below(2));
+        for isa in Isa::available() {
+            check_product(isa, &exec, [m, k, n], a, a_zero, &b, b_zero);
+        }
+    }
+
+    #[cfg(test)]
+    proptest::proptest! {
+        #![proptest_config(crate::testing::config(30))]
+        #[test]
+        fn random_shapes_match_reference_on_every_kernel(tape in crate::testing::tape()) {
+            random_case(&mut crate::testing::Tape(&tape));
         }
     }
 

@@ -15,7 +15,7 @@ use super::{Rows, TileAcc, PANEL};
 
 /// Whether the AVX-512 VNNI kernel may run (false under the AVX-512-off test switch).
 pub(super) fn has_avx512_vnni() -> bool {
-    #[cfg(all(test, feature = "std"))]
+    #[cfg(all(any(test, fuzzing), feature = "std"))]
     if !crate::gemm_x86_64::has_avx512() {
         return false;
     }

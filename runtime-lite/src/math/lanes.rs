@@ -511,7 +511,7 @@ impl Kernel for MapInPlace<'_> {
 }
 
 /// An implementation of [`Lanes`], for tests that run a kernel on each.
-#[cfg(test)]
+#[cfg(any(test, all(fuzzing, feature = "std")))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// [`Portable`].
@@ -522,7 +522,7 @@ pub(crate) enum Isa {
     Avx512,
 }
 
-#[cfg(test)]
+#[cfg(any(test, all(fuzzing, feature = "std")))]
 impl Isa {
     /// Every implementation.
     pub(crate) const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
