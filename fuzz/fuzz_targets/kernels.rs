@@ -5,20 +5,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sinter_rt::testing::{self, Tape};
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&family, rest)) = data.split_first() else {
-        return;
-    };
-    let tape = &mut Tape(rest);
-    match family % 7 {
-        0 => testing::conv(tape),
-        1 => testing::winograd(tape),
-        2 => testing::gemm(tape),
-        3 => testing::int8(tape),
-        4 => testing::pool(tape),
-        5 => testing::elementwise(tape),
-        _ => testing::quantize(tape),
-    }
-});
+fuzz_target!(|data: &[u8]| sinter_rt::testing::run(data));
