@@ -129,6 +129,24 @@ pub(crate) mod tests {
     use crate::int8::{dequantize_linear, quantize_linear};
     use std::vec::Vec;
 
+    /// QuantizeLinear to `T` against [`quantize_f32`] element by element; the quantized values.
+    fn quantize_matches_scalar<T: crate::int8::Byte + PartialEq + core::fmt::Debug>(
+        x: &[f32],
+        scale: &[f32],
+        zero: &[T],
+        layout: ParamLayout,
+    ) -> Vec<T> {
+        let mut got = std::vec![T::default(); x.len()];
+        quantize_linear(x, scale, zero, &mut got, layout);
+        let mut want = std::vec![T::default(); x.len()];
+        affine(x, scale, Some(zero), &mut want, layout, |x, s, z: T| {
+            let (lo, hi) = (i64::from(T::LO), i64::from(T::HI));
+            T::from_i32(quantize_f32(x, s, i64::from(z.to_i32()), lo, hi) as i32)
+        });
+        assert_eq!(got, want, "{layout:?} x {x:?} scale {scale:?}");
+        got
+    }
+
     /// One random case of [`crate::testing::quantize`]: a per-tensor, per-axis or blocked
     /// layout, scales and zero points of any value, inputs of any bits.
     pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
@@ -185,30 +203,8 @@ pub(crate) mod tests {
                 .zip(b)
                 .all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
         };
-        let mut got = std::vec![0u8; n];
-        quantize_linear(&x, &scale, &zero_u8, &mut got, layout);
-        let mut want = std::vec![0u8; n];
-        affine(
-            &x,
-            &scale,
-            Some(&zero_u8),
-            &mut want,
-            layout,
-            |x, s, z: u8| quantize_f32(x, s, i64::from(z), 0, 255) as u8,
-        );
-        assert_eq!(got, want, "uint8 {layout:?} x {x:?} scale {scale:?}");
-        let mut got_i = std::vec![0i8; n];
-        quantize_linear(&x, &scale, &zero_i8, &mut got_i, layout);
-        let mut want_i = std::vec![0i8; n];
-        affine(
-            &x,
-            &scale,
-            Some(&zero_i8),
-            &mut want_i,
-            layout,
-            |x, s, z: i8| quantize_f32(x, s, i64::from(z), -128, 127) as i8,
-        );
-        assert_eq!(got_i, want_i, "int8 {layout:?} x {x:?} scale {scale:?}");
+        let got = quantize_matches_scalar(&x, &scale, &zero_u8, layout);
+        quantize_matches_scalar(&x, &scale, &zero_i8, layout);
         let mut deq = std::vec![0f32; n];
         dequantize_linear(&got, &scale, &zero_u8, &mut deq, layout);
         let mut want_d = std::vec![0f32; n];
