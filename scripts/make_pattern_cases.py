@@ -12,10 +12,10 @@ import numpy as np, onnx, onnxruntime as ort
 from onnx import helper as h, TensorProto as T, numpy_helper as nh
 OUT=sys.argv[1] if len(sys.argv)>1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),"..","tests","data","patterns")
 rng=np.random.default_rng(0)
-def case(name, nodes, inits, inputs, outputs, feeds):
+def case(name, nodes, inits, inputs, outputs, feeds, root=None):
     g=h.make_graph(nodes,name,[h.make_tensor_value_info(n,T.FLOAT,s) for n,s in inputs],[h.make_tensor_value_info(n,T.FLOAT,None) for n in outputs],[nh.from_array(np.asarray(v,dtype=np.float32 if np.asarray(v).dtype.kind=='f' else np.int64),k) for k,v in inits.items()])
     m=h.make_model(g,opset_imports=[h.make_opsetid("",17)]); m.ir_version=8
-    d=os.path.join(OUT,name); os.makedirs(d+"/test_data_set_0",exist_ok=True)
+    d=os.path.join(root or OUT,name); os.makedirs(d+"/test_data_set_0",exist_ok=True)
     onnx.save(m,d+"/model.onnx")
     s=ort.InferenceSession(d+"/model.onnx",providers=["CPUExecutionProvider"])
     outs=s.run(None,feeds)
@@ -130,3 +130,16 @@ case("reduce_channels_last",[
   N("ReduceL2",["r0"],["y3"],axes=[3],keepdims=0)],
   {"w0":he(20,3,3,3),"b0":wt(20),"ax1":np.array([1],dtype=np.int64)},
   [("x",[1,3,9,9])],["y","y2","y3","y4"],{"x":xr})
+# Winograd F(4x4, 3x3): 3x3 stride-1 layers of 32 channels on images of 28 x 28 pixels and up
+# run on 4x4 output tiles at -O3: one on 30 x 30 (tiles past the image's edge) with a residual,
+# one on 28 x 28 (whole tiles) without padding; the stem reads the channels-first input direct.
+# Written beside the pattern cases, to tests/data/winograd/tiles4: F(4x4, 3x3)'s error scales
+# with the products' magnitudes, so verify_cli.rs holds it to verify's default tolerance (rtol
+# 1e-3, atol 1e-5), the real models', not the patterns' (rtol 1e-5).
+xw=rng.standard_normal((1,8,30,30)).astype(np.float32)
+case("tiles4",[
+  N("Conv",["x","w0","b0"],["c0"],pads=[1,1,1,1]),N("Relu",["c0"],["r0"]),
+  N("Conv",["r0","w1","b1"],["c1"],pads=[1,1,1,1]),N("Add",["c1","r0"],["s1"]),N("Relu",["s1"],["r1"]),
+  N("Conv",["r1","w2","b2"],["y"])],
+  {"w0":he(32,8,3,3),"b0":wt(32),"w1":he(32,32,3,3),"b1":wt(32),"w2":he(16,32,3,3),"b2":wt(16)},
+  [("x",[1,8,30,30])],["y"],{"x":xw},root=os.path.join(OUT,"..","winograd"))

@@ -265,6 +265,23 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
 }
 
 #[test]
+fn winograd_four_by_four_tiles_keep_the_results() {
+    // tests/data/winograd/tiles4 (scripts/make_pattern_cases.py): 3x3 layers of 32 channels on
+    // 30 x 30 and 28 x 28 images, which -O3 runs by Winograd F(4x4, 3x3) (-O0 by the direct
+    // kernel). F(4x4, 3x3) is off the direct sum by a few tens of epsilons of the products'
+    // magnitude (sinter_rt::conv_winograd's tests), so the case is held to verify's default
+    // tolerance, the real models', rather than the bundled cases' atol of 1e-7.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/winograd/tiles4");
+    assert_all_pass(
+        &["-O0", "-O3"],
+        "1e-3",
+        "1e-5",
+        "sinter-verify-winograd",
+        &[case],
+    );
+}
+
+#[test]
 fn local_function_cases_pass() {
     // tests/data/functions (scripts/make_function_cases.py): models calling model-local
     // functions (attribute references and defaults, nested calls, an omitted optional input, an

@@ -1,26 +1,40 @@
-//! 3x3 stride-1 convolution channels last by Winograd's minimal filtering, F(2x2, 3x3): each
-//! 2x2 block of output pixels takes 16 multiplies per input channel and output channel where
-//! the direct product takes 36.
+//! 3x3 stride-1 convolution channels last by Winograd's minimal filtering, F(T x T, 3x3) for
+//! an output tile of `T = 2` or `T = 4` pixels a side: each T x T block of output pixels takes
+//! `(T + 2)²` multiplies per input channel and output channel where the direct product takes
+//! `9 T²`: 16 for 36 at T = 2, 36 for 144 at T = 4.
 //!
 //! With `x` channels last (`[N, H, W, C]`), the layer runs in three passes, each vectorized over
 //! channels:
-//! 1. every 4x4 input patch `d` (stride 2, from the zero-padded image) becomes `V = Bᵀ d B`,
-//!    stored as 16 matrices `V[ξ]` of `tiles x C`;
-//! 2. 16 products `M[ξ] = V[ξ] U[ξ]` with the weights transformed at compile time,
+//! 1. every `(T + 2)²` input patch `d` (stride T, from the zero-padded image) becomes
+//!    `V = Bᵀ d B`, stored as `(T + 2)²` matrices `V[ξ]` of `tiles x C`;
+//! 2. as many products `M[ξ] = V[ξ] U[ξ]` with the weights transformed at compile time,
 //!    `U = G g Gᵀ` (`C x M` each, packed as the channels-last kernel's column panels), on the
 //!    same microkernel as [`crate::conv_nhwc`];
-//! 3. every tile's `Aᵀ M A` is its 2x2 output block, with the bias, residual and activations.
+//! 3. every tile's `Aᵀ M A` is its T x T output block, with the bias, residual and activations.
 //!
 //! The transforms of F(2x2, 3x3) hold only 0, ±1 and ±1/2, so the results stay within a few
-//! ulps of the direct convolution's.
+//! ulps of the direct convolution's. Those of F(4x4, 3x3) hold up to 8 and down to 1/24
+//! (Lavin and Gray's matrices), which costs a few more ulps: the compiler takes it for the
+//! layers with many tiles, where its 2.25x fewer multiplies than F(2x2, 3x3) pay for the
+//! larger transforms and weights.
 
 use crate::conv::ConvParams;
 use crate::conv_nhwc::PANEL;
 use crate::epilogue::Activation;
 use crate::threads::{Exec, SharedMut};
 
-/// Transformed positions per tile (4 x 4).
-const POSITIONS: usize = 16;
+/// Transformed positions per tile of F(T x T, 3x3): `(T + 2)²`.
+const fn positions(t: usize) -> usize {
+    (t + 2) * (t + 2)
+}
+
+/// The most positions of a tile (T = 4).
+const MAX_POSITIONS: usize = 36;
+
+/// Whether `T` is an output tile side this module runs: 2 or 4.
+const fn tile_supported(t: usize) -> bool {
+    t == 2 || t == 4
+}
 
 /// Channels per step of the transforms.
 const LANES: usize = 16;
@@ -41,21 +55,22 @@ pub fn winograd_supported(p: &ConvParams) -> bool {
         && p.output[2] > 0
 }
 
-/// Tiles down and across one image.
-fn tiles(p: &ConvParams) -> (usize, usize) {
-    (p.output[1].div_ceil(2), p.output[2].div_ceil(2))
+/// Tiles of `T x T` output pixels down and across one image.
+fn tiles<const T: usize>(p: &ConvParams) -> (usize, usize) {
+    (p.output[1].div_ceil(T), p.output[2].div_ceil(T))
 }
 
-/// Rows and columns of the zero-padded image the 4x4 patches are read from.
-fn padded_dims(p: &ConvParams) -> (usize, usize) {
-    let (ty, tx) = tiles(p);
-    (2 * ty + 2, 2 * tx + 2)
+/// Rows and columns of the zero-padded image the `(T + 2)²` patches are read from.
+fn padded_dims<const T: usize>(p: &ConvParams) -> (usize, usize) {
+    let (ty, tx) = tiles::<T>(p);
+    (T * ty + 2, T * tx + 2)
 }
 
-/// Floats of the transformed weights: 16 positions of `ceil(M / 16)` column panels of
-/// `C x 16` (position `ξ = 4 i + j` of `G g Gᵀ`, zero past `M`).
-pub fn winograd_weights_len(p: &ConvParams) -> usize {
-    POSITIONS * p.out_channels.div_ceil(PANEL) * PANEL * p.in_channels
+/// Floats of the transformed weights of F(T x T, 3x3) (`T` is 2 or 4): `(T + 2)²` positions of
+/// `ceil(M / 16)` column panels of `C x 16` (position `ξ = (T + 2) i + j` of `G g Gᵀ`, zero
+/// past `M`).
+pub fn winograd_weights_len<const T: usize>(p: &ConvParams) -> usize {
+    positions(T) * p.out_channels.div_ceil(PANEL) * PANEL * p.in_channels
 }
 
 /// Transformed weights up to which a layer runs fused: each task takes a group of
@@ -67,59 +82,61 @@ const FUSED_MAX_WEIGHT_BYTES: usize = 512 << 10;
 const FUSED_TILES: usize = 16;
 
 /// Whether the layer runs fused (see [`FUSED_MAX_WEIGHT_BYTES`]).
-fn fused(p: &ConvParams) -> bool {
-    POSITIONS * p.in_channels * p.out_channels * 4 <= FUSED_MAX_WEIGHT_BYTES
+fn fused<const T: usize>(p: &ConvParams) -> bool {
+    positions(T) * p.in_channels * p.out_channels * 4 <= FUSED_MAX_WEIGHT_BYTES
 }
 
 /// Tiles per group of the working memory: [`FUSED_TILES`] for a fused layer, else all of them
 /// (each pass over every tile, so that each product reads its weights once per block of
 /// [`BLOCK_TILES`]).
-fn group_tiles(p: &ConvParams) -> usize {
-    let (ty, tx) = tiles(p);
+fn group_tiles<const T: usize>(p: &ConvParams) -> usize {
+    let (ty, tx) = tiles::<T>(p);
     let n_tiles = p.batch * ty * tx;
-    if fused(p) {
+    if fused::<T>(p) {
         FUSED_TILES.min(n_tiles).max(1)
     } else {
         n_tiles.max(1)
     }
 }
 
-/// Floats of working memory [`conv_winograd_f32_exec`] needs: the padded input, then the
-/// transformed input and output, 16 positions by `C` and by `M` per tile (tiles rounded up to
-/// whole groups).
-pub fn winograd_scratch_len(p: &ConvParams) -> usize {
-    let (ty, tx) = tiles(p);
-    let (ph, pw) = padded_dims(p);
-    let tiles = (p.batch * ty * tx).next_multiple_of(group_tiles(p));
-    p.batch * ph * pw * p.in_channels + POSITIONS * tiles * (p.in_channels + p.out_channels)
+/// Floats of working memory [`conv_winograd_f32_exec`] needs for F(T x T, 3x3): the padded
+/// input, then the transformed input and output, `(T + 2)²` positions by `C` and by `M` per
+/// tile (tiles rounded up to whole groups).
+pub fn winograd_scratch_len<const T: usize>(p: &ConvParams) -> usize {
+    let (ty, tx) = tiles::<T>(p);
+    let (ph, pw) = padded_dims::<T>(p);
+    let tiles = (p.batch * ty * tx).next_multiple_of(group_tiles::<T>(p));
+    p.batch * ph * pw * p.in_channels + positions(T) * tiles * (p.in_channels + p.out_channels)
 }
 
 /// Where a tile's transformed positions lie in working memory: groups of `group` tiles, each
-/// holding its 16 positions one after the other, `group` rows of `width` floats each.
+/// holding its `positions` positions one after the other, `group` rows of `width` floats each.
 #[derive(Clone, Copy)]
 struct Layout {
     group: usize,
     width: usize,
+    positions: usize,
 }
 
 impl Layout {
     /// The first float of position `k` of tile `t`.
     fn at(self, k: usize, t: usize) -> usize {
-        ((t / self.group * POSITIONS + k) * self.group + t % self.group) * self.width
+        ((t / self.group * self.positions + k) * self.group + t % self.group) * self.width
     }
 }
 
 /// `out = acts(conv(x, w) + bias + residual)` for a 3x3 stride-1 convolution channels last
-/// (see the module doc): `x: [N, H, W, C]`, `w` transformed as [`winograd_weights_len`]
-/// says, `bias: [M]`, `residual` and `out: [N, OH, OW, M]`, on `exec`'s threads; `scratch`
-/// holds [`winograd_scratch_len`] floats.
+/// by F(T x T, 3x3), `T` 2 or 4 (see the module doc): `x: [N, H, W, C]`, `w` transformed as
+/// [`winograd_weights_len`] says, `bias: [M]`, `residual` and `out: [N, OH, OW, M]`, on
+/// `exec`'s threads; `scratch` holds [`winograd_scratch_len`] floats.
 ///
-/// Panics if a buffer is too short or `p` is not [`winograd_supported`].
+/// Panics if a buffer is too short, `p` is not [`winograd_supported`] or `T` is neither 2
+/// nor 4.
 #[allow(
     clippy::too_many_arguments,
     reason = "the ONNX operands, a fused residual, working memory and the fused activations"
 )]
-pub fn conv_winograd_f32_exec(
+pub fn conv_winograd_f32_exec<const T: usize>(
     exec: &Exec,
     p: &ConvParams,
     x: &[f32],
@@ -131,7 +148,7 @@ pub fn conv_winograd_f32_exec(
     acts: &[Activation],
 ) {
     let m = p.out_channels;
-    winograd(exec, p, x, w, bias, residual, scratch, (out, m, 0), acts);
+    winograd::<T>(exec, p, x, w, bias, residual, scratch, (out, m, 0), acts);
 }
 
 /// [`conv_winograd_f32_exec`] writing its `M` channels into a wider channels-last output:
@@ -139,12 +156,13 @@ pub fn conv_winograd_f32_exec(
 /// untouched (the inputs of a channels-last Concat over the channels, each written in place).
 /// No residual: it would be read with the same stride.
 ///
-/// Panics if a buffer is too short, `offset + M > ld`, or `p` is not [`winograd_supported`].
+/// Panics if a buffer is too short, `offset + M > ld`, `p` is not [`winograd_supported`] or
+/// `T` is neither 2 nor 4.
 #[allow(
     clippy::too_many_arguments,
     reason = "the ONNX operands, working memory, the output's layout and the fused activations"
 )]
-pub fn conv_winograd_into_f32_exec(
+pub fn conv_winograd_into_f32_exec<const T: usize>(
     exec: &Exec,
     p: &ConvParams,
     x: &[f32],
@@ -154,7 +172,7 @@ pub fn conv_winograd_into_f32_exec(
     out: (&mut [f32], usize, usize),
     acts: &[Activation],
 ) {
-    winograd(exec, p, x, w, bias, None, scratch, out, acts);
+    winograd::<T>(exec, p, x, w, bias, None, scratch, out, acts);
 }
 
 /// [`conv_winograd_f32_exec`] writing pixel `q`'s channel `j` at
@@ -164,7 +182,7 @@ pub fn conv_winograd_into_f32_exec(
     reason = "the ONNX operands, a fused residual, working memory, the output's layout and the \
               fused activations"
 )]
-fn winograd(
+fn winograd<const T: usize>(
     exec: &Exec,
     p: &ConvParams,
     x: &[f32],
@@ -179,9 +197,11 @@ fn winograd(
         winograd_supported(p),
         "Winograd conv: 2-D 3x3, stride 1, one group"
     );
+    assert!(tile_supported(T), "Winograd conv: output tiles of 2 or 4");
     let (c, m) = (p.in_channels, p.out_channels);
-    let (ty, tx) = tiles(p);
-    let (ph, pw) = padded_dims(p);
+    let (ty, tx) = tiles::<T>(p);
+    let (ph, pw) = padded_dims::<T>(p);
+    let n_pos = positions(T);
     let n_tiles = p.batch * ty * tx;
     let pixels = p.batch * p.output[1] * p.output[2];
     let out_len = pixels * m;
@@ -195,12 +215,12 @@ fn winograd(
         "Winograd conv: input too short"
     );
     assert!(
-        w.len() >= winograd_weights_len(p),
+        w.len() >= winograd_weights_len::<T>(p),
         "Winograd conv: weights too short"
     );
     assert!(out.len() >= span, "Winograd conv: output too short");
     assert!(
-        scratch.len() >= winograd_scratch_len(p),
+        scratch.len() >= winograd_scratch_len::<T>(p),
         "Winograd conv: working memory too short"
     );
     if let Some(bias) = bias {
@@ -215,20 +235,28 @@ fn winograd(
     if c == 0 || m == 0 || n_tiles == 0 {
         return;
     }
-    let group = group_tiles(p);
+    let group = group_tiles::<T>(p);
     let padded_tiles = n_tiles.next_multiple_of(group);
     let (padded, rest) = scratch.split_at_mut(p.batch * ph * pw * c);
-    let (v, rest) = rest.split_at_mut(POSITIONS * padded_tiles * c);
-    let mt = &mut rest[..POSITIONS * padded_tiles * m];
+    let (v, rest) = rest.split_at_mut(n_pos * padded_tiles * c);
+    let mt = &mut rest[..n_pos * padded_tiles * m];
     crate::conv_nhwc::pad_input(exec, p, x, false, [1, ph, pw], padded);
-    let layer = Layer {
+    let layer = Layer::<T> {
         p,
         padded,
         w,
         v: SharedMut::new(v),
         mt: SharedMut::new(mt),
-        vl: Layout { group, width: c },
-        ml: Layout { group, width: m },
+        vl: Layout {
+            group,
+            width: c,
+            positions: n_pos,
+        },
+        ml: Layout {
+            group,
+            width: m,
+            positions: n_pos,
+        },
         ops: crate::conv_nhwc::Operands {
             w: &[],
             bias,
@@ -241,7 +269,7 @@ fn winograd(
         avx512: crate::conv_nhwc::avx512(),
     };
     let threads = exec.threads();
-    if fused(p) {
+    if fused::<T>(p) {
         // Fused: each task takes whole groups through the three passes.
         let groups = n_tiles.div_ceil(group);
         let per_task = groups.div_ceil(4 * threads).max(1);
@@ -249,7 +277,7 @@ fn winograd(
             for g in task * per_task..((task + 1) * per_task).min(groups) {
                 let tiles = g * group..((g + 1) * group).min(n_tiles);
                 layer.input(tiles.clone());
-                for k in 0..POSITIONS {
+                for k in 0..n_pos {
                     layer.product(k, tiles.clone());
                 }
                 layer.output(tiles);
@@ -262,7 +290,7 @@ fn winograd(
         let chunk = |task: usize| task * per_task..((task + 1) * per_task).min(n_tiles);
         exec.for_each(tasks, &|task| layer.input(chunk(task)));
         let blocks = n_tiles.div_ceil(BLOCK_TILES);
-        let units = POSITIONS * blocks;
+        let units = n_pos * blocks;
         let per_unit = if threads == 1 {
             units
         } else {
@@ -283,8 +311,8 @@ fn winograd(
     }
 }
 
-/// One layer's operands and working memory, shared by the tasks of its passes.
-struct Layer<'a> {
+/// One layer's operands and working memory, shared by the tasks of its passes; F(T x T, 3x3).
+struct Layer<'a, const T: usize> {
     p: &'a ConvParams,
     padded: &'a [f32],
     w: &'a [f32],
@@ -302,21 +330,22 @@ struct Layer<'a> {
     avx512: bool,
 }
 
-impl Layer<'_> {
+impl<const T: usize> Layer<'_, T> {
     /// The tile's image, row and column of tiles.
     fn tile(&self, t: usize) -> (usize, usize, usize) {
-        let (ty, tx) = tiles(self.p);
+        let (ty, tx) = tiles::<T>(self.p);
         let (n, rem) = (t / (ty * tx), t % (ty * tx));
         (n, rem / tx, rem % tx)
     }
 
-    /// Pass 1 for `tiles`: their 4x4 patches' `Bᵀ d B`.
+    /// Pass 1 for `tiles`: their `(T + 2)²` patches' `Bᵀ d B`.
     fn input(&self, tiles: core::ops::Range<usize>) {
         let c = self.p.in_channels;
-        let (ph, pw) = padded_dims(self.p);
+        let (ph, pw) = padded_dims::<T>(self.p);
+        let (side, n_pos) = (T + 2, positions(T));
         for t in tiles {
             let (n, y, xx) = self.tile(t);
-            let origin = ((n * ph + 2 * y) * pw + 2 * xx) * c;
+            let origin = ((n * ph + T * y) * pw + T * xx) * c;
             #[cfg(target_arch = "x86_64")]
             if self.avx512 {
                 for c0 in (0..c).step_by(LANES) {
@@ -324,30 +353,36 @@ impl Layer<'_> {
                     let first = self.vl.at(0, t) + c0;
                     let dst = self
                         .v
-                        .span_ptr(first, self.vl.at(POSITIONS - 1, t) + c0 + 1 - first);
+                        .span_ptr(first, self.vl.at(n_pos - 1, t) + c0 + 1 - first);
+                    let src = self.padded[origin + c0..].as_ptr();
+                    let position = self.vl.group * c;
                     // SAFETY: AVX-512F is present; the patch lies in the padded image, and
                     // tile t's positions, channels c0.. (masked to c), are this task's alone.
                     unsafe {
-                        crate::conv_x86_64::winograd_input(
-                            self.padded[origin + c0..].as_ptr(),
-                            pw * c,
-                            c,
-                            dst,
-                            self.vl.group * c,
-                            mask,
-                        );
+                        if T == 2 {
+                            crate::conv_x86_64::winograd_input(src, pw * c, c, dst, position, mask);
+                        } else {
+                            crate::conv_x86_64::winograd4_input(
+                                src,
+                                pw * c,
+                                c,
+                                dst,
+                                position,
+                                mask,
+                            );
+                        }
                     }
                 }
                 continue;
             }
             for c0 in (0..c).step_by(LANES) {
                 let width = LANES.min(c - c0);
-                let mut d = [[0f32; LANES]; POSITIONS];
-                for (k, dk) in d.iter_mut().enumerate() {
-                    let at = origin + ((k / 4) * pw + k % 4) * c + c0;
+                let mut d = [[0f32; LANES]; MAX_POSITIONS];
+                for (k, dk) in d.iter_mut().enumerate().take(n_pos) {
+                    let at = origin + ((k / side) * pw + k % side) * c + c0;
                     dk[..width].copy_from_slice(&self.padded[at..at + width]);
                 }
-                for (k, vk) in input_transform(&d).iter().enumerate() {
+                for (k, vk) in input_transform::<T>(&d).iter().enumerate().take(n_pos) {
                     // SAFETY: position k of tile t, channels c0.., this task's alone.
                     let dst = unsafe { self.v.slice(self.vl.at(k, t) + c0, width) };
                     dst.copy_from_slice(&vk[..width]);
@@ -371,12 +406,13 @@ impl Layer<'_> {
     /// Pass 3 for `tiles`: `Aᵀ M A`, with the epilogue.
     fn output(&self, tiles: core::ops::Range<usize>) {
         let m = self.p.out_channels;
+        let n_pos = positions(T);
         let (oh, ow) = (self.p.output[1], self.p.output[2]);
         let in_register = self.ops.acts.iter().all(crate::gemm::Finish::in_register);
         for t in tiles {
             let (n, y, xx) = self.tile(t);
             let first = self.ml.at(0, t);
-            let span = self.ml.at(POSITIONS - 1, t) + m - first;
+            let span = self.ml.at(n_pos - 1, t) + m - first;
             // SAFETY: pass 2 wrote tile t's positions and nothing writes them during pass 3.
             let mt = unsafe { core::slice::from_raw_parts(self.mt.span_ptr(first, span), span) };
             let position = self.ml.group * m;
@@ -385,10 +421,11 @@ impl Layer<'_> {
                 let acts = if in_register { self.ops.acts } else { &[] };
                 for m0 in (0..m).step_by(LANES) {
                     let mask = crate::gemm_x86_64::lanes(m - m0);
-                    let mut outs = [core::ptr::null_mut(); 4];
-                    let mut res = [core::ptr::null(); 4];
-                    for (q, (o, r)) in outs.iter_mut().zip(&mut res).enumerate() {
-                        let (oy, ox) = (2 * y + q / 2, 2 * xx + q % 2);
+                    let mut outs = [core::ptr::null_mut(); 16];
+                    let mut res = [core::ptr::null(); 16];
+                    let pixels = outs.iter_mut().zip(&mut res).take(T * T);
+                    for (q, (o, r)) in pixels.enumerate() {
+                        let (oy, ox) = (T * y + q / T, T * xx + q % T);
                         if oy < oh && ox < ow {
                             let at = ((n * oh + oy) * ow + ox) * self.ld + self.offset + m0;
                             *o = self.out.span_ptr(at, (m - m0).min(LANES));
@@ -401,30 +438,35 @@ impl Layer<'_> {
                     let b = self.ops.bias.map(|b| unsafe {
                         core::arch::x86_64::_mm512_maskz_loadu_ps(mask, b[m0..].as_ptr())
                     });
+                    let src = mt[m0..].as_ptr();
                     // SAFETY: AVX-512F is present; tile t's positions, channels m0.. (masked
                     // to m), lie in `mt`; its outputs are this task's alone.
                     unsafe {
-                        crate::conv_x86_64::winograd_output(
-                            mt[m0..].as_ptr(),
-                            position,
-                            mask,
-                            outs,
-                            res,
-                            b,
-                            acts,
-                        );
+                        if T == 2 {
+                            let (outs, res) = (outs[..4].try_into(), res[..4].try_into());
+                            let (Ok(outs), Ok(res)) = (outs, res) else {
+                                unreachable!("four outputs")
+                            };
+                            crate::conv_x86_64::winograd_output(
+                                src, position, mask, outs, res, b, acts,
+                            );
+                        } else {
+                            crate::conv_x86_64::winograd4_output(
+                                src, position, mask, outs, res, b, acts,
+                            );
+                        }
                     }
                 }
                 continue;
             }
             for m0 in (0..m).step_by(LANES) {
                 let width = LANES.min(m - m0);
-                let mut s = [[0f32; LANES]; POSITIONS];
-                for (k, sk) in s.iter_mut().enumerate() {
+                let mut s = [[0f32; LANES]; MAX_POSITIONS];
+                for (k, sk) in s.iter_mut().enumerate().take(n_pos) {
                     sk[..width].copy_from_slice(&mt[k * position + m0..][..width]);
                 }
-                for (q, yq) in output_transform(&s).iter().enumerate() {
-                    let (oy, ox) = (2 * y + q / 2, 2 * xx + q % 2);
+                for (q, yq) in output_transform::<T>(&s).iter().enumerate().take(T * T) {
+                    let (oy, ox) = (T * y + q / T, T * xx + q % T);
                     if oy >= oh || ox >= ow {
                         continue;
                     }
@@ -439,50 +481,103 @@ impl Layer<'_> {
     }
 }
 
-/// `V = Bᵀ d B` of one 4x4 patch, per lane (`d[4 i + j]` is row `i`, column `j`), with
-/// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
-#[inline(always)]
-fn input_transform(d: &[[f32; LANES]; POSITIONS]) -> [[f32; LANES]; POSITIONS] {
-    let mut t = [[0f32; LANES]; POSITIONS];
-    let mut v = [[0f32; LANES]; POSITIONS];
-    for l in 0..LANES {
-        for j in 0..4 {
-            let (d0, d1, d2, d3) = (d[j][l], d[4 + j][l], d[8 + j][l], d[12 + j][l]);
-            t[j][l] = d0 - d2;
-            t[4 + j][l] = d1 + d2;
-            t[8 + j][l] = d2 - d1;
-            t[12 + j][l] = d1 - d3;
-        }
-        for i in 0..4 {
-            let r = 4 * i;
-            let (t0, t1, t2, t3) = (t[r][l], t[r + 1][l], t[r + 2][l], t[r + 3][l]);
-            v[r][l] = t0 - t2;
-            v[r + 1][l] = t1 + t2;
-            v[r + 2][l] = t2 - t1;
-            v[r + 3][l] = t1 - t3;
-        }
+/// `Bᵀ` of F(2x2, 3x3).
+const BT2: [[f32; 4]; 4] = [
+    [1.0, 0.0, -1.0, 0.0],
+    [0.0, 1.0, 1.0, 0.0],
+    [0.0, -1.0, 1.0, 0.0],
+    [0.0, 1.0, 0.0, -1.0],
+];
+
+/// `Bᵀ` of F(4x4, 3x3).
+const BT4: [[f32; 6]; 6] = [
+    [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+    [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+    [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+    [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+    [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+];
+
+/// `Aᵀ` of F(2x2, 3x3).
+const AT2: [[f32; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+
+/// `Aᵀ` of F(4x4, 3x3).
+const AT4: [[f32; 6]; 4] = [
+    [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+    [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+    [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+    [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+];
+
+/// Row `i` of `Bᵀ` (T = 2 or 4) or of `Aᵀ` (`output`), as a slice.
+fn matrix_row<const T: usize>(output: bool, i: usize) -> &'static [f32] {
+    match (T, output) {
+        (2, false) => &BT2[i],
+        (2, true) => &AT2[i],
+        (_, false) => &BT4[i],
+        (_, true) => &AT4[i],
     }
-    v
 }
 
-/// `Y = Aᵀ M A` of one tile, per lane: its 2x2 outputs (`y[2 a + b]`), with
-/// `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
+/// `L X Lᵀ` per lane for the `rows x side` matrix `L` ([`matrix_row`]) and the `side x side`
+/// matrix `x` (`x[side * i + j]`), written as `rows x rows` (`y[rows * a + b]`); the zero
+/// coefficients are skipped, as the vector forms do, so that an infinity stays out of the
+/// positions that do not read it.
 #[inline(always)]
-fn output_transform(s: &[[f32; LANES]; POSITIONS]) -> [[f32; LANES]; 4] {
-    let mut y = [[0f32; LANES]; 4];
-    for l in 0..LANES {
-        let mut w = [[0f32; 4]; 2];
-        for j in 0..4 {
-            let (m0, m1, m2, m3) = (s[j][l], s[4 + j][l], s[8 + j][l], s[12 + j][l]);
-            w[0][j] = m0 + m1 + m2;
-            w[1][j] = m1 - m2 - m3;
+fn sandwich<const T: usize>(
+    output: bool,
+    x: &[[f32; LANES]; MAX_POSITIONS],
+) -> [[f32; LANES]; MAX_POSITIONS] {
+    let side = T + 2;
+    let rows = if output { T } else { side };
+    let mut t = [[0f32; LANES]; MAX_POSITIONS];
+    for a in 0..rows {
+        let la = matrix_row::<T>(output, a);
+        for j in 0..side {
+            let mut acc = [0f32; LANES];
+            for (r, &coef) in la.iter().enumerate() {
+                if coef != 0.0 {
+                    for (s, &v) in acc.iter_mut().zip(&x[side * r + j]) {
+                        *s += coef * v;
+                    }
+                }
+            }
+            t[side * a + j] = acc;
         }
-        for a in 0..2 {
-            y[2 * a][l] = w[a][0] + w[a][1] + w[a][2];
-            y[2 * a + 1][l] = w[a][1] - w[a][2] - w[a][3];
+    }
+    let mut y = [[0f32; LANES]; MAX_POSITIONS];
+    for a in 0..rows {
+        for b in 0..rows {
+            let lb = matrix_row::<T>(output, b);
+            let mut acc = [0f32; LANES];
+            for (q, &coef) in lb.iter().enumerate() {
+                if coef != 0.0 {
+                    for (s, &v) in acc.iter_mut().zip(&t[side * a + q]) {
+                        *s += coef * v;
+                    }
+                }
+            }
+            y[rows * a + b] = acc;
         }
     }
     y
+}
+
+/// `V = Bᵀ d B` of one `(T + 2)²` patch, per lane (`d[(T + 2) i + j]` is row `i`, column `j`).
+#[inline(always)]
+fn input_transform<const T: usize>(
+    d: &[[f32; LANES]; MAX_POSITIONS],
+) -> [[f32; LANES]; MAX_POSITIONS] {
+    sandwich::<T>(false, d)
+}
+
+/// `Y = Aᵀ M A` of one tile, per lane: its T x T outputs (`y[T a + b]`).
+#[inline(always)]
+fn output_transform<const T: usize>(
+    s: &[[f32; LANES]; MAX_POSITIONS],
+) -> [[f32; LANES]; MAX_POSITIONS] {
+    sandwich::<T>(true, s)
 }
 
 /// `dst[r][..m] = a[r][..c] u` for `rows <= BLOCK_TILES` rows (the panels of `u` as the
@@ -534,30 +629,40 @@ pub(crate) mod tests {
     use crate::conv_nhwc::tests::{pack_dense, values};
     use std::vec::Vec;
 
-    /// `w: [M, C, 3, 3]` as `G g Gᵀ` in the layout [`winograd_weights_len`] describes (the
-    /// compiler's packing, in f64).
-    fn transform_weights(p: &ConvParams, w: &[f32]) -> Vec<f32> {
+    /// `w: [M, C, 3, 3]` as `G g Gᵀ` of F(T x T, 3x3) in the layout [`winograd_weights_len`]
+    /// describes (the compiler's packing, in f64).
+    fn transform_weights<const T: usize>(p: &ConvParams, w: &[f32]) -> Vec<f32> {
         let (m, c) = (p.out_channels, p.in_channels);
-        let g = [
+        let g2: &[[f64; 3]] = &[
             [1.0, 0.0, 0.0],
             [0.5, 0.5, 0.5],
             [0.5, -0.5, 0.5],
             [0.0, 0.0, 1.0],
         ];
+        let g4: &[[f64; 3]] = &[
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let g = if T == 2 { g2 } else { g4 };
+        let side = T + 2;
         let panels = m.div_ceil(PANEL);
-        let mut out = std::vec![0.0; winograd_weights_len(p)];
+        let mut out = std::vec![0.0; winograd_weights_len::<T>(p)];
         for j in 0..m {
             for ch in 0..c {
                 let k = &w[(j * c + ch) * 9..][..9];
-                for a in 0..4 {
-                    for b in 0..4 {
+                for a in 0..side {
+                    for b in 0..side {
                         let mut s = 0f64;
                         for r in 0..3 {
                             for q in 0..3 {
                                 s += g[a][r] * f64::from(k[r * 3 + q]) * g[b][q];
                             }
                         }
-                        let xi = 4 * a + b;
+                        let xi = side * a + b;
                         out[((xi * panels + j / PANEL) * c + ch) * PANEL + j % PANEL] = s as f32;
                     }
                 }
@@ -566,7 +671,7 @@ pub(crate) mod tests {
         out
     }
 
-    fn check(p: &ConvParams, acts: &[Activation]) {
+    fn check<const T: usize>(p: &ConvParams, acts: &[Activation]) {
         let (n, c, m) = (p.batch, p.in_channels, p.out_channels);
         let (in_len, out_len) = (p.input_len(), p.output_len());
         let x = values(n * in_len * c, 1);
@@ -589,11 +694,33 @@ pub(crate) mod tests {
             &mut want,
             acts,
         );
-        let u = transform_weights(p, &w);
+        // F(4x4, 3x3)'s error is bounded by the products' magnitudes, not the result's: per
+        // output, `F4_ERROR_EPS * f32::EPSILON * (sum |x| |w| + |bias| + |residual|)`, that sum
+        // from the direct kernel on absolute values (the activations here are at most 1.5-
+        // Lipschitz, inside the margin).
+        let magnitude = if T == 4 {
+            let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+            let mut sums = std::vec![0.0; n * out_len * m];
+            crate::conv_nhwc::conv_nhwc_f32_exec(
+                &Exec::single(),
+                p,
+                &abs(&x),
+                &pack_dense(p, &abs(&w)),
+                Some(&abs(&bias)),
+                Some(&abs(&residual)),
+                &mut padded,
+                &mut sums,
+                &[],
+            );
+            sums
+        } else {
+            std::vec::Vec::new()
+        };
+        let u = transform_weights::<T>(p, &w);
         for threads in [1, 2] {
-            let mut scratch = std::vec![f32::NAN; winograd_scratch_len(p)];
+            let mut scratch = std::vec![f32::NAN; winograd_scratch_len::<T>(p)];
             let mut got = std::vec![f32::NAN; n * out_len * m];
-            conv_winograd_f32_exec(
+            conv_winograd_f32_exec::<T>(
                 &Exec::with_threads(threads),
                 p,
                 &x,
@@ -605,9 +732,16 @@ pub(crate) mod tests {
                 acts,
             );
             for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                let tolerance = if T == 4 {
+                    F4_ERROR_EPS * f32::EPSILON * magnitude[i]
+                } else {
+                    1e-4 * (1.0 + b.abs())
+                };
                 assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                    "{threads} threads, {p:?}: output {i} is {a}, expected {b}"
+                    (a - b).abs() <= tolerance,
+                    "F({T}x{T}), {threads} threads, {p:?}: output {i} is {a}, expected {b} \
+                     (error {:e}, tolerance {tolerance:e})",
+                    (a - b).abs()
                 );
             }
             // Into a wider output (a Concat's slice): the same bits at the slice, the rest
@@ -619,15 +753,20 @@ pub(crate) mod tests {
             let exec = Exec::single();
             let mut dense = std::vec![f32::NAN; n * out_len * m];
             let b = Some(&bias[..]);
-            conv_winograd_f32_exec(&exec, p, &x, &u, b, None, &mut scratch, &mut dense, acts);
+            conv_winograd_f32_exec::<T>(&exec, p, &x, &u, b, None, &mut scratch, &mut dense, acts);
             let (ld, offset) = (m + 4, 1);
             let mut wide = std::vec![-7.25f32; n * out_len * ld];
             let into = (&mut wide[..], ld, offset);
-            conv_winograd_into_f32_exec(&exec, p, &x, &u, b, &mut scratch, into, acts);
+            conv_winograd_into_f32_exec::<T>(&exec, p, &x, &u, b, &mut scratch, into, acts);
             let what = "Winograd conv into";
             crate::conv_nhwc::tests::check_slice(&wide, &dense, (m, ld, offset), what);
         }
     }
+
+    /// F(4x4, 3x3)'s error bound in units of `f32::EPSILON` times the products' magnitude
+    /// (see `check`): its transforms' coefficients (up to 5 in `Bᵀ`, 8 in `Aᵀ`, 1/24 in `G`)
+    /// amplify the rounding of the intermediate sums.
+    const F4_ERROR_EPS: f32 = 64.0;
 
     /// A 3x3 stride-1 convolution of `n` images of `c` channels and `h x w` pixels into `m`
     /// channels, with `pad` pixels of padding on every side.
@@ -648,22 +787,26 @@ pub(crate) mod tests {
         }
     }
 
-    fn cases() {
+    fn cases<const T: usize>() {
         use Activation as A;
-        // Even and odd outputs, no padding, channel tails, every panel count, batches.
-        check(&params(1, 16, 64, 8, 8, 1), &[]);
-        check(&params(1, 5, 7, 7, 9, 1), &[A::Relu]);
-        check(&params(2, 20, 37, 11, 6, 1), &[A::Sigmoid]);
-        check(&params(1, 33, 100, 9, 9, 0), &[A::Clip(-0.3, 0.3)]);
-        check(&params(1, 8, 16, 3, 3, 0), &[]);
-        check(&params(1, 24, 48, 30, 30, 1), &[A::Relu]);
+        // Outputs a multiple of the tile and not, no padding, channel tails, every panel
+        // count, batches.
+        check::<T>(&params(1, 16, 64, 8, 8, 1), &[]);
+        check::<T>(&params(1, 5, 7, 7, 9, 1), &[A::Relu]);
+        check::<T>(&params(2, 20, 37, 11, 6, 1), &[A::Sigmoid]);
+        check::<T>(&params(1, 33, 100, 9, 9, 0), &[A::Clip(-0.3, 0.3)]);
+        check::<T>(&params(1, 8, 16, 3, 3, 0), &[]);
+        check::<T>(&params(1, 24, 48, 30, 30, 1), &[A::Relu]);
+        check::<T>(&params(1, 7, 20, 6, 5, 1), &[]);
         // Weights past the fused bound: the passes run one after the other over every tile.
-        check(&params(1, 96, 100, 14, 13, 1), &[A::HardSwish]);
+        check::<T>(&params(1, 96, 100, 14, 13, 1), &[A::HardSwish]);
     }
 
-    /// One random case of [`crate::testing::winograd`]: 1 or 2 images of 1 to 40 channels and
-    /// 1x1 to 20x20 pixels, 1 to 70 output channels, padding 0 or 1, an activation or none.
+    /// One random case of [`crate::testing::winograd`]: F(2x2, 3x3) or F(4x4, 3x3), 1 or 2
+    /// images of 1 to 40 channels and 1x1 to 20x20 pixels, 1 to 70 output channels, padding
+    /// 0 or 1, an activation or none.
     pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
+        let four = rng.below(2) == 1;
         use Activation as A;
         let pad = rng.below(2);
         let (h, w) = (rng.range(3 - 2 * pad, 20), rng.range(3 - 2 * pad, 20));
@@ -671,8 +814,13 @@ pub(crate) mod tests {
         let p = params(n, c, m, h, w, pad);
         let chains: [&[A]; 4] = [&[], &[A::Relu], &[A::Sigmoid], &[A::Clip(-0.3, 0.3)]];
         let acts = chains[rng.below(chains.len())];
-        check(&p, acts);
-        crate::gemm_x86_64::without_avx512(|| check(&p, acts));
+        if four {
+            check::<4>(&p, acts);
+            crate::gemm_x86_64::without_avx512(|| check::<4>(&p, acts));
+        } else {
+            check::<2>(&p, acts);
+            crate::gemm_x86_64::without_avx512(|| check::<2>(&p, acts));
+        }
     }
 
     #[cfg(test)]
@@ -686,11 +834,13 @@ pub(crate) mod tests {
 
     #[test]
     fn winograd_matches_the_direct_convolution() {
-        cases();
+        cases::<2>();
+        cases::<4>();
     }
 
     #[test]
     fn winograd_matches_the_direct_convolution_without_avx512() {
-        crate::gemm_x86_64::without_avx512(cases);
+        crate::gemm_x86_64::without_avx512(cases::<2>);
+        crate::gemm_x86_64::without_avx512(cases::<4>);
     }
 }

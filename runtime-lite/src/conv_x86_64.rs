@@ -1199,6 +1199,122 @@ pub(crate) unsafe fn winograd_input(
     }
 }
 
+/// `Bᵀ d` of F(4x4, 3x3) for one column `d` of a 6x6 patch.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn winograd4_in_1d(d: [__m512; 6]) -> [__m512; 6] {
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let (c4, c5, c2) = (
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(5.0),
+        _mm512_set1_ps(2.0),
+    );
+    let (s12, d12) = (_mm512_add_ps(d1, d2), _mm512_sub_ps(d1, d2));
+    let (s34, d43) = (_mm512_add_ps(d3, d4), _mm512_sub_ps(d4, d3));
+    let (d42, d31) = (_mm512_sub_ps(d4, d2), _mm512_sub_ps(d3, d1));
+    [
+        _mm512_fmadd_ps(c4, d0, _mm512_fnmadd_ps(c5, d2, d4)),
+        _mm512_fnmadd_ps(c4, s12, s34),
+        _mm512_fmadd_ps(c4, d12, d43),
+        _mm512_fmadd_ps(c2, d31, d42),
+        _mm512_fnmadd_ps(c2, d31, d42),
+        _mm512_fmadd_ps(c4, d1, _mm512_fnmadd_ps(c5, d3, d5)),
+    ]
+}
+
+/// `Aᵀ m` of F(4x4, 3x3) for one column `m` of a tile's 6x6 products.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn winograd4_out_1d(m: [__m512; 6]) -> [__m512; 4] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (s12, d12) = (_mm512_add_ps(m1, m2), _mm512_sub_ps(m1, m2));
+    let (s34, d34) = (_mm512_add_ps(m3, m4), _mm512_sub_ps(m3, m4));
+    [
+        _mm512_add_ps(_mm512_add_ps(m0, s12), s34),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m5),
+    ]
+}
+
+/// Winograd F(4x4, 3x3) input transform of one 6x6 patch, 16 channels (the lanes of `mask`):
+/// reads `d[i][j]` at `src + i * row + j * pixel` and writes `(Bᵀ d B)[6 i + j]` at
+/// `dst + (6 i + j) * position` (see [`crate::conv_winograd`]).
+///
+/// # Safety
+/// The CPU has AVX-512F; those lanes are readable and writable.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn winograd4_input(
+    src: *const f32,
+    row: usize,
+    pixel: usize,
+    dst: *mut f32,
+    position: usize,
+    mask: __mmask16,
+) {
+    // Columns first: t = Bᵀ d, one column of the patch at a time (`t[j][i]` is row i,
+    // column j).
+    let mut t = [[_mm512_setzero_ps(); 6]; 6];
+    for (j, tj) in t.iter_mut().enumerate() {
+        let mut column = [_mm512_setzero_ps(); 6];
+        for (i, di) in column.iter_mut().enumerate() {
+            // SAFETY: the patch's pixel (i, j), lanes of `mask` (the contract).
+            *di = unsafe { _mm512_maskz_loadu_ps(mask, src.add(i * row + j * pixel)) };
+        }
+        *tj = winograd4_in_1d(column);
+    }
+    // Then rows: V = t B, row i of V from row i of t.
+    for i in 0..6 {
+        for (j, v) in winograd4_in_1d(t.map(|tj| tj[i])).into_iter().enumerate() {
+            // SAFETY: position 6 i + j of this tile, lanes of `mask` (the contract).
+            unsafe { _mm512_mask_storeu_ps(dst.add((6 * i + j) * position), mask, v) };
+        }
+    }
+}
+
+/// Winograd F(4x4, 3x3) output transform of one tile, 16 channels: reads `M[k]` at
+/// `src + k * position` and stores `(Aᵀ M A)[a][b]` plus `bias` and the residual, then the
+/// in-register `acts`, at `out[q]` for each output `q = 4 a + b` that is not null (outside the
+/// image), the residual at `residual[q]` (if not null).
+///
+/// # Safety
+/// The CPU has AVX-512F; the lanes of `mask` are readable at `src` and at each residual
+/// pointer, writable at each output pointer.
+#[allow(clippy::too_many_arguments, reason = "a tile's operands and epilogue")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn winograd4_output(
+    src: *const f32,
+    position: usize,
+    mask: __mmask16,
+    out: [*mut f32; 16],
+    residual: [*const f32; 16],
+    bias: Option<__m512>,
+    acts: &[Activation],
+) {
+    // Columns first: w = Aᵀ M, one column of the products at a time (`w[j][a]` is row a,
+    // column j).
+    let mut w = [[_mm512_setzero_ps(); 4]; 6];
+    for (j, wj) in w.iter_mut().enumerate() {
+        let mut column = [_mm512_setzero_ps(); 6];
+        for (i, mi) in column.iter_mut().enumerate() {
+            // SAFETY: position 6 i + j of this tile, lanes of `mask` (the contract).
+            *mi = unsafe { _mm512_maskz_loadu_ps(mask, src.add((6 * i + j) * position)) };
+        }
+        *wj = winograd4_out_1d(column);
+    }
+    let one = _mm512_set1_ps(1.0);
+    for a in 0..4 {
+        for (b, yb) in winograd4_out_1d(w.map(|wj| wj[a])).into_iter().enumerate() {
+            let q = 4 * a + b;
+            if out[q].is_null() {
+                continue;
+            }
+            // SAFETY: the output (and residual) lanes of `mask` (the contract).
+            unsafe { store_vector(yb, out[q], mask, one, true, bias, residual[q], acts) };
+        }
+    }
+}
+
 /// Winograd F(2x2, 3x3) output transform of one tile, 16 channels: reads `M[k]` at
 /// `src + k * position` and stores `(Aᵀ M A)[a][b]` plus `bias` and the residual, then the
 /// in-register `acts`, at `out[q]` for each output `q = 2 a + b` that is not null (outside the

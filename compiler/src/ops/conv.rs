@@ -266,9 +266,10 @@ pub struct Conv {
     /// Where the channels are in X, the residual and Y (set by `passes::channels_last`; never
     /// read from a model).
     pub layout: ConvLayout,
-    /// A channels-last 3x3 stride-1 layer whose W holds Winograd-transformed weights
-    /// (`sinter_rt::conv_winograd`; set by `passes::channels_last` at -O3).
-    pub winograd: bool,
+    /// A channels-last 3x3 stride-1 layer whose W holds Winograd-transformed weights of
+    /// F(T x T, 3x3), with T (2 or 4) here (`sinter_rt::conv_winograd`; set by
+    /// `passes::channels_last` at -O3).
+    pub winograd: Option<usize>,
 }
 
 /// The layout of a float `Conv`'s image operands.
@@ -370,26 +371,27 @@ impl Conv {
         }
         let x = self.x_channels_first(cx)?;
         let g = self.geometry(cx)?;
-        if self.winograd {
+        if let Some(t) = self.winograd {
             // `sinter_rt::conv_winograd::winograd_scratch_len`: the padded input, then the
-            // transformed input and output, 16 positions of `tiles x C` and `tiles x M`.
+            // transformed input and output, (T + 2)² positions of `tiles x C` and `tiles x M`.
             let [oh, ow] = g.output[..] else {
                 return Err(CompileError::unsupported(
                     "Winograd convolution other than 2-D",
                 ));
             };
-            let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
+            let (ty, tx) = (oh.div_ceil(t), ow.div_ceil(t));
+            let positions = (t + 2) * (t + 2);
             let m = self.weight_shape(cx)?[0];
             let tiles = x[0] * ty * tx;
             // Tiles are rounded up to whole groups: 16 when the transformed weights fit in
             // 512 KiB (the layer runs fused), else all of them.
-            let group = if 16 * x[1] * m * 4 <= 512 << 10 {
+            let group = if positions * x[1] * m * 4 <= 512 << 10 {
                 tiles.clamp(1, 16)
             } else {
                 tiles.max(1)
             };
             let tiles = tiles.next_multiple_of(group);
-            return Ok(x[0] * (2 * ty + 2) * (2 * tx + 2) * x[1] + 16 * tiles * (x[1] + m));
+            return Ok(x[0] * (t * ty + 2) * (t * tx + 2) * x[1] + positions * tiles * (x[1] + m));
         }
         let d = g.output.len();
         let mut in_place = self.layout == ConvLayout::ChannelsLast;
@@ -464,7 +466,7 @@ impl OpDef for Conv {
             residual: false,
             packed_from: None,
             layout: ConvLayout::ChannelsFirst,
-            winograd: false,
+            winograd: None,
         })
     }
 
@@ -563,8 +565,9 @@ impl OpDef for Conv {
             },
             layout => {
                 let padded = self.padded_tokens(cx, names)?;
-                let f = if self.winograd {
-                    quote!(conv_winograd::conv_winograd_f32_exec)
+                let f = if let Some(t) = self.winograd {
+                    let t = lit(t);
+                    quote!(conv_winograd::conv_winograd_f32_exec::<#t>)
                 } else if layout == ConvLayout::FromChannelsFirst {
                     quote!(conv_nhwc::conv_nhwc_from_nchw_f32_exec)
                 } else {
@@ -680,8 +683,9 @@ impl OpDef for ConcatConv {
             let (x, w) = (names.input(first), names.input(first + 1));
             let bias = names.opt_input(cx, first + 2);
             let padded = conv.padded_tokens(&sub, names)?;
-            let f = if conv.winograd {
-                quote!(conv_winograd::conv_winograd_into_f32_exec)
+            let f = if let Some(t) = conv.winograd {
+                let t = lit(t);
+                quote!(conv_winograd::conv_winograd_into_f32_exec::<#t>)
             } else {
                 quote!(conv_nhwc::conv_nhwc_into_f32_exec)
             };
@@ -1307,7 +1311,7 @@ impl DeformConv {
             residual: false,
             packed_from: None,
             layout: ConvLayout::ChannelsFirst,
-            winograd: false,
+            winograd: None,
         };
         let g = conv.geometry(&OpCx {
             inputs: vec![Some(x), Some(w)],

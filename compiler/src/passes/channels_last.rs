@@ -325,7 +325,7 @@ fn convert_float_conv(
     // Winograd F(2x2, 3x3) at -O3, where it measured faster than the direct kernel: 2-D 3x3
     // stride-1 layers with at least 32 input channels, reading channels last.
     let ones = |v: &[usize]| v.iter().all(|&d| d == 1);
-    let winograd = cx.opt_level >= OptLevel::O3
+    let winograd = (cx.opt_level >= OptLevel::O3
         && conv.group == 1
         && rank == 4
         && kernel == [3, 3]
@@ -333,9 +333,17 @@ fn convert_float_conv(
         && ones(&conv.window.dilations)
         && c >= WINOGRAD_MIN_CHANNELS
         && m >= FLOAT_PANEL
-        && from_back;
-    let packed = if winograd {
-        winograd_weights(&plain, m, c)
+        && from_back)
+        .then(|| {
+            // F(4x4, 3x3) where the image has many tiles; F(2x2, 3x3) on small images, whose
+            // few tiles would read 2.25x the transformed weights for fewer multiplies saved.
+            let out = graph.value(node.outputs[0]?).shape.as_deref()?;
+            let pixels = out.get(2)? * out.get(3)?;
+            Some(if pixels >= WINOGRAD4_MIN_PIXELS { 4 } else { 2 })
+        })
+        .flatten();
+    let packed = if let Some(t) = winograd {
+        winograd_weights(&plain, m, c, t)
     } else if depthwise {
         // Taps by channels, padded to whole vectors.
         let cp = m.div_ceil(FLOAT_PANEL) * FLOAT_PANEL;
@@ -415,30 +423,48 @@ fn move_input_last(
 /// the transforms cost more than the products save).
 const WINOGRAD_MIN_CHANNELS: usize = 32;
 
-/// 3x3 weights `[M, C * 9]` as Winograd F(2x2, 3x3) transforms `G g Gᵀ` (computed in f64),
-/// in `sinter_rt::conv_winograd`'s layout: per position `ξ = 4 a + b`, column panels of 16
-/// output channels over the input channels.
-fn winograd_weights(plain: &[f32], m: usize, c: usize) -> Vec<f32> {
-    const G: [[f64; 3]; 4] = [
+/// Output side from which a Winograd layer takes F(4x4, 3x3) rather than F(2x2, 3x3): images
+/// of at least this many pixels squared.
+const WINOGRAD4_SIDE: usize = 28;
+
+/// [`WINOGRAD4_SIDE`] squared.
+const WINOGRAD4_MIN_PIXELS: usize = WINOGRAD4_SIDE * WINOGRAD4_SIDE;
+
+/// 3x3 weights `[M, C * 9]` as Winograd F(t x t, 3x3) transforms `G g Gᵀ` (computed in f64;
+/// `t` is 2 or 4), in `sinter_rt::conv_winograd`'s layout: per position `ξ = (t + 2) a + b`,
+/// column panels of 16 output channels over the input channels.
+fn winograd_weights(plain: &[f32], m: usize, c: usize, t: usize) -> Vec<f32> {
+    const G2: [[f64; 3]; 4] = [
         [1.0, 0.0, 0.0],
         [0.5, 0.5, 0.5],
         [0.5, -0.5, 0.5],
         [0.0, 0.0, 1.0],
     ];
+    // Lavin and Gray's G of F(4x4, 3x3).
+    const G4: [[f64; 3]; 6] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let g: &[[f64; 3]] = if t == 4 { &G4 } else { &G2 };
+    let side = g.len();
     let panels = m.div_ceil(FLOAT_PANEL);
-    let mut out = vec![0f32; 16 * panels * FLOAT_PANEL * c];
+    let mut out = vec![0f32; side * side * panels * FLOAT_PANEL * c];
     for j in 0..m {
         for ch in 0..c {
             let k = &plain[(j * c + ch) * 9..][..9];
-            for (a, ga) in G.iter().enumerate() {
-                for (b, gb) in G.iter().enumerate() {
+            for (a, ga) in g.iter().enumerate() {
+                for (b, gb) in g.iter().enumerate() {
                     let mut s = 0f64;
                     for (r, &gar) in ga.iter().enumerate() {
                         for (q, &gbq) in gb.iter().enumerate() {
                             s += gar * f64::from(k[r * 3 + q]) * gbq;
                         }
                     }
-                    let xi = 4 * a + b;
+                    let xi = side * a + b;
                     out[((xi * panels + j / FLOAT_PANEL) * c + ch) * FLOAT_PANEL
                         + j % FLOAT_PANEL] = s as f32;
                 }
@@ -899,5 +925,50 @@ fn axis_last(axis: i64, rank: usize) -> Option<i64> {
         1 => Some(r - 1),
         a if (2..r).contains(&a) => Some(a - 1),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::testing::{ints_attr as pads_attr, ModelBuilder};
+
+    /// The Winograd tile of the second of two 3x3 convolutions of 32 channels on a
+    /// `side x side` image at -O3 (the first reads the channels-first input, so it runs
+    /// direct).
+    fn winograd_tile(side: i64) -> Option<usize> {
+        let w: Vec<f32> = (0..32 * 32 * 9)
+            .map(|i| (i % 11) as f32 * 0.01 - 0.05)
+            .collect();
+        let pads = || vec![pads_attr("pads", &[1, 1, 1, 1])];
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 32, side, side])
+            .floats("w", &[32, 32, 3, 3], &w)
+            .node_with("Conv", &["x", "w"], &["a"], pads())
+            .node_with("Conv", &["a", "w"], &["y"], pads())
+            .output("y")
+            .build();
+        let cx = PassCx {
+            opt_level: OptLevel::O3,
+            ..PassCx::default()
+        };
+        let after = channels_last(graph, &cx).expect("channels last");
+        let tiles: Vec<Option<usize>> = after
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Some(Op::Conv(c)) => Some(c.winograd),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tiles.len(), 2, "{}", after.dump());
+        assert_eq!(tiles[0], None, "the first reads the channels-first input");
+        tiles[1]
+    }
+
+    #[test]
+    fn winograd_takes_four_by_four_tiles_on_large_images() {
+        assert_eq!(winograd_tile(WINOGRAD4_SIDE as i64), Some(4));
+        assert_eq!(winograd_tile(WINOGRAD4_SIDE as i64 - 1), Some(2));
     }
 }
