@@ -90,34 +90,46 @@ fn collect_calls(tokens: TokenStream, found: &mut Vec<String>) {
                 segments.push(segment);
                 next += 3;
             }
-            // A turbofish: `::<T, N>`.
+            // A turbofish: `::<T, N>`. Kept in the name when it holds only integer literals
+            // (`conv_winograd_f32_exec::<4>`, a kernel's variant), dropped when it names types.
+            let mut variant = None;
             if path_sep(&trees, next)
                 && matches!(trees.get(next + 2), Some(TokenTree::Punct(p)) if p.as_char() == '<')
             {
                 let mut depth = 0usize;
+                let mut literals = Some(Vec::new());
                 next += 2;
                 while let Some(tree) = trees.get(next) {
                     next += 1;
-                    if let TokenTree::Punct(p) = tree {
-                        match p.as_char() {
-                            '<' => depth += 1,
-                            '>' => {
-                                depth = depth.saturating_sub(1);
-                                if depth == 0 {
-                                    break;
-                                }
+                    match tree {
+                        TokenTree::Punct(p) if p.as_char() == '<' => depth += 1,
+                        TokenTree::Punct(p) if p.as_char() == '>' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                break;
                             }
-                            _ => {}
                         }
+                        TokenTree::Punct(p) if p.as_char() == ',' => {}
+                        TokenTree::Literal(l) => {
+                            if let Some(list) = literals.as_mut() {
+                                let text = l.to_string();
+                                list.push(text.trim_end_matches("usize").to_string());
+                            }
+                        }
+                        _ => literals = None,
                     }
                 }
+                variant = literals.filter(|l| !l.is_empty()).map(|l| l.join(", "));
             }
             let is_fn = segments
                 .last()
                 .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_lowercase()));
             if let (true, Some(TokenTree::Group(args))) = (is_fn, trees.get(next)) {
                 if args.delimiter() == Delimiter::Parenthesis {
-                    let path = segments.join("::");
+                    let mut path = segments.join("::");
+                    if let Some(variant) = &variant {
+                        path = format!("{path}::<{variant}>");
+                    }
                     if !found.contains(&path) {
                         found.push(path);
                     }
@@ -137,7 +149,9 @@ fn collect_calls(tokens: TokenStream, found: &mut Vec<String>) {
 
 /// The kernel a node's emitted code runs: the `sinter_rt` functions it calls, without the
 /// crate prefix, in order and once each, joined with ` + ` (`elementwise::broadcast_copy +
-/// gemm::gemm_f32_act_exec`); `inline` when it calls none (a loop of its own).
+/// gemm::gemm_f32_act_exec`), with a turbofish of integers that picks a variant kept
+/// (`conv_winograd::conv_winograd_f32_exec::<4>`); `inline` when it calls none (a loop of its
+/// own).
 pub fn kernel_name(body: &TokenStream) -> String {
     let mut found = Vec::new();
     collect_calls(body.clone(), &mut found);
@@ -321,10 +335,12 @@ mod tests {
             ::sinter_rt::elementwise::broadcast_copy(i2, &[0, 1], o0, &[1, 10]);
             let _ = ::sinter_rt::elem::as_array::<f32, 10>(o0);
             let a = ::sinter_rt::epilogue::Activation::LeakyRelu(0.1);
+            ::sinter_rt::conv_winograd::conv_winograd_f32_exec::<4usize>(exec, &PARAMS);
         };
         assert_eq!(
             kernel_name(&body),
-            "elementwise::broadcast_copy + gemm::gemm_f32_act_exec + elementwise::map + elem::as_array"
+            "elementwise::broadcast_copy + gemm::gemm_f32_act_exec + elementwise::map + \
+             elem::as_array + conv_winograd::conv_winograd_f32_exec::<4>"
         );
         assert_eq!(
             kernel_name(&quote!(for i in 0..4 {
