@@ -69,9 +69,10 @@ t.sort(); print(t[len(t)//2])
 """
 
 
-def run_sinter(case, threads, iters, warmup, extra):
-    cmd = ["cargo", "run", "--release", "-q", "-p", "sinter", "--", "bench", case, "--json",
-           "--threads", str(threads), "--iters", str(iters), "--warmup", str(warmup)] + extra
+def run_sinter(case, threads, iters, warmup, extra, sinter_bin=None):
+    prefix = [sinter_bin] if sinter_bin else ["cargo", "run", "--release", "-q", "-p", "sinter", "--"]
+    cmd = prefix + ["bench", case, "--json",
+                    "--threads", str(threads), "--iters", str(iters), "--warmup", str(warmup)] + extra
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -90,6 +91,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--sinter-arg", action="append", default=[], help="extra args for sinter bench, e.g. --const=sr=16000")
+    ap.add_argument("--sinter-bin", default=None,
+                    help="a built sinter binary to bench with (a copy, so that the sources can change meanwhile); "
+                         "default: cargo run --release")
     ap.add_argument("--ort-case", default="{case}",
                     help="the folder ORT runs, with {case} and {name} (the case folder and its name) "
                          "filled in: e.g. ORT's own quantization of the model, /tmp/static_cases/{name}_ort_qdq, "
@@ -109,7 +113,7 @@ def main():
         for threads in args.threads:
             s_runs, o_runs = [], []
             for _ in range(args.rounds):
-                s_runs.append(run_sinter(case, threads, args.iters, args.warmup, args.sinter_arg))
+                s_runs.append(run_sinter(case, threads, args.iters, args.warmup, args.sinter_arg, args.sinter_bin))
                 ort_case = args.ort_case.format(case=case, name=os.path.basename(os.path.normpath(case)))
                 o_runs.append(run_ort(ort_case, threads, args.iters, args.warmup))
             med = lambda runs, key: statistics.median(r[key] for r in runs)

@@ -12,14 +12,17 @@ import numpy as np, onnx, onnxruntime as ort
 from onnx import helper as h, TensorProto as T, numpy_helper as nh
 OUT=sys.argv[1] if len(sys.argv)>1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),"..","tests","data","patterns")
 rng=np.random.default_rng(0)
-def case(name, nodes, inits, inputs, outputs, feeds, root=None):
-    g=h.make_graph(nodes,name,[h.make_tensor_value_info(n,T.FLOAT,s) for n,s in inputs],[h.make_tensor_value_info(n,T.FLOAT,None) for n in outputs],[nh.from_array(np.asarray(v,dtype=np.float32 if np.asarray(v).dtype.kind=='f' else np.int64),k) for k,v in inits.items()])
+def case(name, nodes, inits, inputs, outputs, feeds, root=None, int_inputs=None):
+    """int_inputs: int64 graph inputs after the float ones, name -> value."""
+    int_inputs=int_inputs or {}
+    feeds=dict(feeds,**int_inputs)
+    g=h.make_graph(nodes,name,[h.make_tensor_value_info(n,T.FLOAT,s) for n,s in inputs]+[h.make_tensor_value_info(n,T.INT64,v.shape) for n,v in int_inputs.items()],[h.make_tensor_value_info(n,T.FLOAT,None) for n in outputs],[nh.from_array(np.asarray(v,dtype=np.float32 if np.asarray(v).dtype.kind=='f' else np.int64),k) for k,v in inits.items()])
     m=h.make_model(g,opset_imports=[h.make_opsetid("",17)]); m.ir_version=8
     d=os.path.join(root or OUT,name); os.makedirs(d+"/test_data_set_0",exist_ok=True)
     onnx.save(m,d+"/model.onnx")
     s=ort.InferenceSession(d+"/model.onnx",providers=["CPUExecutionProvider"])
     outs=s.run(None,feeds)
-    for i,(n,_) in enumerate(inputs): onnx.save_tensor(nh.from_array(feeds[n],n),f"{d}/test_data_set_0/input_{i}.pb")
+    for i,n in enumerate([n for n,_ in inputs]+list(int_inputs)): onnx.save_tensor(nh.from_array(feeds[n],n),f"{d}/test_data_set_0/input_{i}.pb")
     for i,n in enumerate(outputs): onnx.save_tensor(nh.from_array(outs[i],n),f"{d}/test_data_set_0/output_{i}.pb")
 x=rng.standard_normal((3,16)).astype(np.float32)*3
 N=h.make_node
@@ -143,3 +146,47 @@ case("tiles4",[
   N("Conv",["r1","w2","b2"],["y"])],
   {"w0":he(32,8,3,3),"b0":wt(32),"w1":he(32,32,3,3),"b1":wt(32),"w2":he(16,32,3,3),"b2":wt(16)},
   [("x",[1,8,30,30])],["y"],{"x":xw},root=os.path.join(OUT,"..","winograd"))
+# Scaled dot-product attention written out as the exporters write it; -O2 makes one Attention
+# node of each (fuse_attention), reading Q, K and V where the projections wrote them.
+# BERT-style: per-head Reshape + Transpose of three projections (K transposed to [B, H, D, S]),
+# scores / sqrt(D) plus an additive mask built from an integer attention mask (Where between
+# 0 and float32's lowest: finite, so the fusion may take it; the second sentence has padding),
+# the output's heads merged back by Transpose + Reshape before the output projection.
+B,S,E,H=2,8,32,4
+D=E//H
+xe=rng.standard_normal((B,S,E)).astype(np.float32)
+am=np.ones((B,S),dtype=np.int64); am[1,5:]=0
+def proj(name): return (rng.standard_normal((E,E))/np.sqrt(E)).astype(np.float32)
+case("attention_bert",[
+  N("MatMul",["x","wq"],["q0"]),N("Add",["q0","bq"],["q1"]),N("Reshape",["q1","heads"],["q2"]),N("Transpose",["q2"],["q"],perm=[0,2,1,3]),
+  N("MatMul",["x","wk"],["k0"]),N("Reshape",["k0","heads"],["k2"]),N("Transpose",["k2"],["kt"],perm=[0,2,3,1]),
+  N("MatMul",["x","wv"],["v0"]),N("Reshape",["v0","heads"],["v2"]),N("Transpose",["v2"],["v"],perm=[0,2,1,3]),
+  N("Cast",["mask"],["mb"],to=T.BOOL),N("Unsqueeze",["mb","ax12"],["m4"]),N("Where",["m4","zero","lowest"],["bias"]),
+  N("MatMul",["q","kt"],["s0"]),N("Div",["s0","sqrtd"],["s1"]),N("Add",["s1","bias"],["s2"]),N("Softmax",["s2"],["p"],axis=-1),
+  N("MatMul",["p","v"],["o4"]),N("Transpose",["o4"],["o3"],perm=[0,2,1,3]),N("Reshape",["o3","merged"],["o"]),
+  N("MatMul",["o","wo"],["y"])],
+  {"wq":proj("q"),"bq":wt(E),"wk":proj("k"),"wv":proj("v"),"wo":proj("o"),"heads":np.array([B,S,H,D],dtype=np.int64),
+   "merged":np.array([B,S,E],dtype=np.int64),"ax12":np.array([1,2],dtype=np.int64),"zero":np.float32(0),
+   "lowest":np.float32(np.finfo(np.float32).min),"sqrtd":np.float32(np.sqrt(D))},
+  [("x",[B,S,E])],["y"],{"x":xe},int_inputs={"mask":am})
+# ViT-style (torch's scaled_dot_product_attention export): one in-projection split by Gather
+# after a transpose, Q and K^T each scaled by the fourth root of 1 / D, no mask.
+case("attention_vit",[
+  N("MatMul",["x","wqkv"],["qkv"]),N("Reshape",["qkv","split"],["r5"]),N("Transpose",["r5"],["t5"],perm=[2,0,3,1,4]),
+  N("Gather",["t5","i0"],["q"],axis=0),N("Gather",["t5","i1"],["k"],axis=0),N("Gather",["t5","i2"],["v"],axis=0),
+  N("Mul",["q","root"],["qs"]),N("Transpose",["k"],["kt"],perm=[0,1,3,2]),N("Mul",["kt","root"],["ks"]),
+  N("MatMul",["qs","ks"],["s"]),N("Softmax",["s"],["p"],axis=-1),N("MatMul",["p","v"],["o4"]),
+  N("Transpose",["o4"],["o3"],perm=[0,2,1,3]),N("Reshape",["o3","merged"],["y"])],
+  {"wqkv":(rng.standard_normal((E,3*E))/np.sqrt(E)).astype(np.float32),"split":np.array([B,S,3,H,D],dtype=np.int64),
+   "i0":np.array(0,dtype=np.int64),"i1":np.array(1,dtype=np.int64),"i2":np.array(2,dtype=np.int64),
+   "root":np.float32(D**-0.25),"merged":np.array([B,S,E],dtype=np.int64)},
+  [("x",[B,S,E])],["y"],{"x":xe})
+# An additive mask from a float input: nothing bounds its values (a row of -inf makes Softmax's
+# NaN, which the fused kernel would turn into zeros), so the pattern stays written out.
+fm=np.zeros((B,1,1,S),dtype=np.float32); fm[1,...,6:]=-1e4
+case("attention_float_mask",[
+  N("Reshape",["x","heads"],["q2"]),N("Transpose",["q2"],["q"],perm=[0,2,1,3]),N("Transpose",["q2"],["kt"],perm=[0,2,3,1]),
+  N("MatMul",["q","kt"],["s0"]),N("Mul",["s0","scale"],["s1"]),N("Add",["s1","m"],["s2"]),N("Softmax",["s2"],["p"],axis=-1),
+  N("MatMul",["p","q"],["y"])],
+  {"heads":np.array([B,S,H,D],dtype=np.int64),"scale":np.float32(D**-0.5)},
+  [("x",[B,S,E]),("m",[B,1,1,S])],["y"],{"x":xe,"m":fm})

@@ -222,6 +222,12 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/patterns");
     let cases = case_dirs(&data);
     let expected = [
+        // Written-out attention becomes one Attention node reading the projections' outputs
+        // in place (fuse_attention): with an integer mask made additive, and torch's scaled
+        // form without one; a float mask input of unknown values keeps its 8 nodes.
+        ("attention_bert", 10),
+        ("attention_float_mask", 8),
+        ("attention_vit", 9),
         // Its BatchNormalization (after a residual Add) takes the Relu after it.
         ("channels_last", 19),
         // Three Concat + BatchNormalization (+ Relu) pairs become sinter::ConcatAffine, two

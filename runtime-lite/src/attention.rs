@@ -317,9 +317,10 @@ pub fn attention_f32_exec<M: Copy + Sync>(
         let hk = h / group;
         // SAFETY: each task owns its slot of the scratch.
         let mine = unsafe { scratch.slice(task * slot, slot) };
-        let (scores, rest) = mine.split_at_mut(block * total);
+        // The scaled and masked scores (`logits`), then their softmax (`probs`).
+        let (probs, rest) = mine.split_at_mut(block * total);
         let (out, rest) = rest.split_at_mut(block * dv);
-        let (tmp, rest) = rest.split_at_mut(block * total);
+        let (logits, rest) = rest.split_at_mut(block * total);
         let (keys, values) = rest.split_at_mut(packed_b_len(d, total));
         let q0 = b * p.q_strides[0] + h * p.q_strides[1];
         let y0 = b * p.y_strides[0] + h * p.y_strides[1];
@@ -339,18 +340,18 @@ pub fn attention_f32_exec<M: Copy + Sync>(
         let mut i0 = 0;
         while i0 < sq {
             let rows = block.min(sq - i0);
-            let scores = &mut scores[..rows * total];
+            let logits = &mut logits[..rows * total];
             let q_rows = Strides {
                 rows: p.q_strides[2],
                 cols: 1,
             };
             let q_block = &q[q0 + i0 * p.q_strides[2]..];
             gemm_packed_b_exec(
-                &single, rows, total, d, scale, q_block, q_rows, keys, false, scores, None,
+                &single, rows, total, d, scale, q_block, q_rows, keys, false, logits, None,
             );
             // Rows whose keys are all masked (at most ATTENTION_BLOCK of them).
             let mut blind = [false; ATTENTION_BLOCK];
-            for (r, row) in scores.chunks_exact_mut(total).enumerate() {
+            for (r, row) in logits.chunks_exact_mut(total).enumerate() {
                 let i = i0 + r;
                 if let Some(m) = mask {
                     let ms = p.mask_strides;
@@ -376,10 +377,9 @@ pub fn attention_f32_exec<M: Copy + Sync>(
                 }
                 blind[r] = row.iter().all(|&s| s == f32::NEG_INFINITY);
             }
-            let tmp = &mut tmp[..rows * total];
-            tmp.copy_from_slice(scores);
-            crate::softmax::softmax_f32(tmp, scores, rows, total, 1);
-            for (row, _) in scores
+            let probs = &mut probs[..rows * total];
+            crate::softmax::softmax_f32(logits, probs, rows, total, 1);
+            for (row, _) in probs
                 .chunks_exact_mut(total)
                 .zip(&blind)
                 .filter(|(_, &b)| b)
@@ -392,7 +392,7 @@ pub fn attention_f32_exec<M: Copy + Sync>(
                 cols: 1,
             };
             gemm_packed_b_exec(
-                &single, rows, dv, total, 1.0, scores, p_rows, values, false, out, None,
+                &single, rows, dv, total, 1.0, probs, p_rows, values, false, out, None,
             );
             for (r, src) in out.chunks_exact(dv).enumerate() {
                 let at = y0 + (i0 + r) * p.y_strides[2];

@@ -600,6 +600,21 @@ pub fn pack_b(b: &[f32], strides: Strides, k: usize, n: usize, out: &mut [f32]) 
     {
         let j0 = panel * PACKED_B_COLUMNS;
         let width = (n - j0).min(PACKED_B_COLUMNS);
+        if strides.rows == 1 && strides.cols >= k {
+            // B's columns are rows of memory (B = K^T of attention's keys): the panel is
+            // their transpose, in 8 x 8 vector blocks.
+            crate::shape::transpose_strided(
+                &b[j0 * strides.cols..],
+                strides.cols,
+                dst,
+                PACKED_B_COLUMNS,
+                (width, k),
+            );
+            for row in dst.chunks_exact_mut(PACKED_B_COLUMNS) {
+                row[width..].fill(0.0);
+            }
+            continue;
+        }
         for (p, row) in dst.chunks_exact_mut(PACKED_B_COLUMNS).enumerate() {
             let start = p * strides.rows + j0 * strides.cols;
             if strides.cols == 1 {
@@ -1111,7 +1126,9 @@ unsafe fn blocked<const MR: usize, const NR: usize, B: PanelSource>(
                 } else {
                     panel_width::<NR>(cols.1 - j0)
                 };
-                let in_place = if nr == NR {
+                // A pre-packed last panel is zero past the product's columns: it is read in
+                // place too.
+                let in_place = if nr == NR || B::ALIGNED {
                     b.in_place::<NR>(k0, kc, j0)
                 } else {
                     None
@@ -1930,6 +1947,20 @@ pub(crate) mod tests {
             gemm_f32(m, n, k, 0.5, &a, sa, &b, sb, false, &mut want);
             let mut panels = vec![f32::NAN; packed_b_len(k, n)];
             pack_b(&b, sb, k, n, &mut panels);
+            // B stored by columns, `ld` apart (attention's keys, read as K^T): the same
+            // panels, from the transposing path.
+            for ld in [k, k + 3] {
+                let mut by_columns = vec![f32::NAN; (n - 1) * ld + k];
+                for (j, column) in by_columns.chunks_mut(ld).enumerate() {
+                    for (p, x) in column.iter_mut().take(k).enumerate() {
+                        *x = b[p * n + j];
+                    }
+                }
+                let mut transposed = vec![f32::NAN; packed_b_len(k, n)];
+                let st = Strides { rows: 1, cols: ld };
+                pack_b(&by_columns, st, k, n, &mut transposed);
+                assert_eq!(transposed, panels, "{m}x{n}x{k}, columns {ld} apart");
+            }
             for threads in [1, 2] {
                 #[cfg(feature = "std")]
                 let exec = crate::threads::Exec::with_threads(threads);

@@ -29,6 +29,35 @@ pub struct Attention {
     softcap: f32,
     left_window: i64,
     right_window: i64,
+    /// Set by the `fuse_attention` pass, never parsed: the operands are strided views.
+    views: Option<Box<AttentionViews>>,
+}
+
+/// Where the operands of an attention that the `fuse_attention` pass formed lie: Q, K, V and
+/// the output are each a view of a buffer (its first input, its output) with element strides
+/// over the batch, head and sequence axes and a contiguous head axis. The views are what the
+/// written-out graph's Transpose and Reshape nodes around the products made; the kernel reads
+/// and writes them in place instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionViews {
+    /// The logical shapes: Q `[B, H, Sq, D]`, K `[B, H, Sk, D]`, V `[B, H, Sk, Dv]`, and the
+    /// output `[B, H, Sq, Dv]`.
+    pub shapes: [[usize; 4]; 4],
+    /// Element strides of the batch, head and sequence axes of Q, K, V and the output.
+    pub strides: [[usize; 3]; 4],
+    /// The output buffer's shape.
+    pub out_shape: Vec<usize>,
+}
+
+impl AttentionViews {
+    /// The elements view `i` reaches: one past its largest offset.
+    fn extent(&self, i: usize) -> usize {
+        let (shape, strides) = (self.shapes[i], self.strides[i]);
+        if shape.contains(&0) {
+            return 0;
+        }
+        (0..3).map(|a| (shape[a] - 1) * strides[a]).sum::<usize>() + shape[3]
+    }
 }
 
 /// The resolved geometry.
@@ -65,6 +94,22 @@ const TYPES: &[DType] = &[DType::F32, DType::F16];
 const FAST_BLOCK: usize = 32;
 
 impl Attention {
+    /// The attention `fuse_attention` forms from a written-out graph: additive mask (when the
+    /// node has one), no cache, `scale` on the scores, operands read in place through `views`.
+    pub fn fused(scale: f32, views: AttentionViews) -> Self {
+        Self {
+            causal: false,
+            q_heads: None,
+            kv_heads: None,
+            qk_mode: 0,
+            scale: Some(scale),
+            softcap: 0.0,
+            left_window: -1,
+            right_window: -1,
+            views: Some(Box::new(views)),
+        }
+    }
+
     /// Whether the float32 kernel on the blocked GEMM (`attention_f32_exec`) computes this
     /// node: float32 operands, no cache (past inputs or present outputs), no softcap, sliding
     /// window, valid-length input or QK output. The rest runs on the f64 reference loop.
@@ -79,7 +124,48 @@ impl Attention {
             && self.right_window < 0
     }
 
+    /// The geometry of a fused attention, whose views must fit in its operands.
+    fn view_geometry(cx: &OpCx<'_>, views: &AttentionViews) -> Result<Geometry> {
+        let [q, k, v, y] = views.shapes;
+        if k[..2] != q[..2] || v[..3] != k[..3] || k[3] != q[3] || y != [q[0], q[1], q[2], v[3]] {
+            return Err(CompileError::shape(format!(
+                "fused attention views Q {q:?}, K {k:?}, V {v:?}, output {y:?} do not fit together"
+            )));
+        }
+        for i in 0..3 {
+            let operand = cx.input(i)?;
+            if operand.dtype != DType::F32
+                || operand.shape.iter().product::<usize>() < views.extent(i)
+            {
+                return Err(CompileError::shape(format!(
+                    "fused attention input {i} ({}{:?}) does not hold its view {:?}",
+                    operand.dtype, operand.shape, views.shapes[i]
+                )));
+            }
+        }
+        if views.out_shape.iter().product::<usize>() < views.extent(3) {
+            return Err(CompileError::shape(format!(
+                "fused attention output {:?} does not hold its view {y:?}",
+                views.out_shape
+            )));
+        }
+        Ok(Geometry {
+            three_d: false,
+            batch: q[0],
+            q_heads: q[1],
+            kv_heads: k[1],
+            q_seq: q[2],
+            kv_seq: k[2],
+            past: 0,
+            d: q[3],
+            dv: v[3],
+        })
+    }
+
     fn geometry(&self, cx: &OpCx<'_>) -> Result<Geometry> {
+        if let Some(views) = &self.views {
+            return Self::view_geometry(cx, views);
+        }
         let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
         let bad = || {
             CompileError::shape(format!(
@@ -258,6 +344,7 @@ impl OpDef for Attention {
             softcap: node.f32_or("softcap", 0.0)?,
             left_window: node.i64_or("left_window_size", -1)?,
             right_window: node.i64_or("right_window_size", -1)?,
+            views: None,
         })
     }
 
@@ -298,7 +385,9 @@ impl OpDef for Attention {
             }
         }
         let t = g.total();
-        let y = if g.three_d {
+        let y = if let Some(views) = &self.views {
+            views.out_shape.clone()
+        } else if g.three_d {
             vec![g.batch, g.q_seq, g.q_heads * g.dv]
         } else {
             vec![g.batch, g.q_heads, g.q_seq, g.dv]
@@ -333,10 +422,16 @@ impl OpDef for Attention {
             let items = s.iter().map(|&v| lit(v));
             quote!([#(#items),*])
         };
-        let qs = three(g.strides(g.q_heads, g.q_seq, g.d));
-        let ks = three(g.strides(g.kv_heads, g.kv_seq, g.d));
-        let vs = three(g.strides(g.kv_heads, g.kv_seq, g.dv));
-        let ys = three(g.strides(g.q_heads, g.q_seq, g.dv));
+        let [qs, ks, vs, ys] = match &self.views {
+            Some(views) => views.strides,
+            None => [
+                g.strides(g.q_heads, g.q_seq, g.d),
+                g.strides(g.kv_heads, g.kv_seq, g.d),
+                g.strides(g.kv_heads, g.kv_seq, g.dv),
+                g.strides(g.q_heads, g.q_seq, g.dv),
+            ],
+        };
+        let [qs, ks, vs, ys] = [qs, ks, vs, ys].map(three);
         let ms = mask_strides.iter().map(|&v| lit(v));
         let scale = f64::from(self.scale.unwrap_or(0.0));
         let scale = if self.scale.is_some() {

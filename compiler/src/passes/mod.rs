@@ -9,6 +9,7 @@ mod eliminate_common;
 mod eliminate_dead;
 mod fold_conv_affine;
 mod fuse_activation;
+mod fuse_attention;
 mod fuse_concat_conv;
 mod fuse_concat_norm;
 mod fuse_conv_bn;
@@ -41,6 +42,7 @@ pub use eliminate_common::eliminate_common;
 pub use eliminate_dead::eliminate_dead;
 pub use fold_conv_affine::fold_conv_affine;
 pub use fuse_activation::fuse_activation;
+pub use fuse_attention::fuse_attention;
 pub use fuse_concat_conv::fuse_concat_conv;
 pub use fuse_concat_norm::fuse_concat_norm;
 pub use fuse_conv_bn::fuse_conv_bn;
@@ -210,6 +212,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_transpose_matmul",
         min_level: OptLevel::O2,
         run: fuse_transpose_matmul,
+    },
+    // After the Transpose folds into `Q x K^T`: torch's scaled attention reads K in place.
+    PassInfo {
+        name: "fuse_attention",
+        min_level: OptLevel::O2,
+        run: fuse_attention,
     },
     PassInfo {
         name: "fuse_residual",
