@@ -128,6 +128,36 @@ pub fn conv_nhwc_f32_exec(
         w,
         bias,
         residual,
+        residual_in_out: false,
+        acts,
+    };
+    conv_nhwc(exec, p, (x, false), ops, padded, (out, p.out_channels, 0));
+}
+
+/// [`conv_nhwc_f32_exec`] with the residual in the output buffer: `out = acts(conv(x, w) +
+/// bias + out)`. A residual that dies at the layer is updated where it lies, which spares
+/// the arena a buffer and the layer the stream of a separate output.
+///
+/// Panics as [`conv_nhwc_f32_exec`] does.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, working memory and the fused activations"
+)]
+pub fn conv_nhwc_accumulate_f32_exec(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    padded: &mut [f32],
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    let ops = Operands {
+        w,
+        bias,
+        residual: None,
+        residual_in_out: true,
         acts,
     };
     conv_nhwc(exec, p, (x, false), ops, padded, (out, p.out_channels, 0));
@@ -157,6 +187,7 @@ pub fn conv_nhwc_into_f32_exec(
         w,
         bias,
         residual: None,
+        residual_in_out: false,
         acts,
     };
     conv_nhwc(exec, p, (x, false), ops, padded, (out, ld, offset));
@@ -237,6 +268,7 @@ pub fn conv_nhwc_from_nchw_f32_exec(
         w,
         bias,
         residual,
+        residual_in_out: false,
         acts,
     };
     conv_nhwc(exec, p, (x, true), ops, padded, (out, p.out_channels, 0));
@@ -248,10 +280,21 @@ pub(crate) struct Operands<'a> {
     pub(crate) w: &'a [f32],
     pub(crate) bias: Option<&'a [f32]>,
     pub(crate) residual: Option<&'a [f32]>,
+    /// The output holds the residual on entry (each element read before it is written).
+    pub(crate) residual_in_out: bool,
     pub(crate) acts: &'a [Activation],
 }
 
 impl Operands<'_> {
+    /// The residual of the output element at `start` (which `out` points to), if any.
+    pub(crate) fn residual_at(&self, start: usize, out: *mut f32) -> Option<*const f32> {
+        if self.residual_in_out {
+            Some(out.cast_const())
+        } else {
+            self.residual.map(|r| r[start..].as_ptr())
+        }
+    }
+
     fn check(&self, p: &ConvParams, out_len: usize) {
         let m = p.out_channels;
         if let Some(bias) = self.bias {
@@ -637,17 +680,18 @@ impl Tile<'_, '_> {
                 // The block's tiles in one call.
                 let start = self.base + q0 * self.ld + c0;
                 let span = (origins.len() - 1) * self.ld + width;
+                let out = sink.span_ptr(start, span);
                 let b = NhwcBlock {
                     src: src.as_ptr(),
                     origins,
                     runs,
                     weights: ops.w.as_ptr().wrapping_add(panel * k * PANEL),
                     stride: k * PANEL,
-                    out: sink.span_ptr(start, span),
+                    out,
                     ld: self.ld,
                     width,
                     bias: ops.bias.map(|b| b[c0..].as_ptr()),
-                    residual: ops.residual.map(|r| r[start..].as_ptr()),
+                    residual: ops.residual_at(start, out),
                     acts: ops.acts,
                     ahead: ahead_at,
                     per_tile,
@@ -676,17 +720,18 @@ impl Tile<'_, '_> {
                 }
                 let start = self.base + (q0 + r0) * self.ld + c0;
                 let span = (rows - 1) * self.ld + width;
+                let out = sink.span_ptr(start, span);
                 let t = NhwcTile {
                     starts: &starts,
                     runs,
                     weights: ops.w.as_ptr().wrapping_add(panel * k * PANEL),
                     stride: k * PANEL,
-                    out: sink.span_ptr(start, span),
+                    out,
                     ld: self.ld,
                     rows,
                     width,
                     bias: ops.bias.map(|b| b[c0..].as_ptr()),
-                    residual: ops.residual.map(|r| r[start..].as_ptr()),
+                    residual: ops.residual_at(start, out),
                     acts: ops.acts,
                     // Tile r0 / 8 prefetches its share of `ahead`, over its steps of depth.
                     ahead: ahead_at.wrapping_add(r0 / mr * per_tile),
@@ -762,6 +807,8 @@ pub(crate) fn finish_row(acc: &[f32], c0: usize, start: usize, ops: Operands<'_>
         }
         if let Some(residual) = ops.residual {
             v += residual[start + j];
+        } else if ops.residual_in_out {
+            v += *d;
         }
         *d = v;
     }
@@ -878,6 +925,7 @@ pub fn depthwise_nhwc_f32_exec(
         w,
         bias,
         residual,
+        residual_in_out: false,
         acts,
     };
     ops.check(p, out_rows * row);
@@ -1395,6 +1443,24 @@ pub(crate) mod tests {
                     acts,
                 );
                 check_slice(&wide, &dense, (m, ld, offset), "channels-last conv into");
+                // The residual in the output buffer: the same bits as a separate one.
+                let mut separate = std::vec![f32::NAN; pixels * m];
+                let residual = Some(&r_last[..]);
+                let (x, w, b) = ops;
+                conv_nhwc_f32_exec(
+                    &exec,
+                    p,
+                    x,
+                    w,
+                    b,
+                    residual,
+                    &mut padded,
+                    &mut separate,
+                    acts,
+                );
+                let mut summed = r_last.clone();
+                conv_nhwc_accumulate_f32_exec(&exec, p, x, w, b, &mut padded, &mut summed, acts);
+                check_same_bits(&summed, &separate, "channels-last conv accumulate");
             }
             for (what, out) in runs {
                 for (i, (&a, &b)) in out.iter().zip(&expected).enumerate() {
@@ -1404,6 +1470,18 @@ pub(crate) mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `got` and `want` hold the same bits.
+    pub(crate) fn check_same_bits(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{what}: output {i} is {a}, expected {b}"
+            );
         }
     }
 

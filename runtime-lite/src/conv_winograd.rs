@@ -150,7 +150,49 @@ pub fn conv_winograd_f32_exec<const T: usize>(
     acts: &[Activation],
 ) {
     let m = p.out_channels;
-    winograd::<T>(exec, p, x, w, bias, residual, scratch, (out, m, 0), acts);
+    winograd::<T>(
+        exec,
+        p,
+        x,
+        w,
+        bias,
+        (residual, false),
+        scratch,
+        (out, m, 0),
+        acts,
+    );
+}
+
+/// [`conv_winograd_f32_exec`] with the residual in the output buffer: `out = acts(conv(x, w) +
+/// bias + out)`, a residual that dies at the layer updated where it lies.
+///
+/// Panics as [`conv_winograd_f32_exec`] does.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the ONNX operands, working memory and the fused activations"
+)]
+pub fn conv_winograd_accumulate_f32_exec<const T: usize>(
+    exec: &Exec,
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    scratch: &mut [f32],
+    out: &mut [f32],
+    acts: &[Activation],
+) {
+    let m = p.out_channels;
+    winograd::<T>(
+        exec,
+        p,
+        x,
+        w,
+        bias,
+        (None, true),
+        scratch,
+        (out, m, 0),
+        acts,
+    );
 }
 
 /// [`conv_winograd_f32_exec`] writing its `M` channels into a wider channels-last output:
@@ -174,7 +216,7 @@ pub fn conv_winograd_into_f32_exec<const T: usize>(
     out: (&mut [f32], usize, usize),
     acts: &[Activation],
 ) {
-    winograd::<T>(exec, p, x, w, bias, None, scratch, out, acts);
+    winograd::<T>(exec, p, x, w, bias, (None, false), scratch, out, acts);
 }
 
 /// [`conv_winograd_f32_exec`] writing pixel `q`'s channel `j` at
@@ -190,7 +232,7 @@ fn winograd<const T: usize>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
+    (residual, residual_in_out): (Option<&[f32]>, bool),
     scratch: &mut [f32],
     (out, ld, offset): (&mut [f32], usize, usize),
     acts: &[Activation],
@@ -263,6 +305,7 @@ fn winograd<const T: usize>(
             w: &[],
             bias,
             residual,
+            residual_in_out,
             acts,
         },
         out: SharedMut::new(&mut out[..span]),
@@ -431,8 +474,8 @@ impl<const T: usize> Layer<'_, T> {
                         if oy < oh && ox < ow {
                             let at = ((n * oh + oy) * ow + ox) * self.ld + self.offset + m0;
                             *o = self.out.span_ptr(at, (m - m0).min(LANES));
-                            if let Some(residual) = self.ops.residual {
-                                *r = residual[at..].as_ptr();
+                            if let Some(residual) = self.ops.residual_at(at, *o) {
+                                *r = residual;
                             }
                         }
                     }
@@ -607,6 +650,7 @@ fn product(
             w: u,
             bias: None,
             residual: None,
+            residual_in_out: false,
             acts: &[],
         },
         sink: shared,
@@ -758,6 +802,22 @@ pub(crate) mod tests {
             conv_winograd_into_f32_exec::<T>(&exec, p, &x, &u, b, &mut scratch, into, acts);
             let what = "Winograd conv into";
             crate::conv_nhwc::tests::check_slice(&wide, &dense, (m, ld, offset), what);
+            // The residual in the output buffer: the same bits as a separate one.
+            let mut separate = std::vec![f32::NAN; n * out_len * m];
+            let r = Some(&residual[..]);
+            conv_winograd_f32_exec::<T>(&exec, p, &x, &u, b, r, &mut scratch, &mut separate, acts);
+            let mut summed = residual.clone();
+            conv_winograd_accumulate_f32_exec::<T>(
+                &exec,
+                p,
+                &x,
+                &u,
+                b,
+                &mut scratch,
+                &mut summed,
+                acts,
+            );
+            crate::conv_nhwc::tests::check_same_bits(&summed, &separate, "Winograd accumulate");
         }
     }
 

@@ -531,6 +531,15 @@ impl OpDef for Conv {
                 .all(|o| !o.is_dynamic())
     }
 
+    fn in_place_input(&self, cx: &OpCx<'_>) -> Option<usize> {
+        // A dense channels-last convolution (direct or Winograd) of fixed shape adds its
+        // residual where it lies: the residual's buffer becomes the output's.
+        let dense_last = self.layout == ConvLayout::ChannelsLast
+            && !self.is_depthwise(cx).unwrap_or(true)
+            && !cx.input(0).is_ok_and(|x| x.is_dynamic());
+        (self.residual && dense_last).then_some(3)
+    }
+
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let params = self.params(cx)?;
         let resized = self.resized_params(cx, names)?;
@@ -548,7 +557,7 @@ impl OpDef for Conv {
         let bias = names.opt_input(cx, 2);
         let acts = self.activations.iter().map(|a| a.tokens());
         let act = quote!(&[#(#acts),*]);
-        let residual = if self.residual {
+        let residual = if self.residual && names.in_place != Some(3) {
             let i3 = names.input(3);
             quote!(Some(#i3))
         } else {
@@ -563,6 +572,19 @@ impl OpDef for Conv {
                     #exec, #p, #i0, #i1, #bias, #residual, #o0, #act,
                 );
             },
+            ConvLayout::ChannelsLast if names.in_place == Some(3) => {
+                // `o0` holds the residual (see `in_place_input`).
+                let padded = self.padded_tokens(cx, names)?;
+                let f = if let Some(t) = self.winograd {
+                    let t = lit(t);
+                    quote!(conv_winograd::conv_winograd_accumulate_f32_exec::<#t>)
+                } else {
+                    quote!(conv_nhwc::conv_nhwc_accumulate_f32_exec)
+                };
+                quote! {
+                    ::sinter_rt::#f(#exec, #p, #i0, #i1, #bias, #padded, #o0, #act);
+                }
+            }
             layout => {
                 let padded = self.padded_tokens(cx, names)?;
                 let f = if let Some(t) = self.winograd {

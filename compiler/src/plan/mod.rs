@@ -373,6 +373,9 @@ fn elementwise_in_place(
         }
     }
     let mut in_place = vec![None; graph.nodes.len()];
+    // Outputs already updated in place: a chain of such nodes (a residual network's blocks)
+    // keeps updating the first one's buffer.
+    let mut chained = vec![false; n_values];
     for (i, node) in graph.nodes.iter().enumerate() {
         let Some(op) = &node.op else { continue };
         if skip[i] || !node.guards.is_empty() {
@@ -386,6 +389,8 @@ fn elementwise_in_place(
             continue;
         };
         let (xi, oi) = (x.index(), out.index());
+        // The buffer `x` lies in: its own, or the one an in-place chain ending in `x` updates.
+        let buffer = root[xi];
         let read_once = node.inputs.iter().flatten().filter(|&&v| v == *x).count() == 1;
         let (xv, ov) = (graph.value(*x), graph.value(*out));
         if !read_once
@@ -393,11 +398,11 @@ fn elementwise_in_place(
             || xv.constant.is_some()
             || ov.constant.is_some()
             || xv.bytes() != ov.bytes()
-            || root[xi] != xi
+            || (buffer != xi && !chained[xi])
             || root[oi] != oi
-            || viewed[xi]
+            || (viewed[xi] && !chained[xi])
             || viewed[oi]
-            || last_use[xi] != i
+            || last_use[buffer] != i
             || slice_of[xi].is_some()
             || slice_of[oi].is_some()
             || graph.inputs.contains(x)
@@ -405,9 +410,10 @@ fn elementwise_in_place(
         {
             continue;
         }
-        root[oi] = xi;
-        last_use[xi] = last_use[xi].max(last_use[oi]);
-        viewed[xi] = true;
+        root[oi] = buffer;
+        last_use[buffer] = last_use[buffer].max(last_use[oi]);
+        viewed[buffer] = true;
+        chained[oi] = true;
         in_place[i] = Some(k);
     }
     Ok(in_place)
