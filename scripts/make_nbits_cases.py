@@ -20,6 +20,13 @@ the reference is ORT's MatMulNBits kernel, not the float model):
 - `nbits2_b16_zp`: one node written by hand with 2-bit codes (four a byte, the first in the low
   bits), block 16, K = 72 (the fifth block padded), uint8 zero points four a byte, a bias,
   three rows.
+- `nbits_b16_gidx`: one node written by hand with 4-bit codes, block 16, K = 72, float zero
+  points, a bias, three rows and `g_idx` (act-order: each block's rows scattered over K).
+  Float zero points because ORT 1.32's CPU kernel drops uint8 ones when `g_idx` is given (its
+  reordering dequantizer reads the zero point and keeps the default 8), which the definition
+  check below would reject; sinter applies them as the operator's definition says.
+  (ORT 1.32 refuses `g_idx` with 8-bit codes, and its 2-bit output with `g_idx` is not the
+  definition's either, so 4-bit codes with float zero points are the case ORT computes right.)
 
     /tmp/venv/bin/python scripts/make_nbits_cases.py tests/data/nbits
     /tmp/venv/bin/python scripts/make_nbits_cases.py /tmp/nbits_bench --bench
@@ -80,10 +87,12 @@ BENCH = {
 }
 
 
-def hand_written(out, name, bits, block, rows, float_zp, seed):
+def hand_written(out, name, bits, block, rows, float_zp, seed, g_idx=False):
     """One `MatMulNBits` node built here (not by the quantizer): `bits`-bit codes, K = 72,
-    N = 40, zero points (float, or codes packed as ORT packs them) and a bias; ORT's output
-    is checked against the definition before it is saved as the reference."""
+    N = 40, zero points (float, or codes packed as ORT packs them) and a bias; with `g_idx`,
+    act-order blocks (row k of B in block g_idx[k], each block's rows scattered over K, as GPTQ
+    writes them). ORT's output is checked against the definition before it is saved as the
+    reference."""
     rng = np.random.default_rng(seed)
     k, n = 72, 40
     blocks = -(-k // block)
@@ -107,15 +116,21 @@ def hand_written(out, name, bits, block, rows, float_zp, seed):
         zp_values = zp_codes.astype(np.float32).reshape(-1)
         zero_points = pack(zp_codes).reshape(-1)
     bias = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    groups = np.arange(k) // block
+    inits = []
+    if g_idx:
+        groups = np.empty(k, np.int32)
+        groups[rng.permutation(k)] = np.arange(k) // block
+        inits.append(nh.from_array(groups, "g_idx"))
     node = helper.make_node(
-        "MatMulNBits", ["x", "b", "scales", "zero_points", "", "bias"], ["y"],
+        "MatMulNBits", ["x", "b", "scales", "zero_points", "g_idx" if g_idx else "", "bias"], ["y"],
         domain="com.microsoft", K=k, N=n, bits=bits, block_size=block)
     g = helper.make_graph(
         [node], name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])],
         [nh.from_array(pack(codes).reshape(n, blocks, -1), "b"), nh.from_array(scales, "scales"),
-         nh.from_array(zero_points, "zero_points"), nh.from_array(bias, "bias")])
+         nh.from_array(zero_points, "zero_points"), nh.from_array(bias, "bias")] + inits)
     model = helper.make_model(
         g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
@@ -126,8 +141,11 @@ def hand_written(out, name, bits, block, rows, float_zp, seed):
     x = rng.standard_normal((rows, k)).astype(np.float32)
     (y,) = sess.run(None, {"x": x})
     # ORT's output against the definition, so that the reference is known to be right.
-    w = (codes.astype(np.float32) - zp_values.reshape(n, blocks, 1)) * scales.reshape(n, blocks, 1)
-    want = x @ w.reshape(n, -1)[:, :k].T + bias
+    # Row j of a column in block groups[j]: its zero point and scale.
+    zp_of = zp_values.reshape(n, blocks)[:, groups]
+    scale_of = scales.reshape(n, blocks)[:, groups]
+    w = (codes.reshape(n, -1)[:, :k].astype(np.float32) - zp_of) * scale_of
+    want = x @ w.T + bias
     assert np.abs(y - want).max() < 1e-4, np.abs(y - want).max()
     for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
         with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
@@ -141,6 +159,7 @@ def main():
     if "--bench" not in sys.argv:
         hand_written(out, "nbits_b32_float_zp", 4, 32, 2, True, 77)
         hand_written(out, "nbits2_b16_zp", 2, 16, 3, False, 78)
+        hand_written(out, "nbits_b16_gidx", 4, 16, 3, True, 79, g_idx=True)
     for seed, (name, (block, sym, rows, dims, bits)) in enumerate(cases.items()):
         q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=bits, block_size=block, is_symmetric=sym)
         q.process()

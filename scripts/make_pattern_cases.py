@@ -190,3 +190,13 @@ case("attention_float_mask",[
   N("MatMul",["p","q"],["y"])],
   {"heads":np.array([B,S,H,D],dtype=np.int64),"scale":np.float32(D**-0.5)},
   [("x",[B,S,E]),("m",[B,1,1,S])],["y"],{"x":xe,"m":fm})
+# A residual that dies at the Winograd layer it is added to (not that layer's input): at -O3 the
+# layer adds its sums into the residual's buffer (conv_winograd_accumulate_f32_exec::<4>).
+# Beside tiles4, held to the same tolerance.
+xq=rng.standard_normal((1,8,30,30)).astype(np.float32)
+case("residual4",[
+  N("Conv",["x","w0","b0"],["c0"],pads=[1,1,1,1]),N("Relu",["c0"],["r0"]),
+  N("Conv",["r0","w1","b1"],["c1"],pads=[1,1,1,1]),N("Relu",["c1"],["r1"]),
+  N("Conv",["r1","w2","b2"],["c2"],pads=[1,1,1,1]),N("Add",["c2","r0"],["s2"]),N("Relu",["s2"],["y"])],
+  {"w0":he(32,8,3,3),"b0":wt(32),"w1":he(32,32,3,3),"b1":wt(32),"w2":he(32,32,3,3),"b2":wt(32)},
+  [("x",[1,8,30,30])],["y"],{"x":xq},root=os.path.join(OUT,"..","winograd"))

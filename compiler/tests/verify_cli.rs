@@ -277,13 +277,15 @@ fn winograd_four_by_four_tiles_keep_the_results() {
     // kernel). F(4x4, 3x3) is off the direct sum by a few tens of epsilons of the products'
     // magnitude (sinter_rt::conv_winograd's tests), so the case is held to verify's default
     // tolerance, the real models', rather than the bundled cases' atol of 1e-7.
-    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/winograd/tiles4");
+    // tests/data/winograd/residual4: a residual that dies at the F(4x4) layer it is added to,
+    // which -O3 updates in place (conv_winograd_accumulate_f32_exec).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/winograd");
     assert_all_pass(
         &["-O0", "-O3"],
         "1e-3",
         "1e-5",
         "sinter-verify-winograd",
-        &[case],
+        &[data.join("tiles4"), data.join("residual4")],
     );
 }
 
@@ -355,11 +357,11 @@ fn block_quantized_weight_cases_pass() {
     // tests/data/nbits (scripts/make_nbits_cases.py): MLPs quantized by ONNX Runtime's
     // MatMulNBitsQuantizer (com.microsoft:MatMulNBits, 4-bit with blocks of 16, 32 and 128,
     // 8-bit with blocks of 32 and 128, with and without zero points; and two nodes written
-    // by hand: 4-bit with float zero points, 2-bit with packed zero points, both with a bias),
-    // against ORT's outputs of the quantized model.
+    // by hand: 4-bit with float zero points, 2-bit with packed zero points, both with a bias,
+    // and 4-bit act-order weights with g_idx), against ORT's outputs of the quantized model.
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nbits");
     let cases = case_dirs(&data);
-    assert!(cases.len() >= 7, "nbits cases missing");
+    assert!(cases.len() >= 8, "nbits cases missing");
     assert_all_pass(
         &["-O0", "-O3"],
         "1e-3",

@@ -4,6 +4,8 @@
 //! `block_size` along K. The generated code calls `sinter_rt::nbits::matmul_nbits4_f32` or
 //! `matmul_nbits_bytes_f32` (8- and 2-bit), which read the codes where they lie (a
 //! sixteenth to a quarter of the float32 weights' bytes) and never make a float copy of them.
+//! A constant `g_idx` (act-order weights: row `k` of B in block `g_idx[k]`) is rewritten away
+//! by shape inference: B's rows sorted by block at compile time, A's columns gathered to match.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -23,6 +25,10 @@ pub struct MatMulNBits {
     pub block: usize,
     /// Bits per weight: 2, 4 or 8.
     pub bits: usize,
+    /// Whether input 4, `g_idx` (the block of each row of B, act-order weights), is given:
+    /// shape inference then rewrites the node into one without it (see
+    /// `passes::contrib::expand_nbits_g_idx`).
+    pub g_idx: bool,
 }
 
 impl MatMulNBits {
@@ -80,20 +86,21 @@ impl OpDef for MatMulNBits {
                 format!("must be a power of two of at least 16, found {block}"),
             ));
         }
-        if node.input_present(4) {
-            return Err(CompileError::unsupported(
-                "MatMulNBits with g_idx (act-order weights)",
-            ));
-        }
         Ok(Self {
             k: required("K")?,
             n: required("N")?,
             block,
             bits: usize::try_from(bits).unwrap_or(4),
+            g_idx: node.input_present(4),
         })
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if self.g_idx {
+            return Err(CompileError::unsupported(
+                "MatMulNBits with g_idx whose B or g_idx is not a constant",
+            ));
+        }
         let a = cx.input(0)?;
         require_dtype(a.dtype, &[DType::F32], "MatMulNBits A")?;
         if a.shape.last() != Some(&self.k) {

@@ -579,3 +579,168 @@ fn raw_visible(
     );
     x.step(graph, "visible", "Greater", 13, vec![mask, zero], vec![])
 }
+
+/// `MatMulNBits` with a constant `g_idx` (act-order weights, as GPTQ writes them: row `k` of B
+/// belongs to block `g_idx[k]`, rows of a block scattered over K) as the same product without
+/// it: B's rows sorted by block at compile time (a stable sort, so a `g_idx` that is already
+/// `k / block_size` changes nothing and adds no node), and A's columns gathered into that
+/// order by a `Gather` before the product. Scales and zero points are per block and stay.
+/// Every block but the last must hold `block_size` rows (the last the rest of K), which is
+/// what the quantizers write; anything else is refused.
+pub(super) fn expand_nbits_g_idx(
+    graph: &mut Graph,
+    node: &Node,
+    op: &crate::ops::nbits::MatMulNBits,
+) -> Result<Vec<Node>> {
+    let (k, n, block, bits) = (op.k, op.n, op.block, op.bits);
+    let blocks = k.div_ceil(block);
+    let input = |i: usize| node.inputs.get(i).copied().flatten();
+    let constant = |i: usize, what: &str| {
+        input(i)
+            .and_then(|v| graph.value(v).constant.clone())
+            .ok_or_else(|| {
+                CompileError::unsupported(format!(
+                    "MatMulNBits with g_idx whose {what} is not a constant"
+                ))
+            })
+    };
+    let groups = constant(4, "g_idx")?.to_f64s();
+    let codes = constant(1, "B")?;
+    if groups.len() != k {
+        return Err(CompileError::shape(format!(
+            "MatMulNBits g_idx has {} elements, K = {k}",
+            groups.len()
+        )));
+    }
+    if groups
+        .iter()
+        .any(|&g| g.fract() != 0.0 || g < 0.0 || g >= blocks as f64)
+    {
+        return Err(CompileError::shape(format!(
+            "MatMulNBits g_idx holds a block outside 0..{blocks}"
+        )));
+    }
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| groups[a].total_cmp(&groups[b]));
+    if order
+        .iter()
+        .enumerate()
+        .any(|(j, &r)| groups[r] != (j / block) as f64)
+    {
+        return Err(CompileError::unsupported(format!(
+            "MatMulNBits g_idx whose blocks do not hold {block} rows each (block_size)"
+        )));
+    }
+    let mut inputs = node.inputs.clone();
+    inputs.resize(6, None);
+    inputs[4] = None;
+    let mut x = Expansion::of(node);
+    if order.iter().enumerate().any(|(j, &r)| j != r) {
+        let column_rows = blocks * block;
+        if codes.dtype != DType::U8 || codes.bytes.len() * 8 < n * column_rows * bits {
+            return Err(CompileError::shape(format!(
+                "MatMulNBits B of {} {} bytes, expected {}",
+                codes.bytes.len(),
+                codes.dtype,
+                n * column_rows * bits / 8
+            )));
+        }
+        let sorted = sort_code_rows(&codes.bytes, bits, (n, column_rows), &order);
+        let b = add_constant(
+            graph,
+            format!("{}/b_by_block", node.name),
+            Tensor {
+                bytes: sorted,
+                ..codes
+            },
+        );
+        let rows = Tensor::from_numbers(
+            DType::I64,
+            vec![k],
+            &order.iter().map(|&r| r as f64).collect::<Vec<_>>(),
+        );
+        let rows = add_constant(graph, format!("{}/rows_by_block", node.name), rows);
+        let a = input(0).ok_or_else(|| CompileError::malformed("MatMulNBits without A"))?;
+        let gathered = x.step(
+            graph,
+            "a_by_block",
+            "Gather",
+            13,
+            vec![a, rows],
+            vec![int_attr("axis", -1)],
+        )?;
+        inputs[0] = Some(gathered);
+        inputs[1] = Some(b);
+    }
+    while inputs.last() == Some(&None) {
+        inputs.pop();
+    }
+    x.push(
+        "by_block",
+        ("com.microsoft", "MatMulNBits", 1),
+        inputs,
+        node.outputs.clone(),
+        node.attributes.clone(),
+    )?;
+    Ok(x.nodes)
+}
+
+/// `bits`-bit codes packed as `MatMulNBits` packs B (`columns` columns of `rows` codes, code
+/// `k` of column `c` at bit `(c * rows + k) * bits`, the first in a byte's low bits), with row
+/// `j` of every column taken from row `order[j]`; rows past `order` stay.
+fn sort_code_rows(
+    bytes: &[u8],
+    bits: usize,
+    (columns, rows): (usize, usize),
+    order: &[usize],
+) -> Vec<u8> {
+    let mut sorted = bytes.to_vec();
+    let mask = (1u16 << bits) - 1;
+    for c in 0..columns {
+        for (j, &r) in order.iter().enumerate() {
+            let (from, to) = ((c * rows + r) * bits, (c * rows + j) * bits);
+            let code = (u16::from(bytes[from / 8]) >> (from % 8)) & mask;
+            let shift = to % 8;
+            let byte = &mut sorted[to / 8];
+            let kept = u16::from(*byte) & !(mask << shift);
+            *byte = u8::try_from(kept | (code << shift)).unwrap_or(u8::MAX);
+        }
+    }
+    sorted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_code_rows;
+
+    #[test]
+    fn code_rows_move_with_their_bits() {
+        // Two columns of 8 rows, the rows reversed but for the last two (padding).
+        let order = [5, 4, 3, 2, 1, 0];
+        for bits in [2usize, 4, 8] {
+            let codes: Vec<u8> = (0..16u8)
+                .map(|i| (i * 7 + 3) % (1u8 << bits.min(7)))
+                .collect();
+            let per_byte = 8 / bits;
+            let pack = |codes: &[u8]| -> Vec<u8> {
+                codes
+                    .chunks(per_byte)
+                    .map(|chunk| {
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .fold(0u8, |b, (i, &c)| b | c << (i * bits))
+                    })
+                    .collect()
+            };
+            let mut want = codes.clone();
+            for c in 0..2 {
+                for (j, &r) in order.iter().enumerate() {
+                    want[c * 8 + j] = codes[c * 8 + r];
+                }
+            }
+            let got = sort_code_rows(&pack(&codes), bits, (2, 8), &order);
+            assert_eq!(got, pack(&want), "{bits}-bit codes");
+        }
+    }
+}

@@ -390,9 +390,12 @@ fn find(
                 if !is_scores(chain) || cx.magnitude(m, 12).is_none() {
                     return None;
                 }
+                // The mask must cover every key: the Attention op masks out keys past a
+                // shorter mask's last axis, where the Add would broadcast it.
                 let mr = cx.shape(m)?;
                 let target = [b, h, sq, sk];
                 if mr.len() > 4
+                    || mr.last() != Some(&sk)
                     || mr
                         .iter()
                         .rev()
@@ -574,6 +577,7 @@ mod tests {
             .ints("merged", &[3], &[2, 8, 16])
             .floats("scale", &[], &[0.25])
             .floats("bias", &[2, 1, 1, 8], &[0.0; 16])
+            .floats("key_bias", &[2, 1, 8, 1], &[0.5; 16])
             .node("Reshape", &["x", "heads"], &["xq"])
             .node("Reshape", &["x", "heads"], &["xk"])
             .node("Reshape", &["x", "heads"], &["xv"])
@@ -634,8 +638,9 @@ mod tests {
     }
 
     #[test]
-    fn a_mask_of_unknown_values_or_scaled_with_the_scores_stays_written_out() {
-        for (mask, scale_first) in [("fm", true), ("bias", false)] {
+    fn a_mask_of_unknown_values_scaled_with_the_scores_or_broadcast_over_the_keys_stays_written_out(
+    ) {
+        for (mask, scale_first) in [("fm", true), ("bias", false), ("key_bias", true)] {
             let before = written_out(Some(mask), scale_first);
             let n = before.nodes.len();
             let after = fuse_attention(before, &PassCx::default()).expect("runs");

@@ -238,6 +238,16 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             }
             continue;
         }
+        if let Op::MatMulNBits(nbits) = op {
+            if nbits.g_idx {
+                let expanded = super::contrib::expand_nbits_g_idx(&mut graph, &node, nbits)
+                    .map_err(|e| e.at(node.node_ref()))?;
+                for n in expanded.into_iter().rev() {
+                    work.push_front(n);
+                }
+                continue;
+            }
+        }
         if let Op::Contrib(contrib) = op {
             let expanded = super::contrib::expand(&mut graph, &node, contrib)
                 .map_err(|e| e.at(node.node_ref()))?;
