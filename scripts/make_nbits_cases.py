@@ -20,6 +20,8 @@ the reference is ORT's MatMulNBits kernel, not the float model):
 - `nbits2_b16_zp`: one node written by hand with 2-bit codes (four a byte, the first in the low
   bits), block 16, K = 72 (the fifth block padded), uint8 zero points four a byte, a bias,
   three rows.
+- `nbits_b32_f16`: one node written by hand on float16 activations (float16 scales and bias,
+  uint8 zero points), 4-bit codes, block 32, K = 72, two rows.
 - `nbits_b16_gidx`: one node written by hand with 4-bit codes, block 16, K = 72, float zero
   points, a bias, three rows and `g_idx` (act-order: each block's rows scattered over K).
   Float zero points because ORT 1.32's CPU kernel drops uint8 ones when `g_idx` is given (its
@@ -153,6 +155,49 @@ def hand_written(out, name, bits, block, rows, float_zp, seed, g_idx=False):
     print(name, y.shape)
 
 
+def hand_written_f16(out, name, seed):
+    """One `MatMulNBits` node on float16 activations: 4-bit codes, block 32, K = 72, N = 40,
+    packed uint8 zero points, float16 scales and bias, two rows; ORT's float16 output is
+    checked against the definition (in float32, then rounded) before it is saved."""
+    rng = np.random.default_rng(seed)
+    k, n, block = 72, 40, 32
+    blocks = -(-k // block)
+    codes = rng.integers(0, 16, (n, blocks * block)).astype(np.uint8)
+    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8).reshape(n, blocks, -1)
+    scales = (rng.random((n, blocks)) * 0.05 + 0.01).astype(np.float16)
+    zp = rng.integers(0, 16, (n, blocks)).astype(np.uint8)
+    zp_padded = np.pad(zp, ((0, 0), (0, blocks % 2)))
+    zp_packed = (zp_padded[:, 0::2] | (zp_padded[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+    bias = (rng.standard_normal(n) * 0.1).astype(np.float16)
+    node = helper.make_node(
+        "MatMulNBits", ["x", "b", "scales", "zero_points", "", "bias"], ["y"],
+        domain="com.microsoft", K=k, N=n, bits=4, block_size=block)
+    g = helper.make_graph(
+        [node], name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, n])],
+        [nh.from_array(packed, "b"), nh.from_array(scales.reshape(-1), "scales"),
+         nh.from_array(zp_packed, "zero_points"), nh.from_array(bias, "bias")])
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    d = os.path.join(out, name)
+    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+    onnx.save(model, os.path.join(d, "model.onnx"))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((2, k)).astype(np.float16)
+    (y,) = sess.run(None, {"x": x})
+    rows = np.arange(k) // block
+    w = (codes[:, :k].astype(np.float32) - zp[:, rows]) * scales.astype(np.float32)[:, rows]
+    want = x.astype(np.float32) @ w.T + bias.astype(np.float32)
+    err = np.abs(y.astype(np.float32) - want).max()
+    assert err < 2e-3 * np.abs(want).max(), err
+    for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
+        with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
+            f.write(nh.from_array(arr, tname).SerializeToString())
+    print(name, y.shape, y.dtype)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/nbits"
     cases = BENCH if "--bench" in sys.argv else CASES
@@ -160,6 +205,7 @@ def main():
         hand_written(out, "nbits_b32_float_zp", 4, 32, 2, True, 77)
         hand_written(out, "nbits2_b16_zp", 2, 16, 3, False, 78)
         hand_written(out, "nbits_b16_gidx", 4, 16, 3, True, 79, g_idx=True)
+        hand_written_f16(out, "nbits_b32_f16", 81)
     for seed, (name, (block, sym, rows, dims, bits)) in enumerate(cases.items()):
         q = MatMulNBitsQuantizer(mlp(dims, rows, seed), bits=bits, block_size=block, is_symmetric=sym)
         q.process()

@@ -358,10 +358,11 @@ fn block_quantized_weight_cases_pass() {
     // MatMulNBitsQuantizer (com.microsoft:MatMulNBits, 4-bit with blocks of 16, 32 and 128,
     // 8-bit with blocks of 32 and 128, with and without zero points; and two nodes written
     // by hand: 4-bit with float zero points, 2-bit with packed zero points, both with a bias,
-    // and 4-bit act-order weights with g_idx), against ORT's outputs of the quantized model.
+    // 4-bit act-order weights with g_idx, and 4-bit on float16 activations), against ORT's
+    // outputs of the quantized model.
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nbits");
     let cases = case_dirs(&data);
-    assert!(cases.len() >= 8, "nbits cases missing");
+    assert!(cases.len() >= 9, "nbits cases missing");
     assert_all_pass(
         &["-O0", "-O3"],
         "1e-3",

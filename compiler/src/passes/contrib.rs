@@ -685,6 +685,54 @@ pub(super) fn expand_nbits_g_idx(
     Ok(x.nodes)
 }
 
+/// `MatMulNBits` on float16 activations as the float32 product between casts, as ONNX
+/// Runtime computes it on x86: A, the scales, float zero points and the bias widened to
+/// float32 (the constant ones at compile time), the output rounded back to float16.
+pub(super) fn expand_nbits_f16(graph: &mut Graph, node: &Node) -> Result<Vec<Node>> {
+    let mut x = Expansion::of(node);
+    let mut inputs = node.inputs.clone();
+    for (i, what) in [(0, "a"), (2, "scales"), (3, "zero_points"), (5, "bias")] {
+        let Some(v) = inputs.get(i).copied().flatten() else {
+            continue;
+        };
+        if graph.value(v).dtype == Some(DType::F16) {
+            let to = super::infer_shapes::float_code(DType::F32);
+            let wide = x.step(
+                graph,
+                &format!("{what}_f32"),
+                "Cast",
+                21,
+                vec![v],
+                vec![int_attr("to", to)],
+            )?;
+            inputs[i] = Some(wide);
+        }
+    }
+    let y = node
+        .outputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| CompileError::malformed("MatMulNBits without an output"))?;
+    let wide = x.value(graph, "y_f32");
+    x.push(
+        "f32",
+        ("com.microsoft", "MatMulNBits", 1),
+        inputs,
+        vec![Some(wide)],
+        node.attributes.clone(),
+    )?;
+    let to = super::infer_shapes::float_code(DType::F16);
+    x.push(
+        "y_f16",
+        ("", "Cast", 21),
+        vec![Some(wide)],
+        vec![Some(y)],
+        vec![int_attr("to", to)],
+    )?;
+    Ok(x.nodes)
+}
+
 /// `bits`-bit codes packed as `MatMulNBits` packs B (`columns` columns of `rows` codes, code
 /// `k` of column `c` at bit `(c * rows + k) * bits`, the first in a byte's low bits), with row
 /// `j` of every column taken from row `order[j]`; rows past `order` stay.

@@ -239,6 +239,15 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             continue;
         }
         if let Op::MatMulNBits(nbits) = op {
+            let a = node.inputs.first().copied().flatten();
+            if a.is_some_and(|a| graph.value(a).dtype == Some(DType::F16)) {
+                let expanded = super::contrib::expand_nbits_f16(&mut graph, &node)
+                    .map_err(|e| e.at(node.node_ref()))?;
+                for n in expanded.into_iter().rev() {
+                    work.push_front(n);
+                }
+                continue;
+            }
             if nbits.g_idx {
                 let expanded = super::contrib::expand_nbits_g_idx(&mut graph, &node, nbits)
                     .map_err(|e| e.at(node.node_ref()))?;
@@ -987,7 +996,7 @@ fn finish_loop(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<No
 }
 
 /// The ONNX code of a float type, for `Cast`'s `to`.
-fn float_code(dtype: DType) -> i64 {
+pub(super) fn float_code(dtype: DType) -> i64 {
     match dtype {
         DType::F64 => 11,
         DType::F16 => 10,
