@@ -1921,6 +1921,10 @@ mod tests {
     /// The same cases on the paths CPUs without AVX-512 take.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri no CPU feature is detected: the same paths as the test above"
+    )]
     fn conv_matches_direct_reference_without_avx512() {
         crate::gemm_x86_64::without_avx512(conv_cases_match_direct_reference);
     }
@@ -1961,6 +1965,11 @@ mod tests {
         ];
         for &(groups, cin, cout, size, k, s, d, pad) in &cases {
             let out_size = (size + 2 * pad - d * (k - 1) - 1) / s + 1;
+            // Under Miri (some thousand times slower) only the cases of at most 5 000
+            // multiply-adds (small, narrow and depthwise ones).
+            if cfg!(miri) && 2 * cout * out_size * out_size * (cin / groups) * k * k > 5_000 {
+                continue;
+            }
             let p = ConvParams {
                 batch: 2,
                 in_channels: cin,

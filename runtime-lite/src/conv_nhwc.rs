@@ -1901,6 +1901,85 @@ pub(crate) mod tests {
             &[A::HardSwish, A::Clip(-0.5, 0.5)],
             &[A::Sigmoid],
         ];
+        // Under Miri (some thousand times slower), small forms of the kinds above: pointwise,
+        // 3x3 over two panels, strided with asymmetric padding, grouped with a channel
+        // multiplier, depthwise with a channel tail, 1-D and 3-D.
+        let tiny = [
+            params(1, 5, 7, 1, [1, 3, 4], one, one, one, [0; 3], [0; 3]),
+            params(
+                1,
+                2,
+                17,
+                1,
+                [1, 2, 3],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                2,
+                3,
+                5,
+                1,
+                [1, 5, 4],
+                [1, 3, 3],
+                [1, 2, 2],
+                one,
+                [0, 1, 1],
+                [0, 0, 1],
+            ),
+            params(
+                1,
+                6,
+                12,
+                6,
+                [1, 3, 3],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                17,
+                17,
+                17,
+                [1, 3, 5],
+                [1, 3, 3],
+                one,
+                one,
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+            params(
+                1,
+                3,
+                5,
+                1,
+                [1, 1, 12],
+                [1, 1, 5],
+                [1, 1, 3],
+                one,
+                [0, 0, 2],
+                [0, 0, 1],
+            ),
+            params(
+                1,
+                2,
+                3,
+                1,
+                [2, 2, 3],
+                [3, 3, 3],
+                one,
+                one,
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+        ];
+        let cases: &[ConvParams] = if cfg!(miri) { &tiny } else { &cases };
         for (i, p) in cases.iter().enumerate() {
             check(p, chains[i % chains.len()]);
         }
@@ -1908,17 +1987,24 @@ pub(crate) mod tests {
 
     #[test]
     fn row_products_match_the_gemm() {
-        for (m, k, n) in [
-            (1, 5, 3),
-            (9, 16, 40),
-            (37, 70, 100),
-            (130, 3, 17),
-            (20, 300, 400),
-            (197, 100, 400),
-            // Weights that do not stay in cache, over several blocks of rows: each tile's
-            // panels go over every block while the next panels are prefetched.
-            (300, 300, 1000),
-        ] {
+        let cases: &[(usize, usize, usize)] = if cfg!(miri) {
+            // Under Miri (some thousand times slower) small forms: a tail of rows, many
+            // rows, and one wide product (GELU).
+            &[(1, 5, 3), (9, 16, 20), (20, 3, 17), (1, 4, 400)]
+        } else {
+            &[
+                (1, 5, 3),
+                (9, 16, 40),
+                (37, 70, 100),
+                (130, 3, 17),
+                (20, 300, 400),
+                (197, 100, 400),
+                // Weights that do not stay in cache, over several blocks of rows: each tile's
+                // panels go over every block while the next panels are prefetched.
+                (300, 300, 1000),
+            ]
+        };
+        for &(m, k, n) in cases {
             let a = values(m * k, 5);
             let b = values(k * n, 6);
             let bias = values(n, 7);
@@ -1988,6 +2074,10 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri no CPU feature is detected: the same paths as the test above"
+    )]
     fn channels_last_conv_matches_channels_first_without_avx512() {
         crate::gemm_x86_64::without_avx512(cases);
     }
@@ -1999,8 +2089,18 @@ pub(crate) mod tests {
         let mut input = [1; 3];
         let mut kernel = [1; 3];
         let (mut strides, mut dilations, mut pads, mut pads_end) = ([1; 3], [1; 3], [0; 3], [0; 3]);
+        // Under Miri, smaller images and fewer channels.
+        let miri = cfg!(miri);
         for i in 3 - spatial..3 {
-            input[i] = rng.range(1, if spatial == 3 { 6 } else { 24 });
+            input[i] = rng.range(
+                1,
+                match (spatial == 3, miri) {
+                    (true, false) => 6,
+                    (false, false) => 24,
+                    (true, true) => 2,
+                    (false, true) => 4,
+                },
+            );
             kernel[i] = [1, 1, 2, 3, 3, 5, 7][rng.below(7)].min(input[i] + 2);
             strides[i] = rng.range(1, 3);
             dilations[i] = if rng.below(4) == 0 { 2 } else { 1 };
@@ -2012,14 +2112,18 @@ pub(crate) mod tests {
         }
         let (groups, c, m) = match rng.below(3) {
             0 => {
-                let c = rng.range(1, 70);
+                let c = rng.range(1, if miri { 8 } else { 70 });
                 (c, c, c)
             }
             1 => {
                 let g = rng.range(2, 4);
-                (g, g * rng.range(1, 9), g * rng.range(1, 12))
+                let (cg, mg) = if miri { (2, 3) } else { (9, 12) };
+                (g, g * rng.range(1, cg), g * rng.range(1, mg))
             }
-            _ => (1, rng.range(1, 40), rng.range(1, 70)),
+            _ => {
+                let (c, m) = if miri { (4, 8) } else { (40, 70) };
+                (1, rng.range(1, c), rng.range(1, m))
+            }
         };
         let p = params(
             rng.range(1, 2),

@@ -1318,7 +1318,8 @@ pub(crate) unsafe fn winograd4_output(
 /// Winograd F(2x2, 3x3) output transform of one tile, 16 channels: reads `M[k]` at
 /// `src + k * position` and stores `(Aᵀ M A)[a][b]` plus `bias` and the residual, then the
 /// in-register `acts`, at `out[q]` for each output `q = 2 a + b` that is not null (outside the
-/// image), the residual at `residual[q]` (if not null).
+/// image), the residual at `residual[q]` (if not null). The pointers are [`winograd4_output`]'s
+/// sixteen, of which a 2x2 tile reads the first four.
 ///
 /// # Safety
 /// The CPU has AVX-512F; the lanes of `mask` are readable at `src` and at each residual
@@ -1329,8 +1330,8 @@ pub(crate) unsafe fn winograd_output(
     src: *const f32,
     position: usize,
     mask: __mmask16,
-    out: [*mut f32; 4],
-    residual: [*const f32; 4],
+    out: [*mut f32; 16],
+    residual: [*const f32; 16],
     bias: Option<__m512>,
     acts: &[Activation],
 ) {

@@ -1559,8 +1559,12 @@ pub(crate) mod tests {
     #[test]
     fn batched_heads_on_two_threads_match_one_thread() {
         // 12 heads of 70x50x33 with B broadcast over the first batch axis, and 3 products
-        // (fewer than two per thread: each product splits instead).
-        let (m, n, k) = (70usize, 50usize, 33usize);
+        // (fewer than two per thread: each product splits instead). Under Miri, 6x5x3.
+        let (m, n, k) = if cfg!(miri) {
+            (6usize, 5usize, 3usize)
+        } else {
+            (70, 50, 33)
+        };
         let a: std::vec::Vec<f32> = (0..2 * 6 * m * k)
             .map(|i| (i % 37) as f32 * 0.1 - 1.8)
             .collect();
@@ -1586,6 +1590,15 @@ pub(crate) mod tests {
     use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
+
+    /// The largest fixed product (in multiply-adds) the tests run under Miri, whose
+    /// interpreter is some thousand times slower than native code.
+    const MIRI_MACS: usize = 3_000;
+
+    /// Whether a fixed `m x n x k` case is left out under Miri.
+    fn too_big_for_miri(m: usize, n: usize, k: usize) -> bool {
+        cfg!(miri) && m * n * k > MIRI_MACS
+    }
 
     fn reference(
         m: usize,
@@ -1719,7 +1732,8 @@ pub(crate) mod tests {
     #[cfg(feature = "std")]
     #[test]
     fn one_row_products_split_across_threads_agree() {
-        let (k, n) = (300, 1000);
+        // Under Miri 16 x 70 (one call).
+        let (k, n) = if cfg!(miri) { (16, 70) } else { (300, 1000) };
         let a: std::vec::Vec<f32> = (0..k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
         let b: std::vec::Vec<f32> = (0..k * n)
             .map(|i| ((i * 5 % 11) as f32 - 5.0) / 9.0)
@@ -1816,6 +1830,9 @@ pub(crate) mod tests {
         ];
         for (name, path) in paths() {
             for &(m, n, k) in &shapes {
+                if too_big_for_miri(m, n, k) {
+                    continue;
+                }
                 for (trans_a, trans_b) in [(false, false), (false, true), (true, false)] {
                     let (a, b) = operands(m, n, k);
                     // A transposed (column-major) is what constant weights are stored as.
@@ -1841,11 +1858,13 @@ pub(crate) mod tests {
     /// tile), sometimes big enough for threads.
     pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
         let big = rng.below(8) == 7;
+        // Under Miri at most 12 (big) or 8.
+        let (big_max, small_max) = if cfg!(miri) { (12, 8) } else { (300, 70) };
         let mut dim = || {
             if big {
-                rng.range(1, 300)
+                rng.range(1, big_max)
             } else {
-                rng.range(1, 70)
+                rng.range(1, small_max)
             }
         };
         let (m, n, k) = (dim(), dim(), dim());
@@ -1883,6 +1902,9 @@ pub(crate) mod tests {
             (2, 40, 9),
             (20, 4, 16),
         ] {
+            if too_big_for_miri(m, n, k) {
+                continue;
+            }
             let (a, b) = operands(m, n, k);
             let (sa, sb) = (Strides { rows: k, cols: 1 }, Strides { rows: n, cols: 1 });
             let mut plain = vec![0.0f32; m * n];
@@ -1940,6 +1962,9 @@ pub(crate) mod tests {
             (40, 130, 7),
             (64, 200, 64),
         ] {
+            if too_big_for_miri(m, n, k) {
+                continue;
+            }
             let (a, b) = operands(m, n, k);
             let sa = Strides { rows: k, cols: 1 };
             let sb = Strides { rows: n, cols: 1 };
@@ -1987,6 +2012,10 @@ pub(crate) mod tests {
 
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri no CPU feature is detected: the same paths as the test above"
+    )]
     fn packed_b_matches_the_plain_product_without_avx512() {
         crate::gemm_x86_64::without_avx512(packed_b_cases);
     }
@@ -2024,6 +2053,9 @@ pub(crate) mod tests {
             (8, 48, 7),
             (21, 100, 70),
         ] {
+            if too_big_for_miri(m, n, k) {
+                continue;
+            }
             let (a, b) = operands(m, n, k);
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5 - 3.0).collect();
             let residual: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 - 4.0).collect();

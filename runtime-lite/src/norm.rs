@@ -611,7 +611,12 @@ mod tests {
     #[test]
     fn row_norm_exec_matches_one_call_on_two_threads() {
         let exec = Exec::with_threads(2);
-        let (rows, inner) = (300usize, 768usize);
+        // Under Miri 3 rows of 40: one task.
+        let (rows, inner) = if cfg!(miri) {
+            (3usize, 40usize)
+        } else {
+            (300, 768)
+        };
         let x: std::vec::Vec<f32> = (0..rows * inner)
             .map(|i| (i % 113) as f32 * 0.05 - 2.0)
             .collect();
@@ -647,7 +652,13 @@ mod tests {
             (factors[c], factors[channels + c]) = batch_norm_factors(params, 1e-5, c);
         }
         let relu = [Activation::Relu];
-        for (outer, inner) in [(3000usize, 1usize), (2, 700)] {
+        // Under Miri 40 rows and planes of 20: one task each.
+        let cases = if cfg!(miri) {
+            [(40usize, 1usize), (2, 20)]
+        } else {
+            [(3000, 1), (2, 700)]
+        };
+        for (outer, inner) in cases {
             let parts: std::vec::Vec<std::vec::Vec<f32>> = blocks
                 .iter()
                 .map(|&b| {
@@ -685,8 +696,10 @@ mod tests {
     #[cfg(feature = "std")]
     #[test]
     fn batch_norm_with_relu_on_two_threads_is_the_formula() {
-        // Both layouts, 3 channels, 2 images of 7000 pixels: several tasks per thread.
-        let (channels, inner, batch) = (3usize, 7000usize, 2usize);
+        // Both layouts, 3 channels, 2 images of 7000 pixels: several tasks per thread (under
+        // Miri 100 pixels: one task).
+        let pixels = if cfg!(miri) { 100usize } else { 7000 };
+        let (channels, inner, batch) = (3usize, pixels, 2usize);
         let n = channels * inner * batch;
         let x: std::vec::Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.25 - 12.0).collect();
         let (scale, bias, mean, var) = (
@@ -817,7 +830,13 @@ mod tests {
         // Every length up to three vectors and one, each affine form (group normalization:
         // channel runs shorter than a row; instance normalization: as long as one), on every
         // instruction set.
-        for inner in 0..=49usize {
+        // Under Miri, the lengths on and next to the vector boundaries.
+        let inners: std::vec::Vec<usize> = if cfg!(miri) {
+            std::vec![0, 1, 15, 16, 17, 33]
+        } else {
+            (0..=49).collect()
+        };
+        for inner in inners {
             let rows = 3;
             let x: std::vec::Vec<f32> = (0..rows * inner)
                 .map(|i| ((i * 7919) % 101) as f32 * 0.37 - 15.0)

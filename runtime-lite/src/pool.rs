@@ -1398,8 +1398,15 @@ pub(crate) mod tests {
         let spatial = rng.range(1, 3);
         let (mut input, mut kernel, mut strides) = ([1; 3], [1; 3], [1; 3]);
         let (mut pads_begin, mut pads_end, mut output) = ([0; 3], [0; 3], [1; 3]);
+        // Under Miri, at most 3 (3-D) or 6 pixels per axis.
+        let side = match (spatial == 3, cfg!(miri)) {
+            (true, false) => 6,
+            (false, false) => 14,
+            (true, true) => 3,
+            (false, true) => 6,
+        };
         for i in 3 - spatial..3 {
-            input[i] = rng.range(1, if spatial == 3 { 6 } else { 14 });
+            input[i] = rng.range(1, side);
             kernel[i] = rng.range(1, 4);
             strides[i] = rng.range(1, 3);
             pads_begin[i] = rng.below(kernel[i]);
@@ -1410,7 +1417,8 @@ pub(crate) mod tests {
             }
             output[i] = (padded - kernel[i]) / strides[i] + 1;
         }
-        let c = rng.range(1, 70);
+        // Under Miri (some thousand times slower) at most 8 channels.
+        let c = rng.range(1, if cfg!(miri) { 8 } else { 70 });
         let p = PoolParams {
             planes: c,
             input,
@@ -1442,13 +1450,26 @@ pub(crate) mod tests {
     fn channels_last_bands_on_two_threads_match_one_call() {
         let exec = crate::threads::Exec::with_threads(2);
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
-        let c = 48;
-        for (input, kernel, strides, pads, output) in [
-            ([1, 57, 56], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 29, 28]),
-            ([1, 56, 56], [1, 2, 2], [1, 2, 2], [0, 0, 0], [1, 28, 28]),
-            ([1, 40, 30], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 40, 30]),
-            ([1, 41, 41], [1, 3, 3], [1, 2, 2], [0, 0, 0], [1, 21, 21]),
-        ] {
+        type Case = ([usize; 3], [usize; 3], [usize; 3], [usize; 3], [usize; 3]);
+        // Under Miri (some thousand times slower), 4 channels and one small padded image,
+        // which stays one call.
+        let (c, cases): (usize, &[Case]) = if cfg!(miri) {
+            (
+                4,
+                &[([1, 9, 8], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 9, 8])],
+            )
+        } else {
+            (
+                48,
+                &[
+                    ([1, 57, 56], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 29, 28]),
+                    ([1, 56, 56], [1, 2, 2], [1, 2, 2], [0, 0, 0], [1, 28, 28]),
+                    ([1, 40, 30], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 40, 30]),
+                    ([1, 41, 41], [1, 3, 3], [1, 2, 2], [0, 0, 0], [1, 21, 21]),
+                ],
+            )
+        };
+        for &(input, kernel, strides, pads, output) in cases {
             let p = PoolParams {
                 planes: 2,
                 input,
@@ -1508,6 +1529,12 @@ pub(crate) mod tests {
                 pads_begin: pads,
                 pads_end: pads,
             };
+            // Under Miri at most 20 channels (one vector and a tail).
+            if cfg!(miri) && c > 20 {
+                let c = 20;
+                check_channels_last(PoolParams { planes: c, ..p }, c);
+                continue;
+            }
             check_channels_last(p, c);
         }
         let x: std::vec::Vec<f32> = (0..60).map(|i| (i as f32) * 0.25 - 3.0).collect();
@@ -1529,7 +1556,14 @@ pub(crate) mod tests {
     /// and for several (with a NaN in a later segment winning the maximum).
     #[test]
     fn segmented_global_pools_match_at_every_thread_count() {
-        for (batch, spatial, channels) in [(2, 12, 5), (2, 1600, 72), (1, 30 * 30, 300)] {
+        // Under Miri (some thousand times slower), two small images of one segment, on one
+        // and two threads.
+        let (cases, thread_counts): (&[(usize, usize, usize)], &[usize]) = if cfg!(miri) {
+            (&[(2, 12, 5), (1, 40, 9)], &[1, 2])
+        } else {
+            (&[(2, 12, 5), (2, 1600, 72), (1, 30 * 30, 300)], &[1, 2, 3])
+        };
+        for &(batch, spatial, channels) in cases {
             let len = batch * spatial * channels;
             let mut x: std::vec::Vec<f32> = (0..len)
                 .map(|i| ((i * 7919 % 1013) as f32) * 0.01 - 5.0)
@@ -1541,7 +1575,7 @@ pub(crate) mod tests {
             let scratch_len = global_pool_nhwc_scratch_len(batch, spatial, channels);
             for max in [false, true] {
                 let mut first: Option<std::vec::Vec<f32>> = None;
-                for threads in [1, 2, 3] {
+                for &threads in thread_counts {
                     let exec = crate::threads::Exec::with_threads(threads);
                     let mut out = std::vec![0f32; batch * channels];
                     let mut scratch = std::vec![f32::NAN; scratch_len];
@@ -1651,6 +1685,10 @@ pub(crate) mod tests {
     /// The same cases on the paths CPUs without AVX-512 take.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri no CPU feature is detected: the same paths as the test above"
+    )]
     fn separable_path_matches_the_window_reference_without_avx512() {
         crate::gemm_x86_64::without_avx512(pool_cases_match_the_window_reference);
     }
@@ -1676,6 +1714,8 @@ pub(crate) mod tests {
         ]
         .into_iter()
         .flat_map(|window| [(window, (9, 11)), (window, (13, 37))])
+        // Under Miri (some thousand times slower) only the narrow input.
+        .filter(|&(_, (_, iw))| !cfg!(miri) || iw == 11)
         {
             let out_dim = |i: usize| (i + pb + pe - k) / s + 1;
             let p = PoolParams {

@@ -1035,12 +1035,22 @@ mod tests {
         // Attention's head split and merge, a block move behind a unit axis, and a matrix
         // transpose (which stays one call).
         let exec = crate::threads::Exec::with_threads(2);
-        for (shape, perm) in [
-            (&[1usize, 197, 12, 64][..], &[0usize, 2, 1, 3][..]),
-            (&[1, 12, 197, 64], &[0, 2, 1, 3]),
-            (&[2, 6, 50, 7, 32], &[0, 3, 1, 2, 4]),
-            (&[1, 64, 40, 40], &[0, 2, 3, 1]),
-        ] {
+        let cases: &[(&[usize], &[usize])] = if cfg!(miri) {
+            // Under Miri (some thousand times slower), a small block move and matrix
+            // transpose: below the sizes that split across threads, so one call each.
+            &[
+                (&[1, 5, 3, 8], &[0, 2, 1, 3]),
+                (&[1, 4, 5, 6], &[0, 2, 3, 1]),
+            ]
+        } else {
+            &[
+                (&[1, 197, 12, 64], &[0, 2, 1, 3]),
+                (&[1, 12, 197, 64], &[0, 2, 1, 3]),
+                (&[2, 6, 50, 7, 32], &[0, 3, 1, 2, 4]),
+                (&[1, 64, 40, 40], &[0, 2, 3, 1]),
+            ]
+        };
+        for &(shape, perm) in cases {
             let n: usize = shape.iter().product();
             let x: std::vec::Vec<u32> = (0..n as u32).collect();
             let (mut one, mut split) = (std::vec![0u32; n], std::vec![0u32; n]);
@@ -1078,14 +1088,27 @@ mod tests {
     #[test]
     fn matrix_transposes_match_the_definition() {
         let exec = crate::threads::Exec::with_threads(2);
-        for (shape, perm) in [
-            (&[1usize, 64, 40, 40][..], &[0usize, 2, 3, 1][..]),
-            (&[1, 40, 40, 64], &[0, 3, 1, 2]),
-            (&[2, 13, 19, 21], &[0, 2, 3, 1]),
-            (&[3, 2, 37], &[0, 2, 1]),
-            (&[1, 150, 9, 3], &[0, 3, 1, 2]),
-            (&[70, 1000], &[1, 0]),
-        ] {
+        let cases: &[(&[usize], &[usize])] = if cfg!(miri) {
+            // Under Miri, small forms of each case (below the sizes that split across
+            // threads).
+            &[
+                (&[2, 5, 9, 11], &[0, 2, 3, 1]),
+                (&[1, 9, 5, 8], &[0, 3, 1, 2]),
+                (&[3, 2, 37], &[0, 2, 1]),
+                (&[1, 10, 9, 3], &[0, 3, 1, 2]),
+                (&[7, 30], &[1, 0]),
+            ]
+        } else {
+            &[
+                (&[1, 64, 40, 40], &[0, 2, 3, 1]),
+                (&[1, 40, 40, 64], &[0, 3, 1, 2]),
+                (&[2, 13, 19, 21], &[0, 2, 3, 1]),
+                (&[3, 2, 37], &[0, 2, 1]),
+                (&[1, 150, 9, 3], &[0, 3, 1, 2]),
+                (&[70, 1000], &[1, 0]),
+            ]
+        };
+        for &(shape, perm) in cases {
             let n: usize = shape.iter().product();
             let x: std::vec::Vec<u32> = (0..n as u32).collect();
             let want = naive(&x, shape, perm);
@@ -1120,12 +1143,13 @@ mod tests {
     /// 8 x 8 blocks, against the definition.
     #[test]
     fn strided_blocks_transpose() {
-        for (rows, cols, ld_src, ld_dst) in [
-            (96, 80, 6400, 96),
-            (13, 21, 30, 17),
-            (8, 8, 8, 8),
-            (5, 3, 3, 5),
-        ] {
+        // Under Miri, a smaller first block (still a whole number of 8 x 8 blocks).
+        let big = if cfg!(miri) {
+            (16, 16, 40, 16)
+        } else {
+            (96, 80, 6400, 96)
+        };
+        for (rows, cols, ld_src, ld_dst) in [big, (13, 21, 30, 17), (8, 8, 8, 8), (5, 3, 3, 5)] {
             let src: std::vec::Vec<f32> =
                 (0..(rows - 1) * ld_src + cols).map(|i| i as f32).collect();
             let mut dst = std::vec![-1.0f32; (cols - 1) * ld_dst + rows];
@@ -1151,8 +1175,9 @@ mod tests {
     #[cfg(feature = "std")]
     #[test]
     fn concat_exec_matches_the_parts_one_by_one_on_two_threads() {
-        // Three inputs of 5, 1 and 7 columns over 9000 rows (several tasks per thread).
-        let outer = 9000;
+        // Three inputs of 5, 1 and 7 columns over 9000 rows (several tasks per thread; 100
+        // rows, one task, under Miri).
+        let outer = if cfg!(miri) { 100 } else { 9000 };
         let blocks = [5usize, 1, 7];
         let inputs: std::vec::Vec<std::vec::Vec<u32>> = blocks
             .iter()
@@ -1241,14 +1266,18 @@ mod tests {
     /// Rotations of trailing axes (the matrix-tile path) against the index formula.
     #[test]
     fn axis_rotations_match_the_index_formula() {
+        // Under Miri, smaller rows and columns.
+        let miri = cfg!(miri);
+        let (a, b, c) = if miri { (7, 9, 10) } else { (37, 41, 70) };
+        let (d, e, f) = if miri { (9, 17, 3) } else { (33, 65, 7) };
         for (shape, perm) in [
-            (&[2, 3, 37, 41][..], &[0, 2, 3, 1][..]),
-            (&[2, 37, 41, 3][..], &[0, 3, 1, 2][..]),
-            (&[1, 5, 4, 6, 70][..], &[0, 4, 1, 2, 3][..]),
-            (&[33, 65][..], &[1, 0][..]),
+            (&[2, 3, a, b][..], &[0, 2, 3, 1][..]),
+            (&[2, a, b, 3][..], &[0, 3, 1, 2][..]),
+            (&[1, 5, 4, 6, c][..], &[0, 4, 1, 2, 3][..]),
+            (&[d, e][..], &[1, 0][..]),
             (&[3, 4, 5][..], &[1, 2, 0][..]),
             // Two rows interleaved: a channels-last two-group channel shuffle.
-            (&[1, 7, 6, 2, 29][..], &[0, 1, 2, 4, 3][..]),
+            (&[1, f, 6, 2, 29][..], &[0, 1, 2, 4, 3][..]),
             (&[2, 58][..], &[1, 0][..]),
         ] {
             let len: usize = shape.iter().product();

@@ -1134,6 +1134,19 @@ pub(crate) mod tests {
     use std::vec;
     use std::vec::Vec;
 
+    /// The largest fixed product (in multiply-adds) the tests run under Miri, whose
+    /// interpreter is some thousand times slower than native code.
+    pub(super) const MIRI_MACS: usize = 5_000;
+
+    /// The thread counts the tests run on: 1 and 2, or only 2 under Miri.
+    pub(super) fn thread_counts() -> &'static [usize] {
+        if cfg!(miri) {
+            &[2]
+        } else {
+            &[1, 2]
+        }
+    }
+
     /// A deterministic byte stream.
     pub(super) fn bytes(len: usize, seed: u32) -> Vec<u8> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -1222,6 +1235,9 @@ pub(crate) mod tests {
         ];
         for isa in Isa::available() {
             for (case, &[m, k, n]) in shapes.iter().enumerate() {
+                if cfg!(miri) && m * k * n > MIRI_MACS {
+                    continue;
+                }
                 for (signed_a, a_zero, b_zero) in
                     [(false, 0, 0), (false, 131, 0), (true, -3, 0), (true, 5, -7)]
                 {
@@ -1236,7 +1252,7 @@ pub(crate) mod tests {
                     } else {
                         Bytes::U8(&a_raw)
                     };
-                    for threads in [1, 2] {
+                    for &threads in thread_counts() {
                         let exec = Exec::with_threads(threads);
                         check_product(isa, &exec, [m, k, n], a, a_zero, &b, b_zero);
                     }
@@ -1248,10 +1264,14 @@ pub(crate) mod tests {
     /// One random case of [`crate::testing::int8`].
     pub(crate) fn random_case(rng: &mut impl crate::testing::Source) {
         let big = rng.below(6) == 5;
+        // Under Miri at most 4 x 100 x 8 (big) or 4 x 20 x 8.
+        let miri = cfg!(miri);
         let (m, k, n) = if big {
-            (rng.range(1, 80), rng.range(1, 3000), rng.range(1, 90))
+            let (m, k, n) = if miri { (4, 100, 8) } else { (80, 3000, 90) };
+            (rng.range(1, m), rng.range(1, k), rng.range(1, n))
         } else {
-            (rng.range(1, 20), rng.range(1, 80), rng.range(1, 40))
+            let (m, k, n) = if miri { (4, 20, 8) } else { (20, 80, 40) };
+            (rng.range(1, m), rng.range(1, k), rng.range(1, n))
         };
         let signed_a = rng.below(2) == 1;
         let a_zero = rng.range(0, 255) as i32 - if signed_a { 128 } else { 0 };
@@ -1300,6 +1320,9 @@ pub(crate) mod tests {
         .iter()
         .enumerate()
         {
+            if cfg!(miri) && m * k * n > MIRI_MACS {
+                continue;
+            }
             let a = bytes(m * k, 20 + case as u32);
             let b: Vec<i8> = bytes(k * n, 40 + case as u32)
                 .iter()

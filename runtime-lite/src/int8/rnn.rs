@@ -366,7 +366,7 @@ impl Products for Int8Products<'_> {
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
-    use super::super::tests::{bytes, with_isa};
+    use super::super::tests::{bytes, thread_counts, with_isa, MIRI_MACS};
     use super::super::{Bytes, Dequant, Output};
     use super::*;
     use crate::epilogue::Activation;
@@ -618,6 +618,9 @@ mod tests {
             .iter()
             .enumerate()
             {
+                if cfg!(miri) && m * k * n > MIRI_MACS {
+                    continue;
+                }
                 let a = bytes(m * k + 4, 200 + case as u32);
                 let b: Vec<i8> = bytes(k * n, 300 + case as u32)
                     .iter()
@@ -714,6 +717,11 @@ mod tests {
                 let (reverse, lens, per_channel) = (c.reverse, c.lens, c.per_channel);
                 let seed = 10 * case as u32;
                 let gh = cell.gates() * hidden;
+                // Under Miri (some thousand times slower) only the cases of at most 10 000
+                // multiply-adds.
+                if cfg!(miri) && seq * batch * dirs * (input + hidden) * gh > 10_000 {
+                    continue;
+                }
                 let p = RnnParams {
                     cell,
                     seq,
@@ -745,7 +753,7 @@ mod tests {
                     recurrent: r_packed.matrix(),
                     recurrent_h: rh_packed.as_ref().map(Packed::matrix),
                 };
-                for threads in [1, 2] {
+                for &threads in thread_counts() {
                     let exec = Exec::with_threads(threads);
                     let mut y = vec![f32::NAN; seq * dirs * batch * hidden];
                     let mut y_h = vec![f32::NAN; dirs * batch * hidden];
