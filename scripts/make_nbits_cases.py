@@ -89,6 +89,29 @@ BENCH = {
 }
 
 
+def one_node_case(out, name, node, x_type, shapes, inits):
+    """Saves a model of the one `MatMulNBits` node `node` (input `x`, output `y` of `x_type`,
+    `shapes` their dims) with `inits`, and returns its folder and an ORT session on it."""
+    g = helper.make_graph(
+        [node], name,
+        [helper.make_tensor_value_info("x", x_type, shapes[0])],
+        [helper.make_tensor_value_info("y", x_type, shapes[1])], inits)
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    d = os.path.join(out, name)
+    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+    onnx.save(model, os.path.join(d, "model.onnx"))
+    return d, ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def save_data(d, x, y):
+    """Writes input `x` and reference output `y` into `d`'s test_data_set_0."""
+    for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
+        with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
+            f.write(nh.from_array(arr, tname).SerializeToString())
+
+
 def hand_written(out, name, bits, block, rows, float_zp, seed, g_idx=False):
     """One `MatMulNBits` node built here (not by the quantizer): `bits`-bit codes, K = 72,
     N = 40, zero points (float, or codes packed as ORT packs them) and a bias; with `g_idx`,
@@ -127,19 +150,10 @@ def hand_written(out, name, bits, block, rows, float_zp, seed, g_idx=False):
     node = helper.make_node(
         "MatMulNBits", ["x", "b", "scales", "zero_points", "g_idx" if g_idx else "", "bias"], ["y"],
         domain="com.microsoft", K=k, N=n, bits=bits, block_size=block)
-    g = helper.make_graph(
-        [node], name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])],
+    d, sess = one_node_case(
+        out, name, node, TensorProto.FLOAT, ([rows, k], [rows, n]),
         [nh.from_array(pack(codes).reshape(n, blocks, -1), "b"), nh.from_array(scales, "scales"),
          nh.from_array(zero_points, "zero_points"), nh.from_array(bias, "bias")] + inits)
-    model = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 8
-    d = os.path.join(out, name)
-    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
-    onnx.save(model, os.path.join(d, "model.onnx"))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((rows, k)).astype(np.float32)
     (y,) = sess.run(None, {"x": x})
     # ORT's output against the definition, so that the reference is known to be right.
@@ -149,9 +163,7 @@ def hand_written(out, name, bits, block, rows, float_zp, seed, g_idx=False):
     w = (codes.reshape(n, -1)[:, :k].astype(np.float32) - zp_of) * scale_of
     want = x @ w.T + bias
     assert np.abs(y - want).max() < 1e-4, np.abs(y - want).max()
-    for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
-        with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
-            f.write(nh.from_array(arr, tname).SerializeToString())
+    save_data(d, x, y)
     print(name, y.shape)
 
 
@@ -172,19 +184,10 @@ def hand_written_f16(out, name, seed):
     node = helper.make_node(
         "MatMulNBits", ["x", "b", "scales", "zero_points", "", "bias"], ["y"],
         domain="com.microsoft", K=k, N=n, bits=4, block_size=block)
-    g = helper.make_graph(
-        [node], name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, n])],
+    d, sess = one_node_case(
+        out, name, node, TensorProto.FLOAT16, ([2, k], [2, n]),
         [nh.from_array(packed, "b"), nh.from_array(scales.reshape(-1), "scales"),
          nh.from_array(zp_packed, "zero_points"), nh.from_array(bias, "bias")])
-    model = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 8
-    d = os.path.join(out, name)
-    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
-    onnx.save(model, os.path.join(d, "model.onnx"))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((2, k)).astype(np.float16)
     (y,) = sess.run(None, {"x": x})
     rows = np.arange(k) // block
@@ -192,9 +195,7 @@ def hand_written_f16(out, name, seed):
     want = x.astype(np.float32) @ w.T + bias.astype(np.float32)
     err = np.abs(y.astype(np.float32) - want).max()
     assert err < 2e-3 * np.abs(want).max(), err
-    for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
-        with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
-            f.write(nh.from_array(arr, tname).SerializeToString())
+    save_data(d, x, y)
     print(name, y.shape, y.dtype)
 
 
@@ -218,9 +219,7 @@ def main():
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         x = np.random.default_rng(100 + seed).standard_normal((rows, dims[0])).astype(np.float32)
         (y,) = sess.run(None, {"x": x})
-        for fname, arr, tname in (("input_0.pb", x, "x"), ("output_0.pb", y, "y")):
-            with open(os.path.join(d, "test_data_set_0", fname), "wb") as f:
-                f.write(nh.from_array(arr, tname).SerializeToString())
+        save_data(d, x, y)
         attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in model.graph.node if n.op_type == "MatMulNBits"]
         print(name, ops, attrs[0], [len(n.input) for n in model.graph.node if n.op_type == "MatMulNBits"])
 
