@@ -18,6 +18,107 @@ import sys
 import time
 
 
+# What sinter does not compute of each ONNX Runtime contrib (`com.microsoft`) op it takes, as
+# its parser refuses them (compiler/src/ops/contrib.rs, nbits.rs, int8.rs, qlinear.rs,
+# recurrent.rs). The bundled cases that use each op are found by reading the models.
+CONTRIB_LIMITS = {
+    "Attention": "a past state, an attention bias or past length, the present output, do_rotary",
+    "QAttention": "a past state, the present output, do_rotary",
+    "MultiHeadAttention": "packed Q/K/V, an attention bias, a past state, the present or QK outputs",
+    "GroupQueryAttention": "float16; position_ids, head_sink, smooth_softmax, quantized caches, "
+                           "q/k norm weights, query_seqlens, a window-sized cache, output_qk; a "
+                           "total_sequence_length known only at run time",
+    "RotaryEmbedding": "is_packed_batching (the scale attribute is ignored, as ORT's kernels do)",
+    "SkipLayerNormalization": "",
+    "SkipSimplifiedLayerNormalization": "the mean and inverse deviation outputs",
+    "SimplifiedLayerNormalization": "the inverse deviation output, stash_type other than float32",
+    "EmbedLayerNormalization": "",
+    "BiasGelu": "", "FastGelu": "", "Gelu": "", "QuickGelu": "", "BiasAdd": "",
+    "MatMulNBits": "bits other than 2, 4, 8; a g_idx or B computed at run time",
+    "QGemm": "transA; a C other than a constant int32 of 1 or N values",
+    "DynamicQuantizeMatMul": "weights that are not a constant 2-D tensor",
+    "MatMulIntegerToFloat": "weights that are not a constant 2-D tensor",
+    "DynamicQuantizeLSTM": "weights or their quantization parameters computed at run time",
+    "QLinearAdd": "per-channel scales", "QLinearMul": "per-channel scales",
+    "QLinearSigmoid": "per-channel scales", "QLinearLeakyRelu": "per-channel scales",
+    "QLinearGlobalAveragePool": "images of 2^24 elements or more",
+    "QLinearAveragePool": "per-channel scales", "QLinearConcat": "per-channel scales",
+    "QLinearSoftmax": "per-channel scales", "QLinearWhere": "per-channel scales",
+}
+
+
+def _fields(buf):
+    """(field number, wire type, value) of a protobuf message: the bytes of length-delimited
+    fields, the integer of varints; fixed-width fields skipped."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire in (1, 5):
+            value, i = None, i + (8 if wire == 1 else 4)
+        else:
+            return
+        yield field, wire, value
+
+
+def _varint(buf, i):
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return result, i
+
+
+def contrib_ops(model_path):
+    """The contrib op types of a model's main graph (ModelProto.graph = 7,
+    GraphProto.node = 1, NodeProto.op_type = 4, NodeProto.domain = 7)."""
+    with open(model_path, "rb") as f:
+        data = f.read()
+    ops = set()
+    for field, wire, graph in _fields(data):
+        if field != 7 or wire != 2:
+            continue
+        for gf, gw, node in _fields(graph):
+            if gf != 1 or gw != 2:
+                continue
+            attrs = {nf: v for nf, nw, v in _fields(node) if nw == 2 and nf in (4, 7)}
+            op = attrs.get(4, b"").decode()
+            # ORT registers SimplifiedLayerNormalization in the default domain.
+            if attrs.get(7) == b"com.microsoft" or op == "SimplifiedLayerNormalization":
+                ops.add(op)
+    return ops
+
+
+def write_contrib(f, root):
+    """The contrib-op section: per op, what is not supported and the bundled cases using it."""
+    data = os.path.join(root, "tests", "data")
+    uses = collections.defaultdict(list)
+    for d, _, names in sorted(os.walk(data)):
+        if "model.onnx" in names:
+            for op in contrib_ops(os.path.join(d, "model.onnx")):
+                uses[op].append(os.path.relpath(d, data))
+    f.write("\n## ONNX Runtime contrib ops (`com.microsoft`)\n\n")
+    f.write("What ONNX Runtime's quantizers, transformer optimizer and GenAI model builder write. Each\n")
+    f.write("bundled case is checked against ORT 1.32's outputs by `cargo test`\n")
+    f.write("(`compiler/tests/verify_cli.rs`); the forms in the middle column are refused with that reason.\n\n")
+    f.write("| op | not supported | bundled cases (tests/data) |\n|---|---|---|\n")
+    for op in sorted(CONTRIB_LIMITS):
+        cases = sorted(uses.get(op, []))
+        shown = ", ".join(f"`{c}`" for c in cases[:6]) + (f" and {len(cases) - 6} more" if len(cases) > 6 else "")
+        f.write(f"| {op} | {CONTRIB_LIMITS[op] or '-'} | {shown or '(none bundled)'} |\n")
+    unknown = sorted(set(uses) - set(CONTRIB_LIMITS))
+    if unknown:
+        sys.exit(f"bundled cases use contrib ops missing from CONTRIB_LIMITS: {unknown}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("suite", help="folder of node cases with INDEX.tsv")
@@ -107,6 +208,7 @@ def main():
             f.write("inputs as constants taken from the case's data.\n\n")
             for c in specialized:
                 f.write(f"- `{c}`: {results[c][1]}\n")
+        write_contrib(f, root)
         f.write("\n## Not passing, with reasons\n\n")
         for op in sorted(reasons):
             f.write(f"<details><summary>{op} ({len(reasons[op])})</summary>\n\n")

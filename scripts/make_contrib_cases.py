@@ -15,7 +15,9 @@ writes one-node cases (`op_*`) for the formats the optimizer's models do not use
 `MultiHeadAttention` (cross and causal), `EmbedLayerNormalization` (segments, mask, position
 ids), the skip/simplified layer norms with all their outputs, and the GELU variants. Their references are
 ORT's, except `BiasAdd`, which ORT runs only on CUDA: its reference is numpy's `x + bias + skip`
-(the case says so in its name, `op_bias_add_numpy_ref`).
+(the case says so in its name, `op_bias_add_numpy_ref`). `tiny` also writes the
+`GroupQueryAttention` and `RotaryEmbedding` one-node cases (`op_gqa_*`, `op_rotary_*`; see
+`make_gqa_cases`). The GenAI builder's decoder cases come from `scripts/make_genai_cases.py`.
 """
 import argparse
 import collections
@@ -300,6 +302,67 @@ def make_op_cases(out):
             reference=lambda feed: [feed["x"] + nbias + feed["skip"]])
 
 
+def make_gqa_cases(out):
+    """One-node `GroupQueryAttention` and `RotaryEmbedding` cases: decoding with a past cache
+    (rotary, half-split and interleaved, partial rotation), a ragged batch (entries at different
+    lengths), a packed-QKV prompt with a local window, a chunk after a cache with softcap,
+    scale and an attention bias, a cache longer than the tokens it holds, non-causal attention,
+    and the two position-id forms of `RotaryEmbedding`. References are ORT's; rows ORT leaves
+    unspecified (padding) are not in any case."""
+    rng = np.random.default_rng(12)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    F = onnx.TensorProto.FLOAT
+    ms = "com.microsoft"
+    n, nk, d = 4, 2, 32
+
+    def caches(rows, half):
+        angle = np.arange(rows)[:, None] * (0.3 / np.arange(1, half + 1))[None, :]
+        return [("cos", np.cos(angle).astype(np.float32)), ("sin", np.sin(angle).astype(np.float32))]
+
+    def gqa(name, b, s, past, lens, total, packed=False, bias=None, rotary=None, **attrs):
+        inputs = [("q", f32(b, s, (n + 2 * nk) * d if packed else n * d))]
+        names = ["q", "", ""] if packed else ["q", "k", "v"]
+        if not packed:
+            inputs += [("k", f32(b, s, nk * d)), ("v", f32(b, s, nk * d))]
+        if past is None:
+            names += ["", ""]
+        else:
+            names += ["past_k", "past_v"]
+            inputs += [("past_k", f32(b, nk, past, d)), ("past_v", f32(b, nk, past, d))]
+        names += ["seqlens_k", "total"]
+        inputs += [("seqlens_k", np.array(lens, np.int32))]
+        inits = [("total", np.array(total, np.int32))]
+        if rotary is not None:
+            names += ["cos", "sin"]
+            inits += caches(*rotary)
+            attrs["do_rotary"] = 1
+        if bias is not None:
+            names += ["", "bias"] if rotary is not None else ["", "", "", "bias"]
+            inputs.append(("bias", bias))
+        op_case(out, name,
+                [onnx.helper.make_node("GroupQueryAttention", names, ["y", "present_k", "present_v"],
+                                       domain=ms, num_heads=n, kv_num_heads=nk, **attrs)],
+                inputs, [("y", F), ("present_k", F), ("present_v", F)], inits)
+
+    gqa("op_gqa_decode_rotary", 1, 1, 7, [7], 8, rotary=(16, d // 2))
+    gqa("op_gqa_ragged_batch_interleaved", 2, 1, 6, [4, 6], 7, rotary=(16, d // 4),
+        rotary_interleaved=1)
+    gqa("op_gqa_prompt_packed_window", 1, 5, None, [4], 5, packed=True, local_window_size=2)
+    gqa("op_gqa_chunk_softcap_bias", 1, 3, 4, [6], 7, bias=f32(1, n, 3, 7), softcap=2.0, scale=0.3)
+    gqa("op_gqa_cache_longer_than_tokens", 1, 1, 8, [4], 5)
+    gqa("op_gqa_not_causal", 1, 3, 3, [5], 6, causal=0)
+    x3, x4 = f32(2, 3, 2 * d), f32(2, 2, 3, d)
+    op_case(out, "op_rotary_embedding_forms",
+            [onnx.helper.make_node("RotaryEmbedding", ["x3", "ids", "cos", "sin"], ["y3"],
+                                   domain=ms, num_heads=2),
+             onnx.helper.make_node("RotaryEmbedding", ["x4", "first", "cos_part", "sin_part"], ["y4"],
+                                   domain=ms, num_heads=2, interleaved=1, rotary_embedding_dim=d // 2)],
+            [("x3", x3), ("x4", x4), ("ids", np.array([[1, 2, 3], [7, 8, 9]], np.int64)),
+             ("first", np.array([5], np.int64))],
+            [("y3", F), ("y4", F)],
+            caches(12, d // 2) + [(f"{k}_part", v) for k, v in caches(12, d // 4)])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
@@ -313,6 +376,7 @@ def main():
             make_gpt2(args.out, args.size, tmp)
     if args.size == "tiny":
         make_op_cases(args.out)
+        make_gqa_cases(args.out)
 
 
 if __name__ == "__main__":

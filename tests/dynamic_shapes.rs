@@ -249,3 +249,34 @@ fn attention_over_a_run_time_sequence_length() {
         }
     }
 }
+
+sinter_rt::include_onnx!(
+    "tests/data/contrib/op_gqa_ragged_batch_interleaved/model.onnx",
+    name = group_query
+);
+
+#[test]
+fn group_query_attention_refuses_lengths_its_caches_cannot_hold() {
+    // Two entries, 4 query and 2 key/value heads of 32, a past cache of 6 rows, a present one
+    // of 7; seqlens_k is each entry's token count after the step, minus one.
+    let q = [0.5f32; 2 * 4 * 32];
+    let kv = [0.25f32; 2 * 2 * 32];
+    let past = [1.0f32; 2 * 2 * 6 * 32];
+    let mut model = group_query::Model::new();
+    let (y, present_k, _) = model
+        .run_slices(&q, &kv, &kv, &past, &past, &[4, 6])
+        .expect("lengths within the caches");
+    assert!(y.iter().all(|v| v.is_finite()));
+    // Entry 0 holds 4 past rows, the new one at row 4, zeros after it.
+    let row = |b: usize, j: usize| &present_k[(b * 2 * 7 + j) * 32..][..32];
+    assert!(row(0, 3).iter().all(|&v| v == 1.0));
+    assert!(row(0, 5).iter().all(|&v| v == 0.0));
+    for (lens, what) in [([7, 6], "longer than the present"), ([-1, 6], "negative")] {
+        match model.run_slices(&q, &kv, &kv, &past, &past, &lens) {
+            Err(sinter_rt::Error::InvalidValue { reason, .. }) => {
+                assert!(reason.contains(what), "{lens:?}: {reason}")
+            }
+            other => panic!("{lens:?}: expected InvalidValue, got {other:?}"),
+        }
+    }
+}

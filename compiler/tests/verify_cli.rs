@@ -380,12 +380,16 @@ fn transformer_contrib_op_cases_pass() {
     // for every Attention mask format, causal attention, qkv_hidden_sizes, per-column
     // QAttention, MultiHeadAttention (cross and causal), EmbedLayerNormalization, the skip and
     // simplified layer norms with all their outputs and the GELU variants, with ORT's outputs
-    // (numpy's for BiasAdd, which ORT runs only on CUDA).
+    // (numpy's for BiasAdd, which ORT runs only on CUDA). Also GroupQueryAttention (decoding
+    // with a past cache, a ragged batch, a packed prompt with a local window, softcap with an
+    // attention bias, a cache longer than its tokens, non-causal) and RotaryEmbedding one-node
+    // cases, and a Llama-shaped decoder from ORT GenAI's model builder at a prompt and the
+    // next token (scripts/make_genai_cases.py).
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/contrib");
     let (quantized, float): (Vec<_>, Vec<_>) = case_dirs(&data)
         .into_iter()
         .partition(|c| c.ends_with("bert_fused_dynamic"));
-    assert!(float.len() >= 17, "contrib cases missing");
+    assert!(float.len() >= 26, "contrib cases missing");
     assert_all_pass(
         &["-O0", "-O3"],
         "1e-3",

@@ -475,6 +475,67 @@ pub fn rotary_embedding_f32(
     }
 }
 
+/// The geometry of a key/value cache update ([`kv_cache_update_f32`]).
+#[derive(Clone, Copy, Debug)]
+pub struct KvCacheParams {
+    /// B.
+    pub batch: usize,
+    /// Key/value heads.
+    pub heads: usize,
+    /// Head size.
+    pub head_size: usize,
+    /// Rows of the past cache (0 without one).
+    pub past: usize,
+    /// New rows per batch entry (the chunk's sequence length).
+    pub seq: usize,
+    /// Rows of the present cache.
+    pub present: usize,
+}
+
+/// ONNX Runtime's `GroupQueryAttention` cache update. Per batch entry `b`, the cache holds
+/// `t = seqlens_k[b] + 1` tokens after the step, of which `q = min(seq, t)` are new, so
+/// `p = t - q` were cached before. `present` `[B, heads, present, head]` gets the first `p`
+/// rows of `past` `[B, heads, past, head]`, then the chunk's rows (`new` is `[B, seq, heads,
+/// head]`, the layout of the op's key and value inputs) from row `p` on, as far as the cache
+/// reaches, and zeros after them.
+///
+/// # Errors
+/// The lengths the inputs select that the caches cannot hold: a negative `seqlens_k`, a `t`
+/// longer than the present cache, or a `p` longer than the past one.
+pub fn kv_cache_update_f32(
+    c: &KvCacheParams,
+    past: &[f32],
+    new: &[f32],
+    seqlens_k: &[i32],
+    present: &mut [f32],
+) -> Result<(), &'static str> {
+    let (d, n) = (c.head_size, c.heads);
+    for (b, &len) in seqlens_k.iter().enumerate().take(c.batch) {
+        let total = usize::try_from(len)
+            .map_err(|_| "seqlens_k holds a negative length")?
+            .saturating_add(1);
+        if total > c.present {
+            return Err("seqlens_k + 1 is longer than the present key/value cache");
+        }
+        let cached = total - c.seq.min(total);
+        if cached > c.past {
+            return Err("seqlens_k asks for more cached tokens than past_key/past_value hold");
+        }
+        let fresh = c.seq.min(c.present - cached);
+        for h in 0..n {
+            let rows = &mut present[(b * n + h) * c.present * d..][..c.present * d];
+            let (old, rest) = rows.split_at_mut(cached * d);
+            old.copy_from_slice(&past[(b * n + h) * c.past * d..][..cached * d]);
+            let (chunk, tail) = rest.split_at_mut(fresh * d);
+            for (s, row) in chunk.chunks_exact_mut(d).enumerate() {
+                row.copy_from_slice(&new[((b * c.seq + s) * n + h) * d..][..d]);
+            }
+            tail.fill(0.0);
+        }
+    }
+    Ok(())
+}
+
 /// The geometry and update rule of one linear attention.
 #[derive(Clone, Copy, Debug)]
 pub struct LinearAttentionParams {
@@ -594,6 +655,47 @@ pub fn linear_attention<T: Copy>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kv_cache_update_places_past_then_new_rows() {
+        // Two entries, one head of two values; the past cache has 3 rows, the present 4.
+        let c = KvCacheParams {
+            batch: 2,
+            heads: 1,
+            head_size: 2,
+            past: 3,
+            seq: 1,
+            present: 4,
+        };
+        let past: [f32; 12] = core::array::from_fn(|v| v as f32);
+        let new = [100.0, 101.0, 200.0, 201.0];
+        let mut present = [f32::NAN; 16];
+        // Entry 0 had 1 token cached (seqlens_k 1), entry 1 had 3.
+        kv_cache_update_f32(&c, &past, &new, &[1, 3], &mut present).unwrap();
+        let expected = [
+            0.0, 1.0, 100.0, 101.0, 0.0, 0.0, 0.0, 0.0, //
+            6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 200.0, 201.0,
+        ];
+        assert_eq!(present, expected);
+        let mut present = [0.0; 16];
+        assert!(kv_cache_update_f32(&c, &past, &new, &[4, 0], &mut present).is_err());
+        assert!(kv_cache_update_f32(&c, &past, &new, &[-1, 0], &mut present).is_err());
+        // A prompt of two: seqlens_k 0 is one token in all, so no past row is read.
+        let two = KvCacheParams {
+            seq: 2,
+            past: 0,
+            ..c
+        };
+        let chunk: [f32; 8] = core::array::from_fn(|v| (v + 1) as f32);
+        kv_cache_update_f32(&two, &[], &chunk, &[0, 1], &mut present).unwrap();
+        assert_eq!(&present[..8], &[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(&present[8..], &[5.0, 6.0, 7.0, 8.0, 0.0, 0.0, 0.0, 0.0]);
+        // One new token after 4 cached ones needs 4 past rows; there are 3.
+        let short = KvCacheParams { present: 6, ..c };
+        let mut big = [0.0; 24];
+        assert!(kv_cache_update_f32(&short, &past, &new, &[4, 0], &mut big).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -651,6 +651,106 @@ impl OpDef for RotaryEmbedding {
     }
 }
 
+/// `sinter::KvCache`, made by the expansion of ONNX Runtime's `GroupQueryAttention`: the
+/// present key or value cache `[B, heads, present, head]` from the past one (input 0,
+/// optional, `[B, heads, past, head]`), the step's rows (input 1, `[B, S, heads * head]`) and
+/// `seqlens_k` (input 2, int32 `[B]`), as [`sinter_rt::attention::kv_cache_update_f32`]
+/// places them. Lengths the caches cannot hold stop the run with an error.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    heads: usize,
+    present: usize,
+}
+
+impl KvCache {
+    /// The update of a cache of `heads` heads to `present` rows.
+    pub fn new(heads: usize, present: usize) -> Self {
+        Self { heads, present }
+    }
+
+    /// (batch, head size, past rows, new rows).
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize)> {
+        let new = cx.input(1)?;
+        let lens = cx.input(2)?;
+        let &[b, s, width] = new.shape else {
+            return Err(CompileError::shape(format!(
+                "new rows {:?} are not [batch, sequence, heads * head size]",
+                new.shape
+            )));
+        };
+        if self.heads == 0 || width % self.heads != 0 {
+            return Err(CompileError::attribute(
+                "heads",
+                format!("{} heads do not divide a width of {width}", self.heads),
+            ));
+        }
+        let d = width / self.heads;
+        let past = match cx.opt_input(0) {
+            Some(p) if p.shape.len() == 4 && p.shape[..2] == [b, self.heads] && p.shape[3] == d => {
+                p.shape[2]
+            }
+            Some(p) => {
+                return Err(CompileError::shape(format!(
+                    "past cache {:?} is not [{b}, {}, _, {d}]",
+                    p.shape, self.heads
+                )))
+            }
+            None => 0,
+        };
+        if lens.dtype != DType::I32 || lens.shape != [b] {
+            return Err(CompileError::shape(format!(
+                "seqlens_k {}{:?} is not int32 [{b}]",
+                lens.dtype, lens.shape
+            )));
+        }
+        Ok((b, d, past, s))
+    }
+}
+
+impl OpDef for KvCache {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::unsupported(format!(
+            "{}: sinter's own op, which only GroupQueryAttention's expansion makes",
+            node.op_type()
+        )))
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let new = cx.input(1)?;
+        require_dtype(new.dtype, &[DType::F32], "new rows")?;
+        if let Some(p) = cx.opt_input(0) {
+            require_dtype(p.dtype, &[DType::F32], "past cache")?;
+        }
+        let (b, d, _, _) = self.layout(cx)?;
+        Ok(vec![TypeShape::new(
+            DType::F32,
+            vec![b, self.heads, self.present, d],
+        )])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (b, d, past, s) = self.layout(cx)?;
+        let (b, d, past, s) = (lit(b), lit(d), lit(past), lit(s));
+        let (heads, present) = (lit(self.heads), lit(self.present));
+        let old = if cx.opt_input(0).is_some() {
+            let v = names.input(0);
+            quote!(#v)
+        } else {
+            quote!(&[])
+        };
+        let (new, lens, out) = (names.input(1), names.input(2), names.output(0));
+        let update = names.check(quote!(::sinter_rt::attention::kv_cache_update_f32(
+            &PARAMS, #old, #new, #lens, #out
+        )));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::KvCacheParams = ::sinter_rt::attention::KvCacheParams {
+                batch: #b, heads: #heads, head_size: #d, past: #past, seq: #s, present: #present,
+            };
+            #update;
+        })
+    }
+}
+
 /// `LinearAttention` (opset 27, as its ONNX function body defines it): recurrent linear
 /// attention over 3-D `[B, S, H * D]` operands with update rule `linear`, `gated`, `delta`
 /// or `gated_delta` (default), optional `past_state`, `decay` (per head or per key row),

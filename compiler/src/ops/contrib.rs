@@ -54,6 +54,40 @@ pub enum Contrib {
     },
     /// `MultiHeadAttention` over separate 3-D query, key and value.
     MultiHead(AttentionAttrs),
+    /// `GroupQueryAttention`: grouped-query attention over a key/value cache that it extends
+    /// by the step's rows, as ONNX Runtime's CPU kernel computes it.
+    GroupQuery(GroupQueryAttrs),
+    /// `RotaryEmbedding` (com.microsoft): ONNX's `RotaryEmbedding` with the position ids
+    /// second and a one-element form (the first position; the rest follow it).
+    Rotary {
+        /// Pairs are adjacent elements (else the two halves of the rotated part).
+        interleaved: bool,
+        /// Heads of a 3-D input.
+        num_heads: usize,
+        /// Leading elements of each head that rotate (0: all).
+        rotary_dim: usize,
+    },
+}
+
+/// The attributes of `GroupQueryAttention` that sinter computes.
+#[derive(Debug, Clone)]
+pub struct GroupQueryAttrs {
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (dividing `num_heads`).
+    pub kv_num_heads: usize,
+    /// The scale of `Q K^T` (`1 / sqrt(head_size)` when absent).
+    pub scale: Option<f32>,
+    /// `softcap * tanh(scores / softcap)` before the attention bias and softmax (0: none).
+    pub softcap: f32,
+    /// A query at position `p` sees keys `p - window + 1 ..= p` (`None`: all before it).
+    pub local_window: Option<usize>,
+    /// Query and key rotate by their positions before the product (caches inputs 7, 8).
+    pub do_rotary: bool,
+    /// The rotation pairs adjacent elements.
+    pub rotary_interleaved: bool,
+    /// Queries see only keys at or before their position (else every key in the cache).
+    pub causal: bool,
 }
 
 /// The attributes of `Attention` and `QAttention`.
@@ -127,6 +161,100 @@ impl Contrib {
             qkv_hidden_sizes,
             mask_filter_value: node.f32_or("mask_filter_value", -10_000.0)?,
             scale,
+        })
+    }
+}
+
+impl Contrib {
+    /// `GroupQueryAttention`'s attributes, refusing the inputs and modes sinter does not
+    /// compute yet, each by name.
+    fn parse_group_query(node: &NodeCx<'_>) -> Result<GroupQueryAttrs> {
+        let op = node.op_type();
+        let num_heads = node.usize_or("num_heads", 0)?;
+        let kv_num_heads = node.usize_or("kv_num_heads", 0)?;
+        if num_heads == 0 || kv_num_heads == 0 || num_heads % kv_num_heads != 0 {
+            return Err(CompileError::attribute(
+                "kv_num_heads",
+                format!("{kv_num_heads} must be positive and divide num_heads ({num_heads})"),
+            ));
+        }
+        let refused = [
+            (9, "position_ids"),
+            (11, "head_sink"),
+            (12, "k_scale (a quantized cache)"),
+            (13, "v_scale (a quantized cache)"),
+            (14, "q_norm_weight"),
+            (15, "k_norm_weight"),
+            (16, "query_seqlens"),
+        ];
+        if let Some((_, what)) = refused.iter().find(|(i, _)| node.input_present(*i)) {
+            return Err(CompileError::unsupported(format!("{op} with input {what}")));
+        }
+        if node.output_present(3) || node.i64_or("qk_output", 0)? != 0 {
+            return Err(CompileError::unsupported(format!(
+                "{op} with its output_qk output"
+            )));
+        }
+        for (attr, what) in [
+            ("smooth_softmax", "smooth_softmax"),
+            (
+                "sliding_window_cache",
+                "a window-sized cache (sliding_window_cache)",
+            ),
+        ] {
+            if node.i64_or(attr, 0)? != 0 {
+                return Err(CompileError::unsupported(format!("{op} with {what}")));
+            }
+        }
+        for attr in ["k_quant_type", "v_quant_type"] {
+            let kind = node.string_or(attr, "NONE")?;
+            if kind != "NONE" {
+                return Err(CompileError::unsupported(format!(
+                    "{op} with a quantized cache ({attr} {kind})"
+                )));
+            }
+        }
+        let causal = match node.i64_or("causal", 1)? {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(CompileError::attribute(
+                    "causal",
+                    format!("must be 0 or 1, found {other}"),
+                ))
+            }
+        };
+        let local_window = match node.i64_or("local_window_size", -1)? {
+            w if w <= 0 => None,
+            _ if !causal => {
+                return Err(CompileError::attribute(
+                    "local_window_size",
+                    "must be -1 when causal is 0",
+                ))
+            }
+            w => Some(usize::try_from(w).unwrap_or(usize::MAX)),
+        };
+        let scale = node
+            .attr("scale")
+            .map(|_| node.f32_or("scale", 0.0))
+            .transpose()?
+            .filter(|&s| s != 0.0);
+        let softcap = node.f32_or("softcap", 0.0)?;
+        if !(softcap >= 0.0 && softcap.is_finite()) {
+            return Err(CompileError::attribute(
+                "softcap",
+                format!("must be finite and not negative, found {softcap}"),
+            ));
+        }
+        Ok(GroupQueryAttrs {
+            num_heads,
+            kv_num_heads,
+            scale,
+            softcap,
+            local_window,
+            do_rotary: node.i64_or("do_rotary", 0)? != 0,
+            rotary_interleaved: node.i64_or("rotary_interleaved", 0)? != 0,
+            causal,
         })
     }
 }
@@ -205,6 +333,19 @@ impl OpDef for Contrib {
                     mask_filter_value: node.f32_or("mask_filter_value", -10_000.0)?,
                     scale,
                 })
+            }
+            "GroupQueryAttention" => Contrib::GroupQuery(Self::parse_group_query(node)?),
+            "RotaryEmbedding" => {
+                if node.i64_or("is_packed_batching", 0)? != 0 {
+                    return Err(CompileError::unsupported(format!(
+                        "{op} with is_packed_batching (ragged batches)"
+                    )));
+                }
+                Contrib::Rotary {
+                    interleaved: node.i64_or("interleaved", 0)? != 0,
+                    num_heads: node.usize_or("num_heads", 0)?,
+                    rotary_dim: node.usize_or("rotary_embedding_dim", 0)?,
+                }
             }
             other => return Err(CompileError::unsupported(format!("com.microsoft:{other}"))),
         })

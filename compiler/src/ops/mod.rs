@@ -516,6 +516,7 @@ ops! {
     Attention(attention::Attention) => ["Attention"];
     Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
     RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
+    KvCache(attention::KvCache) => ["sinter::KvCache"];
     CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
     Dft(signal::Dft) => ["DFT"];
@@ -530,7 +531,7 @@ ops! {
     ArrayFeatureExtractor(ml::ArrayFeatureExtractor) => ["ai.onnx.ml:ArrayFeatureExtractor"];
     TreeEnsemble(ml::TreeEnsemble) => ["ai.onnx.ml:TreeEnsemble"];
     FlexAttention(attention::FlexAttention) => ["ai.onnx.preview:FlexAttention"];
-    Contrib(contrib::Contrib) => ["com.microsoft:Attention", "com.microsoft:QAttention", "com.microsoft:SkipLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "com.microsoft:BiasGelu", "com.microsoft:FastGelu", "com.microsoft:Gelu", "com.microsoft:QuickGelu", "com.microsoft:BiasAdd", "com.microsoft:EmbedLayerNormalization", "com.microsoft:MultiHeadAttention"];
+    Contrib(contrib::Contrib) => ["com.microsoft:Attention", "com.microsoft:QAttention", "com.microsoft:SkipLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "com.microsoft:BiasGelu", "com.microsoft:FastGelu", "com.microsoft:Gelu", "com.microsoft:QuickGelu", "com.microsoft:BiasAdd", "com.microsoft:EmbedLayerNormalization", "com.microsoft:MultiHeadAttention", "com.microsoft:GroupQueryAttention", "com.microsoft:RotaryEmbedding"];
     QLinearBinary(qlinear::QLinearBinary) => ["com.microsoft:QLinearAdd", "com.microsoft:QLinearMul"];
     QLinearLookup(qlinear::QLinearLookup) => ["com.microsoft:QLinearSigmoid", "com.microsoft:QLinearLeakyRelu"];
     QLinearGlobalAveragePool(qlinear::QLinearGlobalAveragePool) => ["com.microsoft:QLinearGlobalAveragePool"];

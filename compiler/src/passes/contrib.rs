@@ -8,7 +8,8 @@
 //!   (`SkipSimplifiedLayerNormalization` and ORT's `SimplifiedLayerNormalization`:
 //!   `RMSNormalization`);
 //! - `BiasGelu`, `FastGelu`, `Gelu`: an `Add` and ONNX `Gelu` (exact or tanh);
-//!   `QuickGelu`: `x * Sigmoid(alpha * x)`; `BiasAdd`: two `Add`s.
+//!   `QuickGelu`: `x * Sigmoid(alpha * x)`; `BiasAdd`: two `Add`s;
+//! - `GroupQueryAttention` and `RotaryEmbedding`: see [`super::group_query`].
 //!
 //! The later passes then fuse them as they fuse the same ops from any exporter (the bias
 //! `Add` into the product, the residual into its epilogue, the activation after it).
@@ -32,6 +33,16 @@ pub(super) fn expand(graph: &mut Graph, node: &Node, op: &Contrib) -> Result<Vec
     match op {
         Contrib::Attention(attrs) => attention(graph, &mut x, node, attrs)?,
         Contrib::MultiHead(attrs) => multi_head(graph, &mut x, node, attrs)?,
+        Contrib::GroupQuery(attrs) => super::group_query::group_query(graph, &mut x, node, attrs)?,
+        Contrib::Rotary {
+            interleaved,
+            num_heads,
+            rotary_dim,
+        } => {
+            let heads = i64::try_from(*num_heads).unwrap_or(i64::MAX);
+            let dim = i64::try_from(*rotary_dim).unwrap_or(i64::MAX);
+            super::group_query::rotary(graph, &mut x, node, [i64::from(*interleaved), heads, dim])?
+        }
         Contrib::EmbedNorm { epsilon } => embed_norm(graph, &mut x, node, *epsilon)?,
         Contrib::SkipNorm {
             epsilon,
@@ -283,17 +294,7 @@ fn multi_head(
     let (mut q, mut k, mut v) = (q, k, v);
     if let Some(bias) = get(3) {
         let mut part = |graph: &mut Graph, what: &str, from: usize, to: usize, onto: ValueId| {
-            let starts = x.dims(graph, &format!("{what}_start"), &[from])?;
-            let ends = x.dims(graph, &format!("{what}_end"), &[to])?;
-            let axes = x.dims(graph, &format!("{what}_axis"), &[0])?;
-            let slice = x.step(
-                graph,
-                &format!("{what}_bias"),
-                "Slice",
-                13,
-                vec![bias, starts, ends, axes],
-                vec![],
-            )?;
+            let slice = x.slice(graph, &format!("{what}_bias"), bias, 0, [from, to])?;
             x.step(graph, what, "Add", 14, vec![onto, slice], vec![])
         };
         q = part(graph, "q", 0, d, q)?;
@@ -373,22 +374,9 @@ fn attention(
             None => product,
         }
     };
-    let mut part = |graph: &mut Graph, what: &str, from: usize, to: usize| {
-        let starts = x.dims(graph, &format!("{what}_start"), &[from])?;
-        let ends = x.dims(graph, &format!("{what}_end"), &[to])?;
-        let axes = x.dims(graph, &format!("{what}_axis"), &[2])?;
-        x.step(
-            graph,
-            what,
-            "Slice",
-            13,
-            vec![qkv, starts, ends, axes],
-            vec![],
-        )
-    };
-    let q = part(graph, "q", 0, hq)?;
-    let k = part(graph, "k", hq, hq + hk)?;
-    let v = part(graph, "v", hq + hk, hq + hk + hv)?;
+    let q = x.slice(graph, "q", qkv, 2, [0, hq])?;
+    let k = x.slice(graph, "k", qkv, 2, [hq, hq + hk])?;
+    let v = x.slice(graph, "v", qkv, 2, [hq + hk, hq + hk + hv])?;
     let mask_index = if attrs.quantized { get(5) } else { get(3) };
     let mask = match mask_index {
         Some(m) => mask_bias(graph, x, node, m, [b, s, s], attrs.mask_filter_value, true)?,
@@ -470,17 +458,7 @@ fn mask_bias(
             );
             let column = x.dims(graph, "column", &[b, 1])?;
             let bound = |x: &mut Expansion, graph: &mut Graph, what: &str, from: usize| {
-                let starts = x.dims(graph, &format!("{what}_start"), &[from])?;
-                let ends = x.dims(graph, &format!("{what}_end"), &[from + b])?;
-                let axes = x.dims(graph, &format!("{what}_axis"), &[0])?;
-                let part = x.step(
-                    graph,
-                    what,
-                    "Slice",
-                    13,
-                    vec![mask, starts, ends, axes],
-                    vec![],
-                )?;
+                let part = x.slice(graph, what, mask, 0, [from, from + b])?;
                 x.step(
                     graph,
                     &format!("{what}_column"),

@@ -1050,6 +1050,28 @@ impl Expansion {
         Ok(())
     }
 
+    /// Appends a node of sinter's own `op` (which has no ONNX attributes to parse).
+    pub(super) fn push_op(
+        &mut self,
+        what: &str,
+        op_type: &str,
+        inputs: Vec<Option<ValueId>>,
+        outputs: Vec<Option<ValueId>>,
+        op: Op,
+    ) {
+        self.nodes.push(Node {
+            name: format!("{}/{what}", self.name),
+            op_type: op_type.to_string(),
+            domain: "sinter".to_string(),
+            opset: 1,
+            inputs,
+            outputs,
+            attributes: Vec::new(),
+            op: Some(op),
+            guards: self.guards.clone(),
+        });
+    }
+
     /// A new value named after the expansion, for [`Expansion::push`]'s outputs.
     pub(super) fn value(&self, graph: &mut Graph, what: &str) -> ValueId {
         new_value(graph, format!("{}/{what}", self.name))
@@ -1111,6 +1133,28 @@ impl Expansion {
             format!("{}/{what}", self.name),
             crate::ir::Tensor::from_i64(vec![v.len()], &v),
         ))
+    }
+
+    /// `value[from..to]` along `axis`, by a `Slice` named `what`.
+    pub(super) fn slice(
+        &mut self,
+        graph: &mut Graph,
+        what: &str,
+        value: ValueId,
+        axis: usize,
+        [from, to]: [usize; 2],
+    ) -> Result<ValueId> {
+        let starts = self.dims(graph, &format!("{what}_start"), &[from])?;
+        let ends = self.dims(graph, &format!("{what}_end"), &[to])?;
+        let axes = self.dims(graph, &format!("{what}_axis"), &[axis])?;
+        self.step(
+            graph,
+            what,
+            "Slice",
+            13,
+            vec![value, starts, ends, axes],
+            vec![],
+        )
     }
 
     /// The subgraph `proto` (if any) applied to `x`: its nodes inlined, its output returned.

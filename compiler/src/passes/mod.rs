@@ -21,6 +21,7 @@ mod fuse_qdq;
 mod fuse_residual;
 mod fuse_silu;
 mod fuse_transpose_matmul;
+mod group_query;
 mod infer_shapes;
 mod lower_int8;
 mod pack_weights;
