@@ -4,6 +4,7 @@
 //! Also rotary position embeddings (`RotaryEmbedding`) and recurrent linear attention
 //! (`LinearAttention`: linear, gated, delta and gated-delta state updates).
 
+use crate::math::lanes::{Kernel, Lanes, LANES};
 use crate::math64::exp_f64;
 
 /// The geometry of one attention, fixed at compile time. Strides are element strides of the
@@ -263,6 +264,199 @@ const fn attention_slot(p: &AttentionParams) -> usize {
         + crate::gemm::packed_b_len(total, p.v_head_size)
 }
 
+/// Query rows per key/value head (query heads of the group times query rows) up to which
+/// [`attention_f32_exec`] reads the keys and values where they lie, one pass over each per
+/// group of heads, instead of packing them as GEMM panels per query head: decoding, where
+/// one or a few new tokens attend to a long cache and packing would cost more than the
+/// products.
+const DIRECT_ROWS: usize = 16;
+
+/// `logits[r * total + j] = scale * (q_r . k_j)` for the rows at `q_at` and every key
+/// ([`Kernel`]): each key row is read once for all rows.
+struct DirectScores<'a> {
+    q: &'a [f32],
+    q_at: &'a [usize],
+    k: &'a [f32],
+    k_at: usize,
+    k_step: usize,
+    d: usize,
+    scale: f32,
+    logits: &'a mut [f32],
+}
+
+impl Kernel for DirectScores<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let total = self.logits.len() / self.q_at.len().max(1);
+        for j in 0..total {
+            let key = &self.k[self.k_at + j * self.k_step..][..self.d];
+            for (r, &at) in self.q_at.iter().enumerate() {
+                let query = &self.q[at..][..self.d];
+                let mut acc = s.splat(0.0);
+                for (qc, kc) in query.chunks(LANES).zip(key.chunks(LANES)) {
+                    acc = s.add(acc, s.mul(s.load(qc), s.load(kc)));
+                }
+                self.logits[r * total + j] = s.sum(acc) * self.scale;
+            }
+        }
+    }
+}
+
+/// `out_r = sum_j probs[r * total + j] * v_j` ([`Kernel`]; `out` zeroed by the caller): each
+/// value row is read once for all rows, zero weights (masked keys) skipped.
+struct DirectValues<'a> {
+    probs: &'a [f32],
+    v: &'a [f32],
+    v_at: usize,
+    v_step: usize,
+    out: &'a mut [f32],
+    rows: usize,
+}
+
+impl Kernel for DirectValues<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let dv = self.out.len() / self.rows.max(1);
+        let total = self.probs.len() / self.rows.max(1);
+        for j in 0..total {
+            let value = &self.v[self.v_at + j * self.v_step..][..dv];
+            for (r, out) in self.out.chunks_exact_mut(dv).enumerate() {
+                let w = self.probs[r * total + j];
+                if w == 0.0 {
+                    continue;
+                }
+                let w = s.splat(w);
+                for (oc, vc) in out.chunks_mut(LANES).zip(value.chunks(LANES)) {
+                    let sum = s.add(s.load(oc), s.mul(w, s.load(vc)));
+                    s.store(oc, sum);
+                }
+            }
+        }
+    }
+}
+
+/// Adds the mask to the scores of query row `i` of batch item `b`, head `h`, and masks the
+/// keys the mask does not cover and, when causal, the keys after the query; returns whether
+/// every key is masked.
+#[allow(clippy::too_many_arguments, reason = "one row's coordinates")]
+fn mask_scores<M: Copy>(
+    p: &AttentionParams,
+    mask: Option<&[M]>,
+    mask_load: &impl Fn(M) -> f32,
+    b: usize,
+    h: usize,
+    i: usize,
+    row: &mut [f32],
+) -> bool {
+    if let Some(m) = mask {
+        let ms = p.mask_strides;
+        let base = b * ms[0] + h * ms[1] + i * ms[2];
+        let (covered, past) = row.split_at_mut(p.mask_len.min(row.len()));
+        let n = covered.len();
+        if ms[3] == 1 {
+            for (s, &x) in covered.iter_mut().zip(&m[base..base + n]) {
+                *s += mask_load(x);
+            }
+        } else {
+            for (j, s) in covered.iter_mut().enumerate() {
+                *s += mask_load(m[base + j * ms[3]]);
+            }
+        }
+        past.fill(f32::NEG_INFINITY);
+    }
+    if p.causal {
+        // Query i sees keys j <= i + past.
+        for s in row.iter_mut().skip(i + p.past_seq + 1) {
+            *s = f32::NEG_INFINITY;
+        }
+    }
+    row.iter().all(|&s| s == f32::NEG_INFINITY)
+}
+
+/// [`attention_f32_exec`] for at most [`DIRECT_ROWS`] query rows per key/value head: one task
+/// per batch item and key/value head computes the rows of all the group's query heads.
+#[allow(clippy::too_many_arguments, reason = "the attention's operands")]
+fn attention_direct_f32<M: Copy + Sync>(
+    exec: &crate::threads::Exec,
+    p: &AttentionParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[M]>,
+    mask_load: &(impl Fn(M) -> f32 + Sync),
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let total = p.past_seq + p.kv_seq;
+    let (d, dv, sq) = (p.head_size, p.v_head_size, p.q_seq);
+    let group = (p.q_heads / p.kv_heads.max(1)).max(1);
+    let rows = group * sq;
+    let slot = rows * (2 * total + dv);
+    let tasks = p.batch * p.kv_heads;
+    let scratch = crate::threads::SharedMut::new(&mut scratch[..tasks * slot]);
+    let y_len = y.len();
+    let y = crate::threads::SharedMut::new(y);
+    #[allow(clippy::cast_possible_truncation, reason = "the scale in float32")]
+    let scale = p.scale as f32;
+    exec.for_each(tasks, &|task| {
+        let (b, hk) = (task / p.kv_heads, task % p.kv_heads);
+        // SAFETY: each task owns its slot of the scratch.
+        let mine = unsafe { scratch.slice(task * slot, slot) };
+        let (logits, rest) = mine.split_at_mut(rows * total);
+        let (probs, out) = rest.split_at_mut(rows * total);
+        // Row r is query row r % sq of head hk * group + r / sq.
+        let head = |r: usize| (hk * group + r / sq, r % sq);
+        let mut q_at = [0usize; DIRECT_ROWS];
+        for (r, at) in q_at.iter_mut().enumerate().take(rows) {
+            let (h, i) = head(r);
+            *at = b * p.q_strides[0] + h * p.q_strides[1] + i * p.q_strides[2];
+        }
+        crate::math::lanes::dispatch(DirectScores {
+            q,
+            q_at: &q_at[..rows],
+            k,
+            k_at: b * p.k_strides[0] + hk * p.k_strides[1],
+            k_step: p.k_strides[2],
+            d,
+            scale,
+            logits,
+        });
+        let mut blind = [false; DIRECT_ROWS];
+        for (r, row) in logits.chunks_exact_mut(total).enumerate() {
+            let (h, i) = head(r);
+            blind[r] = mask_scores(p, mask, mask_load, b, h, i, row);
+        }
+        crate::softmax::softmax_f32(logits, probs, rows, total, 1);
+        for (row, _) in probs
+            .chunks_exact_mut(total)
+            .zip(&blind)
+            .filter(|(_, &b)| b)
+        {
+            row.fill(0.0);
+        }
+        out.fill(0.0);
+        crate::math::lanes::dispatch(DirectValues {
+            probs,
+            v,
+            v_at: b * p.v_strides[0] + hk * p.v_strides[1],
+            v_step: p.v_strides[2],
+            out,
+            rows,
+        });
+        for (r, src) in out.chunks_exact(dv).enumerate() {
+            let (h, i) = head(r);
+            let at = b * p.y_strides[0] + h * p.y_strides[1] + i * p.y_strides[2];
+            assert!(at + dv <= y_len, "attention output out of bounds");
+            let dst = y.span_ptr(at, dv);
+            // SAFETY: inside `y` (span_ptr checked it); the rows of different tasks' heads
+            // are disjoint, and this task writes each of its rows once.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, dv) };
+        }
+    });
+}
+
 /// [`attention`] in float32 on the blocked GEMM, for attention without a cache, softcap,
 /// sliding window, valid-length input or QK output (the compiler picks it then): per batch
 /// item and query head (the tasks split across `exec`'s threads), the head's keys (as
@@ -306,6 +500,10 @@ pub fn attention_f32_exec<M: Copy + Sync>(
             && y.len() >= last(p.y_strides, p.batch - 1, p.q_heads - 1, sq, dv),
         "attention operand too short"
     );
+    if group * sq <= DIRECT_ROWS {
+        attention_direct_f32(exec, p, q, k, v, mask, &mask_load, y, scratch);
+        return;
+    }
     let scratch = crate::threads::SharedMut::new(&mut scratch[..tasks * slot]);
     let y_len = y.len();
     let y = crate::threads::SharedMut::new(y);
@@ -352,30 +550,7 @@ pub fn attention_f32_exec<M: Copy + Sync>(
             // Rows whose keys are all masked (at most ATTENTION_BLOCK of them).
             let mut blind = [false; ATTENTION_BLOCK];
             for (r, row) in logits.chunks_exact_mut(total).enumerate() {
-                let i = i0 + r;
-                if let Some(m) = mask {
-                    let ms = p.mask_strides;
-                    let base = b * ms[0] + h * ms[1] + i * ms[2];
-                    let (covered, past) = row.split_at_mut(p.mask_len.min(total));
-                    let n = covered.len();
-                    if ms[3] == 1 {
-                        for (s, &x) in covered.iter_mut().zip(&m[base..base + n]) {
-                            *s += mask_load(x);
-                        }
-                    } else {
-                        for (j, s) in covered.iter_mut().enumerate() {
-                            *s += mask_load(m[base + j * ms[3]]);
-                        }
-                    }
-                    past.fill(f32::NEG_INFINITY);
-                }
-                if p.causal {
-                    // Query i sees keys j <= i + past.
-                    for s in row.iter_mut().skip(i + p.past_seq + 1) {
-                        *s = f32::NEG_INFINITY;
-                    }
-                }
-                blind[r] = row.iter().all(|&s| s == f32::NEG_INFINITY);
+                blind[r] = mask_scores(p, mask, &mask_load, b, h, i0 + r, row);
             }
             let probs = &mut probs[..rows * total];
             crate::softmax::softmax_f32(logits, probs, rows, total, 1);
@@ -698,6 +873,69 @@ mod tests {
 
     use super::*;
 
+    /// Uniform values in [-1, 1) from a linear congruential generator seeded with `seed`.
+    #[cfg(feature = "std")]
+    fn uniform(seed: u32) -> impl FnMut(usize) -> std::vec::Vec<f32> {
+        let mut seed = seed;
+        move |n| {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect()
+        }
+    }
+
+    /// Checks [`attention_f32_exec`] against [`attention`] (within 1e-5) at one and two
+    /// threads, which must agree bit for bit.
+    #[cfg(feature = "std")]
+    fn check_against_reference(
+        p: &AttentionParams,
+        [q, k, v]: [&[f32]; 3],
+        mask: &[f32],
+        what: &str,
+    ) {
+        let inp = AttentionInputs::<f32, f32> {
+            q,
+            k,
+            v,
+            mask: Some(mask),
+            past_key: None,
+            past_value: None,
+            nonpad: None,
+        };
+        let mut want = std::vec![0.0f32; p.batch * p.q_heads * p.q_seq * p.v_head_size];
+        let mut out = AttentionOutputs {
+            y: &mut want,
+            present_key: None,
+            present_value: None,
+            qk: None,
+        };
+        let mut scores = std::vec![0.0f64; p.past_seq + p.kv_seq];
+        attention(
+            p,
+            &inp,
+            &mut out,
+            &mut scores,
+            f64::from,
+            |v| v as f32,
+            f64::from,
+        );
+        let mut first = None;
+        for threads in [1, 2] {
+            let exec = crate::threads::Exec::with_threads(threads);
+            let mut got = std::vec![f32::NAN; want.len()];
+            let mut scratch = std::vec![0.0f32; attention_f32_scratch(p)];
+            attention_f32_exec(&exec, p, q, k, v, Some(mask), |m| m, &mut got, &mut scratch);
+            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                assert!((x - y).abs() <= 1e-5, "{what} at {i}: {x} vs {y}");
+            }
+            let bits: std::vec::Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+            assert_eq!(*first.get_or_insert_with(|| bits.clone()), bits, "{what}");
+        }
+    }
+
     #[test]
     #[cfg(feature = "std")]
     fn float32_kernel_matches_the_reference() {
@@ -710,15 +948,7 @@ mod tests {
         } else {
             (2, 4, 2, 37, 16, 8)
         };
-        let mut seed = 7u32;
-        let mut rand = |n: usize| -> std::vec::Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-                })
-                .collect()
-        };
+        let mut rand = uniform(7);
         let (q, k, v) = (
             rand(b * s * hq * d),
             rand(b * s * hkv * d),
@@ -766,50 +996,68 @@ mod tests {
                 left_window: -1,
                 right_window: -1,
             };
-            let inp = AttentionInputs::<f32, f32> {
-                q: &q,
-                k: &k,
-                v: &v,
-                mask: Some(mask),
-                past_key: None,
-                past_value: None,
-                nonpad: None,
-            };
-            let mut want = std::vec![0.0f32; b * s * hq * dv];
-            let mut out = AttentionOutputs {
-                y: &mut want,
-                present_key: None,
-                present_value: None,
-                qk: None,
-            };
-            let mut scores = std::vec![0.0f64; s];
-            attention(
-                &p,
-                &inp,
-                &mut out,
-                &mut scores,
-                f64::from,
-                |v| v as f32,
-                f64::from,
+            check_against_reference(&p, [&q, &k, &v], mask, &std::format!("causal {causal}"));
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    fn few_query_rows_read_the_cache_in_place() {
+        // Decoding shapes (the direct path): 4 query heads over 2 key/value heads, 1 or 3
+        // query rows against 40 keys (4 under Miri), a key mask with masked
+        // keys, causal masking, and a row mask with a fully masked row.
+        let (b, hq, hkv, t, d, dv) = if cfg!(miri) {
+            (1, 2, 1, 4, 2, 2)
+        } else {
+            (2, 4, 2, 40, 20, 24)
+        };
+        let mut rand = uniform(11);
+        for sq in [1, 3] {
+            let (q, k, v) = (
+                rand(b * hq * sq * d),
+                rand(b * hkv * t * d),
+                rand(b * hkv * t * dv),
             );
-            for threads in [1, 2] {
-                let exec = crate::threads::Exec::with_threads(threads);
-                let mut got = std::vec![f32::NAN; want.len()];
-                let mut scratch = std::vec![0.0f32; attention_f32_scratch(&p)];
-                attention_f32_exec(
-                    &exec,
-                    &p,
-                    &q,
-                    &k,
-                    &v,
-                    Some(mask),
-                    |m| m,
-                    &mut got,
-                    &mut scratch,
-                );
-                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-                    assert!((x - y).abs() <= 1e-5, "causal {causal} at {i}: {x} vs {y}");
-                }
+            let key_mask: std::vec::Vec<f32> = (0..b * t)
+                .map(|j| {
+                    if j % 7 == 2 {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.05 * (j % 3) as f32
+                    }
+                })
+                .collect();
+            let mut row_mask = rand(b * sq * t);
+            row_mask[..t].fill(f32::NEG_INFINITY);
+            for (causal, mask, strides) in [
+                (false, &key_mask, [t, 0, 0, 1]),
+                (true, &key_mask, [t, 0, 0, 1]),
+                (false, &row_mask, [sq * t, 0, t, 1]),
+            ] {
+                let p = AttentionParams {
+                    batch: b,
+                    q_heads: hq,
+                    kv_heads: hkv,
+                    q_seq: sq,
+                    kv_seq: t,
+                    past_seq: 0,
+                    head_size: d,
+                    v_head_size: dv,
+                    q_strides: [hq * sq * d, sq * d, d],
+                    k_strides: [hkv * t * d, t * d, d],
+                    v_strides: [hkv * t * dv, t * dv, dv],
+                    y_strides: [hq * sq * dv, sq * dv, dv],
+                    mask_strides: strides,
+                    mask_len: t,
+                    scale: 0.4,
+                    softcap: 0.0,
+                    causal,
+                    qk_mode: 0,
+                    left_window: -1,
+                    right_window: -1,
+                };
+                let what = std::format!("{sq} rows, causal {causal}");
+                check_against_reference(&p, [&q, &k, &v], mask, &what);
             }
         }
     }
