@@ -10,7 +10,10 @@ inlined):
 
 - `genai_llama_prompt`: a 5-token prompt on an empty cache (past length 0);
 - `genai_llama_decode`: the next token, its past the prompt step's present caches as ORT
-  computed them (past 5, total 6).
+  computed them (past 5, total 6); and in `decode/`, 16 random tokens ORT decoded one at a
+  time from an empty cache (the cache growing a row a step): the tokens and every step's
+  logits, which examples/genai_decoder and tests/genai_decoder.rs replay with one build of a
+  fixed-capacity cache.
 
     /tmp/venv/bin/python scripts/make_genai_cases.py tests/data/contrib
     /tmp/venv/bin/python scripts/make_genai_cases.py /tmp/genai_base --size base
@@ -89,6 +92,27 @@ def write_case(case_dir, model_path, feeds):
     return dict(zip([o.name for o in sess.get_outputs()], outputs))
 
 
+def decode(folder, model, pasts, rng, vocab, kv, head, steps=16):
+    """ORT decoding `steps` random tokens one at a time from an empty cache, each step's
+    presents the next step's past (the cache growing by one row a step): the tokens and every
+    step's logits, for examples/genai_decoder and tests/genai_decoder.rs."""
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in sess.get_outputs()]
+    tokens = rng.integers(0, vocab, steps).astype(np.int64)
+    cache = {p: np.zeros((1, kv, 0, head), np.float32) for p in pasts}
+    logits = []
+    for t, token in enumerate(tokens):
+        feeds = {"input_ids": np.array([[token]], np.int64),
+                 "attention_mask": np.ones((1, t + 1), np.int64), **cache}
+        results = dict(zip(outputs, sess.run(None, feeds)))
+        logits.append(results["logits"].reshape(-1))
+        cache = {p: results[p.replace("past_key_values", "present")] for p in pasts}
+    os.makedirs(folder, exist_ok=True)
+    onnx.save_tensor(nh.from_array(tokens, "tokens"), os.path.join(folder, "tokens.pb"))
+    onnx.save_tensor(nh.from_array(np.stack(logits), "logits"), os.path.join(folder, "logits.pb"))
+    print(folder)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
@@ -116,7 +140,9 @@ def main():
         feeds = {"input_ids": rng.integers(0, vocab, (1, 1)).astype(np.int64),
                  "attention_mask": np.ones((1, 6), np.int64)}
         feeds.update({p: results[p.replace("past_key_values", "present")] for p in pasts})
-        write_case(os.path.join(out, "genai_llama_decode"), model, feeds)
+        case = os.path.join(out, "genai_llama_decode")
+        write_case(case, model, feeds)
+        decode(os.path.join(case, "decode"), model, pasts, rng, vocab, kv, head)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 //! generated `crate::gpt2_kv`, compiled with `dims(past <= 64, total <= 65)`). Shared by the
 //! example and `tests/kv_decoder.rs`.
 
+#[path = "../shared/decoding.rs"]
+mod decoding;
+pub(crate) use decoding::argmax;
+
 use crate::gpt2_kv;
 
 /// Layers, heads, head width and vocabulary of the bundled decoder.
@@ -65,24 +69,8 @@ pub(crate) fn step(
     Ok(logits)
 }
 
-/// The index of the largest logit.
-pub(crate) fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// A reference tensor ONNX Runtime saved beside the bundled decoder
 /// (`tests/data/bounded_kv/gpt2_kv/decode/`, `scripts/make_kv_decoder.py`).
 pub(crate) fn reference(file: &str) -> sinter::ir::Tensor {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/bounded_kv/gpt2_kv/decode")
-        .join(file);
-    sinter::onnx::read_tensor_file(&path)
-        .expect("reference data")
-        .1
+    decoding::reference_in("tests/data/bounded_kv/gpt2_kv/decode", file)
 }

@@ -337,9 +337,10 @@ impl Kernel for DirectValues<'_> {
     }
 }
 
-/// Adds the mask to the scores of query row `i` of batch item `b`, head `h`, and masks the
-/// keys the mask does not cover and, when causal, the keys after the query; returns whether
-/// every key is masked.
+/// Softcaps the scores of query row `i` of batch item `b`, head `h` (when `p.softcap` is
+/// positive), adds the mask, and masks the keys the mask does not cover, when causal the keys
+/// after the query, and with a left window the keys before it; returns whether every key is
+/// masked.
 #[allow(clippy::too_many_arguments, reason = "one row's coordinates")]
 fn mask_scores<M: Copy>(
     p: &AttentionParams,
@@ -350,6 +351,13 @@ fn mask_scores<M: Copy>(
     i: usize,
     row: &mut [f32],
 ) -> bool {
+    if p.softcap > 0.0 {
+        #[allow(clippy::cast_possible_truncation, reason = "the cap in float32")]
+        let cap = p.softcap as f32;
+        for s in row.iter_mut() {
+            *s = cap * crate::math::tanh(*s / cap);
+        }
+    }
     if let Some(m) = mask {
         let ms = p.mask_strides;
         let base = b * ms[0] + h * ms[1] + i * ms[2];
@@ -371,6 +379,11 @@ fn mask_scores<M: Copy>(
         for s in row.iter_mut().skip(i + p.past_seq + 1) {
             *s = f32::NEG_INFINITY;
         }
+    }
+    if let Ok(window) = usize::try_from(p.left_window) {
+        // And keys j >= i + past - left_window.
+        let first = (i + p.past_seq).saturating_sub(window).min(row.len());
+        row[..first].fill(f32::NEG_INFINITY);
     }
     row.iter().all(|&s| s == f32::NEG_INFINITY)
 }
@@ -580,6 +593,123 @@ pub fn attention_f32_exec<M: Copy + Sync>(
             i0 += rows;
         }
     });
+}
+
+/// The geometry of ONNX Runtime's `GroupQueryAttention` over its present caches
+/// ([`group_query_attention_f32`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GroupQueryParams {
+    /// B.
+    pub batch: usize,
+    /// Query heads.
+    pub q_heads: usize,
+    /// Key/value heads (dividing `q_heads`).
+    pub kv_heads: usize,
+    /// Query rows per batch entry.
+    pub seq: usize,
+    /// Head size.
+    pub head_size: usize,
+    /// Rows of the present caches.
+    pub present: usize,
+    /// Score scale.
+    pub scale: f32,
+    /// `softcap * tanh(score / softcap)` when positive, before the bias.
+    pub softcap: f32,
+    /// A query at position `p` sees keys `p - window + 1 ..= p` (0: every key before it).
+    pub window: usize,
+    /// Queries see only keys at or before their position (else every key held).
+    pub causal: bool,
+    /// The attention bias's element strides over (batch, head, query row); its key axis is
+    /// contiguous and `present` long.
+    pub bias_strides: [usize; 3],
+}
+
+/// Scratch floats [`group_query_attention_f32`] needs.
+pub const fn group_query_scratch(p: &GroupQueryParams) -> usize {
+    attention_f32_scratch(&group_query_entry(p, p.present, 0))
+}
+
+/// The attention of one batch entry that holds `total` tokens, `cached` of them before the
+/// step.
+const fn group_query_entry(p: &GroupQueryParams, total: usize, cached: usize) -> AttentionParams {
+    let (n, nk, d, c) = (p.q_heads, p.kv_heads, p.head_size, p.present);
+    AttentionParams {
+        batch: 1,
+        q_heads: n,
+        kv_heads: nk,
+        q_seq: p.seq,
+        kv_seq: total - cached,
+        past_seq: cached,
+        head_size: d,
+        v_head_size: d,
+        q_strides: [p.seq * n * d, d, n * d],
+        k_strides: [nk * c * d, c * d, d],
+        v_strides: [nk * c * d, c * d, d],
+        y_strides: [p.seq * n * d, d, n * d],
+        mask_strides: [0, p.bias_strides[1], p.bias_strides[2], 1],
+        mask_len: total,
+        scale: p.scale as f64,
+        softcap: p.softcap as f64,
+        causal: p.causal,
+        qk_mode: 0,
+        left_window: if p.window == 0 {
+            -1
+        } else {
+            p.window as i64 - 1
+        },
+        right_window: -1,
+    }
+}
+
+/// ONNX Runtime's `GroupQueryAttention` after its cache update: per batch entry `b`, holding
+/// `t = seqlens_k[b] + 1` tokens of which the last `min(seq, t)` are the step's, query row `s`
+/// (at position `p = t - min(seq, t) + s`) attends to the first `t` rows of the present caches
+/// `k`, `v` (`[B, kv_heads, present, head]`): the keys at or before `p` when causal (the last
+/// `window` of them with a window), else all `t`. Scores are scaled, softcapped, the bias
+/// (`[B or 1, heads or 1, seq, present]`) is added, and the softmax weights the values. `q`
+/// and `y` are `[B, seq, heads * head]`. The cost follows `t`, not the caches' length.
+///
+/// # Errors
+/// A `seqlens_k` that is negative or reaches past the caches.
+#[allow(clippy::too_many_arguments, reason = "the attention's operands")]
+pub fn group_query_attention_f32(
+    exec: &crate::threads::Exec,
+    p: &GroupQueryParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seqlens_k: &[i32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), &'static str> {
+    let (rows, cache) = (
+        p.seq * p.q_heads * p.head_size,
+        p.kv_heads * p.present * p.head_size,
+    );
+    for (b, &len) in seqlens_k.iter().enumerate().take(p.batch) {
+        let total = usize::try_from(len)
+            .map_err(|_| "seqlens_k holds a negative length")?
+            .saturating_add(1);
+        if total > p.present {
+            return Err("seqlens_k + 1 is longer than the present key/value cache");
+        }
+        let cached = total - p.seq.min(total);
+        let entry = group_query_entry(p, total, cached);
+        let bias = bias.map(|m| &m[b * p.bias_strides[0]..]);
+        attention_f32_exec(
+            exec,
+            &entry,
+            &q[b * rows..][..rows],
+            &k[b * cache..][..cache],
+            &v[b * cache..][..cache],
+            bias,
+            |m| m,
+            &mut y[b * rows..][..rows],
+            scratch,
+        );
+    }
+    Ok(())
 }
 
 /// The geometry of one rotary embedding.

@@ -654,7 +654,7 @@ impl OpDef for RotaryEmbedding {
 /// `sinter::KvCache`, made by the expansion of ONNX Runtime's `GroupQueryAttention`: the
 /// present key or value cache `[B, heads, present, head]` from the past one (input 0,
 /// optional, `[B, heads, past, head]`), the step's rows (input 1, `[B, S, heads * head]`) and
-/// `seqlens_k` (input 2, int32 `[B]`), as [`sinter_rt::attention::kv_cache_update_f32`]
+/// `seqlens_k` (input 2, int32 `[B]`), as `sinter_rt::attention::kv_cache_update_f32`
 /// places them. Lengths the caches cannot hold stop the run with an error.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -747,6 +747,170 @@ impl OpDef for KvCache {
                 batch: #b, heads: #heads, head_size: #d, past: #past, seq: #s, present: #present,
             };
             #update;
+        })
+    }
+}
+
+/// `sinter::GroupQueryAttention`, the attention of ONNX Runtime's `GroupQueryAttention`
+/// after its cache update (its expansion makes it): query `[B, S, heads * head]` (input 0)
+/// over the present caches `[B, kv_heads, present, head]` (inputs 1, 2), each batch entry
+/// over the `seqlens_k[b] + 1` rows it holds (input 3, int32 `[B]`), with an optional bias
+/// `[B or 1, heads or 1, S, present]` (input 4); output `[B, S, heads * head]`. Computed by
+/// `sinter_rt::attention::group_query_attention_f32`.
+#[derive(Debug, Clone)]
+pub struct GroupQueryCore {
+    q_heads: usize,
+    kv_heads: usize,
+    scale: Option<f32>,
+    softcap: f32,
+    window: usize,
+    causal: bool,
+}
+
+impl GroupQueryCore {
+    /// The attention of `q_heads` query heads over `kv_heads` cached ones: `scale` (default
+    /// `1 / sqrt(head)`), `softcap` (0: none), a local `window` (0: none), causal or not.
+    pub fn new(
+        [q_heads, kv_heads]: [usize; 2],
+        scale: Option<f32>,
+        softcap: f32,
+        window: usize,
+        causal: bool,
+    ) -> Self {
+        Self {
+            q_heads,
+            kv_heads,
+            scale,
+            softcap,
+            window,
+            causal,
+        }
+    }
+
+    /// (batch, rows, head size, present rows, bias strides).
+    fn layout(&self, cx: &OpCx<'_>) -> Result<(usize, usize, usize, usize, [usize; 3])> {
+        let (q, k, v, lens) = (cx.input(0)?, cx.input(1)?, cx.input(2)?, cx.input(3)?);
+        let (n, nk) = (self.q_heads, self.kv_heads);
+        let &[b, s, width] = q.shape else {
+            return Err(CompileError::shape(format!(
+                "query {:?} is not [batch, sequence, heads * head]",
+                q.shape
+            )));
+        };
+        if n == 0 || nk == 0 || n % nk != 0 || width % n != 0 {
+            return Err(CompileError::attribute(
+                "heads",
+                format!("{n} query / {nk} key-value heads do not fit a width of {width}"),
+            ));
+        }
+        let d = width / n;
+        let c = k.shape.get(2).copied().unwrap_or(0);
+        if k.shape != [b, nk, c, d] || v.shape != k.shape {
+            return Err(CompileError::shape(format!(
+                "present caches {:?} / {:?} are not [{b}, {nk}, _, {d}]",
+                k.shape, v.shape
+            )));
+        }
+        if lens.dtype != DType::I32 || lens.shape != [b] {
+            return Err(CompileError::shape(format!(
+                "seqlens_k {}{:?} is not int32 [{b}]",
+                lens.dtype, lens.shape
+            )));
+        }
+        let strides = match cx.opt_input(4) {
+            None => [0; 3],
+            Some(bias) => match *bias.shape {
+                [bb, bn, bs, bc]
+                    if (bb == 1 || bb == b) && (bn == 1 || bn == n) && bs == s && bc == c =>
+                {
+                    let step = |len: usize, stride: usize| if len == 1 { 0 } else { stride };
+                    [step(bb, bn * s * c), step(bn, s * c), c]
+                }
+                _ => {
+                    return Err(CompileError::shape(format!(
+                        "attention bias {:?} is not [{b} or 1, {n} or 1, {s}, {c}]",
+                        bias.shape
+                    )))
+                }
+            },
+        };
+        Ok((b, s, d, c, strides))
+    }
+}
+
+impl OpDef for GroupQueryCore {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        Err(CompileError::unsupported(format!(
+            "{}: sinter's own op, which only GroupQueryAttention's expansion makes",
+            node.op_type()
+        )))
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        for i in [0, 1, 2, 4] {
+            if let Some(x) = cx.opt_input(i) {
+                require_dtype(x.dtype, &[DType::F32], "operand")?;
+            }
+        }
+        self.layout(cx)?;
+        Ok(vec![TypeShape::new(
+            DType::F32,
+            cx.input(0)?.shape.to_vec(),
+        )])
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        // Mirrors `sinter_rt::attention::group_query_scratch`: the blocked attention's
+        // scratch for one batch entry over every present row.
+        let (_, s, d, c, _) = self.layout(cx).ok()?;
+        let block = s.min(FAST_BLOCK);
+        let panels = |k: usize, n: usize| n.div_ceil(48) * 48 * k;
+        let slot = block * (2 * c + d) + panels(d, c) + panels(c, d);
+        Some(TypeShape::new(
+            DType::F32,
+            vec![(self.q_heads * slot).max(1)],
+        ))
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (b, s, d, c, strides) = self.layout(cx)?;
+        let scale = self.scale.unwrap_or(1.0 / (d.max(1) as f32).sqrt());
+        if !scale.is_finite() || !self.softcap.is_finite() {
+            return Err(CompileError::attribute("scale", "must be finite"));
+        }
+        let (scale, softcap) = (
+            Literal::f32_suffixed(scale),
+            Literal::f32_suffixed(self.softcap),
+        );
+        let (b, s, d, c, n, nk, window) = (
+            lit(b),
+            lit(s),
+            lit(d),
+            lit(c),
+            lit(self.q_heads),
+            lit(self.kv_heads),
+            lit(self.window),
+        );
+        let strides = strides.iter().map(|&v| lit(v));
+        let causal = self.causal;
+        let (i0, i1, i2, i3) = (
+            names.input(0),
+            names.input(1),
+            names.input(2),
+            names.input(3),
+        );
+        let bias = names.opt_input(cx, 4);
+        let (o0, exec, scratch) = (names.output(0), names.exec(), names.scratch());
+        let run = names.check(quote!(::sinter_rt::attention::group_query_attention_f32(
+            #exec, &PARAMS, #i0, #i1, #i2, #i3, #bias, #o0, #scratch
+        )));
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::attention::GroupQueryParams = ::sinter_rt::attention::GroupQueryParams {
+                batch: #b, q_heads: #n, kv_heads: #nk, seq: #s, head_size: #d, present: #c,
+                scale: #scale, softcap: #softcap, window: #window, causal: #causal,
+                bias_strides: [#(#strides),*],
+            };
+            #run;
         })
     }
 }

@@ -517,6 +517,7 @@ ops! {
     Loss(loss::Loss) => ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"];
     RotaryEmbedding(attention::RotaryEmbedding) => ["RotaryEmbedding"];
     KvCache(attention::KvCache) => ["sinter::KvCache"];
+    GroupQueryCore(attention::GroupQueryCore) => ["sinter::GroupQueryAttention"];
     CausalConvWithState(conv::CausalConvWithState) => ["CausalConvWithState"];
     LinearAttention(attention::LinearAttention) => ["LinearAttention"];
     Dft(signal::Dft) => ["DFT"];

@@ -11,18 +11,19 @@
 //!   total_sequence_length)`, which must be known when the model is compiled;
 //! - row `s` sees the keys at or before its position (`causal`, the default), the last
 //!   `local_window_size` of them with a window, or the whole `t` without `causal`; scores are
-//!   scaled, softcapped, then `attention_bias` is added; ONNX `Attention` over the present
-//!   caches computes it, with grouped heads.
+//!   scaled, softcapped, then `attention_bias` is added (`sinter::GroupQueryAttention`, on
+//!   the blocked attention kernel over the first `t` rows of the present caches, so that the
+//!   cost follows `t`, not the caches' length).
 //!
 //! Inputs that change these semantics and are not computed yet (`position_ids`, `head_sink`,
 //! quantized caches, Q/K norms, `query_seqlens`, `smooth_softmax`, a window-sized cache) are
 //! refused by name when the op is parsed.
 
 use super::infer_shapes::Expansion;
-use super::pattern::{add_constant, float_attr, int_attr, ints_attr};
+use super::pattern::{add_constant, int_attr};
 use crate::error::{CompileError, Result};
 use crate::ir::{DType, Graph, Node, Tensor, ValueId};
-use crate::ops::attention::KvCache;
+use crate::ops::attention::{GroupQueryCore, KvCache};
 use crate::ops::contrib::GroupQueryAttrs;
 use crate::ops::Op;
 
@@ -232,112 +233,39 @@ pub(super) fn group_query(
     let present_k = cache(graph, "present_key", past.map(|p| p.0), k, 1);
     let present_v = cache(graph, "present_value", past.map(|p| p.1), v, 2);
 
-    // Which keys each query row sees, [B, 1, S, present].
-    let keys = steps(graph, node, "keys", vec![1, 1, 1, present]);
-    let per_entry = x.dims(graph, "per_entry", &[b, 1, 1, 1])?;
-    let visible = if a.causal {
-        let first = x.step(
-            graph,
-            "first_row_position",
-            "Reshape",
-            14,
-            vec![before, per_entry],
-            vec![],
-        )?;
-        let rows = steps(graph, node, "rows", vec![1, 1, s, 1]);
-        let position = x.step(graph, "row_position", "Add", 14, vec![first, rows], vec![])?;
-        let causal = x.step(
-            graph,
-            "causal",
-            "LessOrEqual",
-            16,
-            vec![keys, position],
-            vec![],
-        )?;
-        match a.local_window {
-            Some(w) => {
-                let reach = ints(graph, node, "window_reach", vec![], &[count(w - 1)]);
-                let oldest = x.step(
-                    graph,
-                    "oldest_key",
-                    "Sub",
-                    14,
-                    vec![position, reach],
-                    vec![],
-                )?;
-                let recent = x.step(
-                    graph,
-                    "in_window",
-                    "GreaterOrEqual",
-                    16,
-                    vec![keys, oldest],
-                    vec![],
-                )?;
-                x.step(graph, "visible", "And", 7, vec![causal, recent], vec![])?
-            }
-            None => causal,
+    // The attention over the first seqlens_k + 1 rows of the present caches.
+    if let Some(bias) = get(10) {
+        let bs = shape_of(graph, bias);
+        let fits = matches!(bs[..], [bb, bn, bq, bk]
+            if (bb == 1 || bb == b) && (bn == 1 || bn == n) && bq == s && bk == present);
+        if !fits || graph.value(bias).dtype != Some(DType::F32) {
+            return Err(CompileError::unsupported(format!(
+                "{op} with attention_bias {bs:?} (float32 [{b} or 1, {n} or 1, {s}, {present}] \
+                 only: over every row of the present cache)"
+            )));
         }
-    } else {
-        let held = x.step(graph, "held", "Reshape", 14, vec![after, per_entry], vec![])?;
-        x.step(graph, "visible", "Less", 13, vec![keys, held], vec![])?
-    };
-    let mask = match get(10) {
-        None => visible,
-        Some(bias) => {
-            let bs = shape_of(graph, bias);
-            let fits = matches!(bs[..], [bb, bn, bq, bk]
-                if (bb == 1 || bb == b) && (bn == 1 || bn == n) && bq == s && bk == present);
-            if !fits || graph.value(bias).dtype != Some(DType::F32) {
-                return Err(CompileError::unsupported(format!(
-                    "{op} with attention_bias {bs:?} (float32 [{b} or 1, {n} or 1, {s}, {present}] \
-                     only: over every row of the present cache)"
-                )));
-            }
-            let hidden = add_constant(
-                graph,
-                format!("{}/hidden", node.name),
-                Tensor::from_numbers(DType::F32, vec![], &[f64::NEG_INFINITY]),
-            );
-            x.step(
-                graph,
-                "mask",
-                "Where",
-                16,
-                vec![visible, bias, hidden],
-                vec![],
-            )?
-        }
-    };
-
-    // Attention over [B, heads, rows, head] operands, back to [B, S, heads * head].
-    let split = x.dims(graph, "q_heads", &[b, s, n, d])?;
-    let q_split = x.step(graph, "q_split", "Reshape", 14, vec![q, split], vec![])?;
-    let swap = || vec![ints_attr("perm", &[0, 2, 1, 3])];
-    let q4 = x.step(graph, "q_bnsh", "Transpose", 13, vec![q_split], swap())?;
-    let mut attributes = Vec::new();
-    if let Some(scale) = a.scale {
-        attributes.push(float_attr("scale", scale));
     }
-    if a.softcap > 0.0 {
-        attributes.push(float_attr("softcap", a.softcap));
-    }
-    let y4 = x.step(
-        graph,
+    let core = GroupQueryCore::new(
+        [n, nk],
+        a.scale,
+        a.softcap,
+        a.local_window.unwrap_or(0),
+        a.causal,
+    );
+    x.push_op(
         "attention",
-        "Attention",
-        23,
-        vec![q4, present_k, present_v, mask],
-        attributes,
-    )?;
-    let y_rows = x.step(graph, "y_bsnh", "Transpose", 13, vec![y4], swap())?;
-    let merged = x.dims(graph, "y_shape", &[b, s, n * d])?;
-    x.push(
-        "y",
-        ("", "Reshape", 14),
-        vec![Some(y_rows), Some(merged)],
+        "GroupQueryAttention",
+        vec![
+            Some(q),
+            Some(present_k),
+            Some(present_v),
+            Some(lens),
+            get(10),
+        ],
         vec![out(0)],
-        vec![],
-    )
+        Op::GroupQueryCore(core),
+    );
+    Ok(())
 }
 
 /// `RotaryEmbedding` (com.microsoft): inputs `input, position_ids, cos_cache, sin_cache`; a
