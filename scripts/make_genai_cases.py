@@ -20,8 +20,10 @@ inlined):
 
 `--size base` writes benchmark cases instead (kept out of git): a 4-layer, 512-wide model
 (8 query and 2 key/value heads of 64, vocabulary 4096), one decoding step at past lengths 64
-and 512 (`genai_llama_base_p64`, `_p512`) with random past caches, for
-`scripts/bench_vs_ort.py` (tokens per second at that length is one over the step's time).
+and 512 (`genai_llama_base_p64`, `_p512`) with random past caches, and the same steps in one
+build's shapes (`genai_llama_base_cap1024_t64`, `_t512`: a 1023-row cache holding 64 or 512
+tokens, the mask carrying the length), for `scripts/bench_vs_ort.py` (tokens per second at
+that length is one over the step's time).
 
 Needs `onnxruntime-genai` (the builder), `transformers`, `tokenizers` and torch in the venv.
 """
@@ -132,6 +134,18 @@ def main():
                 feeds.update({p: rng.standard_normal((1, kv, past, head)).astype(np.float32)
                               for p in pasts})
                 write_case(os.path.join(out, f"genai_llama_base_p{past}"), model, feeds)
+            # One build for every length: a 1023-row cache holding `held` tokens, the mask
+            # carrying the length (the attention reads only those rows).
+            for held in (64, 512):
+                mask = np.zeros((1, 1024), np.int64)
+                mask[0, :held + 1] = 1
+                feeds = {"input_ids": rng.integers(0, vocab, (1, 1)).astype(np.int64),
+                         "attention_mask": mask}
+                for p in pasts:
+                    cache = np.zeros((1, kv, 1023, head), np.float32)
+                    cache[:, :, :held] = rng.standard_normal((1, kv, held, head))
+                    feeds[p] = cache
+                write_case(os.path.join(out, f"genai_llama_base_cap1024_t{held}"), model, feeds)
             return
         prompt = rng.integers(0, vocab, (1, 5)).astype(np.int64)
         feeds = {"input_ids": prompt, "attention_mask": np.ones((1, 5), np.int64)}
