@@ -101,9 +101,24 @@ impl Builder {
         self
     }
 
-    /// Applies the fixed and bounded dims of [`parse_dim_args`] (the CLI's `--dim` items).
-    pub fn dim_args(self, (fixed, bounded): DimArgs) -> Self {
-        self.dims(fixed).dim_bounds(bounded)
+    /// Applies the fixed, bounded and related dims of [`parse_dim_args`] (the CLI's `--dim`
+    /// items).
+    pub fn dim_args(mut self, args: DimArgs) -> Self {
+        self.cx.related.extend(args.related);
+        self.dims(args.fixed).dim_bounds(args.bounded)
+    }
+
+    /// Ties symbolic dimension `name` to `base`: its size is always `base`'s plus `offset`
+    /// (`--dim 'total=past+1'`). With `base` bounded, `name` is sized at run time from
+    /// `base` and the generated `Dims` leaves it out; with `base` fixed, it is fixed too.
+    pub fn dim_follows(
+        mut self,
+        name: impl Into<String>,
+        base: impl Into<String>,
+        offset: usize,
+    ) -> Self {
+        self.cx.related.insert(name.into(), (base.into(), offset));
+        self
     }
 
     /// Bounds several symbolic dimensions (see [`Builder::dim_bound`]).
@@ -478,15 +493,42 @@ impl Builder {
     }
 }
 
-/// Fixed dims (`NAME=VALUE`) and bounded ones (`NAME<=MAX` or `NAME<=MAX:STEP`).
-pub type DimArgs = (BTreeMap<String, usize>, BTreeMap<String, DimBound>);
+/// The CLI's `--dim` items, parsed by [`parse_dim_args`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DimArgs {
+    /// Fixed dims (`NAME=VALUE`).
+    pub fixed: BTreeMap<String, usize>,
+    /// Bounded dims (`NAME<=MAX` or `NAME<=MAX:STEP`).
+    pub bounded: BTreeMap<String, DimBound>,
+    /// Dims tied to another (`NAME=OTHER+K` or `NAME=OTHER`): the other's name and `K`.
+    pub related: BTreeMap<String, (String, usize)>,
+}
 
-/// Parses the CLI's `--dim` items: `NAME=VALUE` fixes a dim, `NAME<=MAX[:STEP]` bounds it.
+/// `OTHER+K` or `OTHER` (a dim name, not a number): the name and `K`.
+fn relation(expr: &str) -> Option<(String, usize)> {
+    let (base, offset) = match expr.split_once('+') {
+        Some((base, k)) => (base.trim(), k.trim().parse::<usize>().ok()?),
+        None => (expr.trim(), 0),
+    };
+    let named = base.starts_with(|c: char| !c.is_ascii_digit()) && !base.is_empty();
+    named.then(|| (base.to_string(), offset))
+}
+
+/// Parses the CLI's `--dim` items: `NAME=VALUE` fixes a dim, `NAME<=MAX[:STEP]` bounds it,
+/// `NAME=OTHER+K` ties it to another dim.
 pub fn parse_dim_args(items: &[String]) -> Result<DimArgs> {
-    let (mut fixed, mut bounded) = (Vec::new(), BTreeMap::new());
+    let (mut fixed, mut bounded, mut related) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
     for item in items {
         let Some((name, bound)) = item.split_once("<=") else {
-            fixed.push(item.clone());
+            match item
+                .split_once('=')
+                .and_then(|(name, expr)| Some((name, relation(expr)?)))
+            {
+                Some((name, rel)) => {
+                    related.insert(name.trim().to_string(), rel);
+                }
+                None => fixed.push(item.clone()),
+            }
             continue;
         };
         let bad = || {
@@ -505,7 +547,11 @@ pub fn parse_dim_args(items: &[String]) -> Result<DimArgs> {
         }
         bounded.insert(name.trim().to_string(), DimBound { max, step });
     }
-    Ok((parse_dims(&fixed)?, bounded))
+    Ok(DimArgs {
+        fixed: parse_dims(&fixed)?,
+        bounded,
+        related,
+    })
 }
 
 /// Parses `NAME=VALUE` dim bindings (the CLI's and the macro's syntax).

@@ -1,5 +1,5 @@
 //! Token-by-token decoding with a KV cache carried between runs of one compiled model (the
-//! generated `crate::gpt2_kv`, compiled with `dims(past <= 64, total <= 65)`). Shared by the
+//! generated `crate::gpt2_kv`, compiled with `dims(past <= 64, total = past + 1)`). Shared by the
 //! example and `tests/kv_decoder.rs`.
 
 #[path = "../shared/decoding.rs"]
@@ -52,7 +52,7 @@ pub(crate) fn step(
 ) -> Result<[f32; VOCAB], sinter_rt::Error> {
     let (past, total) = (cache.len, cache.len + 1);
     let mask = [1i64; MAX_PAST + 1];
-    let dims = gpt2_kv::Dims { past, total };
+    let dims = gpt2_kv::Dims { past };
     let k = &cache.kv;
     // Past the bound the model refuses `dims` before it reads the (then short) mask.
     let mask = mask.get(..total).unwrap_or(&mask);

@@ -2,9 +2,9 @@
 //!
 //! `tests/data/bounded_kv/gpt2_kv/model.onnx` is a 2-layer decoder step exported from
 //! `transformers` (random weights) with its past keys and values as inputs of a dynamic
-//! length. `include_onnx!` compiles it once with that length bounded (`dims(past <= 64,
-//! total <= 65)`); each step passes the actual lengths in `Dims`, and the step's presents
-//! become the next step's past. The example feeds the 16-token sequence ONNX Runtime decoded
+//! length. `include_onnx!` compiles it once with that length bounded and the mask's length
+//! tied to it (`dims(past <= 64, total = past + 1)`); each step passes the cache's length in
+//! `Dims`, and the step's presents become the next step's past. The example feeds the 16-token sequence ONNX Runtime decoded
 //! (`scripts/make_kv_decoder.py`), checks every step's logits against ORT's, then decodes
 //! greedily on its own until the cache is full and reports tokens per second.
 //!
@@ -16,7 +16,7 @@ use decode::{argmax, reference, step, Cache, MAX_PAST, VOCAB};
 
 sinter_rt::include_onnx!(
     "tests/data/bounded_kv/gpt2_kv/model.onnx",
-    dims(past <= 64, total <= 65)
+    dims(past <= 64, total = past + 1)
 );
 
 fn main() -> Result<(), sinter_rt::Error> {

@@ -9,7 +9,8 @@
 //! Arguments: the model path (relative to the crate's `CARGO_MANIFEST_DIR`), then optionally
 //! `dims(NAME = VALUE, ...)` (a name that is not an identifier, such as `"x.0"`, is written as
 //! a string; `NAME <= MAX` or `NAME <= MAX : STEP` bounds a dim instead, and the generated
-//! `run` then takes its size in a `Dims` argument), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
+//! `run` then takes its size in a `Dims` argument; `NAME = OTHER + K` ties a dim to another,
+//! whose size it follows, as `total = past + 1` for a cache and its mask), `consts(NAME = NUMBER, ...)` (turns a graph input into a constant that fills
 //! it, so that everything computed from it folds), `opt_level = N` (0 to 3), `quantize = dynamic`
 //! (int8 weights, activations quantized at run time; see `sinter::Quantize`), `quantize = static`
 //! with `calibration = "table.tsv"` (activation ranges measured before by `sinter calibrate`,
@@ -41,6 +42,7 @@ struct Args {
     path: LitStr,
     dims: Vec<(String, usize)>,
     bounds: Vec<(String, sinter::ir::DimBound)>,
+    related: Vec<(String, String, usize)>,
     consts: Vec<(String, f64)>,
     opt_level: Option<(u8, Span)>,
     quantize: Option<Ident>,
@@ -56,6 +58,7 @@ impl Parse for Args {
             path,
             dims: Vec::new(),
             bounds: Vec::new(),
+            related: Vec::new(),
             consts: Vec::new(),
             opt_level: None,
             quantize: None,
@@ -99,8 +102,24 @@ impl Parse for Args {
                             args.bounds.push((name, sinter::ir::DimBound { max, step }));
                         } else {
                             content.parse::<Token![=]>()?;
-                            let value: LitInt = content.parse()?;
-                            args.dims.push((name, value.base10_parse()?));
+                            if content.peek(Ident) || content.peek(LitStr) {
+                                // `total = past + 1`: tied to another dim.
+                                let base = if content.peek(LitStr) {
+                                    content.parse::<LitStr>()?.value()
+                                } else {
+                                    content.parse::<Ident>()?.to_string()
+                                };
+                                let offset = if content.peek(Token![+]) {
+                                    content.parse::<Token![+]>()?;
+                                    content.parse::<LitInt>()?.base10_parse()?
+                                } else {
+                                    0
+                                };
+                                args.related.push((name, base, offset));
+                            } else {
+                                let value: LitInt = content.parse()?;
+                                args.dims.push((name, value.base10_parse()?));
+                            }
                         }
                         if !content.is_empty() {
                             content.parse::<Token![,]>()?;
@@ -194,7 +213,11 @@ fn expand(input: TokenStream, manifest_dir: &std::path::Path) -> TokenStream {
         .map(|(name, value)| (name, vec![value]));
     let mut builder = sinter::Builder::new(&path)
         .dims(args.dims)
-        .dim_bounds(args.bounds)
+        .dim_bounds(args.bounds);
+    for (name, base, offset) in args.related {
+        builder = builder.dim_follows(name, base, offset);
+    }
+    let mut builder = builder
         .constants(consts)
         .track_model(true)
         // `run_ndarray` when `sinter-rt`'s `ndarray` feature (which turns this one on) is.

@@ -355,11 +355,16 @@ impl Measured {
             return TokenStream::new();
         }
         let sizes = bounded_sizes(graph, |k| self.data_input(k).map(|t| t.shape.clone()));
-        let fields = bounded.iter().zip(sizes).map(|((_, field, b), size)| {
-            let field = format_ident!("{}", field);
-            let size = size.unwrap_or(b.max);
-            quote!(#field: #size)
-        });
+        // Dims tied to another are not `Dims` fields (the model computes them).
+        let fields = bounded
+            .iter()
+            .zip(sizes)
+            .filter(|((sym, _, _), _)| !graph.related.contains_key(sym))
+            .map(|((_, field, b), size)| {
+                let field = format_ident!("{}", field);
+                let size = size.unwrap_or(b.max);
+                quote!(#field: #size)
+            });
         quote!(#module::Dims { #(#fields),* },)
     }
 }

@@ -236,10 +236,11 @@ fn builder(args: &Args) -> Result<Builder> {
 
 /// The pass context the flags describe.
 fn pass_cx(args: &Args) -> Result<crate::passes::PassCx> {
-    let (dims, bounds) = parse_dim_args(&args.dims)?;
+    let dims = parse_dim_args(&args.dims)?;
     Ok(crate::passes::PassCx {
-        dims,
-        bounds,
+        dims: dims.fixed,
+        bounds: dims.bounded,
+        related: dims.related,
         consts: parse_consts(&args.consts)?,
         opt_level: super::opt_level(args.opt)?,
         quantize: args.quant.mode()?,

@@ -112,7 +112,7 @@ fn prepare(dir: &Path, index: usize, args: &Args) -> Case {
         let shapes: Vec<Vec<usize>> = first.inputs.iter().map(|(_, t)| t.shape.clone()).collect();
         // With bounded dims one build takes every size up to the bounds.
         let dim_args = parse_dim_args(&args.dims)?;
-        let bounded = !dim_args.1.is_empty();
+        let bounded = !dim_args.bounded.is_empty();
         if !bounded
             && case
                 .data
@@ -282,10 +282,15 @@ fn case_runner(index: usize, compiled: &Compiled, input_map: &[usize]) -> TokenS
         TokenStream::new()
     } else {
         let count = bounded.len();
-        let fields = bounded.iter().enumerate().map(|(i, (_, field, _))| {
-            let field = format_ident!("{}", field);
-            quote!(#field: sizes[#i])
-        });
+        // Dims tied to another are not `Dims` fields (the model computes them).
+        let fields = bounded
+            .iter()
+            .enumerate()
+            .filter(|(_, (sym, _, _))| !graph.related.contains_key(sym))
+            .map(|(i, (_, field, _))| {
+                let field = format_ident!("{}", field);
+                quote!(#field: sizes[#i])
+            });
         quote! {
             {
                 let text = std::fs::read_to_string(dir.join("dims.txt")).map_err(|e| e.to_string())?;

@@ -688,14 +688,53 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
             quote!(let #ident = ::sinter_rt::error::check_input(#name, #ident)?;)
         })
         .collect();
-    let dim_checks = bounded.iter().map(|(sym, field, b)| {
-        let (max, step) = (lit(b.max), lit(b.step));
-        quote!(::sinter_rt::error::check_dim(#sym, dims.#field, #max, #step)?;)
-    });
+    // Dims tied to another (`total = past + 1`) are not in `Dims`: `run` computes them.
+    let field_of = |sym: &str| {
+        bounded
+            .iter()
+            .find(|(s, _, _)| s == sym)
+            .map(|(_, f, _)| f.clone())
+    };
+    let free: Vec<&(String, proc_macro2::Ident, crate::ir::DimBound)> = bounded
+        .iter()
+        .filter(|(sym, _, _)| !graph.related.contains_key(sym))
+        .collect();
+    let dim_checks: Vec<TokenStream> = free
+        .iter()
+        .map(|(sym, field, b)| {
+            let (max, step) = (lit(b.max), lit(b.step));
+            quote!(::sinter_rt::error::check_dim(#sym, dims.#field, #max, #step)?;)
+        })
+        .chain((free.len() < bounded.len()).then(|| {
+            // The full sizes, the tied dims from theirs (checked above, so no overflow).
+            let sizes = bounded
+                .iter()
+                .map(|(sym, field, _)| match graph.related.get(sym) {
+                    Some((base, offset)) => {
+                        let (base, offset) = (field_of(base), lit(*offset));
+                        quote!(#field: dims.#base + #offset)
+                    }
+                    None => quote!(#field: dims.#field),
+                });
+            quote!(let dims = AllDims { #(#sizes),* };)
+        }))
+        .collect();
+    let all_dims_struct = if free.len() < bounded.len() {
+        let fields = bounded.iter().map(|(_, field, _)| quote!(#field: usize));
+        quote! {
+            /// Every bounded dimension's size for one run, the tied ones computed.
+            #[derive(Debug, Clone, Copy)]
+            struct AllDims {
+                #(#fields),*
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
     let dims_struct = if bounded.is_empty() {
         TokenStream::new()
     } else {
-        let fields = bounded.iter().map(|(sym, field, b)| {
+        let fields = free.iter().map(|(sym, field, b)| {
             let doc = if b.step > 1 {
                 format!(" `{sym}`: at most {}, a multiple of {}.", b.max, b.step)
             } else {
@@ -706,12 +745,19 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 pub #field: usize,
             }
         });
+        let tied = graph.related.iter().map(|(sym, (base, offset))| {
+            let doc = format!(" `{sym}` is not here: it is `{base}` + {offset}.");
+            quote!(#[doc = #doc])
+        });
         quote! {
             /// The actual sizes of the model's bounded dimensions for one run.
+            ///
+            #(#tied)*
             #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
             pub struct Dims {
                 #(#fields)*
             }
+            #all_dims_struct
         }
     };
     let input_idents: Vec<&proc_macro2::Ident> = inputs.iter().map(|p| &p.ident).collect();
@@ -930,7 +976,7 @@ pub fn generate(graph: &Graph, plan: &Plan, opts: &CodegenOptions) -> Result<Tok
                 None => quote!(0),
             }
         };
-        let dims_fields = bounded.iter().map(|(sym, field, _)| {
+        let dims_fields = free.iter().map(|(sym, field, _)| {
             let size = size_of(sym);
             quote!(#field: #size)
         });

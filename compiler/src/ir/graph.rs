@@ -194,6 +194,9 @@ pub struct Graph {
     /// The bounded symbolic dims the inputs use (`--dim 'N<=8'`), by name: the generated
     /// `run` takes their sizes.
     pub bounds: std::collections::BTreeMap<String, DimBound>,
+    /// Bounded dims tied to another bounded dim (`--dim 'total=past+1'`), by name: the other
+    /// and the offset. Their sizes follow the other's at run time; `Dims` leaves them out.
+    pub related: std::collections::BTreeMap<String, (String, usize)>,
 }
 
 impl Graph {

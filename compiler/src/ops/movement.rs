@@ -465,8 +465,9 @@ impl OpDef for Reshape {
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let o0 = names.output(0);
         // In place (see `in_place_input`), the output already holds the input's elements.
+        // (`n`, the element count the run-time paths compute, is then unused.)
         let copy = if names.in_place == Some(0) {
-            quote!(let _ = &#o0;)
+            quote!(let _ = (&#o0, n);)
         } else {
             let i0 = names.input(0);
             quote!(#o0[..n].copy_from_slice(&#i0[..n]);)

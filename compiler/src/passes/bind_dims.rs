@@ -9,9 +9,48 @@ use super::PassCx;
 use crate::error::{CompileError, ErrorKind, Result};
 use crate::ir::{Dim, Graph};
 
+/// The fixed and bounded dims with the related ones (`total = past + 1`) resolved: tied to a
+/// fixed dim, a dim is fixed too; tied to a bounded one, it is bounded at the other's bound
+/// plus the offset (any size: its step is the other's business).
+fn resolve_related(
+    cx: &PassCx,
+) -> Result<(
+    BTreeMap<String, usize>,
+    BTreeMap<String, crate::ir::DimBound>,
+)> {
+    let (mut dims, mut bounds) = (cx.dims.clone(), cx.bounds.clone());
+    for (name, (base, offset)) in &cx.related {
+        if dims.contains_key(name) || bounds.contains_key(name) || cx.related.contains_key(base) {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "dim {name} = {base} + {offset}: {}",
+                if cx.related.contains_key(base) {
+                    format!("{base} is itself tied to another dim; tie {name} to that one")
+                } else {
+                    format!("{name} is also fixed or bounded")
+                }
+            ))));
+        }
+        if let Some(b) = bounds.get(base).copied() {
+            let max = b.max.checked_add(*offset).ok_or_else(|| {
+                CompileError::new(ErrorKind::Option(format!("dim {name}: bound overflows")))
+            })?;
+            bounds.insert(name.clone(), crate::ir::DimBound { max, step: 1 });
+        } else if let Some(&v) = dims.get(base) {
+            dims.insert(name.clone(), v + offset);
+        } else {
+            return Err(CompileError::new(ErrorKind::Option(format!(
+                "dim {name} = {base} + {offset}: {base} is neither fixed nor bounded (give it \
+                 with --dim {base}=VALUE or --dim '{base}<=MAX')"
+            ))));
+        }
+    }
+    Ok((dims, bounds))
+}
+
 /// Binds the inputs' symbolic dims.
 pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
-    let mut bound: BTreeMap<String, usize> = cx.dims.clone();
+    let (fixed, bounds) = resolve_related(cx)?;
+    let mut bound: BTreeMap<String, usize> = fixed.clone();
     let mut seen = std::collections::BTreeSet::new();
     let mut unbound: Vec<(String, String)> = Vec::new();
     if let Some(shapes) = &cx.input_shapes {
@@ -52,17 +91,19 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
                 }
                 Dim::Sym(sym) => {
                     seen.insert(sym.clone());
-                    if let Some(b) = cx.bounds.get(sym) {
+                    if let Some(b) = bounds.get(sym) {
                         // Planned at the bound; the actual size arrives with each run.
                         shape.push(b.max);
                         graph.bounds.insert(sym.clone(), *b);
+                        if let Some(rel) = cx.related.get(sym) {
+                            graph.related.insert(sym.clone(), rel.clone());
+                        }
                         dynamic[axis] = true;
-                        syms[axis] = cx
-                            .bounds
+                        syms[axis] = bounds
                             .keys()
                             .position(|k| k == sym)
                             .and_then(|p| u16::try_from(p).ok());
-                    } else if let Some(&v) = cx.dims.get(sym) {
+                    } else if let Some(&v) = fixed.get(sym) {
                         shape.push(v);
                     } else if let Some(d) = from_data {
                         match bound.get(sym) {
@@ -95,10 +136,9 @@ pub fn bind_dims(mut graph: Graph, cx: &PassCx) -> Result<Graph> {
         return Err(CompileError::new(ErrorKind::UnboundDims { names: unbound }));
     }
     bind_consts(&mut graph, cx)?;
-    let unknown: Vec<&String> = cx
-        .dims
+    let unknown: Vec<&String> = fixed
         .keys()
-        .chain(cx.bounds.keys())
+        .chain(bounds.keys())
         .filter(|k| !seen.contains(*k))
         .collect();
     if !unknown.is_empty() {

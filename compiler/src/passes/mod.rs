@@ -109,6 +109,9 @@ pub struct PassCx {
     /// Symbolic dims given an upper bound instead of a value (`--dim 'N<=8'`): the model
     /// compiles for the bound and takes the actual size at run time.
     pub bounds: BTreeMap<String, crate::ir::DimBound>,
+    /// Symbolic dims tied to another (`--dim 'total=past+1'`): the other's name and the
+    /// offset added to its size.
+    pub related: BTreeMap<String, (String, usize)>,
     /// Concrete input shapes (from test data), which bind symbolic dims directly.
     pub input_shapes: Option<Vec<Vec<usize>>>,
     /// The optimization level.
