@@ -368,3 +368,28 @@ fn random_bytes_never_panic() {
         let _ = compile_bytes(&b, &[("N", 1)]);
     }
 }
+
+#[test]
+fn a_dim_tied_to_an_unbound_one_names_both() {
+    // `N = past + 1` needs `past` fixed or bounded.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, valid_model().encode_to_vec()).expect("write model");
+    let err = Builder::new(&path)
+        .dim_follows("N", "past", 1)
+        .compile()
+        .expect_err("past is unbound");
+    let text = err.to_string();
+    assert!(
+        text.contains("N = past + 1") && text.contains("--dim past"),
+        "{text}"
+    );
+    // Tied to a fixed dim, it is fixed too (an unused fixed dim is an unknown name, so the
+    // tie's base must be the model's: N = N is refused as a tie to itself).
+    let err = Builder::new(&path)
+        .dim("N", 1)
+        .dim_follows("N", "N", 0)
+        .compile()
+        .expect_err("N is fixed and tied");
+    assert!(err.to_string().contains("also fixed or bounded"), "{err}");
+}

@@ -596,3 +596,38 @@ pub fn parse_consts(items: &[String]) -> Result<BTreeMap<String, Vec<f64>>> {
     }
     Ok(consts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dim_args_fix_bound_and_tie_dims() {
+        let items = ["N=1", "past<=64", "W<=1280:32", "total=past+1", "same=past"];
+        let args = parse_dim_args(&items.map(String::from)).expect("valid items");
+        assert_eq!(args.fixed, BTreeMap::from([("N".to_string(), 1)]));
+        assert_eq!(
+            args.bounded,
+            BTreeMap::from([
+                ("past".to_string(), DimBound { max: 64, step: 1 }),
+                (
+                    "W".to_string(),
+                    DimBound {
+                        max: 1280,
+                        step: 32
+                    }
+                ),
+            ])
+        );
+        assert_eq!(
+            args.related,
+            BTreeMap::from([
+                ("total".to_string(), ("past".to_string(), 1)),
+                ("same".to_string(), ("past".to_string(), 0)),
+            ])
+        );
+        for bad in ["N=1x", "N=past+y", "N<=0", "N<=10:3"] {
+            assert!(parse_dim_args(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+}

@@ -23,10 +23,10 @@ fn resolve_related(
         if dims.contains_key(name) || bounds.contains_key(name) || cx.related.contains_key(base) {
             return Err(CompileError::new(ErrorKind::Option(format!(
                 "dim {name} = {base} + {offset}: {}",
-                if cx.related.contains_key(base) {
-                    format!("{base} is itself tied to another dim; tie {name} to that one")
-                } else {
+                if dims.contains_key(name) || bounds.contains_key(name) {
                     format!("{name} is also fixed or bounded")
+                } else {
+                    format!("{base} is itself tied to another dim; tie {name} to that one")
                 }
             ))));
         }
