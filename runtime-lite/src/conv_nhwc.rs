@@ -127,8 +127,7 @@ pub fn conv_nhwc_f32_exec(
     let ops = Operands {
         w,
         bias,
-        residual,
-        residual_in_out: false,
+        residual: Residual::from(residual),
         acts,
     };
     conv_nhwc(exec, p, (x, false), ops, padded, (out, p.out_channels, 0));
@@ -156,8 +155,7 @@ pub fn conv_nhwc_accumulate_f32_exec(
     let ops = Operands {
         w,
         bias,
-        residual: None,
-        residual_in_out: true,
+        residual: Residual::InOutput,
         acts,
     };
     conv_nhwc(exec, p, (x, false), ops, padded, (out, p.out_channels, 0));
@@ -186,8 +184,7 @@ pub fn conv_nhwc_into_f32_exec(
     let ops = Operands {
         w,
         bias,
-        residual: None,
-        residual_in_out: false,
+        residual: Residual::None,
         acts,
     };
     conv_nhwc(exec, p, (x, false), ops, padded, (out, ld, offset));
@@ -267,11 +264,36 @@ pub fn conv_nhwc_from_nchw_f32_exec(
     let ops = Operands {
         w,
         bias,
-        residual,
-        residual_in_out: false,
+        residual: Residual::from(residual),
         acts,
     };
     conv_nhwc(exec, p, (x, true), ops, padded, (out, p.out_channels, 0));
+}
+
+/// Where the residual a layer adds before its activations lies.
+#[derive(Clone, Copy)]
+pub(crate) enum Residual<'a> {
+    /// The layer adds none.
+    None,
+    /// A buffer laid out as the (dense) output.
+    Separate(&'a [f32]),
+    /// The output holds it on entry: each element is read before it is written.
+    InOutput,
+}
+
+impl<'a> Residual<'a> {
+    /// A separate residual, if `residual` is one.
+    pub(crate) fn from(residual: Option<&'a [f32]>) -> Self {
+        residual.map_or(Residual::None, Residual::Separate)
+    }
+
+    /// The separate buffer, if the residual is one.
+    pub(crate) fn separate(self) -> Option<&'a [f32]> {
+        match self {
+            Residual::Separate(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// The weights and the epilogue's operands of one layer.
@@ -279,19 +301,17 @@ pub fn conv_nhwc_from_nchw_f32_exec(
 pub(crate) struct Operands<'a> {
     pub(crate) w: &'a [f32],
     pub(crate) bias: Option<&'a [f32]>,
-    pub(crate) residual: Option<&'a [f32]>,
-    /// The output holds the residual on entry (each element read before it is written).
-    pub(crate) residual_in_out: bool,
+    pub(crate) residual: Residual<'a>,
     pub(crate) acts: &'a [Activation],
 }
 
 impl Operands<'_> {
     /// The residual of the output element at `start` (which `out` points to), if any.
     pub(crate) fn residual_at(&self, start: usize, out: *mut f32) -> Option<*const f32> {
-        if self.residual_in_out {
-            Some(out.cast_const())
-        } else {
-            self.residual.map(|r| r[start..].as_ptr())
+        match self.residual {
+            Residual::None => None,
+            Residual::Separate(r) => Some(r[start..].as_ptr()),
+            Residual::InOutput => Some(out.cast_const()),
         }
     }
 
@@ -300,7 +320,7 @@ impl Operands<'_> {
         if let Some(bias) = self.bias {
             assert!(bias.len() >= m, "channels-last conv: bias too short");
         }
-        if let Some(residual) = self.residual {
+        if let Residual::Separate(residual) = self.residual {
             assert!(
                 residual.len() >= out_len,
                 "channels-last conv: residual too short"
@@ -389,7 +409,7 @@ fn conv_nhwc(
     let span = strided_span(pixels, m, ld, offset);
     assert!(out.len() >= span, "channels-last conv: output too short");
     assert!(
-        ops.residual.is_none() || (ld == m && offset == 0),
+        matches!(ops.residual, Residual::None) || (ld == m && offset == 0),
         "channels-last conv: a residual needs a dense output"
     );
     ops.check(p, pixels * m);
@@ -805,10 +825,10 @@ pub(crate) fn finish_row(acc: &[f32], c0: usize, start: usize, ops: Operands<'_>
         if let Some(bias) = ops.bias {
             v += bias[c0 + j];
         }
-        if let Some(residual) = ops.residual {
-            v += residual[start + j];
-        } else if ops.residual_in_out {
-            v += *d;
+        match ops.residual {
+            Residual::None => {}
+            Residual::Separate(residual) => v += residual[start + j],
+            Residual::InOutput => v += *d,
         }
         *d = v;
     }
@@ -924,8 +944,7 @@ pub fn depthwise_nhwc_f32_exec(
     let ops = Operands {
         w,
         bias,
-        residual,
-        residual_in_out: false,
+        residual: Residual::from(residual),
         acts,
     };
     ops.check(p, out_rows * row);
@@ -1191,7 +1210,7 @@ impl DwRun<'_> {
         self.ops.bias
     }
     pub(crate) fn residual(&self) -> Option<&[f32]> {
-        self.ops.residual
+        self.ops.residual.separate()
     }
     pub(crate) fn acts(&self) -> &[Activation] {
         self.ops.acts
@@ -1226,7 +1245,7 @@ fn finish_row_in_place(row: &mut [f32], start: usize, ops: Operands<'_>) {
     if let Some(bias) = ops.bias {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
-    if let Some(residual) = ops.residual {
+    if let Residual::Separate(residual) = ops.residual {
         row.iter_mut()
             .zip(&residual[start..])
             .for_each(|(v, r)| *v += r);

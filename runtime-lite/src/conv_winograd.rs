@@ -156,7 +156,7 @@ pub fn conv_winograd_f32_exec<const T: usize>(
         x,
         w,
         bias,
-        (residual, false),
+        crate::conv_nhwc::Residual::from(residual),
         scratch,
         (out, m, 0),
         acts,
@@ -188,7 +188,7 @@ pub fn conv_winograd_accumulate_f32_exec<const T: usize>(
         x,
         w,
         bias,
-        (None, true),
+        crate::conv_nhwc::Residual::InOutput,
         scratch,
         (out, m, 0),
         acts,
@@ -216,7 +216,8 @@ pub fn conv_winograd_into_f32_exec<const T: usize>(
     out: (&mut [f32], usize, usize),
     acts: &[Activation],
 ) {
-    winograd::<T>(exec, p, x, w, bias, (None, false), scratch, out, acts);
+    let none = crate::conv_nhwc::Residual::None;
+    winograd::<T>(exec, p, x, w, bias, none, scratch, out, acts);
 }
 
 /// [`conv_winograd_f32_exec`] writing pixel `q`'s channel `j` at
@@ -232,7 +233,7 @@ fn winograd<const T: usize>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    (residual, residual_in_out): (Option<&[f32]>, bool),
+    residual: crate::conv_nhwc::Residual<'_>,
     scratch: &mut [f32],
     (out, ld, offset): (&mut [f32], usize, usize),
     acts: &[Activation],
@@ -251,7 +252,7 @@ fn winograd<const T: usize>(
     let out_len = pixels * m;
     let span = crate::conv_nhwc::strided_span(pixels, m, ld, offset);
     assert!(
-        residual.is_none() || (ld == m && offset == 0),
+        matches!(residual, crate::conv_nhwc::Residual::None) || (ld == m && offset == 0),
         "Winograd conv: a residual needs a dense output"
     );
     assert!(
@@ -270,7 +271,7 @@ fn winograd<const T: usize>(
     if let Some(bias) = bias {
         assert!(bias.len() >= m, "Winograd conv: bias too short");
     }
-    if let Some(residual) = residual {
+    if let Some(residual) = residual.separate() {
         assert!(
             residual.len() >= out_len,
             "Winograd conv: residual too short"
@@ -305,7 +306,6 @@ fn winograd<const T: usize>(
             w: &[],
             bias,
             residual,
-            residual_in_out,
             acts,
         },
         out: SharedMut::new(&mut out[..span]),
@@ -645,8 +645,7 @@ fn product(
         ops: crate::conv_nhwc::Operands {
             w: u,
             bias: None,
-            residual: None,
-            residual_in_out: false,
+            residual: crate::conv_nhwc::Residual::None,
             acts: &[],
         },
         sink: shared,

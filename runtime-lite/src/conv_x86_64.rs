@@ -1061,7 +1061,11 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
         .ops
         .bias
         .map(|b| unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0)) });
-    let residual = row.ops.residual.map(|r| r[row.out_at..].as_ptr());
+    let residual = row
+        .ops
+        .residual
+        .separate()
+        .map(|r| r[row.out_at..].as_ptr());
     unroll!(p in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] {
         if p < P && p < np {
             if let Some(b) = bias {
