@@ -354,9 +354,9 @@ fn mask_scores<M: Copy>(
     if p.softcap > 0.0 {
         #[allow(clippy::cast_possible_truncation, reason = "the cap in float32")]
         let cap = p.softcap as f32;
-        for s in row.iter_mut() {
-            *s = cap * crate::math::tanh(*s / cap);
-        }
+        row.iter_mut().for_each(|s| *s /= cap);
+        crate::math::tanh_slice(row);
+        row.iter_mut().for_each(|s| *s *= cap);
     }
     if let Some(m) = mask {
         let ms = p.mask_strides;

@@ -281,12 +281,14 @@ pub(crate) enum Residual<'a> {
     InOutput,
 }
 
-impl<'a> Residual<'a> {
+impl<'a> From<Option<&'a [f32]>> for Residual<'a> {
     /// A separate residual, if `residual` is one.
-    pub(crate) fn from(residual: Option<&'a [f32]>) -> Self {
+    fn from(residual: Option<&'a [f32]>) -> Self {
         residual.map_or(Residual::None, Residual::Separate)
     }
+}
 
+impl<'a> Residual<'a> {
     /// The separate buffer, if the residual is one.
     pub(crate) fn separate(self) -> Option<&'a [f32]> {
         match self {

@@ -93,6 +93,17 @@ const TYPES: &[DType] = &[DType::F32, DType::F16];
 /// `sinter_rt::attention::ATTENTION_BLOCK`).
 const FAST_BLOCK: usize = 32;
 
+/// Floats of scratch `sinter_rt::attention::attention_f32_exec` needs for `tasks` (batch item,
+/// query head) pairs of `q_seq` query rows over `total` keys (mirrors its
+/// `attention_f32_scratch`): a block's scores, probabilities and output rows, and the keys
+/// and values packed as GEMM panels of 48 columns.
+fn fast_scratch(tasks: usize, q_seq: usize, total: usize, d: usize, dv: usize) -> usize {
+    let block = q_seq.min(FAST_BLOCK);
+    let panels = |k: usize, n: usize| n.div_ceil(48) * 48 * k;
+    let slot = block * (2 * total + dv) + panels(d, total) + panels(total, dv);
+    (tasks * slot).max(1)
+}
+
 impl Attention {
     /// The attention `fuse_attention` forms from a written-out graph: additive mask (when the
     /// node has one), no cache, `scale` on the scores, operands read in place through `views`.
@@ -403,13 +414,8 @@ impl OpDef for Attention {
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
         let g = self.geometry(cx).ok()?;
         if self.fast(cx, &g) {
-            // Mirrors `sinter_rt::attention::attention_f32_scratch`.
-            let block = g.q_seq.min(FAST_BLOCK);
-            let panels = |k: usize, n: usize| n.div_ceil(48) * 48 * k;
-            let slot =
-                block * (2 * g.total() + g.dv) + panels(g.d, g.total()) + panels(g.total(), g.dv);
-            let floats = g.batch * g.q_heads * slot;
-            return Some(TypeShape::new(DType::F32, vec![floats.max(1)]));
+            let floats = fast_scratch(g.batch * g.q_heads, g.q_seq, g.total(), g.d, g.dv);
+            return Some(TypeShape::new(DType::F32, vec![floats]));
         }
         Some(TypeShape::new(DType::F64, vec![g.total().max(1)]))
     }
@@ -709,10 +715,7 @@ impl KvCache {
 
 impl OpDef for KvCache {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        Err(CompileError::unsupported(format!(
-            "{}: sinter's own op, which only GroupQueryAttention's expansion makes",
-            node.op_type()
-        )))
+        super::internal_op(node)
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
@@ -840,10 +843,7 @@ impl GroupQueryCore {
 
 impl OpDef for GroupQueryCore {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        Err(CompileError::unsupported(format!(
-            "{}: sinter's own op, which only GroupQueryAttention's expansion makes",
-            node.op_type()
-        )))
+        super::internal_op(node)
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
@@ -863,13 +863,8 @@ impl OpDef for GroupQueryCore {
         // Mirrors `sinter_rt::attention::group_query_scratch`: the blocked attention's
         // scratch for one batch entry over every present row.
         let (_, s, d, c, _) = self.layout(cx).ok()?;
-        let block = s.min(FAST_BLOCK);
-        let panels = |k: usize, n: usize| n.div_ceil(48) * 48 * k;
-        let slot = block * (2 * c + d) + panels(d, c) + panels(c, d);
-        Some(TypeShape::new(
-            DType::F32,
-            vec![(self.q_heads * slot).max(1)],
-        ))
+        let floats = fast_scratch(self.q_heads, s, c, d, d);
+        Some(TypeShape::new(DType::F32, vec![floats]))
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {

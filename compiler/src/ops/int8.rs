@@ -219,10 +219,7 @@ impl Int8Product {
 
 impl OpDef for Int8Product {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        Err(CompileError::unsupported(format!(
-            "{} is internal to sinter and cannot appear in a model",
-            node.op_type()
-        )))
+        super::internal_op(node)
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
@@ -574,10 +571,7 @@ pub struct GatherInt8 {
 
 impl OpDef for GatherInt8 {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        Err(CompileError::unsupported(format!(
-            "{} is internal to sinter and cannot appear in a model",
-            node.op_type()
-        )))
+        super::internal_op(node)
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {

@@ -854,6 +854,15 @@ pub fn rust_type(dtype: DType) -> TokenStream {
     quote!(#ident)
 }
 
+/// The parse of an op that only sinter's passes make (its node carries the op already):
+/// in a model file it is refused by name.
+pub fn internal_op<T>(node: &NodeCx<'_>) -> Result<T> {
+    Err(CompileError::unsupported(format!(
+        "{} is internal to sinter and cannot appear in a model",
+        node.op_type()
+    )))
+}
+
 /// Checks that `dtype` is one the op's kernels handle.
 pub fn require_dtype(dtype: DType, allowed: &[DType], what: &str) -> Result<()> {
     if allowed.contains(&dtype) {

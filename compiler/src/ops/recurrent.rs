@@ -536,10 +536,7 @@ impl Int8Recurrent {
 
 impl OpDef for Int8Recurrent {
     fn parse(node: &NodeCx<'_>) -> Result<Self> {
-        Err(CompileError::unsupported(format!(
-            "{} is internal to sinter and cannot appear in a model",
-            node.op_type()
-        )))
+        super::internal_op(node)
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {

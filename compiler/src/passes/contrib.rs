@@ -39,9 +39,7 @@ pub(super) fn expand(graph: &mut Graph, node: &Node, op: &Contrib) -> Result<Vec
             num_heads,
             rotary_dim,
         } => {
-            let heads = i64::try_from(*num_heads).unwrap_or(i64::MAX);
-            let dim = i64::try_from(*rotary_dim).unwrap_or(i64::MAX);
-            super::group_query::rotary(graph, &mut x, node, [i64::from(*interleaved), heads, dim])?
+            super::group_query::rotary(graph, &mut x, node, *interleaved, *num_heads, *rotary_dim)?
         }
         Contrib::EmbedNorm { epsilon } => embed_norm(graph, &mut x, node, *epsilon)?,
         Contrib::SkipNorm {

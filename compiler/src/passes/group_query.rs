@@ -275,7 +275,9 @@ pub(super) fn rotary(
     graph: &mut Graph,
     x: &mut Expansion,
     node: &Node,
-    [interleaved, num_heads, rotary_dim]: [i64; 3],
+    interleaved: bool,
+    num_heads: usize,
+    rotary_dim: usize,
 ) -> Result<()> {
     let op = node.op_type.as_str();
     let input = |i: usize, what: &str| {
@@ -301,16 +303,13 @@ pub(super) fn rotary(
     let mut num_heads = num_heads;
     if let (&[_, _, hidden], 0) = (&xs[..], num_heads) {
         let half = shape_of(graph, cos).last().copied().unwrap_or(0);
-        let head = match usize::try_from(rotary_dim) {
-            Ok(r) if r > 0 => r,
-            _ => 2 * half,
-        };
+        let head = if rotary_dim > 0 { rotary_dim } else { 2 * half };
         if head == 0 || hidden % head != 0 {
             return Err(CompileError::shape(format!(
                 "{op}: without num_heads, heads of {head} (the rotation) must divide {hidden}"
             )));
         }
-        num_heads = i64::try_from(hidden / head).unwrap_or(i64::MAX);
+        num_heads = hidden / head;
     }
     let is = shape_of(graph, ids);
     let positions = if is.iter().product::<usize>() == 1 && is.len() <= 1 {
@@ -334,9 +333,9 @@ pub(super) fn rotary(
         vec![Some(data), Some(cos), Some(sin), Some(positions)],
         vec![node.outputs.first().copied().flatten()],
         vec![
-            int_attr("interleaved", interleaved),
-            int_attr("num_heads", num_heads),
-            int_attr("rotary_embedding_dim", rotary_dim),
+            int_attr("interleaved", i64::from(interleaved)),
+            int_attr("num_heads", count(num_heads)),
+            int_attr("rotary_embedding_dim", count(rotary_dim)),
         ],
     )
 }
