@@ -200,3 +200,23 @@ case("residual4",[
   N("Conv",["r1","w2","b2"],["c2"],pads=[1,1,1,1]),N("Add",["c2","r0"],["s2"]),N("Relu",["s2"],["y"])],
   {"w0":he(32,8,3,3),"b0":wt(32),"w1":he(32,32,3,3),"b1":wt(32),"w2":he(32,32,3,3),"b2":wt(32)},
   [("x",[1,8,30,30])],["y"],{"x":xq},root=os.path.join(OUT,"..","winograd"))
+# Stems whose max pool alone reads the convolution (sinter::ConvMaxPool at -O2): an RGB 3x3
+# stride-2 layer read channels first with a ceil-mode pool; a ResNet-style 7x7 stride-2 layer
+# with batch normalization and a padded pool; a 1x1 channels-last layer under a 2x2 pool; and a
+# convolution that another node also reads, which keeps its pool apart.
+xc=rng.standard_normal((1,3,33,31)).astype(np.float32)
+case("conv_pool",[
+  N("Conv",["x","w0","b0"],["c0"],strides=[2,2],pads=[1,1,1,1]),N("Relu",["c0"],["r0"]),
+  N("MaxPool",["r0"],["p0"],kernel_shape=[3,3],strides=[2,2],ceil_mode=1),
+  N("Conv",["p0","w1","b1"],["c1"]),N("Relu",["c1"],["r1"]),
+  N("MaxPool",["r1"],["y"],kernel_shape=[2,2],strides=[2,2]),
+  N("Conv",["x","w2"],["c2"],strides=[2,2],pads=[3,3,3,3]),
+  N("BatchNormalization",["c2","g","bb","mu","var"],["n2"]),N("Relu",["n2"],["r2"]),
+  N("MaxPool",["r2"],["y2"],kernel_shape=[3,3],strides=[2,2],pads=[1,1,1,1]),
+  N("Conv",["x","w3"],["c3"],strides=[2,2]),
+  N("MaxPool",["c3"],["p3"],kernel_shape=[2,2],strides=[2,2]),
+  N("ReduceMean",["c3"],["m3"],axes=[2,3]),N("Add",["p3","m3"],["y3"])],
+  {"w0":he(20,3,3,3),"b0":wt(20),"w1":he(24,20,1,1),"b1":wt(24),"w2":he(16,3,7,7),
+   "g":(1+0.1*rng.standard_normal(16)).astype(np.float32),"bb":wt(16),"mu":wt(16),
+   "var":(0.5+rng.random(16)).astype(np.float32),"w3":he(8,3,3,3)},
+  [("x",[1,3,33,31])],["y","y2","y3"],{"x":xc})

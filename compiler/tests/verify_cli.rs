@@ -228,14 +228,18 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         ("attention_bert", 10),
         ("attention_float_mask", 8),
         ("attention_vit", 9),
-        // Its BatchNormalization (after a residual Add) takes the Relu after it.
-        ("channels_last", 19),
+        // Its BatchNormalization (after a residual Add) takes the Relu after it; the stem's
+        // max pool joins its convolution (sinter::ConvMaxPool).
+        ("channels_last", 18),
         // Three Concat + BatchNormalization (+ Relu) pairs become sinter::ConcatAffine, two
         // channels last and one channels first.
         ("concat_norm", 10),
         // The fire module's two convolutions write their channels of the Concat in place
         // (sinter::ConcatConv); the Concat with a pooled input stays.
         ("concat_conv", 8),
+        // Three convolutions take the max pool that alone reads them (sinter::ConvMaxPool);
+        // the one a ReduceMean also reads keeps its pool.
+        ("conv_pool", 9),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

@@ -34,7 +34,7 @@ const BLOCK_PIXELS: usize = 96;
 pub(crate) const TILE_PIXELS: usize = 8;
 
 /// Multiply-adds below which a layer runs as one task.
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// Multiply-adds a weight float costs to stream from memory when it serves few pixels (from
 /// the one-row products measured at about 26 GB/s against about 50 G multiply-adds/s).
@@ -317,7 +317,7 @@ impl Operands<'_> {
         }
     }
 
-    fn check(&self, p: &ConvParams, out_len: usize) {
+    pub(crate) fn check(&self, p: &ConvParams, out_len: usize) {
         let m = p.out_channels;
         if let Some(bias) = self.bias {
             assert!(bias.len() >= m, "channels-last conv: bias too short");
@@ -418,41 +418,8 @@ fn conv_nhwc(
     if pixels == 0 || m == 0 {
         return;
     }
-    // The image the windows are read from.
-    let (src, image): (&[f32], Image) = if reads_in_place(p, channels_first) {
-        let image = Image {
-            dims: p.input,
-            len: p.input_len() * c,
-        };
-        (x, image)
-    } else {
-        let dims = read_extent(p);
-        let len = dims.iter().product::<usize>() * c;
-        let padded = &mut padded[..p.batch * len];
-        pad_input(exec, p, x, channels_first, dims, padded);
-        (&*padded, Image { dims, len })
-    };
-    // The runs of contiguous input of a window, from its origin, and their lengths.
-    let mut runs = [(0usize, 0usize); MAX_RUNS];
-    let mut n_runs = 0;
-    let row = image.dims[2] * c;
-    let plane = image.dims[1] * row;
-    let merged = p.dilations[2] == 1 && groups == 1;
-    for kz in 0..p.kernel[0] {
-        for ky in 0..p.kernel[1] {
-            let start = kz * p.dilations[0] * plane + ky * p.dilations[1] * row;
-            if merged {
-                runs[n_runs] = (start, p.kernel[2] * c);
-                n_runs += 1;
-            } else {
-                for kx in 0..p.kernel[2] {
-                    runs[n_runs] = (start + kx * p.dilations[2] * c, cg);
-                    n_runs += 1;
-                }
-            }
-        }
-    }
-    let runs = &runs[..n_runs];
+    let windows = Windows::new(exec, p, (x, channels_first), padded);
+    let (src, image, runs) = (windows.src, windows.image, windows.runs());
     // Each group's panels (with several groups, threads split only the pixels).
     let panels = mg.div_ceil(PANEL);
     let group_w = panels * PANEL * k;
@@ -575,6 +542,109 @@ fn conv_nhwc(
         }
     };
     exec.for_each(split.tasks(), &body);
+}
+
+/// The image a dense layer reads its windows from (the input in place, or its zero-padded
+/// copy), and the runs of contiguous input of one window, from its origin.
+pub(crate) struct Windows<'a> {
+    pub(crate) src: &'a [f32],
+    image: Image,
+    runs: [(usize, usize); MAX_RUNS],
+    n_runs: usize,
+}
+
+impl<'a> Windows<'a> {
+    /// The windows of `p` over `x` (channels first when `x.1`), padding it into `padded` (of
+    /// [`nhwc_padded_len`] floats) on `exec`'s threads unless it is read in place.
+    pub(crate) fn new(
+        exec: &Exec,
+        p: &ConvParams,
+        (x, channels_first): (&'a [f32], bool),
+        padded: &'a mut [f32],
+    ) -> Self {
+        let c = p.in_channels;
+        let cg = c / p.groups.max(1);
+        let (src, image): (&[f32], Image) = if reads_in_place(p, channels_first) {
+            let image = Image {
+                dims: p.input,
+                len: p.input_len() * c,
+            };
+            (x, image)
+        } else {
+            let dims = read_extent(p);
+            let len = dims.iter().product::<usize>() * c;
+            let padded = &mut padded[..p.batch * len];
+            pad_input(exec, p, x, channels_first, dims, padded);
+            (&*padded, Image { dims, len })
+        };
+        // The runs of contiguous input of a window, from its origin, and their lengths.
+        let mut runs = [(0usize, 0usize); MAX_RUNS];
+        let mut n_runs = 0;
+        let row = image.dims[2] * c;
+        let plane = image.dims[1] * row;
+        let merged = p.dilations[2] == 1 && p.groups == 1;
+        for kz in 0..p.kernel[0] {
+            for ky in 0..p.kernel[1] {
+                let start = kz * p.dilations[0] * plane + ky * p.dilations[1] * row;
+                if merged {
+                    runs[n_runs] = (start, p.kernel[2] * c);
+                    n_runs += 1;
+                } else {
+                    for kx in 0..p.kernel[2] {
+                        runs[n_runs] = (start + kx * p.dilations[2] * c, cg);
+                        n_runs += 1;
+                    }
+                }
+            }
+        }
+        Windows {
+            src,
+            image,
+            runs,
+            n_runs,
+        }
+    }
+
+    /// The runs of contiguous input of one window: offset from its origin and length.
+    pub(crate) fn runs(&self) -> &[(usize, usize)] {
+        &self.runs[..self.n_runs]
+    }
+
+    /// Output pixels `q0..q0 + count` of the dense (one-group) layer `p`, on this thread,
+    /// written densely (`M` floats a pixel, the epilogue applied) into `sink` from `base`.
+    ///
+    /// Panics (portable path) if a window or panel lies outside its buffer; the caller has
+    /// checked `ops` against `p` and that `sink` holds `count * M` floats from `base`, which
+    /// no one else accesses meanwhile.
+    pub(crate) fn pixels_into(
+        &self,
+        p: &ConvParams,
+        ops: Operands<'_>,
+        (q0, count): (usize, usize),
+        sink: &SharedMut<'_, f32>,
+        base: usize,
+    ) {
+        let m = p.out_channels;
+        let tile = Tile {
+            src: self.src,
+            runs: self.runs(),
+            k: p.in_channels * p.kernel_len(),
+            m,
+            ld: m,
+            ops,
+            sink,
+            base,
+        };
+        let (avx512, panels) = (avx512(), m.div_ceil(PANEL));
+        let mut origin = [0usize; BLOCK_PIXELS];
+        let mut done = 0;
+        while done < count {
+            let npix = BLOCK_PIXELS.min(count - done);
+            self.image.origins(p, q0 + done, &mut origin[..npix]);
+            tile.run(done, &origin[..npix], 0..panels, avx512, Ahead::None);
+            done += npix;
+        }
+    }
 }
 
 /// Whether the AVX-512 kernels run.

@@ -48,6 +48,7 @@ pub mod attention;
 pub mod cast;
 pub mod conv;
 pub mod conv_nhwc;
+pub mod conv_pool;
 pub mod conv_winograd;
 #[cfg(target_arch = "x86_64")]
 mod conv_x86_64;

@@ -7,7 +7,7 @@ use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::quote;
 
 use crate::ir::DType;
-use crate::ops::{Op, OpCx};
+use crate::ops::{Op, OpCx, OpDef};
 
 /// One node's row of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +219,21 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
                 first += arity;
             }
             total
+        }
+        Op::ConvMaxPool(fused) => {
+            // The convolution's multiply-adds, then one comparison per pooled tap.
+            let conv_out = fused
+                .conv
+                .infer(cx)
+                .ok()
+                .and_then(|o| o.first().map(|y| elements(&y.shape)))
+                .unwrap_or(0);
+            let taps = fused.pool.window.kernel.as_deref().map_or(0, elements);
+            macs(
+                conv_out,
+                per_weight_row(&conv_weight(&fused.conv.packed_from, 1)),
+            )
+            .saturating_add(out0.saturating_mul(taps))
         }
         Op::ConvInteger(conv) => macs(
             out0,

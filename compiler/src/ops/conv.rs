@@ -736,6 +736,118 @@ impl OpDef for ConcatConv {
     }
 }
 
+/// `sinter::ConvMaxPool`: a dense channels-last `Conv` and the float `MaxPool` that alone
+/// reads its output, run as one pass (`sinter_rt::conv_pool`): a few convolution rows at a
+/// time go to a small slot of working memory that the pooling reads from cache, so the
+/// convolution's output (a network stem's largest tensor) is never in memory whole. Inputs:
+/// the convolution's X, W and (if it has one) B. Created by `passes::fuse_conv_pool` only,
+/// never read from a model.
+#[derive(Debug, Clone)]
+pub struct ConvMaxPool {
+    /// The convolution (channels last or from channels first, one group, no residual, no
+    /// Winograd).
+    pub conv: Conv,
+    /// The pooling (max, channels last, 2-D, undilated).
+    pub pool: super::pool::Pool,
+}
+
+/// Floats of convolution rows one slot of `sinter_rt::conv_pool` aims at, and the slots it
+/// holds (`SLOT_FLOATS` and `CONV_POOL_BANDS` there).
+const CONV_POOL_SLOT_FLOATS: usize = 1 << 16;
+const CONV_POOL_BANDS: usize = 4;
+
+impl ConvMaxPool {
+    /// The convolution's output shape (`[N, H, W, M]`) and the pooling's geometry over it.
+    fn shapes(&self, cx: &OpCx<'_>) -> Result<(Vec<usize>, Geometry)> {
+        let y = self.conv.infer(cx)?.remove(0).shape;
+        if y.len() != 4 {
+            return Err(CompileError::malformed(
+                "internal: sinter::ConvMaxPool of other than a 2-D convolution",
+            ));
+        }
+        let g = self.pool.window.resolve(&y[1..3], None)?;
+        Ok((y, g))
+    }
+
+    /// Working memory: the convolution's padded input, then the slots (the formula of
+    /// `sinter_rt::conv_pool::conv_max_pool_scratch_len`).
+    fn scratch_len(&self, cx: &OpCx<'_>) -> Result<usize> {
+        let (y, g) = self.shapes(cx)?;
+        let row = y[2] * y[3];
+        let chunk =
+            (CONV_POOL_SLOT_FLOATS / (g.strides[0] * row).max(1)).clamp(1, g.output[0].max(1));
+        let slot_rows = (chunk - 1) * g.strides[0] + g.kernel[0];
+        Ok(self.conv.padded_len(cx)? + CONV_POOL_BANDS * slot_rows * row)
+    }
+}
+
+impl OpDef for ConvMaxPool {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        super::internal_op(node)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        if self.conv.layout == ConvLayout::ChannelsFirst
+            || self.conv.group != 1
+            || self.conv.residual
+            || self.conv.winograd.is_some()
+            || !self.pool.max
+            || !self.pool.channels_last
+            || self.pool.lp.is_some()
+        {
+            return Err(CompileError::malformed(
+                "internal: sinter::ConvMaxPool of other than a dense channels-last convolution \
+                 and a channels-last max pool",
+            ));
+        }
+        let (y, _) = self.shapes(cx)?;
+        let operand = super::Operand {
+            dtype: DType::F32,
+            shape: &y,
+            constant: None,
+            dynamic: &[],
+            range: None,
+            syms: &[],
+        };
+        let pool_cx = OpCx {
+            inputs: vec![Some(operand)],
+            outputs: Vec::new(),
+        };
+        let mut out = self.pool.infer(&pool_cx)?;
+        out.truncate(1);
+        Ok(out)
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let params = self.conv.params(cx)?;
+        let (y, g) = self.shapes(cx)?;
+        let pool = super::pool::params_tokens(y[0], &y[1..3], &g);
+        let (i0, i1, o0, exec) = (
+            names.input(0),
+            names.input(1),
+            names.output(0),
+            names.exec(),
+        );
+        let bias = names.opt_input(cx, 2);
+        let scratch = names.scratch();
+        let channels_first = self.conv.layout == ConvLayout::FromChannelsFirst;
+        let acts = self.conv.activations.iter().map(|a| a.tokens());
+        Ok(quote! {
+            const PARAMS: ::sinter_rt::conv::ConvParams = #params;
+            const POOL: ::sinter_rt::pool::PoolParams = #pool;
+            ::sinter_rt::conv_pool::conv_max_pool_nhwc_f32_exec(
+                #exec, &PARAMS, &POOL, (#i0, #channels_first), #i1, #bias, #scratch, #o0,
+                &[#(#acts),*],
+            );
+        })
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        let len = self.scratch_len(cx).ok()?;
+        (len > 0).then(|| TypeShape::new(DType::F32, vec![len]))
+    }
+}
+
 /// `ConvTranspose` (opset 1/11/22): the gradient of `Conv`, with `output_padding`,
 /// `output_shape` and `auto_pad`.
 #[derive(Debug, Clone)]

@@ -453,6 +453,7 @@ ops! {
     BatchNorm(norm::BatchNorm) => ["BatchNormalization"];
     ConcatAffine(norm::ConcatAffine) => ["sinter::ConcatAffine"];
     ConcatConv(conv::ConcatConv) => ["sinter::ConcatConv"];
+    ConvMaxPool(conv::ConvMaxPool) => ["sinter::ConvMaxPool"];
     Custom(custom::Custom) => ["sinter::Custom"];
     Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];

@@ -8,7 +8,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::conv::Window;
+use super::conv::{Geometry, Window};
 use super::{
     layout_axes, lit, require_dtype, runtime_usize3, rust_type, spatial_varies, usize3,
     usize_slice, EmitNames, NodeCx, OpCx, OpDef, TypeShape,
@@ -120,18 +120,12 @@ impl OpDef for Pool {
         let x = cx.input(0)?;
         let (spatial, channels) = self.spatial(x.shape);
         let g = self.window.resolve(spatial, None)?;
-        let planes = lit(if self.channels_last {
+        let planes = if self.channels_last {
             x.shape[0]
         } else {
             x.shape[0] * channels
-        });
-        let (input, output, kernel) = (
-            usize3(spatial, 1),
-            usize3(&g.output, 1),
-            usize3(&g.kernel, 1),
-        );
-        let (strides, dilations) = (usize3(&g.strides, 1), usize3(&g.dilations, 1));
-        let (pads_begin, pads_end) = (usize3(&g.pads_begin, 0), usize3(&g.pads_end, 0));
+        };
+        let params = params_tokens(planes, spatial, &g);
         let kind = match (self.max, self.count_include_pad) {
             (true, _) => quote!(Max),
             (false, false) => quote!(Average),
@@ -140,10 +134,7 @@ impl OpDef for Pool {
         let (i0, o0) = (names.input(0), names.output(0));
         let with_indices = cx.outputs.get(1).copied().flatten().is_some();
         let mut params = quote! {
-            const PARAMS: ::sinter_rt::pool::PoolParams = ::sinter_rt::pool::PoolParams {
-                planes: #planes, input: #input, output: #output, kernel: #kernel,
-                strides: #strides, dilations: #dilations, pads_begin: #pads_begin, pads_end: #pads_end,
-            };
+            const PARAMS: ::sinter_rt::pool::PoolParams = #params;
         };
         let p = if x.is_dynamic() {
             // The run-time sizes: the parameters resized from the bound's, the output's shape,
@@ -229,6 +220,24 @@ impl OpDef for Pool {
             quote!(::sinter_rt::pool::pool_f32_exec(#exec, #p, ::sinter_rt::pool::PoolKind::#kind, #i0, #o0);)
         };
         Ok(quote!(#params #call))
+    }
+}
+
+/// `sinter_rt::pool::PoolParams` for `planes` planes of `input` pixels pooled by `g`.
+pub(crate) fn params_tokens(planes: usize, input: &[usize], g: &Geometry) -> TokenStream {
+    let (planes, input, output, kernel) = (
+        lit(planes),
+        usize3(input, 1),
+        usize3(&g.output, 1),
+        usize3(&g.kernel, 1),
+    );
+    let (strides, dilations) = (usize3(&g.strides, 1), usize3(&g.dilations, 1));
+    let (pads_begin, pads_end) = (usize3(&g.pads_begin, 0), usize3(&g.pads_end, 0));
+    quote! {
+        ::sinter_rt::pool::PoolParams {
+            planes: #planes, input: #input, output: #output, kernel: #kernel,
+            strides: #strides, dilations: #dilations, pads_begin: #pads_begin, pads_end: #pads_end,
+        }
     }
 }
 

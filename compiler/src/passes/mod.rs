@@ -13,6 +13,7 @@ mod fuse_attention;
 mod fuse_concat_conv;
 mod fuse_concat_norm;
 mod fuse_conv_bn;
+mod fuse_conv_pool;
 mod fuse_gelu;
 mod fuse_hardswish;
 mod fuse_layer_norm;
@@ -47,6 +48,7 @@ pub use fuse_attention::fuse_attention;
 pub use fuse_concat_conv::fuse_concat_conv;
 pub use fuse_concat_norm::fuse_concat_norm;
 pub use fuse_conv_bn::fuse_conv_bn;
+pub use fuse_conv_pool::fuse_conv_pool;
 pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
 pub use fuse_layer_norm::fuse_layer_norm;
@@ -288,6 +290,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_concat_norm",
         min_level: OptLevel::O2,
         run: fuse_concat_norm,
+    },
+    // The stems' max pools into the convolutions they alone read (rows pooled from cache).
+    PassInfo {
+        name: "fuse_conv_pool",
+        min_level: OptLevel::O2,
+        run: fuse_conv_pool,
     },
     // Then the Concats of convolutions' outputs left: the convolutions write in place.
     PassInfo {
