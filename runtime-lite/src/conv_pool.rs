@@ -23,9 +23,10 @@ use crate::threads::{Exec, SharedMut};
 /// memory: one per thread, up to this many threads.
 pub const CONV_POOL_BANDS: usize = 4;
 
-/// Floats of convolution rows a slot aims to hold (256 KiB, well inside L2). The unit tests
+/// Floats of convolution rows a slot aims to hold (64 KiB: the slots of four bands cost the
+/// arena less than the output of even a small stem, and one step stays in L2). The unit tests
 /// take small slots, so that their small images still go a few rows at a time.
-const SLOT_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 16 };
+const SLOT_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 14 };
 
 /// Whether [`conv_max_pool_nhwc_f32_exec`] supports the convolution `p` followed by the max
 /// pooling `pool`: a dense 2-D layer [`crate::conv_nhwc`] runs, a 2-D undilated pooling of

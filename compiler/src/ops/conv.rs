@@ -753,7 +753,7 @@ pub struct ConvMaxPool {
 
 /// Floats of convolution rows one slot of `sinter_rt::conv_pool` aims at, and the slots it
 /// holds (`SLOT_FLOATS` and `CONV_POOL_BANDS` there).
-const CONV_POOL_SLOT_FLOATS: usize = 1 << 16;
+const CONV_POOL_SLOT_FLOATS: usize = 1 << 14;
 const CONV_POOL_BANDS: usize = 4;
 
 impl ConvMaxPool {
