@@ -220,3 +220,24 @@ case("conv_pool",[
    "g":(1+0.1*rng.standard_normal(16)).astype(np.float32),"bb":wt(16),"mu":wt(16),
    "var":(0.5+rng.random(16)).astype(np.float32),"w3":he(8,3,3,3)},
   [("x",[1,3,33,31])],["y","y2","y3"],{"x":xc})
+# Depthwise layers whose output a 1x1 layer alone reads (sinter::DepthwisePointwise at -O2): an
+# inverted-residual block (expand, depthwise 3x3, project, residual Add), a 5x5 stride-2
+# depthwise layer into a 1x1 one, and two pairs left apart: a depthwise output another node
+# also reads, and a 1x1 layer whose output a Concat reads (left to sinter::ConcatConv). The
+# input is small (std 0.25), so that the 5x5 sums of the residual stream stay clear of
+# float32 cancellation against the suite's 1e-6 absolute tolerance.
+xw=(rng.standard_normal((1,8,15,14))*0.25).astype(np.float32)
+case("dw_pw",[
+  N("Conv",["x","we","be"],["e0"]),N("Clip",["e0","lo","hi"],["e"]),
+  N("Conv",["e","wd","bd"],["d0"],group=32,pads=[1,1,1,1]),N("Relu",["d0"],["d"]),
+  N("Conv",["d","wp","bp"],["p"]),N("Add",["p","x"],["b1"]),
+  N("Conv",["b1","wd2","bd2"],["d2"],group=8,kernel_shape=[5,5],strides=[2,2],pads=[2,2,2,2]),
+  N("Conv",["d2","wp2"],["y"]),
+  N("Conv",["b1","wd3"],["d3"],group=8,pads=[1,1,1,1]),N("Conv",["d3","wp3"],["q3"]),
+  N("ReduceMean",["d3"],["m3"],axes=[2,3]),N("Add",["q3","m3"],["y2"]),
+  N("Conv",["b1","wd4"],["d4"],group=8,pads=[1,1,1,1]),N("Conv",["d4","wp4"],["q4"]),
+  N("Concat",["q4","b1"],["y3"],axis=1)],
+  {"we":he(32,8,1,1),"be":wt(32),"lo":np.float32(0),"hi":np.float32(6),"wd":he(32,1,3,3),"bd":wt(32),
+   "wp":he(8,32,1,1),"bp":wt(8),"wd2":he(8,1,5,5),"bd2":wt(8),"wp2":he(24,8,1,1),
+   "wd3":he(8,1,3,3),"wp3":he(8,8,1,1),"wd4":he(8,1,3,3),"wp4":he(16,8,1,1)},
+  [("x",[1,8,15,14])],["y","y2","y3"],{"x":xw})

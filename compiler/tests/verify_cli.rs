@@ -240,6 +240,10 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         // Three convolutions take the max pool that alone reads them (sinter::ConvMaxPool);
         // the one a ReduceMean also reads keeps its pool.
         ("conv_pool", 9),
+        // Two depthwise layers take the 1x1 layer that alone reads them
+        // (sinter::DepthwisePointwise); one read by a ReduceMean too, and one whose 1x1 layer
+        // a Concat reads, stay apart.
+        ("dw_pw", 18),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

@@ -1084,6 +1084,39 @@ pub fn depthwise_nhwc_f32_exec(
     });
 }
 
+/// Output row `r` (over batch, depth and height) of the depthwise layer `p` into `dst`
+/// (`ow * C` floats), with its whole epilogue; `ops` checked against `p`, without a residual.
+/// The row [`depthwise_nhwc_f32_exec`] writes, on this thread.
+pub(crate) fn depthwise_row_into(
+    p: &ConvParams,
+    x: &[f32],
+    ops: Operands<'_>,
+    r: usize,
+    dst: &mut [f32],
+) {
+    assert!(
+        matches!(ops.residual, Residual::None) && dst.len() >= p.output[2] * p.in_channels,
+        "channels-last depthwise row: no residual, a whole row"
+    );
+    let avx512 = avx512();
+    let sliding = avx512
+        && p.dilations[2] == 1
+        && matches!((p.kernel[2], p.strides[2]), (3 | 5, 1 | 2) | (7, 1));
+    if sliding {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: AVX-512F is present, the kernel's columns and strides are the sliding
+            // kernels', `dst` holds the row (asserted) and is borrowed mutably here alone.
+            unsafe { depthwise_row_sliding(p, x, ops, r, 0..p.in_channels, dst.as_mut_ptr()) };
+            if !ops.acts.iter().all(crate::gemm::Finish::in_register) {
+                Activation::apply_chain(ops.acts, &mut dst[..p.output[2] * p.in_channels]);
+            }
+            return;
+        }
+    }
+    depthwise_row(p, x, ops, r, dst, avx512);
+}
+
 /// Channels `channels` (from a multiple of 16) of output row `r` of
 /// [`depthwise_nhwc_f32_exec`], written at `dst`, with unit horizontal dilation and 3 or 5
 /// kernel columns at stride 1 or 2, or 7 at stride 1, on AVX-512: 16 channels at a time, each

@@ -47,6 +47,7 @@ pub mod arena;
 pub mod attention;
 pub mod cast;
 pub mod conv;
+pub mod conv_dw_pw;
 pub mod conv_nhwc;
 pub mod conv_pool;
 pub mod conv_winograd;

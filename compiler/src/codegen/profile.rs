@@ -235,6 +235,16 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
             )
             .saturating_add(out0.saturating_mul(taps))
         }
+        Op::DepthwisePointwise(fused) => {
+            // Per output pixel, the depthwise layer's C x taps and the 1x1 layer's M x C.
+            let pw = conv_weight(&fused.pw.packed_from, 3);
+            let dw = conv_weight(&fused.dw.packed_from, 1);
+            let m = pw.first().map_or(1, |&m| m.max(1) as u64);
+            let pixels = out0 / m;
+            let c = pw.get(1).map_or(0, |&c| c as u64);
+            macs(pixels.saturating_mul(c), per_weight_row(&dw))
+                .saturating_add(macs(out0, per_weight_row(&pw)))
+        }
         Op::ConvInteger(conv) => macs(
             out0,
             per_weight_row(&conv_weight(&conv.conv.packed_from, 1)),

@@ -848,6 +848,140 @@ impl OpDef for ConvMaxPool {
     }
 }
 
+/// `sinter::DepthwisePointwise`: a channels-last depthwise `Conv` and the pointwise (1x1)
+/// `Conv` that alone reads its output, run as one pass (`sinter_rt::conv_dw_pw`): a few
+/// depthwise rows at a time go to a small slot of working memory that the pointwise layer reads
+/// from cache. Inputs, six slots: the depthwise layer's X, W and B, the pointwise layer's W and
+/// B, and the residual the pointwise layer adds (B and the residual may be omitted). Created by
+/// `passes::fuse_dw_pw` only, never read from a model.
+#[derive(Debug, Clone)]
+pub struct DepthwisePointwise {
+    /// The depthwise layer (channels last, no residual).
+    pub dw: Conv,
+    /// The pointwise layer (channels last, one group, 1x1, stride 1, unpadded; `residual`
+    /// when input 5 is present).
+    pub pw: Conv,
+}
+
+/// Floats of depthwise rows one slot of `sinter_rt::conv_dw_pw` aims at, and the slots it
+/// holds (`SLOT_FLOATS` and `DW_PW_BANDS` there).
+const DW_PW_SLOT_FLOATS: usize = 1 << 14;
+const DW_PW_BANDS: usize = 4;
+/// Pixels the pointwise layer takes at least per step (`STEP_PIXELS` there).
+const DW_PW_STEP_PIXELS: usize = 256;
+
+impl DepthwisePointwise {
+    /// The depthwise layer's context (X, W, B) and its output's shape.
+    fn depthwise<'a>(&self, cx: &OpCx<'a>) -> Result<(OpCx<'a>, Vec<usize>)> {
+        if cx.inputs.len() != 6 {
+            return Err(CompileError::malformed(format!(
+                "internal: sinter::DepthwisePointwise takes 6 inputs, not {}",
+                cx.inputs.len()
+            )));
+        }
+        let dw_cx = OpCx {
+            inputs: cx.inputs[..3].to_vec(),
+            outputs: Vec::new(),
+        };
+        let y = self.dw.infer(&dw_cx)?.remove(0).shape;
+        Ok((dw_cx, y))
+    }
+
+    /// The pointwise layer's context, its X the depthwise output `y`.
+    fn pointwise<'a>(&self, cx: &OpCx<'a>, y: &'a [usize]) -> OpCx<'a> {
+        let x = super::Operand {
+            dtype: DType::F32,
+            shape: y,
+            constant: None,
+            dynamic: &[],
+            range: None,
+            syms: &[],
+        };
+        OpCx {
+            inputs: vec![Some(x), cx.inputs[3], cx.inputs[4], cx.inputs[5]],
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl OpDef for DepthwisePointwise {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        super::internal_op(node)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (dw_cx, y) = self.depthwise(cx)?;
+        let pw_cx = self.pointwise(cx, &y);
+        let pw_w = self.pw.weight_shape(&pw_cx)?;
+        if self.dw.layout != ConvLayout::ChannelsLast
+            || self.pw.layout != ConvLayout::ChannelsLast
+            || !self.dw.is_depthwise(&dw_cx)?
+            || self.dw.residual
+            || self.pw.group != 1
+            || self.pw.winograd.is_some()
+            || pw_w.get(2..) != Some(&[1, 1][..])
+            || self.pw.residual != cx.inputs[5].is_some()
+        {
+            return Err(CompileError::malformed(
+                "internal: sinter::DepthwisePointwise of other than a channels-last depthwise \
+                 and 1x1 convolution",
+            ));
+        }
+        let out = self.pw.infer(&pw_cx)?;
+        if out[0].shape[..3] != y[..3] {
+            return Err(CompileError::malformed(
+                "internal: sinter::DepthwisePointwise's 1x1 layer changes the image size",
+            ));
+        }
+        Ok(out)
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (dw_cx, y) = self.depthwise(cx)?;
+        let pw_cx = self.pointwise(cx, &y);
+        let (dw_params, pw_params) = (self.dw.params(&dw_cx)?, self.pw.params(&pw_cx)?);
+        let (x, dw_w, pw_w, o0, exec) = (
+            names.input(0),
+            names.input(1),
+            names.input(3),
+            names.output(0),
+            names.exec(),
+        );
+        let (dw_b, pw_b, residual) = (
+            names.opt_input(cx, 2),
+            names.opt_input(cx, 4),
+            names.opt_input(cx, 5),
+        );
+        let scratch = names.scratch();
+        let dw_acts = self.dw.activations.iter().map(|a| a.tokens());
+        let pw_acts = self.pw.activations.iter().map(|a| a.tokens());
+        Ok(quote! {
+            const DW: ::sinter_rt::conv::ConvParams = #dw_params;
+            const PW: ::sinter_rt::conv::ConvParams = #pw_params;
+            ::sinter_rt::conv_dw_pw::depthwise_pointwise_nhwc_f32_exec(
+                #exec,
+                &DW,
+                ::sinter_rt::conv_dw_pw::LayerOperands { w: #dw_w, bias: #dw_b, acts: &[#(#dw_acts),*] },
+                &PW,
+                ::sinter_rt::conv_dw_pw::LayerOperands { w: #pw_w, bias: #pw_b, acts: &[#(#pw_acts),*] },
+                #x, #residual, #scratch, #o0,
+            );
+        })
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        // `sinter_rt::conv_dw_pw::depthwise_pointwise_scratch_len`: the slots of rows.
+        let (_, y) = self.depthwise(cx).ok()?;
+        let row = y[2] * y[3];
+        let rows = y[0] * y[1];
+        let slot_rows = (DW_PW_SLOT_FLOATS / row.max(1))
+            .max(DW_PW_STEP_PIXELS.div_ceil(y[2].max(1)))
+            .clamp(1, rows.max(1));
+        let len = DW_PW_BANDS * slot_rows * row;
+        (len > 0).then(|| TypeShape::new(DType::F32, vec![len]))
+    }
+}
+
 /// `ConvTranspose` (opset 1/11/22): the gradient of `Conv`, with `output_padding`,
 /// `output_shape` and `auto_pad`.
 #[derive(Debug, Clone)]

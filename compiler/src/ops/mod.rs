@@ -454,6 +454,7 @@ ops! {
     ConcatAffine(norm::ConcatAffine) => ["sinter::ConcatAffine"];
     ConcatConv(conv::ConcatConv) => ["sinter::ConcatConv"];
     ConvMaxPool(conv::ConvMaxPool) => ["sinter::ConvMaxPool"];
+    DepthwisePointwise(conv::DepthwisePointwise) => ["sinter::DepthwisePointwise"];
     Custom(custom::Custom) => ["sinter::Custom"];
     Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];

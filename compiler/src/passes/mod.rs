@@ -14,6 +14,7 @@ mod fuse_concat_conv;
 mod fuse_concat_norm;
 mod fuse_conv_bn;
 mod fuse_conv_pool;
+mod fuse_dw_pw;
 mod fuse_gelu;
 mod fuse_hardswish;
 mod fuse_layer_norm;
@@ -49,6 +50,7 @@ pub use fuse_concat_conv::fuse_concat_conv;
 pub use fuse_concat_norm::fuse_concat_norm;
 pub use fuse_conv_bn::fuse_conv_bn;
 pub use fuse_conv_pool::fuse_conv_pool;
+pub use fuse_dw_pw::fuse_dw_pw;
 pub use fuse_gelu::fuse_gelu;
 pub use fuse_hardswish::fuse_hardswish;
 pub use fuse_layer_norm::fuse_layer_norm;
@@ -296,6 +298,12 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse_conv_pool",
         min_level: OptLevel::O2,
         run: fuse_conv_pool,
+    },
+    // The pointwise layers into the depthwise ones they alone read (rows read from cache).
+    PassInfo {
+        name: "fuse_dw_pw",
+        min_level: OptLevel::O2,
+        run: fuse_dw_pw,
     },
     // Then the Concats of convolutions' outputs left: the convolutions write in place.
     PassInfo {

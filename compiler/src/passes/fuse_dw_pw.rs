@@ -1,0 +1,183 @@
+//! Fuses a channels-last depthwise `Conv` with the pointwise (1x1) `Conv` that alone reads its
+//! output (the second half of an inverted-residual block: MobileNet, MnasNet, EfficientNet,
+//! ShuffleNet) into one `sinter::DepthwisePointwise`: the depthwise rows go a few at a time to
+//! a slot of working memory that the pointwise layer reads from cache, so the depthwise output,
+//! as big as the block's expanded tensor, is never written whole and read back. The same
+//! kernels compute each row and each pixel: the results are the same bits. Runs once the
+//! layout is final, before `fuse_concat_conv`. Anything else (a pointwise layer with a stride,
+//! padding or several groups, or whose output a Concat reads, Winograd, a depthwise layer with
+//! a residual, another reader, a graph output, run-time shapes, different guards) is left
+//! alone.
+
+use super::pattern::{producers, splice, touches_dynamic};
+use super::PassCx;
+use crate::error::Result;
+use crate::ir::{DType, Graph, Node};
+use crate::ops::conv::{AutoPad, ConvLayout, DepthwisePointwise};
+use crate::ops::Op;
+
+/// Fuses pointwise convolutions into the depthwise convolutions they alone read.
+pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
+    let uses = graph.use_counts();
+    let producer = producers(&graph);
+    // Values a Concat reads: a 1x1 layer that writes one keeps its place for
+    // `fuse_concat_conv`, which writes it into the concatenation (ShuffleNet's branches).
+    let mut concatenated = vec![false; graph.values.len()];
+    for node in &graph.nodes {
+        if matches!(node.op, Some(Op::Concat(_))) {
+            for v in node.inputs.iter().flatten() {
+                concatenated[v.index()] = true;
+            }
+        }
+    }
+    let mut remove = vec![false; graph.nodes.len()];
+    let mut replacements = Vec::new();
+    for (pw_index, pw_node) in graph.nodes.iter().enumerate() {
+        let Some(Op::Conv(pw)) = &pw_node.op else {
+            continue;
+        };
+        let (Some(Some(mid)), Some(Some(y))) = (
+            pw_node.inputs.first().copied(),
+            pw_node.outputs.first().copied(),
+        ) else {
+            continue;
+        };
+        let (Some(mid_shape), Some(y_shape)) =
+            (graph.value(mid).shape.clone(), graph.value(y).shape.clone())
+        else {
+            continue;
+        };
+        let pointwise = pw.packed_from.as_ref().and_then(|w| w.get(2..)) == Some(&[1, 1][..])
+            && pw.window.strides.iter().all(|&s| s == 1)
+            && pw.window.pads.iter().all(|&p| p == 0)
+            && matches!(pw.window.auto_pad, AutoPad::NotSet | AutoPad::Valid);
+        if pw.layout != ConvLayout::ChannelsLast
+            || pw.group != 1
+            || pw.winograd.is_some()
+            || !pointwise
+            || !pw_node.domain.is_empty()
+            || mid_shape.len() != 4
+            || y_shape.len() != 4
+            || mid_shape[..3] != y_shape[..3]
+            || graph.value(mid).dtype != Some(DType::F32)
+            || uses[mid.index()] != 1
+            || graph.outputs.contains(&mid)
+            || concatenated[y.index()]
+            || pw_node.inputs.len() > 4
+            || pw_node.outputs.iter().skip(1).any(Option::is_some)
+            || touches_dynamic(&graph, pw_node)
+        {
+            continue;
+        }
+        let Some(dw_index) = producer[mid.index()] else {
+            continue;
+        };
+        let dw_node = &graph.nodes[dw_index];
+        let Some(Op::Conv(dw)) = &dw_node.op else {
+            continue;
+        };
+        let Some(x) = dw_node.inputs.first().copied().flatten() else {
+            continue;
+        };
+        let depthwise = dw.group > 1
+            && dw.group == mid_shape[3]
+            && dw.packed_from.as_ref().and_then(|w| w.first()) == Some(&dw.group)
+            && graph
+                .value(x)
+                .shape
+                .as_ref()
+                .is_some_and(|s| s.len() == 4 && s[3] == dw.group);
+        if dw.layout != ConvLayout::ChannelsLast
+            || !depthwise
+            || dw.residual
+            || dw.winograd.is_some()
+            || dw_node.inputs.len() > 3
+            || dw_node.inputs.get(1).copied().flatten().is_none()
+            || dw_node.outputs.iter().skip(1).any(Option::is_some)
+            || dw_node.guards != pw_node.guards
+            || touches_dynamic(&graph, dw_node)
+        {
+            continue;
+        }
+        let input = |node: &Node, i: usize| node.inputs.get(i).copied().flatten();
+        let inputs = vec![
+            Some(x),
+            input(dw_node, 1),
+            input(dw_node, 2),
+            input(pw_node, 1),
+            input(pw_node, 2),
+            input(pw_node, 3),
+        ];
+        if inputs[3].is_none() || pw.residual != inputs[5].is_some() {
+            continue;
+        }
+        remove[dw_index] = true;
+        let fused = Node {
+            name: pw_node.name.clone(),
+            op_type: "DepthwisePointwise".into(),
+            domain: "sinter".into(),
+            opset: 1,
+            inputs,
+            outputs: vec![Some(y)],
+            attributes: Vec::new(),
+            op: Some(Op::DepthwisePointwise(DepthwisePointwise {
+                dw: dw.clone(),
+                pw: pw.clone(),
+            })),
+            guards: pw_node.guards.clone(),
+        };
+        replacements.push((pw_index, fused));
+    }
+    splice(&mut graph, &remove, replacements);
+    Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::pattern::{int_attr, ints_attr};
+    use crate::passes::testing::ModelBuilder;
+
+    /// On a 1x8x6x6 input, channels last: a 3x3 depthwise layer `d`, then a 1x1 layer of it to
+    /// 16 channels `y`; `also_out` is a graph output besides `y`.
+    fn pair(also_out: Option<&str>) -> Graph {
+        let w = |n: usize| -> Vec<f32> { (0..n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect() };
+        let mut builder = ModelBuilder::new()
+            .input("x", &[1, 8, 6, 6])
+            .floats("wd", &[8, 1, 3, 3], &w(72))
+            .floats("wp", &[16, 8, 1, 1], &w(128))
+            .node_with(
+                "Conv",
+                &["x", "wd"],
+                &["d"],
+                vec![int_attr("group", 8), ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node("Conv", &["d", "wp"], &["y"])
+            .output("y");
+        if let Some(name) = also_out {
+            builder = builder.output(name);
+        }
+        crate::passes::channels_last(builder.build(), &PassCx::default()).expect("channels last")
+    }
+
+    #[test]
+    fn the_pointwise_layer_joins_the_depthwise_one_it_alone_reads() {
+        let after = fuse_dw_pw(pair(None), &PassCx::default()).expect("runs");
+        let fused = after
+            .nodes
+            .iter()
+            .find(|n| n.op_type == "DepthwisePointwise")
+            .expect("fused");
+        assert_eq!(fused.inputs.len(), 6);
+        assert!(!after.nodes.iter().any(|n| n.op_type == "Conv"));
+    }
+
+    #[test]
+    fn a_depthwise_output_read_elsewhere_stays_apart() {
+        let after = fuse_dw_pw(pair(Some("d")), &PassCx::default()).expect("runs");
+        assert!(!after
+            .nodes
+            .iter()
+            .any(|n| n.op_type == "DepthwisePointwise"));
+    }
+}

@@ -1,0 +1,328 @@
+//! A channels-last depthwise convolution and the pointwise (1x1) one that alone reads it, in
+//! one pass: the second half of a mobile network's inverted-residual block (MobileNet,
+//! MnasNet, EfficientNet, ShuffleNet).
+//!
+//! The depthwise layer's output is as big as the block's expanded tensor (112 x 112 x 32
+//! floats in MnasNet's first block, 1.6 MB). Written whole, it leaves the cache before the
+//! pointwise layer reads it back. Here each task computes its band of output rows a few at a
+//! time: the depthwise rows go to a small slot of working memory, and the pointwise layer
+//! reads them from there, in cache. The values are the same bits as the two layers apart:
+//! the same kernels compute each row and each pixel.
+
+use crate::conv::ConvParams;
+use crate::conv_nhwc::{
+    depthwise_nhwc_weights_len, depthwise_row_into, nhwc_supported, nhwc_weights_len, Operands,
+    Residual, Windows, PARALLEL_MIN_MACS,
+};
+use crate::epilogue::Activation;
+use crate::threads::{Exec, SharedMut};
+
+/// Most bands (tasks) the output rows split into, and so the slots of working memory: one
+/// per thread, up to this many threads.
+pub const DW_PW_BANDS: usize = 4;
+
+/// Floats of depthwise rows a slot aims to hold (64 KiB). The unit tests take small slots, so
+/// that their small images still go a few rows at a time.
+const SLOT_FLOATS: usize = if cfg!(test) { 256 } else { 1 << 14 };
+
+/// The weights, bias and fused activations of one layer.
+#[derive(Clone, Copy)]
+pub struct LayerOperands<'a> {
+    /// Weights, packed as the channels-last kernels take them.
+    pub w: &'a [f32],
+    /// One value per output channel, if the layer has a bias.
+    pub bias: Option<&'a [f32]>,
+    /// Activations applied in order after the bias (and the residual).
+    pub acts: &'a [Activation],
+}
+
+/// Whether [`depthwise_pointwise_nhwc_f32_exec`] supports the depthwise layer `dw` followed
+/// by the dense layer `pw`: `pw` is pointwise (1x1, stride 1, unpadded) over `dw`'s output.
+pub fn depthwise_pointwise_supported(dw: &ConvParams, pw: &ConvParams) -> bool {
+    dw.is_depthwise()
+        && pw.is_pointwise()
+        && pw.groups == 1
+        && nhwc_supported(pw)
+        && pw.batch == dw.batch
+        && pw.in_channels == dw.out_channels
+        && pw.input == dw.output
+}
+
+/// Output rows (over batch, depth and height) of the pair.
+fn out_rows(dw: &ConvParams) -> usize {
+    dw.batch * dw.output[0] * dw.output[1]
+}
+
+/// Pixels the pointwise layer takes at least per step (a few blocks of its kernel, so that
+/// its weights serve enough pixels from cache).
+const STEP_PIXELS: usize = if cfg!(test) { 8 } else { 256 };
+
+/// Depthwise rows one slot holds.
+fn slot_rows(dw: &ConvParams) -> usize {
+    let row = dw.output[2] * dw.out_channels;
+    (SLOT_FLOATS / row.max(1))
+        .max(STEP_PIXELS.div_ceil(dw.output[2].max(1)))
+        .clamp(1, out_rows(dw).max(1))
+}
+
+/// Floats of working memory [`depthwise_pointwise_nhwc_f32_exec`] needs: [`DW_PW_BANDS`]
+/// slots of depthwise rows.
+pub fn depthwise_pointwise_scratch_len(dw: &ConvParams) -> usize {
+    DW_PW_BANDS * slot_rows(dw) * dw.output[2] * dw.out_channels
+}
+
+/// `out = pw_acts(conv1x1(dw_acts(depthwise(x) + dw_bias), pw_w) + pw_bias + residual)`
+/// channels last: `x: [N, *dw.input, C]`, `out` and `residual: [N, *dw.output, M]`; the same
+/// values as [`crate::conv_nhwc::depthwise_nhwc_f32_exec`] then
+/// [`crate::conv_nhwc::conv_nhwc_f32_exec`], without the depthwise output ever in memory
+/// whole. `scratch` holds [`depthwise_pointwise_scratch_len`] floats. On up to
+/// [`DW_PW_BANDS`] of `exec`'s threads.
+///
+/// Panics if a buffer is too short or the pair is not [`depthwise_pointwise_supported`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "both layers' geometry and operands, the residual, working memory and the output"
+)]
+pub fn depthwise_pointwise_nhwc_f32_exec(
+    exec: &Exec,
+    dw: &ConvParams,
+    dw_ops: LayerOperands<'_>,
+    pw: &ConvParams,
+    pw_ops: LayerOperands<'_>,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(
+        depthwise_pointwise_supported(dw, pw),
+        "depthwise and pointwise: a depthwise layer, then a 1x1 layer over its output"
+    );
+    let (c, m) = (dw.in_channels, pw.out_channels);
+    let (rows, ow) = (out_rows(dw), dw.output[2]);
+    let (row, out_row) = (ow * c, ow * m);
+    let out_len = rows * out_row;
+    assert!(
+        x.len() >= dw.batch * dw.input_len() * c,
+        "depthwise and pointwise: input too short"
+    );
+    assert!(
+        dw_ops.w.len() >= depthwise_nhwc_weights_len(dw) && pw_ops.w.len() >= nhwc_weights_len(pw),
+        "depthwise and pointwise: weights too short"
+    );
+    assert!(
+        out.len() >= out_len,
+        "depthwise and pointwise: output too short"
+    );
+    assert!(
+        scratch.len() >= depthwise_pointwise_scratch_len(dw),
+        "depthwise and pointwise: working memory too short"
+    );
+    let dw_ops = Operands {
+        w: dw_ops.w,
+        bias: dw_ops.bias,
+        residual: Residual::None,
+        acts: dw_ops.acts,
+    };
+    let pw_ops = Operands {
+        w: pw_ops.w,
+        bias: pw_ops.bias,
+        residual: Residual::from(residual),
+        acts: pw_ops.acts,
+    };
+    dw_ops.check(dw, rows * row);
+    pw_ops.check(pw, out_len);
+    if out_len == 0 {
+        return;
+    }
+    let macs = rows * ow * (c * dw.kernel_len() + c * m);
+    let threads = if macs < PARALLEL_MIN_MACS {
+        1
+    } else {
+        exec.threads()
+    };
+    let per_band = rows.div_ceil(threads.clamp(1, DW_PW_BANDS));
+    let bands = rows.div_ceil(per_band);
+    let chunk = slot_rows(dw);
+    let slot_len = chunk * row;
+    let slots = SharedMut::new(&mut scratch[..bands * slot_len]);
+    let sink = SharedMut::new(&mut out[..out_len]);
+    exec.for_each(bands, &|band| {
+        // SAFETY: the band's slot is this task's alone.
+        let slot = unsafe { slots.slice(band * slot_len, slot_len) };
+        let (first, last) = (band * per_band, ((band + 1) * per_band).min(rows));
+        let mut r0 = first;
+        while r0 < last {
+            let n = chunk.min(last - r0);
+            for (i, dst) in slot.chunks_exact_mut(row).take(n).enumerate() {
+                depthwise_row_into(dw, x, dw_ops, r0 + i, dst);
+            }
+            // The pointwise layer over these rows, read in place from the slot.
+            let sub = ConvParams {
+                batch: 1,
+                input: [1, 1, n * ow],
+                output: [1, 1, n * ow],
+                ..*pw
+            };
+            let windows = Windows::new(&Exec::single(), &sub, (&slot[..n * row], false), &mut []);
+            // Rows r0..r0 + n of the output are this band's alone.
+            windows.pixels_into(&sub, pw_ops, (0, n * ow), &sink, r0 * out_row);
+            r0 += n;
+        }
+    });
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::conv_nhwc::{conv_nhwc_f32_exec, depthwise_nhwc_f32_exec};
+    use std::vec::Vec;
+
+    /// (batch, C, M, input, kernel, stride, pad, dilation, residual).
+    type Case = (
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        usize,
+        usize,
+        usize,
+        usize,
+        bool,
+    );
+
+    fn params(case: &Case) -> (ConvParams, ConvParams) {
+        let (batch, c, m, [h, w], k, s, pad, d, _) = *case;
+        let out = |n: usize| (n + 2 * pad - d * (k - 1) - 1) / s + 1;
+        let (oh, ow) = (out(h), out(w));
+        let dw = ConvParams {
+            batch,
+            in_channels: c,
+            out_channels: c,
+            groups: c,
+            input: [1, h, w],
+            output: [1, oh, ow],
+            kernel: [1, k, k],
+            strides: [1, s, s],
+            dilations: [1, d, d],
+            pads: [0, pad, pad],
+            packed_weights: false,
+        };
+        let pw = ConvParams {
+            batch,
+            in_channels: c,
+            out_channels: m,
+            groups: 1,
+            input: [1, oh, ow],
+            output: [1, oh, ow],
+            kernel: [1; 3],
+            strides: [1; 3],
+            dilations: [1; 3],
+            pads: [0; 3],
+            packed_weights: false,
+        };
+        (dw, pw)
+    }
+
+    /// The fused pass against the two layers, bit for bit.
+    fn check(case: &Case, exec: &Exec) {
+        let (dw, pw) = params(case);
+        assert!(depthwise_pointwise_supported(&dw, &pw), "{case:?}");
+        let value = |i: usize, m: usize| ((i * 37 % m) as f32 - (m / 2) as f32) / m as f32;
+        let x: Vec<f32> = (0..dw.batch * dw.input_len() * dw.in_channels)
+            .map(|i| value(i, 101))
+            .collect();
+        let dw_w: Vec<f32> = (0..depthwise_nhwc_weights_len(&dw))
+            .map(|i| value(i, 29))
+            .collect();
+        let pw_w: Vec<f32> = (0..nhwc_weights_len(&pw)).map(|i| value(i, 53)).collect();
+        let dw_b: Vec<f32> = (0..dw.out_channels).map(|i| value(i, 11)).collect();
+        let pw_b: Vec<f32> = (0..pw.out_channels).map(|i| value(i, 7)).collect();
+        let mid_len = dw.batch * dw.output_len() * dw.out_channels;
+        let out_len = pw.batch * pw.output_len() * pw.out_channels;
+        let residual: Vec<f32> = (0..out_len).map(|i| value(i, 13)).collect();
+        let residual = case.8.then_some(&residual[..]);
+        let (dw_acts, pw_acts) = ([Activation::Relu], [Activation::Sigmoid]);
+        let single = Exec::single();
+        let mut mid = std::vec![0f32; mid_len];
+        depthwise_nhwc_f32_exec(
+            &single,
+            &dw,
+            &x,
+            &dw_w,
+            Some(&dw_b),
+            None,
+            &mut mid,
+            &dw_acts,
+        );
+        let mut expected = std::vec![0f32; out_len];
+        conv_nhwc_f32_exec(
+            &single,
+            &pw,
+            &mid,
+            &pw_w,
+            Some(&pw_b),
+            residual,
+            &mut [],
+            &mut expected,
+            &pw_acts,
+        );
+        let mut scratch = std::vec![0f32; depthwise_pointwise_scratch_len(&dw)];
+        let mut fused = std::vec![f32::NAN; out_len];
+        let layer = |w, b, acts| LayerOperands {
+            w,
+            bias: Some(b),
+            acts,
+        };
+        depthwise_pointwise_nhwc_f32_exec(
+            exec,
+            &dw,
+            layer(&dw_w, &dw_b, &dw_acts),
+            &pw,
+            layer(&pw_w, &pw_b, &pw_acts),
+            &x,
+            residual,
+            &mut scratch,
+            &mut fused,
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&expected), "{case:?}");
+    }
+
+    fn cases() -> Vec<Case> {
+        std::vec![
+            // MobileNet's 3x3 stride 1 with a residual, two images.
+            (2, 24, 16, [9, 10], 3, 1, 1, 1, true),
+            // 5x5 stride 2 (MnasNet), more channels than a vector, no residual.
+            (1, 40, 24, [13, 11], 5, 2, 2, 1, false),
+            // 7x7 stride 1.
+            (1, 16, 8, [9, 9], 7, 1, 3, 1, true),
+            // Dilated and even kernels: the per-pixel depthwise path.
+            (1, 20, 40, [11, 12], 3, 1, 2, 2, false),
+            (1, 17, 33, [8, 8], 4, 1, 1, 1, true),
+        ]
+    }
+
+    /// Slots smaller than the images (see `SLOT_FLOATS`), so each band goes several steps.
+    #[test]
+    fn fused_depthwise_and_pointwise_match_the_two_layers() {
+        for case in cases() {
+            check(&case, &Exec::single());
+            check(&case, &Exec::with_threads(2));
+        }
+        // Above the parallel threshold, so that two and three bands run.
+        let big: Case = (1, 64, 48, [40, 36], 3, 1, 1, 1, true);
+        check(&big, &Exec::with_threads(2));
+        check(&big, &Exec::with_threads(3));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fused_depthwise_and_pointwise_match_the_two_layers_without_avx512() {
+        crate::gemm_x86_64::without_avx512(|| {
+            for case in cases() {
+                check(&case, &Exec::single());
+            }
+        });
+    }
+}
