@@ -7,7 +7,8 @@
 # tests shrink under `cfg(miri)` (small shapes, strided sweeps, fixed cases of a few thousand
 # multiply-adds; the native run is unchanged): shapes and transposes, elementwise broadcasting,
 # softmax, normalizations, the vector math functions, n-bit products, quantized ops,
-# attention, GEMM and the convolutions (channels first and last, Winograd; `conv::` also
+# attention, GEMM and the convolutions (channels first and last, Winograd, the fused
+# convolution-pool and depthwise-pointwise passes; `conv::` also
 # matches `int8::conv::`). Under Miri no CPU feature is detected, so every kernel takes its
 # portable path. Each module runs for seconds to about three minutes; `pool::` is left out (its
 # tests compare NaN bits, which Miri randomizes) and so is the rest of `int8::` (too slow);
@@ -22,7 +23,7 @@ export MIRIFLAGS=${MIRIFLAGS:-"-Zmiri-disable-isolation"}
 for module in arena:: threads:: static_model:: dynamic:: quant:: cast:: half:: misc:: reduce:: \
   lowp:: loss:: custom:: einsum:: ml:: signal:: sample:: resize:: shape:: elementwise:: \
   softmax:: norm:: math:: nbits:: qlinear:: attention:: gemm:: conv:: conv_nhwc:: \
-  conv_winograd::; do
+  conv_winograd:: conv_pool:: conv_dw_pw::; do
   echo "== $module"
   cargo +nightly miri test -q -p sinter-rt --features std --lib -- "$module" "$@"
 done
