@@ -884,6 +884,11 @@ impl DepthwisePointwise {
             outputs: Vec::new(),
         };
         let y = self.dw.infer(&dw_cx)?.remove(0).shape;
+        if y.len() != 4 {
+            return Err(CompileError::malformed(
+                "internal: sinter::DepthwisePointwise of other than 2-D layers",
+            ));
+        }
         Ok((dw_cx, y))
     }
 
@@ -928,7 +933,7 @@ impl OpDef for DepthwisePointwise {
             ));
         }
         let out = self.pw.infer(&pw_cx)?;
-        if out[0].shape[..3] != y[..3] {
+        if out[0].shape.get(..3) != Some(&y[..3]) {
             return Err(CompileError::malformed(
                 "internal: sinter::DepthwisePointwise's 1x1 layer changes the image size",
             ));
