@@ -15,6 +15,30 @@ fn case_dirs(root: &Path) -> Vec<std::path::PathBuf> {
     dirs
 }
 
+/// A build folder under the test's temporary folder. Under CI (`CI` set, as `.ci/run` sets it)
+/// the folder is removed when the guard drops, so that the suite's dozens of generated crates do
+/// not fill a small disk; elsewhere it stays, so that the next run rebuilds only what changed.
+struct Cache(PathBuf);
+
+impl Cache {
+    fn new(name: &str) -> Self {
+        Cache(Path::new(env!("CARGO_TARGET_TMPDIR")).join(name))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if std::env::var_os("CI").is_some() {
+            // Best effort: a folder left behind costs disk, not correctness.
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Runs `sinter verify` at `level` with the tolerances over `cases`, building in a cache
 /// named `cache` under the test's temporary folder; returns stdout and stderr.
 fn verify(level: &str, rtol: &str, atol: &str, cache: &str, cases: &[PathBuf]) -> (String, String) {
@@ -33,7 +57,7 @@ fn verify_with(
         .arg("verify")
         .args(options)
         .args(["--rtol", rtol, "--atol", atol, "--strict", "--cache-dir"])
-        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join(cache))
+        .arg(Cache::new(cache).path())
         .args(cases)
         .output()
         .expect("sinter runs");
@@ -86,7 +110,7 @@ fn bundled_cases_all_pass() {
         cases.extend(case_dirs(&node));
     }
     assert!(cases.len() >= 2, "bundled cases missing");
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sinter-verify");
+    let cache = Cache::new("sinter-verify");
     let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
         .arg("verify")
         .args([
@@ -97,7 +121,7 @@ fn bundled_cases_all_pass() {
             "--strict",
             "--cache-dir",
         ])
-        .arg(&cache)
+        .arg(cache.path())
         .args(&cases)
         .output()
         .expect("sinter runs");
@@ -195,10 +219,10 @@ fn pools_take_every_image_size_up_to_their_bound_in_one_build() {
 fn verify_reports_failures_honestly() {
     // The tiny CNN at an impossible tolerance must FAIL and exit with status 1.
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny_cnn");
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sinter-verify-strict");
+    let cache = Cache::new("sinter-verify-strict");
     let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
         .args(["verify", "--rtol", "0", "--atol", "0", "--cache-dir"])
-        .arg(&cache)
+        .arg(cache.path())
         .arg(&case)
         .output()
         .expect("sinter runs");
@@ -434,7 +458,7 @@ fn static_quantization_calibrates_on_held_out_inputs() {
         .arg("-o")
         .arg(&table)
         .arg("--cache-dir")
-        .arg(tmp.join("sinter-calibrate"))
+        .arg(Cache::new("sinter-calibrate").path())
         .output()
         .expect("sinter runs");
     assert!(
@@ -478,7 +502,7 @@ fn static_quantization_calibrates_on_held_out_inputs() {
         ])
         .arg(root.join("calibration"))
         .arg("--cache-dir")
-        .arg(tmp.join("sinter-verify-static"))
+        .arg(Cache::new("sinter-verify-static").path())
         .arg(&root)
         .output()
         .expect("sinter runs");
@@ -509,7 +533,7 @@ fn dynamic_quantization_of_transposed_convolutions_stays_close_to_float() {
                 "0.999",
             ])
             .arg("--cache-dir")
-            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sinter-verify-ct{level}")))
+            .arg(Cache::new(&format!("sinter-verify-ct{level}")).path())
             .arg(&case)
             .output()
             .expect("sinter runs");
@@ -550,7 +574,7 @@ fn dynamic_quantization_of_lstms_stays_close_to_float() {
             "0.999",
             "--cache-dir",
         ])
-        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("sinter-verify-lstm-dynamic"))
+        .arg(Cache::new("sinter-verify-lstm-dynamic").path())
         .arg(data.join("tiny_lstm"))
         .arg(data.join("tiny_lstm_stack"))
         .output()
@@ -596,7 +620,7 @@ fn bounded_batch_cases_pass_in_one_build() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/bounded");
     let cases = case_dirs(&data);
     assert!(!cases.is_empty(), "bounded cases missing");
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sinter-verify-bounded");
+    let cache = Cache::new("sinter-verify-bounded");
     let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
         .args([
             "verify",
@@ -608,7 +632,7 @@ fn bounded_batch_cases_pass_in_one_build() {
             "1e-5",
             "--cache-dir",
         ])
-        .arg(&cache)
+        .arg(cache.path())
         .args(&cases)
         .output()
         .expect("sinter runs");
@@ -622,7 +646,7 @@ fn bounded_batch_cases_pass_in_one_build() {
     // A bound the data exceeds is an error from the generated code, not garbage.
     let output = Command::new(env!("CARGO_BIN_EXE_sinter"))
         .args(["verify", "--dim", "N<=2", "--cache-dir"])
-        .arg(&cache)
+        .arg(cache.path())
         .arg(&cases[0])
         .output()
         .expect("sinter runs");
