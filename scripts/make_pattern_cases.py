@@ -241,3 +241,45 @@ case("dw_pw",[
    "wp":he(8,32,1,1),"bp":wt(8),"wd2":he(8,1,5,5),"bd2":wt(8),"wp2":he(24,8,1,1),
    "wd3":he(8,1,3,3),"wp3":he(8,8,1,1),"wd4":he(8,1,3,3),"wp4":he(16,8,1,1)},
   [("x",[1,8,15,14])],["y","y2","y3"],{"x":xw})
+# Whole inverted-residual blocks (sinter::DepthwisePointwise with its expansion at -O2), their
+# expanded images over 1 MiB: the first block's expansion reads the channels-first input and
+# stays apart; the second (ReLU6, 3x3 depthwise, projection with the residual) and a 5x5
+# stride-2 block without one fuse whole; an expansion that a ReduceMean also reads stays apart
+# (its depthwise and 1x1 layers still pair). Sixteen channels outside the blocks, so that
+# their 1x1 layers run channels last (a panel of output channels). Input and biases are small,
+# so that the sums over 128 channels and 25 taps stay clear of float32 cancellation against
+# the suite's 1e-6 absolute tolerance.
+xi=(rng.standard_normal((1,16,48,48))*0.1).astype(np.float32)
+case("inverted_residual",[
+  N("Conv",["x","we","be"],["e0"]),N("Clip",["e0","lo","hi"],["e"]),
+  N("Conv",["e","wd","bd"],["d0"],group=128,pads=[1,1,1,1]),N("Clip",["d0","lo","hi"],["d"]),
+  N("Conv",["d","wp","bp"],["p"]),N("Add",["p","x"],["b0"]),
+  N("Conv",["b0","we1","be1"],["e1"]),N("Clip",["e1","lo","hi"],["f1"]),
+  N("Conv",["f1","wd1","bd1"],["d1"],group=128,pads=[1,1,1,1]),N("Clip",["d1","lo","hi"],["g1"]),
+  N("Conv",["g1","wp1","bp1"],["p1"]),N("Add",["p1","b0"],["b1"]),
+  N("Conv",["b1","we2","be2"],["e2"]),N("Relu",["e2"],["f2"]),
+  N("Conv",["f2","wd2","bd2"],["d2"],group=128,kernel_shape=[5,5],strides=[2,2],pads=[2,2,2,2]),
+  N("Relu",["d2"],["g2"]),N("Conv",["g2","wp2"],["y"]),
+  N("Conv",["b1","we3"],["e3"]),
+  N("Conv",["e3","wd3"],["d3"],group=128,pads=[1,1,1,1]),N("Conv",["d3","wp3"],["q3"]),
+  N("ReduceMean",["e3"],["m3"],axes=[1]),N("Add",["q3","m3"],["y2"])],
+  {"we":he(128,16,1,1),"be":wt(128)*0.25,"lo":np.float32(0),"hi":np.float32(6),"wd":he(128,1,3,3),
+   "bd":wt(128)*0.25,"wp":he(16,128,1,1),"bp":wt(16)*0.25,"we2":he(128,16,1,1),"be2":wt(128)*0.25,
+   "wd2":he(128,1,5,5),"bd2":wt(128)*0.25,"wp2":he(16,128,1,1),"we3":he(128,16,1,1),
+   "wd3":he(128,1,3,3),"wp3":he(16,128,1,1),"we1":he(128,16,1,1),"be1":wt(128)*0.25,
+   "wd1":he(128,1,3,3),"bd1":wt(128)*0.25,"wp1":he(16,128,1,1),"bp1":wt(16)*0.25},
+  [("x",[1,16,48,48])],["y","y2"],{"x":xi})
+# SiLU (x * Sigmoid(x), written out as torch exports it) after each kind of kernel, which
+# applies it in its epilogue (fuse_silu, then fuse_activation): a dense channels-last layer, a
+# depthwise one, a dense layer of few output channels (channels first) and a Gemm.
+xs=(rng.standard_normal((1,16,10,9))*0.5).astype(np.float32)
+def silu(x, y): return [N("Sigmoid",[x],[y+"_s"]),N("Mul",[x,y+"_s"],[y])]
+case("conv_silu",[
+  N("Conv",["x","w0","b0"],["c0"],pads=[1,1,1,1])]+silu("c0","a0")+[
+  N("Conv",["a0","w1","b1"],["c1"],group=32,pads=[1,1,1,1])]+silu("c1","a1")+[
+  N("Conv",["a1","w2","b2"],["c2"])]+silu("c2","y")+[
+  N("GlobalAveragePool",["a1"],["g"]),N("Flatten",["g"],["f"]),
+  N("Gemm",["f","wg","bg"],["c3"],transB=1)]+silu("c3","y2"),
+  {"w0":he(32,16,3,3),"b0":wt(32),"w1":he(32,1,3,3),"b1":wt(32),"w2":he(8,32,1,1),"b2":wt(8),
+   "wg":he(24,32),"bg":wt(24)},
+  [("x",[1,16,10,9])],["y","y2"],{"x":xs})

@@ -264,10 +264,17 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         // Three convolutions take the max pool that alone reads them (sinter::ConvMaxPool);
         // the one a ReduceMean also reads keeps its pool.
         ("conv_pool", 9),
+        // Each kernel takes the SiLU after it in its epilogue: dense and depthwise channels
+        // last, dense channels first, Gemm.
+        ("conv_silu", 7),
         // Two depthwise layers take the 1x1 layer that alone reads them
         // (sinter::DepthwisePointwise); one read by a ReduceMean too, and one whose 1x1 layer
         // a Concat reads, stay apart.
         ("dw_pw", 18),
+        // Two whole inverted-residual blocks take their expansion too (one with its residual);
+        // an expansion reading the channels-first input, and one a ReduceMean also reads, stay
+        // apart.
+        ("inverted_residual", 11),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

@@ -98,14 +98,181 @@ pub fn depthwise_pointwise_nhwc_f32_exec(
         depthwise_pointwise_supported(dw, pw),
         "depthwise and pointwise: a depthwise layer, then a 1x1 layer over its output"
     );
+    assert!(
+        scratch.len() >= depthwise_pointwise_scratch_len(dw),
+        "depthwise and pointwise: working memory too short"
+    );
+    fused_exec(
+        exec,
+        None,
+        (dw, dw_ops),
+        (pw, pw_ops),
+        x,
+        residual,
+        scratch,
+        out,
+    );
+}
+
+/// Whether [`inverted_residual_nhwc_f32_exec`] supports the pointwise layer `ex` (the
+/// expansion), the 2-D depthwise layer `dw` over its output and the pointwise layer `pw` over
+/// that: [`depthwise_pointwise_supported`], and `ex` is a 1x1, stride 1, unpadded dense layer
+/// whose output `dw` reads.
+pub fn inverted_residual_supported(ex: &ConvParams, dw: &ConvParams, pw: &ConvParams) -> bool {
+    depthwise_pointwise_supported(dw, pw)
+        && ex.is_pointwise()
+        && ex.groups == 1
+        && nhwc_supported(ex)
+        && ex.batch == dw.batch
+        && ex.out_channels == dw.in_channels
+        && ex.output == dw.input
+        && dw.input[0] == 1
+        && dw.output[0] == 1
+        && dw.kernel[0] == 1
+}
+
+/// Rows of the expanded image one step of [`inverted_residual_nhwc_f32_exec`] reads at most:
+/// those under [`slot_rows`] depthwise rows.
+fn expanded_rows(dw: &ConvParams) -> usize {
+    ((slot_rows(dw) - 1) * dw.strides[1] + (dw.kernel[1] - 1) * dw.dilations[1] + 1)
+        .min(dw.input[1])
+}
+
+/// Floats of working memory [`inverted_residual_nhwc_f32_exec`] needs: [`DW_PW_BANDS`] slots,
+/// each of expanded rows and depthwise rows.
+pub fn inverted_residual_scratch_len(dw: &ConvParams) -> usize {
+    let expanded = expanded_rows(dw) * dw.input[2] * dw.in_channels;
+    DW_PW_BANDS * (expanded + slot_rows(dw) * dw.output[2] * dw.out_channels)
+}
+
+/// An inverted-residual block in one pass, channels last: `e = ex_acts(conv1x1(x, ex_w) +
+/// ex_bias)`, then [`depthwise_pointwise_nhwc_f32_exec`] over `e`. `x: [N, *ex.input, K]`.
+/// Each step computes the expanded rows its depthwise rows read into working memory (the
+/// rows two steps share are kept, not computed again), so neither the expanded image nor
+/// the depthwise output is ever in memory whole. The same values as the three layers apart.
+/// `scratch` holds [`inverted_residual_scratch_len`] floats. On up to [`DW_PW_BANDS`] of
+/// `exec`'s threads.
+///
+/// Panics if a buffer is too short or the layers are not [`inverted_residual_supported`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "three layers' geometry and operands, the residual, working memory and the output"
+)]
+pub fn inverted_residual_nhwc_f32_exec(
+    exec: &Exec,
+    (ex, ex_ops): (&ConvParams, LayerOperands<'_>),
+    (dw, dw_ops): (&ConvParams, LayerOperands<'_>),
+    (pw, pw_ops): (&ConvParams, LayerOperands<'_>),
+    x: &[f32],
+    residual: Option<&[f32]>,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(
+        inverted_residual_supported(ex, dw, pw),
+        "inverted residual: a 1x1 layer, a 2-D depthwise layer over its output, then a 1x1 \
+         layer over that"
+    );
+    assert!(
+        x.len() >= ex.batch * ex.input_len() * ex.in_channels
+            && ex_ops.w.len() >= nhwc_weights_len(ex),
+        "inverted residual: input or expansion weights too short"
+    );
+    assert!(
+        scratch.len() >= inverted_residual_scratch_len(dw),
+        "inverted residual: working memory too short"
+    );
+    let ex_ops = Operands {
+        w: ex_ops.w,
+        bias: ex_ops.bias,
+        residual: Residual::None,
+        acts: ex_ops.acts,
+    };
+    ex_ops.check(ex, ex.batch * ex.output_len() * ex.out_channels);
+    fused_exec(
+        exec,
+        Some((ex, ex_ops)),
+        (dw, dw_ops),
+        (pw, pw_ops),
+        x,
+        residual,
+        scratch,
+        out,
+    );
+}
+
+/// The expanded rows a band's step holds: of image `image`, rows `lo..hi`.
+#[derive(Clone, Copy)]
+struct Held {
+    image: usize,
+    lo: usize,
+    hi: usize,
+}
+
+/// Computes expanded rows `lo..hi` of image `image` into `slot` (`erow` floats a row), keeping
+/// those of `held` it shares; returns what the slot now holds.
+fn expand_rows(
+    (ex, ex_ops): (&ConvParams, Operands<'_>),
+    x: &[f32],
+    slot: &mut [f32],
+    held: Option<Held>,
+    want: Held,
+) -> Held {
+    let (iw, erow) = (ex.input[2], ex.output[2] * ex.out_channels);
+    let from = match held {
+        Some(h) if h.image == want.image && h.lo <= want.lo && want.lo < h.hi => {
+            let keep = h.hi.min(want.hi);
+            slot.copy_within((want.lo - h.lo) * erow..(keep - h.lo) * erow, 0);
+            keep
+        }
+        _ => want.lo,
+    };
+    if from < want.hi {
+        let pixels = (want.hi - from) * iw;
+        let sub = ConvParams {
+            batch: 1,
+            input: [1, 1, pixels],
+            output: [1, 1, pixels],
+            ..*ex
+        };
+        let k = ex.in_channels;
+        let start = (want.image * ex.input[1] + from) * iw * k;
+        let src = &x[start..start + pixels * k];
+        let windows = Windows::new(&Exec::single(), &sub, (src, false), &mut []);
+        let at = (from - want.lo) * erow;
+        let sink = SharedMut::new(&mut slot[at..at + pixels * ex.out_channels]);
+        windows.pixels_into(&sub, ex_ops, (0, pixels), &sink, 0);
+    }
+    want
+}
+
+/// The band loop of [`depthwise_pointwise_nhwc_f32_exec`] and, with `expand`, of
+/// [`inverted_residual_nhwc_f32_exec`]: `x` is the depthwise layer's input, or the
+/// expansion's.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the layers' geometry and operands, the residual, working memory and the output"
+)]
+fn fused_exec(
+    exec: &Exec,
+    expand: Option<(&ConvParams, Operands<'_>)>,
+    (dw, dw_ops): (&ConvParams, LayerOperands<'_>),
+    (pw, pw_ops): (&ConvParams, LayerOperands<'_>),
+    x: &[f32],
+    residual: Option<&[f32]>,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     let (c, m) = (dw.in_channels, pw.out_channels);
     let (rows, ow) = (out_rows(dw), dw.output[2]);
     let (row, out_row) = (ow * c, ow * m);
     let out_len = rows * out_row;
-    assert!(
-        x.len() >= dw.batch * dw.input_len() * c,
-        "depthwise and pointwise: input too short"
-    );
+    if expand.is_none() {
+        assert!(
+            x.len() >= dw.batch * dw.input_len() * c,
+            "depthwise and pointwise: input too short"
+        );
+    }
     assert!(
         dw_ops.w.len() >= depthwise_nhwc_weights_len(dw) && pw_ops.w.len() >= nhwc_weights_len(pw),
         "depthwise and pointwise: weights too short"
@@ -113,10 +280,6 @@ pub fn depthwise_pointwise_nhwc_f32_exec(
     assert!(
         out.len() >= out_len,
         "depthwise and pointwise: output too short"
-    );
-    assert!(
-        scratch.len() >= depthwise_pointwise_scratch_len(dw),
-        "depthwise and pointwise: working memory too short"
     );
     let dw_ops = Operands {
         w: dw_ops.w,
@@ -135,7 +298,10 @@ pub fn depthwise_pointwise_nhwc_f32_exec(
     if out_len == 0 {
         return;
     }
-    let macs = rows * ow * (c * dw.kernel_len() + c * m);
+    let expand_macs = expand.map_or(0, |(ex, _)| {
+        ex.batch * ex.output_len() * ex.in_channels * ex.out_channels
+    });
+    let macs = rows * ow * (c * dw.kernel_len() + c * m) + expand_macs;
     let threads = if macs < PARALLEL_MIN_MACS {
         1
     } else {
@@ -144,18 +310,52 @@ pub fn depthwise_pointwise_nhwc_f32_exec(
     let per_band = rows.div_ceil(threads.clamp(1, DW_PW_BANDS));
     let bands = rows.div_ceil(per_band);
     let chunk = slot_rows(dw);
-    let slot_len = chunk * row;
+    let (ih, erow) = (dw.input[1], dw.input[2] * c);
+    let expanded_len = if expand.is_some() {
+        expanded_rows(dw) * erow
+    } else {
+        0
+    };
+    let slot_len = expanded_len + chunk * row;
     let slots = SharedMut::new(&mut scratch[..bands * slot_len]);
     let sink = SharedMut::new(&mut out[..out_len]);
+    let oh = dw.output[1];
+    let (s, pad) = (dw.strides[1], dw.pads[1]);
+    let reach = (dw.kernel[1] - 1) * dw.dilations[1] + 1;
     exec.for_each(bands, &|band| {
         // SAFETY: the band's slot is this task's alone.
         let slot = unsafe { slots.slice(band * slot_len, slot_len) };
+        let (expanded, slot) = slot.split_at_mut(expanded_len);
         let (first, last) = (band * per_band, ((band + 1) * per_band).min(rows));
+        let mut held = None;
         let mut r0 = first;
         while r0 < last {
-            let n = chunk.min(last - r0);
-            for (i, dst) in slot.chunks_exact_mut(row).take(n).enumerate() {
-                depthwise_row_into(dw, x, dw_ops, r0 + i, dst);
+            let mut n = chunk.min(last - r0);
+            if let Some((ex, ex_ops)) = expand {
+                // The depthwise rows of one image, over the expanded rows they read.
+                let (image, oy) = (r0 / oh, r0 % oh);
+                n = n.min(oh - oy);
+                let lo = (oy * s).saturating_sub(pad).min(ih);
+                let hi = ((oy + n - 1) * s + reach).saturating_sub(pad).clamp(lo, ih);
+                let want = Held { image, lo, hi };
+                held = Some(expand_rows((ex, ex_ops), x, expanded, held, want));
+                // The depthwise layer over the held rows: its row i is row oy + i.
+                let sub = ConvParams {
+                    batch: 1,
+                    input: [1, hi - lo, dw.input[2]],
+                    output: [1, n, ow],
+                    // (Saturating: rows past the image's end are all padding, and none are held.)
+                    pads: [0, (pad + lo).saturating_sub(oy * s), dw.pads[2]],
+                    ..*dw
+                };
+                let held_rows = &expanded[..(hi - lo) * erow];
+                for (i, dst) in slot.chunks_exact_mut(row).take(n).enumerate() {
+                    depthwise_row_into(&sub, held_rows, dw_ops, i, dst);
+                }
+            } else {
+                for (i, dst) in slot.chunks_exact_mut(row).take(n).enumerate() {
+                    depthwise_row_into(dw, x, dw_ops, r0 + i, dst);
+                }
             }
             // The pointwise layer over these rows, read in place from the slot.
             let sub = ConvParams {
@@ -224,7 +424,8 @@ mod tests {
         (dw, pw)
     }
 
-    /// The fused pass against the two layers, bit for bit.
+    /// The fused pass against the two layers, bit for bit; and the whole block, with a 1x1
+    /// expansion before them (ReLU6), against the expansion then the pair.
     fn check(case: &Case, exec: &Exec) {
         let (dw, pw) = params(case);
         assert!(depthwise_pointwise_supported(&dw, &pw), "{case:?}");
@@ -244,6 +445,7 @@ mod tests {
         let residual = case.8.then_some(&residual[..]);
         let (dw_acts, pw_acts) = ([Activation::Relu], [Activation::Sigmoid]);
         let single = Exec::single();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         let mut mid = std::vec![0f32; mid_len];
         depthwise_nhwc_f32_exec(
             &single,
@@ -267,26 +469,77 @@ mod tests {
             &mut expected,
             &pw_acts,
         );
-        let mut scratch = std::vec![0f32; depthwise_pointwise_scratch_len(&dw)];
-        let mut fused = std::vec![f32::NAN; out_len];
         let layer = |w, b, acts| LayerOperands {
             w,
             bias: Some(b),
             acts,
         };
-        depthwise_pointwise_nhwc_f32_exec(
-            exec,
-            &dw,
-            layer(&dw_w, &dw_b, &dw_acts),
-            &pw,
-            layer(&pw_w, &pw_b, &pw_acts),
-            &x,
-            residual,
-            &mut scratch,
-            &mut fused,
+        // With an expansion before it: K channels to C, its output the depthwise input.
+        let ex = ConvParams {
+            in_channels: dw.in_channels / 2 + 3,
+            out_channels: dw.in_channels,
+            groups: 1,
+            input: dw.input,
+            output: dw.input,
+            kernel: [1; 3],
+            strides: [1; 3],
+            dilations: [1; 3],
+            pads: [0; 3],
+            ..dw
+        };
+        let e: Vec<f32> = (0..ex.batch * ex.input_len() * ex.in_channels)
+            .map(|i| value(i, 89))
+            .collect();
+        let ex_w: Vec<f32> = (0..nhwc_weights_len(&ex)).map(|i| value(i, 41)).collect();
+        let ex_b: Vec<f32> = (0..ex.out_channels).map(|i| value(i, 19)).collect();
+        let ex_acts = [Activation::Clip(0.0, 0.5)];
+        let mut ex_out = std::vec![0f32; ex.batch * ex.output_len() * ex.out_channels];
+        conv_nhwc_f32_exec(
+            &single,
+            &ex,
+            &e,
+            &ex_w,
+            Some(&ex_b),
+            None,
+            &mut [],
+            &mut ex_out,
+            &ex_acts,
         );
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&fused), bits(&expected), "{case:?}");
+        // The fused pair on `exec` over the depthwise input `x`.
+        let pair = |exec: &Exec, x: &[f32]| {
+            let mut scratch = std::vec![0f32; depthwise_pointwise_scratch_len(&dw)];
+            let mut out = std::vec![f32::NAN; out_len];
+            depthwise_pointwise_nhwc_f32_exec(
+                exec,
+                &dw,
+                layer(&dw_w, &dw_b, &dw_acts),
+                &pw,
+                layer(&pw_w, &pw_b, &pw_acts),
+                x,
+                residual,
+                &mut scratch,
+                &mut out,
+            );
+            out
+        };
+        let unfused = pair(&single, &ex_out);
+        assert!(inverted_residual_supported(&ex, &dw, &pw), "{case:?}");
+        {
+            let mut scratch = std::vec![0f32; inverted_residual_scratch_len(&dw)];
+            let mut fused = std::vec![f32::NAN; out_len];
+            inverted_residual_nhwc_f32_exec(
+                exec,
+                (&ex, layer(&ex_w, &ex_b, &ex_acts)),
+                (&dw, layer(&dw_w, &dw_b, &dw_acts)),
+                (&pw, layer(&pw_w, &pw_b, &pw_acts)),
+                &e,
+                residual,
+                &mut scratch,
+                &mut fused,
+            );
+            assert_eq!(bits(&fused), bits(&unfused), "expanded: {case:?}");
+        }
+        assert_eq!(bits(&pair(exec, &x)), bits(&expected), "{case:?}");
     }
 
     fn cases() -> Vec<Case> {
@@ -300,6 +553,10 @@ mod tests {
             // Dilated and even kernels: the per-pixel depthwise path.
             (1, 20, 40, [11, 12], 3, 1, 2, 2, false),
             (1, 17, 33, [8, 8], 4, 1, 1, 1, true),
+            // Stride 2 with an odd image (the last window reaches the end padding), two images.
+            (2, 32, 16, [11, 9], 3, 2, 1, 1, false),
+            // More padding than the kernel reaches: rows of padding only at both ends.
+            (1, 16, 16, [5, 6], 3, 1, 3, 1, true),
         ]
     }
 

@@ -1039,7 +1039,7 @@ pub fn depthwise_nhwc_f32_exec(
         && threads > 1
         && out_rows.div_ceil(threads) * threads * 8 > out_rows * 9
         && panels >= 2 * threads
-        && acts.iter().all(crate::gemm::Finish::in_register)
+        && crate::gemm::Finish::in_store(acts)
     {
         // Too few rows to split evenly (a late layer's 7): the threads split the channels.
         // (Not otherwise: the next layer reads each pixel's channels whole, from the core
@@ -1071,9 +1071,10 @@ pub fn depthwise_nhwc_f32_exec(
                 unsafe {
                     depthwise_row_sliding(p, x, ops, task * per_task + i, 0..c, dst.as_mut_ptr())
                 };
-            }
-            if !ops.acts.iter().all(crate::gemm::Finish::in_register) {
-                Activation::apply_chain(ops.acts, part);
+                // The rest of the epilogue on the row while it is in cache.
+                if !crate::gemm::Finish::in_store(ops.acts) {
+                    Activation::apply_chain(ops.acts, dst);
+                }
             }
             return;
         }
@@ -1108,7 +1109,7 @@ pub(crate) fn depthwise_row_into(
             // SAFETY: AVX-512F is present, the kernel's columns and strides are the sliding
             // kernels', `dst` holds the row (asserted) and is borrowed mutably here alone.
             unsafe { depthwise_row_sliding(p, x, ops, r, 0..p.in_channels, dst.as_mut_ptr()) };
-            if !ops.acts.iter().all(crate::gemm::Finish::in_register) {
+            if !crate::gemm::Finish::in_store(ops.acts) {
                 Activation::apply_chain(ops.acts, &mut dst[..p.output[2] * p.in_channels]);
             }
             return;

@@ -847,7 +847,7 @@ pub(crate) unsafe fn depthwise_nhwc_run(
         }
         c0 += 64;
     }
-    if !run.acts().iter().all(Finish::in_register) {
+    if !Finish::in_store(run.acts()) {
         Activation::apply_chain(run.acts(), &mut dst[..count * c]);
     }
 }
@@ -917,7 +917,7 @@ unsafe fn dw_store<const P: usize, const NV: usize>(
     dst: &mut [f32],
 ) {
     let c = run.c;
-    let acts = if run.acts().iter().all(Finish::in_register) {
+    let acts = if Finish::in_store(run.acts()) {
         run.acts()
     } else {
         &[]
@@ -1078,7 +1078,7 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
             }
         }
     });
-    if row.ops.acts.iter().all(Finish::in_register) {
+    if Finish::in_store(row.ops.acts) {
         for &act in row.ops.acts {
             activate_tile!(act, acc);
         }

@@ -39,6 +39,9 @@ pub enum Activation {
     Gelu,
     /// `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))` (Gelu, `approximate="tanh"`).
     GeluTanh,
+    /// `x * sigmoid(alpha * x)` (ONNX `Swish`; SiLU at alpha 1), the arithmetic of
+    /// `crate::math::Func::Swish`, the op's own kernel.
+    Swish(f32),
 }
 
 impl Activation {
@@ -92,6 +95,7 @@ impl Activation {
             // The same f32 arithmetic, in the same order, as the Gelu op's kernel.
             Activation::Gelu => math::gelu(x),
             Activation::GeluTanh => math::gelu_tanh(x),
+            Activation::Swish(alpha) => x * math::sigmoid(alpha * x),
             Activation::Softplus => {
                 if x > 20.0 {
                     x
@@ -134,6 +138,7 @@ impl Activation {
             Activation::Tanh => math::tanh_slice(values),
             Activation::Gelu => math::Func::Gelu.map_slice_in_place(values),
             Activation::GeluTanh => math::Func::GeluTanh.map_slice_in_place(values),
+            Activation::Swish(alpha) => math::Func::Swish(alpha).map_slice_in_place(values),
             other => values.iter_mut().for_each(|v| *v = other.apply(*v)),
         }
     }

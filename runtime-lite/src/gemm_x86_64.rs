@@ -237,9 +237,11 @@ pub(crate) fn activate(act: Activation, x: __m512) -> __m512 {
         }
         // The transcendental ones, out of line so that the cheap ones above stay inlined in
         // every kernel's store loop.
-        Activation::Sigmoid | Activation::Tanh | Activation::Gelu | Activation::GeluTanh => {
-            activate_math(act, x)
-        }
+        Activation::Sigmoid
+        | Activation::Tanh
+        | Activation::Gelu
+        | Activation::GeluTanh
+        | Activation::Swish(_) => activate_math(act, x),
         // Not in-register (see `Finish::in_register`): the caller applies it.
         _ => x,
     }
@@ -295,11 +297,12 @@ fn math_func(act: Activation) -> Option<crate::math::Func> {
         Activation::Tanh => Some(Func::Tanh),
         Activation::Gelu => Some(Func::Gelu),
         Activation::GeluTanh => Some(Func::GeluTanh),
+        Activation::Swish(alpha) => Some(Func::Swish(alpha)),
         _ => None,
     }
 }
 
-/// Sigmoid, tanh and both GELUs on 16 lanes: the vector forms of `crate::math`, bit for bit
+/// Sigmoid, tanh, both GELUs and Swish on 16 lanes: the vector forms of `crate::math`, bit for bit
 /// the scalar functions (and what the separate ops compute).
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
@@ -577,5 +580,59 @@ pub(crate) fn has_avx() -> bool {
     #[cfg(not(feature = "std"))]
     {
         cfg!(target_feature = "avx")
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    /// Every activation a kernel applies in registers gives, lane by lane, the bits of
+    /// [`Activation::apply`] (what the separate op and the portable kernels compute).
+    #[test]
+    #[cfg_attr(miri, ignore = "under Miri no CPU feature is detected")]
+    fn in_register_activations_match_the_scalar_ones() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let acts = [
+            Activation::Relu,
+            Activation::Clip(-1.5, 6.0),
+            Activation::LeakyRelu(0.1),
+            Activation::Affine(0.5, -0.25),
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Swish(1.0),
+            Activation::Swish(1.702),
+        ];
+        let values: std::vec::Vec<f32> = (0..4096)
+            .map(|i| (i as f32 - 2048.0) / 97.0)
+            .chain([0.0, -0.0, 1e-30, -1e-30, 88.5, -88.5, 200.0, -200.0])
+            .chain([f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
+            .collect();
+        for act in acts {
+            assert!(Finish::in_register(&act), "{act:?}");
+            for chunk in values.chunks(16) {
+                let mut lanes = [0f32; 16];
+                lanes[..chunk.len()].copy_from_slice(chunk);
+                let mut got = [0f32; 16];
+                // SAFETY: AVX-512F was detected above; both arrays hold 16 floats.
+                unsafe {
+                    let y = activate(act, _mm512_loadu_ps(lanes.as_ptr()));
+                    _mm512_storeu_ps(got.as_mut_ptr(), y);
+                }
+                for (&x, &y) in lanes.iter().zip(&got) {
+                    let want = act.apply(x);
+                    assert!(
+                        want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
+                        "{act:?}({x}): {y} in registers, {want} apart"
+                    );
+                }
+            }
+        }
     }
 }

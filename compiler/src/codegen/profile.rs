@@ -242,8 +242,14 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
             let m = pw.first().map_or(1, |&m| m.max(1) as u64);
             let pixels = out0 / m;
             let c = pw.get(1).map_or(0, |&c| c as u64);
+            // With the expansion, its K x C per pixel of its output, the depthwise input.
+            let expand = fused.expand.as_ref().map_or(0, |ex| {
+                let w = conv_weight(&ex.packed_from, 3);
+                macs(in0.saturating_mul(w.first().map_or(0, |&c| c as u64)), 1)
+            });
             macs(pixels.saturating_mul(c), per_weight_row(&dw))
                 .saturating_add(macs(out0, per_weight_row(&pw)))
+                .saturating_add(expand)
         }
         Op::ConvInteger(conv) => macs(
             out0,

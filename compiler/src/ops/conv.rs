@@ -852,14 +852,19 @@ impl OpDef for ConvMaxPool {
 /// `Conv` that alone reads its output, run as one pass (`sinter_rt::conv_dw_pw`): a few
 /// depthwise rows at a time go to a small slot of working memory that the pointwise layer reads
 /// from cache. Inputs, six slots: the depthwise layer's X, W and B, the pointwise layer's W and
-/// B, and the residual the pointwise layer adds (B and the residual may be omitted). Created by
-/// `passes::fuse_dw_pw` only, never read from a model.
+/// B, and the residual the pointwise layer adds (B and the residual may be omitted). With
+/// `expand`, the pointwise layer whose output alone the depthwise layer reads runs in the same
+/// pass too (a whole inverted-residual block), and two slots go first: its W and B, X being
+/// its input. Created by `passes::fuse_dw_pw` only, never read from a model.
 #[derive(Debug, Clone)]
 pub struct DepthwisePointwise {
+    /// The expansion before the depthwise layer, if it is fused too (channels last, one
+    /// group, 1x1, stride 1, unpadded, no residual).
+    pub expand: Option<Box<Conv>>,
     /// The depthwise layer (channels last, no residual).
     pub dw: Conv,
     /// The pointwise layer (channels last, one group, 1x1, stride 1, unpadded; `residual`
-    /// when input 5 is present).
+    /// when the last input is present).
     pub pw: Conv,
 }
 
@@ -870,17 +875,75 @@ const DW_PW_BANDS: usize = 4;
 /// Pixels the pointwise layer takes at least per step (`STEP_PIXELS` there).
 const DW_PW_STEP_PIXELS: usize = 256;
 
+/// An operand of shape `shape` computed by an earlier layer of a fused op.
+fn computed(shape: &[usize]) -> super::Operand<'_> {
+    super::Operand {
+        dtype: DType::F32,
+        shape,
+        constant: None,
+        dynamic: &[],
+        range: None,
+        syms: &[],
+    }
+}
+
 impl DepthwisePointwise {
-    /// The depthwise layer's context (X, W, B) and its output's shape.
-    fn depthwise<'a>(&self, cx: &OpCx<'a>) -> Result<(OpCx<'a>, Vec<usize>)> {
-        if cx.inputs.len() != 6 {
+    /// Input slots before the depthwise layer's W: X, and the expansion's W and B if fused.
+    fn base(&self) -> usize {
+        if self.expand.is_some() {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// The expansion's context (X, W, B) and output shape, if it is fused.
+    fn expansion<'a>(&self, cx: &OpCx<'a>) -> Result<Option<(OpCx<'a>, Vec<usize>)>> {
+        let Some(expand) = &self.expand else {
+            return Ok(None);
+        };
+        let ex_cx = OpCx {
+            inputs: cx.inputs[..3].to_vec(),
+            outputs: Vec::new(),
+        };
+        let e = expand.infer(&ex_cx)?.remove(0).shape;
+        let w = expand.weight_shape(&ex_cx)?;
+        if expand.layout != ConvLayout::ChannelsLast
+            || expand.group != 1
+            || expand.residual
+            || expand.winograd.is_some()
+            || w.get(2..) != Some(&[1, 1][..])
+            || e.len() != 4
+        {
+            return Err(CompileError::malformed(
+                "internal: sinter::DepthwisePointwise's expansion is not a channels-last 2-D \
+                 1x1 convolution",
+            ));
+        }
+        Ok(Some((ex_cx, e)))
+    }
+
+    /// The depthwise layer's context (X, W, B; X is the expansion's output `e` if fused) and
+    /// its output's shape.
+    fn depthwise<'a>(
+        &self,
+        cx: &OpCx<'a>,
+        e: Option<&'a [usize]>,
+    ) -> Result<(OpCx<'a>, Vec<usize>)> {
+        let base = self.base();
+        if cx.inputs.len() != base + 5 {
             return Err(CompileError::malformed(format!(
-                "internal: sinter::DepthwisePointwise takes 6 inputs, not {}",
+                "internal: sinter::DepthwisePointwise takes {} inputs, not {}",
+                base + 5,
                 cx.inputs.len()
             )));
         }
+        let x = match e {
+            Some(e) => Some(computed(e)),
+            None => cx.inputs[0],
+        };
         let dw_cx = OpCx {
-            inputs: cx.inputs[..3].to_vec(),
+            inputs: vec![x, cx.inputs[base], cx.inputs[base + 1]],
             outputs: Vec::new(),
         };
         let y = self.dw.infer(&dw_cx)?.remove(0).shape;
@@ -894,16 +957,14 @@ impl DepthwisePointwise {
 
     /// The pointwise layer's context, its X the depthwise output `y`.
     fn pointwise<'a>(&self, cx: &OpCx<'a>, y: &'a [usize]) -> OpCx<'a> {
-        let x = super::Operand {
-            dtype: DType::F32,
-            shape: y,
-            constant: None,
-            dynamic: &[],
-            range: None,
-            syms: &[],
-        };
+        let base = self.base();
         OpCx {
-            inputs: vec![Some(x), cx.inputs[3], cx.inputs[4], cx.inputs[5]],
+            inputs: vec![
+                Some(computed(y)),
+                cx.inputs[base + 2],
+                cx.inputs[base + 3],
+                cx.inputs[base + 4],
+            ],
             outputs: Vec::new(),
         }
     }
@@ -915,7 +976,15 @@ impl OpDef for DepthwisePointwise {
     }
 
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
-        let (dw_cx, y) = self.depthwise(cx)?;
+        if cx.inputs.len() != self.base() + 5 {
+            return Err(CompileError::malformed(format!(
+                "internal: sinter::DepthwisePointwise takes {} inputs, not {}",
+                self.base() + 5,
+                cx.inputs.len()
+            )));
+        }
+        let expansion = self.expansion(cx)?;
+        let (dw_cx, y) = self.depthwise(cx, expansion.as_ref().map(|(_, e)| &e[..]))?;
         let pw_cx = self.pointwise(cx, &y);
         let pw_w = self.pw.weight_shape(&pw_cx)?;
         if self.dw.layout != ConvLayout::ChannelsLast
@@ -925,7 +994,7 @@ impl OpDef for DepthwisePointwise {
             || self.pw.group != 1
             || self.pw.winograd.is_some()
             || pw_w.get(2..) != Some(&[1, 1][..])
-            || self.pw.residual != cx.inputs[5].is_some()
+            || self.pw.residual != cx.inputs[self.base() + 4].is_some()
         {
             return Err(CompileError::malformed(
                 "internal: sinter::DepthwisePointwise of other than a channels-last depthwise \
@@ -942,47 +1011,77 @@ impl OpDef for DepthwisePointwise {
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
-        let (dw_cx, y) = self.depthwise(cx)?;
+        let expansion = self.expansion(cx)?;
+        let (dw_cx, y) = self.depthwise(cx, expansion.as_ref().map(|(_, e)| &e[..]))?;
         let pw_cx = self.pointwise(cx, &y);
         let (dw_params, pw_params) = (self.dw.params(&dw_cx)?, self.pw.params(&pw_cx)?);
+        let base = self.base();
         let (x, dw_w, pw_w, o0, exec) = (
             names.input(0),
-            names.input(1),
-            names.input(3),
+            names.input(base),
+            names.input(base + 2),
             names.output(0),
             names.exec(),
         );
         let (dw_b, pw_b, residual) = (
-            names.opt_input(cx, 2),
-            names.opt_input(cx, 4),
-            names.opt_input(cx, 5),
+            names.opt_input(cx, base + 1),
+            names.opt_input(cx, base + 3),
+            names.opt_input(cx, base + 4),
         );
         let scratch = names.scratch();
         let dw_acts = self.dw.activations.iter().map(|a| a.tokens());
         let pw_acts = self.pw.activations.iter().map(|a| a.tokens());
-        Ok(quote! {
+        let layers = quote! {
             const DW: ::sinter_rt::conv::ConvParams = #dw_params;
             const PW: ::sinter_rt::conv::ConvParams = #pw_params;
-            ::sinter_rt::conv_dw_pw::depthwise_pointwise_nhwc_f32_exec(
+        };
+        let dw_ops = quote!(::sinter_rt::conv_dw_pw::LayerOperands { w: #dw_w, bias: #dw_b, acts: &[#(#dw_acts),*] });
+        let pw_ops = quote!(::sinter_rt::conv_dw_pw::LayerOperands { w: #pw_w, bias: #pw_b, acts: &[#(#pw_acts),*] });
+        let (Some(expand), Some((ex_cx, _))) = (&self.expand, &expansion) else {
+            return Ok(quote! {
+                #layers
+                ::sinter_rt::conv_dw_pw::depthwise_pointwise_nhwc_f32_exec(
+                    #exec, &DW, #dw_ops, &PW, #pw_ops, #x, #residual, #scratch, #o0,
+                );
+            });
+        };
+        let ex_params = expand.params(ex_cx)?;
+        let (ex_w, ex_b) = (names.input(1), names.opt_input(cx, 2));
+        let ex_acts = expand.activations.iter().map(|a| a.tokens());
+        Ok(quote! {
+            const EX: ::sinter_rt::conv::ConvParams = #ex_params;
+            #layers
+            ::sinter_rt::conv_dw_pw::inverted_residual_nhwc_f32_exec(
                 #exec,
-                &DW,
-                ::sinter_rt::conv_dw_pw::LayerOperands { w: #dw_w, bias: #dw_b, acts: &[#(#dw_acts),*] },
-                &PW,
-                ::sinter_rt::conv_dw_pw::LayerOperands { w: #pw_w, bias: #pw_b, acts: &[#(#pw_acts),*] },
+                (&EX, ::sinter_rt::conv_dw_pw::LayerOperands { w: #ex_w, bias: #ex_b, acts: &[#(#ex_acts),*] }),
+                (&DW, #dw_ops),
+                (&PW, #pw_ops),
                 #x, #residual, #scratch, #o0,
             );
         })
     }
 
     fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
-        // `sinter_rt::conv_dw_pw::depthwise_pointwise_scratch_len`: the slots of rows.
-        let (_, y) = self.depthwise(cx).ok()?;
+        // `sinter_rt::conv_dw_pw::depthwise_pointwise_scratch_len`: the slots of rows, and
+        // with an expansion `inverted_residual_scratch_len`: the slots of expanded rows too.
+        let expansion = self.expansion(cx).ok()?;
+        let e = expansion.as_ref().map(|(_, e)| &e[..]);
+        let (dw_cx, y) = self.depthwise(cx, e).ok()?;
         let row = y[2] * y[3];
         let rows = y[0] * y[1];
         let slot_rows = (DW_PW_SLOT_FLOATS / row.max(1))
             .max(DW_PW_STEP_PIXELS.div_ceil(y[2].max(1)))
             .clamp(1, rows.max(1));
-        let len = DW_PW_BANDS * slot_rows * row;
+        let expanded = match e {
+            Some(e) => {
+                // `expanded_rows` there: the rows under a slot of depthwise rows.
+                let g = self.dw.geometry(&dw_cx).ok()?;
+                let reach = (g.kernel.first()? - 1) * g.dilations.first()? + 1;
+                ((slot_rows - 1) * g.strides.first()? + reach).min(e[1]) * e[2] * e[3]
+            }
+            None => 0,
+        };
+        let len = DW_PW_BANDS * (expanded + slot_rows * row);
         (len > 0).then(|| TypeShape::new(DType::F32, vec![len]))
     }
 }

@@ -637,6 +637,8 @@ pub enum FusedAct {
         /// The tanh approximation.
         tanh: bool,
     },
+    /// `x * sigmoid(alpha * x)` (Swish; SiLU at alpha 1).
+    Swish(f32),
 }
 
 impl FusedAct {
@@ -675,6 +677,10 @@ impl FusedAct {
             FusedAct::Affine(alpha, beta) => {
                 let (alpha, beta) = (f32_lit(alpha), f32_lit(beta));
                 quote!(::sinter_rt::epilogue::Activation::Affine(#alpha, #beta))
+            }
+            FusedAct::Swish(alpha) => {
+                let alpha = f32_lit(alpha);
+                quote!(::sinter_rt::epilogue::Activation::Swish(#alpha))
             }
         }
     }

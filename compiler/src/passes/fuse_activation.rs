@@ -53,6 +53,7 @@ fn activation_of(graph: &Graph, node: &Node) -> Option<FusedAct> {
         "LeakyRelu" => FusedAct::LeakyRelu(float("alpha", 0.01)),
         "HardSigmoid" => FusedAct::HardSigmoid(float("alpha", 0.2), float("beta", 0.5)),
         "HardSwish" => FusedAct::HardSwish,
+        "Swish" => FusedAct::Swish(float("alpha", 1.0)),
         "Gelu" => FusedAct::Gelu {
             tanh: node
                 .attributes
@@ -292,5 +293,31 @@ mod tests {
             )
             .count();
         assert_eq!(fused, 2);
+    }
+
+    #[test]
+    fn silus_after_convs_are_fused() {
+        // x * Sigmoid(x) after a convolution (EfficientNet's SiLU): `fuse_silu` makes it one
+        // Swish, which the convolution then applies in its epilogue.
+        use crate::passes::testing::ModelBuilder;
+        let w: Vec<f32> = (0..32).map(|i| (i % 5) as f32 * 0.1 - 0.2).collect();
+        let graph = ModelBuilder::new()
+            .input("x", &[1, 4, 3, 3])
+            .floats("w", &[8, 4, 1, 1], &w)
+            .node("Conv", &["x", "w"], &["c"])
+            .node("Sigmoid", &["c"], &["s"])
+            .node("Mul", &["c", "s"], &["y"])
+            .output("y")
+            .build();
+        let cx = PassCx {
+            opt_level: OptLevel::O2,
+            ..PassCx::default()
+        };
+        let after = run_passes(graph, &cx).expect("compiles").0;
+        assert_eq!(after.nodes.len(), 1, "{:?}", after.op_histogram());
+        assert!(matches!(
+            &after.nodes[0].op,
+            Some(Op::Conv(c)) if c.activations == [FusedAct::Swish(1.0)]
+        ));
     }
 }

@@ -3,8 +3,10 @@
 //! ShuffleNet) into one `sinter::DepthwisePointwise`: the depthwise rows go a few at a time to
 //! a slot of working memory that the pointwise layer reads from cache, so the depthwise output,
 //! as big as the block's expanded tensor, is never written whole and read back. The same
-//! kernels compute each row and each pixel: the results are the same bits. Runs once the
-//! layout is final, before `fuse_concat_conv`. Anything else (a pointwise layer with a stride,
+//! kernels compute each row and each pixel: the results are the same bits. The 1x1 expansion
+//! that alone writes the depthwise input joins too when its output is at least
+//! [`EXPAND_MIN_BYTES`] (the whole block then runs as one pass: each step expands the rows its
+//! depthwise rows read). Runs once the layout is final, before `fuse_concat_conv`. Anything else (a pointwise layer with a stride,
 //! padding or several groups, or whose output a Concat reads, Winograd, a depthwise layer with
 //! a residual, another reader, a graph output, run-time shapes, different guards) is left
 //! alone.
@@ -32,6 +34,7 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     }
     let mut remove = vec![false; graph.nodes.len()];
     let mut replacements = Vec::new();
+    let mut replaced = vec![false; graph.nodes.len()];
     for (pw_index, pw_node) in graph.nodes.iter().enumerate() {
         let Some(Op::Conv(pw)) = &pw_node.op else {
             continue;
@@ -112,6 +115,20 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             continue;
         }
         remove[dw_index] = true;
+        // The expansion before the depthwise layer joins too when its output is big enough
+        // to leave the cache between the layers.
+        let expand = expansion(&graph, &uses, &producer, x, dw_node)
+            // A layer already fused as another pair's 1x1 layer stays there.
+            .filter(|(ex_index, ..)| !replaced[*ex_index]);
+        let (inputs, expand) = match expand {
+            Some((ex_index, ex_node, ex)) => {
+                remove[ex_index] = true;
+                let mut all = vec![input(ex_node, 0), input(ex_node, 1), input(ex_node, 2)];
+                all.extend(&inputs[1..]);
+                (all, Some(Box::new(ex)))
+            }
+            None => (inputs, None),
+        };
         let fused = Node {
             name: pw_node.name.clone(),
             op_type: "DepthwisePointwise".into(),
@@ -121,15 +138,61 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             outputs: vec![Some(y)],
             attributes: Vec::new(),
             op: Some(Op::DepthwisePointwise(DepthwisePointwise {
+                expand,
                 dw: dw.clone(),
                 pw: pw.clone(),
             })),
             guards: pw_node.guards.clone(),
         };
+        replaced[pw_index] = true;
         replacements.push((pw_index, fused));
     }
     splice(&mut graph, &remove, replacements);
     Ok(graph)
+}
+
+/// Bytes of expanded image from which the expansion joins the fused pass: about half of a
+/// core's L2 (2 MB on the machines measured), below which the image stays in cache between
+/// the layers anyway, and splitting it into bands would only recompute their shared rows.
+const EXPAND_MIN_BYTES: usize = 1 << 20;
+
+/// The pointwise (1x1) channels-last `Conv` that writes `x`, the depthwise node `dw_node`'s
+/// input, if it can run in the same pass: `x` read by that node alone, of at least
+/// [`EXPAND_MIN_BYTES`], and the layer dense, unstrided, unpadded, without a residual.
+fn expansion<'g>(
+    graph: &'g Graph,
+    uses: &[usize],
+    producer: &[Option<usize>],
+    x: crate::ir::ValueId,
+    dw_node: &Node,
+) -> Option<(usize, &'g Node, crate::ops::conv::Conv)> {
+    let index = producer[x.index()]?;
+    let node = &graph.nodes[index];
+    let Some(Op::Conv(ex)) = &node.op else {
+        return None;
+    };
+    let shape = graph.value(x).shape.as_ref()?;
+    let pointwise = ex.packed_from.as_ref().and_then(|w| w.get(2..)) == Some(&[1, 1][..])
+        && ex.window.strides.iter().all(|&s| s == 1)
+        && ex.window.pads.iter().all(|&p| p == 0)
+        && matches!(ex.window.auto_pad, AutoPad::NotSet | AutoPad::Valid);
+    let fuses = ex.layout == ConvLayout::ChannelsLast
+        && ex.group == 1
+        && ex.winograd.is_none()
+        && !ex.residual
+        && pointwise
+        && node.domain.is_empty()
+        && shape.len() == 4
+        && shape.iter().product::<usize>() * 4 >= EXPAND_MIN_BYTES
+        && uses[x.index()] == 1
+        && !graph.outputs.contains(&x)
+        && node.inputs.len() <= 3
+        && node.inputs.get(1).copied().flatten().is_some()
+        && node.inputs.first().copied().flatten().is_some()
+        && node.outputs.iter().skip(1).all(Option::is_none)
+        && node.guards == dw_node.guards
+        && !touches_dynamic(graph, node);
+    fuses.then(|| (index, node, ex.clone()))
 }
 
 #[cfg(test)]
@@ -170,6 +233,67 @@ mod tests {
             .expect("fused");
         assert_eq!(fused.inputs.len(), 6);
         assert!(!after.nodes.iter().any(|n| n.op_type == "Conv"));
+    }
+
+    /// On a 1x16x32x32 input, channels last: a 1x1 layer `s` (which reads the input channels
+    /// first), a 1x1 expansion of it to `c` channels `e`, a 3x3 depthwise layer over that and
+    /// a 1x1 projection back to 16 channels `y`; `also_out` is a graph output besides `y`.
+    fn block(c: i64, also_out: Option<&str>) -> Graph {
+        let w = |n: i64| -> Vec<f32> { (0..n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect() };
+        let mut builder = ModelBuilder::new()
+            .input("x", &[1, 16, 32, 32])
+            .floats("ws", &[16, 16, 1, 1], &w(256))
+            .floats("we", &[c, 16, 1, 1], &w(16 * c))
+            .floats("wd", &[c, 1, 3, 3], &w(9 * c))
+            .floats("wp", &[16, c, 1, 1], &w(16 * c))
+            .node("Conv", &["x", "ws"], &["s"])
+            .node("Conv", &["s", "we"], &["e"])
+            .node_with(
+                "Conv",
+                &["e", "wd"],
+                &["d"],
+                vec![int_attr("group", c), ints_attr("pads", &[1, 1, 1, 1])],
+            )
+            .node("Conv", &["d", "wp"], &["y"])
+            .output("y");
+        if let Some(name) = also_out {
+            builder = builder.output(name);
+        }
+        crate::passes::channels_last(builder.build(), &PassCx::default()).expect("channels last")
+    }
+
+    /// Whether the fused node took the expansion (`None` when nothing fused).
+    fn fused_expansion(graph: &Graph) -> Option<bool> {
+        graph.nodes.iter().find_map(|n| match &n.op {
+            Some(Op::DepthwisePointwise(f)) => Some(f.expand.is_some()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_big_expansion_joins_the_pair() {
+        // 32 x 32 x 256 floats, 1 MiB.
+        let after = fuse_dw_pw(block(256, None), &PassCx::default()).expect("runs");
+        assert_eq!(fused_expansion(&after), Some(true));
+        let fused = after
+            .nodes
+            .iter()
+            .find(|n| n.op_type == "DepthwisePointwise")
+            .expect("fused");
+        assert_eq!(fused.inputs.len(), 8);
+        // The first 1x1 layer is all that is left of the convolutions.
+        let convs = after.nodes.iter().filter(|n| n.op_type == "Conv").count();
+        assert_eq!(convs, 1);
+    }
+
+    #[test]
+    fn a_small_or_shared_expansion_stays_apart() {
+        // 32 x 32 x 64 floats, 256 KiB: it stays in cache between the layers.
+        let after = fuse_dw_pw(block(64, None), &PassCx::default()).expect("runs");
+        assert_eq!(fused_expansion(&after), Some(false));
+        // A graph output: the depthwise and 1x1 layers pair without it.
+        let after = fuse_dw_pw(block(256, Some("e")), &PassCx::default()).expect("runs");
+        assert_eq!(fused_expansion(&after), Some(false));
     }
 
     #[test]
