@@ -283,3 +283,19 @@ case("conv_silu",[
   {"w0":he(32,16,3,3),"b0":wt(32),"w1":he(32,1,3,3),"b1":wt(32),"w2":he(8,32,1,1),"b2":wt(8),
    "wg":he(24,32),"bg":wt(24)},
   [("x",[1,16,10,9])],["y","y2"],{"x":xs})
+# EfficientNet's MBConv block: a 1x1 expansion with SiLU, a 3x3 depthwise layer with SiLU whose
+# output the squeeze-excitation reads twice (its mean and the gated product), the projection
+# and the residual. The expanded image is over 1 MiB: the expansion and the depthwise layer run
+# as one sinter::ExpandDepthwise at -O2. A first 1x1 layer reads the channels-first input.
+xe=(rng.standard_normal((1,16,48,48))*0.1).astype(np.float32)
+case("expand_depthwise",[
+  N("Conv",["x","w0","b0"],["s0"])]+silu("s0","s")+[
+  N("Conv",["s","we","be"],["e0"])]+silu("e0","e")+[
+  N("Conv",["e","wd","bd"],["d0"],group=128,pads=[1,1,1,1])]+silu("d0","d")+[
+  N("GlobalAveragePool",["d"],["g"]),N("Conv",["g","wr","br"],["r0"])]+silu("r0","r")+[
+  N("Conv",["r","wx","bx"],["x0"]),N("Sigmoid",["x0"],["gate"]),N("Mul",["d","gate"],["sd"]),
+  N("Conv",["sd","wp","bp"],["p"]),N("Add",["p","s"],["y"])],
+  {"w0":he(16,16,1,1),"b0":wt(16)*0.25,"we":he(128,16,1,1),"be":wt(128)*0.25,
+   "wd":he(128,1,3,3),"bd":wt(128)*0.25,"wr":he(8,128,1,1),"br":wt(8)*0.25,
+   "wx":he(128,8,1,1),"bx":wt(128)*0.25,"wp":he(16,128,1,1),"bp":wt(16)*0.25},
+  [("x",[1,16,48,48])],["y"],{"x":xe})

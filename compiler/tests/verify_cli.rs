@@ -275,6 +275,9 @@ fn pattern_cases_are_rewritten_and_keep_their_results() {
         // an expansion reading the channels-first input, and one a ReduceMean also reads, stay
         // apart.
         ("inverted_residual", 11),
+        // EfficientNet's block: its squeeze-excitation reads the depthwise output, which
+        // takes the expansion before it (sinter::ExpandDepthwise).
+        ("expand_depthwise", 9),
         ("gelu_erf", 1),
         ("gemm_gelu", 1),
         ("gelu_tanh", 1),

@@ -106,7 +106,7 @@ pub fn depthwise_pointwise_nhwc_f32_exec(
         exec,
         None,
         (dw, dw_ops),
-        (pw, pw_ops),
+        Some((pw, pw_ops)),
         x,
         residual,
         scratch,
@@ -119,7 +119,14 @@ pub fn depthwise_pointwise_nhwc_f32_exec(
 /// that: [`depthwise_pointwise_supported`], and `ex` is a 1x1, stride 1, unpadded dense layer
 /// whose output `dw` reads.
 pub fn inverted_residual_supported(ex: &ConvParams, dw: &ConvParams, pw: &ConvParams) -> bool {
-    depthwise_pointwise_supported(dw, pw)
+    depthwise_pointwise_supported(dw, pw) && expand_depthwise_supported(ex, dw)
+}
+
+/// Whether [`expand_depthwise_nhwc_f32_exec`] supports the pointwise layer `ex` (the
+/// expansion) and the 2-D depthwise layer `dw` over its output: `ex` is a 1x1, stride 1,
+/// unpadded dense layer.
+pub fn expand_depthwise_supported(ex: &ConvParams, dw: &ConvParams) -> bool {
+    dw.is_depthwise()
         && ex.is_pointwise()
         && ex.groups == 1
         && nhwc_supported(ex)
@@ -141,8 +148,68 @@ fn expanded_rows(dw: &ConvParams) -> usize {
 /// Floats of working memory [`inverted_residual_nhwc_f32_exec`] needs: [`DW_PW_BANDS`] slots,
 /// each of expanded rows and depthwise rows.
 pub fn inverted_residual_scratch_len(dw: &ConvParams) -> usize {
-    let expanded = expanded_rows(dw) * dw.input[2] * dw.in_channels;
-    DW_PW_BANDS * (expanded + slot_rows(dw) * dw.output[2] * dw.out_channels)
+    expand_depthwise_scratch_len(dw) + DW_PW_BANDS * slot_rows(dw) * dw.output[2] * dw.out_channels
+}
+
+/// Floats of working memory [`expand_depthwise_nhwc_f32_exec`] needs: [`DW_PW_BANDS`] slots
+/// of expanded rows.
+pub fn expand_depthwise_scratch_len(dw: &ConvParams) -> usize {
+    DW_PW_BANDS * expanded_rows(dw) * dw.input[2] * dw.in_channels
+}
+
+/// `out = dw_acts(depthwise(ex_acts(conv1x1(x, ex_w) + ex_bias)) + dw_bias)` channels last:
+/// the expansion and the depthwise layer of an inverted-residual block whose depthwise output
+/// other ops read too (EfficientNet's squeeze-excitation). `x: [N, *ex.input, K]`, `out:
+/// [N, *dw.output, C]`. Each step computes the expanded rows its depthwise rows read into
+/// working memory, as [`inverted_residual_nhwc_f32_exec`] does, so the expanded image is never
+/// in memory whole. The same values as the two layers apart. `scratch` holds
+/// [`expand_depthwise_scratch_len`] floats. On up to [`DW_PW_BANDS`] of `exec`'s threads.
+///
+/// Panics if a buffer is too short or the layers are not [`expand_depthwise_supported`].
+pub fn expand_depthwise_nhwc_f32_exec(
+    exec: &Exec,
+    (ex, ex_ops): (&ConvParams, LayerOperands<'_>),
+    (dw, dw_ops): (&ConvParams, LayerOperands<'_>),
+    x: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(
+        expand_depthwise_supported(ex, dw),
+        "expand and depthwise: a 1x1 layer, then a 2-D depthwise layer over its output"
+    );
+    assert!(
+        scratch.len() >= expand_depthwise_scratch_len(dw),
+        "expand and depthwise: working memory too short"
+    );
+    let ex_ops = expansion_operands(ex, ex_ops, x);
+    fused_exec(
+        exec,
+        Some((ex, ex_ops)),
+        (dw, dw_ops),
+        None,
+        x,
+        None,
+        scratch,
+        out,
+    );
+}
+
+/// The expansion's operands, checked against `ex` and its input `x`.
+fn expansion_operands<'a>(ex: &ConvParams, ops: LayerOperands<'a>, x: &[f32]) -> Operands<'a> {
+    assert!(
+        x.len() >= ex.batch * ex.input_len() * ex.in_channels
+            && ops.w.len() >= nhwc_weights_len(ex),
+        "expansion: input or weights too short"
+    );
+    let ops = Operands {
+        w: ops.w,
+        bias: ops.bias,
+        residual: Residual::None,
+        acts: ops.acts,
+    };
+    ops.check(ex, ex.batch * ex.output_len() * ex.out_channels);
+    ops
 }
 
 /// An inverted-residual block in one pass, channels last: `e = ex_acts(conv1x1(x, ex_w) +
@@ -174,26 +241,15 @@ pub fn inverted_residual_nhwc_f32_exec(
          layer over that"
     );
     assert!(
-        x.len() >= ex.batch * ex.input_len() * ex.in_channels
-            && ex_ops.w.len() >= nhwc_weights_len(ex),
-        "inverted residual: input or expansion weights too short"
-    );
-    assert!(
         scratch.len() >= inverted_residual_scratch_len(dw),
         "inverted residual: working memory too short"
     );
-    let ex_ops = Operands {
-        w: ex_ops.w,
-        bias: ex_ops.bias,
-        residual: Residual::None,
-        acts: ex_ops.acts,
-    };
-    ex_ops.check(ex, ex.batch * ex.output_len() * ex.out_channels);
+    let ex_ops = expansion_operands(ex, ex_ops, x);
     fused_exec(
         exec,
         Some((ex, ex_ops)),
         (dw, dw_ops),
-        (pw, pw_ops),
+        Some((pw, pw_ops)),
         x,
         residual,
         scratch,
@@ -246,9 +302,10 @@ fn expand_rows(
     want
 }
 
-/// The band loop of [`depthwise_pointwise_nhwc_f32_exec`] and, with `expand`, of
-/// [`inverted_residual_nhwc_f32_exec`]: `x` is the depthwise layer's input, or the
-/// expansion's.
+/// The band loop of [`depthwise_pointwise_nhwc_f32_exec`], with `expand` of
+/// [`inverted_residual_nhwc_f32_exec`], and with `expand` but no `pw` of
+/// [`expand_depthwise_nhwc_f32_exec`] (the depthwise rows then go to `out`): `x` is the
+/// depthwise layer's input, or the expansion's.
 #[allow(
     clippy::too_many_arguments,
     reason = "the layers' geometry and operands, the residual, working memory and the output"
@@ -257,13 +314,14 @@ fn fused_exec(
     exec: &Exec,
     expand: Option<(&ConvParams, Operands<'_>)>,
     (dw, dw_ops): (&ConvParams, LayerOperands<'_>),
-    (pw, pw_ops): (&ConvParams, LayerOperands<'_>),
+    pw: Option<(&ConvParams, LayerOperands<'_>)>,
     x: &[f32],
     residual: Option<&[f32]>,
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    let (c, m) = (dw.in_channels, pw.out_channels);
+    let c = dw.in_channels;
+    let m = pw.map_or(c, |(pw, _)| pw.out_channels);
     let (rows, ow) = (out_rows(dw), dw.output[2]);
     let (row, out_row) = (ow * c, ow * m);
     let out_len = rows * out_row;
@@ -274,7 +332,8 @@ fn fused_exec(
         );
     }
     assert!(
-        dw_ops.w.len() >= depthwise_nhwc_weights_len(dw) && pw_ops.w.len() >= nhwc_weights_len(pw),
+        dw_ops.w.len() >= depthwise_nhwc_weights_len(dw)
+            && pw.is_none_or(|(pw, ops)| ops.w.len() >= nhwc_weights_len(pw)),
         "depthwise and pointwise: weights too short"
     );
     assert!(
@@ -287,21 +346,25 @@ fn fused_exec(
         residual: Residual::None,
         acts: dw_ops.acts,
     };
-    let pw_ops = Operands {
-        w: pw_ops.w,
-        bias: pw_ops.bias,
-        residual: Residual::from(residual),
-        acts: pw_ops.acts,
-    };
+    let pw = pw.map(|(pw, ops)| {
+        let ops = Operands {
+            w: ops.w,
+            bias: ops.bias,
+            residual: Residual::from(residual),
+            acts: ops.acts,
+        };
+        ops.check(pw, out_len);
+        (pw, ops)
+    });
     dw_ops.check(dw, rows * row);
-    pw_ops.check(pw, out_len);
     if out_len == 0 {
         return;
     }
     let expand_macs = expand.map_or(0, |(ex, _)| {
         ex.batch * ex.output_len() * ex.in_channels * ex.out_channels
     });
-    let macs = rows * ow * (c * dw.kernel_len() + c * m) + expand_macs;
+    let pw_macs = pw.map_or(0, |_| rows * ow * c * m);
+    let macs = rows * ow * c * dw.kernel_len() + pw_macs + expand_macs;
     let threads = if macs < PARALLEL_MIN_MACS {
         1
     } else {
@@ -316,7 +379,7 @@ fn fused_exec(
     } else {
         0
     };
-    let slot_len = expanded_len + chunk * row;
+    let slot_len = expanded_len + if pw.is_some() { chunk * row } else { 0 };
     let slots = SharedMut::new(&mut scratch[..bands * slot_len]);
     let sink = SharedMut::new(&mut out[..out_len]);
     let oh = dw.output[1];
@@ -331,10 +394,20 @@ fn fused_exec(
         let mut r0 = first;
         while r0 < last {
             let mut n = chunk.min(last - r0);
+            if expand.is_some() {
+                // The rows of one image: those of the next read other expanded rows.
+                n = n.min(oh - r0 % oh);
+            }
+            // The depthwise rows go to the slot for the pointwise layer, or to the output.
+            let rows_out: &mut [f32] = if pw.is_some() {
+                &mut slot[..n * row]
+            } else {
+                // SAFETY: rows r0..r0 + n of the output are this band's alone.
+                unsafe { sink.slice(r0 * row, n * row) }
+            };
             if let Some((ex, ex_ops)) = expand {
                 // The depthwise rows of one image, over the expanded rows they read.
                 let (image, oy) = (r0 / oh, r0 % oh);
-                n = n.min(oh - oy);
                 let lo = (oy * s).saturating_sub(pad).min(ih);
                 let hi = ((oy + n - 1) * s + reach).saturating_sub(pad).clamp(lo, ih);
                 let want = Held { image, lo, hi };
@@ -349,24 +422,26 @@ fn fused_exec(
                     ..*dw
                 };
                 let held_rows = &expanded[..(hi - lo) * erow];
-                for (i, dst) in slot.chunks_exact_mut(row).take(n).enumerate() {
+                for (i, dst) in rows_out.chunks_exact_mut(row).enumerate() {
                     depthwise_row_into(&sub, held_rows, dw_ops, i, dst);
                 }
             } else {
-                for (i, dst) in slot.chunks_exact_mut(row).take(n).enumerate() {
+                for (i, dst) in rows_out.chunks_exact_mut(row).enumerate() {
                     depthwise_row_into(dw, x, dw_ops, r0 + i, dst);
                 }
             }
-            // The pointwise layer over these rows, read in place from the slot.
-            let sub = ConvParams {
-                batch: 1,
-                input: [1, 1, n * ow],
-                output: [1, 1, n * ow],
-                ..*pw
-            };
-            let windows = Windows::new(&Exec::single(), &sub, (&slot[..n * row], false), &mut []);
-            // Rows r0..r0 + n of the output are this band's alone.
-            windows.pixels_into(&sub, pw_ops, (0, n * ow), &sink, r0 * out_row);
+            if let Some((pw, pw_ops)) = pw {
+                // The pointwise layer over these rows, read in place from the slot.
+                let sub = ConvParams {
+                    batch: 1,
+                    input: [1, 1, n * ow],
+                    output: [1, 1, n * ow],
+                    ..*pw
+                };
+                let windows = Windows::new(&Exec::single(), &sub, (&*rows_out, false), &mut []);
+                // Rows r0..r0 + n of the output are this band's alone.
+                windows.pixels_into(&sub, pw_ops, (0, n * ow), &sink, r0 * out_row);
+            }
             r0 += n;
         }
     });
@@ -425,7 +500,8 @@ mod tests {
     }
 
     /// The fused pass against the two layers, bit for bit; and the whole block, with a 1x1
-    /// expansion before them (ReLU6), against the expansion then the pair.
+    /// expansion before them (ReLU6), against the expansion then the pair; and the expansion
+    /// with the depthwise layer alone.
     fn check(case: &Case, exec: &Exec) {
         let (dw, pw) = params(case);
         assert!(depthwise_pointwise_supported(&dw, &pw), "{case:?}");
@@ -539,6 +615,31 @@ mod tests {
             );
             assert_eq!(bits(&fused), bits(&unfused), "expanded: {case:?}");
         }
+        // The expansion and the depthwise layer alone, against the depthwise layer over the
+        // expansion's output.
+        assert!(expand_depthwise_supported(&ex, &dw), "{case:?}");
+        let mut want = std::vec![0f32; mid_len];
+        depthwise_nhwc_f32_exec(
+            &single,
+            &dw,
+            &ex_out,
+            &dw_w,
+            Some(&dw_b),
+            None,
+            &mut want,
+            &dw_acts,
+        );
+        let mut scratch = std::vec![0f32; expand_depthwise_scratch_len(&dw)];
+        let mut got = std::vec![f32::NAN; mid_len];
+        expand_depthwise_nhwc_f32_exec(
+            exec,
+            (&ex, layer(&ex_w, &ex_b, &ex_acts)),
+            (&dw, layer(&dw_w, &dw_b, &dw_acts)),
+            &e,
+            &mut scratch,
+            &mut got,
+        );
+        assert_eq!(bits(&got), bits(&want), "expanded, no 1x1 layer: {case:?}");
         assert_eq!(bits(&pair(exec, &x)), bits(&expected), "{case:?}");
     }
 

@@ -251,6 +251,16 @@ pub fn estimate_flops(op: &Op, op_type: &str, cx: &OpCx<'_>) -> u64 {
                 .saturating_add(macs(out0, per_weight_row(&pw)))
                 .saturating_add(expand)
         }
+        Op::ExpandDepthwise(fused) => {
+            // Per expanded pixel the expansion's K x C; per output element the depthwise taps.
+            let c = conv_weight(&fused.expand.packed_from, 1)
+                .first()
+                .map_or(0, |&c| c as u64);
+            macs(in0.saturating_mul(c), 1).saturating_add(macs(
+                out0,
+                per_weight_row(&conv_weight(&fused.dw.packed_from, 3)),
+            ))
+        }
         Op::ConvInteger(conv) => macs(
             out0,
             per_weight_row(&conv_weight(&conv.conv.packed_from, 1)),

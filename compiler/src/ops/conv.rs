@@ -899,28 +899,10 @@ impl DepthwisePointwise {
 
     /// The expansion's context (X, W, B) and output shape, if it is fused.
     fn expansion<'a>(&self, cx: &OpCx<'a>) -> Result<Option<(OpCx<'a>, Vec<usize>)>> {
-        let Some(expand) = &self.expand else {
-            return Ok(None);
-        };
-        let ex_cx = OpCx {
-            inputs: cx.inputs[..3].to_vec(),
-            outputs: Vec::new(),
-        };
-        let e = expand.infer(&ex_cx)?.remove(0).shape;
-        let w = expand.weight_shape(&ex_cx)?;
-        if expand.layout != ConvLayout::ChannelsLast
-            || expand.group != 1
-            || expand.residual
-            || expand.winograd.is_some()
-            || w.get(2..) != Some(&[1, 1][..])
-            || e.len() != 4
-        {
-            return Err(CompileError::malformed(
-                "internal: sinter::DepthwisePointwise's expansion is not a channels-last 2-D \
-                 1x1 convolution",
-            ));
-        }
-        Ok(Some((ex_cx, e)))
+        self.expand
+            .as_deref()
+            .map(|expand| expansion_of(expand, cx, "sinter::DepthwisePointwise"))
+            .transpose()
     }
 
     /// The depthwise layer's context (X, W, B; X is the expansion's output `e` if fused) and
@@ -1068,20 +1050,149 @@ impl OpDef for DepthwisePointwise {
         let e = expansion.as_ref().map(|(_, e)| &e[..]);
         let (dw_cx, y) = self.depthwise(cx, e).ok()?;
         let row = y[2] * y[3];
-        let rows = y[0] * y[1];
-        let slot_rows = (DW_PW_SLOT_FLOATS / row.max(1))
-            .max(DW_PW_STEP_PIXELS.div_ceil(y[2].max(1)))
-            .clamp(1, rows.max(1));
+        let slot_rows = dw_slot_rows(&y);
         let expanded = match e {
-            Some(e) => {
-                // `expanded_rows` there: the rows under a slot of depthwise rows.
-                let g = self.dw.geometry(&dw_cx).ok()?;
-                let reach = (g.kernel.first()? - 1) * g.dilations.first()? + 1;
-                ((slot_rows - 1) * g.strides.first()? + reach).min(e[1]) * e[2] * e[3]
-            }
+            Some(e) => expanded_len(&self.dw, &dw_cx, slot_rows, e)?,
             None => 0,
         };
         let len = DW_PW_BANDS * (expanded + slot_rows * row);
+        (len > 0).then(|| TypeShape::new(DType::F32, vec![len]))
+    }
+}
+
+/// Depthwise rows one slot of `sinter_rt::conv_dw_pw` holds for a depthwise output of shape
+/// `y` (`slot_rows` there).
+fn dw_slot_rows(y: &[usize]) -> usize {
+    let row = y[2] * y[3];
+    (DW_PW_SLOT_FLOATS / row.max(1))
+        .max(DW_PW_STEP_PIXELS.div_ceil(y[2].max(1)))
+        .clamp(1, (y[0] * y[1]).max(1))
+}
+
+/// Floats of expanded rows one slot of `sinter_rt::conv_dw_pw` holds (`expanded_rows` there:
+/// the rows of the expanded image `e` under `slot_rows` rows of the depthwise layer `dw`).
+fn expanded_len(dw: &Conv, dw_cx: &OpCx<'_>, slot_rows: usize, e: &[usize]) -> Option<usize> {
+    let g = dw.geometry(dw_cx).ok()?;
+    let reach = (g.kernel.first()? - 1) * g.dilations.first()? + 1;
+    Some(((slot_rows - 1) * g.strides.first()? + reach).min(e[1]) * e[2] * e[3])
+}
+
+/// The expansion's context (inputs 0-2: X, W, B) and output shape, checked to be a
+/// channels-last 2-D 1x1 convolution without a residual (`op` names the fused op in errors).
+fn expansion_of<'a>(expand: &Conv, cx: &OpCx<'a>, op: &str) -> Result<(OpCx<'a>, Vec<usize>)> {
+    let ex_cx = OpCx {
+        inputs: cx.inputs.get(..3).unwrap_or_default().to_vec(),
+        outputs: Vec::new(),
+    };
+    let e = expand.infer(&ex_cx)?.remove(0).shape;
+    let w = expand.weight_shape(&ex_cx)?;
+    if expand.layout != ConvLayout::ChannelsLast
+        || expand.group != 1
+        || expand.residual
+        || expand.winograd.is_some()
+        || w.get(2..) != Some(&[1, 1][..])
+        || e.len() != 4
+    {
+        return Err(CompileError::malformed(format!(
+            "internal: {op}'s expansion is not a channels-last 2-D 1x1 convolution"
+        )));
+    }
+    Ok((ex_cx, e))
+}
+
+/// `sinter::ExpandDepthwise`: a channels-last pointwise (1x1) `Conv`, the expansion, and the
+/// depthwise `Conv` that alone reads its output, run as one pass
+/// (`sinter_rt::conv_dw_pw::expand_depthwise_nhwc_f32_exec`): each step expands only the rows
+/// its depthwise rows read, so the expanded image is never in memory whole. For a depthwise
+/// output that other ops read too (EfficientNet's squeeze-excitation), where
+/// `sinter::DepthwisePointwise` cannot take the block whole. Inputs, five slots: the
+/// expansion's X, W and B, and the depthwise layer's W and B (the Bs may be omitted). Created
+/// by `passes::fuse_dw_pw` only, never read from a model.
+#[derive(Debug, Clone)]
+pub struct ExpandDepthwise {
+    /// The expansion (channels last, one group, 1x1, stride 1, unpadded, no residual).
+    pub expand: Conv,
+    /// The depthwise layer (channels last, 2-D, no residual).
+    pub dw: Conv,
+}
+
+impl ExpandDepthwise {
+    /// The two layers' contexts and the depthwise output's shape.
+    fn layers<'a>(&self, cx: &OpCx<'a>, e: &'a [usize]) -> Result<(OpCx<'a>, Vec<usize>)> {
+        let dw_cx = OpCx {
+            inputs: vec![Some(computed(e)), cx.inputs[3], cx.inputs[4]],
+            outputs: Vec::new(),
+        };
+        let y = self.dw.infer(&dw_cx)?.remove(0).shape;
+        if self.dw.layout != ConvLayout::ChannelsLast
+            || !self.dw.is_depthwise(&dw_cx)?
+            || self.dw.residual
+            || self.dw.winograd.is_some()
+            || y.len() != 4
+        {
+            return Err(CompileError::malformed(
+                "internal: sinter::ExpandDepthwise of other than a 2-D channels-last depthwise \
+                 convolution",
+            ));
+        }
+        Ok((dw_cx, y))
+    }
+
+    /// The expansion's context and output shape, after checking the input count.
+    fn expansion<'a>(&self, cx: &OpCx<'a>) -> Result<(OpCx<'a>, Vec<usize>)> {
+        if cx.inputs.len() != 5 {
+            return Err(CompileError::malformed(format!(
+                "internal: sinter::ExpandDepthwise takes 5 inputs, not {}",
+                cx.inputs.len()
+            )));
+        }
+        expansion_of(&self.expand, cx, "sinter::ExpandDepthwise")
+    }
+}
+
+impl OpDef for ExpandDepthwise {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        super::internal_op(node)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let (_, e) = self.expansion(cx)?;
+        let (dw_cx, _) = self.layers(cx, &e)?;
+        self.dw.infer(&dw_cx)
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let (ex_cx, e) = self.expansion(cx)?;
+        let (dw_cx, _) = self.layers(cx, &e)?;
+        let (ex_params, dw_params) = (self.expand.params(&ex_cx)?, self.dw.params(&dw_cx)?);
+        let (x, ex_w, dw_w, o0, exec) = (
+            names.input(0),
+            names.input(1),
+            names.input(3),
+            names.output(0),
+            names.exec(),
+        );
+        let (ex_b, dw_b) = (names.opt_input(cx, 2), names.opt_input(cx, 4));
+        let scratch = names.scratch();
+        let ex_acts = self.expand.activations.iter().map(|a| a.tokens());
+        let dw_acts = self.dw.activations.iter().map(|a| a.tokens());
+        Ok(quote! {
+            const EX: ::sinter_rt::conv::ConvParams = #ex_params;
+            const DW: ::sinter_rt::conv::ConvParams = #dw_params;
+            ::sinter_rt::conv_dw_pw::expand_depthwise_nhwc_f32_exec(
+                #exec,
+                (&EX, ::sinter_rt::conv_dw_pw::LayerOperands { w: #ex_w, bias: #ex_b, acts: &[#(#ex_acts),*] }),
+                (&DW, ::sinter_rt::conv_dw_pw::LayerOperands { w: #dw_w, bias: #dw_b, acts: &[#(#dw_acts),*] }),
+                #x, #scratch, #o0,
+            );
+        })
+    }
+
+    fn scratch(&self, cx: &OpCx<'_>) -> Option<TypeShape> {
+        // `sinter_rt::conv_dw_pw::expand_depthwise_scratch_len`: the slots of expanded rows.
+        let (_, e) = self.expansion(cx).ok()?;
+        let (dw_cx, y) = self.layers(cx, &e).ok()?;
+        let len = DW_PW_BANDS * expanded_len(&self.dw, &dw_cx, dw_slot_rows(&y), &e)?;
         (len > 0).then(|| TypeShape::new(DType::F32, vec![len]))
     }
 }

@@ -455,6 +455,7 @@ ops! {
     ConcatConv(conv::ConcatConv) => ["sinter::ConcatConv"];
     ConvMaxPool(conv::ConvMaxPool) => ["sinter::ConvMaxPool"];
     DepthwisePointwise(conv::DepthwisePointwise) => ["sinter::DepthwisePointwise"];
+    ExpandDepthwise(conv::ExpandDepthwise) => ["sinter::ExpandDepthwise"];
     Custom(custom::Custom) => ["sinter::Custom"];
     Softmax(softmax::Softmax) => ["Softmax", "LogSoftmax", "Hardmax"];
     Reshape(movement::Reshape) => ["Reshape", "Flatten", "Identity", "Dropout"];

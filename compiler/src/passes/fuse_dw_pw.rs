@@ -6,7 +6,9 @@
 //! kernels compute each row and each pixel: the results are the same bits. The 1x1 expansion
 //! that alone writes the depthwise input joins too when its output is at least
 //! [`EXPAND_MIN_BYTES`] (the whole block then runs as one pass: each step expands the rows its
-//! depthwise rows read). Runs once the layout is final, before `fuse_concat_conv`. Anything else (a pointwise layer with a stride,
+//! depthwise rows read). A depthwise layer that does not pair (its output read by more than a
+//! 1x1 layer, as EfficientNet's squeeze-excitation reads it) still takes such an expansion, as
+//! `sinter::ExpandDepthwise`. Runs once the layout is final, before `fuse_concat_conv`. Anything else (a pointwise layer with a stride,
 //! padding or several groups, or whose output a Concat reads, Winograd, a depthwise layer with
 //! a residual, another reader, a graph output, run-time shapes, different guards) is left
 //! alone.
@@ -15,7 +17,7 @@ use super::pattern::{producers, splice, touches_dynamic};
 use super::PassCx;
 use crate::error::Result;
 use crate::ir::{DType, Graph, Node};
-use crate::ops::conv::{AutoPad, ConvLayout, DepthwisePointwise};
+use crate::ops::conv::{AutoPad, ConvLayout, DepthwisePointwise, ExpandDepthwise};
 use crate::ops::Op;
 
 /// Fuses pointwise convolutions into the depthwise convolutions they alone read.
@@ -146,6 +148,68 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         };
         replaced[pw_index] = true;
         replacements.push((pw_index, fused));
+    }
+    // Depthwise layers left alone (their output read by more than a 1x1 layer: EfficientNet's
+    // squeeze-excitation) still take a big expansion before them.
+    for (dw_index, dw_node) in graph.nodes.iter().enumerate() {
+        if remove[dw_index] || replaced[dw_index] {
+            continue;
+        }
+        let Some(Op::Conv(dw)) = &dw_node.op else {
+            continue;
+        };
+        let (Some(Some(x)), Some(Some(y))) = (
+            dw_node.inputs.first().copied(),
+            dw_node.outputs.first().copied(),
+        ) else {
+            continue;
+        };
+        let shape = |v| graph.value(v).shape.as_deref().filter(|s| s.len() == 4);
+        let depthwise = matches!(
+            (shape(x), shape(y)),
+            (Some(xs), Some(ys)) if dw.group > 1 && xs[3] == dw.group && ys[3] == dw.group
+        ) && dw.packed_from.as_ref().and_then(|w| w.first()) == Some(&dw.group);
+        if dw.layout != ConvLayout::ChannelsLast
+            || !depthwise
+            || dw.residual
+            || dw.winograd.is_some()
+            || !dw_node.domain.is_empty()
+            || dw_node.inputs.len() > 3
+            || dw_node.inputs.get(1).copied().flatten().is_none()
+            || dw_node.outputs.iter().skip(1).any(Option::is_some)
+            || graph.value(y).dtype != Some(DType::F32)
+            || touches_dynamic(&graph, dw_node)
+        {
+            continue;
+        }
+        let Some((ex_index, ex_node, ex)) = expansion(&graph, &uses, &producer, x, dw_node)
+            .filter(|(i, ..)| !remove[*i] && !replaced[*i])
+        else {
+            continue;
+        };
+        remove[ex_index] = true;
+        let input = |node: &Node, i: usize| node.inputs.get(i).copied().flatten();
+        let fused = Node {
+            name: dw_node.name.clone(),
+            op_type: "ExpandDepthwise".into(),
+            domain: "sinter".into(),
+            opset: 1,
+            inputs: vec![
+                input(ex_node, 0),
+                input(ex_node, 1),
+                input(ex_node, 2),
+                input(dw_node, 1),
+                input(dw_node, 2),
+            ],
+            outputs: vec![Some(y)],
+            attributes: Vec::new(),
+            op: Some(Op::ExpandDepthwise(ExpandDepthwise {
+                expand: ex,
+                dw: dw.clone(),
+            })),
+            guards: dw_node.guards.clone(),
+        };
+        replacements.push((dw_index, fused));
     }
     splice(&mut graph, &remove, replacements);
     Ok(graph)
@@ -284,6 +348,23 @@ mod tests {
         // The first 1x1 layer is all that is left of the convolutions.
         let convs = after.nodes.iter().filter(|n| n.op_type == "Conv").count();
         assert_eq!(convs, 1);
+    }
+
+    #[test]
+    fn a_depthwise_layer_read_elsewhere_still_takes_its_expansion() {
+        // Its output a graph output too: no pair, but sinter::ExpandDepthwise.
+        let after = fuse_dw_pw(block(256, Some("d")), &PassCx::default()).expect("runs");
+        assert_eq!(fused_expansion(&after), None);
+        let fused: Vec<_> = after
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "ExpandDepthwise")
+            .collect();
+        assert_eq!(fused.len(), 1);
+        assert_eq!(fused[0].inputs.len(), 5);
+        // A small one stays apart there too.
+        let after = fuse_dw_pw(block(64, Some("d")), &PassCx::default()).expect("runs");
+        assert!(!after.nodes.iter().any(|n| n.op_type == "ExpandDepthwise"));
     }
 
     #[test]
