@@ -52,14 +52,10 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         else {
             continue;
         };
-        let pointwise = pw.packed_from.as_ref().and_then(|w| w.get(2..)) == Some(&[1, 1][..])
-            && pw.window.strides.iter().all(|&s| s == 1)
-            && pw.window.pads.iter().all(|&p| p == 0)
-            && matches!(pw.window.auto_pad, AutoPad::NotSet | AutoPad::Valid);
         if pw.layout != ConvLayout::ChannelsLast
             || pw.group != 1
             || pw.winograd.is_some()
-            || !pointwise
+            || !pointwise(pw)
             || !pw_node.domain.is_empty()
             || mid_shape.len() != 4
             || y_shape.len() != 4
@@ -78,33 +74,12 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             continue;
         };
         let dw_node = &graph.nodes[dw_index];
-        let Some(Op::Conv(dw)) = &dw_node.op else {
+        let Some((dw, x)) = depthwise_layer(&graph, dw_node) else {
             continue;
         };
-        let Some(x) = dw_node.inputs.first().copied().flatten() else {
-            continue;
-        };
-        let depthwise = dw.group > 1
-            && dw.group == mid_shape[3]
-            && dw.packed_from.as_ref().and_then(|w| w.first()) == Some(&dw.group)
-            && graph
-                .value(x)
-                .shape
-                .as_ref()
-                .is_some_and(|s| s.len() == 4 && s[3] == dw.group);
-        if dw.layout != ConvLayout::ChannelsLast
-            || !depthwise
-            || dw.residual
-            || dw.winograd.is_some()
-            || dw_node.inputs.len() > 3
-            || dw_node.inputs.get(1).copied().flatten().is_none()
-            || dw_node.outputs.iter().skip(1).any(Option::is_some)
-            || dw_node.guards != pw_node.guards
-            || touches_dynamic(&graph, dw_node)
-        {
+        if dw_node.guards != pw_node.guards {
             continue;
         }
-        let input = |node: &Node, i: usize| node.inputs.get(i).copied().flatten();
         let inputs = vec![
             Some(x),
             input(dw_node, 1),
@@ -155,40 +130,15 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
         if remove[dw_index] || replaced[dw_index] {
             continue;
         }
-        let Some(Op::Conv(dw)) = &dw_node.op else {
+        let Some((dw, x)) = depthwise_layer(&graph, dw_node) else {
             continue;
         };
-        let (Some(Some(x)), Some(Some(y))) = (
-            dw_node.inputs.first().copied(),
-            dw_node.outputs.first().copied(),
-        ) else {
-            continue;
-        };
-        let shape = |v| graph.value(v).shape.as_deref().filter(|s| s.len() == 4);
-        let depthwise = matches!(
-            (shape(x), shape(y)),
-            (Some(xs), Some(ys)) if dw.group > 1 && xs[3] == dw.group && ys[3] == dw.group
-        ) && dw.packed_from.as_ref().and_then(|w| w.first()) == Some(&dw.group);
-        if dw.layout != ConvLayout::ChannelsLast
-            || !depthwise
-            || dw.residual
-            || dw.winograd.is_some()
-            || !dw_node.domain.is_empty()
-            || dw_node.inputs.len() > 3
-            || dw_node.inputs.get(1).copied().flatten().is_none()
-            || dw_node.outputs.iter().skip(1).any(Option::is_some)
-            || graph.value(y).dtype != Some(DType::F32)
-            || touches_dynamic(&graph, dw_node)
-        {
-            continue;
-        }
         let Some((ex_index, ex_node, ex)) = expansion(&graph, &uses, &producer, x, dw_node)
             .filter(|(i, ..)| !remove[*i] && !replaced[*i])
         else {
             continue;
         };
         remove[ex_index] = true;
-        let input = |node: &Node, i: usize| node.inputs.get(i).copied().flatten();
         let fused = Node {
             name: dw_node.name.clone(),
             op_type: "ExpandDepthwise".into(),
@@ -201,7 +151,7 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                 input(dw_node, 1),
                 input(dw_node, 2),
             ],
-            outputs: vec![Some(y)],
+            outputs: vec![dw_node.outputs.first().copied().flatten()],
             attributes: Vec::new(),
             op: Some(Op::ExpandDepthwise(ExpandDepthwise {
                 expand: ex,
@@ -213,6 +163,47 @@ pub fn fuse_dw_pw(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
     }
     splice(&mut graph, &remove, replacements);
     Ok(graph)
+}
+
+/// Input `i` of `node`, if present.
+fn input(node: &Node, i: usize) -> Option<crate::ir::ValueId> {
+    node.inputs.get(i).copied().flatten()
+}
+
+/// Whether `conv` (its weights packed) is 1x1, stride 1 and unpadded.
+fn pointwise(conv: &crate::ops::conv::Conv) -> bool {
+    conv.packed_from.as_ref().and_then(|w| w.get(2..)) == Some(&[1, 1][..])
+        && conv.window.strides.iter().all(|&s| s == 1)
+        && conv.window.pads.iter().all(|&p| p == 0)
+        && matches!(conv.window.auto_pad, AutoPad::NotSet | AutoPad::Valid)
+}
+
+/// The channels-last depthwise `Conv` of `node` and its input, if a fused pass can run it:
+/// 2-D float32 images, weights present, no residual, Winograd or second output, fixed shapes.
+fn depthwise_layer<'g>(
+    graph: &'g Graph,
+    node: &'g Node,
+) -> Option<(&'g crate::ops::conv::Conv, crate::ir::ValueId)> {
+    let Some(Op::Conv(dw)) = &node.op else {
+        return None;
+    };
+    let (x, y) = (input(node, 0)?, node.outputs.first().copied().flatten()?);
+    let shape = |v| graph.value(v).shape.as_deref().filter(|s| s.len() == 4);
+    let depthwise = matches!(
+        (shape(x), shape(y)),
+        (Some(xs), Some(ys)) if dw.group > 1 && xs[3] == dw.group && ys[3] == dw.group
+    ) && dw.packed_from.as_ref().and_then(|w| w.first()) == Some(&dw.group);
+    let fuses = dw.layout == ConvLayout::ChannelsLast
+        && depthwise
+        && !dw.residual
+        && dw.winograd.is_none()
+        && node.domain.is_empty()
+        && node.inputs.len() <= 3
+        && input(node, 1).is_some()
+        && node.outputs.iter().skip(1).all(Option::is_none)
+        && graph.value(y).dtype == Some(DType::F32)
+        && !touches_dynamic(graph, node);
+    fuses.then_some((dw, x))
 }
 
 /// Bytes of expanded image from which the expansion joins the fused pass: about half of a
@@ -236,23 +227,19 @@ fn expansion<'g>(
         return None;
     };
     let shape = graph.value(x).shape.as_ref()?;
-    let pointwise = ex.packed_from.as_ref().and_then(|w| w.get(2..)) == Some(&[1, 1][..])
-        && ex.window.strides.iter().all(|&s| s == 1)
-        && ex.window.pads.iter().all(|&p| p == 0)
-        && matches!(ex.window.auto_pad, AutoPad::NotSet | AutoPad::Valid);
     let fuses = ex.layout == ConvLayout::ChannelsLast
         && ex.group == 1
         && ex.winograd.is_none()
         && !ex.residual
-        && pointwise
+        && pointwise(ex)
         && node.domain.is_empty()
         && shape.len() == 4
         && shape.iter().product::<usize>() * 4 >= EXPAND_MIN_BYTES
         && uses[x.index()] == 1
         && !graph.outputs.contains(&x)
         && node.inputs.len() <= 3
-        && node.inputs.get(1).copied().flatten().is_some()
-        && node.inputs.first().copied().flatten().is_some()
+        && input(node, 1).is_some()
+        && input(node, 0).is_some()
         && node.outputs.iter().skip(1).all(Option::is_none)
         && node.guards == dw_node.guards
         && !touches_dynamic(graph, node);
