@@ -229,15 +229,38 @@ pub fn tanh(x: f32) -> f32 {
     }
 }
 
-/// The logistic sigmoid `1 / (1 + e^-x)`.
+/// `(e^r - 1 - r) / r^2` on `|r| <= ln(2) / 2`, highest degree first: the exponential
+/// [`sigmoid`] takes, a degree lower than [`exp`]'s. The sigmoid damps the exponential's
+/// error, and every f32 in [-110, 30] lands within 2 ulps of the f64 logistic, as with the
+/// full exponential.
+const SIGMOID_EXP_POLY: [f32; 5] = [
+    0.001_381_316,
+    0.008_369_411,
+    0.041_668_456,
+    0.166_665_15,
+    0.499_999_94,
+];
+/// Below this `e^x` is under half the smallest subnormal: [`sigmoid`] clamps `-|x|` here.
+const SIGMOID_MIN: f32 = -104.0;
+/// 1.5 * 2^23: `(v + ROUND_MAGIC) - ROUND_MAGIC` rounds `|v| < 2^22` to an integer, ties to
+/// even, in two additions.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// The logistic sigmoid `1 / (1 + e^-x)`: `e = e^-|x|`, then `1 / (1 + e)` for `x >= 0` and
+/// `e / (1 + e)` below. The exponential is inlined and trimmed to what a non-positive argument
+/// needs (no overflow, no infinities: one clamp), with a shorter polynomial, so that the
+/// vector form (`math::lanes::sigmoid`, the one SiLU/Swish layers spend their time in) is
+/// about two thirds of the operations. Within 2 ulps of the f64 logistic.
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + exp(-x))
-    } else {
-        let e = exp(x);
-        e / (1.0 + e)
-    }
+    let a = -x.abs();
+    let a = if SIGMOID_MIN > a { SIGMOID_MIN } else { a };
+    let n = (a * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let r = a - n * LN2_HI - n * LN2_LO;
+    let p = horner_f32(&SIGMOID_EXP_POLY, r);
+    let e = lanes::scale2(p * (r * r) + r + 1.0, n);
+    let numerator = if x >= 0.0 { 1.0 } else { e };
+    numerator / (1.0 + e)
 }
 
 /// Rounds toward zero.

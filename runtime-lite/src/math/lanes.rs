@@ -379,8 +379,17 @@ pub(crate) fn ln<S: Lanes>(s: S, x: S::F) -> S::F {
 #[inline(always)]
 pub(crate) fn sigmoid<S: Lanes>(s: S, x: S::F) -> S::F {
     let one = s.splat(1.0);
-    // e^-|x|: e^-x for x >= 0, e^x otherwise.
-    let e = exp(s, s.sub(s.splat(0.0), s.abs(x)));
+    // e^-|x|, clamped where it underflows (a NaN passes).
+    let a = s.copysign(x, s.splat(-1.0));
+    let a = s.max(s.splat(super::SIGMOID_MIN), a);
+    let magic = s.splat(super::ROUND_MAGIC);
+    let n = s.sub(s.add(s.mul(a, s.splat(super::LOG2E)), magic), magic);
+    let r = s.sub(
+        s.sub(a, s.mul(n, s.splat(super::LN2_HI))),
+        s.mul(n, s.splat(super::LN2_LO)),
+    );
+    let p = horner(s, r, &super::SIGMOID_EXP_POLY);
+    let e = s.scale2(s.add(s.add(s.mul(p, s.mul(r, r)), r), one), n);
     let numerator = s.select(s.ge(x, s.splat(0.0)), one, e);
     s.div(numerator, s.add(one, e))
 }
