@@ -321,6 +321,21 @@ fn horner<S: Lanes>(s: S, t: S::F, c: &[f32]) -> S::F {
 /// [`super::exp`].
 #[inline(always)]
 pub(crate) fn exp<S: Lanes>(s: S, x: S::F) -> S::F {
+    let mut result = exp_in_range(s, x);
+    result = s.select(
+        s.gt(x, s.splat(super::EXP_MAX)),
+        s.splat(f32::INFINITY),
+        result,
+    );
+    result = s.select(s.lt(x, s.splat(super::EXP_MIN)), s.splat(0.0), result);
+    s.select(s.is_nan(x), x, result)
+}
+
+/// [`super::exp`] for `EXP_MIN <= x <= EXP_MAX`; elsewhere a meaningless value (NaN in,
+/// NaN out). For callers whose other lanes a select replaces anyway (`tanh` past its
+/// saturation, `erf`'s clamped argument), which so skip [`exp`]'s three selects.
+#[inline(always)]
+fn exp_in_range<S: Lanes>(s: S, x: S::F) -> S::F {
     let v = s.mul(x, s.splat(super::LOG2E));
     // Round to nearest, ties away from zero: add 0.5 with the sign, truncate.
     let n = s.trunc(s.add(v, s.copysign(s.splat(0.5), v)));
@@ -330,14 +345,7 @@ pub(crate) fn exp<S: Lanes>(s: S, x: S::F) -> S::F {
     );
     let p = horner(s, r, &super::EXP_POLY);
     let y = s.add(s.add(s.mul(p, s.mul(r, r)), r), s.splat(1.0));
-    let mut result = s.scale2(y, n);
-    result = s.select(
-        s.gt(x, s.splat(super::EXP_MAX)),
-        s.splat(f32::INFINITY),
-        result,
-    );
-    result = s.select(s.lt(x, s.splat(super::EXP_MIN)), s.splat(0.0), result);
-    s.select(s.is_nan(x), x, result)
+    s.scale2(y, n)
 }
 
 /// [`super::ln`].
@@ -401,7 +409,8 @@ pub(crate) fn tanh<S: Lanes>(s: S, x: S::F) -> S::F {
     let z = s.mul(x, x);
     let p = horner(s, z, &super::TANH_POLY);
     let small = s.add(x, s.mul(s.mul(x, z), p));
-    let e = exp(s, s.mul(s.splat(2.0), a));
+    // Lanes outside [TANH_SMALL, TANH_ONE] are replaced below (NaN stays NaN).
+    let e = exp_in_range(s, s.mul(s.splat(2.0), a));
     let one = s.splat(1.0);
     let middle = s.sub(one, s.div(s.splat(2.0), s.add(e, one)));
     let mut result = s.copysign(middle, x);
@@ -423,7 +432,11 @@ pub(crate) fn erf<S: Lanes>(s: S, x: S::F) -> S::F {
         clamped,
         s.mul(clamped, horner(s, clamped, &super::ERF_LARGE)),
     );
-    let large = s.copysign(s.sub(s.splat(1.0), exp(s, s.sub(s.splat(0.0), r))), x);
+    // r is at most about 18 (at a = 4): in range (a NaN x clamps to 4; replaced below).
+    let large = s.copysign(
+        s.sub(s.splat(1.0), exp_in_range(s, s.sub(s.splat(0.0), r))),
+        x,
+    );
     let result = s.select(s.lt(a, s.splat(super::ERF_SPLIT)), small, large);
     s.select(s.is_nan(x), x, result)
 }
