@@ -89,6 +89,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--min-ms", type=float, default=0.0,
+                    help="raise a model's runs per round (and its warm-up runs, to a fifth of them) so that a round "
+                         "times at least this many milliseconds, from a short untimed sinter run: small models get "
+                         "as much measuring as large ones. Both sides take the same counts")
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--sinter-arg", action="append", default=[], help="extra args for sinter bench, e.g. --const=sr=16000")
     ap.add_argument("--sinter-bin", default=None,
@@ -105,17 +109,25 @@ def main():
     print(f"# sinter vs ONNX Runtime, {time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores")
     import onnxruntime
     print(f"# onnxruntime {onnxruntime.__version__} (Python; per-call overhead of sess.run on a 1-element Identity: {overhead:.1f} us)")
-    print(f"# {args.rounds} interleaved rounds x {args.iters} runs; medians over rounds (spread: min-max of round medians)")
+    per_round = f"{args.iters} runs"
+    if args.min_ms > 0:
+        per_round = f"max({args.iters} runs, enough runs for {args.min_ms:g} ms)"
+    print(f"# {args.rounds} interleaved rounds x {per_round}; medians over rounds (spread: min-max of round medians)")
     print()
     print("| model | threads | sinter us | ORT us | sinter/ORT | sinter load us | ORT load us | load ratio | sinter RSS kB | ORT RSS kB | RSS ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         for threads in args.threads:
+            iters, warmup = args.iters, args.warmup
+            if args.min_ms > 0:
+                probe = run_sinter(case, threads, 3, 1, args.sinter_arg, args.sinter_bin)["median_us"]
+                iters = max(iters, int(args.min_ms * 1000 / max(probe, 1.0)) + 1)
+                warmup = max(warmup, iters // 5)
             s_runs, o_runs = [], []
             for _ in range(args.rounds):
-                s_runs.append(run_sinter(case, threads, args.iters, args.warmup, args.sinter_arg, args.sinter_bin))
+                s_runs.append(run_sinter(case, threads, iters, warmup, args.sinter_arg, args.sinter_bin))
                 ort_case = args.ort_case.format(case=case, name=os.path.basename(os.path.normpath(case)))
-                o_runs.append(run_ort(ort_case, threads, args.iters, args.warmup))
+                o_runs.append(run_ort(ort_case, threads, iters, warmup))
             med = lambda runs, key: statistics.median(r[key] for r in runs)
             spread = lambda runs, key: (min(r[key] for r in runs), max(r[key] for r in runs))
             s_us, o_us = med(s_runs, "median_us"), med(o_runs, "median_us")
