@@ -1159,6 +1159,46 @@ pub(crate) unsafe fn max_pixel_nhwc(
     }
 }
 
+/// The average of one channels-last pooling window into `out` (`out.len()` channels): lane by
+/// lane, zero plus the window's pixels (each `taps` entry the offset of one, in the window's
+/// order), then divided by `count`: the portable kernel's operations in its order, so the same
+/// bits, 64 channels at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F; `image` holds `out.len()` floats from each tap.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn avg_pixel_nhwc(image: &[f32], taps: &[usize], count: f32, out: &mut [f32]) {
+    let c = out.len();
+    let src = image.as_ptr();
+    let divisor = _mm512_set1_ps(count);
+    for c0 in (0..c).step_by(64) {
+        let masks: [__mmask16; 4] =
+            core::array::from_fn(|v| lanes((c - c0).saturating_sub(16 * v)));
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for &at in taps {
+            for (v, a) in acc.iter_mut().enumerate() {
+                if masks[v] != 0 {
+                    // SAFETY: channels c0 + 16 v.. (masked to c) of a tap (the contract).
+                    let x = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + c0 + 16 * v)) };
+                    *a = _mm512_add_ps(*a, x);
+                }
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            if masks[v] != 0 {
+                // SAFETY: the pixel holds `c` floats; the mask stops there.
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        out.as_mut_ptr().add(c0 + 16 * v),
+                        masks[v],
+                        _mm512_div_ps(*a, divisor),
+                    )
+                };
+            }
+        }
+    }
+}
+
 /// Winograd F(2x2, 3x3) input transform of one 4x4 patch, 16 channels (the lanes of `mask`):
 /// reads `d[i][j]` at `src + i * row + j * pixel` and writes `(Bᵀ d B)[4 i + j]` at
 /// `dst + (4 i + j) * position` (see [`crate::conv_winograd`]).

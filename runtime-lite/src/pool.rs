@@ -921,6 +921,8 @@ pub fn avg_pool_nhwc_f32(
     if c == 0 || out_len == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = crate::gemm_x86_64::has_avx512();
     for n in 0..p.planes {
         let image = &x[n * in_len..][..in_len];
         let mut pixels = out[n * out_len..][..out_len].chunks_exact_mut(c);
@@ -934,20 +936,41 @@ pub fn avg_pool_nhwc_f32(
                         _ => (z_hi - z_lo) * (y_hi - y_lo) * (x_hi - x_lo),
                     } as f32;
                     let Some(pixel) = pixels.next() else { return };
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512 {
+                        // The window's pixels, in the order the loop below takes them.
+                        let mut taps = [0usize; AVG_TAPS];
+                        let mut n_taps = 0;
+                        for at in window_pixels(p, range, base) {
+                            if n_taps < AVG_TAPS {
+                                taps[n_taps] = at * c;
+                            }
+                            n_taps += 1;
+                        }
+                        if n_taps <= AVG_TAPS {
+                            for &at in &taps[..n_taps] {
+                                assert!(at + c <= image.len(), "average pool: window outside");
+                            }
+                            // SAFETY: AVX-512F is present; each tap's `c` floats lie in the
+                            // image (checked just above) and the pixel holds `c` floats.
+                            unsafe {
+                                crate::conv_x86_64::avg_pixel_nhwc(
+                                    image,
+                                    &taps[..n_taps],
+                                    count,
+                                    pixel,
+                                )
+                            };
+                            continue;
+                        }
+                    }
                     for c0 in (0..c).step_by(NHWC_LANES) {
                         let width = NHWC_LANES.min(c - c0);
                         let mut acc = [0f32; NHWC_LANES];
-                        for a in z_lo..z_hi {
-                            let zi = base[0].wrapping_add(a * p.dilations[0]);
-                            for b in y_lo..y_hi {
-                                let yi = base[1].wrapping_add(b * p.dilations[1]);
-                                for t in x_lo..x_hi {
-                                    let xi = base[2].wrapping_add(t * p.dilations[2]);
-                                    let at = ((zi * ih + yi) * iw + xi) * c + c0;
-                                    for (s, &v) in acc.iter_mut().zip(&image[at..at + width]) {
-                                        *s += v;
-                                    }
-                                }
+                        for at in window_pixels(p, range, base) {
+                            let at = at * c + c0;
+                            for (s, &v) in acc.iter_mut().zip(&image[at..at + width]) {
+                                *s += v;
                             }
                         }
                         for (d, &s) in pixel[c0..c0 + width].iter_mut().zip(&acc) {
@@ -959,6 +982,30 @@ pub fn avg_pool_nhwc_f32(
         }
     }
 }
+
+/// The pixels (`(z * H + y) * W + x`) of one pooling window of `p`, from
+/// [`window_taps`]'s ranges and base, in row-major order.
+fn window_pixels(
+    p: &PoolParams,
+    range: [(usize, usize, usize); 3],
+    base: [usize; 3],
+) -> impl Iterator<Item = usize> + '_ {
+    let [(z_lo, z_hi, _), (y_lo, y_hi, _), (x_lo, x_hi, _)] = range;
+    let [_, ih, iw] = p.input;
+    let d = p.dilations;
+    (z_lo..z_hi).flat_map(move |a| {
+        let zi = base[0].wrapping_add(a * d[0]);
+        (y_lo..y_hi).flat_map(move |b| {
+            let yi = base[1].wrapping_add(b * d[1]);
+            (x_lo..x_hi).map(move |t| (zi * ih + yi) * iw + base[2].wrapping_add(t * d[2]))
+        })
+    })
+}
+
+/// Window pixels up to which [`avg_pool_nhwc_f32`] takes the AVX-512 kernel (a 7 x 7 or a
+/// 4 x 4 x 4 window); larger windows take the portable loop.
+#[cfg(target_arch = "x86_64")]
+const AVG_TAPS: usize = 64;
 
 /// [`max_pool_nhwc`] with bands of output rows split across `exec`'s threads when the
 /// pooling is big (the same values as one call).
@@ -1352,44 +1399,46 @@ pub(crate) mod tests {
             bits(&last(&want, m / c)),
             "{kernel:?} {strides:?} {pads:?}"
         );
-        for portable in [false, true] {
+        on_both_paths(|portable| {
             let mut fast = std::vec![0f32; m];
-            let mut run = || {
-                max_pool_nhwc_f32(
-                    &PoolParams { planes: 1, ..p },
-                    c,
-                    &last(&x, spatial),
-                    &mut fast,
-                )
-            };
-            if portable {
-                crate::gemm_x86_64::without_avx512(run);
-            } else {
-                run();
-            }
+            max_pool_nhwc_f32(
+                &PoolParams { planes: 1, ..p },
+                c,
+                &last(&x, spatial),
+                &mut fast,
+            );
             assert_eq!(
                 bits(&fast),
                 bits(&got),
-                "f32 {kernel:?} {strides:?} {pads:?}"
+                "f32 {kernel:?} {strides:?} {pads:?} portable {portable}"
             );
-        }
+        });
         for kind in [PoolKind::Average, PoolKind::AverageIncludePad] {
             let mut want = std::vec![0f32; m];
             pool_f32(&p, kind, &x, &mut want);
-            let mut got = std::vec![0f32; m];
-            avg_pool_nhwc_f32(
-                &PoolParams { planes: 1, ..p },
-                kind,
-                c,
-                &last(&x, spatial),
-                &mut got,
-            );
-            assert_eq!(
-                bits(&got),
-                bits(&last(&want, m / c)),
-                "{kind:?} {kernel:?} {strides:?} {pads:?}"
-            );
+            on_both_paths(|portable| {
+                let mut got = std::vec![0f32; m];
+                avg_pool_nhwc_f32(
+                    &PoolParams { planes: 1, ..p },
+                    kind,
+                    c,
+                    &last(&x, spatial),
+                    &mut got,
+                );
+                assert_eq!(
+                    bits(&got),
+                    bits(&last(&want, m / c)),
+                    "{kind:?} {kernel:?} {strides:?} {pads:?} portable {portable}"
+                );
+            });
         }
+    }
+
+    /// Runs `check` with the AVX-512 kernels (where the CPU has them), then with the portable
+    /// ones.
+    fn on_both_paths(mut check: impl FnMut(bool)) {
+        check(false);
+        crate::gemm_x86_64::without_avx512(|| check(true));
     }
 
     /// One random case of [`crate::testing::pool`]; a window that does not fit is skipped.
