@@ -1101,60 +1101,60 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
     np
 }
 
-/// One output pixel of channels-last max pooling: the elementwise maximum of the channel runs
-/// of the window `[z, y, x]` (half-open spans of input coordinates) of `image`
-/// (`[*input, c]`), a NaN winning; an empty window takes the image's first pixel.
+/// The maximum of one channels-last pooling window into `out` (`out.len()` channels; each
+/// `taps` entry the offset of one of the window's pixels, in the window's order), a NaN
+/// winning; an empty window takes the image's first pixel.
 ///
 /// # Safety
-/// The CPU has AVX-512F; the spans lie inside `input`; `image` holds the whole image.
+/// The CPU has AVX-512F; `image` holds `out.len()` floats from each tap.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn max_pixel_nhwc(
-    image: &[f32],
-    input: [usize; 3],
-    window: [(usize, usize); 3],
-    c: usize,
-    out: &mut [f32],
-) {
-    let [(z0, z1), (y0, y1), (x0, x1)] = window;
-    let empty = z0 == z1 || y0 == y1 || x0 == x1;
+pub(crate) unsafe fn max_pixel_nhwc(image: &[f32], taps: &[usize], out: &mut [f32]) {
+    let c = out.len();
     let src = image.as_ptr();
+    let first = taps.first().copied().unwrap_or(0);
     for c0 in (0..c).step_by(64) {
-        // Vectors holding channels (the others are skipped, not masked).
-        let nv = (c - c0).div_ceil(16).min(4);
-        let mut masks = [0 as __mmask16; 4];
-        for (v, m) in masks.iter_mut().enumerate() {
-            *m = lanes((c - c0).saturating_sub(16 * v));
-        }
-        let first = if empty {
-            c0
-        } else {
-            ((z0 * input[1] + y0) * input[2] + x0) * c + c0
+        let masks: [__mmask16; 4] =
+            core::array::from_fn(|v| lanes((c - c0).saturating_sub(16 * v)));
+        // SAFETY: channels c0 + 16 v.. (masked to c) of a tap (the contract).
+        let load = |at: usize, v: usize| unsafe {
+            _mm512_maskz_loadu_ps(masks[v], src.add(at + c0 + 16 * v))
         };
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for (v, a) in acc.iter_mut().enumerate().take(nv) {
-            // SAFETY: a pixel of the image, its channels masked to `c`.
-            *a = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(first + 16 * v)) };
-        }
-        if !empty {
-            for z in z0..z1 {
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        let at = ((z * input[1] + y) * input[2] + x) * c + c0;
-                        for (v, a) in acc.iter_mut().enumerate().take(nv) {
-                            // SAFETY: as above.
-                            let value =
-                                unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + 16 * v)) };
-                            let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(value, *a)
-                                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(value, value);
-                            *a = _mm512_mask_mov_ps(*a, take, value);
-                        }
-                    }
+        let start: [__m512; 4] = core::array::from_fn(|v| load(first, v));
+        // The rule: take a value greater than the maximum so far, or a NaN. VMAXPS keeps
+        // the maximum unless the value is greater: the rule for every value but a NaN, so
+        // the window goes by it while a sum of its values watches for NaNs (a NaN, or
+        // infinities of both signs, make it NaN), and only a window where one turns up is
+        // taken again by the rule itself.
+        let mut acc = start;
+        let mut sum = [_mm512_setzero_ps(); 4];
+        for &at in taps {
+            for v in 0..4 {
+                if masks[v] != 0 {
+                    let x = load(at, v);
+                    acc[v] = _mm512_max_ps(x, acc[v]);
+                    sum[v] = _mm512_add_ps(sum[v], x);
                 }
             }
         }
-        for (v, a) in acc.iter().enumerate().take(nv) {
-            // SAFETY: the output pixel holds `c` floats; the mask stops there.
-            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(c0 + 16 * v), masks[v], *a) };
+        if sum
+            .iter()
+            .any(|&s| _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(s, s) != 0)
+        {
+            acc = start;
+            for &at in taps {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    let x = load(at, v);
+                    let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, *a)
+                        | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                    *a = _mm512_mask_mov_ps(*a, take, x);
+                }
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            if masks[v] != 0 {
+                // SAFETY: the pixel holds `c` floats; the mask stops there.
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(c0 + 16 * v), masks[v], *a) };
+            }
         }
     }
 }

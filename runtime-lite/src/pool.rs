@@ -846,7 +846,7 @@ pub fn max_pool_nhwc<T: Copy + PartialOrd>(
 /// Panics as [`max_pool_nhwc`] does.
 pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::gemm_x86_64::has_avx512() {
+    if crate::gemm_x86_64::has_avx512() && p.kernel.iter().product::<usize>() <= POOL_TAPS {
         let (in_len, out_len) = (
             p.input.iter().product::<usize>() * channels,
             p.output.iter().product::<usize>() * channels,
@@ -876,17 +876,24 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
                         let xs =
                             window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], p.input[2]);
                         let at = pixel * channels;
-                        // SAFETY: AVX-512F is present; the window's pixels lie in the image
-                        // (`window_span` clips them) and the output pixel in `dst`.
-                        unsafe {
-                            crate::conv_x86_64::max_pixel_nhwc(
-                                image,
-                                p.input,
-                                [z, y, xs],
-                                channels,
-                                &mut dst[at..at + channels],
-                            );
+                        let dst = &mut dst[at..at + channels];
+                        let window = (z.1 - z.0) * (y.1 - y.0) * (xs.1 - xs.0);
+                        // The window's pixels in order (an empty window: none).
+                        let mut taps = [0usize; POOL_TAPS];
+                        let offsets = (z.0..z.1).flat_map(|zi| {
+                            (y.0..y.1).flat_map(move |yi| {
+                                (xs.0..xs.1).map(move |xi| {
+                                    ((zi * p.input[1] + yi) * p.input[2] + xi) * channels
+                                })
+                            })
+                        });
+                        for (t, at) in taps.iter_mut().zip(offsets) {
+                            *t = at;
                         }
+                        // SAFETY: AVX-512F is present; the window's pixels lie in the image
+                        // (`window_span` clips them), at most `POOL_TAPS` of them (the
+                        // kernel's size, checked on entry).
+                        unsafe { crate::conv_x86_64::max_pixel_nhwc(image, &taps[..window], dst) };
                         pixel += 1;
                     }
                 }
@@ -939,15 +946,15 @@ pub fn avg_pool_nhwc_f32(
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
                         // The window's pixels, in the order the loop below takes them.
-                        let mut taps = [0usize; AVG_TAPS];
+                        let mut taps = [0usize; POOL_TAPS];
                         let mut n_taps = 0;
                         for at in window_pixels(p, range, base) {
-                            if n_taps < AVG_TAPS {
+                            if n_taps < POOL_TAPS {
                                 taps[n_taps] = at * c;
                             }
                             n_taps += 1;
                         }
-                        if n_taps <= AVG_TAPS {
+                        if n_taps <= POOL_TAPS {
                             for &at in &taps[..n_taps] {
                                 assert!(at + c <= image.len(), "average pool: window outside");
                             }
@@ -1002,10 +1009,10 @@ fn window_pixels(
     })
 }
 
-/// Window pixels up to which [`avg_pool_nhwc_f32`] takes the AVX-512 kernel (a 7 x 7 or a
-/// 4 x 4 x 4 window); larger windows take the portable loop.
+/// Window pixels up to which the channels-last f32 poolings take the AVX-512 kernels (a 7 x 7
+/// or a 4 x 4 x 4 window); larger windows take the portable loops.
 #[cfg(target_arch = "x86_64")]
-const AVG_TAPS: usize = 64;
+const POOL_TAPS: usize = 64;
 
 /// [`max_pool_nhwc`] with bands of output rows split across `exec`'s threads when the
 /// pooling is big (the same values as one call).
@@ -1432,6 +1439,45 @@ pub(crate) mod tests {
                 );
             });
         }
+    }
+
+    #[test]
+    fn channels_last_max_keeps_nans_among_infinities() {
+        // 3x3 windows, stride 2, over 5 x 5 pixels of 40 channels: a window with both
+        // infinities (whose sum is NaN, so the exact rule runs again), one with a NaN, one
+        // with -0 and +0 (the first wins), and ordinary ones.
+        let c = 40;
+        let p = PoolParams {
+            planes: 1,
+            input: [1, 5, 5],
+            output: [1, 2, 2],
+            kernel: [1, 3, 3],
+            strides: [1, 2, 2],
+            dilations: [1; 3],
+            pads_begin: [0; 3],
+            pads_end: [0; 3],
+        };
+        let mut x: std::vec::Vec<f32> = (0..25 * c).map(|i| (i * 37 % 101) as f32 - 50.0).collect();
+        x[c + 3] = f32::INFINITY;
+        x[2 * c + 3] = f32::NEG_INFINITY;
+        x[(2 * 5 + 4) * c + 17] = f32::NAN;
+        x[(4 * 5) * c + 30] = -0.0;
+        x[(4 * 5 + 1) * c + 30] = 0.0;
+        for i in 0..25 {
+            if i != 20 && i != 21 {
+                x[i * c + 30] = -1.0;
+            }
+        }
+        let mut want = std::vec![0f32; 4 * c];
+        max_pool_nhwc(&p, c, &x, &mut want);
+        on_both_paths(|portable| {
+            let mut got = std::vec![0f32; 4 * c];
+            max_pool_nhwc_f32(&p, c, &x, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "portable {portable}");
+        });
+        assert!(want[3] == f32::INFINITY && want[c + 17].is_nan());
+        assert_eq!(want[2 * c + 30].to_bits(), (-0.0f32).to_bits());
     }
 
     /// Runs `check` with the AVX-512 kernels (where the CPU has them), then with the portable
