@@ -122,9 +122,7 @@ pub fn exp(x: f32) -> f32 {
         return 0.0;
     }
     let n = round(x * LOG2E);
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = horner_f32(&EXP_POLY, r);
-    let y = p * (r * r) + r + 1.0;
+    let y = exp_mantissa(x, n, &EXP_POLY);
     let n = n as i32;
     // Split the scale so that results in the subnormal range and up to 2^128 stay exact.
     if n < -126 {
@@ -134,6 +132,16 @@ pub fn exp(x: f32) -> f32 {
     } else {
         y * pow2i(n)
     }
+}
+
+/// `e^(x - n ln 2)` for the integer `n` nearest `x / ln 2` (so `|x - n ln 2| <= ln(2) / 2`):
+/// `1 + r + r^2 poly(r)`, the reduction in two steps of `ln 2` ([`exp`]'s and [`sigmoid`]'s,
+/// each with its own polynomial).
+#[inline]
+fn exp_mantissa(x: f32, n: f32, poly: &[f32]) -> f32 {
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = horner_f32(poly, r);
+    p * (r * r) + r + 1.0
 }
 
 /// The natural logarithm; `ln(0) = -inf`, `ln(x < 0) = NaN`.
@@ -257,9 +265,7 @@ pub fn sigmoid(x: f32) -> f32 {
     let a = -x.abs();
     let a = if SIGMOID_MIN > a { SIGMOID_MIN } else { a };
     let n = (a * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
-    let r = a - n * LN2_HI - n * LN2_LO;
-    let p = horner_f32(&SIGMOID_EXP_POLY, r);
-    let e = lanes::scale2(p * (r * r) + r + 1.0, n);
+    let e = lanes::scale2(exp_mantissa(a, n, &SIGMOID_EXP_POLY), n);
     let numerator = if x >= 0.0 { 1.0 } else { e };
     numerator / (1.0 + e)
 }

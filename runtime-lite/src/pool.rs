@@ -862,6 +862,7 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
         if channels == 0 || in_len == 0 {
             return;
         }
+        let mut taps = [0usize; POOL_TAPS];
         for (image, dst) in x
             .chunks_exact(in_len)
             .zip(out.chunks_exact_mut(out_len))
@@ -877,23 +878,21 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
                             window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], p.input[2]);
                         let at = pixel * channels;
                         let dst = &mut dst[at..at + channels];
-                        let window = (z.1 - z.0) * (y.1 - y.0) * (xs.1 - xs.0);
                         // The window's pixels in order (an empty window: none).
-                        let mut taps = [0usize; POOL_TAPS];
-                        let offsets = (z.0..z.1).flat_map(|zi| {
-                            (y.0..y.1).flat_map(move |yi| {
-                                (xs.0..xs.1).map(move |xi| {
-                                    ((zi * p.input[1] + yi) * p.input[2] + xi) * channels
+                        let n_taps = tap_list(
+                            (z.0..z.1).flat_map(|zi| {
+                                (y.0..y.1).flat_map(move |yi| {
+                                    (xs.0..xs.1)
+                                        .map(move |xi| (zi * p.input[1] + yi) * p.input[2] + xi)
                                 })
-                            })
-                        });
-                        for (t, at) in taps.iter_mut().zip(offsets) {
-                            *t = at;
-                        }
+                            }),
+                            channels,
+                            &mut taps,
+                        );
                         // SAFETY: AVX-512F is present; the window's pixels lie in the image
                         // (`window_span` clips them), at most `POOL_TAPS` of them (the
                         // kernel's size, checked on entry).
-                        unsafe { crate::conv_x86_64::max_pixel_nhwc(image, &taps[..window], dst) };
+                        unsafe { crate::conv_x86_64::max_pixel_nhwc(image, &taps[..n_taps], dst) };
                         pixel += 1;
                     }
                 }
@@ -928,8 +927,12 @@ pub fn avg_pool_nhwc_f32(
     if c == 0 || out_len == 0 {
         return;
     }
+    // Each window holds at most the kernel's pixels.
     #[cfg(target_arch = "x86_64")]
-    let avx512 = crate::gemm_x86_64::has_avx512();
+    let avx512 =
+        crate::gemm_x86_64::has_avx512() && p.kernel.iter().product::<usize>() <= POOL_TAPS;
+    #[cfg(target_arch = "x86_64")]
+    let mut taps = [0usize; POOL_TAPS];
     for n in 0..p.planes {
         let image = &x[n * in_len..][..in_len];
         let mut pixels = out[n * out_len..][..out_len].chunks_exact_mut(c);
@@ -945,31 +948,18 @@ pub fn avg_pool_nhwc_f32(
                     let Some(pixel) = pixels.next() else { return };
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
-                        // The window's pixels, in the order the loop below takes them.
-                        let mut taps = [0usize; POOL_TAPS];
-                        let mut n_taps = 0;
-                        for at in window_pixels(p, range, base) {
-                            if n_taps < POOL_TAPS {
-                                taps[n_taps] = at * c;
-                            }
-                            n_taps += 1;
-                        }
-                        if n_taps <= POOL_TAPS {
-                            for &at in &taps[..n_taps] {
-                                assert!(at + c <= image.len(), "average pool: window outside");
-                            }
-                            // SAFETY: AVX-512F is present; each tap's `c` floats lie in the
-                            // image (checked just above) and the pixel holds `c` floats.
-                            unsafe {
-                                crate::conv_x86_64::avg_pixel_nhwc(
-                                    image,
-                                    &taps[..n_taps],
-                                    count,
-                                    pixel,
-                                )
-                            };
-                            continue;
-                        }
+                        // The window's pixels, in the order the loop below takes them:
+                        // increasing, so the last one bounds them all.
+                        let n_taps = tap_list(window_pixels(p, range, base), c, &mut taps);
+                        let taps = &taps[..n_taps];
+                        assert!(
+                            taps.last().is_none_or(|&at| at + c <= image.len()),
+                            "average pool: window outside"
+                        );
+                        // SAFETY: AVX-512F is present; each tap's `c` floats lie in the image
+                        // (checked just above) and the pixel holds `c` floats.
+                        unsafe { crate::conv_x86_64::avg_pixel_nhwc(image, taps, count, pixel) };
+                        continue;
                     }
                     for c0 in (0..c).step_by(NHWC_LANES) {
                         let width = NHWC_LANES.min(c - c0);
@@ -1007,6 +997,19 @@ fn window_pixels(
             (x_lo..x_hi).map(move |t| (zi * ih + yi) * iw + base[2].wrapping_add(t * d[2]))
         })
     })
+}
+
+/// Writes the first [`POOL_TAPS`] of a window's `pixels` into `taps` as offsets of their first
+/// channel (`c` channels a pixel); returns how many there are.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn tap_list(pixels: impl Iterator<Item = usize>, c: usize, taps: &mut [usize; POOL_TAPS]) -> usize {
+    let mut n = 0;
+    for (t, at) in taps.iter_mut().zip(pixels) {
+        *t = at * c;
+        n += 1;
+    }
+    n
 }
 
 /// Window pixels up to which the channels-last f32 poolings take the AVX-512 kernels (a 7 x 7

@@ -339,13 +339,19 @@ fn exp_in_range<S: Lanes>(s: S, x: S::F) -> S::F {
     let v = s.mul(x, s.splat(super::LOG2E));
     // Round to nearest, ties away from zero: add 0.5 with the sign, truncate.
     let n = s.trunc(s.add(v, s.copysign(s.splat(0.5), v)));
+    s.scale2(exp_mantissa(s, x, n, &super::EXP_POLY), n)
+}
+
+/// [`super::exp_mantissa`]: `e^(x - n ln 2)` for the integer `n` nearest `x / ln 2`, by the
+/// polynomial `poly`.
+#[inline(always)]
+fn exp_mantissa<S: Lanes>(s: S, x: S::F, n: S::F, poly: &[f32]) -> S::F {
     let r = s.sub(
         s.sub(x, s.mul(n, s.splat(super::LN2_HI))),
         s.mul(n, s.splat(super::LN2_LO)),
     );
-    let p = horner(s, r, &super::EXP_POLY);
-    let y = s.add(s.add(s.mul(p, s.mul(r, r)), r), s.splat(1.0));
-    s.scale2(y, n)
+    let p = horner(s, r, poly);
+    s.add(s.add(s.mul(p, s.mul(r, r)), r), s.splat(1.0))
 }
 
 /// [`super::ln`].
@@ -392,12 +398,7 @@ pub(crate) fn sigmoid<S: Lanes>(s: S, x: S::F) -> S::F {
     let a = s.max(s.splat(super::SIGMOID_MIN), a);
     let magic = s.splat(super::ROUND_MAGIC);
     let n = s.sub(s.add(s.mul(a, s.splat(super::LOG2E)), magic), magic);
-    let r = s.sub(
-        s.sub(a, s.mul(n, s.splat(super::LN2_HI))),
-        s.mul(n, s.splat(super::LN2_LO)),
-    );
-    let p = horner(s, r, &super::SIGMOID_EXP_POLY);
-    let e = s.scale2(s.add(s.add(s.mul(p, s.mul(r, r)), r), one), n);
+    let e = s.scale2(exp_mantissa(s, a, n, &super::SIGMOID_EXP_POLY), n);
     let numerator = s.select(s.ge(x, s.splat(0.0)), one, e);
     s.div(numerator, s.add(one, e))
 }
