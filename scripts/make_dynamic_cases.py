@@ -205,3 +205,98 @@ g = h.make_graph(
     nodes, "bounded_attention", [h.make_tensor_value_info("x", T.FLOAT, ["N", H * D])],
     [h.make_tensor_value_info("out", T.FLOAT, ["N", H * D])], inits)
 save_bounded(os.path.join(OUT, "bounded", "attention"), g, [1, 3, 8], 30, H * D, ["out"])
+
+# Loops whose iteration counts are only known at run time, compiled once with `--dim 'N<=8'`:
+# loop A runs once per row of x (its trip count is N, from Shape and Gather); loop B runs
+# while a value computed from the data (from x's first row on) stays below a threshold, at most 10 times (its first
+# condition is computed too: one data set runs it zero times). Their scan outputs have as
+# many rows as iterations ran.
+f32 = lambda name, shape: h.make_tensor_value_info(name, T.FLOAT, shape)
+body_a = h.make_graph(
+    [N("Gather", ["x", "i"], ["row"], axis=0),
+     N("Mul", ["acc", "half"], ["acc_half"]),
+     N("Add", ["acc_half", "row"], ["acc_out"]),
+     N("Cast", ["i"], ["i_f"], to=T.FLOAT),
+     N("Add", ["acc_out", "i_f"], ["scan_a"]),
+     N("Identity", ["c"], ["c_out"])],
+    "rows",
+    [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("c", T.BOOL, []), f32("acc", [4])],
+    [h.make_tensor_value_info("c_out", T.BOOL, []), f32("acc_out", [4]), f32("scan_a", [4])],
+    [const("half", 0.5, np.float32)])
+body_b = h.make_graph(
+    [N("Mul", ["y", "grow"], ["y_grown"]),
+     N("Add", ["y_grown", "lift"], ["y_out"]),
+     N("ReduceMax", ["y_out"], ["y_max"], keepdims=0),
+     N("Less", ["y_max", "limit"], ["go_on"]),
+     N("Neg", ["y_out"], ["scan_b"])],
+    "until",
+    [h.make_tensor_value_info("j", T.INT64, []), h.make_tensor_value_info("d", T.BOOL, []), f32("y", [4])],
+    [h.make_tensor_value_info("go_on", T.BOOL, []), f32("y_out", [4]), f32("scan_b", [4])],
+    [const("grow", 1.5, np.float32), const("lift", 0.5, np.float32)])
+nodes = [
+    N("Shape", ["x"], ["x_shape"]),
+    N("Gather", ["x_shape", "zero"], ["n"], axis=0),
+    N("Loop", ["n", "", "acc0"], ["acc_a", "rows_a"], body=body_a),
+    N("Gather", ["x", "zero"], ["first_row"], axis=0),
+    N("ReduceMax", ["first_row"], ["start_max"], keepdims=0),
+    N("Less", ["start_max", "limit"], ["start"]),
+    N("Loop", ["ten", "start", "first_row"], ["y_b", "steps_b"], body=body_b),
+]
+inits = [const("zero", 0, np.int64), const("acc0", np.zeros(4), np.float32),
+         const("limit", 6.0, np.float32), const("ten", 10, np.int64)]
+g = h.make_graph(
+    nodes, "bounded_loops", [f32("x", ["N", 4])],
+    [f32("acc_a", [4]), f32("rows_a", ["N", 4]), f32("y_b", [4]), f32("steps_b", ["K", 4])], inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+d = os.path.join(OUT, "bounded", "loops")
+os.makedirs(d, exist_ok=True)
+onnx.save(m, d + "/model.onnx")
+s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+for k, (n, scale) in enumerate([(1, 1.0), (3, 0.5), (8, 2.0)]):
+    x = (np.random.default_rng(40 + k).standard_normal((n, 4)) * scale).astype(np.float32)
+    if k == 2:
+        x[0, 0] = 7.0  # above the limit: loop B's first condition is false, it runs zero times
+    outs = s.run(None, {"x": x})
+    sd = f"{d}/test_data_set_{k}"
+    os.makedirs(sd, exist_ok=True)
+    onnx.save_tensor(nh.from_array(x, "x"), f"{sd}/input_0.pb")
+    for i, name in enumerate(["acc_a", "rows_a", "y_b", "steps_b"]):
+        onnx.save_tensor(nh.from_array(outs[i], name), f"{sd}/output_{i}.pb")
+    print(f"loops set {k}: N = {n}, loop B ran {outs[3].shape[0]} times, shapes {[o.shape for o in outs]}")
+
+# A while loop with neither a trip count nor anything else that bounds its iterations: a
+# compile error naming the node (tests/data/unsupported/loop_unbounded.onnx: a model without
+# data sets, outside the folders `verify` runs).
+g = h.make_graph(
+    [N("Loop", ["", "start", "x"], ["y", "ys"], name="while_loop", body=body_b)],
+    "loop_unbounded", [f32("x", [4]), h.make_tensor_value_info("start", T.BOOL, [])],
+    [f32("y", [4]), f32("ys", ["K", 4])], [const("limit", 6.0, np.float32)])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+d = os.path.join(OUT, "unsupported")
+os.makedirs(d, exist_ok=True)
+onnx.save(m, d + "/loop_unbounded.onnx")
+
+# Reductions over and beside a bounded axis: the vector kernel (one run of reduced axes, the
+# count known only at run time), the generic one (LogSumExp, Prod, axes 0 and 2 of 3), and
+# ArgMax/ArgMin, with outputs of fixed and of run-time shape.
+nodes = [
+    N("ReduceMean", ["x"], ["mean0"], axes=[0], keepdims=0),
+    N("ReduceSum", ["x", "axis1"], ["sum1"], keepdims=1),
+    N("ReduceMax", ["x"], ["max_all"], keepdims=1),
+    N("ReduceLogSumExp", ["x"], ["lse0"], axes=[0], keepdims=0),
+    N("ReduceProd", ["x"], ["prod1"], axes=[1], keepdims=0),
+    N("ArgMax", ["x"], ["argmax0"], axis=0, keepdims=0),
+    N("ArgMin", ["x"], ["argmin1"], axis=1, keepdims=1),
+    N("Reshape", ["x", "split"], ["x3"]),
+    N("ReduceMean", ["x3"], ["mean02"], axes=[0, 2], keepdims=1),
+]
+outputs = ["mean0", "sum1", "max_all", "lse0", "prod1", "argmax0", "argmin1", "mean02"]
+g = h.make_graph(
+    nodes, "bounded_reductions", [f32("x", ["N", 6])],
+    [f32("mean0", [6]), f32("sum1", ["N", 1]), f32("max_all", [1, 1]), f32("lse0", [6]),
+     f32("prod1", ["N"]), h.make_tensor_value_info("argmax0", T.INT64, [6]),
+     h.make_tensor_value_info("argmin1", T.INT64, ["N", 1]), f32("mean02", [1, 2, 1])],
+    [const("axis1", [1], np.int64), const("split", [0, 2, 3], np.int64)])
+save_bounded(os.path.join(OUT, "bounded", "reductions"), g, [1, 3, 8], 50, 6, outputs)

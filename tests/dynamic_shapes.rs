@@ -214,6 +214,93 @@ fn bounded_models_take_ndarray_views_of_any_size_up_to_the_bound() {
     }
 }
 
+sinter_rt::include_onnx!(
+    "tests/data/bounded/loops/model.onnx",
+    name = bounded_loops,
+    dims(N <= 8)
+);
+
+#[test]
+fn loops_run_as_many_iterations_as_the_data_asks() {
+    // Loop A's trip count is N (Shape + Gather of a bounded dim); loop B runs while a value
+    // computed from the data stays below a limit, at most 10 times, and on set 2 not at all.
+    // One build; the scan outputs come back with one row per iteration run (ORT's shapes).
+    let mut model = bounded_loops::Model::new();
+    let dir = "bounded/loops";
+    // Set 1 after set 2 too: a run that stops early leaves nothing behind for the next.
+    for set in [0, 1, 2, 1] {
+        let x = reference_in(dir, set, "input_0.pb");
+        let n = x.shape[0];
+        let (acc_a, rows_a, y_b, steps_b) = model
+            .run_slices(bounded_loops::Dims { n }, &x.as_f32().expect("f32"))
+            .expect("valid inputs");
+        let want: Vec<sinter::ir::Tensor> = (0..4)
+            .map(|k| reference_in(dir, set, &format!("output_{k}.pb")))
+            .collect();
+        assert_eq!(rows_a.shape().to_vec(), want[1].shape, "set {set}");
+        assert_eq!(steps_b.shape().to_vec(), want[3].shape, "set {set}");
+        let got: [&[f32]; 4] = [&acc_a[..], rows_a.data(), &y_b[..], steps_b.data()];
+        for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+            assert_close(got, want, &format!("set {set}, output {k}"));
+        }
+    }
+}
+
+/// Asserts `got` has `want`'s values within 1e-5, relative above 1.
+fn assert_close(got: &[f32], want: &sinter::ir::Tensor, what: &str) {
+    let want = want.as_f32().expect("f32");
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{what}: {g} vs {w}"
+        );
+    }
+}
+
+sinter_rt::include_onnx!(
+    "tests/data/bounded/reductions/model.onnx",
+    name = bounded_reductions,
+    dims(N <= 8)
+);
+
+#[test]
+fn reductions_over_a_bounded_axis_count_its_run_time_size() {
+    // Means divide by the run-time count, and outputs that keep the bounded axis come back
+    // with its run-time size; against ONNX Runtime at N = 1, 3 and 8 from one build.
+    let mut model = bounded_reductions::Model::new();
+    let dir = "bounded/reductions";
+    for set in 0..3 {
+        let x = reference_in(dir, set, "input_0.pb");
+        let n = x.shape[0];
+        let (mean0, sum1, _, _, prod1, argmax0, argmin1, mean02) = model
+            .run_slices(bounded_reductions::Dims { n }, &x.as_f32().expect("f32"))
+            .expect("valid inputs");
+        let close = |k: usize, got: &[f32]| {
+            let want = reference_in(dir, set, &format!("output_{k}.pb"));
+            assert_close(got, &want, &format!("set {set}, output {k}"));
+        };
+        close(0, &mean0[..]);
+        assert_eq!(sum1.shape(), [n, 1]);
+        close(1, sum1.data());
+        assert_eq!(prod1.shape(), [n]);
+        close(4, prod1.data());
+        close(7, &mean02[..]);
+        let ints = |k: usize| reference_in(dir, set, &format!("output_{k}.pb")).to_i64s();
+        assert_eq!(Some(argmax0.to_vec()), ints(5), "set {set}");
+        assert_eq!(argmin1.shape(), [n, 1]);
+        assert_eq!(Some(argmin1.data().to_vec()), ints(6), "set {set}");
+    }
+    // No rows: ArgMax over the empty axis has no answer, a typed error naming the node.
+    match model.run_slices(bounded_reductions::Dims { n: 0 }, &[]) {
+        Err(sinter_rt::Error::InvalidValue { node, reason }) => {
+            assert_eq!(node, "#5");
+            assert!(reason.contains("empty"), "{reason}");
+        }
+        other => panic!("expected InvalidValue, got {other:?}"),
+    }
+}
+
 /// A reference tensor of a case under `tests/data`.
 fn reference_in(case: &str, set: usize, file: &str) -> sinter::ir::Tensor {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -123,4 +123,15 @@ fn each_class_of_failure_has_its_exit_status_and_a_hint() {
     let (code, err) = compile(&ok, &["--dim", "M=2"], d);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("hint:"), "{err}");
+
+    // A while loop that nothing bounds (no trip count, a run-time condition) cannot be
+    // unrolled: unsupported, naming the node and why (scripts/make_dynamic_cases.py).
+    let unbounded =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/unsupported/loop_unbounded.onnx");
+    let (code, err) = compile(&unbounded, &[], d);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("\"while_loop\" (Loop)") && err.contains("no trip count"),
+        "{err}"
+    );
 }

@@ -2,8 +2,13 @@
 //! compile-time condition only the taken branch is imported; otherwise both branches are
 //! imported with guards (each node runs only when the condition has its branch's value) and
 //! an [`IfSelect`] per output picks the result. `Scan` (opset 8, without `sequence_lens`,
-//! and 9+) is unrolled at compile time over its static sequence length; `Loop` is unrolled while its trip count and
-//! condition are compile-time constants.
+//! and 9+) is unrolled at compile time over its static sequence length. `Loop` is unrolled
+//! too: while its trip count and condition are compile-time constants each iteration simply
+//! runs; once either is only known at run time (a condition computed from the data, a trip
+//! count computed from a bounded dim), the loop is unrolled up to the trip count's largest
+//! value, each iteration under the guard of a run-time flag (the previous flag, the
+//! condition and `index < trip count`), its carried values joined by [`IfSelect`], and its
+//! scan outputs stacked by [`LoopStack`] with as many rows as iterations ran.
 //!
 //! Spec: <https://onnx.ai/onnx/operators/onnx__If.html>.
 
@@ -267,6 +272,15 @@ pub struct LoopStep {
     pub carried: Vec<crate::ir::ValueId>,
     /// Each scan output's per-iteration values.
     pub scans: Vec<Vec<crate::ir::ValueId>>,
+    /// The trip count when it is only known at run time (`max` is then its largest value).
+    pub trip: Option<crate::ir::ValueId>,
+    /// Per iteration imported: `None` when it certainly runs, else the run-time flag (a
+    /// bool) that says whether it does. Once one iteration's flag is known only at run time,
+    /// every later one's is too.
+    pub ran: Vec<Option<crate::ir::ValueId>>,
+    /// The outputs of the last iteration imported under a run-time flag, not yet joined with
+    /// the values it would have replaced: its condition output, then its carried values.
+    pub pending: Option<Vec<crate::ir::ValueId>>,
 }
 
 impl OpDef for LoopStep {
@@ -284,5 +298,80 @@ impl OpDef for LoopStep {
 
     fn emit(&self, _cx: &OpCx<'_>, _names: &mut EmitNames) -> Result<TokenStream> {
         Err(CompileError::shape("internal: LoopStep cannot be emitted"))
+    }
+}
+
+/// The scan output of a `Loop` whose iteration count is only known at run time: inputs are
+/// `n` run flags (bools, one per iteration unrolled) and then the `n` iterations' values; the
+/// output stacks the values of the iterations that ran (the flags' leading `true`s) along a
+/// new axis 0, whose run-time extent is that count and whose capacity is `n`.
+#[derive(Debug, Clone)]
+pub struct LoopStack;
+
+impl LoopStack {
+    /// Iterations unrolled: half the inputs.
+    fn iterations(cx: &OpCx<'_>) -> Result<usize> {
+        let n = cx.inputs.len() / 2;
+        if n == 0 || cx.inputs.len() != 2 * n {
+            return Err(CompileError::shape(
+                "internal: LoopStack takes n flags and n values",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl OpDef for LoopStack {
+    fn parse(node: &NodeCx<'_>) -> Result<Self> {
+        super::internal_op(node)
+    }
+
+    fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
+        let n = Self::iterations(cx)?;
+        let first = cx.input(n)?;
+        for k in 0..n {
+            let flag = cx.input(k)?;
+            if flag.dtype != DType::Bool || flag.shape.iter().product::<usize>() != 1 {
+                return Err(CompileError::shape(
+                    "internal: a LoopStack flag must be one bool",
+                ));
+            }
+            let item = cx.input(n + k)?;
+            if item.dtype != first.dtype || item.shape != first.shape {
+                return Err(CompileError::unsupported(format!(
+                    "a Loop scan output whose type or shape changes between iterations ({}{:?} vs {}{:?}) with a run-time trip count or condition",
+                    first.dtype, first.shape, item.dtype, item.shape
+                )));
+            }
+        }
+        let mut shape = vec![n];
+        shape.extend_from_slice(first.shape);
+        let dynamic = (0..shape.len()).map(|a| a == 0).collect();
+        Ok(vec![TypeShape::dynamic(first.dtype, shape, dynamic)])
+    }
+
+    fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let n = Self::iterations(cx)?;
+        let item = cx.input(n)?;
+        let len = super::lit(item.shape.iter().product::<usize>());
+        let dims = item.shape.iter().map(|&d| super::lit(d));
+        let pairs: Vec<TokenStream> = (0..n)
+            .map(|k| {
+                let (flag, value) = (names.input(k), names.input(n + k));
+                quote!((#flag, #value))
+            })
+            .collect();
+        let (o0, os0) = (names.output(0), names.out_shape(0));
+        Ok(quote! {
+            let mut count = 0usize;
+            for (flag, value) in [#(#pairs),*] {
+                if flag[0] == 0 {
+                    break;
+                }
+                #o0[count * #len..(count + 1) * #len].copy_from_slice(value);
+                count += 1;
+            }
+            let #os0 = [count, #(#dims),*];
+        })
     }
 }

@@ -471,6 +471,7 @@ ops! {
     ScanLoop(control::Scan) => ["Scan"];
     Loop(control::Loop) => ["Loop"];
     LoopStep(control::LoopStep) => ["sinter::LoopStep"];
+    LoopStack(control::LoopStack) => ["sinter::LoopStack"];
     LayerNorm(norm::LayerNorm) => ["LayerNormalization", "RMSNormalization"];
     GroupNorm(norm::GroupNorm) => ["InstanceNormalization", "GroupNormalization"];
     Mvn(norm::Mvn) => ["MeanVarianceNormalization"];

@@ -59,10 +59,13 @@ pub struct Reduce {
     pub attr_axes: Option<Vec<i64>>,
 }
 
-/// The reduction's layout: which input axes are reduced, and the output shape.
+/// The reduction's layout: which input axes are reduced, and the output shape (its
+/// capacity when the input's shape is only known at run time).
 struct Layout {
     reduced: Vec<bool>,
     out_shape: Vec<usize>,
+    /// Per output axis, whether its extent is only known at run time (empty: none is).
+    out_dynamic: Vec<bool>,
 }
 
 impl Reduce {
@@ -80,14 +83,220 @@ impl Reduce {
             reduced[normalize_axis(a, rank, "axis")?] = true;
         }
         let mut out_shape = Vec::new();
-        for (&d, &r) in x.shape.iter().zip(&reduced) {
+        let mut out_dynamic = Vec::new();
+        for (a, (&d, &r)) in x.shape.iter().zip(&reduced).enumerate() {
             if !r {
                 out_shape.push(d);
+                out_dynamic.push(x.dynamic.get(a).copied().unwrap_or(false));
             } else if self.keepdims {
                 out_shape.push(1);
+                out_dynamic.push(false);
             }
         }
-        Ok(Layout { reduced, out_shape })
+        if !out_dynamic.contains(&true) {
+            out_dynamic.clear();
+        }
+        Ok(Layout {
+            reduced,
+            out_shape,
+            out_dynamic,
+        })
+    }
+
+    /// The reduction's start value, fold and finish closures for elements of `dtype`;
+    /// `n` is the number of elements reduced per output, as an f64 expression (for means).
+    fn closures(&self, x_dtype: DType, n: &TokenStream) -> (TokenStream, TokenStream, TokenStream) {
+        let t = rust_type(x_dtype);
+        let float = x_dtype.is_float();
+        let rt = quote!(::sinter_rt::reduce);
+        let (init, fold, finish) = if float && self.kind == ReduceKind::LogSumExp {
+            // A running (max, scaled sum) pair: no overflow for large inputs.
+            let w = widen_f64(x_dtype);
+            let narrow = match x_dtype {
+                DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
+                DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
+                _ => quote!((|a: f64| a as #t)),
+            };
+            (
+                quote!((f64::NEG_INFINITY, 0.0f64)),
+                quote!(|a: (f64, f64), v: #t| #rt::log_sum_exp_step(a, #w(v))),
+                quote!(|a: (f64, f64)| #narrow(#rt::log_sum_exp_finish(a))),
+            )
+        } else if float {
+            // Every float reduction accumulates in f64: `w` widens an element, `narrow`
+            // rounds the result once to the element type.
+            let w = widen_f64(x_dtype);
+            let narrow = match x_dtype {
+                DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
+                DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
+                _ => quote!((|a: f64| a as #t)),
+            };
+            let fold = match self.kind {
+                ReduceKind::Max => quote!(|a: f64, v: #t| {
+                    let v = #w(v);
+                    if v > a || v.is_nan() { v } else { a }
+                }),
+                ReduceKind::Min => quote!(|a: f64, v: #t| {
+                    let v = #w(v);
+                    if v < a || v.is_nan() { v } else { a }
+                }),
+                ReduceKind::Prod => quote!(|a: f64, v: #t| a * #w(v)),
+                ReduceKind::L1 => quote!(|a: f64, v: #t| a + #w(v).abs()),
+                ReduceKind::L2 | ReduceKind::SumSquare => {
+                    quote!(|a: f64, v: #t| { let v = #w(v); a + v * v })
+                }
+                _ => quote!(|a: f64, v: #t| a + #w(v)),
+            };
+            let finish = match self.kind {
+                ReduceKind::Mean => quote!(|a: f64| #narrow(a / #n)),
+                ReduceKind::L2 => quote!(|a: f64| #narrow(#rt::sqrt_f64(a))),
+                ReduceKind::LogSum => quote!(|a: f64| #narrow(#rt::ln_f64(a))),
+                _ => quote!(|a: f64| #narrow(a)),
+            };
+            let init = match self.kind {
+                ReduceKind::Prod => quote!(1.0f64),
+                ReduceKind::Max => quote!(f64::NEG_INFINITY),
+                ReduceKind::Min => quote!(f64::INFINITY),
+                _ => quote!(0.0f64),
+            };
+            (init, fold, finish)
+        } else {
+            match self.kind {
+                ReduceKind::Max => (
+                    quote!(<#t>::MIN),
+                    quote!(|a: #t, v: #t| if v > a { v } else { a }),
+                    quote!(|a: #t| a),
+                ),
+                ReduceKind::Min => (
+                    if x_dtype == DType::Bool {
+                        quote!(1u8)
+                    } else {
+                        quote!(<#t>::MAX)
+                    },
+                    quote!(|a: #t, v: #t| if v < a { v } else { a }),
+                    quote!(|a: #t| a),
+                ),
+                ReduceKind::Mean => {
+                    // numpy's mean of integers: in float64, truncated back to the type.
+                    (
+                        quote!(0.0f64),
+                        quote!(|a: f64, v: #t| a + v as f64),
+                        quote!(|a: f64| (a / #n) as #t),
+                    )
+                }
+                kind => {
+                    let fold = match kind {
+                        ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
+                        ReduceKind::L1 => {
+                            quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs()))
+                        }
+                        ReduceKind::SumSquare => {
+                            quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
+                        }
+                        _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
+                    };
+                    let fold =
+                        if matches!(x_dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
+                            && kind == ReduceKind::L1
+                        {
+                            quote!(|a: #t, v: #t| a.wrapping_add(v))
+                        } else {
+                            fold
+                        };
+                    let finish = quote!(|a: #t| a);
+                    let init = if kind == ReduceKind::Prod {
+                        quote!(1 as #t)
+                    } else {
+                        quote!(0 as #t)
+                    };
+                    (init, fold, finish)
+                }
+            }
+        };
+        (init, fold, finish)
+    }
+
+    /// The reduction of an input whose shape is only known at run time: the kept and
+    /// reduced axes' extents and strides, the count and the output shape computed from it.
+    fn emit_run_time(&self, cx: &OpCx<'_>, names: &mut EmitNames, layout: &Layout) -> TokenStream {
+        let capacity = cx.inputs[0].map_or(&[][..], |x| x.shape);
+        let dtype = cx.inputs[0].map_or(DType::F32, |x| x.dtype);
+        let rank = capacity.len();
+        let is0 = names.in_shape(cx, 0);
+        let (i0, o0) = (names.input(0), names.output(0));
+        let axes = |reduced: bool| -> Vec<proc_macro2::Literal> {
+            (0..rank)
+                .filter(|&a| layout.reduced[a] == reduced)
+                .map(lit)
+                .collect()
+        };
+        let (kept, red) = (axes(false), axes(true));
+        let out_dims = (0..rank).filter_map(|a| {
+            let d = lit(a);
+            match (layout.reduced[a], self.keepdims) {
+                (false, _) => Some(quote!(reduce_shape[#d])),
+                (true, true) => Some(quote!(1usize)),
+                (true, false) => None,
+            }
+        });
+        let out_shape = if layout.out_dynamic.is_empty() {
+            TokenStream::new()
+        } else {
+            let os0 = names.out_shape(0);
+            quote!(let #os0 = [#(#out_dims),*];)
+        };
+        let rank_lit = lit(rank);
+        let prelude = quote! {
+            let reduce_shape: [usize; #rank_lit] = #is0;
+            #out_shape
+        };
+        // The vector kernel when the reduced axes of more than one element are one run (the
+        // capacity's size-1 axes are 1 at run time too).
+        let big: Vec<usize> = (0..rank)
+            .filter(|&a| layout.reduced[a] && capacity[a] != 1)
+            .collect();
+        if let (Some(&lo), Some(&hi), Some(_)) = (
+            big.first(),
+            big.last(),
+            self.f32_kernel_dims(dtype, capacity, &layout.reduced),
+        ) {
+            let (lo, hi1, kind) = (lit(lo), lit(hi + 1), self.f32_kernel_kind());
+            return quote! {
+                #prelude
+                let reduce_dims: (usize, usize, usize) = (
+                    reduce_shape[..#lo].iter().product(),
+                    reduce_shape[#lo..#hi1].iter().product(),
+                    reduce_shape[#hi1..].iter().product(),
+                );
+                ::sinter_rt::reduce::reduce_f32(#i0, #o0, reduce_dims, ::sinter_rt::reduce::F32Reduce::#kind);
+            };
+        }
+        let (init, fold, finish) = self.closures(dtype, &quote!((reduce_count as f64)));
+        // Only a mean divides by the count.
+        let count = if self.kind == ReduceKind::Mean {
+            quote!(let reduce_count: usize = [#(reduce_shape[#red]),*].iter().product();)
+        } else {
+            TokenStream::new()
+        };
+        quote! {
+            #prelude
+            let mut reduce_strides = [1usize; #rank_lit];
+            for a in (1..#rank_lit).rev() {
+                reduce_strides[a - 1] = reduce_strides[a] * reduce_shape[a];
+            }
+            #count
+            ::sinter_rt::reduce::reduce(
+                #i0,
+                #o0,
+                &[#(reduce_shape[#kept]),*],
+                &[#(reduce_strides[#kept]),*],
+                &[#(reduce_shape[#red]),*],
+                &[#(reduce_strides[#red]),*],
+                #init,
+                #fold,
+                #finish,
+            );
+        }
     }
 
     /// The `(outer, count, inner)` view `sinter_rt::reduce::reduce_f32` takes, for a float32
@@ -214,7 +423,17 @@ impl OpDef for Reduce {
                 self.kind, x.dtype
             )));
         }
-        Ok(vec![TypeShape::new(x.dtype, self.layout(cx)?.out_shape)])
+        let layout = self.layout(cx)?;
+        Ok(vec![TypeShape::dynamic(
+            x.dtype,
+            layout.out_shape,
+            layout.out_dynamic,
+        )])
+    }
+
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        // The layout is computed from the run-time shape (the axes stay constants).
+        true
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -276,6 +495,9 @@ impl OpDef for Reduce {
         let code = (|| -> Result<TokenStream> {
             let x = cx.input(0)?;
             let layout = self.layout(cx)?;
+            if x.is_dynamic() {
+                return Ok(self.emit_run_time(cx, names, &layout));
+            }
             let n_out: usize = layout.out_shape.iter().product();
             if n_out == 0 {
                 return Ok(TokenStream::new());
@@ -301,115 +523,10 @@ impl OpDef for Reduce {
                     #i0, #o0, #dims, ::sinter_rt::reduce::F32Reduce::#kind
                 );));
             }
-            let t = rust_type(x.dtype);
-            let float = x.dtype.is_float();
+            let n = proc_macro2::Literal::f64_suffixed(count as f64);
+            let n = quote!(#n);
             let rt = quote!(::sinter_rt::reduce);
-            let (init, fold, finish) = if float && self.kind == ReduceKind::LogSumExp {
-                // A running (max, scaled sum) pair: no overflow for large inputs.
-                let w = widen_f64(x.dtype);
-                let narrow = match x.dtype {
-                    DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
-                    DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
-                    _ => quote!((|a: f64| a as #t)),
-                };
-                (
-                    quote!((f64::NEG_INFINITY, 0.0f64)),
-                    quote!(|a: (f64, f64), v: #t| #rt::log_sum_exp_step(a, #w(v))),
-                    quote!(|a: (f64, f64)| #narrow(#rt::log_sum_exp_finish(a))),
-                )
-            } else if float {
-                let n = proc_macro2::Literal::f64_suffixed(count as f64);
-                // Every float reduction accumulates in f64: `w` widens an element, `narrow`
-                // rounds the result once to the element type.
-                let w = widen_f64(x.dtype);
-                let narrow = match x.dtype {
-                    DType::F16 => quote!(::sinter_rt::cast::f64_to_f16),
-                    DType::BF16 => quote!(::sinter_rt::cast::f64_to_bf16),
-                    _ => quote!((|a: f64| a as #t)),
-                };
-                let fold = match self.kind {
-                    ReduceKind::Max => quote!(|a: f64, v: #t| {
-                        let v = #w(v);
-                        if v > a || v.is_nan() { v } else { a }
-                    }),
-                    ReduceKind::Min => quote!(|a: f64, v: #t| {
-                        let v = #w(v);
-                        if v < a || v.is_nan() { v } else { a }
-                    }),
-                    ReduceKind::Prod => quote!(|a: f64, v: #t| a * #w(v)),
-                    ReduceKind::L1 => quote!(|a: f64, v: #t| a + #w(v).abs()),
-                    ReduceKind::L2 | ReduceKind::SumSquare => {
-                        quote!(|a: f64, v: #t| { let v = #w(v); a + v * v })
-                    }
-                    _ => quote!(|a: f64, v: #t| a + #w(v)),
-                };
-                let finish = match self.kind {
-                    ReduceKind::Mean => quote!(|a: f64| #narrow(a / #n)),
-                    ReduceKind::L2 => quote!(|a: f64| #narrow(#rt::sqrt_f64(a))),
-                    ReduceKind::LogSum => quote!(|a: f64| #narrow(#rt::ln_f64(a))),
-                    _ => quote!(|a: f64| #narrow(a)),
-                };
-                let init = match self.kind {
-                    ReduceKind::Prod => quote!(1.0f64),
-                    ReduceKind::Max => quote!(f64::NEG_INFINITY),
-                    ReduceKind::Min => quote!(f64::INFINITY),
-                    _ => quote!(0.0f64),
-                };
-                (init, fold, finish)
-            } else {
-                match self.kind {
-                    ReduceKind::Max => (
-                        quote!(<#t>::MIN),
-                        quote!(|a: #t, v: #t| if v > a { v } else { a }),
-                        quote!(|a: #t| a),
-                    ),
-                    ReduceKind::Min => (
-                        if x.dtype == DType::Bool {
-                            quote!(1u8)
-                        } else {
-                            quote!(<#t>::MAX)
-                        },
-                        quote!(|a: #t, v: #t| if v < a { v } else { a }),
-                        quote!(|a: #t| a),
-                    ),
-                    ReduceKind::Mean => {
-                        // numpy's mean of integers: in float64, truncated back to the type.
-                        let n = proc_macro2::Literal::f64_suffixed(count as f64);
-                        (
-                            quote!(0.0f64),
-                            quote!(|a: f64, v: #t| a + v as f64),
-                            quote!(|a: f64| (a / #n) as #t),
-                        )
-                    }
-                    kind => {
-                        let fold = match kind {
-                            ReduceKind::Prod => quote!(|a: #t, v: #t| a.wrapping_mul(v)),
-                            ReduceKind::L1 => {
-                                quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_abs()))
-                            }
-                            ReduceKind::SumSquare => {
-                                quote!(|a: #t, v: #t| a.wrapping_add(v.wrapping_mul(v)))
-                            }
-                            _ => quote!(|a: #t, v: #t| a.wrapping_add(v)),
-                        };
-                        let fold =
-                            if matches!(x.dtype, DType::U8 | DType::U16 | DType::U32 | DType::U64)
-                                && kind == ReduceKind::L1
-                            {
-                                quote!(|a: #t, v: #t| a.wrapping_add(v))
-                            } else {
-                                fold
-                            };
-                        let finish = quote!(|a: #t| a);
-                        let init = if kind == ReduceKind::Prod {
-                            quote!(1 as #t)
-                        } else {
-                            quote!(0 as #t)
-                        };
-                        (init, fold, finish)
-                    }
-                }
-            };
+            let (init, fold, finish) = self.closures(x.dtype, &n);
             let (ks, kst, rs, rst) = (
                 usize_slice(&ks),
                 usize_slice(&kst),
@@ -475,21 +592,79 @@ impl OpDef for ArgReduce {
             return Err(CompileError::shape("ArgMax/ArgMin over an empty axis"));
         }
         let mut shape = x.shape.to_vec();
+        let mut dynamic = x.dynamic.to_vec();
         if self.keepdims {
             shape[axis] = 1;
+            if let Some(d) = dynamic.get_mut(axis) {
+                *d = false;
+            }
         } else {
             shape.remove(axis);
+            if axis < dynamic.len() {
+                dynamic.remove(axis);
+            }
         }
-        Ok(vec![TypeShape::new(DType::I64, shape)])
+        if !dynamic.contains(&true) {
+            dynamic.clear();
+        }
+        Ok(vec![TypeShape::dynamic(DType::I64, shape, dynamic)])
+    }
+
+    fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
+        // `[outer, n, inner]` around the axis is computed from the run-time shape.
+        true
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
         let code = (|| -> Result<TokenStream> {
             let x = cx.input(0)?;
             let axis = normalize_axis(self.axis, x.shape.len(), "axis")?;
-            let outer = lit(x.shape[..axis].iter().product());
-            let n = lit(x.shape[axis]);
-            let inner = lit(x.shape[axis + 1..].iter().product());
+            let (prelude, outer, n, inner) = if x.is_dynamic() {
+                // The layout from the run-time shape; an axis empty at run time is an error.
+                let is0 = names.in_shape(cx, 0);
+                let (a, a1) = (lit(axis), lit(axis + 1));
+                let empty = names.check(quote!(if #is0[#a] == 0 {
+                    Err("ArgMax/ArgMin over an axis that is empty at run time")
+                } else {
+                    Ok(())
+                }));
+                let out_shape = cx.output(0)?;
+                let shape = if out_shape.is_dynamic() {
+                    let os0 = names.out_shape(0);
+                    let dims = (0..x.shape.len()).filter_map(|d| {
+                        let dl = lit(d);
+                        match (d == axis, self.keepdims) {
+                            (false, _) => Some(quote!(#is0[#dl])),
+                            (true, true) => Some(quote!(1usize)),
+                            (true, false) => None,
+                        }
+                    });
+                    quote!(let #os0 = [#(#dims),*];)
+                } else {
+                    TokenStream::new()
+                };
+                (
+                    quote! {
+                        #empty;
+                        #shape
+                    },
+                    quote!(#is0[..#a].iter().product::<usize>()),
+                    quote!(#is0[#a]),
+                    quote!(#is0[#a1..].iter().product::<usize>()),
+                )
+            } else {
+                let (outer, n, inner) = (
+                    lit(x.shape[..axis].iter().product()),
+                    lit(x.shape[axis]),
+                    lit(x.shape[axis + 1..].iter().product()),
+                );
+                (
+                    TokenStream::new(),
+                    quote!(#outer),
+                    quote!(#n),
+                    quote!(#inner),
+                )
+            };
             let t = rust_type(x.dtype);
             let c = comparable(x.dtype);
             let better = if self.max {
@@ -499,9 +674,10 @@ impl OpDef for ArgReduce {
             };
             let last = self.select_last_index;
             let (i0, o0) = (names.input(0), names.output(0));
-            Ok(
-                quote!(::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);),
-            )
+            Ok(quote! {
+                #prelude
+                ::sinter_rt::reduce::arg_reduce(#i0, #o0, #outer, #n, #inner, #last, #better);
+            })
         })()?;
         finish(cx, names, code)
     }

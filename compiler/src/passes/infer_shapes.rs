@@ -10,7 +10,7 @@ use crate::ir::{DType, Graph, Node, Value, ValueId};
 use crate::onnx::proto::GraphProto;
 use crate::onnx::{import_subgraph, import_subgraph_with};
 use crate::ops::attention::FlexAttention;
-use crate::ops::control::{If, IfSelect, IfTrap, LoopStep, Scan};
+use crate::ops::control::{If, IfSelect, IfTrap, LoopStack, LoopStep, Scan};
 use crate::ops::movement::{Reshape, ReshapeKind};
 use crate::ops::{self, NodeCx, Op, OpCx, Operand};
 
@@ -166,24 +166,7 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
             check_dynamic_inputs(&graph, &node, op).map_err(|e| e.at(node.node_ref()))?;
         }
         if let Op::Loop(l) = op {
-            let max = match node.inputs.first().copied().flatten() {
-                None => None,
-                Some(m) => {
-                    let t = graph
-                        .value(m)
-                        .constant
-                        .as_ref()
-                        .and_then(crate::ir::Tensor::to_i64s)
-                        .ok_or_else(|| {
-                            CompileError::new(ErrorKind::NotConstant("Loop trip count M".into()))
-                                .at(node.node_ref())
-                        })?;
-                    Some(
-                        usize::try_from(t.first().copied().unwrap_or(0).max(0))
-                            .unwrap_or(usize::MAX),
-                    )
-                }
-            };
+            let (max, trip) = loop_trip_count(&graph, &node).map_err(|e| e.at(node.node_ref()))?;
             let n_carried = node.inputs.len().saturating_sub(2);
             let n_scans = l.body.output.len().saturating_sub(1 + n_carried);
             let carried = node
@@ -201,6 +184,9 @@ pub fn infer_shapes(mut graph: Graph, _cx: &PassCx) -> Result<Graph> {
                 cond: node.inputs.get(1).copied().flatten(),
                 carried,
                 scans: vec![Vec::new(); n_scans],
+                trip,
+                ran: Vec::new(),
+                pending: None,
             };
             let mut marker = node.clone();
             marker.op = Some(Op::LoopStep(step));
@@ -877,28 +863,155 @@ fn resolve_ops_of(nodes: &mut [Node], guards: &[(ValueId, bool)]) -> Result<()> 
 /// Iterations a Loop, or steps a Scan, may unroll to at most.
 const MAX_LOOP_ITERATIONS: usize = 4096;
 
-/// One step of unrolling a `Loop`: the next iteration's body followed by the next marker, or
-/// the nodes that produce the Loop's outputs.
-fn loop_step(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node>> {
-    let go_on = match step.cond {
-        None => true,
-        Some(c) => {
-            let t = graph.value(c).constant.as_ref().ok_or_else(|| {
-                CompileError::unsupported("Loop whose condition is only known at run time (the number of iterations must be known at compile time)")
-            })?;
-            t.bytes.first().copied().unwrap_or(0) != 0
-        }
-    } && step.max.is_none_or(|m| step.iteration < m);
-    if !go_on {
-        return finish_loop(graph, node, step);
+/// A `Loop`'s trip count: `(None, None)` without one, `(Some(m), None)` for a constant `m`,
+/// and `(Some(largest), Some(value))` for a value computed at run time whose largest value
+/// the compiler knows (shape arithmetic on bounded dims, see [`crate::ir::Value::range`]).
+fn loop_trip_count(graph: &Graph, node: &Node) -> Result<(Option<usize>, Option<ValueId>)> {
+    let Some(m) = node.inputs.first().copied().flatten() else {
+        return Ok((None, None));
+    };
+    let count = |v: i64| usize::try_from(v.max(0)).unwrap_or(usize::MAX);
+    let value = graph.value(m);
+    if let Some(t) = value.constant.as_ref().and_then(crate::ir::Tensor::to_i64s) {
+        return Ok((Some(count(t.first().copied().unwrap_or(0))), None));
     }
-    if step.iteration >= MAX_LOOP_ITERATIONS {
+    match value.range.as_deref() {
+        Some([b]) => Ok((Some(count(b.hi)), Some(m))),
+        _ => Err(CompileError::new(ErrorKind::NotConstant(
+            "Loop trip count M".into(),
+        ))),
+    }
+}
+
+/// One step of unrolling a `Loop`: the next iteration's body followed by the next marker, or
+/// the nodes that produce the Loop's outputs. An iteration that may or may not run (its
+/// condition or the trip count only known at run time) runs under the guard of a flag, and
+/// the next step first joins its carried values with the ones it would have replaced.
+fn loop_step(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    let mut step = step.clone();
+    let t = step.iteration;
+    if let Some(outs) = step.pending.take() {
+        let flag = step.ran.last().copied().flatten().ok_or_else(|| {
+            CompileError::shape("internal: a pending Loop iteration without its flag")
+        })?;
+        // An iteration that did not compile (its nodes' guard was poisoned, see
+        // `infer_shapes`) left values without shapes: its joins become traps (a run that
+        // takes the iteration returns the error) and no later iteration can run without it.
+        let failed = outs.iter().any(|&o| graph.value(o).shape.is_none())
+            || step.scans.iter().any(|items| {
+                items
+                    .last()
+                    .is_some_and(|&o| graph.value(o).shape.is_none())
+            });
+        for (s, &out) in outs[1..].iter().enumerate() {
+            let before = step.carried[s];
+            let (a, b) = (graph.value(out), graph.value(before));
+            if !failed && (a.dtype != b.dtype || a.shape != b.shape) {
+                return Err(CompileError::unsupported(format!(
+                    "a Loop-carried value whose type or shape changes between iterations ({:?}{:?} vs {:?}{:?}) with a run-time trip count or condition",
+                    b.dtype, b.shape, a.dtype, a.shape
+                )));
+            }
+            let joined = new_value(graph, format!("{}/iter_{t}/carried_{s}", node.name));
+            let join = Node {
+                name: format!("{}/iter_{t}/join_{s}", node.name),
+                op_type: "sinter::IfSelect".into(),
+                domain: String::new(),
+                opset: node.opset,
+                inputs: vec![Some(flag), Some(out), Some(before)],
+                outputs: vec![Some(joined)],
+                attributes: Vec::new(),
+                op: Some(Op::IfSelect(IfSelect)),
+                guards: node.guards.clone(),
+            };
+            nodes.push(join);
+            step.carried[s] = joined;
+        }
+        if failed {
+            step.ran.pop();
+            for items in &mut step.scans {
+                items.pop();
+            }
+            nodes.extend(finish_loop(graph, node, &step)?);
+            return Ok(nodes);
+        }
+        step.cond = Some(outs[0]);
+    }
+    let cond_known = match step.cond {
+        None => Some(true),
+        Some(c) => graph
+            .value(c)
+            .constant
+            .as_ref()
+            .map(|t| t.bytes.first().copied().unwrap_or(0) != 0),
+    };
+    if cond_known == Some(false) || step.max.is_some_and(|m| t >= m) {
+        nodes.extend(finish_loop(graph, node, &step)?);
+        return Ok(nodes);
+    }
+    if t >= MAX_LOOP_ITERATIONS {
         return Err(CompileError::unsupported(format!(
             "Loop of more than {MAX_LOOP_ITERATIONS} iterations"
         )));
     }
-    let t = step.iteration;
     let iter = i64::try_from(t).map_err(|_| CompileError::shape("loop index overflows"))?;
+    // Whether this iteration runs: the previous one ran, the condition holds and the index is
+    // below the trip count; each part only when it is not known at compile time.
+    let mut parts: Vec<ValueId> = step.ran.last().copied().flatten().into_iter().collect();
+    if cond_known.is_none() {
+        parts.extend(step.cond);
+    }
+    if let Some(m) = step.trip {
+        let surely_below = graph
+            .value(m)
+            .range
+            .as_deref()
+            .is_some_and(|r| r.first().is_some_and(|b| iter < b.lo));
+        if !surely_below {
+            let index = add_constant(
+                graph,
+                format!("{}/iter_{t}/index_for_trip", node.name),
+                crate::ir::Tensor::from_i64(vec![], &[iter]),
+            );
+            let below = new_value(graph, format!("{}/iter_{t}/below_trip", node.name));
+            nodes.push(synth(
+                format!("{}/iter_{t}/trip_test", node.name),
+                "Less",
+                13,
+                vec![index, m],
+                vec![below],
+                Vec::new(),
+                &node.guards,
+            )?);
+            parts.push(below);
+        }
+    }
+    let flag = match parts.split_first() {
+        None => None,
+        Some((&first, rest)) => {
+            if step.max.is_none() {
+                return Err(CompileError::unsupported(
+                    "Loop whose condition is only known at run time and which has no trip count M (nothing bounds its number of iterations)",
+                ));
+            }
+            let mut flag = first;
+            for (k, &part) in rest.iter().enumerate() {
+                let both = new_value(graph, format!("{}/iter_{t}/runs_{k}", node.name));
+                nodes.push(synth(
+                    format!("{}/iter_{t}/runs_{k}", node.name),
+                    "And",
+                    7,
+                    vec![flag, part],
+                    vec![both],
+                    Vec::new(),
+                    &node.guards,
+                )?);
+                flag = both;
+            }
+            Some(flag)
+        }
+    };
     let iter_value = add_constant(
         graph,
         format!("{}/iter_{t}/index", node.name),
@@ -925,18 +1038,25 @@ fn loop_step(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node
             "the Loop body's outputs do not match its carried values and scan outputs",
         ));
     }
-    resolve_ops_of(&mut body, &node.guards)?;
-    let mut next = step.clone();
-    next.iteration += 1;
-    next.cond = Some(outs[0]);
-    next.carried = outs[1..1 + n_carried].to_vec();
+    let mut guards = node.guards.clone();
+    guards.extend(flag.map(|f| (f, true)));
+    resolve_ops_of(&mut body, &guards)?;
+    nodes.extend(body);
+    step.iteration += 1;
+    step.ran.push(flag);
     for (k, &o) in outs[1 + n_carried..].iter().enumerate() {
-        next.scans[k].push(o);
+        step.scans[k].push(o);
+    }
+    if flag.is_some() {
+        step.pending = Some(outs[..1 + n_carried].to_vec());
+    } else {
+        step.cond = Some(outs[0]);
+        step.carried = outs[1..1 + n_carried].to_vec();
     }
     let mut marker = node.clone();
-    marker.op = Some(Op::LoopStep(next));
-    body.push(marker);
-    Ok(body)
+    marker.op = Some(Op::LoopStep(step));
+    nodes.push(marker);
+    Ok(nodes)
 }
 
 fn finish_loop(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<Node>> {
@@ -962,6 +1082,37 @@ fn finish_loop(graph: &mut Graph, node: &Node, step: &LoopStep) -> Result<Vec<No
             return Err(CompileError::unsupported(
                 "a Loop scan output after zero iterations (its element shape is unknown)",
             ));
+        }
+        if step.ran.iter().any(Option::is_some) {
+            // Stacked at run time: as many rows as iterations ran.
+            let mut inputs = Vec::with_capacity(2 * items.len());
+            for (t, flag) in step.ran.iter().enumerate() {
+                inputs.push(Some(match flag {
+                    Some(f) => *f,
+                    None => add_constant(
+                        graph,
+                        format!("{}/scan_{k}/ran_{t}", node.name),
+                        crate::ir::Tensor {
+                            dtype: DType::Bool,
+                            shape: vec![],
+                            bytes: vec![1],
+                        },
+                    ),
+                }));
+            }
+            inputs.extend(items.into_iter().map(Some));
+            nodes.push(Node {
+                name: format!("{}/scan_{k}/stack", node.name),
+                op_type: "sinter::LoopStack".into(),
+                domain: String::new(),
+                opset: node.opset,
+                inputs,
+                outputs: vec![Some(*out)],
+                attributes: Vec::new(),
+                op: Some(Op::LoopStack(LoopStack)),
+                guards: node.guards.clone(),
+            });
+            continue;
         }
         let mut stacked = Vec::with_capacity(items.len());
         for (t, item) in items.into_iter().enumerate() {
