@@ -300,3 +300,67 @@ g = h.make_graph(
      h.make_tensor_value_info("argmin1", T.INT64, ["N", 1]), f32("mean02", [1, 2, 1])],
     [const("axis1", [1], np.int64), const("split", [0, 2, 3], np.int64)])
 save_bounded(os.path.join(OUT, "bounded", "reductions"), g, [1, 3, 8], 50, 6, outputs)
+
+# Shape-driven and variadic ops on a bounded batch: ConstantOfShape of a shape computed from
+# N (as torch exports torch.ones_like / new_full), Min/Max/Mean broadcasting at run time.
+nodes = [
+    N("Shape", ["x"], ["x_shape"]),
+    N("ConstantOfShape", ["x_shape"], ["twos"], value=nh.from_array(np.array([2.0], np.float32))),
+    N("Mul", ["x", "twos"], ["doubled"]),
+    N("Gather", ["x_shape", "zero"], ["n"], axis=0),
+    N("Unsqueeze", ["n", "axis0"], ["n1"]),
+    N("Concat", ["n1", "three"], ["n_by_3"], axis=0),
+    N("ConstantOfShape", ["n_by_3"], ["ones"], value=nh.from_array(np.array([1], np.int64))),
+    N("Neg", ["x"], ["neg"]),
+    N("Min", ["x", "half"], ["low"]),
+    N("Max", ["x", "neg"], ["high"]),
+    N("Mean", ["doubled", "neg"], ["mid"]),
+    N("Sum", ["x"], ["same"]),
+]
+outputs = ["doubled", "ones", "low", "high", "mid", "same"]
+g = h.make_graph(
+    nodes, "bounded_shape_ops", [f32("x", ["N", 4])],
+    [f32("doubled", ["N", 4]), h.make_tensor_value_info("ones", T.INT64, ["N", 3]),
+     f32("low", ["N", 4]), f32("high", ["N", 4]), f32("mid", ["N", 4]), f32("same", ["N", 4])],
+    [const("zero", 0, np.int64), const("axis0", [0], np.int64), const("three", [3], np.int64),
+     const("half", [0.5], np.float32)])
+save_bounded(os.path.join(OUT, "bounded", "shape_ops"), g, [1, 3, 8], 60, 4, outputs)
+
+# Two bounded dims, B and S (tests/data/bounded_two, `--dim 'B<=2' --dim 'S<=16'`): a head
+# split whose `-1` is only known to be 2 because the input's varying extents are the target's
+# (B and S, tracked through the elementwise Mul), then a product over that axis and a mean
+# over S.
+rng = np.random.default_rng(17)
+nodes = [
+    N("Mul", ["x", "scale"], ["m"]),
+    N("Shape", ["m"], ["m_shape"]),
+    N("Gather", ["m_shape", "zero"], ["b"], axis=0),
+    N("Gather", ["m_shape", "one"], ["s"], axis=0),
+    N("Unsqueeze", ["b", "axis0"], ["b1"]),
+    N("Unsqueeze", ["s", "axis0"], ["s1"]),
+    N("Concat", ["b1", "s1", "tail"], ["target"], axis=0),
+    N("Reshape", ["m", "target"], ["heads"]),
+    N("MatMul", ["heads", "w"], ["proj"]),
+    N("ReduceMean", ["proj"], ["pooled"], axes=[1], keepdims=0),
+]
+g = h.make_graph(
+    nodes, "bounded_two_dims", [f32("x", ["B", "S", 8])],
+    [f32("proj", ["B", "S", 4, 3]), f32("pooled", ["B", 4, 3])],
+    [nh.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "scale"),
+     const("zero", 0, np.int64), const("one", 1, np.int64), const("axis0", [0], np.int64),
+     const("tail", [4, -1], np.int64),
+     nh.from_array((rng.standard_normal((2, 3)) * 0.5).astype(np.float32), "w")])
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+m.ir_version = 8
+d = os.path.join(OUT, "bounded_two", "heads")
+os.makedirs(d, exist_ok=True)
+onnx.save(m, d + "/model.onnx")
+s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+for k, (b, sl) in enumerate([(1, 1), (2, 5), (2, 16)]):
+    x = np.random.default_rng(70 + k).standard_normal((b, sl, 8)).astype(np.float32)
+    outs = s.run(None, {"x": x})
+    sd = f"{d}/test_data_set_{k}"
+    os.makedirs(sd, exist_ok=True)
+    onnx.save_tensor(nh.from_array(x, "x"), f"{sd}/input_0.pb")
+    for i, name in enumerate(["proj", "pooled"]):
+        onnx.save_tensor(nh.from_array(outs[i], name), f"{sd}/output_{i}.pb")

@@ -605,15 +605,17 @@ fn bounded_sequence_and_cache_lengths_pass_in_one_build() {
     // run at 5, 17 (4 padded tokens) and 64 tokens against ONNX Runtime. tests/data/bounded_kv
     // (scripts/make_kv_decoder.py): a GPT-2 decoder step whose past keys and values have a
     // run-time length, compiled once with `--dim 'past<=64' --dim 'total<=65'` and run at 0,
-    // 17 and 64 cached tokens.
+    // 17 and 64 cached tokens. tests/data/bounded_two (scripts/make_dynamic_cases.py): two
+    // bounded dims tracked through elementwise ops, so that a head split's `-1` is known.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
-    let groups: [(&str, &[&str], usize); 2] = [
+    let groups: [(&str, &[&str], usize); 3] = [
         ("bounded_seq", &["--dim", "seq<=64"], 2),
         (
             "bounded_kv",
             &["--dim", "past<=64", "--dim", "total<=65"],
             1,
         ),
+        ("bounded_two", &["--dim", "B<=2", "--dim", "S<=16"], 1),
     ];
     for (folder, dims, at_least) in groups {
         let cases = case_dirs(&root.join(folder));

@@ -908,7 +908,26 @@ impl OpDef for Variadic {
             }
             shapes.push(x.shape);
         }
+        match cx.inputs.len() {
+            1 if first.is_dynamic() => {
+                return Ok(vec![TypeShape::dynamic(
+                    first.dtype,
+                    first.shape.to_vec(),
+                    first.dynamic.to_vec(),
+                )])
+            }
+            2 if cx.input(1)?.is_dynamic() || first.is_dynamic() => {
+                let (shape, dynamic) = dynamic_broadcast(&first, &cx.input(1)?)?;
+                return Ok(vec![TypeShape::dynamic(first.dtype, shape, dynamic)]);
+            }
+            _ => {}
+        }
         Ok(vec![TypeShape::new(first.dtype, broadcast_all(&shapes)?)])
+    }
+
+    fn dynamic_inputs(&self, cx: &OpCx<'_>) -> bool {
+        // One or two inputs broadcast at run time.
+        cx.inputs.len() <= 2
     }
 
     fn eval(&self, cx: &OpCx<'_>) -> Option<Result<Vec<Tensor>>> {
@@ -953,7 +972,6 @@ impl OpDef for Variadic {
         let out = cx.output(0)?;
         let dtype = out.dtype;
         let shape = usize_slice(out.shape);
-        let t = rust_type(dtype);
         let o0 = names.output(0);
         let strides = |i: usize| -> Result<TokenStream> {
             Ok(usize_slice(&broadcast_strides(
@@ -962,11 +980,33 @@ impl OpDef for Variadic {
             )))
         };
         let n = cx.inputs.len();
+        if cx.inputs.iter().flatten().any(Operand::is_dynamic) {
+            return self.emit_run_time(cx, names);
+        }
         if n == 1 {
             let (i0, s0) = (names.input(0), strides(0)?);
             return Ok(quote!(::sinter_rt::elementwise::broadcast_copy(#i0, #s0, #o0, #shape);));
         }
-        let f = match FloatCx::new(dtype) {
+        let f = self.closure(dtype);
+        let (i0, i1, s0, s1) = (names.input(0), names.input(1), strides(0)?, strides(1)?);
+        let mut code = quote! {
+            let f = #f;
+            ::sinter_rt::elementwise::zip(#i0, #s0, #i1, #s1, #o0, #shape, f);
+        };
+        for i in 2..n {
+            let (ii, si) = (names.input(i), strides(i)?);
+            code.extend(quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #ii, #si, f);));
+        }
+        code.extend(self.mean_finish(dtype, n, quote!(#o0))?);
+        Ok(code)
+    }
+}
+
+impl Variadic {
+    /// The closure combining two elements of `dtype` (Mean sums; see [`Self::mean_finish`]).
+    fn closure(&self, dtype: DType) -> TokenStream {
+        let t = rust_type(dtype);
+        match FloatCx::new(dtype) {
             Some(fc) => {
                 let ct = fc.ty();
                 let (dec_a, dec_b) = (fc.decode(quote!(a)), fc.decode(quote!(b)));
@@ -983,29 +1023,56 @@ impl OpDef for Variadic {
                 VariadicKind::Max => quote!(|a: #t, b: #t| if a > b { a } else { b }),
                 _ => quote!(|a: #t, b: #t| a.wrapping_add(b)),
             },
-        };
-        let (i0, i1, s0, s1) = (names.input(0), names.input(1), strides(0)?, strides(1)?);
-        let mut code = quote! {
-            let f = #f;
-            ::sinter_rt::elementwise::zip(#i0, #s0, #i1, #s1, #o0, #shape, f);
-        };
-        for i in 2..n {
-            let (ii, si) = (names.input(i), strides(i)?);
-            code.extend(quote!(::sinter_rt::elementwise::zip_assign(#o0, #shape, #ii, #si, f);));
         }
-        if self.kind == VariadicKind::Mean {
-            let fc = FloatCx::new(dtype)
-                .ok_or_else(|| CompileError::unsupported(format!("Mean of type {dtype}")))?;
-            let ct = fc.ty();
-            let count = fc
-                .lit(f64::from(u32::try_from(n).map_err(|_| {
-                    CompileError::unsupported("Mean of more than 2^32 inputs")
-                })?));
-            let dec = fc.decode(quote!(v));
-            let enc = fc.encode(quote!(x / #count));
-            code.extend(quote!(::sinter_rt::elementwise::map_in_place(#o0, |v: #t| { let x: #ct = #dec; #enc });));
+    }
+
+    /// For `Mean`, the division of the sum in `out` (a slice expression) by the `n` inputs;
+    /// nothing for the other kinds.
+    fn mean_finish(&self, dtype: DType, n: usize, out: TokenStream) -> Result<TokenStream> {
+        if self.kind != VariadicKind::Mean {
+            return Ok(TokenStream::new());
         }
-        Ok(code)
+        let t = rust_type(dtype);
+        let fc = FloatCx::new(dtype)
+            .ok_or_else(|| CompileError::unsupported(format!("Mean of type {dtype}")))?;
+        let ct = fc.ty();
+        let count = fc
+            .lit(f64::from(u32::try_from(n).map_err(|_| {
+                CompileError::unsupported("Mean of more than 2^32 inputs")
+            })?));
+        let dec = fc.decode(quote!(v));
+        let enc = fc.encode(quote!(x / #count));
+        Ok(
+            quote!(::sinter_rt::elementwise::map_in_place(#out, |v: #t| { let x: #ct = #dec; #enc });),
+        )
+    }
+
+    /// One or two inputs of run-time shape, broadcast at run time.
+    fn emit_run_time(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
+        let out = cx.output(0)?;
+        let (o0, os0) = (names.output(0), names.out_shape(0));
+        let sa = names.in_shape(cx, 0);
+        let i0 = names.input(0);
+        if cx.inputs.len() == 1 {
+            return Ok(quote! {
+                let #os0 = #sa;
+                let n: usize = #os0.iter().product();
+                #o0[..n].copy_from_slice(&#i0[..n]);
+            });
+        }
+        let f = self.closure(out.dtype);
+        let sb = names.in_shape(cx, 1);
+        let rank = lit(out.shape.len());
+        let shapes = names.check(quote!(::sinter_rt::dynamic::broadcast::<#rank>(&#sa, &#sb)));
+        let i1 = names.input(1);
+        let mean = self.mean_finish(out.dtype, 2, quote!(&mut #o0[..n]))?;
+        Ok(quote! {
+            let (#os0, sa, sb) = #shapes;
+            let (la, lb): (usize, usize) = (#sa.iter().product(), #sb.iter().product());
+            let n: usize = #os0.iter().product();
+            ::sinter_rt::elementwise::zip(&#i0[..la], &sa, &#i1[..lb], &sb, &mut #o0[..n], &#os0, #f);
+            #mean
+        })
     }
 }
 

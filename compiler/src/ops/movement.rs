@@ -2530,12 +2530,7 @@ impl OpDef for Repeat {
             let plan = names.check(quote!(::sinter_rt::dynamic::expand_plan::<#rank>(
                 &x_shape, #i1, #capacity
             )));
-            let write_shape = if out.dynamic.iter().any(|&d| d) {
-                let os0 = names.out_shape(0);
-                quote!(let #os0: [usize; #rank] = out;)
-            } else {
-                TokenStream::new()
-            };
+            let write_shape = bind_out_shape(names, &out.dynamic, quote!(out));
             return finish(
                 cx,
                 names,
@@ -2935,6 +2930,32 @@ impl Generate {
         Ok(Some(capacity))
     }
 
+    /// For a `ConstantOfShape` whose shape is only known at run time (shape arithmetic on
+    /// bounded dims): the output's capacity (each dimension's largest value, from the
+    /// operand's value ranges) and which dimensions vary.
+    fn run_time_fill(&self, cx: &OpCx<'_>) -> Result<Option<(Vec<usize>, Vec<bool>)>> {
+        let shape = cx.input(0)?;
+        if self.value.is_none() || shape.constant.is_some() {
+            return Ok(None);
+        }
+        let ranges = shape
+            .range
+            .filter(|r| r.len() == shape.shape.iter().product::<usize>())
+            .ok_or_else(|| {
+                CompileError::new(crate::error::ErrorKind::NotConstant(
+                    "shape (input 0), which is neither a constant nor computed from bounded dims,"
+                        .into(),
+                ))
+            })?;
+        let capacity: Vec<usize> = ranges
+            .iter()
+            .map(|b| usize::try_from(b.hi.max(0)).unwrap_or(usize::MAX))
+            .collect();
+        checked_len(&capacity)?;
+        let dynamic = ranges.iter().map(|b| !b.is_exact()).collect();
+        Ok(Some((capacity, dynamic)))
+    }
+
     fn fill(&self) -> Result<Option<&Tensor>> {
         match &self.value {
             Some(v) if v.len() != 1 => {
@@ -3125,6 +3146,9 @@ impl OpDef for Generate {
             let dtype = cx.input(0)?.dtype;
             return Ok(vec![TypeShape::dynamic(dtype, vec![capacity], vec![true])]);
         }
+        if let (Some((capacity, dynamic)), Some(v)) = (self.run_time_fill(cx)?, self.fill()?) {
+            return Ok(vec![TypeShape::dynamic(v.dtype, capacity, dynamic)]);
+        }
         Ok(vec![match self.fill()? {
             Some(v) => TypeShape::new(v.dtype, Self::shape(cx)?),
             None => {
@@ -3187,8 +3211,37 @@ impl OpDef for Generate {
             .bytes
             .iter()
             .map(|&b| proc_macro2::Literal::u8_suffixed(b));
+        let value = quote!(<#t>::from_le_bytes([#(#bytes),*]));
         let o0 = names.output(0);
-        let code = quote!(#o0.fill(<#t>::from_le_bytes([#(#bytes),*])););
+        if let Some((capacity, dynamic)) = self.run_time_fill(cx)? {
+            // The shape read at run time, each dimension checked against its capacity.
+            let i0 = names.input(0);
+            let dims: Vec<TokenStream> = capacity
+                .iter()
+                .enumerate()
+                .map(|(k, &cap)| {
+                    let (k, cap) = (lit(k), lit(cap));
+                    names.check(quote!(::sinter_rt::dynamic::count_at_most(
+                        #i0[#k],
+                        #cap,
+                        "ConstantOfShape dimension negative or above its bound",
+                    )))
+                })
+                .collect();
+            let rank = lit(capacity.len());
+            let write_shape = bind_out_shape(names, &dynamic, quote!(fill_shape));
+            return finish(
+                cx,
+                names,
+                quote! {
+                    let fill_shape: [usize; #rank] = [#(#dims),*];
+                    let fill_len: usize = fill_shape.iter().product();
+                    #o0[..fill_len].fill(#value);
+                    #write_shape
+                },
+            );
+        }
+        let code = quote!(#o0.fill(#value););
         finish(cx, names, code)
     }
 }
@@ -4129,6 +4182,17 @@ pub(super) fn finish(
         )));
     }
     Ok(touch_unread(cx, names, code))
+}
+
+/// `let os0 = shape;` when output 0 has an axis only known at run time (`dynamic`), else
+/// nothing: the binding codegen reads for such an output.
+fn bind_out_shape(names: &EmitNames, dynamic: &[bool], shape: TokenStream) -> TokenStream {
+    if dynamic.contains(&true) {
+        let os0 = names.out_shape(0);
+        quote!(let #os0 = #shape;)
+    } else {
+        TokenStream::new()
+    }
 }
 
 /// Appends `let _ = iK;` for every run-time input the emitted code does not read (shape

@@ -103,6 +103,18 @@ impl Reduce {
         })
     }
 
+    /// Per output axis, the input axis it comes from (a reduced axis kept as 1 included).
+    pub fn kept_axes(&self, cx: &OpCx<'_>) -> Result<Vec<usize>> {
+        let layout = self.layout(cx)?;
+        Ok(layout
+            .reduced
+            .iter()
+            .enumerate()
+            .filter(|&(_, &r)| !r || self.keepdims)
+            .map(|(a, _)| a)
+            .collect())
+    }
+
     /// The reduction's start value, fold and finish closures for elements of `dtype`;
     /// `n` is the number of elements reduced per output, as an f64 expression (for means).
     fn closures(&self, x_dtype: DType, n: &TokenStream) -> (TokenStream, TokenStream, TokenStream) {

@@ -354,6 +354,33 @@ pub(super) fn axis_syms(
         _ if reshapes_extents(op) => return Vec::new(),
         _ => {}
     }
+    // Ops whose output axes each come from known input axes: each dynamic output axis has
+    // the bounded dim of those axes, when every dynamic one of them names the same.
+    if let Some(sources) = axis_sources(op, cx, out) {
+        return sources
+            .iter()
+            .enumerate()
+            .map(|(a, from)| {
+                if !out.dynamic.get(a).copied().unwrap_or(false) {
+                    return None;
+                }
+                let mut sym = None;
+                for &(i, ia) in from {
+                    let o = cx.opt_input(i)?;
+                    if !o.dynamic.get(ia).copied().unwrap_or(false) {
+                        continue;
+                    }
+                    match (o.syms.get(ia).copied().flatten(), sym) {
+                        (None, _) => return None,
+                        (Some(s), None) => sym = Some(s),
+                        (Some(s), Some(t)) if s != t => return None,
+                        _ => {}
+                    }
+                }
+                sym.filter(|&s| bound(s).is_some_and(|b| out.shape[a] >= b))
+            })
+            .collect();
+    }
     let mut only = None;
     for o in cx.inputs.iter().flatten() {
         for (a, &d) in o.dynamic.iter().enumerate() {
@@ -374,6 +401,69 @@ pub(super) fn axis_syms(
         .zip(&out.dynamic)
         .map(|(&e, &d)| (d && bound(s).is_some_and(|b| e >= b)).then_some(s))
         .collect()
+}
+
+/// For an op whose output axes each come from known axes of its inputs (elementwise ops,
+/// broadcasting from the right; reductions' kept axes; a transpose's permuted ones): per
+/// output axis, the `(input, axis)` pairs it comes from. `None` for other ops.
+fn axis_sources(op: &Op, cx: &OpCx<'_>, out: &TypeShape) -> Option<Vec<Vec<(usize, usize)>>> {
+    let rank = out.shape.len();
+    let x = cx.opt_input(0)?;
+    match op {
+        Op::Binary(_)
+        | Op::Unary(_)
+        | Op::Variadic(_)
+        | Op::Where(_)
+        | Op::Clip(_)
+        | Op::Cast(_)
+        | Op::Softmax(_)
+        | Op::LayerNorm(_) => Some(
+            (0..rank)
+                .map(|a| {
+                    cx.inputs
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, o)| {
+                            let lead = rank.checked_sub(o.as_ref()?.shape.len())?;
+                            Some((i, a.checked_sub(lead)?))
+                        })
+                        .collect()
+                })
+                .collect(),
+        ),
+        Op::Transpose(t) => {
+            let perm = t.perm(x.shape.len()).ok()?;
+            Some(perm.iter().map(|&p| vec![(0, p)]).collect())
+        }
+        Op::Reduce(r) => {
+            let kept = r.kept_axes(cx).ok()?;
+            Some(kept.into_iter().map(|a| vec![(0, a)]).collect())
+        }
+        Op::Indexing(g) if g.kind == IndexKind::Gather => {
+            // data[..axis], then the indices' axes, then data[axis + 1..].
+            let axis = crate::ops::normalize_axis(g.axis, x.shape.len(), "axis").ok()?;
+            let indices = cx.opt_input(1)?.shape.len();
+            let mut from: Vec<Vec<(usize, usize)>> = (0..axis).map(|a| vec![(0, a)]).collect();
+            from.extend((0..indices).map(|a| vec![(1, a)]));
+            from.extend((axis + 1..x.shape.len()).map(|a| vec![(0, a)]));
+            (from.len() == rank).then_some(from)
+        }
+        Op::Squeeze(_) => {
+            // Only size-1 axes come and go: the dynamic axes keep their order.
+            let inputs = (0..x.shape.len()).filter(|&a| x.dynamic.get(a).copied().unwrap_or(false));
+            let outputs = (0..rank).filter(|&a| out.dynamic.get(a).copied().unwrap_or(false));
+            let mut from = vec![Vec::new(); rank];
+            let (mut ins, mut outs) = (inputs.collect::<Vec<_>>(), outputs.collect::<Vec<_>>());
+            if ins.len() != outs.len() {
+                return None;
+            }
+            for (i, o) in ins.drain(..).zip(outs.drain(..)) {
+                from[o].push((0, i));
+            }
+            Some(from)
+        }
+        _ => None,
+    }
 }
 
 /// Tightens what a bounded dim's size cannot exceed: an element that is that size holds at
