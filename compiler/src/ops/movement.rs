@@ -80,6 +80,22 @@ impl Reshape {
         ) && cx.opt_input(1).is_some_and(|t| t.constant.is_none())
     }
 
+    /// The output axes whose target element is a bounded dim's size that may be 0 (then a
+    /// copy of the input's axis, without allowzero): their capacity is the bound, which the
+    /// copied extent must fit (see [`Self::ranged_target`]).
+    fn sym_zero_axes(&self, cx: &OpCx<'_>) -> Vec<usize> {
+        let ranges = cx.opt_input(1).and_then(|t| t.range).unwrap_or_default();
+        if self.allow_zero() {
+            return Vec::new();
+        }
+        ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.sym.is_some() && b.lo == 0 && b.hi > 0)
+            .map(|(a, _)| a)
+            .collect()
+    }
+
     /// Whether a `0` in the target is an extent rather than a copy of the input's axis.
     fn allow_zero(&self) -> bool {
         matches!(
@@ -132,8 +148,10 @@ impl Reshape {
                 }
                 (v, w) if v >= 0 => {
                     // An extent up to `w`, or (when it may be 0 without allowzero) a copy of
-                    // the input's axis.
-                    let copied = if v == 0 && !allow_zero {
+                    // the input's axis. A bounded dim's size is 0 only when that dim is: its
+                    // capacity stays the bound, and the generated code checks that a copied
+                    // extent fits it (`Reshape::sym_zero_axes`).
+                    let copied = if v == 0 && !allow_zero && b.sym.is_none() {
                         x.shape.get(a).copied().unwrap_or(1)
                     } else {
                         1
@@ -491,6 +509,11 @@ impl OpDef for Reshape {
                     let (a, e) = (lit(a), lit(e));
                     quote!(shape[#a] == #e)
                 })
+                .chain(self.sym_zero_axes(cx).into_iter().filter_map(|a| {
+                    let e = lit(*out.shape.get(a)?);
+                    let a = lit(a);
+                    Some(quote!(shape[#a] <= #e))
+                }))
                 .collect();
             let checked = if fixed.is_empty() {
                 quote!(let shape: [usize; #rank] = #target;)
@@ -498,7 +521,7 @@ impl OpDef for Reshape {
                 let ok = names.check(quote!(if #(#fixed)&&* {
                     Ok(())
                 } else {
-                    Err("Reshape: a run-time target differs from the extent its value range fixed")
+                    Err("Reshape: a run-time target differs from the extent its value range fixed, or exceeds its bound")
                 }));
                 quote!(let shape: [usize; #rank] = #target; #ok;)
             };

@@ -292,6 +292,10 @@ pub(super) fn axis_syms(
     };
     match op {
         Op::Reshape(_) | Op::Repeat(_) => return from_target(1).unwrap_or_default(),
+        Op::Generate(g) if g.value.is_some() => {
+            // ConstantOfShape: the extents its shape operand holds.
+            return from_target(0).unwrap_or_default();
+        }
         Op::Generate(_) => {
             // Range(0, n, 1) of a bounded dim's size n.
             let starts_at_zero = cx
@@ -431,6 +435,25 @@ fn axis_sources(op: &Op, cx: &OpCx<'_>, out: &TypeShape) -> Option<Vec<Vec<(usiz
                 })
                 .collect(),
         ),
+        Op::MatMul(_) => {
+            // Batch axes broadcast from the right; then A's rows and B's columns.
+            let b = cx.opt_input(1)?;
+            let (ra, rb) = (x.shape.len(), b.shape.len());
+            if ra < 2 || rb < 2 || rank < 2 {
+                return None;
+            }
+            let mut from: Vec<Vec<(usize, usize)>> = (0..rank - 2)
+                .map(|a| {
+                    [(0, ra), (1, rb)]
+                        .into_iter()
+                        .filter_map(|(i, r)| Some((i, (a + r).checked_sub(rank)?)))
+                        .collect()
+                })
+                .collect();
+            from.push(vec![(0, ra - 2)]);
+            from.push(vec![(1, rb - 1)]);
+            Some(from)
+        }
         Op::Transpose(t) => {
             let perm = t.perm(x.shape.len()).ok()?;
             Some(perm.iter().map(|&p| vec![(0, p)]).collect())

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Encoders exported by the current `transformers` (its masks built from `Range`, `Min`,
+`Where`, `ConstantOfShape` ... on the run-time shape) with BOTH the batch `B` and the sequence
+length `S` dynamic, and ONNX Runtime's outputs at several (B, S) from one model file: the
+cases `sinter verify --dim 'B<=2' --dim 'S<=16'` checks with one build (tests/data/bounded_two).
+
+- `t5_encoder`: a 1-layer, 32-wide T5 encoder (relative position buckets), random weights.
+
+Data sets at (B, S) = (1, 5), (2, 9) with the second row's last 3 tokens padded, and (2, 16).
+
+    /tmp/venv/bin/python scripts/make_two_dim_encoders.py [OUT_DIR]   (default tests/data/bounded_two)
+
+Needs torch, transformers, onnx, onnxruntime and numpy; runs offline (random initialisation).
+"""
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import transformers
+from onnx import numpy_helper as nh
+
+VOCAB = 64
+
+
+class Encoder(torch.nn.Module):
+    """The encoder's last hidden state from ids and mask."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/bounded_two"
+    torch.manual_seed(0)
+    model = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_layers=1,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16)).eval()
+    d = os.path.join(out, "t5_encoder")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "model.onnx")
+    axes = {"input_ids": {0: "B", 1: "S"}, "attention_mask": {0: "B", 1: "S"},
+            "last_hidden_state": {0: "B", 1: "S"}}
+    example = (torch.zeros(2, 8, dtype=torch.int64), torch.ones(2, 8, dtype=torch.int64))
+    torch.onnx.export(Encoder(model), example, path, input_names=["input_ids", "attention_mask"],
+                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
+                      dynamo=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for k, (b, s, pad) in enumerate([(1, 5, 0), (2, 9, 3), (2, 16, 0)]):
+        rng = np.random.default_rng(k + 1)
+        ids = rng.integers(0, VOCAB, (b, s)).astype(np.int64)
+        mask = np.ones((b, s), np.int64)
+        if pad:
+            mask[-1, s - pad:] = 0
+        (y,) = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        sd = os.path.join(d, f"test_data_set_{k}")
+        os.makedirs(sd, exist_ok=True)
+        onnx.save_tensor(nh.from_array(ids, "input_ids"), os.path.join(sd, "input_0.pb"))
+        onnx.save_tensor(nh.from_array(mask, "attention_mask"), os.path.join(sd, "input_1.pb"))
+        onnx.save_tensor(nh.from_array(y, "last_hidden_state"), os.path.join(sd, "output_0.pb"))
+    print("wrote", d)
+
+
+if __name__ == "__main__":
+    main()
