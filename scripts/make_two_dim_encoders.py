@@ -4,7 +4,10 @@
 length `S` dynamic, and ONNX Runtime's outputs at several (B, S) from one model file: the
 cases `sinter verify --dim 'B<=2' --dim 'S<=16'` checks with one build (tests/data/bounded_two).
 
-- `t5_encoder`: a 1-layer, 32-wide T5 encoder (relative position buckets), random weights.
+- `t5_encoder`: a 1-layer, 32-wide T5 encoder (relative position buckets), random weights;
+- `bert_mean_pool`: a 1-layer, 32-wide BERT (its token types gathered by `GatherElements` from
+  a buffer expanded to the batch) with a sentence embedding's masked mean pooling (`ReduceSum`
+  over the length, divided by the mask's count).
 
 Data sets at (B, S) = (1, 5), (2, 9) with the second row's last 3 tokens padded, and (2, 16).
 
@@ -39,21 +42,28 @@ class Encoder(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/bounded_two"
-    torch.manual_seed(0)
-    model = transformers.T5EncoderModel(transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_layers=1,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16)).eval()
-    d = os.path.join(out, "t5_encoder")
+class MeanPool(torch.nn.Module):
+    """A sentence embedding: the mean of the last hidden state over the unmasked tokens."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        h = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).expand(h.size()).float()
+        return (h * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+
+
+def write(out, name, module, output, output_axes):
+    """Exports `module` with B and S dynamic and saves ORT's outputs at three (B, S)."""
+    d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "model.onnx")
-    axes = {"input_ids": {0: "B", 1: "S"}, "attention_mask": {0: "B", 1: "S"},
-            "last_hidden_state": {0: "B", 1: "S"}}
+    axes = {"input_ids": {0: "B", 1: "S"}, "attention_mask": {0: "B", 1: "S"}, output: output_axes}
     example = (torch.zeros(2, 8, dtype=torch.int64), torch.ones(2, 8, dtype=torch.int64))
-    torch.onnx.export(Encoder(model), example, path, input_names=["input_ids", "attention_mask"],
-                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
-                      dynamo=False)
+    torch.onnx.export(module, example, path, input_names=["input_ids", "attention_mask"],
+                      output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for k, (b, s, pad) in enumerate([(1, 5, 0), (2, 9, 3), (2, 16, 0)]):
         rng = np.random.default_rng(k + 1)
@@ -66,8 +76,21 @@ def main():
         os.makedirs(sd, exist_ok=True)
         onnx.save_tensor(nh.from_array(ids, "input_ids"), os.path.join(sd, "input_0.pb"))
         onnx.save_tensor(nh.from_array(mask, "attention_mask"), os.path.join(sd, "input_1.pb"))
-        onnx.save_tensor(nh.from_array(y, "last_hidden_state"), os.path.join(sd, "output_0.pb"))
+        onnx.save_tensor(nh.from_array(y, output), os.path.join(sd, "output_0.pb"))
     print("wrote", d)
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/bounded_two"
+    torch.manual_seed(0)
+    t5 = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_layers=1,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16)).eval()
+    write(out, "t5_encoder", Encoder(t5), "last_hidden_state", {0: "B", 1: "S"})
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=32), add_pooling_layer=False).eval()
+    write(out, "bert_mean_pool", MeanPool(bert), "sentence_embedding", {0: "B"})
 
 
 if __name__ == "__main__":

@@ -607,8 +607,9 @@ fn bounded_sequence_and_cache_lengths_pass_in_one_build() {
     // run-time length, compiled once with `--dim 'past<=64' --dim 'total<=65'` and run at 0,
     // 17 and 64 cached tokens. tests/data/bounded_two: two bounded dims tracked through
     // elementwise ops so that a head split's `-1` is known (scripts/make_dynamic_cases.py),
-    // and a T5 encoder as the current `transformers` exports it, batch and length both
-    // dynamic, run at (1, 5), (2, 9) padded and (2, 16) (scripts/make_two_dim_encoders.py).
+    // and a T5 encoder and a mean-pooled BERT as the current `transformers` exports them,
+    // batch and length both dynamic, run at (1, 5), (2, 9) padded and (2, 16)
+    // (scripts/make_two_dim_encoders.py).
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
     let groups: [(&str, &[&str], usize); 3] = [
         ("bounded_seq", &["--dim", "seq<=64"], 2),

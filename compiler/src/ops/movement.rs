@@ -1667,7 +1667,11 @@ impl Indexing {
                     }
                     return Ok((x.shape.to_vec(), axis));
                 }
-                if (0..rank).any(|a| a != axis && idx.shape[a] > x.shape[a]) {
+                // Extents known only at run time are checked then.
+                let fixed = |o: &Operand<'_>, a: usize| !o.dynamic.get(a).copied().unwrap_or(false);
+                if (0..rank).any(|a| {
+                    a != axis && fixed(&x, a) && fixed(&idx, a) && idx.shape[a] > x.shape[a]
+                }) {
                     return Err(CompileError::shape("indices exceed the data shape"));
                 }
                 Ok((idx.shape.to_vec(), axis))
@@ -1783,6 +1787,13 @@ impl OpDef for Indexing {
     fn infer(&self, cx: &OpCx<'_>) -> Result<Vec<TypeShape>> {
         let (x, idx) = (cx.input(0)?, cx.input(1)?);
         let (shape, axis) = self.layout(cx)?;
+        if (x.is_dynamic() || idx.is_dynamic()) && self.kind == IndexKind::GatherElements {
+            // The indices' shape.
+            let dynamic = (0..idx.shape.len())
+                .map(|a| idx.dynamic.get(a).copied().unwrap_or(false))
+                .collect();
+            return Ok(vec![TypeShape::dynamic(x.dtype, shape, dynamic)]);
+        }
         if x.is_dynamic() || idx.is_dynamic() {
             // Gather: the data's axes around the gathered one, the indices' in its place.
             let flag = |o: &Operand<'_>, a: usize| o.dynamic.get(a).copied().unwrap_or(false);
@@ -1835,7 +1846,7 @@ impl OpDef for Indexing {
     }
 
     fn dynamic_inputs(&self, _cx: &OpCx<'_>) -> bool {
-        self.kind == IndexKind::Gather
+        matches!(self.kind, IndexKind::Gather | IndexKind::GatherElements)
     }
 
     fn emit(&self, cx: &OpCx<'_>, names: &mut EmitNames) -> Result<TokenStream> {
@@ -1874,6 +1885,39 @@ impl OpDef for Indexing {
                 let (lx, li, n): (usize, usize, usize) =
                     (#xs.iter().product(), #is.iter().product(), #os0.iter().product());
                 ::sinter_rt::shape::gather(&#i0[..lx], &#i1[..li], &mut #o0[..n], outer, #xs[#a], inner);
+            });
+        }
+        if self.kind == IndexKind::GatherElements
+            && (cx.input(0)?.is_dynamic() || cx.input(1)?.is_dynamic())
+        {
+            // The output has the indices' run-time shape; off the axis they must fit in the
+            // data's (checked here), along it the kernel bounds-checks every index.
+            let (_, axis) = self.layout(cx)?;
+            let (xs, is) = (names.in_shape(cx, 0), names.in_shape(cx, 1));
+            let rank = cx.input(0)?.shape.len();
+            let fits = (0..rank).filter(|&a| a != axis).map(|a| {
+                let a = lit(a);
+                quote!(#is[#a] <= #xs[#a])
+            });
+            let fits: Vec<TokenStream> = fits.collect();
+            let ok = if fits.is_empty() {
+                TokenStream::new()
+            } else {
+                let check = names.check(quote!(if #(#fits)&&* {
+                    Ok(())
+                } else {
+                    Err("GatherElements: the indices exceed the data's shape off the axis")
+                }));
+                quote!(#check;)
+            };
+            let (i0, i1, o0) = (names.input(0), names.input(1), names.output(0));
+            let write_shape = bind_out_shape(names, cx.output(0)?.dynamic, quote!(#is));
+            let a = lit(axis);
+            return Ok(quote! {
+                #ok
+                let (lx, n): (usize, usize) = (#xs.iter().product(), #is.iter().product());
+                ::sinter_rt::shape::gather_elements(&#i0[..lx], &#i1[..n], &mut #o0[..n], &#xs, &#is, #a);
+                #write_shape
             });
         }
         let code = (|| -> Result<TokenStream> {
