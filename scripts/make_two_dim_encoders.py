@@ -12,6 +12,12 @@ cases `sinter verify --dim 'B<=2' --dim 'S<=16'` checks with one build (tests/da
 Data sets at (B, S) = (1, 5), (2, 9) with the second row's last 3 tokens padded, and (2, 16).
 
     /tmp/venv/bin/python scripts/make_two_dim_encoders.py [OUT_DIR]   (default tests/data/bounded_two)
+    /tmp/venv/bin/python scripts/make_two_dim_encoders.py /tmp/encoders2 --size base
+
+`--size base` writes a 6-layer, 384-wide mean-pooled BERT for benchmarks instead (kept out of
+git): one folder per length at batch 1 sharing the model, `bert_mean_pool_n32/` and
+`bert_mean_pool_n128/`, as `scripts/bench_bounded.py` reads them (`--dim-name S --fixed-dim
+B=1 --sizes 32,128 --max 128`).
 
 Needs torch, transformers, onnx, onnxruntime and numpy; runs offline (random initialisation).
 """
@@ -80,9 +86,42 @@ def write(out, name, module, output, output_axes):
     print("wrote", d)
 
 
+def write_base(out):
+    """The benchmark model: 6 layers, 384 wide, one folder per length at batch 1."""
+    bert = transformers.BertModel(transformers.BertConfig(
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+        add_pooling_layer=False).eval()
+    base = os.path.join(out, "bert_mean_pool")
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, "model.onnx")
+    axes = {"input_ids": {0: "B", 1: "S"}, "attention_mask": {0: "B", 1: "S"},
+            "sentence_embedding": {0: "B"}}
+    example = (torch.zeros(1, 8, dtype=torch.int64), torch.ones(1, 8, dtype=torch.int64))
+    torch.onnx.export(MeanPool(bert), example, path, input_names=["input_ids", "attention_mask"],
+                      output_names=["sentence_embedding"], dynamic_axes=axes, opset_version=17,
+                      dynamo=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for s in [32, 128]:
+        case = os.path.join(out, f"bert_mean_pool_n{s}")
+        sd = os.path.join(case, "test_data_set_0")
+        os.makedirs(sd, exist_ok=True)
+        if not os.path.exists(os.path.join(case, "model.onnx")):
+            os.symlink(os.path.abspath(path), os.path.join(case, "model.onnx"))
+        ids = np.random.default_rng(s).integers(0, 30522, (1, s)).astype(np.int64)
+        mask = np.ones((1, s), np.int64)
+        (y,) = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        onnx.save_tensor(nh.from_array(ids, "input_ids"), os.path.join(sd, "input_0.pb"))
+        onnx.save_tensor(nh.from_array(mask, "attention_mask"), os.path.join(sd, "input_1.pb"))
+        onnx.save_tensor(nh.from_array(y, "sentence_embedding"), os.path.join(sd, "output_0.pb"))
+    print("wrote", base, "lengths 32, 128")
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/bounded_two"
     torch.manual_seed(0)
+    if "--size" in sys.argv and sys.argv[sys.argv.index("--size") + 1] == "base":
+        write_base(out)
+        return
     t5 = transformers.T5EncoderModel(transformers.T5Config(
         vocab_size=VOCAB, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_layers=1,
         relative_attention_num_buckets=8, relative_attention_max_distance=16)).eval()
