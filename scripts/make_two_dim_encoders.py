@@ -11,6 +11,11 @@ cases `sinter verify --dim 'B<=2' --dim 'S<=16'` checks with one build (tests/da
 
 Data sets at (B, S) = (1, 5), (2, 9) with the second row's last 3 tokens padded, and (2, 16).
 
+Also `vit_tiny` under tests/data/bounded (checked with `--dim 'N<=8'` at N = 1, 3, 8): a
+1-layer torchvision VisionTransformer on 32 x 32 images with a dynamic batch N, whose
+attention torch exports with `x.shape[:-1]`-style slices of shape vectors and a class token
+concatenated to the patches.
+
     /tmp/venv/bin/python scripts/make_two_dim_encoders.py [OUT_DIR]   (default tests/data/bounded_two)
     /tmp/venv/bin/python scripts/make_two_dim_encoders.py /tmp/encoders2 --size base
 
@@ -130,6 +135,29 @@ def main():
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=32), add_pooling_layer=False).eval()
     write(out, "bert_mean_pool", MeanPool(bert), "sentence_embedding", {0: "B"})
+    write_vit(os.path.join(out, "..", "bounded", "vit_tiny"))
+
+
+def write_vit(d):
+    """A tiny ViT with a dynamic batch N and ORT's outputs at N = 1, 3, 8."""
+    import torchvision
+    vit = torchvision.models.vision_transformer.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=5).eval()
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "model.onnx")
+    torch.onnx.export(vit, (torch.zeros(2, 3, 32, 32),), path, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
+                      opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for k, n in enumerate([1, 3, 8]):
+        x = np.random.default_rng(80 + k).standard_normal((n, 3, 32, 32)).astype(np.float32)
+        (y,) = sess.run(None, {"x": x})
+        sd = os.path.join(d, f"test_data_set_{k}")
+        os.makedirs(sd, exist_ok=True)
+        onnx.save_tensor(nh.from_array(x, "x"), os.path.join(sd, "input_0.pb"))
+        onnx.save_tensor(nh.from_array(y, "logits"), os.path.join(sd, "output_0.pb"))
+    print("wrote", d)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,31 @@ pub(super) fn infer(op: &Op, cx: &OpCx<'_>, out: &TypeShape) -> Option<Vec<Bound
             }
             all
         }
+        Op::Slice(_) => {
+            // A 1-D shape vector sliced by constant starts and ends with positive steps (as
+            // `x.shape[:-1]` exports).
+            let data = input(0)?;
+            let constant = |i: usize| -> Option<Option<i64>> {
+                match cx.opt_input(i) {
+                    None => Some(None),
+                    Some(o) => Some(Some(*o.constant?.to_i64s()?.first()?)),
+                }
+            };
+            let (start, end) = (constant(1)??, constant(2)??);
+            let (axis, step) = (constant(3)?.unwrap_or(0), constant(4)?.unwrap_or(1));
+            if cx.input(0).ok()?.shape.len() != 1 || !(axis == 0 || axis == -1) || step <= 0 {
+                return None;
+            }
+            let n = i64::try_from(data.len()).ok()?;
+            let fix = |v: i64| (if v < 0 { v.saturating_add(n) } else { v }).clamp(0, n);
+            let (mut k, end) = (fix(start), fix(end));
+            let mut picked = Vec::new();
+            while k < end {
+                picked.push(*data.get(usize::try_from(k).ok()?)?);
+                k = k.saturating_add(step);
+            }
+            picked
+        }
         Op::Binary(b) => zip(&input(0)?, &input(1)?, |x, y| binary(b.kind, x, y))?,
         Op::Variadic(v) if cx.inputs.len() == 2 => {
             let (a, c) = (input(0)?, input(1)?);
@@ -355,35 +380,30 @@ pub(super) fn axis_syms(
             }
             return syms;
         }
+        Op::Concat(c) => {
+            // Off the axis every input has the output's extent (and its bounded dim); along it
+            // the extents add up, which no one bounded dim is.
+            let Ok(axis) = crate::ops::normalize_axis(c.axis, out.shape.len(), "axis") else {
+                return Vec::new();
+            };
+            let sources: Vec<Vec<(usize, usize)>> = (0..out.shape.len())
+                .map(|a| {
+                    if a == axis {
+                        Vec::new()
+                    } else {
+                        (0..cx.inputs.len()).map(|i| (i, a)).collect()
+                    }
+                })
+                .collect();
+            return syms_from(graph, cx, out, &sources);
+        }
         _ if reshapes_extents(op) => return Vec::new(),
         _ => {}
     }
     // Ops whose output axes each come from known input axes: each dynamic output axis has
     // the bounded dim of those axes, when every dynamic one of them names the same.
     if let Some(sources) = axis_sources(op, cx, out) {
-        return sources
-            .iter()
-            .enumerate()
-            .map(|(a, from)| {
-                if !out.dynamic.get(a).copied().unwrap_or(false) {
-                    return None;
-                }
-                let mut sym = None;
-                for &(i, ia) in from {
-                    let o = cx.opt_input(i)?;
-                    if !o.dynamic.get(ia).copied().unwrap_or(false) {
-                        continue;
-                    }
-                    match (o.syms.get(ia).copied().flatten(), sym) {
-                        (None, _) => return None,
-                        (Some(s), None) => sym = Some(s),
-                        (Some(s), Some(t)) if s != t => return None,
-                        _ => {}
-                    }
-                }
-                sym.filter(|&s| bound(s).is_some_and(|b| out.shape[a] >= b))
-            })
-            .collect();
+        return syms_from(graph, cx, out, &sources);
     }
     let mut only = None;
     for o in cx.inputs.iter().flatten() {
@@ -404,6 +424,40 @@ pub(super) fn axis_syms(
         .iter()
         .zip(&out.dynamic)
         .map(|(&e, &d)| (d && bound(s).is_some_and(|b| e >= b)).then_some(s))
+        .collect()
+}
+
+/// Per output axis of `out`, the bounded dim of the `(input, axis)` pairs it comes from
+/// (`sources`), when every dynamic one of them names the same and the axis is dynamic.
+fn syms_from(
+    graph: &Graph,
+    cx: &OpCx<'_>,
+    out: &TypeShape,
+    sources: &[Vec<(usize, usize)>],
+) -> Vec<Option<u16>> {
+    let bound = |s: u16| graph.bounds.values().nth(usize::from(s)).map(|b| b.max);
+    sources
+        .iter()
+        .enumerate()
+        .map(|(a, from)| {
+            if !out.dynamic.get(a).copied().unwrap_or(false) {
+                return None;
+            }
+            let mut sym = None;
+            for &(i, ia) in from {
+                let o = cx.opt_input(i)?;
+                if !o.dynamic.get(ia).copied().unwrap_or(false) {
+                    continue;
+                }
+                match (o.syms.get(ia).copied().flatten(), sym) {
+                    (None, _) => return None,
+                    (Some(s), None) => sym = Some(s),
+                    (Some(s), Some(t)) if s != t => return None,
+                    _ => {}
+                }
+            }
+            sym.filter(|&s| bound(s).is_some_and(|b| out.shape[a] >= b))
+        })
         .collect()
 }
 
