@@ -24,23 +24,31 @@ def const(name, value, dtype):
     return nh.from_array(np.asarray(value, dtype=dtype), name)
 
 
-def save_bounded(d, graph, sizes, seed, width, outputs):
-    """Saves a model with input x [N, *width] and its ORT outputs at each N in `sizes`."""
+def save_sets(d, graph, xs, outputs):
+    """Saves a model with one input x and, per array in `xs`, a data set with its ORT outputs."""
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
     os.makedirs(d, exist_ok=True)
     onnx.save(m, d + "/model.onnx")
     s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
-    for k, n in enumerate(sizes):
-        dims = width if isinstance(width, tuple) else (width,)
-        x = np.random.default_rng(seed + k).standard_normal((n,) + dims).astype(np.float32)
+    results = []
+    for k, x in enumerate(xs):
         outs = s.run(None, {"x": x})
         sd = f"{d}/test_data_set_{k}"
         os.makedirs(sd, exist_ok=True)
         onnx.save_tensor(nh.from_array(x, "x"), f"{sd}/input_0.pb")
         for i, name in enumerate(outputs):
             onnx.save_tensor(nh.from_array(outs[i], name), f"{sd}/output_{i}.pb")
+        results.append(outs)
+    return results
 
+
+def save_bounded(d, graph, sizes, seed, width, outputs):
+    """Saves a model with input x [N, *width] and its ORT outputs at each N in `sizes`."""
+    dims = width if isinstance(width, tuple) else (width,)
+    xs = [np.random.default_rng(seed + k).standard_normal((n,) + dims).astype(np.float32)
+          for k, n in enumerate(sizes)]
+    save_sets(d, graph, xs, outputs)
 
 nodes = [
     N("NonMaxSuppression", ["boxes", "scores", "max_per_class", "iou", "min_score"], ["sel"]),
@@ -247,23 +255,15 @@ inits = [const("zero", 0, np.int64), const("acc0", np.zeros(4), np.float32),
 g = h.make_graph(
     nodes, "bounded_loops", [f32("x", ["N", 4])],
     [f32("acc_a", [4]), f32("rows_a", ["N", 4]), f32("y_b", [4]), f32("steps_b", ["K", 4])], inits)
-m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-m.ir_version = 8
-d = os.path.join(OUT, "bounded", "loops")
-os.makedirs(d, exist_ok=True)
-onnx.save(m, d + "/model.onnx")
-s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+xs = []
 for k, (n, scale) in enumerate([(1, 1.0), (3, 0.5), (8, 2.0)]):
     x = (np.random.default_rng(40 + k).standard_normal((n, 4)) * scale).astype(np.float32)
     if k == 2:
         x[0, 0] = 7.0  # above the limit: loop B's first condition is false, it runs zero times
-    outs = s.run(None, {"x": x})
-    sd = f"{d}/test_data_set_{k}"
-    os.makedirs(sd, exist_ok=True)
-    onnx.save_tensor(nh.from_array(x, "x"), f"{sd}/input_0.pb")
-    for i, name in enumerate(["acc_a", "rows_a", "y_b", "steps_b"]):
-        onnx.save_tensor(nh.from_array(outs[i], name), f"{sd}/output_{i}.pb")
-    print(f"loops set {k}: N = {n}, loop B ran {outs[3].shape[0]} times, shapes {[o.shape for o in outs]}")
+    xs.append(x)
+for k, outs in enumerate(save_sets(os.path.join(OUT, "bounded", "loops"), g, xs,
+                                   ["acc_a", "rows_a", "y_b", "steps_b"])):
+    print(f"loops set {k}: N = {xs[k].shape[0]}, loop B ran {outs[3].shape[0]} times, shapes {[o.shape for o in outs]}")
 
 # A while loop with neither a trip count nor anything else that bounds its iterations: a
 # compile error naming the node (tests/data/unsupported/loop_unbounded.onnx: a model without
@@ -350,17 +350,6 @@ g = h.make_graph(
      const("zero", 0, np.int64), const("one", 1, np.int64), const("axis0", [0], np.int64),
      const("tail", [4, -1], np.int64),
      nh.from_array((rng.standard_normal((2, 3)) * 0.5).astype(np.float32), "w")])
-m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-m.ir_version = 8
-d = os.path.join(OUT, "bounded_two", "heads")
-os.makedirs(d, exist_ok=True)
-onnx.save(m, d + "/model.onnx")
-s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
-for k, (b, sl) in enumerate([(1, 1), (2, 5), (2, 16)]):
-    x = np.random.default_rng(70 + k).standard_normal((b, sl, 8)).astype(np.float32)
-    outs = s.run(None, {"x": x})
-    sd = f"{d}/test_data_set_{k}"
-    os.makedirs(sd, exist_ok=True)
-    onnx.save_tensor(nh.from_array(x, "x"), f"{sd}/input_0.pb")
-    for i, name in enumerate(["proj", "pooled"]):
-        onnx.save_tensor(nh.from_array(outs[i], name), f"{sd}/output_{i}.pb")
+xs = [np.random.default_rng(70 + k).standard_normal((b, sl, 8)).astype(np.float32)
+      for k, (b, sl) in enumerate([(1, 1), (2, 5), (2, 16)])]
+save_sets(os.path.join(OUT, "bounded_two", "heads"), g, xs, ["proj", "pooled"])

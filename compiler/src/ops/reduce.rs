@@ -230,9 +230,14 @@ impl Reduce {
 
     /// The reduction of an input whose shape is only known at run time: the kept and
     /// reduced axes' extents and strides, the count and the output shape computed from it.
-    fn emit_run_time(&self, cx: &OpCx<'_>, names: &mut EmitNames, layout: &Layout) -> TokenStream {
-        let capacity = cx.inputs[0].map_or(&[][..], |x| x.shape);
-        let dtype = cx.inputs[0].map_or(DType::F32, |x| x.dtype);
+    fn emit_run_time(
+        &self,
+        cx: &OpCx<'_>,
+        names: &mut EmitNames,
+        layout: &Layout,
+    ) -> Result<TokenStream> {
+        let x = cx.input(0)?;
+        let (capacity, dtype) = (x.shape, x.dtype);
         let rank = capacity.len();
         let is0 = names.in_shape(cx, 0);
         let (i0, o0) = (names.input(0), names.output(0));
@@ -273,7 +278,7 @@ impl Reduce {
             self.f32_kernel_dims(dtype, capacity, &layout.reduced),
         ) {
             let (lo, hi1, kind) = (lit(lo), lit(hi + 1), self.f32_kernel_kind());
-            return quote! {
+            return Ok(quote! {
                 #prelude
                 let reduce_dims: (usize, usize, usize) = (
                     reduce_shape[..#lo].iter().product(),
@@ -281,7 +286,7 @@ impl Reduce {
                     reduce_shape[#hi1..].iter().product(),
                 );
                 ::sinter_rt::reduce::reduce_f32(#i0, #o0, reduce_dims, ::sinter_rt::reduce::F32Reduce::#kind);
-            };
+            });
         }
         let (init, fold, finish) = self.closures(dtype, &quote!((reduce_count as f64)));
         // Only a mean divides by the count.
@@ -290,7 +295,7 @@ impl Reduce {
         } else {
             TokenStream::new()
         };
-        quote! {
+        Ok(quote! {
             #prelude
             let mut reduce_strides = [1usize; #rank_lit];
             for a in (1..#rank_lit).rev() {
@@ -308,7 +313,7 @@ impl Reduce {
                 #fold,
                 #finish,
             );
-        }
+        })
     }
 
     /// The `(outer, count, inner)` view `sinter_rt::reduce::reduce_f32` takes, for a float32
@@ -508,7 +513,7 @@ impl OpDef for Reduce {
             let x = cx.input(0)?;
             let layout = self.layout(cx)?;
             if x.is_dynamic() {
-                return Ok(self.emit_run_time(cx, names, &layout));
+                return self.emit_run_time(cx, names, &layout);
             }
             let n_out: usize = layout.out_shape.iter().product();
             if n_out == 0 {
