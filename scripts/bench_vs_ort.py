@@ -13,34 +13,38 @@ printed) is part of ORT's numbers; the table shows the overhead beside the raw m
 Needs: a venv with onnxruntime, onnx and numpy (see the README), and `cargo` for sinter.
 
     /tmp/venv/bin/python scripts/bench_vs_ort.py --rounds 5 tests/data/tiny_mlp tests/data/tiny_cnn
+
+With `--paired PAIRS`, latency is measured differently, for machines whose speed drifts (a
+shared host: the same loop there varies by a third from one second to the next). ORT runs in
+this process and sinter's compiled model in a process that stays loaded (`sinter bench
+--serve`); the two alternate in short blocks (about `--block-ms` each, the order swapped every
+pair), so that each pair of blocks sees the same machine. The ratio is the median over pairs
+of the ratio of the two blocks' medians, with its interquartile range; the times are the
+medians of block medians with their min-max. Load time and peak RSS still come from fresh
+processes, `--rounds` of each.
+
+    /tmp/venv/bin/python scripts/bench_vs_ort.py --paired 15 --threads 1 2 /tmp/zoo/resnet50
 """
 import argparse
 import json
+import math
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ORT_CHILD = r"""
-import sys, time, json, resource, glob, os
+import sys, time, json, resource, os
 import numpy as np, onnx, onnxruntime as ort
-from onnx import numpy_helper
+sys.path.insert(0, sys.argv[5])
+from bench_vs_ort import ort_session
 case, threads, iters, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
-so = ort.SessionOptions()
-so.intra_op_num_threads = threads
-so.inter_op_num_threads = 1
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-sess = ort.InferenceSession(os.path.join(case, "model.onnx"), so, providers=["CPUExecutionProvider"])
-feeds = {}
-names = [i.name for i in sess.get_inputs()]
-for k, name in enumerate(names):
-    path = os.path.join(case, "test_data_set_0", f"input_{k}.pb")
-    t = onnx.TensorProto(); t.ParseFromString(open(path, "rb").read())
-    feeds[name] = numpy_helper.to_array(t)
+sess, feeds = ort_session(case, threads)
 sess.run(None, feeds)
 load_us = (time.perf_counter() - t0) * 1e6
 for _ in range(warmup):
@@ -78,9 +82,78 @@ def run_sinter(case, threads, iters, warmup, extra, sinter_bin=None):
 
 
 def run_ort(case, threads, iters, warmup):
-    out = subprocess.run([sys.executable, "-c", ORT_CHILD, case, str(threads), str(iters), str(warmup)],
+    out = subprocess.run([sys.executable, "-c", ORT_CHILD, case, str(threads), str(iters), str(warmup),
+                          os.path.dirname(os.path.abspath(__file__))],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def ort_session(case, threads):
+    """An ORT session (ORT_ENABLE_ALL, `threads` intra-op threads) and the case's inputs."""
+    import numpy as np, onnx, onnxruntime as ort
+    from onnx import numpy_helper
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(os.path.join(case, "model.onnx"), so, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for k, meta in enumerate(sess.get_inputs()):
+        t = onnx.TensorProto()
+        with open(os.path.join(case, "test_data_set_0", f"input_{k}.pb"), "rb") as f:
+            t.ParseFromString(f.read())
+        feeds[meta.name] = numpy_helper.to_array(t)
+    return sess, feeds
+
+
+def paired(case, ort_case, threads, args, probe_us):
+    """Alternating blocks of sinter (a `sinter bench --serve` process) and ORT (in this
+    process): per pair the ratio of the blocks' medians. Returns the sinter and ORT block
+    medians and the pair ratios."""
+    runs = max(3, math.ceil(args.block_ms * 1000 / max(probe_us, 1.0)))
+    prefix = [args.sinter_bin] if args.sinter_bin else ["cargo", "run", "--release", "-q", "-p", "sinter", "--"]
+    cmd = prefix + ["bench", case, "--serve", "--threads", str(threads), "--iters", "1",
+                    "--warmup", str(2 * runs)] + args.sinter_arg
+    with tempfile.TemporaryFile() as err:
+        server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            ready = server.stdout.readline()
+            if not ready.startswith("ready"):
+                err.seek(0)
+                raise RuntimeError(f"sinter bench --serve failed: {ready}{err.read().decode(errors='replace')}")
+            sess, feeds = ort_session(ort_case, threads)
+            for _ in range(2 * runs):
+                sess.run(None, feeds)
+
+            def sinter_block():
+                server.stdin.write(f"{runs}\n")
+                server.stdin.flush()
+                return statistics.median(float(t) for t in server.stdout.readline().split())
+
+            def ort_block():
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    sess.run(None, feeds)
+                    times.append((time.perf_counter() - start) * 1e6)
+                return statistics.median(times)
+
+            s_blocks, o_blocks = [], []
+            for pair in range(args.paired):
+                for side in ((sinter_block, ort_block) if pair % 2 == 0 else (ort_block, sinter_block)):
+                    # Each side's pool threads may spin a while after a run: let them settle.
+                    time.sleep(args.gap_ms / 1000)
+                    (s_blocks if side is sinter_block else o_blocks).append(side())
+        finally:
+            server.stdin.close()
+            server.wait()
+    return s_blocks, o_blocks, [s / o for s, o in zip(s_blocks, o_blocks)]
+
+
+def quartiles(xs):
+    """The 25th and 75th percentiles of `xs` (linear interpolation)."""
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
 
 
 def main():
@@ -98,6 +171,10 @@ def main():
     ap.add_argument("--sinter-bin", default=None,
                     help="a built sinter binary to bench with (a copy, so that the sources can change meanwhile); "
                          "default: cargo run --release")
+    ap.add_argument("--paired", type=int, default=0, metavar="PAIRS",
+                    help="time latency in PAIRS alternating blocks of sinter and ORT (see above) instead of rounds")
+    ap.add_argument("--block-ms", type=float, default=100.0, help="with --paired: the length of a block (at least 3 runs)")
+    ap.add_argument("--gap-ms", type=float, default=30.0, help="with --paired: the pause before each block")
     ap.add_argument("--ort-case", default="{case}",
                     help="the folder ORT runs, with {case} and {name} (the case folder and its name) "
                          "filled in: e.g. ORT's own quantization of the model, /tmp/static_cases/{name}_ort_qdq, "
@@ -112,13 +189,36 @@ def main():
     per_round = f"{args.iters} runs"
     if args.min_ms > 0:
         per_round = f"max({args.iters} runs, enough runs for {args.min_ms:g} ms)"
-    print(f"# {args.rounds} interleaved rounds x {per_round}; medians over rounds (spread: min-max of round medians)")
+    if args.paired:
+        print(f"# latency: {args.paired} pairs of alternating blocks of about {args.block_ms:g} ms (at least 3 runs); "
+              f"times: medians of block medians (min-max); sinter/ORT: median of the pairs' ratios (interquartile range)")
+        print(f"# load and RSS: {args.rounds} fresh processes each, medians")
+    else:
+        print(f"# {args.rounds} interleaved rounds x {per_round}; medians over rounds (spread: min-max of round medians)")
     print()
     print("| model | threads | sinter us | ORT us | sinter/ORT | sinter load us | ORT load us | load ratio | sinter RSS kB | ORT RSS kB | RSS ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         for threads in args.threads:
             iters, warmup = args.iters, args.warmup
+            ort_case = args.ort_case.format(case=case, name=os.path.basename(os.path.normpath(case)))
+            name = os.path.basename(os.path.normpath(case))
+            if args.paired:
+                s_runs = [run_sinter(case, threads, 3, 1, args.sinter_arg, args.sinter_bin) for _ in range(args.rounds)]
+                o_runs = [run_ort(ort_case, threads, 1, 0) for _ in range(args.rounds)]
+                probe = statistics.median(r["median_us"] for r in s_runs)
+                s_blocks, o_blocks, ratios = paired(case, ort_case, threads, args, probe)
+                s_us, o_us, ratio = (statistics.median(x) for x in (s_blocks, o_blocks, ratios))
+                r_lo, r_hi = quartiles(ratios)
+                s_load = statistics.median(r["load_us"] + r["first_run_us"] for r in s_runs)
+                o_load = statistics.median(r["load_us"] for r in o_runs)
+                s_rss = statistics.median(r["peak_rss_kb"] for r in s_runs)
+                o_rss = statistics.median(r["peak_rss_kb"] for r in o_runs)
+                print(f"| {name} | {threads} | {s_us:.1f} ({min(s_blocks):.1f}-{max(s_blocks):.1f}) "
+                      f"| {o_us:.1f} ({min(o_blocks):.1f}-{max(o_blocks):.1f}) | {ratio:.3f} ({r_lo:.3f}-{r_hi:.3f}) "
+                      f"| {s_load:.0f} | {o_load:.0f} | {s_load / o_load:.3f} | {s_rss:.0f} | {o_rss:.0f} | {s_rss / o_rss:.2f} |",
+                      flush=True)
+                continue
             if args.min_ms > 0:
                 probe = run_sinter(case, threads, 3, 1, args.sinter_arg, args.sinter_bin)["median_us"]
                 iters = max(iters, int(args.min_ms * 1000 / max(probe, 1.0)) + 1)
@@ -126,7 +226,6 @@ def main():
             s_runs, o_runs = [], []
             for _ in range(args.rounds):
                 s_runs.append(run_sinter(case, threads, iters, warmup, args.sinter_arg, args.sinter_bin))
-                ort_case = args.ort_case.format(case=case, name=os.path.basename(os.path.normpath(case)))
                 o_runs.append(run_ort(ort_case, threads, iters, warmup))
             med = lambda runs, key: statistics.median(r[key] for r in runs)
             spread = lambda runs, key: (min(r[key] for r in runs), max(r[key] for r in runs))
@@ -135,7 +234,6 @@ def main():
             o_load = med(o_runs, "load_us")
             s_rss, o_rss = med(s_runs, "peak_rss_kb"), med(o_runs, "peak_rss_kb")
             (s_lo, s_hi), (o_lo, o_hi) = spread(s_runs, "median_us"), spread(o_runs, "median_us")
-            name = os.path.basename(os.path.normpath(case))
             print(f"| {name} | {threads} | {s_us:.1f} ({s_lo:.1f}-{s_hi:.1f}) | {o_us:.1f} ({o_lo:.1f}-{o_hi:.1f}) | {s_us / o_us:.2f} "
                   f"| {s_load:.0f} | {o_load:.0f} | {s_load / o_load:.3f} | {s_rss:.0f} | {o_rss:.0f} | {s_rss / o_rss:.2f} |", flush=True)
 

@@ -41,6 +41,14 @@ pub(super) struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Keep the loaded model and take requests on stdin instead of timing once: after loading,
+    /// the first run and the warm-up runs, print `ready LOAD_US FIRST_RUN_US`, then for each
+    /// line `N` read, run the model `N` times and print the `N` times in microseconds on one
+    /// line, until stdin closes. A benchmark driver alternates short blocks of this model
+    /// with another runtime's, so that both see the same machine (`scripts/bench_vs_ort.py
+    /// --paired`).
+    #[arg(long, conflicts_with = "json")]
+    serve: bool,
     /// Optimization level, 0 to 3.
     #[arg(short = 'O', default_value_t = 3)]
     opt: u8,
@@ -116,6 +124,7 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             let iters: usize = args.next().and_then(|v| v.parse().ok()).expect("iters");
             let warmup: usize = args.next().and_then(|v| v.parse().ok()).expect("warmup");
             let threads: usize = args.next().and_then(|v| v.parse().ok()).expect("threads");
+            let serve = args.next().is_some_and(|v| v == "serve");
             #(#reads)*
             let start = Instant::now();
             let mut model = bench_model::Model::with_threads(threads);
@@ -125,6 +134,31 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
             let first_run_us = start.elapsed().as_secs_f64() * 1e6;
             for _ in 0..warmup {
                 std::hint::black_box(#call);
+            }
+            if serve {
+                use std::io::{BufRead, Write};
+                let mut out = std::io::stdout().lock();
+                // The driver closing a pipe ends the session.
+                if writeln!(out, "ready {load_us} {first_run_us}").and_then(|()| out.flush()).is_err() {
+                    return;
+                }
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { return };
+                    let Ok(runs) = line.trim().parse::<usize>() else {
+                        eprintln!("expected a number of runs per line, got {line:?}");
+                        std::process::exit(2);
+                    };
+                    let mut times = String::new();
+                    for _ in 0..runs {
+                        let start = Instant::now();
+                        std::hint::black_box(#call);
+                        times.push_str(&format!("{} ", start.elapsed().as_secs_f64() * 1e6));
+                    }
+                    if writeln!(out, "{}", times.trim_end()).and_then(|()| out.flush()).is_err() {
+                        return;
+                    }
+                }
+                return;
             }
             let mut times: Vec<f64> = Vec::with_capacity(iters.max(1));
             for _ in 0..iters.max(1) {
@@ -157,13 +191,22 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
         }
     };
     let build_s = build_start.elapsed().as_secs_f64();
-    let output = Command::new(&exe)
+    let mut harness = Command::new(&exe);
+    harness
         .arg(&input_dir)
         .arg(args.iters.to_string())
         .arg(args.warmup.to_string())
-        .arg(args.threads.to_string())
-        .output()
-        .map_err(io_err(&exe))?;
+        .arg(args.threads.to_string());
+    if args.serve {
+        // The harness talks to our caller on the inherited stdin and stdout.
+        let status = harness.arg("serve").status().map_err(io_err(&exe))?;
+        return Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let output = harness.output().map_err(io_err(&exe))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let fields: Vec<f64> = stdout
         .split_whitespace()
