@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import tempfile
 import time
 
 ORT_CHILD = r"""
-import sys, time, json, resource, os
+import sys, time, json, os
 import numpy as np, onnx, onnxruntime as ort
 sys.path.insert(0, sys.argv[5])
 from bench_vs_ort import ort_session
@@ -53,7 +52,9 @@ times = []
 for _ in range(iters):
     s = time.perf_counter(); sess.run(None, feeds); times.append((time.perf_counter() - s) * 1e6)
 times.sort()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the process that forked
+# this one (with --paired, the driver, which holds ORT sessions of its own).
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"median_us": times[len(times)//2], "load_us": load_us, "peak_rss_kb": rss}))
 """
 
