@@ -3,7 +3,14 @@
 threads (same build), then per node and per op the time at each, the speedup, and the time
 lost against a perfect split (`t2 - t1 / 2`), largest loss first.
 
-    python3 scripts/thread_scaling.py CASE [--sinter target/release/sinter] [--iters 100] [--top 25]
+    python3 scripts/thread_scaling.py CASE... [--sinter target/release/sinter] [--iters 100] [--top 25]
+
+With `--paired PAIRS`, only the whole model's speed-up is measured, for machines whose speed
+drifts: two `sinter bench --serve` processes (one and two threads) stay loaded and alternate
+in blocks of about `--block-ms` (order swapped every pair); the speed-up is the median over
+pairs of the ratio of the blocks' medians, with its interquartile range.
+
+    python3 scripts/thread_scaling.py --paired 15 /tmp/zoo/resnet50 /tmp/zoo/bert_base
 
 Standard library only; the sinter binary builds the profiling crate (set SINTER_RT_PATH to a
 snapshot of runtime-lite when the sources may change meanwhile).
@@ -11,7 +18,10 @@ snapshot of runtime-lite when the sources may change meanwhile).
 import argparse
 import collections
 import json
+import math
+import statistics
 import subprocess
+import time
 
 
 def profile(sinter, case, threads, iters):
@@ -21,14 +31,71 @@ def profile(sinter, case, threads, iters):
     return json.loads(out)["profile"]
 
 
+def paired(sinter, case, pairs, block_ms):
+    """The speed-up from one to two threads, from alternating blocks of two loaded models:
+    the pairs' ratios (one-thread block median over two-thread block median) and each side's
+    block medians."""
+    def serve(threads):
+        server = subprocess.Popen([sinter, "bench", case, "--serve", "--threads", str(threads), "--iters", "1",
+                                   "--warmup", "5", "--cache-dir", f"target/sinter-bench-{threads}t"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ready = server.stdout.readline()
+        if not ready.startswith("ready"):
+            raise RuntimeError(f"sinter bench --serve {case} at {threads} thread(s) failed: {ready!r}")
+        return server
+
+    def block(server, runs):
+        server.stdin.write(f"{runs}\n")
+        server.stdin.flush()
+        return statistics.median(float(t) for t in server.stdout.readline().split())
+
+    one, two = serve(1), serve(2)
+    try:
+        runs = max(3, math.ceil(block_ms * 1000 / block(two, 3)))
+        ratios, t1, t2 = [], [], []
+        for pair in range(pairs):
+            times = {}
+            for server in ((one, two) if pair % 2 == 0 else (two, one)):
+                # The other side's pool threads may spin a while after its runs.
+                time.sleep(0.03)
+                times[server] = block(server, runs)
+            t1.append(times[one])
+            t2.append(times[two])
+            ratios.append(times[one] / times[two])
+    finally:
+        for server in (one, two):
+            server.stdin.close()
+            server.wait()
+    return ratios, t1, t2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("case")
+    ap.add_argument("cases", nargs="+", metavar="CASE")
     ap.add_argument("--sinter", default="target/release/sinter")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--paired", type=int, default=0, metavar="PAIRS",
+                    help="measure only the whole model's speed-up, in PAIRS alternating blocks (see above)")
+    ap.add_argument("--block-ms", type=float, default=100.0, help="with --paired: the length of a two-thread block")
     args = ap.parse_args()
-    one, two = (profile(args.sinter, args.case, t, args.iters) for t in (1, 2))
+    if args.paired:
+        print(f"| model | 1T us | 2T us | speed-up, median of {args.paired} pairs (interquartile range) |")
+        print("|---|---|---|---|")
+        for case in args.cases:
+            ratios, t1, t2 = paired(args.sinter, case, args.paired, args.block_ms)
+            q = statistics.quantiles(ratios, n=4, method="inclusive")
+            name = case.rstrip("/").split("/")[-1]
+            print(f"| {name} | {statistics.median(t1):.1f} | {statistics.median(t2):.1f} "
+                  f"| {statistics.median(ratios):.2f} ({q[0]:.2f}-{q[2]:.2f}) |", flush=True)
+        return
+    for case in args.cases:
+        scaling(args, case)
+
+
+def scaling(args, case):
+    """The per-node table of one case."""
+    one, two = (profile(args.sinter, case, t, args.iters) for t in (1, 2))
     t2 = {n["name"]: n for n in two["nodes"]}
     rows, per_op = [], collections.defaultdict(lambda: [0.0, 0.0, 0])
     for n in one["nodes"]:
@@ -39,7 +106,7 @@ def main():
         rows.append((b - a / 2, n["name"], n["op"], n["kernel"], a, b))
         op = per_op[n["op"]]
         op[0], op[1], op[2] = op[0] + a, op[1] + b, op[2] + 1
-    print(f"{args.case}: run {one['run_us']:.1f} us at 1 thread, {two['run_us']:.1f} us at 2 "
+    print(f"{case}: run {one['run_us']:.1f} us at 1 thread, {two['run_us']:.1f} us at 2 "
           f"(speedup {one['run_us'] / max(two['run_us'], 1e-9):.2f})\n")
     print(f"{'node':60} {'op':18} {'1T us':>9} {'2T us':>9} {'speedup':>8} {'lost us':>8}  kernel")
     for lost, name, op, kernel, a, b in sorted(rows, reverse=True)[:args.top]:
