@@ -91,7 +91,7 @@ def run_ort(case, threads, iters, warmup):
 
 def ort_session(case, threads):
     """An ORT session (ORT_ENABLE_ALL, `threads` intra-op threads) and the case's inputs."""
-    import numpy as np, onnx, onnxruntime as ort
+    import onnx, onnxruntime as ort
     from onnx import numpy_helper
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
