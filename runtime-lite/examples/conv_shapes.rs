@@ -1,6 +1,7 @@
-//! Throughput of the channels-last dense convolution kernel (`conv_nhwc`) on the layer shapes
-//! of mobile and residual networks: stems (3 input channels, channels first in), pointwise
-//! layers of little depth, and a 3x3 layer, with bias and ReLU as the models fuse them.
+//! Throughput of the channels-last convolution kernels (`conv_nhwc`) on the layer shapes of
+//! mobile and residual networks: stems (3 input channels, channels first in), pointwise layers
+//! of little depth, a 3x3 layer, and depthwise layers, with bias and ReLU as the models fuse
+//! them.
 //!
 //! Made for a machine whose speed drifts (a shared host can run a third slower for seconds at
 //! a time): the shapes take turns, a few calls each per round over many rounds, and each
@@ -10,34 +11,63 @@
 //!     RUSTFLAGS="-C target-cpu=native" cargo run --release -p sinter-rt --features std --example conv_shapes [ROUNDS]
 
 use sinter_rt::conv::ConvParams;
+use sinter_rt::conv_dw_pw::{
+    depthwise_pointwise_nhwc_f32_exec, depthwise_pointwise_scratch_len, LayerOperands,
+};
 use sinter_rt::conv_nhwc::{
-    conv_nhwc_f32_exec, conv_nhwc_from_nchw_f32_exec, nhwc_padded_len, nhwc_weights_len,
+    conv_nhwc_f32_exec, conv_nhwc_from_nchw_f32_exec, depthwise_nhwc_f32_exec,
+    depthwise_nhwc_weights_len, nhwc_padded_len, nhwc_weights_len,
 };
 use sinter_rt::epilogue::Activation;
 use sinter_rt::threads::Exec;
 use std::time::Instant;
 
-/// One layer: input channels, output channels, square input size, square kernel, stride,
-/// padding, and whether the input is channels first (a network's first layer).
-type Shape = (usize, usize, usize, usize, usize, usize, bool);
+/// How a layer runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Dense, channels-first input (a network's first layer).
+    Stem,
+    /// Dense, channels last.
+    Dense,
+    /// Depthwise (as many groups as channels), channels last.
+    Depthwise,
+    /// Depthwise, then a 1x1 layer from its channels to the output channels, in one pass
+    /// (`conv_dw_pw`, as an inverted-residual block ends).
+    DepthwisePointwise,
+}
 
-const SHAPES: [Shape; 10] = [
-    (3, 64, 224, 3, 2, 0, true),
-    (3, 32, 224, 3, 2, 1, true),
-    (3, 64, 224, 7, 2, 3, true),
-    (24, 48, 56, 1, 1, 0, false),
-    (24, 72, 56, 1, 1, 0, false),
-    (48, 48, 56, 1, 1, 0, false),
-    (96, 48, 56, 1, 1, 0, false),
-    (192, 48, 56, 1, 1, 0, false),
-    (576, 96, 14, 1, 1, 0, false),
-    (64, 64, 56, 3, 1, 1, false),
+/// One layer: input channels, output channels, square input size, square kernel, stride,
+/// padding, and how it runs.
+type Shape = (usize, usize, usize, usize, usize, usize, Kind);
+
+const SHAPES: [Shape; 18] = [
+    (3, 64, 224, 3, 2, 0, Kind::Stem),
+    (3, 32, 224, 3, 2, 1, Kind::Stem),
+    (3, 64, 224, 7, 2, 3, Kind::Stem),
+    (32, 16, 112, 1, 1, 0, Kind::Dense),
+    (16, 48, 112, 1, 1, 0, Kind::Dense),
+    (24, 48, 56, 1, 1, 0, Kind::Dense),
+    (24, 72, 56, 1, 1, 0, Kind::Dense),
+    (48, 48, 56, 1, 1, 0, Kind::Dense),
+    (96, 48, 56, 1, 1, 0, Kind::Dense),
+    (192, 48, 56, 1, 1, 0, Kind::Dense),
+    (576, 96, 14, 1, 1, 0, Kind::Dense),
+    (64, 64, 56, 3, 1, 1, Kind::Dense),
+    (32, 32, 112, 3, 1, 1, Kind::Depthwise),
+    (96, 96, 112, 3, 2, 1, Kind::Depthwise),
+    (144, 144, 56, 3, 1, 1, Kind::Depthwise),
+    (240, 240, 28, 5, 1, 2, Kind::Depthwise),
+    (32, 16, 112, 3, 1, 1, Kind::DepthwisePointwise),
+    (144, 24, 56, 3, 1, 1, Kind::DepthwisePointwise),
 ];
 
 /// A layer's operands and output, ready to run.
 struct Layer {
     p: ConvParams,
-    channels_first: bool,
+    /// With [`Kind::DepthwisePointwise`]: the depthwise layer (`p` is then the 1x1 one), its
+    /// weights and bias.
+    dw: Option<(ConvParams, Vec<f32>, Vec<f32>)>,
+    kind: Kind,
     x: Vec<f32>,
     w: Vec<f32>,
     bias: Vec<f32>,
@@ -47,45 +77,112 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(&(c, m, hw, k, s, pad, channels_first): &Shape) -> Self {
+    fn new(&(c, m, hw, k, s, pad, kind): &Shape) -> Self {
+        let channels_first = kind == Kind::Stem;
         let o = (hw + 2 * pad - k) / s + 1;
-        let p = ConvParams {
+        let geometry = |c: usize, m: usize, groups: usize, input: usize, k: usize| ConvParams {
             batch: 1,
             in_channels: c,
             out_channels: m,
-            groups: 1,
-            input: [1, hw, hw],
+            groups,
+            input: [1, input, input],
             output: [1, o, o],
             kernel: [1, k, k],
-            strides: [1, s, s],
+            strides: [1, if k == 1 { 1 } else { s }, if k == 1 { 1 } else { s }],
             dilations: [1; 3],
             pads: [0, pad, pad],
             packed_weights: false,
+        };
+        let values = |len: usize, m: usize| -> Vec<f32> {
+            (0..len).map(|i| (i % m) as f32 * 0.01 - 0.06).collect()
+        };
+        let (p, dw, flop) = match kind {
+            Kind::DepthwisePointwise => {
+                let dw = geometry(c, c, c, hw, k);
+                let mut pw = geometry(c, m, 1, o, 1);
+                pw.pads = [0; 3];
+                let flop = 2.0 * (o * o * c * (k * k + m)) as f64;
+                let dw_w = values(depthwise_nhwc_weights_len(&dw), 13);
+                (pw, Some((dw, dw_w, vec![0.1; c])), flop)
+            }
+            Kind::Depthwise => (
+                geometry(c, c, c, hw, k),
+                None,
+                2.0 * (o * o * c * k * k) as f64,
+            ),
+            _ => (
+                geometry(c, m, 1, hw, k),
+                None,
+                2.0 * (o * o * m * c * k * k) as f64,
+            ),
+        };
+        let scratch = match &dw {
+            Some((dw, ..)) => depthwise_pointwise_scratch_len(dw),
+            None => nhwc_padded_len(&p, channels_first),
         };
         Self {
             x: (0..c * hw * hw)
                 .map(|i| (i % 17) as f32 * 0.1 - 0.8)
                 .collect(),
-            w: (0..nhwc_weights_len(&p))
-                .map(|i| (i % 13) as f32 * 0.01 - 0.06)
-                .collect(),
+            w: values(
+                if kind == Kind::Depthwise {
+                    depthwise_nhwc_weights_len(&p)
+                } else {
+                    nhwc_weights_len(&p)
+                },
+                13,
+            ),
             bias: vec![0.1; m],
-            padded: vec![0.0; nhwc_padded_len(&p, channels_first)],
+            padded: vec![0.0; scratch],
             out: vec![0.0; o * o * m],
-            flop: 2.0 * (o * o * m * c * k * k) as f64,
+            flop,
             p,
-            channels_first,
+            dw,
+            kind,
         }
     }
 
     /// Seconds of one call.
     fn time(&mut self, exec: &Exec) -> f64 {
-        let run = if self.channels_first {
+        let acts = [Activation::Relu];
+        let start = Instant::now();
+        if let Some((dw, dw_w, dw_bias)) = &self.dw {
+            let layer = |w, bias| LayerOperands {
+                w,
+                bias: Some(bias),
+                acts: &acts,
+            };
+            depthwise_pointwise_nhwc_f32_exec(
+                exec,
+                dw,
+                layer(dw_w, dw_bias),
+                &self.p,
+                layer(&self.w, &self.bias),
+                &self.x,
+                None,
+                &mut self.padded,
+                &mut self.out,
+            );
+            return start.elapsed().as_secs_f64();
+        }
+        if self.kind == Kind::Depthwise {
+            depthwise_nhwc_f32_exec(
+                exec,
+                &self.p,
+                &self.x,
+                &self.w,
+                Some(&self.bias),
+                None,
+                &mut self.out,
+                &acts,
+            );
+            return start.elapsed().as_secs_f64();
+        }
+        let run = if self.kind == Kind::Stem {
             conv_nhwc_from_nchw_f32_exec
         } else {
             conv_nhwc_f32_exec
         };
-        let start = Instant::now();
         run(
             exec,
             &self.p,
@@ -95,7 +192,7 @@ impl Layer {
             None,
             &mut self.padded,
             &mut self.out,
-            &[Activation::Relu],
+            &acts,
         );
         start.elapsed().as_secs_f64()
     }
@@ -118,10 +215,15 @@ fn main() {
     println!("1 thread, GFLOP/s: best call, and the median of {rounds} rounds' best calls");
     for ((shape, layer), best) in SHAPES.iter().zip(&layers).zip(&mut bests) {
         best.sort_by(f64::total_cmp);
-        let (c, m, hw, k, s, pad, first) = *shape;
+        let (c, m, hw, k, s, pad, kind) = *shape;
         println!(
             "C {c:>3} -> M {m:>3}, {hw:>3} x {hw:<3} k {k} s {s} pad {pad}{}: best {:>5.1}, median {:>5.1}",
-            if first { " (channels first)" } else { "" },
+            match kind {
+                Kind::Stem => " (channels first)",
+                Kind::Dense => "",
+                Kind::Depthwise => " (depthwise)",
+                Kind::DepthwisePointwise => " (depthwise, then 1x1 to M)",
+            },
             layer.flop / best[0] / 1e9,
             layer.flop / best[best.len() / 2] / 1e9,
         );
