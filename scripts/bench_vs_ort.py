@@ -107,47 +107,65 @@ def ort_session(case, threads):
     return sess, feeds
 
 
+class SinterServer:
+    """A compiled model kept loaded by `sinter bench --serve`: `block(runs)` runs it `runs` times
+    and returns the median time in microseconds. Also used by thread_scaling.py --paired."""
+
+    def __init__(self, cmd):
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        ready = self.proc.stdout.readline()
+        if not ready.startswith("ready"):
+            self.close()
+            self.err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed: {ready}{self.err.read().decode(errors='replace')}")
+
+    def block(self, runs):
+        self.proc.stdin.write(f"{runs}\n")
+        self.proc.stdin.flush()
+        return statistics.median(float(t) for t in self.proc.stdout.readline().split())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def alternate(blocks, pairs, gap_ms):
+    """`pairs` rounds of the two block functions `blocks` (each returning a median time), the
+    order swapped every pair, a pause of `gap_ms` before each block (the other side's pool
+    threads may spin a while after its runs). Returns each side's block times."""
+    times = ([], [])
+    for pair in range(pairs):
+        for side in ((0, 1) if pair % 2 == 0 else (1, 0)):
+            time.sleep(gap_ms / 1000)
+            times[side].append(blocks[side]())
+    return times
+
+
 def paired(case, ort_case, threads, args, probe_us):
     """Alternating blocks of sinter (a `sinter bench --serve` process) and ORT (in this
     process): per pair the ratio of the blocks' medians. Returns the sinter and ORT block
     medians and the pair ratios."""
     runs = max(3, math.ceil(args.block_ms * 1000 / max(probe_us, 1.0)))
     prefix = [args.sinter_bin] if args.sinter_bin else ["cargo", "run", "--release", "-q", "-p", "sinter", "--"]
-    cmd = prefix + ["bench", case, "--serve", "--threads", str(threads), "--iters", "1",
-                    "--warmup", str(2 * runs)] + args.sinter_arg
-    with tempfile.TemporaryFile() as err:
-        server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
-        try:
-            ready = server.stdout.readline()
-            if not ready.startswith("ready"):
-                err.seek(0)
-                raise RuntimeError(f"sinter bench --serve failed: {ready}{err.read().decode(errors='replace')}")
-            sess, feeds = ort_session(ort_case, threads)
-            for _ in range(2 * runs):
+    server = SinterServer(prefix + ["bench", case, "--serve", "--threads", str(threads), "--iters", "1",
+                                    "--warmup", str(2 * runs)] + args.sinter_arg)
+    try:
+        sess, feeds = ort_session(ort_case, threads)
+        for _ in range(2 * runs):
+            sess.run(None, feeds)
+
+        def ort_block():
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
                 sess.run(None, feeds)
+                times.append((time.perf_counter() - start) * 1e6)
+            return statistics.median(times)
 
-            def sinter_block():
-                server.stdin.write(f"{runs}\n")
-                server.stdin.flush()
-                return statistics.median(float(t) for t in server.stdout.readline().split())
-
-            def ort_block():
-                times = []
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    sess.run(None, feeds)
-                    times.append((time.perf_counter() - start) * 1e6)
-                return statistics.median(times)
-
-            s_blocks, o_blocks = [], []
-            for pair in range(args.paired):
-                for side in ((sinter_block, ort_block) if pair % 2 == 0 else (ort_block, sinter_block)):
-                    # Each side's pool threads may spin a while after a run: let them settle.
-                    time.sleep(args.gap_ms / 1000)
-                    (s_blocks if side is sinter_block else o_blocks).append(side())
-        finally:
-            server.stdin.close()
-            server.wait()
+        s_blocks, o_blocks = alternate((lambda: server.block(runs), ort_block), args.paired, args.gap_ms)
+    finally:
+        server.close()
     return s_blocks, o_blocks, [s / o for s, o in zip(s_blocks, o_blocks)]
 
 

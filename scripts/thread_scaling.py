@@ -19,9 +19,13 @@ import argparse
 import collections
 import json
 import math
+import os
 import statistics
 import subprocess
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vs_ort import SinterServer, alternate  # noqa: E402
 
 
 def profile(sinter, case, threads, iters):
@@ -36,37 +40,20 @@ def paired(sinter, case, pairs, block_ms):
     the pairs' ratios (one-thread block median over two-thread block median) and each side's
     block medians."""
     def serve(threads):
-        server = subprocess.Popen([sinter, "bench", case, "--serve", "--threads", str(threads), "--iters", "1",
-                                   "--warmup", "5", "--cache-dir", f"target/sinter-bench-{threads}t"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        ready = server.stdout.readline()
-        if not ready.startswith("ready"):
-            raise RuntimeError(f"sinter bench --serve {case} at {threads} thread(s) failed: {ready!r}")
-        return server
+        return SinterServer([sinter, "bench", case, "--serve", "--threads", str(threads), "--iters", "1",
+                             "--warmup", "5", "--cache-dir", f"target/sinter-bench-{threads}t"])
 
-    def block(server, runs):
-        server.stdin.write(f"{runs}\n")
-        server.stdin.flush()
-        return statistics.median(float(t) for t in server.stdout.readline().split())
-
-    one, two = serve(1), serve(2)
+    one = serve(1)
     try:
-        runs = max(3, math.ceil(block_ms * 1000 / block(two, 3)))
-        ratios, t1, t2 = [], [], []
-        for pair in range(pairs):
-            times = {}
-            for server in ((one, two) if pair % 2 == 0 else (two, one)):
-                # The other side's pool threads may spin a while after its runs.
-                time.sleep(0.03)
-                times[server] = block(server, runs)
-            t1.append(times[one])
-            t2.append(times[two])
-            ratios.append(times[one] / times[two])
+        two = serve(2)
+        try:
+            runs = max(3, math.ceil(block_ms * 1000 / two.block(3)))
+            t1, t2 = alternate((lambda: one.block(runs), lambda: two.block(runs)), pairs, 30.0)
+        finally:
+            two.close()
     finally:
-        for server in (one, two):
-            server.stdin.close()
-            server.wait()
-    return ratios, t1, t2
+        one.close()
+    return [a / b for a, b in zip(t1, t2)], t1, t2
 
 
 def main():

@@ -148,13 +148,18 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
                         eprintln!("expected a number of runs per line, got {line:?}");
                         std::process::exit(2);
                     };
-                    let mut times = String::new();
-                    for _ in 0..runs {
-                        let start = Instant::now();
-                        std::hint::black_box(#call);
-                        times.push_str(&format!("{} ", start.elapsed().as_secs_f64() * 1e6));
-                    }
-                    if writeln!(out, "{}", times.trim_end()).and_then(|()| out.flush()).is_err() {
+                    // Times first, text after: nothing but the runs between the clocks.
+                    let times: Vec<String> = (0..runs)
+                        .map(|_| {
+                            let start = Instant::now();
+                            std::hint::black_box(#call);
+                            start.elapsed().as_secs_f64() * 1e6
+                        })
+                        .collect::<Vec<f64>>()
+                        .iter()
+                        .map(f64::to_string)
+                        .collect();
+                    if writeln!(out, "{}", times.join(" ")).and_then(|()| out.flush()).is_err() {
                         return;
                     }
                 }
