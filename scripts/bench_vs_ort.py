@@ -109,11 +109,13 @@ def ort_session(case, threads):
 
 class SinterServer:
     """A compiled model kept loaded by `sinter bench --serve`: `block(runs)` runs it `runs` times
-    and returns the median time in microseconds. Also used by thread_scaling.py --paired."""
+    and returns the median time in microseconds. Also used by thread_scaling.py --paired and
+    ab_runtime.py. `env`: the process's environment (this one's when None)."""
 
-    def __init__(self, cmd):
+    def __init__(self, cmd, env=None):
         self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                     env=env)
         ready = self.proc.stdout.readline()
         if not ready.startswith("ready"):
             self.close()

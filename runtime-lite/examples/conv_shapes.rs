@@ -8,7 +8,7 @@
 //! shape reports its best call and the median of its rounds' best calls, so that every shape
 //! is measured in the same mix of fast and slow moments.
 //!
-//!     RUSTFLAGS="-C target-cpu=native" cargo run --release -p sinter-rt --features std --example conv_shapes [ROUNDS]
+//!     RUSTFLAGS="-C target-cpu=native" cargo run --release -p sinter-rt --features std --example conv_shapes [ROUNDS [FILTER]]
 
 use sinter_rt::conv::ConvParams;
 use sinter_rt::conv_dw_pw::{
@@ -18,7 +18,9 @@ use sinter_rt::conv_nhwc::{
     conv_nhwc_f32_exec, conv_nhwc_from_nchw_f32_exec, depthwise_nhwc_f32_exec,
     depthwise_nhwc_weights_len, nhwc_padded_len, nhwc_weights_len,
 };
+use sinter_rt::conv_pool::{conv_max_pool_nhwc_f32_exec, conv_max_pool_scratch_len};
 use sinter_rt::epilogue::Activation;
+use sinter_rt::pool::PoolParams;
 use sinter_rt::threads::Exec;
 use std::time::Instant;
 
@@ -34,14 +36,18 @@ enum Kind {
     /// Depthwise, then a 1x1 layer from its channels to the output channels, in one pass
     /// (`conv_dw_pw`, as an inverted-residual block ends).
     DepthwisePointwise,
+    /// A stem (as [`Kind::Stem`]), then a 3x3 stride-2 max pool of its output, in one pass
+    /// (`conv_pool`, SqueezeNet's and ResNet's first layers).
+    StemMaxPool,
 }
 
 /// One layer: input channels, output channels, square input size, square kernel, stride,
 /// padding, and how it runs.
 type Shape = (usize, usize, usize, usize, usize, usize, Kind);
 
-const SHAPES: [Shape; 18] = [
+const SHAPES: [Shape; 24] = [
     (3, 64, 224, 3, 2, 0, Kind::Stem),
+    (3, 64, 224, 3, 2, 0, Kind::StemMaxPool),
     (3, 32, 224, 3, 2, 1, Kind::Stem),
     (3, 64, 224, 7, 2, 3, Kind::Stem),
     (32, 16, 112, 1, 1, 0, Kind::Dense),
@@ -52,6 +58,11 @@ const SHAPES: [Shape; 18] = [
     (96, 48, 56, 1, 1, 0, Kind::Dense),
     (192, 48, 56, 1, 1, 0, Kind::Dense),
     (576, 96, 14, 1, 1, 0, Kind::Dense),
+    (64, 256, 56, 1, 1, 0, Kind::Dense),
+    (64, 64, 56, 1, 1, 0, Kind::Dense),
+    (64, 48, 56, 1, 1, 0, Kind::Dense),
+    (64, 96, 56, 1, 1, 0, Kind::Dense),
+    (256, 64, 56, 1, 1, 0, Kind::Dense),
     (64, 64, 56, 3, 1, 1, Kind::Dense),
     (32, 32, 112, 3, 1, 1, Kind::Depthwise),
     (96, 96, 112, 3, 2, 1, Kind::Depthwise),
@@ -67,6 +78,8 @@ struct Layer {
     /// With [`Kind::DepthwisePointwise`]: the depthwise layer (`p` is then the 1x1 one), its
     /// weights and bias.
     dw: Option<(ConvParams, Vec<f32>, Vec<f32>)>,
+    /// With [`Kind::StemMaxPool`]: the pooling.
+    pool: Option<PoolParams>,
     kind: Kind,
     x: Vec<f32>,
     w: Vec<f32>,
@@ -78,7 +91,7 @@ struct Layer {
 
 impl Layer {
     fn new(&(c, m, hw, k, s, pad, kind): &Shape) -> Self {
-        let channels_first = kind == Kind::Stem;
+        let channels_first = matches!(kind, Kind::Stem | Kind::StemMaxPool);
         let o = (hw + 2 * pad - k) / s + 1;
         let geometry = |c: usize, m: usize, groups: usize, input: usize, k: usize| ConvParams {
             batch: 1,
@@ -116,9 +129,24 @@ impl Layer {
                 2.0 * (o * o * m * c * k * k) as f64,
             ),
         };
-        let scratch = match &dw {
-            Some((dw, ..)) => depthwise_pointwise_scratch_len(dw),
-            None => nhwc_padded_len(&p, channels_first),
+        // SqueezeNet's pooling: 3x3 stride 2, ceil mode.
+        let pool = (kind == Kind::StemMaxPool).then(|| {
+            let po = (o - 3).div_ceil(2) + 1;
+            PoolParams {
+                planes: 1,
+                input: [1, o, o],
+                output: [1, po, po],
+                kernel: [1, 3, 3],
+                strides: [1, 2, 2],
+                dilations: [1; 3],
+                pads_begin: [0; 3],
+                pads_end: [0; 3],
+            }
+        });
+        let scratch = match (&dw, &pool) {
+            (Some((dw, ..)), _) => depthwise_pointwise_scratch_len(dw),
+            (None, Some(pool)) => conv_max_pool_scratch_len(&p, pool, channels_first),
+            (None, None) => nhwc_padded_len(&p, channels_first),
         };
         Self {
             x: (0..c * hw * hw)
@@ -138,6 +166,7 @@ impl Layer {
             flop,
             p,
             dw,
+            pool,
             kind,
         }
     }
@@ -162,6 +191,20 @@ impl Layer {
                 None,
                 &mut self.padded,
                 &mut self.out,
+            );
+            return start.elapsed().as_secs_f64();
+        }
+        if let Some(pool) = &self.pool {
+            conv_max_pool_nhwc_f32_exec(
+                exec,
+                &self.p,
+                pool,
+                (&self.x, true),
+                &self.w,
+                Some(&self.bias),
+                &mut self.padded,
+                &mut self.out,
+                &acts,
             );
             return start.elapsed().as_secs_f64();
         }
@@ -199,12 +242,17 @@ impl Layer {
 }
 
 fn main() {
-    let rounds = std::env::args()
-        .nth(1)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(40usize);
+    let mut args = std::env::args().skip(1);
+    let rounds = args.next().and_then(|r| r.parse().ok()).unwrap_or(40usize);
+    // Only the shapes whose label holds this text (all without it).
+    let filter = args.next().unwrap_or_default();
     let exec = Exec::with_threads(1);
-    let mut layers: Vec<Layer> = SHAPES.iter().map(Layer::new).collect();
+    let shapes: Vec<(Shape, String)> = SHAPES
+        .iter()
+        .map(|shape| (*shape, label(shape)))
+        .filter(|(_, label)| label.contains(&filter))
+        .collect();
+    let mut layers: Vec<Layer> = shapes.iter().map(|(shape, _)| Layer::new(shape)).collect();
     // Per layer, each round's best call.
     let mut bests = vec![Vec::with_capacity(rounds); layers.len()];
     for _ in 0..rounds {
@@ -213,19 +261,27 @@ fn main() {
         }
     }
     println!("1 thread, GFLOP/s: best call, and the median of {rounds} rounds' best calls");
-    for ((shape, layer), best) in SHAPES.iter().zip(&layers).zip(&mut bests) {
+    for (((_, label), layer), best) in shapes.iter().zip(&layers).zip(&mut bests) {
         best.sort_by(f64::total_cmp);
-        let (c, m, hw, k, s, pad, kind) = *shape;
         println!(
-            "C {c:>3} -> M {m:>3}, {hw:>3} x {hw:<3} k {k} s {s} pad {pad}{}: best {:>5.1}, median {:>5.1}",
-            match kind {
-                Kind::Stem => " (channels first)",
-                Kind::Dense => "",
-                Kind::Depthwise => " (depthwise)",
-                Kind::DepthwisePointwise => " (depthwise, then 1x1 to M)",
-            },
+            "{label}: best {:>5.1}, median {:>5.1} ({:.0} us)",
             layer.flop / best[0] / 1e9,
             layer.flop / best[best.len() / 2] / 1e9,
+            best[0] * 1e6,
         );
     }
+}
+
+/// How a shape is printed (and filtered).
+fn label(&(c, m, hw, k, s, pad, kind): &Shape) -> String {
+    format!(
+        "C {c:>3} -> M {m:>3}, {hw:>3} x {hw:<3} k {k} s {s} pad {pad}{}",
+        match kind {
+            Kind::Stem => " (channels first)",
+            Kind::Dense => "",
+            Kind::Depthwise => " (depthwise)",
+            Kind::DepthwisePointwise => " (depthwise, then 1x1 to M)",
+            Kind::StemMaxPool => " (channels first, then 3x3 s2 max pool)",
+        }
+    )
 }

@@ -13,7 +13,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::conv_nhwc::TILE_PIXELS;
+use crate::conv_nhwc::{tile_pixels, TILE_PIXELS};
 use crate::epilogue::Activation;
 use crate::gemm::Finish;
 use crate::gemm_x86_64::{
@@ -577,8 +577,8 @@ pub(crate) struct NhwcTile<'a> {
     pub ahead_step: usize,
 }
 
-/// Computes and stores the tile `t`: [`TILE_PIXELS`] pixels (their window pointers stay in
-/// registers) by `nv` (1 to 3) panels.
+/// Computes and stores the tile `t`: [`tile_pixels`] pixels (their window pointers stay in
+/// registers) by `nv` (1 to 4) panels.
 ///
 /// # Safety
 /// The CPU has AVX-512F; every run of every window is readable; the panels hold the runs'
@@ -591,13 +591,22 @@ pub(crate) unsafe fn nhwc_tile(nv: usize, t: &NhwcTile<'_>) {
         match (t.rows, nv) {
             (1, 0 | 1) => nhwc_store::<1, 1>(nhwc_sums::<1, 1, false>(t), t),
             (1, 2) => nhwc_store::<1, 2>(nhwc_sums::<1, 2, false>(t), t),
-            (1, _) => nhwc_store::<1, 3>(nhwc_sums::<1, 3, false>(t), t),
+            (1, 3) => nhwc_store::<1, 3>(nhwc_sums::<1, 3, false>(t), t),
+            (1, _) => nhwc_store::<1, 4>(nhwc_sums::<1, 4, false>(t), t),
             (_, 0 | 1) => nhwc_store::<TILE_PIXELS, 1>(nhwc_sums::<TILE_PIXELS, 1, false>(t), t),
             (_, 2) => nhwc_store::<TILE_PIXELS, 2>(nhwc_sums::<TILE_PIXELS, 2, false>(t), t),
-            _ if t.ahead_step == 0 => {
+            (_, 3) if t.ahead_step == 0 => {
                 nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3, false>(t), t)
             }
-            _ => nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3, true>(t), t),
+            (_, 3) => nhwc_store::<TILE_PIXELS, 3>(nhwc_sums::<TILE_PIXELS, 3, true>(t), t),
+            _ if t.ahead_step == 0 => {
+                const MR: usize = tile_pixels(4);
+                nhwc_store::<MR, 4>(nhwc_sums::<MR, 4, false>(t), t)
+            }
+            _ => {
+                const MR: usize = tile_pixels(4);
+                nhwc_store::<MR, 4>(nhwc_sums::<MR, 4, true>(t), t)
+            }
         }
     }
 }
@@ -655,7 +664,7 @@ unsafe fn nhwc_sums<const MR: usize, const NV: usize, const AHEAD: bool>(
 }
 
 /// A block of [`nhwc_tile`]s over the same panels: rows `0..origins.len()`, row `r` reading its
-/// window at `src + origins[r]` and writing `out + r * ld`, [`TILE_PIXELS`] at a time in one
+/// window at `src + origins[r]` and writing `out + r * ld`, [`tile_pixels`] at a time in one
 /// loop (a layer of little depth spends as long on each tile's call and hand-over as on its
 /// sums).
 pub(crate) struct NhwcBlock<'a> {
@@ -678,7 +687,7 @@ pub(crate) struct NhwcBlock<'a> {
     pub ahead_step: usize,
 }
 
-/// Computes and stores the block `b` by `nv` (1 to 3) panels.
+/// Computes and stores the block `b` by `nv` (1 to 4) panels.
 ///
 /// # Safety
 /// As for [`nhwc_tile`], for every tile of the block.
@@ -686,10 +695,12 @@ pub(crate) unsafe fn nhwc_block(nv: usize, b: &NhwcBlock<'_>) {
     // SAFETY: forwarded contract.
     unsafe {
         match nv {
-            0 | 1 => nhwc_block_of::<1, false>(b),
-            2 => nhwc_block_of::<2, false>(b),
-            _ if b.ahead_step == 0 => nhwc_block_of::<3, false>(b),
-            _ => nhwc_block_of::<3, true>(b),
+            0 | 1 => nhwc_block_of::<TILE_PIXELS, 1, false>(b),
+            2 => nhwc_block_of::<TILE_PIXELS, 2, false>(b),
+            3 if b.ahead_step == 0 => nhwc_block_of::<TILE_PIXELS, 3, false>(b),
+            3 => nhwc_block_of::<TILE_PIXELS, 3, true>(b),
+            _ if b.ahead_step == 0 => nhwc_block_of::<{ tile_pixels(4) }, 4, false>(b),
+            _ => nhwc_block_of::<{ tile_pixels(4) }, 4, true>(b),
         }
     }
 }
@@ -699,11 +710,12 @@ pub(crate) unsafe fn nhwc_block(nv: usize, b: &NhwcBlock<'_>) {
 /// # Safety
 /// As for [`nhwc_block`].
 #[target_feature(enable = "avx512f")]
-unsafe fn nhwc_block_of<const NV: usize, const AHEAD: bool>(b: &NhwcBlock<'_>) {
+unsafe fn nhwc_block_of<const MR: usize, const NV: usize, const AHEAD: bool>(b: &NhwcBlock<'_>) {
+    debug_assert_eq!(MR, tile_pixels(NV));
     let n = b.origins.len();
     let mut r0 = 0;
     while r0 < n {
-        let rows = TILE_PIXELS.min(n - r0);
+        let rows = MR.min(n - r0);
         let mut starts = [b.src; TILE_PIXELS];
         for (r, s) in starts.iter_mut().enumerate() {
             // Rows past the block repeat its last pixel (never stored).
@@ -721,14 +733,14 @@ unsafe fn nhwc_block_of<const NV: usize, const AHEAD: bool>(b: &NhwcBlock<'_>) {
             bias: b.bias,
             residual: b.residual.map(|p| p.wrapping_add(r0 * b.ld)),
             acts: b.acts,
-            ahead: b.ahead.wrapping_add(r0 / TILE_PIXELS * b.per_tile),
+            ahead: b.ahead.wrapping_add(r0 / MR * b.per_tile),
             ahead_step: b.ahead_step,
         };
         // The loop's reads are inside the windows and panels (the contract, for this tile).
-        let acc = nhwc_sums_loop!(&t, TILE_PIXELS, NV, AHEAD);
+        let acc = nhwc_sums_loop!(&t, MR, NV, AHEAD);
         // SAFETY: the contract, for this tile.
-        unsafe { nhwc_store::<TILE_PIXELS, NV>(acc, &t) };
-        r0 += TILE_PIXELS;
+        unsafe { nhwc_store::<MR, NV>(acc, &t) };
+        r0 += MR;
     }
 }
 
