@@ -110,7 +110,7 @@ def ort_session(case, threads):
 class SinterServer:
     """A compiled model kept loaded by `sinter bench --serve`: `block(runs)` runs it `runs` times
     and returns the median time in microseconds. Also used by thread_scaling.py --paired and
-    ab_runtime.py. `env`: the process's environment (this one's when None)."""
+    ab_builds.py. `env`: the process's environment (this one's when None)."""
 
     def __init__(self, cmd, env=None):
         self.err = tempfile.TemporaryFile()
