@@ -59,7 +59,7 @@ fn check_align<T>(address: usize, offset: usize) {
 }
 
 #[cfg(feature = "std")]
-type Storage<const BLOCKS: usize> = alloc::boxed::Box<[Block]>;
+type Storage<const BLOCKS: usize> = heap::Blocks;
 #[cfg(not(feature = "std"))]
 type Storage<const BLOCKS: usize> = [Block; BLOCKS];
 
@@ -84,7 +84,7 @@ impl<const BLOCKS: usize> Arena<BLOCKS> {
     /// A zeroed arena.
     pub fn new() -> Self {
         #[cfg(feature = "std")]
-        let data = alloc::vec![Block::ZERO; BLOCKS].into_boxed_slice();
+        let data = heap::Blocks::zeroed(BLOCKS);
         #[cfg(not(feature = "std"))]
         let data = [Block::ZERO; BLOCKS];
         Self { data }
@@ -211,6 +211,77 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The heap storage of an [`Arena`] with the `std` feature.
+#[cfg(feature = "std")]
+mod heap {
+    use super::Block;
+    use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+    use std::ptr::NonNull;
+
+    /// Bytes of a huge page (x86-64 and AArch64 Linux with 4 KiB base pages).
+    const HUGE_PAGE: usize = 2 << 20;
+
+    /// Zeroed blocks on the heap. An arena of at least a huge page is aligned to one and, on
+    /// Linux, marked for transparent huge pages before its pages are first touched: the
+    /// layers of a model stream through megabytes of it, and with 4 KiB pages every 64 lines
+    /// read or written take another TLB entry.
+    pub(super) struct Blocks {
+        ptr: NonNull<Block>,
+        len: usize,
+    }
+
+    // SAFETY: `Blocks` owns its allocation, as a `Box<[Block]>` would.
+    unsafe impl Send for Blocks {}
+    // SAFETY: as above; shared access only reads.
+    unsafe impl Sync for Blocks {}
+
+    impl Blocks {
+        fn layout(len: usize) -> Layout {
+            let bytes = len * 64;
+            let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
+            Layout::from_size_align(bytes.max(64), align).expect("arena size overflows")
+        }
+
+        /// `len` zeroed blocks.
+        pub(super) fn zeroed(len: usize) -> Self {
+            let layout = Self::layout(len);
+            // SAFETY: the layout's size is non-zero.
+            let raw = unsafe { alloc(layout) };
+            let Some(ptr) = NonNull::new(raw.cast::<Block>()) else {
+                handle_alloc_error(layout)
+            };
+            #[cfg(all(target_os = "linux", not(miri)))]
+            if layout.align() == HUGE_PAGE {
+                extern "C" {
+                    fn madvise(addr: *mut core::ffi::c_void, len: usize, advice: i32) -> i32;
+                }
+                const MADV_HUGEPAGE: i32 = 14;
+                // SAFETY: the range is this allocation, page aligned; advice only (a kernel
+                // without transparent huge pages returns an error, which changes nothing).
+                unsafe { madvise(raw.cast(), layout.size(), MADV_HUGEPAGE) };
+            }
+            // SAFETY: the allocation holds `layout.size()` bytes.
+            unsafe { raw.write_bytes(0, layout.size()) };
+            Self { ptr, len }
+        }
+
+        pub(super) fn as_ptr(&self) -> *const Block {
+            self.ptr.as_ptr()
+        }
+
+        pub(super) fn as_mut_ptr(&mut self) -> *mut Block {
+            self.ptr.as_ptr()
+        }
+    }
+
+    impl Drop for Blocks {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `zeroed` with this layout.
+            unsafe { dealloc(self.ptr.as_ptr().cast(), Self::layout(self.len)) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +316,19 @@ mod tests {
     fn weights_are_aligned() {
         static W: Weights<8> = Weights([0, 0, 128, 63, 0, 0, 0, 64]);
         assert_eq!(W.get::<f32>(0, 2), &[1.0, 2.0]);
+    }
+
+    /// An arena of a few huge pages: aligned to one, zeroed, writable to its last byte.
+    #[cfg(feature = "std")]
+    #[test]
+    fn big_arena_is_zeroed_and_aligned() {
+        const BLOCKS: usize = (5 << 20) / 64;
+        let mut arena = Arena::<BLOCKS>::new();
+        let floats = Arena::<BLOCKS>::BYTES / 4;
+        assert!(arena.get::<f32>(0, floats).iter().all(|&v| v == 0.0));
+        assert_eq!(arena.get::<f32>(0, 1).as_ptr() as usize % (2 << 20), 0);
+        let mut s = arena.splitter();
+        s.take::<f32>(0, floats)[floats - 1] = 3.0;
+        assert_eq!(arena.get::<f32>((floats - 1) * 4, 1)[0], 3.0);
     }
 }
