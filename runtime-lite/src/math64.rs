@@ -67,17 +67,39 @@ pub fn ceil_f64(x: f64) -> f64 {
     -floor_f64(-x)
 }
 
-/// The square root by Newton's method from an exponent-halving guess.
+/// The square root, correctly rounded (as IEEE 754 defines it, and as every CPU's square
+/// root instruction returns it), so that the result does not depend on the CPU: on x86-64 the
+/// SSE2 instruction, elsewhere Newton's method from an exponent-halving guess, then the
+/// neighbour whose rounding interval holds the exact root ([`sqrt_round`]).
 #[inline]
 pub fn sqrt_f64(x: f64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_cvtsd_f64, _mm_set_sd, _mm_sqrt_pd};
+        // SAFETY: SSE2 is part of x86-64; the intrinsics touch registers only.
+        unsafe { _mm_cvtsd_f64(_mm_sqrt_pd(_mm_set_sd(x))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        sqrt_portable(x)
+    }
+}
+
+/// [`sqrt_f64`] without the CPU's instruction.
+#[cfg_attr(
+    target_arch = "x86_64",
+    allow(dead_code, reason = "tested against the instruction")
+)]
+fn sqrt_portable(x: f64) -> f64 {
     if x.is_nan() || x < 0.0 {
         return f64::NAN;
     }
     if x == 0.0 || x == f64::INFINITY {
         return x;
     }
+    // Subnormals scaled by 2^104 into the normal range (2^52 on the root, exact).
     let (scaled, shift) = if x < 1e-300 {
-        (x * 4_503_599_627_370_496.0 * 4_503_599_627_370_496.0, true) // * 2^104
+        (x * 4_503_599_627_370_496.0 * 4_503_599_627_370_496.0, true)
     } else {
         (x, false)
     };
@@ -85,11 +107,49 @@ pub fn sqrt_f64(x: f64) -> f64 {
     for _ in 0..6 {
         g = 0.5 * (g + scaled / g);
     }
+    let g = sqrt_round(scaled, g);
     if shift {
-        g / 4_503_599_627_370_496.0 // 2^52
+        g / 4_503_599_627_370_496.0
     } else {
         g
     }
+}
+
+/// The correctly rounded square root of the positive normal `x`, from `g` within a few ulps of
+/// it: moves `g` up or down an ulp until the square of each midpoint to its neighbours lies on
+/// its side of `x`, the squares compared exactly as 128-bit integers (no midpoint's square
+/// equals a double, so there are no ties).
+fn sqrt_round(x: f64, mut g: f64) -> f64 {
+    // `v = m * 2^e` with the integer significand `m` (implicit bit included).
+    let parts = |v: f64| -> (u128, i32) {
+        let bits = v.to_bits();
+        let e = ((bits >> 52) & 0x7ff) as i32;
+        (u128::from(bits & ((1 << 52) - 1) | (1 << 52)), e - 1075)
+    };
+    let (mx, ex) = parts(x);
+    // Whether the midpoint `(2m + 1) * 2^(e - 1)` above `g = m * 2^e` squares below `x`:
+    // `(2m + 1)^2 * 2^(2e - 2)` against `mx * 2^ex`.
+    let mid_below = |g: f64| -> bool {
+        let (m, e) = parts(g);
+        let square = (2 * m + 1) * (2 * m + 1);
+        let k = ex - (2 * e - 2);
+        if k >= 0 {
+            // `mx < 2^53` and `k` about 53 to 56 here (g near the root): no overflow.
+            square < mx << k
+        } else {
+            (square >> -k) < mx || ((square >> -k) == mx && square & ((1 << -k) - 1) == 0)
+        }
+    };
+    for _ in 0..4 {
+        if mid_below(g) {
+            g = f64::from_bits(g.to_bits() + 1);
+        } else if !mid_below(f64::from_bits(g.to_bits() - 1)) {
+            g = f64::from_bits(g.to_bits() - 1);
+        } else {
+            break;
+        }
+    }
+    g
 }
 
 /// e^x.
@@ -213,6 +273,7 @@ mod tests {
             assert_eq!(ceil_f64(x), x.ceil());
         }
         assert!(close(sqrt_f64(1e-310), 1e-310f64.sqrt()));
+        assert_eq!(sqrt_portable(1e-310), 1e-310f64.sqrt());
         assert_eq!(round_half_even_f64(2.5), 2.0);
         for i in 0..10_000 {
             let x = (i as f64 - 5_000.0) * 0.0137;
@@ -226,5 +287,45 @@ mod tests {
         assert_eq!(round_half_even_f64(3.5), 4.0);
         assert_eq!(round_half_even_f64(-0.7), -1.0);
         assert!((pow_f64(-2.0, 3.0) + 8.0).abs() < 1e-12);
+    }
+
+    /// The portable square root is the correctly rounded one, bit for bit, over random
+    /// doubles of every exponent, subnormals included, and around the squares of doubles.
+    #[test]
+    fn portable_sqrt_is_correctly_rounded() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let count = if cfg!(miri) { 200 } else { 400_000 };
+        for _ in 0..count {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = f64::from_bits((state >> 1) & 0x7fef_ffff_ffff_ffff);
+            assert_eq!(
+                sqrt_portable(x).to_bits(),
+                x.sqrt().to_bits(),
+                "sqrt({x:e})"
+            );
+            let r = f64::from_bits(state >> 12 | 0x3ff0_0000_0000_0000);
+            for y in [
+                r * r,
+                f64::from_bits((r * r).to_bits() + 1),
+                f64::from_bits((r * r).to_bits() - 1),
+            ] {
+                assert_eq!(
+                    sqrt_portable(y).to_bits(),
+                    y.sqrt().to_bits(),
+                    "sqrt({y:e})"
+                );
+            }
+        }
+        for x in [f64::MIN_POSITIVE, 5e-324, f64::MAX, 1.0, 2.0, 4.0, 0.25] {
+            assert_eq!(
+                sqrt_portable(x).to_bits(),
+                x.sqrt().to_bits(),
+                "sqrt({x:e})"
+            );
+        }
+        assert!(sqrt_portable(-1.0).is_nan() && sqrt_portable(f64::NAN).is_nan());
+        assert_eq!(sqrt_portable(0.0), 0.0);
     }
 }

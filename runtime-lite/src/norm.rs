@@ -298,6 +298,11 @@ pub fn row_norm_f32(
         x.len() >= rows * inner && out.len() >= rows * inner,
         "norm buffers too short"
     );
+    assert!(
+        mean_out.as_ref().is_none_or(|m| m.len() >= rows)
+            && inv_std_out.as_ref().is_none_or(|s| s.len() >= rows),
+        "norm statistics outputs too short"
+    );
     crate::math::lanes::dispatch(RowNorm {
         x,
         out,
@@ -372,22 +377,19 @@ impl crate::math::lanes::Kernel for RowNorm<'_> {
             mut inv_std_out,
         } = self;
         let n = inner as f64;
+        // The statistics of ROW_GROUP rows at a time: each row's sums are one chain of
+        // dependent additions (their order fixed), so the rows' chains run side by side.
+        let mut stats = [(0.0, 0.0); ROW_GROUP];
         for r in 0..rows {
+            let k = r % ROW_GROUP;
+            if k == 0 {
+                let group = ROW_GROUP.min(rows - r);
+                let srcs: [&[f32]; ROW_GROUP] =
+                    core::array::from_fn(|i| &x[(r + i.min(group - 1)) * inner..][..inner]);
+                stats = row_stats(srcs, n, rms, epsilon);
+            }
+            let (mean, inv) = stats[k];
             let src = &x[r * inner..][..inner];
-            let mean = if rms || inner == 0 {
-                0.0
-            } else {
-                sum8(src, |v| v) / n
-            };
-            let var = if inner == 0 {
-                0.0
-            } else {
-                sum8(src, |v| {
-                    let d = v - mean;
-                    d * d
-                }) / n
-            };
-            let inv = 1.0 / math64::sqrt_f64(var + f64::from(epsilon));
             if let Some(m) = mean_out.as_deref_mut() {
                 m[r] = mean as f32;
             }
@@ -441,22 +443,58 @@ impl crate::math::lanes::Kernel for RowNorm<'_> {
     }
 }
 
-/// `sum f(v)` over `values` (each widened to f64) in eight partial sums, element `j` into sum
-/// `j % 8`, combined in a fixed order: a loop the compiler vectorizes, with the same result
-/// on every CPU.
+/// Rows whose statistics [`RowNorm`] computes together.
+const ROW_GROUP: usize = 4;
+
+/// The mean (0 with `rms`) and `1 / sqrt(var + epsilon)` of each of the rows `srcs` of `n`
+/// elements ([`sum8_rows`]).
 #[inline(always)]
-fn sum8(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = values.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += f(f64::from(v));
+fn row_stats(
+    srcs: [&[f32]; ROW_GROUP],
+    n: f64,
+    rms: bool,
+    epsilon: f32,
+) -> [(f64, f64); ROW_GROUP] {
+    let empty = srcs[0].is_empty();
+    let mean = if rms || empty {
+        [0.0; ROW_GROUP]
+    } else {
+        sum8_rows(srcs, |_, v| v).map(|s| s / n)
+    };
+    let var = if empty {
+        [0.0; ROW_GROUP]
+    } else {
+        sum8_rows(srcs, |r, v| {
+            let d = v - mean[r];
+            d * d
+        })
+        .map(|s| s / n)
+    };
+    core::array::from_fn(|r| (mean[r], 1.0 / math64::sqrt_f64(var[r] + f64::from(epsilon))))
+}
+
+/// `sum f(v)` over each of the rows `srcs` (of equal length; `f` told the row), each element
+/// widened to f64, in eight partial sums per row (element `j` into sum `j % 8`, combined in a
+/// fixed order): a loop the compiler vectorizes, with the same result on every CPU, the rows'
+/// chains of additions side by side.
+#[inline(always)]
+fn sum8_rows<const R: usize>(srcs: [&[f32]; R], f: impl Fn(usize, f64) -> f64) -> [f64; R] {
+    let len = srcs[0].len();
+    let mut acc = [[0.0f64; 8]; R];
+    let whole = len - len % 8;
+    for c in (0..whole).step_by(8) {
+        for (r, (a, src)) in acc.iter_mut().zip(&srcs).enumerate() {
+            for (a, &v) in a.iter_mut().zip(&src[c..c + 8]) {
+                *a += f(r, f64::from(v));
+            }
         }
     }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f(f64::from(v));
+    for (r, (a, src)) in acc.iter_mut().zip(&srcs).enumerate() {
+        for (a, &v) in a.iter_mut().zip(&src[whole..len]) {
+            *a += f(r, f64::from(v));
+        }
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    acc.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
 }
 
 /// Mean-variance normalization: for every index of `kept_shape` (element offset from
