@@ -1,11 +1,13 @@
 //! Throughput of the activation kernels (nanoseconds per element, a 4096-float buffer in
-//! cache) and of the channels-last poolings on the shapes of Inception-v3, SqueezeNet and
-//! DenseNet (microseconds per call, best of many), on one core.
+//! cache), of the channels-last poolings on the shapes of Inception-v3, SqueezeNet and
+//! DenseNet, and of layer normalization on the rows of ConvNeXt, Swin and BERT (microseconds
+//! per call, best of many), on one core.
 //!
 //!     RUSTFLAGS="-C target-cpu=native" cargo run --release -p sinter-rt --features std \
 //!         --example activations_and_pools
 
 use sinter_rt::epilogue::Activation;
+use sinter_rt::norm::{row_norm_f32, Affine};
 use sinter_rt::pool::{avg_pool_nhwc_f32, max_pool_nhwc_f32, PoolKind, PoolParams};
 use std::time::Instant;
 
@@ -77,6 +79,26 @@ fn main() {
         } else {
             best(300, || max_pool_nhwc_f32(&p, c, &x, &mut out))
         };
+        println!("  {what:<34} {:.1}", t * 1e6);
+    }
+    println!("layer normalization (scale and bias), us per call:");
+    for (what, rows, inner) in [
+        ("ConvNeXt-T 56x56, 96 wide", 3136, 96),
+        ("ConvNeXt-T 28x28, 192 wide", 784, 192),
+        ("BERT-base, 128 x 768", 128, 768),
+    ] {
+        let x: Vec<f32> = (0..rows * inner)
+            .map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5)
+            .collect();
+        let (scale, bias) = (vec![1.1; inner], vec![0.1; inner]);
+        let affine = Affine::PerElement {
+            scale: &scale,
+            bias: Some(&bias),
+        };
+        let mut out = vec![0.0; rows * inner];
+        let t = best(300, || {
+            row_norm_f32(&x, &mut out, rows, inner, 1e-6, false, affine, None, None)
+        });
         println!("  {what:<34} {:.1}", t * 1e6);
     }
 }
