@@ -321,6 +321,10 @@ mod tests {
     /// An arena of a few huge pages: aligned to one, zeroed, writable to its last byte.
     #[cfg(feature = "std")]
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "megabytes of checks; the small arenas above take the same paths"
+    )]
     fn big_arena_is_zeroed_and_aligned() {
         const BLOCKS: usize = (5 << 20) / 64;
         let mut arena = Arena::<BLOCKS>::new();

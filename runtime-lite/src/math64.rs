@@ -73,21 +73,21 @@ pub fn ceil_f64(x: f64) -> f64 {
 /// neighbour whose rounding interval holds the exact root ([`sqrt_round`]).
 #[inline]
 pub fn sqrt_f64(x: f64) -> f64 {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use core::arch::x86_64::{_mm_cvtsd_f64, _mm_set_sd, _mm_sqrt_pd};
         // SAFETY: SSE2 is part of x86-64; the intrinsics touch registers only.
         unsafe { _mm_cvtsd_f64(_mm_sqrt_pd(_mm_set_sd(x))) }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
     {
         sqrt_portable(x)
     }
 }
 
-/// [`sqrt_f64`] without the CPU's instruction.
+/// [`sqrt_f64`] without the CPU's instruction (also under Miri).
 #[cfg_attr(
-    target_arch = "x86_64",
+    all(target_arch = "x86_64", not(miri)),
     allow(dead_code, reason = "tested against the instruction")
 )]
 fn sqrt_portable(x: f64) -> f64 {
