@@ -70,7 +70,7 @@ pub fn ceil_f64(x: f64) -> f64 {
 /// The square root, correctly rounded (as IEEE 754 defines it, and as every CPU's square
 /// root instruction returns it), so that the result does not depend on the CPU: on x86-64 the
 /// SSE2 instruction, elsewhere Newton's method from an exponent-halving guess, then the
-/// neighbour whose rounding interval holds the exact root ([`sqrt_round`]).
+/// neighbour whose rounding interval holds the exact root.
 #[inline]
 pub fn sqrt_f64(x: f64) -> f64 {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
