@@ -14,20 +14,12 @@ pairs' ratios B/A with its interquartile range (below 1: B is faster).
         --pairs 15 --threads 1 2 --sinter <A's sinter> --sinter-b <B's sinter>
 """
 import argparse
-import math
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vs_ort import SinterServer, alternate  # noqa: E402
-
-
-def serve(sinter, runtime, case, threads, cache):
-    """`case` compiled against the runtime tree `runtime`, loaded and warmed up."""
-    env = dict(os.environ, SINTER_RT_PATH=os.path.abspath(runtime))
-    return SinterServer([sinter, "bench", case, "--serve", "--threads", str(threads), "--iters", "1",
-                         "--warmup", "5", "--cache-dir", cache], env=env)
+from bench_vs_ort import alternate_servers, serve_model  # noqa: E402
 
 
 def main():
@@ -45,16 +37,13 @@ def main():
     print("|---|---|---|---|---|")
     for case in args.cases:
         for threads in args.threads:
-            a = serve(args.sinter, args.a, case, threads, f"target/sinter-ab-a-{threads}t")
-            try:
-                b = serve(args.sinter_b or args.sinter, args.b, case, threads, f"target/sinter-ab-b-{threads}t")
-                try:
-                    runs = max(3, math.ceil(args.block_ms * 1000 / a.block(3)))
-                    ta, tb = alternate((lambda: a.block(runs), lambda: b.block(runs)), args.pairs, 30.0)
-                finally:
-                    b.close()
-            finally:
-                a.close()
+            # Each build against its runtime tree, in a cache of its own.
+            def build(sinter, runtime, side):
+                env = dict(os.environ, SINTER_RT_PATH=os.path.abspath(runtime))
+                return lambda: serve_model(sinter, case, threads, f"target/sinter-ab-{side}-{threads}t", env)
+
+            ta, tb = alternate_servers(build(args.sinter, args.a, "a"),
+                                       build(args.sinter_b or args.sinter, args.b, "b"), args.pairs, args.block_ms)
             ratios = [y / x for x, y in zip(ta, tb)]
             q = statistics.quantiles(ratios, n=4, method="inclusive")
             name = case.rstrip("/").split("/")[-1]

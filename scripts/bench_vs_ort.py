@@ -132,6 +132,29 @@ class SinterServer:
         self.proc.wait()
 
 
+def serve_model(sinter, case, threads, cache_dir, env=None):
+    """`case` compiled by `sinter` for `threads` threads (built in `cache_dir`), loaded and
+    warmed up in a `sinter bench --serve` process (`env` as for SinterServer)."""
+    return SinterServer([sinter, "bench", case, "--serve", "--threads", str(threads), "--iters", "1",
+                         "--warmup", "5", "--cache-dir", cache_dir], env=env)
+
+
+def alternate_servers(open_a, open_b, pairs, block_ms):
+    """Two loaded models, each opened by a function returning a SinterServer, in `pairs`
+    alternating blocks of about `block_ms` (the same run count for both, from a probe of B):
+    each side's block medians. Both processes are closed on return."""
+    a = open_a()
+    try:
+        b = open_b()
+        try:
+            runs = max(3, math.ceil(block_ms * 1000 / b.block(3)))
+            return alternate((lambda: a.block(runs), lambda: b.block(runs)), pairs, 30.0)
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
 def alternate(blocks, pairs, gap_ms):
     """`pairs` rounds of the two block functions `blocks` (each returning a median time), the
     order swapped every pair, a pause of `gap_ms` before each block (the other side's pool

@@ -18,14 +18,13 @@ snapshot of runtime-lite when the sources may change meanwhile).
 import argparse
 import collections
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vs_ort import SinterServer, alternate  # noqa: E402
+from bench_vs_ort import alternate_servers, serve_model  # noqa: E402
 
 
 def profile(sinter, case, threads, iters):
@@ -40,19 +39,9 @@ def paired(sinter, case, pairs, block_ms):
     the pairs' ratios (one-thread block median over two-thread block median) and each side's
     block medians."""
     def serve(threads):
-        return SinterServer([sinter, "bench", case, "--serve", "--threads", str(threads), "--iters", "1",
-                             "--warmup", "5", "--cache-dir", f"target/sinter-bench-{threads}t"])
+        return lambda: serve_model(sinter, case, threads, f"target/sinter-bench-{threads}t")
 
-    one = serve(1)
-    try:
-        two = serve(2)
-        try:
-            runs = max(3, math.ceil(block_ms * 1000 / two.block(3)))
-            t1, t2 = alternate((lambda: one.block(runs), lambda: two.block(runs)), pairs, 30.0)
-        finally:
-            two.close()
-    finally:
-        one.close()
+    t1, t2 = alternate_servers(serve(1), serve(2), pairs, block_ms)
     return [a / b for a, b in zip(t1, t2)], t1, t2
 
 

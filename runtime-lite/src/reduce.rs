@@ -357,17 +357,11 @@ pub fn ln_f64(x: f64) -> f64 {
     }
 }
 
-/// `sqrt x` in f64 (the standard library's with `std`, otherwise through f32).
+/// `sqrt x` in f64, correctly rounded: [`crate::math64::sqrt_f64`] (the standard library's
+/// result, with or without `std`).
 #[inline]
 pub fn sqrt_f64(x: f64) -> f64 {
-    #[cfg(any(feature = "std", test))]
-    {
-        std::primitive::f64::sqrt(x)
-    }
-    #[cfg(not(any(feature = "std", test)))]
-    {
-        f64::from(crate::math::sqrt(x as f32))
-    }
+    crate::math64::sqrt_f64(x)
 }
 
 #[cfg(test)]

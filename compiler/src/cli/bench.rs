@@ -149,17 +149,15 @@ pub(super) fn run(args: Args) -> Result<ExitCode> {
                         std::process::exit(2);
                     };
                     // Times first, text after: nothing but the runs between the clocks.
-                    let times: Vec<String> = (0..runs)
+                    let times: Vec<f64> = (0..runs)
                         .map(|_| {
                             let start = Instant::now();
                             std::hint::black_box(#call);
                             start.elapsed().as_secs_f64() * 1e6
                         })
-                        .collect::<Vec<f64>>()
-                        .iter()
-                        .map(f64::to_string)
                         .collect();
-                    if writeln!(out, "{}", times.join(" ")).and_then(|()| out.flush()).is_err() {
+                    let line = times.iter().map(f64::to_string).collect::<Vec<_>>().join(" ");
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                         return;
                     }
                 }
