@@ -60,8 +60,9 @@ const TANH_POLY: [f32; 5] = [
 const ERF_SPLIT: f32 = 0.921_875;
 /// `P(z) ~ erf(sqrt z) / sqrt z - 1` on `0 <= z < 0.85`, highest degree first: a weighted
 /// minimax fit with coefficients rounded to f32 one at a time (the rest refitted), so that
-/// [`erf`], evaluated without fused multiply-adds, stays within 1 ulp of the correctly
-/// rounded result.
+/// [`erf`] stays within 1 ulp of the correctly rounded result (fitted for evaluation without
+/// fused multiply-adds; with them, as now, the test `erf_is_within_one_ulp_of_the_correctly_
+/// rounded_result` still holds).
 const ERF_SMALL: [f32; 6] = [
     -0.000_601_339_56,
     0.004_998_001_3,
@@ -86,14 +87,72 @@ const GELU_SCALE: f32 = 0.797_884_6;
 /// The cubic coefficient of the tanh form of GELU.
 const GELU_CUBIC: f32 = 0.044_715;
 
-/// `c[0] t^(n-1) + ... + c[n-1]` by Horner's rule, multiply then add (as the lane forms).
+/// `c[0] t^(n-1) + ... + c[n-1]` by Horner's rule, each step one fused multiply-add (as the
+/// lane forms).
 #[inline(always)]
 fn horner_f32(c: &[f32], t: f32) -> f32 {
     let mut p = c[0];
     for &ck in &c[1..] {
-        p = p * t + ck;
+        p = fma(p, t, ck);
     }
     p
+}
+
+/// `a * b + c` rounded once (IEEE 754 fusedMultiplyAdd), as every vector form computes it (one
+/// instruction with AVX-512 or AVX2 and FMA): `f32::mul_add` with `std`, the instruction on
+/// x86_64 built with FMA, else [`fma_exact`]. Every build gets the same bits.
+#[inline(always)]
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(all(not(feature = "std"), target_arch = "x86_64", target_feature = "fma"))]
+    {
+        use core::arch::x86_64::{_mm_cvtss_f32, _mm_fmadd_ss, _mm_set_ss};
+        // SAFETY: the build targets CPUs with FMA (`target_feature = "fma"`).
+        unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
+    }
+    #[cfg(all(
+        not(feature = "std"),
+        not(all(target_arch = "x86_64", target_feature = "fma"))
+    ))]
+    {
+        fma_exact(a, b, c)
+    }
+}
+
+/// `a * b + c` rounded once, in f64 arithmetic (for targets without `std` or a known FMA
+/// instruction): the product is exact in f64 (24 + 24 bits), and the sum, rounded to odd
+/// (the f64 nearest, moved one ulp toward the exact sum when that makes its last bit odd),
+/// then rounds to f32 as the exact sum would: f64 carries more than twice f32's 24 bits plus
+/// two (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums", 2008).
+#[cfg_attr(
+    any(feature = "std", all(target_arch = "x86_64", target_feature = "fma")),
+    allow(dead_code, reason = "the fallback of other builds, tested everywhere")
+)]
+fn fma_exact(a: f32, b: f32, c: f32) -> f32 {
+    let (p, c) = (f64::from(a) * f64::from(b), f64::from(c));
+    let s = p + c;
+    if !s.is_finite() || s == 0.0 {
+        // Infinities and NaNs as IEEE has them; an exact zero sum (its sign as rounded).
+        return s as f32;
+    }
+    // The rounding error of `s` (Knuth's two-sum: exact, as p and c are f64).
+    let back = s - p;
+    let err = (p - (s - back)) + (c - back);
+    let bits = s.to_bits();
+    let odd = if err != 0.0 && bits & 1 == 0 {
+        // One ulp toward the exact sum: away from zero when the error has the sum's sign.
+        if (err > 0.0) == (s > 0.0) {
+            bits + 1
+        } else {
+            bits - 1
+        }
+    } else {
+        bits
+    };
+    f64::from_bits(odd) as f32
 }
 
 /// Rounds to the nearest integer, ties away from zero (no `std` needed).
@@ -139,9 +198,9 @@ pub fn exp(x: f32) -> f32 {
 /// each with its own polynomial).
 #[inline]
 fn exp_mantissa(x: f32, n: f32, poly: &[f32]) -> f32 {
-    let r = x - n * LN2_HI - n * LN2_LO;
+    let r = fma(-n, LN2_LO, fma(-n, LN2_HI, x));
     let p = horner_f32(poly, r);
-    p * (r * r) + r + 1.0
+    fma(p, r * r, r) + 1.0
 }
 
 /// The natural logarithm; `ln(0) = -inf`, `ln(x < 0) = NaN`.
@@ -228,7 +287,7 @@ pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     if a < TANH_SMALL {
         let z = x * x;
-        x + x * z * horner_f32(&TANH_POLY, z)
+        fma(x * z, horner_f32(&TANH_POLY, z), x)
     } else if a > TANH_ONE {
         1.0f32.copysign(x)
     } else {
@@ -264,7 +323,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 pub fn sigmoid(x: f32) -> f32 {
     let a = -x.abs();
     let a = if SIGMOID_MIN > a { SIGMOID_MIN } else { a };
-    let n = (a * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let n = fma(a, LOG2E, ROUND_MAGIC) - ROUND_MAGIC;
     let e = lanes::scale2(exp_mantissa(a, n, &SIGMOID_EXP_POLY), n);
     let numerator = if x >= 0.0 { 1.0 } else { e };
     numerator / (1.0 + e)
@@ -986,10 +1045,10 @@ pub fn erf(x: f32) -> f32 {
     }
     let a = x.abs();
     if a < ERF_SPLIT {
-        x + x * horner_f32(&ERF_SMALL, x * x)
+        fma(x, horner_f32(&ERF_SMALL, x * x), x)
     } else {
         let a = if a < 4.0 { a } else { 4.0 };
-        let r = a + a * horner_f32(&ERF_LARGE, a);
+        let r = fma(a, horner_f32(&ERF_LARGE, a), a);
         (1.0 - exp(-r)).copysign(x)
     }
 }
@@ -1413,6 +1472,70 @@ pub(crate) mod tests {
         for x in sweep(1e-6, 100.0, 200_000).chain([1e-40, 3e38, 1.0, 0.5, 2.0]) {
             let want = (x as f64).ln() as f32;
             assert!(ulps(ln(x), want) <= 2, "ln({x}) = {} want {want}", ln(x));
+        }
+    }
+
+    #[test]
+    fn software_fma_rounds_once() {
+        let bits = |v: f32| v.to_bits();
+        // A product exactly halfway between two f32 and a tiny addend that breaks the tie:
+        // rounding the f64 sum to nearest, then to f32, would round to even (down).
+        let (a, c) = (1.0 + f32::EPSILON * 2048.0, 2f32.powi(-60));
+        assert_eq!(bits(fma_exact(a, a, c)), bits(a.mul_add(a, c)));
+        assert_ne!(
+            fma_exact(a, a, c),
+            ((f64::from(a) * f64::from(a)) + f64::from(c)) as f32
+        );
+        assert_eq!(bits(fma_exact(a, a, -c)), bits(a.mul_add(a, -c)));
+        let special = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::MIN_POSITIVE,
+            1e-45,
+            -3e-39,
+            f32::MAX,
+            -f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            0.1,
+            3.0,
+            -7.5e-20,
+            6.5e19,
+        ];
+        for &a in &special {
+            for &b in &special {
+                for &c in &special {
+                    let (got, want) = (fma_exact(a, b, c), a.mul_add(b, c));
+                    assert!(
+                        bits(got) == bits(want) || (got.is_nan() && want.is_nan()),
+                        "fma({a:e}, {b:e}, {c:e}): {got:e}, want {want:e}"
+                    );
+                }
+            }
+        }
+        // Random bit patterns, and near-cancellations (c close to -a b).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 32) as u32
+        };
+        for i in 0..if cfg!(miri) { 200 } else { 2_000_000 } {
+            let (a, b) = (f32::from_bits(next()), f32::from_bits(next()));
+            let c = if i % 2 == 0 {
+                f32::from_bits(next())
+            } else {
+                -(a * b) * (1.0 + (next() % 64) as f32 * f32::EPSILON)
+            };
+            let (got, want) = (fma_exact(a, b, c), a.mul_add(b, c));
+            assert!(
+                bits(got) == bits(want) || (got.is_nan() && want.is_nan()),
+                "fma({a:e}, {b:e}, {c:e}): {got:e}, want {want:e}"
+            );
         }
     }
 

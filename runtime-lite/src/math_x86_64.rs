@@ -1,9 +1,9 @@
 //! [`Lanes`] with AVX-512F (one zmm register) and AVX2 (two ymm registers), and the
 //! `#[target_feature]` functions that run a [`Kernel`] with them.
 //!
-//! Each operation is the one IEEE instruction for it (no fused multiply-add: the lane code must
-//! round where the scalar functions round), so both return bit for bit what
-//! [`crate::math::lanes::Portable`] and the scalar functions return. The AVX2 form keeps
+//! Each operation is the one IEEE instruction for it (a fused multiply-add only for
+//! [`Lanes::mul_add`]: the lane code must round where the scalar functions round), so both
+//! return bit for bit what [`crate::math::lanes::Portable`] and the scalar functions return. The AVX2 form keeps
 //! sixteen lanes as a pair of vectors, so that reductions combine the same lanes in the same
 //! order as the others.
 
@@ -33,18 +33,18 @@ impl Avx512 {
     }
 }
 
-/// Proof that the CPU has AVX2: built only by [`Avx2::detect`].
+/// Proof that the CPU has AVX2 and FMA: built only by [`Avx2::detect`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2(());
 
 impl Avx2 {
-    /// The token, if the CPU has AVX2.
+    /// The token, if the CPU has AVX2 and FMA.
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
         #[cfg(feature = "std")]
-        let has = std::is_x86_feature_detected!("avx2");
+        let has = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         #[cfg(not(feature = "std"))]
-        let has = cfg!(target_feature = "avx2");
+        let has = cfg!(all(target_feature = "avx2", target_feature = "fma"));
         has.then_some(Self(()))
     }
 }
@@ -60,14 +60,14 @@ pub(crate) fn run_avx512<K: Kernel>(token: Avx512, kernel: K) -> K::Output {
     unsafe { run(token, kernel) }
 }
 
-/// Runs `kernel` compiled for AVX2.
+/// Runs `kernel` compiled for AVX2 and FMA.
 #[inline]
 pub(crate) fn run_avx2<K: Kernel>(token: Avx2, kernel: K) -> K::Output {
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn run<K: Kernel>(token: Avx2, kernel: K) -> K::Output {
         kernel.run(token)
     }
-    // SAFETY: the token exists, so the CPU has AVX2.
+    // SAFETY: the token exists, so the CPU has AVX2 and FMA.
     unsafe { run(token, kernel) }
 }
 
@@ -153,6 +153,10 @@ impl Lanes for Avx512 {
     #[inline(always)]
     fn mul(self, a: __m512, b: __m512) -> __m512 {
         with_token!(_mm512_mul_ps(a, b))
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        with_token!(_mm512_fmadd_ps(a, b, c))
     }
     #[inline(always)]
     fn div(self, a: __m512, b: __m512) -> __m512 {
@@ -381,6 +385,13 @@ impl Lanes for Avx2 {
     #[inline(always)]
     fn mul(self, a: [__m256; 2], b: [__m256; 2]) -> [__m256; 2] {
         both!(_mm256_mul_ps(a, b))
+    }
+    #[inline(always)]
+    fn mul_add(self, a: [__m256; 2], b: [__m256; 2], c: [__m256; 2]) -> [__m256; 2] {
+        with_token!([
+            _mm256_fmadd_ps(a[0], b[0], c[0]),
+            _mm256_fmadd_ps(a[1], b[1], c[1]),
+        ])
     }
     #[inline(always)]
     fn div(self, a: [__m256; 2], b: [__m256; 2]) -> [__m256; 2] {

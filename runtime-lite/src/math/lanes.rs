@@ -2,10 +2,11 @@
 //! written once over it ([`Func`]'s kernels: `exp`, `ln`, `sigmoid`, `tanh`, `erf`, GELU,
 //! softplus, Swish, Mish, rounding, square root).
 //!
-//! Every implementation (the portable arrays here; AVX-512 and AVX2 in `crate::math_x86_64`)
-//! performs the same IEEE operations in the same order on each lane, with no fused
-//! multiply-adds, so a kernel returns bit for bit what the scalar function in [`super`] returns,
-//! on every CPU. Reductions ([`Lanes::sum`], [`Lanes::max_lane`]) combine the sixteen lanes in
+//! Every implementation (the portable arrays here; AVX-512 and AVX2 with FMA in
+//! `crate::math_x86_64`) performs the same IEEE operations in the same order on each lane,
+//! fused multiply-adds exactly where the scalar functions have them ([`Lanes::mul_add`],
+//! rounded once), so a kernel returns bit for bit what the scalar function in [`super`]
+//! returns, on every CPU. Reductions ([`Lanes::sum`], [`Lanes::max_lane`]) combine the sixteen lanes in
 //! one fixed tree, so row sums are also the same everywhere.
 //!
 //! A kernel is a [`Kernel`]: [`dispatch`] runs it with the best implementation the CPU has,
@@ -39,6 +40,8 @@ pub(crate) trait Lanes: Copy {
     fn sub(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a * b`.
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a * b + c`, rounded once ([`super::fma`]).
+    fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     /// `a / b`.
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a < b ? a : b`.
@@ -178,6 +181,10 @@ impl Lanes for Portable {
         lanes(|j| a[j] * b[j])
     }
     #[inline(always)]
+    fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+        lanes(|j| super::fma(a[j], b[j], c[j]))
+    }
+    #[inline(always)]
     fn div(self, a: Self::F, b: Self::F) -> Self::F {
         lanes(|j| a[j] / b[j])
     }
@@ -308,12 +315,12 @@ fn tree(v: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
     f(t[0], t[1])
 }
 
-/// `c[0] t^(n-1) + ... + c[n-1]` by Horner's rule, multiply then add.
+/// `c[0] t^(n-1) + ... + c[n-1]` by Horner's rule, one fused multiply-add a step.
 #[inline(always)]
 fn horner<S: Lanes>(s: S, t: S::F, c: &[f32]) -> S::F {
     let mut p = s.splat(c[0]);
     for &ck in &c[1..] {
-        p = s.add(s.mul(p, t), s.splat(ck));
+        p = s.mul_add(p, t, s.splat(ck));
     }
     p
 }
@@ -346,12 +353,14 @@ fn exp_in_range<S: Lanes>(s: S, x: S::F) -> S::F {
 /// polynomial `poly`.
 #[inline(always)]
 fn exp_mantissa<S: Lanes>(s: S, x: S::F, n: S::F, poly: &[f32]) -> S::F {
-    let r = s.sub(
-        s.sub(x, s.mul(n, s.splat(super::LN2_HI))),
-        s.mul(n, s.splat(super::LN2_LO)),
+    let minus_n = s.sub(s.splat(0.0), n);
+    let r = s.mul_add(
+        minus_n,
+        s.splat(super::LN2_LO),
+        s.mul_add(minus_n, s.splat(super::LN2_HI), x),
     );
     let p = horner(s, r, poly);
-    s.add(s.add(s.mul(p, s.mul(r, r)), r), s.splat(1.0))
+    s.add(s.mul_add(p, s.mul(r, r), r), s.splat(1.0))
 }
 
 /// [`super::ln`].
@@ -397,7 +406,7 @@ pub(crate) fn sigmoid<S: Lanes>(s: S, x: S::F) -> S::F {
     let a = s.copysign(x, s.splat(-1.0));
     let a = s.max(s.splat(super::SIGMOID_MIN), a);
     let magic = s.splat(super::ROUND_MAGIC);
-    let n = s.sub(s.add(s.mul(a, s.splat(super::LOG2E)), magic), magic);
+    let n = s.sub(s.mul_add(a, s.splat(super::LOG2E), magic), magic);
     let e = s.scale2(exp_mantissa(s, a, n, &super::SIGMOID_EXP_POLY), n);
     let numerator = s.select(s.ge(x, s.splat(0.0)), one, e);
     s.div(numerator, s.add(one, e))
@@ -409,7 +418,7 @@ pub(crate) fn tanh<S: Lanes>(s: S, x: S::F) -> S::F {
     let a = s.abs(x);
     let z = s.mul(x, x);
     let p = horner(s, z, &super::TANH_POLY);
-    let small = s.add(x, s.mul(s.mul(x, z), p));
+    let small = s.mul_add(s.mul(x, z), p, x);
     // Lanes outside [TANH_SMALL, TANH_ONE] are replaced below (NaN stays NaN).
     let e = exp_in_range(s, s.mul(s.splat(2.0), a));
     let one = s.splat(1.0);
@@ -427,12 +436,9 @@ pub(crate) fn tanh<S: Lanes>(s: S, x: S::F) -> S::F {
 #[inline(always)]
 pub(crate) fn erf<S: Lanes>(s: S, x: S::F) -> S::F {
     let a = s.abs(x);
-    let small = s.add(x, s.mul(x, horner(s, s.mul(x, x), &super::ERF_SMALL)));
+    let small = s.mul_add(x, horner(s, s.mul(x, x), &super::ERF_SMALL), x);
     let clamped = s.min(a, s.splat(4.0));
-    let r = s.add(
-        clamped,
-        s.mul(clamped, horner(s, clamped, &super::ERF_LARGE)),
-    );
+    let r = s.mul_add(clamped, horner(s, clamped, &super::ERF_LARGE), clamped);
     // r is at most about 18 (at a = 4): in range (a NaN x clamps to 4; replaced below).
     let large = s.copysign(
         s.sub(s.splat(1.0), exp_in_range(s, s.sub(s.splat(0.0), r))),
