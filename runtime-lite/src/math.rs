@@ -193,6 +193,15 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
+/// `e^x` for `-87 <= x <= 0` ([`erf`]'s `x` is at least -18.4): [`exp`]'s polynomial without
+/// its special cases, `n` rounded by the magic-number addition (ties to even) and the scale
+/// one exact step (`lanes::scale2`, `VSCALEFPS` in the vector form).
+#[inline]
+fn exp_negative(x: f32) -> f32 {
+    let n = fma(x, LOG2E, ROUND_MAGIC) - ROUND_MAGIC;
+    lanes::scale2(exp_mantissa(x, n, &EXP_POLY), n)
+}
+
 /// `e^(x - n ln 2)` for the integer `n` nearest `x / ln 2` (so `|x - n ln 2| <= ln(2) / 2`):
 /// `1 + r + r^2 poly(r)`, the reduction in two steps of `ln 2` ([`exp`]'s and [`sigmoid`]'s,
 /// each with its own polynomial).
@@ -1049,21 +1058,24 @@ pub fn erf(x: f32) -> f32 {
     } else {
         let a = if a < 4.0 { a } else { 4.0 };
         let r = fma(a, horner_f32(&ERF_LARGE, a), a);
-        (1.0 - exp(-r)).copysign(x)
+        (1.0 - exp_negative(-r)).copysign(x)
     }
 }
 
-/// GELU, `x Phi(x) = x / 2 (1 + erf(x / sqrt 2))`, computed as written.
+/// GELU, `x Phi(x) = x / 2 (1 + erf(x / sqrt 2))`, computed as `h + h erf(x / sqrt 2)` with
+/// `h = x / 2` (one fused multiply-add).
 #[inline]
 pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
+    let half = 0.5 * x;
+    fma(half, erf(x * core::f32::consts::FRAC_1_SQRT_2), half)
 }
 
-/// GELU's tanh approximation, `x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, computed
-/// as written.
+/// GELU's tanh approximation, `x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, computed as
+/// `h + h tanh(...)` with `h = x / 2` (one fused multiply-add).
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {
-    0.5 * x * (1.0 + tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)))
+    let half = 0.5 * x;
+    fma(half, tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)), half)
 }
 
 /// `ln(1 + e^x)` in f32, without overflow and accurate for very negative `x` (the log1p

@@ -349,6 +349,14 @@ fn exp_in_range<S: Lanes>(s: S, x: S::F) -> S::F {
     s.scale2(exp_mantissa(s, x, n, &super::EXP_POLY), n)
 }
 
+/// [`super::exp_negative`].
+#[inline(always)]
+fn exp_negative<S: Lanes>(s: S, x: S::F) -> S::F {
+    let magic = s.splat(super::ROUND_MAGIC);
+    let n = s.sub(s.mul_add(x, s.splat(super::LOG2E), magic), magic);
+    s.scale2(exp_mantissa(s, x, n, &super::EXP_POLY), n)
+}
+
 /// [`super::exp_mantissa`]: `e^(x - n ln 2)` for the integer `n` nearest `x / ln 2`, by the
 /// polynomial `poly`.
 #[inline(always)]
@@ -441,7 +449,7 @@ pub(crate) fn erf<S: Lanes>(s: S, x: S::F) -> S::F {
     let r = s.mul_add(clamped, horner(s, clamped, &super::ERF_LARGE), clamped);
     // r is at most about 18 (at a = 4): in range (a NaN x clamps to 4; replaced below).
     let large = s.copysign(
-        s.sub(s.splat(1.0), exp_in_range(s, s.sub(s.splat(0.0), r))),
+        s.sub(s.splat(1.0), exp_negative(s, s.sub(s.splat(0.0), r))),
         x,
     );
     let result = s.select(s.lt(a, s.splat(super::ERF_SPLIT)), small, large);
@@ -464,7 +472,8 @@ pub(crate) fn softplus<S: Lanes>(s: S, x: S::F) -> S::F {
 #[inline(always)]
 pub(crate) fn gelu<S: Lanes>(s: S, x: S::F) -> S::F {
     let e = erf(s, s.mul(x, s.splat(core::f32::consts::FRAC_1_SQRT_2)));
-    s.mul(s.mul(s.splat(0.5), x), s.add(s.splat(1.0), e))
+    let half = s.mul(s.splat(0.5), x);
+    s.mul_add(half, e, half)
 }
 
 /// [`super::gelu_tanh`].
@@ -472,7 +481,8 @@ pub(crate) fn gelu<S: Lanes>(s: S, x: S::F) -> S::F {
 pub(crate) fn gelu_tanh<S: Lanes>(s: S, x: S::F) -> S::F {
     let cubic = s.mul(s.mul(s.mul(s.splat(super::GELU_CUBIC), x), x), x);
     let t = tanh(s, s.mul(s.splat(super::GELU_SCALE), s.add(x, cubic)));
-    s.mul(s.mul(s.splat(0.5), x), s.add(s.splat(1.0), t))
+    let half = s.mul(s.splat(0.5), x);
+    s.mul_add(half, t, half)
 }
 
 impl Func {
