@@ -61,8 +61,7 @@ const ERF_SPLIT: f32 = 0.921_875;
 /// `P(z) ~ erf(sqrt z) / sqrt z - 1` on `0 <= z < 0.85`, highest degree first: a weighted
 /// minimax fit with coefficients rounded to f32 one at a time (the rest refitted), so that
 /// [`erf`] stays within 1 ulp of the correctly rounded result (fitted for evaluation without
-/// fused multiply-adds; with them, as now, the test `erf_is_within_one_ulp_of_the_correctly_
-/// rounded_result` still holds).
+/// fused multiply-adds; evaluated with them, as now, the bound still holds in the tests).
 const ERF_SMALL: [f32; 6] = [
     -0.000_601_339_56,
     0.004_998_001_3,

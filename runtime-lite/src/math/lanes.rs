@@ -6,8 +6,8 @@
 //! `crate::math_x86_64`) performs the same IEEE operations in the same order on each lane,
 //! fused multiply-adds exactly where the scalar functions have them ([`Lanes::mul_add`],
 //! rounded once), so a kernel returns bit for bit what the scalar function in [`super`]
-//! returns, on every CPU. Reductions ([`Lanes::sum`], [`Lanes::max_lane`]) combine the sixteen lanes in
-//! one fixed tree, so row sums are also the same everywhere.
+//! returns, on every CPU. Reductions ([`Lanes::sum`], [`Lanes::max_lane`]) combine the
+//! sixteen lanes in one fixed tree, so row sums are also the same everywhere.
 //!
 //! A kernel is a [`Kernel`]: [`dispatch`] runs it with the best implementation the CPU has,
 //! inside a `#[target_feature]` function, so that the `#[inline(always)]` code below (and any
