@@ -192,13 +192,14 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// `e^x` for `-87 <= x <= 0` ([`erf`]'s `x` is at least -18.4): [`exp`]'s polynomial without
-/// its special cases, `n` rounded by the magic-number addition (ties to even) and the scale
-/// one exact step (`lanes::scale2`, `VSCALEFPS` in the vector form).
-#[inline]
-fn exp_negative(x: f32) -> f32 {
+/// `e^x` for `SIGMOID_MIN <= x <= 0` by the polynomial `poly` ([`exp_mantissa`]'s): the
+/// exponential without [`exp`]'s special cases, `n` rounded by the magic-number addition (ties
+/// to even) and the scale one step, rounded once (`lanes::scale2`, `VSCALEFPS` in the vector
+/// form). [`sigmoid`]'s (clamped to `SIGMOID_MIN`) and [`erf`]'s (at least -18.4).
+#[inline(always)]
+fn exp_negative(x: f32, poly: &[f32]) -> f32 {
     let n = fma(x, LOG2E, ROUND_MAGIC) - ROUND_MAGIC;
-    lanes::scale2(exp_mantissa(x, n, &EXP_POLY), n)
+    lanes::scale2(exp_mantissa(x, n, poly), n)
 }
 
 /// `e^(x - n ln 2)` for the integer `n` nearest `x / ln 2` (so `|x - n ln 2| <= ln(2) / 2`):
@@ -331,8 +332,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 pub fn sigmoid(x: f32) -> f32 {
     let a = -x.abs();
     let a = if SIGMOID_MIN > a { SIGMOID_MIN } else { a };
-    let n = fma(a, LOG2E, ROUND_MAGIC) - ROUND_MAGIC;
-    let e = lanes::scale2(exp_mantissa(a, n, &SIGMOID_EXP_POLY), n);
+    let e = exp_negative(a, &SIGMOID_EXP_POLY);
     let numerator = if x >= 0.0 { 1.0 } else { e };
     numerator / (1.0 + e)
 }
@@ -1057,7 +1057,7 @@ pub fn erf(x: f32) -> f32 {
     } else {
         let a = if a < 4.0 { a } else { 4.0 };
         let r = fma(a, horner_f32(&ERF_LARGE, a), a);
-        (1.0 - exp_negative(-r)).copysign(x)
+        (1.0 - exp_negative(-r, &EXP_POLY)).copysign(x)
     }
 }
 
@@ -1489,6 +1489,14 @@ pub(crate) mod tests {
     #[test]
     fn software_fma_rounds_once() {
         let bits = |v: f32| v.to_bits();
+        // Every case against the standard library's fused multiply-add (NaNs of any payload).
+        let check = |a: f32, b: f32, c: f32| {
+            let (got, want) = (fma_exact(a, b, c), a.mul_add(b, c));
+            assert!(
+                bits(got) == bits(want) || (got.is_nan() && want.is_nan()),
+                "fma({a:e}, {b:e}, {c:e}): {got:e}, want {want:e}"
+            );
+        };
         // A product exactly halfway between two f32 and a tiny addend that breaks the tie:
         // rounding the f64 sum to nearest, then to f32, would round to even (down).
         let (a, c) = (1.0 + f32::EPSILON * 2048.0, 2f32.powi(-60));
@@ -1519,11 +1527,7 @@ pub(crate) mod tests {
         for &a in &special {
             for &b in &special {
                 for &c in &special {
-                    let (got, want) = (fma_exact(a, b, c), a.mul_add(b, c));
-                    assert!(
-                        bits(got) == bits(want) || (got.is_nan() && want.is_nan()),
-                        "fma({a:e}, {b:e}, {c:e}): {got:e}, want {want:e}"
-                    );
+                    check(a, b, c);
                 }
             }
         }
@@ -1542,11 +1546,7 @@ pub(crate) mod tests {
             } else {
                 -(a * b) * (1.0 + (next() % 64) as f32 * f32::EPSILON)
             };
-            let (got, want) = (fma_exact(a, b, c), a.mul_add(b, c));
-            assert!(
-                bits(got) == bits(want) || (got.is_nan() && want.is_nan()),
-                "fma({a:e}, {b:e}, {c:e}): {got:e}, want {want:e}"
-            );
+            check(a, b, c);
         }
     }
 

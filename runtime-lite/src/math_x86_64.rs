@@ -3,9 +3,9 @@
 //!
 //! Each operation is the one IEEE instruction for it (a fused multiply-add only for
 //! [`Lanes::mul_add`]: the lane code must round where the scalar functions round), so both
-//! return bit for bit what [`crate::math::lanes::Portable`] and the scalar functions return. The AVX2 form keeps
-//! sixteen lanes as a pair of vectors, so that reductions combine the same lanes in the same
-//! order as the others.
+//! return bit for bit what [`crate::math::lanes::Portable`] and the scalar functions return.
+//! The AVX2 form keeps sixteen lanes as a pair of vectors, so that reductions combine the same
+//! lanes in the same order as the others.
 
 use core::arch::x86_64::*;
 
@@ -283,6 +283,10 @@ impl Lanes for Avx512 {
 
 /// Applies a two-operand ymm intrinsic to both halves.
 macro_rules! both {
+    ($f:ident($a:expr, $b:expr, $c:expr)) => {{
+        let (a, b, c) = ($a, $b, $c);
+        with_token!([$f(a[0], b[0], c[0]), $f(a[1], b[1], c[1])])
+    }};
     ($f:ident($a:expr, $b:expr)) => {{
         let (a, b) = ($a, $b);
         with_token!([$f(a[0], b[0]), $f(a[1], b[1])])
@@ -388,10 +392,7 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     fn mul_add(self, a: [__m256; 2], b: [__m256; 2], c: [__m256; 2]) -> [__m256; 2] {
-        with_token!([
-            _mm256_fmadd_ps(a[0], b[0], c[0]),
-            _mm256_fmadd_ps(a[1], b[1], c[1]),
-        ])
+        both!(_mm256_fmadd_ps(a, b, c))
     }
     #[inline(always)]
     fn div(self, a: [__m256; 2], b: [__m256; 2]) -> [__m256; 2] {

@@ -351,10 +351,10 @@ fn exp_in_range<S: Lanes>(s: S, x: S::F) -> S::F {
 
 /// [`super::exp_negative`].
 #[inline(always)]
-fn exp_negative<S: Lanes>(s: S, x: S::F) -> S::F {
+fn exp_negative<S: Lanes>(s: S, x: S::F, poly: &[f32]) -> S::F {
     let magic = s.splat(super::ROUND_MAGIC);
     let n = s.sub(s.mul_add(x, s.splat(super::LOG2E), magic), magic);
-    s.scale2(exp_mantissa(s, x, n, &super::EXP_POLY), n)
+    s.scale2(exp_mantissa(s, x, n, poly), n)
 }
 
 /// [`super::exp_mantissa`]: `e^(x - n ln 2)` for the integer `n` nearest `x / ln 2`, by the
@@ -413,9 +413,7 @@ pub(crate) fn sigmoid<S: Lanes>(s: S, x: S::F) -> S::F {
     // e^-|x|, clamped where it underflows (a NaN passes).
     let a = s.copysign(x, s.splat(-1.0));
     let a = s.max(s.splat(super::SIGMOID_MIN), a);
-    let magic = s.splat(super::ROUND_MAGIC);
-    let n = s.sub(s.mul_add(a, s.splat(super::LOG2E), magic), magic);
-    let e = s.scale2(exp_mantissa(s, a, n, &super::SIGMOID_EXP_POLY), n);
+    let e = exp_negative(s, a, &super::SIGMOID_EXP_POLY);
     let numerator = s.select(s.ge(x, s.splat(0.0)), one, e);
     s.div(numerator, s.add(one, e))
 }
@@ -449,7 +447,10 @@ pub(crate) fn erf<S: Lanes>(s: S, x: S::F) -> S::F {
     let r = s.mul_add(clamped, horner(s, clamped, &super::ERF_LARGE), clamped);
     // r is at most about 18 (at a = 4): in range (a NaN x clamps to 4; replaced below).
     let large = s.copysign(
-        s.sub(s.splat(1.0), exp_negative(s, s.sub(s.splat(0.0), r))),
+        s.sub(
+            s.splat(1.0),
+            exp_negative(s, s.sub(s.splat(0.0), r), &super::EXP_POLY),
+        ),
         x,
     );
     let result = s.select(s.lt(a, s.splat(super::ERF_SPLIT)), small, large);
