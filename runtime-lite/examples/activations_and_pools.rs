@@ -66,6 +66,7 @@ fn main() {
         ("max 3x3/2, stem 112x112x64", 112, 64, 3, 2, 1),
         ("max 3x3/2, SqueezeNet 55x55x128", 55, 128, 3, 2, 0),
         ("max 3x3/2, Inception 35x35x288", 35, 288, 3, 2, 0),
+        ("max 3x3/2, in L1 15x15x64", 15, 64, 3, 2, 0),
     ] {
         let p = pooling(side, kernel, stride, pad);
         let x: Vec<f32> = (0..side * side * c)

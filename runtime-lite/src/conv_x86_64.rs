@@ -1113,101 +1113,184 @@ unsafe fn dw_row_tile<const P: usize, const K: usize, const S: usize, const EDGE
     np
 }
 
-/// The maximum of one channels-last pooling window into `out` (`out.len()` channels; each
-/// `taps` entry the offset of one of the window's pixels, in the window's order), a NaN
-/// winning; an empty window takes the image's first pixel.
+/// One channels-last pooling window: `cols` columns, `step` floats apart, from `col0` floats
+/// into each of the input rows `rows` (offsets of their first pixel), in the window's order:
+/// the rows, then the columns of each.
+pub(crate) struct PoolWindow<'a> {
+    pub rows: &'a [usize],
+    pub col0: usize,
+    pub cols: usize,
+    pub step: usize,
+}
+
+impl PoolWindow<'_> {
+    /// The offset of the window's last pixel (its largest, the rows increasing); `None` when
+    /// the window is empty.
+    pub(crate) fn last(&self) -> Option<usize> {
+        let row = *self.rows.last()?;
+        (self.cols > 0).then(|| row + self.col0 + (self.cols - 1) * self.step)
+    }
+}
+
+/// The masks of the up to `NV` vectors of channels `c0..c0 + 16 NV` of a pixel of `c`.
+fn pool_masks<const NV: usize>(c: usize, c0: usize) -> [__mmask16; NV] {
+    core::array::from_fn(|v| lanes((c - c0).saturating_sub(16 * v)))
+}
+
+/// The maximum of one channels-last pooling window `w` into `out` (`out.len()` channels), a
+/// NaN winning; an empty window takes the image's first pixel.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `image` holds `out.len()` floats from each tap.
+/// The CPU has AVX-512F; `image` holds `out.len()` floats from each of the window's pixels
+/// (and from 0).
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn max_pixel_nhwc(image: &[f32], taps: &[usize], out: &mut [f32]) {
+pub(crate) unsafe fn max_window_nhwc(image: &[f32], w: &PoolWindow<'_>, out: &mut [f32]) {
     let c = out.len();
-    let src = image.as_ptr();
-    let first = taps.first().copied().unwrap_or(0);
-    for c0 in (0..c).step_by(64) {
-        let masks: [__mmask16; 4] =
-            core::array::from_fn(|v| lanes((c - c0).saturating_sub(16 * v)));
-        // SAFETY: channels c0 + 16 v.. (masked to c) of a tap (the contract).
-        let load = |at: usize, v: usize| unsafe {
-            _mm512_maskz_loadu_ps(masks[v], src.add(at + c0 + 16 * v))
-        };
-        let start: [__m512; 4] = core::array::from_fn(|v| load(first, v));
-        // The rule: take a value greater than the maximum so far, or a NaN. VMAXPS keeps
-        // the maximum unless the value is greater: the rule for every value but a NaN, so
-        // the window goes by it while a sum of its values watches for NaNs (a NaN, or
-        // infinities of both signs, make it NaN), and only a window where one turns up is
-        // taken again by the rule itself.
-        let mut acc = start;
-        let mut sum = [_mm512_setzero_ps(); 4];
-        for &at in taps {
-            for v in 0..4 {
-                if masks[v] != 0 {
-                    let x = load(at, v);
-                    acc[v] = _mm512_max_ps(x, acc[v]);
-                    sum[v] = _mm512_add_ps(sum[v], x);
-                }
-            }
+    let mut c0 = 0;
+    // SAFETY: forwarded contract, for channels c0.. of the pixel.
+    unsafe {
+        while c - c0 >= 64 {
+            max_window_chunk::<4>(image, w, c0, out);
+            c0 += 64;
         }
-        if sum
-            .iter()
-            .any(|&s| _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(s, s) != 0)
-        {
-            acc = start;
-            for &at in taps {
+        match (c - c0).div_ceil(16) {
+            0 => {}
+            1 => max_window_chunk::<1>(image, w, c0, out),
+            2 => max_window_chunk::<2>(image, w, c0, out),
+            3 => max_window_chunk::<3>(image, w, c0, out),
+            _ => max_window_chunk::<4>(image, w, c0, out),
+        }
+    }
+}
+
+/// [`max_window_nhwc`] for channels `c0..c0 + 16 NV` (masked to the pixel's).
+///
+/// # Safety
+/// As for [`max_window_nhwc`], and c0 < out.len().
+#[target_feature(enable = "avx512f")]
+unsafe fn max_window_chunk<const NV: usize>(
+    image: &[f32],
+    w: &PoolWindow<'_>,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let masks = pool_masks::<NV>(out.len(), c0);
+    let src = image.as_ptr().wrapping_add(c0);
+    // SAFETY: channels c0 + 16 v.. (masked to the pixel's) of a pixel (the contract).
+    let load =
+        |at: usize, v: usize| unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + 16 * v)) };
+    let first = w.last().map_or(0, |_| w.rows[0] + w.col0);
+    let start: [__m512; NV] = core::array::from_fn(|v| load(first, v));
+    // The rule: take a value greater than the maximum so far, or a NaN. VMAXPS keeps the
+    // maximum unless the value is greater: the rule for every value but a NaN, so the window
+    // goes by it while a sum of its values watches for NaNs (a NaN, or infinities of both
+    // signs, make it NaN), and only a window where one turns up is taken again by the rule
+    // itself.
+    let mut acc = start;
+    let mut sum = [_mm512_setzero_ps(); NV];
+    for &row in w.rows {
+        let mut at = row + w.col0;
+        for _ in 0..w.cols {
+            for v in 0..NV {
+                let x = load(at, v);
+                acc[v] = _mm512_max_ps(x, acc[v]);
+                sum[v] = _mm512_add_ps(sum[v], x);
+            }
+            at += w.step;
+        }
+    }
+    if sum
+        .iter()
+        .any(|&s| _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(s, s) != 0)
+    {
+        acc = start;
+        for &row in w.rows {
+            let mut at = row + w.col0;
+            for _ in 0..w.cols {
                 for (v, a) in acc.iter_mut().enumerate() {
                     let x = load(at, v);
                     let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, *a)
                         | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
                     *a = _mm512_mask_mov_ps(*a, take, x);
                 }
+                at += w.step;
             }
         }
-        for (v, a) in acc.iter().enumerate() {
-            if masks[v] != 0 {
-                // SAFETY: the pixel holds `c` floats; the mask stops there.
-                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(c0 + 16 * v), masks[v], *a) };
-            }
+    }
+    for (v, a) in acc.iter().enumerate() {
+        // SAFETY: the pixel holds `out.len()` floats; the mask stops there.
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(c0 + 16 * v), masks[v], *a) };
+    }
+}
+
+/// The average of one channels-last pooling window `w` into `out` (`out.len()` channels):
+/// lane by lane, zero plus the window's pixels in its order, then divided by `count`: the
+/// portable kernel's operations in its order, so the same bits.
+///
+/// # Safety
+/// The CPU has AVX-512F; `image` holds `out.len()` floats from each of the window's pixels.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn avg_window_nhwc(
+    image: &[f32],
+    w: &PoolWindow<'_>,
+    count: f32,
+    out: &mut [f32],
+) {
+    let c = out.len();
+    let mut c0 = 0;
+    // SAFETY: forwarded contract, for channels c0.. of the pixel.
+    unsafe {
+        while c - c0 >= 64 {
+            avg_window_chunk::<4>(image, w, count, c0, out);
+            c0 += 64;
+        }
+        match (c - c0).div_ceil(16) {
+            0 => {}
+            1 => avg_window_chunk::<1>(image, w, count, c0, out),
+            2 => avg_window_chunk::<2>(image, w, count, c0, out),
+            3 => avg_window_chunk::<3>(image, w, count, c0, out),
+            _ => avg_window_chunk::<4>(image, w, count, c0, out),
         }
     }
 }
 
-/// The average of one channels-last pooling window into `out` (`out.len()` channels): lane by
-/// lane, zero plus the window's pixels (each `taps` entry the offset of one, in the window's
-/// order), then divided by `count`: the portable kernel's operations in its order, so the same
-/// bits, 64 channels at a time.
+/// [`avg_window_nhwc`] for channels `c0..c0 + 16 NV` (masked to the pixel's).
 ///
 /// # Safety
-/// The CPU has AVX-512F; `image` holds `out.len()` floats from each tap.
+/// As for [`avg_window_nhwc`], and c0 < out.len().
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn avg_pixel_nhwc(image: &[f32], taps: &[usize], count: f32, out: &mut [f32]) {
-    let c = out.len();
-    let src = image.as_ptr();
-    let divisor = _mm512_set1_ps(count);
-    for c0 in (0..c).step_by(64) {
-        let masks: [__mmask16; 4] =
-            core::array::from_fn(|v| lanes((c - c0).saturating_sub(16 * v)));
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for &at in taps {
+unsafe fn avg_window_chunk<const NV: usize>(
+    image: &[f32],
+    w: &PoolWindow<'_>,
+    count: f32,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let masks = pool_masks::<NV>(out.len(), c0);
+    let src = image.as_ptr().wrapping_add(c0);
+    let mut acc = [_mm512_setzero_ps(); NV];
+    for &row in w.rows {
+        let mut at = row + w.col0;
+        for _ in 0..w.cols {
             for (v, a) in acc.iter_mut().enumerate() {
-                if masks[v] != 0 {
-                    // SAFETY: channels c0 + 16 v.. (masked to c) of a tap (the contract).
-                    let x = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + c0 + 16 * v)) };
-                    *a = _mm512_add_ps(*a, x);
-                }
+                // SAFETY: channels c0 + 16 v.. (masked to the pixel's) of a pixel (the
+                // contract).
+                let x = unsafe { _mm512_maskz_loadu_ps(masks[v], src.add(at + 16 * v)) };
+                *a = _mm512_add_ps(*a, x);
             }
+            at += w.step;
         }
-        for (v, a) in acc.iter().enumerate() {
-            if masks[v] != 0 {
-                // SAFETY: the pixel holds `c` floats; the mask stops there.
-                unsafe {
-                    _mm512_mask_storeu_ps(
-                        out.as_mut_ptr().add(c0 + 16 * v),
-                        masks[v],
-                        _mm512_div_ps(*a, divisor),
-                    )
-                };
-            }
-        }
+    }
+    let divisor = _mm512_set1_ps(count);
+    for (v, a) in acc.iter().enumerate() {
+        // SAFETY: the pixel holds `out.len()` floats; the mask stops there.
+        unsafe {
+            _mm512_mask_storeu_ps(
+                out.as_mut_ptr().add(c0 + 16 * v),
+                masks[v],
+                _mm512_div_ps(*a, divisor),
+            )
+        };
     }
 }
 

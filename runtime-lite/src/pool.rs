@@ -862,7 +862,9 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
         if channels == 0 || in_len == 0 {
             return;
         }
-        let mut taps = [0usize; POOL_TAPS];
+        let [_, ih, iw] = p.input;
+        // The input rows of the current output row's windows, in their order.
+        let mut rows = [0usize; POOL_TAPS];
         for (image, dst) in x
             .chunks_exact(in_len)
             .zip(out.chunks_exact_mut(out_len))
@@ -872,27 +874,27 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
             for oz in 0..p.output[0] {
                 let z = window_span(oz, p.strides[0], p.kernel[0], p.pads_begin[0], p.input[0]);
                 for oy in 0..p.output[1] {
-                    let y = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], p.input[1]);
+                    let y = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], ih);
+                    let mut n_rows = 0;
+                    for zi in z.0..z.1 {
+                        for yi in y.0..y.1 {
+                            rows[n_rows] = (zi * ih + yi) * iw * channels;
+                            n_rows += 1;
+                        }
+                    }
                     for ox in 0..p.output[2] {
-                        let xs =
-                            window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], p.input[2]);
+                        let xs = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
+                        let window = crate::conv_x86_64::PoolWindow {
+                            rows: &rows[..n_rows],
+                            col0: xs.0 * channels,
+                            cols: xs.1 - xs.0,
+                            step: channels,
+                        };
                         let at = pixel * channels;
                         let dst = &mut dst[at..at + channels];
-                        // The window's pixels in order (an empty window: none).
-                        let n_taps = tap_list(
-                            (z.0..z.1).flat_map(|zi| {
-                                (y.0..y.1).flat_map(move |yi| {
-                                    (xs.0..xs.1)
-                                        .map(move |xi| (zi * p.input[1] + yi) * p.input[2] + xi)
-                                })
-                            }),
-                            channels,
-                            &mut taps,
-                        );
                         // SAFETY: AVX-512F is present; the window's pixels lie in the image
-                        // (`window_span` clips them), at most `POOL_TAPS` of them (the
-                        // kernel's size, checked on entry).
-                        unsafe { crate::conv_x86_64::max_pixel_nhwc(image, &taps[..n_taps], dst) };
+                        // (`window_span` clips them), and so does its first pixel.
+                        unsafe { crate::conv_x86_64::max_window_nhwc(image, &window, dst) };
                         pixel += 1;
                     }
                 }
@@ -931,13 +933,31 @@ pub fn avg_pool_nhwc_f32(
     #[cfg(target_arch = "x86_64")]
     let avx512 =
         crate::gemm_x86_64::has_avx512() && p.kernel.iter().product::<usize>() <= POOL_TAPS;
+    // The input rows of the current output row's windows, in their order.
     #[cfg(target_arch = "x86_64")]
-    let mut taps = [0usize; POOL_TAPS];
+    let mut rows = [0usize; POOL_TAPS];
+    #[cfg(target_arch = "x86_64")]
+    let d = p.dilations;
     for n in 0..p.planes {
         let image = &x[n * in_len..][..in_len];
         let mut pixels = out[n * out_len..][..out_len].chunks_exact_mut(c);
         for oz in 0..p.output[0] {
             for oy in 0..p.output[1] {
+                #[cfg(target_arch = "x86_64")]
+                let mut n_rows = 0;
+                #[cfg(target_arch = "x86_64")]
+                if avx512 {
+                    let (range, base) = window_taps(p, [oz, oy, 0]);
+                    let [(z_lo, z_hi, _), (y_lo, y_hi, _), _] = range;
+                    for a in z_lo..z_hi {
+                        let zi = base[0].wrapping_add(a * d[0]);
+                        for b in y_lo..y_hi {
+                            let yi = base[1].wrapping_add(b * d[1]);
+                            rows[n_rows] = (zi * ih + yi) * iw * c;
+                            n_rows += 1;
+                        }
+                    }
+                }
                 for ox in 0..p.output[2] {
                     let (range, base) = window_taps(p, [oz, oy, ox]);
                     let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
@@ -948,17 +968,22 @@ pub fn avg_pool_nhwc_f32(
                     let Some(pixel) = pixels.next() else { return };
                     #[cfg(target_arch = "x86_64")]
                     if avx512 {
-                        // The window's pixels, in the order the loop below takes them:
-                        // increasing, so the last one bounds them all.
-                        let n_taps = tap_list(window_pixels(p, range, base), c, &mut taps);
-                        let taps = &taps[..n_taps];
+                        let window = crate::conv_x86_64::PoolWindow {
+                            rows: &rows[..n_rows],
+                            col0: base[2].wrapping_add(x_lo * d[2]).wrapping_mul(c),
+                            cols: x_hi - x_lo,
+                            step: d[2] * c,
+                        };
                         assert!(
-                            taps.last().is_none_or(|&at| at + c <= image.len()),
+                            window.last().is_none_or(|at| at + c <= image.len()),
                             "average pool: window outside"
                         );
-                        // SAFETY: AVX-512F is present; each tap's `c` floats lie in the image
-                        // (checked just above) and the pixel holds `c` floats.
-                        unsafe { crate::conv_x86_64::avg_pixel_nhwc(image, taps, count, pixel) };
+                        // SAFETY: AVX-512F is present; each of the window's pixels holds `c`
+                        // floats in the image (its last, the largest, checked just above) and
+                        // the output pixel holds `c` floats.
+                        unsafe {
+                            crate::conv_x86_64::avg_window_nhwc(image, &window, count, pixel)
+                        };
                         continue;
                     }
                     for c0 in (0..c).step_by(NHWC_LANES) {
@@ -999,21 +1024,9 @@ fn window_pixels(
     })
 }
 
-/// Writes the first [`POOL_TAPS`] of a window's `pixels` into `taps` as offsets of their first
-/// channel (`c` channels a pixel); returns how many there are.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn tap_list(pixels: impl Iterator<Item = usize>, c: usize, taps: &mut [usize; POOL_TAPS]) -> usize {
-    let mut n = 0;
-    for (t, at) in taps.iter_mut().zip(pixels) {
-        *t = at * c;
-        n += 1;
-    }
-    n
-}
-
 /// Window pixels up to which the channels-last f32 poolings take the AVX-512 kernels (a 7 x 7
-/// or a 4 x 4 x 4 window); larger windows take the portable loops.
+/// or a 4 x 4 x 4 window; their input rows are listed in an array of this size); larger
+/// windows take the portable loops.
 #[cfg(target_arch = "x86_64")]
 const POOL_TAPS: usize = 64;
 
