@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-SHAPES = [(197, 768, 2304), (197, 768, 768), (197, 768, 3072), (197, 3072, 768), (128, 768, 768)]
+SHAPES = [(197, 768, 2304), (197, 768, 768), (197, 768, 3072), (197, 3072, 768), (128, 768, 768),
+          (169, 512, 1000)]
 
 for m, k, n in SHAPES:
     w = np.random.default_rng(0).random((k, n), dtype=np.float32)

@@ -8,7 +8,17 @@ fuses or reorders (NCHWc `ReorderInput`/`ReorderOutput`, `FusedConv`...): those 
 the original name match; the others are listed after the table with their times, so the two
 totals always add up.
 
-    python scripts/compare_profile.py /tmp/zoo/mnasnet1_0 --threads 1 [--iters 50] [--top 30]
+    python scripts/compare_profile.py /tmp/zoo/mnasnet1_0 --threads 1 [--iters 50] [--top 30] \
+        [--rounds 5]
+
+Where sinter runs several ONNX nodes as one (a depthwise layer with the pointwise layer after
+it, a convolution with the max pool after it: ops named `sinter:...`), the ORT nodes it folded
+in are found in the graph (the nearest fused sinter node up to four nodes downstream, else
+upstream, of an ORT node no sinter node is named after) and added to that sinter node's row,
+marked `+N`; only the rest are listed as
+unmatched. With `--rounds R`, sinter and ORT take turns R times (for a machine whose speed
+drifts: both see the same mix of fast and slow moments) and each time is the median of the
+rounds' means.
 """
 import argparse
 import collections
@@ -109,6 +119,51 @@ def by_onnx_node(model, times, ops):
     return renamed, renamed_ops
 
 
+def median_profile(profiles):
+    """One `sinter profile` result from several rounds': per node and for the run, the median."""
+    if len(profiles) == 1:
+        return profiles[0]
+    nodes = []
+    for i, node in enumerate(profiles[0]["nodes"]):
+        node = dict(node)
+        node["us_per_run"] = float(np.median([p["nodes"][i]["us_per_run"] for p in profiles]))
+        nodes.append(node)
+    return {"nodes": nodes, "run_us": float(np.median([p["run_us"] for p in profiles]))}
+
+
+def fold_unmatched(model, sinter_names, theirs, matched):
+    """For each ORT node that no sinter node is named after: the fused sinter node (of
+    `sinter_names`) that ran it, found up to four nodes downstream in the graph (sinter names
+    most fused nodes after their last ONNX node), else upstream (after their first)."""
+    graph = onnx.load(model, load_external_data=False).graph
+    by_name = {node.name: node for node in graph.node}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+
+    def walk(start, step):
+        frontier = [start]
+        for _ in range(4):
+            frontier = [n for node in frontier for n in step(node)]
+            for node in frontier:
+                if node.name in sinter_names:
+                    return node.name
+        return None
+
+    down = lambda node: [c for out in node.output for c in consumers[out]]  # noqa: E731
+    up = lambda node: [producer[i] for i in node.input if i in producer]  # noqa: E731
+    folded = {}
+    for name in theirs:
+        if name in matched or name not in by_name:
+            continue
+        target = walk(by_name[name], down) or walk(by_name[name], up)
+        if target is not None:
+            folded[name] = target
+    return folded
+
+
 def sinter_profile(sinter, case, threads, iters, warmup):
     out = subprocess.run(
         [sinter, "profile", case, "--threads", str(threads), "--iters", str(iters),
@@ -126,33 +181,55 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--top", type=int, default=40, help="rows to print (0: all)")
     ap.add_argument("--sinter", default="target/release/sinter")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate sinter and ORT this many times, medians over rounds")
     args = ap.parse_args()
     model = args.case if args.case.endswith(".onnx") else os.path.join(args.case, "model.onnx")
     case_dir = os.path.dirname(model)
 
-    mine = sinter_profile(args.sinter, args.case, args.threads, args.iters, args.warmup)
-    theirs, their_ops, ort_run = ort_profile(model, case_dir, args.threads, args.iters, args.warmup)
+    mine_rounds, theirs_rounds, ort_runs = [], [], []
+    their_ops = {}
+    for _ in range(args.rounds):
+        mine_rounds.append(sinter_profile(args.sinter, args.case, args.threads, args.iters,
+                                          args.warmup))
+        times, ops, run = ort_profile(model, case_dir, args.threads, args.iters, args.warmup)
+        times, ops = by_onnx_node(model, times, ops)
+        theirs_rounds.append(times)
+        their_ops.update(ops)
+        ort_runs.append(run)
+    mine = median_profile(mine_rounds)
+    theirs = {k: float(np.median([t.get(k, 0.0) for t in theirs_rounds]))
+              for k in set().union(*theirs_rounds)}
+    ort_run = float(np.median(ort_runs))
 
-    theirs, their_ops = by_onnx_node(model, theirs, their_ops)
     rows = sorted(mine["nodes"], key=lambda n: -n["us_per_run"])
-    matched = set()
-    print(f"{args.case}: {args.threads} thread(s), {args.iters} timed runs")
+    matched = {n["name"] for n in rows if n["name"] in theirs}
+    fused = {n["name"] for n in rows if n["op"].startswith("sinter:")}
+    folded = fold_unmatched(model, fused, theirs, matched)
+    # Each sinter node's ORT time: its namesake's plus the nodes folded into it.
+    ort_time = {name: theirs[name] for name in matched}
+    folded_count = collections.Counter()
+    for ort_name, sinter_name in folded.items():
+        ort_time[sinter_name] = ort_time.get(sinter_name, 0.0) + theirs[ort_name]
+        folded_count[sinter_name] += 1
+    rounds = f", median of {args.rounds} alternating rounds" if args.rounds > 1 else ""
+    print(f"{args.case}: {args.threads} thread(s), {args.iters} timed runs{rounds}")
     print(f"{'node':52} {'op':10} {'sinter us':>10} {'ORT us':>10} {'ratio':>6}  ORT op")
     shown = rows if args.top == 0 else rows[: args.top]
-    for n in rows:
-        if n["name"] in theirs:
-            matched.add(n["name"])
     for n in shown:
-        t = theirs.get(n["name"])
+        t = ort_time.get(n["name"])
         ratio = f"{n['us_per_run'] / t:6.2f}" if t else "     -"
         tt = f"{t:10.1f}" if t is not None else "         -"
+        extra = f" +{folded_count[n['name']]}" if folded_count[n["name"]] else ""
         print(f"{n['name'][-52:]:52} {n['op'][:10]:10} {n['us_per_run']:10.1f} {tt} {ratio}  "
-              f"{their_ops.get(n['name'], '')}")
-    rest = {k: v for k, v in theirs.items() if k not in matched}
+              f"{their_ops.get(n['name'], '')}{extra}")
+    matched |= set(folded.values())
+    rest = {k: v for k, v in theirs.items() if k not in matched and k not in folded}
     mine_matched = sum(n["us_per_run"] for n in rows if n["name"] in matched)
     mine_rest = sum(n["us_per_run"] for n in rows if n["name"] not in matched)
     print()
-    print(f"matched nodes: sinter {mine_matched:.1f} us, ORT {sum(theirs[k] for k in matched):.1f} us")
+    print(f"matched nodes: sinter {mine_matched:.1f} us, ORT {sum(ort_time.values()):.1f} us "
+          f"({len(folded)} ORT nodes folded into sinter's)")
     print(f"unmatched: sinter {mine_rest:.1f} us in {len(rows) - len(matched)} nodes, "
           f"ORT {sum(rest.values()):.1f} us in {len(rest)} nodes")
     for k, v in sorted(rest.items(), key=lambda kv: -kv[1])[:15]:
@@ -161,7 +238,7 @@ def main():
     for n in rows:
         entry = by_op[n["op"]]
         entry[0] += n["us_per_run"]
-        entry[1] += theirs.get(n["name"], 0.0)
+        entry[1] += ort_time.get(n["name"], 0.0)
         entry[2] += 1
     print()
     print(f"{'op (sinter node, matched ORT time)':36} {'nodes':>6} {'sinter us':>10} {'ORT us':>10}")

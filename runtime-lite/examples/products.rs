@@ -76,13 +76,15 @@ fn main() {
         println!("one core's AVX-512 FMA peak: {peak:.0} GFLOP/s");
     }
     println!("{threads} thread(s), GFLOP/s, best of 3");
-    // ViT-B/16 (197 tokens) and BERT-base (128 tokens) projections: QKV, output, MLP up, down.
+    // ViT-B/16 (197 tokens) and BERT-base (128 tokens) projections: QKV, output, MLP up, down;
     for (m, n, k) in [
         (197, 2304, 768),
         (197, 768, 768),
         (197, 3072, 768),
         (197, 768, 3072),
         (128, 768, 768),
+        // SqueezeNet's classifier: a 1x1 layer, 512 -> 1000 channels on 13 x 13 pixels.
+        (169, 1000, 512),
     ] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
         // Enough copies to pass through well over any cache.
