@@ -45,7 +45,7 @@ enum Kind {
 /// padding, and how it runs.
 type Shape = (usize, usize, usize, usize, usize, usize, Kind);
 
-const SHAPES: [Shape; 24] = [
+const SHAPES: [Shape; 30] = [
     (3, 64, 224, 3, 2, 0, Kind::Stem),
     (3, 64, 224, 3, 2, 0, Kind::StemMaxPool),
     (3, 32, 224, 3, 2, 1, Kind::Stem),
@@ -70,6 +70,14 @@ const SHAPES: [Shape; 24] = [
     (240, 240, 28, 5, 1, 2, Kind::Depthwise),
     (32, 16, 112, 3, 1, 1, Kind::DepthwisePointwise),
     (144, 24, 56, 3, 1, 1, Kind::DepthwisePointwise),
+    // MnasNet's 56 x 56 blocks: the pair fused, and its two layers apart.
+    (72, 24, 56, 3, 1, 1, Kind::DepthwisePointwise),
+    (72, 72, 56, 3, 1, 1, Kind::Depthwise),
+    (72, 24, 56, 1, 1, 0, Kind::Dense),
+    // Its 14 x 14 blocks (5x5).
+    (480, 80, 14, 5, 1, 2, Kind::DepthwisePointwise),
+    (480, 480, 14, 5, 1, 2, Kind::Depthwise),
+    (480, 80, 14, 1, 1, 0, Kind::Dense),
 ];
 
 /// A layer's operands and output, ready to run.
