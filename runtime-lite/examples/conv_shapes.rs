@@ -45,7 +45,7 @@ enum Kind {
 /// padding, and how it runs.
 type Shape = (usize, usize, usize, usize, usize, usize, Kind);
 
-const SHAPES: [Shape; 30] = [
+const SHAPES: [Shape; 33] = [
     (3, 64, 224, 3, 2, 0, Kind::Stem),
     (3, 64, 224, 3, 2, 0, Kind::StemMaxPool),
     (3, 32, 224, 3, 2, 1, Kind::Stem),
@@ -78,6 +78,10 @@ const SHAPES: [Shape; 30] = [
     (480, 80, 14, 5, 1, 2, Kind::DepthwisePointwise),
     (480, 480, 14, 5, 1, 2, Kind::Depthwise),
     (480, 80, 14, 1, 1, 0, Kind::Dense),
+    // Its 28 x 28 -> 14 x 14 block (5x5, stride 2).
+    (240, 80, 28, 5, 2, 2, Kind::DepthwisePointwise),
+    (240, 240, 28, 5, 2, 2, Kind::Depthwise),
+    (240, 80, 14, 1, 1, 0, Kind::Dense),
 ];
 
 /// A layer's operands and output, ready to run.

@@ -840,8 +840,9 @@ pub fn max_pool_nhwc<T: Copy + PartialOrd>(
     }
 }
 
-/// [`max_pool_nhwc`] on `f32`, with AVX-512 when the CPU has it (64 channels of a pixel in
-/// four vectors, over its window's taps).
+/// [`max_pool_nhwc`] on `f32`, with AVX-512 when the CPU has it: each output row lists its
+/// windows' input rows once, and each pixel goes over its window's columns in those rows, up
+/// to 64 channels at a time (four vectors).
 ///
 /// Panics as [`max_pool_nhwc`] does.
 pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [f32]) {
