@@ -1132,6 +1132,26 @@ impl PoolWindow<'_> {
     }
 }
 
+/// Runs `$f::<NV>(args.., c0)` over a pixel's `$c` channels: chunks of 64 from `c0 = 0`
+/// (`NV = 4`), then the remaining 1 to 63 in one chunk of as many vectors as they need.
+macro_rules! by_channel_chunks {
+    ($c:expr, $f:ident($($arg:expr),*)) => {{
+        let c: usize = $c;
+        let mut c0 = 0;
+        while c - c0 >= 64 {
+            $f::<4>($($arg,)* c0);
+            c0 += 64;
+        }
+        match (c - c0).div_ceil(16) {
+            0 => {}
+            1 => $f::<1>($($arg,)* c0),
+            2 => $f::<2>($($arg,)* c0),
+            3 => $f::<3>($($arg,)* c0),
+            _ => $f::<4>($($arg,)* c0),
+        }
+    }};
+}
+
 /// The masks of the up to `NV` vectors of channels `c0..c0 + 16 NV` of a pixel of `c`.
 fn pool_masks<const NV: usize>(c: usize, c0: usize) -> [__mmask16; NV] {
     core::array::from_fn(|v| lanes((c - c0).saturating_sub(16 * v)))
@@ -1145,22 +1165,8 @@ fn pool_masks<const NV: usize>(c: usize, c0: usize) -> [__mmask16; NV] {
 /// (and from 0).
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn max_window_nhwc(image: &[f32], w: &PoolWindow<'_>, out: &mut [f32]) {
-    let c = out.len();
-    let mut c0 = 0;
     // SAFETY: forwarded contract, for channels c0.. of the pixel.
-    unsafe {
-        while c - c0 >= 64 {
-            max_window_chunk::<4>(image, w, c0, out);
-            c0 += 64;
-        }
-        match (c - c0).div_ceil(16) {
-            0 => {}
-            1 => max_window_chunk::<1>(image, w, c0, out),
-            2 => max_window_chunk::<2>(image, w, c0, out),
-            3 => max_window_chunk::<3>(image, w, c0, out),
-            _ => max_window_chunk::<4>(image, w, c0, out),
-        }
-    }
+    unsafe { by_channel_chunks!(out.len(), max_window_chunk(image, w, out)) }
 }
 
 /// [`max_window_nhwc`] for channels `c0..c0 + 16 NV` (masked to the pixel's).
@@ -1171,8 +1177,8 @@ pub(crate) unsafe fn max_window_nhwc(image: &[f32], w: &PoolWindow<'_>, out: &mu
 unsafe fn max_window_chunk<const NV: usize>(
     image: &[f32],
     w: &PoolWindow<'_>,
-    c0: usize,
     out: &mut [f32],
+    c0: usize,
 ) {
     let masks = pool_masks::<NV>(out.len(), c0);
     let src = image.as_ptr().wrapping_add(c0);
@@ -1236,22 +1242,8 @@ pub(crate) unsafe fn avg_window_nhwc(
     count: f32,
     out: &mut [f32],
 ) {
-    let c = out.len();
-    let mut c0 = 0;
     // SAFETY: forwarded contract, for channels c0.. of the pixel.
-    unsafe {
-        while c - c0 >= 64 {
-            avg_window_chunk::<4>(image, w, count, c0, out);
-            c0 += 64;
-        }
-        match (c - c0).div_ceil(16) {
-            0 => {}
-            1 => avg_window_chunk::<1>(image, w, count, c0, out),
-            2 => avg_window_chunk::<2>(image, w, count, c0, out),
-            3 => avg_window_chunk::<3>(image, w, count, c0, out),
-            _ => avg_window_chunk::<4>(image, w, count, c0, out),
-        }
-    }
+    unsafe { by_channel_chunks!(out.len(), avg_window_chunk(image, w, count, out)) }
 }
 
 /// [`avg_window_nhwc`] for channels `c0..c0 + 16 NV` (masked to the pixel's).
@@ -1263,8 +1255,8 @@ unsafe fn avg_window_chunk<const NV: usize>(
     image: &[f32],
     w: &PoolWindow<'_>,
     count: f32,
-    c0: usize,
     out: &mut [f32],
+    c0: usize,
 ) {
     let masks = pool_masks::<NV>(out.len(), c0);
     let src = image.as_ptr().wrapping_add(c0);

@@ -863,7 +863,7 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
         if channels == 0 || in_len == 0 {
             return;
         }
-        let [_, ih, iw] = p.input;
+        let iw = p.input[2];
         // The input rows of the current output row's windows, in their order.
         let mut rows = [0usize; POOL_TAPS];
         for (image, dst) in x
@@ -873,16 +873,8 @@ pub fn max_pool_nhwc_f32(p: &PoolParams, channels: usize, x: &[f32], out: &mut [
         {
             let mut pixel = 0;
             for oz in 0..p.output[0] {
-                let z = window_span(oz, p.strides[0], p.kernel[0], p.pads_begin[0], p.input[0]);
                 for oy in 0..p.output[1] {
-                    let y = window_span(oy, p.strides[1], p.kernel[1], p.pads_begin[1], ih);
-                    let mut n_rows = 0;
-                    for zi in z.0..z.1 {
-                        for yi in y.0..y.1 {
-                            rows[n_rows] = (zi * ih + yi) * iw * channels;
-                            n_rows += 1;
-                        }
-                    }
+                    let n_rows = window_rows(p, [oz, oy], channels, &mut rows);
                     for ox in 0..p.output[2] {
                         let xs = window_span(ox, p.strides[2], p.kernel[2], p.pads_begin[2], iw);
                         let window = crate::conv_x86_64::PoolWindow {
@@ -945,20 +937,11 @@ pub fn avg_pool_nhwc_f32(
         for oz in 0..p.output[0] {
             for oy in 0..p.output[1] {
                 #[cfg(target_arch = "x86_64")]
-                let mut n_rows = 0;
-                #[cfg(target_arch = "x86_64")]
-                if avx512 {
-                    let (range, base) = window_taps(p, [oz, oy, 0]);
-                    let [(z_lo, z_hi, _), (y_lo, y_hi, _), _] = range;
-                    for a in z_lo..z_hi {
-                        let zi = base[0].wrapping_add(a * d[0]);
-                        for b in y_lo..y_hi {
-                            let yi = base[1].wrapping_add(b * d[1]);
-                            rows[n_rows] = (zi * ih + yi) * iw * c;
-                            n_rows += 1;
-                        }
-                    }
-                }
+                let n_rows = if avx512 {
+                    window_rows(p, [oz, oy], c, &mut rows)
+                } else {
+                    0
+                };
                 for ox in 0..p.output[2] {
                     let (range, base) = window_taps(p, [oz, oy, ox]);
                     let [(z_lo, z_hi, z_pad), (y_lo, y_hi, y_pad), (x_lo, x_hi, x_pad)] = range;
@@ -1023,6 +1006,32 @@ fn window_pixels(
             (x_lo..x_hi).map(move |t| (zi * ih + yi) * iw + base[2].wrapping_add(t * d[2]))
         })
     })
+}
+
+/// Lists in `rows` the input rows (offsets of their first pixel, `c` channels a pixel) of the
+/// windows of output row `(oz, oy)` of `p`, in the windows' order (depth, then height, each
+/// clipped to the input, dilations as [`window_taps`] takes them); returns how many there are.
+///
+/// Panics if there are more than [`POOL_TAPS`] (the callers check the kernel's size first).
+#[cfg(target_arch = "x86_64")]
+fn window_rows(
+    p: &PoolParams,
+    [oz, oy]: [usize; 2],
+    c: usize,
+    rows: &mut [usize; POOL_TAPS],
+) -> usize {
+    let ([(z_lo, z_hi, _), (y_lo, y_hi, _), _], base) = window_taps(p, [oz, oy, 0]);
+    let [_, ih, iw] = p.input;
+    let mut n = 0;
+    for a in z_lo..z_hi {
+        let zi = base[0].wrapping_add(a * p.dilations[0]);
+        for b in y_lo..y_hi {
+            let yi = base[1].wrapping_add(b * p.dilations[1]);
+            rows[n] = (zi * ih + yi) * iw * c;
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Window pixels up to which the channels-last f32 poolings take the AVX-512 kernels (a 7 x 7
